@@ -1,0 +1,63 @@
+# Listing triage. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ROWS ?= 200000
+SEED ?= 0
+DATA_DIR ?= data/generated
+BUNDLE ?= models/latest
+
+.DEFAULT_GOAL := help
+.PHONY: help install data train evaluate thresholds simulate test lint format mlflow-ui bench-train clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Build .venv from pyproject.toml (pinned dependencies)
+
+data: $(STAMP) ## Generate synthetic review history (ROWS=200000 SEED=0) into data/generated
+	$(BIN)/triage generate --rows $(ROWS) --seed $(SEED) --out $(DATA_DIR)
+
+$(DATA_DIR)/reviews.parquet:
+	$(MAKE) data
+
+train: $(STAMP) $(DATA_DIR)/reviews.parquet ## Train, calibrate, pick thresholds, export models/<version>, log to MLflow
+	$(BIN)/triage train --data $(DATA_DIR)/reviews.parquet --out models --seed $(SEED)
+
+evaluate: $(STAMP) ## Metrics of models/latest on the generated data, with the oracle
+	$(BIN)/triage evaluate --bundle $(BUNDLE) --data $(DATA_DIR)/reviews.parquet --oracle $(DATA_DIR)/oracle.parquet
+
+thresholds: $(STAMP) ## Choose guaranteed thresholds (recall 0.99, block precision 0.98, 95%) for models/latest
+	$(BIN)/triage thresholds --bundle $(BUNDLE)
+
+simulate: $(STAMP) ## Workload simulation of models/latest's policy at 100k listings/day
+	$(BIN)/triage simulate --bundle $(BUNDLE) --daily-volume 100000
+
+test: $(STAMP) ## Run the whole test suite (unit, end-to-end, notebooks, PostgreSQL)
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+mlflow-ui: $(STAMP) ## Open the MLflow UI on the embedded tracking store (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+
+bench-train: $(STAMP) ## Benchmark generate+train at 100k, 300k, 1M rows (time, peak memory) -> bench/results
+	$(BIN)/python bench/bench_train.py --rows 100000 300000 1000000
+
+clean: ## Remove generated data, bundles and tracking store (keeps .venv)
+	rm -rf data/generated models/2* models/latest models/latest.txt mlflow.db mlartifacts var

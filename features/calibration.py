@@ -1,0 +1,49 @@
+"""Probability calibration as plain knots, so serving applies it with one `np.interp`.
+
+Isotonic regression fitted on the calibration split, then centred (each flat block replaced by its
+midpoint, linear in between): the map stays monotone but is strictly increasing between blocks, so
+thresholds on calibrated risk keep the model's ranking instead of collapsing it into ties.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    x: np.ndarray  # raw model scores (knots, increasing)
+    y: np.ndarray  # calibrated risk at each knot (non-decreasing, within [0, 1])
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        return np.interp(np.asarray(raw, dtype=np.float64), self.x, self.y)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"method": "centred_isotonic", "x": self.x.tolist(), "y": self.y.tolist()}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibrator:
+        raw = json.loads(Path(path).read_text())
+        return cls(np.asarray(raw["x"], dtype=np.float64), np.asarray(raw["y"], dtype=np.float64))
+
+
+def fit_calibrator(raw: np.ndarray, labels: np.ndarray) -> Calibrator:
+    """Fit centred isotonic calibration of raw scores to observed rejection."""
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+    iso.fit(np.asarray(raw, dtype=np.float64), np.asarray(labels, dtype=np.float64))
+    xs, ys = np.asarray(iso.X_thresholds_), np.asarray(iso.y_thresholds_)
+    block_start = np.r_[True, np.diff(ys) != 0]
+    block_id = np.cumsum(block_start) - 1
+    counts = np.bincount(block_id)
+    centres = np.bincount(block_id, weights=xs) / counts
+    levels = ys[block_start]
+    # Keep the outermost knots so the map covers the fitted range before clipping.
+    x = np.r_[xs[0], centres, xs[-1]]
+    y = np.r_[levels[0], levels, levels[-1]]
+    x, keep = np.unique(x, return_index=True)
+    return Calibrator(x, y[keep])

@@ -1,0 +1,95 @@
+"""Scoring from an exported bundle: feature builder -> ONNX model -> calibrator.
+
+This is the only way serving and offline scoring turn listings into risk; it reads the bundle and
+nothing else. The manifest is verified before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from features.builder import FeatureBuilder
+from features.bundle import BundleError, resolve_bundle, verify_manifest
+from features.calibration import Calibrator
+from features.config import DataConfig
+from features.policy import Policy, load_policy
+
+
+@dataclass
+class Bundle:
+    """A verified, loaded bundle: everything needed to score a listing and route it."""
+
+    path: Path
+    version: str
+    config: DataConfig
+    builder: FeatureBuilder
+    calibrator: Calibrator
+    policy: Policy
+    session: Any  # onnxruntime.InferenceSession
+    metrics: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int = 1) -> Bundle:
+        import onnxruntime as ort
+
+        bundle_dir = resolve_bundle(path)
+        manifest = verify_manifest(bundle_dir)
+        try:
+            config = DataConfig.from_dict(yaml.safe_load((bundle_dir / "data_config.yaml").read_text()))
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(
+                str(bundle_dir / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            return cls(
+                path=bundle_dir,
+                version=str(manifest.get("version", bundle_dir.name)),
+                config=config,
+                builder=FeatureBuilder.load(bundle_dir / "feature_state", config),
+                calibrator=Calibrator.load(bundle_dir / "calibrator.json"),
+                policy=load_policy(bundle_dir),
+                session=session,
+                metrics=json.loads((bundle_dir / "metrics.json").read_text()),
+            )
+        except BundleError:
+            raise
+        except Exception as exc:  # any unreadable part makes the whole bundle unusable
+            raise BundleError(f"bundle {bundle_dir}: cannot load ({type(exc).__name__}: {exc})") from exc
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.builder.feature_names)
+
+    def raw_scores(self, X: np.ndarray) -> np.ndarray:
+        """Uncalibrated model probability for a float32 feature matrix."""
+        outputs = self.session.run(None, {"input": np.ascontiguousarray(X, dtype=np.float32)})
+        probabilities = outputs[1]
+        return np.asarray(probabilities[:, 1] if probabilities.ndim == 2 else probabilities, dtype=np.float64)
+
+    def features(self, listings: pd.DataFrame, history: pd.DataFrame | None = None) -> np.ndarray:
+        return self.builder.transform(listings, history=history).to_numpy(dtype=np.float32)
+
+    def risk(self, listings: pd.DataFrame, history: pd.DataFrame | None = None) -> np.ndarray:
+        """Calibrated risk of rejection for each listing."""
+        return self.calibrator(self.raw_scores(self.features(listings, history)))
+
+    @cached_property
+    def booster(self) -> Any:
+        """The native LightGBM model, used only for per-feature contributions (reasons)."""
+        import lightgbm as lgb
+
+        return lgb.Booster(model_file=str(self.path / "lightgbm.txt"))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature contributions to the raw log-odds (TreeSHAP), shape (n, n_features)."""
+        contrib = np.asarray(self.booster.predict(X, pred_contrib=True))
+        return contrib[:, :-1]

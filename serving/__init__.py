@@ -1,0 +1,4 @@
+"""Listing-triage scoring service: settings, decision log, review queue, API keys and the HTTP layer.
+
+Serving reads only the exported model bundle and the `features` library, never training code.
+"""

@@ -1,0 +1,54 @@
+"""Service settings from the environment (prefix `TRIAGE_`), built once by the cached `get_settings()`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the scoring service; bounds refuse values that would make it unsafe or useless."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore", frozen=True)
+
+    bundle: str = Field("models/latest", min_length=1, description="Model bundle directory or pointer.")
+    database_url: str = Field(
+        "sqlite:///var/triage.db", description="Decision log: SQLite file (default) or PostgreSQL URL."
+    )
+    max_batch_items: int = Field(1000, ge=1, le=100_000, description="Most listings in one batch request.")
+    max_body_bytes: int = Field(2_000_000, ge=1_024, le=100_000_000, description="Largest request body.")
+    request_timeout_ms: int = Field(200, ge=1, le=60_000, description="Scoring budget per request.")
+    lease_seconds: int = Field(300, ge=1, le=86_400, description="How long a claimed queue item stays leased.")
+    group_commit: bool = Field(True, description="SQLite: share one commit (fsync) among concurrent writers.")
+    group_commit_ms: float = Field(
+        2.0, ge=0, le=1_000, description="SQLite: how long the writer gathers writes before committing."
+    )
+    log_level: LogLevel = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _durable_database(cls, url: str) -> str:
+        url = url.strip()
+        if url.startswith(("postgres://", "postgresql://")):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        if not url.startswith(("sqlite:///", "postgresql+psycopg://")):
+            raise ValueError("database_url must be sqlite:///<file> or a postgresql URL")
+        if url.startswith("sqlite") and (url in ("sqlite://", "sqlite:///") or ":memory:" in url):
+            raise ValueError("an in-memory SQLite database is not durable; give a file path")
+        return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

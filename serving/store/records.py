@@ -1,0 +1,175 @@
+"""What the store reads and writes: decisions, queue items, reviews, keys, policy changes; and its errors."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+Decision = Literal["auto_pass", "auto_block", "human_review"]
+Verdict = Literal["approve", "reject"]
+QueueStatus = Literal["pending", "claimed", "done"]
+Scope = Literal["score", "review", "admin"]
+DecisionGround = Literal["illegal_content", "incompatible_with_terms"]
+
+DECISIONS: frozenset[str] = frozenset(get_args(Decision))
+VERDICTS: frozenset[str] = frozenset(get_args(Verdict))
+SCOPES: frozenset[str] = frozenset(get_args(Scope))
+
+
+class StoreError(RuntimeError):
+    """Base class of the errors the store raises on purpose."""
+
+
+class NotFoundError(StoreError, KeyError):
+    """No such decision (or key)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class ConflictError(StoreError):
+    """The request conflicts with the stored state: already reviewed, leased to someone else..."""
+
+
+class StoreClosedError(StoreError):
+    """The store was closed; no more writes are accepted."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class StatementOfReasons:
+    """EU DSA (art. 17) statement of reasons for a restrictive decision; stored as JSON with the decision."""
+
+    puid: str  # the platform's unique id of the decision: the decision_id
+    decision_ground: DecisionGround
+    category: str
+    facts_and_circumstances: str
+    automated_detection: bool
+    automated_decision: bool
+    ground_reference: str | None = None  # the law or the terms-of-service clause relied on
+    restriction: str = "listing_removed"
+    redress: tuple[str, ...] = ("internal_complaint_handling", "out_of_court_settlement", "judicial_redress")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "puid": self.puid,
+            "decision_ground": self.decision_ground,
+            "category": self.category,
+            "facts_and_circumstances": self.facts_and_circumstances,
+            "automated_detection": self.automated_detection,
+            "automated_decision": self.automated_decision,
+            "ground_reference": self.ground_reference,
+            "restriction": self.restriction,
+            "redress": list(self.redress),
+        }
+
+
+@dataclass(slots=True)
+class DecisionRecord:
+    """One routing decision as logged: everything needed to explain and audit it later.
+
+    `human_review` decisions and QA samples (`qa_sample=True`) are also put on the review queue with
+    `priority` (higher is reviewed first). `request_id` makes retries idempotent per listing.
+    """
+
+    listing_id: str
+    decision: Decision
+    automated: bool
+    policy_version: str
+    listing: dict[str, Any]
+    risk: float | None = None
+    model_version: str | None = None
+    t_pass: float | None = None
+    t_block: float | None = None
+    priority: float = 0.0
+    rules_matched: list[str] = field(default_factory=list)
+    reasons: list[Any] = field(default_factory=list)
+    qa_sample: bool = False
+    would_have_been: Decision | None = None
+    fallback_reason: str | None = None
+    statement_of_reasons: dict[str, Any] | None = None
+    request_id: str | None = None
+    decision_id: str = field(default_factory=new_id)
+    received_at: datetime = field(default_factory=utcnow)
+    decided_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {sorted(DECISIONS)}, got {self.decision!r}")
+        if self.would_have_been is not None and self.would_have_been not in DECISIONS:
+            raise ValueError(f"would_have_been must be one of {sorted(DECISIONS)}, got {self.would_have_been!r}")
+        if self.risk is not None and not (math.isfinite(self.risk) and 0.0 <= self.risk <= 1.0):
+            raise ValueError(f"risk must be a probability in [0, 1] or None, got {self.risk!r}")
+        if not math.isfinite(self.priority):
+            raise ValueError("priority must be finite")
+        if not self.listing_id:
+            raise ValueError("listing_id must not be empty")
+
+    @property
+    def queued(self) -> bool:
+        """Whether this decision goes to the human review queue."""
+        return self.decision == "human_review" or self.qa_sample
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    """A review-queue entry with the decision (listing, reasons) the reviewer needs."""
+
+    decision_id: str
+    priority: float
+    enqueued_at: datetime
+    status: QueueStatus
+    claimed_by: str | None
+    lease_expires_at: datetime | None
+    qa_sample: bool
+    decision: DecisionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """A reviewer's verdict on a queued decision: a labelled outcome for retraining."""
+
+    decision_id: str
+    reviewer: str
+    verdict: Verdict
+    violation_reason: str | None
+    review_seconds: float | None
+    reviewed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored API key, without its secret."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    created_at: datetime
+    revoked: bool
+
+    def allows(self, scope: str) -> bool:
+        """`admin` implies every scope; a revoked key allows nothing."""
+        return not self.revoked and (scope in self.scopes or "admin" in self.scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    """One audited policy change (thresholds, rules)."""
+
+    id: int
+    at: datetime
+    actor: str
+    old_version: str | None
+    new_version: str | None
+    old: dict[str, Any]
+    new: dict[str, Any]

@@ -1,0 +1,146 @@
+"""The one schema of the decision log, portable between SQLite and PostgreSQL (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite keeps no offset, so store UTC, read as UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware (UTC) datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class JSONText(TypeDecorator[Any]):
+    """JSON kept as text (orjson), so both backends store and return exactly the same document."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else orjson.dumps(value, option=_JSON_OPTIONS).decode()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else orjson.loads(value)
+
+
+metadata = MetaData()
+
+_DECISION_VALUES = "('auto_pass', 'auto_block', 'human_review')"
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("decision_id", String(36), primary_key=True),
+    Column("request_id", String(128), nullable=True),
+    Column("listing_id", String(256), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("automated", Boolean, nullable=False),
+    Column("risk", Float, nullable=True),
+    Column("model_version", String(128), nullable=True),
+    Column("policy_version", String(128), nullable=False),
+    Column("t_pass", Float, nullable=True),
+    Column("t_block", Float, nullable=True),
+    Column("priority", Float, nullable=False),
+    Column("rules_matched", JSONText, nullable=False),
+    Column("reasons", JSONText, nullable=False),
+    Column("qa_sample", Boolean, nullable=False),
+    Column("would_have_been", String(16), nullable=True),
+    Column("fallback_reason", String(128), nullable=True),
+    Column("statement_of_reasons", JSONText, nullable=True),
+    Column("listing", JSONText, nullable=False),
+    UniqueConstraint("listing_id", "request_id", name="uq_decisions_listing_request"),
+    CheckConstraint(f"decision IN {_DECISION_VALUES}", name="ck_decisions_decision"),
+    CheckConstraint(
+        f"would_have_been IS NULL OR would_have_been IN {_DECISION_VALUES}", name="ck_decisions_would_have_been"
+    ),
+    Index("ix_decisions_decided_at", "decided_at", "decision_id"),
+)
+
+queue = Table(
+    "review_queue",
+    metadata,
+    Column("decision_id", String(36), ForeignKey("decisions.decision_id"), primary_key=True),
+    Column("priority", Float, nullable=False),
+    Column("enqueued_at", UTCDateTime, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("claimed_by", String(128), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("qa_sample", Boolean, nullable=False),
+    CheckConstraint("status IN ('pending', 'claimed', 'done')", name="ck_queue_status"),
+    Index("ix_queue_status_priority", "status", "priority"),
+)
+
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("decision_id", String(36), ForeignKey("decisions.decision_id"), primary_key=True),
+    Column("reviewer", String(128), nullable=False),
+    Column("verdict", String(8), nullable=False),
+    Column("violation_reason", String(256), nullable=True),
+    Column("review_seconds", Float, nullable=True),
+    Column("reviewed_at", UTCDateTime, nullable=False),
+    CheckConstraint("verdict IN ('approve', 'reject')", name="ck_reviews_verdict"),
+    Index("ix_reviews_reviewed_at", "reviewed_at"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("scopes", String(128), nullable=False),
+    Column("key_hash", String(256), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+policy_audit = Table(
+    "policy_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("old_version", String(128), nullable=True),
+    Column("new_version", String(128), nullable=True),
+    Column("old", JSONText, nullable=False),
+    Column("new", JSONText, nullable=False),
+)

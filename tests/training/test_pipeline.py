@@ -1,0 +1,129 @@
+"""End to end: generate -> train -> evaluate, and the properties the bundle must keep."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.bundle import BundleError, verify_manifest
+from features.scoring import Bundle
+from features.validate import load_table, validate_history
+from training.cli import app
+from training.pipeline import TrainOptions, train
+from training.train import predict_lightgbm
+
+pytestmark = pytest.mark.slow
+
+BUNDLE_FILES = {"model.onnx", "lightgbm.txt", "calibrator.json", "metrics.json", "reference.parquet",
+                "MODEL_CARD.md", "policy.json", "data_config.yaml", "manifest.json"}
+
+
+def test_bundle_is_complete_and_verified(bundle_dir: Path) -> None:
+    names = {p.name for p in bundle_dir.iterdir()}
+    assert BUNDLE_FILES <= names
+    assert (bundle_dir / "feature_state").is_dir()
+    assert list((bundle_dir / "plots").glob("*.png"))
+    assert list((bundle_dir / "policies").glob("*.json"))
+    manifest = verify_manifest(bundle_dir)
+    assert "model.onnx" in manifest["files"]
+    assert (bundle_dir.parent / "latest").resolve() == bundle_dir.resolve()
+
+
+def test_metrics_report_model_baseline_and_routing(trained) -> None:
+    metrics = trained.metrics
+    assert metrics["test"]["roc_auc"] > 0.75
+    assert 0.5 < metrics["baseline_test"]["roc_auc"] <= 1
+    assert metrics["test"]["ece"] < 0.05
+    routing = metrics["test"]["routing"]
+    assert abs(routing["auto_pass_share"] + routing["auto_block_share"] + routing["queue_share"] - 1) < 1e-9
+    assert set(metrics["test"]["segments"]) == {"category", "market"}
+
+
+def test_onnx_bundle_scores_equal_in_memory_model(bundle_dir: Path, generated_dir: Path) -> None:
+    import lightgbm as lgb
+
+    bundle = Bundle.load(bundle_dir)
+    table = validate_history(load_table(generated_dir / "reviews.parquet", bundle.config), bundle.config)
+    X = bundle.builder.transform(table.tail(3000), history=table)
+    in_memory = predict_lightgbm(lgb.Booster(model_file=str(bundle_dir / "lightgbm.txt")), X)
+    onnx_path = bundle.raw_scores(X.to_numpy(dtype=np.float32))
+    np.testing.assert_allclose(onnx_path, in_memory, atol=1e-5)
+
+
+def test_same_seed_and_data_give_same_metrics(trained, generated_dir: Path, tmp_path: Path) -> None:
+    again = train(TrainOptions(data=generated_dir / "reviews.parquet", out=tmp_path, seed=7,
+                               show_progress=False, log_mlflow=False))
+    first, second = dict(trained.metrics), dict(again.metrics)
+    assert json.dumps(first, sort_keys=True, default=float) == json.dumps(second, sort_keys=True, default=float)
+
+
+def test_adding_a_prohibited_term_never_lowers_risk(bundle_dir: Path, generated_dir: Path) -> None:
+    from features.lexicon import PROHIBITED_TERMS
+
+    bundle = Bundle.load(bundle_dir)
+    table = validate_history(load_table(generated_dir / "reviews.parquet", bundle.config), bundle.config)
+    listings = table.tail(500).reset_index(drop=True)
+    term = sorted(PROHIBITED_TERMS)[0]
+    flagged = listings.assign(title=listings["title"] + f" {term}")
+    before, after = bundle.risk(listings), bundle.risk(flagged)
+    assert np.all(after >= before - 1e-12)
+    assert after.mean() > before.mean()
+
+
+def test_listing_id_changes_nothing(bundle_dir: Path, generated_dir: Path) -> None:
+    bundle = Bundle.load(bundle_dir)
+    table = validate_history(load_table(generated_dir / "reviews.parquet", bundle.config), bundle.config)
+    listings = table.tail(200).reset_index(drop=True)
+    renamed = listings.assign(listing_id=[f"X{i}" for i in range(len(listings))])
+    np.testing.assert_array_equal(bundle.risk(listings), bundle.risk(renamed))
+
+
+def test_tampered_bundle_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "tampered"
+    shutil.copytree(bundle_dir, copy)
+    with (copy / "calibrator.json").open("a") as handle:
+        handle.write(" ")
+    with pytest.raises(BundleError, match="checksum mismatch for calibrator.json"):
+        Bundle.load(copy)
+
+
+def test_cli_generate_train_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runner = CliRunner()
+    data = tmp_path / "data"
+    result = runner.invoke(app, ["generate", "--rows", "5000", "--seed", "3", "--out", str(data)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "--data", str(data / "reviews.parquet"), "--out", str(tmp_path / "m"),
+                                 "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert "registered listing-risk version 1" in result.output
+    result = runner.invoke(app, ["evaluate", "--bundle", str(tmp_path / "m" / "latest"),
+                                 "--data", str(data / "reviews.parquet"), "--oracle", str(data / "oracle.parquet")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert 0.5 < metrics["roc_auc"] <= metrics["oracle_roc_auc"] + 0.02
+
+
+def test_cli_train_names_the_bad_column(tmp_path: Path, generated_dir: Path) -> None:
+    bad = pd.read_parquet(generated_dir / "reviews.parquet").drop(columns=["merchant_id"])
+    bad.to_parquet(tmp_path / "bad.parquet")
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "bad.parquet"), "--out", str(tmp_path),
+                                      "--no-mlflow"])
+    assert result.exit_code == 2
+    assert "merchant_id" in result.output
+
+
+def test_mlflow_registers_model_with_candidate_alias(trained, mlflow_uri: str) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    version = client.get_model_version_by_alias("listing-risk", "candidate")
+    assert version.version == trained.mlflow["model_version"]
+    run = client.get_run(trained.mlflow["run_id"])
+    assert run.data.metrics["test.roc_auc"] == pytest.approx(trained.metrics["test"]["roc_auc"])

@@ -1,0 +1,135 @@
+"""`triage`: the one command line for data, training, thresholds, simulation and serving."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Listing triage: train, evaluate, simulate and serve the listing-risk model.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def generate(
+    rows: Annotated[int, typer.Option(min=100, help="number of reviewed listings")] = 100_000,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("data/generated"),
+    start: Annotated[str, typer.Option(help="first creation date, YYYY-MM-DD")] = "2025-01-01",
+    months: Annotated[int, typer.Option(min=1, help="months of history")] = 12,
+) -> None:
+    """Write synthetic review history (reviews.parquet) and its oracle (oracle.parquet)."""
+    from training.generate import write_dataset
+
+    paths = write_dataset(out, rows=rows, seed=seed, start=start, months=months)
+    for name, path in paths.items():
+        console.print(f"wrote {name}: {path}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="review outcomes, .parquet or .csv")] = Path(
+        "data/generated/reviews.parquet"),
+    config: Annotated[Path | None, typer.Option(help="YAML data config (default: configs/data.yaml)")] = None,
+    out: Annotated[Path, typer.Option(help="directory of bundles")] = Path("models"),
+    seed: Annotated[int, typer.Option()] = 0,
+    recall: Annotated[float, typer.Option(min=0.5, max=0.99999)] = 0.99,
+    block_precision: Annotated[float, typer.Option(min=0.5, max=0.99999)] = 0.98,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.9999)] = 0.95,
+    segment_by: Annotated[str | None, typer.Option(help="choose thresholds per value of this column")] = None,
+    mlflow: Annotated[bool, typer.Option(help="log the run to MLflow and register the model")] = True,
+) -> None:
+    """Train, calibrate, choose thresholds, evaluate and export a bundle to OUT/<version>."""
+    from features.validate import DataValidationError
+    from training.pipeline import TrainOptions
+    from training.pipeline import train as run
+
+    options = TrainOptions(data=data, config=config, out=out, seed=seed, recall=recall,
+                           block_precision=block_precision, confidence=confidence, segment_by=segment_by,
+                           log_mlflow=mlflow)
+    try:
+        result = run(options)
+    except (DataValidationError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    test, baseline = result.metrics["test"], result.metrics["baseline_test"]
+    console.print(f"bundle: [bold]{result.bundle_dir}[/] (models/latest points to it)")
+    console.print(f"test ROC-AUC {test.get('roc_auc', float('nan')):.4f} | baseline "
+                  f"{baseline.get('roc_auc', float('nan')):.4f} | PR-AUC {test.get('pr_auc', float('nan')):.4f}"
+                  f" | ECE {test['ece']:.4f}")
+    if result.mlflow:
+        console.print(f"MLflow: registered listing-risk version {result.mlflow['model_version']} "
+                      f"(alias candidate), run {result.mlflow['run_id']}")
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Option(help="bundle directory or models/latest")] = Path("models/latest"),
+    data: Annotated[Path, typer.Option(help="labelled review outcomes to evaluate on")] = Path(
+        "data/generated/reviews.parquet"),
+    oracle: Annotated[Path | None, typer.Option(help="oracle.parquet from `triage generate`")] = None,
+    out: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
+) -> None:
+    """Score labelled data with a bundle and print metrics as JSON."""
+    from features.bundle import BundleError
+    from features.validate import DataValidationError
+    from training.offline import evaluate_bundle
+
+    try:
+        metrics = evaluate_bundle(bundle, data, oracle)
+    except (BundleError, DataValidationError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    text = json.dumps(metrics, indent=2, default=float)
+    if out:
+        out.write_text(text)
+    sys.stdout.write(text + "\n")
+
+
+@app.command()
+def score(
+    bundle: Annotated[Path, typer.Option(help="bundle directory or models/latest")] = Path("models/latest"),
+    data: Annotated[Path, typer.Option(help="listings to score, .parquet or .csv")] = Path(
+        "data/generated/reviews.parquet"),
+    out: Annotated[Path, typer.Option(help="output .parquet or .csv")] = Path("data/scored.parquet"),
+) -> None:
+    """Offline batch scoring: risk and decision for every listing in a file."""
+    from features.bundle import BundleError
+    from features.validate import DataValidationError
+    from training.offline import score_file
+
+    try:
+        summary = score_file(bundle, data, out)
+    except (BundleError, DataValidationError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    console.print(summary)
+
+
+@app.command()
+def promote(
+    version: Annotated[str | None, typer.Option(help="model version (default: the current candidate)")] = None,
+    alias: Annotated[str, typer.Option()] = "champion",
+) -> None:
+    """Point an MLflow registry alias (default champion) at a model version."""
+    from training.registry import REGISTERED_MODEL
+    from training.registry import promote as run
+
+    promoted = run(version, alias)
+    console.print(f"{REGISTERED_MODEL}@{alias} -> version {promoted}")
+
+
+from training import policy_cli  # noqa: E402  (commands defined beside their logic)
+
+app.command("thresholds")(policy_cli.thresholds)
+app.command("simulate")(policy_cli.simulate)

@@ -1,0 +1,140 @@
+"""Evaluation on held-out rows: ranking, calibration, routing at the chosen thresholds, per segment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from features.policy import AUTO_BLOCK, AUTO_PASS, HUMAN_REVIEW, Policy, route
+
+MIN_SEGMENT_ROWS = 50
+
+
+def expected_calibration_error(y: np.ndarray, risk: np.ndarray, bins: int = 15) -> float:
+    """Mean |observed rate - mean risk| over equal-width risk bins, weighted by bin size."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(risk, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    observed = np.bincount(which, weights=y, minlength=bins)
+    predicted = np.bincount(which, weights=risk, minlength=bins)
+    filled = counts > 0
+    return float(np.sum(np.abs(observed[filled] - predicted[filled])) / max(len(y), 1))
+
+
+def ranking_metrics(y: np.ndarray, risk: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y)
+    if y.min() == y.max():
+        return {"rows": int(len(y)), "prevalence": float(y.mean())}
+    return {
+        "rows": int(len(y)),
+        "prevalence": float(y.mean()),
+        "roc_auc": float(roc_auc_score(y, risk)),
+        "pr_auc": float(average_precision_score(y, risk)),
+    }
+
+
+def calibration_metrics(y: np.ndarray, risk: np.ndarray) -> dict[str, float]:
+    return {
+        "ece": expected_calibration_error(y, risk),
+        "brier": float(brier_score_loss(y, np.clip(risk, 0.0, 1.0))),
+        "mean_risk": float(np.mean(risk)),
+    }
+
+
+def routing_metrics(
+    y: np.ndarray, risk: np.ndarray, t_pass: np.ndarray | float, t_block: np.ndarray | float,
+    review_seconds: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Routing split and the quantities the thresholds promise, counted on these rows."""
+    decision = route(risk, t_pass, t_block)
+    passed, blocked, queued = decision == AUTO_PASS.code, decision == AUTO_BLOCK.code, decision == HUMAN_REVIEW.code
+    positives = max(int(y.sum()), 1)
+    out = {
+        "auto_pass_share": float(passed.mean()),
+        "auto_block_share": float(blocked.mean()),
+        "queue_share": float(queued.mean()),
+        "recall": float(1.0 - y[passed].sum() / positives),
+        "block_precision": float(y[blocked].mean()) if blocked.any() else float("nan"),
+        "missed_violations": int(y[passed].sum()),
+        "wrongful_blocks": int((1 - y[blocked]).sum()),
+    }
+    if review_seconds is not None:
+        out["queue_reviewer_hours"] = float(np.sum(review_seconds[queued]) / 3600.0)
+        out["all_reviewer_hours"] = float(np.sum(review_seconds) / 3600.0)
+    return out
+
+
+def segment_metrics(frame: pd.DataFrame, column: str) -> dict[str, dict[str, float]]:
+    """ROC-AUC and prevalence per value of a segment column (segments with too few rows are skipped)."""
+    out: dict[str, dict[str, float]] = {}
+    for value, part in frame.groupby(column, observed=True, sort=True):
+        if len(part) >= MIN_SEGMENT_ROWS:
+            out[str(value)] = ranking_metrics(part["label"].to_numpy(), part["risk"].to_numpy())
+    return out
+
+
+def evaluate_scores(
+    frame: pd.DataFrame, policy: Policy | None = None, segments: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """All metrics for a frame with columns label, risk (calibrated), optional review_seconds and segments."""
+    y, risk = frame["label"].to_numpy(), frame["risk"].to_numpy()
+    metrics: dict[str, Any] = {**ranking_metrics(y, risk), **calibration_metrics(y, risk)}
+    if policy is not None:
+        seg_values = frame[policy.segment_by].astype(str).to_numpy() if policy.segment_by else None
+        t_pass, t_block = policy.thresholds_for(seg_values) if seg_values is not None else (policy.t_pass, policy.t_block)
+        seconds = frame["review_seconds"].to_numpy() if "review_seconds" in frame else None
+        metrics["routing"] = routing_metrics(y, risk, t_pass, t_block, seconds)
+    metrics["segments"] = {col: segment_metrics(frame, col) for col in segments if col in frame}
+    return metrics
+
+
+def save_plots(frame: pd.DataFrame, out_dir: str | Path, segment: str | None = None) -> list[Path]:
+    """ROC, precision-recall, reliability and per-segment score-distribution plots as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    y, risk = frame["label"].to_numpy(), frame["risk"].to_numpy()
+    paths = []
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fpr, tpr, _ = roc_curve(y, risk)
+    axes[0].plot(fpr, tpr)
+    axes[0].plot([0, 1], [0, 1], "--", color="grey")
+    axes[0].set(title=f"ROC (AUC {roc_auc_score(y, risk):.3f})", xlabel="false positive rate", ylabel="recall")
+    precision, recall, _ = precision_recall_curve(y, risk)
+    axes[1].plot(recall, precision)
+    axes[1].set(title=f"Precision-recall (AP {average_precision_score(y, risk):.3f})", xlabel="recall",
+                ylabel="precision")
+    bins = np.quantile(risk, np.linspace(0, 1, 16))
+    which = np.clip(np.searchsorted(bins[1:-1], risk, side="right"), 0, 14)
+    mean_risk = np.bincount(which, weights=risk, minlength=15) / np.maximum(np.bincount(which, minlength=15), 1)
+    observed = np.bincount(which, weights=y, minlength=15) / np.maximum(np.bincount(which, minlength=15), 1)
+    axes[2].plot([0, 1], [0, 1], "--", color="grey")
+    axes[2].plot(mean_risk, observed, "o-")
+    axes[2].set(title=f"Reliability (ECE {expected_calibration_error(y, risk):.4f})", xlabel="calibrated risk",
+                ylabel="observed rejection rate")
+    fig.tight_layout()
+    paths.append(out_dir / "test_curves.png")
+    fig.savefig(paths[-1], dpi=90)
+    plt.close(fig)
+
+    if segment and segment in frame:
+        fig, ax = plt.subplots(figsize=(10, 5))
+        groups = [(str(k), g["risk"].to_numpy()) for k, g in frame.groupby(segment, observed=True)]
+        ax.boxplot([g for _, g in groups], tick_labels=[k for k, _ in groups], showfliers=False)
+        ax.set(title=f"Calibrated risk by {segment}", ylabel="risk", yscale="log")
+        ax.tick_params(axis="x", rotation=60)
+        fig.tight_layout()
+        paths.append(out_dir / f"risk_by_{segment}.png")
+        fig.savefig(paths[-1], dpi=90)
+        plt.close(fig)
+    return paths

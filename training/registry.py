@@ -1,0 +1,97 @@
+"""MLflow tracking and registry: every run logs params, metrics, plots and the bundle."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+REGISTERED_MODEL = "listing-risk"
+CANDIDATE_ALIAS = "candidate"
+CHAMPION_ALIAS = "champion"
+EXPERIMENT = "listing-triage"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else an embedded SQLite store in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int | float) and value == value:  # skip NaN
+        out[prefix.replace(" ", "_")] = float(value)
+
+
+def log_run(bundle_dir: Path, params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, str]:
+    """Log one training run, register the bundle as a new model version and point `candidate` at it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training.pyfunc import BUNDLE_ARTIFACT, BundleModel
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    flat: dict[str, float] = {}
+    _flatten("", metrics, flat)
+    with mlflow.start_run(run_name=bundle_dir.name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics(flat)
+        mlflow.set_tag("bundle_version", bundle_dir.name)
+        plots = bundle_dir / "plots"
+        if plots.is_dir():
+            mlflow.log_artifacts(str(plots), artifact_path="plots")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=BundleModel(),
+            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+            code_paths=[str(Path(__file__).resolve().parent.parent / "features"),
+                        str(Path(__file__).resolve().parent)],
+            pip_requirements=_requirements(),
+            registered_model_name=REGISTERED_MODEL,
+        )
+        version = str(info.registered_model_version)
+        MlflowClient().set_registered_model_alias(REGISTERED_MODEL, CANDIDATE_ALIAS, version)
+        return {"run_id": run.info.run_id, "model_version": version, "model_uri": info.model_uri}
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import requires
+
+    pinned = [r.split(";")[0].strip() for r in (requires("listing-triage") or []) if "extra ==" not in r]
+    return pinned or ["mlflow"]
+
+
+def promote(version: str | None = None, alias: str = CHAMPION_ALIAS) -> str:
+    """Point an alias (default `champion`) at a model version (default: the current candidate)."""
+    from mlflow import MlflowClient
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    if version is None:
+        version = client.get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS).version
+    client.set_registered_model_alias(REGISTERED_MODEL, alias, str(version))
+    return str(version)
+
+
+def download_bundle(model_uri: str, dst: Path) -> Path:
+    """Fetch a registered model (e.g. `models:/listing-risk@champion`) and return its bundle directory."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    candidates = [p.parent for p in local.rglob("manifest.json")]
+    if not candidates:
+        raise FileNotFoundError(f"{model_uri}: no bundle (manifest.json) in the registered model's artifacts")
+    return candidates[0]
