@@ -16,17 +16,32 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore", frozen=True)
 
-    bundle: str = Field("models/latest", min_length=1, description="Model bundle directory or pointer.")
-    database_url: str = Field(
-        "sqlite:///var/triage.db", description="Decision log: SQLite file (default) or PostgreSQL URL."
+    bundle: str = Field(
+        default="models/latest", min_length=1, description="Model bundle directory or pointer."
     )
-    max_batch_items: int = Field(1000, ge=1, le=100_000, description="Most listings in one batch request.")
-    max_body_bytes: int = Field(2_000_000, ge=1_024, le=100_000_000, description="Largest request body.")
-    request_timeout_ms: int = Field(200, ge=1, le=60_000, description="Scoring budget per request.")
-    lease_seconds: int = Field(300, ge=1, le=86_400, description="How long a claimed queue item stays leased.")
-    group_commit: bool = Field(True, description="SQLite: share one commit (fsync) among concurrent writers.")
+    database_url: str = Field(
+        default="sqlite:///var/triage.db",
+        description="Decision log: SQLite file (default) or PostgreSQL URL.",
+    )
+    max_batch_items: int = Field(
+        default=1000, ge=1, le=100_000, description="Most listings in one batch request."
+    )
+    max_body_bytes: int = Field(
+        default=2_000_000, ge=1_024, le=100_000_000, description="Largest request body."
+    )
+    request_timeout_ms: int = Field(default=200, ge=1, le=60_000, description="Scoring budget per request.")
+    lease_seconds: int = Field(
+        default=300, ge=1, le=86_400, description="How long a claimed queue item stays leased."
+    )
+    group_commit: bool | None = Field(
+        default=None,
+        description="Share one commit among concurrent writers; unset: on for SQLite, off for PostgreSQL.",
+    )
     group_commit_ms: float = Field(
-        2.0, ge=0, le=1_000, description="SQLite: how long the writer gathers writes before committing."
+        default=2.0,
+        ge=0,
+        le=1_000,
+        description="Group commit: how long the writer gathers writes before committing.",
     )
     log_level: LogLevel = "INFO"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SMALL_ROWS = 12_000
+SMALL_ROWS = 40_000
 SEED = 7
 
 

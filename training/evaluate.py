@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from features.policy import AUTO_BLOCK, AUTO_PASS, HUMAN_REVIEW, Policy, route
+from features.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
 
 MIN_SEGMENT_ROWS = 50
 
@@ -47,11 +47,12 @@ def calibration_metrics(y: np.ndarray, risk: np.ndarray) -> dict[str, float]:
 
 def routing_metrics(
     y: np.ndarray, risk: np.ndarray, t_pass: np.ndarray | float, t_block: np.ndarray | float,
-    review_seconds: np.ndarray | None = None,
+    review_seconds: np.ndarray | None = None, rule_block: np.ndarray | None = None,
+    rule_review: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Routing split and the quantities the thresholds promise, counted on these rows."""
-    decision = route(risk, t_pass, t_block)
-    passed, blocked, queued = decision == AUTO_PASS.code, decision == AUTO_BLOCK.code, decision == HUMAN_REVIEW.code
+    decision = route(risk, t_pass, t_block, rule_block, rule_review)
+    passed, blocked, queued = decision == CODE_PASS, decision == CODE_BLOCK, decision == CODE_REVIEW
     positives = max(int(y.sum()), 1)
     out = {
         "auto_pass_share": float(passed.mean()),
@@ -79,15 +80,23 @@ def segment_metrics(frame: pd.DataFrame, column: str) -> dict[str, dict[str, flo
 
 def evaluate_scores(
     frame: pd.DataFrame, policy: Policy | None = None, segments: tuple[str, ...] = (),
+    rule_masks: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """All metrics for a frame with columns label, risk (calibrated), optional review_seconds and segments."""
+    """All metrics for a frame with columns label, risk (calibrated), optional review_seconds and segments.
+
+    With a policy, routing metrics use the same `route` as the service: the policy's rules (pass their
+    block / review masks for these rows) and then its thresholds, per segment where it has them.
+    """
     y, risk = frame["label"].to_numpy(), frame["risk"].to_numpy()
     metrics: dict[str, Any] = {**ranking_metrics(y, risk), **calibration_metrics(y, risk)}
     if policy is not None:
         seg_values = frame[policy.segment_by].astype(str).to_numpy() if policy.segment_by else None
         t_pass, t_block = policy.thresholds_for(seg_values) if seg_values is not None else (policy.t_pass, policy.t_block)
         seconds = frame["review_seconds"].to_numpy() if "review_seconds" in frame else None
-        metrics["routing"] = routing_metrics(y, risk, t_pass, t_block, seconds)
+        rule_block, rule_review = rule_masks if rule_masks is not None else (None, None)
+        metrics["routing"] = routing_metrics(y, risk, t_pass, t_block, seconds, rule_block, rule_review)
+        if rule_masks is not None:
+            metrics["routing_thresholds_only"] = routing_metrics(y, risk, t_pass, t_block, seconds)
     metrics["segments"] = {col: segment_metrics(frame, col) for col in segments if col in frame}
     return metrics
 

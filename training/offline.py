@@ -29,8 +29,9 @@ def evaluate_bundle(bundle_path: Path, data: Path, oracle: Path | None = None) -
         frame["review_seconds"] = table[config.review_seconds].to_numpy(dtype=np.float64)
     for column in config.segments:
         frame[column] = table[column].astype(str).to_numpy()
+    rule_block, rule_review, _ = match_rules(table, bundle.policy.rules)
     metrics: dict[str, Any] = {"bundle": bundle.version, "data": str(data),
-                               **evaluate_scores(frame, bundle.policy, config.segments)}
+                               **evaluate_scores(frame, bundle.policy, config.segments, (rule_block, rule_review))}
     if oracle is not None:
         truth = pd.read_parquet(oracle)
         joined = table[[config.id]].merge(truth, left_on=config.id, right_on="listing_id", how="left")

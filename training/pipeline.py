@@ -18,7 +18,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
 from features.config import DataConfig, load_config
-from features.policy import Policy
+from features.policy import Policy, match_rules
 from features.validate import load_table, validate_history
 from training.evaluate import evaluate_scores, ranking_metrics, save_plots
 from training.export import point_latest, write_bundle
@@ -125,7 +125,8 @@ def train(options: TrainOptions) -> TrainResult:
             policy = thresholds.to_policy(rules=default_rules(config))
         with stage("evaluate on the test split"):
             test_frame = _reference(parts.test, calibrator(predict_lightgbm(booster, X_test)), config)
-            metrics = _metrics(parts.sizes(), test_frame, policy, config, thresholds,
+            rule_block, rule_review, _ = match_rules(parts.test, policy.rules)
+            metrics = _metrics(parts.sizes(), test_frame, (rule_block, rule_review), policy, config, thresholds,
                                baseline_risk=predict_baseline(baseline, X_test), booster=booster)
         with stage("export bundle"):
             options.out.mkdir(parents=True, exist_ok=True)
@@ -146,9 +147,10 @@ def train(options: TrainOptions) -> TrainResult:
     return TrainResult(bundle_dir=bundle_dir, metrics=metrics, mlflow=mlflow_info)
 
 
-def _metrics(sizes: dict[str, int], test_frame: pd.DataFrame, policy: Policy, config: DataConfig,
+def _metrics(sizes: dict[str, int], test_frame: pd.DataFrame, rule_masks: tuple[np.ndarray, np.ndarray],
+             policy: Policy, config: DataConfig,
              thresholds: Any, baseline_risk: np.ndarray, booster: Any) -> dict[str, Any]:
-    model = evaluate_scores(test_frame, policy, segments=config.segments)
+    model = evaluate_scores(test_frame, policy, segments=config.segments, rule_masks=rule_masks)
     importance = booster.feature_importance(importance_type="gain")
     names = booster.feature_name()
     order = np.argsort(importance)[::-1]

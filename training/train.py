@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lightgbm as lgb
@@ -13,6 +14,11 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+
+# Below this many rows, OpenMP synchronisation costs more than a second thread gains, and on a busy
+# machine it can cost ten times the work itself.
+MULTITHREAD_MIN_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class LgbmParams:
     bagging_fraction: float = 0.8
     lambda_l2: float = 1.0
     cat_smooth: float = 10.0
-    num_threads: int = 0  # 0 = all cores
+    num_threads: int = 0  # 0 = one thread below MULTITHREAD_MIN_ROWS rows, else every core
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_lightgbm(self, seed: int) -> dict[str, Any]:
@@ -62,6 +68,8 @@ def fit_lightgbm(
     Rows are expected in time order, so early stopping, like everything else, looks at the future.
     """
     params = params or LgbmParams()
+    if params.num_threads == 0:
+        params = replace(params, num_threads=1 if len(X) < MULTITHREAD_MIN_ROWS else (os.cpu_count() or 1))
     n_valid = max(1, int(len(X) * validation_fraction))
     fit_X, valid_X = X.iloc[:-n_valid], X.iloc[-n_valid:]
     fit_y, valid_y = y[:-n_valid], y[-n_valid:]

@@ -107,7 +107,9 @@ class DecisionRecord:
         if self.decision not in DECISIONS:
             raise ValueError(f"decision must be one of {sorted(DECISIONS)}, got {self.decision!r}")
         if self.would_have_been is not None and self.would_have_been not in DECISIONS:
-            raise ValueError(f"would_have_been must be one of {sorted(DECISIONS)}, got {self.would_have_been!r}")
+            raise ValueError(
+                f"would_have_been must be one of {sorted(DECISIONS)} or None, got {self.would_have_been!r}"
+            )
         if self.risk is not None and not (math.isfinite(self.risk) and 0.0 <= self.risk <= 1.0):
             raise ValueError(f"risk must be a probability in [0, 1] or None, got {self.risk!r}")
         if not math.isfinite(self.priority):

@@ -90,7 +90,8 @@ decisions = Table(
     UniqueConstraint("listing_id", "request_id", name="uq_decisions_listing_request"),
     CheckConstraint(f"decision IN {_DECISION_VALUES}", name="ck_decisions_decision"),
     CheckConstraint(
-        f"would_have_been IS NULL OR would_have_been IN {_DECISION_VALUES}", name="ck_decisions_would_have_been"
+        f"would_have_been IS NULL OR would_have_been IN {_DECISION_VALUES}",
+        name="ck_decisions_would_have_been",
     ),
     Index("ix_decisions_decided_at", "decided_at", "decision_id"),
 )

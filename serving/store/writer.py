@@ -1,10 +1,14 @@
 """Group commit: one writer thread runs many callers' writes in one transaction and one fsync.
 
 SQLite allows one writer at a time and every durable commit costs an fsync. Instead of each request
-committing on its own, callers hand their write (a function of a connection) to the writer thread and
-wait on a Future. The writer takes whatever is queued, waits up to `window_s` for more, runs each write
-in its own SAVEPOINT (so one failing write does not sink the others), commits once, and only then
+committing on its own, callers hand their write to the writer thread and wait on a Future. The writer
+takes whatever is queued, waits up to `window_s` for more, runs the writes, commits once, and only then
 resolves the Futures: a caller is acknowledged only after its data is on disk.
+
+Writes of the same kind submitted with `submit_many` (e.g. decision rows) are merged into one call, so
+thirty callers cost one multi-row INSERT rather than thirty. Each write (or merged group) runs in its
+own SAVEPOINT; if a merged group fails, its callers are retried one by one so only the faulty caller
+sees the error.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -24,7 +29,23 @@ from serving.store.records import StoreClosedError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Job = tuple[Callable[[Connection], Any], "Future[Any]"]
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+WriteMany = Callable[[Connection, list[Any]], list[Any]]
+
+
+@dataclass(eq=False)
+class _Job:
+    future: Future[Any] = field(default_factory=Future)
+    write: Callable[[Connection], Any] | None = None
+    write_many: WriteMany | None = None
+    items: Sequence[Any] = ()
+
+    def run(self, conn: Connection) -> Any:
+        if self.write_many is not None:
+            return self.write_many(conn, list(self.items))
+        assert self.write is not None
+        return self.write(conn)
 
 
 class GroupCommitWriter:
@@ -34,7 +55,7 @@ class GroupCommitWriter:
         self._engine = engine
         self._window_s = window_s
         self._max_jobs = max_jobs
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="triage-group-commit", daemon=True)
@@ -42,12 +63,18 @@ class GroupCommitWriter:
 
     def submit(self, write: Callable[[Connection], T]) -> T:
         """Run `write(conn)` in the next group transaction; return its result once committed."""
-        future: Future[T] = Future()
-        with self._lock:
-            if self._closed:
-                raise StoreClosedError("store is closed")
-            self._jobs.put((write, future))
-        return future.result()
+        result: T = self._enqueue(_Job(write=write))
+        return result
+
+    def submit_many(
+        self, write_many: Callable[[Connection, list[Item]], list[Result]], items: Sequence[Item]
+    ) -> list[Result]:
+        """Run `write_many(conn, items)`, merged with other callers' items for the same function.
+
+        `write_many` must return one result per item, in order.
+        """
+        results: list[Result] = self._enqueue(_Job(write_many=write_many, items=items))
+        return results
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread."""
@@ -58,6 +85,13 @@ class GroupCommitWriter:
             self._jobs.put(None)
         self._thread.join()
 
+    def _enqueue(self, job: _Job) -> Any:
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("store is closed")
+            self._jobs.put(job)
+        return job.future.result()
+
     def _run(self) -> None:
         stopping = False
         while not stopping:
@@ -67,7 +101,7 @@ class GroupCommitWriter:
             batch, stopping = self._gather(first)
             self._commit(batch)
 
-    def _gather(self, first: Job) -> tuple[list[Job], bool]:
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
         batch = [first]
         deadline = time.monotonic() + self._window_s
         while len(batch) < self._max_jobs:
@@ -81,30 +115,53 @@ class GroupCommitWriter:
             batch.append(job)
         return batch, False
 
-    def _commit(self, batch: list[Job]) -> None:
-        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+    def _commit(self, batch: list[_Job]) -> None:
+        live = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        outcomes: dict[_Job, tuple[Any, BaseException | None]] = {}
         try:
             with self._engine.begin() as conn:
-                for write, future in batch:
-                    if not future.set_running_or_notify_cancel():
-                        continue
-                    savepoint = conn.begin_nested()
-                    try:
-                        result = write(conn)
-                    except Exception as exc:  # this caller's error only; the others still commit
-                        savepoint.rollback()
-                        outcomes.append((future, None, exc))
+                merged: dict[WriteMany, list[_Job]] = {}
+                for job in live:
+                    if job.write_many is not None:
+                        merged.setdefault(job.write_many, []).append(job)
                     else:
-                        savepoint.commit()
-                        outcomes.append((future, result, None))
+                        outcomes[job] = _in_savepoint(conn, job.run)
+                for write_many, jobs in merged.items():
+                    outcomes.update(_run_merged(conn, write_many, jobs))
         except Exception as exc:  # the commit itself failed: nothing in this batch is durable
-            logger.exception("group commit of %d writes failed", len(batch))
-            for _, future in batch:
-                if future.running():
-                    future.set_exception(exc)
+            logger.exception("group commit of %d writes failed", len(live))
+            for job in live:
+                job.future.set_exception(exc)
             return
-        for future, result, error in outcomes:
+        for job, (result, error) in outcomes.items():
             if error is None:
-                future.set_result(result)
+                job.future.set_result(result)
             else:
-                future.set_exception(error)
+                job.future.set_exception(error)
+
+
+def _in_savepoint(conn: Connection, work: Callable[[Connection], Any]) -> tuple[Any, BaseException | None]:
+    savepoint = conn.begin_nested()
+    try:
+        result = work(conn)
+    except Exception as exc:  # this caller's error only; the others still commit
+        savepoint.rollback()
+        return None, exc
+    savepoint.commit()
+    return result, None
+
+
+def _run_merged(
+    conn: Connection, write_many: WriteMany, jobs: list[_Job]
+) -> dict[_Job, tuple[Any, BaseException | None]]:
+    if len(jobs) > 1:
+        items = [item for job in jobs for item in job.items]
+        results, error = _in_savepoint(conn, lambda c: write_many(c, items))
+        if error is None:
+            outcomes: dict[_Job, tuple[Any, BaseException | None]] = {}
+            start = 0
+            for job in jobs:
+                outcomes[job] = (results[start : start + len(job.items)], None)
+                start += len(job.items)
+            return outcomes
+    return {job: _in_savepoint(conn, job.run) for job in jobs}

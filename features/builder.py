@@ -1,0 +1,322 @@
+"""FeatureBuilder: the one feature builder for training and serving.
+
+`fit_transform(train, history)` fits the state on the training rows and returns their features;
+`transform(df, history=None)` applies the fitted state to any other rows; `transform_records`
+does the same for a few listings given as dicts (the serving path, no pandas per call).
+The output is float32 in the fixed column order `feature_names`, whatever the input column order.
+
+Columns used by convention (when the data config has them): a text column `brand`, a numeric column
+`price`, a numeric column `has_certificate` and a categorical column `category`; every other
+configured feature column is used generically (text lengths, raw numerics, category codes).
+
+Categorical codes (`categorical_features`, LightGBM native categoricals; exported to ONNX) are small
+non-negative integers stored as float: 1..K for values seen at least `min_category_count` times in the
+training rows (sorted by value), and 0 for everything else: rare in training, unseen, or empty. So
+"unknown" has a code the model has trained on, and never NaN.
+
+The listing id is never read; row order matters only for the seeded out-of-fold assignment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features import lexicon
+from features.config import DataConfig
+from features.merchant import (
+    MERCHANT_FEATURES,
+    PRIOR_STRENGTH,
+    SnapshotLookup,
+    merchant_history,
+    merchant_snapshot,
+)
+from features.text import TextModel, document_one, documents
+from features.validate import DataValidationError
+
+STATE_FILE = "feature_builder.json"
+COEF_FILE = "text_coef.npy"
+SNAPSHOT_FILE = "merchant_snapshot.parquet"
+FORMAT_VERSION = 1
+
+LEXICONS: dict[str, tuple[str, ...]] = {
+    "prohibited_hits": lexicon.PROHIBITED_TERMS,
+    "luxury_brand_hits": lexicon.LUXURY_BRANDS,
+    "health_claim_hits": lexicon.HEALTH_CLAIM_PHRASES,
+    "certificate_word_hits": lexicon.CERTIFICATE_WORDS,
+}
+_US_PER_DAY = 86_400 * 1_000_000
+
+
+class FeatureBuilder:
+    """Fits and applies every feature; state saves as JSON + .npy + .parquet (no pickle)."""
+
+    def __init__(self, config: DataConfig, seed: int = 0, *, min_category_count: int = 10,
+                 text_model: TextModel | None = None, prior_strength: float = PRIOR_STRENGTH):
+        self.config = config
+        self.seed = seed
+        self.min_category_count = min_category_count
+        self.prior_strength = prior_strength
+        self.text = text_model if text_model is not None else TextModel(seed=seed)
+        self.brand = "brand" if "brand" in config.text else None
+        self.price = "price" if "price" in config.numeric else None
+        self.certificate = "has_certificate" if "has_certificate" in config.numeric else None
+        self.category = "category" if "category" in config.categorical else None
+        self.passthrough = [c for c in config.numeric if c != self.price]
+        self.feature_names: list[str] = self._feature_names()
+        self.categorical_features: list[str] = [f"{c}_code" for c in config.categorical]
+        self.category_codes: dict[str, dict[str, int]] = {}
+        self.price_norms: dict[str, float] = {}
+        self.global_price_norm: float = math.nan
+        self.snapshot: pd.DataFrame | None = None
+        self._lookup: SnapshotLookup | None = None
+
+    def _feature_names(self) -> list[str]:
+        names = ["text_score", *LEXICONS]
+        if self.brand:
+            names.append("brand_is_luxury")
+        if self.price:
+            names += ["log_price", "log_price_vs_category"]
+        names += [*MERCHANT_FEATURES, *self.passthrough]
+        if self.category and self.certificate:
+            names.append("regulated_without_certificate")
+        names += [f"{c}_chars" for c in self.config.text]
+        names += [f"{c}_code" for c in self.config.categorical]
+        return names
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._lookup is not None
+
+    # --- fit / transform ---------------------------------------------------------------------------
+    def fit_transform(self, train: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+        """Fit on the training rows; their merchant features come point-in-time from `history`."""
+        config = self.config
+        labels = train[config.label].to_numpy().astype(np.int64)
+        docs = documents(train, config.text)
+        X = self.text.vectorize(docs)
+        text_score = self.text.fit_oof(X, labels)
+        del X
+        self.category_codes = {c: self._fit_codes(train[c]) for c in config.categorical}
+        if self.price:
+            self._fit_price_norms(train)
+        self.snapshot = merchant_snapshot(history, config)
+        self._lookup = SnapshotLookup(self.snapshot, self.prior_strength)
+        merchant = merchant_history(train, history, config, prior_strength=self.prior_strength)
+        return self._assemble(train, docs, text_score, merchant.to_numpy())
+
+    def transform(self, df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Features of any rows: merchant history point-in-time from `history` if given, else from
+        the snapshot fitted at the end of the training history (new listings to score)."""
+        lookup = self._require_fitted()
+        missing = [c for c in self.config.listing_columns if c != self.config.id and c not in df.columns]
+        if missing:
+            raise DataValidationError([f"column {c!r}: required to build features but missing" for c in missing])
+        docs = documents(df, self.config.text)
+        text_score = self.text.score(self.text.vectorize(docs))
+        if history is not None:
+            merchant = merchant_history(df, history, self.config, prior_strength=self.prior_strength)
+        else:
+            merchant = lookup.frame(df, self.config)
+        return self._assemble(df, docs, text_score, merchant.to_numpy())
+
+    def transform_records(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """float32 matrix (len(records) x len(feature_names)) for listings given as dicts, merchant
+        history from the snapshot. Same numbers as `transform(pd.DataFrame(records))`, faster for
+        the handful of listings a scoring request carries."""
+        lookup = self._require_fitted()
+        if not records:
+            return np.zeros((0, len(self.feature_names)), dtype=np.float32)
+        docs = [document_one([_text(r.get(c)) for c in self.config.text]) for r in records]
+        text_scores = self.text.score(self.text.vectorize(docs))
+        rows = [self._record_row(r, doc, s, lookup) for r, doc, s in zip(records, docs, text_scores, strict=True)]
+        return np.asarray(rows, dtype=np.float64).astype(np.float32)
+
+    # --- fitting helpers ---------------------------------------------------------------------------
+    def _fit_codes(self, values: pd.Series) -> dict[str, int]:
+        counts = values.fillna("").astype("str").value_counts()
+        kept = sorted(v for v, n in counts.items() if n >= self.min_category_count and v != "")
+        return {v: i + 1 for i, v in enumerate(kept)}
+
+    def _fit_price_norms(self, train: pd.DataFrame) -> None:
+        log_price = _log_price(train[self.price].to_numpy(dtype=np.float64))
+        frame = pd.DataFrame({"log_price": log_price})
+        self.global_price_norm = float(np.nanmedian(log_price)) if np.isfinite(log_price).any() else 0.0
+        if self.category:
+            frame["category"] = train[self.category].fillna("").astype("str").to_numpy()
+            medians = frame.dropna().groupby("category")["log_price"].median()
+            self.price_norms = {str(k): float(v) for k, v in medians.items()}
+
+    def _require_fitted(self) -> SnapshotLookup:
+        if self._lookup is None:
+            raise RuntimeError("FeatureBuilder is not fitted: call fit_transform or load a saved state")
+        return self._lookup
+
+    # --- assembling --------------------------------------------------------------------------------
+    def _assemble(self, df: pd.DataFrame, docs: list[str], text_score: np.ndarray, merchant: np.ndarray
+                  ) -> pd.DataFrame:
+        config = self.config
+        columns: dict[str, np.ndarray] = {"text_score": text_score}
+        doc_array = pa.array(docs, type=pa.large_string())
+        for name, terms in LEXICONS.items():
+            columns[name] = lexicon.count_hits_lowered(doc_array, terms)
+        if self.brand:
+            columns["brand_is_luxury"] = lexicon.count_hits(df[self.brand], lexicon.LUXURY_BRANDS) > 0
+        if self.price:
+            log_price = _log_price(df[self.price].to_numpy(dtype=np.float64))
+            columns["log_price"] = log_price
+            columns["log_price_vs_category"] = log_price - self._price_norm_array(df)
+        for i, name in enumerate(MERCHANT_FEATURES):
+            columns[name] = merchant[:, i]
+        for column in self.passthrough:
+            columns[column] = df[column].to_numpy(dtype=np.float64)
+        if self.category and self.certificate:
+            regulated = lexicon.is_regulated_category(df[self.category])
+            certified = df[self.certificate].to_numpy(dtype=np.float64) >= 0.5
+            columns["regulated_without_certificate"] = regulated & ~certified
+        for column in config.text:
+            columns[f"{column}_chars"] = df[column].fillna("").astype("str").str.len().to_numpy()
+        for column in config.categorical:
+            columns[f"{column}_code"] = self._codes_array(column, df[column])
+        matrix = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in self.feature_names])
+        return pd.DataFrame(matrix.astype(np.float32), columns=self.feature_names, index=df.index)
+
+    def _price_norm_array(self, df: pd.DataFrame) -> np.ndarray:
+        if not self.category:
+            return np.full(len(df), self.global_price_norm)
+        categories = df[self.category].fillna("").astype("str")
+        return categories.map(self.price_norms).astype("float64").fillna(self.global_price_norm).to_numpy()
+
+    def _codes_array(self, column: str, values: pd.Series) -> np.ndarray:
+        codes = values.fillna("").astype("str").map(self.category_codes[column])
+        return codes.astype("float64").fillna(0.0).to_numpy()
+
+    def _record_row(self, record: dict[str, Any], doc: str, text_score: float, lookup: SnapshotLookup
+                    ) -> list[float]:
+        """One listing's features, same arithmetic as `_assemble` (kept in step by a parity test)."""
+        config = self.config
+        values: dict[str, float] = {"text_score": float(text_score)}
+        for name, terms in LEXICONS.items():
+            values[name] = float(len(lexicon.compile_terms(terms).findall(doc)))
+        if self.brand:
+            brand = _text(record.get(self.brand))
+            values["brand_is_luxury"] = float(lexicon.count_hits_one(brand, lexicon.LUXURY_BRANDS) > 0)
+        if self.price:
+            log_price = float(_log_price(np.array([_number(record, self.price)]))[0])
+            category = _text(record.get(self.category)) if self.category else None
+            norm = self.price_norms.get(category, self.global_price_norm) if category is not None \
+                else self.global_price_norm
+            values["log_price"] = log_price
+            values["log_price_vs_category"] = log_price - norm
+        created_us = _microseconds(record.get(config.timestamp), config.timestamp)
+        merchant_values = lookup.one(_text(record.get(config.merchant)), created_us)
+        values.update(zip(MERCHANT_FEATURES, merchant_values, strict=True))
+        for column in self.passthrough:
+            values[column] = _number(record, column)
+        if self.category and self.certificate:
+            regulated = lexicon.normalize_category(_text(record.get(self.category))) in lexicon.REGULATED_CATEGORIES
+            certified = _number(record, self.certificate) >= 0.5
+            values["regulated_without_certificate"] = float(regulated and not certified)
+        for column in config.text:
+            values[f"{column}_chars"] = float(len(_text(record.get(column))))
+        for column in config.categorical:
+            values[f"{column}_code"] = float(self.category_codes[column].get(_text(record.get(column)), 0))
+        return [values[n] for n in self.feature_names]
+
+    # --- persistence -------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> list[Path]:
+        """Write the fitted state as JSON + .npy + .parquet; returns the files written."""
+        self._require_fitted()
+        assert self.snapshot is not None
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "seed": self.seed,
+            "min_category_count": self.min_category_count,
+            "prior_strength": self.prior_strength,
+            "feature_names": self.feature_names,
+            "categorical_features": self.categorical_features,
+            "category_codes": self.category_codes,
+            "price_norms": self.price_norms,
+            "global_price_norm": self.global_price_norm,
+            "text_model": self.text.params(),
+        }
+        paths = [directory / STATE_FILE, directory / COEF_FILE, directory / SNAPSHOT_FILE]
+        paths[0].write_text(json.dumps(state, indent=2, sort_keys=True))
+        np.save(paths[1], self.text.coef, allow_pickle=False)
+        self.snapshot.to_parquet(paths[2])
+        return paths
+
+    @classmethod
+    def load(cls, directory: str | Path, config: DataConfig | None = None) -> FeatureBuilder:
+        """Rebuild a fitted builder from `save`'s files. A given config must match the saved roles."""
+        directory = Path(directory)
+        path = directory / STATE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"feature state not found: {path}")
+        state = json.loads(path.read_text())
+        if state.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported feature state format {state.get('format_version')!r}")
+        saved = DataConfig.from_dict(state["config"])
+        if config is not None and _feature_roles(config) != _feature_roles(saved):
+            raise ValueError(f"{path}: the given data config differs from the one the features were fitted with")
+        text = TextModel.from_params(state["text_model"], np.load(directory / COEF_FILE, allow_pickle=False))
+        builder = cls(config or saved, seed=state["seed"], min_category_count=state["min_category_count"],
+                      text_model=text, prior_strength=state["prior_strength"])
+        if builder.feature_names != state["feature_names"]:
+            raise ValueError(f"{path}: saved feature names do not match this code's feature list")
+        builder.category_codes = {c: {str(k): int(v) for k, v in m.items()} for c, m in state["category_codes"].items()}
+        builder.price_norms = {str(k): float(v) for k, v in state["price_norms"].items()}
+        builder.global_price_norm = float(state["global_price_norm"])
+        builder.snapshot = pd.read_parquet(directory / SNAPSHOT_FILE)
+        builder._lookup = SnapshotLookup(builder.snapshot, builder.prior_strength)
+        return builder
+
+
+def _feature_roles(config: DataConfig) -> tuple[Any, ...]:
+    return (config.id, config.merchant, config.timestamp, config.text, config.categorical, config.numeric)
+
+
+def _log_price(price: np.ndarray) -> np.ndarray:
+    return np.log1p(np.maximum(price, 0.0))
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _number(record: dict[str, Any], column: str) -> float:
+    value = record.get(column)
+    if value is None:
+        return math.nan
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError([f"column {column!r}: {value!r} is not a number"]) from exc
+    if math.isinf(number):
+        raise DataValidationError([f"column {column!r}: {value!r} is infinite"])
+    return number
+
+
+def _microseconds(value: Any, column: str) -> int:
+    if value is None:
+        raise DataValidationError([f"column {column!r}: a listing to score needs its creation time"])
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError([f"column {column!r}: {value!r} is not a timestamp"]) from exc
+    if pd.isna(stamp):
+        raise DataValidationError([f"column {column!r}: a listing to score needs its creation time"])
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return int(stamp.as_unit("us").value)

@@ -1,0 +1,122 @@
+"""Policy term lists and a fast counter of their hits in listing text.
+
+The lists are the policy team's plain, exact terms (lower case, ASCII). Obfuscated spellings
+("r0lex", "g.u.c.c.i") are deliberately NOT listed here: catching those is the text model's job, and
+a list of evasions would go stale the month it was written.
+
+Matching: whole words (ASCII word boundaries) on lower-cased text; a multi-word term matches across
+any run of whitespace. `count_hits` and `count_hits_one` share one compiled pattern per term list, so
+the batch (training) path and the single-listing (serving) path count exactly the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PROHIBITED_TERMS: tuple[str, ...] = (
+    "switchblade", "butterfly knife", "gravity knife", "brass knuckles", "knuckle duster", "ivory",
+    "rhino horn", "tiger bone", "tiger skin", "pangolin", "shark fin", "bear bile", "stun gun", "taser",
+    "silencer", "suppressor", "ammunition", "explosive", "gunpowder", "fake id", "counterfeit money",
+    "lock bump key", "radar jammer", "gps jammer", "cannabis seeds", "poppers",
+)
+
+LUXURY_BRANDS: tuple[str, ...] = (
+    "gucci", "rolex", "louis vuitton", "chanel", "prada", "hermes", "cartier", "omega", "dior",
+    "versace", "fendi", "balenciaga", "burberry", "tiffany", "patek philippe", "audemars piguet",
+    "bvlgari", "yves saint laurent", "givenchy", "moncler",
+)
+
+HEALTH_CLAIM_PHRASES: tuple[str, ...] = (
+    "cures cancer", "cure cancer", "cures diabetes", "cure diabetes", "cures covid", "kills covid",
+    "miracle weight loss", "guaranteed weight loss", "lose weight fast", "burn fat overnight",
+    "detox guaranteed", "guaranteed detox", "reverses aging", "miracle cure", "cures arthritis",
+    "clinically proven to cure", "no side effects", "prevents cancer", "boosts immunity instantly",
+)
+
+# Category names are compared after `normalize_category` (lower case, punctuation -> single spaces).
+REGULATED_CATEGORIES: tuple[str, ...] = (
+    "pharmacy", "health supplements", "supplements", "health", "medical devices", "medicine",
+    "medicines", "drugs", "otc medicine", "vitamins",
+)
+
+CERTIFICATE_WORDS: tuple[str, ...] = (
+    "certified", "certificate", "licensed", "license", "fda registered", "fda approved", "gmp",
+    "iso certified", "lab tested", "authorized dealer", "authorised dealer",
+)
+
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def normalize_category(value: str) -> str:
+    """'Health & Supplements' -> 'health supplements' (how categories are compared to the lists)."""
+    return _NON_ALNUM.sub(" ", str(value).lower()).strip()
+
+
+# ASCII whitespace spelled out (not \s) so Python `re` and RE2 (pyarrow) agree on every character.
+_GAP = r"[ \t\n\r\f]+"
+
+
+@lru_cache(maxsize=64)
+def term_pattern(terms: tuple[str, ...]) -> str:
+    """One alternation of whole-word terms, longest first so 'louis vuitton' wins over a shorter prefix.
+
+    Written in the common subset of Python `re` (with re.ASCII) and RE2, so both engines count alike.
+    """
+    cleaned = sorted({t.strip().lower() for t in terms if t.strip()}, key=lambda t: (-len(t), t))
+    if not cleaned:
+        return r"\b\B"  # matches nothing
+    alternation = "|".join(_GAP.join(re.escape(word) for word in term.split()) for term in cleaned)
+    return rf"\b(?:{alternation})\b"
+
+
+@lru_cache(maxsize=64)
+def compile_terms(terms: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(term_pattern(terms), re.ASCII)
+
+
+def count_hits(texts: pd.Series | Iterable[str], terms: Iterable[str]) -> np.ndarray:
+    """Number of (non-overlapping) whole-word term occurrences in each text, as an int32 array.
+
+    Texts are lower-cased here (Python `str.lower`); missing values count as empty text.
+    """
+    if isinstance(texts, pd.Series):
+        values = texts.fillna("").astype("str").tolist()
+    else:
+        values = [str(t) for t in texts]
+    return count_hits_lowered([t.lower() for t in values], terms)
+
+
+def count_hits_lowered(texts: list[str] | pa.Array, terms: Iterable[str]) -> np.ndarray:
+    """`count_hits` for texts that are already lower-cased.
+
+    Vectorised with pyarrow's RE2 kernel (`count_substring_regex`): on 1M texts of ~150 chars it takes
+    about 0.5 s per term list, against 2.8 s for a compiled Python pattern in a loop and 3.9 s for
+    `pd.Series.str.count`. Each call compiles the pattern (~40 us), so single listings use
+    `count_hits_one` instead; a test keeps the two paths equal.
+    """
+    array = texts if isinstance(texts, pa.Array) else pa.array(texts, type=pa.large_string())
+    if len(array) == 0:
+        return np.zeros(0, dtype=np.int32)
+    counts = pc.count_substring_regex(array, term_pattern(tuple(terms)))
+    return counts.to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def count_hits_one(text: str, terms: Iterable[str]) -> int:
+    """`count_hits` for a single text (serving path): a cached compiled Python pattern."""
+    return len(compile_terms(tuple(terms)).findall(text.lower()))
+
+
+def is_regulated_category(categories: pd.Series | Iterable[str]) -> np.ndarray:
+    """Boolean array: does each category name fall in REGULATED_CATEGORIES?"""
+    regulated = frozenset(REGULATED_CATEGORIES)
+    values = pd.Series(categories, dtype="object").fillna("").astype(str)
+    uniques, codes = np.unique(values.to_numpy(dtype=object), return_inverse=True)
+    flags = np.array([normalize_category(u) in regulated for u in uniques], dtype=bool)
+    return flags[codes] if len(values) else np.zeros(0, dtype=bool)

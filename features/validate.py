@@ -1,0 +1,267 @@
+"""Read and validate review-outcome tables and listings against the data contract (features.config).
+
+Bad input stops with a `DataValidationError` that names the column and the first offending rows;
+nothing is ever dropped. What validation returns is a new, normalised frame:
+
+- ids and merchant ids as str; timestamps as timezone-naive datetime64[us] (tz-aware input is
+  converted to UTC first); the label as int8 0/1 (1 = rejected);
+- numeric feature columns as float64: a missing value stays NaN (the features handle it), but a
+  value that is not a number, or is +/-inf, is an error;
+- text columns as str with missing -> "" and categorical columns as str with missing -> "" (filling
+  is not dropping: the row stays, with an empty value);
+- history only: if the configured `reviewed_at` column is absent (or `reviewed_at` is not configured)
+  a column `review_time_column(config)` is added as created_at + review_lag_days; rows are sorted by
+  created_at (stable) and the index reset. Listings to score keep their input order.
+
+Row numbers in messages are 0-based positions in the table as it was passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.config import DataConfig
+
+MAX_ROWS_SHOWN = 5
+DEFAULT_REVIEW_TIME_COLUMN = "reviewed_at"
+
+
+class DataValidationError(ValueError):
+    """The input table breaks the data contract. `problems` holds one message per broken rule."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def review_time_column(config: DataConfig) -> str:
+    """Name of the column holding when each outcome became known (configured or derived)."""
+    return config.reviewed_at or DEFAULT_REVIEW_TIME_COLUMN
+
+
+def load_table(path: str | Path, config: DataConfig | None = None) -> pd.DataFrame:
+    """Read a .parquet or .csv table. CSV ids and text are read as strings, not numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=_csv_string_columns(config), keep_default_na=True)
+    except Exception as exc:  # any reader failure becomes one message that names the file
+        raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
+    raise DataValidationError([f"could not read {path}: unknown file type {suffix!r} (use .parquet or .csv)"])
+
+
+def validate_history(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
+    """Check and normalise a labelled review-outcomes table (one row per reviewed listing)."""
+    _require_columns(df, config.required_columns, "the outcomes table")
+    if len(df) == 0:
+        raise DataValidationError(["the outcomes table has no rows"])
+    checker = _Checker(df, config)
+    out = checker.common()
+    out[config.label] = checker.label()
+    review_col = review_time_column(config)
+    if config.reviewed_at and config.reviewed_at in df.columns:
+        out[review_col] = checker.timestamp(config.reviewed_at, allow_null=False)
+        checker.reviewed_not_before_created(out[config.timestamp], out[review_col])
+    else:
+        out[review_col] = out[config.timestamp] + pd.Timedelta(days=config.review_lag_days)
+    if config.review_seconds and config.review_seconds in df.columns:
+        out[config.review_seconds] = checker.numeric(config.review_seconds, non_negative=True)
+    for optional in (config.violation_reason,):
+        if optional and optional in df.columns:
+            out[optional] = checker.text(optional)
+    checker.raise_if_problems()
+    order = np.argsort(out[config.timestamp].to_numpy(), kind="stable")
+    return out.iloc[order].reset_index(drop=True)
+
+
+def validate_listings(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
+    """Check and normalise unlabelled listings to score; keeps the input order (index reset)."""
+    _require_columns(df, config.listing_columns, "the listings table")
+    checker = _Checker(df, config)
+    out = checker.common()
+    checker.raise_if_problems()
+    return out.reset_index(drop=True)
+
+
+def _csv_string_columns(config: DataConfig | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    columns = [config.id, config.merchant, *config.text, *config.categorical]
+    if config.violation_reason:
+        columns.append(config.violation_reason)
+    return dict.fromkeys(columns, "str")
+
+
+def _require_columns(df: pd.DataFrame, required: list[str], what: str) -> None:
+    missing = [c for c in dict.fromkeys(required) if c not in df.columns]
+    if missing:
+        names = ", ".join(repr(c) for c in missing)
+        raise DataValidationError(
+            [f"column {names}: required by the data config but missing from {what} "
+             f"(present: {', '.join(map(str, df.columns))})"]
+        )
+
+
+class _Checker:
+    """Runs the per-column checks on one input frame and collects every problem before raising."""
+
+    def __init__(self, df: pd.DataFrame, config: DataConfig):
+        self.df = df
+        self.config = config
+        self.problems: list[str] = []
+        self.ids = df[config.id].to_numpy()
+
+    def report(self, column: str, bad: np.ndarray, what: str, show: Callable[[int], str] | None = None) -> None:
+        """Record a problem for the rows where `bad` is True: count, rule, first rows with their id."""
+        rows = np.flatnonzero(bad)
+        if len(rows) == 0:
+            return
+        values = self.df[column].to_numpy()
+        show = show or (lambda i: repr(_plain(values[i])))
+        shown = ", ".join(
+            f"row {i} ({self.config.id}={_plain(self.ids[i])!r}): {show(i)}" for i in rows[:MAX_ROWS_SHOWN]
+        )
+        self.problems.append(f"column {column!r}: {len(rows)} rows {what}; first rows: {shown}")
+
+    def raise_if_problems(self) -> None:
+        if self.problems:
+            raise DataValidationError(self.problems)
+
+    def common(self) -> pd.DataFrame:
+        """Checks shared by history and listings; returns the normalised copy."""
+        config = self.config
+        out = self.df.copy()
+        out[config.id] = self.identifier(config.id)
+        out[config.merchant] = self.identifier(config.merchant)
+        self.duplicates(config.id, out[config.id])
+        out[config.timestamp] = self.timestamp(config.timestamp, allow_null=False)
+        for column in config.text:
+            out[column] = self.text(column)
+        for column in config.categorical:
+            out[column] = self.text(column)
+        for column in config.numeric:
+            out[column] = self.numeric(column)
+        return out
+
+    def identifier(self, column: str) -> pd.Series:
+        raw = self.df[column]
+        as_str = raw.astype("str")
+        missing = raw.isna().to_numpy() | (as_str.str.strip() == "").to_numpy()
+        self.report(column, missing, "have no value (null or empty)")
+        return as_str
+
+    def duplicates(self, column: str, ids: pd.Series) -> None:
+        dup = ids.duplicated(keep=False).to_numpy()
+        if dup.any():
+            names = pd.unique(ids[dup])
+            listed = ", ".join(repr(x) for x in names[:MAX_ROWS_SHOWN])
+            more = f" and {len(names) - MAX_ROWS_SHOWN} more" if len(names) > MAX_ROWS_SHOWN else ""
+            self.report(column, dup, f"share a duplicated id ({len(names)} ids duplicated: {listed}{more})")
+
+    def timestamp(self, column: str, allow_null: bool) -> pd.Series:
+        raw = self.df[column]
+        parsed = _parse_timestamps(raw)
+        null = raw.isna().to_numpy()
+        unparsable = parsed.isna().to_numpy() & ~null
+        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+            self.report(column, unparsable, "hold bare numbers, not timestamps (unit unknown: use ISO 8601)")
+        else:
+            self.report(column, unparsable, "have unparsable timestamps")
+        if not allow_null:
+            self.report(column, null, "have no timestamp (null)")
+        return parsed
+
+    def reviewed_not_before_created(self, created: pd.Series, reviewed: pd.Series) -> None:
+        early = (reviewed < created).to_numpy()
+        created_values = created.to_numpy()
+        self.report(
+            self.config.reviewed_at or DEFAULT_REVIEW_TIME_COLUMN, early,
+            f"were reviewed before they were created ({self.config.timestamp})",
+            show=lambda i: f"{reviewed.iloc[i]} < {pd.Timestamp(created_values[i])}",
+        )
+
+    def label(self) -> pd.Series:
+        column = self.config.label
+        raw = self.df[column]
+        null = raw.isna().to_numpy()
+        self.report(column, null, "have no label (null)")
+        codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+        lookup = _label_lookup(self.config)
+        mapped_uniques = np.array([lookup.get(_label_key(u), -1) for u in uniques], dtype=np.int8)
+        mapped = np.where(codes >= 0, mapped_uniques[np.maximum(codes, 0)] if len(uniques) else -1, -1)
+        unknown = (mapped < 0) & ~null
+        allowed = (f"allowed: reject={list(self.config.label_reject)}, "
+                   f"approve={list(self.config.label_approve)}")
+        self.report(column, unknown, f"have unknown label values ({allowed})")
+        labels = mapped.astype(np.int8)
+        known = labels[labels >= 0]
+        if len(known) and known.min() == known.max():
+            self.problems.append(
+                f"column {column!r}: all {len(known)} rows have label {int(known[0])} "
+                "(1 = reject, 0 = approve); training needs both classes"
+            )
+        return pd.Series(labels, index=self.df.index, name=column)
+
+    def numeric(self, column: str, non_negative: bool = False) -> pd.Series:
+        raw = self.df[column]
+        if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw):
+            values = raw.astype("float64")
+        else:
+            values = pd.to_numeric(raw.astype("object"), errors="coerce").astype("float64")
+            not_number = (values.isna() & raw.notna()).to_numpy()
+            self.report(column, not_number, "are not numbers")
+        array = values.to_numpy()
+        self.report(column, np.isinf(array), "are infinite")
+        if non_negative:
+            self.report(column, array < 0, "are negative")
+        return values
+
+    def text(self, column: str) -> pd.Series:
+        return self.df[column].fillna("").astype("str")
+
+
+def _parse_timestamps(raw: pd.Series) -> pd.Series:
+    """Parse to tz-naive datetime64[us]; failures become NaT (reported by the caller)."""
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        return raw.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
+    if pd.api.types.is_datetime64_dtype(raw):
+        return raw.astype("datetime64[us]")
+    if pd.api.types.is_numeric_dtype(raw):
+        # Bare numbers are ambiguous (seconds? days?): refuse them rather than guess.
+        return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")
+    parsed = pd.to_datetime(raw, errors="coerce", utc=True)
+    retry = parsed.isna() & raw.notna()
+    if retry.any():  # a minority in another format: parse those one by one
+        parsed[retry] = pd.to_datetime(raw[retry], errors="coerce", utc=True, format="mixed")
+    return parsed.dt.tz_localize(None).astype("datetime64[us]")
+
+
+def _label_key(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_, int, np.integer, float, np.floating)):
+        return ("num", float(value))
+    return ("str", str(value).strip().lower())
+
+
+def _label_lookup(config: DataConfig) -> dict[Any, int]:
+    lookup = {_label_key(v): 1 for v in config.label_reject}
+    for value in config.label_approve:
+        key = _label_key(value)
+        if lookup.get(key) == 1:
+            raise DataValidationError([f"column {config.label!r}: label value {value!r} is both reject and approve"])
+        lookup[key] = 0
+    return lookup
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so messages read 'L1', not np.str_('L1')."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,94 @@
+"""API keys: random tokens shown once, stored only as a salted HMAC-SHA256, checked in constant time.
+
+A token reads `trg_<key_id>_<secret>`: the key id finds the stored row, the secret (32 random bytes) is
+what proves possession. Keys are high-entropy, so a fast keyed hash is enough (no password stretching).
+Verified keys are cached in memory for `CACHE_SECONDS`; a revocation is seen at once by this process
+and within that time by the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import weakref
+from collections.abc import Iterable
+
+from serving.store import SCOPES, ApiKey, Store
+
+__all__ = ["CACHE_SECONDS", "SCOPES", "ApiKey", "create_key", "parse_scopes", "revoke_key", "verify_key"]
+
+PREFIX = "trg"
+CACHE_SECONDS = 30.0
+_MAX_TOKEN_CHARS = 128
+_MAX_CACHED = 10_000
+_KEY_ID_HEX = 12
+
+_Cache = dict[str, tuple[ApiKey, float]]
+_caches: weakref.WeakKeyDictionary[Store, _Cache] = weakref.WeakKeyDictionary()
+
+
+def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
+    """Scopes from a comma list or an iterable; refuses unknown or empty ones."""
+    items = scopes.split(",") if isinstance(scopes, str) else scopes
+    parsed = frozenset(s.strip() for s in items if s.strip())
+    unknown = sorted(parsed - SCOPES)
+    if unknown or not parsed:
+        raise ValueError(f"scopes must be a non-empty subset of {sorted(SCOPES)}, got {sorted(parsed)}")
+    return parsed
+
+
+def create_key(store: Store, name: str, scopes: str | Iterable[str]) -> str:
+    """Create a key and return its plaintext token: shown this once, never stored."""
+    if not name or len(name) > 128:
+        raise ValueError("key name must have 1 to 128 characters")
+    key_id = secrets.token_hex(_KEY_ID_HEX // 2)
+    token = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    store.insert_api_key(key_id, name, parse_scopes(scopes), _hash_token(token, secrets.token_bytes(16)))
+    return token
+
+
+def verify_key(store: Store, token: str) -> ApiKey | None:
+    """The key a token belongs to, or None if it is malformed, unknown, wrong or revoked."""
+    if not token or len(token) > _MAX_TOKEN_CHARS:
+        return None
+    cache = _caches.setdefault(store, {})
+    fingerprint = hashlib.sha256(token.encode()).hexdigest()
+    cached = cache.get(fingerprint)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+    key = _verify_stored(store, token)
+    if key is not None:
+        if len(cache) >= _MAX_CACHED:
+            cache.clear()
+        cache[fingerprint] = (key, time.monotonic() + CACHE_SECONDS)
+    return key
+
+
+def revoke_key(store: Store, key_id: str) -> bool:
+    """Revoke a key; False if there is no such key."""
+    revoked = store.revoke_api_key(key_id)
+    _caches.pop(store, None)
+    return revoked
+
+
+def _verify_stored(store: Store, token: str) -> ApiKey | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != PREFIX or len(parts[1]) != _KEY_ID_HEX:
+        return None
+    found = store.api_key_with_hash(parts[1])
+    if found is None:
+        return None
+    key, stored_hash = found
+    algorithm, _, rest = stored_hash.partition("$")
+    salt_hex, _, _ = rest.partition("$")
+    if algorithm != "hmac-sha256" or not salt_hex:
+        return None
+    matches = hmac.compare_digest(_hash_token(token, bytes.fromhex(salt_hex)), stored_hash)
+    return key if matches and not key.revoked else None
+
+
+def _hash_token(token: str, salt: bytes) -> str:
+    digest = hmac.new(salt, token.encode(), hashlib.sha256).hexdigest()
+    return f"hmac-sha256${salt.hex()}${digest}"

@@ -1,0 +1,55 @@
+"""Reviewed decisions as labelled outcomes in the data contract, ready for retraining."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Row
+
+from features.config import DataConfig
+
+logger = logging.getLogger(__name__)
+
+
+def labelled_outcome(row: Row[Any], config: DataConfig) -> dict[str, Any]:
+    """The stored listing plus its outcome: label (1 reject, 0 approve), reason, handling time, times."""
+    outcome = dict(row.listing)
+    outcome.setdefault(config.id, row.listing_id)
+    if outcome.get(config.timestamp) is None:
+        outcome[config.timestamp] = row.received_at
+    outcome[config.label] = 1 if row.verdict == "reject" else 0
+    if config.violation_reason:
+        outcome[config.violation_reason] = row.violation_reason
+    if config.review_seconds:
+        outcome[config.review_seconds] = row.review_seconds
+    if config.reviewed_at:
+        outcome[config.reviewed_at] = row.reviewed_at
+    outcome["decision_id"] = row.decision_id
+    outcome["qa_sample"] = bool(row.qa_sample)
+    return outcome
+
+
+def labels_frame(rows: list[dict[str, Any]], config: DataConfig) -> pd.DataFrame:
+    """Outcome rows as a frame: contract columns first, then the other listing fields."""
+    outcome_columns = [config.violation_reason, config.review_seconds, config.reviewed_at]
+    columns = [config.id, config.timestamp, config.label, *[c for c in outcome_columns if c]]
+    columns += ["decision_id", "qa_sample"]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame[config.label] = frame[config.label].astype("int64")
+    for column in (config.timestamp, config.reviewed_at):
+        if column:
+            frame[column] = _to_utc(frame[column], column)
+    rest = [c for c in frame.columns if c not in columns]
+    return frame[[c for c in columns if c in frame.columns] + rest]
+
+
+def _to_utc(values: pd.Series, column: str) -> pd.Series:
+    try:
+        return pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        logger.warning("export_labels: column %s has values that are not ISO timestamps; kept as is", column)
+        return values

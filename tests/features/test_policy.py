@@ -1,0 +1,185 @@
+"""Routing policy: rules before thresholds, fail-safe on unscorable risk, validation, versioned storage."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.bundle import verify_manifest
+from features.policy import (
+    AUTO_BLOCK,
+    AUTO_PASS,
+    DECISIONS,
+    HUMAN_REVIEW,
+    Policy,
+    Rule,
+    decision_names,
+    load_policy,
+    match_rules,
+    next_policy_version,
+    policy_versions,
+    qa_sample,
+    route,
+    save_policy,
+)
+
+
+def test_decision_codes() -> None:
+    assert DECISIONS == (AUTO_PASS, HUMAN_REVIEW, AUTO_BLOCK) == ("auto_pass", "human_review", "auto_block")
+    assert route(np.array([0.1]), 0.2, 0.8).dtype == np.int8
+
+
+def test_thresholds_route_by_risk() -> None:
+    risk = np.array([0.0, 0.19999, 0.2, 0.5, 0.79999, 0.8, 1.0])
+    assert route(risk, 0.2, 0.8).tolist() == [0, 0, 1, 1, 1, 2, 2]
+
+
+def test_unscorable_risk_goes_to_human_review() -> None:
+    risk = np.array([np.nan, np.inf, -np.inf, 0.01, 0.99])
+    assert decision_names(route(risk, 0.2, 0.8)).tolist() == [
+        HUMAN_REVIEW,
+        HUMAN_REVIEW,
+        HUMAN_REVIEW,
+        AUTO_PASS,
+        AUTO_BLOCK,
+    ]
+
+
+def test_rules_come_first_and_block_wins_over_review() -> None:
+    risk = np.array([0.01, 0.01, 0.99, 0.01, np.nan])
+    block = np.array([True, False, False, True, True])
+    review = np.array([False, True, True, True, False])
+    assert route(risk, 0.2, 0.8, block, review).tolist() == [2, 1, 1, 2, 2]
+
+
+def test_per_segment_thresholds() -> None:
+    policy = Policy(
+        version="p",
+        t_pass=0.1,
+        t_block=0.9,
+        segment_by="category",
+        segments={"toys": (0.3, 0.6), "pharmacy": (0.01, 0.99)},
+    )
+    segments = np.array(["toys", "pharmacy", "unknown", "toys"])
+    t_pass, t_block = policy.thresholds_for(segments)
+    assert t_pass.tolist() == [0.3, 0.01, 0.1, 0.3] and t_block.tolist() == [0.6, 0.99, 0.9, 0.6]
+    risk = np.array([0.2, 0.2, 0.2, 0.7])
+    assert route(risk, t_pass, t_block).tolist() == [0, 1, 1, 2]
+
+
+def test_match_rules_terms_whole_words_case_insensitive_and_categories() -> None:
+    listings = pd.DataFrame(
+        {
+            "title": ["Vintage SWITCHBLADE knife", "switchblades set", "brass   knuckles", None, "ok"],
+            "description": ["", "", "", "contains a Taser!", ""],
+            "category": ["Toys", "toys", "Health & Supplements", "pharmacy", "PHARMACY"],
+        }
+    )
+    rules = [
+        Rule(
+            "prohibited_term",
+            "block",
+            "term",
+            terms=["switchblade", "brass knuckles", "taser"],
+            fields=["title", "description", "missing_field"],
+        ),
+        {
+            "name": "regulated",
+            "action": "review",
+            "kind": "category",
+            "column": "category",
+            "values": ["pharmacy", "health supplements"],
+        },
+    ]
+    block, review, matched = match_rules(listings, rules)
+    assert block.tolist() == [True, False, True, True, False]
+    assert review.tolist() == [False, False, True, True, True]
+    assert matched == [
+        ["prohibited_term"],
+        [],
+        ["prohibited_term", "regulated"],
+        ["prohibited_term", "regulated"],
+        ["regulated"],
+    ]
+
+
+def test_qa_sample_only_draws_automated_decisions() -> None:
+    codes = np.array([0, 1, 2] * 20_000, dtype=np.int8)
+    mask = qa_sample(codes, 0.1, np.random.default_rng(0))
+    assert not mask[codes == 1].any()
+    assert 0.08 < mask[codes != 1].mean() < 0.12
+    assert not qa_sample(codes, 0.0, np.random.default_rng(0)).any()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"t_pass": 0.9, "t_block": 0.5}, "t_block"),
+        ({"t_pass": -0.1}, "t_pass"),
+        ({"t_block": 1.5}, "t_block"),
+        ({"t_pass": float("nan")}, "t_pass"),
+        ({"qa_sample_rate": 1.5}, "qa_sample_rate"),
+        ({"segment_by": "category", "segments": {"toys": [0.7, 0.2]}}, "segments['toys'].t_block"),
+        ({"segments": {"toys": [0.1, 0.2]}}, "segment_by"),
+        (
+            {
+                "rules": [
+                    {"name": "x", "action": "delete", "kind": "term", "terms": ["a"], "fields": ["title"]}
+                ]
+            },
+            "rules[0].action",
+        ),
+        (
+            {"rules": [{"name": "x", "action": "review", "kind": "category", "values": ["a"]}]},
+            "rules[0].column",
+        ),
+        ({"version": ""}, "version"),
+    ],
+)
+def test_validation_names_the_field(change: dict, field: str) -> None:
+    raw = {**Policy(version="p1", t_pass=0.1, t_block=0.9).to_dict(), **change}
+    with pytest.raises(ValueError, match="^" + re.escape(field)):
+        Policy.from_dict(raw)
+
+
+def test_round_trip() -> None:
+    policy = Policy(
+        version="p1",
+        t_pass=0.05,
+        t_block=0.97,
+        segment_by="market",
+        segments={"de": (0.04, 0.9)},
+        rules=[Rule("r", "review", "category", column="category", values=["pharmacy"])],
+        targets={"recall": 0.99},
+        provisional=True,
+        guarantee={"n": 10},
+    )
+    again = Policy.from_dict(json.loads(json.dumps(policy.to_dict())))
+    assert again == policy
+
+
+def test_save_keeps_every_version_and_manifest_verifies(tmp_path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"model")
+    first = Policy(version=next_policy_version(tmp_path), t_pass=0.05, t_block=0.95)
+    save_policy(tmp_path, first)
+    second = Policy(version=next_policy_version(tmp_path), t_pass=0.02, t_block=0.9, qa_sample_rate=0.05)
+    save_policy(tmp_path, second)
+    assert (
+        second.version > first.version or second.version.rsplit("-", 1)[1] > first.version.rsplit("-", 1)[1]
+    )
+    assert policy_versions(tmp_path) == [first.version, second.version]
+    assert load_policy(tmp_path) == second
+    assert json.loads((tmp_path / "policies" / f"{first.version}.json").read_text())["t_pass"] == 0.05
+    manifest = verify_manifest(tmp_path)
+    assert {"policy.json", f"policies/{first.version}.json", f"policies/{second.version}.json"} <= set(
+        manifest["files"]
+    )
+    with pytest.raises(ValueError, match="^version"):
+        save_policy(tmp_path, Policy(version=first.version, t_pass=0.3, t_block=0.9))
+    with pytest.raises(ValueError, match="^t_block"):
+        save_policy(tmp_path, Policy(version="policy-x-9", t_pass=0.3, t_block=0.2))
+    assert load_policy(tmp_path) == second

@@ -1,0 +1,259 @@
+"""`triage thresholds` and `triage simulate`: plain Typer-annotated functions registered by training.cli."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from features.bundle import BundleError, resolve_bundle
+from features.policy import Policy, load_policy, next_policy_version, save_policy
+from training.guarantees import OperatingPoint
+from training.simulate import SimulationResult, plot_curve, simulate_policy, sweep
+from training.thresholds import ThresholdResult, choose_policy_thresholds
+
+console = Console()
+REFERENCE_FILE = "reference.parquet"
+
+BundleOpt = Annotated[Path, typer.Option(help="bundle directory or the models/latest pointer")]
+Fraction = Annotated[float, typer.Option(min=0.5, max=0.99999)]
+
+
+def _load_reference(bundle: Path) -> tuple[Path, pd.DataFrame]:
+    try:
+        bundle_dir = resolve_bundle(bundle)
+    except BundleError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    path = bundle_dir / REFERENCE_FILE
+    if not path.is_file():
+        console.print(f"[red]error:[/] bundle {bundle_dir} has no {REFERENCE_FILE}")
+        raise typer.Exit(code=2)
+    return bundle_dir, pd.read_parquet(path)
+
+
+def _current_policy(bundle_dir: Path) -> Policy | None:
+    return load_policy(bundle_dir) if (bundle_dir / "policy.json").is_file() else None
+
+
+def thresholds(
+    bundle: BundleOpt = Path("models/latest"),
+    recall: Fraction = 0.99,
+    block_precision: Fraction = 0.98,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.9999)] = 0.95,
+    capacity_hours: Annotated[
+        float | None, typer.Option(min=0, help="reviewer-hours per day (capacity mode)")
+    ] = None,
+    daily_volume: Annotated[
+        float | None, typer.Option(min=1, help="listings per day (capacity mode)")
+    ] = None,
+    segment_by: Annotated[str | None, typer.Option(help="per-segment thresholds by this column")] = None,
+    cost_review: Annotated[float | None, typer.Option(min=0, help="cost of one review (cost mode)")] = None,
+    cost_miss: Annotated[float | None, typer.Option(min=0, help="cost of a missed violation")] = None,
+    cost_wrong_block: Annotated[float | None, typer.Option(min=0, help="cost of a wrongful block")] = None,
+) -> None:
+    """Choose guaranteed thresholds on the bundle's reference set and save them as a new policy version."""
+    bundle_dir, reference = _load_reference(bundle)
+    try:
+        result = choose_policy_thresholds(
+            reference,
+            recall=recall,
+            block_precision=block_precision,
+            delta=1 - confidence,
+            segment_by=segment_by,
+            capacity_hours=capacity_hours,
+            daily_volume=daily_volume,
+            cost_review=cost_review,
+            cost_miss=cost_miss,
+            cost_wrong_block=cost_wrong_block,
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    console.print(_threshold_table(result))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if not result.feasible:
+        console.print(f"[red]{result.message}[/]")
+        if result.closest is not None:
+            console.print(_point_table(result.closest, "closest achievable point"))
+        console.print("policy not changed")
+        raise typer.Exit(code=1)
+    current = _current_policy(bundle_dir)
+    policy = result.to_policy(
+        rules=current.rules if current else [],
+        qa_sample_rate=current.qa_sample_rate if current else 0.02,
+        version=next_policy_version(bundle_dir),
+    )
+    save_policy(bundle_dir, policy)
+    console.print(result.message)
+    console.print(f"saved policy [bold]{policy.version}[/] to {bundle_dir}")
+
+
+def simulate(
+    bundle: BundleOpt = Path("models/latest"),
+    t_pass: Annotated[float | None, typer.Option(min=0, max=1, help="default: the bundle's policy")] = None,
+    t_block: Annotated[float | None, typer.Option(min=0, max=1, help="default: the bundle's policy")] = None,
+    recall: Annotated[
+        float | None, typer.Option(min=0.5, max=0.99999, help="choose thresholds for this target")
+    ] = None,
+    block_precision: Annotated[float | None, typer.Option(min=0.5, max=0.99999)] = None,
+    daily_volume: Annotated[float, typer.Option(min=1)] = 100_000,
+    productive_hours_per_fte: Annotated[float, typer.Option(min=0.1)] = 6.5,
+    prevalence_multiplier: Annotated[
+        float, typer.Option(min=0.01, help="2 = what if violations double")
+    ] = 1.0,
+    sweep_dir: Annotated[
+        Path | None, typer.Option("--sweep", help="write curve.csv and curve.png here")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Replay the bundle's reference set through a policy: workload, misses and wrongful blocks per day."""
+    bundle_dir, reference = _load_reference(bundle)
+    policy = _policy_to_simulate(bundle_dir, reference, t_pass, t_block, recall, block_precision)
+    try:
+        result = simulate_policy(
+            reference,
+            policy,
+            daily_volume=daily_volume,
+            productive_hours_per_fte=productive_hours_per_fte,
+            prevalence_multiplier=prevalence_multiplier,
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    out: dict[str, Any] = {"bundle": str(bundle_dir), "policy": policy.version, **result.to_dict()}
+    if sweep_dir is not None:
+        curve = sweep(
+            reference,
+            t_block=policy.t_block,
+            daily_volume=daily_volume,
+            productive_hours_per_fte=productive_hours_per_fte,
+            prevalence_multiplier=prevalence_multiplier,
+        )
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        curve.to_csv(sweep_dir / "curve.csv", index=False)
+        plot_curve(curve, result, sweep_dir / "curve.png")
+        out["sweep"] = {"csv": str(sweep_dir / "curve.csv"), "png": str(sweep_dir / "curve.png")}
+    if json_out:
+        typer.echo(json.dumps(out, indent=2, default=float))
+        return
+    console.print(_simulation_table(result, policy))
+    if "sweep" in out:
+        console.print(f"curve: {out['sweep']['csv']}, {out['sweep']['png']}")
+
+
+def _policy_to_simulate(
+    bundle_dir: Path,
+    reference: pd.DataFrame,
+    t_pass: float | None,
+    t_block: float | None,
+    recall: float | None,
+    block_precision: float | None,
+) -> Policy:
+    current = _current_policy(bundle_dir)
+    if recall is not None or block_precision is not None:
+        result = choose_policy_thresholds(
+            reference, recall=recall or 0.99, block_precision=block_precision or 0.98
+        )
+        if not result.feasible:
+            console.print(f"[yellow]{result.message}[/]")
+        return result.to_policy(rules=current.rules if current else [], version="what-if")
+    if current is None and (t_pass is None or t_block is None):
+        console.print(f"[red]error:[/] bundle {bundle_dir} has no policy.json: give --t-pass and --t-block")
+        raise typer.Exit(code=2)
+    base = current or Policy(version="what-if", t_pass=0.0, t_block=1.0, qa_sample_rate=0.0)
+    if t_pass is None and t_block is None:
+        return base
+    what_if = Policy.from_dict(
+        {
+            **base.to_dict(),
+            "version": "what-if",
+            "segment_by": None,
+            "segments": {},
+            "t_pass": t_pass if t_pass is not None else base.t_pass,
+            "t_block": t_block if t_block is not None else base.t_block,
+        }
+    )
+    return what_if
+
+
+def _threshold_table(result: ThresholdResult) -> Table:
+    table = _point_table(
+        result.point,
+        f"thresholds ({result.mode})" + ("" if result.feasible else " - [red]targets not met[/]"),
+    )
+    for key, value in result.targets.items():
+        table.add_row(f"target {key}", f"{value:g}")
+    if result.segments:
+        table.add_row("segments", f"{len(result.segments)} by {result.segment_by}")
+    if result.segment_report:
+        table.add_row("segment saving", f"{result.segment_report['relative_saving']:.1%} of the queue")
+    return table
+
+
+def _point_table(point: OperatingPoint, title: str) -> Table:
+    table = Table(title=title, show_header=True)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    bound = f"{point.confidence_each:.1%} bound"
+    rows = [
+        ("t_pass / t_block", f"{point.t_pass:.6g} / {point.t_block:.6g}"),
+        (
+            "auto-pass / queue / auto-block",
+            f"{point.auto_pass_share:.2%} / {point.queue_share:.2%} / {point.auto_block_share:.2%}",
+        ),
+        ("recall", f"{point.recall:.4f}  (>= {1 - point.miss_rate_upper:.4f}, {bound})"),
+        (
+            "block precision",
+            "nothing auto-blocked"
+            if not point.auto_blocked
+            else f"{point.block_precision:.4f}  (>= {point.block_precision_lower:.4f}, {bound})",
+        ),
+        ("queue (calibration rows)", f"{point.queue_items:,} of {point.n:,}, {point.reviewer_hours:,.1f} h"),
+        ("violating rows used", f"{point.n_violating:,}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _simulation_table(result: SimulationResult, policy: Policy) -> Table:
+    pct = f"{result.confidence:.0%}"
+    table = Table(
+        title=f"simulation: {policy.version}, {result.daily_volume:,.0f} listings/day "
+        f"(prevalence x{result.prevalence_multiplier:g})"
+    )
+    table.add_column("quantity")
+    table.add_column("estimate", justify="right")
+    table.add_column(f"{pct} interval", justify="right")
+
+    def add(name: str, est: Any, fmt: str) -> None:
+        table.add_row(name, format(est.value, fmt), f"{format(est.low, fmt)} - {format(est.high, fmt)}")
+
+    thresholds = f"{policy.t_pass:.6g} / {policy.t_block:.6g}" + (
+        f" (+{len(policy.segments)} segments by {policy.segment_by})" if policy.segments else ""
+    )
+    table.add_row("t_pass / t_block", thresholds, "")
+    add("auto-pass share", result.auto_pass_share, ".2%")
+    add("queue share", result.queue_share, ".2%")
+    add("auto-block share", result.auto_block_share, ".2%")
+    add("queue listings/day", result.queue_per_day, ",.0f")
+    add("reviewer-hours/day", result.reviewer_hours_per_day, ",.1f")
+    add(f"FTE ({result.productive_hours_per_fte:g} h)", result.fte, ",.1f")
+    add("missed violations/day", result.missed_violations_per_day, ",.1f")
+    add("wrongful blocks/day", result.wrongful_blocks_per_day, ",.1f")
+    add("recall", result.recall, ".4f")
+    add("block precision", result.block_precision, ".4f")
+    if result.qa_sample_rate:
+        table.add_row(
+            f"QA sample ({result.qa_sample_rate:.0%} of auto)",
+            f"{result.qa_per_day:,.0f}/day",
+            f"{result.qa_hours_per_day:,.1f} h/day",
+        )
+    return table
