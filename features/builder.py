@@ -44,6 +44,7 @@ STATE_FILE = "feature_builder.json"
 COEF_FILE = "text_coef.npy"
 SNAPSHOT_FILE = "merchant_snapshot.parquet"
 FORMAT_VERSION = 1
+SMALL_BATCH_ROWS = 128  # `transform` hands frames up to this size (and no history) to `transform_records`
 
 LEXICONS: dict[str, tuple[str, ...]] = {
     "prohibited_hits": lexicon.PROHIBITED_TERMS,
@@ -57,8 +58,15 @@ _US_PER_DAY = 86_400 * 1_000_000
 class FeatureBuilder:
     """Fits and applies every feature; state saves as JSON + .npy + .parquet (no pickle)."""
 
-    def __init__(self, config: DataConfig, seed: int = 0, *, min_category_count: int = 10,
-                 text_model: TextModel | None = None, prior_strength: float = PRIOR_STRENGTH):
+    def __init__(
+        self,
+        config: DataConfig,
+        seed: int = 0,
+        *,
+        min_category_count: int = 10,
+        text_model: TextModel | None = None,
+        prior_strength: float = PRIOR_STRENGTH,
+    ):
         self.config = config
         self.seed = seed
         self.min_category_count = min_category_count
@@ -117,7 +125,15 @@ class FeatureBuilder:
         lookup = self._require_fitted()
         missing = [c for c in self.config.listing_columns if c != self.config.id and c not in df.columns]
         if missing:
-            raise DataValidationError([f"column {c!r}: required to build features but missing" for c in missing])
+            raise DataValidationError(
+                [f"column {c!r}: required to build features but missing" for c in missing]
+            )
+        if history is None and len(df) <= SMALL_BATCH_ROWS:
+            # per-call pandas machinery would cost ~10 ms for one row; the records path ~1 ms
+            columns = [c for c in self.config.listing_columns if c != self.config.id]
+            values = zip(*(df[c].tolist() for c in columns), strict=True)
+            matrix = self.transform_records([dict(zip(columns, row, strict=True)) for row in values])
+            return pd.DataFrame(matrix, columns=self.feature_names, index=df.index)
         docs = documents(df, self.config.text)
         text_score = self.text.score(self.text.vectorize(docs))
         if history is not None:
@@ -133,9 +149,12 @@ class FeatureBuilder:
         lookup = self._require_fitted()
         if not records:
             return np.zeros((0, len(self.feature_names)), dtype=np.float32)
-        docs = [document_one([_text(r.get(c)) for c in self.config.text]) for r in records]
+        config = self.config
+        docs = [document_one([_text(r.get(c)) for c in config.text]) for r in records]
         text_scores = self.text.score(self.text.vectorize(docs))
-        rows = [self._record_row(r, doc, s, lookup) for r, doc, s in zip(records, docs, text_scores, strict=True)]
+        created = [_microseconds(r.get(config.timestamp), config.timestamp) for r in records]
+        merchants = lookup.many([_text(r.get(config.merchant)) for r in records], created)
+        rows = [self._record_row(*args) for args in zip(records, docs, text_scores, merchants, strict=True)]
         return np.asarray(rows, dtype=np.float64).astype(np.float32)
 
     # --- fitting helpers ---------------------------------------------------------------------------
@@ -150,8 +169,12 @@ class FeatureBuilder:
         self.global_price_norm = float(np.nanmedian(log_price)) if np.isfinite(log_price).any() else 0.0
         if self.category:
             frame["category"] = train[self.category].fillna("").astype("str").to_numpy()
-            medians = frame.dropna().groupby("category")["log_price"].median()
-            self.price_norms = {str(k): float(v) for k, v in medians.items()}
+            grouped = frame.dropna().groupby("category")["log_price"]
+            medians, counts = grouped.median(), grouped.size()
+            # a norm from a handful of rows is noise: rare categories use the global norm, as unseen ones do
+            self.price_norms = {
+                str(k): float(v) for k, v in medians.items() if counts[k] >= self.min_category_count
+            }
 
     def _require_fitted(self) -> SnapshotLookup:
         if self._lookup is None:
@@ -159,8 +182,9 @@ class FeatureBuilder:
         return self._lookup
 
     # --- assembling --------------------------------------------------------------------------------
-    def _assemble(self, df: pd.DataFrame, docs: list[str], text_score: np.ndarray, merchant: np.ndarray
-                  ) -> pd.DataFrame:
+    def _assemble(
+        self, df: pd.DataFrame, docs: list[str], text_score: np.ndarray, merchant: np.ndarray
+    ) -> pd.DataFrame:
         config = self.config
         columns: dict[str, np.ndarray] = {"text_score": text_score}
         doc_array = pa.array(docs, type=pa.large_string())
@@ -197,8 +221,9 @@ class FeatureBuilder:
         codes = values.fillna("").astype("str").map(self.category_codes[column])
         return codes.astype("float64").fillna(0.0).to_numpy()
 
-    def _record_row(self, record: dict[str, Any], doc: str, text_score: float, lookup: SnapshotLookup
-                    ) -> list[float]:
+    def _record_row(
+        self, record: dict[str, Any], doc: str, text_score: float, merchant: np.ndarray
+    ) -> list[float]:
         """One listing's features, same arithmetic as `_assemble` (kept in step by a parity test)."""
         config = self.config
         values: dict[str, float] = {"text_score": float(text_score)}
@@ -210,17 +235,18 @@ class FeatureBuilder:
         if self.price:
             log_price = float(_log_price(np.array([_number(record, self.price)]))[0])
             category = _text(record.get(self.category)) if self.category else None
-            norm = self.price_norms.get(category, self.global_price_norm) if category is not None \
+            norm = (
+                self.price_norms.get(category, self.global_price_norm)
+                if category is not None
                 else self.global_price_norm
+            )
             values["log_price"] = log_price
             values["log_price_vs_category"] = log_price - norm
-        created_us = _microseconds(record.get(config.timestamp), config.timestamp)
-        merchant_values = lookup.one(_text(record.get(config.merchant)), created_us)
-        values.update(zip(MERCHANT_FEATURES, merchant_values, strict=True))
+        values.update(zip(MERCHANT_FEATURES, merchant.tolist(), strict=True))
         for column in self.passthrough:
             values[column] = _number(record, column)
         if self.category and self.certificate:
-            regulated = lexicon.normalize_category(_text(record.get(self.category))) in lexicon.REGULATED_CATEGORIES
+            regulated = lexicon.is_regulated_one(_text(record.get(self.category)))
             certified = _number(record, self.certificate) >= 0.5
             values["regulated_without_certificate"] = float(regulated and not certified)
         for column in config.text:
@@ -267,13 +293,22 @@ class FeatureBuilder:
             raise ValueError(f"{path}: unsupported feature state format {state.get('format_version')!r}")
         saved = DataConfig.from_dict(state["config"])
         if config is not None and _feature_roles(config) != _feature_roles(saved):
-            raise ValueError(f"{path}: the given data config differs from the one the features were fitted with")
+            raise ValueError(
+                f"{path}: the given data config differs from the one the features were fitted with"
+            )
         text = TextModel.from_params(state["text_model"], np.load(directory / COEF_FILE, allow_pickle=False))
-        builder = cls(config or saved, seed=state["seed"], min_category_count=state["min_category_count"],
-                      text_model=text, prior_strength=state["prior_strength"])
+        builder = cls(
+            config or saved,
+            seed=state["seed"],
+            min_category_count=state["min_category_count"],
+            text_model=text,
+            prior_strength=state["prior_strength"],
+        )
         if builder.feature_names != state["feature_names"]:
             raise ValueError(f"{path}: saved feature names do not match this code's feature list")
-        builder.category_codes = {c: {str(k): int(v) for k, v in m.items()} for c, m in state["category_codes"].items()}
+        builder.category_codes = {
+            c: {str(k): int(v) for k, v in m.items()} for c, m in state["category_codes"].items()
+        }
         builder.price_norms = {str(k): float(v) for k, v in state["price_norms"].items()}
         builder.global_price_norm = float(state["global_price_norm"])
         builder.snapshot = pd.read_parquet(directory / SNAPSHOT_FILE)
@@ -319,4 +354,4 @@ def _microseconds(value: Any, column: str) -> int:
         raise DataValidationError([f"column {column!r}: a listing to score needs its creation time"])
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return int(stamp.as_unit("us").value)
+    return int(stamp.to_datetime64().astype("datetime64[us]").astype(np.int64))

@@ -21,34 +21,105 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 PROHIBITED_TERMS: tuple[str, ...] = (
-    "switchblade", "butterfly knife", "gravity knife", "brass knuckles", "knuckle duster", "ivory",
-    "rhino horn", "tiger bone", "tiger skin", "pangolin", "shark fin", "bear bile", "stun gun", "taser",
-    "silencer", "suppressor", "ammunition", "explosive", "gunpowder", "fake id", "counterfeit money",
-    "lock bump key", "radar jammer", "gps jammer", "cannabis seeds", "poppers",
+    "switchblade",
+    "butterfly knife",
+    "gravity knife",
+    "brass knuckles",
+    "knuckle duster",
+    "ivory",
+    "rhino horn",
+    "tiger bone",
+    "tiger skin",
+    "pangolin",
+    "shark fin",
+    "bear bile",
+    "stun gun",
+    "taser",
+    "silencer",
+    "suppressor",
+    "ammunition",
+    "explosive",
+    "gunpowder",
+    "fake id",
+    "counterfeit money",
+    "lock bump key",
+    "radar jammer",
+    "gps jammer",
+    "cannabis seeds",
+    "poppers",
 )
 
 LUXURY_BRANDS: tuple[str, ...] = (
-    "gucci", "rolex", "louis vuitton", "chanel", "prada", "hermes", "cartier", "omega", "dior",
-    "versace", "fendi", "balenciaga", "burberry", "tiffany", "patek philippe", "audemars piguet",
-    "bvlgari", "yves saint laurent", "givenchy", "moncler",
+    "gucci",
+    "rolex",
+    "louis vuitton",
+    "chanel",
+    "prada",
+    "hermes",
+    "cartier",
+    "omega",
+    "dior",
+    "versace",
+    "fendi",
+    "balenciaga",
+    "burberry",
+    "tiffany",
+    "patek philippe",
+    "audemars piguet",
+    "bvlgari",
+    "yves saint laurent",
+    "givenchy",
+    "moncler",
 )
 
 HEALTH_CLAIM_PHRASES: tuple[str, ...] = (
-    "cures cancer", "cure cancer", "cures diabetes", "cure diabetes", "cures covid", "kills covid",
-    "miracle weight loss", "guaranteed weight loss", "lose weight fast", "burn fat overnight",
-    "detox guaranteed", "guaranteed detox", "reverses aging", "miracle cure", "cures arthritis",
-    "clinically proven to cure", "no side effects", "prevents cancer", "boosts immunity instantly",
+    "cures cancer",
+    "cure cancer",
+    "cures diabetes",
+    "cure diabetes",
+    "cures covid",
+    "kills covid",
+    "miracle weight loss",
+    "guaranteed weight loss",
+    "lose weight fast",
+    "burn fat overnight",
+    "detox guaranteed",
+    "guaranteed detox",
+    "reverses aging",
+    "miracle cure",
+    "cures arthritis",
+    "clinically proven to cure",
+    "no side effects",
+    "prevents cancer",
+    "boosts immunity instantly",
 )
 
 # Category names are compared after `normalize_category` (lower case, punctuation -> single spaces).
 REGULATED_CATEGORIES: tuple[str, ...] = (
-    "pharmacy", "health supplements", "supplements", "health", "medical devices", "medicine",
-    "medicines", "drugs", "otc medicine", "vitamins",
+    "pharmacy",
+    "health supplements",
+    "supplements",
+    "health",
+    "medical devices",
+    "medicine",
+    "medicines",
+    "drugs",
+    "otc medicine",
+    "vitamins",
 )
 
 CERTIFICATE_WORDS: tuple[str, ...] = (
-    "certified", "certificate", "licensed", "license", "fda registered", "fda approved", "gmp",
-    "iso certified", "lab tested", "authorized dealer", "authorised dealer",
+    "certified",
+    "certificate",
+    "licensed",
+    "license",
+    "fda registered",
+    "fda approved",
+    "gmp",
+    "iso certified",
+    "lab tested",
+    "authorized dealer",
+    "authorised dealer",
 )
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -116,7 +187,11 @@ def count_hits_one(text: str, terms: Iterable[str]) -> int:
 def is_regulated_category(categories: pd.Series | Iterable[str]) -> np.ndarray:
     """Boolean array: does each category name fall in REGULATED_CATEGORIES?"""
     regulated = frozenset(REGULATED_CATEGORIES)
-    values = pd.Series(categories, dtype="object").fillna("").astype(str)
-    uniques, codes = np.unique(values.to_numpy(dtype=object), return_inverse=True)
+    codes, uniques = pd.factorize(pd.Series(categories).fillna("").astype("str"))
     flags = np.array([normalize_category(u) in regulated for u in uniques], dtype=bool)
-    return flags[codes] if len(values) else np.zeros(0, dtype=bool)
+    return flags[codes] if len(codes) else np.zeros(0, dtype=bool)
+
+
+def is_regulated_one(category: str) -> bool:
+    """`is_regulated_category` for one category name."""
+    return normalize_category(category) in REGULATED_CATEGORIES

@@ -43,7 +43,11 @@ def to_microseconds(values: pd.Series | np.ndarray) -> np.ndarray:
 
 
 def merchant_history(
-    listings: pd.DataFrame, outcomes: pd.DataFrame, config: DataConfig, *, prior_strength: float = PRIOR_STRENGTH
+    listings: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    config: DataConfig,
+    *,
+    prior_strength: float = PRIOR_STRENGTH,
 ) -> pd.DataFrame:
     """Merchant features for each listing from the outcomes reviewed strictly before it was created.
 
@@ -55,13 +59,13 @@ def merchant_history(
     query_time = to_microseconds(listings[config.timestamp])
     merchants = pd.concat([outcomes[config.merchant], listings[config.merchant]], ignore_index=True)
     codes = pd.factorize(merchants.astype("str"))[0].astype(np.int64)
-    event_code, query_code = codes[: len(outcomes)], codes[len(outcomes):]
+    event_code, query_code = codes[: len(outcomes)], codes[len(outcomes) :]
 
     # Dense ranks of all times keep the order (ties stay ties) and make code * span + rank fit in int64.
     ranks = np.unique(np.concatenate([event_time, query_time]), return_inverse=True)[1].astype(np.int64)
     span = int(ranks.max(initial=0)) + 1
     event_key = event_code * span + ranks[: len(outcomes)]
-    query_key = query_code * span + ranks[len(outcomes):]
+    query_key = query_code * span + ranks[len(outcomes) :]
     merchant_start = query_code * span
 
     order = np.argsort(event_key, kind="stable")
@@ -77,11 +81,14 @@ def merchant_history(
     reject_before = np.searchsorted(reject_key, query_key, side="left")
     reject_first = np.searchsorted(reject_key, merchant_start, side="left")
     has_reject = reject_before > reject_first
-    last_reject = np.where(has_reject, reject_time[np.maximum(reject_before - 1, 0)] if len(reject_time) else 0,
-                           _NO_TIME)
+    last_reject = np.where(
+        has_reject, reject_time[np.maximum(reject_before - 1, 0)] if len(reject_time) else 0, _NO_TIME
+    )
 
     global_reviews, global_rejects = _global_counts_before(event_time, event_label, query_time)
-    frame = _assemble(reviews, rejects, last_reject, query_time, global_reviews, global_rejects, prior_strength)
+    frame = _assemble(
+        reviews, rejects, last_reject, query_time, global_reviews, global_rejects, prior_strength
+    )
     frame.index = listings.index
     return frame
 
@@ -93,17 +100,21 @@ def merchant_snapshot(outcomes: pd.DataFrame, config: DataConfig) -> pd.DataFram
     """
     label = outcomes[config.label].to_numpy().astype(np.int64)
     reviewed = pd.Series(to_microseconds(outcomes[review_time_column(config)]))
-    frame = pd.DataFrame({
-        "merchant": outcomes[config.merchant].astype("str").to_numpy(),
-        "reviews": 1,
-        "rejects": label,
-        "last_reject_us": reviewed.where(label == 1, _NO_TIME).to_numpy(),
-    })
+    frame = pd.DataFrame(
+        {
+            "merchant": outcomes[config.merchant].astype("str").to_numpy(),
+            "reviews": 1,
+            "rejects": label,
+            "last_reject_us": reviewed.where(label == 1, _NO_TIME).to_numpy(),
+        }
+    )
     totals = frame.groupby("merchant", sort=True).agg(
         reviews=("reviews", "sum"), rejects=("rejects", "sum"), last_reject_us=("last_reject_us", "max")
     )
     last = totals.pop("last_reject_us").to_numpy()
-    totals["last_reject_at"] = np.where(last == _NO_TIME, np.datetime64("NaT", "us"), last.astype("datetime64[us]"))
+    totals["last_reject_at"] = np.where(
+        last == _NO_TIME, np.datetime64("NaT", "us"), last.astype("datetime64[us]")
+    )
     totals.index.name = config.merchant
     return totals.astype({"reviews": np.int64, "rejects": np.int64})
 
@@ -133,48 +144,86 @@ class SnapshotLookup:
             np.where(known, self.rejects[safe] if len(self.rejects) else 0, 0),
             np.where(known, self.last_reject[safe] if len(self.last_reject) else 0, _NO_TIME),
             to_microseconds(listings[config.timestamp]),
-            np.full(n, self.total_reviews), np.full(n, self.total_rejects), self.prior_strength,
+            np.full(n, self.total_reviews),
+            np.full(n, self.total_rejects),
+            self.prior_strength,
         )
         frame.index = listings.index
         return frame
 
+    def many(self, merchants: list[str], created_us: list[int]) -> np.ndarray:
+        """Features (n x 4, MERCHANT_FEATURES order) of a few listings: a dict lookup per merchant
+        instead of pandas indexing, the same arithmetic as `frame`."""
+        rows = [self._row.get(m, -1) for m in merchants]
+        known = np.array(rows) >= 0
+        safe = np.maximum(np.array(rows, dtype=np.int64), 0)
+        n = len(rows)
+        if len(self.reviews) == 0:
+            known[:] = False
+            safe = np.zeros(n, dtype=np.int64)
+            reviews = rejects = last = np.zeros(1, dtype=np.int64)
+        else:
+            reviews, rejects, last = self.reviews, self.rejects, self.last_reject
+        return _feature_matrix(
+            np.where(known, reviews[safe], 0),
+            np.where(known, rejects[safe], 0),
+            np.where(known, last[safe], _NO_TIME),
+            np.array(created_us, dtype=np.int64),
+            np.full(n, self.total_reviews),
+            np.full(n, self.total_rejects),
+            self.prior_strength,
+        )
+
     def one(self, merchant: str, created_us: int) -> tuple[float, float, float, float]:
-        """Features of one listing, in MERCHANT_FEATURES order; same arithmetic as `frame`."""
-        row = self._row.get(merchant)
-        reviews = int(self.reviews[row]) if row is not None else 0
-        rejects = int(self.rejects[row]) if row is not None else 0
-        last = int(self.last_reject[row]) if row is not None else _NO_TIME
-        values = _feature_matrix(
-            np.array([reviews]), np.array([rejects]), np.array([last]), np.array([created_us]),
-            np.array([self.total_reviews]), np.array([self.total_rejects]), self.prior_strength,
-        )[0]
+        """Features of one listing, in MERCHANT_FEATURES order."""
+        values = self.many([merchant], [created_us])[0]
         return (float(values[0]), float(values[1]), float(values[2]), float(values[3]))
 
 
 def merchant_from_snapshot(
-    listings: pd.DataFrame, snapshot: pd.DataFrame, config: DataConfig, *, prior_strength: float = PRIOR_STRENGTH
+    listings: pd.DataFrame,
+    snapshot: pd.DataFrame,
+    config: DataConfig,
+    *,
+    prior_strength: float = PRIOR_STRENGTH,
 ) -> pd.DataFrame:
     """Merchant features of new listings from a snapshot (see `SnapshotLookup`)."""
     return SnapshotLookup(snapshot, prior_strength).frame(listings, config)
 
 
-def _global_counts_before(event_time: np.ndarray, event_label: np.ndarray, query_time: np.ndarray
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def _global_counts_before(
+    event_time: np.ndarray, event_label: np.ndarray, query_time: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(event_time, kind="stable")
     cum_rejects = np.concatenate([[0], np.cumsum(event_label[order])])
     before = np.searchsorted(event_time[order], query_time, side="left")
     return before, cum_rejects[before]
 
 
-def _assemble(reviews: np.ndarray, rejects: np.ndarray, last_reject_us: np.ndarray, created_us: np.ndarray,
-              global_reviews: np.ndarray, global_rejects: np.ndarray, prior_strength: float) -> pd.DataFrame:
-    matrix = _feature_matrix(reviews, rejects, last_reject_us, created_us, global_reviews, global_rejects,
-                             prior_strength)
+def _assemble(
+    reviews: np.ndarray,
+    rejects: np.ndarray,
+    last_reject_us: np.ndarray,
+    created_us: np.ndarray,
+    global_reviews: np.ndarray,
+    global_rejects: np.ndarray,
+    prior_strength: float,
+) -> pd.DataFrame:
+    matrix = _feature_matrix(
+        reviews, rejects, last_reject_us, created_us, global_reviews, global_rejects, prior_strength
+    )
     return pd.DataFrame(matrix, columns=list(MERCHANT_FEATURES))
 
 
-def _feature_matrix(reviews: np.ndarray, rejects: np.ndarray, last_reject_us: np.ndarray, created_us: np.ndarray,
-                    global_reviews: np.ndarray, global_rejects: np.ndarray, prior_strength: float) -> np.ndarray:
+def _feature_matrix(
+    reviews: np.ndarray,
+    rejects: np.ndarray,
+    last_reject_us: np.ndarray,
+    created_us: np.ndarray,
+    global_reviews: np.ndarray,
+    global_rejects: np.ndarray,
+    prior_strength: float,
+) -> np.ndarray:
     reviews = reviews.astype(np.float64)
     rejects = rejects.astype(np.float64)
     prior = (global_rejects.astype(np.float64) + 1.0) / (global_reviews.astype(np.float64) + 2.0)

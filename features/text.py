@@ -6,11 +6,13 @@ rows gives the weights used for every other row (calibration, test, serving).
 
 The state is plain data (vectorizer parameters as JSON, the weights as one float64 array), so a
 bundle needs no pickle; `HashingVectorizer` is stateless, so rebuilding it from the parameters gives
-the same features.
+the same features. Vectorising is the one step of feature building that runs Python per document
+(about 15-40 us each, depending on machine load), so large inputs are split across processes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from joblib import Parallel, delayed, effective_n_jobs
+from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import SGDClassifier
 
@@ -53,27 +56,44 @@ class TextModel:
     intercept: float = 0.0
 
     # --- vectorising -------------------------------------------------------------------------------
-    def _vectorizers(self) -> list[HashingVectorizer]:
-        common = {"n_features": self.n_features, "alternate_sign": False, "norm": "l2", "dtype": np.float32,
-                  "lowercase": False}
-        vectorizers = [HashingVectorizer(ngram_range=tuple(self.ngram_range), **common)]
+    def _analyzers(self) -> list[Callable[[str], list[str]]]:
+        """Tokenisers of `HashingVectorizer` (default token pattern: words of 2+ chars); documents
+        arrive lower-cased already."""
+        analyzers = [HashingVectorizer(ngram_range=tuple(self.ngram_range), lowercase=False).build_analyzer()]
         if self.char_ngrams is not None:
-            vectorizers.append(HashingVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), **common))
-        return vectorizers
+            char = HashingVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), lowercase=False)
+            analyzers.append(char.build_analyzer())
+        return analyzers
 
     def vectorize(self, docs: list[str]) -> sp.csr_matrix:
-        """Sparse float32 features of lower-cased documents (parallel over chunks for large inputs)."""
-        jobs = effective_n_jobs(self.n_jobs)
-        if len(docs) < PARALLEL_MIN_DOCS or jobs == 1:
+        """Sparse float32 features of lower-cased documents: hashed n-gram counts, each row scaled to
+        unit L2 norm (what `HashingVectorizer(alternate_sign=False)` computes, minus its per-call
+        validation, which costs more than the hashing for one listing). Parallel over chunks for
+        large inputs."""
+        if len(docs) < PARALLEL_MIN_DOCS or effective_n_jobs(self.n_jobs) == 1:
             return self._vectorize_chunk(docs)
+        jobs = effective_n_jobs(self.n_jobs)
         step = -(-len(docs) // (jobs * 4))
-        chunks = Parallel(n_jobs=jobs)(delayed(self._vectorize_chunk)(docs[i:i + step])
-                                       for i in range(0, len(docs), step))
+        chunks = Parallel(n_jobs=jobs)(
+            delayed(self._vectorize_chunk)(docs[i : i + step]) for i in range(0, len(docs), step)
+        )
         return sp.vstack(chunks, format="csr")
 
     def _vectorize_chunk(self, docs: list[str]) -> sp.csr_matrix:
-        parts = [v.transform(docs) for v in self._vectorizers()]
-        return parts[0] if len(parts) == 1 else sp.hstack(parts, format="csr")
+        if not docs:
+            return sp.csr_matrix((0, self.width), dtype=np.float32)
+        hasher = FeatureHasher(
+            n_features=self.n_features, input_type="string", alternate_sign=False, dtype=np.float32
+        )
+        parts = [
+            sp.csr_matrix(hasher.transform(analyze(doc) for doc in docs)) for analyze in self._analyzers()
+        ]
+        X = parts[0] if len(parts) == 1 else sp.hstack(parts, format="csr")
+        return _l2_normalize_rows(X)
+
+    @property
+    def width(self) -> int:
+        return self.n_features * (1 if self.char_ngrams is None else 2)
 
     # --- fitting -----------------------------------------------------------------------------------
     def fit_oof(self, X: sp.csr_matrix, y: np.ndarray) -> np.ndarray:
@@ -96,8 +116,9 @@ class TextModel:
         if len(np.unique(y)) < 2:  # a fold with one class: a constant score at that class's log-odds
             return np.zeros(X.shape[1]), float(np.sign(y.mean() - 0.5) * 10 if len(y) else 0.0)
         # tol=None: exactly max_iter epochs, a deliberate budget (and no ConvergenceWarning)
-        model = SGDClassifier(loss="log_loss", alpha=self.alpha, max_iter=self.max_iter, tol=None,
-                              random_state=self.seed)
+        model = SGDClassifier(
+            loss="log_loss", alpha=self.alpha, max_iter=self.max_iter, tol=None, random_state=self.seed
+        )
         model.fit(X, y)
         return model.coef_.ravel().astype(np.float64), float(model.intercept_[0])
 
@@ -112,21 +133,39 @@ class TextModel:
     def params(self) -> dict[str, Any]:
         """JSON-safe parameters (the weights are saved separately as .npy)."""
         return {
-            "n_features": self.n_features, "ngram_range": list(self.ngram_range),
-            "char_ngrams": list(self.char_ngrams) if self.char_ngrams else None, "alpha": self.alpha,
-            "max_iter": self.max_iter, "folds": self.folds, "seed": self.seed, "intercept": self.intercept,
+            "n_features": self.n_features,
+            "ngram_range": list(self.ngram_range),
+            "char_ngrams": list(self.char_ngrams) if self.char_ngrams else None,
+            "alpha": self.alpha,
+            "max_iter": self.max_iter,
+            "folds": self.folds,
+            "seed": self.seed,
+            "intercept": self.intercept,
         }
 
     @classmethod
     def from_params(cls, params: dict[str, Any], coef: np.ndarray) -> TextModel:
         char = params.get("char_ngrams")
         return cls(
-            n_features=int(params["n_features"]), ngram_range=tuple(params["ngram_range"]),  # type: ignore[arg-type]
-            char_ngrams=tuple(char) if char else None,  # type: ignore[arg-type]
-            alpha=float(params["alpha"]), max_iter=int(params["max_iter"]), folds=int(params["folds"]),
-            seed=int(params["seed"]), coef=np.asarray(coef, dtype=np.float64),
+            n_features=int(params["n_features"]),
+            ngram_range=tuple(params["ngram_range"]),
+            char_ngrams=tuple(char) if char else None,
+            alpha=float(params["alpha"]),
+            max_iter=int(params["max_iter"]),
+            folds=int(params["folds"]),
+            seed=int(params["seed"]),
+            coef=np.asarray(coef, dtype=np.float64),
             intercept=float(params["intercept"]),
         )
+
+
+def _l2_normalize_rows(X: sp.csr_matrix) -> sp.csr_matrix:
+    """Scale each row to unit L2 norm (all-zero rows stay zero); same arithmetic for 1 row or 1M."""
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    norms = np.sqrt(np.bincount(rows, weights=X.data.astype(np.float64) ** 2, minlength=X.shape[0]))
+    norms[norms == 0] = 1.0
+    X.data = (X.data / norms[rows]).astype(np.float32)
+    return X
 
 
 def _linear(X: sp.csr_matrix, coef: np.ndarray, intercept: float) -> np.ndarray:

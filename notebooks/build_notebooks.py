@@ -46,6 +46,54 @@ MODEL_REPORT = [
              "plt.title('LightGBM gain')\nplt.show()"),
 ]
 
+THRESHOLD_SIMULATION = [
+    ("md", "# Threshold simulation: what moving the thresholds does to workload and misses\n\n"
+           "For PMs and policy owners. Everything below replays the bundle's reference set (the calibration "
+           "split: calibrated risk, review outcome, handling time, segments) through the same routing "
+           "function the scoring service uses, so these numbers are what the service would do.\n\n"
+           "- **recall**: share of violating listings that are *not* auto-passed (a miss = a violation auto-passed)\n"
+           "- **block precision**: share of auto-blocked listings that really violate\n"
+           "- **workload**: listings sent to the human queue per day, reviewer-hours and FTE"),
+    ("code", "import os\n\nimport matplotlib.pyplot as plt\nimport pandas as pd\n\n"
+             "from features.policy import load_policy\nfrom features.bundle import resolve_bundle\n"
+             "from training.simulate import simulate, simulate_policy, sweep\n"
+             "from training.thresholds import choose_policy_thresholds\n\n"
+             "bundle = resolve_bundle(os.environ.get('TRIAGE_BUNDLE', '../models/latest'))\n"
+             "reference = pd.read_parquet(bundle / 'reference.parquet')\npolicy = load_policy(bundle)\n"
+             "DAILY_VOLUME = 100_000\n"
+             "print(f'{len(reference):,} reference listings, prevalence {reference.label.mean():.2%}; '\n"
+             "      f'production policy {policy.version}: t_pass={policy.t_pass:.4f}, t_block={policy.t_block:.4f}')"),
+    ("md", "## The production policy at 100,000 listings a day"),
+    ("code", "def table(result):\n    d = result.to_dict()\n    rows = {k: v for k, v in d.items() if isinstance(v, dict) and 'value' in v}\n"
+             "    return pd.DataFrame(rows).T[['value', 'low', 'high']]\n\n"
+             "table(simulate_policy(reference, policy, daily_volume=DAILY_VOLUME))"),
+    ("md", "## The whole workload-recall curve\n\nEach point is a t_pass (auto-block off): how much review "
+           "work buys how much recall. The production policy is marked."),
+    ("code", "curve = sweep(reference, daily_volume=DAILY_VOLUME)\nfig, ax = plt.subplots(figsize=(7, 4.5))\n"
+             "ax.plot(curve['queue_share'], curve['recall'])\n"
+             "current = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME)\n"
+             "ax.plot([current.queue_share.value], [current.recall.value], 'ro', label='production policy')\n"
+             "ax.set(xlabel='share of listings sent to review', ylabel='recall', ylim=(0.8, 1.001))\nax.legend()\nplt.show()"),
+    ("md", "## Three scenarios\n\n1. tighter recall target (99.5%)\n2. a looser one (98%)\n"
+           "3. the production thresholds if violations double next quarter"),
+    ("code", "scenarios = {}\nfor target in (0.995, 0.98):\n"
+             "    choice = choose_policy_thresholds(reference, recall=target, block_precision=0.98)\n"
+             "    print(choice.message if hasattr(choice, 'message') else '')\n"
+             "    scenarios[f'recall {target:.1%}'] = simulate(reference, choice.t_pass, choice.t_block, daily_volume=DAILY_VOLUME)\n"
+             "scenarios['violations double'] = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME,\n"
+             "                                          prevalence_multiplier=2.0)\n"
+             "pd.DataFrame({name: {'queue/day': r.queue_per_day.value, 'reviewer-hours/day': r.reviewer_hours_per_day.value,\n"
+             "                     'FTE': r.fte.value, 'missed/day': r.missed_violations_per_day.value,\n"
+             "                     'wrongful blocks/day': r.wrongful_blocks_per_day.value, 'recall': r.recall.value}\n"
+             "              for name, r in scenarios.items()}).round(2)"),
+    ("md", "## Per-segment view: where does the work come from?"),
+    ("code", "by_category = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME,\n"
+             "                      breakdown_by='category')\n"
+             "pd.DataFrame([{'category': s['category'], 'listings/day': s['daily_volume'],\n"
+             "               'queue/day': s['queue_per_day']['value'], 'missed/day': s['missed_violations_per_day']['value']}\n"
+             "              for s in by_category.segments]).set_index('category').round(1).sort_values('queue/day', ascending=False)"),
+]
+
 
 def build(cells: list[tuple[str, str]], path: Path) -> None:
     notebook = new_notebook(
@@ -57,3 +105,4 @@ def build(cells: list[tuple[str, str]], path: Path) -> None:
 
 if __name__ == "__main__":
     build(MODEL_REPORT, HERE / "model_report.ipynb")
+    build(THRESHOLD_SIMULATION, HERE / "threshold_simulation.ipynb")

@@ -13,7 +13,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", ["model_report.ipynb"])
+@pytest.mark.parametrize("name", ["model_report.ipynb", "threshold_simulation.ipynb"])
 def test_notebook_executes(name: str, bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIAGE_BUNDLE", str(bundle_dir))
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -420,11 +420,17 @@ def _segment_report(choice: SegmentChoice, segment_by: str, min_saving: float) -
 
 
 def default_rules(config: DataConfig) -> list[Rule]:
-    """Starting rules for a new bundle: block prohibited terms, always review regulated categories."""
+    """Starting rules for a new bundle: review prohibited terms, always review regulated categories.
+
+    Prohibited terms route to review rather than block: the plain term lists also hit harmless
+    listings ("ivory color", a book on switchblades), and a wrongful block hurts a good merchant.
+    Review-only rules can only raise recall, so the thresholds' guarantees still hold. A team with an
+    unambiguous list adds a block rule through the policy admin.
+    """
     rules = [
         Rule(
             name="prohibited_term",
-            action="block",
+            action="review",
             kind="term",
             terms=list(PROHIBITED_TERMS),
             fields=list(config.text),

@@ -21,6 +21,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 MULTITHREAD_MIN_ROWS = 100_000
 
 
+# Policy, not data: more prohibited terms, health claims or a higher text-model score must never make a
+# listing look safer, even where harmless uses of the words ("ivory color") make the data say otherwise.
+MONOTONE_INCREASING = ("text_score", "prohibited_hits", "health_claim_hits")
+
+
 @dataclass(frozen=True)
 class LgbmParams:
     learning_rate: float = 0.06
@@ -73,21 +78,40 @@ def fit_lightgbm(
     n_valid = max(1, int(len(X) * validation_fraction))
     fit_X, valid_X = X.iloc[:-n_valid], X.iloc[-n_valid:]
     fit_y, valid_y = y[:-n_valid], y[-n_valid:]
+    lgb_params = params.to_lightgbm(seed)
+    lgb_params["monotone_constraints"] = [1 if c in MONOTONE_INCREASING else 0 for c in X.columns]
     train_set = lgb.Dataset(fit_X, fit_y, categorical_feature=categorical, free_raw_data=True)
     valid_set = lgb.Dataset(valid_X, valid_y, categorical_feature=categorical, reference=train_set)
     booster = lgb.train(
-        params.to_lightgbm(seed),
+        lgb_params,
         train_set,
         num_boost_round=params.max_rounds,
         valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)],
     )
-    # Refit nothing: keep the best iteration only, so export and in-memory scoring agree.
-    return booster if booster.best_iteration <= 0 else _truncate(booster, booster.best_iteration)
+    rounds = booster.best_iteration if booster.best_iteration > 0 else None
+    return float32_thresholds(booster.model_to_string(num_iteration=rounds))
 
 
-def _truncate(booster: lgb.Booster, rounds: int) -> lgb.Booster:
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
+def float32_thresholds(model_str: str) -> lgb.Booster:
+    """Round every split threshold down to the nearest float32.
+
+    Features are float32 and the ONNX runtime compares them with float32 thresholds. For a float32
+    value v and a double threshold t, `v <= t` holds exactly when `v <= float32_down(t)`, so this changes
+    no decision of the model on float32 inputs, and the ONNX export and the native model then agree
+    bit for bit instead of disagreeing for values that fall between t and float32(t).
+    """
+    # tree_sizes gives each tree's byte length, which the rewrite changes; without it LightGBM parses
+    # the trees one after another.
+    lines = [line for line in model_str.split("\n") if not line.startswith("tree_sizes=")]
+    for i, line in enumerate(lines):
+        if line.startswith("threshold="):
+            t = np.array(line[len("threshold="):].split(), dtype=np.float64)
+            t32 = t.astype(np.float32)
+            over = t32.astype(np.float64) > t
+            t32[over] = np.nextafter(t32[over], np.float32(-np.inf))
+            lines[i] = "threshold=" + " ".join(repr(float(v)) for v in t32.astype(np.float64))
+    return lgb.Booster(model_str="\n".join(lines))
 
 
 def predict_lightgbm(booster: lgb.Booster, X: pd.DataFrame) -> np.ndarray:

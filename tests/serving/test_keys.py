@@ -17,7 +17,7 @@ def stored_hashes(store: Store) -> list[str]:
 
 def test_only_a_salted_hash_of_the_key_is_stored(store: Store) -> None:
     token = create_key(store, "scorer", "score")
-    secret = token.rsplit("_", 1)[1]
+    secret = token.split("_", 2)[2]  # trg_<key_id>_<secret>; the secret itself may contain "_"
 
     (key_hash,) = stored_hashes(store)
 

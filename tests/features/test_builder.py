@@ -1,0 +1,217 @@
+"""FeatureBuilder: stable float32 columns, exact save/load, serving parity, invariance and direction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+import features.builder as builder_module
+from features.builder import FeatureBuilder
+from features.config import DataConfig
+from features.merchant import MERCHANT_FEATURES, merchant_history
+from features.validate import validate_history
+
+CONFIG = DataConfig()
+WORDS = np.array(
+    [
+        "new",
+        "vintage",
+        "leather",
+        "cotton",
+        "steel",
+        "black",
+        "white",
+        "red",
+        "blue",
+        "large",
+        "small",
+        "set",
+        "pack",
+        "box",
+        "gift",
+        "premium",
+        "soft",
+        "portable",
+        "wireless",
+        "charger",
+        "phone",
+        "case",
+        "lamp",
+        "chair",
+        "toy",
+        "doll",
+        "cream",
+        "serum",
+    ]
+)
+BAD = np.array(["switchblade", "ivory carving", "gucci", "rolex", "cures cancer", "miracle weight loss"])
+CATEGORIES = np.array(["fashion", "watches", "electronics", "pharmacy", "home"])
+
+
+def synthetic(n: int = 800, seed: int = 0) -> pd.DataFrame:
+    """A small validated history: violations carry policy words, low prices and risky merchants."""
+    rng = np.random.default_rng(seed)
+    merchant = rng.integers(0, 40, n)
+    risky = rng.random(40) < 0.2
+    bad = rng.random(n) < np.where(risky[merchant], 0.5, 0.05)
+    words = WORDS[rng.integers(0, len(WORDS), (n, 8))]
+    title = np.array([" ".join(w[:4]) for w in words], dtype=object)
+    title[bad] = [
+        f"{b} {t}" for b, t in zip(BAD[rng.integers(0, len(BAD), bad.sum())], title[bad], strict=True)
+    ]
+    created = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.sort(rng.uniform(0, 200, n)), unit="D")
+    raw = pd.DataFrame(
+        {
+            "listing_id": [f"L{i:05d}" for i in range(n)],
+            "merchant_id": [f"M{m}" for m in merchant],
+            "created_at": created,
+            "reviewed_at": created + pd.to_timedelta(rng.uniform(0.1, 5, n), unit="D"),
+            "title": title,
+            "description": [" ".join(w[4:]) for w in words],
+            "brand": np.where(rng.random(n) < 0.2, "Gucci", ""),
+            "category": CATEGORIES[rng.integers(0, len(CATEGORIES), n)],
+            "market": rng.choice(["DE", "FR", "US"], n),
+            "price": np.exp(rng.normal(4, 0.7, n)) * np.where(bad, 0.3, 1.0),
+            "merchant_tenure_days": rng.uniform(0, 1500, n),
+            "image_count": rng.integers(0, 8, n),
+            "has_certificate": rng.integers(0, 2, n),
+            "label": bad.astype(int),
+        }
+    )
+    raw.loc[rng.choice(n, 20, replace=False), "price"] = np.nan
+    return validate_history(raw, CONFIG)
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    return synthetic()
+
+
+@pytest.fixture(scope="module")
+def fitted(data) -> tuple[FeatureBuilder, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    train, rest = data.iloc[:600].reset_index(drop=True), data.iloc[600:].reset_index(drop=True)
+    builder = FeatureBuilder(CONFIG, seed=3, min_category_count=5)
+    return builder, builder.fit_transform(train, history=data), train, rest
+
+
+def test_feature_names_are_fixed_and_output_is_float32(fitted, data):
+    builder, X_train, _, rest = fitted
+    assert builder.feature_names == FeatureBuilder(CONFIG).feature_names  # known before fitting
+    assert list(X_train.columns) == builder.feature_names
+    assert set(X_train.dtypes) == {np.dtype(np.float32)}
+    assert set(builder.categorical_features) <= set(builder.feature_names)
+    assert not any("listing_id" in name for name in builder.feature_names)
+    shuffled = rest[list(reversed(rest.columns))]
+    X = builder.transform(shuffled, history=data)
+    assert list(X.columns) == builder.feature_names and set(X.dtypes) == {np.dtype(np.float32)}
+    pd.testing.assert_frame_equal(X, builder.transform(rest, history=data))
+
+
+def test_train_merchant_features_are_point_in_time(fitted, data):
+    _, X_train, train, _ = fitted
+    expected = merchant_history(train, data, CONFIG).to_numpy(dtype=np.float32)
+    np.testing.assert_array_equal(X_train[list(MERCHANT_FEATURES)].to_numpy(), expected)
+
+
+def test_text_score_on_training_rows_is_out_of_fold():
+    """Unique tokens and random labels: a model scoring its own training rows memorises them, an
+    out-of-fold score cannot."""
+    data = synthetic(600, seed=5)
+    rng = np.random.default_rng(0)
+    data["title"] = [f"tok{rng.integers(1e9)}x" for _ in range(len(data))]
+    data["description"] = ""
+    data["label"] = (rng.random(len(data)) < 0.5).astype(np.int8)
+    builder = FeatureBuilder(CONFIG)
+    oof = builder.fit_transform(data, history=data)["text_score"]
+    in_sample = builder.transform(data, history=data)["text_score"]
+    assert roc_auc_score(data["label"], in_sample) > 0.95
+    assert roc_auc_score(data["label"], oof) < 0.65
+
+
+def test_text_score_ranks_held_out_violations(fitted):
+    builder, _, _, rest = fitted
+    assert roc_auc_score(rest["label"], builder.transform(rest)["text_score"]) > 0.8
+
+
+def test_save_load_round_trip_is_exact(fitted, data, tmp_path):
+    builder, _, _, rest = fitted
+    files = builder.save(tmp_path / "state")
+    assert {p.suffix for p in files} == {".json", ".npy", ".parquet"}
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == sorted(p.name for p in files)
+    loaded = FeatureBuilder.load(tmp_path / "state", CONFIG)
+    assert loaded.feature_names == builder.feature_names
+    assert loaded.categorical_features == builder.categorical_features
+    pd.testing.assert_frame_equal(loaded.transform(rest), builder.transform(rest))
+    pd.testing.assert_frame_equal(loaded.transform(rest, history=data), builder.transform(rest, history=data))
+    with pytest.raises(ValueError, match="differs"):
+        FeatureBuilder.load(tmp_path / "state", DataConfig(numeric=("price",)))
+
+
+def test_listing_id_changes_nothing(fitted, data):
+    builder, X_train, train, rest = fitted
+    renamed = rest.assign(listing_id=[f"X{i * 7919 % 100003}" for i in range(len(rest))])
+    pd.testing.assert_frame_equal(builder.transform(renamed), builder.transform(rest))
+    pd.testing.assert_frame_equal(
+        builder.transform(renamed, history=data), builder.transform(rest, history=data)
+    )
+    refit = FeatureBuilder(CONFIG, seed=3, min_category_count=5)
+    X_renamed = refit.fit_transform(train.assign(listing_id=train["listing_id"] + "-v2"), history=data)
+    pd.testing.assert_frame_equal(X_renamed, X_train)
+
+
+def test_adding_a_prohibited_term_never_lowers_its_count(fitted):
+    builder, _, _, rest = fitted
+    clean = rest[rest["label"] == 0].reset_index(drop=True)
+    spiked = clean.assign(title="switchblade " + clean["title"])
+    before, after = builder.transform(clean), builder.transform(spiked)
+    assert (after["prohibited_hits"] == before["prohibited_hits"] + 1).all()
+    assert (
+        after["text_score"] > before["text_score"]
+    ).mean() > 0.9  # a word learnt as risky raises the score
+
+
+def test_unknown_category_and_merchant_at_transform_time(fitted):
+    builder, _, _, rest = fitted
+    odd = rest.head(3).assign(category="space tourism", market="", merchant_id="never-seen")
+    X = builder.transform(odd)
+    assert (X["category_code"] == 0).all() and (X["market_code"] == 0).all()
+    assert (X["merchant_prior_reviews"] == 0).all()
+    assert np.isfinite(X["log_price_vs_category"].to_numpy()[odd["price"].notna().to_numpy()]).all()
+
+
+def test_one_row_without_history(fitted):
+    builder, _, _, rest = fitted
+    X = builder.transform(rest.iloc[[5]])
+    assert X.shape == (1, len(builder.feature_names)) and X.index.tolist() == [5]
+
+
+def test_small_and_large_batch_paths_agree(fitted, data, monkeypatch):
+    builder, _, _, rest = fitted
+    odd = rest.copy()
+    odd.loc[0, "category"] = "space tourism"
+    odd.loc[1, "merchant_id"] = "never-seen"
+    odd.loc[2, ["title", "description", "brand"]] = ["", "", ""]
+    odd.loc[3, "title"] = "Brass\tKnuckles and an IVORY tusk, Rolex! ÉLÉGANT ß"
+    odd.loc[4, "price"] = np.nan
+    odd.loc[5, "has_certificate"] = np.nan
+    monkeypatch.setattr(builder_module, "SMALL_BATCH_ROWS", 0)
+    batch = builder.transform(odd).to_numpy()
+    records = builder.transform_records(odd.drop(columns=["label"]).to_dict("records"))
+    np.testing.assert_array_equal(records, batch)
+    monkeypatch.setattr(builder_module, "SMALL_BATCH_ROWS", 10**6)
+    np.testing.assert_array_equal(builder.transform(odd).to_numpy(), batch)
+
+
+def test_records_accept_iso_strings_with_time_zones(fitted):
+    builder, _, _, rest = fitted
+    record = rest.iloc[0][CONFIG.listing_columns].to_dict()
+    naive = record | {"created_at": "2025-06-01T12:00:00"}
+    aware = record | {"created_at": "2025-06-01T14:00:00+02:00"}
+    np.testing.assert_array_equal(builder.transform_records([naive]), builder.transform_records([aware]))
+
+
+def test_unfitted_builder_refuses_to_transform(data):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FeatureBuilder(CONFIG).transform(data.head(2))

@@ -1,0 +1,190 @@
+"""Validation stops bad input with a message naming the column and the first offending rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.config import DataConfig
+from features.validate import DataValidationError, load_table, validate_history, validate_listings
+
+CONFIG = DataConfig()
+
+
+def history(n: int = 12, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    created = pd.Timestamp("2024-03-01") + pd.to_timedelta(rng.permutation(n), unit="h")
+    return pd.DataFrame(
+        {
+            "listing_id": [f"L{i:03d}" for i in range(n)],
+            "merchant_id": [f"M{i % 3}" for i in range(n)],
+            "created_at": created,
+            "reviewed_at": created + pd.Timedelta(hours=5),
+            "title": ["red bag"] * n,
+            "description": [None if i == 2 else "nice" for i in range(n)],
+            "brand": [""] * n,
+            "category": ["fashion"] * n,
+            "market": ["DE"] * n,
+            "price": rng.uniform(5, 50, n),
+            "merchant_tenure_days": rng.uniform(0, 900, n),
+            "image_count": rng.integers(0, 5, n),
+            "has_certificate": rng.integers(0, 2, n),
+            "label": [i % 2 for i in range(n)],
+            "violation_reason": [""] * n,
+            "review_seconds": rng.uniform(20, 90, n),
+        }
+    )
+
+
+def error_of(df: pd.DataFrame) -> str:
+    with pytest.raises(DataValidationError) as info:
+        validate_history(df, CONFIG)
+    return str(info.value)
+
+
+def test_valid_history_is_normalised_not_dropped():
+    raw = history()
+    out = validate_history(raw, CONFIG)
+    assert len(out) == len(raw)
+    assert out["created_at"].is_monotonic_increasing
+    assert list(out.index) == list(range(len(raw)))
+    assert out["label"].dtype == np.int8
+    assert sorted(out["listing_id"]) == sorted(raw["listing_id"])
+    assert (out["description"] == "").sum() == 1  # the missing description is kept, as ""
+    assert out["image_count"].dtype == np.float64
+    assert raw["description"].isna().sum() == 1  # the input frame is not modified
+
+
+def test_label_strings_are_mapped():
+    raw = history(6)
+    raw["label"] = ["reject", "Approved", "1", "0", "REJECTED", "approve"]
+    out = validate_history(raw, CONFIG).set_index("listing_id")
+    assert out.loc[raw["listing_id"], "label"].tolist() == [1, 0, 1, 0, 1, 0]
+
+
+def test_missing_columns_are_all_listed():
+    message = error_of(history().drop(columns=["price", "title"]))
+    assert "'title'" in message and "'price'" in message and "missing" in message
+
+
+def test_unknown_label_names_rows_and_ids():
+    raw = history()
+    raw["label"] = raw["label"].astype(object)
+    raw.loc[[3, 7], "label"] = ["maybe", "spam"]
+    message = error_of(raw)
+    assert "column 'label'" in message and "2 rows" in message and "unknown label" in message
+    assert "row 3 (listing_id='L003'): 'maybe'" in message and "row 7 (listing_id='L007'): 'spam'" in message
+
+
+def test_null_label_is_an_error():
+    raw = history()
+    raw["label"] = raw["label"].astype(float)
+    raw.loc[4, "label"] = np.nan
+    assert "row 4 (listing_id='L004')" in error_of(raw)
+
+
+def test_unparsable_timestamp():
+    raw = history()
+    raw["created_at"] = raw["created_at"].astype(str)
+    raw.loc[5, "created_at"] = "yesterday-ish"
+    message = error_of(raw)
+    assert "column 'created_at'" in message and "unparsable" in message
+    assert "row 5 (listing_id='L005'): 'yesterday-ish'" in message
+
+
+def test_timestamps_in_mixed_formats_parse():
+    raw = history(4)
+    raw["created_at"] = ["2024-03-01 10:00:00", "2024-03-02T11:00:00Z", "03/04/2024 09:00", "2024-03-05"]
+    raw["reviewed_at"] = "2024-04-01"
+    out = validate_history(raw, CONFIG)
+    assert out["created_at"].notna().all()
+
+
+def test_duplicate_ids_are_named():
+    raw = history()
+    raw.loc[6, "listing_id"] = "L001"
+    message = error_of(raw)
+    assert "column 'listing_id'" in message and "duplicated" in message and "'L001'" in message
+    assert "row 1 " in message and "row 6 " in message
+
+
+def test_all_one_class_is_refused():
+    raw = history()
+    raw["label"] = 0
+    message = error_of(raw)
+    assert "column 'label'" in message and "both classes" in message
+
+
+def test_non_numeric_value_in_numeric_column():
+    raw = history()
+    raw["price"] = raw["price"].astype(object)
+    raw.loc[8, "price"] = "ten euros"
+    message = error_of(raw)
+    assert "column 'price'" in message and "not numbers" in message
+    assert "row 8 (listing_id='L008'): 'ten euros'" in message
+
+
+def test_missing_numeric_is_allowed_but_inf_is_not():
+    raw = history()
+    raw.loc[2, "price"] = np.nan
+    assert np.isnan(validate_history(raw, CONFIG).set_index("listing_id").loc["L002", "price"])
+    raw.loc[3, "price"] = np.inf
+    assert "column 'price'" in error_of(raw) and "infinite" in error_of(raw)
+
+
+def test_negative_review_seconds():
+    raw = history()
+    raw.loc[9, "review_seconds"] = -3.0
+    assert "column 'review_seconds'" in error_of(raw) and "row 9 " in error_of(raw)
+
+
+def test_null_merchant_and_review_before_creation():
+    raw = history()
+    raw.loc[1, "merchant_id"] = None
+    raw.loc[10, "reviewed_at"] = raw.loc[10, "created_at"] - pd.Timedelta(days=1)
+    message = error_of(raw)
+    assert "column 'merchant_id'" in message and "row 1 " in message
+    assert (
+        "column 'reviewed_at'" in message and "row 10 " in message and "before they were created" in message
+    )
+
+
+def test_reviewed_at_is_derived_when_absent():
+    raw = history().drop(columns=["reviewed_at"])
+    out = validate_history(raw, CONFIG)
+    lag = out["reviewed_at"] - out["created_at"]
+    assert (lag == pd.Timedelta(days=CONFIG.review_lag_days)).all()
+
+
+def test_error_shows_at_most_five_rows():
+    raw = history(20)
+    raw["label"] = "unclear"
+    message = error_of(raw)
+    assert "20 rows" in message and message.count("(listing_id=") == 5
+
+
+def test_listings_need_no_label_and_keep_their_order():
+    raw = history().drop(columns=["label", "reviewed_at"])
+    out = validate_listings(raw, CONFIG)
+    assert out["listing_id"].tolist() == raw["listing_id"].tolist()
+    raw.loc[0, "created_at"] = None
+    with pytest.raises(DataValidationError, match="column 'created_at'.*row 0 "):
+        validate_listings(raw, CONFIG)
+
+
+def test_load_table_csv_and_parquet(tmp_path):
+    raw = history()
+    raw.to_csv(tmp_path / "h.csv", index=False)
+    raw.to_parquet(tmp_path / "h.parquet", index=False)
+    for name in ("h.csv", "h.parquet"):
+        out = validate_history(load_table(tmp_path / name, CONFIG), CONFIG)
+        assert len(out) == len(raw)
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        load_table(tmp_path / "nope.csv", CONFIG)
+    (tmp_path / "h.xlsx").write_text("x")
+    with pytest.raises(DataValidationError, match="h.xlsx"):
+        load_table(tmp_path / "h.xlsx", CONFIG)
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(DataValidationError, match="bad.parquet"):
+        load_table(tmp_path / "bad.parquet", CONFIG)
