@@ -94,7 +94,6 @@ class FeatureBuilder:
         names += [*MERCHANT_FEATURES, *self.passthrough]
         if self.category and self.certificate:
             names.append("regulated_without_certificate")
-        names += [f"{c}_chars" for c in self.config.text]
         names += [f"{c}_code" for c in self.config.categorical]
         return names
 
@@ -204,8 +203,6 @@ class FeatureBuilder:
             regulated = lexicon.is_regulated_category(df[self.category])
             certified = df[self.certificate].to_numpy(dtype=np.float64) >= 0.5
             columns["regulated_without_certificate"] = regulated & ~certified
-        for column in config.text:
-            columns[f"{column}_chars"] = df[column].fillna("").astype("str").str.len().to_numpy()
         for column in config.categorical:
             columns[f"{column}_code"] = self._codes_array(column, df[column])
         matrix = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in self.feature_names])
@@ -249,8 +246,6 @@ class FeatureBuilder:
             regulated = lexicon.is_regulated_one(_text(record.get(self.category)))
             certified = _number(record, self.certificate) >= 0.5
             values["regulated_without_certificate"] = float(regulated and not certified)
-        for column in config.text:
-            values[f"{column}_chars"] = float(len(_text(record.get(column))))
         for column in config.categorical:
             values[f"{column}_code"] = float(self.category_codes[column].get(_text(record.get(column)), 0))
         return [values[n] for n in self.feature_names]

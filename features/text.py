@@ -24,7 +24,20 @@ from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import SGDClassifier
 
+from features import lexicon
+
 PARALLEL_MIN_DOCS = 50_000  # below this, worker start-up costs more than it saves
+
+
+# Phrases whose signal belongs to the monotone lexicon-count features, not to the text model: the text
+# model cuts them out of every document before hashing, so adding a prohibited term to a listing moves only its
+# (monotone) hit count, and the text model spends its capacity on what the lists miss (obfuscated
+# spellings, new schemes).
+POLICY_OWNED_TERMS: tuple[str, ...] = (*lexicon.PROHIBITED_TERMS, *lexicon.HEALTH_CLAIM_PHRASES)
+
+
+def _without_policy_terms(doc: str) -> str:
+    return lexicon.compile_terms(POLICY_OWNED_TERMS).sub(" ", doc)
 
 
 def documents(frame: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> list[str]:
@@ -82,6 +95,7 @@ class TextModel:
     def _vectorize_chunk(self, docs: list[str]) -> sp.csr_matrix:
         if not docs:
             return sp.csr_matrix((0, self.width), dtype=np.float32)
+        docs = [_without_policy_terms(doc) for doc in docs]
         hasher = FeatureHasher(
             n_features=self.n_features, input_type="string", alternate_sign=False, dtype=np.float32
         )

@@ -4,6 +4,10 @@ Immutable once built: a policy change or a new bundle builds a new engine and th
 reference atomically, so one request never sees half of an old policy and half of a new one.
 Fail safe: whatever goes wrong while scoring, the affected listings get `human_review` with
 `fallback_reason`, never an automated pass.
+
+Hot path: a request carries one or a few listings, so small batches take per-record paths (features
+from dicts, rules matched per record with the same compiled patterns as `match_rules`) and only large
+batches build pandas frames. Routing itself is always `features.policy.route`.
 """
 
 from __future__ import annotations
@@ -18,18 +22,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.lexicon import normalize_category
 from features.policy import (
     AUTO_BLOCK,
-    CODE_PASS,
     CODE_REVIEW,
     DECISIONS,
     HUMAN_REVIEW,
     Policy,
+    Rule,
+    _term_pattern,  # the one definition of how a term rule matches; shared so both paths agree
     match_rules,
     qa_sample,
     route,
 )
 from features.scoring import Bundle
+from serving.explain import PathExplainer
 from serving.store.records import DecisionRecord, StatementOfReasons, utcnow
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,8 @@ MODEL_UNAVAILABLE = "model_unavailable"
 SCORING_ERROR = "scoring_error"
 SCORING_TIMEOUT = "scoring_timeout"
 TOP_REASONS = 3
+SMALL_BATCH = 64  # up to this many listings, per-record paths beat building pandas frames
+FAILSAFE_POLICY_VERSION = "failsafe-no-model"
 
 # What the strongest signal behind a restrictive decision says about the kind of violation
 # (EU DSA statement-of-reasons categories).
@@ -50,6 +59,13 @@ _DSA_CATEGORY_BY_FEATURE = {
     "regulated_without_certificate": "unsafe_and_prohibited_products",
 }
 _DEFAULT_DSA_CATEGORY = "scope_of_platform_service"
+# ... and what a reviewer's violation reason says (the generator's and the review tool's reasons)
+_DSA_CATEGORY_BY_VIOLATION = {
+    "counterfeit": "intellectual_property_infringements",
+    "prohibited_item": "unsafe_and_prohibited_products",
+    "misleading_health_claim": "consumer_information_infringements",
+    "regulated_no_certificate": "unsafe_and_prohibited_products",
+}
 
 
 @dataclass(frozen=True)
@@ -61,16 +77,80 @@ class Scores:
     fallback_reason: str | None = None
 
 
+def failsafe_policy() -> Policy:
+    """What serves without a model: no rules, and no risk can pass (every item is unscored anyway)."""
+    return Policy(version=FAILSAFE_POLICY_VERSION, t_pass=0.0, t_block=1.0, qa_sample_rate=0.0)
+
+
+class _RecordRules:
+    """A policy's rules compiled for one listing dict at a time; same answers as `match_rules`."""
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self._rules: list[tuple[Rule, Any]] = []
+        for rule in rules:
+            if rule.kind == "category":
+                self._rules.append((rule, frozenset(normalize_category(v) for v in rule.values)))
+            else:
+                self._rules.append((rule, _term_pattern(tuple(rule.terms))))
+
+    def match(self, listing: dict[str, Any]) -> tuple[bool, bool, list[str]]:
+        block = review = False
+        matched: list[str] = []
+        for rule, compiled in self._rules:
+            if rule.kind == "category":
+                hit = rule.column in listing and normalize_category(_as_text(listing[rule.column])) in compiled
+            else:
+                hit = any(compiled.search(_as_text(listing[c])) for c in rule.fields if c in listing)
+            if hit:
+                matched.append(rule.name)
+                if rule.action == "block":
+                    block = True
+                else:
+                    review = True
+        return block, review, matched
+
+
 @dataclass
 class DecisionEngine:
     bundle: Bundle | None
     policy: Policy
     seed: int | None = None
+    explainer: PathExplainer | None = None  # None: exact TreeSHAP from the bundle (slower)
     _rng: np.random.Generator = field(init=False, repr=False)
     _rng_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+    _record_rules: _RecordRules = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
+        self._record_rules = _RecordRules(self.policy.rules)
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: Bundle | None, policy: Policy | None = None, reasons: str = "path", seed: int | None = None
+    ) -> DecisionEngine:
+        """An engine for a bundle (its own policy unless given), warmed up so the first request is fast.
+
+        Without a bundle: the fail-safe engine, every listing to human review (`model_unavailable`).
+        """
+        if bundle is None:
+            return cls(bundle=None, policy=policy or failsafe_policy(), seed=seed)
+        explainer = PathExplainer(bundle.booster) if reasons == "path" else None
+        engine = cls(bundle=bundle, policy=policy or bundle.policy, seed=seed, explainer=explainer)
+        engine.warm_up()
+        return engine
+
+    def warm_up(self) -> None:
+        """Score one synthetic listing so lazy parts (booster, ONNX session, regexes) load now."""
+        if self.bundle is None:
+            return
+        columns = self.bundle.config.listing_columns
+        listing: dict[str, Any] = {c: None for c in columns}
+        listing.update({self.bundle.config.id: "warm-up", self.bundle.config.timestamp: utcnow()})
+        for column in self.bundle.config.text:
+            listing[column] = "warm up"
+        scores = self.score([listing])
+        if scores.fallback_reason is not None:
+            log.warning("warm-up scoring fell back to %s", scores.fallback_reason)
 
     @property
     def model_version(self) -> str | None:
@@ -81,7 +161,7 @@ class DecisionEngine:
         return self.bundle is not None
 
     def with_policy(self, policy: Policy) -> DecisionEngine:
-        return DecisionEngine(bundle=self.bundle, policy=policy, seed=self.seed)
+        return DecisionEngine(bundle=self.bundle, policy=policy, seed=self.seed, explainer=self.explainer)
 
     # --- scoring --------------------------------------------------------------------------------
     def score(self, listings: list[dict[str, Any]]) -> Scores:
@@ -90,21 +170,42 @@ class DecisionEngine:
         if self.bundle is None:
             return Scores(np.full(n, np.nan), [[] for _ in range(n)], MODEL_UNAVAILABLE)
         try:
-            X = self.bundle.builder.transform_records(listings)
+            X = self._features(listings)
             risk = self.bundle.calibrator(self.bundle.raw_scores(X))
             return Scores(risk, self._reasons(X, risk))
         except Exception:
             log.exception("scoring failed for %d listings; routing them to human review", n)
             return Scores(np.full(n, np.nan), [[] for _ in range(n)], SCORING_ERROR)
 
-    def _reasons(self, X: np.ndarray, risk: np.ndarray) -> list[list[dict[str, Any]]]:
-        """Top features pushing each listing's risk up (TreeSHAP contributions to the log-odds)."""
+    def _features(self, listings: list[dict[str, Any]]) -> np.ndarray:
         assert self.bundle is not None
-        contributions = self.bundle.contributions(X)
+        builder, config = self.bundle.builder, self.bundle.config
+        if len(listings) <= SMALL_BATCH:
+            return builder.transform_records(listings)
+        frame = pd.DataFrame.from_records(listings)
+        # naive UTC, as the records path reads aware timestamps
+        frame[config.timestamp] = pd.to_datetime(frame[config.timestamp], utc=True).dt.tz_localize(None)
+        return builder.transform(frame).to_numpy(dtype=np.float32)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature contributions to the raw log-odds: path attribution, or exact TreeSHAP."""
+        assert self.bundle is not None
+        if self.explainer is not None:
+            return self.explainer.contributions(X)
+        threads = 1 if len(X) < SMALL_BATCH else 0  # OpenMP start-up costs more than a small batch
+        contrib = np.asarray(self.bundle.booster.predict(X, pred_contrib=True, num_threads=threads))
+        return contrib[:, :-1]
+
+    def _reasons(self, X: np.ndarray, risk: np.ndarray) -> list[list[dict[str, Any]]]:
+        """Top features pushing each listing's risk up (contributions to the log-odds), one pass per batch."""
+        assert self.bundle is not None
+        contributions = self.contributions(X)
         names = self.bundle.feature_names
-        top = np.argsort(-contributions, axis=1)[:, :TOP_REASONS]
+        k = min(TOP_REASONS, contributions.shape[1])
+        top = np.argpartition(-contributions, k - 1, axis=1)[:, :k] if k else np.zeros((len(X), 0), int)
         out = []
-        for row, order in enumerate(top):
+        for row, candidates in enumerate(top):
+            order = candidates[np.argsort(-contributions[row, candidates], kind="stable")]
             out.append([
                 {"feature": names[j], "value": _finite_or_none(X[row, j]),
                  "contribution": round(float(contributions[row, j]), 4)}
@@ -119,13 +220,8 @@ class DecisionEngine:
     ) -> list[DecisionRecord]:
         """Rules, then thresholds (per segment), then the QA sample: one DecisionRecord per listing."""
         policy = self.policy
-        frame = pd.DataFrame.from_records(listings)
-        rule_block, rule_review, matched = match_rules(frame, policy.rules)
-        if policy.segment_by and policy.segment_by in frame:
-            t_pass, t_block = policy.thresholds_for(frame[policy.segment_by].astype(str).to_numpy())
-        else:
-            t_pass = np.full(len(listings), policy.t_pass)
-            t_block = np.full(len(listings), policy.t_block)
+        rule_block, rule_review, matched = self.match_rules(listings)
+        t_pass, t_block = self.thresholds(listings)
         codes = route(scores.risk, t_pass, t_block, rule_block, rule_review)
         with self._rng_lock:
             sampled = qa_sample(codes, policy.qa_sample_rate, self._rng)
@@ -160,8 +256,51 @@ class DecisionEngine:
         return records
 
 
+    def decide_safely(
+        self, listings: list[dict[str, Any]], scores: Scores, request_id: str | None = None,
+        received_at: datetime | None = None,
+    ) -> list[DecisionRecord]:
+        """`decide`, and if even that fails (a broken rule, odd input), every listing to human review."""
+        try:
+            return self.decide(listings, scores, request_id, received_at)
+        except Exception:
+            log.exception("deciding failed for %d listings; routing them to human review", len(listings))
+            fallback = DecisionEngine(bundle=None, policy=failsafe_policy())
+            records = fallback.decide(listings, fallback_scores(len(listings), SCORING_ERROR), request_id,
+                                      received_at)
+            return [replace(r, model_version=self.model_version) for r in records]
+
+    def match_rules(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+        """(block_mask, review_mask, matched rule names): `features.policy.match_rules`, per record when small."""
+        if len(listings) > SMALL_BATCH:
+            return match_rules(pd.DataFrame.from_records(listings), self.policy.rules)
+        n = len(listings)
+        block, review = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        matched: list[list[str]] = []
+        for i, listing in enumerate(listings):
+            block[i], review[i], names = self._record_rules.match(listing)
+            matched.append(names)
+        return block, review, matched
+
+    def thresholds(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-listing (t_pass, t_block): the segment's pair, else the global pair."""
+        policy, n = self.policy, len(listings)
+        column = policy.segment_by
+        if column and listings and any(column in listing for listing in listings):
+            values = np.array([str(listing.get(column)) for listing in listings], dtype=object)
+            return policy.thresholds_for(values)
+        return np.full(n, policy.t_pass), np.full(n, policy.t_block)
+
+
 def fallback_scores(n: int, reason: str) -> Scores:
     return Scores(np.full(n, np.nan), [[] for _ in range(n)], reason)
+
+
+def _as_text(value: Any) -> str:
+    """A cell as `astype("string").fillna("")` reads it."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value if isinstance(value, str) else str(value)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -176,6 +315,23 @@ def _priority(risk: float, qa: bool, rule_hit: bool) -> float:
     if qa:
         return 0.1 * risk
     return max(risk, 0.9) if rule_hit else risk
+
+
+def review_statement_of_reasons(record: DecisionRecord, violation_reason: str | None) -> dict[str, Any]:
+    """DSA statement of reasons for a listing a person rejected after review (automated_decision=False).
+
+    Detection was automated (the system queued the listing); the decision was a reviewer's.
+    """
+    statement = statement_of_reasons(record, automated_decision=False)
+    if violation_reason:
+        statement["category"] = _DSA_CATEGORY_BY_VIOLATION.get(violation_reason, statement["category"])
+    signals = ", ".join(r["feature"] for r in record.reasons) or "none"
+    risk = f"model risk {record.risk:.3f}; " if record.risk is not None else "not scored by the model; "
+    rules = f"rules matched: {', '.join(record.rules_matched)}; " if record.rules_matched else ""
+    statement["facts_and_circumstances"] = (
+        f"rejected by a reviewer ({violation_reason or 'no reason given'}); {rules}{risk}top signals: {signals}"
+    )
+    return statement
 
 
 def statement_of_reasons(record: DecisionRecord, automated_decision: bool = True) -> dict[str, Any]:

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
         le=1_000,
         description="Group commit: how long the writer gathers writes before committing.",
     )
+    reasons: Literal["path", "treeshap"] = Field(
+        default="path",
+        description="How reasons are computed: path attribution (fast) or exact TreeSHAP (~1 ms a listing).",
+    )
+    scoring_threads: int = Field(
+        default=4, ge=1, le=64, description="Threads that run the model (its time budget is enforced)."
+    )
     log_level: LogLevel = "INFO"
 
     @field_validator("log_level", mode="before")

@@ -86,7 +86,8 @@ def _new_version(out: Path) -> str:
 
 def _reference(part: pd.DataFrame, risk: np.ndarray, config: DataConfig) -> pd.DataFrame:
     """Calibration-split rows as the simulator replays them: risk, label, handling time, segments."""
-    ref = pd.DataFrame({"risk": risk, "label": part[config.label].to_numpy(dtype=np.int64)})
+    ref = pd.DataFrame({"listing_id": part[config.id].astype(str).to_numpy(), "risk": risk,
+                        "label": part[config.label].to_numpy(dtype=np.int64)})
     seconds = part[config.review_seconds] if config.review_seconds and config.review_seconds in part else None
     ref["review_seconds"] = seconds.to_numpy(dtype=np.float64) if seconds is not None else np.nan
     for column in config.segments:

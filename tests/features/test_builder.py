@@ -11,6 +11,8 @@ import features.builder as builder_module
 from features.builder import FeatureBuilder
 from features.config import DataConfig
 from features.merchant import MERCHANT_FEATURES, merchant_history
+from features.lexicon import count_hits
+from features.text import POLICY_OWNED_TERMS
 from features.validate import validate_history
 
 CONFIG = DataConfig()
@@ -131,8 +133,11 @@ def test_text_score_on_training_rows_is_out_of_fold():
 
 
 def test_text_score_ranks_held_out_violations(fitted):
+    """Brand-word violations are the text model's to learn (policy-owned terms are cut out of it)."""
     builder, _, _, rest = fitted
-    assert roc_auc_score(rest["label"], builder.transform(rest)["text_score"]) > 0.8
+    policy_owned = count_hits(rest["title"] + " " + rest["description"], POLICY_OWNED_TERMS) > 0
+    kept = rest[~policy_owned]
+    assert roc_auc_score(kept["label"], builder.transform(kept)["text_score"]) > 0.8
 
 
 def test_save_load_round_trip_is_exact(fitted, data, tmp_path):
@@ -167,9 +172,8 @@ def test_adding_a_prohibited_term_never_lowers_its_count(fitted):
     spiked = clean.assign(title="switchblade " + clean["title"])
     before, after = builder.transform(clean), builder.transform(spiked)
     assert (after["prohibited_hits"] == before["prohibited_hits"] + 1).all()
-    assert (
-        after["text_score"] > before["text_score"]
-    ).mean() > 0.9  # a word learnt as risky raises the score
+    # The term belongs to the monotone count feature; the text model does not see it at all.
+    np.testing.assert_array_equal(after["text_score"], before["text_score"])
 
 
 def test_unknown_category_and_merchant_at_transform_time(fitted):
