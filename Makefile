@@ -10,7 +10,7 @@ DATA_DIR ?= data/generated
 BUNDLE ?= models/latest
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train evaluate thresholds simulate test lint format mlflow-ui bench-train clean
+.PHONY: help install install-browser data train evaluate thresholds simulate serve keys test test-reliability lint format mlflow-ui bench bench-train bench-serve clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP) ## Build .venv from pyproject.toml (pinned dependencies)
+
+install-browser: ## Install Debian's chromium + chromium-driver for the browser tests (if missing)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 data: $(STAMP) ## Generate synthetic review history (ROWS=200000 SEED=0) into data/generated
 	$(BIN)/triage generate --rows $(ROWS) --seed $(SEED) --out $(DATA_DIR)
@@ -41,8 +45,18 @@ thresholds: $(STAMP) ## Choose guaranteed thresholds (recall 0.99, block precisi
 simulate: $(STAMP) ## Workload simulation of models/latest's policy at 100k listings/day
 	$(BIN)/triage simulate --bundle $(BUNDLE) --daily-volume 100000
 
-test: $(STAMP) ## Run the whole test suite (unit, end-to-end, notebooks, PostgreSQL)
+serve: $(STAMP) ## Main job: train on generated data if no model exists, then start the service on :8000
+	@test -e models/latest || $(MAKE) train
+	$(BIN)/triage serve --bundle models/latest --host 127.0.0.1 --port 8000
+
+keys: $(STAMP) ## Create an API key with every scope (NAME=me SCOPES="score review admin")
+	$(BIN)/triage keys create --name $${NAME:-me} $(foreach s,$(or $(SCOPES),score review admin),--scope $(s))
+
+test: $(STAMP) install-browser ## Run the whole test suite (unit, end-to-end, notebooks, PostgreSQL, browser, reliability)
 	$(BIN)/pytest
+
+test-reliability: $(STAMP) ## Load, crash, bad-input, auth and bundle-fault checks against a real uvicorn process
+	$(BIN)/pytest -m reliability -p no:cacheprovider -rA tests/reliability
 
 lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check .
@@ -55,6 +69,12 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 
 mlflow-ui: $(STAMP) ## Open the MLflow UI on the embedded tracking store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+
+bench: $(STAMP) ## Every benchmark side by side with its baseline -> bench/results.md and bench/results.json
+	$(BIN)/python bench/run_all.py
+
+bench-serve: $(STAMP) ## Service latency/throughput at concurrency 1 and 32, and batch items/s
+	$(BIN)/python bench/bench_serve.py
 
 bench-train: $(STAMP) ## Benchmark generate+train at 100k, 300k, 1M rows (time, peak memory) -> bench/results
 	$(BIN)/python bench/bench_train.py --rows 100000 300000 1000000

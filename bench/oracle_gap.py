@@ -19,6 +19,14 @@ from features.bundle import resolve_bundle
 from training.thresholds import choose_policy_thresholds
 
 
+def _test_aucs(bundle: Path, oracle: pd.DataFrame) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    test = pd.read_parquet(bundle / "test_scores.parquet").merge(oracle, on="listing_id", validate="one_to_one")
+    return {name: round(float(roc_auc_score(test["label"], test[column])), 4)
+            for name, column in (("model", "risk"), ("baseline", "baseline_risk"), ("oracle", "true_risk"))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bundle", type=Path, default=Path("models/latest"))
@@ -43,6 +51,8 @@ def main() -> None:
                                   "reviewer_hours": rows["model"]["reviewer_hours"]
                                   / max(rows["oracle"]["reviewer_hours"], 1e-12)}
     print(pd.DataFrame(rows).T.to_string())
+    rows["test_roc_auc"] = _test_aucs(resolve_bundle(args.bundle), oracle)
+    print("\ntest-split ROC-AUC:", json.dumps(rows["test_roc_auc"]))
     out = Path("bench/out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "oracle_gap.json").write_text(json.dumps(rows, indent=2, default=float))

@@ -15,6 +15,9 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
 
+RISK_FLOOR = 1e-6
+
+
 @dataclass(frozen=True)
 class Calibrator:
     x: np.ndarray  # raw model scores (knots, increasing)
@@ -46,4 +49,6 @@ def fit_calibrator(raw: np.ndarray, labels: np.ndarray) -> Calibrator:
     x = np.r_[xs[0], centres, xs[-1]]
     y = np.r_[levels[0], levels, levels[-1]]
     x, keep = np.unique(x, return_index=True)
-    return Calibrator(x, y[keep])
+    # Never certain: a risk of exactly 0 or 1 would make t_pass = 0 / t_block = 1 ("nothing passes" /
+    # "nothing blocks") route some listings automatically after all.
+    return Calibrator(x, np.clip(y[keep], RISK_FLOOR, 1.0 - RISK_FLOOR))

@@ -42,7 +42,7 @@ MODEL_REPORT = [
              "plt.show()\npd.DataFrame(metrics['test']['segments']['category']).T.sort_values('roc_auc')"),
     ("code", "reference.groupby('category')['risk'].describe(percentiles=[0.5, 0.9, 0.99])"),
     ("md", "## What the model leans on"),
-    ("code", "pd.Series(metrics['feature_importance_gain']).head(15).plot.barh(figsize=(7, 5)).invert_yaxis()\n"
+    ("code", "pd.Series(metrics['feature_importance_gain']).sort_values(ascending=False).head(15).plot.barh(figsize=(7, 5)).invert_yaxis()\n"
              "plt.title('LightGBM gain')\nplt.show()"),
 ]
 

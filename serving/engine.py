@@ -265,10 +265,16 @@ class DecisionEngine:
             return self.decide(listings, scores, request_id, received_at)
         except Exception:
             log.exception("deciding failed for %d listings; routing them to human review", len(listings))
-            fallback = DecisionEngine(bundle=None, policy=failsafe_policy())
-            records = fallback.decide(listings, fallback_scores(len(listings), SCORING_ERROR), request_id,
-                                      received_at)
-            return [replace(r, model_version=self.model_version) for r in records]
+            received_at = received_at or utcnow()
+            return [
+                DecisionRecord(
+                    listing_id=str(listing.get("listing_id") or "unknown"), decision=HUMAN_REVIEW,
+                    automated=False, policy_version=self.policy.version, listing=listing,
+                    model_version=self.model_version, priority=1.0, fallback_reason=SCORING_ERROR,
+                    request_id=request_id, received_at=received_at,
+                )
+                for listing in listings
+            ]
 
     def match_rules(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
         """(block_mask, review_mask, matched rule names): `features.policy.match_rules`, per record when small."""

@@ -42,6 +42,7 @@ def write_bundle(
     metrics: dict[str, Any],
     reference: pd.DataFrame,
     model_card: str,
+    test_scores: pd.DataFrame | None = None,
     plots_dir: Path | None = None,
 ) -> Path:
     """Write every bundle file and the manifest in a staging directory, then rename it into place.
@@ -53,6 +54,8 @@ def write_bundle(
     if plots_dir is not None and plots_dir.resolve() != (staging / "plots").resolve():
         shutil.copytree(plots_dir, staging / "plots", dirs_exist_ok=True)
     _write_files(staging, booster, builder, calibrator, policy, config, metrics, reference, model_card)
+    if test_scores is not None:  # the held-out rows' scores: lets anyone recompute the test metrics
+        test_scores.to_parquet(staging / "test_scores.parquet", index=False)
     write_manifest(staging, version=bundle_dir.name)
     os.rename(staging, bundle_dir)
     return bundle_dir

@@ -126,9 +126,11 @@ def train(options: TrainOptions) -> TrainResult:
             policy = thresholds.to_policy(rules=default_rules(config))
         with stage("evaluate on the test split"):
             test_frame = _reference(parts.test, calibrator(predict_lightgbm(booster, X_test)), config)
+            baseline_risk = predict_baseline(baseline, X_test)
+            test_frame["baseline_risk"] = baseline_risk
             rule_block, rule_review, _ = match_rules(parts.test, policy.rules)
             metrics = _metrics(parts.sizes(), test_frame, (rule_block, rule_review), policy, config, thresholds,
-                               baseline_risk=predict_baseline(baseline, X_test), booster=booster)
+                               baseline_risk=baseline_risk, booster=booster)
         with stage("export bundle"):
             options.out.mkdir(parents=True, exist_ok=True)
             bundle_dir = options.out / _new_version(options.out)
@@ -136,7 +138,7 @@ def train(options: TrainOptions) -> TrainResult:
             save_plots(test_frame, staging / "plots", segment=config.segments[0] if config.segments else None)
             write_bundle(
                 bundle_dir, booster=booster, builder=builder, calibrator=calibrator, policy=policy,
-                config=config, metrics=metrics, reference=reference,
+                config=config, metrics=metrics, reference=reference, test_scores=test_frame,
                 model_card=render_model_card(bundle_dir.name, metrics, policy, options),
                 plots_dir=staging / "plots",
             )

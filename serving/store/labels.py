@@ -53,3 +53,16 @@ def _to_utc(values: pd.Series, column: str) -> pd.Series:
     except (ValueError, TypeError):
         logger.warning("export_labels: column %s has values that are not ISO timestamps; kept as is", column)
         return values
+
+
+def latest_verdict_per_listing(frame: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, int]:
+    """One outcome per listing id (training refuses duplicate ids): the latest verdict wins, since a
+    listing scored again (edited) and reviewed again is judged by its newest version.
+    Returns the frame and how many older rows were superseded."""
+    if frame.empty:
+        return frame, 0
+    order = config.reviewed_at if config.reviewed_at and config.reviewed_at in frame else None
+    ranked = frame.sort_values(order, kind="stable") if order else frame
+    latest = ranked.drop_duplicates(config.id, keep="last")
+    kept = frame.loc[frame.index.isin(latest.index)].reset_index(drop=True)
+    return kept, len(frame) - len(kept)

@@ -147,6 +147,7 @@ class Review:
     violation_reason: str | None
     review_seconds: float | None
     reviewed_at: datetime
+    statement_of_reasons: dict[str, Any] | None = None  # DSA statement when the verdict restricts the listing
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,7 @@ reviews = Table(
     Column("violation_reason", String(256), nullable=True),
     Column("review_seconds", Float, nullable=True),
     Column("reviewed_at", UTCDateTime, nullable=False),
+    Column("statement_of_reasons", JSONText, nullable=True),  # added later: see ADDED_COLUMNS
     CheckConstraint("verdict IN ('approve', 'reject')", name="ck_reviews_verdict"),
     Index("ix_reviews_reviewed_at", "reviewed_at"),
 )
@@ -145,3 +146,8 @@ policy_audit = Table(
     Column("old", JSONText, nullable=False),
     Column("new", JSONText, nullable=False),
 )
+
+
+# Columns added after a table was first released: `init_schema` adds them to existing databases
+# (nullable, so old rows and old readers are unaffected).
+ADDED_COLUMNS: tuple[tuple[Table, str], ...] = ((reviews, "statement_of_reasons"),)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
     text,
@@ -199,8 +200,9 @@ class Store:
         verdict: str,
         violation_reason: str | None = None,
         review_seconds: float | None = None,
+        statement_of_reasons: dict[str, Any] | None = None,
     ) -> Review:
-        """Store a verdict and close the queue item.
+        """Store a verdict (with the DSA statement of reasons of a rejection) and close the queue item.
 
         Raises NotFoundError for an unknown decision, ConflictError if it is not queued, already
         reviewed, or leased to another reviewer.
@@ -212,7 +214,10 @@ class Store:
         if review_seconds is not None and not 0 <= review_seconds < float("inf"):
             raise ValueError("review_seconds must be a finite number >= 0")
         now = self._clock()
-        review = Review(decision_id, reviewer, cast(Verdict, verdict), violation_reason, review_seconds, now)
+        review = Review(
+            decision_id, reviewer, cast(Verdict, verdict), violation_reason, review_seconds, now,
+            statement_of_reasons,
+        )
         try:
             return self._write(lambda conn: self._review(conn, review))
         except IntegrityError as exc:  # a concurrent verdict won the race
@@ -329,6 +334,12 @@ class Store:
         if self.dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
         schema.metadata.create_all(conn)
+        for table, column_name in schema.ADDED_COLUMNS:
+            existing = {c["name"] for c in inspect(conn).get_columns(table.name)}
+            if column_name not in existing:
+                column = table.c[column_name]
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column_name}" {kind}'))
 
     def _insert_ignoring_conflicts(self) -> Insert:
         if self.dialect == "postgresql":

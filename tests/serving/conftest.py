@@ -126,3 +126,102 @@ def make_decision(**overrides: object) -> DecisionRecord:
     }
     values.update(overrides)
     return DecisionRecord(**values)  # type: ignore[arg-type]
+
+
+# -- the HTTP service ---------------------------------------------------------------------------------
+
+
+def listing_json(i: int = 0, **overrides: object) -> dict[str, object]:
+    """A valid listing body for POST /v1/score."""
+    body: dict[str, object] = {
+        "listing_id": f"L-{i}",
+        "merchant_id": f"M{i % 50:05d}",
+        "created_at": "2025-11-01T10:00:00+00:00",
+        "title": "Leather wallet, brown",
+        "description": "Genuine leather wallet with six card slots.",
+        "brand": "",
+        "category": "Fashion",
+        "market": "DE",
+        "price": 29.9,
+        "merchant_tenure_days": 400,
+        "image_count": 3,
+        "has_certificate": 0,
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def own_bundle(bundle_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the session bundle, for tests that change it (policy saves, tampering)."""
+    import shutil
+
+    return Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
+
+
+@pytest.fixture
+def api_settings(bundle_dir: Path, tmp_path: Path):
+    from serving.settings import Settings
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "bundle": str(bundle_dir),
+            "database_url": f"sqlite:///{tmp_path / 'service.db'}",
+            "group_commit_ms": 1.0,
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+class Api:
+    """A TestClient on a running app (lifespan done) plus one key per scope."""
+
+    def __init__(self, client, app) -> None:  # type: ignore[no-untyped-def]
+        from serving.keys import create_key
+
+        self.client, self.app = client, app
+        self.store: Store = app.state.store
+        self.tokens = {
+            scope: create_key(self.store, f"{scope}-key", scope) for scope in ("score", "review", "admin")
+        }
+
+    def headers(self, scope: str = "score") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[scope]}"}
+
+    def key(self, name: str, scopes: str) -> dict[str, str]:
+        from serving.keys import create_key
+
+        return {"Authorization": f"Bearer {create_key(self.store, name, scopes)}"}
+
+    def post(self, path: str, body: object, scope: str = "score"):  # type: ignore[no-untyped-def]
+        """POST body as JSON; Python's encoder writes NaN/Infinity literals, as careless clients do."""
+        import json
+
+        headers = {**self.headers(scope), "content-type": "application/json"}
+        return self.client.post(path, content=json.dumps(body), headers=headers)
+
+    def score(self, body: dict[str, object], scope: str = "score"):  # type: ignore[no-untyped-def]
+        return self.post("/v1/score", body, scope)
+
+    def batch(self, items: list[dict[str, object]], **extra: object):  # type: ignore[no-untyped-def]
+        return self.post("/v1/score/batch", {"items": items, **extra})
+
+
+@pytest.fixture
+def serve(api_settings):  # type: ignore[no-untyped-def]
+    """serve(**settings) -> context manager yielding an Api on a started app."""
+    from contextlib import contextmanager
+
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    @contextmanager
+    def run(**overrides: object):  # type: ignore[no-untyped-def]
+        app = create_app(api_settings(**overrides))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield Api(client, app)
+
+    return run

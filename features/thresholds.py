@@ -1,0 +1,450 @@
+"""Choose the routing thresholds (t_pass, t_block) on the calibration split's reference scores.
+
+Modes (all pure and vectorised; statistics in `features.guarantees`):
+* guarantee (default): least queue with recall >= R and block precision >= P, each holding with
+  confidence 1 - delta/2 on new data (so both together at 1 - delta);
+* capacity: given reviewer-hours per day and a daily volume, the highest recall whose expected queue
+  fits, keeping the block-precision guarantee;
+* cost: Chow's rule on calibrated risk from the costs of a review, a miss and a wrongful block;
+* segments: per-segment thresholds (`features.segment_thresholds`) used where they beat the global pair.
+
+Infeasible targets never raise: the result has feasible=False, a plain message, a fail-safe pair that
+still honours the guarantees (nothing is auto-passed), and the closest achievable point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.config import DataConfig
+from features.guarantees import Certified, OperatingPoint, RankedScores, certify, group_starts, ordered_pair
+from features.lexicon import PROHIBITED_TERMS, REGULATED_CATEGORIES
+from features.policy import Policy, Rule
+from features.segment_thresholds import SegmentChoice, choose_segmented
+
+
+@dataclass
+class ThresholdResult:
+    """Chosen thresholds, what they achieve on the calibration rows, and the guarantee behind them."""
+
+    mode: str  # "guarantee" | "capacity" | "cost" | "segmented"
+    feasible: bool
+    message: str
+    t_pass: float
+    t_block: float
+    targets: dict[str, Any]
+    point: OperatingPoint  # point estimates and bounds at (t_pass, t_block)
+    segment_by: str | None = None
+    segments: dict[str, tuple[float, float]] = field(default_factory=dict)
+    closest: OperatingPoint | None = None  # best achievable point when infeasible
+    segment_report: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "feasible": self.feasible,
+            "message": self.message,
+            "t_pass": self.t_pass,
+            "t_block": self.t_block,
+            "targets": self.targets,
+            "achieved": self.point.to_dict(),
+            "bounds": {
+                "miss_rate_upper": _none_if_nan(self.point.miss_rate_upper),
+                "recall_lower": _none_if_nan(1.0 - self.point.miss_rate_upper),
+                "block_precision_lower": _none_if_nan(self.point.block_precision_lower),
+                "confidence_each": self.point.confidence_each,
+            },
+            "n": self.point.n,
+            "n_violating": self.point.n_violating,
+            "segment_by": self.segment_by,
+            "segments": {k: [a, b] for k, (a, b) in self.segments.items()},
+            "closest": self.closest.to_dict() if self.closest else None,
+            "segment_report": self.segment_report,
+            "notes": list(self.notes),
+        }
+
+    def guarantee(self) -> dict[str, Any]:
+        """What the policy promises, as stored in policy.json."""
+        return {
+            "mode": self.mode,
+            "feasible": self.feasible,
+            "recall_lower": _none_if_nan(1.0 - self.point.miss_rate_upper),
+            "block_precision_lower": _none_if_nan(self.point.block_precision_lower),
+            "confidence_each": self.point.confidence_each,
+            "n": self.point.n,
+            "n_violating": self.point.n_violating,
+            "message": self.message,
+        }
+
+    def to_policy(
+        self, rules: list[Rule] | None = None, qa_sample_rate: float = 0.02, version: str | None = None
+    ) -> Policy:
+        """A policy from these thresholds; provisional when the targets could not be met."""
+        version = version or f"policy-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-1"
+        return Policy(
+            version=version,
+            t_pass=self.t_pass,
+            t_block=self.t_block,
+            segment_by=self.segment_by if self.segments else None,
+            segments=dict(self.segments),
+            rules=list(rules or []),
+            qa_sample_rate=qa_sample_rate,
+            targets=dict(self.targets),
+            provisional=not self.feasible,
+            guarantee=self.guarantee(),
+        ).validate()
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _ranked(reference: pd.DataFrame) -> RankedScores:
+    seconds = (
+        reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
+    )
+    return RankedScores.build(
+        reference["risk"].to_numpy(dtype=np.float64), reference["label"].to_numpy(), seconds
+    )
+
+
+def _check_targets(recall: float, block_precision: float, delta: float) -> None:
+    for name, value in (("recall", recall), ("block_precision", block_precision), ("delta", delta)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{name}: {value!r} must be strictly between 0 and 1")
+
+
+def choose_thresholds(
+    ranked: RankedScores, recall: float = 0.99, block_precision: float = 0.98, delta: float = 0.05
+) -> ThresholdResult:
+    """Guarantee mode on pre-ranked scores."""
+    _check_targets(recall, block_precision, delta)
+    found = certify(ranked, recall, block_precision, delta)
+    targets = {"recall": recall, "block_precision": block_precision, "confidence": 1 - delta}
+    return _guarantee_result(ranked, found, targets, "guarantee")
+
+
+def _guarantee_result(
+    ranked: RankedScores, found: Certified, targets: dict[str, Any], mode: str
+) -> ThresholdResult:
+    notes = _notes(ranked, found)
+    if found.pass_certified:
+        return ThresholdResult(
+            mode,
+            True,
+            _summary(found.point, targets),
+            found.t_pass,
+            found.t_block,
+            targets,
+            found.point,
+            notes=notes,
+        )
+    alpha = (1 - targets["confidence"]) / 2
+    n1 = ranked.n_violating
+    closest = ranked.point(float(ranked.violating_risk[0]), found.t_block, alpha) if n1 else None
+    best = alpha ** (1 / n1) if n1 else float("nan")
+    need = math.ceil(math.log(alpha) / math.log(targets["recall"]))
+    message = (
+        f"Infeasible: recall >= {targets['recall']:.4g} cannot be certified at {targets['confidence']:.0%} "
+        f"confidence with {n1} violating listings in the calibration data (needs at least {need}), so no "
+        "listing can be auto-passed. Fail-safe thresholds send everything below t_block to human review."
+        + (
+            f" Closest achievable: recall >= {best:.4g} certified, passing below {closest.t_pass:.4g}"
+            f" ({closest.auto_pass_share:.1%} auto-passed)."
+            if closest
+            else ""
+        )
+    )
+    return ThresholdResult(
+        mode, False, message, found.t_pass, found.t_block, targets, found.point, closest=closest, notes=notes
+    )
+
+
+def _notes(ranked: RankedScores, found: Certified) -> list[str]:
+    notes = []
+    if not found.block_certified:
+        notes.append(
+            "no auto-block threshold can be certified at the block-precision target: nothing is "
+            "auto-blocked (t_block = 1)"
+        )
+    if ranked.seconds_imputed:
+        notes.append("review_seconds missing for some rows: imputed (median, or 60 s if absent)")
+    return notes
+
+
+def _summary(point: OperatingPoint, targets: dict[str, Any]) -> str:
+    blocked = (
+        f"block precision {point.block_precision:.4f} (>= {point.block_precision_lower:.4f})"
+        if point.auto_blocked
+        else "nothing auto-blocked"
+    )
+    return (
+        f"t_pass={point.t_pass:.5g}, t_block={point.t_block:.5g}: queue {point.queue_share:.1%}, "
+        f"recall {point.recall:.4f} (>= {1 - point.miss_rate_upper:.4f}), {blocked}, "
+        f"each bound at {point.confidence_each:.1%} confidence"
+    )
+
+
+def choose_for_capacity(
+    ranked: RankedScores,
+    capacity_hours: float,
+    daily_volume: float,
+    recall: float = 0.99,
+    block_precision: float = 0.98,
+    delta: float = 0.05,
+) -> ThresholdResult:
+    """Highest recall whose expected reviewer-hours per day fit `capacity_hours` (block guarantee kept).
+
+    The recall bound reported here is pointwise at the chosen t_pass (the threshold is picked from
+    handling time, not from the recall target)."""
+    _check_targets(recall, block_precision, delta)
+    if capacity_hours < 0 or daily_volume <= 0:
+        raise ValueError("capacity_hours must be >= 0 and daily_volume > 0")
+    found = certify(ranked, recall, block_precision, delta)
+    alpha = delta / 2
+    i_block = int(ranked.below(found.t_block))
+    budget = capacity_hours * 3600.0 * ranked.n / daily_volume  # seconds over the calibration rows
+    i_pass = int(np.searchsorted(ranked.cum_seconds, ranked.cum_seconds[i_block] - budget, side="left"))
+    t_pass = _pass_threshold_at(ranked, i_pass, i_block, found.t_block)
+    t_pass, t_block = ordered_pair(t_pass, found.t_block)
+    point = ranked.point(t_pass, t_block, alpha)
+    hours_per_day = _hours_per_day(point, daily_volume)
+    target_hours = _hours_per_day(found.point, daily_volume)
+    targets = {
+        "recall": recall,
+        "block_precision": block_precision,
+        "confidence": 1 - delta,
+        "capacity_hours": capacity_hours,
+        "daily_volume": daily_volume,
+    }
+    feasible = 1 - point.miss_rate_upper >= recall
+    message = (
+        f"{capacity_hours:g} reviewer-hours/day for {daily_volume:,.0f} listings/day: queue "
+        f"{point.queue_share:.1%} ({hours_per_day:.1f} h/day), recall {point.recall:.4f} "
+        f"(>= {1 - point.miss_rate_upper:.4f} at {point.confidence_each:.1%})"
+    )
+    if not feasible:
+        message = (
+            f"Infeasible: {message}, below the recall target {recall:.4g}; the target needs about "
+            f"{target_hours:.1f} reviewer-hours/day"
+            + ("" if found.pass_certified else " and more violating calibration examples")
+        )
+    closest = None if feasible else (found.point if found.pass_certified else None)
+    return ThresholdResult(
+        "capacity",
+        feasible,
+        message,
+        t_pass,
+        t_block,
+        targets,
+        point,
+        closest=closest,
+        notes=_notes(ranked, found),
+    )
+
+
+def _pass_threshold_at(ranked: RankedScores, i_pass: int, i_block: int, t_block: float) -> float:
+    """Lowest threshold passing at least the first i_pass rows (it must sit where the risk value changes)."""
+    if i_pass == 0:
+        return 0.0
+    starts = group_starts(ranked.risk)
+    j = int(np.searchsorted(starts, i_pass, side="left"))
+    return float(ranked.risk[starts[j]]) if j < len(starts) and starts[j] < i_block else t_block
+
+
+def _hours_per_day(point: OperatingPoint, daily_volume: float) -> float:
+    return point.reviewer_hours / point.n * daily_volume if point.n else 0.0
+
+
+def choose_by_cost(
+    ranked: RankedScores, cost_review: float, cost_miss: float, cost_wrong_block: float, delta: float = 0.05
+) -> ThresholdResult:
+    """Chow's rule: pass if risk < c_review / c_miss, block if risk > 1 - c_review / c_wrong_block.
+
+    No target is certified; the bounds at the resulting pair are reported."""
+    if min(cost_review, cost_miss, cost_wrong_block) <= 0:
+        raise ValueError("costs must be positive")
+    t_pass = min(cost_review / cost_miss, 1.0)
+    t_block = max(1.0 - cost_review / cost_wrong_block, 0.0)
+    if t_pass >= t_block:  # review never pays: pass or block, whichever costs less
+        t_pass = t_block = cost_wrong_block / (cost_miss + cost_wrong_block)
+    t_pass, t_block = ordered_pair(t_pass, t_block)
+    point = ranked.point(t_pass, t_block, delta / 2)
+    targets = {
+        "cost_review": cost_review,
+        "cost_miss": cost_miss,
+        "cost_wrong_block": cost_wrong_block,
+        "confidence": 1 - delta,
+    }
+    return ThresholdResult(
+        "cost",
+        True,
+        "cost mode (Chow's rule, no target certified): " + _summary(point, targets),
+        t_pass,
+        t_block,
+        targets,
+        point,
+    )
+
+
+def choose_policy_thresholds(
+    reference: pd.DataFrame,
+    recall: float = 0.99,
+    block_precision: float = 0.98,
+    delta: float = 0.05,
+    segment_by: str | None = None,
+    *,
+    capacity_hours: float | None = None,
+    daily_volume: float | None = None,
+    cost_review: float | None = None,
+    cost_miss: float | None = None,
+    cost_wrong_block: float | None = None,
+    min_segment_rows: int = 2000,
+    min_segment_violations: int = 50,
+    min_relative_saving: float = 0.01,
+    seed: int = 0,
+) -> ThresholdResult:
+    """Thresholds for a bundle from its reference frame (columns risk, label, review_seconds, segments)."""
+    for column in ("risk", "label", *([segment_by] if segment_by else [])):
+        if column not in reference:
+            raise ValueError(f"reference: missing column {column!r}")
+    costs = (cost_review, cost_miss, cost_wrong_block)
+    if any(c is not None for c in costs):
+        if any(c is None for c in costs):
+            raise ValueError("cost mode needs cost_review, cost_miss and cost_wrong_block")
+        return choose_by_cost(_ranked(reference), cost_review, cost_miss, cost_wrong_block, delta)  # type: ignore[arg-type]
+    if capacity_hours is not None:
+        if daily_volume is None:
+            raise ValueError("capacity mode needs daily_volume")
+        return choose_for_capacity(
+            _ranked(reference), capacity_hours, daily_volume, recall, block_precision, delta
+        )
+    if segment_by is None:
+        return choose_thresholds(_ranked(reference), recall, block_precision, delta)
+    return _choose_with_segments(
+        reference,
+        recall,
+        block_precision,
+        delta,
+        segment_by,
+        min_segment_rows,
+        min_segment_violations,
+        min_relative_saving,
+        seed,
+    )
+
+
+def _choose_with_segments(
+    reference: pd.DataFrame,
+    recall: float,
+    block_precision: float,
+    delta: float,
+    segment_by: str,
+    min_rows: int,
+    min_violations: int,
+    min_saving: float,
+    seed: int,
+) -> ThresholdResult:
+    _check_targets(recall, block_precision, delta)
+    # Two certified candidates, the better one kept: each gets half the error budget (Bonferroni).
+    ranked = _ranked(reference)
+    global_half = choose_thresholds(ranked, recall, block_precision, delta / 2)
+    choice = choose_segmented(
+        reference,
+        segment_by,
+        recall,
+        block_precision,
+        delta / 2,
+        (global_half.t_pass, global_half.t_block),
+        min_segment_rows=min_rows,
+        min_segment_violations=min_violations,
+        seed=seed,
+    )
+    if choice is None:
+        result = choose_thresholds(ranked, recall, block_precision, delta)
+        result.notes.append(
+            f"per-segment thresholds by {segment_by!r} not used: no segment has "
+            f">= {min_rows} rows and >= {min_violations} violations in half the calibration data"
+        )
+        return result
+    report = _segment_report(choice, segment_by, min_saving)
+    wins = choice.certified.pass_certified and choice.relative_saving >= min_saving
+    if not wins:
+        global_half.targets["confidence"] = 1 - delta  # the candidate's own bounds are at 1 - delta/4 each
+        global_half.segment_report = report
+        global_half.notes.append(
+            f"per-segment thresholds by {segment_by!r} not used: saving "
+            f"{choice.relative_saving:.1%} of the queue < {min_saving:.1%}"
+        )
+        return global_half
+    targets = {"recall": recall, "block_precision": block_precision, "confidence": 1 - delta}
+    found = choice.certified
+    message = (
+        f"per-segment thresholds by {segment_by!r} ({len(choice.segments)} re-calibrated segments) "
+        f"save {choice.relative_saving:.1%} of the queue against one global pair; certified on "
+        f"{found.point.n} held-out rows: " + _summary(found.point, targets)
+    )
+    return ThresholdResult(
+        "segmented",
+        True,
+        message,
+        choice.t_pass,
+        choice.t_block,
+        targets,
+        found.point,
+        segment_by=segment_by,
+        segments=choice.segments,
+        segment_report=report,
+        notes=_notes(ranked, found),
+    )
+
+
+def _segment_report(choice: SegmentChoice, segment_by: str, min_saving: float) -> dict[str, Any]:
+    return {
+        "segment_by": segment_by,
+        "rows_certified": choice.n_b,
+        "queue_segmented": choice.queue_segmented_b,
+        "queue_global": choice.queue_global_b,
+        "relative_saving": choice.relative_saving,
+        "min_relative_saving": min_saving,
+        "common_pair": [choice.t_pass, choice.t_block],
+        "segments": choice.rows,
+    }
+
+
+def default_rules(config: DataConfig) -> list[Rule]:
+    """Starting rules for a new bundle: review prohibited terms, always review regulated categories.
+
+    Prohibited terms route to review rather than block: the plain term lists also hit harmless
+    listings ("ivory color", a book on switchblades), and a wrongful block hurts a good merchant.
+    Review-only rules can only raise recall, so the thresholds' guarantees still hold. A team with an
+    unambiguous list adds a block rule through the policy admin.
+    """
+    rules = [
+        Rule(
+            name="prohibited_term",
+            action="review",
+            kind="term",
+            terms=list(PROHIBITED_TERMS),
+            fields=list(config.text),
+        )
+    ]
+    category = "category" if "category" in config.categorical else (config.categorical or (None,))[0]
+    if category:
+        rules.append(
+            Rule(
+                name="regulated_category",
+                action="review",
+                kind="category",
+                column=category,
+                values=list(REGULATED_CATEGORIES),
+            )
+        )
+    return rules

@@ -1,0 +1,1 @@
+"""HTTP layer: routers with thin handlers, typed dependencies, request/response schemas."""

@@ -1,0 +1,44 @@
+"""Error responses: 422s that name the field (and never echo non-JSON input), JSON 500s."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+
+def field_error(loc: Sequence[str | int], msg: str, kind: str = "value_error") -> RequestValidationError:
+    """A 422 like pydantic's, for checks that need runtime settings (batch size, known segments)."""
+    return RequestValidationError([{"loc": tuple(loc), "msg": msg, "type": kind}])
+
+
+def _field(loc: Sequence[Any]) -> str:
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    return ".".join(str(p) for p in parts) or str(loc[0] if loc else "")
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    # The input is left out on purpose: it may hold NaN/Infinity, which JSON cannot carry (-> a 500).
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {"field": _field(e.get("loc", ())), "loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]],
+         "msg": str(e.get("msg", "")), "type": str(e.get("type", "value_error"))}
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,223 @@
+"""Request and response bodies. Bounds follow the data contract, so bad input is a 422 naming the field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from serving.store import DecisionRecord
+
+Decision = Literal["auto_pass", "auto_block", "human_review"]
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _plausible_time(value: datetime) -> datetime:
+    """Aware UTC (naive means UTC), not before 2000 and not in the future beyond clock skew."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value < _EARLIEST:
+        raise ValueError("must not be before 2000-01-01")
+    if value > datetime.now(UTC) + _CLOCK_SKEW:
+        raise ValueError("must not be in the future")
+    return value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+RequestId = Annotated[
+    str | None,
+    Field(default=None, min_length=1, max_length=128,
+          description="Idempotency key: a retry with the same request_id gets the stored decision back."),
+]
+
+
+class Listing(BaseModel):
+    """One listing to score (the data contract's listing columns)."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=10_000, allow_inf_nan=False)
+
+    listing_id: Id
+    merchant_id: Id
+    created_at: Annotated[datetime, AfterValidator(_plausible_time)] = Field(
+        default_factory=lambda: datetime.now(UTC), description="When the listing was created (default: now)."
+    )
+    title: str = Field(max_length=500)
+    description: str = Field(default="", max_length=10_000)
+    brand: str = Field(default="", max_length=200)
+    category: str = Field(max_length=200)
+    market: str = Field(max_length=64)
+    price: float = Field(ge=0, le=1e9, allow_inf_nan=False)
+    merchant_tenure_days: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
+    image_count: int = Field(default=0, ge=0, le=1_000)
+    has_certificate: int = Field(default=0, ge=0, le=1)
+
+
+class ScoreRequest(Listing):
+    """A listing plus an optional idempotency key."""
+
+    request_id: RequestId = None
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Listing] = Field(min_length=1, max_length=100_000)
+    request_id: RequestId = None
+
+
+class Reason(BaseModel):
+    feature: str
+    value: float | None
+    contribution: float
+
+
+class ScoredItem(BaseModel):
+    """One routing decision, as logged."""
+
+    decision_id: str
+    listing_id: str
+    decision: Decision
+    automated: bool
+    risk: float | None = Field(description="Calibrated probability of rejection; null if not scored.")
+    priority: float
+    reasons: list[Reason]
+    rules_matched: list[str]
+    qa_sample: bool
+    would_have_been: Decision | None
+    fallback_reason: str | None
+    model_version: str | None
+    policy_version: str
+    t_pass: float | None
+    t_block: float | None
+    request_id: str | None
+    statement_of_reasons: dict[str, Any] | None
+
+
+class BatchResponse(BaseModel):
+    items: list[ScoredItem]
+
+
+def scored_item(record: DecisionRecord) -> dict[str, Any]:
+    """A logged decision as the API returns it (plain dict: serialised straight to JSON)."""
+    return {
+        "decision_id": record.decision_id,
+        "listing_id": record.listing_id,
+        "decision": record.decision,
+        "automated": record.automated,
+        "risk": record.risk,
+        "priority": record.priority,
+        "reasons": record.reasons,
+        "rules_matched": record.rules_matched,
+        "qa_sample": record.qa_sample,
+        "would_have_been": record.would_have_been,
+        "fallback_reason": record.fallback_reason,
+        "model_version": record.model_version,
+        "policy_version": record.policy_version,
+        "t_pass": record.t_pass,
+        "t_block": record.t_block,
+        "request_id": record.request_id,
+        "statement_of_reasons": record.statement_of_reasons,
+    }
+
+
+# --- review queue -----------------------------------------------------------------------------------
+
+
+class QueuedItem(BaseModel):
+    decision_id: str
+    priority: float
+    qa_sample: bool
+    enqueued_at: datetime
+    lease_expires_at: datetime | None
+    claimed_by: str | None
+    listing: dict[str, Any]
+    decision: ScoredItem
+
+
+class QueueResponse(BaseModel):
+    items: list[QueuedItem]
+
+
+class QueueStats(BaseModel):
+    pending: int
+    claimed: int
+    done: int
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    verdict: Literal["approve", "reject"]
+    violation_reason: str | None = Field(default=None, min_length=1, max_length=256)
+    review_seconds: float | None = Field(default=None, ge=0, le=86_400)
+
+
+class ReviewResponse(BaseModel):
+    decision_id: str
+    reviewer: str
+    verdict: Literal["approve", "reject"]
+    violation_reason: str | None
+    review_seconds: float | None
+    reviewed_at: datetime
+    statement_of_reasons: dict[str, Any] | None
+
+
+# --- policy -------------------------------------------------------------------------------------------
+
+Threshold = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class PolicyUpdate(BaseModel):
+    """A new policy. Fields left out keep their current value; the server assigns the version."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    t_pass: Threshold | None = None
+    t_block: Threshold | None = None
+    segment_by: str | None = Field(default=None, min_length=1, max_length=64)
+    segments: dict[Annotated[str, Field(max_length=200)], tuple[Threshold, Threshold]] | None = Field(
+        default=None, max_length=1_000, description="segment value -> [t_pass, t_block]"
+    )
+    rules: list[dict[str, Any]] | None = Field(default=None, max_length=200)
+    qa_sample_rate: Threshold | None = None
+    targets: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PolicyUpdate:
+        if self.t_pass is not None and self.t_block is not None and not self.t_pass < self.t_block:
+            raise ValueError("t_block must be greater than t_pass")
+        for name, (t_pass, t_block) in (self.segments or {}).items():
+            if not t_pass < t_block:
+                raise ValueError(f"segments[{name!r}]: t_block must be greater than t_pass")
+        return self
+
+
+class PolicyOut(BaseModel):
+    model_version: str | None
+    ready: bool
+    policy: dict[str, Any]
+
+
+class PolicyChangeOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    old_version: str | None
+    new_version: str | None
+    old: dict[str, Any]
+    new: dict[str, Any]
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: str | None = Field(
+        default=None, min_length=1, max_length=4096, description="Bundle directory (default: the configured one)."
+    )
+
+
+class ReloadResponse(BaseModel):
+    model_version: str | None
+    policy_version: str
+    bundle: str

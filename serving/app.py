@@ -1,0 +1,68 @@
+"""The FastAPI app: `create_app(settings)` wires settings, store, model, routers and middleware.
+
+The lifespan opens the decision log and loads the bundle onto `app.state`; without a valid bundle the
+app still starts, NOT ready: every listing goes to human review until an admin reloads a good bundle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from serving.api import errors, health, policy, queue, score
+from serving.logs import configure_logging
+from serving.metrics import Metrics
+from serving.middleware import AccessMiddleware, BodyLimitMiddleware
+from serving.models import startup_engine
+from serving.scoring import Scorer
+from serving.settings import Settings, get_settings
+from serving.store import create_store
+
+log = logging.getLogger(__name__)
+
+# Every router the service serves; a new one (e.g. serving/api/simulate.py) is one more entry.
+ROUTERS: list[APIRouter] = [score.router, queue.router, policy.router, health.router]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    store = create_store(
+        settings.database_url, group_commit=settings.group_commit, group_commit_ms=settings.group_commit_ms
+    )
+    await run_in_threadpool(store.init_schema)
+    app.state.store = store
+    app.state.engine = await run_in_threadpool(startup_engine, settings.bundle, settings.reasons)
+    app.state.scorer = Scorer(store, app.state.metrics, settings.request_timeout_ms, settings.scoring_threads)
+    app.state.admin_lock = asyncio.Lock()
+    try:
+        yield
+    finally:
+        app.state.scorer.close()
+        await run_in_threadpool(store.close)
+        log.info("decision log closed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if not logging.getLogger().handlers:  # under pytest or an embedding app, leave logging as configured
+        configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Listing triage",
+        summary="Routes marketplace listings to auto-pass, auto-block or human review.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessMiddleware, metrics=app.state.metrics)  # outermost: sees every response
+    return app

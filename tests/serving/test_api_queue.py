@@ -1,0 +1,168 @@
+"""Review queue over HTTP: leased claims, expiry, verdicts, DSA statements, labels for retraining."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.config import DataConfig
+from features.validate import validate_history
+from tests.serving.conftest import listing_json
+
+
+def fill_queue(api, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """Score n listings without a model: all go to the queue. Returns their decision ids."""
+    items = api.batch([listing_json(i, created_at="2025-10-01T00:00:00Z") for i in range(n)]).json()["items"]
+    assert all(i["decision"] == "human_review" for i in items)
+    return [i["decision_id"] for i in items]
+
+
+@pytest.fixture
+def no_model(tmp_path: Path) -> dict[str, object]:
+    return {"bundle": str(tmp_path / "missing")}
+
+
+def test_claims_come_in_priority_order_with_a_lease_to_the_key_name(serve, no_model) -> None:
+    with serve(**no_model) as api:
+        ids = fill_queue(api, 3)
+        claimed = api.client.get("/v1/queue/next?n=2", headers=api.headers("review")).json()["items"]
+        rest = api.client.get("/v1/queue/next", headers=api.headers("review")).json()["items"]
+        empty = api.client.get("/v1/queue/next", headers=api.headers("review")).json()["items"]
+        stats = api.client.get("/v1/queue/stats", headers=api.headers("review")).json()
+
+    assert len(claimed) == 2 and len(rest) == 1 and empty == []
+    assert {c["decision_id"] for c in claimed + rest} == set(ids)
+    assert all(c["claimed_by"] == "review-key" and c["lease_expires_at"] for c in claimed)
+    assert claimed[0]["listing"]["listing_id"].startswith("L-")
+    assert stats == {"pending": 0, "claimed": 3, "done": 0}
+
+
+def test_queue_routes_need_the_review_scope(serve, no_model) -> None:
+    with serve(**no_model) as api:
+        assert api.client.get("/v1/queue/next").status_code == 401
+        assert api.client.get("/v1/queue/next", headers=api.headers("score")).status_code == 403
+        assert api.client.get("/v1/queue/next", headers=api.headers("admin")).status_code == 200
+        assert api.client.get("/v1/queue/next?n=0", headers=api.headers("review")).status_code == 422
+        assert api.client.get("/v1/queue/next?n=1000", headers=api.headers("review")).status_code == 422
+
+
+def test_concurrent_claims_never_give_one_item_to_two_reviewers(serve, no_model) -> None:
+    with serve(**no_model) as api:
+        fill_queue(api, 40)
+        reviewers = [api.key(f"reviewer-{r}", "review") for r in range(8)]
+
+        def claim_all(headers: dict[str, str]) -> list[str]:
+            got: list[str] = []
+            while True:
+                items = api.client.get("/v1/queue/next?n=3", headers=headers).json()["items"]
+                if not items:
+                    return got
+                got += [i["decision_id"] for i in items]
+
+        with ThreadPoolExecutor(8) as pool:
+            claims = list(pool.map(claim_all, reviewers))
+
+    everything = [d for got in claims for d in got]
+    assert len(everything) == len(set(everything)) == 40
+
+
+def test_an_expired_lease_comes_back_to_the_queue(serve, no_model) -> None:
+    with serve(lease_seconds=1, **no_model) as api:
+        (decision_id,) = fill_queue(api, 1)
+        first = api.client.get("/v1/queue/next", headers=api.key("alice", "review")).json()["items"]
+        bob = api.key("bob", "review")
+        while_leased = api.client.get("/v1/queue/next", headers=bob).json()["items"]
+        time.sleep(1.1)
+        after_expiry = api.client.get("/v1/queue/next", headers=bob).json()["items"]
+
+    assert [i["decision_id"] for i in first] == [decision_id]
+    assert while_leased == []
+    assert [i["decision_id"] for i in after_expiry] == [decision_id] and after_expiry[0]["claimed_by"] == "bob"
+
+
+def test_verdicts_are_recorded_and_a_rejection_carries_a_non_automated_dsa_statement(serve, no_model) -> None:
+    with serve(**no_model) as api:
+        approve_id, reject_id = fill_queue(api, 2)
+        headers = api.headers("review")
+        approved = api.client.post(f"/v1/reviews/{approve_id}", json={"verdict": "approve", "review_seconds": 31.5},
+                                   headers=headers)
+        rejected = api.client.post(f"/v1/reviews/{reject_id}",
+                                   json={"verdict": "reject", "violation_reason": "counterfeit"}, headers=headers)
+        stored = api.store.get_review(reject_id)
+
+    assert approved.status_code == 200 and approved.json()["statement_of_reasons"] is None
+    assert rejected.status_code == 200, rejected.text
+    statement = rejected.json()["statement_of_reasons"]
+    assert statement["automated_decision"] is False and statement["puid"] == reject_id
+    assert statement["category"] == "intellectual_property_infringements"
+    assert "rejected by a reviewer (counterfeit)" in statement["facts_and_circumstances"]
+    assert stored is not None and stored.reviewer == "review-key" and stored.statement_of_reasons == statement
+
+
+def test_review_errors_are_404_409_and_422(serve, no_model) -> None:
+    with serve(**no_model) as api:
+        decision_id, leased_id = fill_queue(api, 2)
+        auto = api.client.post("/v1/score", json=listing_json(99), headers=api.headers())  # not queued? no model:
+        headers = api.headers("review")
+        ok = {"verdict": "approve"}
+        unknown = api.client.post("/v1/reviews/nope", json=ok, headers=headers)
+        first = api.client.post(f"/v1/reviews/{decision_id}", json=ok, headers=headers)
+        twice = api.client.post(f"/v1/reviews/{decision_id}", json=ok, headers=headers)
+        api.client.get("/v1/queue/next", headers=api.key("carol", "review"))  # carol leases the other one
+        not_yours = api.client.post(f"/v1/reviews/{leased_id}", json=ok, headers=headers)
+        bad_verdict = api.client.post(f"/v1/reviews/{leased_id}", json={"verdict": "maybe"}, headers=headers)
+        bad_seconds = api.client.post(f"/v1/reviews/{leased_id}", json={"verdict": "approve", "review_seconds": -1},
+                                      headers=headers)
+
+    assert auto.status_code == 200
+    assert unknown.status_code == 404
+    assert first.status_code == 200 and twice.status_code == 409
+    assert not_yours.status_code == 409 and "leased" in not_yours.json()["detail"]
+    assert bad_verdict.status_code == 422 and bad_verdict.json()["detail"][0]["field"] == "verdict"
+    assert bad_seconds.status_code == 422 and bad_seconds.json()["detail"][0]["field"] == "review_seconds"
+
+
+def test_an_auto_decision_cannot_be_reviewed(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        # thresholds that pass everything, no QA sample: nothing is queued
+        api.client.put("/v1/policy", json={"t_pass": 0.999, "t_block": 1.0, "qa_sample_rate": 0.0, "rules": []},
+                       headers=api.headers("admin"))
+        item = api.score(listing_json(1)).json()
+        response = api.client.post(f"/v1/reviews/{item['decision_id']}", json={"verdict": "approve"},
+                                   headers=api.headers("review"))
+
+    assert item["decision"] == "auto_pass"
+    assert response.status_code == 409
+
+
+def test_exported_labels_are_accepted_by_training_validation(
+    serve, no_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.commands import export_labels
+    from serving.settings import get_settings
+
+    with serve(**no_model) as api:
+        ids = fill_queue(api, 6)
+        again = api.score(listing_json(0, title="edited title")).json()  # the same listing scored again
+        headers = api.headers("review")
+        for n, decision_id in enumerate([*ids, again["decision_id"]]):
+            verdict = {"verdict": "reject", "violation_reason": "counterfeit"} if n % 2 else {"verdict": "approve"}
+            assert api.client.post(f"/v1/reviews/{decision_id}", json={**verdict, "review_seconds": 40.0},
+                                   headers=headers).status_code == 200
+        database_url = str(api.store.url)
+
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        for name in ("labels.parquet", "labels.csv"):
+            export_labels(tmp_path / name)
+            frame = pd.read_parquet(tmp_path / name) if name.endswith("parquet") else pd.read_csv(tmp_path / name)
+            history = validate_history(frame, DataConfig())
+            assert len(history) == 6  # L-0's older verdict is superseded by the newer one
+            assert history["label"].sum() == 3
+    finally:
+        get_settings.cache_clear()
