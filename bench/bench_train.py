@@ -35,8 +35,9 @@ print(json.dumps({"rows": rows, "generate_s": t1 - t0, "train_s": t2 - t1, "tota
 
 def run(rows: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(rows), tmp], capture_output=True, text=True,
-                              check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, str(rows), tmp], capture_output=True, text=True, check=True
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -46,13 +47,17 @@ def main() -> None:
     args = parser.parse_args()
     results = [run(n) for n in args.rows]
     base = results[0]
-    print(f"{'rows':>10} {'generate s':>11} {'train s':>9} {'total s':>9} {'peak GB':>8} {'n log n pred s':>15}"
-          f" {'ROC-AUC':>8}")
+    print(
+        f"{'rows':>10} {'generate s':>11} {'train s':>9} {'total s':>9} {'peak GB':>8} {'n log n pred s':>15}"
+        f" {'ROC-AUC':>8}"
+    )
     for r in results:
         scale = (r["rows"] * math.log(r["rows"])) / (base["rows"] * math.log(base["rows"]))
         r["nlogn_predicted_total_s"] = base["total_s"] * scale
-        print(f"{r['rows']:>10,} {r['generate_s']:>11.1f} {r['train_s']:>9.1f} {r['total_s']:>9.1f} "
-              f"{r['peak_rss_gb']:>8.2f} {r['nlogn_predicted_total_s']:>15.1f} {r['test_roc_auc']:>8.4f}")
+        print(
+            f"{r['rows']:>10,} {r['generate_s']:>11.1f} {r['train_s']:>9.1f} {r['total_s']:>9.1f} "
+            f"{r['peak_rss_gb']:>8.2f} {r['nlogn_predicted_total_s']:>15.1f} {r['test_roc_auc']:>8.4f}"
+        )
     out = Path("bench/out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps(results, indent=2))

@@ -22,9 +22,13 @@ from training.thresholds import choose_policy_thresholds
 def _test_aucs(bundle: Path, oracle: pd.DataFrame) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
-    test = pd.read_parquet(bundle / "test_scores.parquet").merge(oracle, on="listing_id", validate="one_to_one")
-    return {name: round(float(roc_auc_score(test["label"], test[column])), 4)
-            for name, column in (("model", "risk"), ("baseline", "baseline_risk"), ("oracle", "true_risk"))}
+    test = pd.read_parquet(bundle / "test_scores.parquet").merge(
+        oracle, on="listing_id", validate="one_to_one"
+    )
+    return {
+        name: round(float(roc_auc_score(test["label"], test[column])), 4)
+        for name, column in (("model", "risk"), ("baseline", "baseline_risk"), ("oracle", "true_risk"))
+    }
 
 
 def main() -> None:
@@ -41,15 +45,23 @@ def main() -> None:
         raise SystemExit(f"oracle covers {len(joined)} of {len(reference)} reference listings")
     rows = {}
     for name, risk in (("model", joined["risk"]), ("oracle", joined["true_risk"])):
-        result = choose_policy_thresholds(joined.assign(risk=risk), recall=args.recall,
-                                          block_precision=args.block_precision)
+        result = choose_policy_thresholds(
+            joined.assign(risk=risk), recall=args.recall, block_precision=args.block_precision
+        )
         point = result.to_dict()["achieved"]
-        rows[name] = {"feasible": result.feasible, "t_pass": result.t_pass, "t_block": result.t_block,
-                      "queue_share": point["queue_share"], "reviewer_hours": point["reviewer_hours"],
-                      "recall": point["recall"], "block_precision": point["block_precision"]}
-    rows["ratio model/oracle"] = {"queue_share": rows["model"]["queue_share"] / max(rows["oracle"]["queue_share"], 1e-12),
-                                  "reviewer_hours": rows["model"]["reviewer_hours"]
-                                  / max(rows["oracle"]["reviewer_hours"], 1e-12)}
+        rows[name] = {
+            "feasible": result.feasible,
+            "t_pass": result.t_pass,
+            "t_block": result.t_block,
+            "queue_share": point["queue_share"],
+            "reviewer_hours": point["reviewer_hours"],
+            "recall": point["recall"],
+            "block_precision": point["block_precision"],
+        }
+    rows["ratio model/oracle"] = {
+        "queue_share": rows["model"]["queue_share"] / max(rows["oracle"]["queue_share"], 1e-12),
+        "reviewer_hours": rows["model"]["reviewer_hours"] / max(rows["oracle"]["reviewer_hours"], 1e-12),
+    }
     print(pd.DataFrame(rows).T.to_string())
     rows["test_roc_auc"] = _test_aucs(resolve_bundle(args.bundle), oracle)
     print("\ntest-split ROC-AUC:", json.dumps(rows["test_roc_auc"]))

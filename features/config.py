@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,22 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DataConfig:
-        known = {"id", "merchant", "timestamp", "reviewed_at", "review_lag_days", "label", "label_values",
-                 "text", "categorical", "numeric", "violation_reason", "review_seconds", "qa_overturned",
-                 "segments"}
+        known = {
+            "id",
+            "merchant",
+            "timestamp",
+            "reviewed_at",
+            "review_lag_days",
+            "label",
+            "label_values",
+            "text",
+            "categorical",
+            "numeric",
+            "violation_reason",
+            "review_seconds",
+            "qa_overturned",
+            "segments",
+        }
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"data config: unknown keys {unknown}; known keys are {sorted(known)}")

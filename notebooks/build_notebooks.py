@@ -13,85 +13,130 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = Path(__file__).resolve().parent
 
 MODEL_REPORT = [
-    ("md", "# Model report\n\nA data scientist's look at one bundle: test metrics beside the baseline, "
-           "calibration, score distributions by segment and the features the model leans on. Everything "
-           "here reads the exported bundle through the package's own functions.\n\n"
-           "Set `TRIAGE_BUNDLE` to look at another bundle (default `models/latest`)."),
-    ("code", "import json, os\nfrom pathlib import Path\n\nimport matplotlib.pyplot as plt\nimport numpy as np\n"
-             "import pandas as pd\n\nfrom features.scoring import Bundle\nfrom training.evaluate import "
-             "expected_calibration_error\n\nbundle = Bundle.load(os.environ.get('TRIAGE_BUNDLE', '../models/latest'))\n"
-             "metrics = bundle.metrics\nreference = pd.read_parquet(bundle.path / 'reference.parquet')\n"
-             "print(bundle.version, bundle.policy.version)"),
+    (
+        "md",
+        "# Model report\n\nA data scientist's look at one bundle: test metrics beside the baseline, "
+        "calibration, score distributions by segment and the features the model leans on. Everything "
+        "here reads the exported bundle through the package's own functions.\n\n"
+        "Set `TRIAGE_BUNDLE` to look at another bundle (default `models/latest`).",
+    ),
+    (
+        "code",
+        "import json, os\nfrom pathlib import Path\n\nimport matplotlib.pyplot as plt\nimport numpy as np\n"
+        "import pandas as pd\n\nfrom features.scoring import Bundle\nfrom training.evaluate import "
+        "expected_calibration_error\n\nbundle = Bundle.load(os.environ.get('TRIAGE_BUNDLE', '../models/latest'))\n"
+        "metrics = bundle.metrics\nreference = pd.read_parquet(bundle.path / 'reference.parquet')\n"
+        "print(bundle.version, bundle.policy.version)",
+    ),
     ("md", "## Test split: model against the logistic-regression baseline"),
-    ("code", "rows = ['roc_auc', 'pr_auc', 'prevalence']\npd.DataFrame({\n"
-             "    'LightGBM': [metrics['test'].get(k) for k in rows],\n"
-             "    'logistic baseline': [metrics['baseline_test'].get(k) for k in rows],\n}, index=rows)"),
-    ("code", "pd.Series(metrics['test']['routing'], name='at the bundle thresholds (test split)').to_frame()"),
+    (
+        "code",
+        "rows = ['roc_auc', 'pr_auc', 'prevalence']\npd.DataFrame({\n"
+        "    'LightGBM': [metrics['test'].get(k) for k in rows],\n"
+        "    'logistic baseline': [metrics['baseline_test'].get(k) for k in rows],\n}, index=rows)",
+    ),
+    (
+        "code",
+        "pd.Series(metrics['test']['routing'], name='at the bundle thresholds (test split)').to_frame()",
+    ),
     ("md", "## Calibration on the reference (calibration) split"),
-    ("code", "bins = pd.qcut(reference['risk'], 15, duplicates='drop')\n"
-             "rel = reference.groupby(bins, observed=True).agg(mean_risk=('risk', 'mean'), observed=('label', 'mean'))\n"
-             "fig, ax = plt.subplots(figsize=(5, 5))\nax.plot([0, 1], [0, 1], '--', color='grey')\n"
-             "ax.plot(rel['mean_risk'], rel['observed'], 'o-')\nax.set(xlabel='calibrated risk', "
-             "ylabel='observed rejection rate', title='Reliability')\nplt.show()\n"
-             "print('ECE on reference:', round(expected_calibration_error(reference['label'].to_numpy(), "
-             "reference['risk'].to_numpy()), 4))"),
+    (
+        "code",
+        "bins = pd.qcut(reference['risk'], 15, duplicates='drop')\n"
+        "rel = reference.groupby(bins, observed=True).agg(mean_risk=('risk', 'mean'), observed=('label', 'mean'))\n"
+        "fig, ax = plt.subplots(figsize=(5, 5))\nax.plot([0, 1], [0, 1], '--', color='grey')\n"
+        "ax.plot(rel['mean_risk'], rel['observed'], 'o-')\nax.set(xlabel='calibrated risk', "
+        "ylabel='observed rejection rate', title='Reliability')\nplt.show()\n"
+        "print('ECE on reference:', round(expected_calibration_error(reference['label'].to_numpy(), "
+        "reference['risk'].to_numpy()), 4))",
+    ),
     ("md", "## Score distributions and per-segment AUC"),
-    ("code", "fig, ax = plt.subplots(figsize=(10, 4))\nfor label, part in reference.groupby('label'):\n"
-             "    ax.hist(np.log10(part['risk'].clip(1e-4)), bins=60, alpha=0.6, density=True, "
-             "label=f'label={label}')\nax.set(xlabel='log10 risk', title='Risk by review outcome')\nax.legend()\n"
-             "plt.show()\npd.DataFrame(metrics['test']['segments']['category']).T.sort_values('roc_auc')"),
+    (
+        "code",
+        "fig, ax = plt.subplots(figsize=(10, 4))\nfor label, part in reference.groupby('label'):\n"
+        "    ax.hist(np.log10(part['risk'].clip(1e-4)), bins=60, alpha=0.6, density=True, "
+        "label=f'label={label}')\nax.set(xlabel='log10 risk', title='Risk by review outcome')\nax.legend()\n"
+        "plt.show()\npd.DataFrame(metrics['test']['segments']['category']).T.sort_values('roc_auc')",
+    ),
     ("code", "reference.groupby('category')['risk'].describe(percentiles=[0.5, 0.9, 0.99])"),
     ("md", "## What the model leans on"),
-    ("code", "pd.Series(metrics['feature_importance_gain']).sort_values(ascending=False).head(15).plot.barh(figsize=(7, 5)).invert_yaxis()\n"
-             "plt.title('LightGBM gain')\nplt.show()"),
+    (
+        "code",
+        "pd.Series(metrics['feature_importance_gain']).sort_values(ascending=False).head(15).plot.barh(figsize=(7, 5)).invert_yaxis()\n"
+        "plt.title('LightGBM gain')\nplt.show()",
+    ),
 ]
 
 THRESHOLD_SIMULATION = [
-    ("md", "# Threshold simulation: what moving the thresholds does to workload and misses\n\n"
-           "For PMs and policy owners. Everything below replays the bundle's reference set (the calibration "
-           "split: calibrated risk, review outcome, handling time, segments) through the same routing "
-           "function the scoring service uses, so these numbers are what the service would do.\n\n"
-           "- **recall**: share of violating listings that are *not* auto-passed (a miss = a violation auto-passed)\n"
-           "- **block precision**: share of auto-blocked listings that really violate\n"
-           "- **workload**: listings sent to the human queue per day, reviewer-hours and FTE"),
-    ("code", "import os\n\nimport matplotlib.pyplot as plt\nimport pandas as pd\n\n"
-             "from features.policy import load_policy\nfrom features.bundle import resolve_bundle\n"
-             "from training.simulate import simulate, simulate_policy, sweep\n"
-             "from training.thresholds import choose_policy_thresholds\n\n"
-             "bundle = resolve_bundle(os.environ.get('TRIAGE_BUNDLE', '../models/latest'))\n"
-             "reference = pd.read_parquet(bundle / 'reference.parquet')\npolicy = load_policy(bundle)\n"
-             "DAILY_VOLUME = 100_000\n"
-             "print(f'{len(reference):,} reference listings, prevalence {reference.label.mean():.2%}; '\n"
-             "      f'production policy {policy.version}: t_pass={policy.t_pass:.4f}, t_block={policy.t_block:.4f}')"),
+    (
+        "md",
+        "# Threshold simulation: what moving the thresholds does to workload and misses\n\n"
+        "For PMs and policy owners. Everything below replays the bundle's reference set (the calibration "
+        "split: calibrated risk, review outcome, handling time, segments) through the same routing "
+        "function the scoring service uses, so these numbers are what the service would do.\n\n"
+        "- **recall**: share of violating listings that are *not* auto-passed (a miss = a violation auto-passed)\n"
+        "- **block precision**: share of auto-blocked listings that really violate\n"
+        "- **workload**: listings sent to the human queue per day, reviewer-hours and FTE",
+    ),
+    (
+        "code",
+        "import os\n\nimport matplotlib.pyplot as plt\nimport pandas as pd\n\n"
+        "from features.policy import load_policy\nfrom features.bundle import resolve_bundle\n"
+        "from training.simulate import simulate, simulate_policy, sweep\n"
+        "from training.thresholds import choose_policy_thresholds\n\n"
+        "bundle = resolve_bundle(os.environ.get('TRIAGE_BUNDLE', '../models/latest'))\n"
+        "reference = pd.read_parquet(bundle / 'reference.parquet')\npolicy = load_policy(bundle)\n"
+        "DAILY_VOLUME = 100_000\n"
+        "print(f'{len(reference):,} reference listings, prevalence {reference.label.mean():.2%}; '\n"
+        "      f'production policy {policy.version}: t_pass={policy.t_pass:.4f}, t_block={policy.t_block:.4f}')",
+    ),
     ("md", "## The production policy at 100,000 listings a day"),
-    ("code", "def table(result):\n    d = result.to_dict()\n    rows = {k: v for k, v in d.items() if isinstance(v, dict) and 'value' in v}\n"
-             "    return pd.DataFrame(rows).T[['value', 'low', 'high']]\n\n"
-             "table(simulate_policy(reference, policy, daily_volume=DAILY_VOLUME))"),
-    ("md", "## The whole workload-recall curve\n\nEach point is a t_pass (auto-block off): how much review "
-           "work buys how much recall. The production policy is marked."),
-    ("code", "curve = sweep(reference, daily_volume=DAILY_VOLUME)\nfig, ax = plt.subplots(figsize=(7, 4.5))\n"
-             "ax.plot(curve['queue_share'], curve['recall'])\n"
-             "current = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME)\n"
-             "ax.plot([current.queue_share.value], [current.recall.value], 'ro', label='production policy')\n"
-             "ax.set(xlabel='share of listings sent to review', ylabel='recall', ylim=(0.8, 1.001))\nax.legend()\nplt.show()"),
-    ("md", "## Three scenarios\n\n1. tighter recall target (99.5%)\n2. a looser one (98%)\n"
-           "3. the production thresholds if violations double next quarter"),
-    ("code", "scenarios = {}\nfor target in (0.995, 0.98):\n"
-             "    choice = choose_policy_thresholds(reference, recall=target, block_precision=0.98)\n"
-             "    print(choice.message if hasattr(choice, 'message') else '')\n"
-             "    scenarios[f'recall {target:.1%}'] = simulate(reference, choice.t_pass, choice.t_block, daily_volume=DAILY_VOLUME)\n"
-             "scenarios['violations double'] = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME,\n"
-             "                                          prevalence_multiplier=2.0)\n"
-             "pd.DataFrame({name: {'queue/day': r.queue_per_day.value, 'reviewer-hours/day': r.reviewer_hours_per_day.value,\n"
-             "                     'FTE': r.fte.value, 'missed/day': r.missed_violations_per_day.value,\n"
-             "                     'wrongful blocks/day': r.wrongful_blocks_per_day.value, 'recall': r.recall.value}\n"
-             "              for name, r in scenarios.items()}).round(2)"),
+    (
+        "code",
+        "def table(result):\n    d = result.to_dict()\n    rows = {k: v for k, v in d.items() if isinstance(v, dict) and 'value' in v}\n"
+        "    return pd.DataFrame(rows).T[['value', 'low', 'high']]\n\n"
+        "table(simulate_policy(reference, policy, daily_volume=DAILY_VOLUME))",
+    ),
+    (
+        "md",
+        "## The whole workload-recall curve\n\nEach point is a t_pass (auto-block off): how much review "
+        "work buys how much recall. The production policy is marked.",
+    ),
+    (
+        "code",
+        "curve = sweep(reference, daily_volume=DAILY_VOLUME)\nfig, ax = plt.subplots(figsize=(7, 4.5))\n"
+        "ax.plot(curve['queue_share'], curve['recall'])\n"
+        "current = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME)\n"
+        "ax.plot([current.queue_share.value], [current.recall.value], 'ro', label='production policy')\n"
+        "ax.set(xlabel='share of listings sent to review', ylabel='recall', ylim=(0.8, 1.001))\nax.legend()\nplt.show()",
+    ),
+    (
+        "md",
+        "## Three scenarios\n\n1. tighter recall target (99.5%)\n2. a looser one (98%)\n"
+        "3. the production thresholds if violations double next quarter",
+    ),
+    (
+        "code",
+        "scenarios = {}\nfor target in (0.995, 0.98):\n"
+        "    choice = choose_policy_thresholds(reference, recall=target, block_precision=0.98)\n"
+        "    print(choice.message if hasattr(choice, 'message') else '')\n"
+        "    scenarios[f'recall {target:.1%}'] = simulate(reference, choice.t_pass, choice.t_block, daily_volume=DAILY_VOLUME)\n"
+        "scenarios['violations double'] = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME,\n"
+        "                                          prevalence_multiplier=2.0)\n"
+        "pd.DataFrame({name: {'queue/day': r.queue_per_day.value, 'reviewer-hours/day': r.reviewer_hours_per_day.value,\n"
+        "                     'FTE': r.fte.value, 'missed/day': r.missed_violations_per_day.value,\n"
+        "                     'wrongful blocks/day': r.wrongful_blocks_per_day.value, 'recall': r.recall.value}\n"
+        "              for name, r in scenarios.items()}).round(2)",
+    ),
     ("md", "## Per-segment view: where does the work come from?"),
-    ("code", "by_category = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME,\n"
-             "                      breakdown_by='category')\n"
-             "pd.DataFrame([{'category': s['category'], 'listings/day': s['daily_volume'],\n"
-             "               'queue/day': s['queue_per_day']['value'], 'missed/day': s['missed_violations_per_day']['value']}\n"
-             "              for s in by_category.segments]).set_index('category').round(1).sort_values('queue/day', ascending=False)"),
+    (
+        "code",
+        "by_category = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME,\n"
+        "                      breakdown_by='category')\n"
+        "pd.DataFrame([{'category': s['category'], 'listings/day': s['daily_volume'],\n"
+        "               'queue/day': s['queue_per_day']['value'], 'missed/day': s['missed_violations_per_day']['value']}\n"
+        "              for s in by_category.segments]).set_index('category').round(1).sort_values('queue/day', ascending=False)",
+    ),
 ]
 
 

@@ -32,8 +32,14 @@ def trained(generated_dir: Path, tmp_path_factory: pytest.TempPathFactory, mlflo
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     try:
-        result = train(TrainOptions(data=generated_dir / "reviews.parquet", out=tmp_path_factory.mktemp("models"),
-                                    seed=SEED, show_progress=False))
+        result = train(
+            TrainOptions(
+                data=generated_dir / "reviews.parquet",
+                out=tmp_path_factory.mktemp("models"),
+                seed=SEED,
+                show_progress=False,
+            )
+        )
     finally:
         mp.undo()
     return result

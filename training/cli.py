@@ -10,8 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Listing triage: train, evaluate, simulate and serve the listing-risk model.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Listing triage: train, evaluate, simulate and serve the listing-risk model.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 
 
@@ -39,7 +42,8 @@ def generate(
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="review outcomes, .parquet or .csv")] = Path(
-        "data/generated/reviews.parquet"),
+        "data/generated/reviews.parquet"
+    ),
     config: Annotated[Path | None, typer.Option(help="YAML data config (default: configs/data.yaml)")] = None,
     out: Annotated[Path, typer.Option(help="directory of bundles")] = Path("models"),
     seed: Annotated[int, typer.Option()] = 0,
@@ -54,9 +58,17 @@ def train(
     from training.pipeline import TrainOptions
     from training.pipeline import train as run
 
-    options = TrainOptions(data=data, config=config, out=out, seed=seed, recall=recall,
-                           block_precision=block_precision, confidence=confidence, segment_by=segment_by,
-                           log_mlflow=mlflow)
+    options = TrainOptions(
+        data=data,
+        config=config,
+        out=out,
+        seed=seed,
+        recall=recall,
+        block_precision=block_precision,
+        confidence=confidence,
+        segment_by=segment_by,
+        log_mlflow=mlflow,
+    )
     try:
         result = run(options)
     except (DataValidationError, FileNotFoundError, ValueError) as exc:
@@ -64,19 +76,24 @@ def train(
         return
     test, baseline = result.metrics["test"], result.metrics["baseline_test"]
     console.print(f"bundle: [bold]{result.bundle_dir}[/] (models/latest points to it)")
-    console.print(f"test ROC-AUC {test.get('roc_auc', float('nan')):.4f} | baseline "
-                  f"{baseline.get('roc_auc', float('nan')):.4f} | PR-AUC {test.get('pr_auc', float('nan')):.4f}"
-                  f" | ECE {test['ece']:.4f}")
+    console.print(
+        f"test ROC-AUC {test.get('roc_auc', float('nan')):.4f} | baseline "
+        f"{baseline.get('roc_auc', float('nan')):.4f} | PR-AUC {test.get('pr_auc', float('nan')):.4f}"
+        f" | ECE {test['ece']:.4f}"
+    )
     if result.mlflow:
-        console.print(f"MLflow: registered listing-risk version {result.mlflow['model_version']} "
-                      f"(alias candidate), run {result.mlflow['run_id']}")
+        console.print(
+            f"MLflow: registered listing-risk version {result.mlflow['model_version']} "
+            f"(alias candidate), run {result.mlflow['run_id']}"
+        )
 
 
 @app.command()
 def evaluate(
     bundle: Annotated[Path, typer.Option(help="bundle directory or models/latest")] = Path("models/latest"),
     data: Annotated[Path, typer.Option(help="labelled review outcomes to evaluate on")] = Path(
-        "data/generated/reviews.parquet"),
+        "data/generated/reviews.parquet"
+    ),
     oracle: Annotated[Path | None, typer.Option(help="oracle.parquet from `triage generate`")] = None,
     out: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
 ) -> None:
@@ -100,7 +117,8 @@ def evaluate(
 def score(
     bundle: Annotated[Path, typer.Option(help="bundle directory or models/latest")] = Path("models/latest"),
     data: Annotated[Path, typer.Option(help="listings to score, .parquet or .csv")] = Path(
-        "data/generated/reviews.parquet"),
+        "data/generated/reviews.parquet"
+    ),
     out: Annotated[Path, typer.Option(help="output .parquet or .csv")] = Path("data/scored.parquet"),
 ) -> None:
     """Offline batch scoring: risk and decision for every listing in a file."""
@@ -118,7 +136,9 @@ def score(
 
 @app.command()
 def promote(
-    version: Annotated[str | None, typer.Option(help="model version (default: the current candidate)")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="model version (default: the current candidate)")
+    ] = None,
     alias: Annotated[str, typer.Option()] = "champion",
 ) -> None:
     """Point an MLflow registry alias (default champion) at a model version."""

@@ -46,8 +46,12 @@ def calibration_metrics(y: np.ndarray, risk: np.ndarray) -> dict[str, float]:
 
 
 def routing_metrics(
-    y: np.ndarray, risk: np.ndarray, t_pass: np.ndarray | float, t_block: np.ndarray | float,
-    review_seconds: np.ndarray | None = None, rule_block: np.ndarray | None = None,
+    y: np.ndarray,
+    risk: np.ndarray,
+    t_pass: np.ndarray | float,
+    t_block: np.ndarray | float,
+    review_seconds: np.ndarray | None = None,
+    rule_block: np.ndarray | None = None,
     rule_review: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Routing split and the quantities the thresholds promise, counted on these rows."""
@@ -79,7 +83,9 @@ def segment_metrics(frame: pd.DataFrame, column: str) -> dict[str, dict[str, flo
 
 
 def evaluate_scores(
-    frame: pd.DataFrame, policy: Policy | None = None, segments: tuple[str, ...] = (),
+    frame: pd.DataFrame,
+    policy: Policy | None = None,
+    segments: tuple[str, ...] = (),
     rule_masks: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """All metrics for a frame with columns label, risk (calibrated), optional review_seconds and segments.
@@ -91,7 +97,9 @@ def evaluate_scores(
     metrics: dict[str, Any] = {**ranking_metrics(y, risk), **calibration_metrics(y, risk)}
     if policy is not None:
         seg_values = frame[policy.segment_by].astype(str).to_numpy() if policy.segment_by else None
-        t_pass, t_block = policy.thresholds_for(seg_values) if seg_values is not None else (policy.t_pass, policy.t_block)
+        t_pass, t_block = (
+            policy.thresholds_for(seg_values) if seg_values is not None else (policy.t_pass, policy.t_block)
+        )
         seconds = frame["review_seconds"].to_numpy() if "review_seconds" in frame else None
         rule_block, rule_review = rule_masks if rule_masks is not None else (None, None)
         metrics["routing"] = routing_metrics(y, risk, t_pass, t_block, seconds, rule_block, rule_review)
@@ -118,19 +126,29 @@ def save_plots(frame: pd.DataFrame, out_dir: str | Path, segment: str | None = N
     fpr, tpr, _ = roc_curve(y, risk)
     axes[0].plot(fpr, tpr)
     axes[0].plot([0, 1], [0, 1], "--", color="grey")
-    axes[0].set(title=f"ROC (AUC {roc_auc_score(y, risk):.3f})", xlabel="false positive rate", ylabel="recall")
+    axes[0].set(
+        title=f"ROC (AUC {roc_auc_score(y, risk):.3f})", xlabel="false positive rate", ylabel="recall"
+    )
     precision, recall, _ = precision_recall_curve(y, risk)
     axes[1].plot(recall, precision)
-    axes[1].set(title=f"Precision-recall (AP {average_precision_score(y, risk):.3f})", xlabel="recall",
-                ylabel="precision")
+    axes[1].set(
+        title=f"Precision-recall (AP {average_precision_score(y, risk):.3f})",
+        xlabel="recall",
+        ylabel="precision",
+    )
     bins = np.quantile(risk, np.linspace(0, 1, 16))
     which = np.clip(np.searchsorted(bins[1:-1], risk, side="right"), 0, 14)
-    mean_risk = np.bincount(which, weights=risk, minlength=15) / np.maximum(np.bincount(which, minlength=15), 1)
+    mean_risk = np.bincount(which, weights=risk, minlength=15) / np.maximum(
+        np.bincount(which, minlength=15), 1
+    )
     observed = np.bincount(which, weights=y, minlength=15) / np.maximum(np.bincount(which, minlength=15), 1)
     axes[2].plot([0, 1], [0, 1], "--", color="grey")
     axes[2].plot(mean_risk, observed, "o-")
-    axes[2].set(title=f"Reliability (ECE {expected_calibration_error(y, risk):.4f})", xlabel="calibrated risk",
-                ylabel="observed rejection rate")
+    axes[2].set(
+        title=f"Reliability (ECE {expected_calibration_error(y, risk):.4f})",
+        xlabel="calibrated risk",
+        ylabel="observed rejection rate",
+    )
     fig.tight_layout()
     paths.append(out_dir / "test_curves.png")
     fig.savefig(paths[-1], dpi=90)

@@ -25,7 +25,9 @@ ONNX_OPSET = 15
 
 def booster_to_onnx(booster: lgb.Booster, n_features: int) -> bytes:
     onx = onnxmltools.convert_lightgbm(
-        booster, initial_types=[("input", FloatTensorType([None, n_features]))], zipmap=False,
+        booster,
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        zipmap=False,
         target_opset=ONNX_OPSET,
     )
     return onx.SerializeToString()
@@ -61,9 +63,17 @@ def write_bundle(
     return bundle_dir
 
 
-def _write_files(bundle_dir: Path, booster: lgb.Booster, builder: FeatureBuilder, calibrator: Calibrator,
-                 policy: Policy, config: DataConfig, metrics: dict[str, Any], reference: pd.DataFrame,
-                 model_card: str) -> None:
+def _write_files(
+    bundle_dir: Path,
+    booster: lgb.Booster,
+    builder: FeatureBuilder,
+    calibrator: Calibrator,
+    policy: Policy,
+    config: DataConfig,
+    metrics: dict[str, Any],
+    reference: pd.DataFrame,
+    model_card: str,
+) -> None:
     (bundle_dir / "model.onnx").write_bytes(booster_to_onnx(booster, len(builder.feature_names)))
     booster.save_model(str(bundle_dir / "lightgbm.txt"))
     builder.save(bundle_dir / "feature_state")

@@ -41,8 +41,7 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         + (" (**provisional**)" if policy.provisional else ""),
         f"targets: {policy.targets}",
         "",
-        "At these thresholds on the test split: "
-        + ", ".join(f"{k} {_fmt(v)}" for k, v in routing.items()),
+        "At these thresholds on the test split: " + ", ".join(f"{k} {_fmt(v)}" for k, v in routing.items()),
         "",
         f"Top features by gain: {', '.join(top)}",
         "",

@@ -30,8 +30,11 @@ def evaluate_bundle(bundle_path: Path, data: Path, oracle: Path | None = None) -
     for column in config.segments:
         frame[column] = table[column].astype(str).to_numpy()
     rule_block, rule_review, _ = match_rules(table, bundle.policy.rules)
-    metrics: dict[str, Any] = {"bundle": bundle.version, "data": str(data),
-                               **evaluate_scores(frame, bundle.policy, config.segments, (rule_block, rule_review))}
+    metrics: dict[str, Any] = {
+        "bundle": bundle.version,
+        "data": str(data),
+        **evaluate_scores(frame, bundle.policy, config.segments, (rule_block, rule_review)),
+    }
     if oracle is not None:
         truth = pd.read_parquet(oracle)
         joined = table[[config.id]].merge(truth, left_on=config.id, right_on="listing_id", how="left")
@@ -61,11 +64,18 @@ def score_file(bundle_path: Path, data: Path, out: Path) -> dict[str, Any]:
     listings = validate_listings(load_table(data, config), config)
     parts = []
     for lo in range(0, len(listings), SCORE_CHUNK_ROWS):
-        chunk = listings.iloc[lo:lo + SCORE_CHUNK_ROWS]
+        chunk = listings.iloc[lo : lo + SCORE_CHUNK_ROWS]
         risk = bundle.risk(chunk)
         codes = decide(bundle, chunk, risk)
-        parts.append(pd.DataFrame({config.id: chunk[config.id].to_numpy(), "risk": risk,
-                                   "decision": np.asarray(DECISIONS, dtype=object)[codes]}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    config.id: chunk[config.id].to_numpy(),
+                    "risk": risk,
+                    "decision": np.asarray(DECISIONS, dtype=object)[codes],
+                }
+            )
+        )
     scored = pd.concat(parts, ignore_index=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
@@ -73,5 +83,10 @@ def score_file(bundle_path: Path, data: Path, out: Path) -> dict[str, Any]:
     else:
         scored.to_parquet(out, index=False)
     seconds = time.perf_counter() - start
-    return {"rows": len(scored), "seconds": round(seconds, 2), "rows_per_second": round(len(scored) / seconds),
-            "out": str(out), "decisions": scored["decision"].value_counts().to_dict()}
+    return {
+        "rows": len(scored),
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(len(scored) / seconds),
+        "out": str(out),
+        "decisions": scored["decision"].value_counts().to_dict(),
+    }

@@ -59,7 +59,9 @@ def _stages(show: bool) -> Iterator[Any]:
     if not show:
         yield lambda name: _null_stage()
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False) as bar:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False
+    ) as bar:
 
         @contextmanager
         def stage(name: str) -> Iterator[None]:
@@ -86,8 +88,13 @@ def _new_version(out: Path) -> str:
 
 def _reference(part: pd.DataFrame, risk: np.ndarray, config: DataConfig) -> pd.DataFrame:
     """Calibration-split rows as the simulator replays them: risk, label, handling time, segments."""
-    ref = pd.DataFrame({"listing_id": part[config.id].astype(str).to_numpy(), "risk": risk,
-                        "label": part[config.label].to_numpy(dtype=np.int64)})
+    ref = pd.DataFrame(
+        {
+            "listing_id": part[config.id].astype(str).to_numpy(),
+            "risk": risk,
+            "label": part[config.label].to_numpy(dtype=np.int64),
+        }
+    )
     seconds = part[config.review_seconds] if config.review_seconds and config.review_seconds in part else None
     ref["review_seconds"] = seconds.to_numpy(dtype=np.float64) if seconds is not None else np.nan
     for column in config.segments:
@@ -108,8 +115,9 @@ def train(options: TrainOptions) -> TrainResult:
             X_train = builder.fit_transform(parts.train, history=table)
             X_cal = builder.transform(parts.calibration, history=table)
             X_test = builder.transform(parts.test, history=table)
-        y_train, y_cal, y_test = (p[config.label].to_numpy(dtype=np.int64)
-                                  for p in (parts.train, parts.calibration, parts.test))
+        y_train, y_cal, y_test = (
+            p[config.label].to_numpy(dtype=np.int64) for p in (parts.train, parts.calibration, parts.test)
+        )
         categorical = list(builder.categorical_features)
         with stage("fit LightGBM"):
             booster = fit_lightgbm(X_train, y_train, categorical, seed=options.seed, params=options.lgbm)
@@ -120,8 +128,11 @@ def train(options: TrainOptions) -> TrainResult:
             reference = _reference(parts.calibration, calibrator(predict_lightgbm(booster, X_cal)), config)
         with stage("choose thresholds"):
             thresholds = choose_policy_thresholds(
-                reference, recall=options.recall, block_precision=options.block_precision,
-                delta=1 - options.confidence, segment_by=options.segment_by,
+                reference,
+                recall=options.recall,
+                block_precision=options.block_precision,
+                delta=1 - options.confidence,
+                segment_by=options.segment_by,
             )
             policy = thresholds.to_policy(rules=default_rules(config))
         with stage("evaluate on the test split"):
@@ -129,16 +140,31 @@ def train(options: TrainOptions) -> TrainResult:
             baseline_risk = predict_baseline(baseline, X_test)
             test_frame["baseline_risk"] = baseline_risk
             rule_block, rule_review, _ = match_rules(parts.test, policy.rules)
-            metrics = _metrics(parts.sizes(), test_frame, (rule_block, rule_review), policy, config, thresholds,
-                               baseline_risk=baseline_risk, booster=booster)
+            metrics = _metrics(
+                parts.sizes(),
+                test_frame,
+                (rule_block, rule_review),
+                policy,
+                config,
+                thresholds,
+                baseline_risk=baseline_risk,
+                booster=booster,
+            )
         with stage("export bundle"):
             options.out.mkdir(parents=True, exist_ok=True)
             bundle_dir = options.out / _new_version(options.out)
             staging = options.out / f".{bundle_dir.name}.partial"
             save_plots(test_frame, staging / "plots", segment=config.segments[0] if config.segments else None)
             write_bundle(
-                bundle_dir, booster=booster, builder=builder, calibrator=calibrator, policy=policy,
-                config=config, metrics=metrics, reference=reference, test_scores=test_frame,
+                bundle_dir,
+                booster=booster,
+                builder=builder,
+                calibrator=calibrator,
+                policy=policy,
+                config=config,
+                metrics=metrics,
+                reference=reference,
+                test_scores=test_frame,
                 model_card=render_model_card(bundle_dir.name, metrics, policy, options),
                 plots_dir=staging / "plots",
             )
@@ -150,9 +176,16 @@ def train(options: TrainOptions) -> TrainResult:
     return TrainResult(bundle_dir=bundle_dir, metrics=metrics, mlflow=mlflow_info)
 
 
-def _metrics(sizes: dict[str, int], test_frame: pd.DataFrame, rule_masks: tuple[np.ndarray, np.ndarray],
-             policy: Policy, config: DataConfig,
-             thresholds: Any, baseline_risk: np.ndarray, booster: Any) -> dict[str, Any]:
+def _metrics(
+    sizes: dict[str, int],
+    test_frame: pd.DataFrame,
+    rule_masks: tuple[np.ndarray, np.ndarray],
+    policy: Policy,
+    config: DataConfig,
+    thresholds: Any,
+    baseline_risk: np.ndarray,
+    booster: Any,
+) -> dict[str, Any]:
     model = evaluate_scores(test_frame, policy, segments=config.segments, rule_masks=rule_masks)
     importance = booster.feature_importance(importance_type="gain")
     names = booster.feature_name()
@@ -171,9 +204,13 @@ def _log_mlflow(bundle_dir: Path, options: TrainOptions, metrics: dict[str, Any]
     from training.registry import log_run
 
     params = {
-        "data": str(options.data), "seed": options.seed, "calibration_fraction": options.calibration_fraction,
-        "test_fraction": options.test_fraction, "recall_target": options.recall,
-        "block_precision_target": options.block_precision, "confidence": options.confidence,
+        "data": str(options.data),
+        "seed": options.seed,
+        "calibration_fraction": options.calibration_fraction,
+        "test_fraction": options.test_fraction,
+        "recall_target": options.recall,
+        "block_precision_target": options.block_precision,
+        "confidence": options.confidence,
         **{f"lgbm.{k}": v for k, v in options.lgbm.to_lightgbm(options.seed).items()},
     }
     logged = {k: v for k, v in metrics.items() if k not in ("feature_importance_gain",)}

@@ -54,8 +54,10 @@ def log_run(bundle_dir: Path, params: dict[str, Any], metrics: dict[str, Any]) -
             name="model",
             python_model=BundleModel(),
             artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-            code_paths=[str(Path(__file__).resolve().parent.parent / "features"),
-                        str(Path(__file__).resolve().parent)],
+            code_paths=[
+                str(Path(__file__).resolve().parent.parent / "features"),
+                str(Path(__file__).resolve().parent),
+            ],
             pip_requirements=_requirements(),
             registered_model_name=REGISTERED_MODEL,
         )
@@ -73,9 +75,8 @@ def _requirements() -> list[str]:
 
 def promote(version: str | None = None, alias: str = CHAMPION_ALIAS) -> str:
     """Point an alias (default `champion`) at a model version (default: the current candidate)."""
-    from mlflow import MlflowClient
-
     import mlflow
+    from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()

@@ -15,7 +15,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-
 # Below this many rows, OpenMP synchronisation costs more than a second thread gains, and on a busy
 # machine it can cost ten times the work itself.
 MULTITHREAD_MIN_ROWS = 100_000
@@ -106,7 +105,7 @@ def float32_thresholds(model_str: str) -> lgb.Booster:
     lines = [line for line in model_str.split("\n") if not line.startswith("tree_sizes=")]
     for i, line in enumerate(lines):
         if line.startswith("threshold="):
-            t = np.array(line[len("threshold="):].split(), dtype=np.float64)
+            t = np.array(line[len("threshold=") :].split(), dtype=np.float64)
             t32 = t.astype(np.float32)
             over = t32.astype(np.float64) > t
             t32[over] = np.nextafter(t32[over], np.float32(-np.inf))
@@ -127,7 +126,9 @@ def fit_baseline(X: pd.DataFrame, y: np.ndarray, categorical: list[str], seed: i
             ("categorical", OneHotEncoder(handle_unknown="ignore", min_frequency=20), categorical),
         ]
     )
-    model = Pipeline([("columns", columns), ("logit", LogisticRegression(max_iter=300, C=1.0, random_state=seed))])
+    model = Pipeline(
+        [("columns", columns), ("logit", LogisticRegression(max_iter=300, C=1.0, random_state=seed))]
+    )
     model.fit(X, y)
     return model
 

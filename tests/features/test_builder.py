@@ -10,8 +10,8 @@ from sklearn.metrics import roc_auc_score
 import features.builder as builder_module
 from features.builder import FeatureBuilder
 from features.config import DataConfig
-from features.merchant import MERCHANT_FEATURES, merchant_history
 from features.lexicon import count_hits
+from features.merchant import MERCHANT_FEATURES, merchant_history
 from features.text import POLICY_OWNED_TERMS
 from features.validate import validate_history
 

@@ -20,13 +20,22 @@ from training.train import predict_lightgbm
 
 pytestmark = pytest.mark.slow
 
-BUNDLE_FILES = {"model.onnx", "lightgbm.txt", "calibrator.json", "metrics.json", "reference.parquet",
-                "MODEL_CARD.md", "policy.json", "data_config.yaml", "manifest.json"}
+BUNDLE_FILES = {
+    "model.onnx",
+    "lightgbm.txt",
+    "calibrator.json",
+    "metrics.json",
+    "reference.parquet",
+    "MODEL_CARD.md",
+    "policy.json",
+    "data_config.yaml",
+    "manifest.json",
+}
 
 
 def test_bundle_is_complete_and_verified(bundle_dir: Path) -> None:
     names = {p.name for p in bundle_dir.iterdir()}
-    assert BUNDLE_FILES <= names
+    assert names >= BUNDLE_FILES
     assert (bundle_dir / "feature_state").is_dir()
     assert list((bundle_dir / "plots").glob("*.png"))
     assert list((bundle_dir / "policies").glob("*.json"))
@@ -57,10 +66,19 @@ def test_onnx_bundle_scores_equal_in_memory_model(bundle_dir: Path, generated_di
 
 
 def test_same_seed_and_data_give_same_metrics(trained, generated_dir: Path, tmp_path: Path) -> None:
-    again = train(TrainOptions(data=generated_dir / "reviews.parquet", out=tmp_path, seed=7,
-                               show_progress=False, log_mlflow=False))
+    again = train(
+        TrainOptions(
+            data=generated_dir / "reviews.parquet",
+            out=tmp_path,
+            seed=7,
+            show_progress=False,
+            log_mlflow=False,
+        )
+    )
     first, second = dict(trained.metrics), dict(again.metrics)
-    assert json.dumps(first, sort_keys=True, default=float) == json.dumps(second, sort_keys=True, default=float)
+    assert json.dumps(first, sort_keys=True, default=float) == json.dumps(
+        second, sort_keys=True, default=float
+    )
 
 
 def test_adding_a_prohibited_term_never_lowers_risk(bundle_dir: Path, generated_dir: Path) -> None:
@@ -99,16 +117,41 @@ def test_cli_generate_train_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyP
     data = tmp_path / "data"
     result = runner.invoke(app, ["generate", "--rows", "5000", "--seed", "3", "--out", str(data)])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["train", "--data", str(data / "reviews.parquet"), "--out", str(tmp_path / "m"),
-                                 "--seed", "3"])
+    result = runner.invoke(
+        app, ["train", "--data", str(data / "reviews.parquet"), "--out", str(tmp_path / "m"), "--seed", "3"]
+    )
     assert result.exit_code == 0, result.output
     assert "registered listing-risk version 1" in result.output
     later = tmp_path / "later"  # evaluate on fresh listings from after the training period
-    result = runner.invoke(app, ["generate", "--rows", "3000", "--seed", "4", "--out", str(later),
-                                 "--start", "2026-01-01", "--months", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--rows",
+            "3000",
+            "--seed",
+            "4",
+            "--out",
+            str(later),
+            "--start",
+            "2026-01-01",
+            "--months",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["evaluate", "--bundle", str(tmp_path / "m" / "latest"),
-                                 "--data", str(later / "reviews.parquet"), "--oracle", str(later / "oracle.parquet")])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--bundle",
+            str(tmp_path / "m" / "latest"),
+            "--data",
+            str(later / "reviews.parquet"),
+            "--oracle",
+            str(later / "oracle.parquet"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert 0.6 < metrics["roc_auc"] < metrics["oracle_roc_auc"]
@@ -117,8 +160,9 @@ def test_cli_generate_train_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_cli_train_names_the_bad_column(tmp_path: Path, generated_dir: Path) -> None:
     bad = pd.read_parquet(generated_dir / "reviews.parquet").drop(columns=["merchant_id"])
     bad.to_parquet(tmp_path / "bad.parquet")
-    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "bad.parquet"), "--out", str(tmp_path),
-                                      "--no-mlflow"])
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(tmp_path / "bad.parquet"), "--out", str(tmp_path), "--no-mlflow"]
+    )
     assert result.exit_code == 2
     assert "merchant_id" in result.output
 

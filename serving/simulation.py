@@ -1,0 +1,217 @@
+"""The what-if simulator behind `/v1/simulate`: the bundle's reference set replayed through a policy.
+
+The numbers are `features.simulate`'s, the very functions `triage simulate` runs, so the API, the web
+page, the CLI and the notebook agree. What is slow and does not change between calls is computed once
+per bundle (path + manifest version) and kept: the reference frame, the rule masks of each rule set
+(regex matching dominates a replay), the per-segment slices and the thresholds chosen for targets.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.policy import Policy, Rule, match_rules
+from features.simulate import SimulationResult, simulate, sweep
+from features.thresholds import ThresholdResult, choose_policy_thresholds
+
+REFERENCE_FILE = "reference.parquet"
+WHAT_IF_VERSION = "what-if"
+DEFAULT_RECALL, DEFAULT_BLOCK_PRECISION = 0.99, 0.98  # `triage simulate`'s defaults for a lone target
+_MAX_CACHED_RULE_SETS = 16
+_MAX_CACHED_TARGETS = 256
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be simulated; `field` names the parameter at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Reference rows to replay (all, or one segment) with their rule masks and share of all rows."""
+
+    frame: pd.DataFrame
+    rule_block: np.ndarray
+    rule_review: np.ndarray
+    share: float
+
+
+class ReferenceSet:
+    """One bundle's reference frame plus the derived arrays worth keeping between calls."""
+
+    def __init__(self, path: Path, version: str, frame: pd.DataFrame, segment_columns: tuple[str, ...]):
+        self.path, self.version, self.frame = path, version, frame
+        self.segment_columns = tuple(c for c in segment_columns if c in frame)
+        self.prevalence = float(frame["label"].mean()) if len(frame) else 0.0
+        self._lock = threading.Lock()
+        self._masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._segment_rows: dict[tuple[str, str], np.ndarray] = {}
+        self._chosen: dict[tuple[float, float], ThresholdResult] = {}
+
+    def segment_values(self) -> dict[str, list[str]]:
+        return {c: sorted(self.frame[c].dropna().astype(str).unique().tolist()) for c in self.segment_columns}
+
+    def rule_masks(self, rules: list[Rule]) -> tuple[np.ndarray, np.ndarray]:
+        key = json.dumps([r.to_dict() for r in rules], sort_keys=True)
+        with self._lock:
+            cached = self._masks.get(key)
+        if cached is None:
+            block, review, _ = match_rules(self.frame, rules)
+            cached = (block, review)
+            with self._lock:
+                if len(self._masks) >= _MAX_CACHED_RULE_SETS:
+                    self._masks.clear()
+                self._masks[key] = cached
+        return cached
+
+    def slice(self, rules: list[Rule], segment_by: str | None = None, segment: str | None = None) -> Slice:
+        """All rows, or the rows whose `segment_by` is `segment`."""
+        block, review = self.rule_masks(rules)
+        if segment is None:
+            return Slice(self.frame, block, review, 1.0)
+        column = self._segment_column(segment_by)
+        rows = self._rows_of(column, segment)
+        return Slice(self.frame.iloc[rows], block[rows], review[rows], len(rows) / len(self.frame))
+
+    def _segment_column(self, segment_by: str | None) -> str:
+        if segment_by is None:
+            raise ScenarioError("segment_by", "give the column that `segment` is a value of")
+        if segment_by not in self.segment_columns:
+            raise ScenarioError("segment_by", f"{segment_by!r} is not one of {list(self.segment_columns)}")
+        return segment_by
+
+    def _rows_of(self, column: str, value: str) -> np.ndarray:
+        with self._lock:
+            rows = self._segment_rows.get((column, value))
+        if rows is None:
+            rows = np.flatnonzero(self.frame[column].astype(str).to_numpy() == value)
+            if len(rows) == 0:
+                raise ScenarioError("segment", f"no reference listing has {column} = {value!r}")
+            with self._lock:
+                self._segment_rows[(column, value)] = rows
+        return rows
+
+    def choose(self, recall: float, block_precision: float) -> ThresholdResult:
+        """`choose_policy_thresholds` for these targets (the CLI's call), computed once per pair."""
+        key = (recall, block_precision)
+        with self._lock:
+            chosen = self._chosen.get(key)
+        if chosen is None:
+            chosen = choose_policy_thresholds(self.frame, recall=recall, block_precision=block_precision)
+            with self._lock:
+                if len(self._chosen) >= _MAX_CACHED_TARGETS:
+                    self._chosen.clear()
+                self._chosen[key] = chosen
+        return chosen
+
+
+@lru_cache(maxsize=4)
+def reference_set(path: Path, version: str, segment_columns: tuple[str, ...]) -> ReferenceSet:
+    """The bundle's reference set, read once per (bundle path, version)."""
+    file = path / REFERENCE_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"bundle {path} has no {REFERENCE_FILE}")
+    return ReferenceSet(path, version, pd.read_parquet(file), segment_columns)
+
+
+def what_if_policy(
+    current: Policy,
+    reference: ReferenceSet,
+    t_pass: float | None = None,
+    t_block: float | None = None,
+    recall: float | None = None,
+    block_precision: float | None = None,
+) -> tuple[Policy, ThresholdResult | None]:
+    """The policy a scenario simulates, exactly as `triage simulate` builds it: the policy in force;
+    or its rules with thresholds chosen for targets; or with one global pair in place of its thresholds."""
+    if recall is not None or block_precision is not None:
+        chosen = reference.choose(recall or DEFAULT_RECALL, block_precision or DEFAULT_BLOCK_PRECISION)
+        return chosen.to_policy(rules=current.rules, version=WHAT_IF_VERSION), chosen
+    if t_pass is None and t_block is None:
+        return current, None
+    pair = (current.t_pass if t_pass is None else t_pass, current.t_block if t_block is None else t_block)
+    if not pair[0] < pair[1]:
+        field = "t_pass" if t_pass is not None and t_block is None else "t_block"
+        raise ScenarioError(field, f"t_pass {pair[0]:g} must be below t_block {pair[1]:g}")
+    raw = {**current.to_dict(), "version": WHAT_IF_VERSION, "segment_by": None, "segments": {}}
+    return Policy.from_dict({**raw, "t_pass": pair[0], "t_block": pair[1]}), None
+
+
+def run(
+    reference: ReferenceSet,
+    policy: Policy,
+    *,
+    daily_volume: float,
+    productive_hours_per_fte: float,
+    prevalence_multiplier: float,
+    segment_by: str | None = None,
+    segment: str | None = None,
+    breakdown_by: str | None = None,
+) -> SimulationResult:
+    """`simulate_policy` on the cached reference (rule masks precomputed). With a segment, only its rows
+    are replayed and `daily_volume` (the whole marketplace's) is scaled by the segment's share of rows."""
+    if breakdown_by is not None and breakdown_by not in reference.segment_columns:
+        raise ScenarioError("breakdown_by", f"{breakdown_by!r} is not one of {list(reference.segment_columns)}")
+    part = reference.slice(policy.rules, segment_by, segment)
+    t_pass: float | np.ndarray = policy.t_pass
+    t_block: float | np.ndarray = policy.t_block
+    if policy.segment_by and policy.segment_by in part.frame:
+        t_pass, t_block = policy.thresholds_for(part.frame[policy.segment_by].astype(str).to_numpy())
+    try:
+        return simulate(
+            part.frame,
+            t_pass,
+            t_block,
+            daily_volume * part.share,
+            productive_hours_per_fte,
+            prevalence_multiplier,
+            qa_sample_rate=policy.qa_sample_rate,
+            rule_block=part.rule_block,
+            rule_review=part.rule_review,
+            breakdown_by=breakdown_by,
+        )
+    except ValueError as exc:  # prevalence_weights: multiplier x prevalence must stay below 1
+        raise ScenarioError("prevalence_multiplier", str(exc).partition(": ")[2] or str(exc)) from exc
+
+
+def curve(
+    reference: ReferenceSet,
+    t_block: float,
+    *,
+    daily_volume: float,
+    productive_hours_per_fte: float,
+    prevalence_multiplier: float,
+    segment_by: str | None = None,
+    segment: str | None = None,
+    n_points: int = 400,
+) -> pd.DataFrame:
+    """The workload-recall curve (`sweep`: t_pass swept at a fixed t_block, no rules) on the same rows."""
+    part = reference.slice([], segment_by, segment)
+    try:
+        return sweep(
+            part.frame,
+            t_block,
+            daily_volume * part.share,
+            productive_hours_per_fte,
+            prevalence_multiplier,
+            n_points=n_points,
+        )
+    except ValueError as exc:
+        raise ScenarioError("prevalence_multiplier", str(exc).partition(": ")[2] or str(exc)) from exc
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts (NaN -> None)."""
+    clean = frame.astype(object).where(frame.notna(), None)
+    return clean.to_dict(orient="records")  # type: ignore[return-value]
