@@ -49,8 +49,8 @@ serve: $(STAMP) ## Main job: train on generated data if no model exists, then st
 	@test -e models/latest || $(MAKE) train
 	$(BIN)/triage serve --bundle models/latest --host 127.0.0.1 --port 8000
 
-keys: $(STAMP) ## Create an API key with every scope (NAME=me SCOPES="score review admin")
-	$(BIN)/triage keys create --name $${NAME:-me} $(foreach s,$(or $(SCOPES),score review admin),--scope $(s))
+keys: $(STAMP) ## Create an API key (NAME=me SCOPES=score,review,admin); the token is printed once
+	$(BIN)/triage keys create $${NAME:-me} --scopes $${SCOPES:-score,review,admin}
 
 test: $(STAMP) install-browser ## Run the whole test suite (unit, end-to-end, notebooks, PostgreSQL, browser, reliability)
 	$(BIN)/pytest

@@ -153,3 +153,11 @@ from training import policy_cli  # noqa: E402  (commands defined beside their lo
 
 app.command("thresholds")(policy_cli.thresholds)
 app.command("simulate")(policy_cli.simulate)
+
+from serving import commands as serving_commands  # noqa: E402  (the service's own commands)
+
+app.command("serve")(serving_commands.serve)
+app.command("export-labels")(serving_commands.export_labels)
+keys_app = typer.Typer(help="API keys for the scoring service.", no_args_is_help=True)
+keys_app.command("create")(serving_commands.keys_create)
+app.add_typer(keys_app, name="keys")
