@@ -36,8 +36,14 @@ def serve(
 
     configure_logging(settings.log_level)
     uvicorn.run(
-        "serving.app:create_app", factory=True, host=host, port=port, workers=workers,
-        log_config=None, access_log=False, log_level=settings.log_level.lower(),
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        log_level=settings.log_level.lower(),
     )
 
 
@@ -72,7 +78,8 @@ def keys_create(
 
 def export_labels(
     out: Annotated[Path, typer.Option(help="labelled outcomes file, .parquet or .csv")] = Path(
-        "data/labels/reviews.parquet"),
+        "data/labels/reviews.parquet"
+    ),
 ) -> None:
     """Write reviewers' verdicts as labelled outcomes that `triage train` accepts."""
     from features.config import DataConfig

@@ -206,16 +206,25 @@ class DecisionEngine:
         out = []
         for row, candidates in enumerate(top):
             order = candidates[np.argsort(-contributions[row, candidates], kind="stable")]
-            out.append([
-                {"feature": names[j], "value": _finite_or_none(X[row, j]),
-                 "contribution": round(float(contributions[row, j]), 4)}
-                for j in order if contributions[row, j] > 0
-            ])
+            out.append(
+                [
+                    {
+                        "feature": names[j],
+                        "value": _finite_or_none(X[row, j]),
+                        "contribution": round(float(contributions[row, j]), 4),
+                    }
+                    for j in order
+                    if contributions[row, j] > 0
+                ]
+            )
         return out
 
     # --- deciding -------------------------------------------------------------------------------
     def decide(
-        self, listings: list[dict[str, Any]], scores: Scores, request_id: str | None = None,
+        self,
+        listings: list[dict[str, Any]],
+        scores: Scores,
+        request_id: str | None = None,
         received_at: datetime | None = None,
     ) -> list[DecisionRecord]:
         """Rules, then thresholds (per segment), then the QA sample: one DecisionRecord per listing."""
@@ -255,9 +264,11 @@ class DecisionEngine:
             records.append(record)
         return records
 
-
     def decide_safely(
-        self, listings: list[dict[str, Any]], scores: Scores, request_id: str | None = None,
+        self,
+        listings: list[dict[str, Any]],
+        scores: Scores,
+        request_id: str | None = None,
         received_at: datetime | None = None,
     ) -> list[DecisionRecord]:
         """`decide`, and if even that fails (a broken rule, odd input), every listing to human review."""
@@ -268,10 +279,16 @@ class DecisionEngine:
             received_at = received_at or utcnow()
             return [
                 DecisionRecord(
-                    listing_id=str(listing.get("listing_id") or "unknown"), decision=HUMAN_REVIEW,
-                    automated=False, policy_version=self.policy.version, listing=listing,
-                    model_version=self.model_version, priority=1.0, fallback_reason=SCORING_ERROR,
-                    request_id=request_id, received_at=received_at,
+                    listing_id=str(listing.get("listing_id") or "unknown"),
+                    decision="human_review",
+                    automated=False,
+                    policy_version=self.policy.version,
+                    listing=listing,
+                    model_version=self.model_version,
+                    priority=1.0,
+                    fallback_reason=SCORING_ERROR,
+                    request_id=request_id,
+                    received_at=received_at,
                 )
                 for listing in listings
             ]
@@ -348,11 +365,15 @@ def statement_of_reasons(record: DecisionRecord, automated_decision: bool = True
     elif record.reasons:
         category = _DSA_CATEGORY_BY_FEATURE.get(record.reasons[0]["feature"], _DEFAULT_DSA_CATEGORY)
     facts = (
-        f"rules matched: {', '.join(record.rules_matched)}; " if record.rules_matched else ""
-    ) + (
-        f"model risk {record.risk:.3f} >= block threshold {record.t_block:.3f}; "
-        if record.risk is not None and record.t_block is not None else ""
-    ) + "top signals: " + (", ".join(r["feature"] for r in record.reasons) or "none")
+        (f"rules matched: {', '.join(record.rules_matched)}; " if record.rules_matched else "")
+        + (
+            f"model risk {record.risk:.3f} >= block threshold {record.t_block:.3f}; "
+            if record.risk is not None and record.t_block is not None
+            else ""
+        )
+        + "top signals: "
+        + (", ".join(r["feature"] for r in record.reasons) or "none")
+    )
     return StatementOfReasons(
         puid=record.decision_id,
         decision_ground="incompatible_with_terms",
@@ -362,5 +383,3 @@ def statement_of_reasons(record: DecisionRecord, automated_decision: bool = True
         automated_decision=automated_decision,
         ground_reference=f"listing policy {record.policy_version}",
     ).to_dict()
-
-

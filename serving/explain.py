@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+_GATHER_ROWS = 64
+
 
 class PathExplainer:
     """Per-feature contributions to a LightGBM model's raw log-odds, from leaf lookup tables."""
@@ -45,6 +47,8 @@ class PathExplainer:
         # one thread: OpenMP start-up costs ~10 ms per call, far more than a request's prediction
         leaves = np.asarray(self._booster.predict(X, pred_leaf=True, num_threads=1), dtype=np.int64)
         rows = leaves.reshape(len(X), -1) + self.offsets
+        if len(X) <= _GATHER_ROWS:
+            return self.table[rows].sum(axis=1)  # (n, trees, features) gathered at once
         out = np.zeros((len(X), self.n_features))
         for t in range(rows.shape[1]):  # a loop over trees keeps memory at n x features
             out += self.table[rows[:, t]]

@@ -19,18 +19,20 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "triage_http_requests", "HTTP requests by route, method and status",
-            ["route", "method", "status"], registry=self.registry,
+            "triage_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "triage_http_request_seconds", "HTTP request latency by route",
-            ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "triage_http_request_seconds",
+            "HTTP request latency by route",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self.decisions = Counter(
-            "triage_decisions", "Logged decisions by type", ["decision"], registry=self.registry
-        )
-        self.qa_samples = Counter("triage_qa_samples", "Automated decisions sent to QA review",
-                                  registry=self.registry)
+        self.decisions = Counter("triage_decisions", "Logged decisions by type", ["decision"], registry=self.registry)
+        self.qa_samples = Counter("triage_qa_samples", "Automated decisions sent to QA review", registry=self.registry)
         self.fallbacks = Counter(
             "triage_fallbacks", "Listings not scored by the model, by reason", ["reason"], registry=self.registry
         )

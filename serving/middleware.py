@@ -16,8 +16,11 @@ access_log = logging.getLogger("serving.access")
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = orjson.dumps(body)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-               (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
@@ -108,6 +111,11 @@ class AccessMiddleware:
             self.metrics.observe_request(route, scope["method"], status, seconds)
             access_log.info(
                 "request",
-                extra={"method": scope["method"], "route": route, "path": scope["path"], "status": status,
-                       "ms": round(seconds * 1000, 3)},
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "path": scope["path"],
+                    "status": status,
+                    "ms": round(seconds * 1000, 3),
+                },
             )

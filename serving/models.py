@@ -38,7 +38,8 @@ def startup_engine(path: str | Path, reasons: str = "path") -> DecisionEngine:
     except BundleError as exc:
         log.error(
             "NOT READY: no valid model bundle (%s); every listing goes to human review "
-            "(fallback_reason=model_unavailable) until POST /v1/admin/reload succeeds", exc,
+            "(fallback_reason=model_unavailable) until POST /v1/admin/reload succeeds",
+            exc,
         )
         return DecisionEngine.from_bundle(None)
     log.info("serving model %s with policy %s", engine.model_version, engine.policy.version)
@@ -68,8 +69,9 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle) -> 
 def _check_segments(policy: Policy, bundle: Bundle) -> None:
     column = policy.segment_by
     if column not in bundle.config.segments:
-        raise ValueError(f"segment_by: {column!r} is not a segment column of this bundle "
-                         f"(one of {list(bundle.config.segments)})")
+        raise ValueError(
+            f"segment_by: {column!r} is not a segment column of this bundle (one of {list(bundle.config.segments)})"
+        )
     try:
         values = pd.read_parquet(bundle.path / REFERENCE_FILE, columns=[column])[column]
     except Exception as exc:
@@ -77,8 +79,10 @@ def _check_segments(policy: Policy, bundle: Bundle) -> None:
     known = set(values.astype(str).unique())
     unknown = sorted(set(policy.segments) - known)
     if unknown:
-        raise ValueError(f"segments: unknown {column} values {unknown[:10]} "
-                         f"(known: {sorted(known)[:20]}{'...' if len(known) > 20 else ''})")
+        raise ValueError(
+            f"segments: unknown {column} values {unknown[:10]} "
+            f"(known: {sorted(known)[:20]}{'...' if len(known) > 20 else ''})"
+        )
 
 
 def persist_policy(bundle: Bundle, policy: Policy) -> None:

@@ -16,32 +16,26 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore", frozen=True)
 
-    bundle: str = Field(
-        default="models/latest", min_length=1, description="Model bundle directory or pointer."
-    )
+    bundle: str = Field(default="models/latest", min_length=1, description="Model bundle directory or pointer.")
     database_url: str = Field(
         default="sqlite:///var/triage.db",
         description="Decision log: SQLite file (default) or PostgreSQL URL.",
     )
-    max_batch_items: int = Field(
-        default=1000, ge=1, le=100_000, description="Most listings in one batch request."
-    )
-    max_body_bytes: int = Field(
-        default=2_000_000, ge=1_024, le=100_000_000, description="Largest request body."
-    )
+    max_batch_items: int = Field(default=1000, ge=1, le=100_000, description="Most listings in one batch request.")
+    max_body_bytes: int = Field(default=2_000_000, ge=1_024, le=100_000_000, description="Largest request body.")
     request_timeout_ms: int = Field(default=200, ge=1, le=60_000, description="Scoring budget per request.")
-    lease_seconds: int = Field(
-        default=300, ge=1, le=86_400, description="How long a claimed queue item stays leased."
-    )
+    lease_seconds: int = Field(default=300, ge=1, le=86_400, description="How long a claimed queue item stays leased.")
     group_commit: bool | None = Field(
         default=None,
         description="Share one commit among concurrent writers; unset: on for SQLite, off for PostgreSQL.",
     )
     group_commit_ms: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0,
         le=1_000,
-        description="Group commit: how long the writer gathers writes before committing.",
+        description="Group commit: how long the writer waits for more writes after the first. 0 commits "
+        "whatever is queued at once; writes arriving during a commit form the next group, so batching "
+        "grows with load while a lone request never waits (measured: p50 3.3 ms vs 5.3 ms at 2 ms).",
     )
     reasons: Literal["path", "treeshap"] = Field(
         default="path",

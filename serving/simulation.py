@@ -214,4 +214,4 @@ def curve(
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts (NaN -> None)."""
     clean = frame.astype(object).where(frame.notna(), None)
-    return clean.to_dict(orient="records")  # type: ignore[return-value]
+    return clean.to_dict(orient="records")

@@ -1,4 +1,8 @@
-"""Typed dependencies: the store, the current engine, settings, and API-key authentication by scope."""
+"""Typed dependencies: the store, the current engine, settings, and API-key authentication by scope.
+
+All are `async def`: FastAPI runs a plain `def` dependency on a worker thread, a hop per dependency
+per request that cost more than scoring itself.
+"""
 
 from __future__ import annotations
 
@@ -20,25 +24,25 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API k
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
 
 
-def get_store(request: Request) -> Store:
-    return request.app.state.store  # type: ignore[no-any-return]
+async def get_store(request: Request) -> Store:
+    return request.app.state.store
 
 
-def get_engine(request: Request) -> DecisionEngine:
+async def get_engine(request: Request) -> DecisionEngine:
     """The engine in force when the request arrived (swapped whole on policy change or reload)."""
-    return request.app.state.engine  # type: ignore[no-any-return]
+    return request.app.state.engine
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
 
 
-def get_scorer(request: Request) -> Scorer:
-    return request.app.state.scorer  # type: ignore[no-any-return]
+async def get_scorer(request: Request) -> Scorer:
+    return request.app.state.scorer
 
 
-def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics  # type: ignore[no-any-return]
+async def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
 
 
 StoreDep = Annotated[Store, Depends(get_store)]

@@ -27,8 +27,12 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     # The input is left out on purpose: it may hold NaN/Infinity, which JSON cannot carry (-> a 500).
     assert isinstance(exc, RequestValidationError)
     detail = [
-        {"field": _field(e.get("loc", ())), "loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]],
-         "msg": str(e.get("msg", "")), "type": str(e.get("type", "value_error"))}
+        {
+            "field": _field(e.get("loc", ())),
+            "loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "value_error")),
+        }
         for e in exc.errors()
     ]
     return JSONResponse({"detail": detail}, status_code=422)

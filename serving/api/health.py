@@ -21,8 +21,7 @@ async def readyz(engine: EngineDep, response: Response) -> dict[str, object]:
     """Ready when a valid bundle serves; 503 while every listing falls back to human review."""
     if not engine.ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return {"ready": engine.ready, "model_version": engine.model_version,
-            "policy_version": engine.policy.version}
+    return {"ready": engine.ready, "model_version": engine.model_version, "policy_version": engine.policy.version}
 
 
 @router.get("/metrics", response_class=Response)

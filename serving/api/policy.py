@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["policy"])
 
 
 def _admin_lock(request: Request) -> asyncio.Lock:
-    return request.app.state.admin_lock  # type: ignore[no-any-return]
+    return request.app.state.admin_lock
 
 
 @router.get("/policy", response_model=PolicyOut)
@@ -27,9 +27,14 @@ async def get_policy(_key: AnyKey, engine: EngineDep) -> PolicyOut:
     return PolicyOut(model_version=engine.model_version, ready=engine.ready, policy=engine.policy.to_dict())
 
 
-@router.put("/policy", response_model=PolicyOut,
-            responses={409: {"description": "No model loaded, or the bundle cannot be written"},
-                       422: {"description": "Invalid policy (field named)"}})
+@router.put(
+    "/policy",
+    response_model=PolicyOut,
+    responses={
+        409: {"description": "No model loaded, or the bundle cannot be written"},
+        422: {"description": "Invalid policy (field named)"},
+    },
+)
 async def put_policy(body: PolicyUpdate, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
     """Put a new policy in force. Fields left out keep their current value; the version is assigned here.
 
@@ -63,8 +68,11 @@ async def policy_history(
     return [PolicyChangeOut.model_validate(c, from_attributes=True) for c in changes]
 
 
-@router.post("/admin/reload", response_model=ReloadResponse,
-             responses={409: {"description": "Bundle refused (manifest mismatch, missing, unreadable)"}})
+@router.post(
+    "/admin/reload",
+    response_model=ReloadResponse,
+    responses={409: {"description": "Bundle refused (manifest mismatch, missing, unreadable)"}},
+)
 async def reload_bundle(
     key: AdminKey, request: Request, settings: SettingsDep, body: ReloadRequest | None = None
 ) -> ReloadResponse:
@@ -78,5 +86,6 @@ async def reload_bundle(
             raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {exc}") from exc
         request.app.state.engine = engine
     assert engine.bundle is not None
-    return ReloadResponse(model_version=engine.model_version, policy_version=engine.policy.version,
-                          bundle=str(engine.bundle.path))
+    return ReloadResponse(
+        model_version=engine.model_version, policy_version=engine.policy.version, bundle=str(engine.bundle.path)
+    )

@@ -17,9 +17,14 @@ router = APIRouter(prefix="/v1", tags=["review queue"])
 
 def _queued(item: QueueItem) -> QueuedItem:
     return QueuedItem(
-        decision_id=item.decision_id, priority=item.priority, qa_sample=item.qa_sample,
-        enqueued_at=item.enqueued_at, lease_expires_at=item.lease_expires_at, claimed_by=item.claimed_by,
-        listing=item.decision.listing, decision=scored_item(item.decision),  # type: ignore[arg-type]
+        decision_id=item.decision_id,
+        priority=item.priority,
+        qa_sample=item.qa_sample,
+        enqueued_at=item.enqueued_at,
+        lease_expires_at=item.lease_expires_at,
+        claimed_by=item.claimed_by,
+        listing=item.decision.listing,
+        decision=scored_item(item.decision),  # type: ignore[arg-type]
     )
 
 
@@ -41,11 +46,18 @@ async def queue_stats(_key: ReviewKey, store: StoreDep) -> QueueStats:
     return QueueStats(**await run_in_threadpool(store.queue_counts))
 
 
-@router.post("/reviews/{decision_id}", response_model=ReviewResponse,
-             responses={404: {"description": "Unknown decision"},
-                        409: {"description": "Not queued, already reviewed, or leased to someone else"}})
+@router.post(
+    "/reviews/{decision_id}",
+    response_model=ReviewResponse,
+    responses={
+        404: {"description": "Unknown decision"},
+        409: {"description": "Not queued, already reviewed, or leased to someone else"},
+    },
+)
 async def record_review(
-    decision_id: Annotated[str, Path(min_length=1, max_length=64)], body: ReviewRequest, key: ReviewKey,
+    decision_id: Annotated[str, Path(min_length=1, max_length=64)],
+    body: ReviewRequest,
+    key: ReviewKey,
     store: StoreDep,
 ) -> ReviewResponse:
     """Record a verdict. A rejection stores a DSA statement of reasons (automated_decision=false)."""
@@ -55,8 +67,13 @@ async def record_review(
     statement = review_statement_of_reasons(record, body.violation_reason) if body.verdict == "reject" else None
     try:
         review = await run_in_threadpool(
-            store.record_review, decision_id, key.name, body.verdict, body.violation_reason,
-            body.review_seconds, statement,
+            store.record_review,
+            decision_id,
+            key.name,
+            body.verdict,
+            body.violation_reason,
+            body.review_seconds,
+            statement,
         )
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc

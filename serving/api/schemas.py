@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from serving.store import DecisionRecord
 
@@ -27,8 +27,12 @@ def _plausible_time(value: datetime) -> datetime:
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 RequestId = Annotated[
     str | None,
-    Field(default=None, min_length=1, max_length=128,
-          description="Idempotency key: a retry with the same request_id gets the stored decision back."),
+    Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Idempotency key: a retry with the same request_id gets the stored decision back.",
+    ),
 ]
 
 
@@ -169,7 +173,10 @@ Threshold = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 class PolicyUpdate(BaseModel):
-    """A new policy. Fields left out keep their current value; the server assigns the version."""
+    """A new policy. Fields left out keep their current value; the server assigns the version.
+
+    Ordering (0 <= t_pass < t_block <= 1, per segment too) and rules are checked by `Policy.validate`.
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -182,15 +189,6 @@ class PolicyUpdate(BaseModel):
     rules: list[dict[str, Any]] | None = Field(default=None, max_length=200)
     qa_sample_rate: Threshold | None = None
     targets: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PolicyUpdate:
-        if self.t_pass is not None and self.t_block is not None and not self.t_pass < self.t_block:
-            raise ValueError("t_block must be greater than t_pass")
-        for name, (t_pass, t_block) in (self.segments or {}).items():
-            if not t_pass < t_block:
-                raise ValueError(f"segments[{name!r}]: t_block must be greater than t_pass")
-        return self
 
 
 class PolicyOut(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Response
 
@@ -11,8 +13,12 @@ from serving.api.schemas import BatchRequest, BatchResponse, ScoredItem, ScoreRe
 
 router = APIRouter(prefix="/v1/score", tags=["scoring"])
 
-_ERRORS = {401: {"description": "No or invalid API key"}, 403: {"description": "Key lacks the score scope"},
-           413: {"description": "Body too large"}, 422: {"description": "Invalid listing (field named)"}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No or invalid API key"},
+    403: {"description": "Key lacks the score scope"},
+    413: {"description": "Body too large"},
+    422: {"description": "Invalid listing (field named)"},
+}
 
 
 def _json(content: object) -> Response:

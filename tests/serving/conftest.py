@@ -61,15 +61,10 @@ BACKENDS = [
 
 
 @pytest.fixture(params=BACKENDS)
-def store_factory(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
-) -> Iterator[Callable[..., Store]]:
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Store]]:
     """Opens stores on this test's database (same database every call, so re-opening can be tested)."""
     backend, group_commit = request.param
-    if backend == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'triage.db'}"
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'triage.db'}"
     opened: list[Store] = []
 
     def open_store(**options: object) -> Store:
@@ -183,9 +178,7 @@ class Api:
 
         self.client, self.app = client, app
         self.store: Store = app.state.store
-        self.tokens = {
-            scope: create_key(self.store, f"{scope}-key", scope) for scope in ("score", "review", "admin")
-        }
+        self.tokens = {scope: create_key(self.store, f"{scope}-key", scope) for scope in ("score", "review", "admin")}
 
     def headers(self, scope: str = "score") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[scope]}"}

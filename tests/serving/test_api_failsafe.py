@@ -11,8 +11,10 @@ import pytest
 from features.scoring import Bundle
 from tests.serving.conftest import listing_json
 
-LISTINGS = [listing_json(i, price=float(i), title=t) for i, t in
-            enumerate(["Leather wallet", "Rolex watch replica", "USB cable", "Vitamin C tablets"] * 5)]
+LISTINGS = [
+    listing_json(i, price=float(i), title=t)
+    for i, t in enumerate(["Leather wallet", "Rolex watch replica", "USB cable", "Vitamin C tablets"] * 5)
+]
 
 
 def assert_all_human_review(api, items: list[dict], reason: str) -> None:  # type: ignore[no-untyped-def]

@@ -88,10 +88,12 @@ def test_verdicts_are_recorded_and_a_rejection_carries_a_non_automated_dsa_state
     with serve(**no_model) as api:
         approve_id, reject_id = fill_queue(api, 2)
         headers = api.headers("review")
-        approved = api.client.post(f"/v1/reviews/{approve_id}", json={"verdict": "approve", "review_seconds": 31.5},
-                                   headers=headers)
-        rejected = api.client.post(f"/v1/reviews/{reject_id}",
-                                   json={"verdict": "reject", "violation_reason": "counterfeit"}, headers=headers)
+        approved = api.client.post(
+            f"/v1/reviews/{approve_id}", json={"verdict": "approve", "review_seconds": 31.5}, headers=headers
+        )
+        rejected = api.client.post(
+            f"/v1/reviews/{reject_id}", json={"verdict": "reject", "violation_reason": "counterfeit"}, headers=headers
+        )
         stored = api.store.get_review(reject_id)
 
     assert approved.status_code == 200 and approved.json()["statement_of_reasons"] is None
@@ -106,7 +108,6 @@ def test_verdicts_are_recorded_and_a_rejection_carries_a_non_automated_dsa_state
 def test_review_errors_are_404_409_and_422(serve, no_model) -> None:
     with serve(**no_model) as api:
         decision_id, leased_id = fill_queue(api, 2)
-        auto = api.client.post("/v1/score", json=listing_json(99), headers=api.headers())  # not queued? no model:
         headers = api.headers("review")
         ok = {"verdict": "approve"}
         unknown = api.client.post("/v1/reviews/nope", json=ok, headers=headers)
@@ -115,10 +116,10 @@ def test_review_errors_are_404_409_and_422(serve, no_model) -> None:
         api.client.get("/v1/queue/next", headers=api.key("carol", "review"))  # carol leases the other one
         not_yours = api.client.post(f"/v1/reviews/{leased_id}", json=ok, headers=headers)
         bad_verdict = api.client.post(f"/v1/reviews/{leased_id}", json={"verdict": "maybe"}, headers=headers)
-        bad_seconds = api.client.post(f"/v1/reviews/{leased_id}", json={"verdict": "approve", "review_seconds": -1},
-                                      headers=headers)
+        bad_seconds = api.client.post(
+            f"/v1/reviews/{leased_id}", json={"verdict": "approve", "review_seconds": -1}, headers=headers
+        )
 
-    assert auto.status_code == 200
     assert unknown.status_code == 404
     assert first.status_code == 200 and twice.status_code == 409
     assert not_yours.status_code == 409 and "leased" in not_yours.json()["detail"]
@@ -129,11 +130,15 @@ def test_review_errors_are_404_409_and_422(serve, no_model) -> None:
 def test_an_auto_decision_cannot_be_reviewed(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
         # thresholds that pass everything, no QA sample: nothing is queued
-        api.client.put("/v1/policy", json={"t_pass": 0.999, "t_block": 1.0, "qa_sample_rate": 0.0, "rules": []},
-                       headers=api.headers("admin"))
+        api.client.put(
+            "/v1/policy",
+            json={"t_pass": 0.999, "t_block": 1.0, "qa_sample_rate": 0.0, "rules": []},
+            headers=api.headers("admin"),
+        )
         item = api.score(listing_json(1)).json()
-        response = api.client.post(f"/v1/reviews/{item['decision_id']}", json={"verdict": "approve"},
-                                   headers=api.headers("review"))
+        response = api.client.post(
+            f"/v1/reviews/{item['decision_id']}", json={"verdict": "approve"}, headers=api.headers("review")
+        )
 
     assert item["decision"] == "auto_pass"
     assert response.status_code == 409
@@ -151,8 +156,12 @@ def test_exported_labels_are_accepted_by_training_validation(
         headers = api.headers("review")
         for n, decision_id in enumerate([*ids, again["decision_id"]]):
             verdict = {"verdict": "reject", "violation_reason": "counterfeit"} if n % 2 else {"verdict": "approve"}
-            assert api.client.post(f"/v1/reviews/{decision_id}", json={**verdict, "review_seconds": 40.0},
-                                   headers=headers).status_code == 200
+            assert (
+                api.client.post(
+                    f"/v1/reviews/{decision_id}", json={**verdict, "review_seconds": 40.0}, headers=headers
+                ).status_code
+                == 200
+            )
         database_url = str(api.store.url)
 
     monkeypatch.setenv("TRIAGE_DATABASE_URL", database_url)

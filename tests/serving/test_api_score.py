@@ -13,9 +13,23 @@ from features.scoring import Bundle
 from tests.serving.conftest import listing_json
 
 ITEM_FIELDS = {
-    "decision_id", "listing_id", "decision", "automated", "risk", "priority", "reasons", "rules_matched",
-    "qa_sample", "would_have_been", "fallback_reason", "model_version", "policy_version", "t_pass",
-    "t_block", "request_id", "statement_of_reasons",
+    "decision_id",
+    "listing_id",
+    "decision",
+    "automated",
+    "risk",
+    "priority",
+    "reasons",
+    "rules_matched",
+    "qa_sample",
+    "would_have_been",
+    "fallback_reason",
+    "model_version",
+    "policy_version",
+    "t_pass",
+    "t_block",
+    "request_id",
+    "statement_of_reasons",
 }
 
 
@@ -57,8 +71,7 @@ def test_batch_scores_equal_single_scores(serve) -> None:
         assert risk == pytest.approx(batch[listing_id], abs=1e-9)
 
 
-def test_decisions_equal_the_policy_function_on_offline_risk(serve, generated_dir: Path,
-                                                             bundle_dir: Path) -> None:
+def test_decisions_equal_the_policy_function_on_offline_risk(serve, generated_dir: Path, bundle_dir: Path) -> None:
     """The service routes exactly as features.policy.route does on Bundle.risk of the same listings."""
     frame = pd.read_parquet(generated_dir / "reviews.parquet").sample(300, random_state=3)
     bundle = Bundle.load(bundle_dir)
@@ -68,8 +81,11 @@ def test_decisions_equal_the_policy_function_on_offline_risk(serve, generated_di
     policy = bundle.policy
     risk = bundle.risk(listings)
     block, review, matched = match_rules(listings, policy.rules)
-    t_pass, t_block = (policy.thresholds_for(listings[policy.segment_by].astype(str).to_numpy())
-                       if policy.segment_by else (policy.t_pass, policy.t_block))
+    t_pass, t_block = (
+        policy.thresholds_for(listings[policy.segment_by].astype(str).to_numpy())
+        if policy.segment_by
+        else (policy.t_pass, policy.t_block)
+    )
     expected = [DECISIONS[c] for c in route(risk, t_pass, t_block, block, review)]
 
     with serve() as api:
@@ -138,11 +154,12 @@ def test_an_invalid_listing_is_a_422_naming_the_field(serve, field: str, change:
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_json_nan_and_infinity_literals_are_422_not_500(serve, literal: str) -> None:
     body = (
-        '{"listing_id": "a", "merchant_id": "m", "title": "t", "category": "c", "market": "DE", '
-        f'"price": {literal}}}'
+        f'{{"listing_id": "a", "merchant_id": "m", "title": "t", "category": "c", "market": "DE", "price": {literal}}}'
     )
     with serve() as api:
-        response = api.client.post("/v1/score", content=body, headers={**api.headers(), "content-type": "application/json"})
+        response = api.client.post(
+            "/v1/score", content=body, headers={**api.headers(), "content-type": "application/json"}
+        )
 
         assert response.status_code == 422, response.text
         assert [e["field"] for e in response.json()["detail"]] == ["price"]
@@ -150,14 +167,24 @@ def test_json_nan_and_infinity_literals_are_422_not_500(serve, literal: str) -> 
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"{", b"[]", b"null", b'"a listing"', b"{" * 5000, b'{"price": 1' + b"0" * 5000 + b"}",
-     "\udcff".encode("utf-8", "surrogatepass")],
+    [
+        b"",
+        b"{",
+        b"[]",
+        b"null",
+        b'"a listing"',
+        b"{" * 5000,
+        b'{"price": 1' + b"0" * 5000 + b"}",
+        "\udcff".encode("utf-8", "surrogatepass"),
+    ],
     ids=["empty", "truncated", "array", "null", "string", "deep", "huge-int", "bad-utf8"],
 )
 def test_malformed_bodies_are_client_errors(serve, body: bytes) -> None:
     with serve() as api:
         for path in ("/v1/score", "/v1/score/batch"):
-            response = api.client.post(path, content=body, headers={**api.headers(), "content-type": "application/json"})
+            response = api.client.post(
+                path, content=body, headers={**api.headers(), "content-type": "application/json"}
+            )
             assert 400 <= response.status_code < 500, (path, response.status_code, response.text)
 
 
@@ -184,8 +211,9 @@ def test_a_body_over_the_limit_is_413_by_content_length_and_by_streamed_size(ser
                 yield b"y" * 1000
             yield b'"}'
 
-        streamed = api.client.post("/v1/score", content=chunks(),
-                                   headers={**api.headers(), "content-type": "application/json"})
+        streamed = api.client.post(
+            "/v1/score", content=chunks(), headers={**api.headers(), "content-type": "application/json"}
+        )
         small = api.score(listing_json(2))
 
     assert declared.status_code == 413

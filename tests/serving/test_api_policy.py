@@ -1,0 +1,191 @@
+"""Policy admin over HTTP: validated, versioned, persisted, audited, swapped atomically; bundle reload."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.bundle import verify_manifest
+from features.policy import load_policy
+from tests.serving.conftest import listing_json
+
+
+def put_policy(api, body: dict, scope: str = "admin"):  # type: ignore[no-untyped-def]
+    return api.client.put("/v1/policy", json=body, headers=api.headers(scope))
+
+
+def test_any_valid_key_reads_the_policy(serve) -> None:
+    with serve() as api:
+        for scope in ("score", "review", "admin"):
+            response = api.client.get("/v1/policy", headers=api.headers(scope))
+            assert response.status_code == 200
+            assert response.json()["policy"]["version"] == api.app.state.engine.policy.version
+        assert api.client.get("/v1/policy").status_code == 401
+
+
+def test_a_policy_change_is_versioned_persisted_audited_and_applied(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        before = api.client.get("/v1/policy", headers=api.headers()).json()["policy"]
+        response = put_policy(api, {"t_pass": 0.4, "t_block": 0.6, "qa_sample_rate": 0.0})
+        after = response.json()["policy"]
+        scored = api.batch([listing_json(i, price=float(i + 1)) for i in range(30)]).json()["items"]
+        history = api.client.get("/v1/policy/history", headers=api.headers("review")).json()
+
+    assert response.status_code == 200, response.text
+    assert after["version"] != before["version"] and after["version"].startswith("policy-")
+    assert (after["t_pass"], after["t_block"]) == (0.4, 0.6)
+    assert after["rules"] == before["rules"]  # fields left out keep their value
+    assert load_policy(own_bundle).to_dict() == after  # persisted as the bundle's current policy
+    verify_manifest(own_bundle)  # and the bundle still verifies
+    assert {s["policy_version"] for s in scored} == {after["version"]}
+    for item in scored:
+        if not item["rules_matched"]:
+            expected = "auto_pass" if item["risk"] < 0.4 else "auto_block" if item["risk"] >= 0.6 else "human_review"
+            assert item["decision"] == expected
+    assert history[0]["actor"] == "admin-key"
+    assert (history[0]["old_version"], history[0]["new_version"]) == (before["version"], after["version"])
+    assert history[0]["new"] == after
+
+
+def test_only_admins_change_the_policy(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        assert put_policy(api, {"t_pass": 0.1}, scope="score").status_code == 403
+        assert put_policy(api, {"t_pass": 0.1}, scope="review").status_code == 403
+        assert api.client.put("/v1/policy", json={"t_pass": 0.1}).status_code == 401
+        assert api.client.post("/v1/admin/reload", headers=api.headers("score")).status_code == 403
+
+
+INVALID_POLICIES = [
+    ("t_block", {"t_pass": 0.5, "t_block": 0.5}),
+    ("t_block", {"t_block": 0.0001}),  # below the current t_pass
+    ("t_pass", {"t_pass": 1.5}),
+    ("t_pass", {"t_pass": -0.1}),
+    ("qa_sample_rate", {"qa_sample_rate": 2}),
+    ("segment_by", {"segment_by": "colour", "segments": {"red": [0.1, 0.9]}}),
+    ("segments", {"segment_by": "category", "segments": {"no-such-category": [0.1, 0.9]}}),
+    ("segments", {"segment_by": "category", "segments": {"books": [0.9, 0.1]}}),
+    ("rules", {"rules": [{"name": "x", "action": "explode", "kind": "term", "terms": ["a"], "fields": ["title"]}]}),
+    ("rules", {"rules": [{"name": "x", "action": "block", "kind": "term", "terms": [], "fields": ["title"]}]}),
+    ("version", {"version": "mine"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "body"), INVALID_POLICIES, ids=[f"{f}-{i}" for i, (f, _) in enumerate(INVALID_POLICIES)]
+)
+def test_an_invalid_policy_is_a_422_naming_the_field_and_changes_nothing(
+    serve, own_bundle: Path, field: str, body: dict
+) -> None:
+    before = load_policy(own_bundle).to_dict()
+    with serve(bundle=str(own_bundle)) as api:
+        response = put_policy(api, body)
+        assert response.status_code == 422, response.text
+        assert field in {e["field"] for e in response.json()["detail"]}
+        assert api.app.state.engine.policy.to_dict() == before
+        assert api.client.get("/v1/policy/history", headers=api.headers()).json() == []
+    assert load_policy(own_bundle).to_dict() == before
+
+
+def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) -> None:
+    categories = pd.read_parquet(own_bundle / "reference.parquet", columns=["category"])["category"].unique()
+    strict, other = str(categories[0]), str(categories[1])
+    body = {
+        "t_pass": 0.999,
+        "t_block": 1.0,
+        "qa_sample_rate": 0.0,
+        "rules": [],
+        "segment_by": "category",
+        "segments": {strict: [0.0, 0.0001]},
+    }
+    with serve(bundle=str(own_bundle)) as api:
+        assert put_policy(api, body).status_code == 200
+        blocked = api.score(listing_json(1, category=strict)).json()
+        passed = api.score(listing_json(2, category=other)).json()
+
+    assert blocked["decision"] == "auto_block" and (blocked["t_pass"], blocked["t_block"]) == (0.0, 0.0001)
+    assert blocked["statement_of_reasons"]["automated_decision"] is True
+    assert passed["decision"] == "auto_pass" and passed["t_pass"] == 0.999
+
+
+def test_a_policy_swap_under_load_changes_decisions_without_a_failed_request(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        assert put_policy(api, {"t_pass": 0.999, "t_block": 1.0, "qa_sample_rate": 0.0, "rules": []}).status_code == 200
+        old_version = api.app.state.engine.policy.version
+        stop = threading.Event()
+        results: list[tuple[int, dict]] = []
+
+        def send(worker: int) -> None:
+            n = 0
+            while not stop.is_set() or n < 5:
+                response = api.score(listing_json(worker * 10_000 + n))
+                results.append((response.status_code, response.json()))
+                n += 1
+
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(send, w) for w in range(6)]
+            while len(results) < 40:
+                threading.Event().wait(0.01)
+            swapped = put_policy(api, {"t_pass": 0.0, "t_block": 0.000001})
+            new_version = swapped.json()["policy"]["version"]
+            count_at_swap = len(results)
+            while len(results) < count_at_swap + 40:
+                threading.Event().wait(0.01)
+            stop.set()
+            for future in futures:
+                future.result()
+
+    assert swapped.status_code == 200
+    assert {status for status, _ in results} == {200}
+    by_version: dict[str, set[str]] = {}
+    for _, item in results:
+        by_version.setdefault(item["policy_version"], set()).add(item["decision"])
+    assert set(by_version) == {old_version, new_version}  # each request saw one whole policy
+    assert by_version[old_version] == {"auto_pass"}
+    assert by_version[new_version] == {"auto_block"}
+
+
+def test_reloading_a_tampered_bundle_is_refused_and_the_old_one_keeps_serving(
+    serve, own_bundle: Path, tmp_path: Path
+) -> None:
+    tampered = Path(shutil.copytree(own_bundle, tmp_path / "tampered"))
+    with (tampered / "calibrator.json").open("a") as handle:
+        handle.write(" ")
+    with serve(bundle=str(own_bundle)) as api:
+        version = api.app.state.engine.model_version
+        refused = api.client.post("/v1/admin/reload", json={"bundle": str(tampered)}, headers=api.headers("admin"))
+        missing = api.client.post(
+            "/v1/admin/reload", json={"bundle": str(tmp_path / "nope")}, headers=api.headers("admin")
+        )
+        still = api.score(listing_json(1)).json()
+        ready = api.client.get("/readyz")
+        reloaded = api.client.post("/v1/admin/reload", headers=api.headers("admin"))
+
+    assert refused.status_code == 409 and "checksum mismatch for calibrator.json" in refused.json()["detail"]
+    assert missing.status_code == 409
+    assert still["model_version"] == version and still["fallback_reason"] is None
+    assert ready.status_code == 200
+    assert reloaded.status_code == 200 and reloaded.json()["model_version"] == version
+
+
+def test_reload_makes_a_not_ready_service_ready(serve, own_bundle: Path, tmp_path: Path) -> None:
+    with serve(bundle=str(tmp_path / "not-yet")) as api:
+        assert api.client.get("/readyz").status_code == 503
+        assert put_policy(api, {"t_pass": 0.1}).status_code == 409  # no model: nothing to change
+        response = api.client.post("/v1/admin/reload", json={"bundle": str(own_bundle)}, headers=api.headers("admin"))
+        assert response.status_code == 200
+        assert api.client.get("/readyz").status_code == 200
+        assert api.score(listing_json(1)).json()["fallback_reason"] is None
+
+
+def test_a_policy_is_not_saved_into_a_bundle_changed_since_it_was_loaded(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        with (own_bundle / "calibrator.json").open("a") as handle:
+            handle.write(" ")
+        response = put_policy(api, {"t_pass": 0.1})
+
+    assert response.status_code == 409 and "checksum mismatch" in response.json()["detail"]
