@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.bundle import write_manifest
+from features.bundle import MANIFEST, verify_manifest, write_manifest
 from features.lexicon import normalize_category
 
 AUTO_PASS, HUMAN_REVIEW, AUTO_BLOCK = "auto_pass", "human_review", "auto_block"
@@ -310,9 +310,15 @@ def next_policy_version(bundle_dir: str | Path, now: datetime | None = None) -> 
 
 def save_policy(bundle_dir: str | Path, policy: Policy) -> Path:
     """Write `policies/<version>.json` (never overwriting another policy) and `policy.json`, then the
-    bundle manifest. Returns the path of the versioned file."""
+    bundle manifest. Returns the path of the versioned file.
+
+    A bundle that already has a manifest must still match it: re-signing would bless files that were
+    tampered with since the bundle was written.
+    """
     bundle_dir = Path(bundle_dir)
     policy.validate()
+    if (bundle_dir / MANIFEST).exists():
+        verify_manifest(bundle_dir)
     text = json.dumps(policy.to_dict(), indent=2, sort_keys=True)
     history = bundle_dir / POLICY_HISTORY_DIR
     history.mkdir(parents=True, exist_ok=True)

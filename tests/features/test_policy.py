@@ -183,3 +183,14 @@ def test_save_keeps_every_version_and_manifest_verifies(tmp_path) -> None:
     with pytest.raises(ValueError, match="^t_block"):
         save_policy(tmp_path, Policy(version="policy-x-9", t_pass=0.3, t_block=0.2))
     assert load_policy(tmp_path) == second
+
+
+def test_save_policy_refuses_a_tampered_bundle(tmp_path):
+    from features.bundle import BundleError, write_manifest
+    from features.policy import Policy, save_policy
+
+    (tmp_path / "model.onnx").write_bytes(b"model")
+    write_manifest(tmp_path)
+    (tmp_path / "model.onnx").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match="checksum mismatch for model.onnx"):
+        save_policy(tmp_path, Policy(version="policy-1", t_pass=0.01, t_block=0.9))
