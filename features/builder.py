@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ LEXICONS: dict[str, tuple[str, ...]] = {
     "certificate_word_hits": lexicon.CERTIFICATE_WORDS,
 }
 _US_PER_DAY = 86_400 * 1_000_000
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class FeatureBuilder:
@@ -143,18 +146,44 @@ class FeatureBuilder:
 
     def transform_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """float32 matrix (len(records) x len(feature_names)) for listings given as dicts, merchant
-        history from the snapshot. Same numbers as `transform(pd.DataFrame(records))`, faster for
-        the handful of listings a scoring request carries."""
+        history from the snapshot. Same numbers as `transform(pd.DataFrame(records))` without pandas:
+        one pass per feature over the batch (the serving path, one listing or a thousand)."""
         lookup = self._require_fitted()
-        if not records:
+        n = len(records)
+        if not n:
             return np.zeros((0, len(self.feature_names)), dtype=np.float32)
         config = self.config
         docs = [document_one([_text(r.get(c)) for c in config.text]) for r in records]
-        text_scores = self.text.score(self.text.vectorize(docs))
+        columns: dict[str, Any] = {"text_score": self.text.score(self.text.vectorize(docs))}
+        for name, terms in LEXICONS.items():
+            columns[name] = _hits_lowered(docs, terms)
+        if self.brand:
+            brands = [_text(r.get(self.brand)).lower() for r in records]
+            columns["brand_is_luxury"] = _hits_lowered(brands, lexicon.LUXURY_BRANDS) > 0
+        categories = [_text(r.get(self.category)) for r in records] if self.category else None
+        if self.price:
+            log_price = _log_price(np.array([_number(r, self.price) for r in records], dtype=np.float64))
+            norms = self.global_price_norm
+            if categories is not None:
+                norms = np.array([self.price_norms.get(c, self.global_price_norm) for c in categories])
+            columns["log_price"] = log_price
+            columns["log_price_vs_category"] = log_price - norms
         created = [_microseconds(r.get(config.timestamp), config.timestamp) for r in records]
-        merchants = lookup.many([_text(r.get(config.merchant)) for r in records], created)
-        rows = [self._record_row(*args) for args in zip(records, docs, text_scores, merchants, strict=True)]
-        return np.asarray(rows, dtype=np.float64).astype(np.float32)
+        merchant = lookup.many([_text(r.get(config.merchant)) for r in records], created)
+        for i, name in enumerate(MERCHANT_FEATURES):
+            columns[name] = merchant[:, i]
+        for column in self.passthrough:
+            columns[column] = [_number(r, column) for r in records]
+        if self.category and self.certificate:
+            assert categories is not None
+            regulated = _regulated(categories)
+            certified = np.array([_number(r, self.certificate) for r in records], dtype=np.float64) >= 0.5
+            columns["regulated_without_certificate"] = regulated & ~certified
+        for column in config.categorical:
+            codes = self.category_codes[column]
+            columns[f"{column}_code"] = [codes.get(_text(r.get(column)), 0) for r in records]
+        matrix = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in self.feature_names])
+        return matrix.astype(np.float32)
 
     # --- fitting helpers ---------------------------------------------------------------------------
     def _fit_codes(self, values: pd.Series) -> dict[str, int]:
@@ -217,38 +246,6 @@ class FeatureBuilder:
     def _codes_array(self, column: str, values: pd.Series) -> np.ndarray:
         codes = values.fillna("").astype("str").map(self.category_codes[column])
         return codes.astype("float64").fillna(0.0).to_numpy()
-
-    def _record_row(
-        self, record: dict[str, Any], doc: str, text_score: float, merchant: np.ndarray
-    ) -> list[float]:
-        """One listing's features, same arithmetic as `_assemble` (kept in step by a parity test)."""
-        config = self.config
-        values: dict[str, float] = {"text_score": float(text_score)}
-        for name, terms in LEXICONS.items():
-            values[name] = float(len(lexicon.compile_terms(terms).findall(doc)))
-        if self.brand:
-            brand = _text(record.get(self.brand))
-            values["brand_is_luxury"] = float(lexicon.count_hits_one(brand, lexicon.LUXURY_BRANDS) > 0)
-        if self.price:
-            log_price = float(_log_price(np.array([_number(record, self.price)]))[0])
-            category = _text(record.get(self.category)) if self.category else None
-            norm = (
-                self.price_norms.get(category, self.global_price_norm)
-                if category is not None
-                else self.global_price_norm
-            )
-            values["log_price"] = log_price
-            values["log_price_vs_category"] = log_price - norm
-        values.update(zip(MERCHANT_FEATURES, merchant.tolist(), strict=True))
-        for column in self.passthrough:
-            values[column] = _number(record, column)
-        if self.category and self.certificate:
-            regulated = lexicon.is_regulated_one(_text(record.get(self.category)))
-            certified = _number(record, self.certificate) >= 0.5
-            values["regulated_without_certificate"] = float(regulated and not certified)
-        for column in config.categorical:
-            values[f"{column}_code"] = float(self.category_codes[column].get(_text(record.get(column)), 0))
-        return [values[n] for n in self.feature_names]
 
     # --- persistence -------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> list[Path]:
@@ -319,6 +316,27 @@ def _log_price(price: np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(price, 0.0))
 
 
+def _hits_lowered(texts: list[str], terms: tuple[str, ...]) -> np.ndarray:
+    """Whole-word hit counts of lower-cased texts: a compiled Python pattern per text for a small
+    batch, pyarrow's RE2 kernel (as `transform` uses) above `SMALL_BATCH_ROWS`."""
+    if len(texts) > SMALL_BATCH_ROWS:
+        return lexicon.count_hits_lowered(texts, terms)
+    pattern = lexicon.compile_terms(terms)
+    return np.array([len(pattern.findall(text)) for text in texts], dtype=np.int32)
+
+
+def _regulated(categories: list[str]) -> np.ndarray:
+    """`lexicon.is_regulated_one` of each category, computed once per distinct name."""
+    flags: dict[str, bool] = {}
+    out = np.empty(len(categories), dtype=bool)
+    for i, category in enumerate(categories):
+        flag = flags.get(category)
+        if flag is None:
+            flag = flags[category] = lexicon.is_regulated_one(category)
+        out[i] = flag
+    return out
+
+
 def _text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -339,6 +357,10 @@ def _number(record: dict[str, Any], column: str) -> float:
 
 
 def _microseconds(value: Any, column: str) -> int:
+    if type(value) is datetime:  # what the API hands over: integer arithmetic, same as pd.Timestamp's
+        epoch = _EPOCH_UTC if value.tzinfo is not None else _EPOCH
+        delta = value - epoch
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if value is None:
         raise DataValidationError([f"column {column!r}: a listing to score needs its creation time"])
     try:

@@ -31,7 +31,7 @@ def serve(
     settings = get_settings()
     typer.echo(f"serving {bundle_dir} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     typer.echo(f"decision log: {settings.database_url}")
-    typer.echo("create an API key with: triage keys-create NAME --scopes score,review")
+    typer.echo("create an API key with: triage keys create NAME --scopes score,review,admin  (or: make keys)")
     from serving.logs import configure_logging
 
     configure_logging(settings.log_level)

@@ -1,0 +1,223 @@
+"""The simulator page in headless Chromium against a real uvicorn: key entry, slider -> the API's numbers,
+an invalid pair refused, a shared link restoring the scenario, and the admin-only apply."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+NUMBERS = [
+    "daily_volume",
+    "auto_pass_share",
+    "queue_share",
+    "auto_block_share",
+    "queue_per_day",
+    "reviewer_hours_per_day",
+    "fte",
+    "missed_violations_per_day",
+    "wrongful_blocks_per_day",
+    "recall",
+    "block_precision",
+    "qa_per_day",
+]
+CONTROLS = ["t_pass", "t_block", "daily_volume", "productive_hours_per_fte", "prevalence_multiplier"]
+WAIT_SECONDS = 10
+
+
+def _state(driver) -> str | None:  # type: ignore[no-untyped-def]
+    return driver.execute_script("return document.body.dataset.state || null")
+
+
+def _rendered_scenario(driver) -> str | None:  # type: ignore[no-untyped-def]
+    return driver.execute_script("return document.body.dataset.scenario || null")
+
+
+def _wait_for_update(driver, previous: str | None = None, **expected: str) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Wait until the page shows numbers for a scenario other than `previous` (and with the `expected`
+    parameters); return that scenario's parameters."""
+
+    def shown(d) -> bool:  # type: ignore[no-untyped-def]
+        rendered = _rendered_scenario(d)
+        if _state(d) != "ready" or rendered in (None, previous):
+            return False
+        params = parse_qs(rendered or "")
+        return all(params.get(k) == [v] for k, v in expected.items())
+
+    WebDriverWait(driver, WAIT_SECONDS).until(shown)
+    return parse_qs(_rendered_scenario(driver) or "")
+
+
+def _open_with_key(driver, server, path: str = "/simulator") -> None:  # type: ignore[no-untyped-def]
+    driver.get(server.url + "/simulator")
+    driver.execute_script("sessionStorage.clear()")
+    driver.get("about:blank")  # so that a link differing only in its #fragment still loads a fresh page
+    driver.get(server.url + path)
+    driver.find_element(By.ID, "api-key").send_keys(server.key)
+    driver.find_element(By.ID, "key-use").click()
+    _wait_for_update(driver)
+
+
+def _numbers(driver) -> dict[str, float | None]:  # type: ignore[no-untyped-def]
+    """The scenario column of the numbers table (raw values carried beside the formatted text)."""
+    raw = driver.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#numbers tbody tr')]"
+        ".map(tr => [tr.dataset.key, tr.cells[1].dataset.value ?? null]))"
+    )
+    return {key: (None if value is None else float(value)) for key, value in raw.items() if key in NUMBERS}
+
+
+def _expected(api_body: dict) -> dict[str, float | None]:  # type: ignore[type-arg]
+    out = {}
+    for key in NUMBERS:
+        value = api_body[key]
+        out[key] = value["value"] if isinstance(value, dict) else value
+    return out
+
+
+def _controls(driver) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {name: driver.find_element(By.ID, name).get_attribute("value") for name in CONTROLS}
+
+
+def _type(driver, element_id: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    field = driver.find_element(By.ID, element_id)
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(text)
+
+
+def _severe_console_errors(driver) -> list[str]:  # type: ignore[no-untyped-def]
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_page_loads_offline_and_shows_the_policy_in_force(browser, live_server) -> None:
+    _open_with_key(browser, live_server)
+    context = live_server.get("/v1/simulate/context").json()
+    in_force = live_server.get("/v1/simulate").json()
+    assert browser.title.startswith("Listing triage")
+    assert float(browser.find_element(By.ID, "t_pass").get_attribute("value")) == context["policy"]["t_pass"]
+    assert _numbers(browser) == _expected(in_force)
+    assert "reviewer-hours" in browser.find_element(By.ID, "summary").text
+    assert live_server.key not in browser.current_url
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+    assert resources and all(r.startswith(live_server.url) for r in resources)
+    assert _severe_console_errors(browser) == []
+
+
+def test_moving_a_slider_shows_what_the_api_returns_for_that_pair(browser, live_server, tmp_path: Path) -> None:
+    _open_with_key(browser, live_server)
+    before = _rendered_scenario(browser)
+    # keyboard only, like a person without a mouse: t_block down to about 0.25, t_pass up a little
+    browser.find_element(By.ID, "t_block_slider").send_keys(*[Keys.ARROW_LEFT] * 150)
+    browser.find_element(By.ID, "t_pass_slider").send_keys(*[Keys.ARROW_RIGHT] * 40)
+    t_pass_text = browser.find_element(By.ID, "t_pass").get_attribute("value")
+    _wait_for_update(browser, before, t_pass=t_pass_text)
+    t_pass = float(t_pass_text)
+    t_block = float(browser.find_element(By.ID, "t_block").get_attribute("value"))
+    api = live_server.get(
+        "/v1/simulate",
+        t_pass=t_pass,
+        t_block=t_block,
+        daily_volume=100000,
+        productive_hours_per_fte=6.5,
+        prevalence_multiplier=1,
+    ).json()
+    assert api["t_pass"] == t_pass
+    assert _numbers(browser) == _expected(api)
+    update_ms = float(browser.find_element(By.ID, "timing").get_attribute("data-ms"))
+    assert update_ms < 200, f"a slider update took {update_ms} ms"
+
+    screenshot = tmp_path / "simulator.png"
+    size = browser.get_window_size()
+    browser.set_window_size(size["width"], browser.execute_script("return document.body.scrollHeight") + 40)
+    try:
+        assert browser.save_screenshot(str(screenshot))  # the whole page, curve included
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+    out = REPO / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(screenshot, out / "simulator.png")
+
+
+def test_an_invalid_pair_is_refused_by_the_page_and_the_api(browser, live_server) -> None:
+    _open_with_key(browser, live_server)
+    _type(browser, "t_block", "0.5")
+    shown = _wait_for_update(browser, _rendered_scenario(browser), t_block="0.5")
+    _type(browser, "t_pass", "0.9")
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda d: _state(d) == "invalid")
+    error = browser.find_element(By.ID, "pair-error")
+    assert error.is_displayed() and "must be below t_block" in error.text
+    assert browser.find_element(By.ID, "t_pass").get_attribute("aria-invalid") == "true"
+    assert parse_qs(_rendered_scenario(browser) or "") == shown  # the numbers on screen are not replaced
+    refused = live_server.get("/v1/simulate", t_pass=0.9, t_block=0.5)
+    assert refused.status_code == 422
+    assert {d["field"] for d in refused.json()["detail"]} == {"t_block"}
+
+
+def test_a_shared_link_restores_the_scenario(browser, live_server) -> None:
+    _open_with_key(browser, live_server)
+    context = live_server.get("/v1/simulate/context").json()
+    column, values = next(iter(context["segments"].items()))
+    before = _rendered_scenario(browser)
+    _type(browser, "t_pass", "0.01")
+    _type(browser, "t_block", "0.6")
+    _type(browser, "daily_volume", "250000")
+    _type(browser, "prevalence_multiplier", "1.5")
+    Select(browser.find_element(By.ID, "segment")).select_by_visible_text(f"{column} = {values[0]}")
+    _wait_for_update(
+        browser,
+        before,
+        t_pass="0.01",
+        t_block="0.6",
+        daily_volume="250000",
+        prevalence_multiplier="1.5",
+        segment_by=column,
+        segment=values[0],
+    )
+    link, controls, numbers, scenario = (
+        browser.current_url,
+        _controls(browser),
+        _numbers(browser),
+        _rendered_scenario(browser),
+    )
+    assert live_server.key not in link
+    assert parse_qs(urlsplit(link).fragment)["segment"] == [values[0]]
+
+    _open_with_key(browser, live_server, path=link[len(live_server.url) :])  # a colleague with their own key
+    assert _rendered_scenario(browser) == scenario
+    assert _controls(browser) == controls
+    assert Select(browser.find_element(By.ID, "segment")).first_selected_option.text == f"{column} = {values[0]}"
+    assert _numbers(browser) == numbers
+
+
+def test_apply_shows_the_expected_change_and_the_api_refusal(browser, live_server) -> None:
+    _open_with_key(browser, live_server)
+    before = _rendered_scenario(browser)
+    _type(browser, "t_block", "0.7")
+    _wait_for_update(browser, before, t_block="0.7")
+    browser.find_element(By.ID, "apply").click()
+    dialog = browser.find_element(By.ID, "apply-dialog")
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda d: dialog.is_displayed())
+    change = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#apply-diff tbody tr')]"
+        ".map(tr => [tr.dataset.key, Number(tr.cells[3].dataset.value)]))"
+    )
+    scenario = live_server.get(
+        "/v1/simulate", t_pass=browser.find_element(By.ID, "t_pass").get_attribute("value"), t_block=0.7
+    ).json()
+    in_force = live_server.get("/v1/simulate").json()
+    for key in ("reviewer_hours_per_day", "missed_violations_per_day"):
+        assert change[key] == pytest.approx(scenario[key]["value"] - in_force[key]["value"], rel=1e-9, abs=1e-9)
+    browser.find_element(By.ID, "apply-confirm").click()  # the key has scope "score": the API says 403
+    error = browser.find_element(By.ID, "apply-error")
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda d: error.is_displayed())
+    assert "403" in error.text and "admin" in error.text
+    assert live_server.get("/v1/policy").json()["policy"]["version"] == in_force["policy"]
+    browser.find_element(By.ID, "apply-cancel").click()

@@ -1,0 +1,223 @@
+"""`/v1/simulate`: the CLI's numbers, target mode, validation, auth, the curve, and the page shell."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.policy import load_policy, match_rules
+from training.cli import app as cli_app
+from training.simulate import simulate, sweep
+from training.thresholds import choose_policy_thresholds
+
+SCENARIO = {
+    "t_pass": 0.02,
+    "t_block": 0.8,
+    "daily_volume": 50_000,
+    "productive_hours_per_fte": 7.0,
+    "prevalence_multiplier": 1.5,
+}
+RESPONSE_ONLY = {"bundle", "policy", "chosen", "segment"}  # keys the API adds around SimulationResult
+
+
+def _reference(bundle_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(bundle_dir / "reference.parquet")
+
+
+def _result_part(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in RESPONSE_ONLY}
+
+
+def test_simulate_equals_training_simulate_on_the_reference(serve, bundle_dir: Path) -> None:
+    reference = _reference(bundle_dir)
+    policy = load_policy(bundle_dir)
+    rule_block, rule_review, _ = match_rules(reference, policy.rules)
+    expected = simulate(
+        reference,
+        SCENARIO["t_pass"],
+        SCENARIO["t_block"],
+        SCENARIO["daily_volume"],
+        SCENARIO["productive_hours_per_fte"],
+        SCENARIO["prevalence_multiplier"],
+        qa_sample_rate=policy.qa_sample_rate,
+        rule_block=rule_block,
+        rule_review=rule_review,
+    ).to_dict()
+    with serve() as api:
+        got = api.client.get("/v1/simulate", params=SCENARIO, headers=api.headers())
+        posted = api.client.post("/v1/simulate", json=SCENARIO, headers=api.headers())
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["policy"] == "what-if" and body["bundle"] == str(bundle_dir)
+    assert _result_part(body) == expected  # same function, same rows: equal to the last bit
+    assert body["queue_per_day"]["value"] > 0 and body["recall"]["low"] <= body["recall"]["value"]
+    assert posted.json() == body
+
+
+def test_simulate_returns_what_the_cli_returns(serve, bundle_dir: Path) -> None:
+    args = ["simulate", "--bundle", str(bundle_dir), "--json"]
+    for name, value in SCENARIO.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    cli = CliRunner().invoke(cli_app, args)
+    assert cli.exit_code == 0, cli.output
+    with serve() as api:
+        body = api.client.get("/v1/simulate", params=SCENARIO, headers=api.headers()).json()
+        in_force = api.client.get("/v1/simulate", headers=api.headers()).json()
+    assert body == json.loads(cli.output)
+    cli_in_force = CliRunner().invoke(cli_app, ["simulate", "--bundle", str(bundle_dir), "--json"])
+    assert in_force == json.loads(cli_in_force.output)
+    assert in_force["policy"] == load_policy(bundle_dir).version
+
+
+def test_target_mode_returns_the_pair_choose_policy_thresholds_picks(serve, bundle_dir: Path) -> None:
+    chosen = choose_policy_thresholds(_reference(bundle_dir), recall=0.97, block_precision=0.95)
+    with serve() as api:
+        response = api.client.get(
+            "/v1/simulate", params={"recall": 0.97, "block_precision": 0.95}, headers=api.headers()
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["chosen"]["t_pass"], body["chosen"]["t_block"]) == (chosen.t_pass, chosen.t_block)
+    assert (body["t_pass"], body["t_block"]) == (chosen.t_pass, chosen.t_block)
+    assert body["chosen"]["feasible"] == chosen.feasible
+    assert body["chosen"]["targets"]["recall"] == 0.97
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"t_pass": 0.5, "t_block": 0.2}, "t_block"),
+        ({"t_pass": 0.3, "t_block": 0.3}, "t_block"),
+        ({"t_pass": "nan", "t_block": 0.5}, "t_pass"),
+        ({"t_pass": 0.1, "t_block": "inf"}, "t_block"),
+        ({"t_pass": -0.1, "t_block": 0.5}, "t_pass"),
+        ({"t_pass": 0.1, "t_block": 1.5}, "t_block"),
+        ({"t_block": 1e-9}, "t_block"),  # below the t_pass in force
+        ({"t_pass": 0.1, "recall": 0.99}, "recall"),  # thresholds or targets, not both
+        ({"recall": 0.2}, "recall"),
+        ({"daily_volume": 0}, "daily_volume"),
+        ({"prevalence_multiplier": 99}, "prevalence_multiplier"),  # prevalence x 99 >= 1
+        ({"segment_by": "category", "segment": "no-such-category"}, "segment"),
+        ({"segment_by": "title", "segment": "x"}, "segment_by"),
+        ({"breakdown_by": "merchant_id"}, "breakdown_by"),
+    ],
+)
+def test_invalid_scenario_is_422_naming_the_field(serve, params: dict[str, Any], field: str) -> None:
+    with serve() as api:
+        got = api.client.get("/v1/simulate", params=params, headers=api.headers())
+        posted = api.client.post(
+            "/v1/simulate",
+            content=json.dumps(params).replace('"nan"', "NaN").replace('"inf"', "Infinity"),
+            headers={**api.headers(), "Content-Type": "application/json"},
+        )
+    for response in (got, posted):
+        assert response.status_code == 422, response.text
+        assert field in {d["field"] for d in response.json()["detail"]}, response.text
+
+
+def test_simulate_needs_a_valid_key_of_any_scope(serve) -> None:
+    with serve() as api:
+        assert api.client.get("/v1/simulate").status_code == 401
+        assert api.client.get("/v1/simulate/curve").status_code == 401
+        assert api.client.post("/v1/simulate", json={}).status_code == 401
+        bad = {"Authorization": "Bearer trg_000000000000_not-a-key"}
+        assert api.client.get("/v1/simulate", headers=bad).status_code == 401
+        for scope in ("score", "review", "admin"):
+            assert api.client.get("/v1/simulate", headers=api.headers(scope)).status_code == 200
+
+
+def test_segment_replays_only_its_rows_at_its_share_of_the_volume(serve, bundle_dir: Path) -> None:
+    reference = _reference(bundle_dir)
+    policy = load_policy(bundle_dir)
+    value = reference["market"].astype(str).value_counts().index[0]
+    part = reference[reference["market"].astype(str) == value]
+    rule_block, rule_review, _ = match_rules(part, policy.rules)
+    expected = simulate(
+        part,
+        0.02,
+        0.8,
+        50_000 * len(part) / len(reference),
+        qa_sample_rate=policy.qa_sample_rate,
+        rule_block=rule_block,
+        rule_review=rule_review,
+    ).to_dict()
+    params = {"t_pass": 0.02, "t_block": 0.8, "daily_volume": 50_000, "segment_by": "market", "segment": value}
+    with serve() as api:
+        body = api.client.get("/v1/simulate", params=params, headers=api.headers()).json()
+        context = api.client.get("/v1/simulate/context", headers=api.headers()).json()
+    assert body["segment"] == {"column": "market", "value": value}
+    assert _result_part(body) == expected
+    assert value in context["segments"]["market"]
+    assert context["policy"]["version"] == policy.version and context["n_reference"] == len(reference)
+
+
+def test_curve_is_the_sweep_at_the_scenario_t_block(serve, bundle_dir: Path) -> None:
+    expected = sweep(_reference(bundle_dir), t_block=0.8, daily_volume=50_000, n_points=100)
+    with serve() as api:
+        response = api.client.get(
+            "/v1/simulate/curve",
+            params={"t_pass": 0.02, "t_block": 0.8, "daily_volume": 50_000, "n_points": 100},
+            headers=api.headers(),
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["t_block"] == 0.8
+    pd.testing.assert_frame_equal(pd.DataFrame(body["points"]), expected, check_exact=True)
+
+
+def test_reference_is_read_once_and_calls_are_fast(serve) -> None:
+    from serving.simulation import reference_set
+
+    with serve() as api:
+        api.client.get("/v1/simulate", headers=api.headers())
+        misses = reference_set.cache_info().misses
+        timings = []
+        for i in range(20):
+            started = time.perf_counter()
+            response = api.client.get(
+                "/v1/simulate", params={"t_pass": 0.001 + i * 0.01, "t_block": 0.9}, headers=api.headers()
+            )
+            timings.append(time.perf_counter() - started)
+            assert response.status_code == 200
+        api.client.get("/v1/simulate/curve", headers=api.headers())
+        assert reference_set.cache_info().misses == misses
+    assert statistics.median(timings) < 0.2
+
+
+def test_applying_a_simulated_pair_puts_it_in_force(serve, own_bundle: Path) -> None:
+    """The page's apply path: PUT /v1/policy (admin only) with the simulated pair; the simulator's
+    in-force numbers then equal the what-if numbers for that pair."""
+    pair = {"t_pass": 0.03, "t_block": 0.7}
+    change = {**pair, "segment_by": None, "segments": {}}
+    with serve(bundle=str(own_bundle)) as api:
+        what_if = api.client.get("/v1/simulate", params=pair, headers=api.headers()).json()
+        refused = api.client.put("/v1/policy", json=change, headers=api.headers("score"))
+        applied = api.client.put("/v1/policy", json=change, headers=api.headers("admin"))
+        in_force = api.client.get("/v1/simulate", headers=api.headers()).json()
+    assert refused.status_code == 403
+    assert applied.status_code == 200, applied.text
+    assert in_force["policy"] == applied.json()["policy"]["version"]
+    assert _result_part(in_force) == _result_part(what_if)
+
+
+def test_page_shell_loads_without_a_key_and_only_from_the_service(serve) -> None:
+    with serve() as api:
+        page = api.client.get("/simulator")
+        script = api.client.get("/simulator/simulator.js")
+        style = api.client.get("/simulator/simulator.css")
+        assert api.client.get("/simulator/app.py").status_code == 404
+        assert api.client.get("/simulator/..%2Fapi%2Fsimulate.py").status_code == 404
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
+    assert "http://" not in page.text and "https://" not in page.text
+    assert "https://" not in script.text
+    assert "sessionStorage" in script.text
