@@ -62,13 +62,27 @@ def run(bundle_path: Path, data: Path, rounds: int = 5) -> list[dict[str, Any]]:
         fn()
     result = {name: median(times) for name, times in alternate(rounds, cases).items()}
     return [
-        {"group": "inference core", "figure": "1 row, latency (1 thread)", "unit": "µs",
-         "ours": result["onnx_1"] * 1e6, "baseline": result["lgbm_1"] * 1e6,
-         "baseline_name": "LightGBM Booster.predict", "higher_is_better": False, "command": COMMAND},
-        {"group": "inference core", "figure": "10,000 rows, throughput (all cores)", "unit": "rows/s",
-         "ours": 10_000 / result["onnx_10k"], "baseline": 10_000 / result["lgbm_10k"],
-         "baseline_name": "LightGBM Booster.predict", "higher_is_better": True, "command": COMMAND,
-         "note": f"max |ONNX - LightGBM| probability difference {parity:.1e}"},
+        {
+            "group": "inference core",
+            "figure": "1 row, latency (1 thread)",
+            "unit": "µs",
+            "ours": result["onnx_1"] * 1e6,
+            "baseline": result["lgbm_1"] * 1e6,
+            "baseline_name": "LightGBM Booster.predict",
+            "higher_is_better": False,
+            "command": COMMAND,
+        },
+        {
+            "group": "inference core",
+            "figure": "10,000 rows, throughput (all cores)",
+            "unit": "rows/s",
+            "ours": 10_000 / result["onnx_10k"],
+            "baseline": 10_000 / result["lgbm_10k"],
+            "baseline_name": "LightGBM Booster.predict",
+            "higher_is_better": True,
+            "command": COMMAND,
+            "note": f"max |ONNX - LightGBM| probability difference {parity:.1e}",
+        },
     ]
 
 

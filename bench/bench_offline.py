@@ -47,7 +47,7 @@ def pandas_lightgbm_loop(bundle_path: Path, data: Path, out: Path) -> dict[str, 
     frame = pd.read_parquet(data)
     parts = []
     for lo in range(0, len(frame), CHUNK_ROWS):
-        chunk = frame.iloc[lo:lo + CHUNK_ROWS]
+        chunk = frame.iloc[lo : lo + CHUNK_ROWS]
         X = builder.transform(chunk)
         risk = calibrator(booster.predict(X))
         parts.append(pd.DataFrame({"listing_id": chunk["listing_id"].to_numpy(), "risk": risk}))
@@ -79,14 +79,20 @@ def run(bundle_path: Path, rows: int = 1_000_000, rounds: int = 3) -> list[dict[
     for name, runs in results.items():
         log(f"offline {name}: " + ", ".join(f"{r['rows_per_second']:,.0f}" for r in runs) + " rows/s")
     command = f"python bench/bench_offline.py --rows {rows}"
-    return [{
-        "group": "offline batch scoring", "figure": f"{rows:,} rows, end to end (read, score, write)",
-        "unit": "rows/s", "ours": median([r["rows_per_second"] for r in results["score_file"]]),
-        "baseline": median([r["rows_per_second"] for r in results["pandas_lightgbm"]]),
-        "baseline_name": "pandas chunks + builder.transform + Booster.predict", "higher_is_better": True,
-        "command": command, "target": ">= 100,000 rows/s",
-        "note": f"score_file also validates and routes; max |risk difference| {agreement:.1e}",
-    }]
+    return [
+        {
+            "group": "offline batch scoring",
+            "figure": f"{rows:,} rows, end to end (read, score, write)",
+            "unit": "rows/s",
+            "ours": median([r["rows_per_second"] for r in results["score_file"]]),
+            "baseline": median([r["rows_per_second"] for r in results["pandas_lightgbm"]]),
+            "baseline_name": "pandas chunks + builder.transform + Booster.predict",
+            "higher_is_better": True,
+            "command": command,
+            "target": ">= 100,000 rows/s",
+            "note": f"score_file also validates and routes; max |risk difference| {agreement:.1e}",
+        }
+    ]
 
 
 def main() -> None:

@@ -21,8 +21,20 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
-LISTING_COLUMNS = ["listing_id", "merchant_id", "created_at", "title", "description", "brand", "category", "market",
-                   "price", "merchant_tenure_days", "image_count", "has_certificate"]
+LISTING_COLUMNS = [
+    "listing_id",
+    "merchant_id",
+    "created_at",
+    "title",
+    "description",
+    "brand",
+    "category",
+    "market",
+    "price",
+    "merchant_tenure_days",
+    "image_count",
+    "has_certificate",
+]
 
 
 def log(message: str) -> None:
@@ -38,7 +50,7 @@ def alternate(rounds: int, cases: dict[str, Callable[[], Any]]) -> dict[str, lis
     names = list(cases)
     results: dict[str, list[Any]] = {name: [] for name in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             results[name].append(cases[name]())
     return results
@@ -72,21 +84,41 @@ def prepare(rows: int = 200_000, seed: int = 0) -> Prepared:
         info = json.loads(marker.read_text())
         if Path(info["bundle"]).is_dir():
             log(f"reusing bench model {info['bundle']} (delete {workdir} to retrain)")
-            return Prepared(rows, Path(info["data"]), Path(info["bundle"]), tracking_uri, info["model_version"],
-                            workdir)
+            return Prepared(
+                rows, Path(info["data"]), Path(info["bundle"]), tracking_uri, info["model_version"], workdir
+            )
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     data_dir = workdir / "data"
     log(f"generating {rows:,} rows and training the bench model (about a minute)")
-    subprocess.run([str(BIN / "triage"), "generate", "--rows", str(rows), "--seed", str(seed), "--out",
-                    str(data_dir)], check=True, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run([str(BIN / "triage"), "train", "--data", str(data_dir / "reviews.parquet"), "--out",
-                    str(workdir / "models"), "--seed", str(seed)], check=True, cwd=workdir, env=env,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(BIN / "triage"), "generate", "--rows", str(rows), "--seed", str(seed), "--out", str(data_dir)],
+        check=True,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [
+            str(BIN / "triage"),
+            "train",
+            "--data",
+            str(data_dir / "reviews.parquet"),
+            "--out",
+            str(workdir / "models"),
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     bundle = (workdir / "models" / "latest").resolve()
     version = _candidate_version(tracking_uri)
-    marker.write_text(json.dumps({"data": str(data_dir / "reviews.parquet"), "bundle": str(bundle),
-                                  "model_version": version}))
+    marker.write_text(
+        json.dumps({"data": str(data_dir / "reviews.parquet"), "bundle": str(bundle), "model_version": version})
+    )
     return Prepared(rows, data_dir / "reviews.parquet", bundle, tracking_uri, version, workdir)
 
 
@@ -101,8 +133,11 @@ def ensure_data(rows: int, seed: int = 1) -> Path:
     out = OUT / f"data-{rows}-seed{seed}"
     if not (out / "reviews.parquet").exists():
         log(f"generating {rows:,} rows for offline scoring")
-        subprocess.run([str(BIN / "triage"), "generate", "--rows", str(rows), "--seed", str(seed), "--out", str(out)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(BIN / "triage"), "generate", "--rows", str(rows), "--seed", str(seed), "--out", str(out)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out / "reviews.parquet"
 
 
@@ -112,8 +147,16 @@ def ensure_data(rows: int, seed: int = 1) -> Path:
 class Server:
     """A server subprocess in its own process group; started, waited for, and stopped by its own pid."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, health: str, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, start_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        port: int,
+        health: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        start_timeout: float = 120.0,
+    ) -> None:
         self.name, self.cmd, self.port, self.health = name, cmd, port, health
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd or ROOT
@@ -131,8 +174,9 @@ class Server:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=handle, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, cwd=self.cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -161,12 +205,36 @@ class Server:
             self.proc.wait(timeout)
 
 
-def run_load(port: int, path: str, bodies_file: Path, concurrency: int, max_requests: int, max_seconds: float,
-             warmup: int = 0, headers: Sequence[str] = (), count: Sequence[str] = ()) -> dict[str, Any]:
+def run_load(
+    port: int,
+    path: str,
+    bodies_file: Path,
+    concurrency: int,
+    max_requests: int,
+    max_seconds: float,
+    warmup: int = 0,
+    headers: Sequence[str] = (),
+    count: Sequence[str] = (),
+) -> dict[str, Any]:
     """One bounded run of bench/loadgen.py in its own process; returns its JSON summary."""
-    cmd = [PYTHON, str(ROOT / "bench" / "loadgen.py"), "--port", str(port), "--path", path, "--bodies",
-           str(bodies_file), "--concurrency", str(concurrency), "--max-requests", str(max_requests),
-           "--max-seconds", str(max_seconds), "--warmup", str(warmup)]
+    cmd = [
+        PYTHON,
+        str(ROOT / "bench" / "loadgen.py"),
+        "--port",
+        str(port),
+        "--path",
+        path,
+        "--bodies",
+        str(bodies_file),
+        "--concurrency",
+        str(concurrency),
+        "--max-requests",
+        str(max_requests),
+        "--max-seconds",
+        str(max_seconds),
+        "--warmup",
+        str(warmup),
+    ]
     for header in headers:
         cmd += ["--header", header]
     for pattern in count:

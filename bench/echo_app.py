@@ -1,6 +1,6 @@
 """The ceiling for Python HTTP on this machine: FastAPI on uvicorn, answering a JSON body with itself.
 
-    uvicorn bench.echo_app:app --host 127.0.0.1 --port 8001
+uvicorn bench.echo_app:app --host 127.0.0.1 --port 8001
 """
 
 from __future__ import annotations

@@ -77,14 +77,17 @@ def build_requests(host: str, port: int, path: str, bodies: list[bytes], headers
     extra = "".join(f"{h}\r\n" for h in headers)
     out = []
     for body in bodies:
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                f"{extra}Content-Length: {len(body)}\r\n\r\n")
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"{extra}Content-Length: {len(body)}\r\n\r\n"
+        )
         out.append(head.encode() + body)
     return out
 
 
-async def worker(index: int, args: argparse.Namespace, requests: list[bytes], stats: Stats,
-                 budget: dict[str, float]) -> None:
+async def worker(
+    index: int, args: argparse.Namespace, requests: list[bytes], stats: Stats, budget: dict[str, float]
+) -> None:
     reader = writer = None
     i = index
     while budget["left"] > 0 and time.perf_counter() < budget["deadline"]:
@@ -127,9 +130,14 @@ async def run(args: argparse.Namespace) -> dict:
     lat = np.asarray(stats.latencies) * 1000
     ok = sum(n for s, n in stats.statuses.items() if 200 <= s < 300)
     return {
-        "path": args.path, "concurrency": args.concurrency, "requests": len(stats.latencies),
-        "ok": ok, "statuses": {str(k): v for k, v in sorted(stats.statuses.items())}, "errors": stats.errors,
-        "seconds": seconds, "throughput_rps": ok / seconds if seconds else 0.0,
+        "path": args.path,
+        "concurrency": args.concurrency,
+        "requests": len(stats.latencies),
+        "ok": ok,
+        "statuses": {str(k): v for k, v in sorted(stats.statuses.items())},
+        "errors": stats.errors,
+        "seconds": seconds,
+        "throughput_rps": ok / seconds if seconds else 0.0,
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
         "p90_ms": float(np.percentile(lat, 90)) if len(lat) else None,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,

@@ -1,0 +1,129 @@
+"""Every route against no key, wrong keys and each scope: exactly the documented access, nothing more.
+
+The access table below is the documentation; the test also fails if the service grows a route the table
+does not list, so a new route cannot ship without its access being decided.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import httpx
+import pytest
+
+from serving.keys import create_key, revoke_key
+from serving.store import create_store
+from tests.reliability.conftest import Service, listing
+
+pytestmark = pytest.mark.reliability
+
+PUBLIC, ANY, SCORE, REVIEW, ADMIN = "public", "any key", "score", "review", "admin"
+
+ACCESS: dict[tuple[str, str], str] = {
+    ("POST", "/v1/score"): SCORE,
+    ("POST", "/v1/score/batch"): SCORE,
+    ("GET", "/v1/queue/next"): REVIEW,
+    ("GET", "/v1/queue/stats"): REVIEW,
+    ("POST", "/v1/reviews/{decision_id}"): REVIEW,
+    ("GET", "/v1/policy"): ANY,
+    ("GET", "/v1/policy/history"): ANY,
+    ("PUT", "/v1/policy"): ADMIN,
+    ("POST", "/v1/admin/reload"): ADMIN,
+    ("GET", "/v1/simulate"): ANY,
+    ("POST", "/v1/simulate"): ANY,
+    ("GET", "/v1/simulate/curve"): ANY,
+    ("GET", "/v1/simulate/context"): ANY,
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+}
+PAGES = ["/simulator", "/simulator/simulator.js", "/simulator/simulator.css", "/docs", "/openapi.json"]
+SCOPED_KEYS = ("score", "review", "admin")
+_ids = itertools.count(10_000)
+
+
+def allowed(required: str, key: str) -> bool:
+    return required in (PUBLIC, ANY) or key == "admin" or key == required
+
+
+def queued_decision(service: Service) -> str:
+    """A fresh decision in the review queue (a regulated category always goes to human review)."""
+    response = httpx.post(
+        service.url + "/v1/score",
+        json=listing(next(_ids), category="health"),
+        headers=service.headers("score"),
+        timeout=30,
+    )
+    assert response.status_code == 200 and response.json()["decision"] == "human_review", response.text
+    return str(response.json()["decision_id"])
+
+
+def send(service: Service, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
+    body: Any = None
+    if path == "/v1/score":
+        body = listing(next(_ids))
+    elif path == "/v1/score/batch":
+        body = {"items": [listing(next(_ids))]}
+    elif path == "/v1/reviews/{decision_id}":
+        path, body = f"/v1/reviews/{queued_decision(service)}", {"verdict": "approve"}
+    elif (method, path) in (("PUT", "/v1/policy"), ("POST", "/v1/simulate")):
+        body = {}
+    return httpx.request(method, service.url + path, json=body, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def credentials(shared_service: Service) -> dict[str, dict[str, str]]:
+    """Header sets: none, malformed, wrong secret for a real key id, revoked key, X-API-Key form, each scope."""
+    with create_store(shared_service.database_url, group_commit=False) as store:
+        revoked = create_key(store, "revoked", "admin")
+        revoke_key(store, revoked.split("_", 2)[1])
+    real = shared_service.tokens["admin"]
+    wrong_secret = real[: real.rindex("_") + 1] + "A" * 43 if real.count("_") >= 2 else real + "x"
+    return {
+        "no key": {},
+        "malformed key": {"Authorization": "Bearer not-a-key"},
+        "wrong secret": {"Authorization": f"Bearer {wrong_secret}"},
+        "revoked key": {"Authorization": f"Bearer {revoked}"},
+        "basic auth": {"Authorization": "Basic dXNlcjpwYXNz"},
+        **{scope: shared_service.headers(scope) for scope in SCOPED_KEYS},
+        "score via X-API-Key": {"X-API-Key": shared_service.tokens["score"]},
+    }
+
+
+def test_the_access_table_covers_every_route(shared_service: Service) -> None:
+    spec = httpx.get(shared_service.url + "/openapi.json", timeout=10).json()
+    routes = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
+    assert routes == set(ACCESS)
+
+
+def test_every_route_grants_exactly_the_documented_access(shared_service: Service, credentials, report) -> None:
+    mismatches: list[str] = []
+    requests = 0
+    for (method, path), required in ACCESS.items():
+        for name, headers in credentials.items():
+            key = {"score via X-API-Key": "score"}.get(name, name)
+            if required == PUBLIC:
+                expected = {200}
+            elif key not in SCOPED_KEYS:
+                expected = {401}
+            elif allowed(required, key):
+                expected = {200}
+            else:
+                expected = {403}
+            response = send(shared_service, method, path, headers)
+            requests += 1
+            if response.status_code not in expected:
+                mismatches.append(
+                    f"{method} {path} with {name}: {response.status_code} (expected {expected}) {response.text[:200]}"
+                )
+            if response.status_code == 401:
+                assert response.headers.get("www-authenticate", "").startswith("Bearer")
+    for page in PAGES:
+        for name, headers in credentials.items():
+            response = httpx.get(shared_service.url + page, headers=headers, timeout=10)
+            requests += 1
+            if response.status_code != 200:
+                mismatches.append(f"GET {page} with {name}: {response.status_code}")
+    report(routes=len(ACCESS) + len(PAGES), credentials=len(credentials), requests=requests, mismatches=len(mismatches))
+    assert mismatches == []
