@@ -172,7 +172,8 @@ def train(options: TrainOptions) -> TrainResult:
         mlflow_info = None
         if options.log_mlflow:
             with stage("log run to MLflow and register the model"):
-                mlflow_info = _log_mlflow(bundle_dir, options, metrics)
+                example = parts.test[config.listing_columns].head(5).reset_index(drop=True)
+                mlflow_info = _log_mlflow(bundle_dir, options, metrics, example)
     return TrainResult(bundle_dir=bundle_dir, metrics=metrics, mlflow=mlflow_info)
 
 
@@ -200,7 +201,9 @@ def _metrics(
     }
 
 
-def _log_mlflow(bundle_dir: Path, options: TrainOptions, metrics: dict[str, Any]) -> dict[str, str]:
+def _log_mlflow(
+    bundle_dir: Path, options: TrainOptions, metrics: dict[str, Any], example: pd.DataFrame
+) -> dict[str, str]:
     from training.registry import log_run
 
     params = {
@@ -214,4 +217,4 @@ def _log_mlflow(bundle_dir: Path, options: TrainOptions, metrics: dict[str, Any]
         **{f"lgbm.{k}": v for k, v in options.lgbm.to_lightgbm(options.seed).items()},
     }
     logged = {k: v for k, v in metrics.items() if k not in ("feature_importance_gain",)}
-    return log_run(bundle_dir, params, logged)
+    return log_run(bundle_dir, params, logged, example)

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 REGISTERED_MODEL = "listing-risk"
 CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"
@@ -31,8 +33,30 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
         out[prefix.replace(" ", "_")] = float(value)
 
 
-def log_run(bundle_dir: Path, params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, str]:
-    """Log one training run, register the bundle as a new model version and point `candidate` at it."""
+def _artifact_location() -> str | None:
+    """Beside an embedded SQLite store, artifacts go to `mlartifacts/` next to the database file."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
+
+
+def _experiment_id() -> str:
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    return str(mlflow.create_experiment(EXPERIMENT, artifact_location=_artifact_location()))
+
+
+def log_run(
+    bundle_dir: Path, params: dict[str, Any], metrics: dict[str, Any], example: pd.DataFrame | None = None
+) -> dict[str, str]:
+    """Log one training run, register the bundle as a new model version and point `candidate` at it.
+
+    With `example` listings, the registered model carries a signature (input columns and output).
+    """
     import mlflow
     from mlflow import MlflowClient
 
@@ -40,7 +64,7 @@ def log_run(bundle_dir: Path, params: dict[str, Any], metrics: dict[str, Any]) -
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(EXPERIMENT)
+    mlflow.set_experiment(experiment_id=_experiment_id())
     flat: dict[str, float] = {}
     _flatten("", metrics, flat)
     with mlflow.start_run(run_name=bundle_dir.name) as run:
@@ -59,11 +83,28 @@ def log_run(bundle_dir: Path, params: dict[str, Any], metrics: dict[str, Any]) -
                 str(Path(__file__).resolve().parent),
             ],
             pip_requirements=_requirements(),
+            signature=_signature(bundle_dir, example) if example is not None else None,
             registered_model_name=REGISTERED_MODEL,
         )
         version = str(info.registered_model_version)
         MlflowClient().set_registered_model_alias(REGISTERED_MODEL, CANDIDATE_ALIAS, version)
         return {"run_id": run.info.run_id, "model_version": version, "model_uri": info.model_uri}
+
+
+def _signature(bundle_dir: Path, example: pd.DataFrame) -> Any:
+    from mlflow.models import infer_signature
+
+    from features.policy import decision_names
+    from features.scoring import Bundle
+    from training.offline import decide
+
+    bundle = Bundle.load(bundle_dir)
+    risk = bundle.risk(example)
+    output = pd.DataFrame(
+        {"listing_id": example[bundle.config.id].to_numpy(), "risk": risk,
+         "decision": decision_names(decide(bundle, example, risk))}
+    )
+    return infer_signature(example, output)
 
 
 def _requirements() -> list[str]:
