@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.bundle import MANIFEST, verify_manifest, write_manifest
 from features.lexicon import normalize_category
@@ -142,12 +144,12 @@ class Rule:
                 (normalize_category(u) in wanted for u in uniques), dtype=bool, count=len(uniques)
             )
             return hit[inverse.reshape(-1)]
-        pattern = _term_pattern(tuple(self.terms))
+        pattern = _term_pattern_re2(tuple(self.terms))
         mask = np.zeros(n, dtype=bool)
         for column in self.fields:
             if column in listings:
-                text = listings[column].astype("string").fillna("")
-                mask |= text.str.contains(pattern, regex=True).to_numpy(dtype=bool)
+                text = pa.array(listings[column].astype("string").fillna(""), type=pa.large_string())
+                mask |= pc.match_substring_regex(text, pattern).to_numpy(zero_copy_only=False)
         return mask
 
 
@@ -157,6 +159,20 @@ def _term_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
         r"\s+".join(re.escape(w) for w in t.split()) for t in sorted(terms, key=len, reverse=True)
     )
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+# The same match in RE2 (pyarrow), for whole columns: about ten times faster than Python's `re` over
+# pandas. RE2 has no lookbehind, so the word edges are consumed instead (fine for "contains"), and
+# Python's Unicode \w and \s are spelled out.
+_NOT_WORD = r"[^\p{L}\p{N}_]"
+_SPACES = r"[\s\p{Z}\x{85}\x{1c}-\x{1f}]+"
+
+
+def _term_pattern_re2(terms: tuple[str, ...]) -> str:
+    alternatives = "|".join(
+        _SPACES.join(re.escape(w) for w in t.split()) for t in sorted(terms, key=len, reverse=True)
+    )
+    return rf"(?i)(?:^|{_NOT_WORD})(?:{alternatives})(?:{_NOT_WORD}|$)"
 
 
 def match_rules(

@@ -194,3 +194,23 @@ def test_save_policy_refuses_a_tampered_bundle(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"tampered")
     with pytest.raises(BundleError, match="checksum mismatch for model.onnx"):
         save_policy(tmp_path, Policy(version="policy-1", t_pass=0.01, t_block=0.9))
+
+
+def test_column_rule_matching_equals_the_python_pattern_on_odd_text():
+    """Rule.match (RE2 over whole columns) and `_term_pattern` (Python re, per listing) agree."""
+    import random
+
+    from features.policy import Rule, _term_pattern
+
+    terms = ["switchblade", "brass knuckles", "c++", "ivory", "stun gun"]
+    pieces = ["switchblade", "Switchblade", "brass  knuckles", "brass\tknuckles", "brass\u00a0knuckles", "c++",
+              "ivory", "ivoryx", "xivory", "_ivory", "élivory", "ivoryé", "ivory-color", "stun gun", "stungun",
+              "😀ivory", "ivory😀", "\n", " ", ".", "1ivory", "ivory2", "ｉｖｏｒｙ", "STUN GUN", "a", "b"]
+    rng = random.Random(0)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 5))) for _ in range(3000)]
+    rule = Rule(name="t", action="review", kind="term", terms=terms, fields=["title"])
+    vectorised = rule.match(pd.DataFrame({"title": texts}))
+    pattern = _term_pattern(tuple(terms))
+    per_text = np.array([pattern.search(t) is not None for t in texts])
+    mismatched = [t for t, a, b in zip(texts, vectorised, per_text, strict=True) if a != b]
+    assert not mismatched, mismatched[:5]
