@@ -1,13 +1,14 @@
 """Benchmark the scoring service: a real uvicorn process, the decision log on, loopback only.
 
-Usage: python bench/bench_serve.py --bundle models/latest [--workers 1] [--duration 8] [--client raw|httpx]
+Usage: python bench/bench_serve.py --bundle models/latest [--workers 1,2] [--duration 8] [--client raw|httpx]
        (no bundle yet? --train-rows 100000 generates data and trains one into a temp dir first)
 
-Starts uvicorn on a temp SQLite decision log, then, for each phase, runs an asyncio load generator in a
+For each worker count (`--workers 1,2` measures one and two uvicorn worker processes, one after the
+other) starts uvicorn on a fresh temp SQLite decision log, then, for each phase, runs an asyncio load generator in a
 separate process (a bare HTTP/1.1 keep-alive client by default, httpx with --client httpx): single
 listings at concurrency 1 and 32, then batches. Prints p50/p99 latency and throughput per phase and the
-machine's load average, and writes bench/out/serve.json. The generator shares the cores with the server;
-its CPU share is printed so that a client-bound result is visible.
+machine's load average before and after, and writes bench/out/serve.json. The generator shares the
+cores with the server; its CPU share is printed so that a client-bound result is visible.
 """
 
 from __future__ import annotations
@@ -232,7 +233,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=REPO / "models" / "latest")
     parser.add_argument("--train-rows", type=int, default=0, help="train a bundle on this many generated rows first")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=_counts, default=[1], help="uvicorn worker processes; a list (1,2) runs each in turn"
+    )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap per phase")
     parser.add_argument("--batch-size", type=int, default=500)
@@ -244,57 +247,73 @@ def main() -> None:
     )
     options = parser.parse_args()
 
-    from serving.keys import create_key
-    from serving.store import create_store
-
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         bundle = train_bundle(options.train_rows, Path(tmp)) if options.train_rows else options.bundle
-        database_url = f"sqlite:///{Path(tmp) / 'decisions.db'}"
-        with create_store(database_url) as store:
-            store.init_schema()
-            token = create_key(store, "bench", "score")
-        port = free_port()
-        server = start_server(bundle, database_url, port, options.workers, options.batch_size)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            load = functools.partial(run_load, url, token, options.client)
-            load(4, 1.0, 500, 0)  # warm-up
-            phases = {
-                "single_c1": load(1, options.duration, options.max_requests, 0),
-                "single_c32": load(32, options.duration, options.max_requests, 0),
-                "batch_c1": load(1, options.duration, options.max_requests, options.batch_size),
-                "batch_c4": load(4, options.duration, options.max_requests, options.batch_size),
-            }
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        with create_store(database_url) as store:
-            logged = store.count_decisions()
-    result = {
-        "client": options.client,
-        "load_average": os.getloadavg()[0],
-        "workers": options.workers,
-        "cores": os.cpu_count(),
-        "batch_size": options.batch_size,
-        "decisions_logged": logged,
-        "phases": phases,
-    }
+        for workers in options.workers:
+            runs.append(run_server_phases(bundle, Path(tmp) / f"decisions-{workers}w.db", workers, options))
+    result = {"client": options.client, "cores": os.cpu_count(), "batch_size": options.batch_size, "runs": runs}
     out = REPO / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve.json").write_text(json.dumps(result, indent=2))
-    print(
-        f"workers={options.workers} cores={os.cpu_count()} client={options.client} decisions logged={logged} "
-        f"load average={os.getloadavg()[0]:.1f}"
-    )
-    print(
-        f"{'phase':<12} {'requests':>9} {'req/s':>9} {'items/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5} "
-        f"{'client cpu':>10}"
-    )
-    for name, p in phases.items():
+    for run in runs:
         print(
-            f"{name:<12} {p['requests']:>9} {p['req_per_s']:>9.0f} {p['items_per_s']:>9.0f} {p['p50_ms']:>8.2f} "
-            f"{p['p99_ms']:>8.2f} {p['failures']:>5} {p['client_cpu_share']:>9.0%}"
+            f"workers={run['workers']} cores={os.cpu_count()} client={options.client} "
+            f"decisions logged={run['decisions_logged']} "
+            f"load average before={run['load_average_before']:.1f} after={run['load_average']:.1f}"
         )
+        print(
+            f"{'phase':<12} {'requests':>9} {'req/s':>9} {'items/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5} "
+            f"{'client cpu':>10}"
+        )
+        for name, p in run["phases"].items():
+            print(
+                f"{name:<12} {p['requests']:>9} {p['req_per_s']:>9.0f} {p['items_per_s']:>9.0f} "
+                f"{p['p50_ms']:>8.2f} {p['p99_ms']:>8.2f} {p['failures']:>5} {p['client_cpu_share']:>9.0%}"
+            )
+
+
+def run_server_phases(bundle: Path, database: Path, workers: int, options: argparse.Namespace) -> dict:
+    """Every phase against one uvicorn with `workers` processes on its own decision log."""
+    from serving.keys import create_key
+    from serving.store import create_store
+
+    database_url = f"sqlite:///{database}"
+    with create_store(database_url) as store:
+        store.init_schema()
+        token = create_key(store, "bench", "score")
+    load_before = os.getloadavg()[0]
+    port = free_port()
+    server = start_server(bundle, database_url, port, workers, options.batch_size)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        load = functools.partial(run_load, url, token, options.client)
+        load(4 * workers, 1.0, 500, 0)  # warm-up (every worker)
+        phases = {
+            "single_c1": load(1, options.duration, options.max_requests, 0),
+            "single_c32": load(32, options.duration, options.max_requests, 0),
+            "batch_c1": load(1, options.duration, options.max_requests, options.batch_size),
+            "batch_c4": load(4, options.duration, options.max_requests, options.batch_size),
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    with create_store(database_url) as store:
+        logged = store.count_decisions()
+    return {
+        "workers": workers,
+        "load_average_before": load_before,
+        "load_average": os.getloadavg()[0],
+        "decisions_logged": logged,
+        "phases": phases,
+    }
+
+
+def _counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("worker counts are positive integers, e.g. 1 or 1,2")
+    return counts
 
 
 if __name__ == "__main__":

@@ -163,9 +163,10 @@ class FeatureBuilder:
         categories = [_text(r.get(self.category)) for r in records] if self.category else None
         if self.price:
             log_price = _log_price(np.array([_number(r, self.price) for r in records], dtype=np.float64))
-            norms = self.global_price_norm
             if categories is not None:
                 norms = np.array([self.price_norms.get(c, self.global_price_norm) for c in categories])
+            else:
+                norms = np.full(n, self.global_price_norm)
             columns["log_price"] = log_price
             columns["log_price_vs_category"] = log_price - norms
         created = [_microseconds(r.get(config.timestamp), config.timestamp) for r in records]

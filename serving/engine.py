@@ -5,9 +5,10 @@ reference atomically, so one request never sees half of an old policy and half o
 Fail safe: whatever goes wrong while scoring, the affected listings get `human_review` with
 `fallback_reason`, never an automated pass.
 
-Hot path: a request carries one or a few listings, so small batches take per-record paths (features
-from dicts, rules matched per record with the same compiled patterns as `match_rules`) and only large
-batches build pandas frames. Routing itself is always `features.policy.route`.
+Hot path: no pandas per request. Features come from the listing dicts in one pass per feature over
+the batch (`FeatureBuilder.transform_records`), rules are matched per record with the same compiled
+patterns as `match_rules`, reasons are gathered for the whole batch at once, and routing is always
+`features.policy.route`; only building the DecisionRecords is per item.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from features.lexicon import normalize_category
 from features.policy import (
@@ -31,13 +32,12 @@ from features.policy import (
     Policy,
     Rule,
     _term_pattern,  # the one definition of how a term rule matches; shared so both paths agree
-    match_rules,
     qa_sample,
     route,
 )
 from features.scoring import Bundle
 from serving.explain import PathExplainer
-from serving.store.records import DecisionRecord, StatementOfReasons, utcnow
+from serving.store.records import DecisionRecord, StatementOfReasons, new_ids, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ MODEL_UNAVAILABLE = "model_unavailable"
 SCORING_ERROR = "scoring_error"
 SCORING_TIMEOUT = "scoring_timeout"
 TOP_REASONS = 3
-SMALL_BATCH = 64  # up to this many listings, per-record paths beat building pandas frames
+SMALL_BATCH = 64  # below this many listings, exact TreeSHAP runs on one thread (OpenMP start-up costs more)
 FAILSAFE_POLICY_VERSION = "failsafe-no-model"
 
 # What the strongest signal behind a restrictive decision says about the kind of violation
@@ -86,6 +86,7 @@ class _RecordRules:
     """A policy's rules compiled for one listing dict at a time; same answers as `match_rules`."""
 
     def __init__(self, rules: list[Rule]) -> None:
+        self._categories: dict[str, str] = {}  # normalize_category memo (a few hundred distinct values)
         self._rules: list[tuple[Rule, Any]] = []
         for rule in rules:
             if rule.kind == "category":
@@ -98,7 +99,7 @@ class _RecordRules:
         matched: list[str] = []
         for rule, compiled in self._rules:
             if rule.kind == "category":
-                hit = rule.column in listing and normalize_category(_as_text(listing[rule.column])) in compiled
+                hit = rule.column in listing and self._normalized(_as_text(listing[rule.column])) in compiled
             else:
                 hit = any(compiled.search(_as_text(listing[c])) for c in rule.fields if c in listing)
             if hit:
@@ -108,6 +109,14 @@ class _RecordRules:
                 else:
                     review = True
         return block, review, matched
+
+    def _normalized(self, category: str) -> str:
+        normalized = self._categories.get(category)
+        if normalized is None:
+            normalized = normalize_category(category)
+            if len(self._categories) < 10_000:
+                self._categories[category] = normalized
+        return normalized
 
 
 @dataclass
@@ -179,13 +188,7 @@ class DecisionEngine:
 
     def _features(self, listings: list[dict[str, Any]]) -> np.ndarray:
         assert self.bundle is not None
-        builder, config = self.bundle.builder, self.bundle.config
-        if len(listings) <= SMALL_BATCH:
-            return builder.transform_records(listings)
-        frame = pd.DataFrame.from_records(listings)
-        # naive UTC, as the records path reads aware timestamps
-        frame[config.timestamp] = pd.to_datetime(frame[config.timestamp], utc=True).dt.tz_localize(None)
-        return builder.transform(frame).to_numpy(dtype=np.float32)
+        return self.bundle.builder.transform_records(listings)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature contributions to the raw log-odds: path attribution, or exact TreeSHAP."""
@@ -197,24 +200,28 @@ class DecisionEngine:
         return contrib[:, :-1]
 
     def _reasons(self, X: np.ndarray, risk: np.ndarray) -> list[list[dict[str, Any]]]:
-        """Top features pushing each listing's risk up (contributions to the log-odds), one pass per batch."""
+        """Top features pushing each listing's risk up (contributions to the log-odds), one pass per batch.
+
+        Ties keep the lower feature index (a stable sort); only positive contributions are reasons.
+        """
         assert self.bundle is not None
         contributions = self.contributions(X)
         names = self.bundle.feature_names
         k = min(TOP_REASONS, contributions.shape[1])
-        top = np.argpartition(-contributions, k - 1, axis=1)[:, :k] if k else np.zeros((len(X), 0), int)
+        top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+        top_contrib = np.take_along_axis(contributions, top, axis=1)
+        positive = (top_contrib > 0).tolist()
+        top_values = np.take_along_axis(np.asarray(X, dtype=np.float64), top, axis=1)
+        values = np.where(np.isfinite(top_values), np.round(top_values, 6), np.nan).tolist()
         out = []
-        for row, candidates in enumerate(top):
-            order = candidates[np.argsort(-contributions[row, candidates], kind="stable")]
+        for features, contribs, row_values, keep in zip(
+            top.tolist(), np.round(top_contrib, 4).tolist(), values, positive, strict=True
+        ):
             out.append(
                 [
-                    {
-                        "feature": names[j],
-                        "value": _finite_or_none(X[row, j]),
-                        "contribution": round(float(contributions[row, j]), 4),
-                    }
-                    for j in order
-                    if contributions[row, j] > 0
+                    {"feature": names[j], "value": v if v == v else None, "contribution": c}  # NaN -> None
+                    for j, c, v, kept in zip(features, contribs, row_values, keep, strict=True)
+                    if kept
                 ]
             )
         return out
@@ -224,43 +231,59 @@ class DecisionEngine:
         self,
         listings: list[dict[str, Any]],
         scores: Scores,
-        request_id: str | None = None,
-        received_at: datetime | None = None,
+        request_id: str | Sequence[str | None] | None = None,
+        received_at: datetime | Sequence[datetime] | None = None,
     ) -> list[DecisionRecord]:
-        """Rules, then thresholds (per segment), then the QA sample: one DecisionRecord per listing."""
-        policy = self.policy
+        """Rules, then thresholds (per segment), then the QA sample: one DecisionRecord per listing.
+
+        `request_id` and `received_at` are one value for the whole batch, or one per listing (single
+        requests scored together keep their own).
+        """
+        n, policy = len(listings), self.policy
         rule_block, rule_review, matched = self.match_rules(listings)
         t_pass, t_block = self.thresholds(listings)
         codes = route(scores.risk, t_pass, t_block, rule_block, rule_review)
         with self._rng_lock:
             sampled = qa_sample(codes, policy.qa_sample_rate, self._rng)
-        received_at = received_at or utcnow()
+        decided_at = utcnow()
+        request_ids = _per_item(request_id, n)
+        received = _per_item(received_at or decided_at, n)
+        scored = np.isfinite(scores.risk)
+        risks = np.clip(scores.risk, 0.0, 1.0).tolist()
+        fallback = scores.fallback_reason or MODEL_UNAVAILABLE
+        priorities = _priorities(scores.risk, sampled, np.array([bool(m) for m in matched], dtype=bool)).tolist()
+        decisions = [DECISIONS[c] for c in codes.tolist()]
+        automated = ((codes != CODE_REVIEW) & ~sampled).tolist()
+        t_pass_list, t_block_list = t_pass.tolist(), t_block.tolist()
+        model_version = self.model_version
         records = []
-        for i, listing in enumerate(listings):
-            risk = float(scores.risk[i])
-            scored = math.isfinite(risk)
-            decision = DECISIONS[int(codes[i])]
+        for i, (listing, is_scored, qa, decision_id) in enumerate(
+            zip(listings, scored.tolist(), sampled.tolist(), new_ids(n), strict=True)
+        ):
+            decision = decisions[i]
             record = DecisionRecord(
                 listing_id=str(listing["listing_id"]),
-                decision=HUMAN_REVIEW if sampled[i] else decision,  # type: ignore[arg-type]
-                automated=bool(codes[i] != CODE_REVIEW) and not sampled[i],
+                decision=HUMAN_REVIEW if qa else decision,  # type: ignore[arg-type]
+                automated=automated[i],
                 policy_version=policy.version,
                 listing=listing,
-                risk=min(max(risk, 0.0), 1.0) if scored else None,
-                model_version=self.model_version,
-                t_pass=float(t_pass[i]),
-                t_block=float(t_block[i]),
-                priority=_priority(risk, bool(sampled[i]), bool(matched[i])),
-                rules_matched=list(matched[i]),
+                risk=risks[i] if is_scored else None,
+                model_version=model_version,
+                t_pass=t_pass_list[i],
+                t_block=t_block_list[i],
+                priority=priorities[i],
+                rules_matched=matched[i],
                 reasons=scores.reasons[i],
-                qa_sample=bool(sampled[i]),
-                would_have_been=decision if sampled[i] else None,  # type: ignore[arg-type]
-                fallback_reason=None if scored else (scores.fallback_reason or MODEL_UNAVAILABLE),
-                request_id=request_id,
-                received_at=received_at,
+                qa_sample=qa,
+                would_have_been=decision if qa else None,  # type: ignore[arg-type]
+                fallback_reason=None if is_scored else fallback,
+                request_id=request_ids[i],
+                decision_id=decision_id,
+                received_at=received[i],
+                decided_at=decided_at,
             )
             if record.decision == AUTO_BLOCK:
-                record = replace(record, statement_of_reasons=statement_of_reasons(record))
+                record.statement_of_reasons = statement_of_reasons(record)
             records.append(record)
         return records
 
@@ -268,15 +291,16 @@ class DecisionEngine:
         self,
         listings: list[dict[str, Any]],
         scores: Scores,
-        request_id: str | None = None,
-        received_at: datetime | None = None,
+        request_id: str | Sequence[str | None] | None = None,
+        received_at: datetime | Sequence[datetime] | None = None,
     ) -> list[DecisionRecord]:
         """`decide`, and if even that fails (a broken rule, odd input), every listing to human review."""
         try:
             return self.decide(listings, scores, request_id, received_at)
         except Exception:
             log.exception("deciding failed for %d listings; routing them to human review", len(listings))
-            received_at = received_at or utcnow()
+            request_ids = _per_item(request_id, len(listings))
+            received = _per_item(received_at or utcnow(), len(listings))
             return [
                 DecisionRecord(
                     listing_id=str(listing.get("listing_id") or "unknown"),
@@ -287,16 +311,14 @@ class DecisionEngine:
                     model_version=self.model_version,
                     priority=1.0,
                     fallback_reason=SCORING_ERROR,
-                    request_id=request_id,
-                    received_at=received_at,
+                    request_id=rid,
+                    received_at=at,
                 )
-                for listing in listings
+                for listing, rid, at in zip(listings, request_ids, received, strict=True)
             ]
 
     def match_rules(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
-        """(block_mask, review_mask, matched rule names): `features.policy.match_rules`, per record when small."""
-        if len(listings) > SMALL_BATCH:
-            return match_rules(pd.DataFrame.from_records(listings), self.policy.rules)
+        """(block_mask, review_mask, matched rule names): `features.policy.match_rules`, per record."""
         n = len(listings)
         block, review = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         matched: list[list[str]] = []
@@ -326,18 +348,21 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _finite_or_none(value: float) -> float | None:
-    value = float(value)
-    return round(value, 6) if math.isfinite(value) else None
-
-
-def _priority(risk: float, qa: bool, rule_hit: bool) -> float:
+def _priorities(risk: np.ndarray, qa: np.ndarray, rule_hit: np.ndarray) -> np.ndarray:
     """Queue order: likely violations first; unscored items high (nothing screened them); QA samples last."""
-    if not math.isfinite(risk):
-        return 1.0
-    if qa:
-        return 0.1 * risk
-    return max(risk, 0.9) if rule_hit else risk
+    risk = np.asarray(risk, dtype=np.float64)
+    priority = np.where(rule_hit, np.maximum(risk, 0.9), risk)
+    priority = np.where(qa, 0.1 * risk, priority)
+    return np.where(np.isfinite(risk), priority, 1.0)
+
+
+def _per_item(value: Any, n: int) -> list[Any]:
+    """One value per listing: a sequence as given (checked), or a single value repeated."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"expected {n} values, got {len(value)}")
+        return list(value)
+    return [value] * n
 
 
 def review_statement_of_reasons(record: DecisionRecord, violation_reason: str | None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def _json(content: object) -> Response:
 async def score_listing(body: ScoreRequest, _key: ScoreKey, engine: EngineDep, scorer: ScorerDep) -> Response:
     """Route one listing: auto_pass, auto_block or human_review, with risk, reasons and versions."""
     listing = body.model_dump(exclude={"request_id"})
-    (record,) = await scorer.decide_and_log(engine, [listing], body.request_id)
+    record = await scorer.decide_one(engine, listing, body.request_id)
     return _json(scored_item(record))
 
 

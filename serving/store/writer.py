@@ -76,6 +76,12 @@ class GroupCommitWriter:
         results: list[Result] = self._enqueue(_Job(write_many=write_many, items=items))
         return results
 
+    def submit_many_nowait(
+        self, write_many: Callable[[Connection, list[Item]], list[Result]], items: Sequence[Item]
+    ) -> Future[list[Result]]:
+        """`submit_many` without waiting: the Future resolves once the group is committed."""
+        return self._put(_Job(write_many=write_many, items=items))
+
     def close(self) -> None:
         """Commit what is queued, then stop the thread."""
         with self._lock:
@@ -86,11 +92,14 @@ class GroupCommitWriter:
         self._thread.join()
 
     def _enqueue(self, job: _Job) -> Any:
+        return self._put(job).result()
+
+    def _put(self, job: _Job) -> Future[Any]:
         with self._lock:
             if self._closed:
                 raise StoreClosedError("store is closed")
             self._jobs.put(job)
-        return job.future.result()
+        return job.future
 
     def _run(self) -> None:
         stopping = False
