@@ -35,9 +35,7 @@ print(json.dumps({"rows": rows, "generate_s": t1 - t0, "train_s": t2 - t1, "tota
 
 def run(rows: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD, str(rows), tmp], capture_output=True, text=True, check=True
-        )
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(rows), tmp], capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

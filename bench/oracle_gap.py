@@ -22,9 +22,7 @@ from training.thresholds import choose_policy_thresholds
 def _test_aucs(bundle: Path, oracle: pd.DataFrame) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
-    test = pd.read_parquet(bundle / "test_scores.parquet").merge(
-        oracle, on="listing_id", validate="one_to_one"
-    )
+    test = pd.read_parquet(bundle / "test_scores.parquet").merge(oracle, on="listing_id", validate="one_to_one")
     return {
         name: round(float(roc_auc_score(test["label"], test[column])), 4)
         for name, column in (("model", "risk"), ("baseline", "baseline_risk"), ("oracle", "true_risk"))

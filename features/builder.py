@@ -127,9 +127,7 @@ class FeatureBuilder:
         lookup = self._require_fitted()
         missing = [c for c in self.config.listing_columns if c != self.config.id and c not in df.columns]
         if missing:
-            raise DataValidationError(
-                [f"column {c!r}: required to build features but missing" for c in missing]
-            )
+            raise DataValidationError([f"column {c!r}: required to build features but missing" for c in missing])
         if history is None and len(df) <= SMALL_BATCH_ROWS:
             # per-call pandas machinery would cost ~10 ms for one row; the records path ~1 ms
             columns = [c for c in self.config.listing_columns if c != self.config.id]
@@ -201,9 +199,7 @@ class FeatureBuilder:
             grouped = frame.dropna().groupby("category")["log_price"]
             medians, counts = grouped.median(), grouped.size()
             # a norm from a handful of rows is noise: rare categories use the global norm, as unseen ones do
-            self.price_norms = {
-                str(k): float(v) for k, v in medians.items() if counts[k] >= self.min_category_count
-            }
+            self.price_norms = {str(k): float(v) for k, v in medians.items() if counts[k] >= self.min_category_count}
 
     def _require_fitted(self) -> SnapshotLookup:
         if self._lookup is None:
@@ -286,9 +282,7 @@ class FeatureBuilder:
             raise ValueError(f"{path}: unsupported feature state format {state.get('format_version')!r}")
         saved = DataConfig.from_dict(state["config"])
         if config is not None and _feature_roles(config) != _feature_roles(saved):
-            raise ValueError(
-                f"{path}: the given data config differs from the one the features were fitted with"
-            )
+            raise ValueError(f"{path}: the given data config differs from the one the features were fitted with")
         text = TextModel.from_params(state["text_model"], np.load(directory / COEF_FILE, allow_pickle=False))
         builder = cls(
             config or saved,
@@ -299,9 +293,7 @@ class FeatureBuilder:
         )
         if builder.feature_names != state["feature_names"]:
             raise ValueError(f"{path}: saved feature names do not match this code's feature list")
-        builder.category_codes = {
-            c: {str(k): int(v) for k, v in m.items()} for c, m in state["category_codes"].items()
-        }
+        builder.category_codes = {c: {str(k): int(v) for k, v in m.items()} for c, m in state["category_codes"].items()}
         builder.price_norms = {str(k): float(v) for k, v in state["price_norms"].items()}
         builder.global_price_norm = float(state["global_price_norm"])
         builder.snapshot = pd.read_parquet(directory / SNAPSHOT_FILE)

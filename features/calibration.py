@@ -26,9 +26,7 @@ class Calibrator:
         return np.interp(np.asarray(raw, dtype=np.float64), self.x, self.y)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(
-            json.dumps({"method": "centred_isotonic", "x": self.x.tolist(), "y": self.y.tolist()})
-        )
+        Path(path).write_text(json.dumps({"method": "centred_isotonic", "x": self.x.tolist(), "y": self.y.tolist()}))
 
     @classmethod
     def load(cls, path: str | Path) -> Calibrator:

@@ -44,9 +44,7 @@ class RankedScores:
     seconds_imputed: bool
 
     @classmethod
-    def build(
-        cls, risk: np.ndarray, label: np.ndarray, review_seconds: np.ndarray | None = None
-    ) -> RankedScores:
+    def build(cls, risk: np.ndarray, label: np.ndarray, review_seconds: np.ndarray | None = None) -> RankedScores:
         risk = np.asarray(risk, dtype=np.float64)
         label = np.asarray(label).astype(bool)
         if risk.shape != label.shape or risk.ndim != 1:
@@ -229,9 +227,7 @@ def certify(ranked: RankedScores, recall: float, block_precision: float, delta: 
     certified_block = certify_block(ranked, block_precision, alpha)
     t_block = certified_block if certified_block is not None else 1.0
     t_pass, t_block = ordered_pair(t_pass, t_block)
-    return Certified(
-        t_pass, t_block, k is not None, certified_block is not None, ranked.point(t_pass, t_block, alpha)
-    )
+    return Certified(t_pass, t_block, k is not None, certified_block is not None, ranked.point(t_pass, t_block, alpha))
 
 
 def ordered_pair(t_pass: float, t_block: float) -> tuple[float, float]:

@@ -157,10 +157,7 @@ def count_hits(texts: pd.Series | Iterable[str], terms: Iterable[str]) -> np.nda
 
     Texts are lower-cased here (Python `str.lower`); missing values count as empty text.
     """
-    if isinstance(texts, pd.Series):
-        values = texts.fillna("").astype("str").tolist()
-    else:
-        values = [str(t) for t in texts]
+    values = texts.fillna("").astype("str").tolist() if isinstance(texts, pd.Series) else [str(t) for t in texts]
     return count_hits_lowered([t.lower() for t in values], terms)
 
 

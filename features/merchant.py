@@ -86,9 +86,7 @@ def merchant_history(
     )
 
     global_reviews, global_rejects = _global_counts_before(event_time, event_label, query_time)
-    frame = _assemble(
-        reviews, rejects, last_reject, query_time, global_reviews, global_rejects, prior_strength
-    )
+    frame = _assemble(reviews, rejects, last_reject, query_time, global_reviews, global_rejects, prior_strength)
     frame.index = listings.index
     return frame
 
@@ -112,9 +110,7 @@ def merchant_snapshot(outcomes: pd.DataFrame, config: DataConfig) -> pd.DataFram
         reviews=("reviews", "sum"), rejects=("rejects", "sum"), last_reject_us=("last_reject_us", "max")
     )
     last = totals.pop("last_reject_us").to_numpy()
-    totals["last_reject_at"] = np.where(
-        last == _NO_TIME, np.datetime64("NaT", "us"), last.astype("datetime64[us]")
-    )
+    totals["last_reject_at"] = np.where(last == _NO_TIME, np.datetime64("NaT", "us"), last.astype("datetime64[us]"))
     totals.index.name = config.merchant
     return totals.astype({"reviews": np.int64, "rejects": np.int64})
 

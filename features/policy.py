@@ -140,9 +140,7 @@ class Rule:
             wanted = {normalize_category(v) for v in self.values}
             values = listings[self.column].astype("string").fillna("")
             uniques, inverse = np.unique(values.to_numpy(dtype=object).astype(str), return_inverse=True)
-            hit = np.fromiter(
-                (normalize_category(u) in wanted for u in uniques), dtype=bool, count=len(uniques)
-            )
+            hit = np.fromiter((normalize_category(u) in wanted for u in uniques), dtype=bool, count=len(uniques))
             return hit[inverse.reshape(-1)]
         pattern = _term_pattern_re2(tuple(self.terms))
         mask = np.zeros(n, dtype=bool)
@@ -155,9 +153,7 @@ class Rule:
 
 def _term_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
     # Whole words without \b, so terms that start or end with punctuation ("c++") still match.
-    alternatives = "|".join(
-        r"\s+".join(re.escape(w) for w in t.split()) for t in sorted(terms, key=len, reverse=True)
-    )
+    alternatives = "|".join(r"\s+".join(re.escape(w) for w in t.split()) for t in sorted(terms, key=len, reverse=True))
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
@@ -169,9 +165,7 @@ _SPACES = r"[\s\p{Z}\x{85}\x{1c}-\x{1f}]+"
 
 
 def _term_pattern_re2(terms: tuple[str, ...]) -> str:
-    alternatives = "|".join(
-        _SPACES.join(re.escape(w) for w in t.split()) for t in sorted(terms, key=len, reverse=True)
-    )
+    alternatives = "|".join(_SPACES.join(re.escape(w) for w in t.split()) for t in sorted(terms, key=len, reverse=True))
     return rf"(?i)(?:^|{_NOT_WORD})(?:{alternatives})(?:{_NOT_WORD}|$)"
 
 
@@ -234,9 +228,7 @@ class Policy:
         if not self.segments or values.size == 0:
             return t_pass, t_block
         uniques, inverse = np.unique(values, return_inverse=True)
-        pairs = np.array(
-            [self.segments.get(u, (self.t_pass, self.t_block)) for u in uniques], dtype=np.float64
-        )
+        pairs = np.array([self.segments.get(u, (self.t_pass, self.t_block)) for u in uniques], dtype=np.float64)
         inverse = inverse.reshape(-1)
         return pairs[inverse, 0].reshape(values.shape), pairs[inverse, 1].reshape(values.shape)
 
@@ -313,11 +305,7 @@ def next_policy_version(bundle_dir: str | Path, now: datetime | None = None) -> 
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
     history = Path(bundle_dir) / POLICY_HISTORY_DIR
     counters = (
-        [
-            int(p.stem.rsplit("-", 1)[1])
-            for p in history.glob("policy-*-*.json")
-            if p.stem.rsplit("-", 1)[1].isdigit()
-        ]
+        [int(p.stem.rsplit("-", 1)[1]) for p in history.glob("policy-*-*.json") if p.stem.rsplit("-", 1)[1].isdigit()]
         if history.is_dir()
         else []
     )
@@ -340,9 +328,7 @@ def save_policy(bundle_dir: str | Path, policy: Policy) -> Path:
     history.mkdir(parents=True, exist_ok=True)
     versioned = history / f"{policy.version}.json"
     if versioned.exists() and versioned.read_text() != text:
-        raise ValueError(
-            f"version: policy {policy.version} already exists in {bundle_dir} with other content"
-        )
+        raise ValueError(f"version: policy {policy.version} already exists in {bundle_dir} with other content")
     _atomic_write(versioned, text)
     _atomic_write(bundle_dir / POLICY_FILE, text)
     write_manifest(bundle_dir)

@@ -47,9 +47,7 @@ class Bundle:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-            options.log_severity_level = (
-                3  # the label output's declared shape is {1}; only probabilities are read
-            )
+            options.log_severity_level = 3  # the label output's declared shape is {1}; only probabilities are read
             session = ort.InferenceSession(
                 str(bundle_dir / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
             )

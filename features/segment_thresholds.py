@@ -78,15 +78,11 @@ def choose_segmented(
     names = [str(n) for n in names]
     risk = reference["risk"].to_numpy(dtype=np.float64)
     label = reference["label"].to_numpy().astype(bool)
-    seconds = (
-        reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
-    )
+    seconds = reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
     in_a = np.zeros(len(risk), dtype=bool)
     in_a[np.random.default_rng(seed).permutation(len(risk))[: len(risk) // 2]] = True
 
-    maps = _fit_maps(
-        codes[in_a], len(names), risk[in_a], label[in_a], min_segment_rows, min_segment_violations
-    )
+    maps = _fit_maps(codes[in_a], len(names), risk[in_a], label[in_a], min_segment_rows, min_segment_violations)
     if not maps:
         return None
     b = ~in_a
@@ -97,10 +93,7 @@ def choose_segmented(
         block_precision,
         delta,
     )
-    pairs = {
-        j: ordered_pair(threshold_for(m, on_b.t_pass), threshold_for(m, on_b.t_block))
-        for j, m in maps.items()
-    }
+    pairs = {j: ordered_pair(threshold_for(m, on_b.t_pass), threshold_for(m, on_b.t_block)) for j, m in maps.items()}
     choice = SegmentChoice(
         certified=on_b,
         t_pass=on_b.t_pass,
@@ -148,9 +141,7 @@ def _compare_on_b(
     global_pair: tuple[float, float],
 ) -> None:
     """Queue sizes on B of the per-segment thresholds (on original risk) and of the global pair."""
-    pairs = np.array(
-        [choice.segments.get(n, (choice.t_pass, choice.t_block)) for n in names], dtype=np.float64
-    )
+    pairs = np.array([choice.segments.get(n, (choice.t_pass, choice.t_block)) for n in names], dtype=np.float64)
     segmented = route(risk, pairs[codes, 0], pairs[codes, 1]) == 1
     global_queue = route(risk, *global_pair) == 1
     choice.queue_segmented_b = int(segmented.sum())

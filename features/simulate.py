@@ -84,9 +84,7 @@ def prevalence_weights(label: np.ndarray, multiplier: float) -> np.ndarray:
     """Row weights that multiply the share of violating listings by `multiplier`, volume unchanged."""
     prevalence = float(label.mean()) if len(label) else 0.0
     if multiplier <= 0 or multiplier * prevalence >= 1:
-        raise ValueError(
-            f"prevalence_multiplier: {multiplier} x prevalence {prevalence:.4f} must be in (0, 1)"
-        )
+        raise ValueError(f"prevalence_multiplier: {multiplier} x prevalence {prevalence:.4f} must be in (0, 1)")
     negative = (1 - multiplier * prevalence) / (1 - prevalence) if prevalence < 1 else 0.0
     return np.where(label, multiplier, negative)
 
@@ -201,9 +199,7 @@ def simulate(
         qa_sample_rate=qa_sample_rate,
         qa_per_day=qa_sample_rate * automated_share * daily_volume,
         qa_hours_per_day=qa_sample_rate * automated_seconds * daily_volume / 3600.0,
-        segments=_breakdown(
-            reference, rows, breakdown_by, daily_volume, productive_hours_per_fte, confidence
-        ),
+        segments=_breakdown(reference, rows, breakdown_by, daily_volume, productive_hours_per_fte, confidence),
     )
 
 
@@ -272,9 +268,7 @@ def sweep(
     cum_pos = np.r_[0.0, np.cumsum(weight * label)]
     cum_sec = np.r_[0.0, np.cumsum(weight * seconds)]
     finite = risk[np.isfinite(risk) & (risk < t_block)]
-    grid = np.unique(
-        np.r_[0.0, np.quantile(finite, np.linspace(0, 1, n_points)) if len(finite) else [], t_block]
-    )
+    grid = np.unique(np.r_[0.0, np.quantile(finite, np.linspace(0, 1, n_points)) if len(finite) else [], t_block])
     i_pass = np.searchsorted(risk, grid, side="left")
     i_block = np.searchsorted(risk, t_block, side="left")
     total, positives = cum_w[-1], cum_pos[-1]

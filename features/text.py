@@ -96,12 +96,8 @@ class TextModel:
         if not docs:
             return sp.csr_matrix((0, self.width), dtype=np.float32)
         docs = [_without_policy_terms(doc) for doc in docs]
-        hasher = FeatureHasher(
-            n_features=self.n_features, input_type="string", alternate_sign=False, dtype=np.float32
-        )
-        parts = [
-            sp.csr_matrix(hasher.transform(analyze(doc) for doc in docs)) for analyze in self._analyzers()
-        ]
+        hasher = FeatureHasher(n_features=self.n_features, input_type="string", alternate_sign=False, dtype=np.float32)
+        parts = [sp.csr_matrix(hasher.transform(analyze(doc) for doc in docs)) for analyze in self._analyzers()]
         X = parts[0] if len(parts) == 1 else sp.hstack(parts, format="csr")
         return _l2_normalize_rows(X)
 

@@ -107,12 +107,8 @@ def _none_if_nan(value: float) -> float | None:
 
 
 def _ranked(reference: pd.DataFrame) -> RankedScores:
-    seconds = (
-        reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
-    )
-    return RankedScores.build(
-        reference["risk"].to_numpy(dtype=np.float64), reference["label"].to_numpy(), seconds
-    )
+    seconds = reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
+    return RankedScores.build(reference["risk"].to_numpy(dtype=np.float64), reference["label"].to_numpy(), seconds)
 
 
 def _check_targets(recall: float, block_precision: float, delta: float) -> None:
@@ -131,9 +127,7 @@ def choose_thresholds(
     return _guarantee_result(ranked, found, targets, "guarantee")
 
 
-def _guarantee_result(
-    ranked: RankedScores, found: Certified, targets: dict[str, Any], mode: str
-) -> ThresholdResult:
+def _guarantee_result(ranked: RankedScores, found: Certified, targets: dict[str, Any], mode: str) -> ThresholdResult:
     notes = _notes(ranked, found)
     if found.pass_certified:
         return ThresholdResult(
@@ -323,9 +317,7 @@ def choose_policy_thresholds(
     if capacity_hours is not None:
         if daily_volume is None:
             raise ValueError("capacity mode needs daily_volume")
-        return choose_for_capacity(
-            _ranked(reference), capacity_hours, daily_volume, recall, block_precision, delta
-        )
+        return choose_for_capacity(_ranked(reference), capacity_hours, daily_volume, recall, block_precision, delta)
     if segment_by is None:
         return choose_thresholds(_ranked(reference), recall, block_precision, delta)
     return _choose_with_segments(

@@ -123,9 +123,7 @@ class _Checker:
         self.problems: list[str] = []
         self.ids = df[config.id].to_numpy()
 
-    def report(
-        self, column: str, bad: np.ndarray, what: str, show: Callable[[int], str] | None = None
-    ) -> None:
+    def report(self, column: str, bad: np.ndarray, what: str, show: Callable[[int], str] | None = None) -> None:
         """Record a problem for the rows where `bad` is True: count, rule, first rows with their id."""
         rows = np.flatnonzero(bad)
         if len(rows) == 0:
@@ -205,9 +203,7 @@ class _Checker:
         mapped_uniques = np.array([lookup.get(_label_key(u), -1) for u in uniques], dtype=np.int8)
         mapped = np.where(codes >= 0, mapped_uniques[np.maximum(codes, 0)] if len(uniques) else -1, -1)
         unknown = (mapped < 0) & ~null
-        allowed = (
-            f"allowed: reject={list(self.config.label_reject)}, approve={list(self.config.label_approve)}"
-        )
+        allowed = f"allowed: reject={list(self.config.label_reject)}, approve={list(self.config.label_approve)}"
         self.report(column, unknown, f"have unknown label values ({allowed})")
         labels = mapped.astype(np.int8)
         known = labels[labels >= 0]
@@ -263,9 +259,7 @@ def _label_lookup(config: DataConfig) -> dict[Any, int]:
     for value in config.label_approve:
         key = _label_key(value)
         if lookup.get(key) == 1:
-            raise DataValidationError(
-                [f"column {config.label!r}: label value {value!r} is both reject and approve"]
-            )
+            raise DataValidationError([f"column {config.label!r}: label value {value!r} is both reject and approve"])
         lookup[key] = 0
     return lookup
 

@@ -136,9 +136,7 @@ def score(
 
 @app.command()
 def promote(
-    version: Annotated[
-        str | None, typer.Option(help="model version (default: the current candidate)")
-    ] = None,
+    version: Annotated[str | None, typer.Option(help="model version (default: the current candidate)")] = None,
     alias: Annotated[str, typer.Option()] = "champion",
 ) -> None:
     """Point an MLflow registry alias (default champion) at a model version."""

@@ -126,9 +126,7 @@ def save_plots(frame: pd.DataFrame, out_dir: str | Path, segment: str | None = N
     fpr, tpr, _ = roc_curve(y, risk)
     axes[0].plot(fpr, tpr)
     axes[0].plot([0, 1], [0, 1], "--", color="grey")
-    axes[0].set(
-        title=f"ROC (AUC {roc_auc_score(y, risk):.3f})", xlabel="false positive rate", ylabel="recall"
-    )
+    axes[0].set(title=f"ROC (AUC {roc_auc_score(y, risk):.3f})", xlabel="false positive rate", ylabel="recall")
     precision, recall, _ = precision_recall_curve(y, risk)
     axes[1].plot(recall, precision)
     axes[1].set(
@@ -138,9 +136,7 @@ def save_plots(frame: pd.DataFrame, out_dir: str | Path, segment: str | None = N
     )
     bins = np.quantile(risk, np.linspace(0, 1, 16))
     which = np.clip(np.searchsorted(bins[1:-1], risk, side="right"), 0, 14)
-    mean_risk = np.bincount(which, weights=risk, minlength=15) / np.maximum(
-        np.bincount(which, minlength=15), 1
-    )
+    mean_risk = np.bincount(which, weights=risk, minlength=15) / np.maximum(np.bincount(which, minlength=15), 1)
     observed = np.bincount(which, weights=y, minlength=15) / np.maximum(np.bincount(which, minlength=15), 1)
     axes[2].plot([0, 1], [0, 1], "--", color="grey")
     axes[2].plot(mean_risk, observed, "o-")

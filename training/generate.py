@@ -318,9 +318,7 @@ def _pools() -> dict[str, _Pool]:
     return pools
 
 
-def _pick(
-    rng: np.random.Generator, pool: _Pool, group: np.ndarray, mask: np.ndarray | bool = True
-) -> np.ndarray:
+def _pick(rng: np.random.Generator, pool: _Pool, group: np.ndarray, mask: np.ndarray | bool = True) -> np.ndarray:
     """Index of a random phrase of each row's group, or of null where `mask` is off or the group is empty."""
     idx = pool.start[group] + (rng.random(len(group)) * pool.size[group]).astype(np.int64)
     return np.where(mask & (pool.size[group] > 0), idx, pool.null)
@@ -375,9 +373,7 @@ def _merchants(rng: np.random.Generator, n: int, span: float) -> _Merchants:
     return _Merchants(offender, quality, category, market, joined, _ids("M", n, 6))
 
 
-def _listings(
-    rng: np.random.Generator, m: _Merchants, rows: int, span: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _listings(rng: np.random.Generator, m: _Merchants, rows: int, span: float) -> tuple[np.ndarray, np.ndarray]:
     """Each row's merchant (heavy-tailed volumes) and creation second, sorted by time."""
     active = (span - np.maximum(m.joined, 0)) / span
     volume = (rng.pareto(2.0, len(active)) + 1.0) * active
@@ -394,14 +390,10 @@ def _place(rng: np.random.Generator, home: np.ndarray, stay: float, shares: np.n
     return np.where(rng.random(len(home)) < stay, home, other)
 
 
-def _schemes(
-    rng: np.random.Generator, cat: np.ndarray, offender: np.ndarray, drift: np.ndarray
-) -> np.ndarray:
+def _schemes(rng: np.random.Generator, cat: np.ndarray, offender: np.ndarray, drift: np.ndarray) -> np.ndarray:
     boost = np.where(offender, 7.0, 1.0) * (1.0 + 0.4 * drift)
     off_platform = np.full(len(CATEGORIES), _OFF_PLATFORM_RATE)
-    rates = np.stack(
-        [_field("counterfeit_rate"), _field("prohibited_rate"), _field("claim_rate"), off_platform], 1
-    )
+    rates = np.stack([_field("counterfeit_rate"), _field("prohibited_rate"), _field("claim_rate"), off_platform], 1)
     cum = np.cumsum(rates[cat] * boost[:, None], axis=1)
     return (rng.random(len(cat))[:, None] >= cum).sum(axis=1)
 
@@ -545,9 +537,7 @@ def _review_seconds(rng: np.random.Generator, cat: np.ndarray, o: _Outcome) -> n
     return np.maximum(np.round(seconds, 1), 5.0)
 
 
-def _titles_and_brands(
-    rng: np.random.Generator, r: _Rows, terms: dict[str, np.ndarray]
-) -> tuple[pa.Array, pa.Array]:
+def _titles_and_brands(rng: np.random.Generator, r: _Rows, terms: dict[str, np.ndarray]) -> tuple[pa.Array, pa.Array]:
     """Title "[brand] item modifier [- claim]"; the brand column is "" when no brand is given."""
     pools, cat, n = _pools(), r.category, len(r.category)
     branded = ~r.luxury & (r.scheme != _PROHIBITED) & (rng.random(n) < 0.75)
@@ -558,9 +548,7 @@ def _titles_and_brands(
     title_brand = pc.coalesce(_text(luxury, _spell(luxury, terms["luxury"], r.variant)), brand)
     in_title = rng.random(n) < 0.6
     prohibited = pools["prohibited"]
-    term = _text(
-        prohibited, np.where(in_title, _spell(prohibited, terms["prohibited"], r.variant), prohibited.null)
-    )
+    term = _text(prohibited, np.where(in_title, _spell(prohibited, terms["prohibited"], r.variant), prohibited.null))
     item = pc.coalesce(term, _text(pools["products"], _pick(rng, pools["products"], cat)))
     claims = pools["claims"]
     claim = _text(claims, np.where(in_title, _spell(claims, terms["claims"], r.variant), claims.null))
@@ -592,9 +580,7 @@ def _risk_sentence(rng: np.random.Generator, r: _Rows, terms: dict[str, np.ndarr
         sentences.append(_join(*parts, nulls="emit_null"))
     counterfeit = (r.scheme == _COUNTERFEIT) & ~r.hint
     authentic = (r.genuine & (rng.random(n) < 0.5)) | (counterfeit & (rng.random(n) < 0.4))
-    sentences.append(
-        _text(pools["off_platform"], _pick(rng, pools["off_platform"], zero, r.scheme == _OFF_PLATFORM))
-    )
+    sentences.append(_text(pools["off_platform"], _pick(rng, pools["off_platform"], zero, r.scheme == _OFF_PLATFORM)))
     sentences.append(_text(pools["hints"], _pick(rng, pools["hints"], zero, r.hint)))
     sentences.append(_text(pools["authentic"], _pick(rng, pools["authentic"], zero, authentic)))
     return pc.coalesce(*sentences)

@@ -59,9 +59,7 @@ def _stages(show: bool) -> Iterator[Any]:
     if not show:
         yield lambda name: _null_stage()
         return
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False
-    ) as bar:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False) as bar:
 
         @contextmanager
         def stage(name: str) -> Iterator[None]:

@@ -46,12 +46,8 @@ def thresholds(
     recall: Fraction = 0.99,
     block_precision: Fraction = 0.98,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.9999)] = 0.95,
-    capacity_hours: Annotated[
-        float | None, typer.Option(min=0, help="reviewer-hours per day (capacity mode)")
-    ] = None,
-    daily_volume: Annotated[
-        float | None, typer.Option(min=1, help="listings per day (capacity mode)")
-    ] = None,
+    capacity_hours: Annotated[float | None, typer.Option(min=0, help="reviewer-hours per day (capacity mode)")] = None,
+    daily_volume: Annotated[float | None, typer.Option(min=1, help="listings per day (capacity mode)")] = None,
     segment_by: Annotated[str | None, typer.Option(help="per-segment thresholds by this column")] = None,
     cost_review: Annotated[float | None, typer.Option(min=0, help="cost of one review (cost mode)")] = None,
     cost_miss: Annotated[float | None, typer.Option(min=0, help="cost of a missed violation")] = None,
@@ -105,12 +101,8 @@ def simulate(
     block_precision: Annotated[float | None, typer.Option(min=0.5, max=0.99999)] = None,
     daily_volume: Annotated[float, typer.Option(min=1)] = 100_000,
     productive_hours_per_fte: Annotated[float, typer.Option(min=0.1)] = 6.5,
-    prevalence_multiplier: Annotated[
-        float, typer.Option(min=0.01, help="2 = what if violations double")
-    ] = 1.0,
-    sweep_dir: Annotated[
-        Path | None, typer.Option("--sweep", help="write curve.csv and curve.png here")
-    ] = None,
+    prevalence_multiplier: Annotated[float, typer.Option(min=0.01, help="2 = what if violations double")] = 1.0,
+    sweep_dir: Annotated[Path | None, typer.Option("--sweep", help="write curve.csv and curve.png here")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Replay the bundle's reference set through a policy: workload, misses and wrongful blocks per day."""
@@ -158,9 +150,7 @@ def _policy_to_simulate(
 ) -> Policy:
     current = _current_policy(bundle_dir)
     if recall is not None or block_precision is not None:
-        result = choose_policy_thresholds(
-            reference, recall=recall or 0.99, block_precision=block_precision or 0.98
-        )
+        result = choose_policy_thresholds(reference, recall=recall or 0.99, block_precision=block_precision or 0.98)
         if not result.feasible:
             console.print(f"[yellow]{result.message}[/]")
         return result.to_policy(rules=current.rules if current else [], version="what-if")

@@ -21,9 +21,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 
         self.bundle = Bundle.load(context.artifacts[BUNDLE_ARTIFACT])
 
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from features.policy import DECISIONS, match_rules, route
         from features.validate import validate_listings
 
@@ -32,9 +30,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         risk = bundle.risk(listings)
         policy = bundle.policy
         segment = listings[policy.segment_by].astype(str).to_numpy() if policy.segment_by else None
-        t_pass, t_block = (
-            policy.thresholds_for(segment) if segment is not None else (policy.t_pass, policy.t_block)
-        )
+        t_pass, t_block = policy.thresholds_for(segment) if segment is not None else (policy.t_pass, policy.t_block)
         rule_block, rule_review, _ = match_rules(listings, policy.rules)
         codes = route(risk, t_pass, t_block, rule_block, rule_review)
         return pd.DataFrame(

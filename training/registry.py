@@ -101,8 +101,11 @@ def _signature(bundle_dir: Path, example: pd.DataFrame) -> Any:
     bundle = Bundle.load(bundle_dir)
     risk = bundle.risk(example)
     output = pd.DataFrame(
-        {"listing_id": example[bundle.config.id].to_numpy(), "risk": risk,
-         "decision": decision_names(decide(bundle, example, risk))}
+        {
+            "listing_id": example[bundle.config.id].to_numpy(),
+            "risk": risk,
+            "decision": decision_names(decide(bundle, example, risk)),
+        }
     )
     return infer_signature(example, output)
 

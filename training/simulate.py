@@ -30,9 +30,7 @@ __all__ = [
 ]
 
 
-def plot_curve(
-    curve: pd.DataFrame, point: SimulationResult | dict[str, float] | None, path: str | Path
-) -> Path:
+def plot_curve(curve: pd.DataFrame, point: SimulationResult | dict[str, float] | None, path: str | Path) -> Path:
     """PNG of recall against reviewer-hours per day, with the current operating point marked."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
@@ -47,9 +45,7 @@ def plot_curve(
             if isinstance(point, SimulationResult)
             else (point["reviewer_hours_per_day"], point["recall"])
         )
-        ax.scatter(
-            [hours], [recall], color="crimson", zorder=3, label=f"current: {recall:.4f} @ {hours:,.0f} h/day"
-        )
+        ax.scatter([hours], [recall], color="crimson", zorder=3, label=f"current: {recall:.4f} @ {hours:,.0f} h/day")
     ax.set_xlabel("reviewer-hours per day")
     ax.set_ylabel("recall (violations not auto-passed)")
     ax.grid(alpha=0.3)

@@ -26,11 +26,7 @@ def split_by_time(
 
     Cut points fall on timestamps, so rows created at the same instant land in the same part.
     """
-    if (
-        not 0 < calibration_fraction < 1
-        or not 0 < test_fraction < 1
-        or calibration_fraction + test_fraction >= 1
-    ):
+    if not 0 < calibration_fraction < 1 or not 0 < test_fraction < 1 or calibration_fraction + test_fraction >= 1:
         raise ValueError("calibration_fraction and test_fraction must be in (0, 1) and sum to less than 1")
     created = df[config.timestamp]
     if not created.is_monotonic_increasing:
@@ -44,9 +40,5 @@ def split_by_time(
     test = df[created >= test_start]
     for name, part in (("train", train), ("calibration", calibration), ("test", test)):
         if part.empty:
-            raise ValueError(
-                f"time split: the {name} part is empty; the data spans too few distinct timestamps"
-            )
-    return TimeSplit(
-        train.reset_index(drop=True), calibration.reset_index(drop=True), test.reset_index(drop=True)
-    )
+            raise ValueError(f"time split: the {name} part is empty; the data spans too few distinct timestamps")
+    return TimeSplit(train.reset_index(drop=True), calibration.reset_index(drop=True), test.reset_index(drop=True))

@@ -126,9 +126,7 @@ def fit_baseline(X: pd.DataFrame, y: np.ndarray, categorical: list[str], seed: i
             ("categorical", OneHotEncoder(handle_unknown="ignore", min_frequency=20), categorical),
         ]
     )
-    model = Pipeline(
-        [("columns", columns), ("logit", LogisticRegression(max_iter=300, C=1.0, random_state=seed))]
-    )
+    model = Pipeline([("columns", columns), ("logit", LogisticRegression(max_iter=300, C=1.0, random_state=seed))])
     model.fit(X, y)
     return model
 

@@ -90,16 +90,12 @@ class Store:
         self.dialect = self.url.get_backend_name()
         self._clock = clock
         self._closed = False
-        if (
-            group_commit is None
-        ):  # SQLite has one writer anyway; PostgreSQL gains ~2x but serialises a process
+        if group_commit is None:  # SQLite has one writer anyway; PostgreSQL gains ~2x but serialises a process
             group_commit = self.dialect == "sqlite"
         if self.dialect == "sqlite":
             self._write_engine, self._read_engine = _sqlite_engines(self.url, group_commit, pool_size)
         elif self.dialect == "postgresql":
-            engine = create_engine(
-                self.url, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True
-            )
+            engine = create_engine(self.url, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True)
             self._write_engine = self._read_engine = engine
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
@@ -164,9 +160,7 @@ class Store:
         with self._read_engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(d)).scalar_one())
 
-    def iter_decisions(
-        self, since: datetime | None = None, page_size: int = 1000
-    ) -> Iterator[DecisionRecord]:
+    def iter_decisions(self, since: datetime | None = None, page_size: int = 1000) -> Iterator[DecisionRecord]:
         """Every decision with decided_at >= since, oldest first, read page by page (for audits)."""
         after: tuple[datetime, str] | None = None
         while True:
@@ -226,7 +220,12 @@ class Store:
             raise ValueError("review_seconds must be a finite number >= 0")
         now = self._clock()
         review = Review(
-            decision_id, reviewer, cast(Verdict, verdict), violation_reason, review_seconds, now,
+            decision_id,
+            reviewer,
+            cast(Verdict, verdict),
+            violation_reason,
+            review_seconds,
+            now,
             statement_of_reasons,
         )
         try:
@@ -384,9 +383,7 @@ class Store:
             conn.execute(insert(q), queued)
         return inserted
 
-    def _stored_for_retries(
-        self, conn: Connection, retried: list[DecisionRecord]
-    ) -> dict[_Key, DecisionRecord]:
+    def _stored_for_retries(self, conn: Connection, retried: list[DecisionRecord]) -> dict[_Key, DecisionRecord]:
         """The stored decisions that records which were not inserted collided with."""
         found: dict[_Key, DecisionRecord] = {}
         pairs = [(r.listing_id, r.request_id) for r in retried if r.request_id is not None]
@@ -462,9 +459,7 @@ def create_store(
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return Store(
-        parsed, group_commit=group_commit, group_commit_ms=group_commit_ms, pool_size=pool_size, clock=clock
-    )
+    return Store(parsed, group_commit=group_commit, group_commit_ms=group_commit_ms, pool_size=pool_size, clock=clock)
 
 
 def _sqlite_engines(url: URL, group_commit: bool, pool_size: int) -> tuple[Engine, Engine]:

@@ -60,9 +60,7 @@ def synthetic(n: int = 800, seed: int = 0) -> pd.DataFrame:
     bad = rng.random(n) < np.where(risky[merchant], 0.5, 0.05)
     words = WORDS[rng.integers(0, len(WORDS), (n, 8))]
     title = np.array([" ".join(w[:4]) for w in words], dtype=object)
-    title[bad] = [
-        f"{b} {t}" for b, t in zip(BAD[rng.integers(0, len(BAD), bad.sum())], title[bad], strict=True)
-    ]
+    title[bad] = [f"{b} {t}" for b, t in zip(BAD[rng.integers(0, len(BAD), bad.sum())], title[bad], strict=True)]
     created = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.sort(rng.uniform(0, 200, n)), unit="D")
     raw = pd.DataFrame(
         {
@@ -158,9 +156,7 @@ def test_listing_id_changes_nothing(fitted, data):
     builder, X_train, train, rest = fitted
     renamed = rest.assign(listing_id=[f"X{i * 7919 % 100003}" for i in range(len(rest))])
     pd.testing.assert_frame_equal(builder.transform(renamed), builder.transform(rest))
-    pd.testing.assert_frame_equal(
-        builder.transform(renamed, history=data), builder.transform(rest, history=data)
-    )
+    pd.testing.assert_frame_equal(builder.transform(renamed, history=data), builder.transform(rest, history=data))
     refit = FeatureBuilder(CONFIG, seed=3, min_category_count=5)
     X_renamed = refit.fit_transform(train.assign(listing_id=train["listing_id"] + "-v2"), history=data)
     pd.testing.assert_frame_equal(X_renamed, X_train)

@@ -126,11 +126,7 @@ def test_qa_sample_only_draws_automated_decisions() -> None:
         ({"segment_by": "category", "segments": {"toys": [0.7, 0.2]}}, "segments['toys'].t_block"),
         ({"segments": {"toys": [0.1, 0.2]}}, "segment_by"),
         (
-            {
-                "rules": [
-                    {"name": "x", "action": "delete", "kind": "term", "terms": ["a"], "fields": ["title"]}
-                ]
-            },
+            {"rules": [{"name": "x", "action": "delete", "kind": "term", "terms": ["a"], "fields": ["title"]}]},
             "rules[0].action",
         ),
         (
@@ -168,9 +164,7 @@ def test_save_keeps_every_version_and_manifest_verifies(tmp_path) -> None:
     save_policy(tmp_path, first)
     second = Policy(version=next_policy_version(tmp_path), t_pass=0.02, t_block=0.9, qa_sample_rate=0.05)
     save_policy(tmp_path, second)
-    assert (
-        second.version > first.version or second.version.rsplit("-", 1)[1] > first.version.rsplit("-", 1)[1]
-    )
+    assert second.version > first.version or second.version.rsplit("-", 1)[1] > first.version.rsplit("-", 1)[1]
     assert policy_versions(tmp_path) == [first.version, second.version]
     assert load_policy(tmp_path) == second
     assert json.loads((tmp_path / "policies" / f"{first.version}.json").read_text())["t_pass"] == 0.05
@@ -203,9 +197,34 @@ def test_column_rule_matching_equals_the_python_pattern_on_odd_text():
     from features.policy import Rule, _term_pattern
 
     terms = ["switchblade", "brass knuckles", "c++", "ivory", "stun gun"]
-    pieces = ["switchblade", "Switchblade", "brass  knuckles", "brass\tknuckles", "brass\u00a0knuckles", "c++",
-              "ivory", "ivoryx", "xivory", "_ivory", "élivory", "ivoryé", "ivory-color", "stun gun", "stungun",
-              "😀ivory", "ivory😀", "\n", " ", ".", "1ivory", "ivory2", "ｉｖｏｒｙ", "STUN GUN", "a", "b"]
+    pieces = [
+        "switchblade",
+        "Switchblade",
+        "brass  knuckles",
+        "brass\tknuckles",
+        "brass\u00a0knuckles",
+        "c++",
+        "ivory",
+        "ivoryx",
+        "xivory",
+        "_ivory",
+        "élivory",
+        "ivoryé",
+        "ivory-color",
+        "stun gun",
+        "stungun",
+        "😀ivory",
+        "ivory😀",
+        "\n",
+        " ",
+        ".",
+        "1ivory",
+        "ivory2",
+        "ｉｖｏｒｙ",
+        "STUN GUN",
+        "a",
+        "b",
+    ]
     rng = random.Random(0)
     texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 5))) for _ in range(3000)]
     rule = Rule(name="t", action="review", kind="term", terms=terms, fields=["title"])

@@ -145,9 +145,7 @@ def test_null_merchant_and_review_before_creation():
     raw.loc[10, "reviewed_at"] = raw.loc[10, "created_at"] - pd.Timedelta(days=1)
     message = error_of(raw)
     assert "column 'merchant_id'" in message and "row 1 " in message
-    assert (
-        "column 'reviewed_at'" in message and "row 10 " in message and "before they were created" in message
-    )
+    assert "column 'reviewed_at'" in message and "row 10 " in message and "before they were created" in message
 
 
 def test_reviewed_at_is_derived_when_absent():

@@ -78,9 +78,7 @@ def test_human_review_and_qa_samples_are_queued_auto_decisions_are_not(store: St
 
 
 def test_a_retried_request_returns_the_stored_decision(store: Store) -> None:
-    first = store.record_decisions(
-        [make_decision(listing_id="L1", request_id="req-1", decision="auto_block")]
-    )[0]
+    first = store.record_decisions([make_decision(listing_id="L1", request_id="req-1", decision="auto_block")])[0]
     retry = make_decision(listing_id="L1", request_id="req-1", decision="auto_pass", risk=0.01)
 
     stored = store.record_decisions([retry, retry])
@@ -193,9 +191,7 @@ def test_record_review_closes_the_item(store: Store) -> None:
     assert store.claim("bob") == []
 
 
-def test_record_review_refuses_unknown_unqueued_double_and_foreign_verdicts(
-    store: Store, clock: FakeClock
-) -> None:
+def test_record_review_refuses_unknown_unqueued_double_and_foreign_verdicts(store: Store, clock: FakeClock) -> None:
     leased, free = queue_some(store, 2)
     (automatic,) = store.record_decisions([make_decision(decision="auto_pass", automated=True)])
     store.claim("alice", n=1, lease_seconds=60)  # the higher priority: `free`
@@ -244,9 +240,7 @@ def test_export_labels_gives_labelled_outcomes_in_the_data_contract(store: Store
 
     config = DataConfig()
     assert set(config.required_columns) <= set(labels.columns)
-    assert {"violation_reason", "review_seconds", "reviewed_at", "decision_id", "qa_sample"} <= set(
-        labels.columns
-    )
+    assert {"violation_reason", "review_seconds", "reviewed_at", "decision_id", "qa_sample"} <= set(labels.columns)
     by_id = labels.set_index("decision_id")
     assert by_id.loc[queued[0].decision_id, "label"] == 1
     assert by_id.loc[queued[1].decision_id, "label"] == 0
@@ -268,9 +262,7 @@ def test_export_labels_of_an_empty_log_has_the_contract_columns(store: Store) ->
 def test_policy_changes_are_audited_newest_first(store: Store) -> None:
     assert store.latest_policy() is None
     store.record_policy_change("admin-key", {"version": "1", "t_pass": 0.1}, {"version": "2", "t_pass": 0.05})
-    store.record_policy_change(
-        "admin-key", {"version": "2", "t_pass": 0.05}, {"version": "3", "t_pass": 0.07}
-    )
+    store.record_policy_change("admin-key", {"version": "2", "t_pass": 0.05}, {"version": "3", "t_pass": 0.07})
 
     history = store.policy_history()
 

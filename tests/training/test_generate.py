@@ -169,9 +169,7 @@ def test_obfuscated_spellings_appear_mostly_in_the_last_months(
     assert obfuscated.sum() >= 30
     assert (obfuscated & recent).sum() > 0.7 * obfuscated.sum()
     assert reviews.loc[obfuscated, "label"].mean() > 0.5
-    assert (
-        oracle.loc[recent, "true_risk"].mean() > 1.03 * oracle.loc[~recent, "true_risk"].mean()
-    )  # base rate shift
+    assert oracle.loc[recent, "true_risk"].mean() > 1.03 * oracle.loc[~recent, "true_risk"].mean()  # base rate shift
 
 
 def test_write_dataset_keeps_the_oracle_apart(tmp_path: Path) -> None:

@@ -76,9 +76,7 @@ def test_same_seed_and_data_give_same_metrics(trained, generated_dir: Path, tmp_
         )
     )
     first, second = dict(trained.metrics), dict(again.metrics)
-    assert json.dumps(first, sort_keys=True, default=float) == json.dumps(
-        second, sort_keys=True, default=float
-    )
+    assert json.dumps(first, sort_keys=True, default=float) == json.dumps(second, sort_keys=True, default=float)
 
 
 def test_adding_a_prohibited_term_never_lowers_risk(bundle_dir: Path, generated_dir: Path) -> None:

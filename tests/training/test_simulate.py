@@ -55,9 +55,7 @@ def test_wilson_matches_known_values() -> None:
 def test_prevalence_multiplier_doubles_violations_keeping_volume() -> None:
     rng = np.random.default_rng(0)
     risk = rng.beta(0.5, 4, 50_000)
-    frame = pd.DataFrame(
-        {"risk": risk, "label": (rng.random(len(risk)) < risk).astype(int), "review_seconds": 60.0}
-    )
+    frame = pd.DataFrame({"risk": risk, "label": (rng.random(len(risk)) < risk).astype(int), "review_seconds": 60.0})
     weights = prevalence_weights(frame["label"].to_numpy().astype(bool), 2.0)
     assert weights.sum() == pytest.approx(len(frame))
     base = simulate(frame, 0.02, 0.9, 10_000)
@@ -80,9 +78,7 @@ def test_sweep_agrees_with_simulate_and_is_monotone(tmp_path: Path) -> None:
         }
     )
     curve = sweep(frame, t_block=0.9, daily_volume=5000, n_points=50)
-    assert np.all(np.diff(curve["recall"]) <= 1e-12) and np.all(
-        np.diff(curve["reviewer_hours_per_day"]) <= 1e-9
-    )
+    assert np.all(np.diff(curve["recall"]) <= 1e-12) and np.all(np.diff(curve["reviewer_hours_per_day"]) <= 1e-9)
     for row in curve.iloc[[0, 10, 25, 49]].itertuples():
         point = simulate(frame, row.t_pass, 0.9, 5000)
         assert point.recall.value == pytest.approx(row.recall)
@@ -140,18 +136,12 @@ def test_cli_simulate_json_table_and_sweep(tmp_path: Path) -> None:
             "created_at": pd.Timestamp("2025-01-01"),
         }
     ).to_parquet(bundle / "reference.parquet")
-    save_policy(
-        bundle, Policy(version="policy-20250101T000000-1", t_pass=0.02, t_block=0.95, qa_sample_rate=0.0)
-    )
+    save_policy(bundle, Policy(version="policy-20250101T000000-1", t_pass=0.02, t_block=0.95, qa_sample_rate=0.0))
     runner = CliRunner()
     out = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", "--daily-volume", "2000"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
-    assert (
-        data["policy"] == "policy-20250101T000000-1"
-        and data["t_pass"] == 0.02
-        and data["daily_volume"] == 2000
-    )
+    assert data["policy"] == "policy-20250101T000000-1" and data["t_pass"] == 0.02 and data["daily_volume"] == 2000
     what_if = json.loads(
         runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", "--t-pass", "0.1"]).output
     )

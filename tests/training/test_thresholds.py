@@ -31,9 +31,7 @@ MIXTURE = ((0.85, 0.5, 6.0), (0.15, 6.0, 0.25))  # (weight, a, b)
 def draw(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     component = rng.random(n) < MIXTURE[0][0]
-    risk = np.where(
-        component, rng.beta(MIXTURE[0][1], MIXTURE[0][2], n), rng.beta(MIXTURE[1][1], MIXTURE[1][2], n)
-    )
+    risk = np.where(component, rng.beta(MIXTURE[0][1], MIXTURE[0][2], n), rng.beta(MIXTURE[1][1], MIXTURE[1][2], n))
     return pd.DataFrame(
         {
             "risk": risk,
@@ -56,9 +54,7 @@ def population_block_precision(t_block: float) -> float:
 
 
 def ranked(frame: pd.DataFrame) -> RankedScores:
-    return RankedScores.build(
-        frame["risk"].to_numpy(), frame["label"].to_numpy(), frame["review_seconds"].to_numpy()
-    )
+    return RankedScores.build(frame["risk"].to_numpy(), frame["label"].to_numpy(), frame["review_seconds"].to_numpy())
 
 
 def test_guarantees_hold_on_new_data_in_at_least_1_minus_delta_of_repetitions() -> None:
@@ -139,9 +135,7 @@ def test_optimiser_matches_brute_force(seed: int) -> None:
 
 def test_raising_the_recall_target_never_lowers_workload() -> None:
     scores = ranked(draw(20_000, 5))
-    queues = [
-        choose_thresholds(scores, r, 0.98, 0.05).point.queue_items for r in (0.9, 0.95, 0.98, 0.99, 0.995)
-    ]
+    queues = [choose_thresholds(scores, r, 0.98, 0.05).point.queue_items for r in (0.9, 0.95, 0.98, 0.99, 0.995)]
     assert queues == sorted(queues)
 
 
@@ -156,11 +150,7 @@ def test_capacity_mode_never_exceeds_capacity_and_more_capacity_never_lowers_rec
         assert result.feasible == (1 - result.point.miss_rate_upper >= 0.99)
     assert recalls == sorted(recalls)
     tight = choose_for_capacity(scores, 10.0, volume, recall=0.99)
-    assert (
-        not tight.feasible
-        and tight.message.startswith("Infeasible")
-        and "reviewer-hours/day" in tight.message
-    )
+    assert not tight.feasible and tight.message.startswith("Infeasible") and "reviewer-hours/day" in tight.message
     assert tight.closest is not None
 
 
@@ -276,9 +266,7 @@ def test_segment_map_inverts_exactly_to_thresholds_on_original_risk() -> None:
 # --- MAPIE cross-check (test-only dependency) ------------------------------------------------------------
 
 
-def _mapie_controller(
-    mapie, risk_name: str, target: float, alpha: float, grid: np.ndarray, frame: pd.DataFrame
-):
+def _mapie_controller(mapie, risk_name: str, target: float, alpha: float, grid: np.ndarray, frame: pd.DataFrame):
     controller = mapie.BinaryClassificationController(
         predict_function=lambda X: np.c_[1 - X[:, 0], X[:, 0]],
         risk=risk_name,
@@ -329,9 +317,9 @@ def test_block_threshold_matches_mapie_fixed_sequence_precision_control(monkeypa
 
         def mapie_p_values(n_blocked, n_wrong, block_precision):
             r_hat = 1 - (n_blocked - n_wrong) / n_blocked  # MAPIE's own arithmetic
-            return compute_hoeffding_bentkus_p_value(
-                r_hat, n_blocked.astype(float), 1 - block_precision, binary=True
-            )[:, 0]
+            return compute_hoeffding_bentkus_p_value(r_hat, n_blocked.astype(float), 1 - block_precision, binary=True)[
+                :, 0
+            ]
 
         with monkeypatch.context() as patch:
             patch.setattr(guarantees, "block_p_values", mapie_p_values)
