@@ -38,7 +38,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(store.init_schema)
     app.state.store = store
     app.state.engine = await run_in_threadpool(startup_engine, settings.bundle, settings.reasons)
-    app.state.scorer = Scorer(store, app.state.metrics, settings.request_timeout_ms, settings.scoring_threads)
+    app.state.scorer = Scorer(
+        store,
+        app.state.metrics,
+        settings.request_timeout_ms,
+        settings.scoring_threads,
+        item_budget_ms=settings.item_budget_ms,
+    )
     app.state.admin_lock = asyncio.Lock()
     try:
         yield

@@ -49,11 +49,18 @@ class Scorer:
     """Runs the model on its own threads (so a budget can be enforced) and logs every decision."""
 
     def __init__(
-        self, store: Store, metrics: Metrics, budget_ms: int, threads: int, max_batch: int = MICRO_BATCH
+        self,
+        store: Store,
+        metrics: Metrics,
+        budget_ms: int,
+        threads: int,
+        max_batch: int = MICRO_BATCH,
+        item_budget_ms: float = 0.0,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.budget_s = budget_ms / 1000
+        self.item_budget_s = item_budget_ms / 1000
         self.max_batch = max_batch
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="triage-score")
         self._waiting: list[_Waiting] = []
@@ -156,10 +163,11 @@ class Scorer:
             )
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(self._executor, _score_and_decide, engine, listings, request_id, received_at)
+        budget_s = self.budget_s + self.item_budget_s * len(listings)
         try:
-            return await asyncio.wait_for(work, self.budget_s)
+            return await asyncio.wait_for(work, budget_s)
         except TimeoutError:  # the thread finishes in the background; its result is dropped
-            log.warning("scoring %d listings exceeded %.0f ms", len(listings), self.budget_s * 1000)
+            log.warning("scoring %d listings exceeded %.0f ms", len(listings), budget_s * 1000)
             scores = fallback_scores(len(listings), SCORING_TIMEOUT)
         except Exception:
             log.exception("scoring %d listings failed", len(listings))

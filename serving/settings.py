@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(default=1000, ge=1, le=100_000, description="Most listings in one batch request.")
     max_body_bytes: int = Field(default=2_000_000, ge=1_024, le=100_000_000, description="Largest request body.")
     request_timeout_ms: int = Field(default=200, ge=1, le=60_000, description="Scoring budget per request.")
+    item_budget_ms: float = Field(
+        default=0.5, ge=0, le=1_000, description="Extra scoring budget per listing, so large batches get more time."
+    )
     lease_seconds: int = Field(default=300, ge=1, le=86_400, description="How long a claimed queue item stays leased.")
     group_commit: bool | None = Field(
         default=None,
