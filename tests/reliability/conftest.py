@@ -104,6 +104,7 @@ class Service:
             "TRIAGE_BUNDLE": str(self.bundle),
             "TRIAGE_DATABASE_URL": self.database_url,
             "TRIAGE_LOG_LEVEL": "INFO",
+            "TRIAGE_REQUEST_TIMEOUT_MS": "10000",  # the checks count model-scored decisions
             **self.env,
         }
         command = [

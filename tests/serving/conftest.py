@@ -163,6 +163,10 @@ def api_settings(bundle_dir: Path, tmp_path: Path):
             "bundle": str(bundle_dir),
             "database_url": f"sqlite:///{tmp_path / 'service.db'}",
             "group_commit_ms": 1.0,
+            # Tests that compare scores need every item scored: a loaded CI machine must not turn a
+            # slow first request into a (correct, but different) fail-safe fallback. Budget tests
+            # override this.
+            "request_timeout_ms": 10_000,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
