@@ -63,7 +63,7 @@ def test_scoring_past_the_time_budget_sends_every_item_to_review(serve, monkeypa
     original = Bundle.raw_scores
 
     def slow(self: Bundle, X: np.ndarray) -> np.ndarray:
-        time.sleep(0.3)
+        time.sleep(2.0)
         return original(self, X)
 
     with serve(request_timeout_ms=50) as api:
@@ -73,7 +73,7 @@ def test_scoring_past_the_time_budget_sends_every_item_to_review(serve, monkeypa
         elapsed = time.perf_counter() - started
 
         assert_all_human_review(api, items, "scoring_timeout")
-        assert elapsed < 0.5  # answered at the budget, not when the model finished
+        assert elapsed < 1.5  # answered at the budget, not when the (2 s) model finished
 
 
 def test_a_failure_while_deciding_still_never_auto_passes(serve, monkeypatch: pytest.MonkeyPatch) -> None:
