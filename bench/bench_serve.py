@@ -19,12 +19,13 @@ import functools
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from serving.process import free_port, service_command, service_env, wait_until_up
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,50 +167,18 @@ def run_load(url: str, token: str, client: str, concurrency: int, duration: floa
 # -- server ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(bundle: Path, database_url: str, port: int, workers: int, max_batch: int) -> subprocess.Popen:
-    import httpx
-
-    env = {
-        **os.environ,
-        "TRIAGE_BUNDLE": str(bundle),
-        "TRIAGE_DATABASE_URL": database_url,
-        "TRIAGE_LOG_LEVEL": "WARNING",
-        "TRIAGE_MAX_BATCH_ITEMS": str(max_batch),
-        "TRIAGE_REQUEST_TIMEOUT_MS": "5000",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "serving.app:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    env = service_env(
+        bundle, database_url, log_level="WARNING", max_batch_items=str(max_batch), request_timeout_ms="5000"
+    )
+    command = service_command(port, workers=workers, log_level="warning")
     server = subprocess.Popen(command, cwd=REPO, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.kill()
-    raise SystemExit("the server did not become ready")
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", server, timeout_s=120)
+    except RuntimeError as error:
+        server.kill()
+        raise SystemExit(f"the server did not become ready: {error}") from error
+    return server
 
 
 def train_bundle(rows: int, out: Path) -> Path:

@@ -37,12 +37,12 @@ from bench.common import (  # noqa: E402
     ROOT,
     Prepared,
     Server,
-    free_port,
     log,
     median,
     prepare,
     run_load,
 )
+from serving.process import free_port, service_command  # noqa: E402
 
 SIGNED_MODEL = "listing-risk-signed"
 SCORED_MARK = '"fallback_reason":null'  # one per listing that the model really scored
@@ -177,18 +177,7 @@ def servers(prepared: Prepared, signed_version: str, db_path: Path) -> dict[str,
     return {
         "ours": Server(
             "ours",
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "serving.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ports["ours"]),
-                "--no-access-log",
-            ],
+            service_command(ports["ours"]),
             ports["ours"],
             "/readyz",
             env={"TRIAGE_BUNDLE": str(prepared.bundle), "TRIAGE_DATABASE_URL": f"sqlite:///{db_path}"},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,12 +53,6 @@ def alternate(rounds: int, cases: dict[str, Callable[[], Any]]) -> dict[str, lis
         for name in order:
             results[name].append(cases[name]())
     return results
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the model every benchmark uses ---------------------------------------------------------------------

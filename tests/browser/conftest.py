@@ -7,16 +7,15 @@ given both paths, so Selenium Manager never runs and nothing is downloaded.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+
+from serving.process import free_port, service_command, service_env, wait_until_up
 
 CHROMIUM = Path(os.environ.get("TRIAGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("TRIAGE_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -43,12 +42,6 @@ class LiveServer:
         return httpx.get(self.url + path, params=params, headers={"Authorization": f"Bearer {self.key}"})
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _create_key(database_url: str) -> str:
     from serving.keys import create_key
     from serving.store import create_store
@@ -61,54 +54,20 @@ def _create_key(database_url: str) -> str:
         store.close()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {process.returncode} before it was ready")
-        try:
-            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"uvicorn at {url} not ready after {STARTUP_SECONDS} s")
-
-
 @pytest.fixture(scope="session")
 def live_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp("live")
     database_url = f"sqlite:///{workdir / 'service.db'}"
     key = _create_key(database_url)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "TRIAGE_BUNDLE": str(bundle_dir),
-        "TRIAGE_DATABASE_URL": database_url,
-        "TRIAGE_LOG_LEVEL": "WARNING",
-    }
+    port = free_port()
+    env = service_env(bundle_dir, database_url, log_level="WARNING")
     log = (workdir / "uvicorn.log").open("wb")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "serving.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        service_command(port, workers=1, access_log=True), env=env, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process)
+        wait_until_up(url, process, timeout_s=STARTUP_SECONDS, interval_s=0.2)
         yield LiveServer(url, key)
     finally:
         process.terminate()

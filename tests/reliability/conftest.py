@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +25,7 @@ import httpx
 import pytest
 
 from serving.keys import create_key
+from serving.process import free_port, service_command, service_env, wait_until_up
 from serving.store import create_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,12 +69,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 # --- the service process -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Service:
     """One uvicorn process serving the app; its JSON log goes to `log_path`."""
@@ -100,44 +92,24 @@ class Service:
     def start(self, wait_ready: bool = True) -> Service:
         self.port = free_port()
         env = {
-            **os.environ,
-            "TRIAGE_BUNDLE": str(self.bundle),
-            "TRIAGE_DATABASE_URL": self.database_url,
-            "TRIAGE_LOG_LEVEL": "INFO",
-            "TRIAGE_REQUEST_TIMEOUT_MS": "10000",  # the checks count model-scored decisions
+            # the checks count model-scored decisions
+            **service_env(self.bundle, self.database_url, log_level="INFO", request_timeout_ms="10000"),
             **self.env,
         }
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "serving.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--no-access-log",
-        ]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                service_command(self.port), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         self._wait("/readyz" if wait_ready else "/healthz")
         return self
 
     def _wait(self, path: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"service not answering {path} within {START_TIMEOUT_S:.0f} s:\n{self.log_text()[-3000:]}")
+        assert self.proc is not None
+        try:
+            wait_until_up(self.url, self.proc, path, timeout_s=START_TIMEOUT_S)
+        except RuntimeError as error:
+            self.stop()
+            raise RuntimeError(f"{error}:\n{self.log_text()[-3000:]}") from error
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handler runs, nothing is flushed."""

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +12,7 @@ import httpx
 import pytest
 
 from serving.keys import create_key
+from serving.process import free_port, service_command, service_env, wait_until_up
 from serving.store import create_store
 from tests.serving.conftest import listing_json
 
@@ -22,41 +20,16 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.reliability
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(bundle: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TRIAGE_BUNDLE": str(bundle),
-        "TRIAGE_DATABASE_URL": database_url,
-        "TRIAGE_LOG_LEVEL": "WARNING",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "serving.app:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
+    env = service_env(bundle, database_url, log_level="WARNING")
+    command = service_command(port)
     server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("uvicorn did not become ready")
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", server)
+    except RuntimeError:
+        server.kill()
+        raise
+    return server
 
 
 def test_sigkill_mid_load_loses_no_acknowledged_decision(bundle_dir: Path, tmp_path: Path) -> None:
