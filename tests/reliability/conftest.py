@@ -190,8 +190,10 @@ def make_service(tmp_path: Path, private_bundle: Path) -> Iterator[Callable[...,
 
 
 def restart(service: Service) -> Service:
-    """The same service (bundle, database, keys) in a fresh process."""
-    return Service(service.bundle, service.db_path, service.log_path, service.tokens, service.env).start()
+    """The same service (bundle, database, keys) in a fresh process, still stopped by its fixture."""
+    if service.alive():
+        service.stop()
+    return service.start()
 
 
 # --- load ------------------------------------------------------------------------------------------
