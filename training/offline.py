@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from features.policy import DECISIONS, match_rules, route
+from features.policy import decision_names, match_rules, route
 from features.scoring import Bundle
 from features.validate import load_table, validate_history, validate_listings
 from training.evaluate import evaluate_scores
@@ -56,6 +56,19 @@ def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray) -> np.ndarr
     return route(risk, t_pass, t_block, rule_block, rule_review)
 
 
+def score_frame(bundle: Bundle, listings: pd.DataFrame) -> pd.DataFrame:
+    """Listing id, calibrated risk and decision for validated listings (what `triage score` writes and
+    the registered MLflow model returns)."""
+    risk = bundle.risk(listings)
+    return pd.DataFrame(
+        {
+            bundle.config.id: listings[bundle.config.id].to_numpy(),
+            "risk": risk,
+            "decision": decision_names(decide(bundle, listings, risk)),
+        }
+    )
+
+
 def score_file(bundle_path: Path, data: Path, out: Path) -> dict[str, Any]:
     """Score every listing of a file in chunks; write listing id, risk and decision."""
     start = time.perf_counter()
@@ -64,18 +77,7 @@ def score_file(bundle_path: Path, data: Path, out: Path) -> dict[str, Any]:
     listings = validate_listings(load_table(data, config), config)
     parts = []
     for lo in range(0, len(listings), SCORE_CHUNK_ROWS):
-        chunk = listings.iloc[lo : lo + SCORE_CHUNK_ROWS]
-        risk = bundle.risk(chunk)
-        codes = decide(bundle, chunk, risk)
-        parts.append(
-            pd.DataFrame(
-                {
-                    config.id: chunk[config.id].to_numpy(),
-                    "risk": risk,
-                    "decision": np.asarray(DECISIONS, dtype=object)[codes],
-                }
-            )
-        )
+        parts.append(score_frame(bundle, listings.iloc[lo : lo + SCORE_CHUNK_ROWS]))
     scored = pd.concat(parts, ignore_index=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":

@@ -105,7 +105,11 @@ def train(options: TrainOptions) -> TrainResult:
     config = load_config(options.config)
     with _stages(options.show_progress) as stage:
         with stage("load and validate data"):
-            table = validate_history(load_table(options.data, config), config)
+            raw = load_table(options.data, config)
+            table = validate_history(raw, config)
+            # the MLflow signature takes the export's own column types, as callers will send them
+            example = raw[config.listing_columns].tail(5).reset_index(drop=True)
+            del raw
         with stage("split by time"):
             parts = split_by_time(table, config, options.calibration_fraction, options.test_fraction)
         with stage(f"build features ({len(table):,} rows)"):
@@ -170,7 +174,6 @@ def train(options: TrainOptions) -> TrainResult:
         mlflow_info = None
         if options.log_mlflow:
             with stage("log run to MLflow and register the model"):
-                example = parts.test[config.listing_columns].head(5).reset_index(drop=True)
                 mlflow_info = _log_mlflow(bundle_dir, options, metrics, example)
     return TrainResult(bundle_dir=bundle_dir, metrics=metrics, mlflow=mlflow_info)
 

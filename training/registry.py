@@ -94,20 +94,12 @@ def log_run(
 def _signature(bundle_dir: Path, example: pd.DataFrame) -> Any:
     from mlflow.models import infer_signature
 
-    from features.policy import decision_names
     from features.scoring import Bundle
-    from training.offline import decide
+    from features.validate import validate_listings
+    from training.offline import score_frame
 
     bundle = Bundle.load(bundle_dir)
-    risk = bundle.risk(example)
-    output = pd.DataFrame(
-        {
-            "listing_id": example[bundle.config.id].to_numpy(),
-            "risk": risk,
-            "decision": decision_names(decide(bundle, example, risk)),
-        }
-    )
-    return infer_signature(example, output)
+    return infer_signature(example, score_frame(bundle, validate_listings(example, bundle.config)))
 
 
 def _requirements() -> list[str]:

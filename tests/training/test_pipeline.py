@@ -173,3 +173,40 @@ def test_mlflow_registers_model_with_candidate_alias(trained, mlflow_uri: str) -
     assert str(version.version) == str(trained.mlflow["model_version"])
     run = client.get_run(trained.mlflow["run_id"])
     assert run.data.metrics["test.roc_auc"] == pytest.approx(trained.metrics["test"]["roc_auc"])
+
+
+def test_cli_score_writes_risk_and_decision_for_every_listing(
+    bundle_dir: Path, generated_dir: Path, tmp_path: Path
+) -> None:
+    listings = pd.read_parquet(generated_dir / "reviews.parquet").tail(500)
+    listings.drop(columns=["label", "violation_reason", "review_seconds"]).to_csv(tmp_path / "in.csv", index=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--bundle",
+            str(bundle_dir),
+            "--data",
+            str(tmp_path / "in.csv"),
+            "--out",
+            str(tmp_path / "out.parquet"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    scored = pd.read_parquet(tmp_path / "out.parquet")
+    assert scored["listing_id"].tolist() == listings["listing_id"].tolist()
+    assert set(scored["decision"]) <= {"auto_pass", "human_review", "auto_block"}
+    bundle = Bundle.load(bundle_dir)
+    np.testing.assert_allclose(scored["risk"], bundle.risk(listings.reset_index(drop=True)), atol=1e-5)
+
+
+def test_registered_model_scores_like_the_bundle(trained, mlflow_uri: str, generated_dir: Path) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    model = mlflow.pyfunc.load_model(f"models:/listing-risk/{trained.mlflow['model_version']}")
+    listings = pd.read_parquet(generated_dir / "reviews.parquet").tail(50).reset_index(drop=True)
+    columns = Bundle.load(trained.bundle_dir).config.listing_columns
+    out = model.predict(listings[columns])
+    np.testing.assert_allclose(out["risk"], Bundle.load(trained.bundle_dir).risk(listings), atol=1e-5)
+    assert out["listing_id"].tolist() == listings["listing_id"].tolist()
