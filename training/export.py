@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from features.bundle import write_manifest
 from features.calibration import Calibrator
 from features.config import DataConfig
 from features.policy import Policy, save_policy
+from training.evaluate import save_plots
 
 ONNX_OPSET = 15
 
@@ -43,9 +43,8 @@ def write_bundle(
     config: DataConfig,
     metrics: dict[str, Any],
     reference: pd.DataFrame,
+    test_scores: pd.DataFrame,
     model_card: str,
-    test_scores: pd.DataFrame | None = None,
-    plots_dir: Path | None = None,
 ) -> Path:
     """Write every bundle file and the manifest in a staging directory, then rename it into place.
 
@@ -53,36 +52,21 @@ def write_bundle(
     """
     staging = bundle_dir.parent / f".{bundle_dir.name}.partial"
     staging.mkdir(parents=True, exist_ok=True)
-    if plots_dir is not None and plots_dir.resolve() != (staging / "plots").resolve():
-        shutil.copytree(plots_dir, staging / "plots", dirs_exist_ok=True)
-    _write_files(staging, booster, builder, calibrator, policy, config, metrics, reference, model_card)
-    if test_scores is not None:  # the held-out rows' scores: lets anyone recompute the test metrics
-        test_scores.to_parquet(staging / "test_scores.parquet", index=False)
+    (staging / "model.onnx").write_bytes(booster_to_onnx(booster, len(builder.feature_names)))
+    booster.save_model(str(staging / "lightgbm.txt"))
+    builder.save(staging / "feature_state")
+    calibrator.save(staging / "calibrator.json")
+    (staging / "data_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    reference.to_parquet(staging / "reference.parquet", index=False)
+    # the held-out rows' scores: anyone can recompute the test metrics and plots from them
+    test_scores.to_parquet(staging / "test_scores.parquet", index=False)
+    save_plots(test_scores, staging / "plots", segment=config.segments[0] if config.segments else None)
+    (staging / "MODEL_CARD.md").write_text(model_card)
+    save_policy(staging, policy)  # policy.json + policies/<version>.json
     write_manifest(staging, version=bundle_dir.name)
     os.rename(staging, bundle_dir)
     return bundle_dir
-
-
-def _write_files(
-    bundle_dir: Path,
-    booster: lgb.Booster,
-    builder: FeatureBuilder,
-    calibrator: Calibrator,
-    policy: Policy,
-    config: DataConfig,
-    metrics: dict[str, Any],
-    reference: pd.DataFrame,
-    model_card: str,
-) -> None:
-    (bundle_dir / "model.onnx").write_bytes(booster_to_onnx(booster, len(builder.feature_names)))
-    booster.save_model(str(bundle_dir / "lightgbm.txt"))
-    builder.save(bundle_dir / "feature_state")
-    calibrator.save(bundle_dir / "calibrator.json")
-    (bundle_dir / "data_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    (bundle_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
-    reference.to_parquet(bundle_dir / "reference.parquet", index=False)
-    (bundle_dir / "MODEL_CARD.md").write_text(model_card)
-    save_policy(bundle_dir, policy)  # policy.json + policies/<version>.json
 
 
 def point_latest(models_dir: Path, bundle_dir: Path) -> Path:

@@ -20,7 +20,7 @@ from features.calibration import fit_calibrator
 from features.config import DataConfig, load_config
 from features.policy import Policy, match_rules
 from features.validate import load_table, validate_history
-from training.evaluate import evaluate_scores, ranking_metrics, save_plots
+from training.evaluate import evaluate_scores, ranking_metrics
 from training.export import point_latest, write_bundle
 from training.model_card import render_model_card
 from training.split import split_by_time
@@ -126,8 +126,9 @@ def train(options: TrainOptions) -> TrainResult:
         with stage("fit logistic-regression baseline"):
             baseline = fit_baseline(X_train, y_train, categorical, seed=options.seed)
         with stage("calibrate on the calibration split"):
-            calibrator = fit_calibrator(predict_lightgbm(booster, X_cal), y_cal)
-            reference = _reference(parts.calibration, calibrator(predict_lightgbm(booster, X_cal)), config)
+            raw_cal = predict_lightgbm(booster, X_cal)
+            calibrator = fit_calibrator(raw_cal, y_cal)
+            reference = _reference(parts.calibration, calibrator(raw_cal), config)
         with stage("choose thresholds"):
             thresholds = choose_policy_thresholds(
                 reference,
@@ -155,8 +156,6 @@ def train(options: TrainOptions) -> TrainResult:
         with stage("export bundle"):
             options.out.mkdir(parents=True, exist_ok=True)
             bundle_dir = options.out / _new_version(options.out)
-            staging = options.out / f".{bundle_dir.name}.partial"
-            save_plots(test_frame, staging / "plots", segment=config.segments[0] if config.segments else None)
             write_bundle(
                 bundle_dir,
                 booster=booster,
@@ -168,7 +167,6 @@ def train(options: TrainOptions) -> TrainResult:
                 reference=reference,
                 test_scores=test_frame,
                 model_card=render_model_card(bundle_dir.name, metrics, policy, options),
-                plots_dir=staging / "plots",
             )
             point_latest(options.out, bundle_dir)
         mlflow_info = None
