@@ -12,11 +12,11 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,8 @@ POLICY_FILE = "policy.json"
 POLICY_HISTORY_DIR = "policies"
 RULE_ACTIONS = ("block", "review")
 RULE_KINDS = ("term", "category")
+
+TextColumn: TypeAlias = pa.Array | Sequence[str]  # one text column of a batch of listings, "" where missing
 
 
 def route(
@@ -131,22 +133,36 @@ class Rule:
         rule.validate(where)
         return rule
 
+    @property
+    def columns(self) -> list[str]:
+        """The listing columns this rule reads."""
+        return [self.column] if self.kind == "category" and self.column else list(self.fields)
+
     def match(self, listings: pd.DataFrame) -> np.ndarray:
         """Boolean mask of the listings this rule matches (vectorised; absent columns match nothing)."""
-        n = len(listings)
+        return self.match_texts(_text_columns(listings, self.columns), len(listings))
+
+    def match_texts(self, texts: Mapping[str, TextColumn], n: int) -> np.ndarray:
+        """`match` on the rule's columns given as text ("" where missing), for `n` listings.
+
+        Term rules run in RE2 over each whole column; categories are normalised once per distinct value.
+        """
+        mask = np.zeros(n, dtype=bool)
         if self.kind == "category":
-            if self.column not in listings:
-                return np.zeros(n, dtype=bool)
+            values = texts.get(self.column or "")
+            if values is None or not n:
+                return mask
             wanted = {normalize_category(v) for v in self.values}
-            values = listings[self.column].astype("string").fillna("")
-            uniques, inverse = np.unique(values.to_numpy(dtype=object).astype(str), return_inverse=True)
+            if isinstance(values, pa.Array):
+                values = values.to_numpy(zero_copy_only=False)
+            uniques, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
             hit = np.fromiter((normalize_category(u) in wanted for u in uniques), dtype=bool, count=len(uniques))
             return hit[inverse.reshape(-1)]
         pattern = _term_pattern_re2(tuple(self.terms))
-        mask = np.zeros(n, dtype=bool)
         for column in self.fields:
-            if column in listings:
-                text = pa.array(listings[column].astype("string").fillna(""), type=pa.large_string())
+            if column in texts and n:
+                text = texts[column]
+                text = text if isinstance(text, pa.Array) else pa.array(text, type=pa.large_string())
                 mask |= pc.match_substring_regex(text, pattern).to_numpy(zero_copy_only=False)
         return mask
 
@@ -169,18 +185,33 @@ def _term_pattern_re2(terms: tuple[str, ...]) -> str:
     return rf"(?i)(?:^|{_NOT_WORD})(?:{alternatives})(?:{_NOT_WORD}|$)"
 
 
+def _text_columns(listings: pd.DataFrame, columns: Sequence[str]) -> dict[str, TextColumn]:
+    """The listed columns that exist, as arrow text ("" where missing)."""
+    return {
+        c: pa.array(listings[c].astype("string").fillna(""), type=pa.large_string()) for c in columns if c in listings
+    }
+
+
 def match_rules(
     listings: pd.DataFrame, rules: Sequence[Rule | dict[str, Any]]
 ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
     """(block_mask, review_mask, matched rule names per listing)."""
-    n = len(listings)
+    parsed = [raw if isinstance(raw, Rule) else Rule.from_dict(raw, f"rules[{i}]") for i, raw in enumerate(rules)]
+    texts = _text_columns(listings, sorted({c for rule in parsed for c in rule.columns}))
+    return match_rules_on_texts(texts, len(listings), parsed)
+
+
+def match_rules_on_texts(
+    texts: Mapping[str, TextColumn], n: int, rules: Sequence[Rule]
+) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """`match_rules` for listings given as text columns ("" where missing): the columnar core that
+    the service runs on a batch of listing dicts without building a DataFrame."""
     block, review = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     matched: list[list[str]] = [[] for _ in range(n)]
-    for i, raw in enumerate(rules):
-        rule = raw if isinstance(raw, Rule) else Rule.from_dict(raw, f"rules[{i}]")
-        mask = rule.match(listings)
+    for rule in rules:
+        mask = rule.match_texts(texts, n)
         (block if rule.action == "block" else review)[mask] = True
-        for row in np.flatnonzero(mask):
+        for row in np.flatnonzero(mask).tolist():
             matched[row].append(rule.name)
     return block, review, matched
 

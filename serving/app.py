@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from serving.api import errors, health, policy, queue, score, simulate
+from serving.api import body, errors, health, policy, queue, score, simulate
 from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, BodyLimitMiddleware
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    body.install(app, score.BODIES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)  # outermost: sees every response
     return app

@@ -32,6 +32,7 @@ from features.policy import (
     Policy,
     Rule,
     _term_pattern,  # the one definition of how a term rule matches; shared so both paths agree
+    match_rules_on_texts,
     qa_sample,
     route,
 )
@@ -45,6 +46,7 @@ MODEL_UNAVAILABLE = "model_unavailable"
 SCORING_ERROR = "scoring_error"
 SCORING_TIMEOUT = "scoring_timeout"
 TOP_REASONS = 3
+COLUMNAR_RULES_MIN = 32  # from this many listings, rules run columnar in RE2 (one pattern compile per call)
 SMALL_BATCH = 64  # below this many listings, exact TreeSHAP runs on one thread (OpenMP start-up costs more)
 FAILSAFE_POLICY_VERSION = "failsafe-no-model"
 
@@ -128,10 +130,12 @@ class DecisionEngine:
     _rng: np.random.Generator = field(init=False, repr=False)
     _rng_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
     _record_rules: _RecordRules = field(init=False, repr=False)
+    _rule_columns: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
         self._record_rules = _RecordRules(self.policy.rules)
+        self._rule_columns = sorted({c for rule in self.policy.rules for c in rule.columns})
 
     @classmethod
     def from_bundle(
@@ -318,8 +322,15 @@ class DecisionEngine:
             ]
 
     def match_rules(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
-        """(block_mask, review_mask, matched rule names): `features.policy.match_rules`, per record."""
+        """(block_mask, review_mask, matched rule names): `features.policy.match_rules` on listing dicts.
+
+        A few listings are matched one record at a time with compiled Python patterns; a batch runs the
+        columnar RE2 core over each text column (its per-call pattern compile is then worth it).
+        """
         n = len(listings)
+        if n >= COLUMNAR_RULES_MIN:
+            texts = {c: [_as_text(listing.get(c)) for listing in listings] for c in self._rule_columns}
+            return match_rules_on_texts(texts, n, self.policy.rules)
         block, review = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         matched: list[list[str]] = []
         for i, listing in enumerate(listings):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,35 @@ def test_malformed_bodies_are_client_errors(serve, body: bytes) -> None:
                 path, content=body, headers={**api.headers(), "content-type": "application/json"}
             )
             assert 400 <= response.status_code < 500, (path, response.status_code, response.text)
+
+
+@pytest.mark.parametrize("path", ["/v1/score", "/v1/score/batch"])
+def test_a_body_that_is_not_declared_json_is_a_422_on_the_body(serve, path: str) -> None:
+    items = {"items": [listing_json(1)]} if path.endswith("batch") else listing_json(1)
+    with serve() as api:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            response = api.client.post(
+                path, content=json.dumps(items), headers={**api.headers(), "content-type": content_type}
+            )
+            assert response.status_code == 422, response.text
+            assert response.json()["detail"][0]["field"] == "body" and "JSON" in response.json()["detail"][0]["msg"]
+        vendor = api.client.post(
+            path, content=json.dumps(items), headers={**api.headers(), "content-type": "application/vnd.x+json"}
+        )
+        assert vendor.status_code == 200, vendor.text
+
+
+def test_the_openapi_document_declares_both_scoring_bodies(serve) -> None:
+    with serve() as api:
+        spec = api.client.get("/openapi.json").json()
+
+    schemas = spec["components"]["schemas"]
+    for path, model in (("/v1/score", "ScoreRequest"), ("/v1/score/batch", "BatchRequest")):
+        body = spec["paths"][path]["post"]["requestBody"]
+        assert body["required"] is True
+        assert body["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
+    assert schemas["BatchRequest"]["properties"]["items"]["items"] == {"$ref": "#/components/schemas/Listing"}
+    assert set(schemas["Listing"]["required"]) >= {"listing_id", "merchant_id", "title", "category", "price"}
 
 
 def test_empty_and_oversized_batches_are_422_with_a_clear_message(serve) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from features.policy import Policy, Rule, match_rules
 from features.scoring import Bundle
-from serving.engine import SMALL_BATCH, DecisionEngine
+from serving.engine import COLUMNAR_RULES_MIN, DecisionEngine
 from serving.explain import PathExplainer
 
 RULES = [
@@ -69,8 +69,10 @@ def test_per_record_rule_matching_equals_match_rules(bundle: Bundle) -> None:
         block, review, matched = engine.match_rules([listing])
         frame_block, frame_review, frame_matched = match_rules(pd.DataFrame([listing]), RULES)
         assert (block[0], review[0], matched[0]) == (frame_block[0], frame_review[0], frame_matched[0]), listing
-    block, review, matched = engine.match_rules(listings)  # > SMALL_BATCH: the frame path itself
-    assert len(listings) > SMALL_BATCH and block.any() and review.any()
+    block, review, matched = engine.match_rules(listings)  # a batch: the columnar RE2 path
+    frame_block, frame_review, frame_matched = match_rules(pd.DataFrame(listings), RULES)
+    assert len(listings) >= COLUMNAR_RULES_MIN and block.any() and review.any()
+    assert (block == frame_block).all() and (review == frame_review).all() and matched == frame_matched
 
 
 def test_path_attributions_add_up_to_the_model_log_odds(bundle: Bundle, generated_dir: Path) -> None:
