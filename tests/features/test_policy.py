@@ -190,8 +190,10 @@ def test_save_policy_refuses_a_tampered_bundle(tmp_path):
         save_policy(tmp_path, Policy(version="policy-1", t_pass=0.01, t_block=0.9))
 
 
-def test_column_rule_matching_equals_the_python_pattern_on_odd_text():
-    """Rule.match (RE2 over whole columns) and `_term_pattern` (Python re, per listing) agree."""
+@pytest.mark.parametrize("ascii_only", [False, True], ids=["mixed-text", "ascii-text"])
+def test_column_rule_matching_equals_the_python_pattern_on_odd_text(ascii_only: bool):
+    """Rule.match (RE2 over whole columns) and `_term_pattern` (Python re, per listing) agree, both with
+    the Unicode pattern (a column with any non-ASCII text) and the ASCII one (an all-ASCII column)."""
     import random
 
     from features.policy import Rule, _term_pattern
@@ -222,11 +224,18 @@ def test_column_rule_matching_equals_the_python_pattern_on_odd_text():
         "ivory2",
         "ｉｖｏｒｙ",
         "STUN GUN",
+        "stun\x0bgun",
+        "brass\x1cknuckles",
+        "\x1f",
+        "\x0b",
+        "\x00",
         "a",
         "b",
     ]
     rng = random.Random(0)
     texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 5))) for _ in range(3000)]
+    texts = [t for t in texts if t.isascii()] if ascii_only else texts
+    assert all(t.isascii() for t in texts) or not ascii_only
     rule = Rule(name="t", action="review", kind="term", terms=terms, fields=["title"])
     vectorised = rule.match(pd.DataFrame({"title": texts}))
     pattern = _term_pattern(tuple(terms))
