@@ -210,25 +210,18 @@ class DecisionEngine:
         """
         assert self.bundle is not None
         contributions = self.contributions(X)
-        names = self.bundle.feature_names
         k = min(TOP_REASONS, contributions.shape[1])
-        top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+        top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]  # descending: positives come first
         top_contrib = np.take_along_axis(contributions, top, axis=1)
-        positive = (top_contrib > 0).tolist()
         top_values = np.take_along_axis(np.asarray(X, dtype=np.float64), top, axis=1)
-        values = np.where(np.isfinite(top_values), np.round(top_values, 6), np.nan).tolist()
-        out = []
-        for features, contribs, row_values, keep in zip(
-            top.tolist(), np.round(top_contrib, 4).tolist(), values, positive, strict=True
-        ):
-            out.append(
-                [
-                    {"feature": names[j], "value": v if v == v else None, "contribution": c}  # NaN -> None
-                    for j, c, v, kept in zip(features, contribs, row_values, keep, strict=True)
-                    if kept
-                ]
-            )
-        return out
+        features = np.asarray(self.bundle.feature_names, dtype=object)[top].ravel().tolist()
+        values = np.where(np.isfinite(top_values), np.round(top_values, 6), np.nan).ravel().tolist()
+        contribs = np.round(top_contrib, 4).ravel().tolist()
+        flat = [
+            {"feature": f, "value": v if v == v else None, "contribution": c}  # NaN -> None
+            for f, v, c in zip(features, values, contribs, strict=True)
+        ]
+        return [flat[i * k : i * k + kept] for i, kept in enumerate((top_contrib > 0).sum(axis=1).tolist())]
 
     # --- deciding -------------------------------------------------------------------------------
     def decide(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 _GATHER_ROWS = 64
 
@@ -49,10 +50,13 @@ class PathExplainer:
         rows = leaves.reshape(len(X), -1) + self.offsets
         if len(X) <= _GATHER_ROWS:
             return self.table[rows].sum(axis=1)  # (n, trees, features) gathered at once
-        out = np.zeros((len(X), self.n_features))
-        for t in range(rows.shape[1]):  # a loop over trees keeps memory at n x features
-            out += self.table[rows[:, t]]
-        return out
+        # A batch: (listing x leaf indicator, one 1 per tree) @ leaf table, one sparse product in C. Each
+        # row's leaves are in tree order, so the sums run in the same order as the gather above.
+        n, trees = rows.shape
+        indicator = sp.csr_matrix(
+            (np.ones(rows.size), rows.ravel(), np.arange(0, rows.size + 1, trees)), shape=(n, self.table.shape[0])
+        )
+        return np.asarray(indicator @ self.table)
 
 
 def _value(node: dict[str, Any]) -> float:

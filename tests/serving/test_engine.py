@@ -89,6 +89,19 @@ def test_path_attributions_add_up_to_the_model_log_odds(bundle: Bundle, generate
     assert np.mean([s in t for s, t in zip(shap.argmax(axis=1), top3, strict=True)]) > 0.8
 
 
+def test_path_attributions_of_a_batch_equal_those_of_its_listings_one_by_one(
+    bundle: Bundle, generated_dir: Path
+) -> None:
+    X = bundle.features(pd.read_parquet(generated_dir / "reviews.parquet").head(300))
+    explainer = PathExplainer(bundle.booster)
+
+    batch = explainer.contributions(X)  # above the gather size: the sparse product
+    one_by_one = np.vstack([explainer.contributions(X[i : i + 1]) for i in range(len(X))])
+
+    assert len(X) > 64
+    np.testing.assert_array_equal(batch, one_by_one)
+
+
 def test_treeshap_reasons_can_be_chosen(bundle: Bundle, generated_dir: Path) -> None:
     listings = pd.read_parquet(generated_dir / "reviews.parquet").head(3)[bundle.config.listing_columns]
     records = listings.to_dict("records")
