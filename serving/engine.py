@@ -322,7 +322,7 @@ class DecisionEngine:
         """
         n = len(listings)
         if n >= COLUMNAR_RULES_MIN:
-            texts = {c: [_as_text(listing.get(c)) for listing in listings] for c in self._rule_columns}
+            texts = {c: _text_column(listings, c) for c in self._rule_columns}
             return match_rules_on_texts(texts, n, self.policy.rules)
         block, review = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         matched: list[list[str]] = []
@@ -343,6 +343,12 @@ class DecisionEngine:
 
 def fallback_scores(n: int, reason: str) -> Scores:
     return Scores(np.full(n, np.nan), [[] for _ in range(n)], reason)
+
+
+def _text_column(listings: list[dict[str, Any]], column: str) -> list[str]:
+    """One column of the listings as `_as_text` reads it (most values are str already)."""
+    values = [listing.get(column) for listing in listings]
+    return [v if type(v) is str else _as_text(v) for v in values]
 
 
 def _as_text(value: Any) -> str:
