@@ -49,8 +49,8 @@ def route(
     """Decision codes (int8: 0 auto_pass, 1 human_review, 2 auto_block) for each listing.
 
     Rules first (a block rule wins over a review rule), then thresholds: risk < t_pass passes,
-    risk >= t_block blocks, the rest is queued. A risk that is NaN or infinite is queued (fail safe:
-    nothing that could not be scored is ever decided automatically).
+    risk >= t_block blocks, the rest is queued. A risk that is NaN or infinite is queued, block rule or
+    not (fail safe: nothing that could not be scored is ever decided automatically).
     """
     risk = np.asarray(risk, dtype=np.float64)
     codes = np.full(risk.shape, CODE_REVIEW, dtype=np.int8)
@@ -60,7 +60,7 @@ def route(
     if rule_review is not None:
         codes[np.asarray(rule_review, dtype=bool)] = CODE_REVIEW
     if rule_block is not None:
-        codes[np.asarray(rule_block, dtype=bool)] = CODE_BLOCK
+        codes[np.asarray(rule_block, dtype=bool) & finite] = CODE_BLOCK
     return codes
 
 

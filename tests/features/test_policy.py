@@ -53,7 +53,7 @@ def test_rules_come_first_and_block_wins_over_review() -> None:
     risk = np.array([0.01, 0.01, 0.99, 0.01, np.nan])
     block = np.array([True, False, False, True, True])
     review = np.array([False, True, True, True, False])
-    assert route(risk, 0.2, 0.8, block, review).tolist() == [2, 1, 1, 2, 2]
+    assert route(risk, 0.2, 0.8, block, review).tolist() == [2, 1, 1, 2, 1]  # unscored: review, block rule or not
 
 
 def test_per_segment_thresholds() -> None:

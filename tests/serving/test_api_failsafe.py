@@ -59,6 +59,25 @@ def test_a_scoring_exception_sends_every_item_to_review(serve, monkeypatch: pyte
         assert 'triage_fallbacks_total{reason="scoring_error"} 21.0' in api.client.get("/metrics").text
 
 
+def test_a_failing_model_sends_block_rule_hits_to_review_too(serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail safe means a person decides: a block rule does not auto-block a listing the model could not score."""
+
+    def broken(self: Bundle, X: np.ndarray) -> np.ndarray:
+        raise RuntimeError("onnxruntime fell over")
+
+    block_replicas = {"name": "replica", "action": "block", "kind": "term", "terms": ["replica"], "fields": ["title"]}
+    with serve() as api:
+        policy = api.client.put("/v1/policy", json={"rules": [block_replicas]}, headers=api.headers("admin"))
+        assert policy.status_code == 200, policy.text
+        assert api.score(LISTINGS[1]).json()["decision"] == "auto_block"  # the rule blocks while scoring works
+        monkeypatch.setattr(Bundle, "raw_scores", broken)
+        items = api.batch(LISTINGS).json()["items"]
+
+        assert {i["decision"] for i in items} == {"human_review"}
+        assert {i["fallback_reason"] for i in items} == {"scoring_error"}
+        assert sum(i["rules_matched"] == ["replica"] for i in items) == 5  # the matches are still recorded
+
+
 def test_scoring_past_the_time_budget_sends_every_item_to_review(serve, monkeypatch: pytest.MonkeyPatch) -> None:
     original = Bundle.raw_scores
 
