@@ -151,37 +151,41 @@ class FeatureBuilder:
         if not n:
             return np.zeros((0, len(self.feature_names)), dtype=np.float32)
         config = self.config
-        docs = [document_one([_text(r.get(c)) for c in config.text]) for r in records]
+        texts = {c: _texts(records, c) for c in (*config.text, *config.categorical, config.merchant)}
+        docs = [document_one(values) for values in zip(*(texts[c] for c in config.text), strict=True)]
         columns: dict[str, Any] = {"text_score": self.text.score(self.text.vectorize(docs))}
+        counted = pa.array(docs, type=pa.large_string()) if n > SMALL_BATCH_ROWS else docs  # converted once
         for name, terms in LEXICONS.items():
-            columns[name] = _hits_lowered(docs, terms)
+            columns[name] = _hits_lowered(counted, terms)
         if self.brand:
-            brands = [_text(r.get(self.brand)).lower() for r in records]
+            brands = [brand.lower() for brand in texts[self.brand]]
             columns["brand_is_luxury"] = _hits_lowered(brands, lexicon.LUXURY_BRANDS) > 0
-        categories = [_text(r.get(self.category)) for r in records] if self.category else None
+        categories = texts[self.category] if self.category else None
         if self.price:
-            log_price = _log_price(np.array([_number(r, self.price) for r in records], dtype=np.float64))
+            log_price = _log_price(_numbers(records, self.price))
             if categories is not None:
                 norms = np.array([self.price_norms.get(c, self.global_price_norm) for c in categories])
             else:
                 norms = np.full(n, self.global_price_norm)
             columns["log_price"] = log_price
             columns["log_price_vs_category"] = log_price - norms
-        created = [_microseconds(r.get(config.timestamp), config.timestamp) for r in records]
-        merchant = lookup.many([_text(r.get(config.merchant)) for r in records], created)
+        created = _all_microseconds([r.get(config.timestamp) for r in records], config.timestamp)
+        merchant = lookup.many(texts[config.merchant], created)
         for i, name in enumerate(MERCHANT_FEATURES):
             columns[name] = merchant[:, i]
         for column in self.passthrough:
-            columns[column] = [_number(r, column) for r in records]
+            columns[column] = _numbers(records, column)
         if self.category and self.certificate:
             assert categories is not None
             regulated = _regulated(categories)
-            certified = np.array([_number(r, self.certificate) for r in records], dtype=np.float64) >= 0.5
+            certified = _numbers(records, self.certificate) >= 0.5
             columns["regulated_without_certificate"] = regulated & ~certified
         for column in config.categorical:
             codes = self.category_codes[column]
-            columns[f"{column}_code"] = [codes.get(_text(r.get(column)), 0) for r in records]
-        matrix = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in self.feature_names])
+            columns[f"{column}_code"] = [codes.get(value, 0) for value in texts[column]]
+        matrix = np.empty((n, len(self.feature_names)), dtype=np.float64)
+        for j, name in enumerate(self.feature_names):
+            matrix[:, j] = columns[name]
         return matrix.astype(np.float32)
 
     # --- fitting helpers ---------------------------------------------------------------------------
@@ -309,10 +313,10 @@ def _log_price(price: np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(price, 0.0))
 
 
-def _hits_lowered(texts: list[str], terms: tuple[str, ...]) -> np.ndarray:
+def _hits_lowered(texts: list[str] | pa.Array, terms: tuple[str, ...]) -> np.ndarray:
     """Whole-word hit counts of lower-cased texts: a compiled Python pattern per text for a small
     batch, pyarrow's RE2 kernel (as `transform` uses) above `SMALL_BATCH_ROWS`."""
-    if len(texts) > SMALL_BATCH_ROWS:
+    if isinstance(texts, pa.Array) or len(texts) > SMALL_BATCH_ROWS:
         return lexicon.count_hits_lowered(texts, terms)
     pattern = lexicon.compile_terms(terms)
     return np.array([len(pattern.findall(text)) for text in texts], dtype=np.int32)
@@ -336,6 +340,32 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _texts(records: list[dict[str, Any]], column: str) -> list[str]:
+    """`_text` of each record's value in `column`."""
+    values = [record.get(column) for record in records]
+    return [value if type(value) is str else _text(value) for value in values]
+
+
+_PLAIN_NUMBER_TYPES = frozenset({int, float, bool, type(None)})
+
+
+def _numbers(records: list[dict[str, Any]], column: str) -> np.ndarray:
+    """`_number` of each record's value in `column`, as float64. Above `SMALL_BATCH_ROWS`, plain Python
+    numbers and None (-> NaN) convert in one numpy call; anything else, or an infinite value, goes
+    through `_number`."""
+    if len(records) > SMALL_BATCH_ROWS:
+        values = [record.get(column) for record in records]
+        if _PLAIN_NUMBER_TYPES.issuperset(map(type, values)):
+            try:
+                numbers = np.array(values, dtype=np.float64)
+            except OverflowError:  # an int too large for a float: `_number` raises it
+                pass
+            else:
+                if not np.isinf(numbers).any():
+                    return numbers
+    return np.array([_number(record, column) for record in records], dtype=np.float64)
+
+
 def _number(record: dict[str, Any], column: str) -> float:
     value = record.get(column)
     if value is None:
@@ -347,6 +377,20 @@ def _number(record: dict[str, Any], column: str) -> float:
     if math.isinf(number):
         raise DataValidationError([f"column {column!r}: {value!r} is infinite"])
     return number
+
+
+def _all_microseconds(values: list[Any], column: str) -> list[int]:
+    """`_microseconds` of each value; a timestamp string repeated in the batch is parsed once."""
+    parsed: dict[str, int] = {}
+    out = []
+    for value in values:
+        if type(value) is str:
+            if value not in parsed:
+                parsed[value] = _microseconds(value, column)
+            out.append(parsed[value])
+        else:
+            out.append(_microseconds(value, column))
+    return out
 
 
 def _microseconds(value: Any, column: str) -> int:

@@ -1,4 +1,4 @@
-"""Text risk score: hashed word uni+bi-grams -> a linear model whose decision score is one feature.
+r"""Text risk score: hashed word uni+bi-grams -> a linear model whose decision score is one feature.
 
 On the training rows the score is out-of-fold (k seeded folds): each row is scored by a model that
 never saw it, so the downstream model does not learn to trust an overfit score. `fit` on all training
@@ -6,27 +6,43 @@ rows gives the weights used for every other row (calibration, test, serving).
 
 The state is plain data (vectorizer parameters as JSON, the weights as one float64 array), so a
 bundle needs no pickle; `HashingVectorizer` is stateless, so rebuilding it from the parameters gives
-the same features. Vectorising is the one step of feature building that runs Python per document
-(about 15-40 us each, depending on machine load), so large inputs are split across processes.
+the same features.
+
+Vectorising has three implementations that give bit-identical matrices. `vectorize_per_document`
+runs sklearn's analyzer and `FeatureHasher` per document (about 10-40 us each, depending on text
+length and machine load): the reference, and the path for small batches and char n-grams. For one
+to a few documents, the same analyzer with the hasher's MurmurHash3 called per n-gram skips
+`FeatureHasher`'s ~20 us per call. Batches of `VECTORISED_MIN_DOCS` or more are tokenised by
+pyarrow's RE2 kernels and hashed by a numpy port of that MurmurHash3, each distinct token and n-gram
+once (about 2-4 us a document); documents with non-ASCII characters, where sklearn's Unicode `\w` and
+RE2's ASCII one differ, still go one at a time. Very large inputs are also split across processes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import SGDClassifier
+from sklearn.utils import murmurhash3_32
 
 from features import lexicon
 
 PARALLEL_MIN_DOCS = 50_000  # below this, worker start-up costs more than it saves
+PER_NGRAM_HASH_MAX_DOCS = 4  # up to this many documents, hashing n-grams one by one beats FeatureHasher
+VECTORISED_MIN_DOCS = 48  # from this many, the vectorised path's fixed ~0.4 ms (RE2 compiles, numpy calls) pays
+VECTORISED_BLOCK_DOCS = 4096  # larger inputs are vectorised in blocks of this many (cache-sized temporaries)
 
 
 # Phrases whose signal belongs to the monotone lexicon-count features, not to the text model: the text
@@ -34,6 +50,12 @@ PARALLEL_MIN_DOCS = 50_000  # below this, worker start-up costs more than it sav
 # (monotone) hit count, and the text model spends its capacity on what the lists miss (obfuscated
 # spellings, new schemes).
 POLICY_OWNED_TERMS: tuple[str, ...] = (*lexicon.PROHIBITED_TERMS, *lexicon.HEALTH_CLAIM_PHRASES)
+
+
+@lru_cache(maxsize=8)
+def _word_analyzer(ngram_range: tuple[int, int]) -> Callable[[str], list[str]]:
+    """`TextModel._analyzers()[0]`, built once per n-gram range."""
+    return HashingVectorizer(ngram_range=ngram_range, lowercase=False).build_analyzer()
 
 
 def _without_policy_terms(doc: str) -> str:
@@ -48,7 +70,7 @@ def documents(frame: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> list
     return [doc.lower() for doc in joined.tolist()]  # str.lower, exactly as `document_one`
 
 
-def document_one(values: list[str]) -> str:
+def document_one(values: Iterable[str]) -> str:
     """`documents` for one listing's text values (serving path)."""
     return " ".join(values).lower()
 
@@ -92,14 +114,56 @@ class TextModel:
         )
         return sp.vstack(chunks, format="csr")
 
-    def _vectorize_chunk(self, docs: list[str]) -> sp.csr_matrix:
+    def vectorize_per_document(self, docs: list[str]) -> sp.csr_matrix:
+        """`vectorize` one document at a time with sklearn's analyzers and `FeatureHasher`: the
+        reference that the faster paths match bit for bit."""
         if not docs:
             return sp.csr_matrix((0, self.width), dtype=np.float32)
         docs = [_without_policy_terms(doc) for doc in docs]
         hasher = FeatureHasher(n_features=self.n_features, input_type="string", alternate_sign=False, dtype=np.float32)
         parts = [sp.csr_matrix(hasher.transform(analyze(doc) for doc in docs)) for analyze in self._analyzers()]
-        X = parts[0] if len(parts) == 1 else sp.hstack(parts, format="csr")
-        return _l2_normalize_rows(X)
+        return _l2_normalize_rows(parts[0] if len(parts) == 1 else sp.hstack(parts, format="csr"))
+
+    def _vectorize_chunk(self, docs: list[str]) -> sp.csr_matrix:
+        if not docs or self.char_ngrams is not None:
+            return self.vectorize_per_document(docs)
+        if len(docs) > VECTORISED_BLOCK_DOCS:
+            step = VECTORISED_BLOCK_DOCS
+            blocks = [self._vectorize_chunk(docs[i : i + step]) for i in range(0, len(docs), step)]
+            return sp.vstack(blocks, format="csr")
+        if len(docs) >= VECTORISED_MIN_DOCS and self.ngram_range[0] >= 1:
+            rows, columns = self._word_ngrams_vectorised(docs)
+        elif len(docs) <= PER_NGRAM_HASH_MAX_DOCS:
+            rows, columns = self._word_ngrams_per_document(docs)
+        else:
+            return self.vectorize_per_document(docs)
+        # the hasher's counts are sums of 1.0 in float32: exact, in any order
+        keys, counts = np.unique(rows * self.n_features + columns, return_counts=True)
+        return _l2_normalize_rows(_csr_from_keys(keys, counts.astype(np.float32), len(docs), self.n_features))
+
+    def _word_ngrams_per_document(self, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Row and hashed column of every word n-gram, one document at a time: sklearn's analyzer, and
+        the hash `FeatureHasher` applies to each n-gram (see `_hashed_columns`)."""
+        analyze = _word_analyzer(tuple(self.ngram_range))
+        n_features = self.n_features
+        columns = [
+            [abs(murmurhash3_32(gram, seed=0)) % n_features for gram in analyze(_without_policy_terms(doc))]
+            for doc in docs
+        ]
+        rows = np.repeat(np.arange(len(docs)), [len(row) for row in columns])
+        return rows, np.fromiter(chain.from_iterable(columns), dtype=np.int64, count=len(rows))
+
+    def _word_ngrams_vectorised(self, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`_word_ngrams_per_document`, vectorised over the ASCII documents."""
+        array = pa.array(docs, type=pa.large_string())
+        is_ascii = pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
+        if is_ascii.all():
+            return _hashed_word_ngrams(_without_policy_terms_batch(docs, array), self.ngram_range, self.n_features)
+        fast, slow = np.flatnonzero(is_ascii), np.flatnonzero(~is_ascii)
+        fast_docs = _without_policy_terms_batch([docs[i] for i in fast], array.take(fast))
+        rows, columns = _hashed_word_ngrams(fast_docs, self.ngram_range, self.n_features)
+        slow_rows, slow_columns = self._word_ngrams_per_document([docs[i] for i in slow])
+        return np.concatenate([fast[rows], slow[slow_rows]]), np.concatenate([columns, slow_columns])
 
     @property
     def width(self) -> int:
@@ -167,6 +231,144 @@ class TextModel:
             coef=np.asarray(coef, dtype=np.float64),
             intercept=float(params["intercept"]),
         )
+
+
+# --- vectorised word n-grams --------------------------------------------------------------------------
+# Bytes that Python's `\w` matches in ASCII text; sklearn's token pattern `(?u)\b\w\w+\b` makes each
+# maximal run of them, two or more long, a token.
+_WORD_BYTES = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
+_SPACE_FOR_NON_WORD = np.full(256, ord(" "), dtype=np.uint8)
+_SPACE_FOR_NON_WORD[_WORD_BYTES] = _WORD_BYTES
+
+
+def _without_policy_terms_batch(docs: list[str], array: pa.Array) -> pa.Array:
+    """`_without_policy_terms` of ASCII documents (`array` holds `docs`). One RE2 pass finds the few
+    documents with a policy-owned term (lexicon's patterns match alike in RE2 and Python `re`), and
+    the Python pattern rewrites just those: RE2's replace kernel would take twice as long as its
+    match kernel only to compile the long pattern."""
+    has_term = pc.match_substring_regex(array, pattern=lexicon.term_pattern(POLICY_OWNED_TERMS))
+    found = np.flatnonzero(has_term.to_numpy(zero_copy_only=False))
+    if not len(found):
+        return array
+    docs = list(docs)
+    for i in found.tolist():
+        docs[i] = _without_policy_terms(docs[i])
+    return pa.array(docs, type=pa.large_string())
+
+
+def _hashed_word_ngrams(docs: pa.Array, ngram_range: tuple[int, int], n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Document row and hashed column of every word n-gram of ASCII documents (policy-owned terms
+    already removed), as `_word_ngrams_per_document` finds them: tokens are runs of 2+ word
+    characters, n-grams are consecutive tokens joined by a space. Each distinct n-gram is hashed once."""
+    pieces = pc.ascii_split_whitespace(_non_word_to_space(docs))
+    tokens = pc.list_flatten(pieces)
+    is_token = pc.greater_equal(pc.binary_length(tokens), 2)
+    tokens = tokens.filter(is_token)
+    token_rows = pc.list_parent_indices(pieces).filter(is_token).to_numpy().astype(np.int64)
+    encoded = pc.dictionary_encode(tokens)
+    token_ids = encoded.indices.to_numpy().astype(np.int64)
+    vocabulary_size = len(encoded.dictionary)
+    min_n, max_n = ngram_range
+    rows, columns = [], []
+    if min_n == 1:
+        rows.append(token_rows)
+        columns.append(_hashed_columns(encoded.dictionary, n_features)[token_ids])
+    starts, codes = np.arange(len(token_ids)), token_ids  # codes: a dense id of the n-gram at each start
+    for n in range(2, max_n + 1):
+        # extend each (n-1)-gram by the token after it, where there is one in the same document
+        fits = np.searchsorted(starts, len(token_ids) - n + 1)
+        starts, codes = starts[:fits], codes[:fits]
+        inside = token_rows[starts + n - 1] == token_rows[starts]
+        starts, codes = starts[inside], codes[inside]
+        distinct, codes = np.unique(codes * vocabulary_size + token_ids[starts + n - 1], return_inverse=True)
+        if n < min_n:
+            continue
+        example = np.empty(len(distinct), dtype=np.int64)
+        example[codes] = starts  # one window of each distinct n-gram
+        words = [tokens.take(example + i) for i in range(n)]
+        grams = pc.binary_join_element_wise(*words, pa.scalar(" ", pa.large_string()))
+        rows.append(token_rows[starts])
+        columns.append(_hashed_columns(grams, n_features)[codes])
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(rows), np.concatenate(columns)
+
+
+def _non_word_to_space(docs: pa.Array) -> pa.Array:
+    offsets, data = _string_buffers(docs)
+    spaced = _SPACE_FOR_NON_WORD[data]
+    return pa.LargeStringArray.from_buffers(len(docs), pa.py_buffer(offsets), pa.py_buffer(spaced))
+
+
+def _string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (from 0) and UTF-8 bytes of a large_string array without nulls, as numpy views."""
+    if strings.type != pa.large_string() or strings.null_count:
+        raise TypeError(f"expected large_string values without nulls, got {strings.type}")
+    _, offset_buffer, data_buffer = strings.buffers()
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64, count=len(strings) + 1, offset=8 * strings.offset)
+    first, last = int(offsets[0]), int(offsets[-1])
+    if data_buffer is None or last == first:
+        return offsets - first, np.zeros(0, dtype=np.uint8)
+    return offsets - first, np.frombuffer(data_buffer, dtype=np.uint8, count=last - first, offset=first)
+
+
+def _hashed_columns(strings: pa.Array, n_features: int) -> np.ndarray:
+    """`FeatureHasher`'s column of each string: abs(murmurhash3_32(UTF-8 bytes, seed=0)) % n_features."""
+    offsets, data = _string_buffers(strings)
+    hashes = _murmurhash3_32(data, offsets[:-1], np.diff(offsets))
+    return np.abs(hashes.astype(np.int64)) % n_features
+
+
+_C1, _C2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
+_TAIL_MASKS = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF], dtype=np.uint32)
+
+
+def _murmurhash3_32(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Signed MurmurHash3 (x86, 32 bit, seed 0) of each byte string data[start : start + length]:
+    `sklearn.utils.murmurhash3_32(..., seed=0)`, vectorised over the strings. Block j of every string
+    is mixed in one numpy step; strings are ordered longest first, so the ones with a block j form a
+    prefix."""
+    padded = np.zeros(len(data) + 4, dtype=np.uint32)
+    padded[: len(data)] = data
+    # the little-endian 4-byte word starting at each byte
+    words = padded[:-3] | (padded[1:-2] << 8) | (padded[2:-1] << 16) | (padded[3:] << 24)
+    blocks = lengths // 4
+    order = np.argsort(-blocks, kind="stable")
+    starts, lengths, blocks = starts[order], lengths[order], blocks[order]
+    h = np.zeros(len(starts), dtype=np.uint32)
+    with_block = np.searchsorted(-blocks, -np.arange(int(blocks[0]) if len(blocks) else 0), side="left")
+    for j, count in enumerate(with_block.tolist()):
+        head = h[:count]
+        head ^= _scrambled(words[starts[:count] + 4 * j])
+        head[:] = _rotl(head, 13) * np.uint32(5) + np.uint32(0xE6546B64)
+    tail = lengths & 3
+    h ^= np.where(tail > 0, _scrambled(words[starts + 4 * blocks] & _TAIL_MASKS[tail]), np.uint32(0))
+    h ^= lengths.astype(np.uint32)
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    hashes = np.empty(len(h), dtype=np.int32)
+    hashes[order] = h.view(np.int32)
+    return hashes
+
+
+def _scrambled(k: np.ndarray) -> np.ndarray:
+    return _rotl(k * _C1, 15) * _C2
+
+
+def _rotl(x: np.ndarray, r: int) -> np.ndarray:
+    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+
+
+def _csr_from_keys(keys: np.ndarray, values: np.ndarray, n_rows: int, n_columns: int) -> sp.csr_matrix:
+    """CSR matrix from sorted, distinct keys row * n_columns + column and their values; int32 indices
+    where they fit, as `FeatureHasher` makes them (and scipy builds those twice as fast)."""
+    index_dtype = np.int32 if max(len(keys), n_columns) <= np.iinfo(np.int32).max else np.int64
+    indptr = np.searchsorted(keys, np.arange(n_rows + 1, dtype=np.int64) * n_columns).astype(index_dtype)
+    indices = (keys % n_columns).astype(index_dtype)
+    return sp.csr_matrix((values, indices, indptr), shape=(n_rows, n_columns))
 
 
 def _l2_normalize_rows(X: sp.csr_matrix) -> sp.csr_matrix:

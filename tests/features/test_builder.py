@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +16,8 @@ from features.config import DataConfig
 from features.lexicon import count_hits
 from features.merchant import MERCHANT_FEATURES, merchant_history
 from features.text import POLICY_OWNED_TERMS
-from features.validate import validate_history
+from features.validate import DataValidationError, validate_history
+from training.generate import generate
 
 CONFIG = DataConfig()
 WORDS = np.array(
@@ -202,6 +206,49 @@ def test_small_and_large_batch_paths_agree(fitted, data, monkeypatch):
     np.testing.assert_array_equal(records, batch)
     monkeypatch.setattr(builder_module, "SMALL_BATCH_ROWS", 10**6)
     np.testing.assert_array_equal(builder.transform(odd).to_numpy(), batch)
+
+
+def test_records_equal_frame_on_generated_listings(fitted):
+    """A thousand generated listings (with missing values, non-ASCII text and policy terms at word
+    edges): the serving path equals the DataFrame path bit for bit, in one batch or one at a time,
+    whatever type carries the creation time."""
+    builder = copy.copy(fitted[0])
+    # weights on every hashed column, so that any difference in any document's n-grams shows
+    weights = np.random.default_rng(0).normal(size=builder.text.width)
+    builder.text = dataclasses.replace(builder.text, coef=weights)
+    frame = generate(1000, seed=4)[0][CONFIG.listing_columns].reset_index(drop=True)
+    frame.loc[0, "title"] = None
+    frame.loc[1, "description"] = np.nan
+    frame.loc[2, ["title", "brand"]] = ["Crème brûlée ÄÖÜ café", "Hermès"]
+    frame.loc[3, ["title", "description", "brand"]] = ["a taser-b", "switchblade,", ""]
+    frame.loc[4, ["title", "description"]] = ["  tabs\tand\nnewlines  ", "x y z 42 snake_case"]
+    frame.loc[5, "price"] = np.nan
+    frame.loc[6, ["category", "market"]] = [None, ""]
+    expected = builder.transform(frame).to_numpy()  # above SMALL_BATCH_ROWS: the pandas path
+    records = frame.to_dict("records")
+    np.testing.assert_array_equal(builder.transform_records(records), expected)
+    one_at_a_time = np.vstack([builder.transform_records([record]) for record in records[:40]])
+    np.testing.assert_array_equal(one_at_a_time, expected[:40])
+    for size in (10, 60):  # the text model's per-document and vectorised paths
+        np.testing.assert_array_equal(builder.transform_records(records[:size]), expected[:size])
+    for created in (lambda t: t.to_pydatetime(), lambda t: t.isoformat(), lambda t: t.tz_localize("UTC").isoformat()):
+        retimed = [record | {"created_at": created(record["created_at"])} for record in records]
+        np.testing.assert_array_equal(builder.transform_records(retimed), expected)
+
+
+def test_numbers_in_a_large_batch_convert_as_one_by_one(fitted):
+    builder, _, _, rest = fitted
+    records = rest[CONFIG.listing_columns].to_dict("records")
+    assert len(records) > builder_module.SMALL_BATCH_ROWS
+    records[0]["price"] = "12.5"
+    records[1]["price"] = None
+    records[2]["image_count"] = True
+    records[3]["merchant_tenure_days"] = 7
+    one_at_a_time = np.vstack([builder.transform_records([record]) for record in records])
+    np.testing.assert_array_equal(builder.transform_records(records), one_at_a_time)
+    for bad, problem in [("abc", "'abc' is not a number"), (float("inf"), "inf is infinite")]:
+        with pytest.raises(DataValidationError, match=problem):
+            builder.transform_records([*records[:-1], records[-1] | {"price": bad}])
 
 
 def test_records_accept_iso_strings_with_time_zones(fitted):
