@@ -39,7 +39,7 @@ from sklearn.utils import murmurhash3_32
 
 from features import lexicon
 
-PARALLEL_MIN_DOCS = 50_000  # below this, worker start-up costs more than it saves
+PARALLEL_MIN_DOCS = 2_000_000  # at ~3 us a document, shipping fewer to worker processes costs more than it saves
 PER_NGRAM_HASH_MAX_DOCS = 4  # up to this many documents, hashing n-grams one by one beats FeatureHasher
 VECTORISED_MIN_DOCS = 48  # from this many, the vectorised path's fixed ~0.4 ms (RE2 compiles, numpy calls) pays
 VECTORISED_BLOCK_DOCS = 4096  # larger inputs are vectorised in blocks of this many (cache-sized temporaries)
