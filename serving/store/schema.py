@@ -20,7 +20,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -60,9 +59,18 @@ class JSONText(TypeDecorator[Any]):
         return None if value is None else orjson.loads(value)
 
 
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """A CHECK that `column` holds one of `values`, spelled as equalities rather than `IN (...)`.
+
+    The same rule (NULL passes both spellings), but SQLite builds a lookup table for an `IN` list of
+    three or more constants each time a statement runs, which took some 15% of logging a decision.
+    """
+    return " OR ".join(f"{column} = '{value}'" for value in values)
+
+
 metadata = MetaData()
 
-_DECISION_VALUES = "('auto_pass', 'auto_block', 'human_review')"
+_DECISION_VALUES = ("auto_pass", "auto_block", "human_review")
 
 decisions = Table(
     "decisions",
@@ -87,13 +95,26 @@ decisions = Table(
     Column("fallback_reason", String(128), nullable=True),
     Column("statement_of_reasons", JSONText, nullable=True),
     Column("listing", JSONText, nullable=False),
-    UniqueConstraint("listing_id", "request_id", name="uq_decisions_listing_request"),
-    CheckConstraint(f"decision IN {_DECISION_VALUES}", name="ck_decisions_decision"),
+    CheckConstraint(_one_of("decision", _DECISION_VALUES), name="ck_decisions_decision"),
     CheckConstraint(
-        f"would_have_been IS NULL OR would_have_been IN {_DECISION_VALUES}",
+        f"would_have_been IS NULL OR {_one_of('would_have_been', _DECISION_VALUES)}",
         name="ck_decisions_would_have_been",
     ),
     Index("ix_decisions_decided_at", "decided_at", "decision_id"),
+)
+
+# Idempotency: one decision per (listing_id, request_id). Decisions without a request_id never collide
+# (NULLs are distinct in a unique key, on both databases), so the index leaves them out: logging them
+# adds no entry to it, where an entry per decision, placed by listing id, dirtied about one page per
+# decision once the log outgrew the page cache. Databases created with the earlier table-wide
+# UNIQUE (listing_id, request_id) constraint keep it; it enforces the same rule.
+Index(
+    "uq_decisions_listing_request",
+    decisions.c.listing_id,
+    decisions.c.request_id,
+    unique=True,
+    sqlite_where=decisions.c.request_id.is_not(None),
+    postgresql_where=decisions.c.request_id.is_not(None),
 )
 
 queue = Table(
@@ -106,7 +127,7 @@ queue = Table(
     Column("claimed_by", String(128), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),
     Column("qa_sample", Boolean, nullable=False),
-    CheckConstraint("status IN ('pending', 'claimed', 'done')", name="ck_queue_status"),
+    CheckConstraint(_one_of("status", ("pending", "claimed", "done")), name="ck_queue_status"),
     Index("ix_queue_status_priority", "status", "priority"),
 )
 

@@ -9,11 +9,13 @@ call returns.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -25,6 +27,7 @@ from sqlalchemy import (
     Engine,
     Insert,
     Row,
+    Table,
     and_,
     create_engine,
     event,
@@ -108,7 +111,11 @@ class Store:
         self.close()
 
     def init_schema(self) -> None:
-        """Create the tables if missing (safe to call from several processes at once)."""
+        """Create the tables if missing (safe to call from several processes at once).
+
+        Existing tables keep their indexes and constraints: a log created by an earlier release keeps
+        its table-wide UNIQUE (listing_id, request_id), which enforces the rule of the partial unique index.
+        """
         self._write(self._create_schema)
         logger.info("schema ready on %s", self.url.render_as_string(hide_password=True))
 
@@ -357,21 +364,23 @@ class Store:
         return sqlite.insert(d).on_conflict_do_nothing()
 
     def _insert_decisions(self, conn: Connection, rows: Sequence[DecisionRecord]) -> list[DecisionRecord]:
+        keys = [_key(record) for record in rows]
         first_of_key: dict[_Key, DecisionRecord] = {}
-        for record in rows:
-            first_of_key.setdefault(_key(record), record)
-        # a fixed insertion order keeps concurrent PostgreSQL batches from deadlocking on the unique key
-        fresh = sorted(first_of_key.values(), key=lambda r: (r.listing_id, r.request_id or "", r.decision_id))
+        for key, record in zip(keys, rows, strict=True):
+            first_of_key.setdefault(key, record)
+        fresh = list(first_of_key.values())
         now = self._clock()
-        if self.dialect == "sqlite":
+        if self.dialect == "sqlite":  # one writer at a time: the insertion order cannot deadlock
             inserted = _sqlite_insert_new(conn, fresh, now)
         else:
+            # a fixed insertion order keeps concurrent PostgreSQL batches from deadlocking on the unique key
+            fresh.sort(key=lambda r: (r.listing_id, r.request_id or "", r.decision_id))
             inserted = self._insert_new(conn, fresh, now)
         existing = self._stored_for_retries(conn, [r for r in fresh if r.decision_id not in inserted])
         stored = []
-        for record in rows:
-            first = first_of_key[_key(record)]
-            stored.append(first if first.decision_id in inserted else existing[_key(record)])
+        for key in keys:
+            first = first_of_key[key]
+            stored.append(first if first.decision_id in inserted else existing[key])
         return stored
 
     def _insert_new(self, conn: Connection, fresh: list[DecisionRecord], now: datetime) -> set[str]:
@@ -387,11 +396,9 @@ class Store:
         """The stored decisions that records which were not inserted collided with."""
         found: dict[_Key, DecisionRecord] = {}
         pairs = [(r.listing_id, r.request_id) for r in retried if r.request_id is not None]
-        for start in range(0, len(pairs), _KEY_CHUNK):
-            condition = tuple_(d.c.listing_id, d.c.request_id).in_(pairs[start : start + _KEY_CHUNK])
-            for row in conn.execute(select(d).where(condition)):
-                stored = _decision(row)
-                found[_key(stored)] = stored
+        for row in self._stored_for_requests(conn, pairs):
+            stored = _decision(row)
+            found[_key(stored)] = stored
         for record in retried:
             if record.request_id is None:  # this decision_id is stored already: a retry of the same decision
                 same_id = conn.execute(select(d).where(d.c.decision_id == record.decision_id)).first()
@@ -400,6 +407,19 @@ class Store:
             if _key(record) not in found:
                 raise ConflictError(f"decision_id {record.decision_id} is already used by another decision")
         return found
+
+    def _stored_for_requests(self, conn: Connection, pairs: list[tuple[str, str]]) -> Iterator[Row[Any]]:
+        """The stored decisions of these (listing_id, request_id) pairs."""
+        if self.dialect == "sqlite":
+            # SQLite scans the whole table for a row-value IN list: find each pair through the unique
+            # index instead, then read the rows by primary key
+            ids = _sqlite_ids_of_requests(conn, pairs)
+            for start in range(0, len(ids), _KEY_CHUNK):
+                yield from conn.execute(select(d).where(d.c.decision_id.in_(ids[start : start + _KEY_CHUNK])))
+            return
+        for start in range(0, len(pairs), _KEY_CHUNK):
+            condition = tuple_(d.c.listing_id, d.c.request_id).in_(pairs[start : start + _KEY_CHUNK])
+            yield from conn.execute(select(d).where(condition))
 
     def _claim(self, conn: Connection, reviewer: str, n: int, lease_seconds: int) -> list[QueueItem]:
         now = self._clock()
@@ -473,7 +493,11 @@ def _sqlite_engines(url: URL, group_commit: bool, pool_size: int) -> tuple[Engin
     def _writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _begin_immediate)
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000", "foreign_keys=ON"):
+        # temp_store=MEMORY: the savepoint journal (pages a write changed, kept for rollbacks inside the
+        # transaction; durability is the WAL's job) stays in memory rather than moving to a temporary
+        # file past 64 KiB, which on a log of 200k decisions added a fifth to the CPU time of a batch.
+        pragmas = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000", "foreign_keys=ON", "temp_store=MEMORY")
+        for pragma in pragmas:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
@@ -494,66 +518,121 @@ def _sqlite_engines(url: URL, group_commit: bool, pool_size: int) -> tuple[Engin
 
 # -- SQLite fast path for the decision log ---------------------------------------------------------
 # The hot write of the service. SQLAlchemy's multi-row INSERT ... RETURNING with per-value type
-# processing cost ~80 us a row; prepared statements run with the driver's `executemany` on the writer's
-# own connection (inside the same group-commit transaction) cost a fraction. Values are bound exactly as
-# the schema's types bind them (UTCDateTime, JSONText, Boolean), so both paths store the same bytes;
-# a test compares them.
+# processing cost ~80 us a row; prepared statements run on the writer's own connection (inside the
+# same group-commit transaction) cost a fraction. Rows go in by multi-row INSERTs of 256, 128, ..., 1
+# rows: one statement execution per chunk rather than per row (and on databases whose CHECKs still use
+# IN lists, one build of their lookup tables per chunk), from a handful of statements the driver keeps
+# prepared. Values are bound exactly as the schema's types bind them (UTCDateTime, JSONText, Boolean),
+# so both paths store the same bytes; a test compares them.
 
-_DECISION_COLUMNS = tuple(c.name for c in d.columns)
-_QUEUE_COLUMNS = tuple(c.name for c in q.columns)
-_SQLITE_INSERT_DECISION = (
-    f"INSERT INTO {d.name} ({', '.join(_DECISION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _DECISION_COLUMNS)}) ON CONFLICT DO NOTHING"
-)
-_SQLITE_INSERT_QUEUE = (
-    f"INSERT INTO {q.name} ({', '.join(_QUEUE_COLUMNS)}) VALUES ({', '.join('?' for _ in _QUEUE_COLUMNS)})"
-)
+_SQLITE_MAX_ROWS = 256  # rows per INSERT; more saved little and made each prepared statement bigger
+
+
+class _SQLiteInsert:
+    """Multi-row INSERT statements into one table, for chunks of 1, 2, 4, ... `_SQLITE_MAX_ROWS` rows."""
+
+    def __init__(self, table: Table, suffix: str = "") -> None:
+        self.columns = tuple(c.name for c in table.columns)
+        self._head = f"INSERT INTO {table.name} ({', '.join(self.columns)}) VALUES "
+        self._values = f"({', '.join('?' for _ in self.columns)})"
+        self._suffix = suffix
+        self._statements: dict[int, str] = {}
+
+    def statement(self, n_rows: int) -> str:
+        """The INSERT of n_rows rows (the same string object each time, so the driver's cache hits fast)."""
+        sql = self._statements.get(n_rows)
+        if sql is None:
+            sql = self._statements.setdefault(n_rows, self._head + ", ".join([self._values] * n_rows) + self._suffix)
+        return sql
+
+    def run(self, cursor: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert rows (tuples in `columns` order); return how many went in."""
+        max_params = cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        size = _SQLITE_MAX_ROWS
+        while size > 1 and size * len(self.columns) > max_params:
+            size //= 2
+        inserted = start = 0
+        while start < len(rows):
+            while size > len(rows) - start:
+                size //= 2
+            cursor.execute(self.statement(size), list(chain.from_iterable(rows[start : start + size])))
+            inserted += cursor.rowcount
+            start += size
+        return inserted
+
+
+_SQLITE_DECISIONS = _SQLiteInsert(d, " ON CONFLICT DO NOTHING")
+_SQLITE_QUEUE = _SQLiteInsert(q)
 _SQLITE_DECISION_ORDER = (  # the order `_sqlite_decision_row` writes; checked against the schema at import
     "decision_id", "request_id", "listing_id", "received_at", "decided_at", "decision", "automated", "risk",
     "model_version", "policy_version", "t_pass", "t_block", "priority", "rules_matched", "reasons", "qa_sample",
     "would_have_been", "fallback_reason", "statement_of_reasons", "listing",
 )  # fmt: skip
-if _DECISION_COLUMNS != _SQLITE_DECISION_ORDER:
+if _SQLITE_DECISIONS.columns != _SQLITE_DECISION_ORDER:
     raise RuntimeError("schema.decisions changed: update _sqlite_decision_row to the new columns")
+_SQLITE_QUEUE_ORDER = (  # the order of the queue rows `_sqlite_insert_new` writes
+    "decision_id", "priority", "enqueued_at", "status", "claimed_by", "lease_expires_at", "qa_sample",
+)  # fmt: skip
+if _SQLITE_QUEUE.columns != _SQLITE_QUEUE_ORDER:
+    raise RuntimeError("schema.queue changed: update the queue rows of _sqlite_insert_new to the new columns")
+_SQLITE_ID_OF_REQUEST = f"SELECT decision_id FROM {d.name} WHERE listing_id = ? AND request_id = ?"
 
 
 def _sqlite_insert_new(conn: Connection, fresh: list[DecisionRecord], now: datetime) -> set[str]:
-    """`Store._insert_new` for SQLite: one prepared INSERT ... ON CONFLICT DO NOTHING run over all rows.
+    """`Store._insert_new` for SQLite: prepared INSERT ... ON CONFLICT DO NOTHING statements over all rows.
 
     If every row went in (the usual case) that is all; if some collided with stored decisions (retries),
     the batch is rolled back to a savepoint and inserted row by row to learn which ones are new.
     """
     times: dict[datetime, str] = {}
     params = [_sqlite_decision_row(r, times) for r in fresh]
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = _sqlite_cursor(conn)
     try:
         cursor.execute("SAVEPOINT triage_insert_decisions")
-        cursor.executemany(_SQLITE_INSERT_DECISION, params)
-        if cursor.rowcount == len(fresh):
+        if _SQLITE_DECISIONS.run(cursor, params) == len(fresh):
             inserted = {r.decision_id for r in fresh}
         else:
             cursor.execute("ROLLBACK TO triage_insert_decisions")
             inserted = set()
+            one_row = _SQLITE_DECISIONS.statement(1)
             for record, row in zip(fresh, params, strict=True):
-                cursor.execute(_SQLITE_INSERT_DECISION, row)
+                cursor.execute(one_row, row)
                 if cursor.rowcount == 1:
                     inserted.add(record.decision_id)
         enqueued_at = _sqlite_time(now, times)
         queued = [
             (r.decision_id, r.priority, enqueued_at, "pending", None, None, int(r.qa_sample))
             for r in fresh
-            if r.decision_id in inserted and r.queued
+            if r.queued and r.decision_id in inserted
         ]
-        if queued:
-            cursor.executemany(_SQLITE_INSERT_QUEUE, queued)
+        _SQLITE_QUEUE.run(cursor, queued)
         cursor.execute("RELEASE triage_insert_decisions")
     finally:
         cursor.close()
     return inserted
 
 
+def _sqlite_ids_of_requests(conn: Connection, pairs: list[tuple[str, str]]) -> list[str]:
+    """The decision ids stored under these (listing_id, request_id) pairs, one index lookup each."""
+    cursor = _sqlite_cursor(conn)
+    try:
+        found = (cursor.execute(_SQLITE_ID_OF_REQUEST, pair).fetchone() for pair in pairs)
+        return [row[0] for row in found if row is not None]
+    finally:
+        cursor.close()
+
+
+def _sqlite_cursor(conn: Connection) -> sqlite3.Cursor:
+    """A driver cursor on the connection's own transaction."""
+    return cast(sqlite3.Cursor, conn.connection.driver_connection.cursor())  # type: ignore[union-attr]
+
+
+_dumps, _JSON_OPTIONS = orjson.dumps, schema.JSON_OPTIONS  # how JSONText encodes
+
+
 def _sqlite_decision_row(r: DecisionRecord, times: dict[datetime, str]) -> tuple[Any, ...]:
-    """A record's values in `_DECISION_COLUMNS` order, bound as the schema's column types bind them."""
+    """A record's values in `_SQLITE_DECISION_ORDER`, bound as the schema's column types bind them."""
+    sor = r.statement_of_reasons
     return (
         r.decision_id,
         r.request_id,
@@ -568,18 +647,14 @@ def _sqlite_decision_row(r: DecisionRecord, times: dict[datetime, str]) -> tuple
         r.t_pass,
         r.t_block,
         r.priority,
-        _json(r.rules_matched),
-        _json(r.reasons),
+        _dumps(r.rules_matched, option=_JSON_OPTIONS).decode(),
+        _dumps(r.reasons, option=_JSON_OPTIONS).decode(),
         int(r.qa_sample),
         r.would_have_been,
         r.fallback_reason,
-        None if r.statement_of_reasons is None else _json(r.statement_of_reasons),
-        _json(r.listing),
+        None if sor is None else _dumps(sor, option=_JSON_OPTIONS).decode(),
+        _dumps(r.listing, option=_JSON_OPTIONS).decode(),
     )
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value, option=schema.JSON_OPTIONS).decode()
 
 
 def _sqlite_time(value: datetime, memo: dict[datetime, str]) -> str:

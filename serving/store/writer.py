@@ -3,7 +3,9 @@
 SQLite allows one writer at a time and every durable commit costs an fsync. Instead of each request
 committing on its own, callers hand their write to the writer thread and wait on a Future. The writer
 takes whatever is queued, waits up to `window_s` for more, runs the writes, commits once, and only then
-resolves the Futures: a caller is acknowledged only after its data is on disk.
+resolves the Futures: a caller is acknowledged only after its data is on disk. A group that already
+holds `full_items` items (e.g. decision rows) does not wait out the window: its fsync is shared widely
+enough, and waiting would only add latency (writes that arrive meanwhile join the next group).
 
 Writes of the same kind submitted with `submit_many` (e.g. decision rows) are merged into one call, so
 thirty callers cost one multi-row INSERT rather than thirty. Each write (or merged group) runs in its
@@ -41,6 +43,11 @@ class _Job:
     write_many: WriteMany | None = None
     items: Sequence[Any] = ()
 
+    @property
+    def size(self) -> int:
+        """How many items this write holds (a single write counts one)."""
+        return len(self.items) if self.write_many is not None else 1
+
     def run(self, conn: Connection) -> Any:
         if self.write_many is not None:
             return self.write_many(conn, list(self.items))
@@ -51,10 +58,11 @@ class _Job:
 class GroupCommitWriter:
     """A single writer thread that commits queued writes together."""
 
-    def __init__(self, engine: Engine, window_s: float = 0.002, max_jobs: int = 512) -> None:
+    def __init__(self, engine: Engine, window_s: float = 0.002, max_jobs: int = 512, full_items: int = 256) -> None:
         self._engine = engine
         self._window_s = window_s
         self._max_jobs = max_jobs
+        self._full_items = full_items
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
@@ -112,9 +120,10 @@ class GroupCommitWriter:
 
     def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
         batch = [first]
+        items = first.size
         deadline = time.monotonic() + self._window_s
         while len(batch) < self._max_jobs:
-            timeout = deadline - time.monotonic()
+            timeout = deadline - time.monotonic() if items < self._full_items else 0.0
             try:
                 job = self._jobs.get(timeout=timeout) if timeout > 0 else self._jobs.get_nowait()
             except queue.Empty:
@@ -122,6 +131,7 @@ class GroupCommitWriter:
             if job is None:
                 return batch, True
             batch.append(job)
+            items += job.size
         return batch, False
 
     def _commit(self, batch: list[_Job]) -> None:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy import create_engine
 
 from features.config import DataConfig
 from serving.store import ConflictError, DecisionRecord, NotFoundError, Store, create_store
+from serving.store.writer import GroupCommitWriter
 from tests.serving.conftest import FakeClock, make_decision
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +91,32 @@ def test_a_retried_request_returns_the_stored_decision(store: Store) -> None:
     assert stored[0].decision == "auto_block"
     assert store.count_decisions() == 1
     assert store.find_decision("L1", "req-1") == first
+
+
+def test_a_retried_batch_returns_each_stored_decision_and_stores_only_the_new_ones(store: Store) -> None:
+    first = store.record_decisions([make_decision(request_id=f"req-{i}", priority=float(i)) for i in range(600)])
+    retried = [make_decision(listing_id=r.listing_id, request_id=r.request_id, decision="auto_pass") for r in first]
+    new = [make_decision(request_id="req-new") for _ in range(300)]
+    batch = [record for pair in zip(retried[:300], new, strict=True) for record in pair] + retried[300:]
+
+    stored = store.record_decisions(batch)
+
+    expected = [record for pair in zip(first[:300], new, strict=True) for record in pair] + first[300:]
+    assert stored == expected
+    assert store.count_decisions() == 900
+    assert store.queue_counts()["pending"] == 900  # a retry is never queued twice
+
+
+@pytest.mark.parametrize("size", [1, 255, 256, 257, 1000])
+def test_batches_of_any_size_are_stored_and_queued_in_order(store: Store, size: int) -> None:
+    records = [
+        make_decision(decision="auto_pass", automated=True, qa_sample=i % 3 == 0, request_id=f"r{i}" if i % 2 else None)
+        for i in range(size)
+    ]
+    assert store.record_decisions(records) == records
+    assert store.count_decisions() == size
+    assert store.queue_counts()["pending"] == len(range(0, size, 3))  # the QA samples
+    assert store.get_decision(records[-1].decision_id) == records[-1]
 
 
 def test_concurrent_retries_of_one_request_store_one_decision(store: Store) -> None:
@@ -284,6 +314,40 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
             )
         )
     assert pragmas == ("wal", 2)  # 2 = FULL
+
+
+def test_sqlite_built_with_a_low_parameter_limit_still_takes_large_batches(tmp_path: Path) -> None:
+    with create_store(f"sqlite:///{tmp_path / 'x.db'}", group_commit=True) as store:
+        store.init_schema()
+        store._write(  # noqa: SLF001 - on the writer's connection: the limit of SQLite before 3.32
+            lambda conn: conn.connection.driver_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        )
+        records = [make_decision(request_id=f"r{i}") for i in range(300)]
+        assert store.record_decisions(records) == records
+        assert store.record_decisions(records[::-1]) == records[::-1]  # retries
+        assert store.count_decisions() == 300
+        assert store.queue_counts()["pending"] == 300
+
+
+def test_a_full_group_commits_without_waiting_out_the_window(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    writer = GroupCommitWriter(engine, window_s=60.0, full_items=3)
+    calls: list[list[int]] = []
+
+    def write_many(_conn: object, items: list[int]) -> list[int]:
+        calls.append(items)
+        return [i * 10 for i in items]
+
+    try:
+        started = time.monotonic()
+        small = writer.submit_many_nowait(write_many, [1])
+        rest = writer.submit_many_nowait(write_many, [2, 3])
+        assert (small.result(timeout=30), rest.result(timeout=30)) == ([10], [20, 30])
+        assert time.monotonic() - started < 30  # far less than the 60 s window
+        assert calls == [[1, 2, 3]]  # one group: the small write waited for company
+    finally:
+        writer.close()
+        engine.dispose()
 
 
 CHILD = """
