@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -525,39 +526,36 @@ def _sqlite_engines(url: URL, group_commit: bool, pool_size: int) -> tuple[Engin
 # prepared. Values are bound exactly as the schema's types bind them (UTCDateTime, JSONText, Boolean),
 # so both paths store the same bytes; a test compares them.
 
-_SQLITE_MAX_ROWS = 256  # rows per INSERT; more saved little and made each prepared statement bigger
+_SQLITE_MAX_ROWS = 1000  # rows per INSERT (a batch in one statement; the parameter limit may lower it)
 
 
 class _SQLiteInsert:
-    """Multi-row INSERT statements into one table, for chunks of 1, 2, 4, ... `_SQLITE_MAX_ROWS` rows."""
+    """Multi-row INSERT statements into one table: a batch goes in as one statement of its own size.
+
+    One statement rather than several matters on a busy service: the driver lets go of the GIL while
+    SQLite runs each statement, and getting it back waits on the scoring threads' switch interval.
+    """
 
     def __init__(self, table: Table, suffix: str = "") -> None:
         self.columns = tuple(c.name for c in table.columns)
         self._head = f"INSERT INTO {table.name} ({', '.join(self.columns)}) VALUES "
         self._values = f"({', '.join('?' for _ in self.columns)})"
         self._suffix = suffix
-        self._statements: dict[int, str] = {}
+        self.statement = lru_cache(maxsize=64)(self._statement)
 
-    def statement(self, n_rows: int) -> str:
-        """The INSERT of n_rows rows (the same string object each time, so the driver's cache hits fast)."""
-        sql = self._statements.get(n_rows)
-        if sql is None:
-            sql = self._statements.setdefault(n_rows, self._head + ", ".join([self._values] * n_rows) + self._suffix)
-        return sql
+    def _statement(self, n_rows: int) -> str:
+        """The INSERT of n_rows rows (the same string object while cached, so the driver's cache hits)."""
+        return self._head + ", ".join([self._values] * n_rows) + self._suffix
 
     def run(self, cursor: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]]) -> int:
         """Insert rows (tuples in `columns` order); return how many went in."""
         max_params = cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        size = _SQLITE_MAX_ROWS
-        while size > 1 and size * len(self.columns) > max_params:
-            size //= 2
-        inserted = start = 0
-        while start < len(rows):
-            while size > len(rows) - start:
-                size //= 2
-            cursor.execute(self.statement(size), list(chain.from_iterable(rows[start : start + size])))
+        size = max(1, min(_SQLITE_MAX_ROWS, max_params // len(self.columns)))
+        inserted = 0
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            cursor.execute(self.statement(len(chunk)), list(chain.from_iterable(chunk)))
             inserted += cursor.rowcount
-            start += size
         return inserted
 
 
