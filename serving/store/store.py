@@ -520,11 +520,11 @@ def _sqlite_engines(url: URL, group_commit: bool, pool_size: int) -> tuple[Engin
 # -- SQLite fast path for the decision log ---------------------------------------------------------
 # The hot write of the service. SQLAlchemy's multi-row INSERT ... RETURNING with per-value type
 # processing cost ~80 us a row; prepared statements run on the writer's own connection (inside the
-# same group-commit transaction) cost a fraction. Rows go in by multi-row INSERTs of 256, 128, ..., 1
-# rows: one statement execution per chunk rather than per row (and on databases whose CHECKs still use
-# IN lists, one build of their lookup tables per chunk), from a handful of statements the driver keeps
-# prepared. Values are bound exactly as the schema's types bind them (UTCDateTime, JSONText, Boolean),
-# so both paths store the same bytes; a test compares them.
+# same group-commit transaction) cost a fraction. A batch's rows go in by one multi-row INSERT (up to
+# `_SQLITE_MAX_ROWS` rows each): one statement execution rather than one per row (and on databases
+# whose CHECKs still use IN lists, one build of their lookup tables). Values are bound exactly as the
+# schema's types bind them (UTCDateTime, JSONText, Boolean), so both paths store the same bytes; a test
+# compares them.
 
 _SQLITE_MAX_ROWS = 1000  # rows per INSERT (a batch in one statement; the parameter limit may lower it)
 
