@@ -240,6 +240,23 @@ def main() -> None:
                 f"{name:<12} {p['requests']:>9} {p['req_per_s']:>9.0f} {p['items_per_s']:>9.0f} "
                 f"{p['p50_ms']:>8.2f} {p['p99_ms']:>8.2f} {p['failures']:>5} {p['client_cpu_share']:>9.0%}"
             )
+        for target, value, met in targets(run["phases"]):
+            print(f"  target {target:<46} {value:<24} {'met' if met else 'NOT MET'}")
+
+
+def targets(phases: dict[str, dict]) -> list[tuple[str, str, bool]]:
+    """The service's performance targets on 2 cores, each with the measured value and whether it is met."""
+    c1, c32 = phases["single_c1"], phases["single_c32"]
+    batch = max((p for name, p in phases.items() if name.startswith("batch")), key=lambda p: p["items_per_s"])
+    return [
+        ("single listing, concurrency 1: p99 < 10 ms", f"{c1['p99_ms']:.1f} ms", c1["p99_ms"] < 10),
+        ("single listing, concurrency 32: >= 1,000 req/s", f"{c32['req_per_s']:,.0f} req/s", c32["req_per_s"] >= 1000),
+        (
+            "batch: >= 20,000 items/s (best batch phase)",
+            f"{batch['items_per_s']:,.0f} items/s",
+            batch["items_per_s"] >= 20_000,
+        ),
+    ]
 
 
 def run_server_phases(bundle: Path, database: Path, workers: int, options: argparse.Namespace) -> dict:
