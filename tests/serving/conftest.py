@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
@@ -65,6 +66,13 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClo
     """Opens stores on this test's database (same database every call, so re-opening can be tested)."""
     backend, group_commit = request.param
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'triage.db'}"
+    with store_opener(url, group_commit, clock) as open_store:
+        yield open_store
+
+
+@contextmanager
+def store_opener(url: str, group_commit: bool | None, clock: FakeClock) -> Iterator[Callable[..., Store]]:
+    """A function that opens (and initialises) stores on `url`; every store it opened is closed on exit."""
     opened: list[Store] = []
 
     def open_store(**options: object) -> Store:
@@ -75,9 +83,11 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClo
         opened.append(store)
         return store
 
-    yield open_store
-    for store in opened:
-        store.close()
+    try:
+        yield open_store
+    finally:
+        for store in opened:
+            store.close()
 
 
 @pytest.fixture

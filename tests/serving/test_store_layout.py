@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from serving.store import DecisionRecord, Store, create_store, schema
-from tests.serving.conftest import FakeClock, make_decision
+from tests.serving.conftest import FakeClock, make_decision, store_opener
 
 _IN_DECISIONS = "('auto_pass', 'auto_block', 'human_review')"
 
@@ -85,17 +85,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, bool 
 @pytest.fixture
 def open_store(database: tuple[str, bool | None], clock: FakeClock) -> Iterator[Callable[[], Store]]:
     url, group_commit = database
-    opened: list[Store] = []
-
-    def open_() -> Store:
-        store = create_store(url, group_commit=group_commit, clock=clock)
-        store.init_schema()
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        store.close()
+    with store_opener(url, group_commit, clock) as open_:
+        yield open_
 
 
 def write_rows(url: str, table: Table, rows: list[dict[str, Any]]) -> None:
