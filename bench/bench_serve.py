@@ -207,7 +207,9 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per phase")
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap per phase")
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--batch-size", type=int, default=1000, help="listings per batch request (the service's default bound)"
+    )
     parser.add_argument(
         "--client",
         choices=["raw", "httpx"],
