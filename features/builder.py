@@ -151,7 +151,7 @@ class FeatureBuilder:
         if not n:
             return np.zeros((0, len(self.feature_names)), dtype=np.float32)
         config = self.config
-        texts = {c: _texts(records, c) for c in (*config.text, *config.categorical, config.merchant)}
+        texts = {c: text_column(records, c) for c in (*config.text, *config.categorical, config.merchant)}
         docs = [document_one(values) for values in zip(*(texts[c] for c in config.text), strict=True)]
         columns: dict[str, Any] = {"text_score": self.text.score(self.text.vectorize(docs))}
         counted = pa.array(docs, type=pa.large_string()) if n > SMALL_BATCH_ROWS else docs  # converted once
@@ -334,16 +334,17 @@ def _regulated(categories: list[str]) -> np.ndarray:
     return out
 
 
-def _text(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """A listing's cell as text, as `astype("string").fillna("")` reads it (None or NaN -> "")."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value)
 
 
-def _texts(records: list[dict[str, Any]], column: str) -> list[str]:
-    """`_text` of each record's value in `column`."""
+def text_column(records: list[dict[str, Any]], column: str) -> list[str]:
+    """`cell_text` of each record's value in `column` (most values are str already)."""
     values = [record.get(column) for record in records]
-    return [value if type(value) is str else _text(value) for value in values]
+    return [value if type(value) is str else cell_text(value) for value in values]
 
 
 _PLAIN_NUMBER_TYPES = frozenset({int, float, bool, type(None)})

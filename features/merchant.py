@@ -86,9 +86,8 @@ def merchant_history(
     )
 
     global_reviews, global_rejects = _global_counts_before(event_time, event_label, query_time)
-    frame = _assemble(reviews, rejects, last_reject, query_time, global_reviews, global_rejects, prior_strength)
-    frame.index = listings.index
-    return frame
+    matrix = _feature_matrix(reviews, rejects, last_reject, query_time, global_reviews, global_rejects, prior_strength)
+    return _frame(matrix, listings.index)
 
 
 def merchant_snapshot(outcomes: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
@@ -135,7 +134,7 @@ class SnapshotLookup:
         known = rows >= 0
         safe = np.maximum(rows, 0)
         n = len(listings)
-        frame = _assemble(
+        matrix = _feature_matrix(
             np.where(known, self.reviews[safe] if len(self.reviews) else 0, 0),
             np.where(known, self.rejects[safe] if len(self.rejects) else 0, 0),
             np.where(known, self.last_reject[safe] if len(self.last_reject) else 0, _NO_TIME),
@@ -144,8 +143,7 @@ class SnapshotLookup:
             np.full(n, self.total_rejects),
             self.prior_strength,
         )
-        frame.index = listings.index
-        return frame
+        return _frame(matrix, listings.index)
 
     def many(self, merchants: list[str], created_us: list[int]) -> np.ndarray:
         """Features (n x 4, MERCHANT_FEATURES order) of a few listings: a dict lookup per merchant
@@ -196,19 +194,9 @@ def _global_counts_before(
     return before, cum_rejects[before]
 
 
-def _assemble(
-    reviews: np.ndarray,
-    rejects: np.ndarray,
-    last_reject_us: np.ndarray,
-    created_us: np.ndarray,
-    global_reviews: np.ndarray,
-    global_rejects: np.ndarray,
-    prior_strength: float,
-) -> pd.DataFrame:
-    matrix = _feature_matrix(
-        reviews, rejects, last_reject_us, created_us, global_reviews, global_rejects, prior_strength
-    )
-    return pd.DataFrame(matrix, columns=list(MERCHANT_FEATURES))
+def _frame(matrix: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """`_feature_matrix` output as the MERCHANT_FEATURES frame of the listings at `index`."""
+    return pd.DataFrame(matrix, columns=list(MERCHANT_FEATURES), index=index)
 
 
 def _feature_matrix(

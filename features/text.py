@@ -54,7 +54,8 @@ POLICY_OWNED_TERMS: tuple[str, ...] = (*lexicon.PROHIBITED_TERMS, *lexicon.HEALT
 
 @lru_cache(maxsize=8)
 def _word_analyzer(ngram_range: tuple[int, int]) -> Callable[[str], list[str]]:
-    """`TextModel._analyzers()[0]`, built once per n-gram range."""
+    """sklearn's word analyzer (default token pattern: words of 2+ chars) for lower-cased documents,
+    built once per n-gram range."""
     return HashingVectorizer(ngram_range=ngram_range, lowercase=False).build_analyzer()
 
 
@@ -92,9 +93,8 @@ class TextModel:
 
     # --- vectorising -------------------------------------------------------------------------------
     def _analyzers(self) -> list[Callable[[str], list[str]]]:
-        """Tokenisers of `HashingVectorizer` (default token pattern: words of 2+ chars); documents
-        arrive lower-cased already."""
-        analyzers = [HashingVectorizer(ngram_range=tuple(self.ngram_range), lowercase=False).build_analyzer()]
+        """Tokenisers of `HashingVectorizer`: words (`_word_analyzer`), and char n-grams if configured."""
+        analyzers = [_word_analyzer(tuple(self.ngram_range))]
         if self.char_ngrams is not None:
             char = HashingVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), lowercase=False)
             analyzers.append(char.build_analyzer())

@@ -14,7 +14,6 @@ patterns as `match_rules`, reasons are gathered for the whole batch at once, and
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from features.builder import cell_text, text_column
 from features.lexicon import normalize_category
 from features.policy import (
     AUTO_BLOCK,
@@ -101,9 +101,9 @@ class _RecordRules:
         matched: list[str] = []
         for rule, compiled in self._rules:
             if rule.kind == "category":
-                hit = rule.column in listing and self._normalized(_as_text(listing[rule.column])) in compiled
+                hit = rule.column in listing and self._normalized(cell_text(listing[rule.column])) in compiled
             else:
-                hit = any(compiled.search(_as_text(listing[c])) for c in rule.fields if c in listing)
+                hit = any(compiled.search(cell_text(listing[c])) for c in rule.fields if c in listing)
             if hit:
                 matched.append(rule.name)
                 if rule.action == "block":
@@ -322,7 +322,7 @@ class DecisionEngine:
         """
         n = len(listings)
         if n >= COLUMNAR_RULES_MIN:
-            texts = {c: _text_column(listings, c) for c in self._rule_columns}
+            texts = {c: text_column(listings, c) for c in self._rule_columns}
             return match_rules_on_texts(texts, n, self.policy.rules)
         block, review = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         matched: list[list[str]] = []
@@ -343,19 +343,6 @@ class DecisionEngine:
 
 def fallback_scores(n: int, reason: str) -> Scores:
     return Scores(np.full(n, np.nan), [[] for _ in range(n)], reason)
-
-
-def _text_column(listings: list[dict[str, Any]], column: str) -> list[str]:
-    """One column of the listings as `_as_text` reads it (most values are str already)."""
-    values = [listing.get(column) for listing in listings]
-    return [v if type(v) is str else _as_text(v) for v in values]
-
-
-def _as_text(value: Any) -> str:
-    """A cell as `astype("string").fillna("")` reads it."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return value if isinstance(value, str) else str(value)
 
 
 def _priorities(risk: np.ndarray, qa: np.ndarray, rule_hit: np.ndarray) -> np.ndarray:

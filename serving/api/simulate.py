@@ -65,6 +65,16 @@ class Scenario(BaseModel):
             raise ValueError("give thresholds (t_pass, t_block) or targets (recall, block_precision), not both")
         return target
 
+    def workload(self) -> dict[str, Any]:
+        """The volume, productivity, prevalence and segment arguments of `run` and `curve`."""
+        return {
+            "daily_volume": self.daily_volume,
+            "productive_hours_per_fte": self.productive_hours_per_fte,
+            "prevalence_multiplier": self.prevalence_multiplier,
+            "segment_by": self.segment_by,
+            "segment": self.segment,
+        }
+
 
 class CurveScenario(Scenario):
     n_points: int = Field(default=400, ge=10, le=2000, description="t_pass values swept")
@@ -86,16 +96,7 @@ def _simulate(scenario: Scenario, engine: DecisionEngine, where: Literal["query"
         policy, chosen = what_if_policy(
             engine.policy, reference, scenario.t_pass, scenario.t_block, scenario.recall, scenario.block_precision
         )
-        result = run(
-            reference,
-            policy,
-            daily_volume=scenario.daily_volume,
-            productive_hours_per_fte=scenario.productive_hours_per_fte,
-            prevalence_multiplier=scenario.prevalence_multiplier,
-            segment_by=scenario.segment_by,
-            segment=scenario.segment,
-            breakdown_by=scenario.breakdown_by,
-        )
+        result = run(reference, policy, breakdown_by=scenario.breakdown_by, **scenario.workload())
     except ScenarioError as exc:
         raise field_error((where, exc.field), str(exc)) from exc
     out: dict[str, Any] = {"bundle": str(reference.path), "policy": policy.version, **result.to_dict()}
@@ -112,16 +113,7 @@ def _curve(scenario: CurveScenario, engine: DecisionEngine, where: Literal["quer
         policy, _ = what_if_policy(
             engine.policy, reference, scenario.t_pass, scenario.t_block, scenario.recall, scenario.block_precision
         )
-        points = curve(
-            reference,
-            policy.t_block,
-            daily_volume=scenario.daily_volume,
-            productive_hours_per_fte=scenario.productive_hours_per_fte,
-            prevalence_multiplier=scenario.prevalence_multiplier,
-            segment_by=scenario.segment_by,
-            segment=scenario.segment,
-            n_points=scenario.n_points,
-        )
+        points = curve(reference, policy.t_block, n_points=scenario.n_points, **scenario.workload())
     except ScenarioError as exc:
         raise field_error((where, exc.field), str(exc)) from exc
     return {
