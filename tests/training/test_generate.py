@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -184,3 +185,15 @@ def test_write_dataset_keeps_the_oracle_apart(tmp_path: Path) -> None:
     expected, expected_oracle = generate(1_000, seed=2)
     pd.testing.assert_frame_equal(reviews, expected, check_dtype=False)
     pd.testing.assert_frame_equal(oracle, expected_oracle, check_dtype=False)
+
+
+# sha256 of generate(3_000, seed=7): reviews (every column, pandas row hashes) then the true_risk bytes.
+# Recorded before the oracle gained limit and per-reason columns: adding outputs must not move a draw.
+DATA_PIN = "8115bdaefd8e2631a6ccccff310d49e6fcc06b7d4d76212ede9979aadb08e800"
+
+
+def test_generated_data_is_pinned() -> None:
+    reviews, oracle = generate(3_000, seed=7)
+    rows = pd.util.hash_pandas_object(reviews, index=False).to_numpy().tobytes()
+    digest = hashlib.sha256(rows + oracle["true_risk"].to_numpy().tobytes()).hexdigest()
+    assert digest == DATA_PIN
