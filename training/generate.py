@@ -54,6 +54,8 @@ AMBIGUITY_SD = 0.8  # sd of the per-listing latent logit term no feature reveals
 OFFENDER_SHARE = 0.06
 DRIFT_MONTHS = 2
 REASONS = ("other", "counterfeit", "prohibited_item", "misleading_health_claim", "regulated_no_certificate")
+_OTHER = REASONS.index("other")  # also the reason a wrongful rejection is recorded with
+LIMIT_NODES = 20  # Gauss-Hermite nodes integrating out the ambiguity: within 1e-9 of 200 nodes
 MARKETS = ("US", "UK", "DE", "FR", "BR", "IN")
 _MARKET_SHARE = np.array([0.35, 0.12, 0.12, 0.10, 0.13, 0.18])
 _MARKET_LOGIT = np.array([0.0, -0.15, -0.3, -0.2, 0.35, 0.4])
@@ -481,8 +483,11 @@ def _certificates(
     return (rng.random(len(cat)) < rate).astype(np.int64)
 
 
-def _violation_probs(r: _Rows, m: _Merchants, ambiguity: np.ndarray) -> np.ndarray:
-    """P(violation of each type in REASONS) given features and latents: shape (rows, len(REASONS))."""
+def _violation_logits(r: _Rows, m: _Merchants, ambiguity: np.ndarray) -> np.ndarray:
+    """Logit of P(violation of each type in REASONS) given features and latents: shape (rows, len(REASONS)).
+
+    -inf where the listing lacks that type's signal (only "other" can occur on every listing).
+    """
     shared = (
         m.quality[r.merchant]
         + ambiguity
@@ -502,7 +507,7 @@ def _violation_probs(r: _Rows, m: _Merchants, ambiguity: np.ndarray) -> np.ndarr
         np.where(r.scheme == _CLAIM, 1.5, no_signal),
         np.where((regulated > 0) & (r.certificate == 0), regulated - 6.5, no_signal),
     ]
-    return _expit(np.stack(logits, axis=1) + shared[:, None])
+    return np.stack(logits, axis=1) + shared[:, None]
 
 
 class _Outcome(NamedTuple):
@@ -520,8 +525,77 @@ def _outcome(rng: np.random.Generator, probs: np.ndarray) -> _Outcome:
     label = violation ^ (rng.random(len(p)) < flip)
     cum = np.cumsum(probs, axis=1)
     kind = np.minimum(((rng.random(len(p)) * cum[:, -1])[:, None] >= cum).sum(axis=1), len(REASONS) - 1)
-    reason = np.where(label, np.where(violation, kind + 1, 1), 0)
+    reason = np.where(label, np.where(violation, kind + 1, _OTHER + 1), 0)
     return _Outcome(label.astype(np.int64), reason, p, p + flip * (1 - 2 * p))
+
+
+def _label_risks(probs: list[np.ndarray], at: list[np.ndarray | slice], rows: int) -> list[np.ndarray]:
+    """Per reason k, P(label = 1 with reason k) as `_outcome` draws it, on the rows `at[k]`.
+
+    `probs[k]` is the violation probability p_k of reason k on the rows `at[k]` (0 elsewhere; "other"
+    covers every row). A violation (P = p = 1 - prod(1 - p_k)) that the reviewer confirms (1 - f(p))
+    takes reason k with weight p_k / sum(p_k); a wrongful rejection ((1 - p) f(p)) is recorded as
+    "other". So the per-reason risks sum to p + f(p)(1 - 2p), the true risk.
+    """
+    survive, total = np.ones(rows), np.zeros(rows)
+    for p_k, rows_k in zip(probs, at, strict=True):
+        survive[rows_k] *= 1.0 - p_k
+        total[rows_k] += p_k
+    violation = 1.0 - survive
+    flip = reviewer_flip_probability(violation)
+    confirmed = violation * (1.0 - flip) / total
+    per_reason = [confirmed[rows_k] * p_k for p_k, rows_k in zip(probs, at, strict=True)]
+    per_reason[_OTHER] += (1.0 - violation) * flip
+    return per_reason
+
+
+def _reason_rows(logits: np.ndarray) -> list[np.ndarray | slice]:
+    """Per reason, the rows whose logit is finite (every row: a slice), the only rows it can occur on."""
+    finite = np.isfinite(logits)
+    if not finite[:, _OTHER].all():
+        raise AssertionError('every listing can be rejected as "other"')
+    return [slice(None) if column.all() else np.flatnonzero(column) for column in finite.T]
+
+
+def _dense(per_reason: list[np.ndarray], at: list[np.ndarray | slice], rows: int) -> list[np.ndarray]:
+    columns = [np.zeros(rows) for _ in per_reason]
+    for column, values, rows_k in zip(columns, per_reason, at, strict=True):
+        column[rows_k] = values
+    return columns
+
+
+def _limit_risks(logits: np.ndarray, at: list[np.ndarray | slice]) -> list[np.ndarray]:
+    """`_label_risks` integrated over ambiguity ~ N(0, AMBIGUITY_SD^2); `logits` taken at ambiguity 0.
+
+    Gauss-Hermite quadrature with LIMIT_NODES nodes. A node shifts every logit by the same amount, i.e.
+    scales every odds-against (1 - p_k) / p_k by one factor: one multiplication per value, no exp.
+    """
+    nodes, weights = np.polynomial.hermite_e.hermegauss(LIMIT_NODES)  # weight function exp(-x^2 / 2)
+    odds_against = [np.exp(-logits[rows_k, k]) for k, rows_k in enumerate(at)]
+    integral = [np.zeros(len(odds)) for odds in odds_against]
+    for node, weight in zip(nodes, weights / np.sqrt(2.0 * np.pi), strict=True):
+        factor = np.exp(-AMBIGUITY_SD * node)
+        per_reason = _label_risks([1.0 / (1.0 + odds * factor) for odds in odds_against], at, len(logits))
+        for total, part in zip(integral, per_reason, strict=True):
+            part *= weight
+            total += part
+    return _dense(integral, at, len(logits))
+
+
+def _oracle(listing_ids: pd.Series, logits: np.ndarray, ambiguity: np.ndarray, outcome: _Outcome) -> pd.DataFrame:
+    """true_risk and limit_risk, then the same per reason (see the module docstring)."""
+    rows, at = len(logits), _reason_rows(logits)
+    true_per_reason = _dense(_label_risks([_expit(logits[r, k]) for k, r in enumerate(at)], at, rows), at, rows)
+    limit_per_reason = _limit_risks(logits - ambiguity[:, None], at)
+    return pd.DataFrame(
+        {
+            "listing_id": listing_ids,
+            "true_risk": outcome.true_risk,
+            "limit_risk": np.sum(limit_per_reason, axis=0),
+            **{f"true_risk_{k}": c for k, c in zip(REASONS, true_per_reason, strict=True)},
+            **{f"limit_risk_{k}": c for k, c in zip(REASONS, limit_per_reason, strict=True)},
+        }
+    )
 
 
 def reviewer_flip_probability(p: np.ndarray) -> np.ndarray:
@@ -645,7 +719,9 @@ def generate(
     start_ns, span, drift_start = _window(start, months)
     merchants = _merchants(rng, max(1, rows // 20), span)
     r = _rows(rng, merchants, rows, span, drift_start)
-    outcome = _outcome(rng, _violation_probs(r, merchants, rng.normal(0.0, AMBIGUITY_SD, rows)))
+    ambiguity = rng.normal(0.0, AMBIGUITY_SD, rows)
+    logits = _violation_logits(r, merchants, ambiguity)
+    outcome = _outcome(rng, _expit(logits))
     delay = np.round(3600 * np.clip(np.exp(np.log(10.0) + 0.9 * rng.standard_normal(rows)), 0.25, 96.0))
     terms = _terms(rng, r)
     title, brand = _titles_and_brands(rng, r, terms)
@@ -670,7 +746,7 @@ def generate(
             "review_seconds": _review_seconds(rng, r.category, outcome),
         }
     )
-    return reviews, pd.DataFrame({"listing_id": listing_ids, "true_risk": outcome.true_risk})
+    return reviews, _oracle(listing_ids, logits, ambiguity, outcome)
 
 
 def write_dataset(
