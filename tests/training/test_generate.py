@@ -10,13 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import chi2_contingency
+from sklearn.metrics import roc_auc_score
 
 from training.generate import (
+    AMBIGUITY_SD,
     CATEGORY_NAMES,
     LUXURY_BRANDS,
     MARKETS,
     OBFUSCATED_TERMS,
     REASONS,
+    _expit,
+    _merchants,
+    _outcome,
+    _rows,
+    _violation_logits,
+    _window,
     generate,
     write_dataset,
 )
@@ -41,6 +49,13 @@ COLUMNS = {
     "violation_reason": "str",
     "review_seconds": "float64",
 }
+ORACLE_COLUMNS = [
+    "listing_id",
+    "true_risk",
+    "limit_risk",
+    *(f"true_risk_{reason}" for reason in REASONS),
+    *(f"limit_risk_{reason}" for reason in REASONS),
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +72,8 @@ def test_schema_and_dtypes(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     reviews, oracle = data
     assert len(reviews) == ROWS
     assert {c: str(t) for c, t in reviews.dtypes.items()} == COLUMNS
-    assert list(oracle.columns) == ["listing_id", "true_risk"]
-    assert oracle["true_risk"].dtype == "float64"
+    assert list(oracle.columns) == ORACLE_COLUMNS
+    assert (oracle.drop(columns="listing_id").dtypes == "float64").all()
 
 
 def test_values_respect_the_contract(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
@@ -181,7 +196,7 @@ def test_write_dataset_keeps_the_oracle_apart(tmp_path: Path) -> None:
     }
     reviews, oracle = pd.read_parquet(paths["reviews"]), pd.read_parquet(paths["oracle"])
     assert "true_risk" not in reviews.columns and list(reviews.columns) == list(COLUMNS)
-    assert list(oracle.columns) == ["listing_id", "true_risk"]
+    assert list(oracle.columns) == ORACLE_COLUMNS
     expected, expected_oracle = generate(1_000, seed=2)
     pd.testing.assert_frame_equal(reviews, expected, check_dtype=False)
     pd.testing.assert_frame_equal(oracle, expected_oracle, check_dtype=False)
@@ -197,3 +212,101 @@ def test_generated_data_is_pinned() -> None:
     rows = pd.util.hash_pandas_object(reviews, index=False).to_numpy().tobytes()
     digest = hashlib.sha256(rows + oracle["true_risk"].to_numpy().tobytes()).hexdigest()
     assert digest == DATA_PIN
+
+
+def _reason_columns(oracle: pd.DataFrame, risk: str) -> pd.DataFrame:
+    return oracle[[f"{risk}_{reason}" for reason in REASONS]]
+
+
+def test_limit_and_per_reason_risks_are_probabilities_that_add_up(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    reviews, oracle = data
+    risks = oracle.drop(columns="listing_id")
+    assert risks.notna().all().all() and ((risks >= 0) & (risks <= 1)).all().all()
+    assert (oracle["limit_risk"] > 0).all()
+    for risk in ("true_risk", "limit_risk"):
+        total = _reason_columns(oracle, risk).sum(axis=1)
+        np.testing.assert_allclose(total, oracle[risk], rtol=1e-12, atol=0)
+    # Each reason's true risk is calibrated against the reviewers' recorded reasons (4 sd of the count).
+    for reason in REASONS:
+        risk = oracle[f"true_risk_{reason}"].to_numpy()
+        observed = (reviews["violation_reason"] == reason).sum()
+        assert abs(observed - risk.sum()) < 4 * np.sqrt((risk * (1 - risk)).sum()), reason
+
+
+def test_limit_risk_keeps_the_mean_of_true_risk(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """Law of total expectation: E[true_risk | features, merchant quality] = limit_risk.
+
+    The ambiguity term is drawn independently per row, so the differences true_risk - limit_risk are
+    independent with mean 0 and their mean is within 4 standard errors of 0 (a 6e-5 false alarm rate).
+    """
+    _, oracle = data
+    for risk in ("", *(f"_{reason}" for reason in REASONS)):
+        gap = oracle[f"true_risk{risk}"] - oracle[f"limit_risk{risk}"]
+        assert abs(gap.mean()) < 4 * gap.std() / np.sqrt(len(gap)), risk or "total"
+        assert gap.abs().max() > 1e-3  # the ambiguity term matters: the two are not the same column
+
+
+def _latents(rows: int, seed: int) -> tuple:
+    """The generator's first draws, in `generate`'s order: merchants, listings, ambiguity terms."""
+    rng = np.random.default_rng(seed)
+    _, span, drift_start = _window(START, MONTHS)
+    merchants = _merchants(rng, max(1, rows // 20), span)
+    listings = _rows(rng, merchants, rows, span, drift_start)
+    return merchants, listings, rng.normal(0.0, AMBIGUITY_SD, rows)
+
+
+def _repeat(listings: tuple, picked: list[int], draws: int) -> tuple:
+    """The picked listings, each repeated `draws` times (a `_Rows` of len(picked) * draws rows)."""
+    return type(listings)(*(field[np.repeat(picked, draws)] for field in listings))
+
+
+def test_limit_risk_is_true_risk_averaged_over_redrawn_ambiguity(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """Monte Carlo over the ambiguity term, with the generator's own functions, for a handful of rows.
+
+    For each chosen row the ambiguity term is redrawn `draws` times: the mean true risk must match
+    limit_risk, and the share of draws `_outcome` labels "rejected with reason k" must match
+    limit_risk_k (both within 4 standard errors), which checks the per-reason split against the sampler.
+    """
+    _, oracle = data
+    merchants, listings, ambiguity = _latents(ROWS, seed=11)
+    rng = np.random.default_rng(0)
+    probs = _expit(_violation_logits(listings, merchants, ambiguity))
+    np.testing.assert_array_equal(_outcome(rng, probs).true_risk, oracle["true_risk"])  # the fixture's rows
+    picked = [int((oracle["limit_risk"] - oracle["limit_risk"].median()).abs().idxmin())]
+    picked += [int((oracle[f"limit_risk_{reason}"] - 0.3).abs().idxmin()) for reason in REASONS]
+    draws = 100_000
+    redrawn = rng.normal(0.0, AMBIGUITY_SD, len(picked) * draws)
+    outcome = _outcome(rng, _expit(_violation_logits(_repeat(listings, picked, draws), merchants, redrawn)))
+    for i, row in enumerate(picked):
+        draw = slice(i * draws, (i + 1) * draws)
+        risk = outcome.true_risk[draw]
+        assert abs(risk.mean() - oracle.at[row, "limit_risk"]) < 4 * risk.std() / np.sqrt(draws), row
+        for k, reason in enumerate(REASONS):
+            expected = oracle.at[row, f"limit_risk_{reason}"]
+            share = (outcome.reason[draw] == k + 1).mean()
+            assert abs(share - expected) < 4 * np.sqrt(max(expected, 1 / draws) / draws), (row, reason)
+
+
+def test_per_reason_true_risks_match_the_sampler(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """With the latents held fixed, `_outcome`'s reason frequencies are the per-reason true risks."""
+    _, oracle = data
+    merchants, listings, ambiguity = _latents(ROWS, seed=11)
+    picked = [int((oracle[f"true_risk_{reason}"] - 0.3).abs().idxmin()) for reason in REASONS]
+    draws = 100_000
+    fixed = np.repeat(ambiguity[picked], draws)
+    probs = _expit(_violation_logits(_repeat(listings, picked, draws), merchants, fixed))
+    reason = _outcome(np.random.default_rng(1), probs).reason
+    for i, row in enumerate(picked):
+        draw = slice(i * draws, (i + 1) * draws)
+        for k, name in enumerate(REASONS):
+            risk = oracle.at[row, f"true_risk_{name}"]
+            share = (reason[draw] == k + 1).mean()
+            assert abs(share - risk) < 4 * np.sqrt(max(risk, 1 / draws) / draws), (row, name)
+
+
+def test_limit_risk_ranks_no_better_than_true_risk() -> None:
+    """Integrating out the ambiguity term loses information: ROC-AUC against labels does not rise."""
+    reviews, oracle = generate(50_000, seed=3)
+    true_auc = roc_auc_score(reviews["label"], oracle["true_risk"])
+    limit_auc = roc_auc_score(reviews["label"], oracle["limit_risk"])
+    assert 0.5 < limit_auc <= true_auc
