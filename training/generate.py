@@ -32,6 +32,24 @@ P(label = 1 | the listing's features (creation time included), its merchant's la
 listing's latent ambiguity term), reviewer noise included, and `label ~ Bernoulli(true_risk)`. It does
 not condition on the label draw itself. No model sees `q` or the ambiguity term, so the oracle bounds
 what any model trained on `reviews` can reach: the least review workload at a given recall.
+
+`limit_risk` is `true_risk` integrated over the ambiguity term, `E[true_risk | features, q]`: the
+ambiguity is drawn independently per listing and leaves no trace in any column a scoring model sees
+(it moves `review_seconds` and the label, both known only after review), so even a perfect model of the
+features cannot recover it; `limit_risk` is the reachable limit. The merchant's `q` stays conditioned
+on: it is shared by all of the merchant's listings, so their review history reveals it (only partly for
+merchants with little history, where `limit_risk` is still optimistic). Everything else in `p_k` is a
+function of observable columns: category, market, creation time, tenure, images, certificate, price
+(and through it the discount) and the scheme, luxury claim, "mirror quality" hint and lookalike
+sentence, all of which show in title, description or brand. The integral over `ambiguity ~ N(0,
+AMBIGUITY_SD^2)`, which shifts every type's logit alike, is a `LIMIT_NODES`-point Gauss-Hermite
+quadrature (within 1e-8 of 100 nodes), vectorised over rows.
+
+Per reason k in REASONS, `true_risk_<k>` = P(label = 1 and reason = k | same conditioning):
+`p (1 - f(p)) p_k / sum_j(p_j)` for a confirmed violation, plus the wrongful rejections
+`(1 - p) f(p)` for "other". They sum to `true_risk`; `limit_risk_<k>`, the same integrated over the
+ambiguity term, sum to `limit_risk` (both up to float rounding). A reason absent from a listing's
+signals (say counterfeit without a luxury brand) has risk exactly 0 there.
 """
 
 from __future__ import annotations
@@ -710,8 +728,9 @@ def generate(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Synthetic review history `(reviews, oracle)`, sorted by `created_at`; same arguments, same frames.
 
-    `oracle` holds `listing_id` and `true_risk`, the exact P(label = 1) given features and latents
-    (see the module docstring). Keep it out of training.
+    `oracle` holds `listing_id`, `true_risk` (the exact P(label = 1) given features and latents),
+    `limit_risk` (the same with the ambiguity term integrated out), then `true_risk_<reason>` and
+    `limit_risk_<reason>` for each reason in REASONS (see the module docstring). Keep it out of training.
     """
     if rows < 1 or months < 1:
         raise ValueError(f"rows and months must be >= 1, got rows={rows}, months={months}")

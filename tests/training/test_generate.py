@@ -310,3 +310,14 @@ def test_limit_risk_ranks_no_better_than_true_risk() -> None:
     true_auc = roc_auc_score(reviews["label"], oracle["true_risk"])
     limit_auc = roc_auc_score(reviews["label"], oracle["limit_risk"])
     assert 0.5 < limit_auc <= true_auc
+
+
+def test_quadrature_is_converged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LIMIT_NODES Gauss-Hermite nodes agree with 100 nodes to 1e-8 (the integrand is smooth)."""
+    import training.generate
+
+    _, oracle = generate(2_000, seed=4)
+    monkeypatch.setattr(training.generate, "LIMIT_NODES", 100)
+    _, reference = generate(2_000, seed=4)
+    limit = [c for c in ORACLE_COLUMNS if c.startswith("limit_risk")]
+    np.testing.assert_allclose(oracle[limit], reference[limit], rtol=0, atol=1e-8)
