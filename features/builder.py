@@ -9,6 +9,12 @@ Columns used by convention (when the data config has them): a text column `brand
 `price`, a numeric column `has_certificate` and a categorical column `category`; every other
 configured feature column is used generically (text lengths, raw numerics, category codes).
 
+Feature groups (`features.config.FEATURE_GROUPS`) can be switched off, so model selection can ablate
+them: `merchant_history` (the point-in-time merchant features), `text_model` (the out-of-fold hashed
+n-gram score `text_score`) and `lexicons` (lexicon hit counts and `brand_is_luxury`). By default every
+group the data supports and the data config allows is on (`DataConfig.feature_groups`); the chosen
+groups are saved with the state and `feature_names` lists only their features.
+
 Categorical codes (`categorical_features`, LightGBM native categoricals; exported to ONNX) are small
 non-negative integers stored as float: 1..K for values seen at least `min_category_count` times in the
 training rows (sorted by value), and 0 for everything else: rare in training, unseen, or empty. So
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features import lexicon
-from features.config import DataConfig
+from features.config import FEATURE_GROUPS, LEXICON_HITS, MERCHANT_HISTORY, TEXT_MODEL, DataConfig
 from features.merchant import (
     MERCHANT_FEATURES,
     PRIOR_STRENGTH,
@@ -69,9 +76,11 @@ class FeatureBuilder:
         min_category_count: int = 10,
         text_model: TextModel | None = None,
         prior_strength: float = PRIOR_STRENGTH,
+        feature_groups: Iterable[str] | None = None,
     ):
         self.config = config
         self.seed = seed
+        self.feature_groups = _chosen_groups(config, feature_groups)
         self.min_category_count = min_category_count
         self.prior_strength = prior_strength
         self.text = text_model if text_model is not None else TextModel(seed=seed)
@@ -81,20 +90,32 @@ class FeatureBuilder:
         self.category = "category" if "category" in config.categorical else None
         self.passthrough = [c for c in config.numeric if c != self.price]
         self.feature_names: list[str] = self._feature_names()
+        if not self.feature_names:
+            raise ValueError(
+                f"no features: the data config has no text, categorical or numeric column, and feature groups "
+                f"{sorted(self.feature_groups)} give none; {config.where()}"
+            )
         self.categorical_features: list[str] = [f"{c}_code" for c in config.categorical]
         self.category_codes: dict[str, dict[str, int]] = {}
         self.price_norms: dict[str, float] = {}
         self.global_price_norm: float = math.nan
         self.snapshot: pd.DataFrame | None = None
         self._lookup: SnapshotLookup | None = None
+        self._fitted = False
+
+    def has(self, group: str) -> bool:
+        """Whether a switchable feature group is on."""
+        return group in self.feature_groups
 
     def _feature_names(self) -> list[str]:
-        names = ["text_score", *LEXICONS]
-        if self.brand:
-            names.append("brand_is_luxury")
+        names = ["text_score"] if self.has(TEXT_MODEL) else []
+        if self.has(LEXICON_HITS):
+            names += [*LEXICONS, *(["brand_is_luxury"] if self.brand else [])]
         if self.price:
             names += ["log_price", "log_price_vs_category"]
-        names += [*MERCHANT_FEATURES, *self.passthrough]
+        if self.has(MERCHANT_HISTORY):
+            names += MERCHANT_FEATURES
+        names += self.passthrough
         if self.category and self.certificate:
             names.append("regulated_without_certificate")
         names += [f"{c}_code" for c in self.config.categorical]
@@ -102,29 +123,33 @@ class FeatureBuilder:
 
     @property
     def is_fitted(self) -> bool:
-        return self._lookup is not None
+        return self._fitted
 
     # --- fit / transform ---------------------------------------------------------------------------
     def fit_transform(self, train: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
         """Fit on the training rows; their merchant features come point-in-time from `history`."""
         config = self.config
-        labels = train[config.label].to_numpy().astype(np.int64)
-        docs = documents(train, config.text)
-        X = self.text.vectorize(docs)
-        text_score = self.text.fit_oof(X, labels)
-        del X
+        docs = self._documents(train)
+        text_score = None
+        if self.has(TEXT_MODEL):
+            X = self.text.vectorize(docs)
+            text_score = self.text.fit_oof(X, train[config.label].to_numpy().astype(np.int64))
+            del X
         self.category_codes = {c: self._fit_codes(train[c]) for c in config.categorical}
         if self.price:
             self._fit_price_norms(train)
-        self.snapshot = merchant_snapshot(history, config)
-        self._lookup = SnapshotLookup(self.snapshot, self.prior_strength)
-        merchant = merchant_history(train, history, config, prior_strength=self.prior_strength)
-        return self._assemble(train, docs, text_score, merchant.to_numpy())
+        merchant = None
+        if self.has(MERCHANT_HISTORY):
+            self.snapshot = merchant_snapshot(history, config)
+            self._lookup = SnapshotLookup(self.snapshot, self.prior_strength)
+            merchant = merchant_history(train, history, config, prior_strength=self.prior_strength).to_numpy()
+        self._fitted = True
+        return self._assemble(train, docs, text_score, merchant)
 
     def transform(self, df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
         """Features of any rows: merchant history point-in-time from `history` if given, else from
         the snapshot fitted at the end of the training history (new listings to score)."""
-        lookup = self._require_fitted()
+        self._require_fitted()
         missing = [c for c in self.config.listing_columns if c != self.config.id and c not in df.columns]
         if missing:
             raise DataValidationError([f"column {c!r}: required to build features but missing" for c in missing])
@@ -134,32 +159,38 @@ class FeatureBuilder:
             values = zip(*(df[c].tolist() for c in columns), strict=True)
             matrix = self.transform_records([dict(zip(columns, row, strict=True)) for row in values])
             return pd.DataFrame(matrix, columns=self.feature_names, index=df.index)
-        docs = documents(df, self.config.text)
-        text_score = self.text.score(self.text.vectorize(docs))
-        if history is not None:
-            merchant = merchant_history(df, history, self.config, prior_strength=self.prior_strength)
-        else:
-            merchant = lookup.frame(df, self.config)
-        return self._assemble(df, docs, text_score, merchant.to_numpy())
+        docs = self._documents(df)
+        text_score = self.text.score(self.text.vectorize(docs)) if self.has(TEXT_MODEL) else None
+        merchant = None
+        if self.has(MERCHANT_HISTORY):
+            if history is not None:
+                merchant = merchant_history(df, history, self.config, prior_strength=self.prior_strength).to_numpy()
+            else:
+                merchant = self._require_lookup().frame(df, self.config).to_numpy()
+        return self._assemble(df, docs, text_score, merchant)
 
     def transform_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """float32 matrix (len(records) x len(feature_names)) for listings given as dicts, merchant
         history from the snapshot. Same numbers as `transform(pd.DataFrame(records))` without pandas:
         one pass per feature over the batch (the serving path, one listing or a thousand)."""
-        lookup = self._require_fitted()
+        self._require_fitted()
         n = len(records)
         if not n:
             return np.zeros((0, len(self.feature_names)), dtype=np.float32)
         config = self.config
-        texts = {c: text_column(records, c) for c in (*config.text, *config.categorical, config.merchant)}
-        docs = [document_one(values) for values in zip(*(texts[c] for c in config.text), strict=True)]
-        columns: dict[str, Any] = {"text_score": self.text.score(self.text.vectorize(docs))}
-        counted = pa.array(docs, type=pa.large_string()) if n > SMALL_BATCH_ROWS else docs  # converted once
-        for name, terms in LEXICONS.items():
-            columns[name] = _hits_lowered(counted, terms)
-        if self.brand:
-            brands = [brand.lower() for brand in texts[self.brand]]
-            columns["brand_is_luxury"] = _hits_lowered(brands, lexicon.LUXURY_BRANDS) > 0
+        texts = {c: text_column(records, c) for c in (*config.text, *config.categorical)}
+        columns: dict[str, Any] = {}
+        if self.has(TEXT_MODEL) or self.has(LEXICON_HITS):
+            docs = [document_one(values) for values in zip(*(texts[c] for c in config.text), strict=True)]
+        if self.has(TEXT_MODEL):
+            columns["text_score"] = self.text.score(self.text.vectorize(docs))
+        if self.has(LEXICON_HITS):
+            counted = pa.array(docs, type=pa.large_string()) if n > SMALL_BATCH_ROWS else docs  # converted once
+            for name, terms in LEXICONS.items():
+                columns[name] = _hits_lowered(counted, terms)
+            if self.brand:
+                brands = [brand.lower() for brand in texts[self.brand]]
+                columns["brand_is_luxury"] = _hits_lowered(brands, lexicon.LUXURY_BRANDS) > 0
         categories = texts[self.category] if self.category else None
         if self.price:
             log_price = _log_price(_numbers(records, self.price))
@@ -169,10 +200,12 @@ class FeatureBuilder:
                 norms = np.full(n, self.global_price_norm)
             columns["log_price"] = log_price
             columns["log_price_vs_category"] = log_price - norms
-        created = _all_microseconds([r.get(config.timestamp) for r in records], config.timestamp)
-        merchant = lookup.many(texts[config.merchant], created)
-        for i, name in enumerate(MERCHANT_FEATURES):
-            columns[name] = merchant[:, i]
+        if self.has(MERCHANT_HISTORY):
+            assert config.merchant and config.timestamp  # a merchant_history builder has both
+            created = _all_microseconds([r.get(config.timestamp) for r in records], config.timestamp)
+            merchant = self._require_lookup().many(text_column(records, config.merchant), created)
+            for i, name in enumerate(MERCHANT_FEATURES):
+                columns[name] = merchant[:, i]
         for column in self.passthrough:
             columns[column] = _numbers(records, column)
         if self.category and self.certificate:
@@ -205,28 +238,41 @@ class FeatureBuilder:
             # a norm from a handful of rows is noise: rare categories use the global norm, as unseen ones do
             self.price_norms = {str(k): float(v) for k, v in medians.items() if counts[k] >= self.min_category_count}
 
-    def _require_fitted(self) -> SnapshotLookup:
-        if self._lookup is None:
+    def _require_fitted(self) -> None:
+        if not self._fitted:
             raise RuntimeError("FeatureBuilder is not fitted: call fit_transform or load a saved state")
+
+    def _require_lookup(self) -> SnapshotLookup:
+        self._require_fitted()
+        assert self._lookup is not None  # fitted with merchant_history on
         return self._lookup
+
+    def _documents(self, df: pd.DataFrame) -> list[str]:
+        """The rows' documents when a text group is on (else none are needed)."""
+        return documents(df, self.config.text) if self.has(TEXT_MODEL) or self.has(LEXICON_HITS) else []
 
     # --- assembling --------------------------------------------------------------------------------
     def _assemble(
-        self, df: pd.DataFrame, docs: list[str], text_score: np.ndarray, merchant: np.ndarray
+        self, df: pd.DataFrame, docs: list[str], text_score: np.ndarray | None, merchant: np.ndarray | None
     ) -> pd.DataFrame:
+        """The feature frame; `text_score` and `merchant` are None when their group is off."""
         config = self.config
-        columns: dict[str, np.ndarray] = {"text_score": text_score}
-        doc_array = pa.array(docs, type=pa.large_string())
-        for name, terms in LEXICONS.items():
-            columns[name] = lexicon.count_hits_lowered(doc_array, terms)
-        if self.brand:
-            columns["brand_is_luxury"] = lexicon.count_hits(df[self.brand], lexicon.LUXURY_BRANDS) > 0
+        columns: dict[str, np.ndarray] = {}
+        if text_score is not None:
+            columns["text_score"] = text_score
+        if self.has(LEXICON_HITS):
+            doc_array = pa.array(docs, type=pa.large_string())
+            for name, terms in LEXICONS.items():
+                columns[name] = lexicon.count_hits_lowered(doc_array, terms)
+            if self.brand:
+                columns["brand_is_luxury"] = lexicon.count_hits(df[self.brand], lexicon.LUXURY_BRANDS) > 0
         if self.price:
             log_price = _log_price(df[self.price].to_numpy(dtype=np.float64))
             columns["log_price"] = log_price
             columns["log_price_vs_category"] = log_price - self._price_norm_array(df)
-        for i, name in enumerate(MERCHANT_FEATURES):
-            columns[name] = merchant[:, i]
+        if merchant is not None:
+            for i, name in enumerate(MERCHANT_FEATURES):
+                columns[name] = merchant[:, i]
         for column in self.passthrough:
             columns[column] = df[column].to_numpy(dtype=np.float64)
         if self.category and self.certificate:
@@ -252,7 +298,6 @@ class FeatureBuilder:
     def save(self, directory: str | Path) -> list[Path]:
         """Write the fitted state as JSON + .npy + .parquet; returns the files written."""
         self._require_fitted()
-        assert self.snapshot is not None
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {
@@ -261,6 +306,7 @@ class FeatureBuilder:
             "seed": self.seed,
             "min_category_count": self.min_category_count,
             "prior_strength": self.prior_strength,
+            "feature_groups": sorted(self.feature_groups),
             "feature_names": self.feature_names,
             "categorical_features": self.categorical_features,
             "category_codes": self.category_codes,
@@ -268,10 +314,12 @@ class FeatureBuilder:
             "global_price_norm": self.global_price_norm,
             "text_model": self.text.params(),
         }
-        paths = [directory / STATE_FILE, directory / COEF_FILE, directory / SNAPSHOT_FILE]
+        paths = [directory / STATE_FILE, directory / COEF_FILE]
         paths[0].write_text(json.dumps(state, indent=2, sort_keys=True))
         np.save(paths[1], self.text.coef, allow_pickle=False)
-        self.snapshot.to_parquet(paths[2])
+        if self.snapshot is not None:  # merchant_history on
+            paths.append(directory / SNAPSHOT_FILE)
+            self.snapshot.to_parquet(paths[2])
         return paths
 
     @classmethod
@@ -294,15 +342,38 @@ class FeatureBuilder:
             min_category_count=state["min_category_count"],
             text_model=text,
             prior_strength=state["prior_strength"],
+            feature_groups=state.get("feature_groups"),  # states written before groups existed had all on
         )
         if builder.feature_names != state["feature_names"]:
             raise ValueError(f"{path}: saved feature names do not match this code's feature list")
         builder.category_codes = {c: {str(k): int(v) for k, v in m.items()} for c, m in state["category_codes"].items()}
         builder.price_norms = {str(k): float(v) for k, v in state["price_norms"].items()}
         builder.global_price_norm = float(state["global_price_norm"])
-        builder.snapshot = pd.read_parquet(directory / SNAPSHOT_FILE)
-        builder._lookup = SnapshotLookup(builder.snapshot, builder.prior_strength)
+        if builder.has(MERCHANT_HISTORY):
+            builder.snapshot = pd.read_parquet(directory / SNAPSHOT_FILE)
+            builder._lookup = SnapshotLookup(builder.snapshot, builder.prior_strength)
+        builder._fitted = True
         return builder
+
+
+def _chosen_groups(config: DataConfig, requested: Iterable[str] | None) -> frozenset[str]:
+    """The requested feature groups (default: every group the data supports and the config allows);
+    a group the data cannot have, or the config switched off, is an error, never silently dropped."""
+    available = config.feature_groups
+    if requested is None:
+        return available
+    chosen = frozenset(requested)
+    unknown = sorted(chosen - set(FEATURE_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown feature groups {unknown} (known: {list(FEATURE_GROUPS)})")
+    unavailable = sorted(chosen - available)
+    if unavailable:
+        raise ValueError(
+            f"feature groups {unavailable} are not available for this data config (available: {sorted(available)}; "
+            "merchant_history needs a merchant column and timestamps, text groups need text columns, "
+            "and the config's `features:` can switch groups off)"
+        )
+    return chosen
 
 
 def _feature_roles(config: DataConfig) -> tuple[Any, ...]:

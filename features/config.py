@@ -1,8 +1,13 @@
-"""Data contract: which column of a review-outcomes table plays which role."""
+"""Data contract: which column of a review-outcomes table plays which role.
+
+Only `id` and `label` are always required. Every other role is optional: an absent or empty role
+(`text: []`, `merchant: null`, `segments: []`, ...) means "no features of that kind". A table without
+timestamps says so with `timestamp: null` plus `time_order: row` (the file's row order is time order).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +15,44 @@ import yaml
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "data.yaml"
 
+# Feature groups that can be switched off (model selection ablates them; a data config can force one off).
+MERCHANT_HISTORY, TEXT_MODEL, LEXICON_HITS = "merchant_history", "text_model", "lexicons"
+FEATURE_GROUPS: tuple[str, ...] = (MERCHANT_HISTORY, TEXT_MODEL, LEXICON_HITS)
+TIME_ORDERS = ("timestamp", "row")
+
+_KNOWN_KEYS = (
+    "id",
+    "merchant",
+    "timestamp",
+    "time_order",
+    "reviewed_at",
+    "review_lag_days",
+    "label",
+    "label_values",
+    "text",
+    "categorical",
+    "numeric",
+    "violation_reason",
+    "review_seconds",
+    "qa_overturned",
+    "segments",
+    "features",
+)
+
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Column roles of the historical-outcomes table (see configs/data.yaml)."""
+    """Column roles of the historical-outcomes table (see configs/data.yaml).
+
+    The Python defaults fit the built-in generator; a YAML config leaves out what its data lacks.
+    `origin` says where the roles came from, for error messages (not part of the contract).
+    """
 
     id: str = "listing_id"
-    merchant: str = "merchant_id"
-    timestamp: str = "created_at"
+    merchant: str | None = "merchant_id"
+    timestamp: str | None = "created_at"
     label: str = "label"
+    time_order: str = "timestamp"
     reviewed_at: str | None = "reviewed_at"
     review_lag_days: float = 7.0
     label_reject: tuple[Any, ...] = (1, "1", "reject", "rejected")
@@ -30,26 +64,64 @@ class DataConfig:
     review_seconds: str | None = "review_seconds"
     qa_overturned: str | None = None
     segments: tuple[str, ...] = ("category", "market")
+    features_off: tuple[str, ...] = ()
+    origin: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        _check(self)
 
     @property
     def required_columns(self) -> list[str]:
-        """Columns that must be present: the roles plus every feature column."""
-        return [self.id, self.merchant, self.timestamp, self.label, *self.feature_columns]
+        """Columns an outcomes table must have: the roles, every feature column and the segments."""
+        return list(dict.fromkeys([*self.listing_columns, self.label, *self.segments]))
 
     @property
     def feature_columns(self) -> list[str]:
-        return [*self.text, *self.categorical, *self.numeric]
+        return list(dict.fromkeys([*self.text, *self.categorical, *self.numeric]))
 
     @property
     def listing_columns(self) -> list[str]:
-        """Columns a listing carries at scoring time (no outcome fields)."""
-        return [self.id, self.merchant, self.timestamp, *self.feature_columns]
+        """Columns a listing carries at scoring time (no outcome fields), each once."""
+        roles = [self.id, self.merchant, self.timestamp]
+        return list(dict.fromkeys([c for c in roles if c] + self.feature_columns))
+
+    @property
+    def feature_groups(self) -> frozenset[str]:
+        """The switchable feature groups this data supports and the config has not switched off.
+
+        Merchant history needs a merchant column and timestamps (with `time_order: row` it is off:
+        a listing's creation time, which the point-in-time definition needs, is unknown when scored)."""
+        groups = set()
+        if self.merchant and self.timestamp:
+            groups.add(MERCHANT_HISTORY)
+        if self.text:
+            groups |= {TEXT_MODEL, LEXICON_HITS}
+        return frozenset(groups - set(self.features_off))
+
+    def column_roles(self) -> dict[str, list[str]]:
+        """Column -> the roles it plays (a merchant column may also be a categorical feature)."""
+        roles: dict[str, list[str]] = {}
+        singles = {"id": self.id, "merchant": self.merchant, "timestamp": self.timestamp, "label": self.label}
+        for role, column in singles.items():
+            if column:
+                roles.setdefault(column, []).append(role)
+        for role, columns in (("text", self.text), ("categorical", self.categorical), ("numeric", self.numeric)):
+            for column in columns:
+                roles.setdefault(column, []).append(role)
+        for column in self.segments:
+            roles.setdefault(column, []).append("segments")
+        return roles
+
+    def where(self) -> str:
+        """Where these roles came from, for error messages."""
+        return self.origin or "the data config was built in code (the CLI reads configs/data.yaml or --config)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "merchant": self.merchant,
             "timestamp": self.timestamp,
+            "time_order": self.time_order,
             "reviewed_at": self.reviewed_at,
             "review_lag_days": self.review_lag_days,
             "label": self.label,
@@ -61,51 +133,108 @@ class DataConfig:
             "review_seconds": self.review_seconds,
             "qa_overturned": self.qa_overturned,
             "segments": list(self.segments),
+            "features": dict.fromkeys(self.features_off, False),
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> DataConfig:
-        known = {
-            "id",
-            "merchant",
-            "timestamp",
-            "reviewed_at",
-            "review_lag_days",
-            "label",
-            "label_values",
-            "text",
-            "categorical",
-            "numeric",
-            "violation_reason",
-            "review_seconds",
-            "qa_overturned",
-            "segments",
-        }
-        unknown = sorted(set(raw) - known)
+    def from_dict(cls, raw: dict[str, Any], origin: str | None = None) -> DataConfig:
+        """Roles from a mapping (a YAML data config). Absent optional roles are empty: nothing of the
+        generator's marketplace columns is assumed."""
+        unknown = sorted(set(raw) - set(_KNOWN_KEYS))
         if unknown:
-            raise ValueError(f"data config: unknown keys {unknown}; known keys are {sorted(known)}")
-        for key in ("id", "merchant", "timestamp", "label"):
-            if not isinstance(raw.get(key, "x"), str):
-                raise ValueError(f"data config: '{key}' must be a column name")
+            raise ValueError(f"data config: unknown keys {unknown}; known keys are {sorted(_KNOWN_KEYS)}")
+        if "id" not in raw or "label" not in raw:
+            raise ValueError("data config: 'id' and 'label' are required (the columns of the row id and the outcome)")
+        if "timestamp" not in raw:
+            raise ValueError(
+                "data config: 'timestamp' is missing: name the creation-time column, or, for a file "
+                "without timestamps whose rows are in time order (oldest first), write `timestamp: null` "
+                "and `time_order: row`"
+            )
         labels = raw.get("label_values") or {}
         base = cls()
-        return cls(
-            id=raw.get("id", base.id),
-            merchant=raw.get("merchant", base.merchant),
-            timestamp=raw.get("timestamp", base.timestamp),
-            label=raw.get("label", base.label),
-            reviewed_at=raw.get("reviewed_at", base.reviewed_at),
+        config = cls(
+            id=raw["id"],
+            merchant=raw.get("merchant"),
+            timestamp=raw["timestamp"],
+            label=raw["label"],
+            time_order=raw.get("time_order", "timestamp"),
+            reviewed_at=raw.get("reviewed_at"),
             review_lag_days=float(raw.get("review_lag_days", base.review_lag_days)),
             label_reject=tuple(labels.get("reject", base.label_reject)),
             label_approve=tuple(labels.get("approve", base.label_approve)),
-            text=tuple(raw.get("text", base.text)),
-            categorical=tuple(raw.get("categorical", base.categorical)),
-            numeric=tuple(raw.get("numeric", base.numeric)),
-            violation_reason=raw.get("violation_reason", base.violation_reason),
-            review_seconds=raw.get("review_seconds", base.review_seconds),
-            qa_overturned=raw.get("qa_overturned", base.qa_overturned),
-            segments=tuple(raw.get("segments", base.segments)),
+            text=_columns(raw, "text"),
+            categorical=_columns(raw, "categorical"),
+            numeric=_columns(raw, "numeric"),
+            violation_reason=raw.get("violation_reason"),
+            review_seconds=raw.get("review_seconds"),
+            qa_overturned=raw.get("qa_overturned"),
+            segments=_columns(raw, "segments"),
+            features_off=_features_off(raw.get("features")),
+            origin=origin,
         )
+        forced_on = [group for group, on in (raw.get("features") or {}).items() if on is True]
+        unsupported = sorted(set(forced_on) - config.feature_groups)
+        if unsupported:
+            raise ValueError(
+                f"data config: features {unsupported} are switched on but this data cannot have them "
+                "(merchant_history needs a merchant column and timestamps; text_model and lexicons need text)"
+            )
+        return config
+
+
+def _columns(raw: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = raw.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list):
+        raise ValueError(f"data config: '{key}' must be a list of column names, got {value!r}")
+    return tuple(value)
+
+
+def _features_off(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(v, bool) for v in value.values()):
+        raise ValueError(f"data config: 'features' must map feature groups to true/false, got {value!r}")
+    unknown = sorted(set(value) - set(FEATURE_GROUPS))
+    if unknown:
+        raise ValueError(f"data config: unknown feature groups {unknown} under 'features' (known: {FEATURE_GROUPS})")
+    return tuple(group for group in FEATURE_GROUPS if value.get(group) is False)
+
+
+def _check(config: DataConfig) -> None:
+    """Refuse contradictory roles with a message that says what to write instead."""
+    for key in ("id", "label"):
+        if not isinstance(getattr(config, key), str) or not getattr(config, key):
+            raise ValueError(f"data config: '{key}' must be a column name")
+    for key in ("merchant", "timestamp", "reviewed_at", "violation_reason", "review_seconds", "qa_overturned"):
+        value = getattr(config, key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"data config: '{key}' must be a column name or null")
+    for key in ("text", "categorical", "numeric", "segments"):
+        if not all(isinstance(c, str) and c for c in getattr(config, key)):
+            raise ValueError(f"data config: '{key}' must be a list of column names")
+    if config.time_order not in TIME_ORDERS:
+        raise ValueError(f"data config: 'time_order' is {config.time_order!r}; use one of {list(TIME_ORDERS)}")
+    if config.timestamp is None and config.time_order != "row":
+        raise ValueError(
+            "data config: no timestamp column (timestamp: null): if the file's rows are in time order "
+            "(oldest first), add `time_order: row` to split by row order; otherwise name the creation-time column"
+        )
+    if config.timestamp is not None and config.time_order == "row":
+        raise ValueError("data config: `time_order: row` is for files without timestamps: set `timestamp: null`")
+    if config.timestamp is None and config.reviewed_at is not None:
+        raise ValueError("data config: 'reviewed_at' needs a 'timestamp' column: set `reviewed_at: null`")
+    overlap = sorted(set(config.text) & set(config.categorical) | set(config.text) & set(config.numeric))
+    overlap += sorted(set(config.categorical) & set(config.numeric))
+    if overlap:
+        raise ValueError(f"data config: columns {overlap} are listed under more than one of text/categorical/numeric")
+    unknown = sorted(set(config.features_off) - set(FEATURE_GROUPS))
+    if unknown:
+        raise ValueError(f"data config: unknown feature groups {unknown} (known: {list(FEATURE_GROUPS)})")
 
 
 def load_config(path: str | Path | None = None) -> DataConfig:
@@ -116,4 +245,12 @@ def load_config(path: str | Path | None = None) -> DataConfig:
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"data config {path}: expected a mapping of role -> column")
-    return DataConfig.from_dict(raw)
+    return DataConfig.from_dict(raw, origin=f"the data config is {_shown(path)}: edit it or pass --config")
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when it is below it (as a user would type it)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -242,7 +242,9 @@ class Policy:
     provisional: bool = False
     guarantee: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> Policy:
+    def validate(self, columns: Collection[str] | None = None) -> Policy:
+        """Check the policy; with `columns` (what every listing carries), also that each rule reads
+        only those columns."""
         if not isinstance(self.version, str) or not self.version:
             raise ValueError("version: must be a non-empty string")
         _check_pair(self.t_pass, self.t_block, "t_pass", "t_block")
@@ -256,6 +258,12 @@ class Policy:
             if not isinstance(rule, Rule):
                 raise ValueError(f"rules[{i}]: expected a Rule")
             rule.validate(f"rules[{i}]")
+            missing = [c for c in rule.columns if columns is not None and c not in columns]
+            if missing:
+                raise ValueError(
+                    f"rules[{i}]: rule {rule.name!r} reads columns {missing} that listings do not carry "
+                    f"(they carry {sorted(columns or [])}); a rule never falls back to another column"
+                )
         rate = self.qa_sample_rate
         if not isinstance(rate, (int, float)) or not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"qa_sample_rate: {rate!r} is not in [0, 1]")

@@ -43,7 +43,10 @@ class Bundle:
         bundle_dir = resolve_bundle(path)
         manifest = verify_manifest(bundle_dir)
         try:
-            config = DataConfig.from_dict(yaml.safe_load((bundle_dir / "data_config.yaml").read_text()))
+            config_file = bundle_dir / "data_config.yaml"
+            config = DataConfig.from_dict(
+                yaml.safe_load(config_file.read_text()), origin=f"the bundle's data config is {config_file}"
+            )
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -57,7 +60,7 @@ class Bundle:
                 config=config,
                 builder=FeatureBuilder.load(bundle_dir / "feature_state", config),
                 calibrator=Calibrator.load(bundle_dir / "calibrator.json"),
-                policy=load_policy(bundle_dir),
+                policy=load_policy(bundle_dir).validate(config.listing_columns),
                 session=session,
                 metrics=json.loads((bundle_dir / "metrics.json").read_text()),
             )

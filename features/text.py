@@ -64,9 +64,13 @@ def _without_policy_terms(doc: str) -> str:
 
 
 def documents(frame: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> list[str]:
-    """One lower-cased document per row: the text columns joined by a space (missing -> "")."""
-    joined = frame[list(columns)[0]].fillna("").astype("str")
-    for column in list(columns)[1:]:
+    """One lower-cased document per row: the text columns joined by a space (missing -> ""); every
+    document is "" when there are no text columns."""
+    columns = list(columns)
+    if not columns:
+        return [""] * len(frame)
+    joined = frame[columns[0]].fillna("").astype("str")
+    for column in columns[1:]:
         joined = joined + " " + frame[column].fillna("").astype("str")
     return [doc.lower() for doc in joined.tolist()]  # str.lower, exactly as `document_one`
 

@@ -418,24 +418,29 @@ def default_rules(config: DataConfig) -> list[Rule]:
     listings ("ivory color", a book on switchblades), and a wrongful block hurts a good merchant.
     Review-only rules can only raise recall, so the thresholds' guarantees still hold. A team with an
     unambiguous list adds a block rule through the policy admin.
+
+    Each rule names the columns it reads, and exists only when the config has them in the expected
+    role: the term rule reads the configured text columns (none: no term rule), the category rule a
+    categorical column named `category` (none: no category rule, never some other column).
     """
-    rules = [
-        Rule(
-            name="prohibited_term",
-            action="review",
-            kind="term",
-            terms=list(PROHIBITED_TERMS),
-            fields=list(config.text),
+    rules = []
+    if config.text:
+        rules.append(
+            Rule(
+                name="prohibited_term",
+                action="review",
+                kind="term",
+                terms=list(PROHIBITED_TERMS),
+                fields=list(config.text),
+            )
         )
-    ]
-    category = "category" if "category" in config.categorical else (config.categorical or (None,))[0]
-    if category:
+    if "category" in config.categorical:
         rules.append(
             Rule(
                 name="regulated_category",
                 action="review",
                 kind="category",
-                column=category,
+                column="category",
                 values=list(REGULATED_CATEGORIES),
             )
         )

@@ -9,9 +9,14 @@ nothing is ever dropped. What validation returns is a new, normalised frame:
   value that is not a number, or is +/-inf, is an error;
 - text columns as str with missing -> "" and categorical columns as str with missing -> "" (filling
   is not dropping: the row stays, with an empty value);
-- history only: if the configured `reviewed_at` column is absent (or `reviewed_at` is not configured)
-  a column `review_time_column(config)` is added as created_at + review_lag_days; rows are sorted by
-  created_at (stable) and the index reset. Listings to score keep their input order.
+- history only, when the config has a timestamp: if the configured `reviewed_at` column is absent (or
+  `reviewed_at` is not configured) a column `review_time_column(config)` is added as created_at +
+  review_lag_days; rows are sorted by created_at (stable) and the index reset. Without a timestamp
+  (`time_order: row`) the rows keep the file's order, which is their time order. Listings to score
+  keep their input order.
+
+A table read by `load_table` remembers its file (`DataFrame.attrs["source"]`), so a missing column is
+reported with the file and the data config it was checked against.
 
 Row numbers in messages are 0-based positions in the table as it was passed in.
 """
@@ -29,6 +34,7 @@ from features.config import DataConfig
 
 MAX_ROWS_SHOWN = 5
 DEFAULT_REVIEW_TIME_COLUMN = "reviewed_at"
+_YAML_BOOLEAN_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "y", "n"})
 
 
 class DataValidationError(ValueError):
@@ -50,43 +56,49 @@ def load_table(path: str | Path, config: DataConfig | None = None) -> pd.DataFra
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
+        raise DataValidationError([f"could not read {path}: unknown file type {suffix!r} (use .parquet or .csv)"])
     try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
         if suffix == ".csv":
-            return pd.read_csv(path, dtype=_csv_string_columns(config), keep_default_na=True)
+            table = pd.read_csv(path, dtype=_csv_string_columns(config), keep_default_na=True)
+        else:
+            table = pd.read_parquet(path)
     except Exception as exc:  # any reader failure becomes one message that names the file
         raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
-    raise DataValidationError([f"could not read {path}: unknown file type {suffix!r} (use .parquet or .csv)"])
+    table.attrs["source"] = str(path)
+    return table
 
 
 def validate_history(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     """Check and normalise a labelled review-outcomes table (one row per reviewed listing)."""
-    _require_columns(df, config.required_columns, "the outcomes table")
+    _require_columns(df, config.required_columns, "the outcomes table", config)
     if len(df) == 0:
         raise DataValidationError(["the outcomes table has no rows"])
     checker = _Checker(df, config)
     out = checker.common()
     out[config.label] = checker.label()
-    review_col = review_time_column(config)
-    if config.reviewed_at and config.reviewed_at in df.columns:
-        out[review_col] = checker.timestamp(config.reviewed_at, allow_null=False)
-        checker.reviewed_not_before_created(out[config.timestamp], out[review_col])
-    else:
-        out[review_col] = out[config.timestamp] + pd.Timedelta(days=config.review_lag_days)
+    if config.timestamp:
+        review_col = review_time_column(config)
+        if config.reviewed_at and config.reviewed_at in df.columns:
+            out[review_col] = checker.timestamp(config.reviewed_at, allow_null=False)
+            checker.reviewed_not_before_created(out[config.timestamp], out[review_col])
+        else:
+            out[review_col] = out[config.timestamp] + pd.Timedelta(days=config.review_lag_days)
     if config.review_seconds and config.review_seconds in df.columns:
         out[config.review_seconds] = checker.numeric(config.review_seconds, non_negative=True)
     for optional in (config.violation_reason,):
         if optional and optional in df.columns:
             out[optional] = checker.text(optional)
     checker.raise_if_problems()
+    if not config.timestamp:  # time_order: row, the file's order is time order
+        return out.reset_index(drop=True)
     order = np.argsort(out[config.timestamp].to_numpy(), kind="stable")
     return out.iloc[order].reset_index(drop=True)
 
 
 def validate_listings(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     """Check and normalise unlabelled listings to score; keeps the input order (index reset)."""
-    _require_columns(df, config.listing_columns, "the listings table")
+    _require_columns(df, config.listing_columns, "the listings table", config)
     checker = _Checker(df, config)
     out = checker.common()
     checker.raise_if_problems()
@@ -96,22 +108,25 @@ def validate_listings(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
 def _csv_string_columns(config: DataConfig | None) -> dict[str, Any] | None:
     if config is None:
         return None
-    columns = [config.id, config.merchant, *config.text, *config.categorical]
-    if config.violation_reason:
-        columns.append(config.violation_reason)
-    return dict.fromkeys(columns, "str")
+    columns = [config.id, config.merchant, *config.text, *config.categorical, config.violation_reason]
+    return dict.fromkeys([c for c in columns if c], "str")
 
 
-def _require_columns(df: pd.DataFrame, required: list[str], what: str) -> None:
+def _require_columns(df: pd.DataFrame, required: list[str], what: str, config: DataConfig) -> None:
+    """One problem per missing column: its role(s), the file (when read by `load_table`) and the config."""
     missing = [c for c in dict.fromkeys(required) if c not in df.columns]
-    if missing:
-        names = ", ".join(repr(c) for c in missing)
-        raise DataValidationError(
-            [
-                f"column {names}: required by the data config but missing from {what} "
-                f"(present: {', '.join(map(str, df.columns))})"
-            ]
-        )
+    if not missing:
+        return
+    source = df.attrs.get("source", what)
+    roles = config.column_roles()
+    present = ", ".join(map(str, df.columns))
+    raise DataValidationError(
+        [
+            f"column {c!r} (role {' and '.join(roles.get(c, ['feature']))}) is not in {source}; {config.where()} "
+            f"(columns present: {present})"
+            for c in missing
+        ]
+    )
 
 
 class _Checker:
@@ -144,9 +159,11 @@ class _Checker:
         config = self.config
         out = self.df.copy()
         out[config.id] = self.identifier(config.id)
-        out[config.merchant] = self.identifier(config.merchant)
+        if config.merchant:
+            out[config.merchant] = self.identifier(config.merchant)
         self.duplicates(config.id, out[config.id])
-        out[config.timestamp] = self.timestamp(config.timestamp, allow_null=False)
+        if config.timestamp:
+            out[config.timestamp] = self.timestamp(config.timestamp, allow_null=False)
         for column in config.text:
             out[column] = self.text(column)
         for column in config.categorical:
@@ -204,7 +221,7 @@ class _Checker:
         mapped = np.where(codes >= 0, mapped_uniques[np.maximum(codes, 0)] if len(uniques) else -1, -1)
         unknown = (mapped < 0) & ~null
         allowed = f"allowed: reject={list(self.config.label_reject)}, approve={list(self.config.label_approve)}"
-        self.report(column, unknown, f"have unknown label values ({allowed})")
+        self.report(column, unknown, f"have unknown label values ({allowed}){self.boolean_hint(raw, unknown)}")
         labels = mapped.astype(np.int8)
         known = labels[labels >= 0]
         if len(known) and known.min() == known.max():
@@ -213,6 +230,26 @@ class _Checker:
                 "(1 = reject, 0 = approve); training needs both classes"
             )
         return pd.Series(labels, index=self.df.index, name=column)
+
+    def boolean_hint(self, raw: pd.Series, unknown: np.ndarray) -> str:
+        """A hint when a boolean on one side may be text on the other: YAML reads unquoted yes/no/true/
+        false/on/off as booleans, while a CSV column of those words holds text."""
+        if not unknown.any():
+            return ""
+        configured = [*self.config.label_reject, *self.config.label_approve]
+        seen = [_plain(v) for v in pd.unique(raw[unknown])]
+        looks_boolean = pd.api.types.is_bool_dtype(raw) or any(
+            isinstance(v, bool) or (isinstance(v, str) and v.strip().lower() in _YAML_BOOLEAN_WORDS)
+            for v in [*configured, *seen]
+        )
+        if not looks_boolean:
+            return ""
+        return (
+            f". The column holds {', '.join(f'{v!r} ({type(v).__name__})' for v in seen[:MAX_ROWS_SHOWN])}; "
+            "YAML reads unquoted yes/no/true/false/on/off as booleans: under label_values, quote them "
+            '("yes") to match text, or leave them unquoted to match a boolean column. '
+            f"{self.config.where()}"
+        )
 
     def numeric(self, column: str, non_negative: bool = False) -> pd.Series:
         raw = self.df[column]

@@ -75,7 +75,7 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle) -> 
         raw["provisional"] = False
     raw["version"] = next_policy_version(bundle.path)
     raw["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    policy = Policy.from_dict(raw)
+    policy = Policy.from_dict(raw).validate(bundle.config.listing_columns)
     if policy.segment_by or policy.segments:
         _check_segments(policy, bundle)
     return policy

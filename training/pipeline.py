@@ -42,6 +42,7 @@ class TrainOptions:
     block_precision: float = 0.98
     confidence: float = 0.95
     segment_by: str | None = None
+    feature_groups: tuple[str, ...] | None = None  # None: every group the data supports and the config allows
     log_mlflow: bool = True
     show_progress: bool = True
     lgbm: LgbmParams = field(default_factory=LgbmParams)
@@ -97,7 +98,8 @@ def _reference(part: pd.DataFrame, risk: np.ndarray, config: DataConfig) -> pd.D
     ref["review_seconds"] = seconds.to_numpy(dtype=np.float64) if seconds is not None else np.nan
     for column in config.segments:
         ref[column] = part[column].astype(str).to_numpy()
-    ref["created_at"] = part[config.timestamp].to_numpy()
+    if config.timestamp:
+        ref["created_at"] = part[config.timestamp].to_numpy()
     return ref
 
 
@@ -113,7 +115,7 @@ def train(options: TrainOptions) -> TrainResult:
         with stage("split by time"):
             parts = split_by_time(table, config, options.calibration_fraction, options.test_fraction)
         with stage(f"build features ({len(table):,} rows)"):
-            builder = FeatureBuilder(config, seed=options.seed)
+            builder = FeatureBuilder(config, seed=options.seed, feature_groups=options.feature_groups)
             X_train = builder.fit_transform(parts.train, history=table)
             X_cal = builder.transform(parts.calibration, history=table)
             X_test = builder.transform(parts.test, history=table)
@@ -137,7 +139,7 @@ def train(options: TrainOptions) -> TrainResult:
                 delta=1 - options.confidence,
                 segment_by=options.segment_by,
             )
-            policy = thresholds.to_policy(rules=default_rules(config))
+            policy = thresholds.to_policy(rules=default_rules(config)).validate(config.listing_columns)
         with stage("evaluate on the test split"):
             test_frame = _reference(parts.test, calibrator(predict_lightgbm(booster, X_test)), config)
             baseline_risk = predict_baseline(baseline, X_test)

@@ -1,4 +1,7 @@
-"""Time-based split: oldest rows train, the next calibrate and pick thresholds, the newest test."""
+"""Time-based split: oldest rows train, the next calibrate and pick thresholds, the newest test.
+
+Time is the timestamp column; for a file without timestamps (`timestamp: null`, `time_order: row`) it is
+the row order, oldest first."""
 
 from __future__ import annotations
 
@@ -24,10 +27,13 @@ def split_by_time(
 ) -> TimeSplit:
     """Split a table sorted by creation time into train / calibration / test, never at random.
 
-    Cut points fall on timestamps, so rows created at the same instant land in the same part.
+    Cut points fall on timestamps, so rows created at the same instant land in the same part. Without
+    a timestamp column the cut points are row positions.
     """
     if not 0 < calibration_fraction < 1 or not 0 < test_fraction < 1 or calibration_fraction + test_fraction >= 1:
         raise ValueError("calibration_fraction and test_fraction must be in (0, 1) and sum to less than 1")
+    if config.timestamp is None:
+        return _split_by_row_order(df, calibration_fraction, test_fraction)
     created = df[config.timestamp]
     if not created.is_monotonic_increasing:
         df = df.sort_values(config.timestamp, kind="stable").reset_index(drop=True)
@@ -42,3 +48,12 @@ def split_by_time(
         if part.empty:
             raise ValueError(f"time split: the {name} part is empty; the data spans too few distinct timestamps")
     return TimeSplit(train.reset_index(drop=True), calibration.reset_index(drop=True), test.reset_index(drop=True))
+
+
+def _split_by_row_order(df: pd.DataFrame, calibration_fraction: float, test_fraction: float) -> TimeSplit:
+    n = len(df)
+    cal_start, test_start = int(n * (1 - calibration_fraction - test_fraction)), int(n * (1 - test_fraction))
+    if not 0 < cal_start < test_start < n:
+        raise ValueError(f"row-order split: {n} rows are too few for a train, calibration and test part")
+    parts = (df.iloc[:cal_start], df.iloc[cal_start:test_start], df.iloc[test_start:])
+    return TimeSplit(*(part.reset_index(drop=True) for part in parts))

@@ -65,7 +65,8 @@ def test_label_strings_are_mapped():
 
 def test_missing_columns_are_all_listed():
     message = error_of(history().drop(columns=["price", "title"]))
-    assert "'title'" in message and "'price'" in message and "missing" in message
+    assert "column 'title' (role text) is not in the outcomes table" in message
+    assert "column 'price' (role numeric) is not in the outcomes table" in message
 
 
 def test_unknown_label_names_rows_and_ids():
