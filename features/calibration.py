@@ -2,7 +2,8 @@
 
 Isotonic regression fitted on the calibration split, then centred (each flat block replaced by its
 midpoint, linear in between): the map stays monotone but is strictly increasing between blocks, so
-thresholds on calibrated risk keep the model's ranking instead of collapsing it into ties.
+thresholds on calibrated risk keep the model's ranking instead of collapsing it into ties; a tie-break
+of at most 5e-7 keeps the ranking inside flat blocks and the clipped tails too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
 RISK_FLOOR = 1e-6
+RANK_TIE_BREAK = 1e-6  # < 2 * RISK_FLOOR, so calibrated risk stays strictly inside (0, 1)
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,11 @@ class Calibrator:
     y: np.ndarray  # calibrated risk at each knot (non-decreasing, within [0, 1])
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
-        return np.interp(np.asarray(raw, dtype=np.float64), self.x, self.y)
+        raw = np.asarray(raw, dtype=np.float64)
+        # Strictly increasing in the model's score: a flat isotonic block (or the clipped tails) would tie
+        # every listing in it, and a threshold cannot split tied listings. The tie-break moves risk by at
+        # most RANK_TIE_BREAK / 2, far below any calibration error, and keeps it inside (0, 1).
+        return np.interp(raw, self.x, self.y) + RANK_TIE_BREAK * (np.clip(raw, 0.0, 1.0) - 0.5)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps({"method": "centred_isotonic", "x": self.x.tolist(), "y": self.y.tolist()}))

@@ -1,4 +1,4 @@
-"""Scoring from an exported bundle: feature builder -> ONNX model -> calibrator.
+"""Scoring from an exported bundle: feature builder -> ONNX model (LightGBM or logistic) -> calibrator.
 
 This is the only way serving and offline scoring turn listings into risk; it reads the bundle and
 nothing else. The manifest is verified before anything is loaded.
@@ -20,6 +20,7 @@ from features.builder import FeatureBuilder
 from features.bundle import BundleError, resolve_bundle, verify_manifest
 from features.calibration import Calibrator
 from features.config import DataConfig
+from features.linear import LINEAR_FILE, LinearModel
 from features.policy import Policy, load_policy
 
 
@@ -87,13 +88,23 @@ class Bundle:
         return self.calibrator(self.raw_scores(self.features(listings, history)))
 
     @cached_property
+    def linear(self) -> LinearModel | None:
+        """The logistic-regression model, when that is what the bundle ships (else None)."""
+        path = self.path / LINEAR_FILE
+        return LinearModel.load(path) if path.exists() else None
+
+    @cached_property
     def booster(self) -> Any:
         """The native LightGBM model, used only for per-feature contributions (reasons)."""
         import lightgbm as lgb
 
+        if self.linear is not None:
+            raise BundleError(f"bundle {self.path}: ships a logistic-regression model, not LightGBM")
         return lgb.Booster(model_file=str(self.path / "lightgbm.txt"))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Per-feature contributions to the raw log-odds (TreeSHAP), shape (n, n_features)."""
+        """Per-feature contributions to the raw log-odds (exact: TreeSHAP, or the linear terms), (n, n_features)."""
+        if self.linear is not None:
+            return self.linear.contributions(X)
         contrib = np.asarray(self.booster.predict(X, pred_contrib=True))
         return contrib[:, :-1]

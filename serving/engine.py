@@ -37,7 +37,7 @@ from features.policy import (
     route,
 )
 from features.scoring import Bundle
-from serving.explain import PathExplainer
+from serving.explain import Explainer, PathExplainer
 from serving.store.records import DecisionRecord, StatementOfReasons, new_ids, utcnow
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class DecisionEngine:
     bundle: Bundle | None
     policy: Policy
     seed: int | None = None
-    explainer: PathExplainer | None = None  # None: exact TreeSHAP from the bundle (slower)
+    explainer: Explainer | None = None  # None: exact TreeSHAP from the bundle (slower)
     _rng: np.random.Generator = field(init=False, repr=False)
     _rng_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
     _record_rules: _RecordRules = field(init=False, repr=False)
@@ -147,7 +147,11 @@ class DecisionEngine:
         """
         if bundle is None:
             return cls(bundle=None, policy=policy or failsafe_policy(), seed=seed)
-        explainer = PathExplainer(bundle.booster) if reasons == "path" else None
+        explainer: Explainer | None = None
+        if bundle.linear is not None:
+            explainer = bundle.linear  # a linear model's terms are its exact contributions
+        elif reasons == "path":
+            explainer = PathExplainer(bundle.booster)
         engine = cls(bundle=bundle, policy=policy or bundle.policy, seed=seed, explainer=explainer)
         engine.warm_up()
         return engine
@@ -158,7 +162,9 @@ class DecisionEngine:
             return
         columns = self.bundle.config.listing_columns
         listing: dict[str, Any] = {c: None for c in columns}
-        listing.update({self.bundle.config.id: "warm-up", self.bundle.config.timestamp: utcnow()})
+        listing[self.bundle.config.id] = "warm-up"
+        if self.bundle.config.timestamp is not None:
+            listing[self.bundle.config.timestamp] = utcnow()
         for column in self.bundle.config.text:
             listing[column] = "warm up"
         scores = self.score([listing])

@@ -12,12 +12,18 @@ TreeSHAP does; `Settings.reasons = "treeshap"` selects the exact method instead.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
 _GATHER_ROWS = 64
+
+
+class Explainer(Protocol):
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Shape (n, n_features): per-feature contributions to the model's log-odds."""
+        ...
 
 
 class PathExplainer:

@@ -74,13 +74,11 @@ def train(
     except (DataValidationError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
         return
-    test, baseline = result.metrics["test"], result.metrics["baseline_test"]
+    from training.summary import summary_lines
+
+    for line in summary_lines(result.metrics):
+        console.print(line)
     console.print(f"bundle: [bold]{result.bundle_dir}[/] (models/latest points to it)")
-    console.print(
-        f"test ROC-AUC {test.get('roc_auc', float('nan')):.4f} | baseline "
-        f"{baseline.get('roc_auc', float('nan')):.4f} | PR-AUC {test.get('pr_auc', float('nan')):.4f}"
-        f" | ECE {test['ece']:.4f}"
-    )
     if result.mlflow:
         console.print(
             f"MLflow: registered listing-risk version {result.mlflow['model_version']} "

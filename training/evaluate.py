@@ -12,6 +12,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from features.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
 
 MIN_SEGMENT_ROWS = 50
+REPORTED_RECALLS = (0.9, 0.95, 0.99)
 
 
 def expected_calibration_error(y: np.ndarray, risk: np.ndarray, bins: int = 15) -> float:
@@ -35,6 +36,35 @@ def ranking_metrics(y: np.ndarray, risk: np.ndarray) -> dict[str, float]:
         "roc_auc": float(roc_auc_score(y, risk)),
         "pr_auc": float(average_precision_score(y, risk)),
     }
+
+
+def review_share_at_recall(label: np.ndarray, score: np.ndarray, recall: float) -> float:
+    """Smallest share of rows that must go to review (score >= t) so that >= `recall` of the violations do.
+
+    Thresholds sit on these very rows with no slack; rows tied with the threshold are reviewed.
+    """
+    label, score = np.asarray(label).astype(bool), np.asarray(score, dtype=np.float64)
+    n_violating = int(label.sum())
+    if n_violating == 0 or len(label) == 0:
+        return float("nan")
+    needed = int(np.ceil(recall * n_violating - 1e-9))
+    if needed <= 0:
+        return 0.0
+    t = np.sort(score[label])[::-1][needed - 1]
+    return float(np.mean(score >= t))
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None, so `json.dumps` writes strict JSON."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def calibration_metrics(y: np.ndarray, risk: np.ndarray) -> dict[str, float]:
@@ -95,6 +125,7 @@ def evaluate_scores(
     """
     y, risk = frame["label"].to_numpy(), frame["risk"].to_numpy()
     metrics: dict[str, Any] = {**ranking_metrics(y, risk), **calibration_metrics(y, risk)}
+    metrics["review_share_at_recall"] = {f"{r:g}": review_share_at_recall(y, risk, r) for r in REPORTED_RECALLS}
     if policy is not None:
         seg_values = frame[policy.segment_by].astype(str).to_numpy() if policy.segment_by else None
         t_pass, t_block = (

@@ -1,4 +1,5 @@
-"""Export: LightGBM to ONNX plus everything `features/` needs, in one bundle directory with a manifest."""
+"""Export: the chosen model (LightGBM or logistic regression) to ONNX plus everything `features/` needs,
+in one bundle directory with a manifest."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from features.builder import FeatureBuilder
 from features.bundle import write_manifest
 from features.calibration import Calibrator
 from features.config import DataConfig
+from features.linear import LINEAR_FILE
 from features.policy import Policy, save_policy
-from training.evaluate import save_plots
+from training.evaluate import json_safe, save_plots
+from training.linear import linear_to_onnx
+from training.train import FittedModel
 
 ONNX_OPSET = 15
 
@@ -36,7 +40,7 @@ def booster_to_onnx(booster: lgb.Booster, n_features: int) -> bytes:
 def write_bundle(
     bundle_dir: Path,
     *,
-    booster: lgb.Booster,
+    model: FittedModel,
     builder: FeatureBuilder,
     calibrator: Calibrator,
     policy: Policy,
@@ -52,12 +56,18 @@ def write_bundle(
     """
     staging = bundle_dir.parent / f".{bundle_dir.name}.partial"
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / "model.onnx").write_bytes(booster_to_onnx(booster, len(builder.feature_names)))
-    booster.save_model(str(staging / "lightgbm.txt"))
+    if model.booster is not None:
+        (staging / "model.onnx").write_bytes(booster_to_onnx(model.booster, len(builder.feature_names)))
+        model.booster.save_model(str(staging / "lightgbm.txt"))
+    else:
+        assert model.linear is not None
+        (staging / "model.onnx").write_bytes(linear_to_onnx(model.linear))
+        model.linear.save(staging / LINEAR_FILE)
     builder.save(staging / "feature_state")
     calibrator.save(staging / "calibrator.json")
     (staging / "data_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    # not sort_keys: feature importance is ordered by value, candidates by when they were scored
+    (staging / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
     reference.to_parquet(staging / "reference.parquet", index=False)
     # the held-out rows' scores: anyone can recompute the test metrics and plots from them
     test_scores.to_parquet(staging / "test_scores.parquet", index=False)

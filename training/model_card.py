@@ -14,7 +14,9 @@ def _fmt(value: Any) -> str:
 def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, options: Any) -> str:
     test, baseline = metrics["test"], metrics["baseline_test"]
     routing = test.get("routing", {})
-    top = list(metrics.get("feature_importance_gain", {}))[:8]
+    top = list(metrics.get("feature_importance", {}))[:8]
+    selection = metrics.get("selection", {})
+    model_name = metrics.get("model", {}).get("name", "lightgbm")
     lines = [
         f"# Listing-risk model {version}",
         "",
@@ -23,12 +25,13 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         "",
         f"**Training data**: `{options.data}`, split by creation time "
         f"(train / calibration / test = {metrics['split_sizes']}).",
-        "**Model**: LightGBM (native categoricals) on features from `features/`, centred-isotonic calibration "
-        "on the calibration split.",
+        f"**Model**: `{model_name}`, chosen by model selection (below) on features from `features/`; "
+        "centred-isotonic calibration on the calibration split.",
         "",
+        *_selection_lines(selection),
         "## Test split (newest rows, never seen in training or threshold choice)",
         "",
-        "| metric | LightGBM | logistic baseline |",
+        f"| metric | {model_name} | logistic baseline |",
         "|---|---|---|",
         f"| ROC-AUC | {_fmt(test.get('roc_auc'))} | {_fmt(baseline.get('roc_auc'))} |",
         f"| PR-AUC | {_fmt(test.get('pr_auc'))} | {_fmt(baseline.get('pr_auc'))} |",
@@ -43,12 +46,35 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         "",
         "At these thresholds on the test split: " + ", ".join(f"{k} {_fmt(v)}" for k, v in routing.items()),
         "",
-        f"Top features by gain: {', '.join(top)}",
+        f"Top features ({metrics.get('feature_importance_kind', 'gain')}): {', '.join(top)}",
         "",
         "## Limits",
         "",
+        *[f"- **Warning**: {w}" for w in metrics.get("warnings", [])],
         "Scores the future from the past: performance drifts as violators change spelling and tactics;",
         "retrain on fresh review outcomes (including QA-sampled auto decisions) regularly.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _selection_lines(selection: dict[str, Any]) -> list[str]:
+    if not selection:
+        return []
+    lines = [
+        "## Model selection",
+        "",
+        f"On the newest part of the training period ({selection['validation_rows']} rows, "
+        f"{selection['validation_violations']} violations), never the calibration or test split. "
+        f"Criterion: {selection['criterion']}.",
+        "",
+        "| candidate | review share | sd of difference | PR-AUC | ROC-AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in selection["candidates"].items():
+        lines.append(
+            f"| {name} | {_fmt(row['review_share_at_target_recall'])} | {_fmt(row['difference_sd'])} "
+            f"| {_fmt(row['pr_auc'])} | {_fmt(row['roc_auc'])} |"
+        )
+    lines += ["", f"**Chosen**: `{selection['winner']['name']}`: {selection['reason']}.", ""]
+    return lines

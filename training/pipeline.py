@@ -19,13 +19,15 @@ from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
 from features.config import DataConfig, load_config
 from features.policy import Policy, match_rules
+from features.text import TextModel
 from features.validate import load_table, validate_history
 from training.evaluate import evaluate_scores, ranking_metrics
 from training.export import point_latest, write_bundle
 from training.model_card import render_model_card
+from training.select import LOGISTIC, Selection, select_model, selection_data
 from training.split import split_by_time
 from training.thresholds import choose_policy_thresholds, default_rules
-from training.train import LgbmParams, fit_baseline, fit_lightgbm, predict_baseline, predict_lightgbm
+from training.train import FittedModel, LgbmParams, fit_model
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,10 @@ class TrainOptions:
     block_precision: float = 0.98
     confidence: float = 0.95
     segment_by: str | None = None
-    feature_groups: tuple[str, ...] | None = None  # None: every group the data supports and the config allows
+    # groups model selection starts from (None: every group the data supports and the config allows)
+    feature_groups: tuple[str, ...] | None = None
+    validation_fraction: float = 0.2  # newest share of the training part held out for model selection
+    search_trials: int = 12  # LightGBM hyperparameter trials (fixed budget, seeded)
     log_mlflow: bool = True
     show_progress: bool = True
     lgbm: LgbmParams = field(default_factory=LgbmParams)
@@ -114,8 +119,30 @@ def train(options: TrainOptions) -> TrainResult:
             del raw
         with stage("split by time"):
             parts = split_by_time(table, config, options.calibration_fraction, options.test_fraction)
+        with stage(f"select the model on the newest {options.validation_fraction:.0%} of the training part"):
+            selection = select_model(
+                selection_data(
+                    parts.train,
+                    table,
+                    config,
+                    seed=options.seed,
+                    validation_fraction=options.validation_fraction,
+                    feature_groups=options.feature_groups,
+                    recall=options.recall,
+                ),
+                recall=options.recall,
+                seed=options.seed,
+                trials=options.search_trials,
+                base_params=options.lgbm,
+            )
+        chosen = selection.winner.candidate
         with stage(f"build features ({len(table):,} rows)"):
-            builder = FeatureBuilder(config, seed=options.seed, feature_groups=options.feature_groups)
+            builder = FeatureBuilder(
+                config,
+                seed=options.seed,
+                feature_groups=chosen.groups,
+                text_model=TextModel(seed=options.seed, char_ngrams=selection.char_ngrams),
+            )
             X_train = builder.fit_transform(parts.train, history=table)
             X_cal = builder.transform(parts.calibration, history=table)
             X_test = builder.transform(parts.test, history=table)
@@ -123,12 +150,12 @@ def train(options: TrainOptions) -> TrainResult:
             p[config.label].to_numpy(dtype=np.int64) for p in (parts.train, parts.calibration, parts.test)
         )
         categorical = list(builder.categorical_features)
-        with stage("fit LightGBM"):
-            booster = fit_lightgbm(X_train, y_train, categorical, seed=options.seed, params=options.lgbm)
+        with stage(f"fit {selection.winner.name} on the whole training part"):
+            model = fit_model(chosen.kind, X_train, y_train, categorical, seed=options.seed, params=chosen.params)
         with stage("fit logistic-regression baseline"):
-            baseline = fit_baseline(X_train, y_train, categorical, seed=options.seed)
+            baseline = fit_model(LOGISTIC, X_train, y_train, categorical, seed=options.seed)
         with stage("calibrate on the calibration split"):
-            raw_cal = predict_lightgbm(booster, X_cal)
+            raw_cal = model.predict(X_cal)
             calibrator = fit_calibrator(raw_cal, y_cal)
             reference = _reference(parts.calibration, calibrator(raw_cal), config)
         with stage("choose thresholds"):
@@ -141,8 +168,8 @@ def train(options: TrainOptions) -> TrainResult:
             )
             policy = thresholds.to_policy(rules=default_rules(config)).validate(config.listing_columns)
         with stage("evaluate on the test split"):
-            test_frame = _reference(parts.test, calibrator(predict_lightgbm(booster, X_test)), config)
-            baseline_risk = predict_baseline(baseline, X_test)
+            test_frame = _reference(parts.test, calibrator(model.predict(X_test)), config)
+            baseline_risk = baseline.predict(X_test)
             test_frame["baseline_risk"] = baseline_risk
             rule_block, rule_review, _ = match_rules(parts.test, policy.rules)
             metrics = _metrics(
@@ -153,14 +180,15 @@ def train(options: TrainOptions) -> TrainResult:
                 config,
                 thresholds,
                 baseline_risk=baseline_risk,
-                booster=booster,
+                model=model,
+                selection=selection,
             )
         with stage("export bundle"):
             options.out.mkdir(parents=True, exist_ok=True)
             bundle_dir = options.out / _new_version(options.out)
             write_bundle(
                 bundle_dir,
-                booster=booster,
+                model=model,
                 builder=builder,
                 calibrator=calibrator,
                 policy=policy,
@@ -186,20 +214,48 @@ def _metrics(
     config: DataConfig,
     thresholds: Any,
     baseline_risk: np.ndarray,
-    booster: Any,
+    model: FittedModel,
+    selection: Selection,
 ) -> dict[str, Any]:
-    model = evaluate_scores(test_frame, policy, segments=config.segments, rule_masks=rule_masks)
-    importance = booster.feature_importance(importance_type="gain")
-    names = booster.feature_name()
-    order = np.argsort(importance)[::-1]
+    test = evaluate_scores(test_frame, policy, segments=config.segments, rule_masks=rule_masks)
+    baseline = ranking_metrics(test_frame["label"].to_numpy(), baseline_risk)
     return {
         "split_sizes": sizes,
-        "test": model,
-        "baseline_test": ranking_metrics(test_frame["label"].to_numpy(), baseline_risk),
+        "model": {
+            "kind": model.kind,
+            "name": selection.winner.name,
+            "feature_groups": list(selection.winner.candidate.groups),
+        },
+        "selection": selection.to_dict(),
+        "test": test,
+        "baseline_test": baseline,
+        "warnings": _warnings(test, baseline, selection),
         "thresholds": thresholds.to_dict(),
-        "feature_importance_gain": {names[i]: float(importance[i]) for i in order},
-        "best_iteration": int(booster.current_iteration()),
+        "feature_importance": model.importance(),
+        "feature_importance_kind": model.importance_kind,
+        "best_iteration": model.iterations,
     }
+
+
+# The test split decides nothing (selection used the validation part); a shipped model that ranks worse
+# than the baseline there is said out loud.
+TEST_AUC_TOLERANCE = 0.005
+
+
+def _warnings(test: dict[str, Any], baseline: dict[str, Any], selection: Selection) -> list[str]:
+    warnings = []
+    model_auc, baseline_auc = test.get("roc_auc"), baseline.get("roc_auc")
+    if model_auc is not None and baseline_auc is not None and model_auc < baseline_auc - TEST_AUC_TOLERANCE:
+        warnings.append(
+            f"the shipped {selection.winner.name} ranks worse than the logistic baseline on the test split "
+            f"(ROC-AUC {model_auc:.4f} vs {baseline_auc:.4f}); it won on validation: {selection.reason}"
+        )
+    if selection.validation_violations < 30:
+        warnings.append(
+            f"model selection saw only {selection.validation_violations} violations in its validation part; "
+            "the choice rests mostly on PR-AUC and is uncertain"
+        )
+    return warnings
 
 
 def _log_mlflow(
@@ -215,7 +271,10 @@ def _log_mlflow(
         "recall_target": options.recall,
         "block_precision_target": options.block_precision,
         "confidence": options.confidence,
-        **{f"lgbm.{k}": v for k, v in options.lgbm.to_lightgbm(options.seed).items()},
+        "validation_fraction": options.validation_fraction,
+        "search_trials": options.search_trials,
+        "selected_model": metrics["model"]["name"],
+        **{f"lgbm.{k}": v for k, v in (metrics["selection"]["winner"]["lgbm_params"] or {}).items()},
     }
-    logged = {k: v for k, v in metrics.items() if k not in ("feature_importance_gain",)}
+    logged = {k: v for k, v in metrics.items() if k not in ("feature_importance",)}
     return log_run(bundle_dir, params, logged, example)

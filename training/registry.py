@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
     elif isinstance(value, bool):
         return
     elif isinstance(value, int | float) and value == value:  # skip NaN
-        out[prefix.replace(" ", "_")] = float(value)
+        out[re.sub(r"[^\w\-./: ]", "_", prefix).replace(" ", "_")] = float(value)  # MLflow's allowed characters
 
 
 def _artifact_location() -> str | None:

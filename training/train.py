@@ -1,4 +1,4 @@
-"""Model fitting: LightGBM with native categoricals, and the logistic-regression baseline beside it."""
+"""Model fitting: LightGBM with native categoricals, or the logistic-regression model (training/linear.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from features.linear import LinearModel
+from training.linear import fit_logistic
 
 # Below this many rows, OpenMP synchronisation costs more than a second thread gains, and on a busy
 # machine it can cost ten times the work itself.
@@ -117,19 +115,44 @@ def predict_lightgbm(booster: lgb.Booster, X: pd.DataFrame) -> np.ndarray:
     return np.asarray(booster.predict(X), dtype=np.float64)
 
 
-def fit_baseline(X: pd.DataFrame, y: np.ndarray, categorical: list[str], seed: int = 0) -> Pipeline:
-    """Plain logistic regression on the same features: imputed + scaled numerics, one-hot categoricals."""
-    numeric = [c for c in X.columns if c not in categorical]
-    columns = ColumnTransformer(
-        [
-            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-            ("categorical", OneHotEncoder(handle_unknown="ignore", min_frequency=20), categorical),
-        ]
-    )
-    model = Pipeline([("columns", columns), ("logit", LogisticRegression(max_iter=300, C=1.0, random_state=seed))])
-    model.fit(X, y)
-    return model
+@dataclass
+class FittedModel:
+    """The model a bundle ships: a LightGBM booster or the additive logistic model."""
+
+    kind: str  # "lightgbm" | "logistic_regression"
+    booster: lgb.Booster | None = None
+    linear: LinearModel | None = None
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated probability of rejection."""
+        if self.booster is not None:
+            return predict_lightgbm(self.booster, X)
+        assert self.linear is not None
+        return self.linear.raw_scores(X.to_numpy(dtype=np.float32))
+
+    def importance(self) -> dict[str, float]:
+        """Feature importance, largest first: split gain for LightGBM, weight x spread for the linear model."""
+        if self.booster is not None:
+            values = dict(
+                zip(self.booster.feature_name(), self.booster.feature_importance(importance_type="gain"), strict=True)
+            )
+        else:
+            assert self.linear is not None
+            values = self.linear.importance()
+        return {k: float(v) for k, v in sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+    @property
+    def importance_kind(self) -> str:
+        return "split gain" if self.booster is not None else "|weight| x feature sd (log-odds)"
+
+    @property
+    def iterations(self) -> int | None:
+        return int(self.booster.current_iteration()) if self.booster is not None else None
 
 
-def predict_baseline(model: Pipeline, X: pd.DataFrame) -> np.ndarray:
-    return np.asarray(model.predict_proba(X)[:, 1], dtype=np.float64)
+def fit_model(
+    kind: str, X: pd.DataFrame, y: np.ndarray, categorical: list[str], seed: int = 0, params: LgbmParams | None = None
+) -> FittedModel:
+    if kind == "lightgbm":
+        return FittedModel(kind, booster=fit_lightgbm(X, y, categorical, seed=seed, params=params))
+    return FittedModel(kind, linear=fit_logistic(X, y, categorical, seed=seed))
