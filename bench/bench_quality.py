@@ -143,7 +143,7 @@ def measure(name: str, data: Path, config: Path, seed: int, out: Path, oracle: P
     except Exception as exc:  # a dataset the pipeline cannot train on yet is a result, not a crash
         log(f"{name}: training failed: {type(exc).__name__}: {exc}")
         bundle = None
-        failure = f"n/a (training failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        failure = f"n/a (training failed: {type(exc).__name__}: {_first_words(str(exc))})"
         result["unavailable"].update(model=failure, baseline=failure)
     result["train_seconds"] = round(time.perf_counter() - started, 1)
     if bundle is not None:
@@ -168,11 +168,20 @@ def measure(name: str, data: Path, config: Path, seed: int, out: Path, oracle: P
     if oracle is not None:
         test = _join_oracle(test, oracle, result)
     label = test["label"].to_numpy()
-    for scorer, column in (("model", "risk"), ("baseline", "baseline_risk"), ("reference", "reference_risk"),
-                           *ORACLE_SCORERS.items()):
+    for scorer, column in (
+        ("model", "risk"),
+        ("baseline", "baseline_risk"),
+        ("reference", "reference_risk"),
+        *ORACLE_SCORERS.items(),
+    ):
         if column in test:
             result["scorers"][scorer] = scorer_metrics(label, test[column].to_numpy())
     return result
+
+
+def _first_words(message: str, limit: int = 90) -> str:
+    line = message.splitlines()[0] if message else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _join_oracle(test: pd.DataFrame, oracle: Path, result: dict[str, Any]) -> pd.DataFrame:
@@ -197,7 +206,9 @@ def builtin(rows: int, seed: int, workdir: Path) -> dict[str, Any]:
         stdout=subprocess.DEVNULL,
     )
     name = f"built-in {rows:,} rows, seed {seed}"
-    return measure(name, data_dir / "reviews.parquet", BUILTIN_CONFIG, seed, workdir / "models", data_dir / "oracle.parquet")
+    return measure(
+        name, data_dir / "reviews.parquet", BUILTIN_CONFIG, seed, workdir / "models", data_dir / "oracle.parquet"
+    )
 
 
 def mean_over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -214,3 +225,133 @@ def mean_over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             for s in sorted(scorers, key=list(first["scorers"]).index)
         },
     }
+
+
+# --- targets and report ---------------------------------------------------------------------------------
+
+
+def check_targets(result: dict[str, Any]) -> list[str]:
+    """The issue's targets for one dataset, each MET / NOT MET with its numbers (n/a when a scorer is missing)."""
+    s = result["scorers"]
+    if "model" not in s or "reference" not in s:
+        missing = result["unavailable"].get("model", "n/a (no reference)")
+        return [
+            f"- n/a: model ROC-AUC >= max(baseline, reference) - {AUC_TOLERANCE}: {missing}",
+            f"- n/a: review share at recall 0.95 <= {REVIEW_SHARE_FACTOR:.2f}x the reference's: {missing}",
+        ]
+    model, reference = s["model"], s["reference"]
+    bar = max(s.get("baseline", reference)["roc_auc"], reference["roc_auc"]) - AUC_TOLERANCE
+    auc_ok = model["roc_auc"] >= bar
+    share, ref_share = model["review_share@0.95"], reference["review_share@0.95"]
+    share_ok = share <= REVIEW_SHARE_FACTOR * ref_share
+    lines = [
+        f"- {'MET' if auc_ok else 'NOT MET'}: model ROC-AUC >= max(baseline, reference) - {AUC_TOLERANCE}: "
+        f"{model['roc_auc']:.4f} vs {bar:.4f} (baseline {s['baseline']['roc_auc']:.4f}, "
+        f"reference {reference['roc_auc']:.4f})",
+        f"- {'MET' if share_ok else 'NOT MET'}: review share at recall 0.95 <= {REVIEW_SHARE_FACTOR:.2f}x the "
+        f"reference's: {share:.2%} vs {ref_share:.2%} ({share / ref_share:.2f}x)",
+    ]
+    if "oracle" in s or "limit" in s or "limit" in result["unavailable"]:
+        lines += _limit_gap(result)
+    return lines
+
+
+def _limit_gap(result: dict[str, Any]) -> list[str]:
+    """Built-in data: how far the model is from the reachable limit and from the oracle (no target)."""
+    s, lines = result["scorers"], []
+    for scorer in ORACLE_SCORERS:
+        if scorer not in s:
+            lines.append(f"- gap to the {scorer}: {result['unavailable'].get(scorer, 'n/a (not available)')}")
+            continue
+        shares = ", ".join(
+            f"{s['model'][f'review_share@{r}']:.2%} vs {s[scorer][f'review_share@{r}']:.2%} "
+            f"({s['model'][f'review_share@{r}'] / s[scorer][f'review_share@{r}']:.2f}x) at recall {r}"
+            for r in RECALLS
+        )
+        lines.append(
+            f"- gap to the {scorer} ({ORACLE_SCORERS[scorer]}): ROC-AUC {s['model']['roc_auc']:.4f} vs "
+            f"{s[scorer]['roc_auc']:.4f} ({s['model']['roc_auc'] - s[scorer]['roc_auc']:+.4f}); review share {shares}"
+        )
+    return lines
+
+
+def table(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "| scorer | ROC-AUC | PR-AUC | review share @ recall 0.95 | review share @ recall 0.99 |",
+        "|---|---|---|---|---|",
+    ]
+    for scorer, m in result["scorers"].items():
+        lines.append(
+            f"| {scorer} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | {m['review_share@0.95']:.2%} | "
+            f"{m['review_share@0.99']:.2%} |"
+        )
+    for scorer, why in result["unavailable"].items():
+        lines.append(f"| {scorer} | {why} | | | |")
+    return lines
+
+
+def section(result: dict[str, Any]) -> list[str]:
+    lines = [f"### {result['dataset']}", ""]
+    if "split_sizes" in result:
+        sizes = result["split_sizes"]
+        lines += [
+            f"{result['rows']:,} rows; train part {sizes['train']:,}, test {sizes['test']:,} "
+            f"({sizes['test_positives']:,} violations); split: {result['split']}; reference text weight "
+            f"{result['reference_text_weight']:.1f}; train {result['train_seconds']:.0f} s, reference "
+            f"{result['reference_seconds']:.0f} s"
+            + (f"; model selection: `{json.dumps(result['selection'])}`" if result.get("selection") else ""),
+            "",
+        ]
+    return lines + table(result) + ["", *check_targets(result), ""]
+
+
+def write_results(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    RESULTS_JSON.write_text(json.dumps({"meta": meta, "datasets": results}, indent=2, default=float) + "\n")
+    lines = [
+        "# Model quality benchmark",
+        "",
+        f"`make bench-quality` ({meta['command']}) on {meta['machine']}, {meta['finished_at']}, "
+        f"{meta['seconds'] / 60:.1f} min. Test split of each dataset; review share at recall r: the least "
+        "share of test rows sent to review (risk >= t, ties reviewed) so that >= r of the violations are, with "
+        "t set on the test split itself (no slack). model = the bundle's calibrated risk, baseline = its "
+        "logistic regression, reference = scikit-learn HistGradientBoosting + TF-IDF logistic regression "
+        "fitted on the same training part (bench/quality_reference.py); built-in only: limit = `limit_risk` "
+        "(reachable limit), oracle = `true_risk` (physical limit).",
+        "",
+    ]
+    for result in results:
+        lines += section(result)
+    RESULTS_MD.write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000, help="built-in data: rows per seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="built-in data: seeds")
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    args = parser.parse_args()
+    start = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        workdir = Path(tmp)
+        if "builtin" in args.datasets:
+            per_seed = [builtin(args.rows, seed, workdir) for seed in args.seeds]
+            results += [mean_over_seeds(per_seed)] if len(per_seed) > 1 else []
+            results += per_seed
+        for key in (k for k in REAL_DATASETS if k in args.datasets):
+            title, data, config = REAL_DATASETS[key]
+            log(f"{title}: training and fitting the reference")
+            results.append(measure(title, data, config, seed=0, out=workdir / "models"))
+    meta = {
+        "command": "python bench/bench_quality.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - start,
+    }
+    print(write_results(results, meta))
+    log(f"wrote {RESULTS_MD} and {RESULTS_JSON}")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,11 +22,13 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline, make_union
+from threadpoolctl import threadpool_limits
 
 INNER_VALIDATION_FRACTION = 0.2
 BLEND_WEIGHTS = np.round(np.linspace(0.0, 1.0, 11), 2)
 MAX_CATEGORIES = 250  # HistGradientBoosting's native categoricals take at most max_bins (255) levels
 TEXT_C = 4.0
+MULTITHREAD_MIN_ROWS = 100_000  # below this, OpenMP threads cost more than they gain (as in training)
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,10 @@ def fit_text(texts: pd.Series, y: np.ndarray, seed: int) -> Pipeline:
 
 def fit_tabular(frame: pd.DataFrame, y: np.ndarray, seed: int) -> HistGradientBoostingClassifier:
     model = HistGradientBoostingClassifier(
-        categorical_features="from_dtype", learning_rate=0.05, max_iter=500, random_state=seed
+        categorical_features="from_dtype", learning_rate=0.05, max_iter=500, early_stopping=True, random_state=seed
     )
-    return model.fit(frame, y)
+    with threadpool_limits(1 if len(frame) < MULTITHREAD_MIN_ROWS else None):
+        return model.fit(frame, y)
 
 
 def _fit_parts(frame: pd.DataFrame, y: np.ndarray, columns: Columns, seed: int) -> Reference:
