@@ -176,6 +176,8 @@ def measure(name: str, data: Path, config: Path, seed: int, out: Path, oracle: P
     ):
         if column in test:
             result["scorers"][scorer] = scorer_metrics(label, test[column].to_numpy())
+        elif scorer in ("model", "baseline") and bundle is not None:
+            result["unavailable"][scorer] = f"n/a (not available: test_scores.parquet has no `{column}` column)"
     return result
 
 
@@ -240,13 +242,14 @@ def check_targets(result: dict[str, Any]) -> list[str]:
             f"- n/a: review share at recall 0.95 <= {REVIEW_SHARE_FACTOR:.2f}x the reference's: {missing}",
         ]
     model, reference = s["model"], s["reference"]
-    bar = max(s.get("baseline", reference)["roc_auc"], reference["roc_auc"]) - AUC_TOLERANCE
+    baseline_auc = s["baseline"]["roc_auc"] if "baseline" in s else float("nan")
+    bar = np.nanmax([baseline_auc, reference["roc_auc"]]) - AUC_TOLERANCE
     auc_ok = model["roc_auc"] >= bar
     share, ref_share = model["review_share@0.95"], reference["review_share@0.95"]
     share_ok = share <= REVIEW_SHARE_FACTOR * ref_share
     lines = [
         f"- {'MET' if auc_ok else 'NOT MET'}: model ROC-AUC >= max(baseline, reference) - {AUC_TOLERANCE}: "
-        f"{model['roc_auc']:.4f} vs {bar:.4f} (baseline {s['baseline']['roc_auc']:.4f}, "
+        f"{model['roc_auc']:.4f} vs {bar:.4f} (baseline {baseline_auc:.4f}, "
         f"reference {reference['roc_auc']:.4f})",
         f"- {'MET' if share_ok else 'NOT MET'}: review share at recall 0.95 <= {REVIEW_SHARE_FACTOR:.2f}x the "
         f"reference's: {share:.2%} vs {ref_share:.2%} ({share / ref_share:.2f}x)",
@@ -298,11 +301,19 @@ def section(result: dict[str, Any]) -> list[str]:
             f"{result['rows']:,} rows; train part {sizes['train']:,}, test {sizes['test']:,} "
             f"({sizes['test_positives']:,} violations); split: {result['split']}; reference text weight "
             f"{result['reference_text_weight']:.1f}; train {result['train_seconds']:.0f} s, reference "
-            f"{result['reference_seconds']:.0f} s"
-            + (f"; model selection: `{json.dumps(result['selection'])}`" if result.get("selection") else ""),
+            f"{result['reference_seconds']:.0f} s" + _selection_note(result.get("selection")),
             "",
         ]
     return lines + table(result) + ["", *check_targets(result), ""]
+
+
+def _selection_note(selection: Any) -> str:
+    """metrics.json's `selection` section in a few words (in full in the JSON results)."""
+    if not selection:
+        return ""
+    if isinstance(selection, dict) and "chosen" in selection:
+        return f"; model selection chose `{selection['chosen']}`"
+    return f"; model selection: `{_first_words(json.dumps(selection, default=str), 160)}`"
 
 
 def write_results(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:

@@ -120,3 +120,41 @@ def test_reference_fits_on_the_older_rows_and_ranks_the_newer(columns):
         assert reference.text_weight == 1.0
     if not columns.text:
         assert reference.text_weight == 0.0
+
+
+# --- the oracle's columns and the target lines ---------------------------------------------------------------
+
+
+def _scores(label: np.ndarray, risk: np.ndarray) -> dict[str, float]:
+    from bench.bench_quality import scorer_metrics
+
+    return scorer_metrics(label, risk)
+
+
+@pytest.mark.parametrize("with_limit", [True, False], ids=["limit_risk", "no-limit_risk"])
+def test_oracle_join_reports_a_missing_limit_as_not_available(tmp_path, with_limit):
+    from bench.bench_quality import _join_oracle, check_targets
+
+    rng = np.random.default_rng(0)
+    label = (rng.random(200) < 0.3).astype(int)
+    test = pd.DataFrame({"listing_id": [f"l{i}" for i in range(200)], "label": label})
+    test["risk"] = label * 0.3 + rng.random(200)
+    test["baseline_risk"] = test["reference_risk"] = label * 0.2 + rng.random(200)
+    oracle = pd.DataFrame({"listing_id": test["listing_id"][::-1], "true_risk": label[::-1] * 0.9 + 0.05})
+    if with_limit:
+        oracle["limit_risk"] = label[::-1] * 0.5 + 0.2
+    oracle.to_parquet(tmp_path / "oracle.parquet")
+    result = {"scorers": {}, "unavailable": {}}
+    joined = _join_oracle(test, tmp_path / "oracle.parquet", result)
+    for scorer, column in (("model", "risk"), ("baseline", "baseline_risk"), ("reference", "reference_risk")):
+        result["scorers"][scorer] = _scores(label, joined[column].to_numpy())
+    for scorer, column in (("limit", "limit_risk"), ("oracle", "true_risk")):
+        if column in joined:
+            result["scorers"][scorer] = _scores(label, joined[column].to_numpy())
+    assert result["scorers"]["oracle"]["roc_auc"] == 1.0  # joined on listing_id, not on position
+    lines = "\n".join(check_targets(result))
+    assert "MET: model ROC-AUC" in lines and "gap to the oracle (true_risk)" in lines
+    if with_limit:
+        assert "gap to the limit (limit_risk): ROC-AUC" in lines and "limit" not in result["unavailable"]
+    else:
+        assert "gap to the limit: n/a (not available: oracle.parquet has no `limit_risk` column)" in lines
