@@ -43,13 +43,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import BIN, ROOT, log  # noqa: E402
 from bench.quality_reference import Columns, fit_reference  # noqa: E402
+from bench.quality_report import (  # noqa: E402
+    ORACLE_SCORERS,
+    RECALLS,
+    RESULTS_JSON,
+    RESULTS_MD,
+    first_words,
+    write_results,
+)
 from training.pipeline import TrainOptions, train  # noqa: E402
 
-RESULTS_MD = ROOT / "bench" / "results_quality.md"
-RESULTS_JSON = ROOT / "bench" / "results_quality.json"
-RECALLS = (0.95, 0.99)
-AUC_TOLERANCE = 0.005
-REVIEW_SHARE_FACTOR = 1.10
 REAL_DATASETS = {
     "sms": ("SMS Spam Collection", ROOT / "bench" / "realdata" / "sms_spam.csv", ROOT / "configs" / "sms_spam.yaml"),
     "youtube": (
@@ -60,7 +63,6 @@ REAL_DATASETS = {
 }
 DATASETS = ("builtin", *REAL_DATASETS)
 BUILTIN_CONFIG = ROOT / "configs" / "data.yaml"
-ORACLE_SCORERS = {"limit": "limit_risk", "oracle": "true_risk"}
 
 
 # --- the measures ---------------------------------------------------------------------------------------
@@ -143,7 +145,7 @@ def measure(name: str, data: Path, config: Path, seed: int, out: Path, oracle: P
     except Exception as exc:  # a dataset the pipeline cannot train on yet is a result, not a crash
         log(f"{name}: training failed: {type(exc).__name__}: {exc}")
         bundle = None
-        failure = f"n/a (training failed: {type(exc).__name__}: {_first_words(str(exc))})"
+        failure = f"n/a (training failed: {type(exc).__name__}: {first_words(str(exc))})"
         result["unavailable"].update(model=failure, baseline=failure)
     result["train_seconds"] = round(time.perf_counter() - started, 1)
     if bundle is not None:
@@ -179,11 +181,6 @@ def measure(name: str, data: Path, config: Path, seed: int, out: Path, oracle: P
         elif scorer in ("model", "baseline") and bundle is not None:
             result["unavailable"][scorer] = f"n/a (not available: test_scores.parquet has no `{column}` column)"
     return result
-
-
-def _first_words(message: str, limit: int = 90) -> str:
-    line = message.splitlines()[0] if message else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _join_oracle(test: pd.DataFrame, oracle: Path, result: dict[str, Any]) -> pd.DataFrame:
@@ -227,113 +224,6 @@ def mean_over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             for s in sorted(scorers, key=list(first["scorers"]).index)
         },
     }
-
-
-# --- targets and report ---------------------------------------------------------------------------------
-
-
-def check_targets(result: dict[str, Any]) -> list[str]:
-    """The issue's targets for one dataset, each MET / NOT MET with its numbers (n/a when a scorer is missing)."""
-    s = result["scorers"]
-    if "model" not in s or "reference" not in s:
-        missing = result["unavailable"].get("model", "n/a (no reference)")
-        return [
-            f"- n/a: model ROC-AUC >= max(baseline, reference) - {AUC_TOLERANCE}: {missing}",
-            f"- n/a: review share at recall 0.95 <= {REVIEW_SHARE_FACTOR:.2f}x the reference's: {missing}",
-        ]
-    model, reference = s["model"], s["reference"]
-    baseline_auc = s["baseline"]["roc_auc"] if "baseline" in s else float("nan")
-    bar = np.nanmax([baseline_auc, reference["roc_auc"]]) - AUC_TOLERANCE
-    auc_ok = model["roc_auc"] >= bar
-    share, ref_share = model["review_share@0.95"], reference["review_share@0.95"]
-    share_ok = share <= REVIEW_SHARE_FACTOR * ref_share
-    lines = [
-        f"- {'MET' if auc_ok else 'NOT MET'}: model ROC-AUC >= max(baseline, reference) - {AUC_TOLERANCE}: "
-        f"{model['roc_auc']:.4f} vs {bar:.4f} (baseline {baseline_auc:.4f}, "
-        f"reference {reference['roc_auc']:.4f})",
-        f"- {'MET' if share_ok else 'NOT MET'}: review share at recall 0.95 <= {REVIEW_SHARE_FACTOR:.2f}x the "
-        f"reference's: {share:.2%} vs {ref_share:.2%} ({share / ref_share:.2f}x)",
-    ]
-    if "oracle" in s or "limit" in s or "limit" in result["unavailable"]:
-        lines += _limit_gap(result)
-    return lines
-
-
-def _limit_gap(result: dict[str, Any]) -> list[str]:
-    """Built-in data: how far the model is from the reachable limit and from the oracle (no target)."""
-    s, lines = result["scorers"], []
-    for scorer in ORACLE_SCORERS:
-        if scorer not in s:
-            lines.append(f"- gap to the {scorer}: {result['unavailable'].get(scorer, 'n/a (not available)')}")
-            continue
-        shares = ", ".join(
-            f"{s['model'][f'review_share@{r}']:.2%} vs {s[scorer][f'review_share@{r}']:.2%} "
-            f"({s['model'][f'review_share@{r}'] / s[scorer][f'review_share@{r}']:.2f}x) at recall {r}"
-            for r in RECALLS
-        )
-        lines.append(
-            f"- gap to the {scorer} ({ORACLE_SCORERS[scorer]}): ROC-AUC {s['model']['roc_auc']:.4f} vs "
-            f"{s[scorer]['roc_auc']:.4f} ({s['model']['roc_auc'] - s[scorer]['roc_auc']:+.4f}); review share {shares}"
-        )
-    return lines
-
-
-def table(result: dict[str, Any]) -> list[str]:
-    lines = [
-        "| scorer | ROC-AUC | PR-AUC | review share @ recall 0.95 | review share @ recall 0.99 |",
-        "|---|---|---|---|---|",
-    ]
-    for scorer, m in result["scorers"].items():
-        lines.append(
-            f"| {scorer} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | {m['review_share@0.95']:.2%} | "
-            f"{m['review_share@0.99']:.2%} |"
-        )
-    for scorer, why in result["unavailable"].items():
-        lines.append(f"| {scorer} | {why} | | | |")
-    return lines
-
-
-def section(result: dict[str, Any]) -> list[str]:
-    lines = [f"### {result['dataset']}", ""]
-    if "split_sizes" in result:
-        sizes = result["split_sizes"]
-        lines += [
-            f"{result['rows']:,} rows; train part {sizes['train']:,}, test {sizes['test']:,} "
-            f"({sizes['test_positives']:,} violations); split: {result['split']}; reference text weight "
-            f"{result['reference_text_weight']:.1f}; train {result['train_seconds']:.0f} s, reference "
-            f"{result['reference_seconds']:.0f} s" + _selection_note(result.get("selection")),
-            "",
-        ]
-    return lines + table(result) + ["", *check_targets(result), ""]
-
-
-def _selection_note(selection: Any) -> str:
-    """metrics.json's `selection` section in a few words (in full in the JSON results)."""
-    if not selection:
-        return ""
-    if isinstance(selection, dict) and "chosen" in selection:
-        return f"; model selection chose `{selection['chosen']}`"
-    return f"; model selection: `{_first_words(json.dumps(selection, default=str), 160)}`"
-
-
-def write_results(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    RESULTS_JSON.write_text(json.dumps({"meta": meta, "datasets": results}, indent=2, default=float) + "\n")
-    lines = [
-        "# Model quality benchmark",
-        "",
-        f"`make bench-quality` ({meta['command']}) on {meta['machine']}, {meta['finished_at']}, "
-        f"{meta['seconds'] / 60:.1f} min. Test split of each dataset; review share at recall r: the least "
-        "share of test rows sent to review (risk >= t, ties reviewed) so that >= r of the violations are, with "
-        "t set on the test split itself (no slack). model = the bundle's calibrated risk, baseline = its "
-        "logistic regression, reference = scikit-learn HistGradientBoosting + TF-IDF logistic regression "
-        "fitted on the same training part (bench/quality_reference.py); built-in only: limit = `limit_risk` "
-        "(reachable limit), oracle = `true_risk` (physical limit).",
-        "",
-    ]
-    for result in results:
-        lines += section(result)
-    RESULTS_MD.write_text("\n".join(lines))
-    return "\n".join(lines)
 
 
 def main() -> None:

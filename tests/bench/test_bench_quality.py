@@ -133,7 +133,8 @@ def _scores(label: np.ndarray, risk: np.ndarray) -> dict[str, float]:
 
 @pytest.mark.parametrize("with_limit", [True, False], ids=["limit_risk", "no-limit_risk"])
 def test_oracle_join_reports_a_missing_limit_as_not_available(tmp_path, with_limit):
-    from bench.bench_quality import _join_oracle, check_targets
+    from bench.bench_quality import _join_oracle
+    from bench.quality_report import check_targets
 
     rng = np.random.default_rng(0)
     label = (rng.random(200) < 0.3).astype(int)
