@@ -10,7 +10,7 @@ DATA_DIR ?= data/generated
 BUNDLE ?= models/latest
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser data train evaluate thresholds simulate serve keys test test-reliability lint format mlflow-ui bench bench-train bench-serve clean
+.PHONY: help install install-browser data train evaluate thresholds simulate serve keys test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-quality clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +78,9 @@ bench-serve: $(STAMP) ## Service latency/throughput at concurrency 1 and 32, and
 
 bench-train: $(STAMP) ## Benchmark generate+train at 100k, 300k, 1M rows (time, peak memory) -> bench/results
 	$(BIN)/python bench/bench_train.py --rows 100000 300000 1000000
+
+bench-quality: $(STAMP) ## Model vs baseline vs a scikit-learn reference (and the oracle) on built-in and real data -> bench/results_quality.md
+	$(BIN)/python bench/bench_quality.py
 
 clean: ## Remove generated data, bundles and tracking store (keeps .venv)
 	rm -rf data/generated models/2* models/latest models/latest.txt mlflow.db mlartifacts var
