@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,6 +49,7 @@ from bench.quality_report import (  # noqa: E402
     first_words,
     write_results,
 )
+from features.config import load_config  # noqa: E402
 from training.evaluate import review_share_at_recall  # noqa: E402
 from training.pipeline import TrainOptions, train  # noqa: E402
 
@@ -79,10 +79,8 @@ def scorer_metrics(label: np.ndarray, risk: np.ndarray) -> dict[str, float]:
 
 
 def read_roles(config: Path) -> dict[str, Any]:
-    """The config's roles, read as plain YAML so keys newer than this checkout's DataConfig still load."""
-    raw = yaml.safe_load(config.read_text()) or {}
-    builtin = yaml.safe_load(BUILTIN_CONFIG.read_text())
-    return {**builtin, **raw}
+    """The config's roles as the pipeline reads them (absent roles are empty)."""
+    return load_config(config).to_dict()
 
 
 def read_rows(data: Path, roles: dict[str, Any]) -> pd.DataFrame:

@@ -11,7 +11,10 @@ codes, price norms), and every candidate is scored on the held-out rows:
 
 What the product sells is the review share needed at the target recall, so that is the criterion:
 the share of validation rows scored at or above the score of the violation that reaching the target
-recall requires (no slack, ties reviewed). On small data that share moves with a handful of
+recall requires (no slack, ties reviewed). A share at recall r rests on the (1 - r) tail of the
+violations' scores; with fewer than MIN_TAIL_VIOLATIONS violations in that tail it is decided by one or
+two listings, so on a small validation part the criterion uses the highest recall whose tail holds
+that many (`criterion_recall`), and says so. Even then that share moves with a handful of
 violations, so it is estimated by a paired bootstrap of the validation rows (the same resamples for
 every candidate): candidates whose mean difference to the best is within one standard deviation of
 that difference are tied (the one-standard-error rule: Hastie, Tibshirani & Friedman, *The Elements
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 
 LIGHTGBM, LOGISTIC = "lightgbm", "logistic_regression"
 BOOTSTRAP_SAMPLES = 200
+MIN_TAIL_VIOLATIONS = 10  # violations below the threshold the criterion's recall may leave out
+MIN_CRITERION_RECALL = 0.5
 MIN_VALIDATION_ROWS = 200
 
 
@@ -69,7 +74,8 @@ class Selection:
     winner: Scored
     scored: list[Scored]
     reason: str
-    recall: float
+    recall: float  # the criterion's recall (see `criterion_recall`)
+    target_recall: float
     validation_rows: int
     validation_violations: int
     search: dict[str, Any]
@@ -84,7 +90,14 @@ class Selection:
         row = _row
         params = self.winner.candidate.params
         return {
-            "criterion": f"review share at recall {self.recall:g} on validation (bootstrap mean), tie-break PR-AUC",
+            "criterion": f"review share at recall {self.recall:.4g} on validation (bootstrap mean), tie-break PR-AUC"
+            + (
+                f" (target {self.target_recall:g} needs more than {self.validation_violations} validation "
+                f"violations to estimate)"
+                if self.recall < self.target_recall
+                else ""
+            ),
+            "criterion_recall": self.recall,
             "validation_rows": self.validation_rows,
             "validation_violations": self.validation_violations,
             "winner": {"name": self.winner.name}
@@ -114,6 +127,12 @@ def _params_dict(params: LgbmParams) -> dict[str, Any]:
 
 def bootstrap_indices(n: int, seed: int, samples: int = BOOTSTRAP_SAMPLES) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(samples, n))
+
+
+def criterion_recall(target: float, n_violating: int) -> float:
+    """The target recall, or the highest recall whose missed tail holds MIN_TAIL_VIOLATIONS violations."""
+    resolvable = 1.0 - MIN_TAIL_VIOLATIONS / max(n_violating, 1)
+    return float(min(target, max(resolvable, MIN_CRITERION_RECALL)))
 
 
 def _replicates(label: np.ndarray, score: np.ndarray, recall: float, indices: np.ndarray) -> np.ndarray:
@@ -205,7 +224,14 @@ def selection_data(
     if len(built) > 1 and "text_score" in built["words"][1]:
         indices = bootstrap_indices(len(y_valid), seed)
         text_scores = {
-            name: _score_text(name, X_valid["text_score"].to_numpy(), y_valid, recall, indices)
+            name: _scored(
+                Candidate("text_score", (TEXT_MODEL,)),
+                name,
+                y_valid,
+                X_valid["text_score"].to_numpy(),
+                criterion_recall(recall, int(y_valid.sum())),
+                indices,
+            )
             for name, (_, _, X_valid) in built.items()
         }
         text_choice, _ = choose(list(text_scores.values()))
@@ -231,11 +257,14 @@ def selection_data(
     )
 
 
-def _score_text(name: str, score: np.ndarray, label: np.ndarray, recall: float, indices: np.ndarray) -> Scored:
+def _scored(
+    candidate: Candidate, name: str, label: np.ndarray, score: np.ndarray, recall: float, indices: np.ndarray
+) -> Scored:
+    reps = _replicates(label, score, recall, indices)
     return Scored(
-        candidate=Candidate("text_score", (TEXT_MODEL,)),
+        candidate=candidate,
         name=name,
-        review_share=float(np.nanmean(reps := _replicates(label, score, recall, indices))),
+        review_share=float(np.nanmean(reps)),
         review_share_sd=0.0,
         pr_auc=float(average_precision_score(label, score)),
         roc_auc=float(roc_auc_score(label, score)),
@@ -252,6 +281,7 @@ def select_model(
     base_params: LgbmParams | None = None,
 ) -> Selection:
     """Score every candidate on the validation rows and choose one (deterministic for a seed)."""
+    target_recall, recall = recall, criterion_recall(recall, int(data.y_valid.sum()))
     all_groups = tuple(data.group_columns)
     indices = bootstrap_indices(len(data.y_valid), seed)
 
@@ -264,17 +294,7 @@ def select_model(
         categorical = [c for c in data.categorical if c in cols]
         X_fit, X_valid = data.X_fit[cols], data.X_valid[cols]
         model = fit_model(candidate.kind, X_fit, data.y_fit, categorical, seed=seed, params=candidate.params)
-        score = model.predict(X_valid)
-        reps = _replicates(data.y_valid, score, recall, indices)
-        return Scored(
-            candidate=candidate,
-            name=candidate.name(all_groups),
-            review_share=float(np.nanmean(reps)),
-            review_share_sd=0.0,
-            pr_auc=float(average_precision_score(data.y_valid, score)),
-            roc_auc=float(roc_auc_score(data.y_valid, score)),
-            replicates=reps,
-        )
+        return _scored(candidate, candidate.name(all_groups), data.y_valid, model.predict(X_valid), recall, indices)
 
     params, search = search_lightgbm(evaluate, all_groups, base_params or LgbmParams(), seed=seed, trials=trials)
     candidates = [Candidate(LIGHTGBM, _without(all_groups, g), params) for g in all_groups]
@@ -288,6 +308,7 @@ def select_model(
         scored=scored,
         reason=reason,
         recall=recall,
+        target_recall=target_recall,
         validation_rows=len(data.y_valid),
         validation_violations=int(data.y_valid.sum()),
         search=search,

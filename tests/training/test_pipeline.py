@@ -55,12 +55,16 @@ def test_metrics_report_model_baseline_and_routing(trained) -> None:
 
 
 def test_onnx_bundle_scores_equal_in_memory_model(bundle_dir: Path, generated_dir: Path) -> None:
+    """Whichever candidate won (the logistic model's own parity test is in test_select.py)."""
     import lightgbm as lgb
 
     bundle = Bundle.load(bundle_dir)
     table = validate_history(load_table(generated_dir / "reviews.parquet", bundle.config), bundle.config)
     X = bundle.builder.transform(table.tail(3000), history=table)
-    in_memory = predict_lightgbm(lgb.Booster(model_file=str(bundle_dir / "lightgbm.txt")), X)
+    if bundle.linear is not None:
+        in_memory = bundle.linear.raw_scores(X.to_numpy(dtype=np.float32))
+    else:
+        in_memory = predict_lightgbm(lgb.Booster(model_file=str(bundle_dir / "lightgbm.txt")), X)
     onnx_path = bundle.raw_scores(X.to_numpy(dtype=np.float32))
     np.testing.assert_allclose(onnx_path, in_memory, atol=1e-5)
 
