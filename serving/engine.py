@@ -158,7 +158,9 @@ class DecisionEngine:
             return
         columns = self.bundle.config.listing_columns
         listing: dict[str, Any] = {c: None for c in columns}
-        listing.update({self.bundle.config.id: "warm-up", self.bundle.config.timestamp: utcnow()})
+        listing[self.bundle.config.id] = "warm-up"
+        if self.bundle.config.timestamp:
+            listing[self.bundle.config.timestamp] = utcnow()
         for column in self.bundle.config.text:
             listing[column] = "warm up"
         scores = self.score([listing])
