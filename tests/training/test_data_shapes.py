@@ -152,6 +152,8 @@ def test_shape_trains_exports_and_scores(name: str, reviews: pd.DataFrame, tmp_p
         assert not features & set(MERCHANT_FEATURES)
     if name in ("no_segments", "renamed_no_categorical", "text_only_row_order"):
         assert result.metrics["test"]["segments"] == {}
+    if name == "no_review_seconds":
+        assert "queue_reviewer_hours" not in result.metrics["test"]["routing"]  # not NaN: absent
     if name == "renamed_no_categorical":
         assert "regulated_category" not in rules  # never attached to another column
 
