@@ -68,8 +68,11 @@ def test_features_switch_groups_off(tmp_path: Path) -> None:
     assert DataConfig.from_dict(config.to_dict()) == config  # as the bundle stores it
     with pytest.raises(ValueError, match="unknown feature groups"):
         load_config(write(tmp_path, {**raw, "features": {"merchant": False}}))
-    with pytest.raises(ValueError, match="cannot have them"):
-        load_config(write(tmp_path, {**MINIMAL, "features": {"merchant_history": True}}))
+    # true is the default: on when the data has the group's columns (the template lists every group)
+    assert load_config(write(tmp_path, {**MINIMAL, "features": {"merchant_history": True}})).feature_groups == {
+        "text_model",
+        "lexicons",
+    }
 
 
 def test_the_config_file_is_named_for_error_messages(tmp_path: Path) -> None:
