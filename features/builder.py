@@ -92,8 +92,8 @@ class FeatureBuilder:
         self.feature_names: list[str] = self._feature_names()
         if not self.feature_names:
             raise ValueError(
-                f"no features: the data config has no text, categorical or numeric column, and feature groups "
-                f"{sorted(self.feature_groups)} give none; {config.where()}"
+                f"no features: feature groups {sorted(self.feature_groups)} and no categorical or numeric "
+                f"column give the model nothing to learn from; {config.where()}"
             )
         self.categorical_features: list[str] = [f"{c}_code" for c in config.categorical]
         self.category_codes: dict[str, dict[str, int]] = {}

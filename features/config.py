@@ -153,7 +153,7 @@ class DataConfig:
             )
         labels = raw.get("label_values") or {}
         base = cls()
-        config = cls(
+        return cls(
             id=raw["id"],
             merchant=raw.get("merchant"),
             timestamp=raw["timestamp"],
@@ -173,14 +173,6 @@ class DataConfig:
             features_off=_features_off(raw.get("features")),
             origin=origin,
         )
-        forced_on = [group for group, on in (raw.get("features") or {}).items() if on is True]
-        unsupported = sorted(set(forced_on) - config.feature_groups)
-        if unsupported:
-            raise ValueError(
-                f"data config: features {unsupported} are switched on but this data cannot have them "
-                "(merchant_history needs a merchant column and timestamps; text_model and lexicons need text)"
-            )
-        return config
 
 
 def _columns(raw: dict[str, Any], key: str) -> tuple[str, ...]:

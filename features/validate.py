@@ -247,8 +247,7 @@ class _Checker:
         return (
             f". The column holds {', '.join(f'{v!r} ({type(v).__name__})' for v in seen[:MAX_ROWS_SHOWN])}; "
             "YAML reads unquoted yes/no/true/false/on/off as booleans: under label_values, quote them "
-            '("yes") to match text, or leave them unquoted to match a boolean column. '
-            f"{self.config.where()}"
+            f'("yes") to match text, or leave them unquoted to match a boolean column ({self.config.where()})'
         )
 
     def numeric(self, column: str, non_negative: bool = False) -> pd.Series:

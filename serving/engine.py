@@ -163,7 +163,7 @@ class DecisionEngine:
         columns = self.bundle.config.listing_columns
         listing: dict[str, Any] = {c: None for c in columns}
         listing[self.bundle.config.id] = "warm-up"
-        if self.bundle.config.timestamp is not None:
+        if self.bundle.config.timestamp:
             listing[self.bundle.config.timestamp] = utcnow()
         for column in self.bundle.config.text:
             listing[column] = "warm up"

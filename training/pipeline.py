@@ -99,8 +99,8 @@ def _reference(part: pd.DataFrame, risk: np.ndarray, config: DataConfig) -> pd.D
             "label": part[config.label].to_numpy(dtype=np.int64),
         }
     )
-    seconds = part[config.review_seconds] if config.review_seconds and config.review_seconds in part else None
-    ref["review_seconds"] = seconds.to_numpy(dtype=np.float64) if seconds is not None else np.nan
+    if config.review_seconds and config.review_seconds in part:  # absent: workload in items, hours imputed
+        ref["review_seconds"] = part[config.review_seconds].to_numpy(dtype=np.float64)
     for column in config.segments:
         ref[column] = part[column].astype(str).to_numpy()
     if config.timestamp:

@@ -262,3 +262,53 @@ def test_records_accept_iso_strings_with_time_zones(fitted):
 def test_unfitted_builder_refuses_to_transform(data):
     with pytest.raises(RuntimeError, match="not fitted"):
         FeatureBuilder(CONFIG).transform(data.head(2))
+
+
+def test_feature_groups_decide_the_features(data, tmp_path):
+    """Each group switched off removes exactly its features; the rest are the same numbers."""
+    train, rest = data.iloc[:600].reset_index(drop=True), data.iloc[600:].reset_index(drop=True)
+    full = FeatureBuilder(CONFIG, seed=3, min_category_count=5)
+    X_full = full.fit_transform(train, history=data)
+    only_text = FeatureBuilder(CONFIG, seed=3, min_category_count=5, feature_groups={"text_model"})
+    X_text = only_text.fit_transform(train, history=data)
+    removed = set(full.feature_names) - set(only_text.feature_names)
+    assert removed == {*MERCHANT_FEATURES, *builder_module.LEXICONS, "brand_is_luxury"}
+    pd.testing.assert_frame_equal(X_text, X_full[only_text.feature_names])
+    only_text.save(tmp_path / "state")
+    assert not (tmp_path / "state" / builder_module.SNAPSHOT_FILE).exists()
+    loaded = FeatureBuilder.load(tmp_path / "state", CONFIG)
+    assert loaded.feature_groups == {"text_model"}
+    pd.testing.assert_frame_equal(loaded.transform(rest), only_text.transform(rest))
+    np.testing.assert_array_equal(
+        loaded.transform_records(rest.head(3).to_dict("records")), only_text.transform(rest.head(3)).to_numpy()
+    )
+
+
+def test_feature_groups_the_data_cannot_have_are_refused():
+    no_merchant = dataclasses.replace(CONFIG, merchant=None)
+    assert "merchant_prior_reviews" not in FeatureBuilder(no_merchant).feature_names
+    with pytest.raises(ValueError, match=r"\['merchant_history'\] are not available"):
+        FeatureBuilder(no_merchant, feature_groups={"merchant_history", "text_model"})
+    with pytest.raises(ValueError, match="unknown feature groups"):
+        FeatureBuilder(CONFIG, feature_groups={"prices"})
+    with pytest.raises(ValueError, match="no features"):
+        FeatureBuilder(
+            DataConfig(
+                timestamp=None,
+                time_order="row",
+                reviewed_at=None,
+                text=("title",),
+                categorical=(),
+                numeric=(),
+                merchant=None,
+            ),
+            feature_groups=(),
+        )
+
+
+def test_no_text_columns_give_no_text_features(data):
+    config = dataclasses.replace(CONFIG, text=())
+    builder = FeatureBuilder(config, min_category_count=5)
+    X = builder.fit_transform(data.iloc[:600].reset_index(drop=True), history=data)
+    assert not {"text_score", "prohibited_hits", "brand_is_luxury"} & set(X.columns)
+    assert builder.transform(data.iloc[600:]).shape == (200, len(builder.feature_names))

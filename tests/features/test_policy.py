@@ -242,3 +242,23 @@ def test_column_rule_matching_equals_the_python_pattern_on_odd_text(ascii_only: 
     per_text = np.array([pattern.search(t) is not None for t in texts])
     mismatched = [t for t, a, b in zip(texts, vectorised, per_text, strict=True) if a != b]
     assert not mismatched, mismatched[:5]
+
+
+def test_default_rules_read_only_the_columns_the_config_has() -> None:
+    from features.config import DataConfig
+    from features.thresholds import default_rules
+
+    assert {r.name: r.columns for r in default_rules(DataConfig())} == {
+        "prohibited_term": ["title", "description", "brand"],
+        "regulated_category": ["category"],
+    }
+    unrelated = DataConfig(text=(), categorical=("video",), segments=())
+    assert default_rules(unrelated) == []  # never attached to the first categorical column
+
+
+def test_a_rule_reading_a_column_listings_lack_is_refused() -> None:
+    rule = Rule(name="regulated", action="review", kind="category", column="category", values=["pharmacy"])
+    policy = Policy(version="p1", t_pass=0.1, t_block=0.9, rules=[rule])
+    assert policy.validate(["title", "category"]) is policy
+    with pytest.raises(ValueError, match=r"rules\[0\]: rule 'regulated' reads columns \['category'\]"):
+        policy.validate(["title", "video"])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import DataConfig
+from features.config import DEFAULT_CONFIG_PATH, DataConfig, load_config
 from features.validate import DataValidationError, load_table, validate_history, validate_listings
 
 CONFIG = DataConfig()
@@ -187,3 +187,46 @@ def test_load_table_csv_and_parquet(tmp_path):
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(DataValidationError, match="bad.parquet"):
         load_table(tmp_path / "bad.parquet", CONFIG)
+
+
+def test_missing_column_names_its_role_the_file_and_the_config(tmp_path):
+    path = tmp_path / "reviews.csv"
+    history().drop(columns=["title"]).to_csv(path, index=False)
+    config = load_config(DEFAULT_CONFIG_PATH)
+    with pytest.raises(DataValidationError) as info:
+        validate_history(load_table(path, config), config)
+    message = str(info.value)
+    assert f"column 'title' (role text) is not in {path}; the data config is " in message
+    assert "data.yaml: edit it or pass --config" in message
+
+
+def test_yaml_booleans_against_text_labels_get_a_quoting_hint():
+    raw = history().assign(label=lambda d: np.where(d["label"] == 1, "yes", "no"))
+    config = DataConfig(label_reject=(True,), label_approve=(False,))  # YAML's reading of `reject: [yes]`
+    message = error_of_config(raw, config)
+    assert "have unknown label values" in message and "quote them" in message
+
+
+def test_text_labels_against_a_boolean_column_get_a_quoting_hint():
+    raw = history().assign(label=lambda d: d["label"] == 1)
+    config = DataConfig(label_reject=("yes",), label_approve=("no",))
+    assert "YAML reads unquoted yes/no/true/false/on/off as booleans" in error_of_config(raw, config)
+
+
+def test_other_unknown_labels_get_no_quoting_hint():
+    raw = history().assign(label=lambda d: np.where(d["label"] == 1, "spam", "ham"))
+    assert "quote" not in error_of_config(raw, CONFIG)
+
+
+def test_without_timestamps_rows_keep_the_file_order():
+    config = DataConfig(timestamp=None, time_order="row", reviewed_at=None, merchant=None)
+    raw = history().drop(columns=["created_at", "reviewed_at", "merchant_id"])
+    out = validate_history(raw, config)
+    assert out["listing_id"].tolist() == raw["listing_id"].tolist()
+    assert "reviewed_at" not in out and "created_at" not in out
+
+
+def error_of_config(df: pd.DataFrame, config: DataConfig) -> str:
+    with pytest.raises(DataValidationError) as info:
+        validate_history(df, config)
+    return str(info.value)

@@ -4,7 +4,7 @@ back to score listings of the same shape and replay its reference set in the sim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from features.bundle import BundleError
 from features.config import DEFAULT_CONFIG_PATH
 from features.merchant import MERCHANT_FEATURES
+from features.policy import Rule, load_policy, save_policy
 from features.scoring import Bundle
 from features.simulate import simulate_policy
 from features.validate import load_table, validate_listings
@@ -123,6 +125,15 @@ def check_bundle_scores(result: TrainResult, data: Path) -> Bundle:
     return bundle
 
 
+def check_rule_on_a_missing_column_is_refused(bundle_dir: Path) -> None:
+    """A term rule on 'title', which this bundle's listings do not carry, makes the bundle unloadable."""
+    policy = load_policy(bundle_dir)
+    term = Rule(name="title_terms", action="review", kind="term", terms=["replica"], fields=["title"])
+    save_policy(bundle_dir, replace(policy, version=f"{policy.version}-title", rules=[*policy.rules, term]))
+    with pytest.raises(BundleError, match=r"rule 'title_terms' reads columns \['title'\]"):
+        Bundle.load(bundle_dir)
+
+
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_shape_trains_exports_and_scores(name: str, reviews: pd.DataFrame, tmp_path: Path) -> None:
     data, config = write_shape(reviews, SHAPES[name], tmp_path / "in")
@@ -143,10 +154,13 @@ def test_shape_trains_exports_and_scores(name: str, reviews: pd.DataFrame, tmp_p
     if name == "tabular_no_text":
         assert not features & {"text_score", "prohibited_hits"}
         assert rules == {"regulated_category": ["category"]}
+        check_rule_on_a_missing_column_is_refused(result.bundle_dir)
     if name in ("no_merchant", "text_only_row_order"):
         assert not features & set(MERCHANT_FEATURES)
     if name in ("no_segments", "renamed_no_categorical", "text_only_row_order"):
         assert result.metrics["test"]["segments"] == {}
+    if name == "no_review_seconds":
+        assert "queue_reviewer_hours" not in result.metrics["test"]["routing"]  # not NaN: absent
     if name == "renamed_no_categorical":
         assert "regulated_category" not in rules  # never attached to another column
 

@@ -1,0 +1,80 @@
+"""The data config: optional roles, row order for files without timestamps, feature groups, and errors
+that say what to write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from features.config import DEFAULT_CONFIG_PATH, FEATURE_GROUPS, DataConfig, load_config
+
+MINIMAL = {"id": "message_id", "label": "spam", "timestamp": None, "time_order": "row", "text": ["text"]}
+
+
+def write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "data.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_default_config_file_is_the_generator_contract() -> None:
+    config = load_config()
+    assert config == DataConfig()
+    assert config.feature_groups == set(FEATURE_GROUPS)
+
+
+def test_absent_roles_are_empty_not_the_marketplace_columns(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.merchant is None and config.reviewed_at is None
+    assert config.categorical == config.numeric == config.segments == ()
+    assert config.violation_reason is None and config.review_seconds is None
+    assert config.listing_columns == ["message_id", "text"]
+    assert config.required_columns == ["message_id", "text", "spam"]
+    assert config.feature_groups == {"text_model", "lexicons"}  # no merchant history without merchant and time
+
+
+def test_missing_timestamp_role_says_what_to_add(tmp_path: Path) -> None:
+    raw = {k: v for k, v in MINIMAL.items() if k not in ("timestamp", "time_order")}
+    with pytest.raises(ValueError, match="timestamp: null.*time_order: row"):
+        load_config(write(tmp_path, raw))
+    with pytest.raises(ValueError, match="add `time_order: row`"):
+        load_config(write(tmp_path, {**raw, "timestamp": None}))
+
+
+def test_row_order_excludes_a_timestamp(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="set `timestamp: null`"):
+        load_config(write(tmp_path, {**MINIMAL, "timestamp": "created_at"}))
+    with pytest.raises(ValueError, match="'time_order' is 'rows'"):
+        load_config(write(tmp_path, {**MINIMAL, "time_order": "rows"}))
+
+
+def test_merchant_may_also_be_categorical_and_is_listed_once() -> None:
+    config = DataConfig(categorical=("category", "merchant_id"))
+    assert config.listing_columns.count("merchant_id") == 1
+    assert config.column_roles()["merchant_id"] == ["merchant", "categorical"]
+
+
+def test_a_column_in_two_feature_roles_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"\['price'\] are listed under more than one"):
+        DataConfig(categorical=("category", "price"))
+
+
+def test_features_switch_groups_off(tmp_path: Path) -> None:
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    config = load_config(write(tmp_path, {**raw, "features": {"merchant_history": False}}))
+    assert config.feature_groups == {"text_model", "lexicons"}
+    assert DataConfig.from_dict(config.to_dict()) == config  # as the bundle stores it
+    with pytest.raises(ValueError, match="unknown feature groups"):
+        load_config(write(tmp_path, {**raw, "features": {"merchant": False}}))
+    # true is the default: on when the data has the group's columns (the template lists every group)
+    assert load_config(write(tmp_path, {**MINIMAL, "features": {"merchant_history": True}})).feature_groups == {
+        "text_model",
+        "lexicons",
+    }
+
+
+def test_the_config_file_is_named_for_error_messages(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.where() == f"the data config is {tmp_path / 'data.yaml'}: edit it or pass --config"
