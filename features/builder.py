@@ -11,9 +11,11 @@ configured feature column is used generically (text lengths, raw numerics, categ
 
 Feature groups (`features.config.FEATURE_GROUPS`) can be switched off, so model selection can ablate
 them: `merchant_history` (the point-in-time merchant features), `text_model` (the out-of-fold hashed
-n-gram score `text_score`) and `lexicons` (lexicon hit counts and `brand_is_luxury`). By default every
-group the data supports and the data config allows is on (`DataConfig.feature_groups`); the chosen
-groups are saved with the state and `feature_names` lists only their features.
+word n-gram score `text_score`), `text_chars` (a second out-of-fold score `text_score_chars` on word and
+char_wb n-grams, opt-in: dearer to compute) and `lexicons` (lexicon hit counts and `brand_is_luxury`).
+By default every group the data supports and the data config allows is on except the opt-in ones
+(`DataConfig.default_feature_groups`); the chosen groups are saved with the state and `feature_names`
+lists only their features.
 
 Categorical codes (`categorical_features`, LightGBM native categoricals; exported to ONNX) are small
 non-negative integers stored as float: 1..K for values seen at least `min_category_count` times in the
@@ -37,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features import lexicon
-from features.config import FEATURE_GROUPS, LEXICON_HITS, MERCHANT_HISTORY, TEXT_MODEL, DataConfig
+from features.config import FEATURE_GROUPS, LEXICON_HITS, MERCHANT_HISTORY, TEXT_CHARS, TEXT_MODEL, DataConfig
 from features.merchant import (
     MERCHANT_FEATURES,
     PRIOR_STRENGTH,
@@ -50,6 +52,8 @@ from features.validate import DataValidationError
 
 STATE_FILE = "feature_builder.json"
 COEF_FILE = "text_coef.npy"
+CHARS_COEF_FILE = "text_chars_coef.npy"
+CHAR_NGRAMS = (2, 5)
 SNAPSHOT_FILE = "merchant_snapshot.parquet"
 FORMAT_VERSION = 1
 SMALL_BATCH_ROWS = 128  # `transform` hands frames up to this size (and no history) to `transform_records`
@@ -77,6 +81,7 @@ class FeatureBuilder:
         text_model: TextModel | None = None,
         prior_strength: float = PRIOR_STRENGTH,
         feature_groups: Iterable[str] | None = None,
+        chars_model: TextModel | None = None,
     ):
         self.config = config
         self.seed = seed
@@ -84,6 +89,7 @@ class FeatureBuilder:
         self.min_category_count = min_category_count
         self.prior_strength = prior_strength
         self.text = text_model if text_model is not None else TextModel(seed=seed)
+        self.chars = chars_model if chars_model is not None else TextModel(seed=seed, char_ngrams=CHAR_NGRAMS)
         self.brand = "brand" if "brand" in config.text else None
         self.price = "price" if "price" in config.numeric else None
         self.certificate = "has_certificate" if "has_certificate" in config.numeric else None
@@ -109,6 +115,8 @@ class FeatureBuilder:
 
     def _feature_names(self) -> list[str]:
         names = ["text_score"] if self.has(TEXT_MODEL) else []
+        if self.has(TEXT_CHARS):
+            names.append("text_score_chars")
         if self.has(LEXICON_HITS):
             names += [*LEXICONS, *(["brand_is_luxury"] if self.brand else [])]
         if self.price:
@@ -130,11 +138,10 @@ class FeatureBuilder:
         """Fit on the training rows; their merchant features come point-in-time from `history`."""
         config = self.config
         docs = self._documents(train)
-        text_score = None
-        if self.has(TEXT_MODEL):
-            X = self.text.vectorize(docs)
-            text_score = self.text.fit_oof(X, train[config.label].to_numpy().astype(np.int64))
-            del X
+        labels = train[config.label].to_numpy().astype(np.int64)
+        text_scores = {}
+        for _, name, model in self._text_models():
+            text_scores[name] = model.fit_oof(model.vectorize(docs), labels)
         self.category_codes = {c: self._fit_codes(train[c]) for c in config.categorical}
         if self.price:
             self._fit_price_norms(train)
@@ -144,7 +151,7 @@ class FeatureBuilder:
             self._lookup = SnapshotLookup(self.snapshot, self.prior_strength)
             merchant = merchant_history(train, history, config, prior_strength=self.prior_strength).to_numpy()
         self._fitted = True
-        return self._assemble(train, docs, text_score, merchant)
+        return self._assemble(train, docs, text_scores, merchant)
 
     def transform(self, df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
         """Features of any rows: merchant history point-in-time from `history` if given, else from
@@ -160,14 +167,19 @@ class FeatureBuilder:
             matrix = self.transform_records([dict(zip(columns, row, strict=True)) for row in values])
             return pd.DataFrame(matrix, columns=self.feature_names, index=df.index)
         docs = self._documents(df)
-        text_score = self.text.score(self.text.vectorize(docs)) if self.has(TEXT_MODEL) else None
+        text_scores = {name: model.score(model.vectorize(docs)) for _, name, model in self._text_models()}
         merchant = None
         if self.has(MERCHANT_HISTORY):
             if history is not None:
                 merchant = merchant_history(df, history, self.config, prior_strength=self.prior_strength).to_numpy()
             else:
                 merchant = self._require_lookup().frame(df, self.config).to_numpy()
-        return self._assemble(df, docs, text_score, merchant)
+        return self._assemble(df, docs, text_scores, merchant)
+
+    def _text_models(self) -> list[tuple[str, str, TextModel]]:
+        """(group, feature name, model) of each text score that is on."""
+        models = [(TEXT_MODEL, "text_score", self.text), (TEXT_CHARS, "text_score_chars", self.chars)]
+        return [m for m in models if self.has(m[0])]
 
     def transform_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """float32 matrix (len(records) x len(feature_names)) for listings given as dicts, merchant
@@ -180,10 +192,10 @@ class FeatureBuilder:
         config = self.config
         texts = {c: text_column(records, c) for c in (*config.text, *config.categorical)}
         columns: dict[str, Any] = {}
-        if self.has(TEXT_MODEL) or self.has(LEXICON_HITS):
+        if self._needs_documents():
             docs = [document_one(values) for values in zip(*(texts[c] for c in config.text), strict=True)]
-        if self.has(TEXT_MODEL):
-            columns["text_score"] = self.text.score(self.text.vectorize(docs))
+        for _, name, model in self._text_models():
+            columns[name] = model.score(model.vectorize(docs))
         if self.has(LEXICON_HITS):
             counted = pa.array(docs, type=pa.large_string()) if n > SMALL_BATCH_ROWS else docs  # converted once
             for name, terms in LEXICONS.items():
@@ -249,17 +261,18 @@ class FeatureBuilder:
 
     def _documents(self, df: pd.DataFrame) -> list[str]:
         """The rows' documents when a text group is on (else none are needed)."""
-        return documents(df, self.config.text) if self.has(TEXT_MODEL) or self.has(LEXICON_HITS) else []
+        return documents(df, self.config.text) if self._needs_documents() else []
+
+    def _needs_documents(self) -> bool:
+        return any(self.has(group) for group in (TEXT_MODEL, TEXT_CHARS, LEXICON_HITS))
 
     # --- assembling --------------------------------------------------------------------------------
     def _assemble(
-        self, df: pd.DataFrame, docs: list[str], text_score: np.ndarray | None, merchant: np.ndarray | None
+        self, df: pd.DataFrame, docs: list[str], text_scores: dict[str, np.ndarray], merchant: np.ndarray | None
     ) -> pd.DataFrame:
-        """The feature frame; `text_score` and `merchant` are None when their group is off."""
+        """The feature frame; `text_scores` holds the text scores that are on, `merchant` is None when off."""
         config = self.config
-        columns: dict[str, np.ndarray] = {}
-        if text_score is not None:
-            columns["text_score"] = text_score
+        columns: dict[str, np.ndarray] = dict(text_scores)
         if self.has(LEXICON_HITS):
             doc_array = pa.array(docs, type=pa.large_string())
             for name, terms in LEXICONS.items():
@@ -314,12 +327,17 @@ class FeatureBuilder:
             "global_price_norm": self.global_price_norm,
             "text_model": self.text.params(),
         }
+        if self.has(TEXT_CHARS):
+            state["chars_model"] = self.chars.params()
         paths = [directory / STATE_FILE, directory / COEF_FILE]
         paths[0].write_text(json.dumps(state, indent=2, sort_keys=True))
         np.save(paths[1], self.text.coef, allow_pickle=False)
+        if self.has(TEXT_CHARS):
+            paths.append(directory / CHARS_COEF_FILE)
+            np.save(paths[-1], self.chars.coef, allow_pickle=False)
         if self.snapshot is not None:  # merchant_history on
             paths.append(directory / SNAPSHOT_FILE)
-            self.snapshot.to_parquet(paths[2])
+            self.snapshot.to_parquet(paths[-1])
         return paths
 
     @classmethod
@@ -336,6 +354,11 @@ class FeatureBuilder:
         if config is not None and _feature_roles(config) != _feature_roles(saved):
             raise ValueError(f"{path}: the given data config differs from the one the features were fitted with")
         text = TextModel.from_params(state["text_model"], np.load(directory / COEF_FILE, allow_pickle=False))
+        chars = None
+        if "chars_model" in state:
+            chars = TextModel.from_params(
+                state["chars_model"], np.load(directory / CHARS_COEF_FILE, allow_pickle=False)
+            )
         builder = cls(
             config or saved,
             seed=state["seed"],
@@ -343,6 +366,7 @@ class FeatureBuilder:
             text_model=text,
             prior_strength=state["prior_strength"],
             feature_groups=state.get("feature_groups"),  # states written before groups existed had all on
+            chars_model=chars,
         )
         if builder.feature_names != state["feature_names"]:
             raise ValueError(f"{path}: saved feature names do not match this code's feature list")
@@ -361,7 +385,7 @@ def _chosen_groups(config: DataConfig, requested: Iterable[str] | None) -> froze
     a group the data cannot have, or the config switched off, is an error, never silently dropped."""
     available = config.feature_groups
     if requested is None:
-        return available
+        return config.default_feature_groups
     chosen = frozenset(requested)
     unknown = sorted(chosen - set(FEATURE_GROUPS))
     if unknown:

@@ -17,7 +17,11 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "data
 
 # Feature groups that can be switched off (model selection ablates them; a data config can force one off).
 MERCHANT_HISTORY, TEXT_MODEL, LEXICON_HITS = "merchant_history", "text_model", "lexicons"
-FEATURE_GROUPS: tuple[str, ...] = (MERCHANT_HISTORY, TEXT_MODEL, LEXICON_HITS)
+# A second text score from word + char_wb n-grams: robust to misspellings and short texts, several times
+# dearer to compute, so never on by default; model selection tries it where its cost is affordable.
+TEXT_CHARS = "text_chars"
+FEATURE_GROUPS: tuple[str, ...] = (MERCHANT_HISTORY, TEXT_MODEL, TEXT_CHARS, LEXICON_HITS)
+OPT_IN_GROUPS = frozenset({TEXT_CHARS})
 TIME_ORDERS = ("timestamp", "row")
 
 _KNOWN_KEYS = (
@@ -95,8 +99,13 @@ class DataConfig:
         if self.merchant and self.timestamp:
             groups.add(MERCHANT_HISTORY)
         if self.text:
-            groups |= {TEXT_MODEL, LEXICON_HITS}
+            groups |= {TEXT_MODEL, TEXT_CHARS, LEXICON_HITS}
         return frozenset(groups - set(self.features_off))
+
+    @property
+    def default_feature_groups(self) -> frozenset[str]:
+        """The groups a feature builder uses when none are chosen: the available ones minus opt-in groups."""
+        return self.feature_groups - OPT_IN_GROUPS
 
     def column_roles(self) -> dict[str, list[str]]:
         """Column -> the roles it plays (a merchant column may also be a categorical feature)."""

@@ -19,7 +19,6 @@ from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
 from features.config import DataConfig, load_config
 from features.policy import Policy, match_rules
-from features.text import TextModel
 from features.validate import load_table, validate_history
 from training.evaluate import evaluate_scores, ranking_metrics
 from training.export import point_latest, write_bundle
@@ -128,7 +127,6 @@ def train(options: TrainOptions) -> TrainResult:
                     seed=options.seed,
                     validation_fraction=options.validation_fraction,
                     feature_groups=options.feature_groups,
-                    recall=options.recall,
                 ),
                 recall=options.recall,
                 seed=options.seed,
@@ -137,12 +135,7 @@ def train(options: TrainOptions) -> TrainResult:
             )
         chosen = selection.winner.candidate
         with stage(f"build features ({len(table):,} rows)"):
-            builder = FeatureBuilder(
-                config,
-                seed=options.seed,
-                feature_groups=chosen.groups,
-                text_model=TextModel(seed=options.seed, char_ngrams=selection.char_ngrams),
-            )
+            builder = FeatureBuilder(config, seed=options.seed, feature_groups=chosen.groups)
             X_train = builder.fit_transform(parts.train, history=table)
             X_cal = builder.transform(parts.calibration, history=table)
             X_test = builder.transform(parts.test, history=table)

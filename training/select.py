@@ -7,7 +7,8 @@ codes, price norms), and every candidate is scored on the held-out rows:
 - LightGBM with early stopping (on the newest tenth of the rows it fits), its hyperparameters chosen by
   a seeded Optuna TPE search with a fixed number of trials (the default parameters are trial 0);
 - the logistic-regression baseline;
-- both with each feature group switched off (merchant history, text model, lexicon counts).
+- both with each feature group switched off (merchant history, text model, the char n-gram text
+  score where the data is small enough to afford it, lexicon counts).
 
 What the product sells is the review share needed at the target recall, so that is the criterion:
 the share of validation rows scored at or above the score of the violation that reaching the target
@@ -33,8 +34,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from features.builder import FeatureBuilder
-from features.config import FEATURE_GROUPS, TEXT_MODEL, DataConfig
-from features.text import TextModel
+from features.config import FEATURE_GROUPS, TEXT_CHARS, DataConfig
 from training.evaluate import review_share_at_recall
 from training.train import LgbmParams, fit_model
 
@@ -79,12 +79,6 @@ class Selection:
     validation_rows: int
     validation_violations: int
     search: dict[str, Any]
-    text_variant: str = "words"
-    text_variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def char_ngrams(self) -> tuple[int, int] | None:
-        return TEXT_VARIANTS[self.text_variant]
 
     def to_dict(self) -> dict[str, Any]:
         row = _row
@@ -106,7 +100,6 @@ class Selection:
             "reason": self.reason,
             "candidates": {s.name: row(s) for s in self.scored},
             "search": self.search,
-            "text_model": {"chosen": self.text_variant, "variants": self.text_variants},
         }
 
 
@@ -183,14 +176,21 @@ class SelectionData:
     y_valid: np.ndarray
     categorical: list[str]
     group_columns: dict[str, list[str]]  # feature group -> its columns (groups without columns left out)
-    text_variant: str = "words"  # key of TEXT_VARIANTS the features were built with
-    text_variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # how each variant scored alone
 
 
-# Text-model variants: hashed word n-grams, or words plus char_wb n-grams (robust to misspellings and
-# short texts, several times slower to vectorise). Chars are tried only up to this many fit rows.
-TEXT_VARIANTS: dict[str, tuple[int, int] | None] = {"words": None, "words_chars": (2, 5)}
+# The char n-gram text score is tried only up to this many training rows: above it, its vectorising
+# cost (several times the word model's, in training and for every listing served) outweighs what it
+# adds where word n-grams already have plenty of data.
 CHAR_NGRAM_MAX_ROWS = 60_000
+
+
+def starting_groups(config: DataConfig, n_rows: int, requested: tuple[str, ...] | None) -> frozenset[str]:
+    """The feature groups selection starts from: the requested ones, else the data's defaults plus the
+    char-gram text score where the data is small enough to afford it."""
+    if requested is not None:
+        return frozenset(requested)
+    affordable = n_rows <= CHAR_NGRAM_MAX_ROWS and TEXT_CHARS in config.feature_groups
+    return config.default_feature_groups | ({TEXT_CHARS} if affordable else set())
 
 
 def selection_data(
@@ -201,59 +201,26 @@ def selection_data(
     seed: int,
     validation_fraction: float,
     feature_groups: tuple[str, ...] | None = None,
-    recall: float = 0.99,
 ) -> SelectionData:
-    """Hold out the newest rows of the training part and build both parts' features from the older rows.
-
-    With text, the text-model variant is chosen first, by the same criterion applied to the text score
-    alone on the validation rows; the candidates then all use that variant.
-    """
+    """Hold out the newest rows of the training part; build both parts' features from the older rows."""
     cut = inner_split(len(train), validation_fraction)
     fit_rows, valid_rows = train.iloc[:cut], train.iloc[cut:]
-    y_fit = fit_rows[config.label].to_numpy(dtype=np.int64)
-    y_valid = valid_rows[config.label].to_numpy(dtype=np.int64)
-    variants = TEXT_VARIANTS if config.text and len(fit_rows) <= CHAR_NGRAM_MAX_ROWS else {"words": None}
-    built: dict[str, tuple[FeatureBuilder, pd.DataFrame, pd.DataFrame]] = {}
-    for name, char_ngrams in variants.items():
-        builder = FeatureBuilder(
-            config, seed=seed, feature_groups=feature_groups, text_model=TextModel(seed=seed, char_ngrams=char_ngrams)
-        )
-        X_fit = builder.fit_transform(fit_rows, history=history)
-        built[name] = (builder, X_fit, builder.transform(valid_rows, history=history))
-    text_scores = {}
-    if len(built) > 1 and "text_score" in built["words"][1]:
-        indices = bootstrap_indices(len(y_valid), seed)
-        text_scores = {
-            name: _scored(
-                Candidate("text_score", (TEXT_MODEL,)),
-                name,
-                y_valid,
-                X_valid["text_score"].to_numpy(),
-                criterion_recall(recall, int(y_valid.sum())),
-                indices,
-            )
-            for name, (_, _, X_valid) in built.items()
-        }
-        text_choice, _ = choose(list(text_scores.values()))
-        chosen = text_choice.name
-    else:
-        chosen = "words"
-    builder, X_fit, X_valid = built[chosen]
-    on = builder.feature_groups
+    groups = starting_groups(config, len(train), feature_groups)
+    builder = FeatureBuilder(config, seed=seed, feature_groups=groups)
+    X_fit = builder.fit_transform(fit_rows, history=history)
+    X_valid = builder.transform(valid_rows, history=history)
     group_columns = {}
     for group in FEATURE_GROUPS:
-        if group in on:
-            without = set(FeatureBuilder(config, seed=seed, feature_groups=on - {group}).feature_names)
+        if group in groups:
+            without = set(FeatureBuilder(config, seed=seed, feature_groups=groups - {group}).feature_names)
             group_columns[group] = [c for c in builder.feature_names if c not in without]
     return SelectionData(
         X_fit=X_fit,
-        y_fit=y_fit,
+        y_fit=fit_rows[config.label].to_numpy(dtype=np.int64),
         X_valid=X_valid,
-        y_valid=y_valid,
+        y_valid=valid_rows[config.label].to_numpy(dtype=np.int64),
         categorical=list(builder.categorical_features),
         group_columns={g: c for g, c in group_columns.items() if c},
-        text_variant=chosen,
-        text_variants={name: _row(scored) for name, scored in text_scores.items()},
     )
 
 
@@ -312,8 +279,6 @@ def select_model(
         validation_rows=len(data.y_valid),
         validation_violations=int(data.y_valid.sum()),
         search=search,
-        text_variant=data.text_variant,
-        text_variants=data.text_variants,
     )
 
 

@@ -284,6 +284,23 @@ def test_feature_groups_decide_the_features(data, tmp_path):
     )
 
 
+def test_char_gram_text_score_is_opt_in_and_round_trips(data, tmp_path):
+    train, rest = data.iloc[:600].reset_index(drop=True), data.iloc[600:].reset_index(drop=True)
+    assert "text_score_chars" not in FeatureBuilder(CONFIG).feature_names  # off unless chosen
+    groups = CONFIG.default_feature_groups | {"text_chars"}
+    chars = FeatureBuilder(CONFIG, seed=3, min_category_count=5, feature_groups=groups)
+    X = chars.fit_transform(train, history=data)
+    plain = FeatureBuilder(CONFIG, seed=3, min_category_count=5).fit_transform(train, history=data)
+    assert set(X.columns) - set(plain.columns) == {"text_score_chars"}
+    assert not np.allclose(X["text_score_chars"], X["text_score"])  # a model of its own, not a copy
+    chars.save(tmp_path / "state")
+    loaded = FeatureBuilder.load(tmp_path / "state", CONFIG)
+    pd.testing.assert_frame_equal(loaded.transform(rest), chars.transform(rest))
+    np.testing.assert_allclose(
+        loaded.transform_records(rest.head(3).to_dict("records")), chars.transform(rest.head(3)).to_numpy(), rtol=1e-6
+    )
+
+
 def test_feature_groups_the_data_cannot_have_are_refused():
     no_merchant = dataclasses.replace(CONFIG, merchant=None)
     assert "merchant_prior_reviews" not in FeatureBuilder(no_merchant).feature_names

@@ -32,7 +32,8 @@ def test_absent_roles_are_empty_not_the_marketplace_columns(tmp_path: Path) -> N
     assert config.violation_reason is None and config.review_seconds is None
     assert config.listing_columns == ["message_id", "text"]
     assert config.required_columns == ["message_id", "text", "spam"]
-    assert config.feature_groups == {"text_model", "lexicons"}  # no merchant history without merchant and time
+    assert config.feature_groups == {"text_model", "text_chars", "lexicons"}  # no merchant history without time
+    assert config.default_feature_groups == {"text_model", "lexicons"}  # the char-gram score is opt-in
 
 
 def test_missing_timestamp_role_says_what_to_add(tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ def test_a_column_in_two_feature_roles_is_refused() -> None:
 
 def test_features_switch_groups_off(tmp_path: Path) -> None:
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    config = load_config(write(tmp_path, {**raw, "features": {"merchant_history": False}}))
+    config = load_config(write(tmp_path, {**raw, "features": {"merchant_history": False, "text_chars": False}}))
     assert config.feature_groups == {"text_model", "lexicons"}
     assert DataConfig.from_dict(config.to_dict()) == config  # as the bundle stores it
     with pytest.raises(ValueError, match="unknown feature groups"):
@@ -71,6 +72,7 @@ def test_features_switch_groups_off(tmp_path: Path) -> None:
     # true is the default: on when the data has the group's columns (the template lists every group)
     assert load_config(write(tmp_path, {**MINIMAL, "features": {"merchant_history": True}})).feature_groups == {
         "text_model",
+        "text_chars",
         "lexicons",
     }
 

@@ -146,10 +146,11 @@ def test_shape_trains_exports_and_scores(name: str, reviews: pd.DataFrame, tmp_p
         assert result.metrics["split_sizes"] == {"train": 2400, "calibration": 800, "test": 800}
         # only text features; model selection may have switched the lexicon counts off
         assert "text_score" in features
-        assert features <= {"text_score", "prohibited_hits", "luxury_brand_hits", "health_claim_hits"} | {
-            "certificate_word_hits"
+        assert features <= {"text_score", "text_score_chars", "prohibited_hits", "luxury_brand_hits"} | {
+            "health_claim_hits",
+            "certificate_word_hits",
         }
-        assert set(result.metrics["model"]["feature_groups"]) <= {"text_model", "lexicons"}
+        assert set(result.metrics["model"]["feature_groups"]) <= {"text_model", "text_chars", "lexicons"}
         assert rules == {"prohibited_term": ["text"]}
     if name == "tabular_no_text":
         assert not features & {"text_score", "prohibited_hits"}
@@ -176,7 +177,11 @@ def test_merchant_also_categorical_logs_to_mlflow(
     result = train_shape(data, config, tmp_path / "models", log_mlflow=True)
     assert result.mlflow is not None and result.mlflow["model_version"] == "1"
     bundle = check_bundle_scores(result, data)
-    assert {"merchant_id_code", *MERCHANT_FEATURES} <= set(bundle.feature_names)
+    assert "merchant_id_code" in bundle.feature_names
+    # the history features are there exactly when model selection kept the group
+    kept_history = "merchant_history" in result.metrics["model"]["feature_groups"]
+    assert (set(MERCHANT_FEATURES) <= set(bundle.feature_names)) == kept_history
+    assert "merchant_history" in result.metrics["selection"]["candidates"]["lightgbm"]["feature_groups"]
     assert bundle.config.listing_columns.count("merchant_id") == 1
 
 
@@ -185,5 +190,8 @@ def test_feature_group_switched_off_in_the_config(reviews: pd.DataFrame, tmp_pat
     result = train_shape(data, config, tmp_path / "models")
     bundle = check_bundle_scores(result, data)
     assert not set(bundle.feature_names) & set(MERCHANT_FEATURES)
-    assert bundle.builder.feature_groups == {"text_model", "lexicons"}
+    assert "merchant_history" not in bundle.builder.feature_groups
+    assert all(
+        "merchant_history" not in c["feature_groups"] for c in result.metrics["selection"]["candidates"].values()
+    )
     assert not (result.bundle_dir / "feature_state" / "merchant_snapshot.parquet").exists()
