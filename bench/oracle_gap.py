@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.bundle import resolve_bundle
-from training.thresholds import choose_policy_thresholds
+from bundle.manifest import resolve_bundle
+from decision.thresholds import choose_policy_thresholds
 
 
 def _test_aucs(bundle: Path, oracle: pd.DataFrame) -> dict[str, float]:

@@ -13,11 +13,12 @@ import pandas as pd
 import yaml
 from onnxmltools.convert.common.data_types import FloatTensorType
 
+from bundle.manifest import write_manifest
+from bundle.policies import save_policy
+from decision.policy import Policy
 from features.builder import FeatureBuilder
-from features.bundle import write_manifest
 from features.calibration import Calibrator
 from features.config import DataConfig
-from features.policy import Policy, save_policy
 from training.evaluate import save_plots
 
 ONNX_OPSET = 15

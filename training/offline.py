@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from features.policy import decision_names, match_rules, route
-from features.scoring import Bundle
+from bundle.load import Bundle
+from decision.policy import decision_names, route
+from decision.rules import match_rules
 from features.validate import load_table, validate_history, validate_listings
 from training.evaluate import evaluate_scores
 

@@ -16,7 +16,7 @@ BUNDLE_ARTIFACT = "bundle"
 
 class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        from features.scoring import Bundle
+        from bundle.load import Bundle
 
         self.bundle = Bundle.load(context.artifacts[BUNDLE_ARTIFACT])
 

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from bundle.manifest import BundleError, resolve_bundle, verify_manifest
+from bundle.policies import load_policy
+from decision.policy import Policy
 from features.builder import FeatureBuilder
-from features.bundle import BundleError, resolve_bundle, verify_manifest
 from features.calibration import Calibrator
 from features.config import DataConfig
-from features.policy import Policy, load_policy
 
 
 @dataclass
