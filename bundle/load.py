@@ -1,4 +1,4 @@
-"""Scoring from an exported bundle: feature builder -> ONNX model -> calibrator.
+"""A verified bundle loaded for scoring: feature builder -> ONNX model -> calibrator, and its policy.
 
 This is the only way serving and offline scoring turn listings into risk; it reads the bundle and
 nothing else. The manifest is verified before anything is loaded.

@@ -99,10 +99,11 @@ class Rule:
         return self.match_texts(_text_columns(listings, self.columns), len(listings))
 
     def match_texts(self, texts: Mapping[str, TextColumn], n: int) -> np.ndarray:
-        """`match` on the rule's columns given as text ("" where missing), for `n` listings."""
+        """`match` on the rule's columns given as text ("" where missing), for `n` listings: text by text
+        in Python's `re` for a few listings, columnar (RE2) from `COLUMNAR_RULES_MIN` on."""
+        if n < COLUMNAR_RULES_MIN:
+            return np.array(self._hits_one_by_one(texts, n), dtype=bool).reshape(n)
         mask = np.zeros(n, dtype=bool)
-        if not n:
-            return mask
         if self.kind == "category":
             values = texts.get(self.column or "")
             return mask if values is None else _category_mask(values, _normalized_values(tuple(self.values)))
@@ -110,6 +111,19 @@ class Rule:
             if column in texts:
                 mask |= _term_mask(texts[column], tuple(self.terms))
         return mask
+
+    def _hits_one_by_one(self, texts: Mapping[str, TextColumn], n: int) -> list[bool]:
+        if self.kind == "category":
+            values = texts.get(self.column or "")
+            wanted = _normalized_values(tuple(self.values))
+            return [False] * n if values is None else [normalize_category(v) in wanted for v in _texts(values)]
+        pattern = _term_pattern(tuple(self.terms))
+        columns = [_texts(texts[c]) for c in self.fields if c in texts]
+        return [any(pattern.search(column[i]) for column in columns) for i in range(n)]
+
+
+def _texts(column: TextColumn) -> Sequence[str]:
+    return column.to_pylist() if isinstance(column, pa.Array) else column
 
 
 def _category_mask(values: TextColumn, wanted: frozenset[str]) -> np.ndarray:
@@ -127,12 +141,7 @@ def _normalized_values(values: tuple[str, ...]) -> frozenset[str]:
 
 
 def _term_mask(text: TextColumn, terms: tuple[str, ...]) -> np.ndarray:
-    """Where any of `terms` occurs as a whole word: Python `re` text by text for a few listings, RE2 over
-    the whole column from `COLUMNAR_RULES_MIN` on (see the module docstring)."""
-    if len(text) < COLUMNAR_RULES_MIN:
-        values = text.to_pylist() if isinstance(text, pa.Array) else text
-        pattern = _term_pattern(terms)
-        return np.fromiter((pattern.search(v) is not None for v in values), dtype=bool, count=len(values))
+    """Where any of `terms` occurs as a whole word in a column, in RE2 (see the module docstring)."""
     arrow = text if isinstance(text, pa.Array) else pa.array(text, type=pa.large_string())
     ascii_text = bool(pc.all(pc.string_is_ascii(arrow)).as_py())
     return pc.match_substring_regex(arrow, _term_pattern_re2(terms, ascii_text)).to_numpy(zero_copy_only=False)
@@ -189,7 +198,9 @@ def match_rules_on_texts(
     matched: list[list[str]] = [[] for _ in range(n)]
     for rule in rules:
         mask = rule.match_texts(texts, n)
-        (block if rule.action == "block" else review)[mask] = True
-        for row in np.flatnonzero(mask).tolist():
-            matched[row].append(rule.name)
+        rows = np.flatnonzero(mask).tolist()
+        if rows:
+            (block if rule.action == "block" else review)[mask] = True
+            for row in rows:
+                matched[row].append(rule.name)
     return block, review, matched
