@@ -42,7 +42,7 @@ def _per_call_seconds(fn, calls: int, max_seconds: float) -> float:
 def run(bundle_path: Path, data: Path, rounds: int = 5) -> list[dict[str, Any]]:
     import lightgbm as lgb
 
-    from features.scoring import Bundle
+    from bundle.load import Bundle
 
     one_thread = Bundle.load(bundle_path, threads=1)
     all_threads = Bundle.load(bundle_path, threads=0)

@@ -33,8 +33,8 @@ def pandas_lightgbm_loop(bundle_path: Path, data: Path, out: Path) -> dict[str, 
     import lightgbm as lgb
     import yaml
 
+    from bundle.manifest import resolve_bundle
     from features.builder import FeatureBuilder
-    from features.bundle import resolve_bundle
     from features.calibration import Calibrator
     from features.config import DataConfig
 

@@ -110,7 +110,7 @@ def signed_model_version(prepared: Prepared, example: pd.DataFrame) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    from features.scoring import Bundle
+    from bundle.load import Bundle
     from training.pyfunc import BUNDLE_ARTIFACT, BundleModel
 
     # Inferred from the example and the model's own output; an instance that has loaded its bundle holds an

@@ -20,8 +20,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training.simulate import simulate, sweep  # noqa: E402
-from training.thresholds import ThresholdResult, choose_policy_thresholds  # noqa: E402
+from decision.simulate import simulate, sweep  # noqa: E402
+from decision.thresholds import ThresholdResult, choose_policy_thresholds  # noqa: E402
 
 
 def reference(rows: int, segments: int, seed: int = 0) -> pd.DataFrame:

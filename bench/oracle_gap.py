@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.bundle import resolve_bundle
+from bundle.manifest import resolve_bundle
+from decision.thresholds import choose_policy_thresholds
 from features.config import DataConfig
 from training.split import split_by_time
-from training.thresholds import choose_policy_thresholds
 
 RECALLS = (0.95, 0.99)
 

@@ -1,4 +1,5 @@
-"""Shared listing-triage library: data contract, validation, feature builder and routing policy.
+"""The data contract and feature engineering: data config, validation, the feature builder (text,
+lexicon, merchant history) and the score calibrator.
 
-Imported by both `training` and `serving`; imports neither.
+Imported by `decision`, `bundle`, `training` and `serving`; imports none of them.
 """

@@ -23,7 +23,7 @@ MODEL_REPORT = [
     (
         "code",
         "import json, os\nfrom pathlib import Path\n\nimport matplotlib.pyplot as plt\nimport numpy as np\n"
-        "import pandas as pd\n\nfrom features.scoring import Bundle\nfrom training.evaluate import "
+        "import pandas as pd\n\nfrom bundle.load import Bundle\nfrom training.evaluate import "
         "expected_calibration_error\n\nbundle = Bundle.load(os.environ.get('TRIAGE_BUNDLE', '../models/latest'))\n"
         "metrics = bundle.metrics\nreference = pd.read_parquet(bundle.path / 'reference.parquet')\n"
         "print(bundle.version, bundle.policy.version)",
@@ -81,9 +81,9 @@ THRESHOLD_SIMULATION = [
     (
         "code",
         "import os\n\nimport matplotlib.pyplot as plt\nimport pandas as pd\n\n"
-        "from features.policy import load_policy\nfrom features.bundle import resolve_bundle\n"
-        "from training.simulate import simulate, simulate_policy, sweep\n"
-        "from training.thresholds import choose_policy_thresholds\n\n"
+        "from bundle.manifest import resolve_bundle\nfrom bundle.policies import load_policy\n"
+        "from decision.simulate import simulate, simulate_policy, sweep\n"
+        "from decision.thresholds import choose_policy_thresholds\n\n"
         "bundle = resolve_bundle(os.environ.get('TRIAGE_BUNDLE', '../models/latest'))\n"
         "reference = pd.read_parquet(bundle / 'reference.parquet')\npolicy = load_policy(bundle)\n"
         "DAILY_VOLUME = 100_000\n"

@@ -1,4 +1,5 @@
 """Listing-triage scoring service: settings, decision log, review queue, API keys and the HTTP layer.
 
-Serving reads only the exported model bundle and the `features` library, never training code.
+Serving reads only the exported model bundle (`bundle`) and the `features` and `decision` libraries, never
+training code.
 """

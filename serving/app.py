@@ -19,7 +19,7 @@ from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, BodyLimitMiddleware
 from serving.models import startup_engine
-from serving.scoring import Scorer
+from serving.scorer import Scorer
 from serving.settings import Settings, get_settings
 from serving.store import create_store
 

@@ -6,9 +6,9 @@ Fail safe: whatever goes wrong while scoring, the affected listings get `human_r
 `fallback_reason`, never an automated pass.
 
 Hot path: no pandas per request. Features come from the listing dicts in one pass per feature over
-the batch (`FeatureBuilder.transform_records`), rules are matched per record with the same compiled
-patterns as `match_rules`, reasons are gathered for the whole batch at once, and routing is always
-`features.policy.route`; only building the DecisionRecords is per item.
+the batch (`FeatureBuilder.transform_records`), rules are matched on the batch's text columns by
+`decision.rules` (the one matcher), reasons are gathered for the whole batch at once, and routing is
+always `decision.policy.route`; only building the DecisionRecords is per item.
 """
 
 from __future__ import annotations
@@ -22,21 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from features.builder import cell_text, text_column
-from features.lexicon import normalize_category
-from features.policy import (
-    AUTO_BLOCK,
-    CODE_REVIEW,
-    DECISIONS,
-    HUMAN_REVIEW,
-    Policy,
-    Rule,
-    _term_pattern,  # the one definition of how a term rule matches; shared so both paths agree
-    match_rules_on_texts,
-    qa_sample,
-    route,
-)
-from features.scoring import Bundle
+from bundle.load import Bundle
+from decision.policy import AUTO_BLOCK, CODE_REVIEW, DECISIONS, HUMAN_REVIEW, Policy, qa_sample, route
+from decision.rules import match_rules_on_texts
+from features.builder import text_column
 from serving.explain import Explainer, PathExplainer
 from serving.store.records import DecisionRecord, StatementOfReasons, new_ids, utcnow
 
@@ -46,7 +35,6 @@ MODEL_UNAVAILABLE = "model_unavailable"
 SCORING_ERROR = "scoring_error"
 SCORING_TIMEOUT = "scoring_timeout"
 TOP_REASONS = 3
-COLUMNAR_RULES_MIN = 32  # from this many listings, rules run columnar in RE2 (one pattern compile per call)
 SMALL_BATCH = 64  # below this many listings, exact TreeSHAP runs on one thread (OpenMP start-up costs more)
 FAILSAFE_POLICY_VERSION = "failsafe-no-model"
 
@@ -84,43 +72,6 @@ def failsafe_policy() -> Policy:
     return Policy(version=FAILSAFE_POLICY_VERSION, t_pass=0.0, t_block=1.0, qa_sample_rate=0.0)
 
 
-class _RecordRules:
-    """A policy's rules compiled for one listing dict at a time; same answers as `match_rules`."""
-
-    def __init__(self, rules: list[Rule]) -> None:
-        self._categories: dict[str, str] = {}  # normalize_category memo (a few hundred distinct values)
-        self._rules: list[tuple[Rule, Any]] = []
-        for rule in rules:
-            if rule.kind == "category":
-                self._rules.append((rule, frozenset(normalize_category(v) for v in rule.values)))
-            else:
-                self._rules.append((rule, _term_pattern(tuple(rule.terms))))
-
-    def match(self, listing: dict[str, Any]) -> tuple[bool, bool, list[str]]:
-        block = review = False
-        matched: list[str] = []
-        for rule, compiled in self._rules:
-            if rule.kind == "category":
-                hit = rule.column in listing and self._normalized(cell_text(listing[rule.column])) in compiled
-            else:
-                hit = any(compiled.search(cell_text(listing[c])) for c in rule.fields if c in listing)
-            if hit:
-                matched.append(rule.name)
-                if rule.action == "block":
-                    block = True
-                else:
-                    review = True
-        return block, review, matched
-
-    def _normalized(self, category: str) -> str:
-        normalized = self._categories.get(category)
-        if normalized is None:
-            normalized = normalize_category(category)
-            if len(self._categories) < 10_000:
-                self._categories[category] = normalized
-        return normalized
-
-
 @dataclass
 class DecisionEngine:
     bundle: Bundle | None
@@ -129,12 +80,10 @@ class DecisionEngine:
     explainer: Explainer | None = None  # None: exact TreeSHAP from the bundle (slower)
     _rng: np.random.Generator = field(init=False, repr=False)
     _rng_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
-    _record_rules: _RecordRules = field(init=False, repr=False)
     _rule_columns: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
-        self._record_rules = _RecordRules(self.policy.rules)
         self._rule_columns = sorted({c for rule in self.policy.rules for c in rule.columns})
 
     @classmethod
@@ -321,21 +270,9 @@ class DecisionEngine:
             ]
 
     def match_rules(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
-        """(block_mask, review_mask, matched rule names): `features.policy.match_rules` on listing dicts.
-
-        A few listings are matched one record at a time with compiled Python patterns; a batch runs the
-        columnar RE2 core over each text column (its per-call pattern compile is then worth it).
-        """
-        n = len(listings)
-        if n >= COLUMNAR_RULES_MIN:
-            texts = {c: text_column(listings, c) for c in self._rule_columns}
-            return match_rules_on_texts(texts, n, self.policy.rules)
-        block, review = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        matched: list[list[str]] = []
-        for i, listing in enumerate(listings):
-            block[i], review[i], names = self._record_rules.match(listing)
-            matched.append(names)
-        return block, review, matched
+        """(block_mask, review_mask, matched rule names): `decision.rules.match_rules` on listing dicts."""
+        texts = {c: text_column(listings, c) for c in self._rule_columns}
+        return match_rules_on_texts(texts, len(listings), self.policy.rules)
 
     def thresholds(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Per-listing (t_pass, t_block): the segment's pair, else the global pair."""

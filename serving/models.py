@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from features.bundle import BundleError, verify_manifest
-from features.policy import Policy, next_policy_version, save_policy
-from features.scoring import Bundle
+from bundle.load import Bundle
+from bundle.manifest import BundleError, verify_manifest
+from bundle.policies import next_policy_version, save_policy
+from decision.policy import Policy
 from serving.engine import DecisionEngine
 
 log = logging.getLogger(__name__)

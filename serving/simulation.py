@@ -1,6 +1,6 @@
 """The what-if simulator behind `/v1/simulate`: the bundle's reference set replayed through a policy.
 
-The numbers are `features.simulate`'s, the very functions `triage simulate` runs, so the API, the web
+The numbers are `decision.simulate`'s, the very functions `triage simulate` runs, so the API, the web
 page, the CLI and the notebook agree. What is slow and does not change between calls is computed once
 per bundle (path + manifest version) and kept: the reference frame, the rule masks of each rule set
 (regex matching dominates a replay), the per-segment slices and the thresholds chosen for targets.
@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.policy import Policy, Rule, match_rules
-from features.simulate import SimulationResult, simulate, sweep
-from features.thresholds import ThresholdResult, choose_policy_thresholds
+from decision.policy import Policy
+from decision.rules import Rule, match_rules
+from decision.simulate import SimulationResult, simulate, sweep
+from decision.thresholds import ThresholdResult, choose_policy_thresholds
 
 REFERENCE_FILE = "reference.parquet"
 WHAT_IF_VERSION = "what-if"

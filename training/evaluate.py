@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from features.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
+from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
 
 MIN_SEGMENT_ROWS = 50
 REPORTED_RECALLS = (0.9, 0.95, 0.99)

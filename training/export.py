@@ -14,12 +14,13 @@ import pandas as pd
 import yaml
 from onnxmltools.convert.common.data_types import FloatTensorType
 
+from bundle.linear import LINEAR_FILE
+from bundle.manifest import write_manifest
+from bundle.policies import save_policy
+from decision.policy import Policy
 from features.builder import FeatureBuilder
-from features.bundle import write_manifest
 from features.calibration import Calibrator
 from features.config import DataConfig
-from features.linear import LINEAR_FILE
-from features.policy import Policy, save_policy
 from training.evaluate import json_safe, save_plots
 from training.linear import linear_to_onnx
 from training.train import FittedModel

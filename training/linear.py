@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.linear_model import LogisticRegression
 
-from features.linear import LinearModel
+from bundle.linear import LinearModel
 
 ONNX_OPSET = 15
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from features.policy import Policy
+from decision.policy import Policy
 
 
 def _fmt(value: Any) -> str:

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from features.policy import decision_names, match_rules, route
-from features.scoring import Bundle
+from bundle.load import Bundle
+from decision.policy import decision_names, route
+from decision.rules import match_rules
 from features.validate import load_table, validate_history, validate_listings
 from training.evaluate import evaluate_scores
 
@@ -48,6 +49,8 @@ def evaluate_bundle(bundle_path: Path, data: Path, oracle: Path | None = None) -
 def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray) -> np.ndarray:
     """Route scored listings with the bundle's policy (rules, then per-segment thresholds)."""
     policy = bundle.policy
+    t_pass: np.ndarray | float
+    t_block: np.ndarray | float
     if policy.segment_by:
         t_pass, t_block = policy.thresholds_for(listings[policy.segment_by].astype(str).to_numpy())
     else:

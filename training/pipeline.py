@@ -15,17 +15,18 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from decision.policy import Policy
+from decision.rules import match_rules
+from decision.thresholds import choose_policy_thresholds, default_rules
 from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
 from features.config import DataConfig, load_config
-from features.policy import Policy, match_rules
 from features.validate import load_table, validate_history
 from training.evaluate import evaluate_scores, ranking_metrics
 from training.export import point_latest, write_bundle
 from training.model_card import render_model_card
 from training.select import LOGISTIC, Selection, select_model, selection_data
 from training.split import split_by_time
-from training.thresholds import choose_policy_thresholds, default_rules
 from training.train import FittedModel, LgbmParams, fit_model
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""`triage thresholds` and `triage simulate`: plain Typer-annotated functions registered by training.cli."""
+"""`triage thresholds` and `triage simulate`: plain Typer-annotated functions registered on `triage` by triage.cli."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from features.bundle import BundleError, resolve_bundle
-from features.policy import Policy, load_policy, next_policy_version, save_policy
-from training.guarantees import OperatingPoint
-from training.simulate import SimulationResult, plot_curve, simulate_policy, sweep
-from training.thresholds import ThresholdResult, choose_policy_thresholds
+from bundle.manifest import BundleError, resolve_bundle
+from bundle.policies import load_policy, next_policy_version, save_policy
+from decision.guarantees import OperatingPoint
+from decision.policy import Policy
+from decision.simulate import SimulationResult, simulate_policy, sweep
+from decision.thresholds import ThresholdResult, choose_policy_thresholds
+from training.plots import plot_curve
 
 console = Console()
 REFERENCE_FILE = "reference.parquet"

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 import pandas as pd
 
 BUNDLE_ARTIFACT = "bundle"
 
 
-class BundleModel(mlflow.pyfunc.PythonModel):
+class BundleModel(PythonModel):
     def load_context(self, context: Any) -> None:
-        from features.scoring import Bundle
+        from bundle.load import Bundle
 
         self.bundle = Bundle.load(context.artifacts[BUNDLE_ARTIFACT])
 

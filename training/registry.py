@@ -95,7 +95,7 @@ def log_run(
 def _signature(bundle_dir: Path, example: pd.DataFrame) -> Any:
     from mlflow.models import infer_signature
 
-    from features.scoring import Bundle
+    from bundle.load import Bundle
     from features.validate import validate_listings
     from training.offline import score_frame
 

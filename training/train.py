@@ -10,7 +10,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.linear import LinearModel
+from bundle.linear import LinearModel
 from training.linear import fit_logistic
 
 # Below this many rows, OpenMP synchronisation costs more than a second thread gains, and on a busy

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from serving.engine import DecisionEngine
 from serving.keys import cached_key, verify_key
 from serving.metrics import Metrics
-from serving.scoring import Scorer
+from serving.scorer import Scorer
 from serving.settings import Settings
 from serving.store import ApiKey, Scope, Store
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from features.bundle import BundleError
+from bundle.manifest import BundleError
 from serving.api.deps import AdminKey, AnyKey, EngineDep, SettingsDep, StoreDep
 from serving.api.errors import field_error
 from serving.api.schemas import PolicyChangeOut, PolicyOut, PolicyUpdate, ReloadRequest, ReloadResponse

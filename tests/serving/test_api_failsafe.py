@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.scoring import Bundle
+from bundle.load import Bundle
 from tests.serving.conftest import listing_json
 
 LISTINGS = [

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.bundle import verify_manifest
-from features.policy import load_policy
+from bundle.manifest import verify_manifest
+from bundle.policies import load_policy
 from tests.serving.conftest import listing_json
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.policy import DECISIONS, match_rules, route
-from features.scoring import Bundle
+from bundle.load import Bundle
+from decision.policy import DECISIONS, route
+from decision.rules import match_rules
 from tests.serving.conftest import listing_json
 
 ITEM_FIELDS = {
@@ -73,7 +74,7 @@ def test_batch_scores_equal_single_scores(serve) -> None:
 
 
 def test_decisions_equal_the_policy_function_on_offline_risk(serve, generated_dir: Path, bundle_dir: Path) -> None:
-    """The service routes exactly as features.policy.route does on Bundle.risk of the same listings."""
+    """The service routes exactly as decision.policy.route does on Bundle.risk of the same listings."""
     frame = pd.read_parquet(generated_dir / "reviews.parquet").sample(300, random_state=3)
     bundle = Bundle.load(bundle_dir)
     columns = bundle.config.listing_columns

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from features.scoring import Bundle
+from bundle.load import Bundle
 from serving.commands import _download_model, keys_create
 from serving.keys import verify_key
 from serving.settings import get_settings

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.policy import Policy, Rule, match_rules
-from features.scoring import Bundle
-from serving.engine import COLUMNAR_RULES_MIN, DecisionEngine
+from bundle.load import Bundle
+from decision.policy import Policy
+from decision.rules import COLUMNAR_RULES_MIN, Rule, match_rules
+from serving.engine import DecisionEngine
 from serving.explain import PathExplainer
 
 RULES = [
@@ -65,14 +66,15 @@ def test_per_record_rule_matching_equals_match_rules(bundle: Bundle) -> None:
     policy = Policy(version="p", t_pass=0.1, t_block=0.9, rules=RULES)
     engine = DecisionEngine(bundle=bundle, policy=policy)
 
-    for listing in listings:  # one at a time: the per-record path
-        block, review, matched = engine.match_rules([listing])
-        frame_block, frame_review, frame_matched = match_rules(pd.DataFrame([listing]), RULES)
-        assert (block[0], review[0], matched[0]) == (frame_block[0], frame_review[0], frame_matched[0]), listing
     block, review, matched = engine.match_rules(listings)  # a batch: the columnar RE2 path
     frame_block, frame_review, frame_matched = match_rules(pd.DataFrame(listings), RULES)
     assert len(listings) >= COLUMNAR_RULES_MIN and block.any() and review.any()
     assert (block == frame_block).all() and (review == frame_review).all() and matched == frame_matched
+    for i, listing in enumerate(listings):  # one at a time: the same patterns in Python's re
+        one_block, one_review, one_matched = engine.match_rules([listing])
+        frame_one = match_rules(pd.DataFrame([listing]), RULES)
+        assert (one_block[0], one_review[0], one_matched[0]) == (block[i], review[i], matched[i]), listing
+        assert (frame_one[0][0], frame_one[1][0], frame_one[2][0]) == (block[i], review[i], matched[i]), listing
 
 
 def test_path_attributions_add_up_to_the_model_log_odds(bundle: Bundle, generated_dir: Path) -> None:

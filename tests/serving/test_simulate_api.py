@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.policy import load_policy, match_rules
-from training.cli import app as cli_app
-from training.simulate import simulate, sweep
-from training.thresholds import choose_policy_thresholds
+from bundle.policies import load_policy
+from decision.rules import match_rules
+from decision.simulate import simulate, sweep
+from decision.thresholds import choose_policy_thresholds
+from triage.cli import app as cli_app
 
 SCENARIO = {
     "t_pass": 0.02,

@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from features.bundle import BundleError
+from bundle.load import Bundle
+from bundle.manifest import BundleError
+from bundle.policies import load_policy, save_policy
+from decision.rules import Rule
+from decision.simulate import simulate_policy
 from features.config import DEFAULT_CONFIG_PATH
 from features.merchant import MERCHANT_FEATURES
-from features.policy import Rule, load_policy, save_policy
-from features.scoring import Bundle
-from features.simulate import simulate_policy
 from features.validate import load_table, validate_listings
 from training.generate import generate
 from training.offline import score_frame

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.bundle import BundleError, verify_manifest
-from features.scoring import Bundle
+from bundle.load import Bundle
+from bundle.manifest import BundleError, verify_manifest
 from features.validate import load_table, validate_history
-from training.cli import app
 from training.pipeline import TrainOptions, train
 from training.train import predict_lightgbm
+from triage.cli import app
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from features.linear import LinearModel
-from features.scoring import Bundle
+from bundle.linear import LinearModel
+from bundle.load import Bundle
 from features.validate import load_table, validate_history
 from serving.engine import DecisionEngine
 from training.pipeline import TrainOptions, train

@@ -2,7 +2,7 @@
 
 The reference frame holds the calibration split's calibrated risk, review outcome (label),
 handling time (review_seconds) and segment columns. Every listing goes through
-`features.policy.route`, the same function the service calls, and the counts are scaled to a daily
+`decision.policy.route`, the same function the service calls, and the counts are scaled to a daily
 volume.
 
 Intervals (default 95%) describe how well the reference set pins down each rate, not day-to-day
@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from features.guarantees import DEFAULT_REVIEW_SECONDS
-from features.policy import CODE_REVIEW, Policy, match_rules, route
+from decision.guarantees import DEFAULT_REVIEW_SECONDS
+from decision.policy import CODE_REVIEW, Policy, route
+from decision.rules import match_rules
 
 
 @dataclass(frozen=True)

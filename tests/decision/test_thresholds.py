@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import special, stats
-from typer.testing import CliRunner
 
-from features.bundle import verify_manifest
+from decision.guarantees import RankedScores, certify_block, group_starts, sequence_start
+from decision.policy import Policy, route
+from decision.segment_thresholds import threshold_for
+from decision.thresholds import choose_by_cost, choose_for_capacity, choose_policy_thresholds, choose_thresholds
 from features.calibration import fit_calibrator
-from features.policy import Policy, Rule, load_policy, policy_versions, route, save_policy
-from training.guarantees import RankedScores, certify_block, group_starts, sequence_start
-from training.segment_thresholds import threshold_for
-from training.thresholds import (
-    choose_by_cost,
-    choose_for_capacity,
-    choose_policy_thresholds,
-    choose_thresholds,
-)
 
 # Calibrated risk: a mixture of Beta distributions, label ~ Bernoulli(risk).
 MIXTURE = ((0.85, 0.5, 6.0), (0.15, 6.0, 0.25))  # (weight, a, b)
@@ -292,7 +284,7 @@ def test_block_threshold_matches_mapie_fixed_sequence_precision_control(monkeypa
     mapie = pytest.importorskip("mapie.risk_control")
     from mapie.risk_control.methods import compute_hoeffding_bentkus_p_value
 
-    import training.guarantees as guarantees
+    import decision.guarantees as guarantees
 
     precision, alpha = 0.95, 0.025
     for seed in range(3):
@@ -353,56 +345,3 @@ def test_pass_threshold_matches_mapie_fixed_sequence_recall_control() -> None:
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def fake_bundle(tmp_path: Path) -> Path:
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    frame = draw(20_000, 11)
-    frame["category"] = np.where(np.arange(len(frame)) % 3, "toys", "pharmacy")
-    frame["market"] = "de"
-    frame["created_at"] = pd.Timestamp("2025-01-01")
-    frame.to_parquet(bundle / "reference.parquet", index=False)
-    save_policy(
-        bundle,
-        Policy(
-            version="policy-20250101T000000-1",
-            t_pass=0.01,
-            t_block=0.99,
-            qa_sample_rate=0.05,
-            rules=[Rule("regulated", "review", "category", column="category", values=["pharmacy"])],
-        ),
-    )
-    return bundle
-
-
-def _app():
-    import typer
-
-    from training import policy_cli
-
-    app = typer.Typer()
-    app.command("thresholds")(policy_cli.thresholds)
-    app.command("simulate")(policy_cli.simulate)
-    return app
-
-
-def test_cli_thresholds_writes_a_new_version_keeping_rules(fake_bundle: Path) -> None:
-    result = CliRunner().invoke(
-        _app(), ["thresholds", "--bundle", str(fake_bundle), "--recall", "0.95", "--block-precision", "0.95"]
-    )
-    assert result.exit_code == 0, result.output
-    policy = load_policy(fake_bundle)
-    assert policy.version != "policy-20250101T000000-1" and policy.version.endswith("-2")
-    assert policy.rules[0].name == "regulated" and policy.qa_sample_rate == 0.05
-    assert policy.guarantee["recall_lower"] >= 0.95
-    assert policy_versions(fake_bundle)[0] == "policy-20250101T000000-1"
-    verify_manifest(fake_bundle)
-
-
-def test_cli_thresholds_infeasible_exits_1_with_plain_message(fake_bundle: Path) -> None:
-    result = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(fake_bundle), "--recall", "0.99999"])
-    assert result.exit_code == 1
-    assert "Infeasible" in result.output and "closest achievable" in result.output
-    assert load_policy(fake_bundle).version == "policy-20250101T000000-1"

@@ -1,4 +1,6 @@
-"""`triage`: the one command line for data, training, thresholds, simulation and serving."""
+"""CLI commands of the offline pipeline, as plain functions with Typer annotations (registered on `triage`
+by `triage.cli`): generate, train, evaluate, score, promote. `triage thresholds` and `triage simulate`
+live in `training.policy_cli`."""
 
 from __future__ import annotations
 
@@ -10,11 +12,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-app = typer.Typer(
-    help="Listing triage: train, evaluate, simulate and serve the listing-risk model.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 console = Console()
 
 
@@ -23,7 +20,6 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-@app.command()
 def generate(
     rows: Annotated[int, typer.Option(min=100, help="number of reviewed listings")] = 100_000,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
@@ -39,7 +35,6 @@ def generate(
         console.print(f"wrote {name}: {path}")
 
 
-@app.command()
 def train(
     data: Annotated[Path, typer.Option(help="review outcomes, .parquet or .csv")] = Path(
         "data/generated/reviews.parquet"
@@ -86,7 +81,6 @@ def train(
         )
 
 
-@app.command()
 def evaluate(
     bundle: Annotated[Path, typer.Option(help="bundle directory or models/latest")] = Path("models/latest"),
     data: Annotated[Path, typer.Option(help="labelled review outcomes to evaluate on")] = Path(
@@ -96,7 +90,7 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
 ) -> None:
     """Score labelled data with a bundle and print metrics as JSON."""
-    from features.bundle import BundleError
+    from bundle.manifest import BundleError
     from features.validate import DataValidationError
     from training.offline import evaluate_bundle
 
@@ -111,7 +105,6 @@ def evaluate(
     sys.stdout.write(text + "\n")
 
 
-@app.command()
 def score(
     bundle: Annotated[Path, typer.Option(help="bundle directory or models/latest")] = Path("models/latest"),
     data: Annotated[Path, typer.Option(help="listings to score, .parquet or .csv")] = Path(
@@ -120,7 +113,7 @@ def score(
     out: Annotated[Path, typer.Option(help="output .parquet or .csv")] = Path("data/scored.parquet"),
 ) -> None:
     """Offline batch scoring: risk and decision for every listing in a file."""
-    from features.bundle import BundleError
+    from bundle.manifest import BundleError
     from features.validate import DataValidationError
     from training.offline import score_file
 
@@ -132,7 +125,6 @@ def score(
     console.print(summary)
 
 
-@app.command()
 def promote(
     version: Annotated[str | None, typer.Option(help="model version (default: the current candidate)")] = None,
     alias: Annotated[str, typer.Option()] = "champion",
@@ -143,17 +135,3 @@ def promote(
 
     promoted = run(version, alias)
     console.print(f"{REGISTERED_MODEL}@{alias} -> version {promoted}")
-
-
-from training import policy_cli  # noqa: E402  (commands defined beside their logic)
-
-app.command("thresholds")(policy_cli.thresholds)
-app.command("simulate")(policy_cli.simulate)
-
-from serving import commands as serving_commands  # noqa: E402  (the service's own commands)
-
-app.command("serve")(serving_commands.serve)
-app.command("export-labels")(serving_commands.export_labels)
-keys_app = typer.Typer(help="API keys for the scoring service.", no_args_is_help=True)
-keys_app.command("create")(serving_commands.keys_create)
-app.add_typer(keys_app, name="keys")

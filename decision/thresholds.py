@@ -1,12 +1,12 @@
 """Choose the routing thresholds (t_pass, t_block) on the calibration split's reference scores.
 
-Modes (all pure and vectorised; statistics in `features.guarantees`):
+Modes (all pure and vectorised; statistics in `decision.guarantees`):
 * guarantee (default): least queue with recall >= R and block precision >= P, each holding with
   confidence 1 - delta/2 on new data (so both together at 1 - delta);
 * capacity: given reviewer-hours per day and a daily volume, the highest recall whose expected queue
   fits, keeping the block-precision guarantee;
 * cost: Chow's rule on calibrated risk from the costs of a review, a miss and a wrongful block;
-* segments: per-segment thresholds (`features.segment_thresholds`) used where they beat the global pair.
+* segments: per-segment thresholds (`decision.segment_thresholds`) used where they beat the global pair.
 
 Infeasible targets never raise: the result has feasible=False, a plain message, a fail-safe pair that
 still honours the guarantees (nothing is auto-passed), and the closest achievable point.
@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from decision.guarantees import Certified, OperatingPoint, RankedScores, certify, group_starts, ordered_pair
+from decision.policy import Policy
+from decision.rules import Rule
+from decision.segment_thresholds import SegmentChoice, choose_segmented
 from features.config import DataConfig
-from features.guarantees import Certified, OperatingPoint, RankedScores, certify, group_starts, ordered_pair
 from features.lexicon import PROHIBITED_TERMS, REGULATED_CATEGORIES
-from features.policy import Policy, Rule
-from features.segment_thresholds import SegmentChoice, choose_segmented
 
 
 @dataclass

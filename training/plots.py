@@ -1,6 +1,6 @@
-"""What-if simulator for PMs. The pure core (replay, intervals, sweep) moved to `features.simulate`
-so the service can serve the same numbers (serving never imports training); it is re-exported here.
-Only the matplotlib plot, used by the CLI, lives in training."""
+"""Plots of the what-if simulator for the CLI: the recall / reviewer-hours curve as a PNG.
+
+The simulation itself is `decision.simulate`; only the matplotlib drawing lives in training."""
 
 from __future__ import annotations
 
@@ -8,26 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.simulate import (
-    Estimate,
-    SimulationResult,
-    prevalence_weights,
-    simulate,
-    simulate_policy,
-    sweep,
-    wilson,
-)
-
-__all__ = [
-    "Estimate",
-    "SimulationResult",
-    "plot_curve",
-    "prevalence_weights",
-    "simulate",
-    "simulate_policy",
-    "sweep",
-    "wilson",
-]
+from decision.simulate import SimulationResult
 
 
 def plot_curve(curve: pd.DataFrame, point: SimulationResult | dict[str, float] | None, path: str | Path) -> Path:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from decision.guarantees import Certified, RankedScores, certify, ordered_pair
+from decision.policy import route
 from features.calibration import Calibrator, fit_calibrator
-from features.guarantees import Certified, RankedScores, certify, ordered_pair
-from features.policy import route
 
 
 def threshold_for(calibrator: Calibrator, tau: float) -> float:

@@ -1,4 +1,5 @@
-"""Scoring from an exported bundle: feature builder -> ONNX model (LightGBM or logistic) -> calibrator.
+"""A verified bundle loaded for scoring: feature builder -> ONNX model (LightGBM or logistic) -> calibrator,
+and its policy.
 
 This is the only way serving and offline scoring turn listings into risk; it reads the bundle and
 nothing else. The manifest is verified before anything is loaded.
@@ -16,12 +17,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from bundle.linear import LINEAR_FILE, LinearModel
+from bundle.manifest import BundleError, resolve_bundle, verify_manifest
+from bundle.policies import load_policy
+from decision.policy import Policy
 from features.builder import FeatureBuilder
-from features.bundle import BundleError, resolve_bundle, verify_manifest
 from features.calibration import Calibrator
 from features.config import DataConfig
-from features.linear import LINEAR_FILE, LinearModel
-from features.policy import Policy, load_policy
 
 
 @dataclass

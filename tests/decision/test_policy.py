@@ -1,4 +1,4 @@
-"""Routing policy: rules before thresholds, fail-safe on unscorable risk, validation, versioned storage."""
+"""Routing policy and rules: rules before thresholds, fail-safe on unscorable risk, validation, one matcher."""
 
 from __future__ import annotations
 
@@ -9,23 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.bundle import verify_manifest
-from features.policy import (
-    AUTO_BLOCK,
-    AUTO_PASS,
-    DECISIONS,
-    HUMAN_REVIEW,
-    Policy,
-    Rule,
-    decision_names,
-    load_policy,
-    match_rules,
-    next_policy_version,
-    policy_versions,
-    qa_sample,
-    route,
-    save_policy,
-)
+from decision.policy import AUTO_BLOCK, AUTO_PASS, DECISIONS, HUMAN_REVIEW, Policy, decision_names, qa_sample, route
+from decision.rules import Rule, match_rules
 
 
 def test_decision_codes() -> None:
@@ -158,45 +143,13 @@ def test_round_trip() -> None:
     assert again == policy
 
 
-def test_save_keeps_every_version_and_manifest_verifies(tmp_path) -> None:
-    (tmp_path / "model.onnx").write_bytes(b"model")
-    first = Policy(version=next_policy_version(tmp_path), t_pass=0.05, t_block=0.95)
-    save_policy(tmp_path, first)
-    second = Policy(version=next_policy_version(tmp_path), t_pass=0.02, t_block=0.9, qa_sample_rate=0.05)
-    save_policy(tmp_path, second)
-    assert second.version > first.version or second.version.rsplit("-", 1)[1] > first.version.rsplit("-", 1)[1]
-    assert policy_versions(tmp_path) == [first.version, second.version]
-    assert load_policy(tmp_path) == second
-    assert json.loads((tmp_path / "policies" / f"{first.version}.json").read_text())["t_pass"] == 0.05
-    manifest = verify_manifest(tmp_path)
-    assert {"policy.json", f"policies/{first.version}.json", f"policies/{second.version}.json"} <= set(
-        manifest["files"]
-    )
-    with pytest.raises(ValueError, match="^version"):
-        save_policy(tmp_path, Policy(version=first.version, t_pass=0.3, t_block=0.9))
-    with pytest.raises(ValueError, match="^t_block"):
-        save_policy(tmp_path, Policy(version="policy-x-9", t_pass=0.3, t_block=0.2))
-    assert load_policy(tmp_path) == second
-
-
-def test_save_policy_refuses_a_tampered_bundle(tmp_path):
-    from features.bundle import BundleError, write_manifest
-    from features.policy import Policy, save_policy
-
-    (tmp_path / "model.onnx").write_bytes(b"model")
-    write_manifest(tmp_path)
-    (tmp_path / "model.onnx").write_bytes(b"tampered")
-    with pytest.raises(BundleError, match="checksum mismatch for model.onnx"):
-        save_policy(tmp_path, Policy(version="policy-1", t_pass=0.01, t_block=0.9))
-
-
 @pytest.mark.parametrize("ascii_only", [False, True], ids=["mixed-text", "ascii-text"])
 def test_column_rule_matching_equals_the_python_pattern_on_odd_text(ascii_only: bool):
     """Rule.match (RE2 over whole columns) and `_term_pattern` (Python re, per listing) agree, both with
     the Unicode pattern (a column with any non-ASCII text) and the ASCII one (an all-ASCII column)."""
     import random
 
-    from features.policy import Rule, _term_pattern
+    from decision.rules import Rule, _term_pattern
 
     terms = ["switchblade", "brass knuckles", "c++", "ivory", "stun gun"]
     pieces = [
@@ -245,8 +198,8 @@ def test_column_rule_matching_equals_the_python_pattern_on_odd_text(ascii_only: 
 
 
 def test_default_rules_read_only_the_columns_the_config_has() -> None:
+    from decision.thresholds import default_rules
     from features.config import DataConfig
-    from features.thresholds import default_rules
 
     assert {r.name: r.columns for r in default_rules(DataConfig())} == {
         "prohibited_term": ["title", "description", "brand"],

@@ -1,0 +1,183 @@
+"""Routing policy: rules, then thresholds on calibrated risk -> auto_pass / human_review / auto_block.
+
+One pure function (`route`) that the service, the simulator and the evaluation all call, so a
+simulation can never disagree with what the service would do. A `Policy` is data (thresholds, optional
+per-segment thresholds, rules, QA sample rate); `bundle.policies` keeps every version in the bundle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from decision.rules import Rule
+
+AUTO_PASS, HUMAN_REVIEW, AUTO_BLOCK = "auto_pass", "human_review", "auto_block"
+DECISIONS: tuple[str, str, str] = (AUTO_PASS, HUMAN_REVIEW, AUTO_BLOCK)  # index = int8 code
+CODE_PASS, CODE_REVIEW, CODE_BLOCK = np.int8(0), np.int8(1), np.int8(2)
+
+
+def route(
+    risk: np.ndarray,
+    t_pass: float | np.ndarray,
+    t_block: float | np.ndarray,
+    rule_block: np.ndarray | None = None,
+    rule_review: np.ndarray | None = None,
+) -> np.ndarray:
+    """Decision codes (int8: 0 auto_pass, 1 human_review, 2 auto_block) for each listing.
+
+    Rules first (a block rule wins over a review rule), then thresholds: risk < t_pass passes,
+    risk >= t_block blocks, the rest is queued. A risk that is NaN or infinite is queued, block rule or
+    not (fail safe: nothing that could not be scored is ever decided automatically).
+    """
+    risk = np.asarray(risk, dtype=np.float64)
+    codes = np.full(risk.shape, CODE_REVIEW, dtype=np.int8)
+    finite = np.isfinite(risk)
+    codes[finite & (risk < t_pass)] = CODE_PASS
+    codes[finite & (risk >= t_block)] = CODE_BLOCK
+    if rule_review is not None:
+        codes[np.asarray(rule_review, dtype=bool)] = CODE_REVIEW
+    if rule_block is not None:
+        codes[np.asarray(rule_block, dtype=bool) & finite] = CODE_BLOCK
+    return codes
+
+
+def decision_names(codes: np.ndarray) -> np.ndarray:
+    """int8 codes -> decision strings."""
+    return np.asarray(DECISIONS, dtype=object)[np.asarray(codes, dtype=np.int64)]
+
+
+def qa_sample(decisions: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Mask of automated decisions drawn for QA review, each with probability `rate`.
+
+    The service routes them to human_review flagged `qa_sample` (keeping the decision they would have
+    had), so the true miss rate of auto-pass stays measurable and retraining labels stay unbiased.
+    """
+    decisions = np.asarray(decisions)
+    automated = decisions != CODE_REVIEW if decisions.dtype.kind in "iu" else decisions != HUMAN_REVIEW
+    return automated & (rng.random(decisions.shape) < rate)
+
+
+@dataclass
+class Policy:
+    """Thresholds (global and per segment), rules and QA sample rate, versioned."""
+
+    version: str
+    t_pass: float
+    t_block: float
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    segment_by: str | None = None
+    segments: dict[str, tuple[float, float]] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)
+    qa_sample_rate: float = 0.02
+    targets: dict[str, Any] = field(default_factory=dict)
+    provisional: bool = False
+    guarantee: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, columns: Collection[str] | None = None) -> Policy:
+        """Check the policy; with `columns` (what every listing carries), also that each rule reads
+        only those columns."""
+        if not isinstance(self.version, str) or not self.version:
+            raise ValueError("version: must be a non-empty string")
+        _check_pair(self.t_pass, self.t_block, "t_pass", "t_block")
+        if self.segments and not self.segment_by:
+            raise ValueError("segment_by: per-segment thresholds need the column they are keyed by")
+        for name, pair in self.segments.items():
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(f"segments[{name!r}]: expected (t_pass, t_block)")
+            _check_pair(pair[0], pair[1], f"segments[{name!r}].t_pass", f"segments[{name!r}].t_block")
+        for i, rule in enumerate(self.rules):
+            if not isinstance(rule, Rule):
+                raise ValueError(f"rules[{i}]: expected a Rule")
+            rule.validate(f"rules[{i}]")
+            missing = [c for c in rule.columns if columns is not None and c not in columns]
+            if missing:
+                raise ValueError(
+                    f"rules[{i}]: rule {rule.name!r} reads columns {missing} that listings do not carry "
+                    f"(they carry {sorted(columns or [])}); a rule never falls back to another column"
+                )
+        rate = self.qa_sample_rate
+        if not isinstance(rate, (int, float)) or not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"qa_sample_rate: {rate!r} is not in [0, 1]")
+        return self
+
+    def thresholds_for(self, segment_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-listing (t_pass, t_block) arrays; a segment without its own pair gets the global pair."""
+        values = np.asarray(segment_values).astype(str)
+        t_pass = np.full(values.shape, self.t_pass, dtype=np.float64)
+        t_block = np.full(values.shape, self.t_block, dtype=np.float64)
+        if not self.segments or values.size == 0:
+            return t_pass, t_block
+        uniques, inverse = np.unique(values, return_inverse=True)
+        pairs = np.array([self.segments.get(u, (self.t_pass, self.t_block)) for u in uniques], dtype=np.float64)
+        inverse = inverse.reshape(-1)
+        return pairs[inverse, 0].reshape(values.shape), pairs[inverse, 1].reshape(values.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "created_at": self.created_at,
+            "t_pass": float(self.t_pass),
+            "t_block": float(self.t_block),
+            "segment_by": self.segment_by,
+            "segments": {k: [float(a), float(b)] for k, (a, b) in sorted(self.segments.items())},
+            "rules": [r.to_dict() for r in self.rules],
+            "qa_sample_rate": float(self.qa_sample_rate),
+            "targets": dict(self.targets),
+            "provisional": bool(self.provisional),
+            "guarantee": dict(self.guarantee),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Policy:
+        if not isinstance(raw, dict):
+            raise ValueError(f"policy: expected a mapping, got {type(raw).__name__}")
+        for key in ("version", "t_pass", "t_block"):
+            if key not in raw:
+                raise ValueError(f"{key}: missing")
+        segments = raw.get("segments") or {}
+        if not isinstance(segments, dict):
+            raise ValueError("segments: expected a mapping of segment -> [t_pass, t_block]")
+        policy = cls(
+            version=raw["version"],
+            t_pass=_as_float(raw["t_pass"], "t_pass"),
+            t_block=_as_float(raw["t_block"], "t_block"),
+            created_at=raw.get("created_at") or datetime.now(UTC).isoformat(timespec="seconds"),
+            segment_by=raw.get("segment_by"),
+            segments={str(k): _as_pair(v, f"segments[{k!r}]") for k, v in segments.items()},
+            rules=[Rule.from_dict(r, f"rules[{i}]") for i, r in enumerate(raw.get("rules") or [])],
+            qa_sample_rate=_as_float(raw.get("qa_sample_rate", 0.02), "qa_sample_rate"),
+            targets=dict(raw.get("targets") or {}),
+            provisional=bool(raw.get("provisional", False)),
+            guarantee=dict(raw.get("guarantee") or {}),
+        )
+        return policy.validate()
+
+
+def _as_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _as_pair(value: Any, name: str) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{name}: expected [t_pass, t_block]")
+    return _as_float(value[0], f"{name}.t_pass"), _as_float(value[1], f"{name}.t_block")
+
+
+def _check_pair(t_pass: Any, t_block: Any, pass_name: str, block_name: str) -> None:
+    for value, name in ((t_pass, pass_name), (t_block, block_name)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name}: {value!r} is not a finite number")
+    if not 0.0 <= t_pass < 1.0:
+        raise ValueError(f"{pass_name}: {t_pass!r} is not in [0, 1)")
+    if not 0.0 < t_block <= 1.0:
+        raise ValueError(f"{block_name}: {t_block!r} is not in (0, 1]")
+    if not t_pass < t_block:
+        raise ValueError(f"{block_name}: {t_block!r} must be greater than {pass_name} {t_pass!r}")

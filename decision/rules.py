@@ -1,0 +1,206 @@
+"""Policy rules and the one rule matcher.
+
+A rule is data: a term rule matches any of its terms as a whole word (case-insensitive) in some text
+fields; a category rule matches listings whose normalised category is one of its values. Every caller
+(the service, offline scoring, the simulator, threshold selection) matches rules through
+`match_rules_on_texts`, on listings given as text columns ("" where missing); `match_rules` is the same
+for a DataFrame.
+
+A term rule has one pattern definition, run by whichever regex engine suits the number of listings:
+RE2 (pyarrow) over a whole column is about ten times faster than Python's `re` text by text, but pyarrow
+compiles its pattern on every call (about 1 ms per rule and column for ASCII text, several ms with the
+Unicode classes), which would dominate the time of one listing. So below `COLUMNAR_RULES_MIN` listings
+the same pattern runs precompiled in Python's `re`; tests hold the two dialects to the same answers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any, TypeAlias
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.lexicon import normalize_category
+
+RULE_ACTIONS = ("block", "review")
+RULE_KINDS = ("term", "category")
+COLUMNAR_RULES_MIN = 32  # from this many listings, term rules run in RE2 over whole columns
+
+TextColumn: TypeAlias = pa.Array | Sequence[str]  # one text column of a batch of listings, "" where missing
+
+
+@dataclass
+class Rule:
+    """A policy rule. kind "term": any of `terms` as a whole word (case-insensitive) in `fields`;
+    kind "category": `column` (normalised like 'Health & Supplements' -> 'health supplements') is one
+    of `values`. action "block" sends matches to auto_block, "review" to human_review."""
+
+    name: str
+    action: str
+    kind: str
+    terms: list[str] = field(default_factory=list)
+    fields: list[str] = field(default_factory=list)
+    column: str | None = None
+    values: list[str] = field(default_factory=list)
+
+    def validate(self, where: str = "rule") -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"{where}.name: must be a non-empty string")
+        if self.action not in RULE_ACTIONS:
+            raise ValueError(f"{where}.action: {self.action!r} is not one of {list(RULE_ACTIONS)}")
+        if self.kind not in RULE_KINDS:
+            raise ValueError(f"{where}.kind: {self.kind!r} is not one of {list(RULE_KINDS)}")
+        if self.kind == "term":
+            if not self.terms or not all(isinstance(t, str) and t.strip() for t in self.terms):
+                raise ValueError(f"{where}.terms: a term rule needs a list of non-empty strings")
+            if not self.fields or not all(isinstance(f, str) and f for f in self.fields):
+                raise ValueError(f"{where}.fields: a term rule needs the text fields to search")
+        else:
+            if not isinstance(self.column, str) or not self.column:
+                raise ValueError(f"{where}.column: a category rule needs the column to compare")
+            if not self.values or not all(isinstance(v, str) for v in self.values):
+                raise ValueError(f"{where}.values: a category rule needs a list of values")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, [])}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "rule") -> Rule:
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - {"name", "action", "kind", "terms", "fields", "column", "values"})
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {unknown}")
+        rule = cls(
+            name=raw.get("name", ""),
+            action=raw.get("action", ""),
+            kind=raw.get("kind", ""),
+            terms=list(raw.get("terms") or []),
+            fields=list(raw.get("fields") or []),
+            column=raw.get("column"),
+            values=list(raw.get("values") or []),
+        )
+        rule.validate(where)
+        return rule
+
+    @property
+    def columns(self) -> list[str]:
+        """The listing columns this rule reads."""
+        return [self.column] if self.kind == "category" and self.column else list(self.fields)
+
+    def match(self, listings: pd.DataFrame) -> np.ndarray:
+        """Boolean mask of the listings this rule matches (vectorised; absent columns match nothing)."""
+        return self.match_texts(_text_columns(listings, self.columns), len(listings))
+
+    def match_texts(self, texts: Mapping[str, TextColumn], n: int) -> np.ndarray:
+        """`match` on the rule's columns given as text ("" where missing), for `n` listings: text by text
+        in Python's `re` for a few listings, columnar (RE2) from `COLUMNAR_RULES_MIN` on."""
+        if n < COLUMNAR_RULES_MIN:
+            return np.array(self._hits_one_by_one(texts, n), dtype=bool).reshape(n)
+        mask = np.zeros(n, dtype=bool)
+        if self.kind == "category":
+            values = texts.get(self.column or "")
+            return mask if values is None else _category_mask(values, _normalized_values(tuple(self.values)))
+        for column in self.fields:
+            if column in texts:
+                mask |= _term_mask(texts[column], tuple(self.terms))
+        return mask
+
+    def _hits_one_by_one(self, texts: Mapping[str, TextColumn], n: int) -> list[bool]:
+        if self.kind == "category":
+            values = texts.get(self.column or "")
+            wanted = _normalized_values(tuple(self.values))
+            return [False] * n if values is None else [normalize_category(v) in wanted for v in _texts(values)]
+        pattern = _term_pattern(tuple(self.terms))
+        columns = [_texts(texts[c]) for c in self.fields if c in texts]
+        return [any(pattern.search(column[i]) for column in columns) for i in range(n)]
+
+
+def _texts(column: TextColumn) -> Sequence[str]:
+    return column.to_pylist() if isinstance(column, pa.Array) else column
+
+
+def _category_mask(values: TextColumn, wanted: frozenset[str]) -> np.ndarray:
+    """Categories are normalised once per distinct value."""
+    if isinstance(values, pa.Array):
+        values = values.to_numpy(zero_copy_only=False)
+    uniques, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+    hit = np.fromiter((normalize_category(u) in wanted for u in uniques), dtype=bool, count=len(uniques))
+    return hit[inverse.reshape(-1)]
+
+
+@lru_cache(maxsize=256)
+def _normalized_values(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(normalize_category(v) for v in values)
+
+
+def _term_mask(text: TextColumn, terms: tuple[str, ...]) -> np.ndarray:
+    """Where any of `terms` occurs as a whole word in a column, in RE2 (see the module docstring)."""
+    arrow = text if isinstance(text, pa.Array) else pa.array(text, type=pa.large_string())
+    ascii_text = bool(pc.all(pc.string_is_ascii(arrow)).as_py())
+    return pc.match_substring_regex(arrow, _term_pattern_re2(terms, ascii_text)).to_numpy(zero_copy_only=False)
+
+
+@lru_cache(maxsize=256)
+def _term_pattern(terms: tuple[str, ...]) -> re.Pattern[str]:
+    # Whole words without \b, so terms that start or end with punctuation ("c++") still match.
+    alternatives = "|".join(r"\s+".join(re.escape(w) for w in t.split()) for t in sorted(terms, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+# The same match in RE2, for whole columns. RE2 has no lookbehind, so the word edges are consumed instead
+# (fine for "contains"), and Python's Unicode \w and \s are spelled out...
+_NOT_WORD = r"[^\p{L}\p{N}_]"
+_SPACES = r"[\s\x{0b}\p{Z}\x{85}\x{1c}-\x{1f}]+"
+# ... and so are their ASCII parts, which match ASCII text exactly alike. pyarrow compiles the pattern on
+# every call, and the Unicode classes make that several times dearer: a column that is all ASCII, as most
+# are, gets the ASCII pattern.
+_NOT_WORD_ASCII = r"[^A-Za-z0-9_]"
+_SPACES_ASCII = r"[\t\n\x{0b}\f\r \x{1c}-\x{1f}]+"
+
+
+@lru_cache(maxsize=256)
+def _term_pattern_re2(terms: tuple[str, ...], ascii_text: bool = False) -> str:
+    """RE2 twin of `_term_pattern`; `ascii_text=True` gives a pattern valid only for ASCII text."""
+    not_word, spaces = (_NOT_WORD_ASCII, _SPACES_ASCII) if ascii_text else (_NOT_WORD, _SPACES)
+    alternatives = "|".join(spaces.join(re.escape(w) for w in t.split()) for t in sorted(terms, key=len, reverse=True))
+    return rf"(?i)(?:^|{not_word})(?:{alternatives})(?:{not_word}|$)"
+
+
+def _text_columns(listings: pd.DataFrame, columns: Sequence[str]) -> dict[str, TextColumn]:
+    """The listed columns that exist, as arrow text ("" where missing)."""
+    return {
+        c: pa.array(listings[c].astype("string").fillna(""), type=pa.large_string()) for c in columns if c in listings
+    }
+
+
+def match_rules(
+    listings: pd.DataFrame, rules: Sequence[Rule | dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """(block_mask, review_mask, matched rule names per listing)."""
+    parsed = [raw if isinstance(raw, Rule) else Rule.from_dict(raw, f"rules[{i}]") for i, raw in enumerate(rules)]
+    texts = _text_columns(listings, sorted({c for rule in parsed for c in rule.columns}))
+    return match_rules_on_texts(texts, len(listings), parsed)
+
+
+def match_rules_on_texts(
+    texts: Mapping[str, TextColumn], n: int, rules: Sequence[Rule]
+) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """`match_rules` for listings given as text columns ("" where missing): the one matching core,
+    which the service runs on listing dicts without building a DataFrame."""
+    block, review = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    matched: list[list[str]] = [[] for _ in range(n)]
+    for rule in rules:
+        mask = rule.match_texts(texts, n)
+        rows = np.flatnonzero(mask).tolist()
+        if rows:
+            (block if rule.action == "block" else review)[mask] = True
+            for row in rows:
+                matched[row].append(rule.name)
+    return block, review, matched

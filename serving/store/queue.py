@@ -1,0 +1,150 @@
+"""The review queue: leases on the highest-priority items, verdicts, and verdicts as labelled outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import pandas as pd
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from features.config import DataConfig
+from serving.store import schema
+from serving.store.database import Database
+from serving.store.decisions import decision_record
+from serving.store.labels import labelled_outcome, labels_frame
+from serving.store.records import VERDICTS, ConflictError, NotFoundError, QueueItem, Review, Verdict
+
+d, q, rv = schema.decisions, schema.queue, schema.reviews
+
+
+class ReviewQueue(Database):
+    """Claiming queued decisions and recording reviewers' verdicts."""
+
+    def claim(self, reviewer: str, n: int = 1, lease_seconds: int = 300) -> list[QueueItem]:
+        """Lease up to n of the highest-priority items that are pending or whose lease expired.
+
+        Atomic: two concurrent claimers never receive the same item.
+        """
+        if not reviewer:
+            raise ValueError("reviewer must not be empty")
+        if not 1 <= n <= 1000 or lease_seconds < 0:
+            raise ValueError("claim: n must be in [1, 1000] and lease_seconds >= 0")
+        return self._write(lambda conn: self._claim(conn, reviewer, n, lease_seconds))
+
+    def record_review(
+        self,
+        decision_id: str,
+        reviewer: str,
+        verdict: str,
+        violation_reason: str | None = None,
+        review_seconds: float | None = None,
+        statement_of_reasons: dict[str, Any] | None = None,
+    ) -> Review:
+        """Store a verdict (with the DSA statement of reasons of a rejection) and close the queue item.
+
+        Raises NotFoundError for an unknown decision, ConflictError if it is not queued, already
+        reviewed, or leased to another reviewer.
+        """
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {sorted(VERDICTS)}, got {verdict!r}")
+        if not reviewer:
+            raise ValueError("reviewer must not be empty")
+        if review_seconds is not None and not 0 <= review_seconds < float("inf"):
+            raise ValueError("review_seconds must be a finite number >= 0")
+        now = self._clock()
+        review = Review(
+            decision_id,
+            reviewer,
+            cast(Verdict, verdict),
+            violation_reason,
+            review_seconds,
+            now,
+            statement_of_reasons,
+        )
+        try:
+            return self._write(lambda conn: self._review(conn, review))
+        except IntegrityError as exc:  # a concurrent verdict won the race
+            raise ConflictError(f"decision {decision_id} is already reviewed") from exc
+
+    def get_review(self, decision_id: str) -> Review | None:
+        with self._read_engine.connect() as conn:
+            row = conn.execute(select(rv).where(rv.c.decision_id == decision_id)).first()
+        return None if row is None else Review(**row._mapping)
+
+    def queue_counts(self) -> dict[str, int]:
+        """Queue items by status (pending, claimed, done); claimed includes expired leases."""
+        query = select(q.c.status, func.count()).group_by(q.c.status)
+        with self._read_engine.connect() as conn:
+            counts = {str(status): int(count) for status, count in conn.execute(query)}
+        return {status: counts.get(status, 0) for status in ("pending", "claimed", "done")}
+
+    def export_labels(self, config: DataConfig | None = None, since: datetime | None = None) -> pd.DataFrame:
+        """Reviewed decisions as labelled outcomes in the data contract (listing fields + outcome)."""
+        config = config or DataConfig()
+        query = (
+            select(d.c.decision_id, d.c.listing_id, d.c.listing, d.c.received_at, d.c.qa_sample, rv)
+            .join_from(rv, d, rv.c.decision_id == d.c.decision_id)
+            .order_by(rv.c.reviewed_at, rv.c.decision_id)
+        )
+        if since is not None:
+            query = query.where(rv.c.reviewed_at >= since)
+        with self._read_engine.connect() as conn:
+            rows = [labelled_outcome(row, config) for row in conn.execute(query)]
+        return labels_frame(rows, config)
+
+    def _claim(self, conn: Connection, reviewer: str, n: int, lease_seconds: int) -> list[QueueItem]:
+        now = self._clock()
+        claimable = _claimable(now)
+        candidates = (
+            select(q.c.decision_id)
+            .where(claimable)
+            .order_by(q.c.priority.desc(), q.c.enqueued_at, q.c.decision_id)
+            .limit(n)
+        )
+        if self.dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        ids = list(conn.execute(candidates).scalars())
+        if not ids:
+            return []
+        expires = now + timedelta(seconds=lease_seconds)
+        lease = {"status": "claimed", "claimed_by": reviewer, "lease_expires_at": expires}
+        claim = update(q).where(q.c.decision_id.in_(ids), claimable).values(lease).returning(q)
+        claimed = conn.execute(claim).all()
+        records = {
+            row.decision_id: decision_record(row)
+            for row in conn.execute(select(d).where(d.c.decision_id.in_([c.decision_id for c in claimed])))
+        }
+        items = [QueueItem(**row._mapping, decision=records[row.decision_id]) for row in claimed]
+        return sorted(items, key=lambda item: (-item.priority, item.enqueued_at, item.decision_id))
+
+    def _review(self, conn: Connection, review: Review) -> Review:
+        query = select(q).where(q.c.decision_id == review.decision_id)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        item = conn.execute(query).first()
+        if item is None:
+            known = conn.execute(select(d.c.decision_id).where(d.c.decision_id == review.decision_id)).first()
+            if known is None:
+                raise NotFoundError(f"unknown decision {review.decision_id}")
+            raise ConflictError(f"decision {review.decision_id} is not in the review queue")
+        if item.status == "done":
+            raise ConflictError(f"decision {review.decision_id} is already reviewed")
+        leased = item.status == "claimed" and item.lease_expires_at > review.reviewed_at
+        if leased and item.claimed_by != review.reviewer:
+            raise ConflictError(f"decision {review.decision_id} is leased to another reviewer")
+        conn.execute(insert(rv).values(_review_params(review)))
+        done = {"status": "done", "claimed_by": review.reviewer, "lease_expires_at": None}
+        conn.execute(update(q).where(q.c.decision_id == review.decision_id).values(done))
+        return review
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    expired = and_(q.c.status == "claimed", q.c.lease_expires_at <= now)
+    return or_(q.c.status == "pending", expired)
+
+
+def _review_params(review: Review) -> dict[str, Any]:
+    return {f.name: getattr(review, f.name) for f in fields(review)}

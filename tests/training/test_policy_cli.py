@@ -1,0 +1,112 @@
+"""`triage thresholds` and `triage simulate` (training.policy_cli) on a bundle's reference set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bundle.manifest import verify_manifest
+from bundle.policies import load_policy, policy_versions, save_policy
+from decision.policy import Policy
+from decision.rules import Rule
+from tests.decision.test_thresholds import draw
+
+
+@pytest.fixture()
+def fake_bundle(tmp_path: Path) -> Path:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    frame = draw(20_000, 11)
+    frame["category"] = np.where(np.arange(len(frame)) % 3, "toys", "pharmacy")
+    frame["market"] = "de"
+    frame["created_at"] = pd.Timestamp("2025-01-01")
+    frame.to_parquet(bundle / "reference.parquet", index=False)
+    save_policy(
+        bundle,
+        Policy(
+            version="policy-20250101T000000-1",
+            t_pass=0.01,
+            t_block=0.99,
+            qa_sample_rate=0.05,
+            rules=[Rule("regulated", "review", "category", column="category", values=["pharmacy"])],
+        ),
+    )
+    return bundle
+
+
+def _app():
+    import typer
+
+    from training import policy_cli
+
+    app = typer.Typer()
+    app.command("thresholds")(policy_cli.thresholds)
+    app.command("simulate")(policy_cli.simulate)
+    return app
+
+
+def test_cli_thresholds_writes_a_new_version_keeping_rules(fake_bundle: Path) -> None:
+    result = CliRunner().invoke(
+        _app(), ["thresholds", "--bundle", str(fake_bundle), "--recall", "0.95", "--block-precision", "0.95"]
+    )
+    assert result.exit_code == 0, result.output
+    policy = load_policy(fake_bundle)
+    assert policy.version != "policy-20250101T000000-1" and policy.version.endswith("-2")
+    assert policy.rules[0].name == "regulated" and policy.qa_sample_rate == 0.05
+    assert policy.guarantee["recall_lower"] >= 0.95
+    assert policy_versions(fake_bundle)[0] == "policy-20250101T000000-1"
+    verify_manifest(fake_bundle)
+
+
+def test_cli_thresholds_infeasible_exits_1_with_plain_message(fake_bundle: Path) -> None:
+    result = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(fake_bundle), "--recall", "0.99999"])
+    assert result.exit_code == 1
+    assert "Infeasible" in result.output and "closest achievable" in result.output
+    assert load_policy(fake_bundle).version == "policy-20250101T000000-1"
+
+
+def test_cli_simulate_json_table_and_sweep(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    rng = np.random.default_rng(2)
+    risk = rng.beta(0.5, 3, 5000)
+    pd.DataFrame(
+        {
+            "risk": risk,
+            "label": (rng.random(len(risk)) < risk).astype(int),
+            "review_seconds": 45.0,
+            "category": "toys",
+            "market": "de",
+            "created_at": pd.Timestamp("2025-01-01"),
+        }
+    ).to_parquet(bundle / "reference.parquet")
+    save_policy(bundle, Policy(version="policy-20250101T000000-1", t_pass=0.02, t_block=0.95, qa_sample_rate=0.0))
+    runner = CliRunner()
+    out = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", "--daily-volume", "2000"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["policy"] == "policy-20250101T000000-1" and data["t_pass"] == 0.02 and data["daily_volume"] == 2000
+    what_if = json.loads(
+        runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", "--t-pass", "0.1"]).output
+    )
+    assert what_if["t_pass"] == 0.1 and what_if["queue_share"]["value"] < data["queue_share"]["value"]
+    table = runner.invoke(
+        _app(),
+        [
+            "simulate",
+            "--bundle",
+            str(bundle),
+            "--sweep",
+            str(tmp_path / "sweep"),
+            "--prevalence-multiplier",
+            "2",
+        ],
+    )
+    assert table.exit_code == 0, table.output
+    assert "reviewer-hours/day" in table.output
+    assert (tmp_path / "sweep" / "curve.csv").is_file() and (tmp_path / "sweep" / "curve.png").is_file()

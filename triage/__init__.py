@@ -1,0 +1,1 @@
+"""The `triage` command line: composes the commands of `training` and `serving` from above both."""

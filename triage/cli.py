@@ -1,0 +1,39 @@
+"""`triage`: the one command line for data, training, thresholds, simulation and serving.
+
+Each command is a plain function beside its logic (`training.commands`, `training.policy_cli`,
+`serving.commands`); this module only registers them, so neither training nor serving imports the other.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from serving import commands as serving_commands
+from training import commands as training_commands
+from training import policy_cli
+
+app = typer.Typer(
+    help="Listing triage: train, evaluate, simulate and serve the listing-risk model.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+for command in (
+    training_commands.generate,
+    training_commands.train,
+    training_commands.evaluate,
+    training_commands.score,
+    training_commands.promote,
+    policy_cli.thresholds,
+    policy_cli.simulate,
+    serving_commands.serve,
+    serving_commands.export_labels,
+):
+    app.command()(command)
+
+keys_app = typer.Typer(help="API keys for the scoring service.", no_args_is_help=True)
+keys_app.command("create")(serving_commands.keys_create)
+app.add_typer(keys_app, name="keys")
+
+if __name__ == "__main__":
+    app()
