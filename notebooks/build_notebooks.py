@@ -28,11 +28,17 @@ MODEL_REPORT = [
         "metrics = bundle.metrics\nreference = pd.read_parquet(bundle.path / 'reference.parquet')\n"
         "print(bundle.version, bundle.policy.version)",
     ),
-    ("md", "## Test split: model against the logistic-regression baseline"),
+    ("md", "## Model selection: every candidate on the validation part of the training period"),
+    (
+        "code",
+        "selection = metrics['selection']\nprint(selection['criterion'])\nprint('chosen:', selection['winner']['name'], "
+        "'-', selection['reason'])\npd.DataFrame(selection['candidates']).T.drop(columns=['kind'])",
+    ),
+    ("md", "## Test split: the chosen model against the logistic-regression baseline"),
     (
         "code",
         "rows = ['roc_auc', 'pr_auc', 'prevalence']\npd.DataFrame({\n"
-        "    'LightGBM': [metrics['test'].get(k) for k in rows],\n"
+        "    metrics['model']['name']: [metrics['test'].get(k) for k in rows],\n"
         "    'logistic baseline': [metrics['baseline_test'].get(k) for k in rows],\n}, index=rows)",
     ),
     (
@@ -62,8 +68,8 @@ MODEL_REPORT = [
     ("md", "## What the model leans on"),
     (
         "code",
-        "pd.Series(metrics['feature_importance_gain']).sort_values(ascending=False).head(15).plot.barh(figsize=(7, 5)).invert_yaxis()\n"
-        "plt.title('LightGBM gain')\nplt.show()",
+        "pd.Series(metrics['feature_importance']).head(15).plot.barh(figsize=(7, 5)).invert_yaxis()\n"
+        "plt.title(metrics['feature_importance_kind'])\nplt.show()",
     ),
 ]
 

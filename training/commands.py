@@ -87,19 +87,27 @@ def evaluate(
         "data/generated/reviews.parquet"
     ),
     oracle: Annotated[Path | None, typer.Option(help="oracle.parquet from `triage generate`")] = None,
+    rows: Annotated[
+        str, typer.Option(help="test: only the rows in the bundle's own test split; all: every row of DATA")
+    ] = "test",
+    config: Annotated[
+        Path | None, typer.Option(help="data config of DATA when its columns are named unlike the bundle's")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
 ) -> None:
-    """Score labelled data with a bundle and print metrics as JSON."""
+    """Metrics of a bundle as strict JSON: by default on its own held-out test split, read from DATA."""
     from bundle.manifest import BundleError
     from features.validate import DataValidationError
     from training.offline import evaluate_bundle
 
     try:
-        metrics = evaluate_bundle(bundle, data, oracle)
+        metrics = evaluate_bundle(bundle, data, oracle, rows=rows, config_path=config)
     except (BundleError, DataValidationError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
         return
-    text = json.dumps(metrics, indent=2, default=float)
+    for warning in metrics["warnings"]:  # on stderr: stdout is the JSON
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
+    text = json.dumps(metrics, indent=2, allow_nan=False)
     if out:
         out.write_text(text)
     sys.stdout.write(text + "\n")

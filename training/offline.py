@@ -13,37 +13,131 @@ from sklearn.metrics import roc_auc_score
 from bundle.load import Bundle
 from decision.policy import decision_names, route
 from decision.rules import match_rules
+from features.config import DataConfig, load_config
 from features.validate import load_table, validate_history, validate_listings
-from training.evaluate import evaluate_scores
+from training.evaluate import evaluate_scores, json_safe
 
 SCORE_CHUNK_ROWS = 200_000
 
 
-def evaluate_bundle(bundle_path: Path, data: Path, oracle: Path | None = None) -> dict[str, Any]:
-    """Metrics of a bundle on labelled rows; with an oracle, the oracle's ROC-AUC on the same rows."""
+ROWS_CHOICES = ("test", "all")
+SINGLE_ROLES = ("id", "merchant", "timestamp", "reviewed_at", "label", "violation_reason", "review_seconds")
+LIST_ROLES = ("text", "categorical", "numeric")
+
+
+def evaluate_bundle(
+    bundle_path: Path,
+    data: Path,
+    oracle: Path | None = None,
+    *,
+    rows: str = "test",
+    config_path: Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of a bundle on labelled rows: by default only the rows of `data` that are in the bundle's
+    own test split (never seen by training, calibration or threshold choice); `rows="all"` scores every
+    row and says how many were not held out. With an oracle, its ROC-AUC on the same rows (and the
+    reachable limit's, when the oracle has `limit_risk`).
+
+    `config_path` reads a file whose columns are named differently from the bundle's: each role's
+    column is renamed to the bundle's name for it."""
+    if rows not in ROWS_CHOICES:
+        raise ValueError(f"--rows must be one of {ROWS_CHOICES}, not {rows!r}")
     bundle = Bundle.load(bundle_path)
     config = bundle.config
-    table = validate_history(load_table(data, config), config)
-    risk = bundle.risk(table, history=table)
-    frame = pd.DataFrame({"label": table[config.label].to_numpy(), "risk": risk})
-    if config.review_seconds and config.review_seconds in table:
-        frame["review_seconds"] = table[config.review_seconds].to_numpy(dtype=np.float64)
+    if config_path is not None:
+        own = load_config(config_path)
+        table = _renamed(validate_history(load_table(data, own), own), own, config)
+    else:
+        table = validate_history(load_table(data, config), config)
+    held_out, warnings = _held_out(bundle, table)
+    if rows == "test":
+        if not held_out.any():
+            raise ValueError(
+                f"none of the {len(table):,} rows of {data} are in bundle {bundle.version}'s test split; "
+                "pass --rows all to evaluate every row (the output then says how many were not held out)"
+            )
+        selected, warnings = table[held_out], []
+    else:
+        selected = table
+    risk = bundle.risk(selected, history=table)
+    frame = pd.DataFrame({"label": selected[config.label].to_numpy(), "risk": risk})
+    if config.review_seconds and config.review_seconds in selected:
+        frame["review_seconds"] = selected[config.review_seconds].to_numpy(dtype=np.float64)
     for column in config.segments:
-        frame[column] = table[column].astype(str).to_numpy()
-    rule_block, rule_review, _ = match_rules(table, bundle.policy.rules)
+        frame[column] = selected[column].astype(str).to_numpy()
+    rule_block, rule_review, _ = match_rules(selected, bundle.policy.rules)
     metrics: dict[str, Any] = {
         "bundle": bundle.version,
         "data": str(data),
+        "row_selection": rows,
+        "warnings": warnings,
         **evaluate_scores(frame, bundle.policy, config.segments, (rule_block, rule_review)),
     }
     if oracle is not None:
-        truth = pd.read_parquet(oracle)
-        joined = table[[config.id]].merge(truth, left_on=config.id, right_on="listing_id", how="left")
-        missing = int(joined["true_risk"].isna().sum())
-        if missing:
-            raise ValueError(f"oracle {oracle}: {missing} listings of {data} have no true_risk")
-        metrics["oracle_roc_auc"] = float(roc_auc_score(frame["label"], joined["true_risk"]))
-    return metrics
+        metrics.update(_oracle_metrics(oracle, selected[config.id], frame["label"].to_numpy(), data))
+    return json_safe(metrics)
+
+
+def _held_out(bundle: Bundle, table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Which rows are in the bundle's test split, and warnings about the rows that are not."""
+    ids = table[bundle.config.id].astype(str)
+    test_ids = pd.read_parquet(bundle.path / "test_scores.parquet", columns=["listing_id"])["listing_id"]
+    calibration_ids = pd.read_parquet(bundle.path / "reference.parquet", columns=["listing_id"])["listing_id"]
+    held_out = ids.isin(set(test_ids.astype(str))).to_numpy()
+    in_calibration = ids.isin(set(calibration_ids.astype(str))).to_numpy()
+    others = ~held_out & ~in_calibration
+    warnings = []
+    if in_calibration.any():
+        warnings.append(
+            f"{in_calibration.sum():,} rows are in the calibration split: the calibrator and thresholds were "
+            "fitted on them"
+        )
+    timestamp = bundle.config.timestamp
+    if timestamp and others.any():
+        calibration_start = pd.read_parquet(bundle.path / "reference.parquet", columns=["created_at"]).min().iloc[0]
+        in_training = int((others & (table[timestamp] < calibration_start).to_numpy()).sum())
+        if in_training:
+            warnings.append(
+                f"{in_training:,} rows were created in the training period (before {calibration_start}): figures "
+                "on rows the model was fitted on overstate it"
+            )
+    elif others.any():
+        warnings.append(
+            f"{others.sum():,} rows are in neither the test nor the calibration split and the data has no "
+            "timestamps to tell training rows from new ones: figures on training rows overstate the model"
+        )
+    return held_out, warnings
+
+
+def _oracle_metrics(oracle: Path, ids: pd.Series, label: np.ndarray, data: Path) -> dict[str, float]:
+    truth = pd.read_parquet(oracle)
+    joined = pd.DataFrame({"listing_id": ids.astype(str).to_numpy()}).merge(truth, on="listing_id", how="left")
+    missing = int(joined["true_risk"].isna().sum())
+    if missing:
+        raise ValueError(f"oracle {oracle}: {missing} listings of {data} have no true_risk")
+    out = {"oracle_roc_auc": float(roc_auc_score(label, joined["true_risk"]))}
+    if "limit_risk" in joined:
+        out["limit_roc_auc"] = float(roc_auc_score(label, joined["limit_risk"]))
+    return out
+
+
+def _renamed(table: pd.DataFrame, own: DataConfig, bundle: DataConfig) -> pd.DataFrame:
+    """`table` read with `own` config, its role columns renamed to the bundle config's names."""
+    mapping: dict[str, str] = {}
+    for role in SINGLE_ROLES:
+        mine, theirs = getattr(own, role), getattr(bundle, role)
+        if theirs and not mine:
+            raise ValueError(f"--config: role {role!r} has no column, but the bundle reads {theirs!r}")
+        if mine and theirs:
+            mapping[mine] = theirs
+    for role in LIST_ROLES:
+        mine, theirs = getattr(own, role), getattr(bundle, role)
+        if len(mine) != len(theirs):
+            raise ValueError(
+                f"--config: role {role!r} lists {list(mine)}, the bundle reads {len(theirs)} columns {list(theirs)}"
+            )
+        mapping.update(zip(mine, theirs, strict=True))
+    return table.rename(columns=mapping)
 
 
 def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray) -> np.ndarray:

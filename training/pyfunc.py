@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlflow.pyfunc import PythonModel
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 BUNDLE_ARTIFACT = "bundle"
 

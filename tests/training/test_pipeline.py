@@ -152,11 +152,15 @@ def test_cli_generate_train_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyP
             str(later / "reviews.parquet"),
             "--oracle",
             str(later / "oracle.parquet"),
+            "--rows",
+            "all",  # fresh listings are in no split of the bundle
         ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert 0.6 < metrics["roc_auc"] < metrics["oracle_roc_auc"]
+    assert metrics["limit_roc_auc"] < metrics["oracle_roc_auc"]
+    assert metrics["warnings"] == []  # created after the training period: nothing to warn about
 
 
 def test_cli_train_names_the_bad_column(tmp_path: Path, generated_dir: Path) -> None:
@@ -214,3 +218,49 @@ def test_registered_model_scores_like_the_bundle(trained, mlflow_uri: str, gener
     out = model.predict(listings[columns])
     np.testing.assert_allclose(out["risk"], Bundle.load(trained.bundle_dir).risk(listings), atol=1e-5)
     assert out["listing_id"].tolist() == listings["listing_id"].tolist()
+
+
+def _evaluate(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["evaluate", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_evaluate_defaults_to_the_bundles_own_test_split(trained, bundle_dir: Path, generated_dir: Path) -> None:
+    code, out, err = _evaluate("--bundle", str(bundle_dir), "--data", str(generated_dir / "reviews.parquet"))
+    assert code == 0, err
+    assert "NaN" not in out and "Infinity" not in out  # strict JSON
+    metrics = json.loads(out)
+    assert metrics["row_selection"] == "test" and metrics["warnings"] == []
+    assert metrics["rows"] == trained.metrics["split_sizes"]["test"]
+    # the same rows scored again, through ONNX in float32: the same ranking up to float rounding
+    assert metrics["roc_auc"] == pytest.approx(trained.metrics["test"]["roc_auc"], abs=1e-4)
+
+
+def test_evaluate_all_rows_warns_about_rows_that_were_not_held_out(bundle_dir: Path, generated_dir: Path) -> None:
+    code, out, err = _evaluate(
+        "--bundle", str(bundle_dir), "--data", str(generated_dir / "reviews.parquet"), "--rows", "all"
+    )
+    assert code == 0, err
+    warnings = json.loads(out)["warnings"]
+    assert any("calibration split" in w for w in warnings)
+    assert any("training period" in w for w in warnings)
+    assert "training period" in err  # said on screen too, apart from the JSON
+
+
+def test_evaluate_reads_a_renamed_export_with_its_own_config(
+    bundle_dir: Path, generated_dir: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    renamed = pd.read_parquet(generated_dir / "reviews.parquet").rename(columns={"listing_id": "sku", "title": "name"})
+    renamed.to_parquet(tmp_path / "export.parquet")
+    config = yaml.safe_load((bundle_dir / "data_config.yaml").read_text())
+    config["id"], config["text"] = "sku", ["name" if c == "title" else c for c in config["text"]]
+    (tmp_path / "export.yaml").write_text(yaml.safe_dump(config))
+    args = ("--bundle", str(bundle_dir), "--data", str(tmp_path / "export.parquet"))
+    code, out, _ = _evaluate(*args, "--config", str(tmp_path / "export.yaml"))
+    assert code == 0
+    plain = json.loads(_evaluate("--bundle", str(bundle_dir), "--data", str(generated_dir / "reviews.parquet"))[1])
+    assert json.loads(out)["roc_auc"] == pytest.approx(plain["roc_auc"], abs=1e-12)
+    code, _, _ = _evaluate(*args)  # without it the columns are missing: a clear error, not a crash
+    assert code == 2
