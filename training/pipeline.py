@@ -268,6 +268,7 @@ def _log_mlflow(
         "validation_fraction": options.validation_fraction,
         "search_trials": options.search_trials,
         "selected_model": metrics["model"]["name"],
+        "selection_reason": metrics["selection"]["reason"],
         **{f"lgbm.{k}": v for k, v in (metrics["selection"]["winner"]["lgbm_params"] or {}).items()},
     }
     logged = {k: v for k, v in metrics.items() if k not in ("feature_importance",)}
