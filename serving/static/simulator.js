@@ -30,7 +30,7 @@
     "wrongful_blocks_per_day", "auto_pass_share", "auto_block_share"];
 
   const $ = (id) => document.getElementById(id);
-  const state = { context: null, scenario: null, production: null, curve: null, baseKey: null,
+  const state = { context: null, key: null, scenario: null, production: null, curve: null, baseKey: null,
     curveKey: null, seq: 0, timer: null, controller: null };
 
   // ---- formatting ----------------------------------------------------------------------------------
@@ -265,11 +265,7 @@
   function render(s) {
     const r = state.scenario;
     const p = state.production;
-    if (s.mode === "targets" && r.chosen) {
-      const c = r.chosen;
-      $("chosen").textContent = `Chosen pair: t_pass ${fmt(c.t_pass)}, t_block ${fmt(c.t_block)}. ` +
-        (c.feasible ? "" : "Targets not met: ") + c.message;
-    }
+    if (s.mode === "targets" && r.chosen) $("chosen").textContent = chosenText(r.chosen, r);
     $("summary").textContent =
       `Pair ${fmt(r.t_pass)} / ${fmt(r.t_block)}: ${fmt(r.queue_share.value, "pct")} of listings to review, ` +
       `${fmt(r.queue_per_day.value, "int")} a day, ${fmt(r.reviewer_hours_per_day.value, "1dp")} reviewer-hours ` +
@@ -281,6 +277,21 @@
     renderTable(r, p);
     renderBar(r);
     renderCurve(state.curve, r, p);
+  }
+
+  // The chosen pair is certified on the whole calibration set; the numbers beside it are the scenario's
+  // (the selected segment's, with rules and the QA sample), formatted as in the table: one source.
+  function chosenText(c, r) {
+    const where = r.segment ? `in segment ${r.segment.column} = ${r.segment.value}` : "over all listings";
+    const targets = c.targets || {};
+    const outcome = `With it, ${where}: ${fmt(r.queue_share.value, "pct")} to review, recall ` +
+      `${fmt(r.recall.value, "4dp")}, block precision ${fmt(r.block_precision.value, "4dp")}.`;
+    const verdict = c.feasible
+      ? `Targets (recall ${fmt(targets.recall)}, block precision ${fmt(targets.block_precision)}) certified ` +
+        "on the calibration data of all listings."
+      : `Targets not met: recall ${fmt(targets.recall)} cannot be certified with this calibration data, so ` +
+        "these fail-safe thresholds auto-pass nothing.";
+    return `Chosen pair: t_pass ${fmt(c.t_pass)}, t_block ${fmt(c.t_block)}. ${verdict} ${outcome}`;
   }
 
   function cell(text, value) {
@@ -320,6 +331,7 @@
     return el;
   }
 
+  // Labels go in an HTML legend under the bar: text inside the stretched SVG was cut or squeezed.
   function renderBar(r) {
     const parts = [["auto-pass", r.auto_pass_share.value, "seg-pass"], ["review", r.queue_share.value, "seg-queue"],
       ["auto-block", r.auto_block_share.value, "seg-block"]];
@@ -331,9 +343,17 @@
       const rect = svg("rect", { x, y: 0, width, height: 60, class: cls });
       rect.appendChild(svg("title", {}, `${name}: ${fmt(share, "pct")}`));
       bar.appendChild(rect);
-      if (width > 70) bar.appendChild(svg("text", { x: x + 6, y: 36, class: "bar-text" }, `${name} ${fmt(share, "pct")}`));
       x += width;
     }
+    $("split-legend").replaceChildren(...parts.map(([name, share, cls]) => {
+      const item = document.createElement("li");
+      item.dataset.part = name;
+      const swatch = document.createElement("span");
+      swatch.className = "swatch " + cls;
+      swatch.setAttribute("aria-hidden", "true");
+      item.append(swatch, `${name} ${fmt(share, "pct")}`);
+      return item;
+    }));
   }
 
   function renderCurve(curve, r, p) {
@@ -407,8 +427,31 @@
   }
 
   // ---- apply as production policy ------------------------------------------------------------------
+  // null: not known (an older service without /v1/keys/me); the API still refuses a key without admin.
+  async function loadKeyScopes() {
+    try {
+      state.key = await api("/v1/keys/me");
+    } catch (error) {
+      state.key = null;
+      if (error.status === 401) throw error;
+    }
+  }
+
+  function keyMayApply() {
+    return !state.key || state.key.scopes.includes("admin");
+  }
+
   function openApply() {
     if (!state.scenario) { $("apply-status").textContent = "Run a scenario first."; return; }
+    if (!keyMayApply()) {
+      $("apply-status").textContent = `This key (${state.key.name}) has the scopes ${state.key.scopes.join(", ")}: ` +
+        "applying a policy needs a key with the admin scope. Enter an admin key above, or send the link to this " +
+        "scenario to someone who has one.";
+      $("apply-status").classList.add("error");
+      return;
+    }
+    $("apply-status").textContent = "";
+    $("apply-status").classList.remove("error");
     const r = state.scenario;
     const p = state.production;
     $("apply-pair").textContent = `New thresholds: t_pass ${fmt(r.t_pass)}, t_block ${fmt(r.t_block)} ` +
@@ -454,9 +497,11 @@
   // ---- wiring --------------------------------------------------------------------------------------
   async function start() {
     state.context = null;
+    $("apply-status").textContent = "";
+    $("apply-status").classList.remove("error");
     state.baseKey = state.curveKey = null;
     try {
-      const context = await loadContext();
+      const [context] = await Promise.all([loadContext(), loadKeyScopes()]);
       const fromLink = readHash();
       writeControls({ t_pass: context.policy.t_pass, t_block: context.policy.t_block, ...context.defaults, ...fromLink });
       $("key-status").textContent = "Key accepted.";

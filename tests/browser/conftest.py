@@ -37,19 +37,21 @@ STARTUP_SECONDS = 60
 class LiveServer:
     url: str
     key: str  # scope "score": the simulator works with any valid key, applying needs admin
+    admin_key: str
 
     def get(self, path: str, **params: object) -> httpx.Response:
         return httpx.get(self.url + path, params=params, headers={"Authorization": f"Bearer {self.key}"})
 
 
-def _create_key(database_url: str) -> str:
+def _create_keys(database_url: str) -> tuple[str, str]:
+    """A key with the score scope and one with admin."""
     from serving.keys import create_key
     from serving.store import create_store
 
     store = create_store(database_url)
     try:
         store.init_schema()
-        return create_key(store, "browser-tests", "score")
+        return create_key(store, "browser-tests", "score"), create_key(store, "browser-admin", "admin")
     finally:
         store.close()
 
@@ -58,7 +60,7 @@ def _create_key(database_url: str) -> str:
 def live_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp("live")
     database_url = f"sqlite:///{workdir / 'service.db'}"
-    key = _create_key(database_url)
+    key, admin_key = _create_keys(database_url)
     port = free_port()
     env = service_env(bundle_dir, database_url, log_level="WARNING")
     log = (workdir / "uvicorn.log").open("wb")
@@ -68,7 +70,7 @@ def live_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process, timeout_s=STARTUP_SECONDS, interval_s=0.2)
-        yield LiveServer(url, key)
+        yield LiveServer(url, key, admin_key)
     finally:
         process.terminate()
         try:

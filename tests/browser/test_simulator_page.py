@@ -1,5 +1,6 @@
 """The simulator page in headless Chromium against a real uvicorn: key entry, slider -> the API's numbers,
-an invalid pair refused, a shared link restoring the scenario, and the admin-only apply."""
+an invalid pair refused, a shared link restoring the scenario, the admin-only apply, the chosen pair's
+line agreeing with the table (per segment too), and a phone-width layout where nothing is cut."""
 
 from __future__ import annotations
 
@@ -56,12 +57,12 @@ def _wait_for_update(driver, previous: str | None = None, **expected: str) -> di
     return parse_qs(_rendered_scenario(driver) or "")
 
 
-def _open_with_key(driver, server, path: str = "/simulator") -> None:  # type: ignore[no-untyped-def]
+def _open_with_key(driver, server, path: str = "/simulator", key: str | None = None) -> None:  # type: ignore[no-untyped-def]
     driver.get(server.url + "/simulator")
     driver.execute_script("sessionStorage.clear()")
     driver.get("about:blank")  # so that a link differing only in its #fragment still loads a fresh page
     driver.get(server.url + path)
-    driver.find_element(By.ID, "api-key").send_keys(server.key)
+    driver.find_element(By.ID, "api-key").send_keys(key or server.key)
     driver.find_element(By.ID, "key-use").click()
     _wait_for_update(driver)
 
@@ -200,8 +201,8 @@ def test_a_shared_link_restores_the_scenario(browser, live_server) -> None:
     assert _numbers(browser) == numbers
 
 
-def test_apply_shows_the_expected_change_and_the_api_refusal(browser, live_server) -> None:
-    _open_with_key(browser, live_server)
+def test_apply_with_an_admin_key_shows_the_expected_change(browser, live_server) -> None:
+    _open_with_key(browser, live_server, key=live_server.admin_key)
     before = _rendered_scenario(browser)
     _type(browser, "t_block", "0.7")
     _wait_for_update(browser, before, t_block="0.7")
@@ -218,9 +219,81 @@ def test_apply_shows_the_expected_change_and_the_api_refusal(browser, live_serve
     in_force = live_server.get("/v1/simulate").json()
     for key in ("reviewer_hours_per_day", "missed_violations_per_day"):
         assert change[key] == pytest.approx(scenario[key]["value"] - in_force[key]["value"], rel=1e-9, abs=1e-9)
-    browser.find_element(By.ID, "apply-confirm").click()  # the key has scope "score": the API says 403
-    error = browser.find_element(By.ID, "apply-error")
-    WebDriverWait(browser, WAIT_SECONDS).until(lambda d: error.is_displayed())
-    assert "403" in error.text and "admin" in error.text
+    browser.find_element(By.ID, "apply-cancel").click()  # confirming would change the policy for later tests
+    assert not dialog.is_displayed()
     assert live_server.get("/v1/policy").json()["policy"]["version"] == in_force["policy"]
-    browser.find_element(By.ID, "apply-cancel").click()
+
+
+def test_apply_with_a_key_without_admin_says_so_instead_of_asking(browser, live_server) -> None:
+    _open_with_key(browser, live_server)  # scope "score"
+    assert live_server.get("/v1/keys/me").json()["scopes"] == ["score"]
+    browser.find_element(By.ID, "apply").click()
+    status = browser.find_element(By.ID, "apply-status")
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda d: "admin" in status.text)
+    assert "browser-tests" in status.text and "score" in status.text
+    assert not browser.find_element(By.ID, "apply-dialog").is_displayed()
+
+
+def _cell_text(driver, key: str) -> str:  # type: ignore[no-untyped-def]
+    return driver.find_element(By.CSS_SELECTOR, f'#numbers tbody tr[data-key="{key}"] td').text
+
+
+def test_the_chosen_pair_line_shows_the_tables_numbers_for_the_selected_segment(browser, live_server) -> None:
+    _open_with_key(browser, live_server)
+    before = _rendered_scenario(browser)
+    browser.find_element(By.ID, "mode-targets").click()
+    _type(browser, "recall", "0.95")
+    _wait_for_update(browser, before, recall="0.95")
+    chosen = browser.find_element(By.ID, "chosen").text
+    overall_share = _cell_text(browser, "queue_share")
+    for key in ("queue_share", "recall", "block_precision"):
+        assert _cell_text(browser, key) in chosen, (key, chosen)
+    assert "over all listings" in chosen
+
+    context = live_server.get("/v1/simulate/context").json()
+    column, values = next(iter(context["segments"].items()))
+    before = _rendered_scenario(browser)
+    Select(browser.find_element(By.ID, "segment")).select_by_visible_text(f"{column} = {values[0]}")
+    _wait_for_update(browser, before, segment=values[0])
+    chosen = browser.find_element(By.ID, "chosen").text
+    segment_share = _cell_text(browser, "queue_share")
+    assert segment_share != overall_share  # the segment's own numbers, not the global ones
+    assert f"in segment {column} = {values[0]}" in chosen
+    for key in ("queue_share", "recall", "block_precision"):
+        assert _cell_text(browser, key) in chosen, (key, chosen)
+    assert overall_share not in chosen
+
+
+def _overflowing(driver, selector: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """Elements matching `selector` whose text is cut: wider than their box or past the viewport."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].filter(e => e.scrollWidth > e.clientWidth + 1"
+        " || e.getBoundingClientRect().right > document.documentElement.clientWidth + 1).map(e => e.textContent)",
+        selector,
+    )
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_split_bar_labels_are_whole_and_the_page_fits_the_width(browser, live_server, width: int) -> None:
+    size = browser.get_window_size()
+    browser.set_window_size(width, size["height"])
+    try:
+        _open_with_key(browser, live_server)
+        assert browser.execute_script("return window.innerWidth") <= width  # the window did shrink
+        labels = browser.find_elements(By.CSS_SELECTOR, "#split-legend li")
+        shares = {li.get_attribute("data-part"): li.text for li in labels}
+        assert set(shares) == {"auto-pass", "review", "auto-block"}
+        assert shares["review"] == "review " + _cell_text(browser, "queue_share")
+        assert all(li.is_displayed() for li in labels)
+        assert _overflowing(browser, "#split-legend li") == []
+        # the page itself never scrolls sideways; the table scrolls inside its own box
+        page = browser.execute_script(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert page[0] <= page[1], page
+        last = browser.find_element(By.CSS_SELECTOR, '#numbers tbody tr[data-key="recall"] td:last-child')
+        browser.execute_script("const box = document.querySelector('.table-scroll'); box.scrollLeft = box.scrollWidth;")
+        right = browser.execute_script("return arguments[0].getBoundingClientRect().right", last)
+        assert right <= page[1] + 1 and last.text not in ("", "n/a")
+    finally:
+        browser.set_window_size(size["width"], size["height"])

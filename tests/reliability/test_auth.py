@@ -34,6 +34,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/v1/simulate"): ANY,
     ("GET", "/v1/simulate/curve"): ANY,
     ("GET", "/v1/simulate/context"): ANY,
+    ("GET", "/v1/keys/me"): ANY,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
