@@ -8,6 +8,12 @@ ROWS ?= 200000
 SEED ?= 0
 DATA_DIR ?= data/generated
 BUNDLE ?= models/latest
+PORT ?= 8000
+MLFLOW_PORT ?= 5000
+NOTEBOOK_PORT ?= 8888
+FORCE ?=
+# Rough training time on the built-in data, for the message of `make serve` (about 1 minute per 100k rows).
+TRAIN_MINUTES = $(shell echo $$(( ($(ROWS) + 99999) / 100000 )))
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-browser data train evaluate thresholds simulate serve keys test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-quality clean
@@ -27,8 +33,8 @@ install-browser: ## Install Debian's chromium + chromium-driver for the browser 
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-data: $(STAMP) ## Generate synthetic review history (ROWS=200000 SEED=0) into data/generated
-	$(BIN)/triage generate --rows $(ROWS) --seed $(SEED) --out $(DATA_DIR)
+data: $(STAMP) ## Generate synthetic review history (ROWS=200000 SEED=0) into data/generated; FORCE=1 replaces data of another size
+	$(BIN)/triage generate --rows $(ROWS) --seed $(SEED) --out $(DATA_DIR) $(if $(FORCE),--force)
 
 $(DATA_DIR)/reviews.parquet:
 	$(MAKE) data
@@ -45,9 +51,11 @@ thresholds: $(STAMP) ## Choose guaranteed thresholds (recall 0.99, block precisi
 simulate: $(STAMP) ## Workload simulation of models/latest's policy at 100k listings/day
 	$(BIN)/triage simulate --bundle $(BUNDLE) --daily-volume 100000
 
-serve: $(STAMP) ## Main job: train on generated data if no model exists, then start the service on :8000
-	@test -e models/latest || $(MAKE) train
-	$(BIN)/triage serve --bundle models/latest --host 127.0.0.1 --port 8000
+serve: $(STAMP) ## Main job: train on generated data if no model exists, then start the service (PORT=8000)
+	@test -e models/latest || { \
+	  echo "no model in models/latest: training one on the built-in data first (about $(TRAIN_MINUTES) minutes for ROWS=$(ROWS))"; \
+	  $(MAKE) --no-print-directory train; }
+	$(BIN)/triage serve --bundle models/latest --host 127.0.0.1 --port $(PORT)
 
 keys: $(STAMP) ## Create an API key (NAME=me SCOPES=score,review,admin); the token is printed once
 	$(BIN)/triage keys create $${NAME:-me} --scopes $${SCOPES:-score,review,admin}
@@ -67,8 +75,9 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-mlflow-ui: $(STAMP) ## Open the MLflow UI on the embedded tracking store (http://127.0.0.1:5000)
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+mlflow-ui: $(STAMP) ## Open the MLflow UI on the embedded tracking store (MLFLOW_PORT=5000); prints the experiment's URL
+	@$(BIN)/python -c "from training.registry import experiment_url; print(experiment_url('http://127.0.0.1:$(MLFLOW_PORT)'))"
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 bench: $(STAMP) ## Every benchmark side by side with its baseline -> bench/results.md and bench/results.json
 	$(BIN)/python bench/run_all.py

@@ -26,13 +26,35 @@ def generate(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("data/generated"),
     start: Annotated[str, typer.Option(help="first creation date, YYYY-MM-DD")] = "2025-01-01",
     months: Annotated[int, typer.Option(min=1, help="months of history")] = 12,
+    force: Annotated[bool, typer.Option(help="overwrite existing data of another size")] = False,
 ) -> None:
-    """Write synthetic review history (reviews.parquet) and its oracle (oracle.parquet)."""
+    """Write synthetic review history (reviews.parquet) and its oracle (oracle.parquet).
+
+    Existing data of another size is kept unless --force: a bundle or a notebook may rest on it."""
     from training.generate import write_dataset
 
+    existing = _existing_rows(out / "reviews.parquet")
+    if existing is not None and existing != rows and not force:
+        _fail(
+            f"{out / 'reviews.parquet'} already holds {existing:,} rows (asked for {rows:,}); "
+            "pass --force to overwrite it (make data FORCE=1), or --out another directory (make data DATA_DIR=...)"
+        )
     paths = write_dataset(out, rows=rows, seed=seed, start=start, months=months)
     for name, path in paths.items():
         console.print(f"wrote {name}: {path}")
+
+
+def _existing_rows(path: Path) -> int | None:
+    """Rows of an existing Parquet file (from its footer, without reading the data), or None."""
+    if not path.is_file():
+        return None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (OSError, pa.ArrowException):  # not a readable Parquet file: nothing worth keeping
+        return None
 
 
 def train(

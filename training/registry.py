@@ -42,6 +42,17 @@ def _artifact_location() -> str | None:
     return (Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
 
 
+def experiment_url(ui: str) -> str:
+    """Where the MLflow UI at `ui` shows this project's runs (read without creating anything)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return f"MLflow UI: {ui} (no runs of experiment {EXPERIMENT!r} yet: make train logs one)"
+    return f"MLflow UI: {ui}/#/experiments/{experiment.experiment_id} (experiment {EXPERIMENT!r})"
+
+
 def _experiment_id() -> str:
     import mlflow
 
