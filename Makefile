@@ -16,7 +16,7 @@ FORCE ?=
 TRAIN_MINUTES = $(shell echo $$(( ($(ROWS) + 99999) / 100000 )))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser data train evaluate thresholds simulate serve keys test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-quality clean
+.PHONY: help install install-browser data train evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-quality clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +59,10 @@ serve: $(STAMP) ## Main job: train on generated data if no model exists, then st
 
 keys: $(STAMP) ## Create an API key (NAME=me SCOPES=score,review,admin); the token is printed once
 	$(BIN)/triage keys create $${NAME:-me} --scopes $${SCOPES:-score,review,admin}
+
+notebooks: $(STAMP) ## JupyterLab on notebooks/ with the project's kernel "listing-triage" (NOTEBOOK_PORT=8888)
+	$(BIN)/python -m ipykernel install --sys-prefix --name listing-triage --display-name "Python (listing triage)"
+	$(BIN)/jupyter lab notebooks/ --no-browser --ip 127.0.0.1 --port $(NOTEBOOK_PORT)
 
 test: $(STAMP) install-browser ## Run the whole test suite (unit, end-to-end, notebooks, PostgreSQL, browser, reliability)
 	$(BIN)/pytest

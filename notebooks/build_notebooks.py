@@ -11,6 +11,8 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
+# The project's venv as a Jupyter kernel: `make notebooks` registers it under this name.
+KERNELSPEC = {"name": "listing-triage", "display_name": "Python (listing triage)", "language": "python"}
 
 MODEL_REPORT = [
     (
@@ -149,7 +151,7 @@ THRESHOLD_SIMULATION = [
 def build(cells: list[tuple[str, str]], path: Path) -> None:
     notebook = new_notebook(
         cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        metadata={"kernelspec": KERNELSPEC},
     )
     nbformat.write(notebook, path)
 

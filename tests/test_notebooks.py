@@ -29,3 +29,72 @@ def test_notebook_executes(name: str, bundle_dir: Path, monkeypatch: pytest.Monk
         if o.get("output_type") == "error"
     ]
     assert not errors
+
+
+REPO = NOTEBOOKS.parent
+
+
+def _install_kernel(prefix: Path) -> dict[str, object]:
+    """`make notebooks`'s kernel registration, into a scratch prefix instead of the venv."""
+    import json
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", "listing-triage"],
+        check=True,
+        capture_output=True,
+    )
+    return json.loads((prefix / "share" / "jupyter" / "kernels" / "listing-triage" / "kernel.json").read_text())
+
+
+def test_make_notebooks_registers_the_kernel_and_starts_jupyterlab_on_notebooks() -> None:
+    import subprocess
+    import sys
+
+    lines = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "notebooks", "NOTEBOOK_PORT=8899"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert lines[0].startswith(".venv/bin/python -m ipykernel install --sys-prefix --name listing-triage")
+    assert lines[1] == ".venv/bin/jupyter lab notebooks/ --no-browser --ip 127.0.0.1 --port 8899"
+    assert (Path(sys.executable).parent / "jupyter-lab").is_file()  # jupyterlab is a dev dependency
+    for name in ("model_report.ipynb", "threshold_simulation.ipynb"):
+        assert nbformat.read(NOTEBOOKS / name, as_version=4).metadata.kernelspec.name == "listing-triage"
+
+
+def test_nbconvert_executes_a_notebook_on_the_project_kernel(
+    bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    kernel = _install_kernel(tmp_path / "prefix")
+    assert kernel["argv"][0] == sys.executable  # type: ignore[index]
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "prefix" / "share" / "jupyter"))
+    monkeypatch.setenv("TRIAGE_BUNDLE", str(bundle_dir))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            str(NOTEBOOKS / "threshold_simulation.ipynb"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    executed = nbformat.read(tmp_path / "out" / "threshold_simulation.ipynb", as_version=4)
+    assert executed.metadata.kernelspec.name == "listing-triage"
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert outputs and not [o for o in outputs if o.get("output_type") == "error"]
