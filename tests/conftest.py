@@ -38,6 +38,7 @@ def trained(generated_dir: Path, tmp_path_factory: pytest.TempPathFactory, mlflo
                 out=tmp_path_factory.mktemp("models"),
                 seed=SEED,
                 show_progress=False,
+                move_candidate=True,  # tests read models:/listing-risk@candidate
             )
         )
     finally:

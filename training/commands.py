@@ -69,8 +69,18 @@ def train(
     confidence: Annotated[float, typer.Option(min=0.5, max=0.9999)] = 0.95,
     segment_by: Annotated[str | None, typer.Option(help="choose thresholds per value of this column")] = None,
     mlflow: Annotated[bool, typer.Option(help="log the run to MLflow and register the model")] = True,
+    alias: Annotated[
+        bool | None,
+        typer.Option(
+            "--alias/--no-alias",
+            help="move the registry's candidate alias to this model (default: only when --out is models)",
+        ),
+    ] = None,
 ) -> None:
-    """Train, calibrate, choose thresholds, evaluate and export a bundle to OUT/<version>."""
+    """Train, calibrate, choose thresholds, evaluate and export a bundle to OUT/<version>.
+
+    The registered model version gets the alias `candidate` only for a run into models/ (or --alias):
+    an experiment with --out elsewhere never replaces the candidate `triage promote` would promote."""
     from features.validate import DataValidationError
     from training.pipeline import TrainOptions
     from training.pipeline import train as run
@@ -85,6 +95,7 @@ def train(
         confidence=confidence,
         segment_by=segment_by,
         log_mlflow=mlflow,
+        move_candidate=alias,
     )
     try:
         result = run(options)
@@ -97,10 +108,14 @@ def train(
         console.print(line)
     console.print(f"bundle: [bold]{result.bundle_dir}[/] (models/latest points to it)")
     if result.mlflow:
-        console.print(
-            f"MLflow: registered listing-risk version {result.mlflow['model_version']} "
-            f"(alias candidate), run {result.mlflow['run_id']}"
-        )
+        registered = f"MLflow: registered listing-risk version {result.mlflow['model_version']}"
+        if "alias" in result.mlflow:
+            console.print(f"{registered} (alias {result.mlflow['alias']}), run {result.mlflow['run_id']}")
+        else:
+            console.print(
+                f"{registered} without alias (--out is not models/; pass --alias to make it the candidate), "
+                f"run {result.mlflow['run_id']}"
+            )
 
 
 def evaluate(

@@ -49,6 +49,8 @@ class TrainOptions:
     validation_fraction: float = 0.2  # newest share of the training part held out for model selection
     search_trials: int = 12  # LightGBM hyperparameter trials (fixed budget, seeded)
     log_mlflow: bool = True
+    # move the registry's `candidate` alias to this run's model (None: only when `out` is models/)
+    move_candidate: bool | None = None
     show_progress: bool = True
     lgbm: LgbmParams = field(default_factory=LgbmParams)
 
@@ -255,7 +257,7 @@ def _warnings(test: dict[str, Any], baseline: dict[str, Any], selection: Selecti
 def _log_mlflow(
     bundle_dir: Path, options: TrainOptions, metrics: dict[str, Any], example: pd.DataFrame
 ) -> dict[str, str]:
-    from training.registry import log_run
+    from training.registry import candidate_alias, log_run
 
     params = {
         "data": str(options.data),
@@ -272,4 +274,4 @@ def _log_mlflow(
         **{f"lgbm.{k}": v for k, v in (metrics["selection"]["winner"]["lgbm_params"] or {}).items()},
     }
     logged = {k: v for k, v in metrics.items() if k not in ("feature_importance",)}
-    return log_run(bundle_dir, params, logged, example)
+    return log_run(bundle_dir, params, logged, example, alias=candidate_alias(options.out, options.move_candidate))

@@ -15,6 +15,7 @@ CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"
 EXPERIMENT = "listing-triage"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_MODELS_DIR = Path("models")  # bundles the project serves; `triage train --out` default
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +63,32 @@ def _experiment_id() -> str:
     return str(mlflow.create_experiment(EXPERIMENT, artifact_location=_artifact_location()))
 
 
-def log_run(
-    bundle_dir: Path, params: dict[str, Any], metrics: dict[str, Any], example: pd.DataFrame | None = None
-) -> dict[str, str]:
-    """Log one training run, register the bundle as a new model version and point `candidate` at it.
+def candidate_alias(out: Path, move: bool | None = None) -> str | None:
+    """The alias a run's registered version gets: `candidate` for a run into the default models directory
+    (what `make train` and `make serve` produce), none for a run elsewhere (an experiment, a test), so a
+    side run never silently replaces the model `triage promote` would promote. `move` overrides."""
+    if move is None:
+        move = out.resolve() == DEFAULT_MODELS_DIR.resolve()
+    return CANDIDATE_ALIAS if move else None
 
-    With `example` listings, the registered model carries a signature (input columns and output).
+
+def log_run(
+    bundle_dir: Path,
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    example: pd.DataFrame | None = None,
+    alias: str | None = CANDIDATE_ALIAS,
+) -> dict[str, str]:
+    """Log one training run, register the bundle as a new model version and point `alias` at it (None:
+    registered without alias). The result has `alias` only when one was moved.
+
+    With `example` listings, the registered model carries a signature (input columns and output) and the
+    example itself.
     """
     import mlflow
     from mlflow import MlflowClient
 
-    from training.pyfunc import BUNDLE_ARTIFACT, BundleModel
+    from training.pyfunc import BUNDLE_ARTIFACT
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
@@ -86,9 +102,10 @@ def log_run(
         plots = bundle_dir / "plots"
         if plots.is_dir():
             mlflow.log_artifacts(str(plots), artifact_path="plots")
+        example = _integers_as_doubles(example) if example is not None else None
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=BundleModel(),
+            python_model=str(Path(__file__).resolve().parent / "pyfunc_model.py"),  # from code: nothing pickled
             artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
             code_paths=[
                 str(Path(__file__).resolve().parent.parent / "features"),
@@ -96,11 +113,22 @@ def log_run(
             ],
             pip_requirements=_requirements(),
             signature=_signature(bundle_dir, example) if example is not None else None,
+            input_example=example,
             registered_model_name=REGISTERED_MODEL,
         )
         version = str(info.registered_model_version)
-        MlflowClient().set_registered_model_alias(REGISTERED_MODEL, CANDIDATE_ALIAS, version)
-        return {"run_id": run.info.run_id, "model_version": version, "model_uri": info.model_uri}
+        out = {"run_id": run.info.run_id, "model_version": version, "model_uri": info.model_uri}
+        if alias is not None:
+            MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, version)
+            out["alias"] = alias
+        return out
+
+
+def _integers_as_doubles(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns declared as doubles: a listing may arrive with a count missing, which pandas holds
+    as a float NaN, and an integer column in the signature would refuse it."""
+    integers = [c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])]
+    return frame.astype(dict.fromkeys(integers, "float64"))
 
 
 def _signature(bundle_dir: Path, example: pd.DataFrame) -> Any:

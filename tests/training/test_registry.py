@@ -1,0 +1,63 @@
+"""The MLflow registry: only a run into models/ moves `candidate`; a run is logged without MLflow's
+warnings (integer columns, input example, pickled model) because their causes are fixed, not filtered."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from training.registry import CANDIDATE_ALIAS, REGISTERED_MODEL, candidate_alias, log_run
+
+
+def test_only_a_run_into_the_default_models_directory_moves_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert candidate_alias(Path("models")) == CANDIDATE_ALIAS
+    assert candidate_alias(tmp_path / "models") == CANDIDATE_ALIAS  # the same directory, spelled absolute
+    assert candidate_alias(Path("experiments")) is None
+    assert candidate_alias(Path("experiments"), move=True) == CANDIDATE_ALIAS
+    assert candidate_alias(Path("models"), move=False) is None
+
+
+def test_a_run_without_alias_is_registered_without_warnings_and_leaves_candidate_alone(
+    bundle_dir: Path,
+    generated_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from bundle.load import Bundle
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    columns = Bundle.load(bundle_dir).config.listing_columns
+    example = pd.read_parquet(generated_dir / "reviews.parquet")[columns].tail(5).reset_index(drop=True)
+    assert any(pd.api.types.is_integer_dtype(example[c]) for c in columns)  # the case MLflow warned about
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="mlflow"):
+        warnings.simplefilter("always")
+        info = log_run(bundle_dir, {"seed": 7}, {"test": {"roc_auc": 0.9}}, example, alias=None)
+    from_mlflow = [str(w.message) for w in caught if "mlflow" in w.filename and issubclass(w.category, UserWarning)]
+    assert from_mlflow == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("mlflow")] == []
+    assert "alias" not in info
+
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_model_version(REGISTERED_MODEL, info["model_version"]).aliases == []
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS)
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{info['model_version']}")
+    schema = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}
+    assert {schema[c] for c in columns if pd.api.types.is_integer_dtype(example[c])} == {"double"}
+    assert model.metadata.load_input_example() is not None
+    # numeric columns are float64 in the data contract (a missing value is NaN), so callers send floats
+    numeric = {c: "float64" for c in columns if pd.api.types.is_integer_dtype(example[c])}
+    assert len(model.predict(example.astype(numeric))) == len(example)
