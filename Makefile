@@ -70,7 +70,7 @@ test: $(STAMP) install-browser ## Run the whole test suite (unit, end-to-end, no
 test-reliability: $(STAMP) ## Load, crash, bad-input, auth and bundle-fault checks against a real uvicorn process
 	$(BIN)/pytest -m reliability -p no:cacheprovider -rA tests/reliability
 
-lint: $(STAMP) ## ruff + mypy
+lint: $(STAMP) ## ruff (lint + format check) and mypy over every package and tests/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

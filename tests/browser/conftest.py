@@ -11,11 +11,15 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from serving.process import free_port, service_command, service_env, wait_until_up
+
+if TYPE_CHECKING:
+    from selenium.webdriver import Chrome
 
 CHROMIUM = Path(os.environ.get("TRIAGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("TRIAGE_CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -39,7 +43,7 @@ class LiveServer:
     key: str  # scope "score": the simulator works with any valid key, applying needs admin
     admin_key: str
 
-    def get(self, path: str, **params: object) -> httpx.Response:
+    def get(self, path: str, **params: str | int | float | bool | None) -> httpx.Response:
         return httpx.get(self.url + path, params=params, headers={"Authorization": f"Bearer {self.key}"})
 
 
@@ -82,7 +86,7 @@ def live_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="session")
-def browser(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chrome]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

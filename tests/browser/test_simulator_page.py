@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -34,19 +36,19 @@ CONTROLS = ["t_pass", "t_block", "daily_volume", "productive_hours_per_fte", "pr
 WAIT_SECONDS = 10
 
 
-def _state(driver) -> str | None:  # type: ignore[no-untyped-def]
+def _state(driver: Chrome) -> str | None:
     return driver.execute_script("return document.body.dataset.state || null")
 
 
-def _rendered_scenario(driver) -> str | None:  # type: ignore[no-untyped-def]
+def _rendered_scenario(driver: Chrome) -> str | None:
     return driver.execute_script("return document.body.dataset.scenario || null")
 
 
-def _wait_for_update(driver, previous: str | None = None, **expected: str) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+def _wait_for_update(driver: Chrome, previous: str | None = None, **expected: str) -> dict[str, list[str]]:
     """Wait until the page shows numbers for a scenario other than `previous` (and with the `expected`
     parameters); return that scenario's parameters."""
 
-    def shown(d) -> bool:  # type: ignore[no-untyped-def]
+    def shown(d: Chrome) -> bool:
         rendered = _rendered_scenario(d)
         if _state(d) != "ready" or rendered in (None, previous):
             return False
@@ -57,7 +59,7 @@ def _wait_for_update(driver, previous: str | None = None, **expected: str) -> di
     return parse_qs(_rendered_scenario(driver) or "")
 
 
-def _open_with_key(driver, server, path: str = "/simulator", key: str | None = None) -> None:  # type: ignore[no-untyped-def]
+def _open_with_key(driver: Chrome, server, path: str = "/simulator", key: str | None = None) -> None:
     driver.get(server.url + "/simulator")
     driver.execute_script("sessionStorage.clear()")
     driver.get("about:blank")  # so that a link differing only in its #fragment still loads a fresh page
@@ -67,7 +69,7 @@ def _open_with_key(driver, server, path: str = "/simulator", key: str | None = N
     _wait_for_update(driver)
 
 
-def _numbers(driver) -> dict[str, float | None]:  # type: ignore[no-untyped-def]
+def _numbers(driver: Chrome) -> dict[str, float | None]:
     """The scenario column of the numbers table (raw values carried beside the formatted text)."""
     raw = driver.execute_script(
         "return Object.fromEntries([...document.querySelectorAll('#numbers tbody tr')]"
@@ -76,7 +78,7 @@ def _numbers(driver) -> dict[str, float | None]:  # type: ignore[no-untyped-def]
     return {key: (None if value is None else float(value)) for key, value in raw.items() if key in NUMBERS}
 
 
-def _expected(api_body: dict) -> dict[str, float | None]:  # type: ignore[type-arg]
+def _expected(api_body: dict[str, Any]) -> dict[str, float | None]:
     out = {}
     for key in NUMBERS:
         value = api_body[key]
@@ -84,17 +86,17 @@ def _expected(api_body: dict) -> dict[str, float | None]:  # type: ignore[type-a
     return out
 
 
-def _controls(driver) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {name: driver.find_element(By.ID, name).get_attribute("value") for name in CONTROLS}
+def _controls(driver: Chrome) -> dict[str, str]:
+    return {name: driver.find_element(By.ID, name).get_attribute("value") or "" for name in CONTROLS}
 
 
-def _type(driver, element_id: str, text: str) -> None:  # type: ignore[no-untyped-def]
+def _type(driver: Chrome, element_id: str, text: str) -> None:
     field = driver.find_element(By.ID, element_id)
     field.send_keys(Keys.CONTROL, "a")
     field.send_keys(text)
 
 
-def _severe_console_errors(driver) -> list[str]:  # type: ignore[no-untyped-def]
+def _severe_console_errors(driver: Chrome) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
@@ -234,7 +236,7 @@ def test_apply_with_a_key_without_admin_says_so_instead_of_asking(browser, live_
     assert not browser.find_element(By.ID, "apply-dialog").is_displayed()
 
 
-def _cell_text(driver, key: str) -> str:  # type: ignore[no-untyped-def]
+def _cell_text(driver: Chrome, key: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, f'#numbers tbody tr[data-key="{key}"] td').text
 
 
@@ -264,7 +266,7 @@ def test_the_chosen_pair_line_shows_the_tables_numbers_for_the_selected_segment(
     assert overall_share not in chosen
 
 
-def _overflowing(driver, selector: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _overflowing(driver: Chrome, selector: str) -> list[str]:
     """Elements matching `selector` whose text is cut: wider than their box or past the viewport."""
     return driver.execute_script(
         "return [...document.querySelectorAll(arguments[0])].filter(e => e.scrollWidth > e.clientWidth + 1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,7 @@ def test_match_rules_terms_whole_words_case_insensitive_and_categories() -> None
             "category": ["Toys", "toys", "Health & Supplements", "pharmacy", "PHARMACY"],
         }
     )
-    rules = [
+    rules: list[Rule | dict[str, Any]] = [
         Rule(
             "prohibited_term",
             "block",

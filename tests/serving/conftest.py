@@ -5,15 +5,23 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from serving.store import DecisionRecord, Store, create_store
+
+if TYPE_CHECKING:
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from serving.settings import Settings
 
 POSTGRES_URL = os.environ.get("TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -187,7 +195,7 @@ def api_settings(bundle_dir: Path, tmp_path: Path):
 class Api:
     """A TestClient on a running app (lifespan done) plus one key per scope."""
 
-    def __init__(self, client, app) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client: TestClient, app: FastAPI) -> None:
         from serving.keys import create_key
 
         self.client, self.app = client, app
@@ -202,22 +210,22 @@ class Api:
 
         return {"Authorization": f"Bearer {create_key(self.store, name, scopes)}"}
 
-    def post(self, path: str, body: object, scope: str = "score"):  # type: ignore[no-untyped-def]
+    def post(self, path: str, body: object, scope: str = "score") -> httpx.Response:
         """POST body as JSON; Python's encoder writes NaN/Infinity literals, as careless clients do."""
         import json
 
         headers = {**self.headers(scope), "content-type": "application/json"}
         return self.client.post(path, content=json.dumps(body), headers=headers)
 
-    def score(self, body: dict[str, object], scope: str = "score"):  # type: ignore[no-untyped-def]
+    def score(self, body: dict[str, object], scope: str = "score") -> httpx.Response:
         return self.post("/v1/score", body, scope)
 
-    def batch(self, items: list[dict[str, object]], **extra: object):  # type: ignore[no-untyped-def]
+    def batch(self, items: list[dict[str, object]], **extra: object) -> httpx.Response:
         return self.post("/v1/score/batch", {"items": items, **extra})
 
 
 @pytest.fixture
-def serve(api_settings):  # type: ignore[no-untyped-def]
+def serve(api_settings: Callable[..., Settings]) -> Callable[..., AbstractContextManager[Api]]:
     """serve(**settings) -> context manager yielding an Api on a started app."""
     from contextlib import contextmanager
 
@@ -226,7 +234,7 @@ def serve(api_settings):  # type: ignore[no-untyped-def]
     from serving.app import create_app
 
     @contextmanager
-    def run(**overrides: object):  # type: ignore[no-untyped-def]
+    def run(**overrides: object) -> Iterator[Api]:
         app = create_app(api_settings(**overrides))
         with TestClient(app, raise_server_exceptions=False) as client:
             yield Api(client, app)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from bundle.load import Bundle
-from tests.serving.conftest import listing_json
+from tests.serving.conftest import Api, listing_json
 
 LISTINGS = [
     listing_json(i, price=float(i), title=t)
@@ -17,7 +18,7 @@ LISTINGS = [
 ]
 
 
-def assert_all_human_review(api, items: list[dict], reason: str) -> None:  # type: ignore[no-untyped-def]
+def assert_all_human_review(api: Api, items: list[dict[str, Any]], reason: str) -> None:
     assert {i["decision"] for i in items} == {"human_review"}
     assert {i["fallback_reason"] for i in items} == {reason}
     assert all(i["risk"] is None and i["automated"] is False for i in items)

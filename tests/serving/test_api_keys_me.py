@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
-def test_a_key_sees_its_own_scopes_and_no_secret(serve) -> None:  # type: ignore[no-untyped-def]
+from tests.serving.conftest import Api
+
+
+def test_a_key_sees_its_own_scopes_and_no_secret(serve: Callable[..., AbstractContextManager[Api]]) -> None:
     with serve() as api:
         for scope in ("score", "admin"):
             response = api.client.get("/v1/keys/me", headers=api.headers(scope))
@@ -16,7 +21,7 @@ def test_a_key_sees_its_own_scopes_and_no_secret(serve) -> None:  # type: ignore
         assert both["scopes"] == ["review", "score"]
 
 
-def test_no_key_or_a_wrong_key_is_refused(serve) -> None:  # type: ignore[no-untyped-def]
+def test_no_key_or_a_wrong_key_is_refused(serve: Callable[..., AbstractContextManager[Api]]) -> None:
     with serve() as api:
         assert api.client.get("/v1/keys/me").status_code == 401
         assert api.client.get("/v1/keys/me", headers={"Authorization": "Bearer nope"}).status_code == 401

@@ -6,16 +6,18 @@ import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 
 from bundle.manifest import verify_manifest
 from bundle.policies import load_policy
-from tests.serving.conftest import listing_json
+from tests.serving.conftest import Api, listing_json
 
 
-def put_policy(api, body: dict, scope: str = "admin"):  # type: ignore[no-untyped-def]
+def put_policy(api: Api, body: dict[str, Any], scope: str = "admin") -> httpx.Response:
     return api.client.put("/v1/policy", json=body, headers=api.headers(scope))
 
 

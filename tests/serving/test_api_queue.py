@@ -11,10 +11,10 @@ import pytest
 
 from features.config import DataConfig
 from features.validate import validate_history
-from tests.serving.conftest import listing_json
+from tests.serving.conftest import Api, listing_json
 
 
-def fill_queue(api, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+def fill_queue(api: Api, n: int) -> list[str]:
     """Score n listings without a model: all go to the queue. Returns their decision ids."""
     items = api.batch([listing_json(i, created_at="2025-10-01T00:00:00Z") for i in range(n)]).json()["items"]
     assert all(i["decision"] == "human_review" for i in items)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import pytest
@@ -320,7 +321,9 @@ def test_sqlite_built_with_a_low_parameter_limit_still_takes_large_batches(tmp_p
     with create_store(f"sqlite:///{tmp_path / 'x.db'}", group_commit=True) as store:
         store.init_schema()
         store._write(  # noqa: SLF001 - on the writer's connection: the limit of SQLite before 3.32
-            lambda conn: conn.connection.driver_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+            lambda conn: cast(sqlite3.Connection, conn.connection.driver_connection).setlimit(
+                sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999
+            )
         )
         records = [make_decision(request_id=f"r{i}") for i in range(300)]
         assert store.record_decisions(records) == records

@@ -22,6 +22,7 @@ from training.generate import (
     _expit,
     _merchants,
     _outcome,
+    _Rows,
     _rows,
     _violation_logits,
     _window,
@@ -255,7 +256,7 @@ def _latents(rows: int, seed: int) -> tuple:
     return merchants, listings, rng.normal(0.0, AMBIGUITY_SD, rows)
 
 
-def _repeat(listings: tuple, picked: list[int], draws: int) -> tuple:
+def _repeat(listings: _Rows, picked: list[int], draws: int) -> _Rows:
     """The picked listings, each repeated `draws` times (a `_Rows` of len(picked) * draws rows)."""
     return type(listings)(*(field[np.repeat(picked, draws)] for field in listings))
 

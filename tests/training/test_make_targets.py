@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from triage.cli import app
@@ -57,7 +58,9 @@ def test_make_serve_says_it_trains_first_when_there_is_no_model() -> None:
     assert "TRAIN_MINUTES = " in makefile
 
 
-def test_experiment_url_names_the_experiment_or_says_there_is_none(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_experiment_url_names_the_experiment_or_says_there_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from training.registry import EXPERIMENT, experiment_url
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
