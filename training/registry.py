@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +97,7 @@ def log_run(
     mlflow.set_experiment(experiment_id=_experiment_id())
     flat: dict[str, float] = {}
     _flatten("", metrics, flat)
-    with mlflow.start_run(run_name=bundle_dir.name) as run:
+    with _no_artifact_progress_bars(), mlflow.start_run(run_name=bundle_dir.name) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics(flat)
         mlflow.set_tag("bundle_version", bundle_dir.name)
@@ -122,6 +124,22 @@ def log_run(
             MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, version)
             out["alias"] = alias
         return out
+
+
+@contextmanager
+def _no_artifact_progress_bars() -> Iterator[None]:
+    """MLflow reloads the logged model to check the input example and draws a download bar for it;
+    `triage train` has its own progress display."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _integers_as_doubles(frame: pd.DataFrame) -> pd.DataFrame:

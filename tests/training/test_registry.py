@@ -30,6 +30,7 @@ def test_a_run_without_alias_is_registered_without_warnings_and_leaves_candidate
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     import mlflow
     from mlflow import MlflowClient
@@ -42,6 +43,7 @@ def test_a_run_without_alias_is_registered_without_warnings_and_leaves_candidate
     columns = Bundle.load(bundle_dir).config.listing_columns
     example = pd.read_parquet(generated_dir / "reviews.parquet")[columns].tail(5).reset_index(drop=True)
     assert any(pd.api.types.is_integer_dtype(example[c]) for c in columns)  # the case MLflow warned about
+    capfd.readouterr()
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="mlflow"):
         warnings.simplefilter("always")
         info = log_run(bundle_dir, {"seed": 7}, {"test": {"roc_auc": 0.9}}, example, alias=None)
@@ -49,6 +51,7 @@ def test_a_run_without_alias_is_registered_without_warnings_and_leaves_candidate
     assert from_mlflow == []
     assert [r.getMessage() for r in caplog.records if r.name.startswith("mlflow")] == []
     assert "alias" not in info
+    assert "Downloading artifacts" not in capfd.readouterr().err  # no progress bar inside triage train's
 
     client = MlflowClient(tracking_uri=uri)
     assert client.get_model_version(REGISTERED_MODEL, info["model_version"]).aliases == []
