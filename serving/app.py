@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from serving.api import body, errors, health, policy, queue, score, simulate
+from serving.api import body, docs, errors, health, policy, queue, score, simulate
 from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, BodyLimitMiddleware
@@ -26,7 +26,7 @@ from serving.store import create_store
 log = logging.getLogger(__name__)
 
 # Every router the service serves; a new one (e.g. serving/api/simulate.py) is one more entry.
-ROUTERS: list[APIRouter] = [score.router, queue.router, policy.router, health.router, simulate.router]
+ROUTERS: list[APIRouter] = [score.router, queue.router, policy.router, health.router, simulate.router, docs.router]
 
 
 @asynccontextmanager
@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Routes marketplace listings to auto-pass, auto-block or human review.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served by serving/api/docs.py from local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
