@@ -31,7 +31,8 @@ RequestId = Annotated[
         default=None,
         min_length=1,
         max_length=128,
-        description="Idempotency key: a retry with the same request_id gets the stored decision back.",
+        description="Idempotency key, per API key: a retry (same body) with the same request_id gets the stored "
+        "decision back; the same request_id with a different body is refused with 409.",
     ),
 ]
 

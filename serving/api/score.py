@@ -6,15 +6,18 @@ halves the cost of turning a request into listings.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from serving.api import body
 from serving.api.deps import EngineDep, ScoreKey, ScorerDep, SettingsDep
 from serving.api.errors import field_error
 from serving.api.schemas import BatchRequest, BatchResponse, ScoredItem, ScoreRequest, scored_item
+from serving.store import ConflictError, DecisionRecord
 
 router = APIRouter(prefix="/v1/score", tags=["scoring"])
 
@@ -23,6 +26,7 @@ BODIES = (ScoreRequest, BatchRequest)  # declared in the OpenAPI document by `bo
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No or invalid API key"},
     403: {"description": "Key lacks the score scope"},
+    409: {"description": "request_id already used by this key with a different body"},
     413: {"description": "Body too large"},
     422: {"description": "Invalid listing (field named)"},
 }
@@ -33,18 +37,23 @@ def _json(content: object) -> Response:
 
 
 @router.post("", response_model=ScoredItem, responses=_ERRORS, openapi_extra=body.openapi_body(ScoreRequest))
-async def score_listing(request: Request, _key: ScoreKey, engine: EngineDep, scorer: ScorerDep) -> Response:
+async def score_listing(request: Request, key: ScoreKey, engine: EngineDep, scorer: ScorerDep) -> Response:
     """Route one listing: auto_pass, auto_block or human_review, with risk, reasons and versions."""
     parsed = await body.parse(ScoreRequest, request)
     listing = dict(parsed.__dict__)  # the validated fields, without a model_dump walk
     request_id = listing.pop("request_id")
-    record = await scorer.decide_one(engine, listing, request_id)
+    request_hash = await _body_hash(request) if request_id is not None else None
+    try:
+        record = await scorer.decide_one(engine, listing, request_id, key.key_id, request_hash)
+    except ConflictError as exc:
+        raise _reused(request_id, str(exc)) from None
+    _check_same_request([record], request_id, request_hash)
     return _json(scored_item(record))
 
 
 @router.post("/batch", response_model=BatchResponse, responses=_ERRORS, openapi_extra=body.openapi_body(BatchRequest))
 async def score_batch(
-    request: Request, _key: ScoreKey, engine: EngineDep, scorer: ScorerDep, settings: SettingsDep
+    request: Request, key: ScoreKey, engine: EngineDep, scorer: ScorerDep, settings: SettingsDep
 ) -> Response:
     """Route up to `max_batch_items` listings in one model call; items come back in request order."""
     batch = await body.parse(BatchRequest, request)
@@ -55,5 +64,33 @@ async def score_batch(
             "too_long",
         )
     listings = [item.__dict__ for item in batch.items]  # the validated fields (extra="forbid": nothing else)
-    records = await scorer.decide_and_log(engine, listings, batch.request_id)
+    request_id = batch.request_id
+    request_hash = await _body_hash(request) if request_id is not None else None
+    try:
+        records = await scorer.decide_and_log(engine, listings, request_id, key.key_id, request_hash)
+    except ConflictError as exc:
+        raise _reused(request_id, str(exc)) from None
+    _check_same_request(records, request_id, request_hash)
     return _json({"items": [scored_item(r) for r in records]})
+
+
+async def _body_hash(request: Request) -> str:
+    """What tells a retry (the same body, byte for byte) from a new request reusing its request_id."""
+    return hashlib.sha256(await request.body()).hexdigest()
+
+
+def _check_same_request(records: Sequence[DecisionRecord], request_id: str | None, request_hash: str | None) -> None:
+    """A 409 when a stored decision came back for this request_id but was asked for with another body
+    (decisions logged before bodies were hashed have no hash: taken as retries)."""
+    for record in records:
+        if record.request_hash is not None and record.request_hash != request_hash:
+            detail = f"listing {record.listing_id!r} was decided under this key with a different body"
+            raise _reused(request_id, detail)
+
+
+def _reused(request_id: str | None, detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_409_CONFLICT,
+        f"request_id {request_id!r} was already used: {detail}. A retry must resend the same body; "
+        "a new request needs a new request_id.",
+    )

@@ -19,3 +19,35 @@ def test_docs_page_loads_only_from_this_service(serve) -> None:
     assert len(urls) >= 3 and all(url.startswith("/") for url in urls)
     assert all(a.status_code == 200 and a.content for a in assets), [(a.url, a.status_code) for a in assets]
     assert unknown.status_code == 404
+
+
+def test_a_request_id_reused_with_another_body_is_refused_with_409(serve) -> None:
+    with serve() as api:
+        first = api.score({**listing_json(7), "request_id": "req-7"})
+        retry = api.score({**listing_json(7), "request_id": "req-7"})
+        changed = api.score({**listing_json(7, price=1.0), "request_id": "req-7"})
+        batch = api.batch([listing_json(i) for i in range(3)], request_id="b-1")
+        batch_changed = api.batch([listing_json(i, title="other") for i in range(3)], request_id="b-1")
+        logged = api.store.count_decisions()
+
+    assert first.status_code == 200 and retry.status_code == 200
+    assert retry.json()["decision_id"] == first.json()["decision_id"]
+    assert changed.status_code == 409 and batch_changed.status_code == 409, changed.text
+    assert "request_id 'req-7' was already used" in changed.json()["detail"]
+    assert "different body" in changed.json()["detail"]
+    assert batch.status_code == 200 and "request_id 'b-1'" in batch_changed.json()["detail"]
+    assert logged == 4  # one for req-7, three for b-1: nothing logged for the refused requests
+
+
+def test_two_api_keys_use_the_same_request_id_independently(serve) -> None:
+    with serve() as api:
+        headers_a, headers_b = api.key("upstream-a", "score"), api.key("upstream-b", "score")
+        body_a = {**listing_json(3), "request_id": "shared"}
+        body_b = {**listing_json(3, price=2.0), "request_id": "shared"}
+        a = api.client.post("/v1/score", json=body_a, headers=headers_a)
+        b = api.client.post("/v1/score", json=body_b, headers=headers_b)
+        a_again = api.client.post("/v1/score", json=body_a, headers=headers_a)
+
+    assert a.status_code == 200 and b.status_code == 200 and a_again.status_code == 200, b.text
+    assert a.json()["decision_id"] != b.json()["decision_id"]
+    assert a_again.json()["decision_id"] == a.json()["decision_id"]
