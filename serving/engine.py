@@ -145,6 +145,18 @@ class DecisionEngine:
             log.exception("scoring failed for %d listings; routing them to human review", n)
             return Scores(np.full(n, np.nan), [[] for _ in range(n)], SCORING_ERROR)
 
+    def unknown_categories(self, listings: list[dict[str, Any]]) -> list[list[tuple[str, str]]]:
+        """Per listing, the (column, value) pairs of categorical values the bundle has no code for: they
+        are scored as the unknown category (code 0), like values too rare in training to get a code."""
+        if self.bundle is None:
+            return [[] for _ in listings]
+        found: list[list[tuple[str, str]]] = [[] for _ in listings]
+        for column, codes in self.bundle.builder.category_codes.items():
+            for i, value in enumerate(text_column(listings, column)):
+                if value and value not in codes:
+                    found[i].append((column, value))
+        return found
+
     def _features(self, listings: list[dict[str, Any]]) -> np.ndarray:
         assert self.bundle is not None
         return self.bundle.builder.transform_records(listings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -97,13 +98,18 @@ class ScoredItem(BaseModel):
     t_block: float | None
     request_id: str | None
     statement_of_reasons: dict[str, Any] | None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the caller should know about how the listing was scored, e.g. a category the "
+        "model was not trained on (accepted, scored as unknown).",
+    )
 
 
 class BatchResponse(BaseModel):
     items: list[ScoredItem]
 
 
-def scored_item(record: DecisionRecord) -> dict[str, Any]:
+def scored_item(record: DecisionRecord, warnings: Sequence[str] = ()) -> dict[str, Any]:
     """A logged decision as the API returns it (plain dict: serialised straight to JSON)."""
     return {
         "decision_id": record.decision_id,
@@ -123,7 +129,13 @@ def scored_item(record: DecisionRecord) -> dict[str, Any]:
         "t_block": record.t_block,
         "request_id": record.request_id,
         "statement_of_reasons": record.statement_of_reasons,
+        "warnings": list(warnings),
     }
+
+
+def unknown_category_warnings(unknown: list[tuple[str, str]]) -> list[str]:
+    """The `warnings` of an item whose categorical values (column, value) the model has no code for."""
+    return [f"{column} {value!r} was not seen in training; scored as unknown" for column, value in unknown]
 
 
 # --- review queue -----------------------------------------------------------------------------------

@@ -14,9 +14,18 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from serving.api import body
-from serving.api.deps import EngineDep, ScoreKey, ScorerDep, SettingsDep
+from serving.api.deps import EngineDep, MetricsDep, ScoreKey, ScorerDep, SettingsDep
 from serving.api.errors import field_error
-from serving.api.schemas import BatchRequest, BatchResponse, ScoredItem, ScoreRequest, scored_item
+from serving.api.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ScoredItem,
+    ScoreRequest,
+    scored_item,
+    unknown_category_warnings,
+)
+from serving.engine import DecisionEngine
+from serving.metrics import Metrics
 from serving.store import ConflictError, DecisionRecord
 
 router = APIRouter(prefix="/v1/score", tags=["scoring"])
@@ -37,7 +46,9 @@ def _json(content: object) -> Response:
 
 
 @router.post("", response_model=ScoredItem, responses=_ERRORS, openapi_extra=body.openapi_body(ScoreRequest))
-async def score_listing(request: Request, key: ScoreKey, engine: EngineDep, scorer: ScorerDep) -> Response:
+async def score_listing(
+    request: Request, key: ScoreKey, engine: EngineDep, scorer: ScorerDep, metrics: MetricsDep
+) -> Response:
     """Route one listing: auto_pass, auto_block or human_review, with risk, reasons and versions."""
     parsed = await body.parse(ScoreRequest, request)
     listing = dict(parsed.__dict__)  # the validated fields, without a model_dump walk
@@ -48,12 +59,17 @@ async def score_listing(request: Request, key: ScoreKey, engine: EngineDep, scor
     except ConflictError as exc:
         raise _reused(request_id, str(exc)) from None
     _check_same_request([record], request_id, request_hash)
-    return _json(scored_item(record))
+    return _json(_answers(engine, metrics, [listing], [record])[0])
 
 
 @router.post("/batch", response_model=BatchResponse, responses=_ERRORS, openapi_extra=body.openapi_body(BatchRequest))
 async def score_batch(
-    request: Request, key: ScoreKey, engine: EngineDep, scorer: ScorerDep, settings: SettingsDep
+    request: Request,
+    key: ScoreKey,
+    engine: EngineDep,
+    scorer: ScorerDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
 ) -> Response:
     """Route up to `max_batch_items` listings in one model call; items come back in request order."""
     batch = await body.parse(BatchRequest, request)
@@ -71,7 +87,17 @@ async def score_batch(
     except ConflictError as exc:
         raise _reused(request_id, str(exc)) from None
     _check_same_request(records, request_id, request_hash)
-    return _json({"items": [scored_item(r) for r in records]})
+    return _json({"items": _answers(engine, metrics, listings, records)})
+
+
+def _answers(
+    engine: DecisionEngine, metrics: Metrics, listings: list[dict[str, Any]], records: list[DecisionRecord]
+) -> list[dict[str, Any]]:
+    """The items to answer, each with a warning for categorical values the model does not know (counted
+    in the metrics by column): they are accepted and scored as unknown."""
+    unknown = engine.unknown_categories(listings)
+    metrics.observe_unknown_categories(unknown)
+    return [scored_item(r, unknown_category_warnings(u)) for r, u in zip(records, unknown, strict=True)]
 
 
 async def _body_hash(request: Request) -> str:

@@ -51,3 +51,26 @@ def test_two_api_keys_use_the_same_request_id_independently(serve) -> None:
     assert a.status_code == 200 and b.status_code == 200 and a_again.status_code == 200, b.text
     assert a.json()["decision_id"] != b.json()["decision_id"]
     assert a_again.json()["decision_id"] == a.json()["decision_id"]
+
+
+def test_unknown_category_values_are_scored_with_a_warning_and_counted(serve) -> None:
+    with serve() as api:
+        codes = api.app.state.engine.bundle.builder.category_codes
+        seen = {"category": next(iter(codes["category"])), "market": next(iter(codes["market"]))}
+        known = api.score(listing_json(1, **seen))
+        unknown = api.score(listing_json(2, category="xyz", market="Atlantis"))
+        batch = api.batch([listing_json(3, category="xyz", market=seen["market"]), listing_json(4, **seen)])
+        metrics = api.client.get("/metrics").text
+
+    assert known.status_code == 200 and known.json()["warnings"] == []
+    assert unknown.status_code == 200 and unknown.json()["risk"] is not None
+    assert unknown.json()["warnings"] == [
+        "category 'xyz' was not seen in training; scored as unknown",
+        "market 'Atlantis' was not seen in training; scored as unknown",
+    ]
+    assert [item["warnings"] for item in batch.json()["items"]] == [
+        ["category 'xyz' was not seen in training; scored as unknown"],
+        [],
+    ]
+    assert 'triage_unknown_categories_total{column="category"} 2.0' in metrics
+    assert 'triage_unknown_categories_total{column="market"} 1.0' in metrics
