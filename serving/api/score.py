@@ -11,16 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, status
+from pydantic import BaseModel
 
+from features.config import DataConfig
 from serving.api import body
 from serving.api.deps import EngineDep, MetricsDep, ScoreKey, ScorerDep, SettingsDep
 from serving.api.errors import field_error
 from serving.api.schemas import (
-    BatchRequest,
     BatchResponse,
+    RequestBodies,
     ScoredItem,
-    ScoreRequest,
+    request_bodies,
     scored_item,
     unknown_category_warnings,
 )
@@ -30,7 +32,22 @@ from serving.store import ConflictError, DecisionRecord
 
 router = APIRouter(prefix="/v1/score", tags=["scoring"])
 
-BODIES = (ScoreRequest, BatchRequest)  # declared in the OpenAPI document by `body.install`
+_ANY_CONFIG = DataConfig()  # the bodies' names, the same for every config, for the OpenAPI references
+
+
+def bodies_of(engine: DecisionEngine) -> RequestBodies:
+    """The request bodies of the bundle the engine serves (the built-in config's without a bundle)."""
+    return request_bodies(engine.bundle.config if engine.bundle is not None else _ANY_CONFIG)
+
+
+def current_bodies(app: FastAPI) -> tuple[type[BaseModel], ...]:
+    """The bodies declared in the OpenAPI document by `body.install`: those of the engine serving now."""
+    engine: DecisionEngine | None = getattr(app.state, "engine", None)
+    bodies = bodies_of(engine) if engine is not None else request_bodies(_ANY_CONFIG)
+    return (bodies.score, bodies.batch)
+
+
+_DEFAULT = request_bodies(_ANY_CONFIG)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No or invalid API key"},
@@ -45,12 +62,12 @@ def _json(content: object) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-@router.post("", response_model=ScoredItem, responses=_ERRORS, openapi_extra=body.openapi_body(ScoreRequest))
+@router.post("", response_model=ScoredItem, responses=_ERRORS, openapi_extra=body.openapi_body(_DEFAULT.score))
 async def score_listing(
     request: Request, key: ScoreKey, engine: EngineDep, scorer: ScorerDep, metrics: MetricsDep
 ) -> Response:
     """Route one listing: auto_pass, auto_block or human_review, with risk, reasons and versions."""
-    parsed = await body.parse(ScoreRequest, request)
+    parsed = await body.parse(bodies_of(engine).score, request)
     listing = dict(parsed.__dict__)  # the validated fields, without a model_dump walk
     request_id = listing.pop("request_id")
     request_hash = await _body_hash(request) if request_id is not None else None
@@ -62,7 +79,7 @@ async def score_listing(
     return _json(_answers(engine, metrics, [listing], [record])[0])
 
 
-@router.post("/batch", response_model=BatchResponse, responses=_ERRORS, openapi_extra=body.openapi_body(BatchRequest))
+@router.post("/batch", response_model=BatchResponse, responses=_ERRORS, openapi_extra=body.openapi_body(_DEFAULT.batch))
 async def score_batch(
     request: Request,
     key: ScoreKey,
@@ -72,15 +89,16 @@ async def score_batch(
     metrics: MetricsDep,
 ) -> Response:
     """Route up to `max_batch_items` listings in one model call; items come back in request order."""
-    batch = await body.parse(BatchRequest, request)
-    if len(batch.items) > settings.max_batch_items:
+    batch = (await body.parse(bodies_of(engine).batch, request)).__dict__  # built per config: fields by name
+    items: list[BaseModel] = batch["items"]
+    if len(items) > settings.max_batch_items:
         raise field_error(
             ("body", "items"),
-            f"a batch holds at most {settings.max_batch_items} items, got {len(batch.items)}",
+            f"a batch holds at most {settings.max_batch_items} items, got {len(items)}",
             "too_long",
         )
-    listings = [item.__dict__ for item in batch.items]  # the validated fields (extra="forbid": nothing else)
-    request_id = batch.request_id
+    listings = [item.__dict__ for item in items]  # the validated fields (extra="forbid": nothing else)
+    request_id: str | None = batch["request_id"]
     request_hash = await _body_hash(request) if request_id is not None else None
     try:
         records = await scorer.decide_and_log(engine, listings, request_id, key.key_id, request_hash)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
 
 from tests.serving.conftest import listing_json
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_docs_page_loads_only_from_this_service(serve) -> None:
@@ -74,3 +80,66 @@ def test_unknown_category_values_are_scored_with_a_warning_and_counted(serve) ->
     ]
     assert 'triage_unknown_categories_total{column="category"} 2.0' in metrics
     assert 'triage_unknown_categories_total{column="market"} 1.0' in metrics
+
+
+@pytest.fixture(scope="module")
+def renamed_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny bundle trained on an export whose id column is `sku` and whose title column is `name`."""
+    from training.generate import write_dataset
+    from training.pipeline import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("renamed")
+    data = pd.read_parquet(write_dataset(out / "generated", rows=4_000, seed=3)["reviews"])
+    data.rename(columns={"listing_id": "sku", "title": "name"}).to_parquet(out / "reviews.parquet")
+    config = (ROOT / "configs" / "data.yaml").read_text()
+    config = config.replace("id: listing_id ", "id: sku ").replace("text: [title,", "text: [name,")
+    (out / "renamed.yaml").write_text(config)
+    options = TrainOptions(
+        data=out / "reviews.parquet",
+        config=out / "renamed.yaml",
+        out=out / "models",
+        seed=3,
+        search_trials=2,
+        log_mlflow=False,
+        show_progress=False,
+    )
+    return train(options).bundle_dir
+
+
+def renamed_listing(i: int) -> dict[str, object]:
+    body = listing_json(i)
+    body["sku"], body["name"] = body.pop("listing_id"), body.pop("title")
+    return body
+
+
+def test_a_bundle_trained_with_renamed_columns_takes_its_own_field_names(serve, renamed_bundle: Path) -> None:
+    with serve(bundle=str(renamed_bundle)) as api:
+        own = api.score(renamed_listing(1))
+        batch = api.batch([renamed_listing(2), renamed_listing(3)])
+        marketplace = api.score(listing_json(4))
+        bad_item = api.batch([renamed_listing(5), {**renamed_listing(6), "price": -1}])
+        spec = api.client.get("/openapi.json").json()
+
+    assert own.status_code == 200 and own.json()["listing_id"] == "L-1" and own.json()["risk"] is not None
+    assert batch.status_code == 200 and [i["listing_id"] for i in batch.json()["items"]] == ["L-2", "L-3"]
+    assert marketplace.status_code == 422
+    problems = {(d["field"], d["type"]) for d in marketplace.json()["detail"]}
+    assert {("sku", "missing"), ("name", "missing"), ("listing_id", "extra_forbidden")} <= problems
+    assert [d["field"] for d in bad_item.json()["detail"]] == ["items.1.price"]
+    listing = spec["components"]["schemas"]["Listing"]
+    assert {"sku", "name"} <= set(listing["required"]) and "listing_id" not in listing["properties"]
+    assert listing["properties"]["sku"]["description"] and "title" not in listing["properties"]
+
+
+def test_the_request_schema_follows_a_reloaded_bundle(serve, renamed_bundle: Path) -> None:
+    with serve() as api:
+        before = api.client.get("/openapi.json").json()["components"]["schemas"]["Listing"]["properties"]
+        reload = api.post("/v1/admin/reload", {"bundle": str(renamed_bundle)}, scope="admin")
+        after = api.client.get("/openapi.json").json()["components"]["schemas"]["Listing"]["properties"]
+        own = api.score(renamed_listing(1))
+        marketplace = api.score(listing_json(2))
+
+    assert "listing_id" in before and "sku" not in before
+    assert reload.status_code == 200, reload.text
+    assert "sku" in after and "listing_id" not in after
+    assert own.status_code == 200 and marketplace.status_code == 422
