@@ -32,22 +32,22 @@ from serving.store import ConflictError, DecisionRecord
 
 router = APIRouter(prefix="/v1/score", tags=["scoring"])
 
-_ANY_CONFIG = DataConfig()  # the bodies' names, the same for every config, for the OpenAPI references
+# The built-in marketplace contract: the bodies served without a bundle. Every config's bodies have the
+# same names (Listing, ScoreRequest, BatchRequest), so the routes' OpenAPI references hold for all.
+_BUILT_IN = request_bodies(DataConfig())
 
 
 def bodies_of(engine: DecisionEngine) -> RequestBodies:
     """The request bodies of the bundle the engine serves (the built-in config's without a bundle)."""
-    return request_bodies(engine.bundle.config if engine.bundle is not None else _ANY_CONFIG)
+    return request_bodies(engine.bundle.config) if engine.bundle is not None else _BUILT_IN
 
 
 def current_bodies(app: FastAPI) -> tuple[type[BaseModel], ...]:
     """The bodies declared in the OpenAPI document by `body.install`: those of the engine serving now."""
     engine: DecisionEngine | None = getattr(app.state, "engine", None)
-    bodies = bodies_of(engine) if engine is not None else request_bodies(_ANY_CONFIG)
+    bodies = bodies_of(engine) if engine is not None else _BUILT_IN
     return (bodies.score, bodies.batch)
 
-
-_DEFAULT = request_bodies(_ANY_CONFIG)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No or invalid API key"},
@@ -62,7 +62,7 @@ def _json(content: object) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-@router.post("", response_model=ScoredItem, responses=_ERRORS, openapi_extra=body.openapi_body(_DEFAULT.score))
+@router.post("", response_model=ScoredItem, responses=_ERRORS, openapi_extra=body.openapi_body(_BUILT_IN.score))
 async def score_listing(
     request: Request, key: ScoreKey, engine: EngineDep, scorer: ScorerDep, metrics: MetricsDep
 ) -> Response:
@@ -79,7 +79,9 @@ async def score_listing(
     return _json(_answers(engine, metrics, [listing], [record])[0])
 
 
-@router.post("/batch", response_model=BatchResponse, responses=_ERRORS, openapi_extra=body.openapi_body(_DEFAULT.batch))
+@router.post(
+    "/batch", response_model=BatchResponse, responses=_ERRORS, openapi_extra=body.openapi_body(_BUILT_IN.batch)
+)
 async def score_batch(
     request: Request,
     key: ScoreKey,
