@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from serving.api import body, errors, health, me, policy, queue, score, simulate
+from serving.api import body, docs, errors, health, me, policy, queue, score, simulate
 from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, BodyLimitMiddleware
@@ -26,7 +26,15 @@ from serving.store import create_store
 log = logging.getLogger(__name__)
 
 # Every router the service serves; a new one (e.g. serving/api/simulate.py) is one more entry.
-ROUTERS: list[APIRouter] = [score.router, queue.router, policy.router, health.router, simulate.router, me.router]
+ROUTERS: list[APIRouter] = [
+    score.router,
+    queue.router,
+    policy.router,
+    health.router,
+    simulate.router,
+    me.router,
+    docs.router,
+]
 
 
 @asynccontextmanager
@@ -63,13 +71,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Routes marketplace listings to auto-pass, auto-block or human review.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served by serving/api/docs.py from local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
-    body.install(app, score.BODIES)
+    body.install(app, score.current_bodies)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)  # outermost: sees every response
     return app

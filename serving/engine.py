@@ -125,6 +125,11 @@ class DecisionEngine:
         return self.bundle.version if self.bundle is not None else None
 
     @property
+    def id_column(self) -> str:
+        """The listing id's field: the bundle's data config names it (`listing_id` without a bundle)."""
+        return self.bundle.config.id if self.bundle is not None else "listing_id"
+
+    @property
     def ready(self) -> bool:
         return self.bundle is not None
 
@@ -144,6 +149,18 @@ class DecisionEngine:
         except Exception:
             log.exception("scoring failed for %d listings; routing them to human review", n)
             return Scores(np.full(n, np.nan), [[] for _ in range(n)], SCORING_ERROR)
+
+    def unknown_categories(self, listings: list[dict[str, Any]]) -> list[list[tuple[str, str]]]:
+        """Per listing, the (column, value) pairs of categorical values the bundle has no code for: they
+        are scored as the unknown category (code 0), like values too rare in training to get a code."""
+        if self.bundle is None:
+            return [[] for _ in listings]
+        found: list[list[tuple[str, str]]] = [[] for _ in listings]
+        for column, codes in self.bundle.builder.category_codes.items():
+            for i, value in enumerate(text_column(listings, column)):
+                if value and value not in codes:
+                    found[i].append((column, value))
+        return found
 
     def _features(self, listings: list[dict[str, Any]]) -> np.ndarray:
         assert self.bundle is not None
@@ -207,14 +224,14 @@ class DecisionEngine:
         decisions = [DECISIONS[c] for c in codes.tolist()]
         automated = ((codes != CODE_REVIEW) & ~sampled).tolist()
         t_pass_list, t_block_list = t_pass.tolist(), t_block.tolist()
-        model_version = self.model_version
+        model_version, id_column = self.model_version, self.id_column
         records = []
         for i, (listing, is_scored, qa, decision_id) in enumerate(
             zip(listings, scored.tolist(), sampled.tolist(), new_ids(n), strict=True)
         ):
             decision = decisions[i]
             record = DecisionRecord(
-                listing_id=str(listing["listing_id"]),
+                listing_id=str(listing[id_column]),
                 decision=HUMAN_REVIEW if qa else decision,  # type: ignore[arg-type]
                 automated=automated[i],
                 policy_version=policy.version,
@@ -255,7 +272,7 @@ class DecisionEngine:
             received = _per_item(received_at or utcnow(), len(listings))
             return [
                 DecisionRecord(
-                    listing_id=str(listing.get("listing_id") or "unknown"),
+                    listing_id=str(listing.get(self.id_column) or "unknown"),
                     decision="human_review",
                     automated=False,
                     policy_version=self.policy.version,

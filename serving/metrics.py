@@ -1,4 +1,4 @@
-"""Prometheus metrics of one app: requests and latency by route, decisions, fallbacks.
+"""Prometheus metrics of one app: requests and latency by route, decisions, fallbacks, unknown categories.
 
 Each app has its own registry (tests build many apps in one process). With several uvicorn workers
 each worker reports its own numbers; scrape them per worker or run one worker per container.
@@ -36,6 +36,12 @@ class Metrics:
         self.fallbacks = Counter(
             "triage_fallbacks", "Listings not scored by the model, by reason", ["reason"], registry=self.registry
         )
+        self.unknown_categories = Counter(
+            "triage_unknown_categories",
+            "Scored listings with a categorical value the model has no code for (scored as unknown), by column",
+            ["column"],
+            registry=self.registry,
+        )
         self.model_ready = Gauge("triage_model_ready", "1 when a valid bundle serves", registry=self.registry)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -50,6 +56,10 @@ class Metrics:
         sampled = sum(r.qa_sample for r in records)
         if sampled:
             self.qa_samples.inc(sampled)
+
+    def observe_unknown_categories(self, unknown: list[list[tuple[str, str]]]) -> None:
+        for column, n in Tally(column for item in unknown for column, _ in item).items():
+            self.unknown_categories.labels(column).inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -41,6 +41,8 @@ class _Waiting:
     engine: DecisionEngine
     listing: dict[str, Any]
     request_id: str | None
+    key_id: str = ""
+    request_hash: str | None = None
     received_at: datetime = field(default_factory=utcnow)
     future: asyncio.Future[DecisionRecord] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -73,18 +75,31 @@ class Scorer:
     # -- one request ------------------------------------------------------------------------------
 
     async def decide_and_log(
-        self, engine: DecisionEngine, listings: list[dict[str, Any]], request_id: str | None
+        self,
+        engine: DecisionEngine,
+        listings: list[dict[str, Any]],
+        request_id: str | None,
+        key_id: str = "",
+        request_hash: str | None = None,
     ) -> list[DecisionRecord]:
-        """Decisions for the listings, durably logged; a retried request_id returns the stored ones."""
+        """Decisions for the listings, durably logged; a retried request_id (of the same key) returns the
+        stored ones, each with the `request_hash` it was first logged with."""
         received_at = utcnow()
         records = await self._score_and_decide(engine, listings, request_id, received_at)
+        for record in records:
+            record.key_id, record.request_hash = key_id, request_hash
         return await self._log(records)
 
     async def decide_one(
-        self, engine: DecisionEngine, listing: dict[str, Any], request_id: str | None
+        self,
+        engine: DecisionEngine,
+        listing: dict[str, Any],
+        request_id: str | None,
+        key_id: str = "",
+        request_hash: str | None = None,
     ) -> DecisionRecord:
         """`decide_and_log` for one listing, scored and logged together with concurrent ones."""
-        waiting = _Waiting(engine, listing, request_id)
+        waiting = _Waiting(engine, listing, request_id, key_id, request_hash)
         self._waiting.append(waiting)
         if not self._draining:
             self._draining = True
@@ -122,6 +137,8 @@ class Scorer:
             for waiting in group:
                 waiting.future.set_exception(exc)
             return
+        for waiting, record in zip(group, records, strict=True):
+            record.key_id, record.request_hash = waiting.key_id, waiting.request_hash
         task = asyncio.get_running_loop().create_task(self._log_group(group, records))
         self._logging.add(task)  # keep a reference until it is done
         task.add_done_callback(self._logging.discard)

@@ -4,13 +4,14 @@ FastAPI decodes a JSON body with the standard library and then validates the Pyt
 for a batch of a thousand listings that costs twice what validating the raw bytes does. The scoring
 routes therefore take the raw body and call `parse`, which answers bad input exactly as FastAPI would
 (a 422 per field, located under `body`), and declare the body in the OpenAPI document with
-`openapi_body`; `install` adds the models' schemas to the document's components.
+`openapi_body`; `install` adds the models' schemas to the document's components, rebuilding the
+document when the models change (a bundle reloaded with another data config brings other bodies).
 """
 
 from __future__ import annotations
 
 import email.message
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -45,11 +46,17 @@ def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def install(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
-    """Add the schemas of bodies declared with `openapi_body` to the app's OpenAPI components."""
+def install(app: FastAPI, current_models: Callable[[FastAPI], Sequence[type[BaseModel]]]) -> None:
+    """Add the schemas of bodies declared with `openapi_body` (the app's current ones) to its OpenAPI
+    components."""
     generate = app.openapi
+    documented: list[Sequence[type[BaseModel]]] = []
 
     def openapi() -> dict[str, Any]:
+        models = current_models(app)
+        if documented != [models]:
+            app.openapi_schema = None
+            documented[:] = [models]
         if app.openapi_schema is None:
             document = generate()
             _, definitions = models_json_schema([(m, "validation") for m in models], ref_template=_COMPONENTS)

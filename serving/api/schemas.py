@@ -1,12 +1,20 @@
-"""Request and response bodies. Bounds follow the data contract, so bad input is a 422 naming the field."""
+"""Request and response bodies. Bounds follow the data contract, so bad input is a 422 naming the field.
+
+The scoring bodies are built from the serving bundle's data config (`request_bodies`): the API takes the
+columns the model was trained on, under their names.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
+from features.config import DataConfig
 from serving.store import DecisionRecord
 
 Decision = Literal["auto_pass", "auto_block", "human_review"]
@@ -31,43 +39,94 @@ RequestId = Annotated[
         default=None,
         min_length=1,
         max_length=128,
-        description="Idempotency key: a retry with the same request_id gets the stored decision back.",
+        description="Idempotency key, per API key: a retry (same body) with the same request_id gets the stored "
+        "decision back; the same request_id with a different body is refused with 409.",
     ),
 ]
+Timestamp = Annotated[datetime, AfterValidator(_plausible_time)]
+_LISTING_CONFIG = ConfigDict(extra="forbid", str_max_length=10_000, allow_inf_nan=False)
+
+# The built-in marketplace columns keep their own bounds; any other column gets its role's (below).
+_MARKETPLACE_FIELDS: dict[str, tuple[Any, Any]] = {
+    "title": (str, Field(max_length=500, description="Listing title.", examples=["Leather wallet, brown"])),
+    "description": (str, Field(default="", max_length=10_000, description="Listing description.")),
+    "brand": (str, Field(default="", max_length=200, description="Brand as the merchant wrote it.")),
+    "category": (str, Field(max_length=200, description="Marketplace category.", examples=["fashion"])),
+    "market": (str, Field(max_length=64, description="Market (country or site).", examples=["DE"])),
+    "price": (float, Field(ge=0, le=1e9, allow_inf_nan=False, description="Price.", examples=[29.9])),
+    "merchant_tenure_days": (
+        float | None,
+        Field(default=None, ge=0, le=100_000, allow_inf_nan=False, description="Days since the merchant joined."),
+    ),
+    "image_count": (int, Field(default=0, ge=0, le=1_000, description="Number of images.")),
+    "has_certificate": (int, Field(default=0, ge=0, le=1, description="1 if a certificate is attached.")),
+}
 
 
-class Listing(BaseModel):
-    """One listing to score (the data contract's listing columns)."""
+def _role_field(role: str, column: str, main_text: bool) -> tuple[Any, Any]:
+    """The request field of a data-config column with no marketplace bounds of its own (the first text
+    column, the listing's main text like the marketplace's title, is required; other text defaults to "")."""
+    described = f"The `{role}` column `{column}` of the bundle's data config."
+    if role == "text":
+        default: Any = ... if main_text else ""
+        return str, Field(default, max_length=10_000, description=described, examples=["some text"])
+    if role == "categorical":
+        return str, Field(max_length=200, description=described, examples=["a value seen in training"])
+    number = Field(default=None, ge=-1e12, le=1e12, allow_inf_nan=False, description=described, examples=[1.0])
+    return float | None, number
 
-    model_config = ConfigDict(extra="forbid", str_max_length=10_000, allow_inf_nan=False)
 
-    listing_id: Id
-    merchant_id: Id
-    created_at: Annotated[datetime, AfterValidator(_plausible_time)] = Field(
-        default_factory=lambda: datetime.now(UTC), description="When the listing was created (default: now)."
+def _listing_fields(config: DataConfig) -> dict[str, tuple[Any, Any]]:
+    """The listing fields of a data config, by role: id, merchant, timestamp, text, categorical, numeric."""
+    fields: dict[str, tuple[Any, Any]] = {
+        config.id: (Id, Field(description="Listing id (the data config's `id` column).", examples=["L-1"]))
+    }
+    if config.merchant:
+        fields[config.merchant] = (Id, Field(description="Merchant id (`merchant` column).", examples=["M00001"]))
+    if config.timestamp:
+        fields[config.timestamp] = (
+            Timestamp,
+            Field(default_factory=lambda: datetime.now(UTC), description="When the listing was created (default: now)"),
+        )
+    for role, columns in (("text", config.text), ("categorical", config.categorical), ("numeric", config.numeric)):
+        for column in columns:
+            if column not in fields:
+                main_text = role == "text" and column == config.text[0]
+                fields[column] = _MARKETPLACE_FIELDS.get(column) or _role_field(role, column, main_text)
+    return fields
+
+
+@dataclass(frozen=True)
+class RequestBodies:
+    """The scoring request bodies of one data config: what the bundle was trained on."""
+
+    listing: type[BaseModel]
+    score: type[BaseModel]
+    batch: type[BaseModel]
+
+
+@functools.cache
+def request_bodies(config: DataConfig) -> RequestBodies:
+    """Listing, ScoreRequest and BatchRequest built from the config's column roles (once per config)."""
+    listing = create_model(
+        "Listing",
+        __config__=_LISTING_CONFIG,
+        __doc__="One listing to score: the columns of the data config the bundle was trained with.",
+        **_listing_fields(config),  # type: ignore[call-overload]
     )
-    title: str = Field(max_length=500)
-    description: str = Field(default="", max_length=10_000)
-    brand: str = Field(default="", max_length=200)
-    category: str = Field(max_length=200)
-    market: str = Field(max_length=64)
-    price: float = Field(ge=0, le=1e9, allow_inf_nan=False)
-    merchant_tenure_days: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
-    image_count: int = Field(default=0, ge=0, le=1_000)
-    has_certificate: int = Field(default=0, ge=0, le=1)
-
-
-class ScoreRequest(Listing):
-    """A listing plus an optional idempotency key."""
-
-    request_id: RequestId = None
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    items: list[Listing] = Field(min_length=1, max_length=100_000)
-    request_id: RequestId = None
+    score = create_model(
+        "ScoreRequest",
+        __base__=listing,
+        __doc__="A listing plus an optional idempotency key.",
+        request_id=(RequestId, None),
+    )
+    batch = create_model(
+        "BatchRequest",
+        __config__=ConfigDict(extra="forbid"),
+        items=(list[listing], Field(min_length=1, max_length=100_000)),  # type: ignore[valid-type]
+        request_id=(RequestId, None),
+    )
+    return RequestBodies(listing, score, batch)
 
 
 class Reason(BaseModel):
@@ -96,13 +155,18 @@ class ScoredItem(BaseModel):
     t_block: float | None
     request_id: str | None
     statement_of_reasons: dict[str, Any] | None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the caller should know about how the listing was scored, e.g. a category the "
+        "model was not trained on (accepted, scored as unknown).",
+    )
 
 
 class BatchResponse(BaseModel):
     items: list[ScoredItem]
 
 
-def scored_item(record: DecisionRecord) -> dict[str, Any]:
+def scored_item(record: DecisionRecord, warnings: Sequence[str] = ()) -> dict[str, Any]:
     """A logged decision as the API returns it (plain dict: serialised straight to JSON)."""
     return {
         "decision_id": record.decision_id,
@@ -122,7 +186,13 @@ def scored_item(record: DecisionRecord) -> dict[str, Any]:
         "t_block": record.t_block,
         "request_id": record.request_id,
         "statement_of_reasons": record.statement_of_reasons,
+        "warnings": list(warnings),
     }
+
+
+def unknown_category_warnings(unknown: list[tuple[str, str]]) -> list[str]:
+    """The `warnings` of an item whose categorical values (column, value) the model has no code for."""
+    return [f"{column} {value!r} was not seen in training; scored as unknown" for column, value in unknown]
 
 
 # --- review queue -----------------------------------------------------------------------------------

@@ -6,23 +6,53 @@ halves the cost of turning a request into listings.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, status
+from pydantic import BaseModel
 
+from features.config import DataConfig
 from serving.api import body
-from serving.api.deps import EngineDep, ScoreKey, ScorerDep, SettingsDep
+from serving.api.deps import EngineDep, MetricsDep, ScoreKey, ScorerDep, SettingsDep
 from serving.api.errors import field_error
-from serving.api.schemas import BatchRequest, BatchResponse, ScoredItem, ScoreRequest, scored_item
+from serving.api.schemas import (
+    BatchResponse,
+    RequestBodies,
+    ScoredItem,
+    request_bodies,
+    scored_item,
+    unknown_category_warnings,
+)
+from serving.engine import DecisionEngine
+from serving.metrics import Metrics
+from serving.store import ConflictError, DecisionRecord
 
 router = APIRouter(prefix="/v1/score", tags=["scoring"])
 
-BODIES = (ScoreRequest, BatchRequest)  # declared in the OpenAPI document by `body.install`
+# The built-in marketplace contract: the bodies served without a bundle. Every config's bodies have the
+# same names (Listing, ScoreRequest, BatchRequest), so the routes' OpenAPI references hold for all.
+_BUILT_IN = request_bodies(DataConfig())
+
+
+def bodies_of(engine: DecisionEngine) -> RequestBodies:
+    """The request bodies of the bundle the engine serves (the built-in config's without a bundle)."""
+    return request_bodies(engine.bundle.config) if engine.bundle is not None else _BUILT_IN
+
+
+def current_bodies(app: FastAPI) -> tuple[type[BaseModel], ...]:
+    """The bodies declared in the OpenAPI document by `body.install`: those of the engine serving now."""
+    engine: DecisionEngine | None = getattr(app.state, "engine", None)
+    bodies = bodies_of(engine) if engine is not None else _BUILT_IN
+    return (bodies.score, bodies.batch)
+
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No or invalid API key"},
     403: {"description": "Key lacks the score scope"},
+    409: {"description": "request_id already used by this key with a different body"},
     413: {"description": "Body too large"},
     422: {"description": "Invalid listing (field named)"},
 }
@@ -32,28 +62,81 @@ def _json(content: object) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-@router.post("", response_model=ScoredItem, responses=_ERRORS, openapi_extra=body.openapi_body(ScoreRequest))
-async def score_listing(request: Request, _key: ScoreKey, engine: EngineDep, scorer: ScorerDep) -> Response:
+@router.post("", response_model=ScoredItem, responses=_ERRORS, openapi_extra=body.openapi_body(_BUILT_IN.score))
+async def score_listing(
+    request: Request, key: ScoreKey, engine: EngineDep, scorer: ScorerDep, metrics: MetricsDep
+) -> Response:
     """Route one listing: auto_pass, auto_block or human_review, with risk, reasons and versions."""
-    parsed = await body.parse(ScoreRequest, request)
+    parsed = await body.parse(bodies_of(engine).score, request)
     listing = dict(parsed.__dict__)  # the validated fields, without a model_dump walk
     request_id = listing.pop("request_id")
-    record = await scorer.decide_one(engine, listing, request_id)
-    return _json(scored_item(record))
+    request_hash = await _body_hash(request) if request_id is not None else None
+    try:
+        record = await scorer.decide_one(engine, listing, request_id, key.key_id, request_hash)
+    except ConflictError as exc:
+        raise _reused(request_id, str(exc)) from None
+    _check_same_request([record], request_id, request_hash)
+    return _json(_answers(engine, metrics, [listing], [record])[0])
 
 
-@router.post("/batch", response_model=BatchResponse, responses=_ERRORS, openapi_extra=body.openapi_body(BatchRequest))
+@router.post(
+    "/batch", response_model=BatchResponse, responses=_ERRORS, openapi_extra=body.openapi_body(_BUILT_IN.batch)
+)
 async def score_batch(
-    request: Request, _key: ScoreKey, engine: EngineDep, scorer: ScorerDep, settings: SettingsDep
+    request: Request,
+    key: ScoreKey,
+    engine: EngineDep,
+    scorer: ScorerDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
 ) -> Response:
     """Route up to `max_batch_items` listings in one model call; items come back in request order."""
-    batch = await body.parse(BatchRequest, request)
-    if len(batch.items) > settings.max_batch_items:
+    batch = (await body.parse(bodies_of(engine).batch, request)).__dict__  # built per config: fields by name
+    items: list[BaseModel] = batch["items"]
+    if len(items) > settings.max_batch_items:
         raise field_error(
             ("body", "items"),
-            f"a batch holds at most {settings.max_batch_items} items, got {len(batch.items)}",
+            f"a batch holds at most {settings.max_batch_items} items, got {len(items)}",
             "too_long",
         )
-    listings = [item.__dict__ for item in batch.items]  # the validated fields (extra="forbid": nothing else)
-    records = await scorer.decide_and_log(engine, listings, batch.request_id)
-    return _json({"items": [scored_item(r) for r in records]})
+    listings = [item.__dict__ for item in items]  # the validated fields (extra="forbid": nothing else)
+    request_id: str | None = batch["request_id"]
+    request_hash = await _body_hash(request) if request_id is not None else None
+    try:
+        records = await scorer.decide_and_log(engine, listings, request_id, key.key_id, request_hash)
+    except ConflictError as exc:
+        raise _reused(request_id, str(exc)) from None
+    _check_same_request(records, request_id, request_hash)
+    return _json({"items": _answers(engine, metrics, listings, records)})
+
+
+def _answers(
+    engine: DecisionEngine, metrics: Metrics, listings: list[dict[str, Any]], records: list[DecisionRecord]
+) -> list[dict[str, Any]]:
+    """The items to answer, each with a warning for categorical values the model does not know (counted
+    in the metrics by column): they are accepted and scored as unknown."""
+    unknown = engine.unknown_categories(listings)
+    metrics.observe_unknown_categories(unknown)
+    return [scored_item(r, unknown_category_warnings(u)) for r, u in zip(records, unknown, strict=True)]
+
+
+async def _body_hash(request: Request) -> str:
+    """What tells a retry (the same body, byte for byte) from a new request reusing its request_id."""
+    return hashlib.sha256(await request.body()).hexdigest()
+
+
+def _check_same_request(records: Sequence[DecisionRecord], request_id: str | None, request_hash: str | None) -> None:
+    """A 409 when a stored decision came back for this request_id but was asked for with another body
+    (decisions logged before bodies were hashed have no hash: taken as retries)."""
+    for record in records:
+        if record.request_hash is not None and record.request_hash != request_hash:
+            detail = f"listing {record.listing_id!r} was decided under this key with a different body"
+            raise _reused(request_id, detail)
+
+
+def _reused(request_id: str | None, detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_409_CONFLICT,
+        f"request_id {request_id!r} was already used: {detail}. A retry must resend the same body; "
+        "a new request needs a new request_id.",
+    )

@@ -68,8 +68,8 @@ class Database:
     def init_schema(self) -> None:
         """Create the tables if missing (safe to call from several processes at once).
 
-        Existing tables keep their indexes and constraints: a log created by an earlier release keeps
-        its table-wide UNIQUE (listing_id, request_id), which enforces the rule of the partial unique index.
+        Existing tables gain the columns added since and the per-key idempotency index; see
+        `_migrate_idempotency_index` for the one rule an earlier SQLite log keeps.
         """
         self._write(self._create_schema)
         logger.info("schema ready on %s", self.url.render_as_string(hide_password=True))
@@ -111,6 +111,24 @@ class Database:
                 column = table.c[column_name]
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column_name}" {kind}'))
+        self._migrate_idempotency_index(conn)
+
+    def _migrate_idempotency_index(self, conn: Connection) -> None:
+        """Idempotency per API key: the index of `schema.IDEMPOTENCY_INDEX`, in place of the earlier one.
+
+        The new index is built before the old rule goes, in one transaction, so no moment is unguarded.
+        Rows logged before the upgrade have no key_id and are never matched by a new request.
+        """
+        inspector = inspect(conn)
+        table, before = schema.decisions.name, schema.IDEMPOTENCY_INDEX_BEFORE
+        indexes = {i["name"] for i in inspector.get_indexes(table)}
+        if schema.IDEMPOTENCY_INDEX.name not in indexes:
+            schema.IDEMPOTENCY_INDEX.create(conn)
+        constraints = {u["name"] for u in inspector.get_unique_constraints(table)}
+        if before in constraints and self.dialect == "postgresql":
+            conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT {before}"))
+        elif before in indexes and before not in constraints:
+            conn.execute(text(f"DROP INDEX {before}"))
 
 
 def _sqlite_engines(url: URL, group_commit: bool, pool_size: int) -> tuple[Engine, Engine]:

@@ -1,5 +1,5 @@
 """The decision log: every decision stored durably (and queued for review where it goes to a person)
-before it is acknowledged, idempotent per (listing_id, request_id)."""
+before it is acknowledged, idempotent per (key_id, listing_id, request_id)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from serving.store.database import Database
 from serving.store.records import ConflictError, DecisionRecord, StoreClosedError
 from serving.store.sqlite_decisions import sqlite_ids_of_requests, sqlite_insert_new
 
-_Key = tuple[str, str, str]
+_Key = tuple[str, str, str, str]
 
 _DECISION_FIELDS = tuple(f.name for f in fields(DecisionRecord))
 _KEY_CHUNK = 500
@@ -31,7 +31,8 @@ class DecisionLog(Database):
     def record_decisions(self, rows: Sequence[DecisionRecord]) -> list[DecisionRecord]:
         """Durably store decisions (and queue the ones for review) before returning them as stored.
 
-        Idempotent per (listing_id, request_id): a retry returns the decision stored the first time.
+        Idempotent per (key_id, listing_id, request_id): a retry returns the decision stored the first
+        time (with that request's `request_hash`, for the caller to compare).
         """
         if not rows:
             return []
@@ -53,9 +54,9 @@ class DecisionLog(Database):
             row = conn.execute(select(d).where(d.c.decision_id == decision_id)).first()
         return None if row is None else decision_record(row)
 
-    def find_decision(self, listing_id: str, request_id: str) -> DecisionRecord | None:
-        """The decision already stored for this request, if any (lets a retry skip scoring)."""
-        query = select(d).where(d.c.listing_id == listing_id, d.c.request_id == request_id)
+    def find_decision(self, listing_id: str, request_id: str, key_id: str = "") -> DecisionRecord | None:
+        """The decision already stored for this request of this key, if any (lets a retry skip scoring)."""
+        query = select(d).where(d.c.key_id == key_id, d.c.listing_id == listing_id, d.c.request_id == request_id)
         with self._read_engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else decision_record(row)
@@ -105,7 +106,7 @@ class DecisionLog(Database):
             inserted = sqlite_insert_new(conn, fresh, now)
         else:
             # a fixed insertion order keeps concurrent PostgreSQL batches from deadlocking on the unique key
-            fresh.sort(key=lambda r: (r.listing_id, r.request_id or "", r.decision_id))
+            fresh.sort(key=lambda r: (r.key_id, r.listing_id, r.request_id or "", r.decision_id))
             inserted = self._insert_new(conn, fresh, now)
         existing = self._stored_for_retries(conn, [r for r in fresh if r.decision_id not in inserted])
         stored = []
@@ -126,8 +127,8 @@ class DecisionLog(Database):
     def _stored_for_retries(self, conn: Connection, retried: list[DecisionRecord]) -> dict[_Key, DecisionRecord]:
         """The stored decisions that records which were not inserted collided with."""
         found: dict[_Key, DecisionRecord] = {}
-        pairs = [(r.listing_id, r.request_id) for r in retried if r.request_id is not None]
-        for row in self._stored_for_requests(conn, pairs):
+        requests = [(r.key_id, r.listing_id, r.request_id) for r in retried if r.request_id is not None]
+        for row in self._stored_for_requests(conn, requests):
             stored = decision_record(row)
             found[_key(stored)] = stored
         for record in retried:
@@ -139,25 +140,25 @@ class DecisionLog(Database):
                 raise ConflictError(f"decision_id {record.decision_id} is already used by another decision")
         return found
 
-    def _stored_for_requests(self, conn: Connection, pairs: list[tuple[str, str]]) -> Iterator[Row[Any]]:
-        """The stored decisions of these (listing_id, request_id) pairs."""
+    def _stored_for_requests(self, conn: Connection, requests: list[tuple[str, str, str]]) -> Iterator[Row[Any]]:
+        """The stored decisions of these (key_id, listing_id, request_id) requests."""
         if self.dialect == "sqlite":
-            # SQLite scans the whole table for a row-value IN list: find each pair through the unique
-            # index instead, then read the rows by primary key
-            ids = sqlite_ids_of_requests(conn, pairs)
+            # SQLite scans the whole table for a row-value IN list: find each request through the
+            # unique index instead, then read the rows by primary key
+            ids = sqlite_ids_of_requests(conn, requests)
             for start in range(0, len(ids), _KEY_CHUNK):
                 yield from conn.execute(select(d).where(d.c.decision_id.in_(ids[start : start + _KEY_CHUNK])))
             return
-        for start in range(0, len(pairs), _KEY_CHUNK):
-            condition = tuple_(d.c.listing_id, d.c.request_id).in_(pairs[start : start + _KEY_CHUNK])
+        for start in range(0, len(requests), _KEY_CHUNK):
+            condition = tuple_(d.c.key_id, d.c.listing_id, d.c.request_id).in_(requests[start : start + _KEY_CHUNK])
             yield from conn.execute(select(d).where(condition))
 
 
 def _key(record: DecisionRecord) -> _Key:
-    """What makes two records the same decision: (listing_id, request_id), else the decision_id."""
+    """What makes two records the same decision: (key_id, listing_id, request_id), else the decision_id."""
     if record.request_id is not None:
-        return ("request", record.listing_id, record.request_id)
-    return ("decision", record.decision_id, "")
+        return ("request", record.key_id, record.listing_id, record.request_id)
+    return ("decision", record.decision_id, "", "")
 
 
 def _decision_params(record: DecisionRecord) -> dict[str, Any]:
@@ -179,4 +180,6 @@ def _queue_params(record: DecisionRecord, now: datetime) -> dict[str, Any]:
 def decision_record(row: Row[Any]) -> DecisionRecord:
     """A stored row of the decisions table (or of a join that has its columns) as a DecisionRecord."""
     mapping = row._mapping
-    return DecisionRecord(**{name: mapping[name] for name in _DECISION_FIELDS})
+    record = DecisionRecord(**{name: mapping[name] for name in _DECISION_FIELDS})
+    record.key_id = record.key_id or ""  # NULL in rows logged before request ids were scoped per key
+    return record

@@ -98,7 +98,7 @@ class DecisionRecord:
     """One routing decision as logged: everything needed to explain and audit it later.
 
     `human_review` decisions and QA samples (`qa_sample=True`) are also put on the review queue with
-    `priority` (higher is reviewed first). `request_id` makes retries idempotent per listing.
+    `priority` (higher is reviewed first). `request_id` makes retries idempotent per (API key, listing).
     """
 
     listing_id: str
@@ -121,6 +121,8 @@ class DecisionRecord:
     decision_id: str = field(default_factory=new_id)
     received_at: datetime = field(default_factory=utcnow)
     decided_at: datetime = field(default_factory=utcnow)
+    key_id: str = ""  # the API key that asked ("" when logged without one): request ids are per key
+    request_hash: str | None = None  # of the request body, to tell a retry from a reused request_id
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:

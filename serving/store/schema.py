@@ -95,6 +95,8 @@ decisions = Table(
     Column("fallback_reason", String(128), nullable=True),
     Column("statement_of_reasons", JSONText, nullable=True),
     Column("listing", JSONText, nullable=False),
+    Column("key_id", String(32), nullable=True),  # added later: see ADDED_COLUMNS
+    Column("request_hash", String(64), nullable=True),  # added later: see ADDED_COLUMNS
     CheckConstraint(_one_of("decision", _DECISION_VALUES), name="ck_decisions_decision"),
     CheckConstraint(
         f"would_have_been IS NULL OR {_one_of('would_have_been', _DECISION_VALUES)}",
@@ -103,19 +105,24 @@ decisions = Table(
     Index("ix_decisions_decided_at", "decided_at", "decision_id"),
 )
 
-# Idempotency: one decision per (listing_id, request_id). Decisions without a request_id never collide
-# (NULLs are distinct in a unique key, on both databases), so the index leaves them out: logging them
-# adds no entry to it, where an entry per decision, placed by listing id, dirtied about one page per
-# decision once the log outgrew the page cache. Databases created with the earlier table-wide
-# UNIQUE (listing_id, request_id) constraint keep it; it enforces the same rule.
-Index(
-    "uq_decisions_listing_request",
+# Idempotency: one decision per (key_id, listing_id, request_id), so two API keys use request ids
+# independently. Decisions without a request_id never collide (NULLs are distinct in a unique key, on
+# both databases), so the index leaves them out: logging them adds no entry to it, where an entry per
+# decision, placed by listing id, dirtied about one page per decision once the log outgrew the page
+# cache. `init_schema` moves older databases to this index (see `IDEMPOTENCY_INDEX_BEFORE`).
+IDEMPOTENCY_INDEX = Index(
+    "uq_decisions_key_listing_request",
+    decisions.c.key_id,
     decisions.c.listing_id,
     decisions.c.request_id,
     unique=True,
     sqlite_where=decisions.c.request_id.is_not(None),
     postgresql_where=decisions.c.request_id.is_not(None),
 )
+# The earlier rule, one decision per (listing_id, request_id): a partial unique index of this name, or
+# in the first releases a table-wide UNIQUE constraint (which SQLite cannot drop: such a log keeps the
+# stricter rule, and a second key reusing a request id for the same listing gets a conflict).
+IDEMPOTENCY_INDEX_BEFORE = "uq_decisions_listing_request"
 
 queue = Table(
     "review_queue",
@@ -171,4 +178,8 @@ policy_audit = Table(
 
 # Columns added after a table was first released: `init_schema` adds them to existing databases
 # (nullable, so old rows and old readers are unaffected).
-ADDED_COLUMNS: tuple[tuple[Table, str], ...] = ((reviews, "statement_of_reasons"),)
+ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
+    (reviews, "statement_of_reasons"),
+    (decisions, "key_id"),
+    (decisions, "request_hash"),
+)

@@ -64,7 +64,7 @@ _SQLITE_QUEUE = _SQLiteInsert(q)
 _SQLITE_DECISION_ORDER = (  # the order `_sqlite_decision_row` writes; checked against the schema at import
     "decision_id", "request_id", "listing_id", "received_at", "decided_at", "decision", "automated", "risk",
     "model_version", "policy_version", "t_pass", "t_block", "priority", "rules_matched", "reasons", "qa_sample",
-    "would_have_been", "fallback_reason", "statement_of_reasons", "listing",
+    "would_have_been", "fallback_reason", "statement_of_reasons", "listing", "key_id", "request_hash",
 )  # fmt: skip
 if _SQLITE_DECISIONS.columns != _SQLITE_DECISION_ORDER:
     raise RuntimeError("schema.decisions changed: update _sqlite_decision_row to the new columns")
@@ -73,7 +73,7 @@ _SQLITE_QUEUE_ORDER = (  # the order of the queue rows `sqlite_insert_new` write
 )  # fmt: skip
 if _SQLITE_QUEUE.columns != _SQLITE_QUEUE_ORDER:
     raise RuntimeError("schema.queue changed: update the queue rows of sqlite_insert_new to the new columns")
-_SQLITE_ID_OF_REQUEST = f"SELECT decision_id FROM {d.name} WHERE listing_id = ? AND request_id = ?"
+_SQLITE_ID_OF_REQUEST = f"SELECT decision_id FROM {d.name} WHERE key_id = ? AND listing_id = ? AND request_id = ?"
 
 
 def sqlite_insert_new(conn: Connection, fresh: list[DecisionRecord], now: datetime) -> set[str]:
@@ -110,11 +110,11 @@ def sqlite_insert_new(conn: Connection, fresh: list[DecisionRecord], now: dateti
     return inserted
 
 
-def sqlite_ids_of_requests(conn: Connection, pairs: list[tuple[str, str]]) -> list[str]:
-    """The decision ids stored under these (listing_id, request_id) pairs, one index lookup each."""
+def sqlite_ids_of_requests(conn: Connection, requests: list[tuple[str, str, str]]) -> list[str]:
+    """The decision ids stored under these (key_id, listing_id, request_id) requests, one index lookup each."""
     cursor = _sqlite_cursor(conn)
     try:
-        found = (cursor.execute(_SQLITE_ID_OF_REQUEST, pair).fetchone() for pair in pairs)
+        found = (cursor.execute(_SQLITE_ID_OF_REQUEST, request).fetchone() for request in requests)
         return [row[0] for row in found if row is not None]
     finally:
         cursor.close()
@@ -152,6 +152,8 @@ def _sqlite_decision_row(r: DecisionRecord, times: dict[datetime, str]) -> tuple
         r.fallback_reason,
         None if sor is None else _dumps(sor, option=_JSON_OPTIONS).decode(),
         _dumps(r.listing, option=_JSON_OPTIONS).decode(),
+        r.key_id,
+        r.request_hash,
     )
 
 

@@ -32,6 +32,7 @@ ITEM_FIELDS = {
     "t_block",
     "request_id",
     "statement_of_reasons",
+    "warnings",
 }
 
 
