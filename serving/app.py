@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from serving.api import body, errors, health, policy, queue, score, simulate
+from serving.api import body, errors, health, keys, policy, queue, score, simulate
 from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, BodyLimitMiddleware
@@ -26,7 +26,14 @@ from serving.store import create_store
 log = logging.getLogger(__name__)
 
 # Every router the service serves; a new one (e.g. serving/api/simulate.py) is one more entry.
-ROUTERS: list[APIRouter] = [score.router, queue.router, policy.router, health.router, simulate.router]
+ROUTERS: list[APIRouter] = [
+    score.router,
+    queue.router,
+    policy.router,
+    keys.router,
+    health.router,
+    simulate.router,
+]
 
 
 @asynccontextmanager

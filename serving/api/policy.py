@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from bundle.manifest import BundleError
-from serving.api.deps import AdminKey, AnyKey, EngineDep, SettingsDep, StoreDep
+from serving.api.deps import AdminKey, EngineDep, ReadKey, SettingsDep, StoreDep
 from serving.api.errors import field_error
 from serving.api.schemas import PolicyChangeOut, PolicyOut, PolicyUpdate, ReloadRequest, ReloadResponse
 from serving.models import load_engine, persist_policy, updated_policy
@@ -22,7 +22,7 @@ def _admin_lock(request: Request) -> asyncio.Lock:
 
 
 @router.get("/policy", response_model=PolicyOut)
-async def get_policy(_key: AnyKey, engine: EngineDep) -> PolicyOut:
+async def get_policy(_key: ReadKey, engine: EngineDep) -> PolicyOut:
     """The policy in force (thresholds, rules, QA rate, version) and the model it applies to."""
     return PolicyOut(model_version=engine.model_version, ready=engine.ready, policy=engine.policy.to_dict())
 
@@ -61,7 +61,7 @@ async def put_policy(body: PolicyUpdate, key: AdminKey, request: Request, store:
 
 @router.get("/policy/history", response_model=list[PolicyChangeOut])
 async def policy_history(
-    _key: AnyKey, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    _key: ReadKey, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[PolicyChangeOut]:
     """Audited policy changes, newest first: who, when, old and new policy."""
     changes = await run_in_threadpool(store.policy_history, limit)

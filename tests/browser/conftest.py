@@ -49,7 +49,7 @@ def _create_key(database_url: str) -> str:
     store = create_store(database_url)
     try:
         store.init_schema()
-        return create_key(store, "browser-tests", "score")
+        return create_key(store, "browser-tests", "read")
     finally:
         store.close()
 

@@ -218,7 +218,7 @@ def test_apply_shows_the_expected_change_and_the_api_refusal(browser, live_serve
     in_force = live_server.get("/v1/simulate").json()
     for key in ("reviewer_hours_per_day", "missed_violations_per_day"):
         assert change[key] == pytest.approx(scenario[key]["value"] - in_force[key]["value"], rel=1e-9, abs=1e-9)
-    browser.find_element(By.ID, "apply-confirm").click()  # the key has scope "score": the API says 403
+    browser.find_element(By.ID, "apply-confirm").click()  # the key has scope "read": the API says 403
     error = browser.find_element(By.ID, "apply-error")
     WebDriverWait(browser, WAIT_SECONDS).until(lambda d: error.is_displayed())
     assert "403" in error.text and "admin" in error.text

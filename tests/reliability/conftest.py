@@ -33,6 +33,7 @@ START_TIMEOUT_S = 60.0
 KEY_SCOPES = {
     "score": "score",
     "review": "review",
+    "read": "read",
     "admin": "admin",
     "reviewer-a": "review",
     "reviewer-b": "review",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from serving.store import DecisionRecord, Store, create_store
+from serving.store import SCOPES, DecisionRecord, Store, create_store
 
 POSTGRES_URL = os.environ.get("TRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -192,7 +192,7 @@ class Api:
 
         self.client, self.app = client, app
         self.store: Store = app.state.store
-        self.tokens = {scope: create_key(self.store, f"{scope}-key", scope) for scope in ("score", "review", "admin")}
+        self.tokens = {scope: create_key(self.store, f"{scope}-key", scope) for scope in SCOPES}
 
     def headers(self, scope: str = "score") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[scope]}"}

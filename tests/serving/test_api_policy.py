@@ -19,22 +19,26 @@ def put_policy(api, body: dict, scope: str = "admin"):  # type: ignore[no-untype
     return api.client.put("/v1/policy", json=body, headers=api.headers(scope))
 
 
-def test_any_valid_key_reads_the_policy(serve) -> None:
+def test_read_and_admin_keys_read_the_policy_a_score_key_does_not(serve) -> None:
+    """The policy holds the rules' term lists: a leaked score key must not reveal what gets blocked."""
     with serve() as api:
-        for scope in ("score", "review", "admin"):
+        for scope in ("read", "admin"):
             response = api.client.get("/v1/policy", headers=api.headers(scope))
             assert response.status_code == 200
             assert response.json()["policy"]["version"] == api.app.state.engine.policy.version
+        for scope in ("score", "review"):
+            assert api.client.get("/v1/policy", headers=api.headers(scope)).status_code == 403
+            assert api.client.get("/v1/policy/history", headers=api.headers(scope)).status_code == 403
         assert api.client.get("/v1/policy").status_code == 401
 
 
 def test_a_policy_change_is_versioned_persisted_audited_and_applied(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
-        before = api.client.get("/v1/policy", headers=api.headers()).json()["policy"]
+        before = api.client.get("/v1/policy", headers=api.headers("read")).json()["policy"]
         response = put_policy(api, {"t_pass": 0.4, "t_block": 0.6, "qa_sample_rate": 0.0})
         after = response.json()["policy"]
         scored = api.batch([listing_json(i, price=float(i + 1)) for i in range(30)]).json()["items"]
-        history = api.client.get("/v1/policy/history", headers=api.headers("review")).json()
+        history = api.client.get("/v1/policy/history", headers=api.headers("read")).json()
 
     assert response.status_code == 200, response.text
     assert after["version"] != before["version"] and after["version"].startswith("policy-")
@@ -87,7 +91,7 @@ def test_an_invalid_policy_is_a_422_naming_the_field_and_changes_nothing(
         assert response.status_code == 422, response.text
         assert field in {e["field"] for e in response.json()["detail"]}
         assert api.app.state.engine.policy.to_dict() == before
-        assert api.client.get("/v1/policy/history", headers=api.headers()).json() == []
+        assert api.client.get("/v1/policy/history", headers=api.headers("read")).json() == []
     assert load_policy(own_bundle).to_dict() == before
 
 
