@@ -17,7 +17,7 @@ from serving.store import ApiKey, ConflictError
 router = APIRouter(prefix="/v1/admin/keys", tags=["api keys"])
 
 KeyName = Annotated[str, Path(min_length=1, max_length=128)]
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No key with this name (or, for rotate, it is revoked)"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such key (for rotate: no such live key)"}}
 
 
 class KeyOut(BaseModel):
