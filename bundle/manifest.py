@@ -40,10 +40,24 @@ def write_manifest(bundle_dir: str | Path, version: str | None = None) -> dict:
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": {p.relative_to(bundle_dir).as_posix(): sha256_file(p) for p in _bundle_files(bundle_dir)},
     }
-    tmp = bundle_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, bundle_dir / MANIFEST)
+    durable_replace(bundle_dir / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
+
+
+def durable_replace(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically and durably: the file is fsynced before the rename and the
+    directory after it, so a crash leaves the old file or the new one, never an empty or torn one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def read_manifest(bundle_dir: str | Path) -> dict:

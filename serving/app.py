@@ -44,7 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await run_in_threadpool(store.init_schema)
     app.state.store = store
-    app.state.engine = await run_in_threadpool(startup_engine, settings.bundle, settings.reasons)
+    app.state.engine = await run_in_threadpool(startup_engine, settings.bundle, settings.reasons, store)
     app.state.scorer = Scorer(
         store,
         app.state.metrics,

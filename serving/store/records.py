@@ -196,3 +196,4 @@ class PolicyChange:
     new_version: str | None
     old: dict[str, Any]
     new: dict[str, Any]
+    reason: str | None = None

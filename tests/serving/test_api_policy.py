@@ -15,8 +15,8 @@ from bundle.policies import load_policy
 from tests.serving.conftest import listing_json
 
 
-def put_policy(api, body: dict, scope: str = "admin"):  # type: ignore[no-untyped-def]
-    return api.client.put("/v1/policy", json=body, headers=api.headers(scope))
+def put_policy(api, body: dict, scope: str = "admin", reason: str | None = "test change"):  # type: ignore[no-untyped-def]
+    return api.client.put("/v1/policy", json={**body, "reason": reason} if reason else body, headers=api.headers(scope))
 
 
 def test_read_and_admin_keys_read_the_policy_a_score_key_does_not(serve) -> None:
@@ -44,8 +44,9 @@ def test_a_policy_change_is_versioned_persisted_audited_and_applied(serve, own_b
     assert after["version"] != before["version"] and after["version"].startswith("policy-")
     assert (after["t_pass"], after["t_block"]) == (0.4, 0.6)
     assert after["rules"] == before["rules"]  # fields left out keep their value
-    assert load_policy(own_bundle).to_dict() == after  # persisted as the bundle's current policy
-    verify_manifest(own_bundle)  # and the bundle still verifies
+    assert api.store.policy_in_force(api.app.state.engine.bundle.version) == after  # the store holds it
+    assert load_policy(own_bundle).to_dict() == before  # the bundle is not written: its policy is the default
+    verify_manifest(own_bundle)
     assert {s["policy_version"] for s in scored} == {after["version"]}
     for item in scored:
         if not item["rules_matched"]:
@@ -53,7 +54,7 @@ def test_a_policy_change_is_versioned_persisted_audited_and_applied(serve, own_b
             assert item["decision"] == expected
     assert history[0]["actor"] == "admin-key"
     assert (history[0]["old_version"], history[0]["new_version"]) == (before["version"], after["version"])
-    assert history[0]["new"] == after
+    assert history[0]["new"] == after and history[0]["reason"] == "test change"
 
 
 def test_only_admins_change_the_policy(serve, own_bundle: Path) -> None:
@@ -186,10 +187,13 @@ def test_reload_makes_a_not_ready_service_ready(serve, own_bundle: Path, tmp_pat
         assert api.score(listing_json(1)).json()["fallback_reason"] is None
 
 
-def test_a_policy_is_not_saved_into_a_bundle_changed_since_it_was_loaded(serve, own_bundle: Path) -> None:
+def test_a_restart_resumes_the_policy_in_force_from_the_store(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
-        with (own_bundle / "calibrator.json").open("a") as handle:
-            handle.write(" ")
-        response = put_policy(api, {"t_pass": 0.1})
+        changed = put_policy(api, {"t_pass": 0.2, "t_block": 0.8}).json()["policy"]
+    with serve(bundle=str(own_bundle)) as api:
+        resumed = api.client.get("/v1/policy", headers=api.headers("read")).json()
+        reloaded = api.client.post("/v1/admin/reload", headers=api.headers("admin")).json()
 
-    assert response.status_code == 409 and "checksum mismatch" in response.json()["detail"]
+    assert resumed["policy"] == changed
+    assert reloaded["policy_version"] == changed["version"]
+    assert load_policy(own_bundle).version != changed["version"]

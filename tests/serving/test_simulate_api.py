@@ -200,7 +200,7 @@ def test_applying_a_simulated_pair_puts_it_in_force(serve, own_bundle: Path) -> 
     """The page's apply path: PUT /v1/policy (admin only) with the simulated pair; the simulator's
     in-force numbers then equal the what-if numbers for that pair."""
     pair = {"t_pass": 0.03, "t_block": 0.7}
-    change = {**pair, "segment_by": None, "segments": {}}
+    change = {**pair, "segment_by": None, "segments": {}, "reason": "simulated pair"}
     with serve(bundle=str(own_bundle)) as api:
         what_if = api.client.get("/v1/simulate", params=pair, headers=api.headers("read")).json()
         refused = api.client.put("/v1/policy", json=change, headers=api.headers("score"))
