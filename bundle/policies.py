@@ -27,7 +27,7 @@ def next_policy_version(bundle_dir: str | Path, now: datetime | None = None, tak
     return f"policy-{stamp}-{max(counters, default=0) + taken + 1}"
 
 
-def save_policy(bundle_dir: str | Path, policy: Policy) -> Path:
+def save_policy(bundle_dir: str | Path, policy: Policy, signing_key: bytes | None = None) -> Path:
     """Write `policies/<version>.json` (never overwriting another policy) and `policy.json`, then the
     bundle manifest. Returns the path of the versioned file.
 
@@ -37,7 +37,7 @@ def save_policy(bundle_dir: str | Path, policy: Policy) -> Path:
     bundle_dir = Path(bundle_dir)
     policy.validate()
     if (bundle_dir / MANIFEST).exists():
-        verify_manifest(bundle_dir)
+        verify_manifest(bundle_dir, signing_key)
     text = json.dumps(policy.to_dict(), indent=2, sort_keys=True)
     history = bundle_dir / POLICY_HISTORY_DIR
     history.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ def save_policy(bundle_dir: str | Path, policy: Policy) -> Path:
         raise ValueError(f"version: policy {policy.version} already exists in {bundle_dir} with other content")
     durable_replace(versioned, text)
     durable_replace(bundle_dir / POLICY_FILE, text)
-    write_manifest(bundle_dir)
+    write_manifest(bundle_dir, signing_key=signing_key)
     return versioned
 
 

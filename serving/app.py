@@ -44,7 +44,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await run_in_threadpool(store.init_schema)
     app.state.store = store
-    app.state.engine = await run_in_threadpool(startup_engine, settings.bundle, settings.reasons, store)
+    app.state.engine = await run_in_threadpool(
+        startup_engine, settings.bundle, settings.reasons, store, settings.signing_key
+    )
     app.state.scorer = Scorer(
         store,
         app.state.metrics,

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from bundle.load import Bundle
-from bundle.manifest import BundleError
+from bundle.manifest import BundleError, resolve_bundle
 from bundle.policies import next_policy_version
 from decision.policy import HAND_SET, Policy
 from serving.engine import DecisionEngine
@@ -23,11 +23,13 @@ REFERENCE_FILE = "reference.parquet"
 _THRESHOLD_FIELDS = {"t_pass", "t_block", "segment_by", "segments"}
 
 
-def load_engine(path: str | Path, reasons: str = "path", store: Store | None = None) -> DecisionEngine:
+def load_engine(
+    path: str | Path, reasons: str = "path", store: Store | None = None, signing_key: bytes | None = None
+) -> DecisionEngine:
     """A warmed-up engine for the bundle at `path` with the policy in force for it (the store's, else
-    the bundle's own policy.json); BundleError if unusable."""
+    the bundle's own policy.json); BundleError if unusable (or, with a signing key, not signed with it)."""
     try:
-        bundle = Bundle.load(path)
+        bundle = Bundle.load(path, signing_key=signing_key)
         policy = policy_in_force(store, bundle) if store is not None else None
         engine = DecisionEngine.from_bundle(bundle, policy=policy, reasons=reasons)
     except BundleError:
@@ -50,6 +52,16 @@ def freeze_long_lived_objects() -> None:
     gc.freeze()
 
 
+def bundle_under(root: Path, requested: str | Path) -> Path:
+    """The bundle directory `requested` names (pointer and symlinks resolved), if it lies under `root`;
+    ValueError otherwise, so an admin request cannot load code and data from anywhere on the machine."""
+    path = Path(requested)
+    resolved = resolve_bundle(path) if (path.exists() or path.with_suffix(".txt").exists()) else path.resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"bundle: {requested} resolves to {resolved}, outside the models directory {root}")
+    return resolved
+
+
 def policy_in_force(store: Store, bundle: Bundle) -> Policy | None:
     """The policy last put in force for this bundle through the API, or None (the bundle's own applies).
     One that no longer validates against the bundle makes the bundle unservable, never silently
@@ -63,10 +75,12 @@ def policy_in_force(store: Store, bundle: Bundle) -> Policy | None:
         raise BundleError(f"bundle {bundle.path}: the stored policy {raw.get('version')} is invalid ({exc})") from exc
 
 
-def startup_engine(path: str | Path, reasons: str = "path", store: Store | None = None) -> DecisionEngine:
+def startup_engine(
+    path: str | Path, reasons: str = "path", store: Store | None = None, signing_key: bytes | None = None
+) -> DecisionEngine:
     """The bundle's engine, or the fail-safe one (everything to human review) if it cannot be loaded."""
     try:
-        engine = load_engine(path, reasons, store)
+        engine = load_engine(path, reasons, store, signing_key)
     except BundleError as exc:
         log.error(
             "NOT READY: no valid model bundle (%s); every listing goes to human review "

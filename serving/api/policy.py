@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -33,7 +34,7 @@ from serving.api.schemas import (
     RulePut,
 )
 from serving.engine import DecisionEngine
-from serving.models import load_engine, new_policy_version, rules_with_change, updated_policy
+from serving.models import bundle_under, load_engine, new_policy_version, rules_with_change, updated_policy
 from serving.store import ApiKey, Store
 
 router = APIRouter(prefix="/v1", tags=["policy"])
@@ -146,17 +147,26 @@ async def policy_history(
 @router.post(
     "/admin/reload",
     response_model=ReloadResponse,
-    responses={409: {"description": "Bundle refused (manifest mismatch, missing, unreadable)"}},
+    responses={
+        400: {"description": "Bundle path outside the models directory"},
+        409: {"description": "Bundle refused (manifest mismatch or bad signature, missing, unreadable)"},
+    },
 )
 async def reload_bundle(
     key: AdminKey, request: Request, settings: SettingsDep, store: StoreDep, body: ReloadRequest | None = None
 ) -> ReloadResponse:
-    """Load the bundle again (or another one) with the policy in force for it. A bundle failing its
-    checks is refused; the current one keeps serving."""
-    path = (body.bundle if body is not None else None) or settings.bundle
+    """Load the bundle again (or another one, under the models directory) with the policy in force for
+    it. A bundle failing its checks (manifest sums; its signature when a signing key is configured) is
+    refused; the current one keeps serving."""
+    path: str | Path = settings.bundle
+    if body is not None and body.bundle:
+        try:
+            path = bundle_under(settings.models_root, body.bundle)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     async with _admin_lock(request):
         try:
-            engine = await run_in_threadpool(load_engine, path, settings.reasons, store)
+            engine = await run_in_threadpool(load_engine, path, settings.reasons, store, settings.signing_key)
         except BundleError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {exc}") from exc
         request.app.state.engine = engine

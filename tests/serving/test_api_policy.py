@@ -197,3 +197,53 @@ def test_a_restart_resumes_the_policy_in_force_from_the_store(serve, own_bundle:
     assert resumed["policy"] == changed
     assert reloaded["policy_version"] == changed["version"]
     assert load_policy(own_bundle).version != changed["version"]
+
+
+def reload(api, bundle: Path | str):  # type: ignore[no-untyped-def]
+    return api.client.post("/v1/admin/reload", json={"bundle": str(bundle)}, headers=api.headers("admin"))
+
+
+def test_reload_loads_only_bundles_under_the_models_directory(
+    serve, own_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = Path(shutil.copytree(own_bundle, tmp_path_factory.mktemp("elsewhere") / "bundle"))
+    models = own_bundle.parent
+    (models / "sneaky").symlink_to(elsewhere, target_is_directory=True)
+    with serve(bundle=str(own_bundle)) as api:
+        outside = reload(api, elsewhere)
+        escape = reload(api, f"{models}/../{elsewhere.relative_to(models.parent)}")
+        via_symlink = reload(api, models / "sneaky")
+        inside = reload(api, own_bundle)
+
+    for refused in (outside, escape, via_symlink):
+        assert refused.status_code == 400, refused.text
+        assert "outside the models directory" in refused.json()["detail"]
+    assert inside.status_code == 200
+
+
+def test_with_a_signing_key_only_signed_bundles_load(serve, own_bundle: Path, tmp_path: Path) -> None:
+    from bundle.manifest import SIGNATURE, write_manifest
+
+    key = "reload-test-signing-key"
+    signed = Path(shutil.copytree(own_bundle, tmp_path / "signed"))
+    write_manifest(signed, signing_key=key.encode())
+    resummed = Path(shutil.copytree(signed, tmp_path / "resummed"))
+    with (resummed / "calibrator.json").open("a") as handle:
+        handle.write(" ")
+    signature = (resummed / SIGNATURE).read_text()
+    write_manifest(resummed)  # sums recomputed after the change...
+    (resummed / SIGNATURE).write_text(signature)  # ...the old signature kept
+
+    with serve(bundle=str(signed), bundle_signing_key=key) as api:
+        ready = api.client.get("/readyz").status_code
+        unsigned = reload(api, own_bundle)
+        tampered = reload(api, resummed)
+        good = reload(api, signed)
+    with serve(bundle=str(own_bundle), bundle_signing_key=key) as api:
+        unsigned_at_start = api.client.get("/readyz").status_code
+
+    assert ready == 200
+    assert unsigned.status_code == 409 and "unsigned" in unsigned.json()["detail"]
+    assert tampered.status_code == 409 and "signature does not match" in tampered.json()["detail"]
+    assert good.status_code == 200
+    assert unsigned_at_start == 503  # refused at startup too: not ready, everything to human review
