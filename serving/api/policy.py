@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bundle.manifest import BundleError
 from decision.policy import Policy
-from serving.api.deps import AdminKey, ReadKey, SettingsDep, StoreDep
+from serving.api.deps import AdminKey, EngineDep, ReadKey, SettingsDep, StoreDep
 from serving.api.errors import field_error
 from serving.api.schemas import (
     ChangeReason,
@@ -60,9 +60,8 @@ def _policy_out(engine: DecisionEngine, policy: Policy) -> PolicyOut:
 
 
 @router.get("/policy", response_model=PolicyOut)
-async def get_policy(_key: ReadKey, request: Request) -> PolicyOut:
+async def get_policy(_key: ReadKey, engine: EngineDep) -> PolicyOut:
     """The policy in force (thresholds, rules, QA rate, version, guarantee) and the model it applies to."""
-    engine: DecisionEngine = request.app.state.engine
     return _policy_out(engine, engine.policy)
 
 
