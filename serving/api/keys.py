@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serving.api.deps import AdminKey, StoreDep
 from serving.keys import create_key, parse_scopes, revoke_key, rotate_key
-from serving.store import ApiKey, ConflictError
+from serving.store import ApiKey, ConflictError, Store
 
 router = APIRouter(prefix="/v1/admin/keys", tags=["api keys"])
 
@@ -93,6 +93,6 @@ async def rotate(name: KeyName, _key: AdminKey, store: StoreDep) -> KeyToken:
     return KeyToken(key=await _named(store, name), token=token)
 
 
-async def _named(store: StoreDep, name: str) -> KeyOut:
+async def _named(store: Store, name: str) -> KeyOut:
     keys = await run_in_threadpool(store.list_api_keys)
     return next(KeyOut.of(key) for key in keys if key.name == name)
