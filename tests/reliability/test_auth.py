@@ -30,6 +30,9 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/policy"): READ,
     ("GET", "/v1/policy/history"): READ,
     ("PUT", "/v1/policy"): ADMIN,
+    ("PUT", "/v1/policy/rules/{name}"): ADMIN,
+    ("PATCH", "/v1/policy/rules/{name}"): ADMIN,
+    ("DELETE", "/v1/policy/rules/{name}"): ADMIN,
     ("POST", "/v1/admin/reload"): ADMIN,
     ("GET", "/v1/admin/keys"): ADMIN,
     ("POST", "/v1/admin/keys"): ADMIN,
@@ -64,6 +67,23 @@ def queued_decision(service: Service) -> str:
     return str(response.json()["decision_id"])
 
 
+RULE = {"action": "review", "kind": "term", "terms": ["access-test"], "fields": ["title"]}
+
+
+def rule_change(service: Service, method: str) -> tuple[str, Any]:
+    """A fresh rule's path and the body for `method`; for PATCH and DELETE an admin puts the rule first."""
+    path = f"/v1/policy/rules/access-test-{next(_ids)}"
+    if method == "PUT":
+        return path, {"rule": RULE, "reason": "access test"}
+    put = httpx.put(
+        service.url + path, json={"rule": RULE, "reason": "access test"}, headers=service.headers("admin"), timeout=30
+    )
+    assert put.status_code == 200, put.text
+    if method == "PATCH":
+        return path, {"changes": {"terms": ["access-test-2"]}, "reason": "access test"}
+    return path + "?reason=access+test", None
+
+
 def send(service: Service, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
     body: Any = None
     if path == "/v1/score":
@@ -76,6 +96,8 @@ def send(service: Service, method: str, path: str, headers: dict[str, str]) -> h
         body = {"reason": "access test"} if method == "PUT" else {}
     elif path == "/v1/admin/keys" and method == "POST":
         body = {"name": f"access-test-{next(_ids)}", "scopes": ["score"]}
+    elif path == "/v1/policy/rules/{name}":
+        path, body = rule_change(service, method)
     elif path.startswith("/v1/admin/keys/{name}"):
         with create_store(service.database_url, group_commit=False) as store:  # a throwaway key to act on
             name = f"access-test-{next(_ids)}"
@@ -120,7 +142,7 @@ def test_every_route_grants_exactly_the_documented_access(shared_service: Servic
             elif key not in SCOPED_KEYS:
                 expected = {401}
             elif allowed(required, key):
-                expected = {200}
+                expected = {201} if (method, path) == ("POST", "/v1/admin/keys") else {200}
             else:
                 expected = {403}
             response = send(shared_service, method, path, headers)
