@@ -40,11 +40,13 @@ class Bundle:
     metrics: dict[str, Any]
 
     @classmethod
-    def load(cls, path: str | Path, threads: int = 1) -> Bundle:
+    def load(cls, path: str | Path, threads: int = 1, signing_key: bytes | None = None) -> Bundle:
+        """Load a bundle whose files match its manifest (and, with a signing key, whose manifest is
+        signed with it); BundleError otherwise."""
         import onnxruntime as ort
 
         bundle_dir = resolve_bundle(path)
-        manifest = verify_manifest(bundle_dir)
+        manifest = verify_manifest(bundle_dir, signing_key)
         try:
             config_file = bundle_dir / "data_config.yaml"
             config = DataConfig.from_dict(

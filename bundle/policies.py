@@ -4,19 +4,19 @@ the current one, and the bundle manifest re-signed after each change."""
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bundle.manifest import MANIFEST, verify_manifest, write_manifest
+from bundle.manifest import MANIFEST, durable_replace, verify_manifest, write_manifest
 from decision.policy import Policy
 
 POLICY_FILE = "policy.json"
 POLICY_HISTORY_DIR = "policies"
 
 
-def next_policy_version(bundle_dir: str | Path, now: datetime | None = None) -> str:
-    """'policy-YYYYMMDDTHHMMSS-<n>', n one more than any version kept in the bundle (so it increases)."""
+def next_policy_version(bundle_dir: str | Path, now: datetime | None = None, taken: int = 0) -> str:
+    """'policy-YYYYMMDDTHHMMSS-<n>': n counts on from the highest version kept in the bundle, past the
+    `taken` versions made since outside it (those a service's store holds), so it increases."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
     history = Path(bundle_dir) / POLICY_HISTORY_DIR
     counters = (
@@ -24,10 +24,10 @@ def next_policy_version(bundle_dir: str | Path, now: datetime | None = None) -> 
         if history.is_dir()
         else []
     )
-    return f"policy-{stamp}-{max(counters, default=0) + 1}"
+    return f"policy-{stamp}-{max(counters, default=0) + taken + 1}"
 
 
-def save_policy(bundle_dir: str | Path, policy: Policy) -> Path:
+def save_policy(bundle_dir: str | Path, policy: Policy, signing_key: bytes | None = None) -> Path:
     """Write `policies/<version>.json` (never overwriting another policy) and `policy.json`, then the
     bundle manifest. Returns the path of the versioned file.
 
@@ -37,16 +37,16 @@ def save_policy(bundle_dir: str | Path, policy: Policy) -> Path:
     bundle_dir = Path(bundle_dir)
     policy.validate()
     if (bundle_dir / MANIFEST).exists():
-        verify_manifest(bundle_dir)
+        verify_manifest(bundle_dir, signing_key)
     text = json.dumps(policy.to_dict(), indent=2, sort_keys=True)
     history = bundle_dir / POLICY_HISTORY_DIR
     history.mkdir(parents=True, exist_ok=True)
     versioned = history / f"{policy.version}.json"
     if versioned.exists() and versioned.read_text() != text:
         raise ValueError(f"version: policy {policy.version} already exists in {bundle_dir} with other content")
-    _atomic_write(versioned, text)
-    _atomic_write(bundle_dir / POLICY_FILE, text)
-    write_manifest(bundle_dir)
+    durable_replace(versioned, text)
+    durable_replace(bundle_dir / POLICY_FILE, text)
+    write_manifest(bundle_dir, signing_key=signing_key)
     return versioned
 
 
@@ -66,9 +66,3 @@ def policy_versions(bundle_dir: str | Path) -> list[str]:
     history = Path(bundle_dir) / POLICY_HISTORY_DIR
     files = history.glob("*.json") if history.is_dir() else []
     return [p.stem for p in sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -63,6 +63,9 @@ def qa_sample(decisions: np.ndarray, rate: float, rng: np.random.Generator) -> n
     return automated & (rng.random(decisions.shape) < rate)
 
 
+HAND_SET = "hand_set"  # the guarantee `mode` of thresholds a person set
+
+
 @dataclass
 class Policy:
     """Thresholds (global and per segment), rules and QA sample rate, versioned."""
@@ -78,6 +81,19 @@ class Policy:
     targets: dict[str, Any] = field(default_factory=dict)
     provisional: bool = False
     guarantee: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def guarantee_state(self) -> str:
+        """What the thresholds promise: 'certified' (targets held with the stated confidence on the
+        calibration split), 'provisional, not certified' (targets could not be met), 'hand_set, not
+        certified' (set by a person: no statistical guarantee), or 'none' (no record)."""
+        if self.guarantee.get("mode") == HAND_SET:
+            return f"{HAND_SET}, not certified"
+        if not self.guarantee:
+            return "none"
+        if self.provisional or not self.guarantee.get("feasible", True):
+            return "provisional, not certified"
+        return "certified"
 
     def validate(self, columns: Collection[str] | None = None) -> Policy:
         """Check the policy; with `columns` (what every listing carries), also that each rule reads

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from serving.api import body, docs, errors, health, me, policy, queue, score, simulate
+from serving.api import body, docs, errors, health, keys, me, policy, queue, score, simulate
 from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, BodyLimitMiddleware
@@ -30,6 +30,7 @@ ROUTERS: list[APIRouter] = [
     score.router,
     queue.router,
     policy.router,
+    keys.router,
     health.router,
     simulate.router,
     me.router,
@@ -45,7 +46,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await run_in_threadpool(store.init_schema)
     app.state.store = store
-    app.state.engine = await run_in_threadpool(startup_engine, settings.bundle, settings.reasons)
+    app.state.engine = await run_in_threadpool(
+        startup_engine, settings.bundle, settings.reasons, store, settings.signing_key
+    )
     app.state.scorer = Scorer(
         store,
         app.state.metrics,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -31,7 +31,7 @@ def serve(
     settings = get_settings()
     typer.echo(f"serving {bundle_dir} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     typer.echo(f"decision log: {settings.database_url}")
-    typer.echo("create an API key with: triage keys create NAME --scopes score,review,admin  (or: make keys)")
+    typer.echo("create an API key with: triage keys create NAME --scopes score,review,read,admin  (or: make keys)")
     from serving.logs import configure_logging
 
     configure_logging(settings.log_level)
@@ -61,19 +61,62 @@ def _download_model(uri: str) -> Path:
 
 def keys_create(
     name: Annotated[str, typer.Argument(help="who uses the key; reviewers are recorded by this name")],
-    scopes: Annotated[list[str], typer.Option(help="score, review, admin (repeat or comma-separate)")],
+    scopes: Annotated[list[str], typer.Option(help="score, review, read, admin (repeat or comma-separate)")],
 ) -> None:
     """Create an API key and print its token. The token is shown this once; only a hash is stored."""
     from serving.keys import create_key, parse_scopes
+    from serving.store import ConflictError
 
     try:
         wanted = parse_scopes([s for item in scopes for s in item.split(",")])
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--scopes") from exc
     with _open_store(get_settings()) as store:
-        token = create_key(store, name, wanted)
+        try:
+            token = create_key(store, name, wanted)
+        except ConflictError as exc:
+            _fail(f"{exc}: pick another name, or `triage keys rotate {name}` for a new token")
     typer.echo(token)
     typer.echo(f"key {name!r} with scopes {sorted(wanted)}: store the token now, it is not shown again", err=True)
+
+
+def keys_list() -> None:
+    """List API keys (name, scopes, created, revoked); tokens are never shown again."""
+    with _open_store(get_settings()) as store:
+        keys = store.list_api_keys()
+    for key in keys:
+        state = "revoked" if key.revoked else "live"
+        typer.echo(f"{key.name}\t{','.join(sorted(key.scopes))}\t{key.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}")
+    if not keys:
+        typer.echo("no API keys (create one with: triage keys create NAME --scopes ...)", err=True)
+
+
+def keys_revoke(name: Annotated[str, typer.Argument(help="the key's name")]) -> None:
+    """Revoke an API key: every service process refuses it within a second."""
+    from serving.keys import revoke_key
+
+    with _open_store(get_settings()) as store:
+        if not revoke_key(store, name):
+            _fail(f"no API key named {name!r}")
+    typer.echo(f"key {name!r} revoked", err=True)
+
+
+def keys_rotate(name: Annotated[str, typer.Argument(help="the key's name")]) -> None:
+    """Give a live key a new token (same name and scopes) and print it; the old token stops working."""
+    from serving.keys import rotate_key
+
+    with _open_store(get_settings()) as store:
+        token = rotate_key(store, name)
+    if token is None:
+        _fail(f"no live API key named {name!r}")
+    typer.echo(token)
+    typer.echo(f"key {name!r} rotated: store the new token now, it is not shown again", err=True)
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 1: for errors the user caused, no traceback."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
 
 
 def export_labels(

@@ -2,8 +2,9 @@
 
 A token reads `trg_<key_id>_<secret>`: the key id finds the stored row, the secret (32 random bytes) is
 what proves possession. Keys are high-entropy, so a fast keyed hash is enough (no password stretching).
-Verified keys are cached in memory for `CACHE_SECONDS`; a revocation is seen at once by this process
-and within that time by the others.
+Verified keys are cached in memory for `CACHE_SECONDS` (one second): a revocation or rotation is seen
+at once by this process and within that second by the others, while a busy client still verifies its
+key against the database about once a second, not once a request.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ __all__ = [
     "create_key",
     "parse_scopes",
     "revoke_key",
+    "rotate_key",
     "verify_key",
 ]
 
 PREFIX = "trg"
-CACHE_SECONDS = 30.0
+CACHE_SECONDS = 1.0
 _MAX_TOKEN_CHARS = 128
 _MAX_CACHED = 10_000
 _KEY_ID_HEX = 12
@@ -49,13 +51,23 @@ def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
 
 
 def create_key(store: Store, name: str, scopes: str | Iterable[str]) -> str:
-    """Create a key and return its plaintext token: shown this once, never stored."""
+    """Create a key and return its plaintext token: shown this once, never stored.
+
+    Raises ConflictError if a key (live or revoked) already has this name."""
     if not name or len(name) > 128:
         raise ValueError("key name must have 1 to 128 characters")
-    key_id = secrets.token_hex(_KEY_ID_HEX // 2)
-    token = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    key_id, token = _new_token()
     store.insert_api_key(key_id, name, parse_scopes(scopes), _hash_token(token, secrets.token_bytes(16)))
     return token
+
+
+def rotate_key(store: Store, name: str) -> str | None:
+    """Give the live key `name` a new token and return it (shown this once); the old token stops working
+    (within CACHE_SECONDS in other processes). None if there is no such live key."""
+    key_id, token = _new_token()
+    rotated = store.replace_api_key(name, key_id, _hash_token(token, secrets.token_bytes(16)))
+    _caches.pop(store, None)
+    return token if rotated is not None else None
 
 
 def verify_key(store: Store, token: str) -> ApiKey | None:
@@ -85,11 +97,16 @@ def cached_key(store: Store, token: str) -> ApiKey | None:
     return cached[0] if cached is not None and cached[1] > time.monotonic() else None
 
 
-def revoke_key(store: Store, key_id: str) -> bool:
-    """Revoke a key; False if there is no such key."""
-    revoked = store.revoke_api_key(key_id)
+def revoke_key(store: Store, name: str) -> bool:
+    """Revoke the key named `name`; False if there is no such key."""
+    revoked = store.revoke_api_key(name)
     _caches.pop(store, None)
     return revoked
+
+
+def _new_token() -> tuple[str, str]:
+    key_id = secrets.token_hex(_KEY_ID_HEX // 2)
+    return key_id, f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
 
 
 def _verify_stored(store: Store, token: str) -> ApiKey | None:

@@ -11,10 +11,11 @@ from typing import Any
 import pandas as pd
 
 from bundle.load import Bundle
-from bundle.manifest import BundleError, verify_manifest
-from bundle.policies import next_policy_version, save_policy
-from decision.policy import Policy
+from bundle.manifest import BundleError, resolve_bundle
+from bundle.policies import next_policy_version
+from decision.policy import HAND_SET, Policy
 from serving.engine import DecisionEngine
+from serving.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +23,15 @@ REFERENCE_FILE = "reference.parquet"
 _THRESHOLD_FIELDS = {"t_pass", "t_block", "segment_by", "segments"}
 
 
-def load_engine(path: str | Path, reasons: str = "path") -> DecisionEngine:
-    """A warmed-up engine for the bundle at `path` with its current policy; BundleError if unusable."""
+def load_engine(
+    path: str | Path, reasons: str = "path", store: Store | None = None, signing_key: bytes | None = None
+) -> DecisionEngine:
+    """A warmed-up engine for the bundle at `path` with the policy in force for it (the store's, else
+    the bundle's own policy.json); BundleError if unusable (or, with a signing key, not signed with it)."""
     try:
-        bundle = Bundle.load(path)
-        engine = DecisionEngine.from_bundle(bundle, reasons=reasons)
+        bundle = Bundle.load(path, signing_key=signing_key)
+        policy = policy_in_force(store, bundle) if store is not None else None
+        engine = DecisionEngine.from_bundle(bundle, policy=policy, reasons=reasons)
     except BundleError:
         raise
     except Exception as exc:  # e.g. a model the explainer cannot read: the bundle is not servable
@@ -47,10 +52,35 @@ def freeze_long_lived_objects() -> None:
     gc.freeze()
 
 
-def startup_engine(path: str | Path, reasons: str = "path") -> DecisionEngine:
+def bundle_under(root: Path, requested: str | Path) -> Path:
+    """The bundle directory `requested` names (pointer and symlinks resolved), if it lies under `root`;
+    ValueError otherwise, so an admin request cannot load code and data from anywhere on the machine."""
+    path = Path(requested)
+    resolved = resolve_bundle(path) if (path.exists() or path.with_suffix(".txt").exists()) else path.resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"bundle: {requested} resolves to {resolved}, outside the models directory {root}")
+    return resolved
+
+
+def policy_in_force(store: Store, bundle: Bundle) -> Policy | None:
+    """The policy last put in force for this bundle through the API, or None (the bundle's own applies).
+    One that no longer validates against the bundle makes the bundle unservable, never silently
+    replaced by the bundle's default (which might lack a rule added since)."""
+    raw = store.policy_in_force(bundle.version)
+    if raw is None:
+        return None
+    try:
+        return Policy.from_dict(raw).validate(bundle.config.listing_columns)
+    except ValueError as exc:
+        raise BundleError(f"bundle {bundle.path}: the stored policy {raw.get('version')} is invalid ({exc})") from exc
+
+
+def startup_engine(
+    path: str | Path, reasons: str = "path", store: Store | None = None, signing_key: bytes | None = None
+) -> DecisionEngine:
     """The bundle's engine, or the fail-safe one (everything to human review) if it cannot be loaded."""
     try:
-        engine = load_engine(path, reasons)
+        engine = load_engine(path, reasons, store, signing_key)
     except BundleError as exc:
         log.error(
             "NOT READY: no valid model bundle (%s); every listing goes to human review "
@@ -62,9 +92,11 @@ def startup_engine(path: str | Path, reasons: str = "path") -> DecisionEngine:
     return engine
 
 
-def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle) -> Policy:
-    """The current policy with `changes` (only the fields a client sent), validated, with a new version.
+def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, version: str) -> Policy:
+    """The current policy with `changes` (only the fields a client sent), validated, as `version`.
 
+    Thresholds set by hand clear the targets and guarantee that were certified for the old ones: the
+    policy then says 'hand_set, not certified' (`Policy.guarantee_state`).
     Raises ValueError("<field>: <problem>") for anything invalid, including unknown segments.
     """
     raw = current.to_dict()
@@ -72,9 +104,17 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle) -> 
         raw["segments"] = {}  # the old per-segment pairs were keyed by another column
     raw.update({k: v for k, v in changes.items() if v is not None or k == "segment_by"})
     if _THRESHOLD_FIELDS & changes.keys():
-        raw["guarantee"] = {}  # thresholds set by hand carry no statistical guarantee
+        if changes.get("targets"):
+            raise ValueError("targets: thresholds set by hand certify no targets (certify with `triage thresholds`)")
+        raw["targets"] = {}
         raw["provisional"] = False
-    raw["version"] = next_policy_version(bundle.path)
+        raw["guarantee"] = {
+            "mode": HAND_SET,
+            "feasible": False,
+            "message": "thresholds set by hand: no statistical guarantee",
+            "replaced_targets": dict(current.targets),
+        }
+    raw["version"] = version
     raw["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     policy = Policy.from_dict(raw).validate(bundle.config.listing_columns)
     if policy.segment_by or policy.segments:
@@ -101,8 +141,23 @@ def _check_segments(policy: Policy, bundle: Bundle) -> None:
         )
 
 
-def persist_policy(bundle: Bundle, policy: Policy) -> None:
-    """Save the policy into the bundle. The bundle must still match its manifest: `save_policy` rewrites
-    the manifest, which would otherwise bless any file changed since the bundle was loaded."""
-    verify_manifest(bundle.path)
-    save_policy(bundle.path, policy)
+def new_policy_version(store: Store, bundle: Bundle) -> str:
+    """A version above every one in the bundle's files and every one the store ever put in force."""
+    return next_policy_version(bundle.path, taken=store.policy_version_count())
+
+
+def rules_with_change(current: Policy, name: str, rule: dict[str, Any] | None, merge: bool = False) -> list[dict]:
+    """The current rules with one rule changed by name: `rule` None removes it, `merge` updates the
+    given fields of an existing rule, otherwise `rule` adds or replaces it (in place, order kept).
+    LookupError if a rule to remove or merge into does not exist."""
+    rules = [r.to_dict() for r in current.rules]
+    index = next((i for i, r in enumerate(rules) if r["name"] == name), None)
+    if index is None and (rule is None or merge):
+        raise LookupError(f"no rule named {name!r} in policy {current.version}")
+    if rule is None:
+        del rules[index]  # type: ignore[arg-type]
+    elif index is None:
+        rules.append({**rule, "name": name})
+    else:
+        rules[index] = {**(rules[index] if merge else {}), **rule, "name": name}
+    return rules

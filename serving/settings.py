@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -48,6 +49,26 @@ class Settings(BaseSettings):
         default=4, ge=1, le=64, description="Threads that run the model (its time budget is enforced)."
     )
     log_level: LogLevel = "INFO"
+    models_dir: str | None = Field(
+        default=None,
+        description="POST /v1/admin/reload loads only bundles under this directory (symlinks resolved); "
+        "unset: the directory holding the configured bundle.",
+    )
+    bundle_signing_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key bundles' manifests must be signed with (as `triage train` does when "
+        "TRIAGE_BUNDLE_SIGNING_KEY is set); unsigned or wrongly signed bundles are then refused.",
+    )
+
+    @property
+    def signing_key(self) -> bytes | None:
+        secret = self.bundle_signing_key.get_secret_value() if self.bundle_signing_key else ""
+        return secret.encode() if secret else None
+
+    @property
+    def models_root(self) -> Path:
+        """The directory reloadable bundles must lie in, resolved."""
+        return Path(self.models_dir or Path(self.bundle).absolute().parent).resolve()
 
     @field_validator("log_level", mode="before")
     @classmethod

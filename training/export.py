@@ -15,7 +15,7 @@ import yaml
 from onnxmltools.convert.common.data_types import FloatTensorType
 
 from bundle.linear import LINEAR_FILE
-from bundle.manifest import write_manifest
+from bundle.manifest import signing_key_from_env, write_manifest
 from bundle.policies import save_policy
 from decision.policy import Policy
 from features.builder import FeatureBuilder
@@ -75,7 +75,7 @@ def write_bundle(
     save_plots(test_scores, staging / "plots", segment=config.segments[0] if config.segments else None)
     (staging / "MODEL_CARD.md").write_text(model_card)
     save_policy(staging, policy)  # policy.json + policies/<version>.json
-    write_manifest(staging, version=bundle_dir.name)
+    write_manifest(staging, version=bundle_dir.name, signing_key=signing_key_from_env())  # signed when set
     os.rename(staging, bundle_dir)
     return bundle_dir
 

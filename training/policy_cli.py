@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bundle.manifest import BundleError, resolve_bundle
+from bundle.manifest import BundleError, resolve_bundle, signing_key_from_env
 from bundle.policies import load_policy, next_policy_version, save_policy
 from decision.guarantees import OperatingPoint
 from decision.policy import Policy
@@ -88,7 +88,7 @@ def thresholds(
         qa_sample_rate=current.qa_sample_rate if current else 0.02,
         version=next_policy_version(bundle_dir),
     )
-    save_policy(bundle_dir, policy)
+    save_policy(bundle_dir, policy, signing_key_from_env())
     console.print(result.message)
     console.print(f"saved policy [bold]{policy.version}[/] to {bundle_dir}")
 

@@ -33,6 +33,9 @@ for command in (
 
 keys_app = typer.Typer(help="API keys for the scoring service.", no_args_is_help=True)
 keys_app.command("create")(serving_commands.keys_create)
+keys_app.command("list")(serving_commands.keys_list)
+keys_app.command("revoke")(serving_commands.keys_revoke)
+keys_app.command("rotate")(serving_commands.keys_rotate)
 app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":

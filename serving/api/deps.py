@@ -56,8 +56,9 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_scope(scope: Scope | None) -> Callable[..., Awaitable[ApiKey]]:
-    """A dependency that admits a valid key with `scope` (admin implies every scope; None: any scope)."""
+def require_scope(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency that admits a valid key with one of `scopes` (admin implies every scope; none
+    given: any valid key)."""
 
     async def authenticated_key(
         store: StoreDep,
@@ -70,14 +71,19 @@ def require_scope(scope: Scope | None) -> Callable[..., Awaitable[ApiKey]]:
         key = cached_key(store, token) or await run_in_threadpool(verify_key, store, token)
         if key is None or key.revoked:
             raise _unauthorized("invalid or revoked API key")
-        if scope is not None and not key.allows(scope):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key lacks the {scope!r} scope")
+        if scopes and not any(key.allows(scope) for scope in scopes):
+            wanted = " or ".join(repr(scope) for scope in scopes)
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key lacks the {wanted} scope")
         return key
 
     return authenticated_key
 
 
-AnyKey = Annotated[ApiKey, Depends(require_scope(None))]
+AnyKey = Annotated[ApiKey, Depends(require_scope())]  # any valid key, whatever its scopes
 ScoreKey = Annotated[ApiKey, Depends(require_scope("score"))]
 ReviewKey = Annotated[ApiKey, Depends(require_scope("review"))]
+# Policy text (rule term lists), bundle paths, simulation: PMs and auditors (`read`), not score-only keys.
+ReadKey = Annotated[ApiKey, Depends(require_scope("read"))]
+# Queue monitoring: the reviewers' leads and the read-only audience.
+MonitorKey = Annotated[ApiKey, Depends(require_scope("review", "read"))]
 AdminKey = Annotated[ApiKey, Depends(require_scope("admin"))]

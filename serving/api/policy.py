@@ -1,69 +1,144 @@
-"""Policy administration: read, change (validated, versioned, audited, swapped atomically), reload."""
+"""Policy administration: read, change (validated, versioned, audited, swapped atomically), reload.
+
+Changes: `PUT /v1/policy` sets top-level fields (fields left out keep their value; `rules`, when sent,
+replaces the whole list); `PUT|PATCH|DELETE /v1/policy/rules/{name}` add or replace, change some fields
+of, or remove one rule. Every change needs a `reason` (body; a query parameter for DELETE). The new
+policy and its audit row are written in one transaction of the store, which holds the policy in force;
+the bundle's policy.json is only the default for a bundle the store holds no policy for.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from bundle.manifest import BundleError
-from serving.api.deps import AdminKey, AnyKey, EngineDep, SettingsDep, StoreDep
+from decision.policy import Policy
+from serving.api.deps import AdminKey, EngineDep, ReadKey, SettingsDep, StoreDep
 from serving.api.errors import field_error
-from serving.api.schemas import PolicyChangeOut, PolicyOut, PolicyUpdate, ReloadRequest, ReloadResponse
-from serving.models import load_engine, persist_policy, updated_policy
+from serving.api.schemas import (
+    ChangeReason,
+    PolicyChangeOut,
+    PolicyOut,
+    PolicyUpdate,
+    ReloadRequest,
+    ReloadResponse,
+    RulePatch,
+    RulePut,
+)
+from serving.engine import DecisionEngine
+from serving.models import bundle_under, load_engine, new_policy_version, rules_with_change, updated_policy
+from serving.store import ApiKey, Store
 
 router = APIRouter(prefix="/v1", tags=["policy"])
+
+RuleName = Annotated[str, PathParam(min_length=1, max_length=128)]
+_CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "No model loaded, or a concurrent change took the version"},
+    422: {"description": "Invalid policy or missing reason (field named)"},
+}
 
 
 def _admin_lock(request: Request) -> asyncio.Lock:
     return request.app.state.admin_lock
 
 
+def _policy_out(engine: DecisionEngine, policy: Policy) -> PolicyOut:
+    return PolicyOut(
+        model_version=engine.model_version,
+        ready=engine.ready,
+        policy=policy.to_dict(),
+        guarantee_state=policy.guarantee_state,
+    )
+
+
 @router.get("/policy", response_model=PolicyOut)
-async def get_policy(_key: AnyKey, engine: EngineDep) -> PolicyOut:
-    """The policy in force (thresholds, rules, QA rate, version) and the model it applies to."""
-    return PolicyOut(model_version=engine.model_version, ready=engine.ready, policy=engine.policy.to_dict())
+async def get_policy(_key: ReadKey, engine: EngineDep) -> PolicyOut:
+    """The policy in force (thresholds, rules, QA rate, version, guarantee) and the model it applies to."""
+    return _policy_out(engine, engine.policy)
 
 
-@router.put(
-    "/policy",
-    response_model=PolicyOut,
-    responses={
-        409: {"description": "No model loaded, or the bundle cannot be written"},
-        422: {"description": "Invalid policy (field named)"},
-    },
-)
+@router.put("/policy", response_model=PolicyOut, responses=_CHANGE_ERRORS)
 async def put_policy(body: PolicyUpdate, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
-    """Put a new policy in force. Fields left out keep their current value; the version is assigned here.
+    """Put a new policy in force. Fields left out keep their current value; `rules` replaces the whole
+    list (use /v1/policy/rules/{name} for one rule); the version is assigned here. Thresholds set here
+    are 'hand_set, not certified': the certified targets and guarantee are cleared."""
+    changes = body.model_dump(exclude_unset=True, exclude={"reason"})
+    return await _change(request, store, key, body.reason, lambda _: changes)
 
-    Saved into the bundle, audited with the key's name, then swapped in whole: each request sees either
-    the old policy or the new one.
-    """
+
+@router.put("/policy/rules/{name}", response_model=PolicyOut, responses=_CHANGE_ERRORS)
+async def put_rule(name: RuleName, body: RulePut, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
+    """Add the rule `name`, or replace it whole where it stands; other rules are kept."""
+    if body.rule.get("name", name) != name:
+        raise field_error(("body", "rule", "name"), f"rule.name: {body.rule['name']!r} is not the {name!r} in the path")
+    return await _change(request, store, key, body.reason, lambda p: {"rules": rules_with_change(p, name, body.rule)})
+
+
+@router.patch("/policy/rules/{name}", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})
+async def patch_rule(name: RuleName, body: RulePatch, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
+    """Change some fields of the existing rule `name` (e.g. its action or terms); 404 if there is none."""
+    if body.changes.get("name", name) != name:
+        raise field_error(("body", "changes", "name"), "changes.name: a rule is renamed by removing and adding it")
+    return await _change(
+        request, store, key, body.reason, lambda p: {"rules": rules_with_change(p, name, body.changes, merge=True)}
+    )
+
+
+@router.delete("/policy/rules/{name}", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})
+async def delete_rule(
+    name: RuleName, reason: Annotated[ChangeReason, Query()], key: AdminKey, request: Request, store: StoreDep
+) -> PolicyOut:
+    """Remove the rule `name` (the reason is a query parameter: a DELETE carries no body); 404 if none."""
+    return await _change(request, store, key, reason, lambda p: {"rules": rules_with_change(p, name, None)})
+
+
+async def _change(
+    request: Request, store: Store, key: ApiKey, reason: str, changes_of: Callable[[Policy], dict[str, Any]]
+) -> PolicyOut:
+    """Apply `changes_of(policy in force)` under the admin lock: validate, store with its audit row in one
+    transaction, then swap the engine in one assignment (each request sees the old policy or the new)."""
     async with _admin_lock(request):
-        engine = request.app.state.engine
-        if not engine.ready:
+        engine: DecisionEngine = request.app.state.engine
+        if not engine.ready or engine.bundle is None:
             raise HTTPException(status.HTTP_409_CONFLICT, "no model bundle is loaded; reload one first")
         try:
-            policy = updated_policy(engine.policy, body.model_dump(exclude_unset=True), engine.bundle)
+            changes = changes_of(engine.policy)
+        except LookupError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc).strip("'\"")) from exc
+        try:
+            version = await run_in_threadpool(new_policy_version, store, engine.bundle)
+            policy = updated_policy(engine.policy, changes, engine.bundle, version)
         except ValueError as exc:
             field, _, _ = str(exc).partition(":")
             raise field_error(("body", field.split("[")[0].split(".")[0]), str(exc)) from exc
         try:
-            await run_in_threadpool(persist_policy, engine.bundle, policy)
-        except (BundleError, OSError, ValueError) as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"policy not saved: {exc}") from exc
-        await run_in_threadpool(store.record_policy_change, key.name, engine.policy.to_dict(), policy.to_dict())
+            await run_in_threadpool(
+                store.put_policy_in_force,
+                engine.bundle.version,
+                key.name,
+                reason,
+                engine.policy.to_dict(),
+                policy.to_dict(),
+            )
+        except IntegrityError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"policy {version} was taken meanwhile; retry") from exc
         request.app.state.engine = engine.with_policy(policy)  # one assignment: the atomic swap
-    return PolicyOut(model_version=engine.model_version, ready=True, policy=policy.to_dict())
+    return _policy_out(engine, policy)
 
 
 @router.get("/policy/history", response_model=list[PolicyChangeOut])
 async def policy_history(
-    _key: AnyKey, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    _key: ReadKey, store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[PolicyChangeOut]:
-    """Audited policy changes, newest first: who, when, old and new policy."""
+    """Audited policy changes, newest first: who, when, why, old and new policy."""
     changes = await run_in_threadpool(store.policy_history, limit)
     return [PolicyChangeOut.model_validate(c, from_attributes=True) for c in changes]
 
@@ -71,17 +146,26 @@ async def policy_history(
 @router.post(
     "/admin/reload",
     response_model=ReloadResponse,
-    responses={409: {"description": "Bundle refused (manifest mismatch, missing, unreadable)"}},
+    responses={
+        400: {"description": "Bundle path outside the models directory"},
+        409: {"description": "Bundle refused (manifest mismatch or bad signature, missing, unreadable)"},
+    },
 )
 async def reload_bundle(
-    key: AdminKey, request: Request, settings: SettingsDep, body: ReloadRequest | None = None
+    key: AdminKey, request: Request, settings: SettingsDep, store: StoreDep, body: ReloadRequest | None = None
 ) -> ReloadResponse:
-    """Load the bundle again (or another one). A bundle failing its checks is refused; the current one
-    keeps serving."""
-    path = (body.bundle if body is not None else None) or settings.bundle
+    """Load the bundle again (or another one, under the models directory) with the policy in force for
+    it. A bundle failing its checks (manifest sums; its signature when a signing key is configured) is
+    refused; the current one keeps serving."""
+    path: str | Path = settings.bundle
+    if body is not None and body.bundle:
+        try:
+            path = bundle_under(settings.models_root, body.bundle)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     async with _admin_lock(request):
         try:
-            engine = await run_in_threadpool(load_engine, path, settings.reasons)
+            engine = await run_in_threadpool(load_engine, path, settings.reasons, store, settings.signing_key)
         except BundleError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {exc}") from exc
         request.app.state.engine = engine

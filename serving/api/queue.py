@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
-from serving.api.deps import ReviewKey, SettingsDep, StoreDep
+from serving.api.deps import MonitorKey, ReviewKey, SettingsDep, StoreDep
 from serving.api.schemas import QueuedItem, QueueResponse, QueueStats, ReviewRequest, ReviewResponse, scored_item
 from serving.engine import review_statement_of_reasons
 from serving.store import ConflictError, NotFoundError, QueueItem
@@ -41,7 +41,7 @@ async def claim_next(
 
 
 @router.get("/queue/stats", response_model=QueueStats)
-async def queue_stats(_key: ReviewKey, store: StoreDep) -> QueueStats:
+async def queue_stats(_key: MonitorKey, store: StoreDep) -> QueueStats:
     """Queue items by status."""
     return QueueStats(**await run_in_threadpool(store.queue_counts))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from features.config import DataConfig
 from serving.store import DecisionRecord
@@ -242,6 +242,13 @@ class ReviewResponse(BaseModel):
 Threshold = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
+ChangeReason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=2_000),
+    Field(description="Why the policy changes: kept in the audit trail."),
+]
+
+
 class PolicyUpdate(BaseModel):
     """A new policy. Fields left out keep their current value; the server assigns the version.
 
@@ -259,12 +266,32 @@ class PolicyUpdate(BaseModel):
     rules: list[dict[str, Any]] | None = Field(default=None, max_length=200)
     qa_sample_rate: Threshold | None = None
     targets: dict[str, Any] | None = None
+    reason: ChangeReason
+
+
+class RulePut(BaseModel):
+    """One rule, added or replaced whole (its name is the one in the path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: dict[str, Any] = Field(description="action, kind, terms/fields or column/values (see GET /v1/policy)")
+    reason: ChangeReason
+
+
+class RulePatch(BaseModel):
+    """Fields of one existing rule to change (e.g. {"action": "review"} or new `terms`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    changes: dict[str, Any] = Field(min_length=1, max_length=10)
+    reason: ChangeReason
 
 
 class PolicyOut(BaseModel):
     model_version: str | None
     ready: bool
     policy: dict[str, Any]
+    guarantee_state: str = Field(description="certified | provisional, not certified | hand_set, not certified | none")
 
 
 class PolicyChangeOut(BaseModel):
@@ -275,6 +302,7 @@ class PolicyChangeOut(BaseModel):
     new_version: str | None
     old: dict[str, Any]
     new: dict[str, Any]
+    reason: str | None
 
 
 class ReloadRequest(BaseModel):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from serving.api.deps import AnyKey, EngineDep
+from serving.api.deps import EngineDep, ReadKey
 from serving.api.errors import field_error
 from serving.engine import DecisionEngine
 from serving.simulation import ReferenceSet, ScenarioError, curve, records, reference_set, run, what_if_policy
@@ -132,26 +132,26 @@ _responses: dict[int | str, dict[str, Any]] = {
 
 
 @api.get("", responses=_responses)
-def simulate_get(scenario: Annotated[Scenario, Query()], _key: AnyKey, engine: EngineDep) -> dict[str, Any]:
+def simulate_get(scenario: Annotated[Scenario, Query()], _key: ReadKey, engine: EngineDep) -> dict[str, Any]:
     """Replay the bundle's reference set through a what-if policy: routing split, queue, reviewer-hours,
     FTE, missed violations and wrongful blocks per day with intervals (the JSON of `triage simulate`)."""
     return _simulate(scenario, engine, "query")
 
 
 @api.post("", responses=_responses)
-def simulate_post(scenario: Scenario, _key: AnyKey, engine: EngineDep) -> dict[str, Any]:
+def simulate_post(scenario: Scenario, _key: ReadKey, engine: EngineDep) -> dict[str, Any]:
     """`GET /v1/simulate` with the scenario as a JSON body."""
     return _simulate(scenario, engine, "body")
 
 
 @api.get("/curve", responses=_responses)
-def simulate_curve(scenario: Annotated[CurveScenario, Query()], _key: AnyKey, engine: EngineDep) -> dict[str, Any]:
+def simulate_curve(scenario: Annotated[CurveScenario, Query()], _key: ReadKey, engine: EngineDep) -> dict[str, Any]:
     """The workload-recall curve: t_pass swept from 0 to the scenario's t_block (rules left out)."""
     return _curve(scenario, engine, "query")
 
 
 @api.get("/context", responses={409: _responses[409]})
-def simulate_context(_key: AnyKey, engine: EngineDep) -> dict[str, Any]:
+def simulate_context(_key: ReadKey, engine: EngineDep) -> dict[str, Any]:
     """What the simulator page needs to set itself up: the policy in force, segment columns and values."""
     reference = _reference(engine)
     policy = engine.policy

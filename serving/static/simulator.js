@@ -478,7 +478,8 @@
 
   async function confirmApply() {
     const r = state.scenario;
-    const body = { t_pass: r.t_pass, t_block: r.t_block, segment_by: null, segments: {} };
+    const body = { t_pass: r.t_pass, t_block: r.t_block, segment_by: null, segments: {},
+      reason: `simulator page: scenario t_pass ${r.t_pass}, t_block ${r.t_block} applied` };
     try {
       const out = await api("/v1/policy", { method: "PUT", body: JSON.stringify(body),
         headers: { "Content-Type": "application/json" } });

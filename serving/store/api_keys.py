@@ -44,10 +44,24 @@ class ApiKeyTable(Database):
         with self._read_engine.connect() as conn:
             return [_api_key(row) for row in conn.execute(query)]
 
-    def revoke_api_key(self, key_id: str) -> bool:
-        """Mark a key revoked; False if there is no such key."""
-        statement = update(schema.api_keys).where(schema.api_keys.c.key_id == key_id).values(revoked=True)
+    def revoke_api_key(self, name: str) -> bool:
+        """Mark the key named `name` revoked; False if there is no such key."""
+        statement = update(schema.api_keys).where(schema.api_keys.c.name == name).values(revoked=True)
         return bool(self._write(lambda conn: conn.execute(statement).rowcount))
+
+    def replace_api_key(self, name: str, key_id: str, key_hash: str) -> ApiKey | None:
+        """Give the live key named `name` a new id and token hash (the old token stops matching at once);
+        None if there is no such key or it is revoked. Scopes and name stay."""
+        table = schema.api_keys
+        statement = (
+            update(table)
+            .where(table.c.name == name, table.c.revoked.is_(False))
+            .values(key_id=key_id, key_hash=key_hash, created_at=self._clock())
+        )
+        if not self._write(lambda conn: conn.execute(statement).rowcount):
+            return None
+        found = self.api_key_with_hash(key_id)
+        return None if found is None else found[0]
 
 
 def _api_key(row: Row[Any]) -> ApiKey:

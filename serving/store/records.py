@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 Decision = Literal["auto_pass", "auto_block", "human_review"]
 Verdict = Literal["approve", "reject"]
 QueueStatus = Literal["pending", "claimed", "done"]
-Scope = Literal["score", "review", "admin"]
+Scope = Literal["score", "review", "read", "admin"]
 DecisionGround = Literal["illegal_content", "incompatible_with_terms"]
 
 DECISIONS: frozenset[str] = frozenset(get_args(Decision))
@@ -182,7 +182,8 @@ class ApiKey:
     revoked: bool
 
     def allows(self, scope: str) -> bool:
-        """`admin` implies every scope; a revoked key allows nothing."""
+        """`admin` implies every scope; a revoked key allows nothing. `read` (PMs, auditors) reads the
+        policy, simulates and monitors, and changes nothing."""
         return not self.revoked and (scope in self.scopes or "admin" in self.scopes)
 
 
@@ -197,3 +198,4 @@ class PolicyChange:
     new_version: str | None
     old: dict[str, Any]
     new: dict[str, Any]
+    reason: str | None = None

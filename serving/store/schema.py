@@ -173,6 +173,20 @@ policy_audit = Table(
     Column("new_version", String(128), nullable=True),
     Column("old", JSONText, nullable=False),
     Column("new", JSONText, nullable=False),
+    Column("reason", Text, nullable=True),  # added later: see ADDED_COLUMNS
+)
+
+# The policy in force for each bundle: every version put in force through the API, written in the same
+# transaction as its audit row. A bundle's own policy.json applies only while it has no row here.
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("bundle_version", String(128), nullable=False),
+    Column("version", String(128), nullable=False, unique=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("policy", JSONText, nullable=False),
+    Index("ix_policy_versions_bundle", "bundle_version", "id"),
 )
 
 
@@ -182,4 +196,5 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
     (reviews, "statement_of_reasons"),
     (decisions, "key_id"),
     (decisions, "request_hash"),
+    (policy_audit, "reason"),
 )

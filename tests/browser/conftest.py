@@ -55,7 +55,7 @@ def _create_keys(database_url: str) -> tuple[str, str]:
     store = create_store(database_url)
     try:
         store.init_schema()
-        return create_key(store, "browser-tests", "score"), create_key(store, "browser-admin", "admin")
+        return create_key(store, "browser-tests", "read"), create_key(store, "browser-admin", "admin")
     finally:
         store.close()
 

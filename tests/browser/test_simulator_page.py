@@ -227,12 +227,12 @@ def test_apply_with_an_admin_key_shows_the_expected_change(browser, live_server)
 
 
 def test_apply_with_a_key_without_admin_says_so_instead_of_asking(browser, live_server) -> None:
-    _open_with_key(browser, live_server)  # scope "score"
-    assert live_server.get("/v1/keys/me").json()["scopes"] == ["score"]
+    _open_with_key(browser, live_server)  # scope "read"
+    assert live_server.get("/v1/keys/me").json()["scopes"] == ["read"]
     browser.find_element(By.ID, "apply").click()
     status = browser.find_element(By.ID, "apply-status")
     WebDriverWait(browser, WAIT_SECONDS).until(lambda d: "admin" in status.text)
-    assert "browser-tests" in status.text and "score" in status.text
+    assert "browser-tests" in status.text and "read" in status.text
     assert not browser.find_element(By.ID, "apply-dialog").is_displayed()
 
 

@@ -33,6 +33,7 @@ START_TIMEOUT_S = 60.0
 KEY_SCOPES = {
     "score": "score",
     "review": "review",
+    "read": "read",
     "admin": "admin",
     "reviewer-a": "review",
     "reviewer-b": "review",
@@ -343,7 +344,7 @@ def route_some_automatically(service: Service, t_pass: float = 0.03, t_block: fl
     """The small test bundle's guaranteed policy queues almost everything; these thresholds give a mix
     of auto_pass, human_review (and QA samples) so queue checks see both sides."""
     with service.client("admin") as client:
-        response = client.put("/v1/policy", json={"t_pass": t_pass, "t_block": t_block})
+        response = client.put("/v1/policy", json={"t_pass": t_pass, "t_block": t_block, "reason": "reliability test"})
     assert response.status_code == 200, response.text
 
 

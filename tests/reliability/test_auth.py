@@ -18,34 +18,43 @@ from tests.reliability.conftest import Service, listing
 
 pytestmark = pytest.mark.reliability
 
-PUBLIC, ANY, SCORE, REVIEW, ADMIN = "public", "any key", "score", "review", "admin"
+PUBLIC, SCORE, REVIEW, READ, ADMIN = "public", "score", "review", "read", "admin"
+REVIEW_OR_READ = "review or read"
+ANY = "score or review or read"  # any valid key (admin passes every check)
 
 ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/v1/score"): SCORE,
     ("POST", "/v1/score/batch"): SCORE,
     ("GET", "/v1/queue/next"): REVIEW,
-    ("GET", "/v1/queue/stats"): REVIEW,
+    ("GET", "/v1/queue/stats"): REVIEW_OR_READ,
     ("POST", "/v1/reviews/{decision_id}"): REVIEW,
-    ("GET", "/v1/policy"): ANY,
-    ("GET", "/v1/policy/history"): ANY,
+    ("GET", "/v1/policy"): READ,
+    ("GET", "/v1/policy/history"): READ,
     ("PUT", "/v1/policy"): ADMIN,
+    ("PUT", "/v1/policy/rules/{name}"): ADMIN,
+    ("PATCH", "/v1/policy/rules/{name}"): ADMIN,
+    ("DELETE", "/v1/policy/rules/{name}"): ADMIN,
     ("POST", "/v1/admin/reload"): ADMIN,
-    ("GET", "/v1/simulate"): ANY,
-    ("POST", "/v1/simulate"): ANY,
-    ("GET", "/v1/simulate/curve"): ANY,
-    ("GET", "/v1/simulate/context"): ANY,
+    ("GET", "/v1/admin/keys"): ADMIN,
+    ("POST", "/v1/admin/keys"): ADMIN,
+    ("POST", "/v1/admin/keys/{name}/revoke"): ADMIN,
+    ("POST", "/v1/admin/keys/{name}/rotate"): ADMIN,
+    ("GET", "/v1/simulate"): READ,
+    ("POST", "/v1/simulate"): READ,
+    ("GET", "/v1/simulate/curve"): READ,
+    ("GET", "/v1/simulate/context"): READ,
     ("GET", "/v1/keys/me"): ANY,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
 }
 PAGES = ["/simulator", "/simulator/simulator.js", "/simulator/simulator.css", "/docs", "/openapi.json"]
-SCOPED_KEYS = ("score", "review", "admin")
+SCOPED_KEYS = ("score", "review", "read", "admin")
 _ids = itertools.count(10_000)
 
 
 def allowed(required: str, key: str) -> bool:
-    return required in (PUBLIC, ANY) or key == "admin" or key == required
+    return required == PUBLIC or key == "admin" or key in required.split(" or ")
 
 
 def queued_decision(service: Service) -> str:
@@ -60,6 +69,23 @@ def queued_decision(service: Service) -> str:
     return str(response.json()["decision_id"])
 
 
+RULE = {"action": "review", "kind": "term", "terms": ["access-test"], "fields": ["title"]}
+
+
+def rule_change(service: Service, method: str) -> tuple[str, Any]:
+    """A fresh rule's path and the body for `method`; for PATCH and DELETE an admin puts the rule first."""
+    path = f"/v1/policy/rules/access-test-{next(_ids)}"
+    if method == "PUT":
+        return path, {"rule": RULE, "reason": "access test"}
+    put = httpx.put(
+        service.url + path, json={"rule": RULE, "reason": "access test"}, headers=service.headers("admin"), timeout=30
+    )
+    assert put.status_code == 200, put.text
+    if method == "PATCH":
+        return path, {"changes": {"terms": ["access-test-2"]}, "reason": "access test"}
+    return path + "?reason=access+test", None
+
+
 def send(service: Service, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
     body: Any = None
     if path == "/v1/score":
@@ -69,7 +95,16 @@ def send(service: Service, method: str, path: str, headers: dict[str, str]) -> h
     elif path == "/v1/reviews/{decision_id}":
         path, body = f"/v1/reviews/{queued_decision(service)}", {"verdict": "approve"}
     elif (method, path) in (("PUT", "/v1/policy"), ("POST", "/v1/simulate")):
-        body = {}
+        body = {"reason": "access test"} if method == "PUT" else {}
+    elif path == "/v1/admin/keys" and method == "POST":
+        body = {"name": f"access-test-{next(_ids)}", "scopes": ["score"]}
+    elif path == "/v1/policy/rules/{name}":
+        path, body = rule_change(service, method)
+    elif path.startswith("/v1/admin/keys/{name}"):
+        with create_store(service.database_url, group_commit=False) as store:  # a throwaway key to act on
+            name = f"access-test-{next(_ids)}"
+            create_key(store, name, "score")
+        path = path.replace("{name}", name)
     return httpx.request(method, service.url + path, json=body, headers=headers, timeout=30)
 
 
@@ -78,7 +113,7 @@ def credentials(shared_service: Service) -> dict[str, dict[str, str]]:
     """Header sets: none, malformed, wrong secret for a real key id, revoked key, X-API-Key form, each scope."""
     with create_store(shared_service.database_url, group_commit=False) as store:
         revoked = create_key(store, "revoked", "admin")
-        revoke_key(store, revoked.split("_", 2)[1])
+        revoke_key(store, "revoked")
     real = shared_service.tokens["admin"]
     wrong_secret = real[: real.rindex("_") + 1] + "A" * 43 if real.count("_") >= 2 else real + "x"
     return {
@@ -109,7 +144,7 @@ def test_every_route_grants_exactly_the_documented_access(shared_service: Servic
             elif key not in SCOPED_KEYS:
                 expected = {401}
             elif allowed(required, key):
-                expected = {200}
+                expected = {201} if (method, path) == ("POST", "/v1/admin/keys") else {200}
             else:
                 expected = {403}
             response = send(shared_service, method, path, headers)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import create_engine, text
 
-from serving.store import DecisionRecord, Store, create_store
+from serving.store import SCOPES, DecisionRecord, Store, create_store
 
 if TYPE_CHECKING:
     import httpx
@@ -196,11 +196,21 @@ class Api:
     """A TestClient on a running app (lifespan done) plus one key per scope."""
 
     def __init__(self, client: TestClient, app: FastAPI) -> None:
-        from serving.keys import create_key
-
         self.client, self.app = client, app
         self.store: Store = app.state.store
-        self.tokens = {scope: create_key(self.store, f"{scope}-key", scope) for scope in ("score", "review", "admin")}
+        self.tokens = {scope: self._token(f"{scope}-key", scope) for scope in SCOPES}
+
+    def _token(self, name: str, scope: str) -> str:
+        """A new key, or a new token for it when the app restarted on the same database."""
+        from serving.keys import create_key, rotate_key
+        from serving.store import ConflictError
+
+        try:
+            return create_key(self.store, name, scope)
+        except ConflictError:
+            token = rotate_key(self.store, name)
+            assert token is not None
+            return token
 
     def headers(self, scope: str = "score") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[scope]}"}

@@ -17,33 +17,40 @@ from bundle.policies import load_policy
 from tests.serving.conftest import Api, listing_json
 
 
-def put_policy(api: Api, body: dict[str, Any], scope: str = "admin") -> httpx.Response:
-    return api.client.put("/v1/policy", json=body, headers=api.headers(scope))
+def put_policy(
+    api: Api, body: dict[str, Any], scope: str = "admin", reason: str | None = "test change"
+) -> httpx.Response:
+    return api.client.put("/v1/policy", json={**body, "reason": reason} if reason else body, headers=api.headers(scope))
 
 
-def test_any_valid_key_reads_the_policy(serve) -> None:
+def test_read_and_admin_keys_read_the_policy_a_score_key_does_not(serve) -> None:
+    """The policy holds the rules' term lists: a leaked score key must not reveal what gets blocked."""
     with serve() as api:
-        for scope in ("score", "review", "admin"):
+        for scope in ("read", "admin"):
             response = api.client.get("/v1/policy", headers=api.headers(scope))
             assert response.status_code == 200
             assert response.json()["policy"]["version"] == api.app.state.engine.policy.version
+        for scope in ("score", "review"):
+            assert api.client.get("/v1/policy", headers=api.headers(scope)).status_code == 403
+            assert api.client.get("/v1/policy/history", headers=api.headers(scope)).status_code == 403
         assert api.client.get("/v1/policy").status_code == 401
 
 
 def test_a_policy_change_is_versioned_persisted_audited_and_applied(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
-        before = api.client.get("/v1/policy", headers=api.headers()).json()["policy"]
+        before = api.client.get("/v1/policy", headers=api.headers("read")).json()["policy"]
         response = put_policy(api, {"t_pass": 0.4, "t_block": 0.6, "qa_sample_rate": 0.0})
         after = response.json()["policy"]
         scored = api.batch([listing_json(i, price=float(i + 1)) for i in range(30)]).json()["items"]
-        history = api.client.get("/v1/policy/history", headers=api.headers("review")).json()
+        history = api.client.get("/v1/policy/history", headers=api.headers("read")).json()
 
     assert response.status_code == 200, response.text
     assert after["version"] != before["version"] and after["version"].startswith("policy-")
     assert (after["t_pass"], after["t_block"]) == (0.4, 0.6)
     assert after["rules"] == before["rules"]  # fields left out keep their value
-    assert load_policy(own_bundle).to_dict() == after  # persisted as the bundle's current policy
-    verify_manifest(own_bundle)  # and the bundle still verifies
+    assert api.store.policy_in_force(api.app.state.engine.bundle.version) == after  # the store holds it
+    assert load_policy(own_bundle).to_dict() == before  # the bundle is not written: its policy is the default
+    verify_manifest(own_bundle)
     assert {s["policy_version"] for s in scored} == {after["version"]}
     for item in scored:
         if not item["rules_matched"]:
@@ -51,7 +58,7 @@ def test_a_policy_change_is_versioned_persisted_audited_and_applied(serve, own_b
             assert item["decision"] == expected
     assert history[0]["actor"] == "admin-key"
     assert (history[0]["old_version"], history[0]["new_version"]) == (before["version"], after["version"])
-    assert history[0]["new"] == after
+    assert history[0]["new"] == after and history[0]["reason"] == "test change"
 
 
 def test_only_admins_change_the_policy(serve, own_bundle: Path) -> None:
@@ -89,7 +96,7 @@ def test_an_invalid_policy_is_a_422_naming_the_field_and_changes_nothing(
         assert response.status_code == 422, response.text
         assert field in {e["field"] for e in response.json()["detail"]}
         assert api.app.state.engine.policy.to_dict() == before
-        assert api.client.get("/v1/policy/history", headers=api.headers()).json() == []
+        assert api.client.get("/v1/policy/history", headers=api.headers("read")).json() == []
     assert load_policy(own_bundle).to_dict() == before
 
 
@@ -184,10 +191,63 @@ def test_reload_makes_a_not_ready_service_ready(serve, own_bundle: Path, tmp_pat
         assert api.score(listing_json(1)).json()["fallback_reason"] is None
 
 
-def test_a_policy_is_not_saved_into_a_bundle_changed_since_it_was_loaded(serve, own_bundle: Path) -> None:
+def test_a_restart_resumes_the_policy_in_force_from_the_store(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
-        with (own_bundle / "calibrator.json").open("a") as handle:
-            handle.write(" ")
-        response = put_policy(api, {"t_pass": 0.1})
+        changed = put_policy(api, {"t_pass": 0.2, "t_block": 0.8}).json()["policy"]
+    with serve(bundle=str(own_bundle)) as api:
+        resumed = api.client.get("/v1/policy", headers=api.headers("read")).json()
+        reloaded = api.client.post("/v1/admin/reload", headers=api.headers("admin")).json()
 
-    assert response.status_code == 409 and "checksum mismatch" in response.json()["detail"]
+    assert resumed["policy"] == changed
+    assert reloaded["policy_version"] == changed["version"]
+    assert load_policy(own_bundle).version != changed["version"]
+
+
+def reload(api, bundle: Path | str):
+    return api.client.post("/v1/admin/reload", json={"bundle": str(bundle)}, headers=api.headers("admin"))
+
+
+def test_reload_loads_only_bundles_under_the_models_directory(
+    serve, own_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = Path(shutil.copytree(own_bundle, tmp_path_factory.mktemp("elsewhere") / "bundle"))
+    models = own_bundle.parent
+    (models / "sneaky").symlink_to(elsewhere, target_is_directory=True)
+    with serve(bundle=str(own_bundle)) as api:
+        outside = reload(api, elsewhere)
+        escape = reload(api, f"{models}/../{elsewhere.relative_to(models.parent)}")
+        via_symlink = reload(api, models / "sneaky")
+        inside = reload(api, own_bundle)
+
+    for refused in (outside, escape, via_symlink):
+        assert refused.status_code == 400, refused.text
+        assert "outside the models directory" in refused.json()["detail"]
+    assert inside.status_code == 200
+
+
+def test_with_a_signing_key_only_signed_bundles_load(serve, own_bundle: Path, tmp_path: Path) -> None:
+    from bundle.manifest import SIGNATURE, write_manifest
+
+    key = "reload-test-signing-key"
+    signed = Path(shutil.copytree(own_bundle, tmp_path / "signed"))
+    write_manifest(signed, signing_key=key.encode())
+    resummed = Path(shutil.copytree(signed, tmp_path / "resummed"))
+    with (resummed / "calibrator.json").open("a") as handle:
+        handle.write(" ")
+    signature = (resummed / SIGNATURE).read_text()
+    write_manifest(resummed)  # sums recomputed after the change...
+    (resummed / SIGNATURE).write_text(signature)  # ...the old signature kept
+
+    with serve(bundle=str(signed), bundle_signing_key=key) as api:
+        ready = api.client.get("/readyz").status_code
+        unsigned = reload(api, own_bundle)
+        tampered = reload(api, resummed)
+        good = reload(api, signed)
+    with serve(bundle=str(own_bundle), bundle_signing_key=key) as api:
+        unsigned_at_start = api.client.get("/readyz").status_code
+
+    assert ready == 200
+    assert unsigned.status_code == 409 and "unsigned" in unsigned.json()["detail"]
+    assert tampered.status_code == 409 and "signature does not match" in tampered.json()["detail"]
+    assert good.status_code == 200
+    assert unsigned_at_start == 503  # refused at startup too: not ready, everything to human review

@@ -52,8 +52,8 @@ def test_simulate_equals_training_simulate_on_the_reference(serve, bundle_dir: P
         rule_review=rule_review,
     ).to_dict()
     with serve() as api:
-        got = api.client.get("/v1/simulate", params=SCENARIO, headers=api.headers())
-        posted = api.client.post("/v1/simulate", json=SCENARIO, headers=api.headers())
+        got = api.client.get("/v1/simulate", params=SCENARIO, headers=api.headers("read"))
+        posted = api.client.post("/v1/simulate", json=SCENARIO, headers=api.headers("read"))
     assert got.status_code == 200, got.text
     body = got.json()
     assert body["policy"] == "what-if" and body["bundle"] == str(bundle_dir)
@@ -69,8 +69,8 @@ def test_simulate_returns_what_the_cli_returns(serve, bundle_dir: Path) -> None:
     cli = CliRunner().invoke(cli_app, args)
     assert cli.exit_code == 0, cli.output
     with serve() as api:
-        body = api.client.get("/v1/simulate", params=SCENARIO, headers=api.headers()).json()
-        in_force = api.client.get("/v1/simulate", headers=api.headers()).json()
+        body = api.client.get("/v1/simulate", params=SCENARIO, headers=api.headers("read")).json()
+        in_force = api.client.get("/v1/simulate", headers=api.headers("read")).json()
     assert body == json.loads(cli.output)
     cli_in_force = CliRunner().invoke(cli_app, ["simulate", "--bundle", str(bundle_dir), "--json"])
     assert in_force == json.loads(cli_in_force.output)
@@ -81,7 +81,7 @@ def test_target_mode_returns_the_pair_choose_policy_thresholds_picks(serve, bund
     chosen = choose_policy_thresholds(_reference(bundle_dir), recall=0.97, block_precision=0.95)
     with serve() as api:
         response = api.client.get(
-            "/v1/simulate", params={"recall": 0.97, "block_precision": 0.95}, headers=api.headers()
+            "/v1/simulate", params={"recall": 0.97, "block_precision": 0.95}, headers=api.headers("read")
         )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -112,26 +112,30 @@ def test_target_mode_returns_the_pair_choose_policy_thresholds_picks(serve, bund
 )
 def test_invalid_scenario_is_422_naming_the_field(serve, params: dict[str, Any], field: str) -> None:
     with serve() as api:
-        got = api.client.get("/v1/simulate", params=params, headers=api.headers())
+        got = api.client.get("/v1/simulate", params=params, headers=api.headers("read"))
         posted = api.client.post(
             "/v1/simulate",
             content=json.dumps(params).replace('"nan"', "NaN").replace('"inf"', "Infinity"),
-            headers={**api.headers(), "Content-Type": "application/json"},
+            headers={**api.headers("read"), "Content-Type": "application/json"},
         )
     for response in (got, posted):
         assert response.status_code == 422, response.text
         assert field in {d["field"] for d in response.json()["detail"]}, response.text
 
 
-def test_simulate_needs_a_valid_key_of_any_scope(serve) -> None:
+def test_simulate_needs_a_read_or_admin_key(serve) -> None:
+    """Its answers name the bundle's path and replay the rules: for PMs and auditors, not score clients."""
     with serve() as api:
         assert api.client.get("/v1/simulate").status_code == 401
         assert api.client.get("/v1/simulate/curve").status_code == 401
         assert api.client.post("/v1/simulate", json={}).status_code == 401
         bad = {"Authorization": "Bearer trg_000000000000_not-a-key"}
         assert api.client.get("/v1/simulate", headers=bad).status_code == 401
-        for scope in ("score", "review", "admin"):
+        for scope in ("read", "admin"):
             assert api.client.get("/v1/simulate", headers=api.headers(scope)).status_code == 200
+        for scope in ("score", "review"):
+            assert api.client.get("/v1/simulate", headers=api.headers(scope)).status_code == 403
+            assert api.client.get("/v1/simulate/context", headers=api.headers(scope)).status_code == 403
 
 
 def test_segment_replays_only_its_rows_at_its_share_of_the_volume(serve, bundle_dir: Path) -> None:
@@ -151,8 +155,8 @@ def test_segment_replays_only_its_rows_at_its_share_of_the_volume(serve, bundle_
     ).to_dict()
     params = {"t_pass": 0.02, "t_block": 0.8, "daily_volume": 50_000, "segment_by": "market", "segment": value}
     with serve() as api:
-        body = api.client.get("/v1/simulate", params=params, headers=api.headers()).json()
-        context = api.client.get("/v1/simulate/context", headers=api.headers()).json()
+        body = api.client.get("/v1/simulate", params=params, headers=api.headers("read")).json()
+        context = api.client.get("/v1/simulate/context", headers=api.headers("read")).json()
     assert body["segment"] == {"column": "market", "value": value}
     assert _result_part(body) == expected
     assert value in context["segments"]["market"]
@@ -165,7 +169,7 @@ def test_curve_is_the_sweep_at_the_scenario_t_block(serve, bundle_dir: Path) -> 
         response = api.client.get(
             "/v1/simulate/curve",
             params={"t_pass": 0.02, "t_block": 0.8, "daily_volume": 50_000, "n_points": 100},
-            headers=api.headers(),
+            headers=api.headers("read"),
         )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -177,17 +181,17 @@ def test_reference_is_read_once_and_calls_are_fast(serve) -> None:
     from serving.simulation import reference_set
 
     with serve() as api:
-        api.client.get("/v1/simulate", headers=api.headers())
+        api.client.get("/v1/simulate", headers=api.headers("read"))
         misses = reference_set.cache_info().misses
         timings = []
         for i in range(20):
             started = time.perf_counter()
             response = api.client.get(
-                "/v1/simulate", params={"t_pass": 0.001 + i * 0.01, "t_block": 0.9}, headers=api.headers()
+                "/v1/simulate", params={"t_pass": 0.001 + i * 0.01, "t_block": 0.9}, headers=api.headers("read")
             )
             timings.append(time.perf_counter() - started)
             assert response.status_code == 200
-        api.client.get("/v1/simulate/curve", headers=api.headers())
+        api.client.get("/v1/simulate/curve", headers=api.headers("read"))
         assert reference_set.cache_info().misses == misses
     assert statistics.median(timings) < 0.2
 
@@ -196,12 +200,12 @@ def test_applying_a_simulated_pair_puts_it_in_force(serve, own_bundle: Path) -> 
     """The page's apply path: PUT /v1/policy (admin only) with the simulated pair; the simulator's
     in-force numbers then equal the what-if numbers for that pair."""
     pair = {"t_pass": 0.03, "t_block": 0.7}
-    change: dict[str, Any] = {**pair, "segment_by": None, "segments": {}}
+    change: dict[str, Any] = {**pair, "segment_by": None, "segments": {}, "reason": "simulated pair"}
     with serve(bundle=str(own_bundle)) as api:
-        what_if = api.client.get("/v1/simulate", params=pair, headers=api.headers()).json()
+        what_if = api.client.get("/v1/simulate", params=pair, headers=api.headers("read")).json()
         refused = api.client.put("/v1/policy", json=change, headers=api.headers("score"))
         applied = api.client.put("/v1/policy", json=change, headers=api.headers("admin"))
-        in_force = api.client.get("/v1/simulate", headers=api.headers()).json()
+        in_force = api.client.get("/v1/simulate", headers=api.headers("read")).json()
     assert refused.status_code == 403
     assert applied.status_code == 200, applied.text
     assert in_force["policy"] == applied.json()["policy"]["version"]

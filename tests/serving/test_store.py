@@ -291,15 +291,16 @@ def test_export_labels_of_an_empty_log_has_the_contract_columns(store: Store) ->
 
 
 def test_policy_changes_are_audited_newest_first(store: Store) -> None:
-    assert store.latest_policy() is None
-    store.record_policy_change("admin-key", {"version": "1", "t_pass": 0.1}, {"version": "2", "t_pass": 0.05})
-    store.record_policy_change("admin-key", {"version": "2", "t_pass": 0.05}, {"version": "3", "t_pass": 0.07})
+    assert store.policy_in_force("b1") is None
+    first, second, third = ({"version": v, "t_pass": t} for v, t in (("1", 0.1), ("2", 0.05), ("3", 0.07)))
+    store.put_policy_in_force("b1", "admin-key", "r1", first, second)
+    store.put_policy_in_force("b1", "admin-key", "r2", second, third)
 
     history = store.policy_history()
 
     assert [(c.old_version, c.new_version) for c in history] == [("2", "3"), ("1", "2")]
-    assert history[0].actor == "admin-key"
-    assert store.latest_policy() == {"version": "3", "t_pass": 0.07}
+    assert history[0].actor == "admin-key" and history[0].reason == "r2"
+    assert store.policy_in_force("b1") == {"version": "3", "t_pass": 0.07}
 
 
 # -- SQLite durability --------------------------------------------------------------------------
