@@ -132,7 +132,7 @@ def test_a_bundle_trained_with_renamed_columns_takes_its_own_field_names(serve, 
 
 
 def test_the_request_schema_follows_a_reloaded_bundle(serve, renamed_bundle: Path) -> None:
-    with serve() as api:
+    with serve(models_dir=str(renamed_bundle.parent)) as api:  # reload reads only from the models directory
         before = api.client.get("/openapi.json").json()["components"]["schemas"]["Listing"]["properties"]
         reload = api.post("/v1/admin/reload", {"bundle": str(renamed_bundle)}, scope="admin")
         after = api.client.get("/openapi.json").json()["components"]["schemas"]["Listing"]["properties"]
