@@ -12,7 +12,7 @@ from bundle.manifest import BundleError
 from serving.api.deps import AdminKey, AnyKey, EngineDep, SettingsDep, StoreDep
 from serving.api.errors import field_error
 from serving.api.schemas import PolicyChangeOut, PolicyOut, PolicyUpdate, ReloadRequest, ReloadResponse
-from serving.models import load_engine, persist_policy, updated_policy
+from serving.models import load_engine, persist_policy, refreeze_after_swap, updated_policy
 
 router = APIRouter(prefix="/v1", tags=["policy"])
 
@@ -85,6 +85,7 @@ async def reload_bundle(
         except BundleError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {exc}") from exc
         request.app.state.engine = engine
+        refreeze_after_swap()  # the replaced engine is freed, cycles included
     assert engine.bundle is not None
     return ReloadResponse(
         model_version=engine.model_version, policy_version=engine.policy.version, bundle=str(engine.bundle.path)

@@ -189,3 +189,31 @@ def test_a_policy_is_not_saved_into_a_bundle_changed_since_it_was_loaded(serve, 
         response = put_policy(api, {"t_pass": 0.1})
 
     assert response.status_code == 409 and "checksum mismatch" in response.json()["detail"]
+
+
+def test_reloaded_bundles_free_the_engines_they_replace(serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five reloads keep no old engine alive, even one in a reference cycle (which a frozen engine kept)."""
+    import gc
+    import weakref
+
+    from serving.engine import DecisionEngine
+
+    from_bundle = DecisionEngine.from_bundle.__func__  # type: ignore[attr-defined]
+
+    def in_a_cycle(cls: type[DecisionEngine], *args: object, **kwargs: object) -> DecisionEngine:
+        engine = from_bundle(cls, *args, **kwargs)
+        engine.__dict__["_self"] = engine  # as a callback or cache holding its engine would
+        return engine
+
+    monkeypatch.setattr(DecisionEngine, "from_bundle", classmethod(in_a_cycle))
+    with serve() as api:
+        replaced = []
+        for _ in range(5):
+            replaced.append(weakref.ref(api.app.state.engine))
+            replaced.append(weakref.ref(api.app.state.engine.bundle))
+            assert api.client.post("/v1/admin/reload", headers=api.headers("admin")).status_code == 200
+        gc.collect()
+
+        assert [ref() for ref in replaced] == [None] * len(replaced)
+        assert all(obj is not api.app.state.engine for obj in gc.get_objects())  # the new one is frozen
+        assert api.score(listing_json(1)).status_code == 200
