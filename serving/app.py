@@ -15,9 +15,10 @@ from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from serving.api import body, docs, errors, health, keys, me, policy, queue, score, simulate
+from serving.api.deps import authenticate_before_body
 from serving.logs import configure_logging
 from serving.metrics import Metrics
-from serving.middleware import AccessMiddleware, BodyLimitMiddleware
+from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, BodyLimitMiddleware
 from serving.models import startup_engine
 from serving.scorer import Scorer
 from serving.settings import Settings, get_settings
@@ -84,5 +85,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     body.install(app, score.current_bodies)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthenticateFirstMiddleware, check=authenticate_before_body(ROUTERS))  # before any body is read
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)  # outermost: sees every response
     return app

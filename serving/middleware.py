@@ -1,12 +1,15 @@
-"""ASGI middleware: request body limit (before any parsing) and per-request metrics + JSON access log."""
+"""ASGI middleware: authentication before the body is read, request body limit (before any parsing), and
+per-request metrics + JSON access log."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.metrics import Metrics
@@ -14,15 +17,43 @@ from serving.metrics import Metrics
 access_log = logging.getLogger("serving.access")
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+async def _send_json(send: Send, status: int, body: dict[str, Any], extra: Mapping[str, str] | None = None) -> None:
     payload = orjson.dumps(body)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
-        (b"connection", b"close"),
+        (b"connection", b"close"),  # the unread rest of the body is not waited for
+        *((name.lower().encode(), value.encode()) for name, value in (extra or {}).items()),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+class AuthenticateFirstMiddleware:
+    """Refuse a request that carries a body but no valid credentials before reading any of it.
+
+    `check(scope)` decides from the headers alone and returns the refusal (an HTTPException) or None.
+    Without this, a client with no key could make the service buffer up to `max_body_bytes` per request.
+    """
+
+    def __init__(self, app: ASGIApp, check: Callable[[Scope], Awaitable[HTTPException | None]]) -> None:
+        self.app = app
+        self.check = check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _may_have_body(scope):
+            refusal = await self.check(scope)
+            if refusal is not None:
+                await _send_json(send, refusal.status_code, {"detail": refusal.detail}, refusal.headers)
+                return
+        await self.app(scope, receive, send)
+
+
+def _may_have_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            return True
+    return False
 
 
 class BodyLimitMiddleware:

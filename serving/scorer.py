@@ -27,6 +27,7 @@ from serving.engine import (
 )
 from serving.metrics import Metrics
 from serving.store import DecisionRecord, Store
+from serving.store.health import is_storage_error
 from serving.store.records import utcnow
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,13 @@ class Scorer:
     async def _log_group(self, group: list[_Waiting], records: list[DecisionRecord]) -> None:
         try:
             stored = await self._log(records)
-        except Exception:  # one bad request must not fail the others: log each on its own
+        except Exception as exc:
+            if is_storage_error(exc):  # the log itself is failing: every request of the group fails (503)
+                for waiting in group:
+                    if not waiting.future.done():
+                        waiting.future.set_exception(exc)
+                return
+            # one bad request must not fail the others: log each on its own
             for waiting, record in zip(group, records, strict=True):
                 await self._log_alone(waiting, record)
             return

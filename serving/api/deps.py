@@ -1,17 +1,27 @@
 """Typed dependencies: the store, the current engine, settings, and API-key authentication by scope.
 
+`authenticate_before_body` applies the same key check from the headers alone, in a middleware, so an
+unauthenticated request is refused before its body is read (FastAPI reads a declared body before it
+solves dependencies).
+
 All are `async def`: FastAPI runs a plain `def` dependency on a worker thread, a hop per dependency
 per request that cost more than scoring itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Security, status
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.routing import Match
+from starlette.types import Scope as AsgiScope
 
 from serving.engine import DecisionEngine
 from serving.keys import cached_key, verify_key
@@ -19,6 +29,7 @@ from serving.metrics import Metrics
 from serving.scorer import Scorer
 from serving.settings import Settings
 from serving.store import ApiKey, Scope, Store
+from serving.store.health import STORAGE_ERRORS
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
@@ -56,6 +67,15 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+async def _verified_key(store: Store, token: str | None) -> ApiKey:
+    if not token:
+        raise _unauthorized("an API key is required (Authorization: Bearer <key> or X-API-Key)")
+    key = cached_key(store, token) or await run_in_threadpool(verify_key, store, token)
+    if key is None or key.revoked:
+        raise _unauthorized("invalid or revoked API key")
+    return key
+
+
 def require_scope(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency that admits a valid key with one of `scopes` (admin implies every scope; none
     given: any valid key)."""
@@ -65,18 +85,58 @@ def require_scope(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
         header_key: Annotated[str | None, Security(_api_key_header)],
     ) -> ApiKey:
-        token = bearer.credentials if bearer is not None else header_key
-        if not token:
-            raise _unauthorized("an API key is required (Authorization: Bearer <key> or X-API-Key)")
-        key = cached_key(store, token) or await run_in_threadpool(verify_key, store, token)
-        if key is None or key.revoked:
-            raise _unauthorized("invalid or revoked API key")
+        key = await _verified_key(store, bearer.credentials if bearer is not None else header_key)
         if scopes and not any(key.allows(scope) for scope in scopes):
             wanted = " or ".join(repr(scope) for scope in scopes)
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key lacks the {wanted} scope")
         return key
 
+    _KEY_CHECKS.add(authenticated_key)
     return authenticated_key
+
+
+_KEY_CHECKS: set[Callable[..., Awaitable[ApiKey]]] = set()  # the dependencies `require_scope` made
+
+
+def authenticate_before_body(routers: Iterable[APIRouter]) -> Callable[[AsgiScope], Awaitable[HTTPException | None]]:
+    """A check for `AuthenticateFirstMiddleware`: the 401 for a request to one of the routers' routes that
+    take a key, sent without a valid one; None to go on.
+
+    Decided from the headers alone: the body is not touched. The scope check (403) stays with the route's
+    dependency; so does a database that cannot be read (it answers 503).
+    """
+    keyed = [route for route in _api_routes(routers) if _has_key_check(route.dependant)]
+
+    async def check(scope: AsgiScope) -> HTTPException | None:
+        if not any(route.matches(scope)[0] == Match.FULL for route in keyed):
+            return None
+        headers = Headers(scope=scope)
+        scheme, credentials = get_authorization_scheme_param(headers.get("authorization"))
+        token = credentials if scheme.lower() == "bearer" and credentials else headers.get("x-api-key")
+        try:
+            await _verified_key(scope["app"].state.store, token)
+        except HTTPException as exc:
+            return exc
+        except STORAGE_ERRORS:
+            return None
+        return None
+
+    return check
+
+
+def _api_routes(routers: Iterable[APIRouter]) -> Iterator[APIRoute]:
+    """Every APIRoute of the routers, including those of routers they include (kept nested by FastAPI 0.165+,
+    as `original_router`; our routers are included without a prefix, so each route's path is its own)."""
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                yield route
+            elif isinstance(getattr(route, "original_router", None), APIRouter):
+                yield from _api_routes([route.original_router])  # type: ignore[attr-defined]
+
+
+def _has_key_check(dependant: Dependant) -> bool:
+    return any(d.call in _KEY_CHECKS or _has_key_check(d) for d in dependant.dependencies)
 
 
 AnyKey = Annotated[ApiKey, Depends(require_scope())]  # any valid key, whatever its scopes

@@ -1,4 +1,5 @@
-"""Error responses: 422s that name the field (and never echo non-JSON input), JSON 500s."""
+"""Error responses: 422s that name the field (and never echo non-JSON input), 503s when the decision log
+cannot take writes (with Retry-After), JSON 500s."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from serving.store.health import STORAGE_ERRORS, describe
+
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5  # what a 503 asks clients to wait: long enough for a probe or an operator to free space
 
 
 def field_error(loc: Sequence[str | int], msg: str, kind: str = "value_error") -> RequestValidationError:
@@ -43,6 +48,30 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The decision log failed (disk full, I/O, database down): nothing was acknowledged, nothing auto-passed.
+
+    A decision is logged before it is answered, so a request whose write failed has no decision to return;
+    the client retries (a retry with the same request_id is idempotent).
+    """
+    cause = describe(exc)
+    store = getattr(request.app.state, "store", None)
+    if store is not None:
+        store.write_health.failed(exc)  # also for a failed read: not ready until a write commits again
+    log.error("decision log unavailable on %s %s: %s", request.method, request.url.path, cause)
+    return JSONResponse(
+        {
+            "detail": "the decision log is unavailable, so nothing was decided or recorded; retry later",
+            "cause": cause,
+            "retry_after_seconds": RETRY_AFTER_S,
+        },
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
+    for storage_error in STORAGE_ERRORS:
+        app.add_exception_handler(storage_error, store_unavailable)
     app.add_exception_handler(Exception, unexpected_error)

@@ -34,7 +34,14 @@ from serving.api.schemas import (
     RulePut,
 )
 from serving.engine import DecisionEngine
-from serving.models import bundle_under, load_engine, new_policy_version, rules_with_change, updated_policy
+from serving.models import (
+    bundle_under,
+    load_engine,
+    new_policy_version,
+    refreeze_after_swap,
+    rules_with_change,
+    updated_policy,
+)
 from serving.store import ApiKey, Store
 
 router = APIRouter(prefix="/v1", tags=["policy"])
@@ -169,6 +176,7 @@ async def reload_bundle(
         except BundleError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {exc}") from exc
         request.app.state.engine = engine
+        refreeze_after_swap()  # the replaced engine is freed, cycles included
     assert engine.bundle is not None
     return ReloadResponse(
         model_version=engine.model_version, policy_version=engine.policy.version, bundle=str(engine.bundle.path)

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
 from serving.store import schema
+from serving.store.health import WriteHealth, is_storage_error
 from serving.store.records import StoreClosedError, utcnow
 from serving.store.writer import GroupCommitWriter
 
@@ -57,7 +58,12 @@ class Database:
             self._write_engine = self._read_engine = engine
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
-        self._writer = GroupCommitWriter(self._write_engine, group_commit_ms / 1000) if group_commit else None
+        self.write_health = WriteHealth()  # failed by a storage error on any write, cleared by the next commit
+        self._writer = (
+            GroupCommitWriter(self._write_engine, group_commit_ms / 1000, health=self.write_health)
+            if group_commit
+            else None
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -90,6 +96,16 @@ class Database:
             raise StoreClosedError("store is closed")
         if self._writer is not None:
             return self._writer.submit(work)
+        try:
+            result = self._write_with_retries(work)
+        except Exception as exc:
+            if is_storage_error(exc):
+                self.write_health.failed(exc)
+            raise
+        self.write_health.succeeded()
+        return result
+
+    def _write_with_retries(self, work: Callable[[Connection], T]) -> T:
         for attempt in range(_WRITE_ATTEMPTS):
             try:
                 with self._write_engine.begin() as conn:
@@ -100,6 +116,25 @@ class Database:
                 logger.warning("transient database error, retrying: %s", exc.orig)
                 time.sleep(0.01 * 2**attempt)
         raise AssertionError("unreachable")
+
+    def probe_write(self) -> bool:
+        """Commit one small write (the `write_probe` row) through the normal write path; True if it committed.
+
+        Run while the log is failing, so readiness comes back once writes succeed without waiting for traffic
+        (which a not-ready service does not get).
+        """
+        try:
+            self._write(self._touch_probe)
+        except Exception as exc:
+            if is_storage_error(exc):
+                self.write_health.failed(exc)
+            logger.warning("decision log write probe failed: %s", exc)
+            return False
+        return True
+
+    def _touch_probe(self, conn: Connection) -> None:
+        conn.execute(delete(schema.write_probe))
+        conn.execute(insert(schema.write_probe).values(id=1, checked_at=self._clock()))
 
     def _create_schema(self, conn: Connection) -> None:
         if self.dialect == "postgresql":

@@ -189,6 +189,13 @@ policy_versions = Table(
     Index("ix_policy_versions_bundle", "bundle_version", "id"),
 )
 
+# One row rewritten by `Database.probe_write`: the write that tells a failing decision log has recovered.
+write_probe = Table(
+    "write_probe",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("checked_at", UTCDateTime, nullable=False),
+)
 
 # Columns added after a table was first released: `init_schema` adds them to existing databases
 # (nullable, so old rows and old readers are unaffected).

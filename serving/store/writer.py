@@ -11,6 +11,9 @@ Writes of the same kind submitted with `submit_many` (e.g. decision rows) are me
 thirty callers cost one multi-row INSERT rather than thirty. Each write (or merged group) runs in its
 own SAVEPOINT; if a merged group fails, its callers are retried one by one so only the faulty caller
 sees the error.
+
+A storage error (disk full, I/O) fails the `health` shared with the store; a group that commits without
+one clears it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from serving.store.health import WriteHealth, is_storage_error
 from serving.store.records import StoreClosedError
 
 logger = logging.getLogger(__name__)
@@ -58,8 +62,16 @@ class _Job:
 class GroupCommitWriter:
     """A single writer thread that commits queued writes together."""
 
-    def __init__(self, engine: Engine, window_s: float = 0.002, max_jobs: int = 512, full_items: int = 256) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        window_s: float = 0.002,
+        max_jobs: int = 512,
+        full_items: int = 256,
+        health: WriteHealth | None = None,
+    ) -> None:
         self._engine = engine
+        self.health = health or WriteHealth()
         self._window_s = window_s
         self._max_jobs = max_jobs
         self._full_items = full_items
@@ -149,9 +161,16 @@ class GroupCommitWriter:
                     outcomes.update(_run_merged(conn, write_many, jobs))
         except Exception as exc:  # the commit itself failed: nothing in this batch is durable
             logger.exception("group commit of %d writes failed", len(live))
+            if is_storage_error(exc):
+                self.health.failed(exc)
             for job in live:
                 job.future.set_exception(exc)
             return
+        storage_error = next((e for _, e in outcomes.values() if e is not None and is_storage_error(e)), None)
+        if storage_error is not None:
+            self.health.failed(storage_error)
+        elif live:
+            self.health.succeeded()
         for job, (result, error) in outcomes.items():
             if error is None:
                 job.future.set_result(result)

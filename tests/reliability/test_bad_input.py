@@ -270,3 +270,17 @@ def test_a_client_that_stops_mid_body_does_not_hurt_the_service(shared_service: 
     )
     report(status_after=response.status_code)
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/score", "/v1/score/batch", "/v1/reviews/some-decision", "/v1/admin/reload"])
+def test_an_unauthenticated_body_is_refused_before_it_is_sent(shared_service: Service, report, path: str) -> None:
+    """Headers only, announcing 1.9 MB (under the body limit): the 401 comes at once, no byte of body read."""
+    with socket.create_connection(("127.0.0.1", shared_service.port), timeout=5) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1900000\r\n\r\n".encode()
+        )
+        answer = sock.recv(65536)  # a server waiting for the body would time out here
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+    report(path=path, status=status)
+    assert status == 401

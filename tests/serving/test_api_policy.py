@@ -251,3 +251,31 @@ def test_with_a_signing_key_only_signed_bundles_load(serve, own_bundle: Path, tm
     assert tampered.status_code == 409 and "signature does not match" in tampered.json()["detail"]
     assert good.status_code == 200
     assert unsigned_at_start == 503  # refused at startup too: not ready, everything to human review
+
+
+def test_reloaded_bundles_free_the_engines_they_replace(serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five reloads keep no old engine alive, even one in a reference cycle (which a frozen engine kept)."""
+    import gc
+    import weakref
+
+    from serving.engine import DecisionEngine
+
+    from_bundle = DecisionEngine.from_bundle.__func__  # type: ignore[attr-defined]
+
+    def in_a_cycle(cls: type[DecisionEngine], *args: object, **kwargs: object) -> DecisionEngine:
+        engine = from_bundle(cls, *args, **kwargs)
+        engine.__dict__["_self"] = engine  # as a callback or cache holding its engine would
+        return engine
+
+    monkeypatch.setattr(DecisionEngine, "from_bundle", classmethod(in_a_cycle))
+    with serve() as api:
+        replaced = []
+        for _ in range(5):
+            replaced.append(weakref.ref(api.app.state.engine))
+            replaced.append(weakref.ref(api.app.state.engine.bundle))
+            assert api.client.post("/v1/admin/reload", headers=api.headers("admin")).status_code == 200
+        gc.collect()
+
+        assert [ref() for ref in replaced] == [None] * len(replaced)
+        assert all(obj is not api.app.state.engine for obj in gc.get_objects())  # the new one is frozen
+        assert api.score(listing_json(1)).status_code == 200

@@ -115,14 +115,14 @@ def test_treeshap_reasons_can_be_chosen(bundle: Bundle, generated_dir: Path) -> 
     assert exact.reasons[0][0]["contribution"] == pytest.approx(shap[0].max(), abs=1e-4)
 
 
-def test_a_loaded_engine_is_kept_out_of_the_cyclic_garbage_collector(bundle_dir: Path) -> None:
+def test_the_engine_loaded_at_startup_is_kept_out_of_the_cyclic_garbage_collector(bundle_dir: Path) -> None:
     """Its objects live as long as the bundle: full collections must not walk them on every batch."""
     import gc
 
-    from serving.models import load_engine
+    from serving.models import startup_engine
 
     before = gc.get_freeze_count()
-    engine = load_engine(bundle_dir)
+    engine = startup_engine(bundle_dir)
 
     assert engine.ready and gc.get_freeze_count() > before
     assert all(obj is not engine for obj in gc.get_objects())  # frozen: in no generation
