@@ -57,7 +57,7 @@ serve: $(STAMP) ## Main job: train on generated data if no model exists, then st
 	  $(MAKE) --no-print-directory train; }
 	$(BIN)/triage serve --bundle models/latest --host 127.0.0.1 --port $(PORT)
 
-keys: $(STAMP) ## Create an API key (NAME=me SCOPES=score,review,admin); the token is printed once
+keys: $(STAMP) ## Create an API key (NAME=me SCOPES=score,review,admin; read = PMs and auditors); the token is printed once
 	$(BIN)/triage keys create $${NAME:-me} --scopes $${SCOPES:-score,review,admin}
 
 notebooks: $(STAMP) ## JupyterLab on notebooks/ with the project's kernel "listing-triage" (NOTEBOOK_PORT=8888)
