@@ -49,3 +49,17 @@ def trained(generated_dir: Path, tmp_path_factory: pytest.TempPathFactory, mlflo
 @pytest.fixture(scope="session")
 def bundle_dir(trained) -> Path:
     return trained.bundle_dir
+
+
+def make_dry_run(*args: str) -> str:
+    """`make -n` in the repository with the install step taken as done (nothing runs, nothing is installed).
+
+    Run as a fresh make, not a sub-make of `make test`: the inherited MAKEFLAGS/MAKELEVEL would add
+    "Entering directory" lines to the output."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    repo = Path(__file__).resolve().parents[1]
+    command = ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", *args]
+    return subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True, env=env).stdout

@@ -49,16 +49,11 @@ def _install_kernel(prefix: Path) -> dict[str, object]:
 
 
 def test_make_notebooks_registers_the_kernel_and_starts_jupyterlab_on_notebooks() -> None:
-    import subprocess
     import sys
 
-    lines = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "notebooks", "NOTEBOOK_PORT=8899"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    from tests.conftest import make_dry_run
+
+    lines = make_dry_run("notebooks", "NOTEBOOK_PORT=8899").splitlines()
     assert lines[0].startswith(".venv/bin/python -m ipykernel install --sys-prefix --name listing-triage")
     assert lines[1] == ".venv/bin/jupyter lab notebooks/ --no-browser --ip 127.0.0.1 --port 8899"
     assert (Path(sys.executable).parent / "jupyter-lab").is_file()  # jupyterlab is a dev dependency

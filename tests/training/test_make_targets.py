@@ -4,13 +4,13 @@ prints the experiment's URL."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import make_dry_run
 from triage.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,20 +35,12 @@ def test_generate_refuses_to_replace_data_of_another_size(tmp_path: Path) -> Non
     assert _rows(out / "reviews.parquet") == 500
 
 
-def _dry_run(*args: str) -> str:
-    """`make -n` with the install step taken as done (nothing runs, nothing is installed)."""
-    result = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", *args], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    return result.stdout
-
-
 def test_make_targets_take_ports_and_force(tmp_path: Path) -> None:
-    assert "--port 9123" in _dry_run("serve", "PORT=9123", "BUNDLE=models/latest")
-    mlflow_ui = _dry_run("mlflow-ui", "MLFLOW_PORT=5123")
+    assert "--port 9123" in make_dry_run("serve", "PORT=9123", "BUNDLE=models/latest")
+    mlflow_ui = make_dry_run("mlflow-ui", "MLFLOW_PORT=5123")
     assert "--port 5123" in mlflow_ui and "experiment_url('http://127.0.0.1:5123')" in mlflow_ui
-    assert _dry_run("data", "FORCE=1", f"DATA_DIR={tmp_path}").rstrip().endswith("--force")
-    assert "--force" not in _dry_run("data", f"DATA_DIR={tmp_path}")
+    assert make_dry_run("data", "FORCE=1", f"DATA_DIR={tmp_path}").rstrip().endswith("--force")
+    assert "--force" not in make_dry_run("data", f"DATA_DIR={tmp_path}")
 
 
 def test_make_serve_says_it_trains_first_when_there_is_no_model() -> None:
