@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +32,21 @@ class LinearModel:
         """Shape (n, n_features): each feature's share of the log-odds, relative to a typical listing."""
         X = np.asarray(X, dtype=np.float64)
         out = np.zeros((len(X), len(self.feature_names)))
-        index = {name: i for i, name in enumerate(self.feature_names)}
-        if self.numeric:
-            columns = [index[c] for c in self.numeric]
-            values = X[:, columns]
+        numeric, categorical = self._columns
+        if numeric:
+            values = X[:, numeric]
             imputed = np.where(np.isnan(values), self.medians, values)
-            out[:, columns] = (imputed - self.means) / self.scales * self.numeric_weights
-        for name, table in zip(self.categorical, self.tables, strict=True):
-            codes = np.clip(X[:, index[name]].astype(np.int64), 0, len(table) - 1)
-            out[:, index[name]] = table[codes]
+            out[:, numeric] = (imputed - self.means) / self.scales * self.numeric_weights
+        for column, table in zip(categorical, self.tables, strict=True):
+            codes = np.clip(X[:, column].astype(np.int64), 0, len(table) - 1)
+            out[:, column] = table[codes]
         return out
+
+    @cached_property
+    def _columns(self) -> tuple[list[int], list[int]]:
+        """Positions of the numeric and categorical features, looked up once (scoring calls this per batch)."""
+        index = {name: i for i, name in enumerate(self.feature_names)}
+        return [index[c] for c in self.numeric], [index[c] for c in self.categorical]
 
     def raw_scores(self, X: np.ndarray) -> np.ndarray:
         """Probability of rejection (uncalibrated), float64."""
