@@ -8,7 +8,7 @@ nothing else. The manifest is verified before anything is loaded.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ from features.builder import FeatureBuilder
 from features.calibration import Calibrator
 from features.config import DataConfig
 
+TIERS_DIR = "tiers"  # tiers/<name>.onnx and tiers/<name>.calibrator.json per tier
+
 
 @dataclass
 class Bundle:
@@ -38,6 +40,8 @@ class Bundle:
     policy: Policy
     session: Any  # onnxruntime.InferenceSession
     metrics: dict[str, Any]
+    # tiered bundles: per tier (in the data config's order) its model's session and calibrator
+    tiers: list[tuple[str, Any, Calibrator]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path, threads: int = 1, signing_key: bytes | None = None) -> Bundle:
@@ -56,9 +60,19 @@ class Bundle:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3  # the label output's declared shape is {1}; only probabilities are read
-            session = ort.InferenceSession(
-                str(bundle_dir / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+
+            def session_for(path: Path) -> Any:
+                return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+            session = session_for(bundle_dir / "model.onnx")
+            tiers = [
+                (
+                    name,
+                    session_for(bundle_dir / TIERS_DIR / f"{name}.onnx"),
+                    Calibrator.load(bundle_dir / TIERS_DIR / f"{name}.calibrator.json"),
+                )
+                for name in config.tier_names
+            ]
             return cls(
                 path=bundle_dir,
                 version=str(manifest.get("version", bundle_dir.name)),
@@ -68,6 +82,7 @@ class Bundle:
                 policy=load_policy(bundle_dir).validate(config.listing_columns),
                 session=session,
                 metrics=json.loads((bundle_dir / "metrics.json").read_text()),
+                tiers=tiers,
             )
         except BundleError:
             raise
@@ -80,9 +95,25 @@ class Bundle:
 
     def raw_scores(self, X: np.ndarray) -> np.ndarray:
         """Uncalibrated model probability for a float32 feature matrix."""
-        outputs = self.session.run(None, {"input": np.ascontiguousarray(X, dtype=np.float32)})
-        probabilities = outputs[1]
-        return np.asarray(probabilities[:, 1] if probabilities.ndim == 2 else probabilities, dtype=np.float64)
+        return _probability(self.session, np.ascontiguousarray(X, dtype=np.float32))
+
+    @property
+    def tier_names(self) -> list[str]:
+        return [name for name, _, _ in self.tiers]
+
+    def tier_risk(self, X: np.ndarray) -> np.ndarray | None:
+        """Calibrated risk per tier, (n, K) in `tier_names` order; None for an untiered bundle."""
+        if not self.tiers:
+            return None
+        X32 = np.ascontiguousarray(X, dtype=np.float32)
+        return np.column_stack([calibrator(_probability(session, X32)) for _, session, calibrator in self.tiers])
+
+    def scores(
+        self, listings: pd.DataFrame, history: pd.DataFrame | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(overall calibrated risk, per-tier risk or None) for a frame of listings."""
+        X = self.features(listings, history)
+        return self.calibrator(self.raw_scores(X)), self.tier_risk(X)
 
     def features(self, listings: pd.DataFrame, history: pd.DataFrame | None = None) -> np.ndarray:
         return self.builder.transform(listings, history=history).to_numpy(dtype=np.float32)
@@ -112,3 +143,9 @@ class Bundle:
             return self.linear.contributions(X)
         contrib = np.asarray(self.booster.predict(X, pred_contrib=True))
         return contrib[:, :-1]
+
+
+def _probability(session: Any, X32: np.ndarray) -> np.ndarray:
+    """The positive class's probability from an exported binary classifier's ONNX session."""
+    probabilities = session.run(None, {"input": X32})[1]
+    return np.asarray(probabilities[:, 1] if probabilities.ndim == 2 else probabilities, dtype=np.float64)

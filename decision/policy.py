@@ -28,23 +28,47 @@ def route(
     t_block: float | np.ndarray,
     rule_block: np.ndarray | None = None,
     rule_review: np.ndarray | None = None,
+    tier_risk: np.ndarray | None = None,
+    tier_pass: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decision codes (int8: 0 auto_pass, 1 human_review, 2 auto_block) for each listing.
 
     Rules first (a block rule wins over a review rule), then thresholds: risk < t_pass passes,
-    risk >= t_block blocks, the rest is queued. A risk that is NaN or infinite is queued, block rule or
-    not (fail safe: nothing that could not be scored is ever decided automatically).
+    risk >= t_block blocks, the rest is queued. With tiers (`tier_risk` (n, K), `tier_pass` (K,)), a
+    listing passes only when, besides, every tier's risk is below that tier's t_pass, so each tier's
+    recall guarantee holds whatever the other tiers do. A risk that is NaN or infinite is queued, block
+    rule or not (fail safe: nothing that could not be scored is ever decided automatically).
     """
     risk = np.asarray(risk, dtype=np.float64)
     codes = np.full(risk.shape, CODE_REVIEW, dtype=np.int8)
     finite = np.isfinite(risk)
-    codes[finite & (risk < t_pass)] = CODE_PASS
+    passing = finite & (risk < t_pass)
+    if tier_pass is not None and len(tier_pass):
+        if tier_risk is None:
+            passing[:] = False  # tier thresholds without tier risks: nothing can be shown to pass
+        else:
+            below = np.asarray(tier_risk, dtype=np.float64) < np.asarray(tier_pass, dtype=np.float64)
+            passing &= below.all(axis=1)  # NaN compares False: an unscored tier never passes
+    codes[passing] = CODE_PASS
     codes[finite & (risk >= t_block)] = CODE_BLOCK
     if rule_review is not None:
         codes[np.asarray(rule_review, dtype=bool)] = CODE_REVIEW
     if rule_block is not None:
         codes[np.asarray(rule_block, dtype=bool) & finite] = CODE_BLOCK
     return codes
+
+
+def driving_tier(codes: np.ndarray, tier_risk: np.ndarray | None, tier_pass: np.ndarray | None) -> np.ndarray:
+    """Index of the tier behind each decision (-1: none): for a block, the likeliest violation type (the
+    highest tier risk); for a review, the tier furthest above its t_pass (risk / t_pass); none for a pass."""
+    codes = np.asarray(codes)
+    driver = np.full(codes.shape, -1, dtype=np.int64)
+    if tier_risk is None or tier_pass is None or not len(tier_pass):
+        return driver
+    tier_risk = np.nan_to_num(np.asarray(tier_risk, dtype=np.float64), nan=1.0)
+    ratio = tier_risk / np.maximum(np.asarray(tier_pass, dtype=np.float64), 1e-12)
+    driver = np.where(codes == CODE_BLOCK, tier_risk.argmax(axis=1), ratio.argmax(axis=1))
+    return np.where(codes == CODE_PASS, -1, driver)
 
 
 def decision_names(codes: np.ndarray) -> np.ndarray:
@@ -68,7 +92,7 @@ HAND_SET = "hand_set"  # the guarantee `mode` of thresholds a person set
 
 @dataclass
 class Policy:
-    """Thresholds (global and per segment), rules and QA sample rate, versioned."""
+    """Thresholds (global, per segment, per tier), rules and QA sample rate, versioned."""
 
     version: str
     t_pass: float
@@ -78,6 +102,8 @@ class Policy:
     segments: dict[str, tuple[float, float]] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
     qa_sample_rate: float = 0.02
+    # per-tier auto-pass thresholds on each tier's risk (empty: the overall risk alone decides)
+    tier_pass: dict[str, float] = field(default_factory=dict)
     targets: dict[str, Any] = field(default_factory=dict)
     provisional: bool = False
     guarantee: dict[str, Any] = field(default_factory=dict)
@@ -117,10 +143,20 @@ class Policy:
                     f"rules[{i}]: rule {rule.name!r} reads columns {missing} that listings do not carry "
                     f"(they carry {sorted(columns or [])}); a rule never falls back to another column"
                 )
+        for name, value in self.tier_pass.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"tier_pass[{name!r}]: {value!r} is not in [0, 1)")
         rate = self.qa_sample_rate
         if not isinstance(rate, (int, float)) or not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"qa_sample_rate: {rate!r} is not in [0, 1]")
         return self
+
+    def tier_pass_vector(self, tier_names: list[str]) -> np.ndarray | None:
+        """The tier thresholds in the bundle's tier order (None: the policy has none). A tier the policy
+        does not name gets 0: nothing passes on it (fail safe)."""
+        if not self.tier_pass or not tier_names:
+            return None
+        return np.array([self.tier_pass.get(name, 0.0) for name in tier_names], dtype=np.float64)
 
     def thresholds_for(self, segment_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-listing (t_pass, t_block) arrays; a segment without its own pair gets the global pair."""
@@ -144,6 +180,7 @@ class Policy:
             "segments": {k: [float(a), float(b)] for k, (a, b) in sorted(self.segments.items())},
             "rules": [r.to_dict() for r in self.rules],
             "qa_sample_rate": float(self.qa_sample_rate),
+            "tier_pass": {k: float(v) for k, v in self.tier_pass.items()},
             "targets": dict(self.targets),
             "provisional": bool(self.provisional),
             "guarantee": dict(self.guarantee),
@@ -168,11 +205,19 @@ class Policy:
             segments={str(k): _as_pair(v, f"segments[{k!r}]") for k, v in segments.items()},
             rules=[Rule.from_dict(r, f"rules[{i}]") for i, r in enumerate(raw.get("rules") or [])],
             qa_sample_rate=_as_float(raw.get("qa_sample_rate", 0.02), "qa_sample_rate"),
+            tier_pass={str(k): _as_float(v, f"tier_pass[{k!r}]") for k, v in _mapping(raw, "tier_pass").items()},
             targets=dict(raw.get("targets") or {}),
             provisional=bool(raw.get("provisional", False)),
             guarantee=dict(raw.get("guarantee") or {}),
         )
         return policy.validate()
+
+
+def _mapping(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}: expected a mapping, got {value!r}")
+    return value
 
 
 def _as_float(value: Any, name: str) -> float:

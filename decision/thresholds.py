@@ -22,11 +22,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from decision.guarantees import Certified, OperatingPoint, RankedScores, certify, group_starts, ordered_pair
-from decision.policy import Policy
+from decision.guarantees import (
+    Certified,
+    OperatingPoint,
+    RankedScores,
+    certify,
+    group_starts,
+    miss_rate_upper,
+    ordered_pair,
+)
+from decision.policy import CODE_BLOCK, CODE_PASS, Policy
 from decision.rules import Rule
 from decision.segment_thresholds import SegmentChoice, choose_segmented
-from features.config import DataConfig
+from decision.tiers import TierCertificate, certify_tiers, routing_summary, tier_alpha
+from features.config import DataConfig, Tier
 from features.lexicon import PROHIBITED_TERMS, REGULATED_CATEGORIES
 
 
@@ -34,7 +43,7 @@ from features.lexicon import PROHIBITED_TERMS, REGULATED_CATEGORIES
 class ThresholdResult:
     """Chosen thresholds, what they achieve on the calibration rows, and the guarantee behind them."""
 
-    mode: str  # "guarantee" | "capacity" | "cost" | "segmented"
+    mode: str  # "guarantee" | "tiered" | "capacity" | "cost" | "segmented"
     feasible: bool
     message: str
     t_pass: float
@@ -46,6 +55,7 @@ class ThresholdResult:
     closest: OperatingPoint | None = None  # best achievable point when infeasible
     segment_report: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    tiers: list[TierCertificate] = field(default_factory=list)  # tiered mode: one certificate per tier
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +79,7 @@ class ThresholdResult:
             "closest": self.closest.to_dict() if self.closest else None,
             "segment_report": self.segment_report,
             "notes": list(self.notes),
+            "tiers": [t.to_dict() for t in self.tiers],
         }
 
     def guarantee(self) -> dict[str, Any]:
@@ -82,6 +93,7 @@ class ThresholdResult:
             "n": self.point.n,
             "n_violating": self.point.n_violating,
             "message": self.message,
+            **({"tiers": [t.to_dict() for t in self.tiers]} if self.tiers else {}),
         }
 
     def to_policy(
@@ -97,6 +109,7 @@ class ThresholdResult:
             segments=dict(self.segments),
             rules=list(rules or []),
             qa_sample_rate=qa_sample_rate,
+            tier_pass={t.name: t.t_pass for t in self.tiers},
             targets=dict(self.targets),
             provisional=not self.feasible,
             guarantee=self.guarantee(),
@@ -305,8 +318,10 @@ def choose_policy_thresholds(
     min_segment_violations: int = 50,
     min_relative_saving: float = 0.01,
     seed: int = 0,
+    tiers: tuple[Tier, ...] | list[Tier] = (),
 ) -> ThresholdResult:
-    """Thresholds for a bundle from its reference frame (columns risk, label, review_seconds, segments)."""
+    """Thresholds for a bundle from its reference frame (columns risk, label, review_seconds, segments;
+    with `tiers`, also `tier` and `risk_<tier>`: tiered guarantee mode, see `decision.tiers`)."""
     for column in ("risk", "label", *([segment_by] if segment_by else [])):
         if column not in reference:
             raise ValueError(f"reference: missing column {column!r}")
@@ -319,6 +334,11 @@ def choose_policy_thresholds(
         if daily_volume is None:
             raise ValueError("capacity mode needs daily_volume")
         return choose_for_capacity(_ranked(reference), capacity_hours, daily_volume, recall, block_precision, delta)
+    if tiers:
+        result = choose_tiered(reference, tiers, block_precision, delta)
+        if segment_by:
+            result.notes.append(f"per-segment thresholds by {segment_by!r} not used: the policy is tiered")
+        return result
     if segment_by is None:
         return choose_thresholds(_ranked(reference), recall, block_precision, delta)
     return _choose_with_segments(
@@ -410,6 +430,103 @@ def _segment_report(choice: SegmentChoice, segment_by: str, min_saving: float) -
         "common_pair": [choice.t_pass, choice.t_block],
         "segments": choice.rows,
     }
+
+
+def choose_tiered(
+    reference: pd.DataFrame, tiers: tuple[Tier, ...] | list[Tier], block_precision: float, delta: float
+) -> ThresholdResult:
+    """Tiered guarantee mode: each tier's recall and the block precision, all at once with 1 - delta."""
+    for tier in tiers:
+        _check_targets(tier.recall, block_precision, delta)
+    choice = certify_tiers(reference, tiers, block_precision, delta)
+    alpha_tier, alpha_block = tier_alpha(delta, len(tiers))
+    label = reference["label"].to_numpy().astype(bool)
+    seconds = reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
+    point = _point_from_codes(choice.codes, label, seconds, choice.t_pass, choice.t_block, alpha_block)
+    targets = {
+        "recall": {t.name: t.recall for t in tiers},
+        "block_precision": block_precision,
+        "confidence": 1 - delta,
+        "split": f"recall of each tier at {1 - alpha_tier:.4g}, block precision at {1 - alpha_block:.4g} (Bonferroni)",
+    }
+    tier_text = ", ".join(
+        f"{t.name} recall {t.recall:.4f} (>= {t.recall_lower:.4f}, target {t.recall_target:g}, t_pass {t.t_pass:.4g})"
+        if t.certified
+        else f"{t.name} NOT certified"
+        for t in choice.tiers
+    )
+    blocked = (
+        f"block precision {point.block_precision:.4f} (>= {point.block_precision_lower:.4f}) "
+        f"at t_block {choice.t_block:.4g}"
+        if point.auto_blocked
+        else "nothing auto-blocked"
+    )
+    summary = (
+        f"auto-pass {point.auto_pass_share:.1%}, queue {point.queue_share:.1%}, auto-block "
+        f"{point.auto_block_share:.1%}; {tier_text}; {blocked}; all together at {1 - delta:.0%} confidence"
+    )
+    notes = (
+        []
+        if choice.block_certified
+        else [
+            "no auto-block threshold can be certified at the block-precision target: "
+            "nothing is auto-blocked (t_block = 1)"
+        ]
+    )
+    if choice.feasible:
+        return ThresholdResult(
+            "tiered", True, summary, choice.t_pass, choice.t_block, targets, point, notes=notes, tiers=choice.tiers
+        )
+    failing = [t for t in choice.tiers if not t.certified]
+    message = (
+        "Infeasible: "
+        + "; ".join(
+            f"tier {t.name!r}: recall >= {t.recall_target:g} cannot be certified at {1 - t.alpha:.2%} confidence "
+            f"with {t.n_violating} violations in the certification data (needs at least {t.violations_needed}); "
+            f"the strongest certifiable target for it is recall >= {t.best_certifiable_recall:.3f}"
+            for t in failing
+        )
+        + ". So no listing can be auto-passed (fail safe: everything below t_block goes to human review). "
+        + "Lower that tier's recall target, merge it into another tier, or add labelled data. "
+        + summary
+    )
+    return ThresholdResult(
+        "tiered", False, message, choice.t_pass, choice.t_block, targets, point, notes=notes, tiers=choice.tiers
+    )
+
+
+def _point_from_codes(
+    codes: np.ndarray, label: np.ndarray, seconds: np.ndarray | None, t_pass: float, t_block: float, alpha: float
+) -> OperatingPoint:
+    """An OperatingPoint counted from routed rows (tiered routing is no single threshold pair)."""
+    summary = routing_summary(codes, label, alpha)
+    n, n1 = len(codes), int(label.sum())
+    passed, blocked = codes == CODE_PASS, codes == CODE_BLOCK
+    misses = int((passed & label).sum())
+    wrong = int((blocked & ~label).sum())
+    queue = ~passed & ~blocked
+    hours = float(np.nansum(seconds[queue])) / 3600.0 if seconds is not None else float(queue.sum()) * 60.0 / 3600.0
+    return OperatingPoint(
+        t_pass=float(t_pass),
+        t_block=float(t_block),
+        n=n,
+        n_violating=n1,
+        recall=1.0 - misses / n1 if n1 else float("nan"),
+        block_precision=summary["block_precision"] if summary["block_precision"] is not None else float("nan"),
+        auto_pass_share=summary["auto_pass_share"],
+        queue_share=summary["queue_share"],
+        auto_block_share=summary["auto_block_share"],
+        queue_items=int(queue.sum()),
+        auto_blocked=int(blocked.sum()),
+        misses=misses,
+        wrongful_blocks=wrong,
+        reviewer_hours=hours,
+        miss_rate_upper=miss_rate_upper(misses, n1, alpha),
+        block_precision_lower=(
+            summary["block_precision_lower"] if summary["block_precision_lower"] is not None else float("nan")
+        ),
+        confidence_each=1.0 - alpha,
+    )
 
 
 def default_rules(config: DataConfig) -> list[Rule]:

@@ -7,7 +7,7 @@ timestamps says so with `timestamp: null` plus `time_order: row` (the file's row
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,32 @@ _KNOWN_KEYS = (
     "qa_overturned",
     "segments",
     "features",
+    "tiers",
+    "unassigned_tier",
+)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A group of violation reasons with its own recall target (a policy area: severe, minor, ...).
+
+    Each tier gets its own calibrated risk and its own auto-pass threshold, certified at `recall`."""
+
+    name: str
+    reasons: tuple[str, ...]
+    recall: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reasons": list(self.reasons), "recall": self.recall}
+
+
+# The marketplace's default policy areas (configs/data.yaml ships the same): a missed counterfeit,
+# prohibited item, health claim or uncertified regulated product harms buyers and exposes the platform,
+# so 99% of them must reach a person; "other" (off-platform payment notes, wrong category, a reviewer's
+# mistaken reject) at 90%.
+MARKETPLACE_TIERS: tuple[Tier, ...] = (
+    Tier("severe", ("prohibited_item", "counterfeit", "regulated_no_certificate", "misleading_health_claim"), 0.99),
+    Tier("minor", ("other",), 0.90),
 )
 
 
@@ -69,6 +95,10 @@ class DataConfig:
     qa_overturned: str | None = None
     segments: tuple[str, ...] = ("category", "market")
     features_off: tuple[str, ...] = ()
+    # violation reason -> tier (empty: one tier over every violation); a reason not listed (or missing)
+    # counts in `unassigned_tier` (default: the first, strictest tier)
+    tiers: tuple[Tier, ...] = MARKETPLACE_TIERS
+    unassigned_tier: str | None = None
     origin: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -107,6 +137,27 @@ class DataConfig:
         """The groups a feature builder uses when none are chosen: the available ones minus opt-in groups."""
         return self.feature_groups - OPT_IN_GROUPS
 
+    @property
+    def tiered(self) -> bool:
+        """Whether violations are split into tiers (needs a violation-reason column and two or more tiers)."""
+        return bool(self.violation_reason) and len(self.tiers) > 1
+
+    @property
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.tiers] if self.tiered else []
+
+    def tier_of_reason(self) -> dict[str, str]:
+        return {reason: tier.name for tier in self.tiers for reason in tier.reasons}
+
+    @property
+    def fallback_tier(self) -> str:
+        """The tier of a violation whose reason no tier lists (or that has none)."""
+        return self.unassigned_tier or self.tiers[0].name
+
+    def single_tier(self) -> DataConfig:
+        """The same contract with every violation in one tier."""
+        return replace(self, tiers=(), unassigned_tier=None)
+
     def column_roles(self) -> dict[str, list[str]]:
         """Column -> the roles it plays (a merchant column may also be a categorical feature)."""
         roles: dict[str, list[str]] = {}
@@ -143,6 +194,8 @@ class DataConfig:
             "qa_overturned": self.qa_overturned,
             "segments": list(self.segments),
             "features": dict.fromkeys(self.features_off, False),
+            "tiers": {t.name: t.to_dict() for t in self.tiers},
+            "unassigned_tier": self.unassigned_tier,
         }
 
     @classmethod
@@ -180,6 +233,8 @@ class DataConfig:
             qa_overturned=raw.get("qa_overturned"),
             segments=_columns(raw, "segments"),
             features_off=_features_off(raw.get("features")),
+            tiers=_tiers(raw.get("tiers")),
+            unassigned_tier=raw.get("unassigned_tier"),
             origin=origin,
         )
 
@@ -193,6 +248,29 @@ def _columns(raw: dict[str, Any], key: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ValueError(f"data config: '{key}' must be a list of column names, got {value!r}")
     return tuple(value)
+
+
+def _tiers(value: Any) -> tuple[Tier, ...]:
+    """`tiers: {name: {reasons: [...], recall: 0.99}, ...}` (absent or empty: one tier)."""
+    if not value:
+        return ()
+    if not isinstance(value, dict):
+        raise ValueError(f"data config: 'tiers' must map tier names to {{reasons: [...], recall: R}}, got {value!r}")
+    tiers = []
+    for name, spec in value.items():
+        where = f"data config: tiers.{name}"
+        if not isinstance(spec, dict) or set(spec) - {"reasons", "recall"}:
+            raise ValueError(f"{where}: expected {{reasons: [...], recall: R}}, got {spec!r}")
+        reasons = spec.get("reasons") or []
+        if isinstance(reasons, str):
+            reasons = [reasons]
+        if not isinstance(reasons, list) or not all(isinstance(r, str) and r for r in reasons):
+            raise ValueError(f"{where}.reasons: expected a list of violation reasons, got {reasons!r}")
+        recall = spec.get("recall")
+        if isinstance(recall, bool) or not isinstance(recall, (int, float)) or not 0.0 < recall < 1.0:
+            raise ValueError(f"{where}.recall: {recall!r} must be a number strictly between 0 and 1")
+        tiers.append(Tier(str(name), tuple(reasons), float(recall)))
+    return tuple(tiers)
 
 
 def _features_off(value: Any) -> tuple[str, ...]:
@@ -236,6 +314,23 @@ def _check(config: DataConfig) -> None:
     unknown = sorted(set(config.features_off) - set(FEATURE_GROUPS))
     if unknown:
         raise ValueError(f"data config: unknown feature groups {unknown} (known: {list(FEATURE_GROUPS)})")
+    _check_tiers(config)
+
+
+def _check_tiers(config: DataConfig) -> None:
+    names = [t.name for t in config.tiers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"data config: tier names must be unique, got {names}")
+    if not all(n.replace("_", "").isalnum() for n in names):
+        raise ValueError(f"data config: tier names must be letters, digits and underscores, got {names}")
+    seen: dict[str, str] = {}
+    for tier in config.tiers:
+        for reason in tier.reasons:
+            if reason in seen:
+                raise ValueError(f"data config: reason {reason!r} is in tiers {seen[reason]!r} and {tier.name!r}")
+            seen[reason] = tier.name
+    if config.unassigned_tier is not None and config.unassigned_tier not in names:
+        raise ValueError(f"data config: unassigned_tier {config.unassigned_tier!r} is not one of the tiers {names}")
 
 
 def load_config(path: str | Path | None = None) -> DataConfig:

@@ -1,0 +1,223 @@
+"""Tiered guarantees: one certified auto-pass threshold per violation tier, one certified block threshold.
+
+A tier is a group of violation reasons with its own recall target (`features.config.Tier`). Each tier k
+has its own calibrated risk r_k; the routing (`decision.policy.route`) auto-passes a listing only when
+r_k < t_k for every tier, and auto-blocks when the overall risk reaches t_block.
+
+Guarantee. With confidence 1 - delta, simultaneously: for every tier k, recall_k >= R_k on new
+listings, and block precision >= P.
+
+Proof sketch.
+* Tier k alone (Angelopoulos et al., "Conformal Risk Control", 2022, and the order-statistic argument
+  of `decision.guarantees`): among the n_k calibration violations of tier k, sorted by r_k, take
+  t_k = r_(k*+1) with k* = max{j : BinomCDF(j; n_k, 1 - R_k) <= alpha_k}. For a new tier-k violation
+  exchangeable with them, P(r_k < t_k) = F_k(r_(k*+1)) ~ Beta(k*+1, n_k - k*), so
+  P(miss rate of {r_k < t_k} > 1 - R_k) = BinomCDF(k*; n_k, 1 - R_k) <= alpha_k.
+  The listings actually auto-passed are a subset of {r_k < t_k} (the other tiers, the block threshold
+  and review rules only remove passes), so tier k's true miss rate is at most that of {r_k < t_k}:
+  the bound carries over to the routing whatever the other tiers' thresholds are.
+* Block precision: fixed-sequence testing on the overall risk at level alpha_block
+  (`decision.guarantees.certify_block`), unchanged. A block is right when the listing violates any
+  tier: a wrongful block hurts a good merchant the same whatever type was suspected, so there is one
+  block-precision target on the any-violation risk, and the blocked listing's likeliest tier is named.
+* Union bound (Bonferroni): alpha_block = delta / 2 and alpha_k = delta / (2K), so the probability
+  that any of the K + 1 statements fails is at most delta / 2 + K * delta / (2K) = delta. Bonferroni
+  needs no assumption about how the tiers' errors depend on each other. With a single tier this is
+  exactly the untiered procedure (recall at delta / 2, block at delta / 2).
+
+Thresholds only depend on order statistics of each tier's risk, and each calibrator is strictly
+increasing in its model's raw score, so a threshold on calibrated risk is a threshold on a raw score
+the model computed without seeing these rows: the calibration rows (and, for the shipped policy, the
+test rows as well, see `training.pipeline`) are exchangeable with new listings of the same period.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from decision.guarantees import (
+    RankedScores,
+    certify_block,
+    miss_rate_upper,
+    ordered_pair,
+    pass_order_index,
+    precision_lower,
+)
+from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, route
+from features.config import DataConfig, Tier
+
+NO_TIER = ""  # the tier column of a listing that is not a violation
+
+
+def risk_column(tier: str) -> str:
+    """The reference / score frame column of a tier's calibrated risk."""
+    return f"risk_{tier}"
+
+
+def tier_labels(label: np.ndarray, reasons: np.ndarray | None, config: DataConfig) -> np.ndarray:
+    """Each row's violation tier (object array of tier names, NO_TIER for non-violations).
+
+    A violation whose reason no tier lists, or that has no reason, is in `config.fallback_tier`."""
+    label = np.asarray(label).astype(bool)
+    out = np.full(label.shape, NO_TIER, dtype=object)
+    if not config.tiered:
+        return out
+    by_reason = config.tier_of_reason()
+    fallback = config.fallback_tier
+    if reasons is None:
+        out[label] = fallback
+        return out
+    values = pd.Series(np.asarray(reasons, dtype=object)).map(by_reason).fillna(fallback).to_numpy(dtype=object)
+    out[label] = values[label]
+    return out
+
+
+def tier_alpha(delta: float, n_tiers: int) -> tuple[float, float]:
+    """(alpha per tier's recall, alpha of block precision): delta / (2K) and delta / 2 (Bonferroni)."""
+    return delta / (2 * max(n_tiers, 1)), delta / 2
+
+
+@dataclass(frozen=True)
+class TierCertificate:
+    """One tier's auto-pass threshold and what backs it."""
+
+    name: str
+    recall_target: float
+    t_pass: float
+    certified: bool
+    n_violating: int
+    alpha: float
+    recall: float  # on the certification rows, under the full routing
+    recall_lower: float  # Clopper-Pearson (1 - alpha) under the full routing, pointwise
+    misses: int
+    best_certifiable_recall: float  # the highest R_k certifiable with these rows at this alpha
+    violations_needed: int  # for recall_target at this alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "recall_target": self.recall_target,
+            "t_pass": self.t_pass,
+            "certified": self.certified,
+            "n_violating": self.n_violating,
+            "confidence": 1 - self.alpha,
+            "recall": None if math.isnan(self.recall) else self.recall,
+            "recall_lower": None if math.isnan(self.recall_lower) else self.recall_lower,
+            "misses": self.misses,
+            "best_certifiable_recall": self.best_certifiable_recall,
+            "violations_needed": self.violations_needed,
+        }
+
+
+def best_certifiable_recall(n_violating: int, alpha: float) -> float:
+    """The highest recall target certifiable with n violations at level alpha: alpha ** (1 / n) (k* = 0)."""
+    return float(alpha ** (1.0 / n_violating)) if n_violating else 0.0
+
+
+def violations_needed(recall: float, alpha: float) -> int:
+    """Fewest violations with which recall >= R can be certified at level alpha: R ** n <= alpha."""
+    return math.ceil(math.log(alpha) / math.log(recall))
+
+
+def certify_tier(name: str, risk: np.ndarray, violating: np.ndarray, recall: float, alpha: float) -> tuple[float, bool]:
+    """(t_pass, certified) for one tier: the order statistic of its violations' risks; 0 when impossible."""
+    ranked = np.sort(np.asarray(risk, dtype=np.float64)[np.asarray(violating, dtype=bool)])
+    k = pass_order_index(len(ranked), recall, alpha)
+    if k is None:
+        return 0.0, False
+    return float(ranked[k]), True
+
+
+@dataclass(frozen=True)
+class TieredChoice:
+    """Certified thresholds for every tier and the block threshold, with their routing on these rows."""
+
+    tiers: list[TierCertificate]
+    t_pass: float  # overall risk: not limiting passes (tiers do), only kept below t_block
+    t_block: float
+    block_certified: bool
+    codes: np.ndarray
+
+    @property
+    def feasible(self) -> bool:
+        return all(t.certified for t in self.tiers)
+
+    @property
+    def tier_pass(self) -> dict[str, float]:
+        return {t.name: t.t_pass for t in self.tiers}
+
+
+def certify_tiers(
+    reference: pd.DataFrame, tiers: tuple[Tier, ...] | list[Tier], block_precision: float, delta: float
+) -> TieredChoice:
+    """Every tier's t_pass at alpha = delta / (2K) and t_block at delta / 2 on the reference rows.
+
+    `reference` has `risk` (overall), `label`, `tier` (tier name or NO_TIER) and `risk_<tier>` per tier.
+    """
+    missing = [c for c in ("risk", "label", "tier", *(risk_column(t.name) for t in tiers)) if c not in reference]
+    if missing:
+        raise ValueError(f"reference: missing columns {missing}")
+    alpha_tier, alpha_block = tier_alpha(delta, len(tiers))
+    overall = RankedScores.build(reference["risk"].to_numpy(dtype=np.float64), reference["label"].to_numpy())
+    certified_block = certify_block(overall, block_precision, alpha_block)
+    t_block = certified_block if certified_block is not None else 1.0
+    t_pass, t_block = ordered_pair(t_block, t_block)  # passing is limited by the tiers, not the overall risk
+    tier_col = reference["tier"].to_numpy(dtype=object)
+    tier_risk = np.column_stack([reference[risk_column(t.name)].to_numpy(dtype=np.float64) for t in tiers])
+    thresholds = []
+    for tier in tiers:
+        t_k, ok = certify_tier(
+            tier.name, reference[risk_column(tier.name)].to_numpy(), tier_col == tier.name, tier.recall, alpha_tier
+        )
+        thresholds.append((t_k, ok))
+    tier_pass = np.array([t for t, _ in thresholds], dtype=np.float64)
+    codes = route(
+        reference["risk"].to_numpy(dtype=np.float64), t_pass, t_block, tier_risk=tier_risk, tier_pass=tier_pass
+    )
+    certificates = []
+    for tier, (t_k, ok) in zip(tiers, thresholds, strict=True):
+        violating = tier_col == tier.name
+        n_k = int(violating.sum())
+        misses = int((violating & (codes == CODE_PASS)).sum())
+        certificates.append(
+            TierCertificate(
+                name=tier.name,
+                recall_target=tier.recall,
+                t_pass=t_k,
+                certified=ok,
+                n_violating=n_k,
+                alpha=alpha_tier,
+                recall=1.0 - misses / n_k if n_k else float("nan"),
+                recall_lower=1.0 - miss_rate_upper(misses, n_k, alpha_tier) if n_k else float("nan"),
+                misses=misses,
+                best_certifiable_recall=best_certifiable_recall(n_k, alpha_tier),
+                violations_needed=violations_needed(tier.recall, alpha_tier),
+            )
+        )
+    return TieredChoice(certificates, t_pass, t_block, certified_block is not None, codes)
+
+
+def routing_summary(codes: np.ndarray, label: np.ndarray, alpha_block: float) -> dict[str, Any]:
+    """Shares and block precision (with its lower bound) of routed rows."""
+    codes = np.asarray(codes)
+    label = np.asarray(label).astype(bool)
+    n = len(codes)
+    blocked = codes == CODE_BLOCK
+    n_blocked = int(blocked.sum())
+    good_blocks = int((blocked & label).sum())
+    lower = precision_lower(good_blocks, n_blocked, alpha_block)
+    return {
+        "n": n,
+        "auto_pass_share": float((codes == CODE_PASS).mean()) if n else 0.0,
+        "queue_share": float((codes == CODE_REVIEW).mean()) if n else 0.0,
+        "auto_block_share": float(blocked.mean()) if n else 0.0,
+        "auto_blocked": n_blocked,
+        "block_precision": good_blocks / n_blocked if n_blocked else None,
+        "block_precision_lower": None if math.isnan(lower) else lower,
+        "recall": float(1 - (label & (codes == CODE_PASS)).sum() / label.sum()) if label.any() else None,
+    }
