@@ -59,6 +59,24 @@ def risk_column(tier: str) -> str:
     return f"risk_{tier}"
 
 
+def frame_tier_risk(frame: pd.DataFrame, tier_names: list[str]) -> np.ndarray | None:
+    """The (n, K) tier-risk matrix of a scored frame (`risk_<tier>` columns); None when it has none."""
+    if not tier_names or not all(risk_column(name) in frame for name in tier_names):
+        return None
+    return np.column_stack([frame[risk_column(name)].to_numpy(dtype=np.float64) for name in tier_names])
+
+
+def tier_recalls(codes: np.ndarray, tiers: np.ndarray, tier_names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per tier: violations, misses (auto-passed) and recall of routed rows."""
+    out = {}
+    for name in tier_names:
+        violating = np.asarray(tiers) == name
+        n_k = int(violating.sum())
+        misses = int((violating & (np.asarray(codes) == CODE_PASS)).sum())
+        out[name] = {"violations": n_k, "misses": misses, "recall": 1.0 - misses / n_k if n_k else None}
+    return out
+
+
 def tier_labels(label: np.ndarray, reasons: np.ndarray | None, config: DataConfig) -> np.ndarray:
     """Each row's violation tier (object array of tier names, NO_TIER for non-violations).
 

@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
+from decision.tiers import frame_tier_risk, tier_recalls
 
 MIN_SEGMENT_ROWS = 50
 REPORTED_RECALLS = (0.9, 0.95, 0.99)
@@ -83,9 +84,13 @@ def routing_metrics(
     review_seconds: np.ndarray | None = None,
     rule_block: np.ndarray | None = None,
     rule_review: np.ndarray | None = None,
-) -> dict[str, float]:
-    """Routing split and the quantities the thresholds promise, counted on these rows."""
-    decision = route(risk, t_pass, t_block, rule_block, rule_review)
+    tier_risk: np.ndarray | None = None,
+    tier_pass: np.ndarray | None = None,
+    tiers: tuple[np.ndarray, list[str]] | None = None,
+) -> dict[str, Any]:
+    """Routing split and the quantities the thresholds promise, counted on these rows (per tier too,
+    with `tiers` = (each row's tier, tier names))."""
+    decision = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
     passed, blocked, queued = decision == CODE_PASS, decision == CODE_BLOCK, decision == CODE_REVIEW
     positives = max(int(y.sum()), 1)
     out = {
@@ -97,9 +102,13 @@ def routing_metrics(
         "missed_violations": int(y[passed].sum()),
         "wrongful_blocks": int((1 - y[blocked]).sum()),
     }
+    out: dict[str, Any] = dict(out)
+    out["auto_decided_share"] = out["auto_pass_share"] + out["auto_block_share"]
     if review_seconds is not None:
         out["queue_reviewer_hours"] = float(np.sum(review_seconds[queued]) / 3600.0)
         out["all_reviewer_hours"] = float(np.sum(review_seconds) / 3600.0)
+    if tiers is not None:
+        out["tiers"] = tier_recalls(decision, *tiers)
     return out
 
 
@@ -133,9 +142,16 @@ def evaluate_scores(
         )
         seconds = frame["review_seconds"].to_numpy() if "review_seconds" in frame else None
         rule_block, rule_review = rule_masks if rule_masks is not None else (None, None)
-        metrics["routing"] = routing_metrics(y, risk, t_pass, t_block, seconds, rule_block, rule_review)
+        names = list(policy.tier_pass)  # a frame without a tier's risk passes nothing (route is fail safe)
+        tier_risk, tier_pass = frame_tier_risk(frame, names), policy.tier_pass_vector(names)
+        tiers = (frame["tier"].to_numpy(dtype=object), names) if names and "tier" in frame else None
+        metrics["routing"] = routing_metrics(
+            y, risk, t_pass, t_block, seconds, rule_block, rule_review, tier_risk, tier_pass, tiers
+        )
         if rule_masks is not None:
-            metrics["routing_thresholds_only"] = routing_metrics(y, risk, t_pass, t_block, seconds)
+            metrics["routing_thresholds_only"] = routing_metrics(
+                y, risk, t_pass, t_block, seconds, tier_risk=tier_risk, tier_pass=tier_pass, tiers=tiers
+            )
     metrics["segments"] = {col: segment_metrics(frame, col) for col in segments if col in frame}
     return metrics
 

@@ -15,6 +15,7 @@ import yaml
 from onnxmltools.convert.common.data_types import FloatTensorType
 
 from bundle.linear import LINEAR_FILE
+from bundle.load import TIERS_DIR
 from bundle.manifest import signing_key_from_env, write_manifest
 from bundle.policies import save_policy
 from decision.policy import Policy
@@ -23,6 +24,7 @@ from features.calibration import Calibrator
 from features.config import DataConfig
 from training.evaluate import json_safe, save_plots
 from training.linear import linear_to_onnx
+from training.tiers import TierModel
 from training.train import FittedModel
 
 ONNX_OPSET = 15
@@ -38,12 +40,20 @@ def booster_to_onnx(booster: lgb.Booster, n_features: int) -> bytes:
     return onx.SerializeToString()
 
 
+def model_to_onnx(model: FittedModel, n_features: int) -> bytes:
+    if model.booster is not None:
+        return booster_to_onnx(model.booster, n_features)
+    assert model.linear is not None
+    return linear_to_onnx(model.linear)
+
+
 def write_bundle(
     bundle_dir: Path,
     *,
     model: FittedModel,
     builder: FeatureBuilder,
     calibrator: Calibrator,
+    tier_models: list[TierModel] | None = None,
     policy: Policy,
     config: DataConfig,
     metrics: dict[str, Any],
@@ -57,13 +67,19 @@ def write_bundle(
     """
     staging = bundle_dir.parent / f".{bundle_dir.name}.partial"
     staging.mkdir(parents=True, exist_ok=True)
+    (staging / "model.onnx").write_bytes(model_to_onnx(model, len(builder.feature_names)))
     if model.booster is not None:
-        (staging / "model.onnx").write_bytes(booster_to_onnx(model.booster, len(builder.feature_names)))
         model.booster.save_model(str(staging / "lightgbm.txt"))
     else:
         assert model.linear is not None
-        (staging / "model.onnx").write_bytes(linear_to_onnx(model.linear))
         model.linear.save(staging / LINEAR_FILE)
+    if tier_models:  # one ONNX model and calibrator per tier, in the data config's tier order
+        (staging / TIERS_DIR).mkdir()
+        for tier in tier_models:
+            (staging / TIERS_DIR / f"{tier.name}.onnx").write_bytes(
+                model_to_onnx(tier.model, len(builder.feature_names))
+            )
+            tier.calibrator.save(staging / TIERS_DIR / f"{tier.name}.calibrator.json")
     builder.save(staging / "feature_state")
     calibrator.save(staging / "calibrator.json")
     (staging / "data_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

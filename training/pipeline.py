@@ -17,7 +17,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from decision.policy import Policy
 from decision.rules import match_rules
-from decision.thresholds import choose_policy_thresholds, default_rules
+from decision.thresholds import ThresholdResult, choose_policy_thresholds, default_rules
+from decision.tiers import risk_column, tier_labels
 from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
 from features.config import DataConfig, load_config
@@ -27,6 +28,7 @@ from training.export import point_latest, write_bundle
 from training.model_card import render_model_card
 from training.select import LOGISTIC, Selection, select_model, selection_data
 from training.split import split_by_time
+from training.tiers import TierModel, fit_tier_models, tier_risk
 from training.train import FittedModel, LgbmParams, fit_model
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,11 @@ class TrainOptions:
     block_precision: float = 0.98
     confidence: float = 0.95
     segment_by: str | None = None
+    # violation tiers from the data config (False: one recall target, `recall`, over every violation)
+    tiers: bool = True
+    # rows the shipped policy is certified on: the calibration split, or (default) calibration + test,
+    # after the test evaluation (which uses thresholds certified on the calibration split alone)
+    certify_on: str = "calibration+test"
     # groups model selection starts from (None: every group the data supports and the config allows)
     feature_groups: tuple[str, ...] | None = None
     validation_fraction: float = 0.2  # newest share of the training part held out for model selection
@@ -92,15 +99,21 @@ def _new_version(out: Path) -> str:
     return version
 
 
-def _reference(part: pd.DataFrame, risk: np.ndarray, config: DataConfig) -> pd.DataFrame:
-    """Calibration-split rows as the simulator replays them: risk, label, handling time, segments."""
-    ref = pd.DataFrame(
-        {
-            "listing_id": part[config.id].astype(str).to_numpy(),
-            "risk": risk,
-            "label": part[config.label].to_numpy(dtype=np.int64),
-        }
-    )
+CERTIFY_ON = ("calibration", "calibration+test")
+REVIEW_WARNING_SHARE = 0.9  # a policy sending more than this to human review is said out loud
+
+
+def _reference(
+    part: pd.DataFrame, risk: np.ndarray, config: DataConfig, tier_risk: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Scored rows as the simulator replays them: risk (and per tier: its risk and each violation's
+    tier), label, handling time, segments."""
+    label = part[config.label].to_numpy(dtype=np.int64)
+    ref = pd.DataFrame({"listing_id": part[config.id].astype(str).to_numpy(), "risk": risk, "label": label})
+    if tier_risk is not None:
+        ref["tier"] = _tiers_of(part, config)
+        for k, name in enumerate(config.tier_names):
+            ref[risk_column(name)] = tier_risk[:, k]
     if config.review_seconds and config.review_seconds in part:  # absent: workload in items, hours imputed
         ref["review_seconds"] = part[config.review_seconds].to_numpy(dtype=np.float64)
     for column in config.segments:
@@ -110,7 +123,28 @@ def _reference(part: pd.DataFrame, risk: np.ndarray, config: DataConfig) -> pd.D
     return ref
 
 
+def _tiers_of(part: pd.DataFrame, config: DataConfig) -> np.ndarray:
+    reasons = part[config.violation_reason].to_numpy(dtype=object) if config.violation_reason else None
+    return tier_labels(part[config.label].to_numpy(), reasons, config)
+
+
+def _tier_config(config: DataConfig, table: pd.DataFrame, options: TrainOptions) -> tuple[DataConfig, list[str]]:
+    """The config the bundle is trained with: tiered only when asked for and the data can carry it."""
+    if not config.tiered:
+        return config, []
+    if not options.tiers:
+        return config.single_tier(), ["tiers off (--single-tier): one recall target over every violation"]
+    if config.violation_reason not in table:
+        return config.single_tier(), [
+            f"tiers off: the data has no violation-reason column {config.violation_reason!r}, so violations "
+            "cannot be assigned to tiers; one recall target over every violation"
+        ]
+    return config, []
+
+
 def train(options: TrainOptions) -> TrainResult:
+    if options.certify_on not in CERTIFY_ON:
+        raise ValueError(f"certify_on: {options.certify_on!r} is not one of {list(CERTIFY_ON)}")
     config = load_config(options.config)
     with _stages(options.show_progress) as stage:
         with stage("load and validate data"):
@@ -119,6 +153,7 @@ def train(options: TrainOptions) -> TrainResult:
             # the MLflow signature takes the export's own column types, as callers will send them
             example = raw[config.listing_columns].tail(5).reset_index(drop=True)
             del raw
+        config, tier_notes = _tier_config(config, table, options)
         with stage("split by time"):
             parts = split_by_time(table, config, options.calibration_fraction, options.test_fraction)
         with stage(f"select the model on the newest {options.validation_fraction:.0%} of the training part"):
@@ -150,21 +185,48 @@ def train(options: TrainOptions) -> TrainResult:
             model = fit_model(chosen.kind, X_train, y_train, categorical, seed=options.seed, params=chosen.params)
         with stage("fit logistic-regression baseline"):
             baseline = fit_model(LOGISTIC, X_train, y_train, categorical, seed=options.seed)
+        tier_models: list[TierModel] = []
+        if config.tiered:
+            with stage(f"fit one {selection.winner.name} per tier ({', '.join(config.tier_names)})"):
+                tier_models = fit_tier_models(
+                    config.tier_names,
+                    model,
+                    chosen.kind,
+                    chosen.params,
+                    X_train,
+                    _tiers_of(parts.train, config),
+                    X_cal,
+                    _tiers_of(parts.calibration, config),
+                    categorical,
+                    seed=options.seed,
+                )
         with stage("calibrate on the calibration split"):
             raw_cal = model.predict(X_cal)
             calibrator = fit_calibrator(raw_cal, y_cal)
-            reference = _reference(parts.calibration, calibrator(raw_cal), config)
-        with stage("choose thresholds"):
-            thresholds = choose_policy_thresholds(
-                reference,
+            reference = _reference(
+                parts.calibration, calibrator(raw_cal), config, tier_risk(tier_models, X_cal) if tier_models else None
+            )
+
+        def certify(rows: pd.DataFrame) -> ThresholdResult:
+            return choose_policy_thresholds(
+                rows,
                 recall=options.recall,
                 block_precision=options.block_precision,
                 delta=1 - options.confidence,
                 segment_by=options.segment_by,
+                tiers=config.tiers if config.tiered else (),
             )
+
+        with stage("choose thresholds on the calibration split"):
+            thresholds = certify(reference)
             policy = thresholds.to_policy(rules=default_rules(config)).validate(config.listing_columns)
         with stage("evaluate on the test split"):
-            test_frame = _reference(parts.test, calibrator(model.predict(X_test)), config)
+            test_frame = _reference(
+                parts.test,
+                calibrator(model.predict(X_test)),
+                config,
+                tier_risk(tier_models, X_test) if tier_models else None,
+            )
             baseline_risk = baseline.predict(X_test)
             test_frame["baseline_risk"] = baseline_risk
             rule_block, rule_review, _ = match_rules(parts.test, policy.rules)
@@ -179,6 +241,19 @@ def train(options: TrainOptions) -> TrainResult:
                 model=model,
                 selection=selection,
             )
+        if options.certify_on == "calibration+test":
+            with stage("certify the shipped policy on calibration + test"):
+                reference = pd.concat([reference, test_frame.drop(columns="baseline_risk")], ignore_index=True)
+                evaluated = thresholds
+                thresholds = certify(reference)
+                policy = thresholds.to_policy(rules=default_rules(config)).validate(config.listing_columns)
+                metrics["thresholds_evaluated"] = evaluated.to_dict()
+                metrics["thresholds"] = thresholds.to_dict()
+        metrics["certification"] = certification_report(thresholds, options, len(reference))
+        metrics["tier_models"] = [
+            {"tier": m.name, "own_model": m.own, "train_violations": m.train_violations} for m in tier_models
+        ]
+        metrics["warnings"] = [*tier_notes, *metrics["warnings"], *metrics["certification"]["warnings"]]
         with stage("export bundle"):
             options.out.mkdir(parents=True, exist_ok=True)
             bundle_dir = options.out / _new_version(options.out)
@@ -187,6 +262,7 @@ def train(options: TrainOptions) -> TrainResult:
                 model=model,
                 builder=builder,
                 calibrator=calibrator,
+                tier_models=tier_models,
                 policy=policy,
                 config=config,
                 metrics=metrics,
@@ -252,6 +328,34 @@ def _warnings(test: dict[str, Any], baseline: dict[str, Any], selection: Selecti
             "the choice rests mostly on PR-AUC and is uncertain"
         )
     return warnings
+
+
+def certification_report(thresholds: ThresholdResult, options: TrainOptions, rows: int) -> dict[str, Any]:
+    """Whether the shipped policy's targets are certified, and if not, the strongest targets that are."""
+    tiers = [t.to_dict() for t in thresholds.tiers]
+    report: dict[str, Any] = {
+        "certified_on": options.certify_on,
+        "rows": rows,
+        "feasible": thresholds.feasible,
+        "mode": thresholds.mode,
+        "message": thresholds.message,
+        "confidence": options.confidence,
+        "tiers": tiers,
+        "warnings": [],
+    }
+    point = thresholds.point
+    if tiers:
+        report["strongest_certifiable"] = {t["name"]: t["best_certifiable_recall"] for t in tiers}
+    elif point.n_violating:
+        alpha = (1 - options.confidence) / 2
+        report["strongest_certifiable"] = {"all": float(alpha ** (1 / point.n_violating))}
+    if not thresholds.feasible:
+        report["warnings"].append(f"targets not certified: {thresholds.message}")
+    if point.queue_share > REVIEW_WARNING_SHARE:
+        report["warnings"].append(
+            f"the shipped policy sends {point.queue_share:.0%} of the certification rows to human review"
+        )
+    return report
 
 
 def _log_mlflow(

@@ -40,5 +40,42 @@ def summary_lines(metrics: dict[str, Any]) -> list[Any]:
         f"PR-AUC {_num(test.get('pr_auc'))} | ECE {_num(test.get('ece'))} | review share needed at recall "
         + ", ".join(f"{r}: {_num(v)}" for r, v in shares.items()),
     ]
+    lines += policy_lines(metrics)
     lines += [f"[yellow]warning:[/] {w}" for w in metrics.get("warnings", [])]
+    return lines
+
+
+def policy_lines(metrics: dict[str, Any]) -> list[str]:
+    """The shipped policy in plain words: certified or not (and the strongest targets that are), what it
+    did on the test split (thresholds certified on the calibration split alone), per tier."""
+    lines: list[str] = []
+    routing = metrics["test"].get("routing")
+    if routing:
+        lines.append(
+            f"test split routing: auto-pass {routing['auto_pass_share']:.1%}, human review "
+            f"{routing['queue_share']:.1%}, auto-block {routing['auto_block_share']:.1%} "
+            f"(auto-decided {routing['auto_decided_share']:.1%}); recall {routing['recall']:.4f}"
+            + "".join(
+                f"; {name} recall {t['recall']:.4f} ({t['misses']} of {t['violations']} missed)"
+                for name, t in routing.get("tiers", {}).items()
+                if t["recall"] is not None
+            )
+        )
+    cert = metrics.get("certification")
+    if not cert:
+        return lines
+    where = cert["certified_on"].replace("+", " + ")
+    if cert["feasible"]:
+        achieved = metrics["thresholds"]["achieved"]
+        lines.append(
+            f"[green]policy certified[/] on {where} ({cert['rows']:,} rows) at {cert['confidence']:.0%} confidence: "
+            f"auto-pass {achieved['auto_pass_share']:.1%}, human review {achieved['queue_share']:.1%}, "
+            f"auto-block {achieved['auto_block_share']:.1%}"
+        )
+    else:
+        strongest = ", ".join(f"{k}: recall >= {v:.3f}" for k, v in (cert.get("strongest_certifiable") or {}).items())
+        lines.append(
+            f"[red]targets NOT certified[/] on {where} ({cert['rows']:,} rows): nothing is auto-passed. "
+            f"Strongest certifiable targets on this data: {strongest or 'none'}"
+        )
     return lines
