@@ -29,7 +29,7 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         "centred-isotonic calibration on the calibration split.",
         "",
         *_selection_lines(selection),
-        "## Test split (newest rows, never seen in training or threshold choice)",
+        "## Test split (newest rows, never seen in training, calibration or model selection)",
         "",
         f"| metric | {model_name} | logistic baseline |",
         "|---|---|---|",
@@ -41,10 +41,17 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         "",
         f"t_pass = {policy.t_pass:.5f}, t_block = {policy.t_block:.5f}"
         + (f", per-segment by `{policy.segment_by}`" if policy.segment_by else "")
+        + "".join(f", {name} t_pass = {t:.5f}" for name, t in policy.tier_pass.items())
         + (" (**provisional**)" if policy.provisional else ""),
         f"targets: {policy.targets}",
         "",
-        "At these thresholds on the test split: " + ", ".join(f"{k} {_fmt(v)}" for k, v in routing.items()),
+        *_certification_lines(metrics.get("certification")),
+        "At the thresholds certified on the calibration split alone, on the test split: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in routing.items() if k != "tiers")
+        + "".join(
+            f"; {name} recall {_fmt(t['recall'])} ({t['misses']} of {t['violations']} missed)"
+            for name, t in routing.get("tiers", {}).items()
+        ),
         "",
         f"Top features ({metrics.get('feature_importance_kind', 'gain')}): {', '.join(top)}",
         "",
@@ -56,6 +63,17 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         "",
     ]
     return "\n".join(lines)
+
+
+def _certification_lines(cert: dict[str, Any] | None) -> list[str]:
+    if not cert:
+        return []
+    state = "**certified**" if cert["feasible"] else "**NOT certified** (nothing is auto-passed)"
+    lines = [f"Targets {state} on {cert['certified_on']} ({cert['rows']} rows): {cert['message']}", ""]
+    if not cert["feasible"] and cert.get("strongest_certifiable"):
+        strongest = ", ".join(f"{k} recall >= {v:.3f}" for k, v in cert["strongest_certifiable"].items())
+        lines += [f"Strongest certifiable targets on this data: {strongest}.", ""]
+    return lines
 
 
 def _selection_lines(selection: dict[str, Any]) -> list[str]:

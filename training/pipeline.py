@@ -374,8 +374,18 @@ def _log_mlflow(
         "validation_fraction": options.validation_fraction,
         "search_trials": options.search_trials,
         "selected_model": metrics["model"]["name"],
+        "tiers": ", ".join(f"{t['name']}>={t['recall_target']:g}" for t in metrics["certification"]["tiers"]) or "one",
+        "certified_on": metrics["certification"]["certified_on"],
+        "targets_certified": metrics["certification"]["feasible"],
+        "certification_message": metrics["certification"]["message"],
         "selection_reason": metrics["selection"]["reason"],
         **{f"lgbm.{k}": v for k, v in (metrics["selection"]["winner"]["lgbm_params"] or {}).items()},
     }
     logged = {k: v for k, v in metrics.items() if k not in ("feature_importance",)}
+    cert = metrics["certification"]
+    logged["certified"] = {
+        "feasible": float(cert["feasible"]),
+        "strongest_recall": cert.get("strongest_certifiable") or {},
+        **{f"tier_{t['name']}": {"t_pass": t["t_pass"], "certified": float(t["certified"])} for t in cert["tiers"]},
+    }
     return log_run(bundle_dir, params, logged, example, alias=candidate_alias(options.out, options.move_candidate))
