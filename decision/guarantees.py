@@ -13,9 +13,9 @@ and every bound is an index lookup. The two guarantees each get half of the erro
   Test): test candidates from strict to lenient and stop at the first p-value above delta/2; every
   candidate tested before the stop is certified simultaneously.
   The sequence cannot start at the very strictest candidate: with one listing above it the p-value is
-  at least P, so the walk would always stop at step one. It starts where the label-free plug-in
-  p-value (expected wrong blocks sum(1-risk) in place of the observed count) is smallest; choosing
-  the start from risks alone, not labels, keeps the procedure valid.
+  at least P, so the walk would always stop at step one. It starts where the test is likeliest to
+  pass if the risks are calibrated (`sequence_start`); choosing the start from risks alone, not
+  labels, keeps the procedure valid.
 
 Risks are assumed calibrated on data other than these labels (or monotone in a score that was);
 with ties the thresholds only get more conservative.
@@ -184,12 +184,22 @@ def group_starts(sorted_risk: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, sorted_risk[1:] != sorted_risk[:-1]])
 
 
-def sequence_start(ranked: RankedScores, starts: np.ndarray, block_precision: float) -> int:
-    """Candidate (index into `starts`) where fixed-sequence testing begins, chosen from risks only."""
+def sequence_start(ranked: RankedScores, starts: np.ndarray, block_precision: float, alpha: float) -> int:
+    """Candidate (index into `starts`) where fixed-sequence testing begins, chosen from risks only.
+
+    The candidate whose test is likeliest to pass if the risks are calibrated: with n rows blocked, the
+    test passes when the wrong blocks W <= c(n) = max{w : BinomCDF(w; n, 1-P) <= alpha}; W is taken
+    as Poisson with mean sum(1 - risk) over the blocked rows (Le Cam), so P(pass) = PoissonCDF(c(n)).
+    Ties go to the strictest candidate. Using the plain expected count in place of W would start where
+    a single unexpected wrong block already fails the first test.
+    """
     n_blocked = ranked.n - starts
-    expected_wrong = n_blocked - (ranked.cum_risk[-1] - ranked.cum_risk[starts])
-    plug_in = stats.binom.logcdf(np.floor(expected_wrong), n_blocked, 1.0 - block_precision)
-    return int(len(starts) - 1 - np.argmin(plug_in[::-1]))  # ties -> the strictest
+    expected_wrong = np.maximum(n_blocked - (ranked.cum_risk[-1] - ranked.cum_risk[starts]), 0.0)
+    p_fail = 1.0 - block_precision
+    critical = stats.binom.ppf(alpha, n_blocked, p_fail)  # smallest w with cdf >= alpha
+    critical = np.where(stats.binom.cdf(critical, n_blocked, p_fail) > alpha, critical - 1, critical)
+    log_pass = np.where(critical >= 0, stats.poisson.logcdf(np.maximum(critical, 0), expected_wrong), -np.inf)
+    return int(len(starts) - 1 - np.argmax(log_pass[::-1]))  # ties -> the strictest
 
 
 def certify_block(ranked: RankedScores, block_precision: float, alpha: float) -> float | None:
@@ -197,7 +207,7 @@ def certify_block(ranked: RankedScores, block_precision: float, alpha: float) ->
     starts = group_starts(ranked.risk)
     if len(starts) == 0:
         return None
-    first = sequence_start(ranked, starts, block_precision)
+    first = sequence_start(ranked, starts, block_precision, alpha)
     tested = starts[: first + 1][::-1]  # strict -> lenient
     n_blocked = ranked.n - tested
     n_wrong = n_blocked - (ranked.cum_violating[-1] - ranked.cum_violating[tested])

@@ -93,7 +93,7 @@ def _brute_force_min_queue(frame: pd.DataFrame, recall: float, precision: float,
     n1, alpha = int(label.sum()), delta / 2
     values = np.unique(risk)
     starts = group_starts(np.sort(risk))
-    first = sequence_start(ranked(frame), starts, precision)
+    first = sequence_start(ranked(frame), starts, precision, alpha)
     block_ok = {1.0: True}
     still_valid = True
     for c in values[: first + 1][::-1]:
@@ -291,7 +291,7 @@ def test_block_threshold_matches_mapie_fixed_sequence_precision_control(monkeypa
         frame = draw(2000, seed)
         scores = ranked(frame)
         starts = group_starts(scores.risk)
-        grid = scores.risk[starts[: sequence_start(scores, starts, precision) + 1]]
+        grid = scores.risk[starts[: sequence_start(scores, starts, precision, alpha) + 1]]
         ours = certify_block(scores, precision, alpha)
         controller = _mapie_controller(mapie, "precision", precision, alpha, grid, frame)
         assert ours is not None and len(controller.valid_predict_params) > 0
