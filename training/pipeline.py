@@ -18,7 +18,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from decision.policy import Policy
 from decision.rules import match_rules
 from decision.thresholds import ThresholdResult, choose_policy_thresholds, default_rules
-from decision.tiers import risk_column, tier_labels
+from decision.tiers import risk_column, tier_alpha, tier_labels, violations_needed
 from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
 from features.config import DataConfig, load_config
@@ -40,7 +40,9 @@ class TrainOptions:
     config: Path | None = None
     out: Path = Path("models")
     seed: int = 0
-    calibration_fraction: float = 0.2
+    # None: 0.2, grown (up to 0.4) when the certification rows would hold too few violations to certify
+    # the recall targets (small exports); see `choose_calibration_fraction`
+    calibration_fraction: float | None = None
     test_fraction: float = 0.2
     recall: float = 0.99
     block_precision: float = 0.98
@@ -142,6 +144,54 @@ def _tier_config(config: DataConfig, table: pd.DataFrame, options: TrainOptions)
     return config, []
 
 
+CALIBRATION_FRACTIONS = (0.2, 0.25, 0.3, 0.35, 0.4)  # tried in order when the fraction is chosen
+VIOLATION_MARGIN = 1.5  # certification rows should hold this many times the fewest violations that certify
+
+
+def violations_to_certify(config: DataConfig, options: TrainOptions) -> dict[str, int]:
+    """Per tier (or "all"), the fewest violations with which its recall target can be certified at all."""
+    delta = 1 - options.confidence
+    if config.tiered:
+        alpha, _ = tier_alpha(delta, len(config.tiers))
+        return {t.name: violations_needed(t.recall, alpha) for t in config.tiers}
+    return {"all": violations_needed(options.recall, delta / 2)}
+
+
+def choose_calibration_fraction(
+    table: pd.DataFrame, config: DataConfig, options: TrainOptions
+) -> tuple[float, str | None]:
+    """The calibration share: as given, else the smallest of CALIBRATION_FRACTIONS whose certification
+    rows hold VIOLATION_MARGIN x the violations each recall target needs (the largest when none does).
+
+    A small export then gives up some training rows to make its targets certifiable. The choice uses
+    only how many violations fall in the newest rows, and the recall bound holds given that count (it
+    is conditional on n1), so choosing by it keeps the guarantee.
+    """
+    if options.calibration_fraction is not None:
+        return options.calibration_fraction, None
+    needed = violations_to_certify(config, options)
+    for fraction in CALIBRATION_FRACTIONS:
+        parts = split_by_time(table, config, fraction, options.test_fraction)
+        rows = [parts.calibration, parts.test] if options.certify_on == "calibration+test" else [parts.calibration]
+        counts = _violation_counts(pd.concat(rows, ignore_index=True), config)
+        if all(counts.get(name, 0) >= VIOLATION_MARGIN * need for name, need in needed.items()):
+            break
+    if fraction == CALIBRATION_FRACTIONS[0]:
+        return fraction, None
+    return fraction, (
+        f"calibration share raised from {CALIBRATION_FRACTIONS[0]:.0%} to {fraction:.0%} of the rows: the recall "
+        f"targets need at least {needed} violations in the certification rows (aiming for {VIOLATION_MARGIN:g}x), "
+        f"which hold {counts}"
+    )
+
+
+def _violation_counts(rows: pd.DataFrame, config: DataConfig) -> dict[str, int]:
+    if not config.tiered:
+        return {"all": int(rows[config.label].sum())}
+    tiers = pd.Series(_tiers_of(rows, config))
+    return {name: int((tiers == name).sum()) for name in config.tier_names}
+
+
 def train(options: TrainOptions) -> TrainResult:
     if options.certify_on not in CERTIFY_ON:
         raise ValueError(f"certify_on: {options.certify_on!r} is not one of {list(CERTIFY_ON)}")
@@ -155,7 +205,9 @@ def train(options: TrainOptions) -> TrainResult:
             del raw
         config, tier_notes = _tier_config(config, table, options)
         with stage("split by time"):
-            parts = split_by_time(table, config, options.calibration_fraction, options.test_fraction)
+            fraction, fraction_note = choose_calibration_fraction(table, config, options)
+            parts = split_by_time(table, config, fraction, options.test_fraction)
+            tier_notes += [fraction_note] if fraction_note else []
         with stage(f"select the model on the newest {options.validation_fraction:.0%} of the training part"):
             selection = select_model(
                 selection_data(
