@@ -15,7 +15,7 @@ still honours the guarantees (nothing is auto-passed), and the closest achievabl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from decision.guarantees import (
 from decision.policy import CODE_BLOCK, CODE_PASS, Policy
 from decision.rules import Rule
 from decision.segment_thresholds import SegmentChoice, choose_segmented
-from decision.tiers import TierCertificate, certify_tiers, routing_summary, tier_alpha
+from decision.tiers import TierCertificate, certify_tiers, overall_miss_rate_upper, routing_summary, tier_alpha
 from features.config import DataConfig, Tier
 from features.lexicon import PROHIBITED_TERMS, REGULATED_CATEGORIES
 
@@ -443,6 +443,8 @@ def choose_tiered(
     label = reference["label"].to_numpy().astype(bool)
     seconds = reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
     point = _point_from_codes(choice.codes, label, seconds, choice.t_pass, choice.t_block, alpha_block)
+    # the overall recall bound comes from the tiers' certificates (see decision.tiers), not from the count
+    point = replace(point, miss_rate_upper=overall_miss_rate_upper(choice.tiers))
     targets = {
         "recall": {t.name: t.recall for t in tiers},
         "block_precision": block_precision,

@@ -24,6 +24,14 @@ Proof sketch.
   that any of the K + 1 statements fails is at most delta / 2 + K * delta / (2K) = delta. Bonferroni
   needs no assumption about how the tiers' errors depend on each other. With a single tier this is
   exactly the untiered procedure (recall at delta / 2, block at delta / 2).
+* Bounds reported. Tier k's recall is at least 1 - U_k, U_k the (1 - alpha_k) quantile of
+  Beta(k* + 1, n_k - k*) (`miss_rate_upper(k*, n_k, alpha_k)`, <= 1 - R_k by the choice of k*), by the
+  same order-statistic argument. Every violation is in one tier, so the overall miss rate is a mix of
+  the tiers' miss rates and, while all K tier statements hold (probability >= 1 - delta / 2), at most
+  max_k U_k. A Clopper-Pearson bound on the routed misses would not do: it treats the thresholds as
+  fixed in advance, but each t_k sits just below one of its violations, so each tier hides about one
+  miss per n_k that the count does not show, and with several tiers the bound fails far more often than
+  alpha (tests/decision/test_tier_coverage.py).
 
 Thresholds only depend on order statistics of each tier's risk, and each calibrator is strictly
 increasing in its model's raw score, so a threshold on calibrated risk is a threshold on a raw score
@@ -111,7 +119,7 @@ class TierCertificate:
     n_violating: int
     alpha: float
     recall: float  # on the certification rows, under the full routing
-    recall_lower: float  # Clopper-Pearson (1 - alpha) under the full routing, pointwise
+    recall_lower: float  # certified at 1 - alpha from the order statistic; holds under the full routing
     misses: int
     best_certifiable_recall: float  # the highest R_k certifiable with these rows at this alpha
     violations_needed: int  # for recall_target at this alpha
@@ -142,13 +150,14 @@ def violations_needed(recall: float, alpha: float) -> int:
     return math.ceil(math.log(alpha) / math.log(recall))
 
 
-def certify_tier(name: str, risk: np.ndarray, violating: np.ndarray, recall: float, alpha: float) -> tuple[float, bool]:
-    """(t_pass, certified) for one tier: the order statistic of its violations' risks; 0 when impossible."""
+def certify_tier(risk: np.ndarray, violating: np.ndarray, recall: float, alpha: float) -> tuple[float, int | None]:
+    """(t_pass, k*) for one tier: t_pass is its violations' (k* + 1)-th smallest risk; (0, None) when
+    no k* exists (nothing can pass)."""
     ranked = np.sort(np.asarray(risk, dtype=np.float64)[np.asarray(violating, dtype=bool)])
     k = pass_order_index(len(ranked), recall, alpha)
     if k is None:
-        return 0.0, False
-    return float(ranked[k]), True
+        return 0.0, None
+    return float(ranked[k]), k
 
 
 @dataclass(frozen=True)
@@ -187,37 +196,44 @@ def certify_tiers(
     t_pass, t_block = ordered_pair(t_block, t_block)  # passing is limited by the tiers, not the overall risk
     tier_col = reference["tier"].to_numpy(dtype=object)
     tier_risk = np.column_stack([reference[risk_column(t.name)].to_numpy(dtype=np.float64) for t in tiers])
-    thresholds = []
-    for tier in tiers:
-        t_k, ok = certify_tier(
-            tier.name, reference[risk_column(tier.name)].to_numpy(), tier_col == tier.name, tier.recall, alpha_tier
-        )
-        thresholds.append((t_k, ok))
+    thresholds = [
+        certify_tier(reference[risk_column(tier.name)].to_numpy(), tier_col == tier.name, tier.recall, alpha_tier)
+        for tier in tiers
+    ]
     tier_pass = np.array([t for t, _ in thresholds], dtype=np.float64)
     codes = route(
         reference["risk"].to_numpy(dtype=np.float64), t_pass, t_block, tier_risk=tier_risk, tier_pass=tier_pass
     )
     certificates = []
-    for tier, (t_k, ok) in zip(tiers, thresholds, strict=True):
+    for tier, (t_k, k_star) in zip(tiers, thresholds, strict=True):
         violating = tier_col == tier.name
         n_k = int(violating.sum())
         misses = int((violating & (codes == CODE_PASS)).sum())
+        # Not certified: t_k = 0 passes nothing, so there are no misses at all (k* = 0 is then safe).
+        order_index = 0 if k_star is None else k_star
         certificates.append(
             TierCertificate(
                 name=tier.name,
                 recall_target=tier.recall,
                 t_pass=t_k,
-                certified=ok,
+                certified=k_star is not None,
                 n_violating=n_k,
                 alpha=alpha_tier,
                 recall=1.0 - misses / n_k if n_k else float("nan"),
-                recall_lower=1.0 - miss_rate_upper(misses, n_k, alpha_tier) if n_k else float("nan"),
+                recall_lower=1.0 - miss_rate_upper(order_index, n_k, alpha_tier) if n_k else float("nan"),
                 misses=misses,
                 best_certifiable_recall=best_certifiable_recall(n_k, alpha_tier),
                 violations_needed=violations_needed(tier.recall, alpha_tier),
             )
         )
     return TieredChoice(certificates, t_pass, t_block, certified_block is not None, codes)
+
+
+def overall_miss_rate_upper(certificates: list[TierCertificate]) -> float:
+    """Upper bound on the overall miss rate, holding whenever every tier's bound does (confidence
+    1 - delta / 2): the overall miss rate mixes the tiers' ones, so it is at most the largest. A tier
+    without violations in the data has no bound (1)."""
+    return max((1.0 - t.recall_lower if not math.isnan(t.recall_lower) else 1.0 for t in certificates), default=1.0)
 
 
 def routing_summary(codes: np.ndarray, label: np.ndarray, alpha_block: float) -> dict[str, Any]:
