@@ -51,7 +51,7 @@ from bench.quality_report import (  # noqa: E402
 )
 from features.config import load_config  # noqa: E402
 from training.evaluate import review_share_at_recall  # noqa: E402
-from training.pipeline import TrainOptions, train  # noqa: E402
+from training.pipeline import CALIBRATION_FRACTIONS, TrainOptions, train  # noqa: E402
 
 REAL_DATASETS = {
     "sms": ("SMS Spam Collection", ROOT / "bench" / "realdata" / "sms_spam.csv", ROOT / "configs" / "sms_spam.yaml"),
@@ -107,7 +107,7 @@ def position_split(rows: pd.DataFrame, options: TrainOptions) -> tuple[pd.DataFr
     """(train, test) by position in time order with the pipeline's fractions; used only without a bundle."""
     n = len(rows)
     return (
-        rows.iloc[: int(n * (1 - options.calibration_fraction - options.test_fraction))],
+        rows.iloc[: int(n * (1 - (options.calibration_fraction or CALIBRATION_FRACTIONS[0]) - options.test_fraction))],
         rows.iloc[int(n * (1 - options.test_fraction)) :],
     )
 

@@ -161,7 +161,7 @@ def _guarantee_result(ranked: RankedScores, found: Certified, targets: dict[str,
     need = math.ceil(math.log(alpha) / math.log(targets["recall"]))
     message = (
         f"Infeasible: recall >= {targets['recall']:.4g} cannot be certified at {targets['confidence']:.0%} "
-        f"confidence with {n1} violating listings in the calibration data (needs at least {need}), so no "
+        f"confidence with {n1} violating listings in the certification rows (needs at least {need}), so no "
         "listing can be auto-passed. Fail-safe thresholds send everything below t_block to human review."
         + (
             f" Closest achievable: recall >= {best:.4g} certified, passing below {closest.t_pass:.4g}"

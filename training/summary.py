@@ -74,8 +74,13 @@ def policy_lines(metrics: dict[str, Any]) -> list[str]:
         )
     else:
         strongest = ", ".join(f"{k}: recall >= {v:.3f}" for k, v in (cert.get("strongest_certifiable") or {}).items())
+        how = (
+            "lower the tier's recall in the data config's `tiers`, or add labelled data"
+            if cert["tiers"]
+            else "retrain with a lower --recall, or add labelled data"
+        )
         lines.append(
             f"[red]targets NOT certified[/] on {where} ({cert['rows']:,} rows): nothing is auto-passed. "
-            f"Strongest certifiable targets on this data: {strongest or 'none'}"
+            f"Strongest certifiable targets on this data: {strongest or 'none'} ({how})"
         )
     return lines
