@@ -68,6 +68,17 @@ def train(
     block_precision: Annotated[float, typer.Option(min=0.5, max=0.99999)] = 0.98,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.9999)] = 0.95,
     segment_by: Annotated[str | None, typer.Option(help="choose thresholds per value of this column")] = None,
+    single_tier: Annotated[
+        bool,
+        typer.Option("--single-tier", help="one --recall target over every violation, ignoring the config's tiers"),
+    ] = False,
+    certify_on: Annotated[
+        str, typer.Option(help="rows the shipped policy is certified on: calibration+test (default) or calibration")
+    ] = "calibration+test",
+    calibration_fraction: Annotated[
+        float | None,
+        typer.Option(min=0.05, max=0.6, help="calibration share (default: 0.2, raised up to 0.4 for small data)"),
+    ] = None,
     mlflow: Annotated[bool, typer.Option(help="log the run to MLflow and register the model")] = True,
     alias: Annotated[
         bool | None,
@@ -94,6 +105,9 @@ def train(
         block_precision=block_precision,
         confidence=confidence,
         segment_by=segment_by,
+        tiers=not single_tier,
+        certify_on=certify_on,
+        calibration_fraction=calibration_fraction,
         log_mlflow=mlflow,
         move_candidate=alias,
     )
