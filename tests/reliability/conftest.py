@@ -225,6 +225,7 @@ class LoadResult:
     requests: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     transport_errors: int = 0
+    retried: int = 0  # transport errors retried with the same request_id (Load with retries)
     acknowledged: list[str] = field(default_factory=list)  # decision ids in 200 responses
     fallback: int = 0  # acknowledged decisions not scored by the model (human_review, fail safe)
     seconds: float = 0.0
@@ -238,7 +239,10 @@ class Load:
     """Concurrent scoring traffic (asyncio + httpx), bounded by a decision count and a deadline.
 
     Requests alternate between one listing and a batch of `batch` listings. `stop()` ends it early (from
-    another thread); after a transport error (the server died) a worker stops sending.
+    another thread); after a transport error (the server died) a worker stops sending. With `retries`,
+    it behaves as a careful client does on a live server: every listing carries a request_id (the
+    idempotency key) and a transport error (a dropped keep-alive connection, a timeout on a starved
+    machine) is retried with the same body, so a decision logged but never acknowledged comes back.
     """
 
     def __init__(
@@ -249,8 +253,11 @@ class Load:
         batch: int = 10,
         max_seconds: float = 60.0,
         first_id: int = 0,
+        retries: int = 0,
     ) -> None:
         self.service, self.decisions, self.concurrency = service, decisions, concurrency
+        self.retries = retries
+        self._request_ids = itertools.count()
         self.batch, self.max_seconds = batch, max_seconds
         self.result = LoadResult()
         self._next = itertools.count(first_id)
@@ -284,21 +291,32 @@ class Load:
         ) as client:
             await asyncio.gather(*(self._worker(client, w, deadline) for w in range(self.concurrency)))
 
+    def _keyed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with an idempotency key when requests are retried (a batch has one for all items)."""
+        return {**body, "request_id": f"load-{next(self._request_ids)}"} if self.retries else body
+
     async def _worker(self, client: httpx.AsyncClient, worker: int, deadline: float) -> None:
         result = self.result
         n = 0
         while not self._stop.is_set() and time.perf_counter() < deadline and len(result.acknowledged) < self.decisions:
             n += 1
             single = (n + worker) % 2 == 0
-            try:
-                if single:
-                    response = await client.post("/v1/score", json=listing(next(self._next)))
-                else:
-                    items = [listing(next(self._next)) for _ in range(self.batch)]
-                    response = await client.post("/v1/score/batch", json={"items": items})
-            except httpx.TransportError:
-                result.transport_errors += 1
-                return  # the server is gone: this request was never acknowledged
+            if single:
+                path, body = "/v1/score", self._keyed(listing(next(self._next)))
+            else:
+                items = [listing(next(self._next)) for _ in range(self.batch)]
+                path, body = "/v1/score/batch", self._keyed({"items": items})
+            for attempt in range(self.retries + 1):
+                try:
+                    response = await client.post(path, json=body)
+                    break
+                except httpx.TransportError:
+                    if attempt < self.retries:
+                        result.retried += 1
+                        await asyncio.sleep(0.2 * (attempt + 1))
+                        continue
+                    result.transport_errors += 1
+                    return  # the server is gone: this request was never acknowledged
             result.requests += 1
             result.statuses[response.status_code] = result.statuses.get(response.status_code, 0) + 1
             if response.status_code == 200:

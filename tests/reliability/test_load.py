@@ -17,7 +17,7 @@ def test_load_at_concurrency_32_loses_no_decision_and_never_fails(make_service, 
     service = make_service()
     route_some_automatically(service)
 
-    load = Load(service, decisions=DECISIONS, concurrency=CONCURRENCY, max_seconds=MAX_SECONDS).run()
+    load = Load(service, decisions=DECISIONS, concurrency=CONCURRENCY, max_seconds=MAX_SECONDS, retries=3).run()
 
     acknowledged = set(load.acknowledged)
     in_log = logged_ids(service)
@@ -27,6 +27,7 @@ def test_load_at_concurrency_32_loses_no_decision_and_never_fails(make_service, 
         requests=load.requests,
         statuses=load.statuses,
         transport_errors=load.transport_errors,
+        retried=load.retried,
         acknowledged=len(load.acknowledged),
         found_in_log=found,
         lost=len(acknowledged) - found,
