@@ -36,10 +36,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from decision.guarantees import DEFAULT_REVIEW_SECONDS
+from decision.guarantees import DEFAULT_REVIEW_SECONDS, ordered_pair
 from decision.policy import CODE_PASS, CODE_REVIEW, Policy, route
 from decision.rules import match_rules
 from decision.tiers import NO_TIER, risk_column
+
+WHAT_IF_VERSION = "what-if"  # the version of a policy with thresholds a person is trying out
 
 
 @dataclass(frozen=True)
@@ -216,15 +218,66 @@ def _hours_per_day(rows: _Rows, counted: np.ndarray, daily_volume: float, confid
     return Estimate(mean * daily_volume, max(0.0, mean - half) * daily_volume, (mean + half) * daily_volume)
 
 
-def reference_tiers(reference: pd.DataFrame) -> list[str]:
-    """The tiers of a tiered reference frame (it has a `tier` column): those with a `risk_<tier>` column,
-    in column order, then tiers named in `tier` without one (reported, never routed on); [] if untiered."""
+def reference_tiers(reference: pd.DataFrame, scored_only: bool = False) -> list[str]:
+    """The tiers of a tiered reference frame (it has a `tier` column): those with a `risk_<tier>` column
+    (the ones routing reads), in column order, then, unless `scored_only`, tiers named in `tier` without
+    one (reported, never routed on); [] if untiered."""
     if "tier" not in reference:
         return []
     prefix = risk_column("")
     scored = [str(c)[len(prefix) :] for c in reference.columns if str(c).startswith(prefix) and str(c) != prefix]
+    if scored_only:
+        return scored
     named = reference["tier"].dropna().astype(str).unique()
     return scored + sorted(set(named) - set(scored) - {NO_TIER})
+
+
+def parse_tier_threshold(item: str) -> tuple[str, float]:
+    """A per-tier threshold written 'tier:threshold' (the API's and the CLI's `tier_pass`)."""
+    name, sep, text = item.partition(":")
+    if not sep or not name or len(name) > 64 or not (name.isascii() and name.replace("_", "").isalnum()):
+        raise ValueError(f"{item[:80]!r} is not 'tier:threshold' (tier: letters, digits, underscores)")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{item[:80]!r}: threshold {text[:20]!r} is not a number") from None
+    if not 0.0 <= value < 1.0:  # also refuses NaN
+        raise ValueError(f"{item[:80]!r}: threshold must be in [0, 1)")
+    return name, value
+
+
+def with_thresholds(
+    current: Policy,
+    tiers: list[str],
+    t_pass: float | None = None,
+    t_block: float | None = None,
+    tier_pass: Mapping[str, float] | None = None,
+    version: str = WHAT_IF_VERSION,
+) -> Policy:
+    """`current` with thresholds a person tries (None: as in force); ValueError naming the field.
+
+    t_pass / t_block replace the overall pair (per-segment pairs are dropped: the pair applies to every
+    listing). In a tiered policy the tier thresholds stay in force, `tier_pass` replaces those of the
+    tiers it names (which must be among `tiers`, the reference's scored tiers), and the overall t_pass,
+    which only backs the tiers up, follows a lower t_block down (`ordered_pair`: fewer passes, every
+    tier's recall guarantee kept). A tier left with no threshold gets 0 in routing: nothing passes on it.
+    """
+    raw = {**current.to_dict(), "version": version}
+    if t_pass is not None or t_block is not None:
+        pair = (current.t_pass if t_pass is None else t_pass, current.t_block if t_block is None else t_block)
+        if t_pass is None and current.tier_pass:
+            pair = ordered_pair(*pair)
+        if not pair[0] < pair[1]:
+            field = "t_pass" if t_pass is not None and t_block is None else "t_block"
+            raise ValueError(f"{field}: t_pass {pair[0]:g} must be below t_block {pair[1]:g}")
+        raw.update({"segment_by": None, "segments": {}, "t_pass": pair[0], "t_block": pair[1]})
+    if tier_pass:
+        unknown = sorted(set(tier_pass) - set(tiers))
+        if unknown:
+            known = tiers or "none: this bundle is not tiered"
+            raise ValueError(f"tier_pass: unknown tiers {unknown}; the bundle's tiers are {known}")
+        raw["tier_pass"] = {**current.tier_pass, **tier_pass}
+    return Policy.from_dict(raw)
 
 
 def _tier_routing(
