@@ -185,6 +185,8 @@
     $("context").textContent = `Model ${context.model_version || "?"}, policy in force ${p.version}: ` +
       `t_pass ${fmt(p.t_pass)}, t_block ${fmt(p.t_block)}` +
       (p.segments ? ` (+${p.segments} per-segment pairs by ${p.segment_by})` : "") +
+      (Object.keys(p.tier_pass || {}).length
+        ? `; per-tier auto-pass below ${Object.entries(p.tier_pass).map(([t, v]) => `${t} ${fmt(v)}`).join(", ")}` : "") +
       `. Reference set: ${context.n_reference.toLocaleString("en-US")} listings, ` +
       `${fmt(context.prevalence, "pct")} violating.`;
     fillSegments(context.segments);
@@ -274,7 +276,9 @@
       `${fmt(r.missed_violations_per_day.high, "1dp")}) and ${fmt(r.wrongful_blocks_per_day.value, "1dp")} ` +
       `wrongful blocks a day (${fmt(r.wrongful_blocks_per_day.low, "1dp")} to ` +
       `${fmt(r.wrongful_blocks_per_day.high, "1dp")}).`;
+    renderHeadline(r);
     renderTable(r, p);
+    renderTiers(r.tiers || []);
     renderBar(r);
     renderCurve(state.curve, r, p);
   }
@@ -299,6 +303,41 @@
     td.textContent = text;
     if (value !== undefined && value !== null) td.dataset.value = String(value);
     return td;
+  }
+
+  // What a PM reads first: the share decided without a person, and the reviewers that frees.
+  function renderHeadline(r) {
+    const h = r.headline;
+    const auto = h.auto_decided_share;
+    const saved = h.fte_saved;
+    $("auto-decided").textContent = fmt(auto.value, "pct");
+    $("auto-decided").dataset.value = String(auto.value);
+    $("auto-decided-interval").textContent = `(${fmt(auto.low, "pct")} to ${fmt(auto.high, "pct")})`;
+    $("fte-saved").textContent = fmt(saved.value, "1dp");
+    $("fte-saved").dataset.value = String(saved.value);
+    $("fte-saved-interval").textContent = `(${fmt(saved.low, "1dp")} to ${fmt(saved.high, "1dp")}): ` +
+      `${fmt(h.fte_review_all.value, "1dp")} FTE to review everything, ${fmt(r.fte.value, "1dp")} with this scenario`;
+  }
+
+  function renderTiers(tiers) {
+    $("tiers-block").hidden = tiers.length === 0;
+    $("tiers").tBodies[0].replaceChildren(...tiers.map((t) => {
+      const tr = document.createElement("tr");
+      tr.dataset.tier = t.name;
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = t.name;
+      const interval = (e, kind) => `${fmt(e.low, kind)} to ${fmt(e.high, kind)}`;
+      tr.append(th,
+        cell(t.recall_target === null ? "none" : fmt(t.recall_target), t.recall_target),
+        cell(t.t_pass === null ? "not used" : fmt(t.t_pass), t.t_pass),
+        cell(fmt(t.recall.value, "4dp"), t.recall.value),
+        cell(interval(t.recall, "4dp")),
+        cell(fmt(t.missed_violations_per_day.value, "1dp"), t.missed_violations_per_day.value),
+        cell(interval(t.missed_violations_per_day, "1dp")),
+        cell(fmt(t.n_violations, "int"), t.n_violations));
+      return tr;
+    }));
   }
 
   function renderTable(r, p) {
@@ -416,6 +455,13 @@
       const obj = e !== null && typeof e === "object";
       lines.push([key, valueOf(e) ?? "", obj ? e.low ?? "" : "", obj ? e.high ?? "" : "",
         valueOf(f) ?? "", obj ? f.low ?? "" : "", obj ? f.high ?? "" : ""]);
+    }
+    for (const [key, e] of Object.entries(r.headline)) lines.push([key, e.value ?? "", e.low ?? "", e.high ?? "", "", "", ""]);
+    for (const t of r.tiers || []) {
+      for (const key of ["recall", "missed_violations_per_day"]) {
+        const e = t[key];
+        lines.push([`tier ${t.name} ${key}`, e.value ?? "", e.low ?? "", e.high ?? "", "", "", ""]);
+      }
     }
     const quote = (v) => (/[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
     return lines.map((row) => row.map(quote).join(",")).join("\n") + "\n";
