@@ -11,7 +11,15 @@ import pytest
 
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
 from decision.rules import Rule, match_rules
-from decision.simulate import prevalence_weights, simulate, simulate_policy, sweep, wilson
+from decision.simulate import (
+    parse_tier_threshold,
+    prevalence_weights,
+    simulate,
+    simulate_policy,
+    sweep,
+    wilson,
+    with_thresholds,
+)
 
 # 10 listings: risk, label, handling seconds, category
 SMALL = pd.DataFrame(
@@ -256,3 +264,23 @@ def test_untiered_results_are_unchanged_by_tier_thresholds_and_tier_columns() ->
         ("minor", None, None),
     ]
     assert with_tiers["auto_pass_share"]["value"] == pytest.approx(0.5)  # rows 0-4 on risk < 0.05
+
+
+def test_what_if_thresholds_on_a_tiered_policy() -> None:
+    policy = _tiered_policy(t_pass=0.95, t_block=0.99)  # tiered: the overall t_pass only backs the tiers up
+    lower_block = with_thresholds(policy, ["severe", "minor"], t_block=0.5)
+    assert lower_block.t_pass < 0.5 == lower_block.t_block and lower_block.tier_pass == TIER_PASS
+    assert lower_block.version == "what-if"
+    one_tier = with_thresholds(policy, ["severe", "minor"], tier_pass={"severe": 0.001})
+    assert one_tier.tier_pass == {"severe": 0.001, "minor": 0.05} and one_tier.t_pass == policy.t_pass
+    with pytest.raises(ValueError, match="^tier_pass: unknown tiers"):
+        with_thresholds(policy, ["severe", "minor"], tier_pass={"gone": 0.1})
+    with pytest.raises(ValueError, match="^tier_pass: .*not tiered"):
+        with_thresholds(policy, [], tier_pass={"severe": 0.1})
+    untiered = _tiered_policy(t_pass=0.6, t_block=0.99, tier_pass={})
+    with pytest.raises(ValueError, match="^t_block: t_pass 0.6 must be below t_block 0.5"):
+        with_thresholds(untiered, [], t_block=0.5)  # an untiered pair is never moved for the person
+    assert parse_tier_threshold("severe:0.004") == ("severe", 0.004)
+    for bad in ("severe", "sev ere:0.1", "severe:x", "severe:1", "severe:nan", ":0.1"):
+        with pytest.raises(ValueError):
+            parse_tier_threshold(bad)
