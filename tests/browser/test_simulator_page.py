@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
@@ -348,4 +349,24 @@ def test_a_tiered_bundle_shows_the_headline_first_and_each_tiers_misses(browser,
         for t in in_force["tiers"]
     ]
     assert shown == expected
+
+    # a person moves one tier's threshold: the table shows what the API returns for that scenario
+    first = in_force["tiers"][0]["name"]
+    field = browser.find_element(By.CSS_SELECTOR, f'#tier-inputs input[data-tier="{first}"]')
+    label = browser.find_element(By.CSS_SELECTOR, f'label[for="{field.get_attribute("id")}"]')
+    assert label.text.startswith(f"{first}: auto-pass below")
+    before = _rendered_scenario(browser)
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys("0.0005")
+    params = _wait_for_update(browser, before)
+    assert f"{first}:0.0005" in params["tier_pass"]
+    what_if = httpx.get(
+        server.url + "/v1/simulate",
+        params=[(k, v) for k, values in params.items() for v in values],
+        headers={"Authorization": f"Bearer {server.key}"},
+    ).json()
+    assert what_if["tiers"][0]["t_pass"] == 0.0005
+    cell = browser.find_element(By.CSS_SELECTOR, f'#tiers tbody tr[data-tier="{first}"] td:nth-of-type(2)')
+    assert float(cell.get_attribute("data-value")) == 0.0005
+    assert _headline(browser) == _expected_headline(what_if)
     assert _severe_console_errors(browser) == []
