@@ -11,11 +11,24 @@ recall, block precision), with Kish's effective sample size when rows are reweig
 interval for reviewer-hours (a mean of handling times). Prevalence shift ("what if violations
 double") reweights violating rows by m and the others by (1 - m*pi) / (1 - pi), so the volume stays
 the same and the prevalence becomes m*pi; risk per listing is unchanged (a label-shift what-if).
+
+Tiers. A tiered reference also carries `tier` (each violation's tier name, "" for the others) and one
+`risk_<tier>` column per tier. With the policy's per-tier thresholds (`tier_pass`), `route` auto-passes
+a listing only when every tier's risk is below its threshold, exactly as the service does: tiers are
+the reference's `risk_<tier>` columns (the bundle's tiers), a tier the policy does not name gets 0 (it
+never passes), and policy tiers the reference does not have are ignored (the service has no risk for
+them either). Each tier is reported with its recall target, recall and missed violations per day; tier
+violations are violating rows, so the prevalence shift reweights them like every violation.
+
+Headline (what a PM reads first): the share decided automatically (auto-pass + auto-block) and the
+reviewer FTE saved against reviewing every listing, i.e. FTE(every listing's handling time) minus
+FTE(this policy's queue). QA audits of automated decisions are reported apart (`qa_hours_per_day`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,9 +36,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from decision.guarantees import DEFAULT_REVIEW_SECONDS
-from decision.policy import CODE_REVIEW, Policy, route
+from decision.guarantees import DEFAULT_REVIEW_SECONDS, ordered_pair
+from decision.policy import CODE_PASS, CODE_REVIEW, Policy, route
 from decision.rules import match_rules
+from decision.tiers import NO_TIER, risk_column
+
+WHAT_IF_VERSION = "what-if"  # the version of a policy with thresholds a person is trying out
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,38 @@ class Estimate:
 
     def to_dict(self) -> dict[str, float | None]:
         return {k: (None if math.isnan(v) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Headline:
+    """What the policy decides on its own, and the reviewer time that saves against reviewing everything."""
+
+    auto_decided_share: Estimate  # auto-pass + auto-block
+    fte_saved: Estimate  # fte_review_all minus the policy's FTE: the handling time of automated listings
+    fte_review_all: Estimate  # every listing's handling time
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value.to_dict() for key, value in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class TierOutcome:
+    """One violation tier under the simulated policy."""
+
+    name: str
+    recall_target: float | None  # the policy's target for this tier (None: not known)
+    t_pass: float | None  # the policy's auto-pass threshold on this tier's risk (None: routing ignores it)
+    n_violations: int  # reference rows of this tier
+    recall: Estimate
+    missed_violations_per_day: Estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.__dict__)
+        out["recall"], out["missed_violations_per_day"] = (
+            self.recall.to_dict(),
+            self.missed_violations_per_day.to_dict(),
+        )
+        return out
 
 
 @dataclass
@@ -58,15 +106,23 @@ class SimulationResult:
     wrongful_blocks_per_day: Estimate
     recall: Estimate
     block_precision: Estimate
+    headline: Headline
     qa_sample_rate: float = 0.0
     qa_per_day: float = 0.0
     qa_hours_per_day: float = 0.0
     segments: list[dict[str, Any]] = field(default_factory=list)
+    tiers: list[TierOutcome] = field(default_factory=list)  # empty for an untiered reference
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        """JSON-ready, the headline first."""
+        out: dict[str, Any] = {"headline": self.headline.to_dict()}
         for key, value in self.__dict__.items():
-            out[key] = value.to_dict() if isinstance(value, Estimate) else value
+            if isinstance(value, Estimate):
+                out[key] = value.to_dict()
+            elif key == "tiers":
+                out[key] = [tier.to_dict() for tier in value]
+            elif key != "headline":
+                out[key] = value
         return out
 
 
@@ -133,7 +189,7 @@ def _summarise(rows: _Rows, daily_volume: float, fte_hours: float, confidence: f
     cell = rows.codes.astype(np.int64) * 2 + rows.label
     w = np.bincount(cell, weights=rows.weight, minlength=6)
     w2 = np.bincount(cell, weights=rows.weight * rows.weight, minlength=6)
-    hours = _hours_per_day(rows, daily_volume, confidence)
+    hours = _hours_per_day(rows, rows.codes == CODE_REVIEW, daily_volume, confidence)
     pos, blocked = [_PASS_BAD, _QUEUE_BAD, _BLOCK_BAD], [_BLOCK_OK, _BLOCK_BAD]
     miss_share = _rate(w, w2, [_PASS_BAD], pos, 1.0, confidence)
     return {
@@ -150,16 +206,91 @@ def _summarise(rows: _Rows, daily_volume: float, fte_hours: float, confidence: f
     }
 
 
-def _hours_per_day(rows: _Rows, daily_volume: float, confidence: float) -> Estimate:
-    """Mean queue handling time per listing (zero outside the queue) times volume; normal interval."""
+def _hours_per_day(rows: _Rows, counted: np.ndarray, daily_volume: float, confidence: float) -> Estimate:
+    """Mean handling time per listing of the `counted` rows (zero for the others, e.g. the queue's rows)
+    times volume; normal interval."""
     total = float(rows.weight.sum())
-    queued = rows.codes == CODE_REVIEW
-    x, w = rows.seconds[queued] / 3600.0, rows.weight[queued]
+    x, w = rows.seconds[counted] / 3600.0, rows.weight[counted]
     mean = float((w * x).sum()) / total
-    # sum over all rows of w^2 (x - mean)^2, rows outside the queue having x = 0
-    spread = float((w * w * (x - mean) ** 2).sum()) + mean * mean * float((rows.weight[~queued] ** 2).sum())
+    # sum over all rows of w^2 (x - mean)^2, rows not counted having x = 0
+    spread = float((w * w * (x - mean) ** 2).sum()) + mean * mean * float((rows.weight[~counted] ** 2).sum())
     half = float(stats.norm.ppf(0.5 + confidence / 2)) * math.sqrt(spread) / total
     return Estimate(mean * daily_volume, max(0.0, mean - half) * daily_volume, (mean + half) * daily_volume)
+
+
+def reference_tiers(reference: pd.DataFrame, scored_only: bool = False) -> list[str]:
+    """The tiers of a tiered reference frame (it has a `tier` column): those with a `risk_<tier>` column
+    (the ones routing reads), in column order, then, unless `scored_only`, tiers named in `tier` without
+    one (reported, never routed on); [] if untiered."""
+    if "tier" not in reference:
+        return []
+    prefix = risk_column("")
+    scored = [str(c)[len(prefix) :] for c in reference.columns if str(c).startswith(prefix) and str(c) != prefix]
+    if scored_only:
+        return scored
+    named = reference["tier"].dropna().astype(str).unique()
+    return scored + sorted(set(named) - set(scored) - {NO_TIER})
+
+
+def parse_tier_threshold(item: str) -> tuple[str, float]:
+    """A per-tier threshold written 'tier:threshold' (the API's and the CLI's `tier_pass`)."""
+    name, sep, text = item.partition(":")
+    if not sep or not name or len(name) > 64 or not (name.isascii() and name.replace("_", "").isalnum()):
+        raise ValueError(f"{item[:80]!r} is not 'tier:threshold' (tier: letters, digits, underscores)")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{item[:80]!r}: threshold {text[:20]!r} is not a number") from None
+    if not 0.0 <= value < 1.0:  # also refuses NaN
+        raise ValueError(f"{item[:80]!r}: threshold must be in [0, 1)")
+    return name, value
+
+
+def with_thresholds(
+    current: Policy,
+    tiers: list[str],
+    t_pass: float | None = None,
+    t_block: float | None = None,
+    tier_pass: Mapping[str, float] | None = None,
+    version: str = WHAT_IF_VERSION,
+) -> Policy:
+    """`current` with thresholds a person tries (None: as in force); ValueError naming the field.
+
+    t_pass / t_block replace the overall pair (per-segment pairs are dropped: the pair applies to every
+    listing). In a tiered policy the tier thresholds stay in force, `tier_pass` replaces those of the
+    tiers it names (which must be among `tiers`, the reference's scored tiers), and the overall t_pass,
+    which only backs the tiers up, follows a lower t_block down (`ordered_pair`: fewer passes, every
+    tier's recall guarantee kept). A tier left with no threshold gets 0 in routing: nothing passes on it.
+    """
+    raw = {**current.to_dict(), "version": version}
+    if t_pass is not None or t_block is not None:
+        pair = (current.t_pass if t_pass is None else t_pass, current.t_block if t_block is None else t_block)
+        if t_pass is None and current.tier_pass:
+            pair = ordered_pair(*pair)
+        if not pair[0] < pair[1]:
+            field = "t_pass" if t_pass is not None and t_block is None else "t_block"
+            raise ValueError(f"{field}: t_pass {pair[0]:g} must be below t_block {pair[1]:g}")
+        raw.update({"segment_by": None, "segments": {}, "t_pass": pair[0], "t_block": pair[1]})
+    if tier_pass:
+        unknown = sorted(set(tier_pass) - set(tiers))
+        if unknown:
+            known = tiers or "none: this bundle is not tiered"
+            raise ValueError(f"tier_pass: unknown tiers {unknown}; the bundle's tiers are {known}")
+        raw["tier_pass"] = {**current.tier_pass, **tier_pass}
+    return Policy.from_dict(raw)
+
+
+def _tier_routing(
+    reference: pd.DataFrame, tiers: list[str], tier_pass: Mapping[str, float] | None
+) -> tuple[np.ndarray | None, dict[str, float]]:
+    """(tier_risk (n, K), the K thresholds by tier) of the scored tiers, for `route`; (None, {}) when the
+    policy or the reference has no tiers. A tier the policy does not name gets 0, as in
+    `Policy.tier_pass_vector`: nothing passes on it."""
+    scored = [name for name in tiers if risk_column(name) in reference]
+    if not tier_pass or not scored:
+        return None, {}
+    risk = np.column_stack([reference[risk_column(name)].to_numpy(dtype=np.float64) for name in scored])
+    return risk, {name: float(tier_pass.get(name, 0.0)) for name in scored}
 
 
 def simulate(
@@ -175,13 +306,22 @@ def simulate(
     rule_block: np.ndarray | None = None,
     rule_review: np.ndarray | None = None,
     breakdown_by: str | None = None,
+    tier_pass: Mapping[str, float] | None = None,
+    tier_targets: Mapping[str, float] | None = None,
 ) -> SimulationResult:
-    """Replay `reference` through `route` at (t_pass, t_block) and scale to `daily_volume` per day."""
+    """Replay `reference` through `route` at (t_pass, t_block) and scale to `daily_volume` per day.
+
+    `tier_pass` (tier -> auto-pass threshold on that tier's risk) routes a tiered reference as the
+    service does; `tier_targets` (tier -> recall target) is only reported beside each tier's recall."""
     if daily_volume <= 0 or productive_hours_per_fte <= 0:
         raise ValueError("daily_volume and productive_hours_per_fte must be positive")
     label = reference["label"].to_numpy().astype(bool)
     weight = prevalence_weights(label, prevalence_multiplier)
-    codes = route(reference["risk"].to_numpy(dtype=np.float64), t_pass, t_block, rule_block, rule_review)
+    tiers = reference_tiers(reference)
+    tier_risk, thresholds = _tier_routing(reference, tiers, tier_pass)
+    tier_vector = np.array(list(thresholds.values())) if thresholds else None
+    risk = reference["risk"].to_numpy(dtype=np.float64)
+    codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_vector)
     rows = _Rows(codes, label, _review_seconds(reference), weight)
     summary = _summarise(rows, daily_volume, productive_hours_per_fte, confidence)
     automated = codes != CODE_REVIEW
@@ -197,16 +337,85 @@ def simulate(
         n_reference=len(reference),
         prevalence=float((weight * label).sum() / weight.sum()),
         **summary,
+        headline=_headline(rows, summary, daily_volume, productive_hours_per_fte, confidence),
         qa_sample_rate=qa_sample_rate,
         qa_per_day=qa_sample_rate * automated_share * daily_volume,
         qa_hours_per_day=qa_sample_rate * automated_seconds * daily_volume / 3600.0,
         segments=_breakdown(reference, rows, breakdown_by, daily_volume, productive_hours_per_fte, confidence),
+        tiers=_tier_outcomes(reference, rows, tiers, thresholds, tier_targets, daily_volume, confidence),
     )
 
 
+def _headline(
+    rows: _Rows, summary: dict[str, Estimate], daily_volume: float, fte_hours: float, confidence: float
+) -> Headline:
+    queue = summary["queue_share"]
+    everything = _hours_per_day(rows, np.ones(len(rows.codes), dtype=bool), daily_volume, confidence)
+    # reviewing everything minus the queue's hours = the handling time of what is decided automatically
+    saved = _hours_per_day(rows, rows.codes != CODE_REVIEW, daily_volume, confidence)
+    return Headline(
+        auto_decided_share=Estimate(1 - queue.value, 1 - queue.high, 1 - queue.low),
+        fte_saved=Estimate(saved.value / fte_hours, saved.low / fte_hours, saved.high / fte_hours),
+        fte_review_all=Estimate(everything.value / fte_hours, everything.low / fte_hours, everything.high / fte_hours),
+    )
+
+
+def _weighted_share(
+    weight: np.ndarray, hit: np.ndarray, within: np.ndarray, scale: float, confidence: float
+) -> Estimate:
+    """Weighted share of `hit` rows among `within` rows, times `scale`, Wilson interval (Kish n)."""
+    total, total_sq = float(weight[within].sum()), float((weight[within] ** 2).sum())
+    if total == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"))
+    share = float(weight[hit & within].sum()) / total
+    n_eff = total * total / total_sq
+    low, high = wilson(share * n_eff, n_eff, confidence)
+    return Estimate(share * scale, low * scale, high * scale)
+
+
+def _tier_outcomes(
+    reference: pd.DataFrame,
+    rows: _Rows,
+    tiers: list[str],
+    thresholds: dict[str, float],
+    tier_targets: Mapping[str, float] | None,
+    daily_volume: float,
+    confidence: float,
+) -> list[TierOutcome]:
+    """Recall and missed violations per day of each tier (a miss: a violation of the tier auto-passed)."""
+    if not tiers:
+        return []
+    tier_of_row = reference["tier"].fillna(NO_TIER).astype(str).to_numpy()
+    passed = rows.codes == CODE_PASS
+    everyone = np.ones(len(passed), dtype=bool)
+    out = []
+    for name in tiers:
+        violating = rows.label & (tier_of_row == name)
+        miss_share = _weighted_share(rows.weight, passed, violating, 1.0, confidence)
+        out.append(
+            TierOutcome(
+                name=name,
+                recall_target=None if not tier_targets or name not in tier_targets else float(tier_targets[name]),
+                t_pass=thresholds.get(name),
+                n_violations=int(violating.sum()),
+                recall=Estimate(1 - miss_share.value, 1 - miss_share.high, 1 - miss_share.low),
+                missed_violations_per_day=_weighted_share(
+                    rows.weight, passed & violating, everyone, daily_volume, confidence
+                ),
+            )
+        )
+    return out
+
+
+def policy_tier_targets(policy: Policy) -> dict[str, float]:
+    """The policy's recall target per tier (a tiered policy's `targets["recall"]` is tier -> target)."""
+    recall = policy.targets.get("recall")
+    return {str(k): float(v) for k, v in recall.items()} if isinstance(recall, dict) else {}
+
+
 def simulate_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> SimulationResult:
-    """`simulate` with a policy's (per-segment) thresholds, its rules where the reference has the
-    columns they read (e.g. category rules), and its QA sample rate."""
+    """`simulate` with a policy's (per-segment) thresholds, its per-tier thresholds and targets, its rules
+    where the reference has the columns they read (e.g. category rules), and its QA sample rate."""
     t_pass: float | np.ndarray
     t_block: float | np.ndarray
     if policy.segment_by and policy.segment_by in reference:
@@ -215,6 +424,8 @@ def simulate_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> S
         t_pass, t_block = policy.t_pass, policy.t_block
     rule_block, rule_review, _ = match_rules(reference, policy.rules)
     kwargs.setdefault("qa_sample_rate", policy.qa_sample_rate)
+    kwargs.setdefault("tier_pass", policy.tier_pass)
+    kwargs.setdefault("tier_targets", policy_tier_targets(policy))
     return simulate(reference, t_pass, t_block, rule_block=rule_block, rule_review=rule_review, **kwargs)
 
 

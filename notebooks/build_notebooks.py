@@ -84,7 +84,10 @@ THRESHOLD_SIMULATION = [
         "function the scoring service uses, so these numbers are what the service would do.\n\n"
         "- **recall**: share of violating listings that are *not* auto-passed (a miss = a violation auto-passed)\n"
         "- **block precision**: share of auto-blocked listings that really violate\n"
-        "- **workload**: listings sent to the human queue per day, reviewer-hours and FTE",
+        "- **workload**: listings sent to the human queue per day, reviewer-hours and FTE\n"
+        "- **headline**: the share of listings decided automatically (auto-pass + auto-block) and the reviewer "
+        "FTE that saves against reviewing every listing\n"
+        "- **tiers** (tiered bundles): each violation tier's recall target, recall and missed violations per day",
     ),
     (
         "code",
@@ -98,12 +101,35 @@ THRESHOLD_SIMULATION = [
         "print(f'{len(reference):,} reference listings, prevalence {reference.label.mean():.2%}; '\n"
         "      f'production policy {policy.version}: t_pass={policy.t_pass:.4f}, t_block={policy.t_block:.4f}')",
     ),
-    ("md", "## The production policy at 100,000 listings a day"),
+    ("md", "## The production policy at 100,000 listings a day\n\nThe headline first, then every number."),
     (
         "code",
         "def table(result):\n    d = result.to_dict()\n    rows = {k: v for k, v in d.items() if isinstance(v, dict) and 'value' in v}\n"
         "    return pd.DataFrame(rows).T[['value', 'low', 'high']]\n\n"
-        "table(simulate_policy(reference, policy, daily_volume=DAILY_VOLUME))",
+        "production = simulate_policy(reference, policy, daily_volume=DAILY_VOLUME)\n"
+        "auto, saved = production.headline.auto_decided_share, production.headline.fte_saved\n"
+        "print(f'Decided automatically: {auto.value:.1%} (95%: {auto.low:.1%} to {auto.high:.1%})')\n"
+        "print(f'Reviewer FTE saved against reviewing every listing: {saved.value:,.1f} '\n"
+        "      f'(95%: {saved.low:,.1f} to {saved.high:,.1f}; reviewing everything takes '\n"
+        "      f'{production.headline.fte_review_all.value:,.1f} FTE, this policy {production.fte.value:,.1f})')\n"
+        "table(production)",
+    ),
+    (
+        "md",
+        "## Missed violations per day by tier\n\nA tiered bundle has one recall target per violation tier "
+        "(severe violations held to a stricter one). A miss is a violation of that tier auto-passed.",
+    ),
+    (
+        "code",
+        "if production.tiers:\n"
+        "    tiers = pd.DataFrame([{'tier': t.name, 'recall target': t.recall_target, 'tier t_pass': t.t_pass,\n"
+        "                           'recall': t.recall.value, 'recall low': t.recall.low,\n"
+        "                           'missed/day': t.missed_violations_per_day.value,\n"
+        "                           'missed/day high': t.missed_violations_per_day.high,\n"
+        "                           'violations in reference': t.n_violations} for t in production.tiers])\n"
+        "    display(tiers.set_index('tier').round(4))\n"
+        "else:\n"
+        "    print('This bundle is not tiered: every violation counts toward one recall target.')",
     ),
     (
         "md",
@@ -114,7 +140,7 @@ THRESHOLD_SIMULATION = [
         "code",
         "curve = sweep(reference, daily_volume=DAILY_VOLUME)\nfig, ax = plt.subplots(figsize=(7, 4.5))\n"
         "ax.plot(curve['queue_share'], curve['recall'])\n"
-        "current = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME)\n"
+        "current = production\n"
         "ax.plot([current.queue_share.value], [current.recall.value], 'ro', label='production policy')\n"
         "ax.set(xlabel='share of listings sent to review', ylabel='recall', ylim=(0.8, 1.001))\nax.legend()\nplt.show()",
     ),
@@ -129,9 +155,10 @@ THRESHOLD_SIMULATION = [
         "    choice = choose_policy_thresholds(reference, recall=target, block_precision=0.98)\n"
         "    print(choice.message if hasattr(choice, 'message') else '')\n"
         "    scenarios[f'recall {target:.1%}'] = simulate(reference, choice.t_pass, choice.t_block, daily_volume=DAILY_VOLUME)\n"
-        "scenarios['violations double'] = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME,\n"
-        "                                          prevalence_multiplier=2.0)\n"
-        "pd.DataFrame({name: {'queue/day': r.queue_per_day.value, 'reviewer-hours/day': r.reviewer_hours_per_day.value,\n"
+        "scenarios['violations double'] = simulate_policy(reference, policy, daily_volume=DAILY_VOLUME,\n"
+        "                                                 prevalence_multiplier=2.0)\n"
+        "pd.DataFrame({name: {'auto-decided': r.headline.auto_decided_share.value, 'FTE saved': r.headline.fte_saved.value,\n"
+        "                     'queue/day': r.queue_per_day.value, 'reviewer-hours/day': r.reviewer_hours_per_day.value,\n"
         "                     'FTE': r.fte.value, 'missed/day': r.missed_violations_per_day.value,\n"
         "                     'wrongful blocks/day': r.wrongful_blocks_per_day.value, 'recall': r.recall.value}\n"
         "              for name, r in scenarios.items()}).round(2)",
@@ -139,8 +166,7 @@ THRESHOLD_SIMULATION = [
     ("md", "## Per-segment view: where does the work come from?"),
     (
         "code",
-        "by_category = simulate(reference, policy.t_pass, policy.t_block, daily_volume=DAILY_VOLUME,\n"
-        "                      breakdown_by='category')\n"
+        "by_category = simulate_policy(reference, policy, daily_volume=DAILY_VOLUME, breakdown_by='category')\n"
         "pd.DataFrame([{'category': s['category'], 'listings/day': s['daily_volume'],\n"
         "               'queue/day': s['queue_per_day']['value'], 'missed/day': s['missed_violations_per_day']['value']}\n"
         "              for s in by_category.segments]).set_index('category').round(1).sort_values('queue/day', ascending=False)",

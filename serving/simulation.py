@@ -4,12 +4,17 @@ The numbers are `decision.simulate`'s, the very functions `triage simulate` runs
 page, the CLI and the notebook agree. What is slow and does not change between calls is computed once
 per bundle (path + manifest version) and kept: the reference frame, the rule masks of each rule set
 (regex matching dominates a replay), the per-segment slices and the thresholds chosen for targets.
+
+Tiered bundles: the reference carries `tier` and `risk_<tier>`, and the policy's per-tier thresholds
+route it (see `decision.simulate`). A what-if keeps the tier thresholds in force unless it names some
+(`tier_pass`), and its t_pass / t_block replace the overall pair only.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,11 +25,18 @@ import pandas as pd
 
 from decision.policy import Policy
 from decision.rules import Rule, match_rules
-from decision.simulate import SimulationResult, simulate, sweep
+from decision.simulate import (
+    WHAT_IF_VERSION,
+    SimulationResult,
+    policy_tier_targets,
+    reference_tiers,
+    simulate,
+    sweep,
+    with_thresholds,
+)
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
 
 REFERENCE_FILE = "reference.parquet"
-WHAT_IF_VERSION = "what-if"
 DEFAULT_RECALL, DEFAULT_BLOCK_PRECISION = 0.99, 0.98  # `triage simulate`'s defaults for a lone target
 _MAX_CACHED_RULE_SETS = 16
 _MAX_CACHED_TARGETS = 256
@@ -55,10 +67,19 @@ class ReferenceSet:
         self.path, self.version, self.frame = path, version, frame
         self.segment_columns = tuple(c for c in segment_columns if c in frame)
         self.prevalence = float(frame["label"].mean()) if len(frame) else 0.0
+        self.tiers = reference_tiers(frame)  # [] for an untiered bundle
+        self.routed_tiers = reference_tiers(frame, scored_only=True)
         self._lock = threading.Lock()
         self._masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._segment_rows: dict[tuple[str, str], np.ndarray] = {}
         self._chosen: dict[tuple[float, float], ThresholdResult] = {}
+
+    def tier_violations(self) -> dict[str, int]:
+        """Violating reference rows per tier."""
+        if not self.tiers:
+            return {}
+        violating = self.frame.loc[self.frame["label"].astype(bool), "tier"].astype(str)
+        return {name: int((violating == name).sum()) for name in self.tiers}
 
     def segment_values(self) -> dict[str, list[str]]:
         return {c: sorted(self.frame[c].dropna().astype(str).unique().tolist()) for c in self.segment_columns}
@@ -133,20 +154,23 @@ def what_if_policy(
     t_block: float | None = None,
     recall: float | None = None,
     block_precision: float | None = None,
+    tier_pass: Mapping[str, float] | None = None,
 ) -> tuple[Policy, ThresholdResult | None]:
     """The policy a scenario simulates, exactly as `triage simulate` builds it: the policy in force;
-    or its rules with thresholds chosen for targets; or with one global pair in place of its thresholds."""
+    or its rules with thresholds chosen for targets; or with thresholds in place of its own
+    (`decision.simulate.with_thresholds`: in a tiered policy, t_pass / t_block are the overall pair and
+    `tier_pass` replaces the named tiers' thresholds). Target mode chooses one overall pair (the
+    untiered guarantee): each tier's recall under it is reported, not targeted."""
     if recall is not None or block_precision is not None:
         chosen = reference.choose(recall or DEFAULT_RECALL, block_precision or DEFAULT_BLOCK_PRECISION)
         return chosen.to_policy(rules=current.rules, version=WHAT_IF_VERSION), chosen
-    if t_pass is None and t_block is None:
+    if t_pass is None and t_block is None and not tier_pass:
         return current, None
-    pair = (current.t_pass if t_pass is None else t_pass, current.t_block if t_block is None else t_block)
-    if not pair[0] < pair[1]:
-        field = "t_pass" if t_pass is not None and t_block is None else "t_block"
-        raise ScenarioError(field, f"t_pass {pair[0]:g} must be below t_block {pair[1]:g}")
-    raw = {**current.to_dict(), "version": WHAT_IF_VERSION, "segment_by": None, "segments": {}}
-    return Policy.from_dict({**raw, "t_pass": pair[0], "t_block": pair[1]}), None
+    try:
+        return with_thresholds(current, reference.routed_tiers, t_pass, t_block, tier_pass), None
+    except ValueError as exc:
+        field, _, message = str(exc).partition(": ")
+        raise ScenarioError(field, message) from exc
 
 
 def run(
@@ -181,6 +205,8 @@ def run(
             rule_block=part.rule_block,
             rule_review=part.rule_review,
             breakdown_by=breakdown_by,
+            tier_pass=policy.tier_pass,
+            tier_targets=policy_tier_targets(policy),
         )
     except ValueError as exc:  # prevalence_weights: multiplier x prevalence must stay below 1
         raise ScenarioError("prevalence_multiplier", str(exc).partition(": ")[2] or str(exc)) from exc

@@ -63,3 +63,56 @@ def make_dry_run(*args: str) -> str:
     repo = Path(__file__).resolve().parents[1]
     command = ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", *args]
     return subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True, env=env).stdout
+
+
+TIERED_POLICY_VERSION = "tiered-test"
+
+
+@pytest.fixture(scope="session")
+def tiered_bundle_dir(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiered copy of the session bundle, for the simulator: its reference with `tier` and one
+    `risk_<tier>` column per tier, and a policy with per-tier thresholds chosen on it.
+
+    Whatever the session bundle already has is kept (tier models, tier columns); what it lacks is made
+    here: a tier's risk column from the overall risk (synthetic, seeded) and, for a bundle trained
+    without tiers, the overall model and calibrator standing in for each tier's."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    from bundle.manifest import write_manifest
+    from bundle.policies import load_policy, save_policy
+    from decision.thresholds import choose_policy_thresholds
+    from decision.tiers import NO_TIER, risk_column
+    from features.config import MARKETPLACE_TIERS, DataConfig, Tier
+
+    target = Path(shutil.copytree(bundle_dir, tmp_path_factory.mktemp("tiered") / "bundle"))
+    config_file = target / "data_config.yaml"
+    config = DataConfig.from_dict(yaml.safe_load(config_file.read_text()))
+    if not config.tiered:
+        raw = {**config.to_dict(), "tiers": {t.name: t.to_dict() for t in MARKETPLACE_TIERS}}
+        config_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+        config = DataConfig.from_dict(raw)
+    for name in config.tier_names:
+        (target / "tiers").mkdir(exist_ok=True)
+        for source, suffix in (("model.onnx", ".onnx"), ("calibrator.json", ".calibrator.json")):
+            if not (target / "tiers" / f"{name}{suffix}").is_file():
+                shutil.copy(target / source, target / "tiers" / f"{name}{suffix}")
+    reference = pd.read_parquet(target / "reference.parquet")
+    if "tier" not in reference:
+        rng = np.random.default_rng(SEED)
+        label = reference["label"].to_numpy().astype(bool)
+        reference["tier"] = np.where(label, rng.choice(config.tier_names, len(reference)), NO_TIER)
+        for name in config.tier_names:
+            own = (reference["tier"] == name).to_numpy()
+            reference[risk_column(name)] = np.clip(reference["risk"] * np.where(own, 1.0, 0.3), 0.0, 1.0)
+        reference.to_parquet(target / "reference.parquet", index=False)
+    write_manifest(target)
+    # targets the small reference can certify: the simulator is under test here, not the guarantee
+    tiers = [Tier(t.name, t.reasons, min(t.recall, 0.9)) for t in config.tiers]
+    chosen = choose_policy_thresholds(reference, block_precision=0.9, tiers=tiers)
+    current = load_policy(target)
+    save_policy(target, chosen.to_policy(rules=current.rules, version=TIERED_POLICY_VERSION))
+    return target

@@ -31,6 +31,22 @@ def test_notebook_executes(name: str, bundle_dir: Path, monkeypatch: pytest.Monk
     assert not errors
 
 
+def test_threshold_simulation_shows_each_tiers_misses_on_a_tiered_bundle(
+    tiered_bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRIAGE_BUNDLE", str(tiered_bundle_dir))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = nbformat.read(NOTEBOOKS / "threshold_simulation.ipynb", as_version=4)
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "Decided automatically" in text and "Reviewer FTE saved" in text
+    assert "missed/day" in text and "severe" in text and "not tiered" not in text
+
+
 REPO = NOTEBOOKS.parent
 
 

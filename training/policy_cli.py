@@ -15,7 +15,15 @@ from bundle.manifest import BundleError, resolve_bundle, signing_key_from_env
 from bundle.policies import load_policy, next_policy_version, save_policy
 from decision.guarantees import OperatingPoint
 from decision.policy import Policy
-from decision.simulate import SimulationResult, simulate_policy, sweep
+from decision.simulate import (
+    WHAT_IF_VERSION,
+    SimulationResult,
+    parse_tier_threshold,
+    reference_tiers,
+    simulate_policy,
+    sweep,
+    with_thresholds,
+)
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
 from training.plots import plot_curve
 
@@ -104,12 +112,17 @@ def simulate(
     daily_volume: Annotated[float, typer.Option(min=1)] = 100_000,
     productive_hours_per_fte: Annotated[float, typer.Option(min=0.1)] = 6.5,
     prevalence_multiplier: Annotated[float, typer.Option(min=0.01, help="2 = what if violations double")] = 1.0,
+    tier_pass: Annotated[
+        list[str] | None,
+        typer.Option(help="tiered bundle: a tier's auto-pass threshold, 'tier:threshold' (repeatable)"),
+    ] = None,
     sweep_dir: Annotated[Path | None, typer.Option("--sweep", help="write curve.csv and curve.png here")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Replay the bundle's reference set through a policy: workload, misses and wrongful blocks per day."""
+    """Replay the bundle's reference set through a policy: share decided automatically and reviewer FTE
+    saved, misses per day by tier, workload, misses and wrongful blocks per day."""
     bundle_dir, reference = _load_reference(bundle)
-    policy = _policy_to_simulate(bundle_dir, reference, t_pass, t_block, recall, block_precision)
+    policy = _policy_to_simulate(bundle_dir, reference, t_pass, t_block, recall, block_precision, tier_pass)
     try:
         result = simulate_policy(
             reference,
@@ -137,6 +150,9 @@ def simulate(
     if json_out:
         typer.echo(json.dumps(out, indent=2, default=float))
         return
+    console.print(_headline_table(result))
+    if result.tiers:
+        console.print(_tier_table(result))
     console.print(_simulation_table(result, policy))
     if "sweep" in out:
         console.print(f"curve: {out['sweep']['csv']}, {out['sweep']['png']}")
@@ -149,30 +165,33 @@ def _policy_to_simulate(
     t_block: float | None,
     recall: float | None,
     block_precision: float | None,
+    tier_pass: list[str] | None = None,
 ) -> Policy:
     current = _current_policy(bundle_dir)
+    if (recall is not None or block_precision is not None) and tier_pass:
+        console.print("[red]error:[/] give thresholds (--t-pass, --t-block, --tier-pass) or targets, not both")
+        raise typer.Exit(code=2)
     if recall is not None or block_precision is not None:
         result = choose_policy_thresholds(reference, recall=recall or 0.99, block_precision=block_precision or 0.98)
         if not result.feasible:
             console.print(f"[yellow]{result.message}[/]")
-        return result.to_policy(rules=current.rules if current else [], version="what-if")
+        return result.to_policy(rules=current.rules if current else [], version=WHAT_IF_VERSION)
     if current is None and (t_pass is None or t_block is None):
         console.print(f"[red]error:[/] bundle {bundle_dir} has no policy.json: give --t-pass and --t-block")
         raise typer.Exit(code=2)
-    base = current or Policy(version="what-if", t_pass=0.0, t_block=1.0, qa_sample_rate=0.0)
-    if t_pass is None and t_block is None:
+    base = current or Policy(version=WHAT_IF_VERSION, t_pass=0.0, t_block=1.0, qa_sample_rate=0.0)
+    if t_pass is None and t_block is None and not tier_pass:
         return base
-    what_if = Policy.from_dict(
-        {
-            **base.to_dict(),
-            "version": "what-if",
-            "segment_by": None,
-            "segments": {},
-            "t_pass": t_pass if t_pass is not None else base.t_pass,
-            "t_block": t_block if t_block is not None else base.t_block,
-        }
-    )
-    return what_if
+    try:
+        tiers = dict(parse_tier_threshold(item) for item in tier_pass or [])
+    except ValueError as exc:
+        console.print(f"[red]error:[/] --tier-pass: {exc}")
+        raise typer.Exit(code=2) from exc
+    try:
+        return with_thresholds(base, reference_tiers(reference, scored_only=True), t_pass, t_block, tiers)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
 
 
 def _threshold_table(result: ThresholdResult) -> Table:
@@ -212,6 +231,45 @@ def _point_table(point: OperatingPoint, title: str) -> Table:
     ]
     for name, value in rows:
         table.add_row(name, value)
+    return table
+
+
+def _headline_table(result: SimulationResult) -> Table:
+    """What a PM reads first: how much is decided without a person, and the reviewer time that saves."""
+    headline = result.headline
+    table = Table(title="headline", show_header=True)
+    table.add_column("quantity")
+    table.add_column("estimate", justify="right")
+    table.add_column(f"{result.confidence:.0%} interval", justify="right")
+    share = headline.auto_decided_share
+    table.add_row(
+        "decided automatically (auto-pass + auto-block)",
+        f"{share.value:.1%}",
+        f"{share.low:.1%} - {share.high:.1%}",
+    )
+    saved, everything = headline.fte_saved, headline.fte_review_all
+    table.add_row(
+        f"reviewer FTE saved vs reviewing all {everything.value:,.1f} FTE",
+        f"{saved.value:,.1f}",
+        f"{saved.low:,.1f} - {saved.high:,.1f}",
+    )
+    return table
+
+
+def _tier_table(result: SimulationResult) -> Table:
+    table = Table(title="by violation tier", show_header=True)
+    for name in ("tier", "recall target", "tier t_pass", "recall", "missed/day", "violations in reference"):
+        table.add_column(name, justify="left" if name == "tier" else "right")
+    for tier in result.tiers:
+        recall, missed = tier.recall, tier.missed_violations_per_day
+        table.add_row(
+            tier.name,
+            "-" if tier.recall_target is None else f"{tier.recall_target:g}",
+            "-" if tier.t_pass is None else f"{tier.t_pass:.6g}",
+            f"{recall.value:.4f} ({recall.low:.4f} - {recall.high:.4f})",
+            f"{missed.value:,.1f} ({missed.low:,.1f} - {missed.high:,.1f})",
+            f"{tier.n_violations:,}",
+        )
     return table
 
 

@@ -10,6 +10,9 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from decision.policy import Policy
+from decision.simulate import parse_tier_threshold, policy_tier_targets
+from decision.thresholds import ThresholdResult
 from serving.api.deps import EngineDep, ReadKey
 from serving.api.errors import field_error
 from serving.engine import DecisionEngine
@@ -27,12 +30,18 @@ PAGE_HEADERS = {
 }
 
 Target = Annotated[float, Field(ge=0.5, le=0.99999, allow_inf_nan=False)]
+TIER_PASS_HELP = (
+    "per-tier auto-pass thresholds of a tiered bundle, each 'tier:threshold' (threshold in [0, 1)); "
+    "the tiers not named keep the thresholds in force"
+)
 
 
 class Scenario(BaseModel):
     """A what-if: thresholds (or targets), volume, productivity, prevalence shift, and an optional segment.
 
     No thresholds and no targets: the policy in force. One threshold: the other one stays as in force.
+    In a tiered policy, t_pass / t_block are the overall pair (the tier thresholds stay in force) and
+    `tier_pass` replaces the thresholds of the tiers it names (e.g. `tier_pass=severe:0.004`).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -49,6 +58,7 @@ class Scenario(BaseModel):
         default=None, min_length=1, max_length=200, description="replay only this value of segment_by"
     )
     breakdown_by: str | None = Field(default=None, min_length=1, max_length=64, description="per-segment rows")
+    tier_pass: list[str] | None = Field(default=None, max_length=32, description=TIER_PASS_HELP)
 
     @field_validator("t_block")
     @classmethod
@@ -64,6 +74,22 @@ class Scenario(BaseModel):
         if target is not None and (info.data.get("t_pass") is not None or info.data.get("t_block") is not None):
             raise ValueError("give thresholds (t_pass, t_block) or targets (recall, block_precision), not both")
         return target
+
+    @field_validator("tier_pass")
+    @classmethod
+    def _tier_thresholds(cls, items: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if not items:
+            return None
+        if info.data.get("recall") is not None or info.data.get("block_precision") is not None:
+            raise ValueError("give thresholds (t_pass, t_block, tier_pass) or targets, not both")
+        names = [parse_tier_threshold(item)[0] for item in items]
+        if len(set(names)) < len(names):
+            raise ValueError(f"a tier is named twice: {names}")
+        return items
+
+    def tier_thresholds(self) -> dict[str, float] | None:
+        """`tier_pass` as tier -> threshold (None: none given)."""
+        return dict(parse_tier_threshold(item) for item in self.tier_pass) if self.tier_pass else None
 
     def workload(self) -> dict[str, Any]:
         """The volume, productivity, prevalence and segment arguments of `run` and `curve`."""
@@ -90,12 +116,24 @@ def _reference(engine: DecisionEngine) -> ReferenceSet:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
 
 
+def _what_if(
+    scenario: Scenario, engine: DecisionEngine, reference: ReferenceSet
+) -> tuple[Policy, ThresholdResult | None]:
+    return what_if_policy(
+        engine.policy,
+        reference,
+        scenario.t_pass,
+        scenario.t_block,
+        scenario.recall,
+        scenario.block_precision,
+        scenario.tier_thresholds(),
+    )
+
+
 def _simulate(scenario: Scenario, engine: DecisionEngine, where: Literal["query", "body"]) -> dict[str, Any]:
     reference = _reference(engine)
     try:
-        policy, chosen = what_if_policy(
-            engine.policy, reference, scenario.t_pass, scenario.t_block, scenario.recall, scenario.block_precision
-        )
+        policy, chosen = _what_if(scenario, engine, reference)
         result = run(reference, policy, breakdown_by=scenario.breakdown_by, **scenario.workload())
     except ScenarioError as exc:
         raise field_error((where, exc.field), str(exc)) from exc
@@ -110,9 +148,7 @@ def _simulate(scenario: Scenario, engine: DecisionEngine, where: Literal["query"
 def _curve(scenario: CurveScenario, engine: DecisionEngine, where: Literal["query", "body"]) -> dict[str, Any]:
     reference = _reference(engine)
     try:
-        policy, _ = what_if_policy(
-            engine.policy, reference, scenario.t_pass, scenario.t_block, scenario.recall, scenario.block_precision
-        )
+        policy, _ = _what_if(scenario, engine, reference)
         points = curve(reference, policy.t_block, n_points=scenario.n_points, **scenario.workload())
     except ScenarioError as exc:
         raise field_error((where, exc.field), str(exc)) from exc
@@ -133,8 +169,10 @@ _responses: dict[int | str, dict[str, Any]] = {
 
 @api.get("", responses=_responses)
 def simulate_get(scenario: Annotated[Scenario, Query()], _key: ReadKey, engine: EngineDep) -> dict[str, Any]:
-    """Replay the bundle's reference set through a what-if policy: routing split, queue, reviewer-hours,
-    FTE, missed violations and wrongful blocks per day with intervals (the JSON of `triage simulate`)."""
+    """Replay the bundle's reference set through a what-if policy: a headline (share decided automatically,
+    reviewer FTE saved against reviewing everything), routing split, queue, reviewer-hours, FTE, missed
+    violations and wrongful blocks per day with intervals, and per tier its target, recall and misses per
+    day (the JSON of `triage simulate`)."""
     return _simulate(scenario, engine, "query")
 
 
@@ -152,9 +190,12 @@ def simulate_curve(scenario: Annotated[CurveScenario, Query()], _key: ReadKey, e
 
 @api.get("/context", responses={409: _responses[409]})
 def simulate_context(_key: ReadKey, engine: EngineDep) -> dict[str, Any]:
-    """What the simulator page needs to set itself up: the policy in force, segment columns and values."""
+    """What the simulator page needs to set itself up: the policy in force, segment columns and values,
+    and for a tiered bundle its tiers (target and threshold in force, violations in the reference)."""
     reference = _reference(engine)
     policy = engine.policy
+    targets = policy_tier_targets(policy)
+    violations = reference.tier_violations()
     return {
         "bundle": str(reference.path),
         "model_version": engine.model_version,
@@ -165,7 +206,19 @@ def simulate_context(_key: ReadKey, engine: EngineDep) -> dict[str, Any]:
             "segment_by": policy.segment_by,
             "segments": len(policy.segments),
             "qa_sample_rate": policy.qa_sample_rate,
+            "tier_pass": dict(policy.tier_pass),
         },
+        "tiers": [
+            {
+                "name": name,
+                "recall_target": targets.get(name),
+                "t_pass": policy.tier_pass.get(name, 0.0)
+                if policy.tier_pass and name in reference.routed_tiers
+                else None,
+                "n_violations": violations[name],
+            }
+            for name in reference.tiers
+        ],
         "n_reference": len(reference.frame),
         "prevalence": reference.prevalence,
         "segments": reference.segment_values(),

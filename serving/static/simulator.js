@@ -59,6 +59,10 @@
   function readControls() {
     const s = { mode: mode() };
     for (const name of NUMERIC) s[name] = $(name).value === "" ? null : Number($(name).value);
+    s.tier_pass = {};
+    for (const input of $("tier-inputs").querySelectorAll("input")) {
+      s.tier_pass[input.dataset.tier] = input.value === "" ? null : Number(input.value);
+    }
     const option = $("segment").selectedOptions[0];
     s.segment_by = option && option.dataset.column ? option.dataset.column : null;
     s.segment = option && option.dataset.column ? option.dataset.value : null;
@@ -68,6 +72,10 @@
   function writeControls(s) {
     if (s.mode) $(s.mode === "targets" ? "mode-targets" : "mode-thresholds").checked = true;
     for (const name of NUMERIC) if (s[name] !== undefined && s[name] !== null) $(name).value = s[name];
+    for (const [tier, value] of Object.entries(s.tier_pass || {})) {
+      const input = tierInput(tier);
+      if (input && value !== null) input.value = value;
+    }
     syncSliders();
     showMode();
     if (s.segment_by && s.segment) selectSegment(s.segment_by, s.segment);
@@ -84,14 +92,21 @@
     const p = { daily_volume: s.daily_volume, productive_hours_per_fte: s.productive_hours_per_fte,
       prevalence_multiplier: s.prevalence_multiplier };
     if (s.mode === "targets") Object.assign(p, { recall: s.recall, block_precision: s.block_precision });
-    else Object.assign(p, { t_pass: s.t_pass, t_block: s.t_block });
+    else {
+      Object.assign(p, { t_pass: s.t_pass, t_block: s.t_block });
+      const tiers = Object.entries(s.tier_pass || {});
+      if (tiers.length) p.tier_pass = tiers.map(([tier, value]) => `${tier}:${value}`);
+    }
     if (s.segment) Object.assign(p, { segment_by: s.segment_by, segment: s.segment });
     return p;
   }
 
   function toQuery(params) {
     const q = new URLSearchParams();
-    for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined) q.set(k, String(v));
+    for (const [k, v] of Object.entries(params)) {
+      if (Array.isArray(v)) v.forEach((item) => q.append(k, String(item)));
+      else if (v !== null && v !== undefined) q.set(k, String(v));
+    }
     return q.toString();
   }
 
@@ -107,6 +122,13 @@
     for (const name of NUMERIC) if (q.has(name) && q.get(name) !== "") s[name] = Number(q.get(name));
     if (q.has("mode")) s.mode = q.get("mode") === "targets" ? "targets" : "thresholds";
     if (q.has("segment_by") && q.has("segment")) { s.segment_by = q.get("segment_by"); s.segment = q.get("segment"); }
+    if (q.has("tier_pass")) {
+      s.tier_pass = {};
+      for (const item of q.getAll("tier_pass")) {
+        const [tier, value] = item.split(":");
+        if (tier && value !== undefined && value !== "") s.tier_pass[tier] = Number(value);
+      }
+    }
     return s;
   }
 
@@ -137,11 +159,17 @@
       if (v === null || !Number.isFinite(v) || v < 0 || v > 1) return [name, `${name} must be a number between 0 and 1`];
     }
     if (!(s.t_pass < s.t_block)) return ["t_pass", `t_pass (${s.t_pass}) must be below t_block (${s.t_block})`];
+    for (const [tier, v] of Object.entries(s.tier_pass || {})) {
+      if (v === null || !Number.isFinite(v) || v < 0 || v >= 1) {
+        return [tierInput(tier).id, `the ${tier} tier's threshold must be a number from 0 up to (not including) 1`];
+      }
+    }
     return null;
   }
 
   function showPairProblem(problem) {
     for (const name of ["t_pass", "t_block", "recall", "block_precision"]) $(name).removeAttribute("aria-invalid");
+    for (const input of $("tier-inputs").querySelectorAll("input")) input.removeAttribute("aria-invalid");
     const target = mode() === "targets" ? $("chosen") : $("pair-error");
     $("pair-error").hidden = true;
     if (!problem) return;
@@ -185,10 +213,36 @@
     $("context").textContent = `Model ${context.model_version || "?"}, policy in force ${p.version}: ` +
       `t_pass ${fmt(p.t_pass)}, t_block ${fmt(p.t_block)}` +
       (p.segments ? ` (+${p.segments} per-segment pairs by ${p.segment_by})` : "") +
+      (Object.keys(p.tier_pass || {}).length
+        ? `; per-tier auto-pass below ${Object.entries(p.tier_pass).map(([t, v]) => `${t} ${fmt(v)}`).join(", ")}` : "") +
       `. Reference set: ${context.n_reference.toLocaleString("en-US")} listings, ` +
       `${fmt(context.prevalence, "pct")} violating.`;
     fillSegments(context.segments);
+    fillTierInputs(context.tiers || []);
     return context;
+  }
+
+  const tierInput = (tier) => $("tier-inputs").querySelector(`input[data-tier="${CSS.escape(tier)}"]`);
+
+  // One number input per tier the policy routes on; the values in force fill them.
+  function fillTierInputs(tiers) {
+    const routed = tiers.filter((t) => t.t_pass !== null);
+    $("tier-controls").hidden = routed.length === 0;
+    $("tier-inputs").replaceChildren(...routed.map((t, i) => {
+      const wrap = document.createElement("div");
+      wrap.className = "tier-input";
+      const label = document.createElement("label");
+      label.htmlFor = `tier_pass_${i}`;
+      label.textContent = `${t.name}: auto-pass below` +
+        (t.recall_target === null ? "" : ` (recall target ${fmt(t.recall_target)})`);
+      const input = document.createElement("input");
+      Object.assign(input, { type: "number", id: `tier_pass_${i}`, min: 0, max: 1, step: "any", value: t.t_pass });
+      input.inputMode = "decimal";
+      input.dataset.tier = t.name;
+      input.addEventListener("input", schedule);
+      wrap.append(label, input);
+      return wrap;
+    }));
   }
 
   function fillSegments(segments) {
@@ -274,7 +328,9 @@
       `${fmt(r.missed_violations_per_day.high, "1dp")}) and ${fmt(r.wrongful_blocks_per_day.value, "1dp")} ` +
       `wrongful blocks a day (${fmt(r.wrongful_blocks_per_day.low, "1dp")} to ` +
       `${fmt(r.wrongful_blocks_per_day.high, "1dp")}).`;
+    renderHeadline(r);
     renderTable(r, p);
+    renderTiers(r.tiers || []);
     renderBar(r);
     renderCurve(state.curve, r, p);
   }
@@ -299,6 +355,41 @@
     td.textContent = text;
     if (value !== undefined && value !== null) td.dataset.value = String(value);
     return td;
+  }
+
+  // What a PM reads first: the share decided without a person, and the reviewers that frees.
+  function renderHeadline(r) {
+    const h = r.headline;
+    const auto = h.auto_decided_share;
+    const saved = h.fte_saved;
+    $("auto-decided").textContent = fmt(auto.value, "pct");
+    $("auto-decided").dataset.value = String(auto.value);
+    $("auto-decided-interval").textContent = `(${fmt(auto.low, "pct")} to ${fmt(auto.high, "pct")})`;
+    $("fte-saved").textContent = fmt(saved.value, "1dp");
+    $("fte-saved").dataset.value = String(saved.value);
+    $("fte-saved-interval").textContent = `(${fmt(saved.low, "1dp")} to ${fmt(saved.high, "1dp")}): ` +
+      `${fmt(h.fte_review_all.value, "1dp")} FTE to review everything, ${fmt(r.fte.value, "1dp")} with this scenario`;
+  }
+
+  function renderTiers(tiers) {
+    $("tiers-block").hidden = tiers.length === 0;
+    $("tiers").tBodies[0].replaceChildren(...tiers.map((t) => {
+      const tr = document.createElement("tr");
+      tr.dataset.tier = t.name;
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = t.name;
+      const interval = (e, kind) => `${fmt(e.low, kind)} to ${fmt(e.high, kind)}`;
+      tr.append(th,
+        cell(t.recall_target === null ? "none" : fmt(t.recall_target), t.recall_target),
+        cell(t.t_pass === null ? "not used" : fmt(t.t_pass), t.t_pass),
+        cell(fmt(t.recall.value, "4dp"), t.recall.value),
+        cell(interval(t.recall, "4dp")),
+        cell(fmt(t.missed_violations_per_day.value, "1dp"), t.missed_violations_per_day.value),
+        cell(interval(t.missed_violations_per_day, "1dp")),
+        cell(fmt(t.n_violations, "int"), t.n_violations));
+      return tr;
+    }));
   }
 
   function renderTable(r, p) {
@@ -417,6 +508,13 @@
       lines.push([key, valueOf(e) ?? "", obj ? e.low ?? "" : "", obj ? e.high ?? "" : "",
         valueOf(f) ?? "", obj ? f.low ?? "" : "", obj ? f.high ?? "" : ""]);
     }
+    for (const [key, e] of Object.entries(r.headline)) lines.push([key, e.value ?? "", e.low ?? "", e.high ?? "", "", "", ""]);
+    for (const t of r.tiers || []) {
+      for (const key of ["recall", "missed_violations_per_day"]) {
+        const e = t[key];
+        lines.push([`tier ${t.name} ${key}`, e.value ?? "", e.low ?? "", e.high ?? "", "", "", ""]);
+      }
+    }
     const quote = (v) => (/[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
     return lines.map((row) => row.map(quote).join(",")).join("\n") + "\n";
   }
@@ -457,7 +555,9 @@
     $("apply-pair").textContent = `New thresholds: t_pass ${fmt(r.t_pass)}, t_block ${fmt(r.t_block)} ` +
       `(in force: ${p.t_pass === null ? "per segment" : fmt(p.t_pass) + ", " + fmt(p.t_block)}). ` +
       (r.chosen && !r.chosen.feasible ? "Warning: the targets are not met by this pair. " : "") +
-      "Per-segment thresholds, if any, are replaced by this one pair; rules and QA rate stay.";
+      "Per-segment thresholds, if any, are replaced by this one pair; rules and QA rate stay." +
+      ((r.tiers || []).some((t) => t.t_pass !== null)
+        ? " Per-tier thresholds stay as in force: applying sets the overall pair only." : "");
     const kinds = Object.fromEntries(ROWS.map(([k, , kind]) => [k, kind]));
     $("apply-diff").tBodies[0].replaceChildren(...DIFF_ROWS.map((key) => {
       const tr = document.createElement("tr");

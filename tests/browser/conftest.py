@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,13 +61,13 @@ def _create_keys(database_url: str) -> tuple[str, str]:
         store.close()
 
 
-@pytest.fixture(scope="session")
-def live_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    workdir = tmp_path_factory.mktemp("live")
+@contextmanager
+def _live(bundle: Path, workdir: Path) -> Iterator[LiveServer]:
+    """uvicorn serving `bundle` with a fresh SQLite store and two keys, until the block ends."""
     database_url = f"sqlite:///{workdir / 'service.db'}"
     key, admin_key = _create_keys(database_url)
     port = free_port()
-    env = service_env(bundle_dir, database_url, log_level="WARNING")
+    env = service_env(bundle, database_url, log_level="WARNING")
     log = (workdir / "uvicorn.log").open("wb")
     process = subprocess.Popen(
         service_command(port, workers=1, access_log=True), env=env, stdout=log, stderr=subprocess.STDOUT
@@ -83,6 +84,19 @@ def live_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with _live(bundle_dir, tmp_path_factory.mktemp("live")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tiered_live_server(tiered_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The same service on the tiered copy of the session bundle (tests/conftest.py)."""
+    with _live(tiered_bundle_dir, tmp_path_factory.mktemp("live-tiered")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
@@ -86,6 +87,18 @@ def _expected(api_body: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def _headline(driver: Chrome) -> dict[str, float]:
+    """The headline block's raw values (carried beside the formatted text)."""
+    return {
+        key: float(driver.find_element(By.ID, element).get_attribute("data-value") or "nan")
+        for key, element in (("auto_decided_share", "auto-decided"), ("fte_saved", "fte-saved"))
+    }
+
+
+def _expected_headline(api_body: dict[str, Any]) -> dict[str, float]:
+    return {key: api_body["headline"][key]["value"] for key in ("auto_decided_share", "fte_saved")}
+
+
 def _controls(driver: Chrome) -> dict[str, str]:
     return {name: driver.find_element(By.ID, name).get_attribute("value") or "" for name in CONTROLS}
 
@@ -108,6 +121,8 @@ def test_page_loads_offline_and_shows_the_policy_in_force(browser, live_server) 
     assert float(browser.find_element(By.ID, "t_pass").get_attribute("value")) == context["policy"]["t_pass"]
     assert _numbers(browser) == _expected(in_force)
     assert "reviewer-hours" in browser.find_element(By.ID, "summary").text
+    assert _headline(browser) == _expected_headline(in_force)
+    assert not browser.find_element(By.ID, "tiers-block").is_displayed()  # an untiered bundle has no tiers
     assert live_server.key not in browser.current_url
     resources = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
     assert resources and all(r.startswith(live_server.url) for r in resources)
@@ -299,3 +314,59 @@ def test_split_bar_labels_are_whole_and_the_page_fits_the_width(browser, live_se
         assert right <= page[1] + 1 and last.text not in ("", "n/a")
     finally:
         browser.set_window_size(size["width"], size["height"])
+
+
+def test_a_tiered_bundle_shows_the_headline_first_and_each_tiers_misses(browser, tiered_live_server) -> None:
+    server = tiered_live_server
+    _open_with_key(browser, server)
+    in_force = server.get("/v1/simulate").json()
+    assert in_force["tiers"]  # the fixture bundle is tiered
+    assert _headline(browser) == _expected_headline(in_force)
+    headline = browser.find_element(By.ID, "headline")
+    assert headline.location["y"] < browser.find_element(By.ID, "controls").location["y"]  # read first
+    assert "Reviewer FTE saved" in headline.text and "Decided automatically" in headline.text
+    table = browser.find_element(By.ID, "tiers")
+    assert table.is_displayed()
+    headers = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    assert headers[:4] == ["Tier", "Recall target", "Tier t_pass", "Recall"] and "Missed per day" in headers
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#tiers tbody tr')].map(tr => [tr.dataset.tier,"
+        " tr.querySelector('th').getAttribute('scope'), ...[...tr.cells].slice(1).map(td => td.dataset.value ?? null)])"
+    )
+    shown = [[name, scope, *(None if v is None else float(v) for v in values)] for name, scope, *values in rows]
+    expected = [
+        [
+            t["name"],
+            "row",
+            t["recall_target"],
+            t["t_pass"],
+            t["recall"]["value"],
+            None,
+            t["missed_violations_per_day"]["value"],
+            None,
+            t["n_violations"],
+        ]
+        for t in in_force["tiers"]
+    ]
+    assert shown == expected
+
+    # a person moves one tier's threshold: the table shows what the API returns for that scenario
+    first = in_force["tiers"][0]["name"]
+    field = browser.find_element(By.CSS_SELECTOR, f'#tier-inputs input[data-tier="{first}"]')
+    label = browser.find_element(By.CSS_SELECTOR, f'label[for="{field.get_attribute("id")}"]')
+    assert label.text.startswith(f"{first}: auto-pass below")
+    before = _rendered_scenario(browser)
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys("0.0005")
+    params = _wait_for_update(browser, before)
+    assert f"{first}:0.0005" in params["tier_pass"]
+    what_if = httpx.get(
+        server.url + "/v1/simulate",
+        params=[(k, v) for k, values in params.items() for v in values],
+        headers={"Authorization": f"Bearer {server.key}"},
+    ).json()
+    assert what_if["tiers"][0]["t_pass"] == 0.0005
+    cell = browser.find_element(By.CSS_SELECTOR, f'#tiers tbody tr[data-tier="{first}"] td:nth-of-type(2)')
+    assert float(cell.get_attribute("data-value")) == 0.0005
+    assert _headline(browser) == _expected_headline(what_if)
+    assert _severe_console_errors(browser) == []

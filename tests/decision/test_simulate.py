@@ -1,4 +1,5 @@
-"""Simulator: numbers equal counting by hand, prevalence shift, the curve, policies with segments and rules."""
+"""Simulator: numbers equal counting by hand, prevalence shift, the curve, policies with segments and rules,
+tiered routing (per-tier misses) and the headline (share auto-decided, FTE saved)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decision.policy import Policy
-from decision.rules import Rule
-from decision.simulate import prevalence_weights, simulate, simulate_policy, sweep, wilson
+from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
+from decision.rules import Rule, match_rules
+from decision.simulate import (
+    parse_tier_threshold,
+    prevalence_weights,
+    simulate,
+    simulate_policy,
+    sweep,
+    wilson,
+    with_thresholds,
+)
 
 # 10 listings: risk, label, handling seconds, category
 SMALL = pd.DataFrame(
@@ -105,3 +114,173 @@ def test_policy_simulation_uses_segments_rules_and_breakdown() -> None:
     assert by["books"]["auto_pass_share"]["value"] == pytest.approx(0.5)
     assert by["pharmacy"]["queue_share"]["value"] == pytest.approx(1.0)
     assert sum(row["daily_volume"] for row in result.segments) == pytest.approx(1000)
+
+
+# A tiered reference: each violation's tier and one calibrated risk per tier. t_pass 0.05 overall would
+# pass rows 0-4; with severe < 0.005 and minor < 0.05 as well, rows 0, 2, 3, 4 pass (row 1's severe risk
+# is too high), rows 7, 8 block, the rest is queued.
+TIERED = pd.DataFrame(
+    {
+        "risk": [0.01, 0.02, 0.03, 0.04, 0.04, 0.30, 0.50, 0.92, 0.95, np.nan],
+        "label": [0, 1, 1, 0, 1, 1, 0, 1, 0, 1],
+        "tier": ["", "severe", "minor", "", "severe", "minor", "", "severe", "", "severe"],
+        "risk_severe": [0.001, 0.02, 0.001, 0.004, 0.003, 0.01, 0.1, 0.9, 0.5, np.nan],
+        "risk_minor": [0.01, 0.001, 0.03, 0.02, 0.01, 0.3, 0.1, 0.1, 0.5, np.nan],
+        "review_seconds": [60, 120, 30, 60, 90, 60, 30, 60, 120, 600],
+    }
+)
+TIER_PASS = {"severe": 0.005, "minor": 0.05}
+
+
+def _tiered_policy(**changes: object) -> Policy:
+    raw = {
+        "version": "tiered",
+        "t_pass": 0.05,
+        "t_block": 0.9,
+        "tier_pass": TIER_PASS,
+        "targets": {"recall": {"severe": 0.99, "minor": 0.9}, "block_precision": 0.98},
+        "qa_sample_rate": 0.0,
+        **changes,
+    }
+    return Policy.from_dict(raw)
+
+
+def test_tiered_misses_per_day_by_tier_and_the_headline_by_hand() -> None:
+    result = simulate_policy(TIERED, _tiered_policy(), daily_volume=1000, productive_hours_per_fte=6.5)
+    assert result.auto_pass_share.value == pytest.approx(0.4)
+    assert result.auto_block_share.value == pytest.approx(0.2)
+    tiers = {t.name: t for t in result.tiers}
+    assert list(tiers) == ["severe", "minor"]
+    severe, minor = tiers["severe"], tiers["minor"]
+    assert (severe.n_violations, severe.recall_target, severe.t_pass) == (4, 0.99, 0.005)
+    assert severe.recall.value == pytest.approx(3 / 4)  # row 4 auto-passed
+    assert severe.missed_violations_per_day.value == pytest.approx(100)  # 1 row in 10, at 1000 a day
+    assert (minor.n_violations, minor.recall_target, minor.t_pass) == (2, 0.9, 0.05)
+    assert minor.recall.value == pytest.approx(1 / 2)  # row 2 auto-passed
+    assert minor.missed_violations_per_day.value == pytest.approx(100)
+    low, high = wilson(1, 10, 0.95)
+    assert (minor.missed_violations_per_day.low, minor.missed_violations_per_day.high) == pytest.approx(
+        (low * 1000, high * 1000)
+    )
+    assert sum(t.missed_violations_per_day.value for t in result.tiers) == pytest.approx(
+        result.missed_violations_per_day.value
+    )
+
+    headline = result.headline
+    assert headline.auto_decided_share.value == pytest.approx(0.6)
+    all_hours = sum(TIERED["review_seconds"]) / 3600 / 10 * 1000
+    automated_hours = (60 + 30 + 60 + 90 + 60 + 120) / 3600 / 10 * 1000  # rows 0, 2, 3, 4, 7, 8
+    assert headline.fte_review_all.value == pytest.approx(all_hours / 6.5)
+    assert headline.fte_saved.value == pytest.approx(automated_hours / 6.5)
+    body = json.loads(json.dumps(result.to_dict()))
+    assert next(iter(body)) == "headline"
+    assert body["tiers"][0]["missed_violations_per_day"]["value"] == pytest.approx(100)
+
+
+def test_fte_saved_is_fte_reviewing_everything_minus_fte_with_the_policy() -> None:
+    rng = np.random.default_rng(3)
+    risk = rng.beta(0.5, 4, 5000)
+    frame = pd.DataFrame(
+        {"risk": risk, "label": (rng.random(len(risk)) < risk).astype(int), "review_seconds": rng.gamma(2, 40, 5000)}
+    )
+    for multiplier in (1.0, 2.0):
+        result = simulate(frame, 0.03, 0.8, 20_000, 7.0, multiplier)
+        review_all = simulate(frame, 0.0, 1.0, 20_000, 7.0, multiplier)  # nothing below 0, nothing at 1: all queued
+        assert review_all.queue_share.value == pytest.approx(1.0)
+        assert result.headline.fte_review_all.value == pytest.approx(review_all.fte.value)
+        assert result.headline.fte_saved.value == pytest.approx(review_all.fte.value - result.fte.value)
+        assert result.headline.auto_decided_share.value == pytest.approx(1 - result.queue_share.value)
+        saved = result.headline.fte_saved
+        assert 0 < saved.low <= saved.value <= saved.high
+
+
+def test_tiered_simulation_equals_counting_route_on_the_same_rows() -> None:
+    rng = np.random.default_rng(4)
+    n = 20_000
+    frame = pd.DataFrame(
+        {
+            "risk": rng.beta(0.5, 4, n),
+            "risk_severe": rng.beta(0.3, 6, n),
+            "risk_minor": rng.beta(0.5, 5, n),
+            "category": rng.choice(["toys", "pharmacy", "books"], n),
+            "review_seconds": 60.0,
+        }
+    )
+    frame["label"] = (rng.random(n) < frame["risk"]).astype(int)
+    frame["tier"] = np.where(frame["label"] == 1, rng.choice(["severe", "minor"], n), "")
+    rules = [Rule("regulated", "review", "category", column="category", values=["pharmacy"])]
+    policy = _tiered_policy(t_pass=0.2, t_block=0.7, tier_pass={"severe": 0.02, "minor": 0.08})
+    policy.rules = rules
+    result = simulate_policy(frame, policy, daily_volume=n)
+
+    _, rule_review, _ = match_rules(frame, rules)
+    codes = route(
+        frame["risk"].to_numpy(),
+        0.2,
+        0.7,
+        rule_review=rule_review,
+        tier_risk=frame[["risk_severe", "risk_minor"]].to_numpy(),
+        tier_pass=policy.tier_pass_vector(["severe", "minor"]),
+    )
+    passed = codes == CODE_PASS
+    assert result.auto_pass_share.value == pytest.approx(passed.mean(), abs=1e-12)
+    assert result.queue_per_day.value == pytest.approx((codes == CODE_REVIEW).sum(), abs=1e-9)
+    assert result.auto_block_share.value == pytest.approx((codes == CODE_BLOCK).mean(), abs=1e-12)
+    for tier in result.tiers:
+        violating = frame["tier"].to_numpy() == tier.name
+        assert tier.n_violations == violating.sum()
+        assert tier.missed_violations_per_day.value == pytest.approx((violating & passed).sum(), abs=1e-9)
+        assert tier.recall.value == pytest.approx(1 - (violating & passed).sum() / violating.sum())
+    untiered = simulate_policy(frame, _tiered_policy(t_pass=0.2, t_block=0.7, tier_pass={}), daily_volume=n)
+    assert untiered.auto_pass_share.value > result.auto_pass_share.value  # the tiers hold passes back
+
+
+def test_prevalence_shift_reweights_tier_violations() -> None:
+    base = simulate_policy(TIERED, _tiered_policy(), daily_volume=1000)
+    doubled = simulate_policy(TIERED, _tiered_policy(), daily_volume=1000, prevalence_multiplier=1.2)
+    for before, after in zip(base.tiers, doubled.tiers, strict=True):
+        assert after.missed_violations_per_day.value == pytest.approx(1.2 * before.missed_violations_per_day.value)
+        assert after.recall.value == pytest.approx(before.recall.value)
+
+
+def test_a_tier_the_policy_does_not_name_never_passes_and_unknown_policy_tiers_are_ignored() -> None:
+    only_severe = simulate_policy(TIERED, _tiered_policy(tier_pass={"severe": 0.5}), daily_volume=1000)
+    assert only_severe.auto_pass_share.value == 0  # minor has no threshold: fail safe, as the service does
+    extra = simulate_policy(TIERED, _tiered_policy(tier_pass={**TIER_PASS, "gone": 0.5}), daily_volume=1000)
+    assert extra.to_dict() == simulate_policy(TIERED, _tiered_policy(), daily_volume=1000).to_dict()
+
+
+def test_untiered_results_are_unchanged_by_tier_thresholds_and_tier_columns() -> None:
+    plain = simulate(SMALL, 0.05, 0.9, daily_volume=1000)
+    assert simulate(SMALL, 0.05, 0.9, daily_volume=1000, tier_pass=TIER_PASS).to_dict() == plain.to_dict()
+    assert plain.tiers == [] and plain.to_dict()["tiers"] == []
+    # an untiered policy on a tiered reference routes on the overall risk alone, and reports each tier
+    untiered = _tiered_policy(tier_pass={}, targets={})
+    with_tiers = simulate_policy(TIERED, untiered, daily_volume=1000).to_dict()
+    without = simulate_policy(TIERED[["risk", "label", "review_seconds"]], untiered, daily_volume=1000).to_dict()
+    assert {k: v for k, v in with_tiers.items() if k != "tiers"} == {k: v for k, v in without.items() if k != "tiers"}
+    assert [(t["name"], t["t_pass"], t["recall_target"]) for t in with_tiers["tiers"]] == [
+        ("severe", None, None),
+        ("minor", None, None),
+    ]
+    assert with_tiers["auto_pass_share"]["value"] == pytest.approx(0.5)  # rows 0-4 on risk < 0.05
+
+
+def test_what_if_thresholds_on_a_tiered_policy() -> None:
+    policy = _tiered_policy(t_pass=0.95, t_block=0.99)  # tiered: the overall t_pass only backs the tiers up
+    lower_block = with_thresholds(policy, ["severe", "minor"], t_block=0.5)
+    assert lower_block.t_pass < 0.5 == lower_block.t_block and lower_block.tier_pass == TIER_PASS
+    assert lower_block.version == "what-if"
+    one_tier = with_thresholds(policy, ["severe", "minor"], tier_pass={"severe": 0.001})
+    assert one_tier.tier_pass == {"severe": 0.001, "minor": 0.05} and one_tier.t_pass == policy.t_pass
+    with pytest.raises(ValueError, match="^tier_pass: unknown tiers"):
+        with_thresholds(policy, ["severe", "minor"], tier_pass={"gone": 0.1})
+    with pytest.raises(ValueError, match="^tier_pass: .*not tiered"):
+        with_thresholds(policy, [], tier_pass={"severe": 0.1})
+    untiered = _tiered_policy(t_pass=0.6, t_block=0.99, tier_pass={})
+    with pytest.raises(ValueError, match="^t_block: t_pass 0.6 must be below t_block 0.5"):
+        with_thresholds(untiered, [], t_block=0.5)  # an untiered pair is never moved for the person
+    assert parse_tier_threshold("severe:0.004") == ("severe", 0.004)
+    for bad in ("severe", "sev ere:0.1", "severe:x", "severe:1", "severe:nan", ":0.1"):
+        with pytest.raises(ValueError):
+            parse_tier_threshold(bad)

@@ -1,4 +1,5 @@
-"""`/v1/simulate`: the CLI's numbers, target mode, validation, auth, the curve, and the page shell."""
+"""`/v1/simulate`: the CLI's numbers, target mode, validation, auth, the curve, the page shell, the headline
+and, on a tiered bundle, per-tier thresholds and outcomes."""
 
 from __future__ import annotations
 
@@ -226,3 +227,83 @@ def test_page_shell_loads_without_a_key_and_only_from_the_service(serve) -> None
     assert "http://" not in page.text and "https://" not in page.text
     assert "https://" not in script.text
     assert "sessionStorage" in script.text
+
+
+def test_untiered_bundle_has_a_headline_and_no_tiers(serve) -> None:
+    with serve() as api:
+        body = api.client.get("/v1/simulate", headers=api.headers("read")).json()
+        context = api.client.get("/v1/simulate/context", headers=api.headers("read")).json()
+        refused = api.client.get("/v1/simulate", params={"tier_pass": "severe:0.01"}, headers=api.headers("read"))
+    headline = body["headline"]
+    assert headline["auto_decided_share"]["value"] == pytest.approx(1 - body["queue_share"]["value"])
+    assert headline["fte_saved"]["value"] == pytest.approx(headline["fte_review_all"]["value"] - body["fte"]["value"])
+    assert body["tiers"] == [] and context["tiers"] == []
+    assert refused.status_code == 422
+    assert [d["field"] for d in refused.json()["detail"]] == ["tier_pass"]
+    assert "not tiered" in refused.text
+
+
+def test_tiered_bundle_reports_each_tier_as_simulate_policy_does(serve, tiered_bundle_dir: Path) -> None:
+    from decision.simulate import simulate_policy
+
+    reference = _reference(tiered_bundle_dir)
+    policy = load_policy(tiered_bundle_dir)
+    assert policy.tier_pass  # the fixture's policy is tiered
+    expected = simulate_policy(reference, policy, daily_volume=50_000).to_dict()
+    with serve(bundle=str(tiered_bundle_dir)) as api:
+        body = api.client.get("/v1/simulate", params={"daily_volume": 50_000}, headers=api.headers("read")).json()
+        context = api.client.get("/v1/simulate/context", headers=api.headers("read")).json()
+    assert body["policy"] == policy.version
+    assert _result_part(body) == expected
+    assert sorted(t["name"] for t in body["tiers"]) == sorted(policy.tier_pass)
+    for tier in body["tiers"]:
+        assert tier["t_pass"] == policy.tier_pass[tier["name"]]
+        assert tier["recall_target"] == policy.targets["recall"][tier["name"]]
+        assert tier["n_violations"] == int(((reference["tier"] == tier["name"]) & (reference["label"] == 1)).sum())
+    assert context["policy"]["tier_pass"] == policy.tier_pass
+    assert [(t["name"], t["t_pass"], t["recall_target"]) for t in context["tiers"]] == [
+        (t["name"], t["t_pass"], t["recall_target"]) for t in body["tiers"]
+    ]
+
+
+def test_a_what_if_on_a_tiered_policy_moves_the_named_tier_only(serve, tiered_bundle_dir: Path) -> None:
+    from decision.simulate import simulate_policy, with_thresholds
+
+    reference = _reference(tiered_bundle_dir)
+    policy = load_policy(tiered_bundle_dir)
+    first, *others = list(policy.tier_pass)
+    changed = {**policy.tier_pass, first: 0.5 * policy.tier_pass[first]}
+    what_if = with_thresholds(policy, list(policy.tier_pass), t_block=0.8, tier_pass={first: changed[first]})
+    assert what_if.tier_pass == changed and what_if.t_pass < 0.8  # the overall t_pass follows t_block down
+    expected = simulate_policy(reference, what_if).to_dict()
+    params = {"tier_pass": f"{first}:{changed[first]!r}", "t_block": 0.8}
+    with serve(bundle=str(tiered_bundle_dir)) as api:
+        got = api.client.get("/v1/simulate", params=params, headers=api.headers("read"))
+        posted = api.client.post(
+            "/v1/simulate", json={**params, "tier_pass": [params["tier_pass"]]}, headers=api.headers("read")
+        )
+        in_force = api.client.get("/v1/simulate", headers=api.headers("read")).json()
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["policy"] == "what-if" and posted.json() == body
+    assert _result_part(body) == expected
+    tiers = {t["name"]: t for t in body["tiers"]}
+    assert tiers[first]["t_pass"] == changed[first]
+    assert all(tiers[name]["t_pass"] == policy.tier_pass[name] for name in others)  # kept as in force
+    assert body["auto_pass_share"]["value"] <= in_force["auto_pass_share"]["value"]
+
+
+@pytest.mark.parametrize(
+    "tier_pass",
+    [["severe"], ["severe:x"], ["severe:1.5"], ["severe:nan"], ["no_such_tier:0.1"], ["severe:0.1", "severe:0.2"]],
+)
+def test_invalid_tier_thresholds_are_422_naming_tier_pass(serve, tiered_bundle_dir: Path, tier_pass: list[str]) -> None:
+    with serve(bundle=str(tiered_bundle_dir)) as api:
+        got = api.client.get("/v1/simulate", params={"tier_pass": tier_pass}, headers=api.headers("read"))
+        posted = api.client.post("/v1/simulate", json={"tier_pass": tier_pass}, headers=api.headers("read"))
+        targets = api.client.post(
+            "/v1/simulate", json={"recall": 0.95, "tier_pass": ["severe:0.01"]}, headers=api.headers("read")
+        )
+    for response in (got, posted, targets):
+        assert response.status_code == 422, response.text
+        assert [d["field"] for d in response.json()["detail"]] == ["tier_pass"], response.text

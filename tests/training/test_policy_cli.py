@@ -110,3 +110,59 @@ def test_cli_simulate_json_table_and_sweep(tmp_path: Path) -> None:
     assert table.exit_code == 0, table.output
     assert "reviewer-hours/day" in table.output
     assert (tmp_path / "sweep" / "curve.csv").is_file() and (tmp_path / "sweep" / "curve.png").is_file()
+
+
+def test_cli_simulate_tiered_prints_the_headline_first_then_tiers(tmp_path: Path) -> None:
+    from decision.simulate import simulate_policy
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    rng = np.random.default_rng(5)
+    n = 6000
+    risk = rng.beta(0.5, 3, n)
+    label = (rng.random(n) < risk).astype(int)
+    tier = np.where(label == 1, rng.choice(["severe", "minor"], n), "")
+    reference = pd.DataFrame(
+        {
+            "risk": risk,
+            "label": label,
+            "tier": tier,
+            "risk_severe": np.clip(risk * np.where(tier == "severe", 1.0, 0.4), 0, 1),
+            "risk_minor": np.clip(risk * np.where(tier == "minor", 1.0, 0.4), 0, 1),
+            "review_seconds": 45.0,
+        }
+    )
+    reference.to_parquet(bundle / "reference.parquet")
+    policy = Policy(
+        version="policy-20250101T000000-1",
+        t_pass=0.5,
+        t_block=0.95,
+        qa_sample_rate=0.0,
+        tier_pass={"severe": 0.02, "minor": 0.05},
+        targets={"recall": {"severe": 0.99, "minor": 0.9}, "block_precision": 0.95},
+    )
+    save_policy(bundle, policy)
+    runner = CliRunner()
+    shown = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--daily-volume", "2000"])
+    assert shown.exit_code == 0, shown.output
+    text = shown.output
+    assert text.index("decided automatically") < text.index("by violation tier") < text.index("reviewer-hours/day")
+    assert "FTE saved vs reviewing all" in text and "severe" in text and "0.99" in text
+
+    data = json.loads(
+        runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", "--daily-volume", "2000"]).output
+    )
+    expected = simulate_policy(reference, policy, daily_volume=2000).to_dict()
+    assert data["headline"] == expected["headline"] and data["tiers"] == expected["tiers"]
+    assert [(t["name"], t["recall_target"], t["t_pass"]) for t in data["tiers"]] == [
+        ("severe", 0.99, 0.02),
+        ("minor", 0.9, 0.05),
+    ]
+
+    moved = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", "--tier-pass", "severe:0.001"])
+    assert moved.exit_code == 0, moved.output
+    tiers = {t["name"]: t for t in json.loads(moved.output)["tiers"]}
+    assert (tiers["severe"]["t_pass"], tiers["minor"]["t_pass"]) == (0.001, 0.05)
+    for bad in ("severe", "severe:2", "gone:0.1"):
+        refused = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--tier-pass", bad])
+        assert refused.exit_code == 2 and "tier" in refused.output, refused.output
