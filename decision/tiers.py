@@ -8,14 +8,19 @@ Guarantee. With confidence 1 - delta, simultaneously: for every tier k, recall_k
 listings, and block precision >= P.
 
 Proof sketch.
-* Tier k alone (Angelopoulos et al., "Conformal Risk Control", 2022, and the order-statistic argument
-  of `decision.guarantees`): among the n_k calibration violations of tier k, sorted by r_k, take
-  t_k = r_(k*+1) with k* = max{j : BinomCDF(j; n_k, 1 - R_k) <= alpha_k}. For a new tier-k violation
-  exchangeable with them, P(r_k < t_k) = F_k(r_(k*+1)) ~ Beta(k*+1, n_k - k*), so
-  P(miss rate of {r_k < t_k} > 1 - R_k) = BinomCDF(k*; n_k, 1 - R_k) <= alpha_k.
-  The listings actually auto-passed are a subset of {r_k < t_k} (the other tiers, the block threshold
-  and review rules only remove passes), so tier k's true miss rate is at most that of {r_k < t_k}:
-  the bound carries over to the routing whatever the other tiers' thresholds are.
+* One pass score for every tier: s = max_k r_k / (1 - R_k), and the thresholds t_k = u (1 - R_k), so
+  "every tier's risk below its t_pass" is "s < u" (`certify_joint`).
+* Tier k (the order-statistic argument of `decision.guarantees`; Angelopoulos et al., "Conformal Risk
+  Control", 2022): among the n_k certification violations of tier k, sorted by s, take
+  u_k = s_(k*+1) with k* = max{j : BinomCDF(j; n_k, 1 - R_k) <= alpha_k}. For a new tier-k violation
+  exchangeable with them, P(s < u_k) = F_k(s_(k*+1)) ~ Beta(k*+1, n_k - k*), so
+  P(miss rate of {s < u_k} > 1 - R_k) = BinomCDF(k*; n_k, 1 - R_k) <= alpha_k.
+  The shipped u = min_j u_j <= u_k, and the listings actually auto-passed are a subset of {s < u}
+  (the block threshold and review rules only remove passes), so tier k's true miss rate is at most
+  that of {s < u_k}: each tier's bound holds whatever the other tiers' thresholds are. A tier's
+  violations held back by another tier's risk count for it, which certifying each tier on its own
+  risk would not allow, so the thresholds rise higher for the same guarantee. With one tier, s is a
+  monotone map of the risk and this is exactly the untiered order statistic.
 * Block precision: fixed-sequence testing on the overall risk at level alpha_block
   (`decision.guarantees.certify_block`), unchanged. A block is right when the listing violates any
   tier: a wrongful block hurts a good merchant the same whatever type was suspected, so there is one
@@ -160,6 +165,38 @@ def certify_tier(risk: np.ndarray, violating: np.ndarray, recall: float, alpha: 
     return float(ranked[k]), k
 
 
+def pass_score(tier_risk: np.ndarray, recalls: np.ndarray) -> np.ndarray:
+    """s = max_k r_k / (1 - R_k): a listing is passed at level u when s < u, i.e. when every tier's risk is
+    below u (1 - R_k). Thresholds grow in proportion to each tier's allowed miss rate."""
+    return (np.asarray(tier_risk, dtype=np.float64) / (1.0 - np.asarray(recalls, dtype=np.float64))).max(axis=1)
+
+
+def certify_joint(
+    tier_risk: np.ndarray, tier_index: np.ndarray, recalls: np.ndarray, alpha: float
+) -> tuple[np.ndarray, list[int | None]]:
+    """Tier thresholds t_k = u (1 - R_k) at the highest u certified for every tier at once.
+
+    One score s = max_k r_k / (1 - R_k) orders the listings; passing s < u gives nested pass sets. For
+    each tier k, u_k = the (k*_k + 1)-th smallest s among its violations is the order-statistic
+    threshold of `decision.guarantees` for that tier on the score s, valid at alpha. Taking
+    u = min_k u_k only passes fewer listings, so every tier's statement holds at once (each at alpha,
+    Bonferroni over tiers). Unlike certifying each tier on its own risk, a tier's violations that
+    another tier already holds back do not count against it, so the thresholds can rise higher.
+    Returns (t_pass per tier, k*_k per tier (None: the tier cannot be certified with its rows)).
+    """
+    score = pass_score(tier_risk, recalls)
+    stops, orders = [], []
+    for k, recall in enumerate(recalls):
+        own = np.sort(score[tier_index == k])
+        order = pass_order_index(len(own), float(recall), alpha)
+        orders.append(order)
+        stops.append(float(own[order]) if order is not None else 0.0)
+    if any(order is None for order in orders):
+        return np.zeros(len(recalls)), orders
+    u = min(stops)
+    return np.minimum(u * (1.0 - np.asarray(recalls, dtype=np.float64)), np.nextafter(1.0, 0.0)), orders
+
+
 @dataclass(frozen=True)
 class TieredChoice:
     """Certified thresholds for every tier and the block threshold, with their routing on these rows."""
@@ -196,11 +233,11 @@ def certify_tiers(
     t_pass, t_block = ordered_pair(t_block, t_block)  # passing is limited by the tiers, not the overall risk
     tier_col = reference["tier"].to_numpy(dtype=object)
     tier_risk = np.column_stack([reference[risk_column(t.name)].to_numpy(dtype=np.float64) for t in tiers])
-    thresholds = [
-        certify_tier(reference[risk_column(tier.name)].to_numpy(), tier_col == tier.name, tier.recall, alpha_tier)
-        for tier in tiers
-    ]
-    tier_pass = np.array([t for t, _ in thresholds], dtype=np.float64)
+    index = np.full(len(tier_col), -1)
+    for k, tier in enumerate(tiers):
+        index[tier_col == tier.name] = k
+    tier_pass, orders = certify_joint(tier_risk, index, np.array([t.recall for t in tiers]), alpha_tier)
+    thresholds = list(zip(tier_pass.tolist(), orders, strict=True))
     codes = route(
         reference["risk"].to_numpy(dtype=np.float64), t_pass, t_block, tier_risk=tier_risk, tier_pass=tier_pass
     )

@@ -65,7 +65,8 @@ def reference(
 
 @dataclass
 class Coverage:
-    """Per replicate: is each tier's true recall below target (routed, and on r_k < t_k alone), is the true
+    """Per replicate: is each tier's true recall below target (routed; and, for information only, on
+    r_k < t_k alone), is the true
     block precision below target, and the true auto-pass / auto-block shares."""
 
     tier_fails: list[np.ndarray]
@@ -119,8 +120,9 @@ class Coverage:
         assert failures["joint"] <= allowed_failures(reps, DELTA), failures
         assert failures["block"] <= allowed_failures(reps, ALPHA_BLOCK), failures
         for tier in TIERS:
-            assert failures[tier.name] <= failures[f"{tier.name} alone"], failures  # routing only removes passes
-            assert failures[f"{tier.name} alone"] <= allowed_failures(reps, ALPHA_TIER), failures
+            # the statement certified is the routed one (every tier's threshold together); a tier's own
+            # threshold alone is not guaranteed: other tiers hold back some of its violations
+            assert failures[tier.name] <= allowed_failures(reps, ALPHA_TIER), failures
         assert np.median(self.pass_share) > min_pass_share
         assert np.median(self.block_share) > min_block_share
 
