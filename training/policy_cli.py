@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +26,7 @@ from decision.simulate import (
     with_thresholds,
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
+from features.config import DataConfig, Tier
 from training.plots import plot_curve
 
 console = Console()
@@ -62,10 +64,25 @@ def thresholds(
     cost_review: Annotated[float | None, typer.Option(min=0, help="cost of one review (cost mode)")] = None,
     cost_miss: Annotated[float | None, typer.Option(min=0, help="cost of a missed violation")] = None,
     cost_wrong_block: Annotated[float | None, typer.Option(min=0, help="cost of a wrongful block")] = None,
+    tier_recall: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="tiered bundle: a tier's recall target, 'tier:recall' (repeatable; others keep the config's)"
+        ),
+    ] = None,
+    single_tier: Annotated[
+        bool, typer.Option("--single-tier", help="tiered bundle: one --recall target over every violation")
+    ] = False,
 ) -> None:
-    """Choose guaranteed thresholds on the bundle's reference set and save them as a new policy version."""
+    """Choose guaranteed thresholds on the bundle's reference set and save them as a new policy version.
+
+    On a tiered bundle, guarantee mode certifies every tier's recall target (the data config's, or
+    --tier-recall) and the block precision together; --single-tier, capacity and cost modes use the
+    overall risk alone."""
     bundle_dir, reference = _load_reference(bundle)
     try:
+        plain = single_tier or any(v is not None for v in (capacity_hours, cost_review, cost_miss, cost_wrong_block))
+        tiers = () if plain else _bundle_tiers(bundle_dir, reference, tier_recall or [])
         result = choose_policy_thresholds(
             reference,
             recall=recall,
@@ -77,6 +94,7 @@ def thresholds(
             cost_review=cost_review,
             cost_miss=cost_miss,
             cost_wrong_block=cost_wrong_block,
+            tiers=tiers,
         )
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
@@ -99,6 +117,26 @@ def thresholds(
     save_policy(bundle_dir, policy, signing_key_from_env())
     console.print(result.message)
     console.print(f"saved policy [bold]{policy.version}[/] to {bundle_dir}")
+
+
+def _bundle_tiers(bundle_dir: Path, reference: pd.DataFrame, overrides: list[str]) -> tuple[Tier, ...]:
+    """The bundle's tiers with --tier-recall overrides; () for an untiered bundle (overrides refused)."""
+    config_file = bundle_dir / "data_config.yaml"
+    if not config_file.is_file():
+        if overrides:
+            raise ValueError(f"--tier-recall: bundle {bundle_dir} has no data config, so no tiers")
+        return ()
+    config = DataConfig.from_dict(yaml.safe_load(config_file.read_text()), origin=str(config_file))
+    tiers = config.tiers if config.tiered and "tier" in reference else ()
+    recalls = {}
+    for item in overrides:
+        name, value = parse_tier_threshold(item)
+        if name not in {t.name for t in tiers}:
+            raise ValueError(f"--tier-recall {item!r}: the bundle's tiers are {[t.name for t in tiers] or 'none'}")
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"--tier-recall {item!r}: recall must be strictly between 0 and 1")
+        recalls[name] = value
+    return tuple(Tier(t.name, t.reasons, recalls.get(t.name, t.recall)) for t in tiers)
 
 
 def simulate(
@@ -200,7 +238,12 @@ def _threshold_table(result: ThresholdResult) -> Table:
         f"thresholds ({result.mode})" + ("" if result.feasible else " - [red]targets not met[/]"),
     )
     for key, value in result.targets.items():
-        table.add_row(f"target {key}", f"{value:g}")
+        if isinstance(value, dict):  # tiered: recall per tier
+            table.add_row(f"target {key}", ", ".join(f"{k} {v:g}" for k, v in value.items()))
+        elif isinstance(value, (int, float)):
+            table.add_row(f"target {key}", f"{value:g}")
+        else:
+            table.add_row(f"target {key}", str(value))
     if result.segments:
         table.add_row("segments", f"{len(result.segments)} by {result.segment_by}")
     if result.segment_report:

@@ -166,3 +166,25 @@ def test_cli_simulate_tiered_prints_the_headline_first_then_tiers(tmp_path: Path
     for bad in ("severe", "severe:2", "gone:0.1"):
         refused = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--tier-pass", bad])
         assert refused.exit_code == 2 and "tier" in refused.output, refused.output
+
+
+def test_cli_thresholds_on_a_tiered_bundle_certifies_every_tier(bundle_dir: Path, tmp_path: Path) -> None:
+    """The session bundle is tiered: --tier-recall changes one tier's target, the others keep the config's,
+    and the new policy carries a threshold per tier; an unknown tier is refused naming it."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)
+    result = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(bundle), "--tier-recall", "minor:0.8"])
+    assert result.exit_code in (0, 1), result.output
+    assert "thresholds (tiered)" in result.output and "severe 0.99, minor 0.8" in result.output
+    if result.exit_code == 0:
+        policy = load_policy(bundle)
+        assert set(policy.tier_pass) == {"severe", "minor"}
+        assert policy.targets["recall"] == {"severe": 0.99, "minor": 0.8}
+    refused = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(bundle), "--tier-recall", "nosuch:0.9"])
+    assert refused.exit_code == 2 and "nosuch" in refused.output
+
+    single = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(bundle), "--single-tier", "--recall", "0.9"])
+    assert single.exit_code in (0, 1), single.output
+    assert "thresholds (guarantee)" in single.output
