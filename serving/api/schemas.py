@@ -155,6 +155,19 @@ class ScoredItem(BaseModel):
     t_block: float | None
     request_id: str | None
     statement_of_reasons: dict[str, Any] | None
+    tier_risk: dict[str, float] | None = Field(
+        default=None,
+        description="Calibrated probability of a violation of each tier (e.g. severe, minor) on a tiered model; "
+        "null for an untiered model or an unscored listing. A listing auto-passes only when every tier's risk "
+        "is below that tier's t_pass.",
+        examples=[{"severe": 0.004, "minor": 0.02}],
+    )
+    decision_tier: str | None = Field(
+        default=None,
+        description="The tier behind the decision: for auto_block the likeliest violation type, for "
+        "human_review the tier furthest above its t_pass; null for auto_pass, unscored or untiered.",
+        examples=["severe"],
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="What the caller should know about how the listing was scored, e.g. a category the "
@@ -186,6 +199,8 @@ def scored_item(record: DecisionRecord, warnings: Sequence[str] = ()) -> dict[st
         "t_block": record.t_block,
         "request_id": record.request_id,
         "statement_of_reasons": record.statement_of_reasons,
+        "tier_risk": record.tier_risk,
+        "decision_tier": record.decision_tier,
         "warnings": list(warnings),
     }
 
