@@ -20,7 +20,7 @@ from serving.store import Store
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "reference.parquet"
-_THRESHOLD_FIELDS = {"t_pass", "t_block", "segment_by", "segments"}
+_THRESHOLD_FIELDS = {"t_pass", "t_block", "segment_by", "segments", "tier_pass"}
 
 
 def load_engine(
@@ -106,10 +106,13 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, ver
     """The current policy with `changes` (only the fields a client sent), validated, as `version`.
 
     Thresholds set by hand clear the targets and guarantee that were certified for the old ones: the
-    policy then says 'hand_set, not certified' (`Policy.guarantee_state`).
-    Raises ValueError("<field>: <problem>") for anything invalid, including unknown segments.
+    policy then says 'hand_set, not certified' (`Policy.guarantee_state`). `tier_pass` changes the tiers
+    it names and keeps the others' thresholds (a tier left without one would pass nothing).
+    Raises ValueError("<field>: <problem>") for anything invalid, including unknown segments and tiers.
     """
     raw = current.to_dict()
+    if changes.get("tier_pass") is not None:
+        changes = {**changes, "tier_pass": {**current.tier_pass, **_known_tiers(changes["tier_pass"], bundle)}}
     if "segment_by" in changes and changes["segment_by"] != current.segment_by and "segments" not in changes:
         raw["segments"] = {}  # the old per-segment pairs were keyed by another column
     raw.update({k: v for k, v in changes.items() if v is not None or k == "segment_by"})
@@ -130,6 +133,16 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, ver
     if policy.segment_by or policy.segments:
         _check_segments(policy, bundle)
     return policy
+
+
+def _known_tiers(tier_pass: dict[str, float], bundle: Bundle) -> dict[str, float]:
+    names = bundle.tier_names
+    if not names:
+        raise ValueError("tier_pass: this bundle has no violation tiers (its model scores one overall risk)")
+    unknown = sorted(set(tier_pass) - set(names))
+    if unknown:
+        raise ValueError(f"tier_pass: unknown tiers {unknown} (this bundle's tiers: {names})")
+    return tier_pass
 
 
 def _check_segments(policy: Policy, bundle: Bundle) -> None:
