@@ -329,7 +329,8 @@ def _tier_fields(
     codes: np.ndarray, tier_risk: np.ndarray | None, tier_pass: np.ndarray | None, tier_names: list[str], n: int
 ) -> tuple[list[dict[str, float] | None], list[str | None]]:
     """Per listing, its {tier: risk} (None where a tier risk is missing) and the name of the tier behind
-    its decision (`decision.policy.driving_tier`; None for a pass, an unscored listing or no tiers)."""
+    its decision (`decision.policy.driving_tier`; None for a pass, an unscored listing or no tiers; the
+    highest tier risk when the policy sets no tier thresholds)."""
     if tier_risk is None or not tier_names:
         return [None] * n, [None] * n
     tier_risk = np.asarray(tier_risk, dtype=np.float64)
@@ -337,6 +338,8 @@ def _tier_fields(
     rows = np.clip(tier_risk, 0.0, 1.0).tolist()
     risks = [dict(zip(tier_names, row, strict=True)) if ok else None for row, ok in zip(rows, complete, strict=True)]
     names = [*tier_names, None]  # index -1 (no tier) -> None
+    if tier_pass is None:  # a policy without tier thresholds: the likeliest tier still names a block's type
+        tier_pass = np.ones(len(tier_names))
     driver = driving_tier(codes, tier_risk, tier_pass).tolist()
     return risks, [names[k] if ok else None for k, ok in zip(driver, complete, strict=True)]
 

@@ -8,18 +8,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bundle.load import Bundle
 from bundle.manifest import BundleError, resolve_bundle
 from bundle.policies import next_policy_version
-from decision.policy import HAND_SET, Policy
+from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, HAND_SET, Policy, route
+from decision.rules import match_rules
+from decision.tiers import frame_tier_risk
 from serving.engine import DecisionEngine
 from serving.store import Store
 
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "reference.parquet"
+REVIEW_WARNING_SHARE = 0.9  # above this share to human review, `triage serve` warns at start-up
 _THRESHOLD_FIELDS = {"t_pass", "t_block", "segment_by", "segments", "tier_pass"}
 
 
@@ -184,3 +188,46 @@ def rules_with_change(current: Policy, name: str, rule: dict[str, Any] | None, m
     else:
         rules[index] = {**(rules[index] if merge else {}), **rule, "name": name}
     return rules
+
+
+def reference_routing(bundle: Bundle, policy: Policy) -> dict[str, float]:
+    """Shares of the bundle's reference rows (its calibration split) that `policy` auto-passes, sends to
+    human review and auto-blocks: rules, per-segment thresholds and every tier's risk, through `route`
+    exactly as the evaluation and the service route. No QA sample (it only relabels automated items)."""
+    reference = pd.read_parquet(bundle.path / REFERENCE_FILE)
+    if policy.segment_by and policy.segment_by in reference:
+        t_pass, t_block = policy.thresholds_for(reference[policy.segment_by].astype(str).to_numpy())
+    else:
+        t_pass, t_block = np.full(len(reference), policy.t_pass), np.full(len(reference), policy.t_block)
+    rule_block, rule_review, _ = match_rules(reference, policy.rules)
+    names = bundle.tier_names
+    tier_risk, tier_pass = frame_tier_risk(reference, names), policy.tier_pass_vector(names)
+    risk = reference["risk"].to_numpy(dtype=np.float64)
+    codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
+    n = max(len(codes), 1)
+    return {
+        "rows": float(len(codes)),
+        "auto_pass": float((codes == CODE_PASS).sum() / n),
+        "human_review": float((codes == CODE_REVIEW).sum() / n),
+        "auto_block": float((codes == CODE_BLOCK).sum() / n),
+    }
+
+
+def routing_report(bundle: Bundle, policy: Policy) -> list[str]:
+    """What `triage serve` prints at start-up: the policy in force's routing split on the reference rows,
+    and a warning when nearly everything would go to people, with the reason the policy gives."""
+    split = reference_routing(bundle, policy)
+    tiers = f", tier t_pass {policy.tier_pass}" if policy.tier_pass else ""
+    lines = [
+        f"policy {policy.version} ({policy.guarantee_state}{tiers}) on the bundle's {int(split['rows']):,} "
+        f"reference listings: auto-pass {split['auto_pass']:.1%}, human review {split['human_review']:.1%}, "
+        f"auto-block {split['auto_block']:.1%}"
+    ]
+    if split["human_review"] > REVIEW_WARNING_SHARE:
+        why = policy.guarantee.get("message") or "no record of what the thresholds guarantee"
+        lines.append(
+            f"WARNING: {split['human_review']:.0%} of listings go to human review: the policy saves almost no "
+            f"review work. Its thresholds are {policy.guarantee_state}: {why}. Retrain on more labelled data, "
+            "lower the targets (`triage thresholds`), or set thresholds through PUT /v1/policy."
+        )
+    return lines

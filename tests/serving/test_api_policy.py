@@ -54,7 +54,10 @@ def test_a_policy_change_is_versioned_persisted_audited_and_applied(serve, own_b
     assert {s["policy_version"] for s in scored} == {after["version"]}
     for item in scored:
         if not item["rules_matched"]:
-            expected = "auto_pass" if item["risk"] < 0.4 else "auto_block" if item["risk"] >= 0.6 else "human_review"
+            # a tiered policy passes a listing only when, besides, every tier's risk is under its t_pass
+            tiers_pass = all(r < after["tier_pass"][name] for name, r in (item["tier_risk"] or {}).items())
+            passes = item["risk"] < 0.4 and tiers_pass
+            expected = "auto_pass" if passes else "auto_block" if item["risk"] >= 0.6 else "human_review"
             assert item["decision"] == expected
     assert history[0]["actor"] == "admin-key"
     assert (history[0]["old_version"], history[0]["new_version"]) == (before["version"], after["version"])
