@@ -103,12 +103,16 @@ def test_an_invalid_policy_is_a_422_naming_the_field_and_changes_nothing(
     assert load_policy(own_bundle).to_dict() == before
 
 
+OPEN_TIERS = {"severe": 0.999, "minor": 0.999}  # the session bundle's tiers, each passing nearly everything
+
+
 def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) -> None:
     categories = pd.read_parquet(own_bundle / "reference.parquet", columns=["category"])["category"].unique()
     strict, other = str(categories[0]), str(categories[1])
     body = {
         "t_pass": 0.999,
         "t_block": 1.0,
+        "tier_pass": OPEN_TIERS,  # a tiered policy passes only under every tier's t_pass too
         "qa_sample_rate": 0.0,
         "rules": [],
         "segment_by": "category",
@@ -126,7 +130,8 @@ def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) 
 
 def test_a_policy_swap_under_load_changes_decisions_without_a_failed_request(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
-        assert put_policy(api, {"t_pass": 0.999, "t_block": 1.0, "qa_sample_rate": 0.0, "rules": []}).status_code == 200
+        body = {"t_pass": 0.999, "t_block": 1.0, "tier_pass": OPEN_TIERS, "qa_sample_rate": 0.0, "rules": []}
+        assert put_policy(api, body).status_code == 200
         old_version = api.app.state.engine.policy.version
         stop = threading.Event()
         results: list[tuple[int, dict]] = []

@@ -15,6 +15,8 @@ from decision.rules import match_rules
 from tests.serving.conftest import listing_json
 
 ITEM_FIELDS = {
+    "tier_risk",
+    "decision_tier",
     "decision_id",
     "listing_id",
     "decision",

@@ -39,6 +39,12 @@ def records_of(listings: pd.DataFrame, bundle: Bundle) -> list[dict[str, Any]]:
     return listings[bundle.config.listing_columns].to_dict("records")
 
 
+def scores_of(bundle: Bundle, listings: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    risk, tier_risk = bundle.scores(listings[bundle.config.listing_columns])
+    assert tier_risk is not None and tier_risk.shape == (len(listings), len(bundle.tier_names))
+    return risk, tier_risk
+
+
 def tier_policy(bundle: Bundle, risk: np.ndarray, tier_risk: np.ndarray) -> Policy:
     """A policy whose tier thresholds decide a good share of passes: each tier's t_pass at its median
     risk, the overall t_pass above every risk (so only the tiers hold listings back), no QA sample."""
@@ -55,14 +61,14 @@ def test_the_session_bundle_is_tiered(bundle: Bundle) -> None:
 
 
 def test_a_tiered_engine_routes_as_the_evaluation_routes_the_same_rows(bundle: Bundle, listings: pd.DataFrame) -> None:
-    risk, tier_risk = bundle.scores(listings[bundle.config.listing_columns])
-    assert tier_risk is not None and tier_risk.shape == (len(listings), 2)
+    risk, tier_risk = scores_of(bundle, listings)
     policy = tier_policy(bundle, risk, tier_risk)
     engine = DecisionEngine.from_bundle(bundle, policy=policy, seed=0)
     records = records_of(listings, bundle)
     scores = engine.score(records)
     decided = engine.decide(records, scores)
 
+    assert scores.tier_risk is not None
     np.testing.assert_allclose(scores.tier_risk, tier_risk, atol=1e-9)
     rule_block, rule_review, _ = match_rules(listings, policy.rules)
     tier_pass = policy.tier_pass_vector(bundle.tier_names)
@@ -82,7 +88,7 @@ def test_a_tiered_engine_routes_as_the_evaluation_routes_the_same_rows(bundle: B
 
 
 def test_decisions_carry_each_tier_risk_and_the_tier_behind_them(bundle: Bundle, listings: pd.DataFrame) -> None:
-    risk, tier_risk = bundle.scores(listings[bundle.config.listing_columns])
+    risk, tier_risk = scores_of(bundle, listings)
     policy = tier_policy(bundle, risk, tier_risk)
     engine = DecisionEngine.from_bundle(bundle, policy=policy, seed=0)
     records = records_of(listings, bundle)
@@ -98,7 +104,8 @@ def test_decisions_carry_each_tier_risk_and_the_tier_behind_them(bundle: Bundle,
     blocks = [r for r in decided if r.decision == "auto_block"]
     assert (codes == CODE_BLOCK).any() and blocks
     for record in blocks:
-        tier = max(record.tier_risk, key=record.tier_risk.get)  # type: ignore[arg-type]
+        assert record.tier_risk is not None
+        tier = max(record.tier_risk, key=lambda name: record.tier_risk[name])  # type: ignore[index]
         assert record.decision_tier == tier
         assert f"likeliest violation type: {tier}" in record.statement_of_reasons["facts_and_circumstances"]  # type: ignore[index]
     reviewed = [r for r in decided if r.decision == "human_review"]
