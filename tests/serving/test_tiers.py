@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import MetaData, Table, create_engine, inspect
 
 from bundle.load import Bundle
 from decision.policy import CODE_BLOCK, CODE_PASS, DECISIONS, Policy, driving_tier, route
@@ -19,8 +20,9 @@ from decision.tiers import risk_column
 from serving.api.schemas import scored_item
 from serving.engine import SCORING_ERROR, DecisionEngine
 from serving.models import reference_routing, routing_report
-from serving.store import Store
-from tests.serving.conftest import listing_json, make_decision
+from serving.store import Store, schema
+from tests.serving.conftest import FakeClock, listing_json, make_decision, store_opener
+from tests.serving.test_store_layout import _columns_of, as_row, write_rows
 from training.evaluate import evaluate_scores
 
 
@@ -177,6 +179,37 @@ def test_the_decision_log_keeps_tier_risk_and_decision_tier(store: Store) -> Non
     queued = {item.decision_id: item.decision for item in store.claim("reviewer-1", n=10)}
     assert queued[tiered.decision_id].tier_risk == tiered.tier_risk
     assert queued[tiered.decision_id].decision_tier == "severe"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def old_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'before-tiers.db'}"
+
+
+def test_a_log_from_before_tiers_gains_the_tier_columns(old_url: str, clock: FakeClock) -> None:
+    tier_columns = {"tier_risk", "decision_tier"}
+    metadata = MetaData()
+    decisions = Table("decisions", metadata, *(c for c in _columns_of(schema.decisions) if c.name not in tier_columns))
+    for table in (schema.queue, schema.reviews, schema.api_keys, schema.policy_audit):
+        table.to_metadata(metadata)
+    engine = create_engine(old_url)
+    metadata.create_all(engine)
+    engine.dispose()
+    old = make_decision(listing_id="L-old", decided_at=clock.now, received_at=clock.now)
+    write_rows(old_url, decisions, [{k: v for k, v in as_row(old).items() if k not in tier_columns}])
+
+    with store_opener(old_url, None, clock) as open_store:
+        store = open_store()  # init_schema adds the columns
+        new = make_decision(tier_risk={"severe": 0.5, "minor": 0.25}, decision_tier="severe")
+        store.record_decisions([new])
+        assert store.get_decision(old.decision_id) == old  # tier fields None
+        stored = store.get_decision(new.decision_id)
+        assert stored is not None and stored.tier_risk == new.tier_risk and stored.decision_tier == "severe"
+        engine = create_engine(old_url)
+        assert tier_columns <= {c["name"] for c in inspect(engine).get_columns("decisions")}
+        engine.dispose()
 
 
 def test_a_record_refuses_a_tier_risk_that_is_no_probability() -> None:
