@@ -217,7 +217,9 @@ def routing_report(bundle: Bundle, policy: Policy) -> list[str]:
     """What `triage serve` prints at start-up: the policy in force's routing split on the reference rows,
     and a warning when nearly everything would go to people, with the reason the policy gives."""
     split = reference_routing(bundle, policy)
-    tiers = f", tier t_pass {policy.tier_pass}" if policy.tier_pass else ""
+    tiers = (
+        ", tier t_pass " + ", ".join(f"{k} {v:.4g}" for k, v in policy.tier_pass.items()) if policy.tier_pass else ""
+    )
     lines = [
         f"policy {policy.version} ({policy.guarantee_state}{tiers}) on the bundle's {int(split['rows']):,} "
         f"reference listings: auto-pass {split['auto_pass']:.1%}, human review {split['human_review']:.1%}, "
