@@ -115,8 +115,10 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, ver
     Raises ValueError("<field>: <problem>") for anything invalid, including unknown segments and tiers.
     """
     raw = current.to_dict()
-    if changes.get("tier_pass") is not None:
+    if changes.get("tier_pass"):
         changes = {**changes, "tier_pass": {**current.tier_pass, **_known_tiers(changes["tier_pass"], bundle)}}
+    elif "tier_pass" in changes:  # {} or null names no tier: nothing changes (it never clears the tiers)
+        changes = {k: v for k, v in changes.items() if k != "tier_pass"}
     if "segment_by" in changes and changes["segment_by"] != current.segment_by and "segments" not in changes:
         raw["segments"] = {}  # the old per-segment pairs were keyed by another column
     raw.update({k: v for k, v in changes.items() if v is not None or k == "segment_by"})

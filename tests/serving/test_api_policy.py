@@ -103,7 +103,10 @@ def test_an_invalid_policy_is_a_422_naming_the_field_and_changes_nothing(
     assert load_policy(own_bundle).to_dict() == before
 
 
-OPEN_TIERS = {"severe": 0.999, "minor": 0.999}  # the session bundle's tiers, each passing nearly everything
+def open_tiers(api: Api) -> dict[str, float]:
+    """Every tier of the served bundle passing nearly everything (a tiered policy passes a listing only
+    under every tier's t_pass too); {} for an untiered bundle."""
+    return dict.fromkeys(api.app.state.engine.tier_names, 0.999)
 
 
 def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) -> None:
@@ -112,14 +115,13 @@ def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) 
     body = {
         "t_pass": 0.999,
         "t_block": 1.0,
-        "tier_pass": OPEN_TIERS,  # a tiered policy passes only under every tier's t_pass too
         "qa_sample_rate": 0.0,
         "rules": [],
         "segment_by": "category",
         "segments": {strict: [0.0, 0.0001]},
     }
     with serve(bundle=str(own_bundle)) as api:
-        assert put_policy(api, body).status_code == 200
+        assert put_policy(api, {**body, "tier_pass": open_tiers(api)}).status_code == 200
         blocked = api.score(listing_json(1, category=strict)).json()
         passed = api.score(listing_json(2, category=other)).json()
 
@@ -130,7 +132,7 @@ def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) 
 
 def test_a_policy_swap_under_load_changes_decisions_without_a_failed_request(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
-        body = {"t_pass": 0.999, "t_block": 1.0, "tier_pass": OPEN_TIERS, "qa_sample_rate": 0.0, "rules": []}
+        body = {"t_pass": 0.999, "t_block": 1.0, "tier_pass": open_tiers(api), "qa_sample_rate": 0.0, "rules": []}
         assert put_policy(api, body).status_code == 200
         old_version = api.app.state.engine.policy.version
         stop = threading.Event()

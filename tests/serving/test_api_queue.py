@@ -135,7 +135,7 @@ def test_an_auto_decision_cannot_be_reviewed(serve, own_bundle: Path) -> None:
             json={
                 "t_pass": 0.999,
                 "t_block": 1.0,
-                "tier_pass": {"severe": 0.999, "minor": 0.999},  # the session bundle's tiers
+                "tier_pass": dict.fromkeys(api.app.state.engine.tier_names, 0.999),  # tiers must pass too
                 "qa_sample_rate": 0.0,
                 "rules": [],
                 "reason": "pass all",

@@ -255,6 +255,7 @@ def test_policy_put_sets_one_tier_threshold_hand_set_and_audited(serve, own_bund
         after = response.json()
         scored = api.batch([listing_json(i) for i in range(20)]).json()["items"]
         history = api.client.get("/v1/policy/history", headers=api.headers("read")).json()
+        unchanged = put_policy(api, {"tier_pass": {}, "qa_sample_rate": 0.01}).json()  # {} never clears tiers
 
     assert [t["name"] for t in before["tiers"]] == bundle.tier_names
     assert {t["name"]: t["t_pass"] for t in before["tiers"]} == bundle.policy.tier_pass
@@ -265,6 +266,7 @@ def test_policy_put_sets_one_tier_threshold_hand_set_and_audited(serve, own_bund
     assert not any(t["certified"] for t in after["tiers"])
     assert "auto_pass" not in {s["decision"] for s in scored}  # severe t_pass 0: nothing can pass
     assert history[0]["new"]["tier_pass"]["severe"] == 0.0 and history[0]["reason"] == "tier test"
+    assert unchanged["policy"]["tier_pass"] == after["policy"]["tier_pass"]
 
 
 @pytest.mark.parametrize(
