@@ -32,6 +32,8 @@ def serve(
     typer.echo(f"serving {bundle_dir} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     typer.echo(f"decision log: {settings.database_url}")
     typer.echo("create an API key with: triage keys create NAME --scopes score,review,read,admin  (or: make keys)")
+    for line in startup_routing(bundle_dir, settings):
+        typer.echo(line, err=line.startswith("WARNING"))
     from serving.logs import configure_logging
 
     configure_logging(settings.log_level)
@@ -45,6 +47,24 @@ def serve(
         access_log=False,
         log_level=settings.log_level.lower(),
     )
+
+
+def startup_routing(bundle_dir: Path, settings: Settings) -> list[str]:
+    """The routing split of the policy in force for the bundle (the store's, else the bundle's own) on its
+    reference rows, with a warning when it sends nearly everything to people; a note if it cannot tell."""
+    from bundle.load import Bundle
+    from bundle.manifest import BundleError
+    from serving.models import policy_in_force, routing_report
+
+    try:
+        bundle = Bundle.load(bundle_dir, signing_key=settings.signing_key)
+        with _open_store(settings) as store:
+            policy = policy_in_force(store, bundle) or bundle.policy
+        return routing_report(bundle, policy)
+    except BundleError as exc:
+        return [f"WARNING: no servable bundle ({exc}): every listing goes to human review until a reload succeeds"]
+    except Exception as exc:  # the service can still start; say why the split is missing
+        return [f"routing split on the reference rows not available ({type(exc).__name__}: {exc})"]
 
 
 def _download_model(uri: str) -> Path:

@@ -8,7 +8,8 @@ Fail safe: whatever goes wrong while scoring, the affected listings get `human_r
 Hot path: no pandas per request. Features come from the listing dicts in one pass per feature over
 the batch (`FeatureBuilder.transform_records`), rules are matched on the batch's text columns by
 `decision.rules` (the one matcher), reasons are gathered for the whole batch at once, and routing is
-always `decision.policy.route`; only building the DecisionRecords is per item.
+always `decision.policy.route` (with every tier's risk and t_pass on a tiered bundle: the same call the
+evaluation and the simulator make); only building the DecisionRecords is per item.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from typing import Any
 import numpy as np
 
 from bundle.load import Bundle
-from decision.policy import AUTO_BLOCK, CODE_REVIEW, DECISIONS, HUMAN_REVIEW, Policy, qa_sample, route
+from decision.policy import (
+    AUTO_BLOCK,
+    CODE_REVIEW,
+    DECISIONS,
+    HUMAN_REVIEW,
+    Policy,
+    driving_tier,
+    qa_sample,
+    route,
+)
 from decision.rules import match_rules_on_texts
 from features.builder import text_column
 from serving.explain import Explainer, PathExplainer
@@ -60,11 +70,14 @@ _DSA_CATEGORY_BY_VIOLATION = {
 
 @dataclass(frozen=True)
 class Scores:
-    """Model output for a batch: calibrated risk (NaN where scoring failed) and reasons per item."""
+    """Model output for a batch: calibrated risk (NaN where scoring failed) and reasons per item; on a
+    tiered bundle also the calibrated risk per tier, (n, K) in the bundle's tier order (NaN rows where
+    scoring failed; None for an untiered bundle or when nothing was scored)."""
 
     risk: np.ndarray
     reasons: list[list[dict[str, Any]]]
     fallback_reason: str | None = None
+    tier_risk: np.ndarray | None = None
 
 
 def failsafe_policy() -> Policy:
@@ -130,6 +143,11 @@ class DecisionEngine:
         return self.bundle.config.id if self.bundle is not None else "listing_id"
 
     @property
+    def tier_names(self) -> list[str]:
+        """The bundle's violation tiers, in the order of `Scores.tier_risk`'s columns ([] if untiered)."""
+        return self.bundle.tier_names if self.bundle is not None else []
+
+    @property
     def ready(self) -> bool:
         return self.bundle is not None
 
@@ -145,10 +163,11 @@ class DecisionEngine:
         try:
             X = self._features(listings)
             risk = self.bundle.calibrator(self.bundle.raw_scores(X))
-            return Scores(risk, self._reasons(X, risk))
+            return Scores(risk, self._reasons(X, risk), tier_risk=self.bundle.tier_risk(X))
         except Exception:
             log.exception("scoring failed for %d listings; routing them to human review", n)
-            return Scores(np.full(n, np.nan), [[] for _ in range(n)], SCORING_ERROR)
+            unscored = np.full((n, len(self.tier_names)), np.nan) if self.tier_names else None
+            return Scores(np.full(n, np.nan), [[] for _ in range(n)], SCORING_ERROR, unscored)
 
     def unknown_categories(self, listings: list[dict[str, Any]]) -> list[list[tuple[str, str]]]:
         """Per listing, the (column, value) pairs of categorical values the bundle has no code for: they
@@ -211,7 +230,9 @@ class DecisionEngine:
         n, policy = len(listings), self.policy
         rule_block, rule_review, matched = self.match_rules(listings)
         t_pass, t_block = self.thresholds(listings)
-        codes = route(scores.risk, t_pass, t_block, rule_block, rule_review)
+        tier_names = self.tier_names
+        tier_pass = policy.tier_pass_vector(tier_names)
+        codes = route(scores.risk, t_pass, t_block, rule_block, rule_review, scores.tier_risk, tier_pass)
         with self._rng_lock:
             sampled = qa_sample(codes, policy.qa_sample_rate, self._rng)
         decided_at = utcnow()
@@ -224,6 +245,7 @@ class DecisionEngine:
         decisions = [DECISIONS[c] for c in codes.tolist()]
         automated = ((codes != CODE_REVIEW) & ~sampled).tolist()
         t_pass_list, t_block_list = t_pass.tolist(), t_block.tolist()
+        tier_risks, tiers = _tier_fields(codes, scores.tier_risk, tier_pass, tier_names, n)
         model_version, id_column = self.model_version, self.id_column
         records = []
         for i, (listing, is_scored, qa, decision_id) in enumerate(
@@ -246,6 +268,8 @@ class DecisionEngine:
                 qa_sample=qa,
                 would_have_been=decision if qa else None,  # type: ignore[arg-type]
                 fallback_reason=None if is_scored else fallback,
+                tier_risk=tier_risks[i] if is_scored else None,
+                decision_tier=tiers[i] if is_scored else None,
                 request_id=request_ids[i],
                 decision_id=decision_id,
                 received_at=received[i],
@@ -301,6 +325,25 @@ class DecisionEngine:
         return np.full(n, policy.t_pass), np.full(n, policy.t_block)
 
 
+def _tier_fields(
+    codes: np.ndarray, tier_risk: np.ndarray | None, tier_pass: np.ndarray | None, tier_names: list[str], n: int
+) -> tuple[list[dict[str, float] | None], list[str | None]]:
+    """Per listing, its {tier: risk} (None where a tier risk is missing) and the name of the tier behind
+    its decision (`decision.policy.driving_tier`; None for a pass, an unscored listing or no tiers; the
+    highest tier risk when the policy sets no tier thresholds)."""
+    if tier_risk is None or not tier_names:
+        return [None] * n, [None] * n
+    tier_risk = np.asarray(tier_risk, dtype=np.float64)
+    complete = np.isfinite(tier_risk).all(axis=1).tolist()
+    rows = np.clip(tier_risk, 0.0, 1.0).tolist()
+    risks = [dict(zip(tier_names, row, strict=True)) if ok else None for row, ok in zip(rows, complete, strict=True)]
+    names = [*tier_names, None]  # index -1 (no tier) -> None
+    if tier_pass is None:  # a policy without tier thresholds: the likeliest tier still names a block's type
+        tier_pass = np.ones(len(tier_names))
+    driver = driving_tier(codes, tier_risk, tier_pass).tolist()
+    return risks, [names[k] if ok else None for k, ok in zip(driver, complete, strict=True)]
+
+
 def fallback_scores(n: int, reason: str) -> Scores:
     return Scores(np.full(n, np.nan), [[] for _ in range(n)], reason)
 
@@ -339,6 +382,15 @@ def review_statement_of_reasons(record: DecisionRecord, violation_reason: str | 
     return statement
 
 
+def _likeliest_tier(record: DecisionRecord) -> str:
+    """The statement's words for the violation tier behind a block (empty without tiers)."""
+    if record.decision_tier is None or not record.tier_risk:
+        return ""
+    return (
+        f"likeliest violation type: {record.decision_tier} (tier risk {record.tier_risk[record.decision_tier]:.3f}); "
+    )
+
+
 def statement_of_reasons(record: DecisionRecord, automated_decision: bool = True) -> dict[str, Any]:
     """EU DSA statement of reasons for a restrictive decision (auto-block or review-then-block)."""
     category = _DEFAULT_DSA_CATEGORY
@@ -353,6 +405,7 @@ def statement_of_reasons(record: DecisionRecord, automated_decision: bool = True
             if record.risk is not None and record.t_block is not None
             else ""
         )
+        + _likeliest_tier(record)
         + "top signals: "
         + (", ".join(r["feature"] for r in record.reasons) or "none")
     )

@@ -8,19 +8,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bundle.load import Bundle
 from bundle.manifest import BundleError, resolve_bundle
 from bundle.policies import next_policy_version
-from decision.policy import HAND_SET, Policy
+from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, HAND_SET, Policy, route
+from decision.rules import match_rules
+from decision.tiers import frame_tier_risk
 from serving.engine import DecisionEngine
 from serving.store import Store
 
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "reference.parquet"
-_THRESHOLD_FIELDS = {"t_pass", "t_block", "segment_by", "segments"}
+REVIEW_WARNING_SHARE = 0.9  # above this share to human review, `triage serve` warns at start-up
+_THRESHOLD_FIELDS = {"t_pass", "t_block", "segment_by", "segments", "tier_pass"}
 
 
 def load_engine(
@@ -106,10 +110,15 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, ver
     """The current policy with `changes` (only the fields a client sent), validated, as `version`.
 
     Thresholds set by hand clear the targets and guarantee that were certified for the old ones: the
-    policy then says 'hand_set, not certified' (`Policy.guarantee_state`).
-    Raises ValueError("<field>: <problem>") for anything invalid, including unknown segments.
+    policy then says 'hand_set, not certified' (`Policy.guarantee_state`). `tier_pass` changes the tiers
+    it names and keeps the others' thresholds (a tier left without one would pass nothing).
+    Raises ValueError("<field>: <problem>") for anything invalid, including unknown segments and tiers.
     """
     raw = current.to_dict()
+    if changes.get("tier_pass"):
+        changes = {**changes, "tier_pass": {**current.tier_pass, **_known_tiers(changes["tier_pass"], bundle)}}
+    elif "tier_pass" in changes:  # {} or null names no tier: nothing changes (it never clears the tiers)
+        changes = {k: v for k, v in changes.items() if k != "tier_pass"}
     if "segment_by" in changes and changes["segment_by"] != current.segment_by and "segments" not in changes:
         raw["segments"] = {}  # the old per-segment pairs were keyed by another column
     raw.update({k: v for k, v in changes.items() if v is not None or k == "segment_by"})
@@ -130,6 +139,16 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, ver
     if policy.segment_by or policy.segments:
         _check_segments(policy, bundle)
     return policy
+
+
+def _known_tiers(tier_pass: dict[str, float], bundle: Bundle) -> dict[str, float]:
+    names = bundle.tier_names
+    if not names:
+        raise ValueError("tier_pass: this bundle has no violation tiers (its model scores one overall risk)")
+    unknown = sorted(set(tier_pass) - set(names))
+    if unknown:
+        raise ValueError(f"tier_pass: unknown tiers {unknown} (this bundle's tiers: {names})")
+    return tier_pass
 
 
 def _check_segments(policy: Policy, bundle: Bundle) -> None:
@@ -171,3 +190,48 @@ def rules_with_change(current: Policy, name: str, rule: dict[str, Any] | None, m
     else:
         rules[index] = {**(rules[index] if merge else {}), **rule, "name": name}
     return rules
+
+
+def reference_routing(bundle: Bundle, policy: Policy) -> dict[str, float]:
+    """Shares of the bundle's reference rows (its calibration split) that `policy` auto-passes, sends to
+    human review and auto-blocks: rules, per-segment thresholds and every tier's risk, through `route`
+    exactly as the evaluation and the service route. No QA sample (it only relabels automated items)."""
+    reference = pd.read_parquet(bundle.path / REFERENCE_FILE)
+    if policy.segment_by and policy.segment_by in reference:
+        t_pass, t_block = policy.thresholds_for(reference[policy.segment_by].astype(str).to_numpy())
+    else:
+        t_pass, t_block = np.full(len(reference), policy.t_pass), np.full(len(reference), policy.t_block)
+    rule_block, rule_review, _ = match_rules(reference, policy.rules)
+    names = bundle.tier_names
+    tier_risk, tier_pass = frame_tier_risk(reference, names), policy.tier_pass_vector(names)
+    risk = reference["risk"].to_numpy(dtype=np.float64)
+    codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
+    n = max(len(codes), 1)
+    return {
+        "rows": float(len(codes)),
+        "auto_pass": float((codes == CODE_PASS).sum() / n),
+        "human_review": float((codes == CODE_REVIEW).sum() / n),
+        "auto_block": float((codes == CODE_BLOCK).sum() / n),
+    }
+
+
+def routing_report(bundle: Bundle, policy: Policy) -> list[str]:
+    """What `triage serve` prints at start-up: the policy in force's routing split on the reference rows,
+    and a warning when nearly everything would go to people, with the reason the policy gives."""
+    split = reference_routing(bundle, policy)
+    tiers = (
+        ", tier t_pass " + ", ".join(f"{k} {v:.4g}" for k, v in policy.tier_pass.items()) if policy.tier_pass else ""
+    )
+    lines = [
+        f"policy {policy.version} ({policy.guarantee_state}{tiers}) on the bundle's {int(split['rows']):,} "
+        f"reference listings: auto-pass {split['auto_pass']:.1%}, human review {split['human_review']:.1%}, "
+        f"auto-block {split['auto_block']:.1%}"
+    ]
+    if split["human_review"] > REVIEW_WARNING_SHARE:
+        why = policy.guarantee.get("message") or "no record of what the thresholds guarantee"
+        lines.append(
+            f"WARNING: {split['human_review']:.0%} of listings go to human review: the policy saves almost no "
+            f"review work. Its thresholds are {policy.guarantee_state}: {why}. Retrain on more labelled data, "
+            "lower the targets (`triage thresholds`), or set thresholds through PUT /v1/policy."
+        )
+    return lines

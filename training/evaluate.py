@@ -93,7 +93,7 @@ def routing_metrics(
     decision = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
     passed, blocked, queued = decision == CODE_PASS, decision == CODE_BLOCK, decision == CODE_REVIEW
     positives = max(int(y.sum()), 1)
-    out = {
+    out: dict[str, Any] = {
         "auto_pass_share": float(passed.mean()),
         "auto_block_share": float(blocked.mean()),
         "queue_share": float(queued.mean()),
@@ -102,7 +102,6 @@ def routing_metrics(
         "missed_violations": int(y[passed].sum()),
         "wrongful_blocks": int((1 - y[blocked]).sum()),
     }
-    out: dict[str, Any] = dict(out)
     out["auto_decided_share"] = out["auto_pass_share"] + out["auto_block_share"]
     if review_seconds is not None:
         out["queue_reviewer_hours"] = float(np.sum(review_seconds[queued]) / 3600.0)

@@ -11,8 +11,9 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from bundle.load import Bundle
-from decision.policy import decision_names, route
+from decision.policy import decision_names, driving_tier, route
 from decision.rules import match_rules
+from decision.tiers import risk_column, tier_labels
 from features.config import DataConfig, load_config
 from features.validate import load_table, validate_history, validate_listings
 from training.evaluate import evaluate_scores, json_safe
@@ -59,8 +60,13 @@ def evaluate_bundle(
         selected, warnings = table[held_out], []
     else:
         selected = table
-    risk = bundle.risk(selected, history=table)
+    risk, tier_risk = bundle.scores(selected, history=table)
     frame = pd.DataFrame({"label": selected[config.label].to_numpy(), "risk": risk})
+    if tier_risk is not None:  # the policy routes on every tier's risk, as the service does
+        for k, name in enumerate(bundle.tier_names):
+            frame[risk_column(name)] = tier_risk[:, k]
+        reasons = selected[config.violation_reason].to_numpy() if config.violation_reason in selected else None
+        frame["tier"] = tier_labels(frame["label"].to_numpy(), reasons, config)
     if config.review_seconds and config.review_seconds in selected:
         frame["review_seconds"] = selected[config.review_seconds].to_numpy(dtype=np.float64)
     for column in config.segments:
@@ -140,8 +146,9 @@ def _renamed(table: pd.DataFrame, own: DataConfig, bundle: DataConfig) -> pd.Dat
     return table.rename(columns=mapping)
 
 
-def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray) -> np.ndarray:
-    """Route scored listings with the bundle's policy (rules, then per-segment thresholds)."""
+def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: np.ndarray | None = None) -> np.ndarray:
+    """Route scored listings with the bundle's policy (rules, then per-segment thresholds, and on a tiered
+    bundle every tier's risk below its t_pass to pass): the service's `route` call."""
     policy = bundle.policy
     t_pass: np.ndarray | float
     t_block: np.ndarray | float
@@ -150,20 +157,24 @@ def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray) -> np.ndarr
     else:
         t_pass, t_block = policy.t_pass, policy.t_block
     rule_block, rule_review, _ = match_rules(listings, policy.rules)
-    return route(risk, t_pass, t_block, rule_block, rule_review)
+    tier_pass = policy.tier_pass_vector(bundle.tier_names)
+    return route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
 
 
 def score_frame(bundle: Bundle, listings: pd.DataFrame) -> pd.DataFrame:
-    """Listing id, calibrated risk and decision for validated listings (what `triage score` writes and
-    the registered MLflow model returns)."""
-    risk = bundle.risk(listings)
-    return pd.DataFrame(
-        {
-            bundle.config.id: listings[bundle.config.id].to_numpy(),
-            "risk": risk,
-            "decision": decision_names(decide(bundle, listings, risk)),
-        }
-    )
+    """Listing id, calibrated risk (and `risk_<tier>` per tier of a tiered bundle), decision and
+    `decision_tier` (the tier behind it, as the service reports it; None for a pass or untiered) for
+    validated listings: what `triage score` writes and the registered MLflow model returns."""
+    risk, tier_risk = bundle.scores(listings)
+    codes = decide(bundle, listings, risk, tier_risk)
+    frame = pd.DataFrame({bundle.config.id: listings[bundle.config.id].to_numpy(), "risk": risk})
+    names = bundle.tier_names
+    for k, name in enumerate(names if tier_risk is not None else []):
+        frame[risk_column(name)] = tier_risk[:, k]  # type: ignore[index]
+    frame["decision"] = decision_names(codes)
+    driver = driving_tier(codes, tier_risk, bundle.policy.tier_pass_vector(names))
+    frame["decision_tier"] = np.asarray([*names, None], dtype=object)[driver]
+    return frame
 
 
 def score_file(bundle_path: Path, data: Path, out: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from serving.api.schemas import (
     ReloadResponse,
     RulePatch,
     RulePut,
+    TierOut,
 )
 from serving.engine import DecisionEngine
 from serving.models import (
@@ -63,7 +64,27 @@ def _policy_out(engine: DecisionEngine, policy: Policy) -> PolicyOut:
         ready=engine.ready,
         policy=policy.to_dict(),
         guarantee_state=policy.guarantee_state,
+        tiers=_tiers_out(engine, policy),
     )
+
+
+def _tiers_out(engine: DecisionEngine, policy: Policy) -> list[TierOut]:
+    """Each tier of the bundle: the policy's t_pass, its certified recall target (else the data config's)."""
+    if engine.bundle is None:
+        return []
+    configured = {t.name: t.recall for t in engine.bundle.config.tiers}
+    targets = policy.targets.get("recall")
+    certified_targets = targets if isinstance(targets, dict) else {}
+    certificates = {t.get("name"): t for t in policy.guarantee.get("tiers") or [] if isinstance(t, dict)}
+    return [
+        TierOut(
+            name=name,
+            t_pass=policy.tier_pass.get(name),
+            recall_target=certified_targets.get(name, configured.get(name)),
+            certified=bool(certificates.get(name, {}).get("certified")),  # hand-set: no certificates
+        )
+        for name in engine.tier_names
+    ]
 
 
 @router.get("/policy", response_model=PolicyOut)
@@ -76,7 +97,8 @@ async def get_policy(_key: ReadKey, engine: EngineDep) -> PolicyOut:
 async def put_policy(body: PolicyUpdate, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
     """Put a new policy in force. Fields left out keep their current value; `rules` replaces the whole
     list (use /v1/policy/rules/{name} for one rule); the version is assigned here. Thresholds set here
-    are 'hand_set, not certified': the certified targets and guarantee are cleared."""
+    are 'hand_set, not certified': the certified targets and guarantee are cleared. `tier_pass` sets the
+    auto-pass threshold of the tiers it names (unknown tier names are refused, naming the field)."""
     changes = body.model_dump(exclude_unset=True, exclude={"reason"})
     return await _change(request, store, key, body.reason, lambda _: changes)
 

@@ -155,6 +155,19 @@ class ScoredItem(BaseModel):
     t_block: float | None
     request_id: str | None
     statement_of_reasons: dict[str, Any] | None
+    tier_risk: dict[str, float] | None = Field(
+        default=None,
+        description="Calibrated probability of a violation of each tier (e.g. severe, minor) on a tiered model; "
+        "null for an untiered model or an unscored listing. A listing auto-passes only when every tier's risk "
+        "is below that tier's t_pass.",
+        examples=[{"severe": 0.004, "minor": 0.02}],
+    )
+    decision_tier: str | None = Field(
+        default=None,
+        description="The tier behind the decision: for auto_block the likeliest violation type, for "
+        "human_review the tier furthest above its t_pass; null for auto_pass, unscored or untiered.",
+        examples=["severe"],
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="What the caller should know about how the listing was scored, e.g. a category the "
@@ -186,6 +199,8 @@ def scored_item(record: DecisionRecord, warnings: Sequence[str] = ()) -> dict[st
         "t_block": record.t_block,
         "request_id": record.request_id,
         "statement_of_reasons": record.statement_of_reasons,
+        "tier_risk": record.tier_risk,
+        "decision_tier": record.decision_tier,
         "warnings": list(warnings),
     }
 
@@ -265,6 +280,13 @@ class PolicyUpdate(BaseModel):
     )
     rules: list[dict[str, Any]] | None = Field(default=None, max_length=200)
     qa_sample_rate: Threshold | None = None
+    tier_pass: dict[Annotated[str, Field(max_length=64)], Threshold] | None = Field(
+        default=None,
+        max_length=100,
+        description="violation tier -> its auto-pass threshold on that tier's risk (in [0, 1)); tiers left out "
+        "keep theirs. Only the tiers of the serving bundle (see `tiers` in GET /v1/policy).",
+        examples=[{"severe": 0.01}],
+    )
     targets: dict[str, Any] | None = None
     reason: ChangeReason
 
@@ -287,11 +309,25 @@ class RulePatch(BaseModel):
     reason: ChangeReason
 
 
+class TierOut(BaseModel):
+    """One violation tier of the serving bundle under the policy in force."""
+
+    name: str
+    t_pass: float | None = Field(description="Auto-pass threshold on this tier's risk; null: the policy sets none.")
+    recall_target: float | None = Field(
+        description="The recall the policy certified for this tier, else the bundle's data-config target."
+    )
+    certified: bool = Field(description="Whether this tier's recall target is certified for t_pass.")
+
+
 class PolicyOut(BaseModel):
     model_version: str | None
     ready: bool
     policy: dict[str, Any]
     guarantee_state: str = Field(description="certified | provisional, not certified | hand_set, not certified | none")
+    tiers: list[TierOut] = Field(
+        default_factory=list, description="The bundle's violation tiers, their thresholds and targets ([] if untiered)."
+    )
 
 
 class PolicyChangeOut(BaseModel):

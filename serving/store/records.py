@@ -123,6 +123,11 @@ class DecisionRecord:
     decided_at: datetime = field(default_factory=utcnow)
     key_id: str = ""  # the API key that asked ("" when logged without one): request ids are per key
     request_hash: str | None = None  # of the request body, to tell a retry from a reused request_id
+    # tiered bundles: calibrated risk per violation tier ({tier: risk}; None when untiered or unscored),
+    # and the tier behind the decision (the likeliest violation type of a block, the tier furthest above
+    # its t_pass of a review; None for a pass or without tiers)
+    tier_risk: dict[str, float] | None = None
+    decision_tier: str | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:
@@ -133,6 +138,10 @@ class DecisionRecord:
             )
         if self.risk is not None and not (math.isfinite(self.risk) and 0.0 <= self.risk <= 1.0):
             raise ValueError(f"risk must be a probability in [0, 1] or None, got {self.risk!r}")
+        if self.tier_risk is not None and not all(
+            isinstance(r, (int, float)) and 0.0 <= r <= 1.0 for r in self.tier_risk.values()
+        ):  # NaN fails the comparison too
+            raise ValueError(f"tier_risk must map tiers to probabilities in [0, 1], got {self.tier_risk!r}")
         if not math.isfinite(self.priority):
             raise ValueError("priority must be finite")
         if not self.listing_id:

@@ -97,6 +97,8 @@ decisions = Table(
     Column("listing", JSONText, nullable=False),
     Column("key_id", String(32), nullable=True),  # added later: see ADDED_COLUMNS
     Column("request_hash", String(64), nullable=True),  # added later: see ADDED_COLUMNS
+    Column("tier_risk", JSONText, nullable=True),  # added later: see ADDED_COLUMNS
+    Column("decision_tier", String(64), nullable=True),  # added later: see ADDED_COLUMNS
     CheckConstraint(_one_of("decision", _DECISION_VALUES), name="ck_decisions_decision"),
     CheckConstraint(
         f"would_have_been IS NULL OR {_one_of('would_have_been', _DECISION_VALUES)}",
@@ -203,5 +205,7 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
     (reviews, "statement_of_reasons"),
     (decisions, "key_id"),
     (decisions, "request_hash"),
+    (decisions, "tier_risk"),
+    (decisions, "decision_tier"),
     (policy_audit, "reason"),
 )

@@ -65,6 +65,7 @@ _SQLITE_DECISION_ORDER = (  # the order `_sqlite_decision_row` writes; checked a
     "decision_id", "request_id", "listing_id", "received_at", "decided_at", "decision", "automated", "risk",
     "model_version", "policy_version", "t_pass", "t_block", "priority", "rules_matched", "reasons", "qa_sample",
     "would_have_been", "fallback_reason", "statement_of_reasons", "listing", "key_id", "request_hash",
+    "tier_risk", "decision_tier",
 )  # fmt: skip
 if _SQLITE_DECISIONS.columns != _SQLITE_DECISION_ORDER:
     raise RuntimeError("schema.decisions changed: update _sqlite_decision_row to the new columns")
@@ -154,6 +155,8 @@ def _sqlite_decision_row(r: DecisionRecord, times: dict[datetime, str]) -> tuple
         _dumps(r.listing, option=_JSON_OPTIONS).decode(),
         r.key_id,
         r.request_hash,
+        None if r.tier_risk is None else _dumps(r.tier_risk, option=_JSON_OPTIONS).decode(),
+        r.decision_tier,
     )
 
 

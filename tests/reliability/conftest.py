@@ -360,9 +360,12 @@ def queue_consistency(service: Service) -> dict[str, int]:
 
 def route_some_automatically(service: Service, t_pass: float = 0.03, t_block: float = 0.6) -> None:
     """The small test bundle's guaranteed policy queues almost everything; these thresholds give a mix
-    of auto_pass, human_review (and QA samples) so queue checks see both sides."""
+    of auto_pass, human_review (and QA samples) so queue checks see both sides. A tiered bundle's listings
+    pass only under every tier's t_pass as well: each tier gets `t_pass` too."""
     with service.client("admin") as client:
-        response = client.put("/v1/policy", json={"t_pass": t_pass, "t_block": t_block, "reason": "reliability test"})
+        tiers = [t["name"] for t in client.get("/v1/policy").json()["tiers"]]
+        body = {"t_pass": t_pass, "t_block": t_block, "reason": "reliability test"}
+        response = client.put("/v1/policy", json={**body, "tier_pass": dict.fromkeys(tiers, t_pass)} if tiers else body)
     assert response.status_code == 200, response.text
 
 

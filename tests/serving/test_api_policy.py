@@ -54,7 +54,10 @@ def test_a_policy_change_is_versioned_persisted_audited_and_applied(serve, own_b
     assert {s["policy_version"] for s in scored} == {after["version"]}
     for item in scored:
         if not item["rules_matched"]:
-            expected = "auto_pass" if item["risk"] < 0.4 else "auto_block" if item["risk"] >= 0.6 else "human_review"
+            # a tiered policy passes a listing only when, besides, every tier's risk is under its t_pass
+            tiers_pass = all(r < after["tier_pass"][name] for name, r in (item["tier_risk"] or {}).items())
+            passes = item["risk"] < 0.4 and tiers_pass
+            expected = "auto_pass" if passes else "auto_block" if item["risk"] >= 0.6 else "human_review"
             assert item["decision"] == expected
     assert history[0]["actor"] == "admin-key"
     assert (history[0]["old_version"], history[0]["new_version"]) == (before["version"], after["version"])
@@ -100,6 +103,12 @@ def test_an_invalid_policy_is_a_422_naming_the_field_and_changes_nothing(
     assert load_policy(own_bundle).to_dict() == before
 
 
+def open_tiers(api: Api) -> dict[str, float]:
+    """Every tier of the served bundle passing nearly everything (a tiered policy passes a listing only
+    under every tier's t_pass too); {} for an untiered bundle."""
+    return dict.fromkeys(api.app.state.engine.tier_names, 0.999)
+
+
 def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) -> None:
     categories = pd.read_parquet(own_bundle / "reference.parquet", columns=["category"])["category"].unique()
     strict, other = str(categories[0]), str(categories[1])
@@ -112,7 +121,7 @@ def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) 
         "segments": {strict: [0.0, 0.0001]},
     }
     with serve(bundle=str(own_bundle)) as api:
-        assert put_policy(api, body).status_code == 200
+        assert put_policy(api, {**body, "tier_pass": open_tiers(api)}).status_code == 200
         blocked = api.score(listing_json(1, category=strict)).json()
         passed = api.score(listing_json(2, category=other)).json()
 
@@ -123,7 +132,8 @@ def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) 
 
 def test_a_policy_swap_under_load_changes_decisions_without_a_failed_request(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
-        assert put_policy(api, {"t_pass": 0.999, "t_block": 1.0, "qa_sample_rate": 0.0, "rules": []}).status_code == 200
+        body = {"t_pass": 0.999, "t_block": 1.0, "tier_pass": open_tiers(api), "qa_sample_rate": 0.0, "rules": []}
+        assert put_policy(api, body).status_code == 200
         old_version = api.app.state.engine.policy.version
         stop = threading.Event()
         results: list[tuple[int, dict]] = []

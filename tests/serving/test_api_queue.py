@@ -132,7 +132,14 @@ def test_an_auto_decision_cannot_be_reviewed(serve, own_bundle: Path) -> None:
         # thresholds that pass everything, no QA sample: nothing is queued
         api.client.put(
             "/v1/policy",
-            json={"t_pass": 0.999, "t_block": 1.0, "qa_sample_rate": 0.0, "rules": [], "reason": "pass all"},
+            json={
+                "t_pass": 0.999,
+                "t_block": 1.0,
+                "tier_pass": dict.fromkeys(api.app.state.engine.tier_names, 0.999),  # tiers must pass too
+                "qa_sample_rate": 0.0,
+                "rules": [],
+                "reason": "pass all",
+            },
             headers=api.headers("admin"),
         )
         item = api.score(listing_json(1)).json()

@@ -15,6 +15,8 @@ from decision.rules import match_rules
 from tests.serving.conftest import listing_json
 
 ITEM_FIELDS = {
+    "tier_risk",
+    "decision_tier",
     "decision_id",
     "listing_id",
     "decision",
@@ -75,21 +77,23 @@ def test_batch_scores_equal_single_scores(serve) -> None:
 
 
 def test_decisions_equal_the_policy_function_on_offline_risk(serve, generated_dir: Path, bundle_dir: Path) -> None:
-    """The service routes exactly as decision.policy.route does on Bundle.risk of the same listings."""
+    """The service routes exactly as decision.policy.route does on Bundle.scores (overall and per-tier risk)
+    of the same listings."""
     frame = pd.read_parquet(generated_dir / "reviews.parquet").sample(300, random_state=3)
     bundle = Bundle.load(bundle_dir)
     columns = bundle.config.listing_columns
     listings = frame[columns].reset_index(drop=True)
     body = listings.assign(created_at=listings["created_at"].map(lambda t: t.isoformat())).to_dict("records")
     policy = bundle.policy
-    risk = bundle.risk(listings)
+    risk, tier_risk = bundle.scores(listings)
     block, review, matched = match_rules(listings, policy.rules)
     t_pass, t_block = (
         policy.thresholds_for(listings[policy.segment_by].astype(str).to_numpy())
         if policy.segment_by
         else (policy.t_pass, policy.t_block)
     )
-    expected = [DECISIONS[c] for c in route(risk, t_pass, t_block, block, review)]
+    tier_pass = policy.tier_pass_vector(bundle.tier_names)
+    expected = [DECISIONS[c] for c in route(risk, t_pass, t_block, block, review, tier_risk, tier_pass)]
 
     with serve() as api:
         out = api.batch(body).json()["items"] + [api.score(b).json() for b in body[:20]]

@@ -1,0 +1,65 @@
+"""Offline scoring of a tiered bundle routes as the service does: every tier's risk, risk_<tier> columns
+and the tier behind each decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bundle.load import Bundle
+from decision.policy import DECISIONS, route
+from decision.rules import match_rules
+from decision.tiers import risk_column
+from features.validate import validate_listings
+from serving.engine import DecisionEngine
+from training.offline import evaluate_bundle, score_frame
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir: Path) -> Bundle:
+    return Bundle.load(bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def listings(generated_dir: Path, bundle: Bundle) -> pd.DataFrame:
+    frame = pd.read_parquet(generated_dir / "reviews.parquet").sample(800, random_state=5).reset_index(drop=True)
+    return validate_listings(frame[bundle.config.listing_columns], bundle.config)
+
+
+def test_score_frame_has_tier_risks_and_routes_with_them(bundle: Bundle, listings: pd.DataFrame) -> None:
+    scored = score_frame(bundle, listings)
+    names = bundle.tier_names
+    assert [c for c in scored.columns] == [bundle.config.id, "risk", *map(risk_column, names), "decision",
+                                           "decision_tier"]  # fmt: skip
+    tier_risk = scored[[risk_column(n) for n in names]].to_numpy()
+    policy = bundle.policy
+    block, review, _ = match_rules(listings, policy.rules)
+    expected = route(scored["risk"].to_numpy(), policy.t_pass, policy.t_block, block, review, tier_risk,
+                     policy.tier_pass_vector(names))  # fmt: skip
+    assert scored["decision"].tolist() == [DECISIONS[c] for c in expected]
+    passed = scored["decision"] == "auto_pass"
+    assert passed.any() and scored.loc[passed, "decision_tier"].isna().all()  # missing: null in a file
+    assert set(scored.loc[scored["decision"] != "auto_pass", "decision_tier"].tolist()) <= set(names)
+
+
+def test_offline_decisions_equal_the_service_decisions(bundle: Bundle, listings: pd.DataFrame) -> None:
+    scored = score_frame(bundle, listings)
+    engine = DecisionEngine.from_bundle(bundle, seed=0)
+    records = listings.to_dict("records")
+    served = engine.decide(records, engine.score(records))
+    assert [r.would_have_been if r.qa_sample else r.decision for r in served] == scored["decision"].tolist()
+    tier_risk = np.array([[r.tier_risk[n] for n in bundle.tier_names] for r in served])  # type: ignore[index]
+    np.testing.assert_allclose(tier_risk, scored[[risk_column(n) for n in bundle.tier_names]].to_numpy(), atol=1e-9)
+    unsampled = [i for i, r in enumerate(served) if not r.qa_sample]
+    offline_tiers = [None if pd.isna(t) else t for t in scored["decision_tier"].iloc[unsampled]]
+    assert [served[i].decision_tier for i in unsampled] == offline_tiers
+
+
+def test_evaluating_a_tiered_bundle_routes_on_every_tier(bundle_dir: Path, generated_dir: Path, bundle: Bundle) -> None:
+    metrics = evaluate_bundle(bundle_dir, generated_dir / "reviews.parquet")
+    routing = metrics["routing"]
+    assert set(routing["tiers"]) == set(bundle.tier_names)
+    assert routing["auto_pass_share"] + routing["queue_share"] + routing["auto_block_share"] == pytest.approx(1.0)
