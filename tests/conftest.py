@@ -69,6 +69,34 @@ TIERED_POLICY_VERSION = "tiered-test"
 
 
 @pytest.fixture(scope="session")
+def untiered_bundle_dir(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session bundle as a bundle trained with one tier over every violation: no tier models, no
+    tier columns in its reference, a policy without tier thresholds (the same overall model)."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+
+    from bundle.manifest import write_manifest
+    from bundle.policies import load_policy, save_policy
+    from decision.policy import Policy
+
+    target = Path(shutil.copytree(bundle_dir, tmp_path_factory.mktemp("untiered") / "bundle"))
+    config_file = target / "data_config.yaml"
+    config_file.write_text(yaml.safe_dump({**yaml.safe_load(config_file.read_text()), "tiers": {}}, sort_keys=False))
+    shutil.rmtree(target / "tiers", ignore_errors=True)
+    for name in ("reference.parquet", "test_scores.parquet"):
+        frame = pd.read_parquet(target / name)
+        frame.drop(columns=[c for c in frame if c == "tier" or c.startswith("risk_")]).to_parquet(target / name)
+    write_manifest(target)
+    policy = load_policy(target).to_dict()
+    policy.update(version=f"{policy['version']}-untiered", tier_pass={}, guarantee={}, provisional=False)
+    policy["targets"] = {**policy["targets"], "recall": 0.99}
+    save_policy(target, Policy.from_dict(policy))
+    return target
+
+
+@pytest.fixture(scope="session")
 def tiered_bundle_dir(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiered copy of the session bundle, for the simulator: its reference with `tier` and one
     `risk_<tier>` column per tier, and a policy with per-tier thresholds chosen on it.

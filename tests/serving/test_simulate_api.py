@@ -37,9 +37,9 @@ def _result_part(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in RESPONSE_ONLY}
 
 
-def test_simulate_equals_training_simulate_on_the_reference(serve, bundle_dir: Path) -> None:
-    reference = _reference(bundle_dir)
-    policy = load_policy(bundle_dir)
+def test_simulate_equals_training_simulate_on_the_reference(serve, untiered_bundle_dir: Path) -> None:
+    reference = _reference(untiered_bundle_dir)
+    policy = load_policy(untiered_bundle_dir)
     rule_block, rule_review, _ = match_rules(reference, policy.rules)
     expected = simulate(
         reference,
@@ -52,12 +52,12 @@ def test_simulate_equals_training_simulate_on_the_reference(serve, bundle_dir: P
         rule_block=rule_block,
         rule_review=rule_review,
     ).to_dict()
-    with serve() as api:
+    with serve(bundle=str(untiered_bundle_dir)) as api:
         got = api.client.get("/v1/simulate", params=SCENARIO, headers=api.headers("read"))
         posted = api.client.post("/v1/simulate", json=SCENARIO, headers=api.headers("read"))
     assert got.status_code == 200, got.text
     body = got.json()
-    assert body["policy"] == "what-if" and body["bundle"] == str(bundle_dir)
+    assert body["policy"] == "what-if" and body["bundle"] == str(untiered_bundle_dir)
     assert _result_part(body) == expected  # same function, same rows: equal to the last bit
     assert body["queue_per_day"]["value"] > 0 and body["recall"]["low"] <= body["recall"]["value"]
     assert posted.json() == body
@@ -111,8 +111,10 @@ def test_target_mode_returns_the_pair_choose_policy_thresholds_picks(serve, bund
         ({"breakdown_by": "merchant_id"}, "breakdown_by"),
     ],
 )
-def test_invalid_scenario_is_422_naming_the_field(serve, params: dict[str, Any], field: str) -> None:
-    with serve() as api:
+def test_invalid_scenario_is_422_naming_the_field(
+    serve, untiered_bundle_dir: Path, params: dict[str, Any], field: str
+) -> None:
+    with serve(bundle=str(untiered_bundle_dir)) as api:
         got = api.client.get("/v1/simulate", params=params, headers=api.headers("read"))
         posted = api.client.post(
             "/v1/simulate",
@@ -139,9 +141,9 @@ def test_simulate_needs_a_read_or_admin_key(serve) -> None:
             assert api.client.get("/v1/simulate/context", headers=api.headers(scope)).status_code == 403
 
 
-def test_segment_replays_only_its_rows_at_its_share_of_the_volume(serve, bundle_dir: Path) -> None:
-    reference = _reference(bundle_dir)
-    policy = load_policy(bundle_dir)
+def test_segment_replays_only_its_rows_at_its_share_of_the_volume(serve, untiered_bundle_dir: Path) -> None:
+    reference = _reference(untiered_bundle_dir)
+    policy = load_policy(untiered_bundle_dir)
     value = reference["market"].astype(str).value_counts().index[0]
     part = reference[reference["market"].astype(str) == value]
     rule_block, rule_review, _ = match_rules(part, policy.rules)
@@ -155,7 +157,7 @@ def test_segment_replays_only_its_rows_at_its_share_of_the_volume(serve, bundle_
         rule_review=rule_review,
     ).to_dict()
     params = {"t_pass": 0.02, "t_block": 0.8, "daily_volume": 50_000, "segment_by": "market", "segment": value}
-    with serve() as api:
+    with serve(bundle=str(untiered_bundle_dir)) as api:
         body = api.client.get("/v1/simulate", params=params, headers=api.headers("read")).json()
         context = api.client.get("/v1/simulate/context", headers=api.headers("read")).json()
     assert body["segment"] == {"column": "market", "value": value}
@@ -197,9 +199,12 @@ def test_reference_is_read_once_and_calls_are_fast(serve) -> None:
     assert statistics.median(timings) < 0.2
 
 
-def test_applying_a_simulated_pair_puts_it_in_force(serve, own_bundle: Path) -> None:
+def test_applying_a_simulated_pair_puts_it_in_force(serve, untiered_bundle_dir: Path, tmp_path: Path) -> None:
     """The page's apply path: PUT /v1/policy (admin only) with the simulated pair; the simulator's
     in-force numbers then equal the what-if numbers for that pair."""
+    import shutil
+
+    own_bundle = Path(shutil.copytree(untiered_bundle_dir, tmp_path / "own"))
     pair = {"t_pass": 0.03, "t_block": 0.7}
     change: dict[str, Any] = {**pair, "segment_by": None, "segments": {}, "reason": "simulated pair"}
     with serve(bundle=str(own_bundle)) as api:
@@ -229,8 +234,8 @@ def test_page_shell_loads_without_a_key_and_only_from_the_service(serve) -> None
     assert "sessionStorage" in script.text
 
 
-def test_untiered_bundle_has_a_headline_and_no_tiers(serve) -> None:
-    with serve() as api:
+def test_untiered_bundle_has_a_headline_and_no_tiers(serve, untiered_bundle_dir: Path) -> None:
+    with serve(bundle=str(untiered_bundle_dir)) as api:
         body = api.client.get("/v1/simulate", headers=api.headers("read")).json()
         context = api.client.get("/v1/simulate/context", headers=api.headers("read")).json()
         refused = api.client.get("/v1/simulate", params={"tier_pass": "severe:0.01"}, headers=api.headers("read"))
