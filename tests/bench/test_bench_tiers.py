@@ -20,6 +20,7 @@ from bench.bench_tiers import (
     generate,
     no_slack_thresholds,
     pass_threshold_no_slack,
+    rescore,
     route_scored,
     run_policy,
     validity_summary,
@@ -137,7 +138,8 @@ def _fake_bundle(tmp_path: Path, seed: int = 0) -> tuple[Path, Path]:
 def test_compare_joins_the_oracle_on_listing_id_and_scores_each_routing(tmp_path):
     result = compare(*_fake_bundle(tmp_path), tiered=True)
     scorers = result["scorers"]
-    assert set(scorers) == {"model_calibration", "model_shipped", "limit", "oracle"}
+    assert set(scorers) == {"model_calibration", "model_shipped", "model_no_slack", "limit", "oracle"}
+    assert all(scorers["model_no_slack"]["holds_labels"].values())
     assert scorers["limit"]["ratio_to_limit"] == 1.0
     # the limit is the oracle here: joined on listing_id (the oracle file is reversed), its expected
     # recall per tier is close to what its fitted thresholds give on the labels
@@ -165,6 +167,15 @@ def test_validity_summary_and_the_report(tmp_path):
     )
     assert "limit (limit_risk), no slack" in text and "auto-decided" in text
     assert "every certified target holds, judged by the oracle's expectation" in text
+
+
+def test_rescore_compares_the_kept_bundles_again_and_keeps_the_runs_facts(tmp_path):
+    bundle, oracle = _fake_bundle(tmp_path)
+    stale = {"bundle": str(bundle), "oracle": str(oracle), "seed": 3, "train_seconds": 9.0, "scorers": {}}
+    results = rescore({"tiered": [stale], "validity": [], "single": []})
+    run = results["tiered"][0]
+    assert run["seed"] == 3 and run["train_seconds"] == 9.0
+    assert run["scorers"] == compare(bundle, oracle, tiered=True)["scorers"]
 
 
 # --- the real pipeline, tiny ----------------------------------------------------------------------------------
