@@ -1,8 +1,8 @@
 """Tiered policies against the reachable limit: `make bench-tiers` -> bench/results_tiers.json.
 
     python bench/bench_tiers.py [--rows 200000] [--seeds 0 1 2] [--trials N]
-        [--validity-seeds 100 ... 119] [--validity-rows 60000] [--validity-trials 4] [--skip-validity]
-        [--skip-single] [--report]
+        [--validity-seeds 100 ... 119] [--validity-rows 60000] [--validity-trials 4]
+        [--skip-tiered] [--skip-validity] [--skip-single] [--workdir DIR] [--out JSON] [--report | --rescore]
 
 Built-in data only (the oracle is needed). Per seed, `triage generate`'s data is trained twice with the
 pipeline (`training.pipeline.train`, no MLflow): with the default tiers (severe recall 0.99, minor 0.90,
@@ -357,6 +357,7 @@ def main() -> None:
     parser.add_argument("--validity-seeds", type=int, nargs="*", default=list(range(100, 120)))
     parser.add_argument("--validity-rows", type=int, default=60_000)
     parser.add_argument("--validity-trials", type=int, default=4, help="search trials of the validity runs")
+    parser.add_argument("--skip-tiered", action="store_true", help="no tiered runs on --seeds")
     parser.add_argument("--skip-validity", action="store_true")
     parser.add_argument("--skip-single", action="store_true", help="no single-target (tiers=False) runs")
     parser.add_argument("--out", type=Path, default=RESULTS_JSON, help="results JSON (rewritten after every run)")
@@ -383,7 +384,7 @@ def main() -> None:
             args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
 
         # the issue's priorities: tiered at full size, then validity, then the single target
-        for seed in args.seeds:
+        for seed in [] if args.skip_tiered else args.seeds:
             log(f"tiered policy, {args.rows:,} rows, seed {seed}")
             results["tiered"].append(
                 run_policy(generate(args.rows, seed, workdir), seed, True, args.trials, workdir / "models")
