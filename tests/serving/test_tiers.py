@@ -16,6 +16,7 @@ from sqlalchemy import MetaData, Table, create_engine, inspect
 from bundle.load import Bundle
 from decision.policy import CODE_BLOCK, CODE_PASS, DECISIONS, Policy, driving_tier, route
 from decision.rules import match_rules
+from decision.simulate import simulate
 from decision.tiers import risk_column
 from serving.api.schemas import scored_item
 from serving.engine import SCORING_ERROR, DecisionEngine
@@ -84,6 +85,13 @@ def test_a_tiered_engine_routes_as_the_evaluation_routes_the_same_rows(bundle: B
     served = pd.Series([r.decision for r in decided]).value_counts(normalize=True)
     assert served.get("auto_pass", 0.0) == pytest.approx(routing["auto_pass_share"])
     assert served.get("auto_block", 0.0) == pytest.approx(routing["auto_block_share"])
+    # ... and so does the simulator replaying these rows (tier column: each violation's tier)
+    frame["tier"] = np.where(frame["label"] == 1, "severe", "")
+    simulated = simulate(
+        frame, policy.t_pass, policy.t_block, rule_block=rule_block, rule_review=rule_review, tier_pass=policy.tier_pass
+    )
+    assert simulated.auto_pass_share.value == pytest.approx(routing["auto_pass_share"])
+    assert simulated.auto_block_share.value == pytest.approx(routing["auto_block_share"])
     # the tiers matter: without them every listing under t_pass (nearly all) would pass
     untiered = route(risk, policy.t_pass, policy.t_block, rule_block, rule_review)
     assert (untiered == CODE_PASS).sum() > (expected == CODE_PASS).sum() > 0
