@@ -42,6 +42,11 @@ Thresholds only depend on order statistics of each tier's risk, and each calibra
 increasing in its model's raw score, so a threshold on calibrated risk is a threshold on a raw score
 the model computed without seeing these rows: the calibration rows (and, for the shipped policy, the
 test rows as well, see `training.pipeline`) are exchangeable with new listings of the same period.
+One caveat, stated rather than hidden: with several tiers, s compares tiers through their calibrated
+risks, and each calibrator was fitted on the calibration rows' labels, so the score is not strictly
+chosen without those labels (the same holds for where the block test starts). The coverage
+simulation in tests/decision/test_tier_coverage.py fits the pipeline's own calibrator on the very
+rows it certifies on and checks that the joint failure rate stays within delta.
 """
 
 from __future__ import annotations
