@@ -90,9 +90,17 @@ def _held_out(bundle: Bundle, table: pd.DataFrame) -> tuple[np.ndarray, list[str
     test_ids = pd.read_parquet(bundle.path / "test_scores.parquet", columns=["listing_id"])["listing_id"]
     calibration_ids = pd.read_parquet(bundle.path / "reference.parquet", columns=["listing_id"])["listing_id"]
     held_out = ids.isin(set(test_ids.astype(str))).to_numpy()
-    in_calibration = ids.isin(set(calibration_ids.astype(str))).to_numpy()
+    # reference.parquet holds the certification rows: calibration (+ test, when certified on both)
+    in_calibration = ids.isin(set(calibration_ids.astype(str))).to_numpy() & ~held_out
     others = ~held_out & ~in_calibration
     warnings = []
+    certified_on = bundle.metrics.get("certification", {}).get("certified_on")
+    if certified_on == "calibration+test" and held_out.any():
+        warnings.append(
+            f"the bundle's policy was certified on the calibration and test rows: its routing figures on the "
+            f"{held_out.sum():,} test rows are in-sample (metrics.json `test.routing` has the held-out ones, at "
+            "thresholds certified on the calibration split alone)"
+        )
     if in_calibration.any():
         warnings.append(
             f"{in_calibration.sum():,} rows are in the calibration split: the calibrator and thresholds were "

@@ -87,8 +87,9 @@ def _live(bundle: Path, workdir: Path) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
-def live_server(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with _live(bundle_dir, tmp_path_factory.mktemp("live")) as server:
+def live_server(untiered_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The service on an untiered copy of the session bundle (one recall target; tests/conftest.py)."""
+    with _live(untiered_bundle_dir, tmp_path_factory.mktemp("live")) as server:
         yield server
 
 

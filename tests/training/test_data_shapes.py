@@ -144,7 +144,10 @@ def test_shape_trains_exports_and_scores(name: str, reviews: pd.DataFrame, tmp_p
     features = set(bundle.feature_names)
     rules = {rule.name: rule.columns for rule in bundle.policy.rules}
     if name == "text_only_row_order":
-        assert result.metrics["split_sizes"] == {"train": 2400, "calibration": 800, "test": 800}
+        sizes = result.metrics["split_sizes"]  # by row order; a small export gets a larger calibration share
+        assert sizes["test"] == 800 and sizes["train"] + sizes["calibration"] == 3200
+        if sizes["calibration"] > 800:
+            assert any("calibration share raised" in w for w in result.metrics["warnings"])
         # only text features; model selection may have switched the lexicon counts off
         assert "text_score" in features
         assert features <= {"text_score", "text_score_chars", "prohibited_hits", "luxury_brand_hits"} | {
