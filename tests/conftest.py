@@ -79,7 +79,7 @@ def untiered_bundle_dir(bundle_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
     from bundle.manifest import write_manifest
     from bundle.policies import load_policy, save_policy
-    from decision.policy import Policy
+    from decision.thresholds import choose_policy_thresholds
 
     target = Path(shutil.copytree(bundle_dir, tmp_path_factory.mktemp("untiered") / "bundle"))
     config_file = target / "data_config.yaml"
@@ -89,10 +89,9 @@ def untiered_bundle_dir(bundle_dir: Path, tmp_path_factory: pytest.TempPathFacto
         frame = pd.read_parquet(target / name)
         frame.drop(columns=[c for c in frame if c == "tier" or c.startswith("risk_")]).to_parquet(target / name)
     write_manifest(target)
-    policy = load_policy(target).to_dict()
-    policy.update(version=f"{policy['version']}-untiered", tier_pass={}, guarantee={}, provisional=False)
-    policy["targets"] = {**policy["targets"], "recall": 0.99}
-    save_policy(target, Policy.from_dict(policy))
+    current = load_policy(target)  # certified again on the untiered reference, as training would
+    chosen = choose_policy_thresholds(pd.read_parquet(target / "reference.parquet"))
+    save_policy(target, chosen.to_policy(rules=current.rules, version=f"{current.version}-untiered"))
     return target
 
 

@@ -57,7 +57,7 @@ def evaluate_bundle(
                 f"none of the {len(table):,} rows of {data} are in bundle {bundle.version}'s test split; "
                 "pass --rows all to evaluate every row (the output then says how many were not held out)"
             )
-        selected, warnings = table[held_out], []
+        selected, warnings = table[held_out], [w for w in warnings if "in-sample" in w]
     else:
         selected = table
     risk, tier_risk = bundle.scores(selected, history=table)
