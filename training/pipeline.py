@@ -26,9 +26,9 @@ from features.validate import load_table, validate_history
 from training.evaluate import evaluate_scores, ranking_metrics
 from training.export import point_latest, write_bundle
 from training.model_card import render_model_card
-from training.select import LOGISTIC, Selection, select_model, selection_data
+from training.select import LOGISTIC, Selection, inner_split, select_model, selection_columns, selection_data
 from training.split import split_by_time
-from training.tiers import TierModel, fit_tier_models, tier_risk
+from training.tiers import TierModel, TierSource, choose_tier_sources, fit_tier_models, tier_risk
 from training.train import FittedModel, LgbmParams, fit_model
 
 log = logging.getLogger(__name__)
@@ -209,21 +209,37 @@ def train(options: TrainOptions) -> TrainResult:
             parts = split_by_time(table, config, fraction, options.test_fraction)
             tier_notes += [fraction_note] if fraction_note else []
         with stage(f"select the model on the newest {options.validation_fraction:.0%} of the training part"):
+            inner = selection_data(
+                parts.train,
+                table,
+                config,
+                seed=options.seed,
+                validation_fraction=options.validation_fraction,
+                feature_groups=options.feature_groups,
+            )
             selection = select_model(
-                selection_data(
-                    parts.train,
-                    table,
-                    config,
-                    seed=options.seed,
-                    validation_fraction=options.validation_fraction,
-                    feature_groups=options.feature_groups,
-                ),
+                inner,
                 recall=options.recall,
                 seed=options.seed,
                 trials=options.search_trials,
                 base_params=options.lgbm,
             )
         chosen = selection.winner.candidate
+        tier_sources: list[TierSource] = []
+        if config.tiered:
+            with stage("choose each tier's model on the validation part: its own or the overall one"):
+                cut = inner_split(len(parts.train), options.validation_fraction)
+                tier_sources = choose_tier_sources(
+                    inner,
+                    selection_columns(inner, chosen.groups),
+                    chosen.kind,
+                    chosen.params,
+                    config.tiers,
+                    _tiers_of(parts.train.iloc[:cut], config),
+                    _tiers_of(parts.train.iloc[cut:], config),
+                    seed=options.seed,
+                )
+        del inner
         with stage(f"build features ({len(table):,} rows)"):
             builder = FeatureBuilder(config, seed=options.seed, feature_groups=chosen.groups)
             X_train = builder.fit_transform(parts.train, history=table)
@@ -242,6 +258,7 @@ def train(options: TrainOptions) -> TrainResult:
             with stage(f"fit one {selection.winner.name} per tier ({', '.join(config.tier_names)})"):
                 tier_models = fit_tier_models(
                     config.tier_names,
+                    {source.name: source.own for source in tier_sources},
                     model,
                     chosen.kind,
                     chosen.params,
@@ -303,7 +320,8 @@ def train(options: TrainOptions) -> TrainResult:
                 metrics["thresholds"] = thresholds.to_dict()
         metrics["certification"] = certification_report(thresholds, options, len(reference))
         metrics["tier_models"] = [
-            {"tier": m.name, "own_model": m.own, "train_violations": m.train_violations} for m in tier_models
+            {**source.to_dict(), "own_model": m.own, "train_violations": m.train_violations}
+            for source, m in zip(tier_sources, tier_models, strict=True)
         ]
         metrics["warnings"] = [*tier_notes, *metrics["warnings"], *metrics["certification"]["warnings"]]
         with stage("export bundle"):

@@ -239,6 +239,12 @@ def _scored(
     )
 
 
+def selection_columns(data: SelectionData, groups: tuple[str, ...]) -> list[str]:
+    """The feature columns of a candidate using these feature groups."""
+    off = {c for g in data.group_columns if g not in groups for c in data.group_columns[g]}
+    return [c for c in data.X_fit.columns if c not in off]
+
+
 def select_model(
     data: SelectionData,
     *,
@@ -253,8 +259,7 @@ def select_model(
     indices = bootstrap_indices(len(data.y_valid), seed)
 
     def columns(groups: tuple[str, ...]) -> list[str]:
-        off = {c for g in all_groups if g not in groups for c in data.group_columns[g]}
-        return [c for c in data.X_fit.columns if c not in off]
+        return selection_columns(data, groups)
 
     def evaluate(candidate: Candidate) -> Scored:
         cols = columns(candidate.groups)

@@ -1,5 +1,7 @@
-"""Per-tier risk: one binary model per violation tier (tier-k violation vs everything else), each with
-its own calibrator fitted on the calibration split.
+"""Per-tier risk: for each violation tier, the tier's own binary model (tier-k violation vs everything
+else) or the overall model, whichever needs less review at the tier's recall target on the model
+selection's validation rows (`choose_tier_sources`); each with its own calibrator fitted on the
+calibration split.
 
 One model per tier rather than one multiclass model: each tier's guarantee needs only that tier's
 risk to rank its own violations well and be calibrated on its own, and a binary model per tier reuses
@@ -17,9 +19,72 @@ import numpy as np
 import pandas as pd
 
 from features.calibration import Calibrator, fit_calibrator
+from features.config import Tier
+from training.evaluate import review_share_at_recall
+from training.select import SelectionData
 from training.train import FittedModel, LgbmParams, fit_model
 
 MIN_TRAIN_VIOLATIONS = 30
+
+
+@dataclass(frozen=True)
+class TierSource:
+    """Which model scores a tier, and the validation figures it was chosen by."""
+
+    name: str
+    own: bool
+    review_share_own: float | None  # review share at the tier's recall target on validation (None: not fitted)
+    review_share_overall: float
+    validation_violations: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "tier": self.name,
+            "own_model": self.own,
+            "review_share_own_model": self.review_share_own,
+            "review_share_overall_model": self.review_share_overall,
+            "validation_violations": self.validation_violations,
+        }
+
+
+def choose_tier_sources(
+    data: SelectionData,
+    columns: list[str],
+    kind: str,
+    params: LgbmParams | None,
+    tiers: tuple[Tier, ...],
+    tiers_fit: np.ndarray,
+    tiers_valid: np.ndarray,
+    seed: int = 0,
+) -> list[TierSource]:
+    """Per tier, its own model or the overall one: fitted on the selection's inner fit part, compared on
+    its validation part by the review share needed to reach the tier's recall target on the tier's own
+    violations (no test or calibration row is looked at). Ties keep the overall model (one model fewer).
+
+    The overall model learns from every violation, so where a tier's labels are few or noisy it often
+    ranks that tier's violations as well as a model of the tier alone."""
+    X_fit, X_valid = data.X_fit[columns], data.X_valid[columns]
+    categorical = [c for c in data.categorical if c in columns]
+    overall = fit_model(kind, X_fit, data.y_fit, categorical, seed=seed, params=params).predict(X_valid)
+    out = []
+    for tier in tiers:
+        y_valid = (tiers_valid == tier.name).astype(np.int64)
+        y_fit = (tiers_fit == tier.name).astype(np.int64)
+        share_overall = review_share_at_recall(y_valid, overall, tier.recall) if y_valid.any() else 1.0
+        share_own = None
+        if y_valid.any() and MIN_TRAIN_VIOLATIONS <= y_fit.sum() < len(y_fit):
+            own = fit_model(kind, X_fit, y_fit, categorical, seed=seed, params=params).predict(X_valid)
+            share_own = review_share_at_recall(y_valid, own, tier.recall)
+        out.append(
+            TierSource(
+                tier.name,
+                share_own is not None and share_own < share_overall,
+                share_own,
+                share_overall,
+                int(y_valid.sum()),
+            )
+        )
+    return out
 
 
 @dataclass
@@ -33,6 +98,7 @@ class TierModel:
 
 def fit_tier_models(
     tier_names: list[str],
+    own_model: dict[str, bool],
     overall: FittedModel,
     kind: str,
     params: LgbmParams | None,
@@ -48,7 +114,7 @@ def fit_tier_models(
     for name in tier_names:
         y_train = (tiers_train == name).astype(np.int64)
         n = int(y_train.sum())
-        own = MIN_TRAIN_VIOLATIONS <= n < len(y_train)
+        own = own_model.get(name, True) and MIN_TRAIN_VIOLATIONS <= n < len(y_train)
         model = fit_model(kind, X_train, y_train, categorical, seed=seed, params=params) if own else overall
         y_cal = (tiers_cal == name).astype(np.int64)
         out.append(TierModel(name, model, own, fit_calibrator(model.predict(X_cal), y_cal), n))

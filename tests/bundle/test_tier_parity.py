@@ -35,7 +35,7 @@ def test_bundle_tier_risk_equals_the_in_memory_tier_models(bundle: Bundle, gener
     y = (tiers != "").astype(np.int64)
     overall = fit_model("lightgbm", X.iloc[train], y[train], categorical, seed=0, params=params)
     models = fit_tier_models(
-        config.tier_names, overall, "lightgbm", params, X.iloc[train], tiers[train], X.iloc[cal], tiers[cal],
+        config.tier_names, {}, overall, "lightgbm", params, X.iloc[train], tiers[train], X.iloc[cal], tiers[cal],
         categorical, seed=0,
     )  # fmt: skip
     exported = [
