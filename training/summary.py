@@ -61,6 +61,21 @@ def policy_lines(metrics: dict[str, Any]) -> list[str]:
                 if t["recall"] is not None
             )
         )
+    sources = metrics.get("tier_models") or []
+    if sources:
+        lines.append(
+            "tier risks: "
+            + "; ".join(
+                f"{t['tier']} from {'its own model' if t['own_model'] else 'the overall model'}"
+                + (
+                    f" (validation review share {t['review_share_own_model']:.3f} own vs "
+                    f"{t['review_share_overall_model']:.3f} overall)"
+                    if t.get("review_share_own_model") is not None
+                    else ""
+                )
+                for t in sources
+            )
+        )
     cert = metrics.get("certification")
     if not cert:
         return lines

@@ -34,6 +34,9 @@ def test_default_bundle_is_tiered_and_certified_per_tier(bundle_dir: Path) -> No
             assert tier["t_pass"] > 0
     assert metrics["test"]["routing"]["tiers"]["severe"]["violations"] > 0
     assert [m["tier"] for m in metrics["tier_models"]] == ["severe", "minor"]
+    for source in metrics["tier_models"]:  # own model or the overall one, chosen on the validation part
+        own, overall = source["review_share_own_model"], source["review_share_overall_model"]
+        assert source["own_model"] == (own is not None and own < overall)
 
 
 def test_reference_carries_each_tier_and_replays_the_shipped_policy(bundle_dir: Path) -> None:
