@@ -1,7 +1,7 @@
 """Tiered policies against the reachable limit: `make bench-tiers` -> bench/results_tiers.json.
 
     python bench/bench_tiers.py [--rows 200000] [--seeds 0 1 2] [--trials N]
-        [--validity-seeds 100 ... 119] [--validity-rows 60000] [--validity-trials 4]
+        [--validity-seeds 100 ... 119] [--validity-rows 80000] [--validity-trials 4]
         [--skip-tiered] [--skip-validity] [--skip-single] [--workdir DIR] [--out JSON] [--report | --rescore]
 
 Built-in data only (the oracle is needed). Per seed, `triage generate`'s data is trained twice with the
@@ -17,7 +17,7 @@ threshold lets through exactly as many of its test violations as its recall targ
 threshold is the lowest whose test block precision reaches the target (`no_slack_thresholds`).
 Targets: the model's auto-decided share (auto-pass + auto-block) >= 0.8x the limit's, per policy.
 
-Validity: fresh seeds at fewer rows, default tiers, a small search budget; per seed, whether every target
+Validity: 20 fresh seeds at 80k rows, default tiers, a small search budget; per seed, whether every target
 the calibration-only thresholds certify holds on the test split, judged by the oracle's expectation
 (expected recall of a tier = 1 - its true risk over auto-passed rows / over all rows; expected block
 precision = mean true risk of the blocked rows) and by the test labels. Target: all hold in >= 95% of seeds.
@@ -355,7 +355,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="seeds of the main runs")
     parser.add_argument("--trials", type=int, default=None, help="main runs' search trials (default: training's)")
     parser.add_argument("--validity-seeds", type=int, nargs="*", default=list(range(100, 120)))
-    parser.add_argument("--validity-rows", type=int, default=60_000)
+    # 80k: the calibration split then holds about 550 severe violations; recall 0.99 at alpha = 0.05 / 4 needs
+    # 437, and at 60k (about 380) nothing can be certified, so the check would be vacuous
+    parser.add_argument("--validity-rows", type=int, default=80_000)
     parser.add_argument("--validity-trials", type=int, default=4, help="search trials of the validity runs")
     parser.add_argument("--skip-tiered", action="store_true", help="no tiered runs on --seeds")
     parser.add_argument("--skip-validity", action="store_true")
