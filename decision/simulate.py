@@ -39,7 +39,7 @@ from scipy import stats
 from decision.guarantees import DEFAULT_REVIEW_SECONDS, ordered_pair
 from decision.policy import CODE_PASS, CODE_REVIEW, Policy, route
 from decision.rules import match_rules
-from decision.tiers import NO_TIER, risk_column
+from decision.tiers import NO_TIER, frame_tier_risk, risk_column
 
 WHAT_IF_VERSION = "what-if"  # the version of a policy with thresholds a person is trying out
 
@@ -289,8 +289,7 @@ def _tier_routing(
     scored = [name for name in tiers if risk_column(name) in reference]
     if not tier_pass or not scored:
         return None, {}
-    risk = np.column_stack([reference[risk_column(name)].to_numpy(dtype=np.float64) for name in scored])
-    return risk, {name: float(tier_pass.get(name, 0.0)) for name in scored}
+    return frame_tier_risk(reference, scored), {name: float(tier_pass.get(name, 0.0)) for name in scored}
 
 
 def simulate(

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from decision.guarantees import (
+    DEFAULT_REVIEW_SECONDS,
     Certified,
     OperatingPoint,
     RankedScores,
@@ -30,11 +31,12 @@ from decision.guarantees import (
     group_starts,
     miss_rate_upper,
     ordered_pair,
+    precision_lower,
 )
 from decision.policy import CODE_BLOCK, CODE_PASS, Policy
 from decision.rules import Rule
 from decision.segment_thresholds import SegmentChoice, choose_segmented
-from decision.tiers import TierCertificate, certify_tiers, overall_miss_rate_upper, routing_summary, tier_alpha
+from decision.tiers import TierCertificate, certify_tiers, overall_miss_rate_upper, tier_alpha
 from features.config import DataConfig, Tier
 from features.lexicon import PROHIBITED_TERMS, REGULATED_CATEGORIES
 
@@ -501,32 +503,30 @@ def _point_from_codes(
     codes: np.ndarray, label: np.ndarray, seconds: np.ndarray | None, t_pass: float, t_block: float, alpha: float
 ) -> OperatingPoint:
     """An OperatingPoint counted from routed rows (tiered routing is no single threshold pair)."""
-    summary = routing_summary(codes, label, alpha)
     n, n1 = len(codes), int(label.sum())
     passed, blocked = codes == CODE_PASS, codes == CODE_BLOCK
-    misses = int((passed & label).sum())
-    wrong = int((blocked & ~label).sum())
     queue = ~passed & ~blocked
-    hours = float(np.nansum(seconds[queue])) / 3600.0 if seconds is not None else float(queue.sum()) * 60.0 / 3600.0
+    misses = int((passed & label).sum())
+    n_blocked = int(blocked.sum())
+    wrong = int((blocked & ~label).sum())
+    queue_seconds = np.nansum(seconds[queue]) if seconds is not None else queue.sum() * DEFAULT_REVIEW_SECONDS
     return OperatingPoint(
         t_pass=float(t_pass),
         t_block=float(t_block),
         n=n,
         n_violating=n1,
         recall=1.0 - misses / n1 if n1 else float("nan"),
-        block_precision=summary["block_precision"] if summary["block_precision"] is not None else float("nan"),
-        auto_pass_share=summary["auto_pass_share"],
-        queue_share=summary["queue_share"],
-        auto_block_share=summary["auto_block_share"],
+        block_precision=1.0 - wrong / n_blocked if n_blocked else float("nan"),
+        auto_pass_share=float(passed.mean()) if n else 0.0,
+        queue_share=float(queue.mean()) if n else 0.0,
+        auto_block_share=float(blocked.mean()) if n else 0.0,
         queue_items=int(queue.sum()),
-        auto_blocked=int(blocked.sum()),
+        auto_blocked=n_blocked,
         misses=misses,
         wrongful_blocks=wrong,
-        reviewer_hours=hours,
+        reviewer_hours=float(queue_seconds) / 3600.0,
         miss_rate_upper=miss_rate_upper(misses, n1, alpha),
-        block_precision_lower=(
-            summary["block_precision_lower"] if summary["block_precision_lower"] is not None else float("nan")
-        ),
+        block_precision_lower=precision_lower(n_blocked - wrong, n_blocked, alpha),
         confidence_each=1.0 - alpha,
     )
 

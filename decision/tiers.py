@@ -64,9 +64,8 @@ from decision.guarantees import (
     miss_rate_upper,
     ordered_pair,
     pass_order_index,
-    precision_lower,
 )
-from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, route
+from decision.policy import CODE_PASS, route
 from features.config import DataConfig, Tier
 
 NO_TIER = ""  # the tier column of a listing that is not a violation
@@ -158,16 +157,6 @@ def best_certifiable_recall(n_violating: int, alpha: float) -> float:
 def violations_needed(recall: float, alpha: float) -> int:
     """Fewest violations with which recall >= R can be certified at level alpha: R ** n <= alpha."""
     return math.ceil(math.log(alpha) / math.log(recall))
-
-
-def certify_tier(risk: np.ndarray, violating: np.ndarray, recall: float, alpha: float) -> tuple[float, int | None]:
-    """(t_pass, k*) for one tier: t_pass is its violations' (k* + 1)-th smallest risk; (0, None) when
-    no k* exists (nothing can pass)."""
-    ranked = np.sort(np.asarray(risk, dtype=np.float64)[np.asarray(violating, dtype=bool)])
-    k = pass_order_index(len(ranked), recall, alpha)
-    if k is None:
-        return 0.0, None
-    return float(ranked[k]), k
 
 
 def pass_score(tier_risk: np.ndarray, recalls: np.ndarray) -> np.ndarray:
@@ -276,24 +265,3 @@ def overall_miss_rate_upper(certificates: list[TierCertificate]) -> float:
     1 - delta / 2): the overall miss rate mixes the tiers' ones, so it is at most the largest. A tier
     without violations in the data has no bound (1)."""
     return max((1.0 - t.recall_lower if not math.isnan(t.recall_lower) else 1.0 for t in certificates), default=1.0)
-
-
-def routing_summary(codes: np.ndarray, label: np.ndarray, alpha_block: float) -> dict[str, Any]:
-    """Shares and block precision (with its lower bound) of routed rows."""
-    codes = np.asarray(codes)
-    label = np.asarray(label).astype(bool)
-    n = len(codes)
-    blocked = codes == CODE_BLOCK
-    n_blocked = int(blocked.sum())
-    good_blocks = int((blocked & label).sum())
-    lower = precision_lower(good_blocks, n_blocked, alpha_block)
-    return {
-        "n": n,
-        "auto_pass_share": float((codes == CODE_PASS).mean()) if n else 0.0,
-        "queue_share": float((codes == CODE_REVIEW).mean()) if n else 0.0,
-        "auto_block_share": float(blocked.mean()) if n else 0.0,
-        "auto_blocked": n_blocked,
-        "block_precision": good_blocks / n_blocked if n_blocked else None,
-        "block_precision_lower": None if math.isnan(lower) else lower,
-        "recall": float(1 - (label & (codes == CODE_PASS)).sum() / label.sum()) if label.any() else None,
-    }
