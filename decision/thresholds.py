@@ -33,11 +33,27 @@ from decision.guarantees import (
     ordered_pair,
     precision_lower,
 )
-from decision.policy import CODE_BLOCK, CODE_PASS, Policy
+from decision.policy import CODE_BLOCK, CODE_PASS, Policy, route
 from decision.rules import Rule
 from decision.segment_thresholds import SegmentChoice, choose_segmented
-from decision.tiers import TierCertificate, certify_tiers, overall_miss_rate_upper, tier_alpha
-from features.config import DataConfig, Tier
+from decision.tiers import (
+    TierCertificate,
+    certify_tiers,
+    overall_miss_rate_upper,
+    pass_score,
+    risk_column,
+    tier_alpha,
+    violations_needed,
+)
+from decision.weighted import (
+    Strata,
+    audit_rate_needed,
+    certify_block,
+    certify_recall,
+    share_lower,
+    weighted_share,
+)
+from features.config import INCLUSION_PROB, DataConfig, Tier
 from features.lexicon import PROHIBITED_TERMS, REGULATED_CATEGORIES
 
 
@@ -336,6 +352,12 @@ def choose_policy_thresholds(
         if daily_volume is None:
             raise ValueError("capacity mode needs daily_volume")
         return choose_for_capacity(_ranked(reference), capacity_hours, daily_volume, recall, block_precision, delta)
+    strata = Strata.of(reference[INCLUSION_PROB].to_numpy()) if INCLUSION_PROB in reference else None
+    if strata is not None and strata.weighted:
+        result = choose_weighted(reference, strata, recall, block_precision, delta, tiers)
+        if segment_by:
+            result.notes.append(f"per-segment thresholds by {segment_by!r} not used: the rows are audit-weighted")
+        return result
     if tiers:
         result = choose_tiered(reference, tiers, block_precision, delta)
         if segment_by:
@@ -497,6 +519,122 @@ def choose_tiered(
     return ThresholdResult(
         "tiered", False, message, choice.t_pass, choice.t_block, targets, point, notes=notes, tiers=choice.tiers
     )
+
+
+def choose_weighted(
+    reference: pd.DataFrame,
+    strata: Strata,
+    recall: float,
+    block_precision: float,
+    delta: float,
+    tiers: tuple[Tier, ...] | list[Tier] = (),
+) -> ThresholdResult:
+    """Guarantee (or tiered) mode on audit-weighted rows (`decision.weighted`): every bound counts each
+    row for 1 / inclusion_prob listings and is taken per sampling stratum. The same split of delta as the
+    unweighted modes: each tier's recall at delta / (2K) (delta / 2 with one target), blocks at delta / 2."""
+    for target in [recall] if not tiers else [t.recall for t in tiers]:
+        _check_targets(target, block_precision, delta)
+    label = reference["label"].to_numpy().astype(bool)
+    risk = reference["risk"].to_numpy(dtype=np.float64)
+    alpha_tier, alpha_block = tier_alpha(delta, len(tiers)) if tiers else (delta / 2, delta / 2)
+    block = certify_block(risk, strata, label, block_precision, alpha_block)
+    if tiers:
+        tier_risk = np.column_stack([reference[risk_column(t.name)].to_numpy(dtype=np.float64) for t in tiers])
+        recalls = np.array([t.recall for t in tiers])
+        score = pass_score(tier_risk, recalls)
+        tier_col = reference["tier"].to_numpy(dtype=object)
+        groups = [(t.name, t.recall, tier_col == t.name) for t in tiers]
+    else:
+        tier_risk, recalls, score = None, np.array([recall]), risk
+        groups = [("all", recall, label)]
+    found = [certify_recall(score, strata, mask, target, alpha_tier) for _, target, mask in groups]
+    feasible = all(c.certified for c in found)
+    u = min(c.threshold for c in found) if feasible else 0.0
+    t_block = block.t_block
+    tier_pass = np.minimum(u * (1.0 - recalls), np.nextafter(1.0, 0.0)) if tiers else None
+    t_pass, t_block = ordered_pair(t_block if tiers else u, t_block)  # tiered: the tiers limit passes
+    codes = route(risk, t_pass, t_block, tier_risk=tier_risk, tier_pass=tier_pass)
+    weights = 1.0 / strata.pi[strata.index]
+    seconds = reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
+    point = _point_from_codes(codes, label, seconds, t_pass, t_block, alpha_block)
+    certificates = []
+    for (name, target, mask), cert in zip(groups, found, strict=True):
+        passed = mask & (codes == CODE_PASS)
+        kept, lost = strata.counts(mask & ~passed), strata.counts(passed)
+        n_k = int(mask.sum())
+        certificates.append(
+            TierCertificate(
+                name=name,
+                recall_target=target,
+                t_pass=float(u * (1.0 - target)) if tiers else float(t_pass),
+                certified=cert.certified,
+                n_violating=n_k,
+                alpha=alpha_tier,
+                recall=weighted_share(kept, lost, strata.pi),
+                recall_lower=float(share_lower(kept, lost, strata.pi, alpha_tier)[0]) if n_k else float("nan"),
+                misses=int(passed.sum()),
+                best_certifiable_recall=cert.best_lower,
+                violations_needed=violations_needed(target, alpha_tier),
+            )
+        )
+    passed, blocked = codes == CODE_PASS, codes == CODE_BLOCK
+    total = float(weights.sum())
+    point = replace(
+        point,
+        recall=min(c.recall for c in certificates),
+        block_precision=block.precision if block.certified else float("nan"),
+        auto_pass_share=float(weights[passed].sum() / total),
+        auto_block_share=float(weights[blocked].sum() / total),
+        queue_share=float(weights[~passed & ~blocked].sum() / total),
+        miss_rate_upper=overall_miss_rate_upper(certificates),
+        block_precision_lower=block.precision_lower if block.certified else float("nan"),
+    )
+    targets: dict[str, Any] = {
+        "recall": {t.name: t.recall for t in tiers} if tiers else recall,
+        "block_precision": block_precision,
+        "confidence": 1 - delta,
+        "weighted": True,
+        "strata": {f"{p:.6g}": int(c) for p, c in zip(strata.pi, np.bincount(strata.index), strict=True)},
+    }
+    weighting = (
+        f"audit-weighted rows ({len(strata.pi)} inclusion-probability strata, "
+        f"{int((strata.pi[strata.index] < 1).sum())} audited rows)"
+    )
+    summary = (
+        f"auto-pass {point.auto_pass_share:.1%}, queue {point.queue_share:.1%}, auto-block "
+        f"{point.auto_block_share:.1%} of traffic (weighted); "
+        + ", ".join(
+            f"{c.name} recall {c.recall:.4f} (>= {c.recall_lower:.4f}, target {c.recall_target:g})"
+            if c.certified
+            else f"{c.name} NOT certified"
+            for c in certificates
+        )
+        + f"; {weighting}; all together at {1 - delta:.0%} confidence"
+    )
+    notes = [] if block.certified else ["no auto-block threshold can be certified on these audit-weighted rows"]
+    mode = "tiered" if tiers else "guarantee"
+    if feasible:
+        return ThresholdResult(
+            mode, True, summary, float(t_pass), float(t_block), targets, point, notes=notes,
+            tiers=certificates if tiers else [],
+        )  # fmt: skip
+    failing = [c for c in certificates if not c.certified]
+    message = (
+        "Infeasible on audit-weighted rows: "
+        + "; ".join(
+            f"{c.name}: recall >= {c.recall_target:g} cannot be certified at {1 - alpha_tier:.2%} confidence; "
+            f"the strongest certifiable with these rows is {c.best_certifiable_recall:.3f}; an audit rate of about "
+            f"{audit_rate_needed(c.n_violating, c.recall_target, alpha_tier, len(strata.pi)):.1%} of automated "
+            "decisions would let a stratum with no observed miss pass it"
+            for c in failing
+        )
+        + ". Nothing is auto-passed (fail safe). "
+        + summary
+    )
+    return ThresholdResult(
+        mode, False, message, float(t_pass), float(t_block), targets, point, notes=notes,
+        tiers=certificates if tiers else [],
+    )  # fmt: skip
 
 
 def _point_from_codes(

@@ -40,10 +40,11 @@ class Calibrator:
         return cls(np.asarray(raw["x"], dtype=np.float64), np.asarray(raw["y"], dtype=np.float64))
 
 
-def fit_calibrator(raw: np.ndarray, labels: np.ndarray) -> Calibrator:
-    """Fit centred isotonic calibration of raw scores to observed rejection."""
+def fit_calibrator(raw: np.ndarray, labels: np.ndarray, weight: np.ndarray | None = None) -> Calibrator:
+    """Fit centred isotonic calibration of raw scores to observed rejection; with `weight` (inverse
+    inclusion probabilities), to the rejection rate of traffic rather than of the labelled rows."""
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
-    iso.fit(np.asarray(raw, dtype=np.float64), np.asarray(labels, dtype=np.float64))
+    iso.fit(np.asarray(raw, dtype=np.float64), np.asarray(labels, dtype=np.float64), sample_weight=weight)
     xs, ys = np.asarray(iso.X_thresholds_), np.asarray(iso.y_thresholds_)
     block_start = np.r_[True, np.diff(ys) != 0]
     block_id = np.cumsum(block_start) - 1

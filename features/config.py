@@ -13,6 +13,9 @@ from typing import Any
 
 import yaml
 
+# Optional column of a labelled export: the chance each row had of getting its label (1 for a reviewed
+# listing, the audit rate for an audited automated decision; blank = 1). Training weighs rows by 1 / it.
+INCLUSION_PROB = "inclusion_prob"
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "data.yaml"
 
 # Feature groups that can be switched off (model selection ablates them; a data config can force one off).

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import DataConfig
+from features.config import INCLUSION_PROB, DataConfig
 
 MAX_ROWS_SHOWN = 5
 DEFAULT_REVIEW_TIME_COLUMN = "reviewed_at"
@@ -89,6 +89,11 @@ def validate_history(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     for optional in (config.violation_reason,):
         if optional and optional in df.columns:
             out[optional] = checker.text(optional)
+    if INCLUSION_PROB in df.columns:
+        pi = checker.numeric(INCLUSION_PROB)
+        outside = ((pi <= 0) | (pi > 1)).to_numpy()
+        checker.report(INCLUSION_PROB, outside, "are not probabilities in (0, 1] (the chance the row was labelled)")
+        out[INCLUSION_PROB] = pi.fillna(1.0)  # blank: a row of a fully labelled period
     checker.raise_if_problems()
     if not config.timestamp:  # time_order: row, the file's order is time order
         return out.reset_index(drop=True)

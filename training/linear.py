@@ -21,8 +21,16 @@ from bundle.linear import LinearModel
 ONNX_OPSET = 15
 
 
-def fit_logistic(X: pd.DataFrame, y: np.ndarray, categorical: list[str], seed: int = 0, C: float = 1.0) -> LinearModel:
-    """Fit an L2 logistic regression on standardised numerics and one-hot categorical codes."""
+def fit_logistic(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    categorical: list[str],
+    seed: int = 0,
+    C: float = 1.0,
+    weight: np.ndarray | None = None,
+) -> LinearModel:
+    """Fit an L2 logistic regression on standardised numerics and one-hot categorical codes (rows
+    weighted by `weight` when given)."""
     names = list(X.columns)
     numeric = [c for c in names if c not in categorical]
     values = X[numeric].to_numpy(dtype=np.float64)
@@ -40,7 +48,7 @@ def fit_logistic(X: pd.DataFrame, y: np.ndarray, categorical: list[str], seed: i
         shape=(len(X), int(sizes.sum())),
     )
     design = sp.hstack([sp.csr_matrix((imputed - means) / scales), one_hot], format="csr")
-    logit = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(design, y)
+    logit = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(design, y, sample_weight=weight)
     weights = logit.coef_.ravel()
     numeric_weights = weights[: len(numeric)]
     tables = [weights[len(numeric) + o : len(numeric) + o + s] for o, s in zip(offsets, sizes, strict=True)]

@@ -21,7 +21,7 @@ from decision.thresholds import ThresholdResult, choose_policy_thresholds, defau
 from decision.tiers import risk_column, tier_alpha, tier_labels, violations_needed
 from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
-from features.config import DataConfig, load_config
+from features.config import INCLUSION_PROB, DataConfig, load_config
 from features.validate import load_table, validate_history
 from training.evaluate import evaluate_scores, ranking_metrics
 from training.export import point_latest, write_bundle
@@ -122,7 +122,18 @@ def _reference(
         ref[column] = part[column].astype(str).to_numpy()
     if config.timestamp:
         ref["created_at"] = part[config.timestamp].to_numpy()
+    if INCLUSION_PROB in part:  # audit-sampled labels: certification counts each row 1 / pi times
+        ref[INCLUSION_PROB] = part[INCLUSION_PROB].to_numpy(dtype=np.float64)
     return ref
+
+
+def row_weights(part: pd.DataFrame) -> np.ndarray | None:
+    """Inverse inclusion probabilities of audit-sampled labels (None: every row was labelled), so a
+    model fitted on logged labels learns traffic as it is, not the reviewed share of it (Horvitz &
+    Thompson 1952)."""
+    if INCLUSION_PROB not in part or bool((part[INCLUSION_PROB] >= 1.0).all()):
+        return None
+    return 1.0 / part[INCLUSION_PROB].to_numpy(dtype=np.float64)
 
 
 def _tiers_of(part: pd.DataFrame, config: DataConfig) -> np.ndarray:
@@ -249,10 +260,13 @@ def train(options: TrainOptions) -> TrainResult:
             p[config.label].to_numpy(dtype=np.int64) for p in (parts.train, parts.calibration, parts.test)
         )
         categorical = list(builder.categorical_features)
+        w_train, w_cal = row_weights(parts.train), row_weights(parts.calibration)
         with stage(f"fit {selection.winner.name} on the whole training part"):
-            model = fit_model(chosen.kind, X_train, y_train, categorical, seed=options.seed, params=chosen.params)
+            model = fit_model(
+                chosen.kind, X_train, y_train, categorical, seed=options.seed, params=chosen.params, weight=w_train
+            )
         with stage("fit logistic-regression baseline"):
-            baseline = fit_model(LOGISTIC, X_train, y_train, categorical, seed=options.seed)
+            baseline = fit_model(LOGISTIC, X_train, y_train, categorical, seed=options.seed, weight=w_train)
         tier_models: list[TierModel] = []
         if config.tiered:
             with stage(f"fit one {selection.winner.name} per tier ({', '.join(config.tier_names)})"):
@@ -268,10 +282,12 @@ def train(options: TrainOptions) -> TrainResult:
                     _tiers_of(parts.calibration, config),
                     categorical,
                     seed=options.seed,
+                    weight_train=w_train,
+                    weight_cal=w_cal,
                 )
         with stage("calibrate on the calibration split"):
             raw_cal = model.predict(X_cal)
-            calibrator = fit_calibrator(raw_cal, y_cal)
+            calibrator = fit_calibrator(raw_cal, y_cal, w_cal)
             reference = _reference(
                 parts.calibration, calibrator(raw_cal), config, tier_risk(tier_models, X_cal) if tier_models else None
             )

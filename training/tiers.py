@@ -108,16 +108,23 @@ def fit_tier_models(
     tiers_cal: np.ndarray,
     categorical: list[str],
     seed: int = 0,
+    weight_train: np.ndarray | None = None,
+    weight_cal: np.ndarray | None = None,
 ) -> list[TierModel]:
-    """A calibrated model per tier (training part for the model, calibration split for the calibrator)."""
+    """A calibrated model per tier (training part for the model, calibration split for the calibrator;
+    rows weighted by inverse inclusion probabilities when given)."""
     out = []
     for name in tier_names:
         y_train = (tiers_train == name).astype(np.int64)
         n = int(y_train.sum())
         own = own_model.get(name, True) and MIN_TRAIN_VIOLATIONS <= n < len(y_train)
-        model = fit_model(kind, X_train, y_train, categorical, seed=seed, params=params) if own else overall
+        model = (
+            fit_model(kind, X_train, y_train, categorical, seed=seed, params=params, weight=weight_train)
+            if own
+            else overall
+        )
         y_cal = (tiers_cal == name).astype(np.int64)
-        out.append(TierModel(name, model, own, fit_calibrator(model.predict(X_cal), y_cal), n))
+        out.append(TierModel(name, model, own, fit_calibrator(model.predict(X_cal), y_cal, weight_cal), n))
     return out
 
 

@@ -64,10 +64,13 @@ def fit_lightgbm(
     seed: int = 0,
     params: LgbmParams | None = None,
     validation_fraction: float = 0.1,
+    weight: np.ndarray | None = None,
 ) -> lgb.Booster:
     """Fit a binary LightGBM booster; the newest `validation_fraction` of rows (by order) drive early stopping.
 
     Rows are expected in time order, so early stopping, like everything else, looks at the future.
+    `weight`: per-row weights (inverse inclusion probabilities of audit-sampled labels), also on the
+    early-stopping rows.
     """
     params = params or LgbmParams()
     if params.num_threads == 0:
@@ -77,8 +80,9 @@ def fit_lightgbm(
     fit_y, valid_y = y[:-n_valid], y[-n_valid:]
     lgb_params = params.to_lightgbm(seed)
     lgb_params["monotone_constraints"] = [1 if c in MONOTONE_INCREASING else 0 for c in X.columns]
-    train_set = lgb.Dataset(fit_X, fit_y, categorical_feature=categorical, free_raw_data=True)
-    valid_set = lgb.Dataset(valid_X, valid_y, categorical_feature=categorical, reference=train_set)
+    fit_w, valid_w = (None, None) if weight is None else (weight[:-n_valid], weight[-n_valid:])
+    train_set = lgb.Dataset(fit_X, fit_y, weight=fit_w, categorical_feature=categorical, free_raw_data=True)
+    valid_set = lgb.Dataset(valid_X, valid_y, weight=valid_w, categorical_feature=categorical, reference=train_set)
     booster = lgb.train(
         lgb_params,
         train_set,
@@ -151,8 +155,15 @@ class FittedModel:
 
 
 def fit_model(
-    kind: str, X: pd.DataFrame, y: np.ndarray, categorical: list[str], seed: int = 0, params: LgbmParams | None = None
+    kind: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    categorical: list[str],
+    seed: int = 0,
+    params: LgbmParams | None = None,
+    weight: np.ndarray | None = None,
 ) -> FittedModel:
+    """Fit the model of `kind`; `weight` (None: every row counts once) weighs the rows' losses."""
     if kind == "lightgbm":
-        return FittedModel(kind, booster=fit_lightgbm(X, y, categorical, seed=seed, params=params))
-    return FittedModel(kind, linear=fit_logistic(X, y, categorical, seed=seed))
+        return FittedModel(kind, booster=fit_lightgbm(X, y, categorical, seed=seed, params=params, weight=weight))
+    return FittedModel(kind, linear=fit_logistic(X, y, categorical, seed=seed, weight=weight))
