@@ -135,3 +135,27 @@ def test_infeasible_weighted_targets_say_what_audit_rate_would_do() -> None:
     result = choose_policy_thresholds(rows, recall=0.999, block_precision=0.99, delta=0.05)
     assert not result.feasible and result.t_pass == 0.0
     assert "audit rate of about" in result.message and "Nothing is auto-passed" in result.message
+
+
+def test_tiered_weighted_certificate_sets_every_tier_and_holds_each_target(
+    truth: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Two tiers sharing the risk (half of the violations each): each tier's certified recall holds by the
+    truth, and the policy carries one t_pass per tier."""
+    from features.config import Tier
+
+    rng = np.random.default_rng(11)
+    rows = _logged(rng, 60_000)
+    half = rng.random(len(rows)) < 0.5
+    rows["tier"] = np.where(rows["label"] == 1, np.where(half, "severe", "minor"), "")
+    rows["risk_severe"] = rows["risk_minor"] = rows["risk"] / 2
+    tiers = [Tier("severe", ("a",), 0.9), Tier("minor", ("b",), 0.8)]
+    result = choose_policy_thresholds(rows, block_precision=0.8, delta=0.1, tiers=tiers)
+    assert result.mode == "tiered" and result.targets["weighted"] is True and result.feasible
+    by_name = {t.name: t for t in result.tiers}
+    assert by_name["minor"].t_pass > by_name["severe"].t_pass > 0  # u (1 - R_k): the laxer tier passes more
+    for tier in result.tiers:
+        assert tier.recall_lower >= tier.recall_target
+        # tier risk = risk / 2, so passing tier risk < t_k is passing risk < 2 t_k
+        assert _true_recall(truth, 2 * tier.t_pass) >= tier.recall_target
+    assert set(result.to_policy().tier_pass) == {"severe", "minor"}
