@@ -11,6 +11,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
 from decision.tiers import frame_tier_risk, tier_recalls
+from features.config import INCLUSION_PROB
 
 MIN_SEGMENT_ROWS = 50
 REPORTED_RECALLS = (0.9, 0.95, 0.99)
@@ -27,15 +28,18 @@ def expected_calibration_error(y: np.ndarray, risk: np.ndarray, bins: int = 15) 
     return float(np.sum(np.abs(observed[filled] - predicted[filled])) / max(len(y), 1))
 
 
-def ranking_metrics(y: np.ndarray, risk: np.ndarray) -> dict[str, float]:
+def ranking_metrics(y: np.ndarray, risk: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float]:
+    """Rows, prevalence, ROC-AUC and PR-AUC; with `weight` (inverse inclusion probabilities of audit-
+    sampled labels) as traffic would show them rather than the labelled rows."""
     y = np.asarray(y)
+    prevalence = float(np.average(y, weights=weight)) if len(y) else float("nan")
     if y.min() == y.max():
-        return {"rows": int(len(y)), "prevalence": float(y.mean())}
+        return {"rows": int(len(y)), "prevalence": prevalence}
     return {
         "rows": int(len(y)),
-        "prevalence": float(y.mean()),
-        "roc_auc": float(roc_auc_score(y, risk)),
-        "pr_auc": float(average_precision_score(y, risk)),
+        "prevalence": prevalence,
+        "roc_auc": float(roc_auc_score(y, risk, sample_weight=weight)),
+        "pr_auc": float(average_precision_score(y, risk, sample_weight=weight)),
     }
 
 
@@ -87,18 +91,22 @@ def routing_metrics(
     tier_risk: np.ndarray | None = None,
     tier_pass: np.ndarray | None = None,
     tiers: tuple[np.ndarray, list[str]] | None = None,
+    weight: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Routing split and the quantities the thresholds promise, counted on these rows (per tier too,
-    with `tiers` = (each row's tier, tier names))."""
+    with `tiers` = (each row's tier, tier names)). With `weight` (inverse inclusion probabilities), shares,
+    recall and block precision are Horvitz-Thompson estimates for traffic; counts stay counts of rows."""
     decision = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
     passed, blocked, queued = decision == CODE_PASS, decision == CODE_BLOCK, decision == CODE_REVIEW
-    positives = max(int(y.sum()), 1)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
+    total, yw = max(float(w.sum()), 1e-300), y * w
+    positives = max(float(yw.sum()), 1e-300)
     out: dict[str, Any] = {
-        "auto_pass_share": float(passed.mean()),
-        "auto_block_share": float(blocked.mean()),
-        "queue_share": float(queued.mean()),
-        "recall": float(1.0 - y[passed].sum() / positives),
-        "block_precision": float(y[blocked].mean()) if blocked.any() else float("nan"),
+        "auto_pass_share": float(w[passed].sum() / total),
+        "auto_block_share": float(w[blocked].sum() / total),
+        "queue_share": float(w[queued].sum() / total),
+        "recall": float(1.0 - yw[passed].sum() / positives) if y.sum() else 1.0,
+        "block_precision": float(yw[blocked].sum() / w[blocked].sum()) if blocked.any() else float("nan"),
         "missed_violations": int(y[passed].sum()),
         "wrongful_blocks": int((1 - y[blocked]).sum()),
     }
@@ -120,6 +128,13 @@ def segment_metrics(frame: pd.DataFrame, column: str) -> dict[str, dict[str, flo
     return out
 
 
+def audit_weights(frame: pd.DataFrame) -> np.ndarray | None:
+    """1 / inclusion_prob of audit-sampled rows (None when every row was labelled)."""
+    if INCLUSION_PROB not in frame or bool((frame[INCLUSION_PROB] >= 1.0).all()):
+        return None
+    return 1.0 / frame[INCLUSION_PROB].to_numpy(dtype=np.float64)
+
+
 def evaluate_scores(
     frame: pd.DataFrame,
     policy: Policy | None = None,
@@ -132,7 +147,10 @@ def evaluate_scores(
     block / review masks for these rows) and then its thresholds, per segment where it has them.
     """
     y, risk = frame["label"].to_numpy(), frame["risk"].to_numpy()
-    metrics: dict[str, Any] = {**ranking_metrics(y, risk), **calibration_metrics(y, risk)}
+    weight = audit_weights(frame)
+    metrics: dict[str, Any] = {**ranking_metrics(y, risk, weight), **calibration_metrics(y, risk)}
+    if weight is not None:
+        metrics["weighted"] = True  # audit-sampled labels: shares and rates are estimates for traffic
     metrics["review_share_at_recall"] = {f"{r:g}": review_share_at_recall(y, risk, r) for r in REPORTED_RECALLS}
     if policy is not None:
         seg_values = frame[policy.segment_by].astype(str).to_numpy() if policy.segment_by else None
@@ -145,11 +163,11 @@ def evaluate_scores(
         tier_risk, tier_pass = frame_tier_risk(frame, names), policy.tier_pass_vector(names)
         tiers = (frame["tier"].to_numpy(dtype=object), names) if names and "tier" in frame else None
         metrics["routing"] = routing_metrics(
-            y, risk, t_pass, t_block, seconds, rule_block, rule_review, tier_risk, tier_pass, tiers
+            y, risk, t_pass, t_block, seconds, rule_block, rule_review, tier_risk, tier_pass, tiers, weight
         )
         if rule_masks is not None:
             metrics["routing_thresholds_only"] = routing_metrics(
-                y, risk, t_pass, t_block, seconds, tier_risk=tier_risk, tier_pass=tier_pass, tiers=tiers
+                y, risk, t_pass, t_block, seconds, tier_risk=tier_risk, tier_pass=tier_pass, tiers=tiers, weight=weight
             )
     metrics["segments"] = {col: segment_metrics(frame, col) for col in segments if col in frame}
     return metrics

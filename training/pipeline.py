@@ -23,7 +23,7 @@ from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
 from features.config import INCLUSION_PROB, DataConfig, load_config
 from features.validate import load_table, validate_history
-from training.evaluate import evaluate_scores, ranking_metrics
+from training.evaluate import audit_weights, evaluate_scores, ranking_metrics
 from training.export import point_latest, write_bundle
 from training.model_card import render_model_card
 from training.select import LOGISTIC, Selection, inner_split, select_model, selection_columns, selection_data
@@ -125,15 +125,6 @@ def _reference(
     if INCLUSION_PROB in part:  # audit-sampled labels: certification counts each row 1 / pi times
         ref[INCLUSION_PROB] = part[INCLUSION_PROB].to_numpy(dtype=np.float64)
     return ref
-
-
-def row_weights(part: pd.DataFrame) -> np.ndarray | None:
-    """Inverse inclusion probabilities of audit-sampled labels (None: every row was labelled), so a
-    model fitted on logged labels learns traffic as it is, not the reviewed share of it (Horvitz &
-    Thompson 1952)."""
-    if INCLUSION_PROB not in part or bool((part[INCLUSION_PROB] >= 1.0).all()):
-        return None
-    return 1.0 / part[INCLUSION_PROB].to_numpy(dtype=np.float64)
 
 
 def _tiers_of(part: pd.DataFrame, config: DataConfig) -> np.ndarray:
@@ -260,7 +251,9 @@ def train(options: TrainOptions) -> TrainResult:
             p[config.label].to_numpy(dtype=np.int64) for p in (parts.train, parts.calibration, parts.test)
         )
         categorical = list(builder.categorical_features)
-        w_train, w_cal = row_weights(parts.train), row_weights(parts.calibration)
+        # audit-sampled labels count 1 / pi times, so the model and calibrator learn traffic as it is,
+        # not the reviewed share of it (Horvitz & Thompson 1952)
+        w_train, w_cal = audit_weights(parts.train), audit_weights(parts.calibration)
         with stage(f"fit {selection.winner.name} on the whole training part"):
             model = fit_model(
                 chosen.kind, X_train, y_train, categorical, seed=options.seed, params=chosen.params, weight=w_train
@@ -376,7 +369,7 @@ def _metrics(
     selection: Selection,
 ) -> dict[str, Any]:
     test = evaluate_scores(test_frame, policy, segments=config.segments, rule_masks=rule_masks)
-    baseline = ranking_metrics(test_frame["label"].to_numpy(), baseline_risk)
+    baseline = ranking_metrics(test_frame["label"].to_numpy(), baseline_risk, audit_weights(test_frame))
     return {
         "split_sizes": sizes,
         "model": {

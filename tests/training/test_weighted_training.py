@@ -46,6 +46,7 @@ def test_weighted_training_certifies_on_audit_weighted_rows(generated_dir: Path,
         )
     )  # fmt: skip
     thresholds = result.metrics["thresholds"]
+    assert result.metrics["test"]["weighted"] is True  # test figures are estimates for traffic
     assert thresholds["targets"]["weighted"] is True
     assert set(thresholds["targets"]["strata"]) >= {"1", "0.1"}
     # shares are of traffic: weighted auto-pass is larger than the share of labelled rows passed
