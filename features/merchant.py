@@ -160,7 +160,8 @@ class MerchantUpdates:
 
     def __init__(self, since_us: int) -> None:
         self.since_us = int(since_us)
-        self.latest_us = int(since_us)  # the latest review time added (since_us while empty)
+        # how far the log feeding these updates has been read (a review time; the feeder advances it)
+        self.synced_us = int(since_us)
         self._merchants: dict[str, _Events] = {}
         self._all = _Events()
         self._keys: dict[str, int] = {}
@@ -180,7 +181,6 @@ class MerchantUpdates:
                 events = self._merchants[merchant] = _Events()
             events.add(reviewed_us, rejected)
             self._all.add(reviewed_us, rejected)
-            self.latest_us = max(self.latest_us, reviewed_us)
             return True
 
     def forget_keys_before(self, reviewed_us: int) -> None:
