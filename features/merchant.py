@@ -154,8 +154,10 @@ class MerchantUpdates:
     each listing's creation, per merchant and overall (for the global prior). Thread-safe: outcomes
     are added by verdicts and refreshes while scoring threads read.
 
-    Memory: about 40 bytes per outcome (int64 arrays) plus the keys kept for de-duplication, which
-    `forget_keys_before` drops once no refresh can return them again.
+    Cost: `counts` is one vectorised search over all updates plus a binary search per listing in its
+    merchant's own; `add` appends (an outcome older than the latest shifts the later ones). Memory:
+    about 35 bytes per outcome plus the keys kept for de-duplication, which `forget_keys_before` drops
+    once no refresh can return them again.
     """
 
     def __init__(self, since_us: int) -> None:
@@ -163,12 +165,12 @@ class MerchantUpdates:
         # how far the log feeding these updates has been read (a review time; the feeder advances it)
         self.synced_us = int(since_us)
         self._merchants: dict[str, _Events] = {}
-        self._all = _Events()
+        self._all = _Timeline()
         self._keys: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._all.times)
+        return self._all.size
 
     def add(self, key: str, merchant: str, reviewed_us: int, rejected: bool) -> bool:
         """File one outcome; False if it was ignored (at or before the cutoff, or a repeat of `key`)."""
@@ -191,16 +193,21 @@ class MerchantUpdates:
     def counts(self, merchants: Sequence[str], created_us: Sequence[int]) -> UpdateCounts:
         """What the updates reviewed strictly before each listing's creation add to the snapshot."""
         n = len(merchants)
-        counted = UpdateCounts.zeros(n)
-        if not self._all.times:
-            return counted
+        if not self._all.size:
+            return UpdateCounts.zeros(n)
+        created = np.asarray(created_us, dtype=np.int64)
+        reviews, rejects, last = [0] * n, [0] * n, [_NO_TIME] * n
         with self._lock:
-            for i, (merchant, created) in enumerate(zip(merchants, created_us, strict=True)):
-                counted.global_reviews[i], counted.global_rejects[i], _ = self._all.before(created)
-                events = self._merchants.get(merchant)
+            global_reviews, global_rejects = self._all.before(created)
+            get = self._merchants.get
+            for i, (merchant, at) in enumerate(zip(merchants, created.tolist(), strict=True)):
+                events = get(merchant)
                 if events is not None:
-                    counted.reviews[i], counted.rejects[i], counted.last_reject[i] = events.before(created)
-        return counted
+                    reviews[i], rejects[i], last[i] = events.before(at)
+        as_int = np.array
+        return UpdateCounts(
+            as_int(reviews, np.int64), as_int(rejects, np.int64), as_int(last, np.int64), global_reviews, global_rejects
+        )
 
 
 @dataclass(frozen=True)
@@ -216,12 +223,12 @@ class UpdateCounts:
 
     @classmethod
     def zeros(cls, n: int) -> UpdateCounts:
-        z = np.zeros  # five fresh arrays: `counts` fills them in place
-        return cls(z(n, np.int64), z(n, np.int64), np.full(n, _NO_TIME), z(n, np.int64), z(n, np.int64))
+        z = np.zeros(n, dtype=np.int64)
+        return cls(z, z, np.full(n, _NO_TIME), z, z)
 
 
 class _Events:
-    """Review times in order, with rejects counted cumulatively: counts before t in O(log n)."""
+    """One merchant's review times in order, rejects counted cumulatively: counts before t in O(log n)."""
 
     __slots__ = ("cum_rejects", "reject_times", "times")
 
@@ -244,6 +251,36 @@ class _Events:
         k = bisect_left(self.times, created_us)
         j = bisect_left(self.reject_times, created_us)
         return k, self.cum_rejects[k], self.reject_times[j - 1] if j else _NO_TIME
+
+
+class _Timeline:
+    """Every merchant's review times in order, in growable numpy buffers, for vectorised counts."""
+
+    def __init__(self) -> None:
+        self._times = np.empty(1024, dtype=np.int64)
+        self._cum_rejects = np.zeros(1025, dtype=np.int64)  # [k]: rejects among the first k events
+        self.size = 0
+
+    def add(self, reviewed_us: int, rejected: bool) -> None:
+        n, r = self.size, int(rejected)
+        if n == len(self._times):
+            self._times = np.concatenate([self._times, np.empty(n, dtype=np.int64)])
+            self._cum_rejects = np.concatenate([self._cum_rejects, np.zeros(n, dtype=np.int64)])
+        i = (
+            n
+            if n == 0 or reviewed_us >= self._times[n - 1]
+            else int(np.searchsorted(self._times[:n], reviewed_us, "right"))
+        )
+        self._times[i + 1 : n + 1] = self._times[i:n].copy()
+        self._times[i] = reviewed_us
+        self._cum_rejects[i + 2 : n + 2] = self._cum_rejects[i + 1 : n + 1] + r
+        self._cum_rejects[i + 1] = self._cum_rejects[i] + r
+        self.size = n + 1
+
+    def before(self, created_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(events, rejects) reviewed strictly before each time in `created_us`."""
+        k = np.searchsorted(self._times[: self.size], created_us, side="left").astype(np.int64)
+        return k, self._cum_rejects[k]
 
 
 class SnapshotLookup:
