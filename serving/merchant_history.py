@@ -15,8 +15,9 @@ longer than that to commit reaches this process at its next engine load (restart
 refreshes fail (the database unreadable), other workers' verdicts wait; each failure is logged.
 
 Point in time: as in training, an outcome counts for a listing only if reviewed strictly before the
-listing's creation time. A listing id reviewed twice counts twice here, where `export-labels` training
-data keeps only its latest verdict.
+listing's creation time, the review time being the verdict's `reviewed_at` (the column `export-labels`
+writes and training reads when the data config names `reviewed_at`, as the default does). A listing id
+reviewed twice counts twice here, where training on `export-labels` keeps only its latest verdict.
 """
 
 from __future__ import annotations
