@@ -45,6 +45,10 @@ def follow_outcomes(bundle: Bundle, store: MerchantOutcomeLog) -> MerchantUpdate
         return None
     if bundle.config.merchant:
         store.merchant_column = bundle.config.merchant
+    try:
+        store.backfill_merchant_outcomes(_datetime(updates.since_us))
+    except Exception:  # those verdicts then wait for the next retrain, as without the backfill
+        log.exception("merchant outcomes: backfilling verdicts recorded before the table existed failed")
     added = refresh(updates, store)
     log.info("merchant history: %d outcomes recorded since the bundle's snapshot", added)
     return updates

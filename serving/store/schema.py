@@ -212,7 +212,7 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
 
 # Each verdict's outcome for its merchant (reviews and audits alike), written in the verdict's transaction:
 # what the service adds to the bundle's merchant snapshot (`features.merchant.MerchantUpdates`). Verdicts
-# recorded before this table existed are not in it; they reach merchant history with the next retrain.
+# recorded before this table existed are added when an engine loads (`backfill_merchant_outcomes`).
 merchant_outcomes = Table(
     "merchant_outcomes",
     metadata,

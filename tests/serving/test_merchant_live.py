@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import delete
 
 from bundle.load import Bundle
 from features.merchant import MERCHANT_FEATURES, MerchantUpdates, merchant_history
@@ -20,7 +21,7 @@ from features.validate import load_table, validate_history
 from serving.engine import DecisionEngine
 from serving.merchant_history import COMMIT_GRACE, apply_outcome, engine_updates, refresh
 from serving.models import load_engine
-from serving.store import ConflictError, Store, create_store
+from serving.store import ConflictError, Store, create_store, schema
 from serving.store.merchant_outcomes import MerchantOutcome
 from tests.serving.conftest import FakeClock, listing_json, make_decision
 from tests.serving.test_api_policy import put_policy
@@ -225,3 +226,24 @@ def test_rejections_through_the_review_api_raise_the_merchants_prior_rejects(ser
     assert live["risk"] == pytest.approx(expected_risk, abs=1e-6)  # the API scored the live features
     frozen = DecisionEngine.from_bundle(Bundle.load(own_bundle)).score([next_listing]).risk[0]
     assert live["risk"] > frozen  # three rejections make the merchant's next listing riskier
+
+
+def test_verdicts_recorded_before_the_table_existed_are_backfilled_once(
+    store_factory: Callable[..., Store], clock: FakeClock
+) -> None:
+    store, other = store_factory(), store_factory()
+    before_upgrade = []
+    for merchant in ("M1", "M2"):
+        clock.advance(1)  # outcomes come back in review-time order
+        before_upgrade.append(review(store, clock, merchant, "reject"))
+    review(store, clock, None, "approve")  # no merchant: nothing to backfill, ever
+    with store._write_engine.begin() as conn:  # the verdicts of a log written before merchant_outcomes
+        conn.execute(delete(schema.merchant_outcomes))
+    clock.advance(60)
+    after_upgrade = review(store, clock, "M1", "approve")
+
+    assert store.backfill_merchant_outcomes(None) == 2
+    assert other.backfill_merchant_outcomes(None) == 0  # a second worker finds nothing left
+    outcomes = store.merchant_outcomes_after(None)
+    assert [o.decision_id for o in outcomes] == [*before_upgrade, after_upgrade]
+    assert [(o.merchant_id, o.rejected) for o in outcomes] == [("M1", True), ("M2", True), ("M1", False)]
