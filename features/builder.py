@@ -43,9 +43,11 @@ from features.config import FEATURE_GROUPS, LEXICON_HITS, MERCHANT_HISTORY, TEXT
 from features.merchant import (
     MERCHANT_FEATURES,
     PRIOR_STRENGTH,
+    MerchantUpdates,
     SnapshotLookup,
     merchant_history,
     merchant_snapshot,
+    snapshot_cutoff_us,
 )
 from features.text import TextModel, document_one, documents
 from features.validate import DataValidationError
@@ -253,6 +255,24 @@ class FeatureBuilder:
     def _require_fitted(self) -> None:
         if not self._fitted:
             raise RuntimeError("FeatureBuilder is not fitted: call fit_transform or load a saved state")
+
+    def live_merchant_updates(self) -> MerchantUpdates | None:
+        """Serve merchant history live: from now on new listings see the snapshot plus the outcomes
+        added to the returned `MerchantUpdates` (those reviewed after the snapshot's cutoff), with the
+        point-in-time rule of `merchant_history`. The same object on every call; None when the
+        merchant_history group is off."""
+        if self.snapshot is None:
+            return None
+        lookup = self._require_lookup()
+        if lookup.updates is None:
+            updates = MerchantUpdates(snapshot_cutoff_us(self.snapshot))
+            self._lookup = SnapshotLookup(self.snapshot, self.prior_strength, updates)
+        return self._require_lookup().updates
+
+    @property
+    def merchant_updates(self) -> MerchantUpdates | None:
+        """The live updates `live_merchant_updates` attached (None while merchant history is frozen)."""
+        return self._lookup.updates if self._lookup is not None else None
 
     def _require_lookup(self) -> SnapshotLookup:
         self._require_fitted()

@@ -14,9 +14,21 @@ Features (float64, NaN where undefined):
 For listings scored after the history ends, `merchant_snapshot` keeps per-merchant totals of every
 outcome and `SnapshotLookup` applies them (unknown merchant -> 0 reviews, the global prior rate). For a
 listing created after the last review, snapshot features equal `merchant_history` features exactly.
+
+Live history: `MerchantUpdates` holds the outcomes reviewed after the snapshot's cutoff (the latest review
+time in it), and a `SnapshotLookup` given them counts, for a listing created at t, the snapshot plus the
+updates reviewed strictly before t, for the merchant's counts, its last rejection and the global prior
+alike. So for a listing created after the cutoff the features equal `merchant_history` over the
+snapshot's outcomes plus the updates, exactly.
 """
 
 from __future__ import annotations
+
+import threading
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -91,7 +103,8 @@ def merchant_history(
 
 
 def merchant_snapshot(outcomes: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
-    """Per-merchant totals over ALL outcomes: reviews, rejects, last_reject_at (NaT if none).
+    """Per-merchant totals over ALL outcomes: reviews, rejects, last_reject_at (NaT if none) and
+    last_review_at (the latest review time: its maximum is the snapshot's cutoff, `snapshot_cutoff_us`).
 
     Indexed by merchant id (str), sorted; the global prior is the sum over merchants.
     """
@@ -103,22 +116,181 @@ def merchant_snapshot(outcomes: pd.DataFrame, config: DataConfig) -> pd.DataFram
             "reviews": 1,
             "rejects": label,
             "last_reject_us": reviewed.where(label == 1, _NO_TIME).to_numpy(),
+            "last_review_us": reviewed.to_numpy(),
         }
     )
     totals = frame.groupby("merchant", sort=True).agg(
-        reviews=("reviews", "sum"), rejects=("rejects", "sum"), last_reject_us=("last_reject_us", "max")
+        reviews=("reviews", "sum"),
+        rejects=("rejects", "sum"),
+        last_reject_us=("last_reject_us", "max"),
+        last_review_us=("last_review_us", "max"),
     )
-    last = totals.pop("last_reject_us").to_numpy()
-    totals["last_reject_at"] = np.where(last == _NO_TIME, np.datetime64("NaT", "us"), last.astype("datetime64[us]"))
+    for name in ("last_reject", "last_review"):
+        last = totals.pop(f"{name}_us").to_numpy()
+        totals[f"{name}_at"] = np.where(last == _NO_TIME, np.datetime64("NaT", "us"), last.astype("datetime64[us]"))
     totals.index.name = config.merchant
     return totals.astype({"reviews": np.int64, "rejects": np.int64})
 
 
-class SnapshotLookup:
-    """Applies a merchant snapshot to listings; `one` is the allocation-light path for serving."""
+def snapshot_cutoff_us(snapshot: pd.DataFrame) -> int:
+    """The latest review time in a snapshot, in microseconds: outcomes reviewed after it are updates.
 
-    def __init__(self, snapshot: pd.DataFrame, prior_strength: float = PRIOR_STRENGTH):
+    A snapshot written before `last_review_at` existed gives its latest rejection time instead (an
+    approval reviewed later than that, if also logged by the service, then counts twice); an empty one
+    gives the earliest representable time, so every outcome is an update.
+    """
+    column = "last_review_at" if "last_review_at" in snapshot.columns else "last_reject_at"
+    times = snapshot[column].to_numpy().astype("datetime64[us]")
+    known = times[~np.isnat(times)]
+    return int(known.max().view(np.int64)) if len(known) else int(_NO_TIME)
+
+
+class MerchantUpdates:
+    """Outcomes reviewed after a snapshot's cutoff, in review-time order per merchant and overall.
+
+    `add` files one outcome (an outcome at or before the cutoff is already in the snapshot, one whose
+    key was added before is a repeat: both are ignored); `counts` answers, for listings created at given
+    times, what the updates add to the snapshot: reviews, rejects and the last rejection strictly before
+    each listing's creation, per merchant and overall (for the global prior). Thread-safe: outcomes
+    are added by verdicts and refreshes while scoring threads read.
+
+    Cost: `counts` is one vectorised search over all updates plus a binary search per listing in its
+    merchant's own; `add` appends (an outcome older than the latest shifts the later ones). Memory:
+    about 35 bytes per outcome plus the keys kept for de-duplication, which `forget_keys_before` drops
+    once no refresh can return them again.
+    """
+
+    def __init__(self, since_us: int) -> None:
+        self.since_us = int(since_us)
+        # how far the log feeding these updates has been read (a review time; the feeder advances it)
+        self.synced_us = int(since_us)
+        self._merchants: dict[str, _Events] = {}
+        self._all = _Timeline()
+        self._keys: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._all.size
+
+    def add(self, key: str, merchant: str, reviewed_us: int, rejected: bool) -> bool:
+        """File one outcome; False if it was ignored (at or before the cutoff, or a repeat of `key`)."""
+        with self._lock:
+            if reviewed_us <= self.since_us or key in self._keys:
+                return False
+            self._keys[key] = reviewed_us
+            events = self._merchants.get(merchant)
+            if events is None:
+                events = self._merchants[merchant] = _Events()
+            events.add(reviewed_us, rejected)
+            self._all.add(reviewed_us, rejected)
+            return True
+
+    def forget_keys_before(self, reviewed_us: int) -> None:
+        """Drop the de-duplication keys of outcomes reviewed before `reviewed_us` (their counts stay)."""
+        with self._lock:
+            self._keys = {k: t for k, t in self._keys.items() if t >= reviewed_us}
+
+    def counts(self, merchants: Sequence[str], created_us: Sequence[int]) -> UpdateCounts:
+        """What the updates reviewed strictly before each listing's creation add to the snapshot."""
+        n = len(merchants)
+        if not self._all.size:
+            return UpdateCounts.zeros(n)
+        created = np.asarray(created_us, dtype=np.int64)
+        reviews, rejects, last = [0] * n, [0] * n, [_NO_TIME] * n
+        with self._lock:
+            global_reviews, global_rejects = self._all.before(created)
+            get = self._merchants.get
+            for i, (merchant, at) in enumerate(zip(merchants, created.tolist(), strict=True)):
+                events = get(merchant)
+                if events is not None:
+                    reviews[i], rejects[i], last[i] = events.before(at)
+        as_int = np.array
+        return UpdateCounts(
+            as_int(reviews, np.int64), as_int(rejects, np.int64), as_int(last, np.int64), global_reviews, global_rejects
+        )
+
+
+@dataclass(frozen=True)
+class UpdateCounts:
+    """Per listing: the updates' reviews, rejects and last rejection (µs, `_NO_TIME` if none) for its
+    merchant, and their reviews and rejects overall, all strictly before the listing was created."""
+
+    reviews: np.ndarray
+    rejects: np.ndarray
+    last_reject: np.ndarray
+    global_reviews: np.ndarray
+    global_rejects: np.ndarray
+
+    @classmethod
+    def zeros(cls, n: int) -> UpdateCounts:
+        z = np.zeros(n, dtype=np.int64)
+        return cls(z, z, np.full(n, _NO_TIME), z, z)
+
+
+class _Events:
+    """One merchant's review times in order, rejects counted cumulatively: counts before t in O(log n)."""
+
+    __slots__ = ("cum_rejects", "reject_times", "times")
+
+    def __init__(self) -> None:
+        self.times = array("q")
+        self.cum_rejects = array("q", [0])  # cum_rejects[k]: rejects among the first k events
+        self.reject_times = array("q")
+
+    def add(self, reviewed_us: int, rejected: bool) -> None:
+        i = bisect_right(self.times, reviewed_us)  # almost always the end: verdicts arrive in time order
+        self.times.insert(i, reviewed_us)
+        self.cum_rejects.insert(i + 1, self.cum_rejects[i] + int(rejected))
+        if rejected:
+            for j in range(i + 2, len(self.cum_rejects)):
+                self.cum_rejects[j] += 1
+            self.reject_times.insert(bisect_right(self.reject_times, reviewed_us), reviewed_us)
+
+    def before(self, created_us: int) -> tuple[int, int, int]:
+        """(events, rejects, last rejection or `_NO_TIME`) reviewed strictly before `created_us`."""
+        k = bisect_left(self.times, created_us)
+        j = bisect_left(self.reject_times, created_us)
+        return k, self.cum_rejects[k], self.reject_times[j - 1] if j else _NO_TIME
+
+
+class _Timeline:
+    """Every merchant's review times in order, in growable numpy buffers, for vectorised counts."""
+
+    def __init__(self) -> None:
+        self._times = np.empty(1024, dtype=np.int64)
+        self._cum_rejects = np.zeros(1025, dtype=np.int64)  # [k]: rejects among the first k events
+        self.size = 0
+
+    def add(self, reviewed_us: int, rejected: bool) -> None:
+        n, r = self.size, int(rejected)
+        if n == len(self._times):
+            self._times = np.concatenate([self._times, np.empty(n, dtype=np.int64)])
+            self._cum_rejects = np.concatenate([self._cum_rejects, np.zeros(n, dtype=np.int64)])
+        i = (
+            n
+            if n == 0 or reviewed_us >= self._times[n - 1]
+            else int(np.searchsorted(self._times[:n], reviewed_us, "right"))
+        )
+        self._times[i + 1 : n + 1] = self._times[i:n].copy()
+        self._times[i] = reviewed_us
+        self._cum_rejects[i + 2 : n + 2] = self._cum_rejects[i + 1 : n + 1] + r
+        self._cum_rejects[i + 1] = self._cum_rejects[i] + r
+        self.size = n + 1
+
+    def before(self, created_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(events, rejects) reviewed strictly before each time in `created_us`."""
+        k = np.searchsorted(self._times[: self.size], created_us, side="left").astype(np.int64)
+        return k, self._cum_rejects[k]
+
+
+class SnapshotLookup:
+    """Applies a merchant snapshot, plus `updates` if given, to listings; `many` is the serving path."""
+
+    def __init__(
+        self, snapshot: pd.DataFrame, prior_strength: float = PRIOR_STRENGTH, updates: MerchantUpdates | None = None
+    ):
         self.prior_strength = float(prior_strength)
+        self.updates = updates
         self.merchants = snapshot.index.astype("str")
         self.reviews = snapshot["reviews"].to_numpy(dtype=np.int64)
         self.rejects = snapshot["rejects"].to_numpy(dtype=np.int64)
@@ -130,48 +302,44 @@ class SnapshotLookup:
 
     def frame(self, listings: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
         """Merchant features for many listings (unknown merchant -> 0 reviews, prior rate)."""
-        rows = self.merchants.get_indexer(listings[config.merchant].astype("str"))
-        known = rows >= 0
-        safe = np.maximum(rows, 0)
-        n = len(listings)
-        matrix = _feature_matrix(
-            np.where(known, self.reviews[safe] if len(self.reviews) else 0, 0),
-            np.where(known, self.rejects[safe] if len(self.rejects) else 0, 0),
-            np.where(known, self.last_reject[safe] if len(self.last_reject) else 0, _NO_TIME),
-            to_microseconds(listings[config.timestamp]),
-            np.full(n, self.total_reviews),
-            np.full(n, self.total_rejects),
-            self.prior_strength,
-        )
+        merchants = listings[config.merchant].astype("str")
+        rows = self.merchants.get_indexer(merchants)
+        matrix = self._features(rows, merchants.tolist(), to_microseconds(listings[config.timestamp]))
         return _frame(matrix, listings.index)
 
     def many(self, merchants: list[str], created_us: list[int]) -> np.ndarray:
         """Features (n x 4, MERCHANT_FEATURES order) of a few listings: a dict lookup per merchant
         instead of pandas indexing, the same arithmetic as `frame`."""
-        rows = [self._row.get(m, -1) for m in merchants]
-        known = np.array(rows) >= 0
-        safe = np.maximum(np.array(rows, dtype=np.int64), 0)
-        n = len(rows)
-        if len(self.reviews) == 0:
-            known[:] = False
-            safe = np.zeros(n, dtype=np.int64)
-            reviews = rejects = last = np.zeros(1, dtype=np.int64)
-        else:
-            reviews, rejects, last = self.reviews, self.rejects, self.last_reject
-        return _feature_matrix(
-            np.where(known, reviews[safe], 0),
-            np.where(known, rejects[safe], 0),
-            np.where(known, last[safe], _NO_TIME),
-            np.array(created_us, dtype=np.int64),
-            np.full(n, self.total_reviews),
-            np.full(n, self.total_rejects),
-            self.prior_strength,
-        )
+        rows = np.array([self._row.get(m, -1) for m in merchants], dtype=np.int64)
+        return self._features(rows, merchants, np.array(created_us, dtype=np.int64))
 
     def one(self, merchant: str, created_us: int) -> tuple[float, float, float, float]:
         """Features of one listing, in MERCHANT_FEATURES order."""
         values = self.many([merchant], [created_us])[0]
         return (float(values[0]), float(values[1]), float(values[2]), float(values[3]))
+
+    def _features(self, rows: np.ndarray, merchants: Sequence[str], created_us: np.ndarray) -> np.ndarray:
+        """The snapshot's counts at `rows` (-1: unknown merchant) plus the updates before `created_us`."""
+        n = len(rows)
+        known = rows >= 0
+        safe = np.maximum(rows, 0)
+        if len(self.reviews) == 0:
+            reviews = rejects = np.zeros(n, dtype=np.int64)
+            last = np.full(n, _NO_TIME)
+        else:
+            reviews = np.where(known, self.reviews[safe], 0)
+            rejects = np.where(known, self.rejects[safe], 0)
+            last = np.where(known, self.last_reject[safe], _NO_TIME)
+        global_reviews, global_rejects = np.full(n, self.total_reviews), np.full(n, self.total_rejects)
+        if self.updates is not None:
+            extra = self.updates.counts(merchants, created_us.tolist())
+            reviews, rejects = reviews + extra.reviews, rejects + extra.rejects
+            last = np.maximum(last, extra.last_reject)
+            global_reviews, global_rejects = (
+                global_reviews + extra.global_reviews,
+                global_rejects + extra.global_rejects,
+            )
+        return _feature_matrix(reviews, rejects, last, created_us, global_reviews, global_rejects, self.prior_strength)
 
 
 def merchant_from_snapshot(

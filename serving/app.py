@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from serving.api import body, docs, errors, health, keys, me, policy, queue, score, simulate
 from serving.api.deps import authenticate_before_body
 from serving.logs import configure_logging
+from serving.merchant_history import apply_outcome, engine_updates, refresh
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, BodyLimitMiddleware
 from serving.models import startup_engine
@@ -58,12 +59,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         item_budget_ms=settings.item_budget_ms,
     )
     app.state.admin_lock = asyncio.Lock()
+    store.merchant_listener = lambda outcome: apply_outcome(app.state.engine, outcome)
+    merchant_refresh = asyncio.create_task(_refresh_merchant_history(app, settings.merchant_refresh_seconds))
     try:
         yield
     finally:
+        merchant_refresh.cancel()
+        store.merchant_listener = None
         app.state.scorer.close()
         await run_in_threadpool(store.close)
         log.info("decision log closed")
+
+
+async def _refresh_merchant_history(app: FastAPI, every_seconds: float) -> None:
+    """Bring other workers' verdicts into the serving engine's merchant history, every `every_seconds`."""
+    while True:
+        await asyncio.sleep(every_seconds)
+        updates = engine_updates(app.state.engine)
+        if updates is None:
+            continue
+        try:
+            await run_in_threadpool(refresh, updates, app.state.store)
+        except Exception:
+            log.exception("merchant history refresh failed; serving what it held, retrying in %.0f s", every_seconds)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -18,6 +18,7 @@ from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, HAND_SET, Policy
 from decision.rules import match_rules
 from decision.tiers import frame_tier_risk
 from serving.engine import DecisionEngine
+from serving.merchant_history import follow_outcomes
 from serving.store import Store
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,13 @@ def load_engine(
     path: str | Path, reasons: str = "path", store: Store | None = None, signing_key: bytes | None = None
 ) -> DecisionEngine:
     """A warmed-up engine for the bundle at `path` with the policy in force for it (the store's, else
-    the bundle's own policy.json); BundleError if unusable (or, with a signing key, not signed with it)."""
+    the bundle's own policy.json) and, with a store, live merchant history (`serving.merchant_history`);
+    BundleError if unusable (or, with a signing key, not signed with it)."""
     try:
         bundle = Bundle.load(path, signing_key=signing_key)
         policy = policy_in_force(store, bundle) if store is not None else None
+        if store is not None:
+            follow_outcomes(bundle, store)
         return DecisionEngine.from_bundle(bundle, policy=policy, reasons=reasons)
     except BundleError:
         raise

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     scoring_threads: int = Field(
         default=4, ge=1, le=64, description="Threads that run the model (its time budget is enforced)."
     )
+    merchant_refresh_seconds: float = Field(
+        default=10.0,
+        ge=0.1,
+        le=3_600,
+        description="How often each worker reads other workers' verdicts into its live merchant history "
+        "(the staleness bound of merchant features; this worker's own verdicts count at once).",
+    )
     log_level: LogLevel = "INFO"
     models_dir: str | None = Field(
         default=None,

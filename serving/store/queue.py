@@ -12,15 +12,15 @@ from sqlalchemy.exc import IntegrityError
 
 from features.config import DataConfig
 from serving.store import schema
-from serving.store.database import Database
 from serving.store.decisions import decision_record
 from serving.store.labels import labelled_outcome, labels_frame
+from serving.store.merchant_outcomes import MerchantOutcomeLog
 from serving.store.records import VERDICTS, ConflictError, NotFoundError, QueueItem, Review, Verdict
 
 d, q, rv = schema.decisions, schema.queue, schema.reviews
 
 
-class ReviewQueue(Database):
+class ReviewQueue(MerchantOutcomeLog):
     """Claiming queued decisions and recording reviewers' verdicts."""
 
     def claim(self, reviewer: str, n: int = 1, lease_seconds: int = 300) -> list[QueueItem]:
@@ -65,9 +65,11 @@ class ReviewQueue(Database):
             statement_of_reasons,
         )
         try:
-            return self._write(lambda conn: self._review(conn, review))
+            recorded = self._write(lambda conn: self._review(conn, review))
         except IntegrityError as exc:  # a concurrent verdict won the race
             raise ConflictError(f"decision {decision_id} is already reviewed") from exc
+        self._merchant_outcome_committed(decision_id)
+        return recorded
 
     def get_review(self, decision_id: str) -> Review | None:
         with self._read_engine.connect() as conn:
@@ -136,6 +138,7 @@ class ReviewQueue(Database):
         if leased and item.claimed_by != review.reviewer:
             raise ConflictError(f"decision {review.decision_id} is leased to another reviewer")
         conn.execute(insert(rv).values(_review_params(review)))
+        self._log_merchant_outcome(conn, review)  # merchant history counts the verdict from its commit
         done = {"status": "done", "claimed_by": review.reviewer, "lease_expires_at": None}
         conn.execute(update(q).where(q.c.decision_id == review.decision_id).values(done))
         return review

@@ -209,3 +209,16 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
     (decisions, "decision_tier"),
     (policy_audit, "reason"),
 )
+
+# Each verdict's outcome for its merchant (reviews and audits alike), written in the verdict's transaction:
+# what the service adds to the bundle's merchant snapshot (`features.merchant.MerchantUpdates`). Verdicts
+# recorded before this table existed are added when an engine loads (`backfill_merchant_outcomes`).
+merchant_outcomes = Table(
+    "merchant_outcomes",
+    metadata,
+    Column("decision_id", String(36), ForeignKey("decisions.decision_id"), primary_key=True),
+    Column("merchant_id", String(256), nullable=False),
+    Column("reviewed_at", UTCDateTime, nullable=False),
+    Column("rejected", Boolean, nullable=False),
+    Index("ix_merchant_outcomes_reviewed_at", "reviewed_at"),
+)
