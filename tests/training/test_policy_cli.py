@@ -32,7 +32,7 @@ def fake_bundle(tmp_path: Path) -> Path:
             version="policy-20250101T000000-1",
             t_pass=0.01,
             t_block=0.99,
-            qa_sample_rate=0.0015,
+            qa_sample_rate=0.05,
             rules=[Rule("regulated", "review", "category", column="category", values=["pharmacy"])],
         ),
     )
