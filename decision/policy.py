@@ -2,7 +2,8 @@
 
 One pure function (`route`) that the service, the simulator and the evaluation all call, so a
 simulation can never disagree with what the service would do. A `Policy` is data (thresholds, optional
-per-segment thresholds, rules, QA sample rate); `bundle.policies` keeps every version in the bundle.
+per-segment thresholds, rules, audit sampling plan); `bundle.policies` keeps every version in the bundle.
+Which automated decisions are audited, and with what probability, is `decision.audit`'s.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from decision.audit import MIN_AUDIT_RATE, AuditPlan
 from decision.rules import Rule
 
 AUTO_PASS, HUMAN_REVIEW, AUTO_BLOCK = "auto_pass", "human_review", "auto_block"
@@ -76,23 +78,17 @@ def decision_names(codes: np.ndarray) -> np.ndarray:
     return np.asarray(DECISIONS, dtype=object)[np.asarray(codes, dtype=np.int64)]
 
 
-def qa_sample(decisions: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Mask of automated decisions drawn for QA review, each with probability `rate`.
-
-    The service routes them to human_review flagged `qa_sample` (keeping the decision they would have
-    had), so the true miss rate of auto-pass stays measurable and retraining labels stay unbiased.
-    """
-    decisions = np.asarray(decisions)
-    automated = decisions != CODE_REVIEW if decisions.dtype.kind in "iu" else decisions != HUMAN_REVIEW
-    return automated & (rng.random(decisions.shape) < rate)
-
-
 HAND_SET = "hand_set"  # the guarantee `mode` of thresholds a person set
 
 
 @dataclass
 class Policy:
-    """Thresholds (global, per segment, per tier), rules and QA sample rate, versioned."""
+    """Thresholds (global, per segment, per tier), rules and audit sampling, versioned.
+
+    `qa_sample_rate` is the audit floor: the inclusion probability of an automated decision far from
+    its threshold, and the least any automated decision gets; `audit` sets the higher rates where errors
+    are likelier and the audit lane's age limit (`decision.audit.AuditPlan`).
+    """
 
     version: str
     t_pass: float
@@ -107,6 +103,7 @@ class Policy:
     targets: dict[str, Any] = field(default_factory=dict)
     provisional: bool = False
     guarantee: dict[str, Any] = field(default_factory=dict)
+    audit: AuditPlan = field(default_factory=AuditPlan)
 
     @property
     def guarantee_state(self) -> str:
@@ -147,8 +144,14 @@ class Policy:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"tier_pass[{name!r}]: {value!r} is not in [0, 1)")
         rate = self.qa_sample_rate
-        if not isinstance(rate, (int, float)) or not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
-            raise ValueError(f"qa_sample_rate: {rate!r} is not in [0, 1]")
+        if not isinstance(rate, (int, float)) or not math.isfinite(rate) or not MIN_AUDIT_RATE <= rate <= 1.0:
+            raise ValueError(
+                f"qa_sample_rate: {rate!r} is not in [{MIN_AUDIT_RATE}, 1] (every automated decision keeps a "
+                "known, non-zero chance of audit)"
+            )
+        if not isinstance(self.audit, AuditPlan):
+            raise ValueError("audit: expected an AuditPlan")
+        self.audit.validate()
         return self
 
     def tier_pass_vector(self, tier_names: list[str]) -> np.ndarray | None:
@@ -184,6 +187,7 @@ class Policy:
             "targets": dict(self.targets),
             "provisional": bool(self.provisional),
             "guarantee": dict(self.guarantee),
+            "audit": self.audit.to_dict(),
         }
 
     @classmethod
@@ -209,6 +213,7 @@ class Policy:
             targets=dict(raw.get("targets") or {}),
             provisional=bool(raw.get("provisional", False)),
             guarantee=dict(raw.get("guarantee") or {}),
+            audit=AuditPlan.from_dict(raw.get("audit")),
         )
         return policy.validate()
 

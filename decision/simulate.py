@@ -22,7 +22,11 @@ violations are violating rows, so the prevalence shift reweights them like every
 
 Headline (what a PM reads first): the share decided automatically (auto-pass + auto-block) and the
 reviewer FTE saved against reviewing every listing, i.e. FTE(every listing's handling time) minus
-FTE(this policy's queue). QA audits of automated decisions are reported apart (`qa_hours_per_day`).
+FTE(this policy's queue). Audits of automated decisions are reported apart (`qa_per_day`,
+`qa_hours_per_day`, and per stratum `qa_per_day_by_stratum`): each automated row counts with its
+inclusion probability under the policy's audit plan (`decision.audit`: the floor rate far from t_pass,
+`near_rate` close to it, `block_rate` for blocks), so the expected audit workload is the sum of those
+probabilities, scaled to the daily volume.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from decision.audit import STRATA, AuditPlan, audit_strata, inclusion_probabilities, pass_margin
 from decision.guarantees import DEFAULT_REVIEW_SECONDS, ordered_pair
 from decision.policy import CODE_PASS, CODE_REVIEW, Policy, route
 from decision.rules import match_rules
@@ -110,6 +115,7 @@ class SimulationResult:
     qa_sample_rate: float = 0.0
     qa_per_day: float = 0.0
     qa_hours_per_day: float = 0.0
+    qa_per_day_by_stratum: dict[str, float] = field(default_factory=dict)
     segments: list[dict[str, Any]] = field(default_factory=list)
     tiers: list[TierOutcome] = field(default_factory=list)  # empty for an untiered reference
 
@@ -302,6 +308,7 @@ def simulate(
     *,
     confidence: float = 0.95,
     qa_sample_rate: float = 0.0,
+    audit: AuditPlan | None = None,
     rule_block: np.ndarray | None = None,
     rule_review: np.ndarray | None = None,
     breakdown_by: str | None = None,
@@ -311,7 +318,9 @@ def simulate(
     """Replay `reference` through `route` at (t_pass, t_block) and scale to `daily_volume` per day.
 
     `tier_pass` (tier -> auto-pass threshold on that tier's risk) routes a tiered reference as the
-    service does; `tier_targets` (tier -> recall target) is only reported beside each tier's recall."""
+    service does; `tier_targets` (tier -> recall target) is only reported beside each tier's recall.
+    Audit workload: with `audit`, the stratified plan with `qa_sample_rate` as its floor (as the service
+    samples); without, `qa_sample_rate` for every automated decision (0: no audits counted)."""
     if daily_volume <= 0 or productive_hours_per_fte <= 0:
         raise ValueError("daily_volume and productive_hours_per_fte must be positive")
     label = reference["label"].to_numpy().astype(bool)
@@ -323,9 +332,8 @@ def simulate(
     codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_vector)
     rows = _Rows(codes, label, _review_seconds(reference), weight)
     summary = _summarise(rows, daily_volume, productive_hours_per_fte, confidence)
-    automated = codes != CODE_REVIEW
-    automated_share = float((weight * automated).sum() / weight.sum())
-    automated_seconds = float((weight * rows.seconds * automated).sum() / weight.sum())
+    audit_prob = _audit_probabilities(codes, risk, t_pass, tier_risk, tier_vector, qa_sample_rate, audit)
+    qa_per_day, qa_hours_per_day, qa_by_stratum = _audit_workload(rows, audit_prob, daily_volume)
     return SimulationResult(
         t_pass=float(t_pass) if np.ndim(t_pass) == 0 else None,
         t_block=float(t_block) if np.ndim(t_block) == 0 else None,
@@ -338,11 +346,42 @@ def simulate(
         **summary,
         headline=_headline(rows, summary, daily_volume, productive_hours_per_fte, confidence),
         qa_sample_rate=qa_sample_rate,
-        qa_per_day=qa_sample_rate * automated_share * daily_volume,
-        qa_hours_per_day=qa_sample_rate * automated_seconds * daily_volume / 3600.0,
+        qa_per_day=qa_per_day,
+        qa_hours_per_day=qa_hours_per_day,
+        qa_per_day_by_stratum=qa_by_stratum,
         segments=_breakdown(reference, rows, breakdown_by, daily_volume, productive_hours_per_fte, confidence),
         tiers=_tier_outcomes(reference, rows, tiers, thresholds, tier_targets, daily_volume, confidence),
     )
+
+
+def _audit_probabilities(
+    codes: np.ndarray,
+    risk: np.ndarray,
+    t_pass: float | np.ndarray,
+    tier_risk: np.ndarray | None,
+    tier_pass: np.ndarray | None,
+    qa_sample_rate: float,
+    audit: AuditPlan | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's chance of an audit (0 for a review, else the service's inclusion probability under
+    `audit`, or one rate, `qa_sample_rate`, without a plan) and its audit stratum (`decision.audit`)."""
+    automated = codes != CODE_REVIEW
+    margin = pass_margin(risk, t_pass, tier_risk, tier_pass)
+    strata = audit_strata(codes, margin, audit or AuditPlan())
+    if audit is None:
+        return np.where(automated, qa_sample_rate, 0.0), strata
+    return np.where(automated, inclusion_probabilities(codes, margin, qa_sample_rate, audit), 0.0), strata
+
+
+def _audit_workload(
+    rows: _Rows, audit: tuple[np.ndarray, np.ndarray], daily_volume: float
+) -> tuple[float, float, dict[str, float]]:
+    """Expected audits and audit reviewer-hours per day (the weighted sum of inclusion probabilities),
+    and expected audits per day by stratum."""
+    prob, strata = audit
+    per_row = rows.weight / rows.weight.sum() * prob * daily_volume
+    by_stratum = {name: float(per_row[strata == k].sum()) for k, name in enumerate(STRATA) if k}
+    return float(per_row.sum()), float((per_row * rows.seconds).sum() / 3600.0), by_stratum
 
 
 def _headline(
@@ -414,7 +453,7 @@ def policy_tier_targets(policy: Policy) -> dict[str, float]:
 
 def simulate_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> SimulationResult:
     """`simulate` with a policy's (per-segment) thresholds, its per-tier thresholds and targets, its rules
-    where the reference has the columns they read (e.g. category rules), and its QA sample rate."""
+    where the reference has the columns they read (e.g. category rules), and its audit plan."""
     t_pass: float | np.ndarray
     t_block: float | np.ndarray
     if policy.segment_by and policy.segment_by in reference:
@@ -423,6 +462,7 @@ def simulate_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> S
         t_pass, t_block = policy.t_pass, policy.t_block
     rule_block, rule_review, _ = match_rules(reference, policy.rules)
     kwargs.setdefault("qa_sample_rate", policy.qa_sample_rate)
+    kwargs.setdefault("audit", policy.audit)
     kwargs.setdefault("tier_pass", policy.tier_pass)
     kwargs.setdefault("tier_targets", policy_tier_targets(policy))
     return simulate(reference, t_pass, t_block, rule_block=rule_block, rule_review=rule_review, **kwargs)

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from bundle.load import Bundle
+from decision.audit import MIN_AUDIT_RATE, draw_audits, inclusion_probabilities, pass_margin
 from decision.policy import (
     AUTO_BLOCK,
+    AUTO_PASS,
     CODE_REVIEW,
     DECISIONS,
-    HUMAN_REVIEW,
     Policy,
     driving_tier,
-    qa_sample,
     route,
 )
 from decision.rules import match_rules_on_texts
@@ -82,7 +82,7 @@ class Scores:
 
 def failsafe_policy() -> Policy:
     """What serves without a model: no rules, and no risk can pass (every item is unscored anyway)."""
-    return Policy(version=FAILSAFE_POLICY_VERSION, t_pass=0.0, t_block=1.0, qa_sample_rate=0.0)
+    return Policy(version=FAILSAFE_POLICY_VERSION, t_pass=0.0, t_block=1.0, qa_sample_rate=MIN_AUDIT_RATE)
 
 
 @dataclass
@@ -222,8 +222,11 @@ class DecisionEngine:
         request_id: str | Sequence[str | None] | None = None,
         received_at: datetime | Sequence[datetime] | None = None,
     ) -> list[DecisionRecord]:
-        """Rules, then thresholds (per segment), then the QA sample: one DecisionRecord per listing.
+        """Rules, then thresholds (per segment), then the audit draw: one DecisionRecord per listing.
 
+        Every decision is logged with its inclusion probability (`decision.audit`): 1 for human review,
+        the audit rate of its stratum for an automated one. An automated decision drawn for audit stays
+        in force (`qa_sample=True`) and is queued in the audit lane.
         `request_id` and `received_at` are one value for the whole batch, or one per listing (single
         requests scored together keep their own).
         """
@@ -233,8 +236,10 @@ class DecisionEngine:
         tier_names = self.tier_names
         tier_pass = policy.tier_pass_vector(tier_names)
         codes = route(scores.risk, t_pass, t_block, rule_block, rule_review, scores.tier_risk, tier_pass)
+        margin = pass_margin(scores.risk, t_pass, scores.tier_risk, tier_pass)
+        pi = inclusion_probabilities(codes, margin, policy.qa_sample_rate, policy.audit)
         with self._rng_lock:
-            sampled = qa_sample(codes, policy.qa_sample_rate, self._rng)
+            sampled = draw_audits(codes, pi, self._rng)
         decided_at = utcnow()
         request_ids = _per_item(request_id, n)
         received = _per_item(received_at or decided_at, n)
@@ -243,18 +248,17 @@ class DecisionEngine:
         fallback = scores.fallback_reason or MODEL_UNAVAILABLE
         priorities = _priorities(scores.risk, sampled, np.array([bool(m) for m in matched], dtype=bool)).tolist()
         decisions = [DECISIONS[c] for c in codes.tolist()]
-        automated = ((codes != CODE_REVIEW) & ~sampled).tolist()
-        t_pass_list, t_block_list = t_pass.tolist(), t_block.tolist()
+        automated = (codes != CODE_REVIEW).tolist()
+        t_pass_list, t_block_list, pi_list = t_pass.tolist(), t_block.tolist(), pi.tolist()
         tier_risks, tiers = _tier_fields(codes, scores.tier_risk, tier_pass, tier_names, n)
         model_version, id_column = self.model_version, self.id_column
         records = []
-        for i, (listing, is_scored, qa, decision_id) in enumerate(
+        for i, (listing, is_scored, audited, decision_id) in enumerate(
             zip(listings, scored.tolist(), sampled.tolist(), new_ids(n), strict=True)
         ):
-            decision = decisions[i]
             record = DecisionRecord(
                 listing_id=str(listing[id_column]),
-                decision=HUMAN_REVIEW if qa else decision,  # type: ignore[arg-type]
+                decision=decisions[i],  # type: ignore[arg-type]
                 automated=automated[i],
                 policy_version=policy.version,
                 listing=listing,
@@ -265,8 +269,7 @@ class DecisionEngine:
                 priority=priorities[i],
                 rules_matched=matched[i],
                 reasons=scores.reasons[i],
-                qa_sample=qa,
-                would_have_been=decision if qa else None,  # type: ignore[arg-type]
+                qa_sample=audited,
                 fallback_reason=None if is_scored else fallback,
                 tier_risk=tier_risks[i] if is_scored else None,
                 decision_tier=tiers[i] if is_scored else None,
@@ -274,6 +277,7 @@ class DecisionEngine:
                 decision_id=decision_id,
                 received_at=received[i],
                 decided_at=decided_at,
+                inclusion_prob=pi_list[i],
             )
             if record.decision == AUTO_BLOCK:
                 record.statement_of_reasons = statement_of_reasons(record)
@@ -306,6 +310,7 @@ class DecisionEngine:
                     fallback_reason=SCORING_ERROR,
                     request_id=rid,
                     received_at=at,
+                    inclusion_prob=1.0,
                 )
                 for listing, rid, at in zip(listings, request_ids, received, strict=True)
             ]
@@ -348,11 +353,13 @@ def fallback_scores(n: int, reason: str) -> Scores:
     return Scores(np.full(n, np.nan), [[] for _ in range(n)], reason)
 
 
-def _priorities(risk: np.ndarray, qa: np.ndarray, rule_hit: np.ndarray) -> np.ndarray:
-    """Queue order: likely violations first; unscored items high (nothing screened them); QA samples last."""
+def _priorities(risk: np.ndarray, audited: np.ndarray, rule_hit: np.ndarray) -> np.ndarray:
+    """Queue order: likely violations first; unscored items high (nothing screened them). Audits review
+    decisions already in force, so they rank below the reviews that hold a listing (a tenth of their
+    risk) until the audit age limit, past which the queue claims them first (`ReviewQueue.claim`)."""
     risk = np.asarray(risk, dtype=np.float64)
     priority = np.where(rule_hit, np.maximum(risk, 0.9), risk)
-    priority = np.where(qa, 0.1 * risk, priority)
+    priority = np.where(audited, 0.1 * risk, priority)
     return np.where(np.isfinite(risk), priority, 1.0)
 
 
@@ -365,10 +372,23 @@ def _per_item(value: Any, n: int) -> list[Any]:
     return [value] * n
 
 
+def verdict_statement(record: DecisionRecord, verdict: str, violation_reason: str | None) -> dict[str, Any] | None:
+    """The statement of reasons a verdict on a queued decision needs (None: the verdict restricts nothing
+    and lifts nothing): a rejection restricts the listing (after review, or on an audit that overturns an
+    auto-pass: `review_statement_of_reasons`); an audit approving an auto-block lifts the block
+    (`lifted_block_statement`)."""
+    if verdict == "reject":
+        return review_statement_of_reasons(record, violation_reason)
+    if record.lane == "audit" and record.decision == AUTO_BLOCK:
+        return lifted_block_statement(record)
+    return None
+
+
 def review_statement_of_reasons(record: DecisionRecord, violation_reason: str | None) -> dict[str, Any]:
     """DSA statement of reasons for a listing a person rejected after review (automated_decision=False).
 
-    Detection was automated (the system queued the listing); the decision was a reviewer's.
+    Detection was automated (the system queued the listing); the decision was a reviewer's. On an audit
+    of an auto-pass the statement says the listing was live and is now taken down.
     """
     statement = statement_of_reasons(record, automated_decision=False)
     if violation_reason:
@@ -376,8 +396,30 @@ def review_statement_of_reasons(record: DecisionRecord, violation_reason: str | 
     signals = ", ".join(r["feature"] for r in record.reasons) or "none"
     risk = f"model risk {record.risk:.3f}; " if record.risk is not None else "not scored by the model; "
     rules = f"rules matched: {', '.join(record.rules_matched)}; " if record.rules_matched else ""
+    how = "rejected by a reviewer"
+    if record.lane == "audit" and record.decision == AUTO_PASS:
+        how = "auto-passed, then rejected by a reviewer on audit (the auto-pass is overturned)"
     statement["facts_and_circumstances"] = (
-        f"rejected by a reviewer ({violation_reason or 'no reason given'}); {rules}{risk}top signals: {signals}"
+        f"{how} ({violation_reason or 'no reason given'}); {rules}{risk}top signals: {signals}"
+    )
+    return statement
+
+
+def lifted_block_statement(record: DecisionRecord) -> dict[str, Any]:
+    """Statement that an automated block is lifted: a reviewer auditing it approved the listing.
+
+    The block's own statement stays in the decision log; this one (automated_decision=False,
+    restriction 'restriction_lifted') records the reversal with the grounds of the block it reverses.
+    """
+    statement = dict(record.statement_of_reasons or statement_of_reasons(record))
+    blocked_for = statement.get("facts_and_circumstances", "")
+    statement.update(
+        automated_decision=False,
+        restriction="restriction_lifted",
+        facts_and_circumstances=(
+            "auto-blocked, then approved by a reviewer on audit: the block is lifted and the listing may go "
+            f"live (the auto-block is overturned); the block was based on: {blocked_for}"
+        ),
     )
     return statement
 

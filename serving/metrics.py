@@ -1,4 +1,5 @@
-"""Prometheus metrics of one app: requests and latency by route, decisions, fallbacks, unknown categories.
+"""Prometheus metrics of one app: requests and latency by route, decisions, audits and their overturns,
+fallbacks, unknown categories.
 
 Each app has its own registry (tests build many apps in one process). With several uvicorn workers
 each worker reports its own numbers; scrape them per worker or run one worker per container.
@@ -32,7 +33,15 @@ class Metrics:
             registry=self.registry,
         )
         self.decisions = Counter("triage_decisions", "Logged decisions by type", ["decision"], registry=self.registry)
-        self.qa_samples = Counter("triage_qa_samples", "Automated decisions sent to QA review", registry=self.registry)
+        self.qa_samples = Counter(
+            "triage_qa_samples", "Automated decisions drawn for audit (they stay in force)", registry=self.registry
+        )
+        self.overturns = Counter(
+            "triage_audit_overturns",
+            "Audits whose verdict contradicted the automated decision in force, by that decision",
+            ["decision"],
+            registry=self.registry,
+        )
         self.fallbacks = Counter(
             "triage_fallbacks", "Listings not scored by the model, by reason", ["reason"], registry=self.registry
         )
@@ -56,6 +65,9 @@ class Metrics:
         sampled = sum(r.qa_sample for r in records)
         if sampled:
             self.qa_samples.inc(sampled)
+
+    def observe_overturn(self, decision: str) -> None:
+        self.overturns.labels(decision).inc()
 
     def observe_unknown_categories(self, unknown: list[list[tuple[str, str]]]) -> None:
         for column, n in Tally(column for item in unknown for column, _ in item).items():

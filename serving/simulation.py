@@ -202,6 +202,7 @@ def run(
             productive_hours_per_fte,
             prevalence_multiplier,
             qa_sample_rate=policy.qa_sample_rate,
+            audit=policy.audit,
             rule_block=part.rule_block,
             rule_review=part.rule_review,
             breakdown_by=breakdown_by,

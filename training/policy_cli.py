@@ -14,6 +14,7 @@ from rich.table import Table
 
 from bundle.manifest import BundleError, resolve_bundle, signing_key_from_env
 from bundle.policies import load_policy, next_policy_version, save_policy
+from decision.audit import MIN_AUDIT_RATE
 from decision.guarantees import OperatingPoint
 from decision.policy import Policy
 from decision.simulate import (
@@ -217,7 +218,7 @@ def _policy_to_simulate(
     if current is None and (t_pass is None or t_block is None):
         console.print(f"[red]error:[/] bundle {bundle_dir} has no policy.json: give --t-pass and --t-block")
         raise typer.Exit(code=2)
-    base = current or Policy(version=WHAT_IF_VERSION, t_pass=0.0, t_block=1.0, qa_sample_rate=0.0)
+    base = current or Policy(version=WHAT_IF_VERSION, t_pass=0.0, t_block=1.0, qa_sample_rate=MIN_AUDIT_RATE)
     if t_pass is None and t_block is None and not tier_pass:
         return base
     try:
@@ -345,7 +346,7 @@ def _simulation_table(result: SimulationResult, policy: Policy) -> Table:
     add("block precision", result.block_precision, ".4f")
     if result.qa_sample_rate:
         table.add_row(
-            f"QA sample ({result.qa_sample_rate:.0%} of auto)",
+            f"audits (floor {result.qa_sample_rate:.1%} of auto, more near t_pass and on blocks)",
             f"{result.qa_per_day:,.0f}/day",
             f"{result.qa_hours_per_day:,.1f} h/day",
         )

@@ -89,7 +89,7 @@ def _tiers_out(engine: DecisionEngine, policy: Policy) -> list[TierOut]:
 
 @router.get("/policy", response_model=PolicyOut)
 async def get_policy(_key: ReadKey, engine: EngineDep) -> PolicyOut:
-    """The policy in force (thresholds, rules, QA rate, version, guarantee) and the model it applies to."""
+    """The policy in force (thresholds, rules, audit rates, version, guarantee) and the model it applies to."""
     return _policy_out(engine, engine.policy)
 
 
@@ -98,9 +98,19 @@ async def put_policy(body: PolicyUpdate, key: AdminKey, request: Request, store:
     """Put a new policy in force. Fields left out keep their current value; `rules` replaces the whole
     list (use /v1/policy/rules/{name} for one rule); the version is assigned here. Thresholds set here
     are 'hand_set, not certified': the certified targets and guarantee are cleared. `tier_pass` sets the
-    auto-pass threshold of the tiers it names (unknown tier names are refused, naming the field)."""
+    auto-pass threshold of the tiers it names (unknown tier names are refused, naming the field). `audit`
+    sets the audit rates and age limit it names and keeps the others."""
     changes = body.model_dump(exclude_unset=True, exclude={"reason"})
-    return await _change(request, store, key, body.reason, lambda _: changes)
+    return await _change(request, store, key, body.reason, lambda p: _with_audit(p, changes))
+
+
+def _with_audit(policy: Policy, changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` with a partial `audit` completed from the policy in force (fields left out keep theirs)."""
+    audit = changes.get("audit")
+    if audit is None:
+        return {k: v for k, v in changes.items() if k != "audit"}
+    sent = {k: v for k, v in audit.items() if v is not None}
+    return {**changes, "audit": {**policy.audit.to_dict(), **sent}}
 
 
 @router.put("/policy/rules/{name}", response_model=PolicyOut, responses=_CHANGE_ERRORS)

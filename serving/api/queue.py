@@ -1,16 +1,31 @@
-"""Human review queue: claim the highest-priority items with a lease, record verdicts."""
+"""Human review queue: claim items with a lease (overdue audits first, then by priority), record verdicts.
+
+Two lanes: 'review' holds decisions waiting for a person; 'audit' holds automated decisions in force
+drawn for audit. A verdict on an audit that contradicts the decision in force is recorded as an
+overturn, with its statement of reasons (a takedown, or the lifting of a block).
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
-from serving.api.deps import MonitorKey, ReviewKey, SettingsDep, StoreDep
-from serving.api.schemas import QueuedItem, QueueResponse, QueueStats, ReviewRequest, ReviewResponse, scored_item
-from serving.engine import review_statement_of_reasons
+from serving.api.deps import EngineDep, MetricsDep, MonitorKey, ReviewKey, SettingsDep, StoreDep
+from serving.api.schemas import (
+    QueueCounts,
+    QueuedItem,
+    QueueResponse,
+    QueueStats,
+    ReviewRequest,
+    ReviewResponse,
+    scored_item,
+)
+from serving.engine import verdict_statement
 from serving.store import ConflictError, NotFoundError, QueueItem
+from serving.store.records import LANES, Lane
 
 router = APIRouter(prefix="/v1", tags=["review queue"])
 
@@ -20,6 +35,7 @@ def _queued(item: QueueItem) -> QueuedItem:
         decision_id=item.decision_id,
         priority=item.priority,
         qa_sample=item.qa_sample,
+        lane=item.lane,
         enqueued_at=item.enqueued_at,
         lease_expires_at=item.lease_expires_at,
         claimed_by=item.claimed_by,
@@ -30,20 +46,31 @@ def _queued(item: QueueItem) -> QueuedItem:
 
 @router.get("/queue/next", response_model=QueueResponse)
 async def claim_next(
-    key: ReviewKey, store: StoreDep, settings: SettingsDep, n: Annotated[int, Query(ge=1, le=100)] = 1
+    key: ReviewKey,
+    store: StoreDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+    n: Annotated[int, Query(ge=1, le=100)] = 1,
 ) -> QueueResponse:
-    """Lease up to n items, highest priority first, to this key's reviewer for `lease_seconds`.
+    """Lease up to n items to this key's reviewer for `lease_seconds`: audits older than the policy's
+    `audit.max_age_hours` first (oldest first), then the highest priority.
 
     An item is never leased to two reviewers at once; an expired lease returns it to the queue.
     """
-    items = await run_in_threadpool(store.claim, key.name, n, settings.lease_seconds)
+    max_age = timedelta(hours=engine.policy.audit.max_age_hours)
+    items = await run_in_threadpool(store.claim, key.name, n, settings.lease_seconds, max_age)
     return QueueResponse(items=[_queued(item) for item in items])
 
 
 @router.get("/queue/stats", response_model=QueueStats)
 async def queue_stats(_key: MonitorKey, store: StoreDep) -> QueueStats:
-    """Queue items by status."""
-    return QueueStats(**await run_in_threadpool(store.queue_counts))
+    """Queue items by status, in all and per lane."""
+
+    def counts() -> QueueStats:
+        lanes: dict[Lane, QueueCounts] = {lane: QueueCounts(**store.queue_counts(lane)) for lane in LANES}
+        return QueueStats(**store.queue_counts(), lanes=lanes)
+
+    return await run_in_threadpool(counts)
 
 
 @router.post(
@@ -59,12 +86,15 @@ async def record_review(
     body: ReviewRequest,
     key: ReviewKey,
     store: StoreDep,
+    metrics: MetricsDep,
 ) -> ReviewResponse:
-    """Record a verdict. A rejection stores a DSA statement of reasons (automated_decision=false)."""
+    """Record a verdict. A rejection stores a DSA statement of reasons (automated_decision=false); on an
+    audit, `overturn` says whether the verdict contradicts the automated decision in force (an approved
+    auto-block stores the statement that the block is lifted)."""
     record = await run_in_threadpool(store.get_decision, decision_id)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown decision {decision_id}")
-    statement = review_statement_of_reasons(record, body.violation_reason) if body.verdict == "reject" else None
+    statement = verdict_statement(record, body.verdict, body.violation_reason)
     try:
         review = await run_in_threadpool(
             store.record_review,
@@ -79,4 +109,6 @@ async def record_review(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except ConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    if review.overturn:
+        metrics.observe_overturn(record.decision)
     return ReviewResponse.model_validate(review, from_attributes=True)

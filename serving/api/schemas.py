@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
+from decision.audit import MIN_AUDIT_RATE
 from features.config import DataConfig
 from serving.store import DecisionRecord
 
@@ -146,8 +147,13 @@ class ScoredItem(BaseModel):
     priority: float
     reasons: list[Reason]
     rules_matched: list[str]
-    qa_sample: bool
-    would_have_been: Decision | None
+    qa_sample: bool = Field(
+        description="Drawn for audit: the decision stays in force and a person reviews it in the audit lane."
+    )
+    would_have_been: Decision | None = Field(
+        description="Only on decisions logged before audits stayed in force: the decision a QA sample "
+        "sent to review would have had."
+    )
     fallback_reason: str | None
     model_version: str | None
     policy_version: str
@@ -167,6 +173,13 @@ class ScoredItem(BaseModel):
         description="The tier behind the decision: for auto_block the likeliest violation type, for "
         "human_review the tier furthest above its t_pass; null for auto_pass, unscored or untiered.",
         examples=["severe"],
+    )
+    inclusion_prob: float | None = Field(
+        default=None,
+        description="Probability that this decision gets a person's verdict: 1 for human_review, the audit "
+        "probability of an automated decision (stratified by decision and risk band, never zero); null only "
+        "on decisions logged before it was kept.",
+        examples=[0.02],
     )
     warnings: list[str] = Field(
         default_factory=list,
@@ -201,6 +214,7 @@ def scored_item(record: DecisionRecord, warnings: Sequence[str] = ()) -> dict[st
         "statement_of_reasons": record.statement_of_reasons,
         "tier_risk": record.tier_risk,
         "decision_tier": record.decision_tier,
+        "inclusion_prob": record.inclusion_prob,
         "warnings": list(warnings),
     }
 
@@ -217,6 +231,10 @@ class QueuedItem(BaseModel):
     decision_id: str
     priority: float
     qa_sample: bool
+    lane: Literal["review", "audit"] = Field(
+        description="review: a decision waiting for a person; audit: an automated decision in force, drawn "
+        "for audit (claimed first once older than the policy's audit.max_age_hours)."
+    )
     enqueued_at: datetime
     lease_expires_at: datetime | None
     claimed_by: str | None
@@ -228,10 +246,14 @@ class QueueResponse(BaseModel):
     items: list[QueuedItem]
 
 
-class QueueStats(BaseModel):
+class QueueCounts(BaseModel):
     pending: int
     claimed: int
     done: int
+
+
+class QueueStats(QueueCounts):
+    lanes: dict[Literal["review", "audit"], QueueCounts] = Field(description="The same counts per lane.")
 
 
 class ReviewRequest(BaseModel):
@@ -250,11 +272,32 @@ class ReviewResponse(BaseModel):
     review_seconds: float | None
     reviewed_at: datetime
     statement_of_reasons: dict[str, Any] | None
+    overturn: bool | None = Field(
+        default=None,
+        description="On an audit: true when the verdict contradicts the automated decision in force (a "
+        "rejected auto-pass, an approved auto-block); null for a review.",
+    )
 
 
 # --- policy -------------------------------------------------------------------------------------------
 
 Threshold = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+AuditRate = Annotated[float, Field(ge=MIN_AUDIT_RATE, le=1, allow_inf_nan=False)]
+
+
+class AuditUpdate(BaseModel):
+    """Audit sampling rates by stratum and the audit lane's age limit; fields left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    near_rate: AuditRate | None = Field(default=None, description="Audit rate of auto-passes near t_pass.")
+    block_rate: AuditRate | None = Field(default=None, description="Audit rate of auto-blocks.")
+    near_fraction: float | None = Field(
+        default=None, gt=0, le=1, description="An auto-pass is 'near' when risk / t_pass >= this."
+    )
+    max_age_hours: float | None = Field(
+        default=None, gt=0, le=24 * 365, description="Audits older than this are claimed before anything else."
+    )
 
 
 ChangeReason = Annotated[
@@ -279,7 +322,10 @@ class PolicyUpdate(BaseModel):
         default=None, max_length=1_000, description="segment value -> [t_pass, t_block]"
     )
     rules: list[dict[str, Any]] | None = Field(default=None, max_length=200)
-    qa_sample_rate: Threshold | None = None
+    qa_sample_rate: AuditRate | None = Field(
+        default=None, description="Audit floor: the audit rate of auto-passes far from t_pass, never zero."
+    )
+    audit: AuditUpdate | None = None
     tier_pass: dict[Annotated[str, Field(max_length=64)], Threshold] | None = Field(
         default=None,
         max_length=100,

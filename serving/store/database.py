@@ -146,6 +146,8 @@ class Database:
                 column = table.c[column_name]
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column_name}" {kind}'))
+        for index in schema.ADDED_INDEXES:
+            index.create(conn, checkfirst=True)
         self._migrate_idempotency_index(conn)
 
     def _migrate_idempotency_index(self, conn: Connection) -> None:

@@ -174,6 +174,7 @@ def _queue_params(record: DecisionRecord, now: datetime) -> dict[str, Any]:
         "claimed_by": None,
         "lease_expires_at": None,
         "qa_sample": record.qa_sample,
+        "lane": record.lane,
     }
 
 

@@ -1,8 +1,16 @@
-"""Reviewed decisions as labelled outcomes in the data contract, ready for retraining."""
+"""Reviewed decisions as labelled outcomes in the data contract, ready for retraining.
+
+Labels exist only where a person looked, so each row carries what retraining and production estimates
+need to weight it: `inclusion_prob` (the chance the decision got a verdict: 1 for a human_review
+decision, the audit probability of an automated one; NaN for a QA sample logged before probabilities
+were kept), `qa_sample` (an audit of an automated decision) and `logged_decision` (the decision that
+was in force when the verdict came).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import pandas as pd
@@ -28,18 +36,29 @@ def labelled_outcome(row: Row[Any], config: DataConfig) -> dict[str, Any]:
         outcome[config.reviewed_at] = row.reviewed_at
     outcome["decision_id"] = row.decision_id
     outcome["qa_sample"] = bool(row.qa_sample)
+    outcome["inclusion_prob"] = _inclusion_prob(row)
+    outcome["logged_decision"] = row.decision
     return outcome
+
+
+def _inclusion_prob(row: Row[Any]) -> float:
+    """The logged probability; for rows logged before it was kept, 1 for a review (every one gets a
+    verdict) and unknown (NaN) for an old QA sample."""
+    if row.inclusion_prob is not None:
+        return float(row.inclusion_prob)
+    return math.nan if row.qa_sample else 1.0
 
 
 def labels_frame(rows: list[dict[str, Any]], config: DataConfig) -> pd.DataFrame:
     """Outcome rows as a frame: contract columns first, then the other listing fields."""
     outcome_columns = [config.violation_reason, config.review_seconds, config.reviewed_at]
     columns = [config.id, config.timestamp, config.label, *[c for c in outcome_columns if c]]
-    columns += ["decision_id", "qa_sample"]
+    columns += ["decision_id", "qa_sample", "inclusion_prob", "logged_decision"]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=columns)
     frame[config.label] = frame[config.label].astype("int64")
+    frame["inclusion_prob"] = frame["inclusion_prob"].astype("float64")
     for column in (config.timestamp, config.reviewed_at):
         if column:
             frame[column] = _to_utc(frame[column], column)

@@ -1,30 +1,55 @@
-"""The review queue: leases on the highest-priority items, verdicts, and verdicts as labelled outcomes."""
+"""The review queue: leases on the highest-priority items, verdicts, and verdicts as labelled outcomes.
+
+Two lanes: 'review' (decisions that wait for a person) and 'audit' (automated decisions in force, drawn
+for audit). Items are claimed by priority, except that an audit older than the audit age limit goes
+before everything else, oldest first: under a backlog of reviews, audits wait at most that long (plus
+the time to clear the audits due before them) instead of starving.
+"""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from decision.audit import AuditPlan
 from features.config import DataConfig
 from serving.store import schema
 from serving.store.decisions import decision_record
 from serving.store.labels import labelled_outcome, labels_frame
 from serving.store.merchant_outcomes import MerchantOutcomeLog
-from serving.store.records import VERDICTS, ConflictError, NotFoundError, QueueItem, Review, Verdict
+from serving.store.records import (
+    VERDICTS,
+    ConflictError,
+    DecisionRecord,
+    NotFoundError,
+    QueueItem,
+    Review,
+    Verdict,
+    overturns,
+)
 
 d, q, rv = schema.decisions, schema.queue, schema.reviews
+
+DEFAULT_AUDIT_MAX_AGE = timedelta(hours=AuditPlan().max_age_hours)
 
 
 class ReviewQueue(MerchantOutcomeLog):
     """Claiming queued decisions and recording reviewers' verdicts."""
 
-    def claim(self, reviewer: str, n: int = 1, lease_seconds: int = 300) -> list[QueueItem]:
-        """Lease up to n of the highest-priority items that are pending or whose lease expired.
+    def claim(
+        self,
+        reviewer: str,
+        n: int = 1,
+        lease_seconds: int = 300,
+        audit_max_age: timedelta = DEFAULT_AUDIT_MAX_AGE,
+    ) -> list[QueueItem]:
+        """Lease up to n items that are pending or whose lease expired: audits older than `audit_max_age`
+        first (oldest first), then by priority.
 
         Atomic: two concurrent claimers never receive the same item.
         """
@@ -32,7 +57,9 @@ class ReviewQueue(MerchantOutcomeLog):
             raise ValueError("reviewer must not be empty")
         if not 1 <= n <= 1000 or lease_seconds < 0:
             raise ValueError("claim: n must be in [1, 1000] and lease_seconds >= 0")
-        return self._write(lambda conn: self._claim(conn, reviewer, n, lease_seconds))
+        if audit_max_age <= timedelta(0):
+            raise ValueError("claim: audit_max_age must be positive")
+        return self._write(lambda conn: self._claim(conn, reviewer, n, lease_seconds, audit_max_age))
 
     def record_review(
         self,
@@ -45,7 +72,8 @@ class ReviewQueue(MerchantOutcomeLog):
     ) -> Review:
         """Store a verdict (with the DSA statement of reasons of a rejection) and close the queue item.
 
-        Raises NotFoundError for an unknown decision, ConflictError if it is not queued, already
+        On an audit, the review records whether the verdict overturns the automated decision in force
+        (`records.overturns`). Raises NotFoundError for an unknown decision, ConflictError if it is not queued, already
         reviewed, or leased to another reviewer.
         """
         if verdict not in VERDICTS:
@@ -76,18 +104,25 @@ class ReviewQueue(MerchantOutcomeLog):
             row = conn.execute(select(rv).where(rv.c.decision_id == decision_id)).first()
         return None if row is None else Review(**row._mapping)
 
-    def queue_counts(self) -> dict[str, int]:
-        """Queue items by status (pending, claimed, done); claimed includes expired leases."""
+    def queue_counts(self, lane: str | None = None) -> dict[str, int]:
+        """Queue items by status (pending, claimed, done), of one lane or all; claimed includes expired
+        leases."""
         query = select(q.c.status, func.count()).group_by(q.c.status)
+        if lane == "review":
+            query = query.where(or_(q.c.lane == "review", q.c.lane.is_(None)))
+        elif lane is not None:
+            query = query.where(q.c.lane == lane)
         with self._read_engine.connect() as conn:
             counts = {str(status): int(count) for status, count in conn.execute(query)}
         return {status: counts.get(status, 0) for status in ("pending", "claimed", "done")}
 
     def export_labels(self, config: DataConfig | None = None, since: datetime | None = None) -> pd.DataFrame:
-        """Reviewed decisions as labelled outcomes in the data contract (listing fields + outcome)."""
+        """Reviewed decisions as labelled outcomes in the data contract (listing fields + outcome), each
+        with its inclusion probability, audit flag and the decision that was in force (`labels`)."""
         config = config or DataConfig()
+        logged = (d.c.decision, d.c.inclusion_prob, d.c.qa_sample)
         query = (
-            select(d.c.decision_id, d.c.listing_id, d.c.listing, d.c.received_at, d.c.qa_sample, rv)
+            select(d.c.decision_id, d.c.listing_id, d.c.listing, d.c.received_at, *logged, rv)
             .join_from(rv, d, rv.c.decision_id == d.c.decision_id)
             .order_by(rv.c.reviewed_at, rv.c.decision_id)
         )
@@ -97,18 +132,26 @@ class ReviewQueue(MerchantOutcomeLog):
             rows = [labelled_outcome(row, config) for row in conn.execute(query)]
         return labels_frame(rows, config)
 
-    def _claim(self, conn: Connection, reviewer: str, n: int, lease_seconds: int) -> list[QueueItem]:
+    def _claim(
+        self, conn: Connection, reviewer: str, n: int, lease_seconds: int, audit_max_age: timedelta
+    ) -> list[QueueItem]:
         now = self._clock()
         claimable = _claimable(now)
-        candidates = (
+        overdue = (
             select(q.c.decision_id)
-            .where(claimable)
-            .order_by(q.c.priority.desc(), q.c.enqueued_at, q.c.decision_id)
+            .where(claimable, q.c.lane == "audit", q.c.enqueued_at <= now - audit_max_age)
+            .order_by(q.c.enqueued_at, q.c.decision_id)
             .limit(n)
         )
-        if self.dialect == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        ids = list(conn.execute(candidates).scalars())
+        ids = list(conn.execute(self._locking(overdue)).scalars())
+        if len(ids) < n:
+            by_priority = (
+                select(q.c.decision_id)
+                .where(claimable, q.c.decision_id.not_in(ids))
+                .order_by(q.c.priority.desc(), q.c.enqueued_at, q.c.decision_id)
+                .limit(n - len(ids))
+            )
+            ids += conn.execute(self._locking(by_priority)).scalars()
         if not ids:
             return []
         expires = now + timedelta(seconds=lease_seconds)
@@ -119,8 +162,13 @@ class ReviewQueue(MerchantOutcomeLog):
             row.decision_id: decision_record(row)
             for row in conn.execute(select(d).where(d.c.decision_id.in_([c.decision_id for c in claimed])))
         }
-        items = [QueueItem(**row._mapping, decision=records[row.decision_id]) for row in claimed]
-        return sorted(items, key=lambda item: (-item.priority, item.enqueued_at, item.decision_id))
+        order = {decision_id: i for i, decision_id in enumerate(ids)}
+        items = [_queue_item(row, records[row.decision_id]) for row in claimed]
+        return sorted(items, key=lambda item: order[item.decision_id])
+
+    def _locking(self, candidates: Select[Any]) -> Select[Any]:
+        """On PostgreSQL, lock the candidate rows, skipping those another claim holds."""
+        return candidates.with_for_update(skip_locked=True) if self.dialect == "postgresql" else candidates
 
     def _review(self, conn: Connection, review: Review) -> Review:
         query = select(q).where(q.c.decision_id == review.decision_id)
@@ -137,11 +185,20 @@ class ReviewQueue(MerchantOutcomeLog):
         leased = item.status == "claimed" and item.lease_expires_at > review.reviewed_at
         if leased and item.claimed_by != review.reviewer:
             raise ConflictError(f"decision {review.decision_id} is leased to another reviewer")
+        if item.lane == "audit":
+            decision = conn.execute(select(d.c.decision).where(d.c.decision_id == review.decision_id)).scalar_one()
+            review = replace(review, overturn=overturns(decision, review.verdict))
         conn.execute(insert(rv).values(_review_params(review)))
         self._log_merchant_outcome(conn, review)  # merchant history counts the verdict from its commit
         done = {"status": "done", "claimed_by": review.reviewer, "lease_expires_at": None}
         conn.execute(update(q).where(q.c.decision_id == review.decision_id).values(done))
         return review
+
+
+def _queue_item(row: Row[Any], record: DecisionRecord) -> QueueItem:
+    fields_ = dict(row._mapping)
+    fields_["lane"] = fields_.get("lane") or "review"  # items queued before lanes
+    return QueueItem(**fields_, decision=record)
 
 
 def _claimable(now: datetime) -> ColumnElement[bool]:

@@ -13,11 +13,13 @@ Decision = Literal["auto_pass", "auto_block", "human_review"]
 Verdict = Literal["approve", "reject"]
 QueueStatus = Literal["pending", "claimed", "done"]
 Scope = Literal["score", "review", "read", "admin"]
+Lane = Literal["review", "audit"]
 DecisionGround = Literal["illegal_content", "incompatible_with_terms"]
 
 DECISIONS: frozenset[str] = frozenset(get_args(Decision))
 VERDICTS: frozenset[str] = frozenset(get_args(Verdict))
 SCOPES: frozenset[str] = frozenset(get_args(Scope))
+LANES: tuple[Lane, ...] = get_args(Lane)
 
 
 class StoreError(RuntimeError):
@@ -97,8 +99,13 @@ class StatementOfReasons:
 class DecisionRecord:
     """One routing decision as logged: everything needed to explain and audit it later.
 
-    `human_review` decisions and QA samples (`qa_sample=True`) are also put on the review queue with
-    `priority` (higher is reviewed first). `request_id` makes retries idempotent per (API key, listing).
+    `human_review` decisions are put on the review queue's review lane with `priority` (higher is
+    reviewed first). An automated decision drawn for audit (`qa_sample=True`) stays in force and is put
+    on the audit lane. `inclusion_prob` is the chance this decision gets a verdict: 1 for human review,
+    the audit probability for an automated decision (None only on rows logged before it was kept).
+    Decisions logged before audits existed sent QA samples to review as `human_review`, with the
+    decision they would have had in `would_have_been`. `request_id` makes retries idempotent per (API
+    key, listing).
     """
 
     listing_id: str
@@ -128,6 +135,7 @@ class DecisionRecord:
     # its t_pass of a review; None for a pass or without tiers)
     tier_risk: dict[str, float] | None = None
     decision_tier: str | None = None
+    inclusion_prob: float | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:
@@ -144,6 +152,8 @@ class DecisionRecord:
             raise ValueError(f"tier_risk must map tiers to probabilities in [0, 1], got {self.tier_risk!r}")
         if not math.isfinite(self.priority):
             raise ValueError("priority must be finite")
+        if self.inclusion_prob is not None and not 0.0 < self.inclusion_prob <= 1.0:  # NaN fails too
+            raise ValueError(f"inclusion_prob must be in (0, 1] or None, got {self.inclusion_prob!r}")
         if not self.listing_id:
             raise ValueError("listing_id must not be empty")
 
@@ -152,10 +162,24 @@ class DecisionRecord:
         """Whether this decision goes to the human review queue."""
         return self.decision == "human_review" or self.qa_sample
 
+    @property
+    def lane(self) -> Lane:
+        """The queue lane: 'audit' for an automated decision in force drawn for audit, else 'review'."""
+        return "audit" if self.qa_sample and self.decision != "human_review" else "review"
+
+
+def overturns(decision: str, verdict: str) -> bool:
+    """Whether a verdict contradicts an automated decision in force: a rejected auto-pass or an approved
+    auto-block."""
+    return (decision, verdict) in {("auto_pass", "reject"), ("auto_block", "approve")}
+
 
 @dataclass(frozen=True, slots=True)
 class QueueItem:
-    """A review-queue entry with the decision (listing, reasons) the reviewer needs."""
+    """A review-queue entry with the decision (listing, reasons) the reviewer needs.
+
+    `lane` 'audit': a review of an automated decision in force; once older than the policy's audit age
+    limit it is claimed before any other item."""
 
     decision_id: str
     priority: float
@@ -165,6 +189,7 @@ class QueueItem:
     lease_expires_at: datetime | None
     qa_sample: bool
     decision: DecisionRecord
+    lane: Lane = "review"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +203,8 @@ class Review:
     review_seconds: float | None
     reviewed_at: datetime
     statement_of_reasons: dict[str, Any] | None = None  # DSA statement when the verdict restricts the listing
+    # audits only: whether the verdict contradicts the automated decision in force (None: a review)
+    overturn: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

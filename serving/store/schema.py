@@ -99,6 +99,7 @@ decisions = Table(
     Column("request_hash", String(64), nullable=True),  # added later: see ADDED_COLUMNS
     Column("tier_risk", JSONText, nullable=True),  # added later: see ADDED_COLUMNS
     Column("decision_tier", String(64), nullable=True),  # added later: see ADDED_COLUMNS
+    Column("inclusion_prob", Float, nullable=True),  # added later: see ADDED_COLUMNS
     CheckConstraint(_one_of("decision", _DECISION_VALUES), name="ck_decisions_decision"),
     CheckConstraint(
         f"would_have_been IS NULL OR {_one_of('would_have_been', _DECISION_VALUES)}",
@@ -136,9 +137,13 @@ queue = Table(
     Column("claimed_by", String(128), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),
     Column("qa_sample", Boolean, nullable=False),
+    # added later (see ADDED_COLUMNS): 'review' | 'audit'; NULL on items queued before lanes, read as 'review'
+    Column("lane", String(8), nullable=True),
     CheckConstraint(_one_of("status", ("pending", "claimed", "done")), name="ck_queue_status"),
     Index("ix_queue_status_priority", "status", "priority"),
 )
+# Overdue audits (older than the policy's age limit) are found by (status, lane, enqueued_at).
+QUEUE_LANE_INDEX = Index("ix_queue_status_lane_enqueued", queue.c.status, queue.c.lane, queue.c.enqueued_at)
 
 reviews = Table(
     "reviews",
@@ -150,6 +155,7 @@ reviews = Table(
     Column("review_seconds", Float, nullable=True),
     Column("reviewed_at", UTCDateTime, nullable=False),
     Column("statement_of_reasons", JSONText, nullable=True),  # added later: see ADDED_COLUMNS
+    Column("overturn", Boolean, nullable=True),  # added later: see ADDED_COLUMNS
     CheckConstraint("verdict IN ('approve', 'reject')", name="ck_reviews_verdict"),
     Index("ix_reviews_reviewed_at", "reviewed_at"),
 )
@@ -208,6 +214,9 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
     (decisions, "tier_risk"),
     (decisions, "decision_tier"),
     (policy_audit, "reason"),
+    (decisions, "inclusion_prob"),
+    (queue, "lane"),
+    (reviews, "overturn"),
 )
 
 # Each verdict's outcome for its merchant (reviews and audits alike), written in the verdict's transaction:
@@ -222,3 +231,6 @@ merchant_outcomes = Table(
     Column("rejected", Boolean, nullable=False),
     Index("ix_merchant_outcomes_reviewed_at", "reviewed_at"),
 )
+
+# Indexes added after their table was first released: `init_schema` creates them where missing.
+ADDED_INDEXES: tuple[Index, ...] = (QUEUE_LANE_INDEX,)

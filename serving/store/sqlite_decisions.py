@@ -65,12 +65,12 @@ _SQLITE_DECISION_ORDER = (  # the order `_sqlite_decision_row` writes; checked a
     "decision_id", "request_id", "listing_id", "received_at", "decided_at", "decision", "automated", "risk",
     "model_version", "policy_version", "t_pass", "t_block", "priority", "rules_matched", "reasons", "qa_sample",
     "would_have_been", "fallback_reason", "statement_of_reasons", "listing", "key_id", "request_hash",
-    "tier_risk", "decision_tier",
+    "tier_risk", "decision_tier", "inclusion_prob",
 )  # fmt: skip
 if _SQLITE_DECISIONS.columns != _SQLITE_DECISION_ORDER:
     raise RuntimeError("schema.decisions changed: update _sqlite_decision_row to the new columns")
 _SQLITE_QUEUE_ORDER = (  # the order of the queue rows `sqlite_insert_new` writes
-    "decision_id", "priority", "enqueued_at", "status", "claimed_by", "lease_expires_at", "qa_sample",
+    "decision_id", "priority", "enqueued_at", "status", "claimed_by", "lease_expires_at", "qa_sample", "lane",
 )  # fmt: skip
 if _SQLITE_QUEUE.columns != _SQLITE_QUEUE_ORDER:
     raise RuntimeError("schema.queue changed: update the queue rows of sqlite_insert_new to the new columns")
@@ -100,7 +100,7 @@ def sqlite_insert_new(conn: Connection, fresh: list[DecisionRecord], now: dateti
                     inserted.add(record.decision_id)
         enqueued_at = _sqlite_time(now, times)
         queued = [
-            (r.decision_id, r.priority, enqueued_at, "pending", None, None, int(r.qa_sample))
+            (r.decision_id, r.priority, enqueued_at, "pending", None, None, int(r.qa_sample), r.lane)
             for r in fresh
             if r.queued and r.decision_id in inserted
         ]
@@ -157,6 +157,7 @@ def _sqlite_decision_row(r: DecisionRecord, times: dict[datetime, str]) -> tuple
         r.request_hash,
         None if r.tier_risk is None else _dumps(r.tier_risk, option=_JSON_OPTIONS).decode(),
         r.decision_tier,
+        r.inclusion_prob,
     )
 
 

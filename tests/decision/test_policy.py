@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decision.policy import AUTO_BLOCK, AUTO_PASS, DECISIONS, HUMAN_REVIEW, Policy, decision_names, qa_sample, route
+from decision.audit import AuditPlan
+from decision.policy import AUTO_BLOCK, AUTO_PASS, DECISIONS, HUMAN_REVIEW, Policy, decision_names, route
 from decision.rules import Rule, match_rules
 
 
@@ -93,14 +94,6 @@ def test_match_rules_terms_whole_words_case_insensitive_and_categories() -> None
     ]
 
 
-def test_qa_sample_only_draws_automated_decisions() -> None:
-    codes = np.array([0, 1, 2] * 20_000, dtype=np.int8)
-    mask = qa_sample(codes, 0.1, np.random.default_rng(0))
-    assert not mask[codes == 1].any()
-    assert 0.08 < mask[codes != 1].mean() < 0.12
-    assert not qa_sample(codes, 0.0, np.random.default_rng(0)).any()
-
-
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -109,6 +102,14 @@ def test_qa_sample_only_draws_automated_decisions() -> None:
         ({"t_block": 1.5}, "t_block"),
         ({"t_pass": float("nan")}, "t_pass"),
         ({"qa_sample_rate": 1.5}, "qa_sample_rate"),
+        ({"qa_sample_rate": 0.0}, "qa_sample_rate"),  # never zero: every automated decision can be audited
+        ({"audit": {"near_rate": 0.0}}, "audit.near_rate"),
+        ({"audit": {"block_rate": 1.5}}, "audit.block_rate"),
+        ({"audit": {"near_fraction": 0.0}}, "audit.near_fraction"),
+        ({"audit": {"max_age_hours": -1}}, "audit.max_age_hours"),
+        ({"audit": {"max_age_hours": True}}, "audit.max_age_hours"),
+        ({"audit": {"rate": 0.1}}, "audit: unknown fields"),
+        ({"audit": [0.1]}, "audit"),
         ({"segment_by": "category", "segments": {"toys": [0.7, 0.2]}}, "segments['toys'].t_block"),
         ({"segments": {"toys": [0.1, 0.2]}}, "segment_by"),
         (
@@ -139,9 +140,17 @@ def test_round_trip() -> None:
         targets={"recall": 0.99},
         provisional=True,
         guarantee={"n": 10},
+        audit=AuditPlan(near_rate=0.2, block_rate=0.05, near_fraction=0.4, max_age_hours=12),
     )
     again = Policy.from_dict(json.loads(json.dumps(policy.to_dict())))
     assert again == policy
+    assert again.to_dict()["audit"] == {"near_rate": 0.2, "block_rate": 0.05, "near_fraction": 0.4, "max_age_hours": 12}
+
+
+def test_a_policy_saved_before_audit_plans_gets_the_default_plan() -> None:
+    raw = Policy(version="p1", t_pass=0.1, t_block=0.9).to_dict()
+    del raw["audit"]
+    assert Policy.from_dict(raw).audit == AuditPlan()
 
 
 @pytest.mark.parametrize("ascii_only", [False, True], ids=["mixed-text", "ascii-text"])

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from decision.audit import AuditPlan
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
 from decision.rules import Rule, match_rules
 from decision.simulate import (
@@ -116,6 +117,25 @@ def test_policy_simulation_uses_segments_rules_and_breakdown() -> None:
     assert sum(row["daily_volume"] for row in result.segments) == pytest.approx(1000)
 
 
+def test_audit_workload_follows_the_stratified_rates() -> None:
+    """t_pass 0.05, t_block 0.9: rows 0 (risk 0.01, margin 0.2) and 1 (0.02, margin 0.4) pass far from
+    t_pass, rows 7, 8 block; with near_fraction 0.3 row 1 is near. Audits per day = 1000/10 x the sum
+    of the automated rows' probabilities; hours weight each by its handling time."""
+    policy = Policy(
+        version="p",
+        t_pass=0.05,
+        t_block=0.9,
+        qa_sample_rate=0.01,
+        audit=AuditPlan(near_rate=0.2, block_rate=0.1, near_fraction=0.3),
+    )
+    result = simulate_policy(SMALL, policy, daily_volume=1000)
+    assert result.qa_per_day == pytest.approx(100 * (0.01 + 0.2 + 0.1 + 0.1))
+    assert result.qa_hours_per_day == pytest.approx(100 * (0.01 * 60 + 0.2 * 120 + 0.1 * 60 + 0.1 * 120) / 3600)
+    assert result.qa_per_day_by_stratum == pytest.approx({"pass_low": 1.0, "pass_near": 20.0, "block": 20.0})
+    one_rate = simulate(SMALL, 0.05, 0.9, daily_volume=1000, qa_sample_rate=0.01)  # no plan: one rate
+    assert one_rate.qa_per_day == pytest.approx(100 * 4 * 0.01)
+
+
 # A tiered reference: each violation's tier and one calibrated risk per tier. t_pass 0.05 overall would
 # pass rows 0-4; with severe < 0.005 and minor < 0.05 as well, rows 0, 2, 3, 4 pass (row 1's severe risk
 # is too high), rows 7, 8 block, the rest is queued.
@@ -139,7 +159,7 @@ def _tiered_policy(**changes: object) -> Policy:
         "t_block": 0.9,
         "tier_pass": TIER_PASS,
         "targets": {"recall": {"severe": 0.99, "minor": 0.9}, "block_precision": 0.98},
-        "qa_sample_rate": 0.0,
+        "qa_sample_rate": 0.001,
         **changes,
     }
     return Policy.from_dict(raw)

@@ -25,7 +25,8 @@ def assert_all_human_review(api: Api, items: list[dict[str, Any]], reason: str) 
     for item in items:  # logged, and queued for a person
         stored = api.store.get_decision(item["decision_id"])
         assert stored is not None and stored.fallback_reason == reason
-    assert api.store.queue_counts()["pending"] == len(items)
+    assert api.store.queue_counts("review")["pending"] == len(items)
+    assert all(i["inclusion_prob"] == 1.0 and i["qa_sample"] is False for i in items)  # reviewed: certain
 
 
 def test_without_a_bundle_the_service_starts_not_ready_and_sends_everything_to_review(

@@ -39,7 +39,7 @@ def test_read_and_admin_keys_read_the_policy_a_score_key_does_not(serve) -> None
 def test_a_policy_change_is_versioned_persisted_audited_and_applied(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
         before = api.client.get("/v1/policy", headers=api.headers("read")).json()["policy"]
-        response = put_policy(api, {"t_pass": 0.4, "t_block": 0.6, "qa_sample_rate": 0.0})
+        response = put_policy(api, {"t_pass": 0.4, "t_block": 0.6, "qa_sample_rate": 0.001})
         after = response.json()["policy"]
         scored = api.batch([listing_json(i, price=float(i + 1)) for i in range(30)]).json()["items"]
         history = api.client.get("/v1/policy/history", headers=api.headers("read")).json()
@@ -78,6 +78,13 @@ INVALID_POLICIES = [
     ("t_pass", {"t_pass": 1.5}),
     ("t_pass", {"t_pass": -0.1}),
     ("qa_sample_rate", {"qa_sample_rate": 2}),
+    ("qa_sample_rate", {"qa_sample_rate": 0}),  # never zero: every automated decision can be audited
+    ("audit.near_rate", {"audit": {"near_rate": 0}}),
+    ("audit.block_rate", {"audit": {"block_rate": 1.5}}),
+    ("audit.near_fraction", {"audit": {"near_fraction": 0}}),
+    ("audit.max_age_hours", {"audit": {"max_age_hours": -2}}),
+    ("audit.rate", {"audit": {"rate": 0.1}}),
+    ("audit", {"audit": [0.1]}),
     ("segment_by", {"segment_by": "colour", "segments": {"red": [0.1, 0.9]}}),
     ("segments", {"segment_by": "category", "segments": {"no-such-category": [0.1, 0.9]}}),
     ("segments", {"segment_by": "category", "segments": {"books": [0.9, 0.1]}}),
@@ -103,6 +110,21 @@ def test_an_invalid_policy_is_a_422_naming_the_field_and_changes_nothing(
     assert load_policy(own_bundle).to_dict() == before
 
 
+def test_a_partial_audit_plan_keeps_the_other_fields_and_is_audited(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        before = api.client.get("/v1/policy", headers=api.headers("read")).json()["policy"]
+        response = put_policy(api, {"audit": {"near_rate": 0.25, "max_age_hours": 6}})
+        history = api.client.get("/v1/policy/history", headers=api.headers("read")).json()
+        engine_plan = api.app.state.engine.policy.audit
+
+    assert response.status_code == 200, response.text
+    audit = response.json()["policy"]["audit"]
+    assert audit == {**before["audit"], "near_rate": 0.25, "max_age_hours": 6.0}
+    assert (engine_plan.near_rate, engine_plan.max_age_hours) == (0.25, 6.0)
+    assert response.json()["policy"]["guarantee"] == before["guarantee"]  # audit rates do not touch thresholds
+    assert history[0]["old"]["audit"] == before["audit"] and history[0]["new"]["audit"] == audit
+
+
 def open_tiers(api: Api) -> dict[str, float]:
     """Every tier of the served bundle passing nearly everything (a tiered policy passes a listing only
     under every tier's t_pass too); {} for an untiered bundle."""
@@ -115,7 +137,7 @@ def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) 
     body = {
         "t_pass": 0.999,
         "t_block": 1.0,
-        "qa_sample_rate": 0.0,
+        "qa_sample_rate": 0.001,
         "rules": [],
         "segment_by": "category",
         "segments": {strict: [0.0, 0.0001]},
@@ -132,7 +154,7 @@ def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) 
 
 def test_a_policy_swap_under_load_changes_decisions_without_a_failed_request(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
-        body = {"t_pass": 0.999, "t_block": 1.0, "tier_pass": open_tiers(api), "qa_sample_rate": 0.0, "rules": []}
+        body = {"t_pass": 0.999, "t_block": 1.0, "tier_pass": open_tiers(api), "qa_sample_rate": 0.001, "rules": []}
         assert put_policy(api, body).status_code == 200
         old_version = api.app.state.engine.policy.version
         stop = threading.Event()

@@ -38,7 +38,13 @@ def test_claims_come_in_priority_order_with_a_lease_to_the_key_name(serve, no_mo
     assert {c["decision_id"] for c in claimed + rest} == set(ids)
     assert all(c["claimed_by"] == "review-key" and c["lease_expires_at"] for c in claimed)
     assert claimed[0]["listing"]["listing_id"].startswith("L-")
-    assert stats == {"pending": 0, "claimed": 3, "done": 0}
+    assert stats == {
+        "pending": 0,
+        "claimed": 3,
+        "done": 0,
+        "lanes": {"review": {"pending": 0, "claimed": 3, "done": 0}, "audit": {"pending": 0, "claimed": 0, "done": 0}},
+    }
+    assert {c["lane"] for c in claimed + rest} == {"review"}
 
 
 def test_queue_routes_need_the_review_scope(serve, no_model) -> None:
@@ -127,28 +133,128 @@ def test_review_errors_are_404_409_and_422(serve, no_model) -> None:
     assert bad_seconds.status_code == 422 and bad_seconds.json()["detail"][0]["field"] == "review_seconds"
 
 
-def test_an_auto_decision_cannot_be_reviewed(serve, own_bundle: Path) -> None:
+def put_policy(api: Api, reason: str, **body: object) -> None:
+    response = api.client.put("/v1/policy", json={**body, "reason": reason}, headers=api.headers("admin"))
+    assert response.status_code == 200, response.text
+
+
+def pass_everything(api: Api, **audit: float) -> None:
+    """Thresholds that pass every listing (tiers too), no rules; audit rates as given."""
+    tiers = dict.fromkeys(api.app.state.engine.tier_names, 0.999)
+    put_policy(api, "pass all", t_pass=0.999, t_block=1.0, tier_pass=tiers, rules=[], **audit)
+
+
+def block_everything(api: Api, **audit: float) -> None:
+    """Thresholds that block every listing the model scores (risk >= 1e-6), no rules."""
+    tiers = dict.fromkeys(api.app.state.engine.tier_names, 0.0)
+    put_policy(api, "block all", t_pass=0.0, t_block=1e-6, tier_pass=tiers, rules=[], **audit)
+
+
+EVERYTHING_AUDITED = {"qa_sample_rate": 1.0, "audit": {"near_rate": 1.0, "block_rate": 1.0}}
+
+
+def test_an_auto_decision_not_drawn_for_audit_cannot_be_reviewed(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
-        # thresholds that pass everything, no QA sample: nothing is queued
-        api.client.put(
-            "/v1/policy",
-            json={
-                "t_pass": 0.999,
-                "t_block": 1.0,
-                "tier_pass": dict.fromkeys(api.app.state.engine.tier_names, 0.999),  # tiers must pass too
-                "qa_sample_rate": 0.0,
-                "rules": [],
-                "reason": "pass all",
-            },
-            headers=api.headers("admin"),
-        )
-        item = api.score(listing_json(1)).json()
+        pass_everything(api, qa_sample_rate=0.001, audit={"near_rate": 0.001, "block_rate": 0.001})
+        items = api.batch([listing_json(i) for i in range(20)]).json()["items"]
+        item = next(i for i in items if not i["qa_sample"])  # all 20 drawn at 0.1%: about 1e-60
         response = api.client.post(
             f"/v1/reviews/{item['decision_id']}", json={"verdict": "approve"}, headers=api.headers("review")
         )
 
-    assert item["decision"] == "auto_pass"
+    assert item["decision"] == "auto_pass" and item["inclusion_prob"] == pytest.approx(0.001)
     assert response.status_code == 409
+
+
+def test_an_audited_auto_pass_stays_in_force_and_a_rejection_overturns_it(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        pass_everything(api, **EVERYTHING_AUDITED)
+        item = api.score(listing_json(1)).json()
+        confirmed = api.score(listing_json(2)).json()
+        claimed = api.client.get("/v1/queue/next?n=10", headers=api.headers("review")).json()["items"]
+        stats = api.client.get("/v1/queue/stats", headers=api.headers("review")).json()
+        headers = api.headers("review")
+        rejected = api.client.post(
+            f"/v1/reviews/{item['decision_id']}",
+            json={"verdict": "reject", "violation_reason": "counterfeit"},
+            headers=headers,
+        ).json()
+        approved = api.client.post(
+            f"/v1/reviews/{confirmed['decision_id']}", json={"verdict": "approve"}, headers=headers
+        ).json()
+        metrics = api.client.get("/metrics").text
+
+    assert (item["decision"], item["automated"], item["qa_sample"]) == ("auto_pass", True, True)
+    assert item["inclusion_prob"] == 1.0 and item["would_have_been"] is None
+    assert {c["decision_id"]: c["lane"] for c in claimed} == {
+        item["decision_id"]: "audit",
+        confirmed["decision_id"]: "audit",
+    }
+    assert {c["decision"]["decision"] for c in claimed} == {"auto_pass"}
+    assert stats["lanes"]["audit"]["claimed"] == 2 and stats["lanes"]["review"] == {
+        "pending": 0,
+        "claimed": 0,
+        "done": 0,
+    }
+    assert rejected["overturn"] is True
+    statement = rejected["statement_of_reasons"]
+    assert statement["automated_decision"] is False and statement["restriction"] == "listing_removed"
+    assert statement["category"] == "intellectual_property_infringements"
+    assert "overturned" in statement["facts_and_circumstances"]
+    assert approved["overturn"] is False and approved["statement_of_reasons"] is None
+    assert 'triage_audit_overturns_total{decision="auto_pass"} 1.0' in metrics
+
+
+def test_an_audit_approving_an_auto_block_lifts_it_with_a_statement(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        block_everything(api, **EVERYTHING_AUDITED)
+        item = api.score(listing_json(1)).json()
+        api.client.get("/v1/queue/next", headers=api.headers("review"))
+        review = api.client.post(
+            f"/v1/reviews/{item['decision_id']}", json={"verdict": "approve"}, headers=api.headers("review")
+        ).json()
+        stored = api.store.get_review(item["decision_id"])
+        metrics = api.client.get("/metrics").text
+
+    assert (item["decision"], item["qa_sample"], item["inclusion_prob"]) == ("auto_block", True, 1.0)
+    assert item["statement_of_reasons"]["automated_decision"] is True  # the block is in force meanwhile
+    assert review["overturn"] is True and stored is not None and stored.overturn is True
+    lifted = review["statement_of_reasons"]
+    assert lifted["restriction"] == "restriction_lifted" and lifted["automated_decision"] is False
+    assert lifted["puid"] == item["decision_id"] and "block is lifted" in lifted["facts_and_circumstances"]
+    assert stored.statement_of_reasons == lifted
+    assert 'triage_audit_overturns_total{decision="auto_block"} 1.0' in metrics
+
+
+def test_a_review_verdict_is_never_an_overturn(serve, no_model) -> None:
+    with serve(**no_model) as api:
+        (decision_id,) = fill_queue(api, 1)
+        review = api.client.post(
+            f"/v1/reviews/{decision_id}", json={"verdict": "reject"}, headers=api.headers("review")
+        ).json()
+
+    assert review["overturn"] is None and review["statement_of_reasons"]["restriction"] == "listing_removed"
+
+
+def test_an_overdue_audit_is_claimed_before_a_higher_priority_review(serve, own_bundle: Path) -> None:
+    """The age limit is the policy's audit.max_age_hours: set small, the audit is overdue at once."""
+    with serve(bundle=str(own_bundle)) as api:
+        pass_everything(api, **EVERYTHING_AUDITED)
+        audit = api.score(listing_json(1)).json()
+        tiers = dict.fromkeys(api.app.state.engine.tier_names, 0.0)
+        put_policy(
+            api,
+            "review all, audits due at once",
+            t_pass=0.0,
+            t_block=1.0,
+            tier_pass=tiers,
+            audit={"max_age_hours": 1e-6},
+        )
+        review = api.score(listing_json(2, title="Rolex replica watch", price=20.0)).json()
+        first = api.client.get("/v1/queue/next", headers=api.headers("review")).json()["items"]
+
+    assert review["decision"] == "human_review" and review["priority"] > audit["priority"]
+    assert [(i["decision_id"], i["lane"]) for i in first] == [(audit["decision_id"], "audit")]
 
 
 def test_exported_labels_are_accepted_by_training_validation(

@@ -34,6 +34,7 @@ ITEM_FIELDS = {
     "t_block",
     "request_id",
     "statement_of_reasons",
+    "inclusion_prob",
     "warnings",
 }
 
@@ -52,6 +53,7 @@ def test_one_listing_gets_a_logged_decision_with_risk_reasons_and_versions(serve
         assert item["fallback_reason"] is None
         stored = api.store.get_decision(item["decision_id"])
         assert stored is not None and stored.decision == item["decision"] and stored.risk == item["risk"]
+        assert stored.inclusion_prob == item["inclusion_prob"] and 0 < item["inclusion_prob"] <= 1
 
 
 def test_a_batch_is_answered_in_request_order_and_fully_logged(serve) -> None:
@@ -104,8 +106,8 @@ def test_decisions_equal_the_policy_function_on_offline_risk(serve, generated_di
     for item, decision, r, rules in zip(out, offline, offline_risk, offline_rules, strict=True):
         assert item["risk"] == pytest.approx(r, abs=1e-9)
         assert item["rules_matched"] == rules
-        served = item["would_have_been"] if item["qa_sample"] else item["decision"]
-        assert served == decision
+        assert item["decision"] == decision  # an audited decision stays in force
+        assert item["would_have_been"] is None
 
 
 def test_a_retry_with_the_same_request_id_returns_the_same_decision_and_one_row(serve) -> None:

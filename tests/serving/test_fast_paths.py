@@ -44,6 +44,8 @@ def odd_records() -> list[DecisionRecord]:
             decision="auto_pass", automated=True, risk=None, t_pass=None, t_block=None, qa_sample=False, reasons=[]
         ),
         make_decision(qa_sample=True, would_have_been="auto_pass", fallback_reason="scoring_timeout", priority=0.0),
+        make_decision(decision="auto_pass", automated=True, qa_sample=True, inclusion_prob=0.1234567890123),
+        make_decision(inclusion_prob=1.0),
     ]
 
 
@@ -65,7 +67,9 @@ def test_the_sqlite_fast_path_stores_the_bytes_sqlalchemy_stores(tmp_path: Path)
         assert fast.get_decision(records[1].decision_id) == records[1]
     for table in ("decisions", "review_queue"):
         assert raw_rows(tmp_path / "fast.db", table) == raw_rows(tmp_path / "plain.db", table)
-    assert len(raw_rows(tmp_path / "fast.db", "review_queue")) == 2  # the human_review and the QA sample
+    queued = raw_rows(tmp_path / "fast.db", "review_queue")
+    assert len(queued) == 4  # the two human_reviews, the old QA sample and the audit
+    assert sorted(row[-1] for row in queued) == ["audit", "review", "review", "review"]
 
 
 @pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "commit-per-call"])

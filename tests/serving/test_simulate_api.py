@@ -49,6 +49,7 @@ def test_simulate_equals_training_simulate_on_the_reference(serve, untiered_bund
         SCENARIO["productive_hours_per_fte"],
         SCENARIO["prevalence_multiplier"],
         qa_sample_rate=policy.qa_sample_rate,
+        audit=policy.audit,
         rule_block=rule_block,
         rule_review=rule_review,
     ).to_dict()
@@ -153,6 +154,7 @@ def test_segment_replays_only_its_rows_at_its_share_of_the_volume(serve, untiere
         0.8,
         50_000 * len(part) / len(reference),
         qa_sample_rate=policy.qa_sample_rate,
+        audit=policy.audit,
         rule_block=rule_block,
         rule_review=rule_review,
     ).to_dict()

@@ -50,11 +50,11 @@ def scores_of(bundle: Bundle, listings: pd.DataFrame) -> tuple[np.ndarray, np.nd
 
 def tier_policy(bundle: Bundle, risk: np.ndarray, tier_risk: np.ndarray) -> Policy:
     """A policy whose tier thresholds decide a good share of passes: each tier's t_pass at its median
-    risk, the overall t_pass above every risk (so only the tiers hold listings back), no QA sample."""
+    risk, the overall t_pass above every risk (so only the tiers hold listings back), the least audit floor."""
     t_block = float(np.quantile(risk, 0.97))
     tier_pass = {name: float(np.median(tier_risk[:, k])) for k, name in enumerate(bundle.tier_names)}
     return dataclasses.replace(bundle.policy, t_pass=t_block - 1e-9, t_block=t_block, segment_by=None,
-                               segments={}, tier_pass=tier_pass, qa_sample_rate=0.0).validate()  # fmt: skip
+                               segments={}, tier_pass=tier_pass, qa_sample_rate=0.001).validate()  # fmt: skip
 
 
 def test_the_session_bundle_is_tiered(bundle: Bundle) -> None:
@@ -156,7 +156,7 @@ def test_tier_thresholds_without_tier_risks_pass_nothing(bundle: Bundle, listing
 
 def test_an_untiered_bundle_routes_and_records_as_before(bundle: Bundle, listings: pd.DataFrame) -> None:
     untiered = dataclasses.replace(bundle, tiers=[])
-    policy = dataclasses.replace(bundle.policy, tier_pass={}, t_pass=0.05, t_block=0.9, qa_sample_rate=0.0)
+    policy = dataclasses.replace(bundle.policy, tier_pass={}, t_pass=0.05, t_block=0.9, qa_sample_rate=0.001)
     engine = DecisionEngine.from_bundle(untiered, policy=policy, seed=0)
     records = records_of(listings, bundle)
     scores = engine.score(records)
@@ -259,7 +259,7 @@ def put_policy(api: Any, body: dict[str, Any]) -> Any:
 def test_policy_put_sets_one_tier_threshold_hand_set_and_audited(serve, own_bundle: Path, bundle: Bundle) -> None:
     with serve(bundle=str(own_bundle)) as api:
         before = api.client.get("/v1/policy", headers=api.headers("read")).json()
-        response = put_policy(api, {"tier_pass": {"severe": 0.0}, "qa_sample_rate": 0.0})
+        response = put_policy(api, {"tier_pass": {"severe": 0.0}, "qa_sample_rate": 0.001})
         after = response.json()
         scored = api.batch([listing_json(i) for i in range(20)]).json()["items"]
         history = api.client.get("/v1/policy/history", headers=api.headers("read")).json()

@@ -50,12 +50,11 @@ def test_offline_decisions_equal_the_service_decisions(bundle: Bundle, listings:
     engine = DecisionEngine.from_bundle(bundle, seed=0)
     records = listings.to_dict("records")
     served = engine.decide(records, engine.score(records))
-    assert [r.would_have_been if r.qa_sample else r.decision for r in served] == scored["decision"].tolist()
+    assert [r.decision for r in served] == scored["decision"].tolist()  # audited decisions stay in force
     tier_risk = np.array([[r.tier_risk[n] for n in bundle.tier_names] for r in served])  # type: ignore[index]
     np.testing.assert_allclose(tier_risk, scored[[risk_column(n) for n in bundle.tier_names]].to_numpy(), atol=1e-9)
-    unsampled = [i for i, r in enumerate(served) if not r.qa_sample]
-    offline_tiers = [None if pd.isna(t) else t for t in scored["decision_tier"].iloc[unsampled]]
-    assert [served[i].decision_tier for i in unsampled] == offline_tiers
+    offline_tiers = [None if pd.isna(t) else t for t in scored["decision_tier"]]
+    assert [r.decision_tier for r in served] == offline_tiers
 
 
 def test_evaluating_a_tiered_bundle_routes_on_every_tier(bundle_dir: Path, generated_dir: Path, bundle: Bundle) -> None:

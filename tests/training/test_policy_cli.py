@@ -85,7 +85,7 @@ def test_cli_simulate_json_table_and_sweep(tmp_path: Path) -> None:
             "created_at": pd.Timestamp("2025-01-01"),
         }
     ).to_parquet(bundle / "reference.parquet")
-    save_policy(bundle, Policy(version="policy-20250101T000000-1", t_pass=0.02, t_block=0.95, qa_sample_rate=0.0))
+    save_policy(bundle, Policy(version="policy-20250101T000000-1", t_pass=0.02, t_block=0.95, qa_sample_rate=0.001))
     runner = CliRunner()
     out = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", "--daily-volume", "2000"])
     assert out.exit_code == 0, out.output
@@ -137,7 +137,7 @@ def test_cli_simulate_tiered_prints_the_headline_first_then_tiers(tmp_path: Path
         version="policy-20250101T000000-1",
         t_pass=0.5,
         t_block=0.95,
-        qa_sample_rate=0.0,
+        qa_sample_rate=0.001,
         tier_pass={"severe": 0.02, "minor": 0.05},
         targets={"recall": {"severe": 0.99, "minor": 0.9}, "block_precision": 0.95},
     )
