@@ -180,7 +180,7 @@ def test_rejections_through_the_review_api_raise_the_merchants_prior_rejects(ser
     with serve(bundle=str(own_bundle), merchant_refresh_seconds=0.2) as api:
         engine: DecisionEngine = api.app.state.engine
         tiers = {name: 0.0 for name in engine.tier_names}
-        changed = put_policy(api, {"t_pass": 0.0, "t_block": 1.0, "qa_sample_rate": 0.0, "tier_pass": tiers or None})
+        changed = put_policy(api, {"t_pass": 0.0, "t_block": 1.0, "qa_sample_rate": 0.001, "tier_pass": tiers or None})
         assert changed.status_code == 200, changed.text
 
         def now_listing(i: int, merchant: str) -> dict[str, Any]:
