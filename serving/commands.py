@@ -145,6 +145,8 @@ def export_labels(
     ),
 ) -> None:
     """Write reviewers' verdicts as labelled outcomes that `triage train` accepts."""
+    import pandas as pd
+
     from features.config import DataConfig
     from serving.store.labels import latest_verdict_per_listing
 
@@ -153,12 +155,18 @@ def export_labels(
     with _open_store(get_settings()) as store:
         frame = store.export_labels(DataConfig())
     frame, superseded = latest_verdict_per_listing(frame, DataConfig())
+    # a QA sample logged before inclusion probabilities were kept has none: weighted as a review it would
+    # bias retraining, so it is left out (training reads a blank inclusion_prob as 1)
+    unknown = frame["inclusion_prob"].isna() if "inclusion_prob" in frame else pd.Series(False, index=frame.index)
+    frame = frame[~unknown].reset_index(drop=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
         frame.to_csv(out, index=False)
     else:
         frame.to_parquet(out, index=False)
     note = f" ({superseded} older verdicts on re-scored listings superseded)" if superseded else ""
+    if unknown.any():
+        note += f" ({int(unknown.sum())} QA samples logged without an inclusion probability left out)"
     typer.echo(f"wrote {len(frame)} labelled outcomes to {out}{note}")
 
 
