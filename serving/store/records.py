@@ -128,6 +128,7 @@ class DecisionRecord:
     # its t_pass of a review; None for a pass or without tiers)
     tier_risk: dict[str, float] | None = None
     decision_tier: str | None = None
+    inclusion_prob: float | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:

@@ -99,6 +99,7 @@ decisions = Table(
     Column("request_hash", String(64), nullable=True),  # added later: see ADDED_COLUMNS
     Column("tier_risk", JSONText, nullable=True),  # added later: see ADDED_COLUMNS
     Column("decision_tier", String(64), nullable=True),  # added later: see ADDED_COLUMNS
+    Column("inclusion_prob", Float, nullable=True),  # added later: see ADDED_COLUMNS
     CheckConstraint(_one_of("decision", _DECISION_VALUES), name="ck_decisions_decision"),
     CheckConstraint(
         f"would_have_been IS NULL OR {_one_of('would_have_been', _DECISION_VALUES)}",
@@ -207,5 +208,6 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
     (decisions, "request_hash"),
     (decisions, "tier_risk"),
     (decisions, "decision_tier"),
+    (decisions, "inclusion_prob"),
     (policy_audit, "reason"),
 )
