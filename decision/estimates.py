@@ -101,8 +101,7 @@ def production_estimates(
     docstring) from logged decision codes (0 auto_pass, 1 human_review, 2 auto_block), inclusion
     probabilities `pi` and verdict labels (1 violation, 0 none, NaN no verdict yet)."""
     codes, pi, label = _validated(codes, pi, label, confidence)
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    shares = [_decision_share(pi[codes == d], label[codes == d], z) for d in (_PASS, _REVIEW, _BLOCK)]
+    shares = [_decision_share(pi[codes == d], label[codes == d], confidence) for d in (_PASS, _REVIEW, _BLOCK)]
     n = len(codes)
     labelled = int(np.count_nonzero(~np.isnan(label)))
     totals = [_total(s) for s in shares]  # (estimate, low, high) of violations per decision
@@ -113,7 +112,7 @@ def production_estimates(
         "miss_rate": _estimate(shares[_PASS]),
         "recall": Estimate(*_recall(caught, missed), n_labelled=labelled),
         "block_precision": _estimate(shares[_BLOCK]),
-        "queue_share": Estimate(*_wilson(shares[_REVIEW].n_rows / n, n, z), n_labelled=n) if n else _empty(0),
+        "queue_share": Estimate(*_wilson(shares[_REVIEW].n_rows / n, n, confidence), n_labelled=n) if n else _empty(0),
         "violation_rate": Estimate(violations[0] / n, violations[1] / n, violations[2] / n, labelled)
         if n
         else _empty(0),
@@ -156,7 +155,7 @@ def _validated(
     return codes, pi, label
 
 
-def _decision_share(pi: np.ndarray, label: np.ndarray, z: float) -> _Share:
+def _decision_share(pi: np.ndarray, label: np.ndarray, confidence: float) -> _Share:
     """Post-stratified violation share of one decision (strata: distinct pi) with its Wilson interval
     on the effective sample size."""
     n_rows = len(pi)
@@ -168,7 +167,7 @@ def _decision_share(pi: np.ndarray, label: np.ndarray, z: float) -> _Share:
     size = np.bincount(stratum, minlength=len(levels)).astype(np.float64)
     drawn = np.bincount(stratum[has], minlength=len(levels)).astype(np.float64)
     if (drawn == 0).any():  # collapse: one stratum, labelled rows weighted by 1/pi
-        return _collapsed_share(pi, label, has, z)
+        return _collapsed_share(pi, label, has, confidence)
     hits = np.bincount(stratum[has], weights=label[has], minlength=len(levels))
     mean = hits / drawn
     share = float((size * mean).sum() / n_rows)
@@ -178,17 +177,18 @@ def _decision_share(pi: np.ndarray, label: np.ndarray, z: float) -> _Share:
     centre = (hits + 0.5) / (drawn + 1.0)
     s2 = centre * (1 - centre)
     variance = float((((size / n_rows) ** 2) * (1 - drawn / size) * s2 / drawn).sum())
-    return _Share(n_rows, n_labelled, *_wilson(share, _effective_n(share, variance, n_labelled, n_rows), z))
+    return _Share(n_rows, n_labelled, *_wilson(share, _effective_n(share, variance, n_labelled, n_rows), confidence))
 
 
-def _collapsed_share(pi: np.ndarray, label: np.ndarray, has: np.ndarray, z: float) -> _Share:
+def _collapsed_share(pi: np.ndarray, label: np.ndarray, has: np.ndarray, confidence: float) -> _Share:
     """Hajek share over the whole decision when some stratum has no verdict: weights 1/pi."""
     weight = 1.0 / pi[has]
     y = label[has]
     share = float((weight * y).sum() / weight.sum())
     n_eff_kish = weight.sum() ** 2 / (weight**2).sum()
     variance = share * (1 - share) / n_eff_kish * max(0.0, 1 - has.sum() / len(pi))
-    return _Share(len(pi), int(has.sum()), *_wilson(share, _effective_n(share, variance, n_eff_kish, len(pi)), z))
+    n_eff = _effective_n(share, variance, n_eff_kish, len(pi))
+    return _Share(len(pi), int(has.sum()), *_wilson(share, n_eff, confidence))
 
 
 def _effective_n(share: float, variance: float, n_labelled: float, n_rows: int) -> float:
@@ -200,13 +200,14 @@ def _effective_n(share: float, variance: float, n_labelled: float, n_rows: int) 
     return math.inf if fraction >= 1.0 else n_labelled / (1.0 - fraction)
 
 
-def _wilson(p: float, n: float, z: float) -> tuple[float, float, float]:
-    """(p, low, high): Wilson score interval for a proportion p observed on n (possibly effective,
-    possibly infinite: then the interval is the point)."""
+def _wilson(p: float, n: float, confidence: float) -> tuple[float, float, float]:
+    """(p, low, high): the Wilson score interval of a proportion p observed on n, an effective size
+    that may be infinite (every row labelled: the interval is the point)."""
     if math.isinf(n):
         return p, p, p
     if n <= 0 or math.isnan(p):
         return p, 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return p, max(0.0, centre - half), min(1.0, centre + half)
