@@ -47,8 +47,8 @@ class NumericBins:
     edges: tuple[float, ...]
     shares: tuple[float, ...]
 
-    def counts(self, values: np.ndarray) -> np.ndarray:
-        values = np.asarray(values, dtype=np.float64)
+    def counts(self, values: np.ndarray | Sequence[Any]) -> np.ndarray:
+        values = _as_float(values)
         finite = np.isfinite(values)
         bins = np.searchsorted(np.asarray(self.edges), values[finite], side="right")
         counts = np.bincount(bins, minlength=len(self.edges) + 1).astype(np.float64)
@@ -81,7 +81,7 @@ Bins = NumericBins | CategoricalBins
 
 def numeric_bins(values: np.ndarray, n_bins: int = N_BINS) -> NumericBins:
     """Reference bins of a numeric variable: edges at its quantiles (ties merged), shares per bin."""
-    values = np.asarray(values, dtype=np.float64)
+    values = _as_float(values)
     finite = values[np.isfinite(values)]
     quantiles = np.quantile(finite, np.linspace(0, 1, n_bins + 1)[1:-1]) if len(finite) else np.array([])
     bins = NumericBins(tuple(float(e) for e in np.unique(quantiles)), ())
@@ -123,7 +123,7 @@ def psi_status(value: float, n_rows: int) -> Status:
 def variable_drift(bins: Bins, values: Sequence[Any] | np.ndarray) -> dict[str, Any]:
     """PSI of production values against one variable's reference bins, with its status and the bins'
     shares side by side (reference, production)."""
-    counts = bins.counts(np.asarray(values)) if isinstance(bins, NumericBins) else bins.counts(values)
+    counts = bins.counts(values)
     value = psi(bins.shares, counts)
     n = int(counts.sum())
     return {
@@ -176,6 +176,21 @@ def overall_status(statuses: Sequence[str]) -> Status:
     """The worst of the checks' statuses (a check that could not judge counts as ok)."""
     worst = max((_SEVERITY.get(s, 0) for s in statuses), default=0)
     return "alarm" if worst == 2 else "warn" if worst == 1 else "ok"
+
+
+def _as_float(values: np.ndarray | Sequence[Any]) -> np.ndarray:
+    """Values as floats; anything that is not a number (None, text) becomes NaN, counted as missing."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([_float_or_nan(v) for v in values], dtype=np.float64)
+
+
+def _float_or_nan(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _category(value: Any) -> str:

@@ -48,6 +48,9 @@ def test_missing_values_and_new_categories_count_as_drift() -> None:
     prices = numeric_bins(rng.lognormal(3, 1, 10_000))
     half_missing = np.where(rng.random(2000) < 0.5, np.nan, rng.lognormal(3, 1, 2000))
     assert variable_drift(prices, half_missing)["status"] == "alarm"
+    as_logged = [None, "n/a", *rng.lognormal(3, 1, 998)]  # listing JSON: a null and a text count as missing
+    report = variable_drift(prices, as_logged)
+    assert report["status"] == "ok" and report["production_shares"][-1] == pytest.approx(0.002)
     categories = categorical_bins(rng.choice(["toys", "books", "phones"], 10_000))
     assert variable_drift(categories, list(rng.choice(["toys", "books", "phones"], 2000)))["status"] == "ok"
     shifted = list(rng.choice(["toys", "books", "phones", "crypto"], 2000))  # a category never seen
