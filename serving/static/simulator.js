@@ -651,12 +651,14 @@
     $("monitor-status").textContent = d.status.toUpperCase();
     $("monitor-status").dataset.status = d.status;
     const items = [`Reference: ${d.reference}.`];
-    const psi = (name, c) => `${name}: PSI ${c.psi.toFixed(3)} on ${fmt(c.n, "int")} decisions, ${c.status}`;
+    const STATUS_TEXT = { insufficient_data: "too few decisions to judge", no_reference: "no target to compare" };
+    const said = (status) => STATUS_TEXT[status] || status;
+    const psi = (name, c) => `${name}: PSI ${c.psi.toFixed(3)} on ${fmt(c.n, "int")} decisions, ${said(c.status)}`;
     if (d.risk) items.push(psi("Risk distribution", d.risk));
     if (d.routing) items.push(psi("Routing mix against the expected split", d.routing));
     for (const [name, c] of Object.entries(d.features || {})) items.push(psi(`Feature ${name}`, c));
     const recall = (name, c) => `${name}: ${fmt(c.estimate, "4dp")} against target ` +
-      `${c.target === null ? "none" : fmt(c.target, "4dp")}, ${c.status}`;
+      `${c.target === null ? "none" : fmt(c.target, "4dp")}, ${said(c.status)}`;
     items.push(recall("Recall", d.recall));
     for (const [name, c] of Object.entries(d.tier_recall || {})) items.push(recall(`Recall of tier ${name}`, c));
     $("monitor-drift").replaceChildren(...items.map((text) => {

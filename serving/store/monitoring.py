@@ -38,5 +38,7 @@ class MonitorReads(Database):
             .order_by(d.c.decided_at.desc(), d.c.decision_id.desc())
             .limit(limit)
         )
+        names = [column.name for column in MONITOR_COLUMNS]
         with self._read_engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+            rows = conn.execute(query).all()
+        return [dict(zip(names, row, strict=True)) for row in rows]
