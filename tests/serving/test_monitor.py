@@ -240,3 +240,23 @@ def test_cli_without_a_bundle_still_estimates(cli_env: Callable[[], Store], tmp_
     result = CliRunner().invoke(cli_app, ["monitor", "--bundle", str(broken), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["drift"]["reference"] == "no bundle loaded"
+
+
+def test_per_tier_estimates_count_only_that_tiers_violations(store: Store, tiered_bundle_dir: Path) -> None:
+    from bundle.load import Bundle
+
+    bundle = Bundle.load(tiered_bundle_dir)
+    tier_of = bundle.config.tier_of_reason()
+    severe = tier_of["counterfeit"]  # every rejection `_log_window` records is a counterfeit
+    logged = _log_window(store, n=200)
+    request = MonitorRequest(since=NOW - timedelta(hours=2), until=NOW, group_by=("tier",))
+    result = report(store, bundle, bundle.policy, request)
+    tiers = result["groups"]["tier"]
+    assert list(tiers) == bundle.config.tier_names
+    assert tiers[severe]["violation_rate"] == pytest.approx(result["estimates"]["violation_rate"])
+    for other in set(tiers) - {severe}:
+        assert tiers[other]["violation_rate"]["estimate"] == 0.0  # none of its violations was seen
+    severe_only = production_estimates(logged["codes"], logged["pi"], logged["label"])
+    assert tiers[severe]["recall"] == pytest.approx(severe_only["recall"].to_dict())
+    targets = bundle.policy.targets.get("recall")
+    assert isinstance(targets, dict) and set(result["drift"]["tier_recall"]) == set(targets)
