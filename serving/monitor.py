@@ -157,16 +157,23 @@ def report(store: Store, bundle: Bundle | None, policy: Policy | None, request: 
     rows = store.decisions_with_verdicts(request.since, request.until, request.limit + 1)
     logged = window_log(rows[: request.limit], truncated=len(rows) > request.limit)
     estimates = production_estimates(logged.codes, logged.pi, logged.label, request.confidence)
+    by_tier = {  # always: each tier's recall is checked against its target
+        name: _as_dict(production_estimates(logged.codes, logged.pi, tier_label, request.confidence))
+        for name, tier_label in tier_labels(logged, bundle).items()
+    }
+    groups = _groups(logged, request, segment)
+    if "tier" in request.group_by:
+        groups["tier"] = by_tier
     out: dict[str, Any] = {
         "window": {"since": request.since.isoformat(), "until": request.until.isoformat()},
         "confidence": request.confidence,
         "truncated": logged.truncated,
         "labels": logged.labels_summary(),
         "estimates": _as_dict(estimates),
-        "groups": _groups(logged, bundle, request, segment),
+        "groups": groups,
         "expected": expected_outcomes(bundle, policy),
     }
-    out["drift"] = drift_checks(logged, bundle, policy, estimates, out["groups"].get("tier"), out["expected"])
+    out["drift"] = drift_checks(logged, bundle, policy, estimates, by_tier, out["expected"])
     out["status"] = out["drift"]["status"]
     return out
 
@@ -184,16 +191,12 @@ def _segment_column(bundle: Bundle | None, request: MonitorRequest) -> str | Non
     return bundle.config.segments[0]
 
 
-def _groups(logged: WindowLog, bundle: Bundle | None, request: MonitorRequest, segment: str | None) -> dict[str, Any]:
+def _groups(logged: WindowLog, request: MonitorRequest, segment: str | None) -> dict[str, Any]:
+    """Estimates per day and per segment value, as requested (per tier: see `report`)."""
     groups: dict[str, Any] = {}
     args = (logged.codes, logged.pi, logged.label)
     if "day" in request.group_by:
         groups["day"] = _as_groups(grouped_estimates(*args, logged.day, request.confidence))
-    if "tier" in request.group_by:
-        groups["tier"] = {
-            name: _as_dict(production_estimates(logged.codes, logged.pi, tier_label, request.confidence))
-            for name, tier_label in tier_labels(logged, bundle).items()
-        }
     if segment is not None:
         values = np.array([listing.get(segment) for listing in logged.listings], dtype=object)
         groups["segment"] = {

@@ -260,3 +260,7 @@ def test_per_tier_estimates_count_only_that_tiers_violations(store: Store, tiere
     assert tiers[severe]["recall"] == pytest.approx(severe_only["recall"].to_dict())
     targets = bundle.policy.targets.get("recall")
     assert isinstance(targets, dict) and set(result["drift"]["tier_recall"]) == set(targets)
+    ungrouped = report(store, bundle, bundle.policy, MonitorRequest(since=request.since, until=request.until))
+    assert "tier" not in ungrouped["groups"]
+    assert ungrouped["drift"]["tier_recall"] == result["drift"]["tier_recall"]  # checked whatever the grouping
+    assert ungrouped["drift"]["tier_recall"][severe]["estimate"] == tiers[severe]["recall"]["estimate"]
