@@ -221,8 +221,9 @@ def test_cli_table_and_json(cli_env: Callable[[], Store]) -> None:
     body = json.loads(as_json.stdout)
     expected = production_estimates(logged["codes"], logged["pi"], logged["label"])
     assert body["estimates"]["miss_rate"] == pytest.approx(expected["miss_rate"].to_dict())
-    table = runner.invoke(cli_app, ["monitor", "--hours", "2"])
+    table = runner.invoke(cli_app, ["monitor", "--hours", "2", "--group-by", "segment", "--segment", "category"])
     assert table.exit_code == 0, table.output
+    assert "per category" in table.stdout and "  health" in table.stdout  # make_decision's category
     recall = expected["recall"]
     assert f"{100 * recall.estimate:.2f}%" in table.stdout
     assert "recall" in table.stdout and "drift: ALARM (reference: test split)" in table.stdout
