@@ -7,23 +7,28 @@ app still starts, NOT ready: every listing goes to human review until an admin r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from serving.api import body, docs, errors, health, keys, me, policy, queue, score, simulate
+from bundle.load import Bundle
+from decision.policy import Policy
+from serving.api import body, docs, errors, health, keys, me, monitor, policy, queue, score, simulate
 from serving.api.deps import authenticate_before_body
 from serving.logs import configure_logging
 from serving.merchant_history import apply_outcome, engine_updates, refresh
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, BodyLimitMiddleware
 from serving.models import startup_engine
+from serving.monitor import GaugeRefresher
 from serving.scorer import Scorer
 from serving.settings import Settings, get_settings
-from serving.store import create_store
+from serving.store import Store, create_store
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ ROUTERS: list[APIRouter] = [
     keys.router,
     health.router,
     simulate.router,
+    monitor.router,
     me.router,
     docs.router,
 ]
@@ -61,11 +67,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.admin_lock = asyncio.Lock()
     store.merchant_listener = lambda outcome: apply_outcome(app.state.engine, outcome)
     merchant_refresh = asyncio.create_task(_refresh_merchant_history(app, settings.merchant_refresh_seconds))
+    refresher = _start_monitor(app, settings, store)
     try:
         yield
     finally:
         merchant_refresh.cancel()
         store.merchant_listener = None
+        if refresher is not None:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
         app.state.scorer.close()
         await run_in_threadpool(store.close)
         log.info("decision log closed")
@@ -82,6 +93,25 @@ async def _refresh_merchant_history(app: FastAPI, every_seconds: float) -> None:
             await run_in_threadpool(refresh, updates, app.state.store)
         except Exception:
             log.exception("merchant history refresh failed; serving what it held, retrying in %.0f s", every_seconds)
+
+
+def _start_monitor(app: FastAPI, settings: Settings, store: Store) -> asyncio.Task[None] | None:
+    """The background refresh of the monitor gauges (None when turned off)."""
+    if not settings.monitor_refresh_seconds:
+        return None
+
+    def current() -> tuple[Bundle | None, Policy | None]:
+        engine = app.state.engine
+        return engine.bundle, engine.policy if engine.bundle is not None else None
+
+    refresher = GaugeRefresher(
+        store,
+        current,
+        app.state.metrics,
+        settings.monitor_refresh_seconds,
+        timedelta(hours=settings.monitor_window_hours),
+    )
+    return asyncio.create_task(refresher.run(), name="monitor-gauges")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

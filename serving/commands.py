@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -176,3 +177,128 @@ def _open_store(settings: Settings):  # noqa: ANN202 - a Store, imported lazily 
     store = create_store(settings.database_url, group_commit=False)
     store.init_schema()
     return store
+
+
+def monitor(
+    hours: Annotated[float, typer.Option(min=0.001, max=24 * 92, help="window: the last HOURS before --until")] = 24.0,
+    since: Annotated[str | None, typer.Option(help="window start, ISO 8601 (default: until - hours)")] = None,
+    until: Annotated[str | None, typer.Option(help="window end, ISO 8601 (default: now)")] = None,
+    group_by: Annotated[
+        list[str] | None, typer.Option("--group-by", help="day, tier or segment (repeat for several)")
+    ] = None,
+    segment: Annotated[str | None, typer.Option(help="listing field of --group-by segment")] = None,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999)] = 0.95,
+    bundle: Annotated[
+        Path | None, typer.Option(help="bundle whose reference and policy to compare with (default: TRIAGE_BUNDLE)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON of GET /v1/monitor")] = False,
+) -> None:
+    """Production estimates from the decision log (miss rate, recall, block precision, queue share, with
+    intervals) beside the simulator's expectation, and the drift checks with their status."""
+    import json
+    from datetime import timedelta
+
+    from serving.monitor import MonitorError, MonitorRequest, report
+
+    settings = get_settings()
+    end = _when(until, "--until") if until else datetime.now(UTC)
+    request = MonitorRequest(
+        since=_when(since, "--since") if since else end - timedelta(hours=hours),
+        until=end,
+        group_by=tuple(dict.fromkeys(group_by or ())),
+        segment=segment,
+        confidence=confidence,
+    )
+    loaded, policy = _bundle_and_policy(bundle or Path(settings.bundle), settings)
+    with _open_store(settings) as store:
+        try:
+            result = report(store, loaded, policy, request)
+        except MonitorError as exc:
+            raise typer.BadParameter(str(exc), param_hint=f"--{exc.field.replace('_', '-')}") from exc
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for line in monitor_table(result):
+            typer.echo(line)
+
+
+def _when(text: str, option: str) -> datetime:
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time", param_hint=option) from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _bundle_and_policy(path: Path, settings: Settings):  # noqa: ANN202 - (Bundle | None, Policy | None)
+    """The bundle and the policy in force for it; (None, None) with a warning when it cannot be loaded
+    (the estimates need only the log)."""
+    from bundle.load import Bundle
+    from bundle.manifest import BundleError
+    from serving.models import policy_in_force
+
+    try:
+        loaded = Bundle.load(path, signing_key=settings.signing_key)
+    except BundleError as exc:
+        typer.echo(f"note: no bundle to compare with ({exc}): estimates only", err=True)
+        return None, None
+    with _open_store(settings) as store:
+        return loaded, policy_in_force(store, loaded) or loaded.policy
+
+
+MONITOR_ROWS = ("miss_rate", "recall", "block_precision", "queue_share", "violation_rate")
+
+
+def monitor_table(result: dict[str, Any]) -> list[str]:
+    """`triage monitor`'s table: estimates with intervals beside the simulated expectation, then drift."""
+    labels, expected = result["labels"], result["expected"] or {}
+    lines = [
+        f"window {result['window']['since']} .. {result['window']['until']}: {labels['decisions']} decisions, "
+        f"{labels['with_verdict']} with a verdict, {labels['pending_review']} reviews and "
+        f"{labels['pending_audit']} audits pending, {labels['skipped_automated']} automated without a logged "
+        f"audit probability (left out){'; TRUNCATED to the most recent' if result['truncated'] else ''}",
+        f"{'estimate':<16}{'value':>9}{'low':>9}{'high':>9}{'verdicts':>10}{'simulated':>11}",
+    ]
+    simulated = {
+        "miss_rate": expected.get("miss_rate"),
+        "recall": (expected.get("recall") or {}).get("value"),
+        "block_precision": (expected.get("block_precision") or {}).get("value"),
+        "queue_share": (expected.get("queue_share") or {}).get("value"),
+    }
+    for key in MONITOR_ROWS:
+        e = result["estimates"][key]
+        lines.append(
+            f"{key:<16}{_pct(e['estimate']):>9}{_pct(e['low']):>9}{_pct(e['high']):>9}{e['n_labelled']:>10}"
+            f"{_pct(simulated.get(key)):>11}"
+        )
+    for name, groups in _group_tables(result["groups"]):
+        lines.append(f"{name:<24}{'miss rate':>11}{'recall':>9}{'recall CI':>17}{'block prec':>11}{'queue':>8}")
+        for value, e in groups.items():
+            ci = f"[{_pct(e['recall']['low'])}, {_pct(e['recall']['high'])}]"
+            lines.append(
+                f"  {value[:22]:<22}{_pct(e['miss_rate']['estimate']):>11}{_pct(e['recall']['estimate']):>9}"
+                f"{ci:>17}{_pct(e['block_precision']['estimate']):>11}{_pct(e['queue_share']['estimate']):>8}"
+            )
+    drift = result["drift"]
+    lines.append(f"drift: {drift['status'].upper()} (reference: {drift['reference']})")
+    checks = [(name, drift[name]) for name in ("risk", "routing") if name in drift]
+    checks += [(f"feature {name}", check) for name, check in drift.get("features", {}).items()]
+    for name, check in checks:
+        lines.append(f"  {name:<28} PSI {check['psi']:>8.4f}  {check['status']:<18} n={check['n']}")
+    recalls = [("recall", drift["recall"])] + [(f"recall {k}", v) for k, v in drift.get("tier_recall", {}).items()]
+    for name, check in recalls:
+        target = "none" if check["target"] is None else _pct(check["target"])
+        lines.append(f"  {name:<28} {_pct(check['estimate']):>12}  target {target:<8} {check['status']}")
+    return lines
+
+
+def _group_tables(groups: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    tables = [(f"per {name}", groups[name]) for name in ("day", "tier") if name in groups]
+    if "segment" in groups:
+        tables.append((f"per {groups['segment']['column']}", groups["segment"]["values"]))
+    return tables
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"

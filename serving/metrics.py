@@ -1,5 +1,6 @@
 """Prometheus metrics of one app: requests and latency by route, decisions, audits and their overturns,
-fallbacks, unknown categories.
+fallbacks, unknown categories, and the production monitor's estimates, drift PSI and check states
+(refreshed in the background).
 
 Each app has its own registry (tests build many apps in one process). With several uvicorn workers
 each worker reports its own numbers; scrape them per worker or run one worker per container.
@@ -7,12 +8,16 @@ each worker reports its own numbers; scrape them per worker or run one worker pe
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from serving.store import DecisionRecord
 
+MONITOR_QUANTITIES = ("recall", "miss_rate", "block_precision", "queue_share")
+STATUS_VALUES = {"ok": 0, "warn": 1, "alarm": 2}  # a check that could not judge (too few rows...) is -1
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -52,6 +57,32 @@ class Metrics:
             registry=self.registry,
         )
         self.model_ready = Gauge("triage_model_ready", "1 when a valid bundle serves", registry=self.registry)
+        self.production_estimate = Gauge(
+            "triage_production_estimate",
+            "Production estimate from the decision log over the monitor window (NaN: no verdicts yet), by "
+            "quantity (recall, miss_rate, block_precision, queue_share) and bound (estimate, low, high)",
+            ["quantity", "bound"],
+            registry=self.registry,
+        )
+        self.drift_psi = Gauge(
+            "triage_drift_psi",
+            "Population stability index against the bundle's reference (risk, a listing feature) or the "
+            "expected routing split (routing)",
+            ["variable"],
+            registry=self.registry,
+        )
+        self.monitor_status = Gauge(
+            "triage_monitor_status",
+            "State of a monitor check: 0 ok, 1 warn, 2 alarm, -1 not judged (too few decisions, no reference); "
+            "check=overall is the worst",
+            ["check"],
+            registry=self.registry,
+        )
+        self.monitor_refreshed = Gauge(
+            "triage_monitor_refreshed_timestamp_seconds",
+            "When the monitor gauges were last refreshed",
+            registry=self.registry,
+        )
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
@@ -72,6 +103,23 @@ class Metrics:
     def observe_unknown_categories(self, unknown: list[list[tuple[str, str]]]) -> None:
         for column, n in Tally(column for item in unknown for column, _ in item).items():
             self.unknown_categories.labels(column).inc(n)
+
+    def observe_monitor(self, report: dict[str, Any], statuses: dict[str, str]) -> None:
+        """Set the monitor gauges from a `serving.monitor.report` and its checks' statuses."""
+        for quantity in MONITOR_QUANTITIES:
+            estimate = report["estimates"][quantity]
+            for bound in ("estimate", "low", "high"):
+                value = estimate[bound]
+                self.production_estimate.labels(quantity, bound).set(float("nan") if value is None else value)
+        drift = report["drift"]
+        for variable, check in [("risk", drift.get("risk")), ("routing", drift.get("routing"))]:
+            if check is not None:
+                self.drift_psi.labels(variable).set(check["psi"])
+        for name, check in drift.get("features", {}).items():
+            self.drift_psi.labels(name).set(check["psi"])
+        for check, status in {**statuses, "overall": drift["status"]}.items():
+            self.monitor_status.labels(check).set(STATUS_VALUES.get(status, -1))
+        self.monitor_refreshed.set(time.time())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

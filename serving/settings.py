@@ -66,6 +66,16 @@ class Settings(BaseSettings):
         description="HMAC key bundles' manifests must be signed with (as `triage train` does when "
         "TRIAGE_BUNDLE_SIGNING_KEY is set); unsigned or wrongly signed bundles are then refused.",
     )
+    monitor_refresh_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="How often the monitor gauges (production estimates, drift) are recomputed in the "
+        "background from the decision log; 0 turns the refresh off.",
+    )
+    monitor_window_hours: float = Field(
+        default=24.0, gt=0, le=24 * 92, description="The window of decisions the monitor gauges cover."
+    )
 
     @property
     def signing_key(self) -> bytes | None:

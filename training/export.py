@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 from onnxmltools.convert.common.data_types import FloatTensorType
 
+from bundle.drift_reference import build_drift_reference, save_drift_reference
 from bundle.linear import LINEAR_FILE
 from bundle.load import TIERS_DIR
 from bundle.manifest import signing_key_from_env, write_manifest
@@ -60,10 +61,13 @@ def write_bundle(
     reference: pd.DataFrame,
     test_scores: pd.DataFrame,
     model_card: str,
+    test_rows: pd.DataFrame | None = None,
 ) -> Path:
     """Write every bundle file and the manifest in a staging directory, then rename it into place.
 
-    A bundle directory therefore either does not exist or is complete.
+    A bundle directory therefore either does not exist or is complete. `test_rows` (the raw listings of
+    the test split, in `test_scores` order) give the drift reference its feature distributions; without
+    them it holds the risk and the segment columns of `test_scores`.
     """
     staging = bundle_dir.parent / f".{bundle_dir.name}.partial"
     staging.mkdir(parents=True, exist_ok=True)
@@ -88,6 +92,8 @@ def write_bundle(
     reference.to_parquet(staging / "reference.parquet", index=False)
     # the held-out rows' scores: anyone can recompute the test metrics and plots from them
     test_scores.to_parquet(staging / "test_scores.parquet", index=False)
+    drift_rows = test_scores if test_rows is None else test_rows
+    save_drift_reference(staging, build_drift_reference(test_scores["risk"].to_numpy(), drift_rows, config))
     save_plots(test_scores, staging / "plots", segment=config.segments[0] if config.segments else None)
     (staging / "MODEL_CARD.md").write_text(model_card)
     save_policy(staging, policy)  # policy.json + policies/<version>.json

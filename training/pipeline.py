@@ -347,6 +347,7 @@ def train(options: TrainOptions) -> TrainResult:
                 metrics=metrics,
                 reference=reference,
                 test_scores=test_frame,
+                test_rows=parts.test,
                 model_card=render_model_card(bundle_dir.name, metrics, policy, options),
             )
             point_latest(options.out, bundle_dir)

@@ -28,6 +28,7 @@ for command in (
     policy_cli.simulate,
     serving_commands.serve,
     serving_commands.export_labels,
+    serving_commands.monitor,
 ):
     app.command()(command)
 

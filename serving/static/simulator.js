@@ -1,4 +1,5 @@
-// Threshold simulator page: controls -> GET /v1/simulate (+ the policy in force, + the curve) -> numbers.
+// Threshold simulator page: controls -> GET /v1/simulate (+ the policy in force, + the curve) -> numbers;
+// and the production panel: GET /v1/monitor (estimates from the decision log) beside the simulation.
 // Plain JS, no library. The API key lives in sessionStorage and travels only in the Authorization header.
 "use strict";
 
@@ -595,6 +596,78 @@
     }
   }
 
+  // ---- production monitor: GET /v1/monitor beside the simulated expectation --------------------------
+  const MONITOR_ROWS = [
+    ["miss_rate", "Miss rate (violations among auto-passed)", "pct"],
+    ["recall", "Recall", "4dp"],
+    ["block_precision", "Block precision", "4dp"],
+    ["queue_share", "Human review share", "pct"],
+    ["violation_rate", "Violation rate", "pct"],
+  ];
+
+  function simulatedValue(expected, key) {
+    if (!expected) return null;
+    if (key === "miss_rate") return expected.miss_rate;
+    return expected[key] ? expected[key].value : null;
+  }
+
+  async function loadMonitor() {
+    if (!apiKey()) return;
+    const hours = $("monitor-hours").value;
+    document.body.dataset.monitor = "loading";
+    try {
+      const m = await api("/v1/monitor?hours=" + encodeURIComponent(hours));
+      renderMonitor(m);
+      $("monitor-error").hidden = true;
+      document.body.dataset.monitor = "ready";
+    } catch (error) {
+      $("monitor-error").textContent = error.message;
+      $("monitor-error").hidden = false;
+      document.body.dataset.monitor = "error";
+    }
+  }
+
+  function renderMonitor(m) {
+    const l = m.labels;
+    $("monitor-summary").textContent = `${fmt(l.decisions, "int")} decisions in the window, ` +
+      `${fmt(l.with_verdict, "int")} with a verdict; ${fmt(l.pending_review, "int")} reviews and ` +
+      `${fmt(l.pending_audit, "int")} audits still pending` +
+      (l.skipped_automated ? `; ${fmt(l.skipped_automated, "int")} automated decisions without a logged audit ` +
+        "probability left out" : "") + (m.truncated ? " (only the most recent read)." : ".");
+    $("monitor-table").tBodies[0].replaceChildren(...MONITOR_ROWS.map(([key, label, kind]) => {
+      const e = m.estimates[key];
+      const tr = document.createElement("tr");
+      tr.dataset.key = key;
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = label;
+      const simulated = simulatedValue(m.expected, key);
+      tr.append(th, cell(fmt(e.estimate, kind), e.estimate),
+        cell(e.low === null ? "" : `${fmt(e.low, kind)} to ${fmt(e.high, kind)}`),
+        cell(fmt(e.n_labelled, "int"), e.n_labelled), cell(fmt(simulated, kind), simulated));
+      return tr;
+    }));
+    const d = m.drift;
+    $("monitor-status").textContent = d.status.toUpperCase();
+    $("monitor-status").dataset.status = d.status;
+    const items = [`Reference: ${d.reference}.`];
+    const STATUS_TEXT = { insufficient_data: "too few decisions to judge", no_reference: "no target to compare" };
+    const said = (status) => STATUS_TEXT[status] || status;
+    const psi = (name, c) => `${name}: PSI ${c.psi.toFixed(3)} on ${fmt(c.n, "int")} decisions, ${said(c.status)}`;
+    if (d.risk) items.push(psi("Risk distribution", d.risk));
+    if (d.routing) items.push(psi("Routing mix against the expected split", d.routing));
+    for (const [name, c] of Object.entries(d.features || {})) items.push(psi(`Feature ${name}`, c));
+    const recall = (name, c) => `${name}: ${fmt(c.estimate, "4dp")} against target ` +
+      `${c.target === null ? "none" : fmt(c.target, "4dp")}, ${said(c.status)}`;
+    items.push(recall("Recall", d.recall));
+    for (const [name, c] of Object.entries(d.tier_recall || {})) items.push(recall(`Recall of tier ${name}`, c));
+    $("monitor-drift").replaceChildren(...items.map((text) => {
+      const li = document.createElement("li");
+      li.textContent = text;
+      return li;
+    }));
+  }
+
   // ---- wiring --------------------------------------------------------------------------------------
   async function start() {
     state.context = null;
@@ -607,6 +680,7 @@
       writeControls({ t_pass: context.policy.t_pass, t_block: context.policy.t_block, ...context.defaults, ...fromLink });
       $("key-status").textContent = "Key accepted.";
       update();
+      loadMonitor();
     } catch (error) {
       showApiError(error.message);
       $("key-status").textContent = error.status === 401 ? "The key was refused: enter a valid key." : "";
@@ -647,6 +721,8 @@
     $("download-csv").addEventListener("click", () => state.scenario && download("simulation.csv", "text/csv", csvText()));
     $("download-json").addEventListener("click", () => state.scenario && download("simulation.json", "application/json", jsonText()));
     $("apply").addEventListener("click", openApply);
+    $("monitor-hours").addEventListener("change", loadMonitor);
+    $("monitor-refresh").addEventListener("click", loadMonitor);
     $("apply-confirm").addEventListener("click", confirmApply);
     $("apply-cancel").addEventListener("click", () => $("apply-dialog").close());
     window.addEventListener("hashchange", () => { writeControls(readHash()); schedule(); });
