@@ -213,7 +213,6 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
     (decisions, "request_hash"),
     (decisions, "tier_risk"),
     (decisions, "decision_tier"),
-    (decisions, "inclusion_prob"),
     (policy_audit, "reason"),
     (decisions, "inclusion_prob"),
     (queue, "lane"),
