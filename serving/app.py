@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from serving.api import body, docs, errors, health, keys, me, policy, queue, score, simulate
+from serving.api import body, docs, errors, health, keys, me, models, policy, queue, score, simulate
 from serving.api.deps import authenticate_before_body
+from serving.lifecycle import follow_store, in_force_path, set_shadow, startup_shadow
 from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, BodyLimitMiddleware
@@ -31,6 +32,7 @@ ROUTERS: list[APIRouter] = [
     score.router,
     queue.router,
     policy.router,
+    models.router,
     keys.router,
     health.router,
     simulate.router,
@@ -47,9 +49,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await run_in_threadpool(store.init_schema)
     app.state.store = store
-    app.state.engine = await run_in_threadpool(
-        startup_engine, settings.bundle, settings.reasons, store, settings.signing_key
-    )
+    bundle = await run_in_threadpool(in_force_path, store, settings)  # the model in force, else the configured
+    app.state.engine = await run_in_threadpool(startup_engine, bundle, settings.reasons, store, settings.signing_key)
+    app.state.shadow = await run_in_threadpool(startup_shadow, settings, store)
     app.state.scorer = Scorer(
         store,
         app.state.metrics,
@@ -58,9 +60,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         item_budget_ms=settings.item_budget_ms,
     )
     app.state.admin_lock = asyncio.Lock()
+    follower = asyncio.get_running_loop().create_task(follow_store(app, settings.follow_seconds))
     try:
         yield
     finally:
+        follower.cancel()
+        set_shadow(app, None)
         app.state.scorer.close()
         await run_in_threadpool(store.close)
         log.info("decision log closed")

@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select
 from serving.store import schema
 from serving.store.database import Database
 
-ModelEvent = Literal["promote", "reload", "forced_reload", "start", "shadow_set", "shadow_clear"]
+ModelEvent = Literal["promote", "reload", "forced_reload", "shadow_set", "shadow_clear"]
 SERVING_EVENTS: tuple[ModelEvent, ...] = ("promote", "reload", "forced_reload")
 SHADOW_EVENTS: tuple[ModelEvent, ...] = ("shadow_set", "shadow_clear")
 

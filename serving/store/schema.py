@@ -211,8 +211,8 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
 )
 
 # Every change of the model a service serves or shadows, audited: promotions (`triage promote`), reloads
-# (forced ones with their reason), the shadow set or cleared, and a start-up on another bundle than the
-# last one recorded. The latest promote/reload row is the model in force: every worker polls it.
+# (forced ones with their reason), the shadow set or cleared. The latest promote/reload row is the model
+# in force: every worker polls it.
 model_audit = Table(
     "model_audit",
     metadata,
@@ -227,7 +227,7 @@ model_audit = Table(
     Column("policy_version", String(128), nullable=True),
     Column("reason", Text, nullable=True),
     CheckConstraint(
-        _one_of("event", ("promote", "reload", "forced_reload", "start", "shadow_set", "shadow_clear")),
+        _one_of("event", ("promote", "reload", "forced_reload", "shadow_set", "shadow_clear")),
         name="ck_model_audit_event",
     ),
 )

@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from serving.store import schema
 from serving.store.database import Database
@@ -39,7 +41,9 @@ class ShadowLog(Database):
         params = [asdict(row) for row in rows]
 
         def write(conn: Connection) -> None:
-            conn.execute(insert(schema.shadow_decisions), params)
+            # a retried request's decision was shadow-scored the first time: keep that row
+            statement = (sqlite_insert if self.dialect == "sqlite" else postgresql_insert)(schema.shadow_decisions)
+            conn.execute(statement.on_conflict_do_nothing(index_elements=["decision_id"]), params)
 
         self._write(write)
 
