@@ -130,7 +130,7 @@ async def follow_store(app: FastAPI, interval_s: float) -> None:
     """Poll the store's change marks every `interval_s`; on a change, catch up (`catch_up`). Runs until
     cancelled; a failing poll is logged and tried again next time."""
     store: Store = app.state.store
-    marks: ChangeMarks | None = await run_in_threadpool(store.change_marks)
+    marks: ChangeMarks | None = None  # the first poll catches up on whatever changed while starting
     while True:
         await asyncio.sleep(interval_s)
         try:

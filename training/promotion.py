@@ -222,3 +222,34 @@ def run_gate(challenger: Path, champion: Path | None, labels: pd.DataFrame) -> G
     if champion_report is not None and champion_report.version == challenger_report.version:
         notes.append("the challenger is the champion's own bundle")
     return GateReport(challenger_report, champion_report, compare(challenger_report, champion_report), notes)
+
+
+def champion_bundle(models_dir: Path, scratch: Path) -> Path | None:
+    """The registry's champion as a bundle directory: `models_dir/<its bundle version>` when present,
+    else downloaded into `scratch`; None when no version is aliased `champion`."""
+    from training.registry import CHAMPION_ALIAS, REGISTERED_MODEL, alias_version, bundle_version_of, download_bundle
+
+    version = alias_version(CHAMPION_ALIAS)
+    if version is None:
+        return None
+    local = models_dir / bundle_version_of(version)
+    if local.is_dir():
+        return local
+    return download_bundle(f"models:/{REGISTERED_MODEL}@{CHAMPION_ALIAS}", scratch)
+
+
+def gate_and_register(report: GateReport) -> str | None:
+    """Point the registry's `candidate` alias at the challenger's registered version if the gate passed;
+    the version, or None when it was refused. LookupError if the challenger was never registered."""
+    from training.registry import CANDIDATE_ALIAS, set_alias, version_of_bundle
+
+    if not report.passed:
+        return None
+    version = version_of_bundle(report.challenger.version)
+    if version is None:
+        raise LookupError(
+            f"bundle {report.challenger.version} is not in the MLflow registry (trained with --no-mlflow?): "
+            "train it with MLflow logging to register it"
+        )
+    set_alias(version, CANDIDATE_ALIAS)
+    return version

@@ -257,7 +257,8 @@ def test_with_a_signing_key_only_signed_bundles_load(serve, own_bundle: Path, tm
         unsigned = reload(api, own_bundle)
         tampered = reload(api, resummed)
         good = reload(api, signed)
-    with serve(bundle=str(own_bundle), bundle_signing_key=key) as api:
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"  # on the first store, the reloaded signed model is in force
+    with serve(bundle=str(own_bundle), bundle_signing_key=key, database_url=fresh) as api:
         unsigned_at_start = api.client.get("/readyz").status_code
 
     assert ready == 200
