@@ -203,19 +203,20 @@ async def reload_bundle(
         except ValueError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     async with _admin_lock(request):
-        current: DecisionEngine = request.app.state.engine
+        # the version only: a reference to the engine being replaced would keep it (and its cycles) alive
+        current_version: str | None = request.app.state.engine.model_version
         try:
             engine = await run_in_threadpool(load_engine, path, settings.reasons, store, settings.signing_key)
         except BundleError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {exc}") from exc
-        event = await _reload_event(store, engine, current, body.force)
+        event = await _reload_event(store, engine.model_version, current_version, body.force)
         assert engine.bundle is not None
         await run_in_threadpool(
             partial(
                 store.record_model_change,
                 event,
                 key.name,
-                old_model=current.model_version,
+                old_model=current_version,
                 new_model=engine.model_version,
                 bundle=str(engine.bundle.path),
                 policy_version=engine.policy.version,
@@ -232,11 +233,11 @@ async def reload_bundle(
     )
 
 
-async def _reload_event(store: Store, engine: DecisionEngine, current: DecisionEngine, force: bool) -> ModelEvent:
+async def _reload_event(store: Store, new_version: str | None, current_version: str | None, force: bool) -> ModelEvent:
     """`reload` for the model serving or the promoted champion, `forced_reload` for another one when
     forced; a 409 naming the champion when not forced."""
     try:
-        await run_in_threadpool(check_promoted, store, engine.model_version, current.model_version)
+        await run_in_threadpool(check_promoted, store, new_version, current_version)
     except NotPromoted as exc:
         if not force:
             raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {exc}") from exc

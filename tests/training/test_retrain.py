@@ -16,7 +16,8 @@ def _log_reviewed(url: str, rows: pd.DataFrame) -> None:
     """The service decided these listings (human review) and reviewers gave the generator's verdicts."""
     store = create_store(url, group_commit=False)
     store.init_schema()
-    listing_columns = [c for c in rows.columns if c not in ("label", "violation_reason", "review_seconds", "reviewed_at")]
+    outcome = ("label", "violation_reason", "review_seconds", "reviewed_at")
+    listing_columns = [c for c in rows.columns if c not in outcome]
     records = []
     for row in rows.to_dict("records"):
         listing = {c: (row[c].isoformat() if isinstance(row[c], pd.Timestamp) else row[c]) for c in listing_columns}
@@ -76,6 +77,7 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     client = MlflowClient(tracking_uri=mlflow_uri)
     candidate = client.get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS)
     bundle_version = (tmp_path / "models" / "latest").resolve().name
+    assert candidate.run_id is not None
     assert client.get_run(candidate.run_id).data.tags["bundle_version"] == bundle_version
     assert promoted.exit_code == 0, promoted.output
     champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS)
@@ -84,4 +86,12 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     change = store.latest_model_change(("promote",))
     store.close()
     assert change is not None and change.new_model == bundle_version and change.actor == "ds-lead"
-    assert change.reason == "gate passed" and change.registry_version == candidate.version
+    assert change.reason == "gate passed" and change.registry_version == str(candidate.version)
+
+
+def test_make_retrain_and_promote_run_the_chain(generated_dir: Path) -> None:
+    from tests.conftest import make_dry_run
+
+    retrain = make_dry_run("retrain", f"DATA_DIR={generated_dir}", "SEED=3")
+    assert f"triage retrain --data {generated_dir}/reviews.parquet --out models --seed 3" in retrain
+    assert 'triage promote --reason "after the shadow week"' in make_dry_run("promote", "REASON=after the shadow week")
