@@ -69,7 +69,7 @@ def _shadow_out(shadow: ShadowScorer | None) -> ShadowOut:
     )
 
 
-@router.get("/admin/shadow", response_model=ShadowOut)
+@router.get("/shadow", response_model=ShadowOut)
 async def get_shadow(_key: ReadKey, request: Request) -> ShadowOut:
     """The shadow model this worker scores beside the champion (model_version null: none)."""
     return _shadow_out(getattr(request.app.state, "shadow", None))

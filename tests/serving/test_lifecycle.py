@@ -174,7 +174,7 @@ def test_shadow_scoring_never_changes_a_decision_and_logs_the_shadow_beside_it(s
         shadow = api.app.state.shadow
         assert _until(lambda: shadow.counts.scored == len(LISTINGS))
         report = api.client.get("/v1/shadow/report", headers=api.headers("read")).json()
-        state = api.client.get("/v1/admin/shadow", headers=api.headers("read")).json()
+        state = api.client.get("/v1/shadow", headers=api.headers("read")).json()
 
     assert with_shadow == without
     assert report["pairs"] == len(LISTINGS) and report["shadow_models"] == ["2099-03-01-weak"]
@@ -239,3 +239,17 @@ def test_the_shadow_is_set_and_cleared_through_the_api_audited_and_followed_by_o
         ("shadow_clear", "enough data"),
         ("shadow_set", "compare retrain"),
     ]
+
+
+def test_the_shadow_can_be_the_registry_candidate(
+    serve, own_bundle: Path, bundle_dir: Path, trained: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bundle.load import Bundle
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # the session run registered @candidate there
+    with serve(bundle=str(own_bundle), shadow_bundle="models:/listing-risk@candidate") as api:
+        state = api.client.get("/v1/shadow", headers=api.headers("read")).json()
+        assert api.score(listing_json(5)).status_code == 200
+        assert _until(lambda: api.app.state.shadow.counts.scored == 1)
+
+    assert state["model_version"] == Bundle.load(bundle_dir).version
