@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serving.api import body, docs, errors, health, keys, me, models, policy, queue, score, simulate
 from serving.api.deps import authenticate_before_body
-from serving.lifecycle import follow_store, in_force_path, set_shadow, startup_shadow
+from serving.lifecycle import finish_shadow, follow_store, in_force_path, startup_shadow
 from serving.logs import configure_logging
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, BodyLimitMiddleware
@@ -65,7 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         follower.cancel()
-        set_shadow(app, None)
+        await finish_shadow(app)
         app.state.scorer.close()
         await run_in_threadpool(store.close)
         log.info("decision log closed")

@@ -126,6 +126,17 @@ def set_shadow(app: FastAPI, shadow: ShadowScorer | None) -> None:
         old.close()
 
 
+async def finish_shadow(app: FastAPI, timeout_s: float = 5.0) -> None:
+    """At shutdown: let the shadow log what it was given (up to `timeout_s`), then stop it."""
+    shadow: ShadowScorer | None = getattr(app.state, "shadow", None)
+    if shadow is not None:
+        try:
+            await asyncio.wait_for(shadow.drained(), timeout_s)
+        except TimeoutError:
+            log.warning("shadow scoring still busy at shutdown: the rest of its backlog is dropped")
+    set_shadow(app, None)
+
+
 async def follow_store(app: FastAPI, interval_s: float) -> None:
     """Poll the store's change marks every `interval_s`; on a change, catch up (`catch_up`). Runs until
     cancelled; a failing poll is logged and tried again next time."""

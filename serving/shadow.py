@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from decision.policy import decision_names, route
-from serving.engine import DecisionEngine
+from serving.engine import DecisionEngine, Scores
 from serving.store import DecisionRecord, Store
 from serving.store.records import utcnow
 from serving.store.shadow import ShadowDecision
@@ -61,6 +61,7 @@ class ShadowScorer:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="triage-shadow"), repr=False
     )
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _closed: bool = field(default=False, repr=False)
 
     @property
     def model_version(self) -> str | None:
@@ -68,6 +69,8 @@ class ShadowScorer:
 
     def submit(self, listings: Sequence[dict[str, Any]], records: Sequence[DecisionRecord]) -> None:
         """Queue the champion's listings for shadow scoring; returns at once and never raises."""
+        if self._closed:
+            return
         try:
             room = SHADOW_BACKLOG - len(self._pending)
             pairs = [(listing, r.decision_id) for listing, r in zip(listings, records, strict=True)]
@@ -87,7 +90,7 @@ class ShadowScorer:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._pending:
+            while self._pending and not self._closed:
                 batch, self._pending = self._pending[:SHADOW_BATCH], self._pending[SHADOW_BATCH:]
                 try:
                     await loop.run_in_executor(self._executor, self._score_and_log, batch)
@@ -109,13 +112,24 @@ class ShadowScorer:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def close(self) -> None:
+        """Stop: what is still waiting is dropped (counted); a batch being scored finishes."""
+        self._closed = True
+        self.counts.dropped += len(self._pending)
+        self._pending = []
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def shadow_decisions(engine: DecisionEngine, listings: list[dict[str, Any]], decision_ids: list[str]) -> list[Any]:
     """The shadow engine's routing of the listings (its rules, per-segment and per-tier thresholds, the
-    policy in force for its bundle) as rows for `shadow_decisions`. Unscored listings route to review."""
-    scores = engine.score(listings)
+    policy in force for its bundle) as rows for `shadow_decisions`. Unscored listings route to review.
+
+    Risk only, without the reasons `DecisionEngine.score` also computes: no response shows the shadow's
+    reasons, and they cost about as much as the model itself."""
+    bundle = engine.bundle
+    if bundle is None:
+        raise ValueError("the shadow engine has no bundle")
+    X = bundle.builder.transform_records(listings)
+    scores = Scores(bundle.calibrator(bundle.raw_scores(X)), [], tier_risk=bundle.tier_risk(X))
     rule_block, rule_review, _ = engine.match_rules(listings)
     t_pass, t_block = engine.thresholds(listings)
     tier_pass = engine.policy.tier_pass_vector(engine.tier_names)

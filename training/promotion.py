@@ -192,7 +192,7 @@ def compare(challenger: BundleReport, champion: BundleReport | None) -> list[str
     if challenger.auto_decided < champion.auto_decided - AUTO_SHARE_MARGIN:
         refusals.append(
             f"workload: the challenger auto-decides {challenger.auto_decided:.1%}, the champion "
-            f"{champion.auto_decided:.1%} (at most {AUTO_SHARE_MARGIN:.0%} point less allowed)"
+            f"{champion.auto_decided:.1%} (at most {AUTO_SHARE_MARGIN * 100:.0f} point less allowed)"
         )
     if not challenger.roc_auc >= champion.roc_auc - AUC_MARGIN:  # NaN (one class only) refuses too
         refusals.append(
@@ -202,7 +202,7 @@ def compare(challenger: BundleReport, champion: BundleReport | None) -> list[str
     if not challenger.recall >= champion.recall - RECALL_MARGIN:
         refusals.append(
             f"recall: the challenger's policy catches {challenger.recall:.1%} of violations, the champion's "
-            f"{champion.recall:.1%} (at most {RECALL_MARGIN:.0%} point less allowed)"
+            f"{champion.recall:.1%} (at most {RECALL_MARGIN * 100:.0f} point less allowed)"
         )
     return refusals
 
@@ -220,7 +220,7 @@ def run_gate(challenger: Path, champion: Path | None, labels: pd.DataFrame) -> G
     challenger_report = bundle_report(challenger_bundle, labels, weight_by_id)
     champion_report = bundle_report(Bundle.load(champion, threads=0), labels, weight_by_id) if champion else None
     if champion_report is not None and champion_report.version == challenger_report.version:
-        notes.append("the challenger is the champion's own bundle")
+        notes.append("challenger and champion carry the same bundle version")
     return GateReport(challenger_report, champion_report, compare(challenger_report, champion_report), notes)
 
 
