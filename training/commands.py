@@ -213,9 +213,10 @@ def gate(
     from training.promotion import champion_bundle, gate_and_register, run_gate
 
     try:
+        recent = load_table(labels)  # a bad file fails before the registry is asked anything
         with tempfile.TemporaryDirectory() as scratch:
             champion_dir = champion if champion is not None else champion_bundle(models_dir, Path(scratch))
-            report = run_gate(challenger, champion_dir, load_table(labels))
+            report = run_gate(challenger, champion_dir, recent)
         registered = gate_and_register(report) if register else None
     except (BundleError, DataValidationError, FileNotFoundError, LookupError, ValueError) as exc:
         _fail(str(exc))

@@ -142,3 +142,24 @@ def test_the_gate_refuses_an_uncertified_challenger(bundle_dir: Path, recent_lab
 
     report = run_gate(uncertified, None, recent_labels)
     assert not report.passed and report.refusals[0].startswith("guarantee: the challenger's policy is provisional")
+
+
+def test_triage_gate_exits_1_with_the_reasons_when_it_refuses(
+    bundle_dir: Path, recent_labels: pd.DataFrame, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from triage.cli import app
+
+    weak = _copy(bundle_dir, tmp_path, "weak")
+    _reverse_calibrators(weak)
+    recent_labels.to_parquet(tmp_path / "gate.parquet")
+    common = ["--labels", str(tmp_path / "gate.parquet"), "--champion", str(bundle_dir), "--no-register"]
+    refused = CliRunner().invoke(app, ["gate", "--challenger", str(weak), *common])
+    passed = CliRunner().invoke(app, ["gate", "--challenger", str(bundle_dir), *common, "--json"])
+    no_file = ["--labels", str(tmp_path / "none.parquet"), "--champion", str(bundle_dir)]
+    missing = CliRunner().invoke(app, ["gate", "--challenger", str(weak), *no_file])
+
+    assert refused.exit_code == 1 and "REFUSED:" in refused.output and "roc_auc:" in refused.output
+    assert passed.exit_code == 0 and json.loads(passed.output)["passed"] is True
+    assert missing.exit_code == 2 and "none.parquet" in missing.output
