@@ -30,6 +30,7 @@ test_promotion.py shows both on a simulated log).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -239,17 +240,20 @@ def champion_bundle(models_dir: Path, scratch: Path) -> Path | None:
 
 
 def gate_and_register(report: GateReport) -> str | None:
-    """Point the registry's `candidate` alias at the challenger's registered version if the gate passed;
-    the version, or None when it was refused. LookupError if the challenger was never registered."""
-    from training.registry import CANDIDATE_ALIAS, set_alias, version_of_bundle
+    """Record the gate's verdict on the challenger's registered version (tags `gate` and `gate_report`)
+    and, if it passed, point the registry's `candidate` alias at it: the version, or None when refused.
+    LookupError if the challenger was never registered."""
+    from training.registry import CANDIDATE_ALIAS, set_alias, set_version_tags, version_of_bundle
 
-    if not report.passed:
-        return None
     version = version_of_bundle(report.challenger.version)
     if version is None:
         raise LookupError(
             f"bundle {report.challenger.version} is not in the MLflow registry (trained with --no-mlflow?): "
             "train it with MLflow logging to register it"
         )
+    verdict = json.dumps(report.to_dict(), allow_nan=True)[:5000]
+    set_version_tags(version, {"gate": "passed" if report.passed else "refused", "gate_report": verdict})
+    if not report.passed:
+        return None
     set_alias(version, CANDIDATE_ALIAS)
     return version

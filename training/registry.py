@@ -224,6 +224,13 @@ def version_of_bundle(bundle_version: str) -> str | None:
     return str(max(int(v.version) for v in versions)) if versions else None
 
 
+def set_version_tags(version: str, tags: dict[str, str]) -> None:
+    """Tag a registered model version (e.g. the promotion gate's verdict)."""
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL, str(version), key, value)
+
+
 def set_alias(version: str, alias: str) -> None:
     """Point `alias` at a registered model version."""
     _client().set_registered_model_alias(REGISTERED_MODEL, alias, str(version))

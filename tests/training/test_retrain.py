@@ -77,6 +77,7 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     client = MlflowClient(tracking_uri=mlflow_uri)
     candidate = client.get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS)
     bundle_version = (tmp_path / "models" / "latest").resolve().name
+    assert candidate.tags["gate"] == "passed" and '"passed": true' in candidate.tags["gate_report"]
     assert candidate.run_id is not None
     assert client.get_run(candidate.run_id).data.tags["bundle_version"] == bundle_version
     assert promoted.exit_code == 0, promoted.output
