@@ -99,7 +99,7 @@ def shadow_source(source: str, settings: Settings) -> Path:
 def load_shadow(source: str, settings: Settings, store: Store) -> ShadowScorer:
     """A shadow scorer for the bundle `source` names, with the policy in force for that bundle."""
     engine = load_engine(shadow_source(source, settings), settings.reasons, store, settings.signing_key)
-    return ShadowScorer(engine, store)
+    return ShadowScorer(engine, store, fraction=settings.shadow_fraction)
 
 
 def startup_shadow(settings: Settings, store: Store) -> ShadowScorer | None:

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         "the models directory or a registered model (models:/listing-risk@candidate). The store's latest "
         "PUT/DELETE /v1/admin/shadow overrides it.",
     )
+    shadow_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of scored listings the shadow also scores (a uniform random sample, so its report "
+        "stays unbiased): caps the extra CPU a shadow costs at high volume.",
+    )
     follow_seconds: float = Field(
         default=1.0,
         ge=0.05,

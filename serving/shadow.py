@@ -6,7 +6,8 @@ the shadow engine on its own thread (the candidate's bundle and the policy in fo
 `decision.policy.route` like every decision) and logs one `shadow_decisions` row per champion decision.
 Nothing of this can reach a response or a champion decision: the work starts after the champion's
 records are final, and every failure (scoring, routing, logging) is logged and counted, never raised.
-A full backlog drops new work (counted) rather than grow without bound.
+A full backlog drops new work (counted) rather than grow without bound; `TRIAGE_SHADOW_FRACTION` scores a
+uniform random share of listings only, which caps the shadow's CPU and leaves its report unbiased.
 
 `shadow_report` compares the two: agreement, the confusion of decisions, the review share of each, and
 where a reviewer's verdict exists, each model's errors on those listings.
@@ -54,6 +55,7 @@ class ShadowScorer:
 
     engine: DecisionEngine
     store: Store
+    fraction: float = 1.0  # share of listings shadow-scored: a uniform random sample
     counts: ShadowCounts = field(default_factory=ShadowCounts)
     _pending: list[tuple[dict[str, Any], str]] = field(default_factory=list, repr=False)
     _draining: bool = field(default=False, repr=False)
@@ -62,10 +64,16 @@ class ShadowScorer:
     )
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     _closed: bool = field(default=False, repr=False)
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
 
     @property
     def model_version(self) -> str | None:
         return self.engine.model_version
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting or being scored."""
+        return not self._pending and not self._draining
 
     def submit(self, listings: Sequence[dict[str, Any]], records: Sequence[DecisionRecord]) -> None:
         """Queue the champion's listings for shadow scoring; returns at once and never raises."""
@@ -74,6 +82,9 @@ class ShadowScorer:
         try:
             room = SHADOW_BACKLOG - len(self._pending)
             pairs = [(listing, r.decision_id) for listing, r in zip(listings, records, strict=True)]
+            if self.fraction < 1.0:
+                sampled = (self._rng.random(len(pairs)) < self.fraction).tolist()
+                pairs = [pair for pair, kept in zip(pairs, sampled, strict=True) if kept]
             if len(pairs) > room:
                 self.counts.dropped += len(pairs) - max(room, 0)
                 pairs = pairs[: max(room, 0)]

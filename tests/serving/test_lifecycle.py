@@ -253,3 +253,15 @@ def test_the_shadow_can_be_the_registry_candidate(
         assert _until(lambda: api.app.state.shadow.counts.scored == 1)
 
     assert state["model_version"] == Bundle.load(bundle_dir).version
+
+
+def test_a_shadow_fraction_scores_a_random_share_only(serve, own_bundle: Path) -> None:
+    weak = _weak(own_bundle, own_bundle.parent)
+    with serve(bundle=str(own_bundle), shadow_bundle=str(weak), shadow_fraction=0.5) as api:
+        for start in range(0, 400, 100):
+            assert api.batch([listing_json(i) for i in range(start, start + 100)]).status_code == 200
+        shadow = api.app.state.shadow
+        assert _until(lambda: shadow.idle)
+        logged = len(api.store.shadow_pairs())
+
+    assert logged == shadow.counts.scored and 140 <= logged <= 260  # Binomial(400, 0.5): 6 standard deviations
