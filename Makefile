@@ -16,7 +16,7 @@ FORCE ?=
 TRAIN_MINUTES = $(shell echo $$(( ($(ROWS) + 99999) / 100000 )))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser data train evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-quality bench-tiers clean
+.PHONY: help install install-browser data train retrain promote shadow-report evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-quality bench-tiers clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,16 @@ $(DATA_DIR)/reviews.parquet:
 
 train: $(STAMP) $(DATA_DIR)/reviews.parquet ## Train, calibrate, pick thresholds, export models/<version>, log to MLflow
 	$(BIN)/triage train --data $(DATA_DIR)/reviews.parquet --out models --seed $(SEED)
+
+retrain: $(STAMP) $(DATA_DIR)/reviews.parquet ## Service verdicts (export-labels) + history -> train (1/inclusion_prob weights) -> promotion gate -> registry candidate
+	$(BIN)/triage retrain --data $(DATA_DIR)/reviews.parquet --out models --seed $(SEED)
+
+promote: $(STAMP) ## Make the registry's candidate the champion the service serves (REASON="why" required)
+	@test -n "$(REASON)" || { echo 'say why: make promote REASON="gate passed on last month's verdicts"'; exit 2; }
+	$(BIN)/triage promote --reason "$(REASON)"
+
+shadow-report: $(STAMP) ## Champion vs shadow decisions logged by the service: agreement, confusion, workload difference
+	$(BIN)/triage shadow-report
 
 evaluate: $(STAMP) ## Metrics of models/latest on the generated data, with the oracle
 	$(BIN)/triage evaluate --bundle $(BUNDLE) --data $(DATA_DIR)/reviews.parquet --oracle $(DATA_DIR)/oracle.parquet

@@ -18,8 +18,9 @@ from starlette.concurrency import run_in_threadpool
 
 from bundle.load import Bundle
 from decision.policy import Policy
-from serving.api import body, docs, errors, health, keys, me, monitor, policy, queue, score, simulate
+from serving.api import body, docs, errors, health, keys, me, models, monitor, policy, queue, score, simulate
 from serving.api.deps import authenticate_before_body
+from serving.lifecycle import finish_shadow, follow_store, in_force_path, startup_shadow
 from serving.logs import configure_logging
 from serving.merchant_history import apply_outcome, engine_updates, refresh
 from serving.metrics import Metrics
@@ -37,6 +38,7 @@ ROUTERS: list[APIRouter] = [
     score.router,
     queue.router,
     policy.router,
+    models.router,
     keys.router,
     health.router,
     simulate.router,
@@ -54,9 +56,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await run_in_threadpool(store.init_schema)
     app.state.store = store
-    app.state.engine = await run_in_threadpool(
-        startup_engine, settings.bundle, settings.reasons, store, settings.signing_key
-    )
+    bundle = await run_in_threadpool(in_force_path, store, settings)  # the model in force, else the configured
+    app.state.engine = await run_in_threadpool(startup_engine, bundle, settings.reasons, store, settings.signing_key)
+    app.state.shadow = await run_in_threadpool(startup_shadow, settings, store)
     app.state.scorer = Scorer(
         store,
         app.state.metrics,
@@ -68,9 +70,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store.merchant_listener = lambda outcome: apply_outcome(app.state.engine, outcome)
     merchant_refresh = asyncio.create_task(_refresh_merchant_history(app, settings.merchant_refresh_seconds))
     refresher = _start_monitor(app, settings, store)
+    follower = asyncio.get_running_loop().create_task(follow_store(app, settings.follow_seconds))
     try:
         yield
     finally:
+        follower.cancel()
+        await finish_shadow(app)
         merchant_refresh.cancel()
         store.merchant_listener = None
         if refresher is not None:

@@ -61,6 +61,26 @@ class Settings(BaseSettings):
         description="POST /v1/admin/reload loads only bundles under this directory (symlinks resolved); "
         "unset: the directory holding the configured bundle.",
     )
+    shadow_bundle: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A candidate model scored beside the champion and logged, never acted on: a bundle under "
+        "the models directory or a registered model (models:/listing-risk@candidate). The store's latest "
+        "PUT/DELETE /v1/admin/shadow overrides it.",
+    )
+    shadow_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of scored listings the shadow also scores (a uniform random sample, so its report "
+        "stays unbiased): caps the extra CPU a shadow costs at high volume.",
+    )
+    follow_seconds: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=60,
+        description="How often each worker polls the store for a new model, shadow or policy in force.",
+    )
     bundle_signing_key: SecretStr | None = Field(
         default=None,
         description="HMAC key bundles' manifests must be signed with (as `triage train` does when "

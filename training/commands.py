@@ -1,5 +1,5 @@
 """CLI commands of the offline pipeline, as plain functions with Typer annotations (registered on `triage`
-by `triage.cli`): generate, train, evaluate, score, promote. `triage thresholds` and `triage simulate`
+by `triage.cli`): generate, train, evaluate, score, gate. `triage thresholds` and `triage simulate`
 live in `training.policy_cli`."""
 
 from __future__ import annotations
@@ -184,13 +184,51 @@ def score(
     console.print(summary)
 
 
-def promote(
-    version: Annotated[str | None, typer.Option(help="model version (default: the current candidate)")] = None,
-    alias: Annotated[str, typer.Option()] = "champion",
+def gate(
+    challenger: Annotated[Path, typer.Option(help="the challenger bundle (default: models/latest)")] = Path(
+        "models/latest"
+    ),
+    labels: Annotated[Path, typer.Option(help="recent labelled outcomes (export-labels), .parquet or .csv")] = Path(
+        "data/labels/gate.parquet"
+    ),
+    champion: Annotated[
+        Path | None, typer.Option(help="the champion bundle (default: the registry's champion; none: first model)")
+    ] = None,
+    models_dir: Annotated[Path, typer.Option(help="where the registry champion's bundle is looked for")] = Path(
+        "models"
+    ),
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="on a pass, alias the challenger `candidate`")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Point an MLflow registry alias (default champion) at a model version."""
-    from training.registry import REGISTERED_MODEL
-    from training.registry import promote as run
+    """The promotion gate: compare the challenger with the champion on the same recent labelled data
+    (weighted by 1/inclusion_prob) and, if it is no worse, make it the registry's `candidate`.
 
-    promoted = run(version, alias)
-    console.print(f"{REGISTERED_MODEL}@{alias} -> version {promoted}")
+    Exit status 1 when the challenger is refused (the report says why)."""
+    import tempfile
+
+    from bundle.manifest import BundleError
+    from features.validate import DataValidationError, load_table
+    from training.promotion import champion_bundle, gate_and_register, run_gate
+
+    try:
+        recent = load_table(labels)  # a bad file fails before the registry is asked anything
+        with tempfile.TemporaryDirectory() as scratch:
+            champion_dir = champion if champion is not None else champion_bundle(models_dir, Path(scratch))
+            report = run_gate(challenger, champion_dir, recent)
+        registered = gate_and_register(report) if register else None
+    except (BundleError, DataValidationError, FileNotFoundError, LookupError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        sys.stdout.write(json.dumps({**report.to_dict(), "candidate_version": registered}, indent=2) + "\n")
+    else:
+        for line in report.lines():
+            console.print(line, highlight=False)
+        if registered is not None:
+            console.print(
+                f"registered: listing-risk version {registered} is now @candidate (triage promote to serve it)"
+            )
+    if not report.passed:
+        raise typer.Exit(code=1)

@@ -167,17 +167,73 @@ def _requirements() -> list[str]:
     return pinned or ["mlflow"]
 
 
-def promote(version: str | None = None, alias: str = CHAMPION_ALIAS) -> str:
-    """Point an alias (default `champion`) at a model version (default: the current candidate)."""
+def _client() -> Any:
     import mlflow
     from mlflow import MlflowClient
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
-    client = MlflowClient()
+    return MlflowClient()
+
+
+def promote(
+    version: str | None = None, alias: str = CHAMPION_ALIAS, actor: str | None = None, reason: str | None = None
+) -> str:
+    """Point an alias (default `champion`) at a model version (default: the current candidate). Who and
+    why are kept on the version as tags `<alias>_by` and `<alias>_reason` (the registry's own record)."""
+    client = _client()
     if version is None:
         version = client.get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS).version
     client.set_registered_model_alias(REGISTERED_MODEL, alias, str(version))
+    if actor:
+        client.set_model_version_tag(REGISTERED_MODEL, str(version), f"{alias}_by", actor)
+    if reason:
+        client.set_model_version_tag(REGISTERED_MODEL, str(version), f"{alias}_reason", reason[:5000])
     return str(version)
+
+
+def alias_version(alias: str) -> str | None:
+    """The model version an alias points at, or None when the alias (or the registered model) is unset."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(REGISTERED_MODEL, alias).version)
+    except MlflowException:
+        return None
+
+
+def bundle_version_of(version: str) -> str:
+    """The bundle directory name (`models/<bundle_version>`) a registered model version was trained as:
+    the `bundle_version` tag `log_run` puts on the run."""
+    client = _client()
+    run_id = client.get_model_version(REGISTERED_MODEL, str(version)).run_id
+    tags = client.get_run(run_id).data.tags
+    if "bundle_version" not in tags:
+        raise LookupError(f"{REGISTERED_MODEL} version {version}: its run {run_id} has no bundle_version tag")
+    return str(tags["bundle_version"])
+
+
+def version_of_bundle(bundle_version: str) -> str | None:
+    """The registered model version trained as `bundle_version` (the newest if several), or None."""
+    client = _client()
+    runs = client.search_runs(
+        [_experiment_id()], filter_string=f"tags.bundle_version = '{bundle_version}'", max_results=50
+    )
+    run_ids = {run.info.run_id for run in runs}
+    versions = [v for v in client.search_model_versions(f"name = '{REGISTERED_MODEL}'") if v.run_id in run_ids]
+    return str(max(int(v.version) for v in versions)) if versions else None
+
+
+def set_version_tags(version: str, tags: dict[str, str]) -> None:
+    """Tag a registered model version (e.g. the promotion gate's verdict)."""
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL, str(version), key, value)
+
+
+def set_alias(version: str, alias: str) -> None:
+    """Point `alias` at a registered model version."""
+    _client().set_registered_model_alias(REGISTERED_MODEL, alias, str(version))
 
 
 def download_bundle(model_uri: str, dst: Path) -> Path:

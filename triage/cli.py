@@ -1,7 +1,8 @@
 """`triage`: the one command line for data, training, thresholds, simulation and serving.
 
 Each command is a plain function beside its logic (`training.commands`, `training.policy_cli`,
-`serving.commands`); this module only registers them, so neither training nor serving imports the other.
+`serving.commands`; `triage.lifecycle` composes both for retraining and promotion); this module only
+registers them, so neither training nor serving imports the other.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import typer
 from serving import commands as serving_commands
 from training import commands as training_commands
 from training import policy_cli
+from triage import lifecycle
 
 app = typer.Typer(
     help="Listing triage: train, evaluate, simulate and serve the listing-risk model.",
@@ -23,7 +25,10 @@ for command in (
     training_commands.train,
     training_commands.evaluate,
     training_commands.score,
-    training_commands.promote,
+    training_commands.gate,
+    lifecycle.retrain,
+    lifecycle.promote,
+    lifecycle.shadow_report,
     policy_cli.thresholds,
     policy_cli.simulate,
     serving_commands.serve,

@@ -1,4 +1,5 @@
-"""Policy administration: read, change (validated, versioned, audited, swapped atomically), reload.
+"""Policy administration: read, change (validated, versioned, audited, swapped atomically), reload
+(only the promoted champion, unless forced with a reason; audited).
 
 Changes: `PUT /v1/policy` sets top-level fields (fields left out keep their value; `rules`, when sent,
 replaces the whole list); `PUT|PATCH|DELETE /v1/policy/rules/{name}` add or replace, change some fields
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +37,7 @@ from serving.api.schemas import (
     TierOut,
 )
 from serving.engine import DecisionEngine
+from serving.lifecycle import NotPromoted, check_promoted
 from serving.models import (
     bundle_under,
     load_engine,
@@ -44,6 +47,7 @@ from serving.models import (
     updated_policy,
 )
 from serving.store import ApiKey, Store
+from serving.store.model_audit import ModelEvent
 
 router = APIRouter(prefix="/v1", tags=["policy"])
 
@@ -187,29 +191,65 @@ async def policy_history(
     response_model=ReloadResponse,
     responses={
         400: {"description": "Bundle path outside the models directory"},
-        409: {"description": "Bundle refused (manifest mismatch or bad signature, missing, unreadable)"},
+        409: {"description": "Bundle refused: not the promoted champion (unless forced), or failing its checks"},
+        422: {"description": "force without a reason"},
     },
 )
 async def reload_bundle(
     key: AdminKey, request: Request, settings: SettingsDep, store: StoreDep, body: ReloadRequest | None = None
 ) -> ReloadResponse:
     """Load the bundle again (or another one, under the models directory) with the policy in force for
-    it. A bundle failing its checks (manifest sums; its signature when a signing key is configured) is
-    refused; the current one keeps serving."""
+    it. A bundle that would change the model serving must be the promoted champion (`triage promote`),
+    unless `force` is set with a `reason`; every reload is audited (GET /v1/models/history). A bundle
+    failing its checks (manifest sums; its signature when a signing key is configured) is refused; the
+    current one keeps serving."""
+    body = body or ReloadRequest()
+    if body.force and not body.reason:
+        raise field_error(("body", "reason"), "reason: a forced reload needs a reason (kept in the audit trail)")
     path: str | Path = settings.bundle
-    if body is not None and body.bundle:
+    if body.bundle:
         try:
             path = bundle_under(settings.models_root, body.bundle)
         except ValueError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     async with _admin_lock(request):
+        # the version only: a reference to the engine being replaced would keep it (and its cycles) alive
+        current_version: str | None = request.app.state.engine.model_version
         try:
             engine = await run_in_threadpool(load_engine, path, settings.reasons, store, settings.signing_key)
         except BundleError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {exc}") from exc
+        event = await _reload_event(store, engine.model_version, current_version, body.force)
+        assert engine.bundle is not None
+        await run_in_threadpool(
+            partial(
+                store.record_model_change,
+                event,
+                key.name,
+                old_model=current_version,
+                new_model=engine.model_version,
+                bundle=str(engine.bundle.path),
+                policy_version=engine.policy.version,
+                reason=body.reason,
+            )
+        )
         request.app.state.engine = engine
         refreeze_after_swap()  # the replaced engine is freed, cycles included
-    assert engine.bundle is not None
     return ReloadResponse(
-        model_version=engine.model_version, policy_version=engine.policy.version, bundle=str(engine.bundle.path)
+        model_version=engine.model_version,
+        policy_version=engine.policy.version,
+        bundle=str(engine.bundle.path),
+        event=event,
     )
+
+
+async def _reload_event(store: Store, new_version: str | None, current_version: str | None, force: bool) -> ModelEvent:
+    """`reload` for the model serving or the promoted champion, `forced_reload` for another one when
+    forced; a 409 naming the champion when not forced."""
+    try:
+        await run_in_threadpool(check_promoted, store, new_version, current_version)
+    except NotPromoted as exc:
+        if not force:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"bundle refused: {exc}") from exc
+        return "forced_reload"
+    return "reload"

@@ -393,9 +393,14 @@ class ReloadRequest(BaseModel):
     bundle: str | None = Field(
         default=None, min_length=1, max_length=4096, description="Bundle directory (default: the configured one)."
     )
+    force: bool = Field(
+        default=False, description="Serve a bundle that is not the promoted champion (needs a reason; audited)."
+    )
+    reason: ChangeReason | None = None
 
 
 class ReloadResponse(BaseModel):
     model_version: str | None
     policy_version: str
     bundle: str
+    event: str = Field(description="How the model change is audited: reload or forced_reload.")

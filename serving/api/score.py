@@ -28,6 +28,7 @@ from serving.api.schemas import (
 )
 from serving.engine import DecisionEngine
 from serving.metrics import Metrics
+from serving.shadow import ShadowScorer
 from serving.store import ConflictError, DecisionRecord
 
 router = APIRouter(prefix="/v1/score", tags=["scoring"])
@@ -76,6 +77,7 @@ async def score_listing(
     except ConflictError as exc:
         raise _reused(request_id, str(exc)) from None
     _check_same_request([record], request_id, request_hash)
+    shadow_score(request, [listing], [record])
     return _json(_answers(engine, metrics, [listing], [record])[0])
 
 
@@ -107,7 +109,16 @@ async def score_batch(
     except ConflictError as exc:
         raise _reused(request_id, str(exc)) from None
     _check_same_request(records, request_id, request_hash)
+    shadow_score(request, listings, records)
     return _json({"items": _answers(engine, metrics, listings, records)})
+
+
+def shadow_score(request: Request, listings: list[dict[str, Any]], records: list[DecisionRecord]) -> None:
+    """Hand the logged champion decisions to the shadow model, if one is set: it scores them later, on
+    its own thread, and nothing it does reaches this response (`serving.shadow`)."""
+    shadow: ShadowScorer | None = getattr(request.app.state, "shadow", None)
+    if shadow is not None:
+        shadow.submit(listings, records)
 
 
 def _answers(

@@ -234,3 +234,40 @@ merchant_outcomes = Table(
 
 # Indexes added after their table was first released: `init_schema` creates them where missing.
 ADDED_INDEXES: tuple[Index, ...] = (QUEUE_LANE_INDEX,)
+
+# Every change of the model a service serves or shadows, audited: promotions (`triage promote`), reloads
+# (forced ones with their reason), the shadow set or cleared. The latest promote/reload row is the model
+# in force: every worker polls it.
+model_audit = Table(
+    "model_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("old_model", String(128), nullable=True),
+    Column("new_model", String(128), nullable=True),
+    Column("bundle", Text, nullable=True),
+    Column("registry_version", String(32), nullable=True),
+    Column("policy_version", String(128), nullable=True),
+    Column("reason", Text, nullable=True),
+    CheckConstraint(
+        _one_of("event", ("promote", "reload", "forced_reload", "shadow_set", "shadow_clear")),
+        name="ck_model_audit_event",
+    ),
+)
+
+# The shadow model's decision for a champion decision (same decision_id): logged beside it, never acted on.
+shadow_decisions = Table(
+    "shadow_decisions",
+    metadata,
+    Column("decision_id", String(36), primary_key=True),
+    Column("decided_at", UTCDateTime, nullable=False),
+    Column("model_version", String(128), nullable=False),
+    Column("policy_version", String(128), nullable=False),
+    Column("risk", Float, nullable=True),
+    Column("decision", String(16), nullable=False),
+    Column("tier_risk", JSONText, nullable=True),
+    CheckConstraint(_one_of("decision", _DECISION_VALUES), name="ck_shadow_decisions_decision"),
+    Index("ix_shadow_decisions_model", "model_version", "decided_at"),
+)

@@ -1,6 +1,7 @@
-"""The store of the scoring service: decision log, review queue, API keys, policy audit and monitoring
-reads over one SQLAlchemy Core schema, each part in its own module (`decisions`, `queue`, `api_keys`,
-`policy_audit`, `monitoring`), all on one `database`.
+"""The store of the scoring service: decision log, review queue, API keys, policy and model audit,
+shadow decisions and monitoring reads over one SQLAlchemy Core schema, each part in its own module
+(`decisions`, `queue`, `api_keys`, `policy_audit`, `model_audit`, `shadow`, `monitoring`), all on one
+`database`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from sqlalchemy.engine import make_url
 from serving.store.api_keys import ApiKeyTable
 from serving.store.database import Clock
 from serving.store.decisions import DecisionLog
+from serving.store.model_audit import ModelAudit
 from serving.store.monitoring import MonitorReads
 from serving.store.policy_audit import PolicyAudit
 from serving.store.queue import ReviewQueue
 from serving.store.records import utcnow
+from serving.store.shadow import ShadowLog
 
 
-class Store(DecisionLog, ReviewQueue, ApiKeyTable, PolicyAudit, MonitorReads):
+class Store(DecisionLog, ReviewQueue, ApiKeyTable, PolicyAudit, ModelAudit, ShadowLog, MonitorReads):
     """Durable storage of the scoring service. Thread-safe; create one per process (`create_store`)."""
 
 

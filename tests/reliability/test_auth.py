@@ -35,6 +35,11 @@ ACCESS: dict[tuple[str, str], str] = {
     ("PATCH", "/v1/policy/rules/{name}"): ADMIN,
     ("DELETE", "/v1/policy/rules/{name}"): ADMIN,
     ("POST", "/v1/admin/reload"): ADMIN,
+    ("GET", "/v1/models/history"): READ,
+    ("GET", "/v1/shadow"): READ,
+    ("GET", "/v1/shadow/report"): READ,
+    ("PUT", "/v1/admin/shadow"): ADMIN,
+    ("DELETE", "/v1/admin/shadow"): ADMIN,
     ("GET", "/v1/admin/keys"): ADMIN,
     ("POST", "/v1/admin/keys"): ADMIN,
     ("POST", "/v1/admin/keys/{name}/revoke"): ADMIN,
@@ -99,6 +104,10 @@ def send(service: Service, method: str, path: str, headers: dict[str, str]) -> h
         body = {"reason": "access test"} if method == "PUT" else {}
     elif path == "/v1/admin/keys" and method == "POST":
         body = {"name": f"access-test-{next(_ids)}", "scopes": ["score"]}
+    elif (method, path) == ("PUT", "/v1/admin/shadow"):  # the service's own bundle as its shadow
+        body = {"bundle": str(service.bundle), "reason": "access test"}
+    elif (method, path) == ("DELETE", "/v1/admin/shadow"):
+        path += "?reason=access+test"
     elif path == "/v1/policy/rules/{name}":
         path, body = rule_change(service, method)
     elif path.startswith("/v1/admin/keys/{name}"):

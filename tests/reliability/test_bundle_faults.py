@@ -125,7 +125,9 @@ def test_a_service_started_without_a_bundle_becomes_ready_after_reloading_a_good
     service = make_service(bundle=tmp_path / "no-such-bundle", wait_ready=False)
     good = shutil.copytree(bundle_dir, tmp_path / "good")
     with service.client("admin") as client:
-        reload = client.post("/v1/admin/reload", json={"bundle": str(good)})
+        reload = client.post(  # no model was promoted yet: the first one is loaded by force, audited
+            "/v1/admin/reload", json={"bundle": str(good), "force": True, "reason": "first model of this deployment"}
+        )
         scored = client.post("/v1/score", json=listing(1))
     ready = httpx.get(service.url + "/readyz", timeout=5)
     report(reload=reload.status_code, readyz=ready.status_code)

@@ -217,8 +217,12 @@ def test_reload_makes_a_not_ready_service_ready(serve, own_bundle: Path, tmp_pat
     with serve(bundle=str(tmp_path / "not-yet")) as api:
         assert api.client.get("/readyz").status_code == 503
         assert put_policy(api, {"t_pass": 0.1}).status_code == 409  # no model: nothing to change
-        response = api.client.post("/v1/admin/reload", json={"bundle": str(own_bundle)}, headers=api.headers("admin"))
-        assert response.status_code == 200
+        body = {"bundle": str(own_bundle)}
+        unpromoted = api.client.post("/v1/admin/reload", json=body, headers=api.headers("admin"))
+        assert unpromoted.status_code == 409 and "not the promoted champion" in unpromoted.json()["detail"]
+        forced = {**body, "force": True, "reason": "first model of a new deployment"}
+        response = api.client.post("/v1/admin/reload", json=forced, headers=api.headers("admin"))
+        assert response.status_code == 200 and response.json()["event"] == "forced_reload"
         assert api.client.get("/readyz").status_code == 200
         assert api.score(listing_json(1)).json()["fallback_reason"] is None
 
@@ -275,7 +279,8 @@ def test_with_a_signing_key_only_signed_bundles_load(serve, own_bundle: Path, tm
         unsigned = reload(api, own_bundle)
         tampered = reload(api, resummed)
         good = reload(api, signed)
-    with serve(bundle=str(own_bundle), bundle_signing_key=key) as api:
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"  # on the first store, the reloaded signed model is in force
+    with serve(bundle=str(own_bundle), bundle_signing_key=key, database_url=fresh) as api:
         unsigned_at_start = api.client.get("/readyz").status_code
 
     assert ready == 200

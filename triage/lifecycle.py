@@ -1,0 +1,162 @@
+"""Model lifecycle commands, composing training (registry, gate, train) with the service's store:
+`triage retrain`, `triage promote`, `triage shadow-report`.
+
+Retraining data: the original history (every listing in it was reviewed: inclusion probability 1) plus
+the service's exported verdicts older than the gate's hold-out, each with the inclusion probability it was
+logged with, so training weighs it by 1/probability. The newest `--holdout` share of the exported verdicts
+is never trained on: it is the recent, unbiasedly weighted data the gate compares challenger and champion on.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from features.config import DataConfig
+
+INCLUSION_PROB = "inclusion_prob"
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def split_recent(labels: pd.DataFrame, holdout: float, config: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(older, newest) exported labels by creation time: the newest `holdout` share is the gate's."""
+    order = pd.to_datetime(labels[config.timestamp], utc=True).argsort(kind="stable")
+    ordered = labels.iloc[order].reset_index(drop=True)
+    cut = len(ordered) - max(1, round(holdout * len(ordered)))
+    return ordered.iloc[:cut].reset_index(drop=True), ordered.iloc[cut:].reset_index(drop=True)
+
+
+def training_frame(history: pd.DataFrame | None, older_labels: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
+    """The original history (inclusion probability 1) and the older exported labels; a listing in both
+    keeps its newest outcome (the exported verdict)."""
+    parts = []
+    if history is not None:
+        parts.append(history.assign(**{INCLUSION_PROB: 1.0}))
+    parts.append(older_labels)
+    combined = pd.concat(parts, ignore_index=True, sort=False)
+    return combined.drop_duplicates(config.id, keep="last").reset_index(drop=True)
+
+
+def retrain(
+    data: Annotated[
+        Path | None, typer.Option(help="the original review history trained on too (omit with --labels-only)")
+    ] = Path("data/generated/reviews.parquet"),
+    labels_only: Annotated[bool, typer.Option(help="train on the exported labels alone")] = False,
+    work: Annotated[Path, typer.Option(help="where the exported, training and gate data are written")] = Path(
+        "data/labels"
+    ),
+    out: Annotated[Path, typer.Option(help="directory of bundles")] = Path("models"),
+    holdout: Annotated[
+        float, typer.Option(min=0.05, max=0.8, help="newest share of exported labels kept for the gate")
+    ] = 0.3,
+    seed: Annotated[int, typer.Option()] = 0,
+    champion: Annotated[
+        Path | None, typer.Option(help="the champion bundle (default: the registry's champion)")
+    ] = None,
+) -> None:
+    """export-labels -> train (original history + older verdicts, weighted) -> promotion gate -> `candidate`.
+
+    The new bundle is registered without an alias; only a pass of the gate makes it the candidate, and
+    only `triage promote` makes it serve. Exit status 1 when the gate refuses it."""
+    from features.validate import load_table
+    from serving.commands import export_labels
+    from training.commands import gate, train
+
+    config = DataConfig()
+    work.mkdir(parents=True, exist_ok=True)
+    exported = work / "exported.parquet"
+    export_labels(out=exported)
+    labels = pd.read_parquet(exported)
+    if len(labels) < 2:
+        _fail(f"the store holds {len(labels)} verdicts: too few to retrain and gate on (review more listings)")
+    older, recent = split_recent(labels, holdout, config)
+    history = None if labels_only or data is None else load_table(data, config)
+    training = training_frame(history, older, config)
+    training.to_parquet(work / "train.parquet", index=False)
+    recent.to_parquet(work / "gate.parquet", index=False)
+    typer.echo(
+        f"training on {len(training):,} rows ({len(older):,} exported verdicts), "
+        f"gating on the newest {len(recent):,} verdicts ({work / 'gate.parquet'})"
+    )
+    train(data=work / "train.parquet", out=out, seed=seed, alias=False)
+    gate(challenger=out / "latest", labels=work / "gate.parquet", champion=champion, models_dir=out)
+
+
+def promote(
+    reason: Annotated[str, typer.Option(help="why (kept in the registry and the service's audit trail)")],
+    version: Annotated[str | None, typer.Option(help="model version (default: the current candidate)")] = None,
+    alias: Annotated[str, typer.Option()] = "champion",
+    actor: Annotated[str | None, typer.Option(help="who promotes (default: the login name)")] = None,
+    models_dir: Annotated[Path, typer.Option(help="where the service finds bundles")] = Path("models"),
+) -> None:
+    """Point an MLflow registry alias (default champion) at a model version, recording who and why.
+
+    Promoting the champion also records it in the service's store (TRIAGE_DATABASE_URL): every running
+    worker then serves it within a second, and `POST /v1/admin/reload` accepts it."""
+    from serving.settings import get_settings
+    from serving.store import create_store
+    from training.registry import CHAMPION_ALIAS, REGISTERED_MODEL, bundle_version_of, download_bundle
+    from training.registry import promote as move_alias
+
+    actor = actor or os.environ.get("USER") or getpass.getuser()
+    if len(reason.strip()) < 3:
+        _fail("--reason: say why (at least 3 characters)")
+    promoted = move_alias(version, alias, actor=actor, reason=reason)
+    typer.echo(f"{REGISTERED_MODEL}@{alias} -> version {promoted} (by {actor})")
+    if alias != CHAMPION_ALIAS:
+        return
+    bundle_version = bundle_version_of(promoted)
+    bundle = models_dir / bundle_version
+    if not bundle.is_dir():
+        bundle = download_bundle(f"models:/{REGISTERED_MODEL}/{promoted}", bundle)
+    store = create_store(get_settings().database_url, group_commit=False)
+    try:
+        store.init_schema()
+        before = store.latest_model_change(("promote",))
+        store.record_model_change(
+            "promote",
+            actor,
+            old_model=before.new_model if before else None,
+            new_model=bundle_version,
+            bundle=str(bundle.resolve()),
+            registry_version=promoted,
+            reason=reason,
+        )
+    finally:
+        store.close()
+    typer.echo(f"the service serves bundle {bundle_version} ({bundle}) from now on")
+
+
+def shadow_report(
+    model_version: Annotated[str | None, typer.Option(help="only this shadow model")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Champion vs shadow decisions from the service's store: agreement, confusion, review share of each,
+    and each model's errors where a reviewer's verdict exists."""
+    from serving.settings import get_settings
+    from serving.shadow import report_lines
+    from serving.shadow import shadow_report as build
+    from serving.store import create_store
+
+    store = create_store(get_settings().database_url, group_commit=False)
+    try:
+        store.init_schema()
+        report = build(store.shadow_pairs(model_version))
+    finally:
+        store.close()
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    for line in report_lines(report):
+        typer.echo(line)
