@@ -1,0 +1,202 @@
+"""The loop benchmark: what each arm logs, how a period is judged, and one tiny cycle end to end."""
+
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.loop import (
+    ALL,
+    INCLUSION,
+    Deployed,
+    LoopSettings,
+    Period,
+    judge,
+    live_period,
+    logged_labels,
+    production_estimate_check,
+    render,
+    run_seed,
+    split_periods,
+    summarize,
+)
+from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW
+from features.config import DataConfig
+from training.generate import generate
+
+# a single target low enough that a tiny bundle auto-decides a good share (so audits are drawn)
+TINY = LoopSettings(
+    rows=12_000, cycles=1, arms=("weighted", "unweighted", "full"), single_recall=0.9, block_precision=0.9
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    workdir = tmp_path_factory.mktemp("loop")
+    return run_seed(3, TINY, workdir), workdir
+
+
+# --- the labels each arm logs ---------------------------------------------------------------------------------
+
+
+def _period(codes: list[int], pi: list[float], audited: list[bool]) -> Period:
+    codes_arr = np.asarray(codes, dtype=np.int8)
+    return Period(codes_arr, np.asarray(pi), np.asarray(audited), np.zeros(len(codes)))
+
+
+def test_selective_arms_log_only_reviewed_and_audited_rows_with_their_probabilities():
+    listings = pd.DataFrame({"listing_id": list("abcde"), "label": [0, 1, 0, 1, 0]})
+    period = _period([0, 1, 0, 2, 0], [0.02, 1.0, 0.1, 0.1, 0.02], [False, False, True, True, False])
+    weighted = logged_labels(listings, period, "weighted")
+    assert list(weighted["listing_id"]) == ["b", "c", "d"]
+    assert list(weighted[INCLUSION]) == [1.0, 0.1, 0.1]
+    unweighted = logged_labels(listings, period, "unweighted")
+    assert list(unweighted["listing_id"]) == ["b", "c", "d"] and INCLUSION not in unweighted
+    full = logged_labels(listings, period, "full")
+    assert list(full["listing_id"]) == list("abcde") and (full[INCLUSION] == 1.0).all()
+
+
+def test_periods_follow_the_history_in_calendar_order():
+    reviews, _ = generate(3_000, seed=1, months=TINY.months)
+    history, periods = split_periods(reviews, TINY)
+    assert len(periods) == TINY.cycles + 1
+    assert len(history) + sum(len(p) for p in periods) == len(reviews)
+    edges = [history["created_at"].max()] + [p["created_at"].max() for p in periods]
+    for before, period in zip(edges, periods, strict=False):
+        assert period["created_at"].min() > before
+
+
+# --- judging a period by every label ---------------------------------------------------------------------------
+
+
+@dataclass
+class _FakeBundle:
+    config: DataConfig
+    policy: Any = None
+
+
+def _single_target(recall: float, certified: bool) -> Deployed:
+    config = DataConfig().single_tier()
+    policy = types.SimpleNamespace(t_pass=0.1, t_block=0.9, tier_pass={})
+    deployed = Deployed(Path("."), _FakeBundle(config, policy), {ALL: recall}, {ALL: certified}, 0.9)  # type: ignore[arg-type]
+    deployed.certified["block_precision"] = True
+    return deployed
+
+
+def test_judge_counts_misses_among_all_violations_and_only_certified_targets():
+    listings = pd.DataFrame({"listing_id": [str(i) for i in range(10)], "label": [1, 1, 1, 1, 0, 0, 0, 0, 0, 1]})
+    codes = [
+        CODE_PASS,
+        CODE_REVIEW,
+        CODE_REVIEW,
+        CODE_REVIEW,
+        CODE_PASS,
+        CODE_PASS,
+        CODE_REVIEW,
+        CODE_REVIEW,
+        CODE_REVIEW,
+        CODE_BLOCK,
+    ]
+    period = _period(codes, [0.02, 1, 1, 1, 0.02, 0.02, 1, 1, 1, 0.1], [False] * 10)
+    oracle = pd.DataFrame({"true_risk": np.linspace(0.1, 0.9, 10)})
+    judged = judge(_single_target(0.9, certified=True), listings, oracle, period)
+    assert judged["recall"][ALL] == pytest.approx(0.8)  # 1 of 5 violations auto-passed
+    assert judged["block_precision"] == 1.0
+    assert judged["held"] == {ALL: False, "block_precision": True}
+    assert judged["all_certified_held"] is False
+    assert judged["auto_decided_share"] == pytest.approx(0.4)
+    uncertified = judge(_single_target(0.9, certified=False), listings, oracle, period)
+    assert uncertified["certified_held"] == {"block_precision": True} and uncertified["all_certified_held"]
+
+
+def test_production_estimates_are_reported_missing_or_checked_against_the_truth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    codes = np.array([CODE_PASS, CODE_PASS, CODE_REVIEW, CODE_REVIEW], dtype=np.int8)
+    period = Period(codes, np.array([0.5, 0.5, 1.0, 1.0]), np.array([True, False, False, False]), np.zeros(4))
+    label = np.array([0, 1, 1, 0])
+    monkeypatch.setitem(sys.modules, "decision.estimates", None)  # import fails: reported, not guessed
+    assert "missing" in production_estimate_check(period, label)
+
+    seen: dict[str, np.ndarray] = {}
+
+    @dataclass(frozen=True)
+    class Estimate:
+        estimate: float
+        low: float
+        high: float
+        n_labelled: int
+
+        def to_dict(self) -> dict[str, float]:
+            return {"estimate": self.estimate, "low": self.low, "high": self.high, "n_labelled": self.n_labelled}
+
+    def production_estimates(codes: np.ndarray, pi: np.ndarray, label: np.ndarray) -> dict[str, Estimate]:
+        seen["label"] = label
+        return {"recall": Estimate(0.6, 0.4, 0.9, 3), "miss_rate": Estimate(0.0, 0.0, 0.2, 1)}
+
+    monkeypatch.setitem(
+        sys.modules, "decision.estimates", types.SimpleNamespace(production_estimates=production_estimates)
+    )
+    checked = production_estimate_check(period, label)
+    # the estimator sees only verdicts of reviewed and audited listings
+    np.testing.assert_array_equal(seen["label"], [0.0, np.nan, 1.0, 0.0])
+    assert checked["recall"]["realized"] == pytest.approx(0.5) and checked["recall"]["covered"]
+    assert checked["miss_rate"]["realized"] == pytest.approx(0.5) and checked["miss_rate"]["covered"] is False
+
+
+# --- one tiny cycle end to end ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tiny_loop_report_has_every_arm_and_cycle(tiny_run):
+    run, _ = tiny_run
+    assert set(run["arms"]) == set(TINY.arms)
+    for judged in run["arms"].values():
+        assert [("trained_on" in j) for j in judged] == [False] + [True] * TINY.cycles
+        for j in judged:
+            assert 0.0 <= j["auto_pass_share"] <= j["auto_decided_share"] <= 1.0
+            assert j["auto_decided_share"] == pytest.approx(j["auto_pass_share"] + j["auto_block_share"])
+            assert 1.0 - j["auto_decided_share"] <= j["labelled_share"] + 1e-12  # every review is labelled
+            assert set(j["certified_held"]) <= set(j["held"])
+            assert j["production_estimates"]  # checked, or said to be missing
+    assert run["arms"]["weighted"][0] == run["arms"]["full"][0]  # period 0: the same bundle and audit draw
+    # the full arm learns from every listing, the selective ones from what people looked at
+    assert run["arms"]["full"][1]["trained_on"] > run["arms"]["weighted"][1]["trained_on"]
+    assert run["arms"]["weighted"][1]["trained_on"] == run["arms"]["unweighted"][1]["trained_on"]
+    summary = summarize([run], TINY)
+    assert set(summary["targets"]["auto_decided_share_vs_full"]["ratio"]) == {"weighted", "unweighted"}
+    report = render({"settings": {}, "runs": [run], "summary": summary, "meta": _meta()})
+    for arm in TINY.arms:
+        assert f"| {arm} | {TINY.cycles} |" in report
+
+
+@pytest.mark.slow
+def test_deployed_bundle_audits_with_probabilities_in_0_1_and_labels_only_what_people_saw(tiny_run):
+    _, workdir = tiny_run
+    deployed = Deployed.load(workdir / "seed3" / "initial" / "latest")
+    reviews, _ = generate(TINY.rows, seed=3, months=TINY.months)
+    _, periods = split_periods(reviews, TINY)
+    period = live_period(deployed, periods[0], np.random.default_rng(0))
+    assert ((period.pi > 0) & (period.pi <= 1)).all()
+    assert (period.pi[period.codes == CODE_REVIEW] == 1.0).all()
+    assert (period.pi[period.codes != CODE_REVIEW] < 1.0).all()
+    assert (period.codes == CODE_PASS).mean() > 0.1 and period.audited.any()  # the check is not vacuous
+    assert not period.audited[period.codes == CODE_REVIEW].any()
+    logged = logged_labels(periods[0], period, "weighted")
+    expected = periods[0][(period.codes == CODE_REVIEW) | period.audited]
+    assert list(logged["listing_id"]) == list(expected["listing_id"])
+    audited_ids = set(periods[0]["listing_id"][period.audited])
+    audited_rows = logged["listing_id"].isin(audited_ids).to_numpy()
+    np.testing.assert_array_equal(logged[INCLUSION].to_numpy()[audited_rows], period.pi[period.audited])
+    assert (logged[INCLUSION].to_numpy()[~audited_rows] == 1.0).all()
+
+
+def _meta() -> dict[str, Any]:
+    return {"command": "test", "machine": "test", "seconds": 0.0, "finished_at": "now"}
