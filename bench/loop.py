@@ -1,7 +1,7 @@
 """The production loop on generated data: `make bench-loop` -> bench/results_loop.json and bench/RESULTS_LOOP.md.
 
-    python bench/loop.py [--seeds 0 1 2 3] [--rows 40000] [--cycles 3] [--arms weighted unweighted full]
-        [--single-recall R] [--block-precision P] [--trials 1] [--feature-groups G ...]
+    python bench/loop.py [--seeds 0 1 2 3] [--rows 20000] [--cycles 3] [--arms weighted unweighted full]
+        [--single-recall 0.95] [--block-precision 0.95] [--shipped-targets] [--trials 1] [--feature-groups G ...]
         [--workdir DIR] [--out JSON] [--markdown MD] [--report]
 
 Per seed, `training.generate` writes `history_months + (cycles + 1) * cycle_months` months of listings
@@ -23,13 +23,21 @@ labelled history, every listing reviewed, as before the service ran. A bundle is
 Period 0 is decided by the initial bundle (the same for every arm, with the same audit draw); period k >= 1
 (cycle k) by the k-th retrain. Each period is judged by the generator's truth, the labels of ALL its
 listings, which the loop never sees: realized recall per tier (overall for a single target) against the
-target, block precision, whether each target the deployed bundle certified held, the shares auto-passed,
-auto-blocked and auto-decided, the expected recall by the oracle's true risks, and the production
-estimates (`decision.estimates.production_estimates`, from the decisions, inclusion probabilities and
-the verdicts the loop logged) against the realized figures.
+target, block precision, whether each target the deployed bundle certified held (by those labels, and by
+the oracle's true risks: expected recall and block precision, free of the period's label draw), the
+shares auto-passed, auto-blocked and auto-decided, and the production estimates
+(`decision.estimates.production_estimates`, from the decisions, inclusion probabilities and the verdicts
+the loop logged) against the realized figures; without that module the report says they are missing.
 
 The issue's targets: every certified target holds on >= 95% of seeds in every cycle; the auto-decided share
 after the last cycle within 10% of the `full` arm's.
+
+Defaults: the issue's scenario, one recall target 0.95 over every violation and block precision 0.95, at
+20k listings per seed (12k of history, about 2k per period) with one search trial and no char n-gram
+text group, so that one seed (1 + 3 x 3 trainings) takes a few minutes on 2 cores. `--shipped-targets`
+uses the shipped tiers instead (severe recall 0.99, minor 0.90, block precision 0.98); certifying severe
+recall 0.99 at 95% confidence needs about 440 severe violations in the certification rows, which takes
+about 130k listings per seed (80k of history).
 """
 
 from __future__ import annotations
@@ -57,7 +65,8 @@ from bundle.load import Bundle  # noqa: E402
 from decision.audit import AuditPlan, draw_audits, inclusion_probabilities, pass_margin  # noqa: E402
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW  # noqa: E402
 from decision.tiers import tier_labels  # noqa: E402
-from training.generate import generate  # noqa: E402
+from features.config import DataConfig  # noqa: E402
+from training.generate import REASONS, generate  # noqa: E402
 from training.offline import decide  # noqa: E402
 from training.pipeline import TrainOptions, train  # noqa: E402
 
@@ -69,19 +78,26 @@ ALL = "all"  # the one tier of a single-target policy
 INCLUSION = "inclusion_prob"
 # text_chars (char n-grams) is the slowest feature group by far; the loop retrains many times per seed
 DEFAULT_FEATURE_GROUPS = ("merchant_history", "text_model", "lexicons")
+SHIPPED_BLOCK_PRECISION = TrainOptions.block_precision
 HOLD_SHARE_TARGET = 0.95  # the issue: every certified target holds on >= 95% of seeds in every cycle
 SHARE_TOLERANCE = 0.10  # the issue: auto-decided share within 10% of the fully labelled arm
+JUDGES = {
+    "labels": "the labels of every listing",
+    "expected": "the oracle's true risks (expected recall and block precision)",
+}
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    rows: int = 40_000
+    rows: int = 20_000
     history_months: int = 12
     cycle_months: int = 2
     cycles: int = 3
     arms: tuple[str, ...] = ARMS
-    single_recall: float | None = None  # None: the shipped tiers and their recall targets
-    block_precision: float = 0.98
+    # the issue's scenario: one recall target over every violation (None: the shipped tiers, each with its
+    # own target; certifying severe recall 0.99 needs about 6x the rows, see the module docstring)
+    single_recall: float | None = 0.95
+    block_precision: float = 0.95
     trials: int = 1
     feature_groups: tuple[str, ...] | None = DEFAULT_FEATURE_GROUPS
 
@@ -203,10 +219,13 @@ def judge(deployed: Deployed, listings: pd.DataFrame, oracle: pd.DataFrame, peri
         tiers = np.where(label == 1, ALL, "").astype(object)
     recall = {name: _caught(tiers == name, passed) for name in deployed.targets}
     block_precision = float(label[blocked].mean()) if blocked.any() else None
-    held = {name: _at_least(recall[name], target) for name, target in deployed.targets.items()}
-    held["block_precision"] = _at_least(block_precision, deployed.block_precision)
-    certified_held = {name: held[name] for name, ok in deployed.certified.items() if ok}
+    expected_recall = {name: _caught(risk, passed) for name, risk in tier_true_risk(config, oracle).items()}
     true_risk = oracle["true_risk"].to_numpy(dtype=np.float64)
+    expected_block_precision = float(true_risk[blocked].mean()) if blocked.any() else None
+    held = _held(recall, block_precision, deployed)
+    held_expected = _held(expected_recall, expected_block_precision, deployed)
+    certified_held = {name: held[name] for name, ok in deployed.certified.items() if ok}
+    certified_held_expected = {name: held_expected[name] for name, ok in deployed.certified.items() if ok}
     return {
         "listings": len(listings),
         "violations": int(label.sum()),
@@ -218,15 +237,37 @@ def judge(deployed: Deployed, listings: pd.DataFrame, oracle: pd.DataFrame, peri
         "recall": recall,
         "recall_overall": _caught(label == 1, passed),
         "expected_recall_overall": _caught(true_risk, passed),
+        "expected_recall": expected_recall,
         "block_precision": block_precision,
+        "expected_block_precision": expected_block_precision,
         "targets": {**deployed.targets, "block_precision": deployed.block_precision},
         "certified": deployed.certified,
         "held": held,
         "certified_held": certified_held,
         "all_certified_held": all(certified_held.values()),
+        "certified_held_expected": certified_held_expected,
+        "all_certified_held_expected": all(certified_held_expected.values()),
         "thresholds": deployed.thresholds(),
         "production_estimates": production_estimate_check(period, label),
     }
+
+
+def tier_true_risk(config: DataConfig, oracle: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per tier (or "all"), each listing's true chance of being rejected for a reason of that tier: the
+    sum of the oracle's `true_risk_<reason>` over the tier's reasons (the fallback tier takes the rest)."""
+    if not config.tiered:
+        return {ALL: oracle["true_risk"].to_numpy(dtype=np.float64)}
+    by_reason = config.tier_of_reason()
+    out = {name: np.zeros(len(oracle)) for name in config.tier_names}
+    for reason in REASONS:
+        out[by_reason.get(reason, config.fallback_tier)] += oracle[f"true_risk_{reason}"].to_numpy(dtype=np.float64)
+    return out
+
+
+def _held(recall: dict[str, float | None], block_precision: float | None, deployed: Deployed) -> dict[str, bool]:
+    held = {name: _at_least(recall[name], target) for name, target in deployed.targets.items()}
+    held["block_precision"] = _at_least(block_precision, deployed.block_precision)
+    return held
 
 
 def _caught(weight: np.ndarray, passed: np.ndarray) -> float | None:
@@ -337,15 +378,15 @@ def summarize(runs: list[dict[str, Any]], settings: LoopSettings) -> dict[str, A
             judged = [run["arms"][arm][cycle] for run in runs if arm in run["arms"]]
             cycles.append(_cycle_summary(cycle, judged))
         out["arms"][arm] = cycles
-    held = [c["share_all_certified_held"] for cycles in out["arms"].values() for c in cycles]
-    out["targets"]["certified_targets_hold"] = {
-        "target": f"every certified target holds on >= {HOLD_SHARE_TARGET:.0%} of seeds in every cycle",
-        "worst_share": min(held) if held else None,
-        "met": bool(held) and min(held) >= HOLD_SHARE_TARGET,
-        "per_arm_worst": {
-            arm: min(c["share_all_certified_held"] for c in cycles) for arm, cycles in out["arms"].items()
-        },
-    }
+    for judge_by, key in (("labels", "share_all_certified_held"), ("expected", "share_all_certified_held_expected")):
+        held = [c[key] for cycles in out["arms"].values() for c in cycles]
+        out["targets"][f"certified_targets_hold_{judge_by}"] = {
+            "target": f"every certified target holds on >= {HOLD_SHARE_TARGET:.0%} of seeds in every cycle",
+            "judged_by": judge_by,
+            "worst_share": min(held) if held else None,
+            "met": bool(held) and min(held) >= HOLD_SHARE_TARGET,
+            "per_arm_worst": {arm: min(c[key] for c in cycles) for arm, cycles in out["arms"].items()},
+        }
     if "full" in out["arms"]:
         full = out["arms"]["full"][-1]["auto_decided_share"]["mean"]
         ratios = {
@@ -359,7 +400,21 @@ def summarize(runs: list[dict[str, Any]], settings: LoopSettings) -> dict[str, A
             "ratio": ratios,
             "met": {arm: r is not None and abs(r - 1) <= SHARE_TOLERANCE for arm, r in ratios.items()},
         }
+    out["weighted_equals_unweighted"] = _same_policies(runs, "weighted", "unweighted", settings.cycles)
+    out["seconds_per_seed"] = [float(sum(run["seconds"].values())) for run in runs]
     return out
+
+
+def _same_policies(runs: list[dict[str, Any]], arm: str, other: str, cycles: int) -> bool | None:
+    """Whether two arms retrained to the same thresholds everywhere (None: an arm is missing, or no retrain):
+    `weighted` equals `unweighted` when training ignores `inclusion_prob`."""
+    if cycles < 1 or not runs or any(arm not in run["arms"] or other not in run["arms"] for run in runs):
+        return None
+    return all(
+        run["arms"][arm][c]["thresholds"] == run["arms"][other][c]["thresholds"]
+        for run in runs
+        for c in range(1, cycles + 1)
+    )
 
 
 def _cycle_summary(cycle: int, judged: list[dict[str, Any]]) -> dict[str, Any]:
@@ -367,7 +422,8 @@ def _cycle_summary(cycle: int, judged: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "cycle": cycle,
         "seeds": len(judged),
-        "share_all_certified_held": float(np.mean([j["all_certified_held"] for j in judged])) if judged else 1.0,
+        "share_all_certified_held": _share([j["all_certified_held"] for j in judged]),
+        "share_all_certified_held_expected": _share([j["all_certified_held_expected"] for j in judged]),
         "certified_share": {
             name: float(np.mean([j["certified"].get(name, False) for j in judged]))
             for name in [*names, "block_precision"]
@@ -375,12 +431,17 @@ def _cycle_summary(cycle: int, judged: list[dict[str, Any]]) -> dict[str, Any]:
         "recall": {name: _spread([j["recall"][name] for j in judged]) for name in names},
         "targets": judged[0]["targets"] if judged else {},
         "recall_overall": _spread([j["recall_overall"] for j in judged]),
+        "expected_recall": {name: _spread([j["expected_recall"][name] for j in judged]) for name in names},
         "block_precision": _spread([j["block_precision"] for j in judged]),
         "auto_pass_share": _spread([j["auto_pass_share"] for j in judged]),
         "auto_decided_share": _spread([j["auto_decided_share"] for j in judged]),
         "labelled_share": _spread([j["labelled_share"] for j in judged]),
         "estimates": _estimate_summary([j["production_estimates"] for j in judged]),
     }
+
+
+def _share(flags: list[bool]) -> float:
+    return float(np.mean(flags)) if flags else 1.0
 
 
 def _spread(values: list[float | None]) -> dict[str, float | None]:
@@ -427,24 +488,35 @@ def render(results: dict[str, Any]) -> str:
         "## The issue's targets",
         "",
     ]
-    holds = summary["targets"]["certified_targets_hold"]
-    per_arm = ", ".join(f"{arm} {share:.0%}" for arm, share in holds["per_arm_worst"].items())
-    lines.append(
-        f"- {holds['target']}: worst share {_fmt(holds['worst_share'])} "
-        f"({'met' if holds['met'] else 'NOT met'}); worst per arm: {per_arm}"
-    )
+    for judge_by in ("labels", "expected"):
+        holds = summary["targets"][f"certified_targets_hold_{judge_by}"]
+        per_arm = ", ".join(f"{arm} {share:.0%}" for arm, share in holds["per_arm_worst"].items())
+        lines.append(
+            f"- {holds['target']}, judged by {JUDGES[judge_by]}: worst share {_fmt(holds['worst_share'])} "
+            f"({'met' if holds['met'] else 'NOT met'}); worst per arm: {per_arm}"
+        )
     share = summary["targets"].get("auto_decided_share_vs_full")
     if share:
         ratios = ", ".join(
             f"{arm} {_fmt(r)} ({'met' if share['met'][arm] else 'NOT met'})" for arm, r in share["ratio"].items()
         )
         lines.append(f"- {share['target']}: full {_fmt(share['full'])}; ratio to full: {ratios}")
+    same = summary.get("weighted_equals_unweighted")
+    if same:
+        lines.append(
+            "- `weighted` and `unweighted` retrained to the same thresholds in every cycle: this training ignores "
+            "`inclusion_prob`"
+        )
+    seconds = summary.get("seconds_per_seed") or []
+    if seconds:
+        lines.append(f"- seconds per seed (every arm): {', '.join(f'{s:.0f}' for s in seconds)}")
     lines += ["", "## Per arm and cycle", ""]
     lines.append(
-        "| arm | cycle | seeds | all certified held | recall (target) | block precision | auto-pass | auto-decided "
-        "| labelled | estimate coverage (recall, miss rate) |"
+        "| arm | cycle | seeds | all certified held (labels / expected) | recall (target, share certified) "
+        "| expected recall | block precision | auto-pass | auto-decided | reviewed or audited "
+        "| estimate coverage (recall, miss rate) |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for arm, cycles in summary["arms"].items():
         for c in cycles:
             recall = "; ".join(
@@ -457,8 +529,10 @@ def render(results: dict[str, Any]) -> str:
                 if "missing" in est
                 else ", ".join(f"{_fmt(est[k]['coverage'])}" for k in ("recall", "miss_rate") if k in est)
             )
+            expected = "; ".join(f"{name} {_span(s)}" for name, s in c["expected_recall"].items())
             lines.append(
-                f"| {arm} | {c['cycle']} | {c['seeds']} | {c['share_all_certified_held']:.0%} | {recall} "
+                f"| {arm} | {c['cycle']} | {c['seeds']} | {c['share_all_certified_held']:.0%} / "
+                f"{c['share_all_certified_held_expected']:.0%} | {recall} | {expected} "
                 f"| {_span(c['block_precision'])} | {_span(c['auto_pass_share'])} | {_span(c['auto_decided_share'])} "
                 f"| {_span(c['labelled_share'])} | {coverage} |"
             )
@@ -488,12 +562,14 @@ def main() -> None:
     parser.add_argument("--history-months", type=int, default=defaults.history_months)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument(
-        "--single-recall",
-        type=float,
-        default=None,
-        help="one recall target over every violation (default: the shipped tiers)",
+        "--single-recall", type=float, default=defaults.single_recall, help="one recall target over every violation"
     )
     parser.add_argument("--block-precision", type=float, default=defaults.block_precision)
+    parser.add_argument(
+        "--shipped-targets",
+        action="store_true",
+        help=f"the shipped targets instead: the data config's tiers, block precision {SHIPPED_BLOCK_PRECISION}",
+    )
     parser.add_argument("--trials", type=int, default=defaults.trials, help="LightGBM search trials per training")
     parser.add_argument("--feature-groups", nargs="+", default=list(DEFAULT_FEATURE_GROUPS))
     parser.add_argument("--workdir", type=Path, default=None, help="keep the bundles here (default: a temp dir)")
@@ -512,8 +588,8 @@ def main() -> None:
         cycle_months=args.cycle_months,
         cycles=args.cycles,
         arms=tuple(args.arms),
-        single_recall=args.single_recall,
-        block_precision=args.block_precision,
+        single_recall=None if args.shipped_targets else args.single_recall,
+        block_precision=SHIPPED_BLOCK_PRECISION if args.shipped_targets else args.block_precision,
         trials=args.trials,
         feature_groups=tuple(args.feature_groups),
     ).validate()

@@ -26,6 +26,7 @@ from bench.loop import (
     run_seed,
     split_periods,
     summarize,
+    tier_true_risk,
 )
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW
 from features.config import DataConfig
@@ -112,8 +113,21 @@ def test_judge_counts_misses_among_all_violations_and_only_certified_targets():
     assert judged["held"] == {ALL: False, "block_precision": True}
     assert judged["all_certified_held"] is False
     assert judged["auto_decided_share"] == pytest.approx(0.4)
+    true_risk = oracle["true_risk"].to_numpy()
+    passed = np.asarray(codes) == CODE_PASS
+    assert judged["expected_recall"][ALL] == pytest.approx(1 - true_risk[passed].sum() / true_risk.sum())
+    assert judged["expected_block_precision"] == pytest.approx(0.9)
     uncertified = judge(_single_target(0.9, certified=False), listings, oracle, period)
     assert uncertified["certified_held"] == {"block_precision": True} and uncertified["all_certified_held"]
+
+
+def test_tier_true_risks_split_the_oracle_risk_by_the_configs_tiers():
+    _, oracle = generate(2_000, seed=2)
+    tiered = tier_true_risk(DataConfig(), oracle)
+    assert set(tiered) == {"severe", "minor"}
+    np.testing.assert_allclose(tiered["severe"] + tiered["minor"], oracle["true_risk"], atol=1e-9)
+    np.testing.assert_allclose(tiered["minor"], oracle["true_risk_other"])
+    np.testing.assert_array_equal(tier_true_risk(DataConfig().single_tier(), oracle)[ALL], oracle["true_risk"])
 
 
 def test_production_estimates_are_reported_missing_or_checked_against_the_truth(
@@ -172,6 +186,9 @@ def test_tiny_loop_report_has_every_arm_and_cycle(tiny_run):
     assert run["arms"]["weighted"][1]["trained_on"] == run["arms"]["unweighted"][1]["trained_on"]
     summary = summarize([run], TINY)
     assert set(summary["targets"]["auto_decided_share_vs_full"]["ratio"]) == {"weighted", "unweighted"}
+    for judge_by in ("labels", "expected"):
+        assert 0.0 <= summary["targets"][f"certified_targets_hold_{judge_by}"]["worst_share"] <= 1.0
+    assert isinstance(summary["weighted_equals_unweighted"], bool)
     report = render({"settings": {}, "runs": [run], "summary": summary, "meta": _meta()})
     for arm in TINY.arms:
         assert f"| {arm} | {TINY.cycles} |" in report
