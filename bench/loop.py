@@ -122,7 +122,6 @@ class Period:
     codes: np.ndarray  # int8 decision codes
     pi: np.ndarray  # inclusion probability: 1 for review, the audit probability for an automated decision
     audited: np.ndarray  # automated decisions drawn for audit
-    risk: np.ndarray
 
     @property
     def labelled(self) -> np.ndarray:
@@ -172,7 +171,7 @@ def live_period(deployed: Deployed, listings: pd.DataFrame, rng: np.random.Gener
     margin = pass_margin(risk, t_pass, tier_risk, policy.tier_pass_vector(bundle.tier_names))
     plan = getattr(policy, "audit", None) or AuditPlan()
     pi = inclusion_probabilities(codes, margin, policy.qa_sample_rate, plan)
-    return Period(codes=codes, pi=pi, audited=draw_audits(codes, pi, rng), risk=risk)
+    return Period(codes=codes, pi=pi, audited=draw_audits(codes, pi, rng))
 
 
 def logged_labels(listings: pd.DataFrame, period: Period, arm: str) -> pd.DataFrame:
@@ -248,6 +247,7 @@ def judge(deployed: Deployed, listings: pd.DataFrame, oracle: pd.DataFrame, peri
         "all_certified_held": all(certified_held.values()),
         "certified_held_expected": certified_held_expected,
         "all_certified_held_expected": all(certified_held_expected.values()),
+        "bundle": deployed.path.name,
         "thresholds": deployed.thresholds(),
         "production_estimates": production_estimate_check(period, label),
     }
@@ -485,6 +485,8 @@ def render(results: dict[str, Any]) -> str:
         f"`{meta['command']}`: {meta['machine']}, {meta['seconds']:.0f} s, finished {meta['finished_at']}.",
         "",
         f"Settings: {json.dumps(results['settings'])}. Seeds: {[r['seed'] for r in results['runs']]}.",
+        "Arms: `weighted` retrains on reviewed and audited listings with their `inclusion_prob`; `unweighted` on the",
+        "same rows without it; `full` on every listing (the fully labelled reference).",
         "Cycle 0 is decided by the initial bundle (trained on the labelled history); cycle k by the k-th retrain.",
         "Figures are judged on every listing of the cycle by the generator's labels: mean [min, max] over seeds.",
         "",

@@ -49,7 +49,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
 
 def _period(codes: list[int], pi: list[float], audited: list[bool]) -> Period:
     codes_arr = np.asarray(codes, dtype=np.int8)
-    return Period(codes_arr, np.asarray(pi), np.asarray(audited), np.zeros(len(codes)))
+    return Period(codes_arr, np.asarray(pi), np.asarray(audited))
 
 
 def test_selective_arms_log_only_reviewed_and_audited_rows_with_their_probabilities():
@@ -134,7 +134,7 @@ def test_production_estimates_are_reported_missing_or_checked_against_the_truth(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     codes = np.array([CODE_PASS, CODE_PASS, CODE_REVIEW, CODE_REVIEW], dtype=np.int8)
-    period = Period(codes, np.array([0.5, 0.5, 1.0, 1.0]), np.array([True, False, False, False]), np.zeros(4))
+    period = Period(codes, np.array([0.5, 0.5, 1.0, 1.0]), np.array([True, False, False, False]))
     label = np.array([0, 1, 1, 0])
     monkeypatch.setitem(sys.modules, "decision.estimates", None)  # import fails: reported, not guessed
     assert "missing" in production_estimate_check(period, label)
