@@ -16,7 +16,7 @@ labelled history, every listing reviewed, as before the service ran. A bundle is
 3. labels arrive, per arm:
    - `weighted`: reviewed listings (`inclusion_prob` 1) and audited ones (`inclusion_prob` pi) only;
    - `unweighted`: the same rows without the `inclusion_prob` column (training takes them as they come);
-   - `full`: every listing of the period (`inclusion_prob` 1): what a fully labelled loop reaches;
+   - `full-labels`: every listing of the period (`inclusion_prob` 1): what a fully labelled loop reaches;
 4. the model is retrained on the history plus every label logged so far and re-certified; the new bundle
    decides the next period.
 
@@ -30,7 +30,7 @@ shares auto-passed, auto-blocked and auto-decided, and the production estimates
 the loop logged) against the realized figures; without that module the report says they are missing.
 
 The issue's targets: every certified target holds on >= 95% of seeds in every cycle; the auto-decided share
-after the last cycle within 10% of the `full` arm's.
+after the last cycle within 10% of the `full-labels` arm's.
 
 Defaults: the issue's scenario, one recall target 0.95 over every violation and block precision 0.95, at
 20k listings per seed (12k of history, about 2k per period) with one search trial and no char n-gram
@@ -73,7 +73,8 @@ from training.pipeline import TrainOptions, train  # noqa: E402
 RESULTS_JSON = ROOT / "bench" / "results_loop.json"
 RESULTS_MD = ROOT / "bench" / "RESULTS_LOOP.md"
 START = "2025-01-01"
-ARMS = ("weighted", "unweighted", "full")
+FULL = "full-labels"  # every listing labelled: the reference
+ARMS = ("weighted", "unweighted", FULL)
 ALL = "all"  # the one tier of a single-target policy
 INCLUSION = "inclusion_prob"
 # text_chars (char n-grams) is the slowest feature group by far; the loop retrains many times per seed
@@ -176,7 +177,7 @@ def live_period(deployed: Deployed, listings: pd.DataFrame, rng: np.random.Gener
 
 def logged_labels(listings: pd.DataFrame, period: Period, arm: str) -> pd.DataFrame:
     """The labelled rows one period adds to the training data, as `export-labels` would write them."""
-    if arm == "full":
+    if arm == FULL:
         return listings.assign(**{INCLUSION: 1.0})
     rows = listings[period.labelled].assign(**{INCLUSION: period.pi[period.labelled]})
     return rows.drop(columns=INCLUSION) if arm == "unweighted" else rows
@@ -388,16 +389,16 @@ def summarize(runs: list[dict[str, Any]], settings: LoopSettings) -> dict[str, A
             "met": bool(held) and min(held) >= HOLD_SHARE_TARGET,
             "per_arm_worst": {arm: min(c[key] for c in cycles) for arm, cycles in out["arms"].items()},
         }
-    if "full" in out["arms"]:
-        full = out["arms"]["full"][-1]["auto_decided_share"]["mean"]
+    if FULL in out["arms"]:
+        full = out["arms"][FULL][-1]["auto_decided_share"]["mean"]
         ratios = {
             arm: cycles[-1]["auto_decided_share"]["mean"] / full if full else None
             for arm, cycles in out["arms"].items()
-            if arm != "full"
+            if arm != FULL
         }
         out["targets"]["auto_decided_share_vs_full"] = {
-            "target": f"auto-decided share after the last cycle within {SHARE_TOLERANCE:.0%} of the full arm's",
-            "full": full,
+            "target": f"auto-decided share after the last cycle within {SHARE_TOLERANCE:.0%} of the full-labels arm's",
+            FULL: full,
             "ratio": ratios,
             "met": {arm: r is not None and abs(r - 1) <= SHARE_TOLERANCE for arm, r in ratios.items()},
         }
@@ -486,7 +487,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Settings: {json.dumps(results['settings'])}. Seeds: {[r['seed'] for r in results['runs']]}.",
         "Arms: `weighted` retrains on reviewed and audited listings with their `inclusion_prob`; `unweighted` on the",
-        "same rows without it; `full` on every listing (the fully labelled reference).",
+        "same rows without it; `full-labels` on every listing (the fully labelled reference).",
         "Cycle 0 is decided by the initial bundle (trained on the labelled history); cycle k by the k-th retrain.",
         "Figures are judged on every listing of the cycle by the generator's labels: mean [min, max] over seeds.",
         "",
@@ -505,7 +506,7 @@ def render(results: dict[str, Any]) -> str:
         ratios = ", ".join(
             f"{arm} {_fmt(r)} ({'met' if share['met'][arm] else 'NOT met'})" for arm, r in share["ratio"].items()
         )
-        lines.append(f"- {share['target']}: full {_fmt(share['full'])}; ratio to full: {ratios}")
+        lines.append(f"- {share['target']}: full-labels {_fmt(share[FULL])}; ratio to full-labels: {ratios}")
     same = summary.get("weighted_equals_unweighted")
     if same:
         lines.append(

@@ -34,7 +34,7 @@ from training.generate import generate
 
 # a single target low enough that a tiny bundle auto-decides a good share (so audits are drawn)
 TINY = LoopSettings(
-    rows=12_000, cycles=1, arms=("weighted", "unweighted", "full"), single_recall=0.9, block_precision=0.9
+    rows=12_000, cycles=1, arms=("weighted", "unweighted", "full-labels"), single_recall=0.9, block_precision=0.9
 )
 
 
@@ -60,7 +60,7 @@ def test_selective_arms_log_only_reviewed_and_audited_rows_with_their_probabilit
     assert list(weighted[INCLUSION]) == [1.0, 0.1, 0.1]
     unweighted = logged_labels(listings, period, "unweighted")
     assert list(unweighted["listing_id"]) == ["b", "c", "d"] and INCLUSION not in unweighted
-    full = logged_labels(listings, period, "full")
+    full = logged_labels(listings, period, "full-labels")
     assert list(full["listing_id"]) == list("abcde") and (full[INCLUSION] == 1.0).all()
 
 
@@ -180,9 +180,9 @@ def test_tiny_loop_report_has_every_arm_and_cycle(tiny_run):
             assert 1.0 - j["auto_decided_share"] <= j["labelled_share"] + 1e-12  # every review is labelled
             assert set(j["certified_held"]) <= set(j["held"])
             assert j["production_estimates"]  # checked, or said to be missing
-    assert run["arms"]["weighted"][0] == run["arms"]["full"][0]  # period 0: the same bundle and audit draw
+    assert run["arms"]["weighted"][0] == run["arms"]["full-labels"][0]  # period 0: the same bundle and audit draw
     # the full arm learns from every listing, the selective ones from what people looked at
-    assert run["arms"]["full"][1]["trained_on"] > run["arms"]["weighted"][1]["trained_on"]
+    assert run["arms"]["full-labels"][1]["trained_on"] > run["arms"]["weighted"][1]["trained_on"]
     assert run["arms"]["weighted"][1]["trained_on"] == run["arms"]["unweighted"][1]["trained_on"]
     summary = summarize([run], TINY)
     assert set(summary["targets"]["auto_decided_share_vs_full"]["ratio"]) == {"weighted", "unweighted"}
