@@ -65,7 +65,7 @@ from bundle.load import Bundle  # noqa: E402
 from decision.audit import AuditPlan, draw_audits, inclusion_probabilities, pass_margin  # noqa: E402
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW  # noqa: E402
 from decision.tiers import tier_labels  # noqa: E402
-from features.config import DataConfig  # noqa: E402
+from features.config import INCLUSION_PROB, DataConfig  # noqa: E402
 from training.generate import REASONS, generate  # noqa: E402
 from training.offline import decide  # noqa: E402
 from training.pipeline import TrainOptions, train  # noqa: E402
@@ -76,7 +76,6 @@ START = "2025-01-01"
 FULL = "full-labels"  # every listing labelled: the reference
 ARMS = ("weighted", "unweighted", FULL)
 ALL = "all"  # the one tier of a single-target policy
-INCLUSION = "inclusion_prob"
 # text_chars (char n-grams) is the slowest feature group by far; the loop retrains many times per seed
 DEFAULT_FEATURE_GROUPS = ("merchant_history", "text_model", "lexicons")
 SHIPPED_BLOCK_PRECISION = TrainOptions.block_precision
@@ -178,9 +177,9 @@ def live_period(deployed: Deployed, listings: pd.DataFrame, rng: np.random.Gener
 def logged_labels(listings: pd.DataFrame, period: Period, arm: str) -> pd.DataFrame:
     """The labelled rows one period adds to the training data, as `export-labels` would write them."""
     if arm == FULL:
-        return listings.assign(**{INCLUSION: 1.0})
-    rows = listings[period.labelled].assign(**{INCLUSION: period.pi[period.labelled]})
-    return rows.drop(columns=INCLUSION) if arm == "unweighted" else rows
+        return listings.assign(**{INCLUSION_PROB: 1.0})
+    rows = listings[period.labelled].assign(**{INCLUSION_PROB: period.pi[period.labelled]})
+    return rows.drop(columns=INCLUSION_PROB) if arm == "unweighted" else rows
 
 
 def retrain(labelled: pd.DataFrame, settings: LoopSettings, seed: int, out: Path) -> Path:
@@ -342,7 +341,7 @@ def run_seed(seed: int, settings: LoopSettings, workdir: Path) -> dict[str, Any]
     reviews, oracle = generate(settings.rows, seed=seed, start=START, months=settings.months)
     oracle = oracle.set_index("listing_id")
     history, periods = split_periods(reviews, settings)
-    history = history.assign(**{INCLUSION: 1.0})
+    history = history.assign(**{INCLUSION_PROB: 1.0})
     log(f"seed {seed}: {len(history):,} history rows, periods of {[len(p) for p in periods]} listings")
     initial = Deployed.load(retrain(history, settings, seed, workdir / f"seed{seed}" / "initial"))
     first = live_period(initial, periods[0], np.random.default_rng([seed, 0]))
@@ -351,7 +350,7 @@ def run_seed(seed: int, settings: LoopSettings, workdir: Path) -> dict[str, Any]
     timings: dict[str, float] = {"initial": round(time.perf_counter() - started, 1)}
     for arm in settings.arms:
         arm_started = time.perf_counter()
-        labelled = history.drop(columns=INCLUSION) if arm == "unweighted" else history
+        labelled = history.drop(columns=INCLUSION_PROB) if arm == "unweighted" else history
         period, judged = first, [first_judged]
         for cycle in range(1, settings.cycles + 1):
             labelled = pd.concat([labelled, logged_labels(periods[cycle - 1], period, arm)], ignore_index=True)
@@ -485,6 +484,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"`{meta['command']}`: {meta['machine']}, {meta['seconds']:.0f} s, finished {meta['finished_at']}.",
         "",
+        *([meta["note"], ""] if meta.get("note") else []),
         f"Settings: {json.dumps(results['settings'])}. Seeds: {[r['seed'] for r in results['runs']]}.",
         "Arms: `weighted` retrains on reviewed and audited listings with their `inclusion_prob`; `unweighted` on the",
         "same rows without it; `full-labels` on every listing (the fully labelled reference).",
@@ -584,6 +584,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS_JSON)
     parser.add_argument("--markdown", type=Path, default=RESULTS_MD)
     parser.add_argument("--report", action="store_true", help="only render --out to --markdown")
+    parser.add_argument("--note", default="", help="a line for the report, e.g. what the checkout holds beyond main")
     args = parser.parse_args()
     if args.report:
         kept = json.loads(args.out.read_text())
@@ -608,7 +609,7 @@ def main() -> None:
         for seed in args.seeds:
             results["runs"].append(run_seed(seed, settings, workdir))
             results["summary"] = summarize(results["runs"], settings)
-            results["meta"] = _meta(start)
+            results["meta"] = {**_meta(start), "note": args.note}
             args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
             args.markdown.write_text(render(results))
     print(render(results))

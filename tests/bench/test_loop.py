@@ -14,7 +14,6 @@ import pytest
 
 from bench.loop import (
     ALL,
-    INCLUSION,
     Deployed,
     LoopSettings,
     Period,
@@ -29,7 +28,7 @@ from bench.loop import (
     tier_true_risk,
 )
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW
-from features.config import DataConfig
+from features.config import INCLUSION_PROB, DataConfig
 from training.generate import generate
 
 # a single target low enough that a tiny bundle auto-decides a good share (so audits are drawn)
@@ -57,11 +56,11 @@ def test_selective_arms_log_only_reviewed_and_audited_rows_with_their_probabilit
     period = _period([0, 1, 0, 2, 0], [0.02, 1.0, 0.1, 0.1, 0.02], [False, False, True, True, False])
     weighted = logged_labels(listings, period, "weighted")
     assert list(weighted["listing_id"]) == ["b", "c", "d"]
-    assert list(weighted[INCLUSION]) == [1.0, 0.1, 0.1]
+    assert list(weighted[INCLUSION_PROB]) == [1.0, 0.1, 0.1]
     unweighted = logged_labels(listings, period, "unweighted")
-    assert list(unweighted["listing_id"]) == ["b", "c", "d"] and INCLUSION not in unweighted
+    assert list(unweighted["listing_id"]) == ["b", "c", "d"] and INCLUSION_PROB not in unweighted
     full = logged_labels(listings, period, "full-labels")
-    assert list(full["listing_id"]) == list("abcde") and (full[INCLUSION] == 1.0).all()
+    assert list(full["listing_id"]) == list("abcde") and (full[INCLUSION_PROB] == 1.0).all()
 
 
 def test_periods_follow_the_history_in_calendar_order():
@@ -211,8 +210,8 @@ def test_deployed_bundle_audits_with_probabilities_in_0_1_and_labels_only_what_p
     assert list(logged["listing_id"]) == list(expected["listing_id"])
     audited_ids = set(periods[0]["listing_id"][period.audited])
     audited_rows = logged["listing_id"].isin(audited_ids).to_numpy()
-    np.testing.assert_array_equal(logged[INCLUSION].to_numpy()[audited_rows], period.pi[period.audited])
-    assert (logged[INCLUSION].to_numpy()[~audited_rows] == 1.0).all()
+    np.testing.assert_array_equal(logged[INCLUSION_PROB].to_numpy()[audited_rows], period.pi[period.audited])
+    assert (logged[INCLUSION_PROB].to_numpy()[~audited_rows] == 1.0).all()
 
 
 def _meta() -> dict[str, Any]:
