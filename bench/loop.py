@@ -2,6 +2,7 @@
 
     python bench/loop.py [--seeds 0 1 2 3] [--rows 20000] [--cycles 3] [--arms weighted unweighted full]
         [--single-recall 0.95] [--block-precision 0.95] [--shipped-targets] [--trials 1] [--feature-groups G ...]
+        [--audit-floor RATE] [--near-rate RATE] [--note TEXT]
         [--workdir DIR] [--out JSON] [--markdown MD] [--report]
 
 Per seed, `training.generate` writes `history_months + (cycles + 1) * cycle_months` months of listings
@@ -50,7 +51,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, log  # noqa: E402
 from bundle.load import Bundle  # noqa: E402
-from decision.audit import AuditPlan, draw_audits, inclusion_probabilities, pass_margin  # noqa: E402
+from decision.audit import MIN_AUDIT_RATE, AuditPlan, draw_audits, inclusion_probabilities, pass_margin  # noqa: E402
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW  # noqa: E402
 from decision.tiers import tier_labels  # noqa: E402
 from features.config import INCLUSION_PROB, DataConfig  # noqa: E402
@@ -101,6 +102,10 @@ class LoopSettings:
     block_precision: float = 0.95
     trials: int = 1
     feature_groups: tuple[str, ...] | None = DEFAULT_FEATURE_GROUPS
+    # audit rates (None: the deployed policy's): the floor every automated decision gets, and the rate of
+    # auto-passes near their threshold
+    audit_floor: float | None = None
+    near_rate: float | None = None
 
     @property
     def months(self) -> int:
@@ -110,6 +115,10 @@ class LoopSettings:
         unknown = sorted(set(self.arms) - set(ARMS))
         if unknown or not self.arms:
             raise ValueError(f"--arms: {unknown or 'none'} (known: {list(ARMS)})")
+        for name in ("audit_floor", "near_rate"):
+            rate = getattr(self, name)
+            if rate is not None and not MIN_AUDIT_RATE <= rate <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')}: {rate} is not in [{MIN_AUDIT_RATE}, 1]")
         if self.cycles < 0 or self.cycle_months < 1 or self.history_months < 1 or self.rows < 1:
             raise ValueError("--cycles must be >= 0, months and --rows >= 1")
         return self
@@ -159,7 +168,7 @@ class Deployed:
 # --- one period: decide, audit, log labels ------------------------------------------------------------------
 
 
-def live_period(deployed: Deployed, listings: pd.DataFrame, rng: np.random.Generator) -> Period:
+def live_period(deployed: Deployed, listings: pd.DataFrame, rng: np.random.Generator, settings: LoopSettings) -> Period:
     """The service's part: score with the bundle's snapshot, route with its policy, draw the audits."""
     bundle, policy = deployed.bundle, deployed.bundle.policy
     risk, tier_risk = bundle.scores(listings)
@@ -170,7 +179,10 @@ def live_period(deployed: Deployed, listings: pd.DataFrame, rng: np.random.Gener
         t_pass = policy.t_pass
     margin = pass_margin(risk, t_pass, tier_risk, policy.tier_pass_vector(bundle.tier_names))
     plan = getattr(policy, "audit", None) or AuditPlan()
-    pi = inclusion_probabilities(codes, margin, policy.qa_sample_rate, plan)
+    if settings.near_rate is not None:
+        plan = replace(plan, near_rate=settings.near_rate).validate()
+    floor = policy.qa_sample_rate if settings.audit_floor is None else settings.audit_floor
+    pi = inclusion_probabilities(codes, margin, floor, plan)
     return Period(codes=codes, pi=pi, audited=draw_audits(codes, pi, rng))
 
 
@@ -344,7 +356,7 @@ def run_seed(seed: int, settings: LoopSettings, workdir: Path) -> dict[str, Any]
     history = history.assign(**{INCLUSION_PROB: 1.0})
     log(f"seed {seed}: {len(history):,} history rows, periods of {[len(p) for p in periods]} listings")
     initial = Deployed.load(retrain(history, settings, seed, workdir / f"seed{seed}" / "initial"))
-    first = live_period(initial, periods[0], np.random.default_rng([seed, 0]))
+    first = live_period(initial, periods[0], np.random.default_rng([seed, 0]), settings)
     first_judged = judge(initial, periods[0], oracle.loc[periods[0]["listing_id"]], first)
     arms: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, float] = {"initial": round(time.perf_counter() - started, 1)}
@@ -356,7 +368,7 @@ def run_seed(seed: int, settings: LoopSettings, workdir: Path) -> dict[str, Any]
             labelled = pd.concat([labelled, logged_labels(periods[cycle - 1], period, arm)], ignore_index=True)
             deployed = Deployed.load(retrain(labelled, settings, seed, workdir / f"seed{seed}" / arm / f"cycle{cycle}"))
             listings = periods[cycle]
-            period = live_period(deployed, listings, np.random.default_rng([seed, cycle]))
+            period = live_period(deployed, listings, np.random.default_rng([seed, cycle]), settings)
             judged.append(
                 {**judge(deployed, listings, oracle.loc[listings["listing_id"]], period), "trained_on": len(labelled)}
             )
@@ -580,6 +592,8 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=defaults.trials, help="LightGBM search trials per training")
     parser.add_argument("--feature-groups", nargs="+", default=list(DEFAULT_FEATURE_GROUPS))
+    parser.add_argument("--audit-floor", type=float, default=None, help="audit rate of every automated decision")
+    parser.add_argument("--near-rate", type=float, default=None, help="audit rate of auto-passes near the threshold")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the bundles here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=RESULTS_JSON)
     parser.add_argument("--markdown", type=Path, default=RESULTS_MD)
@@ -601,6 +615,8 @@ def main() -> None:
         block_precision=SHIPPED_BLOCK_PRECISION if args.shipped_targets else args.block_precision,
         trials=args.trials,
         feature_groups=tuple(args.feature_groups),
+        audit_floor=args.audit_floor,
+        near_rate=args.near_rate,
     ).validate()
     start = time.perf_counter()
     results: dict[str, Any] = {"settings": asdict(settings), "runs": []}

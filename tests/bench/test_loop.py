@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,7 @@ def test_deployed_bundle_audits_with_probabilities_in_0_1_and_labels_only_what_p
     deployed = Deployed.load(workdir / "seed3" / "initial" / "latest")
     reviews, _ = generate(TINY.rows, seed=3, months=TINY.months)
     _, periods = split_periods(reviews, TINY)
-    period = live_period(deployed, periods[0], np.random.default_rng(0))
+    period = live_period(deployed, periods[0], np.random.default_rng(0), TINY)
     assert ((period.pi > 0) & (period.pi <= 1)).all()
     assert (period.pi[period.codes == CODE_REVIEW] == 1.0).all()
     assert (period.pi[period.codes != CODE_REVIEW] < 1.0).all()
@@ -212,6 +212,18 @@ def test_deployed_bundle_audits_with_probabilities_in_0_1_and_labels_only_what_p
     audited_rows = logged["listing_id"].isin(audited_ids).to_numpy()
     np.testing.assert_array_equal(logged[INCLUSION_PROB].to_numpy()[audited_rows], period.pi[period.audited])
     assert (logged[INCLUSION_PROB].to_numpy()[~audited_rows] == 1.0).all()
+    raised = live_period(deployed, periods[0], np.random.default_rng(0), replace(TINY, audit_floor=0.3))
+    np.testing.assert_array_equal(raised.codes, period.codes)  # same decisions, only the audit rates differ
+    assert (raised.pi[raised.codes != CODE_REVIEW] >= 0.3).all()
+
+
+def test_settings_refuse_unknown_arms_and_audit_rates_outside_0_1():
+    with pytest.raises(ValueError, match="--arms"):
+        replace(TINY, arms=("weighted", "half")).validate()
+    for rate in (0.0, 1.5):
+        with pytest.raises(ValueError, match="--audit-floor"):
+            replace(TINY, audit_floor=rate).validate()
+    assert replace(TINY, audit_floor=0.05, near_rate=0.2).validate().audit_floor == 0.05
 
 
 def _meta() -> dict[str, Any]:
