@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, log  # noqa: E402
 from bundle.load import Bundle  # noqa: E402
-from decision.audit import MIN_AUDIT_RATE, AuditPlan, draw_audits, inclusion_probabilities, pass_margin  # noqa: E402
+from decision.audit import MIN_AUDIT_RATE, draw_audits, inclusion_probabilities, pass_margin  # noqa: E402
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW  # noqa: E402
 from decision.tiers import tier_labels  # noqa: E402
 from features.config import INCLUSION_PROB, DataConfig  # noqa: E402
@@ -178,7 +178,7 @@ def live_period(deployed: Deployed, listings: pd.DataFrame, rng: np.random.Gener
     else:
         t_pass = policy.t_pass
     margin = pass_margin(risk, t_pass, tier_risk, policy.tier_pass_vector(bundle.tier_names))
-    plan = getattr(policy, "audit", None) or AuditPlan()
+    plan = policy.audit
     if settings.near_rate is not None:
         plan = replace(plan, near_rate=settings.near_rate).validate()
     floor = policy.qa_sample_rate if settings.audit_floor is None else settings.audit_floor
