@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -138,13 +139,13 @@ def put_policy(api: Api, reason: str, **body: object) -> None:
     assert response.status_code == 200, response.text
 
 
-def pass_everything(api: Api, **audit: float) -> None:
+def pass_everything(api: Api, **audit: Any) -> None:
     """Thresholds that pass every listing (tiers too), no rules; audit rates as given."""
     tiers = dict.fromkeys(api.app.state.engine.tier_names, 0.999)
     put_policy(api, "pass all", t_pass=0.999, t_block=1.0, tier_pass=tiers, rules=[], **audit)
 
 
-def block_everything(api: Api, **audit: float) -> None:
+def block_everything(api: Api, **audit: Any) -> None:
     """Thresholds that block every listing the model scores (risk >= 1e-6), no rules."""
     tiers = dict.fromkeys(api.app.state.engine.tier_names, 0.0)
     put_policy(api, "block all", t_pass=0.0, t_block=1e-6, tier_pass=tiers, rules=[], **audit)

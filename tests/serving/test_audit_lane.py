@@ -20,13 +20,14 @@ from decision.policy import CODE_REVIEW, DECISIONS, route
 from features.config import DataConfig
 from serving.engine import DecisionEngine
 from serving.store import Store, schema
+from serving.store.records import DecisionRecord
 from tests.serving.conftest import FakeClock, make_decision, store_opener
 from tests.serving.test_store_layout import _columns_of, as_row, write_rows
 
 DAY = timedelta(hours=24)
 
 
-def audited(decision: str = "auto_pass", **overrides: object) -> object:
+def audited(decision: str = "auto_pass", **overrides: object) -> DecisionRecord:
     """An automated decision in force, drawn for audit."""
     values: dict[str, object] = {"risk": 0.01, "priority": 0.001, "inclusion_prob": 0.02, **overrides}
     return make_decision(decision=decision, automated=True, qa_sample=True, **values)
@@ -196,11 +197,13 @@ def test_a_log_from_before_audit_lanes_is_migrated(old_url: str, clock: FakeCloc
         open_store()  # init_schema again: safe to repeat
     engine = create_engine(old_url)
     inspector = inspect(engine)
-    for table, column in added:
-        assert column in {c["name"] for c in inspector.get_columns(table)}
+    for table_name, column in added:
+        assert column in {c["name"] for c in inspector.get_columns(table_name)}
     assert schema.QUEUE_LANE_INDEX.name in {i["name"] for i in inspector.get_indexes("review_queue")}
     with engine.connect() as conn:
-        lanes = dict(conn.execute(text("SELECT decision_id, lane FROM review_queue")).all())
+        lanes: dict[str, str | None] = {
+            str(row[0]): row[1] for row in conn.execute(text("SELECT decision_id, lane FROM review_queue"))
+        }
     engine.dispose()
     assert lanes == {old_qa.decision_id: None, audit.decision_id: "audit"}
 
@@ -243,12 +246,12 @@ def test_every_decision_is_logged_with_its_inclusion_probability_never_zero(
     tier_pass = policy.tier_pass_vector(bundle.tier_names)
     t_pass, _ = engine.thresholds(listings)
     margin = pass_margin(scores.risk, t_pass, scores.tier_risk, tier_pass)
-    assert pi == pytest.approx(inclusion_probabilities(codes, margin, 0.01, plan))
+    np.testing.assert_allclose(pi, inclusion_probabilities(codes, margin, 0.01, plan))
     assert {0.01, 0.3, 0.2} <= set(np.round(pi[codes != CODE_REVIEW], 6))  # every stratum present
     # audited decisions stay in force: the decisions are the policy function's, audited or not
     block, review, _ = engine.match_rules(listings)
-    t_pass, t_block = engine.thresholds(listings)
-    expected = route(scores.risk, t_pass, t_block, block, review, scores.tier_risk, tier_pass)
+    pass_at, block_at = engine.thresholds(listings)
+    expected = route(scores.risk, pass_at, block_at, block, review, scores.tier_risk, tier_pass)
     assert codes.tolist() == expected.tolist()
     sampled = [r for r in decided if r.qa_sample]
     assert sampled and all(r.automated and r.decision != "human_review" for r in sampled)

@@ -69,7 +69,7 @@ def test_the_sqlite_fast_path_stores_the_bytes_sqlalchemy_stores(tmp_path: Path)
         assert raw_rows(tmp_path / "fast.db", table) == raw_rows(tmp_path / "plain.db", table)
     queued = raw_rows(tmp_path / "fast.db", "review_queue")
     assert len(queued) == 4  # the two human_reviews, the old QA sample and the audit
-    assert sorted(row[-1] for row in queued) == ["audit", "review", "review", "review"]
+    assert sorted(str(row[-1]) for row in queued) == ["audit", "review", "review", "review"]
 
 
 @pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "commit-per-call"])

@@ -4,6 +4,7 @@ and certification; bad inclusion probabilities refused by name."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,18 +58,14 @@ def test_weighted_training_certifies_on_audit_weighted_rows(generated_dir: Path,
 
 def test_inclusion_probability_outside_0_1_is_named_with_its_rows() -> None:
     config = DataConfig()
-    frame = pd.DataFrame(
-        {
-            config.id: ["a", "b", "c"],
-            config.timestamp: ["2025-01-01", "2025-01-02", "2025-01-03"],
-            config.label: [0, 1, 0],
-            **{c: ["x"] * 3 for c in config.text},
-            **{c: ["x"] * 3 for c in config.categorical},
-            **({config.merchant: ["m"] * 3} if config.merchant else {}),
-            **{c: [1.0] * 3 for c in config.numeric},
-            "inclusion_prob": [1.0, 0.0, None],
-        }
-    )
+    columns: dict[str, list[Any]] = {config.id: ["a", "b", "c"], config.label: [0, 1, 0]}
+    if config.timestamp:
+        columns[config.timestamp] = ["2025-01-01", "2025-01-02", "2025-01-03"]
+    if config.merchant:
+        columns[config.merchant] = ["m"] * 3
+    columns.update({c: ["x"] * 3 for c in (*config.text, *config.categorical)})
+    columns.update({c: [1.0] * 3 for c in config.numeric})
+    frame = pd.DataFrame({**columns, "inclusion_prob": [1.0, 0.0, None]})
     with pytest.raises(DataValidationError, match=r"inclusion_prob.*row 1"):
         validate_history(frame, config)
     ok = validate_history(frame.assign(inclusion_prob=[1.0, 0.5, None]), config)
