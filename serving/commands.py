@@ -30,10 +30,13 @@ def serve(
     os.environ["TRIAGE_BUNDLE"] = str(bundle_dir)  # workers build their settings from the environment
     get_settings.cache_clear()
     settings = get_settings()
-    typer.echo(f"serving {bundle_dir} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    served, note = bundle_in_force(bundle_dir, settings)
+    if note:
+        typer.echo(note)
+    typer.echo(f"serving {served} on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     typer.echo(f"decision log: {settings.database_url}")
     typer.echo("create an API key with: triage keys create NAME --scopes score,review,read,admin  (or: make keys)")
-    for line in startup_routing(bundle_dir, settings):
+    for line in startup_routing(served, settings):
         typer.echo(line, err=line.startswith("WARNING"))
     from serving.logs import configure_logging
 
@@ -47,6 +50,24 @@ def serve(
         log_config=None,
         access_log=False,
         log_level=settings.log_level.lower(),
+    )
+
+
+def bundle_in_force(bundle_dir: Path, settings: Settings) -> tuple[Path, str | None]:
+    """The bundle the service will serve: the model the decision log records in force (a promotion or a
+    reload) when there is one, else `bundle_dir`; with a line saying so when they differ."""
+    from serving.lifecycle import in_force_path
+
+    try:
+        with _open_store(settings) as store:
+            served = Path(in_force_path(store, settings))
+    except Exception:  # the service still starts on the configured bundle and says why at start-up
+        return bundle_dir, None
+    if served.resolve() == bundle_dir.resolve():
+        return bundle_dir, None
+    return served, (
+        f"the decision log records {served.name} as the model in force: serving it rather than {bundle_dir} "
+        "(a newer bundle is served once promoted with `triage promote`, or reloaded with force and a reason)"
     )
 
 

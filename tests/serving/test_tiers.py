@@ -5,6 +5,7 @@ decision log and the policy admin; untiered bundles are unchanged."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -333,3 +334,25 @@ def test_triage_serve_prints_the_split_before_starting(bundle_dir: Path, tmp_pat
     assert "human review" in lines[0] and "reference listings" in lines[0]
     missing = startup_routing(tmp_path / "no-bundle", settings)
     assert missing[0].startswith("WARNING: no servable bundle")
+
+
+def test_triage_serve_names_the_model_in_force_when_the_log_records_another(
+    bundle_dir: Path, untiered_bundle_dir: Path, tmp_path: Path
+) -> None:
+    """A service whose decision log records a promoted model serves that one, and `triage serve` says so
+    rather than printing the split of the bundle it was pointed at."""
+    from serving.commands import _open_store, bundle_in_force
+    from serving.settings import Settings
+
+    root = tmp_path / "models"
+    root.mkdir()
+    pointed, promoted = root / "newest", root / "promoted"
+    shutil.copytree(bundle_dir, pointed)  # reloadable bundles must lie under the models directory
+    shutil.copytree(untiered_bundle_dir, promoted)
+    settings = Settings(bundle=str(pointed), models_dir=str(root), database_url=f"sqlite:///{tmp_path / 'serve.db'}")
+    assert bundle_in_force(pointed, settings) == (pointed, None)  # nothing recorded: the configured bundle
+    with _open_store(settings) as store:
+        store.record_model_change("promote", "ops", new_model="v-promoted", bundle=str(promoted), reason="gate passed")
+    served, note = bundle_in_force(pointed, settings)
+    assert served.resolve() == promoted.resolve()
+    assert note is not None and "model in force" in note and str(pointed) in note
