@@ -28,13 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, log  # noqa: E402
+from bench.common import ROOT, log, run_meta  # noqa: E402
 from bench.tiers_report import render  # noqa: E402
 from decision.policy import CODE_BLOCK, CODE_PASS, route  # noqa: E402
 from decision.tiers import NO_TIER, risk_column  # noqa: E402
@@ -375,12 +372,12 @@ def main() -> None:
         print(render(results))
         return
     start = time.perf_counter()
-    results = {"meta": _meta(start), "tiered": [], "validity": [], "single": []}
+    results = {"meta": run_meta("bench/bench_tiers.py", start), "tiered": [], "validity": [], "single": []}
     with tempfile.TemporaryDirectory(prefix="bench-tiers-") as tmp:
         workdir = args.workdir or Path(tmp)
 
         def save() -> None:
-            results["meta"] = _meta(start)
+            results["meta"] = run_meta("bench/bench_tiers.py", start)
             if results["validity"]:
                 results["validity_summary"] = validity_summary(results["validity"])
             args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
@@ -405,15 +402,6 @@ def main() -> None:
             save()
     print(render(results))
     log(f"wrote {args.out}")
-
-
-def _meta(start: float) -> dict[str, Any]:
-    return {
-        "command": "python bench/bench_tiers.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import statistics
 import subprocess
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,16 @@ LISTING_COLUMNS = [
     "image_count",
     "has_certificate",
 ]
+
+
+def run_meta(script: str, start: float) -> dict[str, Any]:
+    """What a benchmark report says about its run: the command, the machine, when it finished, how long."""
+    return {
+        "command": f"python {script} " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def log(message: str) -> None:

@@ -46,13 +46,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +58,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, log  # noqa: E402
+from bench.common import ROOT, log, run_meta  # noqa: E402
 from bundle.load import Bundle  # noqa: E402
 from decision.audit import MIN_AUDIT_RATE, draw_audits, inclusion_probabilities, pass_margin  # noqa: E402
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW  # noqa: E402
@@ -625,20 +622,11 @@ def main() -> None:
         for seed in args.seeds:
             results["runs"].append(run_seed(seed, settings, workdir))
             results["summary"] = summarize(results["runs"], settings)
-            results["meta"] = {**_meta(start), "note": args.note}
+            results["meta"] = {**run_meta("bench/loop.py", start), "note": args.note}
             args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
             args.markdown.write_text(render(results))
     print(render(results))
     log(f"wrote {args.out} and {args.markdown}")
-
-
-def _meta(start: float) -> dict[str, Any]:
-    return {
-        "command": "python bench/loop.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
 
 
 if __name__ == "__main__":

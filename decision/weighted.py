@@ -180,18 +180,15 @@ def certify_block(
     H = len(strata.pi)
     last_of_group = np.r_[r[1:] != r[:-1], True]  # blocking at r[i] blocks rows 0..i (ties together)
     ends = np.flatnonzero(last_of_group)
-    kept_rows = np.zeros((len(r), H))
-    kept_rows[np.arange(len(r)), h] = y
-    lost_rows = np.zeros((len(r), H))
-    lost_rows[np.arange(len(r)), h] = ~y
-    kept = np.cumsum(kept_rows, axis=0)[ends]
-    lost = np.cumsum(lost_rows, axis=0)[ends]
-    exp_rows = np.zeros((len(r), H))
-    exp_rows[np.arange(len(r)), h] = r
-    expected_kept = np.cumsum(exp_rows, axis=0)[ends]
-    count_rows = np.zeros((len(r), H))
-    count_rows[np.arange(len(r)), h] = 1.0
-    expected_lost = np.cumsum(count_rows, axis=0)[ends] - expected_kept
+
+    def cumulative(values: np.ndarray) -> np.ndarray:  # per stratum, summed over rows 0..end of each group
+        rows = np.zeros((len(r), H))
+        rows[np.arange(len(r)), h] = values
+        return np.cumsum(rows, axis=0)[ends]
+
+    kept, lost = cumulative(y), cumulative(~y)
+    expected_kept = cumulative(r)
+    expected_lost = cumulative(np.ones(len(r))) - expected_kept
     expected = share_lower(np.round(expected_kept), np.round(expected_lost), strata.pi, alpha)
     start = int(np.argmax(expected))
     observed = share_lower(kept[start:], lost[start:], strata.pi, alpha)

@@ -42,12 +42,12 @@ from sklearn.metrics import roc_auc_score
 
 from bundle.load import Bundle
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW
+from features.config import INCLUSION_PROB
 from features.validate import validate_history
 from training.offline import decide
 
 log = logging.getLogger(__name__)
 
-INCLUSION_PROB = "inclusion_prob"
 AUTO_SHARE_MARGIN = 0.01  # the challenger may auto-decide at most 1 point less than the champion
 AUC_MARGIN = 0.005  # ... rank at most 0.005 ROC-AUC worse
 RECALL_MARGIN = 0.01  # ... and catch at most 1 point fewer violations at its policy

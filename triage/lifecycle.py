@@ -19,9 +19,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from features.config import DataConfig
-
-INCLUSION_PROB = "inclusion_prob"
+from features.config import INCLUSION_PROB, DataConfig
 
 
 def _fail(message: str) -> None:
