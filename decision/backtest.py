@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from dataclasses import replace as dataclass_replace
 from typing import Any
 
 import numpy as np
@@ -221,7 +222,7 @@ def backtest(
             result["certificate"] = _certificate(rule.name, masks[id(rule)], labels, target, cert_alpha).to_dict()
     removed = next((r for r in before_rules if r.name == remove), None) if remove else None
     if removed is not None and id(removed) in masks:
-        result["removed"] = _rule_stats(removed, masks[id(removed)], codes_before, labels, alpha)
+        result["removed"] = _rule_stats(removed, masks[id(removed)], codes_after, labels, alpha)
     result["segments"] = {
         column: _per_segment(history[column], codes_before, codes_after, labels, seconds, rule, masks, alpha)
         for column in columns
@@ -376,13 +377,14 @@ def _moves(before: np.ndarray, after: np.ndarray) -> dict[str, int]:
 def _rule_stats(
     rule: Rule,
     hits: np.ndarray,
-    codes_before: np.ndarray,
+    codes_otherwise: np.ndarray,
     labels: _Labels,
     alpha: float,
     rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """A rule's hits, precision and recall with exact intervals, and what the policy without it did with
-    its hits (how many the model and the other rules already reviewed or blocked)."""
+    """A rule's hits, precision and recall with exact intervals, and `hits_otherwise`: the decisions its
+    hits get from the policy without it (before an added rule, after a removed one): how many the model
+    and the other rules would review or block anyway."""
     if rows is not None:
         hits = hits & rows
         known, violating = labels.known & rows, labels.violating & rows
@@ -394,7 +396,7 @@ def _rule_stats(
     missed_bad = bad & ~hits
     precision = _share(hit_bad, hit_good, labels, alpha)
     recall = _share(hit_bad, missed_bad, labels, alpha)
-    before = np.bincount(codes_before[hits].astype(np.int64), minlength=3)
+    otherwise = np.bincount(codes_otherwise[hits].astype(np.int64), minlength=3)
     return {
         "name": rule.name,
         "action": rule.action,
@@ -404,7 +406,7 @@ def _rule_stats(
         "violations": int(hit_bad.sum()),
         "precision": precision,
         "recall": recall,
-        "hits_before": {name: int(before[i]) for i, name in enumerate(DECISIONS)},
+        "hits_otherwise": {name: int(otherwise[i]) for i, name in enumerate(DECISIONS)},
     }
 
 
@@ -487,3 +489,61 @@ def _check_history(history: pd.DataFrame, need_label: bool) -> None:
 
 def _finite_or_none(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+# --- the shipped rules ---------------------------------------------------------------------------------
+
+
+def certify_shipped_rules(history: pd.DataFrame, policy: Policy) -> tuple[Policy, dict[str, Any]]:
+    """Measure every rule of a policy about to ship on the held-out labelled rows, as a block rule is
+    measured before it goes into force: a block rule whose precision is not certified at the policy's
+    block-precision target ships as a review rule. Returns (the policy as shipped, the rules report):
+    per rule its certificate, its precision and recall, and the workload it adds under the policy's
+    thresholds (the difference between the shipped policy and the same without the rule)."""
+    target, alpha = block_target(policy)
+    shipped: list[Rule] = []
+    warnings: list[str] = []
+    certificates = []
+    for rule in policy.rules:
+        certificate = certify_rule_precision(history, rule, target, alpha)
+        certificates.append(certificate)
+        if blocks(rule) and not certificate.certified:
+            rule = dataclass_replace(rule, action="review")
+            warnings.append(
+                f"shipped rule {rule.name!r} asked to auto-block but its precision is not certified "
+                f"({certificate.summary()}): it ships as a review rule"
+            )
+        shipped.append(rule)
+    final = dataclass_replace(policy, rules=shipped).validate()
+    entries = []
+    for requested, rule, certificate in zip(policy.rules, shipped, certificates, strict=True):
+        without = backtest(history, final, remove=rule.name)
+        adds = {
+            "queue_share": -without["delta"]["shares"]["human_review"],
+            "auto_block_share": -without["delta"]["shares"]["auto_block"],
+            "reviewer_hours": -without["delta"]["reviewer_hours"],
+            "violations_caught": without["delta"]["missed_violations"],
+            "wrongful_blocks": -without["delta"]["wrongful_blocks"],
+        }
+        entries.append(
+            {
+                "name": rule.name,
+                "action_requested": requested.action,
+                "action_shipped": rule.action,
+                "certificate": certificate.to_dict(),
+                "precision": without["removed"]["precision"],
+                "recall": without["removed"]["recall"],
+                "hits_otherwise": without["removed"]["hits_otherwise"],
+                "adds": adds,
+            }
+        )
+    report = {
+        "rows": len(history),
+        "violations": int(pd.to_numeric(history[LABEL], errors="coerce").eq(1).sum()),
+        "block_precision_target": target,
+        "alpha": alpha,
+        "policy": {"version": final.version, "t_pass": final.t_pass, "t_block": final.t_block},
+        "rules": entries,
+        "warnings": warnings,
+    }
+    return final, report
