@@ -58,7 +58,7 @@ def test_backtest_equals_a_hand_count() -> None:
     # the two-sided 95% Clopper-Pearson interval of 2 out of 3
     assert rule["precision"]["lower"] == pytest.approx(stats.beta.ppf(0.025, 2, 2))
     assert rule["precision"]["upper"] == pytest.approx(stats.beta.ppf(0.975, 3, 1))
-    assert rule["hits_before"] == {"auto_pass": 1, "human_review": 1, "auto_block": 1}
+    assert rule["hits_otherwise"] == {"auto_pass": 1, "human_review": 1, "auto_block": 1}
     assert out["certificate"]["certified"] is False and out["certificate"]["target"] == 0.9
     de = out["segments"]["market"]["de"]
     assert de["rows"] == 4 and de["after"]["counts"] == {"auto_pass": 1, "human_review": 1, "auto_block": 2}
