@@ -47,6 +47,10 @@ def test_the_bundle_ships_its_labelled_history(bundle_dir: Path) -> None:
     assert set(history["split"]) == {"calibration", "test"}
     assert {"risk", "label", *bundle.config.listing_columns} <= set(history.columns)
     assert {f"tier_risk_{name}" for name in bundle.tier_names} <= set(history.columns)
+    reference = pd.read_parquet(bundle_dir / "reference.parquet")  # certified on calibration + test, in order
+    assert history["listing_id"].astype(str).tolist() == reference["listing_id"].tolist()
+    assert history["risk"].tolist() == reference["risk"].tolist()
+    assert history["label"].tolist() == reference["label"].tolist()
     report = json.loads((bundle_dir / "rules_report.json").read_text())
     assert [r["name"] for r in report["rules"]] == [r.name for r in bundle.policy.rules]
     assert bundle.metrics["rules"]["rules"][0]["certificate"]["hits"] == report["rules"][0]["certificate"]["hits"]
