@@ -86,7 +86,7 @@ def certify_rule_precision(history: pd.DataFrame, rule: Rule, target: float, alp
     With inclusion probabilities below 1 each row counts 1 / pi times and the bound is the stratified
     Garwood Poisson bound of `decision.weighted.share_lower` (its module docstring has that proof).
     """
-    _check_history(history, need_label=True)
+    _check_history(history, (LABEL,))
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: {alpha!r} must be strictly between 0 and 1")
     if not 0.0 < target <= 1.0:
@@ -170,7 +170,7 @@ def backtest(
     `remove` drops a rule. The tested rule acts as enabled and enforced, whatever its mode. Only rules
     that act (enabled, enforce) route. Raises ValueError("<field>: <problem>") for bad input.
     """
-    _check_history(history, need_label=True)
+    _check_history(history, (RISK, LABEL))
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: {alpha!r} must be strictly between 0 and 1")
     before_rules = list(policy.rules)
@@ -215,6 +215,12 @@ def backtest(
         "before": _routing(codes_before, labels, seconds, whole)[0],
         "after": _routing(codes_after, labels, seconds, whole)[0],
         "moved": _moves(codes_before, codes_after),
+        "warnings": [
+            f"rule {r.name!r} reads {[c for c in r.columns if c not in history]}, which history lacks: it matches "
+            "nothing here"
+            for r in unique
+            if any(c not in history for c in r.columns)
+        ],
     }
     result["delta"] = _delta(result["before"], result["after"])
     if rule is not None:
@@ -520,10 +526,10 @@ def _texts(history: pd.DataFrame, columns: Sequence[str]) -> dict[str, TextColum
     }
 
 
-def _check_history(history: pd.DataFrame, need_label: bool) -> None:
+def _check_history(history: pd.DataFrame, needed: Sequence[str]) -> None:
     if not isinstance(history, pd.DataFrame):
         raise ValueError("history: expected a DataFrame")
-    for column in (RISK, *([LABEL] if need_label else [])):
+    for column in needed:
         if column not in history:
             raise ValueError(f"history: missing column {column!r}")
 
@@ -560,11 +566,12 @@ def certify_shipped_rules(history: pd.DataFrame, policy: Policy) -> tuple[Policy
     for requested, rule, certificate in zip(policy.rules, shipped, certificates, strict=True):
         without = backtest(history, final, remove=rule.name)
         adds = {
-            "queue_share": -without["delta"]["shares"]["human_review"],
-            "auto_block_share": -without["delta"]["shares"]["auto_block"],
-            "reviewer_hours": -without["delta"]["reviewer_hours"],
+            # what removing the rule takes away, with the sign turned (0.0 - x: no "-0.0")
+            "queue_share": 0.0 - without["delta"]["shares"]["human_review"],
+            "auto_block_share": 0.0 - without["delta"]["shares"]["auto_block"],
+            "reviewer_hours": 0.0 - without["delta"]["reviewer_hours"],
             "violations_caught": without["delta"]["missed_violations"],
-            "wrongful_blocks": -without["delta"]["wrongful_blocks"],
+            "wrongful_blocks": 0 - without["delta"]["wrongful_blocks"],
         }
         entries.append(
             {
@@ -583,7 +590,7 @@ def certify_shipped_rules(history: pd.DataFrame, policy: Policy) -> tuple[Policy
         "violations": int(pd.to_numeric(history[LABEL], errors="coerce").eq(1).sum()),
         "block_precision_target": target,
         "alpha": alpha,
-        "policy": {"version": final.version, "t_pass": final.t_pass, "t_block": final.t_block},
+        "thresholds": {"t_pass": final.t_pass, "t_block": final.t_block, "tier_pass": dict(final.tier_pass)},
         "rules": entries,
         "warnings": warnings,
     }
