@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bundle.load import Bundle
 from decision.policy import Policy
-from serving.api import body, docs, errors, health, keys, me, models, monitor, policy, queue, score, simulate
+from serving.api import body, docs, errors, health, keys, me, models, monitor, policy, queue, rules, score, simulate
 from serving.api.deps import authenticate_before_body
 from serving.lifecycle import finish_shadow, follow_store, in_force_path, startup_shadow
 from serving.logs import configure_logging
@@ -43,6 +43,7 @@ ROUTERS: list[APIRouter] = [
     health.router,
     simulate.router,
     monitor.router,
+    rules.router,
     me.router,
     docs.router,
 ]
