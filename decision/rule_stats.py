@@ -83,15 +83,16 @@ def period_labels(decided_at: pd.Series, period: str) -> pd.Series:
     days = pd.to_datetime(decided_at, utc=True).dt.floor("D")
     if period == "week":
         days = days - pd.to_timedelta(days.dt.weekday, unit="D")
-    return days.dt.strftime("%Y-%m-%d").astype(object)
+    codes, starts = pd.factorize(days)  # a label per distinct period, not per decision
+    names = np.asarray(pd.DatetimeIndex(starts).strftime("%Y-%m-%d"), dtype=object)
+    return pd.Series(names[codes] if len(codes) else [], index=decided_at.index, dtype=object)
 
 
 def rule_hits(log: pd.DataFrame) -> pd.DataFrame:
     """One row per (decision, rule hit): the log row's index as `row`, the rule `name` and its `mode`."""
     parts = []
     for mode, column in (("enforce", "rules_matched"), ("shadow", "rules_shadow")):
-        names = log[column].map(lambda v: list(v) if isinstance(v, (list, tuple, np.ndarray)) else [])
-        exploded = names.explode().dropna()
+        exploded = log[column].explode().dropna()  # a list per decision ([] or None: no hit)
         parts.append(pd.DataFrame({"row": exploded.index, "name": exploded.to_numpy(dtype=object), "mode": mode}))
     hits = pd.concat(parts, ignore_index=True)
     return hits.drop_duplicates(["row", "name", "mode"]).reset_index(drop=True)
@@ -119,18 +120,17 @@ def rule_stats(
     decisions_per_period = labels.value_counts().sort_index()
     mean_seconds = _mean_review_seconds(log, labels)
     hits = rule_hits(log)
-    hits["period"] = labels.to_numpy()[hits["row"].to_numpy()] if len(hits) else []
+    counts = _hit_counts(log, hits, labels.to_numpy())
     actions = actions or {}
     rows = []
-    for (label, name, mode), group in hits.groupby(["period", "name", "mode"], sort=True):
-        hit = log.iloc[group["row"].to_numpy()]
+    for (label, name, mode), c in zip(counts.index, counts.to_dict("records"), strict=True):
         decisions = int(decisions_per_period[label])
         rows.append(
             {"period": label, "rule": name, "mode": mode, "action": actions.get(name)}
-            | {"hits": len(hit), "decisions": decisions, "share": len(hit) / decisions}
-            | _precision(hit, confidence)
-            | _model_alone(hit)
-            | _workload(hit, actions.get(name), mean_seconds[label])
+            | {"hits": int(c["hit"]), "decisions": decisions, "share": c["hit"] / decisions}
+            | _precision(c, confidence)
+            | {key: int(c[key]) for key in ("model_review", "model_block", "model_pass", "model_unscored")}
+            | _workload(c, actions.get(name), mean_seconds[label])
         )
     return {
         "period": period,
@@ -143,6 +143,43 @@ def rule_stats(
     }
 
 
+def _hit_counts(log: pd.DataFrame, hits: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """Per (period, rule, mode), the sums every figure is made of, in one grouped pass over the hits."""
+    row = hits["row"].to_numpy()
+    verdict = log["verdict"].to_numpy(dtype=object)[row]
+    reviewed = pd.notna(verdict)
+    reject = verdict == "reject"
+    pi = pd.to_numeric(log["inclusion_prob"], errors="coerce").to_numpy(dtype=np.float64)[row]
+    weighted = reviewed & np.isfinite(pi) & (pi > 0)
+    weight = np.where(weighted, 1.0 / np.where(weighted, pi, 1.0), 0.0)
+    model = log["model_decision"].to_numpy(dtype=object)[row]
+    automated = (model == "auto_pass") | (model == "auto_block")  # what a review rule turns into a review
+    seconds = pd.to_numeric(log["review_seconds"], errors="coerce").to_numpy(dtype=np.float64)[row]
+    own = automated & reviewed & np.isfinite(seconds)
+    table = pd.DataFrame(
+        {
+            "period": labels[row],
+            "name": hits["name"].to_numpy(),
+            "mode": hits["mode"].to_numpy(),
+            "hit": 1,
+            "reviewed": reviewed,
+            "rejects": reject,
+            "pi_one": pi == 1.0,  # NaN (logged before it was kept) is not known to be 1
+            "weighted": weighted,
+            "weight": weight,
+            "weight_reject": weight * reject,
+            "model_review": model == "human_review",
+            "model_block": model == "auto_block",
+            "model_pass": model == "auto_pass",
+            "model_unscored": pd.isna(model),
+            "automated": automated,
+            "own": own,
+            "own_seconds": np.where(own, seconds, 0.0),
+        }
+    )
+    return table.groupby(["period", "name", "mode"], sort=True).sum()
+
+
 def _mean_review_seconds(log: pd.DataFrame, labels: pd.Series) -> dict[str, float | None]:
     """Per period, the mean review_seconds of its verdicts (the whole log's where the period has none)."""
     seconds = pd.to_numeric(log["review_seconds"], errors="coerce").where(log["verdict"].notna())
@@ -152,15 +189,12 @@ def _mean_review_seconds(log: pd.DataFrame, labels: pd.Series) -> dict[str, floa
     return {k: overall if v is None else v for k, v in means.items()}
 
 
-def _precision(hit: pd.DataFrame, confidence: float) -> dict[str, Any]:
-    """Rejects among the reviewed hits, with the exact interval, and the Hajek estimate over all hits."""
-    verdict = hit["verdict"]
-    reviewed = verdict.notna().to_numpy()
-    rejected = (verdict == "reject").to_numpy()
-    n_reviewed, n_rejects = int(reviewed.sum()), int(rejected.sum())
+def _precision(c: Mapping[str, Any], confidence: float) -> dict[str, Any]:
+    """Rejects among the reviewed hits, with the exact interval, and the Hajek estimate over all hits:
+    sum(reject / pi) / sum(1 / pi) over the reviewed hits with a logged inclusion probability."""
+    n_reviewed, n_rejects = int(c["reviewed"]), int(c["rejects"])
     low, high = clopper_pearson(n_rejects, n_reviewed, confidence)
-    pi = pd.to_numeric(hit["inclusion_prob"], errors="coerce").to_numpy(dtype=np.float64)
-    representative = bool(np.all(pi == 1.0))  # NaN (logged before it was kept) is not known to be 1
+    representative = bool(c["pi_one"] == c["hit"])
     return {
         "reviewed": n_reviewed,
         "rejects": n_rejects,
@@ -169,45 +203,22 @@ def _precision(hit: pd.DataFrame, confidence: float) -> dict[str, Any]:
         "precision_high": high if n_reviewed else None,
         "representative": representative,
         "note": None if representative else NOT_REPRESENTATIVE,
-        "precision_weighted": _hajek(pi[reviewed], rejected[reviewed]),
+        "precision_weighted": float(c["weight_reject"] / c["weight"]) if c["weighted"] else None,
     }
 
 
-def _model_alone(hit: pd.DataFrame) -> dict[str, int]:
-    """What the thresholds alone (no rules) decided for the hits."""
-    model = hit["model_decision"]
-    return {
-        "model_review": int((model == "human_review").sum()),
-        "model_block": int((model == "auto_block").sum()),
-        "model_pass": int((model == "auto_pass").sum()),
-        "model_unscored": int(model.isna().sum()),
-    }
-
-
-def _hajek(pi: np.ndarray, rejected: np.ndarray) -> float | None:
-    """sum(reject / pi) / sum(1 / pi) over the reviewed hits with a logged inclusion probability."""
-    known = np.isfinite(pi) & (pi > 0)
-    if not known.any():
-        return None
-    weights = 1.0 / pi[known]
-    return float((weights * rejected[known]).sum() / weights.sum())
-
-
-def _workload(hit: pd.DataFrame, action: str | None, mean_seconds: float | None) -> dict[str, Any]:
+def _workload(c: Mapping[str, Any], action: str | None, mean_seconds: float | None) -> dict[str, Any]:
     """Reviews a review rule adds over the model alone (hits the model alone would have decided
-    automatically) and their reviewer-hours; None for a block rule or one the policy does not name."""
+    automatically) and their reviewer-hours (a hit's own review_seconds, else the period's mean);
+    None for a block rule or one the policy does not name."""
     if action != "review":
         return {"added_reviews": None, "added_reviewer_hours": None, "added_hours_from_mean": None}
-    model = hit["model_decision"]
-    added = ((model == "auto_pass") | (model == "auto_block")).to_numpy()
-    seconds = pd.to_numeric(hit["review_seconds"], errors="coerce").where(hit["verdict"].notna()).to_numpy()
-    own = added & np.isfinite(seconds)
-    from_mean = int((added & ~own).sum())
+    added, from_mean = int(c["automated"]), int(c["automated"] - c["own"])
     if from_mean and mean_seconds is None:
         hours = None  # no verdict in the log tells how long a review takes
     else:
-        hours = (float(seconds[own].sum()) + from_mean * (mean_seconds or 0.0)) / 3600.0
-    return {"added_reviews": int(added.sum()), "added_reviewer_hours": hours, "added_hours_from_mean": from_mean}
+        hours = (float(c["own_seconds"]) + from_mean * (mean_seconds or 0.0)) / 3600.0
+    return {"added_reviews": added, "added_reviewer_hours": hours, "added_hours_from_mean": from_mean}
 
 
 def co_occurrence(hits: pd.DataFrame) -> dict[str, Any]:
