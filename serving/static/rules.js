@@ -11,6 +11,7 @@
 
   async function load() {
     $("error").hidden = true;
+    document.body.dataset.state = "loading";
     const params = new URLSearchParams({ period: $("period").value, days: $("days").value });
     const response = await fetch("/v1/rules/stats?" + params, {
       headers: { Authorization: "Bearer " + apiKey(), Accept: "application/json" },
@@ -22,6 +23,7 @@
       $("error").textContent = response.status + ": " + detail;
       $("error").hidden = false;
       if (response.status === 401) $("key-status").textContent = "The key was refused: enter a valid key.";
+      document.body.dataset.state = "error";
       return;
     }
     draw(body);
@@ -43,6 +45,9 @@
     let note = "";
     for (const r of result.rules) {
       const tr = document.createElement("tr");
+      tr.dataset.rule = r.rule;
+      tr.dataset.mode = r.mode;
+      tr.dataset.hits = r.hits;
       cell(tr, r.period);
       cell(tr, r.rule);
       cell(tr, r.mode + (r.action ? " " + r.action : ""));
@@ -67,6 +72,8 @@
     }
     $("note").textContent = note;
     drawMatrix(result.co_occurrence);
+    document.body.dataset.period = result.period;
+    document.body.dataset.state = "ready";
   }
 
   function drawMatrix(matrix) {
