@@ -217,9 +217,9 @@ def _text_columns(listings: pd.DataFrame, columns: Sequence[str]) -> dict[str, T
 def match_rules(
     listings: pd.DataFrame, rules: Sequence[Rule | dict[str, Any]]
 ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
-    """(block_mask, review_mask, matched rule names per listing)."""
+    """(block_mask, review_mask, matched rule names per listing) of the rules that act (enabled, enforced)."""
     parsed = [raw if isinstance(raw, Rule) else Rule.from_dict(raw, f"rules[{i}]") for i, raw in enumerate(rules)]
-    texts = _text_columns(listings, sorted({c for rule in parsed for c in rule.columns}))
+    texts = _text_columns(listings, sorted({c for rule in parsed if rule.acts for c in rule.columns}))
     return match_rules_on_texts(texts, len(listings), parsed)
 
 
