@@ -9,7 +9,7 @@ Which automated decisions are audited, and with what probability, is `decision.a
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -216,6 +216,36 @@ class Policy:
             audit=AuditPlan.from_dict(raw.get("audit")),
         )
         return policy.validate()
+
+
+def versioned_rules(current: Sequence[Rule], rules: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rules` (dicts, any version they carry ignored) with each rule's version set: a rule named as one
+    in `current` keeps its version when nothing else changed and gets the next one when anything did;
+    a rule with a new name starts at 1. The version of a rule is the server's, never the client's."""
+    before = {rule.name: rule.to_dict() for rule in current}
+    versioned = []
+    for raw in rules:
+        content = {k: v for k, v in raw.items() if k != "version"}
+        old = before.get(raw.get("name", ""))
+        if old is None:
+            versioned.append({**content, "version": 1})
+        else:
+            same = _without_version(old) == _canonical(content)
+            versioned.append({**content, "version": old["version"] if same else old["version"] + 1})
+    return versioned
+
+
+def _without_version(rule: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rule.items() if k != "version"}
+
+
+def _canonical(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """A rule dict as the policy stores it (defaults filled in), without its version; None if invalid
+    (`Policy.from_dict` then refuses it, naming the field)."""
+    try:
+        return _without_version(Rule.from_dict(raw).to_dict())
+    except (ValueError, TypeError):
+        return None
 
 
 def _mapping(raw: dict[str, Any], key: str) -> dict[str, Any]:

@@ -6,6 +6,12 @@ fields; a category rule matches listings whose normalised category is one of its
 `match_rules_on_texts`, on listings given as text columns ("" where missing); `match_rules` is the same
 for a DataFrame.
 
+A rule has a mode: an `enforce` rule acts (block or review); a `shadow` rule is matched on every
+decision and its hits are logged, but it never changes one. A disabled rule (`enabled=False`) is kept in
+the policy and not matched at all. `version` counts the changes of one rule (1 when added; the policy
+API bumps it on each change of that rule). `match_rules_split` runs the matcher once over the enforce
+and shadow rules together and splits the hits afterwards.
+
 A term rule has one pattern definition, run by whichever regex engine suits the number of listings:
 RE2 (pyarrow) over a whole column is about ten times faster than Python's `re` text by text, but pyarrow
 compiles its pattern on every call (about 1 ms per rule and column for ASCII text, several ms with the
@@ -18,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from functools import lru_cache
 from typing import Any, TypeAlias
 
@@ -30,6 +37,7 @@ from features.lexicon import normalize_category
 
 RULE_ACTIONS = ("block", "review")
 RULE_KINDS = ("term", "category")
+RULE_MODES = ("enforce", "shadow")
 COLUMNAR_RULES_MIN = 32  # from this many listings, term rules run in RE2 over whole columns
 
 TextColumn: TypeAlias = pa.Array | Sequence[str]  # one text column of a batch of listings, "" where missing
@@ -39,7 +47,8 @@ TextColumn: TypeAlias = pa.Array | Sequence[str]  # one text column of a batch o
 class Rule:
     """A policy rule. kind "term": any of `terms` as a whole word (case-insensitive) in `fields`;
     kind "category": `column` (normalised like 'Health & Supplements' -> 'health supplements') is one
-    of `values`. action "block" sends matches to auto_block, "review" to human_review."""
+    of `values`. action "block" sends matches to auto_block, "review" to human_review. Only an enabled
+    `enforce` rule acts; an enabled `shadow` rule is matched and logged only; `version` counts its changes."""
 
     name: str
     action: str
@@ -48,6 +57,19 @@ class Rule:
     fields: list[str] = field(default_factory=list)
     column: str | None = None
     values: list[str] = field(default_factory=list)
+    mode: str = "enforce"
+    enabled: bool = True
+    version: int = 1
+
+    @property
+    def acts(self) -> bool:
+        """Whether this rule changes decisions (enabled and enforced)."""
+        return self.enabled and self.mode == "enforce"
+
+    @property
+    def shadows(self) -> bool:
+        """Whether this rule is matched and logged without acting (enabled, in shadow mode)."""
+        return self.enabled and self.mode == "shadow"
 
     def validate(self, where: str = "rule") -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -56,6 +78,12 @@ class Rule:
             raise ValueError(f"{where}.action: {self.action!r} is not one of {list(RULE_ACTIONS)}")
         if self.kind not in RULE_KINDS:
             raise ValueError(f"{where}.kind: {self.kind!r} is not one of {list(RULE_KINDS)}")
+        if self.mode not in RULE_MODES:
+            raise ValueError(f"{where}.mode: {self.mode!r} is not one of {list(RULE_MODES)}")
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"{where}.enabled: {self.enabled!r} is not true or false")
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise ValueError(f"{where}.version: {self.version!r} is not a whole number >= 1")
         if self.kind == "term":
             if not self.terms or not all(isinstance(t, str) and t.strip() for t in self.terms):
                 raise ValueError(f"{where}.terms: a term rule needs a list of non-empty strings")
@@ -74,7 +102,7 @@ class Rule:
     def from_dict(cls, raw: dict[str, Any], where: str = "rule") -> Rule:
         if not isinstance(raw, dict):
             raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
-        unknown = sorted(set(raw) - {"name", "action", "kind", "terms", "fields", "column", "values"})
+        unknown = sorted(set(raw) - _RULE_KEYS)
         if unknown:
             raise ValueError(f"{where}: unknown keys {unknown}")
         rule = cls(
@@ -85,6 +113,9 @@ class Rule:
             fields=list(raw.get("fields") or []),
             column=raw.get("column"),
             values=list(raw.get("values") or []),
+            mode=raw.get("mode", "enforce"),
+            enabled=raw.get("enabled", True),
+            version=raw.get("version", 1),
         )
         rule.validate(where)
         return rule
@@ -120,6 +151,9 @@ class Rule:
         pattern = _term_pattern(tuple(self.terms))
         columns = [_texts(texts[c]) for c in self.fields if c in texts]
         return [any(pattern.search(column[i]) for column in columns) for i in range(n)]
+
+
+_RULE_KEYS = frozenset(f.name for f in dataclass_fields(Rule))
 
 
 def _texts(column: TextColumn) -> Sequence[str]:
@@ -183,9 +217,9 @@ def _text_columns(listings: pd.DataFrame, columns: Sequence[str]) -> dict[str, T
 def match_rules(
     listings: pd.DataFrame, rules: Sequence[Rule | dict[str, Any]]
 ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
-    """(block_mask, review_mask, matched rule names per listing)."""
+    """(block_mask, review_mask, matched rule names per listing) of the rules that act (enabled, enforced)."""
     parsed = [raw if isinstance(raw, Rule) else Rule.from_dict(raw, f"rules[{i}]") for i, raw in enumerate(rules)]
-    texts = _text_columns(listings, sorted({c for rule in parsed for c in rule.columns}))
+    texts = _text_columns(listings, sorted({c for rule in parsed if rule.acts for c in rule.columns}))
     return match_rules_on_texts(texts, len(listings), parsed)
 
 
@@ -193,14 +227,39 @@ def match_rules_on_texts(
     texts: Mapping[str, TextColumn], n: int, rules: Sequence[Rule]
 ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
     """`match_rules` for listings given as text columns ("" where missing): the one matching core,
-    which the service runs on listing dicts without building a DataFrame."""
+    which the service runs on listing dicts without building a DataFrame. Only the rules that act
+    (enabled, enforced) match here; `match_rules_split` also returns the shadow rules' hits."""
+    matches = match_rules_split(texts, n, [rule for rule in rules if rule.acts])
+    return matches.block, matches.review, matches.matched
+
+
+@dataclass(frozen=True)
+class RuleMatches:
+    """The rules' hits on a batch: block and review masks and names of the rules that act (enabled,
+    enforced), and the names of the enabled shadow rules matched (which never set a mask)."""
+
+    block: np.ndarray
+    review: np.ndarray
+    matched: list[list[str]]
+    shadow: list[list[str]]
+
+
+def match_rules_split(texts: Mapping[str, TextColumn], n: int, rules: Sequence[Rule]) -> RuleMatches:
+    """One pass of the matcher over every enabled rule (enforce and shadow alike, at the same cost),
+    split afterwards: enforce hits set the masks and `matched`, shadow hits go to `shadow` only."""
     block, review = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     matched: list[list[str]] = [[] for _ in range(n)]
+    shadow: list[list[str]] = [[] for _ in range(n)]
     for rule in rules:
+        if not rule.enabled:
+            continue
         mask = rule.match_texts(texts, n)
         rows = np.flatnonzero(mask).tolist()
-        if rows:
+        if not rows:
+            continue
+        names = matched if rule.acts else shadow
+        if rule.acts:
             (block if rule.action == "block" else review)[mask] = True
-            for row in rows:
-                matched[row].append(rule.name)
-    return block, review, matched
+        for row in rows:
+            names[row].append(rule.name)
+    return RuleMatches(block, review, matched, shadow)

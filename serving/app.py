@@ -30,6 +30,7 @@ from serving.api import (
     policy,
     queue,
     rule_backtest,
+    rules,
     score,
     simulate,
 )
@@ -57,6 +58,7 @@ ROUTERS: list[APIRouter] = [
     health.router,
     simulate.router,
     monitor.router,
+    rules.router,
     me.router,
     docs.router,
     rule_backtest.router,

@@ -34,7 +34,7 @@ from decision.policy import (
     driving_tier,
     route,
 )
-from decision.rules import match_rules_on_texts
+from decision.rules import RuleMatches, match_rules_split
 from features.builder import text_column
 from serving.explain import Explainer, PathExplainer
 from serving.store.records import DecisionRecord, StatementOfReasons, new_ids, utcnow
@@ -97,7 +97,7 @@ class DecisionEngine:
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
-        self._rule_columns = sorted({c for rule in self.policy.rules for c in rule.columns})
+        self._rule_columns = sorted({c for rule in self.policy.rules if rule.enabled for c in rule.columns})
 
     @classmethod
     def from_bundle(
@@ -224,6 +224,9 @@ class DecisionEngine:
     ) -> list[DecisionRecord]:
         """Rules, then thresholds (per segment), then the audit draw: one DecisionRecord per listing.
 
+        Shadow rules are matched in the same pass as the enforced ones and logged (`rules_shadow`);
+        they never change a decision. `model_decision` is what the thresholds alone decide (no rules).
+
         Every decision is logged with its inclusion probability (`decision.audit`): 1 for human review,
         the audit rate of its stratum for an automated one. An automated decision drawn for audit stays
         in force (`qa_sample=True`) and is queued in the audit lane.
@@ -231,11 +234,13 @@ class DecisionEngine:
         requests scored together keep their own).
         """
         n, policy = len(listings), self.policy
-        rule_block, rule_review, matched = self.match_rules(listings)
+        rules = self.match_all_rules(listings)
+        matched = rules.matched
         t_pass, t_block = self.thresholds(listings)
         tier_names = self.tier_names
         tier_pass = policy.tier_pass_vector(tier_names)
-        codes = route(scores.risk, t_pass, t_block, rule_block, rule_review, scores.tier_risk, tier_pass)
+        codes = route(scores.risk, t_pass, t_block, rules.block, rules.review, scores.tier_risk, tier_pass)
+        model_codes = route(scores.risk, t_pass, t_block, None, None, scores.tier_risk, tier_pass)
         margin = pass_margin(scores.risk, t_pass, scores.tier_risk, tier_pass)
         pi = inclusion_probabilities(codes, margin, policy.qa_sample_rate, policy.audit)
         with self._rng_lock:
@@ -248,6 +253,7 @@ class DecisionEngine:
         fallback = scores.fallback_reason or MODEL_UNAVAILABLE
         priorities = _priorities(scores.risk, sampled, np.array([bool(m) for m in matched], dtype=bool)).tolist()
         decisions = [DECISIONS[c] for c in codes.tolist()]
+        model_decisions = [DECISIONS[c] for c in model_codes.tolist()]
         automated = (codes != CODE_REVIEW).tolist()
         t_pass_list, t_block_list, pi_list = t_pass.tolist(), t_block.tolist(), pi.tolist()
         tier_risks, tiers = _tier_fields(codes, scores.tier_risk, tier_pass, tier_names, n)
@@ -268,6 +274,8 @@ class DecisionEngine:
                 t_block=t_block_list[i],
                 priority=priorities[i],
                 rules_matched=matched[i],
+                rules_shadow=rules.shadow[i],
+                model_decision=model_decisions[i] if is_scored else None,  # type: ignore[arg-type]
                 reasons=scores.reasons[i],
                 qa_sample=audited,
                 fallback_reason=None if is_scored else fallback,
@@ -316,9 +324,15 @@ class DecisionEngine:
             ]
 
     def match_rules(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
-        """(block_mask, review_mask, matched rule names): `decision.rules.match_rules` on listing dicts."""
+        """(block_mask, review_mask, matched rule names) of the rules that act: `decision.rules.match_rules`
+        on listing dicts."""
+        matches = self.match_all_rules(listings)
+        return matches.block, matches.review, matches.matched
+
+    def match_all_rules(self, listings: list[dict[str, Any]]) -> RuleMatches:
+        """The enforced and the shadow rules' hits, in one pass of the matcher (`match_rules_split`)."""
         texts = {c: text_column(listings, c) for c in self._rule_columns}
-        return match_rules_on_texts(texts, len(listings), self.policy.rules)
+        return match_rules_split(texts, len(listings), self.policy.rules)
 
     def thresholds(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Per-listing (t_pass, t_block): the segment's pair, else the global pair."""

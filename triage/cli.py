@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from serving import commands as serving_commands
+from serving import rules_commands
 from training import commands as training_commands
 from training import policy_cli, rules_cli
 from triage import lifecycle
@@ -44,7 +45,10 @@ keys_app.command("revoke")(serving_commands.keys_revoke)
 keys_app.command("rotate")(serving_commands.keys_rotate)
 app.add_typer(keys_app, name="keys")
 
-rules_app = typer.Typer(help="Policy rules: backtests on labelled history.", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="Policy rules: analytics from the decision log, backtests on labelled history.", no_args_is_help=True
+)
+rules_app.command("stats")(rules_commands.rules_stats)
 rules_app.command("backtest")(rules_cli.backtest)
 app.add_typer(rules_app, name="rules")
 

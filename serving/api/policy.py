@@ -1,11 +1,13 @@
 """Policy administration: read, change (validated, versioned, audited, swapped atomically), reload
 (only the promoted champion, unless forced with a reason; audited).
 
-Changes: `PUT /v1/policy` sets top-level fields (fields left out keep their value; `rules`, when sent,
-replaces the whole list); `PUT|PATCH|DELETE /v1/policy/rules/{name}` add or replace, change some fields
-of, or remove one rule. Every change needs a `reason` (body; a query parameter for DELETE). The new
-policy and its audit row are written in one transaction of the store, which holds the policy in force;
-the bundle's policy.json is only the default for a bundle the store holds no policy for.
+Changes: `PUT /v1/policy` sets top-level fields (fields left out keep their value; `rules` is refused
+unless `replace_rules` is true, then it replaces the whole list); `PUT|PATCH|DELETE /v1/policy/rules/{name}`
+add or replace, change some fields of (its `mode` and `enabled` too), or remove one rule, and
+`POST /v1/policy/rules/{name}/disable|enable` switch one off or on. Each rule carries a version the
+server bumps on every change of that rule. Every change needs a `reason` (body; a query parameter for
+DELETE). The new policy and its audit row are written in one transaction of the store, which holds the
+policy in force; the bundle's policy.json is only the default for a bundle the store holds no policy for.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from bundle.manifest import BundleError
-from decision.policy import Policy
+from decision.policy import Policy, versioned_rules
 from serving.api.deps import AdminKey, EngineDep, ReadKey, SettingsDep, StoreDep
 from serving.api.errors import field_error
 from serving.api.rule_backtest import gate_block_rules
@@ -35,6 +37,7 @@ from serving.api.schemas import (
     ReloadResponse,
     RulePatch,
     RulePut,
+    RuleToggle,
     TierOut,
 )
 from serving.engine import DecisionEngine
@@ -100,13 +103,23 @@ async def get_policy(_key: ReadKey, engine: EngineDep) -> PolicyOut:
 
 @router.put("/policy", response_model=PolicyOut, responses=_CHANGE_ERRORS)
 async def put_policy(body: PolicyUpdate, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
-    """Put a new policy in force. Fields left out keep their current value; `rules` replaces the whole
-    list (use /v1/policy/rules/{name} for one rule); the version is assigned here. Thresholds set here
-    are 'hand_set, not certified': the certified targets and guarantee are cleared. `tier_pass` sets the
+    """Put a new policy in force. Fields left out keep their current value; `rules` is refused unless
+    `replace_rules` is true, and then replaces the whole list (audited as a replacement; use
+    /v1/policy/rules/{name} for one rule); the version is assigned here. Thresholds set here are
+    'hand_set, not certified': the certified targets and guarantee are cleared. `tier_pass` sets the
     auto-pass threshold of the tiers it names (unknown tier names are refused, naming the field). `audit`
     sets the audit rates and age limit it names and keeps the others."""
-    changes = body.model_dump(exclude_unset=True, exclude={"reason", "force"})
-    return await _change(request, store, key, body.reason, lambda p: _with_audit(p, changes), body.force)
+    changes = body.model_dump(exclude_unset=True, exclude={"reason", "replace_rules", "force"})
+    reason = body.reason
+    if "rules" in changes:
+        if not body.replace_rules:
+            raise field_error(
+                ("body", "rules"),
+                "rules: sending the rule list replaces every rule in force; send replace_rules: true to mean it, "
+                "or change one rule through /v1/policy/rules/{name}",
+            )
+        reason = f"[replace_rules] {reason}"
+    return await _change(request, store, key, reason, lambda p: _with_audit(p, changes), body.force)
 
 
 def _with_audit(policy: Policy, changes: dict[str, Any]) -> dict[str, Any]:
@@ -130,17 +143,37 @@ async def put_rule(name: RuleName, body: RulePut, key: AdminKey, request: Reques
 
 @router.patch("/policy/rules/{name}", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})
 async def patch_rule(name: RuleName, body: RulePatch, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
-    """Change some fields of the existing rule `name` (e.g. its action or terms); 404 if there is none."""
+    """Change some fields of the existing rule `name` (e.g. its action or terms, `mode` or `enabled`:
+    {"enabled": false} disables it, {"mode": "shadow"} demotes it to shadow); 404 if there is none."""
     if body.changes.get("name", name) != name:
         raise field_error(("body", "changes", "name"), "changes.name: a rule is renamed by removing and adding it")
+    changes = body.rule_changes()
+    if not changes:
+        raise field_error(("body", "changes"), "changes: nothing to change (send changes, mode or enabled)")
     return await _change(
         request,
         store,
         key,
         body.reason,
-        lambda p: {"rules": rules_with_change(p, name, body.changes, merge=True)},
+        lambda p: {"rules": rules_with_change(p, name, changes, merge=True)},
         body.force,
     )
+
+
+@router.post("/policy/rules/{name}/disable", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})
+async def disable_rule(name: RuleName, body: RuleToggle, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
+    """Switch the rule `name` off: it stays in the policy, unmatched, until enabled again; 404 if none."""
+    return await _change(request, store, key, body.reason, lambda p: _toggled(p, name, enabled=False), body.force)
+
+
+@router.post("/policy/rules/{name}/enable", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})
+async def enable_rule(name: RuleName, body: RuleToggle, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
+    """Switch the rule `name` back on, in the mode it has; 404 if none."""
+    return await _change(request, store, key, body.reason, lambda p: _toggled(p, name, enabled=True), body.force)
+
+
+def _toggled(policy: Policy, name: str, enabled: bool) -> dict[str, Any]:
+    return {"rules": rules_with_change(policy, name, {"enabled": enabled}, merge=True)}
 
 
 @router.delete("/policy/rules/{name}", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})
@@ -170,6 +203,8 @@ async def _change(
             changes = changes_of(engine.policy)
         except LookupError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc).strip("'\"")) from exc
+        if changes.get("rules") is not None:
+            changes = {**changes, "rules": versioned_rules(engine.policy.rules, changes["rules"])}
         try:
             version = await run_in_threadpool(new_policy_version, store, engine.bundle)
             policy = updated_policy(engine.policy, changes, engine.bundle, version)

@@ -181,6 +181,14 @@ class ScoredItem(BaseModel):
         "on decisions logged before it was kept.",
         examples=[0.02],
     )
+    rules_shadow: list[str] = Field(
+        default_factory=list,
+        description="Shadow rules this listing matched: logged to measure them, they never change the decision.",
+    )
+    model_decision: Decision | None = Field(
+        default=None,
+        description="What the model's thresholds alone would decide, without any rule; null if not scored.",
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="What the caller should know about how the listing was scored, e.g. a category the "
@@ -215,6 +223,8 @@ def scored_item(record: DecisionRecord, warnings: Sequence[str] = ()) -> dict[st
         "tier_risk": record.tier_risk,
         "decision_tier": record.decision_tier,
         "inclusion_prob": record.inclusion_prob,
+        "rules_shadow": record.rules_shadow,
+        "model_decision": record.model_decision,
         "warnings": list(warnings),
     }
 
@@ -307,6 +317,15 @@ ChangeReason = Annotated[
 ]
 
 
+ForceBlockRule = Annotated[
+    bool,
+    Field(
+        description="put in force a block rule whose precision is not certified on the bundle's labelled "
+        "history (admin; audited with the reason and the certificate)"
+    ),
+]
+
+
 class PolicyUpdate(BaseModel):
     """A new policy. Fields left out keep their current value; the server assigns the version.
 
@@ -321,7 +340,15 @@ class PolicyUpdate(BaseModel):
     segments: dict[Annotated[str, Field(max_length=200)], tuple[Threshold, Threshold]] | None = Field(
         default=None, max_length=1_000, description="segment value -> [t_pass, t_block]"
     )
-    rules: list[dict[str, Any]] | None = Field(default=None, max_length=200)
+    rules: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=200,
+        description="The whole rule list: refused unless `replace_rules` is true (change one rule through "
+        "/v1/policy/rules/{name}).",
+    )
+    replace_rules: bool = Field(
+        default=False, description="Confirms that `rules` replaces every rule in force (audited as such)."
+    )
     qa_sample_rate: AuditRate | None = Field(
         default=None, description="Audit floor: the audit rate of auto-passes far from t_pass, never zero."
     )
@@ -335,39 +362,49 @@ class PolicyUpdate(BaseModel):
     )
     targets: dict[str, Any] | None = None
     reason: ChangeReason
-    force: bool = Field(
-        default=False,
-        description="put in force a block rule whose precision is not certified on the bundle's labelled "
-        "history (admin; audited with the reason and the certificate)",
-    )
+    force: ForceBlockRule = False
 
 
 class RulePut(BaseModel):
-    """One rule, added or replaced whole (its name is the one in the path)."""
+    """One rule, added or replaced whole (its name is the one in the path; its version is the server's)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    rule: dict[str, Any] = Field(description="action, kind, terms/fields or column/values (see GET /v1/policy)")
-    reason: ChangeReason
-    force: bool = Field(
-        default=False,
-        description="put in force a block rule whose precision is not certified on the bundle's labelled "
-        "history (admin; audited with the reason and the certificate)",
+    rule: dict[str, Any] = Field(
+        description="action, kind, terms/fields or column/values, mode (enforce | shadow), enabled (see GET /v1/policy)"
     )
+    reason: ChangeReason
+    force: ForceBlockRule = False
+
+
+RuleMode = Literal["enforce", "shadow"]
 
 
 class RulePatch(BaseModel):
-    """Fields of one existing rule to change (e.g. {"action": "review"} or new `terms`)."""
+    """Fields of one existing rule to change: in `changes` (e.g. {"action": "review"} or new `terms`), or
+    the top-level `mode` and `enabled` ({"enabled": false} disables it, {"mode": "shadow"} demotes it)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    changes: dict[str, Any] = Field(min_length=1, max_length=10)
+    changes: dict[str, Any] = Field(default_factory=dict, max_length=10)
+    mode: RuleMode | None = Field(default=None, description="enforce: the rule acts; shadow: matched and logged only")
+    enabled: bool | None = Field(default=None, description="false: kept in the policy but not matched")
     reason: ChangeReason
-    force: bool = Field(
-        default=False,
-        description="put in force a block rule whose precision is not certified on the bundle's labelled "
-        "history (admin; audited with the reason and the certificate)",
-    )
+    force: ForceBlockRule = False
+
+    def rule_changes(self) -> dict[str, Any]:
+        """Every field to change, `mode` and `enabled` included."""
+        top = {k: v for k, v in (("mode", self.mode), ("enabled", self.enabled)) if v is not None}
+        return {**self.changes, **top}
+
+
+class RuleToggle(BaseModel):
+    """Why a rule is enabled or disabled (kept in the audit trail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: ChangeReason
+    force: ForceBlockRule = False
 
 
 class TierOut(BaseModel):

@@ -183,4 +183,5 @@ def decision_record(row: Row[Any]) -> DecisionRecord:
     mapping = row._mapping
     record = DecisionRecord(**{name: mapping[name] for name in _DECISION_FIELDS})
     record.key_id = record.key_id or ""  # NULL in rows logged before request ids were scoped per key
+    record.rules_shadow = record.rules_shadow or []  # NULL in rows logged before shadow rules
     return record

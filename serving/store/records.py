@@ -136,10 +136,16 @@ class DecisionRecord:
     tier_risk: dict[str, float] | None = None
     decision_tier: str | None = None
     inclusion_prob: float | None = None
+    # the enabled shadow rules this listing matched (logged, never acted on), and what the thresholds alone
+    # would decide without any rule (None when unscored, and on rows logged before either was kept)
+    rules_shadow: list[str] = field(default_factory=list)
+    model_decision: Decision | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:
             raise ValueError(f"decision must be one of {sorted(DECISIONS)}, got {self.decision!r}")
+        if self.model_decision is not None and self.model_decision not in DECISIONS:
+            raise ValueError(f"model_decision must be one of {sorted(DECISIONS)} or None, got {self.model_decision!r}")
         if self.would_have_been is not None and self.would_have_been not in DECISIONS:
             raise ValueError(
                 f"would_have_been must be one of {sorted(DECISIONS)} or None, got {self.would_have_been!r}"

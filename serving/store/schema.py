@@ -100,6 +100,8 @@ decisions = Table(
     Column("tier_risk", JSONText, nullable=True),  # added later: see ADDED_COLUMNS
     Column("decision_tier", String(64), nullable=True),  # added later: see ADDED_COLUMNS
     Column("inclusion_prob", Float, nullable=True),  # added later: see ADDED_COLUMNS
+    Column("rules_shadow", JSONText, nullable=True),  # added later: see ADDED_COLUMNS
+    Column("model_decision", String(16), nullable=True),  # added later: see ADDED_COLUMNS
     CheckConstraint(_one_of("decision", _DECISION_VALUES), name="ck_decisions_decision"),
     CheckConstraint(
         f"would_have_been IS NULL OR {_one_of('would_have_been', _DECISION_VALUES)}",
@@ -217,6 +219,8 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
     (decisions, "inclusion_prob"),
     (queue, "lane"),
     (reviews, "overturn"),
+    (decisions, "rules_shadow"),
+    (decisions, "model_decision"),
 )
 
 # Each verdict's outcome for its merchant (reviews and audits alike), written in the verdict's transaction:

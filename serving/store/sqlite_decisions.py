@@ -65,7 +65,7 @@ _SQLITE_DECISION_ORDER = (  # the order `_sqlite_decision_row` writes; checked a
     "decision_id", "request_id", "listing_id", "received_at", "decided_at", "decision", "automated", "risk",
     "model_version", "policy_version", "t_pass", "t_block", "priority", "rules_matched", "reasons", "qa_sample",
     "would_have_been", "fallback_reason", "statement_of_reasons", "listing", "key_id", "request_hash",
-    "tier_risk", "decision_tier", "inclusion_prob",
+    "tier_risk", "decision_tier", "inclusion_prob", "rules_shadow", "model_decision",
 )  # fmt: skip
 if _SQLITE_DECISIONS.columns != _SQLITE_DECISION_ORDER:
     raise RuntimeError("schema.decisions changed: update _sqlite_decision_row to the new columns")
@@ -158,6 +158,8 @@ def _sqlite_decision_row(r: DecisionRecord, times: dict[datetime, str]) -> tuple
         None if r.tier_risk is None else _dumps(r.tier_risk, option=_JSON_OPTIONS).decode(),
         r.decision_tier,
         r.inclusion_prob,
+        _dumps(r.rules_shadow, option=_JSON_OPTIONS).decode(),
+        r.model_decision,
     )
 
 

@@ -1,7 +1,7 @@
 """The store of the scoring service: decision log, review queue, API keys, policy and model audit,
-shadow decisions and monitoring reads over one SQLAlchemy Core schema, each part in its own module
-(`decisions`, `queue`, `api_keys`, `policy_audit`, `model_audit`, `shadow`, `monitoring`), all on one
-`database`.
+shadow decisions, monitoring and rule-analytics reads over one SQLAlchemy Core schema, each part in its
+own module (`decisions`, `queue`, `api_keys`, `policy_audit`, `model_audit`, `shadow`, `monitoring`,
+`rule_log`), all on one `database`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from serving.store.monitoring import MonitorReads
 from serving.store.policy_audit import PolicyAudit
 from serving.store.queue import ReviewQueue
 from serving.store.records import utcnow
+from serving.store.rule_log import RuleLogReads
 from serving.store.shadow import ShadowLog
 
 
-class Store(DecisionLog, ReviewQueue, ApiKeyTable, PolicyAudit, ModelAudit, ShadowLog, MonitorReads):
+class Store(DecisionLog, ReviewQueue, ApiKeyTable, PolicyAudit, ModelAudit, ShadowLog, MonitorReads, RuleLogReads):
     """Durable storage of the scoring service. Thread-safe; create one per process (`create_store`)."""
 
 

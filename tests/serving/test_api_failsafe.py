@@ -71,7 +71,7 @@ def test_a_failing_model_sends_block_rule_hits_to_review_too(serve, monkeypatch:
     with serve() as api:
         policy = api.client.put(
             "/v1/policy",
-            json={"rules": [block_replicas], "reason": "replicas", "force": True},
+            json={"rules": [block_replicas], "replace_rules": True, "reason": "replicas", "force": True},
             headers=api.headers("admin"),
         )
         assert policy.status_code == 200, policy.text
@@ -108,6 +108,6 @@ def test_a_failure_while_deciding_still_never_auto_passes(serve, monkeypatch: py
         raise ValueError("bad rule")
 
     with serve() as api:
-        monkeypatch.setattr(DecisionEngine, "match_rules", broken)
+        monkeypatch.setattr(DecisionEngine, "match_all_rules", broken)
         items = api.batch(LISTINGS).json()["items"]
         assert_all_human_review(api, items, "scoring_error")

@@ -88,8 +88,20 @@ INVALID_POLICIES = [
     ("segment_by", {"segment_by": "colour", "segments": {"red": [0.1, 0.9]}}),
     ("segments", {"segment_by": "category", "segments": {"no-such-category": [0.1, 0.9]}}),
     ("segments", {"segment_by": "category", "segments": {"books": [0.9, 0.1]}}),
-    ("rules", {"rules": [{"name": "x", "action": "explode", "kind": "term", "terms": ["a"], "fields": ["title"]}]}),
-    ("rules", {"rules": [{"name": "x", "action": "block", "kind": "term", "terms": [], "fields": ["title"]}]}),
+    (
+        "rules",
+        {
+            "rules": [{"name": "x", "action": "explode", "kind": "term", "terms": ["a"], "fields": ["title"]}],
+            "replace_rules": True,
+        },
+    ),
+    (
+        "rules",
+        {
+            "rules": [{"name": "x", "action": "block", "kind": "term", "terms": [], "fields": ["title"]}],
+            "replace_rules": True,
+        },
+    ),
     ("version", {"version": "mine"}),
 ]
 
@@ -139,6 +151,7 @@ def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) 
         "t_block": 1.0,
         "qa_sample_rate": 0.001,
         "rules": [],
+        "replace_rules": True,
         "segment_by": "category",
         "segments": {strict: [0.0, 0.0001]},
     }
@@ -154,7 +167,14 @@ def test_per_segment_thresholds_apply_to_their_segment(serve, own_bundle: Path) 
 
 def test_a_policy_swap_under_load_changes_decisions_without_a_failed_request(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
-        body = {"t_pass": 0.999, "t_block": 1.0, "tier_pass": open_tiers(api), "qa_sample_rate": 0.001, "rules": []}
+        body = {
+            "t_pass": 0.999,
+            "t_block": 1.0,
+            "tier_pass": open_tiers(api),
+            "qa_sample_rate": 0.001,
+            "rules": [],
+            "replace_rules": True,
+        }
         assert put_policy(api, body).status_code == 200
         old_version = api.app.state.engine.policy.version
         stop = threading.Event()

@@ -44,10 +44,17 @@ def test_one_rule_is_added_changed_and_removed_by_name_others_kept(serve, own_bu
         )
 
     assert added.status_code == 200, added.text
-    assert added.json()["policy"]["rules"] == [*before, {"name": "replicas", **REPLICA_RULE}]
+    live = {"mode": "enforce", "enabled": True}
+    assert added.json()["policy"]["rules"] == [*before, {"name": "replicas", **REPLICA_RULE, **live, "version": 1}]
     assert blocked["decision"] == "auto_block" and "replicas" in blocked["rules_matched"]
     assert patched.status_code == 200
-    assert patched.json()["policy"]["rules"][-1] == {"name": "replicas", **REPLICA_RULE, "action": "review"}
+    assert patched.json()["policy"]["rules"][-1] == {
+        "name": "replicas",
+        **REPLICA_RULE,
+        **live,
+        "action": "review",
+        "version": 2,
+    }
     assert reviewed["decision"] == "human_review"
     assert removed.status_code == 200 and removed.json()["policy"]["rules"] == before
     reasons = [h["reason"].split("\n")[0] for h in history]  # a forced block rule's certificate follows

@@ -142,13 +142,13 @@ def put_policy(api: Api, reason: str, **body: object) -> None:
 def pass_everything(api: Api, **audit: Any) -> None:
     """Thresholds that pass every listing (tiers too), no rules; audit rates as given."""
     tiers = dict.fromkeys(api.app.state.engine.tier_names, 0.999)
-    put_policy(api, "pass all", t_pass=0.999, t_block=1.0, tier_pass=tiers, rules=[], **audit)
+    put_policy(api, "pass all", t_pass=0.999, t_block=1.0, tier_pass=tiers, rules=[], replace_rules=True, **audit)
 
 
 def block_everything(api: Api, **audit: Any) -> None:
     """Thresholds that block every listing the model scores (risk >= 1e-6), no rules."""
     tiers = dict.fromkeys(api.app.state.engine.tier_names, 0.0)
-    put_policy(api, "block all", t_pass=0.0, t_block=1e-6, tier_pass=tiers, rules=[], **audit)
+    put_policy(api, "block all", t_pass=0.0, t_block=1e-6, tier_pass=tiers, rules=[], replace_rules=True, **audit)
 
 
 EVERYTHING_AUDITED = {"qa_sample_rate": 1.0, "audit": {"near_rate": 1.0, "block_rate": 1.0}}

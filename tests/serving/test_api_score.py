@@ -25,6 +25,8 @@ ITEM_FIELDS = {
     "priority",
     "reasons",
     "rules_matched",
+    "rules_shadow",
+    "model_decision",
     "qa_sample",
     "would_have_been",
     "fallback_reason",
