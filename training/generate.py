@@ -1084,8 +1084,17 @@ def generate(
     repost_seconds = _review_seconds(rng, relisted.category, repost_outcome)
     source = _merged_order(r.created, relisted.created, reposts.replaces)
 
+    is_repost = source >= rows
+    from_ordinary, repost_at, from_repost = (
+        np.where(is_repost, 0, source),
+        np.flatnonzero(is_repost),
+        source[is_repost] - rows,
+    )
+
     def merged(ordinary: np.ndarray, repost: np.ndarray) -> np.ndarray:
-        return np.concatenate([ordinary, repost])[source]
+        out = ordinary[from_ordinary]  # one gather, then the re-posts written in place
+        out[repost_at] = repost[from_repost]
+        return out
 
     def merged_text(ordinary: pa.Array, repost: pa.Array) -> pd.Series:
         return pa.concat_arrays([ordinary, repost]).take(source).to_pandas()
