@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bundle.load import Bundle
 from decision.policy import Policy
-from serving.api import body, docs, errors, health, keys, me, models, monitor, policy, queue, score, simulate
+from serving.api import body, docs, errors, health, keys, listings, me, models, monitor, policy, queue, score, simulate
 from serving.api.deps import authenticate_before_body
 from serving.lifecycle import finish_shadow, follow_store, in_force_path, startup_shadow
 from serving.logs import configure_logging
@@ -27,6 +27,7 @@ from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, BodyLimitMiddleware
 from serving.models import startup_engine
 from serving.monitor import GaugeRefresher
+from serving.product_index import follow_verdicts, sync_now
 from serving.scorer import Scorer
 from serving.settings import Settings, get_settings
 from serving.store import Store, create_store
@@ -43,6 +44,7 @@ ROUTERS: list[APIRouter] = [
     health.router,
     simulate.router,
     monitor.router,
+    listings.router,
     me.router,
     docs.router,
 ]
@@ -71,9 +73,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     merchant_refresh = asyncio.create_task(_refresh_merchant_history(app, settings.merchant_refresh_seconds))
     refresher = _start_monitor(app, settings, store)
     follower = asyncio.get_running_loop().create_task(follow_store(app, settings.follow_seconds))
+    await sync_now(app)  # verdicts recorded before this start (or by other workers) match from the first listing
+    verdicts = asyncio.create_task(follow_verdicts(app, settings.follow_seconds))
     try:
         yield
     finally:
+        verdicts.cancel()
         follower.cancel()
         await finish_shadow(app)
         merchant_refresh.cancel()

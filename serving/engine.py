@@ -36,6 +36,7 @@ from decision.policy import (
 )
 from decision.rules import match_rules_on_texts
 from features.builder import text_column
+from features.identify import PRODUCT_MATCH, Identification
 from serving.explain import Explainer, PathExplainer
 from serving.store.records import DecisionRecord, StatementOfReasons, new_ids, utcnow
 
@@ -132,6 +133,7 @@ class DecisionEngine:
         scores = self.score([listing])
         if scores.fallback_reason is not None:
             log.warning("warm-up scoring fell back to %s", scores.fallback_reason)
+        self.identify([listing])  # loads the product index
 
     @property
     def model_version(self) -> str | None:
@@ -231,7 +233,8 @@ class DecisionEngine:
         requests scored together keep their own).
         """
         n, policy = len(listings), self.policy
-        rule_block, rule_review, matched = self.match_rules(listings)
+        identified = self.identify(listings)  # raises -> decide_safely: human review, never a pass
+        rule_block, rule_review, matched = self.match_rules(listings, identified)
         t_pass, t_block = self.thresholds(listings)
         tier_names = self.tier_names
         tier_pass = policy.tier_pass_vector(tier_names)
@@ -268,7 +271,7 @@ class DecisionEngine:
                 t_block=t_block_list[i],
                 priority=priorities[i],
                 rules_matched=matched[i],
-                reasons=scores.reasons[i],
+                reasons=scores.reasons[i] + identified[i].reasons() if identified else scores.reasons[i],
                 qa_sample=audited,
                 fallback_reason=None if is_scored else fallback,
                 tier_risk=tier_risks[i] if is_scored else None,
@@ -315,10 +318,20 @@ class DecisionEngine:
                 for listing, rid, at in zip(listings, request_ids, received, strict=True)
             ]
 
-    def match_rules(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
-        """(block_mask, review_mask, matched rule names): `decision.rules.match_rules` on listing dicts."""
-        texts = {c: text_column(listings, c) for c in self._rule_columns}
+    def match_rules(
+        self, listings: list[dict[str, Any]], identified: list[Identification] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+        """(block_mask, review_mask, matched rule names): `decision.rules.match_rules` on listing dicts,
+        with product identification's `product_match` column."""
+        texts = {c: text_column(listings, c) for c in self._rule_columns if c != PRODUCT_MATCH}
+        if PRODUCT_MATCH in self._rule_columns:
+            texts[PRODUCT_MATCH] = [found.product_match for found in identified or ()] or [""] * len(listings)
         return match_rules_on_texts(texts, len(listings), self.policy.rules)
+
+    def identify(self, listings: list[dict[str, Any]]) -> list[Identification]:
+        """Product identification of each listing ([] when the bundle ships no index)."""
+        identifier = self.bundle.identifier if self.bundle is not None else None
+        return identifier.identify_records(listings) if identifier is not None and listings else []
 
     def thresholds(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Per-listing (t_pass, t_block): the segment's pair, else the global pair."""

@@ -21,7 +21,8 @@ from decision.thresholds import ThresholdResult, choose_policy_thresholds, defau
 from decision.tiers import risk_column, tier_alpha, tier_labels, violations_needed
 from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
-from features.config import INCLUSION_PROB, DataConfig, load_config
+from features.config import DEFAULT_CONFIG_PATH, INCLUSION_PROB, DataConfig, load_config
+from features.identify import PRODUCT_MATCH, build_identifier, identify_history
 from features.validate import load_table, validate_history
 from training.evaluate import audit_weights, evaluate_scores, ranking_metrics
 from training.export import point_latest, write_bundle
@@ -62,6 +63,9 @@ class TrainOptions:
     move_candidate: bool | None = None
     show_progress: bool = True
     lgbm: LgbmParams = field(default_factory=LgbmParams)
+    # known prohibited products (entry_id, name, aliases "|"-joined, reason, action); None: the
+    # marketplace's configs/catalogue.csv when present, else no catalogue matching
+    catalogue: Path | None = None
 
 
 @dataclass
@@ -278,6 +282,11 @@ def train(options: TrainOptions) -> TrainResult:
                     weight_train=w_train,
                     weight_cal=w_cal,
                 )
+        with stage("index rejected listings for product identification"):
+            catalogue = _catalogue(options)
+            identifier = build_identifier(table, config, catalogue)
+            matches = identify_history(table, config, catalogue)[PRODUCT_MATCH].set_axis(table[config.id])
+            test_matches = parts.test[config.id].map(matches).fillna("").to_numpy()
         with stage("calibrate on the calibration split"):
             raw_cal = model.predict(X_cal)
             calibrator = fit_calibrator(raw_cal, y_cal, w_cal)
@@ -307,7 +316,7 @@ def train(options: TrainOptions) -> TrainResult:
             )
             baseline_risk = baseline.predict(X_test)
             test_frame["baseline_risk"] = baseline_risk
-            rule_block, rule_review, _ = match_rules(parts.test, policy.rules)
+            rule_block, rule_review, _ = match_rules(parts.test.assign(**{PRODUCT_MATCH: test_matches}), policy.rules)
             metrics = _metrics(
                 parts.sizes(),
                 test_frame,
@@ -348,6 +357,7 @@ def train(options: TrainOptions) -> TrainResult:
                 reference=reference,
                 test_scores=test_frame,
                 test_rows=parts.test,
+                identifier=identifier,
                 model_card=render_model_card(bundle_dir.name, metrics, policy, options),
             )
             point_latest(options.out, bundle_dir)
@@ -356,6 +366,14 @@ def train(options: TrainOptions) -> TrainResult:
             with stage("log run to MLflow and register the model"):
                 mlflow_info = _log_mlflow(bundle_dir, options, metrics, example)
     return TrainResult(bundle_dir=bundle_dir, metrics=metrics, mlflow=mlflow_info)
+
+
+def _catalogue(options: TrainOptions) -> pd.DataFrame | None:
+    """The catalogue of known prohibited products to ship, if any."""
+    path = options.catalogue or DEFAULT_CONFIG_PATH.parent / "catalogue.csv"
+    if options.catalogue is None and not path.is_file():
+        return None
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def _metrics(

@@ -18,10 +18,11 @@ from serving.store.monitoring import MonitorReads
 from serving.store.policy_audit import PolicyAudit
 from serving.store.queue import ReviewQueue
 from serving.store.records import utcnow
+from serving.store.reviewed_listings import ReviewedListings
 from serving.store.shadow import ShadowLog
 
 
-class Store(DecisionLog, ReviewQueue, ApiKeyTable, PolicyAudit, ModelAudit, ShadowLog, MonitorReads):
+class Store(DecisionLog, ReviewQueue, ApiKeyTable, PolicyAudit, ModelAudit, ShadowLog, MonitorReads, ReviewedListings):
     """Durable storage of the scoring service. Thread-safe; create one per process (`create_store`)."""
 
 
