@@ -1,7 +1,9 @@
 """Built-in synthetic review history: realistic, seeded and vectorised (1M rows in seconds).
 
 `generate(rows, seed, start, months)` returns `(reviews, oracle)`; `write_dataset` writes them to
-`reviews.parquet` and, separately, `oracle.parquet`, which training never reads.
+`reviews.parquet` and, separately, `oracle.parquet`, which training never reads, plus `catalogue.csv`:
+`catalogue()`, the known prohibited and restricted products with their aliases (the marketplace copy
+is configs/catalogue.csv, written by `write_catalogue`).
 
 The generative story:
 
@@ -26,8 +28,20 @@ The generative story:
    weights `p_k`. The reviewer then flips the outcome with probability
    `f(p) = REVIEWER_FLIP_FLOOR + REVIEWER_FLIP_BORDERLINE * 4p(1-p)`: reviewers err mostly on borderline
    listings, rarely on clear-cut ones (a wrongly rejected listing gets reason "other").
+5. Re-posts: `REPOST_SHARE` of the rows (about one rejection in six) list a rejected listing again,
+   1 hour to 6 weeks (log-uniform) after its verdict, by the same merchant or, for `LINKED_SHARE`
+   (more for repeat offenders), from a second account of the same seller: a fresh merchant id that
+   joined after the rejection, with the seller's latents. Repeat offenders and schemes come back more
+   often. A re-post is the same product (category, market, scheme, luxury claim, hint, lookalike,
+   certificate, images), possibly edited (`REPOST_EDITS`): title reworded (another modifier, or the
+   word order), spelling (plain to obfuscated, or the other obfuscation: more often in the drift
+   months, as the trick spreads), price changed 2-20%, mostly
+   down, description reordered or one category sentence swapped; `HEAVY_SHARE` get every edit.
+   Room is made by dropping `round(REPOST_SHARE * rows)` rows drawn uniformly and blind to everything
+   (a thinning independent of every draw, so the kept rows' oracle is untouched); the originals are a
+   sample of the other rejected listings, weighted by features and the merchant's offender status.
 
-The oracle: `true_risk = p + f(p) * (1 - 2p)` is exactly
+The oracle of an ordinary (not re-posted) listing: `true_risk = p + f(p) * (1 - 2p)` is exactly
 P(label = 1 | the listing's features (creation time included), its merchant's latent quality `q`, the
 listing's latent ambiguity term), reviewer noise included, and `label ~ Bernoulli(true_risk)`. It does
 not condition on the label draw itself. No model sees `q` or the ambiguity term, so the oracle bounds
@@ -50,18 +64,39 @@ Per reason k in REASONS, `true_risk_<k>` = P(label = 1 and reason = k | same con
 `(1 - p) f(p)` for "other". They sum to `true_risk`; `limit_risk_<k>`, the same integrated over the
 ambiguity term, sum to `limit_risk` (both up to float rounding). A reason absent from a listing's
 signals (say counterfeit without a luxury brand) has risk exactly 0 there.
+
+The oracle of a re-post. Same product, same truth: a re-post carries its original's true violation V
+and type K; a fresh reviewer flips its verdict with `f(p)`, `p` the original's violation probability
+(the same product, as borderline). The original's verdict, rejected with recorded reason R, was known
+before the re-post was created. With p_k, p, f the original's (given its features, q and ambiguity):
+  P(R = k)                   = A_k + [k = other] B,  A_k = p (1 - f) p_k / sum_j(p_j),  B = (1 - p) f
+  P(R = k, re-post rejected) = A_k (1 - f) + [k = other] B f
+(A_k: a confirmed violation of type k; B: a wrongful rejection, always recorded as "other"). `true_risk`
+of the re-post is their ratio, P(label = 1 | features, latents, the original's verdict): `1 - f` when R
+is not "other" (only an "other" rejection can be wrong), and all of it is on reason R (a wrongful
+re-post rejection is "other", like R). The choice of originals depends on R, features and the
+merchant's offender status, never on V or the ambiguity term, so it leaves this posterior unchanged;
+the re-post's own edits, price, tenure and time are independent draws given the original, so they carry
+no further information.
+`limit_risk` integrates the ambiguity term `a` (shared by the original and its re-post) out against its
+posterior given everything observable about the original: its verdict, and its `review_seconds`, which
+depends on `a` through `p` (likelihood `l(a)`: the log-normal mass of the recorded 0.1 s interval, or
+of everything under it at the 5 s floor) and is independent of V given `a` and the label. By Bayes,
+  limit_risk = integral phi(a) l(a) P(R = k, re-post rejected | a) da / integral phi(a) l(a) P(R = k | a) da,
+by Gauss-Hermite quadrature with 2 * LIMIT_NODES nodes; `limit_risk_k` is the same on reason R, 0 elsewhere.
 """
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from scipy.special import ndtr
 
 # Reviewers err mostly on borderline listings: a verdict is the wrong way round with probability
 # REVIEWER_FLIP_FLOOR + REVIEWER_FLIP_BORDERLINE * 4p(1-p), p the listing's violation probability
@@ -79,6 +114,7 @@ _MARKET_SHARE = np.array([0.35, 0.12, 0.12, 0.10, 0.13, 0.18])
 _MARKET_LOGIT = np.array([0.0, -0.15, -0.3, -0.2, 0.35, 0.4])
 _NS_PER_DAY = 86_400 * 10**9
 _TEXT = pa.large_string()
+_T = TypeVar("_T", bound=tuple)  # a NamedTuple of per-row arrays
 
 # fmt: off
 # Risky terms and the obfuscated spellings violators drift to.
@@ -443,7 +479,7 @@ def _rows(rng: np.random.Generator, m: _Merchants, rows: int, span: float, drift
     merchant, created = _listings(rng, m, rows, span)
     category = _place(rng, m.category[merchant], 0.7, _field("share"))
     market = _place(rng, m.market[merchant], 0.85, _MARKET_SHARE)
-    drift = np.clip((created - drift_start) / (span - drift_start), 0.0, 1.0)
+    drift = _drift(created, span, drift_start)
     offender = m.offender[merchant]
     scheme = _schemes(rng, category, offender, drift)
     genuine = (scheme == _NO_SCHEME) & (rng.random(rows) < _field("genuine_rate")[category])
@@ -489,8 +525,16 @@ def _prices(
     )
     spread = np.select([genuine, counterfeit], [0.35, 0.7], 0.5)
     price = np.maximum(np.round(centre * np.exp(spread * rng.standard_normal(len(cat))), 2), 0.5)
-    discount = np.where(genuine | counterfeit, np.clip(np.log(luxury_norm / price), 0.0, 4.0), 0.0)
-    return price, discount
+    return price, _discount(cat, genuine | counterfeit, price)
+
+
+def _discount(cat: np.ndarray, luxury: np.ndarray, price: np.ndarray) -> np.ndarray:
+    luxury_norm = _field("price")[cat] * _field("luxury_mult")[cat]
+    return np.where(luxury, np.clip(np.log(luxury_norm / price), 0.0, 4.0), 0.0)
+
+
+def _drift(created: np.ndarray, span: float, drift_start: float) -> np.ndarray:
+    return np.clip((created - drift_start) / (span - drift_start), 0.0, 1.0)
 
 
 def _certificates(
@@ -533,6 +577,7 @@ class _Outcome(NamedTuple):
     reason: np.ndarray  # index into ("none", *REASONS)
     violation_prob: np.ndarray
     true_risk: np.ndarray
+    violation: np.ndarray  # the true violation, before the reviewer's verdict
 
 
 def _outcome(rng: np.random.Generator, probs: np.ndarray) -> _Outcome:
@@ -544,7 +589,7 @@ def _outcome(rng: np.random.Generator, probs: np.ndarray) -> _Outcome:
     cum = np.cumsum(probs, axis=1)
     kind = np.minimum(((rng.random(len(p)) * cum[:, -1])[:, None] >= cum).sum(axis=1), len(REASONS) - 1)
     reason = np.where(label, np.where(violation, kind + 1, _OTHER + 1), 0)
-    return _Outcome(label.astype(np.int64), reason, p, p + flip * (1 - 2 * p))
+    return _Outcome(label.astype(np.int64), reason, p, p + flip * (1 - 2 * p), violation)
 
 
 def _label_risks(probs: list[np.ndarray], at: list[np.ndarray | slice], rows: int) -> list[np.ndarray]:
@@ -600,20 +645,22 @@ def _limit_risks(logits: np.ndarray, at: list[np.ndarray | slice]) -> list[np.nd
     return _dense(integral, at, len(logits))
 
 
-def _oracle(listing_ids: pd.Series, logits: np.ndarray, ambiguity: np.ndarray, outcome: _Outcome) -> pd.DataFrame:
-    """true_risk and limit_risk, then the same per reason (see the module docstring)."""
+def _risks(true_per_reason: list[np.ndarray], limit_per_reason: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The oracle's risk columns: true_risk and limit_risk, then the same per reason."""
+    return {
+        "true_risk": np.sum(true_per_reason, axis=0),
+        "limit_risk": np.sum(limit_per_reason, axis=0),
+        **{f"true_risk_{k}": c for k, c in zip(REASONS, true_per_reason, strict=True)},
+        **{f"limit_risk_{k}": c for k, c in zip(REASONS, limit_per_reason, strict=True)},
+    }
+
+
+def _oracle(logits: np.ndarray, ambiguity: np.ndarray, outcome: _Outcome) -> dict[str, np.ndarray]:
+    """The risk columns of ordinary listings (see the module docstring)."""
     rows, at = len(logits), _reason_rows(logits)
     true_per_reason = _dense(_label_risks([_expit(logits[r, k]) for k, r in enumerate(at)], at, rows), at, rows)
     limit_per_reason = _limit_risks(logits - ambiguity[:, None], at)
-    return pd.DataFrame(
-        {
-            "listing_id": listing_ids,
-            "true_risk": outcome.true_risk,
-            "limit_risk": np.sum(limit_per_reason, axis=0),
-            **{f"true_risk_{k}": c for k, c in zip(REASONS, true_per_reason, strict=True)},
-            **{f"limit_risk_{k}": c for k, c in zip(REASONS, limit_per_reason, strict=True)},
-        }
-    )
+    return {**_risks(true_per_reason, limit_per_reason), "true_risk": outcome.true_risk}
 
 
 def reviewer_flip_probability(p: np.ndarray) -> np.ndarray:
@@ -623,92 +670,379 @@ def reviewer_flip_probability(p: np.ndarray) -> np.ndarray:
 
 def _review_seconds(rng: np.random.Generator, cat: np.ndarray, o: _Outcome) -> np.ndarray:
     """Category handling time, longer for ambiguous (p near 1/2) and rejected listings."""
-    ambiguous = 4.0 * o.violation_prob * (1.0 - o.violation_prob)
-    noise = np.exp(0.45 * rng.standard_normal(len(cat)))
-    seconds = _field("seconds")[cat] * noise * (1.0 + 1.5 * ambiguous) * np.where(o.label == 1, 1.3, 1.0)
-    return np.maximum(np.round(seconds, 1), 5.0)
+    noise = np.exp(_SECONDS_SD * rng.standard_normal(len(cat)))
+    seconds = _median_seconds(cat, o.violation_prob, o.label) * noise
+    return np.maximum(np.round(seconds, 1), _MIN_SECONDS)
 
 
-def _titles_and_brands(rng: np.random.Generator, r: _Rows, terms: dict[str, np.ndarray]) -> tuple[pa.Array, pa.Array]:
-    """Title "[brand] item modifier [- claim]"; the brand column is "" when no brand is given."""
+_SECONDS_SD = 0.45  # log-normal spread of review_seconds
+_MIN_SECONDS = 5.0
+
+
+def _median_seconds(cat: np.ndarray, p: np.ndarray, label: np.ndarray) -> np.ndarray:
+    return _field("seconds")[cat] * (1.0 + 1.5 * 4.0 * p * (1.0 - p)) * np.where(label == 1, 1.3, 1.0)
+
+
+def _review_delay(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """Seconds from creation to the verdict: log-normal around 10 hours, within [15 min, 4 days]."""
+    return np.round(3600 * np.clip(np.exp(np.log(10.0) + 0.9 * rng.standard_normal(rows)), 0.25, 96.0))
+
+
+class _Wording(NamedTuple):
+    """Each row's phrase choices, as indices into `_pools()` (the pool's `null` where absent).
+
+    Text is assembled from these and `_Rows.variant` (the spelling), so a re-post can copy its
+    original's wording and change a few choices (`_repost_wording`).
+    """
+
+    luxury: np.ndarray  # plain-spelling index of the row's risky term, if any
+    prohibited: np.ndarray
+    claims: np.ndarray
+    brand: np.ndarray  # an ordinary (non-luxury) brand
+    brand_shown: np.ndarray  # a luxury brand also fills the brand column (never when obfuscated)
+    in_title: np.ndarray  # the prohibited term or claim shows in the title as well
+    product: np.ndarray
+    modifier: np.ndarray
+    modifier_first: np.ndarray  # title "brand modifier item" rather than "brand item modifier"
+    first: np.ndarray  # the category sentences
+    second: np.ndarray
+    third: np.ndarray
+    lookalike: np.ndarray
+    generic: np.ndarray
+    prohibited_prefix: np.ndarray
+    prohibited_suffix: np.ndarray
+    claim_prefix: np.ndarray
+    claim_suffix: np.ndarray
+    off_platform: np.ndarray
+    hint: np.ndarray
+    authentic: np.ndarray
+    order: np.ndarray  # description sentence order: 0 "A R B X", 1 "R A B X", 2 "A B R X" (see _descriptions)
+
+
+_MODIFIER_FIRST_SHARE = 0.25
+_ORDER_SHARE = np.array([0.7, 0.15, 0.15])
+
+
+def _wording(rng: np.random.Generator, r: _Rows) -> _Wording:
     pools, cat, n = _pools(), r.category, len(r.category)
-    branded = ~r.luxury & (r.scheme != _PROHIBITED) & (rng.random(n) < 0.75)
-    brand = _text(pools["brands"], _pick(rng, pools["brands"], cat, branded))
-    luxury = pools["luxury"]
-    brand_shown = ~(r.variant > 0) & (rng.random(n) < np.where(r.genuine, 0.9, 0.5))
-    luxury_field = _text(luxury, np.where(brand_shown, terms["luxury"], luxury.null))
-    title_brand = pc.coalesce(_text(luxury, _spell(luxury, terms["luxury"], r.variant)), brand)
-    in_title = rng.random(n) < 0.6
-    prohibited = pools["prohibited"]
-    term = _text(prohibited, np.where(in_title, _spell(prohibited, terms["prohibited"], r.variant), prohibited.null))
-    item = pc.coalesce(term, _text(pools["products"], _pick(rng, pools["products"], cat)))
-    claims = pools["claims"]
-    claim = _text(claims, np.where(in_title, _spell(claims, terms["claims"], r.variant), claims.null))
-    dash = pa.scalar("-", _TEXT)
-    title = _join(
-        title_brand,
-        item,
-        _text(pools["modifiers"], _pick(rng, pools["modifiers"], cat)),
-        _join(dash, claim, nulls="emit_null"),
-    )
-    return title, pc.coalesce(luxury_field, brand, pa.scalar("", _TEXT))
-
-
-def _risk_sentence(rng: np.random.Generator, r: _Rows, terms: dict[str, np.ndarray]) -> pa.Array:
-    """The description's risky sentence (prohibited term, claim, luxury wording), null for most rows."""
-    pools, n = _pools(), len(r.scheme)
     zero = np.zeros(n, dtype=np.int64)
-    sentences = []
-    for name, affix, mask in [
-        ("prohibited", "prohibited", r.scheme == _PROHIBITED),
-        ("claims", "claim", r.scheme == _CLAIM),
-    ]:
-        prefix, suffix, pool = pools[f"{affix}_prefix"], pools[f"{affix}_suffix"], pools[name]
-        parts = (
-            _text(prefix, _pick(rng, prefix, zero, mask)),
-            _text(pool, _spell(pool, terms[name], r.variant)),
-            _text(suffix, _pick(rng, suffix, zero, mask)),
-        )
-        sentences.append(_join(*parts, nulls="emit_null"))
-    counterfeit = (r.scheme == _COUNTERFEIT) & ~r.hint
-    authentic = (r.genuine & (rng.random(n) < 0.5)) | (counterfeit & (rng.random(n) < 0.4))
-    sentences.append(_text(pools["off_platform"], _pick(rng, pools["off_platform"], zero, r.scheme == _OFF_PLATFORM)))
-    sentences.append(_text(pools["hints"], _pick(rng, pools["hints"], zero, r.hint)))
-    sentences.append(_text(pools["authentic"], _pick(rng, pools["authentic"], zero, authentic)))
-    return pc.coalesce(*sentences)
-
-
-def _descriptions(rng: np.random.Generator, r: _Rows, terms: dict[str, np.ndarray]) -> pa.Array:
-    """Category sentence, risky or generic sentence, a second category sentence, an optional third."""
-    pools, cat, n = _pools(), r.category, len(r.category)
+    branded = ~r.luxury & (r.scheme != _PROHIBITED) & (rng.random(n) < 0.75)
     phrases = pools["phrases"]
     start, size = phrases.start[cat], phrases.size[cat]  # every category has >= 3 phrases
     first = (rng.random(n) * size).astype(np.int64)
     step2 = 1 + (rng.random(n) * (size - 1)).astype(np.int64)
     step3 = 1 + (rng.random(n) * (size - 2)).astype(np.int64)
     step3 += step3 >= step2  # three distinct sentences
-    third = np.where(rng.random(n) < 0.4, start + (first + step3) % size, phrases.null)
-    generic = _text(pools["generic"], _pick(rng, pools["generic"], np.zeros(n, dtype=np.int64)))
-    extra = pc.coalesce(
-        _text(pools["lookalikes"], _pick(rng, pools["lookalikes"], cat, r.lookalike)), _text(phrases, third)
+    counterfeit = (r.scheme == _COUNTERFEIT) & ~r.hint
+    authentic = (r.genuine & (rng.random(n) < 0.5)) | (counterfeit & (rng.random(n) < 0.4))
+    return _Wording(
+        luxury=_pick(rng, pools["luxury"], cat, r.luxury),
+        prohibited=_pick(rng, pools["prohibited"], cat, r.scheme == _PROHIBITED),
+        claims=_pick(rng, pools["claims"], zero, r.scheme == _CLAIM),
+        brand=_pick(rng, pools["brands"], cat, branded),
+        brand_shown=rng.random(n) < np.where(r.genuine, 0.9, 0.5),
+        in_title=rng.random(n) < 0.6,
+        product=_pick(rng, pools["products"], cat),
+        modifier=_pick(rng, pools["modifiers"], cat),
+        modifier_first=rng.random(n) < _MODIFIER_FIRST_SHARE,
+        first=start + first,
+        second=start + (first + step2) % size,
+        third=np.where(rng.random(n) < 0.4, start + (first + step3) % size, phrases.null),
+        lookalike=_pick(rng, pools["lookalikes"], cat, r.lookalike),
+        generic=_pick(rng, pools["generic"], zero),
+        prohibited_prefix=_pick(rng, pools["prohibited_prefix"], zero, r.scheme == _PROHIBITED),
+        prohibited_suffix=_pick(rng, pools["prohibited_suffix"], zero, r.scheme == _PROHIBITED),
+        claim_prefix=_pick(rng, pools["claim_prefix"], zero, r.scheme == _CLAIM),
+        claim_suffix=_pick(rng, pools["claim_suffix"], zero, r.scheme == _CLAIM),
+        off_platform=_pick(rng, pools["off_platform"], zero, r.scheme == _OFF_PLATFORM),
+        hint=_pick(rng, pools["hints"], zero, r.hint),
+        authentic=_pick(rng, pools["authentic"], zero, authentic),
+        order=rng.choice(len(_ORDER_SHARE), n, p=_ORDER_SHARE),
     )
+
+
+def _titles_and_brands(r: _Rows, w: _Wording) -> tuple[pa.Array, pa.Array]:
+    """Title "[brand] item modifier [- claim]" (or modifier first); the brand column is "" when no brand is given."""
+    pools = _pools()
+    brand = _text(pools["brands"], w.brand)
+    luxury = pools["luxury"]
+    luxury_field = _text(luxury, np.where(w.brand_shown & (r.variant == 0), w.luxury, luxury.null))
+    title_brand = pc.coalesce(_text(luxury, _spell(luxury, w.luxury, r.variant)), brand)
+    prohibited = pools["prohibited"]
+    term = _text(prohibited, np.where(w.in_title, _spell(prohibited, w.prohibited, r.variant), prohibited.null))
+    item = pc.coalesce(term, _text(pools["products"], w.product))
+    modifier = _text(pools["modifiers"], w.modifier)
+    claims = pools["claims"]
+    claim = _text(claims, np.where(w.in_title, _spell(claims, w.claims, r.variant), claims.null))
+    dash = pa.scalar("-", _TEXT)
+    modifier_first = pa.array(w.modifier_first)
+    title = _join(
+        title_brand,
+        pc.if_else(modifier_first, modifier, item),
+        pc.if_else(modifier_first, item, modifier),
+        _join(dash, claim, nulls="emit_null"),
+    )
+    return title, pc.coalesce(luxury_field, brand, pa.scalar("", _TEXT))
+
+
+def _risk_sentence(r: _Rows, w: _Wording) -> pa.Array:
+    """The description's risky sentence (prohibited term, claim, luxury wording), null for most rows."""
+    pools = _pools()
+    sentences = []
+    for name, affix, term in [("prohibited", "prohibited", w.prohibited), ("claims", "claim", w.claims)]:
+        pool = pools[name]
+        parts = (
+            _text(pools[f"{affix}_prefix"], getattr(w, f"{affix}_prefix")),
+            _text(pool, _spell(pool, term, r.variant)),
+            _text(pools[f"{affix}_suffix"], getattr(w, f"{affix}_suffix")),
+        )
+        sentences.append(_join(*parts, nulls="emit_null"))
+    sentences.append(_text(pools["off_platform"], w.off_platform))
+    sentences.append(_text(pools["hints"], w.hint))
+    sentences.append(_text(pools["authentic"], w.authentic))
+    return pc.coalesce(*sentences)
+
+
+def _descriptions(r: _Rows, w: _Wording) -> pa.Array:
+    """Category sentence A, risky or generic sentence R, category sentence B, optional X, in `w.order`."""
+    pools = _pools()
+    phrases = pools["phrases"]
+    a, b = _text(phrases, w.first), _text(phrases, w.second)
+    risky = pc.coalesce(_risk_sentence(r, w), _text(pools["generic"], w.generic))
+    extra = pc.coalesce(_text(pools["lookalikes"], w.lookalike), _text(phrases, w.third))
+    risk_first, risk_third = pa.array(w.order == 1), pa.array(w.order == 2)
     return _join(
-        _text(phrases, start + first),
-        pc.coalesce(_risk_sentence(rng, r, terms), generic),
-        _text(phrases, start + (first + step2) % size),
+        pc.if_else(risk_first, risky, a),
+        pc.if_else(risk_first, a, pc.if_else(risk_third, b, risky)),
+        pc.if_else(risk_third, risky, b),
         extra,
     )
 
 
-def _terms(rng: np.random.Generator, r: _Rows) -> dict[str, np.ndarray]:
-    """Each row's risky term (plain-spelling index, null if none): shared by title and description."""
-    pools = _pools()
-    zero = np.zeros(len(r.category), dtype=np.int64)
-    return {
-        "luxury": _pick(rng, pools["luxury"], r.category, r.luxury),
-        "prohibited": _pick(rng, pools["prohibited"], r.category, r.scheme == _PROHIBITED),
-        "claims": _pick(rng, pools["claims"], zero, r.scheme == _CLAIM),
-    }
+# Re-posts: a rejected listing listed again (see the module docstring).
+REPOST_SHARE = 0.01  # share of rows that re-post a rejected listing: about 1 in 6 rejections comes back
+REPOST_GAP_DAYS = (1 / 24, 42.0)  # a re-post follows its rejection by 1 hour to 6 weeks (log-uniform)
+LINKED_SHARE = (0.2, 0.5)  # share re-posted from a second account: ordinary sellers, repeat offenders
+HEAVY_SHARE = 0.15  # re-posts edited every way at once (the hard ones)
+REPOST_EDITS = ("title", "spelling", "price", "description")
+_EDIT_RATE = {"title": 0.5, "spelling": 0.2, "price": 0.5, "description": 0.4}  # each, for a light re-post
+_SPELLING_DRIFT = 0.4  # re-posters obfuscate more as the trick spreads: + this x drift
+_PRICE_CHANGE = (0.02, 0.2)  # relative, mostly down
+
+
+class _Reposts(NamedTuple):
+    original: np.ndarray  # index of each re-post's original among the generated rows
+    replaces: np.ndarray  # the rows (drawn blind to everything) the re-posts take the place of
+    rows: _Rows
+    wording: _Wording
+    merchants: _Merchants  # every merchant, second accounts appended
+    linked: np.ndarray  # re-posted from a second account of the original's seller
+    edits: np.ndarray  # bit i set: REPOST_EDITS[i] was changed
+
+
+def _room(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """The rows re-posts may take the place of (to keep `rows`): drawn uniformly, blind to everything."""
+    return rng.choice(rows, round(REPOST_SHARE * rows), replace=False)
+
+
+def _originals(
+    rng: np.random.Generator,
+    r: _Rows,
+    m: _Merchants,
+    label: np.ndarray,
+    reviewed: np.ndarray,
+    span: float,
+    replaces: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which rejected listings come back, when, and which of `replaces` their re-posts take the place of.
+
+    The originals are a weighted sample without replacement (Efraimidis-Spirakis keys) of the rejected
+    listings outside `replaces` whose re-post falls in the window. Weights favour repeat offenders and
+    schemes, never the latents of the listing.
+    """
+    rows = len(label)
+    low, high = np.log(np.array(REPOST_GAP_DAYS) * 86_400)
+    created = np.floor(reviewed + np.exp(rng.uniform(low, high, rows)))
+    eligible = (label == 1) & (created <= np.ceil(span) - 1)
+    eligible[replaces] = False
+    weight = np.where(m.offender[r.merchant], 3.0, 1.0) * np.where(r.scheme != _NO_SCHEME, 2.0, 1.0)
+    key = np.where(eligible, np.log1p(-rng.random(rows)) / weight, -np.inf)
+    count = min(len(replaces), int(eligible.sum()))
+    original = np.sort(np.argpartition(-key, count - 1)[:count]) if count else np.zeros(0, dtype=np.int64)
+    return original, created[original], replaces[:count]
+
+
+def _second_accounts(
+    rng: np.random.Generator, m: _Merchants, seller: np.ndarray, created: np.ndarray, since: np.ndarray
+) -> _Merchants:
+    """A fresh merchant per linked re-post: the seller's latents, joined after the rejection, days ago."""
+    joined = np.floor(created - rng.random(len(seller)) * np.minimum(created - since, 14 * 86_400.0))
+    count = len(m.offender) + len(seller)
+    return _Merchants(
+        np.concatenate([m.offender, m.offender[seller]]),
+        np.concatenate([m.quality, m.quality[seller]]),
+        np.concatenate([m.category, m.category[seller]]),
+        np.concatenate([m.market, m.market[seller]]),
+        np.concatenate([m.joined, joined]),
+        _ids("M", count, 6),
+    )
+
+
+def _edits(rng: np.random.Generator, scheme: np.ndarray, drift: np.ndarray) -> np.ndarray:
+    """Bit mask over REPOST_EDITS per re-post: HEAVY_SHARE get every edit, the rest each by _EDIT_RATE."""
+    heavy = rng.random(len(scheme)) < HEAVY_SHARE
+    has_term = np.isin(scheme, [_COUNTERFEIT, _PROHIBITED, _CLAIM])  # a word whose spelling can change
+    edits = np.zeros(len(heavy), dtype=np.int64)
+    for bit, name in enumerate(REPOST_EDITS):
+        rate = _EDIT_RATE[name] + (_SPELLING_DRIFT * drift if name == "spelling" else 0.0)
+        edit = heavy | (rng.random(len(heavy)) < rate)
+        edits |= (edit & has_term if name == "spelling" else edit).astype(np.int64) << bit
+    return np.where(heavy, edits | 1 << len(REPOST_EDITS), edits)  # one bit past the edits: heavy
+
+
+def _has(edits: np.ndarray, name: str) -> np.ndarray:
+    return (edits >> REPOST_EDITS.index(name) & 1).astype(bool)
+
+
+def _repost_rows(
+    rng: np.random.Generator, r: _Rows, merchant: np.ndarray, created: np.ndarray, edits: np.ndarray
+) -> _Rows:
+    """The original's product: same features, except time, merchant, and the edited spelling and price."""
+    spelling, price = _has(edits, "spelling"), _has(edits, "price")
+    variant = np.where(spelling, np.where(r.variant == 0, rng.integers(1, 3, len(created)), 3 - r.variant), r.variant)
+    sign = np.where(rng.random(len(created)) < 0.7, -1.0, 1.0)
+    change = 1.0 + sign * rng.uniform(*_PRICE_CHANGE, len(created))
+    new_price = np.where(price, np.maximum(np.round(r.price * change, 2), 0.5), r.price)
+    return r._replace(
+        merchant=merchant,
+        created=created,
+        variant=variant,
+        price=new_price,
+        discount=_discount(r.category, r.luxury, new_price),
+    )
+
+
+def _repost_wording(rng: np.random.Generator, w: _Wording, cat: np.ndarray, edits: np.ndarray) -> _Wording:
+    """The original's wording, reworded: title (modifier, word order), description (order, a sentence)."""
+    n, heavy = len(cat), edits >> len(REPOST_EDITS) & 1 == 1
+    title, description = _has(edits, "title"), _has(edits, "description")
+    word_order = title & (heavy | (rng.random(n) < 0.5))
+    modifiers = _pools()["modifiers"]
+    start, size = modifiers.start[cat], modifiers.size[cat]
+    step = 1 + (rng.random(n) * (size - 1)).astype(np.int64)
+    new_modifier = start + (w.modifier - start + step) % size
+    reorder = description & (heavy | (rng.random(n) < 0.5))
+    swap = description & (heavy | ~reorder)
+    return w._replace(
+        modifier=np.where(title & (heavy | ~word_order), new_modifier, w.modifier),
+        modifier_first=w.modifier_first ^ word_order,
+        order=np.where(reorder, (w.order + rng.integers(1, len(_ORDER_SHARE), n)) % len(_ORDER_SHARE), w.order),
+        first=np.where(swap, _unused_sentence(rng, w, cat), w.first),
+    )
+
+
+def _unused_sentence(rng: np.random.Generator, w: _Wording, cat: np.ndarray) -> np.ndarray:
+    """A category sentence the description does not hold yet (every category has >= 5)."""
+    phrases = _pools()["phrases"]
+    used = np.stack([w.first, w.second, w.third], axis=1)
+    fresh, todo = w.first.copy(), np.ones(len(cat), dtype=bool)
+    while todo.any():
+        at = np.flatnonzero(todo)
+        fresh[at] = phrases.start[cat[at]] + (rng.random(len(at)) * phrases.size[cat[at]]).astype(np.int64)
+        todo[at] = (used[at] == fresh[at, None]).any(axis=1)
+    return fresh
+
+
+def _reposts(
+    rng: np.random.Generator,
+    r: _Rows,
+    m: _Merchants,
+    w: _Wording,
+    label: np.ndarray,
+    reviewed: np.ndarray,
+    window: tuple[float, float],
+    room: np.ndarray,
+) -> _Reposts:
+    span, drift_start = window
+    original, created, replaces = _originals(rng, r, m, label, reviewed, span, room)
+    base = _take(r, original)
+    offender = m.offender[base.merchant]
+    linked = rng.random(len(original)) < np.where(offender, LINKED_SHARE[1], LINKED_SHARE[0])
+    merchants = _second_accounts(rng, m, base.merchant[linked], created[linked], reviewed[original][linked])
+    merchant = base.merchant.copy()
+    merchant[linked] = len(m.offender) + np.arange(linked.sum())
+    drift = _drift(created, span, drift_start)
+    edits = _edits(rng, base.scheme, drift)
+    rows = _repost_rows(rng, base, merchant, created, edits)
+    rows = rows._replace(
+        drift=drift,
+        tenure=np.round((created - merchants.joined[merchant]) / 86_400, 2),
+    )
+    wording = _repost_wording(rng, _take(w, original), base.category, edits)
+    return _Reposts(original, replaces, rows, wording, merchants, linked, edits & ((1 << len(REPOST_EDITS)) - 1))
+
+
+def _repost_outcome(rng: np.random.Generator, probs: np.ndarray, original: _Outcome) -> _Outcome:
+    """Same product, same truth: the original's violation and reason; a fresh reviewer flips a few."""
+    p = 1.0 - np.prod(1.0 - probs, axis=1)
+    label = original.violation ^ (rng.random(len(p)) < reviewer_flip_probability(p))
+    verdict, confirmed = _verdict_risks(probs, original.reason)
+    return _Outcome(
+        label.astype(np.int64), np.where(label, original.reason, 0), p, confirmed / verdict, original.violation
+    )
+
+
+def _verdict_risks(probs: np.ndarray, reason: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(the original's verdict) and P(that verdict and a rejected re-post), given the latents.
+
+    `probs` are the original's p_k, `reason` its recorded reason (index into ("none", *REASONS)).
+    """
+    p = 1.0 - np.prod(1.0 - probs, axis=1)
+    flip = reviewer_flip_probability(p)
+    share = probs[np.arange(len(p)), reason - 1] / probs.sum(axis=1)
+    confirmed = p * (1.0 - flip) * share
+    wrongful = np.where(reason - 1 == _OTHER, (1.0 - p) * flip, 0.0)
+    return confirmed + wrongful, confirmed * (1.0 - flip) + wrongful * flip
+
+
+def _seconds_likelihood(seconds: np.ndarray, cat: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """P(the rejected original's recorded review_seconds | its violation probability p): an interval
+    of the log-normal, as `_review_seconds` rounds to 0.1 s and clips at _MIN_SECONDS."""
+    centre = np.log(_median_seconds(cat, p, np.ones(len(p), dtype=np.int64)))
+    low = np.where(seconds > _MIN_SECONDS, np.log(np.maximum(seconds - 0.05, 1e-300)), -np.inf)
+    z_low, z_high = (low - centre) / _SECONDS_SD, (np.log(seconds + 0.05) - centre) / _SECONDS_SD
+    return np.where(z_low > 0, ndtr(-z_low) - ndtr(-z_high), ndtr(z_high) - ndtr(z_low))  # no cancellation
+
+
+def _repost_oracle(
+    logits: np.ndarray, ambiguity: np.ndarray, outcome: _Outcome, seconds: np.ndarray, cat: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Risk columns of re-posts from their originals' logits, verdicts and review times (module docstring)."""
+    verdict, confirmed = _verdict_risks(_expit(logits), outcome.reason)
+    # Twice the nodes: the review-time likelihood sharpens the integrand (40 nodes: within 1e-10 of 150).
+    nodes, weights = np.polynomial.hermite_e.hermegauss(2 * LIMIT_NODES)
+    centred = logits - ambiguity[:, None]
+    evidence, joint = np.zeros(len(logits)), np.zeros(len(logits))
+    for node, weight in zip(nodes, weights, strict=True):
+        probs = _expit(centred + AMBIGUITY_SD * node)
+        at_node = weight * _seconds_likelihood(seconds, cat, 1.0 - np.prod(1.0 - probs, axis=1))
+        verdict_at, confirmed_at = _verdict_risks(probs, outcome.reason)
+        evidence += at_node * verdict_at
+        joint += at_node * confirmed_at
+    reason = outcome.reason - 1
+    true_risk, limit_risk = confirmed / verdict, joint / evidence
+    return _risks(
+        [np.where(reason == k, true_risk, 0.0) for k in range(len(REASONS))],
+        [np.where(reason == k, limit_risk, 0.0) for k in range(len(REASONS))],
+    )
+
+
+def _take(columns: _T, at: np.ndarray) -> _T:
+    return type(columns)(*(column[at] for column in columns))
+
+
+def _stack(first: _T, second: _T, order: np.ndarray) -> _T:
+    return type(first)(*(np.concatenate([a, b])[order] for a, b in zip(first, second, strict=True)))
 
 
 def _timestamps(start_ns: int, seconds: np.ndarray) -> np.ndarray:
@@ -730,7 +1064,9 @@ def generate(
 
     `oracle` holds `listing_id`, `true_risk` (the exact P(label = 1) given features and latents),
     `limit_risk` (the same with the ambiguity term integrated out), then `true_risk_<reason>` and
-    `limit_risk_<reason>` for each reason in REASONS (see the module docstring). Keep it out of training.
+    `limit_risk_<reason>` for each reason in REASONS, `repost_of` (the listing_id a re-post repeats, ""
+    for others), `repost_edit` (the REPOST_EDITS changed, "|"-joined) and `repost_linked` (re-posted
+    from a second account); see the module docstring. Keep it out of training.
     """
     if rows < 1 or months < 1:
         raise ValueError(f"rows and months must be >= 1, got rows={rows}, months={months}")
@@ -739,43 +1075,132 @@ def generate(
     merchants = _merchants(rng, max(1, rows // 20), span)
     r = _rows(rng, merchants, rows, span, drift_start)
     ambiguity = rng.normal(0.0, AMBIGUITY_SD, rows)
+    room = _room(rng, rows)
     logits = _violation_logits(r, merchants, ambiguity)
     outcome = _outcome(rng, _expit(logits))
-    delay = np.round(3600 * np.clip(np.exp(np.log(10.0) + 0.9 * rng.standard_normal(rows)), 0.25, 96.0))
-    terms = _terms(rng, r)
-    title, brand = _titles_and_brands(rng, r, terms)
-    listing_ids = _ids("L", rows, 8).to_pandas()
+    delay = _review_delay(rng, rows)
+    wording = _wording(rng, r)
+    seconds = _review_seconds(rng, r.category, outcome)
+    reposts = _reposts(rng, r, merchants, wording, outcome.label, r.created + delay, (span, drift_start), room)
+    at = reposts.original
+    repost_outcome = _repost_outcome(rng, _expit(logits[at]), _take(outcome, at))
+    kept = np.ones(rows, dtype=bool)
+    kept[reposts.replaces] = False
+    order = np.argsort(np.concatenate([r.created[kept], reposts.rows.created]), kind="stable")
+    listings, words = _stack(_take(r, kept), reposts.rows, order), _stack(_take(wording, kept), reposts.wording, order)
+    verdicts = _stack(_take(outcome, kept), repost_outcome, order)
+    risks = _oracle(logits, ambiguity, outcome)
+    repost_risks = _repost_oracle(logits[at], ambiguity[at], _take(outcome, at), seconds[at], r.category[at])
+    listing_ids = _ids("L", rows, 8)
+    title, brand = _titles_and_brands(listings, words)
     reviews = pd.DataFrame(
         {
-            "listing_id": listing_ids,
-            "merchant_id": merchants.ids.take(r.merchant).to_pandas(),
-            "created_at": _timestamps(start_ns, r.created),
-            "reviewed_at": _timestamps(start_ns, r.created + delay),
+            "listing_id": listing_ids.to_pandas(),
+            "merchant_id": reposts.merchants.ids.take(listings.merchant).to_pandas(),
+            "created_at": _timestamps(start_ns, listings.created),
+            "reviewed_at": _timestamps(
+                start_ns, listings.created + np.concatenate([delay[kept], _review_delay(rng, len(at))])[order]
+            ),
             "title": title.to_pandas(),
-            "description": _descriptions(rng, r, terms).to_pandas(),
+            "description": _descriptions(listings, words).to_pandas(),
             "brand": brand.to_pandas(),
-            "category": pa.array(CATEGORY_NAMES, type=_TEXT).take(r.category).to_pandas(),
-            "market": pa.array(MARKETS, type=_TEXT).take(r.market).to_pandas(),
-            "price": r.price,
-            "merchant_tenure_days": r.tenure,
-            "image_count": r.images,
-            "has_certificate": r.certificate,
-            "label": outcome.label,
-            "violation_reason": pa.array(("none", *REASONS), type=_TEXT).take(outcome.reason).to_pandas(),
-            "review_seconds": _review_seconds(rng, r.category, outcome),
+            "category": pa.array(CATEGORY_NAMES, type=_TEXT).take(listings.category).to_pandas(),
+            "market": pa.array(MARKETS, type=_TEXT).take(listings.market).to_pandas(),
+            "price": listings.price,
+            "merchant_tenure_days": listings.tenure,
+            "image_count": listings.images,
+            "has_certificate": listings.certificate,
+            "label": verdicts.label,
+            "violation_reason": pa.array(("none", *REASONS), type=_TEXT).take(verdicts.reason).to_pandas(),
+            "review_seconds": np.concatenate(
+                [seconds[kept], _review_seconds(rng, reposts.rows.category, repost_outcome)]
+            )[order],
         }
     )
-    return reviews, _oracle(listing_ids, logits, ambiguity, outcome)
+    oracle = {name: np.concatenate([column[kept], repost_risks[name]])[order] for name, column in risks.items()}
+    return reviews, pd.DataFrame(
+        {"listing_id": reviews["listing_id"], **oracle, **_repost_columns(reposts, kept, order, listing_ids)}
+    )
+
+
+def _repost_columns(
+    reposts: _Reposts, kept: np.ndarray, order: np.ndarray, listing_ids: pa.Array
+) -> dict[str, pd.Series | np.ndarray]:
+    """Oracle `repost_of`, `repost_edit` and `repost_linked`, in the frame's (time) order."""
+    rows, count = len(order), len(reposts.original)
+    position = np.empty(rows, dtype=np.int64)
+    position[order] = np.arange(rows)  # where each stacked row (kept rows, then re-posts) lands
+    original = np.full(rows, rows)  # `rows` indexes the "" appended below
+    original[position[kept.sum() :]] = position[(np.cumsum(kept) - 1)[reposts.original]]
+    blank = pa.array([""], type=_TEXT)
+    edits = [
+        "|".join(name for bit, name in enumerate(REPOST_EDITS) if code >> bit & 1)
+        for code in range(1 << len(REPOST_EDITS))
+    ]
+    none = np.zeros(rows - count, dtype=np.int64)
+    return {
+        "repost_of": pa.concat_arrays([listing_ids, blank]).take(original).to_pandas(),
+        "repost_edit": pa.array(edits, type=_TEXT).take(np.concatenate([none, reposts.edits])[order]).to_pandas(),
+        "repost_linked": np.concatenate([none.astype(bool), reposts.linked])[order],
+    }
+
+
+CATALOGUE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    # Names sellers and policy teams also use: the catalogue knows them, generated listings do not.
+    "switchblade": ("flick knife", "automatic knife"),
+    "brass knuckles": ("knuckle duster",),
+    "butterfly knife": ("balisong",),
+    "stun gun": ("taser",),
+    "signal jammer": ("cell phone jammer",),
+    "gps jammer": ("gps blocker",),
+    "ivory carving": ("elephant ivory carving",),
+    "oxycodone tablets": ("oxycontin",),
+    "realistic replica gun": ("replica firearm",),
+    "untaxed cigarettes carton": ("duty free cigarettes carton",),
+}
+
+
+def catalogue() -> pd.DataFrame:
+    """Known prohibited products (action "block") and restricted health claims ("review"), with aliases.
+
+    One entry per prohibited term and per health claim of the generator's pools. Aliases: the first
+    obfuscated spelling in OBFUSCATIONS (the second is the one violators drift to and the catalogue has
+    not caught up with), the hyphenated and unspaced forms of a multi-word name, and CATALOGUE_SYNONYMS.
+    """
+    entries = [(t, "prohibited_item", "block") for t in PROHIBITED_TERMS]
+    entries += [(c, "misleading_health_claim", "review") for c in HEALTH_CLAIMS]
+    return pd.DataFrame(
+        {
+            "entry_id": [f"C{i:03d}" for i in range(1, len(entries) + 1)],
+            "name": [name for name, _, _ in entries],
+            "aliases": [_aliases(name) for name, _, _ in entries],
+            "reason": [reason for _, reason, _ in entries],
+            "action": [action for _, _, action in entries],
+        }
+    )
+
+
+def _aliases(name: str) -> list[str]:
+    forms = [name.replace(" ", "-"), name.replace(" ", "")] if " " in name else []
+    return list(dict.fromkeys([OBFUSCATIONS[name][0], *forms, *CATALOGUE_SYNONYMS.get(name, ())]))
+
+
+def write_catalogue(path: str | Path) -> Path:
+    """`catalogue()` as CSV, aliases joined by "|" (the marketplace copy is configs/catalogue.csv)."""
+    frame = catalogue()
+    frame["aliases"] = frame["aliases"].str.join("|")
+    frame.to_csv(path, index=False)
+    return Path(path)
 
 
 def write_dataset(
     out_dir: str | Path, rows: int, seed: int = 0, start: str = "2025-01-01", months: int = 12
 ) -> dict[str, Path]:
-    """Write `reviews.parquet` and, separately, `oracle.parquet` (never read by training) to `out_dir`."""
+    """Write `reviews.parquet`, `catalogue.csv` and, separately, `oracle.parquet` (never read by training)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reviews, oracle = generate(rows, seed=seed, start=start, months=months)
     paths = {"reviews": out / "reviews.parquet", "oracle": out / "oracle.parquet"}
     reviews.to_parquet(paths["reviews"], index=False)
     oracle.to_parquet(paths["oracle"], index=False)
-    return paths
+    return {**paths, "catalogue": write_catalogue(out / "catalogue.csv")}

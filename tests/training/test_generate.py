@@ -19,6 +19,7 @@ from training.generate import (
     MARKETS,
     OBFUSCATED_TERMS,
     REASONS,
+    REPOST_SHARE,
     _expit,
     _merchants,
     _outcome,
@@ -56,7 +57,11 @@ ORACLE_COLUMNS = [
     "limit_risk",
     *(f"true_risk_{reason}" for reason in REASONS),
     *(f"limit_risk_{reason}" for reason in REASONS),
+    "repost_of",
+    "repost_edit",
+    "repost_linked",
 ]
+RISK_COLUMNS = [c for c in ORACLE_COLUMNS if "risk" in c]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +79,9 @@ def test_schema_and_dtypes(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     assert len(reviews) == ROWS
     assert {c: str(t) for c, t in reviews.dtypes.items()} == COLUMNS
     assert list(oracle.columns) == ORACLE_COLUMNS
-    assert (oracle.drop(columns="listing_id").dtypes == "float64").all()
+    assert (oracle[RISK_COLUMNS].dtypes == "float64").all()
+    assert str(oracle["repost_of"].dtype) == "str" and str(oracle["repost_edit"].dtype) == "str"
+    assert str(oracle["repost_linked"].dtype) == "bool"
 
 
 def test_values_respect_the_contract(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
@@ -183,8 +190,10 @@ def test_obfuscated_spellings_appear_mostly_in_the_last_months(
     text = reviews["title"] + " " + reviews["description"]
     obfuscated = _contains_any(text, OBFUSCATED_TERMS)
     recent = reviews["created_at"] >= pd.Timestamp(START) + pd.DateOffset(months=MONTHS - 2)
-    assert obfuscated.sum() >= 30
-    assert (obfuscated & recent).sum() > 0.7 * obfuscated.sum()
+    first = oracle["repost_of"] == ""  # re-posters also evade a rejection by respelling, all year
+    assert (obfuscated & first).sum() >= 30
+    assert (obfuscated & recent & first).sum() > 0.7 * (obfuscated & first).sum()
+    assert (obfuscated & recent).sum() > 0.5 * obfuscated.sum()
     assert reviews.loc[obfuscated, "label"].mean() > 0.5
     assert oracle.loc[recent, "true_risk"].mean() > 1.03 * oracle.loc[~recent, "true_risk"].mean()  # base rate shift
 
@@ -194,6 +203,7 @@ def test_write_dataset_keeps_the_oracle_apart(tmp_path: Path) -> None:
     assert paths == {
         "reviews": tmp_path / "out" / "reviews.parquet",
         "oracle": tmp_path / "out" / "oracle.parquet",
+        "catalogue": tmp_path / "out" / "catalogue.csv",
     }
     reviews, oracle = pd.read_parquet(paths["reviews"]), pd.read_parquet(paths["oracle"])
     assert "true_risk" not in reviews.columns and list(reviews.columns) == list(COLUMNS)
@@ -203,21 +213,28 @@ def test_write_dataset_keeps_the_oracle_apart(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(oracle, expected_oracle, check_dtype=False)
 
 
-# sha256 of generate(3_000, seed=7): reviews (every column, pandas row hashes) then the true_risk values,
-# floats rounded to 9 decimals first: vectorised exp/log may differ in the last bit between CPUs (the raw
-# bytes pinned earlier matched one machine only), while a moved draw changes far more than that.
-# Recorded before the oracle gained limit and per-reason columns: adding outputs must not move a draw.
-DATA_PIN = "566b58b822db605f481b6232e234ce9067b89a579efa1d7dba95f95a2c7cb60d"
+# sha256 of generate(3_000, seed=7): reviews (every column, pandas row hashes), the true_risk values, then
+# the oracle's re-post columns; floats rounded to 9 decimals first: vectorised exp/log may differ in the
+# last bit between CPUs (the raw bytes pinned earlier matched one machine only), while a moved draw
+# changes far more than that. Re-recorded when the generator gained re-posts (every draw after the
+# ambiguity terms moved); adding outputs must not move a draw.
+DATA_PIN = "124cecc98ed3289f27692ce68e66724a175c53e79eb9dba4441d254b27669e0a"
 PIN_DECIMALS = 9
+
+
+def _data_digest(reviews: pd.DataFrame, oracle: pd.DataFrame) -> str:
+    floats = reviews.select_dtypes("float").columns
+    reviews = reviews.assign(**{c: reviews[c].round(PIN_DECIMALS) for c in floats})
+    rows = pd.util.hash_pandas_object(reviews, index=False).to_numpy().tobytes()
+    reposts = pd.util.hash_pandas_object(oracle[["repost_of", "repost_edit", "repost_linked"]], index=False)
+    risk = oracle["true_risk"].round(PIN_DECIMALS).to_numpy().tobytes()
+    return hashlib.sha256(rows + risk + reposts.to_numpy().tobytes()).hexdigest()
 
 
 def test_generated_data_is_pinned() -> None:
     reviews, oracle = generate(3_000, seed=7)
-    floats = reviews.select_dtypes("float").columns
-    reviews[floats] = reviews[floats].round(PIN_DECIMALS)
-    rows = pd.util.hash_pandas_object(reviews, index=False).to_numpy().tobytes()
-    digest = hashlib.sha256(rows + oracle["true_risk"].round(PIN_DECIMALS).to_numpy().tobytes()).hexdigest()
-    assert digest == DATA_PIN
+    assert (oracle["repost_of"] != "").sum() == 30  # the pinned frame holds re-posts
+    assert _data_digest(reviews, oracle) == DATA_PIN
 
 
 def _reason_columns(oracle: pd.DataFrame, risk: str) -> pd.DataFrame:
@@ -226,7 +243,7 @@ def _reason_columns(oracle: pd.DataFrame, risk: str) -> pd.DataFrame:
 
 def test_limit_and_per_reason_risks_are_probabilities_that_add_up(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     reviews, oracle = data
-    risks = oracle.drop(columns="listing_id")
+    risks = oracle[RISK_COLUMNS]
     assert risks.notna().all().all() and ((risks >= 0) & (risks <= 1)).all().all()
     assert (oracle["limit_risk"] > 0).all()
     for risk in ("true_risk", "limit_risk"):
@@ -253,12 +270,27 @@ def test_limit_risk_keeps_the_mean_of_true_risk(data: tuple[pd.DataFrame, pd.Dat
 
 
 def _latents(rows: int, seed: int) -> tuple:
-    """The generator's first draws, in `generate`'s order: merchants, listings, ambiguity terms."""
+    """The generator's first draws, in `generate`'s order: merchants, listings, ambiguity terms, and
+    the ordinary listings the frames keep (the rows re-posts did not take the place of)."""
     rng = np.random.default_rng(seed)
     _, span, drift_start = _window(START, MONTHS)
     merchants = _merchants(rng, max(1, rows // 20), span)
     listings = _rows(rng, merchants, rows, span, drift_start)
-    return merchants, listings, rng.normal(0.0, AMBIGUITY_SD, rows)
+    ambiguity = rng.normal(0.0, AMBIGUITY_SD, rows)
+    room = rng.choice(rows, round(REPOST_SHARE * rows), replace=False)
+    return merchants, listings, ambiguity, room
+
+
+def _ordinary(oracle: pd.DataFrame, rows: int, room: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """The oracle of ordinary listings, index reset, and each one's row in `_latents`' listings.
+
+    Re-posts took the place of the first rows of `room` (as many as there are re-posts), so the kept
+    rows, in time order, are the ordinary listings of the frame.
+    """
+    ordinary = oracle[oracle["repost_of"] == ""].reset_index(drop=True)
+    kept = np.ones(rows, dtype=bool)
+    kept[room[: rows - len(ordinary)]] = False
+    return ordinary, np.flatnonzero(kept)
 
 
 def _repeat(listings: _Rows, picked: list[int], draws: int) -> _Rows:
@@ -273,17 +305,18 @@ def test_limit_risk_is_true_risk_averaged_over_redrawn_ambiguity(data: tuple[pd.
     limit_risk, and the share of draws `_outcome` labels "rejected with reason k" must match
     limit_risk_k (both within 4 standard errors), which checks the per-reason split against the sampler.
     """
-    _, oracle = data
-    merchants, listings, ambiguity = _latents(ROWS, seed=11)
+    merchants, listings, ambiguity, room = _latents(ROWS, seed=11)
+    oracle, rows = _ordinary(data[1], ROWS, room)
     rng = np.random.default_rng(0)
     probs = _expit(_violation_logits(listings, merchants, ambiguity))
-    np.testing.assert_array_equal(_outcome(rng, probs).true_risk, oracle["true_risk"])  # the fixture's rows
-    picked = [int((oracle["limit_risk"] - oracle["limit_risk"].median()).abs().idxmin())]
-    picked += [int((oracle[f"limit_risk_{reason}"] - 0.3).abs().idxmin()) for reason in REASONS]
+    np.testing.assert_array_equal(_outcome(rng, probs).true_risk[rows], oracle["true_risk"])  # the fixture's rows
+    at = [int((oracle["limit_risk"] - oracle["limit_risk"].median()).abs().idxmin())]
+    at += [int((oracle[f"limit_risk_{reason}"] - 0.3).abs().idxmin()) for reason in REASONS]
+    picked = rows[at].tolist()
     draws = 100_000
     redrawn = rng.normal(0.0, AMBIGUITY_SD, len(picked) * draws)
     outcome = _outcome(rng, _expit(_violation_logits(_repeat(listings, picked, draws), merchants, redrawn)))
-    for i, row in enumerate(picked):
+    for i, row in enumerate(at):
         draw = slice(i * draws, (i + 1) * draws)
         risk = outcome.true_risk[draw]
         assert abs(risk.mean() - oracle.at[row, "limit_risk"]) < 4 * risk.std() / np.sqrt(draws), row
@@ -295,14 +328,15 @@ def test_limit_risk_is_true_risk_averaged_over_redrawn_ambiguity(data: tuple[pd.
 
 def test_per_reason_true_risks_match_the_sampler(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     """With the latents held fixed, `_outcome`'s reason frequencies are the per-reason true risks."""
-    _, oracle = data
-    merchants, listings, ambiguity = _latents(ROWS, seed=11)
-    picked = [int((oracle[f"true_risk_{reason}"] - 0.3).abs().idxmin()) for reason in REASONS]
+    merchants, listings, ambiguity, room = _latents(ROWS, seed=11)
+    oracle, rows = _ordinary(data[1], ROWS, room)
+    at = [int((oracle[f"true_risk_{reason}"] - 0.3).abs().idxmin()) for reason in REASONS]
+    picked = rows[at].tolist()
     draws = 100_000
     fixed = np.repeat(ambiguity[picked], draws)
     probs = _expit(_violation_logits(_repeat(listings, picked, draws), merchants, fixed))
     reason = _outcome(np.random.default_rng(1), probs).reason
-    for i, row in enumerate(picked):
+    for i, row in enumerate(at):
         draw = slice(i * draws, (i + 1) * draws)
         for k, name in enumerate(REASONS):
             risk = oracle.at[row, f"true_risk_{name}"]
