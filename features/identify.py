@@ -30,13 +30,16 @@ import re
 import struct
 import threading
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.config import DataConfig
 
@@ -53,51 +56,74 @@ LSH_THRESHOLD = 0.65
 LSH_WEIGHTS = (0.3, 0.7)
 # Estimated Jaccard similarity at which a candidate counts as a re-post. Chosen on validation seeds by
 # `choose_threshold` (bench/bench_identify.py --choose; bench/RESULTS_IDENTIFY.md), not for one seed.
-REPOST_THRESHOLD = 0.6
+REPOST_THRESHOLD = 0.83
 MAX_BUCKET = 256  # candidates read per band and query (the newest of an oversized bucket)
+# Added to the text similarity of a candidate listed by the same merchant: most re-posts come back from
+# their seller's own account. Chosen on validation seeds with REPOST_THRESHOLD (bench/bench_identify.py).
+MERCHANT_BONUS = 0.3
+PRICE_COLUMN = "price"
+PRICE_RATIO = (0.75, 1.35)  # a re-post's price is within this ratio of its original's
+# numeric columns describing the product itself (not its seller or the moment): a re-post keeps them
+PRODUCT_NUMERIC = ("image_count", "has_certificate")
 FUZZY_RATIO = 88.0
 FUZZY_MIN_LENGTH = 5
-_MASK32 = np.uint64(0xFFFFFFFF)
+_EMPTY = np.iinfo(np.uint32).max  # every value of the signature of a text without words
+_PADDED_WIDTH = 128  # shingles per text gathered at once; longer texts fold in their rest afterwards
+_CACHED_PERMUTED = 50_000  # shingles whose permuted values are kept for one-listing calls
+_CACHED_PERMUTED_MAX_BATCH = 512
+_SIGNATURE_BLOCK = 100_000  # texts signed at a time
+_GATHER_BUDGET = 32_000_000  # values per gathered block (128 MB of uint32)
 
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "!": "i", "$": "s"})
+_LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "!": "i", "$": "s"}
+_LEET_TABLE = str.maketrans(_LEET)
+# The same rules in Python's `re` (a few texts) and in RE2 over a column (pyarrow), held equal by a test.
 _DOTS_IN_WORD = re.compile(r"(?<=\w)[.\-_*](?=\w)")
-_TRAILING_SYMBOL = re.compile(r"(?:[@!]|(?<![^\W\d_])\$)(?!\w)")  # "$" after a letter is an "s": "cure$"
-# a word with a letter and a digit or symbol that may stand for one
-_OBFUSCATED_WORD = re.compile(r"(?<![\w@!$])(?=[\w@!$]*[^\W\d_])(?=[\w@!$]*[013457@!$])[\w@!$]+")
-_NOT_WORD = re.compile(r"[^\w\x00]+")
-_SEPARATOR = "\x00"
+_DOTS_IN_WORD_RE2 = r"([\p{L}\p{N}_])[.\-_*]([\p{L}\p{N}_])"  # applied twice: matches cannot overlap
+_TRAILING_SYMBOLS = re.compile(r"[@!$]+(?!\w)")
+_TRAILING_SYMBOLS_RE2 = r"[@!$]+([^\p{L}\p{N}_]|$)"
+_NOT_WORD = re.compile(r"[^\w]+")
+_NOT_WORD_RE2 = r"[^\p{L}\p{N}_]+"
 TITLE_TAG = "title:"  # shingles of the title's words carry it (normalised text has no ":")
-_NORMALIZE_CHUNK = 50_000
+COLUMNAR_MIN = 64  # from this many texts, normalisation runs in RE2 over the column
+_NORMALIZE_CHUNK = 200_000
 
 
-def normalize_texts(texts: Iterable[str]) -> list[str]:
+def normalize_texts(texts: Sequence[str]) -> list[str]:
     """Matching form of each text: lowercase, obfuscation undone, words separated by single spaces.
 
-    Digits and symbols stand for letters only inside a word that has a letter ("r0lex", "@pple"), so
-    "size 40" keeps its number; a symbol ending a word is punctuation ("cancer!" -> "cancer").
-    Runs over chunks joined into one string, so a million texts cost a few regex passes, not a million.
+    A dot, hyphen, underscore or star between two word characters goes ("c.u.r.e.s" -> "cures"); a run
+    of "@", "!" or "$" that ends a word is punctuation ("cancer!" -> "cancer"); every other digit or
+    symbol that can stand for a letter is read as that letter ("r0lex" -> "rolex", "@pple" -> "apple").
+    Numbers are read as letters too ("40" -> "ao"): harmless, as both sides of a comparison are read
+    alike. From COLUMNAR_MIN texts the same rules run in RE2 over the whole column.
     """
+    if len(texts) < COLUMNAR_MIN:
+        return [_normalize_one(text) for text in texts]
     out: list[str] = []
-    chunk: list[str] = []
-    for text in texts:
-        chunk.append(text.replace(_SEPARATOR, " ") if _SEPARATOR in text else text)
-        if len(chunk) == _NORMALIZE_CHUNK:
-            out += _normalize_joined(chunk)
-            chunk = []
-    return out + _normalize_joined(chunk) if chunk else out
+    for start in range(0, len(texts), _NORMALIZE_CHUNK):
+        chunk = [
+            t if t.isascii() else unicodedata.normalize("NFKC", t) for t in texts[start : start + _NORMALIZE_CHUNK]
+        ]
+        out += _normalize_column(pa.array(chunk, type=pa.large_string()))
+    return out
 
 
-def _normalize_joined(texts: list[str]) -> list[str]:
-    joined = unicodedata.normalize("NFKC", _SEPARATOR.join(texts)).lower()
-    joined = _DOTS_IN_WORD.sub("", joined)
-    joined = _TRAILING_SYMBOL.sub(" ", joined)
-    joined = _OBFUSCATED_WORD.sub(_unleet, joined)
-    joined = _NOT_WORD.sub(" ", joined)
-    return [" ".join(text.split()) for text in joined.split(_SEPARATOR)]
+def _normalize_one(text: str) -> str:
+    text = text.lower() if text.isascii() else unicodedata.normalize("NFKC", text).lower()
+    text = _DOTS_IN_WORD.sub("", text)
+    text = _TRAILING_SYMBOLS.sub(" ", text).translate(_LEET_TABLE)
+    return _NOT_WORD.sub(" ", text).strip()
 
 
-def _unleet(word: re.Match[str]) -> str:
-    return word.group(0).translate(_LEET)
+def _normalize_column(texts: pa.Array) -> list[str]:
+    texts = pc.utf8_lower(texts)  # NFKC already applied (pyarrow's utf8_normalize leaves marks decomposed)
+    for _ in range(2):
+        texts = pc.replace_substring_regex(texts, _DOTS_IN_WORD_RE2, r"\1\2")
+    texts = pc.replace_substring_regex(texts, _TRAILING_SYMBOLS_RE2, r" \1")
+    for symbol, letter in _LEET.items():
+        texts = pc.replace_substring(texts, symbol, letter)
+    texts = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, _NOT_WORD_RE2, " "))
+    return texts.to_pylist()
 
 
 def listing_texts(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
@@ -118,12 +144,18 @@ def record_texts(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> l
 
 def matching_texts(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[list[str], list[str]]:
     """(normalised text of all columns, normalised first column: the title) of each row."""
-    return normalize_texts(listing_texts(frame, columns)), normalize_texts(listing_texts(frame, columns[:1]))
+    titles = normalize_texts(listing_texts(frame, columns[:1]))
+    return _with_rest(titles, normalize_texts(listing_texts(frame, columns[1:]))), titles
 
 
 def matching_records(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> tuple[list[str], list[str]]:
     """`matching_texts` for listing dicts."""
-    return normalize_texts(record_texts(records, columns)), normalize_texts(record_texts(records, columns[:1]))
+    titles = normalize_texts(record_texts(records, columns[:1]))
+    return _with_rest(titles, normalize_texts(record_texts(records, columns[1:]))), titles
+
+
+def _with_rest(titles: list[str], rest: list[str]) -> list[str]:
+    return [f"{t} {r}" if t and r else t or r for t, r in zip(titles, rest, strict=True)]
 
 
 # --- MinHash signatures ------------------------------------------------------------------------------
@@ -137,6 +169,7 @@ class HashFamily:
     seed: int = MINHASH_SEED
     a: np.ndarray = field(init=False, repr=False, compare=False)
     b: np.ndarray = field(init=False, repr=False, compare=False)
+    _cache: dict[str, np.ndarray] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from datasketch import MinHash
@@ -144,9 +177,22 @@ class HashFamily:
         a, b = MinHash(num_perm=self.num_perm, seed=self.seed, scheme="affine32").permutations
         object.__setattr__(self, "a", np.asarray(a, dtype=np.uint32))
         object.__setattr__(self, "b", np.asarray(b, dtype=np.uint32))
+        object.__setattr__(self, "_cache", {})
 
     def permuted(self, shingles: Sequence[str]) -> np.ndarray:
-        """(len(shingles), num_perm) uint32: every permutation's value of every shingle."""
+        """(len(shingles), num_perm) uint32: every permutation's value of every shingle. A few shingles
+        (one listing's) are looked up in a bounded cache of recent ones first."""
+        if len(shingles) > _CACHED_PERMUTED_MAX_BATCH:
+            return self._permute(shingles)
+        cache: dict[str, np.ndarray] = self._cache
+        missing = [s for s in dict.fromkeys(shingles) if s not in cache]
+        if missing:
+            if len(cache) + len(missing) > _CACHED_PERMUTED:
+                cache.clear()
+            cache.update(zip(missing, self._permute(missing), strict=True))
+        return np.stack([cache[s] for s in shingles]) if shingles else self._permute([])
+
+    def _permute(self, shingles: Sequence[str]) -> np.ndarray:
         h = np.fromiter(
             (struct.unpack("<I", hashlib.sha1(s.encode("utf-8")).digest()[:4])[0] for s in shingles),
             dtype=np.uint32,
@@ -157,21 +203,39 @@ class HashFamily:
 
     def signatures(self, texts: Sequence[str], titles: Sequence[str] | None = None) -> np.ndarray:
         """(n, num_perm) uint32 MinHash of each normalised text's `shingles` (with its title's words); a
-        text without words gets the empty signature (all 2^32 - 1), which `ListingIndex` never matches."""
+        text without words gets the empty signature (all 2^32 - 1), which `ListingIndex` never matches.
+        Blocks of _SIGNATURE_BLOCK texts at a time, so memory stays bounded however many there are."""
+        titles = titles if titles is not None else [""] * len(texts)
+        blocks = [
+            self._signatures(texts[lo : lo + _SIGNATURE_BLOCK], titles[lo : lo + _SIGNATURE_BLOCK])
+            for lo in range(0, len(texts), _SIGNATURE_BLOCK)
+        ]
+        return np.concatenate(blocks) if blocks else np.zeros((0, self.num_perm), np.uint32)
+
+    def _signatures(self, texts: Sequence[str], titles: Sequence[str]) -> np.ndarray:
         n = len(texts)
-        out = np.full((n, self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-        doc, codes, vocabulary = _shingle_codes(texts, titles if titles is not None else [""] * n)
+        out = np.full((n, self.num_perm), _EMPTY, dtype=np.uint32)
+        doc, codes, vocabulary = _shingle_codes(texts, titles)
         if len(codes) == 0:
             return out
-        permuted = self.permuted(vocabulary)
-        order = np.argsort(doc, kind="stable")
-        doc, codes = doc[order], codes[order]
-        starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
-        docs_per_chunk = max(1, len(starts) * (4_000_000 // self.num_perm) // len(codes))  # bounded memory
-        for first in range(0, len(starts), docs_per_chunk):
-            local = starts[first : first + docs_per_chunk]
-            hi = starts[first + docs_per_chunk] if first + docs_per_chunk < len(starts) else len(codes)
-            out[doc[local]] = np.minimum.reduceat(permuted[codes[local[0] : hi]], local - local[0], axis=0)
+        # one more row of the largest value pads short texts, so a block of texts is one gather and one
+        # min over a (texts, width, num_perm) array (several times faster than a reduceat)
+        permuted = np.vstack([self.permuted(vocabulary), np.full((1, self.num_perm), _EMPTY, np.uint32)])
+        counts = np.bincount(doc, minlength=n)  # shingle codes come grouped by text, in text order
+        starts = np.cumsum(counts) - counts
+        position = np.arange(len(codes)) - np.repeat(starts, counts)
+        width = int(min(counts.max(), _PADDED_WIDTH))
+        step = max(1, _GATHER_BUDGET // (width * self.num_perm))
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            span = slice(starts[lo], starts[hi - 1] + counts[hi - 1])
+            in_width = position[span] < width
+            padded = np.full((hi - lo, width), len(vocabulary), dtype=np.int64)
+            padded[doc[span][in_width] - lo, position[span][in_width]] = codes[span][in_width]
+            out[lo:hi] = permuted[padded].min(axis=1)
+        for text in np.flatnonzero(counts > width).tolist():  # the rest of very long texts
+            rest = permuted[codes[starts[text] + width : starts[text] + counts[text]]]
+            out[text] = np.minimum(out[text], rest.min(axis=0))
         return out
 
 
@@ -185,47 +249,50 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def shingles(text: str, title: str = "") -> set[str]:
-    """What a signature is taken over: the words and adjacent word pairs of a normalised text, and the
-    title's words once more, tagged (`TITLE_TAG`), in any order.
+    """What a signature is taken over: the words of a normalised text and the title's words once more,
+    tagged (`TITLE_TAG`), in any order.
 
-    The title names the product; descriptions of one category share boilerplate sentences. Counting
-    title words twice makes two listings whose titles name different products differ, while a
-    reworded title (words reordered, one added or dropped) loses little.
+    Words, not word sequences: a re-post reorders its title and its sentences. The title names the
+    product while descriptions of one category share boilerplate sentences, so title words count twice.
     """
-    words = text.split()
-    return {
-        *words,
-        *(f"{u} {v}" for u, v in zip(words[:-1], words[1:], strict=True)),
-        *(TITLE_TAG + w for w in title.split()),
-    }
+    return {*text.split(), *(TITLE_TAG + w for w in title.split())}
 
 
 def _shingle_codes(texts: Sequence[str], titles: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(document of each shingle, shingle code, distinct shingles) for all texts, without a Python loop
-    over shingles: words are factorised once, word pairs are pairs of word codes."""
-    split = [f"{t} {_tagged(title)}".split() for t, title in zip(texts, titles, strict=True)]
-    lengths = np.fromiter((len(s) for s in split), dtype=np.int64, count=len(split))
-    words = pd.Series([w for s in split for w in s], dtype=object)
-    if words.empty:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), []
-    word_code, word_vocab = pd.factorize(words)
-    word_code = word_code.astype(np.int64)
-    doc = np.repeat(np.arange(len(split), dtype=np.int64), lengths)
-    is_tagged = words.str.startswith(TITLE_TAG).to_numpy(dtype=bool)
-    pair = np.flatnonzero((doc[1:] == doc[:-1]) & ~is_tagged[1:] & ~is_tagged[:-1])
-    n_words = len(word_vocab)
-    pair_key = word_code[pair] * n_words + word_code[pair + 1]
-    pair_keys, pair_code = np.unique(pair_key, return_inverse=True)
-    vocab = [str(w) for w in word_vocab]
-    first, second = np.divmod(pair_keys, n_words)
-    vocabulary = vocab + [f"{vocab[u]} {vocab[v]}" for u, v in zip(first.tolist(), second.tolist(), strict=True)]
-    codes = np.concatenate([word_code, n_words + pair_code.reshape(-1)])
+    """(text of each shingle, shingle code, distinct shingles) for all texts, grouped by text in text
+    order, without a Python loop over words: words are split and dictionary-encoded in arrow."""
+    text_doc, text_code, text_vocab = _word_codes(texts)
+    title_doc, title_code, title_vocab = _word_codes(titles)
+    doc = np.concatenate([text_doc, title_doc])
+    codes = np.concatenate([text_code, len(text_vocab) + title_code])
+    order = np.argsort(doc, kind="stable")
     # a word repeated in one text is one shingle: duplicates do not change a minimum
-    return np.concatenate([doc, doc[pair]]), codes, vocabulary
+    return doc[order], codes[order], text_vocab + [TITLE_TAG + w for w in title_vocab]
 
 
-def _tagged(title: str) -> str:
-    return " ".join(TITLE_TAG + w for w in title.split())
+def _word_codes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(text of each word, word code, distinct words) of normalised texts (words split by spaces)."""
+    if len(texts) < COLUMNAR_MIN:
+        codebook: dict[str, int] = {}
+        doc_list, code_list = [], []
+        for i, text in enumerate(texts):
+            for word in text.split():
+                doc_list.append(i)
+                code_list.append(codebook.setdefault(word, len(codebook)))
+        return np.asarray(doc_list, dtype=np.int64), np.asarray(code_list, dtype=np.int64), list(codebook)
+    split = pc.split_pattern(pa.array(texts, type=pa.large_string()), " ")
+    lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
+    words = pc.list_flatten(split)
+    doc = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+    encoded = pc.dictionary_encode(words).combine_chunks() if isinstance(words, pa.ChunkedArray) else None
+    encoded = encoded if encoded is not None else pc.dictionary_encode(words)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    vocabulary = encoded.dictionary.to_pylist()
+    empty = [i for i, w in enumerate(vocabulary) if not w]  # "" from an empty text
+    if empty:
+        keep = codes != empty[0]
+        doc, codes = doc[keep], codes[keep]
+    return doc, codes, vocabulary
 
 
 def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -245,71 +312,117 @@ def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class _Segment:
-    """Indexed listings: ids, time each became known (us), signatures, and per band the sorted keys."""
+class Listings:
+    """Listings as the index holds them: id, time each became known (us), MinHash signature, and the
+    product attributes a re-post keeps: `attributes` (a hash of the exact-match columns, 0: unknown)
+    and `price` (NaN: unknown); `merchants` (a hash of the merchant id, 0: unknown)."""
 
     ids: np.ndarray
     times: np.ndarray
     signatures: np.ndarray
-    keys: np.ndarray  # (bands, n) uint64, each row sorted by (key, time)
-    order: np.ndarray  # (bands, n) row of each sorted key
+    attributes: np.ndarray
+    prices: np.ndarray
+    merchants: np.ndarray
 
     @classmethod
-    def build(cls, ids: np.ndarray, times: np.ndarray, signatures: np.ndarray, bands: int, rows: int) -> _Segment:
-        keys = band_keys(signatures, bands, rows).T  # (bands, n)
-        order = np.stack([np.lexsort((times, k)) for k in keys]) if len(ids) else np.zeros((bands, 0), np.int64)
-        sorted_keys = np.take_along_axis(keys, order, axis=1)
-        return cls(ids, times, signatures, sorted_keys, order)
+    def empty(cls, num_perm: int) -> Listings:
+        return cls(
+            np.zeros(0, object),
+            np.zeros(0, np.int64),
+            np.zeros((0, num_perm), np.uint32),
+            np.zeros(0, np.uint64),
+            np.zeros(0, np.float64),
+            np.zeros(0, np.uint64),
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def take(self, rows: np.ndarray | list[int]) -> Listings:
+        return Listings(*(np.asarray(getattr(self, f))[rows] for f in _LISTING_FIELDS))
+
+    def concat(self, other: Listings) -> Listings:
+        return Listings(*(np.concatenate([getattr(self, f), getattr(other, f)]) for f in _LISTING_FIELDS))
+
+
+_LISTING_FIELDS = ("ids", "times", "signatures", "attributes", "prices", "merchants")
+
+
+def same_product(a: Listings, rows_a: np.ndarray, b: Listings, rows_b: np.ndarray) -> np.ndarray:
+    """Whether pairs agree on the product attributes a re-post keeps: the exact-match columns (where
+    both are known) and a price within PRICE_RATIO of each other (where both are known)."""
+    attr_a, attr_b = a.attributes[rows_a], b.attributes[rows_b]
+    same = (attr_a == attr_b) | (attr_a == 0) | (attr_b == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = a.prices[rows_a] / b.prices[rows_b]
+    low, high = PRICE_RATIO
+    return same & ((ratio >= low) & (ratio <= high) | np.isnan(ratio))
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Indexed listings and their band keys, all bands in one sorted array (a key mixes in its band)."""
+
+    listings: Listings
+    keys: np.ndarray  # (n * bands,) uint64, sorted by (key, time)
+    order: np.ndarray  # (n * bands,) the listing row of each sorted key
+
+    @classmethod
+    def build(cls, listings: Listings, bands: int, rows: int) -> _Segment:
+        keys = band_keys(listings.signatures, bands, rows).ravel()
+        times = np.repeat(listings.times, bands)
+        order = np.lexsort((times, keys)) if len(keys) else np.zeros(0, np.int64)
+        return cls(listings, keys[order], order // bands)
+
+    def __len__(self) -> int:
+        return len(self.listings)
+
     def candidates(self, query_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query row, indexed row) pairs sharing at least one band (at most MAX_BUCKET per band and
         query: the newest of a bucket)."""
-        queries, found = [], []
-        for band in range(self.keys.shape[0]):
-            column = self.keys[band]
-            lo = np.searchsorted(column, query_keys[:, band], side="left")
-            hi = np.searchsorted(column, query_keys[:, band], side="right")
-            lo = np.maximum(lo, hi - MAX_BUCKET)
-            counts = hi - lo
-            total = int(counts.sum())
-            if not total:
-                continue
-            q = np.repeat(np.arange(len(query_keys)), counts)
-            offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-            queries.append(q)
-            found.append(self.order[band][np.repeat(lo, counts) + offsets])
-        if not queries:
+        if not len(self):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        pairs = np.unique(np.concatenate(queries) * len(self) + np.concatenate(found))
+        flat = query_keys.ravel()
+        lo = np.searchsorted(self.keys, flat, side="left")
+        hi = np.searchsorted(self.keys, flat, side="right")
+        lo = np.maximum(lo, hi - MAX_BUCKET)
+        counts = hi - lo
+        total = int(counts.sum())
+        if not total:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        q = np.repeat(np.arange(len(flat)) // query_keys.shape[1], counts)
+        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        found = self.order[np.repeat(lo, counts) + offsets]
+        pairs = np.unique(q * len(self) + found)
         return np.divmod(pairs, len(self))
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands) uint64: each band's `rows` signature values mixed into one key; an empty signature
-    (no words) gets keys of its own per row, so it never shares a band."""
-    n = len(signatures)
-    keys = np.zeros((n, bands), dtype=np.uint64)
-    multipliers = np.random.default_rng(0).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
-    for band in range(bands):
-        block = signatures[:, band * rows : (band + 1) * rows].astype(np.uint64)
-        keys[:, band] = (block * multipliers[None, :]).sum(axis=1, dtype=np.uint64) + np.uint64(band)
-    empty = (signatures == np.iinfo(np.uint32).max).all(axis=1)
-    if empty.any():
-        keys[empty] = np.uint64(2**63) + np.arange(int(empty.sum()), dtype=np.uint64)[:, None]
-    return keys
+    """(n, bands) uint64: each band's `rows` signature values mixed into one key, plus the band."""
+    block = signatures[:, : bands * rows].reshape(len(signatures), bands, rows).astype(np.uint64)
+    mixed = (block * _band_multipliers(rows)).sum(axis=2, dtype=np.uint64)
+    return mixed + np.arange(bands, dtype=np.uint64)
+
+
+@lru_cache(maxsize=8)
+def _band_multipliers(rows: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
 
 
 @dataclass
 class Neighbours:
-    """Query results: for query row `query[i]`, indexed listing `ids[i]` at `similarity[i]`."""
+    """Query results: for query row `query[i]`, indexed listing `ids[i]` at `similarity[i]`, listed by
+    the same merchant or not (`same_merchant[i]`)."""
 
     query: np.ndarray
     ids: np.ndarray
-    rows: np.ndarray
     similarity: np.ndarray
+    same_merchant: np.ndarray
+
+    @property
+    def score(self) -> np.ndarray:
+        """What a re-post match is judged on: text similarity, plus MERCHANT_BONUS from the same merchant."""
+        return self.similarity + MERCHANT_BONUS * self.same_merchant
 
 
 class ListingIndex:
@@ -329,9 +442,7 @@ class ListingIndex:
         self.lsh_threshold = lsh_threshold
         self.bands, self.rows = lsh_bands(lsh_threshold, self.family.num_perm)
         self.tail_limit = tail_limit
-        empty = self._segment(
-            np.zeros(0, object), np.zeros(0, np.int64), np.zeros((0, self.family.num_perm), np.uint32)
-        )
+        empty = self._segment(Listings.empty(self.family.num_perm))
         self._segments: tuple[_Segment, _Segment] = (empty, empty)
         self._known: set[str] = set()
         self._lock = threading.RLock()
@@ -342,127 +453,115 @@ class ListingIndex:
     def __contains__(self, listing_id: object) -> bool:
         return listing_id in self._known
 
-    def _segment(self, ids: np.ndarray, times: np.ndarray, signatures: np.ndarray) -> _Segment:
-        return _Segment.build(ids, times, signatures, self.bands, self.rows)
+    def _segment(self, listings: Listings) -> _Segment:
+        return _Segment.build(listings, self.bands, self.rows)
 
-    def add(
-        self, ids: Sequence[str], texts: Sequence[str], titles: Sequence[str], times_us: Sequence[int] | np.ndarray
-    ) -> int:
-        """Index listings (normalised texts and titles) known from `times_us`; ids already indexed are
-        skipped. Returns how many were added."""
+    def add(self, listings: Listings) -> int:
+        """Index listings; ids already indexed (or repeated) are skipped. Returns how many were added."""
         with self._lock:
+            ids = listings.ids.tolist()
             keep = list({listing_id: i for i, listing_id in enumerate(ids) if listing_id not in self._known}.values())
-            if not keep:
-                return 0
-            new_ids = np.asarray([ids[i] for i in keep], dtype=object)
-            new_times = np.asarray(times_us, dtype=np.int64)[keep]
-            signatures = self.family.signatures([texts[i] for i in keep], [titles[i] for i in keep])
-            self.add_signatures(new_ids, new_times, signatures)
+            if keep:
+                self._append(listings.take(keep))
             return len(keep)
 
-    def add_signatures(self, ids: np.ndarray, times_us: np.ndarray, signatures: np.ndarray) -> None:
-        with self._lock:
-            base, tail = self._segments
-            ids = np.concatenate([tail.ids, ids])
-            times = np.concatenate([tail.times, times_us])
-            signatures = np.concatenate([tail.signatures, signatures])
-            if len(ids) > self.tail_limit:
-                merged = (
-                    np.concatenate([base.ids, ids]),
-                    np.concatenate([base.times, times]),
-                    np.concatenate([base.signatures, signatures]),
-                )
-                empty = self._segment(ids[:0], times[:0], signatures[:0])
-                self._segments = (self._segment(*merged), empty)
-            else:
-                self._segments = (base, self._segment(ids, times, signatures))
-            self._known.update(ids.tolist())
+    def _append(self, listings: Listings) -> None:
+        base, tail = self._segments
+        grown = tail.listings.concat(listings)
+        if len(grown) > self.tail_limit:
+            self._segments = (self._segment(base.listings.concat(grown)), self._segment(grown.take([])))
+        else:
+            self._segments = (base, self._segment(grown))
+        self._known.update(listings.ids.tolist())
 
     def query(
         self,
-        signatures: np.ndarray,
-        before_us: np.ndarray | None = None,
+        listings: Listings,
         min_similarity: float = 0.0,
-        exclude: Sequence[str] | None = None,
+        before_us: np.ndarray | None = None,
+        exclude_self: bool = True,
+        product: bool = True,
     ) -> Neighbours:
-        """Every indexed listing sharing a band with a query signature, at `min_similarity` or more,
-        known strictly before `before_us` of its query (None: any time), other than `exclude` of its query."""
-        keys = band_keys(signatures, self.bands, self.rows)
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        offset = 0
+        """Every indexed listing sharing a band with a query listing at `min_similarity` or more; with
+        `before_us`, known strictly before its query's time; with `exclude_self`, not the query's own
+        id; with `product`, of the `same_product`."""
+        keys = band_keys(listings.signatures, self.bands, self.rows)
+        has_words = (listings.signatures != _EMPTY).any(axis=1)
+        parts: list[tuple[np.ndarray, ...]] = []
         for segment in self._segments:
             q, c = segment.candidates(keys)
-            if len(q):
-                similarity = _chunked_similarity(signatures, segment.signatures, q, c)
-                keep = similarity >= min_similarity
-                if before_us is not None:
-                    keep &= segment.times[c] < before_us[q]
-                if exclude is not None:
-                    keep &= segment.ids[c] != np.asarray(exclude, dtype=object)[q]
-                parts.append((q[keep], segment.ids[c[keep]], offset + c[keep], similarity[keep]))
-            offset += len(segment)
+            if not len(q):
+                continue
+            indexed = segment.listings
+            similarity = _chunked_similarity(listings.signatures, indexed.signatures, q, c)
+            keep = (similarity >= min_similarity) & has_words[q]  # a text without words matches nothing
+            if before_us is not None:
+                keep &= indexed.times[c] < before_us[q]
+            if exclude_self:
+                keep &= indexed.ids[c] != listings.ids[q]
+            if product:
+                keep &= same_product(listings, q, indexed, c)
+            q, c = q[keep], c[keep]
+            merchant = indexed.merchants[c]
+            same = (merchant == listings.merchants[q]) & (merchant != 0)
+            parts.append((q, indexed.ids[c], similarity[keep], same))
         if not parts:
-            return Neighbours(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, np.int64), np.zeros(0))
-        q, ids, rows, sim = (np.concatenate(p) for p in zip(*parts, strict=True))
-        return Neighbours(q, ids, rows, sim)
+            return Neighbours(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), np.zeros(0, bool))
+        q, ids, sim, same = (np.concatenate(p) for p in zip(*parts, strict=True))
+        return Neighbours(q, ids, sim, same)
 
     def best(
-        self,
-        signatures: np.ndarray,
-        min_similarity: float,
-        before_us: np.ndarray | None = None,
-        exclude: Sequence[str] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per query, the most similar indexed listing at `min_similarity` or more: (ids, "" for none;
-        similarity, 0.0 for none)."""
-        n = len(signatures)
-        found = self.query(signatures, before_us, min_similarity, exclude)
-        ids, similarity = np.full(n, "", dtype=object), np.zeros(n)
-        if len(found.query):
-            order = np.lexsort((-found.similarity, found.query))
-            first = order[np.r_[True, found.query[order][1:] != found.query[order][:-1]]]
-            ids[found.query[first]] = found.ids[first]
-            similarity[found.query[first]] = found.similarity[first]
-        return ids, similarity
+        self, listings: Listings, min_score: float, before_us: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query, the indexed listing of the same product with the highest `Neighbours.score`, if
+        that is `min_score` or more: (ids, "" for none; its text similarity, 0.0 for none; its score)."""
+        n = len(listings)
+        found = self.query(listings, max(min_score - MERCHANT_BONUS, 0.0), before_us)
+        ids, similarity, score = np.full(n, "", dtype=object), np.zeros(n), np.zeros(n)
+        scores = found.score
+        keep = scores >= min_score
+        q = found.query[keep]
+        if len(q):
+            order = np.lexsort((-scores[keep], q))
+            first = order[np.r_[True, q[order][1:] != q[order][:-1]]]
+            ids[q[first]] = found.ids[keep][first]
+            similarity[q[first]] = found.similarity[keep][first]
+            score[q[first]] = scores[keep][first]
+        return ids, similarity, score
 
-    def nearest(self, signature: np.ndarray, k: int, exclude: str | None = None) -> list[tuple[int, str, float]]:
-        """The k most similar indexed listings to one signature: (row, id, similarity), best first."""
-        found = self.query(signature[None, :], exclude=[exclude or ""])
+    def nearest(self, listing: Listings, k: int) -> list[tuple[str, float]]:
+        """The k indexed listings whose text is most similar to one listing (any product attributes):
+        (id, similarity), best first."""
+        found = self.query(listing, product=False)
         order = np.lexsort((found.ids.astype(str), -found.similarity))[:k]
-        return [(int(found.rows[i]), str(found.ids[i]), float(found.similarity[i])) for i in order]
+        return [(str(found.ids[i]), float(found.similarity[i])) for i in order]
 
-    @property
-    def ids(self) -> np.ndarray:
-        return np.concatenate([s.ids for s in self._segments])
-
-    def signature_of(self, listing_id: str) -> np.ndarray | None:
-        """The indexed signature of a listing (None: not indexed); a scan, for one-off look-ups."""
+    def listing(self, listing_id: str) -> Listings | None:
+        """An indexed listing by id (None: not indexed); a scan, for one-off look-ups."""
         if listing_id not in self._known:
             return None
         for segment in reversed(self._segments):
-            rows = np.flatnonzero(segment.ids == listing_id)
+            rows = np.flatnonzero(segment.listings.ids == listing_id)
             if len(rows):
-                return np.asarray(segment.signatures[rows[-1]])
+                return segment.listings.take(rows[-1:])
         return None
 
     def save(self, directory: Path, name: str) -> None:
         base, tail = self._segments
-        np.savez(
-            directory / f"{name}.npz",
-            ids=np.concatenate([base.ids, tail.ids]).astype(str),
-            times=np.concatenate([base.times, tail.times]),
-            signatures=np.concatenate([base.signatures, tail.signatures]),
-        )
+        listings = base.listings.concat(tail.listings)
+        arrays = {f: getattr(listings, f) for f in _LISTING_FIELDS}
+        np.savez(directory / f"{name}.npz", **{**arrays, "ids": listings.ids.astype(str)})
 
     @classmethod
     def load(cls, directory: Path, name: str, family: HashFamily, lsh_threshold: float) -> ListingIndex:
         index = cls(family, lsh_threshold)
         with np.load(directory / f"{name}.npz", allow_pickle=False) as data:
-            ids, times, signatures = data["ids"].astype(object), data["times"], data["signatures"]
-        if signatures.shape[1:] != (family.num_perm,):
-            raise ValueError(f"{name}.npz: signatures of {signatures.shape[1:]} values, expected {family.num_perm}")
-        index._segments = (index._segment(ids, times, signatures), index._segments[1])
-        index._known = set(ids.tolist())
+            listings = Listings(*(data[f] for f in _LISTING_FIELDS))
+        listings = replace(listings, ids=listings.ids.astype(object))
+        if listings.signatures.shape[1:] != (family.num_perm,):
+            raise ValueError(f"{name}.npz: signatures of {listings.signatures.shape[1:]}, expected {family.num_perm}")
+        index._segments = (index._segment(listings), index._segments[1])
+        index._known = set(listings.ids.tolist())
         return index
 
 
@@ -615,9 +714,68 @@ class PastCase:
     similarity: float
 
 
+def product_attributes(config: DataConfig) -> tuple[list[str], str | None]:
+    """(exact-match attribute columns, price column) of a data config: its categorical columns and the
+    numeric ones that describe the product itself (`PRODUCT_NUMERIC`), and `price` when numeric."""
+    exact = [*config.categorical, *(c for c in PRODUCT_NUMERIC if c in config.numeric)]
+    return exact, PRICE_COLUMN if PRICE_COLUMN in config.numeric else None
+
+
+def _attribute_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (bool, int, float, np.number)):
+        return f"{float(value):g}"
+    return str(value).strip().lower()
+
+
+def _attribute_keys(columns: Sequence[Sequence[Any]], n: int) -> np.ndarray:
+    """uint64 hash (BLAKE2b) of each row's attribute values; 0 where every value is missing (unknown).
+    Each distinct value and each distinct row is read and hashed once."""
+    if not columns:
+        return np.zeros(n, np.uint64)
+    texts = []
+    for values in columns:
+        if n < COLUMNAR_MIN:
+            texts.append([_attribute_text(v) for v in values])
+            continue
+        codes, uniques = pd.factorize(pd.Series(list(values), dtype=object), use_na_sentinel=False)
+        texts.append(np.asarray([_attribute_text(u) for u in uniques], dtype=object)[codes].tolist())
+    rows = ["\x1f".join(parts) for parts in zip(*texts, strict=True)]
+    codes, uniques = pd.factorize(pd.Series(rows, dtype=object)) if n >= COLUMNAR_MIN else (None, None)
+    distinct = rows if uniques is None else uniques.tolist()
+    keys = np.fromiter((_row_hash(r) for r in distinct), dtype=np.uint64, count=len(distinct))
+    return keys if codes is None else keys[codes]
+
+
+def _row_hash(row: str) -> int:
+    if not row.strip("\x1f"):
+        return 0
+    return int.from_bytes(hashlib.blake2b(row.encode("utf-8"), digest_size=8).digest(), "little") | 1
+
+
+def _prices(values: Sequence[Any]) -> np.ndarray:
+    """Prices as floats; missing, unreadable or not positive: NaN (unknown)."""
+    if len(values) < COLUMNAR_MIN:
+        numbers = np.array([_number(v) for v in values], dtype=np.float64)
+    else:
+        numbers = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(numbers > 0, numbers, np.nan)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 class ProductIdentifier:
     """Re-post matching against rejected listings, catalogue matching, and similar past cases (an index
-    over every reviewed listing with its verdict), for the listings' text columns.
+    over every reviewed listing with its verdict), for the listings' text and product attribute columns.
 
     `synced_until` is how far the service has added verdicts from its decision log (None: not yet).
     """
@@ -625,6 +783,9 @@ class ProductIdentifier:
     def __init__(
         self,
         text_columns: Sequence[str],
+        attribute_columns: Sequence[str] = (),
+        price_column: str | None = None,
+        merchant_column: str | None = None,
         rejects: ListingIndex | None = None,
         catalogue: Catalogue | None = None,
         threshold: float = REPOST_THRESHOLD,
@@ -632,12 +793,46 @@ class ProductIdentifier:
         outcomes: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         self.text_columns = list(text_columns)
+        self.attribute_columns = list(attribute_columns)
+        self.price_column = price_column
+        self.merchant_column = merchant_column
         self.rejects = rejects if rejects is not None else ListingIndex()
         self.catalogue = catalogue
         self.threshold = threshold
         self.reviewed = reviewed if reviewed is not None else ListingIndex(self.rejects.family)
         self.outcomes = outcomes if outcomes is not None else {}  # listing id -> (verdict, violation reason)
         self.synced_until: Any = None
+
+    @property
+    def family(self) -> HashFamily:
+        return self.rejects.family
+
+    def frame_listings(self, frame: pd.DataFrame, ids: np.ndarray, times_us: np.ndarray) -> tuple[Listings, list[str]]:
+        """(the rows as the index holds them, their normalised texts)."""
+        texts, titles = matching_texts(frame, self.text_columns)
+        attributes = _attribute_keys([frame[c].tolist() for c in self.attribute_columns if c in frame], len(frame))
+        price = self.price_column
+        prices = _prices(frame[price].tolist()) if price and price in frame else np.full(len(frame), np.nan)
+        merchant = self.merchant_column
+        merchants = _attribute_keys([frame[merchant].tolist()] if merchant and merchant in frame else [], len(frame))
+        signatures = self.family.signatures(texts, titles)
+        ids, times = np.asarray(ids, dtype=object), np.asarray(times_us, np.int64)
+        return Listings(ids, times, signatures, attributes, prices, merchants), texts
+
+    def record_listings(
+        self, records: Sequence[dict[str, Any]], id_column: str, times_us: Sequence[int] | None = None
+    ) -> tuple[Listings, list[str]]:
+        """`frame_listings` for listing dicts (time 0 unless given)."""
+        n = len(records)
+        texts, titles = matching_records(records, self.text_columns)
+        attributes = _attribute_keys([[r.get(c) for r in records] for c in self.attribute_columns], n)
+        price = self.price_column
+        prices = _prices([r.get(price) for r in records]) if price else np.full(n, np.nan)
+        merchant = self.merchant_column
+        merchants = _attribute_keys([[r.get(merchant) for r in records]] if merchant else [], n)
+        ids = np.asarray([str(r.get(id_column, "")) for r in records], dtype=object)
+        times = np.asarray(times_us if times_us is not None else np.zeros(n), dtype=np.int64)
+        return Listings(ids, times, self.family.signatures(texts, titles), attributes, prices, merchants), texts
 
     def add_verdicts(
         self,
@@ -649,39 +844,26 @@ class ProductIdentifier:
     ) -> int:
         """Add reviewed listings: every one to the past cases, the rejected ones to the re-post index.
         Returns how many rejects were new."""
-        ids = [str(r.get(id_column)) for r in records]
-        texts, titles = matching_records(records, self.text_columns)
-        for listing_id, verdict, reason in zip(ids, verdicts, reasons, strict=True):
+        listings, _ = self.record_listings(records, id_column, times_us)
+        for listing_id, verdict, reason in zip(listings.ids.tolist(), verdicts, reasons, strict=True):
             self.outcomes[listing_id] = (verdict, reason)
-        self.reviewed.add(ids, texts, titles, times_us)
-        rejected = [i for i, v in enumerate(verdicts) if v == "reject"]
-        return self.rejects.add(
-            [ids[i] for i in rejected],
-            [texts[i] for i in rejected],
-            [titles[i] for i in rejected],
-            [times_us[i] for i in rejected],
-        )
+        self.reviewed.add(listings)
+        return self.rejects.add(listings.take([i for i, v in enumerate(verdicts) if v == "reject"]))
 
-    def signature(self, record: dict[str, Any]) -> np.ndarray:
-        texts, titles = matching_records([record], self.text_columns)
-        return self.reviewed.family.signatures(texts, titles)[0]
-
-    def similar(self, signature: np.ndarray, k: int, exclude: str | None = None) -> list[PastCase]:
-        """The k most similar reviewed listings to a signature (LSH candidates, best estimated Jaccard
-        first), other than `exclude`."""
-        found = self.reviewed.nearest(signature, k, exclude)
+    def similar(self, listing: Listings, k: int) -> list[PastCase]:
+        """The k reviewed listings whose text is most similar to one listing (LSH candidates, best
+        estimated Jaccard first), other than itself."""
         cases = []
-        for _, listing_id, similarity in found:
+        for listing_id, similarity in self.reviewed.nearest(listing, k):
             verdict, reason = self.outcomes.get(listing_id, ("", ""))
             cases.append(PastCase(listing_id, verdict, reason, round(similarity, 4)))
         return cases
 
-    def identify_records(self, records: Sequence[dict[str, Any]]) -> list[Identification]:
+    def identify_records(self, records: Sequence[dict[str, Any]], id_column: str) -> list[Identification]:
         """Identify listing dicts against everything indexed so far."""
-        normalized, titles = matching_records(records, self.text_columns)
-        signatures = self.rejects.family.signatures(normalized, titles)
-        repost_of, similarity = self.rejects.best(signatures, self.threshold)
-        entries = self.catalogue.match(normalized) if self.catalogue is not None else np.full(len(records), -1)
+        listings, texts = self.record_listings(records, id_column)
+        repost_of, similarity, _ = self.rejects.best(listings, self.threshold)
+        entries = self.catalogue.match(texts) if self.catalogue is not None else np.full(len(records), -1)
         rows = zip(repost_of, similarity.tolist(), entries.tolist(), strict=True)
         return [self._identification(r, s, e) for r, s, e in rows]
 
@@ -707,13 +889,15 @@ class ProductIdentifier:
         ).to_parquet(directory / "outcomes.parquet", index=False)
         if self.catalogue is not None:
             self.catalogue.to_csv(directory / "catalogue.csv")
-        family = self.rejects.family
         meta = {
             "text_columns": self.text_columns,
+            "attribute_columns": self.attribute_columns,
+            "price_column": self.price_column,
+            "merchant_column": self.merchant_column,
             "threshold": self.threshold,
             "lsh_threshold": self.rejects.lsh_threshold,
-            "num_perm": family.num_perm,
-            "seed": family.seed,
+            "num_perm": self.family.num_perm,
+            "seed": self.family.seed,
             "hash_family": "datasketch affine32 (sha1_hash32)",
         }
         (directory / "identify.json").write_text(json.dumps(meta, indent=2))
@@ -730,7 +914,17 @@ class ProductIdentifier:
         outcomes = dict(
             zip(table["listing_id"], zip(table["verdict"], table["violation_reason"], strict=True), strict=True)
         )
-        return cls(meta["text_columns"], rejects, catalogue, float(meta["threshold"]), reviewed, outcomes)
+        return cls(
+            meta["text_columns"],
+            meta["attribute_columns"],
+            meta["price_column"],
+            meta["merchant_column"],
+            rejects,
+            catalogue,
+            float(meta["threshold"]),
+            reviewed,
+            outcomes,
+        )
 
 
 def rejected_rows(frame: pd.DataFrame, config: DataConfig) -> pd.Series:
@@ -747,33 +941,37 @@ def times_us(frame: pd.DataFrame, column: str | None) -> np.ndarray:
     return values.to_numpy().astype("datetime64[us]").astype(np.int64)
 
 
+def _identifier_for(config: DataConfig, frame: pd.DataFrame, catalogue: pd.DataFrame | None) -> ProductIdentifier:
+    exact, price = product_attributes(config)
+    entries = Catalogue(catalogue) if catalogue is not None and len(catalogue) else None
+    columns = [c for c in config.text if c in frame]
+    merchant = config.merchant if config.merchant in frame else None
+    return ProductIdentifier(columns, [c for c in exact if c in frame], price, merchant, catalogue=entries)
+
+
 def build_identifier(
     frame: pd.DataFrame, config: DataConfig, catalogue: pd.DataFrame | None, threshold: float = REPOST_THRESHOLD
 ) -> ProductIdentifier | None:
-    """The identifier a bundle ships: every rejected listing of `frame` indexed, and the catalogue.
-    None for data without text columns (nothing to match)."""
-    columns = [c for c in config.text if c in frame]
-    if not columns:
+    """The identifier a bundle ships: every rejected listing of `frame` indexed for re-posts, every
+    listing with its verdict for similar cases, and the catalogue. None for data without text columns."""
+    if not any(c in frame for c in config.text):
         return None
-    family = HashFamily()
-    texts, titles = matching_texts(frame, columns)
-    signatures = family.signatures(texts, titles)
+    identifier = _identifier_for(config, frame, catalogue)
+    identifier.threshold = threshold
     ids = frame[config.id].astype(str).to_numpy(dtype=object)
-    known = _review_times(frame, config)
+    listings, _ = identifier.frame_listings(frame, ids, _review_times(frame, config))
     rejected = rejected_rows(frame, config).to_numpy()
-    rejects, reviewed = ListingIndex(family), ListingIndex(family)
-    rejects.add_signatures(ids[rejected], known[rejected], signatures[rejected])
-    reviewed.add_signatures(ids, known, signatures)
+    identifier.rejects.add(listings.take(np.flatnonzero(rejected)))
+    identifier.reviewed.add(listings)
     reasons = (
         frame[config.violation_reason].astype("string").fillna("").to_numpy(dtype=object)
         if config.violation_reason and config.violation_reason in frame
         else np.full(len(frame), "", dtype=object)
     )
-    verdicts = np.where(rejected, "reject", "approve")
-    reasons = np.where(rejected, reasons, "")
-    outcomes = dict(zip(ids.tolist(), zip(verdicts.tolist(), reasons.tolist(), strict=True), strict=True))
-    entries = Catalogue(catalogue) if catalogue is not None else None
-    return ProductIdentifier(columns, rejects, entries, threshold, reviewed, outcomes)
+    verdicts = np.where(rejected, "reject", "approve").tolist()
+    reasons = np.where(rejected, reasons, "").tolist()
+    identifier.outcomes = dict(zip(ids.tolist(), zip(verdicts, reasons, strict=True), strict=True))
+    return identifier
 
 
 def _review_times(frame: pd.DataFrame, config: DataConfig) -> np.ndarray:
@@ -788,35 +986,32 @@ def _review_times(frame: pd.DataFrame, config: DataConfig) -> np.ndarray:
     return created
 
 
-def identify_history(frame: pd.DataFrame, config: DataConfig, catalogue: pd.DataFrame | None) -> pd.DataFrame:
-    """Point-in-time product identification of labelled rows (C3): each row is matched only against
-    rows rejected and reviewed strictly before it was created (never itself); the catalogue is
-    timeless. Columns `HISTORY_COLUMNS`, same index as `frame`; "" / 0.0 where nothing matched."""
+def identify_history(
+    frame: pd.DataFrame, config: DataConfig, catalogue: pd.DataFrame | None, *, threshold: float = REPOST_THRESHOLD
+) -> pd.DataFrame:
+    """Point-in-time product identification of labelled rows: each row is matched only against rows
+    rejected and reviewed strictly before it was created (never itself), at `threshold` or more; the
+    catalogue is timeless. Columns `HISTORY_COLUMNS`, same index as `frame`; "" / 0.0 where nothing
+    matched."""
     out = pd.DataFrame(
         {PRODUCT_MATCH: "", "repost_of": "", "repost_similarity": 0.0, "catalogue_entry": ""}, index=frame.index
     )
-    columns = [c for c in config.text if c in frame]
-    if not columns or frame.empty:
+    if not any(c in frame for c in config.text) or frame.empty:
         return out
-    normalized, titles = matching_texts(frame, columns)
-    family = HashFamily()
-    signatures = family.signatures(normalized, titles)
+    identifier = _identifier_for(config, frame, catalogue)
     ids = frame[config.id].astype(str).to_numpy(dtype=object)
-    rejected = rejected_rows(frame, config).to_numpy()
-    index = ListingIndex(family)
-    index.add_signatures(ids[rejected], _review_times(frame, config)[rejected], signatures[rejected])
-    created = times_us(frame, config.timestamp)
-    repost_of, similarity = index.best(signatures, REPOST_THRESHOLD, before_us=created, exclude=ids.tolist())
+    listings, texts = identifier.frame_listings(frame, ids, _review_times(frame, config))
+    identifier.rejects.add(listings.take(np.flatnonzero(rejected_rows(frame, config).to_numpy())))
+    repost_of, similarity, _ = identifier.rejects.best(listings, threshold, before_us=times_us(frame, config.timestamp))
     out["repost_of"] = repost_of
     out["repost_similarity"] = similarity
-    entries = Catalogue(catalogue).match(normalized) if catalogue is not None and len(catalogue) else None
-    if entries is not None:
-        names = Catalogue(catalogue).entries["entry_id"].to_numpy(dtype=object)
+    if identifier.catalogue is not None:
+        entries = identifier.catalogue.match(texts)
+        names = identifier.catalogue.entries["entry_id"].to_numpy(dtype=object)
         out["catalogue_entry"] = np.where(entries >= 0, names[np.maximum(entries, 0)], "")
     repost = np.where(out["repost_of"].to_numpy(dtype=object) != "", "repost", "")
     found = np.where(out["catalogue_entry"].to_numpy(dtype=object) != "", "catalogue", "")
-    out[PRODUCT_MATCH] = pd.Series(repost, index=frame.index).str.cat(pd.Series(found, index=frame.index), sep=" ")
-    out[PRODUCT_MATCH] = out[PRODUCT_MATCH].str.strip()
+    out[PRODUCT_MATCH] = [f"{a} {b}".strip() for a, b in zip(repost.tolist(), found.tolist(), strict=True)]
     return out
 
 

@@ -331,7 +331,7 @@ class DecisionEngine:
     def identify(self, listings: list[dict[str, Any]]) -> list[Identification]:
         """Product identification of each listing ([] when the bundle ships no index)."""
         identifier = self.bundle.identifier if self.bundle is not None else None
-        return identifier.identify_records(listings) if identifier is not None and listings else []
+        return identifier.identify_records(listings, self.id_column) if identifier is not None and listings else []
 
     def thresholds(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Per-listing (t_pass, t_block): the segment's pair, else the global pair."""

@@ -46,11 +46,11 @@ async def similar_cases(
     identifier = engine.bundle.identifier if engine.bundle is not None else None
     if identifier is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the serving bundle ships no product index")
-    signature = identifier.reviewed.signature_of(listing_id)
-    if signature is None:
+    indexed = identifier.reviewed.listing(listing_id)
+    if indexed is None:
         listing = await run_in_threadpool(store.latest_listing, listing_id)
         if listing is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown listing {listing_id}")
-        signature = identifier.signature(listing)
-    cases = await run_in_threadpool(identifier.similar, signature, k, listing_id)
+        indexed, _ = identifier.record_listings([listing], engine.id_column)
+    cases = await run_in_threadpool(identifier.similar, indexed, k)
     return SimilarCases(listing_id=listing_id, cases=[SimilarCase(**vars(c)) for c in cases])

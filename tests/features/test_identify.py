@@ -3,7 +3,9 @@ point-in-time history matching, the index's incremental adds and persistence."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,8 @@ from datasketch import MinHash
 from decision.rules import Rule, match_rules
 from features.config import DataConfig
 from features.identify import (
+    COLUMNAR_MIN,
+    MERCHANT_BONUS,
     PRODUCT_MATCH,
     Catalogue,
     HashFamily,
@@ -20,12 +24,11 @@ from features.identify import (
     ProductIdentifier,
     choose_threshold,
     identify_history,
-    matching_records,
     normalize_texts,
     shingles,
 )
 
-REJECTED = {
+REJECTED: dict[str, Any] = {
     "listing_id": "L-rejected",
     "title": "Rolex Submariner automatic watch black dial",
     "description": "Luxury diver watch with steel bracelet. Comes with box and papers. Ships from Geneva.",
@@ -42,29 +45,43 @@ CATALOGUE = pd.DataFrame(
 )
 
 
-def identifier_with(*rejected: dict[str, str]) -> ProductIdentifier:
-    identifier = ProductIdentifier(["title", "description", "brand"], catalogue=Catalogue(CATALOGUE))
+def identifier_with(*rejected: dict[str, Any]) -> ProductIdentifier:
+    identifier = ProductIdentifier(
+        ["title", "description", "brand"], ["category"], "price", "merchant_id", catalogue=Catalogue(CATALOGUE)
+    )
     identifier.add_verdicts(
         list(rejected), "listing_id", ["reject"] * len(rejected), ["counterfeit"] * len(rejected), [0] * len(rejected)
     )
     return identifier
 
 
-def test_normalisation_undoes_obfuscation_and_keeps_numbers() -> None:
-    texts = [
-        "R0lex   Submariner!!",
-        "sw1tchblade for sale",
-        "this c.u.r.e.s cancer",
-        "Mir@cle cure$",
-        "size 40, 3.5 kg",
-    ]
-    assert normalize_texts(texts) == [
+TRICKY = [
+    "R0lex   Submariner!!",
+    "sw1tchblade for sale",
+    "this c.u.r.e.s cancer",
+    "Mir@cle cure$ now!",
+    "size 40, 3.5 kg",
+    "a!!b @home e-mail snake_case *star* x.y.z",
+    "Ünïcode ＦＵＬＬＷＩＤＴＨ café—crème",
+    "",
+    "   ",
+]
+
+
+def test_normalisation_undoes_obfuscation() -> None:
+    assert normalize_texts(TRICKY[:5]) == [
         "rolex submariner",
         "switchblade for sale",
         "this cures cancer",
-        "miracle cures",
-        "size 40 35 kg",
+        "miracle cure now",
+        "size ao es kg",
     ]
+
+
+def test_normalisation_of_one_text_and_of_a_column_agree() -> None:
+    texts = TRICKY * 10  # more than COLUMNAR_MIN: the RE2 path
+    assert len(texts) >= COLUMNAR_MIN
+    assert normalize_texts(texts) == [normalize_texts([t])[0] for t in texts]
 
 
 def test_vectorised_signatures_equal_datasketch_minhash() -> None:
@@ -93,7 +110,7 @@ def test_an_edited_repost_matches_and_an_unrelated_listing_sharing_one_word_does
         "description": "Slim wallet with six card slots. Ships from Berlin.",
         "brand": "",
     }
-    found = identifier.identify_records([repost, unrelated])
+    found = identifier.identify_records([repost, unrelated], "listing_id")
     assert found[0].repost_of == "L-rejected" and found[0].repost_similarity >= identifier.threshold
     assert found[0].product_match == "repost"
     assert found[0].reasons()[0] == {
@@ -181,21 +198,43 @@ def test_index_adds_incrementally_dedupes_and_survives_save_and_load(tmp_path: P
     index = ListingIndex(tail_limit=3)
     rng = np.random.default_rng(0)
     words = [f"word{i}" for i in range(400)]
-    texts = [" ".join(rng.choice(words, 12)) for _ in range(10)]
-    titles = [t.split()[0] for t in texts]
+    records = [
+        {"listing_id": f"L{i}", "title": " ".join(rng.choice(words, 3)), "description": " ".join(rng.choice(words, 9))}
+        for i in range(10)
+    ]
+    maker = ProductIdentifier(["title", "description"])
+    listings, _ = maker.record_listings(records, "listing_id", list(range(10)))
     for i in range(10):  # past tail_limit: the tail merges into the base
-        index.add([f"L{i}"], [texts[i]], [titles[i]], [i])
-    assert index.add(["L3"], [texts[3]], [titles[3]], [99]) == 0
+        assert index.add(listings.take([i])) == 1
+    assert index.add(listings.take([3])) == 0
     assert len(index) == 10
-    signatures = index.family.signatures(texts, titles)
-    ids, similarity = index.best(signatures, 0.9)
+    queries = replace(listings, ids=np.array([f"Q{i}" for i in range(10)], dtype=object))
+    ids, similarity, _ = index.best(queries, 0.9)
     assert ids.tolist() == [f"L{i}" for i in range(10)] and (similarity == 1.0).all()
+    assert index.best(listings, 0.9)[0].tolist() == [""] * 10  # never a listing's own id
     index.save(tmp_path, "rejects")
     loaded = ListingIndex.load(tmp_path, "rejects", index.family, index.lsh_threshold)
-    assert loaded.best(signatures, 0.9, before_us=np.full(10, 5))[0].tolist() == [
+    assert loaded.best(queries, 0.9, before_us=np.full(10, 5))[0].tolist() == [
         *(f"L{i}" for i in range(5)),
         *([""] * 5),
     ]
+
+
+def test_a_copy_of_another_product_or_price_is_no_repost_and_the_same_merchant_counts() -> None:
+    identifier = identifier_with({**REJECTED, "category": "watches", "price": 100.0, "merchant_id": "M1"})
+    copy = {**REJECTED, "listing_id": "L-copy", "category": "watches", "price": 90.0, "merchant_id": "M2"}
+    other_category = {**copy, "listing_id": "L-cat", "category": "toys"}
+    other_price = {**copy, "listing_id": "L-price", "price": 300.0}
+    unknown = {k: v for k, v in copy.items() if k not in ("category", "price")}
+    found = identifier.identify_records([copy, other_category, other_price, unknown], "listing_id")
+    assert [f.repost_of for f in found] == ["L-rejected", "", "", "L-rejected"]
+    edited = {**copy, "title": "Rolex Submariner watch, black dial, with box"}
+    other_seller = identifier.record_listings([edited], "listing_id")[0]
+    same_seller = identifier.record_listings([{**edited, "merchant_id": "M1"}], "listing_id")[0]
+    found_other, found_same = identifier.rejects.query(other_seller), identifier.rejects.query(same_seller)
+    assert len(found_other.similarity) == 1 and found_other.similarity.tolist() == found_same.similarity.tolist()
+    assert found_same.score.tolist() == [found_other.score[0] + MERCHANT_BONUS]
+    assert not found_other.same_merchant.any() and found_same.same_merchant.all()
 
 
 def test_identifier_round_trips_with_similar_cases(tmp_path: Path) -> None:
@@ -204,10 +243,12 @@ def test_identifier_round_trips_with_similar_cases(tmp_path: Path) -> None:
     identifier.add_verdicts([approved], "listing_id", ["approve"], [""], [1])
     identifier.save(tmp_path / "identify")
     loaded = ProductIdentifier.load(tmp_path / "identify")
-    cases = loaded.similar(loaded.signature(REJECTED), k=5, exclude="L-rejected")
+    indexed = loaded.reviewed.listing("L-rejected")
+    assert indexed is not None
+    cases = loaded.similar(indexed, k=5)
     assert [(c.listing_id, c.verdict) for c in cases] == [("L-approved", "approve")]
-    texts, titles = matching_records([REJECTED], loaded.text_columns)
-    assert loaded.rejects.best(loaded.rejects.family.signatures(texts, titles), 0.99)[0].tolist() == ["L-rejected"]
+    query = loaded.record_listings([{**REJECTED, "listing_id": "L-new"}], "listing_id")[0]
+    assert loaded.rejects.best(query, 0.99)[0].tolist() == ["L-rejected"]
 
 
 def test_threshold_is_the_lowest_reaching_the_precision_target() -> None:
@@ -215,3 +256,32 @@ def test_threshold_is_the_lowest_reaching_the_precision_target() -> None:
     is_repost = np.array([True, True, True, False, True, False])
     assert choose_threshold(similarity, is_repost, precision=0.95) == 0.85
     assert choose_threshold(similarity, is_repost, precision=0.75) == 0.7
+
+
+def test_a_listing_is_signed_and_keyed_alike_alone_and_in_a_column() -> None:
+    """The service signs listings one by one, the bundle's index a whole column: the same listing must
+    get the same signature, product attributes and merchant either way."""
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "listing_id": [f"L{i}" for i in range(COLUMNAR_MIN + 6)],
+            "title": [f"R0lex item {i % 7} c.u.r.e.s" for i in range(COLUMNAR_MIN + 6)],
+            "description": ["", "Ünïcode text!", None, *(["plain words here"] * (COLUMNAR_MIN + 3))],
+            "category": ["watches", None, "toys", *(["watches"] * (COLUMNAR_MIN + 3))],
+            "image_count": [3, 3.0, None, *rng.integers(0, 5, COLUMNAR_MIN + 3).tolist()],
+            "price": [10.0, None, -1.0, *rng.uniform(1, 100, COLUMNAR_MIN + 3).tolist()],
+            "merchant_id": ["M1", None, "M2", *(["M3"] * (COLUMNAR_MIN + 3))],
+        }
+    )
+    identifier = ProductIdentifier(["title", "description"], ["category", "image_count"], "price", "merchant_id")
+    column, _ = identifier.frame_listings(frame, frame["listing_id"].to_numpy(dtype=object), np.zeros(len(frame)))
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    alone = [identifier.record_listings([r], "listing_id")[0] for r in records]
+    for field in ("signatures", "attributes", "merchants"):
+        assert np.array_equal(getattr(column, field), np.concatenate([getattr(a, field) for a in alone])), field
+    assert np.array_equal(column.prices, np.concatenate([a.prices for a in alone]), equal_nan=True)
+    same = identifier.record_listings(
+        [{"category": "watches", "image_count": 3}, {"category": "Watches ", "image_count": 3.0}], "listing_id"
+    )[0]
+    assert same.attributes[0] == same.attributes[1] != 0
+    assert np.isnan(column.prices[1:3]).all()  # missing or non-positive: unknown
