@@ -71,7 +71,8 @@ _EMPTY = np.iinfo(np.uint32).max  # every value of the signature of a text witho
 _PADDED_WIDTH = 128  # shingles per text gathered at once; longer texts fold in their rest afterwards
 _CACHED_PERMUTED = 50_000  # shingles whose permuted values are kept for one-listing calls
 _CACHED_PERMUTED_MAX_BATCH = 512
-_SIGNATURE_BLOCK = 100_000  # texts signed at a time
+_SIGNATURE_BLOCK = 100_000
+_FEW_TEXTS = 8  # texts signed at a time
 _GATHER_BUDGET = 32_000_000  # values per gathered block (128 MB of uint32)
 
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "!": "i", "$": "s"}
@@ -215,6 +216,12 @@ class HashFamily:
     def _signatures(self, texts: Sequence[str], titles: Sequence[str]) -> np.ndarray:
         n = len(texts)
         out = np.full((n, self.num_perm), _EMPTY, dtype=np.uint32)
+        if n <= _FEW_TEXTS:  # one listing being scored: its shingles' cached values, one min
+            for i, (text, title) in enumerate(zip(texts, titles, strict=True)):
+                words = list(shingles(text, title))
+                if words:
+                    out[i] = self.permuted(words).min(axis=0)
+            return out
         doc, codes, vocabulary = _shingle_codes(texts, titles)
         if len(codes) == 0:
             return out
@@ -233,9 +240,9 @@ class HashFamily:
             padded = np.full((hi - lo, width), len(vocabulary), dtype=np.int64)
             padded[doc[span][in_width] - lo, position[span][in_width]] = codes[span][in_width]
             out[lo:hi] = permuted[padded].min(axis=1)
-        for text in np.flatnonzero(counts > width).tolist():  # the rest of very long texts
-            rest = permuted[codes[starts[text] + width : starts[text] + counts[text]]]
-            out[text] = np.minimum(out[text], rest.min(axis=0))
+        for row in np.flatnonzero(counts > width).tolist():  # the rest of very long texts
+            rest = permuted[codes[starts[row] + width : starts[row] + counts[row]]]
+            out[row] = np.minimum(out[row], rest.min(axis=0))
         return out
 
 
@@ -342,6 +349,8 @@ class Listings:
         return Listings(*(np.asarray(getattr(self, f))[rows] for f in _LISTING_FIELDS))
 
     def concat(self, other: Listings) -> Listings:
+        if not len(self) or not len(other):  # no copy of a large block for an empty one
+            return other if not len(self) else self
         return Listings(*(np.concatenate([getattr(self, f), getattr(other, f)]) for f in _LISTING_FIELDS))
 
 
@@ -369,10 +378,10 @@ class _Segment:
 
     @classmethod
     def build(cls, listings: Listings, bands: int, rows: int) -> _Segment:
-        keys = band_keys(listings.signatures, bands, rows).ravel()
-        times = np.repeat(listings.times, bands)
-        order = np.lexsort((times, keys)) if len(keys) else np.zeros(0, np.int64)
-        return cls(listings, keys[order], order // bands)
+        by_time = np.argsort(listings.times, kind="stable")  # so a bucket lists its listings oldest first
+        keys = band_keys(listings.signatures[by_time], bands, rows).ravel()
+        order = np.argsort(keys, kind="stable")
+        return cls(listings, keys[order], by_time[order // bands])
 
     def __len__(self) -> int:
         return len(self.listings)
@@ -462,7 +471,7 @@ class ListingIndex:
             ids = listings.ids.tolist()
             keep = list({listing_id: i for i, listing_id in enumerate(ids) if listing_id not in self._known}.values())
             if keep:
-                self._append(listings.take(keep))
+                self._append(listings if len(keep) == len(listings) else listings.take(keep))
             return len(keep)
 
     def _append(self, listings: Listings) -> None:

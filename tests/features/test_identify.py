@@ -85,14 +85,19 @@ def test_normalisation_of_one_text_and_of_a_column_agree() -> None:
 
 
 def test_vectorised_signatures_equal_datasketch_minhash() -> None:
+    """Both paths (a few texts, and a block with padding and a text longer than the padded width)."""
     family = HashFamily(num_perm=64, seed=1)
-    texts = normalize_texts(["Rolex submariner black dial", "one", "", "a b a b c"])
-    titles = normalize_texts(["Rolex submariner", "", "", "c"])
-    signatures = family.signatures(texts, titles)
-    for text, title, signature in zip(texts, titles, signatures, strict=True):
+    long_text = " ".join(f"word{i}" for i in range(300))
+    texts = normalize_texts(["Rolex submariner black dial", "one", "", "a b a b c", long_text, *TRICKY[:7]])
+    titles = normalize_texts(["Rolex submariner", "", "", "c", "word1 word2", *TRICKY[:7]])
+    assert len(texts) > 8  # past the few-texts path
+    together = family.signatures(texts, titles)
+    alone = np.concatenate([family.signatures([t], [ti]) for t, ti in zip(texts, titles, strict=True)])
+    for text, title, signature, single in zip(texts, titles, together, alone, strict=True):
         reference = MinHash(num_perm=64, seed=1, scheme="affine32")
         reference.update_batch([s.encode() for s in shingles(text, title)])
-        assert np.array_equal(reference.hashvalues.astype(np.uint32), signature), text
+        assert np.array_equal(reference.hashvalues.astype(np.uint32), signature), text[:40]
+        assert np.array_equal(signature, single), text[:40]
 
 
 def test_an_edited_repost_matches_and_an_unrelated_listing_sharing_one_word_does_not() -> None:

@@ -19,7 +19,8 @@ from decision.rules import Rule
 from features.config import DataConfig
 from features.identify import IDENTIFY_DIR, build_identifier
 from serving.engine import SCORING_ERROR, DecisionEngine, fallback_scores
-from tests.serving.conftest import Api, listing_json
+from serving.store import Store
+from tests.serving.conftest import Api, FakeClock, listing_json, make_decision
 
 # A listing no generated one resembles, which the prohibited-term rule sends to review.
 ODD = {
@@ -149,3 +150,22 @@ def test_similar_cases_of_a_training_listing_carry_training_verdicts(
         truth = by_id.loc[case["listing_id"]]
         assert case["verdict"] == ("reject" if truth["label"] == 1 else "approve")
         assert case["violation_reason"] == (truth["violation_reason"] if truth["label"] == 1 else "")
+
+
+def test_the_decision_log_gives_back_verdicts_in_review_order_with_their_listings(
+    store: Store, clock: FakeClock
+) -> None:
+    first, second, unreviewed = store.record_decisions([make_decision(), make_decision(), make_decision()])
+    store.record_review(first.decision_id, "alice", "reject", "counterfeit")
+    clock.advance(60)
+    store.record_review(second.decision_id, "alice", "approve")
+    rows = store.reviewed_listings_after(None)
+    assert [(r.listing_id, r.verdict, r.violation_reason) for r in rows] == [
+        (first.listing_id, "reject", "counterfeit"),
+        (second.listing_id, "approve", ""),
+    ]
+    assert rows[0].listing == first.listing and rows[0].reviewed_at < rows[1].reviewed_at
+    assert [r.listing_id for r in store.reviewed_listings_after(rows[1].reviewed_at)] == [second.listing_id]
+    assert [r.listing_id for r in store.reviewed_listings_after(None, limit=1)] == [first.listing_id]
+    assert store.latest_listing(unreviewed.listing_id) == unreviewed.listing
+    assert store.latest_listing("never-scored") is None
