@@ -56,11 +56,16 @@ LSH_THRESHOLD = 0.65
 LSH_WEIGHTS = (0.3, 0.7)
 # Estimated Jaccard similarity at which a candidate counts as a re-post. Chosen on validation seeds by
 # `choose_threshold` (bench/bench_identify.py --choose; bench/RESULTS_IDENTIFY.md), not for one seed.
-REPOST_THRESHOLD = 0.83
+REPOST_THRESHOLD = 0.86
 MAX_BUCKET = 256  # candidates read per band and query (the newest of an oversized bucket)
 # Added to the text similarity of a candidate listed by the same merchant: most re-posts come back from
 # their seller's own account. Chosen on validation seeds with REPOST_THRESHOLD (bench/bench_identify.py).
 MERCHANT_BONUS = 0.3
+# ... and to one listed from a new account (another merchant that joined less than NEW_ACCOUNT_DAYS ago):
+# a seller whose listing was rejected often comes back through a second account.
+NEW_ACCOUNT_BONUS = 0.2
+NEW_ACCOUNT_DAYS = 60.0
+TENURE_COLUMN = "merchant_tenure_days"
 PRICE_COLUMN = "price"
 PRICE_RATIO = (0.75, 1.35)  # a re-post's price is within this ratio of its original's
 # numeric columns describing the product itself (not its seller or the moment): a re-post keeps them
@@ -322,7 +327,8 @@ def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
 class Listings:
     """Listings as the index holds them: id, time each became known (us), MinHash signature, and the
     product attributes a re-post keeps: `attributes` (a hash of the exact-match columns, 0: unknown)
-    and `price` (NaN: unknown); `merchants` (a hash of the merchant id, 0: unknown)."""
+    and `price` (NaN: unknown); `merchants` (a hash of the merchant id, 0: unknown); `new_accounts`
+    (the merchant joined less than NEW_ACCOUNT_DAYS before the listing)."""
 
     ids: np.ndarray
     times: np.ndarray
@@ -330,6 +336,7 @@ class Listings:
     attributes: np.ndarray
     prices: np.ndarray
     merchants: np.ndarray
+    new_accounts: np.ndarray
 
     @classmethod
     def empty(cls, num_perm: int) -> Listings:
@@ -340,6 +347,7 @@ class Listings:
             np.zeros(0, np.uint64),
             np.zeros(0, np.float64),
             np.zeros(0, np.uint64),
+            np.zeros(0, bool),
         )
 
     def __len__(self) -> int:
@@ -354,7 +362,7 @@ class Listings:
         return Listings(*(np.concatenate([getattr(self, f), getattr(other, f)]) for f in _LISTING_FIELDS))
 
 
-_LISTING_FIELDS = ("ids", "times", "signatures", "attributes", "prices", "merchants")
+_LISTING_FIELDS = ("ids", "times", "signatures", "attributes", "prices", "merchants", "new_accounts")
 
 
 def same_product(a: Listings, rows_a: np.ndarray, b: Listings, rows_b: np.ndarray) -> np.ndarray:
@@ -421,17 +429,20 @@ def _band_multipliers(rows: int) -> np.ndarray:
 @dataclass
 class Neighbours:
     """Query results: for query row `query[i]`, indexed listing `ids[i]` at `similarity[i]`, listed by
-    the same merchant or not (`same_merchant[i]`)."""
+    the same merchant or not (`same_merchant[i]`), the query listed from a new account of another
+    merchant or not (`new_account[i]`)."""
 
     query: np.ndarray
     ids: np.ndarray
     similarity: np.ndarray
     same_merchant: np.ndarray
+    new_account: np.ndarray
 
     @property
     def score(self) -> np.ndarray:
-        """What a re-post match is judged on: text similarity, plus MERCHANT_BONUS from the same merchant."""
-        return self.similarity + MERCHANT_BONUS * self.same_merchant
+        """What a re-post match is judged on: text similarity, plus MERCHANT_BONUS from the same merchant,
+        or NEW_ACCOUNT_BONUS from a new account (a seller's second account)."""
+        return self.similarity + MERCHANT_BONUS * self.same_merchant + NEW_ACCOUNT_BONUS * self.new_account
 
 
 class ListingIndex:
@@ -513,11 +524,11 @@ class ListingIndex:
             q, c = q[keep], c[keep]
             merchant = indexed.merchants[c]
             same = (merchant == listings.merchants[q]) & (merchant != 0)
-            parts.append((q, indexed.ids[c], similarity[keep], same))
+            parts.append((q, indexed.ids[c], similarity[keep], same, listings.new_accounts[q] & ~same))
         if not parts:
-            return Neighbours(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), np.zeros(0, bool))
-        q, ids, sim, same = (np.concatenate(p) for p in zip(*parts, strict=True))
-        return Neighbours(q, ids, sim, same)
+            nothing = np.zeros(0, bool)
+            return Neighbours(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), nothing, nothing)
+        return Neighbours(*(np.concatenate(p) for p in zip(*parts, strict=True)))
 
     def best(
         self, listings: Listings, min_score: float, before_us: np.ndarray | None = None
@@ -525,7 +536,7 @@ class ListingIndex:
         """Per query, the indexed listing of the same product with the highest `Neighbours.score`, if
         that is `min_score` or more: (ids, "" for none; its text similarity, 0.0 for none; its score)."""
         n = len(listings)
-        found = self.query(listings, max(min_score - MERCHANT_BONUS, 0.0), before_us)
+        found = self.query(listings, max(min_score - max(MERCHANT_BONUS, NEW_ACCOUNT_BONUS), 0.0), before_us)
         ids, similarity, score = np.full(n, "", dtype=object), np.zeros(n), np.zeros(n)
         scores = found.score
         keep = scores >= min_score
@@ -765,12 +776,21 @@ def _row_hash(row: str) -> int:
 
 def _prices(values: Sequence[Any]) -> np.ndarray:
     """Prices as floats; missing, unreadable or not positive: NaN (unknown)."""
-    if len(values) < COLUMNAR_MIN:
-        numbers = np.array([_number(v) for v in values], dtype=np.float64)
-    else:
-        numbers = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    numbers = _floats(values)
     with np.errstate(invalid="ignore"):
         return np.where(numbers > 0, numbers, np.nan)
+
+
+def _new_accounts(values: Sequence[Any]) -> np.ndarray:
+    """Whether each merchant tenure (days) is under NEW_ACCOUNT_DAYS (unknown: no)."""
+    with np.errstate(invalid="ignore"):
+        return _floats(values) < NEW_ACCOUNT_DAYS
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    if len(values) < COLUMNAR_MIN:
+        return np.array([_number(v) for v in values], dtype=np.float64)
+    return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
 
 
 def _number(value: Any) -> float:
@@ -795,6 +815,7 @@ class ProductIdentifier:
         attribute_columns: Sequence[str] = (),
         price_column: str | None = None,
         merchant_column: str | None = None,
+        tenure_column: str | None = None,
         rejects: ListingIndex | None = None,
         catalogue: Catalogue | None = None,
         threshold: float = REPOST_THRESHOLD,
@@ -805,6 +826,7 @@ class ProductIdentifier:
         self.attribute_columns = list(attribute_columns)
         self.price_column = price_column
         self.merchant_column = merchant_column
+        self.tenure_column = tenure_column
         self.rejects = rejects if rejects is not None else ListingIndex()
         self.catalogue = catalogue
         self.threshold = threshold
@@ -824,9 +846,11 @@ class ProductIdentifier:
         prices = _prices(frame[price].tolist()) if price and price in frame else np.full(len(frame), np.nan)
         merchant = self.merchant_column
         merchants = _attribute_keys([frame[merchant].tolist()] if merchant and merchant in frame else [], len(frame))
+        tenure = self.tenure_column
+        new = _new_accounts(frame[tenure].tolist()) if tenure and tenure in frame else np.zeros(len(frame), bool)
         signatures = self.family.signatures(texts, titles)
         ids, times = np.asarray(ids, dtype=object), np.asarray(times_us, np.int64)
-        return Listings(ids, times, signatures, attributes, prices, merchants), texts
+        return Listings(ids, times, signatures, attributes, prices, merchants, new), texts
 
     def record_listings(
         self, records: Sequence[dict[str, Any]], id_column: str, times_us: Sequence[int] | None = None
@@ -839,9 +863,12 @@ class ProductIdentifier:
         prices = _prices([r.get(price) for r in records]) if price else np.full(n, np.nan)
         merchant = self.merchant_column
         merchants = _attribute_keys([[r.get(merchant) for r in records]] if merchant else [], n)
+        tenure = self.tenure_column
+        new = _new_accounts([r.get(tenure) for r in records]) if tenure else np.zeros(n, bool)
         ids = np.asarray([str(r.get(id_column, "")) for r in records], dtype=object)
         times = np.asarray(times_us if times_us is not None else np.zeros(n), dtype=np.int64)
-        return Listings(ids, times, self.family.signatures(texts, titles), attributes, prices, merchants), texts
+        signatures = self.family.signatures(texts, titles)
+        return Listings(ids, times, signatures, attributes, prices, merchants, new), texts
 
     def add_verdicts(
         self,
@@ -903,6 +930,7 @@ class ProductIdentifier:
             "attribute_columns": self.attribute_columns,
             "price_column": self.price_column,
             "merchant_column": self.merchant_column,
+            "tenure_column": self.tenure_column,
             "threshold": self.threshold,
             "lsh_threshold": self.rejects.lsh_threshold,
             "num_perm": self.family.num_perm,
@@ -928,6 +956,7 @@ class ProductIdentifier:
             meta["attribute_columns"],
             meta["price_column"],
             meta["merchant_column"],
+            meta["tenure_column"],
             rejects,
             catalogue,
             float(meta["threshold"]),
@@ -955,7 +984,8 @@ def _identifier_for(config: DataConfig, frame: pd.DataFrame, catalogue: pd.DataF
     entries = Catalogue(catalogue) if catalogue is not None and len(catalogue) else None
     columns = [c for c in config.text if c in frame]
     merchant = config.merchant if config.merchant in frame else None
-    return ProductIdentifier(columns, [c for c in exact if c in frame], price, merchant, catalogue=entries)
+    tenure = TENURE_COLUMN if TENURE_COLUMN in config.numeric and TENURE_COLUMN in frame else None
+    return ProductIdentifier(columns, [c for c in exact if c in frame], price, merchant, tenure, catalogue=entries)
 
 
 def build_identifier(
