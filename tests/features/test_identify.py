@@ -17,6 +17,7 @@ from features.config import DataConfig
 from features.identify import (
     COLUMNAR_MIN,
     MERCHANT_BONUS,
+    NEW_ACCOUNT_BONUS,
     PRODUCT_MATCH,
     Catalogue,
     HashFamily,
@@ -47,7 +48,12 @@ CATALOGUE = pd.DataFrame(
 
 def identifier_with(*rejected: dict[str, Any]) -> ProductIdentifier:
     identifier = ProductIdentifier(
-        ["title", "description", "brand"], ["category"], "price", "merchant_id", catalogue=Catalogue(CATALOGUE)
+        ["title", "description", "brand"],
+        ["category"],
+        "price",
+        "merchant_id",
+        "merchant_tenure_days",
+        catalogue=Catalogue(CATALOGUE),
     )
     identifier.add_verdicts(
         list(rejected), "listing_id", ["reject"] * len(rejected), ["counterfeit"] * len(rejected), [0] * len(rejected)
@@ -225,7 +231,7 @@ def test_index_adds_incrementally_dedupes_and_survives_save_and_load(tmp_path: P
     ]
 
 
-def test_a_copy_of_another_product_or_price_is_no_repost_and_the_same_merchant_counts() -> None:
+def test_a_copy_of_another_product_or_price_is_no_repost_and_the_seller_counts() -> None:
     identifier = identifier_with({**REJECTED, "category": "watches", "price": 100.0, "merchant_id": "M1"})
     copy = {**REJECTED, "listing_id": "L-copy", "category": "watches", "price": 90.0, "merchant_id": "M2"}
     other_category = {**copy, "listing_id": "L-cat", "category": "toys"}
@@ -240,6 +246,13 @@ def test_a_copy_of_another_product_or_price_is_no_repost_and_the_same_merchant_c
     assert len(found_other.similarity) == 1 and found_other.similarity.tolist() == found_same.similarity.tolist()
     assert found_same.score.tolist() == [found_other.score[0] + MERCHANT_BONUS]
     assert not found_other.same_merchant.any() and found_same.same_merchant.all()
+    new_account = identifier.record_listings([{**edited, "merchant_tenure_days": 5}], "listing_id")[0]
+    found_new = identifier.rejects.query(new_account)
+    assert found_new.new_account.all() and found_new.score.tolist() == [found_other.score[0] + NEW_ACCOUNT_BONUS]
+    same_and_new = identifier.record_listings(
+        [{**edited, "merchant_id": "M1", "merchant_tenure_days": 5}], "listing_id"
+    )
+    assert identifier.rejects.query(same_and_new[0]).score.tolist() == found_same.score.tolist()  # one bonus
 
 
 def test_identifier_round_trips_with_similar_cases(tmp_path: Path) -> None:
