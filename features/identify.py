@@ -1,25 +1,28 @@
 """Product identification: is a listing a re-post of a rejected listing, or a known prohibited product?
 
 Two matchers, one normalisation:
-- `normalize_texts` lowercases, undoes common obfuscation (digits and symbols for letters inside a word:
-  "R0lex" -> "rolex", "sw1tchblade" -> "switchblade"; dots inside a word: "c.u.r.e.s" -> "cures") and
-  keeps only words separated by single spaces.
+- `normalize_texts` lowercases, undoes common obfuscation ("R0lex" -> "rolex", "sw1tchblade" ->
+  "switchblade", "c.u.r.e.s" -> "cures") and keeps only words separated by single spaces.
 - `ListingIndex`: near-duplicate search over listings' normalised title + description + brand with
   MinHash LSH (Broder 1997; banding as in Leskovec, Rajaraman & Ullman, Mining of Massive Datasets ch. 3).
-  Shingles are the words and word pairs of the text. Signatures use datasketch's MinHash hash family
-  (SHA-1 32-bit token hash, MurmurHash3 finalizer, affine32 permutations with the library's seeded
-  parameters) computed for a whole column at once with numpy; a test holds them equal to
-  `datasketch.MinHash`. The band count and rows per band are datasketch's `MinHashLSH` choice for the
-  LSH threshold. Candidates from the bands are checked with the estimated Jaccard similarity (share of
-  equal signature values, unbiased for the Jaccard similarity of the shingle sets).
+  Shingles are the words of the text plus the title's words once more (`shingles`). Signatures use
+  datasketch's MinHash hash family (SHA-1 32-bit token hash, MurmurHash3 finalizer, affine32
+  permutations with the library's seeded parameters) computed for a whole column at once with numpy;
+  a test holds them equal to `datasketch.MinHash`. The band count and rows per band are datasketch's
+  `MinHashLSH` choice. A candidate is a re-post when it is the same product (`same_product`: the exact
+  attribute columns and a price within PRICE_RATIO) and its score reaches REPOST_THRESHOLD: the
+  estimated Jaccard similarity (share of equal signature values, unbiased for the Jaccard similarity
+  of the shingle sets), plus MERCHANT_BONUS when the same merchant lists it again or NEW_ACCOUNT_BONUS
+  when a new account does. The threshold and bonuses are chosen on validation seeds
+  (bench/bench_identify.py).
 - `Catalogue`: known prohibited or restricted products by name and aliases. A phrase matches on whole
   words only, after each listing word that is a close misspelling of a catalogue word (rapidfuzz ratio
   >= `FUZZY_RATIO`, words of `FUZZY_MIN_LENGTH`+ letters) is read as that word. Every word of an alias
   must be there, in order: "ivory color" shares one word with "ivory carving" and matches nothing.
 
-`ProductIdentifier` holds both (plus the re-post similarity threshold) for the service and the bundle;
-`identify_history` is the point-in-time version for training data: a row matches only listings
-rejected and reviewed strictly before it was created.
+`ProductIdentifier` holds both, and an index of every reviewed listing with its verdict (similar past
+cases), for the service and the bundle; `identify_history` is the point-in-time version for training
+data: a row matches only listings rejected and reviewed strictly before it was created.
 """
 
 from __future__ import annotations
