@@ -169,3 +169,14 @@ def test_the_decision_log_gives_back_verdicts_in_review_order_with_their_listing
     assert [r.listing_id for r in store.reviewed_listings_after(None, limit=1)] == [first.listing_id]
     assert store.latest_listing(unreviewed.listing_id) == unreviewed.listing
     assert store.latest_listing("never-scored") is None
+
+
+def test_a_catalogue_product_is_matched_named_in_the_reasons_and_routed_by_its_rule(bundle_dir: Path) -> None:
+    bundle = Bundle.load(bundle_dir)
+    assert bundle.identifier is not None and bundle.identifier.catalogue is not None  # configs/catalogue.csv
+    engine = DecisionEngine.from_bundle(bundle, seed=0)
+    listing = listing_json(5, title="Car GPS j@mmer, 12V", description="Blocks tracking on the road.")
+    [record] = engine.decide_safely([listing], engine.score([listing]))
+    assert "catalogue_prohibited" in record.rules_matched and record.decision == "human_review"
+    [reason] = [r for r in record.reasons if r["feature"] == "catalogue_match"]
+    assert reason["catalogue_name"] == "gps jammer" and reason["catalogue_entry_id"]
