@@ -28,7 +28,7 @@ def generate(
     months: Annotated[int, typer.Option(min=1, help="months of history")] = 12,
     force: Annotated[bool, typer.Option(help="overwrite existing data of another size")] = False,
 ) -> None:
-    """Write synthetic review history (reviews.parquet) and its oracle (oracle.parquet).
+    """Write synthetic review history (reviews.parquet), its oracle (oracle.parquet) and catalogue.csv.
 
     Existing data of another size is kept unless --force: a bundle or a notebook may rest on it."""
     from training.generate import write_dataset

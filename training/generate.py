@@ -35,8 +35,8 @@ The generative story:
    often. A re-post is the same product (category, market, scheme, luxury claim, hint, lookalike,
    certificate, images), possibly edited (`REPOST_EDITS`): title reworded (another modifier, or the
    word order), spelling (plain to obfuscated, or the other obfuscation: more often in the drift
-   months, as the trick spreads), price changed 2-20%, mostly
-   down, description reordered or one category sentence swapped; `HEAVY_SHARE` get every edit.
+   months, as the trick spreads), price changed 2-20% (mostly down), description reordered or one
+   category sentence swapped. `HEAVY_SHARE` get every edit; about one in ten is a verbatim copy.
    Room is made by dropping `round(REPOST_SHARE * rows)` rows drawn uniformly and blind to everything
    (a thinning independent of every draw, so the kept rows' oracle is untouched); the originals are a
    sample of the other rejected listings, weighted by features and the merchant's offender status.
@@ -74,10 +74,10 @@ before the re-post was created. With p_k, p, f the original's (given its feature
 (A_k: a confirmed violation of type k; B: a wrongful rejection, always recorded as "other"). `true_risk`
 of the re-post is their ratio, P(label = 1 | features, latents, the original's verdict): `1 - f` when R
 is not "other" (only an "other" rejection can be wrong), and all of it is on reason R (a wrongful
-re-post rejection is "other", like R). The choice of originals depends on R, features and the
-merchant's offender status, never on V or the ambiguity term, so it leaves this posterior unchanged;
-the re-post's own edits, price, tenure and time are independent draws given the original, so they carry
-no further information.
+re-post rejection is "other", like R). Which rejected listings come back depends on their verdicts,
+features, merchants' offender status and independent draws, never on V or the ambiguity term, so it
+leaves this posterior unchanged; the re-post's own edits, price, merchant, tenure and time are
+independent draws given the original, so they carry no further information.
 `limit_risk` integrates the ambiguity term `a` (shared by the original and its re-post) out against its
 posterior given everything observable about the original: its verdict, and its `review_seconds`, which
 depends on `a` through `p` (likelihood `l(a)`: the log-normal mass of the recorded 0.1 s interval, or
@@ -1041,10 +1041,6 @@ def _take(columns: _T, at: np.ndarray) -> _T:
     return type(columns)(*(column[at] for column in columns))
 
 
-def _stack(first: _T, second: _T, order: np.ndarray) -> _T:
-    return type(first)(*(np.concatenate([a, b])[order] for a, b in zip(first, second, strict=True)))
-
-
 def _timestamps(start_ns: int, seconds: np.ndarray) -> np.ndarray:
     return (start_ns + seconds.astype(np.int64) * 10**9).astype("datetime64[ns]")
 
@@ -1082,66 +1078,93 @@ def generate(
     wording = _wording(rng, r)
     seconds = _review_seconds(rng, r.category, outcome)
     reposts = _reposts(rng, r, merchants, wording, outcome.label, r.created + delay, (span, drift_start), room)
-    at = reposts.original
+    at, relisted = reposts.original, reposts.rows
     repost_outcome = _repost_outcome(rng, _expit(logits[at]), _take(outcome, at))
-    kept = np.ones(rows, dtype=bool)
-    kept[reposts.replaces] = False
-    order = np.argsort(np.concatenate([r.created[kept], reposts.rows.created]), kind="stable")
-    listings, words = _stack(_take(r, kept), reposts.rows, order), _stack(_take(wording, kept), reposts.wording, order)
-    verdicts = _stack(_take(outcome, kept), repost_outcome, order)
-    risks = _oracle(logits, ambiguity, outcome)
-    repost_risks = _repost_oracle(logits[at], ambiguity[at], _take(outcome, at), seconds[at], r.category[at])
-    listing_ids = _ids("L", rows, 8)
-    title, brand = _titles_and_brands(listings, words)
+    repost_delay = _review_delay(rng, len(at))
+    repost_seconds = _review_seconds(rng, relisted.category, repost_outcome)
+    source = _merged_order(r.created, relisted.created, reposts.replaces)
+
+    is_repost = source >= rows
+    from_ordinary, repost_at, from_repost = (
+        np.where(is_repost, 0, source),
+        np.flatnonzero(is_repost),
+        source[is_repost] - rows,
+    )
+
+    def merged(ordinary: np.ndarray, repost: np.ndarray) -> np.ndarray:
+        out = ordinary[from_ordinary]  # one gather, then the re-posts written in place
+        out[repost_at] = repost[from_repost]
+        return out
+
+    def merged_text(ordinary: pa.Array, repost: pa.Array) -> pd.Series:
+        return pa.concat_arrays([ordinary, repost]).take(source).to_pandas()
+
+    title, brand = _titles_and_brands(r, wording)
+    repost_title, repost_brand = _titles_and_brands(relisted, reposts.wording)
+    created, listing_ids = merged(r.created, relisted.created), _ids("L", rows, 8)
     reviews = pd.DataFrame(
         {
             "listing_id": listing_ids.to_pandas(),
-            "merchant_id": reposts.merchants.ids.take(listings.merchant).to_pandas(),
-            "created_at": _timestamps(start_ns, listings.created),
-            "reviewed_at": _timestamps(
-                start_ns, listings.created + np.concatenate([delay[kept], _review_delay(rng, len(at))])[order]
-            ),
-            "title": title.to_pandas(),
-            "description": _descriptions(listings, words).to_pandas(),
-            "brand": brand.to_pandas(),
-            "category": pa.array(CATEGORY_NAMES, type=_TEXT).take(listings.category).to_pandas(),
-            "market": pa.array(MARKETS, type=_TEXT).take(listings.market).to_pandas(),
-            "price": listings.price,
-            "merchant_tenure_days": listings.tenure,
-            "image_count": listings.images,
-            "has_certificate": listings.certificate,
-            "label": verdicts.label,
-            "violation_reason": pa.array(("none", *REASONS), type=_TEXT).take(verdicts.reason).to_pandas(),
-            "review_seconds": np.concatenate(
-                [seconds[kept], _review_seconds(rng, reposts.rows.category, repost_outcome)]
-            )[order],
+            "merchant_id": reposts.merchants.ids.take(merged(r.merchant, relisted.merchant)).to_pandas(),
+            "created_at": _timestamps(start_ns, created),
+            "reviewed_at": _timestamps(start_ns, created + merged(delay, repost_delay)),
+            "title": merged_text(title, repost_title),
+            "description": merged_text(_descriptions(r, wording), _descriptions(relisted, reposts.wording)),
+            "brand": merged_text(brand, repost_brand),
+            "category": pa.array(CATEGORY_NAMES, type=_TEXT).take(merged(r.category, relisted.category)).to_pandas(),
+            "market": pa.array(MARKETS, type=_TEXT).take(merged(r.market, relisted.market)).to_pandas(),
+            "price": merged(r.price, relisted.price),
+            "merchant_tenure_days": merged(r.tenure, relisted.tenure),
+            "image_count": merged(r.images, relisted.images),
+            "has_certificate": merged(r.certificate, relisted.certificate),
+            "label": merged(outcome.label, repost_outcome.label),
+            "violation_reason": pa.array(("none", *REASONS), type=_TEXT)
+            .take(merged(outcome.reason, repost_outcome.reason))
+            .to_pandas(),
+            "review_seconds": merged(seconds, repost_seconds),
         }
     )
-    oracle = {name: np.concatenate([column[kept], repost_risks[name]])[order] for name, column in risks.items()}
+    repost_risks = _repost_oracle(logits[at], ambiguity[at], _take(outcome, at), seconds[at], r.category[at])
+    risks = {name: merged(column, repost_risks[name]) for name, column in _oracle(logits, ambiguity, outcome).items()}
     return reviews, pd.DataFrame(
-        {"listing_id": reviews["listing_id"], **oracle, **_repost_columns(reposts, kept, order, listing_ids)}
+        {"listing_id": reviews["listing_id"], **risks, **_repost_columns(reposts, source, listing_ids)}
     )
 
 
-def _repost_columns(
-    reposts: _Reposts, kept: np.ndarray, order: np.ndarray, listing_ids: pa.Array
-) -> dict[str, pd.Series | np.ndarray]:
+def _merged_order(created: np.ndarray, repost_created: np.ndarray, replaced: np.ndarray) -> np.ndarray:
+    """Index into (ordinary rows, then re-posts) of each row of the frame: the ordinary rows but the
+    replaced ones, in their (time) order, with the re-posts merged in by creation time, after ties."""
+    rows, count = len(created), len(repost_created)
+    kept = np.ones(rows, dtype=bool)
+    kept[replaced] = False
+    kept_rows = np.flatnonzero(kept)
+    by_time = np.argsort(repost_created, kind="stable")
+    at = np.searchsorted(created[kept_rows], repost_created[by_time], side="right") + np.arange(count)
+    source = np.empty(rows, dtype=np.int64)
+    is_repost = np.zeros(rows, dtype=bool)
+    is_repost[at] = True
+    source[~is_repost] = kept_rows
+    source[at] = rows + by_time
+    return source
+
+
+def _repost_columns(reposts: _Reposts, source: np.ndarray, listing_ids: pa.Array) -> dict[str, pd.Series | np.ndarray]:
     """Oracle `repost_of`, `repost_edit` and `repost_linked`, in the frame's (time) order."""
-    rows, count = len(order), len(reposts.original)
-    position = np.empty(rows, dtype=np.int64)
-    position[order] = np.arange(rows)  # where each stacked row (kept rows, then re-posts) lands
-    original = np.full(rows, rows)  # `rows` indexes the "" appended below
-    original[position[kept.sum() :]] = position[(np.cumsum(kept) - 1)[reposts.original]]
-    blank = pa.array([""], type=_TEXT)
+    rows = len(source)
+    position = np.empty(rows + len(reposts.original), dtype=np.int64)
+    position[source] = np.arange(rows)  # where each ordinary row (replaced ones aside) and re-post lands
+    original = np.full(rows + len(reposts.original), rows)  # `rows` indexes the "" appended below
+    original[rows:] = position[reposts.original]
+    ids_or_blank = pa.concat_arrays([listing_ids, pa.array([""], type=_TEXT)])
     edits = [
         "|".join(name for bit, name in enumerate(REPOST_EDITS) if code >> bit & 1)
         for code in range(1 << len(REPOST_EDITS))
     ]
-    none = np.zeros(rows - count, dtype=np.int64)
+    none = np.zeros(rows, dtype=np.int64)
     return {
-        "repost_of": pa.concat_arrays([listing_ids, blank]).take(original).to_pandas(),
-        "repost_edit": pa.array(edits, type=_TEXT).take(np.concatenate([none, reposts.edits])[order]).to_pandas(),
-        "repost_linked": np.concatenate([none.astype(bool), reposts.linked])[order],
+        "repost_of": ids_or_blank.take(original[source]).to_pandas(),
+        "repost_edit": pa.array(edits, type=_TEXT).take(np.concatenate([none, reposts.edits])[source]).to_pandas(),
+        "repost_linked": np.concatenate([none.astype(bool), reposts.linked])[source],
     }
 
 
