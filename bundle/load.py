@@ -24,6 +24,7 @@ from decision.policy import Policy
 from features.builder import FeatureBuilder
 from features.calibration import Calibrator
 from features.config import DataConfig
+from features.identify import IDENTIFY_DIR, ProductIdentifier
 
 TIERS_DIR = "tiers"  # tiers/<name>.onnx and tiers/<name>.calibrator.json per tier
 # The held-out labelled rows (calibration + test splits), scored: what rule backtests and certificates
@@ -142,6 +143,13 @@ class Bundle:
         """The logistic-regression model, when that is what the bundle ships (else None)."""
         path = self.path / LINEAR_FILE
         return LinearModel.load(path) if path.exists() else None
+
+    @cached_property
+    def identifier(self) -> ProductIdentifier | None:
+        """Product identification (re-posts of rejected listings, catalogue), when the bundle ships its
+        index (`identify/`); one per bundle, so the rejects the service adds reach every engine on it."""
+        directory = self.path / IDENTIFY_DIR
+        return ProductIdentifier.load(directory) if (directory / "identify.json").is_file() else None
 
     @cached_property
     def booster(self) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from decision.audit import MIN_AUDIT_RATE, AuditPlan
-from decision.rules import Rule
+from decision.rules import DERIVED_COLUMNS, Rule
 
 AUTO_PASS, HUMAN_REVIEW, AUTO_BLOCK = "auto_pass", "human_review", "auto_block"
 DECISIONS: tuple[str, str, str] = (AUTO_PASS, HUMAN_REVIEW, AUTO_BLOCK)  # index = int8 code
@@ -134,7 +134,7 @@ class Policy:
             if not isinstance(rule, Rule):
                 raise ValueError(f"rules[{i}]: expected a Rule")
             rule.validate(f"rules[{i}]")
-            missing = [c for c in rule.columns if columns is not None and c not in columns]
+            missing = [c for c in rule.columns if columns is not None and c not in columns and c not in DERIVED_COLUMNS]
             if missing:
                 raise ValueError(
                     f"rules[{i}]: rule {rule.name!r} reads columns {missing} that listings do not carry "

@@ -1,7 +1,9 @@
 """Policy rules and the one rule matcher.
 
 A rule is data: a term rule matches any of its terms as a whole word (case-insensitive) in some text
-fields; a category rule matches listings whose normalised category is one of its values. Every caller
+fields; a category rule matches listings whose normalised category is one of its values; a match rule
+matches listings whose product identification (`features.identify`) found a match of one of its sources
+("repost", "catalogue"), read from the derived text column `product_match`. Every caller
 (the service, offline scoring, the simulator, threshold selection) matches rules through
 `match_rules_on_texts`, on listings given as text columns ("" where missing); `match_rules` is the same
 for a DataFrame.
@@ -33,11 +35,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.identify import MATCH_SOURCES, PRODUCT_MATCH
 from features.lexicon import normalize_category
 
 RULE_ACTIONS = ("block", "review")
-RULE_KINDS = ("term", "category")
+RULE_KINDS = ("term", "category", "match")
 RULE_MODES = ("enforce", "shadow")
+# Columns the service derives for every listing before rules run (not sent by callers)
+DERIVED_COLUMNS = frozenset({PRODUCT_MATCH})
 COLUMNAR_RULES_MIN = 32  # from this many listings, term rules run in RE2 over whole columns
 
 TextColumn: TypeAlias = pa.Array | Sequence[str]  # one text column of a batch of listings, "" where missing
@@ -47,8 +52,10 @@ TextColumn: TypeAlias = pa.Array | Sequence[str]  # one text column of a batch o
 class Rule:
     """A policy rule. kind "term": any of `terms` as a whole word (case-insensitive) in `fields`;
     kind "category": `column` (normalised like 'Health & Supplements' -> 'health supplements') is one
-    of `values`. action "block" sends matches to auto_block, "review" to human_review. Only an enabled
-    `enforce` rule acts; an enabled `shadow` rule is matched and logged only; `version` counts its changes."""
+    of `values`; kind "match": product identification found a match from one of `values` (a non-empty
+    subset of MATCH_SOURCES). action "block" sends matches to auto_block, "review" to human_review. Only
+    an enabled `enforce` rule acts; an enabled `shadow` rule is matched and logged only; `version` counts
+    its changes."""
 
     name: str
     action: str
@@ -89,6 +96,13 @@ class Rule:
                 raise ValueError(f"{where}.terms: a term rule needs a list of non-empty strings")
             if not self.fields or not all(isinstance(f, str) and f for f in self.fields):
                 raise ValueError(f"{where}.fields: a term rule needs the text fields to search")
+        elif self.kind == "match":
+            if (
+                not self.values
+                or not set(self.values) <= set(MATCH_SOURCES)
+                or len(set(self.values)) != len(self.values)
+            ):
+                raise ValueError(f"{where}.values: a match rule needs distinct sources from {list(MATCH_SOURCES)}")
         else:
             if not isinstance(self.column, str) or not self.column:
                 raise ValueError(f"{where}.column: a category rule needs the column to compare")
@@ -123,6 +137,8 @@ class Rule:
     @property
     def columns(self) -> list[str]:
         """The listing columns this rule reads."""
+        if self.kind == "match":
+            return [PRODUCT_MATCH]
         return [self.column] if self.kind == "category" and self.column else list(self.fields)
 
     def match(self, listings: pd.DataFrame) -> np.ndarray:
@@ -132,6 +148,11 @@ class Rule:
     def match_texts(self, texts: Mapping[str, TextColumn], n: int) -> np.ndarray:
         """`match` on the rule's columns given as text ("" where missing), for `n` listings: text by text
         in Python's `re` for a few listings, columnar (RE2) from `COLUMNAR_RULES_MIN` on."""
+        if self.kind == "match":  # the sources found, space-separated: a term match on that column
+            as_terms = Rule(
+                name=self.name, action=self.action, kind="term", terms=list(self.values), fields=[PRODUCT_MATCH]
+            )
+            return as_terms.match_texts(texts, n)
         if n < COLUMNAR_RULES_MIN:
             return np.array(self._hits_one_by_one(texts, n), dtype=bool).reshape(n)
         mask = np.zeros(n, dtype=bool)

@@ -670,7 +670,9 @@ def _point_from_codes(
 
 
 def default_rules(config: DataConfig) -> list[Rule]:
-    """Starting rules for a new bundle: review prohibited terms, always review regulated categories.
+    """Starting rules for a new bundle: review prohibited terms, re-posts of rejected listings and
+    known prohibited products (product identification, `features.identify`), always review regulated
+    categories.
 
     Prohibited terms route to review rather than block: the plain term lists also hit harmless
     listings ("ivory color", a book on switchblades), and a wrongful block hurts a good merchant.
@@ -692,6 +694,9 @@ def default_rules(config: DataConfig) -> list[Rule]:
                 fields=list(config.text),
             )
         )
+    if config.text:  # product identification reads the text columns; review until a block rule is certified
+        rules.append(Rule(name="repost_of_rejected", action="review", kind="match", values=["repost"]))
+        rules.append(Rule(name="catalogue_prohibited", action="review", kind="match", values=["catalogue"]))
     if "category" in config.categorical:
         rules.append(
             Rule(

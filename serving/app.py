@@ -24,6 +24,7 @@ from serving.api import (
     errors,
     health,
     keys,
+    listings,
     me,
     models,
     monitor,
@@ -42,6 +43,7 @@ from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, BodyLimitMiddleware
 from serving.models import startup_engine
 from serving.monitor import GaugeRefresher
+from serving.product_index import follow_verdicts, sync_now
 from serving.scorer import Scorer
 from serving.settings import Settings, get_settings
 from serving.store import Store, create_store
@@ -59,6 +61,7 @@ ROUTERS: list[APIRouter] = [
     simulate.router,
     monitor.router,
     rules.router,
+    listings.router,
     me.router,
     docs.router,
     rule_backtest.router,
@@ -88,9 +91,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     merchant_refresh = asyncio.create_task(_refresh_merchant_history(app, settings.merchant_refresh_seconds))
     refresher = _start_monitor(app, settings, store)
     follower = asyncio.get_running_loop().create_task(follow_store(app, settings.follow_seconds))
+    await sync_now(app)  # verdicts recorded before this start (or by other workers) match from the first listing
+    verdicts = asyncio.create_task(follow_verdicts(app, settings.follow_seconds))
     try:
         yield
     finally:
+        verdicts.cancel()
         follower.cancel()
         await finish_shadow(app)
         merchant_refresh.cancel()

@@ -36,6 +36,7 @@ from decision.policy import (
 )
 from decision.rules import RuleMatches, match_rules_split
 from features.builder import text_column
+from features.identify import PRODUCT_MATCH, Identification
 from serving.explain import Explainer, PathExplainer
 from serving.store.records import DecisionRecord, StatementOfReasons, new_ids, utcnow
 
@@ -132,6 +133,7 @@ class DecisionEngine:
         scores = self.score([listing])
         if scores.fallback_reason is not None:
             log.warning("warm-up scoring fell back to %s", scores.fallback_reason)
+        self.identify([listing])  # loads the product index
 
     @property
     def model_version(self) -> str | None:
@@ -234,7 +236,8 @@ class DecisionEngine:
         requests scored together keep their own).
         """
         n, policy = len(listings), self.policy
-        rules = self.match_all_rules(listings)
+        identified = self.identify(listings)  # raises -> decide_safely: human review, never a pass
+        rules = self.match_all_rules(listings, identified)
         matched = rules.matched
         t_pass, t_block = self.thresholds(listings)
         tier_names = self.tier_names
@@ -276,7 +279,7 @@ class DecisionEngine:
                 rules_matched=matched[i],
                 rules_shadow=rules.shadow[i],
                 model_decision=model_decisions[i] if is_scored else None,  # type: ignore[arg-type]
-                reasons=scores.reasons[i],
+                reasons=scores.reasons[i] + identified[i].reasons() if identified else scores.reasons[i],
                 qa_sample=audited,
                 fallback_reason=None if is_scored else fallback,
                 tier_risk=tier_risks[i] if is_scored else None,
@@ -323,16 +326,27 @@ class DecisionEngine:
                 for listing, rid, at in zip(listings, request_ids, received, strict=True)
             ]
 
-    def match_rules(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    def match_rules(
+        self, listings: list[dict[str, Any]], identified: list[Identification] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
         """(block_mask, review_mask, matched rule names) of the rules that act: `decision.rules.match_rules`
-        on listing dicts."""
-        matches = self.match_all_rules(listings)
+        on listing dicts, with product identification's `product_match` column."""
+        matches = self.match_all_rules(listings, identified)
         return matches.block, matches.review, matches.matched
 
-    def match_all_rules(self, listings: list[dict[str, Any]]) -> RuleMatches:
+    def match_all_rules(
+        self, listings: list[dict[str, Any]], identified: list[Identification] | None = None
+    ) -> RuleMatches:
         """The enforced and the shadow rules' hits, in one pass of the matcher (`match_rules_split`)."""
-        texts = {c: text_column(listings, c) for c in self._rule_columns}
+        texts = {c: text_column(listings, c) for c in self._rule_columns if c != PRODUCT_MATCH}
+        if PRODUCT_MATCH in self._rule_columns:
+            texts[PRODUCT_MATCH] = [found.product_match for found in identified or ()] or [""] * len(listings)
         return match_rules_split(texts, len(listings), self.policy.rules)
+
+    def identify(self, listings: list[dict[str, Any]]) -> list[Identification]:
+        """Product identification of each listing ([] when the bundle ships no index)."""
+        identifier = self.bundle.identifier if self.bundle is not None else None
+        return identifier.identify_records(listings, self.id_column) if identifier is not None and listings else []
 
     def thresholds(self, listings: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Per-listing (t_pass, t_block): the segment's pair, else the global pair."""

@@ -23,6 +23,7 @@ from decision.policy import Policy
 from features.builder import FeatureBuilder
 from features.calibration import Calibrator
 from features.config import INCLUSION_PROB, DataConfig
+from features.identify import IDENTIFY_DIR, ProductIdentifier
 from training.evaluate import json_safe, save_plots
 from training.linear import linear_to_onnx
 from training.tiers import TierModel
@@ -86,13 +87,15 @@ def write_bundle(
     test_rows: pd.DataFrame | None = None,
     history: pd.DataFrame | None = None,
     rules_report: dict[str, Any] | None = None,
+    identifier: ProductIdentifier | None = None,
 ) -> Path:
     """Write every bundle file and the manifest in a staging directory, then rename it into place.
 
     A bundle directory therefore either does not exist or is complete. `test_rows` (the raw listings of
     the test split, in `test_scores` order) give the drift reference its feature distributions; without
     them it holds the risk and the segment columns of `test_scores`. `history` (`history_frame` of the
-    calibration and test splits) and `rules_report` are written when given.
+    calibration and test splits) and `rules_report` are written when given; `identifier` (product
+    identification: the rejected listings' index and the catalogue) goes in `identify/`.
     """
     staging = bundle_dir.parent / f".{bundle_dir.name}.partial"
     staging.mkdir(parents=True, exist_ok=True)
@@ -125,6 +128,8 @@ def write_bundle(
     save_drift_reference(staging, build_drift_reference(test_scores["risk"].to_numpy(), drift_rows, config))
     save_plots(test_scores, staging / "plots", segment=config.segments[0] if config.segments else None)
     (staging / "MODEL_CARD.md").write_text(model_card)
+    if identifier is not None:
+        identifier.save(staging / IDENTIFY_DIR)
     save_policy(staging, policy)  # policy.json + policies/<version>.json
     write_manifest(staging, version=bundle_dir.name, signing_key=signing_key_from_env())  # signed when set
     os.rename(staging, bundle_dir)

@@ -22,7 +22,8 @@ from decision.thresholds import ThresholdResult, choose_policy_thresholds, defau
 from decision.tiers import risk_column, tier_alpha, tier_labels, violations_needed
 from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
-from features.config import INCLUSION_PROB, DataConfig, load_config
+from features.config import DEFAULT_CONFIG_PATH, INCLUSION_PROB, DataConfig, load_config
+from features.identify import PRODUCT_MATCH, build_identifier, identify_history
 from features.validate import load_table, validate_history
 from training.evaluate import audit_weights, evaluate_scores, ranking_metrics
 from training.export import history_frame, point_latest, write_bundle
@@ -63,6 +64,9 @@ class TrainOptions:
     move_candidate: bool | None = None
     show_progress: bool = True
     lgbm: LgbmParams = field(default_factory=LgbmParams)
+    # known prohibited products (entry_id, name, aliases "|"-joined, reason, action); None: the
+    # marketplace's configs/catalogue.csv when present, else no catalogue matching
+    catalogue: Path | None = None
 
 
 @dataclass
@@ -279,6 +283,15 @@ def train(options: TrainOptions) -> TrainResult:
                     weight_train=w_train,
                     weight_cal=w_cal,
                 )
+        with stage("index rejected listings for product identification"):
+            catalogue = _catalogue(options)
+            identifier = build_identifier(table, config, catalogue)
+            matches = identify_history(table, config, catalogue)[PRODUCT_MATCH].set_axis(table[config.id])
+
+        def identified(part: pd.DataFrame) -> pd.DataFrame:
+            """The split with its point-in-time `product_match` column, which match rules read."""
+            return part.assign(**{PRODUCT_MATCH: part[config.id].map(matches).fillna("").to_numpy()})
+
         with stage("calibrate on the calibration split"):
             raw_cal = model.predict(X_cal)
             calibrator = fit_calibrator(raw_cal, y_cal, w_cal)
@@ -308,14 +321,14 @@ def train(options: TrainOptions) -> TrainResult:
             )
             history = pd.concat(
                 [
-                    history_frame(parts.calibration, reference, config, "calibration"),
-                    history_frame(parts.test, test_frame, config, "test"),
+                    history_frame(identified(parts.calibration), reference, config, "calibration"),
+                    history_frame(identified(parts.test), test_frame, config, "test"),
                 ],
                 ignore_index=True,
             )
             baseline_risk = baseline.predict(X_test)
             test_frame["baseline_risk"] = baseline_risk
-            rule_block, rule_review, _ = match_rules(parts.test, policy.rules)
+            rule_block, rule_review, _ = match_rules(identified(parts.test), policy.rules)
             metrics = _metrics(
                 parts.sizes(),
                 test_frame,
@@ -366,6 +379,7 @@ def train(options: TrainOptions) -> TrainResult:
                 test_rows=parts.test,
                 history=history,
                 rules_report=rules_report,
+                identifier=identifier,
                 model_card=render_model_card(bundle_dir.name, metrics, policy, options),
             )
             point_latest(options.out, bundle_dir)
@@ -374,6 +388,14 @@ def train(options: TrainOptions) -> TrainResult:
             with stage("log run to MLflow and register the model"):
                 mlflow_info = _log_mlflow(bundle_dir, options, metrics, example)
     return TrainResult(bundle_dir=bundle_dir, metrics=metrics, mlflow=mlflow_info)
+
+
+def _catalogue(options: TrainOptions) -> pd.DataFrame | None:
+    """The catalogue of known prohibited products to ship, if any."""
+    path = options.catalogue or DEFAULT_CONFIG_PATH.parent / "catalogue.csv"
+    if options.catalogue is None and not path.is_file():
+        return None
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def _metrics(

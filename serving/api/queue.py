@@ -24,6 +24,7 @@ from serving.api.schemas import (
     scored_item,
 )
 from serving.engine import verdict_statement
+from serving.product_index import remember_verdict
 from serving.store import ConflictError, NotFoundError, QueueItem
 from serving.store.records import LANES, Lane
 
@@ -87,6 +88,7 @@ async def record_review(
     key: ReviewKey,
     store: StoreDep,
     metrics: MetricsDep,
+    engine: EngineDep,
 ) -> ReviewResponse:
     """Record a verdict. A rejection stores a DSA statement of reasons (automated_decision=false); on an
     audit, `overturn` says whether the verdict contradicts the automated decision in force (an approved
@@ -111,4 +113,8 @@ async def record_review(
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     if review.overturn:
         metrics.observe_overturn(record.decision)
+    # product identification: a rejected listing's re-posts match from the next decision on
+    await run_in_threadpool(
+        remember_verdict, engine, record.listing, review.verdict, review.violation_reason or "", review.reviewed_at
+    )
     return ReviewResponse.model_validate(review, from_attributes=True)

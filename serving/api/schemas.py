@@ -131,9 +131,16 @@ def request_bodies(config: DataConfig) -> RequestBodies:
 
 
 class Reason(BaseModel):
+    """A model feature's contribution, or a product match (`features.identify`): the matched listing
+    and its similarity, or the catalogue entry."""
+
     feature: str
-    value: float | None
-    contribution: float
+    value: float | None = None
+    contribution: float | None = None
+    matched_listing_id: str | None = None
+    similarity: float | None = None
+    catalogue_entry_id: str | None = None
+    catalogue_name: str | None = None
 
 
 class ScoredItem(BaseModel):

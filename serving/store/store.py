@@ -18,11 +18,22 @@ from serving.store.monitoring import MonitorReads
 from serving.store.policy_audit import PolicyAudit
 from serving.store.queue import ReviewQueue
 from serving.store.records import utcnow
+from serving.store.reviewed_listings import ReviewedListings
 from serving.store.rule_log import RuleLogReads
 from serving.store.shadow import ShadowLog
 
 
-class Store(DecisionLog, ReviewQueue, ApiKeyTable, PolicyAudit, ModelAudit, ShadowLog, MonitorReads, RuleLogReads):
+class Store(
+    DecisionLog,
+    ReviewQueue,
+    ApiKeyTable,
+    PolicyAudit,
+    ModelAudit,
+    ShadowLog,
+    MonitorReads,
+    RuleLogReads,
+    ReviewedListings,
+):
     """Durable storage of the scoring service. Thread-safe; create one per process (`create_store`)."""
 
 

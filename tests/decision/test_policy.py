@@ -213,6 +213,8 @@ def test_default_rules_read_only_the_columns_the_config_has() -> None:
 
     assert {r.name: r.columns for r in default_rules(DataConfig())} == {
         "prohibited_term": ["title", "description", "brand"],
+        "repost_of_rejected": ["product_match"],  # derived by product identification, from the text
+        "catalogue_prohibited": ["product_match"],
         "regulated_category": ["category"],
     }
     unrelated = DataConfig(text=(), categorical=("video",), segments=())

@@ -90,7 +90,11 @@ def test_decisions_equal_the_policy_function_on_offline_risk(serve, generated_di
     body = listings.assign(created_at=listings["created_at"].map(lambda t: t.isoformat())).to_dict("records")
     policy = bundle.policy
     risk, tier_risk = bundle.scores(listings)
-    block, review, matched = match_rules(listings, policy.rules)
+    assert bundle.identifier is not None  # product identification fills the column match rules read
+    identified = bundle.identifier.identify_records(listings.to_dict("records"), bundle.config.id)
+    block, review, matched = match_rules(
+        listings.assign(product_match=[f.product_match for f in identified]), policy.rules
+    )
     t_pass, t_block = (
         policy.thresholds_for(listings[policy.segment_by].astype(str).to_numpy())
         if policy.segment_by

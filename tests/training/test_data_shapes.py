@@ -156,7 +156,12 @@ def test_shape_trains_exports_and_scores(name: str, reviews: pd.DataFrame, tmp_p
             "certificate_word_hits",
         }
         assert set(result.metrics["model"]["feature_groups"]) <= {"text_model", "text_chars", "lexicons"}
-        assert rules == {"prohibited_term": ["text"]}
+        # text only: the term rule and product identification's match rules (which read product_match)
+        assert rules == {
+            "prohibited_term": ["text"],
+            "repost_of_rejected": ["product_match"],
+            "catalogue_prohibited": ["product_match"],
+        }
     if name == "tabular_no_text":
         assert not features & {"text_score", "prohibited_hits"}
         assert rules == {"regulated_category": ["category"]}
