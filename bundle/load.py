@@ -26,6 +26,10 @@ from features.calibration import Calibrator
 from features.config import DataConfig
 
 TIERS_DIR = "tiers"  # tiers/<name>.onnx and tiers/<name>.calibrator.json per tier
+# The held-out labelled rows (calibration + test splits), scored: what rule backtests and certificates
+# run on (`decision.backtest`). Bundles exported before it existed have none.
+HISTORY_FILE = "history.parquet"
+RULES_REPORT_FILE = "rules_report.json"  # the shipped rules' certificates and workload
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Bundle:
     metrics: dict[str, Any]
     # tiered bundles: per tier (in the data config's order) its model's session and calibrator
     tiers: list[tuple[str, Any, Calibrator]] = field(default_factory=list)
+    _history: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | Path, threads: int = 1, signing_key: bytes | None = None) -> Bundle:
@@ -88,6 +93,16 @@ class Bundle:
             raise
         except Exception as exc:  # any unreadable part makes the whole bundle unusable
             raise BundleError(f"bundle {bundle_dir}: cannot load ({type(exc).__name__}: {exc})") from exc
+
+    def history(self) -> pd.DataFrame | None:
+        """The bundle's scored, labelled held-out rows (`history.parquet`), read on first use (its sum
+        was checked with the manifest at load); None for a bundle exported without them."""
+        if self._history is None:
+            path = self.path / HISTORY_FILE
+            if not path.is_file():
+                return None
+            self._history = pd.read_parquet(path)
+        return self._history
 
     @property
     def feature_names(self) -> list[str]:

@@ -18,7 +18,21 @@ from starlette.concurrency import run_in_threadpool
 
 from bundle.load import Bundle
 from decision.policy import Policy
-from serving.api import body, docs, errors, health, keys, me, models, monitor, policy, queue, score, simulate
+from serving.api import (
+    body,
+    docs,
+    errors,
+    health,
+    keys,
+    me,
+    models,
+    monitor,
+    policy,
+    queue,
+    rule_backtest,
+    score,
+    simulate,
+)
 from serving.api.deps import authenticate_before_body
 from serving.lifecycle import finish_shadow, follow_store, in_force_path, startup_shadow
 from serving.logs import configure_logging
@@ -45,6 +59,7 @@ ROUTERS: list[APIRouter] = [
     monitor.router,
     me.router,
     docs.router,
+    rule_backtest.router,
 ]
 
 

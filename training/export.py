@@ -16,19 +16,41 @@ from onnxmltools.convert.common.data_types import FloatTensorType
 
 from bundle.drift_reference import build_drift_reference, save_drift_reference
 from bundle.linear import LINEAR_FILE
-from bundle.load import TIERS_DIR
+from bundle.load import HISTORY_FILE, RULES_REPORT_FILE, TIERS_DIR
 from bundle.manifest import signing_key_from_env, write_manifest
 from bundle.policies import save_policy
 from decision.policy import Policy
 from features.builder import FeatureBuilder
 from features.calibration import Calibrator
-from features.config import DataConfig
+from features.config import INCLUSION_PROB, DataConfig
 from training.evaluate import json_safe, save_plots
 from training.linear import linear_to_onnx
 from training.tiers import TierModel
 from training.train import FittedModel
 
 ONNX_OPSET = 15
+PRODUCT_MATCH = "product_match"  # product identification's column (space-separated sources), kept when present
+
+
+def history_frame(part: pd.DataFrame, scored: pd.DataFrame, config: DataConfig, split: str) -> pd.DataFrame:
+    """The rows of one held-out split as `history.parquet` holds them: the listing columns (id, timestamp,
+    merchant, text, categorical, numeric), segments, `label` (0/1), violation reason, handling time,
+    inclusion probability and product match when present, the split's name, and the bundle model's
+    calibrated `risk` plus `tier_risk_<tier>` per tier (from `scored`, the split's reference frame, row
+    for row), so a backtest routes exactly what the service would without rescoring."""
+    from decision.backtest import TIER_RISK_PREFIX
+    from decision.tiers import risk_column
+
+    optional = [config.violation_reason, config.review_seconds, INCLUSION_PROB, PRODUCT_MATCH]
+    columns = list(dict.fromkeys([*config.listing_columns, *config.segments, *[c for c in optional if c]]))
+    history = part[[c for c in columns if c in part and c != config.label]].reset_index(drop=True)
+    history["label"] = part[config.label].to_numpy(dtype="int8")
+    history["split"] = split
+    history["risk"] = scored["risk"].to_numpy(dtype="float64")
+    for name in config.tier_names:
+        if risk_column(name) in scored:
+            history[TIER_RISK_PREFIX + name] = scored[risk_column(name)].to_numpy(dtype="float64")
+    return history
 
 
 def booster_to_onnx(booster: lgb.Booster, n_features: int) -> bytes:
@@ -62,12 +84,15 @@ def write_bundle(
     test_scores: pd.DataFrame,
     model_card: str,
     test_rows: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
+    rules_report: dict[str, Any] | None = None,
 ) -> Path:
     """Write every bundle file and the manifest in a staging directory, then rename it into place.
 
     A bundle directory therefore either does not exist or is complete. `test_rows` (the raw listings of
     the test split, in `test_scores` order) give the drift reference its feature distributions; without
-    them it holds the risk and the segment columns of `test_scores`.
+    them it holds the risk and the segment columns of `test_scores`. `history` (`history_frame` of the
+    calibration and test splits) and `rules_report` are written when given.
     """
     staging = bundle_dir.parent / f".{bundle_dir.name}.partial"
     staging.mkdir(parents=True, exist_ok=True)
@@ -92,6 +117,10 @@ def write_bundle(
     reference.to_parquet(staging / "reference.parquet", index=False)
     # the held-out rows' scores: anyone can recompute the test metrics and plots from them
     test_scores.to_parquet(staging / "test_scores.parquet", index=False)
+    if history is not None:  # listed in the manifest like every file, so its sum (and signature) cover it
+        history.to_parquet(staging / HISTORY_FILE, index=False)
+    if rules_report is not None:
+        (staging / RULES_REPORT_FILE).write_text(json.dumps(json_safe(rules_report), indent=2, allow_nan=False))
     drift_rows = test_scores if test_rows is None else test_rows
     save_drift_reference(staging, build_drift_reference(test_scores["risk"].to_numpy(), drift_rows, config))
     save_plots(test_scores, staging / "plots", segment=config.segments[0] if config.segments else None)

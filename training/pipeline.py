@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from decision.backtest import certify_shipped_rules
 from decision.policy import Policy
 from decision.rules import match_rules
 from decision.thresholds import ThresholdResult, choose_policy_thresholds, default_rules
@@ -24,7 +25,7 @@ from features.calibration import fit_calibrator
 from features.config import INCLUSION_PROB, DataConfig, load_config
 from features.validate import load_table, validate_history
 from training.evaluate import audit_weights, evaluate_scores, ranking_metrics
-from training.export import point_latest, write_bundle
+from training.export import history_frame, point_latest, write_bundle
 from training.model_card import render_model_card
 from training.select import LOGISTIC, Selection, inner_split, select_model, selection_columns, selection_data
 from training.split import split_by_time
@@ -305,6 +306,13 @@ def train(options: TrainOptions) -> TrainResult:
                 config,
                 tier_risk(tier_models, X_test) if tier_models else None,
             )
+            history = pd.concat(
+                [
+                    history_frame(parts.calibration, reference, config, "calibration"),
+                    history_frame(parts.test, test_frame, config, "test"),
+                ],
+                ignore_index=True,
+            )
             baseline_risk = baseline.predict(X_test)
             test_frame["baseline_risk"] = baseline_risk
             rule_block, rule_review, _ = match_rules(parts.test, policy.rules)
@@ -332,7 +340,15 @@ def train(options: TrainOptions) -> TrainResult:
             {**source.to_dict(), "own_model": m.own, "train_violations": m.train_violations}
             for source, m in zip(tier_sources, tier_models, strict=True)
         ]
-        metrics["warnings"] = [*tier_notes, *metrics["warnings"], *metrics["certification"]["warnings"]]
+        with stage(f"certify the shipped rules on the held-out rows ({len(history):,})"):
+            policy, rules_report = certify_shipped_rules(history, policy)
+            metrics["rules"] = rules_report
+        metrics["warnings"] = [
+            *tier_notes,
+            *metrics["warnings"],
+            *metrics["certification"]["warnings"],
+            *rules_report["warnings"],
+        ]
         with stage("export bundle"):
             options.out.mkdir(parents=True, exist_ok=True)
             bundle_dir = options.out / _new_version(options.out)
@@ -348,6 +364,8 @@ def train(options: TrainOptions) -> TrainResult:
                 reference=reference,
                 test_scores=test_frame,
                 test_rows=parts.test,
+                history=history,
+                rules_report=rules_report,
                 model_card=render_model_card(bundle_dir.name, metrics, policy, options),
             )
             point_latest(options.out, bundle_dir)

@@ -41,6 +41,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[Any]:
         + ", ".join(f"{r}: {_num(v)}" for r, v in shares.items()),
     ]
     lines += policy_lines(metrics)
+    lines += rules_lines(metrics)
     lines += [f"[yellow]warning:[/] {w}" for w in metrics.get("warnings", [])]
     return lines
 
@@ -97,5 +98,30 @@ def policy_lines(metrics: dict[str, Any]) -> list[str]:
         lines.append(
             f"[red]targets NOT certified[/] on {where} ({cert['rows']:,} rows): nothing is auto-passed. "
             f"Strongest certifiable targets on this data: {strongest or 'none'} ({how})"
+        )
+    return lines
+
+
+def rules_lines(metrics: dict[str, Any]) -> list[str]:
+    """Each shipped rule measured on the held-out rows: its action, certified precision and the workload
+    it adds under the certified thresholds (`rules_report.json` holds the details)."""
+    report = metrics.get("rules")
+    if not report:
+        return []
+    lines = []
+    for rule in report["rules"]:
+        cert, adds, precision = rule["certificate"], rule["adds"], rule["precision"]
+        demoted = rule["action_requested"] != rule["action_shipped"]
+        action = (
+            f"[red]{rule['action_shipped']} (asked: {rule['action_requested']}, not certified)[/]"
+            if demoted
+            else rule["action_shipped"]
+        )
+        lines.append(
+            f"rule {rule['name']}: {action}; {cert['hits']} hits on {report['rows']:,} held-out rows, precision "
+            f"{_num(precision['value'])} (>= {_num(cert['lower'])} vs block target {cert['target']:g}); adds "
+            f"{adds['queue_share']:+.2%} of traffic to review, {adds['auto_block_share']:+.2%} to auto-block, "
+            f"{adds['reviewer_hours']:+.1f} reviewer-hours, catches {adds['violations_caught']} violations the "
+            "thresholds would pass"
         )
     return lines

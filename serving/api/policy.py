@@ -25,6 +25,7 @@ from bundle.manifest import BundleError
 from decision.policy import Policy
 from serving.api.deps import AdminKey, EngineDep, ReadKey, SettingsDep, StoreDep
 from serving.api.errors import field_error
+from serving.api.rule_backtest import gate_block_rules
 from serving.api.schemas import (
     ChangeReason,
     PolicyChangeOut,
@@ -104,8 +105,8 @@ async def put_policy(body: PolicyUpdate, key: AdminKey, request: Request, store:
     are 'hand_set, not certified': the certified targets and guarantee are cleared. `tier_pass` sets the
     auto-pass threshold of the tiers it names (unknown tier names are refused, naming the field). `audit`
     sets the audit rates and age limit it names and keeps the others."""
-    changes = body.model_dump(exclude_unset=True, exclude={"reason"})
-    return await _change(request, store, key, body.reason, lambda p: _with_audit(p, changes))
+    changes = body.model_dump(exclude_unset=True, exclude={"reason", "force"})
+    return await _change(request, store, key, body.reason, lambda p: _with_audit(p, changes), body.force)
 
 
 def _with_audit(policy: Policy, changes: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +123,9 @@ async def put_rule(name: RuleName, body: RulePut, key: AdminKey, request: Reques
     """Add the rule `name`, or replace it whole where it stands; other rules are kept."""
     if body.rule.get("name", name) != name:
         raise field_error(("body", "rule", "name"), f"rule.name: {body.rule['name']!r} is not the {name!r} in the path")
-    return await _change(request, store, key, body.reason, lambda p: {"rules": rules_with_change(p, name, body.rule)})
+    return await _change(
+        request, store, key, body.reason, lambda p: {"rules": rules_with_change(p, name, body.rule)}, body.force
+    )
 
 
 @router.patch("/policy/rules/{name}", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})
@@ -131,7 +134,12 @@ async def patch_rule(name: RuleName, body: RulePatch, key: AdminKey, request: Re
     if body.changes.get("name", name) != name:
         raise field_error(("body", "changes", "name"), "changes.name: a rule is renamed by removing and adding it")
     return await _change(
-        request, store, key, body.reason, lambda p: {"rules": rules_with_change(p, name, body.changes, merge=True)}
+        request,
+        store,
+        key,
+        body.reason,
+        lambda p: {"rules": rules_with_change(p, name, body.changes, merge=True)},
+        body.force,
     )
 
 
@@ -144,9 +152,15 @@ async def delete_rule(
 
 
 async def _change(
-    request: Request, store: Store, key: ApiKey, reason: str, changes_of: Callable[[Policy], dict[str, Any]]
+    request: Request,
+    store: Store,
+    key: ApiKey,
+    reason: str,
+    changes_of: Callable[[Policy], dict[str, Any]],
+    force: bool = False,
 ) -> PolicyOut:
-    """Apply `changes_of(policy in force)` under the admin lock: validate, store with its audit row in one
+    """Apply `changes_of(policy in force)` under the admin lock: validate, check that every new block rule
+    earned it (`gate_block_rules`; `force` overrides, audited), store with its audit row in one
     transaction, then swap the engine in one assignment (each request sees the old policy or the new)."""
     async with _admin_lock(request):
         engine: DecisionEngine = request.app.state.engine
@@ -162,6 +176,7 @@ async def _change(
         except ValueError as exc:
             field, _, _ = str(exc).partition(":")
             raise field_error(("body", field.split("[")[0].split(".")[0]), str(exc)) from exc
+        reason = await run_in_threadpool(gate_block_rules, engine.bundle, engine.policy, policy, force, reason)
         try:
             await run_in_threadpool(
                 store.put_policy_in_force,

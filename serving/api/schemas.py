@@ -335,6 +335,11 @@ class PolicyUpdate(BaseModel):
     )
     targets: dict[str, Any] | None = None
     reason: ChangeReason
+    force: bool = Field(
+        default=False,
+        description="put in force a block rule whose precision is not certified on the bundle's labelled "
+        "history (admin; audited with the reason and the certificate)",
+    )
 
 
 class RulePut(BaseModel):
@@ -344,6 +349,11 @@ class RulePut(BaseModel):
 
     rule: dict[str, Any] = Field(description="action, kind, terms/fields or column/values (see GET /v1/policy)")
     reason: ChangeReason
+    force: bool = Field(
+        default=False,
+        description="put in force a block rule whose precision is not certified on the bundle's labelled "
+        "history (admin; audited with the reason and the certificate)",
+    )
 
 
 class RulePatch(BaseModel):
@@ -353,6 +363,11 @@ class RulePatch(BaseModel):
 
     changes: dict[str, Any] = Field(min_length=1, max_length=10)
     reason: ChangeReason
+    force: bool = Field(
+        default=False,
+        description="put in force a block rule whose precision is not certified on the bundle's labelled "
+        "history (admin; audited with the reason and the certificate)",
+    )
 
 
 class TierOut(BaseModel):
