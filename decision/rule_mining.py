@@ -87,6 +87,7 @@ class MiningOptions:
     """How much to mine and how strictly to certify (defaults suit tens of thousands of labelled rows)."""
 
     min_support: int = 20  # least hits on the mining rows for a candidate
+    merchant_support: int = 10  # least listings of a merchant on the mining rows for a merchant candidate
     term_set_precision: float = 0.9  # a term joins the "term set" candidate at this precision on the mining rows
     term_set_support: int = 5  # ... and this many hits
     min_mined_precision: float = 0.5  # least precision on the mining rows to be worth certifying
@@ -102,6 +103,7 @@ class MiningOptions:
     def validate(self) -> MiningOptions:
         checks = {
             "min_support": self.min_support >= 1,
+            "merchant_support": self.merchant_support >= 1,
             "term_set_precision": 0.0 < self.term_set_precision <= 1.0,
             "term_set_support": self.term_set_support >= 1,
             "min_mined_precision": 0.0 <= self.min_mined_precision <= 1.0,
@@ -252,8 +254,8 @@ def suggest_rules(
     seconds = _review_seconds(holdout)
     held_labels = holdout[LABEL].to_numpy(dtype=np.int64)
     suggestions = []
-    for candidate in candidates:
-        certificate = certify_rule_precision(holdout, candidate.rule, target, alpha / k)
+    certificates = certify_together(holdout, [c.rule for c in candidates], target, alpha)
+    for candidate, certificate in zip(candidates, certificates, strict=True):
         if certificate.labelled_hits and certificate.lower >= min_precision:
             mask = candidate.rule.match(holdout)
             suggestions.append(_suggestion(candidate, mask, certificate, baseline, held_labels, seconds))
@@ -274,6 +276,16 @@ def suggest_rules(
         suggestions=suggestions,
         notes=_notes(len(mining), len(holdout), len(candidates)),
     )
+
+
+def certify_together(
+    holdout: pd.DataFrame, rules: Sequence[Rule], target: float, alpha: float
+) -> list[RuleCertificate]:
+    """Each rule's precision certificate on `holdout` at alpha / K (K = len(rules)): with probability at
+    least 1 - alpha every lower bound holds at once (Bonferroni; see the module docstring). The rules must
+    have been chosen without looking at `holdout`'s labels."""
+    k = max(len(rules), 1)
+    return [certify_rule_precision(holdout, rule, target, alpha / k) for rule in rules]
 
 
 def _check_history(history: pd.DataFrame) -> None:
@@ -413,10 +425,14 @@ def mine_candidates(
     alpha = options.alpha or 0.05  # ranking only: the bounds that count are computed on the held-out rows
     for family in families:
         kept = [
-            c for c in family if c.hits >= options.min_support and c.violations / c.hits >= options.min_mined_precision
+            c for c in family if c.hits >= _support(c, options) and c.violations >= options.min_mined_precision * c.hits
         ]
         out.extend(sorted(kept, key=lambda c: -_mined_lower(c, alpha))[: options.per_family])
     return out
+
+
+def _support(candidate: Candidate, options: MiningOptions) -> int:
+    return options.merchant_support if candidate.family == "merchant" else options.min_support
 
 
 def _mined_lower(candidate: Candidate, alpha: float) -> float:
@@ -583,7 +599,7 @@ def _merchant_candidates(
     support = np.bincount(codes, minlength=len(names))
     rejects = np.bincount(codes, weights=labels, minlength=len(names))
     out = []
-    for j in np.flatnonzero((support >= options.min_support) & (rejects >= options.min_mined_precision * support)):
+    for j in np.flatnonzero((support >= options.merchant_support) & (rejects >= options.min_mined_precision * support)):
         raw = str(mining[column].iloc[int(np.argmax(codes == j))])
         rule = Rule(name=_slug("mined_merchant", raw), action="review", kind="category", column=column, values=[raw])
         out.append(_candidate(rule, "merchant", f"merchant {raw}", codes == j, labels))
