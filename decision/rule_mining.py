@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -195,6 +195,10 @@ class SuggestionReport:
             "suggestions": [s.to_dict() for s in self.suggestions],
         }
 
+    def view(self, limit: int, min_precision: float = 0.0, sort: str = "precision") -> SuggestionReport:
+        """The same report with only the first `limit` suggestions certified at >= `min_precision`, by `sort`."""
+        return replace(self, suggestions=ranked(self.suggestions, sort, min_precision, limit))
+
 
 def certified_lower(violations: np.ndarray, hits: np.ndarray, alpha: float, k: int) -> np.ndarray:
     """Clopper-Pearson lower bounds at level alpha/k, one per candidate (NaN without hits, 0 without
@@ -259,7 +263,7 @@ def suggest_rules(
         if certificate.labelled_hits and certificate.lower >= min_precision:
             mask = candidate.rule.match(holdout)
             suggestions.append(_suggestion(candidate, mask, certificate, baseline, held_labels, seconds))
-    suggestions = sorted(suggestions, key=_sort_key(sort))[:limit]
+    suggestions = ranked(suggestions, sort, min_precision, limit)
     if with_backtest:
         for suggestion in suggestions:
             suggestion.backtest = backtest(holdout, policy, suggestion.rule)
@@ -294,6 +298,15 @@ def _check_history(history: pd.DataFrame) -> None:
         raise ValueError(f"history: missing columns {missing} (labelled rows with the bundle's calibrated risk)")
     if len(history) < 4:
         raise ValueError(f"history: {len(history)} rows are too few to mine on one part and certify on another")
+
+
+def ranked(suggestions: Sequence[Suggestion], sort: str, min_precision: float, limit: int) -> list[Suggestion]:
+    """The first `limit` suggestions whose certified precision is >= `min_precision`: by certified
+    precision ("precision"), or certified block rules first by reviewer-hours removed ("workload")."""
+    if sort not in SORTS:
+        raise ValueError(f"sort: {sort!r} is not one of {list(SORTS)}")
+    kept = [s for s in suggestions if s.certificate["lower"] is not None and s.certificate["lower"] >= min_precision]
+    return sorted(kept, key=_sort_key(sort))[:limit]
 
 
 def _sort_key(sort: str) -> Callable[[Suggestion], tuple[float, ...]]:

@@ -30,6 +30,7 @@ from serving.api import (
     policy,
     queue,
     rule_backtest,
+    rule_suggestions,
     score,
     simulate,
 )
@@ -60,6 +61,7 @@ ROUTERS: list[APIRouter] = [
     me.router,
     docs.router,
     rule_backtest.router,
+    rule_suggestions.router,
 ]
 
 
