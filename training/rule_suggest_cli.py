@@ -63,6 +63,9 @@ def suggest(
         typer.echo(json.dumps(report.to_dict(), indent=2, default=_plain))
         return
     console.print(_table(report))
+    console.print(f"* certified at the block-precision target {report.block_precision_target:g}")
+    for line in _conditions(report):
+        console.print(line, highlight=False)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print("none enabled: review one, backtest it, then PUT /v1/policy/rules/{name} with a reason")
@@ -101,34 +104,32 @@ def _table(report: SuggestionReport) -> Table:
     )
     for column in (
         "#",
-        "name",
-        "family",
         "action",
         "hits",
         "precision",
-        "certified ≥",
+        "certified >=",
         "queue removed",
         "hours removed",
         "extra caught",
-        "condition",
     ):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, justify="right" if column != "action" else "left")
     for i, s in enumerate(report.suggestions, 1):
         c, block, review = s.certificate, s.as_block, s.as_review
         table.add_row(
             str(i),
-            s.rule.name,
-            s.family,
-            s.rule.action + (" (certified)" if c["certified"] else ""),
+            s.rule.action + (" *" if c["certified"] else ""),
             f"{c['hits']:,}",
             f"{c['precision']:.3f}",
             f"{c['lower']:.3f}",
-            f"{block['hits_in_queue']:,} ({block['queue_share_removed']:.2%})",
+            f"{block['hits_in_queue']:,}",
             f"{block['reviewer_hours_removed']:.1f}",
             f"{review['extra_violations_caught']:,}",
-            s.description,
         )
     return table
+
+
+def _conditions(report: SuggestionReport) -> list[str]:
+    return [f"{i}. {s.rule.name} ({s.family}): {s.description}" for i, s in enumerate(report.suggestions, 1)]
 
 
 def _plain(value: object) -> object:
