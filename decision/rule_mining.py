@@ -12,7 +12,10 @@ Candidate families (all mined on the older part of the history, the *mining rows
 * merchant: a merchant with many rejects (a category-kind rule on the merchant column);
 * category: a category, or a category in one market;
 * tree: a root-to-leaf path of a shallow decision tree (depth <= 3) over the numeric listing columns and
-  the categoricals (target-encoded, so a split is a set of values), as an "all" rule.
+  the categoricals (target-encoded, so a split is a set of values), as an "all" rule;
+* refined: the best term, brand and merchant conditions narrowed by the leaves of a depth-2 tree fitted
+  on their own hits (e.g. a term on listings with few images), as "all" rules;
+* term_set: one term rule listing every mined term of high precision (a term list learnt from verdicts).
 
 Hold-out discipline. Choosing the best of many candidates on some rows and quoting their precision on
 the same rows overstates it (the winner's curse: the maximum of many noisy estimates is biased upwards,
@@ -74,7 +77,7 @@ from decision.rules import Rule, match_rules
 from features.config import DataConfig
 from features.lexicon import normalize_category
 
-FAMILIES = ("term", "term_set", "brand_price", "merchant", "category", "tree")
+FAMILIES = ("term", "term_set", "brand_price", "merchant", "category", "tree", "refined")
 SORTS = ("precision", "workload")
 PRICE_BANDS = (0.15, 0.25, 0.4, 0.6)  # price under this fraction of the brand's median price in a category
 TREE_DEPTH = 3
@@ -93,6 +96,7 @@ class MiningOptions:
     min_mined_precision: float = 0.5  # least precision on the mining rows to be worth certifying
     max_candidates: int = 60  # K: candidates certified on the held-out rows (the Bonferroni divisor)
     per_family: int = 25  # candidates kept per family before de-duplication
+    refine: int = 10  # the best term, brand and merchant candidates narrowed by a depth-2 tree ("refined")
     mine_share: float = 0.5  # the older share of the history mined on; the rest certifies
     alpha: float | None = None  # all bounds hold together at 1 - alpha (default: the policy's block-rule level)
     block_precision: float | None = None  # target to certify a block rule at (default: the policy's)
@@ -109,6 +113,7 @@ class MiningOptions:
             "min_mined_precision": 0.0 <= self.min_mined_precision <= 1.0,
             "max_candidates": self.max_candidates >= 1,
             "per_family": self.per_family >= 1,
+            "refine": self.refine >= 0,
             "mine_share": 0.0 < self.mine_share < 1.0,
             "alpha": self.alpha is None or 0.0 < self.alpha < 1.0,
             "block_precision": self.block_precision is None or 0.0 < self.block_precision <= 1.0,
@@ -426,22 +431,38 @@ def mine_candidates(
     """Every family's candidates on the mining rows, each family's best `per_family` (by the mining
     rows' Clopper-Pearson lower bound at `alpha`, a ranking that weighs purity against support)."""
     terms = _term_candidates(mining, labels, config, options)
+    brands = _brand_price_candidates(mining, labels, config, options)
+    merchants = _merchant_candidates(mining, labels, config, options)
     families = [
         terms,
         _term_set(terms, labels, options),
-        _brand_price_candidates(mining, labels, config, options),
-        _merchant_candidates(mining, labels, config, options),
+        brands,
+        merchants,
         _category_candidates(mining, labels, config, options),
         _tree_candidates(mining, labels, config, options),
     ]
     out: list[Candidate] = []
     alpha = options.alpha or 0.05  # ranking only: the bounds that count are computed on the held-out rows
     for family in families:
-        kept = [
-            c for c in family if c.hits >= _support(c, options) and c.violations >= options.min_mined_precision * c.hits
-        ]
-        out.extend(sorted(kept, key=lambda c: -_mined_lower(c, alpha))[: options.per_family])
+        out.extend(_best(family, options, alpha, options.per_family))
+    parents = _best([*terms, *brands, *merchants], options, alpha, options.refine)
+    out.extend(
+        _best(
+            _refined_candidates(_TreeInputs(mining, labels, config), labels, parents, options),
+            options,
+            alpha,
+            options.per_family,
+        )
+    )
     return out
+
+
+def _best(family: list[Candidate], options: MiningOptions, alpha: float, n: int) -> list[Candidate]:
+    """The family's `n` best by the mining rows' lower bound, among those with the support and precision."""
+    kept = [
+        c for c in family if c.hits >= _support(c, options) and c.violations >= options.min_mined_precision * c.hits
+    ]
+    return sorted(kept, key=lambda c: -_mined_lower(c, alpha))[:n]
 
 
 def _support(candidate: Candidate, options: MiningOptions) -> int:
@@ -654,53 +675,92 @@ def _category_candidates(
     return out
 
 
+class _TreeInputs:
+    """The mining rows as a tree sees them: numeric columns (missing -> the median) and categoricals
+    target-encoded by their reject rate, so a split on one is a set of values."""
+
+    def __init__(self, mining: pd.DataFrame, labels: np.ndarray, config: DataConfig) -> None:
+        self.numeric = [c for c in config.numeric if c in mining]
+        self.categorical = [c for c in config.categorical if c in mining]
+        columns: list[np.ndarray] = []
+        for column in self.numeric:
+            values = pd.to_numeric(mining[column], errors="coerce").to_numpy(dtype=np.float64)
+            fill = np.nanmedian(values) if np.isfinite(values).any() else 0.0
+            columns.append(np.where(np.isfinite(values), values, fill))
+        self.encodings: list[dict[str, float]] = []
+        for column in self.categorical:
+            normalised = _normalized(mining[column])
+            rates = pd.Series(labels).groupby(normalised).mean()
+            self.encodings.append({str(k): float(v) for k, v in rates.items()})
+            columns.append(np.array([self.encodings[-1][str(v)] for v in normalised]))
+        self.X = np.column_stack(columns) if columns else np.zeros((len(mining), 0))
+
+    def condition(self, feature: int, threshold: float, left: bool) -> tuple[dict[str, Any], str] | None:
+        """The rule condition and words of one split side; None when it keeps no categorical value."""
+        if feature < len(self.numeric):
+            column, bound = self.numeric[feature], float(f"{threshold:.6g}")
+            return {"kind": "range", "column": column, ("max" if left else "min"): bound}, (
+                f"{column} {'<' if left else '>='} {bound:g}"
+            )
+        column = self.categorical[feature - len(self.numeric)]
+        encoding = self.encodings[feature - len(self.numeric)]
+        chosen = sorted(v for v, rate in encoding.items() if (rate <= threshold) == left)
+        if not chosen:
+            return None
+        return {"kind": "category", "column": column, "values": chosen}, f"{column} in {chosen}"
+
+
 def _tree_candidates(
     mining: pd.DataFrame, labels: np.ndarray, config: DataConfig, options: MiningOptions
 ) -> list[Candidate]:
-    """Root-to-leaf paths of a depth-3 tree; a split on a target-encoded categorical is a set of values."""
-    numeric = [c for c in config.numeric if c in mining]
-    categorical = [c for c in config.categorical if c in mining]
-    if not numeric and not categorical or len(np.unique(labels)) < 2:
+    """Root-to-leaf paths of a depth-3 tree over the simple listing columns, as "all" rules."""
+    inputs = _TreeInputs(mining, labels, config)
+    rows = np.ones(len(mining), dtype=bool)
+    return _leaves(inputs, labels, rows, [], "", TREE_DEPTH, options, "tree")
+
+
+def _refined_candidates(
+    inputs: _TreeInputs, labels: np.ndarray, parents: list[Candidate], options: MiningOptions
+) -> list[Candidate]:
+    """Each parent (a term, brand or merchant condition) narrowed by the leaves of a depth-2 tree fitted on
+    its hits alone: e.g. a term among listings with few images from new merchants, purer than the term."""
+    out = []
+    for parent in parents:
+        base = parent.rule.all if parent.rule.kind == "all" else [parent.rule]
+        conditions = [c.condition_dict() for c in base]
+        out += _leaves(inputs, labels, parent.mask, conditions, parent.description, 2, options, "refined")
+    return out
+
+
+def _leaves(
+    inputs: _TreeInputs,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    base: list[dict[str, Any]],
+    base_words: str,
+    depth: int,
+    options: MiningOptions,
+    family: str,
+) -> list[Candidate]:
+    """The leaves of a tree of `depth` fitted on `rows`, each as base conditions and its path."""
+    if inputs.X.shape[1] == 0 or len(np.unique(labels[rows])) < 2 or rows.sum() < 2 * options.min_support:
         return []
-    columns: list[np.ndarray] = []
-    encodings: list[dict[str, float]] = []
-    for column in numeric:
-        values = pd.to_numeric(mining[column], errors="coerce").to_numpy(dtype=np.float64)
-        columns.append(np.where(np.isfinite(values), values, np.nanmedian(values) if np.isfinite(values).any() else 0))
-    normalised = {c: _normalized(mining[c]) for c in categorical}
-    for column in categorical:
-        rates = pd.Series(labels).groupby(normalised[column]).mean()
-        encodings.append({str(k): float(v) for k, v in rates.items()})
-        columns.append(np.array([encodings[-1][str(v)] for v in normalised[column]]))
-    X = np.column_stack(columns)
-    tree = DecisionTreeClassifier(max_depth=TREE_DEPTH, min_samples_leaf=options.min_support, random_state=0)
-    tree.fit(X, labels)
-    names = [*numeric, *categorical]
+    tree = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=options.min_support, random_state=0)
+    tree.fit(inputs.X[rows], labels[rows])
+    leaf_of = np.full(len(rows), -1)
+    leaf_of[rows] = tree.apply(inputs.X[rows])
     out = []
     for leaf, path in _tree_paths(tree):
-        conditions: list[dict[str, Any]] = []
-        words = []
-        for feature, threshold, left in path:
-            column = names[feature]
-            if feature < len(numeric):
-                bound = float(threshold)
-                conditions.append({"kind": "range", "column": column, ("max" if left else "min"): bound})
-                words.append(f"{column} {'<' if left else '>='} {bound:g}")
-            else:
-                encoding = encodings[feature - len(numeric)]
-                chosen = sorted(v for v, rate in encoding.items() if (rate <= threshold) == left)
-                if not chosen:
-                    break
-                conditions.append({"kind": "category", "column": column, "values": chosen})
-                words.append(f"{column} in {chosen}")
-        else:
-            if not conditions:
-                continue
-            mask = tree.apply(X) == leaf
-            rule = Rule.from_dict(
-                {"name": _slug("mined_tree", *words), "action": "review", "kind": "all", "all": _merged(conditions)}
-            )
-            out.append(_candidate(rule, "tree", " and ".join(words), mask, labels))
+        sides = [inputs.condition(feature, threshold, left) for feature, threshold, left in path]
+        if not path or any(side is None for side in sides):
+            continue
+        conditions = [side[0] for side in sides if side is not None]
+        words = [side[1] for side in sides if side is not None]
+        merged = _merged([*base, *conditions])
+        name = _slug(f"mined_{family}", *([base_words] if base_words else []), *words)
+        rule = Rule.from_dict({"name": name, "action": "review", "kind": "all", "all": merged})
+        description = " and ".join([*([base_words] if base_words else []), *words])
+        out.append(_candidate(rule, family, description, leaf_of == leaf, labels))
     return out
 
 
@@ -722,10 +782,10 @@ def _tree_paths(tree: DecisionTreeClassifier) -> list[tuple[int, list[tuple[int,
 
 
 def _merged(conditions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One condition per column: range bounds tightened, category value sets intersected."""
+    """One range or category condition per column: range bounds tightened, value sets intersected."""
     by_column: dict[tuple[str, str], dict[str, Any]] = {}
-    for condition in conditions:
-        key = (condition["kind"], condition["column"])
+    for i, condition in enumerate(conditions):
+        key = (condition["kind"], condition.get("column") or f"#{i}")  # term conditions stay as they are
         if key not in by_column:
             by_column[key] = dict(condition)
             continue

@@ -10,7 +10,14 @@ import pytest
 
 from decision.backtest import backtest
 from decision.policy import Policy
-from decision.rule_mining import MiningOptions, certify_together, mine_candidates, split_history, suggest_rules
+from decision.rule_mining import (
+    MiningOptions,
+    SuggestionReport,
+    certify_together,
+    mine_candidates,
+    split_history,
+    suggest_rules,
+)
 from decision.rules import Rule
 from decision.thresholds import default_rules
 from features.config import DataConfig
@@ -44,11 +51,11 @@ def _policy() -> Policy:
 
 
 @pytest.fixture(scope="module")
-def report(history: pd.DataFrame):
+def report(history: pd.DataFrame) -> SuggestionReport:
     return suggest_rules(history, _policy(), CONFIG, MiningOptions(min_support=15), limit=40)
 
 
-def test_the_planted_term_is_suggested_as_a_certified_block_rule(report) -> None:
+def test_the_planted_term_is_suggested_as_a_certified_block_rule(report: SuggestionReport) -> None:
     found = [s for s in report.suggestions if s.rule.kind == "term" and PLANTED in s.rule.terms]
     assert found, [s.description for s in report.suggestions]
     best = found[0]
@@ -61,7 +68,9 @@ def test_the_planted_term_is_suggested_as_a_certified_block_rule(report) -> None
     assert lowers == sorted(lowers, reverse=True)  # ranked by certified precision
 
 
-def test_candidates_are_mined_on_older_rows_and_certified_on_newer_ones(history: pd.DataFrame, report) -> None:
+def test_candidates_are_mined_on_older_rows_and_certified_on_newer_ones(
+    history: pd.DataFrame, report: SuggestionReport
+) -> None:
     mining, holdout = split_history(history, CONFIG, 0.5)
     assert mining["created_at"].max() <= holdout["created_at"].min()
     assert report.mining_rows == len(mining) and report.holdout_rows == len(holdout)
@@ -82,7 +91,9 @@ def test_mining_never_enables_or_adds_a_rule(history: pd.DataFrame) -> None:
     assert not {s.rule.name for s in found.suggestions} & {r.name for r in policy.rules}
 
 
-def test_reported_effects_equal_the_backtest_of_the_suggested_rule(history: pd.DataFrame, report) -> None:
+def test_reported_effects_equal_the_backtest_of_the_suggested_rule(
+    history: pd.DataFrame, report: SuggestionReport
+) -> None:
     _, holdout = split_history(history, CONFIG, 0.5)
     policy = _policy()
     for suggestion in report.suggestions[:8]:

@@ -49,6 +49,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/simulate/curve"): READ,
     ("GET", "/v1/simulate/context"): READ,
     ("GET", "/v1/monitor"): READ,
+    ("GET", "/v1/rules/suggestions"): READ,
     ("GET", "/v1/keys/me"): ANY,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
