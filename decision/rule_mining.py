@@ -47,6 +47,7 @@ Nothing here changes a policy: a suggestion is a rule a person reads, backtests 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -268,6 +269,11 @@ def suggest_rules(
         if certificate.labelled_hits and certificate.lower >= min_precision:
             mask = candidate.rule.match(holdout)
             suggestions.append(_suggestion(candidate, mask, certificate, baseline, held_labels, seconds))
+    # a suggestion repeating a rule in force (same condition, same action) would tell nobody anything
+    in_force = {(json.dumps(r.condition_dict(), sort_keys=True), r.action) for r in policy.rules if acts(r)}
+    suggestions = [
+        s for s in suggestions if (json.dumps(s.rule.condition_dict(), sort_keys=True), s.rule.action) not in in_force
+    ]
     suggestions = ranked(suggestions, sort, min_precision, limit)
     if with_backtest:
         for suggestion in suggestions:
