@@ -86,7 +86,7 @@ def certify_rule_precision(history: pd.DataFrame, rule: Rule, target: float, alp
     With inclusion probabilities below 1 each row counts 1 / pi times and the bound is the stratified
     Garwood Poisson bound of `decision.weighted.share_lower` (its module docstring has that proof).
     """
-    _check_history(history, need_label=True)
+    _check_history(history, (LABEL,))
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: {alpha!r} must be strictly between 0 and 1")
     if not 0.0 < target <= 1.0:
@@ -170,7 +170,7 @@ def backtest(
     `remove` drops a rule. The tested rule acts as enabled and enforced, whatever its mode. Only rules
     that act (enabled, enforce) route. Raises ValueError("<field>: <problem>") for bad input.
     """
-    _check_history(history, need_label=True)
+    _check_history(history, (RISK, LABEL))
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: {alpha!r} must be strictly between 0 and 1")
     before_rules = list(policy.rules)
@@ -195,6 +195,7 @@ def backtest(
     codes_after = inputs.route(_rule_masks(acting_after, masks, n))
     labels = _Labels.of(history)
     seconds = _review_seconds(history)
+    whole = _Groups.whole(n)
     target, cert_alpha = block_target(policy)
     result: dict[str, Any] = {
         "rows": n,
@@ -211,18 +212,24 @@ def backtest(
         "change": _describe(rule, replace, remove, before_rules),
         "rules_before": [r.name for r in acting_before],
         "rules_after": [r.name for r in acting_after],
-        "before": _routing(codes_before, labels, seconds),
-        "after": _routing(codes_after, labels, seconds),
+        "before": _routing(codes_before, labels, seconds, whole)[0],
+        "after": _routing(codes_after, labels, seconds, whole)[0],
         "moved": _moves(codes_before, codes_after),
+        "warnings": [
+            f"rule {r.name!r} reads {[c for c in r.columns if c not in history]}, which history lacks: it matches "
+            "nothing here"
+            for r in unique
+            if any(c not in history for c in r.columns)
+        ],
     }
     result["delta"] = _delta(result["before"], result["after"])
     if rule is not None:
-        result["rule"] = _rule_stats(rule, masks[id(rule)], codes_before, labels, alpha)
+        result["rule"] = _rule_stats(rule, masks[id(rule)], codes_before, labels, alpha, whole)[0]
         if rule.action == "block":
             result["certificate"] = _certificate(rule.name, masks[id(rule)], labels, target, cert_alpha).to_dict()
     removed = next((r for r in before_rules if r.name == remove), None) if remove else None
     if removed is not None and id(removed) in masks:
-        result["removed"] = _rule_stats(removed, masks[id(removed)], codes_after, labels, alpha)
+        result["removed"] = _rule_stats(removed, masks[id(removed)], codes_after, labels, alpha, whole)[0]
     result["segments"] = {
         column: _per_segment(history[column], codes_before, codes_after, labels, seconds, rule, masks, alpha)
         for column in columns
@@ -333,29 +340,64 @@ def _rule_masks(rules: list[Rule], masks: Mapping[int, np.ndarray], n: int) -> t
     return block, review
 
 
-def _routing(codes: np.ndarray, labels: _Labels, seconds: np.ndarray, rows: np.ndarray | None = None) -> dict:
-    """Routing split (rows and traffic shares), reviewer-hours, misses and wrongful blocks of routed rows."""
-    if rows is not None:
-        codes, seconds = codes[rows], seconds[rows]
-        labels = _Labels(labels.known[rows], labels.violating[rows], labels.weight[rows], labels.strata)
+def _routing(codes: np.ndarray, labels: _Labels, seconds: np.ndarray, groups: _Groups) -> list[dict[str, Any]]:
+    """Per group of rows: routing split (rows and traffic shares), reviewer-hours, misses and wrongful
+    blocks, recall and block precision (traffic-weighted), all from one pass of `np.bincount`s."""
+    code = codes.astype(np.int64)
     w = labels.weight
-    total = float(w.sum())
-    counts = np.bincount(codes.astype(np.int64), minlength=3)
-    weighted = np.bincount(codes.astype(np.int64), weights=w, minlength=3)
-    passed, blocked = codes == CODE_PASS, codes == CODE_BLOCK
-    bad = labels.known & labels.violating
-    good = labels.known & ~labels.violating
-    violations = float(w[bad].sum())
-    n_blocked = float(w[blocked & labels.known].sum())
-    return {
-        "counts": {name: int(counts[i]) for i, name in enumerate(DECISIONS)},
-        "shares": {name: float(weighted[i] / total) if total else 0.0 for i, name in enumerate(DECISIONS)},
-        "reviewer_hours": float((seconds * w)[codes == CODE_REVIEW].sum() / 3600.0),
-        "missed_violations": int((passed & bad).sum()),
-        "wrongful_blocks": int((blocked & good).sum()),
-        "recall": 1.0 - float(w[passed & bad].sum()) / violations if violations else None,
-        "block_precision": 1.0 - float(w[blocked & good].sum()) / n_blocked if n_blocked else None,
-    }
+    counts = groups.cells(code, 3)
+    weighted = groups.cells(code, 3, w)
+    passed, blocked = code == CODE_PASS, code == CODE_BLOCK
+    bad, good = labels.known & labels.violating, labels.known & ~labels.violating
+    hours = groups.sums(seconds * w * (code == CODE_REVIEW)) / 3600.0
+    missed, wrongful = groups.sums(passed & bad), groups.sums(blocked & good)
+    w_violations, w_missed = groups.sums(w * bad), groups.sums(w * (passed & bad))
+    w_blocked, w_wrong = groups.sums(w * (blocked & labels.known)), groups.sums(w * (blocked & good))
+    out = []
+    for g in range(groups.count):
+        total = float(weighted[g].sum())
+        out.append(
+            {
+                "counts": {name: int(counts[g, i]) for i, name in enumerate(DECISIONS)},
+                "shares": {name: float(weighted[g, i] / total) if total else 0.0 for i, name in enumerate(DECISIONS)},
+                "reviewer_hours": float(hours[g]),
+                "missed_violations": int(round(missed[g])),
+                "wrongful_blocks": int(round(wrongful[g])),
+                "recall": 1.0 - float(w_missed[g] / w_violations[g]) if w_violations[g] else None,
+                "block_precision": 1.0 - float(w_wrong[g] / w_blocked[g]) if w_blocked[g] else None,
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """Rows split into groups (one group: the whole history; else the values of a segment column)."""
+
+    index: np.ndarray  # (n,) int64 group of each row
+    keys: list[str]
+
+    @classmethod
+    def whole(cls, n: int) -> _Groups:
+        return cls(np.zeros(n, dtype=np.int64), ["all"])
+
+    @classmethod
+    def of(cls, values: pd.Series) -> _Groups:
+        index, uniques = pd.factorize(values.astype("string").fillna(""), sort=True)
+        return cls(np.asarray(index, dtype=np.int64), [str(u) for u in uniques])
+
+    @property
+    def count(self) -> int:
+        return len(self.keys)
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """(G,) sum of `values` per group."""
+        return np.bincount(self.index, weights=np.asarray(values, dtype=np.float64), minlength=self.count)
+
+    def cells(self, code: np.ndarray, width: int, weights: np.ndarray | None = None) -> np.ndarray:
+        """(G, width) count (or sum of `weights`) of rows per group and `code` in [0, width)."""
+        flat = np.bincount(self.index * width + code, weights=weights, minlength=self.count * width)
+        return flat.reshape(self.count, width)
 
 
 def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -375,62 +417,65 @@ def _moves(before: np.ndarray, after: np.ndarray) -> dict[str, int]:
 
 
 def _rule_stats(
-    rule: Rule,
-    hits: np.ndarray,
-    codes_otherwise: np.ndarray,
-    labels: _Labels,
-    alpha: float,
-    rows: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """A rule's hits, precision and recall with exact intervals, and `hits_otherwise`: the decisions its
-    hits get from the policy without it (before an added rule, after a removed one): how many the model
-    and the other rules would review or block anyway."""
-    if rows is not None:
-        hits = hits & rows
-        known, violating = labels.known & rows, labels.violating & rows
-    else:
-        known, violating = labels.known, labels.violating
-    bad = known & violating
-    labelled_hits = hits & known
-    hit_bad, hit_good = hits & bad, labelled_hits & ~violating
-    missed_bad = bad & ~hits
-    precision = _share(hit_bad, hit_good, labels, alpha)
-    recall = _share(hit_bad, missed_bad, labels, alpha)
-    otherwise = np.bincount(codes_otherwise[hits].astype(np.int64), minlength=3)
-    return {
-        "name": rule.name,
-        "action": rule.action,
-        "hits": int(hits.sum()),
-        "hit_share": float(labels.weight[hits].sum() / labels.weight.sum()) if len(hits) else 0.0,
-        "labelled_hits": int(labelled_hits.sum()),
-        "violations": int(hit_bad.sum()),
-        "precision": precision,
-        "recall": recall,
-        "hits_otherwise": {name: int(otherwise[i]) for i, name in enumerate(DECISIONS)},
-    }
-
-
-def _share(kept: np.ndarray, lost: np.ndarray, labels: _Labels, alpha: float) -> dict[str, float | None]:
-    """kept / (kept + lost) with a two-sided (1 - alpha) exact interval (each side alpha / 2)."""
-    if labels.strata is None:
-        k, m = int(kept.sum()), int(lost.sum())
-        n = k + m
-        if not n:
-            return {"value": None, "lower": None, "upper": None}
-        return {
-            "value": k / n,
-            "lower": precision_lower(k, n, alpha / 2),
-            "upper": 1.0 - precision_lower(m, n, alpha / 2),
+    rule: Rule, hits: np.ndarray, codes_otherwise: np.ndarray, labels: _Labels, alpha: float, groups: _Groups
+) -> list[dict[str, Any]]:
+    """Per group: a rule's hits, precision and recall with exact intervals, and `hits_otherwise`: the
+    decisions its hits get from the policy without it (before an added rule, after a removed one): how
+    many the model and the other rules would review or block anyway."""
+    bad = labels.known & labels.violating
+    labelled_hits = hits & labels.known
+    hit_bad, hit_good, missed_bad = hits & bad, labelled_hits & ~labels.violating, bad & ~hits
+    precision = _shares(hit_bad, hit_good, labels, alpha, groups)
+    recall = _shares(hit_bad, missed_bad, labels, alpha, groups)
+    otherwise = groups.cells(codes_otherwise.astype(np.int64), 3, hits.astype(np.float64))
+    n_hits, n_labelled, n_bad = groups.sums(hits), groups.sums(labelled_hits), groups.sums(hit_bad)
+    w_hits, w_all = groups.sums(labels.weight * hits), groups.sums(labels.weight)
+    return [
+        {
+            "name": rule.name,
+            "action": rule.action,
+            "hits": int(round(n_hits[g])),
+            "hit_share": float(w_hits[g] / w_all[g]) if w_all[g] else 0.0,
+            "labelled_hits": int(round(n_labelled[g])),
+            "violations": int(round(n_bad[g])),
+            "precision": precision[g],
+            "recall": recall[g],
+            "hits_otherwise": {name: int(round(otherwise[g, i])) for i, name in enumerate(DECISIONS)},
         }
+        for g in range(groups.count)
+    ]
+
+
+def _shares(
+    kept: np.ndarray, lost: np.ndarray, labels: _Labels, alpha: float, groups: _Groups
+) -> list[dict[str, float | None]]:
+    """Per group, kept / (kept + lost) with a two-sided (1 - alpha) exact interval (each side alpha / 2)."""
+    none: dict[str, float | None] = {"value": None, "lower": None, "upper": None}
+    if labels.strata is None:
+        k_g = groups.sums(kept).round().astype(np.int64)
+        m_g = groups.sums(lost).round().astype(np.int64)
+        return [
+            {
+                "value": int(k) / int(k + m),
+                "lower": precision_lower(int(k), int(k + m), alpha / 2),
+                "upper": 1.0 - precision_lower(int(m), int(k + m), alpha / 2),
+            }
+            if k + m
+            else dict(none)
+            for k, m in zip(k_g.tolist(), m_g.tolist(), strict=True)
+        ]
     strata = labels.strata
-    k_h, m_h = strata.counts(kept), strata.counts(lost)
-    if not (k_h.sum() + m_h.sum()):
-        return {"value": None, "lower": None, "upper": None}
-    return {
-        "value": weighted_share(k_h, m_h, strata.pi),
-        "lower": float(share_lower(k_h, m_h, strata.pi, alpha / 2)[0]),
-        "upper": 1.0 - float(share_lower(m_h, k_h, strata.pi, alpha / 2)[0]),
-    }
+    h = len(strata.pi)
+    k_gh = groups.cells(strata.index, h, kept.astype(np.float64)).round()
+    m_gh = groups.cells(strata.index, h, lost.astype(np.float64)).round()
+    lower = share_lower(k_gh, m_gh, strata.pi, alpha / 2)
+    upper = 1.0 - share_lower(m_gh, k_gh, strata.pi, alpha / 2)
+    return [
+        {"value": weighted_share(k_gh[g], m_gh[g], strata.pi), "lower": float(lower[g]), "upper": float(upper[g])}
+        if k_gh[g].sum() + m_gh[g].sum()
+        else dict(none)
+        for g in range(groups.count)
+    ]
 
 
 def _per_segment(
@@ -443,19 +488,21 @@ def _per_segment(
     masks: Mapping[int, np.ndarray],
     alpha: float,
 ) -> dict[str, Any]:
-    keys = values.astype("string").fillna("").to_numpy(dtype=object).astype(str)
-    uniques, inverse = np.unique(keys, return_inverse=True)
+    groups = _Groups.of(values)
+    rows = np.bincount(groups.index, minlength=groups.count)
+    before = _routing(codes_before, labels, seconds, groups)
+    after = _routing(codes_after, labels, seconds, groups)
+    rule_stats = _rule_stats(rule, masks[id(rule)], codes_before, labels, alpha, groups) if rule is not None else None
     out = {}
-    for g, key in enumerate(uniques.tolist()):
-        rows = inverse == g
+    for g, key in enumerate(groups.keys):
         entry: dict[str, Any] = {
-            "rows": int(rows.sum()),
-            "before": _routing(codes_before, labels, seconds, rows),
-            "after": _routing(codes_after, labels, seconds, rows),
+            "rows": int(rows[g]),
+            "before": before[g],
+            "after": after[g],
+            "delta": _delta(before[g], after[g]),
         }
-        entry["delta"] = _delta(entry["before"], entry["after"])
-        if rule is not None:
-            entry["rule"] = _rule_stats(rule, masks[id(rule)], codes_before, labels, alpha, rows)
+        if rule_stats is not None:
+            entry["rule"] = rule_stats[g]
         out[key] = entry
     return out
 
@@ -479,10 +526,10 @@ def _texts(history: pd.DataFrame, columns: Sequence[str]) -> dict[str, TextColum
     }
 
 
-def _check_history(history: pd.DataFrame, need_label: bool) -> None:
+def _check_history(history: pd.DataFrame, needed: Sequence[str]) -> None:
     if not isinstance(history, pd.DataFrame):
         raise ValueError("history: expected a DataFrame")
-    for column in (RISK, *([LABEL] if need_label else [])):
+    for column in needed:
         if column not in history:
             raise ValueError(f"history: missing column {column!r}")
 
@@ -519,11 +566,12 @@ def certify_shipped_rules(history: pd.DataFrame, policy: Policy) -> tuple[Policy
     for requested, rule, certificate in zip(policy.rules, shipped, certificates, strict=True):
         without = backtest(history, final, remove=rule.name)
         adds = {
-            "queue_share": -without["delta"]["shares"]["human_review"],
-            "auto_block_share": -without["delta"]["shares"]["auto_block"],
-            "reviewer_hours": -without["delta"]["reviewer_hours"],
+            # what removing the rule takes away, with the sign turned (0.0 - x: no "-0.0")
+            "queue_share": 0.0 - without["delta"]["shares"]["human_review"],
+            "auto_block_share": 0.0 - without["delta"]["shares"]["auto_block"],
+            "reviewer_hours": 0.0 - without["delta"]["reviewer_hours"],
             "violations_caught": without["delta"]["missed_violations"],
-            "wrongful_blocks": -without["delta"]["wrongful_blocks"],
+            "wrongful_blocks": 0 - without["delta"]["wrongful_blocks"],
         }
         entries.append(
             {
@@ -542,7 +590,7 @@ def certify_shipped_rules(history: pd.DataFrame, policy: Policy) -> tuple[Policy
         "violations": int(pd.to_numeric(history[LABEL], errors="coerce").eq(1).sum()),
         "block_precision_target": target,
         "alpha": alpha,
-        "policy": {"version": final.version, "t_pass": final.t_pass, "t_block": final.t_block},
+        "thresholds": {"t_pass": final.t_pass, "t_block": final.t_block, "tier_pass": dict(final.tier_pass)},
         "rules": entries,
         "warnings": warnings,
     }

@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from decision.backtest import backtest, block_target, certify_rule_precision, changed_rules, new_block_rules
+from decision.backtest import (
+    backtest,
+    block_target,
+    certify_rule_precision,
+    certify_shipped_rules,
+    changed_rules,
+    new_block_rules,
+)
 from decision.policy import Policy
 from decision.rules import Rule
 
@@ -58,7 +65,7 @@ def test_backtest_equals_a_hand_count() -> None:
     # the two-sided 95% Clopper-Pearson interval of 2 out of 3
     assert rule["precision"]["lower"] == pytest.approx(stats.beta.ppf(0.025, 2, 2))
     assert rule["precision"]["upper"] == pytest.approx(stats.beta.ppf(0.975, 3, 1))
-    assert rule["hits_before"] == {"auto_pass": 1, "human_review": 1, "auto_block": 1}
+    assert rule["hits_otherwise"] == {"auto_pass": 1, "human_review": 1, "auto_block": 1}
     assert out["certificate"]["certified"] is False and out["certificate"]["target"] == 0.9
     de = out["segments"]["market"]["de"]
     assert de["rows"] == 4 and de["after"]["counts"] == {"auto_pass": 1, "human_review": 1, "auto_block": 2}
@@ -133,3 +140,17 @@ def test_certificate_covers_at_its_level(precision: float, hits: int) -> None:
         cert = certify_rule_precision(history, REPLICA, precision, alpha)
         below += cert.lower <= precision
     assert below / draws >= 1 - alpha - 3 * np.sqrt(alpha * (1 - alpha) / draws)
+
+
+def test_a_shipped_block_rule_that_does_not_certify_ships_as_review() -> None:
+    shipped, report = certify_shipped_rules(tiny_history(), tiny_policy(REPLICA, REGULATED))
+    assert [(r.name, r.action) for r in shipped.rules] == [("replica", "review"), ("regulated", "review")]
+    first = report["rules"][0]
+    assert (first["action_requested"], first["action_shipped"]) == ("block", "review")
+    assert first["certificate"]["hits"] == 3 and not first["certificate"]["certified"]
+    assert "ships as a review rule" in report["warnings"][0]
+    # as a review rule it catches row 0's violation (passed below t_pass 0.2) and queues rows 0 and 3 (a
+    # review rule wins over the threshold's block); row 1 was queued anyway
+    assert first["adds"]["violations_caught"] == 1
+    assert first["adds"]["queue_share"] == pytest.approx(2 / 8)
+    assert first["adds"]["auto_block_share"] == pytest.approx(-1 / 8)

@@ -70,7 +70,9 @@ def test_a_failing_model_sends_block_rule_hits_to_review_too(serve, monkeypatch:
     block_replicas = {"name": "replica", "action": "block", "kind": "term", "terms": ["replica"], "fields": ["title"]}
     with serve() as api:
         policy = api.client.put(
-            "/v1/policy", json={"rules": [block_replicas], "reason": "replicas"}, headers=api.headers("admin")
+            "/v1/policy",
+            json={"rules": [block_replicas], "reason": "replicas", "force": True},
+            headers=api.headers("admin"),
         )
         assert policy.status_code == 200, policy.text
         assert api.score(LISTINGS[1]).json()["decision"] == "auto_block"  # the rule blocks while scoring works

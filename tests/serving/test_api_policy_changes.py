@@ -24,7 +24,9 @@ def test_one_rule_is_added_changed_and_removed_by_name_others_kept(serve, own_bu
         admin_headers = api.headers("admin")
         before = policy(api)["policy"]["rules"]
         added = api.client.put(
-            "/v1/policy/rules/replicas", json={"rule": REPLICA_RULE, "reason": "replica watches"}, headers=admin_headers
+            "/v1/policy/rules/replicas",
+            json={"rule": REPLICA_RULE, "reason": "replica watches", "force": True},
+            headers=admin_headers,
         )
         blocked = api.score(listing_json(1, title="Replica watch, brown")).json()
         patched = api.client.patch(
@@ -48,7 +50,8 @@ def test_one_rule_is_added_changed_and_removed_by_name_others_kept(serve, own_bu
     assert patched.json()["policy"]["rules"][-1] == {"name": "replicas", **REPLICA_RULE, "action": "review"}
     assert reviewed["decision"] == "human_review"
     assert removed.status_code == 200 and removed.json()["policy"]["rules"] == before
-    assert [h["reason"] for h in history] == ["campaign over", "too many wrongful blocks", "replica watches"]
+    reasons = [h["reason"].split("\n")[0] for h in history]  # a forced block rule's certificate follows
+    assert reasons == ["campaign over", "too many wrongful blocks", "replica watches"]
     assert missing.status_code == 404 and "replicas" in missing.json()["detail"]
 
 
@@ -98,7 +101,7 @@ def test_hand_set_thresholds_clear_certified_targets_and_say_so(serve, own_bundl
         headers = api.headers("admin")
         trained = policy(api)
         rule_only = api.client.put(
-            "/v1/policy/rules/replicas", json={"rule": REPLICA_RULE, "reason": "rule"}, headers=headers
+            "/v1/policy/rules/replicas", json={"rule": REPLICA_RULE, "reason": "rule", "force": True}, headers=headers
         ).json()
         hand_set = api.client.put("/v1/policy", json={"t_pass": 0.05, "reason": "fewer reviews"}, headers=headers)
         with_targets = api.client.put(

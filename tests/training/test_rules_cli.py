@@ -1,0 +1,44 @@
+"""`triage rules backtest` on a bundle's history and on a scored file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from bundle.load import Bundle
+from triage.cli import app
+
+IVORY = '{"name": "ivory", "action": "block", "kind": "term", "terms": ["ivory"], "fields": ["title", "description"]}'
+
+
+def test_backtest_prints_json_on_the_bundle_history(bundle_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["rules", "backtest", "--bundle", str(bundle_dir), "--rule", IVORY, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    history = Bundle.load(bundle_dir).history()
+    assert history is not None and out["rows"] == len(history)
+    assert out["certificate"]["certified"] is False and out["rule"]["hits"] > 0
+
+    rule_file = tmp_path / "rule.json"
+    rule_file.write_text(IVORY)
+    half = tmp_path / "half.parquet"
+    history.iloc[: len(history) // 2].to_parquet(half)
+    args = ["rules", "backtest", "--bundle", str(bundle_dir), "--rule-file", str(rule_file), "--data", str(half)]
+    on_file = runner.invoke(app, [*args, "--json"])
+    assert on_file.exit_code == 0, on_file.output
+    assert json.loads(on_file.output)["rows"] == len(history) // 2
+    printed = runner.invoke(app, args)
+    assert printed.exit_code == 0 and "NOT certified" in printed.output
+
+
+def test_bad_rules_name_the_field(bundle_dir: Path) -> None:
+    runner = CliRunner()
+    bad = runner.invoke(
+        app, ["rules", "backtest", "--bundle", str(bundle_dir), "--rule", '{"name": "x", "kind": "term"}']
+    )
+    missing = runner.invoke(app, ["rules", "backtest", "--bundle", str(bundle_dir), "--remove", "nope"])
+    assert bad.exit_code == 2 and "rule.action" in bad.output
+    assert missing.exit_code == 2 and "remove:" in missing.output
