@@ -52,6 +52,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,8 @@ from decision.rules import Rule, match_rules
 from features.config import DataConfig
 from features.lexicon import normalize_category
 
+# Where rules carry an `enabled` flag, a suggestion is written disabled: only a person enables a rule.
+_DISABLED = {"enabled": False} if "enabled" in {f.name for f in dataclass_fields(Rule)} else {}
 FAMILIES = ("term", "term_set", "brand_price", "merchant", "category", "tree", "refined")
 SORTS = ("precision", "workload")
 PRICE_BANDS = (0.15, 0.25, 0.4, 0.6)  # price under this fraction of the brand's median price in a category
@@ -400,7 +403,7 @@ def _suggestion(
     queue = baseline == CODE_REVIEW
     queue_hours = float(seconds[queue].sum() / 3600.0)
     removed_hours = float(seconds[queued].sum() / 3600.0)
-    rule = Rule.from_dict({**candidate.rule.to_dict(), "action": "block" if certified else "review"})
+    rule = Rule.from_dict({**candidate.rule.to_dict(), "action": "block" if certified else "review", **_DISABLED})
     return Suggestion(
         rule=rule,
         family=candidate.family,

@@ -87,6 +87,7 @@ def test_mining_never_enables_or_adds_a_rule(history: pd.DataFrame) -> None:
     assert policy.to_dict() == before
     assert {r.name for r in policy.rules} == {"prohibited_term", "regulated_category"}
     assert found.suggestions and all(not s.enabled and not s.to_dict()["enabled"] for s in found.suggestions)
+    assert all(s.rule.to_dict().get("enabled", False) is False for s in found.suggestions)
     assert found.to_dict()["enabled"] is False
     assert not {s.rule.name for s in found.suggestions} & {r.name for r in policy.rules}
 
