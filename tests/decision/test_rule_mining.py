@@ -95,7 +95,8 @@ def test_mining_never_enables_or_adds_a_rule(history: pd.DataFrame) -> None:
 def test_a_rule_already_in_force_is_not_suggested_again(history: pd.DataFrame, report: SuggestionReport) -> None:
     first = report.suggestions[0].rule
     policy = _policy()
-    policy.rules.append(Rule.from_dict({**first.to_dict(), "name": "added_by_a_person"}))
+    added = {**first.condition_dict(), "name": "added_by_a_person", "action": first.action}  # enabled, enforced
+    policy.rules.append(Rule.from_dict(added))
 
     again = suggest_rules(history, policy, CONFIG, MiningOptions(min_support=15), limit=40, with_backtest=False)
 
