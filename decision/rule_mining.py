@@ -102,6 +102,7 @@ class MiningOptions:
     per_family: int = 25  # candidates kept per family before de-duplication
     refine: int = 10  # the best term, brand and merchant candidates narrowed by a depth-2 tree ("refined")
     mine_share: float = 0.5  # the older share of the history mined on; the rest certifies
+    max_mining_rows: int = 200_000  # mine on at most this many of those rows, the newest (bounds the time)
     alpha: float | None = None  # all bounds hold together at 1 - alpha (default: the policy's block-rule level)
     block_precision: float | None = None  # target to certify a block rule at (default: the policy's)
     max_overlap: float = 0.9  # a candidate whose mining hits overlap a better one's this much is dropped
@@ -119,6 +120,7 @@ class MiningOptions:
             "per_family": self.per_family >= 1,
             "refine": self.refine >= 0,
             "mine_share": 0.0 < self.mine_share < 1.0,
+            "max_mining_rows": self.max_mining_rows >= 2,
             "alpha": self.alpha is None or 0.0 < self.alpha < 1.0,
             "block_precision": self.block_precision is None or 0.0 < self.block_precision <= 1.0,
             "max_overlap": 0.0 < self.max_overlap <= 1.0,
@@ -260,6 +262,7 @@ def suggest_rules(
     target = options.block_precision or policy_target
     alpha = options.alpha or policy_alpha
     mining, holdout = split_history(history, config, options.mine_share)
+    mining = mining.iloc[-options.max_mining_rows :].reset_index(drop=True)
     labels = mining[LABEL].to_numpy(dtype=np.int64)
     candidates = _select(mine_candidates(mining, labels, config, options), options)
     k = max(len(candidates), 1)
@@ -267,10 +270,11 @@ def suggest_rules(
     seconds = _review_seconds(holdout)
     held_labels = holdout[LABEL].to_numpy(dtype=np.int64)
     suggestions = []
-    certificates = certify_together(holdout, [c.rule for c in candidates], target, alpha)
+    as_text = _as_text(holdout, [c for candidate in candidates for c in candidate.rule.columns])
+    certificates = certify_together(as_text, [c.rule for c in candidates], target, alpha)
     for candidate, certificate in zip(candidates, certificates, strict=True):
         if certificate.labelled_hits and certificate.lower >= min_precision:
-            mask = candidate.rule.match(holdout)
+            mask = candidate.rule.match(as_text)
             suggestions.append(_suggestion(candidate, mask, certificate, baseline, held_labels, seconds))
     # a suggestion repeating a rule in force (same condition, same action) would tell nobody anything
     in_force = {(json.dumps(r.condition_dict(), sort_keys=True), r.action) for r in policy.rules if acts(r)}
@@ -294,6 +298,13 @@ def suggest_rules(
         suggestions=suggestions,
         notes=_notes(len(mining), len(holdout), len(candidates)),
     )
+
+
+def _as_text(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The frame with `columns` already as the text rules read ("" where missing), so that matching
+    many rules converts each column once: the same texts, hence the same matches."""
+    converted = {c: frame[c].astype("string").fillna("") for c in dict.fromkeys(columns) if c in frame}
+    return frame.assign(**converted)
 
 
 def certify_together(
@@ -591,6 +602,7 @@ def _brand_price_candidates(
     if brand_col not in mining or price_col not in mining:
         return []
     fields = [c for c in (brand_col, "title") if c in mining and c in (*config.text, brand_col)]
+    as_text = _as_text(mining, fields)
     brands = mining[brand_col].astype("string").fillna("").str.strip()
     counts = brands[brands != ""].value_counts()
     price = pd.to_numeric(mining[price_col], errors="coerce").to_numpy(dtype=np.float64)
@@ -598,7 +610,7 @@ def _brand_price_candidates(
     out = []
     for brand in counts[counts >= options.min_support].index:
         term = Rule(name="b", action="review", kind="term", terms=[str(brand)], fields=fields)
-        branded = term.match(mining)
+        branded = term.match(as_text)
         for cat in np.unique(category[branded]) if category is not None else [None]:
             rows = branded & (category == cat) if cat is not None else branded
             if rows.sum() < options.min_support or not np.isfinite(price[rows]).any():
