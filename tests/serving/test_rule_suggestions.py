@@ -64,3 +64,39 @@ def test_suggestions_need_a_read_key_and_a_bundle_with_history(
     with serve(bundle=str(own_bundle)) as api:
         response = api.client.get("/v1/rules/suggestions", headers=api.headers("read"))
     assert response.status_code == 409 and "history.parquet" in response.text
+
+
+def test_a_suggestion_a_person_adds_acts_in_the_service(serve: Callable[..., AbstractContextManager[Api]]) -> None:
+    """The workflow: read a suggestion, add it with PUT /v1/policy/rules/{name} and a reason; an "all" rule
+    with a price range then routes the listings it matches, and only those."""
+    from tests.serving.conftest import listing_json
+
+    cheap_rolex = {
+        "action": "review",
+        "kind": "all",
+        "all": [
+            {"kind": "category", "column": "brand", "values": ["Rolex"]},
+            {"kind": "range", "column": "price", "max": 900},
+        ],
+    }
+    with serve() as api:
+        top = api.client.get("/v1/rules/suggestions?limit=1", headers=api.headers("read")).json()["suggestions"][0]
+        suggested = {**top["rule"], "action": "review"}
+        added = api.client.put(
+            f"/v1/policy/rules/{top['name']}",
+            json={"rule": suggested, "reason": "mined suggestion, backtested"},
+            headers=api.headers("admin"),
+        )
+        own = api.client.put(
+            "/v1/policy/rules/cheap_rolex",
+            json={"rule": cheap_rolex, "reason": "counterfeit pattern"},
+            headers=api.headers("admin"),
+        )
+        cheap = api.score(listing_json(1, brand="Rolex", price=450.0)).json()
+        dear = api.score(listing_json(2, brand="Rolex", price=9000.0)).json()
+
+    assert added.status_code == 200, added.text
+    assert own.status_code == 200, own.text
+    assert top["name"] in {r["name"] for r in added.json()["policy"]["rules"]}
+    assert "cheap_rolex" in cheap["rules_matched"] and cheap["decision"] == "human_review"
+    assert "cheap_rolex" not in dear["rules_matched"]
