@@ -32,7 +32,10 @@ fixed, and the held-out rows are independent of them (exchangeable with the futu
 v_k ~ Binomial(h_k, p_k) with p_k the rule's precision, so P(L_k > p_k) <= alpha/K for each k (the exact
 Clopper-Pearson guarantee), and by the union bound P(some L_k > p_k) <= K * alpha/K = alpha. Hence with
 probability >= 1 - alpha every reported certified precision holds at once, whichever suggestions a reader
-then picks from the list. tests/decision/test_rule_mining.py checks this coverage by simulation.
+then picks from the list. tests/decision/test_rule_mining.py checks this coverage by simulation. alpha
+defaults to the level the policy's block rules are certified at ((1 - confidence) / 2,
+`decision.backtest.block_target`), the level the block-rule gate tests a rule at when a person adds it
+(once, on the whole history: a separate test, which a suggestion certified here usually passes).
 
 Effects are measured on the held-out rows against the policy in force (`route`, rules and thresholds,
 as the service decides): as a block rule, the hits the policy would otherwise send to human review
