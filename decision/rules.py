@@ -1,8 +1,10 @@
 """Policy rules and the one rule matcher.
 
 A rule is data: a term rule matches any of its terms as a whole word (case-insensitive) in some text
-fields; a category rule matches listings whose normalised category is one of its values; a match rule
-matches listings whose product identification (`features.identify`) found a match of one of its sources
+fields; a category rule matches listings whose normalised category is one of its values; a range rule
+matches listings whose number in a column lies in [min, max); an "all" rule is a conjunction of such
+conditions (what mined rules such as "brand Rolex and price under 900" need); a match rule matches
+listings whose product identification (`features.identify`) found a match of one of its sources
 ("repost", "catalogue"), read from the derived text column `product_match`. Every caller
 (the service, offline scoring, the simulator, threshold selection) matches rules through
 `match_rules_on_texts`, on listings given as text columns ("" where missing); `match_rules` is the same
@@ -23,6 +25,7 @@ the same pattern runs precompiled in Python's `re`; tests hold the two dialects 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,7 +42,9 @@ from features.identify import MATCH_SOURCES, PRODUCT_MATCH
 from features.lexicon import normalize_category
 
 RULE_ACTIONS = ("block", "review")
-RULE_KINDS = ("term", "category", "match")
+RULE_KINDS = ("term", "category", "range", "all", "match")
+# The keys of a condition inside an "all" rule: a rule's keys without name and action (and no nesting).
+CONDITION_KEYS = ("kind", "terms", "fields", "column", "values", "min", "max")
 RULE_MODES = ("enforce", "shadow")
 # Columns the service derives for every listing before rules run (not sent by callers)
 DERIVED_COLUMNS = frozenset({PRODUCT_MATCH})
@@ -52,10 +57,13 @@ TextColumn: TypeAlias = pa.Array | Sequence[str]  # one text column of a batch o
 class Rule:
     """A policy rule. kind "term": any of `terms` as a whole word (case-insensitive) in `fields`;
     kind "category": `column` (normalised like 'Health & Supplements' -> 'health supplements') is one
-    of `values`; kind "match": product identification found a match from one of `values` (a non-empty
-    subset of MATCH_SOURCES). action "block" sends matches to auto_block, "review" to human_review. Only
-    an enabled `enforce` rule acts; an enabled `shadow` rule is matched and logged only; `version` counts
-    its changes."""
+    of `values`; kind "range": the number in `column` is in [`min`, `max`) (either bound may be left
+    out; a missing, non-numeric or non-finite value never matches); kind "all": every condition of `all`
+    matches (each a term, category, range or match condition, without name or action); kind "match":
+    product identification found a match from one of `values` (a non-empty subset of MATCH_SOURCES),
+    read from the derived column `product_match`. action "block" sends
+    matches to auto_block, "review" to human_review. Only an enabled `enforce` rule acts; an enabled
+    `shadow` rule is matched and logged only; `version` counts its changes."""
 
     name: str
     action: str
@@ -64,6 +72,9 @@ class Rule:
     fields: list[str] = field(default_factory=list)
     column: str | None = None
     values: list[str] = field(default_factory=list)
+    min: float | None = None
+    max: float | None = None
+    all: list[Rule] = field(default_factory=list)
     mode: str = "enforce"
     enabled: bool = True
     version: int = 1
@@ -83,19 +94,30 @@ class Rule:
             raise ValueError(f"{where}.name: must be a non-empty string")
         if self.action not in RULE_ACTIONS:
             raise ValueError(f"{where}.action: {self.action!r} is not one of {list(RULE_ACTIONS)}")
-        if self.kind not in RULE_KINDS:
-            raise ValueError(f"{where}.kind: {self.kind!r} is not one of {list(RULE_KINDS)}")
         if self.mode not in RULE_MODES:
             raise ValueError(f"{where}.mode: {self.mode!r} is not one of {list(RULE_MODES)}")
         if not isinstance(self.enabled, bool):
             raise ValueError(f"{where}.enabled: {self.enabled!r} is not true or false")
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise ValueError(f"{where}.version: {self.version!r} is not a whole number >= 1")
+        self.validate_condition(where)
+
+    def validate_condition(self, where: str = "rule") -> None:
+        """Check the kind and what it needs (name and action aside: a condition of an "all" rule has neither)."""
+        if self.kind not in RULE_KINDS:
+            raise ValueError(f"{where}.kind: {self.kind!r} is not one of {list(RULE_KINDS)}")
         if self.kind == "term":
             if not self.terms or not all(isinstance(t, str) and t.strip() for t in self.terms):
                 raise ValueError(f"{where}.terms: a term rule needs a list of non-empty strings")
             if not self.fields or not all(isinstance(f, str) and f for f in self.fields):
                 raise ValueError(f"{where}.fields: a term rule needs the text fields to search")
+        elif self.kind == "category":
+            if not isinstance(self.column, str) or not self.column:
+                raise ValueError(f"{where}.column: a category rule needs the column to compare")
+            if not self.values or not all(isinstance(v, str) for v in self.values):
+                raise ValueError(f"{where}.values: a category rule needs a list of values")
+        elif self.kind == "range":
+            _validate_range(self, where)
         elif self.kind == "match":
             if (
                 not self.values
@@ -103,14 +125,24 @@ class Rule:
                 or len(set(self.values)) != len(self.values)
             ):
                 raise ValueError(f"{where}.values: a match rule needs distinct sources from {list(MATCH_SOURCES)}")
-        else:
-            if not isinstance(self.column, str) or not self.column:
-                raise ValueError(f"{where}.column: a category rule needs the column to compare")
-            if not self.values or not all(isinstance(v, str) for v in self.values):
-                raise ValueError(f"{where}.values: a category rule needs a list of values")
+        elif self.kind == "all":
+            if not self.all:
+                raise ValueError(f"{where}.all: an 'all' rule needs a non-empty list of conditions")
+            for i, condition in enumerate(self.all):
+                if condition.kind == "all":
+                    raise ValueError(f"{where}.all[{i}].kind: an 'all' rule's conditions cannot nest another 'all'")
+                condition.validate_condition(f"{where}.all[{i}]")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, [])}
+        raw = {k: v for k, v in asdict(self).items() if k != "all" and v not in (None, [])}
+        if self.all:
+            raw["all"] = [condition.condition_dict() for condition in self.all]
+        return raw
+
+    def condition_dict(self) -> dict[str, Any]:
+        """The rule's condition alone (its kind and what the kind reads): an "all" rule's entry."""
+        raw = self.to_dict()
+        return {k: raw[k] for k in (*CONDITION_KEYS, "all") if k in raw}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str = "rule") -> Rule:
@@ -122,11 +154,7 @@ class Rule:
         rule = cls(
             name=raw.get("name", ""),
             action=raw.get("action", ""),
-            kind=raw.get("kind", ""),
-            terms=list(raw.get("terms") or []),
-            fields=list(raw.get("fields") or []),
-            column=raw.get("column"),
-            values=list(raw.get("values") or []),
+            **_condition_fields(raw, where),
             mode=raw.get("mode", "enforce"),
             enabled=raw.get("enabled", True),
             version=raw.get("version", 1),
@@ -134,12 +162,28 @@ class Rule:
         rule.validate(where)
         return rule
 
+    @classmethod
+    def condition_from_dict(cls, raw: Any, where: str) -> Rule:
+        """One condition of an "all" rule: a rule dict without name or action."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - set(CONDITION_KEYS))
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {unknown} (a condition of an 'all' rule has no name or action)")
+        condition = cls(name="", action="", **_condition_fields(raw, where))
+        condition.validate_condition(where)
+        return condition
+
     @property
     def columns(self) -> list[str]:
         """The listing columns this rule reads."""
+        if self.kind == "all":
+            return list(dict.fromkeys(c for condition in self.all for c in condition.columns))
         if self.kind == "match":
             return [PRODUCT_MATCH]
-        return [self.column] if self.kind == "category" and self.column else list(self.fields)
+        if self.kind in ("category", "range"):
+            return [self.column] if self.column else []
+        return list(self.fields)
 
     def match(self, listings: pd.DataFrame) -> np.ndarray:
         """Boolean mask of the listings this rule matches (vectorised; absent columns match nothing)."""
@@ -148,6 +192,11 @@ class Rule:
     def match_texts(self, texts: Mapping[str, TextColumn], n: int) -> np.ndarray:
         """`match` on the rule's columns given as text ("" where missing), for `n` listings: text by text
         in Python's `re` for a few listings, columnar (RE2) from `COLUMNAR_RULES_MIN` on."""
+        if self.kind == "all":  # each condition picks its own dialect by `n`, so both dialects agree here too
+            mask = np.ones(n, dtype=bool)
+            for condition in self.all:
+                mask &= condition.match_texts(texts, n)
+            return mask
         if self.kind == "match":  # the sources found, space-separated: a term match on that column
             as_terms = Rule(
                 name=self.name, action=self.action, kind="term", terms=list(self.values), fields=[PRODUCT_MATCH]
@@ -159,6 +208,9 @@ class Rule:
         if self.kind == "category":
             values = texts.get(self.column or "")
             return mask if values is None else _category_mask(values, _normalized_values(tuple(self.values)))
+        if self.kind == "range":
+            values = texts.get(self.column or "")
+            return mask if values is None else _in_range(_numbers_columnar(values), self.min, self.max)
         for column in self.fields:
             if column in texts:
                 mask |= _term_mask(texts[column], tuple(self.terms))
@@ -169,12 +221,82 @@ class Rule:
             values = texts.get(self.column or "")
             wanted = _normalized_values(tuple(self.values))
             return [False] * n if values is None else [normalize_category(v) in wanted for v in _texts(values)]
+        if self.kind == "range":
+            values = texts.get(self.column or "")
+            if values is None:
+                return [False] * n
+            numbers = np.array([_number(v) for v in _texts(values)], dtype=np.float64).reshape(n)
+            return _in_range(numbers, self.min, self.max).tolist()
         pattern = _term_pattern(tuple(self.terms))
         columns = [_texts(texts[c]) for c in self.fields if c in texts]
         return [any(pattern.search(column[i]) for column in columns) for i in range(n)]
 
 
 _RULE_KEYS = frozenset(f.name for f in dataclass_fields(Rule))
+
+
+def _condition_fields(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """The condition part of a rule dict as `Rule` fields (bounds and conditions parsed, not yet validated)."""
+    conditions = raw.get("all")
+    if conditions is not None and not isinstance(conditions, list):
+        raise ValueError(f"{where}.all: expected a list of conditions, got {type(conditions).__name__}")
+    return {
+        "kind": raw.get("kind", ""),
+        "terms": list(raw.get("terms") or []),
+        "fields": list(raw.get("fields") or []),
+        "column": raw.get("column"),
+        "values": list(raw.get("values") or []),
+        "min": raw.get("min"),
+        "max": raw.get("max"),
+        "all": [Rule.condition_from_dict(c, f"{where}.all[{i}]") for i, c in enumerate(conditions or [])],
+    }
+
+
+def _validate_range(rule: Rule, where: str) -> None:
+    if not isinstance(rule.column, str) or not rule.column:
+        raise ValueError(f"{where}.column: a range rule needs the numeric column to compare")
+    for name, bound in (("min", rule.min), ("max", rule.max)):
+        if bound is not None and (
+            isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound)
+        ):
+            raise ValueError(f"{where}.{name}: {bound!r} is not a finite number")
+    if rule.min is None and rule.max is None:
+        raise ValueError(f"{where}.min: a range rule needs min, max or both")
+    if rule.min is not None and rule.max is not None and not rule.min < rule.max:
+        raise ValueError(f"{where}.max: {rule.max!r} must be greater than min {rule.min!r}")
+
+
+# A listing's number as text (what `_text_columns` and the service's `cell_text` write): plain decimal
+# notation, ASCII digits, no spaces. Anything else (blank, "n/a", "1_000", " 3") is not a number, and the
+# two dialects agree because both test this one pattern before converting.
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_NUMBER_RE = re.compile(_NUMBER)
+
+
+def _number(text: str) -> float:
+    """The number a text cell holds; NaN when it holds none."""
+    return float(text) if _NUMBER_RE.fullmatch(text) else math.nan
+
+
+def _numbers_columnar(column: TextColumn) -> np.ndarray:
+    """`_number` of a whole column: the pattern in RE2, then one numpy conversion of the texts that pass."""
+    arrow = column if isinstance(column, pa.Array) else pa.array(column, type=pa.large_string())
+    valid = pc.fill_null(pc.match_substring_regex(arrow, rf"^{_NUMBER}$"), False).to_numpy(zero_copy_only=False)
+    numbers = np.full(len(arrow), np.nan)
+    if valid.any():
+        texts = arrow.filter(pa.array(valid)).to_numpy(zero_copy_only=False)
+        numbers[valid] = texts.astype(str).astype(np.float64)
+    return numbers
+
+
+def _in_range(numbers: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+    """[low, high) on finite numbers; NaN and infinities never match."""
+    mask = np.isfinite(numbers)
+    if low is not None:
+        mask &= numbers >= low
+    if high is not None:
+        mask &= numbers < high
+    return mask
 
 
 def _texts(column: TextColumn) -> Sequence[str]:

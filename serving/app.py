@@ -31,6 +31,7 @@ from serving.api import (
     policy,
     queue,
     rule_backtest,
+    rule_suggestions,
     rules,
     score,
     simulate,
@@ -65,6 +66,7 @@ ROUTERS: list[APIRouter] = [
     me.router,
     docs.router,
     rule_backtest.router,
+    rule_suggestions.router,
 ]
 
 

@@ -12,7 +12,7 @@ import typer
 from serving import commands as serving_commands
 from serving import rules_commands
 from training import commands as training_commands
-from training import policy_cli, rules_cli
+from training import policy_cli, rule_suggest_cli, rules_cli
 from triage import lifecycle
 
 app = typer.Typer(
@@ -46,10 +46,13 @@ keys_app.command("rotate")(serving_commands.keys_rotate)
 app.add_typer(keys_app, name="keys")
 
 rules_app = typer.Typer(
-    help="Policy rules: analytics from the decision log, backtests on labelled history.", no_args_is_help=True
+    help="Policy rules: analytics from the decision log, backtests on labelled history, suggestions mined "
+    "from verdicts.",
+    no_args_is_help=True,
 )
 rules_app.command("stats")(rules_commands.rules_stats)
 rules_app.command("backtest")(rules_cli.backtest)
+rules_app.command("suggest")(rule_suggest_cli.suggest)
 app.add_typer(rules_app, name="rules")
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/simulate/curve"): READ,
     ("GET", "/v1/simulate/context"): READ,
     ("GET", "/v1/monitor"): READ,
+    ("POST", "/v1/rules/backtest"): READ,
+    ("GET", "/v1/rules/suggestions"): READ,
     ("GET", "/v1/keys/me"): ANY,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
@@ -108,6 +110,8 @@ def send(service: Service, method: str, path: str, headers: dict[str, str]) -> h
         body = {"bundle": str(service.bundle), "reason": "access test"}
     elif (method, path) == ("DELETE", "/v1/admin/shadow"):
         path += "?reason=access+test"
+    elif (method, path) == ("POST", "/v1/rules/backtest"):
+        body = {"remove": "regulated_category"}
     elif path == "/v1/policy/rules/{name}":
         path, body = rule_change(service, method)
     elif path.startswith("/v1/admin/keys/{name}"):

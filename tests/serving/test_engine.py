@@ -26,6 +26,16 @@ RULES = [
         name="pharma", action="review", kind="category", column="category", values=["Health & Supplements", "pharmacy"]
     ),
     Rule(name="odd", action="review", kind="term", terms=["12.5"], fields=["price", "missing_column"]),
+    Rule(name="cheap", action="review", kind="range", column="price", max=10.0),
+    Rule(
+        name="pricey_blade",
+        action="block",
+        kind="all",
+        all=[
+            Rule(name="", action="", kind="term", terms=["switchblade"], fields=["title"]),
+            Rule(name="", action="", kind="range", column="price", min=10.0),
+        ],
+    ),
 ]
 
 TEXTS = [
