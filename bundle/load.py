@@ -95,6 +95,11 @@ class Bundle:
         except Exception as exc:  # any unreadable part makes the whole bundle unusable
             raise BundleError(f"bundle {bundle_dir}: cannot load ({type(exc).__name__}: {exc})") from exc
 
+    @property
+    def has_history(self) -> bool:
+        """Whether the bundle ships `history.parquet` (without reading it)."""
+        return self._history is not None or (self.path / HISTORY_FILE).is_file()
+
     def history(self) -> pd.DataFrame | None:
         """The bundle's scored, labelled held-out rows (`history.parquet`), read on first use (its sum
         was checked with the manifest at load); None for a bundle exported without them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -12,17 +13,30 @@ import pytest
 from tests.serving.conftest import Api
 
 
+def suggestions(api: Api, query: str = "") -> Any:
+    """GET /v1/rules/suggestions, asking again while the report is being mined (202, Retry-After)."""
+    for _ in range(600):
+        response = api.client.get(f"/v1/rules/suggestions?{query}", headers=api.headers("read"))
+        if response.status_code != 202:
+            return response
+        assert response.headers["Retry-After"] and response.json()["status"] == "mining"
+        time.sleep(0.2)
+    raise AssertionError("rule suggestions still mining after 120 s")
+
+
 def test_suggestions_are_mined_on_the_bundle_history_and_never_enabled(
     serve: Callable[..., AbstractContextManager[Api]],
 ) -> None:
     with serve() as api:
         policy_before = api.client.get("/v1/policy", headers=api.headers("read")).json()
-        response = api.client.get("/v1/rules/suggestions?limit=5", headers=api.headers("read"))
+        first = api.client.get("/v1/rules/suggestions?limit=5", headers=api.headers("read"))
+        response = suggestions(api, "limit=5")
         again = api.client.get(
             "/v1/rules/suggestions?limit=50&min_precision=0.5&sort=workload", headers=api.headers("read")
         )
         policy_after = api.client.get("/v1/policy", headers=api.headers("read")).json()
 
+    assert first.status_code == 202 and first.headers["Retry-After"]  # mined in the background, never blocking
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     assert body["enabled"] is False and body["holdout_rows"] > 0 and body["mining_rows"] > 0
@@ -80,7 +94,7 @@ def test_a_suggestion_a_person_adds_acts_in_the_service(serve: Callable[..., Abs
         ],
     }
     with serve() as api:
-        top = api.client.get("/v1/rules/suggestions?limit=1", headers=api.headers("read")).json()["suggestions"][0]
+        top = suggestions(api, "limit=1").json()["suggestions"][0]
         suggested = {**top["rule"], "action": "review"}
         added = api.client.put(
             f"/v1/policy/rules/{top['name']}",
