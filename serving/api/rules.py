@@ -6,14 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from serving.api.deps import EngineDep, ReadKey, StoreDep
 from serving.api.errors import field_error
-from serving.api.simulate import PAGE_HEADERS, STATIC_DIR
+from serving.api.pages import page_router
 from serving.rule_analytics import DEFAULT_LIMIT, RuleStatsRequest, report
 
 MAX_DAYS = 366
@@ -61,21 +60,7 @@ async def rule_stats(
         raise field_error(("query", field), str(exc)) from exc
 
 
-page = APIRouter(include_in_schema=False)
-PAGE_ASSETS = {"rules.js": "text/javascript", "rules.css": "text/css"}
-
-
-@page.get("/rules")
-def rules_page() -> FileResponse:
-    """The rule analytics page shell (no data in it: it asks for an API key and calls the API)."""
-    return FileResponse(STATIC_DIR / "rules.html", media_type="text/html", headers=PAGE_HEADERS)
-
-
-@page.get("/rules/{asset}")
-def rules_asset(asset: str) -> FileResponse:
-    if asset not in PAGE_ASSETS:  # a fixed list: no path ever reaches the file system from the URL
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
-    return FileResponse(STATIC_DIR / asset, media_type=PAGE_ASSETS[asset], headers=PAGE_HEADERS)
+page = page_router("rules", "rules")
 
 
 router = APIRouter()

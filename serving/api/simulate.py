@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from decision.policy import Policy
@@ -15,19 +13,9 @@ from decision.simulate import parse_tier_threshold, policy_tier_targets
 from decision.thresholds import ThresholdResult
 from serving.api.deps import EngineDep, ReadKey
 from serving.api.errors import field_error
+from serving.api.pages import page_router
 from serving.engine import DecisionEngine
 from serving.simulation import ReferenceSet, ScenarioError, curve, records, reference_set, run, what_if_policy
-
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-PAGE_ASSETS = {"simulator.js": "text/javascript", "simulator.css": "text/css"}
-# The page loads nothing but its own files and talks only to this service.
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-    "connect-src 'self'; img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
-    "Cache-Control": "no-cache",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 Target = Annotated[float, Field(ge=0.5, le=0.99999, allow_inf_nan=False)]
 TIER_PASS_HELP = (
@@ -228,20 +216,7 @@ def simulate_context(_key: ReadKey, engine: EngineDep) -> dict[str, Any]:
     }
 
 
-page = APIRouter(include_in_schema=False)
-
-
-@page.get("/simulator")
-def simulator_page() -> FileResponse:
-    """The simulator page shell (no data in it: it asks for an API key and calls the API)."""
-    return FileResponse(STATIC_DIR / "simulator.html", media_type="text/html", headers=PAGE_HEADERS)
-
-
-@page.get("/simulator/{asset}")
-def simulator_asset(asset: str) -> FileResponse:
-    if asset not in PAGE_ASSETS:  # a fixed list: no path ever reaches the file system from the URL
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
-    return FileResponse(STATIC_DIR / asset, media_type=PAGE_ASSETS[asset], headers=PAGE_HEADERS)
+page = page_router("simulator", "simulator")
 
 
 router = APIRouter()
