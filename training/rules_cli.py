@@ -148,16 +148,20 @@ def _when(text: str, option: str) -> datetime:
 
 def _log(bundle: Bundle, db: str | None, since: datetime | None, until: datetime) -> tuple[Policy, pd.DataFrame, str]:
     """The policy in force for the bundle and the decision log's decisions of its model with a verdict in
-    the window (the service's store, opened as `triage rules stats` opens it)."""
+    the window. The log is the service's: read through its store (imported here, only for this source),
+    opened as `triage rules stats` opens it."""
     from serving.models import policy_in_force
     from serving.settings import get_settings
     from serving.store import create_store
 
     url = db or get_settings().database_url
-    with create_store(url, group_commit=False) as store:
-        store.init_schema()
-        policy = policy_in_force(store, bundle) or bundle.policy
-        log, truncated = store.decision_history(bundle.version, since, until, MAX_LOG_ROWS)
+    try:
+        with create_store(url, group_commit=False) as store:
+            store.init_schema()
+            policy = policy_in_force(store, bundle) or bundle.policy
+            log, truncated = store.decision_history(bundle.version, since, until, MAX_LOG_ROWS)
+    except Exception as exc:  # a bad URL or an unreachable database: say which, no traceback
+        return _fail(f"--db: cannot read the decision log at {url} ({type(exc).__name__}: {exc})")
     if log.empty:
         return (
             policy,

@@ -12,13 +12,16 @@ nothing about rules beside the model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
 from decision.backtest import TIER_RISK_PREFIX
+from features.config import INCLUSION_PROB
 from features.identify import MATCH_SOURCES, PRODUCT_MATCH
 from serving.store import schema
 from serving.store.database import Database
@@ -42,19 +45,6 @@ DECISION_HISTORY_COLUMNS = (
     r.c.violation_reason,
     r.c.review_seconds,
 )
-# Columns of the log frame besides the listing's fields (they win over a listing field of the same name)
-LOG_COLUMNS = (
-    "decision_id",
-    "decided_at",
-    "logged_decision",
-    "policy_version",
-    "risk",
-    "label",
-    "violation_reason",
-    "review_seconds",
-    "inclusion_prob",
-    PRODUCT_MATCH,
-)
 
 
 class DecisionHistoryReads(Database):
@@ -75,31 +65,38 @@ class DecisionHistoryReads(Database):
             query = query.where(d.c.decided_at >= since)
         with self._read_engine.connect() as conn:
             rows = conn.execute(query).all()
-        return history_frame([row._mapping for row in rows[:limit][::-1]]), len(rows) > limit
+        kept = rows[:limit][::-1]
+        names = [c.name for c in DECISION_HISTORY_COLUMNS]
+        columns: dict[str, Sequence[Any]] = dict.fromkeys(names, ())
+        if kept:
+            columns = dict(zip(names, zip(*kept, strict=True), strict=True))
+        return history_frame(columns), len(rows) > limit
 
 
-def history_frame(rows: list[Any]) -> pd.DataFrame:
-    """Logged decisions joined with their verdicts (mappings of DECISION_HISTORY_COLUMNS) as history rows."""
-    listings = pd.DataFrame.from_records([row["listing"] for row in rows], index=range(len(rows)))
-    tiers = pd.DataFrame.from_records([row["tier_risk"] or {} for row in rows], index=range(len(rows)))
-    logged = pd.DataFrame(
+def history_frame(logged: dict[str, Sequence[Any]]) -> pd.DataFrame:
+    """Logged decisions joined with their verdicts (a sequence per column of DECISION_HISTORY_COLUMNS, by
+    name) as history rows."""
+    index = range(len(logged["decision_id"]))
+    listings = pd.DataFrame.from_records(list(logged["listing"]), index=index)
+    tiers = pd.DataFrame.from_records([tier_risk or {} for tier_risk in logged["tier_risk"]], index=index)
+    frame = pd.DataFrame(
         {
-            "decision_id": [row["decision_id"] for row in rows],
-            "decided_at": pd.to_datetime([row["decided_at"] for row in rows], utc=True),
-            "logged_decision": [row["decision"] for row in rows],
-            "policy_version": [row["policy_version"] for row in rows],
-            "risk": pd.array([row["risk"] for row in rows], dtype="float64"),
-            "label": pd.array([int(row["verdict"] == "reject") for row in rows], dtype="int64"),
-            "violation_reason": [row["violation_reason"] or "" for row in rows],
-            "review_seconds": pd.array([row["review_seconds"] for row in rows], dtype="Float64").astype("float64"),
-            "inclusion_prob": pd.array([row["inclusion_prob"] for row in rows], dtype="Float64").astype("float64"),
-            PRODUCT_MATCH: [product_match(row["reasons"]) for row in rows],
+            "decision_id": list(logged["decision_id"]),
+            "decided_at": pd.to_datetime(list(logged["decided_at"]), utc=True),
+            "logged_decision": list(logged["decision"]),
+            "policy_version": list(logged["policy_version"]),
+            "risk": np.array(logged["risk"], dtype=np.float64),
+            "label": np.array([verdict == "reject" for verdict in logged["verdict"]], dtype=np.int64),
+            "violation_reason": [reason or "" for reason in logged["violation_reason"]],
+            "review_seconds": np.array(logged["review_seconds"], dtype=np.float64),  # None -> NaN
+            INCLUSION_PROB: np.array(logged["inclusion_prob"], dtype=np.float64),
+            PRODUCT_MATCH: [product_match(reasons) for reasons in logged["reasons"]],
         },
-        index=range(len(rows)),
+        index=index,
     )
     tiers.columns = [f"{TIER_RISK_PREFIX}{tier}" for tier in tiers.columns]
-    listings = listings.drop(columns=[c for c in listings.columns if c in LOG_COLUMNS or c in tiers.columns])
-    return pd.concat([listings, logged, tiers.astype("float64")], axis=1)
+    listings = listings.drop(columns=[c for c in listings.columns if c in frame.columns or c in tiers.columns])
+    return pd.concat([listings, frame, tiers.astype("float64")], axis=1)
 
 
 def product_match(reasons: list[dict[str, Any]] | None) -> str:

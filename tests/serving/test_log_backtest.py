@@ -203,6 +203,7 @@ def test_a_backtest_on_a_hand_made_log_equals_a_hand_count(serve: Serve, own_bun
     empty = CliRunner().invoke(app, [*args, "--source", "log", "--db", database_url, "--until", "2001-01-01"])
     bad_source = CliRunner().invoke(app, [*args, "--source", "lake"])
     stray_window = CliRunner().invoke(app, [*args, "--since", "2026-01-01"])
+    bad_db = CliRunner().invoke(app, [*args, "--source", "log", "--db", "nonsense://nowhere"])
     assert cli.exit_code == 0, cli.output
     from_cli = json.loads(cli.output)
     assert {k: from_cli[k] for k in ("before", "after", "rule", "rows")} == {
@@ -213,6 +214,7 @@ def test_a_backtest_on_a_hand_made_log_equals_a_hand_count(serve: Serve, own_bun
     assert empty.exit_code == 2 and "no decision of model" in empty.output
     assert bad_source.exit_code == 2 and "--source" in bad_source.output
     assert stray_window.exit_code == 2 and "--since" in stray_window.output
+    assert bad_db.exit_code == 2 and "--db: cannot read the decision log" in bad_db.output
 
 
 def test_the_source_field_is_validated_and_an_empty_source_is_a_conflict(serve: Serve) -> None:
