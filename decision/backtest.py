@@ -180,10 +180,7 @@ def backtest(
         if column not in history:
             raise ValueError(f"segment_by: history has no column {column!r}")
     if rule is not None:
-        absent = [c for c in rule.columns if c not in history]
-        if absent:
-            field = "rule.column" if rule.kind == "category" else "rule.fields"
-            raise ValueError(f"{field}: history has no column {absent} (it has {sorted(history.columns)})")
+        _check_rule_columns(rule, history)
     n = len(history)
     acting_before = [r for r in before_rules if acts(r)]
     acting_after = [r for r in after_rules if acts(r) or r is rule]
@@ -235,6 +232,18 @@ def backtest(
         for column in columns
     }
     return result
+
+
+def _check_rule_columns(rule: Rule, history: pd.DataFrame) -> None:
+    """ValueError naming the rule's field that asks for a column history lacks: `rule.fields`,
+    `rule.column`, `rule.kind` (a match rule reads the derived `product_match`), or the same inside
+    `rule.all[i]`."""
+    conditions = [(f"rule.all[{i}]", c) for i, c in enumerate(rule.all)] if rule.kind == "all" else [("rule", rule)]
+    for where, condition in conditions:
+        absent = [c for c in condition.columns if c not in history]
+        if absent:
+            field = {"term": "fields", "match": "kind"}.get(condition.kind, "column")
+            raise ValueError(f"{where}.{field}: history has no column {absent} (it has {sorted(history.columns)})")
 
 
 def changed_rules(rules: list[Rule], rule: Rule | None, replace: str | None, remove: str | None) -> list[Rule]:
@@ -595,3 +604,25 @@ def certify_shipped_rules(history: pd.DataFrame, policy: Policy) -> tuple[Policy
         "warnings": warnings,
     }
     return final, report
+
+
+# --- sources -------------------------------------------------------------------------------------------
+
+SOURCES = ("history", "log", "both")
+SOURCE_COLUMN = "row_source"  # in a mixed frame: "history" or "log", a column segment_by can name
+
+
+def mixed_history(history: pd.DataFrame | None, log: pd.DataFrame | None, id_column: str) -> pd.DataFrame:
+    """The labelled rows of both sources in one frame, with `row_source` saying where each came from. A
+    listing of the logged decisions that is also in history (rescored held-out rows) is kept once, from
+    history: the bundle's own row, labelled by the original review."""
+    parts = []
+    if history is not None:
+        parts.append(history.assign(**{SOURCE_COLUMN: "history"}))
+    if log is not None:
+        if history is not None and id_column in history and id_column in log:
+            log = log[~log[id_column].astype(str).isin(history[id_column].astype(str))]
+        parts.append(log.assign(**{SOURCE_COLUMN: "log"}))
+    if not parts:
+        raise ValueError("source: neither history nor the decision log has rows")
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)

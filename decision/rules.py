@@ -304,12 +304,17 @@ def _texts(column: TextColumn) -> Sequence[str]:
 
 
 def _category_mask(values: TextColumn, wanted: frozenset[str]) -> np.ndarray:
-    """Categories are normalised once per distinct value."""
+    """Categories are normalised once per distinct value, found by hashing (arrow's dictionary encoding,
+    or pandas' factorize for Python text) rather than by sorting the column. A missing value is compared
+    as its text ("None", "nan"), as `str` spells it."""
     if isinstance(values, pa.Array):
-        values = values.to_numpy(zero_copy_only=False)
-    uniques, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
-    hit = np.fromiter((normalize_category(u) in wanted for u in uniques), dtype=bool, count=len(uniques))
-    return hit[inverse.reshape(-1)]
+        encoded = values.dictionary_encode(null_encoding="encode")
+        uniques: Sequence[Any] = encoded.dictionary.to_pylist()
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+    else:
+        codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
+    hit = np.fromiter((normalize_category(str(u)) in wanted for u in uniques), dtype=bool, count=len(uniques))
+    return hit[codes].reshape(-1)
 
 
 @lru_cache(maxsize=256)

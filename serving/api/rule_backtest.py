@@ -1,34 +1,48 @@
 """Rule backtests on the serving bundle's labelled history, and the gate a block rule passes to act.
 
 `POST /v1/rules/backtest` (read scope: it changes nothing, so whoever may read the policy may test a
-rule before asking an admin to put it in force) runs `decision.backtest.backtest` on the bundle's
-`history.parquet` with the policy in force. `gate_block_rules` is what the policy change path calls: a
-rule that would go into force as an enforced block rule must have its precision certified on that
-history at the policy's block-precision target (`decision.backtest.certify_rule_precision`), unless an
-admin forces it; either way the audit row's reason records the certificate.
+rule before asking an admin to put it in force) runs `decision.backtest.backtest` with the policy in
+force on the bundle's `history.parquet`, on the decision log's decisions with a verdict (`"source":
+"log"`; only the serving model's: another model's risk is not on this policy's scale), or on both.
+`gate_block_rules` is what the policy change path calls: a rule that would go into force as an enforced
+block rule must have its precision certified on the bundle's history at the policy's block-precision
+target (`decision.backtest.certify_rule_precision`), unless an admin forces it; either way the audit
+row's reason records the certificate.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
+import pandas as pd
 from fastapi import APIRouter, HTTPException, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from bundle.load import Bundle
-from decision.backtest import RuleCertificate, backtest, block_target, certify_rule_precision, new_block_rules
+from decision.backtest import (
+    SOURCE_COLUMN,
+    RuleCertificate,
+    backtest,
+    block_target,
+    certify_rule_precision,
+    mixed_history,
+    new_block_rules,
+)
 from decision.policy import Policy
 from decision.rules import Rule
-from serving.api.deps import EngineDep, ReadKey
+from serving.api.deps import EngineDep, ReadKey, StoreDep
 from serving.api.errors import field_error
+from serving.store import Store
 
 router = APIRouter(prefix="/v1", tags=["rules"])
 
 RuleNameField = Annotated[str, Field(min_length=1, max_length=128)]
-REQUEST_FIELDS = ("rule", "replace", "remove", "segment_by", "alpha")
+REQUEST_FIELDS = ("rule", "replace", "remove", "segment_by", "alpha", "source", "since", "until")
+MAX_LOG_ROWS = 1_000_000  # the most recent logged decisions a backtest reads
 GATE_FIELD = ("body", "rule", "action")  # a refused block rule: the action it asked for is what is refused
 
 
@@ -46,35 +60,94 @@ class BacktestRequest(BaseModel):
     remove: RuleNameField | None = None
     segment_by: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=10)
     alpha: float = Field(default=0.05, gt=0.0, lt=0.5, description="intervals are two-sided at 1 - alpha")
+    source: Literal["history", "log", "both"] = Field(
+        default="history",
+        description="the bundle's labelled history, the decision log's decisions with a verdict (of the "
+        "serving model), or both",
+    )
+    since: datetime | None = Field(default=None, description="log window start (ISO 8601; default: the first)")
+    until: datetime | None = Field(default=None, description="log window end, exclusive (default: now)")
+
+    def window(self) -> tuple[datetime | None, datetime]:
+        """The log window, times without a zone read as UTC; ValueError naming since/until when unusable."""
+        if self.source == "history" and (self.since or self.until):
+            field = "since" if self.since else "until"
+            raise ValueError(f"{field}: a window applies to the decision log: give source 'log' or 'both'")
+        until = _aware(self.until) if self.until else datetime.now(UTC)
+        since = _aware(self.since) if self.since else None
+        if since is not None and since >= until:
+            raise ValueError(f"since: {since.isoformat()} is not before until {until.isoformat()}")
+        return since, until
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @router.post(
     "/rules/backtest",
     responses={
-        409: {"description": "No model loaded, or the bundle ships no labelled history"},
+        409: {"description": "No model loaded, or the chosen source has no labelled rows"},
         422: {"description": "Invalid rule or request (field named)"},
     },
 )
-async def post_backtest(body: BacktestRequest, _key: ReadKey, engine: EngineDep) -> dict[str, Any]:
-    """Backtest a candidate, changed or removed rule on the serving bundle's held-out labelled rows with
-    the policy in force: routing split before/after, reviewer-hours, misses and wrongful blocks; the
-    rule's hits, precision and recall with exact intervals; a block rule's certificate; per segment."""
+async def post_backtest(body: BacktestRequest, _key: ReadKey, engine: EngineDep, store: StoreDep) -> dict[str, Any]:
+    """Backtest a candidate, changed or removed rule with the policy in force on labelled rows: the
+    serving bundle's held-out history, the decision log's decisions with a verdict in a window (the
+    serving model's; audited automated decisions weighted by 1 / inclusion probability), or both:
+    routing split before/after, reviewer-hours, misses and wrongful blocks; the rule's hits, precision
+    and recall with exact intervals; a block rule's certificate; per segment."""
     bundle, policy = engine.bundle, engine.policy
     if not engine.ready or bundle is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "no model bundle is loaded")
     rule = _parse_rule(body.rule)
-    history = await run_in_threadpool(bundle.history)
-    if history is None:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"bundle {bundle.version} ships no labelled history (history.parquet): retrain to backtest rules",
-        )
     try:
-        return await run_in_threadpool(
-            backtest, history, policy, rule, body.replace, body.remove, body.segment_by, body.alpha
+        since, until = body.window()
+    except ValueError as exc:
+        raise _request_error(str(exc)) from exc
+    rows, sources = await run_in_threadpool(_labelled_rows, bundle, store, body.source, since, until)
+    try:
+        result = await run_in_threadpool(
+            backtest, rows, policy, rule, body.replace, body.remove, body.segment_by, body.alpha
         )
     except ValueError as exc:
         raise _request_error(str(exc)) from exc
+    return {**result, "source": body.source, "sources": sources}
+
+
+def _labelled_rows(
+    bundle: Bundle, store: Store, source: str, since: datetime | None, until: datetime
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The rows to backtest on and what they are; a 409 when the chosen source has none."""
+    history = bundle.history() if source in ("history", "both") else None
+    log, truncated = None, False
+    if source in ("log", "both"):
+        log, truncated = store.decision_history(bundle.version, since, until, MAX_LOG_ROWS)
+    sources: dict[str, Any] = {"history_rows": None if history is None else len(history)}
+    if log is not None:
+        sources.update(
+            log_rows=len(log),
+            model_version=bundle.version,
+            window={"since": since.isoformat() if since else None, "until": until.isoformat()},
+            log_truncated=truncated,
+        )
+    no_history = f"bundle {bundle.version} ships no labelled history (history.parquet): retrain to backtest rules"
+    no_log = (
+        f"the decision log has no decision of model {bundle.version} with a verdict between "
+        f"{since.isoformat() if since else 'its start'} and {until.isoformat()}"
+    )
+    if source == "history":
+        if history is None:
+            raise HTTPException(status.HTTP_409_CONFLICT, no_history)
+        return history, sources
+    assert log is not None
+    if source == "log" or log.empty and (history is None or history.empty):
+        if log.empty:
+            raise HTTPException(status.HTTP_409_CONFLICT, no_log if source == "log" else f"{no_history}; {no_log}")
+        return log, sources
+    mixed = mixed_history(history, log, bundle.config.id)
+    sources["log_rows_also_in_history"] = len(log) - int((mixed[SOURCE_COLUMN] == "log").sum())
+    return mixed, sources
 
 
 def _parse_rule(raw: dict[str, Any] | None) -> Rule | None:

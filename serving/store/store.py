@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from serving.store.api_keys import ApiKeyTable
 from serving.store.database import Clock
+from serving.store.decision_history import DecisionHistoryReads
 from serving.store.decisions import DecisionLog
 from serving.store.model_audit import ModelAudit
 from serving.store.monitoring import MonitorReads
@@ -32,6 +33,7 @@ class Store(
     ShadowLog,
     MonitorReads,
     RuleLogReads,
+    DecisionHistoryReads,
     ReviewedListings,
 ):
     """Durable storage of the scoring service. Thread-safe; create one per process (`create_store`)."""
