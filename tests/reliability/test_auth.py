@@ -34,6 +34,8 @@ ACCESS: dict[tuple[str, str], str] = {
     ("PUT", "/v1/policy/rules/{name}"): ADMIN,
     ("PATCH", "/v1/policy/rules/{name}"): ADMIN,
     ("DELETE", "/v1/policy/rules/{name}"): ADMIN,
+    ("POST", "/v1/policy/rules/{name}/disable"): ADMIN,
+    ("POST", "/v1/policy/rules/{name}/enable"): ADMIN,
     ("POST", "/v1/admin/reload"): ADMIN,
     ("GET", "/v1/models/history"): READ,
     ("GET", "/v1/shadow"): READ,
@@ -51,12 +53,25 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/monitor"): READ,
     ("POST", "/v1/rules/backtest"): READ,
     ("GET", "/v1/rules/suggestions"): READ,
+    ("GET", "/v1/rules/stats"): READ,
+    ("GET", "/v1/listings/{listing_id}/similar"): REVIEW_OR_READ,
     ("GET", "/v1/keys/me"): ANY,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
 }
-PAGES = ["/simulator", "/simulator/simulator.js", "/simulator/simulator.css", "/docs", "/openapi.json"]
+PAGES = [
+    "/simulator",
+    "/simulator/simulator.js",
+    "/simulator/simulator.css",
+    "/rules",
+    "/rules/rules.js",
+    "/rules/rules.css",
+    "/docs",
+    "/openapi.json",
+]
+# Answers other than 200 that still grant access: suggestions answer 202 while they are being mined
+GRANTED = {("POST", "/v1/admin/keys"): {201}, ("GET", "/v1/rules/suggestions"): {200, 202}}
 SCOPED_KEYS = ("score", "review", "read", "admin")
 _ids = itertools.count(10_000)
 
@@ -77,6 +92,14 @@ def queued_decision(service: Service) -> str:
     return str(response.json()["decision_id"])
 
 
+def scored_listing(service: Service) -> str:
+    """The id of a listing the service has just scored (and logged)."""
+    body = listing(next(_ids))
+    response = httpx.post(service.url + "/v1/score", json=body, headers=service.headers("score"), timeout=30)
+    assert response.status_code == 200, response.text
+    return str(body["listing_id"])
+
+
 RULE = {"action": "review", "kind": "term", "terms": ["access-test"], "fields": ["title"]}
 
 
@@ -91,6 +114,8 @@ def rule_change(service: Service, method: str) -> tuple[str, Any]:
     assert put.status_code == 200, put.text
     if method == "PATCH":
         return path, {"changes": {"terms": ["access-test-2"]}, "reason": "access test"}
+    if method == "POST":  # disable / enable
+        return path, {"reason": "access test"}
     return path + "?reason=access+test", None
 
 
@@ -114,6 +139,12 @@ def send(service: Service, method: str, path: str, headers: dict[str, str]) -> h
         body = {"remove": "regulated_category"}
     elif path == "/v1/policy/rules/{name}":
         path, body = rule_change(service, method)
+    elif path.startswith("/v1/policy/rules/{name}/"):  # disable / enable
+        suffix = path.rsplit("/", 1)[1]
+        path, body = rule_change(service, "POST")
+        path += f"/{suffix}"
+    elif path == "/v1/listings/{listing_id}/similar":
+        path = path.replace("{listing_id}", scored_listing(service))
     elif path.startswith("/v1/admin/keys/{name}"):
         with create_store(service.database_url, group_commit=False) as store:  # a throwaway key to act on
             name = f"access-test-{next(_ids)}"
@@ -158,7 +189,7 @@ def test_every_route_grants_exactly_the_documented_access(shared_service: Servic
             elif key not in SCOPED_KEYS:
                 expected = {401}
             elif allowed(required, key):
-                expected = {201} if (method, path) == ("POST", "/v1/admin/keys") else {200}
+                expected = GRANTED.get((method, path), {200})
             else:
                 expected = {403}
             response = send(shared_service, method, path, headers)
