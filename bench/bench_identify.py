@@ -8,11 +8,12 @@ Built-in data only (the oracle's `repost_of` says which rows re-post which rejec
    `features.identify.identify_history` does (each row against listings rejected and reviewed before it
    was created). A detection is correct when the matched listing is the row's original or another
    re-post of the same original. recall = re-posts detected correctly / re-posts; precision = correct
-   detections / detections. The (same-merchant, new-account) bonuses and the score threshold are chosen
-   on the validation seeds (per bonus pair, the lowest threshold whose pooled precision reaches 0.95;
-   the pair with the best recall), then measured on the test seeds. The shipped constants
-   (REPOST_THRESHOLD, MERCHANT_BONUS, NEW_ACCOUNT_BONUS) are measured too. Baseline in the same run:
-   text similarity alone (no product attributes, no bonus).
+   detections / detections. A logistic regression of pair correctness on `identify.pair_features` is
+   fitted on the pooled candidates of the validation seeds and its score threshold chosen there (the
+   lowest whose pooled precision reaches PRECISION_CHOSEN), then measured on the test seeds, with the
+   candidate recall (re-posts whose original is a candidate at all). The shipped constants
+   (REPOST_COEFFICIENTS, REPOST_INTERCEPT, REPOST_THRESHOLD) are measured too. Baseline in the same
+   run: text similarity alone (the unblocked index banded for 0.65, no product attributes, no seller).
 2. Latency. A bundle trained on `--train-rows` rows; single-listing `score` + `decide` on held-out
    listings, with product identification and without it (the same engine, its identifier removed), in
    alternating rounds; p50 / p99 of each and the difference. Also with the 1M-listing index of step 3.
