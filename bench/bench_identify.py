@@ -8,16 +8,18 @@ Built-in data only (the oracle's `repost_of` says which rows re-post which rejec
    `features.identify.identify_history` does (each row against listings rejected and reviewed before it
    was created). A detection is correct when the matched listing is the row's original or another
    re-post of the same original. recall = re-posts detected correctly / re-posts; precision = correct
-   detections / detections. The (same-merchant, new-account) bonuses and the score threshold are chosen
-   on the validation seeds (per bonus pair, the lowest threshold whose pooled precision reaches 0.95;
-   the pair with the best recall), then measured on the test seeds. The shipped constants
-   (REPOST_THRESHOLD, MERCHANT_BONUS, NEW_ACCOUNT_BONUS) are measured too. Baseline in the same run:
-   text similarity alone (no product attributes, no bonus).
+   detections / detections. A logistic regression of pair correctness on `identify.pair_features` is
+   fitted on the pooled candidates of the validation seeds and its score threshold chosen there (the
+   lowest whose pooled precision reaches PRECISION_CHOSEN), then measured on the test seeds, with the
+   candidate recall (re-posts whose original is a candidate at all). The shipped constants
+   (REPOST_COEFFICIENTS, REPOST_INTERCEPT, REPOST_THRESHOLD) are measured too. Baseline in the same
+   run: text similarity alone (the unblocked index banded for 0.65, no product attributes, no seller).
 2. Latency. A bundle trained on `--train-rows` rows; single-listing `score` + `decide` on held-out
    listings, with product identification and without it (the same engine, its identifier removed), in
    alternating rounds; p50 / p99 of each and the difference. Also with the 1M-listing index of step 3.
 3. Build. In a fresh process: `--build-rows` generated listings (generation not timed) normalised,
-   signed and indexed (`ProductIdentifier.frame_listings` + `ListingIndex.add`); wall time and the
+   signed and indexed in both indexes (`ProductIdentifier.frame_listings`, then `ListingIndex.add` to
+   the re-post index and to the similar-cases index); wall time and the
    process's peak RSS growth.
 """
 
@@ -45,19 +47,21 @@ from features.config import DataConfig  # noqa: E402
 from training.generate import generate  # noqa: E402
 
 PRECISION_TARGET = 0.95
-BONUSES = [(same, new) for same in (0.2, 0.3, 0.4) for new in (0.0, 0.1, 0.2, 0.3)]  # (merchant, new account)
+PRECISION_CHOSEN = 0.97  # the threshold is chosen for this precision on validation: a margin over the target
 
 
 def candidate_pairs(rows: int, seed: int, product: bool = True) -> dict[str, Any]:
-    """Every row's candidates among earlier rejects (similarity >= 0.3), with correctness per pair."""
+    """Every row's candidates among earlier rejects, with their pair features and correctness per pair."""
     history, oracle = generate(rows, seed=seed)
     config = DataConfig()
     identifier = identify._identifier_for(config, history, None)
+    if not product:  # the text-only baseline: the old index (no attribute blocking, banded for 0.65)
+        identifier.rejects = identify.ListingIndex(identifier.family)
     ids = history[config.id].astype(str).to_numpy(dtype=object)
     listings, _ = identifier.frame_listings(history, ids, identify._review_times(history, config))
     identifier.rejects.add(listings.take(np.flatnonzero(identify.rejected_rows(history, config).to_numpy())))
     found = identifier.rejects.query(
-        listings, 0.3, before_us=identify.times_us(history, config.timestamp), product=product
+        listings, 0.0, before_us=identify.times_us(history, config.timestamp), product=product
     )
     repost_of = oracle.set_index("listing_id").loc[history["listing_id"], "repost_of"].to_numpy(dtype=object)
     family = dict(zip(ids.tolist(), ids.tolist(), strict=True))
@@ -67,20 +71,24 @@ def candidate_pairs(rows: int, seed: int, product: bool = True) -> dict[str, Any
     families = np.asarray([family[i] for i in ids.tolist()], dtype=object)
     position = pd.Series(np.arange(len(ids)), index=ids)
     matched = position.loc[found.ids].to_numpy()
+    features = found.features
+    if not product:
+        features[:, 1:] = 0.0  # text similarity alone
     return {
         "n": len(ids),
         "reposts": int((repost_of != "").sum()),
         "query": found.query,
         "similarity": found.similarity,
-        "same_merchant": found.same_merchant,
-        "new_account": found.new_account,
+        "features": features,
         "correct": families[found.query] == families[matched],
+        "original_found": float(
+            np.isin(np.flatnonzero(repost_of != ""), found.query[repost_of[found.query] == found.ids]).mean()
+        ),
     }
 
 
-def best_per_row(pairs: dict[str, Any], bonus: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def best_per_row(pairs: dict[str, Any], score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, its best candidate's score (0: none) and whether that candidate is correct."""
-    score = pairs["similarity"] + bonus[0] * pairs["same_merchant"] + bonus[1] * pairs["new_account"]
     q = pairs["query"]
     best, correct = np.zeros(pairs["n"]), np.zeros(pairs["n"], dtype=bool)
     if len(q):
@@ -90,8 +98,8 @@ def best_per_row(pairs: dict[str, Any], bonus: tuple[float, float]) -> tuple[np.
     return best, correct
 
 
-def measure(pairs: dict[str, Any], bonus: tuple[float, float], threshold: float) -> dict[str, float]:
-    best, correct = best_per_row(pairs, bonus)
+def measure(pairs: dict[str, Any], score: np.ndarray, threshold: float) -> dict[str, float]:
+    best, correct = best_per_row(pairs, score)
     hits = best >= threshold
     detected = int(hits.sum())
     right = int((hits & correct).sum())
@@ -103,23 +111,28 @@ def measure(pairs: dict[str, Any], bonus: tuple[float, float], threshold: float)
     }
 
 
-def choose(validation: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per bonus, the lowest threshold reaching the precision target on the pooled validation seeds;
-    the bonus whose threshold gives the best pooled recall."""
-    options = []
-    for bonus in BONUSES:
-        best, correct = zip(*(best_per_row(p, bonus) for p in validation), strict=True)
-        scores, right = np.concatenate(best), np.concatenate(correct)
-        threshold = identify.choose_threshold(scores, right, PRECISION_TARGET)
-        recall = sum(measure(p, bonus, threshold)["recall"] * p["reposts"] for p in validation)
-        options.append(
-            {"bonus": list(bonus), "threshold": threshold, "recall": recall / sum(p["reposts"] for p in validation)}
-        )
-    log(
-        "validation: "
-        + ", ".join(f"bonus {o['bonus']}: t={o['threshold']:.4f} recall {o['recall']:.3f}" for o in options)
+def fit(validation: list[dict[str, Any]]) -> dict[str, Any]:
+    """Logistic regression of pair correctness on the pair features (pooled validation candidates), and
+    the lowest score threshold whose pooled validation precision reaches PRECISION_CHOSEN."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([p["features"] for p in validation])
+    y = np.concatenate([p["correct"] for p in validation])
+    model = LogisticRegression(C=10.0, solver="newton-cholesky", max_iter=200).fit(x, y)
+    coefficients = [round(float(c), 3) for c in model.coef_[0]]
+    intercept = round(float(model.intercept_[0]), 3)
+    best, correct = zip(
+        *(best_per_row(p, identify.repost_score(p["features"], coefficients, intercept)) for p in validation),
+        strict=True,
     )
-    return max(options, key=lambda o: o["recall"])
+    threshold = round(identify.choose_threshold(np.concatenate(best), np.concatenate(correct), PRECISION_CHOSEN), 4)
+    recall = sum(
+        measure(p, identify.repost_score(p["features"], coefficients, intercept), threshold)["recall"] * p["reposts"]
+        for p in validation
+    ) / sum(p["reposts"] for p in validation)
+    chosen = {"coefficients": coefficients, "intercept": intercept, "threshold": threshold, "recall": recall}
+    log(f"validation fit: {chosen}")
+    return chosen
 
 
 def detection(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,24 +140,25 @@ def detection(args: argparse.Namespace) -> dict[str, Any]:
     for seed in args.validation_seeds:
         log(f"validation seed {seed}: {args.rows:,} rows")
         validation.append(candidate_pairs(args.rows, seed))
-    chosen = choose(validation)
-    bonus = (chosen["bonus"][0], chosen["bonus"][1])
-    shipped = (identify.MERCHANT_BONUS, identify.NEW_ACCOUNT_BONUS)
+    chosen = fit(validation)
     tests: list[dict[str, Any]] = []
     for seed in args.test_seeds:
         log(f"test seed {seed}: {args.rows:,} rows")
         pairs = candidate_pairs(args.rows, seed)
         text_only = candidate_pairs(args.rows, seed, product=False)
-        no_bonus = (0.0, 0.0)
-        t_text = identify.choose_threshold(*best_per_row(text_only, no_bonus), PRECISION_TARGET)  # in-sample
+        fitted = identify.repost_score(pairs["features"], chosen["coefficients"], chosen["intercept"])
+        t_text = identify.choose_threshold(
+            *best_per_row(text_only, text_only["similarity"]), PRECISION_TARGET
+        )  # in-sample
         tests.append(
             {
                 "seed": seed,
-                "chosen": measure(pairs, bonus, chosen["threshold"]),
-                "shipped": measure(pairs, shipped, identify.REPOST_THRESHOLD),
-                "text_only_at_0.8": measure(text_only, no_bonus, 0.8),
-                "text_only_in_sample": {**measure(text_only, no_bonus, t_text), "threshold": t_text},
-                "curve": [{"threshold": t, **measure(pairs, bonus, t)} for t in (0.6, 0.7, 0.8, 0.9, 1.0, 1.1)],
+                "candidate_recall": pairs["original_found"],
+                "chosen": measure(pairs, fitted, chosen["threshold"]),
+                "shipped": measure(pairs, identify.repost_score(pairs["features"]), identify.REPOST_THRESHOLD),
+                "text_only_at_0.8": measure(text_only, text_only["similarity"], 0.8),
+                "text_only_in_sample": {**measure(text_only, text_only["similarity"], t_text), "threshold": t_text},
+                "curve": [{"threshold": t, **measure(pairs, fitted, t)} for t in (0.1, 0.3, 0.5, 0.7, 0.9, 0.97)],
             }
         )
     return {"chosen_on_validation": chosen, "tests": tests}
@@ -159,7 +173,8 @@ def build(rows: int) -> dict[str, float]:
     identifier = identify._identifier_for(config, history, None)
     ids = history[config.id].astype(str).to_numpy(dtype=object)
     listings, _ = identifier.frame_listings(history, ids, identify._review_times(history, config))
-    identifier.reviewed.add(listings)
+    identifier.rejects.add(listings)  # the re-post index (blocked, banded low)
+    identifier.reviewed.add(listings)  # the similar-cases index
     seconds = time.perf_counter() - start
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"rows": rows, "seconds": seconds, "peak_rss_growth_mb": (rss_after - rss_before) / 1024}
@@ -199,7 +214,7 @@ def latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for listing in listings:
         listing["created_at"] = listing["created_at"].isoformat()
     engine = DecisionEngine.from_bundle(bundle, seed=0)
-    large = identify.ListingIndex(identifier.family)
+    large = identify.ListingIndex(identifier.family, identify.REJECTS_LSH_THRESHOLD, blocked=True)
     large_rows, _ = generate(args.build_rows, seed=3)
     ids = large_rows["listing_id"].astype(str).to_numpy(dtype=object)
     log(f"indexing {args.build_rows:,} listings for the large-index case")
@@ -249,26 +264,30 @@ def report(results: dict[str, Any]) -> str:
         "",
         "## Re-post detection (generated re-posts, point-in-time)",
         "",
-        f"Chosen on validation seeds {results['args']['validation_seeds']}: (same-merchant, new-account) bonus "
-        f"{chosen['bonus']}, "
-        f"threshold {chosen['threshold']:.4f} (pooled validation recall {chosen['recall']:.3f} at precision >= "
-        f"{PRECISION_TARGET}). Shipped constants: REPOST_THRESHOLD {identify.REPOST_THRESHOLD}, MERCHANT_BONUS "
-        f"{identify.MERCHANT_BONUS}, NEW_ACCOUNT_BONUS {identify.NEW_ACCOUNT_BONUS}. "
-        "Target: recall >= 0.90 at precision >= 0.95.",
+        f"Fitted on validation seeds {results['args']['validation_seeds']}: logistic regression on "
+        f"{list(identify.REPOST_FEATURES)}, coefficients {chosen['coefficients']}, intercept "
+        f"{chosen['intercept']}, threshold {chosen['threshold']:.4f} (pooled validation recall "
+        f"{chosen['recall']:.3f} at precision >= {PRECISION_CHOSEN}, a margin over the {PRECISION_TARGET} target). "
+        f"Shipped constants: REPOST_COEFFICIENTS {list(identify.REPOST_COEFFICIENTS)}, REPOST_INTERCEPT "
+        f"{identify.REPOST_INTERCEPT}, REPOST_THRESHOLD {identify.REPOST_THRESHOLD}. "
+        "Target: recall >= 0.90 at precision >= 0.95. Candidate recall: share of re-posts whose original is "
+        "among their candidates (LSH on the blocked re-post index).",
         "",
-        "| test seed | re-posts | chosen: recall | chosen: precision | shipped: recall | shipped: precision "
+        "| test seed | re-posts | candidate recall | fitted: recall | fitted: precision | shipped: recall "
+        "| shipped: precision "
         "| text only @0.8: recall | text only @0.8: precision "
         "| text only, best in-sample threshold: recall / precision |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in d["tests"]:
         c, s, x, xi = t["chosen"], t["shipped"], t["text_only_at_0.8"], t["text_only_in_sample"]
         lines.append(
-            f"| {t['seed']} | {c['reposts']} | {c['recall']:.3f} | {c['precision']:.3f} | {s['recall']:.3f} | "
+            f"| {t['seed']} | {c['reposts']} | {t['candidate_recall']:.3f} | {c['recall']:.3f} | "
+            f"{c['precision']:.3f} | {s['recall']:.3f} | "
             f"{s['precision']:.3f} | {x['recall']:.3f} | {x['precision']:.3f} | {xi['recall']:.3f} / "
             f"{xi['precision']:.3f} (t={xi['threshold']:.3f}) |"
         )
-    lines += ["", "Recall / precision by threshold (chosen bonus), per test seed:", ""]
+    lines += ["", "Recall / precision by score threshold (fitted scorer), per test seed:", ""]
     for t in d["tests"]:
         curve = ", ".join(f"{p['threshold']}: {p['recall']:.3f} / {p['precision']:.3f}" for p in t["curve"])
         lines.append(f"- seed {t['seed']}: {curve}")

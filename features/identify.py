@@ -9,12 +9,14 @@ Two matchers, one normalisation:
   datasketch's MinHash hash family (SHA-1 32-bit token hash, MurmurHash3 finalizer, affine32
   permutations with the library's seeded parameters) computed for a whole column at once with numpy;
   a test holds them equal to `datasketch.MinHash`. The band count and rows per band are datasketch's
-  `MinHashLSH` choice. A candidate is a re-post when it is the same product (`same_product`: the exact
-  attribute columns and a price within PRICE_RATIO) and its score reaches REPOST_THRESHOLD: the
-  estimated Jaccard similarity (share of equal signature values, unbiased for the Jaccard similarity
-  of the shingle sets), plus MERCHANT_BONUS when the same merchant lists it again or NEW_ACCOUNT_BONUS
-  when a new account does. The threshold and bonuses are chosen on validation seeds
-  (bench/bench_identify.py).
+  `MinHashLSH` choice. The re-post index bands lower (REJECTS_LSH_THRESHOLD) and mixes the exact
+  product attributes into its band keys (blocking: a candidate is already the same kind of product).
+  A candidate is a re-post when it is the same product (`same_product`: the exact attribute columns
+  and a price within PRICE_RATIO) and its score reaches REPOST_THRESHOLD: a logistic regression
+  (`repost_score`) on the estimated Jaccard similarity (share of equal signature values, unbiased for
+  the Jaccard similarity of the shingle sets), same merchant, a new account of another merchant and
+  the price change. Coefficients and threshold are fitted on validation seeds (bench/bench_identify.py);
+  features of columns a data config lacks are 0 on both sides of every pair.
 - `Catalogue`: known prohibited or restricted products by name and aliases. A phrase matches on whole
   words only, after each listing word that is a close misspelling of a catalogue word (rapidfuzz ratio
   >= `FUZZY_RATIO`, words of `FUZZY_MIN_LENGTH`+ letters) is read as that word. Every word of an alias
@@ -57,17 +59,30 @@ MINHASH_SEED = 1  # datasketch's default seed
 # one (every candidate is checked against REPOST_THRESHOLD): 11 bands of 5, a pair at 0.8 meets in 99%.
 LSH_THRESHOLD = 0.65
 LSH_WEIGHTS = (0.3, 0.7)
-# Score (estimated Jaccard similarity plus a seller bonus below) at which a candidate counts as a re-post.
-# Chosen with the bonuses on validation seeds by bench/bench_identify.py (per bonus pair, the lowest
-# threshold whose pooled precision reaches 0.95; the pair with the best recall), not for one seed.
-REPOST_THRESHOLD = 0.9156
+# The re-post index reaches lower: a re-post edited every way keeps about half its shingles (Jaccard
+# similarity 0.4-0.6), so 21 bands of 3 (a pair at 0.45 meets in 95%). Its band keys mix in the product
+# attributes (`ListingIndex(blocked=True)`), so a bucket holds one product kind and stays small.
+REJECTS_LSH_THRESHOLD = 0.4
+# A candidate's re-post score: a logistic regression on pair features (`pair_features`: estimated Jaccard
+# similarity, same merchant, new account of another merchant, |log price ratio|, both prices known),
+# fitted on the candidates of validation seeds by bench/bench_identify.py. A candidate counts as a
+# re-post from REPOST_THRESHOLD (the lowest score whose pooled validation precision reaches 0.97: a
+# margin over the 0.95 target).
+REPOST_FEATURES = (
+    "similarity",
+    "same_merchant",
+    "new_account",
+    "abs_log_price_ratio",
+    "same_price",
+    "similarity_same_merchant",
+    "similarity_new_account",
+)
+REPOST_COEFFICIENTS = (7.194, 5.581, 3.037, -3.108, 5.88, 7.003, 7.176)
+REPOST_INTERCEPT = -12.4
+REPOST_THRESHOLD = 0.5961
 MAX_BUCKET = 256  # candidates read per band and query (the newest of an oversized bucket)
-# Added to the text similarity of a candidate listed by the same merchant: most re-posts come back from
-# their seller's own account. Chosen with REPOST_THRESHOLD.
-MERCHANT_BONUS = 0.4
-# ... and to one listed from a new account (another merchant that joined less than NEW_ACCOUNT_DAYS ago):
-# a seller whose listing was rejected often comes back through a second account.
-NEW_ACCOUNT_BONUS = 0.3
+# A seller whose listing was rejected often comes back through a second account: another merchant that
+# joined less than NEW_ACCOUNT_DAYS before the listing.
 NEW_ACCOUNT_DAYS = 60.0
 TENURE_COLUMN = "merchant_tenure_days"
 PRICE_COLUMN = "price"
@@ -389,9 +404,10 @@ class _Segment:
     order: np.ndarray  # (n * bands,) the listing row of each sorted key
 
     @classmethod
-    def build(cls, listings: Listings, bands: int, rows: int) -> _Segment:
+    def build(cls, listings: Listings, bands: int, rows: int, blocked: bool = False) -> _Segment:
         by_time = np.argsort(listings.times, kind="stable")  # so a bucket lists its listings oldest first
-        keys = band_keys(listings.signatures[by_time], bands, rows).ravel()
+        block = listings.attributes[by_time] if blocked else None
+        keys = band_keys(listings.signatures[by_time], bands, rows, block).ravel()
         order = np.argsort(keys, kind="stable")
         return cls(listings, keys[order], by_time[order // bands])
 
@@ -418,10 +434,13 @@ class _Segment:
         return np.divmod(pairs, len(self))
 
 
-def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands) uint64: each band's `rows` signature values mixed into one key, plus the band."""
-    block = signatures[:, : bands * rows].reshape(len(signatures), bands, rows).astype(np.uint64)
-    mixed = (block * _band_multipliers(rows)).sum(axis=2, dtype=np.uint64)
+def band_keys(signatures: np.ndarray, bands: int, rows: int, block: np.ndarray | None = None) -> np.ndarray:
+    """(n, bands) uint64: each band's `rows` signature values mixed into one key, plus the band, plus
+    (blocking) each row's `block` key times an odd constant: rows of other blocks never share a key."""
+    values = signatures[:, : bands * rows].reshape(len(signatures), bands, rows).astype(np.uint64)
+    mixed = (values * _band_multipliers(rows)).sum(axis=2, dtype=np.uint64)
+    if block is not None:
+        mixed = mixed + (block.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))[:, None]
     return mixed + np.arange(bands, dtype=np.uint64)
 
 
@@ -433,20 +452,57 @@ def _band_multipliers(rows: int) -> np.ndarray:
 @dataclass
 class Neighbours:
     """Query results: for query row `query[i]`, indexed listing `ids[i]` at `similarity[i]`, listed by
-    the same merchant or not (`same_merchant[i]`), the query listed from a new account of another
-    merchant or not (`new_account[i]`)."""
+    the same merchant or not (`same_merchant[i]`; an unknown merchant on either side counts as the same),
+    the query listed from a new account of another
+    merchant or not (`new_account[i]`), and the query's price over the indexed one's (`price_ratio[i]`,
+    NaN: either unknown)."""
 
     query: np.ndarray
     ids: np.ndarray
     similarity: np.ndarray
     same_merchant: np.ndarray
     new_account: np.ndarray
+    price_ratio: np.ndarray
+
+    @property
+    def features(self) -> np.ndarray:
+        """(pairs, len(REPOST_FEATURES)) float: the pair features a re-post score is computed from."""
+        return pair_features(self.similarity, self.same_merchant, self.new_account, self.price_ratio)
 
     @property
     def score(self) -> np.ndarray:
-        """What a re-post match is judged on: text similarity, plus MERCHANT_BONUS from the same merchant,
-        or NEW_ACCOUNT_BONUS from a new account (a seller's second account)."""
-        return self.similarity + MERCHANT_BONUS * self.same_merchant + NEW_ACCOUNT_BONUS * self.new_account
+        """What a re-post match is judged on: `repost_score` of the pair features."""
+        return repost_score(self.features)
+
+
+def pair_features(
+    similarity: np.ndarray, same_merchant: np.ndarray, new_account: np.ndarray, price_ratio: np.ndarray
+) -> np.ndarray:
+    """`REPOST_FEATURES` of candidate pairs (an unknown price ratio: no change, not the same price)."""
+    known = ~np.isnan(price_ratio)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.where(known, np.abs(np.log(np.where(known, price_ratio, 1.0))), 0.0)
+    same_price = known & (change < 1e-9)
+    columns = (
+        similarity,
+        same_merchant,
+        new_account,
+        change,
+        same_price,
+        similarity * same_merchant,
+        similarity * new_account,
+    )
+    return np.stack([np.asarray(c, dtype=np.float64) for c in columns], axis=1).reshape(-1, len(REPOST_FEATURES))
+
+
+def repost_score(
+    features: np.ndarray,
+    coefficients: Sequence[float] = REPOST_COEFFICIENTS,
+    intercept: float = REPOST_INTERCEPT,
+) -> np.ndarray:
+    """Logistic regression score in (0, 1) of `pair_features` rows: the fitted P(a candidate is a re-post)."""
+    logit = features @ np.asarray(coefficients, dtype=np.float64) + intercept
+    return np.asarray(1.0 / (1.0 + np.exp(-logit)), dtype=np.float64)
 
 
 class ListingIndex:
@@ -461,9 +517,11 @@ class ListingIndex:
         family: HashFamily | None = None,
         lsh_threshold: float = LSH_THRESHOLD,
         tail_limit: int = 4096,
+        blocked: bool = False,
     ) -> None:
         self.family = family or HashFamily()
         self.lsh_threshold = lsh_threshold
+        self.blocked = blocked  # band keys mix in the product attributes
         self.bands, self.rows = lsh_bands(lsh_threshold, self.family.num_perm)
         self.tail_limit = tail_limit
         empty = self._segment(Listings.empty(self.family.num_perm))
@@ -478,7 +536,7 @@ class ListingIndex:
         return listing_id in self._known
 
     def _segment(self, listings: Listings) -> _Segment:
-        return _Segment.build(listings, self.bands, self.rows)
+        return _Segment.build(listings, self.bands, self.rows, self.blocked)
 
     def add(self, listings: Listings) -> int:
         """Index listings; ids already indexed (or repeated) are skipped. Returns how many were added."""
@@ -509,7 +567,7 @@ class ListingIndex:
         """Every indexed listing sharing a band with a query listing at `min_similarity` or more; with
         `before_us`, known strictly before its query's time; with `exclude_self`, not the query's own
         id; with `product`, of the `same_product`."""
-        keys = band_keys(listings.signatures, self.bands, self.rows)
+        keys = band_keys(listings.signatures, self.bands, self.rows, listings.attributes if self.blocked else None)
         has_words = (listings.signatures != _EMPTY).any(axis=1)
         parts: list[tuple[np.ndarray, ...]] = []
         for segment in self._segments:
@@ -526,12 +584,16 @@ class ListingIndex:
             if product:
                 keep &= same_product(listings, q, indexed, c)
             q, c = q[keep], c[keep]
-            merchant = indexed.merchants[c]
-            same = (merchant == listings.merchants[q]) & (merchant != 0)
-            parts.append((q, indexed.ids[c], similarity[keep], same, listings.new_accounts[q] & ~same))
+            merchant, query_merchant = indexed.merchants[c], listings.merchants[q]
+            # an unknown seller on either side (or data without a merchant column) is read as the same
+            # seller, the most common re-post: the scorer then judges the text and the price
+            same = (merchant == query_merchant) | (merchant == 0) | (query_merchant == 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = listings.prices[q] / indexed.prices[c]
+            parts.append((q, indexed.ids[c], similarity[keep], same, listings.new_accounts[q] & ~same, ratio))
         if not parts:
             nothing = np.zeros(0, bool)
-            return Neighbours(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), nothing, nothing)
+            return Neighbours(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), nothing, nothing, np.zeros(0))
         return Neighbours(*(np.concatenate(p) for p in zip(*parts, strict=True)))
 
     def best(
@@ -540,7 +602,7 @@ class ListingIndex:
         """Per query, the indexed listing of the same product with the highest `Neighbours.score`, if
         that is `min_score` or more: (ids, "" for none; its text similarity, 0.0 for none; its score)."""
         n = len(listings)
-        found = self.query(listings, max(min_score - max(MERCHANT_BONUS, NEW_ACCOUNT_BONUS), 0.0), before_us)
+        found = self.query(listings, 0.0, before_us)
         ids, similarity, score = np.full(n, "", dtype=object), np.zeros(n), np.zeros(n)
         scores = found.score
         keep = scores >= min_score
@@ -577,8 +639,10 @@ class ListingIndex:
         np.savez(directory / f"{name}.npz", **{**arrays, "ids": listings.ids.astype(str)})
 
     @classmethod
-    def load(cls, directory: Path, name: str, family: HashFamily, lsh_threshold: float) -> ListingIndex:
-        index = cls(family, lsh_threshold)
+    def load(
+        cls, directory: Path, name: str, family: HashFamily, lsh_threshold: float, blocked: bool = False
+    ) -> ListingIndex:
+        index = cls(family, lsh_threshold, blocked=blocked)
         with np.load(directory / f"{name}.npz", allow_pickle=False) as data:
             listings = Listings(*(data[f] for f in _LISTING_FIELDS))
         listings = replace(listings, ids=listings.ids.astype(object))
@@ -831,7 +895,9 @@ class ProductIdentifier:
         self.price_column = price_column
         self.merchant_column = merchant_column
         self.tenure_column = tenure_column
-        self.rejects = rejects if rejects is not None else ListingIndex()
+        self.rejects = (
+            rejects if rejects is not None else ListingIndex(lsh_threshold=REJECTS_LSH_THRESHOLD, blocked=True)
+        )
         self.catalogue = catalogue
         self.threshold = threshold
         self.reviewed = reviewed if reviewed is not None else ListingIndex(self.rejects.family)
@@ -936,7 +1002,9 @@ class ProductIdentifier:
             "merchant_column": self.merchant_column,
             "tenure_column": self.tenure_column,
             "threshold": self.threshold,
-            "lsh_threshold": self.rejects.lsh_threshold,
+            "lsh_threshold": self.reviewed.lsh_threshold,
+            "rejects_lsh_threshold": self.rejects.lsh_threshold,
+            "rejects_blocked": self.rejects.blocked,
             "num_perm": self.family.num_perm,
             "seed": self.family.seed,
             "hash_family": "datasketch affine32 (sha1_hash32)",
@@ -947,7 +1015,13 @@ class ProductIdentifier:
     def load(cls, directory: Path) -> ProductIdentifier:
         meta = json.loads((directory / "identify.json").read_text())
         family = HashFamily(int(meta["num_perm"]), int(meta["seed"]))
-        rejects = ListingIndex.load(directory, "rejects", family, float(meta["lsh_threshold"]))
+        rejects = ListingIndex.load(
+            directory,
+            "rejects",
+            family,
+            float(meta.get("rejects_lsh_threshold", meta["lsh_threshold"])),
+            bool(meta.get("rejects_blocked", False)),
+        )
         reviewed = ListingIndex.load(directory, "reviewed", family, float(meta["lsh_threshold"]))
         catalogue_file = directory / "catalogue.csv"
         catalogue = Catalogue.read_csv(catalogue_file) if catalogue_file.is_file() else None
