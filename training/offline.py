@@ -15,6 +15,7 @@ from decision.policy import decision_names, driving_tier, route
 from decision.rules import match_rules
 from decision.tiers import risk_column, tier_labels
 from features.config import DataConfig, load_config
+from features.identify import PRODUCT_MATCH, identify_history
 from features.validate import load_table, validate_history, validate_listings
 from training.evaluate import evaluate_scores, json_safe
 
@@ -71,7 +72,7 @@ def evaluate_bundle(
         frame["review_seconds"] = selected[config.review_seconds].to_numpy(dtype=np.float64)
     for column in config.segments:
         frame[column] = selected[column].astype(str).to_numpy()
-    rule_block, rule_review, _ = match_rules(selected, bundle.policy.rules)
+    rule_block, rule_review, _ = match_rules(identified_history(bundle, selected, table), bundle.policy.rules)
     metrics: dict[str, Any] = {
         "bundle": bundle.version,
         "data": str(data),
@@ -154,6 +155,32 @@ def _renamed(table: pd.DataFrame, own: DataConfig, bundle: DataConfig) -> pd.Dat
     return table.rename(columns=mapping)
 
 
+def _reads_product_match(bundle: Bundle) -> bool:
+    return bundle.identifier is not None and any(PRODUCT_MATCH in rule.columns for rule in bundle.policy.rules)
+
+
+def identified(bundle: Bundle, listings: pd.DataFrame) -> pd.DataFrame:
+    """New listings with `product_match` as the service derives it (the bundle's identification index and
+    catalogue), when a rule of the policy reads it; else the listings as they are."""
+    if not _reads_product_match(bundle) or PRODUCT_MATCH in listings:
+        return listings
+    assert bundle.identifier is not None
+    found = bundle.identifier.identify_records(listings.to_dict("records"), bundle.config.id)
+    return listings.assign(**{PRODUCT_MATCH: [f.product_match for f in found]})
+
+
+def identified_history(bundle: Bundle, selected: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Labelled rows with `product_match` point-in-time, as training evaluates them (`identify_history`:
+    a row matches only listings of `table` rejected and reviewed before it was created), with the
+    bundle's catalogue; else the rows as they are."""
+    if not _reads_product_match(bundle) or PRODUCT_MATCH in selected:
+        return selected
+    assert bundle.identifier is not None
+    catalogue = bundle.identifier.catalogue.entries if bundle.identifier.catalogue is not None else None
+    matches = identify_history(table, bundle.config, catalogue, threshold=bundle.identifier.threshold)[PRODUCT_MATCH]
+    return selected.assign(**{PRODUCT_MATCH: matches.loc[selected.index].to_numpy()})
+
+
 def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: np.ndarray | None = None) -> np.ndarray:
     """Route scored listings with the bundle's policy (rules, then per-segment thresholds, and on a tiered
     bundle every tier's risk below its t_pass to pass): the service's `route` call."""
@@ -164,7 +191,7 @@ def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: 
         t_pass, t_block = policy.thresholds_for(listings[policy.segment_by].astype(str).to_numpy())
     else:
         t_pass, t_block = policy.t_pass, policy.t_block
-    rule_block, rule_review, _ = match_rules(listings, policy.rules)
+    rule_block, rule_review, _ = match_rules(identified(bundle, listings), policy.rules)
     tier_pass = policy.tier_pass_vector(bundle.tier_names)
     return route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
 

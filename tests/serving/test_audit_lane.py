@@ -249,7 +249,7 @@ def test_every_decision_is_logged_with_its_inclusion_probability_never_zero(
     np.testing.assert_allclose(pi, inclusion_probabilities(codes, margin, 0.01, plan))
     assert {0.01, 0.3, 0.2} <= set(np.round(pi[codes != CODE_REVIEW], 6))  # every stratum present
     # audited decisions stay in force: the decisions are the policy function's, audited or not
-    block, review, _ = engine.match_rules(listings)
+    block, review, _ = engine.match_rules(listings, engine.identify(listings))
     pass_at, block_at = engine.thresholds(listings)
     expected = route(scores.risk, pass_at, block_at, block, review, scores.tier_risk, tier_pass)
     assert codes.tolist() == expected.tolist()

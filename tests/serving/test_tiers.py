@@ -26,6 +26,7 @@ from serving.store import Store, schema
 from tests.serving.conftest import FakeClock, listing_json, make_decision, store_opener
 from tests.serving.test_store_layout import _columns_of, as_row, write_rows
 from training.evaluate import evaluate_scores
+from training.offline import identified
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_a_tiered_engine_routes_as_the_evaluation_routes_the_same_rows(bundle: B
 
     assert scores.tier_risk is not None
     np.testing.assert_allclose(scores.tier_risk, tier_risk, atol=1e-9)
-    rule_block, rule_review, _ = match_rules(listings, policy.rules)
+    rule_block, rule_review, _ = match_rules(identified(bundle, listings), policy.rules)
     tier_pass = policy.tier_pass_vector(bundle.tier_names)
     expected = route(risk, policy.t_pass, policy.t_block, rule_block, rule_review, tier_risk, tier_pass)
     assert [r.decision for r in decided] == [DECISIONS[c] for c in expected]
@@ -164,7 +165,7 @@ def test_an_untiered_bundle_routes_and_records_as_before(bundle: Bundle, listing
     decided = engine.decide(records, scores)
 
     assert scores.tier_risk is None
-    rule_block, rule_review, _ = match_rules(listings, policy.rules)
+    rule_block, rule_review, _ = match_rules(identified(bundle, listings), policy.rules)
     expected = route(bundle.risk(listings[bundle.config.listing_columns]), 0.05, 0.9, rule_block, rule_review)
     assert [r.decision for r in decided] == [DECISIONS[c] for c in expected]
     assert all(r.tier_risk is None and r.decision_tier is None for r in decided)
