@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import MetaData, Table, create_engine, inspect
+from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
 
 from bundle.load import Bundle
 from decision.policy import Policy
 from decision.rules import Rule
 from serving.engine import DecisionEngine
-from serving.store import DecisionRecord, Store, schema
+from serving.store import DecisionRecord, Store
 from tests.serving.conftest import Api, FakeClock, listing_json, make_decision, store_opener
-from tests.serving.test_store_layout import _columns_of, as_row, write_rows
+from tests.serving.test_store_layout import write_log_without
 
 Serve = Callable[..., AbstractContextManager[Api]]
 
@@ -252,15 +252,7 @@ def old_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def test_a_log_from_before_shadow_rules_gains_their_columns(old_url: str, clock: FakeClock) -> None:
     added = {"rules_shadow", "model_decision"}
-    metadata = MetaData()
-    decisions = Table("decisions", metadata, *(c for c in _columns_of(schema.decisions) if c.name not in added))
-    for table in (schema.queue, schema.reviews, schema.api_keys, schema.policy_audit):
-        table.to_metadata(metadata)
-    engine = create_engine(old_url)
-    metadata.create_all(engine)
-    engine.dispose()
-    old = make_decision(listing_id="L-old", decided_at=clock.now, received_at=clock.now)
-    write_rows(old_url, decisions, [{k: v for k, v in as_row(old).items() if k not in added}])
+    old = write_log_without(old_url, added, clock)
 
     with store_opener(old_url, None, clock) as open_store:
         store = open_store()  # init_schema adds the columns

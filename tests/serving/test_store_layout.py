@@ -102,6 +102,20 @@ def as_row(record: DecisionRecord) -> dict[str, Any]:
     return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
 
 
+def write_log_without(url: str, columns: set[str], clock: FakeClock) -> DecisionRecord:
+    """A decision log as it was before `columns` were added to `decisions`, holding one decision."""
+    metadata = MetaData()
+    decisions = Table("decisions", metadata, *(c for c in _columns_of(schema.decisions) if c.name not in columns))
+    for table in (schema.queue, schema.reviews, schema.api_keys, schema.policy_audit):
+        table.to_metadata(metadata)
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    engine.dispose()
+    old = make_decision(listing_id="L-old", decided_at=clock.now, received_at=clock.now)
+    write_rows(url, decisions, [{k: v for k, v in as_row(old).items() if k not in columns}])
+    return old
+
+
 def test_a_database_of_the_earlier_layout_opens_reads_and_takes_new_decisions(
     database: tuple[str, bool | None], open_store: Callable[[], Store], clock: FakeClock
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import MetaData, Table, create_engine, inspect
+from sqlalchemy import create_engine, inspect
 
 from bundle.load import Bundle
 from decision.policy import CODE_BLOCK, CODE_PASS, DECISIONS, Policy, driving_tier, route
@@ -22,9 +22,9 @@ from decision.tiers import risk_column
 from serving.api.schemas import scored_item
 from serving.engine import SCORING_ERROR, DecisionEngine
 from serving.models import reference_routing, routing_report
-from serving.store import Store, schema
+from serving.store import Store
 from tests.serving.conftest import FakeClock, listing_json, make_decision, store_opener
-from tests.serving.test_store_layout import _columns_of, as_row, write_rows
+from tests.serving.test_store_layout import write_log_without
 from training.evaluate import evaluate_scores
 from training.offline import identified
 
@@ -200,15 +200,7 @@ def old_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_a_log_from_before_tiers_gains_the_tier_columns(old_url: str, clock: FakeClock) -> None:
     tier_columns = {"tier_risk", "decision_tier"}
-    metadata = MetaData()
-    decisions = Table("decisions", metadata, *(c for c in _columns_of(schema.decisions) if c.name not in tier_columns))
-    for table in (schema.queue, schema.reviews, schema.api_keys, schema.policy_audit):
-        table.to_metadata(metadata)
-    engine = create_engine(old_url)
-    metadata.create_all(engine)
-    engine.dispose()
-    old = make_decision(listing_id="L-old", decided_at=clock.now, received_at=clock.now)
-    write_rows(old_url, decisions, [{k: v for k, v in as_row(old).items() if k not in tier_columns}])
+    old = write_log_without(old_url, tier_columns, clock)
 
     with store_opener(old_url, None, clock) as open_store:
         store = open_store()  # init_schema adds the columns
