@@ -133,14 +133,9 @@ def block_target(policy: Policy) -> tuple[float, float]:
     return target, (1.0 - confidence) / 2.0
 
 
-def acts(rule: Rule) -> bool:
-    """Whether a rule acts on decisions: enabled and enforced (a rule without these fields does)."""
-    return bool(getattr(rule, "enabled", True)) and getattr(rule, "mode", "enforce") == "enforce"
-
-
 def blocks(rule: Rule) -> bool:
     """Whether a rule would be in force as an auto-block."""
-    return rule.action == "block" and acts(rule)
+    return rule.action == "block" and rule.acts
 
 
 def new_block_rules(old: Policy, new: Policy) -> list[Rule]:
@@ -182,8 +177,8 @@ def backtest(
     if rule is not None:
         _check_rule_columns(rule, history)
     n = len(history)
-    acting_before = [r for r in before_rules if acts(r)]
-    acting_after = [r for r in after_rules if acts(r) or r is rule]
+    acting_before = [r for r in before_rules if r.acts]
+    acting_after = [r for r in after_rules if r.acts or r is rule]
     unique = list({id(r): r for r in [*acting_before, *acting_after]}.values())
     texts = _texts(history, sorted({c for r in unique for c in r.columns}))
     masks = {id(r): r.match_texts(texts, n) for r in unique}

@@ -55,7 +55,6 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import numpy as np
@@ -71,7 +70,6 @@ from decision.backtest import (
     SCORED_TIER_PREFIX,
     TIER_RISK_PREFIX,
     RuleCertificate,
-    acts,
     backtest,
     block_target,
     certify_rule_precision,
@@ -82,8 +80,8 @@ from decision.rules import Rule, match_rules
 from features.config import DataConfig
 from features.lexicon import normalize_category
 
-# Where rules carry an `enabled` flag, a suggestion is written disabled: only a person enables a rule.
-_DISABLED = {"enabled": False} if "enabled" in {f.name for f in dataclass_fields(Rule)} else {}
+# A suggestion is written disabled: only a person enables a rule.
+_DISABLED = {"enabled": False}
 FAMILIES = ("term", "term_set", "brand_price", "merchant", "category", "tree", "refined")
 SORTS = ("precision", "workload")
 PRICE_BANDS = (0.15, 0.25, 0.4, 0.6)  # price under this fraction of the brand's median price in a category
@@ -280,7 +278,7 @@ def suggest_rules(
             mask = candidate.rule.match(as_text)
             suggestions.append(_suggestion(candidate, mask, certificate, baseline, held_labels, seconds))
     # a suggestion repeating a rule in force (same condition, same action) would tell nobody anything
-    in_force = {(json.dumps(r.condition_dict(), sort_keys=True), r.action) for r in policy.rules if acts(r)}
+    in_force = {(json.dumps(r.condition_dict(), sort_keys=True), r.action) for r in policy.rules if r.acts}
     suggestions = [
         s for s in suggestions if (json.dumps(s.rule.condition_dict(), sort_keys=True), s.rule.action) not in in_force
     ]
@@ -373,7 +371,7 @@ def policy_codes(frame: pd.DataFrame, policy: Policy) -> np.ndarray:
     tier_risk = None
     if tier_names:
         tier_risk = np.column_stack([_tier_risk(frame, name) for name in tier_names])
-    rule_block, rule_review, _ = match_rules(frame, [r for r in policy.rules if acts(r)])
+    rule_block, rule_review, _ = match_rules(frame, policy.rules)  # only the rules that act match
     return route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, policy.tier_pass_vector(tier_names))
 
 
