@@ -147,3 +147,7 @@ ReadKey = Annotated[ApiKey, Depends(require_scope("read"))]
 # Queue monitoring: the reviewers' leads and the read-only audience.
 MonitorKey = Annotated[ApiKey, Depends(require_scope("review", "read"))]
 AdminKey = Annotated[ApiKey, Depends(require_scope("admin"))]
+# Decision audit (every decision with its listing, verdicts and reviewers): compliance.
+AuditKey = Annotated[ApiKey, Depends(require_scope("audit"))]
+# Review leads: correcting others' verdicts, gold items, reviewer quality.
+SuperviseKey = Annotated[ApiKey, Depends(require_scope("supervise"))]

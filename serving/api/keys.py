@@ -40,7 +40,7 @@ class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128, description="Who uses the key; reviewers are recorded by it.")
-    scopes: list[str] = Field(min_length=1, max_length=8, description="score, review, read, admin")
+    scopes: list[str] = Field(min_length=1, max_length=8, description="score, review, read, audit, supervise, admin")
 
     @field_validator("scopes")
     @classmethod

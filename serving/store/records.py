@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 Decision = Literal["auto_pass", "auto_block", "human_review"]
 Verdict = Literal["approve", "reject"]
 QueueStatus = Literal["pending", "claimed", "done"]
-Scope = Literal["score", "review", "read", "admin"]
+Scope = Literal["score", "review", "read", "admin", "audit", "supervise"]
 Lane = Literal["review", "audit"]
 DecisionGround = Literal["illegal_content", "incompatible_with_terms"]
 
@@ -224,8 +224,10 @@ class ApiKey:
     revoked: bool
 
     def allows(self, scope: str) -> bool:
-        """`admin` implies every scope; a revoked key allows nothing. `read` (PMs, auditors) reads the
-        policy, simulates and monitors, and changes nothing."""
+        """`admin` implies every scope; a revoked key allows nothing. `read` (PMs) reads the policy,
+        simulates and monitors, and changes nothing; `audit` (compliance) reads every decision with its
+        listing, verdicts and reviewers; `supervise` (review leads) corrects verdicts, manages gold items
+        and reads reviewer quality."""
         return not self.revoked and (scope in self.scopes or "admin" in self.scopes)
 
 

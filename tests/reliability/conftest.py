@@ -34,6 +34,8 @@ KEY_SCOPES = {
     "score": "score",
     "review": "review",
     "read": "read",
+    "audit": "audit",
+    "supervise": "supervise",
     "admin": "admin",
     "reviewer-a": "review",
     "reviewer-b": "review",

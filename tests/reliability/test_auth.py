@@ -19,8 +19,9 @@ from tests.reliability.conftest import Service, listing
 pytestmark = pytest.mark.reliability
 
 PUBLIC, SCORE, REVIEW, READ, ADMIN = "public", "score", "review", "read", "admin"
+AUDIT, SUPERVISE = "audit", "supervise"
 REVIEW_OR_READ = "review or read"
-ANY = "score or review or read"  # any valid key (admin passes every check)
+ANY = "score or review or read or audit or supervise"  # any valid key (admin passes every check)
 
 ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/v1/score"): SCORE,
@@ -72,7 +73,7 @@ PAGES = [
 ]
 # Answers other than 200 that still grant access: suggestions answer 202 while they are being mined
 GRANTED = {("POST", "/v1/admin/keys"): {201}, ("GET", "/v1/rules/suggestions"): {200, 202}}
-SCOPED_KEYS = ("score", "review", "read", "admin")
+SCOPED_KEYS = ("score", "review", "read", "audit", "supervise", "admin")
 _ids = itertools.count(10_000)
 
 
