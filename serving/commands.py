@@ -103,7 +103,9 @@ def _download_model(uri: str) -> Path:
 
 def keys_create(
     name: Annotated[str, typer.Argument(help="who uses the key; reviewers are recorded by this name")],
-    scopes: Annotated[list[str], typer.Option(help="score, review, read, audit, supervise, admin (repeat or comma-separate)")],
+    scopes: Annotated[
+        list[str], typer.Option(help="score, review, read, audit, supervise, admin (repeat or comma-separate)")
+    ],
 ) -> None:
     """Create an API key and print its token. The token is shown this once; only a hash is stored."""
     from serving.keys import create_key, parse_scopes
