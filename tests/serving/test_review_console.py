@@ -6,13 +6,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bundle.load import Bundle
+from decision.policy import Policy
+from decision.rules import Rule
 from features.config import MARKETPLACE_TIERS
+from serving.engine import DecisionEngine
 from serving.reasons import (
     DEFAULT_POLICY_EXCERPTS,
     DEFAULT_REASON_CATALOGUE,
@@ -20,10 +24,11 @@ from serving.reasons import (
     PolicyExcerpts,
     ReasonCatalogue,
     ReviewTextError,
+    ReviewTexts,
     price_ratio_words,
 )
 from serving.review_context import review_context
-from serving.store import ConflictError, NotFoundError, Store
+from serving.store import ConflictError, NotFoundError, QueueItem, Store
 from tests.serving.conftest import Api, FakeClock, listing_json, make_decision
 
 Serve = Callable[..., AbstractContextManager[Api]]
@@ -264,3 +269,48 @@ def test_the_service_reads_the_excerpts_named_in_its_settings(serve: Serve, tmp_
     with pytest.raises(ReviewTextError, match="policy excerpts"), serve(policy_excerpts=str(path)):
         pass
     assert DEFAULT_REASON_CATALOGUE.is_file()
+
+
+def test_the_context_shows_each_tier_against_its_threshold_and_the_rules_in_words() -> None:
+    """Built from the queue item alone: a decision the decisions table need not hold (e.g. a gold item)."""
+    rules = [
+        Rule(
+            name="cheap_rolex",
+            action="block",
+            kind="all",
+            all=[
+                Rule(name="", action="", kind="term", terms=["rolex"], fields=["title"]),
+                Rule(name="", action="", kind="range", column="price", max=100.0),
+            ],
+        ),
+    ]
+    policy = Policy(version="p-tiers", t_pass=0.1, t_block=0.9, tier_pass={"severe": 0.05, "minor": 0.2}, rules=rules)
+    record = make_decision(
+        tier_risk={"severe": 0.31, "minor": 0.02},
+        decision_tier="severe",
+        rules_matched=["cheap_rolex"],
+        rules_shadow=["retired_rule"],
+        reasons=[
+            {
+                "feature": "catalogue_match",
+                "catalogue_entry_id": "C001",
+                "catalogue_name": "signal jammer",
+                "violation_reason": "prohibited_item",
+            }
+        ],
+    )
+    now = datetime.now(UTC)
+    item = QueueItem(record.decision_id, 0.9, now, "claimed", "r", now, False, record, lane="review")
+    texts = ReviewTexts.load(DEFAULT_REASON_CATALOGUE, DEFAULT_POLICY_EXCERPTS)
+
+    context = review_context(item, DecisionEngine(bundle=None, policy=policy), texts)
+
+    assert [(t.name, t.risk, t.t_pass) for t in context.risk.tiers] == [("severe", 0.31, 0.05), ("minor", 0.02, 0.2)]
+    assert context.risk.decision_tier == "severe" and context.reasons == []
+    assert [(r.name, r.action, r.mode, r.checks) for r in context.rules] == [
+        ("cheap_rolex", "block", "enforce", "title contains any of: rolex and price is below 100"),
+        ("retired_rule", "", "shadow", "no longer in the policy in force"),
+    ]
+    (match,) = context.product_matches
+    assert match.kind == "catalogue" and match.catalogue_entry_id == "C001"
+    assert match.words == 'the catalogue\'s known product "signal jammer" (C001, prohibited_item)'
