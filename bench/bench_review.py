@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -157,10 +158,10 @@ def run(bundle: Path, claims: int) -> dict[str, Any]:
                 process.wait(timeout=30)
 
 
-def write_report(result: dict[str, Any], meta: dict[str, Any], bundle: Path) -> None:
+def write_report(result: dict[str, Any], meta: dict[str, Any], bundle: str) -> None:
     stats = {name: summary(values) for name, values in result["timings"].items()}
-    console = stats["console"]
-    verdict = "meets" if console["p95_ms"] < TARGET_MS else "misses"
+    console, context, baseline = stats["console"], stats["context fetch"], stats["baseline"]
+    verdict = "is under" if console["p99_ms"] < TARGET_MS else "is not under"
     rows = "\n".join(
         f"| {name} | {s['n']} | {s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | {s['max_ms']} | {s['mean_ms']} |"
         for name, s in stats.items()
@@ -177,13 +178,14 @@ page, in rotating order.
 |---|---|---|---|---|---|---|
 {rows}
 
-The console {verdict} the {TARGET_MS:.0f} ms target at p95 ({console["p95_ms"]} ms); what it adds over the
-bare claim is the context (listing features, similar cases, words) plus drawing:
-{console["p50_ms"] - stats["baseline"]["p50_ms"]:.1f} ms at p50.
+Claim to render {verdict} the {TARGET_MS:.0f} ms target even at p99 ({console["p99_ms"]} ms; p50
+{console["p50_ms"]} ms). What the console adds over the bare claim, at p50: building the context (listing
+features, merchant history, similar cases, words) {context["p50_ms"] - baseline["p50_ms"]:.1f} ms, drawing it
+{console["p50_ms"] - context["p50_ms"]:.1f} ms.
 
-Setup: bundle `{bundle.name}` ({result["queued"]} listings queued); {meta["machine"]}; shared with other
-work, so the tail includes scheduling noise. Command: `{meta["command"]}`, finished {meta["finished_at"]}
-in {meta["seconds"]} s.
+Setup: {bundle}, {result["queued"]} listings queued; {meta["machine"]}; load average
+{result["load"]:.1f} before the run (the cores are shared with other work: the tail includes scheduling
+noise). Command: `{meta["command"]}`, finished {meta["finished_at"]} in {meta["seconds"]} s.
 """
     (ROOT / "bench" / "RESULTS_REVIEW.md").write_text(text)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -199,8 +201,10 @@ def main() -> None:
     options = parser.parse_args()
     start = time.perf_counter()
     bundle = options.bundle or prepare(options.rows).bundle
+    described = f"bundle {bundle}" if options.bundle else f"the bench model ({options.rows:,} generated rows)"
+    load = os.getloadavg()[0]
     result = run(bundle, options.claims)
-    write_report(result, run_meta("bench/bench_review.py", start), bundle)
+    write_report({**result, "load": load}, run_meta("bench/bench_review.py", start), described)
 
 
 if __name__ == "__main__":
