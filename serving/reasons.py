@@ -75,22 +75,8 @@ class ReasonCatalogue:
     def load(cls, path: str | Path = DEFAULT_REASON_CATALOGUE) -> ReasonCatalogue:
         path = Path(path)
         what = "reason catalogue"
-        signals = {}
-        for name, entry in _entries(_load_yaml(path, what), "features", path, what).items():
-            where = f"{what} {path}: features.{name}"
-            if not isinstance(entry, dict) or not isinstance(entry.get("text"), str) or not entry["text"].strip():
-                raise ReviewTextError(f"{where}: needs a non-empty `text`")
-            unknown = sorted(set(entry) - {"text", "value", "column"})
-            if unknown:
-                raise ReviewTextError(f"{where}: unknown keys {unknown} (text, value, column)")
-            value = entry.get("value", "number")
-            if value not in VALUE_FORMATS:
-                raise ReviewTextError(f"{where}.value: {value!r} is not one of {list(VALUE_FORMATS)}")
-            column = entry.get("column")
-            if "{listing}" in entry["text"] and not column:
-                raise ReviewTextError(f"{where}: `{{listing}}` needs the `column` it reads")
-            signals[str(name)] = SignalText(entry["text"].strip(), value, column)
-        return cls(signals)
+        entries = _entries(_load_yaml(path, what), "features", path, what)
+        return cls({str(name): _signal(entry, f"{what} {path}: features.{name}") for name, entry in entries.items()})
 
     def __contains__(self, name: object) -> bool:
         return name in self.signals
@@ -104,6 +90,26 @@ class ReasonCatalogue:
         if signal.column is not None:
             fields["listing"] = _plain(listing.get(signal.column))
         return signal.text.format_map(_Unknown(fields))
+
+
+def _signal(entry: Any, where: str) -> SignalText:
+    """One catalogue entry, checked: a usable `text` template, a known value format, the column it reads."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("text"), str) or not entry["text"].strip():
+        raise ReviewTextError(f"{where}: needs a non-empty `text`")
+    unknown = sorted(set(entry) - {"text", "value", "column"})
+    if unknown:
+        raise ReviewTextError(f"{where}: unknown keys {unknown} (text, value, column)")
+    value = entry.get("value", "number")
+    if value not in VALUE_FORMATS:
+        raise ReviewTextError(f"{where}.value: {value!r} is not one of {list(VALUE_FORMATS)}")
+    try:
+        entry["text"].format_map(_Unknown())
+    except (ValueError, IndexError, AttributeError) as exc:
+        raise ReviewTextError(f"{where}.text: not a usable template ({exc}); write fields as {{value}}") from exc
+    column = entry.get("column")
+    if "{listing}" in entry["text"] and not column:
+        raise ReviewTextError(f"{where}: `{{listing}}` needs the `column` it reads")
+    return SignalText(entry["text"].strip(), value, column)
 
 
 class _Unknown(dict[str, str]):

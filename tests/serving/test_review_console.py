@@ -241,10 +241,19 @@ def test_a_broken_excerpt_file_is_refused_naming_the_entry(tmp_path: Path, text:
     assert str(path) in str(refused.value)
 
 
-def test_a_broken_catalogue_entry_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{text: 'gap {value}', value: furlongs}", "features.price_gap.value: 'furlongs' is not one of"),
+        ("{text: 'gap {value'}", "features.price_gap.text: not a usable template"),
+        ("{text: 'the {listing}'}", "features.price_gap: `{listing}` needs the `column` it reads"),
+        ("{value: count}", "features.price_gap: needs a non-empty `text`"),
+    ],
+)
+def test_a_broken_catalogue_entry_is_refused(tmp_path: Path, entry: str, message: str) -> None:
     path = tmp_path / "reasons.yaml"
-    path.write_text("features:\n  price_gap: {text: 'gap {value}', value: furlongs}\n")
-    with pytest.raises(ReviewTextError, match=r"features\.price_gap\.value: 'furlongs' is not one of"):
+    path.write_text(f"features:\n  price_gap: {entry}\n")
+    with pytest.raises(ReviewTextError, match=re.escape(message)):
         ReasonCatalogue.load(path)
 
 
