@@ -171,9 +171,10 @@
     if (r.risk === null) {
       $("risk").textContent = "Not scored by the model (" + (r.fallback_reason || "unknown") + "): a person decides.";
     } else {
-      $("risk").textContent = "Risk " + fixed(r.risk, 3) + ": auto-pass below " + fixed(r.t_pass, 3) +
-        ", auto-block from " + fixed(r.t_block, 3) + ". Decision: " + (words[r.decision] || r.decision) +
-        (r.decision_tier ? " (tier " + r.decision_tier + ")" : "") + ".";
+      const pass = r.tiers.length ? "auto-pass only when every tier's risk is below its threshold (table)"
+        : "auto-pass below " + fixed(r.t_pass, 3);
+      $("risk").textContent = "Risk " + fixed(r.risk, 3) + ": " + pass + ", auto-block from " + fixed(r.t_block, 3) +
+        ". Decision: " + (words[r.decision] || r.decision) + (r.decision_tier ? " (tier " + r.decision_tier + ")" : "") + ".";
     }
     const body = $("tiers").querySelector("tbody");
     body.replaceChildren(...r.tiers.map((t) => {
