@@ -189,6 +189,23 @@ def test_the_console_with_an_item_has_no_serious_accessibility_violation(browser
     assert "label" in [v["id"] for v in serious_violations(browser)]  # the scan does see a field without label
 
 
+def test_leaving_the_page_gives_the_item_back(browser: Any, live_server: LiveServer, store: Store) -> None:
+    _only_mine_pending(live_server)
+    _queue(live_server)
+    _, token = _key(live_server, "review")
+    _sign_in(browser, live_server, token)
+    browser.find_element(By.ID, "next").click()
+    _wait_for(browser, "shown")
+    held = _shown_decision(browser)
+    browser.get("about:blank")  # pagehide: the page sends the release (fetch keepalive)
+
+    def status() -> str | None:
+        item = store.get_queue_item(held)
+        return None if item is None else item.status
+
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda _: status() == "pending")
+
+
 def test_a_key_without_the_review_scope_gets_nothing(browser: Any, live_server: LiveServer) -> None:
     _, token = _key(live_server, "score")
     api = httpx.get(live_server.url + "/v1/review/next", headers={"Authorization": f"Bearer {token}"})
