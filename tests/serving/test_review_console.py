@@ -15,7 +15,8 @@ import pytest
 from bundle.load import Bundle
 from decision.policy import Policy
 from decision.rules import Rule
-from features.config import MARKETPLACE_TIERS
+from features.builder import FeatureBuilder
+from features.config import FEATURE_GROUPS, MARKETPLACE_TIERS, DataConfig
 from serving.engine import DecisionEngine
 from serving.reasons import (
     DEFAULT_POLICY_EXCERPTS,
@@ -194,6 +195,8 @@ def test_every_feature_of_a_fresh_bundle_is_in_the_catalogue(bundle_dir: Path) -
     catalogue = ReasonCatalogue.load()
     bundle = Bundle.load(bundle_dir)
     assert [name for name in bundle.feature_names if name not in catalogue] == []
+    every_group = FeatureBuilder(DataConfig(), feature_groups=FEATURE_GROUPS)  # opt-in groups too
+    assert [name for name in every_group.feature_names if name not in catalogue] == []
     assert {"repost_match", "catalogue_match"} <= set(catalogue.signals)
 
 
