@@ -326,3 +326,20 @@ def test_the_context_shows_each_tier_against_its_threshold_and_the_rules_in_word
     (match,) = context.product_matches
     assert match.kind == "catalogue" and match.catalogue_entry_id == "C001"
     assert match.words == 'the catalogue\'s known product "signal jammer" (C001, prohibited_item)'
+
+
+def test_the_merchant_history_counts_verdicts_recorded_since_the_bundle(serve: Serve) -> None:
+    """As scoring sees it: the bundle's snapshot (nothing for a new merchant) plus the verdicts recorded
+    before the listing was created."""
+    with serve() as api:
+        (rejected_id,) = _queue(api, listing_json(40, merchant_id="M-NEW-CONSOLE"))
+        reject = {"verdict": "reject", "violation_reason": "other"}
+        recorded = api.client.post(f"/v1/reviews/{rejected_id}", json=reject, headers=api.headers("review"))
+        later = listing_json(41, merchant_id="M-NEW-CONSOLE", created_at=datetime.now(UTC).isoformat())
+        (later_id,) = _queue(api, later)
+        shown = _next(api, api.key("merchant-reviewer", "review"))  # the only pending item
+
+    assert recorded.status_code == 200 and shown["item"]["decision_id"] == later_id
+    merchant = shown["context"]["merchant"]
+    assert (merchant["prior_reviews"], merchant["prior_rejects"], merchant["reject_rate"]) == (1, 1, 1.0)
+    assert merchant["days_since_last_reject"] is not None and merchant["days_since_last_reject"] < 1
