@@ -12,11 +12,13 @@ PORT ?= 8000
 MLFLOW_PORT ?= 5000
 NOTEBOOK_PORT ?= 8888
 FORCE ?=
+AXE_VERSION := 4.11.0
+AXE_DIR := .cache/axe-core
 # Rough training time on the built-in data, for the message of `make serve` (about 1 minute per 100k rows).
 TRAIN_MINUTES = $(shell echo $$(( ($(ROWS) + 99999) / 100000 )))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser data train retrain promote shadow-report evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-quality bench-tiers bench-loop bench-rules bench-identify bench-rules-mining clean
+.PHONY: help install install-browser data train retrain promote shadow-report evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-quality bench-tiers bench-loop bench-rules bench-identify bench-rules-mining bench-review clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,9 +31,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Build .venv from pyproject.toml (pinned dependencies)
 
-install-browser: ## Install Debian's chromium + chromium-driver for the browser tests (if missing)
+install-browser: ## Install Debian's chromium + chromium-driver and axe-core (npm, the pinned AXE_VERSION, into .cache/axe-core) for the browser tests, where missing
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@test "$$(node -p "require('./$(AXE_DIR)/node_modules/axe-core/package.json').version" 2>/dev/null)" = "$(AXE_VERSION)" || \
+	  npm install --no-audit --no-fund --silent --prefix $(AXE_DIR) axe-core@$(AXE_VERSION)
 
 data: $(STAMP) ## Generate synthetic review history (ROWS=200000 SEED=0) into data/generated; FORCE=1 replaces data of another size
 	$(BIN)/triage generate --rows $(ROWS) --seed $(SEED) --out $(DATA_DIR) $(if $(FORCE),--force)
@@ -119,6 +123,9 @@ bench-identify: $(STAMP) ## Re-post detection recall/precision on generated re-p
 
 bench-rules-mining: $(STAMP) ## Rule suggestions mined from verdicts: workload removed and certified precision on held-out rows (200k rows, seeds 101-103, SMS spam) -> bench/RESULTS_RULE_MINING.md
 	$(BIN)/python bench/bench_rule_mining.py
+
+bench-review: $(STAMP) install-browser ## Review console: claim-to-render p50/p95/p99 over 200 claims in headless Chromium vs the bare /v1/queue/next fetch -> bench/RESULTS_REVIEW.md
+	$(BIN)/python bench/bench_review.py --claims 200
 
 clean: ## Remove generated data, bundles and tracking store (keeps .venv)
 	rm -rf data/generated models/2* models/latest models/latest.txt mlflow.db mlartifacts var

@@ -30,6 +30,7 @@ from serving.api import (
     monitor,
     policy,
     queue,
+    review_console,
     rule_backtest,
     rule_suggestions,
     rules,
@@ -45,6 +46,7 @@ from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, Bo
 from serving.models import startup_engine
 from serving.monitor import GaugeRefresher
 from serving.product_index import follow_verdicts, sync_now
+from serving.reasons import ReviewTexts
 from serving.scorer import Scorer
 from serving.settings import Settings, get_settings
 from serving.store import Store, create_store
@@ -67,12 +69,17 @@ ROUTERS: list[APIRouter] = [
     docs.router,
     rule_backtest.router,
     rule_suggestions.router,
+    review_console.router,
 ]
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    # the reviewer's words and policy excerpts: a broken file stops the start, naming the file and entry
+    app.state.review_texts = await run_in_threadpool(
+        ReviewTexts.load, settings.reason_catalogue, settings.policy_excerpts
+    )
     store = create_store(
         settings.database_url, group_commit=settings.group_commit, group_commit_ms=settings.group_commit_ms
     )

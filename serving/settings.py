@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.reasons import DEFAULT_POLICY_EXCERPTS, DEFAULT_REASON_CATALOGUE
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -95,6 +97,16 @@ class Settings(BaseSettings):
     )
     monitor_window_hours: float = Field(
         default=24.0, gt=0, le=24 * 92, description="The window of decisions the monitor gauges cover."
+    )
+    reason_catalogue: str = Field(
+        default=str(DEFAULT_REASON_CATALOGUE),
+        min_length=1,
+        description="YAML: each signal behind a decision in a reviewer's words (the review console).",
+    )
+    policy_excerpts: str = Field(
+        default=str(DEFAULT_POLICY_EXCERPTS),
+        min_length=1,
+        description="YAML: the policy excerpt of each violation reason a reviewer can choose; checked at start.",
     )
 
     @property

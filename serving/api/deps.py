@@ -26,6 +26,7 @@ from starlette.types import Scope as AsgiScope
 from serving.engine import DecisionEngine
 from serving.keys import cached_key, verify_key
 from serving.metrics import Metrics
+from serving.reasons import ReviewTexts
 from serving.scorer import Scorer
 from serving.settings import Settings
 from serving.store import ApiKey, Scope, Store
@@ -56,11 +57,16 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+async def get_review_texts(request: Request) -> ReviewTexts:
+    return request.app.state.review_texts
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 EngineDep = Annotated[DecisionEngine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ReviewTextsDep = Annotated[ReviewTexts, Depends(get_review_texts)]
 
 
 def _unauthorized(detail: str) -> HTTPException:

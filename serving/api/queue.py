@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
-from serving.api.deps import EngineDep, MetricsDep, MonitorKey, ReviewKey, SettingsDep, StoreDep
+from serving.api.deps import EngineDep, MetricsDep, MonitorKey, ReviewKey, ReviewTextsDep, SettingsDep, StoreDep
+from serving.api.errors import field_error
 from serving.api.schemas import (
     QueueCounts,
     QueuedItem,
@@ -25,13 +26,14 @@ from serving.api.schemas import (
 )
 from serving.engine import verdict_statement
 from serving.product_index import remember_verdict
+from serving.reasons import rejection_reason_problem, violation_reasons
 from serving.store import ConflictError, NotFoundError, QueueItem
 from serving.store.records import LANES, Lane
 
 router = APIRouter(prefix="/v1", tags=["review queue"])
 
 
-def _queued(item: QueueItem) -> QueuedItem:
+def queued_item(item: QueueItem) -> QueuedItem:
     return QueuedItem(
         decision_id=item.decision_id,
         priority=item.priority,
@@ -60,7 +62,7 @@ async def claim_next(
     """
     max_age = timedelta(hours=engine.policy.audit.max_age_hours)
     items = await run_in_threadpool(store.claim, key.name, n, settings.lease_seconds, max_age)
-    return QueueResponse(items=[_queued(item) for item in items])
+    return QueueResponse(items=[queued_item(item) for item in items])
 
 
 @router.get("/queue/stats", response_model=QueueStats)
@@ -89,10 +91,17 @@ async def record_review(
     store: StoreDep,
     metrics: MetricsDep,
     engine: EngineDep,
+    texts: ReviewTextsDep,
 ) -> ReviewResponse:
-    """Record a verdict. A rejection stores a DSA statement of reasons (automated_decision=false); on an
-    audit, `overturn` says whether the verdict contradicts the automated decision in force (an approved
-    auto-block stores the statement that the block is lifted)."""
+    """Record a verdict. A rejection needs a `violation_reason` (one the serving bundle's data config or
+    the policy excerpts know, or 'other') and stores a DSA statement of reasons (automated_decision=false)
+    that gives it; on an audit, `overturn` says whether the verdict contradicts the automated decision in
+    force (an approved auto-block stores the statement that the block is lifted). `note` is kept with the
+    verdict."""
+    choosable = violation_reasons(engine.bundle.config if engine.bundle else None, texts.excerpts)
+    problem = rejection_reason_problem(body.verdict, body.violation_reason, choosable)
+    if problem is not None:
+        raise field_error(("body", "violation_reason"), problem)
     record = await run_in_threadpool(store.get_decision, decision_id)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown decision {decision_id}")
@@ -106,6 +115,7 @@ async def record_review(
             body.violation_reason,
             body.review_seconds,
             statement,
+            body.note,
         )
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc

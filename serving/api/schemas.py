@@ -277,8 +277,11 @@ class ReviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     verdict: Literal["approve", "reject"]
-    violation_reason: str | None = Field(default=None, min_length=1, max_length=256)
+    violation_reason: str | None = Field(
+        default=None, min_length=1, max_length=256, description="Required for a reject (see POST /v1/reviews)."
+    )
     review_seconds: float | None = Field(default=None, ge=0, le=86_400)
+    note: str | None = Field(default=None, max_length=2_000, description="The reviewer's note, kept with the verdict.")
 
 
 class ReviewResponse(BaseModel):
@@ -294,6 +297,7 @@ class ReviewResponse(BaseModel):
         description="On an audit: true when the verdict contradicts the automated decision in force (a "
         "rejected auto-pass, an approved auto-block); null for a review.",
     )
+    note: str | None = None
 
 
 # --- policy -------------------------------------------------------------------------------------------

@@ -69,8 +69,10 @@ class ReviewQueue(MerchantOutcomeLog):
         violation_reason: str | None = None,
         review_seconds: float | None = None,
         statement_of_reasons: dict[str, Any] | None = None,
+        note: str | None = None,
     ) -> Review:
-        """Store a verdict (with the DSA statement of reasons of a rejection) and close the queue item.
+        """Store a verdict (with the DSA statement of reasons of a rejection, and the reviewer's note) and
+        close the queue item.
 
         On an audit, the review records whether the verdict overturns the automated decision in force
         (`records.overturns`). Raises NotFoundError for an unknown decision, ConflictError if it is not queued, already
@@ -91,6 +93,7 @@ class ReviewQueue(MerchantOutcomeLog):
             review_seconds,
             now,
             statement_of_reasons,
+            note=note,
         )
         try:
             recorded = self._write(lambda conn: self._review(conn, review))
@@ -98,6 +101,34 @@ class ReviewQueue(MerchantOutcomeLog):
             raise ConflictError(f"decision {decision_id} is already reviewed") from exc
         self._merchant_outcome_committed(decision_id)
         return recorded
+
+    def release(self, decision_id: str, reviewer: str) -> None:
+        """Give back a lease `reviewer` holds (live or expired, not yet taken by anyone else): the item is
+        pending again, for whoever claims next.
+
+        Raises NotFoundError for an unknown decision or one not in the queue, ConflictError if the item
+        is reviewed already or not leased to `reviewer`.
+        """
+        self._write(lambda conn: self._release(conn, decision_id, reviewer))
+
+    def get_queue_item(self, decision_id: str) -> QueueItem | None:
+        """The queue entry of a decision, with the decision; None if it was never queued."""
+        with self._read_engine.connect() as conn:
+            row = conn.execute(select(q).where(q.c.decision_id == decision_id)).first()
+            decision = conn.execute(select(d).where(d.c.decision_id == decision_id)).first()
+        return None if row is None or decision is None else _queue_item(row, decision_record(decision))
+
+    def _release(self, conn: Connection, decision_id: str, reviewer: str) -> None:
+        query = select(q.c.status, q.c.claimed_by).where(q.c.decision_id == decision_id)
+        item = conn.execute(query.with_for_update() if self.dialect == "postgresql" else query).first()
+        if item is None:
+            raise NotFoundError(f"decision {decision_id} is not in the review queue")
+        if item.status == "done":
+            raise ConflictError(f"decision {decision_id} is already reviewed")
+        if item.status != "claimed" or item.claimed_by != reviewer:
+            raise ConflictError(f"decision {decision_id} is not leased to {reviewer}")
+        pending = {"status": "pending", "claimed_by": None, "lease_expires_at": None}
+        conn.execute(update(q).where(q.c.decision_id == decision_id).values(pending))
 
     def get_review(self, decision_id: str) -> Review | None:
         with self._read_engine.connect() as conn:

@@ -211,6 +211,7 @@ class Review:
     statement_of_reasons: dict[str, Any] | None = None  # DSA statement when the verdict restricts the listing
     # audits only: whether the verdict contradicts the automated decision in force (None: a review)
     overturn: bool | None = None
+    note: str | None = None  # the reviewer's free-text note (the review console's optional field)
 
 
 @dataclass(frozen=True, slots=True)

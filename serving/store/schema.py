@@ -158,6 +158,7 @@ reviews = Table(
     Column("reviewed_at", UTCDateTime, nullable=False),
     Column("statement_of_reasons", JSONText, nullable=True),  # added later: see ADDED_COLUMNS
     Column("overturn", Boolean, nullable=True),  # added later: see ADDED_COLUMNS
+    Column("note", Text, nullable=True),  # added later: see ADDED_COLUMNS
     CheckConstraint("verdict IN ('approve', 'reject')", name="ck_reviews_verdict"),
     Index("ix_reviews_reviewed_at", "reviewed_at"),
 )
@@ -221,6 +222,7 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
     (reviews, "overturn"),
     (decisions, "rules_shadow"),
     (decisions, "model_decision"),
+    (reviews, "note"),
 )
 
 # Each verdict's outcome for its merchant (reviews and audits alike), written in the verdict's transaction:

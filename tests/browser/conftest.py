@@ -43,6 +43,7 @@ class LiveServer:
     url: str
     key: str  # scope "score": the simulator works with any valid key, applying needs admin
     admin_key: str
+    database_url: str  # the service's decision log, for tests that read what it stored
 
     def get(self, path: str, **params: str | int | float | bool | None) -> httpx.Response:
         return httpx.get(self.url + path, params=params, headers={"Authorization": f"Bearer {self.key}"})
@@ -75,7 +76,7 @@ def _live(bundle: Path, workdir: Path) -> Iterator[LiveServer]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process, timeout_s=STARTUP_SECONDS, interval_s=0.2)
-        yield LiveServer(url, key, admin_key)
+        yield LiveServer(url, key, admin_key, database_url)
     finally:
         process.terminate()
         try:

@@ -29,6 +29,9 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/queue/next"): REVIEW,
     ("GET", "/v1/queue/stats"): REVIEW_OR_READ,
     ("POST", "/v1/reviews/{decision_id}"): REVIEW,
+    ("GET", "/v1/review/next"): REVIEW,
+    ("GET", "/v1/review/items/{decision_id}"): REVIEW,
+    ("POST", "/v1/queue/{decision_id}/release"): REVIEW,
     ("GET", "/v1/policy"): READ,
     ("GET", "/v1/policy/history"): READ,
     ("PUT", "/v1/policy"): ADMIN,
@@ -68,6 +71,9 @@ PAGES = [
     "/rules",
     "/rules/rules.js",
     "/rules/rules.css",
+    "/review",
+    "/review/review.js",
+    "/review/review.css",
     "/docs",
     "/openapi.json",
 ]
@@ -120,6 +126,14 @@ def rule_change(service: Service, method: str) -> tuple[str, Any]:
     return path + "?reason=access+test", None
 
 
+def held_decision(service: Service, headers: dict[str, str]) -> str:
+    """A queued decision leased to the key in `headers` (a fresh queued one when the key cannot claim)."""
+    queued = queued_decision(service)
+    claimed = httpx.get(service.url + "/v1/review/next", headers=headers, timeout=30)
+    item = claimed.json().get("item") if claimed.status_code == 200 else None
+    return str(item["decision_id"]) if item else queued
+
+
 def send(service: Service, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
     body: Any = None
     if path == "/v1/score":
@@ -128,6 +142,8 @@ def send(service: Service, method: str, path: str, headers: dict[str, str]) -> h
         body = {"items": [listing(next(_ids))]}
     elif path == "/v1/reviews/{decision_id}":
         path, body = f"/v1/reviews/{queued_decision(service)}", {"verdict": "approve"}
+    elif path in ("/v1/review/items/{decision_id}", "/v1/queue/{decision_id}/release"):
+        path = path.replace("{decision_id}", held_decision(service, headers))
     elif (method, path) in (("PUT", "/v1/policy"), ("POST", "/v1/simulate")):
         body = {"reason": "access test"} if method == "PUT" else {}
     elif path == "/v1/admin/keys" and method == "POST":

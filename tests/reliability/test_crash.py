@@ -68,7 +68,8 @@ def test_sigkill_mid_load_then_restart_loses_nothing_and_recovers_leases(make_se
     with service.client("reviewer-c") as client:
         verdict = client.post(f"/v1/reviews/{sorted(recovered)[0]}", json={"verdict": "approve"}) if recovered else None
     with service.client("reviewer-a") as client:
-        stale = client.post(f"/v1/reviews/{sorted(recovered)[-1]}", json={"verdict": "reject"}) if recovered else None
+        rejection = {"verdict": "reject", "violation_reason": "other"}
+        stale = client.post(f"/v1/reviews/{sorted(recovered)[-1]}", json=rejection) if recovered else None
 
     report(
         requests=result.requests,

@@ -231,7 +231,9 @@ def test_a_review_verdict_is_never_an_overturn(serve, no_model) -> None:
     with serve(**no_model) as api:
         (decision_id,) = fill_queue(api, 1)
         review = api.client.post(
-            f"/v1/reviews/{decision_id}", json={"verdict": "reject"}, headers=api.headers("review")
+            f"/v1/reviews/{decision_id}",
+            json={"verdict": "reject", "violation_reason": "other"},
+            headers=api.headers("review"),
         ).json()
 
     assert review["overturn"] is None and review["statement_of_reasons"]["restriction"] == "listing_removed"
