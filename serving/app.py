@@ -20,6 +20,7 @@ from bundle.load import Bundle
 from decision.policy import Policy
 from serving.api import (
     body,
+    corrections,
     docs,
     errors,
     health,
@@ -67,6 +68,7 @@ ROUTERS: list[APIRouter] = [
     docs.router,
     rule_backtest.router,
     rule_suggestions.router,
+    corrections.router,
 ]
 
 

@@ -296,6 +296,42 @@ class ReviewResponse(BaseModel):
     )
 
 
+class CorrectionRequest(BaseModel):
+    """An amended verdict. `violation_reason` is required when the new verdict is reject."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["approve", "reject"]
+    violation_reason: str | None = Field(default=None, min_length=1, max_length=256)
+    reason: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=3, max_length=2_000),
+        Field(description="Why the verdict is amended: kept in the decision's audit trail."),
+    ]
+    note: str | None = Field(default=None, max_length=2_000, description="Anything else the audit trail should keep.")
+
+
+class CorrectionResponse(BaseModel):
+    id: int
+    decision_id: str
+    corrected_by: str
+    corrected_at: datetime
+    previous_verdict: Literal["approve", "reject"]
+    previous_violation_reason: str | None
+    verdict: Literal["approve", "reject"]
+    violation_reason: str | None
+    reason: str
+    note: str | None
+    statement_of_reasons: dict[str, Any] | None = Field(
+        description="The new verdict's DSA statement: a restriction (amended to reject), or the lifting of the "
+        "restriction the amended rejection imposed; null when the amendment restricts and lifts nothing."
+    )
+    overturn: bool | None = Field(
+        description="On an audit: whether the new verdict contradicts the automated decision in force; null for "
+        "a review."
+    )
+
+
 # --- policy -------------------------------------------------------------------------------------------
 
 Threshold = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from decision.audit import AuditPlan
@@ -33,7 +33,7 @@ from serving.store.records import (
     overturns,
 )
 
-d, q, rv = schema.decisions, schema.queue, schema.reviews
+d, q, rv, rc = schema.decisions, schema.queue, schema.reviews, schema.review_corrections
 
 DEFAULT_AUDIT_MAX_AGE = timedelta(hours=AuditPlan().max_age_hours)
 
@@ -118,12 +118,25 @@ class ReviewQueue(MerchantOutcomeLog):
 
     def export_labels(self, config: DataConfig | None = None, since: datetime | None = None) -> pd.DataFrame:
         """Reviewed decisions as labelled outcomes in the data contract (listing fields + outcome), each
-        with its inclusion probability, audit flag and the decision that was in force (`labels`)."""
+        with its inclusion probability, audit flag and the decision that was in force (`labels`).
+
+        The outcome is the verdict in force: a corrected verdict's latest correction (verdict and
+        violation reason), flagged `corrected`; `reviewed_at` stays the first verdict's time."""
         config = config or DataConfig()
         logged = (d.c.decision, d.c.inclusion_prob, d.c.qa_sample)
+        latest = select(rc.c.decision_id, func.max(rc.c.id).label("id")).group_by(rc.c.decision_id).subquery()
+        amended = latest.c.id.is_not(None)
+        verdict = (
+            case((amended, rc.c.verdict), else_=rv.c.verdict).label("verdict"),
+            case((amended, rc.c.violation_reason), else_=rv.c.violation_reason).label("violation_reason"),
+            amended.label("corrected"),
+        )
         query = (
-            select(d.c.decision_id, d.c.listing_id, d.c.listing, d.c.received_at, *logged, rv)
+            select(d.c.decision_id, d.c.listing_id, d.c.listing, d.c.received_at, *logged, *verdict)
+            .add_columns(rv.c.review_seconds, rv.c.reviewed_at)
             .join_from(rv, d, rv.c.decision_id == d.c.decision_id)
+            .outerjoin(latest, latest.c.decision_id == rv.c.decision_id)
+            .outerjoin(rc, rc.c.id == latest.c.id)
             .order_by(rv.c.reviewed_at, rv.c.decision_id)
         )
         if since is not None:
