@@ -21,6 +21,7 @@ from decision.policy import Policy
 from serving.api import (
     body,
     corrections,
+    decisions,
     docs,
     errors,
     health,
@@ -69,6 +70,7 @@ ROUTERS: list[APIRouter] = [
     rule_backtest.router,
     rule_suggestions.router,
     corrections.router,
+    decisions.router,
 ]
 
 

@@ -1,6 +1,6 @@
 """Prometheus metrics of one app: requests and latency by route, decisions, audits and their overturns,
-verdict corrections, fallbacks, unknown categories, and the production monitor's estimates, drift PSI and check states
-(refreshed in the background).
+verdict corrections, fallbacks, unknown categories, and the production monitor's estimates, drift PSI and
+check states (refreshed in the background).
 
 Each app has its own registry (tests build many apps in one process). With several uvicorn workers
 each worker reports its own numbers; scrape them per worker or run one worker per container.

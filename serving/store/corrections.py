@@ -119,4 +119,3 @@ def _verdict_in_force(conn: Connection, decision_id: str) -> VerdictInForce | No
 
 def _correction(row: Row[Any]) -> Correction:
     return Correction(**row._mapping)
-
