@@ -14,9 +14,7 @@ from tests.serving.conftest import FakeClock, make_decision
 
 def reviewed(store: Store, verdict: str, reason: str | None = None, **decision: object) -> DecisionRecord:
     (record,) = store.record_decisions([make_decision(**decision)])
-    store.record_review(
-        record.decision_id, "ana", verdict, reason, 30.0, verdict_statement(record, verdict, reason)
-    )
+    store.record_review(record.decision_id, "ana", verdict, reason, 30.0, verdict_statement(record, verdict, reason))
     return record
 
 
