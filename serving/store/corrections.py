@@ -4,14 +4,15 @@ A correction never changes the `reviews` row: it is a new `review_corrections` r
 replaces, so the audit trail keeps every verdict in order and the latest one is in force. In the
 correction's own transaction the verdict's merchant outcome follows the new verdict (the row keeps its
 review time; see `serving.merchant_history` for what running workers see). Labels for retraining read
-the verdict in force (`ReviewQueue.export_labels`).
+the verdict in force (`ReviewQueue.export_labels`), as do production monitoring, rule analytics and
+backtests on the log (`with_verdict_in_force`).
 """
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, FromClause, Row, case, func, insert, select, update
 
 from serving.store import schema
 from serving.store.database import Database
@@ -26,6 +27,21 @@ from serving.store.records import (
 )
 
 d, q, rv, rc, mo = schema.decisions, schema.queue, schema.reviews, schema.review_corrections, schema.merchant_outcomes
+
+# The verdict in force in reads that join `reviews`: the latest correction's verdict and violation reason
+# where there is one, else the review's (`with_verdict_in_force` adds the joins these columns need).
+_latest = select(rc.c.decision_id, func.max(rc.c.id).label("id")).group_by(rc.c.decision_id).subquery("latest")
+_amended = _latest.c.id.is_not(None)
+VERDICT_IN_FORCE = case((_amended, rc.c.verdict), else_=rv.c.verdict).label("verdict")
+VIOLATION_REASON_IN_FORCE = case((_amended, rc.c.violation_reason), else_=rv.c.violation_reason).label(
+    "violation_reason"
+)
+CORRECTED = _amended.label("corrected")
+
+
+def with_verdict_in_force(joined: FromClause) -> FromClause:
+    """`joined` (a join that includes `reviews`) outer-joined with each verdict's latest correction."""
+    return joined.outerjoin(_latest, _latest.c.decision_id == rv.c.decision_id).outerjoin(rc, rc.c.id == _latest.c.id)
 
 
 class VerdictCorrections(Database):

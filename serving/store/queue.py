@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Connection, Row, Select, and_, case, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from decision.audit import AuditPlan
 from features.config import DataConfig
 from serving.store import schema
+from serving.store.corrections import CORRECTED, VERDICT_IN_FORCE, VIOLATION_REASON_IN_FORCE, with_verdict_in_force
 from serving.store.decisions import decision_record
 from serving.store.labels import labelled_outcome, labels_frame
 from serving.store.merchant_outcomes import MerchantOutcomeLog
@@ -33,7 +34,7 @@ from serving.store.records import (
     overturns,
 )
 
-d, q, rv, rc = schema.decisions, schema.queue, schema.reviews, schema.review_corrections
+d, q, rv = schema.decisions, schema.queue, schema.reviews
 
 DEFAULT_AUDIT_MAX_AGE = timedelta(hours=AuditPlan().max_age_hours)
 
@@ -124,19 +125,10 @@ class ReviewQueue(MerchantOutcomeLog):
         violation reason), flagged `corrected`; `reviewed_at` stays the first verdict's time."""
         config = config or DataConfig()
         logged = (d.c.decision, d.c.inclusion_prob, d.c.qa_sample)
-        latest = select(rc.c.decision_id, func.max(rc.c.id).label("id")).group_by(rc.c.decision_id).subquery()
-        amended = latest.c.id.is_not(None)
-        verdict = (
-            case((amended, rc.c.verdict), else_=rv.c.verdict).label("verdict"),
-            case((amended, rc.c.violation_reason), else_=rv.c.violation_reason).label("violation_reason"),
-            amended.label("corrected"),
-        )
-        query = (
+        verdict = (VERDICT_IN_FORCE, VIOLATION_REASON_IN_FORCE, CORRECTED, rv.c.review_seconds, rv.c.reviewed_at)
+        query: Select[Any] = (
             select(d.c.decision_id, d.c.listing_id, d.c.listing, d.c.received_at, *logged, *verdict)
-            .add_columns(rv.c.review_seconds, rv.c.reviewed_at)
-            .join_from(rv, d, rv.c.decision_id == d.c.decision_id)
-            .outerjoin(latest, latest.c.decision_id == rv.c.decision_id)
-            .outerjoin(rc, rc.c.id == latest.c.id)
+            .select_from(with_verdict_in_force(rv.join(d, rv.c.decision_id == d.c.decision_id)))
             .order_by(rv.c.reviewed_at, rv.c.decision_id)
         )
         if since is not None:

@@ -3,6 +3,8 @@ and merchant history, each carries its statement of reasons, and a concurrent am
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from features.config import DataConfig
@@ -66,6 +68,12 @@ def test_labels_and_merchant_history_follow_the_latest_verdict(store: Store) -> 
     assert review is not None and rows.loc[amended.decision_id, "reviewed_at"] == review.reviewed_at
     outcomes = {o.decision_id: o.rejected for o in store.merchant_outcomes_after(None)}
     assert outcomes == {kept.decision_id: True, amended.decision_id: True, lifted.decision_id: False}
+    # production estimates and rule analytics read the same verdicts
+    window = (kept.decided_at - timedelta(hours=1), kept.decided_at + timedelta(hours=1))
+    monitored = {row["decision_id"]: row["verdict"] for row in store.decisions_with_verdicts(*window, 100)}
+    assert [monitored[r.decision_id] for r in (kept, amended, lifted)] == ["reject", "reject", "approve"]
+    rule_log, _ = store.rule_log(*window, 100)
+    assert rule_log.set_index("decision_id").loc[amended.decision_id, "verdict"] == "reject"
 
 
 def test_amended_statements_restrict_or_lift(store: Store) -> None:
