@@ -295,7 +295,7 @@ def _people(trail: DecisionTrail) -> list[str]:
     for v in verdicts:
         reason = f" ({v['violation_reason']})" if v["violation_reason"] else ""
         if v["kind"] == "review":
-            sentences.append(f"{v['by']} {_verdict_verb(v['verdict'])} it{reason} on {_when(v['at'])}.")
+            sentences.append(f"Reviewer {v['by']} {_verdict_verb(v['verdict'])} it{reason} on {_when(v['at'])}.")
         elif v["kind"] == "correction":
             sentences.append(
                 f"{v['by']} amended the verdict to {v['verdict']}{reason} on {_when(v['at'])}: {v['reason']}."
