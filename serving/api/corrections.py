@@ -32,7 +32,7 @@ CorrectKey = Annotated[ApiKey, Depends(require_scope("review", "supervise"))]
         403: {"description": "A review key amending another reviewer's verdict (that needs the supervise scope)"},
         404: {"description": "Unknown decision"},
         409: {"description": "No verdict yet, nothing to amend, or amended meanwhile"},
-        422: {"description": "Invalid body (field named): a reject needs its violation_reason"},
+        422: {"description": "Invalid body (field named): a reject needs its violation_reason, an approval has none"},
     },
 )
 async def correct_verdict(
@@ -43,8 +43,9 @@ async def correct_verdict(
     metrics: MetricsDep,
 ) -> CorrectionResponse:
     """Amend the verdict in force. The `reviews` row and earlier corrections stay in the audit trail."""
-    if body.verdict == "reject" and body.violation_reason is None:
-        raise field_error(("body", "violation_reason"), "violation_reason: required when the verdict is reject")
+    if (body.verdict == "reject") != (body.violation_reason is not None):
+        need = "required when the verdict is reject" if body.verdict == "reject" else "an approval has none"
+        raise field_error(("body", "violation_reason"), f"violation_reason: {need}")
     record = await run_in_threadpool(store.get_decision, decision_id)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown decision {decision_id}")

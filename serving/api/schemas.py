@@ -297,7 +297,7 @@ class ReviewResponse(BaseModel):
 
 
 class CorrectionRequest(BaseModel):
-    """An amended verdict. `violation_reason` is required when the new verdict is reject."""
+    """An amended verdict. `violation_reason` is required when the new verdict is reject, refused on approve."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -45,7 +45,7 @@ def with_verdict_in_force(joined: FromClause) -> FromClause:
 
 
 class VerdictCorrections(Database):
-    """Amending verdicts and reading them back in order."""
+    """Amending verdicts (the audit reads show them in order: `decision_audit`)."""
 
     def verdict_in_force(self, decision_id: str) -> VerdictInForce | None:
         """The decision's verdict as it stands (its latest correction, else the review); None without a
@@ -92,12 +92,6 @@ class VerdictCorrections(Database):
         }
         return self._write(lambda conn: self._correct(conn, previous, values))
 
-    def corrections(self, decision_id: str) -> list[Correction]:
-        """The corrections of one decision's verdict, oldest first."""
-        query = select(rc).where(rc.c.decision_id == decision_id).order_by(rc.c.id)
-        with self._read_engine.connect() as conn:
-            return [_correction(row) for row in conn.execute(query)]
-
     def _correct(self, conn: Connection, previous: VerdictInForce, values: dict[str, Any]) -> Correction:
         decision_id = previous.decision_id
         if self.dialect == "postgresql":  # serialise corrections of one verdict
@@ -131,7 +125,3 @@ def _verdict_in_force(conn: Connection, decision_id: str) -> VerdictInForce | No
         statement_of_reasons=source.statement_of_reasons,
         correction_id=None if latest is None else int(latest.id),
     )
-
-
-def _correction(row: Row[Any]) -> Correction:
-    return Correction(**row._mapping)

@@ -10,7 +10,7 @@ import pytest
 from features.config import DataConfig
 from serving.engine import correction_statement, verdict_statement
 from serving.store import ConflictError, DecisionRecord, NotFoundError, Store
-from serving.store.records import VerdictInForce
+from serving.store.records import Correction, VerdictInForce
 from tests.serving.conftest import FakeClock, make_decision
 
 
@@ -30,6 +30,12 @@ def amend(store: Store, record: DecisionRecord, verdict: str, reason: str | None
     return after
 
 
+def corrections(store: Store, decision_id: str) -> list[Correction]:
+    trail = store.decision_trail(decision_id)
+    assert trail is not None
+    return trail.corrections
+
+
 def test_a_correction_keeps_the_review_and_the_latest_verdict_is_in_force(store: Store, clock: FakeClock) -> None:
     record = reviewed(store, "approve")
     clock.advance(60)
@@ -39,7 +45,7 @@ def test_a_correction_keeps_the_review_and_the_latest_verdict_is_in_force(store:
 
     review = store.get_review(record.decision_id)
     assert review is not None and review.verdict == "approve" and review.statement_of_reasons is None
-    first, second = store.corrections(record.decision_id)
+    first, second = corrections(store, record.decision_id)
     assert (first.previous_verdict, first.verdict, first.violation_reason) == ("approve", "reject", "counterfeit")
     assert (second.previous_verdict, second.previous_violation_reason) == ("reject", "counterfeit")
     assert first.corrected_at < second.corrected_at and first.corrected_by == "lead"
@@ -94,7 +100,7 @@ def test_amended_statements_restrict_or_lift(store: Store) -> None:
     assert taken_down.statement_of_reasons["restriction"] == "listing_removed"
     assert taken_down.statement_of_reasons["category"] == "consumer_information_infringements"
     assert taken_down.statement_of_reasons["facts_and_circumstances"].startswith("verdict amended: approved, now")
-    (correction,) = store.corrections(passed.decision_id)
+    (correction,) = corrections(store, passed.decision_id)
     assert correction.overturn is True  # an audit: the auto-pass is overturned by the amended verdict
 
 
@@ -109,7 +115,7 @@ def test_stale_empty_and_unknown_corrections_are_refused(store: Store) -> None:
     assert current is not None
     with pytest.raises(ConflictError, match="nothing to amend"):
         store.record_correction(current, "lead", "reject", "counterfeit", "the same again")
-    assert len(store.corrections(record.decision_id)) == 1
+    assert len(corrections(store, record.decision_id)) == 1
     (waiting,) = store.record_decisions([make_decision()])
     assert store.verdict_in_force(waiting.decision_id) is None
     with pytest.raises(NotFoundError):

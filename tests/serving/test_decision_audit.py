@@ -84,12 +84,15 @@ def test_corrections_refuse_unknown_unreviewed_and_incomplete_requests(serve: Se
             f"/v1/reviews/{decision_id}/corrections", json={"verdict": "approve", "reason": " "}, headers=ana
         )
         unchanged = correct(api, decision_id, ana, verdict="approve", violation_reason=None)
+        reasoned_approval = correct(api, decision_id, ana, verdict="approve")
         score_key = correct(api, decision_id, api.headers("score"))
 
     assert unknown.status_code == 404
     assert unreviewed.status_code == 409 and "no verdict yet" in unreviewed.json()["detail"]
     assert no_reason.status_code == 422 and no_reason.json()["detail"][0]["field"] == "violation_reason"
     assert no_why.status_code == 422 and no_why.json()["detail"][0]["field"] == "reason"
+    assert reasoned_approval.status_code == 422
+    assert reasoned_approval.json()["detail"][0]["field"] == "violation_reason"
     assert unchanged.status_code == 409 and "nothing to amend" in unchanged.json()["detail"]
     assert score_key.status_code == 403
 
