@@ -4,8 +4,8 @@ A correction never changes the `reviews` row: it is a new `review_corrections` r
 replaces, so the audit trail keeps every verdict in order and the latest one is in force. In the
 correction's own transaction the verdict's merchant outcome follows the new verdict (the row keeps its
 review time; see `serving.merchant_history` for what running workers see). Labels for retraining read
-the verdict in force (`ReviewQueue.export_labels`), as do production monitoring, rule analytics and
-backtests on the log (`with_verdict_in_force`).
+the verdict in force (`ReviewQueue.export_labels`), as do production monitoring, rule analytics,
+backtests on the log and product identification's reviewed listings (`with_verdict_in_force`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Corrections of verdicts on both backends: the first verdict is kept, the latest is in force for labels
-and merchant history, each carries its statement of reasons, and a concurrent amendment is refused."""
+"""Corrections of verdicts on both backends: the first verdict is kept, the latest is in force for labels,
+merchant history and the other reads of verdicts, each carries its statement of reasons, and a stale
+amendment is refused."""
 
 from __future__ import annotations
 
@@ -80,6 +81,11 @@ def test_labels_and_merchant_history_follow_the_latest_verdict(store: Store) -> 
     assert [monitored[r.decision_id] for r in (kept, amended, lifted)] == ["reject", "reject", "approve"]
     rule_log, _ = store.rule_log(*window, 100)
     assert rule_log.set_index("decision_id").loc[amended.decision_id, "verdict"] == "reject"
+    indexed = {r.decision_id: (r.verdict, r.violation_reason) for r in store.reviewed_listings_after(None)}
+    assert indexed[amended.decision_id] == ("reject", "prohibited_item") and indexed[lifted.decision_id] == (
+        "approve",
+        "",
+    )
 
 
 def test_amended_statements_restrict_or_lift(store: Store) -> None:
