@@ -20,6 +20,8 @@ from bundle.load import Bundle
 from decision.policy import Policy
 from serving.api import (
     body,
+    corrections,
+    decisions,
     docs,
     errors,
     health,
@@ -70,6 +72,8 @@ ROUTERS: list[APIRouter] = [
     rule_backtest.router,
     rule_suggestions.router,
     review_console.router,
+    corrections.router,
+    decisions.router,
 ]
 
 

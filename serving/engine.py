@@ -412,6 +412,39 @@ def verdict_statement(record: DecisionRecord, verdict: str, violation_reason: st
     return None
 
 
+def correction_statement(
+    record: DecisionRecord,
+    previous_verdict: str,
+    previous_statement: dict[str, Any] | None,
+    verdict: str,
+    violation_reason: str | None,
+) -> dict[str, Any] | None:
+    """The statement of reasons of a corrected verdict (None: it restricts nothing and lifts nothing).
+
+    Amended to reject: the listing is restricted by a person (`review_statement_of_reasons`, noting the
+    amendment). A rejection amended to approve lifts that restriction, as an overturned block does: the
+    statement of the rejection it reverses, with restriction 'restriction_lifted'. An approval amended
+    to approve cannot happen (the store refuses an amendment that changes nothing).
+    """
+    if verdict == "reject":
+        statement = review_statement_of_reasons(record, violation_reason)
+        was = "approved" if previous_verdict == "approve" else "rejected for another reason"
+        statement["facts_and_circumstances"] = f"verdict amended: {was}, now {statement['facts_and_circumstances']}"
+        return statement
+    if previous_verdict != "reject":
+        return None
+    statement = dict(previous_statement or review_statement_of_reasons(record, None))
+    statement.update(
+        automated_decision=False,
+        restriction="restriction_lifted",
+        facts_and_circumstances=(
+            "the rejection was amended to approve on correction: the restriction is lifted and the listing may go "
+            f"live; the rejection was based on: {statement.get('facts_and_circumstances', '')}"
+        ),
+    )
+    return statement
+
+
 def review_statement_of_reasons(record: DecisionRecord, violation_reason: str | None) -> dict[str, Any]:
     """DSA statement of reasons for a listing a person rejected after review (automated_decision=False).
 

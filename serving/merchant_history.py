@@ -18,6 +18,13 @@ Point in time: as in training, an outcome counts for a listing only if reviewed 
 listing's creation time, the review time being the verdict's `reviewed_at` (the column `export-labels`
 writes and training reads when the data config names `reviewed_at`, as the default does). A listing id
 reviewed twice counts twice here, where training on `export-labels` keeps only its latest verdict.
+
+Corrections: an amended verdict updates its merchant outcome in the correction's transaction (`rejected`
+follows the new verdict; the review time stays the first verdict's, as `export-labels` keeps it), so the
+store, training and every engine loaded afterwards count the verdict in force. A worker already running
+keeps counting the verdict it held until it next loads a bundle (restart, reload, promotion): its
+updates are keyed by decision and only ever added to, and the refresh does not re-read the amended
+outcome (its review time is older than the refresh window), so an amendment is never counted twice.
 """
 
 from __future__ import annotations

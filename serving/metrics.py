@@ -1,6 +1,6 @@
 """Prometheus metrics of one app: requests and latency by route, decisions, audits and their overturns,
-fallbacks, unknown categories, and the production monitor's estimates, drift PSI and check states
-(refreshed in the background).
+verdict corrections, fallbacks, unknown categories, and the production monitor's estimates, drift PSI and
+check states (refreshed in the background).
 
 Each app has its own registry (tests build many apps in one process). With several uvicorn workers
 each worker reports its own numbers; scrape them per worker or run one worker per container.
@@ -45,6 +45,13 @@ class Metrics:
             "triage_audit_overturns",
             "Audits whose verdict contradicted the automated decision in force, by that decision",
             ["decision"],
+            registry=self.registry,
+        )
+        self.corrections = Counter(
+            "triage_verdict_corrections",
+            "Verdicts amended after they were recorded, by the verdict amended to and who amended it (own: the "
+            "reviewer; supervisor: a review lead)",
+            ["verdict", "by"],
             registry=self.registry,
         )
         self.fallbacks = Counter(
@@ -99,6 +106,9 @@ class Metrics:
 
     def observe_overturn(self, decision: str) -> None:
         self.overturns.labels(decision).inc()
+
+    def observe_correction(self, verdict: str, by: str) -> None:
+        self.corrections.labels(verdict, by).inc()
 
     def observe_unknown_categories(self, unknown: list[list[tuple[str, str]]]) -> None:
         for column, n in Tally(column for item in unknown for column, _ in item).items():

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import typer
 
+from serving import audit_commands, rules_commands
 from serving import commands as serving_commands
-from serving import rules_commands
 from training import commands as training_commands
 from training import policy_cli, rule_suggest_cli, rules_cli
 from triage import lifecycle
@@ -54,6 +54,13 @@ rules_app.command("stats")(rules_commands.rules_stats)
 rules_app.command("backtest")(rules_cli.backtest)
 rules_app.command("suggest")(rule_suggest_cli.suggest)
 app.add_typer(rules_app, name="rules")
+
+decisions_app = typer.Typer(
+    help="Decision audit: why a decision was made, by which model and policy, and what people did with it.",
+    no_args_is_help=True,
+)
+decisions_app.command("show")(audit_commands.decisions_show)
+app.add_typer(decisions_app, name="decisions")
 
 if __name__ == "__main__":
     app()

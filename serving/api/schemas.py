@@ -300,6 +300,170 @@ class ReviewResponse(BaseModel):
     note: str | None = None
 
 
+class CorrectionRequest(BaseModel):
+    """An amended verdict. `violation_reason` is required when the new verdict is reject, refused on approve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["approve", "reject"]
+    violation_reason: str | None = Field(default=None, min_length=1, max_length=256)
+    reason: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=3, max_length=2_000),
+        Field(description="Why the verdict is amended: kept in the decision's audit trail."),
+    ]
+    note: str | None = Field(default=None, max_length=2_000, description="Anything else the audit trail should keep.")
+
+
+class CorrectionResponse(BaseModel):
+    id: int
+    decision_id: str
+    corrected_by: str
+    corrected_at: datetime
+    previous_verdict: Literal["approve", "reject"]
+    previous_violation_reason: str | None
+    verdict: Literal["approve", "reject"]
+    violation_reason: str | None
+    reason: str
+    note: str | None
+    statement_of_reasons: dict[str, Any] | None = Field(
+        description="The new verdict's DSA statement: a restriction (amended to reject), or the lifting of the "
+        "restriction the amended rejection imposed; null when the amendment restricts and lifts nothing."
+    )
+    overturn: bool | None = Field(
+        description="On an audit: whether the new verdict contradicts the automated decision in force; null for "
+        "a review."
+    )
+
+
+# --- decision audit ---------------------------------------------------------------------------------
+
+
+class Thresholds(BaseModel):
+    t_pass: float | None
+    t_block: float | None
+
+
+class PolicyInForce(BaseModel):
+    version: str
+    source: Literal["api", "bundle", "failsafe"] = Field(
+        description="api: put in force through the policy API (stored with who, when and why); bundle: the "
+        "bundle's own policy.json; failsafe: no model was loaded."
+    )
+    put_in_force_at: datetime | None
+    put_in_force_by: str | None
+    change_reason: str | None
+    guarantee_state: str | None = Field(description="certified, provisional, hand_set or none (api policies only).")
+    policy: dict[str, Any] | None = Field(description="The stored policy (thresholds, rules, audit plan).")
+    note: str
+
+
+class RuleInForceOut(BaseModel):
+    name: str
+    action: str | None = Field(description="block or review; null under the bundle's own policy (not stored).")
+    mode: str | None
+    version: int | None = Field(description="The rule's own version (bumped on every change of it).")
+    in_force_since: str | None = Field(
+        description="The earliest policy version of the unbroken run up to the decision's in which the rule acted "
+        "alike; null under the bundle's own policy."
+    )
+
+
+class QueueEntryOut(BaseModel):
+    lane: str
+    status: str
+    enqueued_at: datetime
+    claimed_by: str | None
+    lease_expires_at: datetime | None
+
+
+class StatementOut(BaseModel):
+    source: Literal["decision", "review", "correction"]
+    at: datetime
+    statement: dict[str, Any]
+
+
+class VerdictOut(BaseModel):
+    kind: Literal["review", "correction", "second_review"]
+    by: str
+    at: datetime
+    verdict: Literal["approve", "reject"]
+    violation_reason: str | None
+    reason: str | None = Field(description="Why a correction amended the verdict.")
+    note: str | None
+
+
+class ShadowOut(BaseModel):
+    decision_id: str
+    decided_at: datetime
+    model_version: str
+    policy_version: str
+    risk: float | None
+    decision: Decision
+    tier_risk: dict[str, float] | None
+
+
+class ModelInForce(BaseModel):
+    model_version: str | None
+    event: str | None = Field(description="promote, reload or forced_reload; null when no audited change did.")
+    at: datetime | None
+    by: str | None
+    reason: str | None
+    bundle: str | None = None
+    registry_version: str | None = None
+    note: str
+
+
+class TimelineEvent(BaseModel):
+    at: datetime
+    event: str
+    text: str
+
+
+class DecisionAudit(BaseModel):
+    """Everything about one decision, with `why` in plain words first and its timeline last."""
+
+    decision_id: str
+    listing_id: str
+    why: str
+    received_at: datetime
+    decided_at: datetime
+    decision: Decision
+    automated: bool
+    model_decision: Decision | None
+    risk: float | None
+    tier_risk: dict[str, float] | None
+    decision_tier: str | None
+    model_version: str | None
+    policy_version: str
+    thresholds: Thresholds
+    policy_in_force: PolicyInForce
+    reasons: list[Reason]
+    rules_matched: list[RuleInForceOut]
+    rules_shadow: list[RuleInForceOut]
+    fallback_reason: str | None
+    inclusion_prob: float | None
+    qa_sample: bool
+    would_have_been: Decision | None
+    queue: QueueEntryOut | None
+    statements_of_reasons: list[StatementOut]
+    verdicts: list[VerdictOut] = Field(description="The review, then its corrections in order, then second reviews.")
+    verdict_in_force: VerdictOut | None = Field(description="The latest review or correction.")
+    overturn: bool | None = Field(
+        description="On an audit with a verdict: whether the verdict in force contradicts the automated decision."
+    )
+    shadow: ShadowOut | None
+    model_in_force: ModelInForce
+    listing: dict[str, Any]
+    timeline: list[TimelineEvent]
+
+
+class ListingHistory(BaseModel):
+    listing_id: str
+    decisions: list[DecisionAudit] = Field(description="Every decision of the listing, in the order received.")
+    truncated: bool = Field(description="True when the listing has more decisions than one answer holds.")
+
+
 # --- policy -------------------------------------------------------------------------------------------
 
 Threshold = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]

@@ -2,7 +2,8 @@
 bundle's `history.parquet` so `decision.backtest.backtest` runs on them unchanged.
 
 Each row is one logged decision with a verdict: the listing's fields as the service received them,
-`label` (1 for a reject), `violation_reason` and `review_seconds` from the verdict, the logged calibrated
+`label` (1 for a reject), `violation_reason` and `review_seconds` from the verdict (the verdict in force: a
+corrected verdict counts as amended), the logged calibrated
 `risk` and `tier_risk_<tier>`, `inclusion_prob` (1 for a decision sent to review, the audit rate of its
 stratum for an automated one, so an audited automated decision counts 1 / pi times), and
 `product_match` as product identification found it when the decision was made (the sources named by
@@ -24,6 +25,7 @@ from decision.backtest import TIER_RISK_PREFIX
 from features.config import INCLUSION_PROB
 from features.identify import MATCH_SOURCES, PRODUCT_MATCH
 from serving.store import schema
+from serving.store.corrections import VERDICT_IN_FORCE, VIOLATION_REASON_IN_FORCE, with_verdict_in_force
 from serving.store.database import Database
 
 d, r = schema.decisions, schema.reviews
@@ -41,8 +43,8 @@ DECISION_HISTORY_COLUMNS = (
     d.c.inclusion_prob,
     d.c.reasons,
     d.c.listing,
-    r.c.verdict,
-    r.c.violation_reason,
+    VERDICT_IN_FORCE,
+    VIOLATION_REASON_IN_FORCE,
     r.c.review_seconds,
 )
 
@@ -56,7 +58,7 @@ class DecisionHistoryReads(Database):
         module docstring), with whether `limit` cut it (the most recent `limit` decisions are kept)."""
         query = (
             select(*DECISION_HISTORY_COLUMNS)
-            .select_from(d.join(r, r.c.decision_id == d.c.decision_id))
+            .select_from(with_verdict_in_force(d.join(r, r.c.decision_id == d.c.decision_id)))
             .where(d.c.model_version == model_version, d.c.risk.is_not(None), d.c.decided_at < until)
             .order_by(d.c.decided_at.desc(), d.c.decision_id.desc())
             .limit(limit + 1)

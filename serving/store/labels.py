@@ -4,7 +4,8 @@ Labels exist only where a person looked, so each row carries what retraining and
 need to weight it: `inclusion_prob` (the chance the decision got a verdict: 1 for a human_review
 decision, the audit probability of an automated one; NaN for a QA sample logged before probabilities
 were kept), `qa_sample` (an audit of an automated decision) and `logged_decision` (the decision that
-was in force when the verdict came).
+was in force when the verdict came). The outcome is the verdict in force: a verdict amended by a
+correction exports the latest correction's verdict and reason, with `corrected` true.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 def labelled_outcome(row: Row[Any], config: DataConfig) -> dict[str, Any]:
-    """The stored listing plus its outcome: label (1 reject, 0 approve), reason, handling time, times."""
+    """The stored listing plus its outcome: label (1 reject, 0 approve), reason, handling time, times, and
+    whether the verdict was corrected."""
     outcome = dict(row.listing)
     outcome.setdefault(config.id, row.listing_id)
     if outcome.get(config.timestamp) is None:
@@ -38,6 +40,7 @@ def labelled_outcome(row: Row[Any], config: DataConfig) -> dict[str, Any]:
     outcome["qa_sample"] = bool(row.qa_sample)
     outcome["inclusion_prob"] = _inclusion_prob(row)
     outcome["logged_decision"] = row.decision
+    outcome["corrected"] = bool(row.corrected)
     return outcome
 
 
@@ -53,7 +56,7 @@ def labels_frame(rows: list[dict[str, Any]], config: DataConfig) -> pd.DataFrame
     """Outcome rows as a frame: contract columns first, then the other listing fields."""
     outcome_columns = [config.violation_reason, config.review_seconds, config.reviewed_at]
     columns = [config.id, config.timestamp, config.label, *[c for c in outcome_columns if c]]
-    columns += ["decision_id", "qa_sample", "inclusion_prob", "logged_decision"]
+    columns += ["decision_id", "qa_sample", "inclusion_prob", "logged_decision", "corrected"]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=columns)

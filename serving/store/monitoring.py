@@ -1,4 +1,5 @@
-"""Reads for production monitoring: the decisions of a time window joined with their verdicts."""
+"""Reads for production monitoring: the decisions of a time window joined with their verdicts (the verdict
+in force: a corrected verdict counts as amended)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from serving.store import schema
+from serving.store.corrections import VERDICT_IN_FORCE, VIOLATION_REASON_IN_FORCE, with_verdict_in_force
 from serving.store.database import Database
 
 d, r = schema.decisions, schema.reviews
@@ -22,8 +24,8 @@ MONITOR_COLUMNS = (
     d.c.qa_sample,
     d.c.decision_tier,
     d.c.listing,
-    r.c.verdict,
-    r.c.violation_reason,
+    VERDICT_IN_FORCE,
+    VIOLATION_REASON_IN_FORCE,
 )
 
 
@@ -33,7 +35,7 @@ class MonitorReads(Database):
         (None while none is recorded) and reason."""
         query = (
             select(*MONITOR_COLUMNS)
-            .select_from(d.outerjoin(r, r.c.decision_id == d.c.decision_id))
+            .select_from(with_verdict_in_force(d.outerjoin(r, r.c.decision_id == d.c.decision_id)))
             .where(d.c.decided_at >= since, d.c.decided_at < until)
             .order_by(d.c.decided_at.desc(), d.c.decision_id.desc())
             .limit(limit)

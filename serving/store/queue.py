@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from decision.audit import AuditPlan
 from features.config import DataConfig
 from serving.store import schema
+from serving.store.corrections import CORRECTED, VERDICT_IN_FORCE, VIOLATION_REASON_IN_FORCE, with_verdict_in_force
 from serving.store.decisions import decision_record
 from serving.store.labels import labelled_outcome, labels_frame
 from serving.store.merchant_outcomes import MerchantOutcomeLog
@@ -149,12 +150,16 @@ class ReviewQueue(MerchantOutcomeLog):
 
     def export_labels(self, config: DataConfig | None = None, since: datetime | None = None) -> pd.DataFrame:
         """Reviewed decisions as labelled outcomes in the data contract (listing fields + outcome), each
-        with its inclusion probability, audit flag and the decision that was in force (`labels`)."""
+        with its inclusion probability, audit flag and the decision that was in force (`labels`).
+
+        The outcome is the verdict in force: a corrected verdict's latest correction (verdict and
+        violation reason), flagged `corrected`; `reviewed_at` stays the first verdict's time."""
         config = config or DataConfig()
         logged = (d.c.decision, d.c.inclusion_prob, d.c.qa_sample)
-        query = (
-            select(d.c.decision_id, d.c.listing_id, d.c.listing, d.c.received_at, *logged, rv)
-            .join_from(rv, d, rv.c.decision_id == d.c.decision_id)
+        verdict = (VERDICT_IN_FORCE, VIOLATION_REASON_IN_FORCE, CORRECTED, rv.c.review_seconds, rv.c.reviewed_at)
+        query: Select[Any] = (
+            select(d.c.decision_id, d.c.listing_id, d.c.listing, d.c.received_at, *logged, *verdict)
+            .select_from(with_verdict_in_force(rv.join(d, rv.c.decision_id == d.c.decision_id)))
             .order_by(rv.c.reviewed_at, rv.c.decision_id)
         )
         if since is not None:

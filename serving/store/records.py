@@ -215,6 +215,37 @@ class Review:
 
 
 @dataclass(frozen=True, slots=True)
+class Correction:
+    """An amendment of a verdict: who changed it, when and why, from what to what. The `reviews` row keeps
+    the first verdict; the latest correction is the verdict in force."""
+
+    id: int
+    decision_id: str
+    corrected_by: str
+    corrected_at: datetime
+    previous_verdict: Verdict
+    previous_violation_reason: str | None
+    verdict: Verdict
+    violation_reason: str | None
+    reason: str
+    note: str | None = None
+    statement_of_reasons: dict[str, Any] | None = None  # the new verdict's: a restriction, or its lifting
+    overturn: bool | None = None  # audits only: whether the new verdict contradicts the decision in force
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictInForce:
+    """A decision's verdict as it stands: the review, or its latest correction (`correction_id`)."""
+
+    decision_id: str
+    reviewer: str  # who gave the first verdict (the `reviews` row)
+    verdict: Verdict
+    violation_reason: str | None
+    statement_of_reasons: dict[str, Any] | None
+    correction_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     """A stored API key, without its secret."""
 

@@ -3,7 +3,9 @@ index as verdicts arrive (rejects for re-post matching, every verdict for simila
 
 No table of its own: a verdict is a `reviews` row and its listing is its decision's `listing`, both
 written durably before the verdict is acknowledged, so any worker (or a restarted one) reads the same
-rejects in review-time order.
+rejects in review-time order. A corrected verdict is read as amended (its latest correction), at its
+first review time: an index built from the log (at start, or for a reloaded bundle) holds the verdict in
+force, while a running worker's index keeps the verdict it read until then.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from serving.store import schema
+from serving.store.corrections import VERDICT_IN_FORCE, VIOLATION_REASON_IN_FORCE, with_verdict_in_force
 from serving.store.database import Database
 
 d, rv = schema.decisions, schema.reviews
@@ -36,8 +39,15 @@ class ReviewedListings(Database):
     def reviewed_listings_after(self, after: datetime | None, limit: int = 10_000) -> list[ReviewedListing]:
         """Verdicts reviewed at or after `after` (all if None), oldest first, at most `limit`."""
         query = (
-            select(d.c.decision_id, d.c.listing_id, d.c.listing, rv.c.verdict, rv.c.violation_reason, rv.c.reviewed_at)
-            .join_from(rv, d, rv.c.decision_id == d.c.decision_id)
+            select(
+                d.c.decision_id,
+                d.c.listing_id,
+                d.c.listing,
+                VERDICT_IN_FORCE,
+                VIOLATION_REASON_IN_FORCE,
+                rv.c.reviewed_at,
+            )
+            .select_from(with_verdict_in_force(rv.join(d, rv.c.decision_id == d.c.decision_id)))
             .order_by(rv.c.reviewed_at, rv.c.decision_id)
             .limit(limit)
         )

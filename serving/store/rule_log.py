@@ -1,4 +1,5 @@
-"""Reads for rule analytics: the decisions of a time window with their rule hits and verdicts."""
+"""Reads for rule analytics: the decisions of a time window with their rule hits and verdicts (the verdict
+in force: a corrected verdict counts as amended)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from serving.store import schema
+from serving.store.corrections import VERDICT_IN_FORCE, with_verdict_in_force
 from serving.store.database import Database
 
 d, r = schema.decisions, schema.reviews
@@ -20,7 +22,7 @@ RULE_LOG_COLUMNS = (
     d.c.rules_matched,
     d.c.rules_shadow,
     d.c.inclusion_prob,
-    r.c.verdict,
+    VERDICT_IN_FORCE,
     r.c.review_seconds,
 )
 
@@ -32,7 +34,7 @@ class RuleLogReads(Database):
         most recent `limit` decisions are kept)."""
         query = (
             select(*RULE_LOG_COLUMNS)
-            .select_from(d.outerjoin(r, r.c.decision_id == d.c.decision_id))
+            .select_from(with_verdict_in_force(d.outerjoin(r, r.c.decision_id == d.c.decision_id)))
             .where(d.c.decided_at >= since, d.c.decided_at < until)
             .order_by(d.c.decided_at.desc(), d.c.decision_id.desc())
             .limit(limit + 1)

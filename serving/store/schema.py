@@ -238,6 +238,30 @@ merchant_outcomes = Table(
     Index("ix_merchant_outcomes_reviewed_at", "reviewed_at"),
 )
 
+# Amendments of a verdict, in order (the `reviews` row is never changed: history keeps both). Each names
+# who amended it and why, the verdict it replaced and the new one, the new verdict's statement of reasons
+# (a restriction, or its lifting) and, on an audit, whether the new verdict overturns the decision in force.
+# The latest row is the verdict in force: labels, merchant history and the audit reads follow it.
+review_corrections = Table(
+    "review_corrections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", String(36), ForeignKey("decisions.decision_id"), nullable=False),
+    Column("corrected_by", String(128), nullable=False),
+    Column("corrected_at", UTCDateTime, nullable=False),
+    Column("previous_verdict", String(8), nullable=False),
+    Column("previous_violation_reason", String(256), nullable=True),
+    Column("verdict", String(8), nullable=False),
+    Column("violation_reason", String(256), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("note", Text, nullable=True),
+    Column("statement_of_reasons", JSONText, nullable=True),
+    Column("overturn", Boolean, nullable=True),
+    CheckConstraint("verdict IN ('approve', 'reject')", name="ck_review_corrections_verdict"),
+    CheckConstraint("previous_verdict IN ('approve', 'reject')", name="ck_review_corrections_previous_verdict"),
+    Index("ix_review_corrections_decision", "decision_id", "id"),
+)
+
 # Indexes added after their table was first released: `init_schema` creates them where missing.
 ADDED_INDEXES: tuple[Index, ...] = (QUEUE_LANE_INDEX,)
 

@@ -1,7 +1,8 @@
-"""The store of the scoring service: decision log, review queue, API keys, policy and model audit,
-shadow decisions, monitoring and rule-analytics reads over one SQLAlchemy Core schema, each part in its
-own module (`decisions`, `queue`, `api_keys`, `policy_audit`, `model_audit`, `shadow`, `monitoring`,
-`rule_log`), all on one `database`.
+"""The store of the scoring service: decision log, review queue, verdict corrections, API keys, policy
+and model audit, shadow decisions, monitoring, rule-analytics and decision-audit reads over one
+SQLAlchemy Core schema, each part in its own module (`decisions`, `queue`, `corrections`, `api_keys`,
+`policy_audit`, `model_audit`, `shadow`, `monitoring`, `rule_log`, `decision_audit`), all on one
+`database`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from serving.store.api_keys import ApiKeyTable
+from serving.store.corrections import VerdictCorrections
 from serving.store.database import Clock
+from serving.store.decision_audit import DecisionAuditReads
 from serving.store.decision_history import DecisionHistoryReads
 from serving.store.decisions import DecisionLog
 from serving.store.model_audit import ModelAudit
@@ -35,6 +38,8 @@ class Store(
     RuleLogReads,
     DecisionHistoryReads,
     ReviewedListings,
+    VerdictCorrections,
+    DecisionAuditReads,
 ):
     """Durable storage of the scoring service. Thread-safe; create one per process (`create_store`)."""
 

@@ -6,6 +6,7 @@ given both paths, so Selenium Manager never runs and nothing is downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -121,3 +122,19 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chrome]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(autouse=True)
+def _page_state_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts from a clean tab: after a test that used the shared browser, forget the keys its
+    page kept (sessionStorage), leave the page (a console page gives its lease back) and drain the console
+    log, so one test's key or console messages never reach the next."""
+    yield
+    if "browser" not in request.fixturenames:
+        return
+    driver = request.getfixturevalue("browser")
+    with contextlib.suppress(Exception):  # a page that never loaded has nothing to clear
+        if driver.current_url.startswith("http"):
+            driver.execute_script("window.sessionStorage.clear(); window.localStorage.clear();")
+        driver.get("about:blank")
+        driver.get_log("browser")

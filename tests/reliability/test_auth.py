@@ -32,6 +32,11 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/review/next"): REVIEW,
     ("GET", "/v1/review/items/{decision_id}"): REVIEW,
     ("POST", "/v1/queue/{decision_id}/release"): REVIEW,
+    # a review key amends its own verdicts only (the verdict here is the `review` key's; tests/serving/
+    # test_decision_audit.py checks that another reviewer's is refused), a supervise key anyone's
+    ("POST", "/v1/reviews/{decision_id}/corrections"): "review or supervise",
+    ("GET", "/v1/decisions/{decision_id}"): AUDIT,
+    ("GET", "/v1/listings/{listing_id}/history"): AUDIT,
     ("GET", "/v1/policy"): READ,
     ("GET", "/v1/policy/history"): READ,
     ("PUT", "/v1/policy"): ADMIN,
@@ -74,11 +79,18 @@ PAGES = [
     "/review",
     "/review/review.js",
     "/review/review.css",
+    "/audit",
+    "/audit/audit.js",
+    "/audit/audit.css",
     "/docs",
     "/openapi.json",
 ]
 # Answers other than 200 that still grant access: suggestions answer 202 while they are being mined
-GRANTED = {("POST", "/v1/admin/keys"): {201}, ("GET", "/v1/rules/suggestions"): {200, 202}}
+GRANTED = {
+    ("POST", "/v1/admin/keys"): {201},
+    ("GET", "/v1/rules/suggestions"): {200, 202},
+    ("POST", "/v1/reviews/{decision_id}/corrections"): {201},
+}
 SCOPED_KEYS = ("score", "review", "read", "audit", "supervise", "admin")
 _ids = itertools.count(10_000)
 
@@ -97,6 +109,17 @@ def queued_decision(service: Service) -> str:
     )
     assert response.status_code == 200 and response.json()["decision"] == "human_review", response.text
     return str(response.json()["decision_id"])
+
+
+CORRECTION = {"verdict": "reject", "violation_reason": "counterfeit", "reason": "access test"}
+
+
+def reviewed_decision(service: Service) -> str:
+    """A fresh decision approved by the `review` key's reviewer (the key named "review")."""
+    decision_id = queued_decision(service)
+    with create_store(service.database_url, group_commit=False) as store:
+        store.record_review(decision_id, "review", "approve")
+    return decision_id
 
 
 def scored_listing(service: Service) -> str:
@@ -160,7 +183,11 @@ def send(service: Service, method: str, path: str, headers: dict[str, str]) -> h
         suffix = path.rsplit("/", 1)[1]
         path, body = rule_change(service, "POST")
         path += f"/{suffix}"
-    elif path == "/v1/listings/{listing_id}/similar":
+    elif path == "/v1/reviews/{decision_id}/corrections":
+        path, body = f"/v1/reviews/{reviewed_decision(service)}/corrections", CORRECTION
+    elif path == "/v1/decisions/{decision_id}":
+        path = path.replace("{decision_id}", queued_decision(service))
+    elif path.startswith("/v1/listings/{listing_id}/"):  # similar, history
         path = path.replace("{listing_id}", scored_listing(service))
     elif path.startswith("/v1/admin/keys/{name}"):
         with create_store(service.database_url, group_commit=False) as store:  # a throwaway key to act on

@@ -1,0 +1,355 @@
+"""The decision audit document: one decision's trail (`serving.store.decision_audit`) as plain data, led
+by `why`, a paragraph in plain words, and closed by its timeline.
+
+The same document is what `GET /v1/decisions/{id}` returns, what the /audit page shows and what
+`triage decisions show` prints, so the three never disagree. Verdicts come in order: the review, then
+its corrections, then blind second reviews; the verdict in force is the latest review or correction,
+and an audit's `overturn` is recomputed for it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from decision.policy import Policy
+from serving.engine import FAILSAFE_POLICY_VERSION
+from serving.store.decision_audit import DecisionTrail, RuleInForce
+from serving.store.records import DecisionRecord, overturns
+
+DECISION_WORDS = {"auto_pass": "passed it", "auto_block": "blocked it", "human_review": "sent it to review"}
+RULED = {"auto_pass": "Passed", "auto_block": "Blocked", "human_review": "Sent to review"}
+
+
+def audit_document(trail: DecisionTrail) -> dict[str, Any]:
+    """Everything about one decision, `why` first (see the module docstring)."""
+    record = trail.record
+    verdicts = verdict_list(trail)
+    in_force = _in_force(verdicts)
+    return {
+        "decision_id": record.decision_id,
+        "listing_id": record.listing_id,
+        "why": why(trail),
+        "received_at": record.received_at,
+        "decided_at": record.decided_at,
+        "decision": record.decision,
+        "automated": record.automated,
+        "model_decision": record.model_decision,
+        "risk": record.risk,
+        "tier_risk": record.tier_risk,
+        "decision_tier": record.decision_tier,
+        "model_version": record.model_version,
+        "policy_version": record.policy_version,
+        "thresholds": {"t_pass": record.t_pass, "t_block": record.t_block},
+        "policy_in_force": policy_in_force(trail),
+        "reasons": record.reasons,
+        "rules_matched": [_rule(trail, name) for name in record.rules_matched],
+        "rules_shadow": [_rule(trail, name) for name in record.rules_shadow],
+        "fallback_reason": record.fallback_reason,
+        "inclusion_prob": record.inclusion_prob,
+        "qa_sample": record.qa_sample,
+        "would_have_been": record.would_have_been,
+        "queue": None if trail.queue is None else _fields(trail.queue),
+        "statements_of_reasons": statements(trail),
+        "verdicts": verdicts,
+        "verdict_in_force": in_force,
+        "overturn": _overturn(trail, in_force),
+        "shadow": None if trail.shadow is None else _fields(trail.shadow),
+        "model_in_force": model_in_force(trail),
+        "listing": record.listing,
+        "timeline": timeline(trail),
+    }
+
+
+def verdict_list(trail: DecisionTrail) -> list[dict[str, Any]]:
+    """The review, its corrections in order, then second reviews: who, when, what, and why if amended."""
+    verdicts: list[dict[str, Any]] = []
+    if trail.review is not None:
+        review = trail.review
+        verdicts.append(
+            _verdict("review", review.reviewer, review.reviewed_at, review.verdict, review.violation_reason)
+        )
+    for c in trail.corrections:
+        verdicts.append(
+            _verdict("correction", c.corrected_by, c.corrected_at, c.verdict, c.violation_reason, c.reason, c.note)
+        )
+    for s in trail.second_reviews:
+        verdicts.append(_verdict("second_review", s.reviewer, s.reviewed_at, s.verdict, s.violation_reason))
+    return verdicts
+
+
+def _verdict(
+    kind: str,
+    by: str,
+    at: datetime,
+    verdict: str,
+    violation_reason: str | None,
+    reason: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "by": by,
+        "at": at,
+        "verdict": verdict,
+        "violation_reason": violation_reason,
+        "reason": reason,
+        "note": note,
+    }
+
+
+def _in_force(verdicts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The latest review or correction (a second review measures agreement; it never decides)."""
+    deciding = [v for v in verdicts if v["kind"] in ("review", "correction")]
+    return deciding[-1] if deciding else None
+
+
+def _overturn(trail: DecisionTrail, in_force: dict[str, Any] | None) -> bool | None:
+    """On an audit with a verdict: whether the verdict in force contradicts the automated decision."""
+    if in_force is None or trail.queue is None or trail.queue.lane != "audit":
+        return None
+    return overturns(trail.record.decision, in_force["verdict"])
+
+
+def statements(trail: DecisionTrail) -> list[dict[str, Any]]:
+    """Every statement of reasons in order: the decision's (an auto-block), the review's, each correction's."""
+    found: list[dict[str, Any]] = []
+    record = trail.record
+    if record.statement_of_reasons:
+        found.append({"source": "decision", "at": record.decided_at, "statement": record.statement_of_reasons})
+    if trail.review is not None and trail.review.statement_of_reasons:
+        found.append(
+            {"source": "review", "at": trail.review.reviewed_at, "statement": trail.review.statement_of_reasons}
+        )
+    for c in trail.corrections:
+        if c.statement_of_reasons:
+            found.append({"source": "correction", "at": c.corrected_at, "statement": c.statement_of_reasons})
+    return found
+
+
+def policy_in_force(trail: DecisionTrail) -> dict[str, Any]:
+    """The policy the decision was made under: as stored when put in force through the API (who, when,
+    why, its thresholds and guarantee), else a statement that the bundle's own (or the fail-safe) policy was."""
+    record, stored = trail.record, trail.policy
+    if stored is not None:
+        return {
+            "version": stored.version,
+            "source": "api",
+            "put_in_force_at": stored.at,
+            "put_in_force_by": stored.actor,
+            "change_reason": stored.reason,
+            "guarantee_state": _guarantee_state(stored.policy),
+            "policy": stored.policy,
+            "note": f"policy {stored.version} was put in force through the policy API (model {stored.bundle_version})",
+        }
+    if record.policy_version == FAILSAFE_POLICY_VERSION:
+        note = "no model was loaded: the fail-safe policy sent every listing to human review"
+        source = "failsafe"
+    else:
+        note = (
+            f"policy {record.policy_version} was never changed through the policy API: the bundle's own policy "
+            f"(policy.json of model {record.model_version}) was in force"
+        )
+        source = "bundle"
+    return {
+        "version": record.policy_version,
+        "source": source,
+        "put_in_force_at": None,
+        "put_in_force_by": None,
+        "change_reason": None,
+        "guarantee_state": None,
+        "policy": None,
+        "note": note,
+    }
+
+
+def _guarantee_state(policy: dict[str, Any]) -> str | None:
+    try:
+        return Policy.from_dict(policy).guarantee_state
+    except (ValueError, TypeError, KeyError):  # a policy stored by an older release, not readable now
+        return None
+
+
+def _rule(trail: DecisionTrail, name: str) -> dict[str, Any]:
+    rule = trail.policy.rules.get(name) if trail.policy is not None else None
+    if rule is None:  # the bundle's own policy: the log keeps only the rule's name
+        return {"name": name, "action": None, "mode": None, "version": None, "in_force_since": None}
+    return {
+        "name": rule.name,
+        "action": rule.action,
+        "mode": rule.mode,
+        "version": rule.version,
+        "in_force_since": rule.in_force_since,
+    }
+
+
+def model_in_force(trail: DecisionTrail) -> dict[str, Any]:
+    """The audited change that put the decision's model in force, or a statement that none did."""
+    change, model = trail.model_change, trail.record.model_version
+    if change is None:
+        note = (
+            "no model was loaded"
+            if model is None
+            else f"no audited promotion or reload put model {model} in force before this decision: the service "
+            "started on its configured bundle"
+        )
+        return {"model_version": model, "event": None, "at": None, "by": None, "reason": None, "note": note}
+    return {
+        "model_version": model,
+        "event": change.event,
+        "at": change.at,
+        "by": change.actor,
+        "reason": change.reason,
+        "bundle": change.bundle,
+        "registry_version": change.registry_version,
+        "note": f"model {model} was put in force by {change.event} ({change.actor})",
+    }
+
+
+# --- why --------------------------------------------------------------------------------------------
+
+
+def why(trail: DecisionTrail) -> str:
+    """One paragraph in plain words: what decided, on which model and policy, then what people did."""
+    record = trail.record
+    parts = [_decided(trail)]
+    if record.qa_sample and record.decision != "human_review":
+        parts.append(
+            f"It was drawn for audit (inclusion probability {_num(record.inclusion_prob)}): the decision stayed "
+            "in force while a person checked it."
+        )
+    parts += _people(trail)
+    return " ".join(parts)
+
+
+def _versions(record: DecisionRecord) -> str:
+    return f"(model {record.model_version or 'none'}, policy {record.policy_version})"
+
+
+def _decided(trail: DecisionTrail) -> str:
+    record = trail.record
+    versions = _versions(record)
+    if record.fallback_reason is not None or record.risk is None:
+        reason = record.fallback_reason or "not scored"
+        return f"Sent to review: fail-safe, the model could not score: {reason} {versions}."
+    if record.would_have_been is not None:
+        return (
+            f"Sent to review as a quality sample: it would otherwise have been {record.would_have_been} "
+            f"(risk {record.risk:.3f}) {versions}."
+        )
+    if record.rules_matched:
+        rules = "; ".join(_rule_words(trail, name) for name in record.rules_matched)
+        model_alone = DECISION_WORDS.get(record.model_decision or "", "decided otherwise")
+        return (
+            f"{RULED[record.decision]} by {rules} {versions}; the model alone would have {model_alone} "
+            f"(risk {record.risk:.3f})."
+        )
+    return _by_thresholds(trail, versions)
+
+
+def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
+    record = trail.record
+    risk, t_pass, t_block = record.risk or 0.0, record.t_pass, record.t_block
+    state = policy_in_force(trail)["guarantee_state"]
+    qualified = f" ({state})" if state else ""
+    tier = record.decision_tier
+    tier_risk = (record.tier_risk or {}).get(tier or "")
+    if record.decision == "auto_block":
+        likeliest = f"; likeliest violation type '{tier}' (tier risk {tier_risk:.3f})" if tier and tier_risk else ""
+        return (
+            f"Blocked automatically: the model's risk {risk:.3f} reached the block threshold {_num(t_block)}{qualified}"
+            f"{likeliest} {versions}."
+        )
+    if record.decision == "auto_pass":
+        tiers = " and every tier's risk was below its own pass threshold" if record.tier_risk else ""
+        return (
+            f"Passed automatically: the model's risk {risk:.3f} was below the pass threshold {_num(t_pass)}{qualified}"
+            f"{tiers} {versions}."
+        )
+    driver = (
+        f"; tier '{tier}' is furthest above its pass threshold (tier risk {tier_risk:.3f})"
+        if tier and tier_risk
+        else ""
+    )
+    return (
+        f"Sent to review: the model's risk {risk:.3f} lies between the pass threshold {_num(t_pass)} and the block "
+        f"threshold {_num(t_block)}{driver} {versions}."
+    )
+
+
+def _rule_words(trail: DecisionTrail, name: str) -> str:
+    rule: RuleInForce | None = trail.policy.rules.get(name) if trail.policy is not None else None
+    if rule is None:
+        return f"rule {name} (of the bundle's own policy)"
+    return (
+        f"rule {name} ({rule.action} rule version {rule.version}, enforced since policy version {rule.in_force_since})"
+    )
+
+
+def _people(trail: DecisionTrail) -> list[str]:
+    verdicts = verdict_list(trail)
+    if not verdicts:
+        waiting = trail.queue is not None and trail.queue.status != "done"
+        return ["It is waiting for a person's verdict."] if waiting else []
+    sentences = []
+    for v in verdicts:
+        reason = f" ({v['violation_reason']})" if v["violation_reason"] else ""
+        if v["kind"] == "review":
+            sentences.append(f"Reviewer {v['by']} {_verdict_verb(v['verdict'])} it{reason} on {_when(v['at'])}.")
+        elif v["kind"] == "correction":
+            sentences.append(
+                f"{v['by']} amended the verdict to {v['verdict']}{reason} on {_when(v['at'])}: {v['reason']}."
+            )
+        else:
+            sentences.append(f"A blind second review by {v['by']} {_verdict_verb(v['verdict'])} it{reason}.")
+    overturn = _overturn(trail, _in_force(verdicts))
+    if overturn is not None:
+        sentences.append(
+            "The verdict in force overturns the automated decision."
+            if overturn
+            else "The verdict in force upholds the automated decision."
+        )
+    return sentences
+
+
+def _verdict_verb(verdict: str) -> str:
+    return "approved" if verdict == "approve" else "rejected"
+
+
+def timeline(trail: DecisionTrail) -> list[dict[str, Any]]:
+    """What happened to the decision, in time order: received, decided, queued, verdicts, corrections."""
+    record = trail.record
+    events = [
+        {"at": record.received_at, "event": "received", "text": f"listing {record.listing_id} received"},
+        {"at": record.decided_at, "event": "decided", "text": f"{record.decision} {_versions(record)}"},
+    ]
+    if trail.queue is not None:
+        lane = "audit lane" if trail.queue.lane == "audit" else "review queue"
+        events.append({"at": trail.queue.enqueued_at, "event": "queued", "text": f"queued in the {lane}"})
+    for v in verdict_list(trail):
+        reason = f" ({v['violation_reason']})" if v["violation_reason"] else ""
+        because = f": {v['reason']}" if v["reason"] else ""
+        text = f"{v['verdict']}{reason} by {v['by']}{because}"
+        events.append({"at": v["at"], "event": v["kind"], "text": text})
+    if trail.shadow is not None:
+        shadow = trail.shadow
+        events.append(
+            {
+                "at": shadow.decided_at,
+                "event": "shadow",
+                "text": f"shadow model {shadow.model_version} would have decided {shadow.decision}",
+            }
+        )
+    return sorted(events, key=lambda e: e["at"])
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in value.__slots__}
+
+
+def _num(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3f}"
+
+
+def _when(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,148 @@
+"""The decision audit's reads on both backends and its plain-words `why`: the policy and model in force,
+since when a rule acted, verdicts in order with the overturn recomputed, the shadow decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.audit_trail import audit_document
+from serving.engine import FAILSAFE_POLICY_VERSION
+from serving.store import Store
+from serving.store.shadow import ShadowDecision
+from tests.serving.conftest import FakeClock, make_decision
+
+IVORY = {"name": "ivory", "action": "block", "kind": "term", "terms": ["ivory"], "fields": ["title"], "version": 1}
+
+
+def policy(version: str, *rules: dict[str, Any]) -> dict[str, Any]:
+    return {"version": version, "t_pass": 0.1, "t_block": 0.9, "rules": list(rules)}
+
+
+def put_policies(store: Store) -> None:
+    """p1, p2 enforce ivory; p3 demotes it to shadow; p4 enforces it again (a new version of the rule)."""
+    versions = [
+        policy("p1", IVORY),
+        policy("p2", IVORY),
+        policy("p3", {**IVORY, "mode": "shadow", "version": 2}),
+        policy("p4", {**IVORY, "version": 3}),
+    ]
+    old: dict[str, Any] = {}
+    for new in versions:
+        store.put_policy_in_force("model-1", "policy-lead", f"to {new['version']}", old, new)
+        old = new
+
+
+def test_rules_are_dated_by_the_unbroken_run_of_policy_versions(store: Store) -> None:
+    put_policies(store)
+    store.record_model_change("promote", "ds-lead", new_model="model-1", reason="better recall")
+    blocked = dict(decision="auto_block", automated=True, rules_matched=["ivory"], model_decision="auto_pass")
+    under_p2, under_p4 = store.record_decisions(
+        [make_decision(policy_version="p2", **blocked), make_decision(policy_version="p4", **blocked)]
+    )
+
+    early = audit_document(_trail(store, under_p2.decision_id))
+    late = audit_document(_trail(store, under_p4.decision_id))
+
+    assert early["rules_matched"] == [
+        {"name": "ivory", "action": "block", "mode": "enforce", "version": 1, "in_force_since": "p1"}
+    ]
+    assert late["rules_matched"][0]["in_force_since"] == "p4" and late["rules_matched"][0]["version"] == 3
+    assert early["why"].startswith(
+        "Blocked by rule ivory (block rule version 1, enforced since policy version p1) (model model-1, policy p2); "
+        "the model alone would have passed it (risk 0.420)."
+    )
+    in_force = early["policy_in_force"]
+    assert (in_force["source"], in_force["put_in_force_by"], in_force["change_reason"]) == (
+        "api",
+        "policy-lead",
+        "to p2",
+    )
+    model = early["model_in_force"]
+    assert (model["event"], model["by"], model["reason"]) == ("promote", "ds-lead", "better recall")
+
+
+def test_an_audit_shows_verdicts_in_order_and_the_overturn_of_the_verdict_in_force(
+    store: Store, clock: FakeClock
+) -> None:
+    (passed,) = store.record_decisions(
+        [
+            make_decision(
+                decision="auto_pass",
+                automated=True,
+                qa_sample=True,
+                inclusion_prob=0.1,
+                rules_matched=[],
+                received_at=clock.now,
+                decided_at=clock.now,
+            )
+        ]
+    )
+    store.record_shadow_decisions(
+        [ShadowDecision(passed.decision_id, passed.decided_at, "model-2", "policy-1", 0.7, "human_review")]
+    )
+    clock.advance(60)
+    store.record_review(passed.decision_id, "ana", "reject", "counterfeit")
+    clock.advance(60)
+    previous = store.verdict_in_force(passed.decision_id)
+    assert previous is not None
+    store.record_correction(previous, "lead", "approve", None, "the brand is licensed")
+
+    document = audit_document(_trail(store, passed.decision_id))
+
+    assert [(v["kind"], v["by"], v["verdict"]) for v in document["verdicts"]] == [
+        ("review", "ana", "reject"),
+        ("correction", "lead", "approve"),
+    ]
+    assert document["overturn"] is False  # the correction upholds the auto-pass the review overturned
+    assert document["queue"]["lane"] == "audit" and document["queue"]["status"] == "done"
+    assert document["shadow"]["model_version"] == "model-2" and document["shadow"]["decision"] == "human_review"
+    assert document["policy_in_force"]["source"] == "bundle"
+    assert "policy.json of model model-1" in document["policy_in_force"]["note"]
+    why = document["why"]
+    assert why.startswith("Passed automatically: the model's risk 0.420 was below the pass threshold 0.100")
+    assert "drawn for audit (inclusion probability 0.100)" in why
+    assert "ana rejected it (counterfeit)" in why and "lead amended the verdict to approve" in why
+    assert why.endswith("The verdict in force upholds the automated decision.")
+    events = [e["event"] for e in document["timeline"]]
+    assert events[-2:] == ["review", "correction"] and "shadow" in events
+
+
+def test_why_of_a_fail_safe_and_of_a_threshold_block(store: Store) -> None:
+    unscored, threshold_block = store.record_decisions(
+        [
+            make_decision(
+                risk=None,
+                model_version=None,
+                policy_version=FAILSAFE_POLICY_VERSION,
+                fallback_reason="model_unavailable",
+            ),
+            make_decision(
+                decision="auto_block",
+                automated=True,
+                risk=0.993,
+                t_block=0.981,
+                rules_matched=[],
+                tier_risk={"severe": 0.99, "minor": 0.1},
+                decision_tier="severe",
+            ),
+        ]
+    )
+    failsafe = audit_document(_trail(store, unscored.decision_id))
+    blocked = audit_document(_trail(store, threshold_block.decision_id))
+
+    assert failsafe["why"] == (
+        f"Sent to review: fail-safe, the model could not score: model_unavailable (model none, policy "
+        f"{FAILSAFE_POLICY_VERSION}). It is waiting for a person's verdict."
+    )
+    assert failsafe["policy_in_force"]["source"] == "failsafe" and failsafe["verdicts"] == []
+    assert blocked["why"] == (
+        "Blocked automatically: the model's risk 0.993 reached the block threshold 0.981; likeliest violation "
+        "type 'severe' (tier risk 0.990) (model model-1, policy policy-1)."
+    )
+    assert "started on its configured bundle" in blocked["model_in_force"]["note"]
+
+
+def _trail(store: Store, decision_id: str) -> Any:
+    trail = store.decision_trail(decision_id)
+    assert trail is not None
+    return trail
