@@ -30,6 +30,7 @@ from serving.api import (
     monitor,
     policy,
     queue,
+    review_quality,
     rule_backtest,
     rule_suggestions,
     rules,
@@ -67,6 +68,7 @@ ROUTERS: list[APIRouter] = [
     docs.router,
     rule_backtest.router,
     rule_suggestions.router,
+    review_quality.router,
 ]
 
 
