@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from serving import commands as serving_commands
-from serving import rules_commands
+from serving import quality_commands, rules_commands
 from training import commands as training_commands
 from training import policy_cli, rule_suggest_cli, rules_cli
 from triage import lifecycle
@@ -54,6 +54,12 @@ rules_app.command("stats")(rules_commands.rules_stats)
 rules_app.command("backtest")(rules_cli.backtest)
 rules_app.command("suggest")(rule_suggest_cli.suggest)
 app.add_typer(rules_app, name="rules")
+
+reviewers_app = typer.Typer(
+    help="Reviewer quality: agreement on blind second reviews, gold items.", no_args_is_help=True
+)
+reviewers_app.command("stats")(quality_commands.reviewers_stats)
+app.add_typer(reviewers_app, name="reviewers")
 
 if __name__ == "__main__":
     app()
