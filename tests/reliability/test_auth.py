@@ -21,13 +21,15 @@ pytestmark = pytest.mark.reliability
 PUBLIC, SCORE, REVIEW, READ, ADMIN = "public", "score", "review", "read", "admin"
 AUDIT, SUPERVISE = "audit", "supervise"
 REVIEW_OR_READ = "review or read"
+QUEUE_WATCH = "review or read or supervise"
+SUPERVISE_OR_READ = "supervise or read"
 ANY = "score or review or read or audit or supervise"  # any valid key (admin passes every check)
 
 ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/v1/score"): SCORE,
     ("POST", "/v1/score/batch"): SCORE,
     ("GET", "/v1/queue/next"): REVIEW,
-    ("GET", "/v1/queue/stats"): REVIEW_OR_READ,
+    ("GET", "/v1/queue/stats"): QUEUE_WATCH,
     ("POST", "/v1/reviews/{decision_id}"): REVIEW,
     ("GET", "/v1/policy"): READ,
     ("GET", "/v1/policy/history"): READ,
@@ -57,6 +59,10 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/rules/stats"): READ,
     ("GET", "/v1/listings/{listing_id}/similar"): REVIEW_OR_READ,
     ("GET", "/v1/keys/me"): ANY,
+    ("POST", "/v1/gold"): SUPERVISE,
+    ("GET", "/v1/gold"): SUPERVISE,
+    ("DELETE", "/v1/gold/{gold_id}"): SUPERVISE,
+    ("GET", "/v1/reviewers/stats"): SUPERVISE_OR_READ,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
@@ -68,11 +74,14 @@ PAGES = [
     "/rules",
     "/rules/rules.js",
     "/rules/rules.css",
+    "/supervisor",
+    "/supervisor/supervisor.js",
+    "/supervisor/supervisor.css",
     "/docs",
     "/openapi.json",
 ]
 # Answers other than 200 that still grant access: suggestions answer 202 while they are being mined
-GRANTED = {("POST", "/v1/admin/keys"): {201}, ("GET", "/v1/rules/suggestions"): {200, 202}}
+GRANTED = {("POST", "/v1/admin/keys"): {201}, ("POST", "/v1/gold"): {201}, ("GET", "/v1/rules/suggestions"): {200, 202}}
 SCOPED_KEYS = ("score", "review", "read", "audit", "supervise", "admin")
 _ids = itertools.count(10_000)
 
@@ -120,8 +129,28 @@ def rule_change(service: Service, method: str) -> tuple[str, Any]:
     return path + "?reason=access+test", None
 
 
+def gold_request(service: Service, method: str, headers: dict[str, str]) -> httpx.Response:
+    """Add a gold item (POST) or retire one an admin added (DELETE) with `headers`; whatever the answer,
+    the gold item ends retired, so claims elsewhere in the shared service never receive it."""
+    admin = service.headers("admin")
+    body = {"decision_id": queued_decision(service), "expected_verdict": "approve"}
+    if method == "POST":
+        response = httpx.post(service.url + "/v1/gold", json=body, headers=headers, timeout=30)
+        gold_id = response.json()["gold_id"] if response.status_code == 201 else None
+    else:
+        added = httpx.post(service.url + "/v1/gold", json=body, headers=admin, timeout=30)
+        assert added.status_code == 201, added.text
+        gold_id = added.json()["gold_id"]
+        response = httpx.delete(f"{service.url}/v1/gold/{gold_id}", headers=headers, timeout=30)
+    if gold_id is not None:
+        httpx.delete(f"{service.url}/v1/gold/{gold_id}", headers=admin, timeout=30)  # 404 once retired
+    return response
+
+
 def send(service: Service, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
     body: Any = None
+    if path.startswith("/v1/gold") and method != "GET":
+        return gold_request(service, method, headers)
     if path == "/v1/score":
         body = listing(next(_ids))
     elif path == "/v1/score/batch":
