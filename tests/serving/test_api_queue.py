@@ -201,6 +201,7 @@ def test_an_audited_auto_pass_stays_in_force_and_a_rejection_overturns_it(serve,
         "pending": 0,
         "claimed": 0,
         "done": 0,
+        "oldest_pending_age_seconds": None,
     }
     assert rejected["overturn"] is True
     statement = rejected["statement_of_reasons"]
