@@ -9,7 +9,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import ColumnElement, Connection, Select, case, func, literal, or_, select, union_all
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Connection,
+    Select,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 
 from decision.reviewer_stats import resolved_labels
 from features.config import DataConfig
@@ -35,7 +48,7 @@ class ReviewerActivity(Database):
             rv.c.verdict,
             rv.c.review_seconds,
             rv.c.reviewed_at,
-            literal(None).label("correct"),
+            cast(null(), Boolean).label("correct"),
         ).join_from(rv, q, rv.c.decision_id == q.c.decision_id, isouter=True)
         seconds = select(
             sr.c.reviewer,
@@ -43,7 +56,7 @@ class ReviewerActivity(Database):
             sr.c.verdict,
             sr.c.review_seconds,
             sr.c.reviewed_at,
-            literal(None).label("correct"),
+            cast(null(), Boolean).label("correct"),
         )
         golds = select(
             ga.c.reviewer,
@@ -61,6 +74,8 @@ class ReviewerActivity(Database):
         with self._read_engine.connect() as conn:
             rows = conn.execute(union_all(*parts)).all()
         frame = pd.DataFrame([tuple(row) for row in rows], columns=VERDICT_COLUMNS)
+        gold = zip(frame["kind"], frame["correct"], strict=True)
+        frame["correct"] = [bool(correct) if kind == "gold" else None for kind, correct in gold]
         return frame.sort_values(["reviewed_at", "reviewer"], kind="stable").reset_index(drop=True)
 
     def second_review_pairs(self, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:

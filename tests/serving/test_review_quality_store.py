@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,31 @@ def test_exported_labels_say_how_two_verdicts_were_resolved(store: Store) -> Non
     assert labels.loc[agreed, "label_source"] == "agreed" and labels.loc[agreed, "label"] == 1
     assert labels.loc[disputed, "label_source"] == "dawid_skene" and labels.loc[disputed, "label"] in (0, 1)
     assert labels.loc[single.decision_id, "label_source"] == "first_verdict"
+
+
+def test_reviewer_activity_reads_every_kind_of_verdict_and_the_oldest_wait(store: Store, clock: FakeClock) -> None:
+    decision_id = first_verdict_drawn(store, "alice", "reject")
+    clock.advance(90)
+    assert store.oldest_pending_age_seconds("second") == 90.0 and store.oldest_pending_age_seconds("audit") is None
+    store.claim("bob")
+    store.record_second_review(decision_id, "bob", "reject", "counterfeit", 15.0)
+    (source,) = store.record_decisions([make_decision()])
+    store.add_gold(source.decision_id, "approve", None, "lead")
+    (gold,) = store.claim_gold("carol", 1, lease_seconds=60)
+    store.answer_gold(gold.decision_id, "carol", "reject", "counterfeit", 5.0)
+
+    verdicts = store.reviewer_verdicts(since=clock.now - timedelta(hours=1), until=clock.now + timedelta(seconds=1))
+
+    assert sorted(zip(verdicts["reviewer"], verdicts["kind"], verdicts["correct"], strict=True)) == [
+        ("alice", "review", None),
+        ("bob", "second", None),
+        ("carol", "gold", False),
+    ]
+    pairs = store.second_review_pairs()
+    assert pairs[["first_reviewer", "second_reviewer", "second_verdict"]].values.tolist() == [
+        ["alice", "bob", "reject"]
+    ]
+    assert store.reviewer_verdicts(since=clock.now + timedelta(seconds=1)).empty
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
