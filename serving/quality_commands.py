@@ -25,7 +25,7 @@ def reviewers_stats(
     """Reviewer quality per reviewer and per team: verdicts, reject rate, handling time, verdicts per active
     hour, agreement on blind second reviews (raw, Cohen's kappa, Gwet's AC1 with intervals) and accuracy on
     gold items (exact interval)."""
-    from serving.api.review_quality import quality_report
+    from serving.reviewer_quality import quality_report
 
     settings = get_settings()
     if db:
@@ -55,7 +55,7 @@ def quality_table(report: dict[str, Any]) -> list[str]:
     lines += [_line(f"team {row['team']}", f"{row['reviewers']} people", row) for row in report["teams"]]
     overall = report["agreement"]
     lines.append(f"all second reviews: {overall['items']} items, agreement {_interval(overall, 'raw')}")
-    return lines
+    return [line.rstrip() for line in lines]
 
 
 def _line(name: str, team: str, row: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from serving.api.deps import EngineDep, MetricsDep, QueueWatchKey, ReviewKey, SettingsDep, StoreDep
-from serving.api.review_quality import blind_verdict, claim_with_gold
+from serving.api.review_quality import blind_verdict
 from serving.api.schemas import (
     QueueCounts,
     QueuedItem,
@@ -27,6 +27,7 @@ from serving.api.schemas import (
 )
 from serving.engine import verdict_statement
 from serving.product_index import remember_verdict
+from serving.reviewer_quality import claim_with_gold
 from serving.store import ConflictError, NotFoundError, QueueItem
 from serving.store.records import LANES, Lane
 

@@ -1,52 +1,32 @@
 """Review quality: gold items (supervise), reviewer statistics (supervise or read), and the two blind
 review paths of the queue routes.
 
-Claims mix gold items in (`claim_with_gold`: each item of a claim is a gold item with the policy's
-`quality.gold_rate`), and a verdict on a gold item or on a blind second review (`blind_verdict`) is
-recorded apart from reviews: it changes no decision, label, merchant history or product index, and its
-answer says nothing of the expected verdict or of the first reviewer's.
+Claims mix gold items in (`serving.reviewer_quality.claim_with_gold`: each item of a claim is a gold
+item with the policy's `quality.gold_rate`), and a verdict on a gold item or on a blind second review
+(`blind_verdict`) is recorded apart from reviews: it changes no decision, label, merchant history or
+product index, and its answer says nothing of the expected verdict or of the first reviewer's.
 """
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from decision.reviewer_stats import reviewer_quality
 from serving.api.deps import QualityKey, StoreDep, SuperviseKey
 from serving.api.errors import field_error
 from serving.api.pages import page_router
 from serving.api.schemas import ReviewRequest, ReviewResponse
-from serving.store import NotFoundError, QueueItem, Store
+from serving.reviewer_quality import quality_report
+from serving.store import NotFoundError, Store
 from serving.store.gold import GoldItem
 
 api = APIRouter(prefix="/v1", tags=["review quality"])
 
-_draws = random.SystemRandom()
 DEFAULT_STATS_DAYS = 30
-
-
-def claim_with_gold(
-    store: Store,
-    reviewer: str,
-    n: int,
-    lease_seconds: int,
-    audit_max_age: timedelta,
-    gold_rate: float,
-) -> list[QueueItem]:
-    """A claim of n items in which each is, with probability `gold_rate`, a gold item this reviewer has
-    not had (placed at a random position), else the next queue item."""
-    wanted = sum(_draws.random() < gold_rate for _ in range(n))
-    gold = store.claim_gold(reviewer, wanted, lease_seconds)
-    items = store.claim(reviewer, n - len(gold), lease_seconds, audit_max_age) if n > len(gold) else []
-    for item in gold:
-        items.insert(_draws.randrange(len(items) + 1), item)
-    return items
 
 
 def blind_verdict(store: Store, item_id: str, reviewer: str, body: ReviewRequest) -> ReviewResponse | None:
@@ -151,7 +131,7 @@ async def reviewer_stats(
     since: Annotated[datetime | None, Query(description="window start (default: until - 30 days)")] = None,
     until: Annotated[datetime | None, Query(description="window end (default: now)")] = None,
     confidence: Annotated[float, Query(ge=0.5, le=0.999)] = 0.95,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Per reviewer and per team, over verdicts in [since, until): verdicts, reject rate, handling time
     (median, p90), verdicts per active hour, agreement on blind second reviews (raw, Cohen's kappa, Gwet's
     AC1, with intervals), accuracy on gold items (Clopper-Pearson) and against second-review outcomes."""
@@ -160,18 +140,6 @@ async def reviewer_stats(
     if start >= end:
         raise field_error(("query", "since"), "since: must be before until")
     return await run_in_threadpool(quality_report, store, start, end, confidence)
-
-
-def quality_report(store: Store, since: datetime, until: datetime, confidence: float) -> dict[str, object]:
-    """The reviewer quality report of a window (`decision.reviewer_stats.reviewer_quality`)."""
-    report = reviewer_quality(
-        store.reviewer_verdicts(since, until),
-        store.second_review_pairs(since, until),
-        store.gold_answers(since, until),
-        store.reviewer_teams(),
-        confidence,
-    )
-    return {"window": {"since": since.isoformat(), "until": until.isoformat()}, **report}
 
 
 def _aware(value: datetime, name: str) -> datetime:
