@@ -2,7 +2,8 @@
 
 One pure function (`route`) that the service, the simulator and the evaluation all call, so a
 simulation can never disagree with what the service would do. A `Policy` is data (thresholds, optional
-per-segment thresholds, rules, audit sampling plan); `bundle.policies` keeps every version in the bundle.
+per-segment thresholds, rules, audit sampling plan, review-quality plan); `bundle.policies` keeps every
+version in the bundle.
 Which automated decisions are audited, and with what probability, is `decision.audit`'s.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from decision.audit import MIN_AUDIT_RATE, AuditPlan
+from decision.review_quality import QualityPlan
 from decision.rules import DERIVED_COLUMNS, Rule
 
 AUTO_PASS, HUMAN_REVIEW, AUTO_BLOCK = "auto_pass", "human_review", "auto_block"
@@ -87,7 +89,8 @@ class Policy:
 
     `qa_sample_rate` is the audit floor: the inclusion probability of an automated decision far from
     its threshold, and the least any automated decision gets; `audit` sets the higher rates where errors
-    are likelier and the audit lane's age limit (`decision.audit.AuditPlan`).
+    are likelier and the audit lane's age limit (`decision.audit.AuditPlan`); `quality` the rates of blind
+    second review and gold items (`decision.review_quality.QualityPlan`).
     """
 
     version: str
@@ -104,6 +107,7 @@ class Policy:
     provisional: bool = False
     guarantee: dict[str, Any] = field(default_factory=dict)
     audit: AuditPlan = field(default_factory=AuditPlan)
+    quality: QualityPlan = field(default_factory=QualityPlan)
 
     @property
     def guarantee_state(self) -> str:
@@ -152,6 +156,9 @@ class Policy:
         if not isinstance(self.audit, AuditPlan):
             raise ValueError("audit: expected an AuditPlan")
         self.audit.validate()
+        if not isinstance(self.quality, QualityPlan):
+            raise ValueError("quality: expected a QualityPlan")
+        self.quality.validate()
         return self
 
     def tier_pass_vector(self, tier_names: list[str]) -> np.ndarray | None:
@@ -188,6 +195,7 @@ class Policy:
             "provisional": bool(self.provisional),
             "guarantee": dict(self.guarantee),
             "audit": self.audit.to_dict(),
+            "quality": self.quality.to_dict(),
         }
 
     @classmethod
@@ -214,6 +222,7 @@ class Policy:
             provisional=bool(raw.get("provisional", False)),
             guarantee=dict(raw.get("guarantee") or {}),
             audit=AuditPlan.from_dict(raw.get("audit")),
+            quality=QualityPlan.from_dict(raw.get("quality")),
         )
         return policy.validate()
 

@@ -33,6 +33,7 @@ from serving.api import (
     policy,
     queue,
     review_console,
+    review_quality,
     rule_backtest,
     rule_suggestions,
     rules,
@@ -74,6 +75,7 @@ ROUTERS: list[APIRouter] = [
     review_console.router,
     corrections.router,
     decisions.router,
+    review_quality.router,
 ]
 
 

@@ -106,6 +106,7 @@ def keys_create(
     scopes: Annotated[
         list[str], typer.Option(help="score, review, read, audit, supervise, admin (repeat or comma-separate)")
     ],
+    team: Annotated[str | None, typer.Option(help="the reviewers' team (e.g. a vendor), for reviewer quality")] = None,
 ) -> None:
     """Create an API key and print its token. The token is shown this once; only a hash is stored."""
     from serving.keys import create_key, parse_scopes
@@ -117,7 +118,9 @@ def keys_create(
         raise typer.BadParameter(str(exc), param_hint="--scopes") from exc
     with _open_store(get_settings()) as store:
         try:
-            token = create_key(store, name, wanted)
+            token = create_key(store, name, wanted, team)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--team") from exc
         except ConflictError as exc:
             _fail(f"{exc}: pick another name, or `triage keys rotate {name}` for a new token")
     typer.echo(token)
@@ -130,7 +133,8 @@ def keys_list() -> None:
         keys = store.list_api_keys()
     for key in keys:
         state = "revoked" if key.revoked else "live"
-        typer.echo(f"{key.name}\t{','.join(sorted(key.scopes))}\t{key.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}")
+        team = key.team or "-"
+        typer.echo(f"{key.name}\t{','.join(sorted(key.scopes))}\t{team}\t{key.created_at:%Y-%m-%dT%H:%M:%SZ}\t{state}")
     if not keys:
         typer.echo("no API keys (create one with: triage keys create NAME --scopes ...)", err=True)
 

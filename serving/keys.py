@@ -50,14 +50,17 @@ def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
     return parsed
 
 
-def create_key(store: Store, name: str, scopes: str | Iterable[str]) -> str:
-    """Create a key and return its plaintext token: shown this once, never stored.
+def create_key(store: Store, name: str, scopes: str | Iterable[str], team: str | None = None) -> str:
+    """Create a key and return its plaintext token: shown this once, never stored. `team` groups reviewers
+    (e.g. a vendor) in reviewer quality statistics.
 
     Raises ConflictError if a key (live or revoked) already has this name."""
     if not name or len(name) > 128:
         raise ValueError("key name must have 1 to 128 characters")
+    if team is not None and not 1 <= len(team) <= 128:
+        raise ValueError("team must have 1 to 128 characters")
     key_id, token = _new_token()
-    store.insert_api_key(key_id, name, parse_scopes(scopes), _hash_token(token, secrets.token_bytes(16)))
+    store.insert_api_key(key_id, name, parse_scopes(scopes), _hash_token(token, secrets.token_bytes(16)), team)
     return token
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from serving import audit_commands, rules_commands
+from serving import audit_commands, quality_commands, rules_commands
 from serving import commands as serving_commands
 from training import commands as training_commands
 from training import policy_cli, rule_suggest_cli, rules_cli
@@ -61,6 +61,11 @@ decisions_app = typer.Typer(
 )
 decisions_app.command("show")(audit_commands.decisions_show)
 app.add_typer(decisions_app, name="decisions")
+reviewers_app = typer.Typer(
+    help="Reviewer quality: agreement on blind second reviews, gold items.", no_args_is_help=True
+)
+reviewers_app.command("stats")(quality_commands.reviewers_stats)
+app.add_typer(reviewers_app, name="reviewers")
 
 if __name__ == "__main__":
     app()

@@ -152,8 +152,12 @@ ReviewKey = Annotated[ApiKey, Depends(require_scope("review"))]
 ReadKey = Annotated[ApiKey, Depends(require_scope("read"))]
 # Queue monitoring: the reviewers' leads and the read-only audience.
 MonitorKey = Annotated[ApiKey, Depends(require_scope("review", "read"))]
+# Queue depth and age: reviewers, the read-only audience and review leads (the supervisor page).
+QueueWatchKey = Annotated[ApiKey, Depends(require_scope("review", "read", "supervise"))]
 AdminKey = Annotated[ApiKey, Depends(require_scope("admin"))]
 # Decision audit (every decision with its listing, verdicts and reviewers): compliance.
 AuditKey = Annotated[ApiKey, Depends(require_scope("audit"))]
 # Review leads: correcting others' verdicts, gold items, reviewer quality.
 SuperviseKey = Annotated[ApiKey, Depends(require_scope("supervise"))]
+# Reviewer quality statistics: review leads and the read-only audience.
+QualityKey = Annotated[ApiKey, Depends(require_scope("supervise", "read"))]

@@ -28,11 +28,17 @@ class KeyOut(BaseModel):
     scopes: list[str]
     created_at: datetime
     revoked: bool
+    team: str | None = Field(default=None, description="The reviewers' team, for reviewer quality per team.")
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyOut:
         return cls(
-            key_id=key.key_id, name=key.name, scopes=sorted(key.scopes), created_at=key.created_at, revoked=key.revoked
+            key_id=key.key_id,
+            name=key.name,
+            scopes=sorted(key.scopes),
+            created_at=key.created_at,
+            revoked=key.revoked,
+            team=key.team,
         )
 
 
@@ -41,6 +47,9 @@ class KeyCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=128, description="Who uses the key; reviewers are recorded by it.")
     scopes: list[str] = Field(min_length=1, max_length=8, description="score, review, read, audit, supervise, admin")
+    team: str | None = Field(
+        default=None, min_length=1, max_length=128, description="The reviewers' team (e.g. a vendor), optional."
+    )
 
     @field_validator("scopes")
     @classmethod
@@ -70,7 +79,7 @@ async def list_keys(_key: AdminKey, store: StoreDep) -> list[KeyOut]:
 async def create(body: KeyCreate, _key: AdminKey, store: StoreDep) -> KeyToken:
     """Create a key; the response holds its token, shown this once."""
     try:
-        token = await run_in_threadpool(create_key, store, body.name, body.scopes)
+        token = await run_in_threadpool(create_key, store, body.name, body.scopes, body.team)
     except ConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return KeyToken(key=await _named(store, body.name), token=token)

@@ -108,7 +108,8 @@ async def put_policy(body: PolicyUpdate, key: AdminKey, request: Request, store:
     /v1/policy/rules/{name} for one rule); the version is assigned here. Thresholds set here are
     'hand_set, not certified': the certified targets and guarantee are cleared. `tier_pass` sets the
     auto-pass threshold of the tiers it names (unknown tier names are refused, naming the field). `audit`
-    sets the audit rates and age limit it names and keeps the others."""
+    sets the audit rates and age limit it names and keeps the others; `quality` likewise the rates of
+    blind second review and gold items."""
     changes = body.model_dump(exclude_unset=True, exclude={"reason", "replace_rules", "force"})
     reason = body.reason
     if "rules" in changes:
@@ -119,16 +120,19 @@ async def put_policy(body: PolicyUpdate, key: AdminKey, request: Request, store:
                 "or change one rule through /v1/policy/rules/{name}",
             )
         reason = f"[replace_rules] {reason}"
-    return await _change(request, store, key, reason, lambda p: _with_audit(p, changes), body.force)
+    return await _change(request, store, key, reason, lambda p: _with_plans(p, changes), body.force)
 
 
-def _with_audit(policy: Policy, changes: dict[str, Any]) -> dict[str, Any]:
-    """`changes` with a partial `audit` completed from the policy in force (fields left out keep theirs)."""
-    audit = changes.get("audit")
-    if audit is None:
-        return {k: v for k, v in changes.items() if k != "audit"}
-    sent = {k: v for k, v in audit.items() if v is not None}
-    return {**changes, "audit": {**policy.audit.to_dict(), **sent}}
+def _with_plans(policy: Policy, changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` with a partial `audit` or `quality` plan completed from the policy in force (fields left
+    out keep theirs)."""
+    in_force = {"audit": policy.audit.to_dict(), "quality": policy.quality.to_dict()}
+    completed = {k: v for k, v in changes.items() if k not in in_force}
+    for name, current in in_force.items():
+        sent = changes.get(name)
+        if sent is not None:
+            completed[name] = {**current, **{k: v for k, v in sent.items() if v is not None}}
+    return completed
 
 
 @router.put("/policy/rules/{name}", response_model=PolicyOut, responses=_CHANGE_ERRORS)

@@ -1,8 +1,9 @@
 """Human review queue: claim items with a lease (overdue audits first, then by priority), record verdicts.
 
-Two lanes: 'review' holds decisions waiting for a person; 'audit' holds automated decisions in force
-drawn for audit. A verdict on an audit that contradicts the decision in force is recorded as an
-overturn, with its statement of reasons (a takedown, or the lifting of a block).
+Three lanes: 'review' holds decisions waiting for a person; 'audit' holds automated decisions in force
+drawn for audit; 'second' holds verdicts drawn for a blind second review. A verdict on an audit that
+contradicts the decision in force is recorded as an overturn, with its statement of reasons (a takedown,
+or the lifting of a block). Gold items and second reviews are recorded apart (`review_quality`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
-from serving.api.deps import EngineDep, MetricsDep, MonitorKey, ReviewKey, ReviewTextsDep, SettingsDep, StoreDep
+from serving.api.deps import EngineDep, MetricsDep, QueueWatchKey, ReviewKey, ReviewTextsDep, SettingsDep, StoreDep
 from serving.api.errors import field_error
+from serving.api.review_quality import blind_verdict
 from serving.api.schemas import (
     QueueCounts,
     QueuedItem,
@@ -27,6 +29,7 @@ from serving.api.schemas import (
 from serving.engine import verdict_statement
 from serving.product_index import remember_verdict
 from serving.reasons import rejection_reason_problem, violation_reasons
+from serving.reviewer_quality import claim_with_gold
 from serving.store import ConflictError, NotFoundError, QueueItem
 from serving.store.records import LANES, Lane
 
@@ -56,22 +59,31 @@ async def claim_next(
     n: Annotated[int, Query(ge=1, le=100)] = 1,
 ) -> QueueResponse:
     """Lease up to n items to this key's reviewer for `lease_seconds`: audits older than the policy's
-    `audit.max_age_hours` first (oldest first), then the highest priority.
+    `audit.max_age_hours` first (oldest first), then the highest priority. With the policy's
+    `quality.gold_rate`, an item is a gold item (a known answer) instead, presented like any other.
 
-    An item is never leased to two reviewers at once; an expired lease returns it to the queue.
+    An item is never leased to two reviewers at once; an expired lease returns it to the queue. A blind
+    second review is never handed to the reviewer of the first verdict.
     """
     max_age = timedelta(hours=engine.policy.audit.max_age_hours)
-    items = await run_in_threadpool(store.claim, key.name, n, settings.lease_seconds, max_age)
+    gold_rate = engine.policy.quality.gold_rate
+    items = await run_in_threadpool(claim_with_gold, store, key.name, n, settings.lease_seconds, max_age, gold_rate)
     return QueueResponse(items=[queued_item(item) for item in items])
 
 
 @router.get("/queue/stats", response_model=QueueStats)
-async def queue_stats(_key: MonitorKey, store: StoreDep) -> QueueStats:
-    """Queue items by status, in all and per lane."""
+async def queue_stats(_key: QueueWatchKey, store: StoreDep) -> QueueStats:
+    """Queue items by status, in all and per lane, with the age of the oldest item waiting per lane."""
 
     def counts() -> QueueStats:
-        lanes: dict[Lane, QueueCounts] = {lane: QueueCounts(**store.queue_counts(lane)) for lane in LANES}
-        return QueueStats(**store.queue_counts(), lanes=lanes)
+        lanes: dict[Lane, QueueCounts] = {
+            lane: QueueCounts(
+                **store.queue_counts(lane), oldest_pending_age_seconds=store.oldest_pending_age_seconds(lane)
+            )
+            for lane in LANES
+        }
+        oldest = [c.oldest_pending_age_seconds for c in lanes.values() if c.oldest_pending_age_seconds is not None]
+        return QueueStats(**store.queue_counts(), oldest_pending_age_seconds=max(oldest, default=None), lanes=lanes)
 
     return await run_in_threadpool(counts)
 
@@ -97,11 +109,21 @@ async def record_review(
     the policy excerpts know, or 'other') and stores a DSA statement of reasons (automated_decision=false)
     that gives it; on an audit, `overturn` says whether the verdict contradicts the automated decision in
     force (an approved auto-block stores the statement that the block is lifted). `note` is kept with the
-    verdict."""
+    verdict. A first verdict on a review-lane item is drawn for a blind second review with the policy's
+    `quality.second_review_rate`; a verdict on a gold item or a second review is recorded apart and
+    changes nothing else."""
     choosable = violation_reasons(engine.bundle.config if engine.bundle else None, texts.excerpts)
     problem = rejection_reason_problem(body.verdict, body.violation_reason, choosable)
     if problem is not None:
         raise field_error(("body", "violation_reason"), problem)
+    try:
+        blind = await run_in_threadpool(blind_verdict, store, decision_id, key.name, body)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except ConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    if blind is not None:
+        return blind
     record = await run_in_threadpool(store.get_decision, decision_id)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown decision {decision_id}")
@@ -116,6 +138,7 @@ async def record_review(
             body.review_seconds,
             statement,
             body.note,
+            engine.policy.quality.second_review_rate,
         )
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc

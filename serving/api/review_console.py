@@ -23,6 +23,7 @@ from serving.api.schemas import QueuedItem
 from serving.engine import DecisionEngine
 from serving.reasons import ReviewTexts
 from serving.review_context import ReviewContext, review_context
+from serving.reviewer_quality import claim_with_gold, held_item, release_item
 from serving.store import ConflictError, NotFoundError, QueueItem, Store
 
 api = APIRouter(prefix="/v1", tags=["review console"])
@@ -50,7 +51,7 @@ def _release_skipped(store: Store, skipped: list[str], reviewer: str) -> None:
     """Give back the skipped items this reviewer holds; those it no longer holds are left as they are."""
     for decision_id in dict.fromkeys(skipped):
         try:
-            store.release(decision_id, reviewer)
+            release_item(store, decision_id, reviewer)
         except (ConflictError, NotFoundError):
             continue
 
@@ -74,7 +75,8 @@ async def review_next(
     max_age = timedelta(hours=engine.policy.audit.max_age_hours)
 
     def claim() -> ReviewItem:
-        items = store.claim(key.name, 1, settings.lease_seconds, max_age)
+        gold_rate = engine.policy.quality.gold_rate
+        items = claim_with_gold(store, key.name, 1, settings.lease_seconds, max_age, gold_rate)
         _release_skipped(store, skip, key.name)
         return _shown(items[0], engine, texts) if items else ReviewItem(item=None)
 
@@ -90,7 +92,7 @@ async def review_item(
     decision_id: DecisionId, key: ReviewKey, store: StoreDep, engine: EngineDep, texts: ReviewTextsDep
 ) -> ReviewItem:
     """An item this key's reviewer holds (claimed and not yet reviewed), with its review context."""
-    item = await run_in_threadpool(store.get_queue_item, decision_id)
+    item = await run_in_threadpool(held_item, store, decision_id)
     if item is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"decision {decision_id} is not in the review queue")
     if item.status == "done":
@@ -108,7 +110,7 @@ async def review_item(
 async def release(decision_id: DecisionId, key: ReviewKey, store: StoreDep) -> Released:
     """Give back a lease this key's reviewer holds: the item is pending again, first in line by its priority."""
     try:
-        await run_in_threadpool(store.release, decision_id, key.name)
+        await run_in_threadpool(release_item, store, decision_id, key.name)
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except ConflictError as exc:

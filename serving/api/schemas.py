@@ -248,9 +248,10 @@ class QueuedItem(BaseModel):
     decision_id: str
     priority: float
     qa_sample: bool
-    lane: Literal["review", "audit"] = Field(
+    lane: Literal["review", "audit", "second"] = Field(
         description="review: a decision waiting for a person; audit: an automated decision in force, drawn "
-        "for audit (claimed first once older than the policy's audit.max_age_hours)."
+        "for audit (claimed first once older than the policy's audit.max_age_hours); second: a blind second "
+        "review of a verdict in force (never handed to its first reviewer)."
     )
     enqueued_at: datetime
     lease_expires_at: datetime | None
@@ -267,10 +268,13 @@ class QueueCounts(BaseModel):
     pending: int
     claimed: int
     done: int
+    oldest_pending_age_seconds: float | None = Field(
+        default=None, description="Age of the oldest item waiting to be claimed (null: none waits)."
+    )
 
 
 class QueueStats(QueueCounts):
-    lanes: dict[Literal["review", "audit"], QueueCounts] = Field(description="The same counts per lane.")
+    lanes: dict[Literal["review", "audit", "second"], QueueCounts] = Field(description="The same counts per lane.")
 
 
 class ReviewRequest(BaseModel):
@@ -485,6 +489,22 @@ class AuditUpdate(BaseModel):
     )
 
 
+Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class QualityUpdate(BaseModel):
+    """Rates of blind second review and gold items; fields left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    second_review_rate: Rate | None = Field(
+        default=None, description="Chance that a first verdict on a review-lane item gets a blind second review."
+    )
+    gold_rate: Rate | None = Field(
+        default=None, description="Chance that each item of a claim is a gold item (a known answer) instead."
+    )
+
+
 ChangeReason = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=3, max_length=2_000),
@@ -528,6 +548,7 @@ class PolicyUpdate(BaseModel):
         default=None, description="Audit floor: the audit rate of auto-passes far from t_pass, never zero."
     )
     audit: AuditUpdate | None = None
+    quality: QualityUpdate | None = None
     tier_pass: dict[Annotated[str, Field(max_length=64)], Threshold] | None = Field(
         default=None,
         max_length=100,

@@ -16,8 +16,10 @@ from serving.store.records import ApiKey, ConflictError
 class ApiKeyTable(Database):
     """Storing, finding and revoking API keys."""
 
-    def insert_api_key(self, key_id: str, name: str, scopes: Iterable[str], key_hash: str) -> ApiKey:
-        key = ApiKey(key_id, name, frozenset(scopes), self._clock(), revoked=False)
+    def insert_api_key(
+        self, key_id: str, name: str, scopes: Iterable[str], key_hash: str, team: str | None = None
+    ) -> ApiKey:
+        key = ApiKey(key_id, name, frozenset(scopes), self._clock(), revoked=False, team=team)
         values = {
             "key_id": key_id,
             "name": name,
@@ -25,6 +27,7 @@ class ApiKeyTable(Database):
             "key_hash": key_hash,
             "created_at": key.created_at,
             "revoked": False,
+            "team": team,
         }
         try:
             self._write(lambda conn: conn.execute(insert(schema.api_keys).values(values)))
@@ -66,4 +69,4 @@ class ApiKeyTable(Database):
 
 def _api_key(row: Row[Any]) -> ApiKey:
     scopes = frozenset(s for s in row.scopes.split(",") if s)
-    return ApiKey(row.key_id, row.name, scopes, row.created_at, bool(row.revoked))
+    return ApiKey(row.key_id, row.name, scopes, row.created_at, bool(row.revoked), row.team)

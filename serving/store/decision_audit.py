@@ -145,11 +145,8 @@ def _queue_entry(row: Any) -> QueueEntry:
 
 
 def _second_reviews(conn: Connection, decision_id: str) -> list[SecondReview]:
-    """Blind second reviews of the decision, oldest first. The schema holds no `second_reviews` table yet:
-    until it does, a decision has none (the audit document shows an empty list)."""
-    table = schema.metadata.tables.get("second_reviews")
-    if table is None:
-        return []
+    """Blind second reviews of the decision, oldest first (at most one today; a list keeps room for more)."""
+    table = schema.second_reviews
     query = select(table).where(table.c.decision_id == decision_id).order_by(table.c.reviewed_at)
     return [
         SecondReview(row.reviewer, row.verdict, row.violation_reason, row.reviewed_at) for row in conn.execute(query)

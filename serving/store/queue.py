@@ -1,8 +1,9 @@
 """The review queue: leases on the highest-priority items, verdicts, and verdicts as labelled outcomes.
 
-Two lanes: 'review' (decisions that wait for a person) and 'audit' (automated decisions in force, drawn
-for audit). Items are claimed by priority, except that an audit older than the audit age limit goes
-before everything else, oldest first: under a backlog of reviews, audits wait at most that long (plus
+Three lanes: 'review' (decisions that wait for a person), 'audit' (automated decisions in force, drawn
+for audit) and 'second' (first verdicts drawn for a blind second review, `serving.store.second_review`).
+Items are claimed by priority, except that an audit older than the audit age limit goes before
+everything else, oldest first: under a backlog of reviews, audits wait at most that long (plus
 the time to clear the audits due before them) instead of starving.
 """
 
@@ -33,6 +34,8 @@ from serving.store.records import (
     Verdict,
     overturns,
 )
+from serving.store.reviewer_activity import two_verdict_labels, with_label_sources
+from serving.store.second_review import after_first_verdict, not_first_reviewer
 
 d, q, rv = schema.decisions, schema.queue, schema.reviews
 
@@ -71,9 +74,11 @@ class ReviewQueue(MerchantOutcomeLog):
         review_seconds: float | None = None,
         statement_of_reasons: dict[str, Any] | None = None,
         note: str | None = None,
+        second_review_rate: float = 0.0,
     ) -> Review:
         """Store a verdict (with the DSA statement of reasons of a rejection, and the reviewer's note) and
-        close the queue item.
+        close the queue item, or, on a review-lane item with probability `second_review_rate`, send it for
+        a blind second review.
 
         On an audit, the review records whether the verdict overturns the automated decision in force
         (`records.overturns`). Raises NotFoundError for an unknown decision, ConflictError if it is not queued, already
@@ -85,6 +90,8 @@ class ReviewQueue(MerchantOutcomeLog):
             raise ValueError("reviewer must not be empty")
         if review_seconds is not None and not 0 <= review_seconds < float("inf"):
             raise ValueError("review_seconds must be a finite number >= 0")
+        if not 0.0 <= second_review_rate <= 1.0:
+            raise ValueError("second_review_rate must be in [0, 1]")
         now = self._clock()
         review = Review(
             decision_id,
@@ -97,7 +104,7 @@ class ReviewQueue(MerchantOutcomeLog):
             note=note,
         )
         try:
-            recorded = self._write(lambda conn: self._review(conn, review))
+            recorded = self._write(lambda conn: self._review(conn, review, second_review_rate))
         except IntegrityError as exc:  # a concurrent verdict won the race
             raise ConflictError(f"decision {decision_id} is already reviewed") from exc
         self._merchant_outcome_committed(decision_id)
@@ -150,10 +157,12 @@ class ReviewQueue(MerchantOutcomeLog):
 
     def export_labels(self, config: DataConfig | None = None, since: datetime | None = None) -> pd.DataFrame:
         """Reviewed decisions as labelled outcomes in the data contract (listing fields + outcome), each
-        with its inclusion probability, audit flag and the decision that was in force (`labels`).
+        with its inclusion probability, audit flag and the decision that was in force (`labels`), and how
+        the label was decided (`label_source`: the first verdict, or a blind second review's resolution).
 
         The outcome is the verdict in force: a corrected verdict's latest correction (verdict and
-        violation reason), flagged `corrected`; `reviewed_at` stays the first verdict's time."""
+        violation reason), flagged `corrected`, overrides any resolution; `reviewed_at` stays the first
+        verdict's time."""
         config = config or DataConfig()
         logged = (d.c.decision, d.c.inclusion_prob, d.c.qa_sample)
         verdict = (VERDICT_IN_FORCE, VIOLATION_REASON_IN_FORCE, CORRECTED, rv.c.review_seconds, rv.c.reviewed_at)
@@ -166,13 +175,14 @@ class ReviewQueue(MerchantOutcomeLog):
             query = query.where(rv.c.reviewed_at >= since)
         with self._read_engine.connect() as conn:
             rows = [labelled_outcome(row, config) for row in conn.execute(query)]
-        return labels_frame(rows, config)
+            resolved = two_verdict_labels(conn)
+        return with_label_sources(labels_frame(rows, config), resolved, config)
 
     def _claim(
         self, conn: Connection, reviewer: str, n: int, lease_seconds: int, audit_max_age: timedelta
     ) -> list[QueueItem]:
         now = self._clock()
-        claimable = _claimable(now)
+        claimable = and_(_claimable(now), not_first_reviewer(reviewer))
         overdue = (
             select(q.c.decision_id)
             .where(claimable, q.c.lane == "audit", q.c.enqueued_at <= now - audit_max_age)
@@ -206,7 +216,7 @@ class ReviewQueue(MerchantOutcomeLog):
         """On PostgreSQL, lock the candidate rows, skipping those another claim holds."""
         return candidates.with_for_update(skip_locked=True) if self.dialect == "postgresql" else candidates
 
-    def _review(self, conn: Connection, review: Review) -> Review:
+    def _review(self, conn: Connection, review: Review, second_review_rate: float) -> Review:
         query = select(q).where(q.c.decision_id == review.decision_id)
         if self.dialect == "postgresql":
             query = query.with_for_update()
@@ -216,7 +226,7 @@ class ReviewQueue(MerchantOutcomeLog):
             if known is None:
                 raise NotFoundError(f"unknown decision {review.decision_id}")
             raise ConflictError(f"decision {review.decision_id} is not in the review queue")
-        if item.status == "done":
+        if item.status == "done" or item.lane == "second":
             raise ConflictError(f"decision {review.decision_id} is already reviewed")
         leased = item.status == "claimed" and item.lease_expires_at > review.reviewed_at
         if leased and item.claimed_by != review.reviewer:
@@ -226,8 +236,8 @@ class ReviewQueue(MerchantOutcomeLog):
             review = replace(review, overturn=overturns(decision, review.verdict))
         conn.execute(insert(rv).values(_review_params(review)))
         self._log_merchant_outcome(conn, review)  # merchant history counts the verdict from its commit
-        done = {"status": "done", "claimed_by": review.reviewer, "lease_expires_at": None}
-        conn.execute(update(q).where(q.c.decision_id == review.decision_id).values(done))
+        closed = after_first_verdict(item.lane, review.reviewer, review.reviewed_at, second_review_rate)
+        conn.execute(update(q).where(q.c.decision_id == review.decision_id).values(closed))
         return review
 
 

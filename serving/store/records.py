@@ -13,7 +13,7 @@ Decision = Literal["auto_pass", "auto_block", "human_review"]
 Verdict = Literal["approve", "reject"]
 QueueStatus = Literal["pending", "claimed", "done"]
 Scope = Literal["score", "review", "read", "admin", "audit", "supervise"]
-Lane = Literal["review", "audit"]
+Lane = Literal["review", "audit", "second"]
 DecisionGround = Literal["illegal_content", "incompatible_with_terms"]
 
 DECISIONS: frozenset[str] = frozenset(get_args(Decision))
@@ -185,7 +185,8 @@ class QueueItem:
     """A review-queue entry with the decision (listing, reasons) the reviewer needs.
 
     `lane` 'audit': a review of an automated decision in force; once older than the policy's audit age
-    limit it is claimed before any other item."""
+    limit it is claimed before any other item. 'second': a blind second review of an item whose first
+    verdict (by `first_reviewer`, never handed this item again) is in force."""
 
     decision_id: str
     priority: float
@@ -196,6 +197,8 @@ class QueueItem:
     qa_sample: bool
     decision: DecisionRecord
     lane: Lane = "review"
+    first_reviewer: str | None = None
+    second_review_rate: float | None = None  # the rate of the second-review draw at the first verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +257,7 @@ class ApiKey:
     scopes: frozenset[str]
     created_at: datetime
     revoked: bool
+    team: str | None = None  # the reviewers' team (e.g. a vendor), for reviewer quality per team
 
     def allows(self, scope: str) -> bool:
         """`admin` implies every scope; a revoked key allows nothing. `read` (PMs) reads the policy,

@@ -139,8 +139,13 @@ queue = Table(
     Column("claimed_by", String(128), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),
     Column("qa_sample", Boolean, nullable=False),
-    # added later (see ADDED_COLUMNS): 'review' | 'audit'; NULL on items queued before lanes, read as 'review'
+    # added later (see ADDED_COLUMNS): 'review' | 'audit' | 'second'; NULL on items queued before lanes, read
+    # as 'review'
     Column("lane", String(8), nullable=True),
+    # added later (see ADDED_COLUMNS): who gave the first verdict of an item sent for a blind second review
+    Column("first_reviewer", String(128), nullable=True),
+    # added later (see ADDED_COLUMNS): the second-review rate of the draw made at the first verdict
+    Column("second_review_rate", Float, nullable=True),
     CheckConstraint(_one_of("status", ("pending", "claimed", "done")), name="ck_queue_status"),
     Index("ix_queue_status_priority", "status", "priority"),
 )
@@ -172,6 +177,7 @@ api_keys = Table(
     Column("key_hash", String(256), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    Column("team", String(128), nullable=True),  # added later: see ADDED_COLUMNS
 )
 
 policy_audit = Table(
@@ -223,6 +229,9 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
     (decisions, "rules_shadow"),
     (decisions, "model_decision"),
     (reviews, "note"),
+    (queue, "first_reviewer"),
+    (queue, "second_review_rate"),
+    (api_keys, "team"),
 )
 
 # Each verdict's outcome for its merchant (reviews and audits alike), written in the verdict's transaction:
@@ -300,4 +309,56 @@ shadow_decisions = Table(
     Column("tier_risk", JSONText, nullable=True),
     CheckConstraint(_one_of("decision", _DECISION_VALUES), name="ck_shadow_decisions_decision"),
     Index("ix_shadow_decisions_model", "model_version", "decided_at"),
+)
+
+# Blind second reviews: the verdict of a second reviewer on an item whose first verdict is in force (in
+# `reviews`); it never changes that verdict, and measures agreement (`agrees`: same verdict as the first).
+second_reviews = Table(
+    "second_reviews",
+    metadata,
+    Column("decision_id", String(36), ForeignKey("decisions.decision_id"), primary_key=True),
+    Column("reviewer", String(128), nullable=False),
+    Column("verdict", String(8), nullable=False),
+    Column("violation_reason", String(256), nullable=True),
+    Column("review_seconds", Float, nullable=True),
+    Column("reviewed_at", UTCDateTime, nullable=False),
+    Column("agrees", Boolean, nullable=False),
+    CheckConstraint(_one_of("verdict", ("approve", "reject")), name="ck_second_reviews_verdict"),
+    Index("ix_second_reviews_reviewed_at", "reviewed_at"),
+)
+
+# Gold items: a past decision's listing and decision, copied, with the verdict it should get. Handed out
+# in claims like queue items; their verdicts go to `gold_assignments`, never to reviews or decisions.
+gold_items = Table(
+    "gold_items",
+    metadata,
+    Column("gold_id", String(36), primary_key=True),
+    Column("source_decision_id", String(36), ForeignKey("decisions.decision_id"), nullable=False),
+    Column("decision", JSONText, nullable=False),  # the decision snapshot the reviewer is shown
+    Column("expected_verdict", String(8), nullable=False),
+    Column("expected_reason", String(256), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("retired_at", UTCDateTime, nullable=True),
+    CheckConstraint(_one_of("expected_verdict", ("approve", "reject")), name="ck_gold_items_verdict"),
+)
+
+# One gold item handed to one reviewer under a fresh opaque id (what the reviewer sees as the decision id),
+# with its lease, and the verdict once given, scored against the expected one.
+gold_assignments = Table(
+    "gold_assignments",
+    metadata,
+    Column("assignment_id", String(36), primary_key=True),
+    Column("gold_id", String(36), ForeignKey("gold_items.gold_id"), nullable=False),
+    Column("reviewer", String(128), nullable=False),
+    Column("assigned_at", UTCDateTime, nullable=False),
+    Column("lease_expires_at", UTCDateTime, nullable=False),
+    Column("verdict", String(8), nullable=True),
+    Column("violation_reason", String(256), nullable=True),
+    Column("review_seconds", Float, nullable=True),
+    Column("reviewed_at", UTCDateTime, nullable=True),
+    Column("correct", Boolean, nullable=True),  # the verdict is the expected one
+    Column("reason_correct", Boolean, nullable=True),  # a rejection with the expected reason (when one is set)
+    CheckConstraint(f"verdict IS NULL OR {_one_of('verdict', ('approve', 'reject'))}", name="ck_gold_verdict"),
+    Index("ix_gold_assignments_reviewer", "reviewer", "gold_id", unique=True),
 )

@@ -71,6 +71,7 @@ if _SQLITE_DECISIONS.columns != _SQLITE_DECISION_ORDER:
     raise RuntimeError("schema.decisions changed: update _sqlite_decision_row to the new columns")
 _SQLITE_QUEUE_ORDER = (  # the order of the queue rows `sqlite_insert_new` writes
     "decision_id", "priority", "enqueued_at", "status", "claimed_by", "lease_expires_at", "qa_sample", "lane",
+    "first_reviewer", "second_review_rate",
 )  # fmt: skip
 if _SQLITE_QUEUE.columns != _SQLITE_QUEUE_ORDER:
     raise RuntimeError("schema.queue changed: update the queue rows of sqlite_insert_new to the new columns")
@@ -100,7 +101,7 @@ def sqlite_insert_new(conn: Connection, fresh: list[DecisionRecord], now: dateti
                     inserted.add(record.decision_id)
         enqueued_at = _sqlite_time(now, times)
         queued = [
-            (r.decision_id, r.priority, enqueued_at, "pending", None, None, int(r.qa_sample), r.lane)
+            (r.decision_id, r.priority, enqueued_at, "pending", None, None, int(r.qa_sample), r.lane, None, None)
             for r in fresh
             if r.queued and r.decision_id in inserted
         ]

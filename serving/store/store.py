@@ -1,8 +1,8 @@
 """The store of the scoring service: decision log, review queue, verdict corrections, API keys, policy
-and model audit, shadow decisions, monitoring, rule-analytics and decision-audit reads over one
-SQLAlchemy Core schema, each part in its own module (`decisions`, `queue`, `corrections`, `api_keys`,
-`policy_audit`, `model_audit`, `shadow`, `monitoring`, `rule_log`, `decision_audit`), all on one
-`database`.
+and model audit, shadow decisions, monitoring, rule-analytics and decision-audit reads, blind second
+reviews, gold items and reviewer activity over one SQLAlchemy Core schema, each part in its own module
+(`decisions`, `queue`, `corrections`, `api_keys`, `policy_audit`, `model_audit`, `shadow`, `monitoring`,
+`rule_log`, `decision_audit`, `second_review`, `gold`, `reviewer_activity`), all on one `database`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ from serving.store.database import Clock
 from serving.store.decision_audit import DecisionAuditReads
 from serving.store.decision_history import DecisionHistoryReads
 from serving.store.decisions import DecisionLog
+from serving.store.gold import GoldItems
 from serving.store.model_audit import ModelAudit
 from serving.store.monitoring import MonitorReads
 from serving.store.policy_audit import PolicyAudit
 from serving.store.queue import ReviewQueue
 from serving.store.records import utcnow
 from serving.store.reviewed_listings import ReviewedListings
+from serving.store.reviewer_activity import ReviewerActivity
 from serving.store.rule_log import RuleLogReads
+from serving.store.second_review import SecondReviews
 from serving.store.shadow import ShadowLog
 
 
@@ -40,6 +43,9 @@ class Store(
     ReviewedListings,
     VerdictCorrections,
     DecisionAuditReads,
+    SecondReviews,
+    GoldItems,
+    ReviewerActivity,
 ):
     """Durable storage of the scoring service. Thread-safe; create one per process (`create_store`)."""
 

@@ -21,13 +21,15 @@ pytestmark = pytest.mark.reliability
 PUBLIC, SCORE, REVIEW, READ, ADMIN = "public", "score", "review", "read", "admin"
 AUDIT, SUPERVISE = "audit", "supervise"
 REVIEW_OR_READ = "review or read"
+QUEUE_WATCH = "review or read or supervise"
+SUPERVISE_OR_READ = "supervise or read"
 ANY = "score or review or read or audit or supervise"  # any valid key (admin passes every check)
 
 ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/v1/score"): SCORE,
     ("POST", "/v1/score/batch"): SCORE,
     ("GET", "/v1/queue/next"): REVIEW,
-    ("GET", "/v1/queue/stats"): REVIEW_OR_READ,
+    ("GET", "/v1/queue/stats"): QUEUE_WATCH,
     ("POST", "/v1/reviews/{decision_id}"): REVIEW,
     ("GET", "/v1/review/next"): REVIEW,
     ("GET", "/v1/review/items/{decision_id}"): REVIEW,
@@ -65,6 +67,10 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/rules/stats"): READ,
     ("GET", "/v1/listings/{listing_id}/similar"): REVIEW_OR_READ,
     ("GET", "/v1/keys/me"): ANY,
+    ("POST", "/v1/gold"): SUPERVISE,
+    ("GET", "/v1/gold"): SUPERVISE,
+    ("DELETE", "/v1/gold/{gold_id}"): SUPERVISE,
+    ("GET", "/v1/reviewers/stats"): SUPERVISE_OR_READ,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
@@ -82,12 +88,16 @@ PAGES = [
     "/audit",
     "/audit/audit.js",
     "/audit/audit.css",
+    "/supervisor",
+    "/supervisor/supervisor.js",
+    "/supervisor/supervisor.css",
     "/docs",
     "/openapi.json",
 ]
 # Answers other than 200 that still grant access: suggestions answer 202 while they are being mined
 GRANTED = {
     ("POST", "/v1/admin/keys"): {201},
+    ("POST", "/v1/gold"): {201},
     ("GET", "/v1/rules/suggestions"): {200, 202},
     ("POST", "/v1/reviews/{decision_id}/corrections"): {201},
 }
@@ -157,8 +167,28 @@ def held_decision(service: Service, headers: dict[str, str]) -> str:
     return str(item["decision_id"]) if item else queued
 
 
+def gold_request(service: Service, method: str, headers: dict[str, str]) -> httpx.Response:
+    """Add a gold item (POST) or retire one an admin added (DELETE) with `headers`; whatever the answer,
+    the gold item ends retired, so claims elsewhere in the shared service never receive it."""
+    admin = service.headers("admin")
+    body = {"decision_id": queued_decision(service), "expected_verdict": "approve"}
+    if method == "POST":
+        response = httpx.post(service.url + "/v1/gold", json=body, headers=headers, timeout=30)
+        gold_id = response.json()["gold_id"] if response.status_code == 201 else None
+    else:
+        added = httpx.post(service.url + "/v1/gold", json=body, headers=admin, timeout=30)
+        assert added.status_code == 201, added.text
+        gold_id = added.json()["gold_id"]
+        response = httpx.delete(f"{service.url}/v1/gold/{gold_id}", headers=headers, timeout=30)
+    if gold_id is not None:
+        httpx.delete(f"{service.url}/v1/gold/{gold_id}", headers=admin, timeout=30)  # 404 once retired
+    return response
+
+
 def send(service: Service, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
     body: Any = None
+    if path.startswith("/v1/gold") and method != "GET":
+        return gold_request(service, method, headers)
     if path == "/v1/score":
         body = listing(next(_ids))
     elif path == "/v1/score/batch":

@@ -39,11 +39,16 @@ def test_claims_come_in_priority_order_with_a_lease_to_the_key_name(serve, no_mo
     assert {c["decision_id"] for c in claimed + rest} == set(ids)
     assert all(c["claimed_by"] == "review-key" and c["lease_expires_at"] for c in claimed)
     assert claimed[0]["listing"]["listing_id"].startswith("L-")
+    none_waits = {"pending": 0, "oldest_pending_age_seconds": None}
     assert stats == {
-        "pending": 0,
+        **none_waits,
         "claimed": 3,
         "done": 0,
-        "lanes": {"review": {"pending": 0, "claimed": 3, "done": 0}, "audit": {"pending": 0, "claimed": 0, "done": 0}},
+        "lanes": {
+            "review": {**none_waits, "claimed": 3, "done": 0},
+            "audit": {**none_waits, "claimed": 0, "done": 0},
+            "second": {**none_waits, "claimed": 0, "done": 0},
+        },
     }
     assert {c["lane"] for c in claimed + rest} == {"review"}
 
@@ -196,6 +201,7 @@ def test_an_audited_auto_pass_stays_in_force_and_a_rejection_overturns_it(serve,
         "pending": 0,
         "claimed": 0,
         "done": 0,
+        "oldest_pending_age_seconds": None,
     }
     assert rejected["overturn"] is True
     statement = rejected["statement_of_reasons"]

@@ -1,0 +1,172 @@
+"""Review quality over HTTP: the policy's quality plan, blind second reviews, gold items, reviewer stats,
+teams on keys, and `triage reviewers stats`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.serving.conftest import Api, listing_json
+from tests.serving.test_api_policy import put_policy
+
+
+def queued(api: Api, i: int) -> str:
+    """A decision on the review lane (a regulated category always goes to a person)."""
+    response = api.score(listing_json(i, category="health"))
+    assert response.status_code == 200 and response.json()["decision"] == "human_review", response.text
+    return str(response.json()["decision_id"])
+
+
+def claim(api: Api, headers: dict[str, str]) -> list[dict[str, Any]]:
+    response = api.client.get("/v1/queue/next", headers=headers)
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def verdict(api: Api, item_id: str, headers: dict[str, str], value: str = "approve") -> dict[str, Any]:
+    response = api.client.post(f"/v1/reviews/{item_id}", json={"verdict": value, "review_seconds": 20}, headers=headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+VERDICT_KEYS = {
+    "decision_id",
+    "reviewer",
+    "verdict",
+    "violation_reason",
+    "review_seconds",
+    "reviewed_at",
+    "statement_of_reasons",
+    "overturn",
+}
+
+
+def team_key(api: Api, name: str, team: str) -> dict[str, str]:
+    body = {"name": name, "scopes": ["review"], "team": team}
+    response = api.client.post("/v1/admin/keys", json=body, headers=api.headers("admin"))
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def test_second_reviews_are_blind_and_measured_per_reviewer_and_team(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        alice = api.key("alice", "review")
+        bob = team_key(api, "bob", "vendor-b")
+        changed = put_policy(api, {"quality": {"second_review_rate": 1.0}})
+        decision_id = queued(api, 1)
+        (first,) = claim(api, alice)
+        verdict(api, first["decision_id"], alice, "reject")
+
+        assert claim(api, alice) == []  # never one's own second review
+        (second,) = claim(api, bob)
+        answer = verdict(api, decision_id, bob, "approve")
+        again = api.client.post(f"/v1/reviews/{decision_id}", json={"verdict": "approve"}, headers=alice)
+        stats = api.client.get("/v1/reviewers/stats", headers=api.headers("supervise")).json()
+        queue = api.client.get("/v1/queue/stats", headers=api.headers("supervise")).json()
+
+    assert changed.status_code == 200 and changed.json()["policy"]["quality"] == {
+        "second_review_rate": 1.0,
+        "gold_rate": 0.02,
+    }
+    assert second["decision_id"] == decision_id and second["lane"] == "second"
+    assert "alice" not in json.dumps(second) and "reject" not in json.dumps(second)  # blind
+    assert set(answer) == VERDICT_KEYS and "agrees" not in answer
+    assert again.status_code == 409
+    by_name = {row["reviewer"]: row for row in stats["reviewers"]}
+    assert by_name["alice"]["agreement"]["items"] == 1 and by_name["alice"]["agreement"]["raw"] == 0.0
+    assert by_name["bob"]["team"] == "vendor-b" and by_name["alice"]["team"] is None
+    assert [team["team"] for team in stats["teams"]] == ["vendor-b"]
+    assert stats["agreement"]["items"] == 1
+    assert queue["lanes"]["second"] == {"pending": 0, "claimed": 0, "done": 1, "oldest_pending_age_seconds": None}
+
+
+def test_gold_items_are_answered_like_queue_items_and_kept_apart(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        source = queued(api, 2)
+        lead = api.headers("supervise")
+        created = api.client.post(
+            "/v1/gold", json={"decision_id": source, "expected_verdict": "reject", "expected_reason": "x"}, headers=lead
+        )
+        refused = api.client.post(
+            "/v1/gold",
+            json={"decision_id": source, "expected_verdict": "approve", "expected_reason": "x"},
+            headers=lead,
+        )
+        unknown = api.client.post("/v1/gold", json={"decision_id": "nope", "expected_verdict": "reject"}, headers=lead)
+        put_policy(api, {"quality": {"gold_rate": 1.0}})
+        carol = api.key("carol", "review")
+        (item,) = claim(api, carol)
+        answer = verdict(api, item["decision_id"], carol, "approve")
+        listed = api.client.get("/v1/gold", headers=lead).json()
+        gold_id = created.json()["gold_id"]
+        retired = api.client.delete(f"/v1/gold/{gold_id}", headers=lead)
+        retired_again = api.client.delete(f"/v1/gold/{gold_id}", headers=lead)
+        after = claim(api, api.key("dave", "review"))
+        stats = api.client.get("/v1/reviewers/stats", headers=api.headers("read")).json()
+        labels = api.store.export_labels()
+
+    assert created.status_code == 201 and refused.status_code == 422 and unknown.status_code == 404
+    assert "expected_reason" in refused.text
+    assert item["decision_id"] not in (source, gold_id) and item["lane"] == "review"
+    assert item["listing"]["listing_id"] == "L-2" and item["decision"]["decision"] == "human_review"
+    assert answer["decision_id"] == item["decision_id"] and set(answer) == VERDICT_KEYS
+    assert [(g["assigned"], g["answered"], g["correct"]) for g in listed] == [(1, 1, 0)]
+    assert retired.status_code == 200 and retired_again.status_code == 404
+    assert [i["decision_id"] for i in after] == [source]  # no live gold item left: the queue item
+    (carol_row,) = [row for row in stats["reviewers"] if row["reviewer"] == "carol"]
+    assert carol_row["gold"] == {"n": 1, "correct": 0, "accuracy": 0.0, "low": 0.0, "high": pytest.approx(0.975)}
+    assert labels.empty  # a gold verdict is no label
+
+
+def test_quality_plan_changes_are_validated_and_keys_carry_teams(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        too_high = put_policy(api, {"quality": {"gold_rate": 1.5}})
+        unknown = put_policy(api, {"quality": {"rate": 0.1}})
+        partial = put_policy(api, {"quality": {"gold_rate": 0.1}})
+        history = api.client.get("/v1/policy/history", headers=api.headers("read")).json()
+        created = api.client.post(
+            "/v1/admin/keys",
+            json={"name": "eve", "scopes": ["review"], "team": "vendor-a"},
+            headers=api.headers("admin"),
+        )
+        keys = api.client.get("/v1/admin/keys", headers=api.headers("admin")).json()
+        bad_window = api.client.get(
+            "/v1/reviewers/stats?since=2025-06-02T00:00:00Z&until=2025-06-01T00:00:00Z", headers=api.headers("read")
+        )
+        review_only = api.client.get("/v1/reviewers/stats", headers=api.headers("review"))
+
+    assert too_high.status_code == 422 and "quality.gold_rate" in {e["field"] for e in too_high.json()["detail"]}
+    assert unknown.status_code == 422 and "quality.rate" in {e["field"] for e in unknown.json()["detail"]}
+    assert partial.json()["policy"]["quality"] == {"second_review_rate": 0.05, "gold_rate": 0.1}
+    assert len(history) == 1 and history[0]["new"]["quality"]["gold_rate"] == 0.1
+    assert created.status_code == 201 and created.json()["key"]["team"] == "vendor-a"
+    assert {k["name"]: k["team"] for k in keys}["eve"] == "vendor-a"
+    assert bad_window.status_code == 422 and "since" in bad_window.text
+    assert review_only.status_code == 403
+
+
+def test_reviewers_stats_from_the_cli(serve, own_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from serving.quality_commands import reviewers_stats
+
+    with serve(bundle=str(own_bundle)) as api:
+        put_policy(api, {"quality": {"second_review_rate": 1.0}})
+        alice, bob = api.key("alice", "review"), api.key("bob", "review")
+        for i in range(3):
+            queued(api, 10 + i)
+            (item,) = claim(api, alice)
+            verdict(api, item["decision_id"], alice, "approve")
+            (item,) = claim(api, bob)
+            verdict(api, item["decision_id"], bob, "approve")
+        url = str(api.store.url.render_as_string(hide_password=False))
+
+    reviewers_stats(db=url, as_json=True)
+    report = json.loads(capsys.readouterr().out)
+    reviewers_stats(db=url)
+    table = capsys.readouterr().out
+
+    assert {row["reviewer"]: row["verdicts"] for row in report["reviewers"]} == {"alice": 3, "bob": 3}
+    assert report["agreement"]["raw"] == 1.0 and report["agreement"]["items"] == 3
+    assert "alice" in table and "bob" in table and "agreement" in table
