@@ -149,6 +149,8 @@ def review_context(item: QueueItem, engine: DecisionEngine, texts: ReviewTexts) 
 def _lane_words(item: QueueItem) -> str:
     if item.lane == "audit":
         return f"audit of an automated decision in force: {item.decision.decision}"
+    if item.lane == "second":
+        return "second review: give your own verdict (another reviewer's is not shown)"
     return "review: the listing waits for your decision"
 
 

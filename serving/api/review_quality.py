@@ -49,6 +49,7 @@ def blind_verdict(store: Store, item_id: str, reviewer: str, body: ReviewRequest
         reviewed_at=reviewed_at,
         statement_of_reasons=None,
         overturn=None,
+        note=body.note,
     )
 
 

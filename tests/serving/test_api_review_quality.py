@@ -27,13 +27,15 @@ def claim(api: Api, headers: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def verdict(api: Api, item_id: str, headers: dict[str, str], value: str = "approve") -> dict[str, Any]:
-    response = api.client.post(f"/v1/reviews/{item_id}", json={"verdict": value, "review_seconds": 20}, headers=headers)
+    body = {"verdict": value, "review_seconds": 20} | ({"violation_reason": "counterfeit"} if value == "reject" else {})
+    response = api.client.post(f"/v1/reviews/{item_id}", json=body, headers=headers)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
 VERDICT_KEYS = {
     "decision_id",
+    "note",
     "reviewer",
     "verdict",
     "violation_reason",
@@ -170,3 +172,32 @@ def test_reviewers_stats_from_the_cli(serve, own_bundle: Path, capsys: pytest.Ca
     assert {row["reviewer"]: row["verdicts"] for row in report["reviewers"]} == {"alice": 3, "bob": 3}
     assert report["agreement"]["raw"] == 1.0 and report["agreement"]["items"] == 3
     assert "alice" in table and "bob" in table and "agreement" in table
+
+
+def test_the_review_console_handles_a_gold_item_like_a_queue_item(serve, own_bundle: Path) -> None:
+    """Through the console's routes a gold item is claimed with its context, shown again, given back and
+    answered exactly as a queue item is; given back, it may come to the same reviewer again."""
+    with serve(bundle=str(own_bundle)) as api:
+        source = queued(api, 3)
+        lead = api.headers("supervise")
+        body = {"decision_id": source, "expected_verdict": "reject", "expected_reason": "counterfeit"}
+        assert api.client.post("/v1/gold", json=body, headers=lead).status_code == 201
+        put_policy(api, {"quality": {"gold_rate": 1.0}})
+        erin = api.key("erin", "review")
+        first = api.client.get("/v1/review/next", headers=erin).json()
+        gold_id = first["item"]["decision_id"]
+        shown_again = api.client.get(f"/v1/review/items/{gold_id}", headers=erin)
+        by_other = api.client.post(f"/v1/queue/{gold_id}/release", headers=api.key("fay", "review"))
+        released = api.client.post(f"/v1/queue/{gold_id}/release", headers=erin)
+        again = api.client.get("/v1/review/next", headers=erin).json()
+        answer = verdict(api, again["item"]["decision_id"], erin, "reject")
+        answered = api.client.get(f"/v1/review/items/{again['item']['decision_id']}", headers=erin)
+        listed = api.client.get("/v1/gold", headers=lead).json()
+
+    assert gold_id != source and first["item"]["listing"]["listing_id"] == "L-3"
+    assert first["context"]["listing"] and first["item"]["lane"] == "review"
+    assert shown_again.status_code == 200 and shown_again.json()["item"]["decision_id"] == gold_id
+    assert by_other.status_code == 409 and released.status_code == 200
+    assert again["item"]["decision_id"] != gold_id and again["item"]["listing"]["listing_id"] == "L-3"
+    assert answer["verdict"] == "reject" and answered.status_code == 409
+    assert [(g["assigned"], g["answered"], g["correct"]) for g in listed] == [(1, 1, 1)]

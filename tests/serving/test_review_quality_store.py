@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy import MetaData, Table, create_engine
 
@@ -211,3 +212,48 @@ def test_the_quality_columns_are_added_to_tables_of_the_earlier_layout(
         assert {k.name: k.team for k in store.list_api_keys()} == {"old": None, "new": "vendor-a"}
         assert store.reviewer_teams() == {"new": "vendor-a"}
         assert store.claim("bob")[0].first_reviewer == "alice"
+
+
+def test_a_correction_outranks_the_resolution_of_two_verdicts(store: Store) -> None:
+    disputed = first_verdict_drawn(store, "alice", "reject")
+    store.claim("bob")
+    store.record_second_review(disputed, "bob", "approve")
+    previous = store.verdict_in_force(disputed)
+    assert previous is not None
+    store.record_correction(previous, "lead", "reject", "prohibited_item", "checked the seller's licence")
+
+    (row,) = store.export_labels().to_dict("records")
+
+    assert (row["label_source"], row["label"], row["violation_reason"]) == ("correction", 1, "prohibited_item")
+
+
+def test_a_resolution_that_turns_the_first_verdict_takes_the_matching_reason() -> None:
+    from features.config import DataConfig
+    from serving.store.reviewer_activity import with_label_sources
+
+    config = DataConfig()
+    frame = pd.DataFrame(
+        {
+            "decision_id": ["to-reject", "to-approve", "kept", "corrected"],
+            config.label: [0, 1, 1, 0],
+            config.violation_reason: [None, "counterfeit", "counterfeit", None],
+            "corrected": [False, False, False, True],
+        }
+    )
+    resolved = {
+        "to-reject": (0.9, False, "prohibited_item"),
+        "to-approve": (0.2, False, None),
+        "kept": (0.7, False, None),
+        "corrected": (0.95, False, "counterfeit"),
+    }
+
+    out = with_label_sources(frame, resolved, config).set_index("decision_id")
+
+    assert out[config.label].to_dict() == {"to-reject": 1, "to-approve": 0, "kept": 1, "corrected": 0}
+    assert out[config.violation_reason].fillna("").to_dict() == {
+        "to-reject": "prohibited_item",
+        "to-approve": "",
+        "kept": "counterfeit",
+        "corrected": "",
+    }
+    assert out["label_source"].tolist() == ["dawid_skene", "dawid_skene", "dawid_skene", "correction"]
