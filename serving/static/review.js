@@ -142,7 +142,7 @@
   }
 
   function draw(item, c) {
-    $("lane").textContent = c.lane === "audit" ? c.lane_words : "Review: the listing waits for your decision.";
+    $("lane").textContent = c.lane === "review" ? "Review: the listing waits for your decision." : c.lane_words;
     $("lane").className = "lane " + c.lane;
     $("item-title").textContent = c.listing.title || "(no title)";
     const p = c.price;

@@ -13,6 +13,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser.axe import serious_violations
 from tests.browser.conftest import LiveServer
 from tests.browser.test_simulator_page import WAIT_SECONDS, _severe_console_errors
 from tests.serving.conftest import listing_json
@@ -74,6 +75,7 @@ def test_the_audit_page_explains_a_linked_decision_and_refuses_a_score_key(
     (why,) = browser.find_elements(By.CSS_SELECTOR, ".decision .why")
     assert why.text.startswith(f"Blocked by rule {blocked['rule']} (block rule version 1")
     assert blocked["model_version"] in why.text and blocked["policy"] in why.text
+    assert serious_violations(browser) == []
     events = [e.get_attribute("data-event") for e in browser.find_elements(By.CSS_SELECTOR, ".timeline li")]
     assert events[:2] == ["received", "decided"]
     labels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "label[for=lookup-id], label[for=by-listing]")]

@@ -12,6 +12,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser.axe import serious_violations
 from tests.browser.conftest import LiveServer, _live
 from tests.browser.test_simulator_page import WAIT_SECONDS, _severe_console_errors
 from tests.serving.conftest import listing_json
@@ -42,7 +43,9 @@ def _review_all(server: LiveServer, headers: dict[str, str], verdicts: list[str]
     items = httpx.get(server.url + "/v1/queue/next", params={"n": len(verdicts)}, headers=headers).json()["items"]
     assert len(items) == len(verdicts)
     for item, verdict in zip(items, verdicts, strict=True):
-        body = {"verdict": verdict, "review_seconds": 30}
+        body = {"verdict": verdict, "review_seconds": 30} | (
+            {"violation_reason": "other"} if verdict == "reject" else {}
+        )
         response = httpx.post(f"{server.url}/v1/reviews/{item['decision_id']}", json=body, headers=headers)
         assert response.status_code == 200, response.text
 
@@ -84,3 +87,4 @@ def test_the_supervisor_page_shows_lanes_throughput_and_agreement(browser: Any, 
     assert rows["team vendor-a"][4] == "5"
     assert browser.find_element(By.CSS_SELECTOR, "label[for=days]").text == "Verdicts of the last (days)"
     assert _severe_console_errors(browser) == []
+    assert serious_violations(browser) == []
