@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.store import DecisionRecord, create_store
+from serving.store import DecisionRecord, create_store, schema
 from serving.store.records import new_ids
 from tests.serving.conftest import listing_json, make_decision
 
@@ -69,7 +69,8 @@ def test_the_sqlite_fast_path_stores_the_bytes_sqlalchemy_stores(tmp_path: Path)
         assert raw_rows(tmp_path / "fast.db", table) == raw_rows(tmp_path / "plain.db", table)
     queued = raw_rows(tmp_path / "fast.db", "review_queue")
     assert len(queued) == 4  # the two human_reviews, the old QA sample and the audit
-    assert sorted(str(row[-1]) for row in queued) == ["audit", "review", "review", "review"]
+    lane = [column.name for column in schema.queue.columns].index("lane")
+    assert sorted(str(row[lane]) for row in queued) == ["audit", "review", "review", "review"]
 
 
 @pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "commit-per-call"])
