@@ -16,10 +16,11 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from serving.api.deps import QualityKey, StoreDep, SuperviseKey
+from serving.api.deps import EngineDep, QualityKey, ReviewTextsDep, StoreDep, SuperviseKey
 from serving.api.errors import field_error
 from serving.api.pages import page_router
 from serving.api.schemas import ReviewRequest, ReviewResponse
+from serving.reasons import violation_reasons
 from serving.reviewer_quality import quality_report
 from serving.store import NotFoundError, Store
 from serving.store.gold import GoldItem
@@ -89,11 +90,17 @@ def _gold_out(item: GoldItem) -> GoldOut:
     status_code=status.HTTP_201_CREATED,
     responses={404: {"description": "Unknown decision"}, 422: {"description": "Invalid field (named)"}},
 )
-async def add_gold(body: GoldCreate, key: SuperviseKey, store: StoreDep) -> GoldOut:
+async def add_gold(
+    body: GoldCreate, key: SuperviseKey, store: StoreDep, engine: EngineDep, texts: ReviewTextsDep
+) -> GoldOut:
     """Make a gold item of a logged decision: its listing and decision as reviewers will see them, with the
-    verdict (and for a rejection, the reason) it should get."""
+    verdict (and for a rejection, the reason: one a reviewer can choose) it should get."""
     if body.expected_reason is not None and body.expected_verdict != "reject":
         raise field_error(("body", "expected_reason"), "expected_reason: only a rejection has a reason")
+    choosable = violation_reasons(engine.bundle.config if engine.bundle else None, texts.excerpts)
+    if body.expected_reason is not None and body.expected_reason not in choosable:
+        problem = f"{body.expected_reason!r} is not a violation reason of this policy; one of {choosable}"
+        raise field_error(("body", "expected_reason"), f"expected_reason: {problem}")
     try:
         item = await run_in_threadpool(
             store.add_gold, body.decision_id, body.expected_verdict, body.expected_reason, key.name

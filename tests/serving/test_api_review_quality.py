@@ -89,9 +89,9 @@ def test_gold_items_are_answered_like_queue_items_and_kept_apart(serve, own_bund
     with serve(bundle=str(own_bundle)) as api:
         source = queued(api, 2)
         lead = api.headers("supervise")
-        created = api.client.post(
-            "/v1/gold", json={"decision_id": source, "expected_verdict": "reject", "expected_reason": "x"}, headers=lead
-        )
+        body = {"decision_id": source, "expected_verdict": "reject", "expected_reason": "counterfeit"}
+        created = api.client.post("/v1/gold", json=body, headers=lead)
+        made_up = api.client.post("/v1/gold", json=body | {"expected_reason": "looked odd"}, headers=lead)
         refused = api.client.post(
             "/v1/gold",
             json={"decision_id": source, "expected_verdict": "approve", "expected_reason": "x"},
@@ -111,6 +111,7 @@ def test_gold_items_are_answered_like_queue_items_and_kept_apart(serve, own_bund
         labels = api.store.export_labels()
 
     assert created.status_code == 201 and refused.status_code == 422 and unknown.status_code == 404
+    assert made_up.status_code == 422 and "not a violation reason" in made_up.text
     assert "expected_reason" in refused.text
     assert item["decision_id"] not in (source, gold_id) and item["lane"] == "review"
     assert item["listing"]["listing_id"] == "L-2" and item["decision"]["decision"] == "human_review"

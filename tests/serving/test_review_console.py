@@ -210,7 +210,9 @@ def test_signals_read_as_words() -> None:
     assert words("log_price_vs_category", -2.4849) == "price is 12x below the category's typical price"
     assert words("log_price_vs_category", 1.1) == "price is 3.0x above the category's typical price"
     assert words("prohibited_hits", 2.0) == "2 prohibited-item term(s) in the text"
-    assert words("merchant_prior_reject_rate", 0.4567) == "the merchant's reject rate is 46%"
+    assert words("merchant_prior_reject_rate", 0.4567) == (
+        "the merchant's reject rate is 46% (pulled toward the marketplace's rate while reviews are few)"
+    )
     assert words("category_code", 4.0) == "the category: Fashion"
     assert words("repost_match", matched_listing_id="L-9", similarity=0.93) == (
         "re-post of rejected listing L-9 (93% of its text is the same)"
