@@ -7,6 +7,10 @@
 - agreement on blind second reviews (`decision.agreement`): raw agreement, Cohen's kappa, Gwet's AC1, each
   with its interval; for a reviewer, the table is (their verdict, the other reviewer's);
 - accuracy on gold items: the share answered right, with an exact Clopper-Pearson interval;
+- verdicts amended by someone else: of a reviewer's first verdicts (reviews and audits), the share whose
+  verdict in force is now another person's different verdict (a lead's correction: the re-review outcome
+  QA teams track), with an exact interval. Only verdicts a lead looked at can be amended, so it is a
+  floor on the error rate, not an accuracy;
 - accuracy against second-review outcomes: on the second-reviewed items a reviewer judged, the share of
   their verdicts equal to the item's resolved label: the common verdict where the two agree, else the
   Dawid-Skene posterior (`resolved_labels`). Where they disagree the resolution leans on the reviewers'
@@ -60,17 +64,32 @@ def reviewer_quality(
     gold: pd.DataFrame,
     teams: Mapping[str, str],
     confidence: float = 0.95,
+    amended: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The quality report: one entry per reviewer with a verdict in the window, one per team of them, and
-    the agreement over every pair."""
+    the agreement over every pair. `amended`: the window's first verdicts that were later amended
+    (reviewer, verdict, verdict_in_force, amended_by); None: no corrections."""
+    if amended is None:
+        amended = pd.DataFrame(columns=["reviewer", "verdict", "verdict_in_force", "amended_by"])
+    overruled = amended[
+        (amended["verdict_in_force"] != amended["verdict"]) & (amended["amended_by"] != amended["reviewer"])
+    ]
     resolved = resolved_labels(pairs, gold)
     reviewers = sorted(set(verdicts["reviewer"]) | set(pairs["first_reviewer"]) | set(pairs["second_reviewer"]))
     rows = [
-        {"reviewer": name, "team": teams.get(name), **_quality(verdicts, pairs, gold, {name}, resolved, confidence)}
+        {
+            "reviewer": name,
+            "team": teams.get(name),
+            **_quality(verdicts, pairs, gold, {name}, resolved, confidence, overruled),
+        }
         for name in reviewers
     ]
     team_rows = [
-        {"team": team, "reviewers": len(members), **_quality(verdicts, pairs, gold, members, resolved, confidence)}
+        {
+            "team": team,
+            "reviewers": len(members),
+            **_quality(verdicts, pairs, gold, members, resolved, confidence, overruled),
+        }
         for team, members in sorted(_members(teams, reviewers).items())
     ]
     all_pairs = _table(pairs, None)
@@ -97,8 +116,11 @@ def _quality(
     members: set[str],
     resolved: Mapping[str, tuple[float, bool]],
     confidence: float,
+    overruled: pd.DataFrame,
 ) -> dict[str, Any]:
     own = verdicts[verdicts["reviewer"].isin(members)]
+    first_verdicts = int(own["kind"].isin(["review", "audit"]).sum())
+    amended = int(overruled["reviewer"].isin(members).sum())
     on_traffic = own[own["kind"] != "gold"]
     rejects = int((on_traffic["verdict"] == "reject").sum())
     seconds = own["review_seconds"].dropna().astype("float64")
@@ -115,6 +137,7 @@ def _quality(
         "agreement": agreement_out(agreement(_table(pairs, members), confidence)),
         "gold": proportion_out(int(own_gold["correct"].astype(bool).sum()), len(own_gold), confidence),
         "second_review_accuracy": _accuracy_on_pairs(pairs, members, resolved, confidence),
+        "amended_by_others": _share(amended, first_verdicts, confidence),
     }
 
 
@@ -143,6 +166,11 @@ def _accuracy_on_pairs(
                 total += 1
                 right += int(VERDICT_CODES[verdict] == label)
     return proportion_out(right, total, confidence)
+
+
+def _share(count: int, trials: int, confidence: float) -> dict[str, Any]:
+    low, high = clopper_pearson(count, trials, confidence)
+    return {"n": trials, "amended": count, "rate": count / trials if trials else None, "low": low, "high": high}
 
 
 def proportion_out(successes: int, trials: int, confidence: float) -> dict[str, Any]:

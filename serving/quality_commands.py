@@ -48,6 +48,7 @@ def quality_table(report: dict[str, Any]) -> list[str]:
     header = (
         f"{'reviewer':<24}{'team':<14}{'verdicts':>9}{'reject':>9}{'median s':>9}{'p90 s':>8}{'per hour':>9}"
         f"  {'agreement [interval]':<24}{'kappa':>7}{'AC1':>7}  {'gold accuracy [interval]':<26}"
+        f"  {'amended by others [interval]':<30}"
     )
     window = report["window"]
     lines = [f"verdicts from {window['since']} to {window['until']}", header]
@@ -64,7 +65,7 @@ def _line(name: str, team: str, row: dict[str, Any]) -> str:
         f"{name:<24}{team:<14}{row['verdicts']:>9}{_pct(row['reject_rate']):>9}{_num(row['handling_seconds_median']):>9}"
         f"{_num(row['handling_seconds_p90']):>8}{_num(row['verdicts_per_active_hour']):>9}"
         f"  {_interval(agreement, 'raw'):<24}{_num(agreement['kappa'], 2):>7}{_num(agreement['ac1'], 2):>7}"
-        f"  {_gold(gold):<26}"
+        f"  {_gold(gold):<26}  {_amended(row['amended_by_others']):<30}"
     )
 
 
@@ -78,6 +79,12 @@ def _gold(gold: dict[str, Any]) -> str:
     if not gold["n"]:
         return "-"
     return f"{_pct(gold['accuracy'])} of {gold['n']} [{_pct(gold['low'])}, {_pct(gold['high'])}]"
+
+
+def _amended(amended: dict[str, Any]) -> str:
+    if not amended["n"]:
+        return "-"
+    return f"{_pct(amended['rate'])} of {amended['n']} [{_pct(amended['low'])}, {_pct(amended['high'])}]"
 
 
 def _num(value: float | None, digits: int = 1) -> str:

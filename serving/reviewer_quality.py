@@ -52,5 +52,6 @@ def quality_report(store: Store, since: datetime, until: datetime, confidence: f
         store.gold_answers(since, until),
         store.reviewer_teams(),
         confidence,
+        store.amended_verdicts(since, until),
     )
     return {"window": {"since": since.isoformat(), "until": until.isoformat()}, **report}

@@ -113,11 +113,13 @@
       cell(tr, num(r.agreement.kappa, 2));
       cell(tr, num(r.agreement.ac1, 2));
       cell(tr, r.gold.n ? interval(r.gold.accuracy, r.gold.low, r.gold.high) + " of " + r.gold.n : dash);
+      const amended = r.amended_by_others;
+      cell(tr, amended.n ? interval(amended.rate, amended.low, amended.high) + " of " + amended.n : dash);
     }
     if (!rows.length) {
       const tr = body.insertRow();
       cell(tr, "No verdicts in this window.");
-      tr.firstChild.colSpan = 13;
+      tr.firstChild.colSpan = 14;
     }
   }
 

@@ -30,8 +30,10 @@ from serving.store import schema
 from serving.store.database import Database
 
 q, rv, sr, ga, g = schema.queue, schema.reviews, schema.second_reviews, schema.gold_assignments, schema.gold_items
+rc = schema.review_corrections
 
 VERDICT_COLUMNS = ["reviewer", "kind", "verdict", "review_seconds", "reviewed_at", "correct"]
+AMENDED_COLUMNS = ["reviewer", "verdict", "verdict_in_force", "amended_by"]
 PAIR_COLUMNS = ["decision_id", "first_reviewer", "first_verdict", "second_reviewer", "second_verdict", "reviewed_at"]
 GOLD_COLUMNS = ["gold_id", "reviewer", "verdict", "expected_verdict", "correct", "reviewed_at"]
 
@@ -77,6 +79,19 @@ class ReviewerActivity(Database):
         gold = zip(frame["kind"], frame["correct"], strict=True)
         frame["correct"] = [bool(correct) if kind == "gold" else None for kind, correct in gold]
         return frame.sort_values(["reviewed_at", "reviewer"], kind="stable").reset_index(drop=True)
+
+    def amended_verdicts(self, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+        """First verdicts given in [since, until) that were later amended: the reviewer, their verdict, the
+        verdict in force (the latest correction) and who amended it last."""
+        latest = select(rc.c.decision_id, func.max(rc.c.id).label("id")).group_by(rc.c.decision_id).subquery()
+        query = (
+            select(rv.c.reviewer, rv.c.verdict, rc.c.verdict.label("verdict_in_force"), rc.c.corrected_by)
+            .join_from(rv, latest, latest.c.decision_id == rv.c.decision_id)
+            .join(rc, rc.c.id == latest.c.id)
+        )
+        with self._read_engine.connect() as conn:
+            rows = conn.execute(_window(query, rv.c.reviewed_at, since, until)).all()
+        return pd.DataFrame([tuple(row) for row in rows], columns=AMENDED_COLUMNS)
 
     def second_review_pairs(self, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
         """First and second verdicts of every item second-reviewed in [since, until)."""

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from decision.reviewer_stats import resolved_labels, reviewer_quality
-from serving.store.reviewer_activity import GOLD_COLUMNS, PAIR_COLUMNS, VERDICT_COLUMNS
+from serving.store.reviewer_activity import AMENDED_COLUMNS, GOLD_COLUMNS, PAIR_COLUMNS, VERDICT_COLUMNS
 
 T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
 
@@ -64,3 +64,31 @@ def test_disagreements_are_resolved_towards_the_reviewer_gold_items_trust() -> N
     assert resolved["d2"] == (0.0, True)
     posterior, agreed = resolved["d1"]
     assert not agreed and posterior > 0.9  # ann is right on every gold item, ben misses every violation
+
+
+def test_verdicts_amended_by_someone_else_count_against_their_reviewer() -> None:
+    verdicts = pd.DataFrame(
+        [("ann", "review", "reject", 10.0, _at(i), None) for i in range(4)]
+        + [("ann", "gold", "reject", 10.0, _at(5), True), ("ben", "review", "approve", 10.0, _at(6), None)],
+        columns=VERDICT_COLUMNS,
+    )
+    amended = pd.DataFrame(
+        [
+            ("ann", "reject", "approve", "lead"),  # a lead overruled ann
+            ("ann", "reject", "approve", "ann"),  # ann amended her own verdict: not against her
+            ("ann", "reject", "reject", "lead"),  # amended, then back to ann's verdict: it stands
+            ("ben", "approve", "reject", "lead"),
+        ],
+        columns=AMENDED_COLUMNS,
+    )
+    empty_pairs, empty_gold = pd.DataFrame(columns=PAIR_COLUMNS), pd.DataFrame(columns=GOLD_COLUMNS)
+
+    report = reviewer_quality(verdicts, empty_pairs, empty_gold, {"ann": "a", "ben": "a"}, amended=amended)
+
+    ann, ben = report["reviewers"]
+    assert ann["amended_by_others"]["n"] == 4 and ann["amended_by_others"]["amended"] == 1  # gold is no first verdict
+    assert ann["amended_by_others"]["rate"] == 0.25 and 0 < ann["amended_by_others"]["low"] < 0.25
+    assert (ben["amended_by_others"]["amended"], ben["amended_by_others"]["n"]) == (1, 1)
+    assert report["teams"][0]["amended_by_others"]["amended"] == 2
+    without = reviewer_quality(verdicts, empty_pairs, empty_gold, {})
+    assert without["reviewers"][0]["amended_by_others"]["amended"] == 0

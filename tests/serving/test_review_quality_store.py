@@ -257,3 +257,22 @@ def test_a_resolution_that_turns_the_first_verdict_takes_the_matching_reason() -
         "corrected": "",
     }
     assert out["label_source"].tolist() == ["dawid_skene", "dawid_skene", "dawid_skene", "correction"]
+
+
+def test_amended_verdicts_read_the_latest_correction_of_each_first_verdict(store: Store) -> None:
+    decisions = store.record_decisions([make_decision(), make_decision(), make_decision()])
+    store.claim("alice", n=3)
+    for record in decisions:
+        store.record_review(record.decision_id, "alice", "reject", "counterfeit")
+    twice, once, _untouched = (record.decision_id for record in decisions)
+    for by, verdict, reason in (("bob", "approve", None), ("lead", "reject", "prohibited_item")):
+        previous = store.verdict_in_force(twice)
+        assert previous is not None
+        store.record_correction(previous, by, verdict, reason, "second look")
+    previous = store.verdict_in_force(once)
+    assert previous is not None
+    store.record_correction(previous, "lead", "approve", None, "genuine item")
+
+    amended = store.amended_verdicts().sort_values("verdict_in_force").values.tolist()
+
+    assert amended == [["alice", "reject", "approve", "lead"], ["alice", "reject", "reject", "lead"]]
