@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+KEY_SCRIPT = "keyform.js"  # every page's key form (sessionStorage), loaded before the page's own script
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
     "connect-src 'self'; img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
@@ -20,9 +21,9 @@ PAGE_HEADERS = {
 
 
 def page_router(path: str, name: str) -> APIRouter:
-    """`GET /<path>` serves `<name>.html`; `GET /<path>/<asset>` serves `<name>.js` and `<name>.css` only
-    (a fixed list: no path ever reaches the file system from the URL)."""
-    assets = {f"{name}.js": "text/javascript", f"{name}.css": "text/css"}
+    """`GET /<path>` serves `<name>.html`; `GET /<path>/<asset>` serves `<name>.js`, `<name>.css` and the
+    shared `keyform.js` only (a fixed list: no path ever reaches the file system from the URL)."""
+    assets = {f"{name}.js": "text/javascript", f"{name}.css": "text/css", KEY_SCRIPT: "text/javascript"}
     router = APIRouter(include_in_schema=False)
 
     @router.get(f"/{path}", name=f"{name}_page")

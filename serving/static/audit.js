@@ -4,13 +4,12 @@
 // Plain JS, no library. The API key lives in sessionStorage and travels only in the Authorization header.
 (() => {
   "use strict";
-  const KEY_STORAGE = "triage.apiKey";
   const $ = (id) => document.getElementById(id);
   const dash = "\u2013";
   const num = (v) => (v === null || v === undefined ? dash : Number(v).toFixed(3));
   const text = (v) => (v === null || v === undefined || v === "" ? dash : String(v));
 
-  function apiKey() { return sessionStorage.getItem(KEY_STORAGE) || ""; }
+  function apiKey() { return TriageKey.get(); }
 
   function chosen() {
     return { by: $("by-listing").checked ? "listing" : "decision", id: $("lookup-id").value.trim() };
@@ -166,17 +165,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    $("key-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      sessionStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
-      $("api-key").value = "";
-      $("key-status").textContent = "Key in use.";
-      lookUp();
-    });
-    $("key-forget").addEventListener("click", () => {
-      sessionStorage.removeItem(KEY_STORAGE);
-      $("key-status").textContent = "Key forgotten.";
-    });
+    TriageKey.wire({ use: lookUp });
     $("lookup").addEventListener("submit", (event) => { event.preventDefault(); lookUp(); });
     const query = new URLSearchParams(location.search);
     const listing = query.get("listing");

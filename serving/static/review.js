@@ -5,12 +5,11 @@
 // "review-claim-to-render" (bench/bench_review.py reads it).
 (() => {
   "use strict";
-  const KEY_STORAGE = "triage.apiKey";
   const HELD_STORAGE = "triage.review.held";
   const $ = (id) => document.getElementById(id);
   const state = { item: null, context: null, shownAt: 0, leaseTimer: 0 };
 
-  function apiKey() { return sessionStorage.getItem(KEY_STORAGE) || ""; }
+  function apiKey() { return TriageKey.get(); }
   function authHeaders() { return { Authorization: "Bearer " + apiKey(), Accept: "application/json" }; }
 
   async function call(path, options = {}) {
@@ -297,17 +296,10 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    $("key-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      sessionStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
-      $("api-key").value = "";
-      signIn();
-    });
-    $("key-forget").addEventListener("click", () => {
-      releaseOnLeave();
-      forget();
-      sessionStorage.removeItem(KEY_STORAGE);
-      $("key-status").textContent = "Key forgotten.";
+    TriageKey.wire({
+      use: signIn,
+      forget: () => { releaseOnLeave(); forget(); },
+      inUse: null,
     });
     $("next").addEventListener("click", () => next());
     $("skip").addEventListener("click", () => state.item && next([state.item.decision_id]));

@@ -2,12 +2,11 @@
 // Plain JS, no library. The API key lives in sessionStorage and travels only in the Authorization header.
 (() => {
   "use strict";
-  const KEY_STORAGE = "triage.apiKey";
   const $ = (id) => document.getElementById(id);
   const pct = (v) => (v === null || v === undefined ? "\u2013" : (100 * v).toFixed(1) + "%");
   const num = (v, digits = 0) => (v === null || v === undefined ? "\u2013" : Number(v).toFixed(digits));
 
-  function apiKey() { return sessionStorage.getItem(KEY_STORAGE) || ""; }
+  function apiKey() { return TriageKey.get(); }
 
   async function load() {
     $("error").hidden = true;
@@ -100,17 +99,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    $("key-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      sessionStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
-      $("api-key").value = "";
-      $("key-status").textContent = "Key in use.";
-      load();
-    });
-    $("key-forget").addEventListener("click", () => {
-      sessionStorage.removeItem(KEY_STORAGE);
-      $("key-status").textContent = "Key forgotten.";
-    });
+    TriageKey.wire({ use: load });
     $("controls").addEventListener("submit", (event) => { event.preventDefault(); load(); });
     $("period").addEventListener("change", load);
     if (apiKey()) load();

@@ -4,7 +4,6 @@
 "use strict";
 
 (function () {
-  const KEY_STORAGE = "triage.apiKey";
   const DEBOUNCE_MS = 100;
   const SLIDER_MAX = 1000;
   const LOG10_MIN = -4; // slider positions 1..1000 span risk 1e-4..1 on a log scale; position 0 is risk 0
@@ -180,7 +179,7 @@
   }
 
   // ---- API -----------------------------------------------------------------------------------------
-  function apiKey() { return sessionStorage.getItem(KEY_STORAGE) || ""; }
+  function apiKey() { return TriageKey.get(); }
 
   async function api(path, options = {}) {
     const headers = { Authorization: "Bearer " + apiKey(), Accept: "application/json", ...(options.headers || {}) };
@@ -688,16 +687,7 @@
   }
 
   function wire() {
-    $("key-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      sessionStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
-      $("api-key").value = "";
-      start();
-    });
-    $("key-forget").addEventListener("click", () => {
-      sessionStorage.removeItem(KEY_STORAGE);
-      $("key-status").textContent = "Key forgotten.";
-    });
+    TriageKey.wire({ use: start, inUse: null });
     $("controls").addEventListener("submit", (event) => event.preventDefault());
     for (const name of ["t_pass", "t_block"]) {
       $(name + "_slider").addEventListener("input", () => {

@@ -3,7 +3,6 @@
 // key lives in sessionStorage and travels only in the Authorization header.
 (() => {
   "use strict";
-  const KEY_STORAGE = "triage.apiKey";
   const HOUR = 3600 * 1000;
   const $ = (id) => document.getElementById(id);
   const dash = "\u2013";
@@ -11,7 +10,7 @@
   const num = (v, digits = 1) => (v === null || v === undefined ? dash : Number(v).toFixed(digits));
   const interval = (v, low, high) => (v === null || v === undefined ? dash : pct(v) + " [" + pct(low) + ", " + pct(high) + "]");
 
-  function apiKey() { return sessionStorage.getItem(KEY_STORAGE) || ""; }
+  function apiKey() { return TriageKey.get(); }
 
   function age(seconds) {
     if (seconds === null || seconds === undefined) return dash;
@@ -124,17 +123,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    $("key-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      sessionStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
-      $("api-key").value = "";
-      $("key-status").textContent = "Key in use.";
-      load();
-    });
-    $("key-forget").addEventListener("click", () => {
-      sessionStorage.removeItem(KEY_STORAGE);
-      $("key-status").textContent = "Key forgotten.";
-    });
+    TriageKey.wire({ use: load });
     $("controls").addEventListener("submit", (event) => { event.preventDefault(); load(); });
     if (apiKey()) load();
     else $("key-status").textContent = "No key yet.";

@@ -79,6 +79,7 @@ PAGES = [
     "/simulator",
     "/simulator/simulator.js",
     "/simulator/simulator.css",
+    "/simulator/keyform.js",
     "/rules",
     "/rules/rules.js",
     "/rules/rules.css",
