@@ -225,6 +225,7 @@ def test_page_shell_loads_without_a_key_and_only_from_the_service(serve) -> None
         page = api.client.get("/simulator")
         script = api.client.get("/simulator/simulator.js")
         style = api.client.get("/simulator/simulator.css")
+        key_form = api.client.get("/simulator/keyform.js")
         assert api.client.get("/simulator/app.py").status_code == 404
         assert api.client.get("/simulator/..%2Fapi%2Fsimulate.py").status_code == 404
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -233,7 +234,8 @@ def test_page_shell_loads_without_a_key_and_only_from_the_service(serve) -> None
     assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
     assert "http://" not in page.text and "https://" not in page.text
     assert "https://" not in script.text
-    assert "sessionStorage" in script.text
+    assert '<script src="/simulator/keyform.js"' in page.text and "TriageKey.wire" in script.text
+    assert key_form.status_code == 200 and "sessionStorage" in key_form.text  # the key stays in the tab
 
 
 def test_untiered_bundle_has_a_headline_and_no_tiers(serve, untiered_bundle_dir: Path) -> None:
