@@ -20,6 +20,7 @@ from serving.api.deps import EngineDep, QualityKey, ReviewTextsDep, StoreDep, Su
 from serving.api.errors import field_error
 from serving.api.pages import page_router
 from serving.api.schemas import ReviewRequest, ReviewResponse
+from serving.engine import verdict_statement
 from serving.reasons import violation_reasons
 from serving.reviewer_quality import quality_report
 from serving.store import NotFoundError, Store
@@ -32,13 +33,18 @@ DEFAULT_STATS_DAYS = 30
 
 def blind_verdict(store: Store, item_id: str, reviewer: str, body: ReviewRequest) -> ReviewResponse | None:
     """Record a verdict on a gold item or a blind second review; None for any other item (an ordinary
-    verdict). The answer has the shape of an ordinary one and nothing more."""
+    verdict). The answer has the shape of an ordinary one and nothing more: a rejection's answer carries
+    the statement of reasons a first verdict would have got, though none is stored or sent anywhere (a
+    gold item or a second review restricts nothing), so that the answer does not tell these items apart."""
     if store.is_gold_assignment(item_id):
         answer = store.answer_gold(item_id, reviewer, body.verdict, body.violation_reason, body.review_seconds)
         reviewed_at = answer.reviewed_at
+        item = store.get_gold_item(item_id)
+        record = item.decision if item is not None else None
     elif store.awaits_second_review(item_id):
         second = store.record_second_review(item_id, reviewer, body.verdict, body.violation_reason, body.review_seconds)
         reviewed_at = second.reviewed_at
+        record = store.get_decision(item_id)
     else:
         return None
     return ReviewResponse(
@@ -48,7 +54,7 @@ def blind_verdict(store: Store, item_id: str, reviewer: str, body: ReviewRequest
         violation_reason=body.violation_reason,
         review_seconds=body.review_seconds,
         reviewed_at=reviewed_at,
-        statement_of_reasons=None,
+        statement_of_reasons=verdict_statement(record, body.verdict, body.violation_reason) if record else None,
         overturn=None,
         note=body.note,
     )

@@ -201,4 +201,6 @@ def test_the_review_console_handles_a_gold_item_like_a_queue_item(serve, own_bun
     assert by_other.status_code == 409 and released.status_code == 200
     assert again["item"]["decision_id"] != gold_id and again["item"]["listing"]["listing_id"] == "L-3"
     assert answer["verdict"] == "reject" and answered.status_code == 409
+    statement = answer["statement_of_reasons"]  # as an ordinary reject's answer reads: nothing tells gold apart
+    assert statement["automated_decision"] is False and "counterfeit" in str(statement)
     assert [(g["assigned"], g["answered"], g["correct"]) for g in listed] == [(1, 1, 1)]
