@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from serving.settings import get_settings
+from serving.commands import _open_store, _settings_with_db
 
 
 def decisions_show(
@@ -19,20 +19,15 @@ def decisions_show(
 ) -> None:
     """Why a decision was made (model, policy, rules, thresholds) and what people did with it, in time order."""
     from serving.audit_trail import audit_document
-    from serving.store import create_store
 
     if (decision_id is None) == (listing is None):
         raise typer.BadParameter("give a DECISION_ID or --listing ID (one of them)", param_hint="DECISION_ID")
-    store = create_store(db or get_settings().database_url, group_commit=False)
-    try:
-        store.init_schema()
+    with _open_store(_settings_with_db(db)) as store:
         if decision_id is not None:
             trail = store.decision_trail(decision_id)
             trails = [] if trail is None else [trail]
         else:
             trails, _ = store.listing_trails(str(listing))
-    finally:
-        store.close()
     if not trails:
         what = f"decision {decision_id}" if decision_id is not None else f"listing {listing}"
         typer.echo(f"error: no {what} in the decision log", err=True)

@@ -198,6 +198,12 @@ def export_labels(
     typer.echo(f"wrote {len(frame)} labelled outcomes to {out}{note}")
 
 
+def _settings_with_db(db: str | None) -> Settings:
+    """The service settings, with `--db` (a decision log URL) in place of TRIAGE_DATABASE_URL when given."""
+    settings = get_settings()
+    return settings.model_copy(update={"database_url": db}) if db else settings
+
+
 def _open_store(settings: Settings):  # noqa: ANN202 - a Store, imported lazily with its dependencies
     from serving.store import create_store
 

@@ -36,6 +36,7 @@ from decision.policy import (
 )
 from decision.rules import RuleMatches, match_rules_split
 from features.builder import text_column
+from features.config import DataConfig
 from features.identify import PRODUCT_MATCH, Identification
 from serving.explain import Explainer, PathExplainer
 from serving.store.records import DecisionRecord, StatementOfReasons, new_ids, utcnow
@@ -143,6 +144,11 @@ class DecisionEngine:
     def id_column(self) -> str:
         """The listing id's field: the bundle's data config names it (`listing_id` without a bundle)."""
         return self.bundle.config.id if self.bundle is not None else "listing_id"
+
+    @property
+    def config(self) -> DataConfig | None:
+        """The bundle's data config (None without a bundle)."""
+        return self.bundle.config if self.bundle is not None else None
 
     @property
     def tier_names(self) -> list[str]:

@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from serving.commands import _open_store, _pct, _when
-from serving.settings import get_settings
+from serving.commands import _open_store, _pct, _settings_with_db, _when
 
 
 def reviewers_stats(
@@ -27,9 +26,7 @@ def reviewers_stats(
     gold items (exact interval)."""
     from serving.reviewer_quality import quality_report
 
-    settings = get_settings()
-    if db:
-        settings = settings.model_copy(update={"database_url": db})
+    settings = _settings_with_db(db)
     end = _when(until, "--until") if until else datetime.now(UTC)
     start = _when(since, "--since") if since else end - timedelta(days=days)
     if start >= end:

@@ -246,6 +246,14 @@ class ReviewTexts:
     def load(cls, catalogue: str | Path, excerpts: str | Path) -> ReviewTexts:
         return cls(ReasonCatalogue.load(catalogue), PolicyExcerpts.load(excerpts))
 
+    def violation_reasons(self, config: DataConfig | None) -> list[str]:
+        """The reasons a reviewer can give under the serving bundle's data config (`violation_reasons`)."""
+        return violation_reasons(config, self.excerpts)
+
+    def rejection_problem(self, config: DataConfig | None, verdict: str, violation_reason: str | None) -> str | None:
+        """Why a verdict's violation reason is refused under that config (`rejection_reason_problem`)."""
+        return rejection_reason_problem(verdict, violation_reason, self.violation_reasons(config))
+
 
 def rejection_reason_problem(verdict: str, violation_reason: str | None, choosable: list[str]) -> str | None:
     """Why a verdict's violation reason is refused (None: accepted). A rejection must give one of the

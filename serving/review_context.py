@@ -22,7 +22,7 @@ from features.identify import PastCase
 from features.merchant import MERCHANT_FEATURES
 from features.validate import DataValidationError
 from serving.engine import DecisionEngine
-from serving.reasons import ReviewTexts, price_ratio_words, rule_in_words, violation_reasons
+from serving.reasons import ReviewTexts, price_ratio_words, rule_in_words
 from serving.store.records import QueueItem
 
 log = logging.getLogger(__name__)
@@ -259,9 +259,8 @@ def _similar(engine: DecisionEngine, listing: dict[str, Any]) -> list[PastCase] 
 
 
 def _options(engine: DecisionEngine, texts: ReviewTexts) -> list[ReasonOption]:
-    config = engine.bundle.config if engine.bundle is not None else None
     options = []
-    for reason in violation_reasons(config, texts.excerpts):
+    for reason in texts.violation_reasons(engine.config):
         excerpt = texts.excerpts.get(reason)
         title = excerpt.title if excerpt is not None else reason.replace("_", " ").capitalize()
         options.append(

@@ -7,23 +7,19 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
+from decision.policy import Policy
 from decision.reviewer_stats import reviewer_quality
 from serving.store import QueueItem, Store
 
 _draws = random.SystemRandom()
 
 
-def claim_with_gold(
-    store: Store,
-    reviewer: str,
-    n: int,
-    lease_seconds: int,
-    audit_max_age: timedelta,
-    gold_rate: float,
-) -> list[QueueItem]:
-    """A claim of n items in which each is, with probability `gold_rate`, a gold item this reviewer has
-    not had (placed at a random position), else the next queue item."""
-    wanted = sum(_draws.random() < gold_rate for _ in range(n))
+def claim_with_gold(store: Store, reviewer: str, n: int, lease_seconds: int, policy: Policy) -> list[QueueItem]:
+    """A claim of n items under the policy in force: each is, with probability `quality.gold_rate`, a gold
+    item this reviewer has not had (placed at a random position), else the next queue item (overdue audits
+    first, by `audit.max_age_hours`)."""
+    audit_max_age = timedelta(hours=policy.audit.max_age_hours)
+    wanted = sum(_draws.random() < policy.quality.gold_rate for _ in range(n))
     gold = store.claim_gold(reviewer, wanted, lease_seconds)
     items = store.claim(reviewer, n - len(gold), lease_seconds, audit_max_age) if n > len(gold) else []
     for item in gold:

@@ -9,8 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from serving.commands import _bundle_and_policy, _open_store, _pct, _when
-from serving.settings import get_settings
+from serving.commands import _bundle_and_policy, _open_store, _pct, _settings_with_db, _when
 
 
 def rules_stats(
@@ -32,9 +31,7 @@ def rules_stats(
     rules' co-occurrence, from the decision log and its verdicts."""
     from serving.rule_analytics import RuleStatsRequest, report
 
-    settings = get_settings()
-    if db:
-        settings = settings.model_copy(update={"database_url": db})
+    settings = _settings_with_db(db)
     end = _when(until, "--until") if until else datetime.now(UTC)
     request = RuleStatsRequest(
         since=_when(since, "--since") if since else end - timedelta(days=days),

@@ -17,7 +17,6 @@ from serving.api.deps import EngineDep, MetricsDep, ReviewTextsDep, StoreDep, re
 from serving.api.errors import field_error
 from serving.api.schemas import CorrectionRequest, CorrectionResponse
 from serving.engine import correction_statement
-from serving.reasons import rejection_reason_problem, violation_reasons
 from serving.store import ApiKey, ConflictError, NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["review queue"])
@@ -47,8 +46,7 @@ async def correct_verdict(
 ) -> CorrectionResponse:
     """Amend the verdict in force. The `reviews` row and earlier corrections stay in the audit trail.
     A reject needs one of the violation reasons a reviewer can choose, as a first verdict does."""
-    choosable = violation_reasons(engine.bundle.config if engine.bundle else None, texts.excerpts)
-    problem = rejection_reason_problem(body.verdict, body.violation_reason, choosable)
+    problem = texts.rejection_problem(engine.config, body.verdict, body.violation_reason)
     if problem is None and body.verdict == "approve" and body.violation_reason is not None:
         problem = "an approval has no violation_reason"
     if problem is not None:

@@ -8,7 +8,6 @@ or the lifting of a block). Gold items and second reviews are recorded apart (`r
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
@@ -28,7 +27,6 @@ from serving.api.schemas import (
 )
 from serving.engine import verdict_statement
 from serving.product_index import remember_verdict
-from serving.reasons import rejection_reason_problem, violation_reasons
 from serving.reviewer_quality import claim_with_gold
 from serving.store import ConflictError, NotFoundError, QueueItem
 from serving.store.records import LANES, Lane
@@ -65,9 +63,7 @@ async def claim_next(
     An item is never leased to two reviewers at once; an expired lease returns it to the queue. A blind
     second review is never handed to the reviewer of the first verdict.
     """
-    max_age = timedelta(hours=engine.policy.audit.max_age_hours)
-    gold_rate = engine.policy.quality.gold_rate
-    items = await run_in_threadpool(claim_with_gold, store, key.name, n, settings.lease_seconds, max_age, gold_rate)
+    items = await run_in_threadpool(claim_with_gold, store, key.name, n, settings.lease_seconds, engine.policy)
     return QueueResponse(items=[queued_item(item) for item in items])
 
 
@@ -112,8 +108,7 @@ async def record_review(
     verdict. A first verdict on a review-lane item is drawn for a blind second review with the policy's
     `quality.second_review_rate`; a verdict on a gold item or a second review is recorded apart and
     changes nothing else."""
-    choosable = violation_reasons(engine.bundle.config if engine.bundle else None, texts.excerpts)
-    problem = rejection_reason_problem(body.verdict, body.violation_reason, choosable)
+    problem = texts.rejection_problem(engine.config, body.verdict, body.violation_reason)
     if problem is not None:
         raise field_error(("body", "violation_reason"), problem)
     try:

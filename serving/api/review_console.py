@@ -9,7 +9,6 @@ item this reviewer holds again (a page reload); `POST /v1/queue/{decision_id}/re
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
@@ -72,11 +71,9 @@ async def review_next(
 ) -> ReviewItem:
     """Lease the next item to this key's reviewer (the order and lease of GET /v1/queue/next) with its
     review context. The skipped items are released after the claim, so this claim never returns them."""
-    max_age = timedelta(hours=engine.policy.audit.max_age_hours)
 
     def claim() -> ReviewItem:
-        gold_rate = engine.policy.quality.gold_rate
-        items = claim_with_gold(store, key.name, 1, settings.lease_seconds, max_age, gold_rate)
+        items = claim_with_gold(store, key.name, 1, settings.lease_seconds, engine.policy)
         _release_skipped(store, skip, key.name)
         return _shown(items[0], engine, texts) if items else ReviewItem(item=None)
 

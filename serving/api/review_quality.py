@@ -21,7 +21,6 @@ from serving.api.errors import field_error
 from serving.api.pages import page_router
 from serving.api.schemas import ReviewRequest, ReviewResponse
 from serving.engine import verdict_statement
-from serving.reasons import violation_reasons
 from serving.reviewer_quality import quality_report
 from serving.store import NotFoundError, Store
 from serving.store.gold import GoldItem
@@ -103,9 +102,8 @@ async def add_gold(
     verdict (and for a rejection, the reason: one a reviewer can choose) it should get."""
     if body.expected_reason is not None and body.expected_verdict != "reject":
         raise field_error(("body", "expected_reason"), "expected_reason: only a rejection has a reason")
-    choosable = violation_reasons(engine.bundle.config if engine.bundle else None, texts.excerpts)
-    if body.expected_reason is not None and body.expected_reason not in choosable:
-        problem = f"{body.expected_reason!r} is not a violation reason of this policy; one of {choosable}"
+    problem = texts.rejection_problem(engine.config, body.expected_verdict, body.expected_reason)
+    if body.expected_reason is not None and problem is not None:
         raise field_error(("body", "expected_reason"), f"expected_reason: {problem}")
     try:
         item = await run_in_threadpool(
