@@ -271,6 +271,11 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
         if tier and tier_risk
         else ""
     )
+    if record.tier_risk:  # a tiered policy passes on each tier's own threshold, not on the overall risk
+        return (
+            f"Sent to review: the model's risk {risk:.3f} is below the block threshold {_num(t_block)}, and not "
+            f"every tier's risk is below its own pass threshold{driver} {versions}."
+        )
     return (
         f"Sent to review: the model's risk {risk:.3f} lies between the pass threshold {_num(t_pass)} and the block "
         f"threshold {_num(t_block)}{driver} {versions}."

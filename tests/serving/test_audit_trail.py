@@ -107,8 +107,8 @@ def test_an_audit_shows_verdicts_in_order_and_the_overturn_of_the_verdict_in_for
     assert events[-2:] == ["review", "correction"] and "shadow" in events
 
 
-def test_why_of_a_fail_safe_and_of_a_threshold_block(store: Store) -> None:
-    unscored, threshold_block = store.record_decisions(
+def test_why_of_a_fail_safe_of_a_threshold_block_and_of_a_tiered_review(store: Store) -> None:
+    unscored, threshold_block, tiered_review = store.record_decisions(
         [
             make_decision(
                 risk=None,
@@ -125,6 +125,14 @@ def test_why_of_a_fail_safe_and_of_a_threshold_block(store: Store) -> None:
                 tier_risk={"severe": 0.99, "minor": 0.1},
                 decision_tier="severe",
             ),
+            make_decision(
+                risk=0.967,
+                t_pass=1.0,
+                t_block=1.0,
+                rules_matched=[],
+                tier_risk={"severe": 0.831, "minor": 0.1},
+                decision_tier="severe",
+            ),  # fmt: skip
         ]
     )
     failsafe = audit_document(_trail(store, unscored.decision_id))
@@ -140,6 +148,10 @@ def test_why_of_a_fail_safe_and_of_a_threshold_block(store: Store) -> None:
         "type 'severe' (tier risk 0.990) (model model-1, policy policy-1)."
     )
     assert "started on its configured bundle" in blocked["model_in_force"]["note"]
+    assert audit_document(_trail(store, tiered_review.decision_id))["why"].startswith(
+        "Sent to review: the model's risk 0.967 is below the block threshold 1.000, and not every tier's risk is "
+        "below its own pass threshold; tier 'severe' is furthest above its pass threshold (tier risk 0.831) "
+    )
 
 
 def _trail(store: Store, decision_id: str) -> Any:
