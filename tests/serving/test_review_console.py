@@ -31,6 +31,7 @@ from serving.reasons import (
 from serving.review_context import review_context
 from serving.store import ConflictError, NotFoundError, QueueItem, Store
 from tests.serving.conftest import Api, FakeClock, listing_json, make_decision
+from tests.serving.test_api_policy import put_policy
 
 Serve = Callable[..., AbstractContextManager[Api]]
 
@@ -334,6 +335,7 @@ def test_the_merchant_history_counts_verdicts_recorded_since_the_bundle(serve: S
     """As scoring sees it: the bundle's snapshot (nothing for a new merchant) plus the verdicts recorded
     before the listing was created."""
     with serve() as api:
+        put_policy(api, {"quality": {"second_review_rate": 0.0}})  # the verdict below never comes back blind
         (rejected_id,) = _queue(api, listing_json(40, merchant_id="M-NEW-CONSOLE"))
         reject = {"verdict": "reject", "violation_reason": "other"}
         recorded = api.client.post(f"/v1/reviews/{rejected_id}", json=reject, headers=api.headers("review"))
