@@ -1,0 +1,86 @@
+"""Where `--cluster` work runs: a Dask LocalCluster of N worker processes on this machine, or an existing
+Dask scheduler (`tcp://host:8786`) that multi-host workers are attached to.
+
+`triage train --cluster ...` and `triage score --cluster ...` open the client with `cluster_client` and
+close it (and a LocalCluster they started) when done, whatever happens in between.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+LOCAL = re.compile(r"^local:(\d+)$")
+REMOTE = re.compile(r"^(tcp|tls)://[^\s/:]+(:\d+)?$")
+MAX_LOCAL_WORKERS = 64
+CONNECT_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """A parsed `--cluster` value: `local:N` (N worker processes here) or a scheduler address."""
+
+    workers: int | None  # local:N
+    address: str | None  # tcp://host:port or tls://host:port
+
+    @classmethod
+    def parse(cls, text: str) -> ClusterSpec:
+        value = text.strip()
+        local = LOCAL.match(value)
+        if local:
+            workers = int(local.group(1))
+            if not 1 <= workers <= MAX_LOCAL_WORKERS:
+                raise ValueError(f"--cluster {text!r}: local:N needs 1 <= N <= {MAX_LOCAL_WORKERS}")
+            return cls(workers=workers, address=None)
+        if REMOTE.match(value):
+            return cls(workers=None, address=value)
+        raise ValueError(
+            f"--cluster {text!r}: expected local:N (N Dask worker processes on this machine) or the address of "
+            "a running Dask scheduler, e.g. tcp://scheduler:8786"
+        )
+
+    def describe(self) -> str:
+        return f"a local Dask cluster of {self.workers} worker processes" if self.workers else f"Dask at {self.address}"
+
+
+@contextmanager
+def cluster_client(spec: ClusterSpec | str, *, memory_limit: str | None = "auto") -> Iterator[Client]:
+    """A Dask client for `spec`; a LocalCluster started here is closed on exit.
+
+    Local workers are processes with one thread each (the pipeline's pandas/numpy work holds the GIL;
+    LightGBM gets its threads from its own parameters). Ports are left to the OS (`:0`), so parallel
+    runs and tests never collide on a fixed port.
+    """
+    from distributed import Client, LocalCluster
+
+    if isinstance(spec, str):
+        spec = ClusterSpec.parse(spec)
+    if spec.address is not None:
+        try:
+            client = Client(spec.address, timeout=CONNECT_TIMEOUT_S)
+        except OSError as exc:
+            raise ValueError(f"--cluster {spec.address}: cannot reach the Dask scheduler ({exc})") from exc
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(
+        n_workers=spec.workers,
+        threads_per_worker=1,
+        processes=True,
+        scheduler_port=0,
+        dashboard_address=None,
+        memory_limit=memory_limit,
+    )
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
