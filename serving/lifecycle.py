@@ -8,9 +8,10 @@ and every worker follows the store.
 - The model in force is the newest `promote` / `reload` / `forced_reload` row; the shadow model the
   newest `shadow_set` / `shadow_clear` row; the policy in force for a bundle its newest `policy_versions`
   row. A process starting up serves the model in force (else the configured bundle).
-- Every worker runs `follow_store`: once a second one cheap query (`Store.change_marks`); when a mark
-  moved, it loads the model in force, the shadow and the policy in force for its bundle, swapping each
-  in one assignment, so a change made through any worker (or `triage promote`) reaches all of them.
+- Every worker runs `follow_store`: every `follow_seconds` (half a second) one cheap query
+  (`Store.change_marks`); when a mark moved, it loads the model in force, the shadow and the policy in
+  force for its bundle, swapping each in one assignment, so a change made through any worker (or
+  `triage promote`) reaches all of them within a second.
 """
 
 from __future__ import annotations

@@ -78,10 +78,11 @@ class Settings(BaseSettings):
         "stays unbiased): caps the extra CPU a shadow costs at high volume.",
     )
     follow_seconds: float = Field(
-        default=1.0,
+        default=0.5,
         ge=0.05,
         le=60,
-        description="How often each worker polls the store for a new model, shadow or policy in force.",
+        description="How often each worker polls the store for a new model, shadow or policy in force (a change "
+        "made through one worker reaches the others within this plus the time to load it).",
     )
     bundle_signing_key: SecretStr | None = Field(
         default=None,

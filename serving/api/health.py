@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +43,7 @@ async def readyz(engine: EngineDep, store: StoreDep, response: Response) -> dict
         "policy_version": engine.policy.version,
         "decision_log_writable": health.ok,
         "causes": causes,
+        "worker_pid": os.getpid(),  # which worker answered, when several serve one port
     }
 
 
