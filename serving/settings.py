@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=300, ge=1, le=86_400, description="How long a claimed queue item stays leased.")
     group_commit: bool | None = Field(
         default=None,
-        description="Share one commit among concurrent writers; unset: on for SQLite, off for PostgreSQL.",
+        description="Share one commit among concurrent writers; unset: every write on SQLite, decisions only on "
+        "PostgreSQL (its other writes use the connection pool and row locks).",
     )
     group_commit_ms: float = Field(
         default=0.0,

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from serving.store import schema
 from serving.store.database import Database
+from serving.store.postgres_decisions import postgres_insert_new
 from serving.store.records import ConflictError, DecisionRecord, StoreClosedError
 from serving.store.sqlite_decisions import sqlite_ids_of_requests, sqlite_insert_new
 
@@ -36,18 +37,18 @@ class DecisionLog(Database):
         """
         if not rows:
             return []
-        if self._writer is not None:
-            return self._writer.submit_many(self._insert_decisions, rows)
+        if self._decision_writer is not None:
+            return self._decision_writer.submit_many(self._insert_decisions, rows)
         return self._write(lambda conn: self._insert_decisions(conn, rows))
 
     def submit_decisions(self, rows: Sequence[DecisionRecord]) -> Future[list[DecisionRecord]] | None:
         """`record_decisions` without blocking a thread: a Future that resolves once the rows are
         committed (for an event loop to await). None when there is no group-commit writer."""
-        if self._writer is None:
+        if self._decision_writer is None:
             return None
         if self._closed:
             raise StoreClosedError("store is closed")
-        return self._writer.submit_many_nowait(self._insert_decisions, rows)
+        return self._decision_writer.submit_many_nowait(self._insert_decisions, rows)
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         with self._read_engine.connect() as conn:
@@ -107,7 +108,7 @@ class DecisionLog(Database):
         else:
             # a fixed insertion order keeps concurrent PostgreSQL batches from deadlocking on the unique key
             fresh.sort(key=lambda r: (r.key_id, r.listing_id, r.request_id or "", r.decision_id))
-            inserted = self._insert_new(conn, fresh, now)
+            inserted = postgres_insert_new(conn, fresh, now)
         existing = self._stored_for_retries(conn, [r for r in fresh if r.decision_id not in inserted])
         stored = []
         for key in keys:

@@ -1,5 +1,6 @@
-"""Two uvicorn workers on one PostgreSQL store: a policy change or a key revocation made through one worker
-reaches the other within a second, and concurrent queue claims through both never hand out an item twice.
+"""Many workers on PostgreSQL: the decision log's fast path stores what SQLAlchemy stores; and with two
+uvicorn workers on one store, a policy change or a key revocation made through one worker reaches the other
+within a second, and concurrent queue claims through both never hand out an item twice.
 
 One `uvicorn --workers 2` serves every test of the module. A request is sent to a chosen worker over a
 keep-alive connection pinned to it: `/readyz` names the worker that answers (its pid), and every later
@@ -13,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from serving.keys import create_key
 from serving.process import free_port, service_command, service_env, wait_until_up
 from serving.store import create_store
 from tests.serving.conftest import POSTGRES_URL, listing_json, make_decision
+from tests.serving.test_fast_paths import odd_records
 
 pytestmark = pytest.mark.postgres
 
@@ -31,6 +34,39 @@ REPO = Path(__file__).resolve().parents[2]
 SECOND = 1.0  # what the service promises: a change is in force on every worker within a second
 SLACK = 0.5  # a busy test machine: the time to notice a change is measured, not the machine's stalls
 REPLICA_RULE = {"action": "block", "kind": "term", "terms": ["replica"], "fields": ["title"]}
+
+
+def test_the_postgres_fast_path_stores_what_sqlalchemy_stores(postgres_url: str) -> None:
+    records = odd_records()
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    with create_store(postgres_url, clock=lambda: now) as store:
+        store.init_schema()
+        fast = store.record_decisions(records)  # the fast path, group-committed
+        retried = store.record_decisions([records[1], make_decision(request_id="req-2")])  # a retry and a new one
+        with store._write_engine.connect() as conn:
+            fast_rows = _rows(conn)
+            conn.execute(text("DELETE FROM review_queue"))
+            conn.execute(text("DELETE FROM decisions"))
+            conn.commit()
+        store._write(lambda conn: store._insert_new(conn, records, now))  # the SQLAlchemy path
+        with store._write_engine.connect() as conn:
+            plain_rows = _rows(conn)
+    assert fast == records and retried[0] == records[1]  # the retry answers with the decision stored first
+    assert len(fast_rows["decisions"]) == len(records) + 1
+    assert _without(fast_rows, retried[1]) == plain_rows
+    lanes = sorted(str(row.lane) for row in plain_rows["review_queue"])
+    assert lanes == ["audit", "review", "review", "review"]  # the two human_reviews, the old QA sample, the audit
+
+
+def _rows(conn: Any) -> dict[str, list[Any]]:
+    return {
+        table: list(conn.execute(text(f"SELECT * FROM {table} ORDER BY decision_id")))  # noqa: S608
+        for table in ("decisions", "review_queue")
+    }
+
+
+def _without(rows: dict[str, list[Any]], record: Any) -> dict[str, list[Any]]:
+    return {table: [row for row in found if row.decision_id != record.decision_id] for table, found in rows.items()}
 
 
 class Service:
