@@ -5,13 +5,15 @@ unauthenticated request is refused before its body is read (FastAPI reads a decl
 solves dependencies).
 
 All are `async def`: FastAPI runs a plain `def` dependency on a worker thread, a hop per dependency
-per request that cost more than scoring itself.
+per request that cost more than scoring itself. The scoring routes, the hot path, take none at all: FastAPI
+solving a route's dependencies (seven, with the key's) cost about as much CPU as the rest of the request's
+web layer; they read the app's state and check their key with `request_key`, registered with `keyed`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Security, status
 from fastapi.dependencies.models import Dependant
@@ -31,6 +33,8 @@ from serving.scorer import Scorer
 from serving.settings import Settings
 from serving.store import ApiKey, Scope, Store
 from serving.store.health import STORAGE_ERRORS
+
+T = TypeVar("T")
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
@@ -82,6 +86,36 @@ async def _verified_key(store: Store, token: str | None) -> ApiKey:
     return key
 
 
+def _allowed(key: ApiKey, scopes: tuple[Scope, ...]) -> ApiKey:
+    if scopes and not any(key.allows(scope) for scope in scopes):
+        wanted = " or ".join(repr(scope) for scope in scopes)
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key lacks the {wanted} scope")
+    return key
+
+
+def _token(headers: Headers) -> str | None:
+    """The key a request carries: `Authorization: Bearer <key>`, else `X-API-Key`."""
+    scheme, credentials = get_authorization_scheme_param(headers.get("authorization"))
+    return credentials if scheme.lower() == "bearer" and credentials else headers.get("x-api-key")
+
+
+async def request_key(request: Request, *scopes: Scope) -> ApiKey:
+    """`require_scope`'s checks (401, 403) as a plain call, for a route registered with `keyed`."""
+    return _allowed(await _verified_key(request.app.state.store, _token(request.headers)), scopes)
+
+
+# The OpenAPI security of a `keyed` route: what the dependency of `require_scope` declares.
+KEY_SECURITY: dict[str, Any] = {"security": [{_bearer.scheme_name: []}, {_api_key_header.scheme_name: []}]}
+_KEYED_ENDPOINTS: set[Callable[..., Any]] = set()
+
+
+def keyed(endpoint: Callable[..., T]) -> Callable[..., T]:
+    """Mark a route that checks its key itself (`request_key`): its key is then checked before its body
+    is read, as for routes with a `require_scope` dependency. Declare `KEY_SECURITY` in its openapi_extra."""
+    _KEYED_ENDPOINTS.add(endpoint)
+    return endpoint
+
+
 def require_scope(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency that admits a valid key with one of `scopes` (admin implies every scope; none
     given: any valid key)."""
@@ -91,11 +125,7 @@ def require_scope(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
         header_key: Annotated[str | None, Security(_api_key_header)],
     ) -> ApiKey:
-        key = await _verified_key(store, bearer.credentials if bearer is not None else header_key)
-        if scopes and not any(key.allows(scope) for scope in scopes):
-            wanted = " or ".join(repr(scope) for scope in scopes)
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key lacks the {wanted} scope")
-        return key
+        return _allowed(await _verified_key(store, bearer.credentials if bearer is not None else header_key), scopes)
 
     _KEY_CHECKS.add(authenticated_key)
     return authenticated_key
@@ -111,16 +141,15 @@ def authenticate_before_body(routers: Iterable[APIRouter]) -> Callable[[AsgiScop
     Decided from the headers alone: the body is not touched. The scope check (403) stays with the route's
     dependency; so does a database that cannot be read (it answers 503).
     """
-    keyed = [route for route in _api_routes(routers) if _has_key_check(route.dependant)]
+    keyed_routes = [
+        route for route in _api_routes(routers) if route.endpoint in _KEYED_ENDPOINTS or _has_key_check(route.dependant)
+    ]
 
     async def check(scope: AsgiScope) -> HTTPException | None:
-        if not any(route.matches(scope)[0] == Match.FULL for route in keyed):
+        if not any(route.matches(scope)[0] == Match.FULL for route in keyed_routes):
             return None
-        headers = Headers(scope=scope)
-        scheme, credentials = get_authorization_scheme_param(headers.get("authorization"))
-        token = credentials if scheme.lower() == "bearer" and credentials else headers.get("x-api-key")
         try:
-            await _verified_key(scope["app"].state.store, token)
+            await _verified_key(scope["app"].state.store, _token(Headers(scope=scope)))
         except HTTPException as exc:
             return exc
         except STORAGE_ERRORS:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from features.config import DataConfig
 from serving.api import body
-from serving.api.deps import EngineDep, MetricsDep, ScoreKey, ScorerDep, SettingsDep
+from serving.api.deps import KEY_SECURITY, keyed, request_key
 from serving.api.errors import field_error
 from serving.api.schemas import (
     BatchResponse,
@@ -28,6 +28,8 @@ from serving.api.schemas import (
 )
 from serving.engine import DecisionEngine
 from serving.metrics import Metrics
+from serving.scorer import Scorer
+from serving.settings import Settings
 from serving.shadow import ShadowScorer
 from serving.store import ConflictError, DecisionRecord
 
@@ -63,11 +65,20 @@ def _json(content: object) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-@router.post("", response_model=ScoredItem, responses=_ERRORS, openapi_extra=body.openapi_body(_BUILT_IN.score))
-async def score_listing(
-    request: Request, key: ScoreKey, engine: EngineDep, scorer: ScorerDep, metrics: MetricsDep
-) -> Response:
+@router.post(
+    "",
+    response_model=ScoredItem,
+    responses=_ERRORS,
+    openapi_extra={**body.openapi_body(_BUILT_IN.score), **KEY_SECURITY},
+)
+@keyed
+async def score_listing(request: Request) -> Response:
     """Route one listing: auto_pass, auto_block or human_review, with risk, reasons and versions."""
+    key = await request_key(request, "score")
+    state = request.app.state  # the engine in force when the request arrived (swapped whole on a change)
+    engine: DecisionEngine = state.engine
+    scorer: Scorer = state.scorer
+    metrics: Metrics = state.metrics
     parsed = await body.parse(bodies_of(engine).score, request)
     listing = dict(parsed.__dict__)  # the validated fields, without a model_dump walk
     request_id = listing.pop("request_id")
@@ -82,17 +93,20 @@ async def score_listing(
 
 
 @router.post(
-    "/batch", response_model=BatchResponse, responses=_ERRORS, openapi_extra=body.openapi_body(_BUILT_IN.batch)
+    "/batch",
+    response_model=BatchResponse,
+    responses=_ERRORS,
+    openapi_extra={**body.openapi_body(_BUILT_IN.batch), **KEY_SECURITY},
 )
-async def score_batch(
-    request: Request,
-    key: ScoreKey,
-    engine: EngineDep,
-    scorer: ScorerDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-) -> Response:
+@keyed
+async def score_batch(request: Request) -> Response:
     """Route up to `max_batch_items` listings in one model call; items come back in request order."""
+    key = await request_key(request, "score")
+    state = request.app.state
+    engine: DecisionEngine = state.engine
+    scorer: Scorer = state.scorer
+    settings: Settings = state.settings
+    metrics: Metrics = state.metrics
     batch = (await body.parse(bodies_of(engine).batch, request)).__dict__  # built per config: fields by name
     items: list[BaseModel] = batch["items"]
     if len(items) > settings.max_batch_items:

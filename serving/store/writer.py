@@ -8,9 +8,10 @@ holds `full_items` items (e.g. decision rows) does not wait out the window: its 
 enough, and waiting would only add latency (writes that arrive meanwhile join the next group).
 
 Writes of the same kind submitted with `submit_many` (e.g. decision rows) are merged into one call, so
-thirty callers cost one multi-row INSERT rather than thirty. Each write (or merged group) runs in its
-own SAVEPOINT; if a merged group fails, its callers are retried one by one so only the faulty caller
-sees the error.
+thirty callers cost one multi-row INSERT rather than thirty. When a group holds several writes, each
+(or each merged group) runs in its own SAVEPOINT; a group that is one write, or one merged group (the
+usual case for decisions), needs none, which saves two statements (two round trips on PostgreSQL). If a
+merged group fails, its callers are retried one by one so only the faulty caller sees the error.
 
 A storage error (disk full, I/O) fails the `health` shared with the store; a group that commits without
 one clears it.
@@ -148,6 +149,9 @@ class GroupCommitWriter:
 
     def _commit(self, batch: list[_Job]) -> None:
         live = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        if live and len({job.write_many or job for job in live}) == 1:
+            self._commit_one_write(live)
+            return
         outcomes: dict[_Job, tuple[Any, BaseException | None]] = {}
         try:
             with self._engine.begin() as conn:
@@ -176,6 +180,33 @@ class GroupCommitWriter:
                 job.future.set_result(result)
             else:
                 job.future.set_exception(error)
+
+    def _commit_one_write(self, jobs: list[_Job]) -> None:
+        """Commit one write, or one merged group of writes, in a transaction of its own (no savepoint)."""
+        try:
+            with self._engine.begin() as conn:
+                if len(jobs) == 1:
+                    results = [jobs[0].run(conn)]
+                else:
+                    merged = jobs[0].write_many(conn, [item for job in jobs for item in job.items])  # type: ignore[misc]
+                    results, start = [], 0
+                    for job in jobs:
+                        results.append(merged[start : start + len(job.items)])
+                        start += len(job.items)
+        except Exception as exc:
+            if is_storage_error(exc):
+                logger.exception("group commit of %d writes failed", len(jobs))
+                self.health.failed(exc)
+            elif len(jobs) > 1:  # one caller's bad write: retry each alone, so only that one sees the error
+                for job in jobs:
+                    self._commit_one_write([job])
+                return
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        self.health.succeeded()
+        for job, result in zip(jobs, results, strict=True):
+            job.future.set_result(result)
 
 
 def _in_savepoint(conn: Connection, work: Callable[[Connection], Any]) -> tuple[Any, BaseException | None]:
