@@ -105,7 +105,7 @@ bench-serve: $(STAMP) ## Service latency/throughput at concurrency 1 and 32, and
 
 bench-scale: $(STAMP) ## Single listings at concurrency 32, SQLite vs PostgreSQL, 1/2/4 workers, CPU per decision (service + database), echo ceiling, where the time goes -> bench/RESULTS_SCALE.md
 	$(BIN)/python bench/bench_scale.py --report bench/RESULTS_SCALE.md
-	$(BIN)/python bench/scale_breakdown.py
+	$(BIN)/python bench/scale_breakdown.py --report bench/RESULTS_SCALE.md
 
 bench-train: $(STAMP) ## Benchmark generate+train at 100k, 300k, 1M rows (time, peak memory) -> bench/results
 	$(BIN)/python bench/bench_train.py --rows 100000 300000 1000000

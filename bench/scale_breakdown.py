@@ -2,6 +2,7 @@
 (concurrency 32), its CPU time per decision by thread, and the scoring threads' share split by stage.
 
     python bench/scale_breakdown.py --bundle models/latest [--database sqlite|postgresql] [--duration 6]
+        [--report bench/RESULTS_SCALE.md]
 
 Threads: the event loop (HTTP parsing, routing, the key check, body validation, the response, the micro-
 batching), the scoring threads (the model: features, ONNX, reasons, product identification, rules,
@@ -178,6 +179,7 @@ def main() -> None:
         "--postgres-url",
         default=os.environ.get("TRIAGE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     )
+    parser.add_argument("--report", type=Path, default=None, help="append the table to this markdown file")
     options = parser.parse_args()
     from serving.keys import create_key
     from serving.store import create_store
@@ -196,19 +198,26 @@ def main() -> None:
             if postgres is not None:
                 postgres.drop()
     load = served["load"]
-    print(
-        f"{options.database}, 1 worker in-process, concurrency 32: {load['throughput_rps']:,.0f} req/s, "
-        f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms; mean micro-batch {served['mean_micro_batch']:.1f} "
-        f"listings; load average {os.getloadavg()[0]:.1f}"
-    )
-    print("| where | CPU µs per decision |\n|---|---|")
+    lines = [
+        f"`python bench/scale_breakdown.py {' '.join(sys.argv[1:])}`: {options.database}, 1 worker in-process, "
+        f"concurrency 32: {load['throughput_rps']:,.0f} req/s, p50 {load['p50_ms']:.1f} ms, "
+        f"p99 {load['p99_ms']:.1f} ms; "
+        f"mean micro-batch {served['mean_micro_batch']:.1f} listings; load average {os.getloadavg()[0]:.1f}",
+        "",
+        "| where | CPU µs per decision |",
+        "|---|---|",
+    ]
     per_thread = served["us_per_decision"]
     for group, micros in sorted(per_thread.items(), key=lambda kv: -kv[1]):
-        print(f"| {group} | {micros:,.0f} |")
+        lines.append(f"| {group} | {micros:,.0f} |")
         if group.startswith("scoring threads"):
             for stage, share in sorted(shares.items(), key=lambda kv: -kv[1]):
-                print(f"| &nbsp;&nbsp;{stage} | {micros * share:,.0f} ({share:.0%}) |")
-    print(f"| total | {sum(per_thread.values()):,.0f} |")
+                lines.append(f"| &nbsp;&nbsp;{stage} | {micros * share:,.0f} ({share:.0%}) |")
+    lines.append(f"| total | {sum(per_thread.values()):,.0f} |")
+    print("\n".join(lines))
+    if options.report:
+        with options.report.open("a") as report:
+            report.write("\n## Where a single listing's CPU time goes\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

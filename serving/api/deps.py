@@ -12,6 +12,7 @@ web layer; they read the app's state and check their key with `request_key`, reg
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Annotated, Any, TypeVar
 
@@ -80,10 +81,25 @@ def _unauthorized(detail: str) -> HTTPException:
 async def _verified_key(store: Store, token: str | None) -> ApiKey:
     if not token:
         raise _unauthorized("an API key is required (Authorization: Bearer <key> or X-API-Key)")
-    key = cached_key(store, token) or await run_in_threadpool(verify_key, store, token)
+    key = cached_key(store, token) or await _verify_once(store, token)
     if key is None or key.revoked:
         raise _unauthorized("invalid or revoked API key")
     return key
+
+
+# Verifications under way, by store and token: when a busy key's cache entry expires, the requests in
+# flight (32 at concurrency 32) share one database lookup instead of each making its own.
+_verifying: dict[tuple[int, str], asyncio.Future[ApiKey | None]] = {}
+
+
+async def _verify_once(store: Store, token: str) -> ApiKey | None:
+    slot = (id(store), token)
+    pending = _verifying.get(slot)
+    if pending is None:
+        pending = asyncio.ensure_future(run_in_threadpool(verify_key, store, token))
+        _verifying[slot] = pending
+        pending.add_done_callback(lambda _: _verifying.pop(slot, None))
+    return await asyncio.shield(pending)
 
 
 def _allowed(key: ApiKey, scopes: tuple[Scope, ...]) -> ApiKey:
