@@ -37,7 +37,7 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,7 @@ _TRAILING_SYMBOLS_RE2 = r"[@!$]+([^\p{L}\p{N}_]|$)"
 _NOT_WORD = re.compile(r"[^\w]+")
 _NOT_WORD_RE2 = r"[^\p{L}\p{N}_]+"
 TITLE_TAG = "title:"  # shingles of the title's words carry it (normalised text has no ":")
+_HASHED_BOUNDS_MIN = 65_536  # query keys from which a segment looks keys up in a hash table
 COLUMNAR_MIN = 64  # from this many texts, normalisation runs in RE2 over the column
 _NORMALIZE_CHUNK = 200_000
 
@@ -414,20 +415,37 @@ class _Segment:
     def __len__(self) -> int:
         return len(self.listings)
 
+    def _bounds(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each query key's run of equal keys starts and ends in `keys` (empty where absent): a
+        binary search for a few keys, a hash look-up of the distinct keys for many (same positions)."""
+        if len(flat) < _HASHED_BOUNDS_MIN:
+            return np.searchsorted(self.keys, flat, side="left"), np.searchsorted(self.keys, flat, side="right")
+        distinct, starts, ends = self._runs
+        at = distinct.get_indexer(flat.astype(np.uint64, copy=False))
+        absent = at < 0
+        lo, hi = starts[at], ends[at]
+        lo[absent] = hi[absent] = 0
+        return lo, hi
+
+    @cached_property
+    def _runs(self) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+        """(each distinct key, where its run starts in `keys`, where it ends)."""
+        starts = np.flatnonzero(np.r_[True, self.keys[1:] != self.keys[:-1]]) if len(self.keys) else np.zeros(0, int)
+        ends = np.r_[starts[1:], len(self.keys)].astype(starts.dtype)
+        return pd.Index(self.keys[starts]), starts, ends
+
     def candidates(self, query_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query row, indexed row) pairs sharing at least one band (at most MAX_BUCKET per band and
         query: the newest of a bucket)."""
         if not len(self):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        flat = query_keys.ravel()
-        lo = np.searchsorted(self.keys, flat, side="left")
-        hi = np.searchsorted(self.keys, flat, side="right")
+        lo, hi = self._bounds(query_keys.ravel())
         lo = np.maximum(lo, hi - MAX_BUCKET)
         counts = hi - lo
         total = int(counts.sum())
         if not total:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        q = np.repeat(np.arange(len(flat)) // query_keys.shape[1], counts)
+        q = np.repeat(np.arange(query_keys.size) // query_keys.shape[1], counts)
         offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
         found = self.order[np.repeat(lo, counts) + offsets]
         pairs = np.unique(q * len(self) + found)
@@ -690,6 +708,10 @@ class Catalogue:
         self._fuzzy_words = [w for w in self._words if len(w) >= FUZZY_MIN_LENGTH]
         alternatives = "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
         self._pattern = re.compile(rf"(?<!\S)(?:{alternatives})(?!\S)") if phrases else None
+        # the same phrases in RE2, for a superset test over a column (no lookbehind: the spaces around a
+        # phrase are consumed instead; a run of spaces between its words matches too)
+        alternatives_re2 = "|".join(_re2_escape(p).replace(" ", " +") for p in sorted(phrases, key=len, reverse=True))
+        self._pattern_re2 = rf"(?:^| )(?:{alternatives_re2})(?: |$)"
         self._read_as: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -711,14 +733,34 @@ class Catalogue:
         found = np.full(len(texts), -1, dtype=np.int64)
         if self._pattern is None:
             return found
-        self._learn_words({w for t in texts for w in t.split()})
+        if len(texts) < COLUMNAR_MIN:
+            self._learn_words({w for t in texts for w in t.split()})
+            rows: Sequence[int] = range(len(texts))
+        else:
+            rows = self._rows_with_catalogue_words(texts)
         read_as = self._read_as
-        for i, text in enumerate(texts):
+        for i in rows:
+            text = texts[i]
             canonical = " ".join(read_as.get(w, w) for w in text.split())
             hit = self._pattern.search(canonical)
             if hit is not None:
                 found[i] = self._phrases[hit.group(0)]
         return found
+
+    def _rows_with_catalogue_words(self, texts: Sequence[str]) -> list[int]:
+        """Learn the texts' words, then return the rows whose canonical text (each word read as its
+        catalogue word) holds a catalogue phrase: the rows `match` has to look at, found in RE2 over
+        the whole column (a superset test: `match` then finds the first phrase of each in Python)."""
+        split = pc.utf8_split_whitespace(pa.array(texts, type=pa.large_string()))
+        words = pc.list_flatten(split).dictionary_encode()
+        distinct = words.dictionary.to_pylist()
+        self._learn_words({w for w in distinct if w})
+        read_as = self._read_as
+        canonical_words = pa.array([read_as.get(w, w) for w in distinct], type=pa.large_string()).take(words.indices)
+        space = pa.scalar(" ", pa.large_string())
+        canonical = pc.binary_join(type(split).from_arrays(split.offsets, canonical_words), space)
+        hit = pc.match_substring_regex(canonical, self._pattern_re2).to_numpy(zero_copy_only=False)
+        return np.flatnonzero(hit).tolist()
 
     def _learn_words(self, words: set[str]) -> None:
         """Remember which new listing words read as a catalogue word (one rapidfuzz cdist per batch)."""
@@ -738,6 +780,11 @@ class Catalogue:
             if len(self._read_as) > 1_000_000:  # bounded: forget and relearn
                 self._read_as = {}
             self._read_as.update({w: learned.get(w, w) for w in new})
+
+
+def _re2_escape(text: str) -> str:
+    """`text` as a literal in an RE2 pattern: every character but letters, digits and spaces escaped."""
+    return "".join(c if c.isalnum() or c == " " else f"\\{c}" for c in text)
 
 
 def _aliases(value: Any) -> list[str]:
@@ -972,6 +1019,18 @@ class ProductIdentifier:
         entries = self.catalogue.match(texts) if self.catalogue is not None else np.full(len(records), -1)
         rows = zip(repost_of, similarity.tolist(), entries.tolist(), strict=True)
         return [self._identification(r, s, e) for r, s, e in rows]
+
+    def product_matches(self, frame: pd.DataFrame, id_column: str) -> np.ndarray:
+        """`Identification.product_match` of every row of a validated frame of new listings: what
+        `identify_records` finds, column by column instead of a dict per listing (offline scoring)."""
+        n = len(frame)
+        ids = frame[id_column].astype(str).to_numpy(dtype=object) if id_column in frame else np.full(n, "", object)
+        listings, texts = self.frame_listings(frame, ids, np.zeros(n, np.int64))
+        repost_of, _, _ = self.rejects.best(listings, self.threshold)
+        entries = self.catalogue.match(texts) if self.catalogue is not None else np.full(n, -1)
+        repost, catalogue = MATCH_SOURCES
+        both = np.array(["", catalogue, repost, f"{repost} {catalogue}"], dtype=object)
+        return both[(repost_of != "").astype(np.int64) * 2 + (entries >= 0)]
 
     def _identification(self, repost_of: str, similarity: float, entry: int) -> Identification:
         found = Identification(repost_of=repost_of, repost_similarity=similarity if repost_of else 0.0)

@@ -165,8 +165,7 @@ def identified(bundle: Bundle, listings: pd.DataFrame) -> pd.DataFrame:
     if not _reads_product_match(bundle) or PRODUCT_MATCH in listings:
         return listings
     assert bundle.identifier is not None
-    found = bundle.identifier.identify_records(listings.to_dict("records"), bundle.config.id)
-    return listings.assign(**{PRODUCT_MATCH: [f.product_match for f in found]})
+    return listings.assign(**{PRODUCT_MATCH: bundle.identifier.product_matches(listings, bundle.config.id)})
 
 
 def identified_history(bundle: Bundle, selected: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
