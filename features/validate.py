@@ -18,7 +18,8 @@ nothing is ever dropped. What validation returns is a new, normalised frame:
 A table read by `load_table` remembers its file (`DataFrame.attrs["source"]`), so a missing column is
 reported with the file and the data config it was checked against.
 
-Row numbers in messages are 0-based positions in the table as it was passed in.
+Row numbers in messages are 0-based positions in the table as it was passed in (offset by `first_row`
+for a partition of a larger table).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class DataValidationError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+    def __reduce__(self) -> tuple[type[DataValidationError], tuple[list[str]]]:
+        # rebuilt from its problems when it crosses a process boundary (a Dask worker's error)
+        return (type(self), (self.problems,))
 
 
 def review_time_column(config: DataConfig) -> str:
@@ -101,13 +106,24 @@ def validate_history(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     return out.iloc[order].reset_index(drop=True)
 
 
-def validate_listings(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
-    """Check and normalise unlabelled listings to score; keeps the input order (index reset)."""
+def validate_listings(df: pd.DataFrame, config: DataConfig, *, first_row: int = 0) -> pd.DataFrame:
+    """Check and normalise unlabelled listings to score; keeps the input order (index reset).
+
+    `first_row` is the row number of the frame's first row in a larger table it is a part of (a
+    partition), so messages name rows of that table."""
     _require_columns(df, config.listing_columns, "the listings table", config)
-    checker = _Checker(df, config)
+    checker = _Checker(df, config, first_row)
     out = checker.common()
     checker.raise_if_problems()
     return out.reset_index(drop=True)
+
+
+def check_unique_ids(ids: pd.Series, config: DataConfig) -> None:
+    """DataValidationError naming the rows that share an id, as `validate_listings` reports them: for the
+    ids of a table validated in parts (each part can only see its own duplicates)."""
+    checker = _Checker(ids.to_frame(config.id).reset_index(drop=True), config)
+    checker.duplicates(config.id, ids.astype("str").reset_index(drop=True))
+    checker.raise_if_problems()
 
 
 def _csv_string_columns(config: DataConfig | None) -> dict[str, Any] | None:
@@ -137,9 +153,10 @@ def _require_columns(df: pd.DataFrame, required: list[str], what: str, config: D
 class _Checker:
     """Runs the per-column checks on one input frame and collects every problem before raising."""
 
-    def __init__(self, df: pd.DataFrame, config: DataConfig):
+    def __init__(self, df: pd.DataFrame, config: DataConfig, first_row: int = 0):
         self.df = df
         self.config = config
+        self.first_row = first_row
         self.problems: list[str] = []
         self.ids = df[config.id].to_numpy()
 
@@ -151,7 +168,8 @@ class _Checker:
         values = self.df[column].to_numpy()
         show = show or (lambda i: repr(_plain(values[i])))
         shown = ", ".join(
-            f"row {i} ({self.config.id}={_plain(self.ids[i])!r}): {show(i)}" for i in rows[:MAX_ROWS_SHOWN]
+            f"row {self.first_row + i} ({self.config.id}={_plain(self.ids[i])!r}): {show(i)}"
+            for i in rows[:MAX_ROWS_SHOWN]
         )
         self.problems.append(f"column {column!r}: {len(rows)} rows {what}; first rows: {shown}")
 
