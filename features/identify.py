@@ -1071,7 +1071,9 @@ class ProductIdentifier:
         (directory / "identify.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> ProductIdentifier:
+    def load(cls, directory: Path, *, past_cases: bool = True) -> ProductIdentifier:
+        """The saved identifier; `past_cases=False` leaves out the index of every reviewed listing and
+        their outcomes (what `similar` reads, not matching): an empty one, for offline scoring."""
         meta = json.loads((directory / "identify.json").read_text())
         family = HashFamily(int(meta["num_perm"]), int(meta["seed"]))
         rejects = ListingIndex.load(
@@ -1081,13 +1083,16 @@ class ProductIdentifier:
             float(meta.get("rejects_lsh_threshold", meta["lsh_threshold"])),
             bool(meta.get("rejects_blocked", False)),
         )
-        reviewed = ListingIndex.load(directory, "reviewed", family, float(meta["lsh_threshold"]))
         catalogue_file = directory / "catalogue.csv"
         catalogue = Catalogue.read_csv(catalogue_file) if catalogue_file.is_file() else None
-        table = pd.read_parquet(directory / "outcomes.parquet")
-        outcomes = dict(
-            zip(table["listing_id"], zip(table["verdict"], table["violation_reason"], strict=True), strict=True)
-        )
+        if not past_cases:
+            reviewed, outcomes = ListingIndex(family, float(meta["lsh_threshold"])), {}
+        else:
+            reviewed = ListingIndex.load(directory, "reviewed", family, float(meta["lsh_threshold"]))
+            table = pd.read_parquet(directory / "outcomes.parquet")
+            outcomes = dict(
+                zip(table["listing_id"], zip(table["verdict"], table["violation_reason"], strict=True), strict=True)
+            )
         return cls(
             meta["text_columns"],
             meta["attribute_columns"],

@@ -24,7 +24,7 @@ for a partition of a larger table).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,16 @@ def review_time_column(config: DataConfig) -> str:
     return config.reviewed_at or DEFAULT_REVIEW_TIME_COLUMN
 
 
-def load_table(path: str | Path, config: DataConfig | None = None) -> pd.DataFrame:
-    """Read a .parquet or .csv table. CSV ids and text are read as strings, not numbers."""
+def load_table(
+    path: str | Path,
+    config: DataConfig | None = None,
+    columns: Sequence[str] | None = None,
+    optional: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Read a .parquet or .csv table. CSV ids and text are read as strings, not numbers.
+
+    With `columns`, a Parquet file is read for those columns only, and those of `optional` it has; when
+    it lacks one of `columns`, every column is read, so the error that follows lists what it holds."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
@@ -67,7 +75,7 @@ def load_table(path: str | Path, config: DataConfig | None = None) -> pd.DataFra
         if suffix == ".csv":
             table = pd.read_csv(path, dtype=_csv_string_columns(config), keep_default_na=True)
         else:
-            table = pd.read_parquet(path)
+            table = pd.read_parquet(path, columns=_parquet_columns(path, columns, optional))
     except Exception as exc:  # any reader failure becomes one message that names the file
         raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
     table.attrs["source"] = str(path)
@@ -116,6 +124,17 @@ def validate_listings(df: pd.DataFrame, config: DataConfig, *, first_row: int = 
     out = checker.common()
     checker.raise_if_problems()
     return out.reset_index(drop=True)
+
+
+def _parquet_columns(path: Path, columns: Sequence[str] | None, optional: Sequence[str]) -> list[str] | None:
+    if columns is None:
+        return None
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(path).names)
+    if not names.issuperset(columns):
+        return None
+    return list(dict.fromkeys([*columns, *(c for c in optional if c in names)]))
 
 
 def check_unique_ids(ids: pd.Series, config: DataConfig) -> None:

@@ -217,7 +217,8 @@ def _score_pieces(client: Any, bundle: Bundle, digest: str, pieces: list[Piece],
     import dask.dataframe as dd
 
     config = bundle.config
-    columns = [*config.listing_columns, PRODUCT_MATCH]
+    segment = [bundle.policy.segment_by] if bundle.policy.segment_by else []
+    columns = list(dict.fromkeys([*config.listing_columns, *segment, PRODUCT_MATCH]))
     listings = dd.from_map(
         read_piece,
         pieces,
