@@ -121,17 +121,18 @@ def normalize_texts(texts: Sequence[str]) -> list[str]:
     of "@", "!" or "$" that ends a word is punctuation ("cancer!" -> "cancer"); every other digit or
     symbol that can stand for a letter is read as that letter ("r0lex" -> "rolex", "@pple" -> "apple").
     Numbers are read as letters too ("40" -> "ao"): harmless, as both sides of a comparison are read
-    alike. From COLUMNAR_MIN texts the same rules run in RE2 over the whole column.
+    alike. From COLUMNAR_MIN texts the same rules run in RE2 over the whole column, once per distinct text.
     """
     if len(texts) < COLUMNAR_MIN:
         return [_normalize_one(text) for text in texts]
+    codes, distinct = pd.factorize(pd.Series(texts, dtype=object), use_na_sentinel=False)
     out: list[str] = []
-    for start in range(0, len(texts), _NORMALIZE_CHUNK):
+    for start in range(0, len(distinct), _NORMALIZE_CHUNK):
         chunk = [
-            t if t.isascii() else unicodedata.normalize("NFKC", t) for t in texts[start : start + _NORMALIZE_CHUNK]
+            t if t.isascii() else unicodedata.normalize("NFKC", t) for t in distinct[start : start + _NORMALIZE_CHUNK]
         ]
         out += _normalize_column(pa.array(chunk, type=pa.large_string()))
-    return out
+    return np.asarray(out, dtype=object)[codes].tolist() if len(out) < len(texts) else out
 
 
 def _normalize_one(text: str) -> str:
