@@ -449,8 +449,14 @@ class _Segment:
         q = np.repeat(np.arange(query_keys.size) // query_keys.shape[1], counts)
         offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
         found = self.order[np.repeat(lo, counts) + offsets]
-        pairs = np.unique(q * len(self) + found)
+        pairs = _sorted_unique(q * len(self) + found)
         return np.divmod(pairs, len(self))
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """`np.unique` of an integer array by a sort (numpy 2's hashed unique is many times slower here)."""
+    ordered = np.sort(values)
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int, block: np.ndarray | None = None) -> np.ndarray:

@@ -105,6 +105,7 @@ def read_piece(piece: Piece, wanted: list[str]) -> pd.DataFrame:
     present = [c for c in wanted if c in parquet.schema_arrow.names]
     frame = parquet.read_row_groups(list(piece.row_groups), columns=present).to_pandas()
     frame.index = pd.RangeIndex(piece.first_row, piece.first_row + len(frame))
+    frame.attrs["source"] = piece.describe()  # what validation messages name
     return frame
 
 
@@ -122,12 +123,11 @@ def worker_bundle(bundle_dir: str, digest: str) -> Bundle:
     return Bundle.load(bundle_dir, threads=1)  # a worker's parallelism is its Dask threads
 
 
-def score_partition(frame: pd.DataFrame, bundle_dir: str, digest: str, pieces: list[Piece]) -> pd.DataFrame:
+def score_partition(frame: pd.DataFrame, bundle_dir: str, digest: str) -> pd.DataFrame:
     """Validate, score and route one partition (index: row numbers in the input) as `score_file` does."""
     bundle = worker_bundle(bundle_dir, digest)
     first_row = int(frame.index[0]) if len(frame) else 0
-    piece = next((p for p in pieces if p.first_row == first_row), None)
-    source = piece.describe() if piece is not None else f"rows from {first_row:,}"
+    source = frame.attrs.get("source", f"the partition from row {first_row:,}")
     listings = frame.reset_index(drop=True)
     listings.attrs["source"] = source
     try:
@@ -228,7 +228,7 @@ def _score_pieces(client: Any, bundle: Bundle, digest: str, pieces: list[Piece],
         label="read-listings",
     )
     scored = listings.map_partitions(
-        score_partition, str(bundle.path), digest, pieces, meta=_scored_meta(bundle), align_dataframes=False
+        score_partition, str(bundle.path), digest, meta=_scored_meta(bundle), align_dataframes=False
     )
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
