@@ -252,20 +252,25 @@ class HashFamily:
         if len(codes) == 0:
             return out
         # one more row of the largest value pads short texts, so a block of texts is one gather and one
-        # min over a (texts, width, num_perm) array (several times faster than a reduceat)
+        # min over a (texts, width, num_perm) array (several times faster than a reduceat); texts go in
+        # order of length, so a block is padded only to its own longest text
         permuted = np.vstack([self.permuted(vocabulary), np.full((1, self.num_perm), _EMPTY, np.uint32)])
         counts = np.bincount(doc, minlength=n)  # shingle codes come grouped by text, in text order
         starts = np.cumsum(counts) - counts
-        position = np.arange(len(codes)) - np.repeat(starts, counts)
-        width = int(min(counts.max(), _PADDED_WIDTH))
-        step = max(1, _GATHER_BUDGET // (width * self.num_perm))
+        by_length = np.argsort(counts, kind="stable")
+        step = max(1, _GATHER_BUDGET // (_PADDED_WIDTH * self.num_perm))
         for lo in range(0, n, step):
-            hi = min(n, lo + step)
-            span = slice(starts[lo], starts[hi - 1] + counts[hi - 1])
-            in_width = position[span] < width
-            padded = np.full((hi - lo, width), len(vocabulary), dtype=np.int64)
-            padded[doc[span][in_width] - lo, position[span][in_width]] = codes[span][in_width]
-            out[lo:hi] = permuted[padded].min(axis=1)
+            rows = by_length[lo : lo + step]
+            width = int(min(counts[rows[-1]], _PADDED_WIDTH))
+            if width == 0:
+                continue
+            taken = np.minimum(counts[rows], width)
+            offsets = np.cumsum(taken) - taken
+            column = np.arange(int(taken.sum())) - np.repeat(offsets, taken)
+            padded = np.full((len(rows), width), len(vocabulary), dtype=np.int64)
+            padded[np.repeat(np.arange(len(rows)), taken), column] = codes[np.repeat(starts[rows], taken) + column]
+            out[rows] = permuted[padded].min(axis=1)
+        width = _PADDED_WIDTH
         for row in np.flatnonzero(counts > width).tolist():  # the rest of very long texts
             rest = permuted[codes[starts[row] + width : starts[row] + counts[row]]]
             out[row] = np.minimum(out[row], rest.min(axis=0))
