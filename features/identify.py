@@ -605,22 +605,24 @@ class ListingIndex:
             if not len(q):
                 continue
             indexed = segment.listings
-            similarity = _chunked_similarity(listings.signatures, indexed.signatures, q, c)
-            keep = (similarity >= min_similarity) & has_words[q]  # a text without words matches nothing
+            keep = has_words[q]  # a text without words matches nothing
             if before_us is not None:
                 keep &= indexed.times[c] < before_us[q]
             if exclude_self:
                 keep &= indexed.ids[c] != listings.ids[q]
             if product:
                 keep &= same_product(listings, q, indexed, c)
-            q, c = q[keep], c[keep]
+            q, c = q[keep], c[keep]  # the cheap tests first: similarity only of the pairs left
+            similarity = _chunked_similarity(listings.signatures, indexed.signatures, q, c)
+            similar = similarity >= min_similarity
+            q, c, similarity = q[similar], c[similar], similarity[similar]
             merchant, query_merchant = indexed.merchants[c], listings.merchants[q]
             # an unknown seller on either side (or data without a merchant column) is read as the same
             # seller, the most common re-post: the scorer then judges the text and the price
             same = (merchant == query_merchant) | (merchant == 0) | (query_merchant == 0)
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = listings.prices[q] / indexed.prices[c]
-            parts.append((q, indexed.ids[c], similarity[keep], same, listings.new_accounts[q] & ~same, ratio))
+            parts.append((q, indexed.ids[c], similarity, same, listings.new_accounts[q] & ~same, ratio))
         if not parts:
             nothing = np.zeros(0, bool)
             return Neighbours(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), nothing, nothing, np.zeros(0))
