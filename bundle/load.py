@@ -157,6 +157,16 @@ class Bundle:
         return ProductIdentifier.load(directory) if (directory / "identify.json").is_file() else None
 
     @cached_property
+    def matcher(self) -> ProductIdentifier | None:
+        """Product identification for matching new listings (re-posts, catalogue): `identifier` when it is
+        loaded already, else the bundle's index without the past cases that only the review console
+        reads (offline scoring loads this one)."""
+        if "identifier" in self.__dict__:
+            return self.identifier
+        directory = self.path / IDENTIFY_DIR
+        return ProductIdentifier.load(directory, past_cases=False) if (directory / "identify.json").is_file() else None
+
+    @cached_property
     def booster(self) -> Any:
         """The native LightGBM model, used only for per-feature contributions (reasons)."""
         import lightgbm as lgb

@@ -37,7 +37,7 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,7 @@ _TRAILING_SYMBOLS_RE2 = r"[@!$]+([^\p{L}\p{N}_]|$)"
 _NOT_WORD = re.compile(r"[^\w]+")
 _NOT_WORD_RE2 = r"[^\p{L}\p{N}_]+"
 TITLE_TAG = "title:"  # shingles of the title's words carry it (normalised text has no ":")
+_HASHED_BOUNDS_MIN = 65_536  # query keys from which a segment looks keys up in a hash table
 COLUMNAR_MIN = 64  # from this many texts, normalisation runs in RE2 over the column
 _NORMALIZE_CHUNK = 200_000
 
@@ -120,17 +121,18 @@ def normalize_texts(texts: Sequence[str]) -> list[str]:
     of "@", "!" or "$" that ends a word is punctuation ("cancer!" -> "cancer"); every other digit or
     symbol that can stand for a letter is read as that letter ("r0lex" -> "rolex", "@pple" -> "apple").
     Numbers are read as letters too ("40" -> "ao"): harmless, as both sides of a comparison are read
-    alike. From COLUMNAR_MIN texts the same rules run in RE2 over the whole column.
+    alike. From COLUMNAR_MIN texts the same rules run in RE2 over the whole column, once per distinct text.
     """
     if len(texts) < COLUMNAR_MIN:
         return [_normalize_one(text) for text in texts]
+    codes, distinct = pd.factorize(pd.Series(texts, dtype=object), use_na_sentinel=False)
     out: list[str] = []
-    for start in range(0, len(texts), _NORMALIZE_CHUNK):
+    for start in range(0, len(distinct), _NORMALIZE_CHUNK):
         chunk = [
-            t if t.isascii() else unicodedata.normalize("NFKC", t) for t in texts[start : start + _NORMALIZE_CHUNK]
+            t if t.isascii() else unicodedata.normalize("NFKC", t) for t in distinct[start : start + _NORMALIZE_CHUNK]
         ]
         out += _normalize_column(pa.array(chunk, type=pa.large_string()))
-    return out
+    return np.asarray(out, dtype=object)[codes].tolist() if len(out) < len(texts) else out
 
 
 def _normalize_one(text: str) -> str:
@@ -250,20 +252,25 @@ class HashFamily:
         if len(codes) == 0:
             return out
         # one more row of the largest value pads short texts, so a block of texts is one gather and one
-        # min over a (texts, width, num_perm) array (several times faster than a reduceat)
+        # min over a (texts, width, num_perm) array (several times faster than a reduceat); texts go in
+        # order of length, so a block is padded only to its own longest text
         permuted = np.vstack([self.permuted(vocabulary), np.full((1, self.num_perm), _EMPTY, np.uint32)])
         counts = np.bincount(doc, minlength=n)  # shingle codes come grouped by text, in text order
         starts = np.cumsum(counts) - counts
-        position = np.arange(len(codes)) - np.repeat(starts, counts)
-        width = int(min(counts.max(), _PADDED_WIDTH))
-        step = max(1, _GATHER_BUDGET // (width * self.num_perm))
+        by_length = np.argsort(counts, kind="stable")
+        step = max(1, _GATHER_BUDGET // (_PADDED_WIDTH * self.num_perm))
         for lo in range(0, n, step):
-            hi = min(n, lo + step)
-            span = slice(starts[lo], starts[hi - 1] + counts[hi - 1])
-            in_width = position[span] < width
-            padded = np.full((hi - lo, width), len(vocabulary), dtype=np.int64)
-            padded[doc[span][in_width] - lo, position[span][in_width]] = codes[span][in_width]
-            out[lo:hi] = permuted[padded].min(axis=1)
+            rows = by_length[lo : lo + step]
+            width = int(min(counts[rows[-1]], _PADDED_WIDTH))
+            if width == 0:
+                continue
+            taken = np.minimum(counts[rows], width)
+            offsets = np.cumsum(taken) - taken
+            column = np.arange(int(taken.sum())) - np.repeat(offsets, taken)
+            padded = np.full((len(rows), width), len(vocabulary), dtype=np.int64)
+            padded[np.repeat(np.arange(len(rows)), taken), column] = codes[np.repeat(starts[rows], taken) + column]
+            out[rows] = permuted[padded].min(axis=1)
+        width = _PADDED_WIDTH
         for row in np.flatnonzero(counts > width).tolist():  # the rest of very long texts
             rest = permuted[codes[starts[row] + width : starts[row] + counts[row]]]
             out[row] = np.minimum(out[row], rest.min(axis=0))
@@ -414,24 +421,47 @@ class _Segment:
     def __len__(self) -> int:
         return len(self.listings)
 
+    def _bounds(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each query key's run of equal keys starts and ends in `keys` (empty where absent): a
+        binary search for a few keys, a hash look-up of the distinct keys for many (same positions)."""
+        if len(flat) < _HASHED_BOUNDS_MIN:
+            return np.searchsorted(self.keys, flat, side="left"), np.searchsorted(self.keys, flat, side="right")
+        distinct, starts, ends = self._runs
+        at = distinct.get_indexer(flat.astype(np.uint64, copy=False))
+        absent = at < 0
+        lo, hi = starts[at], ends[at]
+        lo[absent] = hi[absent] = 0
+        return lo, hi
+
+    @cached_property
+    def _runs(self) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+        """(each distinct key, where its run starts in `keys`, where it ends)."""
+        starts = np.flatnonzero(np.r_[True, self.keys[1:] != self.keys[:-1]]) if len(self.keys) else np.zeros(0, int)
+        ends = np.r_[starts[1:], len(self.keys)].astype(starts.dtype)
+        return pd.Index(self.keys[starts]), starts, ends
+
     def candidates(self, query_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query row, indexed row) pairs sharing at least one band (at most MAX_BUCKET per band and
         query: the newest of a bucket)."""
         if not len(self):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        flat = query_keys.ravel()
-        lo = np.searchsorted(self.keys, flat, side="left")
-        hi = np.searchsorted(self.keys, flat, side="right")
+        lo, hi = self._bounds(query_keys.ravel())
         lo = np.maximum(lo, hi - MAX_BUCKET)
         counts = hi - lo
         total = int(counts.sum())
         if not total:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        q = np.repeat(np.arange(len(flat)) // query_keys.shape[1], counts)
+        q = np.repeat(np.arange(query_keys.size) // query_keys.shape[1], counts)
         offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
         found = self.order[np.repeat(lo, counts) + offsets]
-        pairs = np.unique(q * len(self) + found)
+        pairs = _sorted_unique(q * len(self) + found)
         return np.divmod(pairs, len(self))
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """`np.unique` of an integer array by a sort (numpy 2's hashed unique is many times slower here)."""
+    ordered = np.sort(values)
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
 
 
 def band_keys(signatures: np.ndarray, bands: int, rows: int, block: np.ndarray | None = None) -> np.ndarray:
@@ -575,22 +605,24 @@ class ListingIndex:
             if not len(q):
                 continue
             indexed = segment.listings
-            similarity = _chunked_similarity(listings.signatures, indexed.signatures, q, c)
-            keep = (similarity >= min_similarity) & has_words[q]  # a text without words matches nothing
+            keep = has_words[q]  # a text without words matches nothing
             if before_us is not None:
                 keep &= indexed.times[c] < before_us[q]
             if exclude_self:
                 keep &= indexed.ids[c] != listings.ids[q]
             if product:
                 keep &= same_product(listings, q, indexed, c)
-            q, c = q[keep], c[keep]
+            q, c = q[keep], c[keep]  # the cheap tests first: similarity only of the pairs left
+            similarity = _chunked_similarity(listings.signatures, indexed.signatures, q, c)
+            similar = similarity >= min_similarity
+            q, c, similarity = q[similar], c[similar], similarity[similar]
             merchant, query_merchant = indexed.merchants[c], listings.merchants[q]
             # an unknown seller on either side (or data without a merchant column) is read as the same
             # seller, the most common re-post: the scorer then judges the text and the price
             same = (merchant == query_merchant) | (merchant == 0) | (query_merchant == 0)
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = listings.prices[q] / indexed.prices[c]
-            parts.append((q, indexed.ids[c], similarity[keep], same, listings.new_accounts[q] & ~same, ratio))
+            parts.append((q, indexed.ids[c], similarity, same, listings.new_accounts[q] & ~same, ratio))
         if not parts:
             nothing = np.zeros(0, bool)
             return Neighbours(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), nothing, nothing, np.zeros(0))
@@ -690,6 +722,10 @@ class Catalogue:
         self._fuzzy_words = [w for w in self._words if len(w) >= FUZZY_MIN_LENGTH]
         alternatives = "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
         self._pattern = re.compile(rf"(?<!\S)(?:{alternatives})(?!\S)") if phrases else None
+        # the same phrases in RE2, for a superset test over a column (no lookbehind: the spaces around a
+        # phrase are consumed instead; a run of spaces between its words matches too)
+        alternatives_re2 = "|".join(_re2_escape(p).replace(" ", " +") for p in sorted(phrases, key=len, reverse=True))
+        self._pattern_re2 = rf"(?:^| )(?:{alternatives_re2})(?: |$)"
         self._read_as: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -711,14 +747,34 @@ class Catalogue:
         found = np.full(len(texts), -1, dtype=np.int64)
         if self._pattern is None:
             return found
-        self._learn_words({w for t in texts for w in t.split()})
+        if len(texts) < COLUMNAR_MIN:
+            self._learn_words({w for t in texts for w in t.split()})
+            rows: Sequence[int] = range(len(texts))
+        else:
+            rows = self._rows_with_catalogue_words(texts)
         read_as = self._read_as
-        for i, text in enumerate(texts):
+        for i in rows:
+            text = texts[i]
             canonical = " ".join(read_as.get(w, w) for w in text.split())
             hit = self._pattern.search(canonical)
             if hit is not None:
                 found[i] = self._phrases[hit.group(0)]
         return found
+
+    def _rows_with_catalogue_words(self, texts: Sequence[str]) -> list[int]:
+        """Learn the texts' words, then return the rows whose canonical text (each word read as its
+        catalogue word) holds a catalogue phrase: the rows `match` has to look at, found in RE2 over
+        the whole column (a superset test: `match` then finds the first phrase of each in Python)."""
+        split = pc.utf8_split_whitespace(pa.array(texts, type=pa.large_string()))
+        words = pc.list_flatten(split).dictionary_encode()
+        distinct = words.dictionary.to_pylist()
+        self._learn_words({w for w in distinct if w})
+        read_as = self._read_as
+        canonical_words = pa.array([read_as.get(w, w) for w in distinct], type=pa.large_string()).take(words.indices)
+        space = pa.scalar(" ", pa.large_string())
+        canonical = pc.binary_join(type(split).from_arrays(split.offsets, canonical_words), space)
+        hit = pc.match_substring_regex(canonical, self._pattern_re2).to_numpy(zero_copy_only=False)
+        return np.flatnonzero(hit).tolist()
 
     def _learn_words(self, words: set[str]) -> None:
         """Remember which new listing words read as a catalogue word (one rapidfuzz cdist per batch)."""
@@ -738,6 +794,11 @@ class Catalogue:
             if len(self._read_as) > 1_000_000:  # bounded: forget and relearn
                 self._read_as = {}
             self._read_as.update({w: learned.get(w, w) for w in new})
+
+
+def _re2_escape(text: str) -> str:
+    """`text` as a literal in an RE2 pattern: every character but letters, digits and spaces escaped."""
+    return "".join(c if c.isalnum() or c == " " else f"\\{c}" for c in text)
 
 
 def _aliases(value: Any) -> list[str]:
@@ -973,6 +1034,18 @@ class ProductIdentifier:
         rows = zip(repost_of, similarity.tolist(), entries.tolist(), strict=True)
         return [self._identification(r, s, e) for r, s, e in rows]
 
+    def product_matches(self, frame: pd.DataFrame, id_column: str) -> np.ndarray:
+        """`Identification.product_match` of every row of a validated frame of new listings: what
+        `identify_records` finds, column by column instead of a dict per listing (offline scoring)."""
+        n = len(frame)
+        ids = frame[id_column].astype(str).to_numpy(dtype=object) if id_column in frame else np.full(n, "", object)
+        listings, texts = self.frame_listings(frame, ids, np.zeros(n, np.int64))
+        repost_of, _, _ = self.rejects.best(listings, self.threshold)
+        entries = self.catalogue.match(texts) if self.catalogue is not None else np.full(n, -1)
+        repost, catalogue = MATCH_SOURCES
+        both = np.array(["", catalogue, repost, f"{repost} {catalogue}"], dtype=object)
+        return both[(repost_of != "").astype(np.int64) * 2 + (entries >= 0)]
+
     def _identification(self, repost_of: str, similarity: float, entry: int) -> Identification:
         found = Identification(repost_of=repost_of, repost_similarity=similarity if repost_of else 0.0)
         if entry >= 0 and self.catalogue is not None:
@@ -1012,7 +1085,9 @@ class ProductIdentifier:
         (directory / "identify.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> ProductIdentifier:
+    def load(cls, directory: Path, *, past_cases: bool = True) -> ProductIdentifier:
+        """The saved identifier; `past_cases=False` leaves out the index of every reviewed listing and
+        their outcomes (what `similar` reads, not matching): an empty one, for offline scoring."""
         meta = json.loads((directory / "identify.json").read_text())
         family = HashFamily(int(meta["num_perm"]), int(meta["seed"]))
         rejects = ListingIndex.load(
@@ -1022,13 +1097,16 @@ class ProductIdentifier:
             float(meta.get("rejects_lsh_threshold", meta["lsh_threshold"])),
             bool(meta.get("rejects_blocked", False)),
         )
-        reviewed = ListingIndex.load(directory, "reviewed", family, float(meta["lsh_threshold"]))
         catalogue_file = directory / "catalogue.csv"
         catalogue = Catalogue.read_csv(catalogue_file) if catalogue_file.is_file() else None
-        table = pd.read_parquet(directory / "outcomes.parquet")
-        outcomes = dict(
-            zip(table["listing_id"], zip(table["verdict"], table["violation_reason"], strict=True), strict=True)
-        )
+        if not past_cases:
+            reviewed, outcomes = ListingIndex(family, float(meta["lsh_threshold"])), {}
+        else:
+            reviewed = ListingIndex.load(directory, "reviewed", family, float(meta["lsh_threshold"]))
+            table = pd.read_parquet(directory / "outcomes.parquet")
+            outcomes = dict(
+                zip(table["listing_id"], zip(table["verdict"], table["violation_reason"], strict=True), strict=True)
+            )
         return cls(
             meta["text_columns"],
             meta["attribute_columns"],

@@ -18,12 +18,13 @@ nothing is ever dropped. What validation returns is a new, normalised frame:
 A table read by `load_table` remembers its file (`DataFrame.attrs["source"]`), so a missing column is
 reported with the file and the data config it was checked against.
 
-Row numbers in messages are 0-based positions in the table as it was passed in.
+Row numbers in messages are 0-based positions in the table as it was passed in (offset by `first_row`
+for a partition of a larger table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,26 @@ class DataValidationError(ValueError):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
 
+    def __reduce__(self) -> tuple[type[DataValidationError], tuple[list[str]]]:
+        # rebuilt from its problems when it crosses a process boundary (a Dask worker's error)
+        return (type(self), (self.problems,))
+
 
 def review_time_column(config: DataConfig) -> str:
     """Name of the column holding when each outcome became known (configured or derived)."""
     return config.reviewed_at or DEFAULT_REVIEW_TIME_COLUMN
 
 
-def load_table(path: str | Path, config: DataConfig | None = None) -> pd.DataFrame:
-    """Read a .parquet or .csv table. CSV ids and text are read as strings, not numbers."""
+def load_table(
+    path: str | Path,
+    config: DataConfig | None = None,
+    columns: Sequence[str] | None = None,
+    optional: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Read a .parquet or .csv table. CSV ids and text are read as strings, not numbers.
+
+    With `columns`, a Parquet file is read for those columns only, and those of `optional` it has; when
+    it lacks one of `columns`, every column is read, so the error that follows lists what it holds."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
@@ -62,7 +75,7 @@ def load_table(path: str | Path, config: DataConfig | None = None) -> pd.DataFra
         if suffix == ".csv":
             table = pd.read_csv(path, dtype=_csv_string_columns(config), keep_default_na=True)
         else:
-            table = pd.read_parquet(path)
+            table = pd.read_parquet(path, columns=_parquet_columns(path, columns, optional))
     except Exception as exc:  # any reader failure becomes one message that names the file
         raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
     table.attrs["source"] = str(path)
@@ -101,13 +114,35 @@ def validate_history(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     return out.iloc[order].reset_index(drop=True)
 
 
-def validate_listings(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
-    """Check and normalise unlabelled listings to score; keeps the input order (index reset)."""
+def validate_listings(df: pd.DataFrame, config: DataConfig, *, first_row: int = 0) -> pd.DataFrame:
+    """Check and normalise unlabelled listings to score; keeps the input order (index reset).
+
+    `first_row` is the row number of the frame's first row in a larger table it is a part of (a
+    partition), so messages name rows of that table."""
     _require_columns(df, config.listing_columns, "the listings table", config)
-    checker = _Checker(df, config)
+    checker = _Checker(df, config, first_row)
     out = checker.common()
     checker.raise_if_problems()
     return out.reset_index(drop=True)
+
+
+def _parquet_columns(path: Path, columns: Sequence[str] | None, optional: Sequence[str]) -> list[str] | None:
+    if columns is None:
+        return None
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(path).names)
+    if not names.issuperset(columns):
+        return None
+    return list(dict.fromkeys([*columns, *(c for c in optional if c in names)]))
+
+
+def check_unique_ids(ids: pd.Series, config: DataConfig) -> None:
+    """DataValidationError naming the rows that share an id, as `validate_listings` reports them: for the
+    ids of a table validated in parts (each part can only see its own duplicates)."""
+    checker = _Checker(ids.to_frame(config.id).reset_index(drop=True), config)
+    checker.duplicates(config.id, ids.astype("str").reset_index(drop=True))
+    checker.raise_if_problems()
 
 
 def _csv_string_columns(config: DataConfig | None) -> dict[str, Any] | None:
@@ -137,9 +172,10 @@ def _require_columns(df: pd.DataFrame, required: list[str], what: str, config: D
 class _Checker:
     """Runs the per-column checks on one input frame and collects every problem before raising."""
 
-    def __init__(self, df: pd.DataFrame, config: DataConfig):
+    def __init__(self, df: pd.DataFrame, config: DataConfig, first_row: int = 0):
         self.df = df
         self.config = config
+        self.first_row = first_row
         self.problems: list[str] = []
         self.ids = df[config.id].to_numpy()
 
@@ -151,7 +187,8 @@ class _Checker:
         values = self.df[column].to_numpy()
         show = show or (lambda i: repr(_plain(values[i])))
         shown = ", ".join(
-            f"row {i} ({self.config.id}={_plain(self.ids[i])!r}): {show(i)}" for i in rows[:MAX_ROWS_SHOWN]
+            f"row {self.first_row + i} ({self.config.id}={_plain(self.ids[i])!r}): {show(i)}"
+            for i in rows[:MAX_ROWS_SHOWN]
         )
         self.problems.append(f"column {column!r}: {len(rows)} rows {what}; first rows: {shown}")
 

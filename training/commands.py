@@ -166,22 +166,40 @@ def evaluate(
 
 def score(
     bundle: Annotated[Path, typer.Option(help="bundle directory or models/latest")] = Path("models/latest"),
-    data: Annotated[Path, typer.Option(help="listings to score, .parquet or .csv")] = Path(
-        "data/generated/reviews.parquet"
-    ),
-    out: Annotated[Path, typer.Option(help="output .parquet or .csv")] = Path("data/scored.parquet"),
+    data: Annotated[
+        Path, typer.Option(help="listings to score, .parquet or .csv (with --cluster: a Parquet file or directory)")
+    ] = Path("data/generated/reviews.parquet"),
+    out: Annotated[
+        Path, typer.Option(help="output .parquet or .csv (with --cluster: a directory of Parquet parts)")
+    ] = Path("data/scored.parquet"),
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="score on Dask: local:N (N worker processes here) or a scheduler, tcp://host:8786"),
+    ] = None,
 ) -> None:
-    """Offline batch scoring: risk and decision for every listing in a file."""
+    """Offline batch scoring: risk and decision for every listing in a file (or, with --cluster, in a
+    Parquet file or directory, partition by partition on a Dask cluster)."""
     from bundle.manifest import BundleError
     from features.validate import DataValidationError
     from training.offline import score_file
 
     try:
-        summary = score_file(bundle, data, out)
+        summary = score_file(bundle, data, out) if cluster is None else _score_on_cluster(bundle, data, out, cluster)
     except (BundleError, DataValidationError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
         return
     console.print(summary)
+
+
+def _score_on_cluster(bundle: Path, data: Path, out: Path, cluster: str) -> dict:
+    from training.cluster import ClusterSpec
+    from training.dask_score import score_on_cluster
+
+    spec = ClusterSpec.parse(cluster)  # a bad value fails before anything is read
+    try:
+        return score_on_cluster(bundle, data, out, spec)
+    except (OSError, TimeoutError) as exc:
+        raise ValueError(f"--cluster {cluster}: {type(exc).__name__}: {exc}") from exc
 
 
 def gate(

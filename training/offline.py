@@ -156,17 +156,16 @@ def _renamed(table: pd.DataFrame, own: DataConfig, bundle: DataConfig) -> pd.Dat
 
 
 def _reads_product_match(bundle: Bundle) -> bool:
-    return bundle.identifier is not None and any(PRODUCT_MATCH in rule.columns for rule in bundle.policy.rules)
+    return any(PRODUCT_MATCH in rule.columns for rule in bundle.policy.rules) and bundle.matcher is not None
 
 
 def identified(bundle: Bundle, listings: pd.DataFrame) -> pd.DataFrame:
     """New listings with `product_match` as the service derives it (the bundle's identification index and
     catalogue), when a rule of the policy reads it; else the listings as they are."""
-    if not _reads_product_match(bundle) or PRODUCT_MATCH in listings:
+    if PRODUCT_MATCH in listings or not _reads_product_match(bundle):
         return listings
-    assert bundle.identifier is not None
-    found = bundle.identifier.identify_records(listings.to_dict("records"), bundle.config.id)
-    return listings.assign(**{PRODUCT_MATCH: [f.product_match for f in found]})
+    assert bundle.matcher is not None
+    return listings.assign(**{PRODUCT_MATCH: bundle.matcher.product_matches(listings, bundle.config.id)})
 
 
 def identified_history(bundle: Bundle, selected: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
@@ -175,9 +174,9 @@ def identified_history(bundle: Bundle, selected: pd.DataFrame, table: pd.DataFra
     bundle's catalogue; else the rows as they are."""
     if not _reads_product_match(bundle) or PRODUCT_MATCH in selected:
         return selected
-    assert bundle.identifier is not None
-    catalogue = bundle.identifier.catalogue.entries if bundle.identifier.catalogue is not None else None
-    matches = identify_history(table, bundle.config, catalogue, threshold=bundle.identifier.threshold)[PRODUCT_MATCH]
+    assert bundle.matcher is not None
+    catalogue = bundle.matcher.catalogue.entries if bundle.matcher.catalogue is not None else None
+    matches = identify_history(table, bundle.config, catalogue, threshold=bundle.matcher.threshold)[PRODUCT_MATCH]
     return selected.assign(**{PRODUCT_MATCH: matches.loc[selected.index].to_numpy()})
 
 
@@ -217,7 +216,9 @@ def score_file(bundle_path: Path, data: Path, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     bundle = Bundle.load(bundle_path, threads=0)
     config = bundle.config
-    listings = validate_listings(load_table(data, config), config)
+    segment = [bundle.policy.segment_by] if bundle.policy.segment_by else []
+    table = load_table(data, config, columns=[*config.listing_columns, *segment], optional=[PRODUCT_MATCH])
+    listings = validate_listings(table, config)
     parts = []
     for lo in range(0, len(listings), SCORE_CHUNK_ROWS):
         parts.append(score_frame(bundle, listings.iloc[lo : lo + SCORE_CHUNK_ROWS]))

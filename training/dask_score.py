@@ -1,0 +1,273 @@
+"""Offline batch scoring on a Dask cluster: `triage score --cluster local:N|tcp://host:8786`.
+
+The listings (a Parquet file, or a directory of Parquet files) are read as a Dask dataframe whose
+partitions are runs of row groups of about `PARTITION_ROWS` rows, indexed by their row number in the
+whole input (files in name order). Each worker loads the bundle once (cached by path and manifest
+digest) and validates, scores and routes every partition it gets with the code `score_file` runs
+(`validate_listings`, `score_frame`); each partition becomes one Parquet part of the output directory,
+`part.00000.parquet`, ... in input order, so reading the directory back gives `score_file`'s rows in
+its order. New listings are scored from the bundle's own state (merchant snapshot, identification
+index), so a partition's scores never depend on another partition.
+
+Ids must be unique over the whole input: each partition checks its own rows, and the client then checks
+the 64-bit hashes of all ids (8 bytes a row); only on a hash collision are the id columns read again to
+name the rows. The bundle directory and `--out` must be paths every worker can reach (one machine, or
+a shared filesystem). Parts are written to a staging directory inside `--out` and moved into place
+when every partition succeeded, so a failed run leaves the previous output as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bundle.load import Bundle
+from bundle.manifest import MANIFEST, BundleError, resolve_bundle
+from decision.tiers import risk_column
+from features.identify import PRODUCT_MATCH
+from features.validate import DataValidationError, check_unique_ids, validate_listings
+from training.cluster import ClusterSpec, cluster_client
+from training.offline import SCORE_CHUNK_ROWS, score_frame
+
+PARTITION_ROWS = SCORE_CHUNK_ROWS
+PARQUET_SUFFIXES = (".parquet", ".pq")
+PART_PREFIX = "part."
+STAGING_PREFIX = ".staging-"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One partition of the input: consecutive row groups of one Parquet file."""
+
+    path: str
+    row_groups: tuple[int, ...]
+    first_row: int  # its first row's number in the whole input
+    rows: int
+
+    def describe(self) -> str:
+        return f"{self.path} (rows {self.first_row:,}-{self.first_row + self.rows - 1:,} of the input)"
+
+
+def parquet_files(data: Path) -> list[Path]:
+    """The Parquet file, or the Parquet files of a directory in name order."""
+    if data.is_dir():
+        files = sorted(p for p in data.iterdir() if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES)
+        if not files:
+            raise ValueError(f"--data {data}: the directory holds no .parquet files")
+        return files
+    if not data.is_file():
+        raise FileNotFoundError(f"data file not found: {data}")
+    if data.suffix.lower() not in PARQUET_SUFFIXES:
+        raise ValueError(f"--data {data}: --cluster reads Parquet (a .parquet file or a directory of them)")
+    return [data]
+
+
+def plan_pieces(files: list[Path], partition_rows: int = PARTITION_ROWS) -> list[Piece]:
+    """Partitions of about `partition_rows` rows (whole row groups, never across files), in input order."""
+    import pyarrow.parquet as pq
+
+    pieces: list[Piece] = []
+    first_row = 0
+    for path in files:
+        try:
+            metadata = pq.ParquetFile(path).metadata
+        except Exception as exc:  # any unreadable file is named
+            raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
+        groups: list[int] = []
+        rows = 0
+        for group in range(metadata.num_row_groups):
+            groups.append(group)
+            rows += metadata.row_group(group).num_rows
+            if rows >= partition_rows or group == metadata.num_row_groups - 1:
+                if rows:
+                    pieces.append(Piece(str(path), tuple(groups), first_row, rows))
+                first_row += rows
+                groups, rows = [], 0
+    if not pieces:
+        raise DataValidationError([f"the listings table has no rows ({len(files)} files)"])
+    return pieces
+
+
+def read_piece(piece: Piece, wanted: list[str]) -> pd.DataFrame:
+    """A partition's `wanted` columns (those the file has), indexed by row number in the input."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(piece.path)
+    present = [c for c in wanted if c in parquet.schema_arrow.names]
+    frame = parquet.read_row_groups(list(piece.row_groups), columns=present).to_pandas()
+    frame.index = pd.RangeIndex(piece.first_row, piece.first_row + len(frame))
+    frame.attrs["source"] = piece.describe()  # what validation messages name
+    return frame
+
+
+def manifest_digest(bundle_dir: Path) -> str:
+    return hashlib.sha256((bundle_dir / MANIFEST).read_bytes()).hexdigest()
+
+
+@lru_cache(maxsize=2)
+def worker_bundle(bundle_dir: str, digest: str) -> Bundle:
+    """The bundle, loaded once per worker process for a given manifest; refused if it changed since the
+    client read it."""
+    found = manifest_digest(Path(bundle_dir))
+    if found != digest:
+        raise BundleError(f"bundle {bundle_dir}: its manifest changed while it was scoring (sha256 {found[:12]})")
+    return Bundle.load(bundle_dir, threads=1)  # a worker's parallelism is its Dask threads
+
+
+def score_partition(frame: pd.DataFrame, bundle_dir: str, digest: str) -> pd.DataFrame:
+    """Validate, score and route one partition (index: row numbers in the input) as `score_file` does."""
+    bundle = worker_bundle(bundle_dir, digest)
+    first_row = int(frame.index[0]) if len(frame) else 0
+    source = frame.attrs.get("source", f"the partition from row {first_row:,}")
+    listings = frame.reset_index(drop=True)
+    listings.attrs["source"] = source
+    try:
+        validated = validate_listings(listings, bundle.config, first_row=first_row)
+    except DataValidationError as exc:
+        raise DataValidationError([f"{source}: {problem}" for problem in exc.problems]) from None
+    scored = score_frame(bundle, validated)
+    scored.index = frame.index
+    return scored
+
+
+def id_hashes(ids: pd.Series) -> pd.Series:
+    """64-bit hashes of a partition's ids (stable across processes)."""
+    return pd.Series(pd.util.hash_pandas_object(ids, index=False).to_numpy(), dtype="uint64")
+
+
+def decision_counts(decisions: pd.Series) -> pd.Series:
+    """A partition's count of each decision (summed on the client: a handful of values)."""
+    return decisions.value_counts()
+
+
+def part_name(partition: int) -> str:
+    return f"{PART_PREFIX}{partition:05d}.parquet"
+
+
+def check_output_directory(out: Path) -> None:
+    """`--out` of a cluster run: a directory that is new, empty or holds only an earlier run's parts."""
+    if out.suffix.lower() == ".csv" or (out.exists() and not out.is_dir()):
+        raise ValueError(
+            f"--out {out}: with --cluster the output is a directory of Parquet parts (part.00000.parquet, ...), "
+            "not a file; name a directory"
+        )
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if not _is_part(p) and not p.name.startswith(STAGING_PREFIX))
+        if others:
+            raise ValueError(
+                f"--out {out}: the directory holds other files ({', '.join(others[:5])}); a cluster run replaces "
+                "only its own part.NNNNN.parquet files: name an empty or new directory"
+            )
+
+
+def _is_part(path: Path) -> bool:
+    return path.is_file() and path.name.startswith(PART_PREFIX) and path.suffix == ".parquet"
+
+
+def score_on_cluster(
+    bundle_path: Path, data: Path, out: Path, cluster: ClusterSpec | str, *, partition_rows: int = PARTITION_ROWS
+) -> dict[str, Any]:
+    """Score every listing of a Parquet file or directory on the Dask cluster `cluster` names (a local
+    one is started and closed here); the summary `score_file` returns, with the partitions and cluster."""
+    spec = cluster if isinstance(cluster, ClusterSpec) else ClusterSpec.parse(cluster)
+    check_output_directory(out)
+    parquet_files(data)  # bad input fails before a cluster starts
+    start = time.perf_counter()
+    with cluster_client(spec) as client:
+        summary = score_with_client(client, bundle_path, data, out, partition_rows=partition_rows)
+    seconds = time.perf_counter() - start
+    return {**summary, "seconds": round(seconds, 2), "rows_per_second": round(summary["rows"] / seconds),
+            "cluster": spec.describe()}  # fmt: skip
+
+
+def score_with_client(
+    client: Any, bundle_path: Path, data: Path, out: Path, *, partition_rows: int = PARTITION_ROWS
+) -> dict[str, Any]:
+    """Score on the cluster of an open Dask client; write `out/part.NNNNN.parquet` (listing id, risk,
+    tier risks, decision, decision_tier, as `score_file` writes) and return its summary."""
+    check_output_directory(out)
+    start = time.perf_counter()
+    bundle_dir = resolve_bundle(bundle_path).resolve()
+    bundle = Bundle.load(bundle_dir, threads=1)  # verified here, so a bad bundle fails before any worker loads it
+    digest = manifest_digest(bundle_dir)
+    pieces = plan_pieces(parquet_files(data), partition_rows)
+    rows, decisions = _score_pieces(client, bundle, digest, pieces, out)
+    seconds = time.perf_counter() - start
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(rows / seconds),
+        "out": str(out),
+        "decisions": decisions,
+        "partitions": len(pieces),
+    }
+
+
+def _score_pieces(client: Any, bundle: Bundle, digest: str, pieces: list[Piece], out: Path) -> tuple[int, dict]:
+    import dask
+    import dask.dataframe as dd
+
+    config = bundle.config
+    segment = [bundle.policy.segment_by] if bundle.policy.segment_by else []
+    columns = list(dict.fromkeys([*config.listing_columns, *segment, PRODUCT_MATCH]))
+    listings = dd.from_map(
+        read_piece,
+        pieces,
+        args=[columns],
+        meta=_listings_meta(pieces[0], columns),
+        divisions=(*(p.first_row for p in pieces), pieces[-1].first_row + pieces[-1].rows - 1),
+        label="read-listings",
+    )
+    scored = listings.map_partitions(
+        score_partition, str(bundle.path), digest, meta=_scored_meta(bundle), align_dataframes=False
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+    try:
+        write = scored.to_parquet(
+            staging, write_index=False, name_function=part_name, write_metadata_file=False, compute=False
+        )
+        hashes = scored[config.id].map_partitions(id_hashes, meta=pd.Series(dtype="uint64"))
+        counts = scored["decision"].map_partitions(decision_counts, meta=pd.Series(dtype="int64"))
+        _, hashes_found, counts_found = dask.compute(write, hashes, counts, scheduler=client)
+        _check_unique(hashes_found.to_numpy(), pieces, config)
+        for old in [p for p in out.iterdir() if _is_part(p)]:
+            old.unlink()
+        for part in sorted(staging.iterdir()):
+            part.replace(out / part.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    decisions = counts_found.groupby(level=0).sum().sort_values(ascending=False, kind="stable").to_dict()
+    return int(sum(p.rows for p in pieces)), decisions
+
+
+def _check_unique(hashes: np.ndarray, pieces: list[Piece], config: Any) -> None:
+    """Duplicate ids across partitions: cheap on hashes; on any repeated hash, read the ids to name rows."""
+    ordered = np.sort(hashes)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return
+    ids = pd.concat([read_piece(p, [config.id])[config.id] for p in pieces])
+    check_unique_ids(ids, config)  # raises with the rows; a mere hash collision passes
+
+
+def _listings_meta(piece: Piece, columns: list[str]) -> pd.DataFrame:
+    """The columns and dtypes `read_piece` gives (from the first file's schema), with no rows."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(piece.path)
+    return schema.empty_table().select([c for c in columns if c in schema.names]).to_pandas()
+
+
+def _scored_meta(bundle: Bundle) -> pd.DataFrame:
+    """The columns and dtypes `score_frame` gives, with no rows."""
+    names = [bundle.config.id, "risk", *map(risk_column, bundle.tier_names), "decision", "decision_tier"]
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c.startswith("risk") else "str") for c in names})
