@@ -7,6 +7,7 @@ close it (and a LocalCluster they started) when done, whatever happens in betwee
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,6 +79,7 @@ def cluster_client(spec: ClusterSpec | str, *, memory_limit: str | None = "auto"
         scheduler_port=0,
         dashboard_address=None,
         memory_limit=memory_limit,
+        silence_logs=logging.ERROR,  # a failing task is reported by the command, not by the workers' log
     )
     try:
         with Client(cluster) as client:
