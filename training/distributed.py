@@ -30,6 +30,7 @@ path `training.pipeline` runs for both, so a bundle trained here is a normal bun
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -89,14 +90,11 @@ def fit_on_cluster(options: TrainOptions, config: DataConfig, stage: Any) -> Fit
         )
     import dask
 
-    with stage(f"connect to {spec.describe()}"), dask.config.set({"dataframe.convert-string": False}):
-        client = cluster_client(spec)
-        connected = client.__enter__()
-    try:
-        with dask.config.set({"dataframe.convert-string": False}):
-            return _ClusterTraining(connected, options, config, stage).run()
-    finally:
-        client.__exit__(None, None, None)
+    # the export's own column types on every partition, as `load_table` reads them in one process
+    with dask.config.set({"dataframe.convert-string": False}), contextlib.ExitStack() as stack:
+        with stage(f"connect to {spec.describe()}"):
+            client = stack.enter_context(cluster_client(spec))
+        return ClusterTraining(client, options, config, stage).run()
 
 
 @dataclass(frozen=True)
@@ -129,35 +127,50 @@ class Layout:
         return {"train": self.n_train, "calibration": self.n_cal, "test": self.n - self.n_train - self.n_cal}
 
 
-class _ClusterTraining:
+class ClusterTraining:
+    """The table-sized stages on the cluster, one method per stage; `run` chains them."""
+
     def __init__(self, client: Client, options: TrainOptions, config: DataConfig, stage: Any):
         self.client, self.options, self.config, self.stage = client, options, config, stage
         self.notes: list[str] = []
 
-    def run(self) -> Fitted:
+    def prepare(self) -> None:
+        """Load, validate and split the data; with merchant history on, shuffle it by merchant and add
+        each row's point-in-time merchant features. Sets `parts` (futures of the partitions, each row
+        with its time rank, role, weight and tier), `layout`, `snapshot`, `tiers_train`, `example`."""
         options, client = self.options, self.client
         with self.stage("load and validate data on the cluster"):
             raw = _read(options.data)
             parts = self._validated(raw)
-            example = raw.partitions[raw.npartitions - 1].compute()[self.config.listing_columns].tail(5)
+            self.example = raw.partitions[raw.npartitions - 1].compute()[self.config.listing_columns].tail(5)
             slim = pd.concat(client.gather([client.submit(_slim, p, self.config) for p in parts]), ignore_index=True)
             self._check_unique_ids(parts, slim)
         self.config, notes = tier_config(self.config, slim, options)
         self.notes += notes
         config = self.config
         with self.stage("split by time"):
-            layout, rank = self._layout(slim)
-            parts = self._placed(parts, slim, rank, layout)
+            self.layout, rank = self._layout(slim)
+            parts = self._placed(parts, slim, rank, self.layout)
             timeline = ReviewTimeline.of(slim["_reviewed_us"].to_numpy(), slim[config.label].to_numpy())
-            tiers_train = tiers_of(slim, config)[rank < layout.n_train] if config.tiered else None
+            self.tiers_train = tiers_of(slim, config)[rank < self.layout.n_train] if config.tiered else None
             del slim, rank
-        snapshot = None
+        self.snapshot: pd.DataFrame | None = None
         if MERCHANT_HISTORY in config.feature_groups:
             with self.stage("shuffle by merchant; point-in-time merchant history per partition"):
-                parts, snapshot = self._merchant_history(parts, timeline, layout)
-        del timeline
+                parts, self.snapshot = self._merchant_history(parts, timeline, self.layout)
+        self.parts = parts
+
+    def fit_feature_state(self, sample: pd.DataFrame, groups: tuple[str, ...]) -> tuple[FeatureBuilder, pd.DataFrame]:
+        """The feature builder fitted on `sample` (the newest training rows), and their features."""
+        builder = FeatureBuilder(self.config, seed=self.options.seed, feature_groups=groups)
+        return builder, builder.fit_transform(sample, None, merchant=_merchant_columns(sample), snapshot=self.snapshot)
+
+    def run(self) -> Fitted:
+        self.prepare()
+        options, client, config, layout, parts = self.options, self.client, self.config, self.layout, self.parts
+        snapshot, tiers_train = self.snapshot, self.tiers_train
         with self.stage(f"select the model on the newest {min(layout.n_train, SELECTION_ROWS):,} training rows"):
-            sample = self._rows(parts, layout.feature_start, layout.n_train)
+            sample = self.rows(layout.feature_start, layout.n_train)
             chosen_rows = sample.iloc[layout.selection_start - layout.feature_start :].reset_index(drop=True)
             inner = selection_data(
                 chosen_rows,
@@ -174,17 +187,16 @@ class _ClusterTraining:
             del inner, chosen_rows
         chosen = selection.winner.candidate
         with self.stage(f"fit the feature state on the newest {len(sample):,} training rows"):
-            builder = FeatureBuilder(config, seed=options.seed, feature_groups=chosen.groups)
-            X_sample = builder.fit_transform(sample, None, merchant=_merchant_columns(sample), snapshot=snapshot)
+            builder, X_sample = self.fit_feature_state(sample, chosen.groups)
             y_sample = sample[config.label].to_numpy(dtype=np.int64)
             w_sample = audit_weights(sample)
             del sample
         with self.stage(f"build features on the cluster ({layout.n:,} rows)"):
-            features = self._features(parts, builder, X_sample, layout)
+            features = self.features(builder, X_sample)
         with self.stage("bring the calibration and test rows here; index listings for product identification"):
             held_out, identifier, matches = self._held_out_and_identification(parts, layout)
-            del parts  # the listings' columns leave the workers' memory; the features stay
-            X_held = self._gather(features, CAL, TEST, columns=[*builder.feature_names, RANK])
+            del parts, self.parts  # the listings' columns leave the workers' memory; the features stay
+            X_held = self.gather_features(features, CAL, TEST, columns=[*builder.feature_names, RANK])
             X_held = X_held.sort_values(RANK, kind="stable").drop(columns=RANK).reset_index(drop=True)
             is_cal = held_out[RANK].to_numpy() < layout.n_train + layout.n_cal
             held_out = held_out.drop(columns=RANK)
@@ -231,7 +243,7 @@ class _ClusterTraining:
             w_cal=w_cal,
             identifier=identifier,
             matches=matches,
-            example=example.reset_index(drop=True),
+            example=self.example.reset_index(drop=True),
         )
 
     # --- load and split ----------------------------------------------------------------------------
@@ -313,15 +325,15 @@ class _ClusterTraining:
         return parts, pd.concat(snapshots).sort_index()
 
     # --- features ----------------------------------------------------------------------------------
-    def _rows(self, parts: list[Future], start: int, stop: int) -> pd.DataFrame:
+    def rows(self, start: int, stop: int) -> pd.DataFrame:
         """Rows ranked in [start, stop), in time order, with every column the partitions hold."""
-        rows = self.client.gather([self.client.submit(_ranked, p, start, stop) for p in parts])
+        rows = self.client.gather([self.client.submit(_ranked, p, start, stop) for p in self.parts])
         return pd.concat(rows, ignore_index=True).sort_values(RANK, kind="stable").reset_index(drop=True)
 
-    def _features(
-        self, parts: list[Future], builder: FeatureBuilder, X_sample: pd.DataFrame, layout: Layout
-    ) -> list[Future]:
-        client = self.client
+    def features(self, builder: FeatureBuilder, X_sample: pd.DataFrame) -> list[Future]:
+        """Per partition, its rows' features and the columns the fits read (`_features`); `X_sample`:
+        the features `fit_feature_state` gave the sample, whose text scores are out of fold."""
+        client, parts, layout = self.client, self.parts, self.layout
         texts = [name for name in ("text_score", "text_score_chars") if name in builder.feature_names]
         shared_builder = client.scatter(builder, broadcast=True)
         oof = client.scatter(X_sample[texts].to_numpy(), broadcast=True)
@@ -329,7 +341,7 @@ class _ClusterTraining:
         client.gather([client.submit(len, f) for f in features])  # any feature error surfaces here
         return features
 
-    def _gather(self, features: list[Future], *roles: int, columns: list[str]) -> pd.DataFrame:
+    def gather_features(self, features: list[Future], *roles: int, columns: list[str]) -> pd.DataFrame:
         rows = self.client.gather([self.client.submit(_of_roles, f, roles, columns) for f in features])
         return pd.concat(rows, ignore_index=True)
 
@@ -570,7 +582,10 @@ def _training_rows(
 def _log_loss_by_round(
     features: pd.DataFrame, model_str: str, columns: list[str], tier: str | None
 ) -> tuple[np.ndarray, float]:
-    """(weighted log-loss sum of this partition's early-stopping rows after each round, their weight)."""
+    """(weighted log-loss sum of this partition's early-stopping rows after each round, their weight).
+
+    One pass of the model gives each row's leaf in every tree; the raw score after round k is the sum of
+    those leaves' values up to k (what `predict(raw_score=True, num_iteration=k)` returns)."""
     import lightgbm as lgb
 
     rows = _training_rows(features, (STOP,), columns, tier)
@@ -578,11 +593,13 @@ def _log_loss_by_round(
     rounds = booster.current_iteration()
     if rows.empty:
         return np.zeros(rounds), 0.0
-    X, y, w = rows[columns], rows["_y"].to_numpy(), rows[WEIGHT].to_numpy()
+    y, w = rows["_y"].to_numpy(dtype=np.float64), rows[WEIGHT].to_numpy(dtype=np.float64)
+    leaves = booster.predict(rows[columns], pred_leaf=True, num_threads=1).astype(np.int64).reshape(len(rows), -1)
     raw = np.zeros(len(rows))
     losses = np.empty(rounds)
     for k in range(rounds):
-        raw += booster.predict(X, start_iteration=k, num_iteration=1, raw_score=True)
+        values = np.array([booster.get_leaf_output(k, j) for j in range(int(leaves[:, k].max()) + 1)])
+        raw += values[leaves[:, k]]
         p = np.clip(1.0 / (1.0 + np.exp(-raw)), 1e-15, 1 - 1e-15)
         losses[k] = float(np.sum(w * -(y * np.log(p) + (1 - y) * np.log(1 - p))))
     return losses, float(w.sum())

@@ -228,7 +228,7 @@ class Fitted:
     test: pd.DataFrame  # the test split's rows, in time order
     X_cal: pd.DataFrame
     X_test: pd.DataFrame
-    w_cal: np.ndarray
+    w_cal: np.ndarray | None  # 1 / inclusion probability of the calibration rows (None: all labelled)
     identifier: ProductIdentifier | None
     matches: pd.Series  # point-in-time product_match of (at least) every calibration and test row, by id
     example: pd.DataFrame  # a few rows as the export holds them, for the MLflow signature
