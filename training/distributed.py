@@ -133,6 +133,7 @@ class ClusterTraining:
     def __init__(self, client: Client, options: TrainOptions, config: DataConfig, stage: Any):
         self.client, self.options, self.config, self.stage = client, options, config, stage
         self.notes: list[str] = []
+        self.parts: list[Future] = []  # the partitions on the workers
 
     def prepare(self) -> None:
         """Load, validate and split the data; with merchant history on, shuffle it by merchant and add
@@ -141,24 +142,25 @@ class ClusterTraining:
         options, client = self.options, self.client
         with self.stage("load and validate data on the cluster"):
             raw = _read(options.data)
-            parts = self._validated(raw)
+            self.parts = self._validated(raw)
             self.example = raw.partitions[raw.npartitions - 1].compute()[self.config.listing_columns].tail(5)
-            slim = pd.concat(client.gather([client.submit(_slim, p, self.config) for p in parts]), ignore_index=True)
-            self._check_unique_ids(parts, slim)
+            slim = pd.concat(
+                client.gather([client.submit(_slim, p, self.config) for p in self.parts]), ignore_index=True
+            )
+            self._check_unique_ids(slim)
         self.config, notes = tier_config(self.config, slim, options)
         self.notes += notes
         config = self.config
         with self.stage("split by time"):
             self.layout, rank = self._layout(slim)
-            parts = self._placed(parts, slim, rank, self.layout)
+            self._place_rows(rank)
             timeline = ReviewTimeline.of(slim["_reviewed_us"].to_numpy(), slim[config.label].to_numpy())
             self.tiers_train = tiers_of(slim, config)[rank < self.layout.n_train] if config.tiered else None
             del slim, rank
         self.snapshot: pd.DataFrame | None = None
         if MERCHANT_HISTORY in config.feature_groups:
             with self.stage("shuffle by merchant; point-in-time merchant history per partition"):
-                parts, self.snapshot = self._merchant_history(parts, timeline, self.layout)
-        self.parts = parts
+                self.snapshot = self._merchant_history(timeline)
 
     def fit_feature_state(self, sample: pd.DataFrame, groups: tuple[str, ...]) -> tuple[FeatureBuilder, pd.DataFrame]:
         """The feature builder fitted on `sample` (the newest training rows), and their features."""
@@ -167,7 +169,7 @@ class ClusterTraining:
 
     def run(self) -> Fitted:
         self.prepare()
-        options, client, config, layout, parts = self.options, self.client, self.config, self.layout, self.parts
+        options, client, config, layout = self.options, self.client, self.config, self.layout
         snapshot, tiers_train = self.snapshot, self.tiers_train
         with self.stage(f"select the model on the newest {min(layout.n_train, SELECTION_ROWS):,} training rows"):
             sample = self.rows(layout.feature_start, layout.n_train)
@@ -194,8 +196,8 @@ class ClusterTraining:
         with self.stage(f"build features on the cluster ({layout.n:,} rows)"):
             features = self.features(builder, X_sample)
         with self.stage("bring the calibration and test rows here; index listings for product identification"):
-            held_out, identifier, matches = self._held_out_and_identification(parts, layout)
-            del parts, self.parts  # the listings' columns leave the workers' memory; the features stay
+            held_out, identifier, matches = self._held_out_and_identification()
+            self.parts = []  # the listings' columns leave the workers' memory; the features stay
             X_held = self.gather_features(features, CAL, TEST, columns=[*builder.feature_names, RANK])
             X_held = X_held.sort_values(RANK, kind="stable").drop(columns=RANK).reset_index(drop=True)
             is_cal = held_out[RANK].to_numpy() < layout.n_train + layout.n_cal
@@ -263,14 +265,16 @@ class ClusterTraining:
             raise DataValidationError(["the outcomes table has no rows"])
         return parts
 
-    def _check_unique_ids(self, parts: list[Future], slim: pd.DataFrame) -> None:
+    def _check_unique_ids(self, slim: pd.DataFrame) -> None:
         """Duplicate ids across partitions (`validate_history` finds them within one)."""
         hashes, counts = np.unique(slim["_id_hash"].to_numpy(), return_counts=True)
         repeated = hashes[counts > 1]
         if not len(repeated):
             return
         column = self.config.id
-        ids = pd.concat(self.client.gather([self.client.submit(_ids_with_hash, p, column, repeated) for p in parts]))
+        ids = pd.concat(
+            self.client.gather([self.client.submit(_ids_with_hash, p, column, repeated) for p in self.parts])
+        )
         counted = ids.value_counts()
         duplicated = counted[counted > 1]
         if len(duplicated):  # else only a hash collision
@@ -297,32 +301,34 @@ class ClusterTraining:
             raise ValueError("time split: a part is empty; the data spans too few distinct timestamps")
         return Layout.of(len(slim), n_train, n_cal), rank
 
-    def _placed(self, parts: list[Future], slim: pd.DataFrame, rank: np.ndarray, layout: Layout) -> list[Future]:
+    def _place_rows(self, rank: np.ndarray) -> None:
+        """Give each partition's rows their time rank, role, weight and tier (`_place`)."""
+        parts, self.parts = self.parts, []  # each old partition is freed once its placed copy exists
         sizes = self.client.gather([self.client.submit(len, p) for p in parts])
         offsets = np.concatenate([[0], np.cumsum(sizes)])
-        return [
-            self.client.submit(_place, p, rank[offsets[k] : offsets[k + 1]], layout, self.config)
+        self.parts = [
+            self.client.submit(_place, p, rank[offsets[k] : offsets[k + 1]], self.layout, self.config)
             for k, p in enumerate(parts)
         ]
 
     # --- merchant history --------------------------------------------------------------------------
-    def _merchant_history(
-        self, parts: list[Future], timeline: ReviewTimeline, layout: Layout
-    ) -> tuple[list[Future], pd.DataFrame]:
+    def _merchant_history(self, timeline: ReviewTimeline) -> pd.DataFrame:
+        """Shuffle the partitions by merchant and add each row's merchant features; the snapshot."""
         import dask.dataframe as dd
 
         client, config = self.client, self.config
+        parts, self.parts = self.parts, []
         meta = client.submit(_empty, parts[0]).result()
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        count = max(2 * workers, math.ceil(layout.n / ROWS_PER_PARTITION))
+        count = max(2 * workers, math.ceil(self.layout.n / ROWS_PER_PARTITION))
         frame = dd.from_delayed(parts, meta=meta, verify_meta=False)
         shuffled = client.compute(frame.shuffle(on=config.merchant, npartitions=count).to_delayed())
-        del parts, frame
+        del parts, frame  # the shuffle holds its inputs until they are moved
         shared = client.scatter(timeline, broadcast=True)
-        parts = [client.submit(_with_merchant_history, p, shared, config) for p in shuffled]
+        self.parts = [client.submit(_with_merchant_history, p, shared, config) for p in shuffled]
         del shuffled
-        snapshots = client.gather([client.submit(merchant_snapshot, p, config) for p in parts])
-        return parts, pd.concat(snapshots).sort_index()
+        snapshots = client.gather([client.submit(merchant_snapshot, p, config) for p in self.parts])
+        return pd.concat(snapshots).sort_index()
 
     # --- features ----------------------------------------------------------------------------------
     def rows(self, start: int, stop: int) -> pd.DataFrame:
@@ -346,14 +352,14 @@ class ClusterTraining:
         return pd.concat(rows, ignore_index=True)
 
     # --- held-out rows and identification ----------------------------------------------------------
-    def _held_out_and_identification(self, parts: list[Future], layout: Layout) -> tuple[pd.DataFrame, Any, pd.Series]:
+    def _held_out_and_identification(self) -> tuple[pd.DataFrame, Any, pd.Series]:
         """The calibration and test rows (time order), the product identifier the bundle ships, and the
         point-in-time product matches of the held-out rows."""
-        config, client = self.config, self.client
-        columns = client.submit(_listing_columns, parts[0]).result()
-        held_out = self._listings(parts, CAL, TEST, columns=columns)
+        config, client, layout = self.config, self.client, self.layout
+        columns = client.submit(_listing_columns, self.parts[0]).result()
+        held_out = self._listings(CAL, TEST, columns=columns)
         first_similar = max(0, layout.n - SIMILAR_CASES_ROWS)
-        rejected = self._listings(parts, FIT, STOP, columns=columns, rejected_or_from=first_similar)
+        rejected = self._listings(FIT, STOP, columns=columns, rejected_or_from=first_similar)
         catalogue = catalogue_of(self.options)
         known = pd.concat([rejected, held_out], ignore_index=True).sort_values(RANK, kind="stable")
         known = known.reset_index(drop=True)
@@ -372,12 +378,10 @@ class ClusterTraining:
             )
         return held_out, identifier, matches
 
-    def _listings(
-        self, parts: list[Future], *roles: int, columns: list[str], rejected_or_from: int | None = None
-    ) -> pd.DataFrame:
+    def _listings(self, *roles: int, columns: list[str], rejected_or_from: int | None = None) -> pd.DataFrame:
         label = self.config.label
         rows = self.client.gather(
-            [self.client.submit(_listings_of, p, roles, columns, label, rejected_or_from) for p in parts]
+            [self.client.submit(_listings_of, p, roles, columns, label, rejected_or_from) for p in self.parts]
         )
         return pd.concat(rows, ignore_index=True).sort_values(RANK, kind="stable").reset_index(drop=True)
 
@@ -594,7 +598,8 @@ def _log_loss_by_round(
     if rows.empty:
         return np.zeros(rounds), 0.0
     y, w = rows["_y"].to_numpy(dtype=np.float64), rows[WEIGHT].to_numpy(dtype=np.float64)
-    leaves = booster.predict(rows[columns], pred_leaf=True, num_threads=1).astype(np.int64).reshape(len(rows), -1)
+    leaves = np.asarray(booster.predict(rows[columns], pred_leaf=True, num_threads=1), dtype=np.int64)
+    leaves = leaves.reshape(len(rows), -1)
     raw = np.zeros(len(rows))
     losses = np.empty(rounds)
     for k in range(rounds):
