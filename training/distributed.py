@@ -56,9 +56,9 @@ from training.pipeline import (
     tier_config,
     tiers_of,
 )
-from training.select import LIGHTGBM, LOGISTIC, selection_data
+from training.select import LIGHTGBM, LOGISTIC, Selection, selection_data
 from training.split import time_cuts
-from training.tiers import calibrated_tier_models
+from training.tiers import TierModel, TierSource, calibrated_tier_models
 from training.train import MONOTONE_INCREASING, FittedModel, LgbmParams, fit_model, float32_thresholds
 
 if TYPE_CHECKING:
@@ -169,64 +169,32 @@ class ClusterTraining:
 
     def run(self) -> Fitted:
         self.prepare()
-        options, client, config, layout = self.options, self.client, self.config, self.layout
-        snapshot, tiers_train = self.snapshot, self.tiers_train
+        options, config, layout = self.options, self.config, self.layout
         with self.stage(f"select the model on the newest {min(layout.n_train, SELECTION_ROWS):,} training rows"):
             sample = self.rows(layout.feature_start, layout.n_train)
-            chosen_rows = sample.iloc[layout.selection_start - layout.feature_start :].reset_index(drop=True)
-            inner = selection_data(
-                chosen_rows,
-                None,
-                config,
-                seed=options.seed,
-                validation_fraction=options.validation_fraction,
-                feature_groups=options.feature_groups,
-                merchant=_merchant_columns(chosen_rows),
-                snapshot=snapshot,
-                train_rows=layout.n_train,
-            )
-            selection, tier_sources = select(inner, chosen_rows, config, options, self.stage)
-            del inner, chosen_rows
+            selection, tier_sources = self._select(sample.iloc[layout.selection_start - layout.feature_start :])
         chosen = selection.winner.candidate
         with self.stage(f"fit the feature state on the newest {len(sample):,} training rows"):
             builder, X_sample = self.fit_feature_state(sample, chosen.groups)
-            y_sample = sample[config.label].to_numpy(dtype=np.int64)
-            w_sample = audit_weights(sample)
+            fit = _ClusterFit(self.client, builder, chosen.kind, chosen.params, options.seed)
+            fit.local = (X_sample, sample[config.label].to_numpy(dtype=np.int64), audit_weights(sample))
             del sample
         with self.stage(f"build features on the cluster ({layout.n:,} rows)"):
-            features = self.features(builder, X_sample)
+            fit.features = self.features(builder, X_sample)
         with self.stage("bring the calibration and test rows here; index listings for product identification"):
             held_out, identifier, matches = self._held_out_and_identification()
             self.parts = []  # the listings' columns leave the workers' memory; the features stay
-            X_held = self.gather_features(features, CAL, TEST, columns=[*builder.feature_names, RANK])
-            X_held = X_held.sort_values(RANK, kind="stable").drop(columns=RANK).reset_index(drop=True)
-            is_cal = held_out[RANK].to_numpy() < layout.n_train + layout.n_cal
-            held_out = held_out.drop(columns=RANK)
-            calibration, test = (held_out[m].reset_index(drop=True) for m in (is_cal, ~is_cal))
-            X_cal, X_test = (X_held[m].reset_index(drop=True) for m in (is_cal, ~is_cal))
-            del held_out, X_held
-        fit = _ClusterFit(client, features, builder, chosen.kind, chosen.params, options.seed)
-        fit.local = (X_sample, y_sample, w_sample)
+            calibration, test, X_cal, X_test = self._held_out_features(held_out, fit.features, builder)
         with self.stage(f"fit {selection.winner.name} on the whole training part (Dask)"):
             model = fit.model(None)
         with self.stage("fit logistic-regression baseline (on the feature sample)"):
-            baseline = fit_model(LOGISTIC, X_sample, y_sample, fit.categorical, seed=options.seed, weight=w_sample)
+            baseline = fit_model(LOGISTIC, *fit.local[:2], fit.categorical, seed=options.seed, weight=fit.local[2])
         w_cal = audit_weights(calibration)
         tier_models = []
         if config.tiered:
-            assert tiers_train is not None
             with self.stage(f"fit one {selection.winner.name} per tier ({', '.join(config.tier_names)})"):
-                tier_models = calibrated_tier_models(
-                    config.tier_names,
-                    {source.name: source.own for source in tier_sources},
-                    model,
-                    fit.model,
-                    {name: int((tiers_train == name).sum()) for name in config.tier_names},
-                    layout.n_train,
-                    X_cal,
-                    tiers_of(calibration, config),
-                    w_cal,
-                )
+                own = {source.name: source.own for source in tier_sources}
+                tier_models = self._tier_models(fit, model, own, X_cal, tiers_of(calibration, config), w_cal)
         self._sample_notes(layout, chosen.kind)
         return Fitted(
             config=config,
@@ -246,6 +214,51 @@ class ClusterTraining:
             identifier=identifier,
             matches=matches,
             example=self.example.reset_index(drop=True),
+        )
+
+    def _select(self, rows: pd.DataFrame) -> tuple[Selection, list[TierSource]]:
+        """Model selection and each tier's source on `rows`, the newest training rows (time order)."""
+        options = self.options
+        rows = rows.reset_index(drop=True)
+        inner = selection_data(
+            rows,
+            None,
+            self.config,
+            seed=options.seed,
+            validation_fraction=options.validation_fraction,
+            feature_groups=options.feature_groups,
+            merchant=_merchant_columns(rows),
+            snapshot=self.snapshot,
+            train_rows=self.layout.n_train,
+        )
+        return select(inner, rows, self.config, options, self.stage)
+
+    def _held_out_features(
+        self, held_out: pd.DataFrame, features: list[Future], builder: FeatureBuilder
+    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """The calibration rows, the test rows and the features of each, row for row, in time order."""
+        X_held = self.gather_features(features, CAL, TEST, columns=[*builder.feature_names, RANK])
+        X_held = X_held.sort_values(RANK, kind="stable").drop(columns=RANK).reset_index(drop=True)
+        is_cal = held_out[RANK].to_numpy() < self.layout.n_train + self.layout.n_cal
+        held_out = held_out.drop(columns=RANK)
+        calibration, test = (held_out[m].reset_index(drop=True) for m in (is_cal, ~is_cal))
+        X_cal, X_test = (X_held[m].reset_index(drop=True) for m in (is_cal, ~is_cal))
+        return calibration, test, X_cal, X_test
+
+    def _tier_models(
+        self,
+        fit: _ClusterFit,
+        overall: FittedModel,
+        own: dict[str, bool],
+        X_cal: pd.DataFrame,
+        tiers_cal: np.ndarray,
+        w_cal: np.ndarray | None,
+    ) -> list[TierModel]:
+        assert self.tiers_train is not None
+        names = self.config.tier_names
+        violations = {name: int((self.tiers_train == name).sum()) for name in names}
+        return calibrated_tier_models(
+            names, own, overall, fit.model, violations, self.layout.n_train, X_cal, tiers_cal, w_cal
         )
 
     # --- load and split ----------------------------------------------------------------------------
@@ -403,10 +416,9 @@ class _ClusterFit:
     """Fits the chosen model kind on the training part: LightGBM with `lightgbm.dask` on the workers,
     the logistic model here on the feature sample (`local`)."""
 
-    def __init__(
-        self, client: Client, features: list[Future], builder: FeatureBuilder, kind: str, params: Any, seed: int
-    ):
-        self.client, self.features, self.kind, self.seed = client, features, kind, seed
+    def __init__(self, client: Client, builder: FeatureBuilder, kind: str, params: Any, seed: int):
+        self.client, self.kind, self.seed = client, kind, seed
+        self.features: list[Future] = []  # `ClusterTraining.features`
         self.params: LgbmParams = params or LgbmParams()
         self.columns = list(builder.feature_names)
         self.categorical = list(builder.categorical_features)

@@ -181,6 +181,6 @@ def test_log_loss_by_round_equals_the_loss_of_the_model_cut_at_each_round() -> N
     losses, total = _log_loss_by_round(rows, booster.model_to_string(), list("abcd"), None)
     assert total == pytest.approx(weight.sum())
     for rounds in (1, 7, 20):
-        p = booster.predict(X, num_iteration=rounds)
+        p = np.asarray(booster.predict(X, num_iteration=rounds), dtype=np.float64)
         expected = -np.sum(weight * (y * np.log(p) + (1 - y) * np.log(1 - p))) / weight.sum()
         assert losses[rounds - 1] / total == pytest.approx(expected, rel=1e-9)
