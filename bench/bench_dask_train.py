@@ -25,7 +25,10 @@ from pathlib import Path
 import pandas as pd
 
 CHILD = r"""
-import json, sys, time
+import json, logging, sys, time
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+for noisy in ("distributed", "lightgbm", "numba", "optuna"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
 from pathlib import Path
 from training.pipeline import TrainOptions, train
 data, out, cluster = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] or None
@@ -92,13 +95,16 @@ def _peak_kb(pid: int) -> int | None:
 def run(data: Path, cluster: str | None, out: Path) -> dict:
     """One training run in a fresh process; peak memory of it and of each process it started."""
     env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(data), str(out), cluster or ""],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    Path("bench/out").mkdir(parents=True, exist_ok=True)
+    log_path = Path(f"bench/out/dask_train_{cluster or 'process'}.log")  # the stages' times, as they end
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(data), str(out), cluster or ""],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+        )
     peaks: dict[int, int] = {}
     while proc.poll() is None:
         for pid in [proc.pid, *_descendants(proc.pid)]:
@@ -106,10 +112,16 @@ def run(data: Path, cluster: str | None, out: Path) -> dict:
             if kb is not None:
                 peaks[pid] = max(peaks.get(pid, 0), kb)
         time.sleep(POLL_S)
-    stdout, stderr = proc.communicate()
+    stdout, _ = proc.communicate()
+    stderr = log_path.read_text()
     if proc.returncode != 0:
         raise RuntimeError(f"training failed ({cluster or 'one process'}):\n{stderr[-4000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
+    result["stages_s"] = {
+        line.split(": ", 1)[1]: float(line.split("stage done in ")[1].split(" s")[0])
+        for line in stderr.splitlines()
+        if "stage done in" in line
+    }
     gb = 1024**2
     workers = sorted((kb / gb for pid, kb in peaks.items() if pid != proc.pid and kb > 200 * 1024), reverse=True)
     return {

@@ -4,6 +4,7 @@ thresholds -> evaluation -> bundle -> MLflow. Each stage lives in its own module
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,23 +90,27 @@ class TrainResult:
 
 @contextmanager
 def _stages(show: bool) -> Iterator[Any]:
+    """A stage context per pipeline stage: a progress line when `show`, and a log line with its time."""
     if not show:
-        yield lambda name: _null_stage()
+        yield _logged_stage
         return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False) as bar:
 
         @contextmanager
         def stage(name: str) -> Iterator[None]:
             task = bar.add_task(name, total=1)
-            yield
+            with _logged_stage(name):
+                yield
             bar.update(task, completed=1, description=f"[green]✓[/] {name}")
 
         yield stage
 
 
 @contextmanager
-def _null_stage() -> Iterator[None]:
+def _logged_stage(name: str) -> Iterator[None]:
+    start = time.perf_counter()
     yield
+    log.info("stage done in %.1f s: %s", time.perf_counter() - start, name)
 
 
 def _new_version(out: Path) -> str:
