@@ -96,7 +96,7 @@ def run(data: Path, cluster: str | None, out: Path) -> dict:
     """One training run in a fresh process; peak memory of it and of each process it started."""
     env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
     Path("bench/out").mkdir(parents=True, exist_ok=True)
-    log_path = Path(f"bench/out/dask_train_{cluster or 'process'}.log")  # the stages' times, as they end
+    log_path = out.parent / f"train_{cluster or 'process'}.log"  # the stages' times, as they end
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(data), str(out), cluster or ""],
