@@ -10,9 +10,10 @@ path `training.pipeline` runs for both, so a bundle trained here is a normal bun
 - Split: only the creation times (with labels, review times and violation reasons) come to this
   process; the cut rule of `split_by_time` on them, and each row's rank in the stable time order,
   place every row in the same part as one process would.
-- Merchant history: rows are shuffled by merchant, so each merchant's outcomes are in one partition,
-  and `merchant_history` runs per partition with the global timeline of review times for the prior:
-  the same numbers as one process.
+- Merchant history: the outcome columns it reads (merchant, times, label) are shuffled by merchant,
+  so each merchant's outcomes are in one partition, and `merchant_history` runs per partition with the
+  global timeline of review times for the prior: the same numbers as one process. The features go
+  back to the rows' own partitions by time rank; the listings themselves are never shuffled.
 - Model selection, tier sources, the feature state (text model out of fold, category codes, price
   norms) and the logistic baseline are fitted here on the newest training rows, at most
   SELECTION_ROWS and FEATURE_FIT_ROWS of them: on smaller data that is the whole training part, and
@@ -153,14 +154,14 @@ class ClusterTraining:
         config = self.config
         with self.stage("split by time"):
             self.layout, rank = self._layout(slim)
-            self._place_rows(rank)
+            offsets = self._place_rows(rank)
             timeline = ReviewTimeline.of(slim["_reviewed_us"].to_numpy(), slim[config.label].to_numpy())
             self.tiers_train = tiers_of(slim, config)[rank < self.layout.n_train] if config.tiered else None
-            del slim, rank
+            del slim
         self.snapshot: pd.DataFrame | None = None
         if MERCHANT_HISTORY in config.feature_groups:
-            with self.stage("shuffle by merchant; point-in-time merchant history per partition"):
-                self.snapshot = self._merchant_history(timeline)
+            with self.stage("shuffle outcomes by merchant; point-in-time merchant history per merchant partition"):
+                self.snapshot = self._merchant_history(timeline, rank, offsets)
 
     def fit_feature_state(self, sample: pd.DataFrame, groups: tuple[str, ...]) -> tuple[FeatureBuilder, pd.DataFrame]:
         """The feature builder fitted on `sample` (the newest training rows), and their features."""
@@ -314,8 +315,9 @@ class ClusterTraining:
             raise ValueError("time split: a part is empty; the data spans too few distinct timestamps")
         return Layout.of(len(slim), n_train, n_cal), rank
 
-    def _place_rows(self, rank: np.ndarray) -> None:
-        """Give each partition's rows their time rank, role, weight and tier (`_place`)."""
+    def _place_rows(self, rank: np.ndarray) -> np.ndarray:
+        """Give each partition's rows their time rank, role, weight and tier (`_place`); partition k
+        holds the ranks `rank[offsets[k]:offsets[k + 1]]`, returns the offsets."""
         parts, self.parts = self.parts, []  # each old partition is freed once its placed copy exists
         sizes = self.client.gather([self.client.submit(len, p) for p in parts])
         offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -323,24 +325,39 @@ class ClusterTraining:
             self.client.submit(_place, p, rank[offsets[k] : offsets[k + 1]], self.layout, self.config)
             for k, p in enumerate(parts)
         ]
+        return offsets
 
     # --- merchant history --------------------------------------------------------------------------
-    def _merchant_history(self, timeline: ReviewTimeline) -> pd.DataFrame:
-        """Shuffle the partitions by merchant and add each row's merchant features; the snapshot."""
+    def _merchant_history(self, timeline: ReviewTimeline, rank: np.ndarray, offsets: np.ndarray) -> pd.DataFrame:
+        """Each row's point-in-time merchant features, added to its partition; returns the snapshot.
+
+        Only the outcome columns merchant history reads are shuffled by merchant (the listings stay
+        where they are); each merchant partition computes its rows' features with the global timeline
+        for the prior, and the features go back to the rows' partitions by time rank."""
         import dask.dataframe as dd
 
         client, config = self.client, self.config
-        parts, self.parts = self.parts, []
-        meta = client.submit(_empty, parts[0]).result()
+        columns = [config.merchant, config.timestamp, review_time_column(config), config.label, RANK]
+        events = [client.submit(_columns, p, columns) for p in self.parts]
+        meta = client.submit(_empty, events[0]).result()
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         count = max(2 * workers, math.ceil(self.layout.n / ROWS_PER_PARTITION))
-        frame = dd.from_delayed(parts, meta=meta, verify_meta=False)
-        shuffled = client.compute(frame.shuffle(on=config.merchant, npartitions=count).to_delayed())
-        del parts, frame  # the shuffle holds its inputs until they are moved
+        frame = dd.from_delayed(events, meta=meta, verify_meta=False)
+        by_merchant = client.compute(frame.shuffle(on=config.merchant, npartitions=count).to_delayed())
+        del events, frame
         shared = client.scatter(timeline, broadcast=True)
-        self.parts = [client.submit(_with_merchant_history, p, shared, config) for p in shuffled]
-        del shuffled
-        snapshots = client.gather([client.submit(merchant_snapshot, p, config) for p in self.parts])
+        computed = client.gather([client.submit(_merchant_features, p, shared, config) for p in by_merchant])
+        snapshots = client.gather([client.submit(merchant_snapshot, p, config) for p in by_merchant])
+        del by_merchant
+        by_rank = np.empty((self.layout.n, len(MERCHANT_FEATURES)))
+        for part in computed:
+            by_rank[part[RANK].to_numpy()] = part[list(MERCHANT_FEATURES)].to_numpy()
+        del computed
+        parts, self.parts = self.parts, []
+        self.parts = [
+            client.submit(_with_merchant_columns, p, by_rank[rank[offsets[k] : offsets[k + 1]]])
+            for k, p in enumerate(parts)
+        ]
         return pd.concat(snapshots).sort_index()
 
     # --- features ----------------------------------------------------------------------------------
@@ -550,11 +567,18 @@ def _empty(part: pd.DataFrame) -> pd.DataFrame:
     return part.iloc[:0]
 
 
-def _with_merchant_history(part: pd.DataFrame, timeline: ReviewTimeline, config: DataConfig) -> pd.DataFrame:
-    """A merchant partition (each of its merchants' outcomes all here) with its rows' merchant features."""
-    part = part.sort_values(RANK, kind="stable").reset_index(drop=True)
-    features = merchant_history(part, part, config, timeline=timeline)
-    return pd.concat([part, features], axis=1)
+def _columns(part: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return part[columns]
+
+
+def _merchant_features(outcomes: pd.DataFrame, timeline: ReviewTimeline, config: DataConfig) -> pd.DataFrame:
+    """A merchant partition's rows' merchant features (each of its merchants' outcomes all here), by rank."""
+    features = merchant_history(outcomes, outcomes, config, timeline=timeline)
+    return features.assign(**{RANK: outcomes[RANK].to_numpy()})
+
+
+def _with_merchant_columns(part: pd.DataFrame, features: np.ndarray) -> pd.DataFrame:
+    return part.assign(**{name: features[:, j] for j, name in enumerate(MERCHANT_FEATURES)})
 
 
 def _merchant_columns(rows: pd.DataFrame) -> pd.DataFrame | None:
