@@ -18,7 +18,7 @@ AXE_DIR := .cache/axe-core
 TRAIN_MINUTES = $(shell echo $$(( ($(ROWS) + 99999) / 100000 )))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser data train retrain promote shadow-report evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-offline bench-quality bench-tiers bench-loop bench-rules bench-identify bench-rules-mining bench-review clean
+.PHONY: help install install-browser data train retrain promote shadow-report evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-scale bench-offline bench-dask-train bench-quality bench-tiers bench-loop bench-rules bench-identify bench-rules-mining bench-review clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -134,6 +134,9 @@ bench-rules-mining: $(STAMP) ## Rule suggestions mined from verdicts: workload r
 
 bench-review: $(STAMP) install-browser ## Review console: claim-to-render p50/p95/p99 over 200 claims in headless Chromium vs the bare /v1/queue/next fetch -> bench/RESULTS_REVIEW.md
 	$(BIN)/python bench/bench_review.py --claims 200
+
+bench-dask-train: $(STAMP) ## Training on a local Dask cluster of 2 workers vs one process, 1M rows (time, peak memory per process, test ROC-AUC); ROWS_DASK=10000000 DASK_ONLY=1 for the large run
+	$(BIN)/python bench/bench_dask_train.py --rows $${ROWS_DASK:-1000000} $(if $(DASK_ONLY),--dask-only)
 
 clean: ## Remove generated data, bundles and tracking store (keeps .venv)
 	rm -rf data/generated models/2* models/latest models/latest.txt mlflow.db mlartifacts var

@@ -136,8 +136,19 @@ class FeatureBuilder:
         return self._fitted
 
     # --- fit / transform ---------------------------------------------------------------------------
-    def fit_transform(self, train: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-        """Fit on the training rows; their merchant features come point-in-time from `history`."""
+    def fit_transform(
+        self,
+        train: pd.DataFrame,
+        history: pd.DataFrame | None,
+        *,
+        merchant: pd.DataFrame | None = None,
+        snapshot: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """Fit on the training rows; their merchant features come point-in-time from `history`.
+
+        Without `history` (a history too large for one process): `merchant` holds the rows'
+        point-in-time merchant features (`MERCHANT_FEATURES` columns, computed where the history is)
+        and `snapshot` the `merchant_snapshot` of the whole history."""
         config = self.config
         docs = self._documents(train)
         labels = train[config.label].to_numpy().astype(np.int64)
@@ -147,22 +158,41 @@ class FeatureBuilder:
         self.category_codes = {c: self._fit_codes(train[c]) for c in config.categorical}
         if self.price:
             self._fit_price_norms(train)
-        merchant = None
+        features = None
         if self.has(MERCHANT_HISTORY):
-            self.snapshot = merchant_snapshot(history, config)
+            if history is not None:
+                snapshot = merchant_snapshot(history, config)
+            if snapshot is None:
+                raise ValueError("merchant history: give the outcomes `history`, or `merchant` and `snapshot`")
+            self.snapshot = snapshot
             self._lookup = SnapshotLookup(self.snapshot, self.prior_strength)
-            merchant = merchant_history(train, history, config, prior_strength=self.prior_strength).to_numpy()
+            features = self._merchant_features(train, history, merchant)
         self._fitted = True
-        return self._assemble(train, docs, text_scores, merchant)
+        return self._assemble(train, docs, text_scores, features)
 
-    def transform(self, df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Features of any rows: merchant history point-in-time from `history` if given, else from
-        the snapshot fitted at the end of the training history (new listings to score)."""
+    def _merchant_features(
+        self, df: pd.DataFrame, history: pd.DataFrame | None, merchant: pd.DataFrame | None
+    ) -> np.ndarray:
+        """Point-in-time merchant features of `df`: given, from `history`, else from the snapshot."""
+        if merchant is not None:
+            if len(merchant) != len(df):
+                raise ValueError(f"merchant features: {len(merchant)} rows for {len(df)} listings")
+            return merchant[list(MERCHANT_FEATURES)].to_numpy(dtype=np.float64)
+        if history is not None:
+            return merchant_history(df, history, self.config, prior_strength=self.prior_strength).to_numpy()
+        return self._require_lookup().frame(df, self.config).to_numpy()
+
+    def transform(
+        self, df: pd.DataFrame, history: pd.DataFrame | None = None, *, merchant: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """Features of any rows: merchant history point-in-time from `history` if given (or the rows'
+        own point-in-time `merchant` features, computed elsewhere), else from the snapshot fitted at the
+        end of the training history (new listings to score)."""
         self._require_fitted()
         missing = [c for c in self.config.listing_columns if c != self.config.id and c not in df.columns]
         if missing:
             raise DataValidationError([f"column {c!r}: required to build features but missing" for c in missing])
-        if history is None and len(df) <= SMALL_BATCH_ROWS:
+        if history is None and merchant is None and len(df) <= SMALL_BATCH_ROWS:
             # per-call pandas machinery would cost ~10 ms for one row; the records path ~1 ms
             columns = [c for c in self.config.listing_columns if c != self.config.id]
             values = zip(*(df[c].tolist() for c in columns), strict=True)
@@ -170,13 +200,8 @@ class FeatureBuilder:
             return pd.DataFrame(matrix, columns=self.feature_names, index=df.index)
         docs = self._documents(df)
         text_scores = {name: model.score(model.vectorize(docs)) for _, name, model in self._text_models()}
-        merchant = None
-        if self.has(MERCHANT_HISTORY):
-            if history is not None:
-                merchant = merchant_history(df, history, self.config, prior_strength=self.prior_strength).to_numpy()
-            else:
-                merchant = self._require_lookup().frame(df, self.config).to_numpy()
-        return self._assemble(df, docs, text_scores, merchant)
+        features = self._merchant_features(df, history, merchant) if self.has(MERCHANT_HISTORY) else None
+        return self._assemble(df, docs, text_scores, features)
 
     def _text_models(self) -> list[tuple[str, str, TextModel]]:
         """(group, feature name, model) of each text score that is on."""

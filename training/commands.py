@@ -87,14 +87,28 @@ def train(
             help="move the registry's candidate alias to this model (default: only when --out is models)",
         ),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="train on Dask: local:N (N worker processes here) or a scheduler address (tcp://scheduler:8786); "
+            "--data is then a Parquet file or a directory of Parquet parts"
+        ),
+    ] = None,
 ) -> None:
     """Train, calibrate, choose thresholds, evaluate and export a bundle to OUT/<version>.
 
     The registered model version gets the alias `candidate` only for a run into models/ (or --alias):
     an experiment with --out elsewhere never replaces the candidate `triage promote` would promote."""
     from features.validate import DataValidationError
+    from training.cluster import ClusterSpec
     from training.pipeline import TrainOptions
     from training.pipeline import train as run
+
+    if cluster is not None:
+        try:
+            ClusterSpec.parse(cluster)
+        except ValueError as exc:
+            _fail(str(exc))
 
     options = TrainOptions(
         data=data,
@@ -110,6 +124,7 @@ def train(
         calibration_fraction=calibration_fraction,
         log_mlflow=mlflow,
         move_candidate=alias,
+        cluster=cluster,
     )
     try:
         result = run(options)

@@ -4,6 +4,7 @@ thresholds -> evaluation -> bundle -> MLflow. Each stage lives in its own module
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,12 +24,20 @@ from decision.tiers import risk_column, tier_alpha, tier_labels, violations_need
 from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
 from features.config import DEFAULT_CONFIG_PATH, INCLUSION_PROB, DataConfig, load_config
-from features.identify import PRODUCT_MATCH, build_identifier, identify_history
+from features.identify import PRODUCT_MATCH, ProductIdentifier, build_identifier, identify_history
 from features.validate import load_table, validate_history
 from training.evaluate import audit_weights, evaluate_scores, ranking_metrics
 from training.export import history_frame, point_latest, write_bundle
 from training.model_card import render_model_card
-from training.select import LOGISTIC, Selection, inner_split, select_model, selection_columns, selection_data
+from training.select import (
+    LOGISTIC,
+    Selection,
+    SelectionData,
+    inner_split,
+    select_model,
+    selection_columns,
+    selection_data,
+)
 from training.split import split_by_time
 from training.tiers import TierModel, TierSource, choose_tier_sources, fit_tier_models, tier_risk
 from training.train import FittedModel, LgbmParams, fit_model
@@ -67,6 +76,9 @@ class TrainOptions:
     # known prohibited products (entry_id, name, aliases "|"-joined, reason, action); None: the
     # marketplace's configs/catalogue.csv when present, else no catalogue matching
     catalogue: Path | None = None
+    # run the table-sized stages on Dask: "local:N" (N worker processes here) or a scheduler address
+    # (tcp://host:8786); None: in this process
+    cluster: str | None = None
 
 
 @dataclass
@@ -78,23 +90,27 @@ class TrainResult:
 
 @contextmanager
 def _stages(show: bool) -> Iterator[Any]:
+    """A stage context per pipeline stage: a progress line when `show`, and a log line with its time."""
     if not show:
-        yield lambda name: _null_stage()
+        yield _logged_stage
         return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False) as bar:
 
         @contextmanager
         def stage(name: str) -> Iterator[None]:
             task = bar.add_task(name, total=1)
-            yield
+            with _logged_stage(name):
+                yield
             bar.update(task, completed=1, description=f"[green]✓[/] {name}")
 
         yield stage
 
 
 @contextmanager
-def _null_stage() -> Iterator[None]:
+def _logged_stage(name: str) -> Iterator[None]:
+    start = time.perf_counter()
     yield
+    log.info("stage done in %.1f s: %s", time.perf_counter() - start, name)
 
 
 def _new_version(out: Path) -> str:
@@ -118,7 +134,7 @@ def _reference(
     label = part[config.label].to_numpy(dtype=np.int64)
     ref = pd.DataFrame({"listing_id": part[config.id].astype(str).to_numpy(), "risk": risk, "label": label})
     if tier_risk is not None:
-        ref["tier"] = _tiers_of(part, config)
+        ref["tier"] = tiers_of(part, config)
         for k, name in enumerate(config.tier_names):
             ref[risk_column(name)] = tier_risk[:, k]
     if config.review_seconds and config.review_seconds in part:  # absent: workload in items, hours imputed
@@ -132,12 +148,12 @@ def _reference(
     return ref
 
 
-def _tiers_of(part: pd.DataFrame, config: DataConfig) -> np.ndarray:
+def tiers_of(part: pd.DataFrame, config: DataConfig) -> np.ndarray:
     reasons = part[config.violation_reason].to_numpy(dtype=object) if config.violation_reason else None
     return tier_labels(part[config.label].to_numpy(), reasons, config)
 
 
-def _tier_config(config: DataConfig, table: pd.DataFrame, options: TrainOptions) -> tuple[DataConfig, list[str]]:
+def tier_config(config: DataConfig, table: pd.DataFrame, options: TrainOptions) -> tuple[DataConfig, list[str]]:
     """The config the bundle is trained with: tiered only when asked for and the data can carry it."""
     if not config.tiered:
         return config, []
@@ -195,8 +211,32 @@ def choose_calibration_fraction(
 def _violation_counts(rows: pd.DataFrame, config: DataConfig) -> dict[str, int]:
     if not config.tiered:
         return {"all": int(rows[config.label].sum())}
-    tiers = pd.Series(_tiers_of(rows, config))
+    tiers = pd.Series(tiers_of(rows, config))
     return {name: int((tiers == name).sum()) for name in config.tier_names}
+
+
+@dataclass
+class Fitted:
+    """What the table-sized stages (load, split, selection, features, fits) hand to calibration,
+    certification and export, whether they ran in this process or on a Dask cluster."""
+
+    config: DataConfig  # as trained: tiered only when the data carries tiers
+    notes: list[str]  # warnings the stages raised, for metrics.json
+    sizes: dict[str, int]  # rows of train, calibration and test
+    selection: Selection
+    tier_sources: list[TierSource]
+    builder: FeatureBuilder
+    model: FittedModel
+    baseline: FittedModel
+    tier_models: list[TierModel]
+    calibration: pd.DataFrame  # the calibration split's rows, in time order
+    test: pd.DataFrame  # the test split's rows, in time order
+    X_cal: pd.DataFrame
+    X_test: pd.DataFrame
+    w_cal: np.ndarray | None  # 1 / inclusion probability of the calibration rows (None: all labelled)
+    identifier: ProductIdentifier | None
+    matches: pd.Series  # point-in-time product_match of (at least) every calibration and test row, by id
+    example: pd.DataFrame  # a few rows as the export holds them, for the MLflow signature
 
 
 def train(options: TrainOptions) -> TrainResult:
@@ -204,193 +244,234 @@ def train(options: TrainOptions) -> TrainResult:
         raise ValueError(f"certify_on: {options.certify_on!r} is not one of {list(CERTIFY_ON)}")
     config = load_config(options.config)
     with _stages(options.show_progress) as stage:
-        with stage("load and validate data"):
-            raw = load_table(options.data, config)
-            table = validate_history(raw, config)
-            # the MLflow signature takes the export's own column types, as callers will send them
-            example = raw[config.listing_columns].tail(5).reset_index(drop=True)
-            del raw
-        config, tier_notes = _tier_config(config, table, options)
-        with stage("split by time"):
-            fraction, fraction_note = choose_calibration_fraction(table, config, options)
-            parts = split_by_time(table, config, fraction, options.test_fraction)
-            tier_notes += [fraction_note] if fraction_note else []
-        with stage(f"select the model on the newest {options.validation_fraction:.0%} of the training part"):
-            inner = selection_data(
-                parts.train,
-                table,
-                config,
-                seed=options.seed,
-                validation_fraction=options.validation_fraction,
-                feature_groups=options.feature_groups,
-            )
-            selection = select_model(
-                inner,
-                recall=options.recall,
-                seed=options.seed,
-                trials=options.search_trials,
-                base_params=options.lgbm,
-            )
-        chosen = selection.winner.candidate
-        tier_sources: list[TierSource] = []
-        if config.tiered:
-            with stage("choose each tier's model on the validation part: its own or the overall one"):
-                cut = inner_split(len(parts.train), options.validation_fraction)
-                tier_sources = choose_tier_sources(
-                    inner,
-                    selection_columns(inner, chosen.groups),
-                    chosen.kind,
-                    chosen.params,
-                    config.tiers,
-                    _tiers_of(parts.train.iloc[:cut], config),
-                    _tiers_of(parts.train.iloc[cut:], config),
-                    seed=options.seed,
-                )
-        del inner
-        with stage(f"build features ({len(table):,} rows)"):
-            builder = FeatureBuilder(config, seed=options.seed, feature_groups=chosen.groups)
-            X_train = builder.fit_transform(parts.train, history=table)
-            X_cal = builder.transform(parts.calibration, history=table)
-            X_test = builder.transform(parts.test, history=table)
-        y_train, y_cal, y_test = (
-            p[config.label].to_numpy(dtype=np.int64) for p in (parts.train, parts.calibration, parts.test)
+        if options.cluster:
+            from training.distributed import fit_on_cluster
+
+            fitted = fit_on_cluster(options, config, stage)
+        else:
+            fitted = _fit_in_process(options, config, stage)
+        return _finish(fitted, options, stage)
+
+
+def _fit_in_process(options: TrainOptions, config: DataConfig, stage: Any) -> Fitted:
+    with stage("load and validate data"):
+        raw = load_table(options.data, config)
+        table = validate_history(raw, config)
+        # the MLflow signature takes the export's own column types, as callers will send them
+        example = raw[config.listing_columns].tail(5).reset_index(drop=True)
+        del raw
+    config, notes = tier_config(config, table, options)
+    with stage("split by time"):
+        fraction, fraction_note = choose_calibration_fraction(table, config, options)
+        parts = split_by_time(table, config, fraction, options.test_fraction)
+        notes += [fraction_note] if fraction_note else []
+    with stage(f"select the model on the newest {options.validation_fraction:.0%} of the training part"):
+        inner = selection_data(
+            parts.train,
+            table,
+            config,
+            seed=options.seed,
+            validation_fraction=options.validation_fraction,
+            feature_groups=options.feature_groups,
         )
-        categorical = list(builder.categorical_features)
-        # audit-sampled labels count 1 / pi times, so the model and calibrator learn traffic as it is,
-        # not the reviewed share of it (Horvitz & Thompson 1952)
-        w_train, w_cal = audit_weights(parts.train), audit_weights(parts.calibration)
-        with stage(f"fit {selection.winner.name} on the whole training part"):
-            model = fit_model(
-                chosen.kind, X_train, y_train, categorical, seed=options.seed, params=chosen.params, weight=w_train
+        selection, tier_sources = select(inner, parts.train, config, options, stage)
+    del inner
+    chosen = selection.winner.candidate
+    with stage(f"build features ({len(table):,} rows)"):
+        builder = FeatureBuilder(config, seed=options.seed, feature_groups=chosen.groups)
+        X_train = builder.fit_transform(parts.train, history=table)
+        X_cal = builder.transform(parts.calibration, history=table)
+        X_test = builder.transform(parts.test, history=table)
+    y_train = parts.train[config.label].to_numpy(dtype=np.int64)
+    categorical = list(builder.categorical_features)
+    # audit-sampled labels count 1 / pi times, so the model and calibrator learn traffic as it is,
+    # not the reviewed share of it (Horvitz & Thompson 1952)
+    w_train, w_cal = audit_weights(parts.train), audit_weights(parts.calibration)
+    with stage(f"fit {selection.winner.name} on the whole training part"):
+        model = fit_model(
+            chosen.kind, X_train, y_train, categorical, seed=options.seed, params=chosen.params, weight=w_train
+        )
+    with stage("fit logistic-regression baseline"):
+        baseline = fit_model(LOGISTIC, X_train, y_train, categorical, seed=options.seed, weight=w_train)
+    tier_models: list[TierModel] = []
+    if config.tiered:
+        with stage(f"fit one {selection.winner.name} per tier ({', '.join(config.tier_names)})"):
+            tier_models = fit_tier_models(
+                config.tier_names,
+                {source.name: source.own for source in tier_sources},
+                model,
+                chosen.kind,
+                chosen.params,
+                X_train,
+                tiers_of(parts.train, config),
+                X_cal,
+                tiers_of(parts.calibration, config),
+                categorical,
+                seed=options.seed,
+                weight_train=w_train,
+                weight_cal=w_cal,
             )
-        with stage("fit logistic-regression baseline"):
-            baseline = fit_model(LOGISTIC, X_train, y_train, categorical, seed=options.seed, weight=w_train)
-        tier_models: list[TierModel] = []
-        if config.tiered:
-            with stage(f"fit one {selection.winner.name} per tier ({', '.join(config.tier_names)})"):
-                tier_models = fit_tier_models(
-                    config.tier_names,
-                    {source.name: source.own for source in tier_sources},
-                    model,
-                    chosen.kind,
-                    chosen.params,
-                    X_train,
-                    _tiers_of(parts.train, config),
-                    X_cal,
-                    _tiers_of(parts.calibration, config),
-                    categorical,
-                    seed=options.seed,
-                    weight_train=w_train,
-                    weight_cal=w_cal,
-                )
-        with stage("index rejected listings for product identification"):
-            catalogue = _catalogue(options)
-            identifier = build_identifier(table, config, catalogue)
-            matches = identify_history(table, config, catalogue)[PRODUCT_MATCH].set_axis(table[config.id])
+    with stage("index rejected listings for product identification"):
+        catalogue = catalogue_of(options)
+        identifier = build_identifier(table, config, catalogue)
+        matches = identify_history(table, config, catalogue)[PRODUCT_MATCH].set_axis(table[config.id])
+    return Fitted(
+        config=config,
+        notes=notes,
+        sizes=parts.sizes(),
+        selection=selection,
+        tier_sources=tier_sources,
+        builder=builder,
+        model=model,
+        baseline=baseline,
+        tier_models=tier_models,
+        calibration=parts.calibration,
+        test=parts.test,
+        X_cal=X_cal,
+        X_test=X_test,
+        w_cal=w_cal,
+        identifier=identifier,
+        matches=matches,
+        example=example,
+    )
 
-        def identified(part: pd.DataFrame) -> pd.DataFrame:
-            """The split with its point-in-time `product_match` column, which match rules read."""
-            return part.assign(**{PRODUCT_MATCH: part[config.id].map(matches).fillna("").to_numpy()})
 
-        with stage("calibrate on the calibration split"):
-            raw_cal = model.predict(X_cal)
-            calibrator = fit_calibrator(raw_cal, y_cal, w_cal)
-            reference = _reference(
-                parts.calibration, calibrator(raw_cal), config, tier_risk(tier_models, X_cal) if tier_models else None
-            )
+def select(
+    inner: SelectionData, train_rows: pd.DataFrame, config: DataConfig, options: TrainOptions, stage: Any
+) -> tuple[Selection, list[TierSource]]:
+    """Model selection on `inner` (features of `train_rows`, the training part or its newest rows),
+    then each tier's source: its own model or the overall one."""
+    selection = select_model(
+        inner, recall=options.recall, seed=options.seed, trials=options.search_trials, base_params=options.lgbm
+    )
+    chosen = selection.winner.candidate
+    if not config.tiered:
+        return selection, []
+    with stage("choose each tier's model on the validation part: its own or the overall one"):
+        cut = inner_split(len(train_rows), options.validation_fraction)
+        tier_sources = choose_tier_sources(
+            inner,
+            selection_columns(inner, chosen.groups),
+            chosen.kind,
+            chosen.params,
+            config.tiers,
+            tiers_of(train_rows.iloc[:cut], config),
+            tiers_of(train_rows.iloc[cut:], config),
+            seed=options.seed,
+        )
+    return selection, tier_sources
 
-        def certify(rows: pd.DataFrame) -> ThresholdResult:
-            return choose_policy_thresholds(
-                rows,
-                recall=options.recall,
-                block_precision=options.block_precision,
-                delta=1 - options.confidence,
-                segment_by=options.segment_by,
-                tiers=config.tiers if config.tiered else (),
-            )
 
-        with stage("choose thresholds on the calibration split"):
+def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
+    """Calibrate, choose and certify thresholds, evaluate, certify the rules, export, log to MLflow."""
+    config, model, tier_models = fitted.config, fitted.model, fitted.tier_models
+    matches = fitted.matches
+    X_cal, X_test = fitted.X_cal, fitted.X_test
+
+    def identified(part: pd.DataFrame) -> pd.DataFrame:
+        """The split with its point-in-time `product_match` column, which match rules read."""
+        return part.assign(**{PRODUCT_MATCH: part[config.id].map(matches).fillna("").to_numpy()})
+
+    with stage("calibrate on the calibration split"):
+        raw_cal = model.predict(X_cal)
+        y_cal = fitted.calibration[config.label].to_numpy(dtype=np.int64)
+        calibrator = fit_calibrator(raw_cal, y_cal, fitted.w_cal)
+        reference = _reference(
+            fitted.calibration, calibrator(raw_cal), config, tier_risk(tier_models, X_cal) if tier_models else None
+        )
+
+    def certify(rows: pd.DataFrame) -> ThresholdResult:
+        return choose_policy_thresholds(
+            rows,
+            recall=options.recall,
+            block_precision=options.block_precision,
+            delta=1 - options.confidence,
+            segment_by=options.segment_by,
+            tiers=config.tiers if config.tiered else (),
+        )
+
+    with stage("choose thresholds on the calibration split"):
+        thresholds = certify(reference)
+        policy = thresholds.to_policy(rules=default_rules(config)).validate(config.listing_columns)
+    with stage("evaluate on the test split"):
+        test_frame = _reference(
+            fitted.test,
+            calibrator(model.predict(X_test)),
+            config,
+            tier_risk(tier_models, X_test) if tier_models else None,
+        )
+        history = pd.concat(
+            [
+                history_frame(identified(fitted.calibration), reference, config, "calibration"),
+                history_frame(identified(fitted.test), test_frame, config, "test"),
+            ],
+            ignore_index=True,
+        )
+        baseline_risk = fitted.baseline.predict(X_test)
+        test_frame["baseline_risk"] = baseline_risk
+        rule_block, rule_review, _ = match_rules(identified(fitted.test), policy.rules)
+        metrics = _metrics(
+            fitted.sizes,
+            test_frame,
+            (rule_block, rule_review),
+            policy,
+            config,
+            thresholds,
+            baseline_risk=baseline_risk,
+            model=model,
+            selection=fitted.selection,
+        )
+    if options.certify_on == "calibration+test":
+        with stage("certify the shipped policy on calibration + test"):
+            reference = pd.concat([reference, test_frame.drop(columns="baseline_risk")], ignore_index=True)
+            evaluated = thresholds
             thresholds = certify(reference)
             policy = thresholds.to_policy(rules=default_rules(config)).validate(config.listing_columns)
-        with stage("evaluate on the test split"):
-            test_frame = _reference(
-                parts.test,
-                calibrator(model.predict(X_test)),
-                config,
-                tier_risk(tier_models, X_test) if tier_models else None,
-            )
-            history = pd.concat(
-                [
-                    history_frame(identified(parts.calibration), reference, config, "calibration"),
-                    history_frame(identified(parts.test), test_frame, config, "test"),
-                ],
-                ignore_index=True,
-            )
-            baseline_risk = baseline.predict(X_test)
-            test_frame["baseline_risk"] = baseline_risk
-            rule_block, rule_review, _ = match_rules(identified(parts.test), policy.rules)
-            metrics = _metrics(
-                parts.sizes(),
-                test_frame,
-                (rule_block, rule_review),
-                policy,
-                config,
-                thresholds,
-                baseline_risk=baseline_risk,
-                model=model,
-                selection=selection,
-            )
-        if options.certify_on == "calibration+test":
-            with stage("certify the shipped policy on calibration + test"):
-                reference = pd.concat([reference, test_frame.drop(columns="baseline_risk")], ignore_index=True)
-                evaluated = thresholds
-                thresholds = certify(reference)
-                policy = thresholds.to_policy(rules=default_rules(config)).validate(config.listing_columns)
-                metrics["thresholds_evaluated"] = evaluated.to_dict()
-                metrics["thresholds"] = thresholds.to_dict()
-        metrics["certification"] = certification_report(thresholds, options, len(reference))
-        metrics["tier_models"] = [
-            {**source.to_dict(), "own_model": m.own, "train_violations": m.train_violations}
-            for source, m in zip(tier_sources, tier_models, strict=True)
-        ]
-        with stage(f"certify the shipped rules on the held-out rows ({len(history):,})"):
-            policy, rules_report = certify_shipped_rules(history, policy)
-            metrics["rules"] = rules_report
-        metrics["warnings"] = [
-            *tier_notes,
-            *metrics["warnings"],
-            *metrics["certification"]["warnings"],
-            *rules_report["warnings"],
-        ]
-        with stage("export bundle"):
-            options.out.mkdir(parents=True, exist_ok=True)
-            bundle_dir = options.out / _new_version(options.out)
-            write_bundle(
-                bundle_dir,
-                model=model,
-                builder=builder,
-                calibrator=calibrator,
-                tier_models=tier_models,
-                policy=policy,
-                config=config,
-                metrics=metrics,
-                reference=reference,
-                test_scores=test_frame,
-                test_rows=parts.test,
-                history=history,
-                rules_report=rules_report,
-                identifier=identifier,
-                model_card=render_model_card(bundle_dir.name, metrics, policy, options),
-            )
-            point_latest(options.out, bundle_dir)
-        mlflow_info = None
-        if options.log_mlflow:
-            with stage("log run to MLflow and register the model"):
-                mlflow_info = _log_mlflow(bundle_dir, options, metrics, example)
+            metrics["thresholds_evaluated"] = evaluated.to_dict()
+            metrics["thresholds"] = thresholds.to_dict()
+    metrics["certification"] = certification_report(thresholds, options, len(reference))
+    metrics["tier_models"] = [
+        {**source.to_dict(), "own_model": m.own, "train_violations": m.train_violations}
+        for source, m in zip(fitted.tier_sources, tier_models, strict=True)
+    ]
+    with stage(f"certify the shipped rules on the held-out rows ({len(history):,})"):
+        policy, rules_report = certify_shipped_rules(history, policy)
+        metrics["rules"] = rules_report
+    metrics["warnings"] = [
+        *fitted.notes,
+        *metrics["warnings"],
+        *metrics["certification"]["warnings"],
+        *rules_report["warnings"],
+    ]
+    with stage("export bundle"):
+        options.out.mkdir(parents=True, exist_ok=True)
+        bundle_dir = options.out / _new_version(options.out)
+        write_bundle(
+            bundle_dir,
+            model=model,
+            builder=fitted.builder,
+            calibrator=calibrator,
+            tier_models=tier_models,
+            policy=policy,
+            config=config,
+            metrics=metrics,
+            reference=reference,
+            test_scores=test_frame,
+            test_rows=fitted.test,
+            history=history,
+            rules_report=rules_report,
+            identifier=fitted.identifier,
+            model_card=render_model_card(bundle_dir.name, metrics, policy, options),
+        )
+        point_latest(options.out, bundle_dir)
+    mlflow_info = None
+    if options.log_mlflow:
+        with stage("log run to MLflow and register the model"):
+            mlflow_info = _log_mlflow(bundle_dir, options, metrics, fitted.example)
     return TrainResult(bundle_dir=bundle_dir, metrics=metrics, mlflow=mlflow_info)
 
 
-def _catalogue(options: TrainOptions) -> pd.DataFrame | None:
+def catalogue_of(options: TrainOptions) -> pd.DataFrame | None:
     """The catalogue of known prohibited products to ship, if any."""
     path = options.catalogue or DEFAULT_CONFIG_PATH.parent / "catalogue.csv"
     if options.catalogue is None and not path.is_file():

@@ -195,20 +195,28 @@ def starting_groups(config: DataConfig, n_rows: int, requested: tuple[str, ...] 
 
 def selection_data(
     train: pd.DataFrame,
-    history: pd.DataFrame,
+    history: pd.DataFrame | None,
     config: DataConfig,
     *,
     seed: int,
     validation_fraction: float,
     feature_groups: tuple[str, ...] | None = None,
+    merchant: pd.DataFrame | None = None,
+    snapshot: pd.DataFrame | None = None,
+    train_rows: int | None = None,
 ) -> SelectionData:
-    """Hold out the newest rows of the training part; build both parts' features from the older rows."""
+    """Hold out the newest rows of the training part; build both parts' features from the older rows.
+
+    Without `history`: `merchant` (the rows' point-in-time merchant features, row for row) and
+    `snapshot` stand in for it (`FeatureBuilder.fit_transform`). `train_rows`: the size of the whole
+    training part when `train` is its newest rows only (it decides the feature groups tried)."""
     cut = inner_split(len(train), validation_fraction)
     fit_rows, valid_rows = train.iloc[:cut], train.iloc[cut:]
-    groups = starting_groups(config, len(train), feature_groups)
+    groups = starting_groups(config, train_rows or len(train), feature_groups)
     builder = FeatureBuilder(config, seed=seed, feature_groups=groups)
-    X_fit = builder.fit_transform(fit_rows, history=history)
-    X_valid = builder.transform(valid_rows, history=history)
+    fit_merchant, valid_merchant = (None, None) if merchant is None else (merchant.iloc[:cut], merchant.iloc[cut:])
+    X_fit = builder.fit_transform(fit_rows, history=history, merchant=fit_merchant, snapshot=snapshot)
+    X_valid = builder.transform(valid_rows, history=history, merchant=valid_merchant)
     group_columns = {}
     for group in FEATURE_GROUPS:
         if group in groups:

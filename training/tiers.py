@@ -13,6 +13,7 @@ own labels: P(tier-k violation) <= P(any violation), so the overall risk ranks i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,16 +114,35 @@ def fit_tier_models(
 ) -> list[TierModel]:
     """A calibrated model per tier (training part for the model, calibration split for the calibrator;
     rows weighted by inverse inclusion probabilities when given)."""
+
+    def fit_own(name: str) -> FittedModel:
+        y_train = (tiers_train == name).astype(np.int64)
+        return fit_model(kind, X_train, y_train, categorical, seed=seed, params=params, weight=weight_train)
+
+    violations = {name: int((tiers_train == name).sum()) for name in tier_names}
+    return calibrated_tier_models(
+        tier_names, own_model, overall, fit_own, violations, len(tiers_train), X_cal, tiers_cal, weight_cal
+    )
+
+
+def calibrated_tier_models(
+    tier_names: list[str],
+    own_model: dict[str, bool],
+    overall: FittedModel,
+    fit_own: Callable[[str], FittedModel],
+    train_violations: dict[str, int],
+    train_rows: int,
+    X_cal: pd.DataFrame,
+    tiers_cal: np.ndarray,
+    weight_cal: np.ndarray | None = None,
+) -> list[TierModel]:
+    """`fit_tier_models` with the tier's own model fitted by `fit_own(tier name)` (wherever the
+    training rows are) from `train_violations` of `train_rows`."""
     out = []
     for name in tier_names:
-        y_train = (tiers_train == name).astype(np.int64)
-        n = int(y_train.sum())
-        own = own_model.get(name, True) and MIN_TRAIN_VIOLATIONS <= n < len(y_train)
-        model = (
-            fit_model(kind, X_train, y_train, categorical, seed=seed, params=params, weight=weight_train)
-            if own
-            else overall
-        )
+        n = train_violations.get(name, 0)
+        own = own_model.get(name, True) and MIN_TRAIN_VIOLATIONS <= n < train_rows
+        model = fit_own(name) if own else overall
         y_cal = (tiers_cal == name).astype(np.int64)
         out.append(TierModel(name, model, own, fit_calibrator(model.predict(X_cal), y_cal, weight_cal), n))
     return out
