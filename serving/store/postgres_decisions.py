@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Table
 
 from serving.store import schema
 from serving.store.records import DecisionRecord
+from serving.store.sqlite_decisions import DECISION_ROW_ORDER, QUEUE_ROW_ORDER
 
 d, q = schema.decisions, schema.queue
 
@@ -56,19 +57,9 @@ class _PostgresInsert:
 
 _DECISIONS = _PostgresInsert(d, " ON CONFLICT DO NOTHING RETURNING decision_id")
 _QUEUE = _PostgresInsert(q)
-_DECISION_ORDER = (  # the order `_decision_row` writes; checked against the schema at import
-    "decision_id", "request_id", "listing_id", "received_at", "decided_at", "decision", "automated", "risk",
-    "model_version", "policy_version", "t_pass", "t_block", "priority", "rules_matched", "reasons", "qa_sample",
-    "would_have_been", "fallback_reason", "statement_of_reasons", "listing", "key_id", "request_hash",
-    "tier_risk", "decision_tier", "inclusion_prob", "rules_shadow", "model_decision",
-)  # fmt: skip
-if _DECISIONS.columns != _DECISION_ORDER:
+if _DECISIONS.columns != DECISION_ROW_ORDER:
     raise RuntimeError("schema.decisions changed: update _decision_row to the new columns")
-_QUEUE_ORDER = (
-    "decision_id", "priority", "enqueued_at", "status", "claimed_by", "lease_expires_at", "qa_sample", "lane",
-    "first_reviewer", "second_review_rate",
-)  # fmt: skip
-if _QUEUE.columns != _QUEUE_ORDER:
+if _QUEUE.columns != QUEUE_ROW_ORDER:
     raise RuntimeError("schema.queue changed: update the queue rows of postgres_insert_new to the new columns")
 
 
@@ -99,7 +90,7 @@ def _json(value: Any) -> str | None:
 
 
 def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
-    """A record's values in `_DECISION_ORDER`, bound as the schema's column types bind them."""
+    """A record's values in `DECISION_ROW_ORDER`, bound as the schema's column types bind them."""
     return (
         r.decision_id,
         r.request_id,

@@ -61,19 +61,21 @@ class _SQLiteInsert:
 
 _SQLITE_DECISIONS = _SQLiteInsert(d, " ON CONFLICT DO NOTHING")
 _SQLITE_QUEUE = _SQLiteInsert(q)
-_SQLITE_DECISION_ORDER = (  # the order `_sqlite_decision_row` writes; checked against the schema at import
+# The order the fast writers (`_sqlite_decision_row` here, `_decision_row` for PostgreSQL) write a decision's and a
+# queue item's values in; checked against the schema at import.
+DECISION_ROW_ORDER = (
     "decision_id", "request_id", "listing_id", "received_at", "decided_at", "decision", "automated", "risk",
     "model_version", "policy_version", "t_pass", "t_block", "priority", "rules_matched", "reasons", "qa_sample",
     "would_have_been", "fallback_reason", "statement_of_reasons", "listing", "key_id", "request_hash",
     "tier_risk", "decision_tier", "inclusion_prob", "rules_shadow", "model_decision",
 )  # fmt: skip
-if _SQLITE_DECISIONS.columns != _SQLITE_DECISION_ORDER:
+if _SQLITE_DECISIONS.columns != DECISION_ROW_ORDER:
     raise RuntimeError("schema.decisions changed: update _sqlite_decision_row to the new columns")
-_SQLITE_QUEUE_ORDER = (  # the order of the queue rows `sqlite_insert_new` writes
+QUEUE_ROW_ORDER = (
     "decision_id", "priority", "enqueued_at", "status", "claimed_by", "lease_expires_at", "qa_sample", "lane",
     "first_reviewer", "second_review_rate",
 )  # fmt: skip
-if _SQLITE_QUEUE.columns != _SQLITE_QUEUE_ORDER:
+if _SQLITE_QUEUE.columns != QUEUE_ROW_ORDER:
     raise RuntimeError("schema.queue changed: update the queue rows of sqlite_insert_new to the new columns")
 _SQLITE_ID_OF_REQUEST = f"SELECT decision_id FROM {d.name} WHERE key_id = ? AND listing_id = ? AND request_id = ?"
 
@@ -131,7 +133,7 @@ _dumps, _JSON_OPTIONS = orjson.dumps, schema.JSON_OPTIONS  # how JSONText encode
 
 
 def _sqlite_decision_row(r: DecisionRecord, times: dict[datetime, str]) -> tuple[Any, ...]:
-    """A record's values in `_SQLITE_DECISION_ORDER`, bound as the schema's column types bind them."""
+    """A record's values in `DECISION_ROW_ORDER`, bound as the schema's column types bind them."""
     sor = r.statement_of_reasons
     return (
         r.decision_id,

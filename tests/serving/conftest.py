@@ -44,10 +44,10 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A URL whose search_path is a schema of its own, dropped afterwards."""
-    schema = f"triage_test_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def postgres_schema(prefix: str = "triage_test") -> Iterator[str]:
+    """A URL whose search_path is a schema of its own on the local server, dropped afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -55,10 +55,18 @@ def postgres_url() -> Iterator[str]:
     except Exception as exc:  # the marker says it needs the server; fail loudly, never skip silently
         admin.dispose()
         raise RuntimeError(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}") from exc
-    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with postgres_schema() as url:
+        yield url
 
 
 BACKENDS = [

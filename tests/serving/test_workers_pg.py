@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from serving.keys import create_key
 from serving.process import free_port, service_command, service_env, wait_until_up
 from serving.store import create_store
-from tests.serving.conftest import POSTGRES_URL, listing_json, make_decision
+from tests.serving.conftest import listing_json, make_decision, postgres_schema
 from tests.serving.test_fast_paths import odd_records
 
 pytestmark = pytest.mark.postgres
@@ -133,18 +133,8 @@ def _connection_to(url: str, pid: int) -> tuple[httpx.Client, object]:
 @pytest.fixture(scope="module")
 def postgres_database_url() -> Iterator[str]:
     """A schema of the module's own on the local server, dropped afterwards."""
-    schema = f"triage_workers_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # the marker says it needs the server; fail loudly, never skip silently
-        admin.dispose()
-        raise RuntimeError(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}") from exc
-    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with postgres_schema("triage_workers") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
