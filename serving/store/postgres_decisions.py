@@ -17,13 +17,12 @@ from functools import lru_cache
 from itertools import chain
 from typing import Any, cast
 
-import orjson
 import psycopg
 from sqlalchemy import Connection, Table
 
 from serving.store import schema
 from serving.store.records import DecisionRecord
-from serving.store.sqlite_decisions import DECISION_ROW_ORDER, QUEUE_ROW_ORDER
+from serving.store.sqlite_decisions import DECISION_ROW_ORDER, QUEUE_ROW_ORDER, decision_values
 
 d, q = schema.decisions, schema.queue
 
@@ -82,44 +81,8 @@ def postgres_insert_new(conn: Connection, fresh: list[DecisionRecord], now: date
     return inserted
 
 
-_dumps, _JSON_OPTIONS = orjson.dumps, schema.JSON_OPTIONS  # how JSONText encodes
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else _dumps(value, option=_JSON_OPTIONS).decode()
-
-
 def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
-    """A record's values in `DECISION_ROW_ORDER`, bound as the schema's column types bind them."""
-    return (
-        r.decision_id,
-        r.request_id,
-        r.listing_id,
-        _utc(r.received_at),
-        _utc(r.decided_at),
-        r.decision,
-        bool(r.automated),
-        r.risk,
-        r.model_version,
-        r.policy_version,
-        r.t_pass,
-        r.t_block,
-        r.priority,
-        _json(r.rules_matched),
-        _json(r.reasons),
-        bool(r.qa_sample),
-        r.would_have_been,
-        r.fallback_reason,
-        _json(r.statement_of_reasons),
-        _json(r.listing),
-        r.key_id,
-        r.request_hash,
-        _json(r.tier_risk),
-        r.decision_tier,
-        r.inclusion_prob,
-        _json(r.rules_shadow),
-        r.model_decision,
-    )
+    return decision_values(r, _utc, bool)
 
 
 def _utc(value: datetime) -> datetime:

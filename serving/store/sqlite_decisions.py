@@ -12,7 +12,7 @@ compares them.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain
@@ -132,38 +132,46 @@ def _sqlite_cursor(conn: Connection) -> sqlite3.Cursor:
 _dumps, _JSON_OPTIONS = orjson.dumps, schema.JSON_OPTIONS  # how JSONText encodes
 
 
-def _sqlite_decision_row(r: DecisionRecord, times: dict[datetime, str]) -> tuple[Any, ...]:
-    """A record's values in `DECISION_ROW_ORDER`, bound as the schema's column types bind them."""
-    sor = r.statement_of_reasons
+def decision_values(r: DecisionRecord, time: Callable[[datetime], Any], flag: Callable[[bool], Any]) -> tuple[Any, ...]:
+    """A record's values in `DECISION_ROW_ORDER`, bound as the schema's column types bind them: times and
+    flags by the dialect's `time` and `flag`, JSON columns as `JSONText` encodes them."""
     return (
         r.decision_id,
         r.request_id,
         r.listing_id,
-        _sqlite_time(r.received_at, times),
-        _sqlite_time(r.decided_at, times),
+        time(r.received_at),
+        time(r.decided_at),
         r.decision,
-        int(r.automated),
+        flag(r.automated),
         r.risk,
         r.model_version,
         r.policy_version,
         r.t_pass,
         r.t_block,
         r.priority,
-        _dumps(r.rules_matched, option=_JSON_OPTIONS).decode(),
-        _dumps(r.reasons, option=_JSON_OPTIONS).decode(),
-        int(r.qa_sample),
+        json_text(r.rules_matched),
+        json_text(r.reasons),
+        flag(r.qa_sample),
         r.would_have_been,
         r.fallback_reason,
-        None if sor is None else _dumps(sor, option=_JSON_OPTIONS).decode(),
-        _dumps(r.listing, option=_JSON_OPTIONS).decode(),
+        json_text(r.statement_of_reasons),
+        json_text(r.listing),
         r.key_id,
         r.request_hash,
-        None if r.tier_risk is None else _dumps(r.tier_risk, option=_JSON_OPTIONS).decode(),
+        json_text(r.tier_risk),
         r.decision_tier,
         r.inclusion_prob,
-        _dumps(r.rules_shadow, option=_JSON_OPTIONS).decode(),
+        json_text(r.rules_shadow),
         r.model_decision,
     )
+
+
+def json_text(value: Any) -> str | None:
+    return None if value is None else _dumps(value, option=_JSON_OPTIONS).decode()
+
+
+def _sqlite_decision_row(r: DecisionRecord, times: dict[datetime, str]) -> tuple[Any, ...]:
+    return decision_values(r, lambda value: _sqlite_time(value, times), int)
 
 
 def _sqlite_time(value: datetime, memo: dict[datetime, str]) -> str:
