@@ -9,13 +9,15 @@ bundle needs no pickle; `HashingVectorizer` is stateless, so rebuilding it from 
 the same features.
 
 Vectorising has three implementations that give bit-identical matrices. `vectorize_per_document`
-runs sklearn's analyzer and `FeatureHasher` per document (about 10-40 us each, depending on text
-length and machine load): the reference, and the path for small batches and char n-grams. For one
-to a few documents, the same analyzer with the hasher's MurmurHash3 called per n-gram skips
-`FeatureHasher`'s ~20 us per call. Batches of `VECTORISED_MIN_DOCS` or more are tokenised by
-pyarrow's RE2 kernels and hashed by a numpy port of that MurmurHash3, each distinct token and n-gram
-once (about 2-4 us a document); documents with non-ASCII characters, where sklearn's Unicode `\w` and
-RE2's ASCII one differ, still go one at a time. Very large inputs are also split across processes.
+runs sklearn's analyzers and `FeatureHasher` per document (about 10-40 us each for word n-grams, several
+times that with char n-grams): the reference. For one to a few documents, the same word analyzer with
+the hasher's MurmurHash3 called per n-gram skips `FeatureHasher`'s ~20 us per call. Batches of
+`VECTORISED_MIN_DOCS` or more are tokenised by pyarrow's RE2 kernels and hashed by a numpy port of that
+MurmurHash3, each distinct token and n-gram once (about 2-4 us a document). Char n-grams (char_wb: inside
+words) are made per distinct word, hashed by the same port, and summed per document: by a sparse product
+(word counts @ each word's n-gram counts) for batches, from the columns kept for recent words for a few
+documents. Documents with non-ASCII characters, where sklearn's Unicode rules and the byte-level ones
+differ, still go one at a time. Very large inputs are also split across processes.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def _word_analyzer(ngram_range: tuple[int, int]) -> Callable[[str], list[str]]:
     return HashingVectorizer(ngram_range=ngram_range, lowercase=False).build_analyzer()
 
 
+@lru_cache(maxsize=8)
+def _char_wb_analyzer(ngram_range: tuple[int, int]) -> Callable[[str], list[str]]:
+    """sklearn's char_wb analyzer (n-grams inside words padded by one space) for lower-cased documents."""
+    return HashingVectorizer(analyzer="char_wb", ngram_range=ngram_range, lowercase=False).build_analyzer()
+
+
 def _without_policy_terms(doc: str) -> str:
     return lexicon.compile_terms(POLICY_OWNED_TERMS).sub(" ", doc)
 
@@ -100,8 +108,7 @@ class TextModel:
         """Tokenisers of `HashingVectorizer`: words (`_word_analyzer`), and char n-grams if configured."""
         analyzers = [_word_analyzer(tuple(self.ngram_range))]
         if self.char_ngrams is not None:
-            char = HashingVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), lowercase=False)
-            analyzers.append(char.build_analyzer())
+            analyzers.append(_char_wb_analyzer(tuple(self.char_ngrams)))
         return analyzers
 
     def vectorize(self, docs: list[str]) -> sp.csr_matrix:
@@ -118,56 +125,99 @@ class TextModel:
         )
         return sp.vstack(chunks, format="csr")
 
+    def _hasher(self) -> FeatureHasher:
+        return FeatureHasher(n_features=self.n_features, input_type="string", alternate_sign=False, dtype=np.float32)
+
     def vectorize_per_document(self, docs: list[str]) -> sp.csr_matrix:
         """`vectorize` one document at a time with sklearn's analyzers and `FeatureHasher`: the
         reference that the faster paths match bit for bit."""
         if not docs:
             return sp.csr_matrix((0, self.width), dtype=np.float32)
         docs = [_without_policy_terms(doc) for doc in docs]
-        hasher = FeatureHasher(n_features=self.n_features, input_type="string", alternate_sign=False, dtype=np.float32)
+        hasher = self._hasher()
         parts = [sp.csr_matrix(hasher.transform(analyze(doc) for doc in docs)) for analyze in self._analyzers()]
         return _l2_normalize_rows(parts[0] if len(parts) == 1 else sp.hstack(parts, format="csr"))
 
     def _vectorize_chunk(self, docs: list[str]) -> sp.csr_matrix:
-        if not docs or self.char_ngrams is not None:
+        if not docs:
             return self.vectorize_per_document(docs)
         if len(docs) > VECTORISED_BLOCK_DOCS:
             step = VECTORISED_BLOCK_DOCS
             blocks = [self._vectorize_chunk(docs[i : i + step]) for i in range(0, len(docs), step)]
             return sp.vstack(blocks, format="csr")
         if len(docs) >= VECTORISED_MIN_DOCS and self.ngram_range[0] >= 1:
-            rows, columns = self._word_ngrams_vectorised(docs)
-        elif len(docs) <= PER_NGRAM_HASH_MAX_DOCS:
-            rows, columns = self._word_ngrams_per_document(docs)
-        else:
-            return self.vectorize_per_document(docs)
-        # the hasher's counts are sums of 1.0 in float32: exact, in any order
-        keys, counts = np.unique(rows * self.n_features + columns, return_counts=True)
-        return _l2_normalize_rows(_csr_from_keys(keys, counts.astype(np.float32), len(docs), self.n_features))
+            return _l2_normalize_rows(self._counts_vectorised(docs))
+        if len(docs) <= PER_NGRAM_HASH_MAX_DOCS or self.char_ngrams is not None:
+            return _l2_normalize_rows(self._counts_few(docs))
+        return self.vectorize_per_document(docs)
 
-    def _word_ngrams_per_document(self, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Row and hashed column of every word n-gram, one document at a time: sklearn's analyzer, and
-        the hash `FeatureHasher` applies to each n-gram (see `_hashed_columns`)."""
-        analyze = _word_analyzer(tuple(self.ngram_range))
+    def _ngrams_per_document(
+        self, docs: list[str], analyzers: list[Callable[[str], list[str]]] | None = None
+    ) -> sp.csr_matrix:
+        """N-gram counts of documents with policy-owned terms removed, one document at a time:
+        sklearn's analyzers (all of the model's, or the given first ones), and the hash `FeatureHasher`
+        applies to each n-gram (see `_hashed_columns`); char n-grams are columns of the second block,
+        as `hstack` puts them."""
         n_features = self.n_features
+        analyzers = self._analyzers() if analyzers is None else analyzers
         columns = [
-            [abs(murmurhash3_32(gram, seed=0)) % n_features for gram in analyze(_without_policy_terms(doc))]
+            [
+                block * n_features + abs(murmurhash3_32(gram, seed=0)) % n_features
+                for block, analyze in enumerate(analyzers)
+                for gram in analyze(doc)
+            ]
             for doc in docs
         ]
         rows = np.repeat(np.arange(len(docs)), [len(row) for row in columns])
-        return rows, np.fromiter(chain.from_iterable(columns), dtype=np.int64, count=len(rows))
+        flat = np.fromiter(chain.from_iterable(columns), dtype=np.int64, count=len(rows))
+        return _counts(rows, flat, len(docs), n_features * len(analyzers))
 
-    def _word_ngrams_vectorised(self, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """`_word_ngrams_per_document`, vectorised over the ASCII documents."""
+    def _counts_few(self, docs: list[str]) -> sp.csr_matrix:
+        """`_ngrams_per_document` for a few documents, where numpy's fixed costs would not pay: word
+        n-grams hashed one by one (up to PER_NGRAM_HASH_MAX_DOCS documents, else by `FeatureHasher`);
+        char n-grams put together from each word's, which `_char_grams_of` keeps for recent words."""
+        docs = [_without_policy_terms(doc) for doc in docs]
+        if self.char_ngrams is None:
+            return self._ngrams_per_document(docs)
+        fast = np.asarray([i for i, doc in enumerate(docs) if doc.isascii()], dtype=np.int64)
+        fast_docs = [docs[i] for i in fast]
+        if len(fast_docs) <= PER_NGRAM_HASH_MAX_DOCS:
+            words = self._ngrams_per_document(fast_docs, self._analyzers()[:1])
+        else:
+            analyze = self._analyzers()[0]
+            words = self._hasher().transform(analyze(doc) for doc in fast_docs)
+        split = [doc.split() for doc in fast_docs]
+        grams = _char_grams_of(tuple(self.char_ngrams), self.n_features)(list(chain.from_iterable(split)))
+        word_docs = np.repeat(np.arange(len(fast_docs)), [len(words) for words in split])
+        rows = np.repeat(word_docs, [len(columns) for columns in grams])
+        chars = _counts(rows, np.concatenate([_NO_COLUMNS, *grams]), len(fast_docs), self.n_features)
+        return self._with_the_rest(fast, sp.hstack([words, chars], format="csr"), docs)
+
+    def _counts_vectorised(self, docs: list[str]) -> sp.csr_matrix:
+        """`_ngrams_per_document`, vectorised over the ASCII documents (policy-owned terms removed here)."""
         array = pa.array(docs, type=pa.large_string())
-        is_ascii = pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
-        if is_ascii.all():
-            return _hashed_word_ngrams(_without_policy_terms_batch(docs, array), self.ngram_range, self.n_features)
-        fast, slow = np.flatnonzero(is_ascii), np.flatnonzero(~is_ascii)
-        fast_docs = _without_policy_terms_batch([docs[i] for i in fast], array.take(fast))
+        fast = np.flatnonzero(pc.string_is_ascii(array).to_numpy(zero_copy_only=False))
+        if len(fast) < len(docs):
+            array = array.take(fast)
+        fast_docs = _without_policy_terms_batch([docs[i] for i in fast] if len(fast) < len(docs) else docs, array)
         rows, columns = _hashed_word_ngrams(fast_docs, self.ngram_range, self.n_features)
-        slow_rows, slow_columns = self._word_ngrams_per_document([docs[i] for i in slow])
-        return np.concatenate([fast[rows], slow[slow_rows]]), np.concatenate([columns, slow_columns])
+        counts = _counts(rows, columns, len(fast), self.n_features)
+        if self.char_ngrams is not None:
+            chars = _hashed_char_wb_ngrams(fast_docs, self.char_ngrams, self.n_features)
+            counts = sp.hstack([counts, chars], format="csr")
+        if len(fast) == len(docs):
+            return counts
+        return self._with_the_rest(fast, counts, [_without_policy_terms(doc) for doc in docs])
+
+    def _with_the_rest(self, fast: np.ndarray, counts: sp.csr_matrix, prepared: list[str]) -> sp.csr_matrix:
+        """The counts of all documents from those of the documents `fast` (ASCII) and, one at a time
+        with sklearn's Unicode rules, of the others (`prepared`: every document with policy-owned terms
+        removed; only the others are read)."""
+        if len(fast) == len(prepared):
+            return counts
+        slow = np.setdiff1d(np.arange(len(prepared)), fast)
+        stacked = sp.vstack([counts, self._ngrams_per_document([prepared[i] for i in slow])], format="csr")
+        return stacked[np.argsort(np.concatenate([fast, slow]))]
 
     @property
     def width(self) -> int:
@@ -298,6 +348,114 @@ def _hashed_word_ngrams(docs: pa.Array, ngram_range: tuple[int, int], n_features
     return np.concatenate(rows), np.concatenate(columns)
 
 
+# --- vectorised char n-grams ------------------------------------------------------------------------
+# ASCII bytes that Python's `str.split()` splits on (sklearn's char_wb analyzer splits words that way)
+_WHITESPACE = np.frombuffer(b" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f", dtype=np.uint8)
+_SPACE_FOR_WHITESPACE = np.arange(256, dtype=np.uint8)
+_SPACE_FOR_WHITESPACE[_WHITESPACE] = ord(" ")
+
+
+def _hashed_char_wb_ngrams(docs: pa.Array, ngram_range: tuple[int, int], n_features: int) -> sp.csr_matrix:
+    """Char_wb n-gram counts of ASCII documents (policy-owned terms already removed), as `FeatureHasher`
+    makes them: words are split by `str.split()`'s ASCII whitespace in arrow and dictionary-encoded, so
+    each distinct word's n-grams are made and hashed once (`_char_wb_counts`)."""
+    offsets, data = _string_buffers(docs)
+    spaced = pa.LargeStringArray.from_buffers(
+        len(docs), pa.py_buffer(offsets), pa.py_buffer(_SPACE_FOR_WHITESPACE[data])
+    )
+    pieces = pc.ascii_split_whitespace(spaced)
+    words = pc.list_flatten(pieces)
+    is_word = pc.greater(pc.binary_length(words), 0)
+    encoded = pc.dictionary_encode(words.filter(is_word))
+    return _char_wb_counts(
+        encoded.dictionary,
+        pc.list_parent_indices(pieces).filter(is_word).to_numpy(),
+        encoded.indices.to_numpy(),
+        len(docs),
+        ngram_range,
+        n_features,
+    )
+
+
+_NO_COLUMNS = np.zeros(0, dtype=np.int64)
+CHAR_GRAM_CACHE_WORDS = 50_000  # words whose char n-gram columns `_char_grams_of` keeps (about 10 MB)
+
+
+@lru_cache(maxsize=4)
+def _char_grams_of(ngram_range: tuple[int, int], n_features: int) -> Callable[[list[str]], list[np.ndarray]]:
+    """A function from ASCII words to each word's hashed char_wb n-gram columns, keeping those of recent
+    words (a listing's words were mostly seen in earlier listings): the missing ones are made in one
+    numpy pass (`_char_wb_ngrams_of_words`). Safe across threads: a lookup never depends on the cache
+    keeping an entry."""
+    cache: dict[str, np.ndarray] = {}
+
+    def columns_of(words: list[str]) -> list[np.ndarray]:
+        found = {word: cache.get(word) for word in words}
+        missing = [word for word, columns in found.items() if columns is None]
+        if missing:
+            words_array = pa.array(missing, type=pa.large_string())
+            gram_words, columns = _char_wb_ngrams_of_words(words_array, ngram_range, n_features)
+            made = np.split(columns, np.cumsum(np.bincount(gram_words, minlength=len(missing)))[:-1])
+            found.update(zip(missing, made, strict=True))
+            if len(cache) + len(missing) > CHAR_GRAM_CACHE_WORDS:
+                cache.clear()
+            cache.update(zip(missing, made, strict=True))
+        return [found[word] for word in words]  # type: ignore[misc]
+
+    return columns_of
+
+
+def _char_wb_counts(
+    words: pa.Array,
+    word_rows: np.ndarray,
+    word_ids: np.ndarray,
+    n_docs: int,
+    ngram_range: tuple[int, int],
+    n_features: int,
+) -> sp.csr_matrix:
+    """Char_wb n-gram counts of documents whose word occurrences are given (document `word_rows[j]` holds
+    the distinct ASCII word `words[word_ids[j]]`): (word counts) @ (each word's n-gram counts), a
+    sparse product that needs no sort of every n-gram occurrence."""
+    gram_words, columns = _char_wb_ngrams_of_words(words, ngram_range, n_features)
+    per_doc = sp.csr_matrix(
+        (np.ones(len(word_ids), dtype=np.float32), (word_rows, word_ids)), shape=(n_docs, len(words))
+    )
+    per_word = sp.csr_matrix(
+        (np.ones(len(columns), dtype=np.float32), (gram_words, columns)), shape=(len(words), n_features)
+    )
+    counts = sp.csr_matrix(per_doc @ per_word)
+    counts.sort_indices()
+    return counts
+
+
+def _char_wb_ngrams_of_words(
+    words: pa.Array, ngram_range: tuple[int, int], n_features: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(word, hashed column) of every char_wb n-gram of distinct ASCII words, grouped by word in word
+    order, as sklearn's `_char_wb_ngrams` makes them: each word padded by a space on both sides (length
+    L); for each n from the smallest, the L - n + 1 windows of n characters, except that a padded word
+    no longer than n is one n-gram (itself) and ends that word's n-grams."""
+    offsets, data = _string_buffers(words)
+    lengths = np.diff(offsets) + 2  # padded
+    starts = np.cumsum(lengths) - lengths
+    padded = np.full(int(lengths.sum()), ord(" "), dtype=np.uint8)
+    padded[np.repeat(starts + 1 - offsets[:-1], lengths - 2) + np.arange(len(data))] = data
+    min_n, max_n = ngram_range
+    word_of_gram, gram_starts, gram_lengths = [], [], []
+    for n in range(min_n, max_n + 1):
+        # a word takes part at n if no smaller n ended it (it ended at n - 1 when L <= n - 1)
+        count = np.maximum(lengths - n + 1, 1) * ((lengths >= n) | (n == min_n))
+        first = np.cumsum(count) - count
+        word = np.repeat(np.arange(len(lengths)), count)
+        word_of_gram.append(word)
+        gram_starts.append(starts[word] + np.arange(len(word)) - first[word])
+        gram_lengths.append(np.minimum(lengths, n)[word])
+    word = np.concatenate(word_of_gram)
+    order = np.argsort(word, kind="stable")
+    hashes = _murmurhash3_32(padded, np.concatenate(gram_starts)[order], np.concatenate(gram_lengths)[order])
+    return word[order], np.abs(hashes.astype(np.int64)) % n_features
+
+
 def _non_word_to_space(docs: pa.Array) -> pa.Array:
     offsets, data = _string_buffers(docs)
     spaced = _SPACE_FOR_NON_WORD[data]
@@ -364,6 +522,13 @@ def _scrambled(k: np.ndarray) -> np.ndarray:
 
 def _rotl(x: np.ndarray, r: int) -> np.ndarray:
     return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
+
+
+def _counts(rows: np.ndarray, columns: np.ndarray, n_rows: int, n_columns: int) -> sp.csr_matrix:
+    """Float32 counts of (row, column) pairs: a CSR matrix with sorted indices, as `FeatureHasher`
+    makes it (its counts are sums of 1.0 in float32: exact, in any order)."""
+    keys, counts = np.unique(rows * n_columns + columns, return_counts=True)
+    return _csr_from_keys(keys, counts.astype(np.float32), n_rows, n_columns)
 
 
 def _csr_from_keys(keys: np.ndarray, values: np.ndarray, n_rows: int, n_columns: int) -> sp.csr_matrix:

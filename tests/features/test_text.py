@@ -126,9 +126,27 @@ def test_large_inputs_in_blocks_and_in_parallel(docs, model, monkeypatch):
     assert_same_matrix(parallel.vectorize(docs), expected)
 
 
-def test_char_ngrams_are_not_dropped_by_the_fast_paths(docs):
-    model = TextModel(n_features=2**10, char_ngrams=(3, 4))
-    for batch in (docs[:1], docs[: VECTORISED_MIN_DOCS + 10]):
+@pytest.mark.parametrize("char_ngrams", [(2, 5), (3, 4), (1, 1), (1, 3), (5, 5)])
+def test_char_ngrams_equal_the_reference_at_every_batch_size(docs, char_ngrams):
+    model = TextModel(n_features=2**10, char_ngrams=char_ngrams)  # small: many n-grams share a column
+    few = PER_NGRAM_HASH_MAX_DOCS
+    for size in (1, few, few + 1, VECTORISED_MIN_DOCS - 1, VECTORISED_MIN_DOCS, None):
+        batch = docs if size is None else docs[:size]
         X = model.vectorize(batch)
         assert X.shape == (len(batch), 2 * 2**10) and X[:, 2**10 :].nnz > 0
         assert_same_matrix(X, model.vectorize_per_document(batch))
+
+
+@pytest.mark.parametrize("case", EDGE_CASES)
+def test_char_ngrams_of_each_edge_case_alone_and_in_a_batch(case):
+    model = TextModel(n_features=2**12, char_ngrams=(2, 5))
+    for batch in ([case], [case] * 7, ["plain words here", case, "more plain words"] * VECTORISED_MIN_DOCS):
+        assert_same_matrix(model.vectorize(batch), model.vectorize_per_document(batch))
+
+
+def test_char_ngram_columns_kept_for_recent_words_are_the_same_when_the_cache_is_full(docs, monkeypatch):
+    model = TextModel(n_features=2**12, char_ngrams=(2, 5))
+    expected = model.vectorize_per_document(docs[:200])
+    monkeypatch.setattr(text_module, "CHAR_GRAM_CACHE_WORDS", 50)  # cleared again and again
+    for lo in range(0, 200, 5):
+        assert_same_matrix(model.vectorize(docs[lo : lo + 5]), expected[lo : lo + 5])
