@@ -8,7 +8,7 @@ from tests.reliability.conftest import Load, decision_mix, logged_ids, queue_con
 
 pytestmark = pytest.mark.reliability
 
-DECISIONS = 10_000
+DECISIONS = 6_000
 CONCURRENCY = 32
 MAX_SECONDS = 60.0
 
