@@ -18,7 +18,7 @@ AXE_DIR := .cache/axe-core
 TRAIN_MINUTES = $(shell echo $$(( ($(ROWS) + 99999) / 100000 )))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser data train retrain promote shadow-report evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-scale bench-offline bench-dask-train bench-quality bench-tiers bench-loop bench-rules bench-identify bench-rules-mining bench-review clean
+.PHONY: help install install-browser data train retrain promote shadow-report evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-scale bench-offline bench-dask-train bench-text bench-quality bench-tiers bench-loop bench-rules bench-identify bench-rules-mining bench-review clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -113,6 +113,9 @@ bench-train: $(STAMP) ## Benchmark generate+train at 100k, 300k, 1M rows (time, 
 
 bench-offline: $(STAMP) ## Offline scoring of 1M rows: one process vs a pandas + LightGBM loop vs Dask local:1 and local:2 -> bench/RESULTS_OFFLINE.md
 	$(BIN)/python bench/bench_offline.py --rows 1000000 --cluster local:1,local:2
+
+bench-text: $(STAMP) ## Text vectorising (word and char n-grams) at batch sizes 1 / 12 / 48 / 4,096 against the per-document reference -> bench/RESULTS_TEXT.md
+	$(BIN)/python bench/bench_text.py
 
 bench-quality: $(STAMP) ## Model vs baseline vs a scikit-learn reference (and the oracle) on built-in and real data -> bench/results_quality.md
 	$(BIN)/python bench/bench_quality.py
