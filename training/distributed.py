@@ -25,8 +25,13 @@ path `training.pipeline` runs for both, so a bundle trained here is a normal bun
   weighted log loss (computed on the workers) would have stopped.
 - Calibration and test rows (their listing columns and features) come to this process for
   calibration, certification and the bundle's history; so do rejected training rows, for point-in-time
-  product identification. The similar-cases index holds every rejected listing and the newest
-  SIMILAR_CASES_ROWS reviewed ones (all of them on smaller data; metrics.json says when it is bounded).
+  product identification. Of each held-out part, the newest HELD_OUT_ROWS are used (all of them on
+  smaller data; metrics.json says when it is bounded): this process holds their text and identifies
+  them, which is what would run out of memory first at 10M rows, while a million rows already certify
+  far tighter than the targets need. The older rows of the part are used for nothing (they are after
+  the training period, so training may not see them). The similar-cases index holds every rejected
+  listing and the newest SIMILAR_CASES_ROWS reviewed ones (all of them on smaller data; metrics.json
+  says when it is bounded).
 """
 
 from __future__ import annotations
@@ -71,13 +76,15 @@ log = logging.getLogger(__name__)
 SELECTION_ROWS = 300_000  # newest training rows model selection and the tier-source choice run on
 FEATURE_FIT_ROWS = 1_000_000  # newest training rows the feature state and the baseline are fitted on
 SIMILAR_CASES_ROWS = 1_000_000  # newest reviewed listings in the similar-cases index (plus every reject)
+HELD_OUT_ROWS = 1_000_000  # newest rows of the calibration part, and of the test part, that are used
 ROWS_PER_PARTITION = 200_000  # partitions after the shuffle by merchant (at least two per worker)
 STOP_FRACTION = 0.1  # newest share of the training rows that early stopping watches, as `fit_lightgbm`
 MAX_PROBLEMS = 20
 
 # internal columns of the partitions on the workers
 RANK, ROLE, WEIGHT, TIER, LABEL = "_rank", "_role", "_weight", "_tier", "_label"
-FIT, STOP, CAL, TEST = 0, 1, 2, 3  # roles: training rows fitted on, early-stopping rows, calibration, test
+# roles: training rows fitted on, early-stopping rows, calibration, test, held-out rows left unused
+FIT, STOP, CAL, TEST, UNUSED = 0, 1, 2, 3, 4
 
 
 def fit_on_cluster(options: TrainOptions, config: DataConfig, stage: Any) -> Fitted:
@@ -108,6 +115,8 @@ class Layout:
     stop_start: int  # first early-stopping row (the newest tenth of the training part)
     feature_start: int  # first row of the feature sample
     selection_start: int  # first row of the selection sample
+    cal_start: int  # first calibration row used (the newest HELD_OUT_ROWS of the part)
+    test_start: int  # first test row used
 
     @classmethod
     def of(cls, n: int, n_train: int, n_cal: int) -> Layout:
@@ -118,14 +127,31 @@ class Layout:
             stop_start=n_train - max(1, int(n_train * STOP_FRACTION)),
             feature_start=max(0, n_train - FEATURE_FIT_ROWS),
             selection_start=max(0, n_train - SELECTION_ROWS),
+            cal_start=max(n_train, n_train + n_cal - HELD_OUT_ROWS),
+            test_start=max(n_train + n_cal, n - HELD_OUT_ROWS),
         )
 
     def roles(self, rank: np.ndarray) -> np.ndarray:
-        bounds = [rank < self.stop_start, rank < self.n_train, rank < self.n_train + self.n_cal]
-        return np.select(bounds, [FIT, STOP, CAL], TEST).astype(np.int8)
+        bounds = [
+            rank < self.stop_start,
+            rank < self.n_train,
+            rank < self.cal_start,
+            rank < self.n_train + self.n_cal,
+            rank < self.test_start,
+        ]
+        return np.select(bounds, [FIT, STOP, UNUSED, CAL, UNUSED], TEST).astype(np.int8)
 
     def sizes(self) -> dict[str, int]:
-        return {"train": self.n_train, "calibration": self.n_cal, "test": self.n - self.n_train - self.n_cal}
+        """The rows of each part that are used."""
+        return {
+            "train": self.n_train,
+            "calibration": self.n_train + self.n_cal - self.cal_start,
+            "test": self.n - self.test_start,
+        }
+
+    @property
+    def unused(self) -> int:
+        return self.cal_start - self.n_train + self.test_start - self.n_train - self.n_cal
 
 
 class ClusterTraining:
@@ -416,6 +442,11 @@ class ClusterTraining:
         return pd.concat(rows, ignore_index=True).sort_values(RANK, kind="stable").reset_index(drop=True)
 
     def _sample_notes(self, layout: Layout, kind: str) -> None:
+        if layout.unused:
+            self.notes.append(
+                f"calibration and test used the newest {HELD_OUT_ROWS:,} rows of their parts "
+                f"({layout.unused:,} older held-out rows unused)"
+            )
         if layout.n_train > SELECTION_ROWS:
             self.notes.append(
                 f"model selection and the tier-model choice ran on the newest {SELECTION_ROWS:,} of "

@@ -19,7 +19,7 @@ from features.builder import FeatureBuilder
 from features.config import load_config
 from features.merchant import MERCHANT_FEATURES
 from features.validate import load_table, validate_history
-from training.distributed import CAL, FIT, RANK, STOP, TEST, ClusterTraining, early_stopping_rounds
+from training.distributed import CAL, FIT, RANK, STOP, TEST, UNUSED, ClusterTraining, Layout, early_stopping_rounds
 from training.pipeline import TrainOptions, choose_calibration_fraction, train
 from triage.cli import app
 
@@ -152,6 +152,41 @@ def test_cluster_bundle_is_a_normal_bundle(scheduler: str, data: Path, tmp_path:
     assert abs(metrics["test"]["roc_auc"] - one.metrics["test"]["roc_auc"]) < 0.02
     assert (bundle_dir / "policy.json").is_file() and (bundle_dir / "history.parquet").is_file()
     assert {p.name for p in bundle_dir.iterdir()} == {p.name for p in one.bundle_dir.iterdir()}
+
+
+def test_only_the_newest_held_out_rows_are_used_past_held_out_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.distributed as distributed
+
+    monkeypatch.setattr(distributed, "HELD_OUT_ROWS", 5)
+    layout = Layout.of(n=100, n_train=60, n_cal=20)
+    roles = layout.roles(np.arange(100))
+    expected = [FIT] * 54 + [STOP] * 6 + [UNUSED] * 15 + [CAL] * 5 + [UNUSED] * 15 + [TEST] * 5
+    np.testing.assert_array_equal(roles, expected)
+    assert layout.sizes() == {"train": 60, "calibration": 5, "test": 5} and layout.unused == 30
+    monkeypatch.setattr(distributed, "HELD_OUT_ROWS", 20)  # as large as the parts: every row used
+    whole = Layout.of(n=100, n_train=60, n_cal=20)
+    assert UNUSED not in whole.roles(np.arange(100)) and whole.unused == 0
+    assert whole.sizes() == {"train": 60, "calibration": 20, "test": 20}
+
+
+@pytest.mark.slow
+def test_a_cluster_bundle_calibrates_and_tests_on_the_newest_held_out_rows(
+    scheduler: str, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.distributed as distributed
+
+    monkeypatch.setattr(distributed, "HELD_OUT_ROWS", 300)
+    result = train(
+        TrainOptions(
+            data=data / "parts", out=tmp_path, cluster=scheduler, search_trials=1, show_progress=False, log_mlflow=False
+        )
+    )
+    metrics = json.loads((result.bundle_dir / "metrics.json").read_text())
+    assert metrics["split_sizes"]["calibration"] == metrics["split_sizes"]["test"] == 300
+    assert metrics["test"]["rows"] == 300
+    assert any("newest 300 rows of their parts" in warning for warning in metrics["warnings"])
+    table = pd.read_parquet(data / "reviews.parquet").sort_values("created_at", kind="stable")
+    assert Bundle.load(result.bundle_dir).risk(table.tail(5)).shape == (5,)
 
 
 def test_a_bad_cluster_value_is_refused_with_exit_code_2(tmp_path: Path) -> None:
