@@ -1,6 +1,6 @@
 """Product identification: `make bench-identify` -> bench/RESULTS_IDENTIFY.md.
 
-    python bench/bench_identify.py [--rows 200000] [--validation-seeds 101 102] [--test-seeds 0 1 2]
+    python bench/bench_identify.py [--rows 200000] [--validation-seeds 101 102 103 104] [--test-seeds 0 1 2]
         [--build-rows 1000000] [--latency-listings 2000] [--train-rows 60000] [--out PATH]
 
 Built-in data only (the oracle's `repost_of` says which rows re-post which rejected listing).
@@ -10,7 +10,8 @@ Built-in data only (the oracle's `repost_of` says which rows re-post which rejec
    re-post of the same original. recall = re-posts detected correctly / re-posts; precision = correct
    detections / detections. A logistic regression of pair correctness on `identify.pair_features` is
    fitted on the pooled candidates of the validation seeds and its score threshold chosen there (the
-   lowest whose pooled precision reaches PRECISION_CHOSEN), then measured on the test seeds, with the
+   lowest at which every validation seed's precision reaches PRECISION_CHOSEN: precision at a threshold
+   varies between generated worlds), then measured on the test seeds, with the
    candidate recall (re-posts whose original is a candidate at all). The shipped constants
    (REPOST_COEFFICIENTS, REPOST_INTERCEPT, REPOST_THRESHOLD) are measured too. Baseline in the same
    run: text similarity alone (the unblocked index banded for 0.65, no product attributes, no seller).
@@ -121,11 +122,16 @@ def fit(validation: list[dict[str, Any]]) -> dict[str, Any]:
     model = LogisticRegression(C=10.0, solver="newton-cholesky", max_iter=200).fit(x, y)
     coefficients = [round(float(c), 3) for c in model.coef_[0]]
     intercept = round(float(model.intercept_[0]), 3)
-    best, correct = zip(
-        *(best_per_row(p, identify.repost_score(p["features"], coefficients, intercept)) for p in validation),
-        strict=True,
-    )
-    threshold = round(identify.choose_threshold(np.concatenate(best), np.concatenate(correct), PRECISION_CHOSEN), 4)
+    # the lowest threshold at which every validation seed reaches PRECISION_CHOSEN: precision at one
+    # threshold varies from one generated world to the next, so the worst seed sets it, not the pool
+    per_seed = [
+        identify.choose_threshold(
+            *best_per_row(p, identify.repost_score(p["features"], coefficients, intercept)), PRECISION_CHOSEN
+        )
+        for p in validation
+    ]
+    log(f"validation thresholds per seed at precision {PRECISION_CHOSEN}: {[round(t, 4) for t in per_seed]}")
+    threshold = round(max(per_seed), 4)
     recall = sum(
         measure(p, identify.repost_score(p["features"], coefficients, intercept), threshold)["recall"] * p["reposts"]
         for p in validation
@@ -322,7 +328,7 @@ def report(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--validation-seeds", type=int, nargs="+", default=[101, 102])
+    parser.add_argument("--validation-seeds", type=int, nargs="+", default=[101, 102, 103, 104])
     parser.add_argument("--test-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--build-rows", type=int, default=1_000_000)
     parser.add_argument("--latency-listings", type=int, default=2000)

@@ -14,9 +14,10 @@ Two matchers, one normalisation:
   A candidate is a re-post when it is the same product (`same_product`: the exact attribute columns
   and a price within PRICE_RATIO) and its score reaches REPOST_THRESHOLD: a logistic regression
   (`repost_score`) on the estimated Jaccard similarity (share of equal signature values, unbiased for
-  the Jaccard similarity of the shingle sets), same merchant, a new account of another merchant and
-  the price change. Coefficients and threshold are fitted on validation seeds (bench/bench_identify.py);
-  features of columns a data config lacks are 0 on both sides of every pair.
+  the Jaccard similarity of the shingle sets), same merchant, a new account of another merchant, the
+  price change and the days from the rejection to the listing. Coefficients and threshold are fitted
+  on validation seeds (bench/bench_identify.py); features of columns a data config lacks are 0 on both
+  sides of every pair.
 - `Catalogue`: known prohibited or restricted products by name and aliases. A phrase matches on whole
   words only, after each listing word that is a close misspelling of a catalogue word (rapidfuzz ratio
   >= `FUZZY_RATIO`, words of `FUZZY_MIN_LENGTH`+ letters) is read as that word. Every word of an alias
@@ -34,9 +35,11 @@ import json
 import re
 import struct
 import threading
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -64,10 +67,12 @@ LSH_WEIGHTS = (0.3, 0.7)
 # attributes (`ListingIndex(blocked=True)`), so a bucket holds one product kind and stays small.
 REJECTS_LSH_THRESHOLD = 0.4
 # A candidate's re-post score: a logistic regression on pair features (`pair_features`: estimated Jaccard
-# similarity, same merchant, new account of another merchant, |log price ratio|, both prices known),
+# similarity, same merchant, new account of another merchant, |log price ratio|, both prices known, and
+# how long after the rejection the query was listed: re-posters come back within days or weeks, while a
+# lookalike of another seller is as likely months later),
 # fitted on the candidates of validation seeds by bench/bench_identify.py. A candidate counts as a
-# re-post from REPOST_THRESHOLD (the lowest score whose pooled validation precision reaches 0.97: a
-# margin over the 0.95 target).
+# re-post from REPOST_THRESHOLD (the lowest score at which each of four validation seeds' precision
+# reaches 0.97: a margin over the 0.95 target, set by the worst generated world, not the pool).
 REPOST_FEATURES = (
     "similarity",
     "same_merchant",
@@ -76,11 +81,14 @@ REPOST_FEATURES = (
     "same_price",
     "similarity_same_merchant",
     "similarity_new_account",
+    "log_days_since_reject",
+    "similarity_log_days_since_reject",
 )
-REPOST_COEFFICIENTS = (7.194, 5.581, 3.037, -3.108, 5.88, 7.003, 7.176)
-REPOST_INTERCEPT = -12.4
-REPOST_THRESHOLD = 0.5961
+REPOST_COEFFICIENTS = (9.598, 3.43, 1.323, -5.358, 4.862, 12.249, 12.01, -0.686, -1.97)
+REPOST_INTERCEPT = -9.405
+REPOST_THRESHOLD = 0.5788
 MAX_BUCKET = 256  # candidates read per band and query (the newest of an oversized bucket)
+QUERY_BLOCK = 100_000  # queries `ListingIndex.best` matches at a time (bounds the candidate pairs held)
 # A seller whose listing was rejected often comes back through a second account: another merchant that
 # joined less than NEW_ACCOUNT_DAYS before the listing.
 NEW_ACCOUNT_DAYS = 60.0
@@ -91,6 +99,8 @@ PRICE_RATIO = (0.75, 1.35)  # a re-post's price is within this ratio of its orig
 PRODUCT_NUMERIC = ("image_count", "has_certificate")
 FUZZY_RATIO = 88.0
 FUZZY_MIN_LENGTH = 5
+_US_PER_DAY = 86_400 * 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EMPTY = np.iinfo(np.uint32).max  # every value of the signature of a text without words
 _PADDED_WIDTH = 128  # shingles per text gathered at once; longer texts fold in their rest afterwards
 _CACHED_PERMUTED = 50_000  # shingles whose permuted values are kept for one-listing calls
@@ -379,7 +389,7 @@ class Listings:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def take(self, rows: np.ndarray | list[int]) -> Listings:
+    def take(self, rows: np.ndarray | list[int] | slice) -> Listings:
         return Listings(*(np.asarray(getattr(self, f))[rows] for f in _LISTING_FIELDS))
 
     def concat(self, other: Listings) -> Listings:
@@ -484,8 +494,9 @@ class Neighbours:
     """Query results: for query row `query[i]`, indexed listing `ids[i]` at `similarity[i]`, listed by
     the same merchant or not (`same_merchant[i]`; an unknown merchant on either side counts as the same),
     the query listed from a new account of another
-    merchant or not (`new_account[i]`), and the query's price over the indexed one's (`price_ratio[i]`,
-    NaN: either unknown)."""
+    merchant or not (`new_account[i]`), the query's price over the indexed one's (`price_ratio[i]`,
+    NaN: either unknown), and the days from the indexed listing becoming known (its rejection) to the
+    query's time (`days_since[i]`, 0 when the query is not later)."""
 
     query: np.ndarray
     ids: np.ndarray
@@ -493,11 +504,12 @@ class Neighbours:
     same_merchant: np.ndarray
     new_account: np.ndarray
     price_ratio: np.ndarray
+    days_since: np.ndarray
 
     @property
     def features(self) -> np.ndarray:
         """(pairs, len(REPOST_FEATURES)) float: the pair features a re-post score is computed from."""
-        return pair_features(self.similarity, self.same_merchant, self.new_account, self.price_ratio)
+        return pair_features(self.similarity, self.same_merchant, self.new_account, self.price_ratio, self.days_since)
 
     @property
     def score(self) -> np.ndarray:
@@ -506,7 +518,11 @@ class Neighbours:
 
 
 def pair_features(
-    similarity: np.ndarray, same_merchant: np.ndarray, new_account: np.ndarray, price_ratio: np.ndarray
+    similarity: np.ndarray,
+    same_merchant: np.ndarray,
+    new_account: np.ndarray,
+    price_ratio: np.ndarray,
+    days_since: np.ndarray,
 ) -> np.ndarray:
     """`REPOST_FEATURES` of candidate pairs (an unknown price ratio: no change, not the same price)."""
     known = ~np.isnan(price_ratio)
@@ -521,6 +537,8 @@ def pair_features(
         same_price,
         similarity * same_merchant,
         similarity * new_account,
+        np.log1p(days_since),
+        similarity * np.log1p(days_since),
     )
     return np.stack([np.asarray(c, dtype=np.float64) for c in columns], axis=1).reshape(-1, len(REPOST_FEATURES))
 
@@ -596,7 +614,8 @@ class ListingIndex:
     ) -> Neighbours:
         """Every indexed listing sharing a band with a query listing at `min_similarity` or more; with
         `before_us`, known strictly before its query's time; with `exclude_self`, not the query's own
-        id; with `product`, of the `same_product`."""
+        id; with `product`, of the `same_product`. A query's time is `before_us` (its creation, in
+        history), else its listing's time (`record_listings`: now, for a listing being scored)."""
         keys = band_keys(listings.signatures, self.bands, self.rows, listings.attributes if self.blocked else None)
         has_words = (listings.signatures != _EMPTY).any(axis=1)
         parts: list[tuple[np.ndarray, ...]] = []
@@ -622,29 +641,41 @@ class ListingIndex:
             same = (merchant == query_merchant) | (merchant == 0) | (query_merchant == 0)
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = listings.prices[q] / indexed.prices[c]
-            parts.append((q, indexed.ids[c], similarity, same, listings.new_accounts[q] & ~same, ratio))
+            query_us = before_us[q] if before_us is not None else listings.times[q]
+            days = np.maximum(query_us - indexed.times[c], 0) / _US_PER_DAY
+            parts.append((q, indexed.ids[c], similarity, same, listings.new_accounts[q] & ~same, ratio, days))
         if not parts:
             nothing = np.zeros(0, bool)
-            return Neighbours(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), nothing, nothing, np.zeros(0))
+            return Neighbours(
+                np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0), nothing, nothing, np.zeros(0), np.zeros(0)
+            )
         return Neighbours(*(np.concatenate(p) for p in zip(*parts, strict=True)))
 
     def best(
         self, listings: Listings, min_score: float, before_us: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per query, the indexed listing of the same product with the highest `Neighbours.score`, if
-        that is `min_score` or more: (ids, "" for none; its text similarity, 0.0 for none; its score)."""
+        that is `min_score` or more: (ids, "" for none; its text similarity, 0.0 for none; its score).
+        Queries go QUERY_BLOCK at a time: a block's candidate pairs grow with the index as well as
+        with the queries, and only each query's best is kept."""
         n = len(listings)
-        found = self.query(listings, 0.0, before_us)
         ids, similarity, score = np.full(n, "", dtype=object), np.zeros(n), np.zeros(n)
-        scores = found.score
-        keep = scores >= min_score
-        q = found.query[keep]
-        if len(q):
-            order = np.lexsort((-scores[keep], q))
-            first = order[np.r_[True, q[order][1:] != q[order][:-1]]]
-            ids[q[first]] = found.ids[keep][first]
-            similarity[q[first]] = found.similarity[keep][first]
-            score[q[first]] = scores[keep][first]
+        for lo in range(0, n, QUERY_BLOCK):
+            block = slice(lo, min(n, lo + QUERY_BLOCK))
+            found = self.query(
+                listings.take(block) if n > QUERY_BLOCK else listings,
+                0.0,
+                before_us[block] if before_us is not None else None,
+            )
+            scores = found.score
+            keep = scores >= min_score
+            q = found.query[keep]
+            if len(q):
+                order = np.lexsort((-scores[keep], q))
+                first = order[np.r_[True, q[order][1:] != q[order][:-1]]]
+                ids[lo + q[first]] = found.ids[keep][first]
+                similarity[lo + q[first]] = found.similarity[keep][first]
+                score[lo + q[first]] = scores[keep][first]
         return ids, similarity, score
 
     def nearest(self, listing: Listings, k: int) -> list[tuple[str, float]]:
@@ -950,8 +981,10 @@ class ProductIdentifier:
         threshold: float = REPOST_THRESHOLD,
         reviewed: ListingIndex | None = None,
         outcomes: dict[str, tuple[str, str]] | None = None,
+        time_column: str | None = None,
     ) -> None:
         self.text_columns = list(text_columns)
+        self.time_column = time_column  # a new listing's creation time, for its days since a rejection
         self.attribute_columns = list(attribute_columns)
         self.price_column = price_column
         self.merchant_column = merchant_column
@@ -986,7 +1019,8 @@ class ProductIdentifier:
     def record_listings(
         self, records: Sequence[dict[str, Any]], id_column: str, times_us: Sequence[int] | None = None
     ) -> tuple[Listings, list[str]]:
-        """`frame_listings` for listing dicts (time 0 unless given)."""
+        """`frame_listings` for listing dicts; unless given, each one's time is its creation time
+        (`time_column`), else now."""
         n = len(records)
         texts, titles = matching_records(records, self.text_columns)
         attributes = _attribute_keys([[r.get(c) for r in records] for c in self.attribute_columns], n)
@@ -997,7 +1031,10 @@ class ProductIdentifier:
         tenure = self.tenure_column
         new = _new_accounts([r.get(tenure) for r in records]) if tenure else np.zeros(n, bool)
         ids = np.asarray([str(r.get(id_column, "")) for r in records], dtype=object)
-        times = np.asarray(times_us if times_us is not None else np.zeros(n), dtype=np.int64)
+        if times_us is None:
+            column, now = self.time_column, _now_us()
+            times_us = [_record_time_us(r.get(column), now) if column else now for r in records]
+        times = np.asarray(times_us, dtype=np.int64)
         signatures = self.family.signatures(texts, titles)
         return Listings(ids, times, signatures, attributes, prices, merchants, new), texts
 
@@ -1039,7 +1076,9 @@ class ProductIdentifier:
         `identify_records` finds, column by column instead of a dict per listing (offline scoring)."""
         n = len(frame)
         ids = frame[id_column].astype(str).to_numpy(dtype=object) if id_column in frame else np.full(n, "", object)
-        listings, texts = self.frame_listings(frame, ids, np.zeros(n, np.int64))
+        column = self.time_column
+        times = times_us(frame, column) if column in frame else np.full(n, _now_us(), np.int64)
+        listings, texts = self.frame_listings(frame, ids, times)
         repost_of, _, _ = self.rejects.best(listings, self.threshold)
         entries = self.catalogue.match(texts) if self.catalogue is not None else np.full(n, -1)
         repost, catalogue = MATCH_SOURCES
@@ -1074,7 +1113,9 @@ class ProductIdentifier:
             "price_column": self.price_column,
             "merchant_column": self.merchant_column,
             "tenure_column": self.tenure_column,
+            "time_column": self.time_column,
             "threshold": self.threshold,
+            "repost_features": list(REPOST_FEATURES),
             "lsh_threshold": self.reviewed.lsh_threshold,
             "rejects_lsh_threshold": self.rejects.lsh_threshold,
             "rejects_blocked": self.rejects.blocked,
@@ -1115,10 +1156,31 @@ class ProductIdentifier:
             meta["tenure_column"],
             rejects,
             catalogue,
-            float(meta["threshold"]),
+            # a threshold saved for another scorer's features does not fit this one's scores
+            float(meta["threshold"]) if meta.get("repost_features") == list(REPOST_FEATURES) else REPOST_THRESHOLD,
             reviewed,
             outcomes,
+            meta.get("time_column"),
         )
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1_000
+
+
+def _record_time_us(value: Any, now: int) -> int:
+    """A listing dict's creation time in microseconds (naive: UTC, as `times_us` reads a column); `now`
+    when it is missing or not a time."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return now
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def rejected_rows(frame: pd.DataFrame, config: DataConfig) -> pd.Series:
@@ -1141,7 +1203,10 @@ def _identifier_for(config: DataConfig, frame: pd.DataFrame, catalogue: pd.DataF
     columns = [c for c in config.text if c in frame]
     merchant = config.merchant if config.merchant in frame else None
     tenure = TENURE_COLUMN if TENURE_COLUMN in config.numeric and TENURE_COLUMN in frame else None
-    return ProductIdentifier(columns, [c for c in exact if c in frame], price, merchant, tenure, catalogue=entries)
+    created = config.timestamp if config.timestamp and config.timestamp in frame else None
+    return ProductIdentifier(
+        columns, [c for c in exact if c in frame], price, merchant, tenure, catalogue=entries, time_column=created
+    )
 
 
 def build_identifier(
@@ -1214,9 +1279,14 @@ def choose_threshold(similarity: np.ndarray, is_repost: np.ndarray, precision: f
     """The lowest similarity threshold whose matches are re-posts at `precision` or more on validation
     rows (each row's best candidate similarity, 0 for none, and whether it truly re-posts a reject).
     The threshold is a one-parameter choice on held-out seeds; the test seeds then measure it."""
-    candidates = np.unique(similarity[similarity > 0])
-    for threshold in candidates:
-        hits = similarity >= threshold
-        if hits.any() and is_repost[hits].mean() >= precision:
-            return float(threshold)
-    return 1.0
+    scored = similarity > 0
+    values, right = similarity[scored], np.asarray(is_repost, dtype=np.float64)[scored]
+    if not len(values):
+        return 1.0
+    # every distinct value t, highest first, with the precision of the rows at t or more
+    order = np.argsort(-values, kind="stable")
+    values, right = values[order], right[order]
+    last = np.r_[values[1:] != values[:-1], True]  # each value's last row: its hits are rows up to it
+    hits_precision = (np.cumsum(right) / np.arange(1, len(values) + 1))[last]
+    reaching = np.flatnonzero(hits_precision >= precision)
+    return float(values[last][reaching[-1]]) if len(reaching) else 1.0

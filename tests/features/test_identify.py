@@ -3,6 +3,8 @@ point-in-time history matching, the index's incremental adds and persistence."""
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,11 +56,18 @@ def identifier_with(*rejected: dict[str, Any]) -> ProductIdentifier:
         "merchant_tenure_days",
         catalogue=Catalogue(CATALOGUE),
     )
+    yesterday = time.time_ns() // 1_000 - DAY_US  # rejected a day before the listings queried (now)
     identifier.add_verdicts(
-        list(rejected), "listing_id", ["reject"] * len(rejected), ["counterfeit"] * len(rejected), [0] * len(rejected)
+        list(rejected),
+        "listing_id",
+        ["reject"] * len(rejected),
+        ["counterfeit"] * len(rejected),
+        [yesterday] * len(rejected),
     )
     return identifier
 
+
+DAY_US = 86_400 * 1_000_000
 
 TRICKY = [
     "R0lex   Submariner!!",
@@ -241,19 +250,20 @@ def test_a_copy_of_another_product_or_price_is_no_repost_and_the_seller_counts()
     # listings with known ones
     assert [f.repost_of for f in found] == ["L-rejected", "", "", ""]
     edited = {**copy, "title": "Rolex Submariner watch, black dial, with box"}
-    other_seller = identifier.record_listings([{**edited, "merchant_id": "M2"}], "listing_id")[0]
-    same_seller = identifier.record_listings([{**edited, "merchant_id": "M1"}], "listing_id")[0]
+    now = [time.time_ns() // 1_000]  # one query time for every pair compared below
+    other_seller = identifier.record_listings([{**edited, "merchant_id": "M2"}], "listing_id", now)[0]
+    same_seller = identifier.record_listings([{**edited, "merchant_id": "M1"}], "listing_id", now)[0]
     found_other, found_same = identifier.rejects.query(other_seller), identifier.rejects.query(same_seller)
     assert len(found_other.similarity) == 1 and found_other.similarity.tolist() == found_same.similarity.tolist()
     assert found_same.score[0] > found_other.score[0]
     assert not found_other.same_merchant.any() and found_same.same_merchant.all()
     new_account = identifier.record_listings(
-        [{**edited, "merchant_id": "M2", "merchant_tenure_days": 5}], "listing_id"
+        [{**edited, "merchant_id": "M2", "merchant_tenure_days": 5}], "listing_id", now
     )[0]
     found_new = identifier.rejects.query(new_account)
     assert found_new.new_account.all() and found_new.score[0] > found_other.score[0]
     same_and_new = identifier.record_listings(
-        [{**edited, "merchant_id": "M1", "merchant_tenure_days": 5}], "listing_id"
+        [{**edited, "merchant_id": "M1", "merchant_tenure_days": 5}], "listing_id", now
     )
     assert identifier.rejects.query(same_and_new[0]).score.tolist() == found_same.score.tolist()  # one bonus
 
@@ -310,7 +320,7 @@ def test_a_listing_is_signed_and_keyed_alike_alone_and_in_a_column() -> None:
 
 def test_a_heavily_edited_repost_from_a_new_account_matches_and_a_same_category_listing_does_not() -> None:
     """Every edit at once (title reworded and reordered, obfuscated spelling, price down 15%, description
-    reordered) from a second account days old: matched. Another product of the same category,
+    reordered) from a second account days old, a day after the rejection: matched. Another product of the same category,
     market and brand by an established seller: not matched, though it shares the boilerplate."""
     original = {
         "listing_id": "L-orig",
@@ -327,7 +337,7 @@ def test_a_heavily_edited_repost_from_a_new_account_matches_and_a_same_category_
     identifier = ProductIdentifier(
         ["title", "description", "brand"], ["category", "market"], "price", "merchant_id", "merchant_tenure_days"
     )
-    identifier.add_verdicts([original], "listing_id", ["reject"], ["counterfeit"], [0])
+    identifier.add_verdicts([original], "listing_id", ["reject"], ["counterfeit"], [time.time_ns() // 1_000 - DAY_US])
     repost = {
         **original,
         "listing_id": "L-repost",
@@ -353,3 +363,80 @@ def test_a_heavily_edited_repost_from_a_new_account_matches_and_a_same_category_
     assert found[0].repost_similarity < 0.9  # edited: under the old text-only threshold (0.9156)
     scores = identifier.rejects.query(identifier.record_listings([repost], "listing_id")[0]).score
     assert scores.max() >= REPOST_THRESHOLD
+
+
+def test_threshold_choice_equals_trying_every_value_from_the_lowest() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(0, 40))
+        similarity = np.round(rng.random(n), int(rng.integers(1, 3))) * (rng.random(n) > 0.2)
+        is_repost = rng.random(n) < similarity
+        for precision in (0.5, 0.8, 0.95, 1.0):
+            reaching = [
+                t for t in np.unique(similarity[similarity > 0]) if is_repost[similarity >= t].mean() >= precision
+            ]
+            assert choose_threshold(similarity, is_repost, precision) == (float(reaching[0]) if reaching else 1.0)
+
+
+def test_the_same_copy_soon_after_the_rejection_scores_higher_than_months_later() -> None:
+    """Re-posters come back within days or weeks; a lookalike months later is less likely one."""
+    identifier = identifier_with(REJECTED)
+    copy = {**REJECTED, "listing_id": "L-copy", "title": "Rolex Submariner watch, black dial, with box"}
+    now = time.time_ns() // 1_000
+    soon, late = (identifier.record_listings([copy], "listing_id", [now + days * DAY_US])[0] for days in (2, 200))
+    found_soon, found_late = identifier.rejects.query(soon), identifier.rejects.query(late)
+    assert found_soon.similarity.tolist() == found_late.similarity.tolist()
+    assert found_soon.days_since[0] == pytest.approx(3.0) and found_late.days_since[0] == pytest.approx(201.0)
+    assert found_soon.score[0] > found_late.score[0]
+
+
+def test_a_listing_dict_is_placed_at_its_creation_time_else_now() -> None:
+    identifier = identifier_with(REJECTED)
+    identifier.time_column = "created_at"
+    records = [
+        {**REJECTED, "listing_id": "A", "created_at": "2026-03-01T12:00:00Z"},
+        {**REJECTED, "listing_id": "B", "created_at": "2026-03-01T12:00:00"},  # naive: UTC
+        {**REJECTED, "listing_id": "C", "created_at": "not a time"},
+        {**REJECTED, "listing_id": "D"},
+    ]
+    before = time.time_ns() // 1_000
+    listings, _ = identifier.record_listings(records, "listing_id")
+    march = int(pd.Timestamp("2026-03-01T12:00:00Z").value // 1_000)
+    assert listings.times[:2].tolist() == [march, march]
+    assert all(t >= before for t in listings.times[2:].tolist())  # unreadable or missing: now
+    # offline scoring reads the same time from the column: the same matches as the service's
+    edited = [{**r, "title": "Rolex Submariner watch, black dial"} for r in records[:2]]
+    frame = pd.DataFrame(edited).assign(
+        created_at=pd.to_datetime([r["created_at"] for r in edited], utc=True, format="ISO8601")
+    )
+    served = ["repost" if f.repost_of else "" for f in identifier.identify_records(edited, "listing_id")]
+    assert identifier.product_matches(frame, "listing_id").tolist() == served
+
+
+def test_a_saved_threshold_of_another_scorer_gives_way_to_this_ones(tmp_path: Path) -> None:
+    identifier = identifier_with(REJECTED)
+    identifier.threshold = 0.123
+    identifier.save(tmp_path)
+    assert ProductIdentifier.load(tmp_path).threshold == 0.123
+    meta = json.loads((tmp_path / "identify.json").read_text())
+    del meta["repost_features"]  # a bundle saved before the scorer read the days since the rejection
+    (tmp_path / "identify.json").write_text(json.dumps(meta))
+    assert ProductIdentifier.load(tmp_path).threshold == REPOST_THRESHOLD
+
+
+def test_best_matches_queries_block_by_block_as_in_one_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    import features.identify as identify_module
+
+    originals = [
+        {**REJECTED, "listing_id": f"L{i}", "title": f"{REJECTED['title']} {word}"}
+        for i, word in enumerate(["red", "blue", "green", "gold", "steel"])
+    ]
+    identifier = identifier_with(*originals)
+    queries = [{**o, "listing_id": f"Q{i}", "title": o["title"] + " new"} for i, o in enumerate(originals * 3)]
+    listings, _ = identifier.record_listings(queries, "listing_id", [time.time_ns() // 1_000] * len(queries))
+    whole = identifier.rejects.best(listings, 0.0)
+    monkeypatch.setattr(identify_module, "QUERY_BLOCK", 4)  # 15 queries: blocks of 4, 4, 4 and 3
+    blocked = identifier.rejects.best(listings, 0.0)
+    assert whole[0].tolist() == blocked[0].tolist() and set(whole[0].tolist()) >= {"L0", "L4"}
+    np.testing.assert_array_equal(whole[1], blocked[1])
+    np.testing.assert_array_equal(whole[2], blocked[2])

@@ -64,7 +64,8 @@ def test_a_match_rule_routes_as_configured_and_names_the_matched_listing(bundle_
     engine = DecisionEngine.from_bundle(bundle, replace(bundle.policy, rules=[block_reposts]), seed=0)
     assert bundle.identifier is not None
     rejected = listing_json(1, listing_id="L-rej", **ODD)
-    bundle.identifier.add_verdicts([rejected], "listing_id", ["reject"], ["prohibited_item"], [0])
+    day_before = int(pd.Timestamp(rejected["created_at"]).value // 1_000) - 86_400 * 1_000_000
+    bundle.identifier.add_verdicts([rejected], "listing_id", ["reject"], ["prohibited_item"], [day_before])
     repost = listing_json(  # the same seller, the title reworded and obfuscated
         1, listing_id="L-again", **{**ODD, "title": "Zanzibar heirloom sw1tchblade, engraved walnut handle"}
     )
