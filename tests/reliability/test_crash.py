@@ -18,7 +18,7 @@ from tests.reliability.conftest import (
 
 pytestmark = pytest.mark.reliability
 
-LEASE_SECONDS = 20  # outlives a restart (bundle, identification index, verdict replay: about 7 s on a busy 2-core machine)
+LEASE_SECONDS = 20  # outlives a restart (bundle, identification index, verdict replay: about 7 s when busy)
 KILL_AFTER_DECISIONS = 3_000
 MAX_SECONDS = 60.0
 
