@@ -1020,7 +1020,9 @@ class ProductIdentifier:
         self, records: Sequence[dict[str, Any]], id_column: str, times_us: Sequence[int] | None = None
     ) -> tuple[Listings, list[str]]:
         """`frame_listings` for listing dicts; unless given, each one's time is its creation time
-        (`time_column`), else now."""
+        (`time_column`; now for a listing without one). Without a time column (data ordered by row) the
+        index holds row positions, not times: listings get time 0, so the days since a rejection read
+        0, as they do between neighbouring rows in training."""
         n = len(records)
         texts, titles = matching_records(records, self.text_columns)
         attributes = _attribute_keys([[r.get(c) for r in records] for c in self.attribute_columns], n)
@@ -1033,7 +1035,7 @@ class ProductIdentifier:
         ids = np.asarray([str(r.get(id_column, "")) for r in records], dtype=object)
         if times_us is None:
             column, now = self.time_column, _now_us()
-            times_us = [_record_time_us(r.get(column), now) if column else now for r in records]
+            times_us = [_record_time_us(r.get(column), now) for r in records] if column else [0] * n
         times = np.asarray(times_us, dtype=np.int64)
         signatures = self.family.signatures(texts, titles)
         return Listings(ids, times, signatures, attributes, prices, merchants, new), texts
@@ -1076,8 +1078,11 @@ class ProductIdentifier:
         `identify_records` finds, column by column instead of a dict per listing (offline scoring)."""
         n = len(frame)
         ids = frame[id_column].astype(str).to_numpy(dtype=object) if id_column in frame else np.full(n, "", object)
-        column = self.time_column
-        times = times_us(frame, column) if column in frame else np.full(n, _now_us(), np.int64)
+        column = self.time_column  # as `record_listings` places listings in time
+        if column is None:
+            times = np.zeros(n, np.int64)
+        else:
+            times = times_us(frame, column) if column in frame else np.full(n, _now_us(), np.int64)
         listings, texts = self.frame_listings(frame, ids, times)
         repost_of, _, _ = self.rejects.best(listings, self.threshold)
         entries = self.catalogue.match(texts) if self.catalogue is not None else np.full(n, -1)

@@ -440,3 +440,15 @@ def test_best_matches_queries_block_by_block_as_in_one_go(monkeypatch: pytest.Mo
     assert whole[0].tolist() == blocked[0].tolist() and set(whole[0].tolist()) >= {"L0", "L4"}
     np.testing.assert_array_equal(whole[1], blocked[1])
     np.testing.assert_array_equal(whole[2], blocked[2])
+
+
+def test_without_a_time_column_the_days_since_a_rejection_read_zero() -> None:
+    """Data ordered by row indexes row positions, not times: the service's listings must not look
+    decades after every rejection (training saw neighbouring rows about 0 days apart)."""
+    identifier = identifier_with(REJECTED)
+    assert identifier.time_column is None
+    listings, _ = identifier.record_listings([{**REJECTED, "listing_id": "L-copy"}], "listing_id")
+    found = identifier.rejects.query(listings)
+    assert listings.times.tolist() == [0] and found.days_since.tolist() == [0.0]
+    frame = pd.DataFrame([{**REJECTED, "listing_id": "L-copy"}])
+    assert identifier.product_matches(frame, "listing_id").tolist() == ["repost"]
