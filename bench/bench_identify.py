@@ -8,7 +8,7 @@ Built-in data only (the oracle's `repost_of` says which rows re-post which rejec
    `features.identify.identify_history` does (each row against listings rejected and reviewed before it
    was created). A detection is correct when the matched listing is the row's original or another
    re-post of the same original. recall = re-posts detected correctly / re-posts; precision = correct
-   detections / detections. A logistic regression of pair correctness on `identify.pair_features` is
+   detections / detections. A logistic regression of pair correctness on `listing_index.pair_features` is
    fitted on the pooled candidates of the validation seeds and its score threshold chosen there (the
    lowest at which every validation seed's precision reaches PRECISION_CHOSEN: precision at a threshold
    varies between generated worlds), then measured on the test seeds, with the
@@ -43,7 +43,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, log, run_meta  # noqa: E402
-from features import identify  # noqa: E402
+from features import identify, listing_index  # noqa: E402
 from features.config import DataConfig  # noqa: E402
 from training.generate import generate  # noqa: E402
 
@@ -57,7 +57,7 @@ def candidate_pairs(rows: int, seed: int, product: bool = True) -> dict[str, Any
     config = DataConfig()
     identifier = identify._identifier_for(config, history, None)
     if not product:  # the text-only baseline: the old index (no attribute blocking, banded for 0.65)
-        identifier.rejects = identify.ListingIndex(identifier.family)
+        identifier.rejects = listing_index.ListingIndex(identifier.family)
     ids = history[config.id].astype(str).to_numpy(dtype=object)
     listings, _ = identifier.frame_listings(history, ids, identify._review_times(history, config))
     identifier.rejects.add(listings.take(np.flatnonzero(identify.rejected_rows(history, config).to_numpy())))
@@ -126,14 +126,15 @@ def fit(validation: list[dict[str, Any]]) -> dict[str, Any]:
     # threshold varies from one generated world to the next, so the worst seed sets it, not the pool
     per_seed = [
         identify.choose_threshold(
-            *best_per_row(p, identify.repost_score(p["features"], coefficients, intercept)), PRECISION_CHOSEN
+            *best_per_row(p, listing_index.repost_score(p["features"], coefficients, intercept)), PRECISION_CHOSEN
         )
         for p in validation
     ]
     log(f"validation thresholds per seed at precision {PRECISION_CHOSEN}: {[round(t, 4) for t in per_seed]}")
     threshold = round(max(per_seed), 4)
     recall = sum(
-        measure(p, identify.repost_score(p["features"], coefficients, intercept), threshold)["recall"] * p["reposts"]
+        measure(p, listing_index.repost_score(p["features"], coefficients, intercept), threshold)["recall"]
+        * p["reposts"]
         for p in validation
     ) / sum(p["reposts"] for p in validation)
     chosen = {"coefficients": coefficients, "intercept": intercept, "threshold": threshold, "recall": recall}
@@ -152,7 +153,7 @@ def detection(args: argparse.Namespace) -> dict[str, Any]:
         log(f"test seed {seed}: {args.rows:,} rows")
         pairs = candidate_pairs(args.rows, seed)
         text_only = candidate_pairs(args.rows, seed, product=False)
-        fitted = identify.repost_score(pairs["features"], chosen["coefficients"], chosen["intercept"])
+        fitted = listing_index.repost_score(pairs["features"], chosen["coefficients"], chosen["intercept"])
         t_text = identify.choose_threshold(
             *best_per_row(text_only, text_only["similarity"]), PRECISION_TARGET
         )  # in-sample
@@ -161,7 +162,9 @@ def detection(args: argparse.Namespace) -> dict[str, Any]:
                 "seed": seed,
                 "candidate_recall": pairs["original_found"],
                 "chosen": measure(pairs, fitted, chosen["threshold"]),
-                "shipped": measure(pairs, identify.repost_score(pairs["features"]), identify.REPOST_THRESHOLD),
+                "shipped": measure(
+                    pairs, listing_index.repost_score(pairs["features"]), listing_index.REPOST_THRESHOLD
+                ),
                 "text_only_at_0.8": measure(text_only, text_only["similarity"], 0.8),
                 "text_only_in_sample": {**measure(text_only, text_only["similarity"], t_text), "threshold": t_text},
                 "curve": [{"threshold": t, **measure(pairs, fitted, t)} for t in (0.1, 0.3, 0.5, 0.7, 0.9, 0.97)],
@@ -220,7 +223,7 @@ def latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for listing in listings:
         listing["created_at"] = listing["created_at"].isoformat()
     engine = DecisionEngine.from_bundle(bundle, seed=0)
-    large = identify.ListingIndex(identifier.family, identify.REJECTS_LSH_THRESHOLD, blocked=True)
+    large = listing_index.ListingIndex(identifier.family, listing_index.REJECTS_LSH_THRESHOLD, blocked=True)
     large_rows, _ = generate(args.build_rows, seed=3)
     ids = large_rows["listing_id"].astype(str).to_numpy(dtype=object)
     log(f"indexing {args.build_rows:,} listings for the large-index case")
@@ -271,12 +274,12 @@ def report(results: dict[str, Any]) -> str:
         "## Re-post detection (generated re-posts, point-in-time)",
         "",
         f"Fitted on validation seeds {results['args']['validation_seeds']}: logistic regression on "
-        f"{list(identify.REPOST_FEATURES)}, coefficients {chosen['coefficients']}, intercept "
+        f"{list(listing_index.REPOST_FEATURES)}, coefficients {chosen['coefficients']}, intercept "
         f"{chosen['intercept']}, threshold {chosen['threshold']:.4f} (the lowest at which every validation "
         f"seed's precision reaches {PRECISION_CHOSEN}, a margin over the {PRECISION_TARGET} target; pooled "
         f"validation recall there {chosen['recall']:.3f}). "
-        f"Shipped constants: REPOST_COEFFICIENTS {list(identify.REPOST_COEFFICIENTS)}, REPOST_INTERCEPT "
-        f"{identify.REPOST_INTERCEPT}, REPOST_THRESHOLD {identify.REPOST_THRESHOLD}. "
+        f"Shipped constants: REPOST_COEFFICIENTS {list(listing_index.REPOST_COEFFICIENTS)}, REPOST_INTERCEPT "
+        f"{listing_index.REPOST_INTERCEPT}, REPOST_THRESHOLD {listing_index.REPOST_THRESHOLD}. "
         "Target: recall >= 0.90 at precision >= 0.95. Candidate recall: share of re-posts whose original is "
         "among their candidates (LSH on the blocked re-post index).",
         "",

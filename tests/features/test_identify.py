@@ -15,20 +15,11 @@ import pytest
 from datasketch import MinHash
 
 from decision.rules import Rule, match_rules
+from features.catalogue import Catalogue
 from features.config import DataConfig
-from features.identify import (
-    COLUMNAR_MIN,
-    PRODUCT_MATCH,
-    REPOST_THRESHOLD,
-    Catalogue,
-    HashFamily,
-    ListingIndex,
-    ProductIdentifier,
-    choose_threshold,
-    identify_history,
-    normalize_texts,
-    shingles,
-)
+from features.identify import PRODUCT_MATCH, ProductIdentifier, choose_threshold, identify_history
+from features.listing_index import REPOST_THRESHOLD, ListingIndex
+from features.minhash import COLUMNAR_MIN, HashFamily, normalize_texts, shingles
 
 REJECTED: dict[str, Any] = {
     "listing_id": "L-rejected",
@@ -425,7 +416,7 @@ def test_a_saved_threshold_of_another_scorer_gives_way_to_this_ones(tmp_path: Pa
 
 
 def test_best_matches_queries_block_by_block_as_in_one_go(monkeypatch: pytest.MonkeyPatch) -> None:
-    import features.identify as identify_module
+    import features.listing_index as listing_index
 
     originals = [
         {**REJECTED, "listing_id": f"L{i}", "title": f"{REJECTED['title']} {word}"}
@@ -435,7 +426,7 @@ def test_best_matches_queries_block_by_block_as_in_one_go(monkeypatch: pytest.Mo
     queries = [{**o, "listing_id": f"Q{i}", "title": o["title"] + " new"} for i, o in enumerate(originals * 3)]
     listings, _ = identifier.record_listings(queries, "listing_id", [time.time_ns() // 1_000] * len(queries))
     whole = identifier.rejects.best(listings, 0.0)
-    monkeypatch.setattr(identify_module, "QUERY_BLOCK", 4)  # 15 queries: blocks of 4, 4, 4 and 3
+    monkeypatch.setattr(listing_index, "QUERY_BLOCK", 4)  # 15 queries: blocks of 4, 4, 4 and 3
     blocked = identifier.rejects.best(listings, 0.0)
     assert whole[0].tolist() == blocked[0].tolist() and set(whole[0].tolist()) >= {"L0", "L4"}
     np.testing.assert_array_equal(whole[1], blocked[1])

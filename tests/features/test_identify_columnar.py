@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from features.identify import COLUMNAR_MIN, Catalogue, normalize_texts
+from features.catalogue import Catalogue
+from features.minhash import COLUMNAR_MIN, normalize_texts
 from tests.features.test_identify import CATALOGUE, REJECTED, identifier_with
 
 TEXTS = [
