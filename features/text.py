@@ -191,7 +191,7 @@ class TextModel:
         word_docs = np.repeat(np.arange(len(fast_docs)), [len(words) for words in split])
         rows = np.repeat(word_docs, [len(columns) for columns in grams])
         chars = _counts(rows, np.concatenate([_NO_COLUMNS, *grams]), len(fast_docs), self.n_features)
-        return self._with_the_rest(fast, sp.hstack([words, chars], format="csr"), docs)
+        return self._with_the_rest(fast, sp.hstack([words, chars], format="csr"), docs, terms_removed=True)
 
     def _counts_vectorised(self, docs: list[str]) -> sp.csr_matrix:
         """`_ngrams_per_document`, vectorised over the ASCII documents (policy-owned terms removed here)."""
@@ -207,16 +207,18 @@ class TextModel:
             counts = sp.hstack([counts, chars], format="csr")
         if len(fast) == len(docs):
             return counts
-        return self._with_the_rest(fast, counts, [_without_policy_terms(doc) for doc in docs])
+        return self._with_the_rest(fast, counts, docs, terms_removed=False)
 
-    def _with_the_rest(self, fast: np.ndarray, counts: sp.csr_matrix, prepared: list[str]) -> sp.csr_matrix:
-        """The counts of all documents from those of the documents `fast` (ASCII) and, one at a time
-        with sklearn's Unicode rules, of the others (`prepared`: every document with policy-owned terms
-        removed; only the others are read)."""
-        if len(fast) == len(prepared):
+    def _with_the_rest(
+        self, fast: np.ndarray, counts: sp.csr_matrix, docs: list[str], *, terms_removed: bool
+    ) -> sp.csr_matrix:
+        """The counts of all `docs` from those of the documents `fast` (ASCII) and, one at a time with
+        sklearn's Unicode rules, of the others (policy-owned terms removed here unless `terms_removed`)."""
+        if len(fast) == len(docs):
             return counts
-        slow = np.setdiff1d(np.arange(len(prepared)), fast)
-        stacked = sp.vstack([counts, self._ngrams_per_document([prepared[i] for i in slow])], format="csr")
+        slow = np.setdiff1d(np.arange(len(docs)), fast)
+        rest = [docs[i] if terms_removed else _without_policy_terms(docs[i]) for i in slow]
+        stacked = sp.vstack([counts, self._ngrams_per_document(rest)], format="csr")
         return stacked[np.argsort(np.concatenate([fast, slow]))]
 
     @property

@@ -36,7 +36,7 @@ from decision.tiers import risk_column
 from features.identify import PRODUCT_MATCH
 from features.validate import DataValidationError, check_unique_ids, validate_listings
 from training.cluster import ClusterSpec, cluster_client
-from training.offline import SCORE_CHUNK_ROWS, score_frame
+from training.offline import SCORE_CHUNK_ROWS, score_frame, scoring_columns
 
 PARTITION_ROWS = SCORE_CHUNK_ROWS
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -217,8 +217,7 @@ def _score_pieces(client: Any, bundle: Bundle, digest: str, pieces: list[Piece],
     import dask.dataframe as dd
 
     config = bundle.config
-    segment = [bundle.policy.segment_by] if bundle.policy.segment_by else []
-    columns = list(dict.fromkeys([*config.listing_columns, *segment, PRODUCT_MATCH]))
+    columns = [*scoring_columns(bundle), PRODUCT_MATCH]
     listings = dd.from_map(
         read_piece,
         pieces,

@@ -211,13 +211,19 @@ def score_frame(bundle: Bundle, listings: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def scoring_columns(bundle: Bundle) -> list[str]:
+    """The columns scoring reads from new listings: the listing columns and the policy's segment column
+    (`product_match` too when a file brings it: see `identified`)."""
+    segment = [bundle.policy.segment_by] if bundle.policy.segment_by else []
+    return list(dict.fromkeys([*bundle.config.listing_columns, *segment]))
+
+
 def score_file(bundle_path: Path, data: Path, out: Path) -> dict[str, Any]:
     """Score every listing of a file in chunks; write listing id, risk and decision."""
     start = time.perf_counter()
     bundle = Bundle.load(bundle_path, threads=0)
     config = bundle.config
-    segment = [bundle.policy.segment_by] if bundle.policy.segment_by else []
-    table = load_table(data, config, columns=[*config.listing_columns, *segment], optional=[PRODUCT_MATCH])
+    table = load_table(data, config, columns=scoring_columns(bundle), optional=[PRODUCT_MATCH])
     listings = validate_listings(table, config)
     parts = []
     for lo in range(0, len(listings), SCORE_CHUNK_ROWS):
