@@ -165,6 +165,19 @@ def pass_score(tier_risk: np.ndarray, recalls: np.ndarray) -> np.ndarray:
     return (np.asarray(tier_risk, dtype=np.float64) / (1.0 - np.asarray(recalls, dtype=np.float64))).max(axis=1)
 
 
+def tier_thresholds(u: float, recalls: np.ndarray) -> np.ndarray:
+    """t_k = u (1 - R_k), each lowered to the float where "r_k < t_k for every tier" is exactly "s < u":
+    in floating point, r < u (1 - R) and r / (1 - R) < u can disagree for an r at the boundary, and the
+    violation whose score is u itself must stay held back. Capped just below 1."""
+    scale = 1.0 - np.asarray(recalls, dtype=np.float64)
+    out = np.minimum(u * scale, np.nextafter(1.0, 0.0))
+    for k, t in enumerate(out):
+        while t > 0 and np.nextafter(t, 0.0) / scale[k] >= u:  # the largest r passed must score below u
+            t = np.nextafter(t, 0.0)
+        out[k] = t
+    return out
+
+
 def certify_joint(
     tier_risk: np.ndarray, tier_index: np.ndarray, recalls: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, list[int | None]]:
@@ -187,8 +200,7 @@ def certify_joint(
         stops.append(float(own[order]) if order is not None else 0.0)
     if any(order is None for order in orders):
         return np.zeros(len(recalls)), orders
-    u = min(stops)
-    return np.minimum(u * (1.0 - np.asarray(recalls, dtype=np.float64)), np.nextafter(1.0, 0.0)), orders
+    return tier_thresholds(min(stops), recalls), orders
 
 
 @dataclass(frozen=True)

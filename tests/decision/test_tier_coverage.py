@@ -326,3 +326,22 @@ def test_the_overall_recall_bound_of_a_tiered_policy_holds_on_new_data() -> None
         assert promised["confidence_each"] == 1 - DELTA / 2
         below.append(recall < promised["recall_lower"])
     assert sum(below) <= allowed_failures(replicates, DELTA / 2), f"{sum(below)} of {replicates} below the bound"
+
+
+def test_tier_thresholds_hold_back_the_listing_whose_score_is_the_threshold() -> None:
+    """In floating point r < u (1 - R) can hold while r / (1 - R) < u does not. The violation whose score is
+    the certified u must stay held back, or a tier misses one more listing than its certificate counts."""
+    from decision.tiers import tier_thresholds
+
+    rng = np.random.default_rng(0)
+    disagreed = 0
+    for recall in (0.99, 0.9, 0.8, 0.7):
+        scale = 1.0 - recall
+        risks = rng.random(20_000) * 0.05
+        for r in risks:
+            u = r / scale  # this violation's pass score is exactly u
+            disagreed += bool(r < u * scale)  # the naive threshold would pass it
+            (t,) = tier_thresholds(u, np.array([recall]))
+            assert not r < t
+            assert u * scale - t <= 4 * np.spacing(u * scale)  # lowered by a few floats at most
+    assert disagreed > 0  # the naive threshold does pass some of them: the case is real
