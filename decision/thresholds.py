@@ -43,6 +43,7 @@ from decision.tiers import (
     pass_score,
     risk_column,
     tier_alpha,
+    tier_thresholds,
     violations_needed,
 )
 from decision.weighted import (
@@ -551,7 +552,7 @@ def choose_weighted(
     feasible = all(c.certified for c in found)
     u = min(c.threshold for c in found) if feasible else 0.0
     t_block = block.t_block
-    tier_pass = np.minimum(u * (1.0 - recalls), np.nextafter(1.0, 0.0)) if tiers else None
+    tier_pass = tier_thresholds(u, recalls) if tiers else None
     t_pass, t_block = ordered_pair(t_block if tiers else u, t_block)  # tiered: the tiers limit passes
     codes = route(risk, t_pass, t_block, tier_risk=tier_risk, tier_pass=tier_pass)
     weights = 1.0 / strata.pi[strata.index]
@@ -624,7 +625,7 @@ def choose_weighted(
         + "; ".join(
             f"{c.name}: recall >= {c.recall_target:g} cannot be certified at {1 - alpha_tier:.2%} confidence; "
             f"the strongest certifiable with these rows is {c.best_certifiable_recall:.3f}; an audit rate of about "
-            f"{audit_rate_needed(c.n_violating, c.recall_target, alpha_tier, len(strata.pi)):.1%} of automated "
+            f"{audit_rate_needed(c.n_violating, c.recall_target, alpha_tier):.1%} of automated "
             "decisions would let a stratum with no observed miss pass it"
             for c in failing
         )

@@ -64,7 +64,7 @@ def test_share_lower_counts_a_sampled_stratum_at_its_inverse_probability() -> No
     fully = share_lower(np.array([[1000, 0]]), np.array([[10, 0]]), pi, 0.05)[0]
     sampled = share_lower(np.array([[1000, 0]]), np.array([[0, 10]]), pi, 0.05)[0]  # 10 misses stand for 100
     assert 0.9 < fully < 0.99 and sampled < fully - 0.05
-    # an audited stratum with no miss seen still bounds its misses by -ln(alpha / 2H) / pi listings
+    # an audited stratum with no miss seen still bounds its misses by about -ln(alpha_h) / pi listings
     empty = share_lower(np.array([[1000, 0]]), np.array([[0, 0]]), pi, 0.05)[0]
     assert empty == pytest.approx(share_lower(np.array([[1000]]), np.array([[0]]), np.array([1.0]), 0.05)[0], abs=0.1)
     assert empty < share_lower(np.array([[1000]]), np.array([[0]]), np.array([1.0]), 0.05)[0]
@@ -159,3 +159,21 @@ def test_tiered_weighted_certificate_sets_every_tier_and_holds_each_target(
         # tier risk = risk / 2, so passing tier risk < t_k is passing risk < 2 t_k
         assert _true_recall(truth, 2 * tier.t_pass) >= tier.recall_target
     assert set(result.to_policy().tier_pass) == {"severe", "minor"}
+
+
+def test_alpha_split_spends_most_where_no_lost_listing_was_seen() -> None:
+    """The split depends on the inclusion probabilities alone and sums to alpha; it shrinks the bound of
+    sampled strata with nothing lost below what an equal split gives (334 -> 275 listings here)."""
+    from decision.weighted import LOST_SHARE, split_alpha
+
+    pi = np.array([1.0, 0.1, 0.02])
+    kept, lost = split_alpha(pi, 0.025)
+    assert kept.sum() + lost.sum() == pytest.approx(0.025)
+    assert lost.sum() == pytest.approx(LOST_SHARE * 0.025)
+    np.testing.assert_allclose(lost * pi, lost[0] * pi[0])  # in proportion to 1 / pi
+    np.testing.assert_allclose(kept / pi, kept[0] / pi[0])  # in proportion to pi
+    zero = np.zeros(3)
+    split = float((poisson_upper(zero, lost) / pi).sum())
+    equal = float((poisson_upper(zero, np.full(3, 0.025 / 6)) / pi).sum())
+    assert split == pytest.approx(274.7, abs=0.1) and equal == pytest.approx(334.3, abs=0.1)
+    assert share_lower(np.array([[5600, 0, 0]]), zero[None, :], pi, 0.025)[0] > 0.95
