@@ -12,7 +12,8 @@ configured feature column is used generically (text lengths, raw numerics, categ
 Feature groups (`features.config.FEATURE_GROUPS`) can be switched off, so model selection can ablate
 them: `merchant_history` (the point-in-time merchant features), `text_model` (the out-of-fold hashed
 word n-gram score `text_score`), `text_chars` (a second out-of-fold score `text_score_chars` on word and
-char_wb n-grams, opt-in: dearer to compute) and `lexicons` (lexicon hit counts and `brand_is_luxury`).
+char_wb n-grams, opt-in: dearer to compute) and `lexicons` (lexicon hit counts, `brand_is_luxury` and
+`disguised_term_hits`, the risky terms that show only once "Pr.ada" or "sw1tchblade" is read as meant).
 By default every group the data supports and the data config allows is on except the opt-in ones
 (`DataConfig.default_feature_groups`); the chosen groups are saved with the state and `feature_names`
 lists only their features.
@@ -59,6 +60,7 @@ CHAR_NGRAMS = (2, 5)
 SNAPSHOT_FILE = "merchant_snapshot.parquet"
 FORMAT_VERSION = 1
 SMALL_BATCH_ROWS = 128  # `transform` hands frames up to this size (and no history) to `transform_records`
+DISGUISED_HITS = "disguised_term_hits"  # risky terms written in disguise (`lexicon.count_disguised_hits`)
 
 LEXICONS: dict[str, tuple[str, ...]] = {
     "prohibited_hits": lexicon.PROHIBITED_TERMS,
@@ -84,8 +86,11 @@ class FeatureBuilder:
         prior_strength: float = PRIOR_STRENGTH,
         feature_groups: Iterable[str] | None = None,
         chars_model: TextModel | None = None,
+        disguised_hits: bool = True,
     ):
         self.config = config
+        # `disguised_term_hits` joins the lexicon group; states saved before it existed load without it
+        self.disguised_hits = disguised_hits
         self.seed = seed
         self.feature_groups = _chosen_groups(config, feature_groups)
         self.min_category_count = min_category_count
@@ -121,6 +126,7 @@ class FeatureBuilder:
             names.append("text_score_chars")
         if self.has(LEXICON_HITS):
             names += [*LEXICONS, *(["brand_is_luxury"] if self.brand else [])]
+            names += [DISGUISED_HITS] if self.disguised_hits else []
         if self.price:
             names += ["log_price", "log_price_vs_category"]
         if self.has(MERCHANT_HISTORY):
@@ -230,6 +236,8 @@ class FeatureBuilder:
             if self.brand:
                 brands = [brand.lower() for brand in texts[self.brand]]
                 columns["brand_is_luxury"] = _hits_lowered(brands, lexicon.LUXURY_BRANDS) > 0
+            if self.disguised_hits:
+                columns[DISGUISED_HITS] = lexicon.count_disguised_hits(counted)
         categories = texts[self.category] if self.category else None
         if self.price:
             log_price = _log_price(_numbers(records, self.price))
@@ -324,6 +332,8 @@ class FeatureBuilder:
                 columns[name] = lexicon.count_hits_lowered(doc_array, terms)
             if self.brand:
                 columns["brand_is_luxury"] = lexicon.count_hits(df[self.brand], lexicon.LUXURY_BRANDS) > 0
+            if self.disguised_hits:
+                columns[DISGUISED_HITS] = lexicon.count_disguised_hits(doc_array)
         if self.price:
             log_price = _log_price(df[self.price].to_numpy(dtype=np.float64))
             columns["log_price"] = log_price
@@ -366,6 +376,7 @@ class FeatureBuilder:
             "prior_strength": self.prior_strength,
             "feature_groups": sorted(self.feature_groups),
             "feature_names": self.feature_names,
+            "disguised_hits": self.disguised_hits,
             "categorical_features": self.categorical_features,
             "category_codes": self.category_codes,
             "price_norms": self.price_norms,
@@ -412,6 +423,7 @@ class FeatureBuilder:
             prior_strength=state["prior_strength"],
             feature_groups=state.get("feature_groups"),  # states written before groups existed had all on
             chars_model=chars,
+            disguised_hits=state.get("disguised_hits", False),
         )
         if builder.feature_names != state["feature_names"]:
             raise ValueError(f"{path}: saved feature names do not match this code's feature list")

@@ -1,8 +1,12 @@
 """Policy term lists and a fast counter of their hits in listing text.
 
 The lists are the policy team's plain, exact terms (lower case, ASCII). Obfuscated spellings
-("r0lex", "g.u.c.c.i") are deliberately NOT listed here: catching those is the text model's job, and
-a list of evasions would go stale the month it was written.
+("r0lex", "g.u.c.c.i") are deliberately NOT listed here: a list of evasions would go stale the month it
+was written. Instead `count_disguised_hits` undoes the generic tricks (a digit or symbol standing for a
+letter inside a word, a dot or star between the letters of a word) and counts the risky terms that
+appear only once they are undone: a seller who writes "Pr.ada" or "sw1tchblade" is hiding the word from
+exactly this kind of list, which is a signal of its own, and one the training history barely shows
+before evasion spreads.
 
 Matching: whole words (ASCII word boundaries) on lower-cased text; a multi-word term matches across
 any run of whitespace. `count_hits` and `count_hits_one` share one compiled pattern per term list, so
@@ -179,6 +183,65 @@ def count_hits_lowered(texts: list[str] | pa.Array, terms: Iterable[str]) -> np.
 def count_hits_one(text: str, terms: Iterable[str]) -> int:
     """`count_hits` for a single text (serving path): a cached compiled Python pattern."""
     return len(compile_terms(tuple(terms)).findall(text.lower()))
+
+
+# --- disguised terms ---------------------------------------------------------------------------------
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+# A document is changed by `undisguise` only where a letter touches a digit, "@" or "$", or a dot, star or
+# underscore sits between two letters; this pattern (the common subset of Python `re` and RE2) finds
+# exactly those documents, so the column path below can skip every other one.
+_DISGUISE_CANDIDATE = r"[a-z][0-9@$]|[0-9@$][a-z]|[a-z][._*][a-z]"
+_CANDIDATE = re.compile(_DISGUISE_CANDIDATE)
+_SEPARATOR_IN_WORD = re.compile(r"(?<=[a-z])[._*](?=[a-z])")
+_WORD_WITH_LETTER = re.compile(r"[a-z0-9@$]*[a-z][a-z0-9@$]*")
+DISGUISE_LISTS: tuple[tuple[str, ...], ...] = (PROHIBITED_TERMS, LUXURY_BRANDS, HEALTH_CLAIM_PHRASES)
+
+
+def undisguise(text: str) -> str:
+    """A lower-cased text with the usual disguises undone: "pr.ada" -> "prada", "r0lex" -> "rolex",
+    "l0se 10kg" -> "lose iokg". Digits are read as letters only inside a word that has a letter ("30 days"
+    and "$25" stay), hyphens are kept ("omega-3" stays two words), and a text without a candidate
+    (`_DISGUISE_CANDIDATE`) comes back unchanged."""
+    text = _SEPARATOR_IN_WORD.sub("", text)
+    return _WORD_WITH_LETTER.sub(lambda m: m.group().translate(_LEET), text)
+
+
+@lru_cache(maxsize=8)
+def _undisguised_terms(terms: tuple[str, ...]) -> tuple[str, ...]:
+    """The terms as `undisguise` reads a document ("lose 10kg in one week" -> "lose iokg in one week")."""
+    return tuple(undisguise(term.strip().lower()) for term in terms)
+
+
+def count_disguised_hits(texts: list[str] | pa.Array) -> np.ndarray:
+    """Per lower-cased text, the risky-term hits (DISGUISE_LISTS) that appear only once disguises are
+    undone: per list max(0, hits in `undisguise(text)` - hits in the text), summed; int32.
+
+    Only candidate texts are undone (RE2 finds them over a column, Python `re` in a short list); the
+    rest are 0 by construction, so the batch and single-listing paths count alike.
+    """
+    n = len(texts)
+    out = np.zeros(n, dtype=np.int32)
+    if n == 0:
+        return out
+    if isinstance(texts, pa.Array):
+        mask = pc.match_substring_regex(texts, _DISGUISE_CANDIDATE).to_numpy(zero_copy_only=False)
+        candidates = np.flatnonzero(mask)
+        chosen = texts.take(pa.array(candidates)).to_pylist() if len(candidates) else []
+    else:
+        candidates = np.array([i for i, text in enumerate(texts) if _CANDIDATE.search(text)], dtype=np.int64)
+        chosen = [texts[i] for i in candidates]
+    if not chosen:
+        return out
+    undone = [undisguise(text) for text in chosen]
+    for terms in DISGUISE_LISTS:
+        pattern = compile_terms(terms)
+        undone_pattern = compile_terms(_undisguised_terms(terms))
+        extra = [
+            max(0, len(undone_pattern.findall(u)) - len(pattern.findall(text)))
+            for text, u in zip(chosen, undone, strict=True)
+        ]
+        out[candidates] += np.asarray(extra, dtype=np.int32)
+    return out
 
 
 def is_regulated_category(categories: pd.Series | Iterable[str]) -> np.ndarray:

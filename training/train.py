@@ -18,9 +18,16 @@ from training.linear import fit_logistic
 MULTITHREAD_MIN_ROWS = 100_000
 
 
-# Policy, not data: more prohibited terms, health claims or a higher text-model score must never make a
-# listing look safer, even where harmless uses of the words ("ivory color") make the data say otherwise.
-MONOTONE_INCREASING = ("text_score", "text_score_chars", "prohibited_hits", "health_claim_hits")
+# Policy, not data: more prohibited terms, health claims, risky terms in disguise or a higher text-model score
+# must never make a listing look safer, even where harmless uses of the words ("ivory color") make the data
+# say otherwise.
+MONOTONE_INCREASING = (
+    "text_score",
+    "text_score_chars",
+    "prohibited_hits",
+    "health_claim_hits",
+    "disguised_term_hits",
+)
 
 
 @dataclass(frozen=True)

@@ -272,7 +272,7 @@ def test_feature_groups_decide_the_features(data, tmp_path):
     only_text = FeatureBuilder(CONFIG, seed=3, min_category_count=5, feature_groups={"text_model"})
     X_text = only_text.fit_transform(train, history=data)
     removed = set(full.feature_names) - set(only_text.feature_names)
-    assert removed == {*MERCHANT_FEATURES, *builder_module.LEXICONS, "brand_is_luxury"}
+    assert removed == {*MERCHANT_FEATURES, *builder_module.LEXICONS, "brand_is_luxury", builder_module.DISGUISED_HITS}
     pd.testing.assert_frame_equal(X_text, X_full[only_text.feature_names])
     only_text.save(tmp_path / "state")
     assert not (tmp_path / "state" / builder_module.SNAPSHOT_FILE).exists()
