@@ -193,7 +193,9 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
 _DISGUISE_CANDIDATE = r"[a-z][0-9@$]|[0-9@$][a-z]|[a-z][._*][a-z]"
 _CANDIDATE = re.compile(_DISGUISE_CANDIDATE)
 _SEPARATOR_IN_WORD = re.compile(r"(?<=[a-z])[._*](?=[a-z])")
-_WORD_WITH_LETTER = re.compile(r"[a-z0-9@$]*[a-z][a-z0-9@$]*")
+# a word of letters, digits, "@" and "$" with a letter next to one of the others: the only words that
+# reading digits and symbols as letters changes (in a word with letters and no digit it is a no-op)
+_WORD_WITH_LETTER = re.compile(r"[a-z0-9@$]*(?:[a-z][0-9@$]|[0-9@$][a-z])[a-z0-9@$]*")
 DISGUISE_LISTS: tuple[tuple[str, ...], ...] = (PROHIBITED_TERMS, LUXURY_BRANDS, HEALTH_CLAIM_PHRASES)
 
 
@@ -213,8 +215,8 @@ def _undisguised_terms(terms: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def count_disguised_hits(texts: list[str] | pa.Array) -> np.ndarray:
-    """Per lower-cased text, the risky-term hits (DISGUISE_LISTS) that appear only once disguises are
-    undone: per list max(0, hits in `undisguise(text)` - hits in the text), summed; int32.
+    """Per lower-cased text, the risky-term hits (DISGUISE_LISTS together) that appear only once
+    disguises are undone: max(0, hits in `undisguise(text)` - hits in the text); int32.
 
     Only candidate texts are undone (RE2 finds them over a column, Python `re` in a short list); the
     rest are 0 by construction, so the batch and single-listing paths count alike.
@@ -223,24 +225,24 @@ def count_disguised_hits(texts: list[str] | pa.Array) -> np.ndarray:
     out = np.zeros(n, dtype=np.int32)
     if n == 0:
         return out
+    terms = tuple(term for listed in DISGUISE_LISTS for term in listed)
     if isinstance(texts, pa.Array):
         mask = pc.match_substring_regex(texts, _DISGUISE_CANDIDATE).to_numpy(zero_copy_only=False)
         candidates = np.flatnonzero(mask)
-        chosen = texts.take(pa.array(candidates)).to_pylist() if len(candidates) else []
+        if not len(candidates):
+            return out
+        chosen = texts.take(pa.array(candidates))
+        undone = pa.array([undisguise(text) for text in chosen.to_pylist()], type=pa.large_string())
+        raw_hits = count_hits_lowered(chosen, terms)
+        undone_hits = count_hits_lowered(undone, _undisguised_terms(terms))
     else:
         candidates = np.array([i for i, text in enumerate(texts) if _CANDIDATE.search(text)], dtype=np.int64)
-        chosen = [texts[i] for i in candidates]
-    if not chosen:
-        return out
-    undone = [undisguise(text) for text in chosen]
-    for terms in DISGUISE_LISTS:
-        pattern = compile_terms(terms)
-        undone_pattern = compile_terms(_undisguised_terms(terms))
-        extra = [
-            max(0, len(undone_pattern.findall(u)) - len(pattern.findall(text)))
-            for text, u in zip(chosen, undone, strict=True)
-        ]
-        out[candidates] += np.asarray(extra, dtype=np.int32)
+        if not len(candidates):
+            return out
+        pattern, undone_pattern = compile_terms(terms), compile_terms(_undisguised_terms(terms))
+        raw_hits = np.array([len(pattern.findall(texts[i])) for i in candidates], dtype=np.int32)
+        undone_hits = np.array([len(undone_pattern.findall(undisguise(texts[i]))) for i in candidates], dtype=np.int32)
+    out[candidates] = np.maximum(undone_hits - raw_hits, 0)
     return out
 
 
