@@ -154,6 +154,7 @@ def test_shape_trains_exports_and_scores(name: str, reviews: pd.DataFrame, tmp_p
         assert features <= {"text_score", "text_score_chars", "prohibited_hits", "luxury_brand_hits"} | {
             "health_claim_hits",
             "certificate_word_hits",
+            "disguised_term_hits",
         }
         assert set(result.metrics["model"]["feature_groups"]) <= {"text_model", "text_chars", "lexicons"}
         # text only: the term rule and product identification's match rules (which read product_match)
