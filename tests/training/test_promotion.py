@@ -116,18 +116,30 @@ def recent_labels(generated_dir: Path) -> pd.DataFrame:
 def test_the_gate_passes_an_equal_challenger_and_refuses_a_weak_one(
     bundle_dir: Path, recent_labels: pd.DataFrame, tmp_path: Path
 ) -> None:
+    from bundle.policies import load_policy, save_policy
+
     weak = _copy(bundle_dir, tmp_path, "weak")
     _reverse_calibrators(weak)
+    # a policy that passes half the risk scale lets violations through: the same model, a worse recall
+    lax = _copy(bundle_dir, tmp_path, "lax")
+    policy = load_policy(lax)
+    save_policy(lax, replace(policy, tier_pass=dict.fromkeys(policy.tier_pass, 0.5), version=f"{policy.version}-lax"))
 
     equal = run_gate(bundle_dir, bundle_dir, recent_labels)
     refused = run_gate(weak, bundle_dir, recent_labels)
+    lax_report = run_gate(lax, bundle_dir, recent_labels)
     first = run_gate(bundle_dir, None, recent_labels)
 
     assert equal.passed and equal.champion is not None and equal.refusals == []
     assert equal.challenger.auto_decided == pytest.approx(equal.champion.auto_decided)
     assert 0.5 < equal.challenger.roc_auc <= 1.0
     assert not refused.passed
-    assert {r.split(":")[0] for r in refused.refusals} >= {"roc_auc", "recall"}
+    # ranks inverted: AUC falls, and so does the recall or the auto-decided share, by where the
+    # thresholds fall on the reversed calibrators
+    reasons = {r.split(":")[0] for r in refused.refusals}
+    assert "roc_auc" in reasons and reasons & {"recall", "workload"}
+    assert not lax_report.passed and "recall" in {r.split(":")[0] for r in lax_report.refusals}
+    assert lax_report.challenger.roc_auc == pytest.approx(equal.challenger.roc_auc)
     assert "REFUSED:" in refused.lines()
     assert first.passed and first.champion is None  # no champion yet: certified suffices
     assert json.loads(json.dumps(refused.to_dict()))["passed"] is False
