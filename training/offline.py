@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ from features.identify import PRODUCT_MATCH, identify_history
 from features.validate import load_table, validate_history, validate_listings
 from training.evaluate import evaluate_scores, json_safe
 
-SCORE_CHUNK_ROWS = 200_000
+# Chunks are scored on one thread per core: features, identification and the ONNX models spend most of
+# their time in native code that releases the GIL (200k rows: 11.1 s on one thread, 8.2 s on two, here).
+SCORE_CHUNK_ROWS = 25_000
 
 
 ROWS_CHOICES = ("test", "all")
@@ -218,17 +222,18 @@ def scoring_columns(bundle: Bundle) -> list[str]:
     return list(dict.fromkeys([*bundle.config.listing_columns, *segment]))
 
 
-def score_file(bundle_path: Path, data: Path, out: Path) -> dict[str, Any]:
-    """Score every listing of a file in chunks; write listing id, risk and decision."""
+def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = None) -> dict[str, Any]:
+    """Score every listing of a file in chunks, `threads` at a time (None: one per core); write listing
+    id, risk and decision, in the file's order."""
     start = time.perf_counter()
     bundle = Bundle.load(bundle_path, threads=0)
     config = bundle.config
     table = load_table(data, config, columns=scoring_columns(bundle), optional=[PRODUCT_MATCH])
     listings = validate_listings(table, config)
-    parts = []
-    for lo in range(0, len(listings), SCORE_CHUNK_ROWS):
-        parts.append(score_frame(bundle, listings.iloc[lo : lo + SCORE_CHUNK_ROWS]))
-    scored = pd.concat(parts, ignore_index=True)
+    chunks = [listings.iloc[lo : lo + SCORE_CHUNK_ROWS] for lo in range(0, len(listings), SCORE_CHUNK_ROWS)]
+    with ThreadPoolExecutor(max_workers=max(1, threads or os.cpu_count() or 1)) as pool:
+        parts = list(pool.map(lambda chunk: score_frame(bundle, chunk), chunks))
+    scored = pd.concat(parts, ignore_index=True) if parts else score_frame(bundle, listings)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
         scored.to_csv(out, index=False)

@@ -62,3 +62,20 @@ def test_evaluating_a_tiered_bundle_routes_on_every_tier(bundle_dir: Path, gener
     routing = metrics["routing"]
     assert set(routing["tiers"]) == set(bundle.tier_names)
     assert routing["auto_pass_share"] + routing["queue_share"] + routing["auto_block_share"] == pytest.approx(1.0)
+
+
+def test_scoring_a_file_on_several_threads_equals_one_thread(
+    bundle_dir: Path, generated_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks scored two at a time come back in the file's order with the same numbers as one at a time
+    (uneven chunks: the last is shorter)."""
+    import training.offline as offline
+
+    monkeypatch.setattr(offline, "SCORE_CHUNK_ROWS", 7_000)
+    data = generated_dir / "reviews.parquet"
+    one = offline.score_file(bundle_dir, data, tmp_path / "one.parquet", threads=1)
+    two = offline.score_file(bundle_dir, data, tmp_path / "two.parquet", threads=2)
+    assert one["rows"] == two["rows"] == len(pd.read_parquet(data, columns=["listing_id"])) > 7_000 * 2
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet"))
+    ids = pd.read_parquet(tmp_path / "two.parquet", columns=["listing_id"])["listing_id"]
+    assert ids.tolist() == pd.read_parquet(data, columns=["listing_id"])["listing_id"].astype(str).tolist()
