@@ -153,6 +153,7 @@ def _start_monitor(app: FastAPI, settings: Settings, store: Store) -> asyncio.Ta
         app.state.metrics,
         settings.monitor_refresh_seconds,
         timedelta(hours=settings.monitor_window_hours),
+        lock=app.state.admin_lock,
     )
     return asyncio.create_task(refresher.run(), name="monitor-gauges")
 

@@ -351,7 +351,12 @@ def _as_groups(grouped: dict[str, dict[str, Estimate]]) -> dict[str, Any]:
 class GaugeRefresher:
     """Recomputes the monitor report over the last `window` every `interval` seconds, off the event loop,
     and hands it to the Prometheus gauges and the threshold log. A failed refresh is logged and retried
-    at the next interval; requests never wait for it."""
+    at the next interval; requests never wait for it.
+
+    A refresh holds the serving bundle while it runs. With `lock` (the service's admin lock) it runs under
+    it, so a reload never swaps and re-freezes the engines (`serving.models.refreeze_after_swap`) while a
+    refresh still holds the bundle being replaced: that bundle's reference cycles would be frozen with the
+    live objects and kept until the next reload. A reload waits for a running refresh instead."""
 
     def __init__(
         self,
@@ -360,10 +365,12 @@ class GaugeRefresher:
         metrics: Any,
         interval: float,
         window: timedelta,
+        lock: asyncio.Lock | None = None,
     ) -> None:
         self.store, self.current, self.metrics = store, current, metrics
         self.interval, self.window = interval, window
         self.thresholds = ThresholdLog()
+        self.lock = lock
 
     def refresh(self) -> dict[str, Any]:
         bundle, policy = self.current()
@@ -377,7 +384,11 @@ class GaugeRefresher:
         await asyncio.sleep(min(self.interval, FIRST_REFRESH_SECONDS))
         while True:
             try:
-                await asyncio.to_thread(self.refresh)
+                if self.lock is None:
+                    await asyncio.to_thread(self.refresh)
+                else:
+                    async with self.lock:
+                        await asyncio.to_thread(self.refresh)
             except Exception:  # the service keeps serving; the gauges keep their last values
                 log.exception("monitor: refreshing the production estimates failed")
             await asyncio.sleep(self.interval)

@@ -266,3 +266,33 @@ def test_per_tier_estimates_count_only_that_tiers_violations(store: Store, tiere
     assert "tier" not in ungrouped["groups"]
     assert ungrouped["drift"]["tier_recall"] == result["drift"]["tier_recall"]  # checked whatever the grouping
     assert ungrouped["drift"]["tier_recall"][severe]["estimate"] == tiers[severe]["recall"]["estimate"]
+
+
+def test_gauge_refreshes_run_under_the_admin_lock_so_no_reload_swaps_a_bundle_they_hold() -> None:
+    """A refresh holds the serving bundle; under the admin lock a reload (which takes the same lock, swaps
+    the engine and re-freezes the garbage collector) waits for it, and a refresh waits for a reload."""
+    import asyncio
+
+    from serving.monitor import GaugeRefresher
+
+    async def scenario() -> tuple[list[bool], int]:
+        lock = asyncio.Lock()
+        seen: list[bool] = []
+        refresher = GaugeRefresher(None, lambda: (None, None), None, 0.01, timedelta(hours=1), lock=lock)  # type: ignore[arg-type]
+
+        def refresh() -> dict[str, Any]:
+            seen.append(lock.locked())
+            return {}
+
+        refresher.refresh = refresh  # type: ignore[method-assign]
+        async with lock:  # a reload in progress: no refresh may start
+            task = asyncio.create_task(refresher.run())
+            await asyncio.sleep(0.1)
+            during_reload = len(seen)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        return seen, during_reload
+
+    seen, during_reload = asyncio.run(scenario())
+    assert during_reload == 0
+    assert seen and all(seen)
