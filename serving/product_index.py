@@ -78,10 +78,7 @@ async def sync_now(app: FastAPI) -> None:
 
 
 async def follow_verdicts(app: FastAPI, every_seconds: float) -> None:
-    """Sync the serving engine's product index with the decision log every `every_seconds`, under the
-    admin lock: a sync holds the serving engine, and a reload must not swap and re-freeze the engines
-    while it still does (`serving.monitor.GaugeRefresher` says why)."""
+    """Sync the serving engine's product index with the decision log every `every_seconds`."""
     while True:
         await asyncio.sleep(every_seconds)
-        async with app.state.admin_lock:
-            await sync_now(app)
+        await sync_now(app)
