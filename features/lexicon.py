@@ -208,10 +208,9 @@ def undisguise(text: str) -> str:
     return _WORD_WITH_LETTER.sub(lambda m: m.group().translate(_LEET), text)
 
 
-@lru_cache(maxsize=8)
-def _undisguised_terms(terms: tuple[str, ...]) -> tuple[str, ...]:
-    """The terms as `undisguise` reads a document ("lose 10kg in one week" -> "lose iokg in one week")."""
-    return tuple(undisguise(term.strip().lower()) for term in terms)
+_DISGUISE_TERMS = tuple(term for listed in DISGUISE_LISTS for term in listed)
+# the terms as `undisguise` reads a document ("lose 10kg in one week" -> "lose iokg in one week")
+_UNDISGUISED_TERMS = tuple(undisguise(term.strip().lower()) for term in _DISGUISE_TERMS)
 
 
 def count_disguised_hits(texts: list[str] | pa.Array) -> np.ndarray:
@@ -225,7 +224,6 @@ def count_disguised_hits(texts: list[str] | pa.Array) -> np.ndarray:
     out = np.zeros(n, dtype=np.int32)
     if n == 0:
         return out
-    terms = tuple(term for listed in DISGUISE_LISTS for term in listed)
     if isinstance(texts, pa.Array):
         mask = pc.match_substring_regex(texts, _DISGUISE_CANDIDATE).to_numpy(zero_copy_only=False)
         candidates = np.flatnonzero(mask)
@@ -233,13 +231,13 @@ def count_disguised_hits(texts: list[str] | pa.Array) -> np.ndarray:
             return out
         chosen = texts.take(pa.array(candidates))
         undone = pa.array([undisguise(text) for text in chosen.to_pylist()], type=pa.large_string())
-        raw_hits = count_hits_lowered(chosen, terms)
-        undone_hits = count_hits_lowered(undone, _undisguised_terms(terms))
+        raw_hits = count_hits_lowered(chosen, _DISGUISE_TERMS)
+        undone_hits = count_hits_lowered(undone, _UNDISGUISED_TERMS)
     else:
         candidates = np.array([i for i, text in enumerate(texts) if _CANDIDATE.search(text)], dtype=np.int64)
         if not len(candidates):
             return out
-        pattern, undone_pattern = compile_terms(terms), compile_terms(_undisguised_terms(terms))
+        pattern, undone_pattern = compile_terms(_DISGUISE_TERMS), compile_terms(_UNDISGUISED_TERMS)
         raw_hits = np.array([len(pattern.findall(texts[i])) for i in candidates], dtype=np.int32)
         undone_hits = np.array([len(undone_pattern.findall(undisguise(texts[i]))) for i in candidates], dtype=np.int32)
     out[candidates] = np.maximum(undone_hits - raw_hits, 0)

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -384,11 +385,8 @@ class GaugeRefresher:
         await asyncio.sleep(min(self.interval, FIRST_REFRESH_SECONDS))
         while True:
             try:
-                if self.lock is None:
+                async with self.lock or nullcontext():
                     await asyncio.to_thread(self.refresh)
-                else:
-                    async with self.lock:
-                        await asyncio.to_thread(self.refresh)
             except Exception:  # the service keeps serving; the gauges keep their last values
                 log.exception("monitor: refreshing the production estimates failed")
             await asyncio.sleep(self.interval)
