@@ -42,7 +42,8 @@ With every pi = 1 this is a slightly more conservative version of the order-stat
 certification rows carry an inclusion probability below 1. What it costs: a stratum audited at rate pi
 in which no miss was seen still bounds the misses of its traffic by about ln(1 / (LOST_SHARE alpha)) / pi
 listings (about 4 / pi), so certifying recall R needs about 4 / (pi (1 - R)) violations in the
-certification rows; `audit_rate_needed` says what audit rate a target needs.
+certification rows; `audit_rate_needed` says what audit rate a target needs, and `decision.audit_sizing`
+sizes a policy's rates for the next certificate.
 """
 
 from __future__ import annotations

@@ -87,6 +87,14 @@ def train(
             help="move the registry's candidate alias to this model (default: only when --out is models)",
         ),
     ] = None,
+    audit_sizing: Annotated[
+        bool,
+        typer.Option(
+            "--audit-sizing/--default-audit-rates",
+            help="raise the policy's audit rates where the next retrain's certificate on audited labels needs "
+            "them (best expected auto-pass share net of audits; metrics.json audit_sizing)",
+        ),
+    ] = True,
     cluster: Annotated[
         str | None,
         typer.Option(
@@ -125,6 +133,7 @@ def train(
         log_mlflow=mlflow,
         move_candidate=alias,
         cluster=cluster,
+        audit_sizing=audit_sizing,
     )
     try:
         result = run(options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from decision.policy import Policy
+from training.summary import audit_lines
 
 
 def _fmt(value: Any) -> str:
@@ -46,6 +47,7 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         f"targets: {policy.targets}",
         "",
         *_certification_lines(metrics.get("certification")),
+        *[f"{line}." for line in audit_lines(metrics)],
         "At the thresholds certified on the calibration split alone, on the test split: "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in routing.items() if k != "tiers")
         + "".join(

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from decision.audit_sizing import size_audits
 from decision.backtest import certify_shipped_rules
 from decision.policy import Policy
 from decision.rules import match_rules
@@ -73,6 +74,9 @@ class TrainOptions:
     move_candidate: bool | None = None
     show_progress: bool = True
     lgbm: LgbmParams = field(default_factory=LgbmParams)
+    # raise the policy's audit rates where the next certificate on logged labels needs them
+    # (`decision.audit_sizing`); False keeps the policy's default rates
+    audit_sizing: bool = True
     # known prohibited products (entry_id, name, aliases "|"-joined, reason, action); None: the
     # marketplace's configs/catalogue.csv when present, else no catalogue matching
     catalogue: Path | None = None
@@ -437,6 +441,13 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
     with stage(f"certify the shipped rules on the held-out rows ({len(history):,})"):
         policy, rules_report = certify_shipped_rules(history, policy)
         metrics["rules"] = rules_report
+    if options.audit_sizing and thresholds.feasible:
+        sizing = size_audits(
+            reference, policy, 1 - options.confidence, options.recall, config.tiers if config.tiered else ()
+        )
+        if sizing is not None:
+            policy = sizing.apply(policy)
+            metrics["audit_sizing"] = sizing.to_dict()
     metrics["warnings"] = [
         *fitted.notes,
         *metrics["warnings"],

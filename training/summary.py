@@ -88,6 +88,7 @@ def policy_lines(metrics: dict[str, Any]) -> list[str]:
             f"auto-pass {achieved['auto_pass_share']:.1%}, human review {achieved['queue_share']:.1%}, "
             f"auto-block {achieved['auto_block_share']:.1%}"
         )
+        lines += audit_lines(metrics)
     else:
         strongest = ", ".join(f"{k}: recall >= {v:.3f}" for k, v in (cert.get("strongest_certifiable") or {}).items())
         how = (
@@ -100,6 +101,25 @@ def policy_lines(metrics: dict[str, Any]) -> list[str]:
             f"Strongest certifiable targets on this data: {strongest or 'none'} ({how})"
         )
     return lines
+
+
+def audit_lines(metrics: dict[str, Any]) -> list[str]:
+    """The audit rates the policy ships with and why (`decision.audit_sizing`)."""
+    sizing = metrics.get("audit_sizing")
+    if not sizing:
+        return []
+    chosen, default = sizing["chosen"], sizing["policy_rates"]
+    line = (
+        f"audit rates: {chosen['qa_sample_rate']:.1%} of auto-passes far from t_pass, {chosen['near_rate']:.1%} near "
+        f"it; expected at the next retrain on audited labels: auto-pass {chosen['next_pass_share']:.1%}, audits "
+        f"{chosen['audit_share']:.1%} of listings"
+    )
+    if sizing["changed"]:
+        line += (
+            f" (raised from {default['qa_sample_rate']:.0%} / {default['near_rate']:.0%}, which would leave "
+            f"auto-pass {default['next_pass_share']:.1%} at {sizing['traffic']:,} listings per certification)"
+        )
+    return [line]
 
 
 def rules_lines(metrics: dict[str, Any]) -> list[str]:

@@ -54,6 +54,18 @@ def test_metrics_report_model_baseline_and_routing(trained) -> None:
     assert set(metrics["test"]["segments"]) == {"category", "market"}
 
 
+def test_the_shipped_audit_rates_are_the_ones_sized_for_the_next_certificate(trained, bundle_dir: Path) -> None:
+    sizing = trained.metrics.get("audit_sizing")
+    policy = Bundle.load(bundle_dir).policy
+    if sizing is None:  # an uncertified policy passes nothing: its rates are the defaults
+        assert not trained.metrics["thresholds"]["feasible"] and policy.qa_sample_rate == 0.02
+        return
+    chosen = sizing["chosen"]
+    assert (policy.qa_sample_rate, policy.audit.near_rate) == (chosen["qa_sample_rate"], chosen["near_rate"])
+    assert chosen["net_share"] >= sizing["policy_rates"]["net_share"]
+    assert 0 <= chosen["audit_share"] <= sizing["pass_share"] + policy.audit.block_rate
+
+
 def test_onnx_bundle_scores_equal_in_memory_model(bundle_dir: Path, generated_dir: Path) -> None:
     """Whichever candidate won (the logistic model's own parity test is in test_select.py)."""
     import lightgbm as lgb
