@@ -13,7 +13,8 @@ labelled history, every listing reviewed, as before the service ran. A bundle is
 1. the deployed bundle scores the period's listings (merchant history from its training snapshot, as the
    service does) and its policy decides each one (`training.offline.decide`: rules, then thresholds);
 2. every automated decision gets its inclusion probability (`decision.audit.inclusion_probabilities`: the
-   policy's `qa_sample_rate` as the floor, the policy's audit plan) and audits are drawn (`draw_audits`);
+   policy's `qa_sample_rate` as the floor, the policy's audit plan: both sized by training for the next
+   certificate, `decision.audit_sizing`) and audits are drawn (`draw_audits`);
 3. labels arrive, per arm:
    - `weighted`: reviewed listings (`inclusion_prob` 1) and audited ones (`inclusion_prob` pi) only;
    - `unweighted`: the same rows without the `inclusion_prob` column (training takes them as they come);
@@ -159,7 +160,12 @@ class Deployed:
 
     def thresholds(self) -> dict[str, Any]:
         policy = self.bundle.policy
-        return {"t_pass": policy.t_pass, "t_block": policy.t_block, "tier_pass": dict(policy.tier_pass)}
+        return {
+            "t_pass": policy.t_pass,
+            "t_block": policy.t_block,
+            "tier_pass": dict(policy.tier_pass),
+            "audit_rates": {"qa_sample_rate": policy.qa_sample_rate, "near_rate": policy.audit.near_rate},
+        }
 
 
 # --- one period: decide, audit, log labels ------------------------------------------------------------------
@@ -242,6 +248,7 @@ def judge(deployed: Deployed, listings: pd.DataFrame, oracle: pd.DataFrame, peri
         "auto_block_share": float(blocked.mean()),
         "auto_decided_share": float(passed.mean() + blocked.mean()),
         "labelled_share": float(period.labelled.mean()),
+        "audited_share": float(period.audited.mean()),
         "audited": int(period.audited.sum()),
         "recall": recall,
         "recall_overall": _caught(label == 1, passed),
@@ -446,6 +453,7 @@ def _cycle_summary(cycle: int, judged: list[dict[str, Any]]) -> dict[str, Any]:
         "auto_pass_share": _spread([j["auto_pass_share"] for j in judged]),
         "auto_decided_share": _spread([j["auto_decided_share"] for j in judged]),
         "labelled_share": _spread([j["labelled_share"] for j in judged]),
+        "audited_share": _spread([j.get("audited_share") for j in judged]),
         "estimates": _estimate_summary([j["production_estimates"] for j in judged]),
     }
 
@@ -528,10 +536,10 @@ def render(results: dict[str, Any]) -> str:
     lines += ["", "## Per arm and cycle", ""]
     lines.append(
         "| arm | cycle | seeds | all certified held (labels / expected) | recall (target, share certified) "
-        "| expected recall | block precision | auto-pass | auto-decided | reviewed or audited "
+        "| expected recall | block precision | auto-pass | auto-decided | reviewed or audited | audited "
         "| estimates: coverage, mean error, mean width (recall; miss rate) |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for arm, cycles in summary["arms"].items():
         for c in cycles:
             recall = "; ".join(
@@ -545,7 +553,7 @@ def render(results: dict[str, Any]) -> str:
                 f"| {arm} | {c['cycle']} | {c['seeds']} | {c['share_all_certified_held']:.0%} / "
                 f"{c['share_all_certified_held_expected']:.0%} | {recall} | {expected} "
                 f"| {_span(c['block_precision'])} | {_span(c['auto_pass_share'])} | {_span(c['auto_decided_share'])} "
-                f"| {_span(c['labelled_share'])} | {coverage} |"
+                f"| {_span(c['labelled_share'])} | {_span(c['audited_share'])} | {coverage} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -27,6 +27,7 @@ from bench.loop import (
     summarize,
     tier_true_risk,
 )
+from decision.audit import AuditPlan
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW
 from features.config import INCLUSION_PROB, DataConfig
 from training.generate import generate
@@ -84,7 +85,7 @@ class _FakeBundle:
 
 def _single_target(recall: float, certified: bool) -> Deployed:
     config = DataConfig().single_tier()
-    policy = types.SimpleNamespace(t_pass=0.1, t_block=0.9, tier_pass={})
+    policy = types.SimpleNamespace(t_pass=0.1, t_block=0.9, tier_pass={}, qa_sample_rate=0.02, audit=AuditPlan())
     deployed = Deployed(Path("."), _FakeBundle(config, policy), {ALL: recall}, {ALL: certified}, 0.9)  # type: ignore[arg-type]
     deployed.certified["block_precision"] = True
     return deployed
