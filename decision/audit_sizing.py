@@ -10,7 +10,9 @@ nothing (the loop benchmark at 300k listings: 0.5-7.7% auto-decided after retrai
 
 `size_audits` picks the audit floor (`qa_sample_rate`: auto-passes far below their threshold) and
 `near_rate` (auto-passes close to it, where misses concentrate) that maximise the expected net saving:
-the auto-pass share the next certificate is expected to reach, minus the share of listings audited. The
+the auto-pass share the next certificate is expected to reach, minus the share of listings audited; a
+plan is adopted only when that net saving is positive and at least MIN_GAIN above the policy's own rates'
+(at a volume where even auditing everything would save nothing, the rates stay as they are). The
 planning model:
 
 * the next certification rows stand for the same traffic as this bundle's certification rows (their
@@ -45,6 +47,7 @@ from decision.weighted import share_lower
 from features.config import Tier
 
 RATE_GRID = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)
+MIN_GAIN = 0.01  # raise rates only when the expected net saving grows by at least this share of listings
 MAX_CANDIDATES = 800  # pass regions evaluated per rate pair (quantiles of the violations' margins)
 REVIEW, PASS_LOW, PASS_NEAR, BLOCK = range(4)  # `decision.audit.STRATA`
 
@@ -127,7 +130,9 @@ def size_audits(
     current = outlook(floor, near)
     pairs = [(f, n) for f in (floor, *RATE_GRID) if f >= floor for n in (near, *RATE_GRID) if n >= max(near, f)]
     # most net saving first; of equals, the fewest audits
-    chosen = max((outlook(f, n) for f, n in sorted(set(pairs))), key=lambda o: (round(o.net_share, 6), -o.audit_share))
+    best = max((outlook(f, n) for f, n in sorted(set(pairs))), key=lambda o: (round(o.net_share, 6), -o.audit_share))
+    # more audits only for a real saving: a plan that saves nothing or next to nothing keeps the policy's rates
+    chosen = best if best.net_share >= max(current.net_share, 0.0) + MIN_GAIN else current
     total = float(weight.sum())
     return AuditSizing(chosen, current, total, float(weight[codes == 0].sum() / total))
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from decision import audit_sizing
 from decision.audit import AuditPlan, draw_audits, inclusion_probabilities, pass_margin
 from decision.audit_sizing import RATE_GRID, size_audits
 from decision.policy import Policy, route
@@ -107,3 +108,17 @@ def test_the_planned_pass_share_is_what_the_certificate_reaches_in_simulation() 
     assert abs(np.median(sized) - sizing.chosen.next_pass_share) < 0.03
     assert abs(np.median(default) - sizing.current.next_pass_share) < 0.03
     assert np.median(sized) > np.median(default) + 0.05
+
+
+def test_a_plan_that_saves_next_to_nothing_keeps_the_policy_rates(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 3,000 listings, half of them passed: auditing 65% of passes would let the next certificate pass
+    # slightly more than it costs; that is not worth turning the audit lane into a second queue
+    reference = _traffic(np.random.default_rng(7), 3_000)
+    policy = Policy(version="p", t_pass=0.02, t_block=1.0).validate()
+    sizing = size_audits(reference, policy, DELTA, RECALL)
+    assert sizing is not None and sizing.chosen == sizing.current and not sizing.to_dict()["changed"]
+    gain = audit_sizing.MIN_GAIN
+    monkeypatch.setattr(audit_sizing, "MIN_GAIN", -1.0)  # without the gate: the best plan, barely positive
+    ungated = size_audits(reference, policy, DELTA, RECALL)
+    assert ungated is not None and ungated.chosen != ungated.current
+    assert sizing.current.net_share < ungated.chosen.net_share < gain
