@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -115,6 +116,8 @@ def thresholds(
         qa_sample_rate=current.qa_sample_rate if current else 0.02,
         version=next_policy_version(bundle_dir),
     )
+    if current is not None:  # the audit and review-quality rates stay as they were (training may have sized them)
+        policy = replace(policy, audit=current.audit, quality=current.quality).validate()
     save_policy(bundle_dir, policy, signing_key_from_env())
     console.print(result.message)
     console.print(f"saved policy [bold]{policy.version}[/] to {bundle_dir}")

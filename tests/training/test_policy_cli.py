@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from bundle.manifest import verify_manifest
 from bundle.policies import load_policy, policy_versions, save_policy
+from decision.audit import AuditPlan
 from decision.policy import Policy
 from decision.rules import Rule
 from tests.decision.test_thresholds import draw
@@ -34,6 +35,7 @@ def fake_bundle(tmp_path: Path) -> Path:
             t_block=0.99,
             qa_sample_rate=0.05,
             rules=[Rule("regulated", "review", "category", column="category", values=["pharmacy"])],
+            audit=AuditPlan(near_rate=0.3, block_rate=0.2),
         ),
     )
     return bundle
@@ -58,6 +60,7 @@ def test_cli_thresholds_writes_a_new_version_keeping_rules(fake_bundle: Path) ->
     policy = load_policy(fake_bundle)
     assert policy.version != "policy-20250101T000000-1" and policy.version.endswith("-2")
     assert policy.rules[0].name == "regulated" and policy.qa_sample_rate == 0.05
+    assert policy.audit == AuditPlan(near_rate=0.3, block_rate=0.2)  # the audit rates in force carry over
     assert policy.guarantee["recall_lower"] >= 0.95
     assert policy_versions(fake_bundle)[0] == "policy-20250101T000000-1"
     verify_manifest(fake_bundle)
