@@ -16,7 +16,8 @@ plan is adopted only when that net saving is positive and at least MIN_GAIN abov
 planning model:
 
 * the next certification rows stand for the same traffic as this bundle's certification rows (their
-  1 / inclusion_prob weights summed), scored by this model and routed by this policy into the audit
+  1 / inclusion_prob weights summed; or a given volume, the rows scaled to it), scored by this model and
+  routed by this policy into the audit
   strata of `decision.audit` (review, pass_low, pass_near, block);
 * a count whose traffic total in stratum h is c_h is observed about c_h pi_h times (its mean under
   Poisson sampling). The certificate of `decision.weighted` (`share_lower`, at the level certification
@@ -99,14 +100,26 @@ class AuditSizing:
 
 
 def size_audits(
-    reference: pd.DataFrame, policy: Policy, delta: float, recall: float, tiers: tuple[Tier, ...] | list[Tier] = ()
+    reference: pd.DataFrame,
+    policy: Policy,
+    delta: float,
+    recall: float,
+    tiers: tuple[Tier, ...] | list[Tier] = (),
+    volume: float | None = None,
 ) -> AuditSizing | None:
     """The audit rates with the best expected net saving for `policy` on its certification rows
     (`reference`: risk, label, and with tiers each tier's risk and each violation's tier); None when the
-    policy passes nothing (an uncertified policy keeps its rates: no auto-pass, nothing to size)."""
+    policy passes nothing (an uncertified policy keeps its rates: no auto-pass, nothing to size).
+
+    `volume`: the listings the next certification will stand for, when known (production traffic between
+    retrains); by default the traffic the certification rows stand for. The rows are scaled to it."""
     risk = reference["risk"].to_numpy(dtype=np.float64)
     pi = reference["inclusion_prob"].to_numpy(dtype=np.float64) if "inclusion_prob" in reference else None
     weight = np.ones(len(risk)) if pi is None else 1.0 / pi
+    if volume is not None:
+        if not volume > 0:
+            raise ValueError(f"audit volume: {volume!r} is not a positive number of listings")
+        weight = weight * (volume / weight.sum())
     names = [t.name for t in tiers]
     tier_risk = np.column_stack([reference[risk_column(n)].to_numpy(np.float64) for n in names]) if tiers else None
     tier_pass = policy.tier_pass_vector(names)

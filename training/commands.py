@@ -95,6 +95,14 @@ def train(
             "them (best expected auto-pass share net of audits; metrics.json audit_sizing)",
         ),
     ] = True,
+    audit_volume: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="listings the next retrain's certification will stand for (production traffic between retrains), "
+            "for audit sizing (default: as many as this run's certification rows)",
+        ),
+    ] = None,
     cluster: Annotated[
         str | None,
         typer.Option(
@@ -134,6 +142,7 @@ def train(
         move_candidate=alias,
         cluster=cluster,
         audit_sizing=audit_sizing,
+        audit_volume=audit_volume,
     )
     try:
         result = run(options)

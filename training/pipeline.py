@@ -77,6 +77,8 @@ class TrainOptions:
     # raise the policy's audit rates where the next certificate on logged labels needs them
     # (`decision.audit_sizing`); False keeps the policy's default rates
     audit_sizing: bool = True
+    # listings the next certification will stand for (None: as many as this run's certification rows)
+    audit_volume: float | None = None
     # known prohibited products (entry_id, name, aliases "|"-joined, reason, action); None: the
     # marketplace's configs/catalogue.csv when present, else no catalogue matching
     catalogue: Path | None = None
@@ -443,7 +445,12 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
         metrics["rules"] = rules_report
     if options.audit_sizing and thresholds.feasible:
         sizing = size_audits(
-            reference, policy, 1 - options.confidence, options.recall, config.tiers if config.tiered else ()
+            reference,
+            policy,
+            1 - options.confidence,
+            options.recall,
+            config.tiers if config.tiered else (),
+            volume=options.audit_volume,
         )
         if sizing is not None:
             policy = sizing.apply(policy)

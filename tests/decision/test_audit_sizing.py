@@ -69,6 +69,19 @@ def test_a_large_volume_keeps_the_policy_rates() -> None:
     assert sizing.current.next_pass_share > 0.8 * sizing.pass_share
 
 
+def test_a_stated_production_volume_scales_the_rows() -> None:
+    reference = _traffic(np.random.default_rng(1), 20_000)
+    small = size_audits(reference, _policy(), DELTA, RECALL)
+    large = size_audits(reference, _policy(), DELTA, RECALL, volume=2_000_000)
+    # the same rows standing for 2M listings plan exactly as rows that carry 1 / 0.01 weights
+    weighted = size_audits(reference.assign(inclusion_prob=0.01), _policy(), DELTA, RECALL)
+    assert small is not None and large is not None and weighted is not None
+    assert small.traffic == 20_000 and large.traffic == pytest.approx(2_000_000)
+    assert small.to_dict()["changed"] and large.chosen == large.current == weighted.chosen
+    with pytest.raises(ValueError, match="audit volume"):
+        size_audits(reference, _policy(), DELTA, RECALL, volume=0)
+
+
 def test_rates_never_fall_below_the_policy_own() -> None:
     reference = _traffic(np.random.default_rng(2), 20_000).assign(inclusion_prob=0.01)
     sizing = size_audits(reference, _policy(near_rate=0.3), DELTA, RECALL)
