@@ -14,6 +14,7 @@ import pandas as pd
 from bundle.load import Bundle
 from bundle.manifest import BundleError, resolve_bundle
 from bundle.policies import next_policy_version
+from decision.audit import inclusion_probabilities, pass_margin
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, HAND_SET, Policy, route
 from decision.rules import match_rules
 from decision.tiers import frame_tier_risk
@@ -199,7 +200,8 @@ def rules_with_change(current: Policy, name: str, rule: dict[str, Any] | None, m
 def reference_routing(bundle: Bundle, policy: Policy) -> dict[str, float]:
     """Shares of the bundle's reference rows (its calibration split) that `policy` auto-passes, sends to
     human review and auto-blocks: rules, per-segment thresholds and every tier's risk, through `route`
-    exactly as the evaluation and the service route. No QA sample (it only relabels automated items)."""
+    exactly as the evaluation and the service route; and the expected share of listings audited (automated
+    decisions drawn for audit at the policy's rates: they stay in force, the shares above count them)."""
     reference = pd.read_parquet(bundle.path / REFERENCE_FILE)
     if policy.segment_by and policy.segment_by in reference:
         t_pass, t_block = policy.thresholds_for(reference[policy.segment_by].astype(str).to_numpy())
@@ -210,12 +212,16 @@ def reference_routing(bundle: Bundle, policy: Policy) -> dict[str, float]:
     tier_risk, tier_pass = frame_tier_risk(reference, names), policy.tier_pass_vector(names)
     risk = reference["risk"].to_numpy(dtype=np.float64)
     codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
+    pi = inclusion_probabilities(
+        codes, pass_margin(risk, t_pass, tier_risk, tier_pass), policy.qa_sample_rate, policy.audit
+    )
     n = max(len(codes), 1)
     return {
         "rows": float(len(codes)),
         "auto_pass": float((codes == CODE_PASS).sum() / n),
         "human_review": float((codes == CODE_REVIEW).sum() / n),
         "auto_block": float((codes == CODE_BLOCK).sum() / n),
+        "audited": float(pi[codes != CODE_REVIEW].sum() / n),  # expected audits of automated decisions
     }
 
 
@@ -229,7 +235,9 @@ def routing_report(bundle: Bundle, policy: Policy) -> list[str]:
     lines = [
         f"policy {policy.version} ({policy.guarantee_state}{tiers}) on the bundle's {int(split['rows']):,} "
         f"reference listings: auto-pass {split['auto_pass']:.1%}, human review {split['human_review']:.1%}, "
-        f"auto-block {split['auto_block']:.1%}"
+        f"auto-block {split['auto_block']:.1%}; audits about {split['audited']:.1%} of listings (audit rates "
+        f"{policy.qa_sample_rate:.0%} far from t_pass, {policy.audit.near_rate:.0%} near it, "
+        f"{policy.audit.block_rate:.0%} of blocks)"
     ]
     if split["human_review"] > REVIEW_WARNING_SHARE:
         why = policy.guarantee.get("message") or "no record of what the thresholds guarantee"
