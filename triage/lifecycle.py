@@ -62,6 +62,14 @@ def retrain(
     champion: Annotated[
         Path | None, typer.Option(help="the champion bundle (default: the registry's champion)")
     ] = None,
+    audit_volume: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="listings the next retrain's certification will stand for, for audit sizing (default: what the "
+            "training rows' certification split stands for, from their inclusion probabilities)",
+        ),
+    ] = None,
 ) -> None:
     """export-labels -> train (original history + older verdicts, weighted) -> promotion gate -> `candidate`.
 
@@ -87,7 +95,7 @@ def retrain(
         f"training on {len(training):,} rows ({len(older):,} exported verdicts), "
         f"gating on the newest {len(recent):,} verdicts ({work / 'gate.parquet'})"
     )
-    train(data=work / "train.parquet", out=out, seed=seed, alias=False)
+    train(data=work / "train.parquet", out=out, seed=seed, alias=False, audit_volume=audit_volume)
     gate(challenger=out / "latest", labels=work / "gate.parquet", champion=champion, models_dir=out)
 
 
