@@ -3,6 +3,7 @@ then moves champion, records who and why in the registry and in the service's st
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -59,7 +60,7 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
         retrained = runner.invoke(
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels"),
-             "--out", str(tmp_path / "models"), "--holdout", "0.3"],
+             "--out", str(tmp_path / "models"), "--holdout", "0.3", "--audit-volume", "2000000"],
         )  # fmt: skip
         promoted = runner.invoke(app, ["promote", "--reason", "gate passed", "--actor", "ds-lead",
                                        "--models-dir", str(tmp_path / "models")])  # fmt: skip
@@ -73,6 +74,10 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     trained_rows = pd.read_parquet(tmp_path / "labels" / "train.parquet")
     assert not set(gate_rows["listing_id"]) & set(trained_rows["listing_id"])  # the gate's data is held out
     assert gate_rows["created_at"].min() >= pd.to_datetime(trained_rows["created_at"], utc=True).max()
+
+    metrics = json.loads((tmp_path / "models" / "latest" / "metrics.json").read_text())
+    if metrics["thresholds"]["feasible"]:  # the audit plan is for the stated production volume
+        assert metrics["audit_sizing"]["traffic"] == 2_000_000
 
     client = MlflowClient(tracking_uri=mlflow_uri)
     candidate = client.get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS)
