@@ -119,6 +119,12 @@ def audit_lines(metrics: dict[str, Any]) -> list[str]:
             f" (raised from {default['qa_sample_rate']:.0%} / {default['near_rate']:.0%}, which would leave "
             f"auto-pass {default['next_pass_share']:.1%} at {sizing['traffic']:,} listings per certification)"
         )
+    elif chosen["next_pass_share"] < 0.5 * sizing["pass_share"]:
+        line += (
+            f" (no audit rate pays for itself at {sizing['traffic']:,} listings per certification: a retrain on "
+            "audited labels alone will not keep this auto-pass share; --audit-volume plans for the production "
+            "traffic between retrains)"
+        )
     return [line]
 
 

@@ -1,0 +1,39 @@
+"""What `triage train` prints about the shipped policy's audit rates (training.summary.audit_lines)."""
+
+from __future__ import annotations
+
+from training.summary import audit_lines
+
+
+def _outlook(floor: float, near: float, next_pass: float, audits: float) -> dict[str, float]:
+    return {
+        "qa_sample_rate": floor,
+        "near_rate": near,
+        "next_pass_share": next_pass,
+        "audit_share": audits,
+        "net_share": next_pass - audits,
+    }
+
+
+def test_the_summary_says_what_raised_audit_rates_buy() -> None:
+    sizing = {
+        "chosen": _outlook(0.2, 0.2, 0.179, 0.05),
+        "policy_rates": _outlook(0.02, 0.1, 0.0, 0.023),
+        "traffic": 80_000,
+        "pass_share": 0.248,
+        "changed": True,
+    }
+    (line,) = audit_lines({"audit_sizing": sizing})
+    assert "20.0% of auto-passes far from t_pass, 20.0% near it" in line
+    assert "auto-pass 17.9%, audits 5.0% of listings" in line
+    assert "raised from 2% / 10%, which would leave auto-pass 0.0% at 80,000 listings per certification" in line
+
+
+def test_the_summary_warns_when_no_audit_rate_keeps_the_share() -> None:
+    kept = _outlook(0.02, 0.1, 0.0, 0.014)
+    sizing = {"chosen": kept, "policy_rates": kept, "traffic": 3_345, "pass_share": 0.14, "changed": False}
+    (line,) = audit_lines({"audit_sizing": sizing})
+    assert "raised" not in line and "no audit rate pays for itself at 3,345 listings per certification" in line
+    enough = {**sizing, "chosen": _outlook(0.02, 0.1, 0.13, 0.014), "policy_rates": _outlook(0.02, 0.1, 0.13, 0.014)}
+    assert "pays for itself" not in audit_lines({"audit_sizing": enough})[0]
+    assert audit_lines({}) == []
