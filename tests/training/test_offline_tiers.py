@@ -79,3 +79,7 @@ def test_scoring_a_file_on_several_threads_equals_one_thread(
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet"))
     ids = pd.read_parquet(tmp_path / "two.parquet", columns=["listing_id"])["listing_id"]
     assert ids.tolist() == pd.read_parquet(data, columns=["listing_id"])["listing_id"].astype(str).tolist()
+    # the same risks, to the bit, as a bundle loaded as the service loads it scores on the whole table
+    bundle = Bundle.load(bundle_dir)
+    listings = validate_listings(pd.read_parquet(data), bundle.config)
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "two.parquet")["risk"], bundle.scores(listings)[0])
