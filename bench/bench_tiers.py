@@ -295,9 +295,12 @@ def generate(rows: int, seed: int, workdir: Path) -> Path:
     return data_dir
 
 
-def run_policy(data_dir: Path, seed: int, tiered: bool, trials: int | None, out: Path) -> dict[str, Any]:
+def run_policy(
+    data_dir: Path, seed: int, tiered: bool, trials: int | None, out: Path, plan_alpha_split: bool = True
+) -> dict[str, Any]:
     """Train one bundle on the generated data and compare it with the limit on its test split."""
     options = TrainOptions(
+        plan_alpha_split=plan_alpha_split,
         data=data_dir / "reviews.parquet",
         out=out,
         seed=seed,
@@ -318,6 +321,7 @@ def run_policy(data_dir: Path, seed: int, tiered: bool, trials: int | None, out:
         seed=seed,
         rows=len(pd.read_parquet(data_dir / "oracle.parquet", columns=["listing_id"])),
         search_trials=options.search_trials,
+        alpha_split=json.loads((bundle / "metrics.json").read_text()).get("alpha_split"),
         train_seconds=round(time.perf_counter() - started, 1),
     )
     return result
@@ -359,6 +363,11 @@ def main() -> None:
     parser.add_argument("--skip-tiered", action="store_true", help="no tiered runs on --seeds")
     parser.add_argument("--skip-validity", action="store_true")
     parser.add_argument("--skip-single", action="store_true", help="no single-target (tiers=False) runs")
+    parser.add_argument(
+        "--default-alpha-split",
+        action="store_true",
+        help="certify with the fixed split of delta (half to block precision), not the one training plans",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_JSON, help="results JSON (rewritten after every run)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep data and bundles here (default: a temp dir)")
     parser.add_argument("--report", action="store_true", help="only print the table of an existing --out")
@@ -372,6 +381,7 @@ def main() -> None:
         print(render(results))
         return
     start = time.perf_counter()
+    plan = not args.default_alpha_split
     results = {"meta": run_meta("bench/bench_tiers.py", start), "tiered": [], "validity": [], "single": []}
     with tempfile.TemporaryDirectory(prefix="bench-tiers-") as tmp:
         workdir = args.workdir or Path(tmp)
@@ -386,18 +396,18 @@ def main() -> None:
         for seed in [] if args.skip_tiered else args.seeds:
             log(f"tiered policy, {args.rows:,} rows, seed {seed}")
             results["tiered"].append(
-                run_policy(generate(args.rows, seed, workdir), seed, True, args.trials, workdir / "models")
+                run_policy(generate(args.rows, seed, workdir), seed, True, args.trials, workdir / "models", plan)
             )
             save()
         for seed in [] if args.skip_validity else args.validity_seeds:
             log(f"validity, {args.validity_rows:,} rows, seed {seed}")
             data_dir = generate(args.validity_rows, seed, workdir)
-            results["validity"].append(run_policy(data_dir, seed, True, args.validity_trials, workdir / "models"))
+            results["validity"].append(run_policy(data_dir, seed, True, args.validity_trials, workdir / "models", plan))
             save()
         for seed in [] if args.skip_single else args.seeds:
             log(f"single target, {args.rows:,} rows, seed {seed}")
             results["single"].append(
-                run_policy(generate(args.rows, seed, workdir), seed, False, args.trials, workdir / "models")
+                run_policy(generate(args.rows, seed, workdir), seed, False, args.trials, workdir / "models", plan)
             )
             save()
     print(render(results))

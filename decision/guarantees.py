@@ -75,8 +75,10 @@ class RankedScores:
         """Number of rows with risk < t."""
         return np.searchsorted(self.risk, t, side="left")
 
-    def point(self, t_pass: float, t_block: float, alpha: float) -> OperatingPoint:
-        """Routing counts, point estimates and one-sided (1-alpha) bounds for one threshold pair."""
+    def point(self, t_pass: float, t_block: float, alpha: float, alpha_block: float | None = None) -> OperatingPoint:
+        """Routing counts, point estimates and one-sided bounds for one threshold pair: the miss rate's at
+        1 - alpha, the block precision's at 1 - alpha_block (default: alpha as well)."""
+        alpha_block = alpha if alpha_block is None else alpha_block
         i_pass = int(self.below(t_pass))
         i_block = max(int(self.below(t_block)), i_pass)
         misses = int(self.cum_violating[i_pass])
@@ -100,7 +102,7 @@ class RankedScores:
             wrongful_blocks=wrong,
             reviewer_hours=float(self.cum_seconds[i_block] - self.cum_seconds[i_pass]) / 3600.0,
             miss_rate_upper=miss_rate_upper(misses, n1, alpha),
-            block_precision_lower=precision_lower(blocked - wrong, blocked, alpha),
+            block_precision_lower=precision_lower(blocked - wrong, blocked, alpha_block),
             confidence_each=1.0 - alpha,
         )
 
@@ -229,15 +231,20 @@ class Certified:
     point: OperatingPoint
 
 
-def certify(ranked: RankedScores, recall: float, block_precision: float, delta: float) -> Certified:
-    """Minimum-queue pair with recall >= R and block precision >= P, each at confidence 1 - delta/2."""
-    alpha = delta / 2.0
+def certify(
+    ranked: RankedScores, recall: float, block_precision: float, delta: float, alphas: tuple[float, float] | None = None
+) -> Certified:
+    """Minimum-queue pair with recall >= R and block precision >= P, each at confidence 1 - delta/2, or
+    at the levels `alphas` = (recall's, block's), which sum to delta (`decision.alpha_split`; a block
+    level of 0 certifies no block threshold)."""
+    alpha, alpha_block = alphas if alphas is not None else (delta / 2.0, delta / 2.0)
     k = pass_order_index(ranked.n_violating, recall, alpha)
     t_pass = float(ranked.violating_risk[k]) if k is not None else 0.0
-    certified_block = certify_block(ranked, block_precision, alpha)
+    certified_block = certify_block(ranked, block_precision, alpha_block) if alpha_block > 0 else None
     t_block = certified_block if certified_block is not None else 1.0
     t_pass, t_block = ordered_pair(t_pass, t_block)
-    return Certified(t_pass, t_block, k is not None, certified_block is not None, ranked.point(t_pass, t_block, alpha))
+    point = ranked.point(t_pass, t_block, alpha, alpha_block)
+    return Certified(t_pass, t_block, k is not None, certified_block is not None, point)
 
 
 def ordered_pair(t_pass: float, t_block: float) -> tuple[float, float]:

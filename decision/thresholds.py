@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from decision.alpha_split import AlphaSplit
 from decision.guarantees import (
     DEFAULT_REVIEW_SECONDS,
     Certified,
@@ -151,17 +152,33 @@ def _check_targets(recall: float, block_precision: float, delta: float) -> None:
 
 
 def choose_thresholds(
-    ranked: RankedScores, recall: float = 0.99, block_precision: float = 0.98, delta: float = 0.05
+    ranked: RankedScores,
+    recall: float = 0.99,
+    block_precision: float = 0.98,
+    delta: float = 0.05,
+    split: AlphaSplit | None = None,
 ) -> ThresholdResult:
-    """Guarantee mode on pre-ranked scores."""
+    """Guarantee mode on pre-ranked scores (`split`: how delta is shared by the recall and the block
+    precision, default half each; see `decision.alpha_split`)."""
     _check_targets(recall, block_precision, delta)
-    found = certify(ranked, recall, block_precision, delta)
-    targets = {"recall": recall, "block_precision": block_precision, "confidence": 1 - delta}
-    return _guarantee_result(ranked, found, targets, "guarantee")
+    split = split or AlphaSplit.default(1)
+    alpha_pass, alpha_block = split.alphas(delta)
+    found = certify(ranked, recall, block_precision, delta, (float(alpha_pass[0]), alpha_block))
+    targets = {
+        "recall": recall,
+        "block_precision": block_precision,
+        "confidence": 1 - delta,
+        "split": split.describe(delta, ["the violations"]),
+        "alpha_split": split.to_dict(),
+    }
+    return _guarantee_result(ranked, found, targets, "guarantee", float(alpha_pass[0]))
 
 
-def _guarantee_result(ranked: RankedScores, found: Certified, targets: dict[str, Any], mode: str) -> ThresholdResult:
-    notes = _notes(ranked, found)
+def _guarantee_result(
+    ranked: RankedScores, found: Certified, targets: dict[str, Any], mode: str, alpha: float | None = None
+) -> ThresholdResult:
+    """`alpha`: the recall statement's level (default: half of 1 - confidence)."""
+    notes = _notes(ranked, found, AlphaSplit.from_dict(targets.get("alpha_split"), 1))
     if found.pass_certified:
         return ThresholdResult(
             mode,
@@ -173,13 +190,13 @@ def _guarantee_result(ranked: RankedScores, found: Certified, targets: dict[str,
             found.point,
             notes=notes,
         )
-    alpha = (1 - targets["confidence"]) / 2
+    alpha = alpha if alpha is not None else (1 - targets["confidence"]) / 2
     n1 = ranked.n_violating
     closest = ranked.point(float(ranked.violating_risk[0]), found.t_block, alpha) if n1 else None
     best = alpha ** (1 / n1) if n1 else float("nan")
     need = math.ceil(math.log(alpha) / math.log(targets["recall"]))
     message = (
-        f"Infeasible: recall >= {targets['recall']:.4g} cannot be certified at {targets['confidence']:.0%} "
+        f"Infeasible: recall >= {targets['recall']:.4g} cannot be certified at {1 - alpha:.2%} "
         f"confidence with {n1} violating listings in the certification rows (needs at least {need}), so no "
         "listing can be auto-passed. Fail-safe thresholds send everything below t_block to human review."
         + (
@@ -194,13 +211,21 @@ def _guarantee_result(ranked: RankedScores, found: Certified, targets: dict[str,
     )
 
 
-def _notes(ranked: RankedScores, found: Certified) -> list[str]:
+def _no_block_note(split: AlphaSplit | None) -> str:
+    if split is not None and split.block == 0:
+        return (
+            "no auto-block: the confidence budget went to the recall targets, as the held-out rows predicted "
+            "no certifiable auto-block threshold at the block-precision target (t_block = 1)"
+        )
+    return (
+        "no auto-block threshold can be certified at the block-precision target: nothing is auto-blocked (t_block = 1)"
+    )
+
+
+def _notes(ranked: RankedScores, found: Certified, split: AlphaSplit | None = None) -> list[str]:
     notes = []
     if not found.block_certified:
-        notes.append(
-            "no auto-block threshold can be certified at the block-precision target: nothing is "
-            "auto-blocked (t_block = 1)"
-        )
+        notes.append(_no_block_note(split))
     if ranked.seconds_imputed:
         notes.append("review_seconds missing for some rows: imputed (median, or 60 s if absent)")
     return notes
@@ -215,7 +240,11 @@ def _summary(point: OperatingPoint, targets: dict[str, Any]) -> str:
     return (
         f"t_pass={point.t_pass:.5g}, t_block={point.t_block:.5g}: queue {point.queue_share:.1%}, "
         f"recall {point.recall:.4f} (>= {1 - point.miss_rate_upper:.4f}), {blocked}, "
-        f"each bound at {point.confidence_each:.1%} confidence"
+        + (
+            f"bounds: {targets['split']}"
+            if "split" in targets
+            else f"each bound at {point.confidence_each:.1%} confidence"
+        )
     )
 
 
@@ -338,9 +367,13 @@ def choose_policy_thresholds(
     min_relative_saving: float = 0.01,
     seed: int = 0,
     tiers: tuple[Tier, ...] | list[Tier] = (),
+    alpha_split: AlphaSplit | None = None,
 ) -> ThresholdResult:
     """Thresholds for a bundle from its reference frame (columns risk, label, review_seconds, segments;
-    with `tiers`, also `tier` and `risk_<tier>`: tiered guarantee mode, see `decision.tiers`)."""
+    with `tiers`, also `tier` and `risk_<tier>`: tiered guarantee mode, see `decision.tiers`).
+
+    `alpha_split`: how delta is shared by the statements of the guarantee and tiered modes, planned on
+    rows other than these (`decision.alpha_split`); the other modes keep their fixed split."""
     for column in ("risk", "label", *([segment_by] if segment_by else [])):
         if column not in reference:
             raise ValueError(f"reference: missing column {column!r}")
@@ -360,12 +393,12 @@ def choose_policy_thresholds(
             result.notes.append(f"per-segment thresholds by {segment_by!r} not used: the rows are audit-weighted")
         return result
     if tiers:
-        result = choose_tiered(reference, tiers, block_precision, delta)
+        result = choose_tiered(reference, tiers, block_precision, delta, alpha_split)
         if segment_by:
             result.notes.append(f"per-segment thresholds by {segment_by!r} not used: the policy is tiered")
         return result
     if segment_by is None:
-        return choose_thresholds(_ranked(reference), recall, block_precision, delta)
+        return choose_thresholds(_ranked(reference), recall, block_precision, delta, alpha_split)
     return _choose_with_segments(
         reference,
         recall,
@@ -458,13 +491,19 @@ def _segment_report(choice: SegmentChoice, segment_by: str, min_saving: float) -
 
 
 def choose_tiered(
-    reference: pd.DataFrame, tiers: tuple[Tier, ...] | list[Tier], block_precision: float, delta: float
+    reference: pd.DataFrame,
+    tiers: tuple[Tier, ...] | list[Tier],
+    block_precision: float,
+    delta: float,
+    split: AlphaSplit | None = None,
 ) -> ThresholdResult:
-    """Tiered guarantee mode: each tier's recall and the block precision, all at once with 1 - delta."""
+    """Tiered guarantee mode: each tier's recall and the block precision, all at once with 1 - delta
+    (`split`: how delta is shared among them, default `decision.tiers.tier_alpha`)."""
     for tier in tiers:
         _check_targets(tier.recall, block_precision, delta)
-    choice = certify_tiers(reference, tiers, block_precision, delta)
-    alpha_tier, alpha_block = tier_alpha(delta, len(tiers))
+    split = split or AlphaSplit.default(len(tiers))
+    choice = certify_tiers(reference, tiers, block_precision, delta, split)
+    _, alpha_block = split.alphas(delta)
     label = reference["label"].to_numpy().astype(bool)
     seconds = reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
     point = _point_from_codes(choice.codes, label, seconds, choice.t_pass, choice.t_block, alpha_block)
@@ -474,7 +513,8 @@ def choose_tiered(
         "recall": {t.name: t.recall for t in tiers},
         "block_precision": block_precision,
         "confidence": 1 - delta,
-        "split": f"recall of each tier at {1 - alpha_tier:.4g}, block precision at {1 - alpha_block:.4g} (Bonferroni)",
+        "split": split.describe(delta, [t.name for t in tiers]),
+        "alpha_split": split.to_dict(),
     }
     tier_text = ", ".join(
         f"{t.name} recall {t.recall:.4f} (>= {t.recall_lower:.4f}, target {t.recall_target:g}, t_pass {t.t_pass:.4g})"
@@ -492,14 +532,7 @@ def choose_tiered(
         f"auto-pass {point.auto_pass_share:.1%}, queue {point.queue_share:.1%}, auto-block "
         f"{point.auto_block_share:.1%}; {tier_text}; {blocked}; all together at {1 - delta:.0%} confidence"
     )
-    notes = (
-        []
-        if choice.block_certified
-        else [
-            "no auto-block threshold can be certified at the block-precision target: "
-            "nothing is auto-blocked (t_block = 1)"
-        ]
-    )
+    notes = [] if choice.block_certified else [_no_block_note(split)]
     if choice.feasible:
         return ThresholdResult(
             "tiered", True, summary, choice.t_pass, choice.t_block, targets, point, notes=notes, tiers=choice.tiers

@@ -25,10 +25,12 @@ Proof sketch.
   (`decision.guarantees.certify_block`), unchanged. A block is right when the listing violates any
   tier: a wrongful block hurts a good merchant the same whatever type was suspected, so there is one
   block-precision target on the any-violation risk, and the blocked listing's likeliest tier is named.
-* Union bound (Bonferroni): alpha_block = delta / 2 and alpha_k = delta / (2K), so the probability
-  that any of the K + 1 statements fails is at most delta / 2 + K * delta / (2K) = delta. Bonferroni
-  needs no assumption about how the tiers' errors depend on each other. With a single tier this is
-  exactly the untiered procedure (recall at delta / 2, block at delta / 2).
+* Union bound (Bonferroni): by default alpha_block = delta / 2 and alpha_k = delta / (2K), so the
+  probability that any of the K + 1 statements fails is at most delta / 2 + K * delta / (2K) = delta.
+  Bonferroni needs no assumption about how the tiers' errors depend on each other. With a single tier
+  this is exactly the untiered procedure (recall at delta / 2, block at delta / 2). Training may share
+  delta otherwise (`decision.alpha_split`: levels planned on the model selection's validation rows,
+  fixed before these rows are read, summing to delta), and the same union bound holds.
 * Bounds reported. Tier k's recall is at least 1 - U_k, U_k the (1 - alpha_k) quantile of
   Beta(k* + 1, n_k - k*) (`miss_rate_upper(k*, n_k, alpha_k)`, <= 1 - R_k by the choice of k*), by the
   same order-statistic argument. Every violation is in one tier, so the overall miss rate is a mix of
@@ -58,6 +60,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from decision.alpha_split import AlphaSplit
 from decision.guarantees import (
     RankedScores,
     certify_block,
@@ -179,7 +182,7 @@ def tier_thresholds(u: float, recalls: np.ndarray) -> np.ndarray:
 
 
 def certify_joint(
-    tier_risk: np.ndarray, tier_index: np.ndarray, recalls: np.ndarray, alpha: float
+    tier_risk: np.ndarray, tier_index: np.ndarray, recalls: np.ndarray, alpha: float | np.ndarray
 ) -> tuple[np.ndarray, list[int | None]]:
     """Tier thresholds t_k = u (1 - R_k) at the highest u certified for every tier at once.
 
@@ -189,13 +192,15 @@ def certify_joint(
     u = min_k u_k only passes fewer listings, so every tier's statement holds at once (each at alpha,
     Bonferroni over tiers). Unlike certifying each tier on its own risk, a tier's violations that
     another tier already holds back do not count against it, so the thresholds can rise higher.
+    `alpha`: one level for every tier, or one per tier (`decision.alpha_split`).
     Returns (t_pass per tier, k*_k per tier (None: the tier cannot be certified with its rows)).
     """
     score = pass_score(tier_risk, recalls)
+    alphas = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (len(recalls),))
     stops, orders = [], []
     for k, recall in enumerate(recalls):
         own = np.sort(score[tier_index == k])
-        order = pass_order_index(len(own), float(recall), alpha)
+        order = pass_order_index(len(own), float(recall), float(alphas[k]))
         orders.append(order)
         stops.append(float(own[order]) if order is not None else 0.0)
     if any(order is None for order in orders):
@@ -223,18 +228,23 @@ class TieredChoice:
 
 
 def certify_tiers(
-    reference: pd.DataFrame, tiers: tuple[Tier, ...] | list[Tier], block_precision: float, delta: float
+    reference: pd.DataFrame,
+    tiers: tuple[Tier, ...] | list[Tier],
+    block_precision: float,
+    delta: float,
+    split: AlphaSplit | None = None,
 ) -> TieredChoice:
-    """Every tier's t_pass at alpha = delta / (2K) and t_block at delta / 2 on the reference rows.
+    """Every tier's t_pass and t_block on the reference rows, at the levels of `split` (default: each tier
+    at delta / (2K), the block at delta / 2; a split planned on other rows, `decision.alpha_split`).
 
     `reference` has `risk` (overall), `label`, `tier` (tier name or NO_TIER) and `risk_<tier>` per tier.
     """
     missing = [c for c in ("risk", "label", "tier", *(risk_column(t.name) for t in tiers)) if c not in reference]
     if missing:
         raise ValueError(f"reference: missing columns {missing}")
-    alpha_tier, alpha_block = tier_alpha(delta, len(tiers))
+    alpha_tiers, alpha_block = (split or AlphaSplit.default(len(tiers))).alphas(delta)
     overall = RankedScores.build(reference["risk"].to_numpy(dtype=np.float64), reference["label"].to_numpy())
-    certified_block = certify_block(overall, block_precision, alpha_block)
+    certified_block = certify_block(overall, block_precision, alpha_block) if alpha_block > 0 else None
     t_block = certified_block if certified_block is not None else 1.0
     t_pass, t_block = ordered_pair(t_block, t_block)  # passing is limited by the tiers, not the overall risk
     tier_col = reference["tier"].to_numpy(dtype=object)
@@ -242,13 +252,13 @@ def certify_tiers(
     index = np.full(len(tier_col), -1)
     for k, tier in enumerate(tiers):
         index[tier_col == tier.name] = k
-    tier_pass, orders = certify_joint(tier_risk, index, np.array([t.recall for t in tiers]), alpha_tier)
+    tier_pass, orders = certify_joint(tier_risk, index, np.array([t.recall for t in tiers]), alpha_tiers)
     thresholds = list(zip(tier_pass.tolist(), orders, strict=True))
     codes = route(
         reference["risk"].to_numpy(dtype=np.float64), t_pass, t_block, tier_risk=tier_risk, tier_pass=tier_pass
     )
     certificates = []
-    for tier, (t_k, k_star) in zip(tiers, thresholds, strict=True):
+    for tier, (t_k, k_star), alpha_tier in zip(tiers, thresholds, alpha_tiers.tolist(), strict=True):
         violating = tier_col == tier.name
         n_k = int(violating.sum())
         misses = int((violating & (codes == CODE_PASS)).sum())

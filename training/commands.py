@@ -95,6 +95,15 @@ def train(
             "them (best expected auto-pass share net of audits; metrics.json audit_sizing)",
         ),
     ] = True,
+    plan_alpha_split: Annotated[
+        bool,
+        typer.Option(
+            "--plan-alpha-split/--default-alpha-split",
+            help="share the confidence budget among the recall targets and block precision as the model "
+            "selection's validation rows predict auto-decides most (default: half to the block, half to recall; "
+            "metrics.json alpha_split)",
+        ),
+    ] = True,
     audit_volume: Annotated[
         float | None,
         typer.Option(
@@ -143,6 +152,7 @@ def train(
         cluster=cluster,
         audit_sizing=audit_sizing,
         audit_volume=audit_volume,
+        plan_alpha_split=plan_alpha_split,
     )
     try:
         result = run(options)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from decision.alpha_split import AlphaSplit, Pilot, SplitPlan, plan_split
 from decision.audit_sizing import size_audits
 from decision.backtest import certify_shipped_rules
 from decision.policy import Policy
@@ -79,6 +80,9 @@ class TrainOptions:
     audit_sizing: bool = True
     # listings the next certification will stand for (None: as many as this run's certification rows)
     audit_volume: float | None = None
+    # share the confidence budget among recall and block precision as the model selection's validation
+    # rows predict pays most (`decision.alpha_split`); False: half to the block, half to the tiers
+    plan_alpha_split: bool = True
     # known prohibited products (entry_id, name, aliases "|"-joined, reason, action); None: the
     # marketplace's configs/catalogue.csv when present, else no catalogue matching
     catalogue: Path | None = None
@@ -351,10 +355,13 @@ def select(
         inner, recall=options.recall, seed=options.seed, trials=options.search_trials, base_params=options.lgbm
     )
     chosen = selection.winner.candidate
+    assert selection.winner.score is not None
     if not config.tiered:
+        selection.pilot = Pilot.untiered(selection.winner.score, inner.y_valid)
         return selection, []
     with stage("choose each tier's model on the validation part: its own or the overall one"):
         cut = inner_split(len(train_rows), options.validation_fraction)
+        tiers_valid = tiers_of(train_rows.iloc[cut:], config)
         tier_sources = choose_tier_sources(
             inner,
             selection_columns(inner, chosen.groups),
@@ -362,9 +369,15 @@ def select(
             chosen.params,
             config.tiers,
             tiers_of(train_rows.iloc[:cut], config),
-            tiers_of(train_rows.iloc[cut:], config),
+            tiers_valid,
             seed=options.seed,
         )
+    index = np.full(len(tiers_valid), -1)
+    for k, name in enumerate(config.tier_names):
+        index[tiers_valid == name] = k
+    risks = [source.validation_risk for source in tier_sources if source.validation_risk is not None]
+    if len(risks) == len(tier_sources):
+        selection.pilot = Pilot(selection.winner.score, inner.y_valid.astype(bool), np.column_stack(risks), index)
     return selection, tier_sources
 
 
@@ -386,7 +399,13 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
             fitted.calibration, calibrator(raw_cal), config, tier_risk(tier_models, X_cal) if tier_models else None
         )
 
+    split_plans: dict[int, SplitPlan] = {}
+
     def certify(rows: pd.DataFrame) -> ThresholdResult:
+        recalls = [t.recall for t in config.tiers] if config.tiered else [options.recall]
+        pilot = fitted.selection.pilot if options.plan_alpha_split else None
+        plan = plan_split(pilot, recalls, options.block_precision, 1 - options.confidence, len(rows))
+        split_plans[len(rows)] = plan
         return choose_policy_thresholds(
             rows,
             recall=options.recall,
@@ -394,6 +413,7 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
             delta=1 - options.confidence,
             segment_by=options.segment_by,
             tiers=config.tiers if config.tiered else (),
+            alpha_split=plan.chosen,
         )
 
     with stage("choose thresholds on the calibration split"):
@@ -436,6 +456,7 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
             metrics["thresholds_evaluated"] = evaluated.to_dict()
             metrics["thresholds"] = thresholds.to_dict()
     metrics["certification"] = certification_report(thresholds, options, len(reference))
+    metrics["alpha_split"] = split_plans[len(reference)].to_dict()
     metrics["tier_models"] = [
         {**source.to_dict(), "own_model": m.own, "train_violations": m.train_violations}
         for source, m in zip(fitted.tier_sources, tier_models, strict=True)
@@ -566,7 +587,8 @@ def certification_report(thresholds: ThresholdResult, options: TrainOptions, row
     if tiers:
         report["strongest_certifiable"] = {t["name"]: t["best_certifiable_recall"] for t in tiers}
     elif point.n_violating:
-        alpha = (1 - options.confidence) / 2
+        split = AlphaSplit.from_dict(thresholds.targets.get("alpha_split"), 1) or AlphaSplit.default(1)
+        alpha = float(split.alphas(1 - options.confidence)[0][0])
         report["strongest_certifiable"] = {"all": float(alpha ** (1 / point.n_violating))}
     if not thresholds.feasible:
         report["warnings"].append(f"targets not certified: {thresholds.message}")

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from bundle.manifest import BundleError, resolve_bundle, signing_key_from_env
 from bundle.policies import load_policy, next_policy_version, save_policy
+from decision.alpha_split import AlphaSplit
 from decision.audit import MIN_AUDIT_RATE
 from decision.guarantees import OperatingPoint
 from decision.policy import Policy
@@ -85,6 +86,10 @@ def thresholds(
     try:
         plain = single_tier or any(v is not None for v in (capacity_hours, cost_review, cost_miss, cost_wrong_block))
         tiers = () if plain else _bundle_tiers(bundle_dir, reference, tier_recall or [])
+        # the split of delta training planned on its validation rows (never on these reference rows), so
+        # it stays valid for any targets; a policy without one, or for another tier count, gets the default
+        current = _current_policy(bundle_dir)
+        split = AlphaSplit.from_dict(current.targets.get("alpha_split"), len(tiers)) if current else None
         result = choose_policy_thresholds(
             reference,
             recall=recall,
@@ -97,6 +102,7 @@ def thresholds(
             cost_miss=cost_miss,
             cost_wrong_block=cost_wrong_block,
             tiers=tiers,
+            alpha_split=split,
         )
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
@@ -110,7 +116,6 @@ def thresholds(
             console.print(_point_table(result.closest, "closest achievable point"))
         console.print("policy not changed")
         raise typer.Exit(code=1)
-    current = _current_policy(bundle_dir)
     policy = result.to_policy(
         rules=current.rules if current else [],
         qa_sample_rate=current.qa_sample_rate if current else 0.02,
@@ -242,6 +247,8 @@ def _threshold_table(result: ThresholdResult) -> Table:
         f"thresholds ({result.mode})" + ("" if result.feasible else " - [red]targets not met[/]"),
     )
     for key, value in result.targets.items():
+        if key == "alpha_split":  # the machine-readable form of "split"
+            continue
         if isinstance(value, dict):  # tiered: recall per tier
             table.add_row(f"target {key}", ", ".join(f"{k} {v:g}" for k, v in value.items()))
         elif isinstance(value, (int, float)):

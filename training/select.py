@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from decision.alpha_split import Pilot
 from features.builder import FeatureBuilder
 from features.config import FEATURE_GROUPS, TEXT_CHARS, DataConfig
 from training.evaluate import review_share_at_recall
@@ -67,6 +68,7 @@ class Scored:
     pr_auc: float
     roc_auc: float
     replicates: np.ndarray = field(repr=False)
+    score: np.ndarray | None = field(default=None, repr=False)  # the validation rows' predicted risk
 
 
 @dataclass
@@ -79,6 +81,9 @@ class Selection:
     validation_rows: int
     validation_violations: int
     search: dict[str, Any]
+    # the validation rows as scored by the winner (and, tiered, each tier's source): plans how the
+    # certification's confidence budget is split (`decision.alpha_split`); None when not planned
+    pilot: Pilot | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         row = _row
@@ -244,6 +249,7 @@ def _scored(
         pr_auc=float(average_precision_score(label, score)),
         roc_auc=float(roc_auc_score(label, score)),
         replicates=reps,
+        score=np.asarray(score, dtype=np.float64),
     )
 
 

@@ -88,6 +88,7 @@ def policy_lines(metrics: dict[str, Any]) -> list[str]:
             f"auto-pass {achieved['auto_pass_share']:.1%}, human review {achieved['queue_share']:.1%}, "
             f"auto-block {achieved['auto_block_share']:.1%}"
         )
+        lines += split_lines(metrics)
         lines += audit_lines(metrics)
     else:
         strongest = ", ".join(f"{k}: recall >= {v:.3f}" for k, v in (cert.get("strongest_certifiable") or {}).items())
@@ -100,7 +101,23 @@ def policy_lines(metrics: dict[str, Any]) -> list[str]:
             f"[red]targets NOT certified[/] on {where} ({cert['rows']:,} rows): nothing is auto-passed. "
             f"Strongest certifiable targets on this data: {strongest or 'none'} ({how})"
         )
+        lines += split_lines(metrics)
     return lines
+
+
+def split_lines(metrics: dict[str, Any]) -> list[str]:
+    """How the confidence budget was shared among the statements, when training planned it
+    (`decision.alpha_split`)."""
+    plan = metrics.get("alpha_split")
+    split = (metrics.get("thresholds") or {}).get("targets", {}).get("split")
+    if not plan or not plan["planned"] or not split:
+        return []
+    return [
+        f"confidence split planned on {plan['pilot_rows']:,} validation rows: {split}; predicted auto-decided "
+        f"{plan['predicted_auto_pass'] + plan['predicted_auto_block']:.1%} against "
+        f"{plan['default_predicted_auto_pass'] + plan['default_predicted_auto_block']:.1%} with the default split "
+        "(half to block precision)"
+    ]
 
 
 def audit_lines(metrics: dict[str, Any]) -> list[str]:

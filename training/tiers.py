@@ -14,7 +14,7 @@ own labels: P(tier-k violation) <= P(any violation), so the overall risk ranks i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ class TierSource:
     review_share_own: float | None  # review share at the tier's recall target on validation (None: not fitted)
     review_share_overall: float
     validation_violations: int
+    validation_risk: np.ndarray | None = field(default=None, repr=False, compare=False)  # of the chosen model
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -72,17 +73,19 @@ def choose_tier_sources(
         y_valid = (tiers_valid == tier.name).astype(np.int64)
         y_fit = (tiers_fit == tier.name).astype(np.int64)
         share_overall = review_share_at_recall(y_valid, overall, tier.recall) if y_valid.any() else 1.0
-        share_own = None
+        share_own, own = None, None
         if y_valid.any() and MIN_TRAIN_VIOLATIONS <= y_fit.sum() < len(y_fit):
             own = fit_model(kind, X_fit, y_fit, categorical, seed=seed, params=params).predict(X_valid)
             share_own = review_share_at_recall(y_valid, own, tier.recall)
+        own_chosen = share_own is not None and share_own < share_overall
         out.append(
             TierSource(
                 tier.name,
-                share_own is not None and share_own < share_overall,
+                own_chosen,
                 share_own,
                 share_overall,
                 int(y_valid.sum()),
+                own if own_chosen else overall,
             )
         )
     return out

@@ -293,3 +293,17 @@ def test_evaluate_reads_a_renamed_export_with_its_own_config(
     assert json.loads(out)["roc_auc"] == pytest.approx(plain["roc_auc"], abs=1e-12)
     code, _, _ = _evaluate(*args)  # without it the columns are missing: a clear error, not a crash
     assert code == 2
+
+
+def test_the_confidence_budget_split_is_planned_on_validation_rows_and_recorded(trained, bundle_dir: Path) -> None:
+    plan = trained.metrics["alpha_split"]
+    policy = Bundle.load(bundle_dir).policy
+    assert policy.targets["alpha_split"] == plan["split"]
+    assert plan["pilot_rows"] > 0 and plan["certification_rows"] == trained.metrics["certification"]["rows"]
+    shares = plan["split"]
+    assert shares["block"] + sum(shares["tiers"]) == pytest.approx(1.0)
+    if plan["planned"]:  # a planned split is adopted only for a predicted gain
+        gain = plan["predicted_auto_pass"] + plan["predicted_auto_block"]
+        assert gain >= plan["default_predicted_auto_pass"] + plan["default_predicted_auto_block"] + 0.005
+    else:
+        assert shares["block"] == 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,22 @@ def test_cli_thresholds_writes_a_new_version_keeping_rules(fake_bundle: Path) ->
     assert policy.guarantee["recall_lower"] >= 0.95
     assert policy_versions(fake_bundle)[0] == "policy-20250101T000000-1"
     verify_manifest(fake_bundle)
+
+
+def test_cli_thresholds_keeps_the_confidence_split_training_planned(fake_bundle: Path) -> None:
+    """The split of delta recorded by training was planned on other rows, so re-certifying on the reference
+    keeps it: with no block share nothing is auto-blocked and recall gets all of delta."""
+    current = load_policy(fake_bundle)
+    planned = {"block": 0.0, "tiers": [1.0]}
+    save_policy(fake_bundle, replace(current, version="policy-20250101T000000-2", targets={"alpha_split": planned}))
+    result = CliRunner().invoke(
+        _app(), ["thresholds", "--bundle", str(fake_bundle), "--recall", "0.95", "--block-precision", "0.95"]
+    )
+    assert result.exit_code == 0, result.output
+    policy = load_policy(fake_bundle)
+    assert policy.targets["alpha_split"] == planned and policy.t_block == 1.0
+    assert "recall of the violations at 0.95" in policy.targets["split"]
+    assert "confidence budget went to the recall targets" in result.output
 
 
 def test_cli_thresholds_infeasible_exits_1_with_plain_message(fake_bundle: Path) -> None:

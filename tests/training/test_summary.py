@@ -1,8 +1,8 @@
-"""What `triage train` prints about the shipped policy's audit rates (training.summary.audit_lines)."""
+"""What `triage train` prints about the shipped policy's audit rates and confidence split (training.summary)."""
 
 from __future__ import annotations
 
-from training.summary import audit_lines
+from training.summary import audit_lines, split_lines
 
 
 def _outlook(floor: float, near: float, next_pass: float, audits: float) -> dict[str, float]:
@@ -37,3 +37,21 @@ def test_the_summary_warns_when_no_audit_rate_keeps_the_share() -> None:
     enough = {**sizing, "chosen": _outlook(0.02, 0.1, 0.13, 0.014), "policy_rates": _outlook(0.02, 0.1, 0.13, 0.014)}
     assert "pays for itself" not in audit_lines({"audit_sizing": enough})[0]
     assert audit_lines({}) == []
+
+
+def test_the_summary_says_how_a_planned_split_shares_the_confidence_budget() -> None:
+    plan = {
+        "planned": True,
+        "split": {"block": 0.0, "tiers": [1.0]},
+        "pilot_rows": 2_400,
+        "predicted_auto_pass": 0.21,
+        "predicted_auto_block": 0.0,
+        "default_predicted_auto_pass": 0.0,
+        "default_predicted_auto_block": 0.0,
+    }
+    targets = {"split": "recall of the violations at 0.95, no block-precision statement (Bonferroni)"}
+    (line,) = split_lines({"alpha_split": plan, "thresholds": {"targets": targets}})
+    assert "planned on 2,400 validation rows: recall of the violations at 0.95, no block-precision" in line
+    assert "predicted auto-decided 21.0% against 0.0% with the default split" in line
+    assert split_lines({"alpha_split": {**plan, "planned": False}, "thresholds": {"targets": targets}}) == []
+    assert split_lines({}) == []

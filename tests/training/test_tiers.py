@@ -28,8 +28,10 @@ def test_default_bundle_is_tiered_and_certified_per_tier(bundle_dir: Path) -> No
     cert = metrics["certification"]
     assert cert["certified_on"] == "calibration+test"
     assert [t["name"] for t in cert["tiers"]] == ["severe", "minor"]
-    for tier in cert["tiers"]:
-        assert tier["confidence"] == pytest.approx(1 - 0.05 / 4)  # Bonferroni: delta / (2K) per tier
+    split = metrics["alpha_split"]["split"]  # Bonferroni: each tier at its share of delta
+    assert split == bundle.policy.targets["alpha_split"]
+    for tier, share in zip(cert["tiers"], split["tiers"], strict=True):
+        assert tier["confidence"] == pytest.approx(1 - 0.05 * share)
         if tier["certified"]:
             assert tier["t_pass"] > 0
     assert metrics["test"]["routing"]["tiers"]["severe"]["violations"] > 0
