@@ -11,13 +11,13 @@ from decision.alpha_split import AlphaSplit, Pilot, candidate_splits, expected_o
 from decision.policy import CODE_BLOCK, CODE_PASS
 from decision.thresholds import choose_policy_thresholds
 from decision.tiers import NO_TIER, certify_tiers, tier_alpha
-from features.calibration import fit_calibrator
 from tests.decision.test_tier_coverage import (
     MINOR,
     SEVERE,
     TIERS,
     Coverage,
     allowed_failures,
+    calibrated_on,
     draw_calibrated,
     draw_tiers,
     generated_population,
@@ -126,10 +126,7 @@ def test_guarantees_hold_together_with_the_split_planned_on_a_fresh_pilot() -> N
         planned += plan.planned
         sample = rng.integers(0, n, n_cert)
         tier = draw_tiers(pop.reason_risk[sample], tier_of_reason, rng)
-        calibrate_overall = fit_calibrator(pop.raw[sample], tier != NO_TIER)
-        calibrate_tier = [fit_calibrator(pop.raw_tier[sample, k], tier == t.name) for k, t in enumerate(TIERS)]
-        tier_risk = np.column_stack([c(pop.raw_tier[:, k]) for k, c in enumerate(calibrate_tier)])
-        risk = calibrate_overall(pop.raw)
+        risk, tier_risk = calibrated_on(pop, sample, tier)
         frame = reference(risk[sample], tier_risk[sample], tier)
         choice = certify_tiers(frame, TIERS, block_precision, delta, plan.chosen)
         coverage.add(choice, risk, tier_risk, pop.true_risk, pop.true_tier_risk)

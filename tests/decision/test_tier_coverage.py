@@ -206,6 +206,15 @@ def generated_population() -> Population:
     )
 
 
+def calibrated_on(pop: Population, sample: np.ndarray, tier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(overall risk, per-tier risks) of the whole population, calibrated as the pipeline calibrates: on the
+    sampled rows' labels (`tier`), overall and per tier."""
+    calibrate_overall = fit_calibrator(pop.raw[sample], tier != NO_TIER)
+    calibrate_tier = [fit_calibrator(pop.raw_tier[sample, k], tier == t.name) for k, t in enumerate(TIERS)]
+    tier_risk = np.column_stack([c(pop.raw_tier[:, k]) for k, c in enumerate(calibrate_tier)])
+    return calibrate_overall(pop.raw), tier_risk
+
+
 def test_tiered_guarantees_hold_with_the_pipelines_calibrator_on_generated_data() -> None:
     """80 calibration samples of 12,000 listings drawn (with replacement) from 40,000 generated ones,
     labels and reasons redrawn from the oracle's per-reason risks; calibrators fitted on each sample as
@@ -222,10 +231,7 @@ def test_tiered_guarantees_hold_with_the_pipelines_calibrator_on_generated_data(
         rng = np.random.default_rng(seed)
         sample = rng.integers(0, n, n_calibration)
         tier = draw_tiers(pop.reason_risk[sample], tier_of_reason, rng)
-        calibrate_overall = fit_calibrator(pop.raw[sample], tier != NO_TIER)
-        calibrate_tier = [fit_calibrator(pop.raw_tier[sample, k], tier == t.name) for k, t in enumerate(TIERS)]
-        tier_risk = np.column_stack([c(pop.raw_tier[:, k]) for k, c in enumerate(calibrate_tier)])
-        risk = calibrate_overall(pop.raw)
+        risk, tier_risk = calibrated_on(pop, sample, tier)
         choice = certify_tiers(reference(risk[sample], tier_risk[sample], tier), TIERS, BLOCK_PRECISION, DELTA)
         assert choice.feasible
         coverage.add(choice, risk, tier_risk, pop.true_risk, pop.true_tier_risk)
