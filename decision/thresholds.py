@@ -43,11 +43,11 @@ from decision.tiers import (
     overall_miss_rate_upper,
     pass_score,
     risk_column,
-    tier_alpha,
     tier_thresholds,
     violations_needed,
 )
 from decision.weighted import (
+    BlockCertificate,
     Strata,
     audit_rate_needed,
     certify_block,
@@ -388,7 +388,7 @@ def choose_policy_thresholds(
         return choose_for_capacity(_ranked(reference), capacity_hours, daily_volume, recall, block_precision, delta)
     strata = Strata.of(reference[INCLUSION_PROB].to_numpy()) if INCLUSION_PROB in reference else None
     if strata is not None and strata.weighted:
-        result = choose_weighted(reference, strata, recall, block_precision, delta, tiers)
+        result = choose_weighted(reference, strata, recall, block_precision, delta, tiers, alpha_split)
         if segment_by:
             result.notes.append(f"per-segment thresholds by {segment_by!r} not used: the rows are audit-weighted")
         return result
@@ -562,16 +562,23 @@ def choose_weighted(
     block_precision: float,
     delta: float,
     tiers: tuple[Tier, ...] | list[Tier] = (),
+    split: AlphaSplit | None = None,
 ) -> ThresholdResult:
     """Guarantee (or tiered) mode on audit-weighted rows (`decision.weighted`): every bound counts each
-    row for 1 / inclusion_prob listings and is taken per sampling stratum. The same split of delta as the
-    unweighted modes: each tier's recall at delta / (2K) (delta / 2 with one target), blocks at delta / 2."""
+    row for 1 / inclusion_prob listings and is taken per sampling stratum. The split of delta is the
+    unweighted modes' (`split`, planned on other rows; default each tier's recall at delta / (2K), or
+    delta / 2 with one target, and blocks at delta / 2)."""
     for target in [recall] if not tiers else [t.recall for t in tiers]:
         _check_targets(target, block_precision, delta)
     label = reference["label"].to_numpy().astype(bool)
     risk = reference["risk"].to_numpy(dtype=np.float64)
-    alpha_tier, alpha_block = tier_alpha(delta, len(tiers)) if tiers else (delta / 2, delta / 2)
-    block = certify_block(risk, strata, label, block_precision, alpha_block)
+    split = split or AlphaSplit.default(max(len(tiers), 1))
+    tier_alphas, alpha_block = split.alphas(delta)
+    block = (
+        certify_block(risk, strata, label, block_precision, alpha_block)
+        if alpha_block > 0
+        else BlockCertificate.none()  # the split makes no block statement
+    )
     if tiers:
         tier_risk = np.column_stack([reference[risk_column(t.name)].to_numpy(dtype=np.float64) for t in tiers])
         recalls = np.array([t.recall for t in tiers])
@@ -581,7 +588,10 @@ def choose_weighted(
     else:
         tier_risk, recalls, score = None, np.array([recall]), risk
         groups = [("all", recall, label)]
-    found = [certify_recall(score, strata, mask, target, alpha_tier) for _, target, mask in groups]
+    found = [
+        certify_recall(score, strata, mask, target, float(a))
+        for (_, target, mask), a in zip(groups, tier_alphas, strict=True)
+    ]
     feasible = all(c.certified for c in found)
     u = min(c.threshold for c in found) if feasible else 0.0
     t_block = block.t_block
@@ -592,7 +602,7 @@ def choose_weighted(
     seconds = reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
     point = _point_from_codes(codes, label, seconds, t_pass, t_block, alpha_block)
     certificates = []
-    for (name, target, mask), cert in zip(groups, found, strict=True):
+    for (name, target, mask), cert, alpha_tier in zip(groups, found, tier_alphas.tolist(), strict=True):
         passed = mask & (codes == CODE_PASS)
         kept, lost = strata.counts(mask & ~passed), strata.counts(passed)
         n_k = int(mask.sum())
@@ -628,6 +638,8 @@ def choose_weighted(
         "block_precision": block_precision,
         "confidence": 1 - delta,
         "weighted": True,
+        "split": split.describe(delta, [c.name for c in certificates]),
+        "alpha_split": split.to_dict(),
         "strata": {f"{p:.6g}": int(c) for p, c in zip(strata.pi, np.bincount(strata.index), strict=True)},
     }
     weighting = (
@@ -645,7 +657,15 @@ def choose_weighted(
         )
         + f"; {weighting}; all together at {1 - delta:.0%} confidence"
     )
-    notes = [] if block.certified else ["no auto-block threshold can be certified on these audit-weighted rows"]
+    notes = (
+        []
+        if block.certified
+        else [
+            _no_block_note(split)
+            if split.block == 0
+            else "no auto-block threshold can be certified on these audit-weighted rows"
+        ]
+    )
     mode = "tiered" if tiers else "guarantee"
     if feasible:
         return ThresholdResult(
@@ -656,9 +676,9 @@ def choose_weighted(
     message = (
         "Infeasible on audit-weighted rows: "
         + "; ".join(
-            f"{c.name}: recall >= {c.recall_target:g} cannot be certified at {1 - alpha_tier:.2%} confidence; "
+            f"{c.name}: recall >= {c.recall_target:g} cannot be certified at {1 - c.alpha:.2%} confidence; "
             f"the strongest certifiable with these rows is {c.best_certifiable_recall:.3f}; an audit rate of about "
-            f"{audit_rate_needed(c.n_violating, c.recall_target, alpha_tier):.1%} of automated "
+            f"{audit_rate_needed(c.n_violating, c.recall_target, c.alpha):.1%} of automated "
             "decisions would let a stratum with no observed miss pass it"
             for c in failing
         )

@@ -183,6 +183,11 @@ class BlockCertificate:
     precision: float  # Horvitz-Thompson estimate
     precision_lower: float
 
+    @classmethod
+    def none(cls) -> BlockCertificate:
+        """Nothing certified: t_block = 1."""
+        return cls(1.0, False, 0, 0, float("nan"), float("nan"))
+
 
 def certify_block(
     risk: np.ndarray, strata: Strata, label: np.ndarray, block_precision: float, alpha: float
@@ -195,7 +200,7 @@ def certify_block(
     """
     risk = np.asarray(risk, dtype=np.float64)
     label = np.asarray(label).astype(bool)
-    none = BlockCertificate(1.0, False, 0, 0, float("nan"), float("nan"))
+    none = BlockCertificate.none()
     if not len(risk):
         return none
     order = np.argsort(-risk, kind="stable")

@@ -356,11 +356,12 @@ def select(
     )
     chosen = selection.winner.candidate
     assert selection.winner.score is not None
+    cut = inner_split(len(train_rows), options.validation_fraction)
+    weight = audit_weights(train_rows.iloc[cut:])  # audit-sampled labels stand for 1 / pi listings
     if not config.tiered:
-        selection.pilot = Pilot.untiered(selection.winner.score, inner.y_valid)
+        selection.pilot = Pilot.untiered(selection.winner.score, inner.y_valid, weight)
         return selection, []
     with stage("choose each tier's model on the validation part: its own or the overall one"):
-        cut = inner_split(len(train_rows), options.validation_fraction)
         tiers_valid = tiers_of(train_rows.iloc[cut:], config)
         tier_sources = choose_tier_sources(
             inner,
@@ -377,7 +378,9 @@ def select(
         index[tiers_valid == name] = k
     risks = [source.validation_risk for source in tier_sources if source.validation_risk is not None]
     if len(risks) == len(tier_sources):
-        selection.pilot = Pilot(selection.winner.score, inner.y_valid.astype(bool), np.column_stack(risks), index)
+        selection.pilot = Pilot(
+            selection.winner.score, inner.y_valid.astype(bool), np.column_stack(risks), index, weight
+        )
     return selection, tier_sources
 
 

@@ -177,3 +177,40 @@ def test_alpha_split_spends_most_where_no_lost_listing_was_seen() -> None:
     equal = float((poisson_upper(zero, np.full(3, 0.025 / 6)) / pi).sum())
     assert split == pytest.approx(274.7, abs=0.1) and equal == pytest.approx(334.3, abs=0.1)
     assert share_lower(np.array([[5600, 0, 0]]), zero[None, :], pi, 0.025)[0] > 0.95
+
+
+def test_a_split_planned_on_an_independent_logged_pilot_keeps_the_weighted_guarantee(
+    truth: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Coverage with the split of delta planned (`decision.alpha_split`) on a pilot of other logged rows,
+    weighted by 1 / pi, before each period is certified: recall >= 0.9 and block precision >= 0.85 fail
+    together in at most delta of 100 periods (plus Monte-Carlo slack); a split without a block share
+    certifies no block and gives recall the whole budget."""
+    from decision.alpha_split import AlphaSplit, Pilot, plan_split
+
+    rng = np.random.default_rng(21)
+    reps, delta, recall, precision = 100, 0.1, 0.9, 0.85
+    fails = certified = 0
+    for _ in range(reps):
+        pilot_rows = _logged(rng, 10_000)
+        pilot = Pilot.untiered(
+            pilot_rows["risk"].to_numpy(), pilot_rows["label"].to_numpy(), 1 / pilot_rows["inclusion_prob"].to_numpy()
+        )
+        rows = _logged(rng, 20_000)
+        plan = plan_split(pilot, [recall], precision, delta, len(rows))
+        result = choose_policy_thresholds(
+            rows, recall=recall, block_precision=precision, delta=delta, alpha_split=plan.chosen
+        )
+        assert result.targets["alpha_split"] == plan.chosen.to_dict()
+        certified += result.feasible
+        recall_fails = result.feasible and _true_recall(truth, result.t_pass) < recall
+        fails += recall_fails or _true_precision(truth, result.t_block) < precision
+    assert certified >= 0.9 * reps
+    assert fails / reps <= delta + 3 * np.sqrt(delta * (1 - delta) / reps)
+    rows = _logged(rng, 20_000)
+    recall_only = choose_policy_thresholds(
+        rows, recall=recall, block_precision=precision, delta=delta, alpha_split=AlphaSplit(0.0, (1.0,))
+    )
+    halves = choose_policy_thresholds(rows, recall=recall, block_precision=precision, delta=delta)
+    assert recall_only.t_block == 1.0
+    assert recall_only.feasible and recall_only.point.auto_pass_share > halves.point.auto_pass_share
