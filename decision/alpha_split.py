@@ -11,6 +11,9 @@ short of the violations its target needs (recall 0.99 needs 437 violations at al
 
 `plan_split` chooses the split on a pilot: the model selection's validation rows (the newest rows of
 the training part, scored by models fitted on the older rows). It never reads the certification rows.
+On audit-weighted data (a retrain on logged labels) the pilot's rows carry 1 / pi and its shares and
+quantiles are of the traffic they stand for; the split then feeds the weighted certificates
+(`decision.weighted`), whose validity at any fixed levels is the same union-bound argument.
 
 Validity (weighted Bonferroni with weights fixed before the tests: Genovese, Roeder & Wasserman,
 "False discovery control with p-value weighting", Biometrika 93(3), 2006; weights chosen on an
