@@ -11,9 +11,10 @@ short of the violations its target needs (recall 0.99 needs 437 violations at al
 
 `plan_split` chooses the split on a pilot: the model selection's validation rows (the newest rows of
 the training part, scored by models fitted on the older rows). It never reads the certification rows.
-On audit-weighted data (a retrain on logged labels) the pilot's rows carry 1 / pi and its shares and
-quantiles are of the traffic they stand for; the split then feeds the weighted certificates
-(`decision.weighted`), whose validity at any fixed levels is the same union-bound argument.
+On audit-weighted data (a retrain on logged labels) the pilot's rows carry 1 / pi: a split's outcome is
+then predicted by running the weighted certificates (`decision.weighted`) on the pilot's own rows, and
+the split feeds the weighted certificates on the certification rows, whose validity at any fixed levels
+is the same union-bound argument.
 
 Validity (weighted Bonferroni with weights fixed before the tests: Genovese, Roeder & Wasserman,
 "False discovery control with p-value weighting", Biometrika 93(3), 2006; weights chosen on an
@@ -54,6 +55,7 @@ import numpy as np
 from scipy import stats
 
 from decision.guarantees import pass_order_index
+from decision.weighted import Strata, certify_block, certify_recall
 
 BLOCK_SHARES = (0.0, 0.1, 0.25, 0.5, 0.75)
 TIER_STEPS = 10  # tier shares in tenths of what the block leaves (a composition of TIER_STEPS parts)
@@ -214,8 +216,36 @@ def expected_outcome(
     """Predicted auto-pass and auto-block shares of `n_cert` certification rows under `split`."""
     scale = n_cert / max(pilot.n, 1)
     tier_alpha, block_alpha = split.alphas(delta)
-    auto_pass = _pass_share(pilot, np.asarray(recalls, dtype=np.float64), tier_alpha, scale)
+    recalls = np.asarray(recalls, dtype=np.float64)
+    if pilot.weight is not None:
+        return _weighted_outcome(pilot, recalls, block_precision, tier_alpha, block_alpha)
+    auto_pass = _pass_share(pilot, recalls, tier_alpha, scale)
     return Outcome(auto_pass, _block_share(pilot, block_precision, block_alpha, scale))
+
+
+def _weighted_outcome(
+    pilot: Pilot, recalls: np.ndarray, block_precision: float, tier_alpha: np.ndarray, block_alpha: float
+) -> Outcome:
+    """Audit-weighted pilot: the weighted certificates themselves run on the pilot's rows (fewer rows than
+    the certification's, so the prediction errs low, alike for every split)."""
+    weights = pilot.weights
+    strata = Strata.of(1.0 / weights)
+    score = (pilot.tier_risk / (1.0 - recalls)).max(axis=1)
+    found = [
+        certify_recall(score, strata, pilot.tier_index == k, float(recall), float(tier_alpha[k]))
+        for k, recall in enumerate(recalls)
+    ]
+    total = weights.sum()
+    auto_pass = (
+        float(weights[score < min(c.threshold for c in found)].sum() / total)
+        if all(c.certified for c in found)
+        else 0.0
+    )
+    if block_alpha <= 0:
+        return Outcome(auto_pass, 0.0)
+    block = certify_block(pilot.risk, strata, pilot.label, block_precision, block_alpha)
+    auto_block = float(weights[pilot.risk >= block.t_block].sum() / total) if block.certified else 0.0
+    return Outcome(auto_pass, auto_block)
 
 
 def candidate_splits(n_tiers: int) -> list[AlphaSplit]:
