@@ -113,8 +113,8 @@ class Pilot:
     label: np.ndarray
     tier_risk: np.ndarray
     tier_index: np.ndarray
-    # 1 / inclusion probability of audit-sampled rows (None: every row labelled): shares and quantiles
-    # are then taken over the traffic the rows stand for
+    # 1 / inclusion probability of audit-sampled rows (None: every row labelled): the pilot then predicts
+    # a split's outcome with the weighted certificates (`_weighted_outcome`)
     weight: np.ndarray | None = None
 
     @classmethod
@@ -122,10 +122,6 @@ class Pilot:
         label = np.asarray(label).astype(bool)
         risk = np.asarray(risk, dtype=np.float64)
         return cls(risk, label, risk[:, None], np.where(label, 0, -1), weight)
-
-    @property
-    def weights(self) -> np.ndarray:
-        return np.ones(self.n) if self.weight is None else np.asarray(self.weight, dtype=np.float64)
 
     @property
     def n(self) -> int:
@@ -168,19 +164,15 @@ class SplitPlan:
 
 def _pass_share(pilot: Pilot, recalls: np.ndarray, alphas: np.ndarray, scale: float) -> float:
     score = (pilot.tier_risk / (1.0 - recalls)).max(axis=1)
-    weights = pilot.weights
     stops = []
     for k, recall in enumerate(recalls):
-        mine = pilot.tier_index == k
-        order_by = np.argsort(score[mine], kind="stable")
-        own, cum = score[mine][order_by], np.cumsum(weights[mine][order_by])
+        own = np.sort(score[pilot.tier_index == k])
         n_k = _conservative_count(len(own), pilot.n, scale)
         order = pass_order_index(n_k, float(recall), float(alphas[k])) if len(own) else None
         if order is None:
             return 0.0
-        at = int(np.searchsorted(cum, (order + 1) / (n_k + 1) * cum[-1], side="right"))
-        stops.append(own[min(at, len(own) - 1)])
-    return float(weights[score < min(stops)].sum() / weights.sum())
+        stops.append(own[min(int((order + 1) / (n_k + 1) * len(own)), len(own) - 1)])
+    return float((score < min(stops)).mean())
 
 
 def _conservative_count(in_pilot: int, pilot_rows: int, scale: float) -> int:
@@ -198,8 +190,7 @@ def _block_share(pilot: Pilot, block_precision: float, alpha: float, scale: floa
     if alpha <= 0 or pilot.n == 0:
         return 0.0
     order = np.argsort(-pilot.risk, kind="stable")
-    weights = pilot.weights[order]
-    wrong_cum, weight_cum = np.cumsum(~pilot.label[order]), np.cumsum(weights)
+    wrong_cum = np.cumsum(~pilot.label[order])
     ends = np.unique(np.linspace(1, pilot.n, min(_BLOCK_CANDIDATES, pilot.n)).astype(np.int64))
     blocked, wrong = ends * scale, wrong_cum[ends - 1] * scale
     n = np.maximum(np.round(blocked), 1).astype(np.int64)
@@ -207,7 +198,7 @@ def _block_share(pilot: Pilot, block_precision: float, alpha: float, scale: floa
     critical = stats.binom.ppf(alpha, n, p_fail)
     critical = np.where(stats.binom.cdf(critical, n, p_fail) > alpha, critical - 1, critical)
     p_pass = np.where(critical >= 0, stats.poisson.cdf(np.maximum(critical, 0), wrong), 0.0)
-    return float((weight_cum[ends - 1] / weight_cum[-1] * p_pass).max())
+    return float((ends / pilot.n * p_pass).max())
 
 
 def expected_outcome(
@@ -228,7 +219,8 @@ def _weighted_outcome(
 ) -> Outcome:
     """Audit-weighted pilot: the weighted certificates themselves run on the pilot's rows (fewer rows than
     the certification's, so the prediction errs low, alike for every split)."""
-    weights = pilot.weights
+    assert pilot.weight is not None
+    weights = np.asarray(pilot.weight, dtype=np.float64)
     strata = Strata.of(1.0 / weights)
     score = (pilot.tier_risk / (1.0 - recalls)).max(axis=1)
     found = [
