@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from decision.guarantees import pass_order_index
+from decision.guarantees import pass_order_index, pass_score
 from decision.weighted import Strata, certify_block, certify_recall
 
 BLOCK_SHARES = (0.0, 0.1, 0.25, 0.5, 0.75)
@@ -163,7 +163,7 @@ class SplitPlan:
 
 
 def _pass_share(pilot: Pilot, recalls: np.ndarray, alphas: np.ndarray, scale: float) -> float:
-    score = (pilot.tier_risk / (1.0 - recalls)).max(axis=1)
+    score = pass_score(pilot.tier_risk, recalls)
     stops = []
     for k, recall in enumerate(recalls):
         own = np.sort(score[pilot.tier_index == k])
@@ -222,7 +222,7 @@ def _weighted_outcome(
     assert pilot.weight is not None
     weights = np.asarray(pilot.weight, dtype=np.float64)
     strata = Strata.of(1.0 / weights)
-    score = (pilot.tier_risk / (1.0 - recalls)).max(axis=1)
+    score = pass_score(pilot.tier_risk, recalls)
     found = [
         certify_recall(score, strata, pilot.tier_index == k, float(recall), float(tier_alpha[k]))
         for k, recall in enumerate(recalls)

@@ -174,6 +174,12 @@ def pass_order_index(n_violating: int, recall: float, alpha: float) -> int | Non
     return k if k >= 0 else None
 
 
+def pass_score(tier_risk: np.ndarray, recalls: np.ndarray) -> np.ndarray:
+    """s = max_k r_k / (1 - R_k): a listing is passed at level u when s < u, i.e. when every tier's risk is
+    below u (1 - R_k). Thresholds grow in proportion to each tier's allowed miss rate."""
+    return (np.asarray(tier_risk, dtype=np.float64) / (1.0 - np.asarray(recalls, dtype=np.float64))).max(axis=1)
+
+
 def block_p_values(n_blocked: np.ndarray, n_wrong: np.ndarray, block_precision: float) -> np.ndarray:
     """p-value of H0 'precision < P' per candidate: P(Binom(n, 1-P) <= wrong)."""
     return stats.binom.cdf(n_wrong, n_blocked, 1.0 - block_precision)

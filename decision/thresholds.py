@@ -211,12 +211,14 @@ def _guarantee_result(
     )
 
 
-def _no_block_note(split: AlphaSplit | None) -> str:
+def _no_block_note(split: AlphaSplit | None, weighted: bool = False) -> str:
     if split is not None and split.block == 0:
         return (
             "no auto-block: the confidence budget went to the recall targets, as the held-out rows predicted "
             "no certifiable auto-block threshold at the block-precision target (t_block = 1)"
         )
+    if weighted:
+        return "no auto-block threshold can be certified on these audit-weighted rows"
     return (
         "no auto-block threshold can be certified at the block-precision target: nothing is auto-blocked (t_block = 1)"
     )
@@ -657,15 +659,7 @@ def choose_weighted(
         )
         + f"; {weighting}; all together at {1 - delta:.0%} confidence"
     )
-    notes = (
-        []
-        if block.certified
-        else [
-            _no_block_note(split)
-            if split.block == 0
-            else "no auto-block threshold can be certified on these audit-weighted rows"
-        ]
-    )
+    notes = [] if block.certified else [_no_block_note(split, weighted=True)]
     mode = "tiered" if tiers else "guarantee"
     if feasible:
         return ThresholdResult(

@@ -67,6 +67,7 @@ from decision.guarantees import (
     miss_rate_upper,
     ordered_pair,
     pass_order_index,
+    pass_score,
 )
 from decision.policy import CODE_PASS, route
 from features.config import DataConfig, Tier
@@ -160,12 +161,6 @@ def best_certifiable_recall(n_violating: int, alpha: float) -> float:
 def violations_needed(recall: float, alpha: float) -> int:
     """Fewest violations with which recall >= R can be certified at level alpha: R ** n <= alpha."""
     return math.ceil(math.log(alpha) / math.log(recall))
-
-
-def pass_score(tier_risk: np.ndarray, recalls: np.ndarray) -> np.ndarray:
-    """s = max_k r_k / (1 - R_k): a listing is passed at level u when s < u, i.e. when every tier's risk is
-    below u (1 - R_k). Thresholds grow in proportion to each tier's allowed miss rate."""
-    return (np.asarray(tier_risk, dtype=np.float64) / (1.0 - np.asarray(recalls, dtype=np.float64))).max(axis=1)
 
 
 def tier_thresholds(u: float, recalls: np.ndarray) -> np.ndarray:
