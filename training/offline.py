@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from bundle.load import Bundle
-from decision.policy import decision_names, driving_tier, route
+from decision.policy import CODE_BLOCK, CODE_REVIEW, decision_names, driving_tier, route
 from decision.rules import match_rules
 from decision.tiers import risk_column, tier_labels
 from features.config import DataConfig, load_config
@@ -186,7 +186,11 @@ def identified_history(bundle: Bundle, selected: pd.DataFrame, table: pd.DataFra
 
 def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: np.ndarray | None = None) -> np.ndarray:
     """Route scored listings with the bundle's policy (rules, then per-segment thresholds, and on a tiered
-    bundle every tier's risk below its t_pass to pass): the service's `route` call."""
+    bundle every tier's risk below its t_pass to pass): the service's `route` call.
+
+    Product identification (for the rules that read `product_match`) runs only on the listings whose
+    decision such a rule could still change (`_open_to_match_rules`): the same decisions as identifying
+    every listing, for a fraction of the work when most listings go to review anyway."""
     policy = bundle.policy
     t_pass: np.ndarray | float
     t_block: np.ndarray | float
@@ -194,9 +198,38 @@ def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: 
         t_pass, t_block = policy.thresholds_for(listings[policy.segment_by].astype(str).to_numpy())
     else:
         t_pass, t_block = policy.t_pass, policy.t_block
-    rule_block, rule_review, _ = match_rules(identified(bundle, listings), policy.rules)
     tier_pass = policy.tier_pass_vector(bundle.tier_names)
+    if PRODUCT_MATCH in listings or not _reads_product_match(bundle):
+        rule_block, rule_review, _ = match_rules(listings, policy.rules)
+        return route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
+    acting = [rule for rule in policy.rules if rule.acts]
+    by_match = [rule for rule in acting if PRODUCT_MATCH in rule.columns]
+    rule_block, rule_review, _ = match_rules(listings, [rule for rule in acting if rule not in by_match])
+    codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
+    rows = np.flatnonzero(_open_to_match_rules(codes, risk, rule_block, {rule.action for rule in by_match}))
+    if len(rows) == 0:
+        return codes
+    assert bundle.matcher is not None
+    subset = listings.iloc[rows]
+    subset = subset.assign(**{PRODUCT_MATCH: bundle.matcher.product_matches(subset, bundle.config.id)})
+    match_block, match_review, _ = match_rules(subset, by_match)
+    rule_block[rows] |= match_block
+    rule_review[rows] |= match_review
     return route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
+
+
+def _open_to_match_rules(codes: np.ndarray, risk: np.ndarray, rule_block: np.ndarray, actions: set[str]) -> np.ndarray:
+    """The listings whose decision a rule of these actions could still change, given the decision without
+    it (`decision.policy.route`: a block rule wins over a review rule, a review rule over the thresholds,
+    and a listing whose risk is not finite is always reviewed): a review rule changes every automated
+    decision except a block rule's; a block rule every decision but a block, where the risk is finite."""
+    finite = np.isfinite(risk)
+    open_ = np.zeros(len(codes), dtype=bool)
+    if "review" in actions:
+        open_ |= (codes != CODE_REVIEW) & ~(np.asarray(rule_block, dtype=bool) & finite)
+    if "block" in actions:
+        open_ |= (codes != CODE_BLOCK) & finite
+    return open_
 
 
 def score_frame(bundle: Bundle, listings: pd.DataFrame) -> pd.DataFrame:

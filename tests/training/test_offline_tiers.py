@@ -83,3 +83,58 @@ def test_scoring_a_file_on_several_threads_equals_one_thread(
     bundle = Bundle.load(bundle_dir)
     listings = validate_listings(pd.read_parquet(data), bundle.config)
     np.testing.assert_array_equal(pd.read_parquet(tmp_path / "two.parquet")["risk"], bundle.scores(listings)[0])
+
+
+def test_product_identification_is_skipped_only_where_no_match_rule_could_change_the_decision() -> None:
+    """`_open_to_match_rules` against `route` itself: on random decisions, risks (some not finite), rule
+    masks and match-rule hits, keeping only the hits on the open listings gives the same decisions."""
+    from training.offline import _open_to_match_rules
+
+    rng = np.random.default_rng(7)
+    n = 4_000
+    for actions in ({"review"}, {"block"}, {"review", "block"}):
+        risk = np.where(rng.random(n) < 0.05, np.nan, rng.random(n))
+        tier_risk = rng.random((n, 2))
+        block, review = rng.random(n) < 0.1, rng.random(n) < 0.1
+        codes = route(risk, 0.4, 0.8, block, review, tier_risk, np.array([0.6, 0.7]))
+        hit_block = (rng.random(n) < 0.3) if "block" in actions else np.zeros(n, bool)
+        hit_review = (rng.random(n) < 0.3) if "review" in actions else np.zeros(n, bool)
+        everywhere = route(risk, 0.4, 0.8, block | hit_block, review | hit_review, tier_risk, np.array([0.6, 0.7]))
+        open_ = _open_to_match_rules(codes, risk, block, actions)
+        assert not open_.all()  # something is skipped
+        only_open = route(
+            risk, 0.4, 0.8, block | (hit_block & open_), review | (hit_review & open_), tier_risk, np.array([0.6, 0.7])
+        )
+        np.testing.assert_array_equal(only_open, everywhere)
+
+
+@pytest.mark.parametrize("action", ["review", "block"])
+def test_offline_decisions_with_match_rules_equal_identifying_every_listing(
+    bundle: Bundle, listings: pd.DataFrame, action: str
+) -> None:
+    """A bundle whose match rules hit listings the thresholds would decide: scoring identifies only the
+    listings a match could still change, and decides as identifying all of them would."""
+    import copy
+    from dataclasses import replace
+
+    from features.identify import PRODUCT_MATCH
+    from training.offline import decide
+
+    assert bundle.matcher is not None
+    matches = bundle.matcher.product_matches(listings, bundle.config.id)
+    assert (matches != "").sum() >= 5, "the sample should hold listings that match a rejected one or the catalogue"
+    rules = [replace(r, action=action) if PRODUCT_MATCH in r.columns else r for r in bundle.policy.rules]
+    risk, tier_risk = bundle.scores(listings)
+    assert tier_risk is not None
+    # pass most listings, so matches fall on automated decisions too
+    tier_pass = {name: float(np.quantile(tier_risk[:, k], 0.8)) for k, name in enumerate(bundle.tier_names)}
+    lenient = copy.copy(bundle)
+    lenient.policy = replace(bundle.policy, rules=rules, tier_pass=tier_pass, t_pass=1.0, t_block=1.0)
+    codes = decide(lenient, listings, risk, tier_risk)
+    block, review, _ = match_rules(listings.assign(**{PRODUCT_MATCH: matches}), rules)
+    expected = route(risk, 1.0, 1.0, block, review, tier_risk, lenient.policy.tier_pass_vector(bundle.tier_names))
+    np.testing.assert_array_equal(codes, expected)
+    no_match_block, no_match_review, _ = match_rules(listings, [r for r in rules if PRODUCT_MATCH not in r.columns])
+    tier_pass_vector = lenient.policy.tier_pass_vector(bundle.tier_names)
+    changed = expected != route(risk, 1.0, 1.0, no_match_block, no_match_review, tier_risk, tier_pass_vector)
+    assert changed.any(), "a match rule should change some decision in this sample"
