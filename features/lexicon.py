@@ -208,6 +208,54 @@ def undisguise(text: str) -> str:
     return _WORD_WITH_LETTER.sub(lambda m: m.group().translate(_LEET), text)
 
 
+# The same rules over a column (`undisguise_column`): RE2 has no look-around, so a separator between two
+# letters goes by a capture-and-rejoin applied twice (matches cannot overlap, and dropping a separator
+# only joins two letters, so no separator gains a letter neighbour it did not have); the digits and
+# symbols are read as letters byte by byte, in the runs of [a-z0-9@$] where a letter touches one of them
+# (`_WORD_WITH_LETTER` matches exactly such whole runs: its greedy ends take the run from its start).
+_SEPARATOR_IN_WORD_RE2 = r"([a-z])[._*]([a-z])"
+_LETTER = np.zeros(256, dtype=bool)
+_LETTER[ord("a") : ord("z") + 1] = True
+_DIGIT_OR_SYMBOL = np.zeros(256, dtype=bool)
+_DIGIT_OR_SYMBOL[[ord(c) for c in "0123456789@$"]] = True
+_READ_AS = np.arange(256, dtype=np.uint8)
+for _symbol, _letter in {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}.items():
+    _READ_AS[ord(_symbol)] = ord(_letter)
+
+
+def undisguise_column(texts: pa.Array) -> pa.Array:
+    """`undisguise` of every text of a (large) string column, without a Python loop over texts: the
+    separators by RE2, the digits and symbols on the column's UTF-8 bytes with numpy (every byte of a
+    non-ASCII character is outside [a-z0-9@$], as a non-ASCII character is outside the Python classes)."""
+    for _ in range(2):
+        texts = pc.replace_substring_regex(texts, _SEPARATOR_IN_WORD_RE2, r"\1\2")
+    texts = texts.cast(pa.large_string())
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
+    if len(texts) == 0 or offsets[-1] == offsets[0]:
+        return texts
+    data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    letter, other = _LETTER[data], _DIGIT_OR_SYMBOL[data]
+    in_run = letter | other
+    start_of_text = np.zeros(len(data), dtype=bool)
+    start_of_text[(offsets[:-1] - offsets[0])[offsets[:-1] < offsets[-1]]] = True
+    # a run of [a-z0-9@$] starts where the previous byte is outside the class or in another text
+    starts = in_run & (start_of_text | ~np.r_[False, in_run[:-1]])
+    run = np.cumsum(starts) - 1  # run index of each byte (meaningful where in_run)
+    # a letter next to a digit or symbol, within one run and one text
+    touching = in_run[1:] & in_run[:-1] & ~start_of_text[1:] & ((letter[1:] & other[:-1]) | (other[1:] & letter[:-1]))
+    flagged = np.zeros(int(starts.sum()), dtype=bool)
+    flagged[run[1:][touching]] = True
+    change = other & in_run & flagged[np.maximum(run, 0)]
+    if not change.any():
+        return texts
+    out = data.copy()
+    out[change] = _READ_AS[out[change]]
+    rebased = (offsets - offsets[0]).astype(np.int64)
+    return pa.LargeStringArray.from_buffers(len(texts), pa.py_buffer(rebased), pa.py_buffer(out))
+
+
 _DISGUISE_TERMS = tuple(term for listed in DISGUISE_LISTS for term in listed)
 # the terms as `undisguise` reads a document ("lose 10kg in one week" -> "lose iokg in one week")
 _UNDISGUISED_TERMS = tuple(undisguise(term.strip().lower()) for term in _DISGUISE_TERMS)
@@ -230,7 +278,7 @@ def count_disguised_hits(texts: list[str] | pa.Array) -> np.ndarray:
         if not len(candidates):
             return out
         chosen = texts.take(pa.array(candidates))
-        undone = pa.array([undisguise(text) for text in chosen.to_pylist()], type=pa.large_string())
+        undone = undisguise_column(chosen)
         raw_hits = count_hits_lowered(chosen, _DISGUISE_TERMS)
         undone_hits = count_hits_lowered(undone, _UNDISGUISED_TERMS)
     else:

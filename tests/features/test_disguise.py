@@ -12,7 +12,7 @@ import pytest
 
 from features.builder import DISGUISED_HITS, FeatureBuilder
 from features.config import DataConfig
-from features.lexicon import _CANDIDATE, count_disguised_hits, undisguise
+from features.lexicon import _CANDIDATE, count_disguised_hits, undisguise, undisguise_column
 from training.generate import OBFUSCATED_TERMS, generate
 
 CONFIG = DataConfig()
@@ -57,6 +57,22 @@ def test_text_without_a_candidate_comes_back_unchanged():
     unmatched = [t for t in texts if not _CANDIDATE.search(t)]
     assert len(unmatched) > 500
     assert all(undisguise(t) == t for t in unmatched)
+
+
+def test_the_column_undoes_disguises_as_each_text_alone():
+    """`undisguise_column` (RE2 and numpy over the column's bytes) equals `undisguise` text by text: random
+    texts over letters, digits, separators, symbols and non-ASCII characters, plus edge cases, in a
+    sliced column (an offset into its buffers)."""
+    rng = np.random.default_rng(1)
+    alphabet = np.array(list("abrxz0137@$._*- !,éü"))
+    texts = ["".join(rng.choice(alphabet, rng.integers(0, 16))) for _ in range(20_000)]
+    texts += ["", "a.b.c.d.e", "a..b", "a._b", "r0lex", "30 days", "$25", "l0se 10kg", "é1a", "a1", "1a", "x" * 300]
+    column = pa.array(["pad", *texts, "pad"], type=pa.large_string()).slice(1, len(texts))
+    assert undisguise_column(column).to_pylist() == [undisguise(t) for t in texts]
+    plain = pa.array(["no disguise here", "omega-3"], type=pa.large_string())
+    assert undisguise_column(plain).to_pylist() == ["no disguise here", "omega-3"]
+    assert undisguise_column(pa.array([], type=pa.large_string())).to_pylist() == []
+    assert undisguise_column(pa.array(["", ""], type=pa.string())).to_pylist() == ["", ""]
 
 
 def test_list_and_column_paths_count_alike():
