@@ -2,24 +2,23 @@
 
 The hot write of the service. Through SQLAlchemy, a group of decisions cost about 400 µs of CPU a row in
 the process (statement compilation, per-value type processing, the result rows); here a group goes in as
-one `INSERT ... SELECT * FROM unnest(<one array per column>) ON CONFLICT DO NOTHING RETURNING
-decision_id` on the driver's cursor, in the caller's transaction: one round trip for the decisions and
-one for the queue rows. The statement text is the same whatever the group's size, so psycopg converts it
-once and prepares it once (a multi-row VALUES list was a new text per size, too long for psycopg's query
-cache: converting it cost about a sixth of the writer thread's time). The arrays go as text, timestamptz,
-boolean and float8 arrays and the INSERT assigns them to the columns' own types, so a value too long for
-its column fails as it would one row at a time. Values are bound exactly as the schema's types bind them
-(UTCDateTime, JSONText), so both paths store the same values; a test compares them.
+one multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING decision_id` on the driver's cursor, in the
+caller's transaction: one round trip for the decisions and one for the queue rows. psycopg binds the
+values server-side and prepares a statement once it has run a few times; the statement text for n rows is
+cached, so groups of the same size reuse one prepared statement. Values are bound exactly as the schema's
+types bind them (UTCDateTime, JSONText), so both paths store the same values; a test compares them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
+from itertools import chain
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Boolean, Connection, DateTime, Float, String, Table
+from sqlalchemy import Connection, Table
 
 from serving.store import schema
 from serving.store.records import DecisionRecord
@@ -27,41 +26,32 @@ from serving.store.sqlite_decisions import DECISION_ROW_ORDER, QUEUE_ROW_ORDER, 
 
 d, q = schema.decisions, schema.queue
 
-
-def _array_type(column: Any) -> tuple[str, Any]:
-    """(the array type a column's values are sent as, the Python type each value is made) for a column."""
-    kind = getattr(column.type, "impl", column.type)
-    if isinstance(kind, Boolean):
-        return "boolean[]", bool
-    if isinstance(kind, Float):
-        return "float8[]", float  # an int in a float column (a priority of 1) must not make an int array
-    if isinstance(kind, DateTime):
-        return "timestamptz[]", None
-    if isinstance(kind, String):  # VARCHAR(n) and TEXT: the INSERT's assignment checks the length
-        return "text[]", None
-    raise TypeError(f"{column.table.name}.{column.name}: no array type for {kind!r}")
+_MAX_PARAMS = 32_767  # well under PostgreSQL's 65,535 bind parameters a statement
 
 
 class _PostgresInsert:
-    """One INSERT of any number of rows into one table: a column's values as one array parameter."""
+    """Multi-row INSERT statements into one table, one cached statement text per row count."""
 
     def __init__(self, table: Table, suffix: str = "") -> None:
         self.columns = tuple(c.name for c in table.columns)
-        types = [_array_type(c) for c in table.columns]
-        self._coerce = [make for _, make in types]
-        arrays = ", ".join(f"%s::{array}" for array, _ in types)
-        self.statement = f"INSERT INTO {table.name} ({', '.join(self.columns)}) SELECT * FROM unnest({arrays}){suffix}"
+        self._head = f"INSERT INTO {table.name} ({', '.join(self.columns)}) VALUES "
+        self._values = f"({', '.join('%s' for _ in self.columns)})"
+        self._suffix = suffix
+        self.rows_per_statement = _MAX_PARAMS // len(self.columns)
+        self.statement = lru_cache(maxsize=128)(self._statement)
+
+    def _statement(self, n_rows: int) -> str:
+        return self._head + ", ".join([self._values] * n_rows) + self._suffix
 
     def run(self, cursor: psycopg.Cursor[Any], rows: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Insert rows (tuples in `columns` order); the RETURNING values of the rows that went in."""
-        if not rows:
-            return []
-        arrays = [
-            list(values) if make is None else [None if v is None else make(v) for v in values]
-            for values, make in zip(zip(*rows, strict=True), self._coerce, strict=True)
-        ]
-        cursor.execute(self.statement, arrays)
-        return [row[0] for row in cursor.fetchall()] if cursor.description is not None else []
+        returned: list[Any] = []
+        for start in range(0, len(rows), self.rows_per_statement):
+            chunk = rows[start : start + self.rows_per_statement]
+            cursor.execute(self.statement(len(chunk)), list(chain.from_iterable(chunk)))
+            if cursor.description is not None:
+                returned += [row[0] for row in cursor.fetchall()]
+        return returned
 
 
 _DECISIONS = _PostgresInsert(d, " ON CONFLICT DO NOTHING RETURNING decision_id")

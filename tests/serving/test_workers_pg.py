@@ -61,8 +61,8 @@ def test_the_postgres_fast_path_stores_what_sqlalchemy_stores(postgres_url: str)
 def test_the_postgres_fast_path_refuses_a_value_too_long_for_its_column_and_takes_whole_number_floats(
     postgres_url: str,
 ) -> None:
-    """The arrays go in as text and float8: the INSERT still checks each column's length (an error, never
-    a silently cut value), and a whole-number priority in a group of fractional ones is stored as sent."""
+    """The INSERT checks each column's length (an error, never a silently cut value), and a whole-number
+    priority in a group of fractional ones is stored as sent."""
     from serving.store.postgres_decisions import postgres_insert_new
 
     now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -71,7 +71,8 @@ def test_the_postgres_fast_path_refuses_a_value_too_long_for_its_column_and_take
         whole, fractional = make_decision(priority=1), make_decision(priority=0.25)
         store.record_decisions([whole, fractional])
         with store._write_engine.connect() as conn:
-            stored = dict(conn.execute(text("SELECT decision_id, priority FROM decisions")).all())  # type: ignore[arg-type]
+            rows = conn.execute(text("SELECT decision_id, priority FROM decisions")).all()
+            stored: dict[str, float] = {str(row[0]): float(row[1]) for row in rows}
         assert stored == {whole.decision_id: 1.0, fractional.decision_id: 0.25}
         with pytest.raises(Exception, match="too long"):  # noqa: PT011 - the driver's DataError, however wrapped
             store._write(lambda conn: postgres_insert_new(conn, [make_decision(model_version="m" * 200)], now))
