@@ -186,7 +186,8 @@ def count_hits_one(text: str, terms: Iterable[str]) -> int:
 
 
 # --- disguised terms ---------------------------------------------------------------------------------
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_READ_AS_LETTER = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
+_LEET = str.maketrans(_READ_AS_LETTER)
 # A document is changed by `undisguise` only where a letter touches a digit, "@" or "$", or a dot, star or
 # underscore sits between two letters; this pattern (the common subset of Python `re` and RE2) finds
 # exactly those documents, so the column path below can skip every other one.
@@ -219,7 +220,7 @@ _LETTER[ord("a") : ord("z") + 1] = True
 _DIGIT_OR_SYMBOL = np.zeros(256, dtype=bool)
 _DIGIT_OR_SYMBOL[[ord(c) for c in "0123456789@$"]] = True
 _READ_AS = np.arange(256, dtype=np.uint8)
-for _symbol, _letter in {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}.items():
+for _symbol, _letter in _READ_AS_LETTER.items():
     _READ_AS[ord(_symbol)] = ord(_letter)
 
 
@@ -247,7 +248,7 @@ def undisguise_column(texts: pa.Array) -> pa.Array:
     touching = in_run[1:] & in_run[:-1] & ~start_of_text[1:] & ((letter[1:] & other[:-1]) | (other[1:] & letter[:-1]))
     flagged = np.zeros(int(starts.sum()), dtype=bool)
     flagged[run[1:][touching]] = True
-    change = other & in_run & flagged[np.maximum(run, 0)]
+    change = other & flagged[np.maximum(run, 0)]  # a digit or symbol is always inside a run
     if not change.any():
         return texts
     out = data.copy()

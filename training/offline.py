@@ -209,10 +209,7 @@ def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: 
     rows = np.flatnonzero(_open_to_match_rules(codes, risk, rule_block, {rule.action for rule in by_match}))
     if len(rows) == 0:
         return codes
-    assert bundle.matcher is not None
-    subset = listings.iloc[rows]
-    subset = subset.assign(**{PRODUCT_MATCH: bundle.matcher.product_matches(subset, bundle.config.id)})
-    match_block, match_review, _ = match_rules(subset, by_match)
+    match_block, match_review, _ = match_rules(identified(bundle, listings.iloc[rows]), by_match)
     rule_block[rows] |= match_block
     rule_review[rows] |= match_review
     return route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
