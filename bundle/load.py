@@ -70,13 +70,17 @@ class Bundle:
             def session_for(path: Path) -> Any:
                 return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
+            model_bytes = (bundle_dir / "model.onnx").read_bytes()
             session = session_for(bundle_dir / "model.onnx")
+
+            def tier_session(name: str) -> Any:
+                # a tier scored by the overall model ships the same bytes (`training.export`): one session,
+                # and its probabilities are computed once (`score_matrix`)
+                path = bundle_dir / TIERS_DIR / f"{name}.onnx"
+                return session if path.read_bytes() == model_bytes else session_for(path)
+
             tiers = [
-                (
-                    name,
-                    session_for(bundle_dir / TIERS_DIR / f"{name}.onnx"),
-                    Calibrator.load(bundle_dir / TIERS_DIR / f"{name}.calibrator.json"),
-                )
+                (name, tier_session(name), Calibrator.load(bundle_dir / TIERS_DIR / f"{name}.calibrator.json"))
                 for name in config.tier_names
             ]
             return cls(
@@ -122,19 +126,29 @@ class Bundle:
     def tier_names(self) -> list[str]:
         return [name for name, _, _ in self.tiers]
 
-    def tier_risk(self, X: np.ndarray) -> np.ndarray | None:
-        """Calibrated risk per tier, (n, K) in `tier_names` order; None for an untiered bundle."""
+    def tier_risk(self, X: np.ndarray, raw: np.ndarray | None = None) -> np.ndarray | None:
+        """Calibrated risk per tier, (n, K) in `tier_names` order; None for an untiered bundle. `raw`, the
+        overall model's `raw_scores(X)` when the caller has them, stands in for the tiers it scores."""
         if not self.tiers:
             return None
         X32 = np.ascontiguousarray(X, dtype=np.float32)
-        return np.column_stack([calibrator(_probability(session, X32)) for _, session, calibrator in self.tiers])
+
+        def probability(session: Any) -> np.ndarray:
+            return raw if raw is not None and session is self.session else _probability(session, X32)
+
+        return np.column_stack([calibrator(probability(session)) for _, session, calibrator in self.tiers])
+
+    def score_matrix(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(overall calibrated risk, per-tier risk or None) for a feature matrix; a model shared by the
+        overall risk and a tier runs once."""
+        raw = self.raw_scores(X)
+        return self.calibrator(raw), self.tier_risk(X, raw)
 
     def scores(
         self, listings: pd.DataFrame, history: pd.DataFrame | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(overall calibrated risk, per-tier risk or None) for a frame of listings."""
-        X = self.features(listings, history)
-        return self.calibrator(self.raw_scores(X)), self.tier_risk(X)
+        return self.score_matrix(self.features(listings, history))
 
     def features(self, listings: pd.DataFrame, history: pd.DataFrame | None = None) -> np.ndarray:
         return self.builder.transform(listings, history=history).to_numpy(dtype=np.float32)

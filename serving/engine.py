@@ -170,8 +170,8 @@ class DecisionEngine:
             return Scores(np.full(n, np.nan), [[] for _ in range(n)], MODEL_UNAVAILABLE)
         try:
             X = self._features(listings)
-            risk = self.bundle.calibrator(self.bundle.raw_scores(X))
-            return Scores(risk, self._reasons(X, risk), tier_risk=self.bundle.tier_risk(X))
+            risk, tier_risk = self.bundle.score_matrix(X)
+            return Scores(risk, self._reasons(X, risk), tier_risk=tier_risk)
         except Exception:
             log.exception("scoring failed for %d listings; routing them to human review", n)
             unscored = np.full((n, len(self.tier_names)), np.nan) if self.tier_names else None

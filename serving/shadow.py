@@ -140,7 +140,8 @@ def shadow_decisions(engine: DecisionEngine, listings: list[dict[str, Any]], dec
     if bundle is None:
         raise ValueError("the shadow engine has no bundle")
     X = bundle.builder.transform_records(listings)
-    scores = Scores(bundle.calibrator(bundle.raw_scores(X)), [], tier_risk=bundle.tier_risk(X))
+    risk, tier_risk = bundle.score_matrix(X)
+    scores = Scores(risk, [], tier_risk=tier_risk)
     rule_block, rule_review, _ = engine.match_rules(listings)
     t_pass, t_block = engine.thresholds(listings)
     tier_pass = engine.policy.tier_pass_vector(engine.tier_names)

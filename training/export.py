@@ -99,7 +99,8 @@ def write_bundle(
     """
     staging = bundle_dir.parent / f".{bundle_dir.name}.partial"
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / "model.onnx").write_bytes(model_to_onnx(model, len(builder.feature_names)))
+    model_onnx = model_to_onnx(model, len(builder.feature_names))
+    (staging / "model.onnx").write_bytes(model_onnx)
     if model.booster is not None:
         model.booster.save_model(str(staging / "lightgbm.txt"))
     else:
@@ -108,9 +109,10 @@ def write_bundle(
     if tier_models:  # one ONNX model and calibrator per tier, in the data config's tier order
         (staging / TIERS_DIR).mkdir()
         for tier in tier_models:
-            (staging / TIERS_DIR / f"{tier.name}.onnx").write_bytes(
-                model_to_onnx(tier.model, len(builder.feature_names))
-            )
+            # a tier scored by the overall model gets the same bytes, so loading runs that model once
+            shared = tier.model is model
+            tier_onnx = model_onnx if shared else model_to_onnx(tier.model, len(builder.feature_names))
+            (staging / TIERS_DIR / f"{tier.name}.onnx").write_bytes(tier_onnx)
             tier.calibrator.save(staging / TIERS_DIR / f"{tier.name}.calibrator.json")
     builder.save(staging / "feature_state")
     calibrator.save(staging / "calibrator.json")
