@@ -11,7 +11,7 @@ import pytest
 
 from bundle.load import Bundle
 from decision.policy import DECISIONS, route
-from decision.rules import match_rules
+from decision.rules import Rule, match_rules
 from decision.tiers import risk_column
 from features.validate import validate_listings
 from serving.engine import DecisionEngine
@@ -138,3 +138,46 @@ def test_offline_decisions_with_match_rules_equal_identifying_every_listing(
     tier_pass_vector = lenient.policy.tier_pass_vector(bundle.tier_names)
     changed = expected != route(risk, 1.0, 1.0, no_match_block, no_match_review, tier_risk, tier_pass_vector)
     assert changed.any(), "a match rule should change some decision in this sample"
+
+
+@pytest.mark.parametrize(
+    ("term", "category", "match"),
+    [
+        ("review", "review", "review"),
+        ("block", "review", "review"),
+        ("review", "block", "block"),
+        ("block", "block", "block"),
+    ],
+)
+def test_offline_decisions_equal_every_rule_on_every_listing(
+    bundle: Bundle, listings: pd.DataFrame, term: str, category: str, match: str
+) -> None:
+    """`decide` runs block rules on every listing, review rules on the automated decisions and match rules
+    where they could still matter: with block and review rules of every kind, the decisions equal those of
+    every rule (product identification included) on every listing, and each kind of rule decides some."""
+    import copy
+    from dataclasses import replace
+
+    from features.identify import PRODUCT_MATCH
+    from training.offline import decide
+
+    assert bundle.matcher is not None
+    kinds = {"term": term, "category": category, "match": match}
+    rules = [replace(r, action=kinds[r.kind]) if r.kind in kinds else r for r in bundle.policy.rules]
+    assert {r.kind for r in rules if r.acts} >= set(kinds), "the shipped policy has term, category and match rules"
+    risk, tier_risk = bundle.scores(listings)
+    assert tier_risk is not None
+    tier_pass = {name: float(np.quantile(tier_risk[:, k], 0.8)) for k, name in enumerate(bundle.tier_names)}
+    lenient = copy.copy(bundle)
+    lenient.policy = replace(bundle.policy, rules=rules, tier_pass=tier_pass, t_pass=1.0, t_block=1.0)
+    tier_pass_vector = lenient.policy.tier_pass_vector(bundle.tier_names)
+    matched = listings.assign(**{PRODUCT_MATCH: bundle.matcher.product_matches(listings, bundle.config.id)})
+
+    def every_rule_everywhere(kept: list[Rule]) -> np.ndarray:
+        block, review, _ = match_rules(matched, kept)
+        return route(risk, 1.0, 1.0, block, review, tier_risk, tier_pass_vector)
+
+    expected = every_rule_everywhere(rules)
+    np.testing.assert_array_equal(decide(lenient, listings, risk, tier_risk), expected)
+    for kind in kinds:  # each kind of rule changes some decision here: the comparison covers it
+        assert (every_rule_everywhere([r for r in rules if r.kind != kind]) != expected).any(), kind
