@@ -2,8 +2,9 @@
 
 The hot write of the service. Through SQLAlchemy, a group of decisions cost about 400 µs of CPU a row in
 the process (statement compilation, per-value type processing, the result rows); here a group goes in as
-one multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING decision_id` on the driver's cursor, in the
-caller's transaction: one round trip for the decisions and one for the queue rows. psycopg binds the
+one multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING decision_id` on the driver's raw cursor
+(PostgreSQL's $n placeholders, so psycopg does not parse the statement), in the caller's transaction: one
+round trip for the decisions and one for the queue rows. psycopg binds the
 values server-side and prepares a statement once it has run a few times; the statement text for n rows is
 cached, so groups of the same size reuse one prepared statement. Values are bound exactly as the schema's
 types bind them (UTCDateTime, JSONText), so both paths store the same values; a test compares them.
@@ -35,15 +36,21 @@ class _PostgresInsert:
     def __init__(self, table: Table, suffix: str = "") -> None:
         self.columns = tuple(c.name for c in table.columns)
         self._head = f"INSERT INTO {table.name} ({', '.join(self.columns)}) VALUES "
-        self._values = f"({', '.join('%s' for _ in self.columns)})"
         self._suffix = suffix
         self.rows_per_statement = _MAX_PARAMS // len(self.columns)
         self.statement = lru_cache(maxsize=128)(self._statement)
 
     def _statement(self, n_rows: int) -> str:
-        return self._head + ", ".join([self._values] * n_rows) + self._suffix
+        """The INSERT of n_rows rows with PostgreSQL's own placeholders ($1, $2, ...), for a `RawCursor`:
+        psycopg parses a statement's %s placeholders on every run once it is longer than 4,096 bytes (its
+        cache's limit), which for a group of decisions cost about as much CPU as the rest of the write."""
+        width = len(self.columns)
+        rows = (
+            "(" + ", ".join(f"${row * width + column + 1}" for column in range(width)) + ")" for row in range(n_rows)
+        )
+        return self._head + ", ".join(rows) + self._suffix
 
-    def run(self, cursor: psycopg.Cursor[Any], rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def run(self, cursor: psycopg.RawCursor[Any], rows: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Insert rows (tuples in `columns` order); the RETURNING values of the rows that went in."""
         returned: list[Any] = []
         for start in range(0, len(rows), self.rows_per_statement):
@@ -65,7 +72,7 @@ if _QUEUE.columns != QUEUE_ROW_ORDER:
 def postgres_insert_new(conn: Connection, fresh: list[DecisionRecord], now: datetime) -> set[str]:
     """`DecisionLog._insert_new` for PostgreSQL: the decisions that are new go in (and onto the queue);
     returns their ids. Rows colliding with stored decisions (retries) are left as they are."""
-    cursor = cast(psycopg.Connection[Any], conn.connection.driver_connection).cursor()
+    cursor = psycopg.RawCursor(cast(psycopg.Connection[Any], conn.connection.driver_connection))
     try:
         inserted = set(_DECISIONS.run(cursor, [_decision_row(r) for r in fresh]))
         enqueued_at = _utc(now)

@@ -78,6 +78,31 @@ def test_the_postgres_fast_path_refuses_a_value_too_long_for_its_column_and_take
             store._write(lambda conn: postgres_insert_new(conn, [make_decision(model_version="m" * 200)], now))
 
 
+def test_a_group_too_large_for_one_statement_goes_in_as_several(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group of more rows than one statement's bind parameters allow is split into statements whose $n
+    placeholders each start again at $1: every row stored, queued and returned once, retries left alone."""
+    from serving.store import postgres_decisions
+
+    monkeypatch.setattr(postgres_decisions._DECISIONS, "rows_per_statement", 3)
+    monkeypatch.setattr(postgres_decisions._QUEUE, "rows_per_statement", 2)
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    records = [make_decision(request_id=f"split-{i}", priority=i / 10) for i in range(8)]
+    with create_store(postgres_url, clock=lambda: now) as store:
+        store.init_schema()
+        first = records[:2]
+        store.record_decisions(first)
+        inserted = store._write(lambda conn: postgres_decisions.postgres_insert_new(conn, records, now))
+        with store._write_engine.connect() as conn:
+            rows = _rows(conn)
+    assert inserted == {r.decision_id for r in records[2:]}  # the first two were stored before: left alone
+    assert sorted(str(row.decision_id) for row in rows["decisions"]) == sorted(r.decision_id for r in records)
+    assert sorted(str(row.decision_id) for row in rows["review_queue"]) == sorted(r.decision_id for r in records)
+    priorities = {str(row.decision_id): float(row.priority) for row in rows["decisions"]}
+    assert priorities == {r.decision_id: r.priority for r in records}  # each value in its own row
+
+
 def _rows(conn: Any) -> dict[str, list[Any]]:
     return {
         table: list(conn.execute(text(f"SELECT * FROM {table} ORDER BY decision_id")))  # noqa: S608
