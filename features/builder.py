@@ -355,12 +355,10 @@ class FeatureBuilder:
     def _price_norm_array(self, df: pd.DataFrame) -> np.ndarray:
         if not self.category:
             return np.full(len(df), self.global_price_norm)
-        categories = df[self.category].fillna("").astype("str")
-        return categories.map(self.price_norms).astype("float64").fillna(self.global_price_norm).to_numpy()
+        return _looked_up(df[self.category], self.price_norms, self.global_price_norm)
 
     def _codes_array(self, column: str, values: pd.Series) -> np.ndarray:
-        codes = values.fillna("").astype("str").map(self.category_codes[column])
-        return codes.astype("float64").fillna(0.0).to_numpy()
+        return _looked_up(values, self.category_codes[column], 0.0)
 
     # --- persistence -------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> list[Path]:
@@ -562,3 +560,12 @@ def _microseconds(value: Any, column: str) -> int:
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
     return int(stamp.to_datetime64().astype("datetime64[us]").astype(np.int64))
+
+
+def _looked_up(values: pd.Series, table: dict[str, Any], missing: float) -> np.ndarray:
+    """float64 `table[str(value)]` of each value (a missing value as ""; `missing` where the table has no
+    entry): each distinct value is looked up once (a column of categories holds few)."""
+    codes, distinct = pd.factorize(values.fillna("").astype("str"))
+    found = np.asarray([table.get(value, missing) for value in distinct], dtype=np.float64)
+    found[np.isnan(found)] = missing  # as `Series.map(table).fillna(missing)`
+    return found[codes] if len(codes) else np.zeros(0, dtype=np.float64)

@@ -329,3 +329,19 @@ def test_no_text_columns_give_no_text_features(data):
     X = builder.fit_transform(data.iloc[:600].reset_index(drop=True), history=data)
     assert not {"text_score", "prohibited_hits", "brand_is_luxury"} & set(X.columns)
     assert builder.transform(data.iloc[600:]).shape == (200, len(builder.feature_names))
+
+
+def test_category_lookups_equal_mapping_each_value() -> None:
+    """`_looked_up` (each distinct value looked up once) equals `Series.map(table).fillna(missing)` on
+    missing values, values the table lacks, a NaN in the table, other dtypes and an empty column."""
+    from features.builder import _looked_up
+
+    table = {"toys": 3.0, "": 7.0, "books": float("nan"), "1": 4.0}
+    for values in (
+        pd.Series(["toys", None, "garden", "books", "toys", ""], dtype="string[pyarrow]"),
+        pd.Series(["toys", np.nan, "garden"], dtype=object),
+        pd.Series([1, 2, 1]),
+        pd.Series([], dtype="string[pyarrow]"),
+    ):
+        expected = values.fillna("").astype("str").map(table).astype("float64").fillna(-1.0).to_numpy()
+        np.testing.assert_array_equal(_looked_up(values, table, -1.0), expected)
