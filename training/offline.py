@@ -188,7 +188,7 @@ def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: 
     """Route scored listings with the bundle's policy (rules, then per-segment thresholds, and on a tiered
     bundle every tier's risk below its t_pass to pass): the service's `route` call.
 
-    A rule only matters where it could still change the decision (`_open_to_match_rules`), so the rules
+    A rule only matters where it could still change the decision (`_open_to_rules`), so the rules
     run in stages, each on the listings still open to it: block rules on every listing (a block rule
     overrides everything else, a review rule's hit included), then the review rules on the listings decided
     automatically, then the rules that read `product_match`, with product identification, on the listings
@@ -213,7 +213,7 @@ def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: 
         rule_block, rule_review, _ = match_rules(listings, block_rules)
     codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
     for rules, with_matches in ((review_rules, False), (by_match, True)):
-        rows = np.flatnonzero(_open_to_match_rules(codes, risk, rule_block, {rule.action for rule in rules}))
+        rows = np.flatnonzero(_open_to_rules(codes, risk, rule_block, {rule.action for rule in rules}))
         if len(rows) == 0:
             continue
         subset = listings.iloc[rows]
@@ -224,7 +224,7 @@ def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: 
     return codes
 
 
-def _open_to_match_rules(codes: np.ndarray, risk: np.ndarray, rule_block: np.ndarray, actions: set[str]) -> np.ndarray:
+def _open_to_rules(codes: np.ndarray, risk: np.ndarray, rule_block: np.ndarray, actions: set[str]) -> np.ndarray:
     """The listings whose decision a rule of these actions could still change, given the decision without
     it (`decision.policy.route`: a block rule wins over a review rule, a review rule over the thresholds,
     and a listing whose risk is not finite is always reviewed): a review rule changes every automated

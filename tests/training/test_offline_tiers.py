@@ -85,10 +85,10 @@ def test_scoring_a_file_on_several_threads_equals_one_thread(
     np.testing.assert_array_equal(pd.read_parquet(tmp_path / "two.parquet")["risk"], bundle.scores(listings)[0])
 
 
-def test_product_identification_is_skipped_only_where_no_match_rule_could_change_the_decision() -> None:
-    """`_open_to_match_rules` against `route` itself: on random decisions, risks (some not finite), rule
+def test_rules_are_skipped_only_where_no_rule_of_their_action_could_change_the_decision() -> None:
+    """`_open_to_rules` against `route` itself: on random decisions, risks (some not finite), rule
     masks and match-rule hits, keeping only the hits on the open listings gives the same decisions."""
-    from training.offline import _open_to_match_rules
+    from training.offline import _open_to_rules
 
     rng = np.random.default_rng(7)
     n = 4_000
@@ -100,7 +100,7 @@ def test_product_identification_is_skipped_only_where_no_match_rule_could_change
         hit_block = (rng.random(n) < 0.3) if "block" in actions else np.zeros(n, bool)
         hit_review = (rng.random(n) < 0.3) if "review" in actions else np.zeros(n, bool)
         everywhere = route(risk, 0.4, 0.8, block | hit_block, review | hit_review, tier_risk, np.array([0.6, 0.7]))
-        open_ = _open_to_match_rules(codes, risk, block, actions)
+        open_ = _open_to_rules(codes, risk, block, actions)
         assert not open_.all()  # something is skipped
         only_open = route(
             risk, 0.4, 0.8, block | (hit_block & open_), review | (hit_review & open_), tier_risk, np.array([0.6, 0.7])
