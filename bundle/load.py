@@ -67,17 +67,17 @@ class Bundle:
             options.inter_op_num_threads = 1
             options.log_severity_level = 3  # the label output's declared shape is {1}; only probabilities are read
 
-            def session_for(path: Path) -> Any:
-                return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            def session_for(model: bytes) -> Any:
+                return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
             model_bytes = (bundle_dir / "model.onnx").read_bytes()
-            session = session_for(bundle_dir / "model.onnx")
+            session = session_for(model_bytes)
 
             def tier_session(name: str) -> Any:
                 # a tier scored by the overall model ships the same bytes (`training.export`): one session,
                 # and its probabilities are computed once (`score_matrix`)
-                path = bundle_dir / TIERS_DIR / f"{name}.onnx"
-                return session if path.read_bytes() == model_bytes else session_for(path)
+                tier_bytes = (bundle_dir / TIERS_DIR / f"{name}.onnx").read_bytes()
+                return session if tier_bytes == model_bytes else session_for(tier_bytes)
 
             tiers = [
                 (name, tier_session(name), Calibrator.load(bundle_dir / TIERS_DIR / f"{name}.calibrator.json"))

@@ -224,6 +224,18 @@ for _symbol, _letter in _READ_AS_LETTER.items():
     _READ_AS[ord(_symbol)] = ord(_letter)
 
 
+def string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (from 0) and UTF-8 bytes of a large_string array without nulls, as numpy views."""
+    if strings.type != pa.large_string() or strings.null_count:
+        raise TypeError(f"expected large_string values without nulls, got {strings.type}")
+    _, offset_buffer, data_buffer = strings.buffers()
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64, count=len(strings) + 1, offset=8 * strings.offset)
+    first, last = int(offsets[0]), int(offsets[-1])
+    if data_buffer is None or last == first:
+        return offsets - first, np.zeros(0, dtype=np.uint8)
+    return offsets - first, np.frombuffer(data_buffer, dtype=np.uint8, count=last - first, offset=first)
+
+
 def undisguise_column(texts: pa.Array) -> pa.Array:
     """`undisguise` of every text of a (large) string column, without a Python loop over texts: the
     separators by RE2, the digits and symbols on the column's UTF-8 bytes with numpy (every byte of a
@@ -233,14 +245,13 @@ def undisguise_column(texts: pa.Array) -> pa.Array:
     texts = texts.cast(pa.large_string())
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
-    if len(texts) == 0 or offsets[-1] == offsets[0]:
+    offsets, data = string_buffers(texts)
+    if len(data) == 0:
         return texts
-    data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     letter, other = _LETTER[data], _DIGIT_OR_SYMBOL[data]
     in_run = letter | other
     start_of_text = np.zeros(len(data), dtype=bool)
-    start_of_text[(offsets[:-1] - offsets[0])[offsets[:-1] < offsets[-1]]] = True
+    start_of_text[offsets[:-1][offsets[:-1] < offsets[-1]]] = True
     # a run of [a-z0-9@$] starts where the previous byte is outside the class or in another text
     starts = in_run & (start_of_text | ~np.r_[False, in_run[:-1]])
     run = np.cumsum(starts) - 1  # run index of each byte (meaningful where in_run)
@@ -253,8 +264,7 @@ def undisguise_column(texts: pa.Array) -> pa.Array:
         return texts
     out = data.copy()
     out[change] = _READ_AS[out[change]]
-    rebased = (offsets - offsets[0]).astype(np.int64)
-    return pa.LargeStringArray.from_buffers(len(texts), pa.py_buffer(rebased), pa.py_buffer(out))
+    return pa.LargeStringArray.from_buffers(len(texts), pa.py_buffer(offsets), pa.py_buffer(out))
 
 
 _DISGUISE_TERMS = tuple(term for listed in DISGUISE_LISTS for term in listed)

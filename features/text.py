@@ -363,7 +363,7 @@ def _hashed_char_wb_ngrams(docs: pa.Array, ngram_range: tuple[int, int], n_featu
     """Char_wb n-gram counts of ASCII documents (policy-owned terms already removed), as `FeatureHasher`
     makes them: words are split by `str.split()`'s ASCII whitespace in arrow and dictionary-encoded, so
     each distinct word's n-grams are made and hashed once (`_char_wb_counts`)."""
-    offsets, data = _string_buffers(docs)
+    offsets, data = lexicon.string_buffers(docs)
     spaced = pa.LargeStringArray.from_buffers(
         len(docs), pa.py_buffer(offsets), pa.py_buffer(_SPACE_FOR_WHITESPACE[data])
     )
@@ -439,7 +439,7 @@ def _char_wb_ngrams_of_words(
     order, as sklearn's `_char_wb_ngrams` makes them: each word padded by a space on both sides (length
     L); for each n from the smallest, the L - n + 1 windows of n characters, except that a padded word
     no longer than n is one n-gram (itself) and ends that word's n-grams."""
-    offsets, data = _string_buffers(words)
+    offsets, data = lexicon.string_buffers(words)
     lengths = np.diff(offsets) + 2  # padded
     starts = np.cumsum(lengths) - lengths
     padded = np.full(int(lengths.sum()), ord(" "), dtype=np.uint8)
@@ -461,26 +461,14 @@ def _char_wb_ngrams_of_words(
 
 
 def _non_word_to_space(docs: pa.Array) -> pa.Array:
-    offsets, data = _string_buffers(docs)
+    offsets, data = lexicon.string_buffers(docs)
     spaced = _SPACE_FOR_NON_WORD[data]
     return pa.LargeStringArray.from_buffers(len(docs), pa.py_buffer(offsets), pa.py_buffer(spaced))
 
 
-def _string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (from 0) and UTF-8 bytes of a large_string array without nulls, as numpy views."""
-    if strings.type != pa.large_string() or strings.null_count:
-        raise TypeError(f"expected large_string values without nulls, got {strings.type}")
-    _, offset_buffer, data_buffer = strings.buffers()
-    offsets = np.frombuffer(offset_buffer, dtype=np.int64, count=len(strings) + 1, offset=8 * strings.offset)
-    first, last = int(offsets[0]), int(offsets[-1])
-    if data_buffer is None or last == first:
-        return offsets - first, np.zeros(0, dtype=np.uint8)
-    return offsets - first, np.frombuffer(data_buffer, dtype=np.uint8, count=last - first, offset=first)
-
-
 def _hashed_columns(strings: pa.Array, n_features: int) -> np.ndarray:
     """`FeatureHasher`'s column of each string: abs(murmurhash3_32(UTF-8 bytes, seed=0)) % n_features."""
-    offsets, data = _string_buffers(strings)
+    offsets, data = lexicon.string_buffers(strings)
     hashes = _murmurhash3_32(data, offsets[:-1], np.diff(offsets))
     return np.abs(hashes.astype(np.int64)) % n_features
 
