@@ -13,6 +13,11 @@ thirty callers cost one multi-row INSERT rather than thirty. When a group holds 
 usual case for decisions), needs none, which saves two statements (two round trips on PostgreSQL). If a
 merged group fails, its callers are retried one by one so only the faulty caller sees the error.
 
+The writer holds its connection from one group to the next while writes keep coming: checking one out of
+the pool a group costs a round trip on PostgreSQL (the pool's pre-ping). After `hold_s` without a group, or
+after any error, the connection goes back to the pool, and the next group checks one out (and pings it)
+again, so a connection the server dropped meanwhile is replaced, as with a checkout a group.
+
 A storage error (disk full, I/O) fails the `health` shared with the store; a group that commits without
 one clears it.
 """
@@ -23,8 +28,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -70,8 +76,12 @@ class GroupCommitWriter:
         max_jobs: int = 512,
         full_items: int = 256,
         health: WriteHealth | None = None,
+        hold_s: float = 1.0,
     ) -> None:
         self._engine = engine
+        self._hold_s = hold_s
+        self._conn: Connection | None = None  # held between groups (see the module's docstring)
+        self._last_group = 0.0
         self.health = health or WriteHealth()
         self._window_s = window_s
         self._max_jobs = max_jobs
@@ -124,12 +134,39 @@ class GroupCommitWriter:
 
     def _run(self) -> None:
         stopping = False
-        while not stopping:
-            first = self._jobs.get()
-            if first is None:
-                break
-            batch, stopping = self._gather(first)
-            self._commit(batch)
+        try:
+            while not stopping:
+                first = self._jobs.get()
+                if first is None:
+                    break
+                batch, stopping = self._gather(first)
+                self._commit(batch)
+        finally:
+            self._release()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A transaction on the held connection: committed when the block ends, rolled back on an error,
+        after which the connection goes back to the pool (it may be broken)."""
+        if self._conn is not None and time.monotonic() - self._last_group > self._hold_s:
+            self._release()  # idle a while: the next checkout pings it
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        try:
+            with self._conn.begin():
+                yield self._conn
+        except BaseException:
+            self._release()
+            raise
+        self._last_group = time.monotonic()
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # a broken connection: the pool discards it
+                logger.warning("closing the group-commit connection failed", exc_info=True)
 
     def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
         batch = [first]
@@ -154,7 +191,7 @@ class GroupCommitWriter:
             return
         outcomes: dict[_Job, tuple[Any, BaseException | None]] = {}
         try:
-            with self._engine.begin() as conn:
+            with self._transaction() as conn:
                 merged: dict[WriteMany, list[_Job]] = {}
                 for job in live:
                     if job.write_many is not None:
@@ -184,7 +221,7 @@ class GroupCommitWriter:
     def _commit_one_write(self, jobs: list[_Job]) -> None:
         """Commit one write, or one merged group of writes, in a transaction of its own (no savepoint)."""
         try:
-            with self._engine.begin() as conn:
+            with self._transaction() as conn:
                 if len(jobs) == 1:
                     results = [jobs[0].run(conn)]
                 else:

@@ -86,7 +86,6 @@ def test_a_group_too_large_for_one_statement_goes_in_as_several(
     from serving.store import postgres_decisions
 
     monkeypatch.setattr(postgres_decisions._DECISIONS, "rows_per_statement", 3)
-    monkeypatch.setattr(postgres_decisions._QUEUE, "rows_per_statement", 2)
     now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
     records = [make_decision(request_id=f"split-{i}", priority=i / 10) for i in range(8)]
     with create_store(postgres_url, clock=lambda: now) as store:
@@ -101,6 +100,22 @@ def test_a_group_too_large_for_one_statement_goes_in_as_several(
     assert sorted(str(row.decision_id) for row in rows["review_queue"]) == sorted(r.decision_id for r in records)
     priorities = {str(row.decision_id): float(row.priority) for row in rows["decisions"]}
     assert priorities == {r.decision_id: r.priority for r in records}  # each value in its own row
+
+
+@pytest.mark.parametrize("qa_sample", [False, True])
+@pytest.mark.parametrize("decision", ["auto_pass", "auto_block", "human_review"])
+def test_the_fast_path_queues_a_decision_as_the_record_says(postgres_url: str, decision: str, qa_sample: bool) -> None:
+    """The statement queues the decisions it inserted by SQL of its own: the same rows, lane included, as
+    `DecisionRecord.queued` and `.lane` (what the SQLAlchemy path and SQLite use) for every combination."""
+    now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    record = make_decision(decision=decision, automated=decision != "human_review", qa_sample=qa_sample)
+    with create_store(postgres_url, clock=lambda: now) as store:
+        store.init_schema()
+        store.record_decisions([record])
+        with store._write_engine.connect() as conn:
+            queued = conn.execute(text("SELECT decision_id, lane, qa_sample, priority FROM review_queue")).all()
+    expected = [(record.decision_id, record.lane, qa_sample, record.priority)] if record.queued else []
+    assert [tuple(row) for row in queued] == expected
 
 
 def _rows(conn: Any) -> dict[str, list[Any]]:

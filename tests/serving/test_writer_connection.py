@@ -1,0 +1,90 @@
+"""The group-commit writer holds its connection between groups: one checkout for a stream of groups (no
+pool pre-ping round trip a group on PostgreSQL), and a connection the server dropped is replaced, after an
+idle spell by the next checkout's ping, mid-stream by the next group after the one that saw the error."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import create_engine, event, text
+
+from serving.store import create_store
+from tests.serving.conftest import make_decision
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def _writer_checkouts(store: object) -> list[str]:
+    """Records a name for every pool checkout made by the group-commit writer's thread."""
+    checkouts: list[str] = []
+
+    def on_checkout(*_: object) -> None:
+        if threading.current_thread().name == "triage-group-commit":
+            checkouts.append("checkout")
+
+    event.listen(store._write_engine.pool, "checkout", on_checkout)  # type: ignore[attr-defined]
+    return checkouts
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_stream_of_groups_checks_out_one_connection(database: str, request: pytest.FixtureRequest) -> None:
+    if database == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{request.getfixturevalue('tmp_path') / 'log.db'}"
+    with create_store(url, clock=lambda: NOW) as store:
+        store.init_schema()
+        checkouts = _writer_checkouts(store)
+        for i in range(20):
+            store.record_decisions([make_decision(request_id=f"stream-{i}")])
+        assert store.count_decisions() == 20
+        assert len(checkouts) <= 1  # held from the first group on (0 when init_schema's is still held)
+
+
+def _backend_pid(store: object) -> int:
+    writer = store._decision_writer  # type: ignore[attr-defined]
+    assert writer._conn is not None, "the writer holds no connection between groups"
+    return int(writer._conn.connection.driver_connection.info.backend_pid)
+
+
+def _terminate(postgres_url: str, pid: int) -> None:
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_connection_dropped_while_idle_is_replaced_before_the_next_group(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with create_store(postgres_url, clock=lambda: NOW) as store:
+        store.init_schema()
+        monkeypatch.setattr(store._decision_writer, "_hold_s", 0.0)  # every gap counts as idle
+        store.record_decisions([make_decision(request_id="before")])
+        dropped = _backend_pid(store)
+        _terminate(postgres_url, dropped)
+        store.record_decisions([make_decision(request_id="after")])  # checked out afresh, pinged: no error
+        assert _backend_pid(store) != dropped
+        assert store.count_decisions() == 2
+
+
+@pytest.mark.postgres
+def test_a_connection_dropped_mid_stream_fails_one_group_and_the_next_goes_through(postgres_url: str) -> None:
+    with create_store(postgres_url, clock=lambda: NOW) as store:
+        store.init_schema()
+        store.record_decisions([make_decision(request_id="before")])
+        dropped = _backend_pid(store)
+        _terminate(postgres_url, dropped)
+        lost = make_decision(request_id="lost")
+        with pytest.raises(Exception, match="terminat|closed|connection"):  # noqa: PT011 - the driver's error
+            store.record_decisions([lost])  # its caller hears of it: nothing is acknowledged unwritten
+        store.record_decisions([make_decision(request_id="next")])  # a fresh connection
+        assert _backend_pid(store) != dropped
+        stored = {r.request_id for r in store.decisions_since(None)}
+        assert stored == {"before", "next"}
+        assert store.write_health.ok
