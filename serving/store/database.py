@@ -63,13 +63,15 @@ class Database:
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
         self.write_health = WriteHealth()  # failed by a storage error on any write, cleared by the next commit
+        # a PostgreSQL writer keeps its connection between groups (a checkout pings: a round trip a group)
+        hold_s = 1.0 if self.dialect == "postgresql" else 0.0
         self._writer = (
-            GroupCommitWriter(self._write_engine, group_commit_ms / 1000, health=self.write_health)
+            GroupCommitWriter(self._write_engine, group_commit_ms / 1000, health=self.write_health, hold_s=hold_s)
             if group_commit
             else None
         )
         self._decision_writer = self._writer or (
-            GroupCommitWriter(self._write_engine, group_commit_ms / 1000, health=self.write_health)
+            GroupCommitWriter(self._write_engine, group_commit_ms / 1000, health=self.write_health, hold_s=hold_s)
             if group_decisions
             else None
         )

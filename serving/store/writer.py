@@ -13,10 +13,12 @@ thirty callers cost one multi-row INSERT rather than thirty. When a group holds 
 usual case for decisions), needs none, which saves two statements (two round trips on PostgreSQL). If a
 merged group fails, its callers are retried one by one so only the faulty caller sees the error.
 
-The writer holds its connection from one group to the next while writes keep coming: checking one out of
-the pool a group costs a round trip on PostgreSQL (the pool's pre-ping). After `hold_s` without a group, or
-after any error, the connection goes back to the pool, and the next group checks one out (and pings it)
-again, so a connection the server dropped meanwhile is replaced, as with a checkout a group.
+With `hold_s` > 0 (PostgreSQL) the writer holds its connection from one group to the next while writes keep
+coming: checking one out of the pool a group costs a round trip (the pool's pre-ping). After `hold_s`
+without a group, or after any error, the connection goes back to the pool, and the next group checks one
+out (and pings it) again, so a connection the server dropped meanwhile is replaced, as with a checkout a
+group. With 0 (SQLite, whose write pool is this one connection, and a checkout costs no round trip) each
+group checks one out and returns it.
 
 A storage error (disk full, I/O) fails the `health` shared with the store; a group that commits without
 one clears it.
@@ -76,7 +78,7 @@ class GroupCommitWriter:
         max_jobs: int = 512,
         full_items: int = 256,
         health: WriteHealth | None = None,
-        hold_s: float = 1.0,
+        hold_s: float = 0.0,
     ) -> None:
         self._engine = engine
         self._hold_s = hold_s
@@ -159,6 +161,8 @@ class GroupCommitWriter:
             self._release()
             raise
         self._last_group = time.monotonic()
+        if self._hold_s <= 0:
+            self._release()
 
     def _release(self) -> None:
         conn, self._conn = self._conn, None

@@ -1,11 +1,12 @@
-"""The group-commit writer holds its connection between groups: one checkout for a stream of groups (no
-pool pre-ping round trip a group on PostgreSQL), and a connection the server dropped is replaced, after an
+"""On PostgreSQL the group-commit writer holds its connection between groups: one checkout for a stream of
+groups (no pool pre-ping round trip a group), and a connection the server dropped is replaced, after an
 idle spell by the next checkout's ping, mid-stream by the next group after the one that saw the error."""
 
 from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, event, text
@@ -28,19 +29,28 @@ def _writer_checkouts(store: object) -> list[str]:
     return checkouts
 
 
-@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def test_a_stream_of_groups_checks_out_one_connection(database: str, request: pytest.FixtureRequest) -> None:
-    if database == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{request.getfixturevalue('tmp_path') / 'log.db'}"
-    with create_store(url, clock=lambda: NOW) as store:
+@pytest.mark.parametrize("group_commit", [None, True], ids=["decisions-writer", "every-write-group-committed"])
+@pytest.mark.postgres
+def test_a_stream_of_groups_checks_out_one_connection(postgres_url: str, group_commit: bool | None) -> None:
+    with create_store(postgres_url, group_commit=group_commit, clock=lambda: NOW) as store:
         store.init_schema()
         checkouts = _writer_checkouts(store)
         for i in range(20):
             store.record_decisions([make_decision(request_id=f"stream-{i}")])
         assert store.count_decisions() == 20
         assert len(checkouts) <= 1  # held from the first group on (0 when init_schema's is still held)
+
+
+def test_on_sqlite_each_group_returns_the_one_write_connection(tmp_path: Path) -> None:
+    """SQLite's write pool is one connection, which other writers of the file may need between groups."""
+    with create_store(f"sqlite:///{tmp_path / 'log.db'}", clock=lambda: NOW) as store:
+        store.init_schema()
+        checkouts = _writer_checkouts(store)
+        for i in range(3):
+            store.record_decisions([make_decision(request_id=f"stream-{i}")])
+        assert len(checkouts) == 3
+        with store._write_engine.begin() as conn:  # free at once: not held by the writer
+            conn.execute(text("SELECT 1"))
 
 
 def _backend_pid(store: object) -> int:
@@ -64,7 +74,7 @@ def test_a_connection_dropped_while_idle_is_replaced_before_the_next_group(
 ) -> None:
     with create_store(postgres_url, clock=lambda: NOW) as store:
         store.init_schema()
-        monkeypatch.setattr(store._decision_writer, "_hold_s", 0.0)  # every gap counts as idle
+        monkeypatch.setattr(store._decision_writer, "_hold_s", 1e-9)  # held, but every gap counts as idle
         store.record_decisions([make_decision(request_id="before")])
         dropped = _backend_pid(store)
         _terminate(postgres_url, dropped)
