@@ -103,10 +103,11 @@ bench: $(STAMP) ## Every benchmark side by side with its baseline -> bench/resul
 bench-serve: $(STAMP) ## Service latency/throughput at concurrency 1 and 32, and batch items/s
 	$(BIN)/python bench/bench_serve.py
 
-bench-scale: $(STAMP) ## Single listings at concurrency 32, SQLite vs PostgreSQL, 1/2/4 workers, CPU per decision (service + database), echo ceiling, where the time goes -> bench/out/scale.md (analysis: bench/RESULTS_SCALE.md)
+bench-scale: $(STAMP) ## Single listings at concurrency 32, SQLite vs PostgreSQL, 1/2/4 workers, CPU per decision (service + database), echo ceiling, where the time goes -> bench/out/scale.md; the decision-log write alone -> bench/out/log_write.md (analysis: bench/RESULTS_SCALE.md)
 	$(BIN)/python bench/bench_scale.py --report bench/out/scale.md
 	$(BIN)/python bench/scale_breakdown.py --database sqlite --report bench/out/scale.md
 	$(BIN)/python bench/scale_breakdown.py --database postgresql --report bench/out/scale.md
+	$(BIN)/python bench/log_write.py --report bench/out/log_write.md
 
 bench-train: $(STAMP) ## Benchmark generate+train at 100k, 300k, 1M rows (time, peak memory) -> bench/results
 	$(BIN)/python bench/bench_train.py --rows 100000 300000 1000000

@@ -73,6 +73,7 @@ def measure(database: str, size: int, groups: int, server_url: str, tmp: Path) -
                 store.record_decisions(batch)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             server_cpu = server.stop()
+            written = store.count_decisions()
     finally:
         if postgres:
             postgres.drop()
@@ -81,6 +82,7 @@ def measure(database: str, size: int, groups: int, server_url: str, tmp: Path) -
         "client_us": cpu / n * 1e6,
         "server_us": server_cpu / n * 1e6,
         "group_ms": wall / groups * 1e3,
+        "written": written,
     }
 
 
@@ -114,6 +116,10 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     result = {case: {k: median([r[k] for r in found]) for k in found[0]} for case, found in runs.items()}
+    for (db, size), figures in result.items():
+        wrote = (options.groups + 1) * size
+        if figures["written"] != wrote:
+            raise SystemExit(f"{db}: {figures['written']:.0f} decisions in the log, {wrote} written")
     for (db, size), figures in result.items():
         lines.append(
             f"| {db} | {size} | {figures['client_us']:,.0f} | {figures['server_us']:,.0f} | {figures['group_ms']:.2f} |"
