@@ -70,7 +70,8 @@ async def _load_httpx(url: str, token: str, concurrency: int, duration: float, l
     import httpx
 
     path = "/v1/score/batch" if batch else "/v1/score"
-    bodies, latencies, failures, counter = _bodies(batch), [], [0], itertools.count()
+    bodies, failures, counter = _bodies(batch), [0], itertools.count()
+    latencies: list[float] = []
     headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     deadline = time.perf_counter() + duration
