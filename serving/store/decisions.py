@@ -38,7 +38,7 @@ class DecisionLog(Database):
         if not rows:
             return []
         if self._decision_writer is not None:
-            return self._decision_writer.submit_many(self._insert_decisions, rows)
+            return self._decision_writer.submit_many(self._insert_decisions, rows, idempotent=True)
         return self._write(lambda conn: self._insert_decisions(conn, rows))
 
     def submit_decisions(self, rows: Sequence[DecisionRecord]) -> Future[list[DecisionRecord]] | None:
@@ -48,7 +48,7 @@ class DecisionLog(Database):
             return None
         if self._closed:
             raise StoreClosedError("store is closed")
-        return self._decision_writer.submit_many_nowait(self._insert_decisions, rows)
+        return self._decision_writer.submit_many_nowait(self._insert_decisions, rows, idempotent=True)
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         with self._read_engine.connect() as conn:

@@ -17,8 +17,11 @@ With `hold_s` > 0 (PostgreSQL) the writer holds its connection from one group to
 coming: checking one out of the pool a group costs a round trip (the pool's pre-ping). After `hold_s`
 without a group, or after any error, the connection goes back to the pool, and the next group checks one
 out (and pings it) again, so a connection the server dropped meanwhile is replaced, as with a checkout a
-group. With 0 (SQLite, whose write pool is this one connection, and a checkout costs no round trip) each
-group checks one out and returns it.
+group. A connection dropped while held (a server restart) fails the group it was handed to: a group of
+idempotent writes (`submit_many(..., idempotent=True)`: decisions, whose retry returns what the first
+attempt stored should its commit have gone through) then runs once more on a fresh connection, so its
+callers see no error; any other group's callers get the error. With 0 (SQLite, whose write pool is this
+one connection, and a checkout costs no round trip) each group checks one out and returns it.
 
 A storage error (disk full, I/O) fails the `health` shared with the store; a group that commits without
 one clears it.
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from serving.store.health import WriteHealth, is_storage_error
 from serving.store.records import StoreClosedError
@@ -55,6 +59,7 @@ class _Job:
     write: Callable[[Connection], Any] | None = None
     write_many: WriteMany | None = None
     items: Sequence[Any] = ()
+    idempotent: bool = False  # running it again after an unknown outcome changes nothing
 
     @property
     def size(self) -> int:
@@ -84,6 +89,7 @@ class GroupCommitWriter:
         self._hold_s = hold_s
         self._conn: Connection | None = None  # held between groups (see the module's docstring)
         self._last_group = 0.0
+        self._reused = False  # whether the current group runs on a connection held from an earlier one
         self.health = health or WriteHealth()
         self._window_s = window_s
         self._max_jobs = max_jobs
@@ -100,20 +106,30 @@ class GroupCommitWriter:
         return result
 
     def submit_many(
-        self, write_many: Callable[[Connection, list[Item]], list[Result]], items: Sequence[Item]
+        self,
+        write_many: Callable[[Connection, list[Item]], list[Result]],
+        items: Sequence[Item],
+        *,
+        idempotent: bool = False,
     ) -> list[Result]:
         """Run `write_many(conn, items)`, merged with other callers' items for the same function.
 
-        `write_many` must return one result per item, in order.
+        `write_many` must return one result per item, in order. `idempotent`: running it a second time,
+        whether or not the first committed, returns what the first would have (it may then run again
+        after the database dropped the connection).
         """
-        results: list[Result] = self._enqueue(_Job(write_many=write_many, items=items))
+        results: list[Result] = self._enqueue(_Job(write_many=write_many, items=items, idempotent=idempotent))
         return results
 
     def submit_many_nowait(
-        self, write_many: Callable[[Connection, list[Item]], list[Result]], items: Sequence[Item]
+        self,
+        write_many: Callable[[Connection, list[Item]], list[Result]],
+        items: Sequence[Item],
+        *,
+        idempotent: bool = False,
     ) -> Future[list[Result]]:
         """`submit_many` without waiting: the Future resolves once the group is committed."""
-        return self._put(_Job(write_many=write_many, items=items))
+        return self._put(_Job(write_many=write_many, items=items, idempotent=idempotent))
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread."""
@@ -152,6 +168,7 @@ class GroupCommitWriter:
         after which the connection goes back to the pool (it may be broken)."""
         if self._conn is not None and time.monotonic() - self._last_group > self._hold_s:
             self._release()  # idle a while: the next checkout pings it
+        self._reused = self._conn is not None
         if self._conn is None:
             self._conn = self._engine.connect()
         try:
@@ -222,8 +239,9 @@ class GroupCommitWriter:
             else:
                 job.future.set_exception(error)
 
-    def _commit_one_write(self, jobs: list[_Job]) -> None:
+    def _commit_one_write(self, jobs: list[_Job], may_rerun: bool = True) -> None:
         """Commit one write, or one merged group of writes, in a transaction of its own (no savepoint)."""
+        self._reused = False
         try:
             with self._transaction() as conn:
                 if len(jobs) == 1:
@@ -235,6 +253,10 @@ class GroupCommitWriter:
                         results.append(merged[start : start + len(job.items)])
                         start += len(job.items)
         except Exception as exc:
+            if may_rerun and self._reused and _dropped(exc) and all(job.idempotent for job in jobs):
+                logger.warning("the database dropped the writer's connection: running the group again on a new one")
+                self._commit_one_write(jobs, may_rerun=False)
+                return
             if is_storage_error(exc):
                 logger.exception("group commit of %d writes failed", len(jobs))
                 self.health.failed(exc)
@@ -248,6 +270,11 @@ class GroupCommitWriter:
         self.health.succeeded()
         for job, result in zip(jobs, results, strict=True):
             job.future.set_result(result)
+
+
+def _dropped(exc: BaseException) -> bool:
+    """Whether the error is the database connection lost (SQLAlchemy's disconnect detection)."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def _in_savepoint(conn: Connection, work: Callable[[Connection], Any]) -> tuple[Any, BaseException | None]:

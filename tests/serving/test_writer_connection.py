@@ -1,6 +1,7 @@
 """On PostgreSQL the group-commit writer holds its connection between groups: one checkout for a stream of
 groups (no pool pre-ping round trip a group), and a connection the server dropped is replaced, after an
-idle spell by the next checkout's ping, mid-stream by the next group after the one that saw the error."""
+idle spell by the next checkout's ping; mid-stream, a group of decisions runs again on a fresh one and any
+other write fails with the error (it may not be safe to run twice)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy.exc import OperationalError
 
 from serving.store import create_store
 from tests.serving.conftest import make_decision
@@ -84,17 +86,45 @@ def test_a_connection_dropped_while_idle_is_replaced_before_the_next_group(
 
 
 @pytest.mark.postgres
-def test_a_connection_dropped_mid_stream_fails_one_group_and_the_next_goes_through(postgres_url: str) -> None:
+def test_decisions_handed_a_connection_dropped_mid_stream_go_in_on_a_new_one(postgres_url: str) -> None:
+    """The group that finds its held connection dropped runs once more on a fresh one: writing decisions is
+    idempotent (a rerun returns what a first attempt stored), so its callers see no error."""
     with create_store(postgres_url, clock=lambda: NOW) as store:
         store.init_schema()
         store.record_decisions([make_decision(request_id="before")])
         dropped = _backend_pid(store)
         _terminate(postgres_url, dropped)
-        lost = make_decision(request_id="lost")
-        with pytest.raises(Exception, match="terminat|closed|connection"):  # noqa: PT011 - the driver's error
-            store.record_decisions([lost])  # its caller hears of it: nothing is acknowledged unwritten
+        group = [make_decision(request_id="during"), make_decision(decision="auto_pass", automated=True)]
+        assert store.record_decisions(group) == group
+        assert _backend_pid(store) != dropped
+        assert sorted(str(r.request_id) for r in store.decisions_since(None)) == ["None", "before", "during"]
+        with store._read_engine.connect() as conn:
+            queued = [str(row[0]) for row in conn.execute(text("SELECT decision_id FROM review_queue"))]
+        assert sorted(queued) == sorted(r.decision_id for r in store.decisions_since(None) if r.queued)  # once each
+        assert store.write_health.ok
+        # had the first attempt committed before the connection dropped, the rerun would find it stored:
+        assert store.record_decisions(group) == group  # the same decisions back, with or without a request_id
+        assert store.count_decisions() == 3
+
+
+@pytest.mark.postgres
+def test_other_writes_handed_a_dropped_connection_fail_and_the_next_goes_through(postgres_url: str) -> None:
+    """A write that is not idempotent is never run twice: its caller gets the error (the API answers 503)."""
+    with create_store(postgres_url, group_commit=True, clock=lambda: NOW) as store:
+        store.init_schema()
+        store.record_decisions([make_decision(request_id="before")])
+        dropped = _backend_pid(store)
+        _terminate(postgres_url, dropped)
+        runs = []
+
+        def write(conn: Connection) -> None:
+            runs.append(1)
+            conn.execute(text("SELECT 1"))
+
+        with pytest.raises(OperationalError, match="connection"):
+            store._write(write)
+        assert runs == [1]
         store.record_decisions([make_decision(request_id="next")])  # a fresh connection
         assert _backend_pid(store) != dropped
-        stored = {r.request_id for r in store.decisions_since(None)}
-        assert stored == {"before", "next"}
+        assert sorted(str(r.request_id) for r in store.decisions_since(None)) == ["before", "next"]
         assert store.write_health.ok
