@@ -568,4 +568,4 @@ def _looked_up(values: pd.Series, table: dict[str, Any], missing: float) -> np.n
     codes, distinct = pd.factorize(values.fillna("").astype("str"))
     found = np.asarray([table.get(value, missing) for value in distinct], dtype=np.float64)
     found[np.isnan(found)] = missing  # as `Series.map(table).fillna(missing)`
-    return found[codes] if len(codes) else np.zeros(0, dtype=np.float64)
+    return found[codes]

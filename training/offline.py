@@ -218,9 +218,10 @@ def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: 
             continue
         subset = listings.iloc[rows]
         hit_block, hit_review, _ = match_rules(identified(bundle, subset) if with_matches else subset, rules)
-        rule_block[rows] |= hit_block
-        rule_review[rows] |= hit_review
-        codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
+        if hit_block.any() or hit_review.any():  # else the decisions stand
+            rule_block[rows] |= hit_block
+            rule_review[rows] |= hit_review
+            codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
     return codes
 
 

@@ -241,7 +241,6 @@ class GroupCommitWriter:
 
     def _commit_one_write(self, jobs: list[_Job], may_rerun: bool = True) -> None:
         """Commit one write, or one merged group of writes, in a transaction of its own (no savepoint)."""
-        self._reused = False
         try:
             with self._transaction() as conn:
                 if len(jobs) == 1:
