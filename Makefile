@@ -11,6 +11,7 @@ BUNDLE ?= models/latest
 PORT ?= 8000
 MLFLOW_PORT ?= 5000
 NOTEBOOK_PORT ?= 8888
+TEST_WORKERS ?= 2
 FORCE ?=
 AXE_VERSION := 4.11.0
 AXE_DIR := .cache/axe-core
@@ -78,8 +79,8 @@ notebooks: $(STAMP) ## JupyterLab on notebooks/ with the project's kernel "listi
 	$(BIN)/python -m ipykernel install --sys-prefix --name listing-triage --display-name "Python (listing triage)"
 	$(BIN)/jupyter lab notebooks/ --no-browser --ip 127.0.0.1 --port $(NOTEBOOK_PORT)
 
-test: $(STAMP) install-browser ## Run the whole test suite (unit, end-to-end, notebooks, PostgreSQL, browser, reliability)
-	$(BIN)/pytest
+test: $(STAMP) install-browser ## Run the whole test suite (unit, end-to-end, notebooks, PostgreSQL, browser, reliability) in TEST_WORKERS processes (default 2), a test file per process at a time
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-reliability: $(STAMP) ## Load, crash, bad-input, auth and bundle-fault checks against a real uvicorn process
 	$(BIN)/pytest -m reliability -p no:cacheprovider -rA tests/reliability

@@ -10,14 +10,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
-console = Console()
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/] {message}")
-    raise typer.Exit(code=2)
+from training.cli_output import console, warning
+from training.cli_output import fail as _fail
 
 
 def generate(
@@ -163,7 +159,7 @@ def train(
 
     for line in summary_lines(result.metrics):
         console.print(line)
-    console.print(f"bundle: [bold]{result.bundle_dir}[/] (models/latest points to it)")
+    console.print(f"bundle: [bold]{escape(str(result.bundle_dir))}[/] (models/latest points to it)")
     if result.mlflow:
         registered = f"MLflow: registered listing-risk version {result.mlflow['model_version']}"
         if "alias" in result.mlflow:
@@ -199,8 +195,8 @@ def evaluate(
     except (BundleError, DataValidationError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
         return
-    for warning in metrics["warnings"]:  # on stderr: stdout is the JSON
-        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for message in metrics["warnings"]:  # on stderr: stdout is the JSON
+        warning(message, stderr=True)
     text = json.dumps(metrics, indent=2, allow_nan=False)
     if out:
         out.write_text(text)

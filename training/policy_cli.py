@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 import yaml
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bundle.manifest import BundleError, resolve_bundle, signing_key_from_env
@@ -30,9 +30,9 @@ from decision.simulate import (
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
 from features.config import DataConfig, Tier
+from training.cli_output import console, error, note
 from training.plots import plot_curve
 
-console = Console()
 REFERENCE_FILE = "reference.parquet"
 
 BundleOpt = Annotated[Path, typer.Option(help="bundle directory or the models/latest pointer")]
@@ -43,11 +43,11 @@ def _load_reference(bundle: Path) -> tuple[Path, pd.DataFrame]:
     try:
         bundle_dir = resolve_bundle(bundle)
     except BundleError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(exc)
         raise typer.Exit(code=2) from exc
     path = bundle_dir / REFERENCE_FILE
     if not path.is_file():
-        console.print(f"[red]error:[/] bundle {bundle_dir} has no {REFERENCE_FILE}")
+        error(f"bundle {bundle_dir} has no {REFERENCE_FILE}")
         raise typer.Exit(code=2)
     return bundle_dir, pd.read_parquet(path)
 
@@ -105,13 +105,13 @@ def thresholds(
             alpha_split=split,
         )
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(exc)
         raise typer.Exit(code=2) from exc
     console.print(_threshold_table(result))
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+    for text in result.notes:
+        note(text)
     if not result.feasible:
-        console.print(f"[red]{result.message}[/]")
+        console.print(f"[red]{escape(result.message)}[/]")
         if result.closest is not None:
             console.print(_point_table(result.closest, "closest achievable point"))
         console.print("policy not changed")
@@ -179,7 +179,7 @@ def simulate(
             prevalence_multiplier=prevalence_multiplier,
         )
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(exc)
         raise typer.Exit(code=2) from exc
     out: dict[str, Any] = {"bundle": str(bundle_dir), "policy": policy.version, **result.to_dict()}
     if sweep_dir is not None:
@@ -216,15 +216,15 @@ def _policy_to_simulate(
 ) -> Policy:
     current = _current_policy(bundle_dir)
     if (recall is not None or block_precision is not None) and tier_pass:
-        console.print("[red]error:[/] give thresholds (--t-pass, --t-block, --tier-pass) or targets, not both")
+        error("give thresholds (--t-pass, --t-block, --tier-pass) or targets, not both")
         raise typer.Exit(code=2)
     if recall is not None or block_precision is not None:
         result = choose_policy_thresholds(reference, recall=recall or 0.99, block_precision=block_precision or 0.98)
         if not result.feasible:
-            console.print(f"[yellow]{result.message}[/]")
+            console.print(f"[yellow]{escape(result.message)}[/]")
         return result.to_policy(rules=current.rules if current else [], version=WHAT_IF_VERSION)
     if current is None and (t_pass is None or t_block is None):
-        console.print(f"[red]error:[/] bundle {bundle_dir} has no policy.json: give --t-pass and --t-block")
+        error(f"bundle {bundle_dir} has no policy.json: give --t-pass and --t-block")
         raise typer.Exit(code=2)
     base = current or Policy(version=WHAT_IF_VERSION, t_pass=0.0, t_block=1.0, qa_sample_rate=MIN_AUDIT_RATE)
     if t_pass is None and t_block is None and not tier_pass:
@@ -232,12 +232,12 @@ def _policy_to_simulate(
     try:
         tiers = dict(parse_tier_threshold(item) for item in tier_pass or [])
     except ValueError as exc:
-        console.print(f"[red]error:[/] --tier-pass: {exc}")
+        error(f"--tier-pass: {exc}")
         raise typer.Exit(code=2) from exc
     try:
         return with_thresholds(base, reference_tiers(reference, scored_only=True), t_pass, t_block, tiers)
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(exc)
         raise typer.Exit(code=2) from exc
 
 

@@ -14,7 +14,6 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from bundle.load import Bundle
@@ -22,9 +21,9 @@ from bundle.manifest import BundleError
 from decision.rule_mining import SORTS, SuggestionReport, suggest_rules
 from decision.tiers import risk_column
 from features.validate import DataValidationError, load_table, validate_history
+from training.cli_output import console, note
+from training.cli_output import fail as _fail
 from training.export import history_frame
-
-console = Console()
 
 
 def suggest(
@@ -66,8 +65,8 @@ def suggest(
     console.print(f"* certified at the block-precision target {report.block_precision_target:g}")
     for line in _conditions(report):
         console.print(line, highlight=False)
-    for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}")
+    for text in report.notes:
+        note(text)
     console.print("none enabled: review one, backtest it, then PUT /v1/policy/rules/{name} with a reason")
 
 
@@ -86,8 +85,8 @@ def _scored_history(bundle: Bundle, data: Path) -> pd.DataFrame:
         trained_before = pd.Timestamp(own[config.timestamp].min())
         early = int((history[config.timestamp] < trained_before).sum())
         if early:
-            console.print(
-                f"[yellow]note:[/] {early:,} rows of {data} predate the bundle's held-out rows: the model was "
+            note(
+                f"{early:,} rows of {data} predate the bundle's held-out rows: the model was "
                 "fitted on them, so its risk there is optimistic and the workload figures with it"
             )
     return history
@@ -136,8 +135,3 @@ def _plain(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/] {message}")
-    raise typer.Exit(code=2)

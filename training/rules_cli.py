@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from bundle.load import HISTORY_FILE, Bundle
@@ -19,9 +18,10 @@ from decision.backtest import SOURCES, mixed_history
 from decision.backtest import backtest as run_backtest
 from decision.policy import DECISIONS, Policy
 from decision.rules import Rule
+from training.cli_output import console
+from training.cli_output import fail as _fail
 from training.evaluate import json_safe
 
-console = Console()
 MAX_LOG_ROWS = 1_000_000  # the most recent logged decisions a backtest reads
 
 
@@ -93,11 +93,6 @@ def backtest(
         typer.echo(json.dumps(json_safe({**result, "source": source}), indent=2, allow_nan=False))
         return
     _print(result, policy.version, note)
-
-
-def _fail(message: str) -> Any:
-    console.print(f"[red]error:[/] {message}")
-    raise typer.Exit(code=2)
 
 
 def _rule(text: str | None, path: Path | None) -> Rule | None:

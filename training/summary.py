@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -42,7 +43,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[Any]:
     ]
     lines += policy_lines(metrics)
     lines += rules_lines(metrics)
-    lines += [f"[yellow]warning:[/] {w}" for w in metrics.get("warnings", [])]
+    lines += [f"[yellow]warning:[/] {escape(str(w))}" for w in metrics.get("warnings", [])]
     return lines
 
 

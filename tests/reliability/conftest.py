@@ -42,9 +42,6 @@ KEY_SCOPES = {
     "reviewer-c": "review",
 }
 
-_FIGURES: list[tuple[str, dict[str, Any]]] = []
-
-
 # --- figures report ----------------------------------------------------------------------------------
 
 
@@ -55,18 +52,25 @@ def report(request: pytest.FixtureRequest) -> Callable[..., None]:
     def record(**figures: Any) -> None:
         for name, value in figures.items():
             request.node.user_properties.append((name, value))
-        _FIGURES.append((request.node.nodeid, figures))
 
     return record
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _FIGURES:
+    """The figures of every check that reported some, read from the test reports' user properties (so
+    they reach this summary also from pytest-xdist worker processes)."""
+    reports = [
+        report
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", None) == "call" and getattr(report, "user_properties", None)
+    ]
+    if not reports:
         return
     terminalreporter.section("reliability figures")
-    for nodeid, figures in _FIGURES:
-        terminalreporter.write_line(nodeid.split("::", 1)[-1])
-        terminalreporter.write_line("    " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    for report in sorted(reports, key=lambda r: r.nodeid):
+        terminalreporter.write_line(report.nodeid.split("::", 1)[-1])
+        terminalreporter.write_line("    " + ", ".join(f"{k}={v}" for k, v in report.user_properties))
 
 
 # --- the service process -----------------------------------------------------------------------------

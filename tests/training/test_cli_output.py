@@ -1,0 +1,38 @@
+"""CLI messages print whole: a long path is never broken across lines, and text that looks like rich
+markup (a column named `price[usd]`) is printed as given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+
+from training import cli_output
+
+
+def test_an_error_keeps_a_long_path_and_bracketed_names_in_one_piece(capsys: pytest.CaptureFixture[str]) -> None:
+    path = "/data/exports/" + "marketplace-listings-" * 6 + "2026-12.parquet"
+    with pytest.raises(typer.Exit) as exit_info:
+        cli_output.fail(f"column price[usd] rows [3, 7]: not a number in {path}")
+    out = capsys.readouterr().out
+    assert exit_info.value.exit_code == 2
+    assert out == f"error: column price[usd] rows [3, 7]: not a number in {path}\n"
+
+
+def test_a_warning_on_stderr_keeps_its_text(capsys: pytest.CaptureFixture[str]) -> None:
+    cli_output.warning("[bold]not markup[/] " + "x" * 200, stderr=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "warning: [bold]not markup[/] " + "x" * 200 + "\n"
+
+
+def test_triage_score_names_a_missing_file_by_its_whole_path(bundle_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from triage.cli import app
+
+    missing = tmp_path / ("a-directory-with-a-long-name-" * 4) / "listings[2026-12].parquet"
+    result = CliRunner().invoke(app, ["score", "--bundle", str(bundle_dir), "--data", str(missing)])
+    assert result.exit_code == 2
+    first = result.output.splitlines()[0]
+    assert first.startswith("error: ") and str(missing) in first

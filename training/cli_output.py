@@ -1,0 +1,38 @@
+"""How the pipeline's CLI commands print: one rich console that never wraps a line (a long path or
+listing id stays in one piece to copy; a terminal still wraps it on screen) and labelled messages
+whose text is printed as given, never read as rich markup (an error naming a column `price[usd]` keeps
+its `[usd]`)."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def labelled(label: str, style: str, message: object, *, stderr: bool = False) -> None:
+    """`label` in `style`, then `message` verbatim."""
+    (err_console if stderr else console).print(f"[{style}]{label}[/] {escape(str(message))}", highlight=False)
+
+
+def error(message: object) -> None:
+    labelled("error:", "red", message)
+
+
+def fail(message: object) -> NoReturn:
+    """Print the error and exit with code 2 (a usage or data error)."""
+    error(message)
+    raise typer.Exit(code=2)
+
+
+def warning(message: object, *, stderr: bool = False) -> None:
+    labelled("warning:", "yellow", message, stderr=stderr)
+
+
+def note(message: object) -> None:
+    labelled("note:", "yellow", message)
