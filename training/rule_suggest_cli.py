@@ -14,6 +14,7 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from bundle.load import Bundle
@@ -128,7 +129,8 @@ def _table(report: SuggestionReport) -> Table:
 
 
 def _conditions(report: SuggestionReport) -> list[str]:
-    return [f"{i}. {s.rule.name} ({s.family}): {s.description}" for i, s in enumerate(report.suggestions, 1)]
+    """Each suggestion in words, escaped for the console (a mined category value may hold brackets)."""
+    return [escape(f"{i}. {s.rule.name} ({s.family}): {s.description}") for i, s in enumerate(report.suggestions, 1)]
 
 
 def _plain(value: object) -> object:

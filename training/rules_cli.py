@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from bundle.load import HISTORY_FILE, Bundle
@@ -214,7 +215,8 @@ def _print(result: dict[str, Any], policy_version: str, source: str) -> None:
 def _print_rule(stats: dict[str, Any], alpha: float, label: str) -> None:
     precision, recall = stats["precision"], stats["recall"]
     console.print(
-        f"{label} {stats['name']!r} ({stats['action']}): {stats['hits']:,} hits, {stats['violations']:,} violations; "
+        f"{label} {escape(repr(stats['name']))} ({stats['action']}): {stats['hits']:,} hits, "
+        f"{stats['violations']:,} violations; "
         f"precision {_interval(precision)}, recall {_interval(recall)} ({1 - alpha:.0%} intervals); without it "
         f"its hits go {', '.join(f'{v:,} {k}' for k, v in stats['hits_otherwise'].items())}"
     )

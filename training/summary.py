@@ -162,7 +162,8 @@ def rules_lines(metrics: dict[str, Any]) -> list[str]:
             else rule["action_shipped"]
         )
         lines.append(
-            f"rule {rule['name']}: {action}; {cert['hits']} hits on {report['rows']:,} held-out rows, precision "
+            f"rule {escape(str(rule['name']))}: {action}; {cert['hits']} hits on {report['rows']:,} held-out rows, "
+            "precision "
             f"{_num(precision['value'])} (>= {_num(cert['lower'])} vs block target {cert['target']:g}); adds "
             f"{adds['queue_share']:+.2%} of traffic to review, {adds['auto_block_share']:+.2%} to auto-block, "
             f"{adds['reviewer_hours']:+.1f} reviewer-hours, catches {adds['violations_caught']} violations the "
