@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +144,21 @@ def tiered_bundle_dir(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory
     current = load_policy(target)
     save_policy(target, chosen.to_policy(rules=current.rules, version=TIERED_POLICY_VERSION))
     return target
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The figures the reliability checks report (`tests/reliability/conftest.py`, `report`), read from the
+    test reports' user properties: here in the root conftest, with the reports, because a pytest-xdist
+    controller loads only this conftest and the workers send it only their reports."""
+    reports = [
+        report
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", None) == "call" and getattr(report, "user_properties", None)
+    ]
+    if not reports:
+        return
+    terminalreporter.section("reliability figures")
+    for report in sorted(reports, key=lambda r: r.nodeid):
+        terminalreporter.write_line(report.nodeid.split("::", 1)[-1])
+        terminalreporter.write_line("    " + ", ".join(f"{k}={v}" for k, v in report.user_properties))

@@ -47,30 +47,14 @@ KEY_SCOPES = {
 
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> Callable[..., None]:
-    """report(name=value, ...): keep a check's figures for the end-of-run summary and the JUnit XML."""
+    """report(name=value, ...): keep a check's figures for the end-of-run summary (`tests/conftest.py`) and the
+    JUnit XML."""
 
     def record(**figures: Any) -> None:
         for name, value in figures.items():
             request.node.user_properties.append((name, value))
 
     return record
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The figures of every check that reported some, read from the test reports' user properties (so
-    they reach this summary also from pytest-xdist worker processes)."""
-    reports = [
-        report
-        for outcome in ("passed", "failed")
-        for report in terminalreporter.stats.get(outcome, [])
-        if getattr(report, "when", None) == "call" and getattr(report, "user_properties", None)
-    ]
-    if not reports:
-        return
-    terminalreporter.section("reliability figures")
-    for report in sorted(reports, key=lambda r: r.nodeid):
-        terminalreporter.write_line(report.nodeid.split("::", 1)[-1])
-        terminalreporter.write_line("    " + ", ".join(f"{k}={v}" for k, v in report.user_properties))
 
 
 # --- the service process -----------------------------------------------------------------------------
