@@ -10,8 +10,9 @@ from rich.table import Table
 
 def selection_table(selection: dict[str, Any]) -> Table:
     table = Table(title=f"model selection: {selection['criterion']}", title_justify="left")
-    for column in ("candidate", "review share", "sd of diff.", "PR-AUC", "ROC-AUC"):
-        table.add_column(column, justify="left" if column == "candidate" else "right")
+    table.add_column("candidate", overflow="fold")  # a long name folds onto the next line, never cut short
+    for column in ("review share", "sd of diff.", "PR-AUC", "ROC-AUC"):
+        table.add_column(column, justify="right")
     winner = selection["winner"]["name"]
     for name, row in selection["candidates"].items():
         style = "bold green" if name == winner else None

@@ -36,3 +36,22 @@ def test_triage_score_names_a_missing_file_by_its_whole_path(bundle_dir: Path, t
     assert result.exit_code == 2
     first = result.output.splitlines()[0]
     assert first.startswith("error: ") and str(missing) in first
+
+
+def test_the_selection_table_folds_a_long_candidate_name_instead_of_cutting_it() -> None:
+    import io
+
+    from rich.console import Console
+
+    from training.summary import selection_table
+
+    names = ["lightgbm", "logistic_regression-no-merchant_history", "logistic_regression-no-text_model"]
+    figures = {"review_share_at_target_recall": 0.9, "difference_sd": 0.01, "pr_auc": 0.7, "roc_auc": 0.9}
+    candidates = dict.fromkeys(names, figures)
+    selection = {"criterion": "review share", "winner": {"name": "lightgbm"}, "candidates": candidates}
+    out = io.StringIO()
+    Console(width=80, file=out, soft_wrap=True).print(selection_table(selection))
+    text = out.getvalue()
+    first_cells = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    assert "…" not in text
+    assert all(name in first_cells for name in names)
