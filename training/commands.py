@@ -37,7 +37,7 @@ def generate(
         )
     paths = write_dataset(out, rows=rows, seed=seed, start=start, months=months)
     for name, path in paths.items():
-        console.print(f"wrote {name}: {path}")
+        console.print(f"wrote {name}: {escape(str(path))}")
 
 
 def _existing_rows(path: Path) -> int | None:

@@ -125,7 +125,7 @@ def thresholds(
         policy = replace(policy, audit=current.audit, quality=current.quality).validate()
     save_policy(bundle_dir, policy, signing_key_from_env())
     console.print(result.message)
-    console.print(f"saved policy [bold]{policy.version}[/] to {bundle_dir}")
+    console.print(f"saved policy [bold]{policy.version}[/] to {escape(str(bundle_dir))}")
 
 
 def _bundle_tiers(bundle_dir: Path, reference: pd.DataFrame, overrides: list[str]) -> tuple[Tier, ...]:
@@ -202,7 +202,7 @@ def simulate(
         console.print(_tier_table(result))
     console.print(_simulation_table(result, policy))
     if "sweep" in out:
-        console.print(f"curve: {out['sweep']['csv']}, {out['sweep']['png']}")
+        console.print(escape(f"curve: {out['sweep']['csv']}, {out['sweep']['png']}"))
 
 
 def _policy_to_simulate(

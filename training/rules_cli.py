@@ -174,7 +174,7 @@ def _log(bundle: Bundle, db: str | None, since: datetime | None, until: datetime
 def _print(result: dict[str, Any], policy_version: str, source: str) -> None:
     change = result["change"]
     console.print(
-        f"backtest of a rule {change['kind']} on {result['rows']:,} rows of {source} "
+        f"backtest of a rule {change['kind']} on {result['rows']:,} rows of {escape(source)} "
         f"({result['violations']:,} violations), policy {policy_version}"
     )
     table = Table("", "auto_pass", "human_review", "auto_block", "reviewer-hours", "missed", "wrongful blocks")
@@ -202,7 +202,7 @@ def _print(result: dict[str, Any], policy_version: str, source: str) -> None:
         seg = Table(column, "rows", "review before", "review after", "hours change", "rule hits")
         for value, entry in segments.items():
             seg.add_row(
-                value,
+                escape(str(value)),
                 f"{entry['rows']:,}",
                 f"{entry['before']['shares']['human_review']:.2%}",
                 f"{entry['after']['shares']['human_review']:.2%}",
