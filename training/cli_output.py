@@ -20,13 +20,9 @@ def labelled(label: str, style: str, message: object, *, stderr: bool = False) -
     (err_console if stderr else console).print(f"[{style}]{label}[/] {escape(str(message))}", highlight=False)
 
 
-def error(message: object) -> None:
-    labelled("error:", "red", message)
-
-
 def fail(message: object) -> NoReturn:
     """Print the error and exit with code 2 (a usage or data error)."""
-    error(message)
+    labelled("error:", "red", message)
     raise typer.Exit(code=2)
 
 

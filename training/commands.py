@@ -154,7 +154,6 @@ def train(
         result = run(options)
     except (DataValidationError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-        return
     from training.summary import summary_lines
 
     for line in summary_lines(result.metrics):
@@ -194,7 +193,6 @@ def evaluate(
         metrics = evaluate_bundle(bundle, data, oracle, rows=rows, config_path=config)
     except (BundleError, DataValidationError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-        return
     for message in metrics["warnings"]:  # on stderr: stdout is the JSON
         warning(message, stderr=True)
     text = json.dumps(metrics, indent=2, allow_nan=False)
@@ -226,7 +224,6 @@ def score(
         summary = score_file(bundle, data, out) if cluster is None else _score_on_cluster(bundle, data, out, cluster)
     except (BundleError, DataValidationError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-        return
     console.print(summary)
 
 
@@ -277,7 +274,6 @@ def gate(
         registered = gate_and_register(report) if register else None
     except (BundleError, DataValidationError, FileNotFoundError, LookupError, ValueError) as exc:
         _fail(str(exc))
-        return
     if as_json:
         sys.stdout.write(json.dumps({**report.to_dict(), "candidate_version": registered}, indent=2) + "\n")
     else:

@@ -30,7 +30,7 @@ from decision.simulate import (
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
 from features.config import DataConfig, Tier
-from training.cli_output import console, error, note
+from training.cli_output import console, fail, note
 from training.plots import plot_curve
 
 REFERENCE_FILE = "reference.parquet"
@@ -43,12 +43,10 @@ def _load_reference(bundle: Path) -> tuple[Path, pd.DataFrame]:
     try:
         bundle_dir = resolve_bundle(bundle)
     except BundleError as exc:
-        error(exc)
-        raise typer.Exit(code=2) from exc
+        fail(exc)
     path = bundle_dir / REFERENCE_FILE
     if not path.is_file():
-        error(f"bundle {bundle_dir} has no {REFERENCE_FILE}")
-        raise typer.Exit(code=2)
+        fail(f"bundle {bundle_dir} has no {REFERENCE_FILE}")
     return bundle_dir, pd.read_parquet(path)
 
 
@@ -105,8 +103,7 @@ def thresholds(
             alpha_split=split,
         )
     except ValueError as exc:
-        error(exc)
-        raise typer.Exit(code=2) from exc
+        fail(exc)
     console.print(_threshold_table(result))
     for text in result.notes:
         note(text)
@@ -179,8 +176,7 @@ def simulate(
             prevalence_multiplier=prevalence_multiplier,
         )
     except ValueError as exc:
-        error(exc)
-        raise typer.Exit(code=2) from exc
+        fail(exc)
     out: dict[str, Any] = {"bundle": str(bundle_dir), "policy": policy.version, **result.to_dict()}
     if sweep_dir is not None:
         curve = sweep(
@@ -216,29 +212,25 @@ def _policy_to_simulate(
 ) -> Policy:
     current = _current_policy(bundle_dir)
     if (recall is not None or block_precision is not None) and tier_pass:
-        error("give thresholds (--t-pass, --t-block, --tier-pass) or targets, not both")
-        raise typer.Exit(code=2)
+        fail("give thresholds (--t-pass, --t-block, --tier-pass) or targets, not both")
     if recall is not None or block_precision is not None:
         result = choose_policy_thresholds(reference, recall=recall or 0.99, block_precision=block_precision or 0.98)
         if not result.feasible:
             console.print(f"[yellow]{escape(result.message)}[/]")
         return result.to_policy(rules=current.rules if current else [], version=WHAT_IF_VERSION)
     if current is None and (t_pass is None or t_block is None):
-        error(f"bundle {bundle_dir} has no policy.json: give --t-pass and --t-block")
-        raise typer.Exit(code=2)
+        fail(f"bundle {bundle_dir} has no policy.json: give --t-pass and --t-block")
     base = current or Policy(version=WHAT_IF_VERSION, t_pass=0.0, t_block=1.0, qa_sample_rate=MIN_AUDIT_RATE)
     if t_pass is None and t_block is None and not tier_pass:
         return base
     try:
         tiers = dict(parse_tier_threshold(item) for item in tier_pass or [])
     except ValueError as exc:
-        error(f"--tier-pass: {exc}")
-        raise typer.Exit(code=2) from exc
+        fail(f"--tier-pass: {exc}")
     try:
         return with_thresholds(base, reference_tiers(reference, scored_only=True), t_pass, t_block, tiers)
     except ValueError as exc:
-        error(exc)
-        raise typer.Exit(code=2) from exc
+        fail(exc)
 
 
 def _threshold_table(result: ThresholdResult) -> Table:

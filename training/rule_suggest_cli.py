@@ -51,14 +51,12 @@ def suggest(
         history = _scored_history(loaded, data) if data is not None else loaded.history()
         if history is None:
             _fail(f"bundle {loaded.version} ships no labelled history (history.parquet): pass --data or retrain")
-            return
         with console.status("mining rule suggestions", spinner="dots"):
             report = suggest_rules(
                 history, loaded.policy, loaded.config, limit=top, min_precision=min_precision, sort=sort
             )
     except (BundleError, DataValidationError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-        return
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=_plain))
         return

@@ -138,7 +138,7 @@ def _when(text: str, option: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        return _fail(f"{option}: {text!r} is not an ISO 8601 time (e.g. 2026-12-01T00:00:00+00:00)")
+        _fail(f"{option}: {text!r} is not an ISO 8601 time (e.g. 2026-12-01T00:00:00+00:00)")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
