@@ -76,7 +76,7 @@ from decision.backtest import (
 )
 from decision.guarantees import DEFAULT_REVIEW_SECONDS
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
-from decision.rules import Rule, match_rules
+from decision.rules import Rule, match_rule_masks
 from features.config import DataConfig
 from features.lexicon import normalize_category
 
@@ -371,7 +371,7 @@ def policy_codes(frame: pd.DataFrame, policy: Policy) -> np.ndarray:
     tier_risk = None
     if tier_names:
         tier_risk = np.column_stack([_tier_risk(frame, name) for name in tier_names])
-    rule_block, rule_review, _ = match_rules(frame, policy.rules)  # only the rules that act match
+    rule_block, rule_review = match_rule_masks(frame, policy.rules)  # only the rules that act match
     return route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, policy.tier_pass_vector(tier_names))
 
 

@@ -43,7 +43,7 @@ from scipy import stats
 from decision.audit import STRATA, AuditPlan, audit_strata, inclusion_probabilities, pass_margin
 from decision.guarantees import DEFAULT_REVIEW_SECONDS, ordered_pair
 from decision.policy import CODE_PASS, CODE_REVIEW, Policy, route
-from decision.rules import match_rules
+from decision.rules import match_rule_masks
 from decision.tiers import NO_TIER, frame_tier_risk, risk_column
 
 WHAT_IF_VERSION = "what-if"  # the version of a policy with thresholds a person is trying out
@@ -460,7 +460,7 @@ def simulate_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> S
         t_pass, t_block = policy.thresholds_for(reference[policy.segment_by].astype(str).to_numpy())
     else:
         t_pass, t_block = policy.t_pass, policy.t_block
-    rule_block, rule_review, _ = match_rules(reference, policy.rules)
+    rule_block, rule_review = match_rule_masks(reference, policy.rules)
     kwargs.setdefault("qa_sample_rate", policy.qa_sample_rate)
     kwargs.setdefault("audit", policy.audit)
     kwargs.setdefault("tier_pass", policy.tier_pass)

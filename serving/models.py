@@ -16,7 +16,7 @@ from bundle.manifest import BundleError, resolve_bundle
 from bundle.policies import next_policy_version
 from decision.audit import inclusion_probabilities, pass_margin
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, HAND_SET, Policy, route
-from decision.rules import match_rules
+from decision.rules import match_rule_masks
 from decision.tiers import frame_tier_risk
 from serving.engine import DecisionEngine
 from serving.merchant_history import follow_outcomes
@@ -207,7 +207,7 @@ def reference_routing(bundle: Bundle, policy: Policy) -> dict[str, float]:
         t_pass, t_block = policy.thresholds_for(reference[policy.segment_by].astype(str).to_numpy())
     else:
         t_pass, t_block = np.full(len(reference), policy.t_pass), np.full(len(reference), policy.t_block)
-    rule_block, rule_review, _ = match_rules(reference, policy.rules)
+    rule_block, rule_review = match_rule_masks(reference, policy.rules)
     names = bundle.tier_names
     tier_risk, tier_pass = frame_tier_risk(reference, names), policy.tier_pass_vector(names)
     risk = reference["risk"].to_numpy(dtype=np.float64)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from decision.policy import Policy
-from decision.rules import Rule, match_rules
+from decision.rules import Rule, match_rule_masks
 from decision.simulate import (
     WHAT_IF_VERSION,
     SimulationResult,
@@ -89,7 +89,7 @@ class ReferenceSet:
         with self._lock:
             cached = self._masks.get(key)
         if cached is None:
-            block, review, _ = match_rules(self.frame, rules)
+            block, review = match_rule_masks(self.frame, rules)
             cached = (block, review)
             with self._lock:
                 if len(self._masks) >= _MAX_CACHED_RULE_SETS:

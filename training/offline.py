@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from bundle.load import Bundle
 from decision.policy import CODE_BLOCK, CODE_REVIEW, decision_names, driving_tier, route
-from decision.rules import match_rules
+from decision.rules import match_rule_masks
 from decision.tiers import risk_column, tier_labels
 from features.config import DataConfig, load_config
 from features.identify import PRODUCT_MATCH, identify_history
@@ -76,7 +76,7 @@ def evaluate_bundle(
         frame["review_seconds"] = selected[config.review_seconds].to_numpy(dtype=np.float64)
     for column in config.segments:
         frame[column] = selected[column].astype(str).to_numpy()
-    rule_block, rule_review, _ = match_rules(identified_history(bundle, selected, table), bundle.policy.rules)
+    rule_block, rule_review = match_rule_masks(identified_history(bundle, selected, table), bundle.policy.rules)
     metrics: dict[str, Any] = {
         "bundle": bundle.version,
         "data": str(data),
@@ -210,14 +210,14 @@ def decide(bundle: Bundle, listings: pd.DataFrame, risk: np.ndarray, tier_risk: 
     n = len(listings)
     rule_block, rule_review = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     if block_rules:
-        rule_block, rule_review, _ = match_rules(listings, block_rules)
+        rule_block, rule_review = match_rule_masks(listings, block_rules)
     codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_pass)
     for rules, with_matches in ((review_rules, False), (by_match, True)):
         rows = np.flatnonzero(_open_to_rules(codes, risk, rule_block, {rule.action for rule in rules}))
         if len(rows) == 0:
             continue
         subset = listings.iloc[rows]
-        hit_block, hit_review, _ = match_rules(identified(bundle, subset) if with_matches else subset, rules)
+        hit_block, hit_review = match_rule_masks(identified(bundle, subset) if with_matches else subset, rules)
         if hit_block.any() or hit_review.any():  # else the decisions stand
             rule_block[rows] |= hit_block
             rule_review[rows] |= hit_review

@@ -20,7 +20,7 @@ from decision.alpha_split import AlphaSplit, Pilot, SplitPlan, plan_split
 from decision.audit_sizing import size_audits
 from decision.backtest import certify_shipped_rules
 from decision.policy import Policy
-from decision.rules import match_rules
+from decision.rules import match_rule_masks
 from decision.thresholds import ThresholdResult, choose_policy_thresholds, default_rules
 from decision.tiers import risk_column, tier_alpha, tier_labels, violations_needed
 from features.builder import FeatureBuilder
@@ -438,7 +438,7 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
         )
         baseline_risk = fitted.baseline.predict(X_test)
         test_frame["baseline_risk"] = baseline_risk
-        rule_block, rule_review, _ = match_rules(identified(fitted.test), policy.rules)
+        rule_block, rule_review = match_rule_masks(identified(fitted.test), policy.rules)
         metrics = _metrics(
             fitted.sizes,
             test_frame,

@@ -13,7 +13,7 @@ from scipy import stats
 
 from decision.policy import Policy, versioned_rules
 from decision.rule_stats import clopper_pearson, rule_stats
-from decision.rules import Rule, match_rules, match_rules_split
+from decision.rules import Rule, match_rule_masks, match_rules, match_rules_split
 
 NAN = float("nan")
 
@@ -214,3 +214,19 @@ def test_a_rule_version_moves_only_when_that_rule_changes() -> None:
         ],
     )
     assert [r["version"] for r in changed] == [4, 2, 1]
+
+
+def test_rule_masks_equal_match_rules_and_names_keep_policy_order() -> None:
+    titles = ["replica watch", "leather wallet", "replica bag", "vape pen replica"] * 30
+    listings = pd.DataFrame({"title": titles})
+    rules = [
+        Rule.from_dict({**TERM, "name": "second", "action": "review", "terms": ["vape"]}),
+        Rule.from_dict({**TERM, "name": "first", "action": "block"}),
+        Rule.from_dict({**TERM, "name": "watching", "mode": "shadow", "action": "review"}),
+    ]
+    block, review, matched = match_rules(listings, rules)
+    mask_block, mask_review = match_rule_masks(listings, rules)
+    assert mask_block.tolist() == block.tolist() and mask_review.tolist() == review.tolist()
+    assert matched[:4] == [["first"], [], ["first"], ["second", "first"]]
+    split = match_rules_split({"title": titles}, len(titles), rules)
+    assert split.shadow[:4] == [["watching"], [], ["watching"], ["watching"]]
