@@ -231,8 +231,7 @@ class FeatureBuilder:
             columns[name] = model.score(model.vectorize(docs))
         if self.has(LEXICON_HITS):
             counted = pa.array(docs, type=pa.large_string()) if n > SMALL_BATCH_ROWS else docs  # converted once
-            for name, terms in LEXICONS.items():
-                columns[name] = _hits_lowered(counted, terms)
+            columns.update(_lexicon_hits(counted))
             if self.brand:
                 brands = [brand.lower() for brand in texts[self.brand]]
                 columns["brand_is_luxury"] = _hits_lowered(brands, lexicon.LUXURY_BRANDS) > 0
@@ -328,8 +327,7 @@ class FeatureBuilder:
         columns: dict[str, np.ndarray] = dict(text_scores)
         if self.has(LEXICON_HITS):
             doc_array = pa.array(docs, type=pa.large_string())
-            for name, terms in LEXICONS.items():
-                columns[name] = lexicon.count_hits_lowered(doc_array, terms)
+            columns.update(_lexicon_hits(doc_array))
             if self.brand:
                 columns["brand_is_luxury"] = lexicon.count_hits(df[self.brand], lexicon.LUXURY_BRANDS) > 0
             if self.disguised_hits:
@@ -461,6 +459,14 @@ def _feature_roles(config: DataConfig) -> tuple[Any, ...]:
 
 def _log_price(price: np.ndarray) -> np.ndarray:
     return np.log1p(np.maximum(price, 0.0))
+
+
+def _lexicon_hits(texts: list[str] | pa.Array) -> dict[str, np.ndarray]:
+    """Each of LEXICONS' hit counts of lower-cased documents: a compiled Python pattern per text for a
+    small batch, one RE2 scan for all the lists (`lexicon.count_hits_lists`) above `SMALL_BATCH_ROWS`."""
+    if isinstance(texts, pa.Array):
+        return dict(zip(LEXICONS, lexicon.count_hits_lists(texts, list(LEXICONS.values())), strict=True))
+    return {name: _hits_lowered(texts, terms) for name, terms in LEXICONS.items()}
 
 
 def _hits_lowered(texts: list[str] | pa.Array, terms: tuple[str, ...]) -> np.ndarray:

@@ -16,7 +16,7 @@ the batch (training) path and the single-listing (serving) path count exactly th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -178,6 +178,23 @@ def count_hits_lowered(texts: list[str] | pa.Array, terms: Iterable[str]) -> np.
         return np.zeros(0, dtype=np.int32)
     counts = pc.count_substring_regex(array, term_pattern(tuple(terms)))
     return counts.to_numpy(zero_copy_only=False).astype(np.int32)
+
+
+def count_hits_lists(texts: pa.Array, lists: Sequence[tuple[str, ...]]) -> list[np.ndarray]:
+    """`count_hits_lowered` of lower-cased texts for each term list, in one scan of every text: RE2 finds
+    the texts with a term of any list (whole words: a text where one list's pattern matches is one where
+    the union's matches), and each list is counted on those texts only (100k listings, the four feature
+    lists: 32-34 ms against 96-101 for four full scans, most texts holding none of the terms)."""
+    if len(texts) == 0:
+        return [np.zeros(0, dtype=np.int32) for _ in lists]
+    union = tuple(term for terms in lists for term in terms)
+    found = np.flatnonzero(pc.match_substring_regex(texts, term_pattern(union)).to_numpy(zero_copy_only=False))
+    counts = [np.zeros(len(texts), dtype=np.int32) for _ in lists]
+    if len(found):
+        holding = texts.take(pa.array(found))
+        for out, terms in zip(counts, lists, strict=True):
+            out[found] = count_hits_lowered(holding, terms)
+    return counts
 
 
 def count_hits_one(text: str, terms: Iterable[str]) -> int:

@@ -345,3 +345,21 @@ def test_category_lookups_equal_mapping_each_value() -> None:
     ):
         expected = values.fillna("").astype("str").map(table).astype("float64").fillna(-1.0).to_numpy()
         np.testing.assert_array_equal(_looked_up(values, table, -1.0), expected)
+
+
+def test_hit_counts_of_all_lists_in_one_scan_equal_each_list_counted_alone(data) -> None:
+    import pyarrow as pa
+
+    from features.builder import LEXICONS
+    from features.lexicon import count_hits_lists, count_hits_lowered
+
+    docs = (data["title"] + " " + data["description"]).str.lower().tolist()
+    docs += ["", "rolex rolex and a switchblade", "fda approved switchblade", "rolexes", "gucci\tgucci"]
+    texts = pa.array(docs, type=pa.large_string())
+    lists = [*LEXICONS.values(), ()]  # an empty list matches nothing
+    counts = count_hits_lists(texts, lists)
+    for got, terms in zip(counts, lists, strict=True):
+        assert got.dtype == np.int32 and got.tolist() == count_hits_lowered(texts, terms).tolist()
+    assert sum(int(c.sum()) for c in counts) > len(data) // 50  # the generated texts do hold terms
+    assert [c.tolist() for c in count_hits_lists(texts[:0], lists)] == [[]] * len(lists)
+    assert [c.tolist() for c in count_hits_lists(pa.array(["plain text"] * 3), lists)] == [[0, 0, 0]] * len(lists)
