@@ -80,7 +80,20 @@ def _normalize_one(text: str) -> str:
 
 
 def _normalize_column(texts: pa.Array) -> list[str]:
-    texts = pc.utf8_lower(texts)  # NFKC already applied (pyarrow's utf8_normalize leaves marks decomposed)
+    """The RE2 rules over a column (NFKC already applied: pyarrow's utf8_normalize leaves marks
+    decomposed). ASCII texts, nearly all of them as a rule, take `_normalize_ascii`."""
+    is_ascii = pc.fill_null(pc.string_is_ascii(texts), False).to_numpy(zero_copy_only=False)  # nulls: RE2
+    if is_ascii.all():
+        return _normalize_ascii(texts)
+    out = np.empty(len(texts), dtype=object)
+    for rows, normalize in ((np.flatnonzero(is_ascii), _normalize_ascii), (np.flatnonzero(~is_ascii), _normalize_re2)):
+        if len(rows):
+            out[rows] = normalize(texts.take(pa.array(rows)))
+    return out.tolist()
+
+
+def _normalize_re2(texts: pa.Array) -> list[str]:
+    texts = pc.utf8_lower(texts)
     for _ in range(2):
         texts = pc.replace_substring_regex(texts, _DOTS_IN_WORD_RE2, r"\1\2")
     texts = pc.replace_substring_regex(texts, _TRAILING_SYMBOLS_RE2, r" \1")
@@ -88,6 +101,40 @@ def _normalize_column(texts: pa.Array) -> list[str]:
         texts = pc.replace_substring(texts, symbol, letter)
     texts = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, _NOT_WORD_RE2, " "))
     return texts.to_pylist()
+
+
+# In ASCII text the Unicode classes of the RE2 rules are these bytes: the same patterns, cheaper to run.
+_DOTS_IN_WORD_ASCII = r"([A-Za-z0-9_])[.\-_*]([A-Za-z0-9_])"
+_TRAILING_SYMBOLS_ASCII = r"[@!$]+([^A-Za-z0-9_]|$)"
+_IS_WORD_BYTE = np.zeros(256, dtype=bool)
+_IS_WORD_BYTE[np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)] = True
+# each byte as a letter where it stands for one (`_LEET`: one byte for one letter, which no other rule
+# reads), then every byte that is not a word character as a space
+_LEET_BYTES = np.arange(256, dtype=np.uint8)
+_LEET_BYTES[[ord(symbol) for symbol in _LEET]] = [ord(letter) for letter in _LEET.values()]
+_WORD_OR_SPACE = np.where(_IS_WORD_BYTE[_LEET_BYTES], _LEET_BYTES, np.uint8(ord(" "))).astype(np.uint8)
+_ONE_SPACE = pa.scalar(" ", pa.large_string())
+
+
+def _normalize_ascii(texts: pa.Array) -> list[str]:
+    r"""`_normalize_re2` of ASCII texts, the same strings: the regular expressions with ASCII classes, and
+    the last two rules without one. Symbols read as letters and every other non-word byte turned into a
+    space take one byte table; splitting on the runs of spaces and joining the words with one space then
+    leaves what replacing `[^\p{L}\p{N}_]+` by a space and trimming does. (RE2's replace kernel is slow
+    where it matches at every gap between words.) 25k listings' descriptions: 49-56 ms against 132-138,
+    their titles 15-19 against 46-51."""
+    texts = pc.ascii_lower(texts.cast(pa.large_string()))
+    for _ in range(2):
+        texts = pc.replace_substring_regex(texts, _DOTS_IN_WORD_ASCII, r"\1\2")
+    texts = pc.replace_substring_regex(texts, _TRAILING_SYMBOLS_ASCII, r" \1")
+    n = len(texts)
+    _, offsets_buffer, data_buffer = texts.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[texts.offset : texts.offset + n + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    mapped = _WORD_OR_SPACE[data[offsets[0] : offsets[-1]]]
+    spaced = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets - offsets[0]), pa.py_buffer(mapped))
+    words = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(spaced))
+    return pc.binary_join(words, _ONE_SPACE).to_pylist()
 
 
 def listing_texts(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:

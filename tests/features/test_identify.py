@@ -443,3 +443,23 @@ def test_without_a_time_column_the_days_since_a_rejection_read_zero() -> None:
     assert listings.times.tolist() == [0] and found.days_since.tolist() == [0.0]
     frame = pd.DataFrame([{**REJECTED, "listing_id": "L-copy"}])
     assert identifier.product_matches(frame, "listing_id").tolist() == ["repost"]
+
+
+def test_ascii_normalisation_equals_the_re2_rules_on_random_text() -> None:
+    """The byte-table path for ASCII columns gives the RE2 path's strings: symbols, dots and
+    underscores inside and around words, runs of gaps, gaps at either end, empty texts."""
+    import random
+
+    import pyarrow as pa
+
+    from features.minhash import _normalize_ascii, _normalize_column, _normalize_re2
+
+    rng = random.Random(0)
+    alphabet = "aB0 1.-_*@!$ \t,Z3x"
+    texts = ["", " ", "a", "@", "a@", "@a", "a_._b", "..a..", "x!", "!!", "a  b", " a b ", *TRICKY[:6]]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(5000)]
+    column = pa.array(texts, type=pa.large_string())
+    assert _normalize_ascii(column) == _normalize_re2(column)
+    assert _normalize_ascii(column.slice(7, 100)) == _normalize_re2(column.slice(7, 100))  # an offset into the buffers
+    mixed = pa.array([*TRICKY, *texts[:200]], type=pa.large_string())  # Unicode rows take the RE2 rules
+    assert _normalize_column(mixed) == _normalize_re2(mixed)
