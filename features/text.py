@@ -77,10 +77,14 @@ def documents(frame: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> list
     columns = list(columns)
     if not columns:
         return [""] * len(frame)
-    joined = frame[columns[0]].fillna("").astype("str")
-    for column in columns[1:]:
-        joined = joined + " " + frame[column].fillna("").astype("str")
-    return [doc.lower() for doc in joined.tolist()]  # str.lower, exactly as `document_one`
+    values = [pa.array(frame[column].fillna("").astype("str"), type=pa.large_string()) for column in columns]
+    joined = pc.binary_join_element_wise(*values, _SPACE) if len(values) > 1 else values[0]
+    if pc.all(pc.string_is_ascii(joined)).as_py() is not False:  # ASCII: lower-cased alike, in one pass
+        return pc.ascii_lower(joined).to_pylist()
+    return [doc.lower() for doc in joined.to_pylist()]  # str.lower, exactly as `document_one`
+
+
+_SPACE = pa.scalar(" ", pa.large_string())
 
 
 def document_one(values: Iterable[str]) -> str:

@@ -4,6 +4,7 @@ trained before keep scoring the same and training and serving agree."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import scipy.sparse as sp
@@ -151,3 +152,26 @@ def test_char_ngram_columns_kept_for_recent_words_are_the_same_when_the_cache_is
     monkeypatch.setattr(text_module, "CHAR_GRAM_CACHE_WORDS", 50)  # cleared again and again
     for lo in range(0, 200, 5):
         assert_same_matrix(model.vectorize(docs[lo : lo + 5]), expected[lo : lo + 5])
+
+
+def test_documents_join_and_lower_case_as_python_does() -> None:
+    """ASCII columns are joined and lower-cased in arrow; any other text as Python's `str.lower`."""
+    frame = pd.DataFrame(
+        {
+            "title": ["Ab CD", None, "ÀÉ x", np.nan, "İstanbul", "Plain"],
+            "price": [1.5, None, 2.0, 3.0, 4.0, 5.0],  # not text: read as its string
+            "brand": pd.Series(["X", None, None, "y", "ẞ", "Z"], dtype="string"),
+        }
+    )
+
+    def reference(rows: pd.DataFrame, columns: list[str]) -> list[str]:
+        joined = rows[columns[0]].fillna("").astype("str")
+        for column in columns[1:]:
+            joined = joined + " " + rows[column].fillna("").astype("str")
+        return [doc.lower() for doc in joined.tolist()]
+
+    for columns in (["title"], ["title", "price", "brand"], ["brand", "title"]):
+        for rows in (frame, frame.iloc[:2], frame.iloc[5:], frame.iloc[:0]):  # Unicode in some, none in others
+            assert documents(rows, columns) == reference(rows, columns)
+    assert documents(frame, ["title", "brand"])[:2] == ["ab cd x", " "]
+    assert documents(frame, []) == [""] * len(frame)
