@@ -253,6 +253,17 @@ def string_buffers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets - first, np.frombuffer(data_buffer, dtype=np.uint8, count=last - first, offset=first)
 
 
+# Bytes that Python's `\w` matches in ASCII text.
+WORD_BYTES = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
+
+
+def map_bytes(strings: pa.Array, table: np.ndarray) -> pa.Array:
+    """Each byte of a large_string array without nulls through a 256-entry uint8 table (one byte for one:
+    the texts keep their lengths)."""
+    offsets, data = string_buffers(strings)
+    return pa.LargeStringArray.from_buffers(len(strings), pa.py_buffer(offsets), pa.py_buffer(table[data]))
+
+
 def undisguise_column(texts: pa.Array) -> pa.Array:
     """`undisguise` of every text of a (large) string column, without a Python loop over texts: the
     separators by RE2, the digits and symbols on the column's UTF-8 bytes with numpy (every byte of a

@@ -26,6 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.lexicon import WORD_BYTES, map_bytes
+
 NUM_PERM = 64
 MINHASH_SEED = 1  # datasketch's default seed
 LSH_WEIGHTS = (0.3, 0.7)  # a missed candidate weighted above a needless one in the choice of bands
@@ -107,7 +109,7 @@ def _normalize_re2(texts: pa.Array) -> list[str]:
 _DOTS_IN_WORD_ASCII = r"([A-Za-z0-9_])[.\-_*]([A-Za-z0-9_])"
 _TRAILING_SYMBOLS_ASCII = r"[@!$]+([^A-Za-z0-9_]|$)"
 _IS_WORD_BYTE = np.zeros(256, dtype=bool)
-_IS_WORD_BYTE[np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)] = True
+_IS_WORD_BYTE[WORD_BYTES] = True
 # each byte as a letter where it stands for one (`_LEET`: one byte for one letter, which no other rule
 # reads), then every byte that is not a word character as a space
 _LEET_BYTES = np.arange(256, dtype=np.uint8)
@@ -127,13 +129,7 @@ def _normalize_ascii(texts: pa.Array) -> list[str]:
     for _ in range(2):
         texts = pc.replace_substring_regex(texts, _DOTS_IN_WORD_ASCII, r"\1\2")
     texts = pc.replace_substring_regex(texts, _TRAILING_SYMBOLS_ASCII, r" \1")
-    n = len(texts)
-    _, offsets_buffer, data_buffer = texts.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[texts.offset : texts.offset + n + 1]
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-    mapped = _WORD_OR_SPACE[data[offsets[0] : offsets[-1]]]
-    spaced = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets - offsets[0]), pa.py_buffer(mapped))
-    words = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(spaced))
+    words = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(map_bytes(texts, _WORD_OR_SPACE)))
     return pc.binary_join(words, _ONE_SPACE).to_pylist()
 
 

@@ -296,9 +296,8 @@ class TextModel:
 # --- vectorised word n-grams --------------------------------------------------------------------------
 # Bytes that Python's `\w` matches in ASCII text; sklearn's token pattern `(?u)\b\w\w+\b` makes each
 # maximal run of them, two or more long, a token.
-_WORD_BYTES = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
 _SPACE_FOR_NON_WORD = np.full(256, ord(" "), dtype=np.uint8)
-_SPACE_FOR_NON_WORD[_WORD_BYTES] = _WORD_BYTES
+_SPACE_FOR_NON_WORD[lexicon.WORD_BYTES] = lexicon.WORD_BYTES
 
 
 def _without_policy_terms_batch(docs: list[str], array: pa.Array) -> pa.Array:
@@ -367,11 +366,7 @@ def _hashed_char_wb_ngrams(docs: pa.Array, ngram_range: tuple[int, int], n_featu
     """Char_wb n-gram counts of ASCII documents (policy-owned terms already removed), as `FeatureHasher`
     makes them: words are split by `str.split()`'s ASCII whitespace in arrow and dictionary-encoded, so
     each distinct word's n-grams are made and hashed once (`_char_wb_counts`)."""
-    offsets, data = lexicon.string_buffers(docs)
-    spaced = pa.LargeStringArray.from_buffers(
-        len(docs), pa.py_buffer(offsets), pa.py_buffer(_SPACE_FOR_WHITESPACE[data])
-    )
-    pieces = pc.ascii_split_whitespace(spaced)
+    pieces = pc.ascii_split_whitespace(lexicon.map_bytes(docs, _SPACE_FOR_WHITESPACE))
     words = pc.list_flatten(pieces)
     is_word = pc.greater(pc.binary_length(words), 0)
     encoded = pc.dictionary_encode(words.filter(is_word))
@@ -465,9 +460,7 @@ def _char_wb_ngrams_of_words(
 
 
 def _non_word_to_space(docs: pa.Array) -> pa.Array:
-    offsets, data = lexicon.string_buffers(docs)
-    spaced = _SPACE_FOR_NON_WORD[data]
-    return pa.LargeStringArray.from_buffers(len(docs), pa.py_buffer(offsets), pa.py_buffer(spaced))
+    return lexicon.map_bytes(docs, _SPACE_FOR_NON_WORD)
 
 
 def _hashed_columns(strings: pa.Array, n_features: int) -> np.ndarray:
