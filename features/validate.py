@@ -24,7 +24,7 @@ for a partition of a larger table).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,59 @@ def load_table(
         raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
     table.attrs["source"] = str(path)
     return table
+
+
+def stream_table(
+    path: str | Path,
+    config: DataConfig,
+    columns: Sequence[str],
+    optional: Sequence[str] = (),
+    batch_rows: int = 25_000,
+) -> Iterator[tuple[int, pd.DataFrame]] | None:
+    """A Parquet file's `columns` (and those of `optional` it has) in frames of `batch_rows`, with each
+    frame's first row number in the file, read as they are consumed; what validating each frame with
+    that number finds is what validating the whole table finds, row for row. None where a frame could
+    read differently from the whole table, so the caller reads it with `load_table`: a CSV file (its
+    types are inferred from the whole file), a missing column (`load_table` names what the file holds),
+    a file Parquet cannot open (`load_table` names the error), or a timestamp stored as text (its
+    format is inferred from the first value, which a frame would take from its own first row)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return None
+    try:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+    except Exception:  # load_table reports it
+        return None
+    wanted = _parquet_columns(path, columns, optional)
+    if wanted is None:
+        return None
+    if config.timestamp and config.timestamp in wanted:
+        stored = schema.field(config.timestamp).type
+        if not pa.types.is_timestamp(stored) and not pa.types.is_date(stored):
+            return None
+
+    def frames() -> Iterator[tuple[int, pd.DataFrame]]:
+        first_row = 0
+        batches = parquet.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=False)
+        while True:
+            try:
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                frame = batch.to_pandas()
+            except Exception as exc:  # a damaged page: one message that names the file, as load_table's
+                raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
+            frame.attrs["source"] = str(path)
+            yield first_row, frame
+            first_row += len(frame)
+
+    return frames()
 
 
 def validate_history(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:

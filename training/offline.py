@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from decision.rules import match_rule_masks
 from decision.tiers import risk_column, tier_labels
 from features.config import DataConfig, load_config
 from features.identify import PRODUCT_MATCH, identify_history
-from features.validate import load_table, validate_history, validate_listings
+from features.validate import DataValidationError, load_table, stream_table, validate_history, validate_listings
 from training.evaluate import evaluate_scores, json_safe
 
 # Chunks are scored on one thread per core: features, identification and the ONNX models spend most of
@@ -264,7 +266,13 @@ def scoring_columns(bundle: Bundle) -> list[str]:
 
 def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = None) -> dict[str, Any]:
     """Score every listing of a file in chunks, `threads` at a time (None: one per core); write listing
-    id, risk and decision, in the file's order."""
+    id, risk and decision, in the file's order.
+
+    A Parquet file streams (`stream_table`): chunks are read, validated, scored and written while the
+    next ones are, so reading and writing overlap the scoring and memory holds a few chunks, not the
+    file. The output is written under a temporary name and renamed when whole; bad input (a chunk's
+    problem, or an id repeated in two chunks) stops the run with what validating the whole file
+    reports, and leaves no output."""
     start = time.perf_counter()
     workers = max(1, threads or os.cpu_count() or 1)
     # one ONNX thread per run, as the service and Dask scoring load bundles: a tree ensemble summed over
@@ -272,22 +280,117 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
     # 2 cores, 2 chunk threads: 5.6 s with one ONNX thread each, 7.0 s with all, medians of 4 rounds)
     bundle = Bundle.load(bundle_path, threads=1)
     config = bundle.config
-    table = load_table(data, config, columns=scoring_columns(bundle), optional=[PRODUCT_MATCH])
-    listings = validate_listings(table, config)
-    chunks = [listings.iloc[lo : lo + SCORE_CHUNK_ROWS] for lo in range(0, len(listings), SCORE_CHUNK_ROWS)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(lambda chunk: score_frame(bundle, chunk), chunks))
-    scored = pd.concat(parts, ignore_index=True) if parts else score_frame(bundle, listings)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
-        scored.to_csv(out, index=False)
+    columns = scoring_columns(bundle)
+    stream = stream_table(data, config, columns, optional=[PRODUCT_MATCH], batch_rows=SCORE_CHUNK_ROWS)
+
+    def whole_file() -> pd.DataFrame:  # what validating the file in one piece returns, or its error
+        return validate_listings(load_table(data, config, columns=columns, optional=[PRODUCT_MATCH]), config)
+
+    chunks: Iterator[tuple[int, pd.DataFrame]]
+    if stream is None:
+        listings = whole_file()
+        chunks = ((lo, listings.iloc[lo : lo + SCORE_CHUNK_ROWS]) for lo in range(0, len(listings), SCORE_CHUNK_ROWS))
     else:
-        scored.to_parquet(out, index=False)
+        chunks = stream
+
+    def score_chunk(first_row: int, chunk: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        if stream is None:  # validated as one piece already
+            return score_frame(bundle, chunk), _NO_HASHES
+        validated = validate_listings(chunk, config, first_row=first_row)
+        ids = pd.util.hash_pandas_object(validated[config.id], index=False).to_numpy()
+        return score_frame(bundle, validated), ids
+
+    writer = ScoredWriter(out)
+    decisions: dict[str, int] = {}
+    hashes: list[np.ndarray] = []
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque[Future[tuple[pd.DataFrame, np.ndarray]]] = deque()
+
+            def write_oldest() -> None:
+                scored, ids = pending.popleft().result()
+                writer.write(scored)
+                hashes.append(ids)
+                for name, count in scored["decision"].value_counts().items():
+                    decisions[str(name)] = decisions.get(str(name), 0) + int(count)
+
+            try:
+                for first_row, chunk in chunks:
+                    pending.append(pool.submit(score_chunk, first_row, chunk))
+                    while len(pending) > workers + 1:  # a few chunks in memory, however long the file
+                        write_oldest()
+                while pending:
+                    write_oldest()
+            except DataValidationError:
+                for future in pending:
+                    future.cancel()
+                if stream is not None:
+                    whole_file()  # raises with every problem of the file, as one piece reports them
+                raise
+        if not writer.rows:  # no rows: what an empty table validates and scores to
+            writer.write(score_frame(bundle, whole_file()))
+        if stream is not None and hashes and _repeats(np.concatenate(hashes)):
+            whole_file()  # an id in two chunks: raises naming every row that shares one
+        writer.close()
+    finally:
+        writer.discard()
     seconds = time.perf_counter() - start
     return {
-        "rows": len(scored),
+        "rows": writer.rows,
         "seconds": round(seconds, 2),
-        "rows_per_second": round(len(scored) / seconds),
+        "rows_per_second": round(writer.rows / seconds),
         "out": str(out),
-        "decisions": scored["decision"].value_counts().to_dict(),
+        "decisions": dict(sorted(decisions.items(), key=lambda item: -item[1])),
     }
+
+
+_NO_HASHES = np.zeros(0, dtype=np.uint64)
+
+
+def _repeats(hashes: np.ndarray) -> bool:
+    """Whether two of these 64-bit id hashes are equal (ids repeated, or, rarely, two ids colliding)."""
+    return len(hashes) > 1 and bool((np.diff(np.sort(hashes)) == 0).any())
+
+
+class ScoredWriter:
+    """Scored chunks appended in order to `out` (Parquet, or CSV by its suffix) under a temporary name in
+    the same directory; `close` renames the whole file into place, `discard` removes a file left
+    unfinished. A column that is all null in the first chunk (no tier drove a decision yet) is written
+    as text, as later chunks hold it."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.partial = out.with_name(f".{out.name}.partial")
+        self.csv = out.suffix.lower() == ".csv"
+        self.rows = 0
+        self._parquet: Any = None
+        self._schema: Any = None
+
+    def write(self, scored: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.rows == 0 and self._parquet is None:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.csv:
+            scored.to_csv(self.partial, index=False, mode="a" if self.rows else "w", header=not self.rows)
+        else:
+            if self._schema is None:
+                first = pa.Table.from_pandas(scored, preserve_index=False).schema
+                fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in first]
+                self._schema = pa.schema(fields, metadata=first.metadata)
+                self._parquet = pq.ParquetWriter(self.partial, self._schema)
+            self._parquet.write_table(pa.Table.from_pandas(scored, schema=self._schema, preserve_index=False))
+        self.rows += len(scored)
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
+        os.replace(self.partial, self.out)
+
+    def discard(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
+        self.partial.unlink(missing_ok=True)

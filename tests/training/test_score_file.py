@@ -1,0 +1,144 @@
+"""`score_file` streams a Parquet file chunk by chunk: the same output as reading, validating and scoring the
+file in one piece; bad input stops with the whole file's message and leaves no output behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import training.offline as offline
+from bundle.load import Bundle
+from features.config import DataConfig
+from features.validate import DataValidationError, load_table, stream_table, validate_listings
+
+CHUNK = 300
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir: Path) -> Bundle:
+    return Bundle.load(bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def rows(generated_dir: Path, bundle: Bundle) -> pd.DataFrame:
+    """1,000 listings as a file brings them (not validated), in the file's order."""
+    frame = pd.read_parquet(generated_dir / "reviews.parquet").iloc[:1000].reset_index(drop=True)
+    return frame[offline.scoring_columns(bundle)]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(offline, "SCORE_CHUNK_ROWS", CHUNK)  # 4 chunks, the last one short
+
+
+def whole_file_message(path: Path, config: DataConfig, bundle: Bundle) -> str:
+    with pytest.raises(DataValidationError) as whole:
+        validate_listings(load_table(path, config, columns=offline.scoring_columns(bundle)), config)
+    return str(whole.value)
+
+
+def test_a_streamed_parquet_file_scores_as_the_csv_read_in_one_piece(
+    bundle_dir: Path, bundle: Bundle, rows: pd.DataFrame, tmp_path: Path, small_chunks: None
+) -> None:
+    parquet, csv = tmp_path / "in.parquet", tmp_path / "in.csv"
+    rows.to_parquet(parquet, index=False)
+    rows.to_csv(csv, index=False)
+    assert stream_table(parquet, bundle.config, offline.scoring_columns(bundle)) is not None
+    assert stream_table(csv, bundle.config, offline.scoring_columns(bundle)) is None  # CSV: read whole
+    streamed = offline.score_file(bundle_dir, parquet, tmp_path / "streamed.parquet", threads=2)
+    whole = offline.score_file(bundle_dir, csv, tmp_path / "whole.parquet", threads=2)
+    assert streamed["rows"] == whole["rows"] == len(rows)
+    assert streamed["decisions"] == whole["decisions"]
+    out = pd.read_parquet(tmp_path / "streamed.parquet")
+    pd.testing.assert_frame_equal(out, pd.read_parquet(tmp_path / "whole.parquet"))
+    expected = offline.score_frame(bundle, validate_listings(rows, bundle.config))
+    np.testing.assert_array_equal(out["risk"].to_numpy(), expected["risk"].to_numpy())
+    assert out["decision"].tolist() == expected["decision"].tolist()
+    assert out[bundle.config.id].tolist() == rows[bundle.config.id].astype(str).tolist()
+    # CSV output: the chunks appended under one header are the table written in one piece
+    offline.score_file(bundle_dir, parquet, tmp_path / "streamed.csv", threads=2)
+    assert (tmp_path / "streamed.csv").read_text() == expected.to_csv(index=False)
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_stream_table_yields_frames_with_their_first_row(bundle: Bundle, rows: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "in.parquet"
+    rows.to_parquet(path, index=False)
+    stream = stream_table(path, bundle.config, offline.scoring_columns(bundle), batch_rows=CHUNK)
+    assert stream is not None
+    frames = list(stream)
+    assert [first for first, _ in frames] == [0, 300, 600, 900]
+    pd.testing.assert_frame_equal(pd.concat([f for _, f in frames], ignore_index=True), rows)
+    assert frames[1][1].attrs["source"] == str(path)
+
+
+def test_files_a_chunk_could_read_differently_are_read_whole(
+    bundle: Bundle, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Timestamps stored as text (their format is inferred from the first value) and a missing column (the
+    whole read names what the file holds) go to `load_table`; a missing file is an error at once."""
+    columns = offline.scoring_columns(bundle)
+    timestamp = bundle.config.timestamp
+    assert timestamp in columns
+    as_text = tmp_path / "text_times.parquet"
+    rows.assign(**{timestamp: rows[timestamp].astype(str)}).to_parquet(as_text, index=False)
+    assert stream_table(as_text, bundle.config, columns) is None
+    lacking = tmp_path / "lacking.parquet"
+    rows.drop(columns=[bundle.config.text[0]]).to_parquet(lacking, index=False)
+    assert stream_table(lacking, bundle.config, columns) is None
+    with pytest.raises(FileNotFoundError, match="data file not found"):
+        stream_table(tmp_path / "nowhere.parquet", bundle.config, columns)
+
+
+def test_problems_in_several_chunks_are_reported_as_the_whole_file_reports_them(
+    bundle_dir: Path, bundle: Bundle, rows: pd.DataFrame, tmp_path: Path, small_chunks: None
+) -> None:
+    config = bundle.config
+    numeric = config.numeric[0]
+    bad = rows.copy()
+    bad[numeric] = bad[numeric].map(lambda v: None if pd.isna(v) else repr(float(v)))  # numbers as text
+    bad.loc[[5, 650, 901], numeric] = "n/a"  # chunks 0, 2 and 3
+    path = tmp_path / "bad.parquet"
+    bad.to_parquet(path, index=False)
+    out = tmp_path / "scored.parquet"
+    out.write_bytes(b"an earlier run's output")
+    with pytest.raises(DataValidationError) as streamed:
+        offline.score_file(bundle_dir, path, out, threads=2)
+    message = str(streamed.value)
+    assert message == whole_file_message(path, config, bundle)
+    assert f"column {numeric!r}: 3 rows are not numbers" in message
+    assert "row 650" in message and "row 901" in message
+    assert out.read_bytes() == b"an earlier run's output"  # untouched, and no partial file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet", "scored.parquet"]
+
+
+def test_an_id_repeated_in_two_chunks_is_refused_with_every_row_that_shares_it(
+    bundle_dir: Path, bundle: Bundle, rows: pd.DataFrame, tmp_path: Path, small_chunks: None
+) -> None:
+    """Each chunk sees only its own duplicates: ids are compared across chunks before the output is kept."""
+    config = bundle.config
+    twice = rows.copy()
+    twice.loc[950, config.id] = twice.loc[10, config.id]  # chunk 0 and chunk 3
+    path = tmp_path / "twice.parquet"
+    twice.to_parquet(path, index=False)
+    with pytest.raises(DataValidationError) as streamed:
+        offline.score_file(bundle_dir, path, tmp_path / "scored.parquet", threads=2)
+    message = str(streamed.value)
+    assert message == whole_file_message(path, config, bundle)
+    assert "share a duplicated id" in message and "row 10 " in message and "row 950 " in message
+    assert not (tmp_path / "scored.parquet").exists() and not list(tmp_path.glob(".*.partial"))
+
+
+def test_an_empty_file_scores_to_an_empty_output(
+    bundle_dir: Path, bundle: Bundle, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    path = tmp_path / "empty.parquet"
+    rows.iloc[:0].to_parquet(path, index=False)
+    summary = offline.score_file(bundle_dir, path, tmp_path / "scored.parquet")
+    assert summary["rows"] == 0 and summary["decisions"] == {}
+    out = pd.read_parquet(tmp_path / "scored.parquet")
+    assert len(out) == 0
+    assert {bundle.config.id, "risk", "decision", "decision_tier"} <= set(out.columns)
