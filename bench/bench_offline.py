@@ -11,7 +11,7 @@ the comparison is conservative. Both write Parquet; each round runs both, in rot
 With --cluster, every round also scores the same rows, written as --parts Parquet files, on a Dask
 LocalCluster of each size: end to end (starting and closing the cluster included, as `triage score
 --cluster local:N` does) and once the cluster is up (starting it is reported on its own). The table is
-printed and written to bench/RESULTS_OFFLINE.md, with the machine's load average before and after.
+printed and appended to bench/RESULTS_OFFLINE.md as a dated section, with the machine's load average before and after.
 """
 
 from __future__ import annotations
@@ -177,13 +177,16 @@ def write_table(results: dict[str, list[dict[str, Any]]], rows: int, rounds: int
     print(table)
     meta = run_meta("bench/bench_offline.py", START)
     load = f"load average before {LOAD_BEFORE}, after {'/'.join(f'{v:.2f}' for v in os.getloadavg())}"
-    RESULTS_MD.write_text(
-        "# Offline scoring: one process and a Dask LocalCluster\n\n"
+    section = (
+        f"\n## Run of {meta['finished_at']}: one process and Dask\n\n"
         f"{rows:,} generated listings read, validated, scored, routed and written; medians of {rounds} rounds "
         "run in rotating order. The Dask runs read the same rows split into Parquet parts and write a directory "
         "of parts; each checked equal to `score_file` (ids, order, decisions; risks within float32 rounding).\n\n"
-        f"`{meta['command']}`: {meta['machine']}, finished {meta['finished_at']}, {load}.\n\n{table}\n"
+        f"`{meta['command']}`: {meta['machine']}, {load}.\n\n{table}\n"
     )
+    # appended: the file is the history of these runs, with notes written between them
+    earlier = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Offline scoring: one process and Dask\n"
+    RESULTS_MD.write_text(earlier.rstrip("\n") + "\n" + section)
     log(f"wrote {RESULTS_MD}")
 
 
