@@ -94,8 +94,13 @@ def stream_table(
     that number finds is what validating the whole table finds, row for row. None where a frame could
     read differently from the whole table, so the caller reads it with `load_table`: a CSV file (its
     types are inferred from the whole file), a missing column (`load_table` names what the file holds),
-    a file Parquet cannot open (`load_table` names the error), or a timestamp stored as text (its
-    format is inferred from the first value, which a frame would take from its own first row)."""
+    a file Parquet cannot open (`load_table` names the error), a timestamp stored as text (its
+    format is inferred from the first value, which a frame would take from its own first row), or an
+    integer column whose row groups do not say whether it holds nulls.
+
+    An integer column with a null anywhere in the file reads as float64 in every frame, as the whole
+    table reads it (pandas holds such a column as float64), so an id or category reads "7.0" in every
+    row, not "7" in the frames without a null."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -116,6 +121,9 @@ def stream_table(
         stored = schema.field(config.timestamp).type
         if not pa.types.is_timestamp(stored) and not pa.types.is_date(stored):
             return None
+    as_float = integers_read_as_float(parquet, wanted)
+    if as_float is None:
+        return None
 
     def frames() -> Iterator[tuple[int, pd.DataFrame]]:
         first_row = 0
@@ -125,7 +133,7 @@ def stream_table(
                 batch = next(batches, None)
                 if batch is None:
                     return
-                frame = batch.to_pandas()
+                frame = frame_of(batch, as_float)
             except Exception as exc:  # a damaged page: one message that names the file, as load_table's
                 raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
             frame.attrs["source"] = str(path)
@@ -133,6 +141,45 @@ def stream_table(
             first_row += len(frame)
 
     return frames()
+
+
+def frame_of(part: Any, as_float: Sequence[str]) -> pd.DataFrame:
+    """A record batch or table of part of a Parquet file as pandas reads the whole file: the columns
+    `as_float` (`integers_read_as_float`) as float64."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name in as_float:
+        column = part.schema.get_field_index(name)
+        if column >= 0:
+            part = part.set_column(column, name, pc.cast(part.column(column), pa.float64(), safe=False))
+    return part.to_pandas()
+
+
+def integers_read_as_float(parquet: Any, columns: Sequence[str]) -> list[str] | None:
+    """The integer columns among `columns` with a null in some row group (from the row groups' statistics)
+    that the whole table reads as float64; None when a row group has no null count for one of them."""
+    import pyarrow as pa
+
+    schema = parquet.schema_arrow
+    integers = [c for c in columns if pa.types.is_integer(schema.field(c).type)]
+    index = {c: parquet.schema.names.index(c) if c in parquet.schema.names else -1 for c in integers}
+    found = []
+    metadata = parquet.metadata
+    for name in integers:
+        if index[name] < 0:  # a nested or renamed leaf: not a plain column of the file
+            return None
+        nulls = 0
+        for group in range(metadata.num_row_groups):
+            statistics = metadata.row_group(group).column(index[name]).statistics
+            if statistics is None or not statistics.has_null_count:
+                return None
+            nulls += statistics.null_count
+        if nulls:
+            found.append(name)
+    # a column pandas restores as a nullable integer (its pandas metadata says so) reads alike in any frame
+    restored = schema.empty_table().to_pandas() if found else None
+    return [c for c in found if restored is None or not isinstance(restored[c].dtype, pd.api.extensions.ExtensionDtype)]
 
 
 def validate_history(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
@@ -360,7 +407,10 @@ class _Checker:
         return values
 
     def text(self, column: str) -> pd.Series:
-        return self.df[column].fillna("").astype("str")
+        raw = self.df[column]
+        if raw.dtype != object and not isinstance(raw.dtype, pd.StringDtype):
+            raw = raw.astype(object)  # numbers, nullable integers, booleans, categories: "" fits none of their dtypes
+        return raw.fillna("").astype("str")
 
 
 def _parse_timestamps(raw: pd.Series) -> pd.Series:

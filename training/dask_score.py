@@ -34,7 +34,7 @@ from bundle.load import Bundle
 from bundle.manifest import MANIFEST, BundleError, resolve_bundle
 from decision.tiers import risk_column
 from features.identify import PRODUCT_MATCH
-from features.validate import DataValidationError, check_unique_ids, validate_listings
+from features.validate import DataValidationError, check_unique_ids, frame_of, integers_read_as_float, validate_listings
 from training.cluster import ClusterSpec, cluster_client
 from training.offline import SCORE_CHUNK_ROWS, score_frame, scoring_columns
 
@@ -103,7 +103,9 @@ def read_piece(piece: Piece, wanted: list[str]) -> pd.DataFrame:
 
     parquet = pq.ParquetFile(piece.path)
     present = [c for c in wanted if c in parquet.schema_arrow.names]
-    frame = parquet.read_row_groups(list(piece.row_groups), columns=present).to_pandas()
+    # an integer column with a null anywhere in the file reads as float64 in every partition, as in one piece
+    as_float = integers_read_as_float(parquet, present) or []
+    frame = frame_of(parquet.read_row_groups(list(piece.row_groups), columns=present), as_float)
     frame.index = pd.RangeIndex(piece.first_row, piece.first_row + len(frame))
     frame.attrs["source"] = piece.describe()  # what validation messages name
     return frame

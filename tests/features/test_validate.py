@@ -172,6 +172,24 @@ def test_listings_need_no_label_and_keep_their_order():
         validate_listings(raw, CONFIG)
 
 
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (pd.array([7, None, 9, None], dtype="Int64"), ["7", "", "9", ""]),  # a nullable integer (pandas' Parquet)
+        (pd.array([True, None, False, None], dtype="boolean"), ["True", "", "False", ""]),
+        (pd.Categorical(["toys", None, "shoes", None]), ["toys", "", "shoes", ""]),
+        ([7.0, np.nan, 9.5, np.nan], ["7.0", "", "9.5", ""]),  # an integer column with nulls read by pandas
+        (pd.array(["toys", None, "shoes", None], dtype="str"), ["toys", "", "shoes", ""]),
+    ],
+)
+def test_a_categorical_column_of_any_dtype_reads_as_text_with_missing_as_empty(values, expected):
+    """Categorical and text columns hold text whatever dtype the file gave them, a missing value as "":
+    a nullable dtype cannot hold "" itself, which once stopped validation with a TypeError."""
+    raw = history(4).drop(columns=["label", "reviewed_at"]).assign(category=values)
+    out = validate_listings(raw, CONFIG)
+    assert out["category"].tolist() == expected
+
+
 def test_load_table_csv_and_parquet(tmp_path):
     raw = history()
     raw.to_csv(tmp_path / "h.csv", index=False)

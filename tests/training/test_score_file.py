@@ -142,3 +142,64 @@ def test_an_empty_file_scores_to_an_empty_output(
     out = pd.read_parquet(tmp_path / "scored.parquet")
     assert len(out) == 0
     assert {bundle.config.id, "risk", "decision", "decision_tier"} <= set(out.columns)
+
+
+def test_an_integer_column_with_a_null_reads_as_the_whole_file_reads_it(
+    bundle_dir: Path, bundle: Bundle, rows: pd.DataFrame, tmp_path: Path, small_chunks: None
+) -> None:
+    """A file written without pandas' metadata (another tool's export) with an integer category that is
+    null only in its last rows: the whole table reads it as float64 ("7.0"); so must the frames before
+    the null, or the same category would read "7" there. A nullable integer pandas wrote reads alike."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    config = bundle.config
+    category = config.categorical[0]
+    codes = pd.factorize(rows[category])[0].astype(object)
+    codes[950:] = None  # only the last chunk holds a null
+    table = pa.Table.from_pandas(rows.assign(**{category: codes}), preserve_index=False)
+    table = table.set_column(table.schema.get_field_index(category), category, pa.array(codes, pa.int64()))
+    foreign = tmp_path / "foreign.parquet"
+    pq.write_table(table.replace_schema_metadata(None), foreign)
+    whole = validate_listings(load_table(foreign, config, columns=offline.scoring_columns(bundle)), config)
+    stream = stream_table(foreign, config, offline.scoring_columns(bundle), batch_rows=CHUNK)
+    assert stream is not None
+    frames = [validate_listings(frame, config, first_row=first) for first, frame in stream]
+    assert frames[0][category].iloc[0] == whole[category].iloc[0] == f"{float(codes[0])}"
+    pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), whole)
+    offline.score_file(bundle_dir, foreign, tmp_path / "scored.parquet", threads=2)
+    expected = offline.score_frame(bundle, whole)
+    np.testing.assert_array_equal(pd.read_parquet(tmp_path / "scored.parquet")["risk"], expected["risk"])
+
+    nullable = tmp_path / "nullable.parquet"
+    rows.assign(**{category: pd.array(codes, dtype="Int64")}).to_parquet(nullable, index=False)
+    whole = validate_listings(load_table(nullable, config, columns=offline.scoring_columns(bundle)), config)
+    stream = stream_table(nullable, config, offline.scoring_columns(bundle), batch_rows=CHUNK)
+    assert stream is not None
+    frames = [validate_listings(frame, config, first_row=first) for first, frame in stream]
+    assert frames[0][category].iloc[0] == whole[category].iloc[0] == str(codes[0])
+    pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), whole)
+
+
+def test_a_dask_partition_reads_an_integer_column_with_a_null_as_the_whole_file_does(
+    bundle: Bundle, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    """`triage score --cluster` reads partitions of row groups: the one before the null reads float64 too."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from training.dask_score import plan_pieces, read_piece
+
+    category = bundle.config.categorical[0]
+    codes = pd.factorize(rows[category])[0].astype(object)
+    codes[950:] = None
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index(category), category, pa.array(codes, pa.int64()))
+    foreign = tmp_path / "foreign.parquet"
+    pq.write_table(table.replace_schema_metadata(None), foreign, row_group_size=500)
+    pieces = plan_pieces([foreign], partition_rows=500)
+    assert len(pieces) == 2
+    first = read_piece(pieces[0], offline.scoring_columns(bundle))
+    whole = pd.read_parquet(foreign)
+    assert first[category].dtype == whole[category].dtype == np.float64
+    assert first[category].tolist() == whole[category].iloc[:500].tolist()
