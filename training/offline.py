@@ -274,6 +274,7 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
     problem, or an id repeated in two chunks) stops the run with what validating the whole file
     reports, and leaves no output."""
     start = time.perf_counter()
+    check_output_file(out)
     workers = max(1, threads or os.cpu_count() or 1)
     # one ONNX thread per run, as the service and Dask scoring load bundles: a tree ensemble summed over
     # several threads rounds differently, and the chunks' threads already share the cores (200k rows on
@@ -342,6 +343,20 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
         "out": str(out),
         "decisions": dict(sorted(decisions.items(), key=lambda item: -item[1])),
     }
+
+
+OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
+
+
+def check_output_file(out: Path) -> None:
+    """`--out` of `score_file`: a .parquet or .csv file (written whole or not at all), not a directory."""
+    if out.is_dir():
+        raise ValueError(
+            f"--out {out} is a directory; name a .parquet or .csv file (a directory of Parquet parts is what "
+            "--cluster writes)"
+        )
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ValueError(f"--out {out}: name a .parquet or .csv file (the suffix says which is written)")
 
 
 _NO_HASHES = np.zeros(0, dtype=np.uint64)

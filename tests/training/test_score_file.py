@@ -203,3 +203,22 @@ def test_a_dask_partition_reads_an_integer_column_with_a_null_as_the_whole_file_
     whole = pd.read_parquet(foreign)
     assert first[category].dtype == whole[category].dtype == np.float64
     assert first[category].tolist() == whole[category].iloc[:500].tolist()
+
+
+@pytest.mark.parametrize("name, says", [("a_directory", "is a directory"), ("scores.txt", "name a .parquet or .csv")])
+def test_an_output_that_is_a_directory_or_of_no_known_type_is_refused_before_scoring(
+    bundle_dir: Path, rows: pd.DataFrame, tmp_path: Path, name: str, says: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from triage.cli import app
+
+    data = tmp_path / "in.parquet"
+    rows.iloc[:50].to_parquet(data, index=False)
+    (tmp_path / "a_directory").mkdir()
+    out = tmp_path / name
+    result = CliRunner().invoke(app, ["score", "--bundle", str(bundle_dir), "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 2
+    assert says in result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_directory", "in.parquet"]
