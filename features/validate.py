@@ -25,6 +25,7 @@ for a partition of a larger table).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +56,33 @@ def review_time_column(config: DataConfig) -> str:
     return config.reviewed_at or DEFAULT_REVIEW_TIME_COLUMN
 
 
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def parquet_parts(directory: Path) -> list[Path]:
+    """The Parquet files of a directory (a partitioned table), in name order."""
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES)
+
+
 def load_table(
     path: str | Path,
     config: DataConfig | None = None,
     columns: Sequence[str] | None = None,
     optional: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Read a .parquet or .csv table. CSV ids and text are read as strings, not numbers.
+    """Read a .parquet or .csv table, or a directory of Parquet files (one table, files in name order).
+    CSV ids and text are read as strings, not numbers.
 
     With `columns`, a Parquet file is read for those columns only, and those of `optional` it has; when
-    it lacks one of `columns`, every column is read, so the error that follows lists what it holds."""
+    it lacks one of `columns`, every column is read, so the error that follows lists what it holds (for
+    a directory: that file alone is returned, so the error names it)."""
     path = Path(path)
+    if path.is_dir():
+        return _load_directory(path, columns, optional)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".pq", ".csv"):
+    if suffix not in (*PARQUET_SUFFIXES, ".csv"):
         raise DataValidationError([f"could not read {path}: unknown file type {suffix!r} (use .parquet or .csv)"])
     try:
         if suffix == ".csv":
@@ -82,6 +95,34 @@ def load_table(
     return table
 
 
+def _load_directory(directory: Path, columns: Sequence[str] | None, optional: Sequence[str]) -> pd.DataFrame:
+    """The Parquet files of a directory as one table: every file must hold the same columns (a column
+    some files lack would read as missing in their rows), except that a file lacking one of `columns` is
+    returned alone, for the error that follows to name it and list what it holds."""
+    files = parquet_parts(directory)
+    if not files:
+        raise DataValidationError([f"could not read {directory}: the directory holds no .parquet files"])
+    frames = []
+    for file in files:
+        frame = load_table(file, None, columns, optional)
+        if columns is not None and not set(columns) <= set(frame.columns):
+            return frame
+        frames.append(frame)
+    held = {file: list(frame.columns) for file, frame in zip(files, frames, strict=True)}
+    first = held[files[0]]
+    differ = [f"{file.name} ({', '.join(names)})" for file, names in held.items() if set(names) != set(first)]
+    if differ:
+        raise DataValidationError(
+            [
+                f"{directory}: the files hold different columns: {files[0].name} holds {', '.join(first)}; "
+                f"{'; '.join(differ[:MAX_ROWS_SHOWN])}. Give every file the same columns"
+            ]
+        )
+    table = pd.concat(frames, ignore_index=True)
+    table.attrs["source"] = str(directory)
+    return table
+
+
 def stream_table(
     path: str | Path,
     config: DataConfig,
@@ -91,23 +132,68 @@ def stream_table(
 ) -> Iterator[tuple[int, pd.DataFrame]] | None:
     """A Parquet file's `columns` (and those of `optional` it has) in frames of `batch_rows`, with each
     frame's first row number in the file, read as they are consumed; what validating each frame with
-    that number finds is what validating the whole table finds, row for row. None where a frame could
+    that number finds is what validating the whole table finds, row for row. A directory of Parquet
+    files streams as the one table `load_table` reads, file after file. None where a frame could
     read differently from the whole table, so the caller reads it with `load_table`: a CSV file (its
     types are inferred from the whole file), a missing column (`load_table` names what the file holds),
     a file Parquet cannot open (`load_table` names the error), a timestamp stored as text (its
-    format is inferred from the first value, which a frame would take from its own first row), or an
-    integer column whose row groups do not say whether it holds nulls.
+    format is inferred from the first value, which a frame would take from its own first row), an
+    integer column whose row groups do not say whether it holds nulls, or files of a directory that
+    hold different columns.
 
-    An integer column with a null anywhere in the file reads as float64 in every frame, as the whole
+    An integer column with a null anywhere in the table reads as float64 in every frame, as the whole
     table reads it (pandas holds such a column as float64), so an id or category reads "7.0" in every
     row, not "7" in the frames without a null."""
+    path = Path(path)
+    if path.is_dir():
+        plans = [_stream_plan(file, config, columns, optional) for file in parquet_parts(path)]
+    elif path.is_file():
+        plans = [_stream_plan(path, config, columns, optional)]
+    else:
+        raise FileNotFoundError(f"data file not found: {path}")
+    if not plans or any(plan is None for plan in plans):
+        return None
+    ready = [plan for plan in plans if plan is not None]
+    if any(set(plan.wanted) != set(ready[0].wanted) for plan in ready):
+        return None
+    as_float = sorted({name for plan in ready for name in plan.as_float})
+    if any(name in plan.nullable for plan in ready for name in as_float):
+        return None  # one file's nullable integer beside another's float64: pandas' concat decides
+
+    def frames() -> Iterator[tuple[int, pd.DataFrame]]:
+        first_row = 0
+        for plan in ready:
+            batches = plan.parquet.iter_batches(batch_size=batch_rows, columns=plan.wanted, use_threads=False)
+            while True:
+                try:
+                    batch = next(batches, None)
+                    if batch is None:
+                        break
+                    frame = frame_of(batch, as_float)
+                except Exception as exc:  # a damaged page: one message that names the file, as load_table's
+                    raise DataValidationError([f"could not read {plan.path}: {type(exc).__name__}: {exc}"]) from exc
+                frame.attrs["source"] = str(path)
+                yield first_row, frame
+                first_row += len(frame)
+
+    return frames()
+
+
+@dataclass(frozen=True)
+class _StreamPlan:
+    path: Path
+    parquet: Any  # pyarrow.parquet.ParquetFile
+    wanted: list[str]
+    as_float: list[str]  # integer columns with a null, which the whole table reads as float64
+    nullable: list[str]  # integer columns pandas restores as a nullable integer (its metadata says so)
+
+
+def _stream_plan(path: Path, config: DataConfig, columns: Sequence[str], optional: Sequence[str]) -> _StreamPlan | None:
+    """How one Parquet file streams, or None where it must be read whole (`stream_table`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    if path.suffix.lower() not in (".parquet", ".pq"):
+    if path.suffix.lower() not in PARQUET_SUFFIXES:
         return None
     try:
         parquet = pq.ParquetFile(path)
@@ -121,26 +207,11 @@ def stream_table(
         stored = schema.field(config.timestamp).type
         if not pa.types.is_timestamp(stored) and not pa.types.is_date(stored):
             return None
-    as_float = integers_read_as_float(parquet, wanted)
-    if as_float is None:
+    with_nulls = integers_with_nulls(parquet, wanted)
+    if with_nulls is None:
         return None
-
-    def frames() -> Iterator[tuple[int, pd.DataFrame]]:
-        first_row = 0
-        batches = parquet.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=False)
-        while True:
-            try:
-                batch = next(batches, None)
-                if batch is None:
-                    return
-                frame = frame_of(batch, as_float)
-            except Exception as exc:  # a damaged page: one message that names the file, as load_table's
-                raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
-            frame.attrs["source"] = str(path)
-            yield first_row, frame
-            first_row += len(frame)
-
-    return frames()
+    nullable = _nullable_integers(schema, [c for c in wanted if pa.types.is_integer(schema.field(c).type)])
+    return _StreamPlan(path, parquet, wanted, [c for c in with_nulls if c not in nullable], nullable)
 
 
 def frame_of(part: Any, as_float: Sequence[str]) -> pd.DataFrame:
@@ -156,30 +227,46 @@ def frame_of(part: Any, as_float: Sequence[str]) -> pd.DataFrame:
     return part.to_pandas()
 
 
-def integers_read_as_float(parquet: Any, columns: Sequence[str]) -> list[str] | None:
-    """The integer columns among `columns` with a null in some row group (from the row groups' statistics)
-    that the whole table reads as float64; None when a row group has no null count for one of them."""
+def integers_with_nulls(parquet: Any, columns: Sequence[str]) -> list[str] | None:
+    """The integer columns among `columns` with a null in some row group of a Parquet file (from the row
+    groups' statistics); None when a row group has no null count for one of them."""
     import pyarrow as pa
 
     schema = parquet.schema_arrow
-    integers = [c for c in columns if pa.types.is_integer(schema.field(c).type)]
-    index = {c: parquet.schema.names.index(c) if c in parquet.schema.names else -1 for c in integers}
+    leaves = list(parquet.schema.names)
     found = []
     metadata = parquet.metadata
-    for name in integers:
-        if index[name] < 0:  # a nested or renamed leaf: not a plain column of the file
+    for name in [c for c in columns if pa.types.is_integer(schema.field(c).type)]:
+        if name not in leaves:  # not a plain column of the file
             return None
         nulls = 0
         for group in range(metadata.num_row_groups):
-            statistics = metadata.row_group(group).column(index[name]).statistics
+            statistics = metadata.row_group(group).column(leaves.index(name)).statistics
             if statistics is None or not statistics.has_null_count:
                 return None
             nulls += statistics.null_count
         if nulls:
             found.append(name)
-    # a column pandas restores as a nullable integer (its pandas metadata says so) reads alike in any frame
-    restored = schema.empty_table().to_pandas() if found else None
-    return [c for c in found if restored is None or not isinstance(restored[c].dtype, pd.api.extensions.ExtensionDtype)]
+    return found
+
+
+def integers_read_as_float(parquet: Any, columns: Sequence[str]) -> list[str] | None:
+    """`integers_with_nulls` that pandas reads as float64 (not those its metadata restores as a nullable
+    integer): the columns a part of the file must read as float64 to read as the whole file does."""
+    found = integers_with_nulls(parquet, columns)
+    if not found:
+        return found
+    nullable = _nullable_integers(parquet.schema_arrow, found)
+    return [c for c in found if c not in nullable]
+
+
+def _nullable_integers(schema: Any, names: Sequence[str]) -> list[str]:
+    """Of these integer columns, those pandas restores as a nullable integer (the file's pandas metadata
+    says so), which read alike in a part of the file and in the whole."""
+    if not names:
+        return []
+    restored = schema.empty_table().to_pandas()
+    return [c for c in names if isinstance(restored[c].dtype, pd.api.extensions.ExtensionDtype)]
 
 
 def validate_history(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:

@@ -204,7 +204,7 @@ def evaluate(
 def score(
     bundle: Annotated[Path, typer.Option(help="bundle directory or models/latest")] = Path("models/latest"),
     data: Annotated[
-        Path, typer.Option(help="listings to score, .parquet or .csv (with --cluster: a Parquet file or directory)")
+        Path, typer.Option(help="listings to score: a .parquet or .csv file, or a directory of Parquet files")
     ] = Path("data/generated/reviews.parquet"),
     out: Annotated[
         Path, typer.Option(help="output .parquet or .csv (with --cluster: a directory of Parquet parts)")
@@ -214,8 +214,8 @@ def score(
         typer.Option(help="score on Dask: local:N (N worker processes here) or a scheduler, tcp://host:8786"),
     ] = None,
 ) -> None:
-    """Offline batch scoring: risk and decision for every listing in a file (or, with --cluster, in a
-    Parquet file or directory, partition by partition on a Dask cluster)."""
+    """Offline batch scoring: risk and decision for every listing in a file or a directory of Parquet
+    files (with --cluster, partition by partition on a Dask cluster)."""
     from bundle.manifest import BundleError
     from features.validate import DataValidationError
     from training.offline import score_file

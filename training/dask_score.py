@@ -34,12 +34,19 @@ from bundle.load import Bundle
 from bundle.manifest import MANIFEST, BundleError, resolve_bundle
 from decision.tiers import risk_column
 from features.identify import PRODUCT_MATCH
-from features.validate import DataValidationError, check_unique_ids, frame_of, integers_read_as_float, validate_listings
+from features.validate import (
+    PARQUET_SUFFIXES,
+    DataValidationError,
+    check_unique_ids,
+    frame_of,
+    integers_read_as_float,
+    parquet_parts,
+    validate_listings,
+)
 from training.cluster import ClusterSpec, cluster_client
 from training.offline import SCORE_CHUNK_ROWS, score_frame, scoring_columns
 
 PARTITION_ROWS = SCORE_CHUNK_ROWS
-PARQUET_SUFFIXES = (".parquet", ".pq")
 PART_PREFIX = "part."
 STAGING_PREFIX = ".staging-"
 
@@ -60,7 +67,7 @@ class Piece:
 def parquet_files(data: Path) -> list[Path]:
     """The Parquet file, or the Parquet files of a directory in name order."""
     if data.is_dir():
-        files = sorted(p for p in data.iterdir() if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES)
+        files = parquet_parts(data)
         if not files:
             raise ValueError(f"--data {data}: the directory holds no .parquet files")
         return files

@@ -265,8 +265,8 @@ def scoring_columns(bundle: Bundle) -> list[str]:
 
 
 def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = None) -> dict[str, Any]:
-    """Score every listing of a file in chunks, `threads` at a time (None: one per core); write listing
-    id, risk and decision, in the file's order.
+    """Score every listing of a file (or of a directory of Parquet files, in name order: one table) in
+    chunks, `threads` at a time (None: one per core); write listing id, risk and decision, in input order.
 
     A Parquet file streams (`stream_table`): chunks are read, validated, scored and written while the
     next ones are, so reading and writing overlap the scoring and memory holds a few chunks, not the
@@ -274,7 +274,7 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
     problem, or an id repeated in two chunks) stops the run with what validating the whole file
     reports, and leaves no output."""
     start = time.perf_counter()
-    check_output_file(out)
+    check_output_file(out, data)
     workers = max(1, threads or os.cpu_count() or 1)
     # one ONNX thread per run, as the service and Dask scoring load bundles: a tree ensemble summed over
     # several threads rounds differently, and the chunks' threads already share the cores (200k rows on
@@ -348,8 +348,13 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 
 
-def check_output_file(out: Path) -> None:
-    """`--out` of `score_file`: a .parquet or .csv file (written whole or not at all), not a directory."""
+def check_output_file(out: Path, data: Path) -> None:
+    """`--out` of `score_file`: a .parquet or .csv file (written whole or not at all), not a directory,
+    and not inside the directory of Parquet files it scores (a later run would read it as listings)."""
+    if data.is_dir() and out.resolve().parent == data.resolve():
+        raise ValueError(
+            f"--out {out} is inside --data {data}, whose Parquet files are the listings: write it elsewhere"
+        )
     if out.is_dir():
         raise ValueError(
             f"--out {out} is a directory; name a .parquet or .csv file (a directory of Parquet parts is what "

@@ -222,3 +222,47 @@ def test_an_output_that_is_a_directory_or_of_no_known_type_is_refused_before_sco
     assert says in result.output
     assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_directory", "in.parquet"]
+
+
+def write_parts(frame: pd.DataFrame, directory: Path, files: int = 3) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for k, part in enumerate(np.array_split(np.arange(len(frame)), files)):
+        frame.iloc[part].to_parquet(directory / f"part-{k}.parquet", index=False, row_group_size=200)
+    return directory
+
+
+def test_a_directory_of_parquet_files_scores_as_the_one_file_holding_its_rows(
+    bundle_dir: Path, bundle: Bundle, rows: pd.DataFrame, tmp_path: Path, small_chunks: None
+) -> None:
+    parts = write_parts(rows, tmp_path / "parts")
+    (parts / "README.txt").write_text("not a part")  # only .parquet / .pq files are read
+    whole = tmp_path / "whole.parquet"
+    rows.to_parquet(whole, index=False)
+    stream = stream_table(parts, bundle.config, offline.scoring_columns(bundle), batch_rows=CHUNK)
+    assert stream is not None
+    firsts = [first for first, _ in stream]
+    assert firsts[0] == 0 and firsts[-1] < len(rows) and firsts == sorted(firsts)
+    offline.score_file(bundle_dir, parts, tmp_path / "from_parts.parquet", threads=2)
+    offline.score_file(bundle_dir, whole, tmp_path / "from_file.parquet", threads=2)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "from_parts.parquet"), pd.read_parquet(tmp_path / "from_file.parquet")
+    )
+    with pytest.raises(ValueError, match="inside --data"):
+        offline.score_file(bundle_dir, parts, parts / "scored.parquet")
+
+
+def test_a_part_without_a_column_is_named_and_parts_of_different_columns_refused(
+    bundle_dir: Path, bundle: Bundle, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    config = bundle.config
+    parts = write_parts(rows, tmp_path / "parts")
+    text = config.text[0]
+    pd.read_parquet(parts / "part-1.parquet").drop(columns=[text]).to_parquet(parts / "part-1.parquet", index=False)
+    with pytest.raises(DataValidationError, match=f"column '{text}'.* is not in .*part-1.parquet"):
+        offline.score_file(bundle_dir, parts, tmp_path / "scored.parquet")
+    parts = write_parts(rows, tmp_path / "parts2")
+    extra = pd.read_parquet(parts / "part-2.parquet").assign(product_match="")  # an optional column in one part
+    extra.to_parquet(parts / "part-2.parquet", index=False)
+    with pytest.raises(DataValidationError, match="the files hold different columns: part-0.parquet holds"):
+        offline.score_file(bundle_dir, parts, tmp_path / "scored.parquet")
+    assert not (tmp_path / "scored.parquet").exists()
