@@ -104,18 +104,32 @@ def plan_pieces(files: list[Path], partition_rows: int = PARTITION_ROWS) -> list
     return pieces
 
 
-def read_piece(piece: Piece, wanted: list[str]) -> pd.DataFrame:
-    """A partition's `wanted` columns (those the file has), indexed by row number in the input."""
+def read_piece(piece: Piece, wanted: list[str], as_float: list[str] | None = None) -> pd.DataFrame:
+    """A partition's `wanted` columns (those the file has), indexed by row number in the input; the
+    integer columns `as_float` (`floated_integers`: those with a null anywhere in the input) as float64,
+    as the whole input reads them (by default, those of this partition's file)."""
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(piece.path)
     present = [c for c in wanted if c in parquet.schema_arrow.names]
-    # an integer column with a null anywhere in the file reads as float64 in every partition, as in one piece
-    as_float = integers_read_as_float(parquet, present) or []
+    if as_float is None:
+        as_float = integers_read_as_float(parquet, present) or []
     frame = frame_of(parquet.read_row_groups(list(piece.row_groups), columns=present), as_float)
     frame.index = pd.RangeIndex(piece.first_row, piece.first_row + len(frame))
     frame.attrs["source"] = piece.describe()  # what validation messages name
     return frame
+
+
+def floated_integers(files: list[Path], wanted: list[str]) -> list[str]:
+    """The integer columns that a null in any of the input's files makes float64 when the input is read
+    as one table: every partition reads them so, whichever file it comes from."""
+    import pyarrow.parquet as pq
+
+    found: set[str] = set()
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        found.update(integers_read_as_float(parquet, [c for c in wanted if c in parquet.schema_arrow.names]) or [])
+    return sorted(found)
 
 
 def manifest_digest(bundle_dir: Path) -> str:
@@ -208,8 +222,9 @@ def score_with_client(
     bundle_dir = resolve_bundle(bundle_path).resolve()
     bundle = Bundle.load(bundle_dir, threads=1)  # verified here, so a bad bundle fails before any worker loads it
     digest = manifest_digest(bundle_dir)
-    pieces = plan_pieces(parquet_files(data), partition_rows)
-    rows, decisions = _score_pieces(client, bundle, digest, pieces, out)
+    files = parquet_files(data)
+    pieces = plan_pieces(files, partition_rows)
+    rows, decisions = _score_pieces(client, bundle, digest, pieces, out, files)
     seconds = time.perf_counter() - start
     return {
         "rows": rows,
@@ -221,17 +236,20 @@ def score_with_client(
     }
 
 
-def _score_pieces(client: Any, bundle: Bundle, digest: str, pieces: list[Piece], out: Path) -> tuple[int, dict]:
+def _score_pieces(
+    client: Any, bundle: Bundle, digest: str, pieces: list[Piece], out: Path, files: list[Path]
+) -> tuple[int, dict]:
     import dask
     import dask.dataframe as dd
 
     config = bundle.config
     columns = [*scoring_columns(bundle), PRODUCT_MATCH]
+    as_float = floated_integers(files, columns)
     listings = dd.from_map(
         read_piece,
         pieces,
-        args=[columns],
-        meta=_listings_meta(pieces[0], columns),
+        args=[columns, as_float],
+        meta=_listings_meta(pieces[0], columns, as_float),
         divisions=(*(p.first_row for p in pieces), pieces[-1].first_row + pieces[-1].rows - 1),
         label="read-listings",
     )
@@ -267,12 +285,12 @@ def _check_unique(hashes: np.ndarray, pieces: list[Piece], config: Any) -> None:
     check_unique_ids(ids, config)  # raises with the rows; a mere hash collision passes
 
 
-def _listings_meta(piece: Piece, columns: list[str]) -> pd.DataFrame:
+def _listings_meta(piece: Piece, columns: list[str], as_float: list[str]) -> pd.DataFrame:
     """The columns and dtypes `read_piece` gives (from the first file's schema), with no rows."""
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(piece.path)
-    return schema.empty_table().select([c for c in columns if c in schema.names]).to_pandas()
+    return frame_of(schema.empty_table().select([c for c in columns if c in schema.names]), as_float)
 
 
 def _scored_meta(bundle: Bundle) -> pd.DataFrame:

@@ -188,7 +188,7 @@ def test_a_dask_partition_reads_an_integer_column_with_a_null_as_the_whole_file_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from training.dask_score import plan_pieces, read_piece
+    from training.dask_score import floated_integers, plan_pieces, read_piece
 
     category = bundle.config.categorical[0]
     codes = pd.factorize(rows[category])[0].astype(object)
@@ -202,6 +202,17 @@ def test_a_dask_partition_reads_an_integer_column_with_a_null_as_the_whole_file_
     first = read_piece(pieces[0], offline.scoring_columns(bundle))
     whole = pd.read_parquet(foreign)
     assert first[category].dtype == whole[category].dtype == np.float64
+    assert first[category].tolist() == whole[category].iloc[:500].tolist()
+    # a directory whose second file alone holds the null: the first file's rows read float64 too
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    pq.write_table(table.slice(0, 500).replace_schema_metadata(None), parts / "a.parquet")
+    pq.write_table(table.slice(500).replace_schema_metadata(None), parts / "b.parquet")
+    files = sorted(parts.iterdir())
+    columns = offline.scoring_columns(bundle)
+    assert floated_integers(files, columns) == [category]
+    first = read_piece(plan_pieces(files)[0], columns, floated_integers(files, columns))
+    assert first[category].dtype == np.float64
     assert first[category].tolist() == whole[category].iloc[:500].tolist()
 
 
