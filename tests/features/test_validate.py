@@ -248,3 +248,22 @@ def error_of_config(df: pd.DataFrame, config: DataConfig) -> str:
     with pytest.raises(DataValidationError) as info:
         validate_history(df, config)
     return str(info.value)
+
+
+def test_load_table_reads_a_directory_of_parquet_files_as_one_table(tmp_path):
+    raw = history(12)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    raw.iloc[:5].to_parquet(parts / "a.parquet", index=False)
+    raw.iloc[5:].to_parquet(parts / "b.parquet", index=False)
+    (parts / "_SUCCESS").write_text("")  # what Spark leaves beside its parts: not a Parquet file, not read
+    table = load_table(parts, CONFIG)
+    pd.testing.assert_frame_equal(validate_history(table, CONFIG), validate_history(raw, CONFIG))
+    assert table.attrs["source"] == str(parts)
+    raw.iloc[5:].drop(columns=["review_seconds"]).to_parquet(parts / "b.parquet", index=False)
+    with pytest.raises(DataValidationError, match=r"the files hold different columns: a\.parquet holds .*b\.parquet"):
+        load_table(parts, CONFIG)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataValidationError, match="holds no .parquet files"):
+        load_table(empty, CONFIG)
