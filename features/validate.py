@@ -139,7 +139,8 @@ def stream_table(
     a file Parquet cannot open (`load_table` names the error), a timestamp stored as text (its
     format is inferred from the first value, which a frame would take from its own first row), an
     integer column whose row groups do not say whether it holds nulls, or files of a directory that
-    hold different columns.
+    hold different columns or store a column in different types (an int64 file beside a float64 one
+    reads "7.0" in the whole table).
 
     An integer column with a null anywhere in the table reads as float64 in every frame, as the whole
     table reads it (pandas holds such a column as float64), so an id or category reads "7.0" in every
@@ -154,8 +155,8 @@ def stream_table(
     if not plans or any(plan is None for plan in plans):
         return None
     ready = [plan for plan in plans if plan is not None]
-    if any(set(plan.wanted) != set(ready[0].wanted) for plan in ready):
-        return None
+    if any(plan.types != ready[0].types for plan in ready):
+        return None  # files of different columns or types: pandas' concat decides how they read
     as_float = sorted({name for plan in ready for name in plan.as_float})
     if any(name in plan.nullable for plan in ready for name in as_float):
         return None  # one file's nullable integer beside another's float64: pandas' concat decides
@@ -184,6 +185,7 @@ class _StreamPlan:
     path: Path
     parquet: Any  # pyarrow.parquet.ParquetFile
     wanted: list[str]
+    types: dict[str, str]  # each wanted column's stored type
     as_float: list[str]  # integer columns with a null, which the whole table reads as float64
     nullable: list[str]  # integer columns pandas restores as a nullable integer (its metadata says so)
 
@@ -211,7 +213,8 @@ def _stream_plan(path: Path, config: DataConfig, columns: Sequence[str], optiona
     if with_nulls is None:
         return None
     nullable = _nullable_integers(schema, [c for c in wanted if pa.types.is_integer(schema.field(c).type)])
-    return _StreamPlan(path, parquet, wanted, [c for c in with_nulls if c not in nullable], nullable)
+    types = {c: str(schema.field(c).type) for c in wanted}
+    return _StreamPlan(path, parquet, wanted, types, [c for c in with_nulls if c not in nullable], nullable)
 
 
 def frame_of(part: Any, as_float: Sequence[str]) -> pd.DataFrame:

@@ -260,6 +260,13 @@ def test_a_directory_of_parquet_files_scores_as_the_one_file_holding_its_rows(
     )
     with pytest.raises(ValueError, match="inside --data"):
         offline.score_file(bundle_dir, parts, parts / "scored.parquet")
+    # a column stored as int64 in one file and float64 in another reads as the concatenated table does
+    numeric = bundle.config.numeric[-1]
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    rows.iloc[:500].assign(**{numeric: np.arange(500)}).to_parquet(mixed / "a.parquet", index=False)
+    rows.iloc[500:].assign(**{numeric: np.arange(500, 1000) + 0.5}).to_parquet(mixed / "b.parquet", index=False)
+    assert stream_table(mixed, bundle.config, offline.scoring_columns(bundle)) is None
 
 
 def test_a_part_without_a_column_is_named_and_parts_of_different_columns_refused(
