@@ -60,7 +60,20 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def parquet_parts(directory: Path) -> list[Path]:
-    """The Parquet files of a directory (a partitioned table), in name order."""
+    """The Parquet files of a directory (a partitioned table), in name order. A subdirectory holding
+    Parquet files (a Hive-style partition, `date=2026-12-01/`) is refused rather than left unread."""
+    nested = sorted(
+        p.relative_to(directory).parts[0]
+        for p in directory.rglob("*")
+        if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES and p.parent != directory
+    )
+    if nested:
+        raise DataValidationError(
+            [
+                f"{directory}: Parquet files in subdirectories ({', '.join(sorted(set(nested))[:MAX_ROWS_SHOWN])}) "
+                "would not be read; give the files of one table in one directory"
+            ]
+        )
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in PARQUET_SUFFIXES)
 
 
@@ -133,14 +146,14 @@ def stream_table(
     """A Parquet file's `columns` (and those of `optional` it has) in frames of `batch_rows`, with each
     frame's first row number in the file, read as they are consumed; what validating each frame with
     that number finds is what validating the whole table finds, row for row. A directory of Parquet
-    files streams as the one table `load_table` reads, file after file. None where a frame could
-    read differently from the whole table, so the caller reads it with `load_table`: a CSV file (its
-    types are inferred from the whole file), a missing column (`load_table` names what the file holds),
-    a file Parquet cannot open (`load_table` names the error), a timestamp stored as text (its
-    format is inferred from the first value, which a frame would take from its own first row), an
-    integer column whose row groups do not say whether it holds nulls, or files of a directory that
-    hold different columns or store a column in different types (an int64 file beside a float64 one
-    reads "7.0" in the whole table).
+    files streams as the one table `load_table` reads, file after file, one file open at a time.
+
+    None where a frame could read differently from the whole table, so the caller reads it with
+    `load_table`: a CSV file (its types are inferred from the whole file), a missing column (`load_table`
+    names what the file holds), a file Parquet cannot open (`load_table` names the error), a timestamp
+    stored as text (its format is inferred from the first value, which a frame would take from its own
+    first row), or files of a directory that hold different columns or store a column in different
+    types (an int64 file beside a float64 one reads "7.0" in the whole table).
 
     An integer column with a null anywhere in the table reads as float64 in every frame, as the whole
     table reads it (pandas holds such a column as float64), so an id or category reads "7.0" in every
@@ -162,20 +175,28 @@ def stream_table(
         return None  # one file's nullable integer beside another's float64: pandas' concat decides
 
     def frames() -> Iterator[tuple[int, pd.DataFrame]]:
+        import pyarrow.parquet as pq
+
         first_row = 0
-        for plan in ready:
-            batches = plan.parquet.iter_batches(batch_size=batch_rows, columns=plan.wanted, use_threads=False)
-            while True:
-                try:
-                    batch = next(batches, None)
-                    if batch is None:
-                        break
-                    frame = frame_of(batch, as_float)
-                except Exception as exc:  # a damaged page: one message that names the file, as load_table's
-                    raise DataValidationError([f"could not read {plan.path}: {type(exc).__name__}: {exc}"]) from exc
-                frame.attrs["source"] = str(path)
-                yield first_row, frame
-                first_row += len(frame)
+        for plan in ready:  # one file open at a time, however many the directory holds
+            try:
+                parquet = pq.ParquetFile(plan.path)
+            except Exception as exc:  # changed since it was planned: named as load_table names it
+                raise DataValidationError([f"could not read {plan.path}: {type(exc).__name__}: {exc}"]) from exc
+            with parquet:
+                batches = parquet.iter_batches(batch_size=batch_rows, columns=plan.wanted, use_threads=False)
+                while True:
+                    try:
+                        batch = next(batches, None)
+                        if batch is None:
+                            break
+                        frame = frame_of(batch, as_float)
+                    except Exception as exc:  # a damaged page: one message that names the file, as load_table's
+                        message = f"could not read {plan.path}: {type(exc).__name__}: {exc}"
+                        raise DataValidationError([message]) from exc
+                    frame.attrs["source"] = str(path)
+                    yield first_row, frame
+                    first_row += len(frame)
 
     return frames()
 
@@ -183,7 +204,6 @@ def stream_table(
 @dataclass(frozen=True)
 class _StreamPlan:
     path: Path
-    parquet: Any  # pyarrow.parquet.ParquetFile
     wanted: list[str]
     types: dict[str, str]  # each wanted column's stored type
     as_float: list[str]  # integer columns with a null, which the whole table reads as float64
@@ -198,23 +218,21 @@ def _stream_plan(path: Path, config: DataConfig, columns: Sequence[str], optiona
     if path.suffix.lower() not in PARQUET_SUFFIXES:
         return None
     try:
-        parquet = pq.ParquetFile(path)
-        schema = parquet.schema_arrow
+        with pq.ParquetFile(path) as parquet:
+            schema = parquet.schema_arrow
+            wanted = [*dict.fromkeys([*columns, *(c for c in optional if c in schema.names)])]
+            if not set(columns) <= set(schema.names):
+                return None
+            with_nulls = integers_with_nulls(parquet, wanted)
     except Exception:  # load_table reports it
-        return None
-    wanted = _parquet_columns(path, columns, optional)
-    if wanted is None:
         return None
     if config.timestamp and config.timestamp in wanted:
         stored = schema.field(config.timestamp).type
         if not pa.types.is_timestamp(stored) and not pa.types.is_date(stored):
             return None
-    with_nulls = integers_with_nulls(parquet, wanted)
-    if with_nulls is None:
-        return None
     nullable = _nullable_integers(schema, [c for c in wanted if pa.types.is_integer(schema.field(c).type)])
     types = {c: str(schema.field(c).type) for c in wanted}
-    return _StreamPlan(path, parquet, wanted, types, [c for c in with_nulls if c not in nullable], nullable)
+    return _StreamPlan(path, wanted, types, [c for c in with_nulls if c not in nullable], nullable)
 
 
 def frame_of(part: Any, as_float: Sequence[str]) -> pd.DataFrame:
@@ -230,30 +248,29 @@ def frame_of(part: Any, as_float: Sequence[str]) -> pd.DataFrame:
     return part.to_pandas()
 
 
-def integers_with_nulls(parquet: Any, columns: Sequence[str]) -> list[str] | None:
-    """The integer columns among `columns` with a null in some row group of a Parquet file (from the row
-    groups' statistics); None when a row group has no null count for one of them."""
+def integers_with_nulls(parquet: Any, columns: Sequence[str]) -> list[str]:
+    """The integer columns among `columns` with a null in a Parquet file: from the row groups' null
+    counts, or, for a column whose row groups do not all keep one, by reading that column."""
     import pyarrow as pa
 
     schema = parquet.schema_arrow
     leaves = list(parquet.schema.names)
-    found = []
     metadata = parquet.metadata
+    found = []
     for name in [c for c in columns if pa.types.is_integer(schema.field(c).type)]:
-        if name not in leaves:  # not a plain column of the file
-            return None
-        nulls = 0
-        for group in range(metadata.num_row_groups):
-            statistics = metadata.row_group(group).column(leaves.index(name)).statistics
-            if statistics is None or not statistics.has_null_count:
-                return None
-            nulls += statistics.null_count
+        statistics = [
+            metadata.row_group(group).column(leaves.index(name)).statistics if name in leaves else None
+            for group in range(metadata.num_row_groups)
+        ]
+        counts = [stats.null_count for stats in statistics if stats is not None and stats.has_null_count]
+        kept = len(counts) == len(statistics)  # else a writer kept no null count: the column is read
+        nulls = sum(counts) if kept else parquet.read(columns=[name]).column(0).null_count
         if nulls:
             found.append(name)
     return found
 
 
-def integers_read_as_float(parquet: Any, columns: Sequence[str]) -> list[str] | None:
+def integers_read_as_float(parquet: Any, columns: Sequence[str]) -> list[str]:
     """`integers_with_nulls` that pandas reads as float64 (not those its metadata restores as a nullable
     integer): the columns a part of the file must read as float64 to read as the whole file does."""
     found = integers_with_nulls(parquet, columns)
@@ -498,8 +515,8 @@ class _Checker:
 
     def text(self, column: str) -> pd.Series:
         raw = self.df[column]
-        if raw.dtype != object and not isinstance(raw.dtype, pd.StringDtype):
-            raw = raw.astype(object)  # numbers, nullable integers, booleans, categories: "" fits none of their dtypes
+        if isinstance(raw.dtype, pd.api.extensions.ExtensionDtype) and not isinstance(raw.dtype, pd.StringDtype):
+            raw = raw.astype(object)  # nullable integers, booleans, categories: "" fits none of their dtypes
         return raw.fillna("").astype("str")
 
 

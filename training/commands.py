@@ -224,6 +224,8 @@ def score(
         summary = score_file(bundle, data, out) if cluster is None else _score_on_cluster(bundle, data, out, cluster)
     except (BundleError, DataValidationError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
+    except OSError as exc:  # an output folder that cannot be written, a full disk
+        _fail(f"{type(exc).__name__}: {exc}")
     console.print(summary)
 
 

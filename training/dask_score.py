@@ -113,7 +113,7 @@ def read_piece(piece: Piece, wanted: list[str], as_float: list[str] | None = Non
     parquet = pq.ParquetFile(piece.path)
     present = [c for c in wanted if c in parquet.schema_arrow.names]
     if as_float is None:
-        as_float = integers_read_as_float(parquet, present) or []
+        as_float = integers_read_as_float(parquet, present)
     frame = frame_of(parquet.read_row_groups(list(piece.row_groups), columns=present), as_float)
     frame.index = pd.RangeIndex(piece.first_row, piece.first_row + len(frame))
     frame.attrs["source"] = piece.describe()  # what validation messages name
@@ -128,7 +128,7 @@ def floated_integers(files: list[Path], wanted: list[str]) -> list[str]:
     found: set[str] = set()
     for path in files:
         parquet = pq.ParquetFile(path)
-        found.update(integers_read_as_float(parquet, [c for c in wanted if c in parquet.schema_arrow.names]) or [])
+        found.update(integers_read_as_float(parquet, [c for c in wanted if c in parquet.schema_arrow.names]))
     return sorted(found)
 
 

@@ -322,10 +322,10 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
                         write_oldest()
                 while pending:
                     write_oldest()
-            except DataValidationError:
+            except BaseException as exc:  # an interrupt too: queued chunks are not scored
                 for future in pending:
                     future.cancel()
-                if stream is not None:
+                if isinstance(exc, DataValidationError) and stream is not None:
                     whole_file()  # raises with every problem of the file, as one piece reports them
                 raise
         if not writer.rows:  # no rows: what an empty table validates and scores to
@@ -350,7 +350,10 @@ OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 
 def check_output_file(out: Path, data: Path) -> None:
     """`--out` of `score_file`: a .parquet or .csv file (written whole or not at all), not a directory,
-    and not inside the directory of Parquet files it scores (a later run would read it as listings)."""
+    not the input, and not inside the directory of Parquet files it scores (a later run would read it
+    as listings)."""
+    if out.resolve() == data.resolve():
+        raise ValueError(f"--out {out} is the --data file: the scores would replace the listings; write them elsewhere")
     if data.is_dir() and out.resolve().parent == data.resolve():
         raise ValueError(
             f"--out {out} is inside --data {data}, whose Parquet files are the listings: write it elsewhere"

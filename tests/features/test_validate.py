@@ -179,6 +179,7 @@ def test_listings_need_no_label_and_keep_their_order():
         (pd.array([True, None, False, None], dtype="boolean"), ["True", "", "False", ""]),
         (pd.Categorical(["toys", None, "shoes", None]), ["toys", "", "shoes", ""]),
         ([7.0, np.nan, 9.5, np.nan], ["7.0", "", "9.5", ""]),  # an integer column with nulls read by pandas
+        (np.array([0.1, 7, 9.5, 2], dtype=np.float32), ["0.1", "7.0", "9.5", "2.0"]),  # as before: no float64 digits
         (pd.array(["toys", None, "shoes", None], dtype="str"), ["toys", "", "shoes", ""]),
     ],
 )

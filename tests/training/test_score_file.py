@@ -284,3 +284,68 @@ def test_a_part_without_a_column_is_named_and_parts_of_different_columns_refused
     with pytest.raises(DataValidationError, match="the files hold different columns: part-0.parquet holds"):
         offline.score_file(bundle_dir, parts, tmp_path / "scored.parquet")
     assert not (tmp_path / "scored.parquet").exists()
+
+
+def test_parquet_files_in_subdirectories_are_refused_not_left_unread(
+    bundle: Bundle, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    parts = write_parts(rows, tmp_path / "parts", files=2)
+    (parts / "date=2026-12-01").mkdir()
+    rows.iloc[:10].to_parquet(parts / "date=2026-12-01" / "part-9.parquet", index=False)
+    with pytest.raises(DataValidationError, match=r"subdirectories \(date=2026-12-01\) would not be read"):
+        stream_table(parts, bundle.config, offline.scoring_columns(bundle))
+    with pytest.raises(DataValidationError, match="would not be read"):
+        load_table(parts, bundle.config)
+
+
+def test_a_directory_of_more_files_than_the_process_may_open_streams_one_file_at_a_time(
+    bundle: Bundle, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    """A subprocess with a soft limit of 64 open files streams 120 files: none is held open while planning."""
+    import subprocess
+    import sys
+
+    parts = write_parts(rows.iloc[:240], tmp_path / "parts", files=120)
+    script = f"""
+import resource, sys
+sys.path.insert(0, {str(Path(offline.__file__).resolve().parents[1])!r})
+from pathlib import Path
+from bundle.load import Bundle
+from features.validate import stream_table
+from training.offline import scoring_columns
+bundle = Bundle.load(Path({str(bundle.path)!r}))
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+stream = stream_table(Path({str(parts)!r}), bundle.config, scoring_columns(bundle), batch_rows=100)
+print(sum(len(frame) for _, frame in stream))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "240"
+
+
+def test_integer_columns_of_a_writer_that_kept_no_null_counts_are_read_to_find_their_nulls(
+    bundle: Bundle, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    category = bundle.config.categorical[0]
+    codes = pd.factorize(rows[category])[0].astype(object)
+    codes[950:] = None
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index(category), category, pa.array(codes, pa.int64()))
+    path = tmp_path / "no_statistics.parquet"
+    pq.write_table(table.replace_schema_metadata(None), path, write_statistics=False)
+    stream = stream_table(path, bundle.config, offline.scoring_columns(bundle), batch_rows=CHUNK)
+    assert stream is not None
+    first = next(stream)[1]
+    assert first[category].dtype == np.float64 == pd.read_parquet(path)[category].dtype
+
+
+def test_the_input_file_is_never_the_output(bundle_dir: Path, rows: pd.DataFrame, tmp_path: Path) -> None:
+    data = tmp_path / "in.parquet"
+    rows.iloc[:50].to_parquet(data, index=False)
+    before = data.read_bytes()
+    with pytest.raises(ValueError, match="is the --data file"):
+        offline.score_file(bundle_dir, data, tmp_path / "." / "in.parquet")
+    assert data.read_bytes() == before
