@@ -4,6 +4,7 @@ file in one piece; bad input stops with the whole file's message and leaves no o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -144,23 +145,31 @@ def test_an_empty_file_scores_to_an_empty_output(
     assert {bundle.config.id, "risk", "decision", "decision_tier"} <= set(out.columns)
 
 
+def foreign_export(rows: pd.DataFrame, category: str) -> tuple[Any, np.ndarray]:
+    """(an arrow table of `rows` with `category` as integer codes that are null from row 950 on, without
+    pandas' metadata, as another tool exports it; the codes)."""
+    import pyarrow as pa
+
+    codes = pd.factorize(rows[category])[0].astype(object)
+    codes[950:] = None  # only the last chunk holds a null
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index(category), category, pa.array(codes, pa.int64()))
+    return table.replace_schema_metadata(None), codes
+
+
 def test_an_integer_column_with_a_null_reads_as_the_whole_file_reads_it(
     bundle_dir: Path, bundle: Bundle, rows: pd.DataFrame, tmp_path: Path, small_chunks: None
 ) -> None:
     """A file written without pandas' metadata (another tool's export) with an integer category that is
     null only in its last rows: the whole table reads it as float64 ("7.0"); so must the frames before
     the null, or the same category would read "7" there. A nullable integer pandas wrote reads alike."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     config = bundle.config
     category = config.categorical[0]
-    codes = pd.factorize(rows[category])[0].astype(object)
-    codes[950:] = None  # only the last chunk holds a null
-    table = pa.Table.from_pandas(rows.assign(**{category: codes}), preserve_index=False)
-    table = table.set_column(table.schema.get_field_index(category), category, pa.array(codes, pa.int64()))
+    table, codes = foreign_export(rows, category)
     foreign = tmp_path / "foreign.parquet"
-    pq.write_table(table.replace_schema_metadata(None), foreign)
+    pq.write_table(table, foreign)
     whole = validate_listings(load_table(foreign, config, columns=offline.scoring_columns(bundle)), config)
     stream = stream_table(foreign, config, offline.scoring_columns(bundle), batch_rows=CHUNK)
     assert stream is not None
@@ -185,18 +194,14 @@ def test_a_dask_partition_reads_an_integer_column_with_a_null_as_the_whole_file_
     bundle: Bundle, rows: pd.DataFrame, tmp_path: Path
 ) -> None:
     """`triage score --cluster` reads partitions of row groups: the one before the null reads float64 too."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from training.dask_score import floated_integers, plan_pieces, read_piece
 
     category = bundle.config.categorical[0]
-    codes = pd.factorize(rows[category])[0].astype(object)
-    codes[950:] = None
-    table = pa.Table.from_pandas(rows, preserve_index=False)
-    table = table.set_column(table.schema.get_field_index(category), category, pa.array(codes, pa.int64()))
+    table, _ = foreign_export(rows, category)
     foreign = tmp_path / "foreign.parquet"
-    pq.write_table(table.replace_schema_metadata(None), foreign, row_group_size=500)
+    pq.write_table(table, foreign, row_group_size=500)
     pieces = plan_pieces([foreign], partition_rows=500)
     assert len(pieces) == 2
     first = read_piece(pieces[0], offline.scoring_columns(bundle))
@@ -206,8 +211,8 @@ def test_a_dask_partition_reads_an_integer_column_with_a_null_as_the_whole_file_
     # a directory whose second file alone holds the null: the first file's rows read float64 too
     parts = tmp_path / "parts"
     parts.mkdir()
-    pq.write_table(table.slice(0, 500).replace_schema_metadata(None), parts / "a.parquet")
-    pq.write_table(table.slice(500).replace_schema_metadata(None), parts / "b.parquet")
+    pq.write_table(table.slice(0, 500), parts / "a.parquet")
+    pq.write_table(table.slice(500), parts / "b.parquet")
     files = sorted(parts.iterdir())
     columns = offline.scoring_columns(bundle)
     assert floated_integers(files, columns) == [category]
@@ -326,16 +331,12 @@ print(sum(len(frame) for _, frame in stream))
 def test_integer_columns_of_a_writer_that_kept_no_null_counts_are_read_to_find_their_nulls(
     bundle: Bundle, rows: pd.DataFrame, tmp_path: Path
 ) -> None:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     category = bundle.config.categorical[0]
-    codes = pd.factorize(rows[category])[0].astype(object)
-    codes[950:] = None
-    table = pa.Table.from_pandas(rows, preserve_index=False)
-    table = table.set_column(table.schema.get_field_index(category), category, pa.array(codes, pa.int64()))
+    table, _ = foreign_export(rows, category)
     path = tmp_path / "no_statistics.parquet"
-    pq.write_table(table.replace_schema_metadata(None), path, write_statistics=False)
+    pq.write_table(table, path, write_statistics=False)
     stream = stream_table(path, bundle.config, offline.scoring_columns(bundle), batch_rows=CHUNK)
     assert stream is not None
     first = next(stream)[1]
