@@ -48,7 +48,8 @@ def _existing_rows(path: Path) -> int | None:
     import pyarrow.parquet as pq
 
     try:
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        with pq.ParquetFile(path) as parquet:
+            return int(parquet.metadata.num_rows)
     except (OSError, pa.ArrowException):  # not a readable Parquet file: nothing worth keeping
         return None
 

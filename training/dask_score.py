@@ -86,7 +86,8 @@ def plan_pieces(files: list[Path], partition_rows: int = PARTITION_ROWS) -> list
     first_row = 0
     for path in files:
         try:
-            metadata = pq.ParquetFile(path).metadata
+            with pq.ParquetFile(path) as parquet:  # one file open at a time, however many parts
+                metadata = parquet.metadata
         except Exception as exc:  # any unreadable file is named
             raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
         groups: list[int] = []
@@ -110,11 +111,11 @@ def read_piece(piece: Piece, wanted: list[str], as_float: list[str] | None = Non
     as the whole input reads them (by default, those of this partition's file)."""
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(piece.path)
-    present = [c for c in wanted if c in parquet.schema_arrow.names]
-    if as_float is None:
-        as_float = integers_read_as_float(parquet, present)
-    frame = frame_of(parquet.read_row_groups(list(piece.row_groups), columns=present), as_float)
+    with pq.ParquetFile(piece.path) as parquet:
+        present = [c for c in wanted if c in parquet.schema_arrow.names]
+        if as_float is None:
+            as_float = integers_read_as_float(parquet, present)
+        frame = frame_of(parquet.read_row_groups(list(piece.row_groups), columns=present), as_float)
     frame.index = pd.RangeIndex(piece.first_row, piece.first_row + len(frame))
     frame.attrs["source"] = piece.describe()  # what validation messages name
     return frame
@@ -127,8 +128,8 @@ def floated_integers(files: list[Path], wanted: list[str]) -> list[str]:
 
     found: set[str] = set()
     for path in files:
-        parquet = pq.ParquetFile(path)
-        found.update(integers_read_as_float(parquet, [c for c in wanted if c in parquet.schema_arrow.names]))
+        with pq.ParquetFile(path) as parquet:  # one file open at a time, however many parts
+            found.update(integers_read_as_float(parquet, [c for c in wanted if c in parquet.schema_arrow.names]))
     return sorted(found)
 
 
