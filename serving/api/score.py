@@ -117,6 +117,8 @@ async def score_batch(request: Request) -> Response:
         )
     listings = [item.__dict__ for item in items]  # the validated fields (extra="forbid": nothing else)
     request_id: str | None = batch["request_id"]
+    if request_id is not None:
+        _refuse_repeated_ids(listings, engine.id_column)
     request_hash = await _body_hash(request) if request_id is not None else None
     try:
         records = await scorer.decide_and_log(engine, listings, request_id, key.key_id, request_hash)
@@ -125,6 +127,23 @@ async def score_batch(request: Request) -> Response:
     _check_same_request(records, request_id, request_hash)
     shadow_score(request, listings, records)
     return _json({"items": _answers(engine, metrics, listings, records)})
+
+
+def _refuse_repeated_ids(listings: list[dict[str, Any]], id_column: str) -> None:
+    """A 422 naming the second item of a listing id already in the batch. The decision log keeps one
+    decision per (key, listing id, request_id): a repeated id under one request_id would be answered with
+    the first item's decision, a decision about another body (an auto-pass for a listing never scored)."""
+    first_at: dict[Any, int] = {}
+    for i, listing in enumerate(listings):
+        listing_id = listing[id_column]
+        if listing_id in first_at:
+            raise field_error(
+                ("body", "items", i, id_column),
+                f"{id_column} {listing_id!r} is also item {first_at[listing_id]}: a batch with a request_id "
+                "holds each listing once (send the other in its own request)",
+                "value_error",
+            )
+        first_at[listing_id] = i
 
 
 def shadow_score(request: Request, listings: list[dict[str, Any]], records: list[DecisionRecord]) -> None:
