@@ -33,7 +33,8 @@ class DecisionLog(Database):
         """Durably store decisions (and queue the ones for review) before returning them as stored.
 
         Idempotent per (key_id, listing_id, request_id): a retry returns the decision stored the first
-        time (with that request's `request_hash`, for the caller to compare).
+        time (with that request's `request_hash`). A request_id first logged with another `request_hash`
+        raises ConflictError and nothing of the call is logged.
         """
         if not rows:
             return []
@@ -110,6 +111,7 @@ class DecisionLog(Database):
             fresh.sort(key=lambda r: (r.key_id, r.listing_id, r.request_id or "", r.decision_id))
             inserted = postgres_insert_new(conn, fresh, now)
         existing = self._stored_for_retries(conn, [r for r in fresh if r.decision_id not in inserted])
+        _refuse_other_bodies(fresh, existing)  # before the write commits: a refused request logs nothing
         stored = []
         for key in keys:
             first = first_of_key[key]
@@ -153,6 +155,19 @@ class DecisionLog(Database):
         for start in range(0, len(requests), _KEY_CHUNK):
             condition = tuple_(d.c.key_id, d.c.listing_id, d.c.request_id).in_(requests[start : start + _KEY_CHUNK])
             yield from conn.execute(select(d).where(condition))
+
+
+def _refuse_other_bodies(fresh: Sequence[DecisionRecord], existing: dict[_Key, DecisionRecord]) -> None:
+    """ConflictError (the transaction rolls back) when a request_id of this key was first logged with
+    another body (decisions logged before bodies were hashed have no hash: taken as retries). Checked
+    here, in the write, so that a batch resent with a listing added does not log that listing's decision
+    before the API refuses the request with 409."""
+    for record in fresh:
+        stored = existing.get(_key(record))
+        if stored is None or stored.decision_id == record.decision_id:
+            continue
+        if stored.request_hash is not None and stored.request_hash != record.request_hash:
+            raise ConflictError(f"listing {record.listing_id!r} was decided under this key with a different body")
 
 
 def _key(record: DecisionRecord) -> _Key:

@@ -144,3 +144,19 @@ def test_the_request_schema_follows_a_reloaded_bundle(serve, renamed_bundle: Pat
     assert reload.status_code == 200, reload.text
     assert "sku" in after and "listing_id" not in after
     assert own.status_code == 200 and marketplace.status_code == 422
+
+
+def test_a_batch_reusing_a_request_id_with_an_item_added_is_refused_and_logs_nothing(serve) -> None:
+    """A request_id reused with another body is refused with 409 and nothing is logged, also when the new
+    body adds a listing: its decision was logged (and queued for a person) though the client got a 409."""
+    with serve() as api:
+        first = api.batch([listing_json(i) for i in range(3)], request_id="b-2")
+        grown = api.batch([listing_json(i) for i in range(4)], request_id="b-2")
+        logged = api.store.count_decisions()
+        queued = sum(api.store.queue_counts().values())
+
+    assert first.status_code == 200 and grown.status_code == 409, grown.text
+    assert "request_id 'b-2'" in grown.json()["detail"]
+    assert logged == 3 and queued == sum(
+        i["decision"] == "human_review" or i["qa_sample"] for i in first.json()["items"]
+    )

@@ -17,14 +17,19 @@ from tests.serving.test_store_layout import _columns_of, as_row, earlier_layout,
 def test_two_keys_use_one_request_id_independently(store: Store) -> None:
     first = make_decision(listing_id="L1", request_id="req-1", key_id="key-a", request_hash="h1")
     other_key = make_decision(listing_id="L1", request_id="req-1", key_id="key-b", request_hash="h2")
-    retry = make_decision(listing_id="L1", request_id="req-1", key_id="key-a", request_hash="h3")
+    retry = make_decision(listing_id="L1", request_id="req-1", key_id="key-a", request_hash="h1")
+    other_body = make_decision(listing_id="L1", request_id="req-1", key_id="key-a", request_hash="h3")
+    added = make_decision(listing_id="L2", request_id="req-1", key_id="key-a", request_hash="h3")
 
     stored = store.record_decisions([first, other_key])
     again = store.record_decisions([retry])
+    with pytest.raises(ConflictError, match="different body"):  # the request_id reused with another body
+        store.record_decisions([added, other_body])
 
     assert [s.decision_id for s in stored] == [first.decision_id, other_key.decision_id]
     assert again == [first]  # the first decision of key-a, with the hash it was logged with
     assert again[0].request_hash == "h1" and again[0].key_id == "key-a"
+    assert store.find_decision("L2", "req-1", "key-a") is None  # refused whole: nothing of it logged
     assert store.find_decision("L1", "req-1", "key-b") == other_key
     assert store.find_decision("L1", "req-1") is None  # no decision was logged without a key
     assert store.count_decisions() == 2
