@@ -58,12 +58,15 @@ def one_round(bundle: Path, workers: int, duration: float, bodies: Path, tmp: Pa
         "TRIAGE_LOG_LEVEL": "WARNING",
         "TRIAGE_MONITOR_REFRESH_SECONDS": "0",
     }
-    with Server(f"balance-{workers}w", service_command(port, workers=workers, log_level="warning"), port, "/readyz", env=env):
+    command = service_command(port, workers=workers, log_level="warning")
+    with Server(f"balance-{workers}w", command, port, "/readyz", env=env):
         result: dict[str, Any] = {}
         headers = [f"Authorization: Bearer {token}"]
-        load = threading.Thread(
-            target=lambda: result.update(run_load(port, "/v1/score", bodies, CONCURRENCY, 10_000_000, duration, headers=headers))
-        )
+
+        def load_run() -> None:
+            result.update(run_load(port, "/v1/score", bodies, CONCURRENCY, 10_000_000, duration, headers=headers))
+
+        load = threading.Thread(target=load_run)
         load.start()
         time.sleep(duration / 2)
         placed = connections_by_process(port)
@@ -90,7 +93,10 @@ def main() -> None:
         tmp = Path(directory)
         bodies = tmp / "bodies.json"
         bodies.write_text(json.dumps([listing(i) for i in range(2000)]))
-        print(f"| round | connections per worker (of {CONCURRENCY}) | busiest worker's share | req/s | p50 ms | p99 ms |")
+        header = (
+            f"| round | connections per worker (of {CONCURRENCY}) | busiest worker's share | req/s | p50 ms | p99 ms |"
+        )
+        print(header)
         print("|---|---|---|---|---|---|")
         for k in range(options.rounds):
             log(f"round {k + 1} of {options.rounds}: {options.workers} workers, {options.duration:g} s")
