@@ -531,9 +531,29 @@ def _parse_timestamps(raw: pd.Series) -> pd.Series:
         return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")
     parsed = pd.to_datetime(raw, errors="coerce", utc=True)
     retry = parsed.isna() & raw.notna()
-    if retry.any():  # a minority in another format: parse those one by one
-        parsed[retry] = pd.to_datetime(raw[retry], errors="coerce", utc=True, format="mixed")
+    if retry.any():
+        day_first = _parse_day_first(raw)
+        if day_first is not None:
+            parsed = day_first
+        else:  # a minority in another format: parse those one by one
+            parsed[retry] = pd.to_datetime(raw[retry], errors="coerce", utc=True, format="mixed")
     return parsed.dt.tz_localize(None).astype("datetime64[us]")
+
+
+def _parse_day_first(raw: pd.Series) -> pd.Series | None:
+    """The column read day-first, when pandas read its first value month-first ("12/07/2013") but the
+    day-first format parses every value: one column holds one day/month order, so a row read
+    month-first beside rows read day-first would hold a wrong date without a message."""
+    from pandas.tseries.api import guess_datetime_format
+
+    first = raw.dropna().iloc[0]
+    guessed = (guess_datetime_format(first) if isinstance(first, str) else None) or ""
+    month, day, year = guessed.find("%m"), guessed.find("%d"), guessed.find("%Y")
+    if not 0 <= month < day or 0 <= year < month:
+        return None  # not read month-first (ISO 8601 is year-first): nothing pandas could have swapped
+    day_first = guessed.replace("%m", "%%M%%").replace("%d", "%m").replace("%%M%%", "%d")
+    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format=day_first)
+    return None if (parsed.isna() & raw.notna()).any() else parsed
 
 
 def _label_key(value: Any) -> Any:

@@ -102,6 +102,17 @@ def test_timestamps_in_mixed_formats_parse():
     assert out["created_at"].notna().all()
 
 
+def test_day_first_timestamps_are_read_day_first_throughout():
+    # A day-first export whose first dates fit month-first too: every row must be read day-first,
+    # not the first ones month-first and the rest (day > 12) day-first.
+    raw = history(4)
+    raw["created_at"] = ["12/07/2013 22:33", "01/08/2013 09:19", "13/07/2013 11:17", "02/08/2013 03:15"]
+    raw["reviewed_at"] = "2013-09-01"
+    out = validate_history(raw, CONFIG).set_index("listing_id")
+    expected = pd.to_datetime(raw["created_at"], format="%d/%m/%Y %H:%M").to_numpy()
+    assert (out.loc[raw["listing_id"], "created_at"].to_numpy() == expected).all()
+
+
 def test_duplicate_ids_are_named():
     raw = history()
     raw.loc[6, "listing_id"] = "L001"
