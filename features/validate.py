@@ -99,7 +99,7 @@ def load_table(
         raise DataValidationError([f"could not read {path}: unknown file type {suffix!r} (use .parquet or .csv)"])
     try:
         if suffix == ".csv":
-            table = pd.read_csv(path, dtype=_csv_string_columns(config), keep_default_na=True)
+            table = _read_csv(path, config)
         else:
             table = pd.read_parquet(path, columns=_parquet_columns(path, columns, optional))
     except Exception as exc:  # any reader failure becomes one message that names the file
@@ -350,6 +350,20 @@ def check_unique_ids(ids: pd.Series, config: DataConfig) -> None:
     checker = _Checker(ids.to_frame(config.id).reset_index(drop=True), config)
     checker.duplicates(config.id, ids.astype("str").reset_index(drop=True))
     checker.raise_if_problems()
+
+
+def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
+    """A CSV file with the data config's id, text and categorical columns as strings, in which only an
+    empty field is missing: "NA" (a market, North America), "None" or "null" are values there, as they
+    are in Parquet; pandas' missing markers keep their meaning in every other column (a numeric "NA")."""
+    strings = _csv_string_columns(config)
+    if not strings:
+        return pd.read_csv(path)
+    from pandas._libs.parsers import STR_NA_VALUES
+
+    header = pd.read_csv(path, nrows=0).columns
+    missing = {c: [""] if c in strings else sorted(STR_NA_VALUES) for c in header}
+    return pd.read_csv(path, dtype=strings, keep_default_na=False, na_values=missing)
 
 
 def _csv_string_columns(config: DataConfig | None) -> dict[str, Any] | None:
