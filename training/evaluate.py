@@ -105,7 +105,7 @@ def routing_metrics(
         "auto_pass_share": float(w[passed].sum() / total),
         "auto_block_share": float(w[blocked].sum() / total),
         "queue_share": float(w[queued].sum() / total),
-        "recall": float(1.0 - yw[passed].sum() / positives) if y.sum() else 1.0,
+        "recall": float(1.0 - yw[passed].sum() / positives) if y.sum() else float("nan"),  # no violation: n/a
         "block_precision": float(yw[blocked].sum() / w[blocked].sum()) if blocked.any() else float("nan"),
         "missed_violations": int(y[passed].sum()),
         "wrongful_blocks": int((1 - y[blocked]).sum()),

@@ -9,7 +9,9 @@ from training.summary import audit_lines
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}" if value == value else "n/a"  # NaN: not defined on these rows
+    return str(value)
 
 
 def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, options: Any) -> str:

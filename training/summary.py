@@ -28,7 +28,7 @@ def selection_table(selection: dict[str, Any]) -> Table:
 
 
 def _num(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else "n/a"
+    return f"{value:.4f}" if isinstance(value, float) and value == value else "n/a"  # NaN: n/a
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[Any]:
@@ -57,7 +57,7 @@ def policy_lines(metrics: dict[str, Any]) -> list[str]:
         lines.append(
             f"test split routing: auto-pass {routing['auto_pass_share']:.1%}, human review "
             f"{routing['queue_share']:.1%}, auto-block {routing['auto_block_share']:.1%} "
-            f"(auto-decided {routing['auto_decided_share']:.1%}); recall {routing['recall']:.4f}"
+            f"(auto-decided {routing['auto_decided_share']:.1%}); recall {_num(routing['recall'])}"
             + "".join(
                 f"; {name} recall {t['recall']:.4f} ({t['misses']} of {t['violations']} missed)"
                 for name, t in routing.get("tiers", {}).items()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from training.summary import audit_lines, split_lines
+import math
+
+import numpy as np
+
+from training.evaluate import routing_metrics
+from training.summary import audit_lines, policy_lines, split_lines
 
 
 def _outlook(floor: float, near: float, next_pass: float, audits: float) -> dict[str, float]:
@@ -55,3 +60,16 @@ def test_the_summary_says_how_a_planned_split_shares_the_confidence_budget() -> 
     assert "predicted auto-decided 21.0% against 0.0% with the default split" in line
     assert split_lines({"alpha_split": {**plan, "planned": False}, "thresholds": {"targets": targets}}) == []
     assert split_lines({}) == []
+
+
+def test_a_test_split_without_violations_has_no_recall() -> None:
+    # Rows without a single violation say nothing about recall: n/a, never a perfect 1.0000.
+    y = np.zeros(200, dtype=np.int8)
+    risk = np.linspace(0.0, 0.5, 200)
+    routing = routing_metrics(y, risk, t_pass=0.0, t_block=1.0)
+    assert math.isnan(routing["recall"])
+    metrics = {"test": {"routing": routing}, "certification": None}
+    (line,) = policy_lines(metrics)
+    assert "recall n/a" in line and "recall 1.0000" not in line
+    with_violations = routing_metrics(np.r_[y[:-1], 1], risk, t_pass=0.0, t_block=1.0)
+    assert with_violations["recall"] == 1.0
