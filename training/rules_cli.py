@@ -19,6 +19,7 @@ from decision.backtest import SOURCES, mixed_history
 from decision.backtest import backtest as run_backtest
 from decision.policy import DECISIONS, Policy
 from decision.rules import Rule
+from features.validate import DataValidationError, load_table
 from training.cli_output import console
 from training.cli_output import fail as _fail
 from training.evaluate import json_safe
@@ -123,7 +124,10 @@ def _history(bundle: Bundle, data: Path | None, required: bool = True) -> pd.Dat
         return history
     if not data.is_file():
         _fail(f"--data: {data} not found")
-    return pd.read_csv(data) if data.suffix == ".csv" else pd.read_parquet(data)
+    try:  # as training reads it: a CSV's ids and text as strings, "NA" a value there, not a missing one
+        return load_table(data, bundle.config)
+    except DataValidationError as exc:
+        return _fail(str(exc))
 
 
 def _window(since: str | None, until: str | None) -> tuple[datetime | None, datetime]:

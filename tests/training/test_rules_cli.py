@@ -42,3 +42,21 @@ def test_bad_rules_name_the_field(bundle_dir: Path) -> None:
     missing = runner.invoke(app, ["rules", "backtest", "--bundle", str(bundle_dir), "--remove", "nope"])
     assert bad.exit_code == 2 and "rule.action" in bad.output
     assert missing.exit_code == 2 and "remove:" in missing.output
+
+
+def test_a_scored_csv_reads_as_the_same_rows_as_parquet(bundle_dir: Path, tmp_path: Path) -> None:
+    # A market "NA" (North America) or a listing id "007" are values: the CSV export of the bundle's
+    # history backtests as its Parquet does, row for row.
+    history = Bundle.load(bundle_dir).history()
+    assert history is not None
+    history = history.assign(market=["NA" if i % 3 == 0 else m for i, m in enumerate(history["market"])])
+    rule = '{"name": "na_market", "action": "review", "kind": "category", "column": "market", "values": ["NA"]}'
+    results = []
+    for name in ("scored.parquet", "scored.csv"):
+        path = tmp_path / name
+        history.to_parquet(path) if name.endswith(".parquet") else history.to_csv(path, index=False)
+        args = ["rules", "backtest", "--bundle", str(bundle_dir), "--rule", rule, "--data", str(path), "--json"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        results.append(json.loads(result.output)["rule"]["hits"])
+    assert results[0] == results[1] == (history["market"] == "NA").sum()
