@@ -265,12 +265,15 @@ def gate(
     Exit status 1 when the challenger is refused (the report says why)."""
     import tempfile
 
-    from bundle.manifest import BundleError
+    from bundle.manifest import BundleError, resolve_bundle
+    from features.config import load_config
     from features.validate import DataValidationError, load_table
     from training.promotion import champion_bundle, gate_and_register, run_gate
 
     try:
-        recent = load_table(labels)  # a bad file fails before the registry is asked anything
+        # read as the challenger was trained (a CSV's ids and text as strings, "NA" a value there), and
+        # a bad file fails before the registry is asked anything
+        recent = load_table(labels, load_config(resolve_bundle(challenger) / "data_config.yaml"))
         with tempfile.TemporaryDirectory() as scratch:
             champion_dir = champion if champion is not None else champion_bundle(models_dir, Path(scratch))
             report = run_gate(challenger, champion_dir, recent)

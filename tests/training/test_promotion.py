@@ -6,6 +6,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -175,3 +176,39 @@ def test_triage_gate_exits_1_with_the_reasons_when_it_refuses(
     assert refused.exit_code == 1 and "REFUSED:" in refused.output and "roc_auc:" in refused.output
     assert passed.exit_code == 0 and json.loads(passed.output)["passed"] is True
     assert missing.exit_code == 2 and "none.parquet" in missing.output
+
+
+def test_triage_gate_reads_a_csv_of_labels_as_its_parquet(
+    bundle_dir: Path, recent_labels: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A market "NA" (North America) or a description "N/A" is a value, not a missing one: the gate
+    # compares the models on the rows of a CSV of labels as on the same rows in Parquet.
+    from typer.testing import CliRunner
+
+    import training.promotion
+    from triage.cli import app
+
+    every_third = np.arange(len(recent_labels)) % 3 == 0
+    labels = recent_labels.assign(
+        description=np.where(every_third, "N/A", recent_labels["description"]),
+        market=recent_labels["market"].replace({"US": "NA"}),
+    )
+    labels.to_parquet(tmp_path / "gate.parquet")
+    labels.to_csv(tmp_path / "gate.csv", index=False)
+    compared: list[pd.DataFrame] = []
+    run_gate = training.promotion.run_gate
+
+    def recording_gate(challenger: Path, champion: Path | None, rows: pd.DataFrame) -> Any:
+        compared.append(rows)
+        return run_gate(challenger, champion, rows)
+
+    monkeypatch.setattr(training.promotion, "run_gate", recording_gate)
+    reports = []
+    for name in ("gate.parquet", "gate.csv"):
+        args = ["gate", "--challenger", str(bundle_dir), "--champion", str(bundle_dir), "--no-register", "--json"]
+        result = CliRunner().invoke(app, [*args, "--labels", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(result.output)["challenger"])
+    for column in ("listing_id", "market", "description"):
+        assert compared[1][column].tolist() == compared[0][column].tolist() == labels[column].tolist()
+    assert reports[0] == reports[1]
