@@ -102,10 +102,26 @@ def load_table(
             table = _read_csv(path, config)
         else:
             table = pd.read_parquet(path, columns=_parquet_columns(path, columns, optional))
+    except UnicodeDecodeError as exc:  # pandas' position is within a buffer, not the file: name the line
+        raise DataValidationError([_not_utf8(path)]) from exc
     except Exception as exc:  # any reader failure becomes one message that names the file
         raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
     table.attrs["source"] = str(path)
     return table
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a CSV file first stops being UTF-8 (a Latin-1 or Windows-1252 export), as a line number."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return (
+            f"could not read {path}: it is not UTF-8 text: line {line} holds byte 0x{data[exc.start]:02x} "
+            f"({exc.reason}); save the export as UTF-8"
+        )
+    return f"could not read {path}: it is not UTF-8 text; save the export as UTF-8"
 
 
 def _load_directory(directory: Path, columns: Sequence[str] | None, optional: Sequence[str]) -> pd.DataFrame:

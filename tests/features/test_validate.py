@@ -233,6 +233,15 @@ def test_csv_text_values_that_look_missing_are_kept(tmp_path):
     assert out["price"].isna().tolist() == [True, False, True, False]
 
 
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
+    raw = history(6).assign(title=["red bag", "blue bag", "bag 5 \u00a3", "hat", "cap", "shoe"])
+    raw.to_csv(tmp_path / "h.csv", index=False, encoding="latin-1")
+    with pytest.raises(DataValidationError) as info:
+        load_table(tmp_path / "h.csv", CONFIG)
+    message = str(info.value)
+    assert "h.csv" in message and "not UTF-8" in message and "line 4 " in message and "0xa3" in message
+
+
 def test_missing_column_names_its_role_the_file_and_the_config(tmp_path):
     path = tmp_path / "reviews.csv"
     history().drop(columns=["title"]).to_csv(path, index=False)
