@@ -177,6 +177,20 @@ def tier_config(config: DataConfig, table: pd.DataFrame, options: TrainOptions) 
     return config, []
 
 
+def empty_column_notes(table: pd.DataFrame, config: DataConfig) -> list[str]:
+    """A warning per feature column without a value in any row (blank text or category, missing number):
+    the run goes on, but such a column gives the model nothing and is most often an export or mapping
+    mistake, which a model no better than chance would otherwise leave unexplained."""
+    blank = [c for c in [*config.text, *config.categorical] if not table[c].str.strip().ne("").any()]
+    missing = [c for c in config.numeric if table[c].isna().all()]
+    roles = config.column_roles()
+    return [
+        f"column {c!r} (role {' and '.join(roles[c])}) is empty in every one of the {len(table):,} rows: "
+        f"it gives the model nothing: check the export, or leave it out of the data config ({config.where()})"
+        for c in dict.fromkeys([*blank, *missing])
+    ]
+
+
 CALIBRATION_FRACTIONS = (0.2, 0.25, 0.3, 0.35, 0.4)  # tried in order when the fraction is chosen
 VIOLATION_MARGIN = 1.5  # certification rows should hold this many times the fewest violations that certify
 
@@ -271,6 +285,7 @@ def _fit_in_process(options: TrainOptions, config: DataConfig, stage: Any) -> Fi
         example = raw[config.listing_columns].tail(5).reset_index(drop=True)
         del raw
     config, notes = tier_config(config, table, options)
+    notes += empty_column_notes(table, config)
     with stage("split by time"):
         fraction, fraction_note = choose_calibration_fraction(table, config, options)
         parts = split_by_time(table, config, fraction, options.test_fraction)

@@ -206,3 +206,14 @@ def test_feature_group_switched_off_in_the_config(reviews: pd.DataFrame, tmp_pat
         "merchant_history" not in c["feature_groups"] for c in result.metrics["selection"]["candidates"].values()
     )
     assert not (result.bundle_dir / "feature_state" / "merchant_snapshot.parquet").exists()
+
+
+def test_a_feature_column_empty_in_every_row_is_a_warning(reviews: pd.DataFrame, tmp_path: Path) -> None:
+    """An export whose description column came out empty (a mapping or export mistake) still trains, but
+    the run says which column gave the model nothing, by name and role."""
+    data, config = write_shape(reviews.assign(description="", image_count=np.nan), Shape({}), tmp_path / "in")
+    result = train_shape(data, config, tmp_path / "models")
+    warnings = " ".join(result.metrics["warnings"])
+    assert "column 'description' (role text) is empty in every one of the 4,000 rows" in warnings
+    assert "column 'image_count' (role numeric) is empty in every one of the 4,000 rows" in warnings
+    assert "'title'" not in warnings and "'price'" not in warnings
