@@ -39,6 +39,7 @@ from decision.rules import Rule
 from decision.segment_thresholds import SegmentChoice, choose_segmented
 from decision.tiers import (
     TierCertificate,
+    certifiable_text,
     certify_tiers,
     overall_miss_rate_upper,
     pass_score,
@@ -200,7 +201,7 @@ def _guarantee_result(
         f"confidence with {n1} violating listings in the certification rows (needs at least {need}), so no "
         "listing can be auto-passed. Fail-safe thresholds send everything below t_block to human review."
         + (
-            f" Closest achievable: recall >= {best:.4g} certified, passing below {closest.t_pass:.4g}"
+            f" Closest achievable: recall >= {certifiable_text(best)} certified, passing below {closest.t_pass:.4g}"
             f" ({closest.auto_pass_share:.1%} auto-passed)."
             if closest
             else ""
@@ -545,7 +546,7 @@ def choose_tiered(
         + "; ".join(
             f"tier {t.name!r}: recall >= {t.recall_target:g} cannot be certified at {1 - t.alpha:.2%} confidence "
             f"with {t.n_violating} violations in the certification data (needs at least {t.violations_needed}); "
-            f"the strongest certifiable target for it is recall >= {t.best_certifiable_recall:.3f}"
+            f"the strongest certifiable target for it is recall >= {certifiable_text(t.best_certifiable_recall)}"
             for t in failing
         )
         + ". So no listing can be auto-passed (fail safe: everything below t_block goes to human review). "
@@ -671,8 +672,8 @@ def choose_weighted(
         "Infeasible on audit-weighted rows: "
         + "; ".join(
             f"{c.name}: recall >= {c.recall_target:g} cannot be certified at {1 - c.alpha:.2%} confidence; "
-            f"the strongest certifiable with these rows is {c.best_certifiable_recall:.3f}; an audit rate of about "
-            f"{audit_rate_needed(c.n_violating, c.recall_target, c.alpha):.1%} of automated "
+            f"the strongest certifiable with these rows is {certifiable_text(c.best_certifiable_recall)}; "
+            f"an audit rate of about {audit_rate_needed(c.n_violating, c.recall_target, c.alpha):.1%} of automated "
             "decisions would let a stratum with no observed miss pass it"
             for c in failing
         )

@@ -158,6 +158,12 @@ def best_certifiable_recall(n_violating: int, alpha: float) -> float:
     return float(alpha ** (1.0 / n_violating)) if n_violating else 0.0
 
 
+def certifiable_text(recall: float) -> str:
+    """A certifiable recall in words, to 3 decimals rounded down: a target it names is certifiable too
+    (0.92957 reads 0.929; rounded to nearest, 0.930 would be refused again)."""
+    return f"{math.floor(recall * 1000) / 1000:.3f}"
+
+
 def violations_needed(recall: float, alpha: float) -> int:
     """Fewest violations with which recall >= R can be certified at level alpha: R ** n <= alpha."""
     return math.ceil(math.log(alpha) / math.log(recall))

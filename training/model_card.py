@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from decision.policy import Policy
+from decision.tiers import certifiable_text
 from training.summary import audit_lines
 
 
@@ -75,7 +76,7 @@ def _certification_lines(cert: dict[str, Any] | None) -> list[str]:
     state = "**certified**" if cert["feasible"] else "**NOT certified** (nothing is auto-passed)"
     lines = [f"Targets {state} on {cert['certified_on']} ({cert['rows']} rows): {cert['message']}", ""]
     if not cert["feasible"] and cert.get("strongest_certifiable"):
-        strongest = ", ".join(f"{k} recall >= {v:.3f}" for k, v in cert["strongest_certifiable"].items())
+        strongest = ", ".join(f"{k} recall >= {certifiable_text(v)}" for k, v in cert["strongest_certifiable"].items())
         lines += [f"Strongest certifiable targets on this data: {strongest}.", ""]
     return lines
 

@@ -7,6 +7,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from decision.tiers import certifiable_text
+
 
 def selection_table(selection: dict[str, Any]) -> Table:
     table = Table(title=f"model selection: {selection['criterion']}", title_justify="left")
@@ -93,7 +95,9 @@ def policy_lines(metrics: dict[str, Any]) -> list[str]:
         lines += split_lines(metrics)
         lines += audit_lines(metrics)
     else:
-        strongest = ", ".join(f"{k}: recall >= {v:.3f}" for k, v in (cert.get("strongest_certifiable") or {}).items())
+        strongest = ", ".join(
+            f"{k}: recall >= {certifiable_text(v)}" for k, v in (cert.get("strongest_certifiable") or {}).items()
+        )
         how = (
             "lower the tier's recall in the data config's `tiers`, or add labelled data"
             if cert["tiers"]

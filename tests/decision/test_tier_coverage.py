@@ -11,6 +11,7 @@ Carlo noise, so each check allows the one-sided 99% binomial upper quantile.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -295,6 +296,24 @@ def test_an_uncertifiable_tier_is_named_and_nothing_is_auto_passed() -> None:
     )
     assert not (codes == CODE_PASS).any()
     assert (codes == CODE_BLOCK).any()  # the block threshold still stands on its own certificate
+
+
+def test_the_strongest_certifiable_target_named_is_certifiable() -> None:
+    """60 minor violations cannot certify recall 0.95 and certify at most 0.0125 ** (1/60) = 0.92957: the
+    message must name a target at or below it (0.929), not one rounded up past it (0.930), which fails."""
+    rng = np.random.default_rng(8)
+    risk, tier_risk = draw_calibrated(10_000, rng)
+    tier = np.where(rng.random(len(risk)) < risk, SEVERE.name, NO_TIER).astype(object)
+    tier[np.flatnonzero(tier == SEVERE.name)[:60]] = MINOR.name
+    frame = reference(risk, tier_risk, tier)
+    strict = (SEVERE, Tier(MINOR.name, MINOR.reasons, 0.95))
+    result = choose_policy_thresholds(frame, block_precision=BLOCK_PRECISION, delta=0.05, tiers=strict)
+    assert not result.feasible
+    named = re.search(r"strongest certifiable target for it is recall >= ([0-9]+\.[0-9]+)", result.message)
+    assert named is not None and named.group(1) == "0.929"
+    lowered = (SEVERE, Tier(MINOR.name, MINOR.reasons, float(named.group(1))))
+    again = choose_policy_thresholds(frame, block_precision=BLOCK_PRECISION, delta=0.05, tiers=lowered)
+    assert [t.certified for t in again.tiers] == [True, True]
 
 
 # --- the overall recall bound a tiered policy reports -------------------------------------------------------
