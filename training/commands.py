@@ -258,6 +258,13 @@ def gate(
         bool, typer.Option("--register/--no-register", help="on a pass, alias the challenger `candidate`")
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            help="the outcomes known before LABELS (the training rows), .parquet or .csv: merchant history counts "
+            "them as the service does (default: LABELS alone)"
+        ),
+    ] = None,
 ) -> None:
     """The promotion gate: compare the challenger with the champion on the same recent labelled data
     (weighted by 1/inclusion_prob) and, if it is no worse, make it the registry's `candidate`.
@@ -273,10 +280,12 @@ def gate(
     try:
         # read as the challenger was trained (a CSV's ids and text as strings, "NA" a value there), and
         # a bad file fails before the registry is asked anything
-        recent = load_table(labels, load_config(resolve_bundle(challenger) / "data_config.yaml"))
+        config = load_config(resolve_bundle(challenger) / "data_config.yaml")
+        recent = load_table(labels, config)
+        known = load_table(history, config) if history is not None else None
         with tempfile.TemporaryDirectory() as scratch:
             champion_dir = champion if champion is not None else champion_bundle(models_dir, Path(scratch))
-            report = run_gate(challenger, champion_dir, recent)
+            report = run_gate(challenger, champion_dir, recent, known)
         registered = gate_and_register(report) if register else None
     except (BundleError, DataValidationError, FileNotFoundError, LookupError, ValueError) as exc:
         _fail(str(exc))

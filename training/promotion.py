@@ -2,7 +2,11 @@
 
 Both bundles score the same rows (an `export-labels` frame) through `training.offline` (features,
 calibrated risk, every tier's risk and the bundle's own certified policy routed by `decision.policy.route`),
-and the gate compares what production would see:
+and the gate compares what production would see. Merchant-history features count, as the service's do,
+every outcome reviewed before a listing: pass the outcomes known before the labelled rows (`history`, the
+training rows) or they count only the labelled rows' own, and the risks are not the service's.
+
+The figures:
 
 - workload: the share each bundle's own policy auto-decides (auto-pass + auto-block; the rest is review),
 - ranking: ROC-AUC of the calibrated risk,
@@ -170,12 +174,17 @@ def weighted_report(
     )
 
 
-def bundle_report(bundle: Bundle, labels: pd.DataFrame, weight_by_id: pd.Series) -> BundleReport:
+def bundle_report(
+    bundle: Bundle, labels: pd.DataFrame, weight_by_id: pd.Series, history: pd.DataFrame | None = None
+) -> BundleReport:
     """Score the labelled rows with the bundle (its features, calibration, tiers and policy, as
-    `triage evaluate` and the service do) and summarise, weighted by `weight_by_id` (by listing id)."""
+    `triage evaluate` and the service do) and summarise, weighted by `weight_by_id` (by listing id).
+    Merchant history point in time from `history` and the labelled rows (a listing in both: the label)."""
     config = bundle.config
     table = validate_history(labels, config)
-    risk, tier_risk = bundle.scores(table, history=table)
+    known = labels if history is None else pd.concat([history, labels], ignore_index=True, sort=False)
+    known = validate_history(known.drop_duplicates(config.id, keep="last"), config)
+    risk, tier_risk = bundle.scores(table, history=known)
     codes = decide(bundle, table, risk, tier_risk)
     weight = table[config.id].astype(str).map(weight_by_id).to_numpy(dtype=np.float64)
     policy = bundle.policy
@@ -208,8 +217,11 @@ def compare(challenger: BundleReport, champion: BundleReport | None) -> list[str
     return refusals
 
 
-def run_gate(challenger: Path, champion: Path | None, labels: pd.DataFrame) -> GateReport:
-    """Compare the challenger bundle with the champion (None: there is none yet) on `labels`."""
+def run_gate(
+    challenger: Path, champion: Path | None, labels: pd.DataFrame, history: pd.DataFrame | None = None
+) -> GateReport:
+    """Compare the challenger bundle with the champion (None: there is none yet) on `labels`; `history`:
+    the outcomes known before them (the training rows), for the merchant-history features."""
     if labels.empty:
         raise ValueError("labels: no labelled rows to compare the models on (export-labels wrote none)")
     weight, notes = inclusion_weights(labels)
@@ -218,8 +230,10 @@ def run_gate(challenger: Path, champion: Path | None, labels: pd.DataFrame) -> G
     if id_column not in labels:
         raise ValueError(f"labels: no column {id_column!r} (the listing id)")
     weight_by_id = pd.Series(weight, index=labels[id_column].astype(str).to_numpy())
-    challenger_report = bundle_report(challenger_bundle, labels, weight_by_id)
-    champion_report = bundle_report(Bundle.load(champion, threads=0), labels, weight_by_id) if champion else None
+    challenger_report = bundle_report(challenger_bundle, labels, weight_by_id, history)
+    champion_report = (
+        bundle_report(Bundle.load(champion, threads=0), labels, weight_by_id, history) if champion else None
+    )
     if champion_report is not None and champion_report.version == challenger_report.version:
         notes.append("challenger and champion carry the same bundle version")
     return GateReport(challenger_report, champion_report, compare(challenger_report, champion_report), notes)

@@ -96,7 +96,13 @@ def retrain(
         f"gating on the newest {len(recent):,} verdicts ({work / 'gate.parquet'})"
     )
     train(data=work / "train.parquet", out=out, seed=seed, alias=False, audit_volume=audit_volume)
-    gate(challenger=out / "latest", labels=work / "gate.parquet", champion=champion, models_dir=out)
+    gate(
+        challenger=out / "latest",
+        labels=work / "gate.parquet",
+        champion=champion,
+        models_dir=out,
+        history=work / "train.parquet",
+    )
 
 
 def promote(

@@ -146,6 +146,30 @@ def test_the_gate_passes_an_equal_challenger_and_refuses_a_weak_one(
     assert json.loads(json.dumps(refused.to_dict()))["passed"] is False
 
 
+def test_the_gate_counts_the_merchant_history_before_the_labels_as_the_service_does(
+    bundle_dir: Path, generated_dir: Path, recent_labels: pd.DataFrame
+) -> None:
+    """Given the outcomes before the labelled rows, the gate scores them as the bundle does with the whole
+    history (the service's merchant features), not from the merchants' few outcomes among the labels."""
+    from bundle.load import Bundle
+    from features.validate import validate_history
+    from training.offline import decide
+
+    whole = pd.read_parquet(generated_dir / "reviews.parquet")
+    older = whole[~whole["listing_id"].isin(recent_labels["listing_id"])]
+    bundle = Bundle.load(bundle_dir, threads=0)
+    table = validate_history(recent_labels, bundle.config)
+    risk, tier_risk = bundle.scores(table, history=validate_history(whole, bundle.config))
+    codes = decide(bundle, table, risk, tier_risk)
+    weight = 1.0 / table["inclusion_prob"].to_numpy()
+    expected = weighted_report("v", "p", "certified", codes, risk, table["label"].to_numpy(), weight)
+
+    report = run_gate(bundle_dir, bundle_dir, recent_labels, history=older)
+    assert report.challenger.roc_auc == pytest.approx(expected.roc_auc, abs=1e-9)
+    assert report.challenger.auto_pass == pytest.approx(expected.auto_pass, abs=1e-9)
+    assert report.challenger.recall == pytest.approx(expected.recall, abs=1e-9)
+
+
 def test_the_gate_refuses_an_uncertified_challenger(bundle_dir: Path, recent_labels: pd.DataFrame, tmp_path: Path):
     from bundle.policies import load_policy, save_policy
 
@@ -158,7 +182,7 @@ def test_the_gate_refuses_an_uncertified_challenger(bundle_dir: Path, recent_lab
 
 
 def test_triage_gate_exits_1_with_the_reasons_when_it_refuses(
-    bundle_dir: Path, recent_labels: pd.DataFrame, tmp_path: Path
+    bundle_dir: Path, generated_dir: Path, recent_labels: pd.DataFrame, tmp_path: Path
 ) -> None:
     from typer.testing import CliRunner
 
@@ -167,9 +191,12 @@ def test_triage_gate_exits_1_with_the_reasons_when_it_refuses(
     weak = _copy(bundle_dir, tmp_path, "weak")
     _reverse_calibrators(weak)
     recent_labels.to_parquet(tmp_path / "gate.parquet")
+    whole = pd.read_parquet(generated_dir / "reviews.parquet")
+    whole[~whole["listing_id"].isin(recent_labels["listing_id"])].to_parquet(tmp_path / "train.parquet")
     common = ["--labels", str(tmp_path / "gate.parquet"), "--champion", str(bundle_dir), "--no-register"]
     refused = CliRunner().invoke(app, ["gate", "--challenger", str(weak), *common])
-    passed = CliRunner().invoke(app, ["gate", "--challenger", str(bundle_dir), *common, "--json"])
+    history = ["--history", str(tmp_path / "train.parquet")]
+    passed = CliRunner().invoke(app, ["gate", "--challenger", str(bundle_dir), *common, *history, "--json"])
     no_file = ["--labels", str(tmp_path / "none.parquet"), "--champion", str(bundle_dir)]
     missing = CliRunner().invoke(app, ["gate", "--challenger", str(weak), *no_file])
 
