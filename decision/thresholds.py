@@ -197,7 +197,7 @@ def _guarantee_result(
     best = alpha ** (1 / n1) if n1 else float("nan")
     need = math.ceil(math.log(alpha) / math.log(targets["recall"]))
     message = (
-        f"Infeasible: recall >= {targets['recall']:.4g} cannot be certified at {1 - alpha:.2%} "
+        f"Infeasible: recall >= {targets['recall']:g} cannot be certified at {1 - alpha:.2%} "
         f"confidence with {n1} violating listings in the certification rows (needs at least {need}), so no "
         "listing can be auto-passed. Fail-safe thresholds send everything below t_block to human review."
         + (
@@ -291,7 +291,7 @@ def choose_for_capacity(
     )
     if not feasible:
         message = (
-            f"Infeasible: {message}, below the recall target {recall:.4g}; the target needs about "
+            f"Infeasible: {message}, below the recall target {recall:g}; the target needs about "
             f"{target_hours:.1f} reviewer-hours/day"
             + ("" if found.pass_certified else " and more violating calibration examples")
         )

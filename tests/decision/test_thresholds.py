@@ -160,6 +160,13 @@ def test_infeasible_targets_give_a_plain_message_not_a_crash() -> None:
     assert not empty.feasible and empty.closest is None
 
 
+def test_an_infeasible_target_is_named_as_given() -> None:
+    """0.99999 is not rounded to "recall >= 1" (a target no one asked for, and not one the CLI accepts)."""
+    result = choose_policy_thresholds(draw(300, 9), recall=0.99999, block_precision=0.98, delta=0.05)
+    assert not result.feasible
+    assert result.message.startswith("Infeasible: recall >= 0.99999 cannot be certified")
+
+
 def test_cost_mode_is_chows_rule() -> None:
     scores = ranked(draw(5000, 3))
     result = choose_by_cost(scores, cost_review=1.0, cost_miss=50.0, cost_wrong_block=20.0)
