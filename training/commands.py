@@ -159,7 +159,8 @@ def train(
 
     for line in summary_lines(result.metrics):
         console.print(line)
-    console.print(f"bundle: [bold]{escape(str(result.bundle_dir))}[/] (models/latest points to it)")
+    latest = escape(str(result.bundle_dir.parent / "latest"))
+    console.print(f"bundle: [bold]{escape(str(result.bundle_dir))}[/] ({latest} points to it)")
     if result.mlflow:
         registered = f"MLflow: registered listing-risk version {result.mlflow['model_version']}"
         if "alias" in result.mlflow:

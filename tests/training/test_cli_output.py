@@ -55,3 +55,25 @@ def test_the_selection_table_folds_a_long_candidate_name_instead_of_cutting_it()
     first_cells = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
     assert "…" not in text
     assert all(name in first_cells for name in names)
+
+
+def test_triage_train_names_the_latest_pointer_of_its_out_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out elsewhere` moves elsewhere/latest, not models/latest: the closing line says which."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import training.pipeline
+    import training.summary
+    from triage.cli import app
+
+    out = tmp_path / "experiments"
+    result = SimpleNamespace(metrics={}, bundle_dir=out / "20261204T000000Z", mlflow=None)
+    monkeypatch.setattr(training.pipeline, "train", lambda options: result)
+    monkeypatch.setattr(training.summary, "summary_lines", lambda metrics: [])
+    printed = CliRunner().invoke(app, ["train", "--out", str(out), "--no-mlflow"], env={"COLUMNS": "400"})
+    assert printed.exit_code == 0, printed.output
+    assert f"({out / 'latest'} points to it)" in printed.output
+    assert "models/latest" not in printed.output
