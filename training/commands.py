@@ -166,10 +166,12 @@ def train(
         if "alias" in result.mlflow:
             console.print(f"{registered} (alias {result.mlflow['alias']}), run {result.mlflow['run_id']}")
         else:
-            console.print(
-                f"{registered} without alias (--out is not models/; pass --alias to make it the candidate), "
-                f"run {result.mlflow['run_id']}"
+            why = (
+                "--no-alias: `triage gate` makes it the candidate if it passes"
+                if alias is False
+                else "--out is not models/; pass --alias to make it the candidate"
             )
+            console.print(f"{registered} without alias ({why}), run {result.mlflow['run_id']}")
 
 
 def evaluate(

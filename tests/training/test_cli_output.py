@@ -77,3 +77,24 @@ def test_triage_train_names_the_latest_pointer_of_its_out_directory(
     assert printed.exit_code == 0, printed.output
     assert f"({out / 'latest'} points to it)" in printed.output
     assert "models/latest" not in printed.output
+
+
+def test_triage_train_says_why_a_registered_model_got_no_alias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-alias into models/ (what `triage retrain` runs) is not "--out is not models/"."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import training.pipeline
+    import training.summary
+    from triage.cli import app
+
+    result = SimpleNamespace(metrics={}, bundle_dir=tmp_path / "v", mlflow={"model_version": "3", "run_id": "r"})
+    monkeypatch.setattr(training.pipeline, "train", lambda options: result)
+    monkeypatch.setattr(training.summary, "summary_lines", lambda metrics: [])
+    env = {"COLUMNS": "400"}
+    asked = CliRunner().invoke(app, ["train", "--out", "models", "--no-alias"], env=env)
+    elsewhere = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "experiments")], env=env)
+    assert asked.exit_code == 0 and elsewhere.exit_code == 0
+    assert "version 3 without alias (--no-alias:" in asked.output and "--out is not models/" not in asked.output
+    assert "version 3 without alias (--out is not models/; pass --alias" in elsewhere.output
