@@ -35,6 +35,7 @@ from training.select import (
     LOGISTIC,
     Selection,
     SelectionData,
+    can_hold_out,
     inner_split,
     select_model,
     selection_columns,
@@ -208,7 +209,8 @@ def choose_calibration_fraction(
     table: pd.DataFrame, config: DataConfig, options: TrainOptions
 ) -> tuple[float, str | None]:
     """The calibration share: as given, else the smallest of CALIBRATION_FRACTIONS whose certification
-    rows hold VIOLATION_MARGIN x the violations each recall target needs (the largest when none does).
+    rows hold VIOLATION_MARGIN x the violations each recall target needs (the largest when none does),
+    never raised so far that model selection cannot hold out a validation part of the training rows.
 
     A small export then gives up some training rows to make its targets certifiable. The choice uses
     only how many violations fall in the newest rows, and the recall bound holds given that count (it
@@ -217,10 +219,13 @@ def choose_calibration_fraction(
     if options.calibration_fraction is not None:
         return options.calibration_fraction, None
     needed = violations_to_certify(config, options)
-    for fraction in CALIBRATION_FRACTIONS:
-        parts = split_by_time(table, config, fraction, options.test_fraction)
+    fraction, counts = CALIBRATION_FRACTIONS[0], {}
+    for candidate in CALIBRATION_FRACTIONS:
+        parts = split_by_time(table, config, candidate, options.test_fraction)
+        if candidate > fraction and not can_hold_out(len(parts.train), options.validation_fraction):
+            break  # a larger share would leave model selection too few training rows
         rows = [parts.calibration, parts.test] if options.certify_on == "calibration+test" else [parts.calibration]
-        counts = _violation_counts(pd.concat(rows, ignore_index=True), config)
+        fraction, counts = candidate, _violation_counts(pd.concat(rows, ignore_index=True), config)
         if all(counts.get(name, 0) >= VIOLATION_MARGIN * need for name, need in needed.items()):
             break
     if fraction == CALIBRATION_FRACTIONS[0]:

@@ -163,12 +163,16 @@ def choose(scored: list[Scored]) -> tuple[Scored, str]:
     return winner, reason
 
 
+def can_hold_out(n: int, validation_fraction: float) -> bool:
+    """Whether n training rows leave MIN_VALIDATION_ROWS both to fit on and to validate on."""
+    return n - max(MIN_VALIDATION_ROWS, int(n * validation_fraction)) >= MIN_VALIDATION_ROWS
+
+
 def inner_split(n: int, validation_fraction: float) -> int:
     """Index of the first validation row (rows are in time order)."""
-    n_valid = max(MIN_VALIDATION_ROWS, int(n * validation_fraction))
-    if n - n_valid < MIN_VALIDATION_ROWS:
+    if not can_hold_out(n, validation_fraction):
         raise ValueError(f"model selection: {n} training rows are too few to hold out a validation part")
-    return n - n_valid
+    return n - max(MIN_VALIDATION_ROWS, int(n * validation_fraction))
 
 
 @dataclass

@@ -198,6 +198,26 @@ def test_cli_train_names_the_bad_column(tmp_path: Path, generated_dir: Path) -> 
     assert "merchant_id" in result.output
 
 
+def test_a_raised_calibration_share_leaves_model_selection_its_training_rows(tmp_path: Path) -> None:
+    """1,000 rows (seed 13) hold too few violations for the targets: the share is raised, but not to 40%,
+    which left 399 training rows and failed with "too few to hold out a validation part" where 20%
+    trains."""
+    from features.config import load_config
+    from training.generate import write_dataset
+    from training.pipeline import choose_calibration_fraction
+    from training.select import inner_split
+    from training.split import split_by_time
+
+    write_dataset(tmp_path, rows=1000, seed=13, start="2025-01-01", months=12)
+    config = load_config(None)
+    table = validate_history(load_table(tmp_path / "reviews.parquet", config), config)
+    options = TrainOptions(data=tmp_path / "reviews.parquet")
+    fraction, note = choose_calibration_fraction(table, config, options)
+    train_rows = len(split_by_time(table, config, fraction, options.test_fraction).train)
+    assert fraction > 0.2 and note is not None and "raised" in note
+    inner_split(train_rows, options.validation_fraction)  # raises when selection cannot split them
+
+
 def test_mlflow_registers_model_with_candidate_alias(trained, mlflow_uri: str) -> None:
     from mlflow import MlflowClient
 
