@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -148,6 +148,14 @@ class SplitPlan:
     predicted_default: Outcome
     pilot_rows: int
     certification_rows: int
+
+    def as_applied(self, targets: dict[str, Any]) -> SplitPlan:
+        """This plan if the certificate (its `targets`) used the chosen split, else the default's figures:
+        per-segment thresholds certify on a fixed split of their own, and no plan moved it."""
+        if targets.get("alpha_split") == self.chosen.to_dict():
+            return self
+        default = AlphaSplit.default(len(self.chosen.tiers))
+        return replace(self, chosen=default, planned=False, predicted=self.predicted_default)
 
     def to_dict(self) -> dict[str, Any]:
         return {

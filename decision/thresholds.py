@@ -412,6 +412,7 @@ def choose_policy_thresholds(
         min_segment_violations,
         min_relative_saving,
         seed,
+        alpha_split,
     )
 
 
@@ -425,7 +426,10 @@ def _choose_with_segments(
     min_violations: int,
     min_saving: float,
     seed: int,
+    alpha_split: AlphaSplit | None = None,
 ) -> ThresholdResult:
+    """Per-segment thresholds against one global pair, each at delta / 2 (their fixed split); when no
+    segment can have its own, the global pair on all of delta, split as without segments (`alpha_split`)."""
     _check_targets(recall, block_precision, delta)
     # Two certified candidates, the better one kept: each gets half the error budget (Bonferroni).
     ranked = _ranked(reference)
@@ -442,7 +446,7 @@ def _choose_with_segments(
         seed=seed,
     )
     if choice is None:
-        result = choose_thresholds(ranked, recall, block_precision, delta)
+        result = choose_thresholds(ranked, recall, block_precision, delta, alpha_split)
         result.notes.append(
             f"per-segment thresholds by {segment_by!r} not used: no segment has "
             f">= {min_rows} rows and >= {min_violations} violations in half the calibration data"

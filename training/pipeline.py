@@ -428,8 +428,7 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
         recalls = [t.recall for t in config.tiers] if config.tiered else [options.recall]
         pilot = fitted.selection.pilot if options.plan_alpha_split else None
         plan = plan_split(pilot, recalls, options.block_precision, 1 - options.confidence, len(rows))
-        split_plans[len(rows)] = plan
-        return choose_policy_thresholds(
+        result = choose_policy_thresholds(
             rows,
             recall=options.recall,
             block_precision=options.block_precision,
@@ -438,6 +437,8 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
             tiers=config.tiers if config.tiered else (),
             alpha_split=plan.chosen,
         )
+        split_plans[len(rows)] = plan.as_applied(result.targets)
+        return result
 
     with stage("choose thresholds on the calibration split"):
         thresholds = certify(reference)

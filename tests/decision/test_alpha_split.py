@@ -5,6 +5,7 @@ simulation on generated data with the pipeline's own calibrator)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from decision.alpha_split import AlphaSplit, Pilot, candidate_splits, expected_outcome, plan_split
@@ -62,6 +63,26 @@ def test_the_budget_goes_to_recall_when_the_pilot_supports_no_block() -> None:
     rich = Pilot.untiered(risk, np.r_[pilot.label, np.ones(3_000, bool)])
     rich_plan = plan_split(rich, [0.99], 0.98, 0.05, 12_000)
     assert rich_plan.chosen.block > 0 and rich_plan.predicted.auto_block > 0.05
+
+
+def test_a_plan_per_segment_thresholds_did_not_use_is_not_reported_as_planned() -> None:
+    """Per-segment thresholds certify on a fixed split of their own: a planned split that moved nothing
+    is recorded as the default (what `triage train` prints and metrics.json keeps), not as planned."""
+    rng = np.random.default_rng(3)
+    plan = plan_split(low_risk_pilot(20_000, 0.03, rng), [0.99], 0.98, 0.05, 15_000)
+    risk = np.r_[rng.beta(0.4, 12.0, 8_000), rng.beta(0.8, 6.0, 8_000)]
+    frame = pd.DataFrame(
+        {"risk": risk, "label": rng.random(len(risk)) < risk, "market": np.repeat(["US", "DE"], 8_000)}
+    )
+    unsegmented = choose_policy_thresholds(frame, recall=0.9, block_precision=0.9, alpha_split=plan.chosen)
+    segmented = choose_policy_thresholds(
+        frame, recall=0.9, block_precision=0.9, segment_by="market", alpha_split=plan.chosen
+    )
+    assert plan.planned and plan.as_applied(unsegmented.targets) == plan
+    assert not any("no segment has" in note for note in segmented.notes)
+    applied = plan.as_applied(segmented.targets)
+    assert not applied.planned and applied.chosen == AlphaSplit.default(1)
+    assert applied.predicted == plan.predicted_default
 
 
 def test_no_pilot_or_no_gain_keeps_the_default_split() -> None:

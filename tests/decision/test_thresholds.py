@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import special, stats
 
+from decision.alpha_split import AlphaSplit
 from decision.guarantees import RankedScores, certify_block, group_starts, sequence_start
 from decision.policy import Policy, route
 from decision.segment_thresholds import threshold_for
@@ -165,6 +166,20 @@ def test_an_infeasible_target_is_named_as_given() -> None:
     result = choose_policy_thresholds(draw(300, 9), recall=0.99999, block_precision=0.98, delta=0.05)
     assert not result.feasible
     assert result.message.startswith("Infeasible: recall >= 0.99999 cannot be certified")
+
+
+def test_a_planned_split_is_kept_when_no_segment_earns_its_own_thresholds() -> None:
+    """--segment-by with no segment large enough certifies the one global pair on all of delta: the same
+    certificate as without --segment-by, so the split of delta planned for it applies too."""
+    frame = draw(3000, 5).assign(market=np.where(np.arange(3000) % 2 == 0, "US", "DE"))
+    planned = AlphaSplit(0.25, (0.75,))
+    segmented = choose_policy_thresholds(
+        frame, recall=0.9, block_precision=0.9, segment_by="market", alpha_split=planned
+    )
+    plain = choose_policy_thresholds(frame, recall=0.9, block_precision=0.9, alpha_split=planned)
+    assert any("not used: no segment has" in note for note in segmented.notes)
+    assert segmented.targets["alpha_split"] == planned.to_dict() == plain.targets["alpha_split"]
+    assert (segmented.t_pass, segmented.t_block) == (plain.t_pass, plain.t_block)
 
 
 def test_cost_mode_is_chows_rule() -> None:
