@@ -45,6 +45,7 @@ from decision.guarantees import DEFAULT_REVIEW_SECONDS, ordered_pair
 from decision.policy import CODE_PASS, CODE_REVIEW, Policy, route
 from decision.rules import match_rule_masks
 from decision.tiers import NO_TIER, frame_tier_risk, risk_column
+from features.config import INCLUSION_PROB
 
 WHAT_IF_VERSION = "what-if"  # the version of a policy with thresholds a person is trying out
 
@@ -143,13 +144,25 @@ def wilson(successes: float, n: float, confidence: float) -> tuple[float, float]
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def prevalence_weights(label: np.ndarray, multiplier: float) -> np.ndarray:
-    """Row weights that multiply the share of violating listings by `multiplier`, volume unchanged."""
-    prevalence = float(label.mean()) if len(label) else 0.0
+def prevalence_weights(label: np.ndarray, multiplier: float, base: np.ndarray | None = None) -> np.ndarray:
+    """Row weights that multiply the share of violating listings by `multiplier`, volume unchanged (the
+    share among rows weighted by `base`, when given)."""
+    prevalence = float(np.average(label, weights=base)) if len(label) else 0.0
     if multiplier <= 0 or multiplier * prevalence >= 1:
         raise ValueError(f"prevalence_multiplier: {multiplier} x prevalence {prevalence:.4f} must be in (0, 1)")
     negative = (1 - multiplier * prevalence) / (1 - prevalence) if prevalence < 1 else 0.0
     return np.where(label, multiplier, negative)
+
+
+def reference_weights(reference: pd.DataFrame, multiplier: float) -> np.ndarray:
+    """Each row's weight: 1 / its inclusion probability when the labels were audit-sampled (a retrained
+    bundle's reference: an audited row stands for 1 / pi listings; blank is 1), times the prevalence shift."""
+    label = reference["label"].to_numpy().astype(bool)
+    sampled = np.ones(len(label))
+    if INCLUSION_PROB in reference:
+        pi = reference[INCLUSION_PROB].to_numpy(dtype=np.float64)
+        sampled = np.where(np.isfinite(pi) & (pi > 0), 1.0 / pi, 1.0)
+    return sampled * prevalence_weights(label, multiplier, sampled)
 
 
 def _review_seconds(reference: pd.DataFrame) -> np.ndarray:
@@ -324,7 +337,7 @@ def simulate(
     if daily_volume <= 0 or productive_hours_per_fte <= 0:
         raise ValueError("daily_volume and productive_hours_per_fte must be positive")
     label = reference["label"].to_numpy().astype(bool)
-    weight = prevalence_weights(label, prevalence_multiplier)
+    weight = reference_weights(reference, prevalence_multiplier)
     tiers = reference_tiers(reference)
     tier_risk, thresholds = _tier_routing(reference, tiers, tier_pass)
     tier_vector = np.array(list(thresholds.values())) if thresholds else None
@@ -511,7 +524,7 @@ def sweep(
     t_block. One sort and weighted cumulative sums; no rules, global thresholds."""
     risk = reference["risk"].to_numpy(dtype=np.float64)
     label = reference["label"].to_numpy().astype(bool)
-    weight = prevalence_weights(label, prevalence_multiplier)
+    weight = reference_weights(reference, prevalence_multiplier)
     order = np.argsort(risk, kind="stable")
     risk, label, weight = risk[order], label[order], weight[order]
     seconds = _review_seconds(reference)[order]

@@ -56,6 +56,27 @@ def test_numbers_equal_counting_by_hand() -> None:
     json.dumps(result.to_dict())
 
 
+def test_audit_sampled_rows_count_one_over_their_inclusion_probability() -> None:
+    """A bundle retrained on the service's verdicts holds audited automated rows at inclusion probability
+    pi: each stands for 1 / pi listings, as the certificate and the gate count them. Row 0 (pi = 0.25)
+    weighs 4: equal to the same reference with the row written out 4 times, curve included."""
+    sampled = SMALL.assign(inclusion_prob=[0.25] + [1.0] * 9)
+    written_out = pd.concat([SMALL.iloc[[0, 0, 0]], SMALL], ignore_index=True)
+    weighted, expected = simulate(sampled, 0.05, 0.9, 1000), simulate(written_out, 0.05, 0.9, 1000)
+    assert weighted.auto_pass_share.value == pytest.approx(expected.auto_pass_share.value)  # 5 of 13
+    assert weighted.recall.value == pytest.approx(expected.recall.value)
+    assert weighted.reviewer_hours_per_day.value == pytest.approx(expected.reviewer_hours_per_day.value)
+    assert weighted.prevalence == pytest.approx(expected.prevalence)
+    doubled = simulate(sampled, 0.05, 0.9, 1000, prevalence_multiplier=2.0)
+    assert doubled.prevalence == pytest.approx(2 * expected.prevalence)
+    curve, expected_curve = sweep(sampled, 0.9), sweep(written_out, 0.9)
+    common = sorted(set(curve["t_pass"]) & set(expected_curve["t_pass"]))  # 0, 0.01, ..., 0.7, 0.9
+    assert len(common) > 10
+    pd.testing.assert_frame_equal(
+        curve.set_index("t_pass").loc[common], expected_curve.set_index("t_pass").loc[common], check_exact=False
+    )
+
+
 def test_wilson_matches_known_values() -> None:
     low, high = wilson(10, 100, 0.95)
     assert (low, high) == pytest.approx((0.05523, 0.17437), abs=1e-4)
