@@ -260,11 +260,16 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
             f"Blocked automatically: the model's risk {risk:.3f} reached the block threshold {_num(t_block)}{qualified}"
             f"{likeliest} {versions}."
         )
+    if record.decision == "auto_pass" and record.tier_risk:  # a tiered policy passes on each tier's threshold
+        risks = ", ".join(f"'{name}' {value:.3f}" for name, value in record.tier_risk.items())
+        return (
+            f"Passed automatically: every tier's risk was below its own pass threshold{qualified} (tier risks "
+            f"{risks}; overall risk {risk:.3f}) {versions}."
+        )
     if record.decision == "auto_pass":
-        tiers = " and every tier's risk was below its own pass threshold" if record.tier_risk else ""
         return (
             f"Passed automatically: the model's risk {risk:.3f} was below the pass threshold {_num(t_pass)}{qualified}"
-            f"{tiers} {versions}."
+            f" {versions}."
         )
     driver = (
         f"; tier '{tier}' is furthest above its pass threshold (tier risk {tier_risk:.3f})"

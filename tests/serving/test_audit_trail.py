@@ -107,8 +107,8 @@ def test_an_audit_shows_verdicts_in_order_and_the_overturn_of_the_verdict_in_for
     assert events[-2:] == ["review", "correction"] and "shadow" in events
 
 
-def test_why_of_a_fail_safe_of_a_threshold_block_and_of_a_tiered_review(store: Store) -> None:
-    unscored, threshold_block, tiered_review = store.record_decisions(
+def test_why_of_a_fail_safe_of_a_threshold_block_and_of_a_tiered_review_and_pass(store: Store) -> None:
+    unscored, threshold_block, tiered_review, tiered_pass = store.record_decisions(
         [
             make_decision(
                 risk=None,
@@ -133,6 +133,16 @@ def test_why_of_a_fail_safe_of_a_threshold_block_and_of_a_tiered_review(store: S
                 tier_risk={"severe": 0.831, "minor": 0.1},
                 decision_tier="severe",
             ),  # fmt: skip
+            make_decision(
+                decision="auto_pass",
+                automated=True,
+                risk=0.013,
+                t_pass=0.9999999999999999,  # a tiered policy's overall t_pass: it passes nothing on its own
+                t_block=1.0,
+                rules_matched=[],
+                tier_risk={"severe": 0.0004, "minor": 0.009},
+                decision_tier=None,
+            ),
         ]
     )
     failsafe = audit_document(_trail(store, unscored.decision_id))
@@ -148,6 +158,10 @@ def test_why_of_a_fail_safe_of_a_threshold_block_and_of_a_tiered_review(store: S
         "type 'severe' (tier risk 0.990) (model model-1, policy policy-1)."
     )
     assert "started on its configured bundle" in blocked["model_in_force"]["note"]
+    assert audit_document(_trail(store, tiered_pass.decision_id))["why"] == (  # no overall threshold named
+        "Passed automatically: every tier's risk was below its own pass threshold (tier risks 'severe' 0.000, "
+        "'minor' 0.009; overall risk 0.013) (model model-1, policy policy-1)."
+    )
     assert audit_document(_trail(store, tiered_review.decision_id))["why"].startswith(
         "Sent to review: the model's risk 0.967 is below the block threshold 1.000, and not every tier's risk is "
         "below its own pass threshold; tier 'severe' is furthest above its pass threshold (tier risk 0.831) "
