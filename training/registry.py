@@ -177,19 +177,37 @@ def _client() -> Any:
 
 
 def promote(
-    version: str | None = None, alias: str = CHAMPION_ALIAS, actor: str | None = None, reason: str | None = None
-) -> str:
-    """Point an alias (default `champion`) at a model version (default: the current candidate). Who and
-    why are kept on the version as tags `<alias>_by` and `<alias>_reason` (the registry's own record)."""
+    version: str | None = None,
+    alias: str = CHAMPION_ALIAS,
+    actor: str | None = None,
+    reason: str | None = None,
+    force: bool = False,
+) -> tuple[str, bool]:
+    """Point an alias (default `champion`) at a model version (default: the current candidate); returns
+    the version and whether it was forced past the gate's refusal. Who and why are kept on the version as
+    tags `<alias>_by` and `<alias>_reason` (the registry's own record).
+
+    A version the promotion gate refused (its `gate` tag, `training.promotion.gate_and_register`) is not
+    made champion unless `force`: ValueError naming the gate's verdict. A forced promotion is tagged
+    `<alias>_forced` on the version, beside who and why."""
     client = _client()
     if version is None:
         version = client.get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS).version
+    gate = client.get_model_version(REGISTERED_MODEL, str(version)).tags.get("gate")
+    forced = alias == CHAMPION_ALIAS and gate == "refused"
+    if forced and not force:
+        raise ValueError(
+            f"{REGISTERED_MODEL} version {version} was refused by the promotion gate (its gate_report tag says "
+            "why): it is not made champion unless forced (--force, with the reason)"
+        )
     client.set_registered_model_alias(REGISTERED_MODEL, alias, str(version))
+    if forced:
+        client.set_model_version_tag(REGISTERED_MODEL, str(version), f"{alias}_forced", "past the gate's refusal")
     if actor:
         client.set_model_version_tag(REGISTERED_MODEL, str(version), f"{alias}_by", actor)
     if reason:
         client.set_model_version_tag(REGISTERED_MODEL, str(version), f"{alias}_reason", reason[:5000])
-    return str(version)
+    return str(version), forced
 
 
 def alias_version(alias: str) -> str | None:

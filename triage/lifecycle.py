@@ -111,6 +111,9 @@ def promote(
     alias: Annotated[str, typer.Option()] = "champion",
     actor: Annotated[str | None, typer.Option(help="who promotes (default: the login name)")] = None,
     models_dir: Annotated[Path, typer.Option(help="where the service finds bundles")] = Path("models"),
+    force: Annotated[
+        bool, typer.Option(help="make champion a version the promotion gate refused (recorded with the reason)")
+    ] = False,
 ) -> None:
     """Point an MLflow registry alias (default champion) at a model version, recording who and why.
 
@@ -124,7 +127,14 @@ def promote(
     actor = actor or os.environ.get("USER") or getpass.getuser()
     if len(reason.strip()) < 3:
         _fail("--reason: say why (at least 3 characters)")
-    promoted = move_alias(version, alias, actor=actor, reason=reason)
+    try:
+        promoted, forced = move_alias(version, alias, actor=actor, reason=reason, force=force)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    if forced:
+        reason = f"{reason} (forced past the promotion gate's refusal)"
+        typer.echo(f"version {promoted} was refused by the promotion gate: promoted anyway (--force)", err=True)
     typer.echo(f"{REGISTERED_MODEL}@{alias} -> version {promoted} (by {actor})")
     if alias != CHAMPION_ALIAS:
         return

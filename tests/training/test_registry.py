@@ -64,3 +64,30 @@ def test_a_run_without_alias_is_registered_without_warnings_and_leaves_candidate
     # numeric columns are float64 in the data contract (a missing value is NaN), so callers send floats
     numeric = {c: "float64" for c in columns if pd.api.types.is_integer_dtype(example[c])}
     assert len(model.predict(example.astype(numeric))) == len(example)
+
+
+def test_a_version_the_gate_refused_is_made_champion_only_when_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    from training.registry import CHAMPION_ALIAS, promote, set_version_tags
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model(REGISTERED_MODEL)
+    passed, refused, ungated = (
+        client.create_model_version(REGISTERED_MODEL, str(tmp_path / name)).version for name in ("a", "b", "c")
+    )
+    set_version_tags(str(passed), {"gate": "passed"})
+    set_version_tags(str(refused), {"gate": "refused"})
+
+    assert promote(str(passed), actor="ds", reason="gate passed") == (str(passed), False)
+    with pytest.raises(ValueError, match=f"version {refused} was refused by the promotion gate"):
+        promote(str(refused), actor="ds", reason="looks fine")
+    assert client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS).version == passed  # unchanged
+    assert promote(str(refused), alias="shadow", reason="compare") == (str(refused), False)  # other aliases: free
+    assert promote(str(refused), actor="ds", reason="incident fix", force=True) == (str(refused), True)
+    champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS)
+    assert champion.version == refused and champion.tags["champion_forced"] == "past the gate's refusal"
+    assert promote(str(ungated), reason="first model") == (str(ungated), False)  # never gated: as before
