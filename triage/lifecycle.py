@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
@@ -44,6 +44,60 @@ def training_frame(history: pd.DataFrame | None, older_labels: pd.DataFrame, con
     parts.append(older_labels)
     combined = pd.concat(parts, ignore_index=True, sort=False)
     return combined.drop_duplicates(config.id, keep="last").reset_index(drop=True)
+
+
+def targets_in_force(champion: Path | None, models_dir: Path) -> dict[str, Any] | None:
+    """The champion's targets in force (recall, per tier or overall; block precision; confidence): those
+    of the policy the service put in force for it (`PUT /v1/policy`), else of its bundle's policy.json
+    (`triage thresholds` writes there); None without a champion or targets. A retrain certifies its
+    challenger at these, not at the data config's defaults, so a target a PM changed survives it."""
+    import tempfile
+
+    from bundle.policies import load_policy
+    from serving.settings import get_settings
+    from serving.store import create_store
+    from training.promotion import champion_bundle
+
+    with tempfile.TemporaryDirectory() as scratch:
+        champion_dir = champion if champion is not None else champion_bundle(models_dir, Path(scratch))
+        if champion_dir is None or not (champion_dir / "policy.json").is_file():
+            return None
+        targets = dict(load_policy(champion_dir).targets)
+        store = create_store(get_settings().database_url, group_commit=False)
+        try:
+            store.init_schema()
+            stored = store.policy_in_force(champion_dir.resolve().name)
+        finally:
+            store.close()
+    if stored is not None:
+        targets = dict(stored.get("targets") or targets)
+    wanted: dict[str, Any] = {
+        key: targets[key] for key in ("recall", "block_precision", "confidence") if key in targets
+    }
+    return wanted if "recall" in wanted else None
+
+
+def training_targets(in_force: dict[str, Any], config: DataConfig, work: Path) -> tuple[Path | None, dict[str, Any]]:
+    """(a data config file with the tiers' recall targets in force, or None; `train`'s target options).
+    Tier targets live in the data config, so a tiered champion's are written into a copy of `config`;
+    an untiered champion's one recall target is `--recall` with `--single-tier`."""
+    import yaml
+
+    options: dict[str, Any] = {
+        key: float(in_force[key]) for key in ("block_precision", "confidence") if key in in_force
+    }
+    recall = in_force["recall"]
+    if not isinstance(recall, dict):
+        return None, {**options, "recall": float(recall), "single_tier": True}
+    unknown = sorted(set(recall) - {tier.name for tier in config.tiers})
+    if unknown:
+        _fail(f"the champion's policy names tiers {unknown} that the data config does not have")
+    raw = config.to_dict()
+    for name, target in recall.items():
+        raw["tiers"][name]["recall"] = float(target)
+    path = work / "data_config.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path, options
 
 
 def retrain(
@@ -81,6 +135,7 @@ def retrain(
 
     config = DataConfig()
     work.mkdir(parents=True, exist_ok=True)
+    in_force = targets_in_force(champion, out)
     exported = work / "exported.parquet"
     export_labels(out=exported)
     labels = pd.read_parquet(exported)
@@ -95,7 +150,12 @@ def retrain(
         f"training on {len(training):,} rows ({len(older):,} exported verdicts), "
         f"gating on the newest {len(recent):,} verdicts ({work / 'gate.parquet'})"
     )
-    train(data=work / "train.parquet", out=out, seed=seed, alias=False, audit_volume=audit_volume)
+    targets: dict[str, Any] = {}
+    if in_force is not None:
+        config_file, targets = training_targets(in_force, config, work)
+        targets["config"] = config_file
+        typer.echo(f"certifying at the targets in force for the champion: {json.dumps(in_force, sort_keys=True)}")
+    train(data=work / "train.parquet", out=out, seed=seed, alias=False, audit_volume=audit_volume, **targets)
     gate(
         challenger=out / "latest",
         labels=work / "gate.parquet",

@@ -225,9 +225,11 @@ def test_triage_gate_reads_a_csv_of_labels_as_its_parquet(
     compared: list[pd.DataFrame] = []
     run_gate = training.promotion.run_gate
 
-    def recording_gate(challenger: Path, champion: Path | None, rows: pd.DataFrame) -> Any:
+    def recording_gate(
+        challenger: Path, champion: Path | None, rows: pd.DataFrame, known: pd.DataFrame | None = None
+    ) -> Any:
         compared.append(rows)
-        return run_gate(challenger, champion, rows)
+        return run_gate(challenger, champion, rows, known)
 
     monkeypatch.setattr(training.promotion, "run_gate", recording_gate)
     reports = []

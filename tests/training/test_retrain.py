@@ -62,8 +62,15 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels"),
              "--out", str(tmp_path / "models"), "--holdout", "0.3", "--audit-volume", "2000000"],
         )  # fmt: skip
+        first = (tmp_path / "models" / "latest").resolve()
+        candidate = MlflowClient(tracking_uri=mlflow_uri).get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS)
         promoted = runner.invoke(app, ["promote", "--reason", "gate passed", "--actor", "ds-lead",
                                        "--models-dir", str(tmp_path / "models")])  # fmt: skip
+        again = runner.invoke(  # with a champion now: its targets in force carry over
+            app,
+            ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-2"),
+             "--out", str(tmp_path / "models"), "--holdout", "0.3"],
+        )  # fmt: skip
     finally:
         get_settings.cache_clear()
 
@@ -75,13 +82,12 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     assert not set(gate_rows["listing_id"]) & set(trained_rows["listing_id"])  # the gate's data is held out
     assert gate_rows["created_at"].min() >= pd.to_datetime(trained_rows["created_at"], utc=True).max()
 
-    metrics = json.loads((tmp_path / "models" / "latest" / "metrics.json").read_text())
+    metrics = json.loads((first / "metrics.json").read_text())
     if metrics["thresholds"]["feasible"]:  # the audit plan is for the stated production volume
         assert metrics["audit_sizing"]["traffic"] == 2_000_000
 
     client = MlflowClient(tracking_uri=mlflow_uri)
-    candidate = client.get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS)
-    bundle_version = (tmp_path / "models" / "latest").resolve().name
+    bundle_version = first.name
     assert candidate.tags["gate"] == "passed" and '"passed": true' in candidate.tags["gate_report"]
     assert candidate.run_id is not None
     assert client.get_run(candidate.run_id).data.tags["bundle_version"] == bundle_version
@@ -93,6 +99,10 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     store.close()
     assert change is not None and change.new_model == bundle_version and change.actor == "ds-lead"
     assert change.reason == "gate passed" and change.registry_version == str(candidate.version)
+    assert "certifying at the targets in force for the champion" in again.output, again.output
+    champion_targets = json.loads((tmp_path / "models" / bundle_version / "policy.json").read_text())["targets"]
+    second = json.loads((tmp_path / "models" / "latest" / "policy.json").read_text())["targets"]
+    assert second["recall"] == champion_targets["recall"]
 
 
 def test_make_retrain_and_promote_run_the_chain(generated_dir: Path) -> None:
@@ -101,3 +111,45 @@ def test_make_retrain_and_promote_run_the_chain(generated_dir: Path) -> None:
     retrain = make_dry_run("retrain", f"DATA_DIR={generated_dir}", "SEED=3")
     assert f"triage retrain --data {generated_dir}/reviews.parquet --out models --seed 3" in retrain
     assert 'triage promote --reason "after the shadow week"' in make_dry_run("promote", "REASON=after the shadow week")
+
+
+def test_a_retrain_certifies_at_the_targets_in_force_for_the_champion(
+    tiered_bundle_dir: Path, untiered_bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PM lowered the champion's targets through the service: the retrain certifies its challenger at
+    those, not at the data config's defaults (per tier through a copy of the config; untiered as --recall)."""
+    from bundle.policies import load_policy
+    from features.config import DataConfig, load_config
+    from serving.settings import get_settings
+    from triage.lifecycle import targets_in_force, training_targets
+
+    url = f"sqlite:///{tmp_path / 'service.db'}"
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    get_settings.cache_clear()
+    try:
+        shipped = load_policy(tiered_bundle_dir).to_dict()
+        untiered = targets_in_force(untiered_bundle_dir, tmp_path)  # (both fixtures' directories are "bundle")
+        assert targets_in_force(tiered_bundle_dir, tmp_path)["recall"] == shipped["targets"]["recall"]  # type: ignore[index]
+        lowered = {
+            **shipped,
+            "version": "pm-1",
+            "targets": {**shipped["targets"], "recall": {"severe": 0.97, "minor": 0.85}},
+        }
+        store = create_store(url, group_commit=False)
+        store.init_schema()
+        store.put_policy_in_force(tiered_bundle_dir.resolve().name, "pm", "fewer reviews", shipped, lowered)
+        store.close()
+        in_force = targets_in_force(tiered_bundle_dir, tmp_path)
+        no_champion = targets_in_force(None, tmp_path / "models")  # no registered champion yet
+    finally:
+        get_settings.cache_clear()
+
+    assert in_force is not None and in_force["recall"] == {"severe": 0.97, "minor": 0.85}
+    config_file, options = training_targets(in_force, DataConfig(), tmp_path)
+    assert config_file is not None
+    assert {tier.name: tier.recall for tier in load_config(config_file).tiers} == {"severe": 0.97, "minor": 0.85}
+    assert options == {k: float(shipped["targets"][k]) for k in ("block_precision", "confidence")}
+    assert untiered is not None and not isinstance(untiered["recall"], dict)
+    assert training_targets(untiered, DataConfig(), tmp_path)[1]["single_tier"] is True
+    assert no_champion is None
