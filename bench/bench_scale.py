@@ -144,31 +144,40 @@ class PostgresDatabase:
 # -- one case ---------------------------------------------------------------------------------------------
 
 
+def scoring_service(bundle: Path, url: str, workers: int, name: str) -> tuple[Server, list[str]]:
+    """A service of `workers` processes on the decision log at `url` (its schema made, a score key created),
+    not started yet, and the request headers that carry the key."""
+    from serving.keys import create_key
+    from serving.store import create_store
+
+    with create_store(url) as store:
+        store.init_schema()
+        token = create_key(store, "bench", "score")
+    port = free_port()
+    env = {
+        "TRIAGE_BUNDLE": str(bundle),
+        "TRIAGE_DATABASE_URL": url,
+        "TRIAGE_LOG_LEVEL": "WARNING",
+        "TRIAGE_REQUEST_TIMEOUT_MS": "5000",
+        "TRIAGE_MONITOR_REFRESH_SECONDS": "0",
+    }
+    command = service_command(port, workers=workers, log_level="warning")
+    return Server(name, command, port, "/readyz", env=env), [f"Authorization: Bearer {token}"]
+
+
 def measure_service(
     bundle: Path, database: str, workers: int, options: argparse.Namespace, bodies: Path, tmp: Path
 ) -> dict[str, Any]:
     """One server of `workers` processes on a fresh decision log; the measured phase's figures."""
-    from serving.keys import create_key
     from serving.store import create_store
 
     postgres = PostgresDatabase(options.postgres_url) if database == "postgresql" else None
     url = postgres.url if postgres else f"sqlite:///{tmp / f'decisions-{uuid.uuid4().hex[:8]}.db'}"
     try:
-        with create_store(url) as store:
-            store.init_schema()
-            token = create_key(store, "bench", "score")
-        port = free_port()
-        env = {
-            "TRIAGE_BUNDLE": str(bundle),
-            "TRIAGE_DATABASE_URL": url,
-            "TRIAGE_LOG_LEVEL": "WARNING",
-            "TRIAGE_REQUEST_TIMEOUT_MS": "5000",
-            "TRIAGE_MONITOR_REFRESH_SECONDS": "0",
-        }
-        command = service_command(port, workers=workers, log_level="warning")
-        with Server(f"scale-{database}-{workers}w", command, port, "/readyz", env=env) as server:
+        server, headers = scoring_service(bundle, url, workers, f"scale-{database}-{workers}w")
+        port = server.port
+        with server:
             assert server.proc is not None
-            headers = [f"Authorization: Bearer {token}"]
             run_load(port, "/v1/score", bodies, CONCURRENCY, 2000 * workers, 10, headers=headers)  # warm-up
             service = CpuMeter(lambda: descendants(server.proc.pid))  # type: ignore[union-attr]
             db = CpuMeter(lambda: postgres.backends() | postgres_background()) if postgres else None

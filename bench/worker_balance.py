@@ -28,9 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_scale import scoring_service  # noqa: E402
 from bench.bench_serve import listing  # noqa: E402
-from bench.common import Server, log, prepare, run_load  # noqa: E402
-from serving.process import free_port, service_command  # noqa: E402
+from bench.common import log, prepare, run_load  # noqa: E402
 
 CONCURRENCY = 32
 
@@ -44,24 +44,11 @@ def connections_by_process(port: int) -> dict[int, int]:
 
 
 def one_round(bundle: Path, workers: int, duration: float, bodies: Path, tmp: Path) -> dict[str, Any]:
-    from serving.keys import create_key
-    from serving.store import create_store
-
     url = f"sqlite:///{tmp / f'decisions-{uuid.uuid4().hex[:8]}.db'}"
-    with create_store(url) as store:
-        store.init_schema()
-        token = create_key(store, "bench", "score")
-    port = free_port()
-    env = {
-        "TRIAGE_BUNDLE": str(bundle),
-        "TRIAGE_DATABASE_URL": url,
-        "TRIAGE_LOG_LEVEL": "WARNING",
-        "TRIAGE_MONITOR_REFRESH_SECONDS": "0",
-    }
-    command = service_command(port, workers=workers, log_level="warning")
-    with Server(f"balance-{workers}w", command, port, "/readyz", env=env):
+    server, headers = scoring_service(bundle, url, workers, f"balance-{workers}w")
+    port = server.port
+    with server:
         result: dict[str, Any] = {}
-        headers = [f"Authorization: Bearer {token}"]
 
         def load_run() -> None:
             result.update(run_load(port, "/v1/score", bodies, CONCURRENCY, 10_000_000, duration, headers=headers))
