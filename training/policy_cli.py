@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -330,6 +331,9 @@ def _simulation_table(result: SimulationResult, policy: Policy) -> Table:
     table.add_column(f"{pct} interval", justify="right")
 
     def add(name: str, est: Any, fmt: str) -> None:
+        if not math.isfinite(est.value):  # e.g. block precision when nothing is blocked
+            table.add_row(name, "n/a", "")
+            return
         table.add_row(name, format(est.value, fmt), f"{format(est.low, fmt)} - {format(est.high, fmt)}")
 
     thresholds = f"{policy.t_pass:.6g} / {policy.t_block:.6g}" + (

@@ -130,6 +130,10 @@ def test_cli_simulate_json_table_and_sweep(tmp_path: Path) -> None:
     assert table.exit_code == 0, table.output
     assert "reviewer-hours/day" in table.output
     assert (tmp_path / "sweep" / "curve.csv").is_file() and (tmp_path / "sweep" / "curve.png").is_file()
+    nothing_blocked = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--t-block", "1.0"])
+    assert nothing_blocked.exit_code == 0, nothing_blocked.output
+    row = next(line for line in nothing_blocked.output.splitlines() if "block precision" in line)
+    assert "n/a" in row and "nan" not in nothing_blocked.output  # no precision of no blocks
 
 
 def test_cli_simulate_tiered_prints_the_headline_first_then_tiers(tmp_path: Path) -> None:
