@@ -92,6 +92,13 @@ def policy_lines(metrics: dict[str, Any]) -> list[str]:
             f"auto-pass {achieved['auto_pass_share']:.1%}, human review {achieved['queue_share']:.1%}, "
             f"auto-block {achieved['auto_block_share']:.1%}"
         )
+        evaluated = metrics.get("thresholds_evaluated") or {}
+        if cert["certified_on"] != "calibration" and evaluated.get("feasible") is False:
+            lines.append(
+                "the test split routing above uses thresholds certified on the calibration split alone, which "
+                "cannot carry the targets at this size (so it auto-passes nothing); the shipped policy is "
+                f"certified on {where}, with the test rows too, once they had been evaluated"
+            )
         lines += split_lines(metrics)
         lines += audit_lines(metrics)
     else:

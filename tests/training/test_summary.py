@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -73,3 +74,21 @@ def test_a_test_split_without_violations_has_no_recall() -> None:
     assert "recall n/a" in line and "recall 1.0000" not in line
     with_violations = routing_metrics(np.r_[y[:-1], 1], risk, t_pass=0.0, t_block=1.0)
     assert with_violations["recall"] == 1.0
+
+
+def test_the_summary_says_why_the_test_split_passes_nothing_when_the_shipped_policy_does() -> None:
+    # Calibration alone cannot carry the targets (0% on the test split); calibration + test can (12.2%).
+    routing = {"auto_pass_share": 0.0, "queue_share": 1.0, "auto_block_share": 0.0, "auto_decided_share": 0.0}
+    certified = {"certified_on": "calibration+test", "rows": 12_000, "feasible": True, "confidence": 0.95, "tiers": []}
+    achieved = {"auto_pass_share": 0.122, "queue_share": 0.878, "auto_block_share": 0.0}
+    metrics: dict[str, Any] = {
+        "test": {"routing": {**routing, "recall": 1.0}},
+        "certification": certified,
+        "thresholds": {"achieved": achieved},
+        "thresholds_evaluated": {"feasible": False},
+    }
+    said = " ".join(policy_lines(metrics))
+    assert "certified on the calibration split alone, which cannot carry the targets" in said
+    assert "auto-pass 12.2%" in said
+    metrics["thresholds_evaluated"] = {"feasible": True}  # both feasible: nothing to explain
+    assert "cannot carry the targets" not in " ".join(policy_lines(metrics))
