@@ -372,14 +372,27 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
     """A CSV file with the data config's id, text and categorical columns as strings, in which only an
     empty field is missing: "NA" (a market, North America), "None" or "null" are values there, as they
     are in Parquet; pandas' missing markers keep their meaning in every other column (a numeric "NA")."""
+    sep = csv_separator(path)
     strings = _csv_string_columns(config)
     if not strings:
-        return pd.read_csv(path)
+        return pd.read_csv(path, sep=sep)
     from pandas._libs.parsers import STR_NA_VALUES
 
-    header = pd.read_csv(path, nrows=0).columns
+    header = pd.read_csv(path, sep=sep, nrows=0).columns
     missing = {c: [""] if c in strings else sorted(STR_NA_VALUES) for c in header}
-    return pd.read_csv(path, dtype=strings, keep_default_na=False, na_values=missing)
+    return pd.read_csv(path, sep=sep, dtype=strings, keep_default_na=False, na_values=missing)
+
+
+CSV_SEPARATORS = (",", ";", "\t", "|")
+
+
+def csv_separator(path: Path) -> str:
+    """The CSV file's field separator, read off its header line: a comma, unless the header holds none
+    and holds a semicolon (spreadsheets in locales with a decimal comma write those), a tab or a bar."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        header = handle.readline()
+    found = [sep for sep in CSV_SEPARATORS if sep in header]
+    return found[0] if found else ","
 
 
 def _csv_string_columns(config: DataConfig | None) -> dict[str, Any] | None:

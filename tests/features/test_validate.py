@@ -233,6 +233,19 @@ def test_csv_text_values_that_look_missing_are_kept(tmp_path):
     assert out["price"].isna().tolist() == [True, False, True, False]
 
 
+def test_a_csv_separated_by_semicolons_tabs_or_bars_reads_as_the_comma_one(tmp_path):
+    # Spreadsheets in decimal-comma locales export with ";": the header line tells the separator. A comma
+    # inside a title stays text in every one of them.
+    raw = history(5).assign(title=["red, blue bag", "hat", "cap; wool", "shoe", "belt"])
+    raw.to_csv(tmp_path / "comma.csv", index=False)
+    expected = validate_history(load_table(tmp_path / "comma.csv", CONFIG), CONFIG)
+    for name, sep in (("semicolon", ";"), ("tab", "\t"), ("bar", "|")):
+        raw.to_csv(tmp_path / f"{name}.csv", index=False, sep=sep)
+        read = validate_history(load_table(tmp_path / f"{name}.csv", CONFIG), CONFIG)
+        pd.testing.assert_frame_equal(read, expected, obj=name)
+        assert load_table(tmp_path / f"{name}.csv", None).shape == raw.shape  # without a config too
+
+
 def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
     raw = history(6).assign(title=["red bag", "blue bag", "bag 5 \u00a3", "hat", "cap", "shoe"])
     raw.to_csv(tmp_path / "h.csv", index=False, encoding="latin-1")
