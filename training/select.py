@@ -171,7 +171,12 @@ def can_hold_out(n: int, validation_fraction: float) -> bool:
 def inner_split(n: int, validation_fraction: float) -> int:
     """Index of the first validation row (rows are in time order)."""
     if not can_hold_out(n, validation_fraction):
-        raise ValueError(f"model selection: {n} training rows are too few to hold out a validation part")
+        raise ValueError(
+            f"model selection: {n} training rows are too few to hold out a validation part (it needs at least "
+            f"{2 * MIN_VALIDATION_ROWS} training rows: {MIN_VALIDATION_ROWS} to fit on, {MIN_VALIDATION_ROWS} "
+            "to validate on; the training rows are those older than the calibration and test splits, so the "
+            "export needs about twice as many rows)"
+        )
     return n - max(MIN_VALIDATION_ROWS, int(n * validation_fraction))
 
 

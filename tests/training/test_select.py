@@ -149,3 +149,12 @@ def test_logistic_candidate_handles_categorical_codes_and_missing_numerics() -> 
     onnx_risk = session.run(None, {"input": rows})[1][:, 1]
     np.testing.assert_allclose(onnx_risk, model.raw_scores(rows), atol=1e-6)
     assert model.tables[0][3] > model.tables[0][0]  # higher code, higher risk, as generated
+
+
+def test_too_few_training_rows_are_refused_naming_how_many_selection_needs() -> None:
+    from training.select import MIN_VALIDATION_ROWS, inner_split
+
+    needed = 2 * MIN_VALIDATION_ROWS
+    assert inner_split(needed, 0.2) == MIN_VALIDATION_ROWS  # just enough: half to fit on, half to validate
+    with pytest.raises(ValueError, match=f"{needed - 1} training rows are too few .* at least {needed} training rows"):
+        inner_split(needed - 1, 0.2)
