@@ -230,7 +230,9 @@ def _notes(ranked: RankedScores, found: Certified, split: AlphaSplit | None = No
     if not found.block_certified:
         notes.append(_no_block_note(split))
     if ranked.seconds_imputed:
-        notes.append("review_seconds missing for some rows: imputed (median, or 60 s if absent)")
+        notes.append(
+            "review_seconds missing (for some rows, or all): imputed with the known rows' median, or 60 s if none"
+        )
     return notes
 
 
