@@ -247,6 +247,12 @@ def _decided(trail: DecisionTrail) -> str:
     return _by_thresholds(trail, versions)
 
 
+# A tiered policy's overall t_pass sits just below 1 (it passes nothing on its own): the tiers' thresholds
+# decide. A policy with tier risks but a real overall t_pass (one target over every violation, set on a
+# tiered bundle; a hand-set pair) passes on that t_pass, and the explanation names it.
+TIERED_T_PASS = 1.0 - 1e-9
+
+
 def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
     record = trail.record
     risk, t_pass, t_block = record.risk or 0.0, record.t_pass, record.t_block
@@ -260,7 +266,8 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
             f"Blocked automatically: the model's risk {risk:.3f} reached the block threshold {_num(t_block)}{qualified}"
             f"{likeliest} {versions}."
         )
-    if record.decision == "auto_pass" and record.tier_risk:  # a tiered policy passes on each tier's threshold
+    tiers_decide = bool(record.tier_risk) and (t_pass is None or t_pass >= TIERED_T_PASS)
+    if record.decision == "auto_pass" and tiers_decide:  # a tiered policy passes on each tier's threshold
         risks = ", ".join(f"'{name}' {value:.3f}" for name, value in record.tier_risk.items())
         return (
             f"Passed automatically: every tier's risk was below its own pass threshold{qualified} (tier risks "

@@ -101,7 +101,11 @@ class DecisionLog(Database):
         keys = [_key(record) for record in rows]
         first_of_key: dict[_Key, DecisionRecord] = {}
         for key, record in zip(keys, rows, strict=True):
-            first_of_key.setdefault(key, record)
+            first = first_of_key.setdefault(key, record)
+            if first.request_hash is not None and record.request_hash not in (None, first.request_hash):
+                # two bodies under one request_id in one write (callers merged by the group-commit writer,
+                # which then runs them one at a time, so only the later one is refused)
+                raise ConflictError(f"listing {record.listing_id!r} was decided under this key with a different body")
         fresh = list(first_of_key.values())
         now = self._clock()
         if self.dialect == "sqlite":  # one writer at a time: the insertion order cannot deadlock

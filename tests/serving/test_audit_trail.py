@@ -108,7 +108,7 @@ def test_an_audit_shows_verdicts_in_order_and_the_overturn_of_the_verdict_in_for
 
 
 def test_why_of_a_fail_safe_of_a_threshold_block_and_of_a_tiered_review_and_pass(store: Store) -> None:
-    unscored, threshold_block, tiered_review, tiered_pass = store.record_decisions(
+    unscored, threshold_block, tiered_review, tiered_pass, single_target_pass = store.record_decisions(
         [
             make_decision(
                 risk=None,
@@ -143,6 +143,16 @@ def test_why_of_a_fail_safe_of_a_threshold_block_and_of_a_tiered_review_and_pass
                 tier_risk={"severe": 0.0004, "minor": 0.009},
                 decision_tier=None,
             ),
+            make_decision(  # a tiered bundle under one target over every violation: its t_pass passes
+                decision="auto_pass",
+                automated=True,
+                risk=0.03,
+                t_pass=0.05,
+                t_block=1.0,
+                rules_matched=[],
+                tier_risk={"severe": 0.0004, "minor": 0.02},
+                decision_tier=None,
+            ),
         ]
     )
     failsafe = audit_document(_trail(store, unscored.decision_id))
@@ -161,6 +171,9 @@ def test_why_of_a_fail_safe_of_a_threshold_block_and_of_a_tiered_review_and_pass
     assert audit_document(_trail(store, tiered_pass.decision_id))["why"] == (  # no overall threshold named
         "Passed automatically: every tier's risk was below its own pass threshold (tier risks 'severe' 0.000, "
         "'minor' 0.009; overall risk 0.013) (model model-1, policy policy-1)."
+    )
+    assert audit_document(_trail(store, single_target_pass.decision_id))["why"].startswith(
+        "Passed automatically: the model's risk 0.030 was below the pass threshold 0.05"
     )
     assert audit_document(_trail(store, tiered_review.decision_id))["why"].startswith(
         "Sent to review: the model's risk 0.967 is below the block threshold 1.000, and not every tier's risk is "

@@ -30,6 +30,14 @@ def test_two_keys_use_one_request_id_independently(store: Store) -> None:
     assert again == [first]  # the first decision of key-a, with the hash it was logged with
     assert again[0].request_hash == "h1" and again[0].key_id == "key-a"
     assert store.find_decision("L2", "req-1", "key-a") is None  # refused whole: nothing of it logged
+    merged = [  # two callers' bodies under one request_id in one write, as the group-commit writer merges them
+        make_decision(listing_id="L1", request_id="req-2", key_id="key-a", request_hash="h1"),
+        make_decision(listing_id="L1", request_id="req-2", key_id="key-a", request_hash="h2"),
+        make_decision(listing_id="L2", request_id="req-2", key_id="key-a", request_hash="h2"),
+    ]
+    with pytest.raises(ConflictError, match="different body"):
+        store.record_decisions(merged)
+    assert store.find_decision("L2", "req-2", "key-a") is None and store.find_decision("L1", "req-2", "key-a") is None
     assert store.find_decision("L1", "req-1", "key-b") == other_key
     assert store.find_decision("L1", "req-1") is None  # no decision was logged without a key
     assert store.count_decisions() == 2
