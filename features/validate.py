@@ -368,10 +368,15 @@ def check_unique_ids(ids: pd.Series, config: DataConfig) -> None:
     checker.raise_if_problems()
 
 
+# pandas' missing markers that are values in a text or category column: "NA" is a market (North America)
+TEXT_VALUES = frozenset({"NA"})
+
+
 def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
-    """A CSV file with the data config's id, text and categorical columns as strings, in which only an
-    empty field is missing: "NA" (a market, North America), "None" or "null" are values there, as they
-    are in Parquet; pandas' missing markers keep their meaning in every other column (a numeric "NA")."""
+    """A CSV file with the data config's id, text and categorical columns as strings, in which "NA" is a
+    value (a market, North America), as it is in Parquet; an empty field and pandas' other missing
+    markers (NULL, N/A, NaN, None: what SQL and spreadsheet exports write for a missing value) are
+    missing, and every marker keeps its meaning in the other columns (a numeric "NA")."""
     sep = csv_separator(path)
     strings = _csv_string_columns(config)
     if not strings:
@@ -379,7 +384,8 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
     from pandas._libs.parsers import STR_NA_VALUES
 
     header = pd.read_csv(path, sep=sep, nrows=0).columns
-    missing = {c: [""] if c in strings else sorted(STR_NA_VALUES) for c in header}
+    markers = sorted(STR_NA_VALUES)
+    missing = {c: [m for m in markers if m not in TEXT_VALUES] if c in strings else markers for c in header}
     return pd.read_csv(path, sep=sep, dtype=strings, keep_default_na=False, na_values=missing)
 
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from features.config import INCLUSION_PROB, DataConfig
+from features.config import INCLUSION_PROB, DataConfig, load_config
 
 
 def _fail(message: str) -> None:
@@ -90,11 +90,12 @@ def training_targets(in_force: dict[str, Any], config: DataConfig, work: Path) -
     if not isinstance(recall, dict):
         return None, {**options, "recall": float(recall), "single_tier": True}
     unknown = sorted(set(recall) - {tier.name for tier in config.tiers})
-    if unknown:
-        _fail(f"the champion's policy names tiers {unknown} that the data config does not have")
+    if unknown:  # a tier renamed or removed since: the config's tiers and their targets stand
+        typer.echo(f"the champion's policy names tiers {unknown} that the data config does not have: not carried over")
     raw = config.to_dict()
     for name, target in recall.items():
-        raw["tiers"][name]["recall"] = float(target)
+        if name in raw["tiers"]:
+            raw["tiers"][name]["recall"] = float(target)
     path = work / "data_config.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path, options
@@ -152,7 +153,7 @@ def retrain(
     )
     targets: dict[str, Any] = {}
     if in_force is not None:
-        config_file, targets = training_targets(in_force, config, work)
+        config_file, targets = training_targets(in_force, load_config(None), work)  # the config `train` reads
         targets["config"] = config_file
         typer.echo(f"certifying at the targets in force for the champion: {json.dumps(in_force, sort_keys=True)}")
     train(data=work / "train.parquet", out=out, seed=seed, alias=False, audit_volume=audit_volume, **targets)

@@ -220,16 +220,17 @@ def test_load_table_csv_and_parquet(tmp_path):
 
 
 def test_csv_text_values_that_look_missing_are_kept(tmp_path):
-    # "NA" is a market (North America), "None" and "null" are words of a title: in the columns read as
-    # text only an empty field is missing, as in Parquet; a numeric "NA" is still a missing number.
+    # "NA" is a market (North America), a value in the columns read as text, as in Parquet; an empty
+    # field and the markers SQL and spreadsheet exports write (NULL, N/A, None) are missing there, and a
+    # numeric "NA" is still a missing number.
     raw = history(4).assign(
-        market=["NA", "DE", "NA", ""], title=["None", "null", "N/A", "red bag"], price=["NA", "3.5", "", "4"]
+        market=["NA", "DE", "NA", ""], title=["None", "NULL", "N/A", "red bag"], price=["NA", "3.5", "", "4"]
     )
     raw.to_csv(tmp_path / "h.csv", index=False)
     out = validate_history(load_table(tmp_path / "h.csv", CONFIG), CONFIG).set_index("listing_id")
     out = out.loc[raw["listing_id"]]
     assert out["market"].tolist() == ["NA", "DE", "NA", ""]
-    assert out["title"].tolist() == ["None", "null", "N/A", "red bag"]
+    assert out["title"].tolist() == ["", "", "", "red bag"]
     assert out["price"].isna().tolist() == [True, False, True, False]
 
 

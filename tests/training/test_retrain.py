@@ -66,6 +66,9 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
         candidate = MlflowClient(tracking_uri=mlflow_uri).get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS)
         promoted = runner.invoke(app, ["promote", "--reason", "gate passed", "--actor", "ds-lead",
                                        "--models-dir", str(tmp_path / "models")])  # fmt: skip
+        lowered = runner.invoke(  # a PM lowers the champion's targets (a new policy in its bundle)
+            app, ["thresholds", "--bundle", str(first), "--tier-recall", "severe:0.98", "--tier-recall", "minor:0.88"]
+        )
         again = runner.invoke(  # with a champion now: its targets in force carry over
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-2"),
@@ -99,10 +102,10 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     store.close()
     assert change is not None and change.new_model == bundle_version and change.actor == "ds-lead"
     assert change.reason == "gate passed" and change.registry_version == str(candidate.version)
+    assert lowered.exit_code == 0, lowered.output
     assert "certifying at the targets in force for the champion" in again.output, again.output
-    champion_targets = json.loads((tmp_path / "models" / bundle_version / "policy.json").read_text())["targets"]
     second = json.loads((tmp_path / "models" / "latest" / "policy.json").read_text())["targets"]
-    assert second["recall"] == champion_targets["recall"]
+    assert second["recall"] == {"severe": 0.98, "minor": 0.88}  # not the config's 0.99 / 0.90
 
 
 def test_make_retrain_and_promote_run_the_chain(generated_dir: Path) -> None:
@@ -150,6 +153,10 @@ def test_a_retrain_certifies_at_the_targets_in_force_for_the_champion(
     assert config_file is not None
     assert {tier.name: tier.recall for tier in load_config(config_file).tiers} == {"severe": 0.97, "minor": 0.85}
     assert options == {k: float(shipped["targets"][k]) for k in ("block_precision", "confidence")}
+    renamed = {**in_force, "recall": {"severe": 0.97, "fraud": 0.8}}  # a tier the config no longer has
+    config_file, _ = training_targets(renamed, DataConfig(), tmp_path)
+    assert config_file is not None
+    assert {tier.name: tier.recall for tier in load_config(config_file).tiers} == {"severe": 0.97, "minor": 0.9}
     assert untiered is not None and not isinstance(untiered["recall"], dict)
     assert training_targets(untiered, DataConfig(), tmp_path)[1]["single_tier"] is True
     assert no_champion is None
