@@ -266,9 +266,10 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
             f"Blocked automatically: the model's risk {risk:.3f} reached the block threshold {_num(t_block)}{qualified}"
             f"{likeliest} {versions}."
         )
-    tiers_decide = bool(record.tier_risk) and (t_pass is None or t_pass >= TIERED_T_PASS)
+    tier_risks = record.tier_risk or {}
+    tiers_decide = bool(tier_risks) and (t_pass is None or t_pass >= TIERED_T_PASS)
     if record.decision == "auto_pass" and tiers_decide:  # a tiered policy passes on each tier's threshold
-        risks = ", ".join(f"'{name}' {value:.3f}" for name, value in record.tier_risk.items())
+        risks = ", ".join(f"'{name}' {value:.3f}" for name, value in tier_risks.items())
         return (
             f"Passed automatically: every tier's risk was below its own pass threshold{qualified} (tier risks "
             f"{risks}; overall risk {risk:.3f}) {versions}."
