@@ -59,7 +59,7 @@ def one_round(bundle: Path, workers: int, duration: float, bodies: Path, tmp: Pa
         placed = connections_by_process(port)
         load.join()
     return {
-        "connections": sorted(placed.values(), reverse=True),
+        "connections": sorted([*placed.values(), *[0] * (workers - len(placed))], reverse=True),  # idle: 0
         "throughput": result["throughput_rps"],
         "p50_ms": result["p50_ms"],
         "p99_ms": result["p99_ms"],
