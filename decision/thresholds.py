@@ -39,6 +39,7 @@ from decision.rules import Rule
 from decision.segment_thresholds import SegmentChoice, choose_segmented
 from decision.tiers import (
     TierCertificate,
+    best_certifiable_recall,
     certifiable_text,
     certify_tiers,
     overall_miss_rate_upper,
@@ -194,8 +195,8 @@ def _guarantee_result(
     alpha = alpha if alpha is not None else (1 - targets["confidence"]) / 2
     n1 = ranked.n_violating
     closest = ranked.point(float(ranked.violating_risk[0]), found.t_block, alpha) if n1 else None
-    best = alpha ** (1 / n1) if n1 else float("nan")
-    need = math.ceil(math.log(alpha) / math.log(targets["recall"]))
+    best = best_certifiable_recall(n1, alpha) if n1 else float("nan")
+    need = violations_needed(targets["recall"], alpha)
     message = (
         f"Infeasible: recall >= {targets['recall']:g} cannot be certified at {1 - alpha:.2%} "
         f"confidence with {n1} violating listings in the certification rows (needs at least {need}), so no "
