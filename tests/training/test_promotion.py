@@ -208,8 +208,8 @@ def test_triage_gate_exits_1_with_the_reasons_when_it_refuses(
 def test_triage_gate_reads_a_csv_of_labels_as_its_parquet(
     bundle_dir: Path, recent_labels: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A market "NA" (North America) or a description "N/A" is a value, not a missing one: the gate
-    # compares the models on the rows of a CSV of labels as on the same rows in Parquet.
+    # A market "NA" (North America) is a value, not a missing one, in any text column: the gate compares
+    # the models on the rows of a CSV of labels as on the same rows in Parquet.
     from typer.testing import CliRunner
 
     import training.promotion
@@ -217,7 +217,7 @@ def test_triage_gate_reads_a_csv_of_labels_as_its_parquet(
 
     every_third = np.arange(len(recent_labels)) % 3 == 0
     labels = recent_labels.assign(
-        description=np.where(every_third, "N/A", recent_labels["description"]),
+        description=np.where(every_third, "NA", recent_labels["description"]),
         market=recent_labels["market"].replace({"US": "NA"}),
     )
     labels.to_parquet(tmp_path / "gate.parquet")
