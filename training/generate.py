@@ -1005,10 +1005,14 @@ def _verdict_risks(probs: np.ndarray, reason: np.ndarray) -> tuple[np.ndarray, n
     return confirmed + wrongful, confirmed * (1.0 - flip) + wrongful * flip
 
 
-def _seconds_likelihood(seconds: np.ndarray, cat: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """P(the rejected original's recorded review_seconds | its violation probability p): an interval
-    of the log-normal, as `_review_seconds` rounds to 0.1 s and clips at _MIN_SECONDS."""
-    centre = np.log(_median_seconds(cat, p, np.ones(len(p), dtype=np.int64)))
+def _seconds_likelihood(
+    seconds: np.ndarray, cat: np.ndarray, p: np.ndarray, label: np.ndarray | None = None
+) -> np.ndarray:
+    """P(a listing's recorded review_seconds | its violation probability p and its label, by default 1:
+    a rejected original): an interval of the log-normal, as `_review_seconds` rounds to 0.1 s and clips
+    at _MIN_SECONDS."""
+    label = np.ones(len(p), dtype=np.int64) if label is None else label
+    centre = np.log(_median_seconds(cat, p, label))
     low = np.where(seconds > _MIN_SECONDS, np.log(np.maximum(seconds - 0.05, 1e-300)), -np.inf)
     z_low, z_high = (low - centre) / _SECONDS_SD, (np.log(seconds + 0.05) - centre) / _SECONDS_SD
     return np.where(z_low > 0, ndtr(-z_low) - ndtr(-z_high), ndtr(z_high) - ndtr(z_low))  # no cancellation
@@ -1053,17 +1057,31 @@ def _window(start: str, months: int) -> tuple[int, float, float]:
     return t0.value, (t1 - t0).total_seconds(), (drift_start - t0).total_seconds()
 
 
-def generate(
-    rows: int, seed: int = 0, start: str = "2025-01-01", months: int = 12
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Synthetic review history `(reviews, oracle)`, sorted by `created_at`; same arguments, same frames.
+class World(NamedTuple):
+    """Everything `generate` draws, before the frames are assembled: the latents included (diagnostics
+    such as `bench/history_ceiling.py` read them; training never does). Rows of `rows` are the ordinary
+    listings in time order (the replaced ones included); `source` maps the frame's rows onto them and the
+    re-posts (`_merged_order`)."""
 
-    `oracle` holds `listing_id`, `true_risk` (the exact P(label = 1) given features and latents),
-    `limit_risk` (the same with the ambiguity term integrated out), then `true_risk_<reason>` and
-    `limit_risk_<reason>` for each reason in REASONS, `repost_of` (the listing_id a re-post repeats, ""
-    for others), `repost_edit` (the REPOST_EDITS changed, "|"-joined) and `repost_linked` (re-posted
-    from a second account); see the module docstring. Keep it out of training.
-    """
+    start_ns: int
+    span: float
+    merchants: _Merchants
+    rows: _Rows
+    ambiguity: np.ndarray
+    logits: np.ndarray
+    outcome: _Outcome
+    delay: np.ndarray
+    wording: _Wording
+    seconds: np.ndarray
+    reposts: _Reposts
+    repost_outcome: _Outcome
+    repost_delay: np.ndarray
+    repost_seconds: np.ndarray
+    source: np.ndarray
+
+
+def simulate(rows: int, seed: int = 0, start: str = "2025-01-01", months: int = 12) -> World:
+    """The draws behind `generate(rows, seed, start, months)`, latents included."""
     if rows < 1 or months < 1:
         raise ValueError(f"rows and months must be >= 1, got rows={rows}, months={months}")
     rng = np.random.default_rng(seed)
@@ -1078,11 +1096,32 @@ def generate(
     wording = _wording(rng, r)
     seconds = _review_seconds(rng, r.category, outcome)
     reposts = _reposts(rng, r, merchants, wording, outcome.label, r.created + delay, (span, drift_start), room)
+    repost_outcome = _repost_outcome(rng, _expit(logits[reposts.original]), _take(outcome, reposts.original))
+    repost_delay = _review_delay(rng, len(reposts.original))
+    repost_seconds = _review_seconds(rng, reposts.rows.category, repost_outcome)
+    source = _merged_order(r.created, reposts.rows.created, reposts.replaces)
+    return World(
+        start_ns, span, merchants, r, ambiguity, logits, outcome, delay, wording, seconds,
+        reposts, repost_outcome, repost_delay, repost_seconds, source,
+    )  # fmt: skip
+
+
+def generate(
+    rows: int, seed: int = 0, start: str = "2025-01-01", months: int = 12
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Synthetic review history `(reviews, oracle)`, sorted by `created_at`; same arguments, same frames.
+
+    `oracle` holds `listing_id`, `true_risk` (the exact P(label = 1) given features and latents),
+    `limit_risk` (the same with the ambiguity term integrated out), then `true_risk_<reason>` and
+    `limit_risk_<reason>` for each reason in REASONS, `repost_of` (the listing_id a re-post repeats, ""
+    for others), `repost_edit` (the REPOST_EDITS changed, "|"-joined) and `repost_linked` (re-posted
+    from a second account); see the module docstring. Keep it out of training.
+    """
+    w = simulate(rows, seed, start, months)
+    start_ns, r, ambiguity, logits, outcome = w.start_ns, w.rows, w.ambiguity, w.logits, w.outcome
+    delay, wording, seconds, reposts, source = w.delay, w.wording, w.seconds, w.reposts, w.source
+    repost_outcome, repost_delay, repost_seconds = w.repost_outcome, w.repost_delay, w.repost_seconds
     at, relisted = reposts.original, reposts.rows
-    repost_outcome = _repost_outcome(rng, _expit(logits[at]), _take(outcome, at))
-    repost_delay = _review_delay(rng, len(at))
-    repost_seconds = _review_seconds(rng, relisted.category, repost_outcome)
-    source = _merged_order(r.created, relisted.created, reposts.replaces)
 
     is_repost = source >= rows
     from_ordinary, repost_at, from_repost = (

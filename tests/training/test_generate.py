@@ -361,3 +361,17 @@ def test_quadrature_is_converged(monkeypatch: pytest.MonkeyPatch) -> None:
     _, reference = generate(2_000, seed=4)
     limit = [c for c in ORACLE_COLUMNS if c.startswith("limit_risk")]
     np.testing.assert_allclose(oracle[limit], reference[limit], rtol=0, atol=1e-8)
+
+
+def test_simulate_holds_the_draws_behind_the_frames() -> None:
+    """`simulate` is what `generate` draws: its ordinary rows, mapped by `source`, are the frame's rows."""
+    from training.generate import simulate
+
+    reviews, _ = generate(4_000, seed=3)
+    world = simulate(4_000, seed=3)
+    ordinary = world.source < len(world.rows.created)
+    at = world.source[ordinary]
+    assert (reviews["label"].to_numpy()[ordinary] == world.outcome.label[at]).all()
+    assert np.allclose(reviews["price"].to_numpy()[ordinary], world.rows.price[at])
+    assert (reviews["image_count"].to_numpy()[ordinary] == world.rows.images[at]).all()
+    assert (~ordinary).sum() == len(world.reposts.original)
