@@ -19,7 +19,7 @@ AXE_DIR := .cache/axe-core
 TRAIN_MINUTES = $(shell echo $$(( ($(ROWS) + 99999) / 100000 )))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser data train retrain promote shadow-report evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-scale bench-offline bench-dask-train bench-text bench-quality bench-tiers bench-loop bench-rules bench-identify bench-rules-mining bench-review clean
+.PHONY: help install install-browser data train retrain promote shadow-report evaluate thresholds simulate serve keys notebooks test test-reliability lint format mlflow-ui bench bench-train bench-serve bench-scale bench-offline bench-dask-train bench-text bench-quality bench-tiers bench-ceiling bench-loop bench-rules bench-identify bench-rules-mining bench-review clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -124,6 +124,9 @@ bench-quality: $(STAMP) ## Model vs baseline vs a scikit-learn reference (and th
 
 bench-tiers: $(STAMP) ## Tiered and single-target policies vs the reachable limit (200k rows, seeds 0-2) + 20-seed validity -> bench/results_tiers.json
 	$(BIN)/python bench/bench_tiers.py
+
+bench-ceiling: $(STAMP) ## What any model could reach: the Bayes risk given merchants' history, vs the limit (200k rows, seeds 0-2) -> bench/results_history_ceiling.json
+	$(BIN)/python bench/history_ceiling.py --out bench/results_history_ceiling.json
 
 bench-rules: $(STAMP) ## Rule backtest over 1M scored rows vs routing-only and a per-row loop; shipped rules' workload -> bench/RESULTS_RULES.md
 	$(BIN)/python bench/bench_rules.py --rows 1000000
