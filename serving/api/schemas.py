@@ -106,9 +106,13 @@ class RequestBodies:
     batch: type[BaseModel]
 
 
+MAX_BATCH_ITEMS = 100_000  # the most any deployment may allow (`Settings.max_batch_items` is at most this)
+
+
 @functools.cache
-def request_bodies(config: DataConfig) -> RequestBodies:
-    """Listing, ScoreRequest and BatchRequest built from the config's column roles (once per config)."""
+def request_bodies(config: DataConfig, max_batch_items: int = MAX_BATCH_ITEMS) -> RequestBodies:
+    """Listing, ScoreRequest and BatchRequest built from the config's column roles (once per config and
+    batch limit): the batch body declares, and refuses past, the deployment's `max_batch_items`."""
     listing = create_model(
         "Listing",
         __config__=_LISTING_CONFIG,
@@ -124,7 +128,7 @@ def request_bodies(config: DataConfig) -> RequestBodies:
     batch = create_model(
         "BatchRequest",
         __config__=ConfigDict(extra="forbid"),
-        items=(list[listing], Field(min_length=1, max_length=100_000)),  # type: ignore[valid-type]
+        items=(list[listing], Field(min_length=1, max_length=max_batch_items)),  # type: ignore[valid-type]
         request_id=(RequestId, None),
     )
     return RequestBodies(listing, score, batch)

@@ -40,15 +40,16 @@ router = APIRouter(prefix="/v1/score", tags=["scoring"])
 _BUILT_IN = request_bodies(DataConfig())
 
 
-def bodies_of(engine: DecisionEngine) -> RequestBodies:
-    """The request bodies of the bundle the engine serves (the built-in config's without a bundle)."""
-    return request_bodies(engine.bundle.config) if engine.bundle is not None else _BUILT_IN
+def bodies_of(engine: DecisionEngine | None, settings: Settings) -> RequestBodies:
+    """The request bodies of the bundle the engine serves (the built-in config's without a bundle), with
+    the deployment's batch limit."""
+    config = engine.bundle.config if engine is not None and engine.bundle is not None else DataConfig()
+    return request_bodies(config, settings.max_batch_items)
 
 
 def current_bodies(app: FastAPI) -> tuple[type[BaseModel], ...]:
     """The bodies declared in the OpenAPI document by `body.install`: those of the engine serving now."""
-    engine: DecisionEngine | None = getattr(app.state, "engine", None)
-    bodies = bodies_of(engine) if engine is not None else _BUILT_IN
+    bodies = bodies_of(getattr(app.state, "engine", None), app.state.settings)
     return (bodies.score, bodies.batch)
 
 
@@ -79,7 +80,7 @@ async def score_listing(request: Request) -> Response:
     engine: DecisionEngine = state.engine
     scorer: Scorer = state.scorer
     metrics: Metrics = state.metrics
-    parsed = await body.parse(bodies_of(engine).score, request)
+    parsed = await body.parse(bodies_of(engine, request.app.state.settings).score, request)
     listing = dict(parsed.__dict__)  # the validated fields, without a model_dump walk
     request_id = listing.pop("request_id")
     request_hash = await _body_hash(request) if request_id is not None else None
@@ -107,14 +108,9 @@ async def score_batch(request: Request) -> Response:
     scorer: Scorer = state.scorer
     settings: Settings = state.settings
     metrics: Metrics = state.metrics
-    batch = (await body.parse(bodies_of(engine).batch, request)).__dict__  # built per config: fields by name
+    # built per config (fields by name) and limit: more than max_batch_items is a 422 on "items"
+    batch = (await body.parse(bodies_of(engine, settings).batch, request)).__dict__
     items: list[BaseModel] = batch["items"]
-    if len(items) > settings.max_batch_items:
-        raise field_error(
-            ("body", "items"),
-            f"a batch holds at most {settings.max_batch_items} items, got {len(items)}",
-            "too_long",
-        )
     listings = [item.__dict__ for item in items]  # the validated fields (extra="forbid": nothing else)
     request_id: str | None = batch["request_id"]
     if request_id is not None:

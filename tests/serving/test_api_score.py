@@ -237,7 +237,10 @@ def test_empty_and_oversized_batches_are_422_with_a_clear_message(serve) -> None
         empty = api.batch([])
         over = api.batch([listing_json(i) for i in range(11)])
         at_limit = api.batch([listing_json(i) for i in range(10)])
+        spec = api.client.get("/openapi.json").json()
 
+    # the document declares the limit the service enforces
+    assert spec["components"]["schemas"]["BatchRequest"]["properties"]["items"]["maxItems"] == 10
     assert empty.status_code == 422 and empty.json()["detail"][0]["field"] == "items"
     assert over.status_code == 422
     assert over.json()["detail"][0]["field"] == "items" and "at most 10" in over.json()["detail"][0]["msg"]
