@@ -89,7 +89,7 @@ def verdict_log_likelihood(w: gen.World, base: np.ndarray) -> np.ndarray:
     r, o = w.rows, w.outcome
     nodes, weights = np.polynomial.hermite_e.hermegauss(2 * gen.LIMIT_NODES)
     weights = weights / np.sqrt(2 * np.pi)
-    every = [slice(None)] * len(gen.REASONS)
+    every: list[np.ndarray | slice] = [slice(None)] * len(gen.REASONS)
     rejected, reason = o.label == 1, np.maximum(o.reason - 1, 0)
     out = np.empty((len(base), len(GRID)))
     for j, q in enumerate(GRID):
