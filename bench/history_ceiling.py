@@ -167,10 +167,10 @@ def posteriors(w: gen.World, verdicts: np.ndarray) -> np.ndarray:
     return out
 
 
-def prior_only(rows: int) -> np.ndarray:
+def prior() -> np.ndarray:
+    """The prior of q on GRID (weights summing to 1)."""
     ordinary, offender = _component_density(GRID)
-    prior = ordinary + offender
-    return np.tile(prior / prior.sum(), (rows, 1))
+    return (ordinary + offender) / (ordinary + offender).sum()
 
 
 def tier_risks_on_grid(w: gen.World, base: np.ndarray) -> dict[str, np.ndarray]:
@@ -186,14 +186,11 @@ def tier_risks_on_grid(w: gen.World, base: np.ndarray) -> dict[str, np.ndarray]:
 
 def frame_scored(w: gen.World, oracle: pd.DataFrame, tier_risk: dict[str, np.ndarray] | None) -> Scored:
     """Risks in the frame's row order: ordinary rows from `tier_risk` (None: the limit), re-posts the limit's."""
-    n = len(w.rows.created)
-    ordinary = w.source < n
-    out = {}
-    for tier, reasons in TIER_REASONS.items():
-        limit = oracle[[f"limit_risk_{k}" for k in reasons]].sum(axis=1).to_numpy(dtype=np.float64, copy=True)
-        if tier_risk is not None:
-            limit[ordinary] = tier_risk[tier][w.source[ordinary]]
-        out[tier] = limit
+    ordinary = w.source < len(w.rows.created)
+    out = {tier: risk.copy() for tier, risk in oracle_scored(oracle, "limit", tiered=True).tier_risk.items()}
+    if tier_risk is not None:
+        for tier, risk in out.items():
+            risk[ordinary] = tier_risk[tier][w.source[ordinary]]
     return Scored(np.sum(list(out.values()), axis=0), out)
 
 
@@ -220,16 +217,15 @@ def on_test(scored: Scored, rows: np.ndarray) -> Scored:
 def run_seed(rows: int, seed: int) -> dict[str, Any]:
     started = time.time()
     w = gen.simulate(rows, seed)
-    reviews, oracle = gen.generate(rows, seed)
+    reviews, oracle = gen.frames(w)
     q = w.merchants.quality[w.rows.merchant]
     base = w.logits - (w.ambiguity + q)[:, None]  # every reason's logit at q = 0 and ambiguity 0
     grid_risk = tier_risks_on_grid(w, base)
     post = posteriors(w, verdict_log_likelihood(w, base))
-    prior = prior_only(len(base))
     scorers = {
         "limit": frame_scored(w, oracle, None),
         "history_ceiling": frame_scored(w, oracle, {t: (post * v).sum(axis=1) for t, v in grid_risk.items()}),
-        "features_only": frame_scored(w, oracle, {t: (prior * v).sum(axis=1) for t, v in grid_risk.items()}),
+        "features_only": frame_scored(w, oracle, {t: v @ prior() for t, v in grid_risk.items()}),
     }
     config = load_config()
     split = split_by_time(reviews.assign(_row=np.arange(len(reviews))), config)

@@ -1117,7 +1117,12 @@ def generate(
     for others), `repost_edit` (the REPOST_EDITS changed, "|"-joined) and `repost_linked` (re-posted
     from a second account); see the module docstring. Keep it out of training.
     """
-    w = simulate(rows, seed, start, months)
+    return frames(simulate(rows, seed, start, months))
+
+
+def frames(w: World) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`(reviews, oracle)` of a simulated world (`generate`)."""
+    rows = len(w.rows.created)
     start_ns, r, ambiguity, logits, outcome = w.start_ns, w.rows, w.ambiguity, w.logits, w.outcome
     delay, wording, seconds, reposts, source = w.delay, w.wording, w.seconds, w.reposts, w.source
     repost_outcome, repost_delay, repost_seconds = w.repost_outcome, w.repost_delay, w.repost_seconds
