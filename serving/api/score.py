@@ -37,13 +37,14 @@ router = APIRouter(prefix="/v1/score", tags=["scoring"])
 
 # The built-in marketplace contract: the bodies served without a bundle. Every config's bodies have the
 # same names (Listing, ScoreRequest, BatchRequest), so the routes' OpenAPI references hold for all.
-_BUILT_IN = request_bodies(DataConfig())
+_BUILT_IN_CONFIG = DataConfig()
+_BUILT_IN = request_bodies(_BUILT_IN_CONFIG)
 
 
 def bodies_of(engine: DecisionEngine | None, settings: Settings) -> RequestBodies:
     """The request bodies of the bundle the engine serves (the built-in config's without a bundle), with
     the deployment's batch limit."""
-    config = engine.bundle.config if engine is not None and engine.bundle is not None else DataConfig()
+    config = engine.bundle.config if engine is not None and engine.bundle is not None else _BUILT_IN_CONFIG
     return request_bodies(config, settings.max_batch_items)
 
 
