@@ -1,10 +1,10 @@
 """Audit rates sized to what the next certificate needs.
 
 Audit rates trade two things. Auditing costs reviewer time now: a share of the automated decisions is
-re-checked. And it decides what the next retrain can certify on logged labels: `decision.weighted` bounds
-the misses of a stratum audited at rate pi, with m misses in its traffic, by about
-(m pi + z sqrt(m pi) + ln(1 / a)) / pi, so the slack relative to m shrinks as 1 / sqrt(m pi). At a large
-volume the 2% floor costs the certificate nothing; at a small one it leaves room to pass little or
+re-checked. And it decides what the next retrain can certify on logged labels: in the test of
+`decision.weighted` every labelled miss of a stratum audited at rate pi weighs 1 / pi, and the bets are
+capped at pi_min / R, so the evidence a certificate needs grows as the audit rates fall. At a large
+volume the 2% floor costs the certificate little; at a small one it leaves room to pass little or
 nothing (the loop benchmark at 300k listings: 0.5-7.7% auto-decided after retraining on audited labels,
 31% with every listing labelled).
 
@@ -20,7 +20,7 @@ planning model:
   routed by this policy into the audit
   strata of `decision.audit` (review, pass_low, pass_near, block);
 * a count whose traffic total in stratum h is c_h is observed about c_h pi_h times (its mean under
-  Poisson sampling). The certificate of `decision.weighted` (`share_lower`, at the level certification
+  Poisson sampling). The certificate of `decision.weighted` (`share_certified`, at the level certification
   uses: delta / 2 for one target, delta / (2K) per tier) is evaluated at those expected counts for each
   candidate pass region `pass_margin < s` (s scales every pass threshold: segments and tiers alike), and
   the next pass region is the largest s, in the certificate's fixed sequence, whose bound meets every
@@ -44,7 +44,7 @@ import pandas as pd
 from decision.audit import audit_strata, pass_margin
 from decision.policy import Policy, route
 from decision.tiers import risk_column, tier_alpha
-from decision.weighted import share_lower
+from decision.weighted import share_certified
 from features.config import Tier
 
 RATE_GRID = (0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)
@@ -201,7 +201,7 @@ class _Outlook:
             for j, h in enumerate(np.flatnonzero(present)):
                 observed_lost[:, index[j]] += lost[:, h] * rates[h]
                 observed_kept[index[j]] += total[h] * rates[h]
-            ok &= share_lower(observed_kept - observed_lost, observed_lost, pi, self.alpha) >= target
+            ok &= share_certified(observed_kept - observed_lost, observed_lost, pi, self.alpha, target)
         k = int(np.argmin(ok)) - 1 if not ok.all() else len(ok) - 1  # fixed sequence: stop at the first failure
         next_pass = float(self.passed[k]) / self.total if k >= 0 else 0.0
         audited = float(self.traffic[[PASS_LOW, PASS_NEAR, BLOCK]] @ rates[[PASS_LOW, PASS_NEAR, BLOCK]])

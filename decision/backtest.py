@@ -7,12 +7,12 @@ once per rule and routes the same risks twice, before and after the change, thro
 `decision.policy.route` with the inputs the service uses (the segment's threshold pair, every tier's
 risk against its t_pass, enforced rules first), so what it reports is what the service would do.
 
-Bounds (all exact):
+Bounds (valid at every sample size):
 * Unweighted rows: Clopper-Pearson (1934) intervals on a binomial proportion, the same Beta quantiles
   as the threshold guarantees (`decision.guarantees.precision_lower`).
 * Rows with an inclusion probability below 1 (audit-sampled labels): each row counts for 1 / pi
-  listings, and the bounds are the stratified Garwood Poisson bounds of `decision.weighted.share_lower`
-  (per sampling stratum, combined by Bonferroni), conservative for the binomial counts behind them.
+  listings, and the bounds are those of the test by betting of `decision.weighted.share_lower` (one
+  test on the weighted rows, inverted into a bound).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def certify_rule_precision(history: pd.DataFrame, rule: Rule, target: float, alp
     {L(X) > p} is {X >= k*} for the least k* with L(k*) > p; P_p'(X >= k*) increases with p', hence
     P_p(X >= k*) <= P_L(k*)(X >= k*) = alpha, i.e. P(L(X) <= p) >= 1 - alpha for every p and m.
     With inclusion probabilities below 1 each row counts 1 / pi times and the bound is the stratified
-    Garwood Poisson bound of `decision.weighted.share_lower` (its module docstring has that proof).
+    betting bound of `decision.weighted.share_lower` (its module docstring has that proof).
     """
     _check_history(history, (LABEL,))
     if not 0.0 < alpha < 1.0:
@@ -108,7 +108,7 @@ def _certificate(name: str, hits: np.ndarray, labels: _Labels, target: float, al
         kept, lost = strata.counts(violations), strata.counts(labelled & ~labels.violating)
         precision = weighted_share(kept, lost, strata.pi) if n else float("nan")
         lower = float(share_lower(kept, lost, strata.pi, alpha)[0]) if n else float("nan")
-        method = "stratified Garwood Poisson bound, rows weighted by 1/inclusion_prob (one-sided)"
+        method = "test by betting, rows weighted by 1/inclusion_prob (one-sided)"
     return RuleCertificate(
         rule=name,
         hits=int(hits.sum()),
@@ -198,7 +198,7 @@ def backtest(
         "interval": (
             "two-sided exact: Clopper-Pearson (1934)"
             if labels.strata is None
-            else "two-sided stratified Garwood Poisson bounds, rows weighted by 1/inclusion_prob"
+            else "two-sided: tests by betting, rows weighted by 1/inclusion_prob"
         ),
         "review_seconds": "from history" if REVIEW_SECONDS in history else f"{DEFAULT_REVIEW_SECONDS:g} s per review",
         "change": _describe(rule, replace, remove, before_rules),

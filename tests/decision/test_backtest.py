@@ -108,7 +108,7 @@ def test_weighted_rows_use_the_stratified_bound() -> None:
     history = tiny_history()
     history["inclusion_prob"] = [0.5, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0]
     cert = certify_rule_precision(history, REPLICA, 0.5, 0.05)
-    assert "Garwood" in cert.method
+    assert "betting" in cert.method
     assert cert.precision == pytest.approx((1 / 0.5 + 1) / (1 / 0.5 + 1 + 1 / 0.5))  # rows 0, 1 bad; 3 good
 
 

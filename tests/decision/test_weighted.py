@@ -10,7 +10,9 @@ import pytest
 from decision.audit import AuditPlan, draw_audits, inclusion_probabilities, pass_margin
 from decision.policy import route
 from decision.thresholds import choose_policy_thresholds
-from decision.weighted import Strata, certify_block, certify_recall, poisson_lower, poisson_upper, share_lower
+from scipy import stats
+
+from decision.weighted import Strata, certify_block, certify_recall, share_certified, share_lower
 
 TRUTH_ROWS = 400_000
 
@@ -51,12 +53,68 @@ def _true_precision(truth: tuple[np.ndarray, np.ndarray], t_block: float) -> flo
     return float(label[blocked].mean()) if blocked.any() else 1.0
 
 
-def test_poisson_bounds_are_the_exact_garwood_limits() -> None:
-    assert poisson_upper(np.array([0]), 0.05)[0] == pytest.approx(-np.log(0.05))
-    assert poisson_lower(np.array([0]), 0.05)[0] == 0.0
-    # Garwood's limits for 10 events at 95% two-sided (2.5% each side): 4.795 and 18.390
-    assert poisson_lower(np.array([10]), 0.025)[0] == pytest.approx(4.795, abs=1e-3)
-    assert poisson_upper(np.array([10]), 0.025)[0] == pytest.approx(18.390, abs=1e-3)
+# a logged design: strata of inclusion probability, the traffic share of violations in each, and the
+# share of those a threshold loses (traffic recall 1 - (0.7 * 0.05 + 0.2 * 0.15 + 0.1 * 0.35) = 0.9)
+DESIGN_PI = np.array([1.0, 0.3, 0.05])
+DESIGN_VIOLATIONS = np.array([0.7, 0.2, 0.1])
+DESIGN_LOST = np.array([0.05, 0.15, 0.35])
+
+
+def _labelled_counts(rng: np.random.Generator, reps: int, n: int, lost_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """(kept, lost) labelled counts per stratum, (reps, H) each, of n labelled violations drawn from the
+    design (each traffic violation labelled with its stratum's pi), and the design's traffic recall."""
+    lost_share = DESIGN_LOST * lost_scale
+    cells = np.concatenate([DESIGN_PI * DESIGN_VIOLATIONS * (1 - lost_share), DESIGN_PI * DESIGN_VIOLATIONS * lost_share])
+    counts = rng.multinomial(n, cells / cells.sum(), size=reps)
+    return counts[:, :3], counts[:, 3:], float(1.0 - DESIGN_VIOLATIONS @ lost_share)
+
+
+def test_the_betting_test_errs_at_most_alpha_at_the_null_boundary() -> None:
+    """Coverage at the hardest point of the null (traffic recall exactly R): over 4,000 logged samples of
+    several sizes the test certifies "recall > R" in at most alpha of them (plus 3 sd of Monte-Carlo
+    slack), and the lower bound exceeds the true recall just as rarely; with the traffic recall 0.05
+    above the target it certifies most samples of 3,000 (the test has power, though a 5% stratum weighs
+    heavily)."""
+    rng = np.random.default_rng(3)
+    reps, alpha = 4000, 0.1
+    slack = 3 * np.sqrt(alpha * (1 - alpha) / reps)
+    for n in (60, 400, 3000):
+        kept, lost, recall = _labelled_counts(rng, reps, n)
+        assert recall == pytest.approx(0.9)
+        assert share_certified(kept, lost, DESIGN_PI, alpha, recall).mean() <= alpha + slack
+        assert (share_lower(kept, lost, DESIGN_PI, alpha) > recall).mean() <= alpha + slack
+    kept, lost, recall = _labelled_counts(rng, reps, 3000, lost_scale=0.5)
+    assert share_certified(kept, lost, DESIGN_PI, alpha, recall - 0.05).mean() > 0.7  # 0.82 measured
+
+
+def test_the_betting_bound_is_close_to_the_exact_binomial_one_without_sampling() -> None:
+    """With every pi = 1 the test is within a point of Clopper-Pearson's exact bound (never above it by
+    more than the bisection's precision, since no valid test beats the exact one by much here)."""
+    for n, k in ((2000, 60), (500, 10), (200, 0)):
+        exact = stats.beta.ppf(0.025, n - k, k + 1)
+        bet = share_lower(np.array([[n - k]]), np.array([[k]]), np.array([1.0]), 0.025)[0]
+        assert exact - 0.012 < bet < exact + 1e-3
+
+
+def test_one_test_on_weighted_rows_beats_a_bound_per_stratum() -> None:
+    """On counts like a logged retrain's (1,767 reviewed violations, 12 audited at pi = 0.4; recall 0.95,
+    alpha 0.025) the test allows more misses than exact Poisson bounds per stratum combined by Bonferroni
+    (kept counts' lower bounds at alpha / 4 split by pi, lost counts' upper ones at 3 alpha / 4 split by
+    1 / pi): the certificate this module used before."""
+    pi, alpha = np.array([1.0, 0.4]), 0.025
+    kept_alpha = 0.25 * alpha * pi / pi.sum()
+    lost_alpha = 0.75 * alpha * (1 / pi) / (1 / pi).sum()
+
+    def per_stratum(kept: np.ndarray, lost: np.ndarray) -> float:
+        k_low = (np.where(kept > 0, 0.5 * stats.chi2.ppf(kept_alpha, np.maximum(2 * kept, 1e-12)), 0.0) / pi).sum()
+        l_up = (0.5 * stats.chi2.ppf(1 - lost_alpha, 2 * lost + 2) / pi).sum()
+        return k_low / (k_low + l_up)
+
+    total = np.array([1767, 12])
+    misses = [np.array([m - m // 6, m // 6]) for m in range(0, 80)]  # one miss in six audited
+    allowed_before = max(sum(m) for m in misses if per_stratum(total - m, m) >= 0.95)
+    allowed_now = max(sum(m) for m in misses if share_certified(total - m, m, pi, alpha, 0.95)[0])
+    assert allowed_now > 1.15 * allowed_before
 
 
 def test_share_lower_counts_a_sampled_stratum_at_its_inverse_probability() -> None:
@@ -64,7 +122,7 @@ def test_share_lower_counts_a_sampled_stratum_at_its_inverse_probability() -> No
     fully = share_lower(np.array([[1000, 0]]), np.array([[10, 0]]), pi, 0.05)[0]
     sampled = share_lower(np.array([[1000, 0]]), np.array([[0, 10]]), pi, 0.05)[0]  # 10 misses stand for 100
     assert 0.9 < fully < 0.99 and sampled < fully - 0.05
-    # an audited stratum with no miss seen still bounds its misses by about -ln(alpha_h) / pi listings
+    # an audited stratum with no miss seen still costs: its weight caps every bet at pi / R
     empty = share_lower(np.array([[1000, 0]]), np.array([[0, 0]]), pi, 0.05)[0]
     assert empty == pytest.approx(share_lower(np.array([[1000]]), np.array([[0]]), np.array([1.0]), 0.05)[0], abs=0.1)
     assert empty < share_lower(np.array([[1000]]), np.array([[0]]), np.array([1.0]), 0.05)[0]
@@ -104,7 +162,7 @@ def test_block_certificate_holds_under_audit_sampling_in_simulation(truth: tuple
     reps, alpha, target = 100, 0.05, 0.85
     fail = certified = 0
     for _ in range(reps):
-        rows = _logged(rng, 20_000, floor=0.2)  # an audited stratum with no row above t_block still costs -ln(a)/pi
+        rows = _logged(rng, 20_000, floor=0.2)  # an audited stratum with no row above t_block still caps the bets
         cert = certify_block(
             rows["risk"].to_numpy(),
             Strata.of(rows["inclusion_prob"].to_numpy()),
@@ -137,6 +195,17 @@ def test_infeasible_weighted_targets_say_what_audit_rate_would_do() -> None:
     assert "audit rate of about" in result.message and "Nothing is auto-passed" in result.message
 
 
+def test_the_audit_rate_needed_is_where_a_certificate_with_no_miss_starts_to_pass() -> None:
+    from decision.weighted import audit_rate_needed
+
+    kept, lost = np.array([[2000.0, 0.0]]), np.zeros((1, 2))
+    rate = audit_rate_needed(2000, 0.99, 0.025)
+    assert 0.01 < rate < 0.5
+    assert share_certified(kept, lost, np.array([1.0, rate]), 0.025, 0.99)[0]
+    assert not share_certified(kept, lost, np.array([1.0, rate - 0.002]), 0.025, 0.99)[0]
+    assert audit_rate_needed(20, 0.99, 0.025) == 1.0  # too few violations at any rate
+
+
 def test_tiered_weighted_certificate_sets_every_tier_and_holds_each_target(
     truth: tuple[np.ndarray, np.ndarray],
 ) -> None:
@@ -159,24 +228,6 @@ def test_tiered_weighted_certificate_sets_every_tier_and_holds_each_target(
         # tier risk = risk / 2, so passing tier risk < t_k is passing risk < 2 t_k
         assert _true_recall(truth, 2 * tier.t_pass) >= tier.recall_target
     assert set(result.to_policy().tier_pass) == {"severe", "minor"}
-
-
-def test_alpha_split_spends_most_where_no_lost_listing_was_seen() -> None:
-    """The split depends on the inclusion probabilities alone and sums to alpha; it shrinks the bound of
-    sampled strata with nothing lost below what an equal split gives (334 -> 275 listings here)."""
-    from decision.weighted import LOST_SHARE, split_alpha
-
-    pi = np.array([1.0, 0.1, 0.02])
-    kept, lost = split_alpha(pi, 0.025)
-    assert kept.sum() + lost.sum() == pytest.approx(0.025)
-    assert lost.sum() == pytest.approx(LOST_SHARE * 0.025)
-    np.testing.assert_allclose(lost * pi, lost[0] * pi[0])  # in proportion to 1 / pi
-    np.testing.assert_allclose(kept / pi, kept[0] / pi[0])  # in proportion to pi
-    zero = np.zeros(3)
-    split = float((poisson_upper(zero, lost) / pi).sum())
-    equal = float((poisson_upper(zero, np.full(3, 0.025 / 6)) / pi).sum())
-    assert split == pytest.approx(274.7, abs=0.1) and equal == pytest.approx(334.3, abs=0.1)
-    assert share_lower(np.array([[5600, 0, 0]]), zero[None, :], pi, 0.025)[0] > 0.95
 
 
 def test_a_split_planned_on_an_independent_logged_pilot_keeps_the_weighted_guarantee(
