@@ -182,6 +182,7 @@ def promote(
     worker then serves it within a second, and `POST /v1/admin/reload` accepts it."""
     from serving.settings import get_settings
     from serving.store import create_store
+    from serving.store.model_audit import SERVING_EVENTS
     from training.registry import CHAMPION_ALIAS, REGISTERED_MODEL, bundle_version_of, download_bundle
     from training.registry import promote as move_alias
 
@@ -207,6 +208,8 @@ def promote(
     try:
         store.init_schema()
         before = store.latest_model_change(("promote",))
+        serving = store.latest_model_change(SERVING_EVENTS)
+        new_policy = _policy_deciding(store, bundle_version, bundle)
         store.record_model_change(
             "promote",
             actor,
@@ -214,11 +217,27 @@ def promote(
             new_model=bundle_version,
             bundle=str(bundle.resolve()),
             registry_version=promoted,
+            policy_version=new_policy.get("version"),
             reason=reason,
+            policies=(_policy_deciding(store, serving.new_model, serving.bundle) if serving else {}, new_policy),
         )
     finally:
         store.close()
     typer.echo(f"the service serves bundle {bundle_version} ({bundle}) from now on")
+
+
+def _policy_deciding(store: Any, bundle_version: str | None, bundle: str | Path | None) -> dict[str, Any]:
+    """The policy a bundle decides with once served: the one stored for it, else its policy.json ({} when
+    neither can be read, e.g. a bundle no longer on this machine)."""
+    from bundle.policies import load_policy
+
+    stored = store.policy_in_force(bundle_version) if bundle_version else None
+    if stored is not None:
+        return dict(stored)
+    try:
+        return load_policy(bundle).to_dict() if bundle else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def shadow_report(

@@ -269,6 +269,7 @@ async def reload_bundle(
     async with _admin_lock(request):
         # the version only: a reference to the engine being replaced would keep it (and its cycles) alive
         current_version: str | None = request.app.state.engine.model_version
+        old_policy = request.app.state.engine.policy.to_dict()
         try:
             engine = await run_in_threadpool(load_engine, path, settings.reasons, store, settings.signing_key)
         except BundleError as exc:
@@ -285,6 +286,7 @@ async def reload_bundle(
                 bundle=str(engine.bundle.path),
                 policy_version=engine.policy.version,
                 reason=body.reason,
+                policies=(old_policy, engine.policy.to_dict()),
             )
         )
         request.app.state.engine = engine

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from serving.store import schema
 from serving.store.database import Database
+from serving.store.policy_audit import policy_audit_row, policy_changed
 
 ModelEvent = Literal["promote", "reload", "forced_reload", "shadow_set", "shadow_clear"]
 SERVING_EVENTS: tuple[ModelEvent, ...] = ("promote", "reload", "forced_reload")
@@ -58,9 +59,15 @@ class ModelAudit(Database):
         registry_version: str | None = None,
         policy_version: str | None = None,
         reason: str | None = None,
+        policies: tuple[dict[str, Any], dict[str, Any]] | None = None,
     ) -> ModelChange:
+        """Record a model change. `policies`, the policy deciding before and after it (a model brings the
+        policy in force for its bundle: the one stored for it, else its policy.json), adds a row to the
+        policy history in the same transaction when the two differ, so that history holds every policy
+        that ever decided."""
+        at = self._clock()
         values = {
-            "at": self._clock(),
+            "at": at,
             "actor": actor,
             "event": event,
             "old_model": old_model,
@@ -71,7 +78,17 @@ class ModelAudit(Database):
             "reason": reason,
         }
         statement = insert(schema.model_audit).values(values).returning(schema.model_audit.c.id)
-        change_id = self._write(lambda conn: int(conn.execute(statement).scalar_one()))
+        policy_row = None
+        if policies is not None and policy_changed(*policies):
+            why = f"{event} of model {new_model} put the policy in force for its bundle"
+            policy_row = policy_audit_row(at, actor, f"{why}: {reason}" if reason else why, *policies)
+
+        def write(conn: Connection) -> int:
+            if policy_row is not None:
+                conn.execute(insert(schema.policy_audit).values(policy_row))
+            return int(conn.execute(statement).scalar_one())
+
+        change_id = self._write(write)
         return ModelChange(id=change_id, **values)  # type: ignore[arg-type]
 
     def model_history(self, limit: int = 100) -> list[ModelChange]:

@@ -4,6 +4,7 @@ nor an audit row for a policy that never took effect."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
@@ -23,15 +24,7 @@ class PolicyAudit(Database):
         Versions are read from the policies' `version`; a version already stored is a conflict
         (IntegrityError) and nothing is written."""
         at = self._clock()
-        audit: dict[str, Any] = {
-            "at": at,
-            "actor": actor,
-            "old_version": _version(old),
-            "new_version": _version(new),
-            "old": old,
-            "new": new,
-            "reason": reason,
-        }
+        audit = policy_audit_row(at, actor, reason, old, new)
         version = {"bundle_version": bundle_version, "version": _version(new), "at": at, "policy": new}
 
         def write(conn: Connection) -> int:
@@ -59,6 +52,26 @@ class PolicyAudit(Database):
         query = select(schema.policy_audit).order_by(schema.policy_audit.c.id.desc()).limit(limit)
         with self._read_engine.connect() as conn:
             return [PolicyChange(**row._mapping) for row in conn.execute(query)]
+
+
+def policy_audit_row(
+    at: datetime, actor: str, reason: str | None, old: dict[str, Any], new: dict[str, Any]
+) -> dict[str, Any]:
+    """The `policy_audit` row of a change from policy `old` to `new`."""
+    return {
+        "at": at,
+        "actor": actor,
+        "old_version": _version(old),
+        "new_version": _version(new),
+        "old": old,
+        "new": new,
+        "reason": reason,
+    }
+
+
+def policy_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether putting `new` in force after `old` changes the policy deciding (its version)."""
+    return _version(old) != _version(new)
 
 
 def _version(policy: dict[str, Any]) -> str | None:

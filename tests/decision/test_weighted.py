@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from decision.audit import AuditPlan, draw_audits, inclusion_probabilities, pass_margin
 from decision.policy import route
 from decision.thresholds import choose_policy_thresholds
-from scipy import stats
-
 from decision.weighted import Strata, certify_block, certify_recall, share_certified, share_lower
 
 TRUTH_ROWS = 400_000
@@ -60,11 +59,15 @@ DESIGN_VIOLATIONS = np.array([0.7, 0.2, 0.1])
 DESIGN_LOST = np.array([0.05, 0.15, 0.35])
 
 
-def _labelled_counts(rng: np.random.Generator, reps: int, n: int, lost_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+def _labelled_counts(
+    rng: np.random.Generator, reps: int, n: int, lost_scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(kept, lost) labelled counts per stratum, (reps, H) each, of n labelled violations drawn from the
     design (each traffic violation labelled with its stratum's pi), and the design's traffic recall."""
     lost_share = DESIGN_LOST * lost_scale
-    cells = np.concatenate([DESIGN_PI * DESIGN_VIOLATIONS * (1 - lost_share), DESIGN_PI * DESIGN_VIOLATIONS * lost_share])
+    cells = np.concatenate(
+        [DESIGN_PI * DESIGN_VIOLATIONS * (1 - lost_share), DESIGN_PI * DESIGN_VIOLATIONS * lost_share]
+    )
     counts = rng.multinomial(n, cells / cells.sum(), size=reps)
     return counts[:, :3], counts[:, 3:], float(1.0 - DESIGN_VIOLATIONS @ lost_share)
 

@@ -78,6 +78,38 @@ def test_reload_refuses_an_unpromoted_bundle_unless_forced_with_a_reason_and_aud
     assert events[2][2:] == (serving, "admin-key", None)
 
 
+def test_a_reload_that_brings_another_policy_puts_it_in_the_policy_history(serve, own_bundle: Path) -> None:
+    """A bundle decides with its own policy.json (`triage thresholds` writes new versions there): a reload
+    that changes the policy deciding is in GET /v1/policy/history beside the model change; one that
+    does not adds nothing."""
+    from dataclasses import replace
+
+    from bundle.policies import load_policy, save_policy
+
+    newer = _version(own_bundle, own_bundle.parent, "2099-03-01-thresholds")
+    before = load_policy(newer)
+    save_policy(newer, replace(before, version=f"{before.version}-pm", t_pass=before.t_pass / 2).validate())
+    with serve(bundle=str(own_bundle)) as api:
+        # forced (no promotion), so the service's own following of the store cannot load it first
+        moved = _reload(api, bundle=str(newer), force=True, reason="new thresholds")
+        again = _reload(api, bundle=str(newer), force=True, reason="same bundle again")
+        history = api.client.get("/v1/policy/history", headers=api.headers("read")).json()
+
+    assert moved.status_code == 200 and moved.json()["policy_version"] == f"{before.version}-pm"
+    assert again.status_code == 200
+    assert len(history) == 1
+    change = history[0]
+    assert (change["old_version"], change["new_version"], change["actor"]) == (
+        before.version,
+        f"{before.version}-pm",
+        "admin-key",
+    )
+    assert change["reason"] == (
+        "forced_reload of model 2099-03-01-thresholds put the policy in force for its bundle: new thresholds"
+    )
+    assert change["new"]["t_pass"] == before.t_pass / 2
+
+
 def test_a_reload_keeps_the_audited_policy_in_force_for_the_same_bundle(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
         put = api.client.put(

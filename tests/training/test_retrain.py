@@ -99,8 +99,15 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     assert champion.version == candidate.version and champion.tags["champion_by"] == "ds-lead"
     store = create_store(url, group_commit=False)
     change = store.latest_model_change(("promote",))
+    policy_history = store.policy_history()
     store.close()
     assert change is not None and change.new_model == bundle_version and change.actor == "ds-lead"
+    # the promoted bundle's policy is in the policy history too, in the same transaction
+    promoted_policy = [p for p in policy_history if p.actor == "ds-lead"]
+    assert len(promoted_policy) == 1 and promoted_policy[0].new_version == change.policy_version is not None
+    assert promoted_policy[0].reason == (
+        f"promote of model {bundle_version} put the policy in force for its bundle: gate passed"
+    )
     assert change.reason == "gate passed" and change.registry_version == str(candidate.version)
     assert lowered.exit_code == 0, lowered.output
     assert "certifying at the targets in force for the champion" in again.output, again.output
