@@ -179,7 +179,13 @@ def shadow_report(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     """Champion vs shadow on the logged pairs (`Store.shadow_pairs`): agreement, confusion (champion
     decision -> shadow decision -> count), each model's routing shares and the review share difference
     (shadow minus champion), and on the listings with a verdict each model's errors: misses (a rejected
-    listing auto-passed) and wrongful blocks (an approved listing auto-blocked)."""
+    listing auto-passed) and wrongful blocks (an approved listing auto-blocked).
+
+    Pairs where the champion could not score (a timeout or an error sent the listing to review,
+    `champion_fallback`) compare no model with the shadow, which scores later without a deadline: they
+    are left out of every figure and counted in `champion_fallbacks`."""
+    fallbacks = sum(p.get("champion_fallback") is not None for p in pairs)
+    pairs = [p for p in pairs if p.get("champion_fallback") is None]
     n = len(pairs)
     confusion = {c: dict.fromkeys(DECISION_ORDER, 0) for c in DECISION_ORDER}
     for pair in pairs:
@@ -205,6 +211,7 @@ def shadow_report(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     )
     return {
         "pairs": n,
+        "champion_fallbacks": fallbacks,
         "champion_models": sorted({p["champion_model"] or "none" for p in pairs}),
         "shadow_models": sorted({p["shadow_model"] for p in pairs}),
         "agreement": sum(p["champion_decision"] == p["shadow_decision"] for p in pairs) / n if n else None,
@@ -219,12 +226,19 @@ def shadow_report(pairs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The report as a table for a person."""
-    n = report["pairs"]
+    n, fallbacks = report["pairs"], report.get("champion_fallbacks", 0)
+    left_out = (
+        f" ({fallbacks:,} more left out: the champion could not score them and sent them to review)"
+        if fallbacks
+        else ""
+    )
     if not n:
+        if fallbacks:
+            return [f"no comparable shadow decisions{left_out}"]
         return ["no shadow decisions logged (set a shadow with PUT /v1/admin/shadow or TRIAGE_SHADOW_BUNDLE)"]
     lines = [
         f"{n:,} listings scored by champion {', '.join(report['champion_models'])} and shadow "
-        f"{', '.join(report['shadow_models'])}; agreement {report['agreement']:.1%}",
+        f"{', '.join(report['shadow_models'])}; agreement {report['agreement']:.1%}{left_out}",
         "",
         "champion \\ shadow".ljust(18) + "".join(f"{d:>14}" for d in DECISION_ORDER),
     ]

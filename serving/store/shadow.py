@@ -49,7 +49,8 @@ class ShadowLog(Database):
 
     def shadow_pairs(self, model_version: str | None = None, since: datetime | None = None) -> list[dict[str, Any]]:
         """Each shadow decision with the champion's (the policy's routing: `would_have_been` when a QA
-        sample relabelled it) and the reviewer's verdict where there is one (else None)."""
+        sample relabelled it; `champion_fallback` its fallback reason when it could not score) and the
+        reviewer's verdict where there is one (else None)."""
         s, d, rv = schema.shadow_decisions, schema.decisions, schema.reviews
         query = (
             select(
@@ -61,6 +62,7 @@ class ShadowLog(Database):
                 d.c.model_version.label("champion_model"),
                 d.c.risk.label("champion_risk"),
                 func.coalesce(d.c.would_have_been, d.c.decision).label("champion_decision"),
+                d.c.fallback_reason.label("champion_fallback"),
                 rv.c.verdict,
             )
             .join_from(s, d, s.c.decision_id == d.c.decision_id)

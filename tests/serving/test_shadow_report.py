@@ -50,6 +50,22 @@ def test_the_report_counts_agreement_workload_and_each_models_errors() -> None:
     assert shadow_report([])["agreement"] is None and "no shadow decisions" in report_lines(shadow_report([]))[0]
 
 
+def test_pairs_where_the_champion_could_not_score_are_left_out_and_counted() -> None:
+    """A champion timeout sends the listing to review without a model: comparing that with the shadow
+    would count the outage as the champion's workload."""
+    timed_out = {**_pair("human_review", "auto_pass"), "champion_fallback": "scoring_timeout"}
+    report = shadow_report([_pair("auto_pass", "auto_pass"), timed_out, {**timed_out, "verdict": "reject"}])
+
+    assert report["pairs"] == 1 and report["champion_fallbacks"] == 2
+    assert report["agreement"] == 1.0 and report["champion"]["human_review"] == 0.0
+    assert report["labelled"] == 0 and report["errors"]["shadow"]["misses"] == 0
+    assert "2 more left out: the champion could not score them" in report_lines(report)[0]
+    only = shadow_report([timed_out])
+    assert only["pairs"] == 0 and report_lines(only) == [
+        "no comparable shadow decisions (1 more left out: the champion could not score them and sent them to review)"
+    ]
+
+
 def test_triage_shadow_report_reads_the_services_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from serving.settings import get_settings
     from triage.cli import app
@@ -57,7 +73,11 @@ def test_triage_shadow_report_reads_the_services_store(tmp_path: Path, monkeypat
     url = f"sqlite:///{tmp_path / 'service.db'}"
     store = create_store(url, group_commit=False)
     store.init_schema()
-    decisions = [make_decision(decision="human_review"), make_decision(decision="auto_pass", automated=True)]
+    decisions = [
+        make_decision(decision="human_review"),
+        make_decision(decision="auto_pass", automated=True),
+        make_decision(decision="human_review", risk=None, fallback_reason="scoring_timeout"),
+    ]
     store.record_decisions(decisions)
     store.record_review(decisions[0].decision_id, "r", "reject", "counterfeit")
     at = datetime(2025, 6, 1, tzinfo=UTC)
@@ -65,6 +85,7 @@ def test_triage_shadow_report_reads_the_services_store(tmp_path: Path, monkeypat
         [
             ShadowDecision(decisions[0].decision_id, at, "v2", "p", 0.01, "auto_pass"),
             ShadowDecision(decisions[1].decision_id, at, "v2", "p", 0.02, "auto_pass"),
+            ShadowDecision(decisions[2].decision_id, at, "v2", "p", 0.03, "auto_pass"),
         ]
     )
     store.close()
@@ -80,3 +101,4 @@ def test_triage_shadow_report_reads_the_services_store(tmp_path: Path, monkeypat
     assert "agreement 50.0%" in table.output and "shadow 1 misses" in table.output
     report = json.loads(as_json.output)
     assert report["pairs"] == 2 and report["errors"]["shadow"]["misses"] == 1
+    assert report["champion_fallbacks"] == 1 and "1 more left out" in table.output
