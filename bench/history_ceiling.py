@@ -84,8 +84,9 @@ def _component_density(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordinary, offender
 
 
-def verdict_log_likelihood(w: gen.World, base: np.ndarray) -> np.ndarray:
-    """(rows, grid) log P(label, reason, review_seconds | features, q) of every ordinary listing."""
+def verdict_log_likelihood(w: gen.World, base: np.ndarray, detail: bool = True) -> np.ndarray:
+    """(rows, grid) log P(label, reason, review_seconds | features, q) of every ordinary listing; with
+    `detail` False, log P(label | features, q) alone (what counts of rejections can tell)."""
     r, o = w.rows, w.outcome
     nodes, weights = np.polynomial.hermite_e.hermegauss(2 * gen.LIMIT_NODES)
     weights = weights / np.sqrt(2 * np.pi)
@@ -98,6 +99,9 @@ def verdict_log_likelihood(w: gen.World, base: np.ndarray) -> np.ndarray:
             probs = gen._expit(base + q + gen.AMBIGUITY_SD * node)
             per_reason = np.stack(gen._label_risks(list(probs.T), every, len(base)), axis=1)
             p = 1.0 - np.prod(1.0 - probs, axis=1)
+            if not detail:
+                likelihood += weight * np.where(rejected, p, 1.0 - p)
+                continue
             verdict = np.where(rejected, per_reason[np.arange(len(base)), reason], 1.0 - per_reason.sum(axis=1))
             likelihood += weight * verdict * gen._seconds_likelihood(w.seconds, r.category, p, o.label)
         out[:, j] = np.log(np.maximum(likelihood, 1e-300))
@@ -142,12 +146,13 @@ def join_log_ratio(w: gen.World) -> np.ndarray:
     return np.where(inside, np.log(p1 / p0), before)
 
 
-def posteriors(w: gen.World, verdicts: np.ndarray) -> np.ndarray:
-    """(rows, grid) posterior of q for every ordinary listing at its creation."""
+def posteriors(w: gen.World, verdicts: np.ndarray, content_evidence: bool = True) -> np.ndarray:
+    """(rows, grid) posterior of q for every ordinary listing at its creation; without
+    `content_evidence`, from the verdicts alone (no schemes, certificates or join date)."""
     r = w.rows
     reviewed = r.created + w.delay
-    content = offender_log_ratio(w)
-    joining = join_log_ratio(w)
+    content = offender_log_ratio(w) if content_evidence else np.zeros(len(r.created))
+    joining = join_log_ratio(w) if content_evidence else np.zeros(len(w.merchants.quality))
     ordinary, offender = _component_density(GRID)
     out = np.empty((len(r.created), len(GRID)))
     order = np.lexsort((r.created, r.merchant))
@@ -214,19 +219,29 @@ def on_test(scored: Scored, rows: np.ndarray) -> Scored:
     return Scored(scored.risk[rows], {t: v[rows] for t, v in scored.tier_risk.items()})
 
 
-def run_seed(rows: int, seed: int) -> dict[str, Any]:
+def run_seed(rows: int, seed: int, ablation: bool = False) -> dict[str, Any]:
     started = time.time()
     w = gen.simulate(rows, seed)
     reviews, oracle = gen.frames(w)
     q = w.merchants.quality[w.rows.merchant]
     base = w.logits - (w.ambiguity + q)[:, None]  # every reason's logit at q = 0 and ambiguity 0
     grid_risk = tier_risks_on_grid(w, base)
-    post = posteriors(w, verdict_log_likelihood(w, base))
+    verdicts = verdict_log_likelihood(w, base)
+    post = posteriors(w, verdicts)
+
+    def ceiling(posterior: np.ndarray) -> Scored:
+        return frame_scored(w, oracle, {t: (posterior * v).sum(axis=1) for t, v in grid_risk.items()})
+
     scorers = {
         "limit": frame_scored(w, oracle, None),
-        "history_ceiling": frame_scored(w, oracle, {t: (post * v).sum(axis=1) for t, v in grid_risk.items()}),
+        "history_ceiling": ceiling(post),
         "features_only": frame_scored(w, oracle, {t: v @ prior() for t, v in grid_risk.items()}),
     }
+    if ablation:  # which evidence the ceiling's lead over features_only comes from
+        no_verdicts = np.zeros_like(verdicts)
+        scorers["verdict_counts_only"] = ceiling(posteriors(w, verdict_log_likelihood(w, base, False), False))
+        scorers["verdicts_only"] = ceiling(posteriors(w, verdicts, False))
+        scorers["content_only"] = ceiling(posteriors(w, no_verdicts, True))
     config = load_config()
     split = split_by_time(reviews.assign(_row=np.arange(len(reviews))), config)
     test, calibration = split.test["_row"].to_numpy(), split.calibration["_row"].to_numpy()
@@ -262,7 +277,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|",
     ]
     for run in results:
-        for name in ("limit", "history_ceiling", "features_only"):
+        names = ("limit", "history_ceiling", "features_only", "verdict_counts_only", "verdicts_only", "content_only")
+        for name in (n for n in names if n in run):
             cells = [
                 f"{run[name][k]['auto_decided_share']:.1%} ({run[name][k]['ratio_to_limit']:.2f}x)"
                 for k in ("no_slack", "certified_default", "certified_planned")
@@ -276,12 +292,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also the ceiling from verdict counts alone, from verdicts alone and from content alone",
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     results = []
     for seed in args.seeds:
         log(f"seed {seed}: {args.rows} rows")
-        results.append(run_seed(args.rows, seed))
+        results.append(run_seed(args.rows, seed, args.ablation))
         log(markdown(results[-1:]))
     print(markdown(results))
     if args.out:

@@ -46,3 +46,20 @@ def test_ceiling_ranks_between_features_only_and_the_limit() -> None:
     assert share["features_only"] <= share["history_ceiling"] + 0.02
     assert share["history_ceiling"] <= share["limit"] + 0.02
     assert run["posterior_corr_with_q"] > 0.3
+
+
+def test_each_kind_of_evidence_adds_to_what_the_posterior_knows_of_q() -> None:
+    """The ablation's posteriors (`--ablation`): counts of rejections alone track q less well than the
+    verdicts with their reasons and review times, and those less well than all the evidence."""
+    world = gen.simulate(20_000, seed=4)
+    q = world.merchants.quality[world.rows.merchant]
+    base = world.logits - (world.ambiguity + q)[:, None]
+    full = hc.verdict_log_likelihood(world, base)
+    posteriors = {
+        "counts": hc.posteriors(world, hc.verdict_log_likelihood(world, base, detail=False), content_evidence=False),
+        "verdicts": hc.posteriors(world, full, content_evidence=False),
+        "all": hc.posteriors(world, full),
+    }
+    corr = {name: np.corrcoef(post @ hc.GRID, q)[0, 1] for name, post in posteriors.items()}
+    assert all(np.allclose(post.sum(axis=1), 1.0) for post in posteriors.values())
+    assert corr["counts"] < corr["verdicts"] < corr["all"]
