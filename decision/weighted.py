@@ -67,6 +67,7 @@ PI_DECIMALS = 9  # inclusion probabilities equal to this many decimals form one 
 BET_STEP = 1.5  # ratio of neighbouring bets of the mixture (`bet_fractions`)
 MAX_BET = 0.99  # largest fraction of the admissible bet (keeps log(1 - lam Z) finite)
 BISECTION_STEPS = 40
+CHUNK_ROWS = 8192  # candidates whose capital is computed at once (bounds the (rows, bets, strata) arrays)
 
 
 @dataclass(frozen=True)
@@ -99,11 +100,23 @@ def log_capital(
 ) -> np.ndarray:
     """Log of the betting capital against "share <= target" for each row of (m, H) labelled counts of kept
     and lost listings per stratum (counts may be expected, non-integer ones), `target` scalar or (m,):
-    the mixture, with equal weights, of the bets of `bet_fractions` (module docstring)."""
+    the mixture, with equal weights, of the bets of `bet_fractions` (module docstring). Rows are taken
+    CHUNK_ROWS at a time, so memory stays bounded for a certificate over millions of candidates."""
     kept, lost = np.atleast_2d(np.asarray(kept, dtype=np.float64)), np.atleast_2d(np.asarray(lost, dtype=np.float64))
+    r = np.broadcast_to(np.asarray(target, dtype=np.float64), (kept.shape[0],))
+    if kept.shape[0] <= CHUNK_ROWS:
+        return _log_capital(kept, lost, 1.0 / np.asarray(pi, dtype=np.float64), alpha, r)
     w = 1.0 / np.asarray(pi, dtype=np.float64)
+    return np.concatenate(
+        [
+            _log_capital(kept[i : i + CHUNK_ROWS], lost[i : i + CHUNK_ROWS], w, alpha, r[i : i + CHUNK_ROWS])
+            for i in range(0, kept.shape[0], CHUNK_ROWS)
+        ]
+    )
+
+
+def _log_capital(kept: np.ndarray, lost: np.ndarray, w: np.ndarray, alpha: float, r: np.ndarray) -> np.ndarray:
     n = kept.sum(axis=1) + lost.sum(axis=1)
-    r = np.broadcast_to(np.asarray(target, dtype=np.float64), n.shape)
     fraction, weight = bet_fractions(n, r, w.max(), alpha)  # (m, G) each
     scale = (fraction / w.max())[:, :, None] * w[None, None, :]  # lam w_h r, for lam = fraction / (w_max r)
     gain = np.log1p(scale * ((1.0 - r) / r)[:, None, None])  # a kept row: 1 + lam w (1 - r)

@@ -268,3 +268,14 @@ def test_a_split_planned_on_an_independent_logged_pilot_keeps_the_weighted_guara
     halves = choose_policy_thresholds(rows, recall=recall, block_precision=precision, delta=delta)
     assert recall_only.t_block == 1.0
     assert recall_only.feasible and recall_only.point.auto_pass_share > halves.point.auto_pass_share
+
+
+def test_the_capital_is_the_same_computed_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from decision import weighted
+
+    rng = np.random.default_rng(9)
+    kept, lost, _ = _labelled_counts(rng, 50, 400)
+    targets = rng.uniform(0.5, 0.99, 50)
+    whole = weighted.log_capital(kept, lost, DESIGN_PI, 0.05, targets)
+    monkeypatch.setattr(weighted, "CHUNK_ROWS", 7)
+    np.testing.assert_array_equal(weighted.log_capital(kept, lost, DESIGN_PI, 0.05, targets), whole)
