@@ -104,9 +104,9 @@ def log_capital(
     CHUNK_ROWS at a time, so memory stays bounded for a certificate over millions of candidates."""
     kept, lost = np.atleast_2d(np.asarray(kept, dtype=np.float64)), np.atleast_2d(np.asarray(lost, dtype=np.float64))
     r = np.broadcast_to(np.asarray(target, dtype=np.float64), (kept.shape[0],))
-    if kept.shape[0] <= CHUNK_ROWS:
-        return _log_capital(kept, lost, 1.0 / np.asarray(pi, dtype=np.float64), alpha, r)
     w = 1.0 / np.asarray(pi, dtype=np.float64)
+    if kept.shape[0] <= CHUNK_ROWS:
+        return _log_capital(kept, lost, w, alpha, r)
     return np.concatenate(
         [
             _log_capital(kept[i : i + CHUNK_ROWS], lost[i : i + CHUNK_ROWS], w, alpha, r[i : i + CHUNK_ROWS])
@@ -148,7 +148,7 @@ def share_certified(kept: np.ndarray, lost: np.ndarray, pi: np.ndarray, alpha: f
         return np.ones(np.atleast_2d(kept).shape[0], dtype=bool)
     if target >= 1.0:
         return np.zeros(np.atleast_2d(kept).shape[0], dtype=bool)
-    return log_capital(kept, lost, pi, alpha, np.float64(target)) >= math.log(1.0 / alpha)
+    return log_capital(kept, lost, pi, alpha, target) >= math.log(1.0 / alpha)
 
 
 def share_lower(kept: np.ndarray, lost: np.ndarray, pi: np.ndarray, alpha: float) -> np.ndarray:
@@ -265,7 +265,7 @@ def certify_block(
     kept, lost = cumulative(y), cumulative(~y)
     expected_kept = cumulative(r)
     expected_lost = cumulative(np.ones(len(r))) - expected_kept
-    expected = log_capital(expected_kept, expected_lost, strata.pi, alpha, np.float64(block_precision))
+    expected = log_capital(expected_kept, expected_lost, strata.pi, alpha, block_precision)
     start = int(np.argmax(expected))
     passing = share_certified(kept[start:], lost[start:], strata.pi, alpha, block_precision)
     if not passing[0]:
@@ -288,7 +288,7 @@ def audit_rate_needed(n_violating: int, recall: float, alpha: float) -> float:
     heavier a stratum's weight, the smaller the largest admissible bet (module docstring). A planning
     figure: any miss in an audited stratum needs more."""
     kept, lost = np.array([[float(n_violating), 0.0]]), np.zeros((1, 2))
-    if n_violating <= 0 or not share_certified(kept, lost, np.array([1.0, 1.0 - 1e-9]), alpha, recall)[0]:
+    if n_violating <= 0 or not share_certified(kept, lost, np.array([1.0, 1.0]), alpha, recall)[0]:
         return 1.0
     low, high = 0.0, 1.0
     while high - low > 1e-3:

@@ -14,12 +14,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import typer
 
 from features.config import INCLUSION_PROB, DataConfig, load_config
+
+if TYPE_CHECKING:  # the store is imported where a command needs it (a fast CLI start)
+    from serving.store import Store
 
 
 def _fail(message: str) -> None:
@@ -226,7 +229,7 @@ def promote(
     typer.echo(f"the service serves bundle {bundle_version} ({bundle}) from now on")
 
 
-def _policy_deciding(store: Any, bundle_version: str | None, bundle: str | Path | None) -> dict[str, Any]:
+def _policy_deciding(store: Store, bundle_version: str | None, bundle: str | Path | None) -> dict[str, Any]:
     """The policy a bundle decides with once served: the one stored for it, else its policy.json ({} when
     neither can be read, e.g. a bundle no longer on this machine)."""
     from bundle.policies import load_policy

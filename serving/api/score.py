@@ -81,7 +81,7 @@ async def score_listing(request: Request) -> Response:
     engine: DecisionEngine = state.engine
     scorer: Scorer = state.scorer
     metrics: Metrics = state.metrics
-    parsed = await body.parse(bodies_of(engine, request.app.state.settings).score, request)
+    parsed = await body.parse(bodies_of(engine, state.settings).score, request)
     listing = dict(parsed.__dict__)  # the validated fields, without a model_dump walk
     request_id = listing.pop("request_id")
     request_hash = await _body_hash(request) if request_id is not None else None
