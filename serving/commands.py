@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from serving.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from features.config import DataConfig
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the repo's embedded MLflow store (as in training)
 
@@ -171,18 +174,22 @@ def export_labels(
     out: Annotated[Path, typer.Option(help="labelled outcomes file, .parquet or .csv")] = Path(
         "data/labels/reviews.parquet"
     ),
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML data config of the served bundle: its column names (default: configs/data.yaml)"),
+    ] = None,
 ) -> None:
     """Write reviewers' verdicts as labelled outcomes that `triage train` accepts."""
     import pandas as pd
 
-    from features.config import DataConfig
     from serving.store.labels import latest_verdict_per_listing
 
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise typer.BadParameter("use a .parquet or .csv file name", param_hint="--out")
+    data_config = _data_config(config)
     with _open_store(get_settings()) as store:
-        frame = store.export_labels(DataConfig())
-    frame, superseded = latest_verdict_per_listing(frame, DataConfig())
+        frame = store.export_labels(data_config)
+    frame, superseded = latest_verdict_per_listing(frame, data_config)
     # a QA sample logged before inclusion probabilities were kept has none: weighted as a review it would
     # bias retraining, so it is left out (training reads a blank inclusion_prob as 1)
     unknown = frame["inclusion_prob"].isna() if "inclusion_prob" in frame else pd.Series(False, index=frame.index)
@@ -196,6 +203,16 @@ def export_labels(
     if unknown.any():
         note += f" ({int(unknown.sum())} QA samples logged without an inclusion probability left out)"
     typer.echo(f"wrote {len(frame)} labelled outcomes to {out}{note}")
+
+
+def _data_config(path: Path | None) -> DataConfig:
+    """The data config at `path` (None: the default file); a missing or invalid file is a usage error."""
+    from features.config import load_config
+
+    try:
+        return load_config(path)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from exc
 
 
 def _settings_with_db(db: str | None) -> Settings:

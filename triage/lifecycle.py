@@ -128,6 +128,13 @@ def retrain(
             "training rows' certification split stands for, from their inclusion probabilities)",
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML data config: the served bundle's column names, read by export-labels and train alike "
+            "(default: configs/data.yaml)"
+        ),
+    ] = None,
 ) -> None:
     """export-labels -> train (original history + older verdicts, weighted) -> promotion gate -> `candidate`.
 
@@ -137,27 +144,31 @@ def retrain(
     from serving.commands import export_labels
     from training.commands import gate, train
 
-    config = DataConfig()
+    try:
+        data_config = load_config(config)
+    except (OSError, ValueError) as exc:
+        _fail(f"--config: {exc}")
+        return
     work.mkdir(parents=True, exist_ok=True)
     in_force = targets_in_force(champion, out)
     exported = work / "exported.parquet"
-    export_labels(out=exported)
+    export_labels(out=exported, config=config)
     labels = pd.read_parquet(exported)
     if len(labels) < 2:
         _fail(f"the store holds {len(labels)} verdicts: too few to retrain and gate on (review more listings)")
-    older, recent = split_recent(labels, holdout, config)
-    history = None if labels_only or data is None else load_table(data, config)
-    training = training_frame(history, older, config)
+    older, recent = split_recent(labels, holdout, data_config)
+    history = None if labels_only or data is None else load_table(data, data_config)
+    training = training_frame(history, older, data_config)
     training.to_parquet(work / "train.parquet", index=False)
     recent.to_parquet(work / "gate.parquet", index=False)
     typer.echo(
         f"training on {len(training):,} rows ({len(older):,} exported verdicts), "
         f"gating on the newest {len(recent):,} verdicts ({work / 'gate.parquet'})"
     )
-    targets: dict[str, Any] = {}
+    targets: dict[str, Any] = {"config": config}
     if in_force is not None:
-        config_file, targets = training_targets(in_force, load_config(None), work)  # the config `train` reads
-        targets["config"] = config_file
+        config_file, targets = training_targets(in_force, data_config, work)  # the config `train` reads
+        targets["config"] = config_file or config
         typer.echo(f"certifying at the targets in force for the champion: {json.dumps(in_force, sort_keys=True)}")
     train(data=work / "train.parquet", out=out, seed=seed, alias=False, audit_volume=audit_volume, **targets)
     gate(

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from serving.store import DecisionRecord, create_store
 
 
-def _log_reviewed(url: str, rows: pd.DataFrame) -> None:
+def _log_reviewed(url: str, rows: pd.DataFrame, id_column: str = "listing_id") -> None:
     """The service decided these listings (human review) and reviewers gave the generator's verdicts."""
     store = create_store(url, group_commit=False)
     store.init_schema()
@@ -24,7 +24,7 @@ def _log_reviewed(url: str, rows: pd.DataFrame) -> None:
         listing = {c: (row[c].isoformat() if isinstance(row[c], pd.Timestamp) else row[c]) for c in listing_columns}
         records.append(
             DecisionRecord(
-                listing_id=str(row["listing_id"]),
+                listing_id=str(row[id_column]),
                 decision="human_review",
                 automated=False,
                 policy_version="p",
@@ -113,6 +113,55 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     assert "certifying at the targets in force for the champion" in again.output, again.output
     second = json.loads((tmp_path / "models" / "latest" / "policy.json").read_text())["targets"]
     assert second["recall"] == {"severe": 0.98, "minor": 0.88}  # not the config's 0.99 / 0.90
+
+
+def test_retrain_with_a_data_config_reads_the_served_bundles_column_names(
+    generated_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export whose id column is `sku` and title column `name`: the service logs listings under those
+    names, and `retrain --config` exports, trains and gates with them."""
+    from serving.settings import get_settings
+    from triage.cli import app
+
+    root = Path(__file__).resolve().parents[2]
+    renamed = {"listing_id": "sku", "title": "name"}
+    history = pd.read_parquet(generated_dir / "reviews.parquet").sort_values("created_at").reset_index(drop=True)
+    history = history.rename(columns=renamed)
+    config = (root / "configs" / "data.yaml").read_text()
+    config = config.replace("id: listing_id ", "id: sku ").replace("text: [title,", "text: [name,")
+    assert "id: sku " in config and "text: [name," in config
+    (tmp_path / "renamed.yaml").write_text(config)
+    url = f"sqlite:///{tmp_path / 'service.db'}"
+    _log_reviewed(url, history.tail(3000), id_column="sku")
+    history.head(len(history) - 3000).to_parquet(tmp_path / "history.parquet")
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        default = runner.invoke(
+            app, ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "default"),
+                  "--out", str(tmp_path / "models")],
+        )  # fmt: skip
+        missing = runner.invoke(app, ["retrain", "--config", str(tmp_path / "nowhere.yaml")])
+        retrained = runner.invoke(
+            app,
+            ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels"),
+             "--out", str(tmp_path / "models"), "--config", str(tmp_path / "renamed.yaml")],
+        )  # fmt: skip
+    finally:
+        get_settings.cache_clear()
+
+    # the default contract's columns are not what this service logged: a clear error that names the fix
+    assert default.exit_code != 0 and "pass --config" in default.output, default.output
+    assert missing.exit_code != 0 and "nowhere.yaml" in missing.output
+    assert retrained.exit_code == 0, retrained.output
+    assert "gating on the newest 900 verdicts" in retrained.output
+    exported = pd.read_parquet(tmp_path / "labels" / "exported.parquet")
+    assert {"sku", "name"} <= set(exported.columns) and "listing_id" not in exported.columns
+    assert len(exported) == 3000
+    bundle = (tmp_path / "models" / "latest").resolve()
+    assert "id: sku" in (bundle / "data_config.yaml").read_text()
 
 
 def test_make_retrain_and_promote_run_the_chain(generated_dir: Path) -> None:
