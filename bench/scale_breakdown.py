@@ -139,12 +139,14 @@ def stage_shares(bundle: Path, database_url: str, batch: int, repeats: int = 100
     """Each stage's share of `score` + `decide_safely` for batches of `batch` listings (cProfile)."""
     from serving.api.score import bodies_of
     from serving.models import load_engine
+    from serving.settings import get_settings
     from serving.store import create_store
     from serving.store.records import utcnow
 
     with create_store(database_url) as store:
+        store.init_schema()  # a fresh log (the bench's server created the schema already)
         engine = load_engine(bundle, "path", store, None)
-    body = bodies_of(engine).score
+    body = bodies_of(engine, get_settings()).score
     listings = [dict(body.model_validate(listing(i)).__dict__) for i in range(batch)]
     for item in listings:
         item.pop("request_id")

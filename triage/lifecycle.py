@@ -40,7 +40,14 @@ def split_recent(labels: pd.DataFrame, holdout: float, config: DataConfig) -> tu
 
 def training_frame(history: pd.DataFrame | None, older_labels: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     """The original history (inclusion probability 1) and the older exported labels; a listing in both
-    keeps its newest outcome (the exported verdict)."""
+    keeps its newest outcome (the exported verdict). Either without the config's id column is an error
+    (de-duplicating on a missing id would keep one row of it)."""
+    for name, part in (("the review history (--data)", history), ("the exported labels", older_labels)):
+        if part is not None and config.id not in part.columns:
+            raise ValueError(
+                f"{name} has no id column {config.id!r} (columns: {', '.join(map(str, part.columns))}): "
+                "pass the data config the service's bundle was trained with (--config)"
+            )
     parts = []
     if history is not None:
         parts.append(history.assign(**{INCLUSION_PROB: 1.0}))
@@ -158,7 +165,11 @@ def retrain(
         _fail(f"the store holds {len(labels)} verdicts: too few to retrain and gate on (review more listings)")
     older, recent = split_recent(labels, holdout, data_config)
     history = None if labels_only or data is None else load_table(data, data_config)
-    training = training_frame(history, older, data_config)
+    try:
+        training = training_frame(history, older, data_config)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
     training.to_parquet(work / "train.parquet", index=False)
     recent.to_parquet(work / "gate.parquet", index=False)
     typer.echo(

@@ -153,7 +153,8 @@ def test_retrain_with_a_data_config_reads_the_served_bundles_column_names(
         get_settings.cache_clear()
 
     # the default contract's columns are not what this service logged: a clear error that names the fix
-    assert default.exit_code != 0 and "pass --config" in default.output, default.output
+    assert default.exit_code != 0 and "has no id column 'listing_id'" in default.output, default.output
+    assert "(--config)" in default.output and not (tmp_path / "default" / "train.parquet").exists()
     assert missing.exit_code != 0 and "nowhere.yaml" in missing.output
     assert retrained.exit_code == 0, retrained.output
     assert "gating on the newest 900 verdicts" in retrained.output
