@@ -25,7 +25,10 @@ from training.evaluate import evaluate_scores, json_safe
 
 # Chunks are scored on one thread per core: features, identification and the ONNX models spend most of
 # their time in native code that releases the GIL (200k rows: 11.1 s on one thread, 8.2 s on two, here).
-SCORE_CHUNK_ROWS = 25_000
+# A call costs about 20 ms whatever its size (identification, the vectoriser and ONNX set-up): 20.1 µs a
+# row in chunks of 25k, 18.7 in chunks of 50k and 100k (bench bundle, one thread); `score_file` on 1M rows
+# ran 82-84k rows/s with 50k chunks against 77-79k with 25k (bench/RESULTS_OFFLINE.md).
+SCORE_CHUNK_ROWS = 50_000
 
 
 ROWS_CHOICES = ("test", "all")
