@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 ROWS ?= 200000
 SEED ?= 0
 DATA_DIR ?= data/generated
+# a review export of your own, and its data config (column roles, tiers): `make train DATA=x.parquet CONFIG=y.yaml`
+DATA ?= $(DATA_DIR)/reviews.parquet
+CONFIG ?=
 BUNDLE ?= models/latest
 PORT ?= 8000
 MLFLOW_PORT ?= 5000
@@ -44,11 +47,11 @@ data: $(STAMP) ## Generate synthetic review history (ROWS=200000 SEED=0) into da
 $(DATA_DIR)/reviews.parquet:
 	$(MAKE) data
 
-train: $(STAMP) $(DATA_DIR)/reviews.parquet ## Train, calibrate, pick thresholds, export models/<version>, log to MLflow
-	$(BIN)/triage train --data $(DATA_DIR)/reviews.parquet --out models --seed $(SEED)
+train: $(STAMP) $(DATA) ## Train, calibrate, pick thresholds, export models/<version>, log to MLflow (DATA=, CONFIG= for an export of your own)
+	$(BIN)/triage train --data $(DATA) --out models --seed $(SEED)$(if $(CONFIG), --config $(CONFIG))
 
-retrain: $(STAMP) $(DATA_DIR)/reviews.parquet ## Service verdicts (export-labels) + history -> train (1/inclusion_prob weights) -> promotion gate -> registry candidate
-	$(BIN)/triage retrain --data $(DATA_DIR)/reviews.parquet --out models --seed $(SEED)
+retrain: $(STAMP) $(DATA) ## Service verdicts (export-labels) + history -> train (1/inclusion_prob weights) -> promotion gate -> registry candidate (DATA=, CONFIG= as for train)
+	$(BIN)/triage retrain --data $(DATA) --out models --seed $(SEED)$(if $(CONFIG), --config $(CONFIG))
 
 promote: $(STAMP) ## Make the registry's candidate the champion the service serves (REASON="why" required)
 	@test -n "$(REASON)" || { echo 'say why: make promote REASON="gate passed on last month's verdicts"'; exit 2; }

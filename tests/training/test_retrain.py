@@ -171,6 +171,10 @@ def test_make_retrain_and_promote_run_the_chain(generated_dir: Path) -> None:
     retrain = make_dry_run("retrain", f"DATA_DIR={generated_dir}", "SEED=3")
     assert f"triage retrain --data {generated_dir}/reviews.parquet --out models --seed 3" in retrain
     assert 'triage promote --reason "after the shadow week"' in make_dry_run("promote", "REASON=after the shadow week")
+    mine = (f"DATA={generated_dir}/reviews.parquet", "CONFIG=configs/mine.yaml")
+    expected = f"--data {generated_dir}/reviews.parquet --out models --seed 0 --config configs/mine.yaml"
+    assert f"triage retrain {expected}" in make_dry_run("retrain", *mine)
+    assert f"triage train {expected}" in make_dry_run("train", *mine)
 
 
 def test_a_retrain_certifies_at_the_targets_in_force_for_the_champion(
