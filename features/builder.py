@@ -60,6 +60,7 @@ CHAR_NGRAMS = (2, 5)
 SNAPSHOT_FILE = "merchant_snapshot.parquet"
 FORMAT_VERSION = 1
 SMALL_BATCH_ROWS = 128  # `transform` hands frames up to this size (and no history) to `transform_records`
+BRAND_PRICE = "log_price_vs_brand"  # log price minus the median log price of the brand's training listings
 DISGUISED_HITS = "disguised_term_hits"  # risky terms written in disguise (`lexicon.count_disguised_hits`)
 
 LEXICONS: dict[str, tuple[str, ...]] = {
@@ -87,10 +88,13 @@ class FeatureBuilder:
         feature_groups: Iterable[str] | None = None,
         chars_model: TextModel | None = None,
         disguised_hits: bool = True,
+        brand_prices: bool = True,
     ):
         self.config = config
         # `disguised_term_hits` joins the lexicon group; states saved before it existed load without it
         self.disguised_hits = disguised_hits
+        # `log_price_vs_brand` (a price far under its brand's norm); states saved before it load without it
+        self.brand_prices = brand_prices
         self.seed = seed
         self.feature_groups = _chosen_groups(config, feature_groups)
         self.min_category_count = min_category_count
@@ -99,6 +103,7 @@ class FeatureBuilder:
         self.chars = chars_model if chars_model is not None else TextModel(seed=seed, char_ngrams=CHAR_NGRAMS)
         self.brand = "brand" if "brand" in config.text else None
         self.price = "price" if "price" in config.numeric else None
+        self.brand_prices = self.brand_prices and bool(self.brand and self.price)
         self.certificate = "has_certificate" if "has_certificate" in config.numeric else None
         self.category = "category" if "category" in config.categorical else None
         self.passthrough = [c for c in config.numeric if c != self.price]
@@ -112,6 +117,7 @@ class FeatureBuilder:
         self.category_codes: dict[str, dict[str, int]] = {}
         self.price_norms: dict[str, float] = {}
         self.global_price_norm: float = math.nan
+        self.brand_price_norms: dict[str, float] = {}
         self.snapshot: pd.DataFrame | None = None
         self._lookup: SnapshotLookup | None = None
         self._fitted = False
@@ -129,6 +135,7 @@ class FeatureBuilder:
             names += [DISGUISED_HITS] if self.disguised_hits else []
         if self.price:
             names += ["log_price", "log_price_vs_category"]
+            names += [BRAND_PRICE] if self.brand_prices else []
         if self.has(MERCHANT_HISTORY):
             names += MERCHANT_FEATURES
         names += self.passthrough
@@ -246,6 +253,10 @@ class FeatureBuilder:
                 norms = np.full(n, self.global_price_norm)
             columns["log_price"] = log_price
             columns["log_price_vs_category"] = log_price - norms
+            if self.brand_prices:
+                assert self.brand
+                get = self.brand_price_norms.get
+                columns[BRAND_PRICE] = log_price - np.array([get(_brand_key(b), np.nan) for b in texts[self.brand]])
         if self.has(MERCHANT_HISTORY):
             assert config.merchant and config.timestamp  # a merchant_history builder has both
             created = _all_microseconds([r.get(config.timestamp) for r in records], config.timestamp)
@@ -283,6 +294,14 @@ class FeatureBuilder:
             medians, counts = grouped.median(), grouped.size()
             # a norm from a handful of rows is noise: rare categories use the global norm, as unseen ones do
             self.price_norms = {str(k): float(v) for k, v in medians.items() if counts[k] >= self.min_category_count}
+        if self.brand_prices:
+            assert self.brand
+            brands = pd.DataFrame({"brand": _brand_keys(train[self.brand]).to_numpy(), "log_price": log_price})
+            grouped = brands[brands["brand"] != ""].dropna().groupby("brand")["log_price"]
+            medians, counts = grouped.median(), grouped.size()
+            self.brand_price_norms = {
+                str(k): float(v) for k, v in medians.items() if counts[k] >= self.min_category_count
+            }
 
     def _require_fitted(self) -> None:
         if not self._fitted:
@@ -336,6 +355,11 @@ class FeatureBuilder:
             log_price = _log_price(df[self.price].to_numpy(dtype=np.float64))
             columns["log_price"] = log_price
             columns["log_price_vs_category"] = log_price - self._price_norm_array(df)
+            if self.brand_prices:
+                assert self.brand
+                columns[BRAND_PRICE] = log_price - _looked_up(
+                    _brand_keys(df[self.brand]), self.brand_price_norms, np.nan
+                )
         if merchant is not None:
             for i, name in enumerate(MERCHANT_FEATURES):
                 columns[name] = merchant[:, i]
@@ -373,6 +397,8 @@ class FeatureBuilder:
             "feature_groups": sorted(self.feature_groups),
             "feature_names": self.feature_names,
             "disguised_hits": self.disguised_hits,
+            "brand_prices": self.brand_prices,
+            "brand_price_norms": self.brand_price_norms,
             "categorical_features": self.categorical_features,
             "category_codes": self.category_codes,
             "price_norms": self.price_norms,
@@ -420,12 +446,14 @@ class FeatureBuilder:
             feature_groups=state.get("feature_groups"),  # states written before groups existed had all on
             chars_model=chars,
             disguised_hits=state.get("disguised_hits", False),
+            brand_prices=state.get("brand_prices", False),
         )
         if builder.feature_names != state["feature_names"]:
             raise ValueError(f"{path}: saved feature names do not match this code's feature list")
         builder.category_codes = {c: {str(k): int(v) for k, v in m.items()} for c, m in state["category_codes"].items()}
         builder.price_norms = {str(k): float(v) for k, v in state["price_norms"].items()}
         builder.global_price_norm = float(state["global_price_norm"])
+        builder.brand_price_norms = {str(k): float(v) for k, v in state.get("brand_price_norms", {}).items()}
         if builder.has(MERCHANT_HISTORY):
             builder.snapshot = pd.read_parquet(directory / SNAPSHOT_FILE)
             builder._lookup = SnapshotLookup(builder.snapshot, builder.prior_strength)
@@ -566,6 +594,16 @@ def _microseconds(value: Any, column: str) -> int:
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
     return int(stamp.to_datetime64().astype("datetime64[us]").astype(np.int64))
+
+
+def _brand_key(brand: str) -> str:
+    """A brand as its price norm is keyed: trimmed, lower-cased."""
+    return brand.strip().lower()
+
+
+def _brand_keys(brands: pd.Series) -> pd.Series:
+    """`_brand_key` of a column (a missing brand as "")."""
+    return brands.fillna("").astype("str").str.strip().str.lower()
 
 
 def _looked_up(values: pd.Series, table: dict[str, Any], missing: float) -> np.ndarray:

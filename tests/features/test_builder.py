@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -363,3 +364,34 @@ def test_hit_counts_of_all_lists_in_one_scan_equal_each_list_counted_alone(data)
     assert sum(int(c.sum()) for c in counts) > len(data) // 50  # the generated texts do hold terms
     assert [c.tolist() for c in count_hits_lists(texts[:0], lists)] == [[]] * len(lists)
     assert [c.tolist() for c in count_hits_lists(pa.array(["plain text"] * 3), lists)] == [[0, 0, 0]] * len(lists)
+
+
+def test_price_against_its_brand_norm(fitted):
+    """`log_price_vs_brand`: log price minus the median log price of the brand's training listings (brand
+    trimmed and lower-cased); NaN for a listing with no brand, or one seen fewer than min_category_count
+    times in training. A counterfeit priced far under its brand's genuine listings scores low."""
+    builder, _, train, rest = fitted
+    gucci = train[train["brand"] == "Gucci"]
+    norm = float(np.median(np.log1p(gucci["price"].dropna().to_numpy())))
+    assert builder.brand_price_norms == {"gucci": pytest.approx(norm)}
+    odd = rest.head(4).assign(brand=[" GUCCI ", "", "Unheard Of", "gucci"], price=[100.0, 100.0, 100.0, 1.0])
+    got = builder.transform(odd)[builder_module.BRAND_PRICE].to_numpy()
+    np.testing.assert_allclose(got[[0, 3]], np.log1p([100.0, 1.0]) - norm, rtol=1e-6)
+    assert np.isnan(got[1]) and np.isnan(got[2])
+    records = builder.transform_records(odd[CONFIG.listing_columns].to_dict("records"))
+    column = builder.feature_names.index(builder_module.BRAND_PRICE)
+    np.testing.assert_array_equal(records[:, column], builder.transform(odd).to_numpy()[:, column])
+
+
+def test_a_state_saved_before_brand_prices_loads_without_them(data, tmp_path):
+    old = FeatureBuilder(CONFIG, seed=3, min_category_count=5, brand_prices=False)
+    old.fit_transform(data.iloc[:600], history=data)
+    old.save(tmp_path)
+    state_file = tmp_path / "feature_builder.json"
+    state = json.loads(state_file.read_text())
+    del state["brand_prices"], state["brand_price_norms"]
+    state_file.write_text(json.dumps(state))
+    loaded = FeatureBuilder.load(tmp_path)
+    assert builder_module.BRAND_PRICE not in loaded.feature_names and loaded.feature_names == old.feature_names
+    rest = data.iloc[600:]
+    pd.testing.assert_frame_equal(loaded.transform(rest), old.transform(rest))
