@@ -57,6 +57,7 @@ _DSA_CATEGORY_BY_FEATURE = {
     "luxury_brand_hits": "intellectual_property_infringements",
     "brand_is_luxury": "intellectual_property_infringements",
     "log_price_vs_category": "intellectual_property_infringements",
+    "log_price_vs_brand": "intellectual_property_infringements",
     "health_claim_hits": "consumer_information_infringements",
     "regulated_without_certificate": "unsafe_and_prohibited_products",
 }
