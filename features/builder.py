@@ -93,8 +93,6 @@ class FeatureBuilder:
         self.config = config
         # `disguised_term_hits` joins the lexicon group; states saved before it existed load without it
         self.disguised_hits = disguised_hits
-        # `log_price_vs_brand` (a price far under its brand's norm); states saved before it load without it
-        self.brand_prices = brand_prices
         self.seed = seed
         self.feature_groups = _chosen_groups(config, feature_groups)
         self.min_category_count = min_category_count
@@ -103,7 +101,9 @@ class FeatureBuilder:
         self.chars = chars_model if chars_model is not None else TextModel(seed=seed, char_ngrams=CHAR_NGRAMS)
         self.brand = "brand" if "brand" in config.text else None
         self.price = "price" if "price" in config.numeric else None
-        self.brand_prices = self.brand_prices and bool(self.brand and self.price)
+        # `log_price_vs_brand` (a price far under its brand's norm) needs both; states saved before it load
+        # without it
+        self.brand_prices = brand_prices and bool(self.brand and self.price)
         self.certificate = "has_certificate" if "has_certificate" in config.numeric else None
         self.category = "category" if "category" in config.categorical else None
         self.passthrough = [c for c in config.numeric if c != self.price]

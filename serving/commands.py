@@ -180,13 +180,17 @@ def export_labels(
     ] = None,
 ) -> None:
     """Write reviewers' verdicts as labelled outcomes that `triage train` accepts."""
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        raise typer.BadParameter("use a .parquet or .csv file name", param_hint="--out")
+    write_labels(out, _data_config(config))
+
+
+def write_labels(out: Path, data_config: DataConfig) -> None:
+    """`export-labels`: the store's verdicts in force as labelled outcomes in `data_config`'s columns."""
     import pandas as pd
 
     from serving.store.labels import latest_verdict_per_listing
 
-    if out.suffix.lower() not in (".parquet", ".csv"):
-        raise typer.BadParameter("use a .parquet or .csv file name", param_hint="--out")
-    data_config = _data_config(config)
     with _open_store(get_settings()) as store:
         frame = store.export_labels(data_config)
     frame, superseded = latest_verdict_per_listing(frame, data_config)

@@ -184,8 +184,8 @@ def shadow_report(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     Pairs where the champion could not score (a timeout or an error sent the listing to review,
     `champion_fallback`) compare no model with the shadow, which scores later without a deadline: they
     are left out of every figure and counted in `champion_fallbacks`."""
-    fallbacks = sum(p.get("champion_fallback") is not None for p in pairs)
-    pairs = [p for p in pairs if p.get("champion_fallback") is None]
+    scored = [p for p in pairs if p.get("champion_fallback") is None]
+    fallbacks, pairs = len(pairs) - len(scored), scored
     n = len(pairs)
     confusion = {c: dict.fromkeys(DECISION_ORDER, 0) for c in DECISION_ORDER}
     for pair in pairs:

@@ -148,7 +148,7 @@ def retrain(
     The new bundle is registered without an alias; only a pass of the gate makes it the candidate, and
     only `triage promote` makes it serve. Exit status 1 when the gate refuses it."""
     from features.validate import load_table
-    from serving.commands import export_labels
+    from serving.commands import write_labels
     from training.commands import gate, train
 
     try:
@@ -159,7 +159,7 @@ def retrain(
     work.mkdir(parents=True, exist_ok=True)
     in_force = targets_in_force(champion, out)
     exported = work / "exported.parquet"
-    export_labels(out=exported, config=config)
+    write_labels(exported, data_config)
     labels = pd.read_parquet(exported)
     if len(labels) < 2:
         _fail(f"the store holds {len(labels)} verdicts: too few to retrain and gate on (review more listings)")
