@@ -104,7 +104,7 @@ def log_run(
         plots = bundle_dir / "plots"
         if plots.is_dir():
             mlflow.log_artifacts(str(plots), artifact_path="plots")
-        example = _integers_as_doubles(example) if example is not None else None
+        example = _signature_example(example) if example is not None else None
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).resolve().parent / "pyfunc_model.py"),  # from code: nothing pickled
@@ -142,11 +142,22 @@ def _no_artifact_progress_bars() -> Iterator[None]:
             os.environ[name] = before
 
 
-def _integers_as_doubles(frame: pd.DataFrame) -> pd.DataFrame:
-    """Integer columns declared as doubles: a listing may arrive with a count missing, which pandas holds
-    as a float NaN, and an integer column in the signature would refuse it."""
-    integers = [c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])]
-    return frame.astype(dict.fromkeys(integers, "float64"))
+def _signature_example(frame: pd.DataFrame) -> pd.DataFrame:
+    """The listings MLflow infers the signature from, in the types a caller sends: integer columns as
+    doubles (a listing may arrive with a count missing, which pandas holds as a float NaN, and an integer
+    column in the signature would refuse it); categorical columns as their values (an export written
+    with pandas categories; MLflow's schema has no category type); timestamps with a time zone as UTC
+    without one (MLflow's datetime type is naive, and training reads times as UTC)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            values = frame[column] = values.astype(values.cat.categories.dtype)
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            frame[column] = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        elif pd.api.types.is_integer_dtype(values):
+            frame[column] = values.astype("float64")
+    return frame
 
 
 def _signature(bundle_dir: Path, example: pd.DataFrame) -> Any:
