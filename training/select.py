@@ -236,13 +236,30 @@ def selection_data(
         if group in groups:
             without = set(FeatureBuilder(config, seed=seed, feature_groups=groups - {group}).feature_names)
             group_columns[group] = [c for c in builder.feature_names if c not in without]
+    y_fit, y_valid = fit_rows[config.label].to_numpy(dtype=np.int64), valid_rows[config.label].to_numpy(dtype=np.int64)
+    _require_both_labels(y_fit, "fit part (the older training rows)")
+    _require_both_labels(y_valid, f"validation part (the newest {len(y_valid):,} training rows)")
     return SelectionData(
         X_fit=X_fit,
-        y_fit=fit_rows[config.label].to_numpy(dtype=np.int64),
+        y_fit=y_fit,
         X_valid=X_valid,
-        y_valid=valid_rows[config.label].to_numpy(dtype=np.int64),
+        y_valid=y_valid,
         categorical=list(builder.categorical_features),
         group_columns={g: c for g, c in group_columns.items() if c},
+    )
+
+
+def _require_both_labels(label: np.ndarray, part: str) -> None:
+    """Models are fitted and compared only on rows holding both outcomes: say which one a part lacks."""
+    rejected = int(label.sum())
+    if 0 < rejected < len(label):
+        return
+    missing = "rejected" if rejected == 0 else "approved"
+    raise ValueError(
+        f"model selection: the {part} holds no {missing} listing (all {len(label):,} are "
+        f"{'approved' if rejected == 0 else 'rejected'}), so models cannot be fitted or compared on it; the "
+        f"export's {missing} listings all lie elsewhere in time. Train on an export whose {missing} listings "
+        "span its time range (rows are split by time: oldest to train, newest to calibrate and test)"
     )
 
 

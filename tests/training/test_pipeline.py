@@ -198,6 +198,21 @@ def test_cli_train_names_the_bad_column(tmp_path: Path, generated_dir: Path) -> 
     assert "merchant_id" in result.output
 
 
+def test_cli_train_says_when_the_newest_rows_hold_no_rejection(tmp_path: Path, generated_dir: Path) -> None:
+    """Every rejected listing among the oldest rows (a spam wave, then none): model selection's validation
+    part has one outcome only. It failed with optuna's "No trials are completed yet"."""
+    table = pd.read_parquet(generated_dir / "reviews.parquet").sort_values("created_at").head(3000)
+    table["label"] = 0
+    table.iloc[:150, table.columns.get_loc("label")] = 1
+    table.to_parquet(tmp_path / "early_wave.parquet")
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(tmp_path / "early_wave.parquet"), "--out", str(tmp_path), "--no-mlflow"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "validation part" in result.output and "holds no rejected listing" in result.output
+    assert "Traceback" not in result.output and "trials" not in result.output
+
+
 def test_a_raised_calibration_share_leaves_model_selection_its_training_rows(tmp_path: Path) -> None:
     """1,000 rows (seed 13) hold too few violations for the targets: the share is raised, but not to 40%,
     which left 399 training rows and failed with "too few to hold out a validation part" where 20%
