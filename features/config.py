@@ -314,10 +314,31 @@ def _check(config: DataConfig) -> None:
     overlap += sorted(set(config.categorical) & set(config.numeric))
     if overlap:
         raise ValueError(f"data config: columns {overlap} are listed under more than one of text/categorical/numeric")
+    _check_no_outcome_features(config)
     unknown = sorted(set(config.features_off) - set(FEATURE_GROUPS))
     if unknown:
         raise ValueError(f"data config: unknown feature groups {unknown} (known: {list(FEATURE_GROUPS)})")
     _check_tiers(config)
+
+
+# Roles known only once a listing has been reviewed (and the row's id): never a model input.
+OUTCOME_ROLES = ("id", "label", "violation_reason", "reviewed_at", "review_seconds", "qa_overturned")
+
+
+def _check_no_outcome_features(config: DataConfig) -> None:
+    """A column of the review's outcome listed as a feature would teach the model the answer (test ROC-AUC
+    1.0) and make every listing sent for scoring carry it: refuse it, naming the role and the list."""
+    outcome = {getattr(config, role): role for role in OUTCOME_ROLES if getattr(config, role) is not None}
+    outcome.setdefault(INCLUSION_PROB, INCLUSION_PROB)
+    for key in ("text", "categorical", "numeric"):
+        for column in getattr(config, key):
+            if column in outcome:
+                role = outcome[column]
+                what = "identifies a row and predicts nothing" if role == "id" else "is known only after review"
+                raise ValueError(
+                    f"data config: column {column!r} is the {role!r} column and is also listed under '{key}': "
+                    f"it {what}, so it cannot be a model input; remove it from '{key}'"
+                )
 
 
 def _check_tiers(config: DataConfig) -> None:

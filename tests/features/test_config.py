@@ -62,6 +62,23 @@ def test_a_column_in_two_feature_roles_is_refused() -> None:
         DataConfig(categorical=("category", "price"))
 
 
+@pytest.mark.parametrize(
+    ("role", "extra"),
+    [
+        ("label", {"numeric": ("price", "label")}),
+        ("violation_reason", {"categorical": ("category", "violation_reason")}),
+        ("review_seconds", {"numeric": ("price", "review_seconds")}),
+        ("id", {"text": ("title", "listing_id")}),
+        ("inclusion_prob", {"numeric": ("price", "inclusion_prob")}),
+    ],
+)
+def test_an_outcome_column_listed_as_a_feature_is_refused(role: str, extra: dict) -> None:
+    """The label under `numeric` trained to test ROC-AUC 1.0 and made every scoring request carry it."""
+    key = next(iter(extra))
+    with pytest.raises(ValueError, match=rf"is the '{role}' column and is also listed under '{key}'"):
+        DataConfig(**extra)
+
+
 def test_features_switch_groups_off(tmp_path: Path) -> None:
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     config = load_config(write(tmp_path, {**raw, "features": {"merchant_history": False, "text_chars": False}}))
