@@ -145,9 +145,10 @@ def _no_artifact_progress_bars() -> Iterator[None]:
 def _signature_example(frame: pd.DataFrame) -> pd.DataFrame:
     """The listings MLflow infers the signature from, in the types a caller sends: integer columns as
     doubles (a listing may arrive with a count missing, which pandas holds as a float NaN, and an integer
-    column in the signature would refuse it); categorical columns as their values (an export written
-    with pandas categories; MLflow's schema has no category type); timestamps with a time zone as UTC
-    without one (MLflow's datetime type is naive, and training reads times as UTC)."""
+    column in the signature would refuse it); decimals (a Parquet decimal column) as doubles, as
+    validation reads them; categorical columns as their values (an export written with pandas
+    categories; MLflow's schema has no category type); timestamps with a time zone as UTC without one
+    (MLflow's datetime type is naive, and training reads times as UTC)."""
     frame = frame.copy()
     for column in frame.columns:
         values = frame[column]
@@ -155,7 +156,7 @@ def _signature_example(frame: pd.DataFrame) -> pd.DataFrame:
             values = frame[column] = values.astype(values.cat.categories.dtype)
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             frame[column] = values.dt.tz_convert("UTC").dt.tz_localize(None)
-        elif pd.api.types.is_integer_dtype(values):
+        elif pd.api.types.is_integer_dtype(values) or pd.api.types.infer_dtype(values, skipna=True) == "decimal":
             frame[column] = values.astype("float64")
     return frame
 

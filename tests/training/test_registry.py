@@ -1,11 +1,12 @@
 """The MLflow registry: only a run into models/ moves `candidate`; a run is logged without MLflow's
 warnings (integer columns, input example, pickled model) because their causes are fixed, not filtered;
-an export with pandas categories or time-zone-aware timestamps is logged too."""
+an export with pandas categories, decimals or time-zone-aware timestamps is logged too."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -44,8 +45,9 @@ def test_a_run_without_alias_is_registered_without_warnings_and_leaves_candidate
     columns = Bundle.load(bundle_dir).config.listing_columns
     example = pd.read_parquet(generated_dir / "reviews.parquet")[columns].tail(5).reset_index(drop=True)
     assert any(pd.api.types.is_integer_dtype(example[c]) for c in columns)  # the case MLflow warned about
-    # an export written with pandas categories and UTC offsets: MLflow's schema knows neither
+    # an export written with pandas categories, Parquet decimals and UTC offsets: MLflow's schema knows none
     example["category"] = example["category"].astype("category")
+    example["price"] = [Decimal(f"{price:.2f}") for price in example["price"]]
     example["created_at"] = pd.to_datetime(example["created_at"]).dt.tz_localize("Europe/Berlin")
     capfd.readouterr()
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING, logger="mlflow"):
@@ -64,11 +66,11 @@ def test_a_run_without_alias_is_registered_without_warnings_and_leaves_candidate
     model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}/{info['model_version']}")
     schema = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}
     assert {schema[c] for c in columns if pd.api.types.is_integer_dtype(example[c])} == {"double"}
-    assert (schema["category"], schema["created_at"]) == ("string", "datetime")
+    assert (schema["category"], schema["created_at"], schema["price"]) == ("string", "datetime", "double")
     assert model.metadata.load_input_example() is not None
     # numeric columns are float64 in the data contract (a missing value is NaN), so callers send floats
     numeric = {c: "float64" for c in columns if pd.api.types.is_integer_dtype(example[c])}
-    sent = example.astype({**numeric, "category": str})
+    sent = example.astype({**numeric, "category": str, "price": "float64"})
     sent["created_at"] = example["created_at"].dt.tz_convert("UTC").dt.tz_localize(None)
     assert len(model.predict(sent)) == len(example)
 
