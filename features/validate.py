@@ -581,28 +581,41 @@ def _parse_timestamps(raw: pd.Series) -> pd.Series:
     parsed = pd.to_datetime(raw, errors="coerce", utc=True)
     retry = parsed.isna() & raw.notna()
     if retry.any():
-        day_first = _parse_day_first(raw)
-        if day_first is not None:
-            parsed = day_first
+        one_order = _parse_one_day_month_order(raw)
+        if one_order is not None:
+            parsed = one_order
         else:  # a minority in another format: parse those one by one
             parsed[retry] = pd.to_datetime(raw[retry], errors="coerce", utc=True, format="mixed")
     return parsed.dt.tz_localize(None).astype("datetime64[us]")
 
 
-def _parse_day_first(raw: pd.Series) -> pd.Series | None:
-    """The column read day-first, when pandas read its first value month-first ("12/07/2013") but the
-    day-first format parses every value: one column holds one day/month order, so a row read
-    month-first beside rows read day-first would hold a wrong date without a message."""
+def _parse_one_day_month_order(raw: pd.Series) -> pd.Series | None:
+    """The column with ISO 8601 values read as such and every other value in one day/month order: month
+    first (pandas' reading) when that reads them all, else day first when that does (some value can only
+    be day first: "13/07/2013"). One column holds one day/month order, so a row read month-first beside
+    rows read day-first would hold a wrong date without a message. None when the other values are not
+    numeric dates in one such format (a text month, say)."""
     from pandas.tseries.api import guess_datetime_format
 
-    first = raw.dropna().iloc[0]
+    values = raw.dropna()
+    iso = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    others = values[iso.isna()]
+    if others.empty:
+        return None
+    first = others.iloc[0]
     guessed = (guess_datetime_format(first) if isinstance(first, str) else None) or ""
     month, day, year = guessed.find("%m"), guessed.find("%d"), guessed.find("%Y")
     if not 0 <= month < day or 0 <= year < month:
         return None  # not read month-first (ISO 8601 is year-first): nothing pandas could have swapped
     day_first = guessed.replace("%m", "%%M%%").replace("%d", "%m").replace("%%M%%", "%d")
-    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format=day_first)
-    return None if (parsed.isna() & raw.notna()).any() else parsed
+    for order in (guessed, day_first):
+        read = pd.to_datetime(others, errors="coerce", utc=True, format=order)
+        if read.notna().all():
+            parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+            parsed[iso.index] = iso
+            parsed[others.index] = read
+            return parsed
+    return None
 
 
 def _label_key(value: Any) -> Any:

@@ -113,6 +113,43 @@ def test_day_first_timestamps_are_read_day_first_throughout():
     assert (out.loc[raw["listing_id"], "created_at"].to_numpy() == expected).all()
 
 
+def test_day_first_dates_beside_iso_dates_are_read_day_first():
+    # Exports merged from several sources: ISO rows beside day-first rows whose first value fits
+    # month-first too. The day-first rows were read month-first (a wrong date, no message) because the
+    # ISO rows failed the day-first format.
+    raw = history(6)
+    raw["created_at"] = [
+        "07/11/2013 10:00",
+        "2013-11-08 09:00:00",
+        "13/11/2013 11:17",
+        "2013-11-20T03:15:00Z",
+        "05/12/2013 08:00",
+        "12/11/2013 12:00",
+    ]
+    raw["reviewed_at"] = "2014-01-01"
+    out = validate_history(raw, CONFIG).set_index("listing_id")
+    expected = [
+        "2013-11-07 10:00",
+        "2013-11-08 09:00",
+        "2013-11-13 11:17",
+        "2013-11-20 03:15",
+        "2013-12-05 08:00",
+        "2013-11-12 12:00",
+    ]
+    assert (out.loc[raw["listing_id"], "created_at"].to_numpy() == pd.to_datetime(expected).to_numpy()).all()
+
+
+def test_month_first_dates_beside_iso_dates_stay_month_first():
+    raw = history(4)
+    raw["created_at"] = ["2024-03-01 10:00:00", "03/04/2024 09:00", "12/28/2024 09:00", "2024-03-05"]
+    raw["reviewed_at"] = "2025-02-01"
+    out = validate_history(raw, CONFIG).set_index("listing_id")
+    expected = pd.to_datetime(
+        ["2024-03-01 10:00", "2024-03-04 09:00", "2024-12-28 09:00", "2024-03-05"], format="ISO8601"
+    )
+    assert (out.loc[raw["listing_id"], "created_at"].to_numpy() == expected.to_numpy()).all()
+
+
 def test_duplicate_ids_are_named():
     raw = history()
     raw.loc[6, "listing_id"] = "L001"
