@@ -376,17 +376,41 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
     """A CSV file with the data config's id, text and categorical columns as strings, in which "NA" is a
     value (a market, North America), as it is in Parquet; an empty field and pandas' other missing
     markers (NULL, N/A, NaN, None: what SQL and spreadsheet exports write for a missing value) are
-    missing, and every marker keeps its meaning in the other columns (a numeric "NA")."""
+    missing, and every marker keeps its meaning in the other columns (a numeric "NA").
+
+    A file written without quoting (a tab-separated dump, say) whose text starts with a quote mark is
+    read line by line: read as quoted, that quote would open a field running to the next one, lines
+    later, and swallow the rows between (see `_lines_are_rows`)."""
     sep = csv_separator(path)
     strings = _csv_string_columns(config)
-    if not strings:
-        return pd.read_csv(path, sep=sep)
-    from pandas._libs.parsers import STR_NA_VALUES
+    options: dict[str, Any] = {}
+    if strings:
+        from pandas._libs.parsers import STR_NA_VALUES
 
-    header = pd.read_csv(path, sep=sep, nrows=0).columns
-    markers = sorted(STR_NA_VALUES)
-    missing = {c: [m for m in markers if m not in TEXT_VALUES] if c in strings else markers for c in header}
-    return pd.read_csv(path, sep=sep, dtype=strings, keep_default_na=False, na_values=missing)
+        header = pd.read_csv(path, sep=sep, nrows=0).columns
+        markers = sorted(STR_NA_VALUES)
+        missing = {c: [m for m in markers if m not in TEXT_VALUES] if c in strings else markers for c in header}
+        options = {"dtype": strings, "keep_default_na": False, "na_values": missing}
+    table = pd.read_csv(path, sep=sep, **options)
+    if _lines_are_rows(path, sep, table):
+        import csv
+
+        table = pd.read_csv(path, sep=sep, quoting=csv.QUOTE_NONE, **options)
+    return table
+
+
+def _lines_are_rows(path: Path, sep: str, quoted: pd.DataFrame) -> bool:
+    """Whether a CSV file read as quoted holds a line break inside a field although every line of the
+    file has the header's number of fields: then each line is a row and the quote marks are text (an
+    unquoted export), not quoting. A file that quotes a field with a line break in it has lines with
+    fewer fields than its header, so it keeps its quoted reading."""
+    text = quoted.select_dtypes(include=["object", "string"])
+    if not any(text[c].str.contains("[\r\n]", regex=True, na=False).any() for c in text.columns):
+        return False
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        lines = [line.rstrip("\r\n") for line in handle]
+    fields = [line.count(sep) + 1 for line in lines if line.strip()]
+    return len(set(fields)) == 1
 
 
 CSV_SEPARATORS = (",", ";", "\t", "|")

@@ -284,6 +284,26 @@ def test_a_csv_separated_by_semicolons_tabs_or_bars_reads_as_the_comma_one(tmp_p
         assert load_table(tmp_path / f"{name}.csv", None).shape == raw.shape  # without a config too
 
 
+def test_an_unquoted_export_whose_text_opens_with_a_quote_loses_no_row(tmp_path):
+    # A tab-separated dump written without quoting (the SMS Spam Collection's own format): read as
+    # quoted, the text of row 1 opened a field that ran to the quote in row 3 and swallowed row 2.
+    raw = history(5).assign(title=["red bag", "\"Keep it, b'coz nobody", "blue hat", 'cap "wool" warm', "shoe"])
+    raw["title"] = raw["title"].astype(str)
+    lines = ["\t".join(raw.columns)] + ["\t".join(map(str, row)) for row in raw.itertuples(index=False)]
+    (tmp_path / "dump.csv").write_text("\n".join(lines) + "\n")
+    read = load_table(tmp_path / "dump.csv", CONFIG)
+    assert read["listing_id"].tolist() == raw["listing_id"].tolist()
+    assert read["title"].tolist() == raw["title"].tolist()
+
+
+def test_a_quoted_field_with_a_line_break_keeps_its_quoted_reading(tmp_path):
+    raw = history(4).assign(title=["red bag", "two\nlines", 'a "quoted" word', "shoe"])
+    for sep in (",", "\t"):
+        raw.to_csv(tmp_path / "q.csv", index=False, sep=sep)
+        read = load_table(tmp_path / "q.csv", CONFIG)
+        assert read["title"].tolist() == raw["title"].tolist(), repr(sep)
+
+
 def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
     raw = history(6).assign(title=["red bag", "blue bag", "bag 5 \u00a3", "hat", "cap", "shoe"])
     raw.to_csv(tmp_path / "h.csv", index=False, encoding="latin-1")
