@@ -146,8 +146,8 @@ def stage_shares(bundle: Path, database_url: str, batch: int, repeats: int = 100
     with create_store(database_url) as store:
         store.init_schema()  # a fresh log (the bench's server created the schema already)
         engine = load_engine(bundle, "path", store, None)
-    body = bodies_of(engine, get_settings()).score
-    listings = [dict(body.model_validate(listing(i)).__dict__) for i in range(batch)]
+    bodies = bodies_of(engine, get_settings())
+    listings = [bodies.fields(bodies.score.model_validate(listing(i))) for i in range(batch)]
     for item in listings:
         item.pop("request_id")
     requests = [None] * batch

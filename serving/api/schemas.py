@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -104,6 +105,45 @@ class RequestBodies:
     listing: type[BaseModel]
     score: type[BaseModel]
     batch: type[BaseModel]
+    # field name -> column, for the columns pydantic cannot take as field names (`_field_name`)
+    columns: dict[str, str] = dataclass_field(default_factory=dict)
+
+    def fields(self, parsed: BaseModel) -> dict[str, Any]:
+        """A parsed listing's validated fields under their column names (its `__dict__`: no
+        model_dump walk)."""
+        values = dict(parsed.__dict__)
+        if not self.columns:
+            return values
+        return {self.columns.get(name, name): value for name, value in values.items()}
+
+
+def _field_name(column: str, taken: set[str]) -> str:
+    """The pydantic field name of a column: the column itself, unless pydantic would take it for
+    something else (a leading underscore is private, as in a MongoDB `_id`; `model_config` is the model's
+    configuration; `json`, `copy`, ... shadow BaseModel's methods). Then a free name; the request still
+    carries the column's name (the field's alias)."""
+    if not column.startswith("_") and not hasattr(BaseModel, column):
+        return column
+    n = 0
+    while f"column_{n}" in taken:
+        n += 1
+    return f"column_{n}"
+
+
+def _aliased(
+    fields: dict[str, tuple[Any, Any]],
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, str]]:
+    """Listing fields keyed by pydantic field names, and field name -> column for those renamed."""
+    named: dict[str, tuple[Any, Any]] = {}
+    columns: dict[str, str] = {}
+    for column, (kind, info) in fields.items():
+        name = _field_name(column, set(fields) | set(named))
+        if name == column:
+            named[name] = (kind, info)
+        else:  # the column's bounds and default, under the column's name in requests and errors
+            named[name] = (Annotated[kind, info], Field(alias=column))
+            columns[name] = column
+    return named, columns
 
 
 MAX_BATCH_ITEMS = 100_000  # the most any deployment may allow (`Settings.max_batch_items` is at most this)
@@ -113,11 +153,12 @@ MAX_BATCH_ITEMS = 100_000  # the most any deployment may allow (`Settings.max_ba
 def request_bodies(config: DataConfig, max_batch_items: int = MAX_BATCH_ITEMS) -> RequestBodies:
     """Listing, ScoreRequest and BatchRequest built from the config's column roles (once per config and
     batch limit): the batch body declares, and refuses past, the deployment's `max_batch_items`."""
+    fields, columns = _aliased(_listing_fields(config))
     listing = create_model(
         "Listing",
         __config__=_LISTING_CONFIG,
         __doc__="One listing to score: the columns of the data config the bundle was trained with.",
-        **_listing_fields(config),  # type: ignore[call-overload]
+        **fields,  # type: ignore[call-overload]
     )
     score = create_model(
         "ScoreRequest",
@@ -131,7 +172,7 @@ def request_bodies(config: DataConfig, max_batch_items: int = MAX_BATCH_ITEMS) -
         items=(list[listing], Field(min_length=1, max_length=max_batch_items)),  # type: ignore[valid-type]
         request_id=(RequestId, None),
     )
-    return RequestBodies(listing, score, batch)
+    return RequestBodies(listing, score, batch, columns)
 
 
 class Reason(BaseModel):

@@ -81,8 +81,8 @@ async def score_listing(request: Request) -> Response:
     engine: DecisionEngine = state.engine
     scorer: Scorer = state.scorer
     metrics: Metrics = state.metrics
-    parsed = await body.parse(bodies_of(engine, state.settings).score, request)
-    listing = dict(parsed.__dict__)  # the validated fields, without a model_dump walk
+    bodies = bodies_of(engine, state.settings)
+    listing = bodies.fields(await body.parse(bodies.score, request))
     request_id = listing.pop("request_id")
     request_hash = await _body_hash(request) if request_id is not None else None
     try:
@@ -110,9 +110,10 @@ async def score_batch(request: Request) -> Response:
     settings: Settings = state.settings
     metrics: Metrics = state.metrics
     # built per config (fields by name) and limit: more than max_batch_items is a 422 on "items"
-    batch = (await body.parse(bodies_of(engine, settings).batch, request)).__dict__
+    bodies = bodies_of(engine, settings)
+    batch = (await body.parse(bodies.batch, request)).__dict__
     items: list[BaseModel] = batch["items"]
-    listings = [item.__dict__ for item in items]  # the validated fields (extra="forbid": nothing else)
+    listings = [bodies.fields(item) for item in items]  # the validated fields (extra="forbid": nothing else)
     request_id: str | None = batch["request_id"]
     if request_id is not None:
         _refuse_repeated_ids(listings, engine.id_column)

@@ -84,15 +84,19 @@ def test_unknown_category_values_are_scored_with_a_warning_and_counted(serve) ->
 
 @pytest.fixture(scope="module")
 def renamed_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny bundle trained on an export whose id column is `sku` and whose title column is `name`."""
+    """A tiny bundle trained on an export whose id column is `_id` (a MongoDB export), whose title column
+    is `name` and whose description column is `model_config`: names pydantic takes for something else."""
     from training.generate import write_dataset
     from training.pipeline import TrainOptions, train
 
     out = tmp_path_factory.mktemp("renamed")
     data = pd.read_parquet(write_dataset(out / "generated", rows=4_000, seed=3)["reviews"])
-    data.rename(columns={"listing_id": "sku", "title": "name"}).to_parquet(out / "reviews.parquet")
+    renamed = {"listing_id": "_id", "title": "name", "description": "model_config"}
+    data.rename(columns=renamed).to_parquet(out / "reviews.parquet")
     config = (ROOT / "configs" / "data.yaml").read_text()
-    config = config.replace("id: listing_id ", "id: sku ").replace("text: [title,", "text: [name,")
+    config = config.replace("id: listing_id ", "id: _id ").replace(
+        "text: [title, description,", "text: [name, model_config,"
+    )
     (out / "renamed.yaml").write_text(config)
     options = TrainOptions(
         data=out / "reviews.parquet",
@@ -108,13 +112,15 @@ def renamed_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def renamed_listing(i: int) -> dict[str, object]:
     body = listing_json(i)
-    body["sku"], body["name"] = body.pop("listing_id"), body.pop("title")
+    body["_id"], body["name"] = body.pop("listing_id"), body.pop("title")
+    body["model_config"] = body.pop("description")
     return body
 
 
 def test_a_bundle_trained_with_renamed_columns_takes_its_own_field_names(serve, renamed_bundle: Path) -> None:
     with serve(bundle=str(renamed_bundle)) as api:
         own = api.score(renamed_listing(1))
+        no_description = api.score({**renamed_listing(1), "model_config": ""})
         batch = api.batch([renamed_listing(2), renamed_listing(3)])
         marketplace = api.score(listing_json(4))
         bad_item = api.batch([renamed_listing(5), {**renamed_listing(6), "price": -1}])
@@ -124,11 +130,14 @@ def test_a_bundle_trained_with_renamed_columns_takes_its_own_field_names(serve, 
     assert batch.status_code == 200 and [i["listing_id"] for i in batch.json()["items"]] == ["L-2", "L-3"]
     assert marketplace.status_code == 422
     problems = {(d["field"], d["type"]) for d in marketplace.json()["detail"]}
-    assert {("sku", "missing"), ("name", "missing"), ("listing_id", "extra_forbidden")} <= problems
+    assert {("_id", "missing"), ("name", "missing"), ("listing_id", "extra_forbidden")} <= problems
     assert [d["field"] for d in bad_item.json()["detail"]] == ["items.1.price"]
     listing = spec["components"]["schemas"]["Listing"]
-    assert {"sku", "name"} <= set(listing["required"]) and "listing_id" not in listing["properties"]
-    assert listing["properties"]["sku"]["description"] and "title" not in listing["properties"]
+    assert {"_id", "name"} <= set(listing["required"]) and "listing_id" not in listing["properties"]
+    assert listing["properties"]["_id"]["description"] and "title" not in listing["properties"]
+    assert "model_config" in listing["properties"] and "column_0" not in listing["properties"]
+    # the description under its column name reaches the model: the text changes the risk
+    assert own.json()["risk"] != no_description.json()["risk"]
 
 
 def test_the_request_schema_follows_a_reloaded_bundle(serve, renamed_bundle: Path) -> None:
@@ -140,9 +149,9 @@ def test_the_request_schema_follows_a_reloaded_bundle(serve, renamed_bundle: Pat
         own = api.score(renamed_listing(1))
         marketplace = api.score(listing_json(2))
 
-    assert "listing_id" in before and "sku" not in before
+    assert "listing_id" in before and "_id" not in before
     assert reload.status_code == 200, reload.text
-    assert "sku" in after and "listing_id" not in after
+    assert "_id" in after and "listing_id" not in after
     assert own.status_code == 200 and marketplace.status_code == 422
 
 
