@@ -125,6 +125,7 @@ def train(
     from training.cluster import ClusterSpec
     from training.pipeline import TrainOptions
     from training.pipeline import train as run
+    from training.registry import RegistryError
 
     if cluster is not None:
         try:
@@ -153,7 +154,7 @@ def train(
     )
     try:
         result = run(options)
-    except (DataValidationError, FileNotFoundError, ValueError) as exc:
+    except (DataValidationError, FileNotFoundError, ValueError, RegistryError) as exc:
         _fail(str(exc))
     from training.summary import summary_lines
 

@@ -31,6 +31,7 @@ from features.validate import load_table, validate_history
 from training.evaluate import audit_weights, evaluate_scores, ranking_metrics
 from training.export import history_frame, point_latest, write_bundle
 from training.model_card import render_model_card
+from training.registry import RegistryError
 from training.select import (
     LOGISTIC,
     Selection,
@@ -530,7 +531,14 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
     mlflow_info = None
     if options.log_mlflow:
         with stage("log run to MLflow and register the model"):
-            mlflow_info = _log_mlflow(bundle_dir, options, metrics, fitted.example)
+            try:
+                mlflow_info = _log_mlflow(bundle_dir, options, metrics, fitted.example)
+            except Exception as exc:  # the bundle is whole and in place: say so, not only the traceback
+                raise RegistryError(
+                    f"bundle {bundle_dir} is exported and {options.out / 'latest'} points to it, but logging the "
+                    f"run to MLflow failed ({type(exc).__name__}: {exc}); the bundle serves as it is "
+                    "(`triage serve --bundle`), and `--no-mlflow` trains without the registry"
+                ) from exc
     return TrainResult(bundle_dir=bundle_dir, metrics=metrics, mlflow=mlflow_info)
 
 

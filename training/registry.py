@@ -22,6 +22,10 @@ DEFAULT_MODELS_DIR = Path("models")  # bundles the project serves; `triage train
 log = logging.getLogger(__name__)
 
 
+class RegistryError(RuntimeError):
+    """Logging or registering a run failed after its bundle was exported (the message says where)."""
+
+
 def tracking_uri() -> str:
     """`MLFLOW_TRACKING_URI` if set, else an embedded SQLite store in the working directory."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

@@ -213,6 +213,33 @@ def test_cli_train_says_when_the_newest_rows_hold_no_rejection(tmp_path: Path, g
     assert "Traceback" not in result.output and "trials" not in result.output
 
 
+def test_a_failed_mlflow_log_says_the_bundle_is_exported_and_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow refused a run's input example (a Parquet decimal column) after the bundle was exported: the
+    command ended in a traceback, with `latest` already moved to the new bundle and nothing saying so."""
+    from training import registry
+    from training.generate import write_dataset
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise TypeError("Object of type Decimal is not JSON serializable")
+
+    monkeypatch.setattr(registry, "log_run", refuse)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    write_dataset(tmp_path, rows=2000, seed=5, start="2025-01-01", months=12)
+    out = tmp_path / "models"
+    result = CliRunner().invoke(
+        app,
+        ["train", "--data", str(tmp_path / "reviews.parquet"), "--out", str(out)],
+        env={"COLUMNS": "400"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "logging the run to MLflow failed (TypeError: Object of type Decimal" in result.output
+    assert "is exported" in result.output and "--no-mlflow" in result.output
+    verify_manifest(out / "latest")  # the bundle it names is whole
+
+
 def test_a_raised_calibration_share_leaves_model_selection_its_training_rows(tmp_path: Path) -> None:
     """1,000 rows (seed 13) hold too few violations for the targets: the share is raised, but not to 40%,
     which left 399 training rows and failed with "too few to hold out a validation part" where 20%
