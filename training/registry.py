@@ -206,10 +206,21 @@ def promote(
     A version the promotion gate refused (its `gate` tag, `training.promotion.gate_and_register`) is not
     made champion unless `force`: ValueError naming the gate's verdict. A forced promotion is tagged
     `<alias>_forced` on the version, beside who and why."""
+    from mlflow.exceptions import MlflowException
+
     client = _client()
     if version is None:
-        version = client.get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS).version
-    gate = client.get_model_version(REGISTERED_MODEL, str(version)).tags.get("gate")
+        version = alias_version(CANDIDATE_ALIAS)
+        if version is None:
+            raise ValueError(
+                f"{REGISTERED_MODEL} has no {CANDIDATE_ALIAS} version in the registry at {tracking_uri()}: only a "
+                "retrain whose promotion gate passed makes one (`triage retrain`, `triage gate`); name a version "
+                "with --version"
+            )
+    try:
+        gate = client.get_model_version(REGISTERED_MODEL, str(version)).tags.get("gate")
+    except MlflowException as exc:
+        raise ValueError(f"{REGISTERED_MODEL} version {version} is not in the registry at {tracking_uri()}") from exc
     forced = alias == CHAMPION_ALIAS and gate == "refused"
     if forced and not force:
         raise ValueError(

@@ -147,6 +147,7 @@ def retrain(
 
     The new bundle is registered without an alias; only a pass of the gate makes it the candidate, and
     only `triage promote` makes it serve. Exit status 1 when the gate refuses it."""
+    from bundle.manifest import BundleError, resolve_bundle
     from features.validate import load_table
     from serving.commands import write_labels
     from training.commands import gate, train
@@ -156,6 +157,12 @@ def retrain(
     except (OSError, ValueError) as exc:
         _fail(f"--config: {exc}")
         return
+    if champion is not None:  # before training moves `latest`: the gate compares with the champion named now
+        try:
+            champion = resolve_bundle(champion)
+        except BundleError as exc:
+            _fail(f"--champion: {exc}")
+            return
     work.mkdir(parents=True, exist_ok=True)
     in_force = targets_in_force(champion, out)
     exported = work / "exported.parquet"

@@ -4,6 +4,7 @@ then moves champion, records who and why in the registry and in the service's st
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -149,6 +150,14 @@ def test_retrain_with_a_data_config_reads_the_served_bundles_column_names(
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels"),
              "--out", str(tmp_path / "models"), "--config", str(tmp_path / "renamed.yaml")],
         )  # fmt: skip
+        first = (tmp_path / "models" / "latest").resolve()
+        # the champion named by the `latest` link that this retrain's training moves
+        against_latest = runner.invoke(
+            app,
+            ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-2"),
+             "--out", str(tmp_path / "models"), "--config", str(tmp_path / "renamed.yaml"),
+             "--champion", str(tmp_path / "models" / "latest")],
+        )  # fmt: skip
     finally:
         get_settings.cache_clear()
 
@@ -163,6 +172,19 @@ def test_retrain_with_a_data_config_reads_the_served_bundles_column_names(
     assert len(exported) == 3000
     bundle = (tmp_path / "models" / "latest").resolve()
     assert "id: sku" in (bundle / "data_config.yaml").read_text()
+    # the gate compared the new bundle with the one `latest` named before training, not with itself
+    assert bundle != first and re.search(rf"champion\s+{first.name}", against_latest.output), against_latest.output
+    assert "carry the same bundle version" not in against_latest.output
+
+
+def test_promote_without_a_candidate_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty registry, or a retrain the gate refused: MLflow's "alias candidate not found" traceback."""
+    from triage.cli import app
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = CliRunner().invoke(app, ["promote", "--reason", "gate passed", "--models-dir", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "has no candidate version" in result.output and "Traceback" not in result.output
 
 
 def test_make_retrain_and_promote_run_the_chain(generated_dir: Path) -> None:
