@@ -30,7 +30,7 @@ class SimilarCases(BaseModel):
 
 
 @router.get(
-    "/listings/{listing_id}/similar",
+    "/listings/{listing_id:path}/similar",
     response_model=SimilarCases,
     responses={404: {"description": "Unknown listing"}, 503: {"description": "The bundle ships no product index"}},
 )

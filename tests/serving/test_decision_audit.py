@@ -116,7 +116,11 @@ def test_an_auditor_reads_why_a_rule_blocked_a_listing_and_its_history(serve: Se
         denied = api.client.get(f"/v1/decisions/{blocked['decision_id']}", headers=api.headers("score"))
         unknown = api.client.get("/v1/decisions/nothing", headers=api.headers("audit"))
         never = api.client.get("/v1/listings/never-scored/history", headers=api.headers("audit"))
+        slashed = api.score(listing_json(10, listing_id="L 1/ü")).json()  # an id with a slash, encoded
+        slashed_history = api.client.get("/v1/listings/L%201%2F%C3%BC/history", headers=api.headers("audit"))
 
+    assert slashed_history.status_code == 200, slashed_history.text
+    assert [d["decision_id"] for d in slashed_history.json()["decisions"]] == [slashed["decision_id"]]
     assert blocked["decision"] == "auto_block"
     assert audit.status_code == 200, audit.text
     document = audit.json()
