@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 SIMILAR_CASES = 5
 MATCH_SIGNALS = ("repost_match", "catalogue_match")
-_LISTING_TEXT = ("title", "description", "brand", "category", "market")
+# Without a bundle's data config: the built-in marketplace's text and category columns
+_BUILT_IN_TEXT, _BUILT_IN_CATEGORICAL = ("title", "description", "brand"), ("category", "market")
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,9 @@ class ReviewContext:
     lane_words: str
     lease_expires_at: datetime | None
     listing_id: str
-    listing: dict[str, str]
+    listing: dict[str, str]  # the listing's text and category columns, under the data config's names
+    title_column: str | None  # the column the page shows as the title (the config's first text column)
+    description_column: str | None  # and as the description (its second), when there is one
     price: PriceView
     merchant: MerchantView
     risk: RiskView
@@ -126,12 +129,17 @@ def review_context(item: QueueItem, engine: DecisionEngine, texts: ReviewTexts) 
     signals = [r for r in record.reasons if r.get("feature") not in MATCH_SIGNALS]
     matches = [r for r in record.reasons if r.get("feature") in MATCH_SIGNALS]
     similar = _similar(engine, listing)
+    config = engine.config
+    text = list(config.text) if config is not None else list(_BUILT_IN_TEXT)
+    categorical = list(config.categorical) if config is not None else list(_BUILT_IN_CATEGORICAL)
     return ReviewContext(
         lane=item.lane,
         lane_words=_lane_words(item),
         lease_expires_at=item.lease_expires_at,
         listing_id=record.listing_id,
-        listing={c: str(listing[c]) for c in _LISTING_TEXT if listing.get(c) not in (None, "")},
+        listing={c: str(listing[c]) for c in [*text, *categorical] if listing.get(c) not in (None, "")},
+        title_column=text[0] if text else None,
+        description_column=text[1] if len(text) > 1 else None,
         price=_price(engine, listing, features),
         merchant=_merchant(engine, listing, features),
         risk=_risk(item, engine),

@@ -29,7 +29,9 @@ async def get_decision_audit(
 
 
 @api.get(
-    "/listings/{listing_id:path}/history", response_model=ListingHistory, responses={404: {"description": "Never scored"}}
+    "/listings/{listing_id:path}/history",
+    response_model=ListingHistory,
+    responses={404: {"description": "Never scored"}},
 )
 async def get_listing_history(
     listing_id: Annotated[str, Path(min_length=1, max_length=256)], _key: AuditKey, store: StoreDep

@@ -77,7 +77,7 @@
     state.shownAt = performance.now();
     document.body.dataset.decision = result.item.decision_id;
     document.body.dataset.state = "shown";
-    say(prefix + "Item " + result.item.decision_id + " claimed: " + (result.context.listing.title || "untitled") + ".");
+    say(prefix + "Item " + result.item.decision_id + " claimed: " + (titleOf(result.context) || "untitled") + ".");
     $("item-title").focus();
   }
 
@@ -140,17 +140,25 @@
     list.replaceChildren(...(texts.length ? texts : [empty]).map((t) => element("li", t)));
   }
 
+  // the built-in marketplace's columns get their words; any other column shows under its own name
+  const COLUMN_LABELS = { brand: "Brand", category: "Category", market: "Market" };
+
+  function titleOf(c) {
+    return c.title_column ? c.listing[c.title_column] : "";
+  }
+
   function draw(item, c) {
     $("lane").textContent = c.lane === "review" ? "Review: the listing waits for your decision." : c.lane_words;
     $("lane").className = "lane " + c.lane;
-    $("item-title").textContent = c.listing.title || "(no title)";
+    $("item-title").textContent = titleOf(c) || "(no title)";
     const p = c.price;
     const price = p.price === null ? null : fixed(p.price) + (p.words ? " (" + p.words + " of " + fixed(p.category_median_price) + ")" : "");
+    // every other text and category column of the bundle's data config, under its own name
+    const others = Object.keys(c.listing).filter((k) => k !== c.title_column && k !== c.description_column);
     facts($("listing"), [
-      ["Price", price], ["Brand", c.listing.brand], ["Category", c.listing.category], ["Market", c.listing.market],
-      ["Listing id", c.listing_id],
+      ["Price", price], ...others.map((k) => [COLUMN_LABELS[k] || k, c.listing[k]]), ["Listing id", c.listing_id],
     ]);
-    $("description").textContent = c.listing.description || "";
+    $("description").textContent = (c.description_column && c.listing[c.description_column]) || "";
     drawRisk(c.risk);
     items($("reasons"), c.reasons.map((r) => r.words), "No signal raised the risk.");
     items($("rules"), c.rules.map((r) => r.name + " (" + (r.mode === "shadow" ? "shadow, not acted on" : r.action) + "): " + r.checks), "None.");

@@ -125,6 +125,8 @@ def test_a_bundle_trained_with_renamed_columns_takes_its_own_field_names(serve, 
         marketplace = api.score(listing_json(4))
         bad_item = api.batch([renamed_listing(5), {**renamed_listing(6), "price": -1}])
         spec = api.client.get("/openapi.json").json()
+        regulated = api.score({**renamed_listing(7), "category": "health"})  # always human review
+        shown = api.client.get("/v1/review/next", headers=api.key("renamed-reviewer", "review")).json()
 
     assert own.status_code == 200 and own.json()["listing_id"] == "L-1" and own.json()["risk"] is not None
     assert batch.status_code == 200 and [i["listing_id"] for i in batch.json()["items"]] == ["L-2", "L-3"]
@@ -136,6 +138,11 @@ def test_a_bundle_trained_with_renamed_columns_takes_its_own_field_names(serve, 
     assert {"_id", "name"} <= set(listing["required"]) and "listing_id" not in listing["properties"]
     assert listing["properties"]["_id"]["description"] and "title" not in listing["properties"]
     assert "model_config" in listing["properties"] and "column_0" not in listing["properties"]
+    # the review console shows the listing's text under the bundle's column names
+    assert regulated.json()["decision"] == "human_review"
+    context = shown["context"]
+    assert (context["title_column"], context["description_column"]) == ("name", "model_config")
+    assert context["listing"]["name"] == "Leather wallet, brown" and context["listing"]["model_config"]
     # the description under its column name reaches the model: the text changes the risk
     assert own.json()["risk"] != no_description.json()["risk"]
 

@@ -61,6 +61,7 @@ def test_the_next_item_comes_with_everything_a_reviewer_reads(serve: Serve, bund
     assert item["decision_id"] == decision_id and item["claimed_by"] == "console-reviewer"
     assert context["lane"] == "review" and context["lease_expires_at"] == item["lease_expires_at"]
     assert context["listing"]["title"] == "Gucci bag original" and context["listing"]["category"] == "health"
+    assert (context["title_column"], context["description_column"]) == ("title", "description")
     price = context["price"]
     assert price["price"] == 3.0 and price["category_median_price"] > 3.0
     assert price["ratio"] < 1 and price["words"].endswith("below the category's typical price")
