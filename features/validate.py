@@ -408,9 +408,8 @@ def _lines_are_rows(path: Path, sep: str, quoted: pd.DataFrame) -> bool:
     if not any(text[c].str.contains("[\r\n]", regex=True, na=False).any() for c in text.columns):
         return False
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        lines = [line.rstrip("\r\n") for line in handle]
-    fields = [line.count(sep) + 1 for line in lines if line.strip()]
-    return len(set(fields)) == 1
+        separators = {line.count(sep) for line in handle if line.strip()}
+    return len(separators) == 1
 
 
 CSV_SEPARATORS = (",", ";", "\t", "|")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from features.config import DataConfig
 from features.identify import PastCase
 from features.merchant import MERCHANT_FEATURES
 from features.validate import DataValidationError
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 
 SIMILAR_CASES = 5
 MATCH_SIGNALS = ("repost_match", "catalogue_match")
-# Without a bundle's data config: the built-in marketplace's text and category columns
-_BUILT_IN_TEXT, _BUILT_IN_CATEGORICAL = ("title", "description", "brand"), ("category", "market")
 
 
 @dataclass(frozen=True)
@@ -129,9 +128,8 @@ def review_context(item: QueueItem, engine: DecisionEngine, texts: ReviewTexts) 
     signals = [r for r in record.reasons if r.get("feature") not in MATCH_SIGNALS]
     matches = [r for r in record.reasons if r.get("feature") in MATCH_SIGNALS]
     similar = _similar(engine, listing)
-    config = engine.config
-    text = list(config.text) if config is not None else list(_BUILT_IN_TEXT)
-    categorical = list(config.categorical) if config is not None else list(_BUILT_IN_CATEGORICAL)
+    config = engine.config or DataConfig()  # without a bundle: the built-in marketplace's columns
+    text, categorical = list(config.text), list(config.categorical)
     return ReviewContext(
         lane=item.lane,
         lane_words=_lane_words(item),

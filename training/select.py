@@ -226,6 +226,9 @@ def selection_data(
     training part when `train` is its newest rows only (it decides the feature groups tried)."""
     cut = inner_split(len(train), validation_fraction)
     fit_rows, valid_rows = train.iloc[:cut], train.iloc[cut:]
+    y_fit, y_valid = fit_rows[config.label].to_numpy(dtype=np.int64), valid_rows[config.label].to_numpy(dtype=np.int64)
+    _require_both_labels(y_fit, "fit part (the older training rows)")
+    _require_both_labels(y_valid, f"validation part (the newest {len(y_valid):,} training rows)")
     groups = starting_groups(config, train_rows or len(train), feature_groups)
     builder = FeatureBuilder(config, seed=seed, feature_groups=groups)
     fit_merchant, valid_merchant = (None, None) if merchant is None else (merchant.iloc[:cut], merchant.iloc[cut:])
@@ -236,9 +239,6 @@ def selection_data(
         if group in groups:
             without = set(FeatureBuilder(config, seed=seed, feature_groups=groups - {group}).feature_names)
             group_columns[group] = [c for c in builder.feature_names if c not in without]
-    y_fit, y_valid = fit_rows[config.label].to_numpy(dtype=np.int64), valid_rows[config.label].to_numpy(dtype=np.int64)
-    _require_both_labels(y_fit, "fit part (the older training rows)")
-    _require_both_labels(y_valid, f"validation part (the newest {len(y_valid):,} training rows)")
     return SelectionData(
         X_fit=X_fit,
         y_fit=y_fit,

@@ -136,8 +136,10 @@ def _aliased(
     """Listing fields keyed by pydantic field names, and field name -> column for those renamed."""
     named: dict[str, tuple[Any, Any]] = {}
     columns: dict[str, str] = {}
+    taken = set(fields)
     for column, (kind, info) in fields.items():
-        name = _field_name(column, set(fields) | set(named))
+        name = _field_name(column, taken)
+        taken.add(name)
         if name == column:
             named[name] = (kind, info)
         else:  # the column's bounds and default, under the column's name in requests and errors
