@@ -376,7 +376,9 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
     """A CSV file with the data config's id, text and categorical columns as strings, in which "NA" is a
     value (a market, North America), as it is in Parquet; an empty field and pandas' other missing
     markers (NULL, N/A, NaN, None: what SQL and spreadsheet exports write for a missing value) are
-    missing, and every marker keeps its meaning in the other columns (a numeric "NA").
+    missing, and every marker keeps its meaning in the other columns (a numeric "NA"). An id is opaque:
+    only an empty field is a missing id, so a listing whose id is "NULL" reads back as written (several
+    rows written "NULL" for a missing id are then refused as one duplicated id).
 
     A file written without quoting (a tab-separated dump, say) whose text starts with a quote mark is
     read line by line: read as quoted, that quote would open a field running to the next one, lines
@@ -390,6 +392,8 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
         header = pd.read_csv(path, sep=sep, nrows=0).columns
         markers = sorted(STR_NA_VALUES)
         missing = {c: [m for m in markers if m not in TEXT_VALUES] if c in strings else markers for c in header}
+        if config is not None and config.id in missing:
+            missing[config.id] = [""]
         options = {"dtype": strings, "keep_default_na": False, "na_values": missing}
     table = pd.read_csv(path, sep=sep, **options)
     if _lines_are_rows(path, sep, table):

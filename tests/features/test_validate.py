@@ -271,6 +271,21 @@ def test_csv_text_values_that_look_missing_are_kept(tmp_path):
     assert out["price"].isna().tolist() == [True, False, True, False]
 
 
+def test_an_id_that_reads_like_a_missing_marker_is_an_id(tmp_path):
+    # An id is opaque: "NULL", "NA" or "None" written by export-labels read back as those ids; only an
+    # empty field is a missing id, and the rows written "NULL" for a missing id are refused as one
+    # duplicated id, named.
+    raw = history(4).assign(listing_id=["NULL", "NA", "None", "L-4"])
+    raw.to_csv(tmp_path / "h.csv", index=False)
+    out = validate_history(load_table(tmp_path / "h.csv", CONFIG), CONFIG)
+    assert sorted(out["listing_id"]) == sorted(["NULL", "NA", "None", "L-4"])
+    raw.assign(listing_id=["NULL", "NULL", "L-3", ""]).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataValidationError) as err:
+        validate_history(load_table(tmp_path / "m.csv", CONFIG), CONFIG)
+    assert "NULL" in str(err.value) and "duplicated id" in str(err.value)
+    assert "1 rows have no value" in str(err.value)
+
+
 def test_a_csv_separated_by_semicolons_tabs_or_bars_reads_as_the_comma_one(tmp_path):
     # Spreadsheets in decimal-comma locales export with ";": the header line tells the separator. A comma
     # inside a title stays text in every one of them.
