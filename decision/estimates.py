@@ -71,12 +71,14 @@ _PASS, _REVIEW, _BLOCK = 0, 1, 2
 @dataclass(frozen=True)
 class Estimate:
     """A production estimate with its confidence interval and the number of verdicts behind it.
-    NaN estimate and bounds: nothing to estimate from (no such decisions, or none with a verdict)."""
+    NaN estimate and bounds: nothing to estimate from (no such decisions, or none with a verdict), and
+    `why` says which, in words (empty when there is an estimate)."""
 
     estimate: float
     low: float
     high: float
     n_labelled: int
+    why: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +86,7 @@ class Estimate:
             "low": _finite_or_none(self.low),
             "high": _finite_or_none(self.high),
             "n_labelled": self.n_labelled,
+            "why": (self.why or "nothing to estimate from") if math.isnan(self.estimate) else None,
         }
 
 
@@ -112,15 +115,45 @@ def production_estimates(
     caught = _mover_sum([totals[_REVIEW], totals[_BLOCK]])
     missed = totals[_PASS]
     violations = _mover_sum(totals)
+    unlabelled = _unlabelled_decisions(shares)
+    no_decisions = "no decisions in the window"
+    recall = _recall(caught, missed)
+    if not math.isnan(recall[0]):
+        why_no_recall = ""
+    elif unlabelled or not n:
+        why_no_recall = unlabelled or no_decisions
+    else:
+        why_no_recall = "no violation among the verdicts: recall has no denominator"
     return {
-        "miss_rate": _estimate(shares[_PASS]),
-        "recall": Estimate(*_recall(caught, missed), n_labelled=labelled),
-        "block_precision": _estimate(shares[_BLOCK]),
-        "queue_share": Estimate(*_wilson(shares[_REVIEW].n_rows / n, n, confidence), n_labelled=n) if n else _empty(0),
-        "violation_rate": Estimate(violations[0] / n, violations[1] / n, violations[2] / n, labelled)
+        "miss_rate": _estimate(shares[_PASS], _PASS),
+        "recall": Estimate(*recall, n_labelled=labelled, why=why_no_recall),
+        "block_precision": _estimate(shares[_BLOCK], _BLOCK),
+        "queue_share": Estimate(*_wilson(shares[_REVIEW].n_rows / n, n, confidence), n_labelled=n)
         if n
-        else _empty(0),
+        else _empty(0, no_decisions),
+        "violation_rate": Estimate(violations[0] / n, violations[1] / n, violations[2] / n, labelled, unlabelled)
+        if n
+        else _empty(0, no_decisions),
     }
+
+
+_DECISION_NAMES = {_PASS: "auto-passed", _REVIEW: "reviewed", _BLOCK: "auto-blocked"}
+_VERDICT_SOURCE = {_PASS: "its audits are pending", _REVIEW: "its reviews are pending", _BLOCK: "its audits are pending"}
+
+
+def _why_no_share(share: _Share, decision: int) -> str:
+    """Why one decision's violation share is unknown: no such decisions, or none with a verdict yet."""
+    name = _DECISION_NAMES[decision]
+    if share.n_rows == 0:
+        return f"no {name} decisions in the window"
+    return f"none of the {share.n_rows} {name} decisions has a verdict yet ({_VERDICT_SOURCE[decision]})"
+
+
+def _unlabelled_decisions(shares: list[_Share]) -> str:
+    """Recall and violation rate need every decision's share: which decisions have rows but no verdict."""
+    return "; ".join(
+        _why_no_share(share, d) for d, share in enumerate(shares) if share.n_rows and share.n_labelled == 0
+    )
 
 
 def grouped_estimates(
@@ -253,12 +286,13 @@ def _recall(caught: tuple[float, float, float], missed: tuple[float, float, floa
     return 1.0 / (1.0 + r), 1.0 / (1.0 + high), 1.0 / (1.0 + low)
 
 
-def _estimate(share: _Share) -> Estimate:
-    return Estimate(share.share, share.low, share.high, share.n_labelled)
+def _estimate(share: _Share, decision: int) -> Estimate:
+    why = _why_no_share(share, decision) if math.isnan(share.share) else ""
+    return Estimate(share.share, share.low, share.high, share.n_labelled, why)
 
 
-def _empty(n_labelled: int) -> Estimate:
-    return Estimate(math.nan, math.nan, math.nan, n_labelled)
+def _empty(n_labelled: int, why: str) -> Estimate:
+    return Estimate(math.nan, math.nan, math.nan, n_labelled, why)
 
 
 def _finite_or_none(value: float) -> float | None:

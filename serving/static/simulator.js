@@ -632,7 +632,9 @@
       `${fmt(l.with_verdict, "int")} with a verdict; ${fmt(l.pending_review, "int")} reviews and ` +
       `${fmt(l.pending_audit, "int")} audits still pending` +
       (l.skipped_automated ? `; ${fmt(l.skipped_automated, "int")} automated decisions without a logged audit ` +
-        "probability left out" : "") + (m.truncated ? " (only the most recent read)." : ".");
+        "probability left out" : "") + (m.truncated ? " (only the most recent read)." : ".") +
+      MONITOR_ROWS.filter(([key]) => m.estimates[key].why)
+        .map(([key, label]) => ` ${label}: no estimate, ${m.estimates[key].why}.`).join("");
     $("monitor-table").tBodies[0].replaceChildren(...MONITOR_ROWS.map(([key, label, kind]) => {
       const e = m.estimates[key];
       const tr = document.createElement("tr");
@@ -641,7 +643,9 @@
       th.scope = "row";
       th.textContent = label;
       const simulated = simulatedValue(m.expected, key);
-      tr.append(th, cell(fmt(e.estimate, kind), e.estimate),
+      const value = cell(fmt(e.estimate, kind), e.estimate);
+      if (e.why) value.title = `no estimate: ${e.why}`;
+      tr.append(th, value,
         cell(e.low === null ? "" : `${fmt(e.low, kind)} to ${fmt(e.high, kind)}`),
         cell(fmt(e.n_labelled, "int"), e.n_labelled), cell(fmt(simulated, kind), simulated));
       return tr;

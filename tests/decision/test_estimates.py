@@ -94,7 +94,31 @@ def test_missing_decisions_or_verdicts_give_nan_not_an_error() -> None:
     assert math.isnan(result["block_precision"].estimate)  # no blocks
     assert math.isnan(result["miss_rate"].estimate)  # a pass without any audit yet
     assert math.isnan(result["recall"].estimate)
-    assert result["miss_rate"].to_dict() == {"estimate": None, "low": None, "high": None, "n_labelled": 0}
+    assert result["miss_rate"].to_dict() == {
+        "estimate": None,
+        "low": None,
+        "high": None,
+        "n_labelled": 0,
+        "why": "none of the 1 auto-passed decisions has a verdict yet (its audits are pending)",
+    }
+    assert result["block_precision"].to_dict()["why"] == "no auto-blocked decisions in the window"
+    assert result["recall"].to_dict()["why"] == result["miss_rate"].why  # the pass share is missing
+    assert result["queue_share"].to_dict()["why"] is None  # known: an estimate says nothing
+
+
+def test_recall_says_why_it_is_missing_while_auto_blocks_await_their_audit() -> None:
+    # every pass audited and every review done, but the blocks' audits are still pending
+    codes = np.array([0, 0, 1, 1, 2, 2], dtype=np.int8)
+    label = np.array([0.0, 0.0, 1.0, 0.0, np.nan, np.nan])
+    result = production_estimates(codes, np.array([1.0, 1.0, 1.0, 1.0, 0.5, 0.5]), label)
+    assert result["recall"].to_dict()["estimate"] is None
+    assert result["recall"].why == "none of the 2 auto-blocked decisions has a verdict yet (its audits are pending)"
+    assert result["violation_rate"].why == result["recall"].why
+    no_violation = production_estimates(codes[:4], np.ones(4), np.zeros(4))
+    assert no_violation["recall"].why == "no violation among the verdicts: recall has no denominator"
+    assert no_violation["miss_rate"].to_dict()["why"] is None
+    empty = production_estimates(np.array([], dtype=np.int8), np.array([]), np.array([]))
+    assert {k: e.why for k, e in empty.items()}["queue_share"] == "no decisions in the window"
 
 
 def test_grouped_estimates_split_by_value() -> None:

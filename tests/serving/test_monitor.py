@@ -230,6 +230,30 @@ def test_cli_table_and_json(cli_env: Callable[[], Store]) -> None:
     assert "feature category" in table.stdout
 
 
+def test_cli_says_why_recall_has_no_estimate_while_auto_blocks_await_their_audit(
+    cli_env: Callable[[], Store],
+) -> None:
+    decisions = ["auto_pass", "human_review", "auto_block", "auto_block"]
+    with cli_env() as store:
+        records = [
+            make_decision(
+                decision=d, automated=d != "human_review", qa_sample=d != "human_review", inclusion_prob=1.0
+            )
+            for d in decisions
+        ]
+        store.record_decisions(records)
+        for record in records[:2]:  # the pass's audit and the review are done; the blocks' audits are not
+            store.record_review(record.decision_id, "ann", "reject", "counterfeit")
+    runner = CliRunner()
+    body = json.loads(runner.invoke(cli_app, ["monitor", "--hours", "2", "--json"]).stdout)
+    why = "none of the 2 auto-blocked decisions has a verdict yet (its audits are pending)"
+    assert body["estimates"]["recall"] == {"estimate": None, "low": None, "high": None, "n_labelled": 2, "why": why}
+    assert body["estimates"]["miss_rate"]["why"] is None
+    table = runner.invoke(cli_app, ["monitor", "--hours", "2"])
+    assert table.exit_code == 0, table.output
+    assert f"  recall: no estimate, {why}" in table.stdout
+
+
 def test_cli_bad_option_names_it(cli_env: Callable[[], Store]) -> None:
     result = CliRunner().invoke(cli_app, ["monitor", "--since", "2025-06-02", "--until", "2025-06-01"])
     assert result.exit_code == 2
