@@ -315,6 +315,7 @@ def _check(config: DataConfig) -> None:
     if overlap:
         raise ValueError(f"data config: columns {overlap} are listed under more than one of text/categorical/numeric")
     _check_no_outcome_features(config)
+    _check_no_envelope_names(config)
     unknown = sorted(set(config.features_off) - set(FEATURE_GROUPS))
     if unknown:
         raise ValueError(f"data config: unknown feature groups {unknown} (known: {list(FEATURE_GROUPS)})")
@@ -339,6 +340,22 @@ def _check_no_outcome_features(config: DataConfig) -> None:
                     f"data config: column {column!r} is the {role!r} column and is also listed under '{key}': "
                     f"it {what}, so it cannot be a model input; remove it from '{key}'"
                 )
+
+
+# Keys of the scoring API's request envelope beside a listing's own fields (`POST /v1/score` is flat).
+ENVELOPE_FIELDS = ("request_id",)
+
+
+def _check_no_envelope_names(config: DataConfig) -> None:
+    """A listing column named like a key of the scoring request's envelope would be read as that key (the
+    idempotency key, for `request_id`) and never reach the model: refuse it, naming the column and what
+    to do, before anything is trained."""
+    for column in config.listing_columns:
+        if column in ENVELOPE_FIELDS:
+            raise ValueError(
+                f"data config: column {column!r} has the name of the scoring request's idempotency key, so a "
+                f"listing could not carry it to the model; rename the column in the data file and in the data config"
+            )
 
 
 def _check_tiers(config: DataConfig) -> None:

@@ -79,6 +79,13 @@ def test_an_outcome_column_listed_as_a_feature_is_refused(role: str, extra: dict
         DataConfig(**extra)
 
 
+@pytest.mark.parametrize("extra", [{"numeric": ["price", "request_id"]}, {"id": "request_id"}, {"text": ["request_id"]}])
+def test_a_listing_column_named_like_the_request_envelope_is_refused(extra: dict) -> None:
+    """`POST /v1/score` is flat: a listing column `request_id` would be read as the idempotency key."""
+    with pytest.raises(ValueError, match="column 'request_id' has the name of the scoring request's idempotency key"):
+        DataConfig(**extra)
+
+
 def test_features_switch_groups_off(tmp_path: Path) -> None:
     raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     config = load_config(write(tmp_path, {**raw, "features": {"merchant_history": False, "text_chars": False}}))
