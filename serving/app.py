@@ -46,7 +46,7 @@ from serving.logs import configure_logging
 from serving.merchant_history import apply_outcome, engine_updates, refresh
 from serving.metrics import Metrics
 from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, BodyLimitMiddleware
-from serving.models import startup_engine
+from serving.models import startup_engine, thaw_after_shutdown
 from serving.monitor import GaugeRefresher
 from serving.product_index import follow_verdicts, sync_now
 from serving.reasons import ReviewTexts
@@ -123,6 +123,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.scorer.close()
         await run_in_threadpool(store.close)
         log.info("decision log closed")
+        thaw_after_shutdown()
 
 
 async def _refresh_merchant_history(app: FastAPI, every_seconds: float) -> None:

@@ -70,6 +70,16 @@ def refreeze_after_swap() -> None:
     freeze_long_lived_objects()
 
 
+def thaw_after_shutdown() -> None:
+    """After the app stopped: unfreeze, so that its engine, store and the rest can be collected.
+
+    A process that starts the app more than once (a test session, a program embedding the service) froze
+    each app at its start; left frozen, every stopped app's reference cycles stayed for good (the test
+    suite's two processes grew to 10 GB each and the machine ran out of memory)."""
+    gc.unfreeze()
+    gc.collect()
+
+
 def bundle_under(root: Path, requested: str | Path) -> Path:
     """The bundle directory `requested` names (pointer and symlinks resolved), if it lies under `root`;
     ValueError otherwise, so an admin request cannot load code and data from anywhere on the machine."""

@@ -336,3 +336,28 @@ def test_reloaded_bundles_free_the_engines_they_replace(serve, monkeypatch: pyte
         assert [ref() for ref in replaced] == [None] * len(replaced)
         assert all(obj is not api.app.state.engine for obj in gc.get_objects())  # the new one is frozen
         assert api.score(listing_json(1)).status_code == 200
+
+
+def test_a_stopped_app_frees_its_engine_and_store(serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app freezes what it holds at start; once stopped it must thaw it, or a process that starts apps
+    again and again (this test session: 10 GB per test process) keeps every one's reference cycles."""
+    import gc
+    import weakref
+
+    from serving.engine import DecisionEngine
+
+    from_bundle = DecisionEngine.from_bundle.__func__  # type: ignore[attr-defined]
+
+    def in_a_cycle(cls: type[DecisionEngine], *args: object, **kwargs: object) -> DecisionEngine:
+        engine = from_bundle(cls, *args, **kwargs)
+        engine.__dict__["_self"] = engine
+        return engine
+
+    monkeypatch.setattr(DecisionEngine, "from_bundle", classmethod(in_a_cycle))
+    with serve() as api:
+        engine, app = weakref.ref(api.app.state.engine), weakref.ref(api.app)
+        assert api.score(listing_json(1)).status_code == 200
+        api.app.state.__dict__["_self"] = api.app.state  # the state in a cycle too
+    del api
+    gc.collect()
+    assert engine() is None and app() is None
