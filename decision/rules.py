@@ -242,14 +242,25 @@ def _condition_fields(raw: dict[str, Any], where: str) -> dict[str, Any]:
         raise ValueError(f"{where}.all: expected a list of conditions, got {type(conditions).__name__}")
     return {
         "kind": raw.get("kind", ""),
-        "terms": list(raw.get("terms") or []),
-        "fields": list(raw.get("fields") or []),
+        "terms": _listed(raw, "terms", where),
+        "fields": _listed(raw, "fields", where),
         "column": raw.get("column"),
-        "values": list(raw.get("values") or []),
+        "values": _listed(raw, "values", where),
         "min": raw.get("min"),
         "max": raw.get("max"),
         "all": [Rule.condition_from_dict(c, f"{where}.all[{i}]") for i, c in enumerate(conditions or [])],
     }
+
+
+def _listed(raw: dict[str, Any], key: str, where: str) -> list[Any]:
+    """A rule's list field; a string or any other non-list is refused (`list("abc")` would take each
+    letter for a term)."""
+    value = raw.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where}.{key}: expected a list, got {type(value).__name__} {value!r}")
+    return list(value)
 
 
 def _validate_range(rule: Rule, where: str) -> None:

@@ -73,6 +73,13 @@ def test_a_rule_change_is_validated_and_its_name_is_the_paths(serve, own_bundle:
         renamed = api.client.put(
             "/v1/policy/rules/x", json={"rule": {**REPLICA_RULE, "name": "y"}, "reason": "a test"}, headers=headers
         )
+        # a string where a list belongs: list("replica") took each letter for a term
+        letters = [
+            api.client.put(
+                "/v1/policy/rules/x", json={"rule": {**REPLICA_RULE, key: "replica"}, "reason": "a test"}, headers=headers
+            )
+            for key in ("terms", "fields")
+        ]
         by_score_key = api.client.put(
             "/v1/policy/rules/x", json={"rule": REPLICA_RULE, "reason": "a test"}, headers=api.headers("score")
         )
@@ -80,6 +87,9 @@ def test_a_rule_change_is_validated_and_its_name_is_the_paths(serve, own_bundle:
 
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "rules"
     assert renamed.status_code == 422
+    for key, response in zip(("terms", "fields"), letters, strict=True):
+        assert response.status_code == 422, response.text
+        assert f".{key}: expected a list, got str 'replica'" in response.json()["detail"][0]["msg"]
     assert by_score_key.status_code == 403
     assert history == []
 
