@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,22 @@ def in_force_path(store: Store, settings: Settings) -> str | Path:
 
 def shadow_source(source: str, settings: Settings) -> Path:
     """A shadow bundle's directory: a path under the models directory, or a registered model
-    (`models:/listing-risk@candidate`) downloaded from the MLflow registry."""
+    (`models:/listing-risk@candidate`) downloaded from the MLflow registry into the models directory
+    (`registry-*`), where a restart or another worker loads it again from the audited path. A registered
+    model or alias the registry does not hold is a ValueError naming it."""
     if not source.startswith(REGISTRY_PREFIX):
         return bundle_under(settings.models_root, source)
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
-    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tempfile.mkdtemp()))
+    settings.models_root.mkdir(parents=True, exist_ok=True)
+    destination = tempfile.mkdtemp(prefix="registry-", dir=settings.models_root)
+    try:
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=destination))
+    except MlflowException as exc:
+        shutil.rmtree(destination, ignore_errors=True)
+        raise ValueError(f"bundle: {source} is not in the model registry ({exc.message})") from exc
     manifests = sorted(root.rglob("manifest.json"), key=lambda p: len(p.parts))
     if not manifests:
         raise BundleError(f"{source}: no bundle (manifest.json) in the registered model's artifacts")

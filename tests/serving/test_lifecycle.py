@@ -290,6 +290,35 @@ def test_the_shadow_can_be_the_registry_candidate(
     assert state["model_version"] == Bundle.load(bundle_dir).version
 
 
+def test_a_registry_shadow_set_through_the_api_survives_a_restart(
+    serve, own_bundle: Path, bundle_dir: Path, trained: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was downloaded to a temporary directory outside the models directory, so a restart refused the
+    audited path; an alias the registry does not hold was a 500."""
+    from bundle.load import Bundle
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        unknown = [
+            api.client.put("/v1/admin/shadow", json={"bundle": uri, "reason": "try"}, headers=headers)
+            for uri in ("models:/listing-risk@nope", "models:/listing-risk/999", "models:/no-such-model/1")
+        ]
+        put = api.client.put(
+            "/v1/admin/shadow", json={"bundle": "models:/listing-risk@candidate", "reason": "shadow week"}, headers=headers
+        )
+        models_root = api.app.state.settings.models_root
+    with serve(bundle=str(own_bundle)) as restarted:
+        state = restarted.client.get("/v1/shadow", headers=restarted.headers("read")).json()
+
+    for response in unknown:
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"].startswith("bundle: models:/") and "not in the model registry" in response.text
+    assert put.status_code == 200, put.text
+    assert state["model_version"] == Bundle.load(bundle_dir).version
+    assert [p.name.startswith("registry-") for p in models_root.iterdir() if p.name.startswith("registry-")] == [True]
+
+
 def test_a_shadow_fraction_scores_a_random_share_only(serve, own_bundle: Path) -> None:
     weak = _weak(own_bundle, own_bundle.parent)
     with serve(bundle=str(own_bundle), shadow_bundle=str(weak), shadow_fraction=0.5) as api:
