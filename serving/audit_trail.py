@@ -9,8 +9,11 @@ and an audit's `overturn` is recomputed for it.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from decision.policy import Policy
 from serving.engine import FAILSAFE_POLICY_VERSION
@@ -235,14 +238,14 @@ def _decided(trail: DecisionTrail) -> str:
     if record.would_have_been is not None:
         return (
             f"Sent to review as a quality sample: it would otherwise have been {record.would_have_been} "
-            f"(risk {record.risk:.3f}) {versions}."
+            f"(risk {_num(record.risk)}) {versions}."
         )
     if record.rules_matched:
         rules = "; ".join(_rule_words(trail, name) for name in record.rules_matched)
         model_alone = DECISION_WORDS.get(record.model_decision or "", "decided otherwise")
         return (
             f"{RULED[record.decision]} by {rules} {versions}; the model alone would have {model_alone} "
-            f"(risk {record.risk:.3f})."
+            f"(risk {_num(record.risk)})."
         )
     return _by_thresholds(trail, versions)
 
@@ -261,36 +264,36 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
     tier = record.decision_tier
     tier_risk = (record.tier_risk or {}).get(tier or "")
     if record.decision == "auto_block":
-        likeliest = f"; likeliest violation type '{tier}' (tier risk {tier_risk:.3f})" if tier and tier_risk else ""
+        likeliest = f"; likeliest violation type '{tier}' (tier risk {_num(tier_risk)})" if tier and tier_risk else ""
         return (
-            f"Blocked automatically: the model's risk {risk:.3f} reached the block threshold {_num(t_block)}{qualified}"
+            f"Blocked automatically: the model's risk {_num(risk)} reached the block threshold {_num(t_block)}{qualified}"
             f"{likeliest} {versions}."
         )
     tier_risks = record.tier_risk or {}
     tiers_decide = bool(tier_risks) and (t_pass is None or t_pass >= TIERED_T_PASS)
     if record.decision == "auto_pass" and tiers_decide:  # a tiered policy passes on each tier's threshold
-        risks = ", ".join(f"'{name}' {value:.3f}" for name, value in tier_risks.items())
+        risks = ", ".join(f"'{name}' {_num(value)}" for name, value in tier_risks.items())
         return (
             f"Passed automatically: every tier's risk was below its own pass threshold{qualified} (tier risks "
-            f"{risks}; overall risk {risk:.3f}) {versions}."
+            f"{risks}; overall risk {_num(risk)}) {versions}."
         )
     if record.decision == "auto_pass":
         return (
-            f"Passed automatically: the model's risk {risk:.3f} was below the pass threshold {_num(t_pass)}{qualified}"
+            f"Passed automatically: the model's risk {_num(risk)} was below the pass threshold {_num(t_pass)}{qualified}"
             f" {versions}."
         )
     driver = (
-        f"; tier '{tier}' is furthest above its pass threshold (tier risk {tier_risk:.3f})"
+        f"; tier '{tier}' is furthest above its pass threshold (tier risk {_num(tier_risk)})"
         if tier and tier_risk
         else ""
     )
     if record.tier_risk:  # a tiered policy passes on each tier's own threshold, not on the overall risk
         return (
-            f"Sent to review: the model's risk {risk:.3f} is below the block threshold {_num(t_block)}, and not "
+            f"Sent to review: the model's risk {_num(risk)} is below the block threshold {_num(t_block)}, and not "
             f"every tier's risk is below its own pass threshold{driver} {versions}."
         )
     return (
-        f"Sent to review: the model's risk {risk:.3f} lies between the pass threshold {_num(t_pass)} and the block "
+        f"Sent to review: the model's risk {_num(risk)} lies between the pass threshold {_num(t_pass)} and the block "
         f"threshold {_num(t_block)}{driver} {versions}."
     )
 
@@ -366,7 +369,13 @@ def _fields(value: Any) -> dict[str, Any]:
 
 
 def _num(value: float | None) -> str:
-    return "none" if value is None else f"{value:.3f}"
+    """A risk or threshold in words: three decimals, or three significant digits below 0.01, so that a
+    risk and a threshold both under 0.0005 do not both read 0.000."""
+    if value is None:
+        return "none"
+    if value == 0 or abs(value) >= 0.01 or not math.isfinite(value):
+        return f"{value:.3f}"
+    return np.format_float_positional(value, precision=3, fractional=False, trim="-")
 
 
 def _when(at: datetime) -> str:

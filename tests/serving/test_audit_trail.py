@@ -169,7 +169,7 @@ def test_why_of_a_fail_safe_of_a_threshold_block_and_of_a_tiered_review_and_pass
     )
     assert "started on its configured bundle" in blocked["model_in_force"]["note"]
     assert audit_document(_trail(store, tiered_pass.decision_id))["why"] == (  # no overall threshold named
-        "Passed automatically: every tier's risk was below its own pass threshold (tier risks 'severe' 0.000, "
+        "Passed automatically: every tier's risk was below its own pass threshold (tier risks 'severe' 0.0004, "
         "'minor' 0.009; overall risk 0.013) (model model-1, policy policy-1)."
     )
     assert audit_document(_trail(store, single_target_pass.decision_id))["why"].startswith(
@@ -185,3 +185,13 @@ def _trail(store: Store, decision_id: str) -> Any:
     trail = store.decision_trail(decision_id)
     assert trail is not None
     return trail
+
+
+def test_tiny_risks_and_thresholds_keep_their_significant_digits() -> None:
+    """A text-only bundle certified t_pass 0.00044: its why read 'risk 0.000 was below the pass threshold
+    0.000'."""
+    from serving.audit_trail import _num
+
+    assert [_num(v) for v in (0.00044, 0.000213, 0.0123, 0.5, 0.0, None)] == [
+        "0.00044", "0.000213", "0.012", "0.500", "0.000", "none",
+    ]  # fmt: skip
