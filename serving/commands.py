@@ -189,7 +189,7 @@ def write_labels(out: Path, data_config: DataConfig) -> None:
     """`export-labels`: the store's verdicts in force as labelled outcomes in `data_config`'s columns."""
     import pandas as pd
 
-    from serving.store.labels import latest_verdict_per_listing
+    from serving.store.labels import in_config_label_values, latest_verdict_per_listing
 
     with _open_store(get_settings()) as store:
         frame = store.export_labels(data_config)
@@ -197,7 +197,7 @@ def write_labels(out: Path, data_config: DataConfig) -> None:
     # a QA sample logged before inclusion probabilities were kept has none: weighted as a review it would
     # bias retraining, so it is left out (training reads a blank inclusion_prob as 1)
     unknown = frame["inclusion_prob"].isna() if "inclusion_prob" in frame else pd.Series(False, index=frame.index)
-    frame = frame[~unknown].reset_index(drop=True)
+    frame = in_config_label_values(frame[~unknown].reset_index(drop=True), data_config)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
         frame.to_csv(out, index=False)
@@ -336,7 +336,8 @@ def monitor_table(result: dict[str, Any]) -> list[str]:
                 f"{ci:>17}{_pct(e['block_precision']['estimate']):>11}{_pct(e['queue_share']['estimate']):>8}"
             )
     drift = result["drift"]
-    lines.append(f"drift: {drift['status'].upper()} (reference: {drift['reference']})")
+    unchecked = "; risk and features not checked" if drift["reference"] != "test split" else ""
+    lines.append(f"drift: {drift['status'].upper()} (reference: {drift['reference']}{unchecked})")
     checks = [(name, drift[name]) for name in ("risk", "routing") if name in drift]
     checks += [(f"feature {name}", check) for name, check in drift.get("features", {}).items()]
     for name, check in checks:

@@ -88,6 +88,7 @@ class WindowLog:
     label: np.ndarray
     day: np.ndarray
     risk: np.ndarray
+    models: np.ndarray  # the model version behind each decision (None: the fail-safe)
     listings: list[dict[str, Any]]
     reasons: list[str | None]
     n_decisions: int  # every decision in the window, including the skipped ones
@@ -110,7 +111,7 @@ class WindowLog:
 
 def window_log(rows: Sequence[dict[str, Any]], truncated: bool = False) -> WindowLog:
     """The arrays behind the estimates from stored rows (`Store.decisions_with_verdicts`)."""
-    codes, pi, label, day, risk, listings, reasons = [], [], [], [], [], [], []
+    codes, pi, label, day, risk, models, listings, reasons = [], [], [], [], [], [], [], []
     routing = dict.fromkeys(DECISION_CODES, 0)
     skipped = pending_review = pending_audit = 0
     for row in rows:
@@ -132,6 +133,7 @@ def window_log(rows: Sequence[dict[str, Any]], truncated: bool = False) -> Windo
         label.append(math.nan if verdict is None else 1.0 if verdict == "reject" else 0.0)
         day.append(row["decided_at"].astimezone(UTC).date().isoformat())
         risk.append(math.nan if row["risk"] is None else float(row["risk"]))
+        models.append(row.get("model_version"))
         listings.append(row["listing"] or {})
         reasons.append(row["violation_reason"])
     return WindowLog(
@@ -140,6 +142,7 @@ def window_log(rows: Sequence[dict[str, Any]], truncated: bool = False) -> Windo
         label=np.asarray(label, dtype=np.float64),
         day=np.asarray(day, dtype=object),
         risk=np.asarray(risk, dtype=np.float64),
+        models=np.asarray(models, dtype=object),
         listings=listings,
         reasons=reasons,
         n_decisions=len(rows),
@@ -185,7 +188,7 @@ def _segment_column(bundle: Bundle | None, request: MonitorRequest) -> str | Non
     if request.segment is not None:
         known = [*bundle.config.listing_columns, *bundle.config.segments] if bundle is not None else None
         if known is not None and request.segment not in known:
-            raise MonitorError("segment", f"{request.segment!r} is not a listing field ({sorted(known)})")
+            raise MonitorError("segment", f"{request.segment!r} is not a listing field ({sorted(set(known))})")
         return request.segment
     if bundle is None or not bundle.config.segments:
         raise MonitorError("segment", "name the listing field to split by (the bundle declares no segments)")
@@ -268,11 +271,15 @@ def drift_checks(
     """Risk and feature PSI, routing mix and recall against target, each with a status, and the worst."""
     checks: dict[str, Any] = {}
     reference = load_drift_reference(bundle.path) if bundle is not None else None
-    if reference is None:
+    if bundle is None or reference is None:
         checks["reference"] = "no reference" if bundle is not None else "no bundle loaded"
     else:
         checks["reference"] = "test split"
-        checks["risk"] = variable_drift(reference.risk, logged.risk[np.isfinite(logged.risk)])
+        # risks are the bundle's own: another model's (before a promotion) would read as drift
+        own = logged.models == bundle.version
+        checks["risk"] = variable_drift(reference.risk, logged.risk[np.isfinite(logged.risk) & own])
+        checks["risk"]["model"] = bundle.version
+        checks["risk"]["other_models_left_out"] = int(np.count_nonzero(~own & np.isfinite(logged.risk)))
         checks["features"] = {
             name: variable_drift(bins, [listing.get(name) for listing in logged.listings])
             for name, bins in reference.features.items()

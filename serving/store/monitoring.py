@@ -20,6 +20,7 @@ MONITOR_COLUMNS = (
     d.c.decision,
     d.c.automated,
     d.c.risk,
+    d.c.model_version,
     d.c.inclusion_prob,
     d.c.qa_sample,
     d.c.decision_tier,

@@ -126,6 +126,21 @@ def test_api_reports_estimates_groups_expectation_and_drift(serve) -> None:
         assert drift["routing"]["n"] == 400 and drift["status"] == "alarm" == body["status"]
 
 
+def test_risk_drift_reads_only_the_bundle_in_forces_own_decisions(serve) -> None:
+    """After a promotion the window holds the old model's risks too: read against the new bundle's
+    reference they showed as drift (PSI 3.1 on a real export's window)."""
+    with serve(monitor_refresh_seconds=0) as api:
+        version = api.app.state.engine.model_version
+        rng = np.random.default_rng(3)
+        old = [make_decision(model_version="an-older-model", risk=float(r)) for r in rng.uniform(0.9, 1, 300)]
+        own = [make_decision(model_version=version, risk=float(r)) for r in rng.beta(0.5, 4, 250)]
+        api.store.record_decisions(old + own)
+        body = api.client.get("/v1/monitor", params={"hours": 2}, headers=api.headers("read")).json()
+
+    risk = body["drift"]["risk"]
+    assert risk["model"] == version and risk["n"] == 250 and risk["other_models_left_out"] == 300
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -266,6 +281,8 @@ def test_cli_without_a_bundle_still_estimates(cli_env: Callable[[], Store], tmp_
     result = CliRunner().invoke(cli_app, ["monitor", "--bundle", str(broken), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["drift"]["reference"] == "no bundle loaded"
+    table = CliRunner().invoke(cli_app, ["monitor", "--bundle", str(broken)])
+    assert "(reference: no bundle loaded; risk and features not checked)" in table.stdout
 
 
 def test_per_tier_estimates_count_only_that_tiers_violations(store: Store, tiered_bundle_dir: Path) -> None:
