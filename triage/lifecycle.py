@@ -31,9 +31,13 @@ def _fail(message: str) -> None:
 
 
 def split_recent(labels: pd.DataFrame, holdout: float, config: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(older, newest) exported labels by creation time: the newest `holdout` share is the gate's."""
-    order = pd.to_datetime(labels[config.timestamp], utc=True).argsort(kind="stable")
-    ordered = labels.iloc[order].reset_index(drop=True)
+    """(older, newest) exported labels by creation time (by their order, verdict order, for a config
+    without timestamps: `time_order: row`): the newest `holdout` share is the gate's."""
+    if config.timestamp:
+        ordered = labels.iloc[pd.to_datetime(labels[config.timestamp], utc=True).argsort(kind="stable")]
+    else:
+        ordered = labels
+    ordered = ordered.reset_index(drop=True)
     cut = len(ordered) - max(1, round(holdout * len(ordered)))
     return ordered.iloc[:cut].reset_index(drop=True), ordered.iloc[cut:].reset_index(drop=True)
 
@@ -148,8 +152,9 @@ def retrain(
     The new bundle is registered without an alias; only a pass of the gate makes it the candidate, and
     only `triage promote` makes it serve. Exit status 1 when the gate refuses it."""
     from bundle.manifest import BundleError, resolve_bundle
-    from features.validate import load_table
+    from features.validate import DataValidationError, load_table, validate_history
     from serving.commands import write_labels
+    from serving.store.labels import in_config_label_values
     from training.commands import gate, train
 
     try:
@@ -163,6 +168,8 @@ def retrain(
         except BundleError as exc:
             _fail(f"--champion: {exc}")
             return
+    if data is not None and not labels_only and not (data.is_file() or data.is_dir()):
+        _fail(f"--data: review history {data} not found (name the file the bundle was trained on, or --labels-only)")
     work.mkdir(parents=True, exist_ok=True)
     in_force = targets_in_force(champion, out)
     exported = work / "exported.parquet"
@@ -170,15 +177,16 @@ def retrain(
     labels = pd.read_parquet(exported)
     if len(labels) < 2:
         _fail(f"the store holds {len(labels)} verdicts: too few to retrain and gate on (review more listings)")
-    older, recent = split_recent(labels, holdout, data_config)
-    history = None if labels_only or data is None else load_table(data, data_config)
-    try:
+    try:  # history and verdicts in one form (labels 1/0, timestamps parsed), written back in the config's
+        labels = validate_history(labels, data_config)  # label values for `train` and the gate to read
+        history = None if labels_only or data is None else validate_history(load_table(data, data_config), data_config)
+        older, recent = split_recent(labels, holdout, data_config)
         training = training_frame(history, older, data_config)
-    except ValueError as exc:
+    except (DataValidationError, ValueError) as exc:
         _fail(str(exc))
         return
-    training.to_parquet(work / "train.parquet", index=False)
-    recent.to_parquet(work / "gate.parquet", index=False)
+    in_config_label_values(training, data_config).to_parquet(work / "train.parquet", index=False)
+    in_config_label_values(recent, data_config).to_parquet(work / "gate.parquet", index=False)
     typer.echo(
         f"training on {len(training):,} rows ({len(older):,} exported verdicts), "
         f"gating on the newest {len(recent):,} verdicts ({work / 'gate.parquet'})"
@@ -203,7 +211,10 @@ def promote(
     version: Annotated[str | None, typer.Option(help="model version (default: the current candidate)")] = None,
     alias: Annotated[str, typer.Option()] = "champion",
     actor: Annotated[str | None, typer.Option(help="who promotes (default: the login name)")] = None,
-    models_dir: Annotated[Path, typer.Option(help="where the service finds bundles")] = Path("models"),
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(help="where the service finds bundles (default: the service's, TRIAGE_MODELS_DIR)"),
+    ] = None,
     force: Annotated[
         bool, typer.Option(help="make champion a version the promotion gate refused (recorded with the reason)")
     ] = False,
@@ -221,6 +232,14 @@ def promote(
     actor = actor or os.environ.get("USER") or getpass.getuser()
     if len(reason.strip()) < 3:
         _fail("--reason: say why (at least 3 characters)")
+    served_root = get_settings().models_root
+    models_dir = models_dir if models_dir is not None else served_root
+    if alias == CHAMPION_ALIAS and not models_dir.resolve().is_relative_to(served_root):
+        _fail(
+            f"--models-dir {models_dir} is outside the service's models directory {served_root}: the service "
+            "would refuse the bundle and keep serving its current model; pass the service's TRIAGE_MODELS_DIR "
+            "(or set TRIAGE_MODELS_DIR here)"
+        )
     try:
         promoted, forced = move_alias(version, alias, actor=actor, reason=reason, force=force)
     except ValueError as exc:

@@ -24,10 +24,11 @@ logger = logging.getLogger(__name__)
 
 def labelled_outcome(row: Row[Any], config: DataConfig) -> dict[str, Any]:
     """The stored listing plus its outcome: label (1 reject, 0 approve), reason, handling time, times, and
-    whether the verdict was corrected."""
+    whether the verdict was corrected. A config without a timestamp column (`time_order: row`) gets
+    none: its rows' order is their time (the export is in verdict order)."""
     outcome = dict(row.listing)
     outcome.setdefault(config.id, row.listing_id)
-    if outcome.get(config.timestamp) is None:
+    if config.timestamp and outcome.get(config.timestamp) is None:
         outcome[config.timestamp] = row.received_at
     outcome[config.label] = 1 if row.verdict == "reject" else 0
     if config.violation_reason:
@@ -55,7 +56,7 @@ def _inclusion_prob(row: Row[Any]) -> float:
 def labels_frame(rows: list[dict[str, Any]], config: DataConfig) -> pd.DataFrame:
     """Outcome rows as a frame: contract columns first, then the other listing fields."""
     outcome_columns = [config.violation_reason, config.review_seconds, config.reviewed_at]
-    columns = [config.id, config.timestamp, config.label, *[c for c in outcome_columns if c]]
+    columns = [c for c in (config.id, config.timestamp, config.label, *outcome_columns) if c]
     columns += ["decision_id", "qa_sample", "inclusion_prob", "logged_decision", "corrected"]
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -75,6 +76,15 @@ def _to_utc(values: pd.Series, column: str) -> pd.Series:
     except (ValueError, TypeError):
         logger.warning("export_labels: column %s has values that are not ISO timestamps; kept as is", column)
         return values
+
+
+def in_config_label_values(frame: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
+    """Labels 1 / 0 written as the config's first reject and approve values (spam / ham, say), so that the
+    exported file trains with the config it came from and sits beside the history in one table."""
+    reject, approve = config.label_reject[0], config.label_approve[0]
+    if (reject, approve) == (1, 0) or frame.empty:
+        return frame
+    return frame.assign(**{config.label: frame[config.label].map({1: reject, 0: approve})})
 
 
 def latest_verdict_per_listing(frame: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, int]:

@@ -55,6 +55,7 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     history.head(len(history) - 4000).to_parquet(tmp_path / "history.parquet")
     monkeypatch.setenv("TRIAGE_DATABASE_URL", url)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("TRIAGE_MODELS_DIR", str(tmp_path / "models"))  # the service's: promote's default
     get_settings.cache_clear()
     runner = CliRunner()
     try:
@@ -65,8 +66,10 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
         )  # fmt: skip
         first = (tmp_path / "models" / "latest").resolve()
         candidate = MlflowClient(tracking_uri=mlflow_uri).get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS)
-        promoted = runner.invoke(app, ["promote", "--reason", "gate passed", "--actor", "ds-lead",
-                                       "--models-dir", str(tmp_path / "models")])  # fmt: skip
+        elsewhere = runner.invoke(  # a directory the service does not serve from: refused, nothing moved
+            app, ["promote", "--reason", "wrong dir", "--version", candidate.version, "--models-dir", str(tmp_path / "x")]
+        )
+        promoted = runner.invoke(app, ["promote", "--reason", "gate passed", "--actor", "ds-lead"])
         lowered = runner.invoke(  # a PM lowers the champion's targets (a new policy in its bundle)
             app, ["thresholds", "--bundle", str(first), "--tier-recall", "severe:0.98", "--tier-recall", "minor:0.88"]
         )
@@ -84,7 +87,9 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     gate_rows = pd.read_parquet(tmp_path / "labels" / "gate.parquet")
     trained_rows = pd.read_parquet(tmp_path / "labels" / "train.parquet")
     assert not set(gate_rows["listing_id"]) & set(trained_rows["listing_id"])  # the gate's data is held out
-    assert gate_rows["created_at"].min() >= pd.to_datetime(trained_rows["created_at"], utc=True).max()
+    assert pd.to_datetime(gate_rows["created_at"], utc=True).min() >= pd.to_datetime(
+        trained_rows["created_at"], utc=True
+    ).max()
 
     metrics = json.loads((first / "metrics.json").read_text())
     if metrics["thresholds"]["feasible"]:  # the audit plan is for the stated production volume
@@ -96,6 +101,9 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     assert candidate.run_id is not None
     assert client.get_run(candidate.run_id).data.tags["bundle_version"] == bundle_version
     assert promoted.exit_code == 0, promoted.output
+    assert f"the service serves bundle {first.name} ({tmp_path / 'models' / first.name})" in promoted.output
+    assert elsewhere.exit_code != 0 and "is outside the service's models directory" in elsewhere.output
+    assert "->" not in elsewhere.output  # the alias was not moved
     champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS)
     assert champion.version == candidate.version and champion.tags["champion_by"] == "ds-lead"
     store = create_store(url, group_commit=False)
@@ -162,8 +170,8 @@ def test_retrain_with_a_data_config_reads_the_served_bundles_column_names(
         get_settings.cache_clear()
 
     # the default contract's columns are not what this service logged: a clear error that names the fix
-    assert default.exit_code != 0 and "has no id column 'listing_id'" in default.output, default.output
-    assert "(--config)" in default.output and not (tmp_path / "default" / "train.parquet").exists()
+    assert default.exit_code != 0 and "column 'title' (role text) is not in the outcomes table" in default.output
+    assert "pass --config" in default.output and not (tmp_path / "default" / "train.parquet").exists()
     assert missing.exit_code != 0 and "nowhere.yaml" in missing.output
     assert retrained.exit_code == 0, retrained.output
     assert "gating on the newest 900 verdicts" in retrained.output
@@ -177,12 +185,72 @@ def test_retrain_with_a_data_config_reads_the_served_bundles_column_names(
     assert "carry the same bundle version" not in against_latest.output
 
 
+@pytest.mark.parametrize(
+    ("name", "id_column", "reviewed"),
+    [("sms_spam", "message_id", 1500), ("youtube_spam", "comment_id", 500)],
+)
+def test_retrain_on_a_csv_history_of_another_shape(
+    name: str, id_column: str, reviewed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real exports' shapes: SMS has no timestamp (`time_order: row`) and labels spam / ham; YouTube's
+    CSV dates are text beside the export's timestamps. Export-labels wrote a column named NaN for the
+    missing timestamp (Parquet refused it), labels as 1 / 0 that the SMS config refuses, and retrain
+    could not write the YouTube history and the verdicts as one table."""
+    from serving.settings import get_settings
+    from triage.cli import app
+
+    root = Path(__file__).resolve().parents[2]
+    config = root / "configs" / f"{name}.yaml"
+    rows = pd.read_csv(root / "bench" / "realdata" / f"{name}.csv", dtype={id_column: str})
+    spam = rows["label"].isin(["spam", 1])
+    url = f"sqlite:///{tmp_path / 'service.db'}"
+    _log_reviewed(url, rows.tail(reviewed).assign(label=spam.tail(reviewed).astype(int)), id_column=id_column)
+    rows.head(len(rows) - reviewed).to_csv(tmp_path / "history.csv", index=False)
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        exported = runner.invoke(app, ["export-labels", "--out", str(tmp_path / "labels.csv"), "--config", str(config)])
+        no_history = runner.invoke(
+            app, ["retrain", "--data", str(tmp_path / "nope.csv"), "--config", str(config), "--work", str(tmp_path / "w0")]
+        )
+        retrained = runner.invoke(
+            app,
+            ["retrain", "--data", str(tmp_path / "history.csv"), "--config", str(config),
+             "--work", str(tmp_path / "w"), "--out", str(tmp_path / "models")],
+        )  # fmt: skip
+    finally:
+        get_settings.cache_clear()
+
+    assert exported.exit_code == 0, exported.output
+    labels = pd.read_csv(tmp_path / "labels.csv", dtype={id_column: str})
+    assert not any(str(c).startswith("Unnamed") for c in labels.columns), list(labels.columns)
+    assert sorted(labels["label"].astype(str).unique()) == sorted(rows["label"].astype(str).unique())
+    assert labels[id_column].tolist() == rows[id_column].tail(reviewed).tolist()
+    assert no_history.exit_code != 0 and "nope.csv not found" in no_history.output
+    assert not (tmp_path / "w0").exists()  # checked before anything was exported
+    assert retrained.exit_code in (0, 1), retrained.output  # 1: the gate refused the challenger, said why
+    assert "Traceback" not in retrained.output and (tmp_path / "models" / "latest").exists()
+    gated = int(re.search(r"gating on the newest ([\d,]+) verdicts", retrained.output).group(1).replace(",", ""))
+    train = pd.read_parquet(tmp_path / "w" / "train.parquet")
+    assert len(train) == len(rows) - gated  # the history and the older verdicts, each row once
+    assert set(train["label"].astype(str)) == set(rows["label"].astype(str))  # in the config's label values
+
+
 def test_promote_without_a_candidate_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty registry, or a retrain the gate refused: MLflow's "alias candidate not found" traceback."""
     from triage.cli import app
 
+    from serving.settings import get_settings
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    result = CliRunner().invoke(app, ["promote", "--reason", "gate passed", "--models-dir", str(tmp_path)])
+    monkeypatch.setenv("TRIAGE_MODELS_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["promote", "--reason", "gate passed"])
+    finally:
+        get_settings.cache_clear()
     assert result.exit_code != 0
     assert "has no candidate version" in result.output and "Traceback" not in result.output
 
