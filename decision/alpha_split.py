@@ -41,7 +41,13 @@ split that needs every expected violation to certify a tier is not chosen); a bl
 test with the Poisson probability of the pilot's wrong blocks (scaled to n_C) staying within the
 test's critical count (as `decision.guarantees.sequence_start` reasons). Candidates: the block's share
 in BLOCK_SHARES, the rest over the tiers in steps of 1 / TIER_STEPS. The default split is kept unless
-another is predicted to auto-decide at least MIN_GAIN more of the listings.
+another is predicted to auto-decide at least MIN_GAIN more of the listings. A split without a block
+statement is not a candidate when the default split is predicted to auto-block at least MIN_GAIN and
+certifies every recall target on the expected count of violations: the conservative count then makes
+the default's recall look infeasible on a knife's edge, and trading a predicted block for it lost the
+block for nothing (the SMS export: predicted 75.5% auto-decided without the block; the certificate
+then auto-passed the same 14.0% as with the default split and auto-blocked nothing instead of 11.1%).
+A share of the block (BLOCK_SHARES from 0.1) stays open either way.
 """
 
 from __future__ import annotations
@@ -170,12 +176,14 @@ class SplitPlan:
         }
 
 
-def _pass_share(pilot: Pilot, recalls: np.ndarray, alphas: np.ndarray, scale: float) -> float:
+def _pass_share(
+    pilot: Pilot, recalls: np.ndarray, alphas: np.ndarray, scale: float, sigmas: float = COUNT_SIGMAS
+) -> float:
     score = pass_score(pilot.tier_risk, recalls)
     stops = []
     for k, recall in enumerate(recalls):
         own = np.sort(score[pilot.tier_index == k])
-        n_k = _conservative_count(len(own), pilot.n, scale)
+        n_k = _conservative_count(len(own), pilot.n, scale, sigmas)
         order = pass_order_index(n_k, float(recall), float(alphas[k])) if len(own) else None
         if order is None:
             return 0.0
@@ -183,7 +191,7 @@ def _pass_share(pilot: Pilot, recalls: np.ndarray, alphas: np.ndarray, scale: fl
     return float((score < min(stops)).mean())
 
 
-def _conservative_count(in_pilot: int, pilot_rows: int, scale: float) -> int:
+def _conservative_count(in_pilot: int, pilot_rows: int, scale: float, sigmas: float = COUNT_SIGMAS) -> int:
     """A count of a tier's violations the certification rows hold with high probability: COUNT_SIGMAS
     standard deviations under the expected count, so a plan does not hang a tier's feasibility on a count
     the rows may fall short of. The spread is the count's own (Poisson, n p) plus the pilot's uncertainty
@@ -191,7 +199,7 @@ def _conservative_count(in_pilot: int, pilot_rows: int, scale: float) -> int:
     rate = in_pilot / max(pilot_rows, 1)
     expected = rate * pilot_rows * scale
     spread = math.sqrt(expected + expected * scale * (1.0 - rate))
-    return max(0, int(math.floor(expected - COUNT_SIGMAS * spread)))
+    return max(0, int(math.floor(expected - sigmas * spread)))
 
 
 def _block_share(pilot: Pilot, block_precision: float, alpha: float, scale: float) -> float:
@@ -207,6 +215,17 @@ def _block_share(pilot: Pilot, block_precision: float, alpha: float, scale: floa
     critical = np.where(stats.binom.cdf(critical, n, p_fail) > alpha, critical - 1, critical)
     p_pass = np.where(critical >= 0, stats.poisson.cdf(np.maximum(critical, 0), wrong), 0.0)
     return float((ends / pilot.n * p_pass).max())
+
+
+def _passes_at_expected_count(
+    pilot: Pilot, recalls: np.ndarray, delta: float, split: AlphaSplit, n_cert: int
+) -> bool:
+    """Whether `split` certifies every tier's recall on the expected count of violations (not the
+    conservative one): then dropping the block statement for more recall budget gains nothing sure."""
+    if pilot.weight is not None:
+        return expected_outcome(pilot, recalls, 1.0, delta, split, n_cert).auto_pass > 0
+    tier_alpha, _ = split.alphas(delta)
+    return _pass_share(pilot, np.asarray(recalls, dtype=np.float64), tier_alpha, n_cert / max(pilot.n, 1), 0.0) > 0
 
 
 def expected_outcome(
@@ -277,8 +296,11 @@ def plan_split(
         empty = Outcome(float("nan"), float("nan"))
         return SplitPlan(default, False, empty, empty, 0 if pilot is None else pilot.n, n_cert)
     base = expected_outcome(pilot, recalls, block_precision, delta, default, n_cert)
+    keep_block = base.auto_block >= MIN_GAIN and _passes_at_expected_count(pilot, recalls, delta, default, n_cert)
     best, best_outcome = default, base
     for split in candidate_splits(len(recalls)):
+        if split.block == 0 and keep_block:
+            continue
         outcome = expected_outcome(pilot, recalls, block_precision, delta, split, n_cert)
         if outcome.auto_decided > best_outcome.auto_decided:
             best, best_outcome = split, outcome
