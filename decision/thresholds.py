@@ -78,6 +78,9 @@ class ThresholdResult:
     segment_report: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     tiers: list[TierCertificate] = field(default_factory=list)  # tiered mode: one certificate per tier
+    # the highest recall each target could be certified at with these rows, where the certificate knows
+    # it (audit-weighted rows: the weighted bound's best lower bound, not the unweighted 0-miss formula)
+    best_certifiable: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -690,6 +693,7 @@ def choose_weighted(
     return ThresholdResult(
         mode, False, message, float(t_pass), float(t_block), targets, point, notes=notes,
         tiers=certificates if tiers else [],
+        best_certifiable={c.name: c.best_certifiable_recall for c in certificates},
     )  # fmt: skip
 
 

@@ -618,6 +618,8 @@ def certification_report(thresholds: ThresholdResult, options: TrainOptions, row
     point = thresholds.point
     if tiers:
         report["strongest_certifiable"] = {t["name"]: t["best_certifiable_recall"] for t in tiers}
+    elif thresholds.best_certifiable:  # audit-weighted rows: the weighted certificate's own bound
+        report["strongest_certifiable"] = dict(thresholds.best_certifiable)
     elif point.n_violating:
         split = AlphaSplit.from_dict(thresholds.targets.get("alpha_split"), 1) or AlphaSplit.default(1)
         alpha = float(split.alphas(1 - options.confidence)[0][0])

@@ -3,6 +3,8 @@ unweighted certificate is not."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ from scipy import stats
 from decision.audit import AuditPlan, draw_audits, inclusion_probabilities, pass_margin
 from decision.policy import route
 from decision.thresholds import choose_policy_thresholds
+from decision.tiers import certifiable_text
 from decision.weighted import Strata, certify_block, certify_recall, share_certified, share_lower
 
 TRUTH_ROWS = 400_000
@@ -196,6 +199,14 @@ def test_infeasible_weighted_targets_say_what_audit_rate_would_do() -> None:
     result = choose_policy_thresholds(rows, recall=0.999, block_precision=0.99, delta=0.05)
     assert not result.feasible and result.t_pass == 0.0
     assert "audit rate of about" in result.message and "Nothing is auto-passed" in result.message
+    # the strongest certifiable target is the weighted bound's, the one the message names (the unweighted
+    # 0-miss formula on the raw violation count reported 0.992 for a 0.99 target just found infeasible)
+    best = result.best_certifiable["all"]
+    assert 0 < best < 0.999 and f"the strongest certifiable with these rows is {certifiable_text(best)}" in result.message
+    from training.pipeline import TrainOptions, certification_report
+
+    report = certification_report(result, TrainOptions(data=Path("x")), len(rows))
+    assert report["strongest_certifiable"] == {"all": best}
 
 
 def test_the_audit_rate_needed_is_where_a_certificate_with_no_miss_starts_to_pass() -> None:
