@@ -104,10 +104,27 @@ def load_table(
             table = pd.read_parquet(path, columns=_parquet_columns(path, columns, optional))
     except UnicodeDecodeError as exc:  # pandas' position is within a buffer, not the file: name the line
         raise DataValidationError([_not_utf8(path)]) from exc
+    except pd.errors.ParserError as exc:  # say how the file was read: the header line decides it
+        raise DataValidationError([f"could not read {path}: {str(exc).strip()}; {_csv_reading(path)}"]) from exc
     except Exception as exc:  # any reader failure becomes one message that names the file
         raise DataValidationError([f"could not read {path}: {type(exc).__name__}: {exc}"]) from exc
     table.attrs["source"] = str(path)
     return table
+
+
+def _csv_reading(path: Path) -> str:
+    """How a CSV file was read, for a parse error: its separator and header fields, both taken from the
+    first line (a file without a header line has its first row taken for one)."""
+    sep = csv_separator(path)
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        header = handle.readline().rstrip("\r\n")
+    names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "bar"}
+    fields = header.split(sep)
+    shown = ", ".join(repr(f[:30]) for f in fields[:6]) + (", ..." if len(fields) > 6 else "")
+    return (
+        f"read as {names[sep]}-separated with its first line as the header ({len(fields)} fields: {shown}); "
+        "a file without a header line needs one naming the data config's columns"
+    )
 
 
 def _not_utf8(path: Path) -> str:

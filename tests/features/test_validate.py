@@ -256,6 +256,17 @@ def test_load_table_csv_and_parquet(tmp_path):
         load_table(tmp_path / "bad.parquet", CONFIG)
 
 
+def test_a_csv_that_does_not_parse_says_how_it_was_read(tmp_path):
+    # the SMS Spam Collection as published: tab-separated, no header line, commas in its text
+    lines = "ham\tGo until jurong point, crazy\nham\tOk lar, joking\nspam\tFree entry, win, a, prize\n"
+    (tmp_path / "sms.csv").write_text(lines)
+    with pytest.raises(DataValidationError) as err:
+        load_table(tmp_path / "sms.csv", CONFIG)
+    message = str(err.value)
+    assert "Expected 2 fields in line 3, saw 4; read as comma-separated with its first line as the header" in message
+    assert "(2 fields: 'ham\\tGo until jurong point', ' crazy')" in message and "needs one naming" in message
+
+
 def test_csv_text_values_that_look_missing_are_kept(tmp_path):
     # "NA" is a market (North America), a value in the columns read as text, as in Parquet; an empty
     # field and the markers SQL and spreadsheet exports write (NULL, N/A, None) are missing there, and a
