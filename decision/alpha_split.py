@@ -217,9 +217,7 @@ def _block_share(pilot: Pilot, block_precision: float, alpha: float, scale: floa
     return float((ends / pilot.n * p_pass).max())
 
 
-def _passes_at_expected_count(
-    pilot: Pilot, recalls: np.ndarray, delta: float, split: AlphaSplit, n_cert: int
-) -> bool:
+def _passes_at_expected_count(pilot: Pilot, recalls: np.ndarray, delta: float, split: AlphaSplit, n_cert: int) -> bool:
     """Whether `split` certifies every tier's recall on the expected count of violations (not the
     conservative one): then dropping the block statement for more recall budget gains nothing sure."""
     if pilot.weight is not None:

@@ -138,7 +138,11 @@ def production_estimates(
 
 
 _DECISION_NAMES = {_PASS: "auto-passed", _REVIEW: "reviewed", _BLOCK: "auto-blocked"}
-_VERDICT_SOURCE = {_PASS: "its audits are pending", _REVIEW: "its reviews are pending", _BLOCK: "its audits are pending"}
+_VERDICT_SOURCE = {
+    _PASS: "its audits are pending",
+    _REVIEW: "its reviews are pending",
+    _BLOCK: "its audits are pending",
+}
 
 
 def _why_no_share(share: _Share, decision: int) -> str:

@@ -266,7 +266,8 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
     if record.decision == "auto_block":
         likeliest = f"; likeliest violation type '{tier}' (tier risk {_num(tier_risk)})" if tier and tier_risk else ""
         return (
-            f"Blocked automatically: the model's risk {_num(risk)} reached the block threshold {_num(t_block)}{qualified}"
+            f"Blocked automatically: the model's risk {_num(risk)} reached the block threshold "
+            f"{_num(t_block)}{qualified}"
             f"{likeliest} {versions}."
         )
     tier_risks = record.tier_risk or {}
@@ -279,7 +280,8 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
         )
     if record.decision == "auto_pass":
         return (
-            f"Passed automatically: the model's risk {_num(risk)} was below the pass threshold {_num(t_pass)}{qualified}"
+            f"Passed automatically: the model's risk {_num(risk)} was below the pass threshold "
+            f"{_num(t_pass)}{qualified}"
             f" {versions}."
         )
     driver = (

@@ -326,7 +326,11 @@ def monitor_table(result: dict[str, Any]) -> list[str]:
             f"{key:<16}{_pct(e['estimate']):>9}{_pct(e['low']):>9}{_pct(e['high']):>9}{e['n_labelled']:>10}"
             f"{_pct(simulated.get(key)):>11}"
         )
-    lines += [f"  {key}: no estimate, {result['estimates'][key]['why']}" for key in MONITOR_ROWS if result["estimates"][key]["why"]]
+    lines += [
+        f"  {key}: no estimate, {result['estimates'][key]['why']}"
+        for key in MONITOR_ROWS
+        if result["estimates"][key]["why"]
+    ]
     for name, groups in _group_tables(result["groups"]):
         lines.append(f"{name:<24}{'miss rate':>11}{'recall':>9}{'recall CI':>17}{'block prec':>11}{'queue':>8}")
         for value, e in groups.items():

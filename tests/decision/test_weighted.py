@@ -202,7 +202,9 @@ def test_infeasible_weighted_targets_say_what_audit_rate_would_do() -> None:
     # the strongest certifiable target is the weighted bound's, the one the message names (the unweighted
     # 0-miss formula on the raw violation count reported 0.992 for a 0.99 target just found infeasible)
     best = result.best_certifiable["all"]
-    assert 0 < best < 0.999 and f"the strongest certifiable with these rows is {certifiable_text(best)}" in result.message
+    assert (
+        0 < best < 0.999 and f"the strongest certifiable with these rows is {certifiable_text(best)}" in result.message
+    )
     from training.pipeline import TrainOptions, certification_report
 
     report = certification_report(result, TrainOptions(data=Path("x")), len(rows))

@@ -79,7 +79,9 @@ def test_an_outcome_column_listed_as_a_feature_is_refused(role: str, extra: dict
         DataConfig(**extra)
 
 
-@pytest.mark.parametrize("extra", [{"numeric": ["price", "request_id"]}, {"id": "request_id"}, {"text": ["request_id"]}])
+@pytest.mark.parametrize(
+    "extra", [{"numeric": ["price", "request_id"]}, {"id": "request_id"}, {"text": ["request_id"]}]
+)
 def test_a_listing_column_named_like_the_request_envelope_is_refused(extra: dict) -> None:
     """`POST /v1/score` is flat: a listing column `request_id` would be read as the idempotency key."""
     with pytest.raises(ValueError, match="column 'request_id' has the name of the scoring request's idempotency key"):

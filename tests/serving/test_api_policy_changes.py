@@ -76,7 +76,9 @@ def test_a_rule_change_is_validated_and_its_name_is_the_paths(serve, own_bundle:
         # a string where a list belongs: list("replica") took each letter for a term
         letters = [
             api.client.put(
-                "/v1/policy/rules/x", json={"rule": {**REPLICA_RULE, key: "replica"}, "reason": "a test"}, headers=headers
+                "/v1/policy/rules/x",
+                json={"rule": {**REPLICA_RULE, key: "replica"}, "reason": "a test"},
+                headers=headers,
             )
             for key in ("terms", "fields")
         ]

@@ -305,7 +305,9 @@ def test_a_registry_shadow_set_through_the_api_survives_a_restart(
             for uri in ("models:/listing-risk@nope", "models:/listing-risk/999", "models:/no-such-model/1")
         ]
         put = api.client.put(
-            "/v1/admin/shadow", json={"bundle": "models:/listing-risk@candidate", "reason": "shadow week"}, headers=headers
+            "/v1/admin/shadow",
+            json={"bundle": "models:/listing-risk@candidate", "reason": "shadow week"},
+            headers=headers,
         )
         models_root = api.app.state.settings.models_root
     with serve(bundle=str(own_bundle)) as restarted:

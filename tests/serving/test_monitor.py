@@ -251,9 +251,7 @@ def test_cli_says_why_recall_has_no_estimate_while_auto_blocks_await_their_audit
     decisions = ["auto_pass", "human_review", "auto_block", "auto_block"]
     with cli_env() as store:
         records = [
-            make_decision(
-                decision=d, automated=d != "human_review", qa_sample=d != "human_review", inclusion_prob=1.0
-            )
+            make_decision(decision=d, automated=d != "human_review", qa_sample=d != "human_review", inclusion_prob=1.0)
             for d in decisions
         ]
         store.record_decisions(records)

@@ -67,7 +67,8 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
         first = (tmp_path / "models" / "latest").resolve()
         candidate = MlflowClient(tracking_uri=mlflow_uri).get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS)
         elsewhere = runner.invoke(  # a directory the service does not serve from: refused, nothing moved
-            app, ["promote", "--reason", "wrong dir", "--version", candidate.version, "--models-dir", str(tmp_path / "x")]
+            app,
+            ["promote", "--reason", "wrong dir", "--version", candidate.version, "--models-dir", str(tmp_path / "x")],
         )
         promoted = runner.invoke(app, ["promote", "--reason", "gate passed", "--actor", "ds-lead"])
         lowered = runner.invoke(  # a PM lowers the champion's targets (a new policy in its bundle)
@@ -87,9 +88,10 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     gate_rows = pd.read_parquet(tmp_path / "labels" / "gate.parquet")
     trained_rows = pd.read_parquet(tmp_path / "labels" / "train.parquet")
     assert not set(gate_rows["listing_id"]) & set(trained_rows["listing_id"])  # the gate's data is held out
-    assert pd.to_datetime(gate_rows["created_at"], utc=True).min() >= pd.to_datetime(
-        trained_rows["created_at"], utc=True
-    ).max()
+    assert (
+        pd.to_datetime(gate_rows["created_at"], utc=True).min()
+        >= pd.to_datetime(trained_rows["created_at"], utc=True).max()
+    )
 
     metrics = json.loads((first / "metrics.json").read_text())
     if metrics["thresholds"]["feasible"]:  # the audit plan is for the stated production volume
@@ -213,7 +215,8 @@ def test_retrain_on_a_csv_history_of_another_shape(
     try:
         exported = runner.invoke(app, ["export-labels", "--out", str(tmp_path / "labels.csv"), "--config", str(config)])
         no_history = runner.invoke(
-            app, ["retrain", "--data", str(tmp_path / "nope.csv"), "--config", str(config), "--work", str(tmp_path / "w0")]
+            app,
+            ["retrain", "--data", str(tmp_path / "nope.csv"), "--config", str(config), "--work", str(tmp_path / "w0")],
         )
         retrained = runner.invoke(
             app,
@@ -232,7 +235,9 @@ def test_retrain_on_a_csv_history_of_another_shape(
     assert not (tmp_path / "w0").exists()  # checked before anything was exported
     assert retrained.exit_code in (0, 1), retrained.output  # 1: the gate refused the challenger, said why
     assert "Traceback" not in retrained.output and (tmp_path / "models" / "latest").exists()
-    gated = int(re.search(r"gating on the newest ([\d,]+) verdicts", retrained.output).group(1).replace(",", ""))
+    found = re.search(r"gating on the newest ([\d,]+) verdicts", retrained.output)
+    assert found is not None, retrained.output
+    gated = int(found.group(1).replace(",", ""))
     train = pd.read_parquet(tmp_path / "w" / "train.parquet")
     assert len(train) == len(rows) - gated  # the history and the older verdicts, each row once
     assert set(train["label"].astype(str)) == set(rows["label"].astype(str))  # in the config's label values
@@ -240,9 +245,8 @@ def test_retrain_on_a_csv_history_of_another_shape(
 
 def test_promote_without_a_candidate_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty registry, or a retrain the gate refused: MLflow's "alias candidate not found" traceback."""
-    from triage.cli import app
-
     from serving.settings import get_settings
+    from triage.cli import app
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("TRIAGE_MODELS_DIR", str(tmp_path))
