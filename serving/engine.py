@@ -501,6 +501,16 @@ def _likeliest_tier(record: DecisionRecord) -> str:
     )
 
 
+def _model_fact(record: DecisionRecord) -> str:
+    """The model's part of the facts, true as stated: its risk reached the block threshold, or (a block a
+    rule or a reviewer made) it did not."""
+    if record.risk is None or record.t_block is None:
+        return ""
+    if record.risk >= record.t_block:
+        return f"model risk {record.risk:.3f} >= block threshold {record.t_block:.3f}; "
+    return f"model risk {record.risk:.3f}, below the block threshold {record.t_block:.3f}; "
+
+
 def statement_of_reasons(record: DecisionRecord, automated_decision: bool = True) -> dict[str, Any]:
     """EU DSA statement of reasons for a restrictive decision (auto-block or review-then-block)."""
     category = _DEFAULT_DSA_CATEGORY
@@ -510,11 +520,7 @@ def statement_of_reasons(record: DecisionRecord, automated_decision: bool = True
         category = _DSA_CATEGORY_BY_FEATURE.get(record.reasons[0]["feature"], _DEFAULT_DSA_CATEGORY)
     facts = (
         (f"rules matched: {', '.join(record.rules_matched)}; " if record.rules_matched else "")
-        + (
-            f"model risk {record.risk:.3f} >= block threshold {record.t_block:.3f}; "
-            if record.risk is not None and record.t_block is not None
-            else ""
-        )
+        + _model_fact(record)
         + _likeliest_tier(record)
         + "top signals: "
         + (", ".join(r["feature"] for r in record.reasons) or "none")

@@ -257,9 +257,11 @@ class ReviewTexts:
 
 def rejection_reason_problem(verdict: str, violation_reason: str | None, choosable: list[str]) -> str | None:
     """Why a verdict's violation reason is refused (None: accepted). A rejection must give one of the
-    reasons a reviewer can choose (`violation_reasons`), so its statement of reasons always says why."""
+    reasons a reviewer can choose (`violation_reasons`), so its statement of reasons always says why; an
+    approval gives none (exported as a label 0 with a reason, it would tell retraining a violation type
+    for a listing found clean)."""
     if verdict != "reject":
-        return None
+        return "an approval has no violation_reason" if violation_reason else None
     if not violation_reason:
         return f"a reject needs a violation_reason, one of {choosable}"
     if violation_reason not in choosable:

@@ -47,8 +47,6 @@ async def correct_verdict(
     """Amend the verdict in force. The `reviews` row and earlier corrections stay in the audit trail.
     A reject needs one of the violation reasons a reviewer can choose, as a first verdict does."""
     problem = texts.rejection_problem(engine.config, body.verdict, body.violation_reason)
-    if problem is None and body.verdict == "approve" and body.violation_reason is not None:
-        problem = "an approval has no violation_reason"
     if problem is not None:
         raise field_error(("body", "violation_reason"), f"violation_reason: {problem}")
     record = await run_in_threadpool(store.get_decision, decision_id)

@@ -131,12 +131,19 @@ def test_review_errors_are_404_409_and_422(serve, no_model) -> None:
         bad_seconds = api.client.post(
             f"/v1/reviews/{leased_id}", json={"verdict": "approve", "review_seconds": -1}, headers=headers
         )
+        # an approval with a reason was stored and exported as label 0 with a violation type
+        approved_with_reason = api.client.post(
+            f"/v1/reviews/{leased_id}", json={"verdict": "approve", "violation_reason": "counterfeit"}, headers=headers
+        )
 
     assert unknown.status_code == 404
     assert first.status_code == 200 and twice.status_code == 409
     assert not_yours.status_code == 409 and "leased" in not_yours.json()["detail"]
     assert bad_verdict.status_code == 422 and bad_verdict.json()["detail"][0]["field"] == "verdict"
     assert bad_seconds.status_code == 422 and bad_seconds.json()["detail"][0]["field"] == "review_seconds"
+    assert approved_with_reason.status_code == 422, approved_with_reason.text
+    assert approved_with_reason.json()["detail"][0]["field"] == "violation_reason"
+    assert "an approval has no violation_reason" in approved_with_reason.text
 
 
 def put_policy(api: Api, reason: str, **body: object) -> None:

@@ -149,3 +149,17 @@ def test_an_auditor_reads_why_a_rule_blocked_a_listing_and_its_history(serve: Se
     assert [d["decision"] for d in json.loads(listed.output)["decisions"]] == [first["decision"], "auto_block"]
     missing = runner.invoke(cli, ["decisions", "show", "nothing", "--db", f"sqlite:///{database}"])
     assert missing.exit_code == 1 and "no decision nothing in the decision log" in missing.output
+
+
+def test_a_rule_blocks_statement_of_reasons_does_not_claim_the_model_reached_the_threshold() -> None:
+    """A rule auto-block with risk 0.146 read 'model risk 0.146 >= block threshold 1.000': a false fact in
+    a statement of reasons."""
+    from serving.engine import statement_of_reasons
+    from tests.serving.conftest import make_decision
+
+    by_rule = make_decision(decision="auto_block", automated=True, risk=0.146, t_block=1.0, rules_matched=["blockme"])
+    by_model = make_decision(decision="auto_block", automated=True, risk=0.995, t_block=0.98, rules_matched=[])
+    assert statement_of_reasons(by_rule)["facts_and_circumstances"].startswith(
+        "rules matched: blockme; model risk 0.146, below the block threshold 1.000; "
+    )
+    assert "model risk 0.995 >= block threshold 0.980; " in statement_of_reasons(by_model)["facts_and_circumstances"]
