@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from decision.audit import AuditPlan
@@ -144,9 +144,12 @@ class ReviewQueue(MerchantOutcomeLog):
         return None if row is None else Review(**row._mapping)
 
     def queue_counts(self, lane: str | None = None) -> dict[str, int]:
-        """Queue items by status (pending, claimed, done), of one lane or all; claimed includes expired
-        leases."""
-        query = select(q.c.status, func.count()).group_by(q.c.status)
+        """Queue items by status (pending, claimed, done), of one lane or all. An item whose lease has
+        expired counts as pending: any reviewer can claim it, and a supervisor must see it waiting."""
+        now = self._clock()
+        expired = and_(q.c.status == "claimed", q.c.lease_expires_at <= now)
+        status = case((expired, "pending"), else_=q.c.status).label("status")
+        query = select(status, func.count()).group_by(status)
         if lane == "review":
             query = query.where(or_(q.c.lane == "review", q.c.lane.is_(None)))
         elif lane is not None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    and_,
     case,
     cast,
     func,
@@ -104,12 +105,15 @@ class ReviewerActivity(Database):
             return read_gold_answers(conn, since, until)
 
     def oldest_pending_age_seconds(self, lane: str) -> float | None:
-        """Seconds since the oldest item of `lane` waiting to be claimed was queued; None if none waits."""
+        """Seconds since the oldest item of `lane` waiting to be claimed (pending, or its lease expired) was
+        queued; None if none waits."""
+        now = self._clock()
         in_lane = or_(q.c.lane == "review", q.c.lane.is_(None)) if lane == "review" else q.c.lane == lane
-        query = select(func.min(q.c.enqueued_at)).where(q.c.status == "pending", in_lane)
+        waiting = or_(q.c.status == "pending", and_(q.c.status == "claimed", q.c.lease_expires_at <= now))
+        query = select(func.min(q.c.enqueued_at)).where(waiting, in_lane)
         with self._read_engine.connect() as conn:
             oldest = conn.execute(query).scalar()
-        return None if oldest is None else max(0.0, (self._clock() - oldest).total_seconds())
+        return None if oldest is None else max(0.0, (now - oldest).total_seconds())
 
     def reviewer_teams(self) -> dict[str, str]:
         """Key name -> team, for keys that have one."""

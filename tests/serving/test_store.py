@@ -203,8 +203,14 @@ def test_an_expired_lease_comes_back(store: Store, clock: FakeClock) -> None:
     (item,) = queue_some(store, 1)
     assert [c.decision_id for c in store.claim("alice", lease_seconds=60)] == [item.decision_id]
     assert store.claim("bob") == []
+    assert store.queue_counts() == {"pending": 0, "claimed": 1, "done": 0}
+    assert store.oldest_pending_age_seconds("review") is None
 
     clock.advance(61)
+    # waiting again: a supervisor sees it in the backlog, with its age since it was queued
+    assert store.queue_counts() == {"pending": 1, "claimed": 0, "done": 0}
+    assert store.queue_counts("review") == {"pending": 1, "claimed": 0, "done": 0}
+    assert store.oldest_pending_age_seconds("review") == pytest.approx(61, abs=1)
     reclaimed = store.claim("bob", lease_seconds=0)
 
     assert [c.decision_id for c in reclaimed] == [item.decision_id]
