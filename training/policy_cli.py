@@ -31,7 +31,7 @@ from decision.simulate import (
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
 from features.config import DataConfig, Tier
-from training.cli_output import console, fail, note
+from training.cli_output import console, err_console, fail, note
 from training.plots import plot_curve
 
 REFERENCE_FILE = "reference.parquet"
@@ -154,9 +154,11 @@ def simulate(
         float | None, typer.Option(min=0.5, max=0.99999, help="choose thresholds for this target")
     ] = None,
     block_precision: Annotated[float | None, typer.Option(min=0.5, max=0.99999)] = None,
-    daily_volume: Annotated[float, typer.Option(min=1)] = 100_000,
-    productive_hours_per_fte: Annotated[float, typer.Option(min=0.1)] = 6.5,
-    prevalence_multiplier: Annotated[float, typer.Option(min=0.01, help="2 = what if violations double")] = 1.0,
+    daily_volume: Annotated[float, typer.Option(min=1, max=1e10)] = 100_000,
+    productive_hours_per_fte: Annotated[float, typer.Option(min=0.1, max=24)] = 6.5,
+    prevalence_multiplier: Annotated[
+        float, typer.Option(min=0.01, max=100, help="2 = what if violations double")
+    ] = 1.0,
     tier_pass: Annotated[
         list[str] | None,
         typer.Option(help="tiered bundle: a tier's auto-pass threshold, 'tier:threshold' (repeatable)"),
@@ -216,8 +218,8 @@ def _policy_to_simulate(
         fail("give thresholds (--t-pass, --t-block, --tier-pass) or targets, not both")
     if recall is not None or block_precision is not None:
         result = choose_policy_thresholds(reference, recall=recall or 0.99, block_precision=block_precision or 0.98)
-        if not result.feasible:
-            console.print(f"[yellow]{escape(result.message)}[/]")
+        if not result.feasible:  # on stderr: --json keeps stdout one JSON document
+            err_console.print(f"[yellow]{escape(result.message)}[/]")
         return result.to_policy(rules=current.rules if current else [], version=WHAT_IF_VERSION)
     if current is None and (t_pass is None or t_block is None):
         fail(f"bundle {bundle_dir} has no policy.json: give --t-pass and --t-block")

@@ -115,6 +115,12 @@ def test_cli_simulate_json_table_and_sweep(tmp_path: Path) -> None:
         runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", "--t-pass", "0.1"]).output
     )
     assert what_if["t_pass"] == 0.1 and what_if["queue_share"]["value"] < data["queue_share"]["value"]
+    # an infeasible target says so on stderr: stdout stays one JSON document
+    infeasible = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", "--recall", "0.99999"])
+    assert infeasible.exit_code == 0 and "Infeasible" in infeasible.stderr
+    assert json.loads(infeasible.stdout)["t_pass"] == 0.0
+    for option in ("--daily-volume", "--productive-hours-per-fte"):  # infinite inputs gave Infinity FTE
+        assert runner.invoke(_app(), ["simulate", "--bundle", str(bundle), option, "inf"]).exit_code == 2
     table = runner.invoke(
         _app(),
         [
