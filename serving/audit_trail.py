@@ -372,10 +372,15 @@ def _fields(value: Any) -> dict[str, Any]:
 
 def _num(value: float | None) -> str:
     """A risk or threshold in words: three decimals, or three significant digits below 0.01, so that a
-    risk and a threshold both under 0.0005 do not both read 0.000."""
+    risk and a threshold both under 0.0005 do not both read 0.000; just under 1, enough digits to tell
+    it from 1."""
     if value is None:
         return "none"
-    if value == 0 or abs(value) >= 0.01 or not math.isfinite(value):
+    if not math.isfinite(value) or value == 0:
+        return f"{value:.3f}"
+    if 0.999 < value < 1:  # 0.9999995 beside a threshold of 1.000: as many nines as it has, then one digit
+        return f"{value:.{min(15, 1 - math.floor(math.log10(1 - value)))}f}"
+    if abs(value) >= 0.01:
         return f"{value:.3f}"
     return np.format_float_positional(value, precision=3, fractional=False, trim="-")
 

@@ -195,3 +195,5 @@ def test_tiny_risks_and_thresholds_keep_their_significant_digits() -> None:
     assert [_num(v) for v in (0.00044, 0.000213, 0.0123, 0.5, 0.0, None)] == [
         "0.00044", "0.000213", "0.012", "0.500", "0.000", "none",
     ]  # fmt: skip
+    # just under 1: a risk of 0.9999995 read '1.000 lies between ... and the block threshold 1.000'
+    assert [_num(v) for v in (0.9999995, 0.9995, 0.999, 1.0)] == ["0.99999950", "0.99950", "0.999", "1.000"]
