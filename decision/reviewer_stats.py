@@ -127,7 +127,8 @@ def _quality(
     active_hours = int(pd.to_datetime(own["reviewed_at"], utc=True).dt.floor("h").nunique()) if len(own) else 0
     own_gold = gold[gold["reviewer"].isin(members)]
     return {
-        "verdicts": len(own),
+        "verdicts": len(own),  # every answer: listings, audits, second reviews and gold items
+        "listing_verdicts": len(on_traffic),  # the reject rate's base: gold answers left out
         "rejects": rejects,
         "reject_rate": rejects / len(on_traffic) if len(on_traffic) else None,
         "handling_seconds_median": _quantile(seconds, 0.5),

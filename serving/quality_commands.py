@@ -53,6 +53,7 @@ def quality_table(report: dict[str, Any]) -> list[str]:
     lines += [_line(f"team {row['team']}", f"{row['reviewers']} people", row) for row in report["teams"]]
     overall = report["agreement"]
     lines.append(f"all second reviews: {overall['items']} items, agreement {_interval(overall, 'raw')}")
+    lines.append("verdicts: every answer, gold items included; reject: the share of rejects among listing verdicts")
     return [line.rstrip() for line in lines]
 
 

@@ -36,6 +36,7 @@ def test_volume_handling_time_throughput_and_teams() -> None:
     ann, ben = report["reviewers"]
     assert (ann["reviewer"], ann["team"], ann["verdicts"], ann["rejects"]) == ("ann", "vendor-a", 4, 1)
     assert ann["reject_rate"] == pytest.approx(1 / 3)
+    assert ann["listing_verdicts"] == 3  # the reject rate's base: her gold answer is in verdicts, not here
     assert ann["handling_seconds_median"] == 25.0 and ann["handling_seconds_p90"] == pytest.approx(37.0)
     assert ann["active_hours"] == 2 and ann["verdicts_per_active_hour"] == 2.0
     assert ann["gold"]["accuracy"] == 1.0 and ann["gold"]["low"] == pytest.approx(0.025)
