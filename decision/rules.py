@@ -389,9 +389,14 @@ def match_rule_masks(listings: pd.DataFrame, rules: Sequence[Rule | dict[str, An
     return matches.block, matches.review
 
 
-def _match_frame(listings: pd.DataFrame, rules: Sequence[Rule | dict[str, Any]]) -> RuleMatches:
+def acting_rules(rules: Sequence[Rule | dict[str, Any]]) -> list[Rule]:
+    """The rules that act (enabled, enforced), parsed where given as dicts."""
     parsed = [raw if isinstance(raw, Rule) else Rule.from_dict(raw, f"rules[{i}]") for i, raw in enumerate(rules)]
-    acting = [rule for rule in parsed if rule.acts]
+    return [rule for rule in parsed if rule.acts]
+
+
+def _match_frame(listings: pd.DataFrame, rules: Sequence[Rule | dict[str, Any]]) -> RuleMatches:
+    acting = acting_rules(rules)
     texts = _text_columns(listings, sorted({c for rule in acting for c in rule.columns}))
     return match_rules_split(texts, len(listings), acting)
 

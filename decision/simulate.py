@@ -32,8 +32,8 @@ probabilities, scaled to the daily volume.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ from scipy import stats
 from decision.audit import STRATA, AuditPlan, audit_strata, inclusion_probabilities, pass_margin
 from decision.guarantees import DEFAULT_REVIEW_SECONDS, ordered_pair
 from decision.policy import CODE_PASS, CODE_REVIEW, Policy, route
-from decision.rules import match_rule_masks
+from decision.rules import Rule, acting_rules, match_rule_masks
 from decision.tiers import NO_TIER, frame_tier_risk, risk_column
 from features.config import INCLUSION_PROB
 
@@ -119,6 +119,8 @@ class SimulationResult:
     qa_per_day_by_stratum: dict[str, float] = field(default_factory=dict)
     segments: list[dict[str, Any]] = field(default_factory=list)
     tiers: list[TierOutcome] = field(default_factory=list)  # empty for an untiered reference
+    # rules in force that read a column the reference set does not keep (text, product matches): left out
+    rules_not_applied: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, the headline first."""
@@ -344,7 +346,7 @@ def simulate(
     risk = reference["risk"].to_numpy(dtype=np.float64)
     codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_vector)
     rows = _Rows(codes, label, _review_seconds(reference), weight)
-    summary = _summarise(rows, daily_volume, productive_hours_per_fte, confidence)
+    summary: dict[str, Any] = _summarise(rows, daily_volume, productive_hours_per_fte, confidence)
     audit_prob = _audit_probabilities(codes, risk, t_pass, tier_risk, tier_vector, qa_sample_rate, audit)
     qa_per_day, qa_hours_per_day, qa_by_stratum = _audit_workload(rows, audit_prob, daily_volume)
     return SimulationResult(
@@ -478,7 +480,14 @@ def simulate_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> S
     kwargs.setdefault("audit", policy.audit)
     kwargs.setdefault("tier_pass", policy.tier_pass)
     kwargs.setdefault("tier_targets", policy_tier_targets(policy))
-    return simulate(reference, t_pass, t_block, rule_block=rule_block, rule_review=rule_review, **kwargs)
+    result = simulate(reference, t_pass, t_block, rule_block=rule_block, rule_review=rule_review, **kwargs)
+    return replace(result, rules_not_applied=rules_not_applied(reference, policy.rules))
+
+
+def rules_not_applied(reference: pd.DataFrame, rules: Sequence[Rule | dict[str, Any]]) -> list[str]:
+    """The acting rules that read a column the reference set does not keep (text, product matches): the
+    replay cannot apply them, and says so."""
+    return [rule.name for rule in acting_rules(rules) if any(c not in reference for c in rule.columns)]
 
 
 def _breakdown(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from decision.simulate import (
     SimulationResult,
     policy_tier_targets,
     reference_tiers,
+    rules_not_applied,
     simulate,
     sweep,
     with_thresholds,
@@ -194,7 +195,7 @@ def run(
     if policy.segment_by and policy.segment_by in part.frame:
         t_pass, t_block = policy.thresholds_for(part.frame[policy.segment_by].astype(str).to_numpy())
     try:
-        return simulate(
+        result = simulate(
             part.frame,
             t_pass,
             t_block,
@@ -211,6 +212,7 @@ def run(
         )
     except ValueError as exc:  # prevalence_weights: multiplier x prevalence must stay below 1
         raise ScenarioError("prevalence_multiplier", str(exc).partition(": ")[2] or str(exc)) from exc
+    return replace(result, rules_not_applied=rules_not_applied(part.frame, policy.rules))
 
 
 def curve(

@@ -200,6 +200,11 @@ def simulate(
     if result.tiers:
         console.print(_tier_table(result))
     console.print(_simulation_table(result, policy))
+    if result.rules_not_applied:
+        note(
+            f"rules in force not applied: {', '.join(result.rules_not_applied)} (they read columns the reference set "
+            "does not keep: text, product matches); `triage rules backtest` replays them on scored rows"
+        )
     if "sweep" in out:
         console.print(escape(f"curve: {out['sweep']['csv']}, {out['sweep']['png']}"))
 

@@ -368,7 +368,11 @@
     $("fte-saved").textContent = fmt(saved.value, "1dp");
     $("fte-saved").dataset.value = String(saved.value);
     $("fte-saved-interval").textContent = `(${fmt(saved.low, "1dp")} to ${fmt(saved.high, "1dp")}): ` +
-      `${fmt(h.fte_review_all.value, "1dp")} FTE to review everything, ${fmt(r.fte.value, "1dp")} with this scenario`;
+      `${fmt(h.fte_review_all.value, "1dp")} FTE to review everything, ${fmt(r.fte.value, "1dp")} with this scenario` +
+      (r.rules_not_applied && r.rules_not_applied.length
+        ? `. Rules in force not applied (they read text the reference set does not keep): ` +
+          `${r.rules_not_applied.join(", ")}; the rules page backtests them`
+        : "");
   }
 
   function renderTiers(tiers) {

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from bundle.policies import load_policy
 from decision.rules import match_rules
-from decision.simulate import simulate, sweep
+from decision.simulate import rules_not_applied, simulate, sweep
 from decision.thresholds import choose_policy_thresholds
 from triage.cli import app as cli_app
 
@@ -53,6 +53,9 @@ def test_simulate_equals_training_simulate_on_the_reference(serve, untiered_bund
         rule_block=rule_block,
         rule_review=rule_review,
     ).to_dict()
+    # the text and product-match rules read columns the reference set does not keep: named, not replayed
+    expected["rules_not_applied"] = rules_not_applied(reference, policy.rules)
+    assert expected["rules_not_applied"] == ["prohibited_term", "repost_of_rejected", "catalogue_prohibited"]
     with serve(bundle=str(untiered_bundle_dir)) as api:
         got = api.client.get("/v1/simulate", params=SCENARIO, headers=api.headers("read"))
         posted = api.client.post("/v1/simulate", json=SCENARIO, headers=api.headers("read"))
@@ -158,6 +161,7 @@ def test_segment_replays_only_its_rows_at_its_share_of_the_volume(serve, untiere
         rule_block=rule_block,
         rule_review=rule_review,
     ).to_dict()
+    expected["rules_not_applied"] = rules_not_applied(part, policy.rules)
     params = {"t_pass": 0.02, "t_block": 0.8, "daily_volume": 50_000, "segment_by": "market", "segment": value}
     with serve(bundle=str(untiered_bundle_dir)) as api:
         body = api.client.get("/v1/simulate", params=params, headers=api.headers("read")).json()

@@ -142,6 +142,32 @@ def test_cli_simulate_json_table_and_sweep(tmp_path: Path) -> None:
     assert "n/a" in row and "nan" not in nothing_blocked.output  # no precision of no blocks
 
 
+def test_cli_simulate_names_the_rules_it_could_not_apply(tmp_path: Path) -> None:
+    """A text rule in force reads a column the reference set does not keep: the simulator left it out and
+    said nothing (auto-pass 51.6% where the backtest showed 25.2%)."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    rng = np.random.default_rng(2)
+    risk = rng.beta(0.5, 3, 2000)
+    pd.DataFrame({"risk": risk, "label": (rng.random(len(risk)) < risk).astype(int), "category": "toys"}).to_parquet(
+        bundle / "reference.parquet"
+    )
+    rules = [
+        {"name": "in_title", "action": "review", "kind": "term", "terms": ["replica"], "fields": ["title"]},
+        {"name": "toys", "action": "review", "kind": "term", "terms": ["toys"], "fields": ["category"]},
+    ]
+    from decision.rules import Rule
+
+    parsed = [Rule.from_dict(rule, "rules") for rule in rules]
+    save_policy(bundle, Policy(version="p-1", t_pass=0.02, t_block=0.95, qa_sample_rate=0.01, rules=parsed))
+    runner = CliRunner()
+    data = json.loads(runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json"]).stdout)
+    assert data["rules_not_applied"] == ["in_title"]
+    assert data["auto_pass_share"]["value"] == 0.0  # the category rule was applied: every listing to review
+    table = runner.invoke(_app(), ["simulate", "--bundle", str(bundle)])
+    assert "rules in force not applied: in_title" in " ".join(table.output.split())
+
+
 def test_cli_simulate_tiered_prints_the_headline_first_then_tiers(tmp_path: Path) -> None:
     from decision.simulate import simulate_policy
 
