@@ -217,11 +217,14 @@ def _block_share(pilot: Pilot, block_precision: float, alpha: float, scale: floa
     return float((ends / pilot.n * p_pass).max())
 
 
-def _passes_at_expected_count(pilot: Pilot, recalls: np.ndarray, delta: float, split: AlphaSplit, n_cert: int) -> bool:
+def _passes_at_expected_count(
+    pilot: Pilot, recalls: np.ndarray, block_precision: float, delta: float, split: AlphaSplit, n_cert: int
+) -> bool:
     """Whether `split` certifies every tier's recall on the expected count of violations (not the
-    conservative one): then dropping the block statement for more recall budget gains nothing sure."""
+    conservative one): then dropping the block statement for more recall budget gains nothing sure. An
+    audit-weighted pilot runs the certificates on its own rows, with no count to be conservative about."""
     if pilot.weight is not None:
-        return expected_outcome(pilot, recalls, 1.0, delta, split, n_cert).auto_pass > 0
+        return expected_outcome(pilot, recalls, block_precision, delta, split, n_cert).auto_pass > 0
     tier_alpha, _ = split.alphas(delta)
     return _pass_share(pilot, np.asarray(recalls, dtype=np.float64), tier_alpha, n_cert / max(pilot.n, 1), 0.0) > 0
 
@@ -294,7 +297,9 @@ def plan_split(
         empty = Outcome(float("nan"), float("nan"))
         return SplitPlan(default, False, empty, empty, 0 if pilot is None else pilot.n, n_cert)
     base = expected_outcome(pilot, recalls, block_precision, delta, default, n_cert)
-    keep_block = base.auto_block >= MIN_GAIN and _passes_at_expected_count(pilot, recalls, delta, default, n_cert)
+    keep_block = base.auto_block >= MIN_GAIN and _passes_at_expected_count(
+        pilot, recalls, block_precision, delta, default, n_cert
+    )
     best, best_outcome = default, base
     for split in candidate_splits(len(recalls)):
         if split.block == 0 and keep_block:
