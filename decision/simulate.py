@@ -44,6 +44,7 @@ from decision.audit import STRATA, AuditPlan, audit_strata, inclusion_probabilit
 from decision.guarantees import DEFAULT_REVIEW_SECONDS, ordered_pair
 from decision.policy import CODE_PASS, CODE_REVIEW, Policy, route
 from decision.rules import Rule, acting_rules, match_rule_masks
+from decision.thresholds import ThresholdResult
 from decision.tiers import NO_TIER, frame_tier_risk, risk_column
 from features.config import INCLUSION_PROB
 
@@ -482,6 +483,16 @@ def simulate_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> S
     kwargs.setdefault("tier_targets", policy_tier_targets(policy))
     result = simulate(reference, t_pass, t_block, rule_block=rule_block, rule_review=rule_review, **kwargs)
     return replace(result, rules_not_applied=rules_not_applied(reference, policy.rules))
+
+
+def target_mode_policy(chosen: ThresholdResult, current: Policy | None) -> Policy:
+    """The what-if policy of target mode: the thresholds chosen for the targets, with the rules and the
+    audit plan (floor and strata rates) of the policy in force, so that the audit workload it shows is
+    the one that policy would give (the 2% floor alone showed about a twentieth of it)."""
+    if current is None:
+        return chosen.to_policy(rules=[], version=WHAT_IF_VERSION)
+    policy = chosen.to_policy(rules=current.rules, qa_sample_rate=current.qa_sample_rate, version=WHAT_IF_VERSION)
+    return replace(policy, audit=current.audit)
 
 
 def rules_not_applied(reference: pd.DataFrame, rules: Sequence[Rule | dict[str, Any]]) -> list[str]:

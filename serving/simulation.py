@@ -26,13 +26,13 @@ import pandas as pd
 from decision.policy import Policy
 from decision.rules import Rule, match_rule_masks
 from decision.simulate import (
-    WHAT_IF_VERSION,
     SimulationResult,
     policy_tier_targets,
     reference_tiers,
     rules_not_applied,
     simulate,
     sweep,
+    target_mode_policy,
     with_thresholds,
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
@@ -164,7 +164,7 @@ def what_if_policy(
     untiered guarantee): each tier's recall under it is reported, not targeted."""
     if recall is not None or block_precision is not None:
         chosen = reference.choose(recall or DEFAULT_RECALL, block_precision or DEFAULT_BLOCK_PRECISION)
-        return chosen.to_policy(rules=current.rules, version=WHAT_IF_VERSION), chosen
+        return target_mode_policy(chosen, current), chosen
     if t_pass is None and t_block is None and not tier_pass:
         return current, None
     try:

@@ -27,6 +27,7 @@ from decision.simulate import (
     reference_tiers,
     simulate_policy,
     sweep,
+    target_mode_policy,
     with_thresholds,
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
@@ -225,7 +226,7 @@ def _policy_to_simulate(
         result = choose_policy_thresholds(reference, recall=recall or 0.99, block_precision=block_precision or 0.98)
         if not result.feasible:  # on stderr: --json keeps stdout one JSON document
             err_console.print(f"[yellow]{escape(result.message)}[/]")
-        return result.to_policy(rules=current.rules if current else [], version=WHAT_IF_VERSION)
+        return target_mode_policy(result, current)
     if current is None and (t_pass is None or t_block is None):
         fail(f"bundle {bundle_dir} has no policy.json: give --t-pass and --t-block")
     base = current or Policy(version=WHAT_IF_VERSION, t_pass=0.0, t_block=1.0, qa_sample_rate=MIN_AUDIT_RATE)

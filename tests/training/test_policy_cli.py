@@ -168,6 +168,27 @@ def test_cli_simulate_names_the_rules_it_could_not_apply(tmp_path: Path) -> None
     assert "rules in force not applied: in_title" in " ".join(table.output.split())
 
 
+def test_target_mode_keeps_the_audit_plan_in_force(tmp_path: Path) -> None:
+    """`--recall` chose thresholds with the 2% floor alone: the audit workload shown was about a twentieth
+    of the policy in force's (floor 65%)."""
+    from decision.audit import AuditPlan
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    rng = np.random.default_rng(5)
+    risk = rng.beta(0.5, 3, 5000)
+    pd.DataFrame({"risk": risk, "label": (rng.random(len(risk)) < risk).astype(int)}).to_parquet(
+        bundle / "reference.parquet"
+    )
+    plan = AuditPlan(near_rate=0.5, block_rate=0.4)
+    save_policy(bundle, Policy(version="p-1", t_pass=0.02, t_block=0.95, qa_sample_rate=0.3, audit=plan))
+    data = json.loads(
+        CliRunner().invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", "--recall", "0.9"]).stdout
+    )
+    assert data["policy"] == "what-if" and data["qa_sample_rate"] == 0.3
+    assert data["qa_per_day"] > 0.3 * data["auto_pass_share"]["value"] * data["daily_volume"]
+
+
 def test_cli_simulate_tiered_prints_the_headline_first_then_tiers(tmp_path: Path) -> None:
     from decision.simulate import simulate_policy
 
