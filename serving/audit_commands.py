@@ -22,7 +22,7 @@ def decisions_show(
 
     if (decision_id is None) == (listing is None):
         raise typer.BadParameter("give a DECISION_ID or --listing ID (one of them)", param_hint="DECISION_ID")
-    with _open_store(_settings_with_db(db)) as store:
+    with _open_store(_settings_with_db(db), read_only=True) as store:
         if decision_id is not None:
             trail = store.decision_trail(decision_id)
             trails = [] if trail is None else [trail]
@@ -51,12 +51,11 @@ def audit_text(document: dict[str, Any]) -> list[str]:
     lines += [
         f"  {event['at']:%Y-%m-%d %H:%M:%S}  {event['event']:<14}{event['text']}" for event in document["timeline"]
     ]
-    thresholds = document["thresholds"]
     lines += [
         "",
         f"model {document['model_version'] or 'none'}: {document['model_in_force']['note']}",
         f"policy {document['policy_version']}: {document['policy_in_force']['note']}",
-        f"thresholds: t_pass {thresholds['t_pass']}  t_block {thresholds['t_block']}",
+        thresholds_line(document),
     ]
     if document["rules_matched"]:
         lines.append("rules matched: " + ", ".join(rule["name"] for rule in document["rules_matched"]))
@@ -66,3 +65,24 @@ def audit_text(document: dict[str, Any]) -> list[str]:
         facts = statement["statement"].get("facts_and_circumstances", "")
         lines.append(f"statement of reasons ({statement['source']}): {facts}")
     return lines
+
+
+def thresholds_line(document: dict[str, Any]) -> str:
+    """The thresholds that decided: t_pass and t_block, or on a tiered policy t_block and each tier's own
+    pass threshold (its overall t_pass sits just below 1 and passes nothing on its own)."""
+    thresholds = document["thresholds"]
+    t_block = _threshold(thresholds["t_block"])
+    if not thresholds.get("tiers_decide"):
+        return f"thresholds: t_pass {_threshold(thresholds['t_pass'])}  t_block {t_block}"
+    tier_pass = thresholds["tier_pass"]
+    if tier_pass:
+        each = ", ".join(f"'{name}' {_threshold(value)}" for name, value in tier_pass.items())
+        return f"thresholds: t_block {t_block}  pass thresholds per tier: {each}"
+    return (
+        f"thresholds: t_block {t_block}  pass thresholds per tier: those of the bundle's own policy "
+        f"(policy.json of model {document['model_version']}; the log names that policy by version only)"
+    )
+
+
+def _threshold(value: float | None) -> str:
+    return "none" if value is None else f"{value:.6g}"

@@ -132,7 +132,7 @@ def keys_create(
 
 def keys_list() -> None:
     """List API keys (name, scopes, created, revoked); tokens are never shown again."""
-    with _open_store(get_settings()) as store:
+    with _open_store(get_settings(), read_only=True) as store:
         keys = store.list_api_keys()
     for key in keys:
         state = "revoked" if key.revoked else "live"
@@ -191,7 +191,7 @@ def write_labels(out: Path, data_config: DataConfig) -> None:
 
     from serving.store.labels import in_config_label_values, latest_verdict_per_listing
 
-    with _open_store(get_settings()) as store:
+    with _open_store(get_settings(), read_only=True) as store:
         frame = store.export_labels(data_config)
     frame, superseded = latest_verdict_per_listing(frame, data_config)
     # a QA sample logged before inclusion probabilities were kept has none: weighted as a review it would
@@ -225,12 +225,33 @@ def _settings_with_db(db: str | None) -> Settings:
     return settings.model_copy(update={"database_url": db}) if db else settings
 
 
-def _open_store(settings: Settings):  # noqa: ANN202 - a Store, imported lazily with its dependencies
-    from serving.store import create_store
+def _open_store(settings: Settings, *, read_only: bool = False):  # noqa: ANN202 - a Store, imported lazily
+    """The decision log at the settings' URL, its schema brought up to date. A command that only reads it
+    (`read_only`) refuses a SQLite file that does not exist rather than creating an empty one; a URL that
+    does not parse, names no supported database or cannot be reached is one line naming it, no traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
 
-    store = create_store(settings.database_url, group_commit=False)
-    store.init_schema()
+    from serving.store import create_store
+    from serving.store.store import open_existing_store
+
+    url = settings.database_url
+    try:
+        if read_only:
+            return open_existing_store(url)
+        store = create_store(url, group_commit=False)
+    except (ValueError, SQLAlchemyError) as exc:
+        _fail(f"decision log (--db or TRIAGE_DATABASE_URL): {_reason(exc)}")
+    try:
+        store.init_schema()
+    except SQLAlchemyError as exc:
+        store.close()
+        _fail(f"decision log (--db or TRIAGE_DATABASE_URL) {url}: {_reason(exc)}")
     return store
+
+
+def _reason(exc: Exception) -> str:
+    """An error's own words: a database driver's message rather than SQLAlchemy's wrapping of it."""
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 def monitor(
@@ -264,7 +285,7 @@ def monitor(
         confidence=confidence,
     )
     loaded, policy = _bundle_and_policy(bundle or Path(settings.bundle), settings)
-    with _open_store(settings) as store:
+    with _open_store(settings, read_only=True) as store:
         try:
             result = report(store, loaded, policy, request)
         except MonitorError as exc:
@@ -297,7 +318,7 @@ def _bundle_and_policy(path: Path, settings: Settings):  # noqa: ANN202 - (Bundl
     except BundleError as exc:
         typer.echo(f"note: no bundle to compare with ({exc}): estimates only", err=True)
         return None, None
-    with _open_store(settings) as store:
+    with _open_store(settings, read_only=True) as store:
         return loaded, policy_in_force(store, loaded) or loaded.policy
 
 

@@ -31,7 +31,7 @@ def reviewers_stats(
     start = _when(since, "--since") if since else end - timedelta(days=days)
     if start >= end:
         raise typer.BadParameter("must be before --until", param_hint="--since")
-    with _open_store(settings) as store:
+    with _open_store(settings, read_only=True) as store:
         report = quality_report(store, start, end, confidence)
     if as_json:
         typer.echo(json.dumps(report, indent=2))

@@ -45,7 +45,7 @@ def rules_stats(
         field = str(exc).partition(":")[0]
         raise typer.BadParameter(str(exc), param_hint=f"--{field}") from exc
     _, policy = _bundle_and_policy(bundle or Path(settings.bundle), settings)
-    with _open_store(settings) as store:
+    with _open_store(settings, read_only=True) as store:
         result = report(store, policy, request)
     if as_json:
         typer.echo(json.dumps(result, indent=2))

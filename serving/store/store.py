@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from serving.store.api_keys import ApiKeyTable
 from serving.store.corrections import VerdictCorrections
@@ -58,8 +59,38 @@ def create_store(
     pool_size: int = 8,
     clock: Clock = utcnow,
 ) -> Store:
-    """Open the store at a database URL (creating the SQLite file's folder); call `init_schema()` next."""
-    parsed = make_url(url)
+    """Open the store at a database URL (creating the SQLite file's folder); call `init_schema()` next.
+    A URL that does not parse is a ValueError that names it."""
+    parsed = _parsed(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     return Store(parsed, group_commit=group_commit, group_commit_ms=group_commit_ms, pool_size=pool_size, clock=clock)
+
+
+def open_existing_store(url: str) -> Store:
+    """The store at a database URL, for a command that only reads it: a SQLite file that does not exist
+    is a ValueError naming the path, where `create_store` would make an empty log there (so a mistyped
+    path reported "nothing found" and left a stray database behind). The schema is brought up to date."""
+    parsed = _parsed(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(str(parsed.database))
+        if not path.is_file():
+            raise ValueError(
+                f"no decision log at {path}: the file does not exist (the service creates it when it starts)"
+            )
+    store = create_store(url, group_commit=False)
+    try:
+        store.init_schema()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _parsed(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(
+            f"{url!r} is not a database URL (e.g. sqlite:///decisions.db or postgresql://host/db)"
+        ) from exc

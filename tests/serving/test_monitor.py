@@ -223,6 +223,7 @@ def cli_env(tmp_path: Path, bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -
         store.init_schema()
         return store
 
+    open_store().close()  # the log the service made when it started: the CLI reads, it does not create one
     yield open_store
     get_settings.cache_clear()
 
