@@ -9,14 +9,12 @@ and an audit's `overturn` is recomputed for it.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
 from decision.policy import Policy
 from serving.engine import FAILSAFE_POLICY_VERSION
+from serving.engine import in_words as _num
 from serving.store.decision_audit import DecisionTrail, RuleInForce
 from serving.store.records import DecisionRecord, overturns
 
@@ -43,7 +41,12 @@ def audit_document(trail: DecisionTrail) -> dict[str, Any]:
         "decision_tier": record.decision_tier,
         "model_version": record.model_version,
         "policy_version": record.policy_version,
-        "thresholds": {"t_pass": record.t_pass, "t_block": record.t_block},
+        "thresholds": {
+            "t_pass": record.t_pass,
+            "t_block": record.t_block,
+            "tiers_decide": tiers_decide(record),
+            "tier_pass": _tier_pass(trail),
+        },
         "policy_in_force": policy_in_force(trail),
         "reasons": record.reasons,
         "rules_matched": [_rule(trail, name) for name in record.rules_matched],
@@ -166,6 +169,20 @@ def policy_in_force(trail: DecisionTrail) -> dict[str, Any]:
     }
 
 
+def tiers_decide(record: DecisionRecord) -> bool:
+    """Whether each tier's own pass threshold decided passing (a tiered policy), not the overall t_pass."""
+    return bool(record.tier_risk) and (record.t_pass is None or record.t_pass >= TIERED_T_PASS)
+
+
+def _tier_pass(trail: DecisionTrail) -> dict[str, float] | None:
+    """The pass threshold of each tier when they decided and the log holds them: a policy put in force
+    through the API is stored whole; the bundle's own policy is logged by version only (None)."""
+    if not tiers_decide(trail.record) or trail.policy is None:
+        return None
+    tier_pass = trail.policy.policy.get("tier_pass")
+    return dict(tier_pass) if isinstance(tier_pass, dict) else None
+
+
 def _guarantee_state(policy: dict[str, Any]) -> str | None:
     try:
         return Policy.from_dict(policy).guarantee_state
@@ -271,8 +288,7 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
             f"{likeliest} {versions}."
         )
     tier_risks = record.tier_risk or {}
-    tiers_decide = bool(tier_risks) and (t_pass is None or t_pass >= TIERED_T_PASS)
-    if record.decision == "auto_pass" and tiers_decide:  # a tiered policy passes on each tier's threshold
+    if record.decision == "auto_pass" and tiers_decide(record):  # a tiered policy passes on each tier's threshold
         risks = ", ".join(f"'{name}' {_num(value)}" for name, value in tier_risks.items())
         return (
             f"Passed automatically: every tier's risk was below its own pass threshold{qualified} (tier risks "
@@ -368,21 +384,6 @@ def timeline(trail: DecisionTrail) -> list[dict[str, Any]]:
 
 def _fields(value: Any) -> dict[str, Any]:
     return {name: getattr(value, name) for name in value.__slots__}
-
-
-def _num(value: float | None) -> str:
-    """A risk or threshold in words: three decimals, or three significant digits below 0.01, so that a
-    risk and a threshold both under 0.0005 do not both read 0.000; just under 1, enough digits to tell
-    it from 1."""
-    if value is None:
-        return "none"
-    if not math.isfinite(value) or value == 0:
-        return f"{value:.3f}"
-    if 0.999 < value < 1:  # 0.9999995 beside a threshold of 1.000: as many nines as it has, then one digit
-        return f"{value:.{min(15, 1 - math.floor(math.log10(1 - value)))}f}"
-    if abs(value) >= 0.01:
-        return f"{value:.3f}"
-    return np.format_float_positional(value, precision=3, fractional=False, trim="-")
 
 
 def _when(at: datetime) -> str:

@@ -15,6 +15,7 @@ evaluation and the simulator make); only building the DecisionRecords is per ite
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -501,14 +502,29 @@ def _likeliest_tier(record: DecisionRecord) -> str:
     )
 
 
+def in_words(value: float | None) -> str:
+    """A risk or threshold in words: three decimals, or three significant digits below 0.01, so that a
+    risk and a threshold both under 0.0005 do not both read 0.000; just under 1, enough digits to tell
+    it from 1."""
+    if value is None:
+        return "none"
+    if not math.isfinite(value) or value == 0:
+        return f"{value:.3f}"
+    if 0.999 < value < 1:  # 0.9999995 beside a threshold of 1.000: as many nines as it has, then one digit
+        return f"{value:.{min(15, 1 - math.floor(math.log10(1 - value)))}f}"
+    if abs(value) >= 0.01:
+        return f"{value:.3f}"
+    return np.format_float_positional(value, precision=3, fractional=False, trim="-")
+
+
 def _model_fact(record: DecisionRecord) -> str:
     """The model's part of the facts, true as stated: its risk reached the block threshold, or (a block a
     rule or a reviewer made) it did not."""
     if record.risk is None or record.t_block is None:
         return ""
     if record.risk >= record.t_block:
-        return f"model risk {record.risk:.3f} >= block threshold {record.t_block:.3f}; "
-    return f"model risk {record.risk:.3f}, below the block threshold {record.t_block:.3f}; "
+        return f"model risk {in_words(record.risk)} >= block threshold {in_words(record.t_block)}; "
+    return f"model risk {in_words(record.risk)}, below the block threshold {in_words(record.t_block)}; "
 
 
 def statement_of_reasons(record: DecisionRecord, automated_decision: bool = True) -> dict[str, Any]:

@@ -190,10 +190,62 @@ def _trail(store: Store, decision_id: str) -> Any:
 def test_tiny_risks_and_thresholds_keep_their_significant_digits() -> None:
     """A text-only bundle certified t_pass 0.00044: its why read 'risk 0.000 was below the pass threshold
     0.000'."""
-    from serving.audit_trail import _num
+    from serving.engine import in_words as _num
 
     assert [_num(v) for v in (0.00044, 0.000213, 0.0123, 0.5, 0.0, None)] == [
         "0.00044", "0.000213", "0.012", "0.500", "0.000", "none",
     ]  # fmt: skip
     # just under 1: a risk of 0.9999995 read '1.000 lies between ... and the block threshold 1.000'
     assert [_num(v) for v in (0.9999995, 0.9995, 0.999, 1.0)] == ["0.99999950", "0.99950", "0.999", "1.000"]
+
+
+def test_decisions_show_prints_the_thresholds_that_decided_a_tiered_decision(store: Store) -> None:
+    """`decisions show` printed 't_pass 0.9999999999999999' for a tiered pass: the overall threshold that
+    passes nothing, not the tiers' own pass thresholds that decided."""
+    from dataclasses import replace
+
+    from serving.audit_commands import thresholds_line
+    from serving.store.decision_audit import StoredPolicy
+
+    tiered, untiered = store.record_decisions(
+        [
+            make_decision(
+                decision="auto_pass",
+                automated=True,
+                risk=0.013,
+                t_pass=0.9999999999999999,
+                t_block=0.98,
+                rules_matched=[],
+                tier_risk={"severe": 0.0004, "minor": 0.009},
+            ),
+            make_decision(decision="auto_pass", automated=True, risk=0.03, t_pass=0.05, t_block=0.98, rules_matched=[]),
+        ]
+    )
+    bundle_own = _trail(store, tiered.decision_id)
+    assert audit_document(bundle_own)["thresholds"] == {
+        "t_pass": 0.9999999999999999,
+        "t_block": 0.98,
+        "tiers_decide": True,
+        "tier_pass": None,  # the bundle's own policy: the log names it by version only
+    }
+    assert thresholds_line(audit_document(bundle_own)) == (
+        "thresholds: t_block 0.98  pass thresholds per tier: those of the bundle's own policy (policy.json of "
+        "model model-1; the log names that policy by version only)"
+    )
+    stored = StoredPolicy(
+        version="policy-1",
+        bundle_version="model-1",
+        at=bundle_own.record.decided_at,
+        policy={"t_pass": 0.9999999999999999, "t_block": 0.98, "tier_pass": {"minor": 0.0129, "severe": 0.00129}},
+        actor="admin",
+        reason="tiered targets",
+        rules={},
+    )
+    through_api = audit_document(replace(bundle_own, policy=stored))
+    assert through_api["thresholds"]["tier_pass"] == {"minor": 0.0129, "severe": 0.00129}
+    assert thresholds_line(through_api) == (
+        "thresholds: t_block 0.98  pass thresholds per tier: 'minor' 0.0129, 'severe' 0.00129"
+    )
+    assert (
+        thresholds_line(audit_document(_trail(store, untiered.decision_id))) == "thresholds: t_pass 0.05  t_block 0.98"
+    )
