@@ -104,6 +104,8 @@ def load_table(
             table = pd.read_parquet(path, columns=_parquet_columns(path, columns, optional))
     except UnicodeDecodeError as exc:  # pandas' position is within a buffer, not the file: name the line
         raise DataValidationError([_not_utf8(path)]) from exc
+    except DataValidationError:
+        raise
     except pd.errors.ParserError as exc:  # say how the file was read: the header line decides it
         raise DataValidationError([f"could not read {path}: {str(exc).strip()}; {_csv_reading(path)}"]) from exc
     except Exception as exc:  # any reader failure becomes one message that names the file
@@ -399,7 +401,8 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
 
     A file written without quoting (a tab-separated dump, say) whose text starts with a quote mark is
     read line by line: read as quoted, that quote would open a field running to the next one, lines
-    later, and swallow the rows between (see `_lines_are_rows`)."""
+    later, and swallow the rows between (see `_lines_are_rows`). A quoted file where such a quote runs a
+    field on over lines is refused, naming the lines (`_check_quoting`)."""
     sep = csv_separator(path)
     strings = _csv_string_columns(config)
     options: dict[str, Any] = {}
@@ -413,24 +416,54 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
             missing[config.id] = [""]
         options = {"dtype": strings, "keep_default_na": False, "na_values": missing}
     table = pd.read_csv(path, sep=sep, **options)
-    if _lines_are_rows(path, sep, table):
+    if not _has_line_breaks(table):
+        return table
+    if _lines_are_rows(path, sep):
         import csv
 
-        table = pd.read_csv(path, sep=sep, quoting=csv.QUOTE_NONE, **options)
+        return pd.read_csv(path, sep=sep, quoting=csv.QUOTE_NONE, **options)
+    _check_quoting(path, sep)
     return table
 
 
-def _lines_are_rows(path: Path, sep: str, quoted: pd.DataFrame) -> bool:
-    """Whether a CSV file read as quoted holds a line break inside a field although every line of the
-    file has the header's number of fields: then each line is a row and the quote marks are text (an
-    unquoted export), not quoting. A file that quotes a field with a line break in it has lines with
-    fewer fields than its header, so it keeps its quoted reading."""
-    text = quoted.select_dtypes(include=["object", "string"])
-    if not any(text[c].str.contains("[\r\n]", regex=True, na=False).any() for c in text.columns):
-        return False
+def _has_line_breaks(table: pd.DataFrame) -> bool:
+    text = table.select_dtypes(include=["object", "string"])
+    return any(text[c].str.contains("[\r\n]", regex=True, na=False).any() for c in text.columns)
+
+
+def _lines_are_rows(path: Path, sep: str) -> bool:
+    """Whether a CSV file that read as quoted with a line break inside a field has the header's number of
+    fields on every line: then each line is a row and the quote marks are text (an unquoted export), not
+    quoting. A file that quotes a field with a line break in it has lines with fewer fields than its
+    header, so it keeps its quoted reading."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
         separators = {line.count(sep) for line in handle if line.strip()}
     return len(separators) == 1
+
+
+def _check_quoting(path: Path, sep: str) -> None:
+    """Refuse a CSV file whose quoting is broken where a field spans lines. pandas' reader is lenient:
+    a stray quote mark opens a field that runs on to the next quote mark, lines later, and the rows
+    between become text of that field, silently. Python's `csv` reader in strict mode refuses a closing
+    quote that is not followed by a separator or the line's end, which is what such a run ends on;
+    the message names the line where the field opened and the line where it broke."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=sep, strict=True)
+        started = 1
+        try:
+            for _ in reader:
+                started = reader.line_num + 1
+        except csv.Error as exc:
+            raise DataValidationError(
+                [
+                    f"could not read {path}: the field opened by a quote mark on line {started} runs on to line "
+                    f"{reader.line_num} ({exc}): a stray quote mark would turn the rows between into text. "
+                    "Quote fields that hold a separator, a quote mark or a line break, and double the quote "
+                    "marks inside them"
+                ]
+            ) from exc
 
 
 CSV_SEPARATORS = (",", ";", "\t", "|")

@@ -330,6 +330,25 @@ def test_a_quoted_field_with_a_line_break_keeps_its_quoted_reading(tmp_path):
         assert read["title"].tolist() == raw["title"].tolist(), repr(sep)
 
 
+def test_a_stray_quote_in_a_quoted_csv_is_refused_not_read_over_the_rows_after_it(tmp_path):
+    """A comma export that quotes a field with a comma in it and has a stray quote mark in another: read
+    leniently, the stray quote ran its field on to the next quote mark and rows 3 and 4 became its text."""
+    lines = [
+        "listing_id,title,price",
+        '1,"red bag, large",5',
+        '2,"blue hat,6',
+        "3,cap,7",
+        '4,"x",8',
+        '5,"two\nlines",9',
+    ]
+    (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataValidationError, match=r"a quote mark on line 3 runs on to line 5 .*stray quote"):
+        load_table(tmp_path / "h.csv")
+    lines[2] = "2,blue hat,6"  # mended: the quoted line break of listing 5 is read as it was
+    (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
+    assert load_table(tmp_path / "h.csv")["title"].tolist() == ["red bag, large", "blue hat", "cap", "x", "two\nlines"]
+
+
 def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
     raw = history(6).assign(title=["red bag", "blue bag", "bag 5 \u00a3", "hat", "cap", "shoe"])
     raw.to_csv(tmp_path / "h.csv", index=False, encoding="latin-1")
