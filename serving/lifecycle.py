@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -86,22 +87,35 @@ def in_force_path(store: Store, settings: Settings) -> str | Path:
 def shadow_source(source: str, settings: Settings) -> Path:
     """A shadow bundle's directory: a path under the models directory, or a registered model
     (`models:/listing-risk@candidate`) downloaded from the MLflow registry into the models directory
-    (`registry-*`), where a restart or another worker loads it again from the audited path. A registered
+    (`registry-<name>-v<version>`, once per registered version: setting the same alias again reuses it),
+    where a restart or another worker loads it again from the audited path. A registered
     model or alias the registry does not hold is a ValueError naming it."""
     if not source.startswith(REGISTRY_PREFIX):
         return bundle_under(settings.models_root, source)
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
 
     mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
     settings.models_root.mkdir(parents=True, exist_ok=True)
-    destination = tempfile.mkdtemp(prefix="registry-", dir=settings.models_root)
-    try:
-        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=destination))
+    try:  # the registered version an alias points to now: one download per version, however often it is set
+        version = get_model_name_and_version(mlflow.MlflowClient(), source)
     except MlflowException as exc:
-        shutil.rmtree(destination, ignore_errors=True)
         raise ValueError(f"bundle: {source} is not in the model registry ({exc.message})") from exc
-    manifests = sorted(root.rglob("manifest.json"), key=lambda p: len(p.parts))
+    destination = settings.models_root / ("registry-" + re.sub(r"[^A-Za-z0-9._-]+", "_", "-v".join(map(str, version))))
+    if not destination.is_dir():
+        download = tempfile.mkdtemp(prefix=".registry-", dir=settings.models_root)
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=download)
+            os.rename(download, destination)  # whole or not at all, for a worker that downloads it alongside
+        except MlflowException as exc:
+            raise ValueError(f"bundle: {source} is not in the model registry ({exc.message})") from exc
+        except OSError:  # another worker put it in place first
+            if not destination.is_dir():
+                raise
+        finally:
+            shutil.rmtree(download, ignore_errors=True)
+    manifests = sorted(destination.rglob("manifest.json"), key=lambda p: len(p.parts))
     if not manifests:
         raise BundleError(f"{source}: no bundle (manifest.json) in the registered model's artifacts")
     return manifests[0].parent
