@@ -314,6 +314,7 @@ def _check(config: DataConfig) -> None:
     overlap += sorted(set(config.categorical) & set(config.numeric))
     if overlap:
         raise ValueError(f"data config: columns {overlap} are listed under more than one of text/categorical/numeric")
+    _check_no_bookkeeping_names(config)
     _check_no_outcome_features(config)
     _check_no_envelope_names(config)
     unknown = sorted(set(config.features_off) - set(FEATURE_GROUPS))
@@ -340,6 +341,36 @@ def _check_no_outcome_features(config: DataConfig) -> None:
                     f"data config: column {column!r} is the {role!r} column and is also listed under '{key}': "
                     f"it {what}, so it cannot be a model input; remove it from '{key}'"
                 )
+
+
+# Columns the product writes beside a data config's own: `triage export-labels` beside each verdict (with
+# `label_source`, how the label was decided), and `triage score` beside each listing's id (with
+# `risk_<tier>` per tier of a tiered bundle).
+EXPORT_COLUMNS = ("decision_id", "qa_sample", INCLUSION_PROB, "logged_decision", "corrected", "label_source")
+SCORE_COLUMNS = ("risk", "decision", "decision_tier")
+
+
+def _check_no_bookkeeping_names(config: DataConfig) -> None:
+    """A column the config names that has the name of a column the product writes beside it would be
+    overwritten there: exported verdicts would carry the bookkeeping value in its place (retraining on a
+    text that reads False), and scored files would carry the risk in place of the listing's id. Refuse it
+    before anything is trained, naming the column, its role and what to do."""
+    named = config.column_roles()
+    for role in OUTCOME_ROLES:
+        column = getattr(config, role)
+        if column is not None:
+            named.setdefault(column, []).append(role)
+    for column, roles in named.items():
+        if column in EXPORT_COLUMNS:
+            writer = "`triage export-labels` writes beside each verdict"
+        elif "id" in roles and (column in SCORE_COLUMNS or column in {f"risk_{t.name}" for t in config.tiers}):
+            writer = "`triage score` writes beside each listing's id"
+        else:
+            continue
+        raise ValueError(
+            f"data config: column {column!r} ({', '.join(dict.fromkeys(roles))}) has the name of a column {writer}, "
+            "which would overwrite it; rename the column in the data file and in the data config"
+        )
 
 
 # Keys of the scoring API's request envelope beside a listing's own fields (`POST /v1/score` is flat).

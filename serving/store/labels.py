@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Row
 
-from features.config import DataConfig
+from features.config import EXPORT_COLUMNS, DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def labels_frame(rows: list[dict[str, Any]], config: DataConfig) -> pd.DataFrame
     """Outcome rows as a frame: contract columns first, then the other listing fields."""
     outcome_columns = [config.violation_reason, config.review_seconds, config.reviewed_at]
     columns = [c for c in (config.id, config.timestamp, config.label, *outcome_columns) if c]
-    columns += ["decision_id", "qa_sample", "inclusion_prob", "logged_decision", "corrected"]
+    columns += [c for c in EXPORT_COLUMNS if c != "label_source"]  # label_source: `with_label_sources`
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=columns)

@@ -69,7 +69,6 @@ def test_a_column_in_two_feature_roles_is_refused() -> None:
         ("violation_reason", {"categorical": ("category", "violation_reason")}),
         ("review_seconds", {"numeric": ("price", "review_seconds")}),
         ("id", {"text": ("title", "listing_id")}),
-        ("inclusion_prob", {"numeric": ("price", "inclusion_prob")}),
     ],
 )
 def test_an_outcome_column_listed_as_a_feature_is_refused(role: str, extra: dict) -> None:
@@ -86,6 +85,40 @@ def test_a_listing_column_named_like_the_request_envelope_is_refused(extra: dict
     """`POST /v1/score` is flat: a listing column `request_id` would be read as the idempotency key."""
     with pytest.raises(ValueError, match="column 'request_id' has the name of the scoring request's idempotency key"):
         DataConfig(**extra)
+
+
+@pytest.mark.parametrize(
+    ("extra", "column", "writer"),
+    [
+        ({"text": ["qa_sample"]}, "qa_sample", "export-labels"),
+        ({"categorical": ["category", "logged_decision"]}, "logged_decision", "export-labels"),
+        ({"numeric": ["price", "inclusion_prob"]}, "inclusion_prob", "export-labels"),
+        ({"id": "label_source"}, "label_source", "export-labels"),
+        ({"violation_reason": "corrected"}, "corrected", "export-labels"),
+        ({"id": "risk"}, "risk", "score"),
+        ({"id": "decision_tier"}, "decision_tier", "score"),
+    ],
+)
+def test_a_column_named_like_one_the_product_writes_beside_it_is_refused(extra: dict, column: str, writer: str) -> None:
+    """`export-labels` wrote qa_sample=False over a text column named qa_sample (and the decision id over a
+    text named decision_id); `triage score` wrote the risk over an id column named risk."""
+    with pytest.raises(ValueError, match=rf"column '{column}' \(.*\) has the name of a column `triage {writer}`"):
+        DataConfig(**extra)
+
+
+def test_a_feature_may_share_a_name_with_a_scored_column() -> None:
+    """Only the id sits beside `triage score`'s columns: a text column named risk or decision is read as it is."""
+    assert DataConfig(text=("risk", "decision")).text == ("risk", "decision")
+
+
+def test_the_bookkeeping_columns_are_the_ones_export_labels_writes() -> None:
+    from features.config import EXPORT_COLUMNS, OUTCOME_ROLES
+    from serving.store.labels import labels_frame
+
+    config = DataConfig()
+    named = set(config.column_roles()) | {getattr(config, role) for role in OUTCOME_ROLES}
+    bookkeeping = set(labels_frame([], config).columns) - named
+    assert bookkeeping and bookkeeping <= set(EXPORT_COLUMNS)
 
 
 def test_features_switch_groups_off(tmp_path: Path) -> None:
