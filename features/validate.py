@@ -24,6 +24,7 @@ for a partition of a larger table).
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,8 +402,9 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
 
     A file written without quoting (a tab-separated dump, say) whose text starts with a quote mark is
     read line by line: read as quoted, that quote would open a field running to the next one, lines
-    later, and swallow the rows between (see `_lines_are_rows`). A quoted file where such a quote runs a
-    field on over lines is refused, naming the lines (`_check_quoting`)."""
+    later, and swallow the rows between (see `_lines_are_rows`). A file whose records would read other
+    than as written (a stray quote mark, a short row, a repeated header name) is refused, naming the
+    lines (`_check_records`)."""
     sep = csv_separator(path)
     strings = _csv_string_columns(config)
     options: dict[str, Any] = {}
@@ -416,13 +418,11 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
             missing[config.id] = [""]
         options = {"dtype": strings, "keep_default_na": False, "na_values": missing}
     table = pd.read_csv(path, sep=sep, **options)
-    if not _has_line_breaks(table):
-        return table
-    if _lines_are_rows(path, sep):
-        import csv
-
-        return pd.read_csv(path, sep=sep, quoting=csv.QUOTE_NONE, **options)
-    _check_quoting(path, sep)
+    quoting, spans_lines = csv.QUOTE_MINIMAL, _has_line_breaks(table)
+    if spans_lines and _lines_are_rows(path, sep):
+        quoting, spans_lines = csv.QUOTE_NONE, False
+        table = pd.read_csv(path, sep=sep, quoting=quoting, **options)
+    _check_records(path, sep, quoting, strict=spans_lines)
     return table
 
 
@@ -441,19 +441,31 @@ def _lines_are_rows(path: Path, sep: str) -> bool:
     return len(separators) == 1
 
 
-def _check_quoting(path: Path, sep: str) -> None:
-    """Refuse a CSV file whose quoting is broken where a field spans lines. pandas' reader is lenient:
-    a stray quote mark opens a field that runs on to the next quote mark, lines later, and the rows
-    between become text of that field, silently. Python's `csv` reader in strict mode refuses a closing
-    quote that is not followed by a separator or the line's end, which is what such a run ends on;
-    the message names the line where the field opened and the line where it broke."""
-    import csv
+def _check_records(path: Path, sep: str, quoting: int, *, strict: bool) -> None:
+    """Refuse a CSV file whose records pandas would read other than as written, naming the lines: a
+    header that repeats a name (pandas reads the second as `name.1`, which nothing reads), and a record
+    with fewer fields than the header (pandas fills the rest in as missing; a carriage return alone in
+    an unquoted text, which ends a line for every CSV reader, splits one row into two that way).
 
+    With `strict` (a quoted file with a field that spans lines), Python's `csv` reader also refuses a
+    closing quote that is not followed by a separator or the line's end: pandas' reader is lenient, so
+    a stray quote mark opens a field that runs on to the next quote mark, lines later, and the rows
+    between become text of that field, silently."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter=sep, strict=True)
-        started = 1
+        reader = csv.reader(handle, delimiter=sep, quoting=quoting, strict=strict)
+        started, short = 1, []
         try:
-            for _ in reader:
+            header = next(reader, [])
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                raise DataValidationError(
+                    [f"could not read {path}: the header names {', '.join(map(repr, repeated))} more than once; "
+                     "give each column its own name"]
+                )  # fmt: skip
+            started = reader.line_num + 1
+            for record in reader:
+                if record and len(record) < len(header):
+                    short.append((started, len(record)))
                 started = reader.line_num + 1
         except csv.Error as exc:
             raise DataValidationError(
@@ -464,6 +476,16 @@ def _check_quoting(path: Path, sep: str) -> None:
                     "marks inside them"
                 ]
             ) from exc
+    if short:
+        lines = ", ".join(f"line {line} has {n}" for line, n in short[:MAX_ROWS_SHOWN])
+        raise DataValidationError(
+            [
+                f"could not read {path}: {len(short)} lines hold fewer fields than the header's {len(header)}: "
+                f"{lines}{', ...' if len(short) > MAX_ROWS_SHOWN else ''}. A field is missing, or a line break "
+                "(a carriage return alone, too) inside a text that is not quoted split a row in two: quote such "
+                "texts, or write an empty field for a missing value"
+            ]
+        )
 
 
 CSV_SEPARATORS = (",", ";", "\t", "|")

@@ -349,6 +349,25 @@ def test_a_stray_quote_in_a_quoted_csv_is_refused_not_read_over_the_rows_after_i
     assert load_table(tmp_path / "h.csv")["title"].tolist() == ["red bag, large", "blue hat", "cap", "x", "two\nlines"]
 
 
+def test_a_csv_row_with_too_few_fields_is_refused_naming_the_lines(tmp_path):
+    """pandas filled a short row's missing text in as empty, and a carriage return alone inside an unquoted
+    text split one listing into two (scoring 3,000 rows wrote 3,001): both silently."""
+    (tmp_path / "h.csv").write_bytes(b"id,label,text\nm1,ham,hello\nm2,ham\nm3,ham,line1\rline2\nm4,spam,ok\n")
+    with pytest.raises(
+        DataValidationError, match=r"2 lines hold fewer fields than the header's 3: line 3 has 2, line 5 "
+    ):
+        load_table(tmp_path / "h.csv")
+    (tmp_path / "h.csv").write_bytes(b'id,label,text\nm1,ham,hello\nm2,ham,\nm3,ham,"line1\rline2"\nm4,spam,ok\n')
+    assert load_table(tmp_path / "h.csv")["text"].tolist()[2:] == ["line1\rline2", "ok"]  # empty field, quoted CR
+
+
+def test_a_csv_header_that_repeats_a_name_is_refused(tmp_path):
+    """The second `text` column was read as `text.1` and never used."""
+    (tmp_path / "h.csv").write_text("id,label,text,text\nm1,ham,a,b\n")
+    with pytest.raises(DataValidationError, match="the header names 'text' more than once"):
+        load_table(tmp_path / "h.csv")
+
+
 def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
     raw = history(6).assign(title=["red bag", "blue bag", "bag 5 \u00a3", "hat", "cap", "shoe"])
     raw.to_csv(tmp_path / "h.csv", index=False, encoding="latin-1")
