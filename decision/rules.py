@@ -90,8 +90,10 @@ class Rule:
         return self.enabled and self.mode == "shadow"
 
     def validate(self, where: str = "rule") -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"{where}.name: must be a non-empty string")
+        """Check the whole rule; ValueError("<where>.<field>: <problem>"). A blank name (empty or only
+        whitespace) is refused: the name is how a rule is changed, logged and shown."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"{where}.name: must be a non-empty string (not only whitespace)")
         if self.action not in RULE_ACTIONS:
             raise ValueError(f"{where}.action: {self.action!r} is not one of {list(RULE_ACTIONS)}")
         if self.mode not in RULE_MODES:

@@ -13,6 +13,7 @@ policy in force; the bundle's policy.json is only the default for a bundle the s
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -55,7 +57,8 @@ from serving.store.model_audit import ModelEvent
 
 router = APIRouter(prefix="/v1", tags=["policy"])
 
-RuleName = Annotated[str, PathParam(min_length=1, max_length=128)]
+# A rule's name in the path: not blank (a name of only whitespace is refused, as `Rule.validate` does).
+RuleName = Annotated[str, PathParam(min_length=1, max_length=128, pattern=r"\S")]
 _CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"description": "No model loaded, or a concurrent change took the version"},
     422: {"description": "Invalid policy or missing reason (field named)"},
@@ -141,7 +144,13 @@ async def put_rule(name: RuleName, body: RulePut, key: AdminKey, request: Reques
     if body.rule.get("name", name) != name:
         raise field_error(("body", "rule", "name"), f"rule.name: {body.rule['name']!r} is not the {name!r} in the path")
     return await _change(
-        request, store, key, body.reason, lambda p: {"rules": rules_with_change(p, name, body.rule)}, body.force
+        request,
+        store,
+        key,
+        body.reason,
+        lambda p: {"rules": rules_with_change(p, name, body.rule)},
+        body.force,
+        one_rule=(name, "rule"),
     )
 
 
@@ -161,6 +170,7 @@ async def patch_rule(name: RuleName, body: RulePatch, key: AdminKey, request: Re
         body.reason,
         lambda p: {"rules": rules_with_change(p, name, changes, merge=True)},
         body.force,
+        one_rule=(name, "changes"),
     )
 
 
@@ -195,10 +205,14 @@ async def _change(
     reason: str,
     changes_of: Callable[[Policy], dict[str, Any]],
     force: bool = False,
+    one_rule: tuple[str, str] | None = None,
 ) -> PolicyOut:
     """Apply `changes_of(policy in force)` under the admin lock: validate, check that every new block rule
     earned it (`gate_block_rules`; `force` overrides, audited), store with its audit row in one
-    transaction, then swap the engine in one assignment (each request sees the old policy or the new)."""
+    transaction, then swap the engine in one assignment (each request sees the old policy or the new).
+
+    `one_rule` (rule name, body field) is for the one-rule endpoints: an error in that rule names the
+    body field the client sent it in (`rule.terms`, `changes.action`), not its place in the policy's list."""
     async with _admin_lock(request):
         engine: DecisionEngine = request.app.state.engine
         if not engine.ready or engine.bundle is None:
@@ -213,8 +227,7 @@ async def _change(
             version = await run_in_threadpool(new_policy_version, store, engine.bundle)
             policy = updated_policy(engine.policy, changes, engine.bundle, version)
         except ValueError as exc:
-            field, _, _ = str(exc).partition(":")
-            raise field_error(("body", field.split("[")[0].split(".")[0]), str(exc)) from exc
+            raise _policy_error(str(exc), changes.get("rules"), one_rule) from exc
         reason = await run_in_threadpool(gate_block_rules, engine.bundle, engine.policy, policy, force, reason)
         try:
             await run_in_threadpool(
@@ -229,6 +242,29 @@ async def _change(
             raise HTTPException(status.HTTP_409_CONFLICT, f"policy {version} was taken meanwhile; retry") from exc
         request.app.state.engine = engine.with_policy(policy)  # one assignment: the atomic swap
     return _policy_out(engine, policy)
+
+
+def _policy_error(
+    message: str, rules: list[dict[str, Any]] | None, one_rule: tuple[str, str] | None
+) -> RequestValidationError:
+    """The 422 of an invalid policy ("<field>: <problem>"): it names the top-level field, except for an
+    error in the one rule a one-rule endpoint changed, which names that rule's own field under the body
+    field it came in ("rules[3].all[0].column" -> loc body.rule.all.0.column, message "rule.all[0].column:
+    ...")."""
+    field, _, _ = message.partition(":")
+    if one_rule is not None and rules is not None:
+        name, body_field = one_rule
+        index = next((i for i, rule in enumerate(rules) if rule.get("name") == name), None)
+        prefix = f"rules[{index}]"
+        if index is not None and (field == prefix or field.startswith((f"{prefix}.", f"{prefix}["))):
+            path = body_field + field[len(prefix) :]
+            return field_error(("body", *_path_parts(path)), path + message[len(field) :])
+    return field_error(("body", field.split("[")[0].split(".")[0]), message)
+
+
+def _path_parts(path: str) -> list[str | int]:
+    """A field path as a loc: "rule.all[0].column" -> ["rule", "all", 0, "column"]."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"[.\[\]]+", path) if part]
 
 
 @router.get("/policy/history", response_model=list[PolicyChangeOut])

@@ -1,0 +1,71 @@
+"""Input checks of the rule and policy changes: blank names, errors that name the one rule's own field,
+rules that could never match the bundle's listings (a range on text, a term longer than any text), fields
+a client cannot set, and changes that change nothing (no new version)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+REVIEW_RULE = {"action": "review", "kind": "term", "terms": ["replica"], "fields": ["title"]}
+
+
+def errors(response: httpx.Response) -> dict[str, str]:
+    """field -> message of a 422."""
+    assert response.status_code == 422, response.text
+    return {e["field"]: e["msg"] for e in response.json()["detail"]}
+
+
+def history(api) -> list[dict]:
+    return api.client.get("/v1/policy/history", headers=api.headers("read")).json()
+
+
+def test_a_blank_rule_name_is_a_422_naming_the_name(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        rules = api.client.get("/v1/policy", headers=headers).json()["policy"]["rules"]
+        in_path = api.client.put(
+            "/v1/policy/rules/%20%20", json={"rule": REVIEW_RULE, "reason": "a test"}, headers=headers
+        )
+        in_list = api.client.put(
+            "/v1/policy",
+            json={"rules": [*rules, {**REVIEW_RULE, "name": " \t"}], "replace_rules": True, "reason": "a test"},
+            headers=headers,
+        )
+        changes = history(api)
+
+    assert "name" in errors(in_path)
+    assert errors(in_list)["rules"].startswith(f"rules[{len(rules)}].name: must be a non-empty string")
+    assert changes == []
+
+
+def test_a_one_rule_change_error_names_the_rules_own_field(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        put = api.client.put(
+            "/v1/policy/rules/x",
+            json={"rule": {**REVIEW_RULE, "terms": ["ok", " "]}, "reason": "a test"},
+            headers=headers,
+        )
+        nested = api.client.put(
+            "/v1/policy/rules/x",
+            json={
+                "rule": {"action": "review", "kind": "all", "all": [{**REVIEW_RULE, "action": None}]},
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+        added = api.client.put("/v1/policy/rules/x", json={"rule": REVIEW_RULE, "reason": "a test"}, headers=headers)
+        patch = api.client.patch(
+            "/v1/policy/rules/x", json={"changes": {"kind": "range"}, "reason": "a test"}, headers=headers
+        )
+        unknown = api.client.patch(
+            "/v1/policy/rules/x", json={"changes": {"colour": "red"}, "reason": "a test"}, headers=headers
+        )
+
+    assert errors(put)["rule.terms"].startswith("rule.terms: a term rule needs a list of non-empty strings")
+    assert errors(nested)["rule.all.0"].startswith("rule.all[0]: unknown keys ['action']")
+    assert added.status_code == 200, added.text
+    assert errors(patch)["changes.column"].startswith("changes.column: a range rule needs the numeric column")
+    assert errors(unknown)["changes"] == "changes: unknown keys ['colour']"
