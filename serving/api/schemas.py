@@ -13,6 +13,7 @@ from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from annotated_types import MaxLen
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from decision.audit import MIN_AUDIT_RATE
@@ -46,7 +47,8 @@ RequestId = Annotated[
     ),
 ]
 Timestamp = Annotated[datetime, AfterValidator(_plausible_time)]
-_LISTING_CONFIG = ConfigDict(extra="forbid", str_max_length=10_000, allow_inf_nan=False)
+MAX_TEXT_CHARS = 10_000  # the most characters of any text field of a listing without a bound of its own
+_LISTING_CONFIG = ConfigDict(extra="forbid", str_max_length=MAX_TEXT_CHARS, allow_inf_nan=False)
 
 # The built-in marketplace columns keep their own bounds; any other column gets its role's (below).
 _MARKETPLACE_FIELDS: dict[str, tuple[Any, Any]] = {
@@ -146,6 +148,18 @@ def _aliased(
             named[name] = (Annotated[kind, info], Field(alias=column))
             columns[name] = column
     return named, columns
+
+
+def text_limits(config: DataConfig) -> dict[str, int]:
+    """The most characters a scoring request takes in each text field of the config's listings (text,
+    categorical and id columns: the field's own bound, else the listing-wide one), under column names:
+    a rule's term longer than every field it searches can never match (`decision.rules.check_matchable`)."""
+    limits: dict[str, int] = {}
+    for name, info in request_bodies(config).listing.model_fields.items():
+        if info.annotation is str:
+            bounds = [m.max_length for m in info.metadata if isinstance(m, MaxLen)]
+            limits[info.alias or name] = min(bounds, default=MAX_TEXT_CHARS)
+    return limits
 
 
 MAX_BATCH_ITEMS = 100_000  # the most any deployment may allow (`Settings.max_batch_items` is at most this)

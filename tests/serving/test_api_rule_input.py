@@ -69,3 +69,78 @@ def test_a_one_rule_change_error_names_the_rules_own_field(serve, own_bundle: Pa
     assert added.status_code == 200, added.text
     assert errors(patch)["changes.column"].startswith("changes.column: a range rule needs the numeric column")
     assert errors(unknown)["changes"] == "changes: unknown keys ['colour']"
+
+
+def test_a_range_rule_on_a_column_that_is_not_numeric_is_refused_naming_its_type(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        on_text = api.client.put(
+            "/v1/policy/rules/x",
+            json={"rule": {"action": "review", "kind": "range", "column": "title", "min": 1}, "reason": "a test"},
+            headers=headers,
+        )
+        in_all = api.client.put(
+            "/v1/policy/rules/x",
+            json={
+                "rule": {
+                    "action": "review",
+                    "kind": "all",
+                    "all": [
+                        {"kind": "range", "column": "price", "max": 900},
+                        {"kind": "range", "column": "category", "min": 3},
+                    ],
+                },
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+        on_price = api.client.put(
+            "/v1/policy/rules/cheap",
+            json={"rule": {"action": "review", "kind": "range", "column": "price", "max": 5}, "reason": "a test"},
+            headers=headers,
+        )
+        changes = history(api)
+
+    message = errors(on_text)["rule.column"]
+    assert message.startswith("rule.column: 'title' is a text column") and "'price'" in message
+    assert errors(in_all)["rule.all.1.column"].startswith("rule.all[1].column: 'category' is a categorical column")
+    assert on_price.status_code == 200, on_price.text
+    assert [c["reason"] for c in changes] == ["a test"]
+
+
+def test_a_term_longer_than_any_text_its_fields_take_is_refused(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        title_only = api.client.put(
+            "/v1/policy/rules/x",
+            json={"rule": {**REVIEW_RULE, "terms": ["ok", "a" * 501]}, "reason": "a test"},
+            headers=headers,
+        )
+        too_long = api.client.put(
+            "/v1/policy/rules/x",
+            json={
+                "rule": {**REVIEW_RULE, "terms": ["a" * 10_001], "fields": ["title", "description"]},
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+        # a term's words match across any run of spaces, so its shortest match joins them with one
+        spaced = api.client.put(
+            "/v1/policy/rules/spaced",
+            json={"rule": {**REVIEW_RULE, "terms": ["a" * 250 + " " * 10 + "b" * 249]}, "reason": "a test"},
+            headers=headers,
+        )
+        description = api.client.put(
+            "/v1/policy/rules/long",
+            json={
+                "rule": {**REVIEW_RULE, "terms": ["a" * 600], "fields": ["title", "description"]},
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+
+    message = errors(title_only)["rule.terms"]
+    assert message.startswith("rule.terms: term 2 is 501 characters") and "500" in message
+    assert "10000" in errors(too_long)["rule.terms"].replace(",", "")
+    assert spaced.status_code == 200, spaced.text
+    assert description.status_code == 200, description.text
