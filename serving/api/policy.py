@@ -143,6 +143,7 @@ async def put_rule(name: RuleName, body: RulePut, key: AdminKey, request: Reques
     """Add the rule `name`, or replace it whole where it stands; other rules are kept."""
     if body.rule.get("name", name) != name:
         raise field_error(("body", "rule", "name"), f"rule.name: {body.rule['name']!r} is not the {name!r} in the path")
+    _refuse_version(body.rule, "rule")
     return await _change(
         request,
         store,
@@ -160,6 +161,7 @@ async def patch_rule(name: RuleName, body: RulePatch, key: AdminKey, request: Re
     {"enabled": false} disables it, {"mode": "shadow"} demotes it to shadow); 404 if there is none."""
     if body.changes.get("name", name) != name:
         raise field_error(("body", "changes", "name"), "changes.name: a rule is renamed by removing and adding it")
+    _refuse_version(body.changes, "changes")
     changes = body.rule_changes()
     if not changes:
         raise field_error(("body", "changes"), "changes: nothing to change (send changes, mode or enabled)")
@@ -172,6 +174,18 @@ async def patch_rule(name: RuleName, body: RulePatch, key: AdminKey, request: Re
         body.force,
         one_rule=(name, "changes"),
     )
+
+
+def _refuse_version(sent: dict[str, Any], body_field: str) -> None:
+    """A 422 for a rule `version` sent to a one-rule endpoint: the version is the server's (it counts the
+    rule's changes), and the API has no version check (no If-Match): each change applies to the rule in
+    force under the admin lock. Ignoring a sent version would let a client believe it set or checked one."""
+    if "version" in sent:
+        raise field_error(
+            ("body", body_field, "version"),
+            f"{body_field}.version: a rule's version is the server's (it counts the rule's changes) and cannot be "
+            "sent; leave it out",
+        )
 
 
 @router.post("/policy/rules/{name}/disable", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})

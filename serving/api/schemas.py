@@ -623,7 +623,8 @@ class PolicyUpdate(BaseModel):
 
 
 class RulePut(BaseModel):
-    """One rule, added or replaced whole (its name is the one in the path; its version is the server's)."""
+    """One rule, added or replaced whole (its name is the one in the path; its version is the server's:
+    a `version` sent here is refused, naming `rule.version`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -639,7 +640,8 @@ RuleMode = Literal["enforce", "shadow"]
 
 class RulePatch(BaseModel):
     """Fields of one existing rule to change: in `changes` (e.g. {"action": "review"} or new `terms`), or
-    the top-level `mode` and `enabled` ({"enabled": false} disables it, {"mode": "shadow"} demotes it)."""
+    the top-level `mode` and `enabled` ({"enabled": false} disables it, {"mode": "shadow"} demotes it).
+    A rule's `name` and `version` cannot be changed: either in `changes` is a 422 naming it."""
 
     model_config = ConfigDict(extra="forbid")
 
