@@ -69,13 +69,14 @@ def _admin_lock(request: Request) -> asyncio.Lock:
     return request.app.state.admin_lock
 
 
-def _policy_out(engine: DecisionEngine, policy: Policy) -> PolicyOut:
+def _policy_out(engine: DecisionEngine, policy: Policy, changed: bool | None = None) -> PolicyOut:
     return PolicyOut(
         model_version=engine.model_version,
         ready=engine.ready,
         policy=policy.to_dict(),
         guarantee_state=policy.guarantee_state,
         tiers=_tiers_out(engine, policy),
+        changed=changed,
     )
 
 
@@ -224,6 +225,8 @@ async def _change(
     """Apply `changes_of(policy in force)` under the admin lock: validate, check that every new block rule
     earned it (`gate_block_rules`; `force` overrides, audited), store with its audit row in one
     transaction, then swap the engine in one assignment (each request sees the old policy or the new).
+    A change that leaves the policy as it is (the same rule put again, a rule enabled that is enabled)
+    makes no version and no audit row: the policy in force comes back with `changed: false`.
 
     `one_rule` (rule name, body field) is for the one-rule endpoints: an error in that rule names the
     body field the client sent it in (`rule.terms`, `changes.action`), not its place in the policy's list."""
@@ -242,6 +245,8 @@ async def _change(
             policy = updated_policy(engine.policy, changes, engine.bundle, version)
         except ValueError as exc:
             raise _policy_error(str(exc), changes.get("rules"), one_rule) from exc
+        if _content(policy) == _content(engine.policy):
+            return _policy_out(engine, engine.policy, changed=False)
         reason = await run_in_threadpool(gate_block_rules, engine.bundle, engine.policy, policy, force, reason)
         try:
             await run_in_threadpool(
@@ -255,7 +260,12 @@ async def _change(
         except IntegrityError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"policy {version} was taken meanwhile; retry") from exc
         request.app.state.engine = engine.with_policy(policy)  # one assignment: the atomic swap
-    return _policy_out(engine, policy)
+    return _policy_out(engine, policy, changed=True)
+
+
+def _content(policy: Policy) -> dict[str, Any]:
+    """What a policy decides and promises: everything but its version and creation time."""
+    return {k: v for k, v in policy.to_dict().items() if k not in ("version", "created_at")}
 
 
 def _policy_error(

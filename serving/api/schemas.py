@@ -685,6 +685,11 @@ class PolicyOut(BaseModel):
     tiers: list[TierOut] = Field(
         default_factory=list, description="The bundle's violation tiers, their thresholds and targets ([] if untiered)."
     )
+    changed: bool | None = Field(
+        default=None,
+        description="On a policy change: true when it put a new policy version in force (audited), false when "
+        "it changed nothing (no new version, no audit row; `policy` is the one in force). Null on a read.",
+    )
 
 
 class PolicyChangeOut(BaseModel):

@@ -166,3 +166,31 @@ def test_a_rule_version_cannot_be_sent_it_is_the_servers(serve, own_bundle: Path
     assert errors(put)["rule.version"].startswith("rule.version: a rule's version is the server's")
     assert (rule["name"], rule["version"]) == ("x", 1)
     assert len(changes) == 1
+
+
+def test_a_change_that_changes_nothing_makes_no_version(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        added = api.client.put("/v1/policy/rules/x", json={"rule": REVIEW_RULE, "reason": "a test"}, headers=headers)
+        same_put = api.client.put("/v1/policy/rules/x", json={"rule": REVIEW_RULE, "reason": "again"}, headers=headers)
+        same_patch = api.client.patch(
+            "/v1/policy/rules/x",
+            json={"changes": {"action": "review"}, "enabled": True, "reason": "again"},
+            headers=headers,
+        )
+        enabled = api.client.post("/v1/policy/rules/x/enable", json={"reason": "again"}, headers=headers)
+        rate = added.json()["policy"]["qa_sample_rate"]
+        same_rate = api.client.put("/v1/policy", json={"qa_sample_rate": rate, "reason": "again"}, headers=headers)
+        changed = api.client.patch(
+            "/v1/policy/rules/x", json={"changes": {"terms": ["fake"]}, "reason": "a real change"}, headers=headers
+        )
+        changes = history(api)
+
+    assert added.status_code == 200 and added.json()["changed"] is True
+    version = added.json()["policy"]["version"]
+    for response in (same_put, same_patch, enabled, same_rate):
+        assert response.status_code == 200, response.text
+        assert response.json()["changed"] is False
+        assert response.json()["policy"]["version"] == version
+    assert changed.json()["changed"] is True and changed.json()["policy"]["version"] != version
+    assert [c["reason"] for c in changes] == ["a real change", "a test"]
