@@ -5,9 +5,10 @@ Changes: `PUT /v1/policy` sets top-level fields (fields left out keep their valu
 unless `replace_rules` is true, then it replaces the whole list); `PUT|PATCH|DELETE /v1/policy/rules/{name}`
 add or replace, change some fields of (its `mode` and `enabled` too), or remove one rule, and
 `POST /v1/policy/rules/{name}/disable|enable` switch one off or on. Each rule carries a version the
-server bumps on every change of that rule. Every change needs a `reason` (body; a query parameter for
-DELETE). The new policy and its audit row are written in one transaction of the store, which holds the
-policy in force; the bundle's policy.json is only the default for a bundle the store holds no policy for.
+server bumps on every change of that rule (a version sent is refused). Every change needs a `reason`
+(body; a query parameter for DELETE); one that changes nothing makes no version (`changed: false`).
+The new policy and its audit row are written in one transaction of the store, which holds the policy in
+force; the bundle's policy.json is only the default for a bundle the store holds no policy for.
 """
 
 from __future__ import annotations
