@@ -5,7 +5,7 @@ Changes: `PUT /v1/policy` sets top-level fields (fields left out keep their valu
 unless `replace_rules` is true, then it replaces the whole list); `PUT|PATCH|DELETE /v1/policy/rules/{name}`
 add or replace, change some fields of (its `mode` and `enabled` too), or remove one rule, and
 `POST /v1/policy/rules/{name}/disable|enable` switch one off or on. Each rule carries a version the
-server bumps on every change of that rule (a version sent is refused). Every change needs a `reason`
+server bumps on every change of that rule (PATCH refuses one). Every change needs a `reason`
 (body; a query parameter for DELETE); one that changes nothing makes no version (`changed: false`).
 The new policy and its audit row are written in one transaction of the store, which holds the policy in
 force; the bundle's policy.json is only the default for a bundle the store holds no policy for.
@@ -145,7 +145,6 @@ async def put_rule(name: RuleName, body: RulePut, key: AdminKey, request: Reques
     """Add the rule `name`, or replace it whole where it stands; other rules are kept."""
     if body.rule.get("name", name) != name:
         raise field_error(("body", "rule", "name"), f"rule.name: {body.rule['name']!r} is not the {name!r} in the path")
-    _refuse_version(body.rule, "rule")
     return await _change(
         request,
         store,
@@ -160,10 +159,17 @@ async def put_rule(name: RuleName, body: RulePut, key: AdminKey, request: Reques
 @router.patch("/policy/rules/{name}", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})
 async def patch_rule(name: RuleName, body: RulePatch, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
     """Change some fields of the existing rule `name` (e.g. its action or terms, `mode` or `enabled`:
-    {"enabled": false} disables it, {"mode": "shadow"} demotes it to shadow); 404 if there is none."""
+    {"enabled": false} disables it, {"mode": "shadow"} demotes it to shadow); 404 if there is none.
+    Its `version` is refused (422): it is the server's, and the API has no version check (no If-Match)
+    that a sent version could stand for; ignoring it would let a client believe it set one."""
     if body.changes.get("name", name) != name:
         raise field_error(("body", "changes", "name"), "changes.name: a rule is renamed by removing and adding it")
-    _refuse_version(body.changes, "changes")
+    if "version" in body.changes:
+        raise field_error(
+            ("body", "changes", "version"),
+            "changes.version: a rule's version is the server's (it counts the rule's changes) and cannot be "
+            "changed; leave it out",
+        )
     changes = body.rule_changes()
     if not changes:
         raise field_error(("body", "changes"), "changes: nothing to change (send changes, mode or enabled)")
@@ -176,18 +182,6 @@ async def patch_rule(name: RuleName, body: RulePatch, key: AdminKey, request: Re
         body.force,
         one_rule=(name, "changes"),
     )
-
-
-def _refuse_version(sent: dict[str, Any], body_field: str) -> None:
-    """A 422 for a rule `version` sent to a one-rule endpoint: the version is the server's (it counts the
-    rule's changes), and the API has no version check (no If-Match): each change applies to the rule in
-    force under the admin lock. Ignoring a sent version would let a client believe it set or checked one."""
-    if "version" in sent:
-        raise field_error(
-            ("body", body_field, "version"),
-            f"{body_field}.version: a rule's version is the server's (it counts the rule's changes) and cannot be "
-            "sent; leave it out",
-        )
 
 
 @router.post("/policy/rules/{name}/disable", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})

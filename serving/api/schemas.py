@@ -624,7 +624,7 @@ class PolicyUpdate(BaseModel):
 
 class RulePut(BaseModel):
     """One rule, added or replaced whole (its name is the one in the path; its version is the server's:
-    a `version` sent here is refused, naming `rule.version`)."""
+    one sent here, as in a rule read from GET /v1/policy or a suggestion, is not taken)."""
 
     model_config = ConfigDict(extra="forbid")
 
