@@ -90,8 +90,10 @@ class Rule:
         return self.enabled and self.mode == "shadow"
 
     def validate(self, where: str = "rule") -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"{where}.name: must be a non-empty string")
+        """Check the whole rule; ValueError("<where>.<field>: <problem>"). A blank name (empty or only
+        whitespace) is refused: the name is how a rule is changed, logged and shown."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"{where}.name: must be a non-empty string (not only whitespace)")
         if self.action not in RULE_ACTIONS:
             raise ValueError(f"{where}.action: {self.action!r} is not one of {list(RULE_ACTIONS)}")
         if self.mode not in RULE_MODES:
@@ -275,6 +277,43 @@ def _validate_range(rule: Rule, where: str) -> None:
         raise ValueError(f"{where}.min: a range rule needs min, max or both")
     if rule.min is not None and rule.max is not None and not rule.min < rule.max:
         raise ValueError(f"{where}.max: {rule.max!r} must be greater than min {rule.min!r}")
+
+
+def check_matchable(rule: Rule, where: str, roles: Mapping[str, Sequence[str]], max_chars: Mapping[str, int]) -> None:
+    """ValueError("<where>.<field>: <problem>") for a rule that could never match a listing of a data
+    config, which the matcher alone would take silently (matching nothing):
+
+    - a range condition on a column that does not hold numbers: `roles` gives the roles of each listing
+      column (`DataConfig.column_roles`: "text", "categorical", "numeric", "id", ...), and only a
+      "numeric" one holds numbers; a derived column (`product_match`) holds text;
+    - a term condition with a term longer than the longest text any of its fields can carry: `max_chars`
+      gives, per column, the most characters a listing may carry there (a column not in it has no limit,
+      and neither has a term rule that searches one). The length compared is the term's shortest match,
+      its words joined by one space (words match across any run of whitespace).
+    """
+    roles = {**{column: ["derived text"] for column in DERIVED_COLUMNS}, **roles}
+    conditions = [(f"{where}.all[{i}]", c) for i, c in enumerate(rule.all)] if rule.kind == "all" else [(where, rule)]
+    for at, condition in conditions:
+        if condition.kind == "range":
+            column_roles = roles.get(condition.column or "")
+            if column_roles and "numeric" not in column_roles:  # a column listings lack is refused elsewhere
+                numeric = [c for c, r in roles.items() if "numeric" in r]
+                raise ValueError(
+                    f"{at}.column: {condition.column!r} is a {column_roles[0]} column; a range rule compares "
+                    f"numbers, so it needs a numeric column (this bundle's: {numeric})"
+                )
+        elif condition.kind == "term":
+            limits = [max_chars.get(column) for column in condition.fields]
+            if not limits or None in limits:
+                continue
+            longest = max(limit for limit in limits if limit is not None)
+            for j, term in enumerate(condition.terms, 1):
+                length = len(" ".join(term.split()))
+                if length > longest:
+                    raise ValueError(
+                        f"{at}.terms: term {j} is {length:,} characters, longer than any text of "
+                        f"{condition.fields} can be (at most {longest:,} characters): it could never match"
+                    )
 
 
 # A listing's number as text (what `_text_columns` and the service's `cell_text` write): plain decimal

@@ -16,8 +16,9 @@ from bundle.manifest import BundleError, resolve_bundle
 from bundle.policies import next_policy_version
 from decision.audit import inclusion_probabilities, pass_margin
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, HAND_SET, Policy, route
-from decision.rules import match_rule_masks
+from decision.rules import check_matchable, match_rule_masks
 from decision.tiers import frame_tier_risk
+from serving.api.schemas import text_limits
 from serving.engine import DecisionEngine
 from serving.merchant_history import follow_outcomes
 from serving.store import Store
@@ -151,9 +152,21 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, ver
     raw["version"] = version
     raw["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     policy = Policy.from_dict(raw).validate(bundle.config.listing_columns)
+    _check_changed_rules(current, policy, bundle)
     if policy.segment_by or policy.segments:
         _check_segments(policy, bundle)
     return policy
+
+
+def _check_changed_rules(current: Policy, policy: Policy, bundle: Bundle) -> None:
+    """Refuse a rule added or changed here that could never match the bundle's listings: a range on a
+    column that holds no numbers, or a term longer than any text its fields take in a scoring request
+    (`check_matchable`). Rules in force that this change leaves alone are not judged again."""
+    before = {rule.name: rule.to_dict() for rule in current.rules}
+    roles, limits = bundle.config.column_roles(), text_limits(bundle.config)
+    for i, rule in enumerate(policy.rules):
+        if before.get(rule.name) != rule.to_dict():
+            check_matchable(rule, f"rules[{i}]", roles, limits)
 
 
 def _known_tiers(tier_pass: dict[str, float], bundle: Bundle) -> dict[str, float]:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from bundle.load import Bundle
 from bundle.manifest import BundleError
-from decision.rule_mining import SORTS, SuggestionReport, suggest_rules
+from decision.rule_mining import SORTS, Suggestion, SuggestionReport, suggest_rules
 from decision.tiers import risk_column
 from features.validate import DataValidationError, load_table, validate_history
 from training.cli_output import console, note
@@ -43,7 +43,8 @@ def suggest(
     """Mine candidate rules from verdicts (terms, a term set, brand + price band, merchants, categories,
     shallow-tree paths) on the older half of the labelled history, certify them on the newer half
     (Clopper-Pearson at alpha/K: all bounds hold together), and rank them with the workload each would
-    remove. Nothing is enabled: add one with PUT /v1/policy/rules/{name} and a reason."""
+    change (a block rule removes queued work; a review rule adds the auto-passes it matches). Nothing is
+    enabled: add one with PUT /v1/policy/rules/{name} and a reason."""
     if sort not in SORTS:
         _fail(f"--sort: {sort!r} is not one of {list(SORTS)}")
     try:
@@ -62,6 +63,11 @@ def suggest(
         return
     console.print(_table(report))
     console.print(f"* certified at the block-precision target {report.block_precision_target:g}")
+    console.print(
+        "queue change: a block rule takes its queued hits out of the queue (-); a review rule adds the auto-passes "
+        "it matches (+); extra caught: violations among the auto-passes it matches (blocked, or sent to review)",
+        highlight=False,
+    )
     for line in _conditions(report):
         console.print(line, highlight=False)
     for text in report.notes:
@@ -100,30 +106,32 @@ def _table(report: SuggestionReport) -> Table:
             f"{queue['queue_items']:,} items, {queue['reviewer_hours']:.1f} reviewer-hours"
         )
     )
-    for column in (
-        "#",
-        "action",
-        "hits",
-        "precision",
-        "certified >=",
-        "queue removed",
-        "hours removed",
-        "extra caught",
-    ):
+    for column in ("#", "action", "hits", "precision", "certified >=", "queue change", "hours change", "extra caught"):
         table.add_column(column, justify="right" if column != "action" else "left")
     for i, s in enumerate(report.suggestions, 1):
-        c, block, review = s.certificate, s.as_block, s.as_review
+        c = s.certificate
         table.add_row(
             str(i),
             s.rule.action + (" *" if c["certified"] else ""),
             f"{c['hits']:,}",
             f"{c['precision']:.3f}",
             f"{c['lower']:.3f}",
-            f"{block['hits_in_queue']:,}",
-            f"{block['reviewer_hours_removed']:.1f}",
-            f"{review['extra_violations_caught']:,}",
+            *_workload(s),
+            f"{s.as_review['extra_violations_caught']:,}",
         )
     return table
+
+
+def _workload(suggestion: Suggestion) -> tuple[str, str]:
+    """The queue items and reviewer-hours the rule changes, signed, as its action acts: a block rule takes
+    its hits out of the queue (-); a review rule removes nothing, it sends to the queue the auto-passes it
+    matches (+). The figures of the other action would mislead: a review rule's hits already queued stay
+    queued."""
+    if suggestion.rule.action == "block":
+        block = suggestion.as_block
+        return f"-{block['hits_in_queue']:,}", f"-{block['reviewer_hours_removed']:.1f}"
+    review = suggestion.as_review
+    return f"+{review['workload_added_items']:,}", f"+{review['reviewer_hours_added']:.1f}"
 
 
 def _conditions(report: SuggestionReport) -> list[str]:

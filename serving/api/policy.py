@@ -5,14 +5,16 @@ Changes: `PUT /v1/policy` sets top-level fields (fields left out keep their valu
 unless `replace_rules` is true, then it replaces the whole list); `PUT|PATCH|DELETE /v1/policy/rules/{name}`
 add or replace, change some fields of (its `mode` and `enabled` too), or remove one rule, and
 `POST /v1/policy/rules/{name}/disable|enable` switch one off or on. Each rule carries a version the
-server bumps on every change of that rule. Every change needs a `reason` (body; a query parameter for
-DELETE). The new policy and its audit row are written in one transaction of the store, which holds the
-policy in force; the bundle's policy.json is only the default for a bundle the store holds no policy for.
+server bumps on every change of that rule (PATCH refuses one). Every change needs a `reason`
+(body; a query parameter for DELETE); one that changes nothing makes no version (`changed: false`).
+The new policy and its audit row are written in one transaction of the store, which holds the policy in
+force; the bundle's policy.json is only the default for a bundle the store holds no policy for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -55,7 +58,8 @@ from serving.store.model_audit import ModelEvent
 
 router = APIRouter(prefix="/v1", tags=["policy"])
 
-RuleName = Annotated[str, PathParam(min_length=1, max_length=128)]
+# A rule's name in the path: not blank (a name of only whitespace is refused, as `Rule.validate` does).
+RuleName = Annotated[str, PathParam(min_length=1, max_length=128, pattern=r"\S")]
 _CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"description": "No model loaded, or a concurrent change took the version"},
     422: {"description": "Invalid policy or missing reason (field named)"},
@@ -66,13 +70,14 @@ def _admin_lock(request: Request) -> asyncio.Lock:
     return request.app.state.admin_lock
 
 
-def _policy_out(engine: DecisionEngine, policy: Policy) -> PolicyOut:
+def _policy_out(engine: DecisionEngine, policy: Policy, changed: bool | None = None) -> PolicyOut:
     return PolicyOut(
         model_version=engine.model_version,
         ready=engine.ready,
         policy=policy.to_dict(),
         guarantee_state=policy.guarantee_state,
         tiers=_tiers_out(engine, policy),
+        changed=changed,
     )
 
 
@@ -141,16 +146,30 @@ async def put_rule(name: RuleName, body: RulePut, key: AdminKey, request: Reques
     if body.rule.get("name", name) != name:
         raise field_error(("body", "rule", "name"), f"rule.name: {body.rule['name']!r} is not the {name!r} in the path")
     return await _change(
-        request, store, key, body.reason, lambda p: {"rules": rules_with_change(p, name, body.rule)}, body.force
+        request,
+        store,
+        key,
+        body.reason,
+        lambda p: {"rules": rules_with_change(p, name, body.rule)},
+        body.force,
+        one_rule=(name, "rule"),
     )
 
 
 @router.patch("/policy/rules/{name}", response_model=PolicyOut, responses={**_CHANGE_ERRORS, 404: {}})
 async def patch_rule(name: RuleName, body: RulePatch, key: AdminKey, request: Request, store: StoreDep) -> PolicyOut:
     """Change some fields of the existing rule `name` (e.g. its action or terms, `mode` or `enabled`:
-    {"enabled": false} disables it, {"mode": "shadow"} demotes it to shadow); 404 if there is none."""
+    {"enabled": false} disables it, {"mode": "shadow"} demotes it to shadow); 404 if there is none.
+    Its `version` is refused (422): it is the server's, and the API has no version check (no If-Match)
+    that a sent version could stand for; ignoring it would let a client believe it set one."""
     if body.changes.get("name", name) != name:
         raise field_error(("body", "changes", "name"), "changes.name: a rule is renamed by removing and adding it")
+    if "version" in body.changes:
+        raise field_error(
+            ("body", "changes", "version"),
+            "changes.version: a rule's version is the server's (it counts the rule's changes) and cannot be "
+            "changed; leave it out",
+        )
     changes = body.rule_changes()
     if not changes:
         raise field_error(("body", "changes"), "changes: nothing to change (send changes, mode or enabled)")
@@ -161,6 +180,7 @@ async def patch_rule(name: RuleName, body: RulePatch, key: AdminKey, request: Re
         body.reason,
         lambda p: {"rules": rules_with_change(p, name, changes, merge=True)},
         body.force,
+        one_rule=(name, "changes"),
     )
 
 
@@ -195,10 +215,16 @@ async def _change(
     reason: str,
     changes_of: Callable[[Policy], dict[str, Any]],
     force: bool = False,
+    one_rule: tuple[str, str] | None = None,
 ) -> PolicyOut:
     """Apply `changes_of(policy in force)` under the admin lock: validate, check that every new block rule
     earned it (`gate_block_rules`; `force` overrides, audited), store with its audit row in one
-    transaction, then swap the engine in one assignment (each request sees the old policy or the new)."""
+    transaction, then swap the engine in one assignment (each request sees the old policy or the new).
+    A change that leaves the policy as it is (the same rule put again, a rule enabled that is enabled)
+    makes no version and no audit row: the policy in force comes back with `changed: false`.
+
+    `one_rule` (rule name, body field) is for the one-rule endpoints: an error in that rule names the
+    body field the client sent it in (`rule.terms`, `changes.action`), not its place in the policy's list."""
     async with _admin_lock(request):
         engine: DecisionEngine = request.app.state.engine
         if not engine.ready or engine.bundle is None:
@@ -213,8 +239,9 @@ async def _change(
             version = await run_in_threadpool(new_policy_version, store, engine.bundle)
             policy = updated_policy(engine.policy, changes, engine.bundle, version)
         except ValueError as exc:
-            field, _, _ = str(exc).partition(":")
-            raise field_error(("body", field.split("[")[0].split(".")[0]), str(exc)) from exc
+            raise _policy_error(str(exc), changes.get("rules"), one_rule) from exc
+        if _content(policy) == _content(engine.policy):
+            return _policy_out(engine, engine.policy, changed=False)
         reason = await run_in_threadpool(gate_block_rules, engine.bundle, engine.policy, policy, force, reason)
         try:
             await run_in_threadpool(
@@ -228,7 +255,35 @@ async def _change(
         except IntegrityError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"policy {version} was taken meanwhile; retry") from exc
         request.app.state.engine = engine.with_policy(policy)  # one assignment: the atomic swap
-    return _policy_out(engine, policy)
+    return _policy_out(engine, policy, changed=True)
+
+
+def _content(policy: Policy) -> dict[str, Any]:
+    """What a policy decides and promises: everything but its version and creation time."""
+    return {k: v for k, v in policy.to_dict().items() if k not in ("version", "created_at")}
+
+
+def _policy_error(
+    message: str, rules: list[dict[str, Any]] | None, one_rule: tuple[str, str] | None
+) -> RequestValidationError:
+    """The 422 of an invalid policy ("<field>: <problem>"): it names the top-level field, except for an
+    error in the one rule a one-rule endpoint changed, which names that rule's own field under the body
+    field it came in ("rules[3].all[0].column" -> loc body.rule.all.0.column, message "rule.all[0].column:
+    ...")."""
+    field, _, _ = message.partition(":")
+    if one_rule is not None and rules is not None:
+        name, body_field = one_rule
+        index = next((i for i, rule in enumerate(rules) if rule.get("name") == name), None)
+        prefix = f"rules[{index}]"
+        if index is not None and (field == prefix or field.startswith((f"{prefix}.", f"{prefix}["))):
+            path = body_field + field[len(prefix) :]
+            return field_error(("body", *_path_parts(path)), path + message[len(field) :])
+    return field_error(("body", field.split("[")[0].split(".")[0]), message)
+
+
+def _path_parts(path: str) -> list[str | int]:
+    """A field path as a loc: "rule.all[0].column" -> ["rule", "all", 0, "column"]."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"[.\[\]]+", path) if part]
 
 
 @router.get("/policy/history", response_model=list[PolicyChangeOut])

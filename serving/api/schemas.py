@@ -13,6 +13,7 @@ from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from annotated_types import MaxLen
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from decision.audit import MIN_AUDIT_RATE
@@ -46,7 +47,8 @@ RequestId = Annotated[
     ),
 ]
 Timestamp = Annotated[datetime, AfterValidator(_plausible_time)]
-_LISTING_CONFIG = ConfigDict(extra="forbid", str_max_length=10_000, allow_inf_nan=False)
+MAX_TEXT_CHARS = 10_000  # the most characters of any text field of a listing without a bound of its own
+_LISTING_CONFIG = ConfigDict(extra="forbid", str_max_length=MAX_TEXT_CHARS, allow_inf_nan=False)
 
 # The built-in marketplace columns keep their own bounds; any other column gets its role's (below).
 _MARKETPLACE_FIELDS: dict[str, tuple[Any, Any]] = {
@@ -146,6 +148,18 @@ def _aliased(
             named[name] = (Annotated[kind, info], Field(alias=column))
             columns[name] = column
     return named, columns
+
+
+def text_limits(config: DataConfig) -> dict[str, int]:
+    """The most characters a scoring request takes in each text field of the config's listings (text,
+    categorical and id columns: the field's own bound, else the listing-wide one), under column names:
+    a rule's term longer than every field it searches can never match (`decision.rules.check_matchable`)."""
+    limits: dict[str, int] = {}
+    for name, info in request_bodies(config).listing.model_fields.items():
+        if info.annotation is str:
+            bounds = [m.max_length for m in info.metadata if isinstance(m, MaxLen)]
+            limits[info.alias or name] = min(bounds, default=MAX_TEXT_CHARS)
+    return limits
 
 
 MAX_BATCH_ITEMS = 100_000  # the most any deployment may allow (`Settings.max_batch_items` is at most this)
@@ -609,7 +623,8 @@ class PolicyUpdate(BaseModel):
 
 
 class RulePut(BaseModel):
-    """One rule, added or replaced whole (its name is the one in the path; its version is the server's)."""
+    """One rule, added or replaced whole (its name is the one in the path; its version is the server's:
+    one sent here, as in a rule read from GET /v1/policy or a suggestion, is not taken)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -625,7 +640,8 @@ RuleMode = Literal["enforce", "shadow"]
 
 class RulePatch(BaseModel):
     """Fields of one existing rule to change: in `changes` (e.g. {"action": "review"} or new `terms`), or
-    the top-level `mode` and `enabled` ({"enabled": false} disables it, {"mode": "shadow"} demotes it)."""
+    the top-level `mode` and `enabled` ({"enabled": false} disables it, {"mode": "shadow"} demotes it).
+    A rule's `name` and `version` cannot be changed: either in `changes` is a 422 naming it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -668,6 +684,11 @@ class PolicyOut(BaseModel):
     guarantee_state: str = Field(description="certified | provisional, not certified | hand_set, not certified | none")
     tiers: list[TierOut] = Field(
         default_factory=list, description="The bundle's violation tiers, their thresholds and targets ([] if untiered)."
+    )
+    changed: bool | None = Field(
+        default=None,
+        description="On a policy change: true when it put a new policy version in force (audited), false when "
+        "it changed nothing (no new version, no audit row; `policy` is the one in force). Null on a read.",
     )
 
 

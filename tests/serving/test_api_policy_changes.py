@@ -87,7 +87,7 @@ def test_a_rule_change_is_validated_and_its_name_is_the_paths(serve, own_bundle:
         )
         history = api.client.get("/v1/policy/history", headers=api.headers("read")).json()
 
-    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "rules"
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "rule.action"
     assert renamed.status_code == 422
     for key, response in zip(("terms", "fields"), letters, strict=True):
         assert response.status_code == 422, response.text

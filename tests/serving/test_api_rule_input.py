@@ -1,0 +1,198 @@
+"""Input checks of the rule and policy changes: blank names, errors that name the one rule's own field,
+rules that could never match the bundle's listings (a range on text, a term longer than any text), fields
+a client cannot set, and changes that change nothing (no new version)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+REVIEW_RULE = {"action": "review", "kind": "term", "terms": ["replica"], "fields": ["title"]}
+
+
+def errors(response: httpx.Response) -> dict[str, str]:
+    """field -> message of a 422."""
+    assert response.status_code == 422, response.text
+    return {e["field"]: e["msg"] for e in response.json()["detail"]}
+
+
+def history(api) -> list[dict]:
+    return api.client.get("/v1/policy/history", headers=api.headers("read")).json()
+
+
+def test_a_blank_rule_name_is_a_422_naming_the_name(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        rules = api.client.get("/v1/policy", headers=headers).json()["policy"]["rules"]
+        in_path = api.client.put(
+            "/v1/policy/rules/%20%20", json={"rule": REVIEW_RULE, "reason": "a test"}, headers=headers
+        )
+        in_list = api.client.put(
+            "/v1/policy",
+            json={"rules": [*rules, {**REVIEW_RULE, "name": " \t"}], "replace_rules": True, "reason": "a test"},
+            headers=headers,
+        )
+        changes = history(api)
+
+    assert "name" in errors(in_path)
+    assert errors(in_list)["rules"].startswith(f"rules[{len(rules)}].name: must be a non-empty string")
+    assert changes == []
+
+
+def test_a_one_rule_change_error_names_the_rules_own_field(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        put = api.client.put(
+            "/v1/policy/rules/x",
+            json={"rule": {**REVIEW_RULE, "terms": ["ok", " "]}, "reason": "a test"},
+            headers=headers,
+        )
+        nested = api.client.put(
+            "/v1/policy/rules/x",
+            json={
+                "rule": {"action": "review", "kind": "all", "all": [{**REVIEW_RULE, "action": None}]},
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+        added = api.client.put("/v1/policy/rules/x", json={"rule": REVIEW_RULE, "reason": "a test"}, headers=headers)
+        patch = api.client.patch(
+            "/v1/policy/rules/x", json={"changes": {"kind": "range"}, "reason": "a test"}, headers=headers
+        )
+        unknown = api.client.patch(
+            "/v1/policy/rules/x", json={"changes": {"colour": "red"}, "reason": "a test"}, headers=headers
+        )
+
+    assert errors(put)["rule.terms"].startswith("rule.terms: a term rule needs a list of non-empty strings")
+    assert errors(nested)["rule.all.0"].startswith("rule.all[0]: unknown keys ['action']")
+    assert added.status_code == 200, added.text
+    assert errors(patch)["changes.column"].startswith("changes.column: a range rule needs the numeric column")
+    assert errors(unknown)["changes"] == "changes: unknown keys ['colour']"
+
+
+def test_a_range_rule_on_a_column_that_is_not_numeric_is_refused_naming_its_type(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        on_text = api.client.put(
+            "/v1/policy/rules/x",
+            json={"rule": {"action": "review", "kind": "range", "column": "title", "min": 1}, "reason": "a test"},
+            headers=headers,
+        )
+        in_all = api.client.put(
+            "/v1/policy/rules/x",
+            json={
+                "rule": {
+                    "action": "review",
+                    "kind": "all",
+                    "all": [
+                        {"kind": "range", "column": "price", "max": 900},
+                        {"kind": "range", "column": "category", "min": 3},
+                    ],
+                },
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+        on_price = api.client.put(
+            "/v1/policy/rules/cheap",
+            json={"rule": {"action": "review", "kind": "range", "column": "price", "max": 5}, "reason": "a test"},
+            headers=headers,
+        )
+        changes = history(api)
+
+    message = errors(on_text)["rule.column"]
+    assert message.startswith("rule.column: 'title' is a text column") and "'price'" in message
+    assert errors(in_all)["rule.all.1.column"].startswith("rule.all[1].column: 'category' is a categorical column")
+    assert on_price.status_code == 200, on_price.text
+    assert [c["reason"] for c in changes] == ["a test"]
+
+
+def test_a_term_longer_than_any_text_its_fields_take_is_refused(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        title_only = api.client.put(
+            "/v1/policy/rules/x",
+            json={"rule": {**REVIEW_RULE, "terms": ["ok", "a" * 501]}, "reason": "a test"},
+            headers=headers,
+        )
+        too_long = api.client.put(
+            "/v1/policy/rules/x",
+            json={
+                "rule": {**REVIEW_RULE, "terms": ["a" * 10_001], "fields": ["title", "description"]},
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+        # a term's words match across any run of spaces, so its shortest match joins them with one
+        spaced = api.client.put(
+            "/v1/policy/rules/spaced",
+            json={"rule": {**REVIEW_RULE, "terms": ["a" * 250 + " " * 10 + "b" * 249]}, "reason": "a test"},
+            headers=headers,
+        )
+        description = api.client.put(
+            "/v1/policy/rules/long",
+            json={
+                "rule": {**REVIEW_RULE, "terms": ["a" * 600], "fields": ["title", "description"]},
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+
+    message = errors(title_only)["rule.terms"]
+    assert message.startswith("rule.terms: term 2 is 501 characters") and "500" in message
+    assert "10000" in errors(too_long)["rule.terms"].replace(",", "")
+    assert spaced.status_code == 200, spaced.text
+    assert description.status_code == 200, description.text
+
+
+def test_a_rule_version_cannot_be_patched_it_is_the_servers(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        added = api.client.put("/v1/policy/rules/x", json={"rule": REVIEW_RULE, "reason": "a test"}, headers=headers)
+        patched = api.client.patch(
+            "/v1/policy/rules/x", json={"changes": {"version": 99}, "reason": "a test"}, headers=headers
+        )
+        top_level = api.client.patch("/v1/policy/rules/x", json={"version": 99, "reason": "a test"}, headers=headers)
+        # a PUT may carry the version of the rule as read (GET /v1/policy, a suggestion): the server's counts
+        read_back = api.client.put(
+            "/v1/policy/rules/x",
+            json={"rule": {**REVIEW_RULE, "terms": ["fake"], "version": 1}, "reason": "a test"},
+            headers=headers,
+        )
+        changes = history(api)
+
+    assert added.status_code == 200, added.text
+    assert errors(patched)["changes.version"].startswith("changes.version: a rule's version is the server's")
+    assert "version" in errors(top_level)
+    assert read_back.status_code == 200, read_back.text
+    assert read_back.json()["policy"]["rules"][-1]["version"] == 2
+    assert len(changes) == 2
+
+
+def test_a_change_that_changes_nothing_makes_no_version(serve, own_bundle: Path) -> None:
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        added = api.client.put("/v1/policy/rules/x", json={"rule": REVIEW_RULE, "reason": "a test"}, headers=headers)
+        same_put = api.client.put("/v1/policy/rules/x", json={"rule": REVIEW_RULE, "reason": "again"}, headers=headers)
+        same_patch = api.client.patch(
+            "/v1/policy/rules/x",
+            json={"changes": {"action": "review"}, "enabled": True, "reason": "again"},
+            headers=headers,
+        )
+        enabled = api.client.post("/v1/policy/rules/x/enable", json={"reason": "again"}, headers=headers)
+        rate = added.json()["policy"]["qa_sample_rate"]
+        same_rate = api.client.put("/v1/policy", json={"qa_sample_rate": rate, "reason": "again"}, headers=headers)
+        changed = api.client.patch(
+            "/v1/policy/rules/x", json={"changes": {"terms": ["fake"]}, "reason": "a real change"}, headers=headers
+        )
+        changes = history(api)
+
+    assert added.status_code == 200 and added.json()["changed"] is True
+    version = added.json()["policy"]["version"]
+    for response in (same_put, same_patch, enabled, same_rate):
+        assert response.status_code == 200, response.text
+        assert response.json()["changed"] is False
+        assert response.json()["policy"]["version"] == version
+    assert changed.json()["changed"] is True and changed.json()["policy"]["version"] != version
+    assert [c["reason"] for c in changes] == ["a real change", "a test"]
