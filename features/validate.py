@@ -418,11 +418,11 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
             missing[config.id] = [""]
         options = {"dtype": strings, "keep_default_na": False, "na_values": missing}
     table = pd.read_csv(path, sep=sep, **options)
-    quoting, spans_lines = csv.QUOTE_MINIMAL, _has_line_breaks(table)
+    spans_lines = _has_line_breaks(table)
     if spans_lines and _lines_are_rows(path, sep):
-        quoting, spans_lines = csv.QUOTE_NONE, False
-        table = pd.read_csv(path, sep=sep, quoting=quoting, **options)
-    _check_records(path, sep, quoting, strict=spans_lines)
+        _check_records(path, sep, quoted=False, strict=False)
+        return pd.read_csv(path, sep=sep, quoting=csv.QUOTE_NONE, **options)
+    _check_records(path, sep, quoted=True, strict=spans_lines)
     return table
 
 
@@ -441,7 +441,7 @@ def _lines_are_rows(path: Path, sep: str) -> bool:
     return len(separators) == 1
 
 
-def _check_records(path: Path, sep: str, quoting: int, *, strict: bool) -> None:
+def _check_records(path: Path, sep: str, *, quoted: bool, strict: bool) -> None:
     """Refuse a CSV file whose records pandas would read other than as written, naming the lines: a
     header that repeats a name (pandas reads the second as `name.1`, which nothing reads), and a record
     with fewer fields than the header (pandas fills the rest in as missing; a carriage return alone in
@@ -452,7 +452,11 @@ def _check_records(path: Path, sep: str, quoting: int, *, strict: bool) -> None:
     a stray quote mark opens a field that runs on to the next quote mark, lines later, and the rows
     between become text of that field, silently."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter=sep, quoting=quoting, strict=strict)
+        reader = (
+            csv.reader(handle, delimiter=sep, strict=strict)
+            if quoted
+            else csv.reader(handle, delimiter=sep, quoting=csv.QUOTE_NONE, strict=strict)
+        )
         started, short = 1, []
         try:
             header = next(reader, [])
