@@ -626,9 +626,12 @@ class _Checker:
         labels = mapped.astype(np.int8)
         known = labels[labels >= 0]
         if len(known) and known.min() == known.max():
+            side, other = ("rejects", "approve") if known[0] == 1 else ("approvals", "reject")
+            seen = ", ".join(map(repr, pd.unique(raw[labels >= 0])[:MAX_ROWS_SHOWN].tolist()))
             self.problems.append(
-                f"column {column!r}: all {len(known)} rows have label {int(known[0])} "
-                "(1 = reject, 0 = approve); training needs both classes"
+                f"column {column!r}: all {len(known)} labelled rows are {side} "
+                f"({seen}); training needs both classes: no row holds a label value of {other} "
+                f"({list(getattr(self.config, f'label_{other}'))})"
             )
         return pd.Series(labels, index=self.df.index, name=column)
 

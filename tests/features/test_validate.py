@@ -165,6 +165,18 @@ def test_all_one_class_is_refused():
     assert "column 'label'" in message and "both classes" in message
 
 
+def test_all_one_class_is_said_in_the_files_own_label_values():
+    """It read 'all 4827 rows have label 0 (1 = reject, 0 = approve)' of a file whose labels are ham and spam."""
+    config = DataConfig(label_reject=("spam",), label_approve=("ham",))
+    raw = history(6).assign(label="ham")
+    with pytest.raises(DataValidationError) as caught:
+        validate_history(raw, config)
+    assert (
+        "column 'label': all 6 labelled rows are approvals ('ham'); training needs both classes: no row holds a "
+        "label value of reject (['spam'])"
+    ) in str(caught.value)
+
+
 def test_non_numeric_value_in_numeric_column():
     raw = history()
     raw["price"] = raw["price"].astype(object)
