@@ -25,6 +25,7 @@ for a partition of a larger table).
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -684,7 +685,11 @@ def _parse_timestamps(raw: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(raw):
         # Bare numbers are ambiguous (seconds? days?): refuse them rather than guess.
         return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")
-    parsed = pd.to_datetime(raw, errors="coerce", utc=True)
+    with warnings.catch_warnings():  # a day-first format inferred from the first value is read as such
+        warnings.filterwarnings(
+            "ignore", message="Parsing dates in .* format when dayfirst=False", category=UserWarning
+        )
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True)
     retry = parsed.isna() & raw.notna()
     if retry.any():
         one_order = _parse_one_day_month_order(raw)

@@ -113,6 +113,17 @@ def test_day_first_timestamps_are_read_day_first_throughout():
     assert (out.loc[raw["listing_id"], "created_at"].to_numpy() == expected).all()
 
 
+def test_a_day_first_first_value_is_read_without_a_warning_on_screen(recwarn: pytest.WarningsRecorder) -> None:
+    """pandas' 'Parsing dates in %d/%m/%Y %H:%M format when dayfirst=False' leaked into `triage score`."""
+    raw = history(2).assign(created_at=["31/12/2013 10:00", "01/11/2013 11:00"], reviewed_at="2014-01-05")
+    out = validate_history(raw, CONFIG).set_index("listing_id")
+    assert out.loc[raw["listing_id"], "created_at"].tolist() == [
+        pd.Timestamp(2013, 12, 31, 10),
+        pd.Timestamp(2013, 11, 1, 11),
+    ]
+    assert not [w for w in recwarn if "dayfirst" in str(w.message)]
+
+
 def test_day_first_dates_beside_iso_dates_are_read_day_first():
     # Exports merged from several sources: ISO rows beside day-first rows whose first value fits
     # month-first too. The day-first rows were read month-first (a wrong date, no message) because the
