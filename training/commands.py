@@ -232,6 +232,13 @@ def score(
     except OSError as exc:  # an output folder that cannot be written, a full disk
         _fail(f"{type(exc).__name__}: {exc}")
     console.print(summary)
+    for column, found in summary.get("unknown_categories", {}).items():
+        share = found["rows"] / max(summary["rows"], 1)
+        typer.echo(
+            f"warning: column {column!r}: {found['rows']:,} listings ({share:.1%}) hold values the model has no "
+            f"code for (unseen in training, or too rare there), scored as unknown: e.g. {found['values']}",
+            err=True,
+        )
 
 
 def _score_on_cluster(bundle: Path, data: Path, out: Path, cluster: str) -> dict:

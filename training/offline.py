@@ -267,6 +267,27 @@ def scoring_columns(bundle: Bundle) -> list[str]:
     return list(dict.fromkeys([*bundle.config.listing_columns, *segment]))
 
 
+Unknown = dict[str, tuple[int, list[str]]]  # column -> (listings, a few of the values)
+UNKNOWN_EXAMPLES = 5
+
+
+def unknown_categories(bundle: Bundle, listings: pd.DataFrame) -> Unknown:
+    """Per categorical column, the listings whose value the bundle has no code for (unseen in training, or
+    too rare there), which are scored as the unknown category, and a few of those values: what the
+    service warns of per listing, for a file (a column whose type changed since training, ints where
+    training saw text, puts every row here). Values read as the builder reads them (`str`)."""
+    found: Unknown = {}
+    for column, table in bundle.builder.category_codes.items():
+        if column not in listings:
+            continue
+        codes, distinct = pd.factorize(listings[column].fillna("").astype("str"))
+        unseen = np.asarray([value != "" and value not in table for value in distinct], dtype=bool)
+        rows = int(unseen[codes].sum()) if len(codes) else 0
+        if rows:
+            found[column] = (rows, [str(v) for v in distinct[unseen][:UNKNOWN_EXAMPLES]])
+    return found
+
+
 def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = None) -> dict[str, Any]:
     """Score every listing of a file (or of a directory of Parquet files, in name order: one table) in
     chunks, `threads` at a time (None: one per core); write listing id, risk and decision, in input order.
@@ -297,24 +318,28 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
     else:
         chunks = stream
 
-    def score_chunk(first_row: int, chunk: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    def score_chunk(first_row: int, chunk: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, Unknown]:
         if stream is None:  # validated as one piece already
-            return score_frame(bundle, chunk), _NO_HASHES
+            return score_frame(bundle, chunk), _NO_HASHES, unknown_categories(bundle, chunk)
         validated = validate_listings(chunk, config, first_row=first_row)
         ids = pd.util.hash_pandas_object(validated[config.id], index=False).to_numpy()
-        return score_frame(bundle, validated), ids
+        return score_frame(bundle, validated), ids, unknown_categories(bundle, validated)
 
     writer = ScoredWriter(out)
     decisions: dict[str, int] = {}
     hashes: list[np.ndarray] = []
+    unknown: Unknown = {}
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque[Future[tuple[pd.DataFrame, np.ndarray]]] = deque()
+            pending: deque[Future[tuple[pd.DataFrame, np.ndarray, Unknown]]] = deque()
 
             def write_oldest() -> None:
-                scored, ids = pending.popleft().result()
+                scored, ids, chunk_unknown = pending.popleft().result()
                 writer.write(scored)
                 hashes.append(ids)
+                for column, (rows, examples) in chunk_unknown.items():
+                    so_far, seen = unknown.get(column, (0, []))
+                    unknown[column] = (so_far + rows, list(dict.fromkeys([*seen, *examples]))[:UNKNOWN_EXAMPLES])
                 for name, count in scored["decision"].value_counts().items():
                     decisions[str(name)] = decisions.get(str(name), 0) + int(count)
 
@@ -345,6 +370,7 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
         "rows_per_second": round(writer.rows / seconds),
         "out": str(out),
         "decisions": dict(sorted(decisions.items(), key=lambda item: -item[1])),
+        "unknown_categories": {column: {"rows": rows, "values": values} for column, (rows, values) in unknown.items()},
     }
 
 

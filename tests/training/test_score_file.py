@@ -350,3 +350,38 @@ def test_the_input_file_is_never_the_output(bundle_dir: Path, rows: pd.DataFrame
     with pytest.raises(ValueError, match="is the --data file"):
         offline.score_file(bundle_dir, data, tmp_path / "." / "in.parquet")
     assert data.read_bytes() == before
+
+
+def test_values_the_model_has_no_code_for_are_counted_and_warned_of(
+    bundle_dir: Path, bundle: Bundle, rows: pd.DataFrame, tmp_path: Path, small_chunks: None
+) -> None:
+    """A file whose category held values training never saw (or ints where it saw text) scored them all as
+    the unknown category without a word, where the service warns per listing."""
+    from typer.testing import CliRunner
+
+    from triage.cli import app
+
+    changed = rows.copy()
+    changed.loc[:99, "category"] = "hovercraft"  # rows 0-99: across the first two chunks of CHUNK rows
+    changed.to_parquet(tmp_path / "in.parquet", index=False)
+    summary = offline.score_file(bundle_dir, tmp_path / "in.parquet", tmp_path / "out.parquet", threads=2)
+    assert summary["unknown_categories"] == {"category": {"rows": 100, "values": ["hovercraft"]}}
+    assert offline.score_file(bundle_dir, tmp_path / "in.parquet", tmp_path / "o.csv")["rows"] == len(rows)
+
+    rows.to_parquet(tmp_path / "same.parquet", index=False)  # the training's own values: nothing to say
+    assert offline.unknown_categories(bundle, validate_listings(rows, bundle.config)) == {}
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--bundle",
+            str(bundle_dir),
+            "--data",
+            str(tmp_path / "in.parquet"),
+            "--out",
+            str(tmp_path / "c.parquet"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: column 'category': 100 listings (10.0%) hold values the model has no code for" in result.output
+    assert "['hovercraft']" in result.output
