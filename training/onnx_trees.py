@@ -5,7 +5,7 @@ categorical splits are single membership tests.
 onnxmltools writes a LightGBM categorical split as a chain of BRANCH_EQ nodes on the same feature that
 share one true subtree; about a third of the bench bundle's branch nodes are such tests, and
 onnxruntime walks them one by one. As one BRANCH_MEMBER node each, onnxruntime 1.32 scores the bench
-bundle's models 11-13% faster (bench/RESULTS_OFFLINE.md). Version 5 forbids shared nodes, so a chain's
+bundle's models 8-16% faster (bench/RESULTS_OFFLINE.md). Version 5 forbids shared nodes, so a chain's
 true subtree is reached from its one membership node.
 
 The rewritten model outputs `margin` (n, 1): the summed leaf values, equal bit for bit to what the
