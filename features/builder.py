@@ -212,7 +212,7 @@ class FeatureBuilder:
             matrix = self.transform_records([dict(zip(columns, row, strict=True)) for row in values])
             return pd.DataFrame(matrix, columns=self.feature_names, index=df.index)
         docs = self._documents(df)
-        text_scores = {name: model.score(model.vectorize(docs)) for _, name, model in self._text_models()}
+        text_scores = {name: model.score_documents(docs) for _, name, model in self._text_models()}
         features = self._merchant_features(df, history, merchant) if self.has(MERCHANT_HISTORY) else None
         return self._assemble(df, docs, text_scores, features)
 

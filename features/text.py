@@ -263,6 +263,17 @@ class TextModel:
             raise RuntimeError("text model is not fitted (call fit_oof first, or load a saved state)")
         return _linear(X, self.coef, self.intercept)
 
+    def score_documents(self, docs: list[str]) -> np.ndarray:
+        """`score(vectorize(docs))`, block by block where `vectorize` would stack the blocks' matrices
+        (a row's score is the sum of its own terms, so the numbers are the same): stacking them cost
+        about 3% of scoring a listing offline (bench bundle, 100k rows)."""
+        if len(docs) <= VECTORISED_BLOCK_DOCS or (len(docs) >= PARALLEL_MIN_DOCS and effective_n_jobs(self.n_jobs) > 1):
+            return self.score(self.vectorize(docs))
+        step = VECTORISED_BLOCK_DOCS
+        return np.concatenate(
+            [self.score(self._vectorize_chunk(docs[i : i + step])) for i in range(0, len(docs), step)]
+        )
+
     # --- persistence -------------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         """JSON-safe parameters (the weights are saved separately as .npy)."""

@@ -26,6 +26,7 @@ from features.config import INCLUSION_PROB, DataConfig
 from features.identify import IDENTIFY_DIR, ProductIdentifier
 from training.evaluate import json_safe, save_plots
 from training.linear import linear_to_onnx
+from training.onnx_trees import membership_trees
 from training.tiers import TierModel
 from training.train import FittedModel
 
@@ -55,13 +56,16 @@ def history_frame(part: pd.DataFrame, scored: pd.DataFrame, config: DataConfig, 
 
 
 def booster_to_onnx(booster: lgb.Booster, n_features: int) -> bytes:
+    """The booster as onnxmltools converts it, rewritten with membership tests for its categorical splits
+    (`training.onnx_trees`: the same probabilities, bit for bit, scored faster); the model outputs its
+    margin, which `bundle.load` turns into the classifier's probability."""
     onx = onnxmltools.convert_lightgbm(
         booster,
         initial_types=[("input", FloatTensorType([None, n_features]))],
         zipmap=False,
         target_opset=ONNX_OPSET,
     )
-    return onx.SerializeToString()
+    return membership_trees(onx.SerializeToString())
 
 
 def model_to_onnx(model: FittedModel, n_features: int) -> bytes:

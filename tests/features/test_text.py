@@ -128,6 +128,13 @@ def test_large_inputs_in_blocks_and_in_parallel(docs, model, monkeypatch):
     assert_same_matrix(parallel.vectorize(docs), expected)
 
 
+def test_scoring_documents_block_by_block_equals_scoring_the_stacked_matrix(docs, model, monkeypatch):
+    monkeypatch.setattr(text_module, "VECTORISED_BLOCK_DOCS", 100)
+    assert len(docs) > 100
+    np.testing.assert_array_equal(model.score_documents(docs), model.score(model.vectorize(docs)))
+    np.testing.assert_array_equal(model.score_documents(docs[:7]), model.score(model.vectorize(docs[:7])))
+
+
 @pytest.mark.parametrize("char_ngrams", [(2, 5), (3, 4), (1, 1), (1, 3), (5, 5)])
 def test_char_ngrams_equal_the_reference_at_every_batch_size(docs, char_ngrams):
     model = TextModel(n_features=2**10, char_ngrams=char_ngrams)  # small: many n-grams share a column
