@@ -44,7 +44,7 @@ from features.validate import (
     validate_listings,
 )
 from training.cluster import ClusterSpec, cluster_client
-from training.offline import SCORE_CHUNK_ROWS, score_frame, scoring_columns
+from training.offline import SCORE_CHUNK_ROWS, score_frame, scoring_columns, unknown_categories, unknown_summary
 
 PARTITION_ROWS = SCORE_CHUNK_ROWS
 PART_PREFIX = "part."
@@ -225,7 +225,7 @@ def score_with_client(
     digest = manifest_digest(bundle_dir)
     files = parquet_files(data)
     pieces = plan_pieces(files, partition_rows)
-    rows, decisions = _score_pieces(client, bundle, digest, pieces, out, files)
+    rows, decisions, unknown = _score_pieces(client, bundle, digest, pieces, out, files)
     seconds = time.perf_counter() - start
     return {
         "rows": rows,
@@ -233,13 +233,14 @@ def score_with_client(
         "rows_per_second": round(rows / seconds),
         "out": str(out),
         "decisions": decisions,
+        "unknown_categories": unknown,
         "partitions": len(pieces),
     }
 
 
 def _score_pieces(
     client: Any, bundle: Bundle, digest: str, pieces: list[Piece], out: Path, files: list[Path]
-) -> tuple[int, dict]:
+) -> tuple[int, dict, dict]:
     import dask
     import dask.dataframe as dd
 
@@ -265,7 +266,10 @@ def _score_pieces(
         )
         hashes = scored[config.id].map_partitions(id_hashes, meta=pd.Series(dtype="uint64"))
         counts = scored["decision"].map_partitions(decision_counts, meta=pd.Series(dtype="int64"))
-        _, hashes_found, counts_found = dask.compute(write, hashes, counts, scheduler=client)
+        unknown = listings.map_partitions(
+            unknown_in_partition, str(bundle.path), digest, meta=pd.Series(dtype="int64"), align_dataframes=False
+        ).to_delayed()
+        _, hashes_found, counts_found, unknown_found = dask.compute(write, hashes, counts, unknown, scheduler=client)
         _check_unique(hashes_found.to_numpy(), pieces, config)
         for old in [p for p in out.iterdir() if _is_part(p)]:
             old.unlink()
@@ -274,7 +278,12 @@ def _score_pieces(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     decisions = counts_found.groupby(level=0).sum().sort_values(ascending=False, kind="stable").to_dict()
-    return int(sum(p.rows for p in pieces)), decisions
+    return int(sum(p.rows for p in pieces)), decisions, unknown_summary(list(unknown_found))
+
+
+def unknown_in_partition(frame: pd.DataFrame, bundle_dir: str, digest: str) -> pd.Series:
+    """A partition's categorical values the bundle has no code for, counted (`unknown_categories`)."""
+    return unknown_categories(worker_bundle(bundle_dir, digest), frame)
 
 
 def _check_unique(hashes: np.ndarray, pieces: list[Piece], config: Any) -> None:

@@ -267,25 +267,38 @@ def scoring_columns(bundle: Bundle) -> list[str]:
     return list(dict.fromkeys([*bundle.config.listing_columns, *segment]))
 
 
-Unknown = dict[str, tuple[int, list[str]]]  # column -> (listings, a few of the values)
 UNKNOWN_EXAMPLES = 5
 
 
-def unknown_categories(bundle: Bundle, listings: pd.DataFrame) -> Unknown:
-    """Per categorical column, the listings whose value the bundle has no code for (unseen in training, or
-    too rare there), which are scored as the unknown category, and a few of those values: what the
-    service warns of per listing, for a file (a column whose type changed since training, ints where
-    training saw text, puts every row here). Values read as the builder reads them (`str`)."""
-    found: Unknown = {}
+def unknown_categories(bundle: Bundle, listings: pd.DataFrame) -> pd.Series:
+    """Per (categorical column, value), the listings holding a value the bundle has no code for (unseen in
+    training, or too rare there), which are scored as the unknown category: what the service warns of per
+    listing, for a file (a column whose type changed since training, ints where training saw text, puts
+    every row here). Values read as the builder reads them (`str`); counts of chunks or partitions add up."""
+    found = []
     for column, table in bundle.builder.category_codes.items():
-        if column not in listings:
-            continue
-        codes, distinct = pd.factorize(listings[column].fillna("").astype("str"))
-        unseen = np.asarray([value != "" and value not in table for value in distinct], dtype=bool)
-        rows = int(unseen[codes].sum()) if len(codes) else 0
-        if rows:
-            found[column] = (rows, [str(v) for v in distinct[unseen][:UNKNOWN_EXAMPLES]])
-    return found
+        if column in listings:
+            values = listings[column].fillna("").astype("str")
+            counts = values[~values.isin(list(table)) & (values != "")].value_counts(sort=False)
+            found.append(pd.Series(counts.to_numpy(), index=pd.MultiIndex.from_product([[column], counts.index])))
+    return pd.concat(found) if found else pd.Series([], index=pd.MultiIndex.from_arrays([[], []]), dtype="int64")
+
+
+def unknown_summary(counts: list[pd.Series]) -> dict[str, dict[str, Any]]:
+    """Chunks' `unknown_categories` as the summary reports them: per column, the listings and a few values
+    (the commonest first)."""
+    counts = [c for c in counts if len(c)]
+    if not counts:
+        return {}
+    total = pd.concat(counts).groupby(level=[0, 1], sort=False).sum()
+    summary = {}
+    for column, per_value in total.groupby(level=0, sort=False):
+        ordered = per_value.droplevel(0).sort_values(ascending=False, kind="stable")
+        summary[str(column)] = {
+            "rows": int(ordered.sum()),
+            "values": [str(v) for v in ordered.index[:UNKNOWN_EXAMPLES]],
+        }
+    return summary
 
 
 def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = None) -> dict[str, Any]:
@@ -318,7 +331,7 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
     else:
         chunks = stream
 
-    def score_chunk(first_row: int, chunk: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, Unknown]:
+    def score_chunk(first_row: int, chunk: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, pd.Series]:
         if stream is None:  # validated as one piece already
             return score_frame(bundle, chunk), _NO_HASHES, unknown_categories(bundle, chunk)
         validated = validate_listings(chunk, config, first_row=first_row)
@@ -328,18 +341,16 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
     writer = ScoredWriter(out)
     decisions: dict[str, int] = {}
     hashes: list[np.ndarray] = []
-    unknown: Unknown = {}
+    unknown: list[pd.Series] = []
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque[Future[tuple[pd.DataFrame, np.ndarray, Unknown]]] = deque()
+            pending: deque[Future[tuple[pd.DataFrame, np.ndarray, pd.Series]]] = deque()
 
             def write_oldest() -> None:
                 scored, ids, chunk_unknown = pending.popleft().result()
                 writer.write(scored)
                 hashes.append(ids)
-                for column, (rows, examples) in chunk_unknown.items():
-                    so_far, seen = unknown.get(column, (0, []))
-                    unknown[column] = (so_far + rows, list(dict.fromkeys([*seen, *examples]))[:UNKNOWN_EXAMPLES])
+                unknown.append(chunk_unknown)
                 for name, count in scored["decision"].value_counts().items():
                     decisions[str(name)] = decisions.get(str(name), 0) + int(count)
 
@@ -370,7 +381,7 @@ def score_file(bundle_path: Path, data: Path, out: Path, threads: int | None = N
         "rows_per_second": round(writer.rows / seconds),
         "out": str(out),
         "decisions": dict(sorted(decisions.items(), key=lambda item: -item[1])),
-        "unknown_categories": {column: {"rows": rows, "values": values} for column, (rows, values) in unknown.items()},
+        "unknown_categories": unknown_summary(unknown),
     }
 
 

@@ -51,6 +51,8 @@ def write_parts(frame: pd.DataFrame, directory: Path, files: int = FILES) -> Pat
 def test_cluster_scoring_equals_score_file_row_for_row(
     client: Any, bundle_dir: Path, listings: pd.DataFrame, tmp_path: Path
 ) -> None:
+    listings = listings.copy()
+    listings.loc[::7, "category"] = "hovercraft"  # values the model has no code for, in every partition
     whole = tmp_path / "listings.parquet"
     listings.to_parquet(whole)
     single = score_file(bundle_dir, whole, tmp_path / "single.parquet")
@@ -61,6 +63,8 @@ def test_cluster_scoring_equals_score_file_row_for_row(
 
     assert summary["rows"] == ROWS and summary["partitions"] == 6
     assert summary["decisions"] == single["decisions"]
+    assert summary["unknown_categories"] == single["unknown_categories"] != {}
+    assert summary["unknown_categories"]["category"] == {"rows": len(listings[::7]), "values": ["hovercraft"]}
     assert sorted(p.name for p in out.iterdir()) == [f"part.{k:05d}.parquet" for k in range(6)]
     expected, got = pd.read_parquet(tmp_path / "single.parquet"), pd.read_parquet(out)
     assert list(got.columns) == list(expected.columns)

@@ -369,7 +369,7 @@ def test_values_the_model_has_no_code_for_are_counted_and_warned_of(
     assert offline.score_file(bundle_dir, tmp_path / "in.parquet", tmp_path / "o.csv")["rows"] == len(rows)
 
     rows.to_parquet(tmp_path / "same.parquet", index=False)  # the training's own values: nothing to say
-    assert offline.unknown_categories(bundle, validate_listings(rows, bundle.config)) == {}
+    assert offline.unknown_categories(bundle, validate_listings(rows, bundle.config)).empty
     result = CliRunner().invoke(
         app,
         [
