@@ -7,10 +7,12 @@ timestamps says so with `timestamp: null` plus `time_order: row` (the file's row
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 # Optional column of a labelled export: the chance each row had of getting its label (1 for a reviewed
@@ -47,6 +49,15 @@ _KNOWN_KEYS = (
     "tiers",
     "unassigned_tier",
 )
+
+
+def match_key(value: Any) -> Hashable:
+    """How a table's value is matched to a value the config names (a label value, a violation reason): a
+    number (or boolean) by its value, a text with surrounding whitespace and case ignored, so an export's
+    `' Spam '` is the config's `spam` and `' Counterfeit '` its `counterfeit`."""
+    if isinstance(value, (bool, np.bool_, int, np.integer, float, np.floating)):
+        return ("num", float(value))
+    return ("str", str(value).strip().lower())
 
 
 @dataclass(frozen=True)
@@ -150,7 +161,14 @@ class DataConfig:
         return [t.name for t in self.tiers] if self.tiered else []
 
     def tier_of_reason(self) -> dict[str, str]:
+        """Each reason a tier lists -> that tier, spelled as the config spells it (`tier_of_reason_key`
+        matches a table's reasons)."""
         return {reason: tier.name for tier in self.tiers for reason in tier.reasons}
+
+    def tier_of_reason_key(self) -> dict[Hashable, str]:
+        """`match_key` of each reason a tier lists -> that tier: a table's reason is in the tier whose
+        reason it matches as a label value matches (`' Counterfeit '` is `counterfeit`)."""
+        return {match_key(reason): tier.name for tier in self.tiers for reason in tier.reasons}
 
     @property
     def fallback_tier(self) -> str:
@@ -364,12 +382,15 @@ def _check_tiers(config: DataConfig) -> None:
         raise ValueError(f"data config: tier names must be unique, got {names}")
     if not all(n.replace("_", "").isalnum() for n in names):
         raise ValueError(f"data config: tier names must be letters, digits and underscores, got {names}")
-    seen: dict[str, str] = {}
+    seen: dict[Hashable, tuple[str, str]] = {}  # match_key -> (reason as written, tier)
     for tier in config.tiers:
         for reason in tier.reasons:
-            if reason in seen:
-                raise ValueError(f"data config: reason {reason!r} is in tiers {seen[reason]!r} and {tier.name!r}")
-            seen[reason] = tier.name
+            first, where = seen.setdefault(match_key(reason), (reason, tier.name))
+            if where != tier.name:
+                same = (
+                    f"reason {reason!r} is" if first == reason else f"reasons {first!r} and {reason!r} (one reason) are"
+                )
+                raise ValueError(f"data config: {same} in tiers {where!r} and {tier.name!r}")
     if config.unassigned_tier is not None and config.unassigned_tier not in names:
         raise ValueError(f"data config: unassigned_tier {config.unassigned_tier!r} is not one of the tiers {names}")
 
