@@ -179,6 +179,18 @@ class DataConfig:
         """The same contract with every violation in one tier."""
         return replace(self, tiers=(), unassigned_tier=None)
 
+    def check_segment_by(self, column: str | None) -> None:
+        """Refuse thresholds per segment of a column not listed under `segments`: only those columns are
+        kept beside the scored rows thresholds are chosen on, so another column would be found missing
+        only after the whole fit."""
+        if column is None or column in self.segments:
+            return
+        listed = ", ".join(map(repr, self.segments)) or "no column"
+        raise ValueError(
+            f"per-segment thresholds by {column!r}: the column must be listed under 'segments' in the data "
+            f"config, which lists {listed}; {self.where()}"
+        )
+
     def column_roles(self) -> dict[str, list[str]]:
         """Column -> the roles it plays (a merchant column may also be a categorical feature)."""
         roles: dict[str, list[str]] = {}

@@ -292,6 +292,7 @@ def train(options: TrainOptions) -> TrainResult:
     if options.certify_on not in CERTIFY_ON:
         raise ValueError(f"certify_on: {options.certify_on!r} is not one of {list(CERTIFY_ON)}")
     config = load_config(options.config)
+    config.check_segment_by(options.segment_by)
     with _stages(options.show_progress) as stage:
         if options.cluster:
             from training.distributed import fit_on_cluster
