@@ -7,6 +7,7 @@ timestamps says so with `timestamp: null` plus `time_order: row` (the file's row
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,13 +52,25 @@ _KNOWN_KEYS = (
 )
 
 
+# A text a CSV reader reads as a number: sign, digits (leading zeros too), decimals, exponent
+_NUMERAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def match_key(value: Any) -> Hashable:
     """How a table's value is matched to a value the config names (a label value, a violation reason): a
     number (or boolean) by its value, a text with surrounding whitespace and case ignored, so an export's
-    `' Spam '` is the config's `spam` and `' Counterfeit '` its `counterfeit`."""
+    `' Spam '` is the config's `spam` and `' Counterfeit '` its `counterfeit`.
+
+    A text that is a number as a CSV reader reads one ('1', ' 1.0 ', '01', '1e0') is that number, on
+    either side: a Parquet text column of '1'/'0' matches `reject: [1]` as a CSV column of 1.0/0 (read
+    as numbers) and a boolean column do, and a configured '1' matches a numeric column. Any other text
+    ('yes', 'one', '1,0', 'inf', 'nan') stays text and never matches a number."""
     if isinstance(value, (bool, np.bool_, int, np.integer, float, np.floating)):
         return ("num", float(value))
-    return ("str", str(value).strip().lower())
+    text = str(value).strip()
+    if _NUMERAL.fullmatch(text):
+        return ("num", float(text))
+    return ("str", text.lower())
 
 
 @dataclass(frozen=True)
