@@ -54,6 +54,7 @@ rows it certifies on and checks that the joint failure rate stays within delta.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,7 @@ from decision.guarantees import (
     pass_score,
 )
 from decision.policy import CODE_PASS, route
-from features.config import DataConfig, Tier
+from features.config import DataConfig, Tier, match_key
 
 NO_TIER = ""  # the tier column of a listing that is not a violation
 
@@ -106,14 +107,38 @@ def tier_labels(label: np.ndarray, reasons: np.ndarray | None, config: DataConfi
     out = np.full(label.shape, NO_TIER, dtype=object)
     if not config.tiered:
         return out
-    by_reason = config.tier_of_reason()
-    fallback = config.fallback_tier
     if reasons is None:
-        out[label] = fallback
+        out[label] = config.fallback_tier
         return out
-    values = pd.Series(np.asarray(reasons, dtype=object)).map(by_reason).fillna(fallback).to_numpy(dtype=object)
-    out[label] = values[label]
+    out[label] = reason_tiers(reasons, config)[label]
     return out
+
+
+def reason_tiers(reasons: Sequence[Any] | np.ndarray | pd.Series, config: DataConfig) -> np.ndarray:
+    """Each violation reason's tier: the tier that lists it, matched as label values are matched
+    (`features.config.match_key`: `' Counterfeit '` is `counterfeit`), else `config.fallback_tier`."""
+    listed = _listed_tiers(reasons, config)
+    return np.where(pd.isna(listed), config.fallback_tier, listed)
+
+
+def unlisted_reasons(
+    label: np.ndarray, reasons: Sequence[Any] | np.ndarray | pd.Series, config: DataConfig
+) -> dict[str, int]:
+    """The reasons of violations that no tier lists, with how many violations give each (most first).
+    Such violations count in `config.fallback_tier`; a missing or blank reason is not listed here."""
+    violating = np.asarray(label).astype(bool)
+    given = pd.Series(np.asarray(reasons, dtype=object)[violating])
+    blank = given.isna().to_numpy() | given.astype(str).str.strip().eq("").to_numpy()
+    unlisted = given[pd.isna(_listed_tiers(given, config)) & ~blank].astype(str)
+    return {str(reason): int(n) for reason, n in unlisted.value_counts().items()}
+
+
+def _listed_tiers(reasons: Sequence[Any] | np.ndarray | pd.Series, config: DataConfig) -> np.ndarray:
+    """Each reason's tier, None where no tier lists it or it is missing (matched once per distinct reason)."""
+    codes, uniques = pd.factorize(pd.Series(np.asarray(reasons, dtype=object)), use_na_sentinel=True)
+    by_key = config.tier_of_reason_key()
+    found = np.array([*(by_key.get(match_key(reason)) for reason in uniques), None], dtype=object)
+    return found[codes]  # a missing reason (code -1) takes the last entry, None
 
 
 def tier_alpha(delta: float, n_tiers: int) -> tuple[float, float]:

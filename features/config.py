@@ -7,10 +7,13 @@ timestamps says so with `timestamp: null` plus `time_order: row` (the file's row
 
 from __future__ import annotations
 
+import re
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 # Optional column of a labelled export: the chance each row had of getting its label (1 for a reviewed
@@ -47,6 +50,27 @@ _KNOWN_KEYS = (
     "tiers",
     "unassigned_tier",
 )
+
+
+# A text a CSV reader reads as a number: sign, digits (leading zeros too), decimals, exponent
+_NUMERAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def match_key(value: Any) -> Hashable:
+    """How a table's value is matched to a value the config names (a label value, a violation reason): a
+    number (or boolean) by its value, a text with surrounding whitespace and case ignored, so an export's
+    `' Spam '` is the config's `spam` and `' Counterfeit '` its `counterfeit`.
+
+    A text that is a number as a CSV reader reads one ('1', ' 1.0 ', '01', '1e0') is that number, on
+    either side: a Parquet text column of '1'/'0' matches `reject: [1]` as a CSV column of 1.0/0 (read
+    as numbers) and a boolean column do, and a configured '1' matches a numeric column. Any other text
+    ('yes', 'one', '1,0', 'inf', 'nan') stays text and never matches a number."""
+    if isinstance(value, (bool, np.bool_, int, np.integer, float, np.floating)):
+        return ("num", float(value))
+    text = str(value).strip()
+    if _NUMERAL.fullmatch(text):
+        return ("num", float(text))
+    return ("str", text.lower())
 
 
 @dataclass(frozen=True)
@@ -150,7 +174,14 @@ class DataConfig:
         return [t.name for t in self.tiers] if self.tiered else []
 
     def tier_of_reason(self) -> dict[str, str]:
+        """Each reason a tier lists -> that tier, spelled as the config spells it (`tier_of_reason_key`
+        matches a table's reasons)."""
         return {reason: tier.name for tier in self.tiers for reason in tier.reasons}
+
+    def tier_of_reason_key(self) -> dict[Hashable, str]:
+        """`match_key` of each reason a tier lists -> that tier: a table's reason is in the tier whose
+        reason it matches as a label value matches (`' Counterfeit '` is `counterfeit`)."""
+        return {match_key(reason): tier.name for tier in self.tiers for reason in tier.reasons}
 
     @property
     def fallback_tier(self) -> str:
@@ -160,6 +191,18 @@ class DataConfig:
     def single_tier(self) -> DataConfig:
         """The same contract with every violation in one tier."""
         return replace(self, tiers=(), unassigned_tier=None)
+
+    def check_segment_by(self, column: str | None) -> None:
+        """Refuse thresholds per segment of a column not listed under `segments`: only those columns are
+        kept beside the scored rows thresholds are chosen on, so another column would be found missing
+        only after the whole fit."""
+        if column is None or column in self.segments:
+            return
+        listed = ", ".join(map(repr, self.segments)) or "no column"
+        raise ValueError(
+            f"per-segment thresholds by {column!r}: the column must be listed under 'segments' in the data "
+            f"config, which lists {listed}; {self.where()}"
+        )
 
     def column_roles(self) -> dict[str, list[str]]:
         """Column -> the roles it plays (a merchant column may also be a categorical feature)."""
@@ -395,12 +438,15 @@ def _check_tiers(config: DataConfig) -> None:
         raise ValueError(f"data config: tier names must be unique, got {names}")
     if not all(n.replace("_", "").isalnum() for n in names):
         raise ValueError(f"data config: tier names must be letters, digits and underscores, got {names}")
-    seen: dict[str, str] = {}
+    seen: dict[Hashable, tuple[str, str]] = {}  # match_key -> (reason as written, tier)
     for tier in config.tiers:
         for reason in tier.reasons:
-            if reason in seen:
-                raise ValueError(f"data config: reason {reason!r} is in tiers {seen[reason]!r} and {tier.name!r}")
-            seen[reason] = tier.name
+            first, where = seen.setdefault(match_key(reason), (reason, tier.name))
+            if where != tier.name:
+                same = (
+                    f"reason {reason!r} is" if first == reason else f"reasons {first!r} and {reason!r} (one reason) are"
+                )
+                raise ValueError(f"data config: {same} in tiers {where!r} and {tier.name!r}")
     if config.unassigned_tier is not None and config.unassigned_tier not in names:
         raise ValueError(f"data config: unassigned_tier {config.unassigned_tier!r} is not one of the tiers {names}")
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import INCLUSION_PROB, DataConfig
+from features.config import INCLUSION_PROB, DataConfig, match_key
 
 MAX_ROWS_SHOWN = 5
 DEFAULT_REVIEW_TIME_COLUMN = "reviewed_at"
@@ -619,7 +619,7 @@ class _Checker:
         self.report(column, null, "have no label (null)")
         codes, uniques = pd.factorize(raw, use_na_sentinel=True)
         lookup = _label_lookup(self.config)
-        mapped_uniques = np.array([lookup.get(_label_key(u), -1) for u in uniques], dtype=np.int8)
+        mapped_uniques = np.array([lookup.get(match_key(u), -1) for u in uniques], dtype=np.int8)
         mapped = np.where(codes >= 0, mapped_uniques[np.maximum(codes, 0)] if len(uniques) else -1, -1)
         unknown = (mapped < 0) & ~null
         allowed = f"allowed: reject={list(self.config.label_reject)}, approve={list(self.config.label_approve)}"
@@ -729,16 +729,10 @@ def _parse_one_day_month_order(raw: pd.Series) -> pd.Series | None:
     return None
 
 
-def _label_key(value: Any) -> Any:
-    if isinstance(value, (bool, np.bool_, int, np.integer, float, np.floating)):
-        return ("num", float(value))
-    return ("str", str(value).strip().lower())
-
-
 def _label_lookup(config: DataConfig) -> dict[Any, int]:
-    lookup = {_label_key(v): 1 for v in config.label_reject}
+    lookup = {match_key(v): 1 for v in config.label_reject}
     for value in config.label_approve:
-        key = _label_key(value)
+        key = match_key(value)
         if lookup.get(key) == 1:
             raise DataValidationError([f"column {config.label!r}: label value {value!r} is both reject and approve"])
         lookup[key] = 0

@@ -31,6 +31,7 @@ from decision.drift import overall_status, recall_check, routing_drift, variable
 from decision.estimates import Estimate, grouped_estimates, production_estimates
 from decision.policy import Policy
 from decision.simulate import policy_tier_targets
+from decision.tiers import reason_tiers
 from serving.store import Store
 
 log = logging.getLogger(__name__)
@@ -216,9 +217,7 @@ def tier_labels(logged: WindowLog, bundle: Bundle | None) -> dict[str, np.ndarra
     recall target is about its own violations, so its estimates are too."""
     if bundle is None or not bundle.config.tiered:
         return {}
-    tier_of = bundle.config.tier_of_reason()
-    fallback = bundle.config.fallback_tier
-    tiers = np.array([tier_of.get(str(reason), fallback) for reason in logged.reasons], dtype=object)
+    tiers = reason_tiers(logged.reasons, bundle.config)
     return {
         name: np.where(np.isnan(logged.label), np.nan, np.where(tiers == name, logged.label, 0.0))
         for name in bundle.config.tier_names

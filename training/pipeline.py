@@ -22,7 +22,7 @@ from decision.backtest import certify_shipped_rules
 from decision.policy import Policy
 from decision.rules import match_rule_masks
 from decision.thresholds import ThresholdResult, choose_policy_thresholds, default_rules
-from decision.tiers import risk_column, tier_alpha, tier_labels, violations_needed
+from decision.tiers import risk_column, tier_alpha, tier_labels, unlisted_reasons, violations_needed
 from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
 from features.config import DEFAULT_CONFIG_PATH, INCLUSION_PROB, DataConfig, load_config
@@ -176,7 +176,26 @@ def tier_config(config: DataConfig, table: pd.DataFrame, options: TrainOptions) 
             f"tiers off: the data has no violation-reason column {config.violation_reason!r}, so violations "
             "cannot be assigned to tiers; one recall target over every violation"
         ]
-    return config, []
+    return config, unlisted_reason_notes(table, config)
+
+
+UNLISTED_SHOWN = 10  # unlisted reasons named in the warning, most frequent first
+
+
+def unlisted_reason_notes(table: pd.DataFrame, config: DataConfig) -> list[str]:
+    """A warning when rejected rows give violation reasons that no tier lists: those rows count in the
+    fallback tier, which changes its certificate, and a reason missing from the config (a new reason, a
+    different spelling) would otherwise go unnoticed."""
+    unlisted = unlisted_reasons(table[config.label].to_numpy(), table[config.violation_reason], config)
+    if not unlisted:
+        return []
+    shown = ", ".join(f"{reason!r} ({n:,})" for reason, n in list(unlisted.items())[:UNLISTED_SHOWN])
+    more = f" and {len(unlisted) - UNLISTED_SHOWN} more" if len(unlisted) > UNLISTED_SHOWN else ""
+    return [
+        f"column {config.violation_reason!r}: {sum(unlisted.values()):,} rejected rows give reasons that no tier "
+        f"lists: {shown}{more}; they count in tier {config.fallback_tier!r}. List each reason under a tier "
+        f"({config.where()})"
+    ]
 
 
 def empty_column_notes(table: pd.DataFrame, config: DataConfig) -> list[str]:
@@ -273,6 +292,7 @@ def train(options: TrainOptions) -> TrainResult:
     if options.certify_on not in CERTIFY_ON:
         raise ValueError(f"certify_on: {options.certify_on!r} is not one of {list(CERTIFY_ON)}")
     config = load_config(options.config)
+    config.check_segment_by(options.segment_by)
     with _stages(options.show_progress) as stage:
         if options.cluster:
             from training.distributed import fit_on_cluster

@@ -85,7 +85,10 @@ def thresholds(
     bundle_dir, reference = _load_reference(bundle)
     try:
         plain = single_tier or any(v is not None for v in (capacity_hours, cost_review, cost_miss, cost_wrong_block))
-        tiers = () if plain else _bundle_tiers(bundle_dir, reference, tier_recall or [])
+        config = _bundle_config(bundle_dir)
+        if config is not None:
+            config.check_segment_by(segment_by)
+        tiers = () if plain else _bundle_tiers(config, bundle_dir, reference, tier_recall or [])
         # the split of delta training planned on its validation rows (never on these reference rows), so
         # it stays valid for any targets; a policy without one, or for another tier count, gets the default
         current = _current_policy(bundle_dir)
@@ -127,14 +130,26 @@ def thresholds(
     console.print(f"saved policy [bold]{policy.version}[/] to {escape(str(bundle_dir))}")
 
 
-def _bundle_tiers(bundle_dir: Path, reference: pd.DataFrame, overrides: list[str]) -> tuple[Tier, ...]:
-    """The bundle's tiers with --tier-recall overrides; () for an untiered bundle (overrides refused)."""
+def _bundle_config(bundle_dir: Path) -> DataConfig | None:
+    """The data config the bundle was trained with (None for a bundle without one)."""
     config_file = bundle_dir / "data_config.yaml"
     if not config_file.is_file():
+        return None
+    origin = (
+        f"the bundle was trained with the data config {config_file}: to choose thresholds per segment of "
+        "another column, list it under 'segments' in the data config and train again"
+    )
+    return DataConfig.from_dict(yaml.safe_load(config_file.read_text()), origin=origin)
+
+
+def _bundle_tiers(
+    config: DataConfig | None, bundle_dir: Path, reference: pd.DataFrame, overrides: list[str]
+) -> tuple[Tier, ...]:
+    """The bundle's tiers with --tier-recall overrides; () for an untiered bundle (overrides refused)."""
+    if config is None:
         if overrides:
             raise ValueError(f"--tier-recall: bundle {bundle_dir} has no data config, so no tiers")
         return ()
-    config = DataConfig.from_dict(yaml.safe_load(config_file.read_text()), origin=str(config_file))
     tiers = config.tiers if config.tiered and "tier" in reference else ()
     recalls = {}
     for item in overrides:

@@ -139,3 +139,17 @@ def test_features_switch_groups_off(tmp_path: Path) -> None:
 def test_the_config_file_is_named_for_error_messages(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
     assert config.where() == f"the data config is {tmp_path / 'data.yaml'}: edit it or pass --config"
+
+
+def test_a_reason_in_two_tiers_is_refused_whatever_its_case_and_spaces(tmp_path: Path) -> None:
+    """A table's reason matches a tier's with surrounding whitespace and case ignored, so `Counterfeit` in
+    one tier and ` counterfeit` in another would claim the same violations."""
+    tiers = {
+        "severe": {"reasons": ["Counterfeit"], "recall": 0.99},
+        "minor": {"reasons": [" counterfeit"], "recall": 0.9},
+    }
+    raw = {**MINIMAL, "violation_reason": "reason", "tiers": tiers}
+    with pytest.raises(
+        ValueError, match="reasons ' counterfeit' and 'Counterfeit' \\(one reason\\) are in tiers 'minor' and 'severe'"
+    ):
+        load_config(write(tmp_path, raw))

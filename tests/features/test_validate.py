@@ -460,3 +460,30 @@ def test_load_table_reads_a_directory_of_parquet_files_as_one_table(tmp_path):
     empty.mkdir()
     with pytest.raises(DataValidationError, match="holds no .parquet files"):
         load_table(empty, CONFIG)
+
+
+def test_a_number_written_as_text_matches_the_configured_number(tmp_path) -> None:
+    """A label column of '1'/'0' stored as text in Parquet matches `reject: [1], approve: [0]`, as a CSV
+    column of 1.0/0 (read as numbers) and a boolean column do: a text matches a number when it is the
+    number as a CSV reader would read it (sign, leading zeros, decimals, exponent; surrounding spaces
+    ignored). A configured text '1' matches a numeric column the same way."""
+    config = DataConfig(label_reject=(1,), label_approve=(0,))
+    raw = history(8)
+    raw["label"] = ["1", "0", " 1 ", "1.0", "01", "0.00", "+1", "1e0"]
+    path = tmp_path / "labels.parquet"
+    raw.to_parquet(path, index=False)
+    out = validate_history(load_table(path, config), config).set_index("listing_id")
+    assert out.loc[raw["listing_id"], "label"].tolist() == [1, 0, 1, 1, 1, 0, 1, 1]
+    numeric = validate_history(history(8), DataConfig(label_reject=("1",), label_approve=(" 0 ",)))
+    assert (
+        numeric.set_index("listing_id").loc[history(8)["listing_id"], "label"].tolist() == history(8)["label"].tolist()
+    )
+
+
+@pytest.mark.parametrize("other", ["yes", "one", "1x", "1,0", "0x1", "inf", "nan", "1 0", ""])
+def test_a_text_that_is_not_a_number_never_matches_a_configured_number(other: str) -> None:
+    raw = history().assign(label=lambda d: d["label"].astype(str))
+    raw.loc[3, "label"] = other
+    message = error_of_config(raw, DataConfig(label_reject=(1,), label_approve=(0,)))
+    assert "column 'label': 1 rows have unknown label values (allowed: reject=[1], approve=[0])" in message
+    assert f"row 3 (listing_id='L003'): {other!r}" in message

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from bundle.load import Bundle
 from bundle.manifest import BundleError, verify_manifest
+from features.config import DEFAULT_CONFIG_PATH
 from features.validate import load_table, validate_history
 from training.pipeline import TrainOptions, train
 from training.train import predict_lightgbm
@@ -369,3 +371,23 @@ def test_the_confidence_budget_split_is_planned_on_validation_rows_and_recorded(
         assert gain >= plan["default_predicted_auto_pass"] + plan["default_predicted_auto_block"] + 0.005
     else:
         assert shares["block"] == 0.5
+
+
+@pytest.mark.parametrize("column", ["category", "nosuch"])
+def test_cli_train_refuses_segments_of_a_column_the_data_config_does_not_list_before_reading_data(
+    tmp_path: Path, column: str
+) -> None:
+    """Thresholds per segment are chosen on the scored rows, which keep only the columns under `segments`:
+    another column (a categorical feature, or none at all) is refused before anything is read or fitted,
+    naming the columns that are listed. It failed after the whole fit with "reference: missing column"."""
+    config = tmp_path / "data.yaml"
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    config.write_text(yaml.safe_dump({**raw, "segments": ["market"]}))
+    args = ["train", "--data", str(tmp_path / "never_read.parquet"), "--config", str(config), "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, [*args, "--segment-by", column, "--no-mlflow"])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert (
+        f"per-segment thresholds by {column!r}: the column must be listed under 'segments' in the data config" in output
+    )
+    assert f"which lists 'market'; the data config is {config}" in output

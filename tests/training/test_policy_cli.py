@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from bundle.manifest import verify_manifest
@@ -265,3 +266,24 @@ def test_cli_thresholds_on_a_tiered_bundle_certifies_every_tier(bundle_dir: Path
     single = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(bundle), "--single-tier", "--recall", "0.9"])
     assert single.exit_code in (0, 1), single.output
     assert "thresholds (guarantee)" in single.output
+
+
+@pytest.mark.parametrize("column", ["category", "nosuch", "label"])
+def test_cli_thresholds_refuses_segments_of_a_column_the_data_config_does_not_list(
+    fake_bundle: Path, column: str
+) -> None:
+    """Per-segment thresholds need a column listed under `segments` in the bundle's data config: the
+    refusal names the listed columns instead of failing on a column missing from the reference set (or
+    splitting by an outcome the reference set happens to hold)."""
+    from features.config import DataConfig
+
+    config = replace(DataConfig(), segments=("market",))
+    (fake_bundle / "data_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    result = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(fake_bundle), "--segment-by", column])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert f"per-segment thresholds by {column!r}: the column must be listed under 'segments'" in output
+    assert "which lists 'market'" in output and "reference" not in output
+    assert load_policy(fake_bundle).version == "policy-20250101T000000-1"
+    listed = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(fake_bundle), "--segment-by", "market"])
+    assert listed.exit_code == 0, listed.output

@@ -11,9 +11,9 @@ import pytest
 
 from bundle.load import Bundle
 from decision.policy import CODE_PASS, route
-from decision.tiers import NO_TIER, frame_tier_risk, risk_column
+from decision.tiers import NO_TIER, frame_tier_risk, reason_tiers, risk_column, tier_labels
 from features.config import load_config
-from training.pipeline import TrainOptions, train
+from training.pipeline import TrainOptions, tier_config, train
 from training.summary import policy_lines
 
 pytestmark = pytest.mark.slow
@@ -136,3 +136,29 @@ def test_certify_on_calibration_only_keeps_the_test_split_out(small_data: Path, 
     assert "thresholds_evaluated" not in metrics
     with pytest.raises(ValueError, match="certify_on"):
         _train(small_data, tmp_path, certify_on="everything")
+
+
+def test_reasons_match_their_tier_whatever_their_case_and_spaces_and_unlisted_ones_are_named(tmp_path: Path) -> None:
+    """A reason is matched to its tier as a label value is matched (`' Other '` is `other`, not a
+    violation of the fallback tier); a reason that no tier lists still counts in the fallback tier, and
+    training says which reasons those are and how many violations give each."""
+    config = load_config()
+    assert config.fallback_tier == "severe" and config.tier_of_reason()["other"] == "minor"
+    label = np.array([1, 1, 1, 1, 1, 1, 1, 0])
+    reasons = np.array(
+        [" Other ", "OTHER", "other", " Counterfeit", "resold ticket", "Resold ticket", "", "x"], dtype=object
+    )
+    tiers = tier_labels(label, reasons, config)
+    assert list(tiers) == ["minor", "minor", "minor", "severe", "severe", "severe", "severe", NO_TIER]
+    assert list(reason_tiers([" oThEr\t", None], config)) == ["minor", "severe"]
+
+    table = pd.DataFrame({"label": label, "violation_reason": reasons})
+    trained, notes = tier_config(config, table, TrainOptions(data=tmp_path / "unused.parquet"))
+    assert trained is config
+    assert notes == [
+        "column 'violation_reason': 2 rejected rows give reasons that no tier lists: 'resold ticket' (1), "
+        "'Resold ticket' (1); they count in tier 'severe'. List each reason under a tier "
+        f"({config.where()})"
+    ]
+    exact = pd.DataFrame({"label": label, "violation_reason": ["other"] * 7 + ["x"]})
+    assert tier_config(config, exact, TrainOptions(data=tmp_path / "unused.parquet")) == (config, [])
