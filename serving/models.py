@@ -126,11 +126,12 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, ver
     """The current policy with `changes` (only the fields a client sent), validated, as `version`.
 
     Thresholds set by hand clear the targets and guarantee that were certified for the old ones: the
-    policy then says 'hand_set, not certified' (`Policy.guarantee_state`). `tier_pass` changes the tiers
+    policy then says 'hand_set, not certified' (`Policy.guarantee_state`); thresholds sent with the
+    values in force change nothing and keep them. `tier_pass` changes the tiers
     it names and keeps the others' thresholds (a tier left without one would pass nothing).
     Raises ValueError("<field>: <problem>") for anything invalid, including unknown segments and tiers.
     """
-    raw = current.to_dict()
+    raw, before = current.to_dict(), current.to_dict()
     if changes.get("tier_pass"):
         changes = {**changes, "tier_pass": {**current.tier_pass, **_known_tiers(changes["tier_pass"], bundle)}}
     elif "tier_pass" in changes:  # {} or null names no tier: nothing changes (it never clears the tiers)
@@ -138,8 +139,8 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, ver
     if "segment_by" in changes and changes["segment_by"] != current.segment_by and "segments" not in changes:
         raw["segments"] = {}  # the old per-segment pairs were keyed by another column
     raw.update({k: v for k, v in changes.items() if v is not None or k == "segment_by"})
-    if _THRESHOLD_FIELDS & changes.keys():
-        if changes.get("targets"):
+    if any(raw.get(field) != before.get(field) for field in _THRESHOLD_FIELDS):  # thresholds re-sent as they
+        if changes.get("targets"):  # are keep their certificate (a form that posts every field, say)
             raise ValueError("targets: thresholds set by hand certify no targets (certify with `triage thresholds`)")
         raw["targets"] = {}
         raw["provisional"] = False

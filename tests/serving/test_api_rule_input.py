@@ -183,6 +183,12 @@ def test_a_change_that_changes_nothing_makes_no_version(serve, own_bundle: Path)
         enabled = api.client.post("/v1/policy/rules/x/enable", json={"reason": "again"}, headers=headers)
         rate = added.json()["policy"]["qa_sample_rate"]
         same_rate = api.client.put("/v1/policy", json={"qa_sample_rate": rate, "reason": "again"}, headers=headers)
+        in_force = added.json()["policy"]  # the thresholds re-sent as they are: still certified
+        same_thresholds = api.client.put(
+            "/v1/policy",
+            json={"t_pass": in_force["t_pass"], "t_block": in_force["t_block"], "reason": "a form's every field"},
+            headers=headers,
+        )
         changed = api.client.patch(
             "/v1/policy/rules/x", json={"changes": {"terms": ["fake"]}, "reason": "a real change"}, headers=headers
         )
@@ -190,9 +196,10 @@ def test_a_change_that_changes_nothing_makes_no_version(serve, own_bundle: Path)
 
     assert added.status_code == 200 and added.json()["changed"] is True
     version = added.json()["policy"]["version"]
-    for response in (same_put, same_patch, enabled, same_rate):
+    for response in (same_put, same_patch, enabled, same_rate, same_thresholds):
         assert response.status_code == 200, response.text
         assert response.json()["changed"] is False
         assert response.json()["policy"]["version"] == version
+    assert same_thresholds.json()["guarantee_state"] == added.json()["guarantee_state"] != "hand_set, not certified"
     assert changed.json()["changed"] is True and changed.json()["policy"]["version"] != version
     assert [c["reason"] for c in changes] == ["a real change", "a test"]
