@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import Catalogue
-from features.config import DataConfig
+from features.config import DataConfig, match_key
 from features.listing_index import REJECTS_LSH_THRESHOLD, REPOST_FEATURES, REPOST_THRESHOLD, ListingIndex, Listings
 from features.minhash import COLUMNAR_MIN, HashFamily, matching_records, matching_texts
 
@@ -392,9 +392,13 @@ def _record_time_us(value: Any, now: int) -> int:
 
 
 def rejected_rows(frame: pd.DataFrame, config: DataConfig) -> pd.Series:
-    """Boolean mask of rows labelled rejected (validated label 1, or a configured reject value)."""
+    """Boolean mask of rows labelled rejected (validated label 1, or a configured reject value, matched as
+    validation matches label values: `match_key`)."""
     label = frame[config.label]
-    return label.isin(list(config.label_reject)) if label.dtype == object else label.astype("float64").eq(1.0)
+    if pd.api.types.is_numeric_dtype(label) or pd.api.types.is_bool_dtype(label):
+        return label.astype("float64").eq(1.0)
+    reject = {match_key(value) for value in config.label_reject}
+    return label.map(lambda value: pd.notna(value) and match_key(value) in reject).astype(bool)
 
 
 def times_us(frame: pd.DataFrame, column: str | None) -> np.ndarray:

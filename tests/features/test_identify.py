@@ -463,3 +463,16 @@ def test_ascii_normalisation_equals_the_re2_rules_on_random_text() -> None:
     assert _normalize_ascii(column.slice(7, 100)) == _normalize_re2(column.slice(7, 100))  # an offset into the buffers
     mixed = pa.array([*TRICKY, *texts[:200]], type=pa.large_string())  # Unicode rows take the RE2 rules
     assert _normalize_column(mixed) == _normalize_re2(mixed)
+
+
+def test_rejected_rows_match_raw_label_values_as_validation_does() -> None:
+    """Raw text labels were matched with `isin` (' Spam ' missed `spam`), and a pandas string column, not of
+    object dtype, was cast to float."""
+    from features.config import DataConfig
+    from features.identify import rejected_rows
+
+    config = DataConfig(label_reject=("spam",), label_approve=("ham",))
+    raw = pd.Series([" Spam ", "ham", None, "SPAM"])
+    assert rejected_rows(pd.DataFrame({"label": raw}), config).tolist() == [True, False, False, True]
+    assert rejected_rows(pd.DataFrame({"label": raw.astype(object)}), config).tolist() == [True, False, False, True]
+    assert rejected_rows(pd.DataFrame({"label": [1, 0, 1]}), config).tolist() == [True, False, True]  # validated
