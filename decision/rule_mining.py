@@ -328,7 +328,8 @@ def _check_history(history: pd.DataFrame) -> None:
 
 def ranked(suggestions: Sequence[Suggestion], sort: str, min_precision: float, limit: int) -> list[Suggestion]:
     """The first `limit` suggestions whose certified precision is >= `min_precision`: by certified
-    precision ("precision"), or certified block rules first by reviewer-hours removed ("workload")."""
+    precision ("precision"), or certified block rules first by reviewer-hours removed, then review rules by
+    the violations they would catch among auto-passes and the hours they add ("workload")."""
     if sort not in SORTS:
         raise ValueError(f"sort: {sort!r} is not one of {list(SORTS)}")
     kept = [s for s in suggestions if s.certificate["lower"] is not None and s.certificate["lower"] >= min_precision]
@@ -340,7 +341,17 @@ def _sort_key(sort: str) -> Callable[[Suggestion], tuple[float, ...]]:
         return (-s.certificate["lower"], -s.as_block["reviewer_hours_removed"])
 
     def by_workload(s: Suggestion) -> tuple[float, ...]:
-        return (-float(s.certificate["certified"]), -s.as_block["reviewer_hours_removed"], -s.certificate["lower"])
+        if s.rule.action == "block":
+            return (
+                -float(s.certificate["certified"]),
+                0.0,
+                -s.as_block["reviewer_hours_removed"],
+                -s.certificate["lower"],
+            )
+        # a review rule removes no work: after the block rules, the most violations it would catch among
+        # the auto-passes first, then the fewest reviewer-hours it adds
+        review = s.as_review
+        return (0.0, 1.0, -review["extra_violations_caught"], review["reviewer_hours_added"], -s.certificate["lower"])
 
     return by_precision if sort == "precision" else by_workload
 

@@ -222,3 +222,29 @@ def test_bounds_on_the_rows_that_chose_the_rules_are_biased_and_held_out_rows_fi
         fresh_rows_held += all(c.lower <= 0.8 for c in certify_together(fresh, best, 0.9, alpha))
     assert same_rows_held / runs < 1 - 2 * alpha, same_rows_held / runs
     assert fresh_rows_held / runs >= 1 - 2 * alpha, fresh_rows_held / runs
+
+
+def test_the_workload_sort_ranks_review_rules_by_what_they_catch_not_by_block_hours() -> None:
+    """Review rules were ranked by the reviewer-hours they would remove as block rules, which they never do."""
+    from decision.rule_mining import Suggestion, ranked
+
+    def suggestion(name: str, action: str, hours_removed: float, caught: int, hours_added: float) -> Suggestion:
+        return Suggestion(
+            rule=Rule(name=name, action=action, kind="term", terms=[name], fields=["title"]),
+            family="term",
+            description=name,
+            mined={},
+            certificate={"lower": 0.9, "certified": action == "block"},
+            as_block={"reviewer_hours_removed": hours_removed},
+            as_review={"extra_violations_caught": caught, "reviewer_hours_added": hours_added},
+        )
+
+    suggestions = [
+        suggestion("r_many_hours", "review", 50.0, 3, 9.0),
+        suggestion("b_small", "block", 2.0, 0, 0.0),
+        suggestion("r_cheap", "review", 0.0, 3, 1.0),
+        suggestion("b_big", "block", 8.0, 0, 0.0),
+        suggestion("r_best", "review", 1.0, 7, 4.0),
+    ]
+    names = [s.rule.name for s in ranked(suggestions, "workload", 0.5, 10)]
+    assert names == ["b_big", "b_small", "r_best", "r_cheap", "r_many_hours"]
