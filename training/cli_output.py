@@ -5,6 +5,8 @@ its `[usd]`)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import NoReturn
 
 import typer
@@ -32,3 +34,24 @@ def warning(message: object, *, stderr: bool = False) -> None:
 
 def note(message: object) -> None:
     labelled("note:", "yellow", message)
+
+
+def number_between(low: float, high: float) -> Callable[[str], float]:
+    """A parser for a number option in [low, high] whose refusal says what was wrong: typer's own range
+    check refused a 'nan' as "should be less than or equal to 1", which it is not. The help text should
+    name the range (`range_help`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise typer.BadParameter(f"{text!r} is not a number from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def range_help(low: float, high: float, help_text: str = "") -> str:
+    return f"{help_text} [{low:g}<=x<={high:g}]".strip()

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from training.cli_output import console, warning
+from training.cli_output import console, number_between, range_help, warning
 from training.cli_output import fail as _fail
 
 
@@ -61,8 +61,10 @@ def train(
     config: Annotated[Path | None, typer.Option(help="YAML data config (default: configs/data.yaml)")] = None,
     out: Annotated[Path, typer.Option(help="directory of bundles")] = Path("models"),
     seed: Annotated[int, typer.Option()] = 0,
-    recall: Annotated[float, typer.Option(min=0.5, max=0.99999)] = 0.99,
-    block_precision: Annotated[float, typer.Option(min=0.5, max=0.99999)] = 0.98,
+    recall: Annotated[float, typer.Option(parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999))] = 0.99,
+    block_precision: Annotated[
+        float, typer.Option(parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999))
+    ] = 0.98,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.9999)] = 0.95,
     segment_by: Annotated[str | None, typer.Option(help="choose thresholds per value of this column")] = None,
     single_tier: Annotated[

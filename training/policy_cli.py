@@ -32,13 +32,13 @@ from decision.simulate import (
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
 from features.config import DataConfig, Tier
-from training.cli_output import console, err_console, fail, note
+from training.cli_output import console, err_console, fail, note, number_between, range_help
 from training.plots import plot_curve
 
 REFERENCE_FILE = "reference.parquet"
 
 BundleOpt = Annotated[Path, typer.Option(help="bundle directory or the models/latest pointer")]
-Fraction = Annotated[float, typer.Option(min=0.5, max=0.99999)]
+Fraction = Annotated[float, typer.Option(parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999))]
 
 
 def _load_reference(bundle: Path) -> tuple[Path, pd.DataFrame]:
@@ -164,12 +164,21 @@ def _bundle_tiers(
 
 def simulate(
     bundle: BundleOpt = Path("models/latest"),
-    t_pass: Annotated[float | None, typer.Option(min=0, max=1, help="default: the bundle's policy")] = None,
-    t_block: Annotated[float | None, typer.Option(min=0, max=1, help="default: the bundle's policy")] = None,
-    recall: Annotated[
-        float | None, typer.Option(min=0.5, max=0.99999, help="choose thresholds for this target")
+    t_pass: Annotated[
+        float | None, typer.Option(parser=number_between(0, 1), help=range_help(0, 1, "default: the bundle's policy"))
     ] = None,
-    block_precision: Annotated[float | None, typer.Option(min=0.5, max=0.99999)] = None,
+    t_block: Annotated[
+        float | None, typer.Option(parser=number_between(0, 1), help=range_help(0, 1, "default: the bundle's policy"))
+    ] = None,
+    recall: Annotated[
+        float | None,
+        typer.Option(
+            parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999, "choose thresholds for this target")
+        ),
+    ] = None,
+    block_precision: Annotated[
+        float | None, typer.Option(parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999))
+    ] = None,
     daily_volume: Annotated[float, typer.Option(min=1, max=1e10)] = 100_000,
     productive_hours_per_fte: Annotated[float, typer.Option(min=0.1, max=24)] = 6.5,
     prevalence_multiplier: Annotated[

@@ -287,3 +287,22 @@ def test_cli_thresholds_refuses_segments_of_a_column_the_data_config_does_not_li
     assert load_policy(fake_bundle).version == "policy-20250101T000000-1"
     listed = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(fake_bundle), "--segment-by", "market"])
     assert listed.exit_code == 0, listed.output
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["simulate", "--t-pass", "nan"], "'nan' is not a number from 0 to 1"),
+        (["simulate", "--t-block", "1.5"], "'1.5' is not a number from 0 to 1"),
+        (["simulate", "--recall", "inf"], "'inf' is not a number from 0.5 to 0.99999"),
+        (["thresholds", "--block-precision", "nan"], "'nan' is not a number from 0.5 to 0.99999"),
+        (["train", "--recall", "abc"], "'abc' is not a number"),
+    ],
+)
+def test_a_threshold_or_target_that_is_not_a_number_in_range_is_refused_saying_so(args: list[str], said: str) -> None:
+    """`--t-pass nan` was refused with typer's "Input should be less than or equal to 1", which it is not."""
+    from triage.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert said in " ".join(result.output.replace("│", " ").split())  # the error box may wrap the message
