@@ -71,7 +71,7 @@ from decision.guarantees import (
     pass_score,
 )
 from decision.policy import CODE_PASS, route
-from features.config import DataConfig, Tier, match_key
+from features.config import DataConfig, Tier, reason_key
 
 NO_TIER = ""  # the tier column of a listing that is not a violation
 
@@ -115,8 +115,9 @@ def tier_labels(label: np.ndarray, reasons: np.ndarray | None, config: DataConfi
 
 
 def reason_tiers(reasons: Sequence[Any] | np.ndarray | pd.Series, config: DataConfig) -> np.ndarray:
-    """Each violation reason's tier: the tier that lists it, matched as label values are matched
-    (`features.config.match_key`: `' Counterfeit '` is `counterfeit`), else `config.fallback_tier`."""
+    """Each violation reason's tier: the tier that lists it, case and surrounding spaces ignored
+    (`features.config.reason_key`: `' Counterfeit '` is `counterfeit`; '3.1' is not '3.10'), else
+    `config.fallback_tier`."""
     listed = _listed_tiers(reasons, config)
     return np.where(pd.isna(listed), config.fallback_tier, listed)
 
@@ -137,7 +138,7 @@ def _listed_tiers(reasons: Sequence[Any] | np.ndarray | pd.Series, config: DataC
     """Each reason's tier, None where no tier lists it or it is missing (matched once per distinct reason)."""
     codes, uniques = pd.factorize(pd.Series(np.asarray(reasons, dtype=object)), use_na_sentinel=True)
     by_key = config.tier_of_reason_key()
-    found = np.array([*(by_key.get(match_key(reason)) for reason in uniques), None], dtype=object)
+    found = np.array([*(by_key.get(reason_key(reason)) for reason in uniques), None], dtype=object)
     return found[codes]  # a missing reason (code -1) takes the last entry, None
 
 

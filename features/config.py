@@ -73,6 +73,16 @@ def match_key(value: Any) -> Hashable:
     return ("str", text.lower())
 
 
+def reason_key(value: Any) -> Hashable:
+    """How a table's violation reason is matched to a reason a tier lists: as text, surrounding whitespace
+    and case ignored (`' Counterfeit '` is `counterfeit`). Reasons are codes, never numbers: '3.1' is not
+    '3.10' and '007' is not '7' (so unlike `match_key`), except that a whole number stored as a number is
+    its digits (a numeric reason column with a blank reads as floats: 7.0 is the code '7')."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    return str(value).strip().casefold()
+
+
 @dataclass(frozen=True)
 class Tier:
     """A group of violation reasons with its own recall target (a policy area: severe, minor, ...).
@@ -179,9 +189,9 @@ class DataConfig:
         return {reason: tier.name for tier in self.tiers for reason in tier.reasons}
 
     def tier_of_reason_key(self) -> dict[Hashable, str]:
-        """`match_key` of each reason a tier lists -> that tier: a table's reason is in the tier whose
-        reason it matches as a label value matches (`' Counterfeit '` is `counterfeit`)."""
-        return {match_key(reason): tier.name for tier in self.tiers for reason in tier.reasons}
+        """`reason_key` of each reason a tier lists -> that tier: a table's reason is in the tier whose
+        reason it matches with case and surrounding spaces ignored (`' Counterfeit '` is `counterfeit`)."""
+        return {reason_key(reason): tier.name for tier in self.tiers for reason in tier.reasons}
 
     @property
     def fallback_tier(self) -> str:
@@ -438,10 +448,10 @@ def _check_tiers(config: DataConfig) -> None:
         raise ValueError(f"data config: tier names must be unique, got {names}")
     if not all(n.replace("_", "").isalnum() for n in names):
         raise ValueError(f"data config: tier names must be letters, digits and underscores, got {names}")
-    seen: dict[Hashable, tuple[str, str]] = {}  # match_key -> (reason as written, tier)
+    seen: dict[Hashable, tuple[str, str]] = {}  # reason_key -> (reason as written, tier)
     for tier in config.tiers:
         for reason in tier.reasons:
-            first, where = seen.setdefault(match_key(reason), (reason, tier.name))
+            first, where = seen.setdefault(reason_key(reason), (reason, tier.name))
             if where != tier.name:
                 same = (
                     f"reason {reason!r} is" if first == reason else f"reasons {first!r} and {reason!r} (one reason) are"

@@ -162,3 +162,25 @@ def test_reasons_match_their_tier_whatever_their_case_and_spaces_and_unlisted_on
     ]
     exact = pd.DataFrame({"label": label, "violation_reason": ["other"] * 7 + ["x"]})
     assert tier_config(config, exact, TrainOptions(data=tmp_path / "unused.parquet")) == (config, [])
+
+
+def test_reasons_are_codes_not_numbers() -> None:
+    """Reasons were matched as label values are, numbers by value: policy clause '3.10' fell into the tier
+    of '3.1', '007' took in '7', and a config listing '3.1' and '3.10' in two tiers was refused."""
+    from decision.tiers import reason_tiers, unlisted_reasons
+    from features.config import DataConfig, Tier
+
+    config = DataConfig(tiers=(Tier("severe", ("3.1", "007", "12"), 0.99), Tier("minor", ("3.10",), 0.9)))
+    reasons = np.array(["3.1", "3.10", " 3.10 ", "3.1.2", "7", "007", 12.0, 12, None], dtype=object)
+    assert reason_tiers(reasons, config).tolist() == [
+        "severe",
+        "minor",
+        "minor",
+        "severe",
+        "severe",
+        "severe",
+        "severe",
+        "severe",
+        "severe",
+    ]  # fmt: skip  (unlisted ones and the missing reason: the fallback tier, severe)
+    assert unlisted_reasons(np.ones(len(reasons)), reasons, config) == {"3.1.2": 1, "7": 1}
