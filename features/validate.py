@@ -418,18 +418,31 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
         if config is not None and config.id in missing:
             missing[config.id] = [""]
         options = {"dtype": strings, "keep_default_na": False, "na_values": missing}
-    table = pd.read_csv(path, sep=sep, **options)
+    options["index_col"] = False  # never the first column as the index (rows ending in a separator)
+    table = _read_csv_quietly(path, sep, options)
     spans_lines = _has_line_breaks(table)
     if spans_lines and _lines_are_rows(path, sep):
         _check_records(path, sep, quoted=False, strict=False)
-        return pd.read_csv(path, sep=sep, quoting=csv.QUOTE_NONE, **options)
+        return _read_csv_quietly(path, sep, {**options, "quoting": csv.QUOTE_NONE})
     _check_records(path, sep, quoted=True, strict=spans_lines)
     return table
 
 
+def _read_csv_quietly(path: Path, sep: str, options: dict[str, Any]) -> pd.DataFrame:
+    """`pd.read_csv` without its warning that rows longer than the header lose data: `_check_records`
+    refuses such a row unless what it would lose is empty (a spreadsheet's trailing separator)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Length of header or names does not match", category=pd.errors.ParserWarning
+        )
+        return pd.read_csv(path, sep=sep, **options)
+
+
 def _has_line_breaks(table: pd.DataFrame) -> bool:
+    """Whether a text of the table holds a line break (an object column may hold booleans and blanks: a
+    TRUE/FALSE column with an empty cell)."""
     text = table.select_dtypes(include=["object", "string"])
-    return any(text[c].str.contains("[\r\n]", regex=True, na=False).any() for c in text.columns)
+    return any(text[c].astype("str").str.contains("[\r\n]", regex=True).any() for c in text.columns)
 
 
 def _lines_are_rows(path: Path, sep: str) -> bool:
@@ -458,10 +471,11 @@ def _check_records(path: Path, sep: str, *, quoted: bool, strict: bool) -> None:
             if quoted
             else csv.reader(handle, delimiter=sep, quoting=csv.QUOTE_NONE, strict=strict)
         )
-        started, short = 1, []
+        started, short, long = 1, [], []
         try:
             header = next(reader, [])
-            repeated = sorted({name for name in header if header.count(name) > 1})
+            # a spreadsheet's trailing unnamed columns repeat the blank name: pandas names them apart
+            repeated = sorted({name for name in header if name.strip() and header.count(name) > 1})
             if repeated:
                 raise DataValidationError(
                     [f"could not read {path}: the header names {', '.join(map(repr, repeated))} more than once; "
@@ -471,6 +485,8 @@ def _check_records(path: Path, sep: str, *, quoted: bool, strict: bool) -> None:
             for record in reader:
                 if record and len(record) < len(header):
                     short.append((started, len(record)))
+                elif any(field.strip() for field in record[len(header) :]):  # pandas would shift the columns
+                    long.append((started, len(record)))
                 started = reader.line_num + 1
         except csv.Error as exc:
             raise DataValidationError(
@@ -481,6 +497,15 @@ def _check_records(path: Path, sep: str, *, quoted: bool, strict: bool) -> None:
                     "marks inside them"
                 ]
             ) from exc
+    if long:
+        lines = ", ".join(f"line {line} has {n}" for line, n in long[:MAX_ROWS_SHOWN])
+        raise DataValidationError(
+            [
+                f"could not read {path}: {len(long)} lines hold more fields than the header's {len(header)}: "
+                f"{lines}{', ...' if len(long) > MAX_ROWS_SHOWN else ''}. A separator inside a text that is "
+                "not quoted, or a header that lacks a column: quote such texts, or name every column"
+            ]
+        )
     if short:
         lines = ", ".join(f"line {line} has {n}" for line, n in short[:MAX_ROWS_SHOWN])
         raise DataValidationError(

@@ -384,6 +384,25 @@ def test_a_csv_row_with_too_few_fields_is_refused_naming_the_lines(tmp_path):
     assert load_table(tmp_path / "h.csv")["text"].tolist()[2:] == ["line1\rline2", "ok"]  # empty field, quoted CR
 
 
+def test_a_csv_row_with_more_fields_than_the_header_is_refused_not_shifted(tmp_path):
+    """With a separator at the end of every data row, pandas took the ids for an index and shifted every
+    column: listing_id read 'red bag'. A trailing empty field is read as the row; a filled one is refused."""
+    (tmp_path / "h.csv").write_text("listing_id,title,price\nA1,red bag,5,\nA2,blue bag,,\n")
+    read = load_table(tmp_path / "h.csv")
+    assert read["listing_id"].tolist() == ["A1", "A2"] and read["title"].tolist() == ["red bag", "blue bag"]
+    (tmp_path / "h.csv").write_text("listing_id,title,price\nA1,red, bag,5\nA2,blue bag,6\n")
+    with pytest.raises(DataValidationError, match=r"1 lines hold more fields than the header's 3: line 2 has 4"):
+        load_table(tmp_path / "h.csv")
+
+
+def test_a_csv_of_booleans_with_blanks_and_trailing_unnamed_columns_reads(tmp_path):
+    """A TRUE/FALSE column with an empty cell crashed the line-break check (.str on booleans); a
+    spreadsheet's two trailing unnamed columns were refused as one repeated name."""
+    (tmp_path / "h.csv").write_text("listing_id,title,flag,,\nA1,a,TRUE,,\nA2,b,,,\nA3,c,FALSE,,\n")
+    read = load_table(tmp_path / "h.csv")
+    assert read["listing_id"].tolist() == ["A1", "A2", "A3"] and read["flag"].tolist()[::2] == [True, False]
+
+
 def test_a_csv_header_that_repeats_a_name_is_refused(tmp_path):
     """The second `text` column was read as `text.1` and never used."""
     (tmp_path / "h.csv").write_text("id,label,text,text\nm1,ham,a,b\n")
