@@ -473,7 +473,7 @@ def _check_records(path: Path, sep: str, *, quoted: bool, strict: bool) -> None:
         )
         started, short, long = 1, [], []
         try:
-            header = next(reader, [])
+            header = next((record for record in reader if record), [])  # pandas skips blank lines first
             # a spreadsheet's trailing unnamed columns repeat the blank name: pandas names them apart
             repeated = sorted({name for name in header if name.strip() and header.count(name) > 1})
             if repeated:

@@ -401,6 +401,9 @@ def test_a_csv_of_booleans_with_blanks_and_trailing_unnamed_columns_reads(tmp_pa
     (tmp_path / "h.csv").write_text("listing_id,title,flag,,\nA1,a,TRUE,,\nA2,b,,,\nA3,c,FALSE,,\n")
     read = load_table(tmp_path / "h.csv")
     assert read["listing_id"].tolist() == ["A1", "A2", "A3"] and read["flag"].tolist()[::2] == [True, False]
+    # a blank first line (the YouTube export's Psy file): the header is the first line with fields
+    (tmp_path / "h.csv").write_text("\nlisting_id,title\nA1,a\nA2,b\n")
+    assert load_table(tmp_path / "h.csv")["title"].tolist() == ["a", "b"]
 
 
 def test_a_csv_header_that_repeats_a_name_is_refused(tmp_path):
