@@ -498,24 +498,28 @@ def _check_records(path: Path, sep: str, *, quoted: bool, strict: bool) -> None:
                 ]
             ) from exc
     if long:
-        lines = ", ".join(f"line {line} has {n}" for line, n in long[:MAX_ROWS_SHOWN])
         raise DataValidationError(
             [
-                f"could not read {path}: {len(long)} lines hold more fields than the header's {len(header)}: "
-                f"{lines}{', ...' if len(long) > MAX_ROWS_SHOWN else ''}. A separator inside a text that is "
-                "not quoted, or a header that lacks a column: quote such texts, or name every column"
+                _field_counts(path, long, "more", len(header))
+                + ". A separator inside a text that is not quoted, or a header that lacks a column: quote such "
+                "texts, or name every column"
             ]
         )
     if short:
-        lines = ", ".join(f"line {line} has {n}" for line, n in short[:MAX_ROWS_SHOWN])
         raise DataValidationError(
             [
-                f"could not read {path}: {len(short)} lines hold fewer fields than the header's {len(header)}: "
-                f"{lines}{', ...' if len(short) > MAX_ROWS_SHOWN else ''}. A field is missing, or a line break "
-                "(a carriage return alone, too) inside a text that is not quoted split a row in two: quote such "
-                "texts, or write an empty field for a missing value"
+                _field_counts(path, short, "fewer", len(header))
+                + ". A field is missing, or a line break (a carriage return alone, too) inside a text that is "
+                "not quoted split a row in two: quote such texts, or write an empty field for a missing value"
             ]
         )
+
+
+def _field_counts(path: Path, lines: list[tuple[int, int]], which: str, fields: int) -> str:
+    """The lines (line number, fields) whose field count differs from the header's, for a message."""
+    shown = ", ".join(f"line {line} has {n}" for line, n in lines[:MAX_ROWS_SHOWN])
+    more = ", ..." if len(lines) > MAX_ROWS_SHOWN else ""
+    return f"could not read {path}: {len(lines)} lines hold {which} fields than the header's {fields}: {shown}{more}"
 
 
 CSV_SEPARATORS = (",", ";", "\t", "|")

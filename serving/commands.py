@@ -231,22 +231,15 @@ def _open_store(settings: Settings, *, read_only: bool = False):  # noqa: ANN202
     does not parse, names no supported database or cannot be reached is one line naming it, no traceback."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from serving.store import create_store
-    from serving.store.store import open_existing_store
+    from serving.store.store import open_store
 
     url = settings.database_url
     try:
-        if read_only:
-            return open_existing_store(url)
-        store = create_store(url, group_commit=False)
-    except (ValueError, SQLAlchemyError) as exc:
+        return open_store(url, must_exist=read_only)
+    except ValueError as exc:
         _fail(f"decision log (--db or TRIAGE_DATABASE_URL): {_reason(exc)}")
-    try:
-        store.init_schema()
     except SQLAlchemyError as exc:
-        store.close()
         _fail(f"decision log (--db or TRIAGE_DATABASE_URL) {url}: {_reason(exc)}")
-    return store
 
 
 def _reason(exc: Exception) -> str:

@@ -152,11 +152,11 @@ def _log(bundle: Bundle, db: str | None, since: datetime | None, until: datetime
     opened as `triage rules stats` opens it."""
     from serving.models import policy_in_force
     from serving.settings import get_settings
-    from serving.store.store import open_existing_store
+    from serving.store.store import open_store
 
     url = db or get_settings().database_url
     try:
-        with open_existing_store(url) as store:
+        with open_store(url, must_exist=True) as store:
             policy = policy_in_force(store, bundle) or bundle.policy
             log, truncated = store.decision_history(bundle.version, since, until, MAX_LOG_ROWS)
     except Exception as exc:  # a bad URL or an unreachable database: say which, no traceback

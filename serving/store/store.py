@@ -67,12 +67,13 @@ def create_store(
     return Store(parsed, group_commit=group_commit, group_commit_ms=group_commit_ms, pool_size=pool_size, clock=clock)
 
 
-def open_existing_store(url: str) -> Store:
-    """The store at a database URL, for a command that only reads it: a SQLite file that does not exist
-    is a ValueError naming the path, where `create_store` would make an empty log there (so a mistyped
-    path reported "nothing found" and left a stray database behind). The schema is brought up to date."""
+def open_store(url: str, *, must_exist: bool = False) -> Store:
+    """The store at a database URL with its schema brought up to date, closed again if that fails. With
+    `must_exist` (a command that only reads the log), a SQLite file that does not exist is a ValueError
+    naming the path, where `create_store` would make an empty log there (so a mistyped path reported
+    "nothing found" and left a stray database behind)."""
     parsed = _parsed(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    if must_exist and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(str(parsed.database))
         if not path.is_file():
             raise ValueError(
