@@ -7,6 +7,7 @@ timestamps says so with `timestamp: null` plus `time_order: row` (the file's row
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
@@ -53,7 +54,7 @@ _KNOWN_KEYS = (
 
 
 # A text a CSV reader reads as a number: sign, digits (leading zeros too), decimals, exponent
-_NUMERAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NUMERAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # ASCII digits only
 
 
 def match_key(value: Any) -> Hashable:
@@ -64,12 +65,13 @@ def match_key(value: Any) -> Hashable:
     A text that is a number as a CSV reader reads one ('1', ' 1.0 ', '01', '1e0') is that number, on
     either side: a Parquet text column of '1'/'0' matches `reject: [1]` as a CSV column of 1.0/0 (read
     as numbers) and a boolean column do, and a configured '1' matches a numeric column. Any other text
-    ('yes', 'one', '1,0', 'inf', 'nan') stays text and never matches a number."""
+    ('yes', 'one', '1,0', 'inf', 'nan', full-width '１', '1e400' past a float's range) stays text and never
+    matches a number."""
     if isinstance(value, (bool, np.bool_, int, np.integer, float, np.floating)):
         return ("num", float(value))
     text = str(value).strip()
-    if _NUMERAL.fullmatch(text):
-        return ("num", float(text))
+    if _NUMERAL.fullmatch(text) and math.isfinite(number := float(text)):
+        return ("num", number)
     return ("str", text.lower())
 
 

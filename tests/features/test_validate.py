@@ -502,7 +502,7 @@ def test_a_number_written_as_text_matches_the_configured_number(tmp_path) -> Non
     )
 
 
-@pytest.mark.parametrize("other", ["yes", "one", "1x", "1,0", "0x1", "inf", "nan", "1 0", ""])
+@pytest.mark.parametrize("other", ["yes", "one", "1x", "1,0", "0x1", "inf", "nan", "1 0", "", "\uff11", "1e400"])
 def test_a_text_that_is_not_a_number_never_matches_a_configured_number(other: str) -> None:
     raw = history().assign(label=lambda d: d["label"].astype(str))
     raw.loc[3, "label"] = other
