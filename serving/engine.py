@@ -95,6 +95,9 @@ class DecisionEngine:
     policy: Policy
     seed: int | None = None
     explainer: Explainer | None = None  # None: exact TreeSHAP from the bundle (slower)
+    # without a bundle: the data config the deployment's listings follow (`contract_of`), so the fail-safe
+    # engine takes the served bundle's request bodies and sends those listings to review; None: built-in
+    contract: DataConfig | None = None
     _rng: np.random.Generator = field(init=False, repr=False)
     _rng_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
     _rule_columns: list[str] = field(init=False, repr=False)
@@ -105,14 +108,20 @@ class DecisionEngine:
 
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle | None, policy: Policy | None = None, reasons: str = "path", seed: int | None = None
+        cls,
+        bundle: Bundle | None,
+        policy: Policy | None = None,
+        reasons: str = "path",
+        seed: int | None = None,
+        contract: DataConfig | None = None,
     ) -> DecisionEngine:
         """An engine for a bundle (its own policy unless given), warmed up so the first request is fast.
 
-        Without a bundle: the fail-safe engine, every listing to human review (`model_unavailable`).
+        Without a bundle: the fail-safe engine, every listing to human review (`model_unavailable`), taking
+        listings of the `contract` data config (the built-in marketplace's when None).
         """
         if bundle is None:
-            return cls(bundle=None, policy=policy or failsafe_policy(), seed=seed)
+            return cls(bundle=None, policy=policy or failsafe_policy(), seed=seed, contract=contract)
         explainer: Explainer | None = None
         if bundle.linear is not None:
             explainer = bundle.linear  # a linear model's terms are its exact contributions
@@ -144,13 +153,14 @@ class DecisionEngine:
 
     @property
     def id_column(self) -> str:
-        """The listing id's field: the bundle's data config names it (`listing_id` without a bundle)."""
-        return self.bundle.config.id if self.bundle is not None else "listing_id"
+        """The listing id's field: the data config names it (`listing_id` without a bundle or contract)."""
+        config = self.config
+        return config.id if config is not None else "listing_id"
 
     @property
     def config(self) -> DataConfig | None:
-        """The bundle's data config (None without a bundle)."""
-        return self.bundle.config if self.bundle is not None else None
+        """The bundle's data config; without a bundle, the contract's (None without either)."""
+        return self.bundle.config if self.bundle is not None else self.contract
 
     @property
     def tier_names(self) -> list[str]:
@@ -162,7 +172,9 @@ class DecisionEngine:
         return self.bundle is not None
 
     def with_policy(self, policy: Policy) -> DecisionEngine:
-        return DecisionEngine(bundle=self.bundle, policy=policy, seed=self.seed, explainer=self.explainer)
+        return DecisionEngine(
+            bundle=self.bundle, policy=policy, seed=self.seed, explainer=self.explainer, contract=self.contract
+        )
 
     # --- scoring --------------------------------------------------------------------------------
     def score(self, listings: list[dict[str, Any]]) -> Scores:

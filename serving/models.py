@@ -18,6 +18,7 @@ from decision.audit import inclusion_probabilities, pass_margin
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, HAND_SET, Policy, route
 from decision.rules import check_matchable, match_rule_masks
 from decision.tiers import frame_tier_risk
+from features.config import DataConfig, load_config
 from serving.api.schemas import text_limits
 from serving.engine import DecisionEngine
 from serving.merchant_history import follow_outcomes
@@ -107,19 +108,35 @@ def policy_in_force(store: Store, bundle: Bundle) -> Policy | None:
 def startup_engine(
     path: str | Path, reasons: str = "path", store: Store | None = None, signing_key: bytes | None = None
 ) -> DecisionEngine:
-    """The bundle's engine, or the fail-safe one (everything to human review) if it cannot be loaded."""
+    """The bundle's engine, or the fail-safe one (everything to human review) if it cannot be loaded: it
+    takes the listings of the bundle's data config where that file still reads (`contract_of`), so
+    upstream services keep getting decisions (human review), not 422s for fields of another contract."""
     try:
         engine = load_engine(path, reasons, store, signing_key)
     except BundleError as exc:
+        contract = contract_of(path)
         log.error(
             "NOT READY: no valid model bundle (%s); every listing goes to human review "
-            "(fallback_reason=model_unavailable) until POST /v1/admin/reload succeeds",
+            "(fallback_reason=model_unavailable) until POST /v1/admin/reload succeeds; listings are taken %s",
             exc,
+            "in the bundle's data config" if contract is not None else "in the built-in marketplace's columns",
         )
-        return DecisionEngine.from_bundle(None)
+        return DecisionEngine.from_bundle(None, contract=contract)
     log.info("serving model %s with policy %s", engine.model_version, engine.policy.version)
     freeze_long_lived_objects()
     return engine
+
+
+def contract_of(path: str | Path) -> DataConfig | None:
+    """The data config of a bundle that cannot serve (a changed file, a model that will not load), read
+    from its `data_config.yaml` alone: which listing fields the deployment's callers send. It only shapes
+    request bodies of listings that all go to human review, so an unverified file can route nothing
+    automatically; None when there is no such file or it does not read."""
+    try:
+        return load_config(resolve_bundle(path) / "data_config.yaml")
+    except Exception as exc:  # any unreadable config: the built-in contract serves instead
+        log.warning("bundle %s: no data config to take listings in (%s)", path, exc)
+        return None
 
 
 def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, version: str) -> Policy:

@@ -42,10 +42,10 @@ _BUILT_IN = request_bodies(_BUILT_IN_CONFIG)
 
 
 def bodies_of(engine: DecisionEngine | None, settings: Settings) -> RequestBodies:
-    """The request bodies of the bundle the engine serves (the built-in config's without a bundle), with
-    the deployment's batch limit."""
-    config = engine.bundle.config if engine is not None and engine.bundle is not None else _BUILT_IN_CONFIG
-    return request_bodies(config, settings.max_batch_items)
+    """The request bodies of the data config the engine serves (its bundle's; without a bundle, the
+    deployment's contract, else the built-in config's), with the deployment's batch limit."""
+    config = engine.config if engine is not None else None
+    return request_bodies(config or _BUILT_IN_CONFIG, settings.max_batch_items)
 
 
 def current_bodies(app: FastAPI) -> tuple[type[BaseModel], ...]:

@@ -50,6 +50,24 @@ def test_an_invalid_bundle_is_not_loaded(serve, own_bundle: Path) -> None:
         assert_all_human_review(api, [api.score(LISTINGS[1]).json()], "model_unavailable")
 
 
+def test_a_bundle_that_cannot_serve_still_takes_listings_of_its_own_data_config(serve, own_bundle: Path) -> None:
+    """A team's export names its fields its own way: with the bundle refused (here its data config was
+    changed after export, so its checksum fails), listings of that config still get a decision, human
+    review, instead of a 422 asking for the built-in marketplace's fields. Only the contract is read
+    from the unverified file: nothing it says can route a listing automatically."""
+    config = own_bundle / "data_config.yaml"
+    config.write_text(config.read_text().replace("id: listing_id", "id: sku", 1))
+    listing = {"sku": "S-1", **{k: v for k, v in listing_json(1).items() if k != "listing_id"}}
+    with serve(bundle=str(own_bundle)) as api:
+        assert api.client.get("/readyz").status_code == 503
+        items = [api.score(listing).json(), *api.batch([{**listing, "sku": "S-2"}]).json()["items"]]
+        marketplace = api.score(listing_json(3))
+
+        assert_all_human_review(api, items, "model_unavailable")
+        assert [item["listing_id"] for item in items] == ["S-1", "S-2"]
+        assert marketplace.status_code == 422 and "sku" in marketplace.text  # this deployment's contract
+
+
 def test_a_scoring_exception_sends_every_item_to_review(serve, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self: Bundle, X: np.ndarray) -> np.ndarray:
         raise RuntimeError("onnxruntime fell over")
