@@ -114,6 +114,12 @@ def psi(expected: np.ndarray | Sequence[float], actual_counts: np.ndarray | Sequ
     return float(((a - e) * np.log(a / e)).sum())
 
 
+def _psi_of(expected: np.ndarray | Sequence[float], counts: np.ndarray) -> float | None:
+    """`psi` rounded for a report; None over no rows at all (every bin empty is no distribution to compare:
+    `psi` would read it as a share of 1e-4 in every bin, a large PSI on an idle service)."""
+    return round(psi(expected, counts), 6) if counts.sum() > 0 else None
+
+
 def psi_status(value: float, n_rows: int) -> Status:
     if n_rows < MIN_ROWS:
         return "insufficient_data"
@@ -124,11 +130,11 @@ def variable_drift(bins: Bins, values: Sequence[Any] | np.ndarray) -> dict[str, 
     """PSI of production values against one variable's reference bins, with its status and the bins'
     shares side by side (reference, production)."""
     counts = bins.counts(values)
-    value = psi(bins.shares, counts)
     n = int(counts.sum())
+    value = _psi_of(bins.shares, counts)
     return {
-        "psi": round(value, 6),
-        "status": psi_status(value, n),
+        "psi": value,
+        "status": psi_status(value or 0.0, n),
         "n": n,
         "reference_shares": [round(s, 6) for s in bins.shares],
         "production_shares": [round(s, 6) for s in _shares(counts)],
@@ -140,10 +146,10 @@ def routing_drift(expected: Mapping[str, float], observed: Mapping[str, int]) ->
     decisions = ("auto_pass", "human_review", "auto_block")
     counts = np.array([observed.get(d, 0) for d in decisions], dtype=np.float64)
     shares = _shares(counts)
-    value = psi([expected[d] for d in decisions], counts)
+    value = _psi_of([expected[d] for d in decisions], counts)
     return {
-        "psi": round(value, 6),
-        "status": psi_status(value, int(counts.sum())),
+        "psi": value,
+        "status": psi_status(value or 0.0, int(counts.sum())),
         "n": int(counts.sum()),
         "expected": {d: round(float(expected[d]), 6) for d in decisions},
         "observed": {d: round(s, 6) for d, s in zip(decisions, shares, strict=True)},

@@ -359,7 +359,8 @@ def monitor_table(result: dict[str, Any]) -> list[str]:
     checks = [(name, drift[name]) for name in ("risk", "routing") if name in drift]
     checks += [(f"feature {name}", check) for name, check in drift.get("features", {}).items()]
     for name, check in checks:
-        lines.append(f"  {name:<28} PSI {check['psi']:>8.4f}  {check['status']:<18} n={check['n']}")
+        shown = "-" if check["psi"] is None else f"{check['psi']:.4f}"
+        lines.append(f"  {name:<28} PSI {shown:>8}  {check['status']:<18} n={check['n']}")
     recalls = [("recall", drift["recall"])] + [(f"recall {k}", v) for k, v in drift.get("tier_recall", {}).items()]
     for name, check in recalls:
         target = "none" if check["target"] is None else _pct(check["target"])

@@ -74,7 +74,7 @@ class Metrics:
         self.drift_psi = Gauge(
             "triage_drift_psi",
             "Population stability index against the bundle's reference (risk, a listing feature) or the "
-            "expected routing split (routing)",
+            "expected routing split (routing); NaN while too few decisions to judge",
             ["variable"],
             registry=self.registry,
         )
@@ -122,14 +122,20 @@ class Metrics:
                 value = estimate[bound]
                 self.production_estimate.labels(quantity, bound).set(float("nan") if value is None else value)
         drift = report["drift"]
-        for variable, check in [("risk", drift.get("risk")), ("routing", drift.get("routing"))]:
+        checks = [("risk", drift.get("risk")), ("routing", drift.get("routing")), *drift.get("features", {}).items()]
+        for variable, check in checks:
             if check is not None:
-                self.drift_psi.labels(variable).set(check["psi"])
-        for name, check in drift.get("features", {}).items():
-            self.drift_psi.labels(name).set(check["psi"])
+                self.drift_psi.labels(variable).set(_judged_psi(check))
         for check, status in {**statuses, "overall": drift["status"]}.items():
             self.monitor_status.labels(check).set(STATUS_VALUES.get(status, -1))
         self.monitor_refreshed.set(time.time())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _judged_psi(check: dict[str, Any]) -> float:
+    """A drift check's PSI for its gauge: NaN while the window holds too few decisions to judge (the
+    check's status says insufficient_data), so an alert on the gauge never fires on an idle service."""
+    value = check.get("psi")
+    return float("nan") if value is None or check.get("status") == "insufficient_data" else float(value)

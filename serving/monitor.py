@@ -343,7 +343,7 @@ def _detail(name: str, drift: dict[str, Any]) -> str:
     group = {"feature": "features", "tier_recall": "tier_recall"}.get(kind)
     check = drift[group][key] if group else drift[kind]
     if "psi" in check:
-        return f"PSI {check['psi']:.3f} on {check['n']} decisions"
+        return f"PSI {check['psi'] or 0.0:.3f} on {check['n']} decisions"
     return f"recall {check['estimate']} [{check['low']}, {check['high']}] against target {check['target']}"
 
 

@@ -660,7 +660,8 @@
     const items = [`Reference: ${d.reference}.`];
     const STATUS_TEXT = { insufficient_data: "too few decisions to judge", no_reference: "no target to compare" };
     const said = (status) => STATUS_TEXT[status] || status;
-    const psi = (name, c) => `${name}: PSI ${c.psi.toFixed(3)} on ${fmt(c.n, "int")} decisions, ${said(c.status)}`;
+    const psi = (name, c) =>
+      `${name}: ${c.psi === null ? "no PSI" : `PSI ${c.psi.toFixed(3)}`} on ${fmt(c.n, "int")} decisions, ${said(c.status)}`;
     if (d.risk) items.push(psi("Risk distribution", d.risk));
     if (d.routing) items.push(psi("Routing mix against the expected split", d.routing));
     for (const [name, c] of Object.entries(d.features || {})) items.push(psi(`Feature ${name}`, c));

@@ -65,6 +65,16 @@ def test_too_few_rows_are_reported_not_judged() -> None:
     assert report["psi"] > 0.25 and report["status"] == "insufficient_data"
 
 
+def test_no_rows_at_all_have_no_psi() -> None:
+    """Every bin empty is no distribution: `psi` would read it as a share of 1e-4 in every bin (a PSI of
+    7 on an idle service)."""
+    bins = numeric_bins(np.linspace(0, 1, 1000))
+    none = variable_drift(bins, np.array([]))
+    routing = routing_drift({"auto_pass": 0.6, "human_review": 0.35, "auto_block": 0.05}, {})
+    assert none["psi"] is None and none["status"] == "insufficient_data" and none["n"] == 0
+    assert routing["psi"] is None and routing["status"] == "insufficient_data"
+
+
 def test_routing_mix_against_expected_split() -> None:
     expected = {"auto_pass": 0.6, "human_review": 0.35, "auto_block": 0.05}
     assert routing_drift(expected, {"auto_pass": 600, "human_review": 350, "auto_block": 50})["status"] == "ok"

@@ -193,6 +193,28 @@ def test_gauges_are_refreshed_in_the_background(serve) -> None:
     assert 'triage_monitor_status{check="overall"} 2.0' in text  # the category alarm above
 
 
+def test_drift_gauges_are_nan_until_there_are_decisions_enough_to_judge() -> None:
+    """An alert on `triage_drift_psi > 0.25` must not fire on a service that has decided nothing yet (or
+    too little to judge): the gauge is NaN until the check's status is judged."""
+    from serving.metrics import MONITOR_QUANTITIES, Metrics
+
+    metrics = Metrics()
+    report = {
+        "estimates": {q: {"estimate": None, "low": None, "high": None} for q in MONITOR_QUANTITIES},
+        "drift": {
+            "status": "ok",
+            "risk": {"psi": None, "status": "insufficient_data", "n": 0},
+            "routing": {"psi": 3.2, "status": "insufficient_data", "n": 12},
+            "features": {"price": {"psi": 0.4, "status": "alarm", "n": 500}},
+        },
+    }
+    metrics.observe_monitor(report, {})
+    text = metrics.render().decode()
+    assert 'triage_drift_psi{variable="risk"} NaN' in text
+    assert 'triage_drift_psi{variable="routing"} NaN' in text
+    assert 'triage_drift_psi{variable="price"} 0.4' in text
+
+
 def test_threshold_crossings_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     drift = {
         "risk": {"psi": 0.3, "status": "alarm", "n": 500},
