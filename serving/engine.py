@@ -63,6 +63,14 @@ _DSA_CATEGORY_BY_FEATURE = {
     "regulated_without_certificate": "unsafe_and_prohibited_products",
 }
 _DEFAULT_DSA_CATEGORY = "scope_of_platform_service"
+# ... what the shipped rules are about (`decision.thresholds.default_rules`): a re-post of a rejected
+# listing says nothing of the kind of violation, nor does a rule a team wrote, so those fall through to
+# the model's strongest signal (or the violation reason a reviewer gave)
+_DSA_CATEGORY_BY_RULE = {
+    "prohibited_term": "unsafe_and_prohibited_products",
+    "catalogue_prohibited": "unsafe_and_prohibited_products",
+    "regulated_category": "unsafe_and_prohibited_products",
+}
 # ... and what a reviewer's violation reason says (the generator's and the review tool's reasons)
 _DSA_CATEGORY_BY_VIOLATION = {
     "counterfeit": "intellectual_property_infringements",
@@ -541,9 +549,10 @@ def _model_fact(record: DecisionRecord) -> str:
 
 def statement_of_reasons(record: DecisionRecord, automated_decision: bool = True) -> dict[str, Any]:
     """EU DSA statement of reasons for a restrictive decision (auto-block or review-then-block)."""
+    by_rule = [_DSA_CATEGORY_BY_RULE[name] for name in record.rules_matched if name in _DSA_CATEGORY_BY_RULE]
     category = _DEFAULT_DSA_CATEGORY
-    if record.rules_matched:
-        category = "unsafe_and_prohibited_products"
+    if by_rule:
+        category = by_rule[0]
     elif record.reasons:
         category = _DSA_CATEGORY_BY_FEATURE.get(record.reasons[0]["feature"], _DEFAULT_DSA_CATEGORY)
     facts = (

@@ -163,3 +163,26 @@ def test_a_rule_blocks_statement_of_reasons_does_not_claim_the_model_reached_the
         "rules matched: blockme; model risk 0.146, below the block threshold 1.000; "
     )
     assert "model risk 0.995 >= block threshold 0.980; " in statement_of_reasons(by_model)["facts_and_circumstances"]
+
+
+def test_the_statement_category_follows_what_a_rule_is_about_not_that_one_matched() -> None:
+    """Any matched rule used to make the category "unsafe and prohibited products": a re-post of a
+    rejected listing, or a rule a team wrote, says nothing of the kind of violation, so the model's
+    strongest signal (or the reviewer's violation reason) decides, as without a rule."""
+    from serving.engine import review_statement_of_reasons, statement_of_reasons
+    from tests.serving.conftest import make_decision
+
+    signal = [{"feature": "luxury_brand_hits", "value": 1.0, "contribution": 2.0}]
+
+    def category(rules: list[str], reasons: list[dict[str, object]] | None = None) -> str:
+        record = make_decision(decision="auto_block", automated=True, rules_matched=rules, reasons=reasons or [])
+        return statement_of_reasons(record)["category"]
+
+    assert category(["prohibited_term"]) == "unsafe_and_prohibited_products"
+    assert category(["repost_of_rejected", "regulated_category"]) == "unsafe_and_prohibited_products"
+    assert category(["repost_of_rejected"]) == "scope_of_platform_service"
+    assert category(["repost_of_rejected"], signal) == "intellectual_property_infringements"
+    assert category(["teams_own_rule"], signal) == "intellectual_property_infringements"
+    reviewed = make_decision(decision="human_review", rules_matched=["repost_of_rejected"], reasons=[])
+    assert review_statement_of_reasons(reviewed, "other")["category"] == "scope_of_platform_service"
+    assert review_statement_of_reasons(reviewed, "counterfeit")["category"] == "intellectual_property_infringements"
