@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from decision.policy import Policy
-from serving.engine import FAILSAFE_POLICY_VERSION
+from serving.engine import FAILSAFE_POLICY_VERSION, in_words_apart
 from serving.engine import in_words as _num
 from serving.store.decision_audit import DecisionTrail, RuleInForce
 from serving.store.records import DecisionRecord, overturns
@@ -295,9 +295,10 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
             f"{risks}; overall risk {_num(risk)}) {versions}."
         )
     if record.decision == "auto_pass":
+        risk_words, pass_words = in_words_apart(risk, t_pass)
         return (
-            f"Passed automatically: the model's risk {_num(risk)} was below the pass threshold "
-            f"{_num(t_pass)}{qualified}"
+            f"Passed automatically: the model's risk {risk_words} was below the pass threshold "
+            f"{pass_words}{qualified}"
             f" {versions}."
         )
     driver = (
@@ -310,9 +311,14 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
             f"Sent to review: the model's risk {_num(risk)} is below the block threshold {_num(t_block)}, and not "
             f"every tier's risk is below its own pass threshold{driver} {versions}."
         )
+    risk_words, pass_words = in_words_apart(risk, t_pass)
+    if risk_words == _num(risk):  # told apart from t_pass with few digits: as many against t_block
+        risk_words, block_words = in_words_apart(risk, t_block)
+    else:
+        block_words = _num(t_block)
     return (
-        f"Sent to review: the model's risk {_num(risk)} lies between the pass threshold {_num(t_pass)} and the block "
-        f"threshold {_num(t_block)}{driver} {versions}."
+        f"Sent to review: the model's risk {risk_words} lies between the pass threshold {pass_words} and the block "
+        f"threshold {block_words}{driver} {versions}."
     )
 
 

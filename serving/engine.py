@@ -537,6 +537,24 @@ def in_words(value: float | None) -> str:
     return np.format_float_positional(value, precision=3, fractional=False, trim="-")
 
 
+def in_words_apart(value: float | None, other: float | None) -> tuple[str, str]:
+    """Two numbers compared in one sentence (a risk and its threshold), each `in_words`, with more
+    significant digits where those would read the same for different values ("risk 0.000441 lies between
+    the pass threshold 0.000441 and ..." said 0.0004412 against 0.0004408)."""
+    shown = in_words(value), in_words(other)
+    if value is None or other is None or value == other or shown[0] != shown[1]:
+        return shown
+    for digits in range(4, 18):
+        shown = (_significant(value, digits), _significant(other, digits))
+        if shown[0] != shown[1]:
+            break
+    return shown
+
+
+def _significant(value: float, digits: int) -> str:
+    return np.format_float_positional(value, precision=digits, fractional=False, trim="-")
+
+
 def _model_fact(record: DecisionRecord) -> str:
     """The model's part of the facts, true as stated: its risk reached the block threshold, or (a block a
     rule or a reviewer made) it did not."""

@@ -6,8 +6,18 @@
   "use strict";
   const $ = (id) => document.getElementById(id);
   const dash = "\u2013";
-  const num = (v) => (v === null || v === undefined ? dash : Number(v).toFixed(3));
+  const num = (v) => TriageFormat.risk(v, dash);
   const text = (v) => (v === null || v === undefined || v === "" ? dash : String(v));
+  // as `triage decisions show` says it: a tiered policy passes on each tier's own threshold (its overall
+  // t_pass passes nothing on its own)
+  function thresholds(d) {
+    const t = d.thresholds;
+    if (!t.tiers_decide) return "t_pass " + num(t.t_pass) + ", t_block " + num(t.t_block);
+    const each = t.tier_pass
+      ? Object.entries(t.tier_pass).map(([name, v]) => name + " " + num(v)).join(", ")
+      : "those of the bundle's own policy (model " + text(d.model_version) + ")";
+    return "t_block " + num(t.t_block) + "; pass thresholds per tier: " + each;
+  }
 
   function apiKey() { return TriageKey.get(); }
 
@@ -99,7 +109,7 @@
       ["Model alone", text(d.model_decision)],
       ["Risk", num(d.risk)],
       ["Tier risks", tiers + (d.decision_tier ? "; deciding tier " + d.decision_tier : "")],
-      ["Thresholds", "t_pass " + num(d.thresholds.t_pass) + ", t_block " + num(d.thresholds.t_block)],
+      ["Thresholds", thresholds(d)],
       ["Model", text(d.model_version) + ": " + d.model_in_force.note],
       ["Policy", d.policy_version + ": " + d.policy_in_force.note +
         (d.policy_in_force.guarantee_state ? " (" + d.policy_in_force.guarantee_state + ")" : "")],

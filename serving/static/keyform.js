@@ -25,4 +25,18 @@
       });
     },
   };
+
+  /* A risk or threshold as the service writes it in words (`serving.engine.in_words`): three decimals,
+     but three significant digits under 0.01 (a pass threshold of 0.00044 is not "0.000") and as many
+     nines as a value just under 1 has, then one digit (0.99995 is not the block threshold 1.000). */
+  window.TriageFormat = {
+    risk(value, none = "unknown") {
+      if (value === null || value === undefined) return none;
+      const v = Number(value);
+      if (!Number.isFinite(v) || v === 0) return v.toFixed(3);
+      if (v > 0.999 && v < 1) return v.toFixed(Math.min(15, 1 - Math.floor(Math.log10(1 - v))));
+      if (Math.abs(v) >= 0.01) return v.toFixed(3);
+      return String(Number(v.toPrecision(3)));
+    },
+  };
 })();

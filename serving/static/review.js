@@ -117,6 +117,7 @@
 
   // --- drawing -------------------------------------------------------------------------------------
   const fixed = (v, digits = 2) => (v === null || v === undefined ? "unknown" : Number(v).toFixed(digits));
+  const risk = (v) => TriageFormat.risk(v);
   const pct = (v) => (v === null || v === undefined ? "unknown" : Math.round(100 * v) + "%");
   const words = { auto_pass: "auto-pass", auto_block: "auto-block", human_review: "human review" };
 
@@ -179,15 +180,15 @@
       $("risk").textContent = "Not scored by the model (" + (r.fallback_reason || "unknown") + "): a person decides.";
     } else {
       const pass = r.tiers.length ? "auto-pass only when every tier's risk is below its threshold (table)"
-        : "auto-pass below " + fixed(r.t_pass, 3);
-      $("risk").textContent = "Risk " + fixed(r.risk, 3) + ": " + pass + ", auto-block from " + fixed(r.t_block, 3) +
+        : "auto-pass below " + risk(r.t_pass);
+      $("risk").textContent = "Risk " + risk(r.risk) + ": " + pass + ", auto-block from " + risk(r.t_block) +
         ". Decision: " + (words[r.decision] || r.decision) + (r.decision_tier ? " (tier " + r.decision_tier + ")" : "") + ".";
     }
     const body = $("tiers").querySelector("tbody");
     body.replaceChildren(...r.tiers.map((t) => {
       const tr = element("tr");
-      tr.append(element("td", t.name + (t.name === r.decision_tier ? " (deciding)" : "")), element("td", fixed(t.risk, 3)),
-        element("td", t.t_pass === null ? "not set" : fixed(t.t_pass, 3)));
+      tr.append(element("td", t.name + (t.name === r.decision_tier ? " (deciding)" : "")), element("td", risk(t.risk)),
+        element("td", t.t_pass === null ? "not set" : risk(t.t_pass)));
       return tr;
     }));
     $("tiers").hidden = !r.tiers.length;

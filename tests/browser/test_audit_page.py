@@ -88,3 +88,16 @@ def test_the_audit_page_explains_a_linked_decision_and_refuses_a_score_key(
     assert error.is_displayed() and "needs the audit scope" in error.text
     assert browser.find_elements(By.CSS_SELECTOR, ".decision") == []
     assert all("403" in e for e in _severe_console_errors(browser))  # only the refused request itself
+
+
+def test_the_pages_write_risks_and_thresholds_as_the_service_does(browser: Any, live_server: LiveServer) -> None:
+    """The console and the audit page wrote every risk with three decimals: a pass threshold of 0.00044
+    read "auto-pass below 0.000", and 0.99995 read as the block threshold 1.000. They now share the
+    service's `in_words` rule (keyform.js `TriageFormat.risk`), checked here value for value."""
+    from serving.engine import in_words
+
+    values = [0.0, 0.00044, 0.0004412, 0.0000012, 0.0129, 0.5, 0.98, 0.9999995, 0.99995, 1.0]
+    browser.get(live_server.url + "/audit")
+    written = browser.execute_script("return arguments[0].map((v) => TriageFormat.risk(v));", values)
+    assert written == [in_words(v) for v in values]
+    assert browser.execute_script("return TriageFormat.risk(null, '-');") == "-"

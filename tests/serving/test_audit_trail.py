@@ -199,6 +199,33 @@ def test_tiny_risks_and_thresholds_keep_their_significant_digits() -> None:
     assert [_num(v) for v in (0.9999995, 0.9995, 0.999, 1.0)] == ["0.99999950", "0.99950", "0.999", "1.000"]
 
 
+def test_a_risk_and_the_threshold_it_is_compared_with_never_read_the_same(store: Store) -> None:
+    """'risk 0.000441 lies between the pass threshold 0.000441 and ...' said 0.0004412 against 0.0004408:
+    the two numbers of one comparison get the digits that tell them apart."""
+    from serving.engine import in_words_apart
+
+    review, passed, near_block = store.record_decisions(
+        [
+            make_decision(risk=0.0004412, t_pass=0.0004408, t_block=0.98, rules_matched=[]),
+            make_decision(
+                decision="auto_pass", automated=True, risk=0.0004406, t_pass=0.0004408, t_block=0.98, rules_matched=[]
+            ),
+            make_decision(risk=0.97951, t_pass=0.01, t_block=0.97962, rules_matched=[]),
+        ]
+    )
+    assert audit_document(_trail(store, review.decision_id))["why"].startswith(
+        "Sent to review: the model's risk 0.0004412 lies between the pass threshold 0.0004408 and the block "
+        "threshold 0.980 "
+    )
+    assert audit_document(_trail(store, passed.decision_id))["why"].startswith(
+        "Passed automatically: the model's risk 0.0004406 was below the pass threshold 0.0004408"
+    )
+    assert audit_document(_trail(store, near_block.decision_id))["why"].startswith(
+        "Sent to review: the model's risk 0.9795 lies between the pass threshold 0.010 and the block threshold 0.9796 "
+    )
+    assert in_words_apart(0.5, 0.25) == ("0.500", "0.250") and in_words_apart(None, 0.1) == ("none", "0.100")
+
+
 def test_decisions_show_prints_the_thresholds_that_decided_a_tiered_decision(store: Store) -> None:
     """`decisions show` printed 't_pass 0.9999999999999999' for a tiered pass: the overall threshold that
     passes nothing, not the tiers' own pass thresholds that decided."""
