@@ -18,6 +18,7 @@ MONITOR_COLUMNS = (
     d.c.decision_id,
     d.c.decided_at,
     d.c.decision,
+    d.c.model_decision,
     d.c.automated,
     d.c.risk,
     d.c.model_version,

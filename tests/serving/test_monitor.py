@@ -126,6 +126,37 @@ def test_api_reports_estimates_groups_expectation_and_drift(serve) -> None:
         assert drift["routing"]["n"] == 400 and drift["status"] == "alarm" == body["status"]
 
 
+def test_routing_is_judged_on_what_the_thresholds_decided_not_on_rules_the_simulator_cannot_replay(serve) -> None:
+    """A re-post rule (a product-match rule: the simulator's reference set has no matches to replay it on)
+    turned the model's auto-passes into reviews, and the routing check raised an alarm on the bundle's own,
+    untouched policy. Routing now compares what the thresholds alone decided (`model_decision`) with what
+    the simulator expects of the thresholds alone."""
+    with serve(monitor_refresh_seconds=0) as api:
+        engine = api.app.state.engine
+        window = MonitorRequest(since=NOW - timedelta(hours=2), until=NOW)
+        shares = report(api.store, engine.bundle, engine.policy, window)["expected"]["thresholds_routing"]
+        counts = {d: round(1000 * share) for d, share in shares.items()}
+        model_decisions = [d for d, n in counts.items() for _ in range(n)]
+        assert counts["auto_pass"] > 100
+        api.store.record_decisions(
+            [
+                make_decision(  # every auto-pass of the thresholds sent to review by the re-post rule
+                    decision="human_review" if d == "auto_pass" else d,
+                    model_decision=d,
+                    rules_matched=["repost_of_rejected"] if d == "auto_pass" else [],
+                    automated=d == "auto_block",
+                    inclusion_prob=1.0 if d != "auto_block" else 0.5,
+                    decided_at=NOW - timedelta(minutes=30),
+                )
+                for d in model_decisions
+            ]
+        )
+        drift = report(api.store, engine.bundle, engine.policy, window)["drift"]
+
+    assert drift["routing"]["status"] == "ok" and drift["routing"]["psi"] < 0.01
+    assert drift["routing"]["n"] == len(model_decisions) and drift["routing"]["basis"].startswith("thresholds alone")
+
+
 def test_risk_drift_reads_only_the_bundle_in_forces_own_decisions(serve) -> None:
     """After a promotion the window holds the old model's risks too: read against the new bundle's
     reference they showed as drift (PSI 3.1 on a real export's window)."""
