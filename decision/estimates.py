@@ -139,9 +139,9 @@ def production_estimates(
 
 _DECISION_NAMES = {_PASS: "auto-passed", _REVIEW: "reviewed", _BLOCK: "auto-blocked"}
 _VERDICT_SOURCE = {
-    _PASS: "its audits are pending",
+    _PASS: "none was drawn for audit, or its audits are pending",
     _REVIEW: "its reviews are pending",
-    _BLOCK: "its audits are pending",
+    _BLOCK: "none was drawn for audit, or its audits are pending",
 }
 
 

@@ -99,7 +99,10 @@ def test_missing_decisions_or_verdicts_give_nan_not_an_error() -> None:
         "low": None,
         "high": None,
         "n_labelled": 0,
-        "why": "none of the 1 auto-passed decisions has a verdict yet (its audits are pending)",
+        "why": (
+            "none of the 1 auto-passed decisions has a verdict yet (none was drawn for audit, or its audits are "
+            "pending)"
+        ),
     }
     assert result["block_precision"].to_dict()["why"] == "no auto-blocked decisions in the window"
     assert result["recall"].to_dict()["why"] == result["miss_rate"].why  # the pass share is missing
@@ -112,7 +115,9 @@ def test_recall_says_why_it_is_missing_while_auto_blocks_await_their_audit() -> 
     label = np.array([0.0, 0.0, 1.0, 0.0, np.nan, np.nan])
     result = production_estimates(codes, np.array([1.0, 1.0, 1.0, 1.0, 0.5, 0.5]), label)
     assert result["recall"].to_dict()["estimate"] is None
-    assert result["recall"].why == "none of the 2 auto-blocked decisions has a verdict yet (its audits are pending)"
+    assert result["recall"].why == (
+        "none of the 2 auto-blocked decisions has a verdict yet (none was drawn for audit, or its audits are pending)"
+    )
     assert result["violation_rate"].why == result["recall"].why
     no_violation = production_estimates(codes[:4], np.ones(4), np.zeros(4))
     assert no_violation["recall"].why == "no violation among the verdicts: recall has no denominator"

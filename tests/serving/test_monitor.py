@@ -313,7 +313,7 @@ def test_cli_says_why_recall_has_no_estimate_while_auto_blocks_await_their_audit
             store.record_review(record.decision_id, "ann", "reject", "counterfeit")
     runner = CliRunner()
     body = json.loads(runner.invoke(cli_app, ["monitor", "--hours", "2", "--json"]).stdout)
-    why = "none of the 2 auto-blocked decisions has a verdict yet (its audits are pending)"
+    why = "none of the 2 auto-blocked decisions has a verdict yet (none was drawn for audit, or its audits are pending)"
     assert body["estimates"]["recall"] == {"estimate": None, "low": None, "high": None, "n_labelled": 2, "why": why}
     assert body["estimates"]["miss_rate"]["why"] is None
     table = runner.invoke(cli_app, ["monitor", "--hours", "2"])
