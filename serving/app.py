@@ -40,12 +40,12 @@ from serving.api import (
     score,
     simulate,
 )
-from serving.api.deps import authenticate_before_body
+from serving.api.deps import api_routes, authenticate_before_body
 from serving.lifecycle import finish_shadow, follow_store, in_force_path, startup_shadow
 from serving.logs import configure_logging
 from serving.merchant_history import apply_outcome, engine_updates, refresh
 from serving.metrics import Metrics
-from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, BodyLimitMiddleware
+from serving.middleware import AccessMiddleware, AuthenticateFirstMiddleware, BodyLimitMiddleware, RefuseNulMiddleware
 from serving.models import startup_engine, thaw_after_shutdown
 from serving.monitor import GaugeRefresher
 from serving.product_index import follow_verdicts, sync_now
@@ -177,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     body.install(app, score.current_bodies)
+    app.add_middleware(RefuseNulMiddleware, routes=list(api_routes(ROUTERS)))  # PostgreSQL text holds no NUL
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthenticateFirstMiddleware, check=authenticate_before_body(ROUTERS))  # before any body is read
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics)  # outermost: sees every response

@@ -158,7 +158,7 @@ def authenticate_before_body(routers: Iterable[APIRouter]) -> Callable[[AsgiScop
     dependency; so does a database that cannot be read (it answers 503).
     """
     keyed_routes = [
-        route for route in _api_routes(routers) if route.endpoint in _KEYED_ENDPOINTS or _has_key_check(route.dependant)
+        route for route in api_routes(routers) if route.endpoint in _KEYED_ENDPOINTS or _has_key_check(route.dependant)
     ]
 
     async def check(scope: AsgiScope) -> HTTPException | None:
@@ -175,7 +175,7 @@ def authenticate_before_body(routers: Iterable[APIRouter]) -> Callable[[AsgiScop
     return check
 
 
-def _api_routes(routers: Iterable[APIRouter]) -> Iterator[APIRoute]:
+def api_routes(routers: Iterable[APIRouter]) -> Iterator[APIRoute]:
     """Every APIRoute of the routers, including those of routers they include (kept nested by FastAPI 0.165+,
     as `original_router`; our routers are included without a prefix, so each route's path is its own)."""
     for router in routers:
@@ -183,7 +183,7 @@ def _api_routes(routers: Iterable[APIRouter]) -> Iterator[APIRoute]:
             if isinstance(route, APIRoute):
                 yield route
             elif isinstance(getattr(route, "original_router", None), APIRouter):
-                yield from _api_routes([route.original_router])  # type: ignore[attr-defined]
+                yield from api_routes([route.original_router])  # type: ignore[attr-defined]
 
 
 def _has_key_check(dependant: Dependant) -> bool:

@@ -4,7 +4,7 @@ cannot take writes (with Retry-After), JSON 500s."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,19 +28,23 @@ def _field(loc: Sequence[Any]) -> str:
     return ".".join(str(p) for p in parts) or str(loc[0] if loc else "")
 
 
-async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-    # The input is left out on purpose: it may hold NaN/Infinity, which JSON cannot carry (-> a 500).
-    assert isinstance(exc, RequestValidationError)
-    detail = [
+def validation_detail(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The `detail` of a 422: each error's field, location, message and type. The input is left out on
+    purpose: it may hold NaN/Infinity, which JSON cannot carry (-> a 500)."""
+    return [
         {
             "field": _field(e.get("loc", ())),
             "loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]],
             "msg": str(e.get("msg", "")),
             "type": str(e.get("type", "value_error")),
         }
-        for e in exc.errors()
+        for e in errors
     ]
-    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
