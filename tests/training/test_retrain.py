@@ -172,8 +172,8 @@ def test_retrain_with_a_data_config_reads_the_served_bundles_column_names(
         get_settings.cache_clear()
 
     # the default contract's columns are not what this service logged: a clear error that names the fix
-    assert default.exit_code != 0 and "column 'title' (role text) is not in the outcomes table" in default.output
-    assert "pass --config" in default.output and not (tmp_path / "default" / "train.parquet").exists()
+    assert default.exit_code != 0 and "columns listing_id, title are not in the logged listings" in default.output
+    assert "pass --config" in default.output and not (tmp_path / "default" / "exported.parquet").exists()
     assert missing.exit_code != 0 and "nowhere.yaml" in missing.output
     assert retrained.exit_code == 0, retrained.output
     assert "gating on the newest 900 verdicts" in retrained.output
