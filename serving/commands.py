@@ -192,6 +192,7 @@ def write_labels(out: Path, data_config: DataConfig) -> None:
     from serving.store.labels import in_config_label_values, latest_verdict_per_listing
 
     with _open_store(get_settings(), read_only=True) as store:
+        _check_logged_columns(store.reviewed_listing_fields(), data_config)
         frame = store.export_labels(data_config)
     frame, superseded = latest_verdict_per_listing(frame, data_config)
     # a QA sample logged before inclusion probabilities were kept has none: weighted as a review it would
@@ -207,6 +208,19 @@ def write_labels(out: Path, data_config: DataConfig) -> None:
     if unknown.any():
         note += f" ({int(unknown.sum())} QA samples logged without an inclusion probability left out)"
     typer.echo(f"wrote {len(frame)} labelled outcomes to {out}{note}")
+
+
+def _check_logged_columns(logged: set[str], data_config: DataConfig) -> None:
+    """Refuse a data config whose id, text or categorical columns the logged listings do not carry: its
+    export would be another contract's file (the listing id under the wrong name, no text to train on).
+    Nothing logged yet: nothing to check."""
+    wanted = [data_config.id, *data_config.text, *data_config.categorical]
+    missing = [column for column in dict.fromkeys(wanted) if column not in logged]
+    if logged and missing:
+        _fail(
+            f"the data config's columns {', '.join(missing)} are not in the logged listings, which have "
+            f"{', '.join(sorted(logged))}: pass --config with the data config of the served bundle"
+        )
 
 
 def _data_config(path: Path | None) -> DataConfig:

@@ -118,8 +118,15 @@ def train(
             "--data is then a Parquet file or a directory of Parquet parts"
         ),
     ] = None,
-) -> None:
-    """Train, calibrate, choose thresholds, evaluate and export a bundle to OUT/<version>.
+    latest: Annotated[
+        bool,
+        typer.Option(
+            "--latest/--no-latest",
+            help="repoint OUT/latest at the new bundle (--no-latest: leave it naming what it named, as a retrain does)",
+        ),
+    ] = True,
+) -> Path:
+    """Train, calibrate, choose thresholds, evaluate and export a bundle to OUT/<version>; returns its path.
 
     The registered model version gets the alias `candidate` only for a run into models/ (or --alias):
     an experiment with --out elsewhere never replaces the candidate `triage promote` would promote."""
@@ -153,6 +160,7 @@ def train(
         audit_sizing=audit_sizing,
         audit_volume=audit_volume,
         plan_alpha_split=plan_alpha_split,
+        move_latest=latest,
     )
     try:
         result = run(options)
@@ -162,8 +170,9 @@ def train(
 
     for line in summary_lines(result.metrics):
         console.print(line)
-    latest = escape(str(result.bundle_dir.parent / "latest"))
-    console.print(f"bundle: [bold]{escape(str(result.bundle_dir))}[/] ({latest} points to it)")
+    pointer = escape(str(result.bundle_dir.parent / "latest"))
+    pointed = f"{pointer} points to it" if latest else f"{pointer} not moved"
+    console.print(f"bundle: [bold]{escape(str(result.bundle_dir))}[/] ({pointed})")
     if result.mlflow:
         registered = f"MLflow: registered listing-risk version {result.mlflow['model_version']}"
         if "alias" in result.mlflow:
@@ -175,6 +184,7 @@ def train(
                 else "--out is not models/; pass --alias to make it the candidate"
             )
             console.print(f"{registered} without alias ({why}), run {result.mlflow['run_id']}")
+    return result.bundle_dir
 
 
 def evaluate(

@@ -75,6 +75,9 @@ class TrainOptions:
     log_mlflow: bool = True
     # move the registry's `candidate` alias to this run's model (None: only when `out` is models/)
     move_candidate: bool | None = None
+    # repoint `out/latest` at the new bundle; False (a retrain's challenger) leaves `latest` naming what it
+    # named, so a service started on it never serves a model the promotion gate has not passed
+    move_latest: bool = True
     show_progress: bool = True
     lgbm: LgbmParams = field(default_factory=LgbmParams)
     # raise the policy's audit rates where the next certificate on logged labels needs them
@@ -547,15 +550,17 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
             identifier=fitted.identifier,
             model_card=render_model_card(bundle_dir.name, metrics, policy, options),
         )
-        point_latest(options.out, bundle_dir)
+        if options.move_latest:
+            point_latest(options.out, bundle_dir)
     mlflow_info = None
     if options.log_mlflow:
         with stage("log run to MLflow and register the model"):
             try:
                 mlflow_info = _log_mlflow(bundle_dir, options, metrics, fitted.example)
             except Exception as exc:  # the bundle is whole and in place: say so, not only the traceback
+                pointed = f" and {options.out / 'latest'} points to it" if options.move_latest else ""
                 raise RegistryError(
-                    f"bundle {bundle_dir} is exported and {options.out / 'latest'} points to it, but logging the "
+                    f"bundle {bundle_dir} is exported{pointed}, but logging the "
                     f"run to MLflow failed ({type(exc).__name__}: {exc}); the bundle serves as it is "
                     "(`triage serve --bundle`), and `--no-mlflow` trains without the registry"
                 ) from exc

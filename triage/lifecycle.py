@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import pandas as pd
 import typer
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the store is imported where a command needs it (a fast CLI 
     from serving.store import Store
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
 
@@ -91,6 +91,46 @@ def targets_in_force(champion: Path | None, models_dir: Path) -> dict[str, Any] 
     return wanted if "recall" in wanted else None
 
 
+CONTRACT_ROLES = ("id", "label", "text", "categorical", "numeric")
+
+
+def contract_differences(champion: DataConfig, config: DataConfig) -> dict[str, tuple[list[str], list[str]]]:
+    """Role -> (the champion's columns, the config's) for each of the id, label, text, categorical and
+    numeric roles whose columns differ (in any order): a champion trained on another contract."""
+
+    def columns(of: DataConfig, role: str) -> list[str]:
+        value = getattr(of, role)
+        return [value] if isinstance(value, str) else list(value)
+
+    return {
+        role: (columns(champion, role), columns(config, role))
+        for role in CONTRACT_ROLES
+        if sorted(columns(champion, role)) != sorted(columns(config, role))
+    }
+
+
+def refuse_another_contract(
+    champion_dir: Path | None, config: DataConfig, config_path: Path | None, source: str
+) -> None:
+    """Refuse (before training, before its targets are read) a champion trained on a data config with
+    other columns than this retrain's: its targets belong to another service, and the gate could not
+    score it on this service's verdicts."""
+    if champion_dir is None:
+        return
+    champion = load_config(champion_dir / "data_config.yaml")
+    differing = contract_differences(champion, config)
+    if not differing:
+        return
+    shown = "; ".join(
+        f"{role} [{', '.join(theirs)}] vs [{', '.join(ours)}]" for role, (theirs, ours) in differing.items()
+    )
+    _fail(
+        f"the champion ({source}) {champion_dir.resolve().name} was trained on another data config than "
+        f"{config_path or 'configs/data.yaml'} (--config): {shown} (champion vs --config). Pass --champion "
+        "<bundle> of this service, or promote one first"
+    )
+
+
 def training_targets(in_force: dict[str, Any], config: DataConfig, work: Path) -> tuple[Path | None, dict[str, Any]]:
     """(a data config file with the tiers' recall targets in force, or None; `train`'s target options).
     Tier targets live in the data config, so a tiered champion's are written into a copy of `config`;
@@ -149,20 +189,21 @@ def retrain(
 ) -> None:
     """export-labels -> train (original history + older verdicts, weighted) -> promotion gate -> `candidate`.
 
-    The new bundle is registered without an alias; only a pass of the gate makes it the candidate, and
-    only `triage promote` makes it serve. Exit status 1 when the gate refuses it."""
+    The new bundle is registered without an alias and OUT/latest is left where it was; only a pass of the
+    gate makes it the candidate, and only `triage promote` makes it serve (and points `latest` at it). Exit
+    status 1 when the gate refuses it."""
+    import tempfile
+
     from bundle.manifest import BundleError, resolve_bundle
-    from features.validate import load_table, validate_history
-    from serving.commands import write_labels
-    from serving.store.labels import in_config_label_values
     from training.commands import gate, train
+    from training.promotion import champion_bundle
 
     try:
         data_config = load_config(config)
     except (OSError, ValueError) as exc:
         _fail(f"--config: {exc}")
         return
-    if champion is not None:  # before training moves `latest`: the gate compares with the champion named now
+    if champion is not None:  # the bundle named now (`--champion models/latest` is what serves)
         try:
             champion = resolve_bundle(champion)
         except BundleError as exc:
@@ -170,8 +211,42 @@ def retrain(
             return
     if data is not None and not labels_only and not (data.is_file() or data.is_dir()):
         _fail(f"--data: review history {data} not found (name the file the bundle was trained on, or --labels-only)")
-    work.mkdir(parents=True, exist_ok=True)
-    in_force = targets_in_force(champion, out)
+    with tempfile.TemporaryDirectory() as scratch:  # the registry champion's bundle when OUT lacks it
+        champion_dir = champion if champion is not None else champion_bundle(out, Path(scratch))
+        source = "--champion" if champion is not None else "the registry's listing-risk@champion"
+        refuse_another_contract(champion_dir, data_config, config, source)
+        work.mkdir(parents=True, exist_ok=True)
+        in_force = targets_in_force(champion_dir, out)
+        targets = _export_and_split(data, labels_only, work, holdout, config, data_config, in_force)
+        # `latest` stays where it was: a service started on it must not serve a challenger the gate may refuse
+        challenger = train(
+            data=work / "train.parquet", out=out, seed=seed, alias=False, latest=False, audit_volume=audit_volume,
+            **targets,
+        )  # fmt: skip
+        gate(
+            challenger=challenger,
+            labels=work / "gate.parquet",
+            champion=champion_dir,
+            models_dir=out,
+            history=work / "train.parquet",
+        )
+
+
+def _export_and_split(
+    data: Path | None,
+    labels_only: bool,
+    work: Path,
+    holdout: float,
+    config: Path | None,
+    data_config: DataConfig,
+    in_force: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Export the verdicts, write WORK/train.parquet (history + older verdicts) and WORK/gate.parquet (the
+    newest), and return `train`'s config and target options (the champion's targets in force, if any)."""
+    from features.validate import load_table, validate_history
+    from serving.commands import write_labels
+    from serving.store.labels import in_config_label_values
+
     exported = work / "exported.parquet"
     write_labels(exported, data_config)
     labels = pd.read_parquet(exported)
@@ -184,7 +259,6 @@ def retrain(
         training = training_frame(history, older, data_config)
     except ValueError as exc:  # a DataValidationError too: one message per broken rule
         _fail(str(exc))
-        return
     in_config_label_values(training, data_config).to_parquet(work / "train.parquet", index=False)
     in_config_label_values(recent, data_config).to_parquet(work / "gate.parquet", index=False)
     typer.echo(
@@ -196,14 +270,7 @@ def retrain(
         config_file, targets = training_targets(in_force, data_config, work)  # the config `train` reads
         targets["config"] = config_file or config
         typer.echo(f"certifying at the targets in force for the champion: {json.dumps(in_force, sort_keys=True)}")
-    train(data=work / "train.parquet", out=out, seed=seed, alias=False, audit_volume=audit_volume, **targets)
-    gate(
-        challenger=out / "latest",
-        labels=work / "gate.parquet",
-        champion=champion,
-        models_dir=out,
-        history=work / "train.parquet",
-    )
+    return targets
 
 
 def promote(
@@ -222,10 +289,12 @@ def promote(
     """Point an MLflow registry alias (default champion) at a model version, recording who and why.
 
     Promoting the champion also records it in the service's store (TRIAGE_DATABASE_URL): every running
-    worker then serves it within a second, and `POST /v1/admin/reload` accepts it."""
+    worker then serves it within a second, and `POST /v1/admin/reload` accepts it; and it points `latest`
+    in the models directory at its bundle, so a service started on `latest` serves it too."""
     from serving.settings import get_settings
     from serving.store import create_store
     from serving.store.model_audit import SERVING_EVENTS
+    from training.export import point_latest
     from training.registry import CHAMPION_ALIAS, REGISTERED_MODEL, bundle_version_of, download_bundle
     from training.registry import promote as move_alias
 
@@ -274,7 +343,9 @@ def promote(
         )
     finally:
         store.close()
-    typer.echo(f"the service serves bundle {bundle_version} ({bundle}) from now on")
+    point_latest(models_dir, bundle)  # `latest` names what serves: a service (re)started on it serves this
+    latest = models_dir / "latest"
+    typer.echo(f"the service serves bundle {bundle_version} ({bundle}) from now on; {latest} points to it")
 
 
 def _policy_deciding(store: Store, bundle_version: str | None, bundle: str | Path | None) -> dict[str, Any]:

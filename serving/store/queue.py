@@ -181,6 +181,13 @@ class ReviewQueue(MerchantOutcomeLog):
             resolved = two_verdict_labels(conn)
         return with_label_sources(labels_frame(rows, config), resolved, config)
 
+    def reviewed_listing_fields(self) -> set[str]:
+        """The fields of the listings logged with a verdict: what a data config's columns must be among for
+        `export-labels` to write them (`export_labels` fills a missing id from the logged listing id)."""
+        query = select(d.c.listing).select_from(rv.join(d, rv.c.decision_id == d.c.decision_id))
+        with self._read_engine.connect() as conn:
+            return {str(key) for (listing,) in conn.execute(query) for key in (listing or {})}
+
     def _claim(
         self, conn: Connection, reviewer: str, n: int, lease_seconds: int, audit_max_age: timedelta
     ) -> list[QueueItem]:

@@ -80,3 +80,44 @@ def test_a_command_that_writes_still_creates_the_decision_log(runner: CliRunner,
     assert database.is_file()
     shown = runner.invoke(cli, ["decisions", "show", "d-1", "--db", f"sqlite:///{database}"])
     assert shown.exit_code == 1 and "no decision d-1 in the decision log" in shown.output
+
+
+def test_export_labels_refuses_a_data_config_the_logged_listings_do_not_match(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """An SMS service's log (listings with `message_id` and `text`) exported with the default marketplace
+    config wrote the other contract's file (the id under `listing_id`, no text) and exited 0."""
+    from serving.store import DecisionRecord, create_store
+
+    url = f"sqlite:///{tmp_path / 'sms.db'}"
+    store = create_store(url, group_commit=False)
+    store.init_schema()
+    records = [
+        DecisionRecord(
+            listing_id=f"m-{i}",
+            decision="human_review",
+            automated=False,
+            policy_version="p",
+            listing={"message_id": f"m-{i}", "text": "win a prize now"},
+            priority=0.5,
+        )
+        for i in range(3)
+    ]
+    store.record_decisions(records)
+    for record in records:
+        store.record_review(record.decision_id, "reviewer", "reject", "spam")
+    store.close()
+    sms_config = Path(__file__).resolve().parents[2] / "configs" / "sms_spam.yaml"
+    env = {"TRIAGE_DATABASE_URL": url}
+
+    default = runner.invoke(cli, ["export-labels", "--out", str(tmp_path / "wrong.csv")], env=env)
+    matching = runner.invoke(
+        cli, ["export-labels", "--out", str(tmp_path / "sms.csv"), "--config", str(sms_config)], env=env
+    )
+
+    assert default.exit_code == 1, default.output
+    assert not (tmp_path / "wrong.csv").exists()
+    assert "columns listing_id, title, description, brand, category, market are not in the logged" in default.output
+    assert "which have message_id, text" in default.output and "--config" in default.output
+    assert matching.exit_code == 0, matching.output
+    assert "wrote 3 labelled outcomes" in matching.output

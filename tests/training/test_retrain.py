@@ -40,6 +40,20 @@ def _log_reviewed(url: str, rows: pd.DataFrame, id_column: str = "listing_id") -
     store.close()
 
 
+def _renamed_config(tmp_path: Path) -> Path:
+    """The default data config with the id column `sku` and the title column `name`."""
+    root = Path(__file__).resolve().parents[2]
+    config = (root / "configs" / "data.yaml").read_text()
+    config = config.replace("id: listing_id ", "id: sku ").replace("text: [title,", "text: [name,")
+    assert "id: sku " in config and "text: [name," in config
+    (tmp_path / "renamed.yaml").write_text(config)
+    return tmp_path / "renamed.yaml"
+
+
+def _bundles(models: Path) -> set[Path]:
+    return {p for p in models.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")}
+
+
 def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_service(
     generated_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -58,23 +72,33 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     monkeypatch.setenv("TRIAGE_MODELS_DIR", str(tmp_path / "models"))  # the service's: promote's default
     get_settings.cache_clear()
     runner = CliRunner()
+    latest = tmp_path / "models" / "latest"
     try:
         retrained = runner.invoke(
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels"),
              "--out", str(tmp_path / "models"), "--holdout", "0.3", "--audit-volume", "2000000"],
         )  # fmt: skip
-        first = (tmp_path / "models" / "latest").resolve()
+        (first,) = _bundles(tmp_path / "models")
+        latest_after_retrain = latest.exists()  # a retrain never points `latest` at its challenger
         candidate = MlflowClient(tracking_uri=mlflow_uri).get_model_version_by_alias(REGISTERED_MODEL, CANDIDATE_ALIAS)
         elsewhere = runner.invoke(  # a directory the service does not serve from: refused, nothing moved
             app,
             ["promote", "--reason", "wrong dir", "--version", candidate.version, "--models-dir", str(tmp_path / "x")],
         )
         promoted = runner.invoke(app, ["promote", "--reason", "gate passed", "--actor", "ds-lead"])
+        latest_after_promote = latest.resolve()
+        other_contract = runner.invoke(  # the champion serves another contract: refused before anything
+            app,
+            ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-other"),
+             "--out", str(tmp_path / "models"), "--config", str(_renamed_config(tmp_path))],
+        )  # fmt: skip
         lowered = runner.invoke(  # a PM lowers the champion's targets (a new policy in its bundle)
             app, ["thresholds", "--bundle", str(first), "--tier-recall", "severe:0.98", "--tier-recall", "minor:0.88"]
         )
-        again = runner.invoke(  # with a champion now: its targets in force carry over
+        # with a champion now: its targets in force carry over; the gate is made to refuse the challenger
+        monkeypatch.setattr("training.promotion.AUC_MARGIN", -1.0)  # (it must beat the champion's AUC by 1)
+        again = runner.invoke(
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-2"),
              "--out", str(tmp_path / "models"), "--holdout", "0.3"],
@@ -104,6 +128,7 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     assert client.get_run(candidate.run_id).data.tags["bundle_version"] == bundle_version
     assert promoted.exit_code == 0, promoted.output
     assert f"the service serves bundle {first.name} ({tmp_path / 'models' / first.name})" in promoted.output
+    assert not latest_after_retrain and latest_after_promote == first  # promote points `latest` at what serves
     assert elsewhere.exit_code != 0 and "is outside the service's models directory" in elsewhere.output
     assert "->" not in elsewhere.output  # the alias was not moved
     champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS)
@@ -121,8 +146,20 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     )
     assert change.reason == "gate passed" and change.registry_version == str(candidate.version)
     assert lowered.exit_code == 0, lowered.output
+    assert other_contract.exit_code != 0 and "certifying" not in other_contract.output
+    assert (
+        "the champion (the registry's listing-risk@champion) " + f"{first.name} was trained on another data config"
+    ) in other_contract.output
+    assert "id [listing_id] vs [sku]; text [title, description, brand] vs [name, description, brand]" in (
+        other_contract.output
+    )
+    assert "Pass --champion <bundle> of this service" in other_contract.output
+    assert not (tmp_path / "labels-other").exists()  # nothing exported, nothing trained
     assert "certifying at the targets in force for the champion" in again.output, again.output
-    second = json.loads((tmp_path / "models" / "latest" / "policy.json").read_text())["targets"]
+    assert again.exit_code == 1 and "REFUSED" in again.output, again.output
+    assert latest.resolve() == first  # the refused challenger is not what a restarted service would serve
+    (refused,) = _bundles(tmp_path / "models") - {first}
+    second = json.loads((refused / "policy.json").read_text())["targets"]
     assert second["recall"] == {"severe": 0.98, "minor": 0.88}  # not the config's 0.99 / 0.90
 
 
@@ -134,14 +171,10 @@ def test_retrain_with_a_data_config_reads_the_served_bundles_column_names(
     from serving.settings import get_settings
     from triage.cli import app
 
-    root = Path(__file__).resolve().parents[2]
     renamed = {"listing_id": "sku", "title": "name"}
     history = pd.read_parquet(generated_dir / "reviews.parquet").sort_values("created_at").reset_index(drop=True)
     history = history.rename(columns=renamed)
-    config = (root / "configs" / "data.yaml").read_text()
-    config = config.replace("id: listing_id ", "id: sku ").replace("text: [title,", "text: [name,")
-    assert "id: sku " in config and "text: [name," in config
-    (tmp_path / "renamed.yaml").write_text(config)
+    _renamed_config(tmp_path)
     url = f"sqlite:///{tmp_path / 'service.db'}"
     _log_reviewed(url, history.tail(3000), id_column="sku")
     history.head(len(history) - 3000).to_parquet(tmp_path / "history.parquet")
@@ -160,31 +193,43 @@ def test_retrain_with_a_data_config_reads_the_served_bundles_column_names(
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels"),
              "--out", str(tmp_path / "models"), "--config", str(tmp_path / "renamed.yaml")],
         )  # fmt: skip
-        first = (tmp_path / "models" / "latest").resolve()
-        # the champion named by the `latest` link that this retrain's training moves
-        against_latest = runner.invoke(
+        (first,) = _bundles(tmp_path / "models")
+        against_first = runner.invoke(
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-2"),
              "--out", str(tmp_path / "models"), "--config", str(tmp_path / "renamed.yaml"),
-             "--champion", str(tmp_path / "models" / "latest")],
+             "--champion", str(first)],
+        )  # fmt: skip
+        # a --champion of another contract (the default config's columns): refused before anything is read
+        default_against_first = runner.invoke(
+            app,
+            ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-3"),
+             "--out", str(tmp_path / "models"), "--champion", str(first)],
         )  # fmt: skip
     finally:
         get_settings.cache_clear()
 
     # the default contract's columns are not what this service logged: a clear error that names the fix
-    assert default.exit_code != 0 and "column 'title' (role text) is not in the outcomes table" in default.output
-    assert "pass --config" in default.output and not (tmp_path / "default" / "train.parquet").exists()
+    assert default.exit_code != 0 and "columns listing_id, title are not in the logged listings" in default.output
+    assert "pass --config" in default.output and not (tmp_path / "default" / "exported.parquet").exists()
     assert missing.exit_code != 0 and "nowhere.yaml" in missing.output
     assert retrained.exit_code == 0, retrained.output
     assert "gating on the newest 900 verdicts" in retrained.output
     exported = pd.read_parquet(tmp_path / "labels" / "exported.parquet")
     assert {"sku", "name"} <= set(exported.columns) and "listing_id" not in exported.columns
     assert len(exported) == 3000
-    bundle = (tmp_path / "models" / "latest").resolve()
-    assert "id: sku" in (bundle / "data_config.yaml").read_text()
-    # the gate compared the new bundle with the one `latest` named before training, not with itself
-    assert bundle != first and re.search(rf"champion\s+{first.name}", against_latest.output), against_latest.output
-    assert "carry the same bundle version" not in against_latest.output
+    assert "id: sku" in (first / "data_config.yaml").read_text()
+    assert not (tmp_path / "models" / "latest").exists()  # no retrain points `latest` at its challenger
+    # the gate compared the new bundle with the champion named, not with itself
+    (second,) = _bundles(tmp_path / "models") - {first}
+    assert re.search(rf"champion\s+{first.name}", against_first.output), against_first.output
+    assert "carry the same bundle version" not in against_first.output and second != first
+    assert default_against_first.exit_code != 0
+    assert f"the champion (--champion) {first.name} was trained on another data config" in (
+        default_against_first.output
+    )
+    assert "id [sku] vs [listing_id]" in default_against_first.output
+    assert not (tmp_path / "labels-3").exists()
 
 
 @pytest.mark.parametrize(
@@ -234,7 +279,8 @@ def test_retrain_on_a_csv_history_of_another_shape(
     assert no_history.exit_code != 0 and "nope.csv not found" in no_history.output
     assert not (tmp_path / "w0").exists()  # checked before anything was exported
     assert retrained.exit_code in (0, 1), retrained.output  # 1: the gate refused the challenger, said why
-    assert "Traceback" not in retrained.output and (tmp_path / "models" / "latest").exists()
+    assert "Traceback" not in retrained.output and len(_bundles(tmp_path / "models")) == 1
+    assert not (tmp_path / "models" / "latest").exists()  # pass or refusal, `latest` is promote's to move
     found = re.search(r"gating on the newest ([\d,]+) verdicts", retrained.output)
     assert found is not None, retrained.output
     gated = int(found.group(1).replace(",", ""))
