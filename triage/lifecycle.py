@@ -95,17 +95,24 @@ CONTRACT_ROLES = ("id", "label", "text", "categorical", "numeric")
 
 
 def contract_differences(champion: DataConfig, config: DataConfig) -> dict[str, tuple[list[str], list[str]]]:
-    """Role -> (the champion's columns, the config's) for each of the id, label, text, categorical and
-    numeric roles whose columns differ (in any order): a champion trained on another contract."""
+    """Role -> (the champion's columns, the config's) where the champion could not be gated on this
+    config's verdicts: another id or label column, or a text, categorical or numeric column of the
+    champion's that the config does not have. A config that adds a feature column (a retrain with a new
+    feature) differs in nothing that matters: its export still carries every column the champion reads."""
 
     def columns(of: DataConfig, role: str) -> list[str]:
         value = getattr(of, role)
         return [value] if isinstance(value, str) else list(value)
 
+    kept = set(config.listing_columns)
     return {
         role: (columns(champion, role), columns(config, role))
         for role in CONTRACT_ROLES
-        if sorted(columns(champion, role)) != sorted(columns(config, role))
+        if (
+            columns(champion, role) != columns(config, role)
+            if role in ("id", "label")
+            else not set(columns(champion, role)) <= kept
+        )
     }
 
 

@@ -361,3 +361,20 @@ def test_a_retrain_certifies_at_the_targets_in_force_for_the_champion(
     assert untiered is not None and not isinstance(untiered["recall"], dict)
     assert training_targets(untiered, DataConfig(), tmp_path)[1]["single_tier"] is True
     assert no_champion is None
+
+
+def test_a_champion_is_another_contract_only_when_it_could_not_be_gated_on_this_configs_verdicts() -> None:
+    """Another id or label column, or a feature column of the champion's the config lacks; a retrain that
+    adds a feature column is not refused (its export still carries every column the champion reads)."""
+    from dataclasses import replace
+
+    from features.config import DataConfig
+    from triage.lifecycle import contract_differences
+
+    champion = DataConfig()
+    added = replace(champion, numeric=[*champion.numeric, "shipping_days"])
+    dropped = replace(champion, numeric=[c for c in champion.numeric if c != "price"])
+    assert contract_differences(champion, added) == {}
+    assert contract_differences(champion, replace(champion, categorical=champion.categorical[::-1])) == {}
+    assert set(contract_differences(champion, dropped)) == {"numeric"}
+    assert set(contract_differences(champion, replace(champion, id="sku"))) == {"id"}
