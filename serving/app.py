@@ -30,6 +30,7 @@ from serving.api import (
     me,
     models,
     monitor,
+    pages,
     policy,
     queue,
     review_console,
@@ -76,6 +77,7 @@ ROUTERS: list[APIRouter] = [
     corrections.router,
     decisions.router,
     review_quality.router,
+    pages.index,
 ]
 
 

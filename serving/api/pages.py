@@ -37,3 +37,12 @@ def page_router(path: str, name: str) -> APIRouter:
         return FileResponse(STATIC_DIR / asset, media_type=assets[asset], headers=PAGE_HEADERS)
 
     return router
+
+
+index = APIRouter(include_in_schema=False)
+
+
+@index.get("/", name="index_page")
+def index_page() -> FileResponse:
+    """The service's address in a browser (the start-up line gives it): its pages and who they are for."""
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=PAGE_HEADERS)

@@ -27,6 +27,20 @@ def test_docs_page_loads_only_from_this_service(serve) -> None:
     assert unknown.status_code == 404
 
 
+def test_the_services_address_in_a_browser_lists_its_pages(serve) -> None:
+    """The start-up line gives http://host:port: opening it answered a 404. It lists the pages, each of
+    which answers."""
+    with serve() as api:
+        index = api.client.get("/")
+        links = re.findall(r'href="(/[^"]*)"', index.text)
+        answers = {link: api.client.get(link).status_code for link in links}
+
+    assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+    assert {"/review", "/supervisor", "/simulator", "/rules", "/audit", "/docs"} <= set(links)
+    assert all(code == 200 for link, code in answers.items() if link != "/readyz"), answers
+    assert "Content-Security-Policy" in index.headers
+
+
 def test_a_request_id_reused_with_another_body_is_refused_with_409(serve) -> None:
     with serve() as api:
         first = api.score({**listing_json(7), "request_id": "req-7"})
