@@ -32,7 +32,7 @@ from decision.simulate import (
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
 from features.config import DataConfig, Tier
-from training.cli_output import console, err_console, fail, note, number_between, range_help
+from training.cli_output import console, err_console, fail, note, number_between, range_help, recall_on_tiers
 from training.plots import plot_curve
 
 REFERENCE_FILE = "reference.parquet"
@@ -58,7 +58,18 @@ def _current_policy(bundle_dir: Path) -> Policy | None:
 
 def thresholds(
     bundle: BundleOpt = Path("models/latest"),
-    recall: Fraction = 0.99,
+    recall: Annotated[
+        float | None,
+        typer.Option(
+            parser=number_between(0.5, 0.99999),
+            help=range_help(
+                0.5,
+                0.99999,
+                "one recall target over every violation (default 0.99): untiered bundle, --single-tier, "
+                "capacity or cost mode; a tiered bundle's targets are its tiers' (--tier-recall)",
+            ),
+        ),
+    ] = None,
     block_precision: Fraction = 0.98,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.9999)] = 0.95,
     capacity_hours: Annotated[float | None, typer.Option(min=0, help="reviewer-hours per day (capacity mode)")] = None,
@@ -89,13 +100,22 @@ def thresholds(
         if config is not None:
             config.check_segment_by(segment_by)
         tiers = () if plain else _bundle_tiers(config, bundle_dir, reference, tier_recall or [])
+        if tiers and recall is not None:
+            fail(
+                recall_on_tiers(
+                    recall,
+                    {t.name: t.recall for t in tiers},
+                    f"bundle {bundle_dir} is tiered: its data config",
+                    f"pass --tier-recall {tiers[0].name}:{recall:g} (repeatable)",
+                )
+            )
         # the split of delta training planned on its validation rows (never on these reference rows), so
         # it stays valid for any targets; a policy without one, or for another tier count, gets the default
         current = _current_policy(bundle_dir)
         split = AlphaSplit.from_dict(current.targets.get("alpha_split"), len(tiers)) if current else None
         result = choose_policy_thresholds(
             reference,
-            recall=recall,
+            recall=0.99 if recall is None else recall,
             block_precision=block_precision,
             delta=1 - confidence,
             segment_by=segment_by,
