@@ -31,6 +31,7 @@ from decision.simulate import (
     with_thresholds,
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
+from decision.tiers import TierCertificate
 from features.config import DataConfig, Tier
 from training.cli_output import console, err_console, fail, note, number_between, range_help, recall_on_tiers
 from training.plots import plot_curve
@@ -291,6 +292,8 @@ def _threshold_table(result: ThresholdResult) -> Table:
         result.point,
         f"thresholds ({result.mode})" + ("" if result.feasible else " - [red]targets not met[/]"),
     )
+    for tier in result.tiers:  # each tier's own statement, at its own confidence
+        table.add_row(f"recall {tier.name}", _tier_text(tier))
     for key, value in result.targets.items():
         if key == "alpha_split":  # the machine-readable form of "split"
             continue
@@ -307,30 +310,39 @@ def _threshold_table(result: ThresholdResult) -> Table:
     return table
 
 
+def _tier_text(tier: TierCertificate) -> str:
+    if math.isnan(tier.recall):
+        return f"no violations in the rows, {'certified' if tier.certified else 'NOT certified'}"
+    bound = f">= {tier.recall_lower:.4f}, {1 - tier.alpha:.1%} bound" if tier.certified else "NOT certified"
+    return f"{tier.recall:.4f}  ({bound}; target {tier.recall_target:g})"
+
+
 def _point_table(point: OperatingPoint, title: str) -> Table:
     table = Table(title=title, show_header=True)
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    bound = f"{point.confidence_each:.1%} bound"
     rows = [
         ("t_pass / t_block", f"{point.t_pass:.6g} / {point.t_block:.6g}"),
         (
             "auto-pass / queue / auto-block",
             f"{point.auto_pass_share:.2%} / {point.queue_share:.2%} / {point.auto_block_share:.2%}",
         ),
-        ("recall", f"{point.recall:.4f}  (>= {1 - point.miss_rate_upper:.4f}, {bound})"),
-        (
-            "block precision",
-            "nothing auto-blocked"
-            if not point.auto_blocked
-            else f"{point.block_precision:.4f}  (>= {point.block_precision_lower:.4f}, {bound})",
-        ),
+        ("recall", f"{point.recall:.4f}  (>= {1 - point.miss_rate_upper:.4f}, {point.recall_confidence:.1%} bound)"),
+        ("block precision", _block_text(point)),
         ("queue (calibration rows)", f"{point.queue_items:,} of {point.n:,}, {point.reviewer_hours:,.1f} h"),
         ("violating rows used", f"{point.n_violating:,}"),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _block_text(point: OperatingPoint) -> str:
+    if not point.auto_blocked:
+        return "nothing auto-blocked"
+    if point.block_confidence is None:  # the split gave the block no budget (t_block 1: only risks of 1)
+        return f"{point.block_precision:.4f}  (no statement)"
+    return f"{point.block_precision:.4f}  (>= {point.block_precision_lower:.4f}, {point.block_confidence:.1%} bound)"
 
 
 def _headline_table(result: SimulationResult) -> Table:

@@ -80,7 +80,7 @@ def test_cli_thresholds_keeps_the_confidence_split_training_planned(fake_bundle:
     assert result.exit_code == 0, result.output
     policy = load_policy(fake_bundle)
     assert policy.targets["alpha_split"] == planned and policy.t_block == 1.0
-    assert "recall of the violations at 0.95" in policy.targets["split"]
+    assert "recall of the violations at 95% confidence" in policy.targets["split"]
     assert "confidence budget went to the recall targets" in result.output
 
 
@@ -308,6 +308,32 @@ def test_cli_thresholds_refuses_one_recall_target_on_a_tiered_bundle(fake_tiered
     )
     assert tiered.exit_code == 0, tiered.output
     assert load_policy(fake_tiered_bundle).targets["recall"] == {"severe": 0.99, "minor": 0.85}
+
+
+def test_cli_thresholds_shows_each_statements_own_confidence(fake_tiered_bundle: Path) -> None:
+    """With the whole budget on the tiers (split 0.6 / 0.4, no block statement) the table said "recall ...
+    (>= ..., 100.0% bound)": the block statement's confidence after it got none. The overall recall bound
+    holds when every tier's does (95%), each tier's at its own (97%, 98%), and the block has no bound."""
+    current = load_policy(fake_tiered_bundle)
+    planned = {"block": 0.0, "tiers": [0.6, 0.4]}
+    save_policy(
+        fake_tiered_bundle, replace(current, version="policy-20250101T000000-2", targets={"alpha_split": planned})
+    )
+    result = CliRunner().invoke(
+        _app(), ["thresholds", "--bundle", str(fake_tiered_bundle), "--tier-recall", "minor:0.85"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2] for line in result.output.splitlines() if line.count("│") == 3
+    }
+    assert "95.0% bound" in rows["recall"] and "100.0%" not in result.output
+    assert "97.0% bound" in rows["recall severe"] and "98.0% bound" in rows["recall minor"]
+    block = rows["block precision"]
+    assert "nothing auto-blocked" in block or ("no statement" in block and "%" not in block)
+    policy = load_policy(fake_tiered_bundle)
+    assert policy.targets["split"].startswith("recall of severe at 97% confidence, recall of minor at 98% confidence")
+    guarantee = policy.guarantee
+    assert guarantee["recall_confidence"] == pytest.approx(0.95) and guarantee["block_confidence"] is None
 
 
 def test_train_refuses_one_recall_target_on_a_tiered_config_before_any_work(tmp_path: Path) -> None:
