@@ -63,7 +63,7 @@ shadow-report: $(STAMP) ## Champion vs shadow decisions logged by the service: a
 evaluate: $(STAMP) ## Metrics of models/latest on the generated data, with the oracle
 	$(BIN)/triage evaluate --bundle $(BUNDLE) --data $(DATA_DIR)/reviews.parquet --oracle $(DATA_DIR)/oracle.parquet
 
-thresholds: $(STAMP) ## Choose guaranteed thresholds (recall 0.99, block precision 0.98, 95%) for models/latest
+thresholds: $(STAMP) ## Choose guaranteed thresholds (the data config's recall per tier, or 0.99; block precision 0.98; 95%) for models/latest
 	$(BIN)/triage thresholds --bundle $(BUNDLE)
 
 simulate: $(STAMP) ## Workload simulation of models/latest's policy at 100k listings/day

@@ -95,8 +95,12 @@ class AlphaSplit:
     def describe(self, delta: float, names: list[str] | None = None) -> str:
         tier_alpha, block_alpha = self.alphas(delta)
         names = names or [f"tier {k + 1}" for k in range(len(self.tiers))]
-        parts = [f"recall of {name} at {1 - a:.4g}" for name, a in zip(names, tier_alpha, strict=True)]
-        block = f"block precision at {1 - block_alpha:.4g}" if self.block > 0 else "no block-precision statement"
+        parts = [f"recall of {name} at {_percent(1 - a)} confidence" for name, a in zip(names, tier_alpha, strict=True)]
+        block = (
+            f"block precision at {_percent(1 - block_alpha)} confidence"
+            if self.block > 0
+            else "no block-precision statement"
+        )
         return ", ".join([*parts, block]) + " (Bonferroni)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +112,11 @@ class AlphaSplit:
         if not raw or len(raw.get("tiers", ())) != max(n_tiers, 1):
             return None
         return cls(float(raw["block"]), tuple(float(s) for s in raw["tiers"]))
+
+
+def _percent(confidence: float) -> str:
+    """0.97 -> '97%', 0.9875 -> '98.75%': a confidence, never to be read as a recall target."""
+    return f"{100 * confidence:.4g}%"
 
 
 @dataclass(frozen=True)

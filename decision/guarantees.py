@@ -103,13 +103,16 @@ class RankedScores:
             reviewer_hours=float(self.cum_seconds[i_block] - self.cum_seconds[i_pass]) / 3600.0,
             miss_rate_upper=miss_rate_upper(misses, n1, alpha),
             block_precision_lower=precision_lower(blocked - wrong, blocked, alpha_block),
-            confidence_each=1.0 - alpha,
+            recall_confidence=1.0 - alpha,
+            block_confidence=1.0 - alpha_block if alpha_block > 0 else None,
         )
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A threshold pair counted on calibration rows. Bounds are one-sided at `confidence_each`."""
+    """A threshold pair counted on calibration rows. Each bound is one-sided at its own confidence: the
+    recall's at `recall_confidence` (tiered: every tier's bound at once), the block precision's at
+    `block_confidence` (None: the confidence budget gave the block no statement)."""
 
     t_pass: float
     t_block: float
@@ -127,7 +130,8 @@ class OperatingPoint:
     reviewer_hours: float  # queue handling time of these rows
     miss_rate_upper: float  # so recall >= 1 - miss_rate_upper
     block_precision_lower: float  # NaN when nothing is auto-blocked (vacuous)
-    confidence_each: float
+    recall_confidence: float
+    block_confidence: float | None
 
     def to_dict(self) -> dict[str, float | int | None]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}

@@ -95,7 +95,8 @@ class ThresholdResult:
                 "miss_rate_upper": _none_if_nan(self.point.miss_rate_upper),
                 "recall_lower": _none_if_nan(1.0 - self.point.miss_rate_upper),
                 "block_precision_lower": _none_if_nan(self.point.block_precision_lower),
-                "confidence_each": self.point.confidence_each,
+                "recall_confidence": self.point.recall_confidence,
+                "block_confidence": self.point.block_confidence,
             },
             "n": self.point.n,
             "n_violating": self.point.n_violating,
@@ -114,7 +115,8 @@ class ThresholdResult:
             "feasible": self.feasible,
             "recall_lower": _none_if_nan(1.0 - self.point.miss_rate_upper),
             "block_precision_lower": _none_if_nan(self.point.block_precision_lower),
-            "confidence_each": self.point.confidence_each,
+            "recall_confidence": self.point.recall_confidence,
+            "block_confidence": self.point.block_confidence,
             "n": self.point.n,
             "n_violating": self.point.n_violating,
             "message": self.message,
@@ -252,7 +254,8 @@ def _summary(point: OperatingPoint, targets: dict[str, Any]) -> str:
         + (
             f"bounds: {targets['split']}"
             if "split" in targets
-            else f"each bound at {point.confidence_each:.1%} confidence"
+            else f"recall bound at {point.recall_confidence:.1%} confidence"
+            + (f", block precision's at {point.block_confidence:.1%}" if point.block_confidence else "")
         )
     )
 
@@ -293,7 +296,7 @@ def choose_for_capacity(
     message = (
         f"{capacity_hours:g} reviewer-hours/day for {daily_volume:,.0f} listings/day: queue "
         f"{point.queue_share:.1%} ({hours_per_day:.1f} h/day), recall {point.recall:.4f} "
-        f"(>= {1 - point.miss_rate_upper:.4f} at {point.confidence_each:.1%})"
+        f"(>= {1 - point.miss_rate_upper:.4f} at {point.recall_confidence:.1%})"
     )
     if not feasible:
         message = (
@@ -516,10 +519,12 @@ def choose_tiered(
         _check_targets(tier.recall, block_precision, delta)
     split = split or AlphaSplit.default(len(tiers))
     choice = certify_tiers(reference, tiers, block_precision, delta, split)
-    _, alpha_block = split.alphas(delta)
+    tier_alphas, alpha_block = split.alphas(delta)
     label = reference["label"].to_numpy().astype(bool)
     seconds = reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
-    point = _point_from_codes(choice.codes, label, seconds, choice.t_pass, choice.t_block, alpha_block)
+    point = _point_from_codes(
+        choice.codes, label, seconds, choice.t_pass, choice.t_block, float(tier_alphas.sum()), alpha_block
+    )
     # the overall recall bound comes from the tiers' certificates (see decision.tiers), not from the count
     point = replace(point, miss_rate_upper=overall_miss_rate_upper(choice.tiers))
     targets = {
@@ -613,7 +618,7 @@ def choose_weighted(
     codes = route(risk, t_pass, t_block, tier_risk=tier_risk, tier_pass=tier_pass)
     weights = 1.0 / strata.pi[strata.index]
     seconds = reference["review_seconds"].to_numpy(dtype=np.float64) if "review_seconds" in reference else None
-    point = _point_from_codes(codes, label, seconds, t_pass, t_block, alpha_block)
+    point = _point_from_codes(codes, label, seconds, t_pass, t_block, float(tier_alphas.sum()), alpha_block)
     certificates = []
     for (name, target, mask), cert, alpha_tier in zip(groups, found, tier_alphas.tolist(), strict=True):
         passed = mask & (codes == CODE_PASS)
@@ -698,9 +703,17 @@ def choose_weighted(
 
 
 def _point_from_codes(
-    codes: np.ndarray, label: np.ndarray, seconds: np.ndarray | None, t_pass: float, t_block: float, alpha: float
+    codes: np.ndarray,
+    label: np.ndarray,
+    seconds: np.ndarray | None,
+    t_pass: float,
+    t_block: float,
+    alpha: float,
+    alpha_block: float,
 ) -> OperatingPoint:
-    """An OperatingPoint counted from routed rows (tiered routing is no single threshold pair)."""
+    """An OperatingPoint counted from routed rows (tiered routing is no single threshold pair): the recall
+    bound at level `alpha` (tiered: the tiers' levels summed, as the overall bound holds when all of
+    theirs do), the block precision's at `alpha_block` (0: no block statement)."""
     n, n1 = len(codes), int(label.sum())
     passed, blocked = codes == CODE_PASS, codes == CODE_BLOCK
     queue = ~passed & ~blocked
@@ -724,8 +737,9 @@ def _point_from_codes(
         wrongful_blocks=wrong,
         reviewer_hours=float(queue_seconds) / 3600.0,
         miss_rate_upper=miss_rate_upper(misses, n1, alpha),
-        block_precision_lower=precision_lower(n_blocked - wrong, n_blocked, alpha),
-        confidence_each=1.0 - alpha,
+        block_precision_lower=precision_lower(n_blocked - wrong, n_blocked, alpha_block),
+        recall_confidence=1.0 - alpha,
+        block_confidence=1.0 - alpha_block if alpha_block > 0 else None,
     )
 
 

@@ -55,3 +55,14 @@ def number_between(low: float, high: float) -> Callable[[str], float]:
 
 def range_help(low: float, high: float, help_text: str = "") -> str:
     return f"{help_text} [{low:g}<=x<={high:g}]".strip()
+
+
+def recall_on_tiers(recall: float, targets: dict[str, float], source: str, per_tier: str) -> str:
+    """Why `--recall` is refused on tiered data: each tier's own target is what gets certified, so one
+    overall target would be silently ignored. `per_tier` says how to change a tier's target."""
+    named = ", ".join(f"{name} {target:g}" for name, target in targets.items())
+    return (
+        f"--recall {recall:g}: {source} sets a recall target per violation tier ({named}), and those are "
+        f"what the policy certifies, so --recall would change nothing. To change a tier's target, {per_tier}; "
+        "for one recall target over every violation, add --single-tier"
+    )

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from training.cli_output import console, number_between, range_help, warning
+from training.cli_output import console, number_between, range_help, recall_on_tiers, warning
 from training.cli_output import fail as _fail
 
 
@@ -61,7 +61,18 @@ def train(
     config: Annotated[Path | None, typer.Option(help="YAML data config (default: configs/data.yaml)")] = None,
     out: Annotated[Path, typer.Option(help="directory of bundles")] = Path("models"),
     seed: Annotated[int, typer.Option()] = 0,
-    recall: Annotated[float, typer.Option(parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999))] = 0.99,
+    recall: Annotated[
+        float | None,
+        typer.Option(
+            parser=number_between(0.5, 0.99999),
+            help=range_help(
+                0.5,
+                0.99999,
+                "one recall target over every violation (default 0.99): for a data config without tiers, "
+                "or with --single-tier; a tiered config's targets are its tiers'",
+            ),
+        ),
+    ] = None,
     block_precision: Annotated[
         float, typer.Option(parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999))
     ] = 0.98,
@@ -141,13 +152,15 @@ def train(
             ClusterSpec.parse(cluster)
         except ValueError as exc:
             _fail(str(exc))
+    if recall is not None and not single_tier:
+        _refuse_recall_on_tiers(recall, config)
 
     options = TrainOptions(
         data=data,
         config=config,
         out=out,
         seed=seed,
-        recall=recall,
+        recall=0.99 if recall is None else recall,
         block_precision=block_precision,
         confidence=confidence,
         segment_by=segment_by,
@@ -185,6 +198,26 @@ def train(
             )
             console.print(f"{registered} without alias ({why}), run {result.mlflow['run_id']}")
     return result.bundle_dir
+
+
+def _refuse_recall_on_tiers(recall: float, config: Path | None) -> None:
+    """--recall on a tiered data config would change nothing the policy certifies (each tier has its own
+    target): refused before any work, naming the tiers' targets and how to change them."""
+    from features.config import load_config
+
+    try:
+        data_config = load_config(config)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if data_config.tiered:
+        _fail(
+            recall_on_tiers(
+                recall,
+                {t.name: t.recall for t in data_config.tiers},
+                f"the data config {config or 'configs/data.yaml'}",
+                "copy the data config, set `recall:` under that tier in `tiers:` and pass the copy with --config",
+            )
+        )
 
 
 def evaluate(

@@ -6,7 +6,7 @@ from typing import Any
 
 from decision.policy import Policy
 from decision.tiers import certifiable_text
-from training.summary import audit_lines
+from training.summary import audit_lines, in_words, targets_in_words
 
 
 def _fmt(value: Any) -> str:
@@ -27,8 +27,7 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         "**Use**: calibrated probability that policy review rejects a new listing; routes listings to",
         "auto-pass, auto-block or the human review queue through the bundle's policy.",
         "",
-        f"**Training data**: `{options.data}`, split by creation time "
-        f"(train / calibration / test = {metrics['split_sizes']}).",
+        f"**Training data**: `{options.data}`, split by creation time ({in_words(metrics['split_sizes'])} rows).",
         f"**Model**: `{model_name}`, chosen by model selection (below) on features from `features/`; "
         "centred-isotonic calibration on the calibration split.",
         "",
@@ -47,7 +46,7 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         + (f", per-segment by `{policy.segment_by}`" if policy.segment_by else "")
         + "".join(f", {name} t_pass = {t:.5f}" for name, t in policy.tier_pass.items())
         + (" (**provisional**)" if policy.provisional else ""),
-        f"targets: {policy.targets}",
+        f"targets: {targets_in_words(policy.targets)}",
         "",
         *_certification_lines(metrics.get("certification")),
         *[f"{line}." for line in audit_lines(metrics)],

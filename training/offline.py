@@ -22,6 +22,7 @@ from features.config import DataConfig, load_config
 from features.identify import PRODUCT_MATCH, identify_history
 from features.validate import DataValidationError, load_table, stream_table, validate_history, validate_listings
 from training.evaluate import evaluate_scores, json_safe
+from training.held_out import HeldOut, held_out_rows
 
 # Chunks are scored on one thread per core: features, identification and the ONNX models spend most of
 # their time in native code that releases the GIL (200k rows: 11.1 s on one thread, 8.2 s on two, here).
@@ -60,16 +61,13 @@ def evaluate_bundle(
         table = _renamed(validate_history(load_table(data, own), own), own, config)
     else:
         table = validate_history(load_table(data, config), config)
-    held_out, warnings = _held_out(bundle, table)
+    held = held_out_rows(bundle, table)
     if rows == "test":
-        if not held_out.any():
-            raise ValueError(
-                f"none of the {len(table):,} rows of {data} are in bundle {bundle.version}'s test split; "
-                "pass --rows all to evaluate every row (the output then says how many were not held out)"
-            )
-        selected, warnings = table[held_out], [w for w in warnings if "in-sample" in w]
+        if not held.test.any():
+            raise ValueError(_no_test_rows(held, len(table), data, bundle.version))
+        selected, warnings = table[held.test], held.warnings_test
     else:
-        selected = table
+        selected, warnings = table, held.warnings_all
     risk, tier_risk = bundle.scores(selected, history=table)
     frame = pd.DataFrame({"label": selected[config.label].to_numpy(), "risk": risk})
     if tier_risk is not None:  # the policy routes on every tier's risk, as the service does
@@ -94,43 +92,17 @@ def evaluate_bundle(
     return json_safe(metrics)
 
 
-def _held_out(bundle: Bundle, table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """Which rows are in the bundle's test split, and warnings about the rows that are not."""
-    ids = table[bundle.config.id].astype(str)
-    test_ids = pd.read_parquet(bundle.path / "test_scores.parquet", columns=["listing_id"])["listing_id"]
-    calibration_ids = pd.read_parquet(bundle.path / "reference.parquet", columns=["listing_id"])["listing_id"]
-    held_out = ids.isin(set(test_ids.astype(str))).to_numpy()
-    # reference.parquet holds the certification rows: calibration (+ test, when certified on both)
-    in_calibration = ids.isin(set(calibration_ids.astype(str))).to_numpy() & ~held_out
-    others = ~held_out & ~in_calibration
-    warnings = []
-    certified_on = bundle.metrics.get("certification", {}).get("certified_on")
-    if certified_on == "calibration+test" and held_out.any():
-        warnings.append(
-            f"the bundle's policy was certified on the calibration and test rows: its routing figures on the "
-            f"{held_out.sum():,} test rows are in-sample (metrics.json `test.routing` has the held-out ones, at "
-            "thresholds certified on the calibration split alone)"
+def _no_test_rows(held: HeldOut, n_rows: int, data: Path, version: str) -> str:
+    if held.test_ids_only:
+        return (
+            f"none of the {n_rows:,} rows of {data} match bundle {version}'s test split: {held.test_ids_only:,} "
+            f"share its listing ids but differ in {held.compared}, so this is other data; pass --rows all to "
+            "evaluate every row"
         )
-    if in_calibration.any():
-        warnings.append(
-            f"{in_calibration.sum():,} rows are in the calibration split: the calibrator and thresholds were "
-            "fitted on them"
-        )
-    timestamp = bundle.config.timestamp
-    if timestamp and others.any():
-        calibration_start = pd.read_parquet(bundle.path / "reference.parquet", columns=["created_at"]).min().iloc[0]
-        in_training = int((others & (table[timestamp] < calibration_start).to_numpy()).sum())
-        if in_training:
-            warnings.append(
-                f"{in_training:,} rows were created in the training period (before {calibration_start}): figures "
-                "on rows the model was fitted on overstate it"
-            )
-    elif others.any():
-        warnings.append(
-            f"{others.sum():,} rows are in neither the test nor the calibration split and the data has no "
-            "timestamps to tell training rows from new ones: figures on training rows overstate the model"
-        )
-    return held_out, warnings
+    return (
+        f"none of the {n_rows:,} rows of {data} are in bundle {version}'s test split; "
+        "pass --rows all to evaluate every row (the output then says how many were not held out)"
+    )
 
 
 def _oracle_metrics(oracle: Path, ids: pd.Series, label: np.ndarray, data: Path) -> dict[str, float]:

@@ -43,6 +43,7 @@ from training.select import (
     selection_data,
 )
 from training.split import split_by_time
+from training.summary import in_words
 from training.tiers import TierModel, TierSource, choose_tier_sources, fit_tier_models, tier_risk
 from training.train import FittedModel, LgbmParams, fit_model
 
@@ -255,8 +256,8 @@ def choose_calibration_fraction(
         return fraction, None
     return fraction, (
         f"calibration share raised from {CALIBRATION_FRACTIONS[0]:.0%} to {fraction:.0%} of the rows: the recall "
-        f"targets need at least {needed} violations in the certification rows (aiming for {VIOLATION_MARGIN:g}x), "
-        f"which hold {counts}"
+        f"targets need at least {in_words(needed)} violations in the certification rows (aiming for "
+        f"{VIOLATION_MARGIN:g}x), which hold {in_words(counts)}"
     )
 
 

@@ -31,8 +31,9 @@ from decision.simulate import (
     with_thresholds,
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
+from decision.tiers import TierCertificate
 from features.config import DataConfig, Tier
-from training.cli_output import console, err_console, fail, note, number_between, range_help
+from training.cli_output import console, err_console, fail, note, number_between, range_help, recall_on_tiers
 from training.plots import plot_curve
 
 REFERENCE_FILE = "reference.parquet"
@@ -58,7 +59,18 @@ def _current_policy(bundle_dir: Path) -> Policy | None:
 
 def thresholds(
     bundle: BundleOpt = Path("models/latest"),
-    recall: Fraction = 0.99,
+    recall: Annotated[
+        float | None,
+        typer.Option(
+            parser=number_between(0.5, 0.99999),
+            help=range_help(
+                0.5,
+                0.99999,
+                "one recall target over every violation (default 0.99): untiered bundle, --single-tier, "
+                "capacity or cost mode; a tiered bundle's targets are its tiers' (--tier-recall)",
+            ),
+        ),
+    ] = None,
     block_precision: Fraction = 0.98,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.9999)] = 0.95,
     capacity_hours: Annotated[float | None, typer.Option(min=0, help="reviewer-hours per day (capacity mode)")] = None,
@@ -89,13 +101,22 @@ def thresholds(
         if config is not None:
             config.check_segment_by(segment_by)
         tiers = () if plain else _bundle_tiers(config, bundle_dir, reference, tier_recall or [])
+        if tiers and recall is not None:
+            fail(
+                recall_on_tiers(
+                    recall,
+                    {t.name: t.recall for t in tiers},
+                    f"bundle {bundle_dir} is tiered: its data config",
+                    f"pass --tier-recall {tiers[0].name}:{recall:g} (repeatable)",
+                )
+            )
         # the split of delta training planned on its validation rows (never on these reference rows), so
         # it stays valid for any targets; a policy without one, or for another tier count, gets the default
         current = _current_policy(bundle_dir)
         split = AlphaSplit.from_dict(current.targets.get("alpha_split"), len(tiers)) if current else None
         result = choose_policy_thresholds(
             reference,
-            recall=recall,
+            recall=0.99 if recall is None else recall,
             block_precision=block_precision,
             delta=1 - confidence,
             segment_by=segment_by,
@@ -271,6 +292,8 @@ def _threshold_table(result: ThresholdResult) -> Table:
         result.point,
         f"thresholds ({result.mode})" + ("" if result.feasible else " - [red]targets not met[/]"),
     )
+    for tier in result.tiers:  # each tier's own statement, at its own confidence
+        table.add_row(f"recall {tier.name}", _tier_text(tier))
     for key, value in result.targets.items():
         if key == "alpha_split":  # the machine-readable form of "split"
             continue
@@ -287,30 +310,39 @@ def _threshold_table(result: ThresholdResult) -> Table:
     return table
 
 
+def _tier_text(tier: TierCertificate) -> str:
+    if math.isnan(tier.recall):
+        return f"no violations in the rows, {'certified' if tier.certified else 'NOT certified'}"
+    bound = f">= {tier.recall_lower:.4f}, {1 - tier.alpha:.1%} bound" if tier.certified else "NOT certified"
+    return f"{tier.recall:.4f}  ({bound}; target {tier.recall_target:g})"
+
+
 def _point_table(point: OperatingPoint, title: str) -> Table:
     table = Table(title=title, show_header=True)
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    bound = f"{point.confidence_each:.1%} bound"
     rows = [
         ("t_pass / t_block", f"{point.t_pass:.6g} / {point.t_block:.6g}"),
         (
             "auto-pass / queue / auto-block",
             f"{point.auto_pass_share:.2%} / {point.queue_share:.2%} / {point.auto_block_share:.2%}",
         ),
-        ("recall", f"{point.recall:.4f}  (>= {1 - point.miss_rate_upper:.4f}, {bound})"),
-        (
-            "block precision",
-            "nothing auto-blocked"
-            if not point.auto_blocked
-            else f"{point.block_precision:.4f}  (>= {point.block_precision_lower:.4f}, {bound})",
-        ),
+        ("recall", f"{point.recall:.4f}  (>= {1 - point.miss_rate_upper:.4f}, {point.recall_confidence:.1%} bound)"),
+        ("block precision", _block_text(point)),
         ("queue (calibration rows)", f"{point.queue_items:,} of {point.n:,}, {point.reviewer_hours:,.1f} h"),
         ("violating rows used", f"{point.n_violating:,}"),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _block_text(point: OperatingPoint) -> str:
+    if not point.auto_blocked:
+        return "nothing auto-blocked"
+    if point.block_confidence is None:  # the split gave the block no budget (t_block 1: only risks of 1)
+        return f"{point.block_precision:.4f}  (no statement)"
+    return f"{point.block_precision:.4f}  (>= {point.block_precision_lower:.4f}, {point.block_confidence:.1%} bound)"
 
 
 def _headline_table(result: SimulationResult) -> Table:

@@ -29,6 +29,30 @@ def selection_table(selection: dict[str, Any]) -> Table:
     return table
 
 
+def in_words(values: dict[str, Any]) -> str:
+    """A mapping as a reader would write it: {'severe': 437, 'minor': 42} -> 'severe 437, minor 42'."""
+    return ", ".join(f"{key} {_plain(value)}" for key, value in values.items())
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"({in_words(value)})"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def targets_in_words(targets: dict[str, Any]) -> str:
+    """A policy's targets in words ('recall severe 0.99, minor 0.9; block precision 0.98; ...'), without
+    the machine-readable split (`alpha_split`), which `split` says in words."""
+    return "; ".join(
+        f"{key.replace('_', ' ')}{': ' if isinstance(value, str) else ' '}"
+        + (in_words(value) if isinstance(value, dict) else _plain(value))
+        for key, value in targets.items()
+        if key != "alpha_split"
+    )
+
+
 def _num(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) and value == value else "n/a"  # NaN: n/a
 

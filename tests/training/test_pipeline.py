@@ -340,6 +340,44 @@ def test_evaluate_all_rows_warns_about_rows_that_were_not_held_out(bundle_dir: P
     assert "training period" in err  # said on screen too, apart from the JSON
 
 
+def test_evaluate_tells_another_seeds_data_from_the_bundles_own_rows(
+    trained, bundle_dir: Path, generated_dir: Path, tmp_path: Path
+) -> None:
+    """The generator gives every seed the same listing ids: matched on ids alone, another seed's data was
+    evaluated as "the bundle's test split", and `--rows all` warned that it was in-sample, in the
+    calibration split and from the training period. A row is the bundle's only when its creation time
+    and label match too."""
+    from tests.conftest import SEED, SMALL_ROWS
+    from training.generate import write_dataset
+
+    other = write_dataset(tmp_path / "other", rows=SMALL_ROWS, seed=SEED + 1, start="2025-01-01", months=12)
+    data = str(other["reviews"])
+    code, out, err = _evaluate("--bundle", str(bundle_dir), "--data", data)
+    assert code == 2
+    said = " ".join((out + err).split())
+    test_rows = trained.metrics["split_sizes"]["test"]
+    assert f"none of the {SMALL_ROWS:,} rows" in said and "match" in said
+    assert f"{test_rows:,} share its listing ids but differ in created_at or label, so this is other data" in said
+
+    code, out, err = _evaluate("--bundle", str(bundle_dir), "--data", data, "--rows", "all")
+    assert code == 0, err
+    warnings = json.loads(out)["warnings"]
+    assert len(warnings) == 1 and "so this is other data" in warnings[0], warnings
+    assert not any(w in err for w in ("in-sample", "calibration split", "training period"))
+
+    # the bundle's own data with a few test rows changed: those rows are left out, and said so
+    own = pd.read_parquet(generated_dir / "reviews.parquet")
+    test_ids = pd.read_parquet(bundle_dir / "test_scores.parquet", columns=["listing_id"])["listing_id"]
+    changed = own["listing_id"].isin(test_ids.iloc[:7])
+    own.loc[changed, "label"] = 1 - own.loc[changed, "label"]
+    own.to_parquet(tmp_path / "edited.parquet")
+    code, out, err = _evaluate("--bundle", str(bundle_dir), "--data", str(tmp_path / "edited.parquet"))
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert metrics["rows"] == test_rows - 7
+    assert any(w.startswith("7 rows share a listing id with the bundle's test split") for w in metrics["warnings"])
+
+
 def test_evaluate_reads_a_renamed_export_with_its_own_config(
     bundle_dir: Path, generated_dir: Path, tmp_path: Path
 ) -> None:

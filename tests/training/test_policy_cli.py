@@ -80,7 +80,7 @@ def test_cli_thresholds_keeps_the_confidence_split_training_planned(fake_bundle:
     assert result.exit_code == 0, result.output
     policy = load_policy(fake_bundle)
     assert policy.targets["alpha_split"] == planned and policy.t_block == 1.0
-    assert "recall of the violations at 0.95" in policy.targets["split"]
+    assert "recall of the violations at 95% confidence" in policy.targets["split"]
     assert "confidence budget went to the recall targets" in result.output
 
 
@@ -266,6 +266,95 @@ def test_cli_thresholds_on_a_tiered_bundle_certifies_every_tier(bundle_dir: Path
     single = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(bundle), "--single-tier", "--recall", "0.9"])
     assert single.exit_code in (0, 1), single.output
     assert "thresholds (guarantee)" in single.output
+
+
+@pytest.fixture()
+def fake_tiered_bundle(fake_bundle: Path) -> Path:
+    """The fake bundle trained with the marketplace's tiers: a data config with tiers, and a reference
+    with each violation's tier and a risk per tier."""
+    from bundle.manifest import write_manifest
+    from decision.tiers import NO_TIER, risk_column
+    from features.config import DataConfig
+
+    (fake_bundle / "data_config.yaml").write_text(yaml.safe_dump(DataConfig().to_dict(), sort_keys=False))
+    reference = pd.read_parquet(fake_bundle / "reference.parquet")
+    label = reference["label"].to_numpy().astype(bool)
+    reference["tier"] = np.where(label, np.where(np.arange(len(label)) % 3, "severe", "minor"), NO_TIER)
+    for name in ("severe", "minor"):
+        reference[risk_column(name)] = reference["risk"]
+    reference.to_parquet(fake_bundle / "reference.parquet", index=False)
+    write_manifest(fake_bundle)
+    return fake_bundle
+
+
+def test_cli_thresholds_refuses_one_recall_target_on_a_tiered_bundle(fake_tiered_bundle: Path) -> None:
+    """`--recall 0.95` on a tiered bundle certified the tiers' own targets (0.99 / 0.9), saved a new policy
+    and exited 0: the target asked for was silently ignored. It is refused, naming the tiers' targets and
+    the options that do what was meant; with --single-tier it is the one target."""
+    refused = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(fake_tiered_bundle), "--recall", "0.95"])
+    assert refused.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert "--recall 0.95" in said and "(severe 0.99, minor 0.9)" in said
+    assert "--tier-recall severe:0.95" in said and "--single-tier" in said
+    assert load_policy(fake_tiered_bundle).version == "policy-20250101T000000-1"  # no policy saved
+
+    single = CliRunner().invoke(
+        _app(), ["thresholds", "--bundle", str(fake_tiered_bundle), "--single-tier", "--recall", "0.95"]
+    )
+    assert single.exit_code == 0, single.output
+    assert load_policy(fake_tiered_bundle).targets["recall"] == 0.95
+    tiered = CliRunner().invoke(
+        _app(), ["thresholds", "--bundle", str(fake_tiered_bundle), "--tier-recall", "minor:0.85"]
+    )
+    assert tiered.exit_code == 0, tiered.output
+    assert load_policy(fake_tiered_bundle).targets["recall"] == {"severe": 0.99, "minor": 0.85}
+
+
+def test_cli_thresholds_shows_each_statements_own_confidence(fake_tiered_bundle: Path) -> None:
+    """With the whole budget on the tiers (split 0.6 / 0.4, no block statement) the table said "recall ...
+    (>= ..., 100.0% bound)": the block statement's confidence after it got none. The overall recall bound
+    holds when every tier's does (95%), each tier's at its own (97%, 98%), and the block has no bound."""
+    current = load_policy(fake_tiered_bundle)
+    planned = {"block": 0.0, "tiers": [0.6, 0.4]}
+    save_policy(
+        fake_tiered_bundle, replace(current, version="policy-20250101T000000-2", targets={"alpha_split": planned})
+    )
+    result = CliRunner().invoke(
+        _app(), ["thresholds", "--bundle", str(fake_tiered_bundle), "--tier-recall", "minor:0.85"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2] for line in result.output.splitlines() if line.count("│") == 3
+    }
+    assert "95.0% bound" in rows["recall"] and "100.0%" not in result.output
+    assert "97.0% bound" in rows["recall severe"] and "98.0% bound" in rows["recall minor"]
+    block = rows["block precision"]
+    assert "nothing auto-blocked" in block or ("no statement" in block and "%" not in block)
+    policy = load_policy(fake_tiered_bundle)
+    assert policy.targets["split"].startswith("recall of severe at 97% confidence, recall of minor at 98% confidence")
+    guarantee = policy.guarantee
+    assert guarantee["recall_confidence"] == pytest.approx(0.95) and guarantee["block_confidence"] is None
+
+
+def test_train_refuses_one_recall_target_on_a_tiered_config_before_any_work(tmp_path: Path) -> None:
+    """`triage train --recall 0.95` on the tiered default config certified severe 0.99 / minor 0.9 without a
+    word. It is refused before the data is even read (here it does not exist), naming the tiers' targets;
+    with --single-tier, or a config without tiers, the run goes on (to the missing data)."""
+    from features.config import DataConfig
+    from triage.cli import app
+
+    missing = str(tmp_path / "nosuch.parquet")
+    refused = CliRunner().invoke(app, ["train", "--data", missing, "--no-mlflow", "--recall", "0.95"])
+    assert refused.exit_code == 2
+    said = " ".join(refused.output.split())
+    assert "--recall 0.95" in said and "(severe 0.99, minor 0.9)" in said and "--single-tier" in said
+    assert "nosuch.parquet" not in said
+
+    untiered = tmp_path / "untiered.yaml"
+    untiered.write_text(yaml.safe_dump({**DataConfig().to_dict(), "tiers": {}}, sort_keys=False))
+    for extra in (["--single-tier"], ["--config", str(untiered)]):
+        goes_on = CliRunner().invoke(app, ["train", "--data", missing, "--no-mlflow", "--recall", "0.95", *extra])
+        assert goes_on.exit_code == 2 and "nosuch.parquet" in goes_on.output, goes_on.output
 
 
 @pytest.mark.parametrize("column", ["category", "nosuch", "label"])

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from decision.alpha_split import AlphaSplit
 from training.evaluate import routing_metrics
-from training.summary import audit_lines, policy_lines, split_lines
+from training.summary import audit_lines, in_words, policy_lines, split_lines, targets_in_words
 
 
 def _outlook(floor: float, near: float, next_pass: float, audits: float) -> dict[str, float]:
@@ -55,9 +56,9 @@ def test_the_summary_says_how_a_planned_split_shares_the_confidence_budget() -> 
         "default_predicted_auto_pass": 0.0,
         "default_predicted_auto_block": 0.0,
     }
-    targets = {"split": "recall of the violations at 0.95, no block-precision statement (Bonferroni)"}
+    targets = {"split": AlphaSplit(0.0, (1.0,)).describe(0.05, ["the violations"])}
     (line,) = split_lines({"alpha_split": plan, "thresholds": {"targets": targets}})
-    assert "planned on 2,400 validation rows: recall of the violations at 0.95, no block-precision" in line
+    assert "planned on 2,400 validation rows: recall of the violations at 95% confidence, no block-precision" in line
     assert "predicted auto-decided 21.0% against 0.0% with the default split" in line
     assert split_lines({"alpha_split": {**plan, "planned": False}, "thresholds": {"targets": targets}}) == []
     assert split_lines({}) == []
@@ -92,3 +93,30 @@ def test_the_summary_says_why_the_test_split_passes_nothing_when_the_shipped_pol
     assert "auto-pass 12.2%" in said
     metrics["thresholds_evaluated"] = {"feasible": True}  # both feasible: nothing to explain
     assert "cannot carry the targets" not in " ".join(policy_lines(metrics))
+
+
+def test_a_split_of_the_confidence_budget_reads_as_confidence_not_as_recall_targets() -> None:
+    """ "recall of severe at 0.97, recall of minor at 0.98" read like recall targets (0.99 / 0.9 are)."""
+    split = AlphaSplit(0.0, (0.6, 0.4)).describe(0.05, ["severe", "minor"])
+    assert split == (
+        "recall of severe at 97% confidence, recall of minor at 98% confidence, no block-precision statement "
+        "(Bonferroni)"
+    )
+    assert "block precision at 98.75% confidence" in AlphaSplit(0.25, (0.375, 0.375)).describe(0.05, ["a", "b"])
+
+
+def test_counts_and_targets_are_printed_in_words_not_as_python_dicts() -> None:
+    assert in_words({"severe": 437, "minor": 4_200}) == "severe 437, minor 4,200"
+    targets = {
+        "recall": {"severe": 0.99, "minor": 0.9},
+        "block_precision": 0.98,
+        "confidence": 0.95,
+        "split": "recall of severe at 97% confidence",
+        "alpha_split": {"block": 0.0, "tiers": [0.6, 0.4]},
+    }
+    text = targets_in_words(targets)
+    assert text == (
+        "recall severe 0.99, minor 0.9; block precision 0.98; confidence 0.95; "
+        "split: recall of severe at 97% confidence"
+    )
+    assert "{" not in text and "alpha" not in text
