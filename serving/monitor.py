@@ -195,9 +195,12 @@ def _segment_column(bundle: Bundle | None, request: MonitorRequest) -> str | Non
     if "segment" not in request.group_by:
         return None
     if request.segment is not None:
-        known = [*bundle.config.listing_columns, *bundle.config.segments] if bundle is not None else None
-        if known is not None and request.segment not in known:
-            raise MonitorError("segment", f"{request.segment!r} is not a listing field ({sorted(set(known))})")
+        if bundle is not None:  # a field whose values are categories: a text or an id is one group per listing
+            fields = list(dict.fromkeys([*bundle.config.segments, *bundle.config.categorical]))
+            if request.segment not in fields:
+                roles = bundle.config.column_roles().get(request.segment)
+                kind = f"a {roles[0]} field (one group per value)" if roles else "not a listing field"
+                raise MonitorError("segment", f"{request.segment!r} is {kind}: split by one of {fields}")
         return request.segment
     if bundle is None or not bundle.config.segments:
         raise MonitorError("segment", "name the listing field to split by (the bundle declares no segments)")

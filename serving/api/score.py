@@ -122,7 +122,7 @@ async def score_batch(request: Request) -> Response:
         records = await scorer.decide_and_log(engine, listings, request_id, key.key_id, request_hash)
     except ConflictError as exc:
         raise _reused(request_id, str(exc)) from None
-    _check_same_request(records, request_id, request_hash)
+    _check_same_request(records, request_id, request_hash, batch=True)
     shadow_score(request, listings, records)
     return _json({"items": _answers(engine, metrics, listings, records)})
 
@@ -167,12 +167,18 @@ async def _body_hash(request: Request) -> str:
     return hashlib.sha256(await request.body()).hexdigest()
 
 
-def _check_same_request(records: Sequence[DecisionRecord], request_id: str | None, request_hash: str | None) -> None:
+def _check_same_request(
+    records: Sequence[DecisionRecord], request_id: str | None, request_hash: str | None, batch: bool = False
+) -> None:
     """A 409 when a stored decision came back for this request_id but was asked for with another body
-    (decisions logged before bodies were hashed have no hash: taken as retries)."""
+    (decisions logged before bodies were hashed have no hash: taken as retries). A batch's hash is the
+    whole body's, so the answer names the batch, not one of its items (which may be unchanged)."""
     for record in records:
         if record.request_hash is not None and record.request_hash != request_hash:
-            detail = f"listing {record.listing_id!r} was decided under this key with a different body"
+            if batch:
+                detail = "a batch with a different body was decided under this key (any item may differ)"
+            else:
+                detail = f"listing {record.listing_id!r} was decided under this key with a different body"
             raise _reused(request_id, detail)
 
 

@@ -56,6 +56,7 @@ def test_a_request_id_reused_with_another_body_is_refused_with_409(serve) -> Non
     assert "request_id 'req-7' was already used" in changed.json()["detail"]
     assert "different body" in changed.json()["detail"]
     assert batch.status_code == 200 and "request_id 'b-1'" in batch_changed.json()["detail"]
+    assert "a batch with a different body" in batch_changed.json()["detail"]  # not one item, maybe unchanged
     assert logged == 4  # one for req-7, three for b-1: nothing logged for the refused requests
 
 

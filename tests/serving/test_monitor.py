@@ -180,6 +180,8 @@ def test_risk_drift_reads_only_the_bundle_in_forces_own_decisions(serve) -> None
         ({"since": "yesterday"}, "since"),
         ({"since": "2025-06-02T00:00:00Z", "until": "2025-06-01T00:00:00Z"}, "since"),
         ({"group_by": "segment", "segment": "colour"}, "segment"),
+        ({"group_by": "segment", "segment": "title"}, "segment"),  # a text: one group per listing (1.3 MB)
+        ({"group_by": "segment", "segment": "listing_id"}, "segment"),
         ({"confidence": 1.5}, "confidence"),
         ({"bogus": 1}, "bogus"),
     ],
