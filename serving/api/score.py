@@ -120,8 +120,8 @@ async def score_batch(request: Request) -> Response:
     request_hash = await _body_hash(request) if request_id is not None else None
     try:
         records = await scorer.decide_and_log(engine, listings, request_id, key.key_id, request_hash)
-    except ConflictError as exc:
-        raise _reused(request_id, str(exc)) from None
+    except ConflictError:
+        raise _reused(request_id, _BATCH_CHANGED) from None
     _check_same_request(records, request_id, request_hash, batch=True)
     shadow_score(request, listings, records)
     return _json({"items": _answers(engine, metrics, listings, records)})
@@ -176,10 +176,14 @@ def _check_same_request(
     for record in records:
         if record.request_hash is not None and record.request_hash != request_hash:
             if batch:
-                detail = "a batch with a different body was decided under this key (any item may differ)"
+                detail = _BATCH_CHANGED
             else:
                 detail = f"listing {record.listing_id!r} was decided under this key with a different body"
             raise _reused(request_id, detail)
+
+
+# a batch's hash is the whole body's: the stored item the conflict surfaced on may be unchanged
+_BATCH_CHANGED = "a batch with a different body was decided under this key (any item may differ)"
 
 
 def _reused(request_id: str | None, detail: str) -> HTTPException:
