@@ -10,7 +10,7 @@ Which automated decisions are audited, and with what probability, is `decision.a
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +22,10 @@ from decision.review_quality import QualityPlan
 from decision.rules import DERIVED_COLUMNS, Rule
 
 AUTO_PASS, HUMAN_REVIEW, AUTO_BLOCK = "auto_pass", "human_review", "auto_block"
+# A tiered policy's overall t_pass sits just below 1 (it passes nothing on its own): the tiers' thresholds
+# decide. A policy with tier thresholds but a real overall t_pass (one target over every violation, set on
+# a tiered bundle; a hand-set pair) passes only below both.
+TIERED_T_PASS = 1.0 - 1e-9
 DECISIONS: tuple[str, str, str] = (AUTO_PASS, HUMAN_REVIEW, AUTO_BLOCK)  # index = int8 code
 CODE_PASS, CODE_REVIEW, CODE_BLOCK = np.int8(0), np.int8(1), np.int8(2)
 
@@ -60,6 +64,26 @@ def route(
     if rule_block is not None:
         codes[np.asarray(rule_block, dtype=bool) & finite] = CODE_BLOCK
     return codes
+
+
+def thresholds_in_words(
+    t_pass: float | None, t_block: float | None, tier_pass: Mapping[str, float] | None = None
+) -> str:
+    """The thresholds that decide, as people read them: "t_pass 0.05  t_block 0.98"; on a tiered policy
+    (overall t_pass from TIERED_T_PASS up, or unknown) t_block and each tier's own pass threshold,
+    "t_block 0.98  pass thresholds per tier: 'minor' 0.0129, 'severe' 0.00129"; tier thresholds beside a
+    real overall t_pass follow the pair (a pass needs both)."""
+    pair = f"t_pass {threshold_in_words(t_pass)}  t_block {threshold_in_words(t_block)}"
+    if not tier_pass:
+        return pair
+    each = ", ".join(f"'{name}' {threshold_in_words(value)}" for name, value in tier_pass.items())
+    if t_pass is None or t_pass >= TIERED_T_PASS:
+        return f"t_block {threshold_in_words(t_block)}  pass thresholds per tier: {each}"
+    return f"{pair}  pass thresholds per tier: {each}"
+
+
+def threshold_in_words(value: float | None) -> str:
+    return "none" if value is None else f"{value:.6g}"
 
 
 def driving_tier(codes: np.ndarray, tier_risk: np.ndarray | None, tier_pass: np.ndarray | None) -> np.ndarray:

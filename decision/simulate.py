@@ -20,13 +20,20 @@ never passes), and policy tiers the reference does not have are ignored (the ser
 them either). Each tier is reported with its recall target, recall and missed violations per day; tier
 violations are violating rows, so the prevalence shift reweights them like every violation.
 
+Audits. Each automated row counts with its inclusion probability under the policy's audit plan
+(`decision.audit`: the floor rate far from t_pass, `near_rate` close to it, `block_rate` for blocks), so
+the expected audit workload is the sum of those probabilities, scaled to the daily volume (`qa_per_day`,
+`qa_hours_per_day`, and per stratum `qa_per_day_by_stratum`); an audit takes a reviewer the listing's
+handling time, as a review does.
+
 Headline (what a PM reads first): the share decided automatically (auto-pass + auto-block) and the
-reviewer FTE saved against reviewing every listing, i.e. FTE(every listing's handling time) minus
-FTE(this policy's queue). Audits of automated decisions are reported apart (`qa_per_day`,
-`qa_hours_per_day`, and per stratum `qa_per_day_by_stratum`): each automated row counts with its
-inclusion probability under the policy's audit plan (`decision.audit`: the floor rate far from t_pass,
-`near_rate` close to it, `block_rate` for blocks), so the expected audit workload is the sum of those
-probabilities, scaled to the daily volume.
+reviewer FTE saved against reviewing every listing, net of audits: FTE(every listing's handling time)
+minus FTE(this policy's queue) minus FTE(its audits). Beside it, the gross saving (before audits) and the
+audit FTE, so that fte_saved = fte_saved_gross - audit_fte. Each row's net saving is its handling time
+times (1 - its audit probability) when automated, so the net interval is that of one mean, like the others.
+
+A policy that cannot block (t_block >= 1 everywhere, no block rule, and no reference row at or above it)
+blocks nothing by construction: its auto-block share and wrongful blocks are exactly 0, interval [0, 0].
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from scipy import stats
 
 from decision.audit import STRATA, AuditPlan, audit_strata, inclusion_probabilities, pass_margin
 from decision.guarantees import DEFAULT_REVIEW_SECONDS, ordered_pair
-from decision.policy import CODE_PASS, CODE_REVIEW, Policy, route
+from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
 from decision.rules import Rule, acting_rules, match_rule_masks
 from decision.thresholds import ThresholdResult
 from decision.tiers import NO_TIER, frame_tier_risk, risk_column
@@ -66,7 +73,9 @@ class Headline:
     """What the policy decides on its own, and the reviewer time that saves against reviewing everything."""
 
     auto_decided_share: Estimate  # auto-pass + auto-block
-    fte_saved: Estimate  # fte_review_all minus the policy's FTE: the handling time of automated listings
+    fte_saved: Estimate  # net: fte_review_all minus the policy's queue FTE minus its audit FTE
+    fte_saved_gross: Estimate  # before audits: the handling time of the automated listings
+    audit_fte: Estimate  # the audits of automated decisions (fte_saved_gross - fte_saved)
     fte_review_all: Estimate  # every listing's handling time
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +123,7 @@ class SimulationResult:
     recall: Estimate
     block_precision: Estimate
     headline: Headline
+    can_block: bool = True  # False: the policy blocks nothing by construction (block figures exactly 0)
     qa_sample_rate: float = 0.0
     qa_per_day: float = 0.0
     qa_hours_per_day: float = 0.0
@@ -144,7 +154,10 @@ def wilson(successes: float, n: float, confidence: float) -> tuple[float, float]
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at p = 0 (p = 1) the bound is exactly 0 (1); rounding left 2.7e-20
+    low = 0.0 if p <= 0 else max(0.0, centre - half)
+    high = 1.0 if p >= 1 else min(1.0, centre + half)
+    return low, high
 
 
 def prevalence_weights(label: np.ndarray, multiplier: float, base: np.ndarray | None = None) -> np.ndarray:
@@ -207,7 +220,12 @@ def _rate(
     return Estimate(share * scale, low * scale, high * scale)
 
 
-def _summarise(rows: _Rows, daily_volume: float, fte_hours: float, confidence: float) -> dict[str, Estimate]:
+_NONE = Estimate(0.0, 0.0, 0.0)  # a figure that is zero by construction, not an estimate
+
+
+def _summarise(
+    rows: _Rows, daily_volume: float, fte_hours: float, confidence: float, can_block: bool = True
+) -> dict[str, Estimate]:
     cell = rows.codes.astype(np.int64) * 2 + rows.label
     w = np.bincount(cell, weights=rows.weight, minlength=6)
     w2 = np.bincount(cell, weights=rows.weight * rows.weight, minlength=6)
@@ -217,27 +235,37 @@ def _summarise(rows: _Rows, daily_volume: float, fte_hours: float, confidence: f
     return {
         "auto_pass_share": _rate(w, w2, [_PASS_OK, _PASS_BAD], None, 1.0, confidence),
         "queue_share": _rate(w, w2, [_QUEUE_OK, _QUEUE_BAD], None, 1.0, confidence),
-        "auto_block_share": _rate(w, w2, blocked, None, 1.0, confidence),
+        "auto_block_share": _rate(w, w2, blocked, None, 1.0, confidence) if can_block else _NONE,
         "queue_per_day": _rate(w, w2, [_QUEUE_OK, _QUEUE_BAD], None, daily_volume, confidence),
         "reviewer_hours_per_day": hours,
-        "fte": Estimate(hours.value / fte_hours, hours.low / fte_hours, hours.high / fte_hours),
+        "fte": _per_fte(hours, fte_hours),
         "missed_violations_per_day": _rate(w, w2, [_PASS_BAD], None, daily_volume, confidence),
-        "wrongful_blocks_per_day": _rate(w, w2, [_BLOCK_OK], None, daily_volume, confidence),
+        "wrongful_blocks_per_day": _rate(w, w2, [_BLOCK_OK], None, daily_volume, confidence) if can_block else _NONE,
         "recall": Estimate(1 - miss_share.value, 1 - miss_share.high, 1 - miss_share.low),
         "block_precision": _rate(w, w2, [_BLOCK_BAD], blocked, 1.0, confidence),
     }
 
 
+def _per_fte(hours: Estimate, fte_hours: float) -> Estimate:
+    return Estimate(hours.value / fte_hours, hours.low / fte_hours, hours.high / fte_hours)
+
+
 def _hours_per_day(rows: _Rows, counted: np.ndarray, daily_volume: float, confidence: float) -> Estimate:
-    """Mean handling time per listing of the `counted` rows (zero for the others, e.g. the queue's rows)
-    times volume; normal interval."""
+    """Mean handling time per listing of the `counted` part of each row (a mask, e.g. the queue's rows, or
+    a fraction per row, e.g. its audit probability; zero for the rest) times volume; normal interval."""
     total = float(rows.weight.sum())
-    x, w = rows.seconds[counted] / 3600.0, rows.weight[counted]
-    mean = float((w * x).sum()) / total
-    # sum over all rows of w^2 (x - mean)^2, rows not counted having x = 0
-    spread = float((w * w * (x - mean) ** 2).sum()) + mean * mean * float((rows.weight[~counted] ** 2).sum())
+    x = rows.seconds / 3600.0 * np.asarray(counted, dtype=np.float64)
+    mean = float((rows.weight * x).sum()) / total
+    spread = float((rows.weight * rows.weight * (x - mean) ** 2).sum())
     half = float(stats.norm.ppf(0.5 + confidence / 2)) * math.sqrt(spread) / total
     return Estimate(mean * daily_volume, max(0.0, mean - half) * daily_volume, (mean + half) * daily_volume)
+
+
+def _can_block(codes: np.ndarray, t_block: float | np.ndarray, rule_block: np.ndarray | None) -> bool:
+    """Whether the policy can auto-block at all: a t_block below 1 somewhere, a block rule, or a reference
+    row that reached t_block. Calibrated risk stays below 1, so t_block >= 1 without a block rule blocks
+    nothing by construction: an interval around that zero would describe no uncertainty."""
+    return bool(np.any(np.asarray(t_block) < 1.0)) or rule_block is not None or bool(np.any(codes == CODE_BLOCK))
 
 
 def reference_tiers(reference: pd.DataFrame, scored_only: bool = False) -> list[str]:
@@ -336,7 +364,8 @@ def simulate(
     `tier_pass` (tier -> auto-pass threshold on that tier's risk) routes a tiered reference as the
     service does; `tier_targets` (tier -> recall target) is only reported beside each tier's recall.
     Audit workload: with `audit`, the stratified plan with `qa_sample_rate` as its floor (as the service
-    samples); without, `qa_sample_rate` for every automated decision (0: no audits counted)."""
+    samples); without, `qa_sample_rate` for every automated decision (0: no audits counted). The
+    headline's FTE saved is net of that audit workload. `rule_block` None: no block rule in force."""
     if daily_volume <= 0 or productive_hours_per_fte <= 0:
         raise ValueError("daily_volume and productive_hours_per_fte must be positive")
     label = reference["label"].to_numpy().astype(bool)
@@ -347,9 +376,11 @@ def simulate(
     risk = reference["risk"].to_numpy(dtype=np.float64)
     codes = route(risk, t_pass, t_block, rule_block, rule_review, tier_risk, tier_vector)
     rows = _Rows(codes, label, _review_seconds(reference), weight)
-    summary: dict[str, Any] = _summarise(rows, daily_volume, productive_hours_per_fte, confidence)
-    audit_prob = _audit_probabilities(codes, risk, t_pass, tier_risk, tier_vector, qa_sample_rate, audit)
-    qa_per_day, qa_hours_per_day, qa_by_stratum = _audit_workload(rows, audit_prob, daily_volume)
+    can_block = _can_block(codes, t_block, rule_block)
+    summary: dict[str, Any] = _summarise(rows, daily_volume, productive_hours_per_fte, confidence, can_block)
+    audit_prob, strata = _audit_probabilities(codes, risk, t_pass, tier_risk, tier_vector, qa_sample_rate, audit)
+    qa_per_day, qa_hours_per_day, qa_by_stratum = _audit_workload(rows, audit_prob, strata, daily_volume)
+    headline = _headline(rows, summary, audit_prob, daily_volume, productive_hours_per_fte, confidence)
     return SimulationResult(
         t_pass=float(t_pass) if np.ndim(t_pass) == 0 else None,
         t_block=float(t_block) if np.ndim(t_block) == 0 else None,
@@ -360,12 +391,15 @@ def simulate(
         n_reference=len(reference),
         prevalence=float((weight * label).sum() / weight.sum()),
         **summary,
-        headline=_headline(rows, summary, daily_volume, productive_hours_per_fte, confidence),
+        headline=headline,
+        can_block=can_block,
         qa_sample_rate=qa_sample_rate,
         qa_per_day=qa_per_day,
         qa_hours_per_day=qa_hours_per_day,
         qa_per_day_by_stratum=qa_by_stratum,
-        segments=_breakdown(reference, rows, breakdown_by, daily_volume, productive_hours_per_fte, confidence),
+        segments=_breakdown(
+            reference, rows, breakdown_by, daily_volume, productive_hours_per_fte, confidence, can_block
+        ),
         tiers=_tier_outcomes(reference, rows, tiers, thresholds, tier_targets, daily_volume, confidence),
     )
 
@@ -390,27 +424,38 @@ def _audit_probabilities(
 
 
 def _audit_workload(
-    rows: _Rows, audit: tuple[np.ndarray, np.ndarray], daily_volume: float
+    rows: _Rows, prob: np.ndarray, strata: np.ndarray, daily_volume: float
 ) -> tuple[float, float, dict[str, float]]:
     """Expected audits and audit reviewer-hours per day (the weighted sum of inclusion probabilities),
     and expected audits per day by stratum."""
-    prob, strata = audit
     per_row = rows.weight / rows.weight.sum() * prob * daily_volume
     by_stratum = {name: float(per_row[strata == k].sum()) for k, name in enumerate(STRATA) if k}
     return float(per_row.sum()), float((per_row * rows.seconds).sum() / 3600.0), by_stratum
 
 
 def _headline(
-    rows: _Rows, summary: dict[str, Estimate], daily_volume: float, fte_hours: float, confidence: float
+    rows: _Rows,
+    summary: dict[str, Estimate],
+    audit_prob: np.ndarray,
+    daily_volume: float,
+    fte_hours: float,
+    confidence: float,
 ) -> Headline:
+    """`audit_prob`: each row's chance of an audit (0 for the queue's rows)."""
     queue = summary["queue_share"]
-    everything = _hours_per_day(rows, np.ones(len(rows.codes), dtype=bool), daily_volume, confidence)
-    # reviewing everything minus the queue's hours = the handling time of what is decided automatically
-    saved = _hours_per_day(rows, rows.codes != CODE_REVIEW, daily_volume, confidence)
+    automated = (rows.codes != CODE_REVIEW).astype(np.float64)
+
+    def fte(counted: np.ndarray) -> Estimate:
+        return _per_fte(_hours_per_day(rows, counted, daily_volume, confidence), fte_hours)
+
+    # reviewing everything minus the queue's hours = the handling time of what is decided automatically;
+    # an audited automated decision is reviewed all the same, so its row saves (1 - its audit chance)
     return Headline(
         auto_decided_share=Estimate(1 - queue.value, 1 - queue.high, 1 - queue.low),
-        fte_saved=Estimate(saved.value / fte_hours, saved.low / fte_hours, saved.high / fte_hours),
-        fte_review_all=Estimate(everything.value / fte_hours, everything.low / fte_hours, everything.high / fte_hours),
+        fte_saved=fte(automated * (1.0 - audit_prob)),
+        fte_saved_gross=fte(automated),
+        audit_fte=fte(automated * audit_prob),
+        fte_review_all=fte(np.ones(len(rows.codes))),
     )
 
 
@@ -476,13 +521,20 @@ def simulate_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> S
         t_pass, t_block = policy.thresholds_for(reference[policy.segment_by].astype(str).to_numpy())
     else:
         t_pass, t_block = policy.t_pass, policy.t_block
-    rule_block, rule_review = match_rule_masks(reference, policy.rules)
+    block_mask, rule_review = match_rule_masks(reference, policy.rules)
     kwargs.setdefault("qa_sample_rate", policy.qa_sample_rate)
     kwargs.setdefault("audit", policy.audit)
     kwargs.setdefault("tier_pass", policy.tier_pass)
     kwargs.setdefault("tier_targets", policy_tier_targets(policy))
+    rule_block = block_mask if has_block_rule(policy.rules) else None
     result = simulate(reference, t_pass, t_block, rule_block=rule_block, rule_review=rule_review, **kwargs)
     return replace(result, rules_not_applied=rules_not_applied(reference, policy.rules))
+
+
+def has_block_rule(rules: Sequence[Rule | dict[str, Any]]) -> bool:
+    """Whether a rule in force blocks. Without one, `simulate` takes `rule_block=None`, so that it can tell
+    a policy with t_block >= 1 blocks nothing at all (not merely nothing among the reference rows)."""
+    return any(rule.action == "block" for rule in acting_rules(rules))
 
 
 def target_mode_policy(chosen: ThresholdResult, current: Policy | None) -> Policy:
@@ -508,6 +560,7 @@ def _breakdown(
     daily_volume: float,
     fte_hours: float,
     confidence: float,
+    can_block: bool = True,
 ) -> list[dict[str, Any]]:
     if column is None:
         return []
@@ -520,7 +573,7 @@ def _breakdown(
         mask = codes == j
         part = _Rows(rows.codes[mask], rows.label[mask], rows.seconds[mask], rows.weight[mask])
         volume = daily_volume * float(part.weight.sum()) / total
-        summary = _summarise(part, volume, fte_hours, confidence)
+        summary = _summarise(part, volume, fte_hours, confidence, can_block)
         out.append(
             {
                 column: name,

@@ -86,14 +86,15 @@ THRESHOLD_SIMULATION = [
         "- **block precision**: share of auto-blocked listings that really violate\n"
         "- **workload**: listings sent to the human queue per day, reviewer-hours and FTE\n"
         "- **headline**: the share of listings decided automatically (auto-pass + auto-block) and the reviewer "
-        "FTE that saves against reviewing every listing\n"
+        "FTE that saves against reviewing every listing, net of the audits of automated decisions (an audit "
+        "is a review too)\n"
         "- **tiers** (tiered bundles): each violation tier's recall target, recall and missed violations per day",
     ),
     (
         "code",
         "import os\n\nimport matplotlib.pyplot as plt\nimport pandas as pd\n\n"
         "from bundle.manifest import resolve_bundle\nfrom bundle.policies import load_policy\n"
-        "from decision.simulate import simulate, simulate_policy, sweep\n"
+        "from decision.simulate import simulate_policy, sweep, target_mode_policy\n"
         "from decision.thresholds import choose_policy_thresholds\n\n"
         "bundle = resolve_bundle(os.environ.get('TRIAGE_BUNDLE', '../models/latest'))\n"
         "reference = pd.read_parquet(bundle / 'reference.parquet')\npolicy = load_policy(bundle)\n"
@@ -109,9 +110,10 @@ THRESHOLD_SIMULATION = [
         "production = simulate_policy(reference, policy, daily_volume=DAILY_VOLUME)\n"
         "auto, saved = production.headline.auto_decided_share, production.headline.fte_saved\n"
         "print(f'Decided automatically: {auto.value:.1%} (95%: {auto.low:.1%} to {auto.high:.1%})')\n"
-        "print(f'Reviewer FTE saved against reviewing every listing: {saved.value:,.1f} '\n"
-        "      f'(95%: {saved.low:,.1f} to {saved.high:,.1f}; reviewing everything takes '\n"
-        "      f'{production.headline.fte_review_all.value:,.1f} FTE, this policy {production.fte.value:,.1f})')\n"
+        "print(f'Reviewer FTE saved against reviewing every listing, net of audits: {saved.value:,.1f} '\n"
+        "      f'(95%: {saved.low:,.1f} to {saved.high:,.1f}; {production.headline.fte_saved_gross.value:,.1f} '\n"
+        "      f'before audits, {production.headline.audit_fte.value:,.1f} on audits; reviewing everything takes '\n"
+        "      f'{production.headline.fte_review_all.value:,.1f} FTE, the queue with this policy {production.fte.value:,.1f})')\n"
         "table(production)",
     ),
     (
@@ -154,10 +156,12 @@ THRESHOLD_SIMULATION = [
         "scenarios = {}\nfor target in (0.995, 0.98):\n"
         "    choice = choose_policy_thresholds(reference, recall=target, block_precision=0.98)\n"
         "    print(choice.message if hasattr(choice, 'message') else '')\n"
-        "    scenarios[f'recall {target:.1%}'] = simulate(reference, choice.t_pass, choice.t_block, daily_volume=DAILY_VOLUME)\n"
+        "    scenarios[f'recall {target:.1%}'] = simulate_policy(reference, target_mode_policy(choice, policy),\n"
+        "                                                        daily_volume=DAILY_VOLUME)\n"
         "scenarios['violations double'] = simulate_policy(reference, policy, daily_volume=DAILY_VOLUME,\n"
         "                                                 prevalence_multiplier=2.0)\n"
-        "pd.DataFrame({name: {'auto-decided': r.headline.auto_decided_share.value, 'FTE saved': r.headline.fte_saved.value,\n"
+        "pd.DataFrame({name: {'auto-decided': r.headline.auto_decided_share.value, 'FTE saved (net)': r.headline.fte_saved.value,\n"
+        "                     'audit FTE': r.headline.audit_fte.value,\n"
         "                     'queue/day': r.queue_per_day.value, 'reviewer-hours/day': r.reviewer_hours_per_day.value,\n"
         "                     'FTE': r.fte.value, 'missed/day': r.missed_violations_per_day.value,\n"
         "                     'wrongful blocks/day': r.wrongful_blocks_per_day.value, 'recall': r.recall.value}\n"

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from decision.policy import threshold_in_words, thresholds_in_words
 from serving.commands import _open_store, _settings_with_db
 
 
@@ -71,18 +72,11 @@ def thresholds_line(document: dict[str, Any]) -> str:
     """The thresholds that decided: t_pass and t_block, or on a tiered policy t_block and each tier's own
     pass threshold (its overall t_pass sits just below 1 and passes nothing on its own)."""
     thresholds = document["thresholds"]
-    t_block = _threshold(thresholds["t_block"])
-    if not thresholds.get("tiers_decide"):
-        return f"thresholds: t_pass {_threshold(thresholds['t_pass'])}  t_block {t_block}"
-    tier_pass = thresholds["tier_pass"]
-    if tier_pass:
-        each = ", ".join(f"'{name}' {_threshold(value)}" for name, value in tier_pass.items())
-        return f"thresholds: t_block {t_block}  pass thresholds per tier: {each}"
-    return (
-        f"thresholds: t_block {t_block}  pass thresholds per tier: those of the bundle's own policy "
-        f"(policy.json of model {document['model_version']}; the log names that policy by version only)"
-    )
-
-
-def _threshold(value: float | None) -> str:
-    return "none" if value is None else f"{value:.6g}"
+    if thresholds.get("tiers_decide") and not thresholds["tier_pass"]:
+        return (
+            f"thresholds: t_block {threshold_in_words(thresholds['t_block'])}  pass thresholds per tier: those of "
+            f"the bundle's own policy (policy.json of model {document['model_version']}; the log names that "
+            "policy by version only)"
+        )
+    tier_pass = thresholds["tier_pass"] if thresholds.get("tiers_decide") else None
+    return "thresholds: " + thresholds_in_words(thresholds["t_pass"], thresholds["t_block"], tier_pass)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from decision.policy import Policy
+from decision.policy import TIERED_T_PASS, Policy
 from serving.engine import FAILSAFE_POLICY_VERSION, in_words_apart
 from serving.engine import in_words as _num
 from serving.store.decision_audit import DecisionTrail, RuleInForce
@@ -265,12 +265,6 @@ def _decided(trail: DecisionTrail) -> str:
             f"(risk {_num(record.risk)})."
         )
     return _by_thresholds(trail, versions)
-
-
-# A tiered policy's overall t_pass sits just below 1 (it passes nothing on its own): the tiers' thresholds
-# decide. A policy with tier risks but a real overall t_pass (one target over every violation, set on a
-# tiered bundle; a hand-set pair) passes on that t_pass, and the explanation names it.
-TIERED_T_PASS = 1.0 - 1e-9
 
 
 def _by_thresholds(trail: DecisionTrail, versions: str) -> str:

@@ -27,6 +27,7 @@ from decision.policy import Policy
 from decision.rules import Rule, match_rule_masks
 from decision.simulate import (
     SimulationResult,
+    has_block_rule,
     policy_tier_targets,
     reference_tiers,
     rules_not_applied,
@@ -204,7 +205,7 @@ def run(
             prevalence_multiplier,
             qa_sample_rate=policy.qa_sample_rate,
             audit=policy.audit,
-            rule_block=part.rule_block,
+            rule_block=part.rule_block if has_block_rule(policy.rules) else None,
             rule_review=part.rule_review,
             breakdown_by=breakdown_by,
             tier_pass=policy.tier_pass,

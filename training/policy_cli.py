@@ -19,7 +19,7 @@ from bundle.policies import load_policy, next_policy_version, save_policy
 from decision.alpha_split import AlphaSplit
 from decision.audit import MIN_AUDIT_RATE
 from decision.guarantees import OperatingPoint
-from decision.policy import Policy
+from decision.policy import Policy, thresholds_in_words
 from decision.simulate import (
     WHAT_IF_VERSION,
     SimulationResult,
@@ -291,6 +291,7 @@ def _threshold_table(result: ThresholdResult) -> Table:
     table = _point_table(
         result.point,
         f"thresholds ({result.mode})" + ("" if result.feasible else " - [red]targets not met[/]"),
+        {tier.name: tier.t_pass for tier in result.tiers},
     )
     for tier in result.tiers:  # each tier's own statement, at its own confidence
         table.add_row(f"recall {tier.name}", _tier_text(tier))
@@ -317,12 +318,13 @@ def _tier_text(tier: TierCertificate) -> str:
     return f"{tier.recall:.4f}  ({bound}; target {tier.recall_target:g})"
 
 
-def _point_table(point: OperatingPoint, title: str) -> Table:
+def _point_table(point: OperatingPoint, title: str, tier_pass: dict[str, float] | None = None) -> Table:
+    """`tier_pass`: a tiered policy's pass threshold per tier (they decide passing, not its t_pass)."""
     table = Table(title=title, show_header=True)
     table.add_column("quantity")
     table.add_column("value", justify="right")
     rows = [
-        ("t_pass / t_block", f"{point.t_pass:.6g} / {point.t_block:.6g}"),
+        ("thresholds", escape(thresholds_in_words(point.t_pass, point.t_block, tier_pass))),
         (
             "auto-pass / queue / auto-block",
             f"{point.auto_pass_share:.2%} / {point.queue_share:.2%} / {point.auto_block_share:.2%}",
@@ -358,12 +360,16 @@ def _headline_table(result: SimulationResult) -> Table:
         f"{share.value:.1%}",
         f"{share.low:.1%} - {share.high:.1%}",
     )
-    saved, everything = headline.fte_saved, headline.fte_review_all
-    table.add_row(
-        f"reviewer FTE saved vs reviewing all {everything.value:,.1f} FTE",
-        f"{saved.value:,.1f}",
-        f"{saved.low:,.1f} - {saved.high:,.1f}",
+    rows = (
+        (
+            f"reviewer FTE saved vs reviewing all {headline.fte_review_all.value:,.1f} FTE, net of audits",
+            headline.fte_saved,
+        ),
+        ("  saved before audits (FTE)", headline.fte_saved_gross),
+        ("  audits of automated decisions (FTE)", headline.audit_fte),
     )
+    for name, fte in rows:
+        table.add_row(name, f"{fte.value:,.1f}", f"{fte.low:,.1f} - {fte.high:,.1f}")
     return table
 
 
@@ -394,24 +400,26 @@ def _simulation_table(result: SimulationResult, policy: Policy) -> Table:
     table.add_column("estimate", justify="right")
     table.add_column(f"{pct} interval", justify="right")
 
-    def add(name: str, est: Any, fmt: str) -> None:
+    def add(name: str, est: Any, fmt: str, exact: str = "") -> None:
         if not math.isfinite(est.value):  # e.g. block precision when nothing is blocked
             table.add_row(name, "n/a", "")
             return
-        table.add_row(name, format(est.value, fmt), f"{format(est.low, fmt)} - {format(est.high, fmt)}")
+        interval = exact or f"{format(est.low, fmt)} - {format(est.high, fmt)}"
+        table.add_row(name, format(est.value, fmt), interval)
 
-    thresholds = f"{policy.t_pass:.6g} / {policy.t_block:.6g}" + (
+    thresholds = thresholds_in_words(policy.t_pass, policy.t_block, policy.tier_pass) + (
         f" (+{len(policy.segments)} segments by {policy.segment_by})" if policy.segments else ""
     )
-    table.add_row("t_pass / t_block", thresholds, "")
+    table.add_row("thresholds", escape(thresholds), "")
     add("auto-pass share", result.auto_pass_share, ".2%")
     add("queue share", result.queue_share, ".2%")
-    add("auto-block share", result.auto_block_share, ".2%")
+    cannot_block = "" if result.can_block else "none: cannot block"
+    add("auto-block share", result.auto_block_share, ".2%", cannot_block)
     add("queue listings/day", result.queue_per_day, ",.0f")
     add("reviewer-hours/day", result.reviewer_hours_per_day, ",.1f")
     add(f"FTE ({result.productive_hours_per_fte:g} h)", result.fte, ",.1f")
     add("missed violations/day", result.missed_violations_per_day, ",.1f")
-    add("wrongful blocks/day", result.wrongful_blocks_per_day, ",.1f")
+    add("wrongful blocks/day", result.wrongful_blocks_per_day, ",.1f", cannot_block)
     add("recall", result.recall, ".4f")
     add("block precision", result.block_precision, ".4f")
     if result.qa_sample_rate:

@@ -26,6 +26,7 @@
     ["block_precision", "Block precision", "4dp"],
     ["qa_per_day", "QA sample reviews per day", "int"],
   ];
+  const BLOCK_ROWS = ["auto_block_share", "wrongful_blocks_per_day"];
   const DIFF_ROWS = ["queue_per_day", "reviewer_hours_per_day", "fte", "missed_violations_per_day",
     "wrongful_blocks_per_day", "auto_pass_share", "auto_block_share"];
 
@@ -367,8 +368,12 @@
     $("auto-decided-interval").textContent = `(${fmt(auto.low, "pct")} to ${fmt(auto.high, "pct")})`;
     $("fte-saved").textContent = fmt(saved.value, "1dp");
     $("fte-saved").dataset.value = String(saved.value);
-    $("fte-saved-interval").textContent = `(${fmt(saved.low, "1dp")} to ${fmt(saved.high, "1dp")}): ` +
-      `${fmt(h.fte_review_all.value, "1dp")} FTE to review everything, ${fmt(r.fte.value, "1dp")} with this scenario` +
+    $("fte-saved-interval").textContent = `(${fmt(saved.low, "1dp")} to ${fmt(saved.high, "1dp")})`;
+    // an audited automated decision is a review all the same: the saving shown is net of the audits
+    $("fte-saved-parts").textContent = `${fmt(h.fte_saved_gross.value, "1dp")} saved before audits, ` +
+      `${fmt(h.audit_fte.value, "1dp")} spent on audits of automated decisions; ` +
+      `${fmt(h.fte_review_all.value, "1dp")} FTE to review everything, ${fmt(r.fte.value, "1dp")} in the queue ` +
+      "with this scenario" +
       (r.rules_not_applied && r.rules_not_applied.length
         ? `. Rules in force not applied (they read text the reference set does not keep): ` +
           `${r.rules_not_applied.join(", ")}; the rules page backtests them`
@@ -412,7 +417,9 @@
         return tr;
       }
       const est = r[key];
-      const interval = est !== null && typeof est === "object" ? `${fmt(est.low, kind)} to ${fmt(est.high, kind)}` : "";
+      const exact = r.can_block === false && BLOCK_ROWS.includes(key);  // zero by construction, not estimated
+      const interval = exact ? "none: nothing can be blocked"
+        : est !== null && typeof est === "object" ? `${fmt(est.low, kind)} to ${fmt(est.high, kind)}` : "";
       tr.append(cell(fmt(valueOf(est), kind), valueOf(est)), cell(interval), cell(fmt(valueOf(p[key]), kind), valueOf(p[key])));
       return tr;
     }));

@@ -122,6 +122,13 @@ def test_page_loads_offline_and_shows_the_policy_in_force(browser, live_server) 
     assert _numbers(browser) == _expected(in_force)
     assert "reviewer-hours" in browser.find_element(By.ID, "summary").text
     assert _headline(browser) == _expected_headline(in_force)
+    # the FTE saved is net of the audits of automated decisions, both shown beside it
+    gross, audits = (in_force["headline"][key]["value"] for key in ("fte_saved_gross", "audit_fte"))
+    assert audits > 0 and in_force["headline"]["fte_saved"]["value"] == pytest.approx(gross - audits)
+    assert "net of audits" in browser.find_element(By.ID, "headline").text
+    assert browser.find_element(By.ID, "fte-saved-parts").text.startswith(
+        f"{gross:,.1f} saved before audits, {audits:,.1f} spent on audits of automated decisions"
+    )
     assert not browser.find_element(By.ID, "tiers-block").is_displayed()  # an untiered bundle has no tiers
     assert live_server.key not in browser.current_url
     resources = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")

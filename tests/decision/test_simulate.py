@@ -212,7 +212,9 @@ def test_tiered_misses_per_day_by_tier_and_the_headline_by_hand() -> None:
     all_hours = sum(TIERED["review_seconds"]) / 3600 / 10 * 1000
     automated_hours = (60 + 30 + 60 + 90 + 60 + 120) / 3600 / 10 * 1000  # rows 0, 2, 3, 4, 7, 8
     assert headline.fte_review_all.value == pytest.approx(all_hours / 6.5)
-    assert headline.fte_saved.value == pytest.approx(automated_hours / 6.5)
+    assert headline.fte_saved_gross.value == pytest.approx(automated_hours / 6.5)
+    assert headline.audit_fte.value == pytest.approx(result.qa_hours_per_day / 6.5) and result.qa_hours_per_day > 0
+    assert headline.fte_saved.value == pytest.approx(headline.fte_saved_gross.value - headline.audit_fte.value)
     body = json.loads(json.dumps(result.to_dict()))
     assert next(iter(body)) == "headline"
     assert body["tiers"][0]["missed_violations_per_day"]["value"] == pytest.approx(100)
@@ -233,6 +235,52 @@ def test_fte_saved_is_fte_reviewing_everything_minus_fte_with_the_policy() -> No
         assert result.headline.auto_decided_share.value == pytest.approx(1 - result.queue_share.value)
         saved = result.headline.fte_saved
         assert 0 < saved.low <= saved.value <= saved.high
+
+
+def test_fte_saved_is_net_of_the_audits_of_automated_decisions() -> None:
+    """A bundle trained on 60k rows audited 65% of its auto-passes: the headline said 42.5 FTE saved while
+    the audits took 27.6 FTE of reviewers. Each audit is a review: the saving is the gross less the audits.
+
+    t_pass 0.05, t_block 0.9 on SMALL: rows 0, 1 pass (60 s, 120 s), rows 7, 8 block (60 s, 120 s); every
+    automated decision audited at 65% (one rate, no plan)."""
+    result = simulate(SMALL, 0.05, 0.9, daily_volume=1000, productive_hours_per_fte=6.5, qa_sample_rate=0.65)
+    automated_hours = (60 + 120 + 60 + 120) / 3600 / 10 * 1000
+    headline = result.headline
+    assert headline.fte_saved_gross.value == pytest.approx(automated_hours / 6.5)
+    assert headline.audit_fte.value == pytest.approx(0.65 * automated_hours / 6.5)
+    assert headline.audit_fte.value == pytest.approx(result.qa_hours_per_day / 6.5)
+    assert headline.fte_saved.value == pytest.approx(0.35 * automated_hours / 6.5)
+    assert headline.fte_saved.value == pytest.approx(
+        headline.fte_review_all.value - result.fte.value - result.qa_hours_per_day / 6.5
+    )
+    for estimate in (headline.fte_saved, headline.fte_saved_gross, headline.audit_fte):
+        assert 0 <= estimate.low < estimate.value < estimate.high
+    # one audit rate: each row saves 35% of what it saved before audits, and so does each bound
+    gross = headline.fte_saved_gross
+    assert (headline.fte_saved.low, headline.fte_saved.high) == pytest.approx((0.35 * gross.low, 0.35 * gross.high))
+    body = json.loads(json.dumps(result.to_dict()))["headline"]
+    assert list(body) == ["auto_decided_share", "fte_saved", "fte_saved_gross", "audit_fte", "fte_review_all"]
+    no_audits = simulate(SMALL, 0.05, 0.9, daily_volume=1000, productive_hours_per_fte=6.5)
+    assert no_audits.headline.fte_saved == no_audits.headline.fte_saved_gross
+
+
+def test_a_policy_that_cannot_block_reports_exactly_zero_blocks() -> None:
+    """t_block = 1 and no block rule: 'auto-block 0.00% (0.00-0.03%)', 'wrongful blocks/day 0.0 (0.0-32.0)'
+    and a low bound of 2.7e-20 described an uncertainty there is none of."""
+    cannot = simulate_policy(SMALL, Policy(version="p", t_pass=0.05, t_block=1.0), daily_volume=1000)
+    assert not cannot.can_block
+    assert cannot.auto_block_share.to_dict() == {"value": 0.0, "low": 0.0, "high": 0.0}
+    assert cannot.wrongful_blocks_per_day.to_dict() == {"value": 0.0, "low": 0.0, "high": 0.0}
+    assert cannot.block_precision.to_dict() == {"value": None, "low": None, "high": None}
+    # a block rule can block whatever t_block is, so the zero among these rows is an estimate again
+    rule = Rule("no_cosmetics", "block", "category", column="category", values=["cosmetics"])
+    by_rule = simulate_policy(SMALL, Policy(version="p", t_pass=0.05, t_block=1.0, rules=[rule]), daily_volume=1000)
+    assert by_rule.can_block and by_rule.auto_block_share.value == 0.0 < by_rule.auto_block_share.high
+    assert simulate(SMALL, 0.05, 0.9).can_block
+    # a share of 0 has a lower bound of exactly 0, a share of 1 an upper bound of exactly 1 (no 2.7e-20)
+    assert wilson(0, 24_000, 0.95)[0] == 0.0 and wilson(24_000, 24_000, 0.95)[1] == 1.0
+    missed = simulate(SMALL, 0.0001, 0.9).missed_violations_per_day
+    assert (missed.value, missed.low) == (0.0, 0.0)
 
 
 def test_tiered_simulation_equals_counting_route_on_the_same_rows() -> None:

@@ -82,6 +82,18 @@ def test_simulate_returns_what_the_cli_returns(serve, bundle_dir: Path) -> None:
     assert in_force["policy"] == load_policy(bundle_dir).version
 
 
+def test_a_policy_that_cannot_block_has_exactly_zero_blocks_as_in_the_cli(serve, bundle_dir: Path) -> None:
+    """t_block = 1 and no block rule: the API gave 'wrongful blocks/day 0.0 (0.0-32.0)' and a low bound of
+    2.7e-20 (the service replays with its cached rule masks, so it decides this apart from the CLI)."""
+    cli = CliRunner().invoke(cli_app, ["simulate", "--bundle", str(bundle_dir), "--json", "--t-block", "1"])
+    assert cli.exit_code == 0, cli.output
+    with serve() as api:
+        body = api.client.get("/v1/simulate", params={"t_block": 1}, headers=api.headers("read")).json()
+    assert body == json.loads(cli.output)
+    assert body["can_block"] is False
+    assert body["auto_block_share"] == body["wrongful_blocks_per_day"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+
+
 def test_target_mode_returns_the_pair_choose_policy_thresholds_picks(serve, bundle_dir: Path) -> None:
     chosen = choose_policy_thresholds(_reference(bundle_dir), recall=0.97, block_precision=0.95)
     with serve() as api:
@@ -249,7 +261,11 @@ def test_untiered_bundle_has_a_headline_and_no_tiers(serve, untiered_bundle_dir:
         refused = api.client.get("/v1/simulate", params={"tier_pass": "severe:0.01"}, headers=api.headers("read"))
     headline = body["headline"]
     assert headline["auto_decided_share"]["value"] == pytest.approx(1 - body["queue_share"]["value"])
-    assert headline["fte_saved"]["value"] == pytest.approx(headline["fte_review_all"]["value"] - body["fte"]["value"])
+    gross = headline["fte_saved_gross"]["value"]
+    assert gross == pytest.approx(headline["fte_review_all"]["value"] - body["fte"]["value"])
+    audits = body["qa_hours_per_day"] / body["productive_hours_per_fte"]
+    assert headline["audit_fte"]["value"] == pytest.approx(audits) and audits > 0
+    assert headline["fte_saved"]["value"] == pytest.approx(gross - audits)  # an audit is a review all the same
     assert body["tiers"] == [] and context["tiers"] == []
     assert refused.status_code == 422
     assert [d["field"] for d in refused.json()["detail"]] == ["tier_pass"]

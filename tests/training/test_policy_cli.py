@@ -246,6 +246,76 @@ def test_cli_simulate_tiered_prints_the_headline_first_then_tiers(tmp_path: Path
         assert refused.exit_code == 2 and "tier" in refused.output, refused.output
 
 
+def _tiered_reference(n: int, seed: int) -> pd.DataFrame:
+    """Calibrated-looking risks with each violation's tier and one risk per tier (a tier's own risk is the
+    overall one for its violations, 0.4 of it for the rest)."""
+    rng = np.random.default_rng(seed)
+    risk = rng.beta(0.5, 3, n)
+    label = (rng.random(n) < risk).astype(int)
+    tier = np.where(label == 1, rng.choice(["severe", "minor"], n), "")
+    return pd.DataFrame(
+        {
+            "risk": risk,
+            "label": label,
+            "tier": tier,
+            "risk_severe": risk * np.where(tier == "severe", 1.0, 0.4),
+            "risk_minor": risk * np.where(tier == "minor", 1.0, 0.4),
+            "review_seconds": 45.0,
+        }
+    )
+
+
+def test_tiered_policies_show_each_tiers_pass_threshold_and_no_block_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`triage thresholds` and `triage simulate` printed 't_pass / t_block 1 / 1' for a tiered policy (its
+    tiers' pass thresholds decide, not t_pass), and for t_block = 1 'auto-block 0.00% (0.00-0.03%)'; the
+    headline's FTE saved left out the audits of automated decisions (65% of auto-passes on that bundle)."""
+    from features.config import DataConfig
+    from training.cli_output import console
+
+    monkeypatch.setattr(console, "_width", 250)  # one table row per line
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    _tiered_reference(20_000, 7).to_parquet(bundle / "reference.parquet")
+    (bundle / "data_config.yaml").write_text(yaml.safe_dump(DataConfig().to_dict(), sort_keys=False))
+    policy = Policy(
+        version="policy-20250101T000000-1",
+        t_pass=float(np.nextafter(1.0, 0.0)),
+        t_block=1.0,
+        qa_sample_rate=0.65,
+        tier_pass={"severe": 0.02, "minor": 0.05},
+        targets={"recall": {"severe": 0.99, "minor": 0.9}, "block_precision": 0.98},
+    )
+    save_policy(bundle, policy)
+    runner = CliRunner()
+
+    shown = runner.invoke(_app(), ["simulate", "--bundle", str(bundle)])
+    assert shown.exit_code == 0, shown.output
+    lines = {line.split("│")[1].strip(): line for line in shown.output.splitlines() if line.count("│") >= 3}
+    assert "t_block 1  pass thresholds per tier: 'minor' 0.05, 'severe' 0.02" in lines["thresholds"]
+    assert "1 / 1" not in shown.output and "t_pass" not in lines["thresholds"]
+    assert "none: cannot block" in lines["auto-block share"] and "none: cannot block" in lines["wrongful blocks/day"]
+    data = json.loads(runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json"]).output)
+    assert data["can_block"] is False
+    assert data["auto_block_share"] == data["wrongful_blocks_per_day"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    headline = data["headline"]
+    net, gross, audits = (headline[k]["value"] for k in ("fte_saved", "fte_saved_gross", "audit_fte"))
+    assert audits == pytest.approx(data["qa_hours_per_day"] / data["productive_hours_per_fte"])
+    assert net == pytest.approx(gross - audits) and audits > 0.65 * gross
+    (saved_row,) = [line for name, line in lines.items() if name.startswith("reviewer FTE saved")]
+    assert "net of audits" in saved_row and f"{net:,.1f}" in saved_row
+    assert f"{gross:,.1f}" in lines["saved before audits (FTE)"]
+    assert f"{audits:,.1f}" in lines["audits of automated decisions (FTE)"]
+
+    chosen = runner.invoke(_app(), ["thresholds", "--bundle", str(bundle), "--tier-recall", "severe:0.9"])
+    assert chosen.exit_code == 0, chosen.output
+    saved = load_policy(bundle)
+    lines = {line.split("│")[1].strip(): line for line in chosen.output.splitlines() if line.count("│") >= 3}
+    assert "t_block 1  pass thresholds per tier: " in lines["thresholds"] and "1 / 1" not in chosen.output
+    assert all(f"'{name}' {value:.6g}" in lines["thresholds"] for name, value in saved.tier_pass.items())
+
+
 def test_cli_thresholds_on_a_tiered_bundle_certifies_every_tier(bundle_dir: Path, tmp_path: Path) -> None:
     """The session bundle is tiered: --tier-recall changes one tier's target, the others keep the config's,
     and the new policy carries a threshold per tier; an unknown tier is refused naming it."""
