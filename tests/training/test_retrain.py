@@ -372,8 +372,8 @@ def test_a_champion_is_another_contract_only_when_it_could_not_be_gated_on_this_
     from triage.lifecycle import contract_differences
 
     champion = DataConfig()
-    added = replace(champion, numeric=[*champion.numeric, "shipping_days"])
-    dropped = replace(champion, numeric=[c for c in champion.numeric if c != "price"])
+    added = replace(champion, numeric=(*champion.numeric, "shipping_days"))
+    dropped = replace(champion, numeric=tuple(c for c in champion.numeric if c != "price"))
     assert contract_differences(champion, added) == {}
     assert contract_differences(champion, replace(champion, categorical=champion.categorical[::-1])) == {}
     assert set(contract_differences(champion, dropped)) == {"numeric"}
