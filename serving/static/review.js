@@ -165,6 +165,8 @@
     items($("rules"), c.rules.map((r) => r.name + " (" + (r.mode === "shadow" ? "shadow, not acted on" : r.action) + "): " + r.checks), "None.");
     items($("matches"), c.product_matches.map((m) => m.words), "No re-post or catalogue product found.");
     const m = c.merchant;
+    // a data config without a merchant column has no merchant history to show
+    $("merchant-heading").parentElement.hidden = m.merchant_id === null || m.merchant_id === undefined;
     facts($("merchant"), [
       ["Merchant", m.merchant_id], ["Earlier reviewed listings", m.prior_reviews], ["Rejected", m.prior_rejects],
       ["Reject rate", m.prior_reviews ? pct(m.reject_rate) : null],

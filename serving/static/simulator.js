@@ -375,7 +375,7 @@
       `${fmt(h.fte_review_all.value, "1dp")} FTE to review everything, ${fmt(r.fte.value, "1dp")} in the queue ` +
       "with this scenario" +
       (r.rules_not_applied && r.rules_not_applied.length
-        ? `. Rules in force not applied (they read text the reference set does not keep): ` +
+        ? `. Rules in force not applied (they read text or product matches the reference set does not keep): ` +
           `${r.rules_not_applied.join(", ")}; the rules page backtests them`
         : "");
   }
