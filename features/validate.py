@@ -25,6 +25,7 @@ for a partition of a larger table).
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -406,6 +407,7 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
     later, and swallow the rows between (see `_lines_are_rows`). A file whose records would read other
     than as written (a stray quote mark, a short row, a repeated header name) is refused, naming the
     lines (`_check_records`)."""
+    _refuse_separator_hint(path)
     sep = csv_separator(path)
     strings = _csv_string_columns(config)
     options: dict[str, Any] = {}
@@ -426,6 +428,24 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
         return _read_csv_quietly(path, sep, {**options, "quoting": csv.QUOTE_NONE})
     _check_records(path, sep, quoted=True, strict=spans_lines)
     return table
+
+
+_SEPARATOR_HINT = re.compile(r"sep=(.)\s*")
+
+
+def _refuse_separator_hint(path: Path) -> None:
+    """A spreadsheet's `sep=;` first line (Excel writes it in locales with a decimal comma) is not a header:
+    read as one, every column of the data config would be reported missing. Refused naming the line."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        first = handle.readline()
+    hint = _SEPARATOR_HINT.fullmatch(first.strip("\r\n"))
+    if hint:
+        raise DataValidationError(
+            [
+                f"{path}: line 1 is {first.strip()!r}, a spreadsheet's separator hint, not a header: delete that "
+                f"line (the separator, {hint.group(1)!r}, is read off the header line) and read the file again"
+            ]
+        )
 
 
 def _read_csv_quietly(path: Path, sep: str, options: dict[str, Any]) -> pd.DataFrame:

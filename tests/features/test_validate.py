@@ -413,6 +413,16 @@ def test_a_csv_header_that_repeats_a_name_is_refused(tmp_path):
         load_table(tmp_path / "h.csv")
 
 
+def test_a_spreadsheets_separator_hint_line_is_refused_naming_it(tmp_path):
+    """Excel writes `sep=;` above the header in locales with a decimal comma: read as the header, every
+    column of the config was reported missing, with the columns present given as ['sep=']."""
+    (tmp_path / "h.csv").write_text("\ufeffsep=;\r\nid;label;text\r\nm1;ham;a\r\n", encoding="utf-8")
+    with pytest.raises(DataValidationError, match=r"line 1 is 'sep=;', a spreadsheet's separator hint"):
+        load_table(tmp_path / "h.csv")
+    (tmp_path / "ok.csv").write_text("id;label;text\r\nm1;ham;sep=;\r\n", encoding="utf-8")
+    assert load_table(tmp_path / "ok.csv")["text"].tolist() == ["sep="]  # a field that reads sep= is data
+
+
 def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
     raw = history(6).assign(title=["red bag", "blue bag", "bag 5 \u00a3", "hat", "cap", "shoe"])
     raw.to_csv(tmp_path / "h.csv", index=False, encoding="latin-1")
