@@ -97,19 +97,24 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
     async def _too_large(self, send: Send) -> None:
         await _send_json(send, 413, {"detail": f"request body is larger than {self.max_bytes} bytes"})
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the app the body a middleware has read, whole, then the client's messages."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -149,16 +154,7 @@ class RefuseNulMiddleware:
         if errors:
             await _send_json(send, 422, {"detail": validation_detail(errors)}, close=False)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     def _in_path(self, scope: Scope) -> Iterator[dict[str, Any]]:
         if NUL not in scope["path"]:
