@@ -18,7 +18,10 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the repo's embedded MLflow store
 
 
 def serve(
-    bundle: Annotated[Path, typer.Option(help="model bundle directory or pointer")] = Path("models/latest"),
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="model bundle directory or pointer (default: TRIAGE_BUNDLE, else models/latest)"),
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="serve a registered model instead, e.g. models:/listing-risk@champion")
     ] = None,
@@ -29,7 +32,7 @@ def serve(
     """Run the scoring service (uvicorn). Other settings come from TRIAGE_* environment variables."""
     import uvicorn
 
-    bundle_dir = _download_model(model) if model else bundle
+    bundle_dir = _download_model(model) if model else bundle or Path(os.environ.get("TRIAGE_BUNDLE") or "models/latest")
     os.environ["TRIAGE_BUNDLE"] = str(bundle_dir)  # workers build their settings from the environment
     get_settings.cache_clear()
     settings = get_settings()

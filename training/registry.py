@@ -217,6 +217,12 @@ def promote(
                 "retrain whose promotion gate passed makes one (`triage retrain`, `triage gate`); name a version "
                 "with --version"
             )
+        if alias == CHAMPION_ALIAS and alias_version(CHAMPION_ALIAS) == version:
+            raise ValueError(
+                f"{REGISTERED_MODEL}@{CANDIDATE_ALIAS} is version {version}, already the champion: nothing to "
+                "promote (a retrain whose gate refused its challenger makes no new candidate); name a version "
+                "with --version"
+            )
     try:
         gate = client.get_model_version(REGISTERED_MODEL, str(version)).tags.get("gate")
     except MlflowException as exc:

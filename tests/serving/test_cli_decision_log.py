@@ -121,3 +121,24 @@ def test_export_labels_refuses_a_data_config_the_logged_listings_do_not_match(
     assert "which have message_id, text" in default.output and "--config" in default.output
     assert matching.exit_code == 0, matching.output
     assert "wrote 3 labelled outcomes" in matching.output
+
+
+def test_serve_without_bundle_takes_triage_bundle_from_the_environment(
+    bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`triage serve` overwrote TRIAGE_BUNDLE with its option's default, models/latest, so a service
+    configured through the environment (as the README's settings say) started with no bundle."""
+    import uvicorn
+
+    ran: list[str] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: ran.append("run"))
+    monkeypatch.chdir(tmp_path)  # no models/latest here
+    monkeypatch.setenv("TRIAGE_BUNDLE", str(bundle_dir))
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'serve.db'}")
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--port", "8799"])
+        assert result.exit_code == 0, result.output
+        assert f"serving {bundle_dir}" in result.output and ran == ["run"]
+        assert get_settings().bundle == str(bundle_dir)
+    finally:
+        get_settings.cache_clear()

@@ -100,3 +100,24 @@ def test_a_version_the_gate_refused_is_made_champion_only_when_forced(
     champion = client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS)
     assert champion.version == refused and champion.tags["champion_forced"] == "past the gate's refusal"
     assert promote(str(ungated), reason="first model") == (str(ungated), False)  # never gated: as before
+
+
+def test_promoting_the_candidate_that_is_already_champion_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retrain whose gate refused its challenger leaves the candidate alias on the champion: `make
+    promote` then re-promoted the champion, exited 0 and wrote a promotion that changed nothing."""
+    from mlflow import MlflowClient
+
+    from training.registry import CANDIDATE_ALIAS, promote
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model(REGISTERED_MODEL)
+    first = client.create_model_version(REGISTERED_MODEL, str(tmp_path / "a")).version
+    client.set_registered_model_alias(REGISTERED_MODEL, CANDIDATE_ALIAS, str(first))
+
+    assert promote(reason="first model") == (str(first), False)
+    with pytest.raises(ValueError, match=f"@candidate is version {first}, already the champion: nothing to promote"):
+        promote(reason="make candidate champion")
+    assert promote(str(first), reason="named on purpose") == (str(first), False)  # a named version: as asked
