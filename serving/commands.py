@@ -378,7 +378,8 @@ def monitor_table(result: dict[str, Any]) -> list[str]:
     for name, check in checks:
         shown = "-" if check["psi"] is None else f"{check['psi']:.4f}"
         lines.append(f"  {name:<28} PSI {shown:>8}  {check['status']:<18} n={check['n']}")
-    recalls = [("recall", drift["recall"])] + [(f"recall {k}", v) for k, v in drift.get("tier_recall", {}).items()]
+    overall = [("recall", drift["recall"])] if "recall" in drift else []
+    recalls = overall + [(f"recall {k}", v) for k, v in drift.get("tier_recall", {}).items()]
     for name, check in recalls:
         target = "none" if check["target"] is None else _pct(check["target"])
         lines.append(f"  {name:<28} {_pct(check['estimate']):>12}  target {target:<8} {check['status']}")

@@ -96,9 +96,9 @@ class WindowLog:
     reasons: list[str | None]
     n_decisions: int  # every decision in the window, including the skipped ones
     routing: dict[str, int]  # decisions per type, every decision in the window
-    # what the thresholds alone decided, per type, every decision in the window (`model_decision`: rules
-    # left out; a listing the model could not score counts as the review it went to)
-    thresholds_routing: dict[str, int]
+    # per model version, what its thresholds alone decided, per type, every decision in the window
+    # (`model_decision`: rules left out; a listing the model could not score counts as the review it went to)
+    thresholds_routing: dict[str | None, dict[str, int]]
     skipped_automated: int
     pending_review: int
     pending_audit: int
@@ -119,11 +119,12 @@ def window_log(rows: Sequence[dict[str, Any]], truncated: bool = False) -> Windo
     """The arrays behind the estimates from stored rows (`Store.decisions_with_verdicts`)."""
     codes, pi, label, day, risk, models, listings, reasons = [], [], [], [], [], [], [], []
     routing = dict.fromkeys(DECISION_CODES, 0)
-    thresholds_routing = dict.fromkeys(DECISION_CODES, 0)
+    thresholds_routing: dict[str | None, dict[str, int]] = {}
     skipped = pending_review = pending_audit = 0
     for row in rows:
         routing[row["decision"]] += 1
-        thresholds_routing[row.get("model_decision") or row["decision"]] += 1
+        by_model = thresholds_routing.setdefault(row.get("model_version"), dict.fromkeys(DECISION_CODES, 0))
+        by_model[row.get("model_decision") or row["decision"]] += 1
         probability = row["inclusion_prob"]
         if probability is None:
             if row["automated"]:
@@ -309,13 +310,20 @@ def drift_checks(
         # the thresholds' own decisions against the simulator's expectation of the thresholds alone: rules
         # the simulator cannot replay on its reference set (text and product-match rules) would otherwise
         # read as drift (a re-post rule turning blocks into reviews); what rules do is in rules stats
+        # and only the bundle in force's own decisions: another model's mix (before a promotion) is not drift
+        version = bundle.version if bundle is not None else None
+        own = logged.thresholds_routing.get(version, dict.fromkeys(DECISION_CODES, 0))
+        others = sum(sum(c.values()) for v, c in logged.thresholds_routing.items() if v != version)
         checks["routing"] = {
-            **routing_drift(expected["thresholds_routing"], logged.thresholds_routing),
+            **routing_drift(expected["thresholds_routing"], own),
             "basis": "thresholds alone (rules left out on both sides; see rules stats)",
+            "model": version,
+            "other_models_left_out": others,
         }
     recall = estimates["recall"]
-    checks["recall"] = recall_check(recall.estimate, recall.low, recall.high, recall_target(policy))
     tier_targets = policy_tier_targets(policy) if policy is not None else {}
+    if recall_target(policy) is not None or not tier_targets:  # a tiered policy's targets are its tiers'
+        checks["recall"] = recall_check(recall.estimate, recall.low, recall.high, recall_target(policy))
     if tier_targets:
         checks["tier_recall"] = {
             name: recall_check(*_recall_of(tier_estimates, name), tier_targets.get(name)) for name in tier_targets

@@ -674,7 +674,7 @@
     for (const [name, c] of Object.entries(d.features || {})) items.push(psi(`Feature ${name}`, c));
     const recall = (name, c) => `${name}: ${fmt(c.estimate, "4dp")} against target ` +
       `${c.target === null ? "none" : fmt(c.target, "4dp")}, ${said(c.status)}`;
-    items.push(recall("Recall", d.recall));
+    if (d.recall) items.push(recall("Recall", d.recall));  // a tiered policy has its tiers' targets only
     for (const [name, c] of Object.entries(d.tier_recall || {})) items.push(recall(`Recall of tier ${name}`, c));
     $("monitor-drift").replaceChildren(...items.map((text) => {
       const li = document.createElement("li");

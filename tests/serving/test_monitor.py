@@ -123,14 +123,17 @@ def test_api_reports_estimates_groups_expectation_and_drift(serve) -> None:
         assert {"price", "category", "market"} <= set(drift["features"])
         # every logged listing is the same health-category listing: far from the test split's mix
         assert drift["features"]["category"]["status"] == "alarm"
-        assert drift["routing"]["n"] == 400 and drift["status"] == "alarm" == body["status"]
+        # make_decision's decisions are another model's: routing reads the bundle in force's own only
+        assert drift["routing"]["n"] == 0 and drift["routing"]["other_models_left_out"] == 400
+        assert drift["status"] == "alarm" == body["status"]
 
 
 def test_routing_is_judged_on_what_the_thresholds_decided_not_on_rules_the_simulator_cannot_replay(serve) -> None:
     """A re-post rule (a product-match rule: the simulator's reference set has no matches to replay it on)
     turned the model's auto-passes into reviews, and the routing check raised an alarm on the bundle's own,
     untouched policy. Routing now compares what the thresholds alone decided (`model_decision`) with what
-    the simulator expects of the thresholds alone."""
+    the simulator expects of the thresholds alone, on the bundle in force's own decisions only (right after
+    a promotion, the previous model's mix read as routing drift)."""
     with serve(monitor_refresh_seconds=0) as api:
         engine = api.app.state.engine
         window = MonitorRequest(since=NOW - timedelta(hours=2), until=NOW)
@@ -147,14 +150,27 @@ def test_routing_is_judged_on_what_the_thresholds_decided_not_on_rules_the_simul
                     automated=d == "auto_block",
                     inclusion_prob=1.0 if d != "auto_block" else 0.5,
                     decided_at=NOW - timedelta(minutes=30),
+                    model_version=engine.bundle.version,
                 )
                 for d in model_decisions
             ]
+            + [  # the model before a promotion, with another policy: everything passed
+                make_decision(
+                    decision="auto_pass",
+                    model_decision="auto_pass",
+                    automated=True,
+                    inclusion_prob=0.1,
+                    decided_at=NOW - timedelta(minutes=50),
+                    model_version="the-model-before",
+                )
+                for _ in range(500)
+            ]  # fmt: skip
         )
         drift = report(api.store, engine.bundle, engine.policy, window)["drift"]
 
     assert drift["routing"]["status"] == "ok" and drift["routing"]["psi"] < 0.01
     assert drift["routing"]["n"] == len(model_decisions) and drift["routing"]["basis"].startswith("thresholds alone")
+    assert drift["routing"]["other_models_left_out"] == 500 and drift["routing"]["model"] == engine.bundle.version
 
 
 def test_risk_drift_reads_only_the_bundle_in_forces_own_decisions(serve) -> None:
@@ -357,6 +373,7 @@ def test_per_tier_estimates_count_only_that_tiers_violations(store: Store, tiere
     assert tiers[severe]["recall"] == pytest.approx(severe_only["recall"].to_dict())
     targets = bundle.policy.targets.get("recall")
     assert isinstance(targets, dict) and set(result["drift"]["tier_recall"]) == set(targets)
+    assert "recall" not in result["drift"]  # no overall target: not a check reading "no_reference" (gauge -1)
     ungrouped = report(store, bundle, bundle.policy, MonitorRequest(since=request.since, until=request.until))
     assert "tier" not in ungrouped["groups"]
     assert ungrouped["drift"]["tier_recall"] == result["drift"]["tier_recall"]  # checked whatever the grouping
