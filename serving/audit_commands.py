@@ -19,11 +19,12 @@ def decisions_show(
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON of the audit API")] = False,
 ) -> None:
     """Why a decision was made (model, policy, rules, thresholds) and what people did with it, in time order."""
-    from serving.audit_trail import audit_document
+    from serving.audit_trail import audit_document, with_bundle_policy
 
     if (decision_id is None) == (listing is None):
         raise typer.BadParameter("give a DECISION_ID or --listing ID (one of them)", param_hint="DECISION_ID")
-    with _open_store(_settings_with_db(db), read_only=True) as store:
+    settings = _settings_with_db(db)
+    with _open_store(settings, read_only=True) as store:
         if decision_id is not None:
             trail = store.decision_trail(decision_id)
             trails = [] if trail is None else [trail]
@@ -33,7 +34,7 @@ def decisions_show(
         what = f"decision {decision_id}" if decision_id is not None else f"listing {listing}"
         typer.echo(f"error: no {what} in the decision log", err=True)
         raise typer.Exit(1)
-    documents = [audit_document(trail) for trail in trails]
+    documents = [audit_document(with_bundle_policy(trail, settings.models_root)) for trail in trails]
     if as_json:
         payload: Any = documents[0] if decision_id is not None else {"listing_id": listing, "decisions": documents}
         typer.echo(json.dumps(payload, indent=2, default=str))

@@ -9,9 +9,13 @@ and an audit's `overturn` is recomputed for it.
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from bundle.policies import POLICY_HISTORY_DIR
 from decision.policy import TIERED_T_PASS, Policy
 from serving.engine import FAILSAFE_POLICY_VERSION, in_words_apart
 from serving.engine import in_words as _num
@@ -175,12 +179,34 @@ def tiers_decide(record: DecisionRecord) -> bool:
 
 
 def _tier_pass(trail: DecisionTrail) -> dict[str, float] | None:
-    """The pass threshold of each tier when they decided and the log holds them: a policy put in force
-    through the API is stored whole; the bundle's own policy is logged by version only (None)."""
-    if not tiers_decide(trail.record) or trail.policy is None:
+    """The pass threshold of each tier when they decided: a policy put in force through the API is stored
+    whole; the bundle's own policy is logged by version only, and read from its bundle where that is
+    kept (`with_bundle_policy`); None when neither holds it."""
+    policy = trail.policy.policy if trail.policy is not None else trail.bundle_policy
+    if not tiers_decide(trail.record) or policy is None:
         return None
-    tier_pass = trail.policy.policy.get("tier_pass")
+    tier_pass = policy.get("tier_pass")
     return dict(tier_pass) if isinstance(tier_pass, dict) else None
+
+
+def with_bundle_policy(trail: DecisionTrail, models_root: Path) -> DecisionTrail:
+    """The trail with the bundle's own policy of the decision's version, when the log names that policy by
+    version only: `<models_root>/<model_version>/policies/<policy_version>.json`, which the bundle keeps
+    for every version it shipped (`bundle.policies`). Unchanged when the log holds the policy, or the
+    bundle or that version is not there."""
+    record = trail.record
+    if trail.policy is not None or not record.model_version or not record.policy_version:
+        return trail
+    path = models_root / record.model_version / POLICY_HISTORY_DIR / f"{record.policy_version}.json"
+    try:
+        if not path.resolve().is_relative_to(models_root.resolve()):  # names from the log, not a path to follow
+            return trail
+        policy = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return trail
+    if not isinstance(policy, dict) or policy.get("version") != record.policy_version:
+        return trail
+    return replace(trail, bundle_policy=policy)
 
 
 def _guarantee_state(policy: dict[str, Any]) -> str | None:

@@ -91,6 +91,9 @@ class DecisionTrail:
     shadow: ShadowDecision | None = None
     model_change: ModelChange | None = None
     policy: StoredPolicy | None = None
+    # the bundle's own policy of that version, read from the models directory when the log names it by
+    # version only (`serving.audit_trail.with_bundle_policy`); None when not looked up or not found
+    bundle_policy: dict[str, Any] | None = None
 
 
 class DecisionAuditReads(Database):

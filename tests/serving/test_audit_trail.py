@@ -3,6 +3,8 @@ since when a rule acted, verdicts in order with the overturn recomputed, the sha
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from serving.audit_trail import audit_document
@@ -276,3 +278,35 @@ def test_decisions_show_prints_the_thresholds_that_decided_a_tiered_decision(sto
     assert (
         thresholds_line(audit_document(_trail(store, untiered.decision_id))) == "thresholds: t_pass 0.05  t_block 0.98"
     )
+
+
+def test_a_bundles_own_tiered_policy_is_read_from_the_bundle_that_keeps_it(store: Store, tmp_path: Path) -> None:
+    """The log names the bundle's own policy by version only, so a tiered decision's record showed the
+    placeholder t_pass 0.9999999999999999 and no tier thresholds: the bundle keeps every policy version it
+    shipped (`policies/<version>.json`), and the audit reads the decision's version there."""
+    import json
+
+    from serving.audit_commands import thresholds_line
+    from serving.audit_trail import with_bundle_policy
+
+    (decision,) = store.record_decisions(
+        [
+            make_decision(
+                decision="human_review", risk=0.00994, t_pass=0.9999999999999999, t_block=0.98, rules_matched=[],
+                tier_risk={"severe": 0.0004, "minor": 0.0099}, model_version="bundle-a", policy_version="policy-7",
+            )
+        ]
+    )  # fmt: skip
+    trail = _trail(store, decision.decision_id)
+    assert with_bundle_policy(trail, tmp_path) is trail  # no such bundle: the log's words stand
+    kept = tmp_path / "bundle-a" / "policies"
+    kept.mkdir(parents=True)
+    policy = {"version": "policy-7", "t_pass": 0.9999999999999999, "t_block": 0.98, "tier_pass": {"minor": 0.00963}}
+    (kept / "policy-7.json").write_text(json.dumps(policy))
+    (kept / "policy-6.json").write_text(json.dumps({**policy, "version": "policy-6", "tier_pass": {"minor": 0.5}}))
+
+    document = audit_document(with_bundle_policy(trail, tmp_path))
+    assert document["thresholds"]["tier_pass"] == {"minor": 0.00963}
+    assert thresholds_line(document) == "thresholds: t_block 0.98  pass thresholds per tier: 'minor' 0.00963"
+    escaped = make_decision(model_version="..", policy_version="policy-7")  # names from the log: no path outside
+    assert with_bundle_policy(replace(trail, record=escaped), tmp_path / "bundle-a").bundle_policy is None
