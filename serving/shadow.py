@@ -179,7 +179,12 @@ def shadow_report(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     """Champion vs shadow on the logged pairs (`Store.shadow_pairs`): agreement, confusion (champion
     decision -> shadow decision -> count), each model's routing shares and the review share difference
     (shadow minus champion), and on the listings with a verdict each model's errors: misses (a rejected
-    listing auto-passed) and wrongful blocks (an approved listing auto-blocked).
+    listing auto-passed) and wrongful blocks (an approved listing auto-blocked): counted among the
+    verdicts, and estimated over every pair. Only the listings the champion sent to review all get a
+    verdict; its auto-passes and auto-blocks get one when drawn for audit, with the logged inclusion
+    probability pi, so the counts favour whichever model reviews more. Each verdict counts 1 / pi pairs
+    (Horvitz & Thompson 1952: unbiased for the errors among all pairs, as `decision.estimates` reads the
+    log); a pair logged without a probability counts once.
 
     Pairs where the champion could not score (a timeout or an error sent the listing to review,
     `champion_fallback`) compare no model with the shadow, which scores later without a deadline: they
@@ -197,10 +202,17 @@ def shadow_report(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     def shares(counts: Counter[str]) -> dict[str, float | None]:
         return {d: counts[d] / n if n else None for d in DECISION_ORDER}
 
-    def errors(side: str) -> dict[str, int]:
+    def weight(pair: dict[str, Any]) -> float:
+        return 1.0 / pair["inclusion_prob"] if pair.get("inclusion_prob") else 1.0
+
+    def errors(side: str) -> dict[str, float]:
+        missed = [p for p in labelled if p[side] == "auto_pass" and p["verdict"] == "reject"]
+        wrongful = [p for p in labelled if p[side] == "auto_block" and p["verdict"] == "approve"]
         return {
-            "misses": sum(p[side] == "auto_pass" and p["verdict"] == "reject" for p in labelled),
-            "wrongful_blocks": sum(p[side] == "auto_block" and p["verdict"] == "approve" for p in labelled),
+            "misses": len(missed),
+            "wrongful_blocks": len(wrongful),
+            "estimated_misses": round(sum(map(weight, missed)), 1),
+            "estimated_wrongful_blocks": round(sum(map(weight, wrongful)), 1),
         }
 
     champion_shares, shadow_shares = shares(champion), shares(shadow)
@@ -255,5 +267,13 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"on {report['labelled']:,} listings with a verdict: champion {errors['champion']['misses']} misses, "
         f"{errors['champion']['wrongful_blocks']} wrongful blocks; shadow {errors['shadow']['misses']} misses, "
         f"{errors['shadow']['wrongful_blocks']} wrongful blocks"
+    )
+    lines.append(
+        "estimated over all pairs (each verdict counts 1 / its audit inclusion probability): "
+        + "; ".join(
+            f"{side} {errors[side]['estimated_misses']:,.1f} misses, "
+            f"{errors[side]['estimated_wrongful_blocks']:,.1f} wrongful blocks"
+            for side in ("champion", "shadow")
+        )
     )
     return lines

@@ -132,7 +132,8 @@ async def get_shadow_report(
     since: Annotated[datetime | None, Query(description="only shadow decisions from this time on")] = None,
 ) -> dict[str, Any]:
     """Champion vs shadow: agreement, confusion of decisions, review share of each and its difference,
-    and on listings with a verdict each model's misses and wrongful blocks (as `triage shadow-report`).
+    and on listings with a verdict each model's misses and wrongful blocks, counted and audit-weighted
+    (as `triage shadow-report`).
     Listings the champion could not score (sent to review by a timeout or an error) are left out and
     counted in `champion_fallbacks`."""
     pairs = await run_in_threadpool(store.shadow_pairs, model_version, since)

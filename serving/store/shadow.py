@@ -63,6 +63,7 @@ class ShadowLog(Database):
                 d.c.risk.label("champion_risk"),
                 func.coalesce(d.c.would_have_been, d.c.decision).label("champion_decision"),
                 d.c.fallback_reason.label("champion_fallback"),
+                d.c.inclusion_prob,
                 rv.c.verdict,
             )
             .join_from(s, d, s.c.decision_id == d.c.decision_id)

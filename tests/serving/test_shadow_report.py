@@ -43,11 +43,42 @@ def test_the_report_counts_agreement_workload_and_each_models_errors() -> None:
     assert report["review_share_difference"] == pytest.approx(-0.2)
     assert report["labelled"] == 3
     assert report["errors"] == {
-        "champion": {"misses": 0, "wrongful_blocks": 0},
-        "shadow": {"misses": 1, "wrongful_blocks": 1},
+        "champion": {"misses": 0, "wrongful_blocks": 0, "estimated_misses": 0.0, "estimated_wrongful_blocks": 0.0},
+        "shadow": {"misses": 1, "wrongful_blocks": 1, "estimated_misses": 1.0, "estimated_wrongful_blocks": 1.0},
     }
     assert "agreement 40.0%" in report_lines(report)[0]
     assert shadow_report([])["agreement"] is None and "no shadow decisions" in report_lines(shadow_report([]))[0]
+
+
+def test_errors_are_estimated_over_every_pair_by_the_audit_inclusion_probabilities() -> None:
+    """Every champion review gets a verdict, its auto-passes only when audited: counted as they come, the
+    errors favoured the model that reviews more ("champion 1 misses, shadow 0" where the champion missed
+    15). Each verdict counts 1 / pi pairs."""
+    audited_miss = {**_pair("auto_pass", "human_review", "reject"), "inclusion_prob": 0.1}
+    reviewed_miss = {**_pair("human_review", "auto_pass", "reject"), "inclusion_prob": 1.0}
+    older = _pair("auto_pass", "auto_pass", "reject")  # logged before inclusion probabilities: counts once
+    report = shadow_report([audited_miss, reviewed_miss, older, _pair("auto_pass", "auto_pass")])
+
+    assert report["errors"]["champion"]["misses"] == 2 and report["errors"]["champion"]["estimated_misses"] == 11.0
+    assert report["errors"]["shadow"]["misses"] == 2 and report["errors"]["shadow"]["estimated_misses"] == 2.0
+    assert "champion 11.0 misses" in report_lines(report)[-1]
+
+
+def test_the_estimated_errors_are_unbiased_over_audit_draws() -> None:
+    """The Horvitz-Thompson count: averaged over many audit draws it equals the true number of misses."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    truth = rng.random(2_000) < 0.05  # violations among the champion's auto-passes
+    totals = []
+    for _ in range(400):
+        drawn = rng.random(truth.size) < 0.1
+        pairs = [
+            {**_pair("auto_pass", "human_review", "reject" if bad else "approve"), "inclusion_prob": 0.1}
+            for bad in truth[drawn]
+        ]
+        totals.append(shadow_report(pairs)["errors"]["champion"]["estimated_misses"])
+    assert abs(np.mean(totals) - truth.sum()) < 3 * np.std(totals) / np.sqrt(len(totals))
 
 
 def test_pairs_where_the_champion_could_not_score_are_left_out_and_counted() -> None:
