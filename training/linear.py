@@ -9,6 +9,8 @@ ONNX graph is a handful of elementwise operations and a gather, and per-feature 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx
 import pandas as pd
@@ -34,7 +36,9 @@ def fit_logistic(
     names = list(X.columns)
     numeric = [c for c in names if c not in categorical]
     values = X[numeric].to_numpy(dtype=np.float64)
-    medians = np.nanmedian(values, axis=0) if len(numeric) else np.zeros(0)
+    with warnings.catch_warnings():  # a column with no value at all (a feature the rows never carry) is 0
+        warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
+        medians = np.nanmedian(values, axis=0) if len(numeric) else np.zeros(0)
     medians = np.where(np.isfinite(medians), medians, 0.0)
     imputed = np.where(np.isnan(values), medians, values)
     means = imputed.mean(axis=0)
