@@ -130,8 +130,13 @@ def test_serve_without_bundle_takes_triage_bundle_from_the_environment(
     configured through the environment (as the README's settings say) started with no bundle."""
     import uvicorn
 
+    import serving.logs
+
     ran: list[str] = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: ran.append("run"))
+    # serve configures the root logger onto stdout, which is the runner's: closed after the invoke, later
+    # tests in this process would log into it
+    monkeypatch.setattr(serving.logs, "configure_logging", lambda level: None)
     monkeypatch.chdir(tmp_path)  # no models/latest here
     monkeypatch.setenv("TRIAGE_BUNDLE", str(bundle_dir))
     monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'serve.db'}")
