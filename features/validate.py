@@ -407,7 +407,6 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
     later, and swallow the rows between (see `_lines_are_rows`). A file whose records would read other
     than as written (a stray quote mark, a short row, a repeated header name) is refused, naming the
     lines (`_check_records`)."""
-    _refuse_separator_hint(path)
     sep = csv_separator(path)
     strings = _csv_string_columns(config)
     options: dict[str, Any] = {}
@@ -428,24 +427,6 @@ def _read_csv(path: Path, config: DataConfig | None) -> pd.DataFrame:
         return _read_csv_quietly(path, sep, {**options, "quoting": csv.QUOTE_NONE})
     _check_records(path, sep, quoted=True, strict=spans_lines)
     return table
-
-
-_SEPARATOR_HINT = re.compile(r"sep=(.)\s*")
-
-
-def _refuse_separator_hint(path: Path) -> None:
-    """A spreadsheet's `sep=;` first line (Excel writes it in locales with a decimal comma) is not a header:
-    read as one, every column of the data config would be reported missing. Refused naming the line."""
-    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
-        first = handle.readline()
-    hint = _SEPARATOR_HINT.fullmatch(first.strip("\r\n"))
-    if hint:
-        raise DataValidationError(
-            [
-                f"{path}: line 1 is {first.strip()!r}, a spreadsheet's separator hint, not a header: delete that "
-                f"line (the separator, {hint.group(1)!r}, is read off the header line) and read the file again"
-            ]
-        )
 
 
 def _read_csv_quietly(path: Path, sep: str, options: dict[str, Any]) -> pd.DataFrame:
@@ -545,11 +526,23 @@ def _field_counts(path: Path, lines: list[tuple[int, int]], which: str, fields: 
 CSV_SEPARATORS = (",", ";", "\t", "|")
 
 
+_SEPARATOR_HINT = re.compile(r"sep=(.)\s*")
+
+
 def csv_separator(path: Path) -> str:
     """The CSV file's field separator, read off its header line: a comma, unless the header holds none
-    and holds a semicolon (spreadsheets in locales with a decimal comma write those), a tab or a bar."""
+    and holds a semicolon (spreadsheets in locales with a decimal comma write those), a tab or a bar. A
+    spreadsheet's `sep=;` hint line in its place is refused, naming it."""
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
         header = handle.readline()
+    hint = _SEPARATOR_HINT.fullmatch(header.strip("\r\n"))
+    if hint:  # Excel writes `sep=;` above the header: read as one, every config column would be missing
+        raise DataValidationError(
+            [
+                f"{path}: line 1 is {header.strip()!r}, a spreadsheet's separator hint, not a header: delete that "
+                f"line (the separator, {hint.group(1)!r}, is read off the header line) and read the file again"
+            ]
+        )
     found = [sep for sep in CSV_SEPARATORS if sep in header]
     return found[0] if found else ","
 

@@ -195,8 +195,8 @@ def write_labels(out: Path, data_config: DataConfig) -> None:
     from serving.store.labels import in_config_label_values, latest_verdict_per_listing
 
     with _open_store(get_settings(), read_only=True) as store:
-        _check_logged_columns(store.reviewed_listing_fields(), data_config)
-        frame = store.export_labels(data_config)
+        frame, logged = store.export_labels_and_fields(data_config)
+    _check_logged_columns(logged, data_config)
     frame, superseded = latest_verdict_per_listing(frame, data_config)
     # a QA sample logged before inclusion probabilities were kept has none: weighted as a review it would
     # bias retraining, so it is left out (training reads a blank inclusion_prob as 1)

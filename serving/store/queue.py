@@ -159,13 +159,20 @@ class ReviewQueue(MerchantOutcomeLog):
         return {status: counts.get(status, 0) for status in ("pending", "claimed", "done")}
 
     def export_labels(self, config: DataConfig | None = None, since: datetime | None = None) -> pd.DataFrame:
+        """`export_labels_and_fields` without the fields."""
+        return self.export_labels_and_fields(config, since)[0]
+
+    def export_labels_and_fields(
+        self, config: DataConfig | None = None, since: datetime | None = None
+    ) -> tuple[pd.DataFrame, set[str]]:
         """Reviewed decisions as labelled outcomes in the data contract (listing fields + outcome), each
         with its inclusion probability, audit flag and the decision that was in force (`labels`), and how
         the label was decided (`label_source`: the first verdict, or a blind second review's resolution).
 
         The outcome is the verdict in force: a corrected verdict's latest correction (verdict and
         violation reason), flagged `corrected`, overrides any resolution; `reviewed_at` stays the first
-        verdict's time."""
+        verdict's time. Beside the frame, every field the exported listings were logged with (what a data
+        config's columns must be among: the listing id is filled in from the log whatever its name)."""
         config = config or DataConfig()
         logged = (d.c.decision, d.c.inclusion_prob, d.c.qa_sample)
         verdict = (VERDICT_IN_FORCE, VIOLATION_REASON_IN_FORCE, CORRECTED, rv.c.review_seconds, rv.c.reviewed_at)
@@ -176,17 +183,14 @@ class ReviewQueue(MerchantOutcomeLog):
         )
         if since is not None:
             query = query.where(rv.c.reviewed_at >= since)
+        fields: set[str] = set()
         with self._read_engine.connect() as conn:
-            rows = [labelled_outcome(row, config) for row in conn.execute(query)]
+            rows = []
+            for row in conn.execute(query):
+                fields.update(map(str, row.listing or {}))
+                rows.append(labelled_outcome(row, config))
             resolved = two_verdict_labels(conn)
-        return with_label_sources(labels_frame(rows, config), resolved, config)
-
-    def reviewed_listing_fields(self) -> set[str]:
-        """The fields of the listings logged with a verdict: what a data config's columns must be among for
-        `export-labels` to write them (`export_labels` fills a missing id from the logged listing id)."""
-        query = select(d.c.listing).select_from(rv.join(d, rv.c.decision_id == d.c.decision_id))
-        with self._read_engine.connect() as conn:
-            return {str(key) for (listing,) in conn.execute(query) for key in (listing or {})}
+        return with_label_sources(labels_frame(rows, config), resolved, config), fields
 
     def _claim(
         self, conn: Connection, reviewer: str, n: int, lease_seconds: int, audit_max_age: timedelta
