@@ -57,7 +57,11 @@ _MARKETPLACE_FIELDS: dict[str, tuple[Any, Any]] = {
     "brand": (str, Field(default="", max_length=200, description="Brand as the merchant wrote it.")),
     "category": (str, Field(max_length=200, description="Marketplace category.", examples=["fashion"])),
     "market": (str, Field(max_length=64, description="Market (country or site).", examples=["DE"])),
-    "price": (float, Field(ge=0, le=1e9, allow_inf_nan=False, description="Price.", examples=[29.9])),
+    # missing (null or left out) scores as a missing price, as it trains: the model has seen listings without one
+    "price": (
+        float | None,
+        Field(default=None, ge=0, le=1e9, allow_inf_nan=False, description="Price (null: not given).", examples=[29.9]),
+    ),
     "merchant_tenure_days": (
         float | None,
         Field(default=None, ge=0, le=100_000, allow_inf_nan=False, description="Days since the merchant joined."),

@@ -130,6 +130,30 @@ def test_a_retry_with_the_same_request_id_returns_the_same_decision_and_one_row(
         assert api.store.count_decisions() == 2 + 5
 
 
+
+def test_a_listing_without_a_price_scores_as_a_missing_price_as_it_trains(serve, bundle_dir: Path) -> None:
+    """Training takes rows with no price (NaN); the API takes `"price": null` or no price the same way, with
+    the risk offline scoring gives that row, instead of refusing a listing the model can score."""
+    without = listing_json(3, title="Leather wallet", price=None)
+    left_out = {k: v for k, v in listing_json(4, title="Leather wallet").items() if k != "price"}
+    bundle = Bundle.load(bundle_dir)
+    frame = pd.DataFrame([without, left_out]).assign(
+        price=np.nan, created_at=lambda f: pd.to_datetime(f["created_at"], utc=True)
+    )
+    offline, _ = bundle.scores(frame[bundle.config.listing_columns])
+    with serve() as api:
+        null_price = api.score(without)
+        no_price = api.score(left_out)
+        batch = api.batch([without, listing_json(5)])
+
+        assert null_price.status_code == 200, null_price.text
+        assert no_price.status_code == 200, no_price.text
+        assert batch.status_code == 200, batch.text
+        assert null_price.json()["risk"] == pytest.approx(offline[0], abs=1e-9)
+        assert no_price.json()["risk"] == pytest.approx(offline[1], abs=1e-9)
+        assert batch.json()["items"][0]["risk"] == pytest.approx(offline[0], abs=1e-9)
+        assert api.store.count_decisions() == 4
+
 # -- bad input: 422 naming the field, never 500 ------------------------------------------------------
 
 BAD_LISTINGS = [
