@@ -190,6 +190,34 @@ def test_the_console_with_an_item_has_no_serious_accessibility_violation(browser
     assert "label" in [v["id"] for v in serious_violations(browser)]  # the scan does see a field without label
 
 
+
+def test_a_long_url_in_the_listing_wraps_instead_of_widening_the_page(browser: Any, live_server: LiveServer) -> None:
+    """Merchants paste URLs and unbroken strings; the title, description and facts wrap within the page."""
+    url = "https://example.com/" + "a1b2c3d4" * 60
+    _only_mine_pending(live_server)
+    _queue(live_server, title=url[:500], description=url * 3, brand="x" * 200)
+    _, token = _key(live_server, "review")
+    _sign_in(browser, live_server, token)
+    size = browser.get_window_size()
+    browser.set_window_size(1024, 800)
+    try:
+        browser.find_element(By.ID, "next").click()
+        _wait_for(browser, "shown")
+
+        assert browser.find_element(By.ID, "item-title").text.replace("\n", "") == url[:500]
+        too_wide = browser.execute_script(
+            "const w = document.documentElement.clientWidth;"
+            "return [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > w + 1"
+            " || (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX === 'visible'))"
+            ".map((e) => e.id || e.tagName + '.' + e.className);"
+        )
+        assert too_wide == []
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        browser.find_element(By.ID, "release").click()
+        _wait_for(browser, "released")
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+
 def test_leaving_the_page_gives_the_item_back(browser: Any, live_server: LiveServer, store: Store) -> None:
     _only_mine_pending(live_server)
     _queue(live_server)
