@@ -2,7 +2,7 @@
 
     python bench/loop.py [--seeds 0 1 2 3] [--rows 20000] [--cycles 3] [--arms weighted unweighted full]
         [--single-recall 0.95] [--block-precision 0.95] [--shipped-targets] [--trials 1] [--feature-groups G ...]
-        [--audit-floor RATE] [--near-rate RATE] [--note TEXT]
+        [--audit-floor RATE] [--near-rate RATE] [--no-gate] [--holdout SHARE] [--note TEXT]
         [--workdir DIR] [--out JSON] [--markdown MD] [--report]
 
 Per seed, `training.generate` writes `history_months + (cycles + 1) * cycle_months` months of listings
@@ -19,17 +19,21 @@ labelled history, every listing reviewed, as before the service ran. A bundle is
    - `weighted`: reviewed listings (`inclusion_prob` 1) and audited ones (`inclusion_prob` pi) only;
    - `unweighted`: the same rows without the `inclusion_prob` column (training takes them as they come);
    - `full-labels`: every listing of the period (`inclusion_prob` 1): what a fully labelled loop reaches;
-4. the model is retrained on the history plus every label logged so far and re-certified; the new bundle
-   decides the next period.
+4. the model is retrained and re-certified as `triage retrain` does: the newest `--holdout` (30%) of the
+   labels logged so far are held out, the challenger trains on the history plus the older ones, and the
+   promotion gate (`training.promotion.run_gate`) compares it with the bundle in force on the held-out
+   labels, weighted by 1 / inclusion_prob; it decides the next period only if the gate passes it (what
+   `triage promote` allows), else the bundle in force goes on deciding. `--no-gate` serves every retrain,
+   trained on every label logged so far.
 
 Period 0 is decided by the initial bundle (the same for every arm, with the same audit draw); period k >= 1
-(cycle k) by the k-th retrain. Each period is judged by the generator's truth, the labels of ALL its
-listings, which the loop never sees: realized recall per tier (overall for a single target) against the
-target, block precision, whether each target the deployed bundle certified held (by those labels, and by
-the oracle's true risks: expected recall and block precision, free of the period's label draw), the
-shares auto-passed, auto-blocked and auto-decided, and the production estimates
-(`decision.estimates.production_estimates`, from the decisions, inclusion probabilities and the verdicts
-the loop logged) against the realized figures; without that module the report says they are missing.
+(cycle k) by the bundle in force after the k-th retrain. Each period is judged by the generator's truth, the
+labels of ALL its listings, which the loop never sees: realized recall per tier (overall for a single
+target) against the target, block precision, whether each target the deployed bundle certified held (by
+those labels, and by the oracle's true risks: expected recall and block precision, free of the period's
+label draw), the shares auto-passed, auto-blocked and auto-decided, and the production estimates
+(`decision.estimates.production_estimates`, from the decisions, inclusion probabilities and the verdicts the
+loop logged) against the realized figures; without that module the report says they are missing.
 
 The issue's targets: every certified target holds on >= 95% of seeds in every cycle; the auto-decided share
 after the last cycle within 10% of the `full-labels` arm's.
@@ -68,6 +72,8 @@ from features.config import INCLUSION_PROB, DataConfig  # noqa: E402
 from training.generate import REASONS, generate  # noqa: E402
 from training.offline import decide  # noqa: E402
 from training.pipeline import TrainOptions, train  # noqa: E402
+from training.promotion import run_gate  # noqa: E402
+from triage.lifecycle import split_recent, training_frame  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "results_loop.json"
 RESULTS_MD = ROOT / "bench" / "RESULTS_LOOP.md"
@@ -104,6 +110,11 @@ class LoopSettings:
     # auto-passes near their threshold
     audit_floor: float | None = None
     near_rate: float | None = None
+    # a retrain serves only when the promotion gate passes it, as `triage retrain` + `triage promote` do: trained
+    # on the history and the older verdicts, gated against the bundle in force on the newest `holdout` share
+    # of verdicts (False: every retrain trains on every verdict and serves, gate or not)
+    gate: bool = True
+    holdout: float = 0.3
 
     @property
     def months(self) -> int:
@@ -119,6 +130,8 @@ class LoopSettings:
                 raise ValueError(f"--{name.replace('_', '-')}: {rate} is not in [{MIN_AUDIT_RATE}, 1]")
         if self.cycles < 0 or self.cycle_months < 1 or self.history_months < 1 or self.rows < 1:
             raise ValueError("--cycles must be >= 0, months and --rows >= 1")
+        if not 0.05 <= self.holdout <= 0.8:
+            raise ValueError(f"--holdout: {self.holdout} is not in [0.05, 0.8] (what `triage retrain` takes)")
         return self
 
 
@@ -216,6 +229,38 @@ def retrain(labelled: pd.DataFrame, settings: LoopSettings, seed: int, out: Path
     if settings.single_recall is not None:
         options.recall = settings.single_recall
     return train(options).bundle_dir
+
+
+def gated_retrain(
+    history: pd.DataFrame, logged: pd.DataFrame, champion: Deployed, settings: LoopSettings, seed: int, out: Path
+) -> tuple[Deployed, dict[str, Any]]:
+    """What `triage retrain` then `triage promote` do with the verdicts logged so far: hold out the newest
+    `settings.holdout` of them, train on the history plus the older ones, run the promotion gate
+    (`training.promotion.run_gate`) of the challenger against the bundle in force on the held-out verdicts
+    (weighted by 1 / inclusion_prob), and serve the challenger only if it passes; else the champion goes on
+    deciding. Without `settings.gate`, every retrain trains on every verdict and serves."""
+    if not settings.gate:
+        rows = pd.concat([history, logged], ignore_index=True)
+        trained = Deployed.load(retrain(rows, settings, seed, out))
+        return trained, {
+            "gated": False, "promoted": True, "challenger": trained.path.name, "refusals": [], "trained_on": len(rows)
+        }  # fmt: skip
+    config = champion.bundle.config
+    older, held_out = split_recent(logged, settings.holdout, config)
+    rows = training_frame(history, older, config)
+    if INCLUSION_PROB not in logged:  # the unweighted arm: its verdicts carry no inclusion probability
+        rows = rows.drop(columns=INCLUSION_PROB, errors="ignore")
+    challenger = Deployed.load(retrain(rows, settings, seed, out))
+    report = run_gate(challenger.path, champion.path, held_out, history=rows)
+    outcome = {
+        "gated": True,
+        "promoted": not report.refusals,
+        "challenger": challenger.path.name,
+        "refusals": list(report.refusals),
+        "gate_rows": len(held_out),
+        "trained_on": len(rows),
+    }
+    return (challenger if not report.refusals else champion), outcome
 
 
 # --- judging a period by the generator's truth ----------------------------------------------------------------
@@ -366,15 +411,21 @@ def run_seed(seed: int, settings: LoopSettings, workdir: Path) -> dict[str, Any]
     timings: dict[str, float] = {"initial": round(time.perf_counter() - started, 1)}
     for arm in settings.arms:
         arm_started = time.perf_counter()
-        labelled = history.drop(columns=INCLUSION_PROB) if arm == "unweighted" else history
-        period, judged = first, [first_judged]
+        arm_history = history.drop(columns=INCLUSION_PROB) if arm == "unweighted" else history
+        logged = pd.DataFrame()
+        deployed, period, judged = initial, first, [first_judged]
         for cycle in range(1, settings.cycles + 1):
-            labelled = pd.concat([labelled, logged_labels(periods[cycle - 1], period, arm)], ignore_index=True)
-            deployed = Deployed.load(retrain(labelled, settings, seed, workdir / f"seed{seed}" / arm / f"cycle{cycle}"))
+            logged = pd.concat([logged, logged_labels(periods[cycle - 1], period, arm)], ignore_index=True)
+            out = workdir / f"seed{seed}" / arm / f"cycle{cycle}"
+            deployed, gate = gated_retrain(arm_history, logged, deployed, settings, seed, out)
             listings = periods[cycle]
             period = live_period(deployed, listings, np.random.default_rng([seed, cycle]), settings)
             judged.append(
-                {**judge(deployed, listings, oracle.loc[listings["listing_id"]], period), "trained_on": len(labelled)}
+                {
+                    **judge(deployed, listings, oracle.loc[listings["listing_id"]], period),
+                    "trained_on": gate["trained_on"],
+                    "gate": gate,
+                }
             )
         arms[arm] = judged
         timings[arm] = round(time.perf_counter() - arm_started, 1)
@@ -454,6 +505,8 @@ def _cycle_summary(cycle: int, judged: list[dict[str, Any]]) -> dict[str, Any]:
         "auto_decided_share": _spread([j["auto_decided_share"] for j in judged]),
         "labelled_share": _spread([j["labelled_share"] for j in judged]),
         "audited_share": _spread([j.get("audited_share") for j in judged]),
+        # cycles >= 1: the share of seeds whose retrain the gate passed (it serves; else the bundle in force goes on)
+        "promoted_share": _share([j["gate"]["promoted"] for j in judged]) if judged and "gate" in judged[0] else None,
         "estimates": _estimate_summary([j["production_estimates"] for j in judged]),
     }
 
@@ -505,7 +558,8 @@ def render(results: dict[str, Any]) -> str:
         f"Settings: {json.dumps(results['settings'])}. Seeds: {[r['seed'] for r in results['runs']]}.",
         "Arms: `weighted` retrains on reviewed and audited listings with their `inclusion_prob`; `unweighted` on the",
         "same rows without it; `full-labels` on every listing (the fully labelled reference).",
-        "Cycle 0 is decided by the initial bundle (trained on the labelled history); cycle k by the k-th retrain.",
+        "Cycle 0 is decided by the initial bundle (trained on the labelled history); cycle k by the k-th retrain",
+        "when the promotion gate passed it (the share of seeds: `retrain promoted`), else by the bundle in force.",
         "Figures are judged on every listing of the cycle by the generator's labels: mean [min, max] over seeds.",
         "",
         "## The issue's targets",
@@ -537,9 +591,9 @@ def render(results: dict[str, Any]) -> str:
     lines.append(
         "| arm | cycle | seeds | all certified held (labels / expected) | recall (target, share certified) "
         "| expected recall | block precision | auto-pass | auto-decided | reviewed or audited | audited "
-        "| estimates: coverage, mean error, mean width (recall; miss rate) |"
+        "| retrain promoted | estimates: coverage, mean error, mean width (recall; miss rate) |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for arm, cycles in summary["arms"].items():
         for c in cycles:
             recall = "; ".join(
@@ -553,9 +607,14 @@ def render(results: dict[str, Any]) -> str:
                 f"| {arm} | {c['cycle']} | {c['seeds']} | {c['share_all_certified_held']:.0%} / "
                 f"{c['share_all_certified_held_expected']:.0%} | {recall} | {expected} "
                 f"| {_span(c['block_precision'])} | {_span(c['auto_pass_share'])} | {_span(c['auto_decided_share'])} "
-                f"| {_span(c['labelled_share'])} | {_span(c['audited_share'])} | {coverage} |"
+                f"| {_span(c['labelled_share'])} | {_span(c['audited_share'])} | {_promoted(c)} | {coverage} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _promoted(cycle: dict[str, Any]) -> str:
+    share = cycle.get("promoted_share")
+    return "-" if share is None else f"{share:.0%}"
 
 
 def _estimate_cell(figures: dict[str, Any]) -> str:
@@ -599,6 +658,14 @@ def main() -> None:
     parser.add_argument("--feature-groups", nargs="+", default=list(DEFAULT_FEATURE_GROUPS))
     parser.add_argument("--audit-floor", type=float, default=None, help="audit rate of every automated decision")
     parser.add_argument("--near-rate", type=float, default=None, help="audit rate of auto-passes near the threshold")
+    parser.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="serve every retrain, trained on every verdict (default: the promotion gate decides, as in production)",
+    )
+    parser.add_argument(
+        "--holdout", type=float, default=defaults.holdout, help="newest share of verdicts kept for the gate"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the bundles here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=RESULTS_JSON)
     parser.add_argument("--markdown", type=Path, default=RESULTS_MD)
@@ -622,6 +689,8 @@ def main() -> None:
         feature_groups=tuple(args.feature_groups),
         audit_floor=args.audit_floor,
         near_rate=args.near_rate,
+        gate=not args.no_gate,
+        holdout=args.holdout,
     ).validate()
     start = time.perf_counter()
     results: dict[str, Any] = {"settings": asdict(settings), "runs": []}

@@ -17,6 +17,7 @@ from bench.loop import (
     Deployed,
     LoopSettings,
     Period,
+    gated_retrain,
     judge,
     live_period,
     logged_labels,
@@ -181,6 +182,11 @@ def test_tiny_loop_report_has_every_arm_and_cycle(tiny_run):
             assert set(j["certified_held"]) <= set(j["held"])
             assert j["production_estimates"]  # checked, or said to be missing
     assert run["arms"]["weighted"][0] == run["arms"]["full-labels"][0]  # period 0: the same bundle and audit draw
+    for judged in run["arms"].values():
+        for before, now in zip(judged, judged[1:], strict=False):  # a refused retrain leaves the bundle in force
+            gate = now["gate"]
+            assert now["bundle"] == (gate["challenger"] if gate["promoted"] else before["bundle"])
+            assert gate["promoted"] == (not gate["refusals"]) and gate["gate_rows"] > 0
     # the full arm learns from every listing, the selective ones from what people looked at
     assert run["arms"]["full-labels"][1]["trained_on"] > run["arms"]["weighted"][1]["trained_on"]
     assert run["arms"]["weighted"][1]["trained_on"] == run["arms"]["unweighted"][1]["trained_on"]
@@ -218,6 +224,61 @@ def test_deployed_bundle_audits_with_probabilities_in_0_1_and_labels_only_what_p
     assert (raised.pi[raised.codes != CODE_REVIEW] >= 0.3).all()
 
 
+# --- the promotion gate between retrain and serving -----------------------------------------------------------
+
+
+def _logged(n: int) -> pd.DataFrame:
+    created = pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC")
+    return pd.DataFrame(
+        {"listing_id": [f"L{i}" for i in range(n)], "created_at": created, "label": [i % 2 for i in range(n)]}
+    ).assign(**{INCLUSION_PROB: 0.5})
+
+
+@pytest.mark.parametrize("refusals", [[], ["workload: the challenger auto-decides less"]])
+def test_a_retrain_serves_only_when_the_gate_passes_it_trained_without_the_gates_rows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, refusals: list[str]
+):
+    """As `triage retrain` + `triage promote`: the newest 30% of the logged verdicts are the gate's and never
+    trained on; a refused challenger leaves the bundle in force deciding."""
+    import bench.loop as loop
+
+    champion = _single_target(0.9, True)
+    challenger = _single_target(0.9, True)
+    challenger.path = tmp_path / "challenger"
+    trained_on: list[pd.DataFrame] = []
+    gated_on: list[pd.DataFrame] = []
+
+    def fake_retrain(rows: pd.DataFrame, settings: LoopSettings, seed: int, out: Path) -> Path:
+        trained_on.append(rows)
+        return challenger.path
+
+    def fake_gate(new: Path, old: Path, labels: pd.DataFrame, history: pd.DataFrame) -> Any:
+        assert (new, old) == (challenger.path, champion.path)
+        gated_on.append(labels)
+        return types.SimpleNamespace(refusals=refusals)
+
+    monkeypatch.setattr(loop, "retrain", fake_retrain)
+    monkeypatch.setattr(loop, "run_gate", fake_gate)
+    monkeypatch.setattr(loop.Deployed, "load", classmethod(lambda cls, path: challenger))
+    history = _logged(20).assign(listing_id=lambda f: "H" + f["listing_id"], **{INCLUSION_PROB: 1.0})
+    history["created_at"] -= pd.Timedelta(days=365)
+    logged = _logged(100)
+
+    serving, outcome = gated_retrain(history, logged, champion, TINY, 0, tmp_path)
+
+    assert serving is (champion if refusals else challenger)
+    assert outcome["promoted"] == (not refusals) and outcome["refusals"] == refusals
+    held_out = set(gated_on[0]["listing_id"])
+    assert held_out == {f"L{i}" for i in range(70, 100)}  # the newest 30% by creation time
+    trained = set(trained_on[0]["listing_id"])
+    assert not trained & held_out and trained == set(history["listing_id"]) | {f"L{i}" for i in range(70)}
+    assert outcome["trained_on"] == 90 and outcome["gate_rows"] == 30
+
+    ungated, outcome = gated_retrain(history, logged, champion, replace(TINY, gate=False), 0, tmp_path)
+    assert ungated is challenger and outcome["promoted"] and len(trained_on[1]) == 120  # every verdict, no gate
+    assert len(gated_on) == 1
+
+
 def test_settings_refuse_unknown_arms_and_audit_rates_outside_0_1():
     with pytest.raises(ValueError, match="--arms"):
         replace(TINY, arms=("weighted", "half")).validate()
@@ -225,6 +286,8 @@ def test_settings_refuse_unknown_arms_and_audit_rates_outside_0_1():
         with pytest.raises(ValueError, match="--audit-floor"):
             replace(TINY, audit_floor=rate).validate()
     assert replace(TINY, audit_floor=0.05, near_rate=0.2).validate().audit_floor == 0.05
+    with pytest.raises(ValueError, match="--holdout"):
+        replace(TINY, holdout=0.9).validate()
 
 
 def _meta() -> dict[str, Any]:
