@@ -77,14 +77,18 @@ def verdict_list(trail: DecisionTrail) -> list[dict[str, Any]]:
     if trail.review is not None:
         review = trail.review
         verdicts.append(
-            _verdict("review", review.reviewer, review.reviewed_at, review.verdict, review.violation_reason)
+            _verdict(
+                "review", review.reviewer, review.reviewed_at, review.verdict, review.violation_reason, note=review.note
+            )
         )
     for c in trail.corrections:
         verdicts.append(
             _verdict("correction", c.corrected_by, c.corrected_at, c.verdict, c.violation_reason, c.reason, c.note)
         )
     for s in trail.second_reviews:
-        verdicts.append(_verdict("second_review", s.reviewer, s.reviewed_at, s.verdict, s.violation_reason))
+        verdicts.append(
+            _verdict("second_review", s.reviewer, s.reviewed_at, s.verdict, s.violation_reason, note=s.note)
+        )
     return verdicts
 
 
@@ -388,14 +392,24 @@ def timeline(trail: DecisionTrail) -> list[dict[str, Any]]:
         {"at": record.received_at, "event": "received", "text": f"listing {record.listing_id} received"},
         {"at": record.decided_at, "event": "decided", "text": f"{record.decision} {_versions(record)}"},
     ]
-    if trail.queue is not None:
+    second_lane = trail.queue is not None and trail.queue.lane == "second"
+    if second_lane:
+        # the item went back to the queue at its first verdict (the queue row keeps that second enqueue); the
+        # decision was queued when it was logged
+        events.append({"at": record.decided_at, "event": "queued", "text": "queued in the review queue"})
+    elif trail.queue is not None:
         lane = "audit lane" if trail.queue.lane == "audit" else "review queue"
         events.append({"at": trail.queue.enqueued_at, "event": "queued", "text": f"queued in the {lane}"})
     for v in verdict_list(trail):
         reason = f" ({v['violation_reason']})" if v["violation_reason"] else ""
         because = f": {v['reason']}" if v["reason"] else ""
-        text = f"{v['verdict']}{reason} by {v['by']}{because}"
+        note = f' (note: "{v["note"]}")' if v["note"] else ""
+        text = f"{v['verdict']}{reason} by {v['by']}{because}{note}"
         events.append({"at": v["at"], "event": v["kind"], "text": text})
+    if second_lane and trail.queue is not None:  # after the first verdict, whose instant it shares
+        events.append(
+            {"at": trail.queue.enqueued_at, "event": "second_queued", "text": "sent for a blind second review"}
+        )
     if trail.shadow is not None:
         shadow = trail.shadow
         events.append(

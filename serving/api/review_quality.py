@@ -41,7 +41,9 @@ def blind_verdict(store: Store, item_id: str, reviewer: str, body: ReviewRequest
         item = store.get_gold_item(item_id)
         record = item.decision if item is not None else None
     elif store.awaits_second_review(item_id):
-        second = store.record_second_review(item_id, reviewer, body.verdict, body.violation_reason, body.review_seconds)
+        second = store.record_second_review(
+            item_id, reviewer, body.verdict, body.violation_reason, body.review_seconds, note=body.note
+        )
         reviewed_at = second.reviewed_at
         record = store.get_decision(item_id)
     else:

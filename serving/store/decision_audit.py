@@ -74,6 +74,7 @@ class SecondReview:
     verdict: str
     violation_reason: str | None
     reviewed_at: datetime
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +153,8 @@ def _second_reviews(conn: Connection, decision_id: str) -> list[SecondReview]:
     table = schema.second_reviews
     query = select(table).where(table.c.decision_id == decision_id).order_by(table.c.reviewed_at)
     return [
-        SecondReview(row.reviewer, row.verdict, row.violation_reason, row.reviewed_at) for row in conn.execute(query)
+        SecondReview(row.reviewer, row.verdict, row.violation_reason, row.reviewed_at, row.note)
+        for row in conn.execute(query)
     ]
 
 

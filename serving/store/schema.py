@@ -214,26 +214,6 @@ write_probe = Table(
     Column("checked_at", UTCDateTime, nullable=False),
 )
 
-# Columns added after a table was first released: `init_schema` adds them to existing databases
-# (nullable, so old rows and old readers are unaffected).
-ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
-    (reviews, "statement_of_reasons"),
-    (decisions, "key_id"),
-    (decisions, "request_hash"),
-    (decisions, "tier_risk"),
-    (decisions, "decision_tier"),
-    (policy_audit, "reason"),
-    (decisions, "inclusion_prob"),
-    (queue, "lane"),
-    (reviews, "overturn"),
-    (decisions, "rules_shadow"),
-    (decisions, "model_decision"),
-    (reviews, "note"),
-    (queue, "first_reviewer"),
-    (queue, "second_review_rate"),
-    (api_keys, "team"),
-)
-
 # Each verdict's outcome for its merchant (reviews and audits alike), written in the verdict's transaction:
 # what the service adds to the bundle's merchant snapshot (`features.merchant.MerchantUpdates`). Verdicts
 # recorded before this table existed are added when an engine loads (`backfill_merchant_outcomes`).
@@ -323,6 +303,7 @@ second_reviews = Table(
     Column("review_seconds", Float, nullable=True),
     Column("reviewed_at", UTCDateTime, nullable=False),
     Column("agrees", Boolean, nullable=False),
+    Column("note", Text, nullable=True),  # added later: see ADDED_COLUMNS
     CheckConstraint(_one_of("verdict", ("approve", "reject")), name="ck_second_reviews_verdict"),
     Index("ix_second_reviews_reviewed_at", "reviewed_at"),
 )
@@ -361,4 +342,26 @@ gold_assignments = Table(
     Column("reason_correct", Boolean, nullable=True),  # a rejection with the expected reason (when one is set)
     CheckConstraint(f"verdict IS NULL OR {_one_of('verdict', ('approve', 'reject'))}", name="ck_gold_verdict"),
     Index("ix_gold_assignments_reviewer", "reviewer", "gold_id", unique=True),
+)
+
+
+# Columns added after a table was first released: `init_schema` adds them to existing databases
+# (nullable, so old rows and old readers are unaffected).
+ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
+    (reviews, "statement_of_reasons"),
+    (decisions, "key_id"),
+    (decisions, "request_hash"),
+    (decisions, "tier_risk"),
+    (decisions, "decision_tier"),
+    (policy_audit, "reason"),
+    (decisions, "inclusion_prob"),
+    (queue, "lane"),
+    (reviews, "overturn"),
+    (decisions, "rules_shadow"),
+    (decisions, "model_decision"),
+    (reviews, "note"),
+    (queue, "first_reviewer"),
+    (queue, "second_review_rate"),
+    (api_keys, "team"),
+    (second_reviews, "note"),
 )

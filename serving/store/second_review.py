@@ -42,6 +42,7 @@ class SecondReview:
     review_seconds: float | None
     reviewed_at: datetime
     agrees: bool
+    note: str | None = None  # the second reviewer's own words, kept for the decision's audit
 
 
 def not_first_reviewer(reviewer: str) -> ColumnElement[bool]:
@@ -79,6 +80,7 @@ class SecondReviews(Database):
         verdict: str,
         violation_reason: str | None = None,
         review_seconds: float | None = None,
+        note: str | None = None,
     ) -> SecondReview:
         """Store a second verdict and close the item. Raises NotFoundError for an unknown item,
         ConflictError if it awaits no second review, is already reviewed, is leased to someone else, or
@@ -90,7 +92,14 @@ class SecondReviews(Database):
         if review_seconds is not None and not 0 <= review_seconds < float("inf"):
             raise ValueError("review_seconds must be a finite number >= 0")
         review = SecondReview(
-            decision_id, reviewer, cast(Verdict, verdict), violation_reason, review_seconds, self._clock(), agrees=False
+            decision_id,
+            reviewer,
+            cast(Verdict, verdict),
+            violation_reason,
+            review_seconds,
+            self._clock(),
+            agrees=False,
+            note=note,
         )
         try:
             return self._write(lambda conn: self._second_review(conn, review))

@@ -4,6 +4,7 @@ teams on keys, and `triage reviewers stats`."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,37 @@ def test_second_reviews_are_blind_and_measured_per_reviewer_and_team(serve, own_
     assert [team["team"] for team in stats["teams"]] == ["vendor-b"]
     assert stats["agreement"]["items"] == 1
     assert queue["lanes"]["second"] == {"pending": 0, "claimed": 0, "done": 1, "oldest_pending_age_seconds": None}
+
+
+def test_the_decision_audit_keeps_both_reviewers_notes_and_when_the_item_was_first_queued(
+    serve, own_bundle: Path
+) -> None:
+    """Compliance reads what each reviewer wrote: the first verdict's note and the blind second reviewer's
+    (stored, not dropped), and the timeline keeps the decision's own queueing apart from its second one."""
+    with serve(bundle=str(own_bundle)) as api:
+        alice, bob = api.key("alice", "review"), api.key("bob", "review")
+        put_policy(api, {"quality": {"second_review_rate": 1.0}})
+        decision_id = queued(api, 2)
+        claim(api, alice)
+        first = {"verdict": "reject", "violation_reason": "counterfeit", "note": "Fake logo 假货 on the strap"}
+        assert api.client.post(f"/v1/reviews/{decision_id}", json=first, headers=alice).status_code == 200
+        (second,) = claim(api, bob)
+        body = {"verdict": "approve", "note": "the seller's invoice is attached"}
+        answer = api.client.post(f"/v1/reviews/{decision_id}", json=body, headers=bob)
+        audit = api.client.get(f"/v1/decisions/{decision_id}", headers=api.headers("audit")).json()
+        decided_at = api.store.get_decision(decision_id).decided_at
+
+    assert answer.status_code == 200 and answer.json()["note"] == body["note"]
+    notes = {v["kind"]: v["note"] for v in audit["verdicts"]}
+    assert notes == {"review": first["note"], "second_review": body["note"]}
+    events = {e["event"]: e for e in audit["timeline"]}
+    assert events["review"]["text"].endswith('(note: "Fake logo 假货 on the strap")')
+    assert events["second_review"]["text"].endswith('(note: "the seller\'s invoice is attached")')
+    queued_at = datetime.fromisoformat(events["queued"]["at"].replace("Z", "+00:00"))
+    assert queued_at == decided_at  # not the second enqueue, at the first verdict
+    assert events["second_queued"]["at"] >= events["review"]["at"]
+    order = [e["event"] for e in audit["timeline"]]
+    assert order.index("queued") < order.index("review") < order.index("second_queued") < order.index("second_review")
 
 
 def test_gold_items_are_answered_like_queue_items_and_kept_apart(serve, own_bundle: Path) -> None:
