@@ -149,6 +149,14 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, ver
     Raises ValueError("<field>: <problem>") for anything invalid, including unknown segments and tiers.
     """
     raw, before = current.to_dict(), current.to_dict()
+    if changes.get("targets") is not None and changes["targets"] != current.targets:
+        # the targets are what certification proved of the thresholds (and what the block-rule gate and the
+        # monitor hold the policy to): only `triage thresholds` or training sets them; a client re-posting
+        # the policy it read may send them unchanged
+        raise ValueError(
+            "targets: set by certification (`triage thresholds`, training), not through the policy API; "
+            f"send the targets in force ({current.targets}) or leave them out"
+        )
     if changes.get("tier_pass"):
         changes = {**changes, "tier_pass": {**current.tier_pass, **_known_tiers(changes["tier_pass"], bundle)}}
     elif "tier_pass" in changes:  # {} or null names no tier: nothing changes (it never clears the tiers)

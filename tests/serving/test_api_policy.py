@@ -103,6 +103,10 @@ INVALID_POLICIES = [
         },
     ),
     ("version", {"version": "mine"}),
+    # targets are what certification proved: a client cannot lower the block-rule gate's or raise the claim
+    ("targets", {"targets": {"block_precision": 0.1}}),
+    ("targets", {"targets": {"recall": 0.999, "block_precision": 0.999}}),
+    ("targets", {"targets": {"block_precision": [1, 2]}}),
 ]
 
 

@@ -127,7 +127,11 @@ def test_hand_set_thresholds_clear_certified_targets_and_say_so(serve, own_bundl
             "/v1/policy", json={"t_pass": 0.06, "targets": {"recall": 0.99}, "reason": "x" * 5}, headers=headers
         )
         read_back = policy(api)
+        same_targets = api.client.put(  # a client re-posting what it read: the targets in force are no change
+            "/v1/policy", json={"targets": read_back["policy"]["targets"], "reason": "re-post"}, headers=headers
+        )
 
+    assert same_targets.status_code == 200, same_targets.text
     assert trained["policy"]["targets"] and trained["guarantee_state"] != "hand_set, not certified"
     assert rule_only["guarantee_state"] == trained["guarantee_state"]  # thresholds untouched
     assert hand_set.status_code == 200
