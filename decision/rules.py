@@ -45,6 +45,9 @@ RULE_ACTIONS = ("block", "review")
 RULE_KINDS = ("term", "category", "range", "all", "match")
 # The keys of a condition inside an "all" rule: a rule's keys without name and action (and no nesting).
 CONDITION_KEYS = ("kind", "terms", "fields", "column", "values", "min", "max")
+# terms of one term rule: one search of 1,000 60-character terms takes about 5 ms per text field of a listing,
+# and the whole-column engine's pattern for ~10,000 such terms is more than RE2 compiles (`check_compiles`)
+MAX_RULE_TERMS = 1_000
 RULE_MODES = ("enforce", "shadow")
 # Columns the service derives for every listing before rules run (not sent by callers)
 DERIVED_COLUMNS = frozenset({PRODUCT_MATCH})
@@ -111,6 +114,11 @@ class Rule:
         if self.kind == "term":
             if not self.terms or not all(isinstance(t, str) and t.strip() for t in self.terms):
                 raise ValueError(f"{where}.terms: a term rule needs a list of non-empty strings")
+            if len(self.terms) > MAX_RULE_TERMS:
+                raise ValueError(
+                    f"{where}.terms: {len(self.terms):,} terms; a term rule takes at most {MAX_RULE_TERMS:,} (every "
+                    "listing is searched for each of them while it is scored)"
+                )
             if not self.fields or not all(isinstance(f, str) and f for f in self.fields):
                 raise ValueError(f"{where}.fields: a term rule needs the text fields to search")
         elif self.kind == "category":
@@ -303,6 +311,7 @@ def check_matchable(rule: Rule, where: str, roles: Mapping[str, Sequence[str]], 
                     f"numbers, so it needs a numeric column (this bundle's: {numeric})"
                 )
         elif condition.kind == "term":
+            check_compiles(condition, at)
             limits = [max_chars.get(column) for column in condition.fields]
             if not limits or None in limits:
                 continue
@@ -365,6 +374,18 @@ def _category_mask(values: TextColumn, wanted: frozenset[str]) -> np.ndarray:
         codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
     hit = np.fromiter((normalize_category(str(u)) in wanted for u in uniques), dtype=bool, count=len(uniques))
     return hit[codes].reshape(-1)
+
+
+def check_compiles(rule: Rule, where: str) -> None:
+    """ValueError("<where>.terms: ...") when a term rule's whole-column pattern is larger than RE2 compiles:
+    scoring a batch with it would fail, and every listing of the batch would go to review (fail safe)."""
+    try:
+        pc.match_substring_regex(pa.array([""], type=pa.large_string()), _term_pattern_re2(tuple(rule.terms)))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(
+            f"{where}.terms: the {len(rule.terms):,} terms ({sum(map(len, rule.terms)):,} characters) make a pattern "
+            f"too large to match ({exc}); use fewer or shorter terms"
+        ) from exc
 
 
 @lru_cache(maxsize=256)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.serving.conftest import listing_json
+
 REVIEW_RULE = {"action": "review", "kind": "term", "terms": ["replica"], "fields": ["title"]}
 
 
@@ -144,6 +146,31 @@ def test_a_term_longer_than_any_text_its_fields_take_is_refused(serve, own_bundl
     assert "10000" in errors(too_long)["rule.terms"].replace(",", "")
     assert spaced.status_code == 200, spaced.text
     assert description.status_code == 200, description.text
+
+
+def test_a_term_rule_too_large_to_search_is_refused_before_it_can_send_every_batch_to_review(
+    serve, own_bundle: Path
+) -> None:
+    """A term list the batch engine cannot compile failed every batch of 32 or more listings (all sent to
+    review, fail safe) once in force; now the change is a 422 on `rule.terms`, and scoring is untouched."""
+    many = [f"term{i}" for i in range(1_001)]
+    huge = [f"{i}" + "x" * 4_000 for i in range(400)]  # within each field's length, past what RE2 compiles
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        too_many = api.client.put(
+            "/v1/policy/rules/big", json={"rule": {**REVIEW_RULE, "terms": many}, "reason": "a test"}, headers=headers
+        )
+        too_large = api.client.put(
+            "/v1/policy/rules/big",
+            json={"rule": {**REVIEW_RULE, "terms": huge, "fields": ["description"]}, "reason": "a test"},
+            headers=headers,
+        )
+        batch = api.batch([listing_json(i) for i in range(40)]).json()["items"]
+
+    assert "at most 1,000" in errors(too_many)["rule.terms"]
+    assert "too large to match" in errors(too_large)["rule.terms"]
+    assert history(api) == []
+    assert all(item["fallback_reason"] is None for item in batch)
 
 
 def test_a_rule_version_cannot_be_patched_it_is_the_servers(serve, own_bundle: Path) -> None:
