@@ -47,7 +47,16 @@ RULE_KINDS = ("term", "category", "range", "all", "match")
 CONDITION_KEYS = ("kind", "terms", "fields", "column", "values", "min", "max")
 # terms of one term rule: one search of 1,000 60-character terms takes about 5 ms per text field of a listing,
 # and the whole-column engine's pattern for ~10,000 such terms is more than RE2 compiles (`check_compiles`)
+# what each kind of condition reads (`Rule`)
+KIND_READS: dict[str, tuple[str, ...]] = {
+    "term": ("terms", "fields"),
+    "category": ("column", "values"),
+    "range": ("column", "min", "max"),
+    "match": ("values",),
+    "all": ("all",),
+}
 MAX_RULE_TERMS = 1_000
+MAX_RULE_NAME = 128  # what /v1/policy/rules/{name} takes
 RULE_MODES = ("enforce", "shadow")
 # Columns the service derives for every listing before rules run (not sent by callers)
 DERIVED_COLUMNS = frozenset({PRODUCT_MATCH})
@@ -97,6 +106,12 @@ class Rule:
         whitespace) is refused: the name is how a rule is changed, logged and shown."""
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"{where}.name: must be a non-empty string (not only whitespace)")
+        # the name is a path segment of /v1/policy/rules/{name}: a rule that path cannot name cannot be changed
+        if len(self.name) > MAX_RULE_NAME or "/" in self.name or self.name != self.name.strip():
+            raise ValueError(
+                f"{where}.name: {self.name[:40]!r}{'...' if len(self.name) > 40 else ''} must be at most "
+                f"{MAX_RULE_NAME} characters, with no '/' and no leading or trailing whitespace"
+            )
         if self.action not in RULE_ACTIONS:
             raise ValueError(f"{where}.action: {self.action!r} is not one of {list(RULE_ACTIONS)}")
         if self.mode not in RULE_MODES:
@@ -108,9 +123,17 @@ class Rule:
         self.validate_condition(where)
 
     def validate_condition(self, where: str = "rule") -> None:
-        """Check the kind and what it needs (name and action aside: a condition of an "all" rule has neither)."""
+        """Check the kind and what it needs (name and action aside: a condition of an "all" rule has neither),
+        and that it carries nothing its kind does not read (a term rule with a `column` reads like "term in
+        that column" but searches its `fields` alone)."""
         if self.kind not in RULE_KINDS:
             raise ValueError(f"{where}.kind: {self.kind!r} is not one of {list(RULE_KINDS)}")
+        for key in CONDITION_KEYS[1:] + ("all",):
+            if key not in KIND_READS[self.kind] and getattr(self, key) not in (None, []):
+                raise ValueError(
+                    f"{where}.{key}: a {self.kind} rule does not read {key} (it reads "
+                    f"{', '.join(KIND_READS[self.kind])}); leave it out"
+                )
         if self.kind == "term":
             if not self.terms or not all(isinstance(t, str) and t.strip() for t in self.terms):
                 raise ValueError(f"{where}.terms: a term rule needs a list of non-empty strings")

@@ -16,7 +16,7 @@ from bundle.manifest import BundleError, resolve_bundle
 from bundle.policies import next_policy_version
 from decision.audit import inclusion_probabilities, pass_margin
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, HAND_SET, Policy, route
-from decision.rules import check_matchable, match_rule_masks
+from decision.rules import CONDITION_KEYS, check_matchable, match_rule_masks
 from decision.tiers import frame_tier_risk
 from features.config import DataConfig, load_config
 from serving.api.schemas import text_limits
@@ -242,7 +242,11 @@ def rules_with_change(current: Policy, name: str, rule: dict[str, Any] | None, m
     elif index is None:
         rules.append({**rule, "name": name})
     else:
-        rules[index] = {**(rules[index] if merge else {}), **rule, "name": name}
+        kept = rules[index] if merge else {}
+        if merge and rule.get("kind", kept.get("kind")) != kept.get("kind"):
+            # a patch that changes the kind changes the condition: what the old kind read goes with it
+            kept = {k: v for k, v in kept.items() if k not in (*CONDITION_KEYS, "all")}
+        rules[index] = {**kept, **rule, "name": name}
     return rules
 
 

@@ -4,6 +4,7 @@ names the field, and the dict round trip a policy is stored as."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -164,8 +165,11 @@ def test_rules_round_trip_through_dicts_and_a_policy() -> None:
         assert again == rule and again.to_dict() == rule.to_dict()
     stored = Rule.from_dict(CHEAP_ROLEX).to_dict()
     assert stored["all"] == CHEAP_ROLEX["all"]  # conditions keep no name, action or empty keys
-    policy = Policy(version="p", t_pass=0.1, t_block=0.9, rules=RULES)
-    assert Policy.from_dict(policy.to_dict()).rules == RULES
+    named = [dataclasses.replace(rule, name=f"{rule.name}_{i}") for i, rule in enumerate(RULES)]  # names are unique
+    policy = Policy(version="p", t_pass=0.1, t_block=0.9, rules=named)
+    assert Policy.from_dict(policy.to_dict()).rules == named
+    with pytest.raises(ValueError, match=r"rules\[1\]\.name: 'band' names another rule too"):
+        Policy(version="p", t_pass=0.1, t_block=0.9, rules=[_price_rule(1.0, 2.0), _price_rule(3.0, 4.0)]).validate()
     only_rolex = Policy(version="p", t_pass=0.1, t_block=0.9, rules=[RULES[3]])
     with pytest.raises(ValueError, match=r"rules\[0\]: rule 'cheap_rolex' reads columns \['price'\]"):
         only_rolex.validate(columns=["brand", "title", "description"])
@@ -194,6 +198,23 @@ def test_rules_round_trip_through_dicts_and_a_policy() -> None:
             r"rule\.all\[0\]: unknown keys \['all'\]",
         ),
         ({"kind": "all", "all": [CHEAP_ROLEX["all"][0], {"kind": "nope"}]}, r"rule\.all\[1\]\.kind: 'nope'"),
+        # what the kind does not read is refused, not stored to mislead ("foo in pharmacy" that matches anywhere)
+        (
+            {"kind": "term", "terms": ["foo"], "fields": ["title"], "column": "category", "values": ["pharmacy"]},
+            r"rule\.column: a term rule does not read column",
+        ),
+        ({"kind": "category", "column": "category", "values": ["x"], "min": 3}, r"rule\.min: a category rule"),
+        ({"kind": "all", "all": CHEAP_ROLEX["all"], "terms": ["x"]}, r"rule\.terms: a all rule does not read"),
+        ({"kind": "match", "values": ["repost"], "fields": ["title"]}, r"rule\.fields: a match rule"),
+        (
+            {"kind": "all", "all": [{"kind": "range", "column": "price", "max": 3, "terms": ["x"]}]},
+            r"rule\.all\[0\]\.terms: a range rule does not read",
+        ),
+        # a name /v1/policy/rules/{name} could not address
+        ({"name": "a/b", "kind": "match", "values": ["repost"]}, r"rule\.name: 'a/b' must be at most 128"),
+        ({"name": "x" * 129, "kind": "match", "values": ["repost"]}, r"rule\.name"),
+        ({"name": " lead", "kind": "match", "values": ["repost"]}, r"rule\.name"),
+        ({"kind": "term", "terms": [f"t{i}" for i in range(1_001)], "fields": ["title"]}, r"rule\.terms: 1,001"),
     ],
 )
 def test_bad_range_and_all_rules_are_refused_naming_the_field(raw: dict[str, Any], field: str) -> None:

@@ -197,6 +197,44 @@ def test_a_rule_version_cannot_be_patched_it_is_the_servers(serve, own_bundle: P
     assert len(changes) == 2
 
 
+def test_a_patch_that_changes_the_kind_drops_what_the_old_kind_read_and_strays_are_refused(
+    serve, own_bundle: Path
+) -> None:
+    """A term rule patched into a category rule keeps no `terms` or `fields` (it would read like "the term in
+    that category"); a rule sent with a field its kind does not read is a 422 naming that field."""
+    with serve(bundle=str(own_bundle)) as api:
+        headers = api.headers("admin")
+        api.client.put("/v1/policy/rules/x", json={"rule": REVIEW_RULE, "reason": "a test"}, headers=headers)
+        changes = {"kind": "category", "column": "category", "values": ["pharmacy"]}
+        patched = api.client.patch("/v1/policy/rules/x", json={"changes": changes, "reason": "a test"}, headers=headers)
+        stray = api.client.put(
+            "/v1/policy/rules/y",
+            json={"rule": {**REVIEW_RULE, "column": "category", "values": ["pharmacy"]}, "reason": "a test"},
+            headers=headers,
+        )
+        twice = api.client.put(
+            "/v1/policy",
+            json={
+                "rules": [{**REVIEW_RULE, "name": "dup"}, {**REVIEW_RULE, "name": "dup", "terms": ["fake"]}],
+                "replace_rules": True,
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+
+    assert patched.status_code == 200, patched.text
+    rule = next(r for r in patched.json()["policy"]["rules"] if r["name"] == "x")
+    assert {k: rule.get(k) for k in ("kind", "column", "values", "terms", "fields")} == {
+        "kind": "category",
+        "column": "category",
+        "values": ["pharmacy"],
+        "terms": None,
+        "fields": None,
+    }
+    assert "a term rule does not read column" in errors(stray)["rule.column"]
+    assert "names another rule too" in " ".join(errors(twice).values()), twice.text
+
+
 def test_a_change_that_changes_nothing_makes_no_version(serve, own_bundle: Path) -> None:
     with serve(bundle=str(own_bundle)) as api:
         headers = api.headers("admin")
