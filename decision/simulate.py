@@ -282,18 +282,30 @@ def reference_tiers(reference: pd.DataFrame, scored_only: bool = False) -> list[
     return scored + sorted(set(named) - set(scored) - {NO_TIER})
 
 
-def parse_tier_threshold(item: str) -> tuple[str, float]:
-    """A per-tier threshold written 'tier:threshold' (the API's and the CLI's `tier_pass`)."""
+def parse_tier_threshold(item: str, what: str = "threshold") -> tuple[str, float]:
+    """A per-tier value written 'tier:<what>' (the API's and the CLI's `tier_pass`; `what` names the value in
+    messages: a threshold, or a recall target)."""
     name, sep, text = item.partition(":")
     if not sep or not name or len(name) > 64 or not (name.isascii() and name.replace("_", "").isalnum()):
-        raise ValueError(f"{item[:80]!r} is not 'tier:threshold' (tier: letters, digits, underscores)")
+        raise ValueError(f"{item[:80]!r} is not 'tier:{what}' (tier: letters, digits, underscores)")
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{item[:80]!r}: threshold {text[:20]!r} is not a number") from None
+        raise ValueError(f"{item[:80]!r}: {what} {text[:20]!r} is not a number") from None
     if not 0.0 <= value < 1.0:  # also refuses NaN
-        raise ValueError(f"{item[:80]!r}: threshold must be in [0, 1)")
+        raise ValueError(f"{item[:80]!r}: {what} must be in [0, 1)")
     return name, value
+
+
+def parse_tier_values(items: Sequence[str], what: str = "threshold") -> dict[str, float]:
+    """'tier:value' items as a mapping; ValueError for a tier named twice (which one wins would be a guess)."""
+    values: dict[str, float] = {}
+    for item in items:
+        name, value = parse_tier_threshold(item, what)
+        if name in values:
+            raise ValueError(f"tier {name!r} is named twice ({values[name]:g} and {value:g}): give each tier once")
+        values[name] = value
+    return values
 
 
 def with_thresholds(

@@ -23,7 +23,7 @@ from decision.policy import Policy, thresholds_in_words
 from decision.simulate import (
     WHAT_IF_VERSION,
     SimulationResult,
-    parse_tier_threshold,
+    parse_tier_values,
     reference_tiers,
     simulate_policy,
     sweep,
@@ -37,6 +37,7 @@ from training.cli_output import console, err_console, fail, note, number_between
 from training.plots import plot_curve
 
 REFERENCE_FILE = "reference.parquet"
+MIN_RECALL_TARGET = 0.5  # the least --recall and --tier-recall take (`Fraction`)
 
 BundleOpt = Annotated[Path, typer.Option(help="bundle directory or the models/latest pointer")]
 Fraction = Annotated[float, typer.Option(parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999))]
@@ -101,6 +102,11 @@ def thresholds(
         if config is not None:
             config.check_segment_by(segment_by)
         tiers = () if plain else _bundle_tiers(config, bundle_dir, reference, tier_recall or [])
+        if segment_by and tiers:  # the certificate is per tier, not per segment: saving it would drop the option
+            fail(
+                f"--segment-by: per-segment thresholds are certified for one recall target; bundle {bundle_dir} is "
+                "tiered (each tier has its own): add --single-tier to certify one target per segment"
+            )
         if tiers and recall is not None:
             fail(
                 recall_on_tiers(
@@ -172,14 +178,15 @@ def _bundle_tiers(
             raise ValueError(f"--tier-recall: bundle {bundle_dir} has no data config, so no tiers")
         return ()
     tiers = config.tiers if config.tiered and "tier" in reference else ()
-    recalls = {}
-    for item in overrides:
-        name, value = parse_tier_threshold(item)
+    try:
+        recalls = parse_tier_values(overrides, "recall target")
+    except ValueError as exc:
+        raise ValueError(f"--tier-recall: {exc}") from None
+    for name, value in recalls.items():
         if name not in {t.name for t in tiers}:
-            raise ValueError(f"--tier-recall {item!r}: the bundle's tiers are {[t.name for t in tiers] or 'none'}")
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"--tier-recall {item!r}: recall must be strictly between 0 and 1")
-        recalls[name] = value
+            raise ValueError(f"--tier-recall {name}: the bundle's tiers are {[t.name for t in tiers] or 'none'}")
+        if not MIN_RECALL_TARGET <= value < 1.0:  # as --recall
+            raise ValueError(f"--tier-recall {name}:{value:g}: a recall target must be in [{MIN_RECALL_TARGET}, 1)")
     return tuple(Tier(t.name, t.reasons, recalls.get(t.name, t.recall)) for t in tiers)
 
 
@@ -265,8 +272,8 @@ def _policy_to_simulate(
     tier_pass: list[str] | None = None,
 ) -> Policy:
     current = _current_policy(bundle_dir)
-    if (recall is not None or block_precision is not None) and tier_pass:
-        fail("give thresholds (--t-pass, --t-block, --tier-pass) or targets, not both")
+    if (recall is not None or block_precision is not None) and (tier_pass or t_pass is not None or t_block is not None):
+        fail("give thresholds (--t-pass, --t-block, --tier-pass) or targets (--recall, --block-precision), not both")
     if recall is not None or block_precision is not None:
         result = choose_policy_thresholds(reference, recall=recall or 0.99, block_precision=block_precision or 0.98)
         if not result.feasible:  # on stderr: --json keeps stdout one JSON document
@@ -278,7 +285,7 @@ def _policy_to_simulate(
     if t_pass is None and t_block is None and not tier_pass:
         return base
     try:
-        tiers = dict(parse_tier_threshold(item) for item in tier_pass or [])
+        tiers = parse_tier_values(tier_pass or [])
     except ValueError as exc:
         fail(f"--tier-pass: {exc}")
     try:

@@ -244,6 +244,13 @@ def test_cli_simulate_tiered_prints_the_headline_first_then_tiers(tmp_path: Path
     for bad in ("severe", "severe:2", "gone:0.1"):
         refused = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--tier-pass", bad])
         assert refused.exit_code == 2 and "tier" in refused.output, refused.output
+    # as the API: a tier named twice, or thresholds and targets together, are refused rather than one guessed
+    twice = runner.invoke(
+        _app(), ["simulate", "--bundle", str(bundle), "--tier-pass", "severe:0.01", "--tier-pass", "severe:0.02"]
+    )
+    assert twice.exit_code == 2 and "named twice" in twice.output, twice.output
+    both = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--recall", "0.97", "--t-pass", "0.01"])
+    assert both.exit_code == 2 and "not both" in both.output, both.output
 
 
 def _tiered_reference(n: int, seed: int) -> pd.DataFrame:
@@ -378,6 +385,26 @@ def test_cli_thresholds_refuses_one_recall_target_on_a_tiered_bundle(fake_tiered
     )
     assert tiered.exit_code == 0, tiered.output
     assert load_policy(fake_tiered_bundle).targets["recall"] == {"severe": 0.99, "minor": 0.85}
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--tier-recall", "minor:0.9", "--tier-recall", "minor:0.8"], "named twice"),
+        (["--tier-recall", "minor:0.1"], "a recall target must be in [0.5, 1)"),
+        (["--tier-recall", "minor:abc"], "recall target 'abc' is not a number"),
+        (["--segment-by", "market"], "--single-tier"),
+    ],
+)
+def test_cli_thresholds_refuses_what_it_would_have_saved_otherwise(
+    fake_tiered_bundle: Path, args: list[str], said: str
+) -> None:
+    """A tier's target given twice (the last won), a recall target below what --recall takes, and per-segment
+    thresholds on a tiered bundle (noted as not used, yet a policy was saved): refused, nothing saved."""
+    result = CliRunner().invoke(_app(), ["thresholds", "--bundle", str(fake_tiered_bundle), *args])
+    assert result.exit_code == 2, result.output
+    assert said in " ".join(result.output.split())
+    assert load_policy(fake_tiered_bundle).version == "policy-20250101T000000-1"
 
 
 def test_cli_thresholds_shows_each_statements_own_confidence(fake_tiered_bundle: Path) -> None:
