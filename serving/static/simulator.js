@@ -563,6 +563,17 @@
     $("apply-status").classList.remove("error");
     const r = state.scenario;
     const p = state.production;
+    const tiered = (t) => (t.tiers || []).some((tier) => tier.t_pass !== null);
+    if (tiered(p) && !tiered(r)) {
+      // a target-mode scenario certifies one overall target with no tier thresholds; the policy API keeps the
+      // tier thresholds in force, so applying would put a policy in force that this scenario did not show
+      $("apply-status").textContent = "This scenario decides on the overall risk alone, but the policy in force " +
+        "also has per-tier thresholds, which applying would keep: what would be in force is not what this " +
+        "scenario shows. Switch to thresholds mode to try a pair with the tier thresholds in force, or certify " +
+        "new per-tier targets with `triage thresholds --tier-recall`.";
+      $("apply-status").classList.add("error");
+      return;
+    }
     $("apply-pair").textContent = `New thresholds: t_pass ${fmt(r.t_pass)}, t_block ${fmt(r.t_block)} ` +
       `(in force: ${p.t_pass === null ? "per segment" : fmt(p.t_pass) + ", " + fmt(p.t_block)}). ` +
       (r.chosen && !r.chosen.feasible ? "Warning: the targets are not met by this pair. " : "") +

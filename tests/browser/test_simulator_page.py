@@ -323,6 +323,24 @@ def test_split_bar_labels_are_whole_and_the_page_fits_the_width(browser, live_se
         browser.set_window_size(size["width"], size["height"])
 
 
+def test_a_target_mode_scenario_is_not_applied_over_tier_thresholds_it_did_not_simulate(
+    browser, tiered_live_server
+) -> None:
+    """Target mode certifies one overall recall target (no tier thresholds); the policy API keeps the tier
+    thresholds in force, so applying it put in force a policy with other figures than the dialog showed.
+    The page says so instead of offering the change."""
+    server = tiered_live_server
+    _open_with_key(browser, server, key=server.admin_key)
+    assert any(t["t_pass"] is not None for t in server.get("/v1/simulate").json()["tiers"])
+    before = _rendered_scenario(browser)
+    browser.find_element(By.ID, "mode-targets").click()
+    assert "recall" in _wait_for_update(browser, before)  # the scenario asks for targets
+    browser.find_element(By.ID, "apply").click()
+    status = browser.find_element(By.ID, "apply-status")
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda d: "per-tier thresholds" in status.text)
+    assert not browser.find_element(By.ID, "apply-dialog").is_displayed()
+
+
 def test_a_tiered_bundle_shows_the_headline_first_and_each_tiers_misses(browser, tiered_live_server) -> None:
     server = tiered_live_server
     _open_with_key(browser, server)
