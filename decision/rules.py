@@ -445,8 +445,18 @@ _SPACES_ASCII = r"[\t\n\x{0b}\f\r \x{1c}-\x{1f}]+"
 def _term_pattern_re2(terms: tuple[str, ...], ascii_text: bool = False) -> str:
     """RE2 twin of `_term_pattern`; `ascii_text=True` gives a pattern valid only for ASCII text."""
     not_word, spaces = (_NOT_WORD_ASCII, _SPACES_ASCII) if ascii_text else (_NOT_WORD, _SPACES)
-    alternatives = "|".join(spaces.join(re.escape(w) for w in t.split()) for t in sorted(terms, key=len, reverse=True))
+    alternatives = "|".join(
+        spaces.join(_DOTTED_I.sub(_ANY_I, re.escape(w)) for w in t.split())
+        for t in sorted(terms, key=len, reverse=True)
+    )
     return rf"(?i)(?:^|{not_word})(?:{alternatives})(?:{not_word}|$)"
+
+
+# Python's re, case-insensitive, takes i, I, İ (dotted capital) and ı (dotless small) for one another; RE2's
+# case folding pairs only i and I. Every one of them in a term is spelled as the four (letters are never
+# escaped, so each is a literal here), and "İvory" is a match for "ivory" on both paths.
+_DOTTED_I = re.compile("[iIİı]")
+_ANY_I = "[iIİı]"
 
 
 def _text_columns(listings: pd.DataFrame, columns: Sequence[str]) -> dict[str, TextColumn]:

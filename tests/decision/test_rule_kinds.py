@@ -147,6 +147,23 @@ def test_range_and_all_agree_one_by_one_and_columnar(n: int) -> None:
         assert (one_dict[0][0], one_dict[1][0], one_dict[2][0]) == (block[i], review[i], matched[i]), listing
 
 
+def test_a_term_matches_the_same_texts_one_by_one_and_over_a_column_whatever_i_it_is_written_with() -> None:
+    """Python's re takes i, I, İ and ı for one another; RE2 folded only i and I, so "İvory carving" matched
+    'ivory' in a single request and not in a batch of 32 or more (nor in `triage score`)."""
+    rule = Rule(name="t", action="review", kind="term", terms=["ivory", "ıphone case"], fields=["title"])
+    texts = ["İvory carving", "IVORY", "ıvory", "Ivory", "iPHONE CASE", "İPHONE  case", "iphone", "ivoryx", "an ivory"]
+    few = rule.match_texts({"title": texts}, len(texts))  # Python, text by text
+    reps = -(-COLUMNAR_RULES_MIN // len(texts))
+    many = rule.match_texts({"title": texts * reps}, len(texts) * reps)  # RE2 over the column (non-ASCII text)
+    ascii_texts = [t for t in texts if t.isascii()]
+    ascii_reps = -(-COLUMNAR_RULES_MIN // len(ascii_texts))
+    ascii_many = rule.match_texts({"title": ascii_texts * ascii_reps}, len(ascii_texts) * ascii_reps)
+
+    assert few.tolist() == [True, True, True, True, True, True, False, False, True]
+    assert many.tolist() == few.tolist() * reps
+    assert ascii_many.tolist() == [bool(few[texts.index(t)]) for t in ascii_texts] * ascii_reps
+
+
 def test_range_reads_only_plain_decimal_finite_numbers() -> None:
     texts = [str(v) if not isinstance(v, str) else v for v in ODD_NUMBERS if v is not None]
     rule = _price_rule(-1e30, None)
