@@ -79,5 +79,4 @@ def thresholds_line(document: dict[str, Any]) -> str:
             f"the bundle's own policy (policy.json of model {document['model_version']}; the log names that "
             "policy by version only)"
         )
-    tier_pass = thresholds["tier_pass"] if thresholds.get("tiers_decide") else None
-    return "thresholds: " + thresholds_in_words(thresholds["t_pass"], thresholds["t_block"], tier_pass)
+    return "thresholds: " + thresholds_in_words(thresholds["t_pass"], thresholds["t_block"], thresholds["tier_pass"])

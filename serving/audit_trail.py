@@ -183,14 +183,24 @@ def tiers_decide(record: DecisionRecord) -> bool:
 
 
 def _tier_pass(trail: DecisionTrail) -> dict[str, float] | None:
-    """The pass threshold of each tier when they decided: a policy put in force through the API is stored
-    whole; the bundle's own policy is logged by version only, and read from its bundle where that is
-    kept (`with_bundle_policy`); None when neither holds it."""
+    """The pass threshold of each tier of the policy that decided, for a decision with tier risks: routing
+    applies them whether the overall t_pass is a real number (a pass then needs both) or sits at
+    TIERED_T_PASS (they alone decide). A policy put in force through the API is stored whole; the bundle's
+    own policy is logged by version only, and read from its bundle where that is kept
+    (`with_bundle_policy`); None when neither holds it, or the policy has none."""
     policy = trail.policy.policy if trail.policy is not None else trail.bundle_policy
-    if not tiers_decide(trail.record) or policy is None:
+    if not trail.record.tier_risk or policy is None:
         return None
     tier_pass = policy.get("tier_pass")
-    return dict(tier_pass) if isinstance(tier_pass, dict) else None
+    return dict(tier_pass) if isinstance(tier_pass, dict) and tier_pass else None
+
+
+def _tier_risks_against(tier_risks: dict[str, float], tier_pass: dict[str, float]) -> str:
+    """ "tier risks 'minor' 0.004 (threshold 0.011), ..." (each tier's threshold where the policy is known)."""
+    return "tier risks " + ", ".join(
+        f"'{name}' {_num(value)}" + (f" (threshold {_num(tier_pass[name])})" if name in tier_pass else "")
+        for name, value in tier_risks.items()
+    )
 
 
 def with_bundle_policy(trail: DecisionTrail, models_root: Path) -> DecisionTrail:
@@ -312,21 +322,27 @@ def _by_thresholds(trail: DecisionTrail, versions: str) -> str:
             f"{likeliest} {versions}."
         )
     tier_risks = record.tier_risk or {}
+    tier_pass = _tier_pass(trail) or {}
     if record.decision == "auto_pass" and tiers_decide(record):  # a tiered policy passes on each tier's threshold
-        risks = ", ".join(f"'{name}' {_num(value)}" for name, value in tier_risks.items())
         return (
-            f"Passed automatically: every tier's risk was below its own pass threshold{qualified} (tier risks "
-            f"{risks}; overall risk {_num(risk)}) {versions}."
+            f"Passed automatically: every tier's risk was below its own pass threshold{qualified} "
+            f"({_tier_risks_against(tier_risks, tier_pass)}; overall risk {_num(risk)}) {versions}."
         )
     if record.decision == "auto_pass":
         risk_words, pass_words = in_words_apart(risk, t_pass)
+        also = (  # tier thresholds beside a real overall t_pass: a pass needed both
+            f", and every tier's risk below its own pass threshold ({_tier_risks_against(tier_risks, tier_pass)})"
+            if tier_risks and tier_pass
+            else ""
+        )
         return (
             f"Passed automatically: the model's risk {risk_words} was below the pass threshold "
-            f"{pass_words}{qualified}"
+            f"{pass_words}{qualified}{also}"
             f" {versions}."
         )
+    own = f" {_num(tier_pass[tier])}" if tier and tier in tier_pass else ""
     driver = (
-        f"; tier '{tier}' is furthest above its pass threshold (tier risk {_num(tier_risk)})"
+        f"; tier '{tier}' is furthest above its pass threshold{own} (tier risk {_num(tier_risk)})"
         if tier and tier_risk
         else ""
     )

@@ -280,6 +280,58 @@ def test_decisions_show_prints_the_thresholds_that_decided_a_tiered_decision(sto
     )
 
 
+def test_tier_thresholds_beside_a_real_overall_t_pass_are_named_where_they_decided(store: Store) -> None:
+    """A hand-set overall pair keeps the tier thresholds in force, and routing applies both (a pass needs
+    both). The audit said "risk below the pass threshold 0.5" for a pass, gave no threshold for the tier
+    that sent a listing to review, and printed only t_pass and t_block."""
+    from serving.audit_commands import thresholds_line
+    from serving.store.decision_audit import StoredPolicy
+
+    passed, reviewed = store.record_decisions(
+        [
+            make_decision(
+                decision="auto_pass",
+                automated=True,
+                risk=0.00969,
+                t_pass=0.5,
+                t_block=0.6,
+                rules_matched=[],
+                tier_risk={"severe": 0.0004, "minor": 0.009},
+            ),
+            make_decision(
+                risk=0.04,
+                t_pass=0.5,
+                t_block=0.6,
+                rules_matched=[],
+                tier_risk={"severe": 0.0004, "minor": 0.038},
+                decision_tier="minor",
+            ),  # fmt: skip
+        ]
+    )
+    stored = StoredPolicy(
+        version="policy-1",
+        bundle_version="model-1",
+        at=passed.decided_at,
+        policy={"t_pass": 0.5, "t_block": 0.6, "tier_pass": {"minor": 0.011, "severe": 0.0011}},
+        actor="admin",
+        reason="hand-set pair",
+        rules={},
+    )
+    passed_doc = audit_document(replace(_trail(store, passed.decision_id), policy=stored))
+    reviewed_doc = audit_document(replace(_trail(store, reviewed.decision_id), policy=stored))
+
+    assert passed_doc["thresholds"]["tier_pass"] == {"minor": 0.011, "severe": 0.0011}
+    assert thresholds_line(passed_doc) == (
+        "thresholds: t_pass 0.5  t_block 0.6  pass thresholds per tier: 'minor' 0.011, 'severe' 0.0011"
+    )
+    assert (
+        passed_doc["why"].startswith("Passed automatically: the model's risk 0.00969 was below the pass threshold 0.5")
+        and "every tier's risk below its own pass threshold (tier risks 'severe' 0.0004 (threshold 0.0011)"
+        in (passed_doc["why"])
+    )
+    assert "tier 'minor' is furthest above its pass threshold 0.011 (tier risk 0.038)" in reviewed_doc["why"]
+
+
 def test_a_bundles_own_tiered_policy_is_read_from_the_bundle_that_keeps_it(store: Store, tmp_path: Path) -> None:
     """The log names the bundle's own policy by version only, so a tiered decision's record showed the
     placeholder t_pass 0.9999999999999999 and no tier thresholds: the bundle keeps every policy version it
