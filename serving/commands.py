@@ -124,7 +124,7 @@ def keys_create(
         raise typer.BadParameter(str(exc), param_hint="--scopes") from exc
     with _open_store(get_settings()) as store:
         try:
-            token = create_key(store, name, wanted, team)
+            token = create_key(store, name, wanted, team, actor=_operator())
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--team") from exc
         except ConflictError as exc:
@@ -150,7 +150,7 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="the key's name")]) -> 
     from serving.keys import revoke_key
 
     with _open_store(get_settings()) as store:
-        if not revoke_key(store, name):
+        if not revoke_key(store, name, actor=_operator()):
             _fail(f"no API key named {name!r}")
     typer.echo(f"key {name!r} revoked", err=True)
 
@@ -160,11 +160,33 @@ def keys_rotate(name: Annotated[str, typer.Argument(help="the key's name")]) -> 
     from serving.keys import rotate_key
 
     with _open_store(get_settings()) as store:
-        token = rotate_key(store, name)
+        token = rotate_key(store, name, actor=_operator())
     if token is None:
         _fail(f"no live API key named {name!r}")
     typer.echo(token)
     typer.echo(f"key {name!r} rotated: store the new token now, it is not shown again", err=True)
+
+
+def keys_history(
+    name: Annotated[str | None, typer.Argument(help="only this key's changes (default: every key's)")] = None,
+) -> None:
+    """Every change of the API keys, oldest first: when, who, what (create, rotate, revoke), which key."""
+    with _open_store(get_settings(), read_only=True) as store:
+        changes = store.key_changes(name)
+    for change in changes:
+        scopes = ",".join(change["scopes"])
+        typer.echo(
+            f"{change['at']:%Y-%m-%dT%H:%M:%SZ}\t{change['event']}\t{change['key']}\t{scopes}\tby {change['actor']}"
+        )
+    if not changes:
+        typer.echo("no key changes recorded" + (f" for {name!r}" if name else ""), err=True)
+
+
+def _operator() -> str:
+    """Who runs `triage keys` here, for the key audit (the service records the admin key's name instead)."""
+    import getpass
+
+    return f"{os.environ.get('USER') or getpass.getuser()} (triage keys)"
 
 
 def _fail(message: str) -> NoReturn:

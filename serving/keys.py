@@ -50,25 +50,30 @@ def parse_scopes(scopes: str | Iterable[str]) -> frozenset[str]:
     return parsed
 
 
-def create_key(store: Store, name: str, scopes: str | Iterable[str], team: str | None = None) -> str:
+def create_key(
+    store: Store, name: str, scopes: str | Iterable[str], team: str | None = None, actor: str = "unknown"
+) -> str:
     """Create a key and return its plaintext token: shown this once, never stored. `team` groups reviewers
     (e.g. a vendor) in reviewer quality statistics.
 
+    `actor` (the admin key's name, or the operator of the CLI) is recorded in the key audit.
     Raises ConflictError if a key (live or revoked) already has this name."""
     if not name or len(name) > 128:
         raise ValueError("key name must have 1 to 128 characters")
     if team is not None and not 1 <= len(team) <= 128:
         raise ValueError("team must have 1 to 128 characters")
     key_id, token = _new_token()
-    store.insert_api_key(key_id, name, parse_scopes(scopes), _hash_token(token, secrets.token_bytes(16)), team)
+    store.insert_api_key(
+        key_id, name, parse_scopes(scopes), _hash_token(token, secrets.token_bytes(16)), team, actor=actor
+    )
     return token
 
 
-def rotate_key(store: Store, name: str) -> str | None:
+def rotate_key(store: Store, name: str, actor: str = "unknown") -> str | None:
     """Give the live key `name` a new token and return it (shown this once); the old token stops working
     (within CACHE_SECONDS in other processes). None if there is no such live key."""
     key_id, token = _new_token()
-    rotated = store.replace_api_key(name, key_id, _hash_token(token, secrets.token_bytes(16)))
+    rotated = store.replace_api_key(name, key_id, _hash_token(token, secrets.token_bytes(16)), actor=actor)
     _caches.pop(store, None)
     return token if rotated is not None else None
 
@@ -100,9 +105,9 @@ def cached_key(store: Store, token: str) -> ApiKey | None:
     return cached[0] if cached is not None and cached[1] > time.monotonic() else None
 
 
-def revoke_key(store: Store, name: str) -> bool:
+def revoke_key(store: Store, name: str, actor: str = "unknown") -> bool:
     """Revoke the key named `name`; False if there is no such key."""
-    revoked = store.revoke_api_key(name)
+    revoked = store.revoke_api_key(name, actor=actor)
     _caches.pop(store, None)
     return revoked
 

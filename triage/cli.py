@@ -43,6 +43,7 @@ keys_app.command("create")(serving_commands.keys_create)
 keys_app.command("list")(serving_commands.keys_list)
 keys_app.command("revoke")(serving_commands.keys_revoke)
 keys_app.command("rotate")(serving_commands.keys_rotate)
+keys_app.command("history")(serving_commands.keys_history)
 app.add_typer(keys_app, name="keys")
 
 rules_app = typer.Typer(

@@ -1,12 +1,12 @@
-"""API key administration (admin scope): list, create, revoke, rotate. A token is returned once, on
-create or rotate; only its hash is stored."""
+"""API key administration (admin scope): list, create, revoke, rotate, and the audited history of those
+changes (who, when). A token is returned once, on create or rotate; only its hash is stored."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -64,6 +64,27 @@ class KeyToken(BaseModel):
     token: str
 
 
+class KeyChange(BaseModel):
+    """One audited change of a key: created, given a new token (rotate) or revoked, by whom and when."""
+
+    at: datetime
+    actor: str = Field(description="The admin key that made it, or the operator of `triage keys`.")
+    event: str = Field(description="create, rotate or revoke")
+    key: str
+    scopes: list[str]
+    team: str | None = None
+
+
+@router.get("/history", response_model=list[KeyChange])
+async def history(
+    _key: AdminKey,
+    store: StoreDep,
+    name: Annotated[str | None, Query(min_length=1, max_length=128, description="only this key's changes")] = None,
+) -> list[KeyChange]:
+    """Every change of the API keys, oldest first: who created, rotated or revoked which key, and when."""
+    return [KeyChange(**change) for change in await run_in_threadpool(store.key_changes, name)]
+
+
 @router.get("", response_model=list[KeyOut])
 async def list_keys(_key: AdminKey, store: StoreDep) -> list[KeyOut]:
     """Every key, oldest first, revoked ones included; never a token or its hash."""
@@ -76,27 +97,27 @@ async def list_keys(_key: AdminKey, store: StoreDep) -> list[KeyOut]:
     status_code=status.HTTP_201_CREATED,
     responses={409: {"description": "A key with this name already exists"}},
 )
-async def create(body: KeyCreate, _key: AdminKey, store: StoreDep) -> KeyToken:
+async def create(body: KeyCreate, key: AdminKey, store: StoreDep) -> KeyToken:
     """Create a key; the response holds its token, shown this once."""
     try:
-        token = await run_in_threadpool(create_key, store, body.name, body.scopes, body.team)
+        token = await run_in_threadpool(create_key, store, body.name, body.scopes, body.team, key.name)
     except ConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return KeyToken(key=await _named(store, body.name), token=token)
 
 
 @router.post("/{name}/revoke", response_model=KeyOut, responses=_NOT_FOUND)
-async def revoke(name: KeyName, _key: AdminKey, store: StoreDep) -> KeyOut:
+async def revoke(name: KeyName, key: AdminKey, store: StoreDep) -> KeyOut:
     """Revoke a key: refused by every process within a second."""
-    if not await run_in_threadpool(revoke_key, store, name):
+    if not await run_in_threadpool(revoke_key, store, name, key.name):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no API key named {name!r}")
     return await _named(store, name)
 
 
 @router.post("/{name}/rotate", response_model=KeyToken, responses=_NOT_FOUND)
-async def rotate(name: KeyName, _key: AdminKey, store: StoreDep) -> KeyToken:
+async def rotate(name: KeyName, key: AdminKey, store: StoreDep) -> KeyToken:
     """Replace a live key's token (same name and scopes); the old token is refused within a second."""
-    token = await run_in_threadpool(rotate_key, store, name)
+    token = await run_in_threadpool(rotate_key, store, name, key.name)
     if token is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no live API key named {name!r}")
     return KeyToken(key=await _named(store, name), token=token)

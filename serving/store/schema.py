@@ -180,6 +180,22 @@ api_keys = Table(
     Column("team", String(128), nullable=True),  # added later: see ADDED_COLUMNS
 )
 
+# Every change of an API key, audited: created, given a new token, revoked; who did it and when. The keys
+# table keeps only the key as it is now.
+key_audit = Table(
+    "key_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("event", String(8), nullable=False),
+    Column("key_name", String(128), nullable=False),
+    Column("scopes", String(128), nullable=False),
+    Column("team", String(128), nullable=True),
+    CheckConstraint(_one_of("event", ("create", "rotate", "revoke")), name="ck_key_audit_event"),
+    Index("ix_key_audit_key_name", "key_name", "id"),
+)
+
 policy_audit = Table(
     "policy_audit",
     metadata,

@@ -111,3 +111,41 @@ def test_rotation_keeps_name_and_scopes(store: Store, scopes: str) -> None:
     key = verify_key(store, new)
     assert key is not None and key.name == "tool" and key.scopes == set(scopes.split(","))
     assert keys.rotate_key(store, "nobody") is None
+
+
+def test_every_key_change_is_in_the_audited_history_with_who_and_when(serve, tmp_path, monkeypatch) -> None:
+    """Compliance reads who created, rotated and revoked which key, and when: the keys table keeps only the
+    key as it is now (a revoked flag, the latest token's time)."""
+    from typer.testing import CliRunner
+
+    from serving import commands
+    from triage.cli import app
+
+    with serve() as api:
+        admin = api.headers("admin")
+        admin_name = next(
+            k["name"] for k in api.client.get("/v1/admin/keys", headers=admin).json() if "admin" in k["scopes"]
+        )
+        admin_post(api, "/v1/admin/keys", {"name": "vendor-b-1", "scopes": ["review"], "team": "vendor-b"})
+        admin_post(api, "/v1/admin/keys/vendor-b-1/rotate")
+        admin_post(api, "/v1/admin/keys/vendor-b-1/revoke")
+        admin_post(api, "/v1/admin/keys/vendor-b-1/revoke")  # already revoked: no second event
+        mine = api.client.get("/v1/admin/keys/history", params={"name": "vendor-b-1"}, headers=admin)
+        everything = api.client.get("/v1/admin/keys/history", headers=admin)
+        refused = api.client.get("/v1/admin/keys/history", headers=api.headers("read"))
+        revoke_key(api.store, "read-key", actor="ops on call")
+        monkeypatch.setattr(commands, "get_settings", lambda: api.app.state.settings)
+        printed = CliRunner().invoke(app, ["keys", "history", "read-key"])
+
+    assert mine.status_code == 200, mine.text
+    changes = mine.json()
+    assert [(c["event"], c["actor"], c["scopes"], c["team"]) for c in changes] == [
+        ("create", admin_name, ["review"], "vendor-b"),
+        ("rotate", admin_name, ["review"], "vendor-b"),
+        ("revoke", admin_name, ["review"], "vendor-b"),
+    ]
+    assert changes[0]["at"] <= changes[1]["at"] <= changes[2]["at"]
+    assert {c["key"] for c in everything.json()} >= {"vendor-b-1", "read-key"}
+    assert refused.status_code == 403
+    assert printed.exit_code == 0, printed.output
+    assert "\trevoke\tread-key\tread\tby ops on call" in printed.output
