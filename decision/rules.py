@@ -333,6 +333,15 @@ def check_matchable(rule: Rule, where: str, roles: Mapping[str, Sequence[str]], 
                     f"{at}.column: {condition.column!r} is a {column_roles[0]} column; a range rule compares "
                     f"numbers, so it needs a numeric column (this bundle's: {numeric})"
                 )
+        elif condition.kind == "category":
+            column_roles = roles.get(condition.column or "")
+            if column_roles and "numeric" in column_roles:
+                raise ValueError(
+                    f"{at}.column: {condition.column!r} is a numeric column; a category rule compares its text "
+                    "with `values` (a band of numbers is a range rule: min, max)"
+                )
+            if any(not value.strip() for value in condition.values):
+                raise ValueError(f"{at}.values: a blank value never matches (a missing value is never compared)")
         elif condition.kind == "term":
             check_compiles(condition, at)
             limits = [max_chars.get(column) for column in condition.fields]

@@ -18,7 +18,7 @@ from bundle.manifest import BundleError
 from decision.backtest import SOURCES, mixed_history
 from decision.backtest import backtest as run_backtest
 from decision.policy import DECISIONS, Policy
-from decision.rules import Rule
+from decision.rules import Rule, check_matchable
 from features.validate import DataValidationError, load_table
 from training.cli_output import console
 from training.cli_output import fail as _fail
@@ -74,6 +74,13 @@ def backtest(
         loaded = Bundle.load(bundle)
     except BundleError as exc:
         _fail(str(exc))
+    if candidate is not None:  # as the service checks a rule it would backtest or put in force
+        from serving.api.schemas import text_limits
+
+        try:
+            check_matchable(candidate, "rule", loaded.config.column_roles(), text_limits(loaded.config))
+        except ValueError as exc:
+            _fail(str(exc))
     policy, history, note = loaded.policy, None, str(data or loaded.path / HISTORY_FILE)
     if source in ("history", "both"):
         history = _history(loaded, data, required=source == "history")

@@ -33,9 +33,10 @@ from decision.backtest import (
     new_block_rules,
 )
 from decision.policy import Policy
-from decision.rules import Rule
+from decision.rules import Rule, check_matchable
 from serving.api.deps import EngineDep, ReadKey, StoreDep
 from serving.api.errors import field_error
+from serving.api.schemas import text_limits
 from serving.store import Store
 
 router = APIRouter(prefix="/v1", tags=["rules"])
@@ -100,7 +101,7 @@ async def post_backtest(body: BacktestRequest, _key: ReadKey, engine: EngineDep,
     bundle, policy = engine.bundle, engine.policy
     if not engine.ready or bundle is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "no model bundle is loaded")
-    rule = _parse_rule(body.rule)
+    rule = _parse_rule(body.rule, bundle)
     try:
         since, until = body.window()
     except ValueError as exc:
@@ -150,13 +151,17 @@ def _labelled_rows(
     return mixed, sources
 
 
-def _parse_rule(raw: dict[str, Any] | None) -> Rule | None:
+def _parse_rule(raw: dict[str, Any] | None, bundle: Bundle) -> Rule | None:
+    """The rule to test, checked as a policy change checks it: one that could never match the bundle's
+    listings (a range on text, a category on a number, a term longer than its fields) is refused."""
     if raw is None:
         return None
     try:
-        return Rule.from_dict(raw, "rule")
+        rule = Rule.from_dict(raw, "rule")
+        check_matchable(rule, "rule", bundle.config.column_roles(), text_limits(bundle.config))
     except ValueError as exc:
         raise _request_error(str(exc)) from exc
+    return rule
 
 
 def _request_error(message: str) -> RequestValidationError | HTTPException:

@@ -101,10 +101,36 @@ def test_a_range_rule_on_a_column_that_is_not_numeric_is_refused_naming_its_type
             json={"rule": {"action": "review", "kind": "range", "column": "price", "max": 5}, "reason": "a test"},
             headers=headers,
         )
+        category_on_price = api.client.put(
+            "/v1/policy/rules/y",
+            json={
+                "rule": {"action": "review", "kind": "category", "column": "price", "values": ["abc"]},
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+        blank_value = api.client.put(
+            "/v1/policy/rules/y",
+            json={
+                "rule": {"action": "review", "kind": "category", "column": "category", "values": [" "]},
+                "reason": "a test",
+            },
+            headers=headers,
+        )
+        backtest_on_text = api.client.post(
+            "/v1/rules/backtest",
+            json={"rule": {"name": "t", "action": "review", "kind": "range", "column": "title", "max": 30}},
+            headers=api.headers("read"),
+        )
         changes = history(api)
 
     message = errors(on_text)["rule.column"]
     assert message.startswith("rule.column: 'title' is a text column") and "'price'" in message
+    assert category_on_price.status_code == 422 and "numeric" in category_on_price.text, category_on_price.text
+    assert errors(category_on_price)["rule.column"].startswith("rule.column: 'price' is a numeric column")
+    assert "a blank value never matches" in errors(blank_value)["rule.values"]
+    # a backtest checks the rule it tests as the policy change does (it answered 0 hits, no warning)
+    assert "'title' is a text column" in errors(backtest_on_text)["rule.column"]
     assert errors(in_all)["rule.all.1.column"].startswith("rule.all[1].column: 'category' is a categorical column")
     assert on_price.status_code == 200, on_price.text
     assert [c["reason"] for c in changes] == ["a test"]

@@ -40,8 +40,16 @@ def test_bad_rules_name_the_field(bundle_dir: Path) -> None:
         app, ["rules", "backtest", "--bundle", str(bundle_dir), "--rule", '{"name": "x", "kind": "term"}']
     )
     missing = runner.invoke(app, ["rules", "backtest", "--bundle", str(bundle_dir), "--remove", "nope"])
+    never = runner.invoke(  # a range on a text column could never match: refused as the policy API refuses it
+        app,
+        [
+            "rules", "backtest", "--bundle", str(bundle_dir),
+            "--rule", '{"name": "t", "action": "review", "kind": "range", "column": "title", "max": 30}',
+        ],
+    )  # fmt: skip
     assert bad.exit_code == 2 and "rule.action" in bad.output
     assert missing.exit_code == 2 and "remove:" in missing.output
+    assert never.exit_code == 2 and "'title' is a text column" in " ".join(never.output.split()), never.output
 
 
 def test_a_scored_csv_reads_as_the_same_rows_as_parquet(bundle_dir: Path, tmp_path: Path) -> None:
