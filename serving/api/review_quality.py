@@ -22,7 +22,7 @@ from serving.api.pages import page_router
 from serving.api.schemas import ReviewRequest, ReviewResponse
 from serving.engine import verdict_statement
 from serving.reviewer_quality import quality_report
-from serving.store import NotFoundError, Store
+from serving.store import ConflictError, NotFoundError, Store
 from serving.store.gold import GoldItem
 
 api = APIRouter(prefix="/v1", tags=["review quality"])
@@ -95,7 +95,11 @@ def _gold_out(item: GoldItem) -> GoldOut:
     "/gold",
     response_model=GoldOut,
     status_code=status.HTTP_201_CREATED,
-    responses={404: {"description": "Unknown decision"}, 422: {"description": "Invalid field (named)"}},
+    responses={
+        404: {"description": "Unknown decision"},
+        409: {"description": "The decision is already a live gold item"},
+        422: {"description": "Invalid field (named)"},
+    },
 )
 async def add_gold(
     body: GoldCreate, key: SuperviseKey, store: StoreDep, engine: EngineDep, texts: ReviewTextsDep
@@ -113,6 +117,8 @@ async def add_gold(
         )
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except ConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     return _gold_out(item)
 
 

@@ -82,7 +82,8 @@ class GoldItems(Database):
     def add_gold(
         self, source_decision_id: str, expected_verdict: str, expected_reason: str | None, actor: str
     ) -> GoldItem:
-        """A gold item from a logged decision. Raises NotFoundError for an unknown decision."""
+        """A gold item from a logged decision. Raises NotFoundError for an unknown decision, ConflictError when
+        a live gold item already copies it (two copies of one listing could reach one reviewer together)."""
         if expected_verdict not in VERDICTS:
             raise ValueError(f"expected_verdict must be one of {sorted(VERDICTS)}, got {expected_verdict!r}")
         if expected_reason is not None and expected_verdict != "reject":
@@ -110,7 +111,17 @@ class GoldItems(Database):
             "created_at": item.created_at,
             "created_by": actor,
         }
-        self._write(lambda conn: conn.execute(insert(g).values(values)))
+
+        def write(conn: Connection) -> None:
+            live = g.c.source_decision_id == source_decision_id, g.c.retired_at.is_(None)
+            taken = conn.execute(select(g.c.gold_id).where(*live)).first()
+            if taken is not None:
+                raise ConflictError(
+                    f"decision {source_decision_id} is already the live gold item {taken.gold_id}: retire it first"
+                )
+            conn.execute(insert(g).values(values))
+
+        self._write(write)
         return item
 
     def list_gold(self, include_retired: bool = False) -> list[GoldItem]:

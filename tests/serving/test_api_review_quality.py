@@ -27,6 +27,10 @@ def claim(api: Api, headers: dict[str, str]) -> list[dict[str, Any]]:
     return list(response.json()["items"])
 
 
+def gold_id_of(created: Any) -> str:
+    return str(created.json()["gold_id"])
+
+
 def verdict(api: Api, item_id: str, headers: dict[str, str], value: str = "approve") -> dict[str, Any]:
     body = {"verdict": value, "review_seconds": 20} | ({"violation_reason": "counterfeit"} if value == "reject" else {})
     response = api.client.post(f"/v1/reviews/{item_id}", json=body, headers=headers)
@@ -130,6 +134,8 @@ def test_gold_items_are_answered_like_queue_items_and_kept_apart(serve, own_bund
             headers=lead,
         )
         unknown = api.client.post("/v1/gold", json={"decision_id": "nope", "expected_verdict": "reject"}, headers=lead)
+        # a second live copy of one decision could reach one reviewer beside the first
+        twice = api.client.post("/v1/gold", json={"decision_id": source, "expected_verdict": "approve"}, headers=lead)
         put_policy(api, {"quality": {"gold_rate": 1.0}})
         carol = api.key("carol", "review")
         (item,) = claim(api, carol)
@@ -139,10 +145,15 @@ def test_gold_items_are_answered_like_queue_items_and_kept_apart(serve, own_bund
         retired = api.client.delete(f"/v1/gold/{gold_id}", headers=lead)
         retired_again = api.client.delete(f"/v1/gold/{gold_id}", headers=lead)
         after = claim(api, api.key("dave", "review"))
+        once_retired = api.client.post(  # a retired copy no longer stands in the way
+            "/v1/gold", json={"decision_id": source, "expected_verdict": "approve"}, headers=lead
+        )
         stats = api.client.get("/v1/reviewers/stats", headers=api.headers("read")).json()
         labels = api.store.export_labels()
 
     assert created.status_code == 201 and refused.status_code == 422 and unknown.status_code == 404
+    assert twice.status_code == 409 and gold_id_of(created) in twice.json()["detail"]
+    assert once_retired.status_code == 201, once_retired.text
     assert made_up.status_code == 422 and "not a violation reason" in made_up.text
     assert "expected_reason" in refused.text
     assert item["decision_id"] not in (source, gold_id) and item["lane"] == "review"
