@@ -190,7 +190,6 @@ def test_the_console_with_an_item_has_no_serious_accessibility_violation(browser
     assert "label" in [v["id"] for v in serious_violations(browser)]  # the scan does see a field without label
 
 
-
 def test_a_long_url_in_the_listing_wraps_instead_of_widening_the_page(browser: Any, live_server: LiveServer) -> None:
     """Merchants paste URLs and unbroken strings; the title, description and facts wrap within the page."""
     url = "https://example.com/" + "a1b2c3d4" * 60
@@ -217,6 +216,7 @@ def test_a_long_url_in_the_listing_wraps_instead_of_widening_the_page(browser: A
         _wait_for(browser, "released")
     finally:
         browser.set_window_size(size["width"], size["height"])
+
 
 def test_leaving_the_page_gives_the_item_back(browser: Any, live_server: LiveServer, store: Store) -> None:
     _only_mine_pending(live_server)

@@ -130,7 +130,6 @@ def test_a_retry_with_the_same_request_id_returns_the_same_decision_and_one_row(
         assert api.store.count_decisions() == 2 + 5
 
 
-
 def test_a_listing_without_a_price_scores_as_a_missing_price_as_it_trains(serve, bundle_dir: Path) -> None:
     """Training takes rows with no price (NaN); the API takes `"price": null` or no price the same way, with
     the risk offline scoring gives that row, instead of refusing a listing the model can score."""
@@ -153,6 +152,7 @@ def test_a_listing_without_a_price_scores_as_a_missing_price_as_it_trains(serve,
         assert no_price.json()["risk"] == pytest.approx(offline[1], abs=1e-9)
         assert batch.json()["items"][0]["risk"] == pytest.approx(offline[0], abs=1e-9)
         assert api.store.count_decisions() == 4
+
 
 # -- bad input: 422 naming the field, never 500 ------------------------------------------------------
 
