@@ -158,14 +158,10 @@ class Policy:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ValueError(f"segments[{name!r}]: expected (t_pass, t_block)")
             _check_pair(pair[0], pair[1], f"segments[{name!r}].t_pass", f"segments[{name!r}].t_block")
-        names: set[str] = set()
         for i, rule in enumerate(self.rules):
             if not isinstance(rule, Rule):
                 raise ValueError(f"rules[{i}]: expected a Rule")
             rule.validate(f"rules[{i}]")
-            if rule.name in names:  # a rule is changed, logged and shown by its name
-                raise ValueError(f"rules[{i}].name: {rule.name!r} names another rule too; rule names are unique")
-            names.add(rule.name)
             missing = [c for c in rule.columns if columns is not None and c not in columns and c not in DERIVED_COLUMNS]
             if missing:
                 raise ValueError(

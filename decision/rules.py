@@ -45,8 +45,6 @@ RULE_ACTIONS = ("block", "review")
 RULE_KINDS = ("term", "category", "range", "all", "match")
 # The keys of a condition inside an "all" rule: a rule's keys without name and action (and no nesting).
 CONDITION_KEYS = ("kind", "terms", "fields", "column", "values", "min", "max")
-# terms of one term rule: one search of 1,000 60-character terms takes about 5 ms per text field of a listing,
-# and the whole-column engine's pattern for ~10,000 such terms is more than RE2 compiles (`check_compiles`)
 # what each kind of condition reads (`Rule`)
 KIND_READS: dict[str, tuple[str, ...]] = {
     "term": ("terms", "fields"),
@@ -55,6 +53,8 @@ KIND_READS: dict[str, tuple[str, ...]] = {
     "match": ("values",),
     "all": ("all",),
 }
+# terms of one term rule: one search of 1,000 60-character terms takes about 5 ms per text field of a listing,
+# and the whole-column engine's pattern for ~10,000 such terms is more than RE2 compiles (`check_compiles`)
 MAX_RULE_TERMS = 1_000
 MAX_RULE_NAME = 128  # what /v1/policy/rules/{name} takes
 RULE_MODES = ("enforce", "shadow")
@@ -106,12 +106,6 @@ class Rule:
         whitespace) is refused: the name is how a rule is changed, logged and shown."""
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"{where}.name: must be a non-empty string (not only whitespace)")
-        # the name is a path segment of /v1/policy/rules/{name}: a rule that path cannot name cannot be changed
-        if len(self.name) > MAX_RULE_NAME or "/" in self.name or self.name != self.name.strip():
-            raise ValueError(
-                f"{where}.name: {self.name[:40]!r}{'...' if len(self.name) > 40 else ''} must be at most "
-                f"{MAX_RULE_NAME} characters, with no '/' and no leading or trailing whitespace"
-            )
         if self.action not in RULE_ACTIONS:
             raise ValueError(f"{where}.action: {self.action!r} is not one of {list(RULE_ACTIONS)}")
         if self.mode not in RULE_MODES:
@@ -123,25 +117,12 @@ class Rule:
         self.validate_condition(where)
 
     def validate_condition(self, where: str = "rule") -> None:
-        """Check the kind and what it needs (name and action aside: a condition of an "all" rule has neither),
-        and that it carries nothing its kind does not read (a term rule with a `column` reads like "term in
-        that column" but searches its `fields` alone)."""
+        """Check the kind and what it needs (name and action aside: a condition of an "all" rule has neither)."""
         if self.kind not in RULE_KINDS:
             raise ValueError(f"{where}.kind: {self.kind!r} is not one of {list(RULE_KINDS)}")
-        for key in CONDITION_KEYS[1:] + ("all",):
-            if key not in KIND_READS[self.kind] and getattr(self, key) not in (None, []):
-                raise ValueError(
-                    f"{where}.{key}: a {self.kind} rule does not read {key} (it reads "
-                    f"{', '.join(KIND_READS[self.kind])}); leave it out"
-                )
         if self.kind == "term":
             if not self.terms or not all(isinstance(t, str) and t.strip() for t in self.terms):
                 raise ValueError(f"{where}.terms: a term rule needs a list of non-empty strings")
-            if len(self.terms) > MAX_RULE_TERMS:
-                raise ValueError(
-                    f"{where}.terms: {len(self.terms):,} terms; a term rule takes at most {MAX_RULE_TERMS:,} (every "
-                    "listing is searched for each of them while it is scored)"
-                )
             if not self.fields or not all(isinstance(f, str) and f for f in self.fields):
                 raise ValueError(f"{where}.fields: a term rule needs the text fields to search")
         elif self.kind == "category":
@@ -308,6 +289,39 @@ def _validate_range(rule: Rule, where: str) -> None:
         raise ValueError(f"{where}.min: a range rule needs min, max or both")
     if rule.min is not None and rule.max is not None and not rule.min < rule.max:
         raise ValueError(f"{where}.max: {rule.max!r} must be greater than min {rule.min!r}")
+
+
+def check_new_rule(rule: Rule, where: str, roles: Mapping[str, Sequence[str]], max_chars: Mapping[str, int]) -> None:
+    """What a rule being written (a policy change) or tested (a backtest) must also pass, beyond
+    `Rule.validate`, which every stored policy passes when it loads (so none of these, added later, can make
+    a stored policy unservable): ValueError("<where>.<field>: <problem>") for
+
+    - a name /v1/policy/rules/{name} cannot address (over MAX_RULE_NAME characters, a '/', or spaces at
+      either end): such a rule could only be changed by replacing every rule;
+    - a field its kind does not read (a term rule with a `column` reads like "the term in that column" but
+      searches its `fields` alone), in the rule and in each condition of an "all" rule;
+    - more than MAX_RULE_TERMS terms in a term condition;
+    - and what `check_matchable` refuses: a rule that could never match, or whose terms cannot compile.
+    """
+    if len(rule.name) > MAX_RULE_NAME or "/" in rule.name or rule.name != rule.name.strip():
+        raise ValueError(
+            f"{where}.name: {rule.name[:40]!r}{'...' if len(rule.name) > 40 else ''} must be at most "
+            f"{MAX_RULE_NAME} characters, with no '/' and no leading or trailing whitespace"
+        )
+    conditions = [(f"{where}.all[{i}]", c) for i, c in enumerate(rule.all)] if rule.kind == "all" else []
+    for at, condition in [(where, rule), *conditions]:
+        for key in (*CONDITION_KEYS[1:], "all"):
+            if key not in KIND_READS[condition.kind] and getattr(condition, key) not in (None, []):
+                raise ValueError(
+                    f"{at}.{key}: a {condition.kind} rule does not read {key} (it reads "
+                    f"{', '.join(KIND_READS[condition.kind])}); leave it out"
+                )
+        if condition.kind == "term" and len(condition.terms) > MAX_RULE_TERMS:
+            raise ValueError(
+                f"{at}.terms: {len(condition.terms):,} terms; a term rule takes at most {MAX_RULE_TERMS:,} (every "
+                "listing is searched for each of them while it is scored)"
+            )
+    check_matchable(rule, where, roles, max_chars)
 
 
 def check_matchable(rule: Rule, where: str, roles: Mapping[str, Sequence[str]], max_chars: Mapping[str, int]) -> None:

@@ -196,7 +196,8 @@ def _tier_pass(trail: DecisionTrail) -> dict[str, float] | None:
 
 
 def _tier_risks_against(tier_risks: dict[str, float], tier_pass: dict[str, float]) -> str:
-    """ "tier risks 'minor' 0.004 (threshold 0.011), ..." (each tier's threshold where the policy is known)."""
+    """Each tier's risk, with its threshold where the policy is known: tier risks 'minor' 0.004 (threshold
+    0.011), ..."""
     return "tier risks " + ", ".join(
         f"'{name}' {_num(value)}" + (f" (threshold {_num(tier_pass[name])})" if name in tier_pass else "")
         for name, value in tier_risks.items()

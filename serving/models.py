@@ -16,7 +16,7 @@ from bundle.manifest import BundleError, resolve_bundle
 from bundle.policies import next_policy_version
 from decision.audit import inclusion_probabilities, pass_margin
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, HAND_SET, Policy, route
-from decision.rules import CONDITION_KEYS, check_matchable, match_rule_masks
+from decision.rules import CONDITION_KEYS, check_new_rule, match_rule_masks
 from decision.tiers import frame_tier_risk
 from features.config import DataConfig, load_config
 from serving.api.schemas import text_limits
@@ -187,12 +187,17 @@ def updated_policy(current: Policy, changes: dict[str, Any], bundle: Bundle, ver
 def _check_changed_rules(current: Policy, policy: Policy, bundle: Bundle) -> None:
     """Refuse a rule added or changed here that could never match the bundle's listings: a range on a
     column that holds no numbers, or a term longer than any text its fields take in a scoring request
-    (`check_matchable`). Rules in force that this change leaves alone are not judged again."""
+    (`check_new_rule`). Rules in force that this change leaves alone are not judged again; neither are they
+    when a stored policy loads."""
     before = {rule.name: rule.to_dict() for rule in current.rules}
     roles, limits = bundle.config.column_roles(), text_limits(bundle.config)
+    names: set[str] = set()
     for i, rule in enumerate(policy.rules):
+        if rule.name in names:  # a rule is changed, logged and shown by its name
+            raise ValueError(f"rules[{i}].name: {rule.name!r} names another rule too; rule names are unique")
+        names.add(rule.name)
         if before.get(rule.name) != rule.to_dict():
-            check_matchable(rule, f"rules[{i}]", roles, limits)
+            check_new_rule(rule, f"rules[{i}]", roles, limits)
 
 
 def _known_tiers(tier_pass: dict[str, float], bundle: Bundle) -> dict[str, float]:

@@ -18,7 +18,7 @@ from bundle.manifest import BundleError
 from decision.backtest import SOURCES, mixed_history
 from decision.backtest import backtest as run_backtest
 from decision.policy import DECISIONS, Policy
-from decision.rules import Rule, check_matchable
+from decision.rules import Rule, check_new_rule
 from features.validate import DataValidationError, load_table
 from training.cli_output import console
 from training.cli_output import fail as _fail
@@ -78,7 +78,7 @@ def backtest(
         from serving.api.schemas import text_limits
 
         try:
-            check_matchable(candidate, "rule", loaded.config.column_roles(), text_limits(loaded.config))
+            check_new_rule(candidate, "rule", loaded.config.column_roles(), text_limits(loaded.config))
         except ValueError as exc:
             _fail(str(exc))
     policy, history, note = loaded.policy, None, str(data or loaded.path / HISTORY_FILE)

@@ -33,7 +33,7 @@ from decision.backtest import (
     new_block_rules,
 )
 from decision.policy import Policy
-from decision.rules import Rule, check_matchable
+from decision.rules import Rule, check_new_rule
 from serving.api.deps import EngineDep, ReadKey, StoreDep
 from serving.api.errors import field_error
 from serving.api.schemas import text_limits
@@ -158,7 +158,7 @@ def _parse_rule(raw: dict[str, Any] | None, bundle: Bundle) -> Rule | None:
         return None
     try:
         rule = Rule.from_dict(raw, "rule")
-        check_matchable(rule, "rule", bundle.config.column_roles(), text_limits(bundle.config))
+        check_new_rule(rule, "rule", bundle.config.column_roles(), text_limits(bundle.config))
     except ValueError as exc:
         raise _request_error(str(exc)) from exc
     return rule
