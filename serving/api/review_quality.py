@@ -36,7 +36,9 @@ def blind_verdict(store: Store, item_id: str, reviewer: str, body: ReviewRequest
     the statement of reasons a first verdict would have got, though none is stored or sent anywhere (a
     gold item or a second review restricts nothing), so that the answer does not tell these items apart."""
     if store.is_gold_assignment(item_id):
-        answer = store.answer_gold(item_id, reviewer, body.verdict, body.violation_reason, body.review_seconds)
+        answer = store.answer_gold(
+            item_id, reviewer, body.verdict, body.violation_reason, body.review_seconds, note=body.note
+        )
         reviewed_at = answer.reviewed_at
         item = store.get_gold_item(item_id)
         record = item.decision if item is not None else None

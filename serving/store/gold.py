@@ -74,6 +74,7 @@ class GoldAnswer:
     reviewed_at: datetime
     correct: bool
     reason_correct: bool | None
+    note: str | None = None  # the reviewer's own words, kept with the answer
 
 
 class GoldItems(Database):
@@ -206,6 +207,7 @@ class GoldItems(Database):
         verdict: str,
         violation_reason: str | None = None,
         review_seconds: float | None = None,
+        note: str | None = None,
     ) -> GoldAnswer:
         """Score a verdict on a gold item handed to `reviewer`. Raises NotFoundError for an unknown
         assignment, ConflictError if it was handed to someone else or is already answered."""
@@ -214,7 +216,7 @@ class GoldItems(Database):
         if review_seconds is not None and not 0 <= review_seconds < float("inf"):
             raise ValueError("review_seconds must be a finite number >= 0")
         return self._write(
-            lambda conn: self._answer(conn, assignment_id, reviewer, verdict, violation_reason, review_seconds)
+            lambda conn: self._answer(conn, assignment_id, reviewer, verdict, violation_reason, review_seconds, note)
         )
 
     def _claim_gold(self, conn: Connection, reviewer: str, n: int, lease_seconds: int) -> list[QueueItem]:
@@ -249,6 +251,7 @@ class GoldItems(Database):
         verdict: str,
         violation_reason: str | None,
         review_seconds: float | None,
+        note: str | None = None,
     ) -> GoldAnswer:
         query = (
             select(ga, g.c.expected_verdict, g.c.expected_reason)
@@ -277,6 +280,7 @@ class GoldItems(Database):
             reviewed_at=self._clock(),
             correct=verdict == row.expected_verdict,
             reason_correct=reason_correct,
+            note=note,
         )
         unanswered = and_(ga.c.assignment_id == assignment_id, ga.c.verdict.is_(None))
         conn.execute(
@@ -289,6 +293,7 @@ class GoldItems(Database):
                 reviewed_at=answer.reviewed_at,
                 correct=answer.correct,
                 reason_correct=reason_correct,
+                note=note,
             )
         )
         return answer

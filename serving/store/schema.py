@@ -356,6 +356,7 @@ gold_assignments = Table(
     Column("reviewed_at", UTCDateTime, nullable=True),
     Column("correct", Boolean, nullable=True),  # the verdict is the expected one
     Column("reason_correct", Boolean, nullable=True),  # a rejection with the expected reason (when one is set)
+    Column("note", Text, nullable=True),  # the reviewer's own words (added later: see ADDED_COLUMNS)
     CheckConstraint(f"verdict IS NULL OR {_one_of('verdict', ('approve', 'reject'))}", name="ck_gold_verdict"),
     Index("ix_gold_assignments_reviewer", "reviewer", "gold_id", unique=True),
 )
@@ -380,4 +381,5 @@ ADDED_COLUMNS: tuple[tuple[Table, str], ...] = (
     (queue, "second_review_rate"),
     (api_keys, "team"),
     (second_reviews, "note"),
+    (gold_assignments, "note"),
 )

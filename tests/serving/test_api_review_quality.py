@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from serving.store import schema
 from tests.serving.conftest import Api, listing_json
 from tests.serving.test_api_policy import put_policy
 
@@ -139,7 +141,14 @@ def test_gold_items_are_answered_like_queue_items_and_kept_apart(serve, own_bund
         put_policy(api, {"quality": {"gold_rate": 1.0}})
         carol = api.key("carol", "review")
         (item,) = claim(api, carol)
-        answer = verdict(api, item["decision_id"], carol, "approve")
+        with_note = {"verdict": "approve", "review_seconds": 20, "note": "invoice attached, looks genuine"}
+        answer = api.client.post(f"/v1/reviews/{item['decision_id']}", json=with_note, headers=carol).json()
+        with api.store._read_engine.connect() as conn:  # the note is kept with the gold answer, not dropped
+            kept_note = conn.execute(
+                select(schema.gold_assignments.c.note).where(
+                    schema.gold_assignments.c.assignment_id == item["decision_id"]
+                )
+            ).scalar_one()
         listed = api.client.get("/v1/gold", headers=lead).json()
         gold_id = created.json()["gold_id"]
         retired = api.client.delete(f"/v1/gold/{gold_id}", headers=lead)
@@ -159,6 +168,7 @@ def test_gold_items_are_answered_like_queue_items_and_kept_apart(serve, own_bund
     assert item["decision_id"] not in (source, gold_id) and item["lane"] == "review"
     assert item["listing"]["listing_id"] == "L-2" and item["decision"]["decision"] == "human_review"
     assert answer["decision_id"] == item["decision_id"] and set(answer) == VERDICT_KEYS
+    assert kept_note == with_note["note"] and answer["note"] == with_note["note"]
     assert [(g["assigned"], g["answered"], g["correct"]) for g in listed] == [(1, 1, 0)]
     assert retired.status_code == 200 and retired_again.status_code == 404
     assert [i["decision_id"] for i in after] == [source]  # no live gold item left: the queue item
