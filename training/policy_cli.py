@@ -155,6 +155,11 @@ def thresholds(
     save_policy(bundle_dir, policy, signing_key_from_env())
     console.print(result.message)
     console.print(f"saved policy [bold]{policy.version}[/] to {escape(str(bundle_dir))}")
+    note(
+        "a service serving this bundle keeps the policy last put in force through its API, if there is one "
+        "(GET /v1/policy/history); this version decides where there is none, from the next start or reload. "
+        "To put these thresholds in force now, send them with PUT /v1/policy"
+    )
 
 
 def _bundle_config(bundle_dir: Path) -> DataConfig | None:

@@ -66,6 +66,8 @@ def test_cli_thresholds_writes_a_new_version_keeping_rules(fake_bundle: Path) ->
     assert policy.guarantee["recall_lower"] >= 0.95
     assert policy_versions(fake_bundle)[0] == "policy-20250101T000000-1"
     verify_manifest(fake_bundle)
+    # where it takes effect: a policy put in force through a service's API keeps deciding there
+    assert "PUT /v1/policy" in " ".join(result.output.split())
 
 
 def test_cli_thresholds_keeps_the_confidence_split_training_planned(fake_bundle: Path) -> None:
