@@ -54,6 +54,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("PUT", "/v1/admin/shadow"): ADMIN,
     ("DELETE", "/v1/admin/shadow"): ADMIN,
     ("GET", "/v1/admin/keys"): ADMIN,
+    ("GET", "/v1/admin/keys/history"): ADMIN,
     ("POST", "/v1/admin/keys"): ADMIN,
     ("POST", "/v1/admin/keys/{name}/revoke"): ADMIN,
     ("POST", "/v1/admin/keys/{name}/rotate"): ADMIN,
