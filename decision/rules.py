@@ -308,8 +308,7 @@ def check_new_rule(rule: Rule, where: str, roles: Mapping[str, Sequence[str]], m
             f"{where}.name: {rule.name[:40]!r}{'...' if len(rule.name) > 40 else ''} must be at most "
             f"{MAX_RULE_NAME} characters, with no '/' and no leading or trailing whitespace"
         )
-    conditions = [(f"{where}.all[{i}]", c) for i, c in enumerate(rule.all)] if rule.kind == "all" else []
-    for at, condition in [(where, rule), *conditions]:
+    for at, condition in [(where, rule), *_conditions(rule, where)]:
         for key in (*CONDITION_KEYS[1:], "all"):
             if key not in KIND_READS[condition.kind] and getattr(condition, key) not in (None, []):
                 raise ValueError(
@@ -337,8 +336,7 @@ def check_matchable(rule: Rule, where: str, roles: Mapping[str, Sequence[str]], 
       its words joined by one space (words match across any run of whitespace).
     """
     roles = {**{column: ["derived text"] for column in DERIVED_COLUMNS}, **roles}
-    conditions = [(f"{where}.all[{i}]", c) for i, c in enumerate(rule.all)] if rule.kind == "all" else [(where, rule)]
-    for at, condition in conditions:
+    for at, condition in _conditions(rule, where) or [(where, rule)]:
         if condition.kind == "range":
             column_roles = roles.get(condition.column or "")
             if column_roles and "numeric" not in column_roles:  # a column listings lack is refused elsewhere
@@ -420,6 +418,11 @@ def _category_mask(values: TextColumn, wanted: frozenset[str]) -> np.ndarray:
         codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
     hit = np.fromiter((normalize_category(str(u)) in wanted for u in uniques), dtype=bool, count=len(uniques))
     return hit[codes].reshape(-1)
+
+
+def _conditions(rule: Rule, where: str) -> list[tuple[str, Rule]]:
+    """An "all" rule's conditions with where each stands ("<where>.all[i]"); [] for any other rule."""
+    return [(f"{where}.all[{i}]", c) for i, c in enumerate(rule.all)] if rule.kind == "all" else []
 
 
 def check_compiles(rule: Rule, where: str) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from decision.policy import Policy
-from decision.simulate import parse_tier_threshold, policy_tier_targets
+from decision.simulate import parse_tier_values, policy_tier_targets
 from decision.thresholds import ThresholdResult
 from serving.api.deps import EngineDep, ReadKey
 from serving.api.errors import field_error
@@ -70,14 +70,12 @@ class Scenario(BaseModel):
             return None
         if info.data.get("recall") is not None or info.data.get("block_precision") is not None:
             raise ValueError("give thresholds (t_pass, t_block, tier_pass) or targets, not both")
-        names = [parse_tier_threshold(item)[0] for item in items]
-        if len(set(names)) < len(names):
-            raise ValueError(f"a tier is named twice: {names}")
+        parse_tier_values(items)  # each 'tier:threshold' well formed, no tier named twice
         return items
 
     def tier_thresholds(self) -> dict[str, float] | None:
         """`tier_pass` as tier -> threshold (None: none given)."""
-        return dict(parse_tier_threshold(item) for item in self.tier_pass) if self.tier_pass else None
+        return parse_tier_values(self.tier_pass) if self.tier_pass else None
 
     def workload(self) -> dict[str, Any]:
         """The volume, productivity, prevalence and segment arguments of `run` and `curve`."""
