@@ -257,6 +257,7 @@ def gated_retrain(
         "promoted": not report.refusals,
         "challenger": challenger.path.name,
         "refusals": list(report.refusals),
+        "champion_lapsed": report.champion.lapsed if report.champion else [],
         "gate_rows": len(held_out),
         "trained_on": len(rows),
     }

@@ -13,12 +13,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW
+from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy
+from features.config import DataConfig
 from training.promotion import (
     AUC_MARGIN,
     BundleReport,
     compare,
     inclusion_weights,
+    recheck_targets,
     run_gate,
     weighted_report,
 )
@@ -88,6 +90,90 @@ def test_margins_refuse_what_is_worse_by_more_than_the_margin_and_no_more() -> N
     assert compare(_report(), None) == []  # no champion yet: certified is enough
 
 
+def test_a_champion_whose_guarantee_no_longer_holds_keeps_no_workload_claim() -> None:
+    """Workload counts only for a champion that is certified and whose targets still certify on the gate's
+    rows; ranking and recall are compared whatever the champion's guarantee."""
+    fewer = _report(auto_pass=0.5, roc_auc=0.88, recall=0.9)
+    holding = _report(recheck={"recall": True, "block_precision": True})
+    lapsed = _report(recheck={"recall": False, "block_precision": True})
+    hand_set = _report(guarantee_state="hand_set, not certified")
+
+    assert [r.split(":")[0] for r in compare(fewer, holding)] == ["workload", "roc_auc", "recall"]
+    assert holding.holds and not lapsed.holds and lapsed.lapsed == ["recall"] and not hand_set.holds
+    for champion in (lapsed, hand_set):
+        assert [r.split(":")[0] for r in compare(fewer, champion)] == ["roc_auc", "recall"]
+        assert compare(_report(auto_pass=0.5), champion) == []
+
+
+_TARGETS = {"recall": 0.95, "block_precision": 0.9, "confidence": 0.95}  # recall at alpha 0.025 (default split)
+_CERTIFIED = {"mode": "guarantee", "feasible": True, "block_precision_lower": 0.92}
+
+
+def _policy(t_pass: float, t_block: float = 1.0, **targets: object) -> Policy:
+    return Policy("p", t_pass, t_block, targets={**_TARGETS, **targets}, guarantee=dict(_CERTIFIED))
+
+
+def _audit_log(rng: np.random.Generator, n: int, policy: Policy, pass_rate: float) -> tuple[pd.DataFrame, np.ndarray]:
+    """n listings of traffic (risk ~ Beta(0.6, 6), violation ~ Bernoulli(risk)) decided by the policy, then
+    labelled as the service logs them: reviews always (pi = 1), auto-decisions in a Poisson audit."""
+    risk = rng.beta(0.6, 6.0, n)
+    label = (rng.random(n) < risk).astype(int)
+    codes = np.where(risk < policy.t_pass, CODE_PASS, np.where(risk >= policy.t_block, CODE_BLOCK, CODE_REVIEW))
+    pi = np.where(codes == CODE_REVIEW, 1.0, pass_rate)
+    kept = rng.random(n) < pi
+    table = pd.DataFrame({"label": label[kept], "risk": risk[kept]})
+    return table, codes[kept], 1.0 / pi[kept]  # type: ignore[return-value]
+
+
+def _t_pass_at_recall(recall: float) -> float:
+    """The t_pass whose recall in the traffic of `_audit_log` is `recall` (from 4M draws)."""
+    rng = np.random.default_rng(7)
+    risk = rng.beta(0.6, 6.0, 4_000_000)
+    violating = risk[rng.random(len(risk)) < risk]
+    return float(np.quantile(violating, 1.0 - recall))
+
+
+def test_the_recheck_of_a_failing_target_certifies_it_at_most_alpha_of_the_time() -> None:
+    """Coverage simulation of `recheck_targets`: a policy whose recall in truth is exactly its target (0.95,
+    the null's boundary, where the test is least conservative) is re-certified on at most alpha (0.025) of
+    300 audit-sampled logs of 20,000 listings, auto-passes audited at 25% (Monte Carlo slack of 3 standard
+    errors); one whose true recall is 0.99 re-certifies on nearly all of them, so the test is not vacuous."""
+    rng = np.random.default_rng(11)
+    config = DataConfig(tiers=())
+    reps = 300
+    at_target, above = _policy(_t_pass_at_recall(0.95)), _policy(_t_pass_at_recall(0.99))
+    held_at_target = held_above = 0
+    for _ in range(reps):
+        table, codes, weight = _audit_log(rng, 20_000, at_target, pass_rate=0.25)
+        held_at_target += recheck_targets(at_target, config, codes, table, weight)["recall"]
+        table, codes, weight = _audit_log(rng, 20_000, above, pass_rate=0.25)
+        held_above += recheck_targets(above, config, codes, table, weight)["recall"]
+    alpha = 0.025
+    assert held_at_target / reps <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / reps), held_at_target
+    assert held_above / reps > 0.9, held_above
+
+
+def test_the_recheck_tests_every_certified_target_and_nothing_else() -> None:
+    rng = np.random.default_rng(3)
+    config = DataConfig(tiers=())
+    blocking = _policy(_t_pass_at_recall(0.99), t_block=0.4, block_precision=0.3)  # blocked: precision ~0.48
+    table, codes, weight = _audit_log(rng, 40_000, blocking, pass_rate=0.2)
+    assert recheck_targets(blocking, config, codes, table, weight) == {"recall": True, "block_precision": True}
+    # a block precision target above what the blocked rows show lapses; recall still holds
+    strict_block = _policy(_t_pass_at_recall(0.99), t_block=0.4, block_precision=0.6)
+    assert recheck_targets(strict_block, config, codes, table, weight) == {"recall": True, "block_precision": False}
+    # nothing blocked: the block statement is not re-tested; an uncertified policy has nothing to re-test
+    table, codes, weight = _audit_log(rng, 40_000, _policy(_t_pass_at_recall(0.99)), pass_rate=0.2)
+    assert recheck_targets(_policy(_t_pass_at_recall(0.99)), config, codes, table, weight) == {"recall": True}
+    provisional = replace(_policy(0.01), provisional=True)
+    assert recheck_targets(provisional, config, codes, table, weight) == {}
+    # a tiered policy: each tier's recall on its own violations; a tier with no labelled violation lapses
+    tiered = replace(_policy(0.0), targets={**_TARGETS, "recall": {"severe": 0.5, "minor": 0.5}})
+    reasons = np.where(table["label"].to_numpy() == 1, "counterfeit", None)  # every violation a severe one
+    out = recheck_targets(tiered, DataConfig(), codes, table.assign(violation_reason=reasons), weight)
+    assert out == {"severe": True, "minor": False}
+
+
 def _copy(bundle_dir: Path, root: Path, name: str) -> Path:
     return Path(shutil.copytree(bundle_dir, root / name))
 
@@ -101,6 +187,18 @@ def _reverse_calibrators(bundle: Path) -> None:
         raw["y"] = raw["y"][::-1]
         path.write_text(json.dumps(raw))
     write_manifest(bundle)
+
+
+def _retargeted(bundle_dir: Path, root: Path, name: str, recall: float) -> Path:
+    """A copy of the bundle whose policy records another recall target for every tier (same thresholds)."""
+    from bundle.policies import load_policy, save_policy
+
+    out = _copy(bundle_dir, root, name)
+    policy = load_policy(out)
+    targets = dict(policy.targets)
+    targets["recall"] = dict.fromkeys(targets["recall"], recall) if isinstance(targets["recall"], dict) else recall
+    save_policy(out, replace(policy, targets=targets, version=f"{policy.version}-{name}"))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -126,15 +224,17 @@ def test_the_gate_passes_an_equal_challenger_and_refuses_a_weak_one(
     policy = load_policy(lax)
     save_policy(lax, replace(policy, tier_pass=dict.fromkeys(policy.tier_pass, 0.5), version=f"{policy.version}-lax"))
 
+    # a champion whose (modest) targets still certify on these 4,000 rows keeps its workload claim
+    modest = _retargeted(bundle_dir, tmp_path, "modest", 0.3)
     equal = run_gate(bundle_dir, bundle_dir, recent_labels)
-    refused = run_gate(weak, bundle_dir, recent_labels)
+    refused = run_gate(weak, modest, recent_labels)
     lax_report = run_gate(lax, bundle_dir, recent_labels)
     first = run_gate(bundle_dir, None, recent_labels)
 
     assert equal.passed and equal.champion is not None and equal.refusals == []
     assert equal.challenger.auto_decided == pytest.approx(equal.champion.auto_decided)
     assert 0.5 < equal.challenger.roc_auc <= 1.0
-    assert not refused.passed
+    assert not refused.passed and refused.champion is not None and refused.champion.holds
     # ranks inverted: AUC falls, and so does the recall or the auto-decided share, by where the
     # thresholds fall on the reversed calibrators
     reasons = {r.split(":")[0] for r in refused.refusals}
@@ -144,6 +244,35 @@ def test_the_gate_passes_an_equal_challenger_and_refuses_a_weak_one(
     assert "REFUSED:" in refused.lines()
     assert first.passed and first.champion is None  # no champion yet: certified suffices
     assert json.loads(json.dumps(refused.to_dict()))["passed"] is False
+
+
+def test_a_champion_whose_targets_lapse_on_the_recent_verdicts_keeps_no_workload_claim(
+    bundle_dir: Path, recent_labels: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The same model and thresholds as champion, once with targets the recent rows still certify and once
+    with targets they cannot (0.9999): a challenger that auto-decides less is refused on workload by the
+    first, and passes against the second, with the lapsed targets named."""
+    from bundle.policies import load_policy, save_policy
+
+    cautious = _copy(bundle_dir, tmp_path, "cautious")
+    policy = load_policy(cautious)
+    lower = {name: value / 4 for name, value in policy.tier_pass.items()}
+    save_policy(cautious, replace(policy, tier_pass=lower, t_pass=policy.t_pass / 4, version=f"{policy.version}-c"))
+    modest = _retargeted(bundle_dir, tmp_path, "modest", 0.3)
+    exacting = _retargeted(bundle_dir, tmp_path, "exacting", 0.9999)
+
+    against_modest = run_gate(cautious, modest, recent_labels)
+    against_exacting = run_gate(cautious, exacting, recent_labels)
+
+    assert against_modest.champion is not None and against_modest.champion.holds
+    assert [r.split(":")[0] for r in against_modest.refusals] == ["workload"]
+    champion = against_exacting.champion
+    assert champion is not None and not champion.holds and champion.lapsed
+    assert champion.auto_decided == pytest.approx(against_modest.champion.auto_decided)  # same decisions
+    assert against_exacting.passed, against_exacting.refusals
+    text = "\n".join(against_exacting.lines())
+    assert "no longer certifies: " in text and "the champion's workload does not count" in text
+    assert json.loads(json.dumps(against_exacting.to_dict()))["champion"]["holds"] is False
 
 
 def test_the_gate_counts_the_merchant_history_before_the_labels_as_the_service_does(
