@@ -353,7 +353,13 @@ def route_some_automatically(service: Service, t_pass: float = 0.03, t_block: fl
     of auto_pass, human_review (and QA samples) so queue checks see both sides. A tiered bundle's listings
     pass only under every tier's t_pass as well: each tier gets `t_pass` too."""
     with service.client("admin") as client:
-        tiers = [t["name"] for t in client.get("/v1/policy").json()["tiers"]]
+        current = client.get("/v1/policy")
+        deadline = time.monotonic() + 30
+        while current.status_code in (429, 503) and time.monotonic() < deadline:  # a transient refusal: retry
+            time.sleep(0.5)
+            current = client.get("/v1/policy")
+        assert current.status_code == 200, current.text
+        tiers = [t["name"] for t in current.json()["tiers"]]
         body = {"t_pass": t_pass, "t_block": t_block, "reason": "reliability test"}
         response = client.put("/v1/policy", json={**body, "tier_pass": dict.fromkeys(tiers, t_pass)} if tiers else body)
     assert response.status_code == 200, response.text

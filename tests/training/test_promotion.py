@@ -113,7 +113,9 @@ def _policy(t_pass: float, t_block: float = 1.0, **targets: object) -> Policy:
     return Policy("p", t_pass, t_block, targets={**_TARGETS, **targets}, guarantee=dict(_CERTIFIED))
 
 
-def _audit_log(rng: np.random.Generator, n: int, policy: Policy, pass_rate: float) -> tuple[pd.DataFrame, np.ndarray]:
+def _audit_log(
+    rng: np.random.Generator, n: int, policy: Policy, pass_rate: float
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """n listings of traffic (risk ~ Beta(0.6, 6), violation ~ Bernoulli(risk)) decided by the policy, then
     labelled as the service logs them: reviews always (pi = 1), auto-decisions in a Poisson audit."""
     risk = rng.beta(0.6, 6.0, n)
@@ -122,7 +124,7 @@ def _audit_log(rng: np.random.Generator, n: int, policy: Policy, pass_rate: floa
     pi = np.where(codes == CODE_REVIEW, 1.0, pass_rate)
     kept = rng.random(n) < pi
     table = pd.DataFrame({"label": label[kept], "risk": risk[kept]})
-    return table, codes[kept], 1.0 / pi[kept]  # type: ignore[return-value]
+    return table, codes[kept], 1.0 / pi[kept]
 
 
 def _t_pass_at_recall(recall: float) -> float:
@@ -169,7 +171,7 @@ def test_the_recheck_tests_every_certified_target_and_nothing_else() -> None:
     assert recheck_targets(provisional, config, codes, table, weight) == {}
     # a tiered policy: each tier's recall on its own violations; a tier with no labelled violation lapses
     tiered = replace(_policy(0.0), targets={**_TARGETS, "recall": {"severe": 0.5, "minor": 0.5}})
-    reasons = np.where(table["label"].to_numpy() == 1, "counterfeit", None)  # every violation a severe one
+    reasons = np.where(table["label"].to_numpy() == 1, "counterfeit", "")  # every violation a severe one
     out = recheck_targets(tiered, DataConfig(), codes, table.assign(violation_reason=reasons), weight)
     assert out == {"severe": True, "minor": False}
 
