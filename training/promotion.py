@@ -19,20 +19,26 @@ Refusal margins (a challenger may lose a little to noise, never more):
   (1 point), or a guarantee that is not certified. With no champion, a certified challenger passes.
 
 A champion's certificate ages. It was proven on the data it was trained and certified on; the traffic
-moves on. So the gate re-tests each bundle's certified targets on the gate's rows (`recheck_targets`):
-the same test by betting as the weighted certificate (`decision.weighted.share_certified`), at the
-same level per statement as the policy recorded (its `alpha_split` of 1 - confidence), on the policy's
-own decisions. The champion's workload counts against the challenger only while its policy is certified
-and every certified target still certifies on these rows (`BundleReport.holds`): a workload advantage
-counts between guarantees that hold on the same recent data, never for one that can no longer be shown.
-Ranking and recall at the policy are still compared. Without this a champion proven on older, fully
-labelled data out-decides every challenger certified on logged verdicts and goes on deciding on an
-expired guarantee (the loop benchmark measured its targets holding on 85% of seeds by the third cycle).
-Validity: for one target the re-test is a level-alpha test of "the share is below the target" on rows
-neither bundle trained on (the held-out newest verdicts), so a champion whose target fails in truth
-keeps its workload claim with probability at most alpha (tests/training/test_promotion.py simulates
-it); a champion whose targets hold may still lose the claim when the rows are too few to show it,
-which costs workload (a promotion of a certified challenger), never validity.
+moves on. So the gate re-tests each bundle's certified targets on the gate's rows (`recheck_targets`),
+on the policy's own decisions, with the certificate's kind of test (the exact binomial test on fully
+labelled rows, `decision.guarantees`; the test by betting on audit-weighted ones, `decision.weighted`),
+at the level each statement was certified at (as the policy recorded it). The champion's workload
+counts against the challenger only while its policy is certified and every certified target still
+certifies on these rows (`BundleReport.holds`): a workload advantage counts between guarantees that hold
+on the same recent data, never for one that can no longer be shown. Ranking and recall at the policy
+are still compared. Without this a champion proven on older, fully labelled data out-decides every
+challenger certified on logged verdicts and goes on deciding on an expired guarantee (the loop benchmark
+measured its targets holding on 85% of seeds by the third cycle).
+
+Validity: for one target the re-test is a level-alpha test of "the share is at most the target" on rows
+neither bundle trained on (the held-out newest verdicts, labelled independently of their labels with
+known pi), so a champion whose target fails in truth keeps its workload claim with probability at most
+alpha (tests/training/test_promotion.py simulates it on both kinds of rows); requiring every target to
+hold is an intersection of such tests and needs no further correction. What it costs: thresholds are
+certified at the edge of what their rows could show, so on gate rows of similar or smaller size a
+champion whose targets do hold often cannot show it again and loses the claim; the certified challenger
+is then promoted. That costs workload, never validity; a tolerance below the target would buy the
+workload back by keeping champions whose recall fell just under it, which is what this prevents.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from bundle.load import Bundle
@@ -95,8 +102,8 @@ class BundleReport:
 
     @property
     def holds(self) -> bool:
-        """Certified, and every certified target still certifies on these rows."""
-        return self.certified and not self.lapsed
+        """Certified, with targets re-tested on these rows, every one still certified."""
+        return self.certified and bool(self.recheck) and not self.lapsed
 
 
 @dataclass(frozen=True)
@@ -162,44 +169,83 @@ def _recheck_text(report: BundleReport) -> str:
     return f" (no longer certifies: {', '.join(report.lapsed)})"
 
 
+def _still_certified(kept: np.ndarray, lost: np.ndarray, strata: Strata, alpha: float, target: float) -> bool:
+    """Whether the share kept / (kept + lost) is certified above `target` at level alpha from (H,) labelled
+    counts per stratum. With every row labelled (one stratum, pi = 1) the exact binomial test the
+    unweighted certificate uses (`decision.guarantees`: lost ~ Binomial(n, 1 - share) given n, so
+    P(lost <= observed) <= alpha under "share <= target"); else the weighted test by betting
+    (`decision.weighted.share_certified`)."""
+    n = int(kept.sum() + lost.sum())
+    if n == 0:
+        return False
+    if not strata.weighted:
+        return bool(stats.binom.cdf(int(lost.sum()), n, 1.0 - target) <= alpha)
+    return bool(share_certified(kept, lost, strata.pi, alpha, target)[0])
+
+
+def _recorded_alphas(policy: Policy, names: list[str]) -> tuple[list[float], float | None]:
+    """The level of each recall statement (by target name) and of the block statement (None: none made), as
+    the policy's certificate recorded them: each tier's `confidence`, else `recall_confidence`, else the
+    split of 1 - confidence (`AlphaSplit`) for policies that recorded neither."""
+    guarantee = policy.guarantee
+    delta = 1.0 - float(policy.targets.get("confidence", 0.95))
+    split = AlphaSplit.from_dict(policy.targets.get("alpha_split"), len(names)) or AlphaSplit.default(len(names))
+    split_tiers, split_block = split.alphas(delta)
+    tier_confidence = {t.get("name"): t.get("confidence") for t in guarantee.get("tiers") or [] if isinstance(t, dict)}
+    alphas = []
+    for name, fallback in zip(names, split_tiers.tolist() if names else [], strict=True):
+        confidence = tier_confidence.get(name, guarantee.get("recall_confidence") if len(names) == 1 else None)
+        alphas.append(1.0 - float(confidence) if confidence is not None else fallback)
+    if "block_confidence" in guarantee:
+        block = guarantee["block_confidence"]
+        return alphas, None if block is None else 1.0 - float(block)
+    return alphas, split_block if split_block > 0 else None
+
+
 def recheck_targets(
-    policy: Policy, config: DataConfig, codes: np.ndarray, table: pd.DataFrame, weight: np.ndarray
+    policy: Policy, config: DataConfig, codes: np.ndarray, risk: np.ndarray, table: pd.DataFrame, weight: np.ndarray
 ) -> dict[str, bool]:
     """Whether each of the policy's certified targets still certifies on these labelled rows (weighted
-    by `weight` = 1 / inclusion_prob): name -> bool; empty when the policy certified nothing.
+    by `weight` = 1 / inclusion_prob): name -> bool; empty when the policy certified no target.
 
     Each recall target ("all", or each tier's on a tiered policy) is re-tested on its violations, kept when
-    the policy did not auto-pass them; block precision on the auto-blocked rows, kept when a violation,
-    and only when the policy certified one and blocked some of these rows. Each at the level the policy's
-    own certificate used (`AlphaSplit` of 1 - confidence), by `decision.weighted.share_certified`. A
-    target with no labelled violation here cannot certify: it counts as lapsed."""
+    the policy did not auto-pass them; block precision on the rows the thresholds block (risk >= t_block,
+    per segment; a rule's blocks have their own gate), kept when a violation, and only when the policy
+    certified one and its thresholds blocked some of these rows. Each at the level the policy's certificate
+    recorded (`_recorded_alphas`), by `_still_certified`. A target with no labelled violation here cannot
+    certify, and a tiered policy's recall targets cannot be re-tested on rows without the violation
+    reason column (`config.violation_reason`): such targets count as lapsed."""
     if policy.guarantee_state != "certified":
         return {}
     label = table[config.label].to_numpy().astype(bool)
     strata = Strata.of(1.0 / weight)
-    delta = 1.0 - float(policy.targets.get("confidence", 0.95))
     tier_targets = policy_tier_targets(policy)
     if tier_targets:
         reasons = table[config.violation_reason].to_numpy(dtype=object) if config.violation_reason in table else None
         tiers = tier_labels(label, reasons, config)
+        untestable = reasons is None  # every violation would fall in the fallback tier
         groups = [(name, float(target), tiers == name) for name, target in tier_targets.items()]
     elif isinstance(policy.targets.get("recall"), (int, float)):
-        groups = [("recall", float(policy.targets["recall"]), label)]
+        untestable = False
+        groups = [("all", float(policy.targets["recall"]), label)]
     else:
-        groups = []
-    split = AlphaSplit.from_dict(policy.targets.get("alpha_split"), len(groups)) or AlphaSplit.default(len(groups))
-    tier_alpha, block_alpha = split.alphas(delta)
+        untestable, groups = False, []
+    alphas, block_alpha = _recorded_alphas(policy, [name for name, _, _ in groups])
     passed = codes == CODE_PASS
     out = {}
-    for (name, target, violating), alpha in zip(groups, tier_alpha.tolist(), strict=True):
+    for (name, target, violating), alpha in zip(groups, alphas, strict=True):
         kept, lost = strata.counts(violating & ~passed), strata.counts(violating & passed)
-        out[name] = bool(violating.any() and share_certified(kept, lost, strata.pi, alpha, target)[0])
-    blocked = codes == CODE_BLOCK
-    certified_block = policy.guarantee.get("block_precision_lower") is not None and block_alpha > 0
+        out[name] = not untestable and _still_certified(kept, lost, strata, alpha, target)
+    if policy.segment_by and policy.segment_by in table:
+        _, t_block = policy.thresholds_for(table[policy.segment_by].astype(str).to_numpy())
+    else:
+        t_block = np.full(len(table), policy.t_block)
+    blocked = (codes == CODE_BLOCK) & (np.asarray(risk) >= t_block)
+    certified_block = policy.guarantee.get("block_precision_lower") is not None and block_alpha is not None
     if certified_block and "block_precision" in policy.targets and blocked.any():
         kept, lost = strata.counts(blocked & label), strata.counts(blocked & ~label)
         target = float(policy.targets["block_precision"])
-        out["block_precision"] = bool(share_certified(kept, lost, strata.pi, block_alpha, target)[0])
+        out["block_precision"] = _still_certified(kept, lost, strata, block_alpha, target)  # type: ignore[arg-type]
     return out
 
 
@@ -266,7 +312,7 @@ def bundle_report(
     weight = table[config.id].astype(str).map(weight_by_id).to_numpy(dtype=np.float64)
     policy = bundle.policy
     label = table[config.label].to_numpy()
-    recheck = recheck_targets(policy, config, codes, table, weight)
+    recheck = recheck_targets(policy, config, codes, risk, table, weight)
     return weighted_report(bundle.version, policy.version, policy.guarantee_state, codes, risk, label, weight, recheck)
 
 
@@ -313,14 +359,21 @@ def run_gate(
     champion_report = (
         bundle_report(Bundle.load(champion, threads=0), labels, weight_by_id, history) if champion else None
     )
+    config = challenger_bundle.config
+    if config.tiered and (config.violation_reason is None or config.violation_reason not in labels):
+        notes.append(
+            f"the labels carry no {config.violation_reason!r} column: the tiers' recall targets cannot be "
+            "re-tested on them (they count as lapsed)"
+        )
     if champion_report is not None and champion_report.version == challenger_report.version:
         notes.append("challenger and champion carry the same bundle version")
     if champion_report is not None and not champion_report.holds:
-        why = (
-            f"its targets no longer certify on these rows ({', '.join(champion_report.lapsed)})"
-            if champion_report.lapsed
-            else f"its policy is {champion_report.guarantee_state}"
-        )
+        if champion_report.lapsed:
+            why = f"its targets no longer certify on these rows ({', '.join(champion_report.lapsed)})"
+        elif champion_report.certified:
+            why = "its policy certified no recall or block-precision target to re-test"
+        else:
+            why = f"its policy is {champion_report.guarantee_state}"
         notes.append(f"the champion's workload does not count against the challenger: {why}")
     return GateReport(challenger_report, champion_report, compare(challenger_report, champion_report), notes)
 

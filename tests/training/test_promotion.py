@@ -76,6 +76,7 @@ def _report(**changes: object) -> BundleReport:
         "roc_auc": 0.9,
         "recall": 0.96,
         "rows": 1000,
+        "recheck": {"all": True},
     }
     values.update(changes)
     return BundleReport(**values)  # type: ignore[arg-type]
@@ -94,13 +95,14 @@ def test_a_champion_whose_guarantee_no_longer_holds_keeps_no_workload_claim() ->
     """Workload counts only for a champion that is certified and whose targets still certify on the gate's
     rows; ranking and recall are compared whatever the champion's guarantee."""
     fewer = _report(auto_pass=0.5, roc_auc=0.88, recall=0.9)
-    holding = _report(recheck={"recall": True, "block_precision": True})
-    lapsed = _report(recheck={"recall": False, "block_precision": True})
-    hand_set = _report(guarantee_state="hand_set, not certified")
+    holding = _report(recheck={"all": True, "block_precision": True})
+    lapsed = _report(recheck={"all": False, "block_precision": True})
+    hand_set = _report(guarantee_state="hand_set, not certified", recheck={})
+    nothing_to_retest = _report(recheck={})  # e.g. a cost-mode policy: certified, but no target
 
     assert [r.split(":")[0] for r in compare(fewer, holding)] == ["workload", "roc_auc", "recall"]
-    assert holding.holds and not lapsed.holds and lapsed.lapsed == ["recall"] and not hand_set.holds
-    for champion in (lapsed, hand_set):
+    assert holding.holds and not lapsed.holds and lapsed.lapsed == ["all"] and not hand_set.holds
+    for champion in (lapsed, hand_set, nothing_to_retest):
         assert [r.split(":")[0] for r in compare(fewer, champion)] == ["roc_auc", "recall"]
         assert compare(_report(auto_pass=0.5), champion) == []
 
@@ -135,24 +137,51 @@ def _t_pass_at_recall(recall: float) -> float:
     return float(np.quantile(violating, 1.0 - recall))
 
 
-def test_the_recheck_of_a_failing_target_certifies_it_at_most_alpha_of_the_time() -> None:
+def _recheck(policy: Policy, config: DataConfig, table: pd.DataFrame, codes: np.ndarray, weight: np.ndarray):
+    return recheck_targets(policy, config, codes, table["risk"].to_numpy(), table, weight)
+
+
+@pytest.mark.parametrize("pass_rate", [0.25, 1.0], ids=["audit-weighted", "fully-labelled"])
+def test_the_recheck_of_a_failing_target_certifies_it_at_most_alpha_of_the_time(pass_rate: float) -> None:
     """Coverage simulation of `recheck_targets`: a policy whose recall in truth is exactly its target (0.95,
     the null's boundary, where the test is least conservative) is re-certified on at most alpha (0.025) of
-    300 audit-sampled logs of 20,000 listings, auto-passes audited at 25% (Monte Carlo slack of 3 standard
-    errors); one whose true recall is 0.99 re-certifies on nearly all of them, so the test is not vacuous."""
+    300 logs of 20,000 listings (Monte Carlo slack of 3 standard errors), whether auto-passes were audited
+    at 25% (the test by betting) or every listing labelled (the exact binomial test); one whose true recall
+    is 0.99 re-certifies on nearly all of them, so the test is not vacuous."""
     rng = np.random.default_rng(11)
     config = DataConfig(tiers=())
     reps = 300
     at_target, above = _policy(_t_pass_at_recall(0.95)), _policy(_t_pass_at_recall(0.99))
     held_at_target = held_above = 0
     for _ in range(reps):
-        table, codes, weight = _audit_log(rng, 20_000, at_target, pass_rate=0.25)
-        held_at_target += recheck_targets(at_target, config, codes, table, weight)["recall"]
-        table, codes, weight = _audit_log(rng, 20_000, above, pass_rate=0.25)
-        held_above += recheck_targets(above, config, codes, table, weight)["recall"]
+        held_at_target += _recheck(at_target, config, *_audit_log(rng, 20_000, at_target, pass_rate))["all"]
+        held_above += _recheck(above, config, *_audit_log(rng, 20_000, above, pass_rate))["all"]
     alpha = 0.025
     assert held_at_target / reps <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / reps), held_at_target
     assert held_above / reps > 0.9, held_above
+
+
+def test_the_recheck_runs_at_the_level_the_certificate_recorded() -> None:
+    """200 labelled violations, 4 of them auto-passed, target recall 0.95: P(at most 4 misses | recall 0.95)
+    = 0.026, so the exact test certifies at alpha 0.05 and not at 0.025. The level is the one the policy's
+    certificate recorded (its recall_confidence; a tier's own confidence), not a fixed one."""
+    label = np.r_[np.ones(200, dtype=int), np.zeros(800, dtype=int)]
+    codes = np.where(np.arange(1000) < 4, CODE_PASS, CODE_REVIEW)
+    table = pd.DataFrame({"label": label, "risk": np.full(1000, 0.5)})
+    config = DataConfig(tiers=())
+    at = {confidence: replace(_policy(0.0), guarantee={**_CERTIFIED, "recall_confidence": confidence})
+          for confidence in (0.95, 0.975)}  # fmt: skip
+    assert recheck_targets(at[0.95], config, codes, table["risk"].to_numpy(), table, np.ones(1000)) == {"all": True}
+    assert recheck_targets(at[0.975], config, codes, table["risk"].to_numpy(), table, np.ones(1000)) == {"all": False}
+    tiered = replace(
+        _policy(0.0),
+        targets={**_TARGETS, "recall": {"severe": 0.95}},
+        guarantee={**_CERTIFIED, "tiers": [{"name": "severe", "confidence": 0.95}]},
+    )
+    severe = table.assign(violation_reason=np.where(label == 1, "counterfeit", ""))
+    assert recheck_targets(tiered, DataConfig(), codes, severe["risk"].to_numpy(), severe, np.ones(1000)) == {
+        "severe": True
+    }
 
 
 def test_the_recheck_tests_every_certified_target_and_nothing_else() -> None:
@@ -160,20 +189,30 @@ def test_the_recheck_tests_every_certified_target_and_nothing_else() -> None:
     config = DataConfig(tiers=())
     blocking = _policy(_t_pass_at_recall(0.99), t_block=0.4, block_precision=0.3)  # blocked: precision ~0.48
     table, codes, weight = _audit_log(rng, 40_000, blocking, pass_rate=0.2)
-    assert recheck_targets(blocking, config, codes, table, weight) == {"recall": True, "block_precision": True}
+    assert _recheck(blocking, config, table, codes, weight) == {"all": True, "block_precision": True}
     # a block precision target above what the blocked rows show lapses; recall still holds
     strict_block = _policy(_t_pass_at_recall(0.99), t_block=0.4, block_precision=0.6)
-    assert recheck_targets(strict_block, config, codes, table, weight) == {"recall": True, "block_precision": False}
+    assert _recheck(strict_block, config, table, codes, weight) == {"all": True, "block_precision": False}
+    # a rule's blocks (below t_block) are the rule gate's business, not the thresholds' certificate
+    rule_blocks = np.where((codes == CODE_BLOCK) | (table["label"].to_numpy() == 0), CODE_BLOCK, codes)
+    no_threshold_blocks = replace(strict_block, t_block=0.999)
+    assert _recheck(no_threshold_blocks, config, table, rule_blocks, weight) == {"all": True}
     # nothing blocked: the block statement is not re-tested; an uncertified policy has nothing to re-test
     table, codes, weight = _audit_log(rng, 40_000, _policy(_t_pass_at_recall(0.99)), pass_rate=0.2)
-    assert recheck_targets(_policy(_t_pass_at_recall(0.99)), config, codes, table, weight) == {"recall": True}
-    provisional = replace(_policy(0.01), provisional=True)
-    assert recheck_targets(provisional, config, codes, table, weight) == {}
-    # a tiered policy: each tier's recall on its own violations; a tier with no labelled violation lapses
+    assert _recheck(_policy(_t_pass_at_recall(0.99)), config, table, codes, weight) == {"all": True}
+    assert _recheck(replace(_policy(0.01), provisional=True), config, table, codes, weight) == {}
+    # a cost-mode policy is certified but states no recall or block-precision target: nothing to re-test
+    cost = replace(_policy(0.01), targets={"cost_review": 1.0, "cost_miss": 50.0, "cost_wrong_block": 20.0})
+    assert _recheck(cost, config, table, codes, weight) == {}
+    # a tiered policy: each tier's recall on its own violations; a tier with no labelled violation lapses,
+    # and without the violation reason column no tier's target can be re-tested
     tiered = replace(_policy(0.0), targets={**_TARGETS, "recall": {"severe": 0.5, "minor": 0.5}})
     reasons = np.where(table["label"].to_numpy() == 1, "counterfeit", "")  # every violation a severe one
-    out = recheck_targets(tiered, DataConfig(), codes, table.assign(violation_reason=reasons), weight)
-    assert out == {"severe": True, "minor": False}
+    assert _recheck(tiered, DataConfig(), table.assign(violation_reason=reasons), codes, weight) == {
+        "severe": True,
+        "minor": False,
+    }
+    assert _recheck(tiered, DataConfig(), table, codes, weight) == {"severe": False, "minor": False}
 
 
 def _copy(bundle_dir: Path, root: Path, name: str) -> Path:
