@@ -56,6 +56,8 @@ from decision.tiers import NO_TIER, frame_tier_risk, risk_column
 from features.config import INCLUSION_PROB
 
 WHAT_IF_VERSION = "what-if"  # the version of a policy with thresholds a person is trying out
+# target mode's targets when neither the scenario nor the policy in force states one
+DEFAULT_TARGET_RECALL, DEFAULT_TARGET_BLOCK_PRECISION = 0.99, 0.98
 
 
 @dataclass(frozen=True)
@@ -547,6 +549,28 @@ def has_block_rule(rules: Sequence[Rule | dict[str, Any]]) -> bool:
     """Whether a rule in force blocks. Without one, `simulate` takes `rule_block=None`, so that it can tell
     a policy with t_block >= 1 blocks nothing at all (not merely nothing among the reference rows)."""
     return any(rule.action == "block" for rule in acting_rules(rules))
+
+
+def target_mode_targets(
+    current: Policy | None, recall: float | None, block_precision: float | None
+) -> tuple[float, float, str | None]:
+    """(recall, block precision) for a target-mode scenario that gives one or both: the one not given is the
+    policy in force's (its single recall target; its block precision), else the default. The note says when
+    a default stands in for per-tier recall targets (target mode takes one target over every violation)."""
+    targets = current.targets if current is not None else {}
+    note = None
+    if recall is None:
+        stated = targets.get("recall")
+        recall = float(stated) if isinstance(stated, (int, float)) else DEFAULT_TARGET_RECALL
+        if isinstance(stated, dict):
+            note = (
+                f"no recall target given: the policy's are per tier ({stated}); target mode takes one over every "
+                f"violation: {recall:g}"
+            )
+    if block_precision is None:
+        stated = targets.get("block_precision")
+        block_precision = float(stated) if isinstance(stated, (int, float)) else DEFAULT_TARGET_BLOCK_PRECISION
+    return recall, block_precision, note
 
 
 def target_mode_policy(chosen: ThresholdResult, current: Policy | None) -> Policy:

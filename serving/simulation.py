@@ -34,12 +34,12 @@ from decision.simulate import (
     simulate,
     sweep,
     target_mode_policy,
+    target_mode_targets,
     with_thresholds,
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
 
 REFERENCE_FILE = "reference.parquet"
-DEFAULT_RECALL, DEFAULT_BLOCK_PRECISION = 0.99, 0.98  # `triage simulate`'s defaults for a lone target
 _MAX_CACHED_RULE_SETS = 16
 _MAX_CACHED_TARGETS = 256
 
@@ -164,7 +164,8 @@ def what_if_policy(
     `tier_pass` replaces the named tiers' thresholds). Target mode chooses one overall pair (the
     untiered guarantee): each tier's recall under it is reported, not targeted."""
     if recall is not None or block_precision is not None:
-        chosen = reference.choose(recall or DEFAULT_RECALL, block_precision or DEFAULT_BLOCK_PRECISION)
+        recall, block_precision, _ = target_mode_targets(current, recall, block_precision)
+        chosen = reference.choose(recall, block_precision)
         return target_mode_policy(chosen, current), chosen
     if t_pass is None and t_block is None and not tier_pass:
         return current, None

@@ -28,6 +28,7 @@ from decision.simulate import (
     simulate_policy,
     sweep,
     target_mode_policy,
+    target_mode_targets,
     with_thresholds,
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
@@ -206,11 +207,16 @@ def simulate(
     recall: Annotated[
         float | None,
         typer.Option(
-            parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999, "choose thresholds for this target")
+            parser=number_between(0.5, 0.99999),
+            help=range_help(0.5, 0.99999, "choose thresholds for this target; default: the policy's, else 0.99"),
         ),
     ] = None,
     block_precision: Annotated[
-        float | None, typer.Option(parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999))
+        float | None,
+        typer.Option(
+            parser=number_between(0.5, 0.99999),
+            help=range_help(0.5, 0.99999, "choose thresholds for this target; default: the policy's, else 0.98"),
+        ),
     ] = None,
     daily_volume: Annotated[float, typer.Option(min=1, max=1e10)] = 100_000,
     productive_hours_per_fte: Annotated[float, typer.Option(min=0.1, max=24)] = 6.5,
@@ -280,7 +286,10 @@ def _policy_to_simulate(
     if (recall is not None or block_precision is not None) and (tier_pass or t_pass is not None or t_block is not None):
         fail("give thresholds (--t-pass, --t-block, --tier-pass) or targets (--recall, --block-precision), not both")
     if recall is not None or block_precision is not None:
-        result = choose_policy_thresholds(reference, recall=recall or 0.99, block_precision=block_precision or 0.98)
+        recall, block_precision, target_note = target_mode_targets(current, recall, block_precision)
+        if target_note:  # on stderr: --json keeps stdout one JSON document
+            err_console.print(f"[yellow]{escape(target_note)}[/]")
+        result = choose_policy_thresholds(reference, recall=recall, block_precision=block_precision)
         if not result.feasible:  # on stderr: --json keeps stdout one JSON document
             err_console.print(f"[yellow]{escape(result.message)}[/]")
         return target_mode_policy(result, current)

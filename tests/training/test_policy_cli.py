@@ -145,6 +145,56 @@ def test_cli_simulate_json_table_and_sweep(tmp_path: Path) -> None:
     assert "n/a" in row and "nan" not in nothing_blocked.output  # no precision of no blocks
 
 
+def test_cli_simulate_takes_the_target_not_given_from_the_policy_in_force(tmp_path: Path) -> None:
+    """`simulate --block-precision 0.9` alone keeps the policy's recall target (0.95 here), as the
+    thresholds it would certify at both targets given; only without a policy target do the defaults stand in."""
+    from decision.thresholds import choose_policy_thresholds
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    rng = np.random.default_rng(5)
+    risk = rng.beta(0.5, 3, 20_000)
+    reference = pd.DataFrame(
+        {"risk": risk, "label": (rng.random(len(risk)) < risk).astype(int), "review_seconds": 45.0}
+    )
+    reference.to_parquet(bundle / "reference.parquet")
+    targets = {"recall": 0.95, "block_precision": 0.98, "confidence": 0.95}
+    save_policy(bundle, Policy(version="policy-20250101T000000-1", t_pass=0.02, t_block=0.95, targets=targets))
+    runner = CliRunner()
+
+    def simulated(*options: str) -> dict:
+        result = runner.invoke(_app(), ["simulate", "--bundle", str(bundle), "--json", *options])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    block_only = simulated("--block-precision", "0.9")
+    both = simulated("--recall", "0.95", "--block-precision", "0.9")
+    expected = choose_policy_thresholds(reference, recall=0.95, block_precision=0.9)
+    assert block_only["t_pass"] == both["t_pass"] == pytest.approx(expected.t_pass)
+    assert block_only["t_block"] == both["t_block"] == pytest.approx(expected.t_block)
+    assert simulated("--recall", "0.95")["t_block"] == pytest.approx(
+        choose_policy_thresholds(reference, recall=0.95, block_precision=0.98).t_block
+    )
+    save_policy(bundle, Policy(version="policy-20250101T000000-2", t_pass=0.02, t_block=0.95))  # states no targets
+    assert simulated("--block-precision", "0.9")["t_pass"] == pytest.approx(
+        choose_policy_thresholds(reference, recall=0.99, block_precision=0.9).t_pass
+    )
+
+
+def test_target_mode_takes_the_target_not_given_from_the_policy_the_cli_and_the_api_alike() -> None:
+    """`decision.simulate.target_mode_targets`, behind both `triage simulate` and `GET /v1/simulate`."""
+    from decision.simulate import target_mode_targets
+
+    single = Policy("p", 0.01, 0.99, targets={"recall": 0.95, "block_precision": 0.97})
+    tiered = Policy("p", 0.01, 0.99, targets={"recall": {"severe": 0.99, "minor": 0.9}, "block_precision": 0.97})
+    assert target_mode_targets(single, None, 0.9) == (0.95, 0.9, None)
+    assert target_mode_targets(single, 0.96, None) == (0.96, 0.97, None)
+    assert target_mode_targets(Policy("p", 0.01, 0.99), None, 0.9) == (0.99, 0.9, None)
+    assert target_mode_targets(None, 0.9, None) == (0.9, 0.98, None)
+    recall, precision, note = target_mode_targets(tiered, None, 0.9)
+    assert (recall, precision) == (0.99, 0.9) and note is not None and "per tier" in note
+
+
 def test_cli_simulate_names_the_rules_it_could_not_apply(tmp_path: Path) -> None:
     """A text rule in force reads a column the reference set does not keep: the simulator left it out and
     said nothing (auto-pass 51.6% where the backtest showed 25.2%)."""
