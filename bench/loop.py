@@ -508,6 +508,12 @@ def _cycle_summary(cycle: int, judged: list[dict[str, Any]]) -> dict[str, Any]:
         "audited_share": _spread([j.get("audited_share") for j in judged]),
         # cycles >= 1: the share of seeds whose retrain the gate passed (it serves; else the bundle in force goes on)
         "promoted_share": _share([j["gate"]["promoted"] for j in judged]) if judged and "gate" in judged[0] else None,
+        # ... and of seeds whose champion's certified targets no longer certified on the gate's rows
+        "champion_lapsed_share": (
+            _share([bool(j["gate"]["champion_lapsed"]) for j in judged])
+            if judged and "champion_lapsed" in judged[0].get("gate", {})
+            else None
+        ),
         "estimates": _estimate_summary([j["production_estimates"] for j in judged]),
     }
 
@@ -560,7 +566,8 @@ def render(results: dict[str, Any]) -> str:
         "Arms: `weighted` retrains on reviewed and audited listings with their `inclusion_prob`; `unweighted` on the",
         "same rows without it; `full-labels` on every listing (the fully labelled reference).",
         "Cycle 0 is decided by the initial bundle (trained on the labelled history); cycle k by the k-th retrain",
-        "when the promotion gate passed it (the share of seeds: `retrain promoted`), else by the bundle in force.",
+        "when the promotion gate passed it (the share of seeds: `retrain promoted`; in brackets, the share whose "
+        "champion's certified targets no longer certified on the gate's rows), else by the bundle in force.",
         "Figures are judged on every listing of the cycle by the generator's labels: mean [min, max] over seeds.",
         "",
         "## The issue's targets",
@@ -592,7 +599,8 @@ def render(results: dict[str, Any]) -> str:
     lines.append(
         "| arm | cycle | seeds | all certified held (labels / expected) | recall (target, share certified) "
         "| expected recall | block precision | auto-pass | auto-decided | reviewed or audited | audited "
-        "| retrain promoted | estimates: coverage, mean error, mean width (recall; miss rate) |"
+        "| retrain promoted (champion's targets lapsed) "
+        "| estimates: coverage, mean error, mean width (recall; miss rate) |"
     )
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for arm, cycles in summary["arms"].items():
@@ -614,8 +622,10 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _promoted(cycle: dict[str, Any]) -> str:
-    share = cycle.get("promoted_share")
-    return "-" if share is None else f"{share:.0%}"
+    share, lapsed = cycle.get("promoted_share"), cycle.get("champion_lapsed_share")
+    if share is None:
+        return "-"
+    return f"{share:.0%}" + ("" if lapsed is None else f" ({lapsed:.0%})")
 
 
 def _estimate_cell(figures: dict[str, Any]) -> str:
@@ -673,8 +683,10 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only render --out to --markdown")
     parser.add_argument("--note", default="", help="a line for the report, e.g. what the checkout holds beyond main")
     args = parser.parse_args()
-    if args.report:
+    if args.report:  # re-summarised: a report written before a summary figure existed gets it too
         kept = json.loads(args.out.read_text())
+        stored = {k: tuple(v) if isinstance(v, list) else v for k, v in kept["settings"].items()}
+        kept["summary"] = summarize(kept["runs"], LoopSettings(**stored))
         args.markdown.write_text(render(kept))
         print(render(kept))
         return
