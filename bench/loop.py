@@ -685,7 +685,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.report:  # re-summarised: a report written before a summary figure existed gets it too
         kept = json.loads(args.out.read_text())
-        stored = {k: tuple(v) if isinstance(v, list) else v for k, v in kept["settings"].items()}
+        stored: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in kept["settings"].items()}
         kept["summary"] = summarize(kept["runs"], LoopSettings(**stored))
         args.markdown.write_text(render(kept))
         print(render(kept))
