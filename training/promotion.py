@@ -44,14 +44,15 @@ challenger certified on logged verdicts and goes on deciding on an expired guara
 measured its targets holding on 85% of seeds by the third cycle).
 
 Validity: for one target the re-test is a level-alpha test of "the share is at most the target" on rows
-neither bundle trained on (the held-out newest verdicts, each labelled with a known pi fixed before
-its label was known), so a champion whose target fails in truth keeps its workload claim with probability at most
-alpha (tests/training/test_promotion.py simulates it on both kinds of rows); requiring every target to
+neither bundle trained on (the held-out newest verdicts, each labelled with a known pi fixed before its
+label was known), so a champion whose target fails in truth keeps its workload claim with probability at
+most alpha (tests/training/test_promotion.py simulates it on both kinds of rows); requiring every target to
 hold is an intersection of such tests and needs no further correction. What it costs: thresholds are
-certified at the edge of what their rows could show, so on gate rows of similar or smaller size a
-champion whose targets do hold often cannot show it again and loses the claim (58 of 60 retrains of
-the 100k loop benchmark); the certified challenger is then promoted. That costs workload, never validity; a tolerance below the target would buy the
-workload back by keeping champions whose recall fell just under it, which is what this prevents.
+certified at the edge of what their rows could show, so on gate rows of similar or smaller size a champion
+whose targets do hold often cannot show it again and loses the claim (58 of 60 retrains of the 100k loop
+benchmark); the certified challenger is then promoted. That costs workload, never validity; a tolerance
+below the target would buy the workload back by keeping champions whose recall fell just under it, which is
+what this prevents.
 """
 
 from __future__ import annotations
