@@ -157,7 +157,7 @@ class GateReport:
     def lines(self) -> list[str]:
         """The report a person reads: one line per bundle, then the verdict and its reasons."""
         columns = ("auto-pass", "review", "auto-block", "AUC", "recall")
-        out = [f"{'':11} {'version':28} " + " ".join(f"{c:>10}" for c in columns) + "  guarantee (re-tested here)"]
+        out = [f"{'':11} {'version':28} " + " ".join(f"{c:>10}" for c in columns) + "  guarantee"]
         for name, report in (("champion", self.champion), ("challenger", self.challenger)):
             if report is None:
                 out.append(f"{name:11} (none: the challenger needs only a certified guarantee)")
@@ -179,8 +179,8 @@ def _recheck_text(report: BundleReport) -> str:
     if not report.recheck:
         return ""
     if not report.lapsed:
-        return " (every target still certifies)"
-    return f" (no longer certifies: {', '.join(report.lapsed)})"
+        return ", re-tested here: holds"
+    return f", re-tested here: lapsed ({', '.join(report.lapsed)})"
 
 
 def _still_certified(kept: np.ndarray, lost: np.ndarray, strata: Strata, alpha: float, target: float) -> bool:

@@ -312,7 +312,7 @@ def test_a_champion_whose_targets_lapse_on_the_recent_verdicts_keeps_no_workload
     assert champion.auto_decided == pytest.approx(against_modest.champion.auto_decided)  # same decisions
     assert against_exacting.passed, against_exacting.refusals
     text = "\n".join(against_exacting.lines())
-    assert "no longer certifies: " in text and "the champion's workload does not count" in text
+    assert "certified, re-tested here: lapsed (" in text and "the champion's workload does not count" in text
     assert json.loads(json.dumps(against_exacting.to_dict()))["champion"]["holds"] is False
 
 
