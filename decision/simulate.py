@@ -48,6 +48,7 @@ import pandas as pd
 from scipy import stats
 
 from decision.audit import STRATA, AuditPlan, audit_strata, inclusion_probabilities, pass_margin
+from decision.backtest import DEFAULT_BLOCK_PRECISION
 from decision.guarantees import DEFAULT_REVIEW_SECONDS, ordered_pair
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy, route
 from decision.rules import Rule, acting_rules, match_rule_masks
@@ -56,8 +57,7 @@ from decision.tiers import NO_TIER, frame_tier_risk, risk_column
 from features.config import INCLUSION_PROB
 
 WHAT_IF_VERSION = "what-if"  # the version of a policy with thresholds a person is trying out
-# target mode's targets when neither the scenario nor the policy in force states one
-DEFAULT_TARGET_RECALL, DEFAULT_TARGET_BLOCK_PRECISION = 0.99, 0.98
+DEFAULT_TARGET_RECALL = 0.99  # target mode's recall when neither the scenario nor the policy in force states one
 
 
 @dataclass(frozen=True)
@@ -569,7 +569,7 @@ def target_mode_targets(
             )
     if block_precision is None:
         stated = targets.get("block_precision")
-        block_precision = float(stated) if isinstance(stated, (int, float)) else DEFAULT_TARGET_BLOCK_PRECISION
+        block_precision = float(stated) if isinstance(stated, (int, float)) else DEFAULT_BLOCK_PRECISION
     return recall, block_precision, note
 
 

@@ -65,11 +65,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from bundle.load import Bundle
 from decision.alpha_split import AlphaSplit
+from decision.guarantees import miss_rate_upper
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy
 from decision.simulate import policy_tier_targets
 from decision.tiers import tier_labels
@@ -192,8 +192,8 @@ def _still_certified(kept: np.ndarray, lost: np.ndarray, strata: Strata, alpha: 
     n = int(kept.sum() + lost.sum())
     if n == 0:
         return False
-    if not strata.weighted:
-        return bool(stats.binom.cdf(int(lost.sum()), n, 1.0 - target) <= alpha)
+    if not strata.weighted:  # Clopper-Pearson's upper bound on the lost share is the binomial test inverted
+        return miss_rate_upper(int(lost.sum()), n, alpha) <= 1.0 - target
     return bool(share_certified(kept, lost, strata.pi, alpha, target)[0])
 
 
