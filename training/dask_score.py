@@ -32,7 +32,6 @@ import pandas as pd
 
 from bundle.load import Bundle
 from bundle.manifest import MANIFEST, BundleError, resolve_bundle
-from decision.tiers import risk_column
 from features.identify import PRODUCT_MATCH
 from features.validate import (
     PARQUET_SUFFIXES,
@@ -44,7 +43,14 @@ from features.validate import (
     validate_listings,
 )
 from training.cluster import ClusterSpec, cluster_client
-from training.offline import SCORE_CHUNK_ROWS, score_frame, scoring_columns, unknown_categories, unknown_summary
+from training.offline import (
+    SCORE_CHUNK_ROWS,
+    output_schema,
+    score_frame,
+    scoring_columns,
+    unknown_categories,
+    unknown_summary,
+)
 
 PARTITION_ROWS = SCORE_CHUNK_ROWS
 PART_PREFIX = "part."
@@ -168,11 +174,6 @@ def id_hashes(ids: pd.Series) -> pd.Series:
     return pd.Series(pd.util.hash_pandas_object(ids, index=False).to_numpy(), dtype="uint64")
 
 
-def decision_counts(decisions: pd.Series) -> pd.Series:
-    """A partition's count of each decision (summed on the client: a handful of values)."""
-    return decisions.value_counts()
-
-
 def part_name(partition: int) -> str:
     return f"{PART_PREFIX}{partition:05d}.parquet"
 
@@ -241,6 +242,8 @@ def score_with_client(
 def _score_pieces(
     client: Any, bundle: Bundle, digest: str, pieces: list[Piece], out: Path, files: list[Path]
 ) -> tuple[int, dict, dict]:
+    """One task per partition reads, validates, scores, routes and writes it, and returns only its ids'
+    hashes and its counts; the parts are moved from staging into `out` once every task succeeded."""
     import dask
     import dask.dataframe as dd
 
@@ -255,35 +258,53 @@ def _score_pieces(
         divisions=(*(p.first_row for p in pieces), pieces[-1].first_row + pieces[-1].rows - 1),
         label="read-listings",
     )
-    scored = listings.map_partitions(
-        score_partition, str(bundle.path), digest, meta=_scored_meta(bundle), align_dataframes=False
-    )
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
     try:
-        write = scored.to_parquet(
-            staging, write_index=False, name_function=part_name, write_metadata_file=False, compute=False
-        )
-        hashes = scored[config.id].map_partitions(id_hashes, meta=pd.Series(dtype="uint64"))
-        counts = scored["decision"].map_partitions(decision_counts, meta=pd.Series(dtype="int64"))
-        unknown = listings.map_partitions(
-            unknown_in_partition, str(bundle.path), digest, meta=pd.Series(dtype="int64"), align_dataframes=False
-        ).to_delayed()
-        _, hashes_found, counts_found, unknown_found = dask.compute(write, hashes, counts, unknown, scheduler=client)
-        _check_unique(hashes_found.to_numpy(), pieces, config)
+        parts = [
+            dask.delayed(score_part, pure=False)(frame, str(bundle.path), digest, str(staging / part_name(number)))
+            for number, frame in enumerate(listings.to_delayed())
+        ]
+        found = dask.compute(*parts, scheduler=client)
+        _check_unique(np.concatenate([part.hashes for part in found]), pieces, config)
         for old in [p for p in out.iterdir() if _is_part(p)]:
             old.unlink()
         for part in sorted(staging.iterdir()):
             part.replace(out / part.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    decisions = counts_found.groupby(level=0).sum().sort_values(ascending=False, kind="stable").to_dict()
-    return int(sum(p.rows for p in pieces)), decisions, unknown_summary(list(unknown_found))
+    counts = pd.concat([part.decisions for part in found]).groupby(level=0).sum()
+    decisions = counts.sort_values(ascending=False, kind="stable").to_dict()
+    return int(sum(p.rows for p in pieces)), decisions, unknown_summary([part.unknown for part in found])
 
 
-def unknown_in_partition(frame: pd.DataFrame, bundle_dir: str, digest: str) -> pd.Series:
-    """A partition's categorical values the bundle has no code for, counted (`unknown_categories`)."""
-    return unknown_categories(worker_bundle(bundle_dir, digest), frame)
+@dataclass(frozen=True)
+class ScoredPart:
+    """What a partition's task returns to the client: a few bytes a row, not the scored rows."""
+
+    hashes: np.ndarray  # 64-bit hashes of its ids
+    decisions: pd.Series  # its count of each decision
+    unknown: pd.Series  # its categorical values the bundle has no code for, counted
+
+
+def score_part(frame: pd.DataFrame, bundle_dir: str, digest: str, path: str) -> ScoredPart:
+    """Score one partition (`score_partition`) and write it to `path` as `score_file` writes its rows.
+
+    The partition is scored once for everything the run needs: the part, the id check, the decision
+    counts and the unknown categories (separate Dask outputs of one scored collection each scored it
+    again: three times the work)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    scored = score_partition(frame, bundle_dir, digest).reset_index(drop=True)
+    pq.write_table(pa.Table.from_pandas(scored, schema=output_schema(scored), preserve_index=False), path)
+    bundle = worker_bundle(bundle_dir, digest)
+    return ScoredPart(
+        hashes=id_hashes(scored[bundle.config.id]).to_numpy(),
+        decisions=scored["decision"].value_counts(),
+        unknown=unknown_categories(bundle, frame),
+    )
 
 
 def _check_unique(hashes: np.ndarray, pieces: list[Piece], config: Any) -> None:
@@ -301,9 +322,3 @@ def _listings_meta(piece: Piece, columns: list[str], as_float: list[str]) -> pd.
 
     schema = pq.read_schema(piece.path)
     return frame_of(schema.empty_table().select([c for c in columns if c in schema.names]), as_float)
-
-
-def _scored_meta(bundle: Bundle) -> pd.DataFrame:
-    """The columns and dtypes `score_frame` gives, with no rows."""
-    names = [bundle.config.id, "risk", *map(risk_column, bundle.tier_names), "decision", "decision_tier"]
-    return pd.DataFrame({c: pd.Series(dtype="float64" if c.startswith("risk") else "str") for c in names})

@@ -387,6 +387,16 @@ def _repeats(hashes: np.ndarray) -> bool:
     return len(hashes) > 1 and bool((np.diff(np.sort(hashes)) == 0).any())
 
 
+def output_schema(scored: pd.DataFrame) -> Any:
+    """The Arrow schema an output file of scored rows is written with: `scored`'s, with a column of only
+    missing values (`decision_tier` where no tier decided) typed as text rather than null."""
+    import pyarrow as pa
+
+    first = pa.Table.from_pandas(scored, preserve_index=False).schema
+    fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in first]
+    return pa.schema(fields, metadata=first.metadata)
+
+
 class ScoredWriter:
     """Scored chunks appended in order to `out` (Parquet, or CSV by its suffix) under a temporary name in
     the same directory; `close` renames the whole file into place, `discard` removes a file left
@@ -411,9 +421,7 @@ class ScoredWriter:
             scored.to_csv(self.partial, index=False, mode="a" if self.rows else "w", header=not self.rows)
         else:
             if self._schema is None:
-                first = pa.Table.from_pandas(scored, preserve_index=False).schema
-                fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in first]
-                self._schema = pa.schema(fields, metadata=first.metadata)
+                self._schema = output_schema(scored)
                 self._parquet = pq.ParquetWriter(self.partial, self._schema)
             self._parquet.write_table(pa.Table.from_pandas(scored, schema=self._schema, preserve_index=False))
         self.rows += len(scored)

@@ -77,6 +77,41 @@ def test_cluster_scoring_equals_score_file_row_for_row(
     assert sorted(loads.values()) == [1, 1]  # one bundle load per worker, not one per partition
 
 
+def _count_scoring() -> None:
+    """On a worker: count `score_frame` calls in `training.dask_score` (undone by `_stop_counting`)."""
+    import training.dask_score as module
+
+    original = module.score_frame
+    module.scored_rows = 0
+
+    def counting(bundle: Any, frame: pd.DataFrame) -> pd.DataFrame:
+        module.scored_rows += len(frame)
+        return original(bundle, frame)
+
+    counting.original = original  # type: ignore[attr-defined]
+    module.score_frame = counting
+
+
+def _stop_counting() -> int:
+    import training.dask_score as module
+
+    module.score_frame = module.score_frame.original
+    return module.scored_rows
+
+
+def test_each_partition_is_scored_once(client: Any, bundle_dir: Path, listings: pd.DataFrame, tmp_path: Path) -> None:
+    """The part, the id check, the decision counts and the unknown categories come from one scoring of a
+    partition: as separate Dask outputs each of them scored every partition again (three times the work)."""
+    client.run(_count_scoring)
+    try:
+        summary = score_with_client(
+            client, bundle_dir, write_parts(listings, tmp_path / "parts"), tmp_path / "out", partition_rows=1_000
+        )
+    finally:
+        scored = client.run(_stop_counting)
+    assert summary["rows"] == ROWS and sum(scored.values()) == ROWS
+
+
 def test_a_partition_with_a_bad_row_names_the_file_column_and_row(
     client: Any, bundle_dir: Path, listings: pd.DataFrame, tmp_path: Path
 ) -> None:
