@@ -129,6 +129,14 @@ def train(
             "--data is then a Parquet file or a directory of Parquet parts"
         ),
     ] = None,
+    search_trials: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="LightGBM hyperparameter trials on the validation rows (fixed budget, seeded; default 12); "
+            "fewer trains faster",
+        ),
+    ] = None,
     latest: Annotated[
         bool,
         typer.Option(
@@ -175,6 +183,8 @@ def train(
         plan_alpha_split=plan_alpha_split,
         move_latest=latest,
     )
+    if search_trials is not None:
+        options.search_trials = search_trials
     try:
         result = run(options)
     except (DataValidationError, FileNotFoundError, ValueError, RegistryError) as exc:

@@ -193,6 +193,10 @@ def retrain(
             "(default: configs/data.yaml)"
         ),
     ] = None,
+    search_trials: Annotated[
+        int | None,
+        typer.Option(min=1, help="the challenger's LightGBM hyperparameter trials (default: train's 12)"),
+    ] = None,
 ) -> None:
     """export-labels -> train (original history + older verdicts, weighted) -> promotion gate -> `candidate`.
 
@@ -228,7 +232,7 @@ def retrain(
         # `latest` stays where it was: a service started on it must not serve a challenger the gate may refuse
         challenger = train(
             data=work / "train.parquet", out=out, seed=seed, alias=False, latest=False, audit_volume=audit_volume,
-            **targets,
+            search_trials=search_trials, **targets,
         )  # fmt: skip
         gate(
             challenger=challenger,

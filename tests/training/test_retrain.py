@@ -50,6 +50,9 @@ def _renamed_config(tmp_path: Path) -> Path:
     return tmp_path / "renamed.yaml"
 
 
+FAST = ("--search-trials", "2")  # the challenger's hyperparameter search: what these tests check does not need 12
+
+
 def _bundles(models: Path) -> set[Path]:
     return {p for p in models.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")}
 
@@ -77,7 +80,7 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
         retrained = runner.invoke(
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels"),
-             "--out", str(tmp_path / "models"), "--holdout", "0.3", "--audit-volume", "2000000"],
+             "--out", str(tmp_path / "models"), *FAST, "--holdout", "0.3", "--audit-volume", "2000000"],
         )  # fmt: skip
         (first,) = _bundles(tmp_path / "models")
         latest_after_retrain = latest.exists()  # a retrain never points `latest` at its challenger
@@ -91,7 +94,7 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
         other_contract = runner.invoke(  # the champion serves another contract: refused before anything
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-other"),
-             "--out", str(tmp_path / "models"), "--config", str(_renamed_config(tmp_path))],
+             "--out", str(tmp_path / "models"), *FAST, "--config", str(_renamed_config(tmp_path))],
         )  # fmt: skip
         lowered = runner.invoke(  # a PM lowers the champion's targets (a new policy in its bundle)
             app, ["thresholds", "--bundle", str(first), "--tier-recall", "severe:0.98", "--tier-recall", "minor:0.88"]
@@ -101,7 +104,7 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
         again = runner.invoke(
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-2"),
-             "--out", str(tmp_path / "models"), "--holdout", "0.3"],
+             "--out", str(tmp_path / "models"), *FAST, "--holdout", "0.3"],
         )  # fmt: skip
     finally:
         get_settings.cache_clear()
@@ -126,6 +129,7 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     assert candidate.tags["gate"] == "passed" and '"passed": true' in candidate.tags["gate_report"]
     assert candidate.run_id is not None
     assert client.get_run(candidate.run_id).data.tags["bundle_version"] == bundle_version
+    assert client.get_run(candidate.run_id).data.params["search_trials"] == "2"  # --search-trials reached train
     assert promoted.exit_code == 0, promoted.output
     assert f"the service serves bundle {first.name} ({tmp_path / 'models' / first.name})" in promoted.output
     assert not latest_after_retrain and latest_after_promote == first  # promote points `latest` at what serves
@@ -185,26 +189,26 @@ def test_retrain_with_a_data_config_reads_the_served_bundles_column_names(
     try:
         default = runner.invoke(
             app, ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "default"),
-                  "--out", str(tmp_path / "models")],
+                  "--out", str(tmp_path / "models"), *FAST],
         )  # fmt: skip
         missing = runner.invoke(app, ["retrain", "--config", str(tmp_path / "nowhere.yaml")])
         retrained = runner.invoke(
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels"),
-             "--out", str(tmp_path / "models"), "--config", str(tmp_path / "renamed.yaml")],
+             "--out", str(tmp_path / "models"), *FAST, "--config", str(tmp_path / "renamed.yaml")],
         )  # fmt: skip
         (first,) = _bundles(tmp_path / "models")
         against_first = runner.invoke(
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-2"),
-             "--out", str(tmp_path / "models"), "--config", str(tmp_path / "renamed.yaml"),
+             "--out", str(tmp_path / "models"), *FAST, "--config", str(tmp_path / "renamed.yaml"),
              "--champion", str(first)],
         )  # fmt: skip
         # a --champion of another contract (the default config's columns): refused before anything is read
         default_against_first = runner.invoke(
             app,
             ["retrain", "--data", str(tmp_path / "history.parquet"), "--work", str(tmp_path / "labels-3"),
-             "--out", str(tmp_path / "models"), "--champion", str(first)],
+             "--out", str(tmp_path / "models"), *FAST, "--champion", str(first)],
         )  # fmt: skip
     finally:
         get_settings.cache_clear()
