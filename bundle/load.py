@@ -22,6 +22,7 @@ import yaml
 from bundle.linear import LINEAR_FILE, LinearModel
 from bundle.manifest import BundleError, resolve_bundle, verify_manifest
 from bundle.policies import load_policy
+from decision.backtest import TIER_RISK_PREFIX
 from decision.policy import Policy
 from features.builder import FeatureBuilder
 from features.calibration import Calibrator
@@ -33,6 +34,40 @@ TIERS_DIR = "tiers"  # tiers/<name>.onnx and tiers/<name>.calibrator.json per ti
 # run on (`decision.backtest`). Bundles exported before it existed have none.
 HISTORY_FILE = "history.parquet"
 RULES_REPORT_FILE = "rules_report.json"  # the shipped rules' certificates and workload
+# The scored, labelled rows the simulator replays (`training.pipeline._reference`): id, risk, label, tier
+# risks, handling time, segments; no text.
+REFERENCE_FILE = "reference.parquet"
+_NOT_FROM_HISTORY = ("label", "risk", "split")  # the reference's own (history's `risk` is the same score)
+
+
+def read_reference(bundle_dir: Path, id_column: str) -> pd.DataFrame:
+    """The bundle's reference rows, with the columns `history.parquet` holds for the same listings that
+    the reference does not keep (text, `product_match`, the other listing columns), so that every rule
+    in force can be replayed on them: a rule reading a product match or a title applies in the simulator
+    as in the service. Without `history.parquet`, or if it does not hold every reference row once (by the
+    data config's id column), the reference alone (its rules on text are then reported as not applied).
+    Raises FileNotFoundError when the bundle has no reference."""
+    import pyarrow.parquet as pq
+
+    reference = pd.read_parquet(bundle_dir / REFERENCE_FILE)
+    path = bundle_dir / HISTORY_FILE
+    if not path.is_file() or "listing_id" not in reference:
+        return reference
+    names = pq.read_schema(path).names
+    extra = [
+        c for c in names if c not in reference and c != id_column and c not in _NOT_FROM_HISTORY
+        and not c.startswith(TIER_RISK_PREFIX)
+    ]  # fmt: skip
+    if id_column not in names or not extra:
+        return reference
+    history = pd.read_parquet(path, columns=[id_column, *extra])
+    ids = pd.Index(history[id_column].astype(str))
+    if ids.has_duplicates:
+        return reference
+    rows = ids.get_indexer(reference["listing_id"].astype(str))
+    if (rows < 0).any():
+        return reference
+    return pd.concat([reference, history[extra].iloc[rows].reset_index(drop=True)], axis=1)
 
 
 @dataclass

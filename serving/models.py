@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bundle.load import Bundle
+from bundle.load import REFERENCE_FILE, Bundle, read_reference
 from bundle.manifest import BundleError, resolve_bundle
 from bundle.policies import next_policy_version
 from decision.audit import inclusion_probabilities, pass_margin
@@ -26,7 +26,6 @@ from serving.store import Store
 
 log = logging.getLogger(__name__)
 
-REFERENCE_FILE = "reference.parquet"
 REVIEW_WARNING_SHARE = 0.9  # above this share to human review, `triage serve` warns at start-up
 _THRESHOLD_FIELDS = {"t_pass", "t_block", "segment_by", "segments", "tier_pass"}
 
@@ -260,7 +259,7 @@ def reference_routing(bundle: Bundle, policy: Policy) -> dict[str, float]:
     human review and auto-blocks: rules, per-segment thresholds and every tier's risk, through `route`
     exactly as the evaluation and the service route; and the expected share of listings audited (automated
     decisions drawn for audit at the policy's rates: they stay in force, the shares above count them)."""
-    reference = pd.read_parquet(bundle.path / REFERENCE_FILE)
+    reference = read_reference(bundle.path, bundle.config.id)
     if policy.segment_by and policy.segment_by in reference:
         t_pass, t_block = policy.thresholds_for(reference[policy.segment_by].astype(str).to_numpy())
     else:

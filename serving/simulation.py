@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bundle.load import REFERENCE_FILE, read_reference
 from decision.policy import Policy
 from decision.rules import Rule, match_rule_masks
 from decision.simulate import (
@@ -39,7 +40,6 @@ from decision.simulate import (
 )
 from decision.thresholds import ThresholdResult, choose_policy_thresholds
 
-REFERENCE_FILE = "reference.parquet"
 _MAX_CACHED_RULE_SETS = 16
 _MAX_CACHED_TARGETS = 256
 
@@ -141,12 +141,12 @@ class ReferenceSet:
 
 
 @lru_cache(maxsize=4)
-def reference_set(path: Path, version: str, segment_columns: tuple[str, ...]) -> ReferenceSet:
-    """The bundle's reference set, read once per (bundle path, version)."""
-    file = path / REFERENCE_FILE
-    if not file.is_file():
+def reference_set(path: Path, version: str, segment_columns: tuple[str, ...], id_column: str) -> ReferenceSet:
+    """The bundle's reference set with the columns its rules read (`bundle.load.read_reference`), read
+    once per (bundle path, version)."""
+    if not (path / REFERENCE_FILE).is_file():
         raise FileNotFoundError(f"bundle {path} has no {REFERENCE_FILE}")
-    return ReferenceSet(path, version, pd.read_parquet(file), segment_columns)
+    return ReferenceSet(path, version, read_reference(path, id_column), segment_columns)
 
 
 def what_if_policy(

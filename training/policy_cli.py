@@ -14,6 +14,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
+from bundle.load import REFERENCE_FILE, read_reference
 from bundle.manifest import BundleError, resolve_bundle, signing_key_from_env
 from bundle.policies import load_policy, next_policy_version, save_policy
 from decision.alpha_split import AlphaSplit
@@ -37,7 +38,6 @@ from features.config import DataConfig, Tier
 from training.cli_output import console, err_console, fail, note, number_between, range_help, recall_on_tiers
 from training.plots import plot_curve
 
-REFERENCE_FILE = "reference.parquet"
 MIN_RECALL_TARGET = 0.5  # the least --recall and --tier-recall take (`Fraction`)
 
 BundleOpt = Annotated[Path, typer.Option(help="bundle directory or the models/latest pointer")]
@@ -49,10 +49,12 @@ def _load_reference(bundle: Path) -> tuple[Path, pd.DataFrame]:
         bundle_dir = resolve_bundle(bundle)
     except BundleError as exc:
         fail(exc)
-    path = bundle_dir / REFERENCE_FILE
-    if not path.is_file():
+    if not (bundle_dir / REFERENCE_FILE).is_file():
         fail(f"bundle {bundle_dir} has no {REFERENCE_FILE}")
-    return bundle_dir, pd.read_parquet(path)
+    config = _bundle_config(bundle_dir)
+    return bundle_dir, read_reference(bundle_dir, config.id) if config is not None else pd.read_parquet(
+        bundle_dir / REFERENCE_FILE
+    )
 
 
 def _current_policy(bundle_dir: Path) -> Policy | None:

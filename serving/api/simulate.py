@@ -97,7 +97,7 @@ def _reference(engine: DecisionEngine) -> ReferenceSet:
     if bundle is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "no model bundle is loaded; nothing to simulate")
     try:
-        return reference_set(bundle.path, bundle.version, tuple(bundle.config.segments))
+        return reference_set(bundle.path, bundle.version, tuple(bundle.config.segments), bundle.config.id)
     except FileNotFoundError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
 

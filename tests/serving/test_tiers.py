@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from bundle.load import Bundle
+from bundle.load import Bundle, read_reference
 from decision.policy import CODE_BLOCK, CODE_PASS, DECISIONS, Policy, driving_tier, route
 from decision.rules import match_rules
 from decision.simulate import simulate
@@ -288,9 +288,10 @@ def test_policy_put_refuses_bad_tier_thresholds_naming_the_field(serve, own_bund
 
 
 def test_startup_report_is_the_evaluation_split_on_the_reference_rows(bundle: Bundle) -> None:
-    reference = pd.read_parquet(bundle.path / "reference.parquet")
+    reference = read_reference(bundle.path, bundle.config.id)  # with the text and product matches rules read
     policy = bundle.policy
     rule_masks = match_rules(reference, policy.rules)[:2]
+    assert rule_masks[1].any()  # the review rules on text and product matches act on some reference rows
     if policy.segment_by:
         pytest.skip("the session bundle's policy is segmented; the evaluation frame here is global")
     routing = evaluate_scores(reference, policy, rule_masks=rule_masks)["routing"]
