@@ -545,6 +545,13 @@ def simulate_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> S
     return replace(result, rules_not_applied=rules_not_applied(reference, policy.rules))
 
 
+def sweep_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> pd.DataFrame:
+    """`sweep` at the policy's (global) t_block with its rules, where the reference has the columns they
+    read, as `simulate_policy` applies them: each point is `simulate_policy` at that t_pass."""
+    rule_block, rule_review = match_rule_masks(reference, policy.rules)
+    return sweep(reference, policy.t_block, rule_block=rule_block, rule_review=rule_review, **kwargs)
+
+
 def has_block_rule(rules: Sequence[Rule | dict[str, Any]]) -> bool:
     """Whether a rule in force blocks. Without one, `simulate` takes `rule_block=None`, so that it can tell
     a policy with t_block >= 1 blocks nothing at all (not merely nothing among the reference rows)."""
@@ -628,32 +635,47 @@ def sweep(
     productive_hours_per_fte: float = 6.5,
     prevalence_multiplier: float = 1.0,
     n_points: int = 400,
+    rule_block: np.ndarray | None = None,
+    rule_review: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The workload-recall curve: every t_pass from 0 up to t_block (at quantiles of risk), at a fixed
-    t_block. One sort and weighted cumulative sums; no rules, global thresholds."""
+    t_block. One sort and weighted cumulative sums; global thresholds, no tier thresholds.
+
+    With rule masks (`match_rule_masks` of the policy's rules on `reference`), a listing a rule decides
+    is decided as `route` decides it whatever t_pass is: a block rule blocks, a review rule queues; so is
+    a listing whose risk is not finite (queued). Only the other listings move with t_pass, so each point
+    equals `simulate` at that t_pass with the same rules."""
     risk = reference["risk"].to_numpy(dtype=np.float64)
     label = reference["label"].to_numpy().astype(bool)
     weight = reference_weights(reference, prevalence_multiplier)
-    order = np.argsort(risk, kind="stable")
-    risk, label, weight = risk[order], label[order], weight[order]
-    seconds = _review_seconds(reference)[order]
+    seconds = _review_seconds(reference)
+    finite = np.isfinite(risk)
+    blocked = finite & (np.zeros(len(risk), bool) if rule_block is None else np.asarray(rule_block, dtype=bool))
+    ruled = ~finite | blocked | (False if rule_review is None else np.asarray(rule_review, dtype=bool))
+    total, positives = float(weight.sum()), float((weight * label).sum())
+    blocked_w = float(weight[blocked].sum())
+    queued = ruled & ~blocked  # what the rules queue, at any t_pass
+    queued_w, queued_sec = float(weight[queued].sum()), float((weight * seconds)[queued].sum())
+    free = ~ruled
+    order = np.argsort(risk[free], kind="stable")
+    risk, label, weight, seconds = risk[free][order], label[free][order], weight[free][order], seconds[free][order]
     cum_w = np.r_[0.0, np.cumsum(weight)]
     cum_pos = np.r_[0.0, np.cumsum(weight * label)]
     cum_sec = np.r_[0.0, np.cumsum(weight * seconds)]
-    finite = risk[np.isfinite(risk) & (risk < t_block)]
-    grid = np.unique(np.r_[0.0, np.quantile(finite, np.linspace(0, 1, n_points)) if len(finite) else [], t_block])
+    below = risk[risk < t_block]
+    grid = np.unique(np.r_[0.0, np.quantile(below, np.linspace(0, 1, n_points)) if len(below) else [], t_block])
     i_pass = np.searchsorted(risk, grid, side="left")
     i_block = np.searchsorted(risk, t_block, side="left")
-    total, positives = cum_w[-1], cum_pos[-1]
-    queue_share = (cum_w[i_block] - cum_w[i_pass]) / total
-    hours = (cum_sec[i_block] - cum_sec[i_pass]) / total * daily_volume / 3600.0
+    auto_block = (cum_w[-1] - cum_w[i_block] + blocked_w) / total
+    queue_share = (cum_w[i_block] - cum_w[i_pass] + queued_w) / total
+    hours = (cum_sec[i_block] - cum_sec[i_pass] + queued_sec) / total * daily_volume / 3600.0
     return pd.DataFrame(
         {
             "t_pass": grid,
             "t_block": t_block,
             "auto_pass_share": cum_w[i_pass] / total,
             "queue_share": queue_share,
-            "auto_block_share": (total - cum_w[i_block]) / total,
+            "auto_block_share": auto_block,
             "recall": 1.0 - cum_pos[i_pass] / positives if positives else np.nan,
             "missed_violations_per_day": cum_pos[i_pass] / total * daily_volume,
             "queue_per_day": queue_share * daily_volume,

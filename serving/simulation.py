@@ -33,7 +33,7 @@ from decision.simulate import (
     reference_tiers,
     rules_not_applied,
     simulate,
-    sweep,
+    sweep_policy,
     target_mode_policy,
     target_mode_targets,
     with_thresholds,
@@ -219,7 +219,7 @@ def run(
 
 def curve(
     reference: ReferenceSet,
-    t_block: float,
+    policy: Policy,
     *,
     daily_volume: float,
     productive_hours_per_fte: float,
@@ -228,15 +228,16 @@ def curve(
     segment: str | None = None,
     n_points: int = 400,
 ) -> pd.DataFrame:
-    """The workload-recall curve (`sweep`: t_pass swept at a fixed t_block, no rules) on the same rows."""
+    """The workload-recall curve (`sweep_policy`: t_pass swept at the policy's t_block, with its rules) on the
+    same rows."""
     part = reference.slice([], segment_by, segment)
     try:
-        return sweep(
+        return sweep_policy(
             part.frame,
-            t_block,
-            daily_volume * part.share,
-            productive_hours_per_fte,
-            prevalence_multiplier,
+            policy,
+            daily_volume=daily_volume * part.share,
+            productive_hours_per_fte=productive_hours_per_fte,
+            prevalence_multiplier=prevalence_multiplier,
             n_points=n_points,
         )
     except ValueError as exc:

@@ -27,7 +27,7 @@ from decision.simulate import (
     parse_tier_values,
     reference_tiers,
     simulate_policy,
-    sweep,
+    sweep_policy,
     target_mode_policy,
     target_mode_targets,
     with_thresholds,
@@ -248,9 +248,9 @@ def simulate(
         fail(exc)
     out: dict[str, Any] = {"bundle": str(bundle_dir), "policy": policy.version, **result.to_dict()}
     if sweep_dir is not None:
-        curve = sweep(
+        curve = sweep_policy(
             reference,
-            t_block=policy.t_block,
+            policy,
             daily_volume=daily_volume,
             productive_hours_per_fte=productive_hours_per_fte,
             prevalence_multiplier=prevalence_multiplier,

@@ -135,7 +135,7 @@ def _curve(scenario: CurveScenario, engine: DecisionEngine, where: Literal["quer
     reference = _reference(engine)
     try:
         policy, _ = _what_if(scenario, engine, reference)
-        points = curve(reference, policy.t_block, n_points=scenario.n_points, **scenario.workload())
+        points = curve(reference, policy, n_points=scenario.n_points, **scenario.workload())
     except ScenarioError as exc:
         raise field_error((where, exc.field), str(exc)) from exc
     return {

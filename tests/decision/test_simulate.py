@@ -116,6 +116,34 @@ def test_sweep_agrees_with_simulate_and_is_monotone() -> None:
         assert point.queue_per_day.value == pytest.approx(row.queue_per_day)
 
 
+def test_sweep_with_rules_is_simulate_with_the_same_rules_at_every_point() -> None:
+    """Rows a rule decides stay decided as `route` decides them at every t_pass (a block rule blocks, a
+    review rule queues, a block rule wins); a risk that is not finite is queued. The curve drew the
+    thresholds alone, so the policy's own point lay off it."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    risk = rng.beta(0.5, 3, n)
+    frame = pd.DataFrame(
+        {
+            "risk": np.where(rng.random(n) < 0.002, np.nan, risk),
+            "label": (rng.random(n) < risk).astype(int),
+            "review_seconds": rng.gamma(2, 30, n),
+        }
+    )
+    rule_block, rule_review = rng.random(n) < 0.03, rng.random(n) < 0.1  # some rows under both
+    curve = sweep(frame, t_block=0.9, daily_volume=5000, n_points=50, rule_block=rule_block, rule_review=rule_review)
+    assert np.all(np.diff(curve["recall"]) <= 1e-12)
+    for row in curve.iloc[[0, 10, 25, 49]].itertuples():
+        point = simulate(frame, row.t_pass, 0.9, 5000, rule_block=rule_block, rule_review=rule_review)
+        assert point.auto_pass_share.value == pytest.approx(row.auto_pass_share)
+        assert point.auto_block_share.value == pytest.approx(row.auto_block_share)
+        assert point.queue_share.value == pytest.approx(row.queue_share)
+        assert point.recall.value == pytest.approx(row.recall)
+        assert point.reviewer_hours_per_day.value == pytest.approx(row.reviewer_hours_per_day)
+    plain = sweep(frame.assign(risk=risk), t_block=0.9, daily_volume=5000, n_points=50)
+    assert (curve["auto_block_share"] > plain["auto_block_share"].max()).all()  # the block rule's rows
+
+
 def test_policy_simulation_uses_segments_rules_and_breakdown() -> None:
     policy = Policy(
         version="p",

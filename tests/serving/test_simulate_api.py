@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from bundle.load import read_reference
 from bundle.policies import load_policy
-from decision.rules import match_rules
+from decision.rules import match_rule_masks, match_rules
 from decision.simulate import rules_not_applied, simulate, sweep
 from decision.thresholds import choose_policy_thresholds
 from triage.cli import app as cli_app
@@ -187,7 +187,12 @@ def test_segment_replays_only_its_rows_at_its_share_of_the_volume(serve, untiere
 
 
 def test_curve_is_the_sweep_at_the_scenario_t_block(serve, bundle_dir: Path) -> None:
-    expected = sweep(_reference(bundle_dir), t_block=0.8, daily_volume=50_000, n_points=100)
+    reference = _reference(bundle_dir)
+    rule_block, rule_review = match_rule_masks(reference, load_policy(bundle_dir).rules)
+    assert rule_review.any()  # the policy's rules queue some listings at every t_pass: on the curve too
+    expected = sweep(
+        reference, t_block=0.8, daily_volume=50_000, n_points=100, rule_block=rule_block, rule_review=rule_review
+    )
     with serve() as api:
         response = api.client.get(
             "/v1/simulate/curve",
