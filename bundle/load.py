@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -22,11 +23,10 @@ import yaml
 from bundle.linear import LINEAR_FILE, LinearModel
 from bundle.manifest import BundleError, resolve_bundle, verify_manifest
 from bundle.policies import load_policy
-from decision.backtest import TIER_RISK_PREFIX
 from decision.policy import Policy
 from features.builder import FeatureBuilder
 from features.calibration import Calibrator
-from features.config import DataConfig
+from features.config import INCLUSION_PROB, DataConfig
 from features.identify import IDENTIFY_DIR, ProductIdentifier
 
 TIERS_DIR = "tiers"  # tiers/<name>.onnx and tiers/<name>.calibrator.json per tier
@@ -37,27 +37,35 @@ RULES_REPORT_FILE = "rules_report.json"  # the shipped rules' certificates and w
 # The scored, labelled rows the simulator replays (`training.pipeline._reference`): id, risk, label, tier
 # risks, handling time, segments; no text.
 REFERENCE_FILE = "reference.parquet"
-_NOT_FROM_HISTORY = ("label", "risk", "split")  # the reference's own (history's `risk` is the same score)
 
 
-def read_reference(bundle_dir: Path, id_column: str) -> pd.DataFrame:
-    """The bundle's reference rows, with the columns `history.parquet` holds for the same listings that
-    the reference does not keep (text, `product_match`, the other listing columns), so that every rule
-    in force can be replayed on them: a rule reading a product match or a title applies in the simulator
-    as in the service. Without `history.parquet`, or if it does not hold every reference row once (by the
-    data config's id column), the reference alone (its rules on text are then reported as not applied).
+def _reference_owns(column: str) -> bool:
+    """Names the reference set gives a meaning of its own (`training.pipeline._reference`, read by
+    `decision.simulate.reference_tiers`): a listing column so named is not joined in."""
+    owned = ("listing_id", "label", "tier", "split", "review_seconds", "created_at", INCLUSION_PROB)
+    return column in owned or column.startswith("risk")
+
+
+def read_reference(bundle_dir: Path, id_column: str, listing_columns: Sequence[str]) -> pd.DataFrame:
+    """The bundle's reference rows, with the columns a rule may read that the reference does not keep (the
+    `listing_columns` of its data config, such as the text, and the derived `product_match`), taken from
+    `history.parquet` for the same listings: a rule reading a product match or a title then applies in
+    the simulator as in the service. Without `history.parquet`, or if it does not hold every reference
+    row once (by `id_column`), the reference alone (rules on the other columns are then reported as not
+    applied). A listing column named like one of the reference's own (`tier`, `risk...`, `review_seconds`, ...) is
+    left out.
     Raises FileNotFoundError when the bundle has no reference."""
     import pyarrow.parquet as pq
+
+    from decision.rules import DERIVED_COLUMNS
 
     reference = pd.read_parquet(bundle_dir / REFERENCE_FILE)
     path = bundle_dir / HISTORY_FILE
     if not path.is_file() or "listing_id" not in reference:
         return reference
-    names = pq.read_schema(path).names
-    extra = [
-        c for c in names if c not in reference and c != id_column and c not in _NOT_FROM_HISTORY
-        and not c.startswith(TIER_RISK_PREFIX)
-    ]  # fmt: skip
+    names = set(pq.read_schema(path).names)
+    wanted = dict.fromkeys([*listing_columns, *sorted(DERIVED_COLUMNS)])
+    extra = [c for c in wanted if c in names and c not in reference and c != id_column and not _reference_owns(c)]
     if id_column not in names or not extra:
         return reference
     history = pd.read_parquet(path, columns=[id_column, *extra])

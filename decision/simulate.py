@@ -547,7 +547,8 @@ def simulate_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> S
 
 def sweep_policy(reference: pd.DataFrame, policy: Policy, **kwargs: Any) -> pd.DataFrame:
     """`sweep` at the policy's (global) t_block with its rules, where the reference has the columns they
-    read, as `simulate_policy` applies them: each point is `simulate_policy` at that t_pass."""
+    read, as `simulate_policy` applies them. For a policy without tier or segment thresholds each point is
+    `simulate_policy` at that t_pass; those thresholds are not swept."""
     rule_block, rule_review = match_rule_masks(reference, policy.rules)
     return sweep(reference, policy.t_block, rule_block=rule_block, rule_review=rule_review, **kwargs)
 

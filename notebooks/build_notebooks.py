@@ -93,11 +93,14 @@ THRESHOLD_SIMULATION = [
     (
         "code",
         "import os\n\nimport matplotlib.pyplot as plt\nimport pandas as pd\n\n"
-        "from bundle.manifest import resolve_bundle\nfrom bundle.policies import load_policy\n"
-        "from decision.simulate import simulate_policy, sweep, target_mode_policy\n"
-        "from decision.thresholds import choose_policy_thresholds\n\n"
+        "from bundle.load import read_reference\nfrom bundle.manifest import resolve_bundle\n"
+        "from bundle.policies import load_policy\n"
+        "from decision.simulate import simulate_policy, sweep_policy, target_mode_policy\n"
+        "from decision.thresholds import choose_policy_thresholds\nfrom features.config import load_config\n\n"
         "bundle = resolve_bundle(os.environ.get('TRIAGE_BUNDLE', '../models/latest'))\n"
-        "reference = pd.read_parquet(bundle / 'reference.parquet')\npolicy = load_policy(bundle)\n"
+        "config = load_config(bundle / 'data_config.yaml')\n"
+        "# the reference rows with the columns the rules read (text, product matches), from the bundle's history\n"
+        "reference = read_reference(bundle, config.id, config.listing_columns)\npolicy = load_policy(bundle)\n"
         "DAILY_VOLUME = 100_000\n"
         "print(f'{len(reference):,} reference listings, prevalence {reference.label.mean():.2%}; '\n"
         "      f'production policy {policy.version}: t_pass={policy.t_pass:.4f}, t_block={policy.t_block:.4f}')",
@@ -135,12 +138,13 @@ THRESHOLD_SIMULATION = [
     ),
     (
         "md",
-        "## The whole workload-recall curve\n\nEach point is a t_pass (auto-block off): how much review "
-        "work buys how much recall. The production policy is marked.",
+        "## The whole workload-recall curve\n\nEach point is a t_pass at the policy's t_block, with its rules: "
+        "how much review work buys how much recall. The production policy is marked (on a tiered or segmented "
+        "policy it lies off the curve: the curve sweeps one global t_pass).",
     ),
     (
         "code",
-        "curve = sweep(reference, daily_volume=DAILY_VOLUME)\nfig, ax = plt.subplots(figsize=(7, 4.5))\n"
+        "curve = sweep_policy(reference, policy, daily_volume=DAILY_VOLUME)\nfig, ax = plt.subplots(figsize=(7, 4.5))\n"
         "ax.plot(curve['queue_share'], curve['recall'])\n"
         "current = production\n"
         "ax.plot([current.queue_share.value], [current.recall.value], 'ro', label='production policy')\n"

@@ -259,7 +259,7 @@ def reference_routing(bundle: Bundle, policy: Policy) -> dict[str, float]:
     human review and auto-blocks: rules, per-segment thresholds and every tier's risk, through `route`
     exactly as the evaluation and the service route; and the expected share of listings audited (automated
     decisions drawn for audit at the policy's rates: they stay in force, the shares above count them)."""
-    reference = read_reference(bundle.path, bundle.config.id)
+    reference = read_reference(bundle.path, bundle.config.id, bundle.config.listing_columns)
     if policy.segment_by and policy.segment_by in reference:
         t_pass, t_block = policy.thresholds_for(reference[policy.segment_by].astype(str).to_numpy())
     else:

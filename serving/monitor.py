@@ -244,7 +244,13 @@ def expected_outcomes(bundle: Bundle | None, policy: Policy | None) -> dict[str,
     from serving.simulation import reference_set, run
 
     try:
-        reference = reference_set(bundle.path, bundle.version, tuple(bundle.config.segments), bundle.config.id)
+        reference = reference_set(
+            bundle.path,
+            bundle.version,
+            tuple(bundle.config.segments),
+            bundle.config.id,
+            tuple(bundle.config.listing_columns),
+        )
     except FileNotFoundError:
         return None
 

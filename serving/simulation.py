@@ -33,7 +33,7 @@ from decision.simulate import (
     reference_tiers,
     rules_not_applied,
     simulate,
-    sweep_policy,
+    sweep,
     target_mode_policy,
     target_mode_targets,
     with_thresholds,
@@ -141,12 +141,14 @@ class ReferenceSet:
 
 
 @lru_cache(maxsize=4)
-def reference_set(path: Path, version: str, segment_columns: tuple[str, ...], id_column: str) -> ReferenceSet:
+def reference_set(
+    path: Path, version: str, segment_columns: tuple[str, ...], id_column: str, listing_columns: tuple[str, ...]
+) -> ReferenceSet:
     """The bundle's reference set with the columns its rules read (`bundle.load.read_reference`), read
     once per (bundle path, version)."""
     if not (path / REFERENCE_FILE).is_file():
         raise FileNotFoundError(f"bundle {path} has no {REFERENCE_FILE}")
-    return ReferenceSet(path, version, read_reference(path, id_column), segment_columns)
+    return ReferenceSet(path, version, read_reference(path, id_column, listing_columns), segment_columns)
 
 
 def what_if_policy(
@@ -228,17 +230,19 @@ def curve(
     segment: str | None = None,
     n_points: int = 400,
 ) -> pd.DataFrame:
-    """The workload-recall curve (`sweep_policy`: t_pass swept at the policy's t_block, with its rules) on the
-    same rows."""
-    part = reference.slice([], segment_by, segment)
+    """The workload-recall curve (`sweep`: t_pass swept at the policy's t_block, with its rules' masks, cached
+    per rule set) on the same rows."""
+    part = reference.slice(policy.rules, segment_by, segment)
     try:
-        return sweep_policy(
+        return sweep(
             part.frame,
-            policy,
-            daily_volume=daily_volume * part.share,
-            productive_hours_per_fte=productive_hours_per_fte,
-            prevalence_multiplier=prevalence_multiplier,
+            policy.t_block,
+            daily_volume * part.share,
+            productive_hours_per_fte,
+            prevalence_multiplier,
             n_points=n_points,
+            rule_block=part.rule_block,
+            rule_review=part.rule_review,
         )
     except ValueError as exc:
         raise ScenarioError("prevalence_multiplier", str(exc).partition(": ")[2] or str(exc)) from exc

@@ -389,11 +389,13 @@ def _repeats(hashes: np.ndarray) -> bool:
 
 def output_schema(scored: pd.DataFrame) -> Any:
     """The Arrow schema an output file of scored rows is written with: `scored`'s, with a column of only
-    missing values (`decision_tier` where no tier decided) typed as text rather than null."""
+    missing values (`decision_tier` where no tier decided) typed as the `decision` text column is, so
+    that every chunk, and every part a cluster writes, has the same schema."""
     import pyarrow as pa
 
     first = pa.Table.from_pandas(scored, preserve_index=False).schema
-    fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in first]
+    text = first.field("decision").type if "decision" in first.names else pa.string()
+    fields = [f.with_type(text) if pa.types.is_null(f.type) else f for f in first]
     return pa.schema(fields, metadata=first.metadata)
 
 

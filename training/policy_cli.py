@@ -44,17 +44,19 @@ BundleOpt = Annotated[Path, typer.Option(help="bundle directory or the models/la
 Fraction = Annotated[float, typer.Option(parser=number_between(0.5, 0.99999), help=range_help(0.5, 0.99999))]
 
 
-def _load_reference(bundle: Path) -> tuple[Path, pd.DataFrame]:
+def _load_reference(bundle: Path, rule_columns: bool = True) -> tuple[Path, pd.DataFrame]:
+    """The bundle's directory and reference rows; with `rule_columns`, with the columns its rules read
+    (`bundle.load.read_reference`: what the simulator replays)."""
     try:
         bundle_dir = resolve_bundle(bundle)
     except BundleError as exc:
         fail(exc)
     if not (bundle_dir / REFERENCE_FILE).is_file():
         fail(f"bundle {bundle_dir} has no {REFERENCE_FILE}")
-    config = _bundle_config(bundle_dir)
-    return bundle_dir, read_reference(bundle_dir, config.id) if config is not None else pd.read_parquet(
-        bundle_dir / REFERENCE_FILE
-    )
+    config = _bundle_config(bundle_dir) if rule_columns else None
+    if config is None:
+        return bundle_dir, pd.read_parquet(bundle_dir / REFERENCE_FILE)
+    return bundle_dir, read_reference(bundle_dir, config.id, config.listing_columns)
 
 
 def _current_policy(bundle_dir: Path) -> Policy | None:
@@ -98,7 +100,7 @@ def thresholds(
     On a tiered bundle, guarantee mode certifies every tier's recall target (the data config's, or
     --tier-recall) and the block precision together; --single-tier, capacity and cost modes use the
     overall risk alone."""
-    bundle_dir, reference = _load_reference(bundle)
+    bundle_dir, reference = _load_reference(bundle, rule_columns=False)  # certifies thresholds; no rule is replayed
     try:
         plain = single_tier or any(v is not None for v in (capacity_hours, cost_review, cost_miss, cost_wrong_block))
         config = _bundle_config(bundle_dir)

@@ -97,7 +97,13 @@ def _reference(engine: DecisionEngine) -> ReferenceSet:
     if bundle is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "no model bundle is loaded; nothing to simulate")
     try:
-        return reference_set(bundle.path, bundle.version, tuple(bundle.config.segments), bundle.config.id)
+        return reference_set(
+            bundle.path,
+            bundle.version,
+            tuple(bundle.config.segments),
+            bundle.config.id,
+            tuple(bundle.config.listing_columns),
+        )
     except FileNotFoundError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
 

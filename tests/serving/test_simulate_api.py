@@ -18,6 +18,7 @@ from bundle.policies import load_policy
 from decision.rules import match_rule_masks, match_rules
 from decision.simulate import rules_not_applied, simulate, sweep
 from decision.thresholds import choose_policy_thresholds
+from features.config import load_config
 from triage.cli import app as cli_app
 
 SCENARIO = {
@@ -32,7 +33,8 @@ RESPONSE_ONLY = {"bundle", "policy", "chosen", "segment"}  # keys the API adds a
 
 def _reference(bundle_dir: Path) -> pd.DataFrame:
     """The rows the simulator replays: the reference set with the columns its rules read."""
-    return read_reference(bundle_dir, "listing_id")
+    config = load_config(bundle_dir / "data_config.yaml")
+    return read_reference(bundle_dir, config.id, config.listing_columns)
 
 
 def _result_part(body: dict[str, Any]) -> dict[str, Any]:

@@ -288,7 +288,8 @@ def test_policy_put_refuses_bad_tier_thresholds_naming_the_field(serve, own_bund
 
 
 def test_startup_report_is_the_evaluation_split_on_the_reference_rows(bundle: Bundle) -> None:
-    reference = read_reference(bundle.path, bundle.config.id)  # with the text and product matches rules read
+    # with the text and product matches the rules read
+    reference = read_reference(bundle.path, bundle.config.id, bundle.config.listing_columns)
     policy = bundle.policy
     rule_masks = match_rules(reference, policy.rules)[:2]
     assert rule_masks[1].any()  # the review rules on text and product matches act on some reference rows

@@ -230,13 +230,16 @@ def test_simulate_replays_rules_on_text_and_product_matches_from_the_bundles_his
     import shutil
 
     from bundle.load import HISTORY_FILE, REFERENCE_FILE, read_reference
+    from features.config import load_config
     from features.identify import PRODUCT_MATCH
 
     bundle = tmp_path / "bundle"
     shutil.copytree(bundle_dir, bundle)
-    config = yaml.safe_load((bundle / "data_config.yaml").read_text())
-    reference = read_reference(bundle, config["id"])
-    history = pd.read_parquet(bundle / HISTORY_FILE).set_index(config["id"])
+    config = load_config(bundle / "data_config.yaml")
+    reference = read_reference(bundle, config.id, config.listing_columns)
+    history = pd.read_parquet(bundle / HISTORY_FILE).set_index(config.id)
+    # the columns a rule may read, not the outcome columns history also holds
+    assert "violation_reason" in history and "violation_reason" not in reference
     same_rows = history.loc[reference["listing_id"]]
     assert list(reference["listing_id"]) == list(pd.read_parquet(bundle / REFERENCE_FILE)["listing_id"])
     np.testing.assert_array_equal(reference["risk"].to_numpy(), same_rows["risk"].to_numpy())  # the same listings
@@ -244,7 +247,7 @@ def test_simulate_replays_rules_on_text_and_product_matches_from_the_bundles_his
     assert reference["title"].tolist() == same_rows["title"].tolist()
 
     reposts = reference[PRODUCT_MATCH].str.split().map(lambda found: "repost" in found)
-    titled = reference["title"].str.lower().str.contains("new", regex=False)
+    titled = reference["title"].str.lower().str.contains(r"\bnew\b")  # the term rule matches whole words
     assert 0 < reposts.mean() < 1 and 0 < titled.mean() < 1
     rules = [
         Rule(name="reposts", action="block", kind="match", values=["repost"]),

@@ -385,3 +385,18 @@ def test_values_the_model_has_no_code_for_are_counted_and_warned_of(
     assert result.exit_code == 0, result.output
     assert "warning: column 'category': 100 listings (10.0%) hold values the model has no code for" in result.output
     assert "['hovercraft']" in result.output
+
+
+def test_a_column_of_only_missing_values_is_written_as_the_decisions_text_type() -> None:
+    """A chunk or cluster part where no tier decided (`decision_tier` all missing) is typed as the
+    `decision` column, not as plain `string` beside other parts' `large_string`: the parts of one run
+    must share one schema for readers that unify them."""
+    import pyarrow as pa
+
+    from training.offline import output_schema
+
+    decided = pd.DataFrame({"listing_id": ["a", "b"], "risk": [0.1, 0.9], "decision": ["auto_pass", "human_review"]})
+    none = output_schema(decided.assign(decision_tier=[None, None]))
+    some = output_schema(decided.assign(decision_tier=[None, "severe"]))
+    assert none.field("decision_tier").type == some.field("decision_tier").type == some.field("decision").type
+    assert pa.unify_schemas([none.remove_metadata(), some.remove_metadata()]) == some.remove_metadata()
