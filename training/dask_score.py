@@ -1,8 +1,9 @@
 """Offline batch scoring on a Dask cluster: `triage score --cluster local:N|tcp://host:8786`.
 
-The listings (a Parquet file, or a directory of Parquet files) are read as a Dask dataframe whose
-partitions are runs of row groups of about `PARTITION_ROWS` rows, indexed by their row number in the
-whole input (files in name order). Each worker loads the bundle once (cached by path and manifest
+The listings (a Parquet file, or a directory of Parquet files) are cut into partitions: runs of row
+groups of about `PARTITION_ROWS` rows, indexed by their row number in the whole input (files in name
+order). One Dask task per partition reads it on the worker that runs it (nothing but the partition's
+file name and row groups travels), and each worker loads the bundle once (cached by path and manifest
 digest) and validates, scores and routes every partition it gets with the code `score_file` runs
 (`validate_listings`, `score_frame`); each partition becomes one Parquet part of the output directory,
 `part.00000.parquet`, ... in input order, so reading the directory back gives `score_file`'s rows in
@@ -242,29 +243,23 @@ def score_with_client(
 def _score_pieces(
     client: Any, bundle: Bundle, digest: str, pieces: list[Piece], out: Path, files: list[Path]
 ) -> tuple[int, dict, dict]:
-    """One task per partition reads, validates, scores, routes and writes it, and returns only its ids'
-    hashes and its counts; the parts are moved from staging into `out` once every task succeeded."""
+    """One task per partition reads, validates, scores, routes and writes it on the worker that runs it, and
+    returns only its ids' hashes and its counts; the parts are moved from staging into `out` once every
+    task succeeded."""
     import dask
-    import dask.dataframe as dd
 
     config = bundle.config
     columns = [*scoring_columns(bundle), PRODUCT_MATCH]
     as_float = floated_integers(files, columns)
-    listings = dd.from_map(
-        read_piece,
-        pieces,
-        args=[columns, as_float],
-        meta=_listings_meta(pieces[0], columns, as_float),
-        divisions=(*(p.first_row for p in pieces), pieces[-1].first_row + pieces[-1].rows - 1),
-        label="read-listings",
-    )
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
     staging.mkdir()
     try:
         parts = [
-            dask.delayed(score_part, pure=False)(frame, str(bundle.path), digest, str(staging / part_name(number)))
-            for number, frame in enumerate(listings.to_delayed())
+            dask.delayed(score_part, pure=False)(
+                piece, columns, as_float, str(bundle.path), digest, str(staging / part_name(number))
+            )
+            for number, piece in enumerate(pieces)
         ]
         found = dask.compute(*parts, scheduler=client)
         _check_unique(np.concatenate([part.hashes for part in found]), pieces, config)
@@ -288,15 +283,19 @@ class ScoredPart:
     unknown: pd.Series  # its categorical values the bundle has no code for, counted
 
 
-def score_part(frame: pd.DataFrame, bundle_dir: str, digest: str, path: str) -> ScoredPart:
-    """Score one partition (`score_partition`) and write it to `path` as `score_file` writes its rows.
+def score_part(
+    piece: Piece, columns: list[str], as_float: list[str], bundle_dir: str, digest: str, path: str
+) -> ScoredPart:
+    """Read one partition (`read_piece`), score it (`score_partition`) and write it to `path` as
+    `score_file` writes its rows.
 
-    The partition is scored once for everything the run needs: the part, the id check, the decision
-    counts and the unknown categories (separate Dask outputs of one scored collection each scored it
-    again: three times the work)."""
+    The partition is read and scored once for everything the run needs: the part, the id check, the
+    decision counts and the unknown categories (separate Dask outputs of one scored collection each scored
+    it again: three times the work)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    frame = read_piece(piece, columns, as_float)
     scored = score_partition(frame, bundle_dir, digest).reset_index(drop=True)
     pq.write_table(pa.Table.from_pandas(scored, schema=output_schema(scored), preserve_index=False), path)
     bundle = worker_bundle(bundle_dir, digest)
@@ -314,11 +313,3 @@ def _check_unique(hashes: np.ndarray, pieces: list[Piece], config: Any) -> None:
         return
     ids = pd.concat([read_piece(p, [config.id])[config.id] for p in pieces])
     check_unique_ids(ids, config)  # raises with the rows; a mere hash collision passes
-
-
-def _listings_meta(piece: Piece, columns: list[str], as_float: list[str]) -> pd.DataFrame:
-    """The columns and dtypes `read_piece` gives (from the first file's schema), with no rows."""
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(piece.path)
-    return frame_of(schema.empty_table().select([c for c in columns if c in schema.names]), as_float)
