@@ -78,9 +78,10 @@ def test_cluster_scoring_equals_score_file_row_for_row(
 
 
 def _count_scoring() -> None:
-    """On a worker: count `score_frame` calls in `training.dask_score` (undone by `_stop_counting`)."""
-    import training.dask_score as module
+    """On a worker: count the rows `training.dask_score` scores (undone by `_stop_counting`)."""
+    import importlib
 
+    module: Any = importlib.import_module("training.dask_score")
     original = module.score_frame
     module.scored_rows = 0
 
@@ -93,10 +94,11 @@ def _count_scoring() -> None:
 
 
 def _stop_counting() -> int:
-    import training.dask_score as module
+    import importlib
 
+    module: Any = importlib.import_module("training.dask_score")
     module.score_frame = module.score_frame.original
-    return module.scored_rows
+    return int(module.scored_rows)
 
 
 def test_each_partition_is_scored_once(client: Any, bundle_dir: Path, listings: pd.DataFrame, tmp_path: Path) -> None:
