@@ -52,9 +52,8 @@ def read_reference(bundle_dir: Path, id_column: str, listing_columns: Sequence[s
     `history.parquet` for the same listings: a rule reading a product match or a title then applies in
     the simulator as in the service. Without `history.parquet`, or if it does not hold every reference
     row once (by `id_column`), the reference alone (rules on the other columns are then reported as not
-    applied). A listing column named like one of the reference's own (`tier`, `risk...`, `review_seconds`, ...) is
-    left out.
-    Raises FileNotFoundError when the bundle has no reference."""
+    applied). A listing column named like one of the reference's own (`tier`, `risk...`,
+    `review_seconds`, ...) is left out. Raises FileNotFoundError when the bundle has no reference."""
     import pyarrow.parquet as pq
 
     from decision.rules import DERIVED_COLUMNS
