@@ -84,7 +84,7 @@ def dask_score(bundle_path: Path, parts: Path, out: Path, cluster: str) -> dict[
 
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    with cluster_client(cluster) as client:
+    with cluster_client(cluster, trim_memory=False) as client:  # as `triage score --cluster` starts it
         started = time.perf_counter()
         client.wait_for_workers(int(cluster.split(":")[1]))
         summary = score_with_client(client, bundle_path, parts, out)
