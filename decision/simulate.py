@@ -651,8 +651,9 @@ def sweep(
     weight = reference_weights(reference, prevalence_multiplier)
     seconds = _review_seconds(reference)
     finite = np.isfinite(risk)
-    blocked = finite & (np.zeros(len(risk), bool) if rule_block is None else np.asarray(rule_block, dtype=bool))
-    ruled = ~finite | blocked | (False if rule_review is None else np.asarray(rule_review, dtype=bool))
+    no_rule = np.zeros(len(risk), dtype=bool)
+    blocked = finite & (no_rule if rule_block is None else np.asarray(rule_block, dtype=bool))
+    ruled = ~finite | blocked | (no_rule if rule_review is None else np.asarray(rule_review, dtype=bool))
     total, positives = float(weight.sum()), float((weight * label).sum())
     blocked_w = float(weight[blocked].sum())
     queued = ruled & ~blocked  # what the rules queue, at any t_pass

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bundle.load import REFERENCE_FILE, Bundle, read_reference
+from bundle.load import REFERENCE_FILE, Bundle
 from bundle.manifest import BundleError, resolve_bundle
 from bundle.policies import next_policy_version
 from decision.audit import inclusion_probabilities, pass_margin
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, HAND_SET, Policy, route
-from decision.rules import CONDITION_KEYS, check_new_rule, match_rule_masks
+from decision.rules import CONDITION_KEYS, check_new_rule
 from decision.tiers import frame_tier_risk
 from features.config import DataConfig, load_config
 from serving.api.schemas import text_limits
@@ -259,12 +259,15 @@ def reference_routing(bundle: Bundle, policy: Policy) -> dict[str, float]:
     human review and auto-blocks: rules, per-segment thresholds and every tier's risk, through `route`
     exactly as the evaluation and the service route; and the expected share of listings audited (automated
     decisions drawn for audit at the policy's rates: they stay in force, the shares above count them)."""
-    reference = read_reference(bundle.path, bundle.config.id, bundle.config.listing_columns)
+    from serving.simulation import bundle_reference
+
+    reference_rows = bundle_reference(bundle)  # cached: the simulator and the monitor read the same copy
+    reference = reference_rows.frame
     if policy.segment_by and policy.segment_by in reference:
         t_pass, t_block = policy.thresholds_for(reference[policy.segment_by].astype(str).to_numpy())
     else:
         t_pass, t_block = np.full(len(reference), policy.t_pass), np.full(len(reference), policy.t_block)
-    rule_block, rule_review = match_rule_masks(reference, policy.rules)
+    rule_block, rule_review = reference_rows.rule_masks(policy.rules)
     names = bundle.tier_names
     tier_risk, tier_pass = frame_tier_risk(reference, names), policy.tier_pass_vector(names)
     risk = reference["risk"].to_numpy(dtype=np.float64)

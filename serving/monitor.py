@@ -241,16 +241,10 @@ def expected_outcomes(bundle: Bundle | None, policy: Policy | None) -> dict[str,
     recall, block precision and miss rate (None without a bundle or a reference set)."""
     if bundle is None or policy is None:
         return None
-    from serving.simulation import reference_set, run
+    from serving.simulation import bundle_reference, run
 
     try:
-        reference = reference_set(
-            bundle.path,
-            bundle.version,
-            tuple(bundle.config.segments),
-            bundle.config.id,
-            tuple(bundle.config.listing_columns),
-        )
+        reference = bundle_reference(bundle)
     except FileNotFoundError:
         return None
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bundle.load import REFERENCE_FILE, read_reference
+from bundle.load import REFERENCE_FILE, Bundle, read_reference
 from decision.policy import Policy
 from decision.rules import Rule, match_rule_masks
 from decision.simulate import (
@@ -149,6 +149,13 @@ def reference_set(
     if not (path / REFERENCE_FILE).is_file():
         raise FileNotFoundError(f"bundle {path} has no {REFERENCE_FILE}")
     return ReferenceSet(path, version, read_reference(path, id_column, listing_columns), segment_columns)
+
+
+def bundle_reference(bundle: Bundle) -> ReferenceSet:
+    """`reference_set` of a loaded bundle: the one cached copy the simulator, the monitor and the start-up
+    routing line share."""
+    config = bundle.config
+    return reference_set(bundle.path, bundle.version, tuple(config.segments), config.id, tuple(config.listing_columns))
 
 
 def what_if_policy(

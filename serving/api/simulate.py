@@ -15,7 +15,7 @@ from serving.api.deps import EngineDep, ReadKey
 from serving.api.errors import field_error
 from serving.api.pages import page_router
 from serving.engine import DecisionEngine
-from serving.simulation import ReferenceSet, ScenarioError, curve, records, reference_set, run, what_if_policy
+from serving.simulation import ReferenceSet, ScenarioError, bundle_reference, curve, records, run, what_if_policy
 
 Target = Annotated[float, Field(ge=0.5, le=0.99999, allow_inf_nan=False)]
 TIER_PASS_HELP = (
@@ -97,13 +97,7 @@ def _reference(engine: DecisionEngine) -> ReferenceSet:
     if bundle is None:
         raise HTTPException(status.HTTP_409_CONFLICT, "no model bundle is loaded; nothing to simulate")
     try:
-        return reference_set(
-            bundle.path,
-            bundle.version,
-            tuple(bundle.config.segments),
-            bundle.config.id,
-            tuple(bundle.config.listing_columns),
-        )
+        return bundle_reference(bundle)
     except FileNotFoundError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
 
