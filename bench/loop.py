@@ -86,6 +86,7 @@ DEFAULT_FEATURE_GROUPS = ("merchant_history", "text_model", "lexicons")
 SHIPPED_BLOCK_PRECISION = TrainOptions.block_precision
 HOLD_SHARE_TARGET = 0.95  # the issue: every certified target holds on >= 95% of seeds in every cycle
 SHARE_TOLERANCE = 0.10  # the issue: auto-decided share within 10% of the fully labelled arm
+LIVE_STEP = "D"  # the loop scores a period a day at a time, merchant history updated between days
 ESTIMATED = ("recall", "miss_rate")  # the production estimates the report table shows
 JUDGES = {
     "labels": "the labels of every listing",
@@ -184,10 +185,38 @@ class Deployed:
 # --- one period: decide, audit, log labels ------------------------------------------------------------------
 
 
-def live_period(deployed: Deployed, listings: pd.DataFrame, rng: np.random.Generator, settings: LoopSettings) -> Period:
-    """The service's part: score with the bundle's snapshot, route with its policy, draw the audits."""
+def live_period(
+    deployed: Deployed,
+    listings: pd.DataFrame,
+    known: pd.DataFrame,
+    rng: np.random.Generator,
+    settings: LoopSettings,
+    *,
+    every_verdict: bool = False,
+) -> Period:
+    """The service's part, one `LIVE_STEP` of listings at a time: score with the merchant history the service
+    serves live (`serving.merchant_history`: the outcomes `known` before the period plus the period's own
+    verdicts as they arrive, each counting for listings created after its review time, as in training),
+    route with the bundle's policy, draw the audits. A verdict arrives for a reviewed or audited listing
+    (for every listing with `every_verdict`: the fully labelled arm); one reviewed within the step its
+    listing was created in counts from the next step on, where the service counts it at once."""
+    config = deployed.bundle.config
+    step = listings[config.timestamp].dt.floor(LIVE_STEP).to_numpy()
+    starts = np.flatnonzero(np.r_[True, step[1:] != step[:-1]])
+    parts: list[Period] = []
+    for lo, hi in zip(starts, [*starts[1:], len(listings)], strict=True):
+        arrived = listings.iloc[:lo] if every_verdict else listings.iloc[:lo][_concat(parts).labelled]
+        history = pd.concat([known, arrived], ignore_index=True) if len(arrived) else known
+        parts.append(_decide(deployed, listings.iloc[lo:hi], history, rng, settings))
+    return _concat(parts)
+
+
+def _decide(
+    deployed: Deployed, listings: pd.DataFrame, history: pd.DataFrame, rng: np.random.Generator, settings: LoopSettings
+) -> Period:
+    """Score listings with merchant history from `history`, route them with the policy, draw the audits."""
     bundle, policy = deployed.bundle, deployed.bundle.policy
-    risk, tier_risk = bundle.scores(listings)
+    risk, tier_risk = bundle.scores(listings, history=history)
     codes = decide(bundle, listings, risk, tier_risk)
     if policy.segment_by:
         t_pass: float | np.ndarray = policy.thresholds_for(listings[policy.segment_by].astype(str).to_numpy())[0]
@@ -200,6 +229,12 @@ def live_period(deployed: Deployed, listings: pd.DataFrame, rng: np.random.Gener
     floor = policy.qa_sample_rate if settings.audit_floor is None else settings.audit_floor
     pi = inclusion_probabilities(codes, margin, floor, plan)
     return Period(codes=codes, pi=pi, audited=draw_audits(codes, pi, rng))
+
+
+def _concat(parts: list[Period]) -> Period:
+    if not parts:
+        return Period(np.zeros(0, dtype=np.int8), np.zeros(0), np.zeros(0, dtype=bool))
+    return Period(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("codes", "pi", "audited")))
 
 
 def logged_labels(listings: pd.DataFrame, period: Period, arm: str) -> pd.DataFrame:
@@ -406,7 +441,7 @@ def run_seed(seed: int, settings: LoopSettings, workdir: Path) -> dict[str, Any]
     history = history.assign(**{INCLUSION_PROB: 1.0})
     log(f"seed {seed}: {len(history):,} history rows, periods of {[len(p) for p in periods]} listings")
     initial = Deployed.load(retrain(history, settings, seed, workdir / f"seed{seed}" / "initial"))
-    first = live_period(initial, periods[0], np.random.default_rng([seed, 0]), settings)
+    first = live_period(initial, periods[0], history, np.random.default_rng([seed, 0]), settings)
     first_judged = judge(initial, periods[0], oracle.loc[periods[0]["listing_id"]], first)
     arms: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, float] = {"initial": round(time.perf_counter() - started, 1)}
@@ -420,7 +455,9 @@ def run_seed(seed: int, settings: LoopSettings, workdir: Path) -> dict[str, Any]
             out = workdir / f"seed{seed}" / arm / f"cycle{cycle}"
             deployed, gate = gated_retrain(arm_history, logged, deployed, settings, seed, out)
             listings = periods[cycle]
-            period = live_period(deployed, listings, np.random.default_rng([seed, cycle]), settings)
+            known = pd.concat([arm_history, logged], ignore_index=True)
+            rng = np.random.default_rng([seed, cycle])
+            period = live_period(deployed, listings, known, rng, settings, every_verdict=arm == FULL)
             judged.append(
                 {
                     **judge(deployed, listings, oracle.loc[listings["listing_id"]], period),

@@ -32,6 +32,7 @@ from decision.audit import AuditPlan
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW
 from features.config import INCLUSION_PROB, DataConfig
 from training.generate import generate
+from training.offline import decide
 
 # a single target low enough that a tiny bundle auto-decides a good share (so audits are drawn)
 TINY = LoopSettings(
@@ -209,8 +210,8 @@ def test_deployed_bundle_audits_with_probabilities_in_0_1_and_labels_only_what_p
     _, workdir = tiny_run
     deployed = Deployed.load(workdir / "seed3" / "initial" / "latest")
     reviews, _ = generate(TINY.rows, seed=3, months=TINY.months)
-    _, periods = split_periods(reviews, TINY)
-    period = live_period(deployed, periods[0], np.random.default_rng(0), TINY)
+    history, periods = split_periods(reviews, TINY)
+    period = live_period(deployed, periods[0], history, np.random.default_rng(0), TINY)
     assert ((period.pi > 0) & (period.pi <= 1)).all()
     assert (period.pi[period.codes == CODE_REVIEW] == 1.0).all()
     assert (period.pi[period.codes != CODE_REVIEW] < 1.0).all()
@@ -223,9 +224,33 @@ def test_deployed_bundle_audits_with_probabilities_in_0_1_and_labels_only_what_p
     audited_rows = logged["listing_id"].isin(audited_ids).to_numpy()
     np.testing.assert_array_equal(logged[INCLUSION_PROB].to_numpy()[audited_rows], period.pi[period.audited])
     assert (logged[INCLUSION_PROB].to_numpy()[~audited_rows] == 1.0).all()
-    raised = live_period(deployed, periods[0], np.random.default_rng(0), replace(TINY, audit_floor=0.3))
-    np.testing.assert_array_equal(raised.codes, period.codes)  # same decisions, only the audit rates differ
+    # with every verdict arriving, which listings are audited cannot change what the merchant history holds
+    every = live_period(deployed, periods[0], history, np.random.default_rng(0), TINY, every_verdict=True)
+    raised = live_period(
+        deployed, periods[0], history, np.random.default_rng(0), replace(TINY, audit_floor=0.3), every_verdict=True
+    )
+    np.testing.assert_array_equal(raised.codes, every.codes)  # same decisions, only the audit rates differ
     assert (raised.pi[raised.codes != CODE_REVIEW] >= 0.3).all()
+
+
+@pytest.mark.slow
+def test_a_period_is_scored_with_live_merchant_history_as_verdicts_arrive_day_by_day(tiny_run):
+    """What `live_period` serves equals one point-in-time scoring of the whole period in which a verdict
+    counts from the day after its listing's creation on (and only once reviewed): the service's live
+    merchant history, a day at a time. The snapshot alone (what the loop served before) differs."""
+    _, workdir = tiny_run
+    deployed = Deployed.load(workdir / "seed3" / "initial" / "latest")
+    bundle = deployed.bundle
+    reviews, _ = generate(TINY.rows, seed=3, months=TINY.months)
+    history, periods = split_periods(reviews, TINY)
+    listings = periods[0]
+    live = live_period(deployed, listings, history, np.random.default_rng(0), TINY, every_verdict=True)
+    next_day = listings["created_at"].dt.floor("D") + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+    arriving = listings.assign(reviewed_at=np.maximum(listings["reviewed_at"], next_day))
+    risk, tier_risk = bundle.scores(listings, history=pd.concat([history, arriving], ignore_index=True))
+    np.testing.assert_array_equal(live.codes, decide(bundle, listings, risk, tier_risk))
+    snapshot_risk, _ = bundle.scores(listings)
+    assert not np.allclose(risk, snapshot_risk)  # the period's verdicts moved some merchants' features
 
 
 # --- the promotion gate between retrain and serving -----------------------------------------------------------
