@@ -10,8 +10,10 @@ Per seed, `training.generate` writes `history_months + (cycles + 1) * cycle_mont
 labelled history, every listing reviewed, as before the service ran. A bundle is trained on them
 (`training.pipeline.train`, no MLflow) and then each period of `cycle_months` is lived through:
 
-1. the deployed bundle scores the period's listings (merchant history from its training snapshot, as the
-   service does) and its policy decides each one (`training.offline.decide`: rules, then thresholds);
+1. the deployed bundle scores the period's listings a day at a time, with the merchant history the service
+   serves live (`serving.merchant_history`: its training snapshot plus every verdict logged since, each
+   counting for listings created after its review time), and its policy decides each one
+   (`training.offline.decide`: rules, then thresholds);
 2. every automated decision gets its inclusion probability (`decision.audit.inclusion_probabilities`: the
    policy's `qa_sample_rate` as the floor, the policy's audit plan: both sized by training for the next
    certificate, `decision.audit_sizing`) and audits are drawn (`draw_audits`);
@@ -51,6 +53,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 import tempfile
 import time
@@ -60,6 +63,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -85,6 +89,7 @@ ALL = "all"  # the one tier of a single-target policy
 DEFAULT_FEATURE_GROUPS = ("merchant_history", "text_model", "lexicons")
 SHIPPED_BLOCK_PRECISION = TrainOptions.block_precision
 HOLD_SHARE_TARGET = 0.95  # the issue: every certified target holds on >= 95% of seeds in every cycle
+CONFIDENCE = 0.95  # the confidence the loop certifies at (`triage train`'s default)
 SHARE_TOLERANCE = 0.10  # the issue: auto-decided share within 10% of the fully labelled arm
 LIVE_STEP = "D"  # the loop scores a period a day at a time, merchant history updated between days
 ESTIMATED = ("recall", "miss_rate")  # the production estimates the report table shows
@@ -493,6 +498,12 @@ def summarize(runs: list[dict[str, Any]], settings: LoopSettings) -> dict[str, A
             "met": bool(held) and min(held) >= HOLD_SHARE_TARGET,
             "per_arm_worst": {arm: min(c[key] for c in cycles) for arm, cycles in out["arms"].items()},
         }
+    out["pooled_failures"] = {
+        judge_by: {arm: pooled_failures(runs, arm, key) for arm in settings.arms}
+        for judge_by, key in (("labels", "all_certified_held"), ("expected", "all_certified_held_expected"))
+    }
+    seeds = len(runs)
+    out["exact_certificate_meets_target"] = exact_certificate_meets_target(seeds, settings.cycles + 1)
     if FULL in out["arms"]:
         full = out["arms"][FULL][-1]["auto_decided_share"]["mean"]
         ratios = {
@@ -509,6 +520,31 @@ def summarize(runs: list[dict[str, Any]], settings: LoopSettings) -> dict[str, A
     out["weighted_equals_unweighted"] = _same_policies(runs, "weighted", "unweighted", settings.cycles)
     out["seconds_per_seed"] = [float(sum(run["seconds"].values())) for run in runs]
     return out
+
+
+def pooled_failures(runs: list[dict[str, Any]], arm: str, key: str) -> dict[str, Any]:
+    """Seed-cycles of one arm in which a certified target failed (`key`: judged by the labels or by
+    expectation), over every seed-cycle that certified something, with the exact (Clopper-Pearson) 95%
+    interval of the failure rate: the per-cycle shares read against the certificate's 1 - confidence."""
+    flags = [
+        not judged[key]
+        for run in runs
+        if arm in run["arms"]
+        for judged in run["arms"][arm]
+        if any(judged["certified"].values())
+    ]
+    n, k = len(flags), int(sum(flags))
+    low = float(stats.beta.ppf(0.025, k, n - k + 1)) if k else 0.0
+    high = float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
+    return {"failed": k, "seed_cycles": n, "rate": k / n if n else None, "low": low, "high": high}
+
+
+def exact_certificate_meets_target(seeds: int, cycles: int, fail_rate: float = 1 - CONFIDENCE) -> float:
+    """The chance that targets certified at exactly `1 - fail_rate` confidence (each seed-cycle failing with
+    probability `fail_rate`, independently) hold on >= HOLD_SHARE_TARGET of `seeds` seeds in every one of
+    `cycles` cycles: the issue's validity target read against a certificate that is exact, not conservative."""
+    allowed = math.floor(seeds * (1 - HOLD_SHARE_TARGET) + 1e-9)
+    return float(stats.binom.cdf(allowed, seeds, fail_rate) ** cycles)
 
 
 def _same_policies(runs: list[dict[str, Any]], arm: str, other: str, cycles: int) -> bool | None:
@@ -623,6 +659,21 @@ def render(results: dict[str, Any]) -> str:
             f"{arm} {_fmt(r)} ({'met' if share['met'][arm] else 'NOT met'})" for arm, r in share["ratio"].items()
         )
         lines.append(f"- {share['target']}: full-labels {_fmt(share[FULL])}; ratio to full-labels: {ratios}")
+    pooled = summary.get("pooled_failures")
+    if pooled:
+        for judge_by in ("labels", "expected"):
+            cells = ", ".join(
+                f"{arm} {p['failed']}/{p['seed_cycles']} ({_pct(p['rate'])}, 95% interval {_pct(p['low'])}-"
+                f"{_pct(p['high'])})"
+                for arm, p in pooled[judge_by].items()
+            )
+            lines.append(f"- seed-cycles in which a certified target failed, judged by {JUDGES[judge_by]}: {cells}")
+        lines.append(
+            f"- targets certified at exactly {CONFIDENCE:.0%} confidence (each seed-cycle failing with probability "
+            f"{1 - CONFIDENCE:.2f}, independently) would meet the first target on {len(results['runs'])} seeds and "
+            f"{len(next(iter(summary['arms'].values())))} cycles with probability "
+            f"{_fmt(summary['exact_certificate_meets_target'])}"
+        )
     same = summary.get("weighted_equals_unweighted")
     if same:
         lines.append(
@@ -669,6 +720,10 @@ def _estimate_cell(figures: dict[str, Any]) -> str:
     if not figures["runs"]:
         return "-"
     return f"{figures['coverage']:.0%}, {figures['mean_error']:+.3f}, {figures['mean_width']:.3f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _fmt(value: float | None) -> str:

@@ -17,10 +17,12 @@ from bench.loop import (
     Deployed,
     LoopSettings,
     Period,
+    exact_certificate_meets_target,
     gated_retrain,
     judge,
     live_period,
     logged_labels,
+    pooled_failures,
     production_estimate_check,
     render,
     run_seed,
@@ -251,6 +253,32 @@ def test_a_period_is_scored_with_live_merchant_history_as_verdicts_arrive_day_by
     np.testing.assert_array_equal(live.codes, decide(bundle, listings, risk, tier_risk))
     snapshot_risk, _ = bundle.scores(listings)
     assert not np.allclose(risk, snapshot_risk)  # the period's verdicts moved some merchants' features
+
+
+def test_pooled_failures_count_seed_cycles_that_certified_something_with_an_exact_interval():
+    def judged(certified: bool, held: bool) -> dict[str, Any]:
+        return {"certified": {ALL: certified, "block_precision": False}, "all_certified_held": held}
+
+    runs = [
+        {"arms": {"weighted": [judged(True, True), judged(True, False), judged(False, True)]}},
+        {"arms": {"weighted": [judged(True, True), judged(True, True), judged(True, True)]}},
+        {"arms": {"full-labels": [judged(True, False)]}},  # another arm's seed-cycles do not count
+    ]
+    pooled = pooled_failures(runs, "weighted", "all_certified_held")
+    assert (pooled["failed"], pooled["seed_cycles"]) == (1, 5)  # the uncertified seed-cycle is left out
+    assert pooled["rate"] == pytest.approx(0.2)
+    # Clopper-Pearson for 1 of 5: the 2.5% and 97.5% Beta quantiles
+    assert pooled["low"] == pytest.approx(0.005051, abs=1e-6) and pooled["high"] == pytest.approx(0.716417, abs=1e-6)
+    none_failed = pooled_failures(runs[1:2], "weighted", "all_certified_held")
+    assert none_failed["low"] == 0.0 and none_failed["high"] == pytest.approx(1 - 0.025 ** (1 / 3))
+
+
+def test_an_exact_95_percent_certificate_meets_the_20_seed_target_in_4_cycles_29_percent_of_the_time():
+    # at most 1 of 20 seeds may fail a cycle: P = 0.95^20 + 20 * 0.05 * 0.95^19 per cycle, independently
+    per_cycle = 0.95**20 + 20 * 0.05 * 0.95**19
+    assert exact_certificate_meets_target(20, 4) == pytest.approx(per_cycle**4)
+    assert exact_certificate_meets_target(20, 4) == pytest.approx(0.2931, abs=1e-4)
+    assert exact_certificate_meets_target(20, 1, fail_rate=0.0) == 1.0
 
 
 # --- the promotion gate between retrain and serving -----------------------------------------------------------
