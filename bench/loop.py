@@ -502,8 +502,8 @@ def summarize(runs: list[dict[str, Any]], settings: LoopSettings) -> dict[str, A
         judge_by: {arm: pooled_failures(runs, arm, key) for arm in settings.arms}
         for judge_by, key in (("labels", "all_certified_held"), ("expected", "all_certified_held_expected"))
     }
-    seeds = len(runs)
-    out["exact_certificate_meets_target"] = exact_certificate_meets_target(seeds, settings.cycles + 1)
+    out["exact_certificate_meets_target"] = exact_certificate_meets_target(len(runs), settings.cycles + 1)
+    out["pooled_coverage"] = {arm: pooled_coverage(runs, arm) for arm in settings.arms}
     if FULL in out["arms"]:
         full = out["arms"][FULL][-1]["auto_decided_share"]["mean"]
         ratios = {
@@ -537,6 +537,17 @@ def pooled_failures(runs: list[dict[str, Any]], arm: str, key: str) -> dict[str,
     low = float(stats.beta.ppf(0.025, k, n - k + 1)) if k else 0.0
     high = float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
     return {"failed": k, "seed_cycles": n, "rate": k / n if n else None, "low": low, "high": high}
+
+
+def pooled_coverage(runs: list[dict[str, Any]], arm: str) -> dict[str, dict[str, int]]:
+    """Per production estimate (`ESTIMATED`), the seed-cycles of one arm whose interval held the realized
+    figure, out of those with an interval and a realized figure."""
+    checks = [judged["production_estimates"] for run in runs if arm in run["arms"] for judged in run["arms"][arm]]
+    out = {}
+    for name in ESTIMATED:
+        covered = [c[name]["covered"] for c in checks if c.get(name, {}).get("covered") is not None]
+        out[name] = {"covered": int(sum(covered)), "seed_cycles": len(covered)}
+    return out
 
 
 def exact_certificate_meets_target(seeds: int, cycles: int, fail_rate: float = 1 - CONFIDENCE) -> float:
@@ -673,6 +684,15 @@ def render(results: dict[str, Any]) -> str:
             f"{1 - CONFIDENCE:.2f}, independently) would meet the first target on {len(results['runs'])} seeds and "
             f"{len(next(iter(summary['arms'].values())))} cycles with probability "
             f"{_fmt(summary['exact_certificate_meets_target'])}"
+        )
+    coverage = summary.get("pooled_coverage")
+    if coverage:
+        cells = "; ".join(
+            f"{arm}: " + ", ".join(f"{name} {c['covered']}/{c['seed_cycles']}" for name, c in by_name.items())
+            for arm, by_name in coverage.items()
+        )
+        lines.append(
+            f"- production estimates' intervals (95%) that held the realized figure, every seed-cycle: {cells}"
         )
     same = summary.get("weighted_equals_unweighted")
     if same:

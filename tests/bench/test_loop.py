@@ -22,6 +22,7 @@ from bench.loop import (
     judge,
     live_period,
     logged_labels,
+    pooled_coverage,
     pooled_failures,
     production_estimate_check,
     render,
@@ -271,6 +272,22 @@ def test_pooled_failures_count_seed_cycles_that_certified_something_with_an_exac
     assert pooled["low"] == pytest.approx(0.005051, abs=1e-6) and pooled["high"] == pytest.approx(0.716417, abs=1e-6)
     none_failed = pooled_failures(runs[1:2], "weighted", "all_certified_held")
     assert none_failed["low"] == 0.0 and none_failed["high"] == pytest.approx(1 - 0.025 ** (1 / 3))
+
+
+def test_pooled_coverage_counts_every_seed_cycle_with_an_interval_and_a_realized_figure():
+    def judged(recall: bool | None, miss_rate: bool | None = None) -> dict[str, Any]:
+        checks = {"recall": {"covered": recall}}
+        if miss_rate is not None:
+            checks["miss_rate"] = {"covered": miss_rate}
+        return {"production_estimates": checks}
+
+    runs = [
+        {"arms": {"weighted": [judged(True, True), judged(False), judged(None)]}},
+        {"arms": {"weighted": [judged(True, False)]}},
+    ]
+    pooled = pooled_coverage(runs, "weighted")
+    assert pooled["recall"] == {"covered": 2, "seed_cycles": 3}  # the one without an interval is left out
+    assert pooled["miss_rate"] == {"covered": 1, "seed_cycles": 2}  # absent where nothing was auto-passed
 
 
 def test_an_exact_95_percent_certificate_meets_the_20_seed_target_in_4_cycles_29_percent_of_the_time():
