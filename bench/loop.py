@@ -525,7 +525,9 @@ def summarize(runs: list[dict[str, Any]], settings: LoopSettings) -> dict[str, A
 def pooled_failures(runs: list[dict[str, Any]], arm: str, key: str) -> dict[str, Any]:
     """Seed-cycles of one arm in which a certified target failed (`key`: judged by the labels or by
     expectation), over every seed-cycle that certified something, with the exact (Clopper-Pearson) 95%
-    interval of the failure rate: the per-cycle shares read against the certificate's 1 - confidence."""
+    interval of the failure rate: the per-cycle shares read against the certificate's 1 - confidence. The
+    interval takes the seed-cycles as independent; they are not quite (a bundle the gate keeps decides
+    several cycles of its seed)."""
     flags = [
         not judged[key]
         for run in runs
