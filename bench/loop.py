@@ -28,7 +28,8 @@ labelled history, every listing reviewed, as before the service ran. A bundle is
    `triage promote` allows), else the bundle in force goes on deciding. `--no-gate` serves every retrain,
    trained on every label logged so far.
 
-Period 0 is decided by the initial bundle (the same for every arm, with the same audit draw); period k >= 1
+Period 0 is decided by the initial bundle (the same for every arm, with the same audit draw, and merchant
+history from the reviewed and audited listings' verdicts in the fully labelled arm too); period k >= 1
 (cycle k) by the bundle in force after the k-th retrain. Each period is judged by the generator's truth, the
 labels of ALL its listings, which the loop never sees: realized recall per tier (overall for a single
 target) against the target, block precision, whether each target the deployed bundle certified held (by
@@ -89,6 +90,7 @@ ALL = "all"  # the one tier of a single-target policy
 DEFAULT_FEATURE_GROUPS = ("merchant_history", "text_model", "lexicons")
 SHIPPED_BLOCK_PRECISION = TrainOptions.block_precision
 HOLD_SHARE_TARGET = 0.95  # the issue: every certified target holds on >= 95% of seeds in every cycle
+BOOTSTRAP_DRAWS = 2000  # resamples of the seeds for the pooled failure rate's interval
 CONFIDENCE = 0.95  # the confidence the loop certifies at (`triage train`'s default)
 SHARE_TOLERANCE = 0.10  # the issue: auto-decided share within 10% of the fully labelled arm
 LIVE_STEP = "D"  # the loop scores a period a day at a time, merchant history updated between days
@@ -148,6 +150,7 @@ class Period:
     codes: np.ndarray  # int8 decision codes
     pi: np.ndarray  # inclusion probability: 1 for review, the audit probability for an automated decision
     audited: np.ndarray  # automated decisions drawn for audit
+    risk: np.ndarray | None = None  # the calibrated risk each listing was decided on (None: not kept)
 
     @property
     def labelled(self) -> np.ndarray:
@@ -204,8 +207,17 @@ def live_period(
     verdicts as they arrive, each counting for listings created after its review time, as in training),
     route with the bundle's policy, draw the audits. A verdict arrives for a reviewed or audited listing
     (for every listing with `every_verdict`: the fully labelled arm); one reviewed within the step its
-    listing was created in counts from the next step on, where the service counts it at once."""
+    listing was created in counts from the next step on, where the service counts it at once.
+
+    Idealised in one respect: the service counts a verdict live only when it was reviewed after the
+    bundle's snapshot cutoff (the latest review time in its training rows; `features.merchant.
+    MerchantUpdates.add` takes anything older for part of the snapshot). A verdict reviewed before that
+    cutoff but not trained on (a listing created after the training rows, reviewed before the last of
+    their reviews: one of the gate's held-out verdicts, or a period's first reviews) the service misses
+    until the next retrain; here it counts."""
     config = deployed.bundle.config
+    if not config.timestamp or not listings[config.timestamp].is_monotonic_increasing:
+        raise ValueError("live_period: the period's listings must carry creation times, in time order")
     step = listings[config.timestamp].dt.floor(LIVE_STEP).to_numpy()
     starts = np.flatnonzero(np.r_[True, step[1:] != step[:-1]])
     parts: list[Period] = []
@@ -233,13 +245,13 @@ def _decide(
         plan = replace(plan, near_rate=settings.near_rate).validate()
     floor = policy.qa_sample_rate if settings.audit_floor is None else settings.audit_floor
     pi = inclusion_probabilities(codes, margin, floor, plan)
-    return Period(codes=codes, pi=pi, audited=draw_audits(codes, pi, rng))
+    return Period(codes=codes, pi=pi, audited=draw_audits(codes, pi, rng), risk=np.asarray(risk, dtype=np.float64))
 
 
 def _concat(parts: list[Period]) -> Period:
     if not parts:
-        return Period(np.zeros(0, dtype=np.int8), np.zeros(0), np.zeros(0, dtype=bool))
-    return Period(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("codes", "pi", "audited")))
+        return Period(np.zeros(0, dtype=np.int8), np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0))
+    return Period(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("codes", "pi", "audited", "risk")))
 
 
 def logged_labels(listings: pd.DataFrame, period: Period, arm: str) -> pd.DataFrame:
@@ -524,21 +536,37 @@ def summarize(runs: list[dict[str, Any]], settings: LoopSettings) -> dict[str, A
 
 def pooled_failures(runs: list[dict[str, Any]], arm: str, key: str) -> dict[str, Any]:
     """Seed-cycles of one arm in which a certified target failed (`key`: judged by the labels or by
-    expectation), over every seed-cycle that certified something, with the exact (Clopper-Pearson) 95%
-    interval of the failure rate: the per-cycle shares read against the certificate's 1 - confidence. The
-    interval takes the seed-cycles as independent; they are not quite (a bundle the gate keeps decides
-    several cycles of its seed)."""
-    flags = [
-        not judged[key]
+    expectation), over every seed-cycle that certified something: the per-cycle shares read against the
+    certificate's 1 - confidence. Two 95% intervals of the failure rate: the exact (Clopper-Pearson) one,
+    which takes the seed-cycles as independent, and a percentile bootstrap over seeds, which does not (a
+    bundle the gate keeps decides several cycles of its seed, so one seed's failures come together)."""
+    per_seed = [
+        [not judged[key] for judged in run["arms"][arm] if any(judged["certified"].values())]
         for run in runs
         if arm in run["arms"]
-        for judged in run["arms"][arm]
-        if any(judged["certified"].values())
     ]
-    n, k = len(flags), int(sum(flags))
+    per_seed = [flags for flags in per_seed if flags]
+    failed = np.array([sum(flags) for flags in per_seed], dtype=np.int64)
+    cycles = np.array([len(flags) for flags in per_seed], dtype=np.int64)
+    n, k = int(cycles.sum()), int(failed.sum())
     low = float(stats.beta.ppf(0.025, k, n - k + 1)) if k else 0.0
     high = float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
-    return {"failed": k, "seed_cycles": n, "rate": k / n if n else None, "low": low, "high": high}
+    seed_low, seed_high = (0.0, 1.0)
+    if len(per_seed):
+        draws = np.random.default_rng(0).integers(0, len(per_seed), size=(BOOTSTRAP_DRAWS, len(per_seed)))
+        rates = failed[draws].sum(axis=1) / cycles[draws].sum(axis=1)
+        seed_low, seed_high = (float(q) for q in np.quantile(rates, [0.025, 0.975]))
+    return {
+        "failed": k,
+        "seed_cycles": n,
+        "rate": k / n if n else None,
+        "low": low,
+        "high": high,
+        "seeds_failed": int((failed > 0).sum()),
+        "seeds": len(per_seed),
+        "seed_low": seed_low,
+        "seed_high": seed_high,
+    }
 
 
 def pooled_coverage(runs: list[dict[str, Any]], arm: str) -> dict[str, dict[str, int]]:
@@ -555,7 +583,8 @@ def pooled_coverage(runs: list[dict[str, Any]], arm: str) -> dict[str, dict[str,
 def exact_certificate_meets_target(seeds: int, cycles: int, fail_rate: float = 1 - CONFIDENCE) -> float:
     """The chance that targets certified at exactly `1 - fail_rate` confidence (each seed-cycle failing with
     probability `fail_rate`, independently) hold on >= HOLD_SHARE_TARGET of `seeds` seeds in every one of
-    `cycles` cycles: the issue's validity target read against a certificate that is exact, not conservative."""
+    `cycles` cycles: the issue's validity target, in one arm, read against a certificate that is exact, not
+    conservative. Over several arms (the first target's worst share) the chance is lower still."""
     allowed = math.floor(seeds * (1 - HOLD_SHARE_TARGET) + 1e-9)
     return float(stats.binom.cdf(allowed, seeds, fail_rate) ** cycles)
 
@@ -676,15 +705,16 @@ def render(results: dict[str, Any]) -> str:
     if pooled:
         for judge_by in ("labels", "expected"):
             cells = ", ".join(
-                f"{arm} {p['failed']}/{p['seed_cycles']} ({_pct(p['rate'])}, 95% interval {_pct(p['low'])}-"
-                f"{_pct(p['high'])})"
+                f"{arm} {p['failed']}/{p['seed_cycles']} ({_pct(p['rate'])}; 95% interval {_pct(p['low'])}-"
+                f"{_pct(p['high'])} as if independent, {_pct(p.get('seed_low'))}-{_pct(p.get('seed_high'))} "
+                f"resampling seeds; {p.get('seeds_failed', '-')} of {p.get('seeds', '-')} seeds)"
                 for arm, p in pooled[judge_by].items()
             )
             lines.append(f"- seed-cycles in which a certified target failed, judged by {JUDGES[judge_by]}: {cells}")
         lines.append(
             f"- targets certified at exactly {CONFIDENCE:.0%} confidence (each seed-cycle failing with probability "
-            f"{1 - CONFIDENCE:.2f}, independently) would meet the first target on {len(results['runs'])} seeds and "
-            f"{len(next(iter(summary['arms'].values())))} cycles with probability "
+            f"{1 - CONFIDENCE:.2f}, independently) would meet the first target in one arm ({len(results['runs'])} "
+            f"seeds, {len(next(iter(summary['arms'].values())))} cycles) with probability "
             f"{_fmt(summary['exact_certificate_meets_target'])}"
         )
     coverage = summary.get("pooled_coverage")

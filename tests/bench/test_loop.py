@@ -238,22 +238,33 @@ def test_deployed_bundle_audits_with_probabilities_in_0_1_and_labels_only_what_p
 
 @pytest.mark.slow
 def test_a_period_is_scored_with_live_merchant_history_as_verdicts_arrive_day_by_day(tiny_run):
-    """What `live_period` serves equals one point-in-time scoring of the whole period in which a verdict
-    counts from the day after its listing's creation on (and only once reviewed): the service's live
-    merchant history, a day at a time. The snapshot alone (what the loop served before) differs."""
+    """`live_period` scores each day's listings with the history plus the verdicts of the listings created
+    on earlier days (all of them in the fully labelled arm, else the reviewed and audited ones), each
+    counted point in time: the service's live merchant history, a day at a time. Checked against scoring
+    the days one by one here, and against the snapshot alone (what the loop served before), which
+    differs."""
     _, workdir = tiny_run
     deployed = Deployed.load(workdir / "seed3" / "initial" / "latest")
     bundle = deployed.bundle
     reviews, _ = generate(TINY.rows, seed=3, months=TINY.months)
     history, periods = split_periods(reviews, TINY)
     listings = periods[0]
-    live = live_period(deployed, listings, history, np.random.default_rng(0), TINY, every_verdict=True)
-    next_day = listings["created_at"].dt.floor("D") + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
-    arriving = listings.assign(reviewed_at=np.maximum(listings["reviewed_at"], next_day))
-    risk, tier_risk = bundle.scores(listings, history=pd.concat([history, arriving], ignore_index=True))
-    np.testing.assert_array_equal(live.codes, decide(bundle, listings, risk, tier_risk))
-    snapshot_risk, _ = bundle.scores(listings)
-    assert not np.allclose(risk, snapshot_risk)  # the period's verdicts moved some merchants' features
+    day = listings["created_at"].dt.floor("D").to_numpy()
+    for every_verdict in (True, False):  # the fully labelled arm; the reviewed and audited listings only
+        live = live_period(deployed, listings, history, np.random.default_rng(0), TINY, every_verdict=every_verdict)
+        seen = np.ones(len(listings), dtype=bool) if every_verdict else live.labelled
+        expected = np.zeros(len(listings))
+        for value in np.unique(day):
+            today = np.flatnonzero(day == value)
+            earlier = listings.iloc[: today[0]][seen[: today[0]]]
+            known = pd.concat([history, earlier], ignore_index=True)
+            expected[today] = bundle.scores(listings.iloc[today], history=known)[0]
+        np.testing.assert_allclose(live.risk, expected, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(live.codes, decide(bundle, listings, live.risk))  # an untiered policy
+        snapshot_risk, _ = bundle.scores(listings)
+        assert not np.allclose(live.risk, snapshot_risk)  # the period's verdicts moved some merchants' features
+    with pytest.raises(ValueError, match="in time order"):
+        live_period(deployed, listings.iloc[::-1], history, np.random.default_rng(0), TINY)
 
 
 def test_pooled_failures_count_seed_cycles_that_certified_something_with_an_exact_interval():
@@ -270,8 +281,16 @@ def test_pooled_failures_count_seed_cycles_that_certified_something_with_an_exac
     assert pooled["rate"] == pytest.approx(0.2)
     # Clopper-Pearson for 1 of 5: the 2.5% and 97.5% Beta quantiles
     assert pooled["low"] == pytest.approx(0.005051, abs=1e-6) and pooled["high"] == pytest.approx(0.716417, abs=1e-6)
+    assert (pooled["seeds_failed"], pooled["seeds"]) == (1, 2)
+    # resampling seeds: the two seeds fail 1/2 and 0/3 of their cycles; every resample's rate is 0, 1/5 or 1/2
+    assert pooled["seed_low"] == 0.0 and pooled["seed_high"] == 0.5
     none_failed = pooled_failures(runs[1:2], "weighted", "all_certified_held")
     assert none_failed["low"] == 0.0 and none_failed["high"] == pytest.approx(1 - 0.025 ** (1 / 3))
+    assert none_failed["seed_low"] == none_failed["seed_high"] == 0.0
+    all_failed = pooled_failures(runs[2:], "full-labels", "all_certified_held")
+    assert all_failed["rate"] == 1.0 and all_failed["high"] == 1.0 and all_failed["low"] == pytest.approx(0.025)
+    nothing = pooled_failures([{"arms": {"weighted": [judged(False, True)]}}], "weighted", "all_certified_held")
+    assert nothing["seed_cycles"] == 0 and nothing["rate"] is None and (nothing["low"], nothing["high"]) == (0.0, 1.0)
 
 
 def test_pooled_coverage_counts_every_seed_cycle_with_an_interval_and_a_realized_figure():
