@@ -210,11 +210,12 @@ def live_period(
     listing was created in counts from the next step on, where the service counts it at once.
 
     Idealised in one respect: the service counts a verdict live only when it was reviewed after the
-    bundle's snapshot cutoff (the latest review time in its training rows; `features.merchant.
-    MerchantUpdates.add` takes anything older for part of the snapshot). A verdict reviewed before that
-    cutoff but not trained on (a listing created after the training rows, reviewed before the last of
-    their reviews: one of the gate's held-out verdicts, or a period's first reviews) the service misses
-    until the next retrain; here it counts."""
+    bundle's snapshot cutoff (the latest review time among the outcomes it was trained with, the gate's
+    verdicts included; `features.merchant.MerchantUpdates.add` takes anything older for part of the
+    snapshot). The generated history holds verdicts reviewed after the period began (listings created
+    just before it), which no export made at that time would hold, so some of period 0's first
+    verdicts fall before the initial bundle's cutoff: the service would miss them until a retrain; here
+    they count."""
     config = deployed.bundle.config
     if not config.timestamp or not listings[config.timestamp].is_monotonic_increasing:
         raise ValueError("live_period: the period's listings must carry creation times, in time order")
@@ -262,11 +263,18 @@ def logged_labels(listings: pd.DataFrame, period: Period, arm: str) -> pd.DataFr
     return rows.drop(columns=INCLUSION_PROB) if arm == "unweighted" else rows
 
 
-def retrain(labelled: pd.DataFrame, settings: LoopSettings, seed: int, out: Path) -> Path:
-    """Train and certify on every label logged so far; the new bundle's directory."""
+def retrain(
+    labelled: pd.DataFrame, settings: LoopSettings, seed: int, out: Path, outcomes: pd.DataFrame | None = None
+) -> Path:
+    """Train and certify on `labelled` (`outcomes`: verdicts counted in merchant history only, as `triage
+    retrain` counts the gate's); the new bundle's directory."""
     out.mkdir(parents=True, exist_ok=True)
     data = out / "labels.parquet"
     labelled.to_parquet(data, index=False)
+    outcomes_file = None
+    if outcomes is not None and len(outcomes):
+        outcomes_file = out / "merchant_outcomes.parquet"
+        outcomes.to_parquet(outcomes_file, index=False)
     options = TrainOptions(
         data=data,
         out=out,
@@ -277,6 +285,7 @@ def retrain(labelled: pd.DataFrame, settings: LoopSettings, seed: int, out: Path
         feature_groups=settings.feature_groups,
         log_mlflow=False,
         show_progress=False,
+        merchant_outcomes=outcomes_file,
     )
     if settings.single_recall is not None:
         options.recall = settings.single_recall
@@ -302,7 +311,7 @@ def gated_retrain(
     rows = training_frame(history, older, config)
     if INCLUSION_PROB not in logged:  # the unweighted arm: its verdicts carry no inclusion probability
         rows = rows.drop(columns=INCLUSION_PROB, errors="ignore")
-    challenger = Deployed.load(retrain(rows, settings, seed, out))
+    challenger = Deployed.load(retrain(rows, settings, seed, out, outcomes=held_out))
     report = run_gate(challenger.path, champion.path, held_out, history=rows)
     outcome = {
         "gated": True,

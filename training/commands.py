@@ -137,6 +137,13 @@ def train(
             "fewer trains faster",
         ),
     ] = None,
+    merchant_outcomes: Annotated[
+        Path | None,
+        typer.Option(
+            help="verdicts known besides DATA (a retrain's gate verdicts, .parquet or .csv), counted in merchant "
+            "history only, never trained on: the service then counts each of them from the start",
+        ),
+    ] = None,
     latest: Annotated[
         bool,
         typer.Option(
@@ -182,6 +189,7 @@ def train(
         audit_volume=audit_volume,
         plan_alpha_split=plan_alpha_split,
         move_latest=latest,
+        merchant_outcomes=merchant_outcomes,
     )
     if search_trials is not None:
         options.search_trials = search_trials

@@ -95,6 +95,11 @@ class TrainOptions:
     # run the table-sized stages on Dask: "local:N" (N worker processes here) or a scheduler address
     # (tcp://host:8786); None: in this process
     cluster: str | None = None
+    # outcomes known besides the training rows (a retrain's gate verdicts), counted in merchant history
+    # only: the rows' point-in-time features and the snapshot the service starts from, never trained or
+    # certified on. Without them a verdict reviewed before the snapshot's cutoff but not in the training
+    # rows is never counted live (`features.merchant.MerchantUpdates` takes it for part of the snapshot)
+    merchant_outcomes: Path | None = None
 
 
 @dataclass
@@ -297,6 +302,8 @@ def train(options: TrainOptions) -> TrainResult:
         raise ValueError(f"certify_on: {options.certify_on!r} is not one of {list(CERTIFY_ON)}")
     config = load_config(options.config)
     config.check_segment_by(options.segment_by)
+    if options.cluster and options.merchant_outcomes is not None:
+        raise ValueError("merchant outcomes besides the training rows are not supported with --cluster")
     with _stages(options.show_progress) as stage:
         if options.cluster:
             from training.distributed import fit_on_cluster
@@ -307,6 +314,19 @@ def train(options: TrainOptions) -> TrainResult:
         return _finish(fitted, options, stage)
 
 
+def merchant_outcomes(table: pd.DataFrame, extra: Path | None, config: DataConfig) -> pd.DataFrame:
+    """The outcomes merchant history counts: the training rows, plus `extra` (`TrainOptions.merchant_outcomes`)
+    where given. A listing in both counts once, as the training row."""
+    if extra is None:
+        return table
+    try:
+        more = validate_history(load_table(extra, config), config)
+    except ValueError as exc:  # a DataValidationError too: name the file, as the training data's errors do
+        raise ValueError(f"merchant outcomes {extra}: {exc}") from exc
+    more = more[~more[config.id].astype(str).isin(set(table[config.id].astype(str)))]
+    return pd.concat([table, more], ignore_index=True) if len(more) else table
+
+
 def _fit_in_process(options: TrainOptions, config: DataConfig, stage: Any) -> Fitted:
     with stage("load and validate data"):
         raw = load_table(options.data, config)
@@ -314,6 +334,7 @@ def _fit_in_process(options: TrainOptions, config: DataConfig, stage: Any) -> Fi
         # the MLflow signature takes the export's own column types, as callers will send them
         example = raw[config.listing_columns].tail(5).reset_index(drop=True)
         del raw
+        outcomes = merchant_outcomes(table, options.merchant_outcomes, config)
     config, notes = tier_config(config, table, options)
     notes += empty_column_notes(table, config)
     with stage("split by time"):
@@ -334,9 +355,9 @@ def _fit_in_process(options: TrainOptions, config: DataConfig, stage: Any) -> Fi
     chosen = selection.winner.candidate
     with stage(f"build features ({len(table):,} rows)"):
         builder = FeatureBuilder(config, seed=options.seed, feature_groups=chosen.groups)
-        X_train = builder.fit_transform(parts.train, history=table)
-        X_cal = builder.transform(parts.calibration, history=table)
-        X_test = builder.transform(parts.test, history=table)
+        X_train = builder.fit_transform(parts.train, history=outcomes)
+        X_cal = builder.transform(parts.calibration, history=outcomes)
+        X_test = builder.transform(parts.test, history=outcomes)
     y_train = parts.train[config.label].to_numpy(dtype=np.int64)
     categorical = list(builder.categorical_features)
     # audit-sampled labels count 1 / pi times, so the model and calibrator learn traffic as it is,

@@ -200,6 +200,9 @@ def retrain(
 ) -> None:
     """export-labels -> train (original history + older verdicts, weighted) -> promotion gate -> `candidate`.
 
+    The gate's newest verdicts are never trained on, but they count in the challenger's merchant history
+    (`triage train --merchant-outcomes`), so that the service counts each of them once it serves.
+
     The new bundle is registered without an alias and OUT/latest is left where it was; only a pass of the
     gate makes it the candidate, and only `triage promote` makes it serve (and points `latest` at it). Exit
     status 1 when the gate refuses it."""
@@ -232,7 +235,7 @@ def retrain(
         # `latest` stays where it was: a service started on it must not serve a challenger the gate may refuse
         challenger = train(
             data=work / "train.parquet", out=out, seed=seed, alias=False, latest=False, audit_volume=audit_volume,
-            search_trials=search_trials, **targets,
+            search_trials=search_trials, merchant_outcomes=work / "gate.parquet", **targets,
         )  # fmt: skip
         gate(
             challenger=challenger,

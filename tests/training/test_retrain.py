@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from bundle.load import Bundle
+from features.merchant import snapshot_cutoff_us
 from serving.store import DecisionRecord, create_store
 
 
@@ -119,6 +121,15 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
         pd.to_datetime(gate_rows["created_at"], utc=True).min()
         >= pd.to_datetime(trained_rows["created_at"], utc=True).max()
     )
+
+    # the gate's verdicts are never trained on, yet count in the challenger's merchant history: its snapshot
+    # holds them, so the service counts each one from the start (a verdict reviewed before the snapshot's
+    # cutoff is taken for part of it, never added live)
+    snapshot = Bundle.load(first).builder.snapshot
+    assert snapshot is not None  # the generated data's merchant history is part of every candidate model
+    assert int(snapshot["reviews"].sum()) == len(trained_rows) + len(gate_rows)
+    gate_reviewed = pd.to_datetime(gate_rows["reviewed_at"], utc=True).max()
+    assert pd.Timestamp(snapshot_cutoff_us(snapshot), unit="us", tz="UTC") >= gate_reviewed.floor("us")
 
     metrics = json.loads((first / "metrics.json").read_text())
     if metrics["thresholds"]["feasible"]:  # the audit plan is for the stated production volume
