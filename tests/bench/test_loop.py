@@ -340,9 +340,13 @@ def test_a_retrain_serves_only_when_the_gate_passes_it_trained_without_the_gates
     challenger.path = tmp_path / "challenger"
     trained_on: list[pd.DataFrame] = []
     gated_on: list[pd.DataFrame] = []
+    outcomes_of: list[pd.DataFrame | None] = []
 
-    def fake_retrain(rows: pd.DataFrame, settings: LoopSettings, seed: int, out: Path) -> Path:
+    def fake_retrain(
+        rows: pd.DataFrame, settings: LoopSettings, seed: int, out: Path, outcomes: pd.DataFrame | None = None
+    ) -> Path:
         trained_on.append(rows)
+        outcomes_of.append(outcomes)
         return challenger.path
 
     def fake_gate(new: Path, old: Path, labels: pd.DataFrame, history: pd.DataFrame) -> Any:
@@ -367,6 +371,7 @@ def test_a_retrain_serves_only_when_the_gate_passes_it_trained_without_the_gates
     assert not trained & held_out and trained == set(history["listing_id"]) | {f"L{i}" for i in range(70)}
     assert outcome["trained_on"] == 90 and outcome["gate_rows"] == 30
     assert outcome["champion_lapsed"] == ["all"]  # what the gate's re-test of the champion found
+    assert outcomes_of[0] is not None and set(outcomes_of[0]["listing_id"]) == held_out  # merchant history only
 
     ungated, outcome = gated_retrain(history, logged, champion, replace(TINY, gate=False), 0, tmp_path)
     assert ungated is challenger and outcome["promoted"] and len(trained_on[1]) == 120  # every verdict, no gate
