@@ -72,6 +72,7 @@ from bench.common import ROOT, log, run_meta  # noqa: E402
 from bundle.load import Bundle  # noqa: E402
 from decision.audit import MIN_AUDIT_RATE, draw_audits, inclusion_probabilities, pass_margin  # noqa: E402
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW  # noqa: E402
+from decision.rule_stats import clopper_pearson  # noqa: E402
 from decision.tiers import tier_labels  # noqa: E402
 from features.config import INCLUSION_PROB, DataConfig  # noqa: E402
 from training.generate import REASONS, generate  # noqa: E402
@@ -558,24 +559,19 @@ def pooled_failures(runs: list[dict[str, Any]], arm: str, key: str) -> dict[str,
     failed = np.array([sum(flags) for flags in per_seed], dtype=np.int64)
     cycles = np.array([len(flags) for flags in per_seed], dtype=np.int64)
     n, k = int(cycles.sum()), int(failed.sum())
-    low = float(stats.beta.ppf(0.025, k, n - k + 1)) if k else 0.0
-    high = float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
+    low, high = clopper_pearson(k, n)
     seed_low, seed_high = (0.0, 1.0)
     if len(per_seed):
         draws = np.random.default_rng(0).integers(0, len(per_seed), size=(BOOTSTRAP_DRAWS, len(per_seed)))
         rates = failed[draws].sum(axis=1) / cycles[draws].sum(axis=1)
         seed_low, seed_high = (float(q) for q in np.quantile(rates, [0.025, 0.975]))
-    return {
-        "failed": k,
-        "seed_cycles": n,
-        "rate": k / n if n else None,
-        "low": low,
-        "high": high,
+    seeds = {
         "seeds_failed": int((failed > 0).sum()),
         "seeds": len(per_seed),
         "seed_low": seed_low,
         "seed_high": seed_high,
     }
+    return {"failed": k, "seed_cycles": n, "rate": k / n if n else None, "low": low, "high": high, **seeds}
 
 
 def pooled_coverage(runs: list[dict[str, Any]], arm: str) -> dict[str, dict[str, int]]:
