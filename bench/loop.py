@@ -320,6 +320,7 @@ def gated_retrain(
         "challenger": challenger.path.name,
         "refusals": list(report.refusals),
         "champion_lapsed": report.champion.lapsed if report.champion else [],
+        "champion_failing": report.champion.failing if report.champion else [],
         "gate_rows": len(held_out),
         "trained_on": len(rows),
     }
@@ -628,12 +629,10 @@ def _cycle_summary(cycle: int, judged: list[dict[str, Any]]) -> dict[str, Any]:
         "audited_share": _spread([j.get("audited_share") for j in judged]),
         # cycles >= 1: the share of seeds whose retrain the gate passed (it serves; else the bundle in force goes on)
         "promoted_share": _share([j["gate"]["promoted"] for j in judged]) if judged and "gate" in judged[0] else None,
-        # ... and of seeds whose champion's certified targets no longer certified on the gate's rows
-        "champion_lapsed_share": (
-            _share([bool(j["gate"]["champion_lapsed"]) for j in judged])
-            if judged and "champion_lapsed" in judged[0].get("gate", {})
-            else None
-        ),
+        # ... of seeds whose champion's certified targets did not certify again on the gate's rows, and of
+        # seeds whose champion's targets those rows showed failing (its workload then did not count)
+        "champion_lapsed_share": _gate_share(judged, "champion_lapsed"),
+        "champion_failing_share": _gate_share(judged, "champion_failing"),
         "estimates": _estimate_summary([j["production_estimates"] for j in judged]),
     }
 
@@ -744,7 +743,7 @@ def render(results: dict[str, Any]) -> str:
     lines.append(
         "| arm | cycle | seeds | all certified held (labels / expected) | recall (target, share certified) "
         "| expected recall | block precision | auto-pass | auto-decided | reviewed or audited | audited "
-        "| retrain promoted (champion's targets lapsed) "
+        "| retrain promoted (champion's targets not shown again / shown failing) "
         "| estimates: coverage, mean error, mean width (recall; miss rate) |"
     )
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -766,11 +765,20 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _gate_share(judged: list[dict[str, Any]], key: str) -> float | None:
+    """The share of seeds whose gate found a non-empty `key` list (None: no gate, or a result without it)."""
+    if not judged or key not in judged[0].get("gate", {}):
+        return None
+    return _share([bool(j["gate"][key]) for j in judged])
+
+
 def _promoted(cycle: dict[str, Any]) -> str:
     share, lapsed = cycle.get("promoted_share"), cycle.get("champion_lapsed_share")
+    failing = cycle.get("champion_failing_share")
     if share is None:
         return "-"
-    return f"{share:.0%}" + ("" if lapsed is None else f" ({lapsed:.0%})")
+    found = [f"{v:.0%}" for v in (lapsed, failing) if v is not None]
+    return f"{share:.0%}" + (f" ({' / '.join(found)})" if found else "")
 
 
 def _estimate_cell(figures: dict[str, Any]) -> str:

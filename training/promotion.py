@@ -35,24 +35,33 @@ A champion's certificate ages. It was proven on the data it was trained and cert
 moves on. So the gate re-tests each bundle's certified targets on the gate's rows (`recheck_targets`),
 on the policy's own decisions, with the certificate's kind of test (the exact binomial test on fully
 labelled rows, `decision.guarantees`; the test by betting on audit-weighted ones, `decision.weighted`),
-at the level each statement was certified at (as the policy recorded it). The champion's workload
-counts against the challenger only while its policy is certified and every certified target still
-certifies on these rows (`BundleReport.holds`): a workload advantage counts between guarantees that hold
-on the same recent data, never for one that can no longer be shown. Ranking and recall at the policy
-are still compared. Without this a champion proven on older, fully labelled data out-decides every
-challenger certified on logged verdicts and goes on deciding on an expired guarantee (the loop benchmark
-measured its targets holding on 85% of seeds by the third cycle).
+at the level each statement was certified at (as the policy recorded it), both ways: whether the target
+still certifies ("holds"), and whether the rows show it failing ("fails": the same test of the
+complementary null, "the share is at least the target", rejected); neither is "not shown". The
+champion's workload counts against the challenger while its policy is certified and no certified target
+is shown to fail on these rows (`BundleReport.workload_counts`). Ranking and recall at the policy are
+always compared.
 
-Validity: for one target the re-test is a level-alpha test of "the share is at most the target" on rows
-neither bundle trained on (the held-out newest verdicts, each labelled with a known pi fixed before its
-label was known), so a champion whose target fails in truth keeps its workload claim with probability at
-most alpha (tests/training/test_promotion.py simulates it on both kinds of rows); requiring every target to
-hold is an intersection of such tests and needs no further correction. What it costs: thresholds are
-certified at the edge of what their rows could show, so on gate rows of similar or smaller size a champion
-whose targets do hold often cannot show it again and loses the claim (58 of 60 retrains of the 100k loop
-benchmark); the certified challenger is then promoted. That costs workload, never validity; a tolerance
-below the target would buy the workload back by keeping champions whose recall fell just under it, which is
-what this prevents.
+Why "shown to fail" and not "shown again". A certificate holds for the traffic it was proven on;
+the re-test looks for evidence that the traffic moved away from it. Thresholds are certified at the edge
+of what their rows could show, so on gate rows of similar or smaller size a champion whose targets do
+hold usually cannot show them again: requiring that (the gate's earlier rule) dropped the champion's claim
+in 58 of 60 retrains of the 100k loop benchmark and promoted certified challengers whose certificates on
+logged verdicts leave more room under the target, at 0.78x the workload of a fully labelled loop, while
+the champions' targets held in truth. What each rule guarantees:
+
+* A champion whose targets hold in truth (share >= target) loses its claim with probability at most the
+  sum of its targets' alphas: each "fails" verdict is a level-alpha test of "share >= target" on rows
+  neither bundle trained on (the held-out newest verdicts, each labelled with a known pi fixed before its
+  label was known), by the exact binomial test (Clopper-Pearson's lower bound on the lost share above
+  1 - target) or the betting test of `decision.weighted` with kept and lost swapped (its null "lost
+  share <= 1 - target" is "share >= target"; the proof there is symmetric in the two kinds).
+* A champion whose target fails in truth by a margin the gate's rows can resolve loses its claim; one
+  that fails by less than that margin keeps it. That residual risk is what the drift alarms watch
+  between retrains (`serving.monitor.drift_checks`: the production recall estimate against its target).
+* A challenger is promoted only on its own certificate, proven on data newer than the champion's.
+
+tests/training/test_promotion.py simulates both verdicts' error rates on both kinds of rows.
 """
 
 from __future__ import annotations
@@ -69,7 +78,7 @@ from sklearn.metrics import roc_auc_score
 
 from bundle.load import Bundle
 from decision.alpha_split import AlphaSplit
-from decision.guarantees import miss_rate_upper
+from decision.guarantees import miss_rate_upper, precision_lower
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy
 from decision.simulate import policy_tier_targets
 from decision.tiers import tier_labels
@@ -83,6 +92,11 @@ log = logging.getLogger(__name__)
 AUTO_SHARE_MARGIN = 0.01  # the challenger may auto-decide at most 1 point less than the champion
 AUC_MARGIN = 0.005  # ... rank at most 0.005 ROC-AUC worse
 RECALL_MARGIN = 0.01  # ... and catch at most 1 point fewer violations at its policy
+
+# a certified target re-tested on the gate's rows (`recheck_targets`)
+RETEST_HOLDS = "holds"  # certified again
+RETEST_FAILS = "fails"  # shown to fail: "share >= target" rejected
+RETEST_UNSHOWN = "not shown"  # neither
 
 
 @dataclass(frozen=True)
@@ -98,8 +112,8 @@ class BundleReport:
     roc_auc: float
     recall: float
     rows: int
-    # each certified target re-tested on these rows (`recheck_targets`): target name -> still certified
-    recheck: dict[str, bool] = field(default_factory=dict)
+    # each certified target re-tested on these rows (`recheck_targets`): target name -> RETEST_* verdict
+    recheck: dict[str, str] = field(default_factory=dict)
 
     @property
     def certified(self) -> bool:
@@ -111,13 +125,19 @@ class BundleReport:
 
     @property
     def lapsed(self) -> list[str]:
-        """The certified targets that no longer certify on these rows."""
-        return [name for name, held in self.recheck.items() if not held]
+        """The certified targets that these rows do not certify again (failing, or not shown either way)."""
+        return [name for name, verdict in self.recheck.items() if verdict != RETEST_HOLDS]
 
     @property
-    def holds(self) -> bool:
-        """Certified, with targets re-tested on these rows, every one still certified."""
-        return self.certified and bool(self.recheck) and not self.lapsed
+    def failing(self) -> list[str]:
+        """The certified targets these rows show failing."""
+        return [name for name, verdict in self.recheck.items() if verdict == RETEST_FAILS]
+
+    @property
+    def workload_counts(self) -> bool:
+        """Whether this bundle's workload counts against a challenger: certified, with targets re-tested on
+        these rows, none shown to fail (module docstring)."""
+        return self.certified and bool(self.recheck) and not self.failing
 
 
 @dataclass(frozen=True)
@@ -142,7 +162,8 @@ class GateReport:
                 "certified": report.certified,
                 "auto_decided": report.auto_decided,
                 "lapsed": report.lapsed,
-                "holds": report.holds,
+                "failing": report.failing,
+                "workload_counts": report.workload_counts,
             }
 
         return {
@@ -180,21 +201,30 @@ def _recheck_text(report: BundleReport) -> str:
         return ""
     if not report.lapsed:
         return ", re-tested here: holds"
-    return f", re-tested here: lapsed ({', '.join(report.lapsed)})"
+    if report.failing:
+        return f", re-tested here: fails ({', '.join(report.failing)})"
+    return f", re-tested here: not shown again ({', '.join(report.lapsed)}), not shown to fail"
 
 
-def _still_certified(kept: np.ndarray, lost: np.ndarray, strata: Strata, alpha: float, target: float) -> bool:
-    """Whether the share kept / (kept + lost) is certified above `target` at level alpha from (H,) labelled
-    counts per stratum. With every row labelled (one stratum, pi = 1) the exact binomial test the
-    unweighted certificate uses (`decision.guarantees`: lost ~ Binomial(n, 1 - share) given n, so
-    P(lost <= observed) <= alpha under "share <= target"); else the weighted test by betting
+def _retest(kept: np.ndarray, lost: np.ndarray, strata: Strata, alpha: float, target: float) -> str:
+    """The RETEST_* verdict on "the share kept / (kept + lost) is at least `target`", at level alpha, from
+    (H,) labelled counts per stratum: certified again (the share is certified above `target`), shown to fail
+    (certified below it: the lost share certified above 1 - target, the same test with the two kinds
+    swapped), or neither. With every row labelled (one stratum, pi = 1) the exact binomial tests the
+    unweighted certificate uses (`decision.guarantees`: lost ~ Binomial(n, 1 - share) given n; Clopper-
+    Pearson's bounds are those tests inverted); else the weighted test by betting
     (`decision.weighted.share_certified`)."""
     n = int(kept.sum() + lost.sum())
     if n == 0:
-        return False
-    if not strata.weighted:  # Clopper-Pearson's upper bound on the lost share is the binomial test inverted
-        return miss_rate_upper(int(lost.sum()), n, alpha) <= 1.0 - target
-    return bool(share_certified(kept, lost, strata.pi, alpha, target)[0])
+        return RETEST_UNSHOWN
+    if not strata.weighted:
+        misses = int(lost.sum())
+        if miss_rate_upper(misses, n, alpha) <= 1.0 - target:
+            return RETEST_HOLDS
+        return RETEST_FAILS if precision_lower(misses, n, alpha) > 1.0 - target else RETEST_UNSHOWN
+    if share_certified(kept, lost, strata.pi, alpha, target)[0]:
+        return RETEST_HOLDS
+    return RETEST_FAILS if share_certified(lost, kept, strata.pi, alpha, 1.0 - target)[0] else RETEST_UNSHOWN
 
 
 def _recorded_alphas(policy: Policy, names: list[str]) -> tuple[list[float], float | None]:
@@ -218,17 +248,18 @@ def _recorded_alphas(policy: Policy, names: list[str]) -> tuple[list[float], flo
 
 def recheck_targets(
     policy: Policy, config: DataConfig, codes: np.ndarray, risk: np.ndarray, table: pd.DataFrame, weight: np.ndarray
-) -> dict[str, bool]:
-    """Whether each of the policy's certified targets still certifies on these labelled rows (weighted
-    by `weight` = 1 / inclusion_prob): name -> bool; empty when the policy certified no target.
+) -> dict[str, str]:
+    """What these labelled rows (weighted by `weight` = 1 / inclusion_prob) show of each of the policy's
+    certified targets: name -> RETEST_HOLDS, RETEST_FAILS or RETEST_UNSHOWN (`_retest`); empty when the
+    policy certified no target.
 
     Each recall target ("all", or each tier's on a tiered policy) is re-tested on its violations, kept when
     the policy did not auto-pass them; block precision on the rows the thresholds block (risk >= t_block,
     per segment; a rule's blocks have their own gate), kept when a violation, and only when the policy
     certified one and its thresholds blocked some of these rows. Each at the level the policy's certificate
-    recorded (`_recorded_alphas`), by `_still_certified`. A target with no labelled violation here cannot
-    certify, and a tiered policy's recall targets cannot be re-tested on rows without the violation
-    reason column (`config.violation_reason`): such targets count as lapsed."""
+    recorded (`_recorded_alphas`), by `_retest`. A target with no labelled violation here shows nothing
+    either way, and neither do a tiered policy's recall targets on rows without the violation reason
+    column (`config.violation_reason`): such targets are "not shown"."""
     if policy.guarantee_state != "certified":
         return {}
     label = table[config.label].to_numpy().astype(bool)
@@ -249,7 +280,7 @@ def recheck_targets(
     out = {}
     for (name, target, violating), alpha in zip(groups, alphas, strict=True):
         kept, lost = strata.counts(violating & ~passed), strata.counts(violating & passed)
-        out[name] = not untestable and _still_certified(kept, lost, strata, alpha, target)
+        out[name] = RETEST_UNSHOWN if untestable else _retest(kept, lost, strata, alpha, target)
     if policy.segment_by and policy.segment_by in table:
         _, t_block = policy.thresholds_for(table[policy.segment_by].astype(str).to_numpy())
     else:
@@ -259,7 +290,7 @@ def recheck_targets(
     if certified_block and "block_precision" in policy.targets and blocked.any():
         kept, lost = strata.counts(blocked & label), strata.counts(blocked & ~label)
         target = float(policy.targets["block_precision"])
-        out["block_precision"] = _still_certified(kept, lost, strata, block_alpha, target)  # type: ignore[arg-type]
+        out["block_precision"] = _retest(kept, lost, strata, block_alpha, target)  # type: ignore[arg-type]
     return out
 
 
@@ -289,7 +320,7 @@ def weighted_report(
     risk: np.ndarray,
     label: np.ndarray,
     weight: np.ndarray,
-    recheck: dict[str, bool] | None = None,
+    recheck: dict[str, str] | None = None,
 ) -> BundleReport:
     """Routing shares, ROC-AUC and recall of one bundle's decisions, each row weighted by `weight`."""
     total = float(weight.sum())
@@ -332,13 +363,13 @@ def bundle_report(
 
 def compare(challenger: BundleReport, champion: BundleReport | None) -> list[str]:
     """The reasons to refuse the challenger (none: it passes). The champion's workload counts only while
-    its guarantee holds on these rows (module docstring)."""
+    its policy is certified and no target is shown to fail on these rows (module docstring)."""
     refusals = []
     if not challenger.certified:
         refusals.append(f"guarantee: the challenger's policy is {challenger.guarantee_state}; certified is required")
     if champion is None:
         return refusals
-    if champion.holds and challenger.auto_decided < champion.auto_decided - AUTO_SHARE_MARGIN:
+    if champion.workload_counts and challenger.auto_decided < champion.auto_decided - AUTO_SHARE_MARGIN:
         refusals.append(
             f"workload: the challenger auto-decides {challenger.auto_decided:.1%}, the champion "
             f"{champion.auto_decided:.1%} (at most {AUTO_SHARE_MARGIN * 100:.0f} point less allowed)"
@@ -377,13 +408,13 @@ def run_gate(
     if config.tiered and (config.violation_reason is None or config.violation_reason not in labels):
         notes.append(
             f"the labels carry no {config.violation_reason!r} column: the tiers' recall targets cannot be "
-            "re-tested on them (they count as lapsed)"
+            "re-tested on them (they show nothing either way)"
         )
     if champion_report is not None and champion_report.version == challenger_report.version:
         notes.append("challenger and champion carry the same bundle version")
-    if champion_report is not None and not champion_report.holds:
-        if champion_report.lapsed:
-            why = f"its targets no longer certify on these rows ({', '.join(champion_report.lapsed)})"
+    if champion_report is not None and not champion_report.workload_counts:
+        if champion_report.failing:
+            why = f"these rows show its targets failing ({', '.join(champion_report.failing)})"
         elif champion_report.certified:
             why = "its policy certified no recall or block-precision target to re-test"
         else:

@@ -192,6 +192,7 @@ def test_tiny_loop_report_has_every_arm_and_cycle(tiny_run):
             assert now["bundle"] == (gate["challenger"] if gate["promoted"] else before["bundle"])
             assert gate["promoted"] == (not gate["refusals"]) and gate["gate_rows"] > 0
             assert isinstance(gate["champion_lapsed"], list)
+            assert set(gate["champion_failing"]) <= set(gate["champion_lapsed"])  # failing is one way to lapse
     # the full arm learns from every listing, the selective ones from what people looked at
     assert run["arms"]["full-labels"][1]["trained_on"] > run["arms"]["weighted"][1]["trained_on"]
     assert run["arms"]["weighted"][1]["trained_on"] == run["arms"]["unweighted"][1]["trained_on"]
@@ -202,7 +203,7 @@ def test_tiny_loop_report_has_every_arm_and_cycle(tiny_run):
     assert isinstance(summary["weighted_equals_unweighted"], bool)
     for cycles in summary["arms"].values():
         assert cycles[0]["champion_lapsed_share"] is None  # no retrain, no gate, before cycle 1
-        assert all(0.0 <= c["champion_lapsed_share"] <= 1.0 for c in cycles[1:])
+        assert all(0.0 <= c["champion_failing_share"] <= c["champion_lapsed_share"] <= 1.0 for c in cycles[1:])
     report = render({"settings": {}, "runs": [run], "summary": summary, "meta": _meta()})
     for arm in TINY.arms:
         assert f"| {arm} | {TINY.cycles} |" in report
@@ -352,7 +353,7 @@ def test_a_retrain_serves_only_when_the_gate_passes_it_trained_without_the_gates
     def fake_gate(new: Path, old: Path, labels: pd.DataFrame, history: pd.DataFrame) -> Any:
         assert (new, old) == (challenger.path, champion.path)
         gated_on.append(labels)
-        return types.SimpleNamespace(refusals=refusals, champion=types.SimpleNamespace(lapsed=["all"]))
+        return types.SimpleNamespace(refusals=refusals, champion=types.SimpleNamespace(lapsed=["all"], failing=[]))
 
     monkeypatch.setattr(loop, "retrain", fake_retrain)
     monkeypatch.setattr(loop, "run_gate", fake_gate)
@@ -371,6 +372,7 @@ def test_a_retrain_serves_only_when_the_gate_passes_it_trained_without_the_gates
     assert not trained & held_out and trained == set(history["listing_id"]) | {f"L{i}" for i in range(70)}
     assert outcome["trained_on"] == 90 and outcome["gate_rows"] == 30
     assert outcome["champion_lapsed"] == ["all"]  # what the gate's re-test of the champion found
+    assert outcome["champion_failing"] == []
     assert outcomes_of[0] is not None and set(outcomes_of[0]["listing_id"]) == held_out  # merchant history only
 
     ungated, outcome = gated_retrain(history, logged, champion, replace(TINY, gate=False), 0, tmp_path)
