@@ -685,8 +685,9 @@ def render(results: dict[str, Any]) -> str:
         "Arms: `weighted` retrains on reviewed and audited listings with their `inclusion_prob`; `unweighted` on the",
         "same rows without it; `full-labels` on every listing (the fully labelled reference).",
         "Cycle 0 is decided by the initial bundle (trained on the labelled history); cycle k by the k-th retrain",
-        "when the promotion gate passed it (the share of seeds: `retrain promoted`; in brackets, the share whose "
-        "champion's certified targets no longer certified on the gate's rows), else by the bundle in force.",
+        "when the promotion gate passed it (the share of seeds: `retrain promoted`; in brackets, the shares whose "
+        "champion's certified targets did not certify again on the gate's rows / were shown failing there), else by "
+        "the bundle in force.",
         "Figures are judged on every listing of the cycle by the generator's labels: mean [min, max] over seeds.",
         "",
         "## The issue's targets",
@@ -767,7 +768,7 @@ def render(results: dict[str, Any]) -> str:
 
 def _gate_share(judged: list[dict[str, Any]], key: str) -> float | None:
     """The share of seeds whose gate found a non-empty `key` list (None: no gate, or a result without it)."""
-    if not judged or key not in judged[0].get("gate", {}):
+    if not judged or any(key not in j.get("gate", {}) for j in judged):
         return None
     return _share([bool(j["gate"][key]) for j in judged])
 

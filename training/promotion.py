@@ -218,6 +218,10 @@ def _retest(kept: np.ndarray, lost: np.ndarray, strata: Strata, alpha: float, ta
     n = int(kept.sum() + lost.sum())
     if n == 0:
         return RETEST_UNSHOWN
+    if target <= 0.0:  # every share reaches it
+        return RETEST_HOLDS
+    if target >= 1.0:  # no sample certifies it; one lost row disproves it
+        return RETEST_FAILS if lost.sum() > 0 else RETEST_UNSHOWN
     if not strata.weighted:
         misses = int(lost.sum())
         if miss_rate_upper(misses, n, alpha) <= 1.0 - target:

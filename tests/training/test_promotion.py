@@ -14,6 +14,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy
+from decision.weighted import Strata
 from features.config import DataConfig
 from training.promotion import (
     AUC_MARGIN,
@@ -157,7 +158,9 @@ def test_each_verdict_of_the_recheck_errs_at_most_alpha_of_the_time(pass_rate: f
     in truth is exactly its target (0.95) lies on the boundary of both nulls, where each test is least
     conservative: it is certified again on at most alpha (0.025) of the logs, and shown failing on at most
     alpha of them (Monte Carlo slack of 3 standard errors). Neither test is vacuous: true recall 0.99
-    certifies again, and 0.88 is shown failing, on nearly every log (0.90 on 85% of the audited logs)."""
+    certifies again, and 0.88 is shown failing, on nearly every log. (The betting test is conservative:
+    its errors here are far below alpha, so `test_the_exact_recheck_errs_at_most_alpha_at_every_count`
+    checks the exact tests' level without Monte Carlo slack.)"""
     rng = np.random.default_rng(11)
     config = DataConfig(tiers=())
     reps = 300
@@ -172,6 +175,35 @@ def test_each_verdict_of_the_recheck_errs_at_most_alpha_of_the_time(pass_rate: f
     assert verdicts[0.95].count(RETEST_FAILS) / reps <= slack, verdicts[0.95].count(RETEST_FAILS)
     assert verdicts[0.99].count(RETEST_HOLDS) / reps > 0.9, verdicts[0.99].count(RETEST_HOLDS)
     assert verdicts[0.88].count(RETEST_FAILS) / reps > 0.9, verdicts[0.88].count(RETEST_FAILS)
+
+
+@pytest.mark.parametrize("n", [40, 200, 1000])
+@pytest.mark.parametrize("alpha", [0.025, 0.05])
+def test_the_exact_recheck_errs_at_most_alpha_at_every_count(n: int, alpha: float) -> None:
+    """The fully labelled re-test's two verdicts, summed exactly over Binomial(n, 1 - target) misses at a
+    true share exactly the target (0.95, both nulls' boundary): "holds" and "fails" each have probability
+    at most alpha, and not far below it (the tests are exact up to the binomial's discreteness), so a test
+    run at the wrong level or in the wrong direction fails here. Away from the boundary each verdict comes
+    when it should: a share far below the target almost always fails, far above almost always holds."""
+    from scipy import stats
+
+    from training.promotion import _retest
+
+    strata = Strata.of(np.ones(1))
+    target = 0.95
+
+    def probability(verdict: str, share: float) -> float:
+        misses = np.arange(n + 1)
+        hits = [_retest(np.array([n - k]), np.array([k]), strata, alpha, target) == verdict for k in misses]
+        return float(stats.binom.pmf(misses, n, 1.0 - share)[hits].sum())
+
+    for verdict in (RETEST_HOLDS, RETEST_FAILS):
+        assert probability(verdict, target) <= alpha + 1e-12, verdict
+    if n >= 200:  # enough violations for the discreteness to leave most of the level in use
+        assert probability(RETEST_HOLDS, target) > alpha / 3 and probability(RETEST_FAILS, target) > alpha / 3
+        assert probability(RETEST_FAILS, 0.80) > 0.95 and probability(RETEST_HOLDS, 0.995) > 0.95
+    assert _retest(np.array([n]), np.array([0]), strata, alpha, 1.0) == RETEST_UNSHOWN  # no miss: 1 not disproved
+    assert _retest(np.array([n - 1]), np.array([1]), strata, alpha, 1.0) == RETEST_FAILS
 
 
 def test_the_recheck_runs_at_the_level_the_certificate_recorded() -> None:
