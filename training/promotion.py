@@ -54,7 +54,7 @@ expectation in all 80 seed-cycles (`bench/RESULTS_LOOP_DENSE_AUDIT.md`). What th
 * A champion whose targets hold in truth (share >= target) loses its claim with probability at most the
   sum of its targets' alphas: each "fails" verdict is a level-alpha test of "share >= target" on rows
   neither bundle trained on (the held-out newest verdicts, each labelled with a known pi fixed before its
-  label was known), by the exact binomial test (Clopper-Pearson's lower bound on the lost share above
+  label was known), by the exact binomial test (Clopper-Pearson's upper bound on the kept share below
   1 - target) or the betting test of `decision.weighted` with kept and lost swapped (its null "lost
   share <= 1 - target" is "share >= target"; the proof there is symmetric in the two kinds).
 * A champion whose target fails in truth by a margin the gate's rows can resolve loses its claim; one
@@ -79,7 +79,7 @@ from sklearn.metrics import roc_auc_score
 
 from bundle.load import Bundle
 from decision.alpha_split import AlphaSplit
-from decision.guarantees import miss_rate_upper, precision_lower
+from decision.guarantees import miss_rate_upper
 from decision.policy import CODE_BLOCK, CODE_PASS, CODE_REVIEW, Policy
 from decision.simulate import policy_tier_targets
 from decision.tiers import tier_labels
@@ -207,29 +207,31 @@ def _recheck_text(report: BundleReport) -> str:
     return f", re-tested here: not shown again ({', '.join(report.lapsed)}), not shown to fail"
 
 
+def _certified_above(kept: np.ndarray, lost: np.ndarray, strata: Strata, alpha: float, target: float) -> bool:
+    """Whether the share kept / (kept + lost) is certified above `target` at level alpha from (H,) labelled
+    counts per stratum (n > 0, 0 < target < 1). With every row labelled (one stratum, pi = 1) the exact
+    binomial test the unweighted certificate uses (`decision.guarantees`: lost ~ Binomial(n, 1 - share)
+    given n; Clopper-Pearson's upper bound on the lost share is that test inverted); else the weighted test
+    by betting (`decision.weighted.share_certified`)."""
+    if not strata.weighted:
+        return miss_rate_upper(int(lost.sum()), int(kept.sum() + lost.sum()), alpha) <= 1.0 - target
+    return bool(share_certified(kept, lost, strata.pi, alpha, target)[0])
+
+
 def _retest(kept: np.ndarray, lost: np.ndarray, strata: Strata, alpha: float, target: float) -> str:
     """The RETEST_* verdict on "the share kept / (kept + lost) is at least `target`", at level alpha, from
     (H,) labelled counts per stratum: certified again (the share is certified above `target`), shown to fail
     (certified below it: the lost share certified above 1 - target, the same test with the two kinds
-    swapped), or neither. With every row labelled (one stratum, pi = 1) the exact binomial tests the
-    unweighted certificate uses (`decision.guarantees`: lost ~ Binomial(n, 1 - share) given n; Clopper-
-    Pearson's bounds are those tests inverted); else the weighted test by betting
-    (`decision.weighted.share_certified`)."""
-    n = int(kept.sum() + lost.sum())
-    if n == 0:
+    swapped), or neither (`_certified_above`, both ways)."""
+    if int(kept.sum() + lost.sum()) == 0:
         return RETEST_UNSHOWN
     if target <= 0.0:  # every share reaches it
         return RETEST_HOLDS
     if target >= 1.0:  # no sample certifies it; one lost row disproves it
         return RETEST_FAILS if lost.sum() > 0 else RETEST_UNSHOWN
-    if not strata.weighted:
-        misses = int(lost.sum())
-        if miss_rate_upper(misses, n, alpha) <= 1.0 - target:
-            return RETEST_HOLDS
-        return RETEST_FAILS if precision_lower(misses, n, alpha) > 1.0 - target else RETEST_UNSHOWN
-    if share_certified(kept, lost, strata.pi, alpha, target)[0]:
+    if _certified_above(kept, lost, strata, alpha, target):
         return RETEST_HOLDS
-    return RETEST_FAILS if share_certified(lost, kept, strata.pi, alpha, 1.0 - target)[0] else RETEST_UNSHOWN
+    return RETEST_FAILS if _certified_above(lost, kept, strata, alpha, 1.0 - target) else RETEST_UNSHOWN
 
 
 def _recorded_alphas(policy: Policy, names: list[str]) -> tuple[list[float], float | None]:
