@@ -54,8 +54,8 @@ expectation in all 80 seed-cycles (`bench/RESULTS_LOOP_DENSE_AUDIT.md`). What th
 * A champion whose targets hold in truth (share >= target) loses its claim with probability at most the
   sum of its targets' alphas: each "fails" verdict is a level-alpha test of "share >= target" on rows
   neither bundle trained on (the held-out newest verdicts, each labelled with a known pi fixed before its
-  label was known), by the exact binomial test (Clopper-Pearson's upper bound on the kept share below
-  1 - target) or the betting test of `decision.weighted` with kept and lost swapped (its null "lost
+  label was known), by the exact binomial test (Clopper-Pearson's upper bound on the kept share at most
+  the target) or the betting test of `decision.weighted` with kept and lost swapped (its null "lost
   share <= 1 - target" is "share >= target"; the proof there is symmetric in the two kinds).
 * A champion whose target fails in truth by a margin the gate's rows can resolve loses its claim; one
   that fails by less than that margin keeps it. That residual risk is what the drift alarms watch
