@@ -79,7 +79,7 @@ from training.generate import REASONS, generate  # noqa: E402
 from training.offline import decide  # noqa: E402
 from training.pipeline import TrainOptions, train  # noqa: E402
 from training.promotion import run_gate  # noqa: E402
-from triage.lifecycle import split_recent, training_frame  # noqa: E402
+from triage.lifecycle import fully_labelled_until, split_recent, training_frame  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "results_loop.json"
 RESULTS_MD = ROOT / "bench" / "RESULTS_LOOP.md"
@@ -265,10 +265,16 @@ def logged_labels(listings: pd.DataFrame, period: Period, arm: str) -> pd.DataFr
 
 
 def retrain(
-    labelled: pd.DataFrame, settings: LoopSettings, seed: int, out: Path, outcomes: pd.DataFrame | None = None
+    labelled: pd.DataFrame,
+    settings: LoopSettings,
+    seed: int,
+    out: Path,
+    outcomes: pd.DataFrame | None = None,
+    labelled_until: Any = None,
 ) -> Path:
     """Train and certify on `labelled` (`outcomes`: verdicts counted in merchant history only, as `triage
-    retrain` counts the gate's); the new bundle's directory."""
+    retrain` counts the gate's; `labelled_until`: the history's end, as `triage retrain` passes it); the
+    new bundle's directory."""
     out.mkdir(parents=True, exist_ok=True)
     data = out / "labels.parquet"
     labelled.to_parquet(data, index=False)
@@ -287,6 +293,7 @@ def retrain(
         log_mlflow=False,
         show_progress=False,
         merchant_outcomes=outcomes_file,
+        fully_labelled_until=labelled_until,
     )
     if settings.single_recall is not None:
         options.recall = settings.single_recall
@@ -312,7 +319,8 @@ def gated_retrain(
     rows = training_frame(history, older, config)
     if INCLUSION_PROB not in logged:  # the unweighted arm: its verdicts carry no inclusion probability
         rows = rows.drop(columns=INCLUSION_PROB, errors="ignore")
-    challenger = Deployed.load(retrain(rows, settings, seed, out, outcomes=held_out))
+    until = fully_labelled_until(history, older, config)
+    challenger = Deployed.load(retrain(rows, settings, seed, out, outcomes=held_out, labelled_until=until))
     report = run_gate(challenger.path, champion.path, held_out, history=rows)
     outcome = {
         "gated": True,

@@ -298,3 +298,33 @@ def audit_rate_needed(n_violating: int, recall: float, alpha: float) -> float:
         else:
             low = mid
     return high
+
+
+MAX_VIOLATIONS = 1 << 27  # `violations_needed` gives up beyond this many violations
+
+
+def violations_needed(pi: np.ndarray, recall: float, alpha: float) -> int | None:
+    """The fewest labelled violations with which recall >= `recall` is certified at level alpha on a design
+    with inclusion probabilities `pi` (the certification rows' strata), when none is missed and each weighs
+    least (all in the stratum of the largest pi); None when no count up to MAX_VIOLATIONS is. A figure from
+    the design alone, never from labels: the bets are capped at 1 / (w_max R), so a stratum audited at
+    rate pi_min makes each kept violation earn at most ln(1 + (1 - R) pi_min / R) nats (module
+    docstring). Found by doubling, then bisection (the capital of n kept rows grows with n)."""
+    pi = np.asarray(pi, dtype=np.float64)
+    kept, lost = np.zeros((1, len(pi))), np.zeros((1, len(pi)))
+    top = int(np.argmax(pi))
+
+    def certifies(n: int) -> bool:
+        kept[0, top] = n
+        return bool(share_certified(kept, lost, pi, alpha, recall)[0])
+
+    high = 1
+    while not certifies(high):
+        if high >= MAX_VIOLATIONS:
+            return None
+        high *= 2
+    low = high // 2  # 0, or a count that did not certify
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if certifies(mid) else (mid, high)
+    return high

@@ -144,6 +144,15 @@ def train(
             "history only, never trained on: the service then counts each of them from the start",
         ),
     ] = None,
+    fully_labelled_until: Annotated[
+        str | None,
+        typer.Option(
+            help="newest creation time (ISO 8601) of the rows of DATA every listing of which was reviewed (the "
+            "history before the service decided): when the newest rows are audit-sampled too thinly to certify "
+            "the recall targets even with no miss, certify on the newest of those rows instead (triage retrain "
+            "passes it)",
+        ),
+    ] = None,
     latest: Annotated[
         bool,
         typer.Option(
@@ -169,6 +178,8 @@ def train(
             _fail(str(exc))
     if recall is not None and not single_tier:
         _refuse_recall_on_tiers(recall, config)
+    if fully_labelled_until is not None:
+        _check_timestamp(fully_labelled_until, "--fully-labelled-until")
 
     options = TrainOptions(
         data=data,
@@ -190,6 +201,7 @@ def train(
         plan_alpha_split=plan_alpha_split,
         move_latest=latest,
         merchant_outcomes=merchant_outcomes,
+        fully_labelled_until=fully_labelled_until,
     )
     if search_trials is not None:
         options.search_trials = search_trials
@@ -216,6 +228,18 @@ def train(
             )
             console.print(f"{registered} without alias ({why}), run {result.mlflow['run_id']}")
     return result.bundle_dir
+
+
+def _check_timestamp(value: str, option: str) -> None:
+    """A value pandas cannot read as a time is a usage error naming the option."""
+    import pandas as pd
+
+    try:
+        parsed = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        parsed = pd.NaT
+    if pd.isna(parsed):
+        raise typer.BadParameter(f"{value!r} is not a time (ISO 8601, e.g. 2026-01-31T23:59:59Z)", param_hint=option)
 
 
 def _refuse_recall_on_tiers(recall: float, config: Path | None) -> None:

@@ -23,6 +23,8 @@ from decision.policy import Policy
 from decision.rules import match_rule_masks
 from decision.thresholds import ThresholdResult, choose_policy_thresholds, default_rules
 from decision.tiers import risk_column, tier_alpha, tier_labels, unlisted_reasons, violations_needed
+from decision.weighted import Strata
+from decision.weighted import violations_needed as weighted_violations_needed
 from features.builder import FeatureBuilder
 from features.calibration import fit_calibrator
 from features.config import DEFAULT_CONFIG_PATH, INCLUSION_PROB, DataConfig, load_config
@@ -42,7 +44,7 @@ from training.select import (
     selection_columns,
     selection_data,
 )
-from training.split import split_by_time
+from training.split import TimeSplit, split_by_time
 from training.summary import in_words
 from training.tiers import TierModel, TierSource, choose_tier_sources, fit_tier_models, tier_risk
 from training.train import FittedModel, LgbmParams, fit_model
@@ -100,6 +102,11 @@ class TrainOptions:
     # certified on. Without them a verdict reviewed before the snapshot's cutoff but not in the training
     # rows is never counted live (`features.merchant.MerchantUpdates` takes it for part of the snapshot)
     merchant_outcomes: Path | None = None
+    # the newest creation time of the fully labelled rows (a retrain's original history, every listing of
+    # which was reviewed); when the newest rows are audit-sampled too thinly to certify the recall targets
+    # even with no miss, the policy is certified on the newest of these rows instead
+    # (`split_for_certification`). None: always on the newest rows
+    fully_labelled_until: datetime | str | None = None
 
 
 @dataclass
@@ -253,7 +260,7 @@ def choose_calibration_fraction(
         parts = split_by_time(table, config, candidate, options.test_fraction)
         if candidate > fraction and not can_hold_out(len(parts.train), options.validation_fraction):
             break  # a larger share would leave model selection too few training rows
-        rows = [parts.calibration, parts.test] if options.certify_on == "calibration+test" else [parts.calibration]
+        rows = _certification_parts(parts, options)
         fraction, counts = candidate, _violation_counts(pd.concat(rows, ignore_index=True), config)
         if all(counts.get(name, 0) >= VIOLATION_MARGIN * need for name, need in needed.items()):
             break
@@ -264,6 +271,88 @@ def choose_calibration_fraction(
         f"targets need at least {in_words(needed)} violations in the certification rows (aiming for "
         f"{VIOLATION_MARGIN:g}x), which hold {in_words(counts)}"
     )
+
+
+def split_for_certification(
+    table: pd.DataFrame, config: DataConfig, options: TrainOptions
+) -> tuple[TimeSplit, list[str]]:
+    """The time split and its notes: the newest rows calibrate, test and certify, unless they cannot.
+
+    Once the service decides, the newest rows are a retrain's exported verdicts: reviewed listings and an
+    audited sample of the automated ones. Their certificate (`decision.weighted`) caps its bets by the
+    heaviest weight, 1 / (the lowest audit rate), so at a small volume even a run with no miss at all
+    cannot certify the recall targets (a 2% floor needs thousands of violations). When `options.
+    fully_labelled_until` names the end of the fully labelled history and the newest rows hold fewer than
+    VIOLATION_MARGIN x the violations their design needs (`decision.weighted.violations_needed`), the
+    calibration and test parts are the newest rows of that history instead, and every other row trains
+    (the verdicts since included, in time order).
+
+    Validity: the choice reads only the design (inclusion probabilities) and the number of labelled
+    violations in the newest rows, on which the weighted test conditions; the fully labelled rows are
+    disjoint from them. So whichever part certifies, its test holds at its level. What it assumes is what
+    the bundle trained before the service decided assumes: traffic like those older rows. The promotion
+    gate then re-tests the targets on the newest verdicts and refuses a challenger shown failing there.
+    """
+    fraction, fraction_note = choose_calibration_fraction(table, config, options)
+    parts = split_by_time(table, config, fraction, options.test_fraction)
+    notes = [fraction_note] if fraction_note else []
+    if options.fully_labelled_until is None:
+        return parts, notes
+    if config.timestamp is None:
+        raise ValueError("fully_labelled_until needs a timestamp column in the data config (timestamp: null)")
+    certifying = pd.concat(_certification_parts(parts, options), ignore_index=True)
+    short = _weighted_shortfall(certifying, config, options)
+    if not short:
+        return parts, notes
+    created = pd.to_datetime(table[config.timestamp], utc=True)
+    until = pd.Timestamp(options.fully_labelled_until)
+    until = until.tz_localize("UTC") if until.tzinfo is None else until.tz_convert("UTC")
+    labelled = (created <= until).to_numpy()
+    if INCLUSION_PROB in table and bool((table.loc[labelled, INCLUSION_PROB] < 1.0).any()):
+        raise ValueError(
+            f"fully_labelled_until {until}: rows created by then carry an inclusion_prob below 1 (audit-sampled), "
+            "so they are not fully labelled: name the newest creation time of the original history"
+        )
+    try:
+        older, older_note = choose_calibration_fraction(table[labelled], config, options)
+        window = split_by_time(table[labelled].reset_index(drop=True), config, older, options.test_fraction)
+    except ValueError as exc:
+        return parts, [*notes, f"certified on the newest rows: the fully labelled ones cannot be split ({exc})"]
+    train = pd.concat([window.train, table[~labelled]], ignore_index=True)
+    train = train.iloc[pd.to_datetime(train[config.timestamp], utc=True).argsort(kind="stable")]
+    notes = [older_note] if older_note else []
+    notes.append(
+        f"certified on the newest fully labelled rows (created up to {until:%Y-%m-%d %H:%M}): the newest rows "
+        f"are audit-sampled and, even with no miss, could not certify {'; '.join(short)}; the "
+        f"{int((~labelled).sum()):,} rows since train the model"
+    )
+    return TimeSplit(train.reset_index(drop=True), window.calibration, window.test), notes
+
+
+def _certification_parts(parts: TimeSplit, options: TrainOptions) -> list[pd.DataFrame]:
+    return [parts.calibration, parts.test] if options.certify_on == "calibration+test" else [parts.calibration]
+
+
+def _weighted_shortfall(rows: pd.DataFrame, config: DataConfig, options: TrainOptions) -> list[str]:
+    """The recall targets the audit-weighted `rows` hold too few violations for (in words; none when the
+    rows are fully labelled): fewer than VIOLATION_MARGIN x what their design needs with no miss."""
+    if INCLUSION_PROB not in rows or bool((rows[INCLUSION_PROB] >= 1.0).all()):
+        return []
+    pi = Strata.of(rows[INCLUSION_PROB].to_numpy(dtype=np.float64)).pi
+    delta = 1 - options.confidence
+    if config.tiered:
+        alpha, _ = tier_alpha(delta, len(config.tiers))
+        recalls = {t.name: t.recall for t in config.tiers}
+    else:
+        alpha, recalls = delta / 2, {"all": options.recall}
+    counts = _violation_counts(rows, config)
+    short = []
+    for name, recall in recalls.items():
+        needed = weighted_violations_needed(pi, recall, alpha)
+        if needed is None or counts.get(name, 0) < VIOLATION_MARGIN * needed:
+            need = "more than any export holds" if needed is None else f"{VIOLATION_MARGIN:g} x {needed:,}"
+            short.append(f"{name}: recall >= {recall:g} ({counts.get(name, 0):,} violations, {need} wanted)")
+    return short
 
 
 def _violation_counts(rows: pd.DataFrame, config: DataConfig) -> dict[str, int]:
@@ -304,6 +393,8 @@ def train(options: TrainOptions) -> TrainResult:
     config.check_segment_by(options.segment_by)
     if options.cluster and options.merchant_outcomes is not None:
         raise ValueError("merchant outcomes besides the training rows are not supported with --cluster")
+    if options.cluster and options.fully_labelled_until is not None:
+        raise ValueError("--fully-labelled-until is not supported with --cluster")
     with _stages(options.show_progress) as stage:
         if options.cluster:
             from training.distributed import fit_on_cluster
@@ -338,9 +429,8 @@ def _fit_in_process(options: TrainOptions, config: DataConfig, stage: Any) -> Fi
     config, notes = tier_config(config, table, options)
     notes += empty_column_notes(table, config)
     with stage("split by time"):
-        fraction, fraction_note = choose_calibration_fraction(table, config, options)
-        parts = split_by_time(table, config, fraction, options.test_fraction)
-        notes += [fraction_note] if fraction_note else []
+        parts, split_notes = split_for_certification(table, config, options)
+        notes += split_notes
     with stage(f"select the model on the newest {options.validation_fraction:.0%} of the training part"):
         inner = selection_data(
             parts.train,
@@ -526,6 +616,10 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
             metrics["thresholds_evaluated"] = evaluated.to_dict()
             metrics["thresholds"] = thresholds.to_dict()
     metrics["certification"] = certification_report(thresholds, options, len(reference))
+    if config.timestamp is not None:  # which rows the certificate rests on (`split_for_certification`)
+        parts = [fitted.calibration, fitted.test] if options.certify_on == "calibration+test" else [fitted.calibration]
+        created = pd.to_datetime(pd.concat([part[config.timestamp] for part in parts]), utc=True)
+        metrics["certification"]["created"] = {"first": created.min().isoformat(), "last": created.max().isoformat()}
     metrics["alpha_split"] = split_plans[len(reference)].to_dict()
     metrics["tier_models"] = [
         {**source.to_dict(), "own_model": m.own, "train_violations": m.train_violations}

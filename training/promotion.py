@@ -11,7 +11,8 @@ The figures:
 - workload: the share each bundle's own policy auto-decides (auto-pass + auto-block; the rest is review),
 - ranking: ROC-AUC of the calibrated risk,
 - recall at the policy: violations not auto-passed / violations,
-- the guarantee: the challenger's policy must be certified (`Policy.guarantee_state == "certified"`).
+- the guarantee: the challenger's policy must be certified (`Policy.guarantee_state == "certified"`), and
+  these rows must not show a certified target of it failing (the re-test below).
 
 Refusal margins (a challenger may lose a little to noise, never more):
   auto-decided share lower than the champion's by more than `AUTO_SHARE_MARGIN` (1 point),
@@ -60,7 +61,11 @@ expectation in all 80 seed-cycles (`bench/RESULTS_LOOP_DENSE_AUDIT.md`). What th
 * A champion whose target fails in truth by a margin the gate's rows can resolve loses its claim; one
   that fails by less than that margin keeps it. That residual risk is what the drift alarms watch
   between retrains (`serving.monitor.drift_checks`: the production recall estimate against its target).
-* A challenger is promoted only on its own certificate, proven on data newer than the champion's.
+* A challenger is promoted only on its own certificate, and only while these rows do not show one of its
+  targets failing. Its certificate rests on the newest rows it could be proven on: the newest verdicts,
+  or, where those are audit-sampled too thinly to certify at all, the newest fully labelled history
+  (`training.pipeline.split_for_certification`); the re-test on the newest verdicts is the check that the
+  traffic has not moved away from them.
 
 tests/training/test_promotion.py simulates both verdicts' error rates on both kinds of rows.
 """
@@ -374,6 +379,10 @@ def compare(challenger: BundleReport, champion: BundleReport | None) -> list[str
     refusals = []
     if not challenger.certified:
         refusals.append(f"guarantee: the challenger's policy is {challenger.guarantee_state}; certified is required")
+    if challenger.failing:
+        refusals.append(
+            f"guarantee: these rows show the challenger's certified targets failing ({', '.join(challenger.failing)})"
+        )
     if champion is None:
         return refusals
     if champion.workload_counts and challenger.auto_decided < champion.auto_decided - AUTO_SHARE_MARGIN:

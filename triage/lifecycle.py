@@ -60,6 +60,21 @@ def training_frame(history: pd.DataFrame | None, older_labels: pd.DataFrame, con
     return combined.drop_duplicates(config.id, keep="last").reset_index(drop=True)
 
 
+def fully_labelled_until(history: pd.DataFrame | None, exported: pd.DataFrame, config: DataConfig) -> str | None:
+    """The end of the fully labelled rows of a retrain (`triage train --fully-labelled-until`), ISO 8601: the
+    newest creation time of the history, every listing of which was reviewed, or just before the first
+    exported verdict's listing when one was created earlier (a listing the service decided is not fully
+    labelled). None without a history or a timestamp column."""
+    if history is None or history.empty or config.timestamp is None:
+        return None
+    until = pd.to_datetime(history[config.timestamp], utc=True).max()
+    if not exported.empty and config.timestamp in exported:
+        first = pd.to_datetime(exported[config.timestamp], utc=True).min()
+        if first <= until:
+            until = first - pd.Timedelta(microseconds=1)
+    return until.isoformat()
+
+
 def targets_in_force(champion: Path | None, models_dir: Path) -> dict[str, Any] | None:
     """The champion's targets in force (recall, per tier or overall; block precision; confidence): those
     of the policy the service put in force for it (`PUT /v1/policy`), else of its bundle's policy.json
@@ -284,7 +299,7 @@ def _export_and_split(
         config_file, targets = training_targets(in_force, data_config, work)  # the config `train` reads
         targets["config"] = config_file or config
         typer.echo(f"certifying at the targets in force for the champion: {json.dumps(in_force, sort_keys=True)}")
-    return targets
+    return {**targets, "fully_labelled_until": fully_labelled_until(history, labels, data_config)}
 
 
 def promote(

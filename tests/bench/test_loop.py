@@ -343,11 +343,19 @@ def test_a_retrain_serves_only_when_the_gate_passes_it_trained_without_the_gates
     gated_on: list[pd.DataFrame] = []
     outcomes_of: list[pd.DataFrame | None] = []
 
+    ends: list[Any] = []
+
     def fake_retrain(
-        rows: pd.DataFrame, settings: LoopSettings, seed: int, out: Path, outcomes: pd.DataFrame | None = None
+        rows: pd.DataFrame,
+        settings: LoopSettings,
+        seed: int,
+        out: Path,
+        outcomes: pd.DataFrame | None = None,
+        labelled_until: Any = None,
     ) -> Path:
         trained_on.append(rows)
         outcomes_of.append(outcomes)
+        ends.append(labelled_until)
         return challenger.path
 
     def fake_gate(new: Path, old: Path, labels: pd.DataFrame, history: pd.DataFrame) -> Any:
@@ -374,6 +382,7 @@ def test_a_retrain_serves_only_when_the_gate_passes_it_trained_without_the_gates
     assert outcome["champion_lapsed"] == ["all"]  # what the gate's re-test of the champion found
     assert outcome["champion_failing"] == []
     assert outcomes_of[0] is not None and set(outcomes_of[0]["listing_id"]) == held_out  # merchant history only
+    assert pd.Timestamp(ends[0]) == history["created_at"].max()  # the fully labelled rows end with the history
 
     ungated, outcome = gated_retrain(history, logged, champion, replace(TINY, gate=False), 0, tmp_path)
     assert ungated is challenger and outcome["promoted"] and len(trained_on[1]) == 120  # every verdict, no gate

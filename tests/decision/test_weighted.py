@@ -292,3 +292,57 @@ def test_the_capital_is_the_same_computed_in_chunks(monkeypatch: pytest.MonkeyPa
     whole = weighted.log_capital(kept, lost, DESIGN_PI, 0.05, targets)
     monkeypatch.setattr(weighted, "CHUNK_ROWS", 7)
     np.testing.assert_array_equal(weighted.log_capital(kept, lost, DESIGN_PI, 0.05, targets), whole)
+
+
+def test_the_violations_needed_are_where_a_certificate_with_no_miss_starts_to_pass() -> None:
+    from decision.weighted import violations_needed
+
+    counts = {}
+    for floor in (0.3, 0.1, 0.02):
+        pi = np.array([floor, 0.2, 1.0])
+        n = violations_needed(pi, 0.95, 0.025)
+        assert n is not None
+        kept, lost = np.zeros((2, 3)), np.zeros((2, 3))
+        kept[:, 2] = [n, n - 1]  # every violation in the fully reviewed stratum, none missed
+        assert share_certified(kept, lost, pi, 0.025, 0.95).tolist() == [True, False]
+        counts[floor] = n
+    assert counts[0.3] < counts[0.1] < counts[0.02]  # thinner audits cap the bets lower
+    assert counts[0.02] > 4000  # a 2% floor: more violations than a small export's certification rows hold
+
+
+def test_choosing_the_certification_rows_by_their_design_and_violation_count_keeps_the_level(
+    truth: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Coverage of `training.pipeline.split_for_certification`'s rule: 200 retrains, each with fully
+    labelled older rows and audit-weighted newer ones (a 2% or a 30% floor, 5k or 40k listings). The
+    newer rows certify when they hold 1.5 x the violations their design needs with no miss
+    (`decision.weighted.violations_needed`), else the older rows do, by the exact order-statistic
+    certificate. The choice reads the design and the newer rows' violation count only, so the certified
+    t_pass falls short of recall 0.9 by the truth in at most alpha = 5% of retrains (plus 3 s.e.), and
+    both kinds of rows are chosen often."""
+    from decision.guarantees import pass_order_index
+    from decision.weighted import violations_needed
+
+    rng = np.random.default_rng(21)
+    reps, alpha, target = 200, 0.05, 0.90
+    fail = certified = newer = 0
+    for _ in range(reps):
+        floor, listings = rng.choice([0.02, 0.3]), int(rng.choice([5_000, 40_000]))
+        rows = _logged(rng, listings, floor=floor)
+        strata = Strata.of(rows["inclusion_prob"].to_numpy())
+        label = rows["label"].to_numpy().astype(bool)
+        needed = violations_needed(strata.pi, target, alpha)
+        if needed is not None and label.sum() >= 1.5 * needed:
+            newer += 1
+            cert = certify_recall(rows["risk"].to_numpy(), strata, label, target, alpha)
+            ok, threshold = cert.certified, cert.threshold
+        else:
+            risk, older_label = _traffic(rng, 4_000)
+            violations = np.sort(risk[older_label])
+            k = pass_order_index(len(violations), target, alpha)
+            ok, threshold = k is not None, (violations[k] if k is not None else 0.0)
+        certified += ok
+        fail += ok and _true_recall(truth, threshold) < target
+    assert 0.25 * reps <= newer <= 0.75 * reps  # both kinds of rows certify in the simulation
+    assert certified >= 0.9 * reps
+    assert fail / reps <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / reps)

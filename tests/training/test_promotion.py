@@ -121,6 +121,17 @@ _TARGETS = {"recall": 0.95, "block_precision": 0.9, "confidence": 0.95}  # recal
 _CERTIFIED = {"mode": "guarantee", "feasible": True, "block_precision_lower": 0.92}
 
 
+def test_a_challenger_whose_targets_the_recent_verdicts_show_failing_is_refused() -> None:
+    """A challenger's certificate may rest on older rows than the gate's (the newest fully labelled history,
+    `training.pipeline.split_for_certification`): the gate's rows showing one of its targets failing refuse
+    it, with or without a champion; targets they only fail to show again do not."""
+    failing = _report(recheck={"all": RETEST_FAILS, "block_precision": RETEST_HOLDS})
+    for champion in (None, _report(auto_pass=0.4)):
+        refusals = compare(failing, champion)
+        assert len(refusals) == 1 and refusals[0].startswith("guarantee") and "(all)" in refusals[0]
+        assert compare(_report(recheck={"all": RETEST_UNSHOWN}), champion) == []
+
+
 def _policy(t_pass: float, t_block: float = 1.0, **targets: object) -> Policy:
     return Policy("p", t_pass, t_block, targets={**_TARGETS, **targets}, guarantee=dict(_CERTIFIED))
 

@@ -78,6 +78,16 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
     get_settings.cache_clear()
     runner = CliRunner()
     latest = tmp_path / "models" / "latest"
+    import training.pipeline
+
+    ends: list[object] = []  # what each retrain's `train` was told about the end of the fully labelled rows
+    split = training.pipeline.split_for_certification
+
+    def spy(table: pd.DataFrame, config: object, options: training.pipeline.TrainOptions) -> object:
+        ends.append(options.fully_labelled_until)
+        return split(table, config, options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("training.pipeline.split_for_certification", spy)
     try:
         retrained = runner.invoke(
             app,
@@ -113,6 +123,7 @@ def test_retrain_gates_registers_the_candidate_and_promote_records_it_for_the_se
 
     assert retrained.exit_code == 0, retrained.output
     assert "gating on the newest 1,200 verdicts" in retrained.output
+    assert ends and pd.Timestamp(ends[0]) == pd.to_datetime(history["created_at"], utc=True).iloc[-4001]
     assert "PASSED" in retrained.output and "@candidate" in retrained.output
     gate_rows = pd.read_parquet(tmp_path / "labels" / "gate.parquet")
     trained_rows = pd.read_parquet(tmp_path / "labels" / "train.parquet")
@@ -393,3 +404,18 @@ def test_a_champion_is_another_contract_only_when_it_could_not_be_gated_on_this_
     assert contract_differences(champion, replace(champion, categorical=champion.categorical[::-1])) == {}
     assert set(contract_differences(champion, dropped)) == {"numeric"}
     assert set(contract_differences(champion, replace(champion, id="sku"))) == {"id"}
+
+
+def test_the_fully_labelled_rows_end_with_the_history_and_before_any_listing_the_service_decided() -> None:
+    from features.config import DataConfig
+    from triage.lifecycle import fully_labelled_until
+
+    config = DataConfig()
+    ts = config.timestamp
+    history = pd.DataFrame({ts: ["2025-01-01T00:00:00Z", "2025-03-01T12:00:00Z"]})
+    later = pd.DataFrame({ts: ["2025-03-02T00:00:00Z"]})
+    assert fully_labelled_until(history, later, config) == "2025-03-01T12:00:00+00:00"
+    earlier = pd.DataFrame({ts: ["2025-03-01T00:00:00Z", "2025-04-01T00:00:00Z"]})  # decided before history's end
+    assert fully_labelled_until(history, earlier, config) == "2025-02-28T23:59:59.999999+00:00"
+    assert fully_labelled_until(None, later, config) is None  # --labels-only: nothing is fully labelled
+    assert fully_labelled_until(history, later, DataConfig(timestamp=None, time_order="row", reviewed_at=None)) is None

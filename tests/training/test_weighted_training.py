@@ -70,3 +70,78 @@ def test_inclusion_probability_outside_0_1_is_named_with_its_rows() -> None:
         validate_history(frame, config)
     ok = validate_history(frame.assign(inclusion_prob=[1.0, 0.5, None]), config)
     assert ok["inclusion_prob"].tolist() == [1.0, 0.5, 1.0]  # blank: a fully labelled row
+
+
+def _history_end(generated_dir: Path) -> str:
+    """The newest creation time of the rows `_logged_export` leaves fully labelled (its oldest 60%)."""
+    created = pd.to_datetime(pd.read_parquet(generated_dir / "reviews.parquet")["created_at"], utc=True)
+    return created.sort_values(kind="stable").iloc[int(0.6 * len(created)) - 1].isoformat()
+
+
+def _split(table: pd.DataFrame, **changes: Any) -> tuple[Any, list[str], DataConfig]:
+    from features.config import load_config
+    from training.pipeline import split_for_certification, tier_config
+
+    options = TrainOptions(data=Path("unused"), tiers=False, **changes)
+    config, _ = tier_config(load_config(None), table, options)
+    parts, notes = split_for_certification(table, config, options)
+    return parts, notes, config
+
+
+def test_thin_audits_certify_on_the_newest_fully_labelled_rows(generated_dir: Path) -> None:
+    """The newest 40% are audit-sampled at a 10% floor: too thin to certify recall 0.99 even with no miss,
+    so calibration and test are the newest rows of the fully labelled history, and every later row trains.
+    Recall 0.5 they can certify, and without the history's end nothing changes. An end after audit-sampled
+    rows is refused by name."""
+    from features.config import load_config
+
+    table = validate_history(_logged_export(generated_dir), load_config(None))
+    until = pd.Timestamp(_history_end(generated_dir))
+    parts, notes, config = _split(table, recall=0.99, fully_labelled_until=until.isoformat())
+
+    def created(frame: pd.DataFrame) -> pd.Series:
+        return pd.to_datetime(frame[config.timestamp], utc=True)
+
+    assert created(parts.calibration).max() <= created(parts.test).min()
+    assert created(parts.test).max() <= until
+    assert created(parts.calibration).min() > created(parts.train[created(parts.train) <= until]).max()
+    assert (parts.train["inclusion_prob"] < 1).any() and (parts.test["inclusion_prob"] == 1).all()
+    assert created(parts.train).is_monotonic_increasing
+    ids = pd.concat([parts.train, parts.calibration, parts.test])[config.id]
+    assert ids.is_unique and set(ids) == set(table[config.id])  # every row in exactly one part
+    assert any("certified on the newest fully labelled rows" in note and "recall >= 0.99" in note for note in notes)
+
+    newest, _, _ = _split(table, recall=0.99)
+    assert created(newest.test).max() > until and (newest.test["inclusion_prob"] < 1).any()
+    enough, notes, _ = _split(table, recall=0.5, fully_labelled_until=until.isoformat())
+    assert created(enough.test).max() == created(newest.test).max() and not any("fully" in n for n in notes)
+    with pytest.raises(ValueError, match="fully_labelled_until .* inclusion_prob below 1"):
+        _split(table, recall=0.99, fully_labelled_until=created(table).max().isoformat())
+
+
+def test_train_with_the_history_end_certifies_the_policy_on_fully_labelled_rows(
+    generated_dir: Path, tmp_path: Path
+) -> None:
+    """`triage train --fully-labelled-until`: the exact certificate on the history's newest rows, which the
+    metrics name; a value that is not a time is a usage error naming the option."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from triage.cli import app
+
+    data = tmp_path / "logged.parquet"
+    _logged_export(generated_dir).to_parquet(data, index=False)
+    until = _history_end(generated_dir)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["train", "--data", str(data), "--fully-labelled-until", "yesterday-ish"])
+    assert bad.exit_code == 2 and "--fully-labelled-until" in bad.output and "not a time" in bad.output
+    out = tmp_path / "models"
+    args = ["train", "--data", str(data), "--out", str(out), "--single-tier", "--recall", "0.99", "--no-mlflow"]
+    result = runner.invoke(app, [*args, "--search-trials", "1", "--fully-labelled-until", until])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "latest" / "metrics.json").read_text())
+    certification = metrics["certification"]
+    assert pd.Timestamp(certification["created"]["last"]) <= pd.Timestamp(until)
+    assert certification["feasible"] and not metrics["thresholds"]["targets"].get("weighted")  # the exact one
+    assert any("certified on the newest fully labelled rows" in w for w in metrics["warnings"])
