@@ -30,9 +30,10 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         f"**Training data**: `{options.data}`, split by creation time ({in_words(metrics['split_sizes'])} rows).",
         f"**Model**: `{model_name}`, chosen by model selection (below) on features from `features/`; "
         "centred-isotonic calibration on the calibration split.",
+        *_certification_rows(metrics),
         "",
         *_selection_lines(selection),
-        "## Test split (newest rows, never seen in training, calibration or model selection)",
+        "## Test split (the newest certification rows, never seen in training, calibration or model selection)",
         "",
         f"| metric | {model_name} | logistic baseline |",
         "|---|---|---|",
@@ -100,3 +101,14 @@ def _selection_lines(selection: dict[str, Any]) -> list[str]:
         )
     lines += ["", f"**Chosen**: `{selection['winner']['name']}`: {selection['reason']}.", ""]
     return lines
+
+
+def _certification_rows(metrics: dict[str, Any]) -> list[str]:
+    """When the calibration and test rows were created: the newest rows, or the newest fully labelled ones
+    when audit-sampled verdicts could not certify (`training.pipeline.split_for_certification`)."""
+    created = (metrics.get("certification") or {}).get("created")
+    if not created:
+        return []
+    history = [w for w in metrics.get("warnings", []) if w.startswith("certified on the newest fully labelled rows")]
+    line = f"**Certification rows**: created {created['first'][:10]} to {created['last'][:10]}"
+    return [f"{line}; {history[0]}." if history else f"{line}."]

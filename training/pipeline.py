@@ -288,10 +288,15 @@ def split_for_certification(
     (the verdicts since included, in time order).
 
     Validity: the choice reads only the design (inclusion probabilities) and the number of labelled
-    violations in the newest rows, on which the weighted test conditions; the fully labelled rows are
-    disjoint from them. So whichever part certifies, its test holds at its level. What it assumes is what
-    the bundle trained before the service decided assumes: traffic like those older rows. The promotion
-    gate then re-tests the targets on the newest verdicts and refuses a challenger shown failing there.
+    violations in the newest rows (per tier), on which their recall tests condition (given it, the
+    violations are i.i.d. draws of their kind); the fully labelled rows are disjoint from them, so the
+    choice is independent of their labels. So whichever part certifies, its recall test holds at its
+    level. The block-precision test conditions on the blocked rows instead: a choice by the violation
+    count can move its level only through that count's correlation with the blocked rows' labels, as the
+    calibration share's choice by the same count already can (`choose_calibration_fraction`).
+    `tests/decision/test_weighted.py` simulates the rule's coverage. What it assumes is what the bundle
+    trained before the service decided assumes: traffic like those older rows. The promotion gate then
+    re-tests the targets on the newest verdicts and refuses a challenger shown failing there.
     """
     fraction, fraction_note = choose_calibration_fraction(table, config, options)
     parts = split_by_time(table, config, fraction, options.test_fraction)

@@ -145,3 +145,5 @@ def test_train_with_the_history_end_certifies_the_policy_on_fully_labelled_rows(
     assert pd.Timestamp(certification["created"]["last"]) <= pd.Timestamp(until)
     assert certification["feasible"] and not metrics["thresholds"]["targets"].get("weighted")  # the exact one
     assert any("certified on the newest fully labelled rows" in w for w in metrics["warnings"])
+    card = (out / "latest" / "MODEL_CARD.md").read_text()
+    assert "**Certification rows**: created" in card and "certified on the newest fully labelled rows" in card
