@@ -309,7 +309,9 @@ def violations_needed(pi: np.ndarray, recall: float, alpha: float) -> int | None
     least (all in the stratum of the largest pi); None when no count up to MAX_VIOLATIONS is. A figure from
     the design alone, never from labels: the bets are capped at 1 / (w_max R), so a stratum audited at
     rate pi_min makes each kept violation earn at most ln(1 + (1 - R) pi_min / R) nats (module
-    docstring). Found by doubling, then bisection (the capital of n kept rows grows with n)."""
+    docstring). Found by doubling, then bisection. The capital of n kept rows grows with n only nearly:
+    the mixture's bets are sized from n, so a count a few percent below the result may certify too (a
+    planning figure; `training.pipeline` asks for VIOLATION_MARGIN times it)."""
     pi = np.asarray(pi, dtype=np.float64)
     kept, lost = np.zeros((1, len(pi))), np.zeros((1, len(pi)))
     top = int(np.argmax(pi))

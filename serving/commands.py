@@ -308,9 +308,9 @@ def monitor(
     from serving.monitor import MonitorError, MonitorRequest, report
 
     settings = get_settings()
-    end = _when(until, "--until") if until else datetime.now(UTC)
+    end = parse_time(until, "--until") if until else datetime.now(UTC)
     request = MonitorRequest(
-        since=_when(since, "--since") if since else end - timedelta(hours=hours),
+        since=parse_time(since, "--since") if since else end - timedelta(hours=hours),
         until=end,
         group_by=tuple(dict.fromkeys(group_by or ())),
         segment=segment,
@@ -329,8 +329,9 @@ def monitor(
             typer.echo(line)
 
 
-def _when(text: str, option: str) -> datetime:
-
+def parse_time(text: str, option: str) -> datetime:
+    """An ISO 8601 time from a command-line option (UTC when it names no zone); a usage error naming the
+    option otherwise."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError as exc:

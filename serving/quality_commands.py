@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from serving.commands import _open_store, _pct, _settings_with_db, _when
+from serving.commands import _open_store, _pct, _settings_with_db, parse_time
 
 
 def reviewers_stats(
@@ -27,8 +27,8 @@ def reviewers_stats(
     from serving.reviewer_quality import quality_report
 
     settings = _settings_with_db(db)
-    end = _when(until, "--until") if until else datetime.now(UTC)
-    start = _when(since, "--since") if since else end - timedelta(days=days)
+    end = parse_time(until, "--until") if until else datetime.now(UTC)
+    start = parse_time(since, "--since") if since else end - timedelta(days=days)
     if start >= end:
         raise typer.BadParameter("must be before --until", param_hint="--since")
     with _open_store(settings, read_only=True) as store:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from serving.commands import _bundle_and_policy, _open_store, _pct, _settings_with_db, _when
+from serving.commands import _bundle_and_policy, _open_store, _pct, _settings_with_db, parse_time
 
 
 def rules_stats(
@@ -32,9 +32,9 @@ def rules_stats(
     from serving.rule_analytics import RuleStatsRequest, report
 
     settings = _settings_with_db(db)
-    end = _when(until, "--until") if until else datetime.now(UTC)
+    end = parse_time(until, "--until") if until else datetime.now(UTC)
     request = RuleStatsRequest(
-        since=_when(since, "--since") if since else end - timedelta(days=days),
+        since=parse_time(since, "--since") if since else end - timedelta(days=days),
         until=end,
         period=period,
         confidence=confidence,

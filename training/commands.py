@@ -179,7 +179,9 @@ def train(
     if recall is not None and not single_tier:
         _refuse_recall_on_tiers(recall, config)
     if fully_labelled_until is not None:
-        _check_timestamp(fully_labelled_until, "--fully-labelled-until")
+        from serving.commands import parse_time
+
+        parse_time(fully_labelled_until, "--fully-labelled-until")
 
     options = TrainOptions(
         data=data,
@@ -228,18 +230,6 @@ def train(
             )
             console.print(f"{registered} without alias ({why}), run {result.mlflow['run_id']}")
     return result.bundle_dir
-
-
-def _check_timestamp(value: str, option: str) -> None:
-    """A value pandas cannot read as a time is a usage error naming the option."""
-    import pandas as pd
-
-    try:
-        parsed = pd.Timestamp(value)
-    except (TypeError, ValueError):
-        parsed = pd.NaT
-    if pd.isna(parsed):
-        raise typer.BadParameter(f"{value!r} is not a time (ISO 8601, e.g. 2026-01-31T23:59:59Z)", param_hint=option)
 
 
 def _refuse_recall_on_tiers(recall: float, config: Path | None) -> None:

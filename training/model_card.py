@@ -6,6 +6,7 @@ from typing import Any
 
 from decision.policy import Policy
 from decision.tiers import certifiable_text
+from training.split import FULLY_LABELLED_ROWS
 from training.summary import audit_lines, in_words, targets_in_words
 
 
@@ -27,7 +28,8 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         "**Use**: calibrated probability that policy review rejects a new listing; routes listings to",
         "auto-pass, auto-block or the human review queue through the bundle's policy.",
         "",
-        f"**Training data**: `{options.data}`, split by creation time ({in_words(metrics['split_sizes'])} rows).",
+        f"**Training data**: `{options.data}`, split by creation time ({in_words(metrics['split_sizes'])} rows; "
+        "the certification rows below).",
         f"**Model**: `{model_name}`, chosen by model selection (below) on features from `features/`; "
         "centred-isotonic calibration on the calibration split.",
         *_certification_rows(metrics),
@@ -104,11 +106,14 @@ def _selection_lines(selection: dict[str, Any]) -> list[str]:
 
 
 def _certification_rows(metrics: dict[str, Any]) -> list[str]:
-    """When the calibration and test rows were created: the newest rows, or the newest fully labelled ones
-    when audit-sampled verdicts could not certify (`training.pipeline.split_for_certification`)."""
-    created = (metrics.get("certification") or {}).get("created")
-    if not created:
+    """Which rows the policy is certified on and when they were created: the newest rows, or the newest
+    fully labelled ones when audit-sampled verdicts could not certify (`training.pipeline.
+    split_for_certification`)."""
+    cert = metrics.get("certification") or {}
+    created, rows_from = cert.get("created"), cert.get("rows_from")
+    if not created or not rows_from:
         return []
-    history = [w for w in metrics.get("warnings", []) if w.startswith("certified on the newest fully labelled rows")]
-    line = f"**Certification rows**: created {created['first'][:10]} to {created['last'][:10]}"
-    return [f"{line}; {history[0]}." if history else f"{line}."]
+    line = f"**Certification rows**: the {rows_from}, created {created['first'][:10]} to {created['last'][:10]}"
+    if rows_from == FULLY_LABELLED_ROWS:
+        line += " (the newest rows, audit-sampled verdicts, are too thinly sampled to certify: see the warnings)"
+    return [line + "."]

@@ -44,7 +44,7 @@ from training.select import (
     selection_columns,
     selection_data,
 )
-from training.split import TimeSplit, split_by_time
+from training.split import FULLY_LABELLED_ROWS, NEWEST_ROWS, TimeSplit, split_by_time
 from training.summary import in_words
 from training.tiers import TierModel, TierSource, choose_tier_sources, fit_tier_models, tier_risk
 from training.train import FittedModel, LgbmParams, fit_model
@@ -232,13 +232,20 @@ CALIBRATION_FRACTIONS = (0.2, 0.25, 0.3, 0.35, 0.4)  # tried in order when the f
 VIOLATION_MARGIN = 1.5  # certification rows should hold this many times the fewest violations that certify
 
 
-def violations_to_certify(config: DataConfig, options: TrainOptions) -> dict[str, int]:
-    """Per tier (or "all"), the fewest violations with which its recall target can be certified at all."""
+def recall_levels(config: DataConfig, options: TrainOptions) -> tuple[float, dict[str, float]]:
+    """The level each recall target is certified at before the split is planned (delta / 2 for one target,
+    a tier's share of it otherwise) and the targets, per tier (or "all")."""
     delta = 1 - options.confidence
     if config.tiered:
         alpha, _ = tier_alpha(delta, len(config.tiers))
-        return {t.name: violations_needed(t.recall, alpha) for t in config.tiers}
-    return {"all": violations_needed(options.recall, delta / 2)}
+        return alpha, {t.name: t.recall for t in config.tiers}
+    return delta / 2, {"all": options.recall}
+
+
+def violations_to_certify(config: DataConfig, options: TrainOptions) -> dict[str, int]:
+    """Per tier (or "all"), the fewest violations with which its recall target can be certified at all."""
+    alpha, recalls = recall_levels(config, options)
+    return {name: violations_needed(recall, alpha) for name, recall in recalls.items()}
 
 
 def choose_calibration_fraction(
@@ -260,8 +267,8 @@ def choose_calibration_fraction(
         parts = split_by_time(table, config, candidate, options.test_fraction)
         if candidate > fraction and not can_hold_out(len(parts.train), options.validation_fraction):
             break  # a larger share would leave model selection too few training rows
-        rows = _certification_parts(parts, options)
-        fraction, counts = candidate, _violation_counts(pd.concat(rows, ignore_index=True), config)
+        rows = _certification_rows(parts.calibration, parts.test, options)
+        fraction, counts = candidate, _violation_counts(rows, config)
         if all(counts.get(name, 0) >= VIOLATION_MARGIN * need for name, need in needed.items()):
             break
     if fraction == CALIBRATION_FRACTIONS[0]:
@@ -275,88 +282,109 @@ def choose_calibration_fraction(
 
 def split_for_certification(
     table: pd.DataFrame, config: DataConfig, options: TrainOptions
-) -> tuple[TimeSplit, list[str]]:
-    """The time split and its notes: the newest rows calibrate, test and certify, unless they cannot.
+) -> tuple[TimeSplit, list[str], str]:
+    """The time split, its notes, and which rows certify: the newest rows, unless they cannot.
 
     Once the service decides, the newest rows are a retrain's exported verdicts: reviewed listings and an
     audited sample of the automated ones. Their certificate (`decision.weighted`) caps its bets by the
     heaviest weight, 1 / (the lowest audit rate), so at a small volume even a run with no miss at all
     cannot certify the recall targets (a 2% floor needs thousands of violations). When `options.
     fully_labelled_until` names the end of the fully labelled history and the newest rows hold fewer than
-    VIOLATION_MARGIN x the violations their design needs (`decision.weighted.violations_needed`), the
-    calibration and test parts are the newest rows of that history instead, and every other row trains
-    (the verdicts since included, in time order).
+    VIOLATION_MARGIN x the violations their design needs with no miss (`decision.weighted.
+    violations_needed`, at each target's default level), the calibration and test parts are the newest
+    rows of that history instead, provided they hold the violations the exact certificate needs, and
+    every other row trains (the verdicts since included, in time order).
 
-    Validity: the choice reads only the design (inclusion probabilities) and the number of labelled
-    violations in the newest rows (per tier), on which their recall tests condition (given it, the
-    violations are i.i.d. draws of their kind); the fully labelled rows are disjoint from them, so the
-    choice is independent of their labels. So whichever part certifies, its recall test holds at its
-    level. The block-precision test conditions on the blocked rows instead: a choice by the violation
-    count can move its level only through that count's correlation with the blocked rows' labels, as the
-    calibration share's choice by the same count already can (`choose_calibration_fraction`).
-    `tests/decision/test_weighted.py` simulates the rule's coverage. What it assumes is what the bundle
-    trained before the service decided assumes: traffic like those older rows. The promotion gate then
-    re-tests the targets on the newest verdicts and refuses a challenger shown failing there.
+    Validity. Given the number of labelled violations of a target (per tier), the newest rows' violations
+    are i.i.d. draws of their kind, and their recall test conditions on that number; the choice reads only
+    it and the design (inclusion probabilities), so a recall certificate on the newest rows holds at its
+    level. A certificate on the history rows holds at its level when the model is independent of their
+    labels. In a retrain it is not quite: it was trained on verdicts that the champion's policy chose to
+    label (its thresholds and audit rates), and that policy was certified on these same rows. The
+    dependence runs through those few numbers only; the loop benchmark measures what it does (failures by
+    the generator's expectation unchanged, `bench/RESULTS_LOOP.md`). The block-precision test conditions on
+    the blocked rows: a choice by the violation count can move its level only through that count's
+    correlation with their labels, as the calibration share's choice already can
+    (`choose_calibration_fraction`). What a certificate on the history assumes is what the bundle
+    trained before the service decided assumes: traffic like those rows. The promotion gate re-tests the
+    targets on the newest verdicts, but at the thin audits that lead here it resolves little.
     """
     fraction, fraction_note = choose_calibration_fraction(table, config, options)
     parts = split_by_time(table, config, fraction, options.test_fraction)
     notes = [fraction_note] if fraction_note else []
     if options.fully_labelled_until is None:
-        return parts, notes
-    if config.timestamp is None:
-        raise ValueError("fully_labelled_until needs a timestamp column in the data config (timestamp: null)")
-    certifying = pd.concat(_certification_parts(parts, options), ignore_index=True)
-    short = _weighted_shortfall(certifying, config, options)
+        return parts, notes, NEWEST_ROWS
+    labelled = fully_labelled_mask(table, config, options.fully_labelled_until)
+    short = _weighted_shortfall(_certification_rows(parts.calibration, parts.test, options), config, options)
     if not short:
-        return parts, notes
-    created = pd.to_datetime(table[config.timestamp], utc=True)
-    until = pd.Timestamp(options.fully_labelled_until)
-    until = until.tz_localize("UTC") if until.tzinfo is None else until.tz_convert("UTC")
-    labelled = (created <= until).to_numpy()
-    if INCLUSION_PROB in table and bool((table.loc[labelled, INCLUSION_PROB] < 1.0).any()):
-        raise ValueError(
-            f"fully_labelled_until {until}: rows created by then carry an inclusion_prob below 1 (audit-sampled), "
-            "so they are not fully labelled: name the newest creation time of the original history"
-        )
+        return parts, notes, NEWEST_ROWS
+    kept = f"certified on the newest rows, audit-sampled too thinly to certify ({'; '.join(short)})"
+    history = table[labelled].reset_index(drop=True)
     try:
-        older, older_note = choose_calibration_fraction(table[labelled], config, options)
-        window = split_by_time(table[labelled].reset_index(drop=True), config, older, options.test_fraction)
-    except ValueError as exc:
-        return parts, [*notes, f"certified on the newest rows: the fully labelled ones cannot be split ({exc})"]
+        older, older_note = choose_calibration_fraction(history, config, options)
+        window = split_by_time(history, config, older, options.test_fraction)
+    except (ValueError, IndexError) as exc:  # IndexError: no row at all
+        return parts, [*notes, f"{kept}: the {len(history):,} fully labelled rows cannot be split ({exc})"], NEWEST_ROWS
+    have = _violation_counts(_certification_rows(window.calibration, window.test, options), config)
+    need = {name: n for name, n in violations_to_certify(config, options).items() if have.get(name, 0) < n}
+    if need:
+        return parts, [*notes, f"{kept}: the fully labelled rows hold too few violations too ({in_words(have)}; "
+                       f"at least {in_words(need)} needed)"], NEWEST_ROWS  # fmt: skip
     train = pd.concat([window.train, table[~labelled]], ignore_index=True)
     train = train.iloc[pd.to_datetime(train[config.timestamp], utc=True).argsort(kind="stable")]
     notes = [older_note] if older_note else []
     notes.append(
-        f"certified on the newest fully labelled rows (created up to {until:%Y-%m-%d %H:%M}): the newest rows "
-        f"are audit-sampled and, even with no miss, could not certify {'; '.join(short)}; the "
-        f"{int((~labelled).sum()):,} rows since train the model"
+        f"certified on the newest fully labelled rows (created up to {pd.Timestamp(options.fully_labelled_until)}): "
+        f"the newest rows are audit-sampled too thinly ({'; '.join(short)}); the {int((~labelled).sum()):,} rows "
+        "since train the model"
     )
-    return TimeSplit(train.reset_index(drop=True), window.calibration, window.test), notes
+    return TimeSplit(train.reset_index(drop=True), window.calibration, window.test), notes, FULLY_LABELLED_ROWS
 
 
-def _certification_parts(parts: TimeSplit, options: TrainOptions) -> list[pd.DataFrame]:
-    return [parts.calibration, parts.test] if options.certify_on == "calibration+test" else [parts.calibration]
+def fully_labelled_mask(table: pd.DataFrame, config: DataConfig, until: datetime | str) -> np.ndarray:
+    """The rows created by `until`, the end of the fully labelled history; a ValueError naming the first
+    audit-sampled row when any of them is one (`until` is then not where the history ends)."""
+    if config.timestamp is None:
+        raise ValueError("fully_labelled_until needs a timestamp column in the data config (timestamp: null)")
+    created = pd.to_datetime(table[config.timestamp], utc=True)
+    end = pd.Timestamp(until)
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    labelled = (created <= end).to_numpy()
+    if INCLUSION_PROB in table:
+        sampled = (table[INCLUSION_PROB] < 1.0).to_numpy()
+        if (labelled & sampled).any():
+            raise ValueError(
+                f"fully_labelled_until {end.isoformat()}: {int((labelled & sampled).sum()):,} rows created by then "
+                f"are audit-sampled (inclusion_prob below 1), the first created {created[sampled].min().isoformat()}: "
+                "name a time before it, the newest creation time of the original history"
+            )
+    return labelled
+
+
+def _certification_rows(calibration: pd.DataFrame, test: pd.DataFrame, options: TrainOptions) -> pd.DataFrame:
+    """The rows the shipped policy is certified on (`certify_on`)."""
+    parts = [calibration, test] if options.certify_on == "calibration+test" else [calibration]
+    return pd.concat(parts, ignore_index=True)
 
 
 def _weighted_shortfall(rows: pd.DataFrame, config: DataConfig, options: TrainOptions) -> list[str]:
-    """The recall targets the audit-weighted `rows` hold too few violations for (in words; none when the
-    rows are fully labelled): fewer than VIOLATION_MARGIN x what their design needs with no miss."""
+    """The recall targets (in words) the audit-weighted `rows` hold fewer than VIOLATION_MARGIN x the
+    violations their design needs with no miss, at each target's default level; none when every row is
+    fully labelled."""
     if INCLUSION_PROB not in rows or bool((rows[INCLUSION_PROB] >= 1.0).all()):
         return []
     pi = Strata.of(rows[INCLUSION_PROB].to_numpy(dtype=np.float64)).pi
-    delta = 1 - options.confidence
-    if config.tiered:
-        alpha, _ = tier_alpha(delta, len(config.tiers))
-        recalls = {t.name: t.recall for t in config.tiers}
-    else:
-        alpha, recalls = delta / 2, {"all": options.recall}
+    alpha, recalls = recall_levels(config, options)
     counts = _violation_counts(rows, config)
     short = []
     for name, recall in recalls.items():
         needed = weighted_violations_needed(pi, recall, alpha)
         if needed is None or counts.get(name, 0) < VIOLATION_MARGIN * needed:
-            need = "more than any export holds" if needed is None else f"{VIOLATION_MARGIN:g} x {needed:,}"
-            short.append(f"{name}: recall >= {recall:g} ({counts.get(name, 0):,} violations, {need} wanted)")
+            wanted = "more than any export holds" if needed is None else f"{needed:,} with no miss"
+            short.append(
+                f"{name}: recall >= {recall:g} needs {wanted} ({VIOLATION_MARGIN:g}x wanted), "
+                f"they hold {counts.get(name, 0):,} violations"
+            )
     return short
 
 
@@ -389,6 +417,7 @@ class Fitted:
     identifier: ProductIdentifier | None
     matches: pd.Series  # point-in-time product_match of (at least) every calibration and test row, by id
     example: pd.DataFrame  # a few rows as the export holds them, for the MLflow signature
+    certified_on_rows: str = NEWEST_ROWS  # or FULLY_LABELLED_ROWS (`split_for_certification`)
 
 
 def train(options: TrainOptions) -> TrainResult:
@@ -434,7 +463,7 @@ def _fit_in_process(options: TrainOptions, config: DataConfig, stage: Any) -> Fi
     config, notes = tier_config(config, table, options)
     notes += empty_column_notes(table, config)
     with stage("split by time"):
-        parts, split_notes = split_for_certification(table, config, options)
+        parts, split_notes, certified_on_rows = split_for_certification(table, config, options)
         notes += split_notes
     with stage(f"select the model on the newest {options.validation_fraction:.0%} of the training part"):
         inner = selection_data(
@@ -504,6 +533,7 @@ def _fit_in_process(options: TrainOptions, config: DataConfig, stage: Any) -> Fi
         identifier=identifier,
         matches=matches,
         example=example,
+        certified_on_rows=certified_on_rows,
     )
 
 
@@ -621,9 +651,12 @@ def _finish(fitted: Fitted, options: TrainOptions, stage: Any) -> TrainResult:
             metrics["thresholds_evaluated"] = evaluated.to_dict()
             metrics["thresholds"] = thresholds.to_dict()
     metrics["certification"] = certification_report(thresholds, options, len(reference))
-    if config.timestamp is not None:  # which rows the certificate rests on (`split_for_certification`)
-        parts = [fitted.calibration, fitted.test] if options.certify_on == "calibration+test" else [fitted.calibration]
-        created = pd.to_datetime(pd.concat([part[config.timestamp] for part in parts]), utc=True)
+    metrics["certification"]["rows_from"] = fitted.certified_on_rows  # (`split_for_certification`)
+    if config.timestamp is not None:
+        stamp = [config.timestamp]
+        created = pd.to_datetime(
+            _certification_rows(fitted.calibration[stamp], fitted.test[stamp], options)[config.timestamp], utc=True
+        )
         metrics["certification"]["created"] = {"first": created.min().isoformat(), "last": created.max().isoformat()}
     metrics["alpha_split"] = split_plans[len(reference)].to_dict()
     metrics["tier_models"] = [

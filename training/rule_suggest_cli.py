@@ -25,6 +25,7 @@ from features.validate import DataValidationError, load_table, validate_history
 from training.cli_output import console, note
 from training.cli_output import fail as _fail
 from training.export import history_frame
+from training.split import FULLY_LABELLED_ROWS
 
 
 def suggest(
@@ -87,13 +88,21 @@ def _scored_history(bundle: Bundle, data: Path) -> pd.DataFrame:
     history = history_frame(table, scored, config, "data")
     own = bundle.history()
     if own is not None and config.timestamp and config.timestamp in own and config.timestamp in history:
-        trained_before = pd.Timestamp(own[config.timestamp].min())
-        early = int((history[config.timestamp] < trained_before).sum())
+        created = history[config.timestamp]
+        early = int((created < pd.Timestamp(own[config.timestamp].min())).sum())
         if early:
             note(
                 f"{early:,} rows of {data} predate the bundle's held-out rows: the model was "
                 "fitted on them, so its risk there is optimistic and the workload figures with it"
             )
+        if (bundle.metrics.get("certification") or {}).get("rows_from") == FULLY_LABELLED_ROWS:
+            late = int((created > pd.Timestamp(own[config.timestamp].max())).sum())
+            if late:
+                note(
+                    f"{late:,} rows of {data} are newer than the bundle's held-out rows, which are the newest "
+                    "fully labelled ones: the model was fitted on the verdicts since, so its risk there is "
+                    "optimistic and the workload figures with it"
+                )
     return history
 
 

@@ -12,6 +12,8 @@ import pandas as pd
 
 from features.config import DataConfig
 
+NEWEST_ROWS, FULLY_LABELLED_ROWS = "newest rows", "newest fully labelled rows"  # the rows a policy is certified on
+
 
 @dataclass(frozen=True)
 class TimeSplit:

@@ -3,6 +3,7 @@ and certification; bad inclusion probabilities refused by name."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -78,30 +79,32 @@ def _history_end(generated_dir: Path) -> str:
     return created.sort_values(kind="stable").iloc[int(0.6 * len(created)) - 1].isoformat()
 
 
-def _split(table: pd.DataFrame, **changes: Any) -> tuple[Any, list[str], DataConfig]:
+def _split(table: pd.DataFrame, **changes: Any) -> tuple[Any, list[str], str, DataConfig]:
     from features.config import load_config
     from training.pipeline import split_for_certification, tier_config
 
     options = TrainOptions(data=Path("unused"), tiers=False, **changes)
     config, _ = tier_config(load_config(None), table, options)
-    parts, notes = split_for_certification(table, config, options)
-    return parts, notes, config
+    parts, notes, rows_from = split_for_certification(table, config, options)
+    return parts, notes, rows_from, config
 
 
 def test_thin_audits_certify_on_the_newest_fully_labelled_rows(generated_dir: Path) -> None:
     """The newest 40% are audit-sampled at a 10% floor: too thin to certify recall 0.99 even with no miss,
     so calibration and test are the newest rows of the fully labelled history, and every later row trains.
-    Recall 0.5 they can certify, and without the history's end nothing changes. An end after audit-sampled
-    rows is refused by name."""
+    Recall 0.5 they can certify, and without the history's end nothing changes. A history too short to
+    certify leaves the newest rows certifying, and says why; an end after audit-sampled rows is refused,
+    naming the first of them."""
     from features.config import load_config
 
     table = validate_history(_logged_export(generated_dir), load_config(None))
     until = pd.Timestamp(_history_end(generated_dir))
-    parts, notes, config = _split(table, recall=0.99, fully_labelled_until=until.isoformat())
+    parts, notes, rows_from, config = _split(table, recall=0.99, fully_labelled_until=until.isoformat())
 
     def created(frame: pd.DataFrame) -> pd.Series:
         return pd.to_datetime(frame[config.timestamp], utc=True)
 
+    assert rows_from == "newest fully labelled rows"
     assert created(parts.calibration).max() <= created(parts.test).min()
     assert created(parts.test).max() <= until
     assert created(parts.calibration).min() > created(parts.train[created(parts.train) <= until]).max()
@@ -111,12 +114,25 @@ def test_thin_audits_certify_on_the_newest_fully_labelled_rows(generated_dir: Pa
     assert ids.is_unique and set(ids) == set(table[config.id])  # every row in exactly one part
     assert any("certified on the newest fully labelled rows" in note and "recall >= 0.99" in note for note in notes)
 
-    newest, _, _ = _split(table, recall=0.99)
+    newest, _, rows_from, _ = _split(table, recall=0.99)
+    assert rows_from == "newest rows"
     assert created(newest.test).max() > until and (newest.test["inclusion_prob"] < 1).any()
-    enough, notes, _ = _split(table, recall=0.5, fully_labelled_until=until.isoformat())
-    assert created(enough.test).max() == created(newest.test).max() and not any("fully" in n for n in notes)
-    with pytest.raises(ValueError, match="fully_labelled_until .* inclusion_prob below 1"):
-        _split(table, recall=0.99, fully_labelled_until=created(table).max().isoformat())
+    enough, notes, rows_from, _ = _split(table, recall=0.5, fully_labelled_until=until.isoformat())
+    assert rows_from == "newest rows" and created(enough.test).max() == created(newest.test).max()
+    assert not any("fully" in n for n in notes)
+    for short_history, why in ((created(table).min(), "cannot be split"), ("2000-01-01", "cannot be split")):
+        kept, notes, rows_from, _ = _split(table, recall=0.99, fully_labelled_until=str(short_history))
+        assert rows_from == "newest rows" and created(kept.test).max() == created(newest.test).max()
+        assert any("audit-sampled too thinly" in n and why in n for n in notes), notes
+    few = created(table).sort_values().iloc[1500]  # 1,500 fully labelled rows: too few violations for 0.99
+    _, notes, rows_from, _ = _split(table, recall=0.99, fully_labelled_until=few.isoformat())
+    assert rows_from == "newest rows" and any("hold too few violations too" in n for n in notes), notes
+    first_sampled = created(table[table["inclusion_prob"] < 1]).min()
+    for recall in (0.99, 0.5):  # refused whether or not the newest rows fall short
+        with pytest.raises(
+            ValueError, match=f"fully_labelled_until .* audit-sampled .*{re.escape(first_sampled.isoformat())}"
+        ):
+            _split(table, recall=recall, fully_labelled_until=created(table).max().isoformat())
 
 
 def test_train_with_the_history_end_certifies_the_policy_on_fully_labelled_rows(
@@ -134,8 +150,10 @@ def test_train_with_the_history_end_certifies_the_policy_on_fully_labelled_rows(
     _logged_export(generated_dir).to_parquet(data, index=False)
     until = _history_end(generated_dir)
     runner = CliRunner()
-    bad = runner.invoke(app, ["train", "--data", str(data), "--fully-labelled-until", "yesterday-ish"])
-    assert bad.exit_code == 2 and "--fully-labelled-until" in bad.output and "not a time" in bad.output
+    bad = runner.invoke(
+        app, ["train", "--data", str(data), "--fully-labelled-until", "yesterday-ish"], env={"COLUMNS": "400"}
+    )
+    assert bad.exit_code == 2 and "--fully-labelled-until" in bad.output and "not an ISO 8601 time" in bad.output
     out = tmp_path / "models"
     args = ["train", "--data", str(data), "--out", str(out), "--single-tier", "--recall", "0.99", "--no-mlflow"]
     result = runner.invoke(app, [*args, "--search-trials", "1", "--fully-labelled-until", until])
@@ -145,5 +163,13 @@ def test_train_with_the_history_end_certifies_the_policy_on_fully_labelled_rows(
     assert pd.Timestamp(certification["created"]["last"]) <= pd.Timestamp(until)
     assert certification["feasible"] and not metrics["thresholds"]["targets"].get("weighted")  # the exact one
     assert any("certified on the newest fully labelled rows" in w for w in metrics["warnings"])
+    assert certification["rows_from"] == "newest fully labelled rows"
     card = (out / "latest" / "MODEL_CARD.md").read_text()
-    assert "**Certification rows**: created" in card and "certified on the newest fully labelled rows" in card
+    assert "**Certification rows**: the newest fully labelled rows, created" in card
+    # rule suggestions on the same rows flag the verdicts since the history as trained on, not held out
+    suggest = runner.invoke(
+        app, ["rules", "suggest", "--bundle", str(out / "latest"), "--data", str(data), "--top", "1"],
+        env={"COLUMNS": "400"},
+    )  # fmt: skip
+    assert suggest.exit_code == 0, suggest.output
+    assert "are newer than the bundle's held-out rows, which are the newest fully labelled ones" in suggest.output
