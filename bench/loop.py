@@ -308,18 +308,18 @@ def gated_retrain(
     (`training.promotion.run_gate`) of the challenger against the bundle in force on the held-out verdicts
     (weighted by 1 / inclusion_prob), and serve the challenger only if it passes; else the champion goes on
     deciding. Without `settings.gate`, every retrain trains on every verdict and serves."""
+    config = champion.bundle.config
+    until = fully_labelled_until(history, logged, config)
     if not settings.gate:
         rows = pd.concat([history, logged], ignore_index=True)
-        trained = Deployed.load(retrain(rows, settings, seed, out))
+        trained = Deployed.load(retrain(rows, settings, seed, out, labelled_until=until))
         return trained, {
             "gated": False, "promoted": True, "challenger": trained.path.name, "refusals": [], "trained_on": len(rows)
         }  # fmt: skip
-    config = champion.bundle.config
     older, held_out = split_recent(logged, settings.holdout, config)
     rows = training_frame(history, older, config)
     if INCLUSION_PROB not in logged:  # the unweighted arm: its verdicts carry no inclusion probability
         rows = rows.drop(columns=INCLUSION_PROB, errors="ignore")
-    until = fully_labelled_until(history, older, config)
     challenger = Deployed.load(retrain(rows, settings, seed, out, outcomes=held_out, labelled_until=until))
     report = run_gate(challenger.path, champion.path, held_out, history=rows)
     outcome = {

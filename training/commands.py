@@ -181,7 +181,7 @@ def train(
     if fully_labelled_until is not None:
         from serving.commands import parse_time
 
-        parse_time(fully_labelled_until, "--fully-labelled-until")
+        fully_labelled_until = parse_time(fully_labelled_until, "--fully-labelled-until").isoformat()
 
     options = TrainOptions(
         data=data,

@@ -35,7 +35,7 @@ def render_model_card(version: str, metrics: dict[str, Any], policy: Policy, opt
         *_certification_rows(metrics),
         "",
         *_selection_lines(selection),
-        "## Test split (the newest certification rows, never seen in training, calibration or model selection)",
+        "## Test split (the newest held-out rows, never seen in training, calibration or model selection)",
         "",
         f"| metric | {model_name} | logistic baseline |",
         "|---|---|---|",

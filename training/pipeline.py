@@ -286,14 +286,14 @@ def split_for_certification(
     """The time split, its notes, and which rows certify: the newest rows, unless they cannot.
 
     Once the service decides, the newest rows are a retrain's exported verdicts: reviewed listings and an
-    audited sample of the automated ones. Their certificate (`decision.weighted`) caps its bets by the
-    heaviest weight, 1 / (the lowest audit rate), so at a small volume even a run with no miss at all
-    cannot certify the recall targets (a 2% floor needs thousands of violations). When `options.
-    fully_labelled_until` names the end of the fully labelled history and the newest rows hold fewer than
-    VIOLATION_MARGIN x the violations their design needs with no miss (`decision.weighted.
-    violations_needed`, at each target's default level), the calibration and test parts are the newest
-    rows of that history instead, provided they hold the violations the exact certificate needs, and
-    every other row trains (the verdicts since included, in time order).
+    audited sample of the automated ones (weighted by 1 / inclusion probability). Their certificate
+    (`decision.weighted`) caps its bets by the heaviest weight, 1 / (the lowest audit rate), so at a small
+    volume even a run with no miss at all cannot certify the recall targets (a 2% floor needs thousands of
+    violations). When `options.fully_labelled_until` names the end of the fully labelled history and the
+    newest rows hold fewer than VIOLATION_MARGIN x the violations their design needs with no miss
+    (`decision.weighted.violations_needed`, at each target's default level), the calibration and test parts
+    are the newest rows of that history instead, provided they hold the violations the exact certificate
+    needs, and every other row trains (the verdicts since included, in time order).
 
     Validity. Given the number of labelled violations of a target (per tier), the newest rows' violations
     are i.i.d. draws of their kind, and their recall test conditions on that number; the choice reads only
@@ -345,7 +345,7 @@ def fully_labelled_mask(table: pd.DataFrame, config: DataConfig, until: datetime
     """The rows created by `until`, the end of the fully labelled history; a ValueError naming the first
     audit-sampled row when any of them is one (`until` is then not where the history ends)."""
     if config.timestamp is None:
-        raise ValueError("fully_labelled_until needs a timestamp column in the data config (timestamp: null)")
+        raise ValueError("--fully-labelled-until needs a timestamp column in the data config (timestamp: null)")
     created = pd.to_datetime(table[config.timestamp], utc=True)
     end = pd.Timestamp(until)
     end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
@@ -354,7 +354,7 @@ def fully_labelled_mask(table: pd.DataFrame, config: DataConfig, until: datetime
         sampled = (table[INCLUSION_PROB] < 1.0).to_numpy()
         if (labelled & sampled).any():
             raise ValueError(
-                f"fully_labelled_until {end.isoformat()}: {int((labelled & sampled).sum()):,} rows created by then "
+                f"--fully-labelled-until {end.isoformat()}: {int((labelled & sampled).sum()):,} rows created by then "
                 f"are audit-sampled (inclusion_prob below 1), the first created {created[sampled].min().isoformat()}: "
                 "name a time before it, the newest creation time of the original history"
             )

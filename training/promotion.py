@@ -17,7 +17,8 @@ The figures:
 Refusal margins (a challenger may lose a little to noise, never more):
   auto-decided share lower than the champion's by more than `AUTO_SHARE_MARGIN` (1 point),
   AUC lower by more than `AUC_MARGIN` (0.005), recall at the policy lower by more than `RECALL_MARGIN`
-  (1 point), or a guarantee that is not certified. With no champion, a certified challenger passes.
+  (1 point), or a guarantee that is not certified or is shown failing on these rows. With no champion, a
+  certified challenger none of whose targets these rows show failing passes.
 
 Unbiased under audit sampling. Labels exist only where a person looked: every human-review decision
 (inclusion probability 1) and a Poisson sample of automated ones with known probability pi > 0. A row
@@ -187,7 +188,7 @@ class GateReport:
         out = [f"{'':11} {'version':28} " + " ".join(f"{c:>10}" for c in columns) + "  guarantee"]
         for name, report in (("champion", self.champion), ("challenger", self.challenger)):
             if report is None:
-                out.append(f"{name:11} (none: the challenger needs only a certified guarantee)")
+                out.append(f"{name:11} (none: the challenger needs only a certified guarantee not shown failing)")
                 continue
             out.append(
                 f"{name:11} {report.version:28} {report.auto_pass:10.1%} {report.human_review:10.1%} "

@@ -92,7 +92,7 @@ def test_margins_refuse_what_is_worse_by_more_than_the_margin_and_no_more() -> N
     refusals = compare(_report(auto_pass=0.55, roc_auc=0.88, recall=0.9), champion)
     assert [r.split(":")[0] for r in refusals] == ["workload", "roc_auc", "recall"]
     assert compare(_report(guarantee_state="provisional, not certified"), None)[0].startswith("guarantee")
-    assert compare(_report(), None) == []  # no champion yet: certified is enough
+    assert compare(_report(), None) == []  # no champion yet: certified (and not shown failing) is enough
 
 
 def test_a_champion_keeps_its_workload_claim_until_its_targets_are_shown_to_fail() -> None:

@@ -130,7 +130,7 @@ def test_thin_audits_certify_on_the_newest_fully_labelled_rows(generated_dir: Pa
     first_sampled = created(table[table["inclusion_prob"] < 1]).min()
     for recall in (0.99, 0.5):  # refused whether or not the newest rows fall short
         with pytest.raises(
-            ValueError, match=f"fully_labelled_until .* audit-sampled .*{re.escape(first_sampled.isoformat())}"
+            ValueError, match=f"--fully-labelled-until .* audit-sampled .*{re.escape(first_sampled.isoformat())}"
         ):
             _split(table, recall=recall, fully_labelled_until=created(table).max().isoformat())
 
