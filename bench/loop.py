@@ -270,7 +270,7 @@ def retrain(
     seed: int,
     out: Path,
     outcomes: pd.DataFrame | None = None,
-    labelled_until: Any = None,
+    labelled_until: str | None = None,
 ) -> Path:
     """Train and certify on `labelled` (`outcomes`: verdicts counted in merchant history only, as `triage
     retrain` counts the gate's; `labelled_until`: the history's end, as `triage retrain` passes it); the

@@ -321,9 +321,11 @@ def split_for_certification(
     kept = f"certified on the newest rows, audit-sampled too thinly to certify ({'; '.join(short)})"
     history = table[labelled].reset_index(drop=True)
     try:
+        if history.empty:
+            raise ValueError("none was created by then")
         older, older_note = choose_calibration_fraction(history, config, options)
         window = split_by_time(history, config, older, options.test_fraction)
-    except (ValueError, IndexError) as exc:  # IndexError: no row at all
+    except ValueError as exc:
         return parts, [*notes, f"{kept}: the {len(history):,} fully labelled rows cannot be split ({exc})"], NEWEST_ROWS
     have = _violation_counts(_certification_rows(window.calibration, window.test, options), config)
     need = {name: n for name, n in violations_to_certify(config, options).items() if have.get(name, 0) < n}

@@ -351,7 +351,7 @@ def test_a_retrain_serves_only_when_the_gate_passes_it_trained_without_the_gates
         seed: int,
         out: Path,
         outcomes: pd.DataFrame | None = None,
-        labelled_until: Any = None,
+        labelled_until: str | None = None,
     ) -> Path:
         trained_on.append(rows)
         outcomes_of.append(outcomes)
